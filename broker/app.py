@@ -1,0 +1,153 @@
+"""``create_app``: the one place that wires the broker together.
+
+Keys, trust stores and SP metadata are loaded once (they are already parsed in
+:class:`Settings`; here the signing and verification keys are bound); requests
+only use the objects built here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from broker.audit.events import AuditEvent
+from broker.audit.trail import AuditSink, AuditTrail, JsonLinesFile
+from broker.clock import Clock, SystemClock
+from broker.config.loader import Settings
+from broker.errors import AuditUnavailable, BrokerError, DependencyUnavailable
+from broker.flow import LoginFlow
+from broker.pki.sources import CertificateSourceResolver
+from broker.pki.validator import CertificateValidator
+from broker.saml.authnrequest import AuthnRequestParser
+from broker.saml.idp_metadata import IdpMetadata
+from broker.saml.logout import LogoutHandler
+from broker.saml.nameid import NameIdIssuer
+from broker.saml.response import ResponseBuilder
+from broker.saml.xmldsig import XmlSigner
+from broker.session.sessions import SessionManager
+from broker.session.store import KeyValueStore, MemoryStore, RedisStore
+from broker.web import idp, ops
+from broker.web.pages import error_page, security_headers
+from broker.web.services import Services, correlation_id
+
+log = logging.getLogger("broker")
+
+SSO_PATH = "/saml/idp/sso"
+SLO_PATH = "/saml/idp/slo"
+
+
+class MemoryStoreRefused(RuntimeError):
+    """Raised when no Redis is configured outside the demo."""
+
+
+def build_store(settings: Settings, redis_url: str | None, *, allow_memory: bool) -> KeyValueStore:
+    """Redis from ``redis_url`` (REDIS_URL) or broker.yaml; the embedded store only when allowed."""
+    cfg = settings.broker.redis
+    url = redis_url or (cfg.url if cfg else None)
+    if url:
+        return RedisStore(url, prefix=cfg.key_prefix if cfg else "broker:",
+                          socket_timeout=cfg.socket_timeout.seconds if cfg else 0.5)
+    if not allow_memory:
+        raise MemoryStoreRefused(
+            "no Redis configured: set redis.url in broker.yaml or REDIS_URL; the embedded session store "
+            "serves only the single-process demo")
+    return MemoryStore()
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None,
+               audit_sink: AuditSink | None = None, instance_id: str | None = None,
+               allow_memory_store: bool = False) -> Flask:
+    clock = clock or SystemClock()
+    broker = settings.broker
+    idp_cfg = broker.idp
+    base = idp_cfg.base_url
+    sso_url, slo_url = base + SSO_PATH, base + SLO_PATH
+    instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    if store is None:
+        store = build_store(settings, os.environ.get("REDIS_URL"), allow_memory=allow_memory_store)
+    sessions = SessionManager(
+        store, clock,
+        idle_timeout=broker.session.idle_timeout.timedelta,
+        absolute_timeout=broker.session.absolute_timeout.timedelta,
+        pending_timeout=broker.session.pending_login_timeout.timedelta,
+    )
+    audit = AuditTrail(
+        audit_sink or JsonLinesFile(broker.audit.file.path), clock,
+        pseudonym_key=broker.audit.pseudonym_key.value, instance_id=instance,
+        client_address=broker.audit.client_address,
+    )
+    signing = idp_cfg.signing
+    signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
+    validator = CertificateValidator(settings.trust, clock)
+    flow = LoginFlow(
+        settings, clock,
+        validator=validator,
+        sessions=sessions,
+        audit=audit,
+        parser=AuthnRequestParser(settings, clock, sso_url),
+        responses=ResponseBuilder(idp_cfg.entity_id, signer, clock,
+                                  assertion_lifetime=idp_cfg.assertion_lifetime.timedelta,
+                                  clock_skew=idp_cfg.clock_skew.timedelta),
+        nameids=NameIdIssuer(idp_cfg.nameid_key.value),
+        logout=LogoutHandler(settings, clock, slo_url, signer, signing.key.key),
+        certificate_sources=CertificateSourceResolver(broker.client_certificate.proxy),
+    )
+
+    app = Flask("broker.web", static_folder="static", template_folder="templates",
+                root_path=os.path.join(os.path.dirname(__file__), "web"))
+    app.config["MAX_CONTENT_LENGTH"] = 2 * idp_cfg.max_message_bytes + 16384
+    app.extensions["broker"] = Services(
+        settings=settings, flow=flow, audit=audit, sessions=sessions, validator=validator,
+        metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),
+        cookie_name=broker.session.cookie_name,
+    )
+    app.register_blueprint(idp.bp)
+    app.register_blueprint(ops.bp)
+
+    @app.errorhandler(BrokerError)
+    def broker_error(exc: BrokerError) -> Response:
+        cid = correlation_id()
+        if isinstance(exc, DependencyUnavailable):
+            log.error("[%s] %s: %s", cid, exc.reason, exc.detail)
+            if not isinstance(exc, AuditUnavailable):
+                _try_audit(audit, AuditEvent("login_refused", "failure", cid, reason=exc.reason,
+                                             detail=exc.detail, client_address=request.remote_addr))
+        else:
+            try:
+                audit.sync()
+            except AuditUnavailable as failed:
+                return error_page(failed, cid)
+        return error_page(exc, cid)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = {404: "page_not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.code or 500, "internal_error")
+        return error_page(_PlainError(code), correlation_id())
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        cid = correlation_id()
+        log.error("[%s] unexpected error\n%s", cid, "".join(traceback.format_exception(exc)))
+        return error_page(_PlainError("internal_error"), cid)
+
+    app.after_request(security_headers)
+    return app
+
+
+class _PlainError(BrokerError):
+    """Errors of plain HTTP (404, 405, 413) and the unexpected 500, for the error page."""
+
+
+def _try_audit(audit: AuditTrail, event: AuditEvent) -> None:
+    try:
+        audit.record(event)
+        audit.sync()
+    except AuditUnavailable:
+        log.error("audit unavailable while recording %s", event.event)

@@ -1,0 +1,183 @@
+"""Loading a configuration directory into :class:`Settings`, once, strictly.
+
+Every problem is collected as a :class:`ConfigIssue` (file, line, key path,
+expected value) and raised together in one :class:`ConfigError`, so that
+``broker config check`` shows regional IT the whole list at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TypeVar
+
+from broker.config.schema import BrokerConfig, MunicipalityConfig, ServiceProviderConfig
+from broker.config.typed import parse_document
+from broker.config.yamlsource import YamlSource, load_yaml
+from broker.errors import ConfigError, ConfigIssue
+from broker.pki.truststore import TrustDomain, TrustIndex, municipality_domain
+from broker.saml.metadata import SpMetadata, parse_sp_metadata
+
+T = TypeVar("T")
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
+MUNICIPALITIES_DIR = "municipalities"
+SERVICE_PROVIDERS_DIR = "service-providers"
+
+
+@dataclass(frozen=True)
+class Municipality:
+    id: str
+    config: MunicipalityConfig
+
+    @property
+    def status(self) -> str:
+        return self.config.status
+
+
+@dataclass(frozen=True)
+class ServiceProvider:
+    id: str
+    config: ServiceProviderConfig
+    metadata: SpMetadata
+
+    @property
+    def entity_id(self) -> str:
+        return self.config.entity_id
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole, validated configuration. Immutable; shared by every request."""
+
+    config_dir: Path
+    broker: BrokerConfig
+    municipalities: Mapping[str, Municipality]
+    service_providers: Mapping[str, ServiceProvider]
+    trust: TrustIndex
+
+    def sp_by_entity_id(self, entity_id: str) -> ServiceProvider | None:
+        for sp in self.service_providers.values():
+            if sp.entity_id == entity_id:
+                return sp
+        return None
+
+
+def _load(cls: type[T], path: Path, display: str, config_dir: Path,
+          issues: list[ConfigIssue]) -> tuple[T | None, YamlSource | None]:
+    source, problems = load_yaml(path, display)
+    issues.extend(problems)
+    if source is None:
+        return None, None
+    value, problems = parse_document(cls, source, config_dir)
+    issues.extend(problems)
+    return value, source
+
+
+def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[str, Path]]:
+    folder = config_dir / sub
+    if not folder.is_dir():
+        issues.append(ConfigIssue(sub + "/", None, "", "directory not found"))
+        return []
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix == ".yml":
+            issues.append(ConfigIssue(f"{sub}/{p.name}", None, "", "use the .yaml extension"))
+        elif p.suffix == ".yaml":
+            if not _ID.match(p.stem):
+                issues.append(ConfigIssue(f"{sub}/{p.name}", None, "",
+                                          "file name must be an id: lower-case letters, digits and '-'"))
+            else:
+                out.append((p.stem, p))
+    return out
+
+
+def load_settings(config_dir: Path) -> Settings:
+    """Load and validate ``config_dir``; raise :class:`ConfigError` listing every problem."""
+    config_dir = config_dir.resolve()
+    issues: list[ConfigIssue] = []
+    if not config_dir.is_dir():
+        raise ConfigError([ConfigIssue(str(config_dir), None, "", "configuration directory not found")])
+
+    broker, _ = _load(BrokerConfig, config_dir / "broker.yaml", "broker.yaml", config_dir, issues)
+
+    municipalities: dict[str, Municipality] = {}
+    domains: list[TrustDomain] = []
+    sources: dict[str, YamlSource] = {}
+    for mid, path in _files(config_dir, MUNICIPALITIES_DIR, issues):
+        display = f"{MUNICIPALITIES_DIR}/{path.name}"
+        m, src = _load(MunicipalityConfig, path, display, config_dir, issues)
+        if m is not None and src is not None:
+            domain, problems = municipality_domain(mid, m)
+            issues.extend(src.issue(path, message) for path, message in problems)
+            if domain is not None:
+                municipalities[mid] = Municipality(mid, m)
+                domains.append(domain)
+                sources[mid] = src
+
+    # Municipalities are selected by the issuer of the user's certificate, so a CA name
+    # claimed by two municipalities would make that choice ambiguous.
+    claimed: dict[bytes, str] = {}
+    for mid, mun in municipalities.items():
+        cl = mun.config.certificate
+        for key, files in (("trust_anchors", cl.trust_anchors), ("intermediates", cl.intermediates)):
+            for fi, f in enumerate(files):
+                for cert in f.certificates:
+                    name = cert.subject.public_bytes()
+                    owner = claimed.get(name)
+                    if owner is not None and owner != mid:
+                        issues.append(sources[mid].issue(
+                            ("certificate", key, fi),
+                            f"CA {cert.subject.rfc4514_string()} is already claimed by municipality "
+                            f"{owner!r}; each CA may belong to one municipality"))
+                    else:
+                        claimed[name] = mid
+
+    sps: dict[str, ServiceProvider] = {}
+    entity_ids: dict[str, str] = {}
+    for sid, path in _files(config_dir, SERVICE_PROVIDERS_DIR, issues):
+        display = f"{SERVICE_PROVIDERS_DIR}/{path.name}"
+        sp, src = _load(ServiceProviderConfig, path, display, config_dir, issues)
+        if sp is None or src is None:
+            continue
+        bad = False
+        for i, mid in enumerate(sp.municipalities):
+            if mid not in municipalities and not any(
+                i.file == f"{MUNICIPALITIES_DIR}/{mid}.yaml" for i in issues
+            ):
+                issues.append(src.issue(("municipalities", i),
+                                        f"no municipality {mid!r} (expected a file {MUNICIPALITIES_DIR}/{mid}.yaml)"))
+                bad = True
+        if sp.entity_id in entity_ids:
+            issues.append(src.issue(("entity_id",), f"entity ID already used by service provider "
+                                                    f"{entity_ids[sp.entity_id]!r}"))
+            bad = True
+        try:
+            meta = parse_sp_metadata(sp.metadata.xml, sp.entity_id)
+        except ValueError as exc:
+            issues.append(src.issue(("metadata",), f"{sp.metadata.path}: {exc}"))
+            continue
+        if meta.authn_requests_signed and not meta.signing_certificates:
+            issues.append(src.issue(("metadata",), "metadata says AuthnRequestsSigned but holds no signing key"))
+            bad = True
+        if not bad:
+            entity_ids[sp.entity_id] = sid
+            sps[sid] = ServiceProvider(sid, sp, meta)
+
+    if broker is not None and broker.idp.entity_id in entity_ids:
+        issues.append(ConfigIssue("broker.yaml", None, "idp.entity_id",
+                                  "the broker's entity ID is also used by a service provider"))
+
+    if issues or broker is None:
+        issues.sort(key=lambda i: (i.file != "broker.yaml", i.file, i.line or 0))
+        raise ConfigError(issues or [ConfigIssue("broker.yaml", None, "", "could not be loaded")])
+    return Settings(
+        config_dir=config_dir,
+        broker=broker,
+        municipalities=MappingProxyType(municipalities),
+        service_providers=MappingProxyType(sps),
+        trust=TrustIndex(domains),
+    )

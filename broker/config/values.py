@@ -1,0 +1,406 @@
+"""Configuration value types that carry their own parsing and schema.
+
+File-backed values (certificates, keys, CRLs, secrets) are read and checked
+here, once, at load time: a config that loads is a config whose files parse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from broker.config.typed import ParseContext
+from broker.config.yamlsource import KeyPath
+
+
+def _require_str(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected {what} as a string, got {value!r}")
+    return value
+
+
+def _read(ctx: ParseContext, value: Any, what: str) -> tuple[Path, bytes]:
+    rel = _require_str(value, f"a path to {what}")
+    path = ctx.resolve(rel)
+    try:
+        return path, path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{what} file not found: {path}") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+# --- plain values ----------------------------------------------------------------
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, order=True)
+class Duration:
+    """A span of time: a number of seconds, or a string like ``500ms``, ``30s``, ``10m``, ``8h``, ``1h30m``, ``7d``."""
+
+    seconds: float
+
+    @property
+    def timedelta(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.seconds)
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        text = text.strip()
+        pos, total = 0, 0.0
+        for m in _DURATION.finditer(text):
+            if m.start() != pos:
+                break
+            total += float(m.group(1)) * _UNITS[m.group(2)]
+            pos = m.end()
+        if pos != len(text) or not text:
+            raise ValueError(f"expected a duration like 30s, 10m, 8h or 1h30m, got {text!r}")
+        return cls(total)
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Duration:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            d = cls(float(value))
+        elif isinstance(value, str):
+            d = cls.parse(value)
+        else:
+            raise ValueError(f"expected a duration like 30s, 10m or 8h, got {value!r}")
+        if d.seconds <= 0:
+            raise ValueError("expected a positive duration")
+        return d
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {
+            "oneOf": [
+                {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
+            ]
+        }
+
+    def __str__(self) -> str:
+        return f"{self.seconds:g}s"
+
+
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+class Oid(str):
+    """A dotted-decimal object identifier such as ``1.2.752.29.4.13``."""
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Oid:
+        text = _require_str(value, "an OID")
+        if not _OID.match(text):
+            raise ValueError(f"expected a dotted OID like 1.2.752.74.8.512, got {text!r}")
+        return cls(text)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "pattern": _OID.pattern}
+
+
+class HttpsUrl(str):
+    """An absolute https:// URL without query or fragment."""
+
+    pattern: ClassVar[re.Pattern[str]] = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> HttpsUrl:
+        text = _require_str(value, "a URL")
+        if not cls.pattern.match(text):
+            raise ValueError(f"expected an https:// URL without query or fragment, got {text!r}")
+        return cls(text.rstrip("/"))
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "format": "uri", "pattern": "^https://"}
+
+
+class EntityId(str):
+    """A SAML entityID (SAML Core §8.3.6: a URI of at most 1024 characters)."""
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> EntityId:
+        text = _require_str(value, "an entity ID")
+        if len(text) > 1024 or not re.match(r"^(https?|urn):\S+$", text):
+            raise ValueError(f"expected an entity ID (an https:// URL or urn:, at most 1024 characters), "
+                             f"got {text!r}")
+        return cls(text)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "maxLength": 1024, "pattern": r"^(https?|urn):\S+$"}
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check used by personnummer and organisationsnummer."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+class OrganizationNumber(str):
+    """A Swedish organisationsnummer: ten digits (a hyphen after six is accepted), Luhn-checked."""
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> OrganizationNumber:
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError("expected the organisation number as a quoted string (\"2120001234\")")
+        text = _require_str(value, "an organisation number").replace("-", "")
+        if not re.fullmatch(r"\d{10}", text):
+            raise ValueError(f"expected a 10-digit organisation number, got {value!r}")
+        if not luhn_valid(text):
+            raise ValueError(f"organisation number {value!r} fails its check digit")
+        return cls(text)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "pattern": r"^\d{6}-?\d{4}$"}
+
+
+class Regex(str):
+    """A Python regular expression, matched against the whole value."""
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Regex:
+        text = _require_str(value, "a regular expression")
+        try:
+            re.compile(text)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return cls(text)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "format": "regex"}
+
+
+class IpNetwork:
+    """An IPv4 or IPv6 network in CIDR form; a bare address means that one host."""
+
+    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+        self.network = network
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> IpNetwork:
+        text = _require_str(value, "a network")
+        try:
+            return cls(ipaddress.ip_network(text, strict=True))
+        except ValueError as exc:
+            raise ValueError(f"expected a network like 10.0.0.0/24 or 127.0.0.1, got {text!r} ({exc})") from None
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "examples": ["127.0.0.1/32", "10.20.0.0/16", "::1"]}
+
+    def __contains__(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return address in self.network
+
+    def __repr__(self) -> str:
+        return f"IpNetwork({self.network})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, IpNetwork) and other.network == self.network
+
+    def __hash__(self) -> int:
+        return hash(self.network)
+
+
+# --- file-backed values ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A file holding a random secret of at least 32 bytes (e.g. ``head -c 32 /dev/urandom > f``)."""
+
+    path: Path
+    value: bytes
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> SecretFile:
+        p, data = _read(ctx, value, "secret")
+        if data.isascii():  # a hex or base64 text file: the trailing newline is not part of the secret
+            data = data.strip()
+        if len(data) < 32:
+            raise ValueError(f"secret in {p} is {len(data)} bytes; at least 32 random bytes are required")
+        return cls(p, data)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to a file with at least 32 random bytes"}
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"SecretFile({self.path})"
+
+
+def load_certificates(data: bytes) -> list[x509.Certificate]:
+    """All certificates in a PEM bundle, or the single certificate in a DER file."""
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
+@dataclass(frozen=True)
+class CertificateFile:
+    """A file with exactly one X.509 certificate (PEM or DER)."""
+
+    path: Path
+    certificate: x509.Certificate
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> CertificateFile:
+        p, data = _read(ctx, value, "certificate")
+        try:
+            certs = load_certificates(data)
+        except ValueError as exc:
+            raise ValueError(f"{p} does not hold a readable X.509 certificate ({exc})") from None
+        if len(certs) != 1:
+            raise ValueError(f"{p} must hold exactly one certificate, found {len(certs)}")
+        return cls(p, certs[0])
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to a PEM or DER certificate"}
+
+
+@dataclass(frozen=True)
+class CaCertificates:
+    """A file with one or more CA certificates (PEM bundle or one DER certificate).
+
+    Each must be a CA: basicConstraints with cA=TRUE (RFC 5280 §4.2.1.9) and,
+    where key usage is present, keyCertSign (§4.2.1.3).
+    """
+
+    path: Path
+    certificates: tuple[x509.Certificate, ...]
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> CaCertificates:
+        p, data = _read(ctx, value, "CA certificate")
+        try:
+            certs = load_certificates(data)
+        except ValueError as exc:
+            raise ValueError(f"{p} does not hold readable X.509 certificates ({exc})") from None
+        if not certs:
+            raise ValueError(f"{p} holds no certificate")
+        for cert in certs:
+            who = cert.subject.rfc4514_string()
+            try:
+                bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+            except x509.ExtensionNotFound:
+                raise ValueError(f"{p}: {who} is not a CA certificate (no basicConstraints)") from None
+            if not bc.ca:
+                raise ValueError(f"{p}: {who} is not a CA certificate (basicConstraints cA is false)")
+            try:
+                ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+            except x509.ExtensionNotFound:
+                ku = None
+            if ku is not None and not ku.key_cert_sign:
+                raise ValueError(f"{p}: {who} may not sign certificates (key usage lacks keyCertSign)")
+        return cls(p, tuple(certs))
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to a PEM bundle or DER file of CA certificates"}
+
+
+@dataclass(frozen=True)
+class CrlFile:
+    """A file with one certificate revocation list (PEM or DER); its signature is checked
+    against the municipality's CAs after parsing."""
+
+    path: Path
+    crl: x509.CertificateRevocationList
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> CrlFile:
+        p, data = _read(ctx, value, "CRL")
+        try:
+            crl = (
+                x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+            )
+        except ValueError as exc:
+            raise ValueError(f"{p} does not hold a readable CRL ({exc})") from None
+        return cls(p, crl)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to a PEM or DER CRL"}
+
+
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class PrivateKeyFile:
+    """A PEM private key (unencrypted PKCS#8 or traditional): RSA >= 2048 bits or ECDSA P-256/384/521."""
+
+    path: Path
+    key: SigningKey
+    pem: bytes
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> PrivateKeyFile:
+        p, data = _read(ctx, value, "private key")
+        try:
+            key = load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{p} does not hold an unencrypted PEM private key ({exc})") from None
+        if isinstance(key, rsa.RSAPrivateKey):
+            if key.key_size < 2048:
+                raise ValueError(f"{p}: RSA key of {key.key_size} bits; at least 2048 are required")
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+                raise ValueError(f"{p}: curve {key.curve.name} is not allowed (P-256, P-384, P-521)")
+        else:
+            raise ValueError(f"{p}: only RSA and ECDSA signing keys are supported")
+        return cls(p, key, data)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to an unencrypted PEM private key"}
+
+    def __repr__(self) -> str:  # never print key material
+        return f"PrivateKeyFile({self.path})"
+
+
+@dataclass(frozen=True)
+class WritableFile:
+    """A file the broker appends to; its directory must exist or be creatable."""
+
+    path: Path
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> WritableFile:
+        p = ctx.resolve(_require_str(value, "a file path"))
+        parent = p.parent
+        while not parent.exists():
+            if parent.parent == parent:
+                break
+            parent = parent.parent
+        if not parent.is_dir():
+            raise ValueError(f"the directory for {p} cannot be created: {parent} is not a directory")
+        if p.exists() and p.is_dir():
+            raise ValueError(f"{p} is a directory, expected a file path")
+        return cls(p)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path of a file the broker appends to"}

@@ -1,0 +1,84 @@
+"""``broker demo --check``: every demo user's SP-initiated login over real HTTPS, as a table.
+
+Each login starts at the demo SP, follows its signed AuthnRequest to the
+broker with the user's client certificate, and posts the broker's answer back
+to the SP, which validates it with pysaml2. Exit status 1 on any surprise.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import ssl
+import urllib.error
+import urllib.request
+from html.parser import HTMLParser
+from typing import TextIO
+from urllib.parse import urlencode
+
+from broker.demo.materials import DEMO_USERS, DemoLayout
+
+
+class _FormParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.loa: str | None = None
+        self._in_loa = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form" and self.action is None:
+            self.action = a.get("action")
+        if tag == "input" and a.get("type") == "hidden" and a.get("name"):
+            self.fields[str(a["name"])] = a.get("value") or ""
+        if tag == "dd" and a.get("class") == "loa":
+            self._in_loa = True
+
+    def handle_data(self, data: str) -> None:
+        if self._in_loa:
+            self.loa = data.strip()
+            self._in_loa = False
+
+
+def login(layout: DemoLayout, base_url: str, user: str) -> tuple[str, str]:
+    """Run one login; return (outcome, detail): outcome is "success" or the broker's reason code."""
+    ctx = ssl.create_default_context(cafile=str(layout.tls / "ca.pem"))
+    ctx.load_cert_chain(str(layout.users / f"{user}.pem"), str(layout.users / f"{user}.key"))
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
+                                         urllib.request.HTTPCookieProcessor(jar))
+    try:
+        with opener.open(f"{base_url}/demo-sp/login", timeout=30) as page:
+            body = page.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.headers.get("X-Broker-Reason") or f"http_{exc.code}", ""
+    form = _FormParser()
+    form.feed(body)
+    if not form.action or "SAMLResponse" not in form.fields:
+        return "no_response_form", body[:200]
+    data = urlencode(form.fields).encode()
+    try:
+        with opener.open(urllib.request.Request(form.action, data=data), timeout=30) as page:
+            result = _FormParser()
+            result.feed(page.read().decode())
+            return "success", result.loa or ""
+    except urllib.error.HTTPError as exc:
+        return f"sp_refused_{exc.code}", exc.read().decode(errors="replace")[:300]
+
+
+def run_checks(layout: DemoLayout, base_url: str, out: TextIO) -> int:
+    rows = []
+    failures = 0
+    for user in DEMO_USERS:
+        actual, detail = login(layout, base_url, user.name)
+        ok = actual == user.expected
+        failures += not ok
+        rows.append((user.name, user.municipality or "-", user.expected, actual, "ok" if ok else "SURPRISE",
+                     detail if actual == "success" else ""))
+    header = ("user", "municipality", "expected", "actual", "", "LoA")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(6)]
+    for r in [header, *rows]:
+        out.write("  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() + "\n")
+    out.write(f"\n{len(rows) - failures}/{len(rows)} as expected\n")
+    return 1 if failures else 0

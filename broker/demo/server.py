@@ -1,0 +1,119 @@
+"""``broker demo``: the broker and a demo SP in one HTTPS server on localhost.
+
+The server requests a client certificate, advertises exactly the configured
+municipal CA names, and accepts whatever certificate arrives, so the broker
+(not the TLS layer) decides and explains (:mod:`broker.pki.tls`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+from cryptography import x509
+from werkzeug.middleware.dispatcher import DispatcherMiddleware
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from broker.app import create_app
+from broker.config.loader import load_settings
+from broker.demo.materials import DEMO_USERS, P12_PASSWORD, DemoLayout, generate
+from broker.demo.sp import DemoSp, demo_sp_app
+from broker.pki.tls import ClientCertTLS
+
+
+def find_example_config() -> Path:
+    """config/example of the source tree this package runs from (or of the current directory)."""
+    candidates = [Path(__file__).resolve().parents[2] / "config" / "example", Path.cwd() / "config" / "example"]
+    for c in candidates:
+        if (c / "broker.yaml").is_file():
+            return c
+    raise FileNotFoundError("config/example not found; run the demo from the source tree or pass --example")
+
+
+def build_server(workdir: Path, example: Path, host: str, port: int, *, regenerate: bool = False,
+                 quiet: bool = False) -> tuple[BaseWSGIServer, DemoLayout, str]:
+    xmlsec = shutil.which("xmlsec1")
+    if xmlsec is None:
+        raise RuntimeError("the demo SP (pysaml2) needs the xmlsec1 program: sudo apt-get install -y xmlsec1")
+    base_url = f"https://{host}:{port}"
+    now = dt.datetime.now(dt.UTC)
+    layout = generate(workdir, example, now, base_url=base_url, regenerate=regenerate)
+    settings = load_settings(layout.config)
+    broker_app = create_app(settings, allow_memory_store=True, instance_id="demo")
+    idp_metadata = broker_app.extensions["broker"].metadata.document()
+    sp = DemoSp(layout.sp_settings(base_url, xmlsec), idp_metadata, settings.broker.idp.entity_id)
+    app = DispatcherMiddleware(broker_app, {"/demo-sp": demo_sp_app(sp)})
+    chain = x509.load_pem_x509_certificates((layout.tls / "server.pem").read_bytes())
+    client_cas = [c for m in settings.municipalities.values()
+                  for c in (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())]
+    tls = ClientCertTLS(chain, (layout.tls / "server.key").read_bytes(), client_cas)
+    server = make_server(host, port, app, threaded=True, ssl_context=tls)  # type: ignore[arg-type]
+    if quiet:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    return server, layout, base_url
+
+
+def instructions(layout: DemoLayout, base_url: str) -> str:
+    users = layout.users
+    ca = layout.tls / "ca.pem"
+    lines = [
+        "",
+        "The broker demo is running.",
+        "",
+        f"  Open {base_url}/demo-sp/ and log in with a demo user's certificate.",
+        f"  Import a certificate into your browser: {users}/<user>.p12 (password: {P12_PASSWORD.decode()}).",
+        f"  The server's TLS certificate comes from a demo CA: {ca}",
+        f"  What the broker sees of your certificate: {base_url}/diagnose",
+        f"  Audit trail: {layout.config / 'audit' / 'audit.jsonl'}",
+        "",
+        "  Demo users:",
+    ]
+    for u in DEMO_USERS:
+        expected = "logs in" if u.expected == "success" else f"refused: {u.expected}"
+        lines.append(f"    {u.name:<8} {u.municipality or '-':<9} {u.about} -> {expected}")
+    lines += [
+        "",
+        "  Try one with curl (follows the SP-initiated login up to the broker's answer):",
+        f"    curl --cacert {ca} --cert {users}/anna.pem --key {users}/anna.key -L -c /tmp/jar -b /tmp/jar \\",
+        f"         {base_url}/demo-sp/login",
+        f"    curl --cacert {ca} --cert {users}/david.pem --key {users}/david.key {base_url}/diagnose",
+        "",
+        "  `broker demo --check` runs every demo user's login and prints a table.",
+        "  Stop with Ctrl-C.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run(workdir: Path, example: Path | None, host: str, port: int, *, check: bool, regenerate: bool) -> int:
+    example = example or find_example_config()
+    server, layout, base_url = build_server(workdir, example, host, port, regenerate=regenerate, quiet=check)
+    if not check:
+        sys.stdout.write(instructions(layout, base_url))
+        sys.stdout.flush()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+        return 0
+    from broker.demo.check import run_checks
+
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        return run_checks(layout, base_url, out=sys.stdout)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def default_workdir() -> Path:
+    return Path(os.environ.get("BROKER_DEMO_DIR", "var/demo"))

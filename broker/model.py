@@ -1,0 +1,91 @@
+"""Frozen value types shared by the core packages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+
+@dataclass(frozen=True, order=True)
+class Loa:
+    """An assurance level: ``rank`` orders levels, ``uri`` is the AuthnContextClassRef.
+
+    URIs from the Swedish eID framework ("Tillitsramverk för Svensk e-legitimation")
+    and Sambi; see REFERENCE in the docs.
+    """
+
+    rank: int
+    name: str
+    uri: str
+
+
+LOA2: Final = Loa(2, "loa2", "http://id.elegnamnden.se/loa/1.0/loa2")
+LOA3: Final = Loa(3, "loa3", "http://id.elegnamnden.se/loa/1.0/loa3")
+LOA4: Final = Loa(4, "loa4", "http://id.elegnamnden.se/loa/1.0/loa4")
+SAMBI_LOA2: Final = Loa(2, "sambi-loa2", "http://id.sambi.se/loa/loa2")
+SAMBI_LOA3: Final = Loa(3, "sambi-loa3", "http://id.sambi.se/loa/loa3")
+
+KNOWN_LOAS: Final = {loa.name: loa for loa in (LOA2, LOA3, LOA4, SAMBI_LOA2, SAMBI_LOA3)}
+LOA_BY_URI: Final = {loa.uri: loa for loa in KNOWN_LOAS.values()}
+
+
+IdentityKind = Literal["hsa_id", "personnummer", "opaque"]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the user is, as mapped from a certificate (or, later, an upstream assertion).
+
+    ``key`` is the value the identity rule produced: an HSA-id, a personnummer
+    or an opaque identifier. A personnummer must never be logged as is; the
+    audit trail pseudonymises it.
+    """
+
+    kind: IdentityKind
+    key: str
+    municipality_id: str
+    given_name: str | None = None
+    surname: str | None = None
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class CertificateFacts:
+    """What may be recorded about a certificate: never the PEM, never the subject."""
+
+    fingerprint_sha256: str
+    serial_hex: str
+    issuer: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    @classmethod
+    def of(cls, cert: x509.Certificate) -> CertificateFacts:
+        der = cert.public_bytes(serialization.Encoding.DER)
+        return cls(
+            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+            serial_hex=format(cert.serial_number, "x"),
+            issuer=cert.issuer.rfc4514_string(),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )
+
+
+@dataclass(frozen=True)
+class ReplyTarget:
+    """Where and how the broker may answer a service provider with a SAML Response.
+
+    Only built once the request's Issuer is a registered SP and the ACS URL is
+    one of its registered endpoints (SAML Profiles §4.1.4.1), so an error
+    Response never goes anywhere unvetted.
+    """
+
+    sp_entity_id: str
+    acs_url: str
+    in_response_to: str | None
+    relay_state: str | None

@@ -1,0 +1,130 @@
+"""Mapping a validated certificate to an :class:`Identity` by the municipality's rule.
+
+SITHS cards carry the identity in the subject ``serialNumber`` (OID 2.5.4.5):
+either the HSA-id (``SE2321000016-1003``) or the personnummer (YYYYMMDDNNNN,
+last digit a Luhn check). Some issuers put it in the subjectAltName instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from broker.config.schema import IdentityRule
+from broker.config.values import luhn_valid
+from broker.errors import CertificateRejected
+from broker.model import Identity
+
+DEFAULT_HSA_ID_PATTERN = r"SE[0-9]{10}-[A-Za-z0-9]+"
+UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
+
+
+def check_personnummer(value: str) -> None:
+    """Raise ValueError unless ``value`` is a 12-digit personnummer or samordningsnummer.
+
+    The date part must exist (a samordningsnummer adds 60 to the day) and the
+    last digit is the Luhn check over the 10-digit form YYMMDDNNNC.
+    """
+    if not re.fullmatch(r"\d{12}", value):
+        raise ValueError("a personnummer has 12 digits (YYYYMMDDNNNN)")
+    year, month, day = int(value[0:4]), int(value[4:6]), int(value[6:8])
+    if day > 60:  # samordningsnummer
+        day -= 60
+    try:
+        dt.date(year, month, day)
+    except ValueError:
+        raise ValueError("the date part of the personnummer is not a valid date") from None
+    if not luhn_valid(value[2:]):
+        raise ValueError("the personnummer's check digit is wrong")
+
+
+def _single_subject_value(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(oid)
+    if not attrs:
+        return None
+    if len(attrs) > 1:
+        raise CertificateRejected("identity_invalid", f"the subject has {len(attrs)} {oid.dotted_string} values")
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _san_value(cert: x509.Certificate, source: str) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    if source == "san_email":
+        values = san.get_values_for_type(x509.RFC822Name)
+    else:
+        values = []
+        for other in san.get_values_for_type(x509.OtherName):
+            if other.type_id == UPN_OID:
+                values.append(_decode_utf8_string(other.value))
+    if len(values) > 1:
+        raise CertificateRejected("identity_invalid", f"the subjectAltName has {len(values)} {source} values")
+    return values[0] if values else None
+
+
+def _decode_utf8_string(der: bytes) -> str:
+    """The UTF8String inside an OtherName value (DER: tag 0x0c, short or long length)."""
+    if len(der) < 2 or der[0] != 0x0C:
+        raise CertificateRejected("identity_invalid", "the UPN is not a UTF8String")
+    length, offset = der[1], 2
+    if length & 0x80:
+        n = length & 0x7F
+        if n == 0 or n > 2 or len(der) < 2 + n:
+            raise CertificateRejected("identity_invalid", "the UPN's length is malformed")
+        length, offset = int.from_bytes(der[2:2 + n], "big"), 2 + n
+    if offset + length != len(der):
+        raise CertificateRejected("identity_invalid", "the UPN's length is malformed")
+    try:
+        return der[offset:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise CertificateRejected("identity_invalid", "the UPN is not valid UTF-8") from None
+
+
+_FIELD_NAMES = {
+    "subject_serial_number": "subject serialNumber",
+    "san_upn": "subjectAltName UPN",
+    "san_email": "subjectAltName e-mail",
+}
+
+
+def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id: str) -> Identity:
+    """Apply ``rule`` to ``cert``; raise ``identity_missing`` or ``identity_invalid``."""
+    if rule.source == "subject_serial_number":
+        value = _single_subject_value(cert, NameOID.SERIAL_NUMBER)
+    else:
+        value = _san_value(cert, rule.source)
+    field = _FIELD_NAMES[rule.source]
+    if value is None or not value.strip():
+        raise CertificateRejected("identity_missing", f"the certificate has no {field}",
+                                  params={"field": field})
+    value = value.strip()
+    if rule.type == "personnummer":
+        try:
+            check_personnummer(value)
+        except ValueError as exc:
+            # the value itself is personal data: never put it in the detail
+            raise CertificateRejected("identity_invalid", f"{field}: {exc}") from None
+    else:
+        pattern = rule.pattern or DEFAULT_HSA_ID_PATTERN
+        if not re.fullmatch(pattern, value):
+            raise CertificateRejected("identity_invalid",
+                                      f"{field} {value!r} does not match the {rule.type} pattern {pattern}")
+    given = _single_subject_value(cert, NameOID.GIVEN_NAME)
+    surname = _single_subject_value(cert, NameOID.SURNAME)
+    display = _single_subject_value(cert, NameOID.COMMON_NAME)
+    if display is None and (given or surname):
+        display = " ".join(p for p in (given, surname) if p)
+    return Identity(
+        kind=rule.type,
+        key=value,
+        municipality_id=municipality_id,
+        given_name=given,
+        surname=surname,
+        display_name=display,
+    )

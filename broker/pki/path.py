@@ -1,0 +1,152 @@
+"""RFC 5280 path validation, wrapping ``cryptography.x509.verification``.
+
+cryptography's verifier API is marked unstable; this module is the only one
+that touches it. It also does what the verifier leaves to us (REFERENCE:
+"What cryptography's verifier leaves to us"): key strength of the leaf,
+the login purpose rules (EKU, key usage), algorithm floors with precise
+reasons, and revocation.
+
+Deliberate deviations from cryptography's webpki defaults, each for a reason:
+
+* ``subjectAltName`` may be absent on the end-entity certificate: many real
+  SITHS and Efos client certificates have none (the verifier requires one by
+  default).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    Criticality,
+    ExtensionPolicy,
+    PolicyBuilder,
+    VerificationError,
+)
+
+from broker.errors import CertificateRejected
+from broker.pki.algorithms import weak_key_reason, weak_signature_reason
+from broker.pki.truststore import TrustDomain
+
+_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
+    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
+)
+_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+
+
+@dataclass(frozen=True)
+class VerifiedPath:
+    """A path from the leaf (first) to a trust anchor (last), checked at ``checked_at``.
+
+    ``revocation`` says how revocation was established: ``crl`` or ``not_checked``
+    (the municipality explicitly chose ``mode: none``). ``revocation_valid_until``
+    is the earliest nextUpdate of the CRLs used.
+    """
+
+    chain: tuple[x509.Certificate, ...]
+    checked_at: dt.datetime
+    revocation: str
+    revocation_valid_until: dt.datetime | None
+
+    def with_revocation(self, domain: TrustDomain, now: dt.datetime) -> VerifiedPath:
+        """This path with its revocation status established from ``domain``'s CRLs."""
+        if domain.crls is None:
+            return VerifiedPath(self.chain, now, "not_checked", None)
+        valid_until = domain.crls.check_path(self.chain, now)
+        return VerifiedPath(self.chain, now, "crl", valid_until)
+
+
+def check_purpose(leaf: x509.Certificate) -> None:
+    """The login purpose rules for the leaf (RFC 5280 §4.2.1.3, §4.2.1.12).
+
+    EKU, when present, must contain id-kp-clientAuth; anyExtendedKeyUsage alone
+    is not enough. Key usage must be present and include digitalSignature, which
+    separates a SITHS card's authentication certificate from its signing one.
+    """
+    try:
+        eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if eku is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
+        names = ", ".join(o._name if o._name != "Unknown OID" else o.dotted_string for o in eku)
+        raise CertificateRejected("eku_not_client_auth", f"extended key usage is {names or 'empty'}")
+    try:
+        ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise CertificateRejected("key_usage_not_digital_signature", "the certificate has no key usage") from None
+    if not ku.digital_signature:
+        raise CertificateRejected("key_usage_not_digital_signature", "key usage lacks digitalSignature")
+
+
+def check_validity(cert: x509.Certificate, now: dt.datetime) -> None:
+    """RFC 5280 §4.1.2.5: valid from notBefore through notAfter, both inclusive."""
+    if now < cert.not_valid_before_utc:
+        raise CertificateRejected(
+            "certificate_not_yet_valid",
+            f"valid from {cert.not_valid_before_utc.isoformat()}",
+            params={"not_before": cert.not_valid_before_utc.date().isoformat()},
+        )
+    if now > cert.not_valid_after_utc:
+        raise CertificateRejected(
+            "certificate_expired",
+            f"expired at {cert.not_valid_after_utc.isoformat()}",
+            params={"not_after": cert.not_valid_after_utc.date().isoformat()},
+        )
+
+
+def verify_path(
+    leaf: x509.Certificate,
+    domain: TrustDomain,
+    now: dt.datetime,
+    presented: Sequence[x509.Certificate] = (),
+    *,
+    check_revocation: bool = True,
+) -> VerifiedPath:
+    """Validate ``leaf`` against ``domain`` at ``now``; raise :class:`CertificateRejected`.
+
+    ``presented`` are untrusted intermediates sent along with the leaf; they are
+    only path-building hints (the anchors decide).
+    """
+    weak = weak_signature_reason(leaf)
+    if weak:
+        raise CertificateRejected("weak_signature_algorithm", weak)
+    weak = weak_key_reason(leaf)
+    if weak:
+        raise CertificateRejected("weak_key", weak)
+    check_validity(leaf, now)
+    check_purpose(leaf)
+    for cert in presented:
+        weak = weak_signature_reason(cert)
+        if weak and cert.issuer != cert.subject:
+            raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
+
+    verifier = (
+        PolicyBuilder()
+        .store(domain.store)
+        .time(now)
+        .max_chain_depth(domain.max_chain_depth)
+        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
+        .build_client_verifier()
+    )
+    try:
+        verified = verifier.verify(leaf, [*domain.intermediates, *presented])
+    except VerificationError as exc:
+        raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
+    chain = tuple(verified.chain)
+    for cert in chain[1:-1]:  # the anchor's self-signature carries no trust, so it is not judged
+        weak = weak_signature_reason(cert)
+        if weak:
+            raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
+
+    path = VerifiedPath(chain, now, "pending", None)
+    return path.with_revocation(domain, now) if check_revocation else path
+
+
+def _verification_detail(exc: VerificationError) -> str:
+    """cryptography's message, without the certificate repr it appends."""
+    text = str(exc)
+    return text.split(" (encountered processing", 1)[0]

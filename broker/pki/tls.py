@@ -1,0 +1,176 @@
+"""TLS with client-certificate requests, via pyOpenSSL (the only module that imports it).
+
+Python's ``ssl`` module aborts the handshake when a presented client
+certificate fails verification, so the user would see a browser error
+instead of the broker's explanation. Here the server requests a certificate,
+advertises exactly the configured CA names (TLS 1.2 CertificateRequest
+``certificate_authorities`` / the TLS 1.3 extension), and accepts whatever
+arrives: the broker, not the TLS layer, decides and explains.
+
+:class:`ClientCertTLS` plugs into werkzeug's development server (its
+``ssl_context`` argument only needs ``wrap_socket``); werkzeug then exposes the
+peer certificate as ``SSL_CLIENT_CERT`` in the WSGI environ.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL, crypto
+
+
+def _accept_any(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
+    # Deliberately permissive: validation happens in broker.pki with reasons the user can read.
+    return True
+
+
+class ClientCertTLS:
+    """A server TLS context that requests client certificates and never rejects them."""
+
+    def __init__(self, certificate_chain: Sequence[x509.Certificate], key_pem: bytes,
+                 client_cas: Sequence[x509.Certificate]) -> None:
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.use_certificate(certificate_chain[0])
+        for extra in certificate_chain[1:]:
+            ctx.add_extra_chain_cert(extra)
+        ctx.use_privatekey(serialization.load_pem_private_key(key_pem, password=None))  # type: ignore[arg-type]
+        ctx.check_privatekey()
+        ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+        for ca in client_cas:
+            ctx.add_client_ca(ca)
+        ctx.set_session_id(b"broker")
+        self.context = ctx
+        self.advertised = tuple(c.subject for c in client_cas)
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = True) -> _TLSListener:
+        if not server_side:
+            raise ValueError("ClientCertTLS only serves")
+        return _TLSListener(sock, self.context)
+
+
+class _TLSListener:
+    """The listening socket: accept() hands out TLS connections (handshake happens on first read)."""
+
+    def __init__(self, sock: socket.socket, context: SSL.Context) -> None:
+        self._sock = sock
+        self._context = context
+
+    def accept(self) -> tuple[_TLSConnection, Any]:
+        raw, address = self._sock.accept()
+        tls = SSL.Connection(self._context, raw)
+        tls.set_accept_state()
+        return _TLSConnection(tls, raw), address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _RawTLS(io.RawIOBase):
+    def __init__(self, conn: _TLSConnection) -> None:
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._conn.recv(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def write(self, data: Any) -> int:
+        self._conn.sendall(bytes(data))
+        return len(data)
+
+
+class _TLSConnection:
+    """Enough of the socket API for socketserver and werkzeug, over a pyOpenSSL connection."""
+
+    def __init__(self, tls: SSL.Connection, raw: socket.socket) -> None:
+        self._tls = tls
+        self._raw = raw
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return self._tls.recv(size)
+        except SSL.ZeroReturnError:
+            return b""
+        except SSL.SysCallError as exc:
+            if exc.args and exc.args[0] == -1:  # unexpected EOF
+                return b""
+            raise ConnectionError(str(exc)) from exc
+        except SSL.Error as exc:
+            raise ConnectionError(f"TLS error: {exc}") from exc
+
+    def sendall(self, data: bytes) -> None:
+        try:
+            self._tls.sendall(data)
+        except SSL.Error as exc:
+            raise ConnectionError(f"TLS error: {exc}") from exc
+
+    def makefile(self, mode: str = "rb", buffering: int = -1) -> io.BufferedIOBase:
+        raw = _RawTLS(self)
+        size = io.DEFAULT_BUFFER_SIZE if buffering in (-1, 0, None) else buffering
+        if "r" in mode:
+            return io.BufferedReader(raw, size)
+        return io.BufferedWriter(raw, size)
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        cert = self._tls.get_peer_certificate(as_cryptography=True)
+        if cert is None:
+            return None
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    def shutdown(self, how: int) -> None:
+        try:
+            self._tls.shutdown()
+        except SSL.Error:
+            pass
+        try:
+            self._raw.shutdown(how)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,
+                        timeout: float = 10.0) -> list[x509.Name]:
+    """The CA names a live TLS endpoint advertises in its certificate request.
+
+    Performs a real handshake without a client certificate on a blocking
+    socket and returns ``get_client_ca_list()``. An empty list means the
+    server asked for no particular CA (or no certificate at all).
+    """
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.set_verify(SSL.VERIFY_NONE, _accept_any)  # we read the CA list, we do not trust the server here
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        raw.settimeout(timeout)
+        conn = SSL.Connection(ctx, raw)
+        conn.set_tlsext_host_name((server_name or host).encode("idna"))
+        conn.set_connect_state()
+        try:
+            conn.do_handshake()
+        except SSL.Error:
+            # a server that requires a certificate may abort after sending its request
+            pass
+        names = list(conn.get_client_ca_list(as_cryptography=True))
+        try:
+            conn.shutdown()
+        except SSL.Error:
+            pass
+    return names

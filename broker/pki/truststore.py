@@ -1,0 +1,140 @@
+"""Trust domains: the preloaded trust material of one municipality (or of an ad-hoc CLI check).
+
+Built once at start-up: certificates parsed, the verifier's :class:`Store`
+constructed, CRLs verified and indexed. Requests only read these objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.verification import Store
+
+from broker.config.schema import IdentityRule, MunicipalityConfig
+from broker.config.yamlsource import KeyPath
+from broker.model import KNOWN_LOAS, Loa
+from broker.pki.algorithms import weak_signature_reason
+from broker.pki.crl import CrlIndex, verify_crl
+
+
+@dataclass(frozen=True)
+class TrustDomain:
+    """Everything needed to validate a certificate of one issuer family.
+
+    ``crls`` is None when revocation checking is explicitly off (``mode: none``).
+    ``policies`` maps accepted policy OIDs to their LoA; ``identity`` is the
+    rule that maps a certificate to a user. Both are absent for the stateless
+    ``broker cert verify``, which checks the path only.
+    """
+
+    id: str
+    anchors: tuple[x509.Certificate, ...]
+    intermediates: tuple[x509.Certificate, ...]
+    store: Store
+    max_chain_depth: int
+    crls: CrlIndex | None
+    policies: Mapping[str, Loa] = field(default_factory=lambda: MappingProxyType({}))
+    identity: IdentityRule | None = None
+    status: str = "active"
+
+    def issuing_names(self) -> set[bytes]:
+        """DER subject names of every CA that may issue this domain's leaf certificates."""
+        return {c.subject.public_bytes() for c in (*self.anchors, *self.intermediates)}
+
+
+def build_domain(
+    domain_id: str,
+    anchors: Sequence[x509.Certificate],
+    intermediates: Sequence[x509.Certificate] = (),
+    crls: Iterable[x509.CertificateRevocationList] | None = None,
+    max_chain_depth: int = 4,
+) -> TrustDomain:
+    """A path-only domain (no policy, no identity rule). Raises ValueError for a bad CRL."""
+    index = None
+    if crls is not None:
+        cas = (*anchors, *intermediates)
+        index = CrlIndex([verify_crl(c, cas) for c in crls])
+    return TrustDomain(
+        id=domain_id,
+        anchors=tuple(anchors),
+        intermediates=tuple(intermediates),
+        store=Store(list(anchors)),
+        max_chain_depth=max_chain_depth,
+        crls=index,
+    )
+
+
+def municipality_domain(
+    municipality_id: str, config: MunicipalityConfig
+) -> tuple[TrustDomain | None, list[tuple[KeyPath, str]]]:
+    """The domain of a configured municipality, or the problems (key path, message) that prevent it.
+
+    Checks what needs all of the municipality's certificates at once: every
+    intermediate is signed by a configured CA with an accepted algorithm, and
+    every CRL verifies against its issuer (:func:`verify_crl`).
+    """
+    cl = config.certificate
+    anchors, intermediates = cl.anchors(), cl.intermediate_certificates()
+    cas = (*anchors, *intermediates)
+    problems: list[tuple[KeyPath, str]] = []
+    for fi, f in enumerate(cl.intermediates):
+        for cert in f.certificates:
+            who = cert.subject.rfc4514_string()
+            issuers = [c for c in cas if c.subject == cert.issuer and c is not cert]
+            if not any(_directly_issued(cert, c) for c in issuers):
+                problems.append((("certificate", "intermediates", fi),
+                                 f"{who}: no configured CA ({cert.issuer.rfc4514_string()}) signed this "
+                                 "intermediate; add its issuer to trust_anchors or intermediates"))
+            weak = weak_signature_reason(cert)
+            if weak:
+                problems.append((("certificate", "intermediates", fi), f"{who}: {weak}"))
+    verified = []
+    if cl.revocation.mode == "crl_files":
+        for ci, f in enumerate(cl.revocation.crl_files):
+            try:
+                verified.append(verify_crl(f.crl, cas, f.path))
+            except ValueError as exc:
+                problems.append((("certificate", "revocation", "crl_files", ci), str(exc)))
+    if problems:
+        return None, problems
+    domain = TrustDomain(
+        id=municipality_id,
+        anchors=anchors,
+        intermediates=intermediates,
+        store=Store(list(anchors)),
+        max_chain_depth=cl.max_chain_depth,
+        crls=CrlIndex(verified) if cl.revocation.mode == "crl_files" else None,
+        policies=MappingProxyType({p.oid: KNOWN_LOAS[p.loa] for p in cl.policies}),
+        identity=cl.identity,
+        status=config.status,
+    )
+    return domain, []
+
+
+def _directly_issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+class TrustIndex:
+    """Finds the trust domain of a certificate by its issuer name."""
+
+    def __init__(self, domains: Iterable[TrustDomain]) -> None:
+        self.domains: Mapping[str, TrustDomain] = MappingProxyType({d.id: d for d in domains})
+        by_name: dict[bytes, TrustDomain] = {}
+        for d in self.domains.values():
+            for name in d.issuing_names():
+                if name in by_name and by_name[name].id != d.id:
+                    raise ValueError(f"CA name claimed by both {by_name[name].id!r} and {d.id!r}")
+                by_name[name] = d
+        self._by_issuer = by_name
+
+    def for_issuer(self, cert: x509.Certificate) -> TrustDomain | None:
+        return self._by_issuer.get(cert.issuer.public_bytes())

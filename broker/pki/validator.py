@@ -1,0 +1,91 @@
+"""Certificate login validation through the configured municipalities.
+
+Order of checks (cheap and most explanatory first): issuer → municipality and
+its status; the path (algorithms, key, validity, purpose, chain); the
+municipality's certificate profile (policy OID → LoA, identity rule);
+revocation last, because it is the only step that may need fresh data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from broker.clock import Clock
+from broker.errors import CertificateRejected
+from broker.model import CertificateFacts, Identity, Loa
+from broker.pki.identity import extract_identity
+from broker.pki.path import VerifiedPath, verify_path
+from broker.pki.truststore import TrustDomain, TrustIndex
+
+
+@dataclass(frozen=True)
+class ValidatedCertificate:
+    """A certificate that passed every check, with what it proves."""
+
+    municipality_id: str
+    identity: Identity
+    loa: Loa
+    policy_oid: str
+    facts: CertificateFacts
+    path: VerifiedPath
+
+
+def certificate_policies(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.CertificatePolicies).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(p.policy_identifier.dotted_string for p in ext)
+
+
+def assurance_level(cert: x509.Certificate, domain: TrustDomain) -> tuple[str, Loa]:
+    """The LoA the certificate's policy OIDs give in ``domain``: the highest accepted one.
+
+    The LoA comes from the policy, never from the issuer's name (REFERENCE).
+    """
+    found = certificate_policies(cert)
+    accepted = [(oid, domain.policies[oid]) for oid in found if oid in domain.policies]
+    if not accepted:
+        shown = ", ".join(found) if found else "none"
+        raise CertificateRejected("policy_not_accepted", f"certificate policies: {shown}")
+    return max(accepted, key=lambda pair: pair[1].rank)
+
+
+class CertificateValidator:
+    """Validates client certificates against the configured municipalities."""
+
+    def __init__(self, trust: TrustIndex, clock: Clock) -> None:
+        self._trust = trust
+        self._clock = clock
+
+    def domain_of(self, leaf: x509.Certificate) -> TrustDomain:
+        domain = self._trust.for_issuer(leaf)
+        if domain is None:
+            raise CertificateRejected("issuer_unknown", f"issuer {leaf.issuer.rfc4514_string()}")
+        return domain
+
+    def validate(self, leaf: x509.Certificate,
+                 presented: Sequence[x509.Certificate] = ()) -> ValidatedCertificate:
+        """Return what the certificate proves or raise :class:`CertificateRejected`."""
+        domain = self.domain_of(leaf)
+        if domain.status == "suspended":
+            raise CertificateRejected("municipality_suspended", f"municipality {domain.id!r} is suspended",
+                                      params={"municipality": domain.id})
+        if domain.identity is None:  # pragma: no cover - municipality domains always have a rule
+            raise RuntimeError(f"domain {domain.id!r} has no identity rule")
+        now = self._clock.now()
+        path = verify_path(leaf, domain, now, presented, check_revocation=False)
+        policy_oid, loa = assurance_level(leaf, domain)
+        identity = extract_identity(leaf, domain.identity, domain.id)
+        path = path.with_revocation(domain, now)
+        return ValidatedCertificate(
+            municipality_id=domain.id,
+            identity=identity,
+            loa=loa,
+            policy_oid=policy_oid,
+            facts=CertificateFacts.of(leaf),
+            path=path,
+        )

@@ -1,0 +1,252 @@
+"""The one table of reason codes.
+
+Every rejection the broker makes (certificate, proxy header, SAML, session,
+dependency) carries one of these stable snake_case codes. The same code appears
+in the CLI's JSON, in the audit trail, in metrics labels and, translated into
+plain words, on the user's error page. Codes are an interface: never rename
+one; add a new code and retire the old one instead.
+
+``python -m broker.reasons`` prints the table as Markdown (the README embeds it;
+a test keeps the two identical).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, Literal
+
+Family = Literal["certificate", "proxy", "saml", "session", "dependency", "request"]
+
+# Second-level SAML status codes (SAML Core §3.2.2.2).
+_ST = "urn:oasis:names:tc:SAML:2.0:status:"
+AUTHN_FAILED: Final = _ST + "AuthnFailed"
+NO_PASSIVE: Final = _ST + "NoPassive"
+NO_AUTHN_CONTEXT: Final = _ST + "NoAuthnContext"
+INVALID_NAMEID_POLICY: Final = _ST + "InvalidNameIDPolicy"
+UNSUPPORTED_BINDING: Final = _ST + "UnsupportedBinding"
+REQUEST_DENIED: Final = _ST + "RequestDenied"
+REQUEST_UNSUPPORTED: Final = _ST + "RequestUnsupported"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One row of the table.
+
+    ``http_status`` is the status of the error page; ``saml_status`` is the
+    second-level status code used when the broker answers the SP with a SAML
+    error Response instead of a page (None: never answered that way).
+    """
+
+    code: str
+    family: Family
+    http_status: int
+    description: str
+    hint: str
+    saml_status: str | None = None
+
+
+_ROWS: tuple[Reason, ...] = (
+    # --- certificate (RFC 5280 path and the municipality's certificate profile) ---
+    Reason("certificate_missing", "certificate", 401,
+           "No client certificate reached the broker.",
+           "The browser offered no certificate: is the card inserted and its middleware running, and does the "
+           "TLS endpoint advertise the municipality's CA (broker readiness)?", AUTHN_FAILED),
+    Reason("certificate_malformed", "certificate", 400,
+           "The presented certificate could not be parsed as X.509.",
+           "Check the certificate with `openssl x509 -text`; reissue it if it is damaged.", AUTHN_FAILED),
+    Reason("issuer_unknown", "certificate", 403,
+           "The certificate's issuer is not a CA of any configured municipality.",
+           "Add the issuing CA to the municipality's trust anchors or intermediates, or the user picked a "
+           "certificate from another hierarchy.", AUTHN_FAILED),
+    Reason("municipality_suspended", "certificate", 403,
+           "The municipality that issued the certificate is suspended in the configuration.",
+           "Set status: active in municipalities/<id>.yaml when the suspension is over.", AUTHN_FAILED),
+    Reason("municipality_not_active", "certificate", 403,
+           "The municipality is still onboarding and this service provider does not accept onboarding "
+           "municipalities.",
+           "Set status: active at go-live, or accept_onboarding: true on a test service provider.", AUTHN_FAILED),
+    Reason("municipality_not_allowed", "certificate", 403,
+           "The service provider is not open to users of this municipality.",
+           "Add the municipality to the service provider's municipalities list if it should be.",
+           REQUEST_DENIED),
+    Reason("certificate_not_yet_valid", "certificate", 403,
+           "The certificate's notBefore lies in the future (RFC 5280 §4.1.2.5).",
+           "Check the broker's clock and the certificate's validity period.", AUTHN_FAILED),
+    Reason("certificate_expired", "certificate", 403,
+           "The certificate's notAfter has passed (RFC 5280 §4.1.2.5).",
+           "The user needs a renewed card or certificate from the municipality's card administrator.",
+           AUTHN_FAILED),
+    Reason("weak_signature_algorithm", "certificate", 403,
+           "A certificate in the path is signed with SHA-1 or a weaker algorithm.",
+           "Reissue the certificate with SHA-256 or stronger.", AUTHN_FAILED),
+    Reason("weak_key", "certificate", 403,
+           "The certificate's key is too weak (RSA under 2048 bits, DSA, or a curve other than P-256/384/521).",
+           "Reissue the certificate with an RSA key of at least 2048 bits or an ECDSA P-256+ key.",
+           AUTHN_FAILED),
+    Reason("chain_invalid", "certificate", 403,
+           "No valid certification path to the municipality's trust anchors (RFC 5280 §6).",
+           "Check that the municipality's intermediates are configured and current; the detail names the "
+           "failing certificate.", AUTHN_FAILED),
+    Reason("eku_not_client_auth", "certificate", 403,
+           "The certificate has an extended key usage without id-kp-clientAuth (RFC 5280 §4.2.1.12).",
+           "The user picked a signing or server certificate; use the card's authentication certificate.",
+           AUTHN_FAILED),
+    Reason("key_usage_not_digital_signature", "certificate", 403,
+           "The certificate's key usage lacks digitalSignature (RFC 5280 §4.2.1.3).",
+           "The user picked the card's signing (non-repudiation) certificate; use the authentication one.",
+           AUTHN_FAILED),
+    Reason("policy_not_accepted", "certificate", 403,
+           "None of the certificate's policy OIDs is on the municipality's allow-list (RFC 5280 §4.2.1.4).",
+           "Add the CA's policy OID with its assurance level to the municipality's certificate.policies.",
+           AUTHN_FAILED),
+    Reason("revoked", "certificate", 403,
+           "The certificate (or a CA certificate in its path) is revoked.",
+           "The card has been revoked; the user needs a new one from the card administrator.", AUTHN_FAILED),
+    Reason("revocation_stale", "certificate", 503,
+           "The revocation data available for the certificate is past its nextUpdate.",
+           "Publish a fresh CRL in the configured location (or fix the fetch); logins fail closed until then.",
+           AUTHN_FAILED),
+    Reason("revocation_unavailable", "certificate", 503,
+           "No revocation data covers a certificate in the path, and the policy fails closed.",
+           "Configure a CRL for every issuing CA of the municipality, or check the responder.", AUTHN_FAILED),
+    Reason("identity_missing", "certificate", 403,
+           "The certificate lacks the field the municipality's identity rule reads.",
+           "Check the municipality's identity rule against a real certificate (`broker cert check`).",
+           AUTHN_FAILED),
+    Reason("identity_invalid", "certificate", 403,
+           "The identity field does not hold a valid HSA-id or personnummer.",
+           "The detail shows what failed (pattern, date or check digit); check the identity rule.",
+           AUTHN_FAILED),
+    Reason("loa_insufficient", "certificate", 403,
+           "The certificate's assurance level is below what the service provider requires.",
+           "The service requires a higher assurance level (e.g. a SITHS card instead of a soft certificate).",
+           NO_AUTHN_CONTEXT),
+    # --- proxy header (certificate forwarded by a TLS-terminating proxy) ---
+    Reason("proxy_header_untrusted", "proxy", 400,
+           "A client-certificate header arrived from an address outside the trusted proxy networks; it was "
+           "ignored.",
+           "If this is your proxy, add its network to client_certificate.proxy.trusted_networks; otherwise "
+           "someone tried to forge a certificate."),
+    Reason("proxy_header_malformed", "proxy", 400,
+           "The trusted proxy's client-certificate header could not be decoded.",
+           "Check that the proxy forwards the format configured in client_certificate.proxy.format."),
+    Reason("proxy_header_too_large", "proxy", 400,
+           "The trusted proxy's client-certificate header exceeds the configured size limit.",
+           "Raise client_certificate.proxy.max_bytes only if real certificates are that large."),
+    # --- SAML (requests from service providers) ---
+    Reason("saml_request_missing", "saml", 400,
+           "The request carried no SAMLRequest.",
+           "The user opened the SSO endpoint directly; start from the service provider."),
+    Reason("saml_request_malformed", "saml", 400,
+           "The SAML message could not be decoded or parsed (SAML Bindings §3.4.4, §3.5.4).",
+           "Check the SP's binding encoding; the detail names the failing step."),
+    Reason("saml_request_too_large", "saml", 400,
+           "The SAML message exceeds the size limit (before or after inflation).",
+           "Real AuthnRequests are a few kilobytes; this looks like an attack or a broken SP."),
+    Reason("saml_binding_unsupported", "saml", 400,
+           "The request asks for a binding the broker does not offer (responses go over HTTP-POST).",
+           "Configure the SP to request ProtocolBinding HTTP-POST.", UNSUPPORTED_BINDING),
+    Reason("sp_unknown", "saml", 403,
+           "The request's Issuer is not a registered service provider.",
+           "Register the SP with a file in service-providers/ (its metadata and release policy)."),
+    Reason("saml_request_unsigned", "saml", 403,
+           "The SP's metadata or configuration requires signed requests and this one is not signed.",
+           "Configure the SP to sign its AuthnRequests, or correct AuthnRequestsSigned in its metadata."),
+    Reason("saml_signature_invalid", "saml", 403,
+           "The SAML message's signature does not verify with the SP's metadata keys.",
+           "Check that the SP's current signing certificate is in its metadata file."),
+    Reason("saml_algorithm_not_allowed", "saml", 403,
+           "The message is signed or digested with an algorithm outside the allow-list (no SHA-1).",
+           "Configure the SP to sign with RSA-SHA256 (or stronger) and SHA-256 digests."),
+    Reason("saml_destination_mismatch", "saml", 400,
+           "The message's Destination is not this endpoint (SAML Bindings §3.4.5.2, §3.5.5.2).",
+           "Correct the broker SSO URL in the SP's configuration."),
+    Reason("saml_request_stale", "saml", 400,
+           "The request's IssueInstant is outside the accepted window.",
+           "Check the clocks of the SP and the broker (clock_skew in broker.yaml)."),
+    Reason("saml_version_unsupported", "saml", 400,
+           "The message is not SAML 2.0.",
+           "Only SAML 2.0 is supported.", REQUEST_UNSUPPORTED),
+    Reason("acs_url_not_registered", "saml", 400,
+           "The AssertionConsumerServiceURL/Index is not in the SP's metadata (SAML Profiles §4.1.4.1).",
+           "Update the SP's metadata file with its current ACS endpoints."),
+    Reason("nameid_format_unsupported", "saml", 400,
+           "The requested NameIDPolicy Format is not offered for this SP.",
+           "Request persistent or transient, or allow the format in the SP's nameid_formats.",
+           INVALID_NAMEID_POLICY),
+    Reason("authn_context_unsupported", "saml", 403,
+           "The requested authentication context cannot be met by this login (SAML Core §3.3.2.2.1).",
+           "The certificate's assurance level does not satisfy the SP's RequestedAuthnContext.",
+           NO_AUTHN_CONTEXT),
+    Reason("passive_login_impossible", "saml", 400,
+           "IsPassive was requested and no session or valid certificate allows a login without user "
+           "interaction.",
+           "Expected when the user has no session; the SP should retry without IsPassive.", NO_PASSIVE),
+    Reason("saml_feature_unsupported", "saml", 400,
+           "The request uses a feature the broker does not support (a requested Subject, "
+           "AuthnContextDeclRef).",
+           "Configure the SP not to send the feature named in the detail.", REQUEST_UNSUPPORTED),
+    Reason("relay_state_too_long", "saml", 400,
+           "RelayState exceeds the size limit (SAML Bindings §3.4.3: at most 80 bytes).",
+           "Configure the SP to send a short RelayState reference."),
+    Reason("login_unknown", "saml", 400,
+           "The login being resumed is unknown, expired or already used.",
+           "The user should start again from the service provider."),
+    Reason("logout_request_invalid", "saml", 400,
+           "The LogoutRequest could not be accepted (issuer, signature, destination or NameID).",
+           "The detail names the failing check."),
+    # --- session ---
+    Reason("session_store_unavailable", "session", 503,
+           "The session store (Redis) cannot be reached.",
+           "Check Redis; the broker recovers by itself when it answers again."),
+    # --- dependencies ---
+    Reason("audit_unavailable", "dependency", 503,
+           "The audit trail cannot be written, so the broker refuses logins (fail closed).",
+           "Check the audit directory: disk space, permissions, I/O errors."),
+    Reason("internal_error", "dependency", 500,
+           "An unexpected error; the audit trail and the operator log hold the reference ID.",
+           "Look up the reference ID in the operator log."),
+    # --- plain HTTP ---
+    Reason("request_too_large", "request", 413,
+           "The request body exceeds the size limit.",
+           "Real SAML messages are small; this looks like an attack or a broken client."),
+    Reason("page_not_found", "request", 404,
+           "No such page.",
+           "Check the link."),
+    Reason("method_not_allowed", "request", 405,
+           "The HTTP method is not allowed for this endpoint.",
+           "SAML endpoints accept GET (HTTP-Redirect) and POST (HTTP-POST) only."),
+)
+
+REASONS: Final = MappingProxyType({r.code: r for r in _ROWS})
+
+if len(REASONS) != len(_ROWS):  # pragma: no cover - guards the table itself
+    raise RuntimeError("duplicate reason code in broker.reasons")
+
+
+def reason(code: str) -> Reason:
+    """The row for ``code``; an unknown code is a programming error."""
+    try:
+        return REASONS[code]
+    except KeyError:
+        raise KeyError(f"unknown reason code {code!r}: add it to broker.reasons") from None
+
+
+def markdown_table() -> str:
+    """The table as Markdown, the form embedded in the README."""
+    lines = [
+        "| code | family | HTTP | SAML status | meaning | what to do |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in _ROWS:
+        status = r.saml_status.rsplit(":", 1)[-1] if r.saml_status else ""
+        lines.append(
+            f"| `{r.code}` | {r.family} | {r.http_status} | {status} | {r.description} | {r.hint} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.stdout.write(markdown_table())

@@ -1,0 +1,249 @@
+"""Accepting AuthnRequests from registered service providers (SAML Core §3.4, Profiles §4.1.4.1).
+
+The request is parsed once, by the hardened lxml parser; its signature (if
+any) is verified on that same tree, and every field is read from the
+verified root element. Parsing twice with different parsers invites parser
+differential attacks.
+
+Checks, in order: decoding and size; root element and Version; Issuer is a
+registered SP; signature (required when the SP's metadata says
+AuthnRequestsSigned or its config says require_signed_requests; verified
+whenever present); Destination; IssueInstant window; the ACS endpoint
+(registered in metadata, HTTP-POST); RelayState size; then the request's
+options (NameIDPolicy, RequestedAuthnContext, ForceAuthn, IsPassive). Once
+the SP and its ACS are known, refusals carry a :class:`ReplyTarget` so that
+the SP gets a SAML error Response instead of the user a dead end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lxml import etree
+
+from broker.clock import Clock
+from broker.config.loader import ServiceProvider, Settings
+from broker.errors import SamlRejected
+from broker.model import ReplyTarget
+from broker.saml.bindings import (
+    HTTP_POST,
+    HTTP_REDIRECT,
+    NAMEID_FORMATS,
+    NAMEID_UNSPECIFIED,
+    InboundMessage,
+    decode,
+    verify_query_signature,
+)
+from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
+from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmltime import parse_instant
+
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+NS = {"samlp": SAMLP, "saml": SAML}
+ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
+COMPARISONS = ("exact", "minimum", "maximum", "better")
+
+
+@dataclass(frozen=True)
+class AuthnRequestInfo:
+    """A vetted AuthnRequest: only what the rest of the login needs. JSON-serialisable."""
+
+    request_id: str
+    sp_entity_id: str
+    acs_url: str
+    binding: str
+    nameid_format: str
+    force_authn: bool
+    is_passive: bool
+    requested_contexts: tuple[str, ...]
+    comparison: str
+    relay_state: str | None
+    signed: bool
+
+    def reply_target(self) -> ReplyTarget:
+        return ReplyTarget(self.sp_entity_id, self.acs_url, self.request_id, self.relay_state)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["requested_contexts"] = list(self.requested_contexts)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuthnRequestInfo:
+        return cls(**{**data, "requested_contexts": tuple(data["requested_contexts"])})
+
+
+def _bool_attr(element: etree._Element, name: str) -> bool:
+    value = element.get(name)
+    if value is None:
+        return False
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise SamlRejected("saml_request_malformed", f"{name}={value!r} is not an xs:boolean")
+
+
+class AuthnRequestParser:
+    """Turns an :class:`InboundMessage` into an :class:`AuthnRequestInfo` or a :class:`SamlRejected`."""
+
+    def __init__(self, settings: Settings, clock: Clock, sso_url: str) -> None:
+        idp = settings.broker.idp
+        self._settings = settings
+        self._clock = clock
+        self._sso_url = sso_url
+        self._max_bytes = idp.max_message_bytes
+        self._skew = idp.clock_skew.timedelta
+        self._max_age = idp.request_max_age.timedelta
+        self._relay_max = idp.relay_state_max_bytes
+        # Verification keys from each SP's metadata, loaded once.
+        self._verifiers = {
+            sp.entity_id: XmlVerifier(sp.metadata.signing_certificates)
+            for sp in settings.service_providers.values()
+        }
+
+    def parse(self, message: InboundMessage) -> tuple[AuthnRequestInfo, ServiceProvider]:
+        xml = decode(message, self._max_bytes)
+        try:
+            root = parse_untrusted(xml, self._max_bytes)
+        except UnsafeXml as exc:
+            raise SamlRejected("saml_request_malformed", str(exc)) from None
+        if root.tag != f"{{{SAMLP}}}AuthnRequest":
+            raise SamlRejected("saml_request_malformed", f"expected an AuthnRequest, got {root.tag}")
+        request_id = root.get("ID")
+        if not request_id or len(request_id) > 256:
+            raise SamlRejected("saml_request_malformed", "the AuthnRequest has no usable ID")
+
+        issuer_el = root.find("saml:Issuer", NS)
+        issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
+        if not issuer:
+            raise SamlRejected("saml_request_malformed", "the AuthnRequest has no Issuer")
+        if issuer_el is not None and issuer_el.get("Format") not in (None, ENTITY_FORMAT):
+            raise SamlRejected("saml_request_malformed", "the Issuer's Format must be entity")
+        sp = self._settings.sp_by_entity_id(issuer)
+        if sp is None:
+            raise SamlRejected("sp_unknown", f"Issuer {issuer!r} is not a registered service provider",
+                               params={"issuer": issuer[:200]})
+
+        signed = self._check_signature(message, root, sp)
+
+        if root.get("Version") != "2.0":
+            raise SamlRejected("saml_version_unsupported", f"Version {root.get('Version')!r}")
+        destination = root.get("Destination")
+        if destination is not None and destination != self._sso_url:
+            raise SamlRejected("saml_destination_mismatch", f"Destination {destination!r}, expected {self._sso_url}")
+        if signed and destination is None:
+            # Bindings §3.4.5.2 / §3.5.5.2: a signed message must name its Destination
+            raise SamlRejected("saml_destination_mismatch", "a signed request must carry Destination")
+
+        try:
+            issued = parse_instant(root.get("IssueInstant") or "")
+        except ValueError as exc:
+            raise SamlRejected("saml_request_malformed", f"IssueInstant: {exc}") from None
+        now = self._clock.now()
+        if issued > now + self._skew or issued < now - self._max_age - self._skew:
+            raise SamlRejected("saml_request_stale", f"IssueInstant {issued.isoformat()} at {now.isoformat()}")
+
+        relay_state = message.relay_state
+        if relay_state is not None and len(relay_state.encode("utf-8")) > self._relay_max:
+            raise SamlRejected("relay_state_too_long",
+                               f"RelayState of {len(relay_state.encode('utf-8'))} bytes (limit {self._relay_max})")
+
+        acs_url = self._acs_url(root, sp)
+        target = ReplyTarget(sp.entity_id, acs_url, request_id, relay_state)
+        binding = root.get("ProtocolBinding")
+        if binding is not None and binding != HTTP_POST:
+            raise SamlRejected("saml_binding_unsupported", f"ProtocolBinding {binding}", reply_to=target)
+
+        if root.find("saml:Subject", NS) is not None:
+            raise SamlRejected("saml_feature_unsupported", "a requested Subject", reply_to=target)
+
+        nameid_format = self._nameid_format(root, sp, target)
+        contexts, comparison = self._requested_context(root, target)
+        info = AuthnRequestInfo(
+            request_id=request_id,
+            sp_entity_id=sp.entity_id,
+            acs_url=acs_url,
+            binding=message.binding,
+            nameid_format=nameid_format,
+            force_authn=_bool_attr(root, "ForceAuthn"),
+            is_passive=_bool_attr(root, "IsPassive"),
+            requested_contexts=contexts,
+            comparison=comparison,
+            relay_state=relay_state,
+            signed=signed,
+        )
+        return info, sp
+
+    def _check_signature(self, message: InboundMessage, root: etree._Element, sp: ServiceProvider) -> bool:
+        required = sp.metadata.authn_requests_signed or sp.config.require_signed_requests
+        certs = sp.metadata.signing_certificates
+        if message.binding == HTTP_REDIRECT:
+            # Bindings §3.4.4.1: a Redirect message is signed in the query string only
+            if message.signature is None:
+                if required:
+                    raise SamlRejected("saml_request_unsigned", "no query-string signature")
+                return False
+            verify_query_signature(message, certs)
+            return True
+        try:
+            self._verifiers[sp.entity_id].verify(root)
+        except SignatureMissing:
+            if required:
+                raise SamlRejected("saml_request_unsigned", "no enveloped signature") from None
+            return False
+        except SignatureRejected as exc:
+            code = "saml_algorithm_not_allowed" if exc.algorithm else "saml_signature_invalid"
+            raise SamlRejected(code, str(exc)) from None
+        return True
+
+    def _acs_url(self, root: etree._Element, sp: ServiceProvider) -> str:
+        url = root.get("AssertionConsumerServiceURL")
+        index = root.get("AssertionConsumerServiceIndex")
+        if url is not None and index is not None:
+            raise SamlRejected("saml_request_malformed",
+                               "AssertionConsumerServiceURL and Index are mutually exclusive (Core §3.4.1)")
+        meta = sp.metadata
+        if url is not None:
+            endpoint = meta.acs_by_url(url)
+            if endpoint is None or endpoint.binding != HTTP_POST:
+                raise SamlRejected("acs_url_not_registered", f"AssertionConsumerServiceURL {url!r}")
+            return endpoint.location
+        if index is not None:
+            try:
+                endpoint = meta.acs_by_index(int(index))
+            except ValueError:
+                endpoint = None
+            if endpoint is None or endpoint.binding != HTTP_POST:
+                raise SamlRejected("acs_url_not_registered", f"AssertionConsumerServiceIndex {index!r}")
+            return endpoint.location
+        default = meta.default_acs()
+        if default is None:  # pragma: no cover - the loader requires an HTTP-POST ACS
+            raise SamlRejected("acs_url_not_registered", "no HTTP-POST ACS in metadata")
+        return default.location
+
+    def _nameid_format(self, root: etree._Element, sp: ServiceProvider, target: ReplyTarget) -> str:
+        allowed = [NAMEID_FORMATS[f] for f in sp.config.nameid_formats]
+        policy = root.find("samlp:NameIDPolicy", NS)
+        requested = policy.get("Format") if policy is not None else None
+        if requested in (None, NAMEID_UNSPECIFIED):
+            return allowed[0]
+        if requested not in allowed:
+            raise SamlRejected("nameid_format_unsupported", f"NameIDPolicy Format {requested}", reply_to=target)
+        return requested
+
+    def _requested_context(self, root: etree._Element, target: ReplyTarget) -> tuple[tuple[str, ...], str]:
+        rac = root.find("samlp:RequestedAuthnContext", NS)
+        if rac is None:
+            return (), "exact"
+        comparison = rac.get("Comparison", "exact")
+        if comparison not in COMPARISONS:
+            raise SamlRejected("saml_request_malformed", f"Comparison {comparison!r}", reply_to=target)
+        if rac.find("saml:AuthnContextDeclRef", NS) is not None:
+            raise SamlRejected("saml_feature_unsupported", "AuthnContextDeclRef", reply_to=target)
+        refs = tuple((e.text or "").strip() for e in rac.findall("saml:AuthnContextClassRef", NS))
+        if not refs or not all(refs):
+            raise SamlRejected("saml_request_malformed", "RequestedAuthnContext without ClassRefs", reply_to=target)
+        return refs, comparison

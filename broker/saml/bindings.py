@@ -1,0 +1,186 @@
+"""SAML bindings (SAML Bindings §3.4 HTTP-Redirect, §3.5 HTTP-POST) and protocol identifiers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote_plus
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from broker.errors import SamlRejected
+
+HTTP_REDIRECT: Final = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+HTTP_POST: Final = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+
+NAMEID_PERSISTENT: Final = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
+NAMEID_TRANSIENT: Final = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"
+NAMEID_UNSPECIFIED: Final = "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"
+NAMEID_ENTITY: Final = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
+
+NAMEID_FORMATS: Final = {"persistent": NAMEID_PERSISTENT, "transient": NAMEID_TRANSIENT}
+
+ATTRNAME_URI: Final = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
+CM_BEARER: Final = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
+
+STATUS_SUCCESS: Final = "urn:oasis:names:tc:SAML:2.0:status:Success"
+STATUS_REQUESTER: Final = "urn:oasis:names:tc:SAML:2.0:status:Requester"
+STATUS_RESPONDER: Final = "urn:oasis:names:tc:SAML:2.0:status:Responder"
+STATUS_VERSION_MISMATCH: Final = "urn:oasis:names:tc:SAML:2.0:status:VersionMismatch"
+STATUS_PARTIAL_LOGOUT: Final = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
+
+
+# --- inbound messages ----------------------------------------------------------------
+
+
+
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A SAML protocol message as it arrived, before decoding.
+
+    For HTTP-Redirect, ``signed_octets`` is the exact byte string covered by
+    the query-string signature (Bindings §3.4.4.1), rebuilt from the raw,
+    still URL-encoded parameters as they appeared in the URL.
+    """
+
+    binding: str
+    parameter: str                      # "SAMLRequest" or "SAMLResponse"
+    encoded: str
+    relay_state: str | None
+    sig_alg: str | None = None
+    signature: str | None = None
+    signed_octets: bytes | None = None
+
+
+def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
+    """Parse the query string of an HTTP-Redirect binding request.
+
+    Every parameter may occur once; the signed octets are taken from the raw
+    query, since re-encoding the decoded values need not reproduce what the
+    sender signed.
+    """
+    raw: dict[str, str] = {}
+    for part in raw_query.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        name = unquote_plus(name)
+        if name in raw:
+            raise SamlRejected("saml_request_malformed", f"parameter {name} occurs more than once")
+        raw[name] = value
+    if parameter not in raw:
+        raise SamlRejected("saml_request_missing", f"no {parameter} parameter")
+    octets = None
+    if "Signature" in raw:
+        if "SigAlg" not in raw:
+            raise SamlRejected("saml_request_malformed", "Signature without SigAlg")
+        pieces = [f"{parameter}={raw[parameter]}"]
+        if "RelayState" in raw:
+            pieces.append(f"RelayState={raw['RelayState']}")
+        pieces.append(f"SigAlg={raw['SigAlg']}")
+        octets = "&".join(pieces).encode("ascii", "replace")
+    return InboundMessage(
+        binding=HTTP_REDIRECT,
+        parameter=parameter,
+        encoded=unquote_plus(raw[parameter]),
+        relay_state=unquote_plus(raw["RelayState"]) if "RelayState" in raw else None,
+        sig_alg=unquote_plus(raw["SigAlg"]) if "SigAlg" in raw else None,
+        signature=unquote_plus(raw["Signature"]) if "Signature" in raw else None,
+        signed_octets=octets,
+    )
+
+
+def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
+    """The fields of an HTTP-POST binding form (each at most once)."""
+    for name, values in form.items():
+        if len(values) > 1:
+            raise SamlRejected("saml_request_malformed", f"form field {name} occurs more than once")
+    values = form.get(parameter)
+    if not values or not values[0]:
+        raise SamlRejected("saml_request_missing", f"no {parameter} form field")
+    relay = form.get("RelayState")
+    return InboundMessage(
+        binding=HTTP_POST,
+        parameter=parameter,
+        encoded=values[0],
+        relay_state=relay[0] if relay else None,
+    )
+
+
+def decode(message: InboundMessage, max_bytes: int) -> bytes:
+    """The XML of ``message``: base64, and for HTTP-Redirect also DEFLATE (RFC 1951).
+
+    Inflation is bounded by ``max_bytes`` so a small deflate bomb cannot
+    exhaust memory.
+    """
+    if len(message.encoded) > max_bytes * 2:
+        raise SamlRejected("saml_request_too_large", "encoded message too large")
+    try:
+        raw = base64.b64decode("".join(message.encoded.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise SamlRejected("saml_request_malformed", "the message is not valid base64") from None
+    if message.binding == HTTP_POST:
+        if len(raw) > max_bytes:
+            raise SamlRejected("saml_request_too_large", f"message larger than {max_bytes} bytes")
+        return raw
+    inflater = zlib.decompressobj(-15)
+    try:
+        xml = inflater.decompress(raw, max_bytes)
+    except zlib.error:
+        raise SamlRejected("saml_request_malformed", "the message is not valid DEFLATE data") from None
+    if inflater.unconsumed_tail:
+        raise SamlRejected("saml_request_too_large", f"inflated message larger than {max_bytes} bytes")
+    return xml
+
+
+# Query-string signature algorithms (XML-DSig identifiers, Bindings §3.4.4.1); no SHA-1.
+_QUERY_ALGORITHMS: dict[str, hashes.HashAlgorithm] = {
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": hashes.SHA256(),
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384": hashes.SHA384(),
+    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": hashes.SHA512(),
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": hashes.SHA256(),
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": hashes.SHA384(),
+    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": hashes.SHA512(),
+}
+
+
+def verify_query_signature(message: InboundMessage, certificates: tuple[x509.Certificate, ...]) -> None:
+    """Verify an HTTP-Redirect signature with one of ``certificates`` (Bindings §3.4.4.1).
+
+    Raises ``saml_algorithm_not_allowed`` or ``saml_signature_invalid``.
+    """
+    if message.sig_alg is None or message.signature is None or message.signed_octets is None:
+        raise SamlRejected("saml_signature_invalid", "the message carries no query signature")
+    algorithm = _QUERY_ALGORITHMS.get(message.sig_alg)
+    if algorithm is None:
+        raise SamlRejected("saml_algorithm_not_allowed", f"SigAlg {message.sig_alg}")
+    try:
+        signature = base64.b64decode(message.signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise SamlRejected("saml_signature_invalid", "the Signature parameter is not base64") from None
+    is_ecdsa = "ecdsa" in message.sig_alg
+    for cert in certificates:
+        key = cert.public_key()
+        try:
+            if isinstance(key, rsa.RSAPublicKey) and not is_ecdsa:
+                key.verify(signature, message.signed_octets, padding.PKCS1v15(), algorithm)
+                return
+            if isinstance(key, ec.EllipticCurvePublicKey) and is_ecdsa:
+                # XML-DSig ECDSA values are r || s (RFC 4051 §3.3), not DER
+                half = len(signature) // 2
+                der = encode_dss_signature(int.from_bytes(signature[:half], "big"),
+                                           int.from_bytes(signature[half:], "big"))
+                key.verify(der, message.signed_octets, ec.ECDSA(algorithm))
+                return
+        except InvalidSignature:
+            continue
+    raise SamlRejected("saml_signature_invalid", "the query signature does not verify with the SP's keys")

@@ -1,0 +1,106 @@
+"""The broker's own IdP metadata (SAML Metadata 2.0), signed and with a bounded validUntil.
+
+Published at ``/saml/idp/metadata``. Regenerated when half of its validity
+has passed, so a long-running instance never serves expired metadata. The
+assurance levels the broker can assert are listed as the
+``assurance-certification`` entity attribute (SAML V2.0 Identity Assurance
+Profiles), from the LoAs the municipalities' policies map to.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import threading
+
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+from saml2 import md, saml, xmldsig
+from saml2.extension import mdattr
+
+from broker.clock import Clock
+from broker.config.loader import Settings
+from broker.model import KNOWN_LOAS
+from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_PERSISTENT, NAMEID_TRANSIENT
+from broker.saml.response import new_id
+from broker.saml.xmldsig import XmlSigner
+from broker.saml.xmlparse import parse_untrusted
+from broker.saml.xmltime import format_instant
+
+PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
+ASSURANCE_CERTIFICATION = "urn:oasis:names:tc:SAML:attribute:assurance-certification"
+
+
+class IdpMetadata:
+    def __init__(self, settings: Settings, clock: Clock, signer: XmlSigner, *, sso_url: str, slo_url: str) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._signer = signer
+        self._sso_url = sso_url
+        self._slo_url = slo_url
+        self._lock = threading.Lock()
+        self._cached: tuple[dt.datetime, bytes] | None = None
+
+    def document(self) -> bytes:
+        """The current metadata document (cached until half its validity has passed)."""
+        now = self._clock.now()
+        validity = self._settings.broker.idp.metadata_validity.timedelta
+        with self._lock:
+            if self._cached is None or now >= self._cached[0]:
+                self._cached = (now + validity / 2, self._build(now, now + validity))
+            return self._cached[1]
+
+    def _build(self, now: dt.datetime, valid_until: dt.datetime) -> bytes:
+        idp = self._settings.broker.idp
+        der = idp.signing.certificate.certificate.public_bytes(serialization.Encoding.DER)
+        key_info = xmldsig.KeyInfo(x509_data=[xmldsig.X509Data(
+            x509_certificate=xmldsig.X509Certificate(text=base64.b64encode(der).decode()))])
+        loas = sorted({KNOWN_LOAS[p.loa] for m in self._settings.municipalities.values()
+                       for p in m.config.certificate.policies}, key=lambda loa: (loa.rank, loa.uri))
+        extensions = None
+        if loas:
+            extensions = md.Extensions(extension_elements=[])
+            attrs = mdattr.EntityAttributes(attribute=[saml.Attribute(
+                name=ASSURANCE_CERTIFICATION, name_format="urn:oasis:names:tc:SAML:2.0:attrname-format:uri",
+                attribute_value=[_value(loa.uri) for loa in loas])])
+            extensions.add_extension_element(attrs)
+        org = idp.organization
+        descriptor = md.EntityDescriptor(
+            entity_id=idp.entity_id,
+            id=new_id(),
+            valid_until=format_instant(valid_until),
+            extensions=extensions,
+            idpsso_descriptor=[md.IDPSSODescriptor(
+                protocol_support_enumeration=PROTOCOL,
+                want_authn_requests_signed="false",
+                key_descriptor=[md.KeyDescriptor(use="signing", key_info=key_info)],
+                single_logout_service=[
+                    md.SingleLogoutService(binding=HTTP_REDIRECT, location=self._slo_url),
+                    md.SingleLogoutService(binding=HTTP_POST, location=self._slo_url),
+                ],
+                name_id_format=[md.NameIDFormat(text=NAMEID_PERSISTENT), md.NameIDFormat(text=NAMEID_TRANSIENT)],
+                single_sign_on_service=[
+                    md.SingleSignOnService(binding=HTTP_REDIRECT, location=self._sso_url),
+                    md.SingleSignOnService(binding=HTTP_POST, location=self._sso_url),
+                ],
+            )],
+            organization=md.Organization(
+                organization_name=[md.OrganizationName(text=org.name.sv, lang="sv"),
+                                   md.OrganizationName(text=org.name.en, lang="en")],
+                organization_display_name=[md.OrganizationDisplayName(text=org.name.sv, lang="sv"),
+                                           md.OrganizationDisplayName(text=org.name.en, lang="en")],
+                organization_url=[md.OrganizationURL(text=org.url, lang="sv")],
+            ),
+            contact_person=[md.ContactPerson(contact_type="technical",
+                                             email_address=[md.EmailAddress(text="mailto:" + org.technical_contact)])],
+        )
+        root = parse_untrusted(descriptor.to_string(), 1 << 24)
+        if idp.sign_metadata:
+            self._signer.sign(root)  # Metadata §3.1: ds:Signature is the first child
+        return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def _value(text: str) -> saml.AttributeValue:
+    av = saml.AttributeValue()
+    av.set_text(text)
+    return av

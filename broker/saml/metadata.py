@@ -1,0 +1,191 @@
+"""SAML metadata of peers (SAML Metadata 2.0), converted at load time into frozen values.
+
+Parsing goes through pysaml2's generated classes, which parse with defusedxml
+(no DTDs, no entity expansion). Certificates in metadata are key containers:
+their validity dates are not checked (REFERENCE: metadata trust).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from saml2 import md
+
+from broker.config.typed import ParseContext
+from broker.config.yamlsource import KeyPath
+from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
+
+PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
+MAX_METADATA_BYTES = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    binding: str
+    location: str
+    response_location: str | None = None
+    index: int | None = None
+    is_default: bool = False
+
+
+@dataclass(frozen=True)
+class SpMetadata:
+    """What the broker needs from a service provider's SPSSODescriptor."""
+
+    entity_id: str
+    assertion_consumer_services: tuple[Endpoint, ...]
+    single_logout_services: tuple[Endpoint, ...]
+    signing_certificates: tuple[x509.Certificate, ...]
+    encryption_certificates: tuple[x509.Certificate, ...]
+    authn_requests_signed: bool
+    want_assertions_signed: bool
+    nameid_formats: tuple[str, ...]
+
+    def default_acs(self) -> Endpoint | None:
+        """The default HTTP-POST ACS (SAML Metadata §2.2.3: isDefault, else the first)."""
+        posts = [e for e in self.assertion_consumer_services if e.binding == HTTP_POST]
+        for e in posts:
+            if e.is_default:
+                return e
+        return posts[0] if posts else None
+
+    def acs_by_url(self, url: str) -> Endpoint | None:
+        for e in self.assertion_consumer_services:
+            if e.location == url:
+                return e
+        return None
+
+    def acs_by_index(self, index: int) -> Endpoint | None:
+        for e in self.assertion_consumer_services:
+            if e.index == index:
+                return e
+        return None
+
+    def slo(self) -> Endpoint | None:
+        for binding in (HTTP_POST, HTTP_REDIRECT):
+            for e in self.single_logout_services:
+                if e.binding == binding:
+                    return e
+        return None
+
+
+def _bool(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("true", "1")
+
+
+def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:
+    out: list[x509.Certificate] = []
+    for kd in descriptor.key_descriptor or []:
+        if kd.use not in (None, use):
+            continue
+        if kd.key_info is None:
+            continue
+        for data in kd.key_info.x509_data or []:
+            if data.x509_certificate is None or not data.x509_certificate.text:
+                continue
+            b64 = "".join(data.x509_certificate.text.split())
+            try:
+                out.append(x509.load_der_x509_certificate(base64.b64decode(b64, validate=True)))
+            except (ValueError, binascii.Error) as exc:
+                raise ValueError(f"a KeyDescriptor holds an unreadable certificate ({exc})") from None
+    return tuple(out)
+
+
+def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
+    out = []
+    for e in items or []:
+        if not e.binding or not e.location:
+            raise ValueError("an endpoint lacks Binding or Location")
+        index = None
+        if indexed:
+            try:
+                index = int(e.index)
+            except (TypeError, ValueError):
+                raise ValueError(f"endpoint {e.location} has no valid index") from None
+        out.append(
+            Endpoint(
+                binding=e.binding,
+                location=e.location,
+                response_location=e.response_location,
+                index=index,
+                is_default=_bool(getattr(e, "is_default", None)),
+            )
+        )
+    return tuple(out)
+
+
+def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
+    """The SPSSODescriptor of ``entity_id`` from an EntityDescriptor or EntitiesDescriptor document.
+
+    Raises ValueError with an operator-readable message.
+    """
+    if len(xml) > MAX_METADATA_BYTES:
+        raise ValueError(f"metadata larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        text = xml.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("metadata is not UTF-8") from None
+    try:
+        entity = md.entity_descriptor_from_string(text)
+        candidates = [entity] if entity is not None else []
+        if entity is None:
+            group = md.entities_descriptor_from_string(text)
+            if group is None:
+                raise ValueError("root element is neither EntityDescriptor nor EntitiesDescriptor")
+            candidates = list(group.entity_descriptor or [])
+    except ValueError:
+        raise
+    except Exception as exc:  # defusedxml and ElementTree raise a variety of types
+        raise ValueError(f"metadata is not well-formed, safe XML ({type(exc).__name__}: {exc})") from None
+    matching = [e for e in candidates if e.entity_id == entity_id]
+    if not matching:
+        found = ", ".join(sorted({str(e.entity_id) for e in candidates})) or "none"
+        raise ValueError(f"metadata describes no entity {entity_id!r} (found: {found})")
+    entity = matching[0]
+    sps = [d for d in entity.spsso_descriptor or [] if PROTOCOL in (d.protocol_support_enumeration or "")]
+    if len(sps) != 1:
+        raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 SPSSODescriptor, found {len(sps)}")
+    sp = sps[0]
+    acs = _endpoints(sp.assertion_consumer_service, indexed=True)
+    if not any(e.binding == HTTP_POST for e in acs):
+        raise ValueError("the SP has no AssertionConsumerService with the HTTP-POST binding")
+    return SpMetadata(
+        entity_id=entity_id,
+        assertion_consumer_services=acs,
+        single_logout_services=_endpoints(sp.single_logout_service, indexed=False),
+        signing_certificates=_certificates(sp, "signing"),
+        encryption_certificates=_certificates(sp, "encryption"),
+        authn_requests_signed=_bool(sp.authn_requests_signed),
+        want_assertions_signed=_bool(sp.want_assertions_signed),
+        nameid_formats=tuple(f.text.strip() for f in sp.name_id_format or [] if f.text),
+    )
+
+
+@dataclass(frozen=True)
+class SpMetadataFile:
+    """A local file with the SP's SAML metadata. Parsed at load time; the entity it
+    must describe is checked against ``entity_id`` by the service-provider file."""
+
+    path: Path
+    xml: bytes
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> SpMetadataFile:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"expected a path to a metadata file, got {value!r}")
+        p = ctx.resolve(value)
+        try:
+            return cls(p, p.read_bytes())
+        except FileNotFoundError:
+            raise ValueError(f"metadata file not found: {p}") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read metadata file {p}: {exc.strerror}") from None
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to the SP's SAML metadata XML"}

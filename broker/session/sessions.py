@@ -1,0 +1,181 @@
+"""SSO sessions and pending logins on top of a :class:`KeyValueStore`.
+
+* A session is found by an opaque random cookie (256 bits). The store key is
+  the SHA-256 of the cookie, so a copy of the store does not yield usable
+  cookies.
+* Idle and absolute timeouts are judged with the injected clock; the store's
+  TTL only garbage-collects.
+* A pending login (the AuthnRequest being answered) is stored under a random
+  id and *taken* (GETDEL) when the login continues: it is consumed once, on
+  whichever broker instance the browser reaches.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from broker.clock import Clock
+from broker.model import Identity
+from broker.session.store import KeyValueStore
+
+
+def new_token() -> str:
+    """256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _dt(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class SsoSession:
+    """What the broker remembers about a logged-in user."""
+
+    identity: Identity
+    loa_uri: str
+    authn_instant: dt.datetime
+    expires_at: dt.datetime          # absolute timeout
+    last_seen: dt.datetime
+    correlation_id: str              # of the login that created the session
+    certificate_sha256: str | None = None
+    revocation_valid_until: dt.datetime | None = None
+    session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        for k in ("authn_instant", "expires_at", "last_seen", "revocation_valid_until"):
+            if data[k] is not None:
+                data[k] = data[k].isoformat()
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> SsoSession:
+        data: dict[str, Any] = json.loads(raw)
+        data["identity"] = Identity(**data["identity"])
+        for k in ("authn_instant", "expires_at", "last_seen"):
+            data[k] = _dt(data[k])
+        if data.get("revocation_valid_until"):
+            data["revocation_valid_until"] = _dt(data["revocation_valid_until"])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A service provider that received an assertion in this session (for single logout)."""
+
+    sp_entity_id: str
+    name_id: str
+    name_id_format: str
+
+    def encode(self) -> str:
+        return json.dumps([self.sp_entity_id, self.name_id, self.name_id_format], separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> Participant:
+        sp, name_id, fmt = json.loads(text)
+        return cls(sp, name_id, fmt)
+
+
+class SessionManager:
+    """Creates, finds, refreshes and ends SSO sessions; keeps pending logins."""
+
+    def __init__(self, store: KeyValueStore, clock: Clock, *, idle_timeout: dt.timedelta,
+                 absolute_timeout: dt.timedelta, pending_timeout: dt.timedelta) -> None:
+        self._store = store
+        self._clock = clock
+        self.idle_timeout = idle_timeout
+        self.absolute_timeout = absolute_timeout
+        self.pending_timeout = pending_timeout
+
+    # --- sessions --------------------------------------------------------------------
+
+    def _ttl(self, session: SsoSession, now: dt.datetime) -> float:
+        remaining = min(session.expires_at - now, self.idle_timeout)
+        return max(remaining.total_seconds(), 1.0)
+
+    def create(self, identity: Identity, loa_uri: str, correlation_id: str, *,
+               certificate_sha256: str | None, revocation_valid_until: dt.datetime | None) -> tuple[str, SsoSession]:
+        """A new session; returns (cookie value, session). The cookie value is shown to no one else."""
+        now = self._clock.now()
+        session = SsoSession(
+            identity=identity,
+            loa_uri=loa_uri,
+            authn_instant=now,
+            expires_at=now + self.absolute_timeout,
+            last_seen=now,
+            correlation_id=correlation_id,
+            certificate_sha256=certificate_sha256,
+            revocation_valid_until=revocation_valid_until,
+        )
+        token = new_token()
+        self._store.put("session:" + _hash(token), session.to_json(), self._ttl(session, now))
+        return token, session
+
+    def find(self, token: str | None) -> tuple[SsoSession | None, str | None]:
+        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``."""
+        if not token or len(token) > 128:
+            return None, None
+        raw = self._store.get("session:" + _hash(token))
+        if raw is None:
+            return None, "unknown"
+        session = SsoSession.from_json(raw)
+        now = self._clock.now()
+        if now >= session.expires_at:
+            self.end(token)
+            return None, "expired_absolute"
+        if now - session.last_seen >= self.idle_timeout:
+            self.end(token)
+            return None, "expired_idle"
+        return session, None
+
+    def touch(self, token: str, session: SsoSession) -> SsoSession:
+        """Record activity (slides the idle timeout)."""
+        now = self._clock.now()
+        updated = SsoSession(**{**session.__dict__, "last_seen": now})
+        self._store.put("session:" + _hash(token), updated.to_json(), self._ttl(updated, now))
+        return updated
+
+    def add_participant(self, token: str, session: SsoSession, participant: Participant) -> None:
+        now = self._clock.now()
+        self._store.add_member("session-sps:" + _hash(token), participant.encode(), self._ttl(session, now))
+
+    def participants(self, token: str) -> list[Participant]:
+        return sorted((Participant.decode(m) for m in self._store.members("session-sps:" + _hash(token))),
+                      key=lambda p: p.sp_entity_id)
+
+    def end(self, token: str) -> None:
+        self._store.delete("session:" + _hash(token))
+        self._store.delete("session-sps:" + _hash(token))
+
+    def find_by_session_index(self, token: str | None, session_index: str) -> SsoSession | None:
+        session, _ = self.find(token)
+        if session is not None and secrets.compare_digest(session.session_index, session_index):
+            return session
+        return None
+
+    # --- pending logins --------------------------------------------------------------
+
+    def put_pending(self, data: dict[str, Any]) -> str:
+        login_id = new_token()
+        self._store.put("pending:" + _hash(login_id), json.dumps(data, separators=(",", ":")).encode(),
+                        self.pending_timeout.total_seconds())
+        return login_id
+
+    def take_pending(self, login_id: str) -> dict[str, Any] | None:
+        if not login_id or len(login_id) > 128:
+            return None
+        raw = self._store.take("pending:" + _hash(login_id))
+        return None if raw is None else json.loads(raw)
+
+    def ping(self) -> None:
+        self._store.ping()

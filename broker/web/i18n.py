@@ -1,0 +1,381 @@
+"""User-facing words in Swedish and English: page texts and plain-words explanations of reason codes.
+
+Each explanation says what happened and what to do; ``{placeholders}`` are
+filled from the error's safe ``params`` (dates, names). Protocol errors the
+user cannot fix share one explanation per family that sends them to the
+service's support with the reference ID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+LANGUAGES: Final = ("sv", "en")
+DEFAULT_LANGUAGE: Final = "sv"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    title: str
+    what: str
+    todo: str
+
+
+_E = Explanation
+
+_SV: dict[str, Explanation] = {
+    "certificate_missing": _E(
+        "Inget certifikat valdes",
+        "Inloggningstjänsten fick inget e-legitimationscertifikat från din webbläsare.",
+        "Kontrollera att ditt kort sitter i läsaren och att kortprogrammet (t.ex. Net iD) är igång. "
+        "Stäng alla webbläsarfönster och försök igen; välj ditt kommunkort när webbläsaren frågar."),
+    "certificate_malformed": _E(
+        "Certifikatet kunde inte läsas",
+        "Certifikatet som webbläsaren skickade är skadat eller har fel format.",
+        "Kontakta din kommuns kortadministratör och uppge referensnumret."),
+    "issuer_unknown": _E(
+        "Certifikatet är inte från en ansluten kommun",
+        "Certifikatet du valde är utfärdat av en utfärdare som inte är ansluten till tjänsten.",
+        "Stäng webbläsaren och försök igen med ditt kommunkort (SITHS eller Efos). "
+        "Om du valde rätt kort: kontakta din kommuns IT-support."),
+    "municipality_suspended": _E(
+        "Inloggning för din kommun är tillfälligt stängd",
+        "Regionen har tillfälligt stängt inloggning för användare från din kommun.",
+        "Kontakta din kommuns IT-support."),
+    "municipality_not_active": _E(
+        "Din kommun är inte ansluten ännu",
+        "Din kommun håller på att anslutas och kan ännu inte logga in till den här tjänsten.",
+        "Kontakta din kommuns IT-support för att få veta när anslutningen är klar."),
+    "municipality_not_allowed": _E(
+        "Tjänsten är inte öppen för din kommun",
+        "Den här tjänsten tar inte emot användare från din kommun.",
+        "Kontakta din kommuns IT-support om du behöver tillgång."),
+    "certificate_not_yet_valid": _E(
+        "Certifikatet gäller inte ännu",
+        "Ditt certifikat börjar gälla {not_before}.",
+        "Försök igen när certifikatet börjar gälla, eller kontakta din kommuns kortadministratör."),
+    "certificate_expired": _E(
+        "Certifikatet har gått ut",
+        "Ditt certifikat gick ut {not_after}.",
+        "Kontakta din kommuns kortadministratör för att få ett nytt kort eller certifikat."),
+    "weak_signature_algorithm": _E(
+        "Certifikatet är för svagt",
+        "Certifikatet är signerat med en algoritm som inte längre godtas (SHA-1).",
+        "Kontakta din kommuns kortadministratör för att få ett nytt certifikat."),
+    "weak_key": _E(
+        "Certifikatet är för svagt",
+        "Certifikatets nyckel är för kort för att godtas.",
+        "Kontakta din kommuns kortadministratör för att få ett nytt certifikat."),
+    "chain_invalid": _E(
+        "Certifikatet kunde inte kontrolleras",
+        "Kedjan från ditt certifikat till kommunens utfärdare gick inte att kontrollera.",
+        "Kontakta din kommuns IT-support och uppge referensnumret."),
+    "eku_not_client_auth": _E(
+        "Fel certifikat valt",
+        "Certifikatet du valde är inte avsett för inloggning (det är t.ex. ett underskriftscertifikat).",
+        "Stäng webbläsaren, försök igen och välj kortets certifikat för legitimering."),
+    "key_usage_not_digital_signature": _E(
+        "Fel certifikat valt",
+        "Certifikatet du valde är kortets underskriftscertifikat, inte legitimeringscertifikatet.",
+        "Stäng webbläsaren, försök igen och välj kortets certifikat för legitimering."),
+    "policy_not_accepted": _E(
+        "Certifikatet godtas inte för inloggning",
+        "Certifikatets typ (certifikatpolicy) är inte godkänd för den här tjänsten.",
+        "Kontakta din kommuns kortadministratör och uppge referensnumret."),
+    "revoked": _E(
+        "Certifikatet är spärrat",
+        "Ditt certifikat spärrades {revocation_date}.",
+        "Kontakta din kommuns kortadministratör för att få ett nytt kort."),
+    "revocation_stale": _E(
+        "Spärrkontrollen kunde inte göras",
+        "Inloggningstjänsten kunde inte kontrollera om ditt certifikat är spärrat, eftersom spärrlistan är "
+        "för gammal.",
+        "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
+    "revocation_unavailable": _E(
+        "Spärrkontrollen kunde inte göras",
+        "Inloggningstjänsten kunde inte kontrollera om ditt certifikat är spärrat.",
+        "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
+    "identity_missing": _E(
+        "Certifikatet saknar identitet",
+        "Ditt certifikat saknar uppgiften ({field}) som tjänsten använder för att känna igen dig.",
+        "Kontakta din kommuns kortadministratör och uppge referensnumret."),
+    "identity_invalid": _E(
+        "Certifikatets identitet är ogiltig",
+        "Identiteten i ditt certifikat har fel format.",
+        "Kontakta din kommuns kortadministratör och uppge referensnumret."),
+    "loa_insufficient": _E(
+        "Högre säkerhetsnivå krävs",
+        "Tjänsten kräver en e-legitimation med högre tillitsnivå ({required}) än din ({loa}).",
+        "Logga in med ditt SITHS-kort i stället för ett mjukt certifikat, eller kontakta din kommun."),
+    "authn_context_unsupported": _E(
+        "Högre säkerhetsnivå krävs",
+        "Tjänsten kräver en e-legitimation med högre tillitsnivå än den du använde.",
+        "Logga in med ditt SITHS-kort, eller kontakta din kommuns IT-support."),
+    "proxy_header_malformed": _E(
+        "Certifikatet kunde inte tas emot",
+        "Certifikatet kom fram i ett format som inte kunde läsas.",
+        "Kontakta regionens support och uppge referensnumret."),
+    "proxy_header_too_large": _E(
+        "Certifikatet kunde inte tas emot",
+        "Certifikatet som kom fram var för stort.",
+        "Kontakta regionens support och uppge referensnumret."),
+    "session_store_unavailable": _E(
+        "Tjänsten är tillfälligt otillgänglig",
+        "Inloggningstjänsten har ett tillfälligt tekniskt fel.",
+        "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
+    "audit_unavailable": _E(
+        "Tjänsten är tillfälligt otillgänglig",
+        "Inloggningen kan inte loggas just nu, och därför stoppas alla inloggningar.",
+        "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
+    "internal_error": _E(
+        "Något gick fel",
+        "Ett oväntat fel inträffade i inloggningstjänsten.",
+        "Försök igen. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
+    "login_unknown": _E(
+        "Inloggningen har gått ut",
+        "Inloggningen du försöker fortsätta är för gammal eller redan använd.",
+        "Gå tillbaka till tjänsten och logga in igen."),
+    "saml_request_missing": _E(
+        "Börja från tjänsten",
+        "Den här sidan öppnas av tjänsten du vill logga in till, inte direkt.",
+        "Gå till tjänsten och välj att logga in där."),
+    "page_not_found": _E(
+        "Sidan finns inte",
+        "Adressen pekar inte på någon sida i inloggningstjänsten.",
+        "Gå till tjänsten du vill logga in till och börja därifrån."),
+    "request_too_large": _E(
+        "Begäran var för stor",
+        "Inloggningstjänsten tar inte emot så stora begäranden.",
+        "Gå tillbaka till tjänsten och försök igen."),
+    "method_not_allowed": _E(
+        "Sidan kan inte användas så",
+        "Sidan öppnades på ett sätt som den inte stöder.",
+        "Gå tillbaka till tjänsten och försök igen."),
+}
+
+_EN: dict[str, Explanation] = {
+    "certificate_missing": _E(
+        "No certificate was chosen",
+        "The login service received no e-identity certificate from your browser.",
+        "Check that your card is in the reader and that the card software (e.g. Net iD) is running. Close "
+        "all browser windows and try again; choose your municipality card when the browser asks."),
+    "certificate_malformed": _E(
+        "The certificate could not be read",
+        "The certificate your browser sent is damaged or in the wrong format.",
+        "Contact your municipality's card administrator and give the reference number."),
+    "issuer_unknown": _E(
+        "The certificate is not from a connected municipality",
+        "The certificate you chose was issued by an authority that is not connected to this service.",
+        "Close the browser and try again with your municipality card (SITHS or Efos). If you chose the "
+        "right card, contact your municipality's IT support."),
+    "municipality_suspended": _E(
+        "Login for your municipality is temporarily closed",
+        "The region has temporarily closed login for users from your municipality.",
+        "Contact your municipality's IT support."),
+    "municipality_not_active": _E(
+        "Your municipality is not connected yet",
+        "Your municipality is being connected and cannot yet log in to this service.",
+        "Contact your municipality's IT support to learn when the connection is complete."),
+    "municipality_not_allowed": _E(
+        "The service is not open to your municipality",
+        "This service does not accept users from your municipality.",
+        "Contact your municipality's IT support if you need access."),
+    "certificate_not_yet_valid": _E(
+        "The certificate is not valid yet",
+        "Your certificate becomes valid on {not_before}.",
+        "Try again when it is valid, or contact your municipality's card administrator."),
+    "certificate_expired": _E(
+        "The certificate has expired",
+        "Your certificate expired on {not_after}.",
+        "Contact your municipality's card administrator for a new card or certificate."),
+    "weak_signature_algorithm": _E(
+        "The certificate is too weak",
+        "The certificate is signed with an algorithm that is no longer accepted (SHA-1).",
+        "Contact your municipality's card administrator for a new certificate."),
+    "weak_key": _E(
+        "The certificate is too weak",
+        "The certificate's key is too short to be accepted.",
+        "Contact your municipality's card administrator for a new certificate."),
+    "chain_invalid": _E(
+        "The certificate could not be checked",
+        "The chain from your certificate to your municipality's certificate authority could not be verified.",
+        "Contact your municipality's IT support and give the reference number."),
+    "eku_not_client_auth": _E(
+        "Wrong certificate chosen",
+        "The certificate you chose is not meant for login (it is, for example, a signing certificate).",
+        "Close the browser, try again and choose the card's authentication certificate."),
+    "key_usage_not_digital_signature": _E(
+        "Wrong certificate chosen",
+        "The certificate you chose is the card's signing certificate, not its authentication certificate.",
+        "Close the browser, try again and choose the card's authentication certificate."),
+    "policy_not_accepted": _E(
+        "The certificate is not accepted for login",
+        "The certificate's type (certificate policy) is not approved for this service.",
+        "Contact your municipality's card administrator and give the reference number."),
+    "revoked": _E(
+        "The certificate is revoked",
+        "Your certificate was revoked on {revocation_date}.",
+        "Contact your municipality's card administrator for a new card."),
+    "revocation_stale": _E(
+        "The revocation check could not be made",
+        "The login service could not check whether your certificate is revoked: the revocation list is "
+        "out of date.",
+        "Try again in a while. If it persists, contact the region's support and give the reference number."),
+    "revocation_unavailable": _E(
+        "The revocation check could not be made",
+        "The login service could not check whether your certificate is revoked.",
+        "Try again in a while. If it persists, contact the region's support and give the reference number."),
+    "identity_missing": _E(
+        "The certificate has no identity",
+        "Your certificate lacks the field ({field}) the service uses to recognise you.",
+        "Contact your municipality's card administrator and give the reference number."),
+    "identity_invalid": _E(
+        "The certificate's identity is invalid",
+        "The identity in your certificate has the wrong format.",
+        "Contact your municipality's card administrator and give the reference number."),
+    "loa_insufficient": _E(
+        "A higher assurance level is required",
+        "The service requires an e-identity of a higher assurance level ({required}) than yours ({loa}).",
+        "Log in with your SITHS card instead of a soft certificate, or contact your municipality."),
+    "authn_context_unsupported": _E(
+        "A higher assurance level is required",
+        "The service requires an e-identity of a higher assurance level than the one you used.",
+        "Log in with your SITHS card, or contact your municipality's IT support."),
+    "proxy_header_malformed": _E(
+        "The certificate could not be received",
+        "The certificate arrived in a format that could not be read.",
+        "Contact the region's support and give the reference number."),
+    "proxy_header_too_large": _E(
+        "The certificate could not be received",
+        "The certificate that arrived was too large.",
+        "Contact the region's support and give the reference number."),
+    "session_store_unavailable": _E(
+        "The service is temporarily unavailable",
+        "The login service has a temporary technical problem.",
+        "Try again in a while. If it persists, contact the region's support and give the reference number."),
+    "audit_unavailable": _E(
+        "The service is temporarily unavailable",
+        "Logins cannot be recorded right now, so all logins are stopped.",
+        "Try again in a while. If it persists, contact the region's support and give the reference number."),
+    "internal_error": _E(
+        "Something went wrong",
+        "An unexpected error occurred in the login service.",
+        "Try again. If it persists, contact the region's support and give the reference number."),
+    "login_unknown": _E(
+        "The login has expired",
+        "The login you are trying to continue is too old or already used.",
+        "Go back to the service and log in again."),
+    "saml_request_missing": _E(
+        "Start from the service",
+        "This page is opened by the service you want to log in to, not directly.",
+        "Go to the service and choose to log in there."),
+    "page_not_found": _E(
+        "Page not found",
+        "The address does not point to a page of the login service.",
+        "Go to the service you want to log in to and start from there."),
+    "request_too_large": _E(
+        "The request was too large",
+        "The login service does not accept requests that large.",
+        "Go back to the service and try again."),
+    "method_not_allowed": _E(
+        "This page cannot be used that way",
+        "The page was opened in a way it does not support.",
+        "Go back to the service and try again."),
+}
+
+_PROTOCOL = {
+    "sv": _E("Tjänsten skickade en felaktig begäran",
+             "Tjänsten du kom från skickade en inloggningsbegäran som inloggningstjänsten inte kan godta.",
+             "Kontakta tjänstens support och uppge referensnumret."),
+    "en": _E("The service sent an invalid request",
+             "The service you came from sent a login request that the login service cannot accept.",
+             "Contact the service's support and give the reference number."),
+}
+
+CATALOG: Final = {"sv": _SV, "en": _EN}
+
+UI: Final = {
+    "sv": {
+        "service": "Inloggning för kommunal personal",
+        "reference": "Referensnummer",
+        "reference_help": "Uppge referensnumret om du kontaktar support.",
+        "try_again": "Försök igen",
+        "back_to_sp": "Tillbaka till {sp}",
+        "back_to_sp_generic": "Tillbaka till tjänsten",
+        "support": "Support för {municipality}",
+        "what_happened": "Vad hände?",
+        "what_to_do": "Vad kan du göra?",
+        "continue": "Fortsätt",
+        "continue_help": "Din webbläsare skickar dig vidare. Om inget händer: tryck på Fortsätt.",
+        "sending_to": "Du skickas vidare till {sp}.",
+        "language": "Language: English",
+        "skip": "Hoppa till innehållet",
+        "index_title": "Inloggningstjänst för kommunal personal",
+        "index_text": "Här loggar personal i kommunerna in till regionens tjänster med sitt kommunkort. "
+                      "Börja från tjänsten du vill använda; den skickar dig hit.",
+        "diagnose_title": "Vad ser inloggningstjänsten?",
+        "diagnose_none": "Din webbläsare skickade inget certifikat.",
+        "diagnose_ok": "Certifikatet godtas.",
+        "diagnose_bad": "Certifikatet godtas inte.",
+        "logged_out": "Du är utloggad.",
+    },
+    "en": {
+        "service": "Login for municipal staff",
+        "reference": "Reference number",
+        "reference_help": "Give the reference number if you contact support.",
+        "try_again": "Try again",
+        "back_to_sp": "Back to {sp}",
+        "back_to_sp_generic": "Back to the service",
+        "support": "Support for {municipality}",
+        "what_happened": "What happened?",
+        "what_to_do": "What can you do?",
+        "continue": "Continue",
+        "continue_help": "Your browser is taking you onward. If nothing happens, press Continue.",
+        "sending_to": "You are being sent to {sp}.",
+        "language": "Språk: svenska",
+        "skip": "Skip to content",
+        "index_title": "Login service for municipal staff",
+        "index_text": "Municipal staff log in to the region's services here with their municipality card. "
+                      "Start from the service you want to use; it sends you here.",
+        "diagnose_title": "What does the login service see?",
+        "diagnose_none": "Your browser sent no certificate.",
+        "diagnose_ok": "The certificate is accepted.",
+        "diagnose_bad": "The certificate is not accepted.",
+        "logged_out": "You are logged out.",
+    },
+}
+
+
+class _Params(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "–"
+
+
+def explain(code: str, family: str, lang: str, params: dict[str, str]) -> Explanation:
+    """The plain-words explanation of ``code`` in ``lang``, with ``params`` filled in."""
+    catalog = CATALOG.get(lang, CATALOG[DEFAULT_LANGUAGE])
+    base = catalog.get(code) or (_PROTOCOL[lang] if lang in _PROTOCOL else _PROTOCOL[DEFAULT_LANGUAGE])
+    values = _Params(params)
+    return Explanation(base.title.format_map(values), base.what.format_map(values), base.todo.format_map(values))
+
+
+def pick_language(query_lang: str | None, cookie_lang: str | None, accept: str | None) -> str:
+    """``?lang=`` beats the language cookie, which beats Accept-Language; Swedish by default."""
+    for candidate in (query_lang, cookie_lang):
+        if candidate in LANGUAGES:
+            return candidate
+    if accept:
+        best: tuple[float, str] | None = None
+        for part in accept.split(","):
+            tag, _, q = part.strip().partition(";q=")
+            primary = tag.strip().lower().split("-")[0]
+            try:
+                weight = float(q) if q else 1.0
+            except ValueError:
+                continue
+            if primary in LANGUAGES and (best is None or weight > best[0]):
+                best = (weight, primary)
+        if best is not None and best[0] > 0:
+            return best[1]
+    return DEFAULT_LANGUAGE

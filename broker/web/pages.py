@@ -1,0 +1,126 @@
+"""Rendering flow results as pages: the auto-submitting POST form, error pages, messages."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from flask import Response, g, make_response, render_template, request, url_for
+
+from broker.errors import BrokerError
+from broker.flow import LoginFailed, PostToSp, Redirect
+from broker.web.i18n import LANGUAGES, UI, explain, pick_language
+
+LANG_COOKIE = "broker_lang"
+
+
+def language() -> str:
+    lang = getattr(g, "lang", None)
+    if lang is None:
+        asked = request.args.get("lang")
+        if asked is None and request.method == "POST":
+            asked = request.form.get("lang")
+        lang = pick_language(asked, request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language"))
+        g.lang = lang
+    return str(lang)
+
+
+def _other(lang: str) -> str:
+    return "en" if lang == "sv" else "sv"
+
+
+def _with_lang(url: str, lang: str) -> str:
+    parts = urlsplit(url)
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("lang="))
+    query = (query + "&" if query else "") + urlencode({"lang": lang})
+    return f"{parts.path}?{query}"
+
+
+def _render(template: str, status: int, *, switch_url: str | None = None, **context: Any) -> Response:
+    lang = language()
+    other = _other(lang)
+    if switch_url is None and request.method == "GET":
+        switch_url = _with_lang(request.full_path, other)
+    html = render_template(template, lang=lang, other_lang=other, ui=UI[lang],
+                           lang_switch_url=switch_url, **context)
+    response = make_response(html, status)
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    if request.args.get("lang") in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="Lax")
+    return response
+
+
+def post_page(result: PostToSp) -> Response:
+    lang = language()
+    sp = result.sp_name.get(lang) if result.sp_name else UI[lang]["back_to_sp_generic"]
+    response = _render("post.html", 200, url=result.url, fields=result.fields,
+                       sending_to=UI[lang]["sending_to"].format(sp=sp))
+    response.headers["X-Form-Target"] = origin_of(result.url)
+    return response
+
+
+def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | None = None) -> Response:
+    lang = language()
+    row = error.row
+    explanation = explain(error.reason, row.family, lang, dict(error.params))
+    retry_url = None
+    if failure is not None and failure.retry_login_id:
+        retry_url = url_for("idp.resume", login_id=failure.retry_login_id)
+    back = failure.back_to_sp if failure else None
+    sp_name = failure.sp_name.get(lang) if failure and failure.sp_name else None
+    ui = UI[lang]
+    back_label = ui["back_to_sp"].format(sp=sp_name) if sp_name else ui["back_to_sp_generic"]
+    municipality = failure.municipality if failure else None
+    support = municipality.config.support.get(lang) if municipality and municipality.config.support else None
+    support_label = ui["support"].format(municipality=municipality.config.name.get(lang)) if municipality else ""
+    switch = _with_lang(retry_url, _other(lang)) if retry_url else None
+    response = _render("error.html", row.http_status, switch_url=switch, explanation=explanation,
+                       reason=error.reason, correlation_id=correlation_id, retry_url=retry_url, back=back,
+                       back_label=back_label, support=support, support_label=support_label)
+    if back is not None:
+        response.headers["X-Form-Target"] = origin_of(back.url)
+    response.headers["X-Broker-Reason"] = error.reason
+    return response
+
+
+def message_page(heading_key: str, paragraph_keys: list[str], status: int = 200) -> Response:
+    ui = UI[language()]
+    return _render("message.html", status, heading=ui[heading_key], paragraphs=[ui[k] for k in paragraph_keys])
+
+
+def redirect_response(result: Redirect) -> Response:
+    response = make_response("", 303)
+    response.headers["Location"] = result.url
+    return response
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def diagnose_page(rows: list[tuple[str, str]] | None, accepted: bool, error: BrokerError | None,
+                  correlation_id: str) -> Response:
+    lang = language()
+    explanation = explain(error.reason, error.row.family, lang, dict(error.params)) if error else None
+    return _render("diagnose.html", 200, certificate=rows, accepted=accepted, explanation=explanation,
+                   correlation_id=correlation_id)
+
+
+def security_headers(response: Response) -> Response:
+    """Strict defaults for every page: no framing, no referrer, no caching of SAML material."""
+    target = response.headers.pop("X-Form-Target", None)
+    form_action = "'self'" + (f" {target}" if target else "")
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
+        f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    if not request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+

@@ -1,0 +1,50 @@
+"""The wired core objects of one app instance, and per-request helpers for the blueprints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g, request
+
+from broker.audit.events import new_correlation_id
+from broker.audit.trail import AuditTrail
+from broker.config.loader import Settings
+from broker.flow import ClientContext, LoginFlow
+from broker.pki.validator import CertificateValidator
+from broker.saml.idp_metadata import IdpMetadata
+from broker.session.sessions import SessionManager
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    flow: LoginFlow
+    audit: AuditTrail
+    sessions: SessionManager
+    validator: CertificateValidator
+    metadata: IdpMetadata
+    cookie_name: str
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["broker"]
+    return svc
+
+
+def correlation_id() -> str:
+    cid = getattr(g, "correlation_id", None)
+    if cid is None:
+        cid = new_correlation_id()
+        g.correlation_id = cid
+    return str(cid)
+
+
+def client_context() -> ClientContext:
+    """Who is asking: address, presented certificate (audited if forged), session cookie."""
+    svc = services()
+    sources = svc.flow.certificate_sources
+    header = request.headers.get(sources.header)
+    presented = svc.flow.client_certificate(
+        correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"))
+    address = sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    return ClientContext(correlation_id(), address, presented, request.cookies.get(svc.cookie_name))
