@@ -7,15 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gunicorn.app.base import BaseApplication
+
+from broker.app import MemoryStoreRefused, create_app
+from broker.config.loader import load_settings
 from broker.errors import ConfigError
 
 
 def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int) -> int:
-    from gunicorn.app.base import BaseApplication
-
-    from broker.app import MemoryStoreRefused, create_app
-    from broker.config.loader import load_settings
-
     try:
         settings = load_settings(config_dir)
         app = create_app(settings)

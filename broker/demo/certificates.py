@@ -125,7 +125,8 @@ class CertificateAuthority:
 
     def chain(self) -> list[x509.Certificate]:
         """This CA and its ancestors, this one first."""
-        out, ca = [], self
+        out: list[x509.Certificate] = []
+        ca: CertificateAuthority | None = self
         while ca is not None:
             out.append(ca.certificate)
             ca = ca.parent
@@ -233,7 +234,7 @@ def _name(cn: str, organization: str | None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+def _hash_for(key: PrivateKey) -> hashes.SHA256:
     return hashes.SHA256()
 
 

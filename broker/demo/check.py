@@ -59,7 +59,10 @@ def login(layout: DemoLayout, base_url: str, user: str) -> tuple[str, str]:
         return "no_response_form", body[:200]
     data = urlencode(form.fields).encode()
     try:
-        with opener.open(urllib.request.Request(form.action, data=data), timeout=30) as page:
+        # the form's target is the demo SP's ACS on the demo server itself (https only)
+        if not form.action.startswith(base_url + "/"):
+            return "unexpected_form_target", form.action
+        with opener.open(urllib.request.Request(form.action, data=data), timeout=30) as page:  # noqa: S310
             result = _FormParser()
             result.feed(page.read().decode())
             return "success", result.loa or ""

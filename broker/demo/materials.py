@@ -199,7 +199,7 @@ def _generate_keys(layout: DemoLayout, now: dt.datetime, base_url: str) -> None:
     # TLS for the demo server: a demo CA and a certificate for the host of base_url.
     tls = layout.tls
     tls_ca = CertificateAuthority.root("Broker Demo TLS CA", now, valid_days=3650)
-    host = base_url.split("://", 1)[1].split("/")[0].rsplit(":", 1)[0]
+    host = base_url.split("://", 1)[1].split("/", maxsplit=1)[0].rsplit(":", 1)[0]
     server = tls_ca.issue(LeafProfile(common_name=host, eku=(SERVER_AUTH,), san_dns=host, san_ip="127.0.0.1",
                                       valid_until=now + dt.timedelta(days=397)))
     write_pem(tls / "ca.pem", tls_ca.certificate)

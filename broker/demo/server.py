@@ -8,6 +8,7 @@ municipal CA names, and accepts whatever certificate arrives, so the broker
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import shutil
 import sys
@@ -20,6 +21,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from broker.app import create_app
 from broker.config.loader import load_settings
+from broker.demo.check import run_checks
 from broker.demo.materials import DEMO_USERS, P12_PASSWORD, DemoLayout, generate
 from broker.demo.sp import DemoSp, demo_sp_app
 from broker.pki.tls import ClientCertTLS
@@ -53,8 +55,6 @@ def build_server(workdir: Path, example: Path, host: str, port: int, *, regenera
     tls = ClientCertTLS(chain, (layout.tls / "server.key").read_bytes(), client_cas)
     server = make_server(host, port, app, threaded=True, ssl_context=tls)  # type: ignore[arg-type]
     if quiet:
-        import logging
-
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return server, layout, base_url
 
@@ -104,8 +104,6 @@ def run(workdir: Path, example: Path | None, host: str, port: int, *, check: boo
         finally:
             server.server_close()
         return 0
-    from broker.demo.check import run_checks
-
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

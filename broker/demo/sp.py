@@ -7,7 +7,9 @@ shows the user's attributes and LoA. The test suite drives the same class.
 
 from __future__ import annotations
 
+import base64
 import html
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +176,8 @@ def demo_sp_app(sp: DemoSp) -> Flask:
         body = _page("Logged in", f"""
 <p>The broker's Response passed pysaml2's checks.</p>
 <dl><dt>LoA (AuthnContextClassRef)</dt><dd class="loa">{html.escape(result.loa or '')}</dd>
-<dt>NameID ({html.escape(result.name_id_format.rsplit(':', 1)[-1])})</dt><dd class="nameid">{html.escape(result.name_id)}</dd></dl>
+<dt>NameID ({html.escape(result.name_id_format.rsplit(':', 1)[-1])})</dt>
+<dd class="nameid">{html.escape(result.name_id)}</dd></dl>
 <table><caption>Attributes</caption>{rows}</table>
 <p><a href="./">Back</a></p>""")
         return make_response(body, 200)
@@ -189,9 +192,6 @@ def demo_sp_app(sp: DemoSp) -> Flask:
 
 
 def _status_of(saml_response: str) -> str:
-    import base64
-    import re
-
     try:
         xml = base64.b64decode(saml_response).decode("utf-8", "replace")
     except ValueError:

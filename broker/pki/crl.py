@@ -9,6 +9,7 @@ clock.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +110,7 @@ class CrlIndex:
         ``revocation_unavailable``.
         """
         valid_until: dt.datetime | None = None
-        for cert, issuer in zip(chain, chain[1:], strict=False):
+        for cert, issuer in itertools.pairwise(chain):
             crl = self.covering(cert, issuer)
             who = "the certificate" if cert is chain[0] else f"CA {cert.subject.rfc4514_string()}"
             if crl is None:

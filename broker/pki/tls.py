@@ -14,6 +14,7 @@ peer certificate as ``SSL_CLIENT_CERT`` in the WSGI environ.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 from collections.abc import Sequence
@@ -131,14 +132,10 @@ class _TLSConnection:
         return cert.public_bytes(serialization.Encoding.DER)
 
     def shutdown(self, how: int) -> None:
-        try:
+        with contextlib.suppress(SSL.Error):
             self._tls.shutdown()
-        except SSL.Error:
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self._raw.shutdown(how)
-        except OSError:
-            pass
 
     def close(self) -> None:
         self._raw.close()
@@ -163,14 +160,10 @@ def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,
         conn = SSL.Connection(ctx, raw)
         conn.set_tlsext_host_name((server_name or host).encode("idna"))
         conn.set_connect_state()
-        try:
+        # a server that requires a certificate may abort the handshake after sending its request
+        with contextlib.suppress(SSL.Error):
             conn.do_handshake()
-        except SSL.Error:
-            # a server that requires a certificate may abort after sending its request
-            pass
         names = list(conn.get_client_ca_list(as_cryptography=True))
-        try:
+        with contextlib.suppress(SSL.Error):
             conn.shutdown()
-        except SSL.Error:
-            pass
     return names

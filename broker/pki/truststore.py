@@ -94,9 +94,9 @@ def municipality_domain(
                 problems.append((("certificate", "intermediates", fi), f"{who}: {weak}"))
     verified = []
     if cl.revocation.mode == "crl_files":
-        for ci, f in enumerate(cl.revocation.crl_files):
+        for ci, crl_file in enumerate(cl.revocation.crl_files):
             try:
-                verified.append(verify_crl(f.crl, cas, f.path))
+                verified.append(verify_crl(crl_file.crl, cas, crl_file.path))
             except ValueError as exc:
                 problems.append((("certificate", "revocation", "crl_files", ci), str(exc)))
     if problems:

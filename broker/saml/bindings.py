@@ -104,14 +104,14 @@ def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
     for name, values in form.items():
         if len(values) > 1:
             raise SamlRejected("saml_request_malformed", f"form field {name} occurs more than once")
-    values = form.get(parameter)
-    if not values or not values[0]:
+    found = form.get(parameter)
+    if not found or not found[0]:
         raise SamlRejected("saml_request_missing", f"no {parameter} form field")
     relay = form.get("RelayState")
     return InboundMessage(
         binding=HTTP_POST,
         parameter=parameter,
-        encoded=values[0],
+        encoded=found[0],
         relay_state=relay[0] if relay else None,
     )
 

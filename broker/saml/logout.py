@@ -37,7 +37,7 @@ from broker.saml.bindings import (
 )
 from broker.saml.metadata import Endpoint
 from broker.saml.response import new_id
-from broker.saml.xmldsig import RSA_SHA256, ECDSA_SHA256, SignatureMissing, SignatureRejected, XmlSigner, XmlVerifier
+from broker.saml.xmldsig import ECDSA_SHA256, RSA_SHA256, SignatureMissing, SignatureRejected, XmlSigner, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 from broker.saml.xmltime import format_instant, parse_instant
 

@@ -19,6 +19,7 @@ from saml2 import saml, samlp
 
 from broker.clock import Clock
 from broker.model import ReplyTarget
+from broker.saml.authnrequest import NS
 from broker.saml.bindings import (
     ATTRNAME_URI,
     CM_BEARER,
@@ -30,7 +31,6 @@ from broker.saml.bindings import (
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlparse import parse_untrusted
 from broker.saml.xmltime import format_instant
-from broker.saml.authnrequest import NS
 
 # Second-level codes whose top-level code is Requester (the SP's fault); others: Responder.
 _REQUESTER_FAULTS = frozenset({

@@ -147,9 +147,10 @@ class XmlVerifier:
         if not element_id:
             raise SignatureRejected("the signed element has no ID")
         _check_structure(signature, element_id)
-        same_id = element.getroottree().getroot().xpath("count(//*[@ID=$id])", id=element_id)
-        if same_id != 1:
-            raise SignatureRejected(f"the ID {element_id!r} occurs {int(same_id)} times in the document")
+        same_id = element.getroottree().getroot().xpath("//*[@ID=$id]", id=element_id)
+        if not isinstance(same_id, list) or len(same_id) != 1:
+            count = len(same_id) if isinstance(same_id, list) else "?"
+            raise SignatureRejected(f"the ID {element_id!r} occurs {count} times in the document")
         if not self._keys:
             raise SignatureRejected("no signing certificate is known for the sender")
         for candidate in self._keys:

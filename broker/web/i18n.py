@@ -349,7 +349,7 @@ UI: Final = {
 
 class _Params(dict[str, str]):
     def __missing__(self, key: str) -> str:
-        return "–"
+        return "-"
 
 
 def explain(code: str, family: str, lang: str, params: dict[str, str]) -> Explanation:
