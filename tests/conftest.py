@@ -1,0 +1,86 @@
+"""Shared fixtures: a real Redis, the example configuration with generated material, the app.
+
+Redis: REDIS_URL if set, else the local server on 127.0.0.1:6379. If neither
+answers, a private ``redis-server`` is started on a free loopback port; if
+that binary is missing too, the run stops with a clear message (never a
+silent skip).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.factories.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "config" / "example"
+
+
+def _reachable(url: str) -> bool:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+    except redis.RedisError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if _reachable(url):
+        yield url
+        return
+    if shutil.which("redis-server") is None:
+        pytest.exit(
+            f"No Redis at {url} and no redis-server binary to start a private one. "
+            "Install it (sudo apt-get install -y redis-server) or set REDIS_URL.",
+            returncode=3,
+        )
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are removed afterwards."""
+    prefix = f"test:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def demo_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@pytest.fixture(scope="session")
+def demo_material(tmp_path_factory: pytest.TempPathFactory, demo_now: dt.datetime):  # type: ignore[no-untyped-def]
+    """config/example plus generated PKI, keys and SP metadata (the demo's own generator), made once."""
+    from broker.demo.materials import generate
+
+    return generate(tmp_path_factory.mktemp("demo") / "work", EXAMPLE, demo_now)
+
+
+@pytest.fixture
+def config_dir(demo_material, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    """A private copy of the generated example configuration, safe to edit."""
+    target = tmp_path / "config"
+    shutil.copytree(demo_material.config, target)
+    for f in (target / "audit").glob("*"):
+        f.unlink()
+    return target

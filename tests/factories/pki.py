@@ -1,0 +1,89 @@
+"""A PKI factory that can build every acceptance and rejection case.
+
+Built on the demo's certificate builder (broker.demo.certificates); adds what
+production code must never do, such as SHA-1 signatures (cryptography refuses
+to make them, so pyOpenSSL's legacy API re-signs a certificate here).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.x509.verification import Store
+
+from broker.config.schema import IdentityRule
+from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile
+from broker.model import KNOWN_LOAS
+from broker.pki.crl import CrlIndex, verify_crl
+from broker.pki.truststore import TrustDomain
+
+POLICY_LOA3 = "2.999.1.3"
+POLICY_LOA2 = "2.999.2.2"
+HSA_ID = "SE2120001009-anna"
+PERSONNUMMER = "191212121212"
+
+
+def sha1_resign(cert: x509.Certificate, issuer_key: object) -> x509.Certificate:
+    """The same certificate, re-signed with SHA-1 (pyOpenSSL's deprecated API; tests only)."""
+    from OpenSSL import crypto
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        legacy = crypto.X509.from_cryptography(cert)
+        legacy.sign(crypto.PKey.from_cryptography_key(issuer_key), "sha1")  # type: ignore[arg-type]
+        return legacy.to_cryptography()
+
+
+@dataclass
+class Hierarchy:
+    """A municipality's root and issuing CA at instant ``now``."""
+
+    now: dt.datetime
+    root: CertificateAuthority
+    issuing: CertificateAuthority
+    policies: dict[str, str] = field(default_factory=lambda: {POLICY_LOA3: "loa3", POLICY_LOA2: "loa2"})
+
+    @classmethod
+    def build(cls, now: dt.datetime, name: str = "Kommun A", *, key: str = "ec256") -> Hierarchy:
+        root = CertificateAuthority.root(f"{name} Test Root CA", now, organization=name, key=key)
+        issuing = root.subordinate(f"{name} Test Person CA", organization=name)
+        return cls(now, root, issuing)
+
+    def profile(self, **overrides: object) -> LeafProfile:
+        base = LeafProfile(common_name="Anna Andersson", given_name="Anna", surname="Andersson",
+                           serial_number=HSA_ID, policies=(POLICY_LOA3,))
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+    def leaf(self, **overrides: object) -> Issued:
+        """A client certificate from the issuing CA; defaults are valid for login."""
+        return self.issuing.issue(self.profile(**overrides))
+
+    def sha1_leaf(self) -> x509.Certificate:
+        return sha1_resign(self.leaf().certificate, self.issuing.key)
+
+    def domain(self, *, identity: IdentityRule | None = None, crls: Sequence[x509.CertificateRevocationList] | None = None,
+               status: str = "active", max_chain_depth: int = 4,
+               intermediates: Sequence[x509.Certificate] | None = None) -> TrustDomain:
+        """A trust domain as the loader would build it for this hierarchy."""
+        inter = tuple(intermediates) if intermediates is not None else (self.issuing.certificate,)
+        cas = (self.root.certificate, *inter)
+        index = CrlIndex([verify_crl(c, cas) for c in crls]) if crls is not None else None
+        return TrustDomain(
+            id="kommun-a",
+            anchors=(self.root.certificate,),
+            intermediates=inter,
+            store=Store([self.root.certificate]),
+            max_chain_depth=max_chain_depth,
+            crls=index,
+            policies=MappingProxyType({oid: KNOWN_LOAS[loa] for oid, loa in self.policies.items()}),
+            identity=identity or IdentityRule(type="hsa_id"),
+            status=status,
+        )
+
+    def fresh_crls(self) -> list[x509.CertificateRevocationList]:
+        return [self.issuing.crl(), self.root.crl()]

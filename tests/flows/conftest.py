@@ -1,0 +1,56 @@
+"""The app under test, wired to a real Redis, and a real pysaml2 SP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+
+from broker.app import create_app
+from broker.config.loader import Settings, load_settings
+from broker.demo.sp import DemoSp
+from broker.session.store import RedisStore
+from tests.factories.saml import BASE_URL, Browser, make_sp
+
+
+@pytest.fixture
+def settings(config_dir: Path) -> Settings:
+    return load_settings(config_dir)
+
+
+@pytest.fixture
+def store(redis_url: str, redis_prefix: str) -> RedisStore:
+    return RedisStore(redis_url, prefix=redis_prefix)
+
+
+@pytest.fixture
+def app(settings: Settings, store: RedisStore) -> Flask:
+    return create_app(settings, store=store, instance_id="test")
+
+
+@pytest.fixture
+def sp(app: Flask, settings: Settings, demo_material) -> DemoSp:  # type: ignore[no-untyped-def]
+    metadata = app.extensions["broker"].metadata.document()
+    return make_sp(demo_material.root, metadata, settings.broker.idp.entity_id)
+
+
+@pytest.fixture
+def users(demo_material) -> Path:  # type: ignore[no-untyped-def]
+    return Path(demo_material.users)
+
+
+@pytest.fixture
+def browser(app: Flask, users: Path) -> Iterator[Browser]:
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        yield Browser(client, (users / "anna.pem").read_text())
+
+
+def audit_lines(config_dir: Path) -> list[dict[str, object]]:
+    import json
+
+    path = config_dir / "audit" / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
