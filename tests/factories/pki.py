@@ -66,7 +66,8 @@ class Hierarchy:
     def sha1_leaf(self) -> x509.Certificate:
         return sha1_resign(self.leaf().certificate, self.issuing.key)
 
-    def domain(self, *, identity: IdentityRule | None = None, crls: Sequence[x509.CertificateRevocationList] | None = None,
+    def domain(self, *, identity: IdentityRule | None = None,
+               crls: Sequence[x509.CertificateRevocationList] | None = None,
                status: str = "active", max_chain_depth: int = 4,
                intermediates: Sequence[x509.Certificate] | None = None) -> TrustDomain:
         """A trust domain as the loader would build it for this hierarchy."""

@@ -13,7 +13,7 @@ def login(browser: Browser, sp: DemoSp, **kwargs: bool) -> tuple[int, object]:
     response = browser.get(sp.login_url(**kwargs))
     if response.status_code != 200:
         return response.status_code, response.headers.get("X-Broker-Reason")
-    action, fields = saml_response_form(response)
+    _action, fields = saml_response_form(response)
     return 200, sp.accept(fields["SAMLResponse"])
 
 
