@@ -129,7 +129,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     def http_error(exc: HTTPException) -> Response:
         code = {404: "page_not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
             exc.code or 500, "internal_error")
-        return error_page(_PlainError(code), correlation_id())
+        response = error_page(_PlainError(code), correlation_id())
+        for name, value in exc.get_headers():
+            if name.lower() == "allow":  # RFC 9110 §15.5.6: a 405 names the allowed methods
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,14 @@ def config_schema(kind: str) -> None:
     click.echo(json.dumps(json_schema(root, f"broker {kind} configuration"), indent=2, ensure_ascii=False))
 
 
+@config.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (every key, type, default, meaning) as Markdown."""
+    from broker.config.reference import markdown
+
+    click.echo(markdown(), nl=False)
+
+
 # --- cert -----------------------------------------------------------------------------
 
 
@@ -108,12 +117,34 @@ def _instant(text: str | None) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
+def mask_personnummer(value: str) -> str:
+    """``19121212-****``: enough for an operator to recognise, not the whole number on screen."""
+    return value[:8] + "-****"
+
+
+def _display_subject(cert: x509.Certificate) -> str:
+    """The subject as RFC 4514 text, with a personnummer serialNumber masked."""
+    from cryptography.x509.oid import NameOID
+
+    rdns = []
+    for rdn in reversed(cert.subject.rdns):
+        parts = []
+        for attr in rdn:
+            value = attr.value if isinstance(attr.value, str) else ""
+            if attr.oid == NameOID.SERIAL_NUMBER and re.fullmatch(r"[0-9]{12}", value):
+                parts.append(f"serialNumber={mask_personnummer(value)}")
+            else:
+                parts.append(attr.rfc4514_string())
+        rdns.append("+".join(parts))
+    return ",".join(rdns)
+
+
 def _facts(cert: x509.Certificate) -> dict[str, Any]:
     from broker.model import CertificateFacts
     from broker.pki.validator import certificate_policies
 
     f = CertificateFacts.of(cert)
-    return {"subject": cert.subject.rfc4514_string(), "issuer": f.issuer, "serial": f.serial_hex,
+    return {"subject": _display_subject(cert), "issuer": f.issuer, "serial": f.serial_hex,
             "sha256": f.fingerprint_sha256, "not_before": f.not_before.isoformat(),
             "not_after": f.not_after.isoformat(), "policies": list(certificate_policies(cert))}
 
@@ -223,11 +254,10 @@ def cert_check(leaf: Path, config_dir: Path, at: str | None, as_json: bool) -> N
     municipality = settings.municipalities[validated.municipality_id]
     attrs = available_attributes(ident, municipality.config, "(per login)")
     if ident.kind == "personnummer":  # shown to the operator, but not in full on screen
-        masked = ident.key[:8] + "-****"
-        attrs["personalIdentityNumber"] = (masked,)
+        attrs["personalIdentityNumber"] = (mask_personnummer(ident.key),)
     result.update(
         accepted=True, municipality=validated.municipality_id, identity_kind=ident.kind,
-        identity=ident.key if ident.kind != "personnummer" else ident.key[:8] + "-****",
+        identity=ident.key if ident.kind != "personnummer" else mask_personnummer(ident.key),
         loa=validated.loa.uri, policy=validated.policy_oid, revocation=validated.path.revocation,
         revocation_valid_until=(validated.path.revocation_valid_until.isoformat()
                                 if validated.path.revocation_valid_until else None),

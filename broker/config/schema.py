@@ -98,7 +98,7 @@ class IdpConfig:
     """The broker as SAML IdP toward the regional service providers."""
 
     entity_id: EntityId = field(metadata=doc("the broker's entityID"))
-    base_url: HttpsUrl = field(metadata=doc("public base URL; endpoints are <base_url>/saml/idp/...",
+    base_url: HttpsUrl = field(metadata=doc("public base URL; the endpoints are below it (/saml/idp/sso ...)",
                                             examples=("https://idp.region.example.se",)))
     signing: SigningConfig = field(metadata=doc("assertion and metadata signing key"))
     nameid_key: SecretFile = field(

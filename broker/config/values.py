@@ -40,7 +40,7 @@ def _read(ctx: ParseContext, value: Any, what: str) -> tuple[Path, bytes]:
 
 # --- plain values ----------------------------------------------------------------
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -89,7 +89,10 @@ class Duration:
         }
 
     def __str__(self) -> str:
-        return f"{self.seconds:g}s"
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+            if self.seconds >= size and self.seconds % size == 0:
+                return f"{int(self.seconds // size)}{unit}"
+        return f"{self.seconds * 1000:g}ms"
 
 
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
@@ -164,7 +167,7 @@ class OrganizationNumber(str):
         if isinstance(value, int) and not isinstance(value, bool):
             raise ValueError("expected the organisation number as a quoted string (\"2120001234\")")
         text = _require_str(value, "an organisation number").replace("-", "")
-        if not re.fullmatch(r"\d{10}", text):
+        if not re.fullmatch(r"[0-9]{10}", text):
             raise ValueError(f"expected a 10-digit organisation number, got {value!r}")
         if not luhn_valid(text):
             raise ValueError(f"organisation number {value!r} fails its check digit")

@@ -40,9 +40,12 @@ def new_key(kind: str = "ec256") -> PrivateKey:
 
 
 def _utf8_string(text: str) -> bytes:
+    """DER UTF8String (X.690 §8.1.3: short form below 128, else the fewest length octets)."""
     body = text.encode("utf-8")
     if len(body) < 0x80:
         return bytes([0x0C, len(body)]) + body
+    if len(body) < 0x100:
+        return bytes([0x0C, 0x81, len(body)]) + body
     return bytes([0x0C, 0x82]) + len(body).to_bytes(2, "big") + body
 
 
@@ -203,8 +206,13 @@ class CertificateAuthority:
         """A CRL of this CA's revocations; ``extra_serials`` pads it (for size benchmarks)."""
         this = this_update or self.now - dt.timedelta(hours=1)
         nxt = next_update or self.now + dt.timedelta(days=7)
+        entries = [x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at).build()
+                   for serial, at in self.revoked.items()]
+        entries += [x509.RevokedCertificateBuilder().serial_number(10**30 + i).revocation_date(this).build()
+                    for i in range(extra_serials)]
+        # one builder with every entry: adding entries one by one copies the list each time
         b = (
-            x509.CertificateRevocationListBuilder()
+            x509.CertificateRevocationListBuilder(revoked_certificates=entries)
             .issuer_name(self.certificate.subject)
             .last_update(this)
             .next_update(nxt)
@@ -212,14 +220,6 @@ class CertificateAuthority:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                            critical=False)
         )
-        for serial, at in self.revoked.items():
-            b = b.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(at).build()
-            )
-        for i in range(extra_serials):
-            b = b.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(10**30 + i).revocation_date(this).build()
-            )
         return b.sign(self.key, _hash_for(self.key))
 
     def with_now(self, now: dt.datetime) -> CertificateAuthority:

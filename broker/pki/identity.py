@@ -28,7 +28,7 @@ def check_personnummer(value: str) -> None:
     The date part must exist (a samordningsnummer adds 60 to the day) and the
     last digit is the Luhn check over the 10-digit form YYMMDDNNNC.
     """
-    if not re.fullmatch(r"\d{12}", value):
+    if not re.fullmatch(r"[0-9]{12}", value):  # not \d: it matches digits of every script
         raise ValueError("a personnummer has 12 digits (YYYYMMDDNNNN)")
     year, month, day = int(value[0:4]), int(value[4:6]), int(value[6:8])
     if day > 60:  # samordningsnummer
@@ -112,7 +112,7 @@ def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id
             raise CertificateRejected("identity_invalid", f"{field}: {exc}") from None
     else:
         pattern = rule.pattern or DEFAULT_HSA_ID_PATTERN
-        if not re.fullmatch(pattern, value):
+        if not re.fullmatch(pattern, value, re.ASCII):
             raise CertificateRejected("identity_invalid",
                                       f"{field} {value!r} does not match the {rule.type} pattern {pattern}")
     given = _single_subject_value(cert, NameOID.GIVEN_NAME)

@@ -132,9 +132,15 @@ def verify_path(
         .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
         .build_client_verifier()
     )
+    candidates = [*domain.intermediates, *presented]
     try:
-        verified = verifier.verify(leaf, [*domain.intermediates, *presented])
+        verified = verifier.verify(leaf, candidates)
     except VerificationError as exc:
+        # The verifier refuses SHA-1 CAs with a generic message; name the real reason when a CA on the
+        # leaf's issuer-name path is weakly signed.
+        weak_ca = _weak_ca_on_name_path(leaf, candidates)
+        if weak_ca is not None:
+            raise CertificateRejected("weak_signature_algorithm", weak_ca) from exc
         raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
     chain = tuple(verified.chain)
     for cert in chain[1:-1]:  # the anchor's self-signature carries no trust, so it is not judged
@@ -144,6 +150,21 @@ def verify_path(
 
     path = VerifiedPath(chain, now, "pending", None)
     return path.with_revocation(domain, now) if check_revocation else path
+
+
+def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:
+    """Follow issuer names up from ``leaf``; describe the first weakly signed CA met, if any."""
+    name, seen = leaf.issuer, 0
+    while seen < 8:
+        matches = [c for c in candidates if c.subject == name and c.issuer != c.subject]
+        if not matches:
+            return None
+        for cert in matches:
+            weak = weak_signature_reason(cert)
+            if weak:
+                return f"{cert.subject.rfc4514_string()}: {weak}"
+        name, seen = matches[0].issuer, seen + 1
+    return None
 
 
 def _verification_detail(exc: VerificationError) -> str:

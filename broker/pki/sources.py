@@ -40,7 +40,10 @@ def parse_nginx_escaped_pem(value: str, max_bytes: int) -> x509.Certificate | No
         raise ProxyHeaderRejected("proxy_header_too_large", f"{len(value)} bytes (limit {max_bytes})")
     if value in ("", "-", "(null)"):
         return None
-    pem = unquote(value, errors="strict") if "%" in value else value
+    try:
+        pem = unquote(value, errors="strict") if "%" in value else value
+    except UnicodeDecodeError:
+        raise ProxyHeaderRejected("proxy_header_malformed", "percent-escapes do not decode as UTF-8") from None
     if pem.count(_PEM_BEGIN) != 1:
         raise ProxyHeaderRejected("proxy_header_malformed",
                                   f"expected one PEM certificate, found {pem.count(_PEM_BEGIN)}")

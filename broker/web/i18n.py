@@ -112,6 +112,11 @@ _SV: dict[str, Explanation] = {
         "Högre säkerhetsnivå krävs",
         "Tjänsten kräver en e-legitimation med högre tillitsnivå än den du använde.",
         "Logga in med ditt SITHS-kort, eller kontakta din kommuns IT-support."),
+    "proxy_header_untrusted": _E(
+        "Certifikatet kom inte fram",
+        "Certifikatet kom en väg som inloggningstjänsten inte litar på och användes därför inte.",
+        "Gå till tjänsten via regionens vanliga adress och försök igen. Kvarstår felet: kontakta regionens "
+        "support och uppge referensnumret."),
     "proxy_header_malformed": _E(
         "Certifikatet kunde inte tas emot",
         "Certifikatet kom fram i ett format som inte kunde läsas.",
@@ -242,6 +247,11 @@ _EN: dict[str, Explanation] = {
         "A higher assurance level is required",
         "The service requires an e-identity of a higher assurance level than the one you used.",
         "Log in with your SITHS card, or contact your municipality's IT support."),
+    "proxy_header_untrusted": _E(
+        "The certificate did not arrive",
+        "The certificate came by a route the login service does not trust, so it was not used.",
+        "Open the service at the region's usual address and try again. If it persists, contact the "
+        "region's support and give the reference number."),
     "proxy_header_malformed": _E(
         "The certificate could not be received",
         "The certificate arrived in a format that could not be read.",

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from flask import Response, g, make_response, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from broker.errors import BrokerError
 from broker.flow import LoginFailed, PostToSp, Redirect
@@ -19,7 +20,10 @@ def language() -> str:
     if lang is None:
         asked = request.args.get("lang")
         if asked is None and request.method == "POST":
-            asked = request.form.get("lang")
+            try:
+                asked = request.form.get("lang")
+            except HTTPException:  # e.g. 413: the error page must still render
+                asked = None
         lang = pick_language(asked, request.cookies.get(LANG_COOKIE), request.headers.get("Accept-Language"))
         g.lang = lang
     return str(lang)

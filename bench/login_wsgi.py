@@ -1,0 +1,95 @@
+"""Complete certificate logins per second through the WSGI app (no HTTP server, no TLS).
+
+Each login: an SP-signed AuthnRequest over HTTP-Redirect arrives at /saml/idp/sso
+with anna's client certificate; the broker verifies the request signature,
+stores and takes the pending login in Redis, validates the certificate (path,
+profile, CRL), creates the session in Redis, writes and fsyncs the audit
+events and returns the signed Response in the auto-post page.
+
+    .venv/bin/python bench/login_wsgi.py [--logins 2000] [--redis redis://127.0.0.1:6379/0]
+
+Requests are prepared before timing (the SP's work is not the broker's); a
+sample of responses is verified afterwards by the real pysaml2 SP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from broker.app import create_app  # noqa: E402
+from broker.config.loader import load_settings  # noqa: E402
+from broker.demo.materials import generate  # noqa: E402
+from broker.session.store import RedisStore  # noqa: E402
+from tests.factories.saml import BASE_URL, make_sp, saml_response_form  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logins", type=int, default=2000)
+    parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = generate(Path(tmp) / "demo", REPO / "config" / "example", dt.datetime.now(dt.UTC))
+        settings = load_settings(layout.config)
+        store = RedisStore(args.redis, prefix="bench:")
+        app = create_app(settings, store=store, instance_id="bench")
+        metadata = app.extensions["broker"].metadata.document()
+        sp = make_sp(layout.root, metadata, settings.broker.idp.entity_id)
+        pem = (layout.users / "anna.pem").read_text()
+        urls = [sp.login_url() for _ in range(args.logins)]
+        environ = {"SSL_CLIENT_CERT": pem, "REMOTE_ADDR": "192.0.2.10", "wsgi.url_scheme": "https",
+                   "HTTP_HOST": BASE_URL.split("://", 1)[1]}
+
+        client = app.test_client()
+        for url in urls[:50]:  # warm up
+            client.get(url.split(BASE_URL, 1)[1], environ_base=environ)
+        client = app.test_client()
+
+        latencies = []
+        samples = []
+        cpu0, wall0 = cpu_seconds(), time.perf_counter()
+        for i, url in enumerate(urls):
+            client = app.test_client()  # every login is a new user session
+            t = time.perf_counter()
+            response = client.get(url.split(BASE_URL, 1)[1], environ_base=environ)
+            latencies.append(time.perf_counter() - t)
+            if response.status_code != 200:
+                print(f"login {i} failed: {response.status_code} {response.headers.get('X-Broker-Reason')}")
+                return 1
+            if i % max(1, args.logins // 20) == 0:
+                samples.append(saml_response_form(response)[1]["SAMLResponse"])
+        wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+
+        for saml_response in samples:  # the real pysaml2 SP (xmlsec1) accepts what was produced
+            sp.accept(saml_response)
+
+    latencies.sort()
+    n = len(latencies)
+    print(f"complete certificate logins through WSGI, 1 thread, real Redis ({args.redis})")
+    print(f"  logins:        {n}")
+    print(f"  logins/s:      {n / wall:,.0f}")
+    print(f"  CPU per login: {cpu / n * 1000:.2f} ms (this process; Redis not included)")
+    print(f"  p50 / p99:     {statistics.median(latencies) * 1000:.2f} ms / {latencies[int(n * 0.99)] * 1000:.2f} ms")
+    print(f"  verified by the pysaml2 SP: {len(samples)} sampled responses")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

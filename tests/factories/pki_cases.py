@@ -1,0 +1,128 @@
+"""Certificates and CRLs the demo builder cannot make on its own, for the PKI rejection cases.
+
+Everything here starts from material made by :mod:`tests.factories.pki` and
+changes one thing: a certificate re-signed without an extension or with a
+different subject, a CA with a stranger's key under a real CA's name, a CRL
+with extensions of our choosing. Signatures are real (SHA-256, or SHA-1 via
+:func:`tests.factories.pki.sha1_resign` where the case is about SHA-1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from broker.clock import FixedClock
+from broker.demo.certificates import CertificateAuthority, new_key
+from broker.pki.truststore import TrustDomain, TrustIndex
+from broker.pki.validator import CertificateValidator
+from tests.factories.pki import Hierarchy, sha1_resign
+
+# A fixed instant for every PKI test: whole seconds, as certificates store them.
+NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
+SECOND = dt.timedelta(seconds=1)
+
+# Personnummer and samordningsnummer test values (last digit: Luhn over the 10-digit form).
+PERSONNUMMER_VALID = "191212121212"          # Skatteverket's "Tolvan Tolvansson"
+SAMORDNINGSNUMMER_VALID = "191212721235"     # day 12 + 60
+PERSONNUMMER_LEAP_DAY = "201202291231"       # 2012-02-29 exists
+PERSONNUMMER_BAD_CHECK_DIGIT = "191212121213"
+PERSONNUMMER_IMPOSSIBLE_DATE = "191902301231"  # 30 February, check digit right
+PERSONNUMMER_NOT_LEAP_YEAR = "201102291232"    # 2011-02-29, check digit right
+
+
+def reissue(cert: x509.Certificate, signer: CertificateAuthority, *,
+            subject: x509.Name | None = None,
+            without: Sequence[type[x509.ExtensionType]] = ()) -> x509.Certificate:
+    """``cert`` rebuilt (same key, serial, validity) with a new subject or without some extensions,
+    signed by ``signer`` with SHA-256."""
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject or cert.subject)
+        .issuer_name(signer.certificate.subject)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    for ext in cert.extensions:
+        if not any(isinstance(ext.value, kind) for kind in without):
+            b = b.add_extension(ext.value, critical=ext.critical)
+    return b.sign(signer.key, hashes.SHA256())
+
+
+def with_subject_attribute(cert: x509.Certificate, signer: CertificateAuthority,
+                           oid: x509.ObjectIdentifier, value: str) -> x509.Certificate:
+    """``cert`` with one more subject attribute (e.g. a second serialNumber)."""
+    subject = x509.Name([*cert.subject, x509.NameAttribute(oid, value)])
+    return reissue(cert, signer, subject=subject)
+
+
+def impostor(ca: CertificateAuthority) -> CertificateAuthority:
+    """A CA with ``ca``'s certificate (so its name) but a key of its own: what it signs never chains."""
+    return replace(ca, key=new_key("ec256"), revoked={})
+
+
+def revoking(ca: CertificateAuthority, *certs: x509.Certificate,
+             at: dt.datetime | None = None) -> CertificateAuthority:
+    """A copy of ``ca`` that has also revoked ``certs`` (the original is left as it was)."""
+    revoked = dict(ca.revoked)
+    revoked.update({c.serial_number: at or ca.now - dt.timedelta(days=1) for c in certs})
+    return replace(ca, revoked=revoked)
+
+
+def sha1_subordinate(parent: CertificateAuthority, name: str) -> CertificateAuthority:
+    """A subordinate CA of ``parent`` whose certificate ``parent`` signed with SHA-1."""
+    sub = parent.subordinate(name, organization="Kommun A")
+    return replace(sub, certificate=sha1_resign(sub.certificate, parent.key))
+
+
+def deep_hierarchy(now: dt.datetime, levels: int) -> tuple[Hierarchy, list[CertificateAuthority]]:
+    """Root, then ``levels`` CAs each under the previous one (path lengths unconstrained);
+    the Hierarchy's issuing CA is the lowest."""
+    h = Hierarchy.build(now)
+    cas = [h.root.subordinate("Kommun A Level 1 CA", organization="Kommun A", path_length=None)]
+    for level in range(2, levels + 1):
+        cas.append(cas[-1].subordinate(f"Kommun A Level {level} CA", organization="Kommun A",
+                                       path_length=None))
+    h.issuing = cas[-1]
+    return h, cas
+
+
+def crl(ca: CertificateAuthority, *, this_update: dt.datetime | None = None,
+        next_update: dt.datetime | None = None,
+        extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
+        extra_serials: int = 0) -> x509.CertificateRevocationList:
+    """A CRL of ``ca``'s revocations, like :meth:`CertificateAuthority.crl`, with extra extensions.
+
+    The entries are handed to the builder in one list: adding them one by one
+    (as the demo builder does) copies the builder each time and takes ~20 s
+    for 100,000 entries.
+    """
+    this = this_update or ca.now - dt.timedelta(hours=1)
+    entries = [x509.RevokedCertificateBuilder().serial_number(s).revocation_date(at).build()
+               for s, at in ca.revoked.items()]
+    entries += [x509.RevokedCertificateBuilder().serial_number(10**30 + i).revocation_date(this).build()
+                for i in range(extra_serials)]
+    exts = [
+        x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(int(this.timestamp()))),
+        x509.Extension(x509.AuthorityKeyIdentifier.oid, False,
+                       x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key())),
+        *(x509.Extension(value.oid, critical, value) for value, critical in extensions),
+    ]
+    builder = x509.CertificateRevocationListBuilder(
+        issuer_name=ca.certificate.subject,
+        last_update=this,
+        next_update=next_update or ca.now + dt.timedelta(days=7),
+        extensions=exts,
+        revoked_certificates=entries,
+    )
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def validator(*domains: TrustDomain, now: dt.datetime = NOW) -> CertificateValidator:
+    return CertificateValidator(TrustIndex(domains), FixedClock(now))

@@ -1,0 +1,329 @@
+"""Failing dependencies and what the audit trail may hold.
+
+DESIGN.md, "Scale and failure": Redis unreachable gives a clear 503 page with a
+reference ID and the broker recovers by itself; audit events are durable
+before the user sees the outcome, and logins fail closed when the audit cannot
+be written. STYLE.md §12: personnummer only as a keyed pseudonym, never a PEM
+or an attribute value.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from flask import Flask, Response
+from werkzeug.test import TestResponse
+
+from broker.app import create_app
+from broker.audit.trail import Pseudonymiser
+from broker.cli import main
+from broker.config.loader import load_settings
+from broker.demo.sp import DemoSp
+from broker.errors import ConfigError
+from broker.session.store import KeyValueStore, RedisStore
+from tests.factories.redis_server import RedisServer
+from tests.factories.saml import BASE_URL, Browser, forms, make_sp, saml_response_form
+from tests.flows.conftest import audit_lines
+
+REFID = re.compile(r'class="refid"[^>]*>([0-9A-F]{4}(?:-[0-9A-F]{4}){3})<')
+TRACEBACK_MARKERS = ("Traceback", 'File "', "raise ", "Error:", "redis.exceptions")
+BO_PNR = "191212121212"
+
+
+def edit_broker_yaml(config_dir: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def set_audit(**values: str) -> Callable[[dict[str, Any]], None]:
+    def edit(data: dict[str, Any]) -> None:
+        data["audit"].update(values)
+    return edit
+
+
+def build_app(config_dir: Path, store: KeyValueStore) -> Flask:
+    return create_app(load_settings(config_dir), store=store, instance_id="test")
+
+
+@contextmanager
+def browsing(app: Flask, certificate_pem: str | None) -> Iterator[Browser]:
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        yield Browser(client, certificate_pem)
+
+
+def sp_of(app: Flask, demo_material: Any) -> DemoSp:
+    metadata = app.extensions["broker"].metadata.document()
+    return make_sp(demo_material.root, metadata, app.extensions["broker"].settings.broker.idp.entity_id)
+
+
+def refid(response: TestResponse) -> str:
+    found = REFID.search(response.get_data(as_text=True))
+    assert found is not None, "the page shows no reference ID"
+    return found.group(1)
+
+
+def has_saml_response(response: TestResponse) -> bool:
+    return any("SAMLResponse" in fields for _action, fields in forms(response)) or (
+        "SAMLResponse" in response.get_data(as_text=True))
+
+
+def assert_no_traceback(response: TestResponse) -> None:
+    body = response.get_data(as_text=True)
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in body, f"the page leaks {marker!r}"
+
+
+# --- Redis outage -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_redis_outage_gives_503_page_and_the_broker_recovers_by_itself(
+        private_redis: RedisServer, config_dir: Path, users: Path, demo_material: Any) -> None:
+    store = RedisStore(private_redis.url, prefix=f"test:{secrets.token_hex(4)}:")
+    app = build_app(config_dir, store)
+    sp = sp_of(app, demo_material)
+    with browsing(app, (users / "anna.pem").read_text()) as browser:
+        first = browser.get(sp.login_url())
+        assert first.status_code == 200
+        sp.accept(saml_response_form(first)[1]["SAMLResponse"])
+
+        private_redis.stop()
+        down = browser.get(sp.login_url(force_authn=True))
+        assert down.status_code == 503
+        assert down.headers["X-Broker-Reason"] == "session_store_unavailable"
+        assert down.headers["Content-Type"].startswith("text/html")
+        cid = refid(down)
+        assert_no_traceback(down)
+        assert not has_saml_response(down)
+        refused = [e for e in audit_lines(config_dir) if e["correlation_id"] == cid and e["event"] == "login_refused"]
+        assert [e["reason"] for e in refused] == ["session_store_unavailable"]
+
+        ready = browser.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.headers["Content-Type"] == "application/json"
+        assert ready.get_json() == {"status": "unavailable",
+                                    "checks": {"session_store": "session_store_unavailable"}}
+        assert browser.get("/healthz").status_code == 200  # liveness does not hang on Redis
+
+        private_redis.start()  # same port: the app is not restarted
+        again = browser.get(sp.login_url(force_authn=True))
+        assert again.status_code == 200
+        result = sp.accept(saml_response_form(again)[1]["SAMLResponse"])
+        assert result.attributes["employeeHsaId"] == ["SE2120001009-anna"]
+        assert browser.get("/readyz").status_code == 200
+
+
+def test_redis_outage_page_is_english_when_asked(private_redis: RedisServer, config_dir: Path, users: Path,
+                                                 demo_material: Any) -> None:
+    app = build_app(config_dir, RedisStore(private_redis.url, prefix=f"test:{secrets.token_hex(4)}:"))
+    sp = sp_of(app, demo_material)
+    private_redis.stop()
+    with browsing(app, (users / "anna.pem").read_text()) as browser:
+        browser.headers["Accept-Language"] = "en"
+        response = browser.get(sp.login_url())
+    assert response.status_code == 503
+    body = response.get_data(as_text=True)
+    assert '<html lang="en">' in body
+    assert "temporarily unavailable" in body
+    refid(response)
+
+
+# --- audit failure: fail closed --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", ["anna", "david"])
+def test_unwritable_audit_file_refuses_every_login(config_dir: Path, users: Path, demo_material: Any,
+                                                   store: RedisStore, user: str) -> None:
+    # /dev/full: open succeeds, every write fails with ENOSPC
+    edit_broker_yaml(config_dir, set_audit(file="/dev/full"))
+    app = build_app(config_dir, store)
+    sp = sp_of(app, demo_material)
+    with browsing(app, (users / f"{user}.pem").read_text()) as browser:
+        for _attempt in range(2):  # no accidental recovery on the second try
+            response = browser.get(sp.login_url())
+            assert response.status_code == 503
+            assert response.headers["X-Broker-Reason"] == "audit_unavailable"
+            assert not has_saml_response(response)
+            assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith("broker_session=")]
+            refid(response)
+            assert_no_traceback(response)
+
+
+def test_audit_directory_replaced_by_a_file_after_start_refuses_logins(config_dir: Path, users: Path,
+                                                                       demo_material: Any, store: RedisStore) -> None:
+    """The audit directory becomes unusable before the first write (tests run as root, so a chmod 0o500
+    directory would not stop the writes; a regular file where the directory was does, for root too)."""
+    app = build_app(config_dir, store)
+    sp = sp_of(app, demo_material)
+    audit_dir = config_dir / "audit"
+    for f in audit_dir.iterdir():
+        f.unlink()
+    audit_dir.rmdir()
+    audit_dir.write_text("not a directory\n")
+    with browsing(app, (users / "anna.pem").read_text()) as browser:
+        response = browser.get(sp.login_url())
+    assert response.status_code == 503
+    assert response.headers["X-Broker-Reason"] == "audit_unavailable"
+    assert not has_saml_response(response)
+    assert_no_traceback(response)
+
+
+def test_audit_file_under_a_regular_file_is_a_config_issue(config_dir: Path) -> None:
+    blocker = config_dir / "not-a-directory"
+    blocker.write_text("a regular file\n")
+    edit_broker_yaml(config_dir, set_audit(file=str(blocker / "audit.jsonl")))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_dir)
+    issues = [i for i in caught.value.issues if i.key == "audit.file"]
+    assert len(issues) == 1, caught.value.issues
+    assert issues[0].file == "broker.yaml"
+    assert issues[0].line is not None
+    assert "not a directory" in issues[0].message
+
+    checked = CliRunner().invoke(main, ["config", "check", str(config_dir)])
+    assert checked.exit_code == 1
+    assert "audit.file" in checked.stderr
+
+
+def test_audit_file_that_is_a_directory_is_a_config_issue(config_dir: Path) -> None:
+    edit_broker_yaml(config_dir, set_audit(file="audit"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config_dir)
+    assert [i.key for i in caught.value.issues] == ["audit.file"]
+
+
+# --- durability order -----------------------------------------------------------------------
+
+
+def test_assertion_issued_is_in_the_audit_file_before_the_response_leaves(config_dir: Path, users: Path,
+                                                                          demo_material: Any,
+                                                                          store: RedisStore) -> None:
+    app = build_app(config_dir, store)
+    sp = sp_of(app, demo_material)
+    seen_at_response_time: list[list[dict[str, object]]] = []
+
+    @app.after_request
+    def snapshot(response: Response) -> Response:
+        # runs after the view has produced its response and before the server sends it
+        seen_at_response_time.append(audit_lines(config_dir))
+        return response
+
+    with browsing(app, (users / "anna.pem").read_text()) as browser:
+        response = browser.get(sp.login_url())
+    assert response.status_code == 200
+    result = sp.accept(saml_response_form(response)[1]["SAMLResponse"])
+    (transaction,) = result.attributes["transactionIdentifier"]
+    assert len(seen_at_response_time) == 1
+    issued = [e for e in seen_at_response_time[0] if e["event"] == "assertion_issued"]
+    assert [e["correlation_id"] for e in issued] == [transaction]
+
+
+# --- privacy of the audit trail ----------------------------------------------------------------
+
+
+def _login_twice(config_dir: Path, users: Path, demo_material: Any, store: RedisStore) -> list[str]:
+    app = build_app(config_dir, store)
+    sp = sp_of(app, demo_material)
+    with browsing(app, (users / "bo.pem").read_text()) as browser:
+        for force in (False, True):
+            response = browser.get(sp.login_url(force_authn=force))
+            assert response.status_code == 200
+            result = sp.accept(saml_response_form(response)[1]["SAMLResponse"])
+            assert result.attributes["personalIdentityNumber"] == [BO_PNR]  # released to the SP, not audited
+    path = config_dir / "audit" / "audit.jsonl"
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _values(node: object) -> Iterator[object]:
+    if isinstance(node, dict):
+        for value in node.values():
+            yield from _values(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _values(value)
+    else:
+        yield node
+
+
+def test_personnummer_is_pseudonymised_in_the_audit(config_dir: Path, users: Path, demo_material: Any,
+                                                    store: RedisStore) -> None:
+    lines = _login_twice(config_dir, users, demo_material, store)
+    assert lines
+    for line in lines:
+        assert BO_PNR not in line
+        assert BO_PNR[2:] not in line  # the ten-digit form
+    events = [json.loads(line) for line in lines]
+    accepted = [e for e in events if e["event"] == "certificate_accepted"]
+    issued = [e for e in events if e["event"] == "assertion_issued"]
+    assert len(accepted) == 2
+    assert len(issued) == 2
+    users_seen = {e["user"] for e in accepted + issued}
+    assert len(users_seen) == 1
+    (pseudonym,) = users_seen
+    assert re.fullmatch(r"pnr:[0-9a-f]{32}", str(pseudonym))
+    key = load_settings(config_dir).broker.audit.pseudonym_key.value
+    assert pseudonym == Pseudonymiser(key).personnummer(BO_PNR)  # keyed: HMAC with the configured secret
+    assert pseudonym != Pseudonymiser(b"another key of at least 32 bytes").personnummer(BO_PNR)
+    assert {e["user_kind"] for e in accepted + issued} == {"personnummer"}
+
+
+def test_audit_holds_no_certificate_and_no_attribute_values(config_dir: Path, users: Path, demo_material: Any,
+                                                            store: RedisStore) -> None:
+    lines = _login_twice(config_dir, users, demo_material, store)
+    assert lines
+    for line in lines:
+        assert "-----BEGIN" not in line
+        assert "Demosson" not in line  # surname, displayName and the certificate's CN
+        assert "MII" not in line  # no base64 DER either
+    values = [v for line in lines for v in _values(json.loads(line))]
+    assert "Bo" not in values
+    issued = [json.loads(line) for line in lines if '"assertion_issued"' in line]
+    assert issued
+    for event in issued:
+        names = event["data"]["attributes"]
+        assert "givenName" in names  # released attributes appear by name only
+        assert "personalIdentityNumber" in names
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        pytest.param("clear", re.compile(r"192\.0\.2\.10"), id="clear"),
+        pytest.param("truncated", re.compile(r"192\.0\.2\.0/24"), id="truncated"),
+        pytest.param("pseudonymised", re.compile(r"ip:[0-9a-f]{16}"), id="pseudonymised"),
+    ],
+)
+def test_client_address_is_recorded_as_configured(config_dir: Path, users: Path, demo_material: Any,
+                                                  store: RedisStore, mode: str, expected: re.Pattern[str]) -> None:
+    edit_broker_yaml(config_dir, set_audit(client_address=mode))
+    lines = _login_twice(config_dir, users, demo_material, store)
+    clients = {json.loads(line).get("client") for line in lines}
+    assert len(clients) == 1, clients  # the same address always renders the same way
+    (client,) = clients
+    assert expected.fullmatch(str(client))
+    if mode != "clear":
+        assert not [line for line in lines if "192.0.2.10" in line]

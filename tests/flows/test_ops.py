@@ -1,0 +1,205 @@
+"""Endpoints for operators, probes and SP administrators: health, readiness, metadata, diagnosis."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import subprocess
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from lxml import etree
+
+from tests.factories.saml import BASE_URL, Browser, xmlsec_binary
+from tests.flows.conftest import audit_lines
+
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+NS = {"md": MD, "ds": DS, "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+      "mdattr": "urn:oasis:names:tc:SAML:metadata:attribute"}
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
+LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
+
+
+# --- health and readiness ----------------------------------------------------------------------
+
+
+def test_healthz_answers_json(browser: Browser) -> None:
+    response = browser.get("/healthz")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_when_redis_answers(browser: Browser) -> None:
+    response = browser.get("/readyz")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.get_json() == {"status": "ok", "checks": {"session_store": "ok"}}
+
+
+def test_probes_write_nothing_to_the_audit(browser: Browser, config_dir: Path) -> None:
+    for path in ("/healthz", "/readyz", "/saml/idp/metadata"):
+        assert browser.get(path).status_code == 200
+    assert audit_lines(config_dir) == []
+
+
+# --- IdP metadata --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def metadata_xml(browser: Browser) -> bytes:
+    response = browser.get("/saml/idp/metadata")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/samlmetadata+xml"
+    return response.get_data()
+
+
+def _parse(xml: bytes) -> etree._Element:
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    return etree.fromstring(xml, parser)
+
+
+def test_metadata_is_well_formed_and_names_the_broker(metadata_xml: bytes, config_dir: Path) -> None:
+    root = _parse(metadata_xml)
+    assert root.tag == f"{{{MD}}}EntityDescriptor"
+    assert root.get("entityID") == "https://localhost:8443/saml/idp/metadata"
+    assert root.get("ID")
+    idp = root.find("md:IDPSSODescriptor", NS)
+    assert idp is not None
+    assert idp.get("protocolSupportEnumeration") == "urn:oasis:names:tc:SAML:2.0:protocol"
+
+
+def test_metadata_lists_sso_and_slo_for_both_bindings(metadata_xml: bytes) -> None:
+    idp = _parse(metadata_xml).find("md:IDPSSODescriptor", NS)
+    assert idp is not None
+    sso = {(e.get("Binding"), e.get("Location")) for e in idp.findall("md:SingleSignOnService", NS)}
+    assert sso == {(REDIRECT, BASE_URL + "/saml/idp/sso"), (POST, BASE_URL + "/saml/idp/sso")}
+    slo = {(e.get("Binding"), e.get("Location")) for e in idp.findall("md:SingleLogoutService", NS)}
+    assert slo == {(REDIRECT, BASE_URL + "/saml/idp/slo"), (POST, BASE_URL + "/saml/idp/slo")}
+
+
+def test_metadata_has_a_bounded_valid_until(metadata_xml: bytes) -> None:
+    before = dt.datetime.now(dt.UTC)
+    valid_until = _parse(metadata_xml).get("validUntil")
+    assert valid_until is not None
+    until = dt.datetime.fromisoformat(valid_until.replace("Z", "+00:00"))
+    # metadata_validity: 7d in config/example
+    assert before + dt.timedelta(days=7) - dt.timedelta(minutes=5) <= until
+    assert until <= before + dt.timedelta(days=7, minutes=5)
+
+
+def test_metadata_carries_the_configured_signing_certificate(metadata_xml: bytes, config_dir: Path) -> None:
+    configured = x509.load_pem_x509_certificate((config_dir / "keys" / "idp-signing.crt").read_bytes())
+    expected = base64.b64encode(configured.public_bytes(serialization.Encoding.DER)).decode()
+    key_descriptors = _parse(metadata_xml).findall("md:IDPSSODescriptor/md:KeyDescriptor", NS)
+    assert [k.get("use") for k in key_descriptors] == ["signing"]
+    published = key_descriptors[0].findtext("ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=NS)
+    assert published is not None
+    assert "".join(published.split()) == expected
+
+
+def test_metadata_is_signed_with_rsa_sha256(metadata_xml: bytes) -> None:
+    root = _parse(metadata_xml)
+    signature = root[0]
+    assert signature.tag == f"{{{DS}}}Signature"  # SAML Metadata §3.1: the first child
+    method = signature.find("ds:SignedInfo/ds:SignatureMethod", NS)
+    assert method is not None
+    assert method.get("Algorithm") == RSA_SHA256
+    reference = signature.find("ds:SignedInfo/ds:Reference", NS)
+    assert reference is not None
+    assert reference.get("URI") == "#" + str(root.get("ID"))
+    digest = reference.find("ds:DigestMethod", NS)
+    assert digest is not None
+    assert digest.get("Algorithm") == "http://www.w3.org/2001/04/xmlenc#sha256"
+
+
+def test_metadata_signature_verifies_with_xmlsec1(metadata_xml: bytes, config_dir: Path, tmp_path: Path) -> None:
+    """An independent check: the xmlsec1 program, with only the configured certificate as key."""
+    document = tmp_path / "metadata.xml"
+    document.write_bytes(metadata_xml)
+    command = [xmlsec_binary(), "--verify", "--pubkey-cert-pem", str(config_dir / "keys" / "idp-signing.crt"),
+               "--id-attr:ID", f"{MD}:EntityDescriptor", str(document)]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+    tampered = tmp_path / "tampered.xml"
+    tampered.write_bytes(metadata_xml.replace(b"/saml/idp/sso", b"/saml/idp/evil", 1))
+    command[-1] = str(tampered)
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=30)
+    assert result.returncode != 0
+
+
+def test_metadata_announces_the_assurance_levels_of_the_municipalities(metadata_xml: bytes) -> None:
+    values = _parse(metadata_xml).findall(
+        "md:Extensions/mdattr:EntityAttributes/saml:Attribute[@Name="
+        "'urn:oasis:names:tc:SAML:attribute:assurance-certification']/saml:AttributeValue", NS)
+    assert sorted(v.text or "" for v in values) == [LOA2, LOA3]
+
+
+def test_metadata_may_be_cached_by_sps(browser: Browser) -> None:
+    response = browser.get("/saml/idp/metadata")
+    assert response.headers["Cache-Control"] == "public, max-age=3600"
+
+
+# --- diagnosis ------------------------------------------------------------------------------------
+
+
+def test_diagnose_shows_the_accepted_certificate(browser: Browser, users: Path, config_dir: Path) -> None:
+    response = browser.get("/diagnose")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "Certifikatet godtas." in body
+    assert "<dd>kommun-a</dd>" in body
+    assert f"<dd>{LOA3}</dd>" in body
+    cert = x509.load_pem_x509_certificate((users / "anna.pem").read_bytes())
+    assert format(cert.serial_number, "x") in body
+    assert 'class="refid"' in body
+    assert audit_lines(config_dir) == []  # looking is not logging in
+
+
+def test_diagnose_shows_bo_with_loa2_in_english(browser: Browser, users: Path) -> None:
+    browser.certificate_pem = (users / "bo.pem").read_text()
+    browser.headers["Accept-Language"] = "en"
+    body = browser.get("/diagnose").get_data(as_text=True)
+    assert "The certificate is accepted." in body
+    assert "<dd>kommun-b</dd>" in body
+    assert f"<dd>{LOA2}</dd>" in body
+
+
+def test_diagnose_explains_an_expired_certificate(browser: Browser, users: Path) -> None:
+    browser.certificate_pem = (users / "david.pem").read_text()
+    response = browser.get("/diagnose")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    not_after = x509.load_pem_x509_certificate((users / "david.pem").read_bytes()).not_valid_after_utc
+    assert "Certifikatet godtas inte." in body
+    assert "Certifikatet har gått ut" in body
+    assert f"Ditt certifikat gick ut {not_after.date().isoformat()}." in body
+    assert "<dd>certificate_expired</dd>" in body
+    assert "<dd>kommun-a</dd>" not in body
+
+
+def test_diagnose_without_certificate_says_so(browser: Browser) -> None:
+    browser.certificate_pem = None
+    response = browser.get("/diagnose")
+    assert response.status_code == 200
+    body = response.get_data(as_text=True)
+    assert "Din webbläsare skickade inget certifikat." in body
+    assert "<dl>" not in body
+    assert 'class="refid"' in body
+
+
+def test_diagnose_audits_a_forged_proxy_header(browser: Browser, users: Path, config_dir: Path) -> None:
+    # default config: no trusted proxy, so the header is a forgery and is ignored
+    browser.certificate_pem = None
+    browser.headers["X-SSL-Client-Cert"] = quote((users / "anna.pem").read_text())
+    body = browser.get("/diagnose").get_data(as_text=True)
+    assert "Din webbläsare skickade inget certifikat." in body
+    assert [e["event"] for e in audit_lines(config_dir)] == ["proxy_header_untrusted"]

@@ -1,0 +1,118 @@
+"""The audit trail: JSON lines, redaction at the source, durability, fail closed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from broker.audit.events import AuditEvent, new_correlation_id
+from broker.audit.trail import AuditTrail, JsonLinesFile, Pseudonymiser, render_client_address
+from broker.clock import FixedClock
+from broker.errors import AuditUnavailable
+from broker.model import CertificateFacts, Identity
+
+T0 = dt.datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=dt.UTC)
+KEY = b"k" * 32
+BO = Identity("personnummer", "191212121212", "kommun-b", "Bo", "Demosson", "Bo Demosson")
+ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a")
+FACTS = CertificateFacts("ab" * 32, "1f", "CN=Kommun A Test Person CA", T0, T0)
+
+
+def _trail(path: Path, mode: str = "clear") -> AuditTrail:
+    return AuditTrail(JsonLinesFile(path), FixedClock(T0), pseudonym_key=KEY, instance_id="i1",
+                      client_address=mode)  # type: ignore[arg-type]
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_record_has_the_documented_fields(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    trail = _trail(path)
+    trail.record(AuditEvent("certificate_accepted", "success", "CID-1", identity=ANNA, certificate=FACTS,
+                            sp="https://sp.example/md", client_address="192.0.2.7"))
+    trail.sync()
+    (line,) = _lines(path)
+    assert line == {
+        "v": 1, "time": "2026-11-27T08:00:00.123Z", "instance": "i1", "event": "certificate_accepted",
+        "outcome": "success", "correlation_id": "CID-1", "municipality": "kommun-a",
+        "user": "SE2120001009-anna", "user_kind": "hsa_id", "cert_sha256": "ab" * 32, "cert_serial": "1f",
+        "cert_issuer": "CN=Kommun A Test Person CA", "sp": "https://sp.example/md", "client": "192.0.2.7",
+    }
+
+
+def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    trail = _trail(path)
+    for _ in range(2):
+        trail.record(AuditEvent("certificate_accepted", "success", "C", identity=BO))
+    trail.sync()
+    text = path.read_text()
+    assert "191212121212" not in text
+    assert "1212121212" not in text
+    users = {line["user"] for line in _lines(path)}
+    assert users == {Pseudonymiser(KEY).personnummer("191212121212")}
+    (user,) = users
+    assert isinstance(user, str)
+    assert user.startswith("pnr:")
+    assert len(user) == 36
+    assert Pseudonymiser(b"another key" * 3).personnummer("191212121212") != user
+
+
+@pytest.mark.parametrize(
+    ("mode", "address", "expected"),
+    [
+        pytest.param("clear", "192.0.2.7", "192.0.2.7", id="clear"),
+        pytest.param("truncated", "192.0.2.7", "192.0.2.0/24", id="truncated-v4"),
+        pytest.param("truncated", "2001:db8:1:2::7", "2001:db8:1::/48", id="truncated-v6"),
+        pytest.param("truncated", "not-an-ip", "invalid", id="truncated-invalid"),
+    ],
+)
+def test_client_address_modes(mode: str, address: str, expected: str) -> None:
+    assert render_client_address(address, mode, Pseudonymiser(KEY)) == expected  # type: ignore[arg-type]
+
+
+def test_pseudonymised_client_address_is_keyed() -> None:
+    a = render_client_address("192.0.2.7", "pseudonymised", Pseudonymiser(KEY))
+    b = render_client_address("192.0.2.7", "pseudonymised", Pseudonymiser(b"x" * 32))
+    assert a is not None
+    assert a.startswith("ip:")
+    assert "192.0.2.7" not in a
+    assert a != b
+
+
+def test_correlation_ids_are_readable_and_distinct() -> None:
+    ids = {new_correlation_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 19 and i.count("-") == 3 for i in ids)
+
+
+def test_unwritable_file_fails_closed(tmp_path: Path) -> None:
+    trail = AuditTrail(JsonLinesFile(Path("/dev/full")), FixedClock(T0), pseudonym_key=KEY, instance_id="i1")
+    with pytest.raises(AuditUnavailable) as caught:
+        trail.record(AuditEvent("login_started", "info", "C"))
+    assert caught.value.reason == "audit_unavailable"
+
+
+def test_concurrent_writers_keep_lines_whole(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    trail = _trail(path)
+
+    def write(n: int) -> None:
+        for i in range(200):
+            trail.record(AuditEvent("login_started", "info", f"C{n}-{i}", detail="x" * 300))
+            trail.sync()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = _lines(path)
+    assert len(lines) == 800
+    assert len({line["correlation_id"] for line in lines}) == 800

@@ -1,0 +1,238 @@
+"""`broker cert verify` (stateless path check) and `broker cert check` (through the configuration)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from broker.cli import main
+from broker.demo.certificates import write_pem
+from tests.factories.pki import Hierarchy
+from tests.factories.pki_cases import NOW, SECOND, revoking
+
+DAY = dt.timedelta(days=1)
+AT_NOW = ["--at", NOW.isoformat()]
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def as_json(result: Result) -> dict[str, Any]:
+    data = json.loads(result.stdout)
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def h() -> Hierarchy:
+    return Hierarchy.build(NOW)
+
+
+@pytest.fixture
+def trust(h: Hierarchy, tmp_path: Path) -> list[str | Path]:
+    """--trust-anchor and --intermediate options for ``h``, as files."""
+    return ["--trust-anchor", write_pem(tmp_path / "root.pem", h.root.certificate),
+            "--intermediate", write_pem(tmp_path / "issuing.pem", h.issuing.certificate)]
+
+
+def crl_options(tmp_path: Path, issuing: x509.CertificateRevocationList,
+                root: x509.CertificateRevocationList) -> list[str | Path]:
+    return ["--crl", write_pem(tmp_path / "issuing.crl", issuing), "--crl", write_pem(tmp_path / "root.crl", root)]
+
+
+# --- cert verify ---
+
+
+def test_verify_valid_leaf_exit_0(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf().certificate)
+    result = run("cert", "verify", leaf, *trust, *AT_NOW)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("ACCEPTED")
+
+
+def test_verify_valid_leaf_json(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    cert = h.leaf().certificate
+    leaf = write_pem(tmp_path / "leaf.pem", cert)
+    result = run("cert", "verify", leaf, *trust, *AT_NOW, "--json")
+    assert result.exit_code == 0, result.output
+    data = as_json(result)
+    assert (data["accepted"], data["reason"], data["revocation"]) == (True, None, "not_checked")
+    assert data["chain"] == [cert.subject.rfc4514_string(),
+                             h.issuing.certificate.subject.rfc4514_string(),
+                             h.root.certificate.subject.rfc4514_string()]
+    assert data["checked_at"] == NOW.isoformat()
+
+
+def test_verify_der_leaf_with_crls_exit_0(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    leaf = tmp_path / "leaf.der"
+    leaf.write_bytes(h.leaf().certificate.public_bytes(Encoding.DER))
+    crls = crl_options(tmp_path, h.issuing.crl(), h.root.crl())
+    result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
+    assert result.exit_code == 0, result.output
+    assert as_json(result)["revocation"] == "crl"
+
+
+def test_verify_expired_leaf_exit_1(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf(valid_from=NOW - 400 * DAY, valid_until=NOW - DAY).certificate)
+    result = run("cert", "verify", leaf, *trust, *AT_NOW, "--json")
+    assert result.exit_code == 1
+    data = as_json(result)
+    assert (data["accepted"], data["reason"]) == (False, "certificate_expired")
+
+
+def test_verify_revoked_leaf_with_crl_exit_1(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    cert = h.leaf().certificate
+    leaf = write_pem(tmp_path / "leaf.pem", cert)
+    crls = crl_options(tmp_path, revoking(h.issuing, cert).crl(), h.root.crl())
+    result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
+    assert result.exit_code == 1
+    data = as_json(result)
+    assert (data["accepted"], data["reason"]) == (False, "revoked")
+
+
+def test_verify_rejection_in_words(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf(valid_from=NOW - 400 * DAY, valid_until=NOW - DAY).certificate)
+    result = run("cert", "verify", leaf, *trust, *AT_NOW)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("REJECTED: certificate_expired")
+    assert "what to do:" in result.stdout
+
+
+@pytest.mark.parametrize(("at", "exit_code", "reason"), [
+    pytest.param(NOW, 0, None, id="at-now"),
+    pytest.param(NOW + 5 * 365 * DAY, 1, "certificate_expired", id="at-five-years-on"),
+    pytest.param(NOW - 2 * DAY - SECOND, 1, "certificate_not_yet_valid", id="before-issue"),
+])
+def test_verify_at_moves_the_check_time(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
+                                        at: dt.datetime, exit_code: int, reason: str | None) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf(valid_from=NOW - 2 * DAY).certificate)
+    result = run("cert", "verify", leaf, *trust, "--at", at.isoformat(), "--json")
+    assert result.exit_code == exit_code, result.output
+    data = as_json(result)
+    assert (data["reason"], data["checked_at"]) == (reason, at.isoformat())
+
+
+def test_verify_at_without_offset_is_utc(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf().certificate)
+    result = run("cert", "verify", leaf, *trust, "--at", "2026-03-02T09:30:00", "--json")
+    assert result.exit_code == 0, result.output
+    assert as_json(result)["checked_at"] == NOW.isoformat()
+
+
+def _text_file(path: Path) -> Path:
+    path.write_text("this is neither a certificate nor a CRL\n")
+    return path
+
+
+def _two_certificates(tmp_path: Path, h: Hierarchy) -> Path:
+    return write_pem(tmp_path / "leaf.pem", h.leaf().certificate, h.issuing.certificate)
+
+
+@pytest.mark.parametrize("make_leaf", [
+    pytest.param(lambda tmp_path, h: _text_file(tmp_path / "leaf.pem"), id="not-a-certificate"),
+    pytest.param(lambda tmp_path, h: tmp_path / "missing.pem", id="no-such-file"),
+    pytest.param(lambda tmp_path, h: tmp_path, id="a-directory"),
+    pytest.param(_two_certificates, id="two-certificates-in-leaf-file"),
+])
+@pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
+def test_verify_unusable_leaf_exit_2(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
+                                     make_leaf: Any, json_flag: list[str]) -> None:
+    result = run("cert", "verify", make_leaf(tmp_path, h), *trust, *AT_NOW, *json_flag)
+    assert result.exit_code == 2, result.output
+    if json_flag:
+        assert as_json(result)["reason"] == "unusable_input"
+    else:
+        assert result.stderr.startswith("unusable input: ")
+
+
+@pytest.mark.parametrize(("extra", "detail"), [
+    pytest.param(lambda tmp_path, h: ["--trust-anchor", tmp_path / "missing-root.pem"], "cannot read",
+                 id="missing-anchor-file"),
+    pytest.param(lambda tmp_path, h: ["--crl", _text_file(tmp_path / "issuing.crl")], "is not a CRL",
+                 id="crl-file-not-a-crl"),
+    pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "x.crl", Hierarchy.build(NOW, "X").root.crl())],
+                 "is not a configured CA", id="crl-of-unknown-issuer"),
+    pytest.param(lambda tmp_path, h: ["--at", "next tuesday"], "not an ISO 8601 date-time", id="at-not-iso-8601"),
+])
+def test_verify_unusable_options_exit_2(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
+                                        extra: Any, detail: str) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf().certificate)
+    result = run("cert", "verify", leaf, *trust, *extra(tmp_path, h), "--json")
+    assert result.exit_code == 2, result.output
+    data = as_json(result)
+    assert data["reason"] == "unusable_input"
+    assert detail in data["detail"]
+
+
+# --- cert check: through the example configuration and the demo users ---
+
+
+@pytest.mark.parametrize(("user", "municipality", "loa"), [
+    pytest.param("anna", "kommun-a", "http://id.elegnamnden.se/loa/1.0/loa3", id="anna-hsa-id-kommun-a"),
+    pytest.param("bo", "kommun-b", "http://id.elegnamnden.se/loa/1.0/loa2", id="bo-personnummer-kommun-b"),
+])
+def test_check_accepted(demo_material: Any, demo_now: dt.datetime, config_dir: Path, user: str,
+                        municipality: str, loa: str) -> None:
+    result = run("cert", "check", demo_material.users / f"{user}.pem", "--config", config_dir,
+                 "--at", demo_now.isoformat(), "--json")
+    assert result.exit_code == 0, result.output
+    data = as_json(result)
+    assert (data["accepted"], data["municipality"], data["loa"], data["revocation"]) == (
+        True, municipality, loa, "crl")
+
+
+@pytest.mark.parametrize(("user", "reason"), [
+    pytest.param("cecilia", "revoked", id="cecilia-revoked"),
+    pytest.param("david", "certificate_expired", id="david-expired"),
+    pytest.param("erik", "eku_not_client_auth", id="erik-email-protection"),
+    pytest.param("fatima", "issuer_unknown", id="fatima-unknown-issuer"),
+])
+def test_check_rejected(demo_material: Any, demo_now: dt.datetime, config_dir: Path, user: str,
+                        reason: str) -> None:
+    result = run("cert", "check", demo_material.users / f"{user}.pem", "--config", config_dir,
+                 "--at", demo_now.isoformat(), "--json")
+    assert result.exit_code == 1, result.output
+    data = as_json(result)
+    assert (data["accepted"], data["reason"]) == (False, reason)
+
+
+PERSONNUMMER_OF_BO_AND_ERIK = "191212121212"
+
+
+@pytest.mark.parametrize(("user", "exit_code"), [pytest.param("bo", 0, id="bo-accepted"),
+                                                 pytest.param("erik", 1, id="erik-rejected")])
+@pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
+def test_check_never_shows_personnummer_in_full(demo_material: Any, demo_now: dt.datetime, config_dir: Path,
+                                                user: str, exit_code: int, json_flag: list[str]) -> None:
+    result = run("cert", "check", demo_material.users / f"{user}.pem", "--config", config_dir,
+                 "--at", demo_now.isoformat(), *json_flag)
+    assert result.exit_code == exit_code, result.output
+    assert PERSONNUMMER_OF_BO_AND_ERIK not in result.output
+
+
+def test_check_shows_masked_personnummer(demo_material: Any, demo_now: dt.datetime, config_dir: Path) -> None:
+    result = run("cert", "check", demo_material.users / "bo.pem", "--config", config_dir,
+                 "--at", demo_now.isoformat(), "--json")
+    data = as_json(result)
+    assert (data["identity_kind"], data["identity"]) == ("personnummer", "19121212-****")
+    assert data["attributes"]["personalIdentityNumber"] == ["19121212-****"]
+
+
+def test_check_at_moves_the_check_time(demo_material: Any, demo_now: dt.datetime, config_dir: Path) -> None:
+    result = run("cert", "check", demo_material.users / "anna.pem", "--config", config_dir,
+                 "--at", (demo_now + 5 * 365 * DAY).isoformat(), "--json")
+    assert result.exit_code == 1, result.output
+    assert as_json(result)["reason"] == "certificate_expired"
+
+
+def test_check_unreadable_leaf_exit_2(config_dir: Path, tmp_path: Path) -> None:
+    result = run("cert", "check", tmp_path / "missing.pem", "--config", config_dir)
+    assert result.exit_code == 2

@@ -1,0 +1,171 @@
+"""Where the client certificate comes from: the broker's TLS or a trusted proxy's header (broker.pki.sources)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from broker.config.schema import ProxyConfig
+from broker.config.values import IpNetwork
+from broker.errors import CertificateRejected, ProxyHeaderRejected
+from broker.pki.sources import CertificateSourceResolver, parse_nginx_escaped_pem
+from tests.factories.pki import Hierarchy
+from tests.factories.pki_cases import NOW
+
+MAX = 16384
+PROXY = ProxyConfig(trusted_networks=(IpNetwork(ipaddress.ip_network("10.20.0.0/16")),
+                                      IpNetwork(ipaddress.ip_network("2001:db8::/32"))))
+
+
+@pytest.fixture(scope="module")
+def cert() -> x509.Certificate:
+    return Hierarchy.build(NOW).leaf().certificate
+
+
+@pytest.fixture(scope="module")
+def pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def nginx_escaped(pem: str) -> str:
+    """What nginx's $ssl_client_escaped_cert holds: the PEM, URL-encoded."""
+    return quote(pem, safe="")
+
+
+# --- parse_nginx_escaped_pem ---
+
+
+def test_escaped_pem_parsed(cert: x509.Certificate, pem: str) -> None:
+    value = nginx_escaped(pem)
+    assert value.startswith("-----BEGIN%20CERTIFICATE-----%0A")
+    assert parse_nginx_escaped_pem(value, MAX) == cert
+
+
+def test_unescaped_pem_parsed(cert: x509.Certificate, pem: str) -> None:
+    assert parse_nginx_escaped_pem(pem, MAX) == cert
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param("", id="empty"),
+    pytest.param("-", id="dash"),
+    pytest.param("(null)", id="null"),
+])
+def test_no_certificate_values(value: str) -> None:
+    assert parse_nginx_escaped_pem(value, MAX) is None
+
+
+def _garbled(pem: str) -> str:
+    lines = pem.splitlines()
+    lines[3] = "!!!!" + lines[3][4:]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("make_value", [
+    pytest.param(lambda pem: nginx_escaped(pem + pem), id="two-pem-blocks"),
+    pytest.param(lambda pem: "garbage", id="garbage"),
+    pytest.param(lambda pem: nginx_escaped("not a certificate at all"), id="escaped-garbage"),
+    pytest.param(lambda pem: nginx_escaped(_garbled(pem)), id="pem-with-broken-base64"),
+    pytest.param(lambda pem: nginx_escaped(pem.replace("-----END CERTIFICATE-----", "")), id="pem-without-end"),
+    pytest.param(lambda pem: nginx_escaped(pem.replace("CERTIFICATE", "PRIVATE KEY")), id="pem-of-another-type"),
+    pytest.param(lambda pem: nginx_escaped(pem).replace("%0A", "%0Aé", 1), id="non-ascii-character"),
+    # %FF%FE decodes to bytes that are not UTF-8: a malformed header, not an internal error.
+    pytest.param(lambda pem: "%FF%FE" + nginx_escaped(pem), id="percent-escapes-not-utf8"),
+])
+def test_malformed_header(pem: str, make_value: Callable[[str], str]) -> None:
+    value = make_value(pem)
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        parse_nginx_escaped_pem(value, MAX)
+    assert caught.value.reason == "proxy_header_malformed"
+
+
+def test_header_at_size_limit_accepted(cert: x509.Certificate, pem: str) -> None:
+    value = nginx_escaped(pem)
+    assert parse_nginx_escaped_pem(value, len(value)) == cert
+
+
+@pytest.mark.parametrize("make_value", [
+    pytest.param(nginx_escaped, id="one-byte-over-limit"),
+    pytest.param(lambda pem: "A" * 100_000, id="garbage-far-over-limit"),
+])
+def test_oversized_header(pem: str, make_value: Callable[[str], str]) -> None:
+    value = make_value(pem)
+    limit = len(nginx_escaped(pem)) - 1
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        parse_nginx_escaped_pem(value, limit)
+    assert caught.value.reason == "proxy_header_too_large"
+
+
+# --- CertificateSourceResolver ---
+
+
+@pytest.mark.parametrize("remote", [
+    pytest.param("10.20.3.4", id="ipv4-in-trusted-network"),
+    pytest.param("::ffff:10.20.3.4", id="ipv4-mapped-ipv6"),
+    pytest.param("::ffff:a14:304", id="ipv4-mapped-ipv6-in-hex"),
+    pytest.param("2001:db8::7", id="ipv6-in-trusted-network"),
+])
+def test_header_from_trusted_proxy_used(cert: x509.Certificate, pem: str, remote: str) -> None:
+    presented = CertificateSourceResolver(PROXY).resolve(remote, nginx_escaped(pem), None)
+    assert (presented.certificate, presented.via, presented.untrusted_header) == (cert, "proxy", False)
+
+
+@pytest.mark.parametrize("remote", [
+    pytest.param("10.21.0.1", id="ipv4-outside-trusted-networks"),
+    pytest.param("::ffff:10.21.0.1", id="ipv4-mapped-ipv6-outside"),
+    pytest.param("2001:db9::7", id="ipv6-outside-trusted-networks"),
+    pytest.param(None, id="no-remote-address"),
+    pytest.param("10.20.3.4.evil", id="not-an-address"),
+])
+def test_header_from_untrusted_address_ignored(pem: str, remote: str | None) -> None:
+    presented = CertificateSourceResolver(PROXY).resolve(remote, nginx_escaped(pem), None)
+    assert (presented.certificate, presented.via, presented.untrusted_header) == (None, "none", True)
+
+
+def test_no_network_trusted_by_default(pem: str) -> None:
+    resolver = CertificateSourceResolver(ProxyConfig())
+    presented = resolver.resolve("127.0.0.1", nginx_escaped(pem), None)
+    assert (presented.certificate, presented.via, presented.untrusted_header) == (None, "none", True)
+    assert not resolver.is_trusted_proxy("::1")
+
+
+def test_untrusted_header_does_not_hide_the_tls_certificate(cert: x509.Certificate, pem: str) -> None:
+    forged = Hierarchy.build(NOW, "Forger").leaf().certificate.public_bytes(serialization.Encoding.PEM)
+    presented = CertificateSourceResolver(PROXY).resolve("192.0.2.1", nginx_escaped(forged.decode()), pem)
+    assert (presented.certificate, presented.via, presented.untrusted_header) == (cert, "tls", True)
+
+
+def test_tls_certificate_without_header(cert: x509.Certificate, pem: str) -> None:
+    presented = CertificateSourceResolver(PROXY).resolve("192.0.2.1", None, pem)
+    assert (presented.certificate, presented.via, presented.untrusted_header) == (cert, "tls", False)
+
+
+def test_trusted_proxy_with_empty_header_means_no_certificate() -> None:
+    presented = CertificateSourceResolver(PROXY).resolve("10.20.3.4", "", None)
+    assert (presented.certificate, presented.via, presented.untrusted_header) == (None, "none", False)
+
+
+def test_trusted_proxy_with_malformed_header_rejected() -> None:
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        CertificateSourceResolver(PROXY).resolve("10.20.3.4", "garbage", None)
+    assert caught.value.reason == "proxy_header_malformed"
+
+
+def test_unreadable_tls_certificate_rejected() -> None:
+    with pytest.raises(CertificateRejected) as caught:
+        CertificateSourceResolver(PROXY).resolve("192.0.2.1", None, "-----BEGIN CERTIFICATE-----\nAAAA\n")
+    assert caught.value.reason == "certificate_malformed"
+
+
+@pytest.mark.parametrize(("remote", "forwarded_for", "expected"), [
+    pytest.param("10.20.3.4", "198.51.100.7, 203.0.113.9", "203.0.113.9", id="trusted-proxy-last-hop"),
+    pytest.param("192.0.2.1", "203.0.113.9", "192.0.2.1", id="untrusted-sender-ignored"),
+    pytest.param("10.20.3.4", "unknown", "10.20.3.4", id="trusted-proxy-garbage-hop"),
+    pytest.param("10.20.3.4", None, "10.20.3.4", id="no-forwarded-for"),
+])
+def test_client_address(remote: str, forwarded_for: str | None, expected: str) -> None:
+    assert CertificateSourceResolver(PROXY).client_address(remote, forwarded_for) == expected

@@ -1,0 +1,185 @@
+"""Certificate login validation through the municipalities' trust domains (broker.pki.validator)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+from cryptography import x509
+
+from broker.clock import FixedClock
+from broker.config.schema import IdentityRule
+from broker.config.values import Regex
+from broker.errors import CertificateRejected
+from broker.model import LOA2, LOA3, LOA4, CertificateFacts, Loa
+from broker.pki.truststore import TrustDomain, TrustIndex
+from broker.pki.validator import CertificateValidator
+from tests.factories.pki import HSA_ID, POLICY_LOA2, POLICY_LOA3, Hierarchy
+from tests.factories.pki_cases import (
+    NOW,
+    PERSONNUMMER_BAD_CHECK_DIGIT,
+    SAMORDNINGSNUMMER_VALID,
+    revoking,
+    validator,
+)
+
+DAY = dt.timedelta(days=1)
+POLICY_UNKNOWN = "2.999.9.9"
+ANY_POLICY = "2.5.29.32.0"
+PNR = IdentityRule(type="personnummer")
+
+Case = tuple[x509.Certificate, TrustDomain]
+Build = Callable[[Hierarchy, Hierarchy], Case]  # (municipality's hierarchy, a stranger's hierarchy)
+
+
+@pytest.fixture(scope="module")
+def h() -> Hierarchy:
+    return Hierarchy.build(NOW)
+
+
+@pytest.fixture(scope="module")
+def stranger() -> Hierarchy:
+    return Hierarchy.build(NOW, "Elsewhere")
+
+
+def leaf(identity: IdentityRule | None = None, **overrides: object) -> Build:
+    """A leaf with ``overrides`` in kommun-a's active domain with fresh CRLs."""
+    def build(h: Hierarchy, _stranger: Hierarchy) -> Case:
+        return h.leaf(**overrides).certificate, h.domain(identity=identity, crls=h.fresh_crls())
+    return build
+
+
+def other_hierarchy(h: Hierarchy, stranger: Hierarchy) -> Case:
+    return stranger.leaf().certificate, h.domain(crls=h.fresh_crls())
+
+
+def suspended(h: Hierarchy, _stranger: Hierarchy) -> Case:
+    return h.leaf().certificate, h.domain(status="suspended", crls=h.fresh_crls())
+
+
+def suspended_and_expired(h: Hierarchy, _stranger: Hierarchy) -> Case:
+    cert = h.leaf(valid_from=NOW - 400 * DAY, valid_until=NOW - DAY).certificate
+    return cert, h.domain(status="suspended", crls=h.fresh_crls())
+
+
+def revoked(h: Hierarchy, _stranger: Hierarchy) -> Case:
+    cert = h.leaf().certificate
+    return cert, h.domain(crls=[revoking(h.issuing, cert).crl(), h.root.crl()])
+
+
+def revoked_with_invalid_identity(h: Hierarchy, _stranger: Hierarchy) -> Case:
+    cert = h.leaf(serial_number="not-an-hsa-id").certificate
+    return cert, h.domain(crls=[revoking(h.issuing, cert).crl(), h.root.crl()])
+
+
+def revoked_with_no_policy(h: Hierarchy, _stranger: Hierarchy) -> Case:
+    cert = h.leaf(policies=()).certificate
+    return cert, h.domain(crls=[revoking(h.issuing, cert).crl(), h.root.crl()])
+
+
+def stale_crl(h: Hierarchy, _stranger: Hierarchy) -> Case:
+    crls = [h.issuing.crl(this_update=NOW - 8 * DAY, next_update=NOW - DAY), h.root.crl()]
+    return h.leaf().certificate, h.domain(crls=crls)
+
+
+REJECTED = [
+    pytest.param(other_hierarchy, "issuer_unknown", id="issuer-of-another-hierarchy"),
+    pytest.param(suspended, "municipality_suspended", id="municipality-suspended"),
+    pytest.param(leaf(policies=()), "policy_not_accepted", id="no-certificate-policies"),
+    pytest.param(leaf(policies=(POLICY_UNKNOWN,)), "policy_not_accepted", id="unknown-policy"),
+    pytest.param(leaf(policies=(ANY_POLICY,)), "policy_not_accepted", id="any-policy-only"),
+    pytest.param(leaf(serial_number=None), "identity_missing", id="no-subject-serial-number"),
+    pytest.param(leaf(identity=IdentityRule(type="opaque", source="san_upn", pattern=Regex(".+"))),
+                 "identity_missing", id="san-upn-rule-without-subject-alt-name"),
+    pytest.param(leaf(serial_number="SE21200010-anna"), "identity_invalid", id="hsa-id-pattern-mismatch"),
+    pytest.param(leaf(identity=PNR, serial_number=PERSONNUMMER_BAD_CHECK_DIGIT), "identity_invalid",
+                 id="personnummer-bad-check-digit"),
+    pytest.param(revoked, "revoked", id="leaf-revoked"),
+    pytest.param(stale_crl, "revocation_stale", id="crl-stale"),
+    # --- the order of the checks: cheap and most explanatory first, revocation last ---
+    pytest.param(suspended_and_expired, "municipality_suspended", id="order-suspension-before-validity"),
+    pytest.param(leaf(valid_from=NOW - 400 * DAY, valid_until=NOW - DAY, policies=()), "certificate_expired",
+                 id="order-path-before-policy"),
+    pytest.param(leaf(policies=(), serial_number=None), "policy_not_accepted", id="order-policy-before-identity"),
+    pytest.param(revoked_with_invalid_identity, "identity_invalid", id="order-identity-before-revocation"),
+    pytest.param(revoked_with_no_policy, "policy_not_accepted", id="order-policy-before-revocation"),
+]
+
+
+@pytest.mark.parametrize(("build", "reason"), REJECTED)
+def test_rejected_with_reason(h: Hierarchy, stranger: Hierarchy, build: Build, reason: str) -> None:
+    cert, domain = build(h, stranger)
+    with pytest.raises(CertificateRejected) as caught:
+        validator(domain).validate(cert)
+    assert caught.value.reason == reason
+
+
+def test_suspension_names_the_municipality(h: Hierarchy) -> None:
+    with pytest.raises(CertificateRejected) as caught:
+        validator(h.domain(status="suspended")).validate(h.leaf().certificate)
+    assert caught.value.params == {"municipality": "kommun-a"}
+
+
+ACCEPTED = [
+    pytest.param(leaf(), LOA3, POLICY_LOA3, HSA_ID, id="default-profile-without-subject-alt-name"),
+    pytest.param(leaf(policies=(POLICY_LOA2,)), LOA2, POLICY_LOA2, HSA_ID, id="loa-from-policy-not-issuer"),
+    pytest.param(leaf(policies=(POLICY_LOA2, POLICY_LOA3)), LOA3, POLICY_LOA3, HSA_ID,
+                 id="highest-loa-of-several-policies"),
+    pytest.param(leaf(policies=(POLICY_LOA3, POLICY_LOA2)), LOA3, POLICY_LOA3, HSA_ID,
+                 id="highest-loa-of-several-policies-listed-first"),
+    pytest.param(leaf(policies=(POLICY_UNKNOWN, ANY_POLICY, POLICY_LOA2)), LOA2, POLICY_LOA2, HSA_ID,
+                 id="unknown-policies-beside-an-accepted-one"),
+    pytest.param(leaf(identity=PNR, serial_number=SAMORDNINGSNUMMER_VALID), LOA3, POLICY_LOA3,
+                 SAMORDNINGSNUMMER_VALID, id="samordningsnummer"),
+    pytest.param(leaf(identity=IdentityRule(type="hsa_id", source="san_upn"), serial_number=None, san_upn=HSA_ID),
+                 LOA3, POLICY_LOA3, HSA_ID, id="hsa-id-from-san-upn"),
+    pytest.param(leaf(identity=IdentityRule(type="opaque", source="san_email",
+                                            pattern=Regex(r"[a-z]+@kommun-a\.example\.se")),
+                      san_email="anna@kommun-a.example.se"),
+                 LOA3, POLICY_LOA3, "anna@kommun-a.example.se", id="opaque-id-from-san-email"),
+    pytest.param(leaf(key="ec384"), LOA3, POLICY_LOA3, HSA_ID, id="ecdsa-p384-leaf"),
+    pytest.param(leaf(key="rsa2048"), LOA3, POLICY_LOA3, HSA_ID, id="rsa-2048-leaf"),
+]
+
+
+@pytest.mark.parametrize(("build", "loa", "policy", "key"), ACCEPTED)
+def test_accepted(h: Hierarchy, stranger: Hierarchy, build: Build, loa: Loa, policy: str, key: str) -> None:
+    cert, domain = build(h, stranger)
+    validated = validator(domain).validate(cert)
+    assert validated.municipality_id == "kommun-a"
+    assert (validated.loa, validated.policy_oid, validated.identity.key) == (loa, policy, key)
+    assert validated.path.revocation == "crl"
+
+
+def test_highest_loa_wins_with_three_levels(h: Hierarchy) -> None:
+    h4 = replace(h, policies={POLICY_LOA2: "loa2", POLICY_LOA3: "loa4", POLICY_UNKNOWN: "loa3"})
+    cert = h4.leaf(policies=(POLICY_UNKNOWN, POLICY_LOA3, POLICY_LOA2)).certificate
+    validated = validator(h4.domain(crls=h4.fresh_crls())).validate(cert)
+    assert (validated.loa, validated.policy_oid) == (LOA4, POLICY_LOA3)
+
+
+def test_validated_certificate_records_facts_not_the_subject(h: Hierarchy) -> None:
+    cert = h.leaf().certificate
+    validated = validator(h.domain(crls=h.fresh_crls())).validate(cert)
+    assert validated.facts == CertificateFacts.of(cert)
+    assert validated.path.chain[0] == cert
+
+
+def test_validator_reads_the_clock_at_each_validation(h: Hierarchy) -> None:
+    cert = h.leaf().certificate
+    clock = FixedClock(NOW)
+    checker = CertificateValidator(TrustIndex([h.domain(crls=h.fresh_crls())]), clock)
+    assert checker.validate(cert).path.checked_at == NOW
+    clock.set(cert.not_valid_after_utc + dt.timedelta(seconds=1))
+    with pytest.raises(CertificateRejected) as caught:
+        checker.validate(cert)
+    assert caught.value.reason == "certificate_expired"
+
+
+def test_each_municipality_validates_its_own_certificates(h: Hierarchy, stranger: Hierarchy) -> None:
+    other = replace(stranger.domain(crls=stranger.fresh_crls()), id="kommun-x")
+    checker = validator(h.domain(crls=h.fresh_crls()), other)
+    assert checker.validate(h.leaf().certificate).municipality_id == "kommun-a"
+    assert checker.validate(stranger.leaf().certificate).municipality_id == "kommun-x"

@@ -1,0 +1,107 @@
+"""SSO sessions: opaque cookies, idle and absolute timeouts on the injected clock, one-time pending logins."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+
+from broker.clock import FixedClock
+from broker.model import Identity
+from broker.session.sessions import Participant, SessionManager
+from broker.session.store import RedisStore
+
+T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
+ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a", "Anna", "Andersson", "Anna Andersson")
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def store(redis_url: str, redis_prefix: str) -> RedisStore:
+    return RedisStore(redis_url, prefix=redis_prefix)
+
+
+@pytest.fixture
+def manager(store: RedisStore, clock: FixedClock) -> SessionManager:
+    return SessionManager(store, clock, idle_timeout=dt.timedelta(minutes=30),
+                          absolute_timeout=dt.timedelta(hours=8), pending_timeout=dt.timedelta(minutes=10))
+
+
+def _create(manager: SessionManager) -> tuple[str, object]:
+    return manager.create(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256="ab" * 32,
+                          revocation_valid_until=None)
+
+
+def test_cookie_is_random_and_the_store_holds_only_its_hash(manager: SessionManager, store: RedisStore) -> None:
+    token_a, _ = _create(manager)
+    token_b, _ = _create(manager)
+    assert token_a != token_b
+    assert len(token_a) >= 43  # 256 bits, base64url
+    assert store.get("session:" + token_a) is None
+    assert store.get("session:" + hashlib.sha256(token_a.encode()).hexdigest()) is not None
+
+
+def test_session_round_trips(manager: SessionManager) -> None:
+    token, created = _create(manager)
+    found, why = manager.find(token)
+    assert why is None
+    assert found == created
+    assert found is not None
+    assert found.identity == ANNA
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected"),
+    [
+        pytest.param(dt.timedelta(minutes=29, seconds=59), None, id="idle-1s-before"),
+        pytest.param(dt.timedelta(minutes=30), "expired_idle", id="idle-at-timeout"),
+    ],
+)
+def test_idle_timeout(manager: SessionManager, clock: FixedClock, elapsed: dt.timedelta,
+                      expected: str | None) -> None:
+    token, _ = _create(manager)
+    clock.advance(elapsed)
+    session, why = manager.find(token)
+    assert why == expected
+    assert (session is None) == (expected is not None)
+
+
+def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(manager: SessionManager,
+                                                                   clock: FixedClock) -> None:
+    token, _session = _create(manager)
+    for _ in range(16):  # 16 x 29 min = 7 h 44 min of steady activity
+        clock.advance(dt.timedelta(minutes=29))
+        found, why = manager.find(token)
+        assert why is None
+        assert found is not None
+        manager.touch(token, found)
+    clock.advance(dt.timedelta(minutes=16))  # 8 h after login
+    found, why = manager.find(token)
+    assert found is None
+    assert why == "expired_absolute"
+
+
+def test_end_removes_session_and_participants(manager: SessionManager) -> None:
+    token, session = _create(manager)
+    manager.add_participant(token, session, Participant("https://sp.example/md", "nameid", "persistent"))  # type: ignore[arg-type]
+    assert [p.sp_entity_id for p in manager.participants(token)] == ["https://sp.example/md"]
+    manager.end(token)
+    assert manager.find(token) == (None, "unknown")
+    assert manager.participants(token) == []
+
+
+def test_unknown_or_absurd_tokens_find_nothing(manager: SessionManager) -> None:
+    assert manager.find(None) == (None, None)
+    assert manager.find("x" * 500) == (None, None)
+    assert manager.find("no-such-token") == (None, "unknown")
+
+
+def test_pending_login_is_consumed_once(manager: SessionManager) -> None:
+    login_id = manager.put_pending({"request": {"id": "_r1"}, "correlation_id": "C"})
+    assert manager.take_pending(login_id) == {"request": {"id": "_r1"}, "correlation_id": "C"}
+    assert manager.take_pending(login_id) is None

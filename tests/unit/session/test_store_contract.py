@@ -1,0 +1,89 @@
+"""The KeyValueStore contract, run against a real Redis and the demo's embedded store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from broker.session.store import KeyValueStore, MemoryStore, RedisStore
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[KeyValueStore]:
+    if request.param == "redis":
+        yield RedisStore(redis_url, prefix=redis_prefix)
+    else:
+        yield MemoryStore()
+
+
+def test_put_then_get_returns_the_value(store: KeyValueStore) -> None:
+    store.put("k", b"value", 10)
+    assert store.get("k") == b"value"
+
+
+def test_missing_key_is_none(store: KeyValueStore) -> None:
+    assert store.get("absent") is None
+    assert store.take("absent") is None
+
+
+def test_take_hands_a_value_out_once(store: KeyValueStore) -> None:
+    store.put("pending", b"request", 10)
+    assert store.take("pending") == b"request"
+    assert store.take("pending") is None
+    assert store.get("pending") is None
+
+
+def test_take_is_atomic_under_concurrency(store: KeyValueStore) -> None:
+    store.put("once", b"x", 10)
+    winners: list[bytes] = []
+    barrier = threading.Barrier(8)
+
+    def grab() -> None:
+        barrier.wait()
+        value = store.take("once")
+        if value is not None:
+            winners.append(value)
+
+    threads = [threading.Thread(target=grab) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert winners == [b"x"]
+
+
+def test_values_expire_after_their_ttl(store: KeyValueStore) -> None:
+    store.put("short", b"x", 0.15)
+    assert store.get("short") == b"x"
+    time.sleep(0.3)
+    assert store.get("short") is None
+
+
+def test_delete_removes_value(store: KeyValueStore) -> None:
+    store.put("k", b"v", 10)
+    store.delete("k")
+    assert store.get("k") is None
+
+
+def test_members_accumulate_and_expire(store: KeyValueStore) -> None:
+    store.add_member("set", "a", 10)
+    store.add_member("set", "b", 10)
+    store.add_member("set", "a", 10)
+    assert store.members("set") == {"a", "b"}
+    store.add_member("brief", "x", 0.15)
+    time.sleep(0.3)
+    assert store.members("brief") == set()
+
+
+def test_ping_answers(store: KeyValueStore) -> None:
+    store.ping()
+
+
+def test_redis_keys_carry_the_prefix(redis_url: str, redis_prefix: str) -> None:
+    import redis
+
+    RedisStore(redis_url, prefix=redis_prefix).put("k", b"v", 10)
+    assert redis.Redis.from_url(redis_url).get(redis_prefix + "k") == b"v"

@@ -1,0 +1,29 @@
+"""Generated documentation stays identical to what the code says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from broker.config.reference import markdown
+from broker.reasons import REASONS, markdown_table
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_readme_embeds_the_current_reason_table() -> None:
+    text = (REPO / "README.md").read_text()
+    embedded = text.split("<!-- reasons:start -->\n", 1)[1].split("<!-- reasons:end -->", 1)[0]
+    assert embedded == markdown_table()
+
+
+def test_configuration_reference_is_current() -> None:
+    assert (REPO / "docs" / "configuration.md").read_text() == markdown()
+
+
+def test_every_reason_code_is_snake_case_and_documented() -> None:
+    for code, row in REASONS.items():
+        assert code.replace("_", "").isalnum()
+        assert code == code.lower()
+        assert row.description
+        assert row.hint
+        assert 400 <= row.http_status <= 599

@@ -1,0 +1,148 @@
+"""Choosing the language and explaining reason codes in plain Swedish and English."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+
+from broker.reasons import REASONS
+from broker.web.i18n import CATALOG, DEFAULT_LANGUAGE, LANGUAGES, UI, Explanation, explain, pick_language
+
+# --- pick_language: ?lang= > cookie > Accept-Language (q-values) > Swedish -----------------
+
+
+@pytest.mark.parametrize(
+    ("query", "cookie", "accept", "expected"),
+    [
+        pytest.param(None, None, None, "sv", id="nothing-asked-swedish"),
+        pytest.param(None, None, "", "sv", id="empty-accept-language"),
+        pytest.param("en", "sv", "sv", "en", id="query-beats-cookie-and-header"),
+        pytest.param("sv", "en", "en", "sv", id="query-sv-beats-english-cookie"),
+        pytest.param(None, "en", "sv", "en", id="cookie-beats-header"),
+        pytest.param("de", "en", "sv", "en", id="unknown-query-falls-to-cookie"),
+        pytest.param("de", "fr", "en", "en", id="unknown-query-and-cookie-fall-to-header"),
+        pytest.param(None, None, "en-GB,en;q=0.9", "en", id="regional-english"),
+        pytest.param(None, None, "sv-SE", "sv", id="regional-swedish"),
+        pytest.param(None, None, "EN-us", "en", id="tag-case-insensitive"),
+        pytest.param(None, None, "en;q=0.4, sv;q=0.8", "sv", id="higher-q-wins"),
+        pytest.param(None, None, "sv;q=0.2, en;q=0.7", "en", id="higher-q-wins-regardless-of-order"),
+        pytest.param(None, None, "de, fr;q=0.9, en;q=0.1", "en", id="only-supported-tags-count"),
+        pytest.param(None, None, "de, fr", "sv", id="nothing-supported-swedish"),
+        pytest.param(None, None, "en;q=0", "sv", id="q-zero-means-not-acceptable"),
+        pytest.param(None, None, "en;q=abc", "sv", id="broken-q-ignored"),
+        pytest.param(None, None, "en;q=abc, en-GB;q=0.5", "en", id="broken-part-skipped-rest-used"),
+        pytest.param(None, None, "*", "sv", id="wildcard-default"),
+        pytest.param(None, None, "en, sv", "en", id="equal-weights-first-wins"),
+    ],
+)
+def test_pick_language(query: str | None, cookie: str | None, accept: str | None, expected: str) -> None:
+    assert pick_language(query, cookie, accept) == expected
+
+
+def test_default_language_is_swedish() -> None:
+    assert DEFAULT_LANGUAGE == "sv"
+    assert LANGUAGES == ("sv", "en")
+
+
+# --- explain ---------------------------------------------------------------------------------
+
+
+def test_explain_fills_placeholders() -> None:
+    sv = explain("certificate_expired", "certificate", "sv", {"not_after": "2024-05-31"})
+    en = explain("certificate_expired", "certificate", "en", {"not_after": "2024-05-31"})
+    assert sv.what == "Ditt certifikat gick ut 2024-05-31."
+    assert en.what == "Your certificate expired on 2024-05-31."
+    assert sv.title == "Certifikatet har gått ut"
+
+
+def test_explain_fills_several_placeholders() -> None:
+    text = explain("loa_insufficient", "certificate", "en", {"loa": "loa2", "required": "loa3"}).what
+    assert "(loa3)" in text
+    assert "(loa2)" in text
+
+
+def test_explain_marks_a_missing_parameter_instead_of_failing() -> None:
+    assert explain("certificate_expired", "certificate", "sv", {}).what == "Ditt certifikat gick ut -."
+    assert explain("revoked", "certificate", "en", {"other": "x"}).what == "Your certificate was revoked on -."
+
+
+def test_explain_ignores_extra_parameters() -> None:
+    plain = explain("certificate_missing", "certificate", "sv", {})
+    assert explain("certificate_missing", "certificate", "sv", {"unused": "x", "not_after": "y"}) == plain
+
+
+def test_explain_does_not_interpret_parameter_values() -> None:
+    what = explain("certificate_expired", "certificate", "en", {"not_after": "{not_after} {0} %s"}).what
+    assert what == "Your certificate expired on {not_after} {0} %s."
+
+
+@pytest.mark.parametrize("code", ["saml_signature_invalid", "sp_unknown", "acs_url_not_registered"])
+def test_protocol_errors_without_own_entry_send_the_user_to_the_service(code: str) -> None:
+    sv = explain(code, REASONS[code].family, "sv", {})
+    en = explain(code, REASONS[code].family, "en", {})
+    assert sv.title == "Tjänsten skickade en felaktig begäran"
+    assert en.title == "The service sent an invalid request"
+    assert "referensnumret" in sv.todo
+    assert "reference number" in en.todo
+
+
+def test_unknown_language_falls_back_to_swedish() -> None:
+    assert explain("certificate_missing", "certificate", "de", {}) == CATALOG["sv"]["certificate_missing"]
+    assert explain("sp_unknown", "saml", "de", {}).title == "Tjänsten skickade en felaktig begäran"
+
+
+def test_explanation_is_a_frozen_value() -> None:
+    explanation = explain("certificate_missing", "certificate", "en", {})
+    assert isinstance(explanation, Explanation)
+    with pytest.raises(AttributeError):
+        explanation.title = "changed"  # type: ignore[misc]
+
+
+# --- the catalogs -----------------------------------------------------------------------------
+
+USER_FACING_FAMILIES = ("certificate", "proxy", "session", "dependency")
+USER_FACING = sorted(code for code, row in REASONS.items() if row.family in USER_FACING_FAMILIES)
+
+
+def test_user_facing_codes_are_known() -> None:
+    # guards the parametrisation below against an empty selection
+    assert "certificate_expired" in USER_FACING
+    assert "proxy_header_malformed" in USER_FACING
+    assert "session_store_unavailable" in USER_FACING
+    assert "audit_unavailable" in USER_FACING
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("code", USER_FACING)
+def test_every_user_facing_reason_has_its_own_explanation(code: str, lang: str) -> None:
+    entry = CATALOG[lang].get(code)
+    assert entry is not None, f"{code} ({REASONS[code].family}) has no {lang} explanation"
+    assert entry.title
+    assert entry.what
+    assert entry.todo
+
+
+def test_catalogs_only_explain_existing_codes() -> None:
+    for lang in LANGUAGES:
+        assert set(CATALOG[lang]) <= set(REASONS), lang
+
+
+def test_both_catalogs_cover_the_same_codes() -> None:
+    assert set(CATALOG["sv"]) == set(CATALOG["en"])
+
+
+def _placeholders(explanation: Explanation) -> set[str]:
+    return {name for text in (explanation.title, explanation.what, explanation.todo)
+            for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+@pytest.mark.parametrize("code", sorted(CATALOG["sv"]))
+def test_swedish_and_english_use_the_same_placeholders(code: str) -> None:
+    assert _placeholders(CATALOG["sv"][code]) == _placeholders(CATALOG["en"][code])
+
+
+def test_ui_texts_exist_in_both_languages() -> None:
+    assert set(UI["sv"]) == set(UI["en"])
+    for lang in LANGUAGES:
+        assert all(UI[lang].values()), lang

@@ -1,0 +1,376 @@
+"""The pages people see: language, plain-words errors with a reference ID, and strict headers.
+
+The service provider here lives on its own origin (https://sp.example.org), so
+that the Content-Security-Policy's form-action has to name it explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from flask import Flask, make_response
+from werkzeug.test import TestResponse
+
+from broker.app import create_app
+from broker.config.loader import load_settings
+from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
+from broker.errors import BrokerError
+from broker.reasons import REASONS
+from broker.session.store import RedisStore
+from broker.web.i18n import CATALOG, explain
+from broker.web.pages import LANG_COOKIE, error_page, security_headers
+from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
+
+SP_BASE = "https://sp.example.org/demo-sp"
+SP_ORIGIN = "https://sp.example.org"
+REFID = re.compile(r'class="refid"[^>]*>([0-9A-F]{4}(?:-[0-9A-F]{4}){3})<')
+STACK_TRACE = ("Traceback", 'File "', "line ", ".py")
+
+
+@pytest.fixture
+def app(config_dir: Path, demo_material: Any, redis_url: str, redis_prefix: str) -> Flask:
+    settings = DemoSpSettings(base_url=SP_BASE, key_file=demo_material.root / "sp" / "sp.key",
+                              cert_file=demo_material.root / "sp" / "sp.crt")
+    (config_dir / "metadata" / "demo-sp.xml").write_bytes(sp_metadata(settings))
+    sp_yaml = config_dir / "service-providers" / "demo-sp.yaml"
+    data = yaml.safe_load(sp_yaml.read_text(encoding="utf-8"))
+    data["entity_id"] = SP_BASE + "/metadata"
+    sp_yaml.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return create_app(load_settings(config_dir), store=RedisStore(redis_url, prefix=redis_prefix),
+                      instance_id="test")
+
+
+@pytest.fixture(scope="module")
+def render_app(demo_material: Any, redis_url: str) -> Flask:
+    """For rendering only (no request reaches the store or the audit file): built once, from the
+    generated configuration as it is."""
+    return create_app(load_settings(demo_material.config), store=RedisStore(redis_url, prefix="test:unused:"),
+                      instance_id="test")
+
+
+@pytest.fixture
+def sp(app: Flask, demo_material: Any) -> DemoSp:
+    settings = DemoSpSettings(base_url=SP_BASE, key_file=demo_material.root / "sp" / "sp.key",
+                              cert_file=demo_material.root / "sp" / "sp.crt", xmlsec_binary=xmlsec_binary())
+    svc = app.extensions["broker"]
+    return DemoSp(settings, svc.metadata.document(), svc.settings.broker.idp.entity_id)
+
+
+@pytest.fixture
+def users(demo_material: Any) -> Path:
+    return Path(demo_material.users)
+
+
+@pytest.fixture
+def browser(app: Flask) -> Iterator[Browser]:
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        yield Browser(client)
+
+
+def as_user(browser: Browser, users: Path, name: str) -> Browser:
+    browser.certificate_pem = (users / f"{name}.pem").read_text()
+    return browser
+
+
+def html_lang(response: TestResponse) -> str:
+    found = re.search(r'<html lang="([a-z]+)">', response.get_data(as_text=True))
+    assert found is not None
+    return found.group(1)
+
+
+def h1(response: TestResponse) -> str:
+    found = re.search(r"<h1>(.*?)</h1>", response.get_data(as_text=True), re.S)
+    assert found is not None, "the page has no heading"
+    return found.group(1).strip()
+
+
+def csp(response: TestResponse) -> dict[str, str]:
+    directives = {}
+    for part in response.headers["Content-Security-Policy"].split(";"):
+        name, _, value = part.strip().partition(" ")
+        directives[name] = value
+    return directives
+
+
+# --- language ------------------------------------------------------------------------------
+
+
+def test_error_pages_are_swedish_by_default(browser: Browser) -> None:
+    response = browser.get("/saml/idp/sso")
+    assert response.status_code == 400
+    assert response.headers["X-Broker-Reason"] == "saml_request_missing"
+    assert html_lang(response) == "sv"
+    assert h1(response) == CATALOG["sv"]["saml_request_missing"].title
+    assert "Referensnummer" in response.get_data(as_text=True)
+
+
+def test_error_pages_follow_accept_language(browser: Browser) -> None:
+    browser.headers["Accept-Language"] = "en-GB,en;q=0.9"
+    response = browser.get("/saml/idp/sso")
+    assert html_lang(response) == "en"
+    assert h1(response) == CATALOG["en"]["saml_request_missing"].title
+    assert "Reference number" in response.get_data(as_text=True)
+
+
+def test_accept_language_weights_decide(browser: Browser) -> None:
+    browser.headers["Accept-Language"] = "en;q=0.4, sv-SE;q=0.8"
+    assert html_lang(browser.get("/saml/idp/sso")) == "sv"
+
+
+def test_lang_query_overrides_and_is_remembered_in_a_cookie(browser: Browser) -> None:
+    browser.headers["Accept-Language"] = "sv-SE,sv;q=0.9"
+    chosen = browser.get("/saml/idp/sso?lang=en")
+    assert html_lang(chosen) == "en"
+    cookies = chosen.headers.getlist("Set-Cookie")
+    (cookie,) = [c for c in cookies if c.startswith(f"{LANG_COOKIE}=")]
+    assert cookie.startswith(f"{LANG_COOKIE}=en;")
+    assert "Secure" in cookie
+    assert "HttpOnly" in cookie
+
+    later = browser.get("/no/such/page")  # no ?lang: the cookie beats Accept-Language
+    assert later.status_code == 404
+    assert html_lang(later) == "en"
+    assert not [c for c in later.headers.getlist("Set-Cookie") if c.startswith(f"{LANG_COOKIE}=")]
+
+    back = browser.get("/saml/idp/sso?lang=sv")
+    assert html_lang(back) == "sv"
+    assert html_lang(browser.get("/no/such/page")) == "sv"
+
+
+def test_unknown_lang_query_is_ignored(browser: Browser) -> None:
+    browser.headers["Accept-Language"] = "en"
+    response = browser.get("/no/such/page?lang=de")
+    assert html_lang(response) == "en"
+    assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{LANG_COOKIE}=")]
+
+
+def test_page_links_to_the_other_language(browser: Browser) -> None:
+    body = browser.get("/no/such/page?x=1").get_data(as_text=True)
+    assert 'href="/no/such/page?x=1&amp;lang=en"' in body
+    assert 'hreflang="en"' in body
+
+
+# --- what the error pages say ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lang", "accept"), [("sv", "sv"), ("en", "en")])
+def test_expired_certificate_page_shows_the_expiry_date(browser: Browser, users: Path, sp: DemoSp,
+                                                        lang: str, accept: str) -> None:
+    not_after = x509.load_pem_x509_certificate((users / "david.pem").read_bytes()).not_valid_after_utc
+    browser.headers["Accept-Language"] = accept
+    response = as_user(browser, users, "david").get(sp.login_url())
+    assert response.status_code == 403
+    assert response.headers["X-Broker-Reason"] == "certificate_expired"
+    assert html_lang(response) == lang
+    body = response.get_data(as_text=True)
+    expected = CATALOG[lang]["certificate_expired"].what.format(not_after=not_after.date().isoformat())
+    assert expected in body
+    assert not_after.date().isoformat() in body
+
+
+def _missing_saml_request(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    return browser.get("/saml/idp/sso")
+
+
+def _malformed_saml_request(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    return browser.get("/saml/idp/sso?SAMLRequest=%%%not-base64")
+
+
+def _unknown_path(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    return browser.get("/saml/idp/nothing-here")
+
+
+def _put(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    return browser.client.put("/saml/idp/sso", environ_base={"REMOTE_ADDR": "192.0.2.10"})
+
+
+def _too_large(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    return browser.post("/saml/idp/sso", {"SAMLRequest": "A" * 200_000})
+
+
+def _login_as(name: str | None) -> Any:
+    def run(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+        if name is not None:
+            as_user(browser, users, name)
+        return browser.get(sp.login_url())
+    return run
+
+
+def _unknown_login(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    return browser.get("/saml/idp/login/no-such-login")
+
+
+ERROR_CASES = [
+    pytest.param(_missing_saml_request, 400, "saml_request_missing", id="saml_request_missing"),
+    pytest.param(_malformed_saml_request, 400, "saml_request_malformed", id="saml_request_malformed"),
+    pytest.param(_unknown_path, 404, "page_not_found", id="page_not_found"),
+    pytest.param(_put, 405, "method_not_allowed", id="method_not_allowed"),
+    pytest.param(_too_large, 413, "request_too_large", id="request_too_large"),
+    pytest.param(_unknown_login, 400, "login_unknown", id="login_unknown"),
+    pytest.param(_login_as(None), 401, "certificate_missing", id="certificate_missing"),
+    pytest.param(_login_as("david"), 403, "certificate_expired", id="certificate_expired"),
+    pytest.param(_login_as("cecilia"), 403, "revoked", id="revoked"),
+    pytest.param(_login_as("erik"), 403, "eku_not_client_auth", id="eku_not_client_auth"),
+    pytest.param(_login_as("fatima"), 403, "issuer_unknown", id="issuer_unknown"),
+]
+
+
+@pytest.mark.parametrize(("request_page", "status", "reason"), ERROR_CASES)
+def test_every_error_page_explains_with_reference_and_without_trace(browser: Browser, users: Path, sp: DemoSp,
+                                                                    request_page: Any, status: int,
+                                                                    reason: str) -> None:
+    response = request_page(browser, users, sp)
+    assert response.status_code == status
+    assert response.headers["X-Broker-Reason"] == reason
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    body = response.get_data(as_text=True)
+    assert REFID.search(body) is not None
+    assert f'data-reason="{reason}"' in body
+    assert 'role="alert"' in body
+    assert h1(response) == explain(reason, REASONS[reason].family, "sv", {}).title
+    for marker in STACK_TRACE:
+        assert marker not in body
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_each_page_gets_its_own_reference_id(browser: Browser) -> None:
+    ids = {REFID.search(browser.get("/saml/idp/sso").get_data(as_text=True)).group(1)  # type: ignore[union-attr]
+           for _ in range(3)}
+    assert len(ids) == 3
+
+
+def test_unknown_path_renders_the_friendly_404(browser: Browser) -> None:
+    response = browser.get("/wp-login.php")
+    assert response.status_code == 404
+    assert response.headers["X-Broker-Reason"] == "page_not_found"
+    assert h1(response) == "Sidan finns inte"
+
+
+def test_put_on_sso_is_method_not_allowed(browser: Browser) -> None:
+    response = browser.client.put("/saml/idp/sso", data="x")
+    assert response.status_code == 405
+    assert response.headers["X-Broker-Reason"] == "method_not_allowed"
+    assert h1(response) == CATALOG["sv"]["method_not_allowed"].title
+
+
+def test_method_not_allowed_names_the_allowed_methods(browser: Browser) -> None:
+    # RFC 9110 §15.5.6: a 405 response MUST carry an Allow header listing the supported methods
+    response = browser.client.put("/saml/idp/sso", data="x")
+    assert response.status_code == 405
+    allowed = {m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()}
+    assert {"GET", "POST"} <= allowed
+    assert "PUT" not in allowed
+
+
+def test_certificate_refusal_offers_retry_and_a_way_back_to_the_sp(browser: Browser, users: Path,
+                                                                   sp: DemoSp) -> None:
+    response = as_user(browser, users, "david").get(sp.login_url())
+    body = response.get_data(as_text=True)
+    assert re.search(r'href="/saml/idp/login/[^"]+"', body)
+    (back,) = [(action, fields) for action, fields in forms(response) if "SAMLResponse" in fields]
+    assert back[0] == SP_BASE + "/acs"
+    assert "Tillbaka till Demotjänsten" in body
+    assert "Kontaktcenter" not in body  # david belongs to Kommun A
+    assert "Support för Kommun A" in body
+
+
+# --- security headers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/saml/idp/sso", "/no/such/page", "/diagnose"])
+def test_strict_security_headers_on_every_page(browser: Browser, path: str) -> None:
+    response = browser.get(path)
+    policy = csp(response)
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["default-src"] == "'none'"
+    assert policy["base-uri"] == "'none'"
+    assert policy["form-action"] == "'self'"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "X-Form-Target" not in response.headers
+
+
+def test_post_page_allows_only_the_sps_origin_as_form_target(browser: Browser, users: Path, sp: DemoSp) -> None:
+    response = as_user(browser, users, "anna").get(sp.login_url())
+    assert response.status_code == 200
+    action, fields = saml_response_form(response)
+    assert action == SP_BASE + "/acs"
+    sp.accept(fields["SAMLResponse"])
+    policy = csp(response)
+    assert policy["form-action"].split() == ["'self'", SP_ORIGIN]
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"] == "'self'"  # the auto-submit script is a file, no inline script
+    assert "<script>" not in response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert "X-Form-Target" not in response.headers
+
+
+def test_error_page_with_a_way_back_allows_the_sps_origin(browser: Browser, users: Path, sp: DemoSp) -> None:
+    response = as_user(browser, users, "fatima").get(sp.login_url())
+    assert response.status_code == 403
+    assert csp(response)["form-action"].split() == ["'self'", SP_ORIGIN]
+
+
+def test_session_cookie_is_secure_httponly_and_cross_site(browser: Browser, users: Path, sp: DemoSp) -> None:
+    response = as_user(browser, users, "anna").get(sp.login_url())
+    (cookie,) = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("broker_session=")]
+    attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"secure", "httponly", "samesite", "path"} <= attributes
+    assert "SameSite=None" in cookie
+
+
+# --- the rendering functions themselves ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", sorted(REASONS))
+@pytest.mark.parametrize("lang", ["sv", "en"])
+def test_error_page_renders_every_reason_code(render_app: Flask, code: str, lang: str) -> None:
+    with render_app.test_request_context(f"/x?lang={lang}"):
+        response = error_page(BrokerError(code), "ABCD-0123-4567-89EF")
+    row = REASONS[code]
+    assert response.status_code == row.http_status
+    assert response.headers["X-Broker-Reason"] == code
+    body = response.get_data(as_text=True)
+    assert f'<html lang="{lang}">' in body
+    assert 'role="alert"' in body
+    assert 'class="refid" data-reason="' + code + '">ABCD-0123-4567-89EF<' in body
+    assert re.search(r"<h1>\s*\S", body)
+    assert "{" not in body.split("<main", 1)[1]  # every placeholder was filled
+
+
+def test_error_page_escapes_parameters(render_app: Flask) -> None:
+    error = BrokerError("certificate_expired", params={"not_after": "<script>alert(1)</script>"})
+    with render_app.test_request_context("/x"):
+        body = error_page(error, "ABCD-0123-4567-89EF").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;" in body
+
+
+def test_security_headers_turn_the_form_target_into_form_action(render_app: Flask) -> None:
+    with render_app.test_request_context("/saml/idp/sso"):
+        response = make_response("page")
+        response.headers["X-Form-Target"] = "https://sp.example.org"
+        security_headers(response)
+    assert "X-Form-Target" not in response.headers
+    assert "form-action 'self' https://sp.example.org;" in response.headers["Content-Security-Policy"]
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_static_files_are_cacheable(render_app: Flask) -> None:
+    with render_app.test_request_context("/static/broker.css"):
+        response = security_headers(make_response("css"))
+    assert "Cache-Control" not in response.headers
+    assert response.headers["X-Frame-Options"] == "DENY"
