@@ -41,7 +41,8 @@ def config_check(directory: Path) -> None:
         settings = load_settings(directory)
     except ConfigError as exc:
         for issue in exc.issues:
-            click.echo(f"{directory}/{issue}", err=True)
+            # issues name files inside the directory, except when the directory itself is the problem
+            click.echo(str(issue) if Path(issue.file).is_absolute() else f"{directory}/{issue}", err=True)
         click.echo(f"{len(exc.issues)} problem(s) found", err=True)
         sys.exit(1)
     muni = ", ".join(f"{m.id} ({m.status})" for m in settings.municipalities.values()) or "none"

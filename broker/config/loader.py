@@ -102,7 +102,7 @@ def load_settings(config_dir: Path) -> Settings:
     if not config_dir.is_dir():
         raise ConfigError([ConfigIssue(str(config_dir), None, "", "configuration directory not found")])
 
-    broker, _ = _load(BrokerConfig, config_dir / "broker.yaml", "broker.yaml", config_dir, issues)
+    broker, broker_source = _load(BrokerConfig, config_dir / "broker.yaml", "broker.yaml", config_dir, issues)
 
     municipalities: dict[str, Municipality] = {}
     domains: list[TrustDomain] = []
@@ -167,9 +167,10 @@ def load_settings(config_dir: Path) -> Settings:
             entity_ids[sp.entity_id] = sid
             sps[sid] = ServiceProvider(sid, sp, meta)
 
-    if broker is not None and broker.idp.entity_id in entity_ids:
-        issues.append(ConfigIssue("broker.yaml", None, "idp.entity_id",
-                                  "the broker's entity ID is also used by a service provider"))
+    if broker is not None and broker_source is not None and broker.idp.entity_id in entity_ids:
+        issues.append(broker_source.issue(("idp", "entity_id"),
+                                          f"the broker's entity ID is also used by a service provider "
+                                          f"({entity_ids[broker.idp.entity_id]!r})"))
 
     if issues or broker is None:
         issues.sort(key=lambda i: (i.file != "broker.yaml", i.file, i.line or 0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,8 @@ class Duration:
             d = cls.parse(value)
         else:
             raise ValueError(f"expected a duration like 30s, 10m or 8h, got {value!r}")
-        if d.seconds <= 0:
-            raise ValueError("expected a positive duration")
+        if not math.isfinite(d.seconds) or d.seconds <= 0:
+            raise ValueError(f"expected a positive duration, got {value!r}")
         return d
 
     @classmethod
@@ -166,9 +167,10 @@ class OrganizationNumber(str):
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> OrganizationNumber:
         if isinstance(value, int) and not isinstance(value, bool):
             raise ValueError("expected the organisation number as a quoted string (\"2120001234\")")
-        text = _require_str(value, "an organisation number").replace("-", "")
-        if not re.fullmatch(r"[0-9]{10}", text):
-            raise ValueError(f"expected a 10-digit organisation number, got {value!r}")
+        text = _require_str(value, "an organisation number")
+        if not re.fullmatch(r"[0-9]{6}-?[0-9]{4}", text):
+            raise ValueError(f"expected a 10-digit organisation number, got {value!r} (form NNNNNN-NNNN)")
+        text = text.replace("-", "")
         if not luhn_valid(text):
             raise ValueError(f"organisation number {value!r} fails its check digit")
         return cls(text)
@@ -195,11 +197,11 @@ class Regex(str):
         return {"type": "string", "format": "regex"}
 
 
+@dataclass(frozen=True)
 class IpNetwork:
     """An IPv4 or IPv6 network in CIDR form; a bare address means that one host."""
 
-    def __init__(self, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
-        self.network = network
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> IpNetwork:
@@ -215,15 +217,6 @@ class IpNetwork:
 
     def __contains__(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return address in self.network
-
-    def __repr__(self) -> str:
-        return f"IpNetwork({self.network})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, IpNetwork) and other.network == self.network
-
-    def __hash__(self) -> int:
-        return hash(self.network)
 
 
 # --- file-backed values ----------------------------------------------------------

@@ -8,6 +8,7 @@ collapses to the last one) are errors here.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ class YamlSource:
         return ConfigIssue(self.file, self.line(path), format_path(path), message)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers, which turn `idle_timeout: 1:30` into 90."""
+
+
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if not (tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in regexp.pattern)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern in (
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    ("tag:yaml.org,2002:float",
+     r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
+     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+):
+    _StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list("-+0123456789."))
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
@@ -57,30 +76,54 @@ class _Builder:
         self.issues: list[ConfigIssue] = []
         self._scalars = yaml.constructor.SafeConstructor()
 
+    def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
+        try:
+            return self._scalars.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:  # e.g. an unknown tag such as `!include`, or `!!python/object`
+            problem = getattr(exc, "problem", None) or str(exc)
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                           f"YAML value cannot be read: {problem}"))
+            return None
+        except (ValueError, TypeError, AttributeError):  # e.g. `!!int four`, `!!timestamp soon`
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                           f"YAML value {node.value!r} does not fit its tag {node.tag}"))
+            return None
+
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
-            self._scalars.flatten_mapping(node)  # resolve YAML merge keys (<<)
-            for key_node, value_node in node.value:
-                key = self._scalars.construct_object(key_node, deep=True)
+            explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            try:
+                self._scalars.flatten_mapping(node)  # resolve YAML merge keys (<<)
+            except yaml.YAMLError as exc:
+                self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                               f"YAML merge error: {getattr(exc, 'problem', exc)}"))
+                return out
+            merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
+            explicit_keys: set[str] = set()
+            for index, (key_node, value_node) in enumerate(node.value):
+                key = self._scalar(key_node, path)
                 line = key_node.start_mark.line + 1
                 if not isinstance(key, str):
                     self.issues.append(
                         ConfigIssue(self.file, line, format_path(path), f"key {key!r} must be a string")
                     )
                     continue
-                if key in out:
+                from_merge = index < merged
+                if key in explicit_keys or (from_merge and key in out):
                     self.issues.append(
                         ConfigIssue(self.file, line, format_path((*path, key)), "duplicate key")
                     )
                     continue
+                if not from_merge:
+                    explicit_keys.add(key)  # an explicit key overrides a merged one (YAML merge semantics)
                 self.lines[(*path, key)] = line
                 out[key] = self.build(value_node, (*path, key))
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._scalars.construct_object(node, deep=True)
+        return self._scalar(node, path)
 
 
 def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigIssue]]:
@@ -92,11 +135,16 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
     except (OSError, UnicodeDecodeError) as exc:
         return None, [ConfigIssue(display, None, "", f"cannot read file: {exc}")]
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or str(exc)
+        if exc.context_mark is not None and (mark is None or mark.index >= len(text) - 1):
+            # the problem was only noticed at the end (an unclosed quote): point where it began
+            mark = exc.context_mark
+            message = f"{message} ({exc.context} that starts here)"
         line = mark.line + 1 if mark is not None else None
-        return None, [ConfigIssue(display, line, "", f"YAML syntax error: {exc.problem or exc}")]
+        return None, [ConfigIssue(display, line, "", f"YAML syntax error: {message}")]
     except yaml.YAMLError as exc:
         return None, [ConfigIssue(display, None, "", f"YAML error: {exc}")]
     if node is None:

@@ -124,17 +124,29 @@ def _directly_issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 class TrustIndex:
-    """Finds the trust domain of a certificate by its issuer name."""
+    """Finds the trust domain of a certificate by its issuer name. Immutable once built."""
+
+    __slots__ = ("_by_issuer", "_domains")
+    _domains: Mapping[str, TrustDomain]
+    _by_issuer: Mapping[bytes, TrustDomain]
 
     def __init__(self, domains: Iterable[TrustDomain]) -> None:
-        self.domains: Mapping[str, TrustDomain] = MappingProxyType({d.id: d for d in domains})
+        by_id = MappingProxyType({d.id: d for d in domains})
         by_name: dict[bytes, TrustDomain] = {}
-        for d in self.domains.values():
+        for d in by_id.values():
             for name in d.issuing_names():
                 if name in by_name and by_name[name].id != d.id:
                     raise ValueError(f"CA name claimed by both {by_name[name].id!r} and {d.id!r}")
                 by_name[name] = d
-        self._by_issuer = by_name
+        object.__setattr__(self, "_domains", by_id)
+        object.__setattr__(self, "_by_issuer", MappingProxyType(by_name))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"TrustIndex is immutable (cannot set {name})")
+
+    @property
+    def domains(self) -> Mapping[str, TrustDomain]:
+        return self._domains
 
     def for_issuer(self, cert: x509.Certificate) -> TrustDomain | None:
         return self._by_issuer.get(cert.issuer.public_bytes())

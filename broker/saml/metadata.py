@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from defusedxml import DefusedXmlException
 from saml2 import md
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import KeyPath
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
+from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 MAX_METADATA_BYTES = 5 * 1024 * 1024
@@ -131,6 +133,11 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
     except UnicodeDecodeError:
         raise ValueError("metadata is not UTF-8") from None
     try:
+        # the broker's own hardened parser first: no DOCTYPE at all (pysaml2's defusedxml allows DTDs)
+        parse_untrusted(xml, MAX_METADATA_BYTES)
+    except UnsafeXml as exc:
+        raise ValueError(f"metadata is not well-formed, safe XML ({exc})") from None
+    try:
         entity = md.entity_descriptor_from_string(text)
         candidates = [entity] if entity is not None else []
         if entity is None:
@@ -138,6 +145,8 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
             if group is None:
                 raise ValueError("root element is neither EntityDescriptor nor EntitiesDescriptor")
             candidates = list(group.entity_descriptor or [])
+    except DefusedXmlException as exc:
+        raise ValueError(f"metadata is not well-formed, safe XML ({type(exc).__name__})") from None
     except ValueError:
         raise
     except Exception as exc:  # defusedxml and ElementTree raise a variety of types

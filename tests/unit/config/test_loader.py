@@ -1,0 +1,668 @@
+"""load_settings: the configuration directory, its file-backed values and the checks across files.
+
+A configuration that loads is one whose files parse, whose keys belong to
+their certificates, whose intermediates and CRLs verify against the
+municipality's own CAs, and whose references between files resolve. Anything
+else is a ConfigIssue pointing at the file, line and key to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import operator
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
+
+from broker.config.loader import Settings, load_settings
+from broker.config.schema import IdentityRule, LocalizedText, PolicyMapping
+from broker.config.values import Duration
+from broker.demo.certificates import CertificateAuthority, LeafProfile, new_key, write_key, write_pem
+from tests.unit.config.editing import (
+    BROKER,
+    DEMO_SP,
+    KOMMUN_A,
+    KOMMUN_B,
+    Edit,
+    Expected,
+    assert_issues,
+    combined,
+    load_issues,
+    replace_once,
+    replacing,
+)
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # loading checks no validity dates; any instant will do
+SP_ENTITY_ID = "https://localhost:8443/demo-sp/metadata"
+
+
+def check(config_dir: Path, edit: Edit, expected: list[Expected]) -> None:
+    edit(config_dir)
+    assert_issues(load_issues(config_dir), expected, config_dir)
+
+
+# --- certificate material for the cases -------------------------------------------------
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _stranger() -> CertificateAuthority:
+    return CertificateAuthority.root("Stranger Root CA", NOW)
+
+
+def _impostor(config_dir: Path, rel: str) -> CertificateAuthority:
+    """A CA that copies the name (the whole certificate) of ``rel`` but holds a key of its own."""
+    real = x509.load_pem_x509_certificate((config_dir / rel).read_bytes())
+    return CertificateAuthority(real, new_key("ec256"), NOW)
+
+
+def _self_signed(*, basic_constraints: x509.BasicConstraints | None, key_cert_sign: bool) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Odd Root CA")])
+    builder = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=365))
+        .add_extension(x509.KeyUsage(False, False, False, False, False, key_cert_sign, True, False, False),
+                       critical=True)
+    )
+    if basic_constraints is not None:
+        builder = builder.add_extension(basic_constraints, critical=True)
+    return _pem(builder.sign(key, hashes.SHA256()))
+
+
+def _leaf() -> bytes:
+    return _pem(_stranger().issue(LeafProfile(common_name="Anna Andersson")).certificate)
+
+
+def _key_pem(key: Any, encryption: serialization.KeySerializationEncryption | None = None) -> bytes:
+    pem: bytes = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   encryption or serialization.NoEncryption())
+    return pem
+
+
+# --- the example configuration -------------------------------------------------------------
+
+
+def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -> None:
+    settings = load_settings(config_dir)
+
+    assert settings.config_dir == config_dir.resolve()
+    assert list(settings.municipalities) == ["kommun-a", "kommun-b"]
+    assert list(settings.service_providers) == ["demo-sp"]
+    a = settings.municipalities["kommun-a"].config
+    assert (a.name, a.organization_number, a.status, a.login) == (
+        LocalizedText(sv="Kommun A", en="Municipality A"), "2120001009", "active", "certificate")
+    assert a.certificate.policies == (PolicyMapping(oid="2.999.1.3", loa="loa3"),)  # type: ignore[arg-type]
+    assert a.certificate.identity == IdentityRule(type="hsa_id", source="subject_serial_number")
+    assert [f.path.name for f in a.certificate.revocation.crl_files] == ["issuing-ca.crl", "root-ca.crl"]
+    b = settings.municipalities["kommun-b"].config
+    assert (b.certificate.identity.type, b.certificate.max_chain_depth) == ("personnummer", 4)
+    idp = settings.broker.idp
+    assert (idp.entity_id, idp.base_url) == ("https://localhost:8443/saml/idp/metadata", "https://localhost:8443")
+    assert (idp.assertion_lifetime, idp.clock_skew, idp.metadata_validity) == (
+        Duration(300), Duration(60), Duration(7 * 86400))
+    session = settings.broker.session
+    assert (session.idle_timeout, session.absolute_timeout) == (Duration(1800), Duration(8 * 3600))
+    assert settings.broker.redis is None
+    assert settings.broker.client_certificate.proxy.trusted_networks == ()
+    assert settings.broker.audit.file.path == config_dir.resolve() / "audit" / "audit.jsonl"
+    sp = settings.sp_by_entity_id(SP_ENTITY_ID)
+    assert sp is not None
+    assert (sp.id, sp.config.municipalities, sp.metadata.authn_requests_signed) == (
+        "demo-sp", ("kommun-a", "kommun-b"), True)
+    assert settings.sp_by_entity_id("https://unknown.example.se/sp") is None
+    anna = x509.load_pem_x509_certificate((demo_material.users / "anna.pem").read_bytes())
+    bo = x509.load_pem_x509_certificate((demo_material.users / "bo.pem").read_bytes())
+    assert settings.trust.for_issuer(anna).id == "kommun-a"  # type: ignore[union-attr]
+    assert settings.trust.for_issuer(bo).id == "kommun-b"  # type: ignore[union-attr]
+
+
+def test_files_other_than_yaml_in_the_directories_are_ignored(config_dir: Path) -> None:
+    (config_dir / "municipalities" / "README.md").write_text("# notes\n")
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-a.yaml.bak")
+    (config_dir / "service-providers" / ".demo-sp.yaml.swp").write_bytes(b"\x00\x01")
+
+    assert list(load_settings(config_dir).municipalities) == ["kommun-a", "kommun-b"]
+
+
+def test_mode_none_without_crl_files_loads_without_revocation_data(config_dir: Path) -> None:
+    replacing(KOMMUN_B, "    mode: crl_files\n    crl_files:\n      - certs/kommun-b/issuing-ca.crl\n"
+                        "      - certs/kommun-b/root-ca.crl\n", "    mode: none\n")(config_dir)
+
+    settings = load_settings(config_dir)
+
+    assert settings.trust.domains["kommun-b"].crls is None
+    assert settings.trust.domains["kommun-a"].crls is not None
+
+
+MUTATIONS = [
+    pytest.param(lambda s: setattr(s, "broker", None), id="settings-field"),
+    pytest.param(lambda s: operator.setitem(s.municipalities, "kommun-x", s.municipalities["kommun-a"]),
+                 id="municipality-added"),
+    pytest.param(lambda s: operator.delitem(s.service_providers, "demo-sp"), id="service-provider-removed"),
+    pytest.param(lambda s: setattr(s.broker.session, "idle_timeout", Duration(10**9)), id="session-timeout"),
+    pytest.param(lambda s: setattr(s.broker.idp.signing, "key", None), id="signing-key"),
+    pytest.param(lambda s: setattr(s.municipalities["kommun-a"].config, "status", "suspended"),
+                 id="municipality-status"),
+    pytest.param(lambda s: setattr(s.municipalities["kommun-a"].config.certificate.policies[0], "loa", "loa4"),
+                 id="policy-loa"),
+    pytest.param(lambda s: operator.setitem(s.service_providers["demo-sp"].config.release, 0, "x"),
+                 id="released-attributes"),
+    pytest.param(lambda s: setattr(s.service_providers["demo-sp"].metadata, "assertion_consumer_services", ()),
+                 id="sp-metadata"),
+    pytest.param(lambda s: operator.setitem(s.trust.domains, "kommun-x", s.trust.domains["kommun-a"]),
+                 id="trust-domain-added"),
+    pytest.param(lambda s: setattr(s.trust.domains["kommun-a"], "status", "active"), id="trust-domain-status"),
+    pytest.param(lambda s: operator.setitem(s.trust.domains["kommun-a"].policies, "2.999.9", None),
+                 id="trust-domain-policies"),
+    pytest.param(lambda s: setattr(s.trust, "domains", MappingProxyType({})), id="trust-index-replaced"),
+    pytest.param(lambda s: setattr(s.broker.client_certificate.proxy.trusted_networks[0], "network",
+                                   ipaddress.ip_network("0.0.0.0/0")), id="trusted-proxy-network-widened"),
+]
+
+
+@pytest.mark.parametrize("mutate", MUTATIONS)
+def test_settings_cannot_be_changed_after_loading(config_dir: Path, mutate: Callable[[Settings], None]) -> None:
+    # STYLE §5: settings are shared by every request; no request may change them.
+    replacing(BROKER, "trusted_networks: []", "trusted_networks: [10.20.0.0/16]")(config_dir)
+    settings = load_settings(config_dir)
+
+    with pytest.raises((AttributeError, TypeError)):
+        mutate(settings)
+
+
+def test_settings_containers_are_read_only_views_and_tuples(config_dir: Path) -> None:
+    settings = load_settings(config_dir)
+
+    assert isinstance(settings.municipalities, MappingProxyType)
+    assert isinstance(settings.service_providers, MappingProxyType)
+    assert dataclasses.is_dataclass(settings)
+    assert isinstance(settings.municipalities["kommun-a"].config.certificate.trust_anchors, tuple)
+
+
+# --- the directory layout ---------------------------------------------------------------------
+
+
+def test_a_missing_configuration_directory_is_one_issue(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+
+    assert_issues(load_issues(missing), [Expected(str(missing), None, "", "configuration directory not found")],
+                  tmp_path)
+
+
+def _copy(src: str, dst: str) -> Edit:
+    def edit(config_dir: Path) -> None:
+        shutil.copy(config_dir / src, config_dir / dst)
+
+    return edit
+
+
+def _move(src: str, dst: str) -> Edit:
+    def edit(config_dir: Path) -> None:
+        (config_dir / src).rename(config_dir / dst)
+
+    return edit
+
+
+def _remove(rel: str) -> Edit:
+    def edit(config_dir: Path) -> None:
+        path = config_dir / rel
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(_remove(BROKER), [Expected(BROKER, None, "", "file not found")], id="no-broker-yaml"),
+        pytest.param(
+            _remove("municipalities"),
+            [Expected("municipalities/", None, "", "directory not found"),
+             Expected(DEMO_SP, "municipalities:", "municipalities[0]",
+                      "no municipality 'kommun-a' (expected a file municipalities/kommun-a.yaml)"),
+             Expected(DEMO_SP, "municipalities:", "municipalities[1]", "no municipality 'kommun-b'")],
+            id="no-municipalities-directory",
+        ),
+        pytest.param(_remove("service-providers"),
+                     [Expected("service-providers/", None, "", "directory not found")],
+                     id="no-service-providers-directory"),
+        pytest.param(_copy(KOMMUN_A, "municipalities/kommun-c.yml"),
+                     [Expected("municipalities/kommun-c.yml", None, "", "use the .yaml extension")],
+                     id="yml-extension"),
+        pytest.param(
+            _move(KOMMUN_B, "municipalities/kommun-b.yml"),
+            [Expected("municipalities/kommun-b.yml", None, "", "use the .yaml extension"),
+             Expected(DEMO_SP, "municipalities:", "municipalities[1]", "no municipality 'kommun-b'")],
+            id="yml-extension-hides-a-referenced-municipality",
+        ),
+        pytest.param(_copy(DEMO_SP, "service-providers/demo-sp2.yml"),
+                     [Expected("service-providers/demo-sp2.yml", None, "", "use the .yaml extension")],
+                     id="yml-extension-service-provider"),
+    ],
+)
+def test_the_directory_layout_is_checked(config_dir: Path, edit: Edit, expected: list[Expected]) -> None:
+    check(config_dir, edit, expected)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("Kommun-C.yaml", id="upper-case"),
+        pytest.param("kommun_c.yaml", id="underscore"),
+        pytest.param("-kommun-c.yaml", id="leading-hyphen"),
+        pytest.param("kommun c.yaml", id="space"),
+        pytest.param("kommun-ö.yaml", id="non-ascii"),
+        pytest.param("k" * 64 + ".yaml", id="longer-than-63"),
+    ],
+)
+def test_a_file_name_that_is_not_an_id_is_refused(config_dir: Path, name: str) -> None:
+    check(config_dir, _copy(KOMMUN_A, f"municipalities/{name}"),
+          [Expected(f"municipalities/{name}", None, "",
+                    "file name must be an id: lower-case letters, digits and '-'")])
+
+
+# --- file-backed values --------------------------------------------------------------------------
+
+
+def _writing(rel: str, make: Callable[[], bytes]) -> Edit:
+    def edit(config_dir: Path) -> None:
+        (config_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (config_dir / rel).write_bytes(make())
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        pytest.param(b"0123456789abcdef\n", "is 16 bytes; at least 32 random bytes are required", id="16-hex-chars"),
+        pytest.param(bytes(range(128, 159)), "is 31 bytes; at least 32", id="31-random-bytes"),
+        pytest.param(b"", "is 0 bytes", id="empty"),
+        pytest.param(b"  \n\n", "is 0 bytes", id="only-whitespace"),
+    ],
+)
+def test_a_secret_shorter_than_32_bytes_is_refused(config_dir: Path, content: bytes, fragment: str) -> None:
+    check(config_dir, _writing("keys/nameid.key", lambda: content),
+          [Expected(BROKER, "nameid_key:", "idp.nameid_key", fragment)])
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(_remove("keys/nameid.key"), "secret file not found", id="missing"),
+        pytest.param(combined(_remove("keys/nameid.key"), lambda d: (d / "keys/nameid.key").mkdir()),
+                     "cannot read secret file", id="a-directory"),
+    ],
+)
+def test_an_unreadable_secret_is_refused(config_dir: Path, edit: Edit, fragment: str) -> None:
+    check(config_dir, edit, [Expected(BROKER, "nameid_key:", "idp.nameid_key", fragment)])
+
+
+def test_a_32_byte_secret_is_accepted_and_never_printed(config_dir: Path) -> None:
+    secret = bytes(range(160, 192))
+    (config_dir / "keys" / "nameid.key").write_bytes(secret)
+
+    nameid_key = load_settings(config_dir).broker.idp.nameid_key
+
+    assert nameid_key.value == secret
+    assert repr(nameid_key) == f"SecretFile({config_dir.resolve() / 'keys' / 'nameid.key'})"
+
+
+CERT = "keys/idp-signing.crt"
+KEY = "keys/idp-signing.key"
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(_writing(CERT, lambda: b"not a certificate\n"),
+                     "does not hold a readable X.509 certificate", id="not-a-certificate"),
+        pytest.param(_writing(CERT, lambda: b""), "does not hold a readable X.509 certificate", id="empty"),
+        pytest.param(_writing(CERT, lambda: _leaf() + _leaf()), "must hold exactly one certificate, found 2",
+                     id="two-certificates"),
+        pytest.param(lambda d: (d / CERT).write_bytes((d / KEY).read_bytes()),
+                     "does not hold a readable X.509 certificate", id="the-private-key-instead"),
+        pytest.param(_remove(CERT), "certificate file not found", id="missing"),
+    ],
+)
+def test_the_signing_certificate_must_be_one_readable_certificate(config_dir: Path, edit: Edit, fragment: str) -> None:
+    check(config_dir, edit, [Expected(BROKER, "certificate: keys/idp-signing.crt", "idp.signing.certificate",
+                                      fragment)])
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(lambda d: write_key(d / KEY, new_key("rsa1024")),
+                     "RSA key of 1024 bits; at least 2048 are required", id="rsa-1024"),
+        pytest.param(lambda d: write_key(d / KEY, new_key("ec192")),
+                     "curve secp192r1 is not allowed (P-256, P-384, P-521)", id="ec-p192"),
+        pytest.param(_writing(KEY, lambda: _key_pem(ed25519.Ed25519PrivateKey.generate())),
+                     "only RSA and ECDSA signing keys are supported", id="ed25519"),
+        pytest.param(_writing(KEY, lambda: _key_pem(new_key("ec256"),
+                                                    serialization.BestAvailableEncryption(b"secret"))),
+                     "does not hold an unencrypted PEM private key", id="encrypted"),
+        pytest.param(lambda d: (d / KEY).write_bytes((d / CERT).read_bytes()),
+                     "does not hold an unencrypted PEM private key", id="the-certificate-instead"),
+        pytest.param(_remove(KEY), "private key file not found", id="missing"),
+    ],
+)
+def test_a_weak_or_unusable_signing_key_is_refused(config_dir: Path, edit: Edit, fragment: str) -> None:
+    check(config_dir, edit, [Expected(BROKER, "key: keys/idp-signing.key", "idp.signing.key", fragment)])
+
+
+def test_a_signing_key_that_does_not_match_its_certificate_is_reported_at_the_certificate(config_dir: Path) -> None:
+    write_key(config_dir / KEY, new_key("ec256"))
+
+    assert_issues(load_issues(config_dir), [
+        Expected(BROKER, "certificate: keys/idp-signing.crt", "idp.signing.certificate",
+                 "the certificate does not belong to the configured key")], config_dir)
+
+
+def test_an_ecdsa_p384_signing_key_with_its_certificate_is_accepted(config_dir: Path) -> None:
+    signer = CertificateAuthority.root("Broker IdP signing", NOW, key="ec384")
+    write_key(config_dir / KEY, signer.key)
+    write_pem(config_dir / CERT, signer.certificate)
+
+    assert load_settings(config_dir).broker.idp.signing.certificate.certificate == signer.certificate
+
+
+ROOT_LINE = "- certs/kommun-a/root-ca.pem"
+ANCHOR = "- certs/extra/anchor.pem"
+
+
+def _anchor(make: Callable[[], bytes]) -> Edit:
+    return combined(_writing("certs/extra/anchor.pem", make),
+                    replacing(KOMMUN_A, ROOT_LINE, "- certs/extra/anchor.pem"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "fragment"),
+    [
+        pytest.param(_anchor(_leaf), ANCHOR,
+                     "CN=Anna Andersson,C=SE is not a CA certificate (basicConstraints cA is false)",
+                     id="leaf-certificate"),
+        pytest.param(_anchor(lambda: _self_signed(basic_constraints=None, key_cert_sign=True)),
+                     ANCHOR, "CN=Odd Root CA is not a CA certificate (no basicConstraints)", id="no-basic-constraints"),
+        pytest.param(_anchor(lambda: _self_signed(basic_constraints=x509.BasicConstraints(ca=True, path_length=None),
+                                                  key_cert_sign=False)),
+                     ANCHOR, "may not sign certificates (key usage lacks keyCertSign)", id="ca-without-keyCertSign"),
+        pytest.param(lambda d: _anchor(lambda: (d / "certs/kommun-a/root-ca.pem").read_bytes() + _leaf())(d),
+                     ANCHOR, "is not a CA certificate", id="bundle-with-a-leaf-after-the-root"),
+        pytest.param(_anchor(lambda: b"\x30\x82garbage"), ANCHOR, "does not hold readable X.509 certificates",
+                     id="garbage"),
+        pytest.param(_anchor(lambda: b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"),
+                     ANCHOR, "does not hold readable X.509 certificates", id="broken-pem"),
+        pytest.param(_anchor(lambda: _key_pem(new_key("ec256"))), ANCHOR,
+                     "does not hold readable X.509 certificates", id="a-private-key"),
+        pytest.param(replacing(KOMMUN_A, ROOT_LINE, "- certs/kommun-a/root.pem"), "- certs/kommun-a/root.pem",
+                     "CA certificate file not found", id="missing"),
+    ],
+)
+def test_a_trust_anchor_must_be_a_readable_ca_certificate(
+    config_dir: Path, edit: Edit, line: str, fragment: str
+) -> None:
+    check(config_dir, edit, [Expected(KOMMUN_A, line, "certificate.trust_anchors[0]", fragment)])
+
+
+def test_a_leaf_certificate_as_intermediate_is_refused(config_dir: Path) -> None:
+    _writing("certs/kommun-a/issuing-ca.pem", _leaf)(config_dir)
+
+    assert_issues(load_issues(config_dir), [
+        Expected(KOMMUN_A, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
+                 "is not a CA certificate (basicConstraints cA is false)")], config_dir)
+
+
+def test_trust_anchors_may_be_der_files(config_dir: Path) -> None:
+    root = x509.load_pem_x509_certificate((config_dir / "certs/kommun-a/root-ca.pem").read_bytes())
+    (config_dir / "certs/kommun-a/root-ca.der").write_bytes(root.public_bytes(serialization.Encoding.DER))
+    replacing(KOMMUN_A, ROOT_LINE, "- certs/kommun-a/root-ca.der")(config_dir)
+
+    assert load_settings(config_dir).municipalities["kommun-a"].config.certificate.anchors() == (root,)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(_writing("certs/kommun-a/issuing-ca.crl", lambda: b"garbage"), "does not hold a readable CRL",
+                     id="garbage"),
+        pytest.param(lambda d: (d / "certs/kommun-a/issuing-ca.crl").write_bytes(
+            (d / "certs/kommun-a/issuing-ca.pem").read_bytes()), "does not hold a readable CRL",
+            id="a-certificate-instead"),
+        pytest.param(_remove("certs/kommun-a/issuing-ca.crl"), "CRL file not found", id="missing"),
+    ],
+)
+def test_a_crl_file_must_hold_a_crl(config_dir: Path, edit: Edit, fragment: str) -> None:
+    check(config_dir, edit, [Expected(KOMMUN_A, "- certs/kommun-a/issuing-ca.crl",
+                                      "certificate.revocation.crl_files[0]", fragment)])
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "fragment"),
+    [
+        pytest.param("file: audit/audit.jsonl", "file: keys/nameid.key/audit.jsonl",
+                     "cannot be created", id="under-a-regular-file"),
+        pytest.param("file: audit/audit.jsonl", "file: audit", "is a directory, expected a file path",
+                     id="a-directory"),
+    ],
+)
+def test_the_audit_file_must_be_a_writable_file_path(config_dir: Path, old: str, new: str, fragment: str) -> None:
+    check(config_dir, replacing(BROKER, old, new), [Expected(BROKER, new, "audit.file", fragment)])
+
+
+def test_the_audit_file_may_be_in_directories_yet_to_be_created(config_dir: Path) -> None:
+    replacing(BROKER, "file: audit/audit.jsonl", "file: audit/2025/broker/audit.jsonl")(config_dir)
+
+    path = load_settings(config_dir).broker.audit.file.path
+
+    assert path == config_dir.resolve() / "audit" / "2025" / "broker" / "audit.jsonl"
+
+
+def test_a_missing_metadata_file_is_reported_at_the_metadata_key(config_dir: Path) -> None:
+    check(config_dir, _remove("metadata/demo-sp.xml"),
+          [Expected(DEMO_SP, "metadata:", "metadata", "metadata file not found")])
+
+
+# --- checks across files: municipalities and their PKI ---------------------------------------
+
+
+def test_two_municipalities_claiming_the_same_ca_is_reported_in_the_second(config_dir: Path) -> None:
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-c.yaml")
+
+    kommun_c = "municipalities/kommun-c.yaml"
+    assert_issues(load_issues(config_dir), [
+        Expected(kommun_c, ROOT_LINE, "certificate.trust_anchors[0]",
+                 "CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
+        Expected(kommun_c, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
+                 "CA CN=Kommun A Demo Person CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
+    ], config_dir)
+
+
+def _extra_intermediate(make: Callable[[Path], bytes]) -> Edit:
+    def edit(config_dir: Path) -> None:
+        (config_dir / "certs/extra-ca.pem").write_bytes(make(config_dir))
+        replace_once(config_dir / KOMMUN_A, "- certs/kommun-a/issuing-ca.pem",
+                     "- certs/kommun-a/issuing-ca.pem\n    - certs/extra-ca.pem")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(_extra_intermediate(lambda d: _pem(_stranger().subordinate("Stranger Person CA").certificate)),
+                     "CN=Stranger Person CA,C=SE: no configured CA (CN=Stranger Root CA,C=SE) signed this "
+                     "intermediate", id="issuer-not-configured"),
+        pytest.param(_extra_intermediate(lambda d: _pem(
+            _impostor(d, "certs/kommun-a/root-ca.pem").subordinate("Forged Person CA").certificate)),
+            "CN=Forged Person CA,C=SE: no configured CA (CN=Kommun A Demo Root CA,O=Kommun A,C=SE) signed this "
+            "intermediate", id="issuer-name-matches-but-signature-does-not"),
+    ],
+)
+def test_an_intermediate_must_be_signed_by_a_configured_ca(config_dir: Path, edit: Edit, fragment: str) -> None:
+    check(config_dir, edit, [Expected(KOMMUN_A, "- certs/extra-ca.pem", "certificate.intermediates[1]", fragment)])
+
+
+def _foreign_crl(config_dir: Path) -> None:
+    write_pem(config_dir / "certs/stranger.crl", _stranger().crl())
+    replace_once(config_dir / KOMMUN_A, "- certs/kommun-a/root-ca.crl",
+                 "- certs/kommun-a/root-ca.crl\n      - certs/stranger.crl")
+
+
+def _forged_crl(config_dir: Path) -> None:
+    write_pem(config_dir / "certs/kommun-a/issuing-ca.crl",
+              _impostor(config_dir, "certs/kommun-a/issuing-ca.pem").crl())
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "key", "fragment"),
+    [
+        pytest.param(_foreign_crl, "- certs/stranger.crl", "certificate.revocation.crl_files[2]",
+                     "CRL issuer CN=Stranger Root CA,C=SE is not a configured CA", id="crl-of-a-foreign-ca"),
+        pytest.param(_forged_crl, "- certs/kommun-a/issuing-ca.crl", "certificate.revocation.crl_files[0]",
+                     "the CRL's signature does not verify with its issuer's key", id="crl-with-a-bad-signature"),
+        pytest.param(replacing(KOMMUN_A, "    crl_files:\n      - certs/kommun-a/issuing-ca.crl\n"
+                                         "      - certs/kommun-a/root-ca.crl\n", ""),
+                     "revocation:", "certificate.revocation.crl_files", "mode crl_files needs at least one CRL file",
+                     id="mode-crl_files-without-the-key"),
+        pytest.param(replacing(KOMMUN_A, "    crl_files:\n      - certs/kommun-a/issuing-ca.crl\n"
+                                         "      - certs/kommun-a/root-ca.crl\n", "    crl_files: []\n"),
+                     "crl_files:", "certificate.revocation.crl_files", "mode crl_files needs at least one CRL file",
+                     id="mode-crl_files-with-an-empty-list"),
+        pytest.param(replacing(KOMMUN_A, "mode: crl_files", "mode: none"),
+                     "crl_files:", "certificate.revocation.crl_files",
+                     "CRL files are configured but mode is none; set mode: crl_files", id="mode-none-with-files"),
+    ],
+)
+def test_revocation_settings_are_checked_against_the_municipality_cas(
+    config_dir: Path, edit: Edit, line: str, key: str, fragment: str
+) -> None:
+    check(config_dir, edit, [Expected(KOMMUN_A, line, key, fragment)])
+
+
+# --- checks across files: service providers ------------------------------------------------------
+
+
+def _metadata(transform: Callable[[str], str]) -> Edit:
+    def edit(config_dir: Path) -> None:
+        path = config_dir / "metadata" / "demo-sp.xml"
+        path.write_text(transform(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+    return edit
+
+
+def _with_doctype(xml: str, internal_subset: str) -> str:
+    body = xml.split("?>", 1)[1] if xml.startswith("<?xml") else xml
+    return f'<?xml version="1.0" encoding="utf-8"?>\n<!DOCTYPE ns0:EntityDescriptor{internal_subset}>\n{body}'
+
+
+def _entity_in_entity_id(xml: str) -> str:
+    doc = _with_doctype(xml, f' [<!ENTITY sp "{SP_ENTITY_ID}">]')
+    return doc.replace(f'entityID="{SP_ENTITY_ID}"', 'entityID="&sp;"', 1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(_metadata(lambda xml: "this is not XML at all\n"), "metadata is not well-formed, safe XML",
+                     id="garbage"),
+        pytest.param(_metadata(lambda xml: xml[: len(xml) // 2]), "metadata is not well-formed, safe XML",
+                     id="truncated"),
+        # defusedxml refuses entity declarations; the operator must learn that the XML was refused as unsafe.
+        pytest.param(_metadata(_entity_in_entity_id), "safe XML", id="doctype-with-an-entity"),
+        # broker.saml.metadata promises "no DTDs, no entity expansion".
+        pytest.param(_metadata(lambda xml: _with_doctype(xml, "")), "safe XML", id="doctype-without-entities"),
+        pytest.param(_metadata(lambda xml: re.sub(r"<ns0:KeyDescriptor.*?</ns0:KeyDescriptor>", "", xml,
+                                                  flags=re.DOTALL)),
+                     "metadata says AuthnRequestsSigned but holds no signing key", id="signed-requests-without-key"),
+        pytest.param(_metadata(lambda xml: xml.replace("bindings:HTTP-POST", "bindings:HTTP-Artifact")),
+                     "the SP has no AssertionConsumerService with the HTTP-POST binding", id="no-http-post-acs"),
+        pytest.param(replacing(DEMO_SP, f"entity_id: {SP_ENTITY_ID}", "entity_id: https://sp.example.se/metadata"),
+                     f"metadata describes no entity 'https://sp.example.se/metadata' (found: {SP_ENTITY_ID})",
+                     id="metadata-of-another-entity"),
+    ],
+)
+def test_sp_metadata_must_parse_safely_and_describe_the_configured_entity(
+    config_dir: Path, edit: Edit, fragment: str
+) -> None:
+    check(config_dir, edit, [Expected(DEMO_SP, "metadata:", "metadata", fragment)])
+
+
+def test_two_service_providers_with_one_entity_id_is_reported_in_the_second(config_dir: Path) -> None:
+    check(config_dir, _copy(DEMO_SP, "service-providers/demo-sp2.yaml"),
+          [Expected("service-providers/demo-sp2.yaml", "entity_id:", "entity_id",
+                    "entity ID already used by service provider 'demo-sp'")])
+
+
+def test_a_service_provider_naming_an_unknown_municipality_is_reported_at_that_item(config_dir: Path) -> None:
+    check(config_dir,
+          replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b]", "municipalities:\n  - kommun-a\n  - kommun-x"),
+          [Expected(DEMO_SP, "- kommun-x", "municipalities[1]",
+                    "no municipality 'kommun-x' (expected a file municipalities/kommun-x.yaml)")])
+
+
+def test_the_broker_entity_id_used_by_a_service_provider_is_reported_at_its_line(config_dir: Path) -> None:
+    check(config_dir,
+          replacing(BROKER, "entity_id: https://localhost:8443/saml/idp/metadata", f"entity_id: {SP_ENTITY_ID}"),
+          [Expected(BROKER, f"entity_id: {SP_ENTITY_ID}", "idp.entity_id",
+                    "the broker's entity ID is also used by a service provider")])
+
+
+# --- cross-field rules of broker.yaml ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "key", "fragment"),
+    [
+        pytest.param(replacing(BROKER, "pseudonym_key: keys/audit-pseudonym.key", "pseudonym_key: keys/nameid.key"),
+                     "pseudonym_key:", "audit.pseudonym_key", "must differ from idp.nameid_key",
+                     id="pseudonym-key-is-the-nameid-key-file"),
+        pytest.param(_copy("keys/nameid.key", "keys/audit-pseudonym.key"),
+                     "pseudonym_key:", "audit.pseudonym_key", "must differ from idp.nameid_key",
+                     id="pseudonym-key-has-the-nameid-key-content"),
+        pytest.param(replacing(BROKER, "idle_timeout: 30m", "idle_timeout: 9h"),
+                     "idle_timeout:", "session.idle_timeout", "must not exceed absolute_timeout",
+                     id="idle-timeout-above-absolute-timeout"),
+        pytest.param(replacing(BROKER, "absolute_timeout: 8h", "absolute_timeout: 29m"),
+                     "idle_timeout:", "session.idle_timeout", "must not exceed absolute_timeout",
+                     id="absolute-timeout-below-idle-timeout"),
+        pytest.param(replacing(BROKER, "cookie_name: broker_session", "cookie_name: broker session"),
+                     "cookie_name:", "session.cookie_name", "letters, digits, '_' and '-' only",
+                     id="cookie-name-with-a-space"),
+        pytest.param(replacing(BROKER, "technical_contact: it-support@example.se", "technical_contact: IT support"),
+                     "technical_contact:", "idp.organization.technical_contact", "expected an e-mail address",
+                     id="technical-contact-not-an-address"),
+        pytest.param(replacing(BROKER, "# redis:\n#   url: redis://127.0.0.1:6379/0",
+                               "redis:\n  url: http://127.0.0.1:6379/0"),
+                     "url: http://127.0.0.1", "redis.url", "expected a redis://, rediss:// or unix:// URL",
+                     id="redis-url-scheme"),
+        pytest.param(replacing(BROKER, "header: X-SSL-Client-Cert", "header: X_SSL_Client_Cert"),
+                     "header:", "client_certificate.proxy.header", "expected an HTTP header name",
+                     id="proxy-header-name"),
+    ],
+)
+def test_cross_field_rules_of_broker_yaml(config_dir: Path, edit: Edit, line: str, key: str, fragment: str) -> None:
+    check(config_dir, edit, [Expected(BROKER, line, key, fragment)])
+
+
+def test_an_idle_timeout_equal_to_the_absolute_timeout_is_accepted(config_dir: Path) -> None:
+    replacing(BROKER, "idle_timeout: 30m", "idle_timeout: 8h")(config_dir)
+
+    session = load_settings(config_dir).broker.session
+
+    assert session.idle_timeout == session.absolute_timeout == Duration(8 * 3600)

@@ -1,0 +1,313 @@
+"""YAML with line numbers: what regional IT sees when a file is not even well-formed YAML.
+
+Every problem is a ConfigIssue naming the file, the line (1-based) and, where
+there is one, the key path. Duplicate keys, which PyYAML would silently
+collapse to the last one, are errors.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from broker.config.yamlsource import YamlSource, format_path, load_yaml
+from broker.errors import ConfigIssue
+from tests.unit.config.editing import (
+    BROKER,
+    KOMMUN_A,
+    Expected,
+    assert_issues,
+    load_issues,
+    replacing,
+    write_text,
+)
+
+FILE = "municipalities/kommun-x.yaml"
+
+
+def load(tmp_path: Path, text: str) -> tuple[YamlSource | None, list[ConfigIssue]]:
+    """Write ``text`` as ``FILE`` under ``tmp_path`` and load it."""
+    return load_yaml(write_text(tmp_path / FILE, text), FILE)
+
+
+# --- syntax errors ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        pytest.param("name: x\npolicies: [1.2.3, 1.2.4\nstatus: active\n", 3, "expected ',' or ']'",
+                     id="unclosed-flow-list"),
+        pytest.param("name: x\nsupport: {sv: a\nstatus: active\n", 3, "expected ',' or '}'",
+                     id="unclosed-flow-mapping"),
+        pytest.param("name:\n  sv: A\n en: B\n", 3, "expected <block end>", id="indentation-goes-back-half-way"),
+        pytest.param("name:\n\tsv: A\n", 2, "character '\\t'", id="tab-indentation"),
+        pytest.param("status: active\nlogin: certificate: x\n", 2, "mapping values are not allowed",
+                     id="second-colon-on-a-line"),
+        pytest.param("name: x\nsupport: *help\n", 2, "undefined alias 'help'", id="undefined-alias"),
+        pytest.param("status: active\n---\nlogin: certificate\n", 2, "another document", id="two-documents"),
+        pytest.param("certificate:\n  trust_anchors:\n    - a.pem\n  policies: x\n    - oid: 1.2.3\n", 5,
+                     "YAML syntax error", id="list-item-under-a-scalar"),
+        # The scanner only notices at the end of the file; the useful line is where the quote opened.
+        pytest.param('status: "active\nlogin: certificate\n', 1, "YAML syntax error", id="unclosed-quote"),
+    ],
+)
+def test_a_syntax_error_is_reported_with_its_line(tmp_path: Path, text: str, line: int, fragment: str) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert_issues(issues, [Expected(FILE, line, "", fragment)], tmp_path)
+    assert issues[0].message.startswith("YAML syntax error: ")
+
+
+def test_a_syntax_error_in_a_configured_file_names_that_file(config_dir: Path) -> None:
+    replacing(KOMMUN_A, "status: active", "status: [active")(config_dir)
+
+    assert_issues(load_issues(config_dir),
+                  [Expected(KOMMUN_A, "login: certificate", "", "YAML syntax error")], config_dir)
+
+
+# --- keys -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("status: active\nlogin: certificate\nstatus: suspended\n",
+                     [(3, "status")], id="top-level"),
+        pytest.param("certificate:\n  identity:\n    type: hsa_id\n    source: san_upn\n    type: opaque\n",
+                     [(5, "certificate.identity.type")], id="nested"),
+        pytest.param("policies:\n  - oid: 1.2.3\n    loa: loa3\n    oid: 1.2.4\n",
+                     [(4, "policies[0].oid")], id="inside-a-list-item"),
+        pytest.param("login: a\nlogin: b\nstatus: x\nlogin: c\n",
+                     [(2, "login"), (4, "login")], id="every-repetition"),
+        pytest.param("name: {sv: A, en: B, sv: C}\n", [(1, "name.sv")], id="flow-mapping"),
+    ],
+)
+def test_a_duplicate_key_is_an_error_at_its_second_occurrence(
+    tmp_path: Path, text: str, expected: list[tuple[int, str]]
+) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert_issues(issues, [Expected(FILE, line, key, "duplicate key")
+                           for line, key in expected], tmp_path)
+
+
+def test_a_duplicate_key_in_a_municipality_file_is_reported_there_and_nowhere_else(config_dir: Path) -> None:
+    # demo-sp names kommun-a; the loader does not add "no municipality 'kommun-a'" on top.
+    replacing(KOMMUN_A, "status: active", "status: active\nstatus: suspended")(config_dir)
+
+    assert_issues(load_issues(config_dir),
+                  [Expected(KOMMUN_A, "status: suspended", "status", "duplicate key")], config_dir)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragment"),
+    [
+        pytest.param("status: active\n2: x\n", 2, "", "key 2 must be a string", id="integer-at-top-level"),
+        pytest.param("name:\n  sv: A\n  true: B\n", 3, "name", "key True must be a string",
+                     id="yaml-boolean-nested"),
+        pytest.param("name:\n  sv: A\n  ~: B\n", 3, "name", "key None must be a string", id="null"),
+        pytest.param("certificate:\n  policies:\n    - 1.5: x\n", 3, "certificate.policies[0]",
+                     "key 1.5 must be a string", id="float-inside-a-list-item"),
+        pytest.param("? [sv, en]\n: x\n", 1, "", "key ['sv', 'en'] must be a string", id="complex-key"),
+    ],
+)
+def test_a_key_that_is_not_a_string_is_an_error(
+    tmp_path: Path, text: str, line: int, key: str, fragment: str
+) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert_issues(issues, [Expected(FILE, line, key, fragment)], tmp_path)
+
+
+def test_a_non_string_key_in_broker_yaml_stops_that_file(config_dir: Path) -> None:
+    replacing(BROKER, "session:\n", "session:\n  1800: idle\n")(config_dir)
+
+    assert_issues(load_issues(config_dir), [Expected(BROKER, "1800: idle", "session", "must be a string")],
+                  config_dir)
+
+
+# --- empty, missing and unreadable files ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("# nothing here yet\n\n", id="only-comments"),
+    ],
+)
+def test_an_empty_file_is_an_empty_mapping(tmp_path: Path, text: str) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert issues == []
+    assert source is not None
+    assert source.data == {}
+    assert source.line(("anything",)) == 1
+
+
+def test_an_empty_municipality_file_lists_every_missing_required_key(config_dir: Path) -> None:
+    (config_dir / KOMMUN_A).write_text("# to be filled in\n", encoding="utf-8")
+
+    assert_issues(load_issues(config_dir), [
+        Expected(KOMMUN_A, 1, "", f"missing required key {name!r}")
+        for name in ("name", "organization_number", "status", "login", "certificate")
+    ], config_dir)
+
+
+def test_an_empty_broker_yaml_lists_its_missing_required_keys(config_dir: Path) -> None:
+    (config_dir / BROKER).write_text("", encoding="utf-8")
+
+    assert_issues(load_issues(config_dir), [
+        Expected(BROKER, 1, "", "missing required key 'idp'"),
+        Expected(BROKER, 1, "", "missing required key 'audit'"),
+    ], config_dir)
+
+
+def test_a_missing_file_is_reported_without_a_line(tmp_path: Path) -> None:
+    source, issues = load_yaml(tmp_path / "broker.yaml", "broker.yaml")
+
+    assert source is None
+    assert_issues(issues, [Expected("broker.yaml", None, "", "file not found")], tmp_path)
+
+
+def test_a_file_that_is_not_utf8_is_reported_without_a_line(tmp_path: Path) -> None:
+    (tmp_path / "municipalities").mkdir()
+    (tmp_path / FILE).write_bytes("name:\n  sv: V\xe4xj\xf6\n".encode("latin-1"))
+
+    source, issues = load_yaml(tmp_path / FILE, FILE)
+
+    assert source is None
+    assert_issues(issues, [Expected(FILE, None, "", "cannot read file")], tmp_path)
+
+
+# --- explicit tags -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param("status: active\nmax_chain_depth: !!int four\n", "YAML", id="int-tag-on-a-word"),
+        pytest.param("status: active\nmax_chain_depth: !!float four\n", "YAML", id="float-tag-on-a-word"),
+        pytest.param("status: active\nmax_chain_depth: !!timestamp soon\n", "YAML", id="timestamp-tag-on-a-word"),
+        pytest.param("status: active\nmax_chain_depth: !!binary zz\n", "base64", id="binary-tag-bad-base64"),
+        pytest.param("status: active\nmax_chain_depth: !include depth.yaml\n", "tag '!include'",
+                     id="unknown-local-tag"),
+        pytest.param("status: active\nmax_chain_depth: !!python/object:os.system x\n", "python/object",
+                     id="python-object-tag"),
+    ],
+)
+def test_a_value_its_tag_cannot_construct_is_an_issue_with_its_line_and_key(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert_issues(issues, [Expected(FILE, 2, "max_chain_depth", fragment)], tmp_path)
+
+
+# --- where every key is ------------------------------------------------------------
+
+
+def test_every_key_path_and_list_item_has_its_line(tmp_path: Path) -> None:
+    source, issues = load(tmp_path, """\
+        # comment
+        name:
+          sv: Kommun X
+          en: Municipality X
+        certificate:
+          trust_anchors:
+            - certs/root.pem
+            - certs/other-root.pem
+          policies:
+            - oid: 1.2.3
+              loa: loa3
+        """)
+
+    assert issues == []
+    assert source is not None
+    assert source.lines == {
+        (): 2,
+        ("name",): 2, ("name", "sv"): 3, ("name", "en"): 4,
+        ("certificate",): 5,
+        ("certificate", "trust_anchors"): 6,
+        ("certificate", "trust_anchors", 0): 7,
+        ("certificate", "trust_anchors", 1): 8,
+        ("certificate", "policies"): 9,
+        ("certificate", "policies", 0): 10,
+        ("certificate", "policies", 0, "oid"): 10,
+        ("certificate", "policies", 0, "loa"): 11,
+    }
+
+
+def test_an_issue_at_a_key_that_is_absent_points_at_its_nearest_ancestor(tmp_path: Path) -> None:
+    source, _ = load(tmp_path, "name: x\ncertificate:\n  revocation:\n    mode: crl_files\n")
+    assert source is not None
+
+    issue = source.issue(("certificate", "revocation", "crl_files"), "needs a CRL")
+
+    assert (issue.file, issue.line, issue.key) == (FILE, 3, "certificate.revocation.crl_files")
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        pytest.param((), "", id="root"),
+        pytest.param(("status",), "status", id="one-key"),
+        pytest.param(("certificate", "policies", 0, "loa"), "certificate.policies[0].loa", id="list-index"),
+        pytest.param(("municipalities", 1), "municipalities[1]", id="index-last"),
+        pytest.param((0, "oid"), "[0].oid", id="index-first"),
+    ],
+)
+def test_key_paths_are_written_as_in_the_documentation(path: tuple[str | int, ...], text: str) -> None:
+    assert format_path(path) == text
+
+
+# --- merge keys -------------------------------------------------------------------
+
+
+def test_merge_keys_are_resolved(tmp_path: Path) -> None:
+    source, issues = load(tmp_path, """\
+        name: &name
+          sv: Kommun X
+          en: Municipality X
+        support:
+          <<: *name
+        """)
+
+    assert issues == []
+    assert source is not None
+    assert source.data["support"] == {"sv": "Kommun X", "en": "Municipality X"}
+
+
+def test_a_key_next_to_a_merge_key_overrides_the_merged_value(tmp_path: Path) -> None:
+    # YAML merge keys (yaml.org/type/merge.html): keys of the current mapping override merged ones.
+    # That is the point of a merge, not a duplicate key.
+    source, issues = load(tmp_path, """\
+        name: &name
+          sv: Kommun X
+          en: Municipality X
+        support:
+          <<: *name
+          en: The service desk of Municipality X
+        """)
+
+    assert issues == []
+    assert source is not None
+    assert source.data["support"] == {"sv": "Kommun X", "en": "The service desk of Municipality X"}
+
+
+def test_a_copied_municipality_with_a_syntax_error_does_not_hide_the_others(config_dir: Path) -> None:
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities/kommun-c.yaml")
+    replacing("municipalities/kommun-c.yaml", "status: active", "status: [active")(config_dir)
+    replacing(BROKER, "cookie_name: broker_session", "cookie_name: broker_session\n  cookie_name: x")(config_dir)
+
+    assert_issues(load_issues(config_dir), [
+        Expected(BROKER, "cookie_name: x", "session.cookie_name", "duplicate key"),
+        Expected("municipalities/kommun-c.yaml", "login: certificate", "", "YAML syntax error"),
+    ], config_dir)
