@@ -335,27 +335,30 @@ class LoginFlow:
         target = exc.reply_to if isinstance(exc, SamlRejected) else None
         if target is None and info is not None:
             target = info.reply_target()
-        status = exc.row.saml_status
-        if info is not None and info.is_passive and target is not None:
-            # Core §3.4.1: IsPassive forbids showing the user anything; the SP learns why from the status
-            status = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+        if info is not None and info.is_passive and target is not None and not isinstance(exc, SamlRejected):
+            # SAML Core §3.4.1: IsPassive forbids showing the user anything; the SP learns why from NoPassive
+            exc = SamlRejected("passive_login_impossible", f"{exc.reason}: {exc.detail}", reply_to=target)
         sp_name = sp.config.name if sp else None
-        back = None
-        if target is not None and status is not None:
-            back = self._error_response(target, status, exc, ctx, sp_name)
-        if back is not None and (isinstance(exc, SamlRejected) or (info is not None and info.is_passive)):
-            return back
+        status = exc.row.saml_status
+        if isinstance(exc, SamlRejected) and target is not None and status is not None:
+            return self._error_response(target, status, exc, ctx, sp_name, delivered=True)
+        # For a problem the user can act on: the page, plus a signed error Response the user may take back
+        back = self._error_response(target, status, exc, ctx, sp_name, delivered=False) \
+            if target is not None and status is not None else None
         retry_id = None
         if retry and info is not None and isinstance(exc, CertificateRejected):
             retry_id = self._sessions.put_pending(self._pending(info, ctx.correlation_id))
         return LoginFailed(exc, ctx.correlation_id, sp_name, municipality, retry_id, back)
 
     def _error_response(self, target: ReplyTarget, status: str, exc: BrokerError, ctx: ClientContext,
-                        sp_name: LocalizedText | None) -> PostToSp:
+                        sp_name: LocalizedText | None, *, delivered: bool) -> PostToSp:
+        """A signed error Response; audited when it is sent (not when only offered on the page)."""
         xml = self._responses.error(target, status, exc.reason)
-        self._audit.record(AuditEvent(
-            "error_response_issued", "failure", ctx.correlation_id, reason=exc.reason, sp=target.sp_entity_id,
-            client_address=ctx.client_address, data=MappingProxyType({"status": status})))
+        if delivered:
+            self._audit.record(AuditEvent(
+                "error_response_issued", "failure", ctx.correlation_id, reason=exc.reason,
+                sp=target.sp_entity_id, client_address=ctx.client_address,
+                data=MappingProxyType({"status": status})))
         return PostToSp(target.acs_url, self._fields(xml, target.relay_state), ctx.correlation_id, sp_name)
 
     @staticmethod

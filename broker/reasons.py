@@ -168,7 +168,7 @@ _ROWS: tuple[Reason, ...] = (
            "Check the clocks of the SP and the broker (clock_skew in broker.yaml)."),
     Reason("saml_version_unsupported", "saml", 400,
            "The message is not SAML 2.0.",
-           "Only SAML 2.0 is supported.", REQUEST_UNSUPPORTED),
+           "Only SAML 2.0 is supported."),
     Reason("acs_url_not_registered", "saml", 400,
            "The AssertionConsumerServiceURL/Index is not in the SP's metadata (SAML Profiles §4.1.4.1).",
            "Update the SP's metadata file with its current ACS endpoints."),

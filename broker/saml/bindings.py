@@ -134,11 +134,14 @@ def decode(message: InboundMessage, max_bytes: int) -> bytes:
         return raw
     inflater = zlib.decompressobj(-15)
     try:
-        xml = inflater.decompress(raw, max_bytes)
+        # one byte more than allowed: output beyond it proves the message too large
+        xml = inflater.decompress(raw, max_bytes + 1)
     except zlib.error:
         raise SamlRejected("saml_request_malformed", "the message is not valid DEFLATE data") from None
-    if inflater.unconsumed_tail:
+    if len(xml) > max_bytes or inflater.unconsumed_tail:
         raise SamlRejected("saml_request_too_large", f"inflated message larger than {max_bytes} bytes")
+    if not inflater.eof:
+        raise SamlRejected("saml_request_malformed", "the DEFLATE data is truncated")
     return xml
 
 

@@ -83,7 +83,8 @@ def with_attributes(xml: str | bytes, **attributes: str | None) -> bytes:
     def change(root: etree._Element) -> None:
         for name, value in attributes.items():
             if value is None:
-                root.attrib.pop(name, None)
+                if name in root.attrib:
+                    del root.attrib[name]
             else:
                 root.set(name, value)
 
@@ -271,7 +272,9 @@ def signature_algorithms(element: etree._Element) -> dict[str, str | None]:
 
 def all_algorithms(element: etree._Element) -> list[str]:
     """Every Algorithm attribute inside the signatures in ``element``."""
-    return [str(a) for a in element.xpath(".//ds:Signature//@Algorithm", namespaces=NS)]
+    found = element.xpath(".//ds:Signature//@Algorithm", namespaces=NS)
+    assert isinstance(found, list)
+    return [str(a) for a in found]
 
 
 @dataclass(frozen=True)
@@ -285,10 +288,9 @@ class RedirectedMessage:
     signed_octets: bytes
 
 
-def redirected_message(response: TestResponse, parameter: str = "SAMLResponse") -> RedirectedMessage:
-    assert response.status_code in (302, 303), (response.status_code, response.headers.get("X-Broker-Reason"))
-    location = response.headers["Location"]
-    parts = urlsplit(location)
+def redirect_message(url: str, parameter: str = "SAMLResponse") -> RedirectedMessage:
+    """Decode the SAML message carried by an HTTP-Redirect URL."""
+    parts = urlsplit(url)
     values = {k: v[0] for k, v in parse_qs(parts.query, strict_parsing=True).items()}
     xml = zlib.decompress(base64.b64decode(values[parameter]), -15)
     raw = dict(p.split("=", 1) for p in parts.query.split("&"))
@@ -296,6 +298,11 @@ def redirected_message(response: TestResponse, parameter: str = "SAMLResponse") 
     return RedirectedMessage(f"{parts.scheme}://{parts.netloc}{parts.path}", values, xml, etree.fromstring(xml),
                              octets)
 
+
+def redirected_message(response: TestResponse, parameter: str = "SAMLResponse") -> RedirectedMessage:
+    """The message of a 303 that sends the browser to the SP by HTTP-Redirect."""
+    assert response.status_code == 303, (response.status_code, response.headers.get("X-Broker-Reason"))
+    return redirect_message(response.headers["Location"], parameter)
 
 
 def assert_refused(response: TestResponse, code: str) -> None:

@@ -1,0 +1,182 @@
+"""Single logout initiated by the SP (SAML Core §3.7, Profiles §4.4): the LogoutRequest comes from the real
+pysaml2 SP (or is crafted from its parts), the LogoutResponse goes back to the SP's SingleLogoutService
+(HTTP-Redirect in its metadata) and is checked by the test and by pysaml2."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from saml2 import BINDING_HTTP_REDIRECT
+from saml2.saml import NameID
+from werkzeug.test import TestResponse
+
+from broker.demo.sp import DemoSp
+from tests.factories.authnrequests import (
+    DIGEST_SHA256,
+    NS,
+    RSA_SHA256,
+    SLO_URL,
+    SP_SLO_URL,
+    AuthnRequests,
+    RedirectedMessage,
+    assert_refused,
+    login,
+    post_fields,
+    posted_response,
+    redirect_message,
+    redirect_url,
+    redirected_message,
+    replace_parameter,
+    sp_accepts,
+    status_codes,
+)
+from tests.factories.saml import BASE_URL, Browser
+from tests.flows.conftest import audit_lines
+
+IDP_ENTITY_ID = BASE_URL + "/saml/idp/metadata"
+SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+COOKIE = "broker_session"
+
+
+@pytest.fixture
+def craft(sp: DemoSp, demo_material) -> AuthnRequests:  # type: ignore[no-untyped-def]
+    return AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+
+
+@pytest.fixture
+def logged_in(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> NameID:
+    """Anna has logged in at the SP (pysaml2 remembers her NameID and SessionIndex); returns the NameID."""
+    crafted, posted = login(browser, craft)
+    return sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id).name_id
+
+
+def pysaml2_logout_url(sp: DemoSp, name_id: NameID) -> str:
+    """The SP's own signed HTTP-Redirect LogoutRequest to the broker."""
+    (binding, info), = sp.client.global_logout(name_id, sign=True, sign_alg=RSA_SHA256,
+                                               digest_alg=DIGEST_SHA256).values()
+    assert binding == BINDING_HTTP_REDIRECT
+    return str(dict(info["headers"])["Location"])
+
+
+def logout_request_xml(sp: DemoSp, name_id: NameID, *, sign: bool = False, destination: str = SLO_URL,
+                       session_indexes: list[str] | None = None) -> bytes:
+    _, request = sp.client.create_logout_request(destination, IDP_ENTITY_ID, name_id=name_id, sign=sign,
+                                                 sign_alg=RSA_SHA256 if sign else None,
+                                                 digest_alg=DIGEST_SHA256 if sign else None,
+                                                 session_indexes=session_indexes)
+    return str(request).encode()
+
+
+def assert_query_signed_by_broker(message: RedirectedMessage, config_dir: Path) -> None:
+    """Bindings §3.4.4.1: the broker's RSA-SHA256 signature over SAMLResponse=..&RelayState=..&SigAlg=.."""
+    assert message.parameters["SigAlg"] == RSA_SHA256
+    cert = x509.load_pem_x509_certificate((config_dir / "keys" / "idp-signing.crt").read_bytes())
+    key = cert.public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(base64.b64decode(message.parameters["Signature"]), message.signed_octets, padding.PKCS1v15(),
+               hashes.SHA256())
+
+
+def session_alive(browser: Browser, craft: AuthnRequests) -> TestResponse:
+    """An AuthnRequest from this browser without a certificate: answered only from a live session."""
+    saved, browser.certificate_pem = browser.certificate_pem, None
+    try:
+        return browser.get(craft.redirect(craft.build()))
+    finally:
+        browser.certificate_pem = saved
+
+
+def test_signed_logout_request_ends_the_session_and_gets_success(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                                 logged_in: NameID, config_dir: Path) -> None:
+    url = pysaml2_logout_url(sp, logged_in)
+    request = redirect_message(url, "SAMLRequest")
+    assert request.root.find("samlp:SessionIndex", NS) is not None  # pysaml2 names the session it knows
+
+    response = browser.get(url)
+    message = redirected_message(response)
+    assert message.url == SP_SLO_URL
+    assert message.root.tag == "{urn:oasis:names:tc:SAML:2.0:protocol}LogoutResponse"
+    assert status_codes(message.root) == (SUCCESS, None)
+    assert (message.root.get("InResponseTo"), message.root.get("Destination")) == (request.root.get("ID"), SP_SLO_URL)
+    assert message.parameters["RelayState"] == request.parameters["RelayState"]
+    assert message.root.find("saml:Issuer", NS).text == IDP_ENTITY_ID  # type: ignore[union-attr]
+    assert_query_signed_by_broker(message, config_dir)
+    parsed = sp.client.parse_logout_request_response(message.parameters["SAMLResponse"], BINDING_HTTP_REDIRECT)
+    assert parsed is not None
+    assert parsed.response.status.status_code.value == SUCCESS
+
+    cleared = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(COOKIE + "=")]
+    assert len(cleared) == 1
+    assert "Expires=Thu, 01 Jan 1970" in cleared[0]
+    assert_refused(session_alive(browser, craft), "certificate_missing")
+    logouts = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+    assert [(e["outcome"], e["data"]["session_ended"]) for e in logouts] == [("success", True)]  # type: ignore[index]
+
+
+def test_signed_post_logout_request_ends_the_session(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                     logged_in: NameID) -> None:
+    xml = logout_request_xml(sp, logged_in, sign=True)
+    message = redirected_message(browser.post(SLO_URL, post_fields(xml)))
+    assert status_codes(message.root) == (SUCCESS, None)
+    assert_refused(session_alive(browser, craft), "certificate_missing")
+
+
+def test_unsigned_redirect_logout_request_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                    logged_in: NameID) -> None:
+    url = redirect_url(logout_request_xml(sp, logged_in), endpoint=SLO_URL)
+    assert_refused(browser.get(url), "logout_request_invalid")
+    posted_response(session_alive(browser, craft))  # the session goes on
+
+
+def test_unsigned_post_logout_request_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                logged_in: NameID) -> None:
+    assert_refused(browser.post(SLO_URL, post_fields(logout_request_xml(sp, logged_in))), "logout_request_invalid")
+    posted_response(session_alive(browser, craft))
+
+
+def test_logout_request_signed_with_another_key_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                           logged_in: NameID) -> None:
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # not in the SP's metadata
+    url = redirect_url(logout_request_xml(sp, logged_in), key=stranger, endpoint=SLO_URL)
+    assert_refused(browser.get(url), "saml_signature_invalid")
+    posted_response(session_alive(browser, craft))
+
+
+def test_logout_request_for_another_endpoint_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                        logged_in: NameID) -> None:
+    xml = logout_request_xml(sp, logged_in, destination=BASE_URL + "/saml/idp/sso")
+    url = redirect_url(xml, key=craft.key, endpoint=SLO_URL)
+    assert_refused(browser.get(url), "saml_destination_mismatch")
+    posted_response(session_alive(browser, craft))
+
+
+@pytest.mark.parametrize("change", ["name_id", "session_index"])
+def test_logout_request_for_someone_else_gets_unknown_principal(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                                logged_in: NameID, config_dir: Path,
+                                                                change: str) -> None:
+    name_id = logged_in
+    indexes = None
+    if change == "name_id":
+        name_id = NameID(text="not-annas-nameid", format=logged_in.format)
+    else:
+        indexes = ["_not-this-session"]
+    url = redirect_url(logout_request_xml(sp, name_id, session_indexes=indexes), key=craft.key, endpoint=SLO_URL,
+                       relay_state="lo")
+    message = redirected_message(browser.get(url))
+    assert status_codes(message.root) == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
+                                          "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal")
+    assert message.parameters["RelayState"] == "lo"
+    assert_query_signed_by_broker(message, config_dir)
+    posted_response(session_alive(browser, craft))  # nobody else's logout ends Anna's session
+
+
+def test_logout_request_with_tampered_query_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                       logged_in: NameID) -> None:
+    url = replace_parameter(pysaml2_logout_url(sp, logged_in), "RelayState", "changed")
+    assert_refused(browser.get(url), "saml_signature_invalid")
+    posted_response(session_alive(browser, craft))

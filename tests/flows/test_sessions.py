@@ -1,0 +1,228 @@
+"""SSO sessions across AuthnRequests (DESIGN flow 4; SAML Core §3.4.1 ForceAuthn and IsPassive) and the
+one-time pending login behind an error page's "try again"."""
+
+from __future__ import annotations
+
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from saml2.response import AuthnResponse, StatusNoAuthnContext
+from werkzeug.test import TestResponse
+
+from broker.demo.sp import DemoSp
+from tests.factories.authnrequests import (
+    NS,
+    AuthnRequests,
+    PostedResponse,
+    assert_refused,
+    error_page,
+    login,
+    open_browser,
+    posted_response,
+    sp_accepts,
+)
+from tests.factories.saml import Browser
+from tests.flows.conftest import audit_lines
+
+COOKIE = "broker_session"  # session.cookie_name in config/example/broker.yaml
+PNR_ATTRIBUTE = "urn:oid:1.2.752.29.4.13"
+HSA_ID_ATTRIBUTE = "urn:oid:1.2.752.29.6.2.1"
+
+
+@pytest.fixture
+def craft(sp: DemoSp, demo_material) -> AuthnRequests:  # type: ignore[no-untyped-def]
+    return AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+
+
+def session_cookie(response: TestResponse) -> str | None:
+    """The raw Set-Cookie header that sets the session cookie, if the response sets one."""
+    found = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(COOKIE + "=")]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def cookie_value(header: str) -> str:
+    cookie: SimpleCookie = SimpleCookie()
+    cookie.load(header)
+    return cookie[COOKIE].value
+
+
+def released(result: AuthnResponse) -> dict[str, list[str]]:
+    """Attribute Name -> values, as pysaml2 read them."""
+    return {a.name: [v.text for v in a.attribute_value]
+            for statement in result.assertion.attribute_statement for a in statement.attribute}
+
+
+def session_index(posted: PostedResponse) -> str | None:
+    statement = posted.root.find("saml:Assertion/saml:AuthnStatement", NS)
+    assert statement is not None
+    return statement.get("SessionIndex")
+
+
+def events_of(config_dir: Path, correlation_id: str) -> list[str]:
+    return [str(e["event"]) for e in audit_lines(config_dir) if e["correlation_id"] == correlation_id]
+
+
+def correlation_of(config_dir: Path, request_id: str) -> str:
+    started = [e for e in audit_lines(config_dir)
+               if e["event"] == "login_started" and e["data"]["request_id"] == request_id]  # type: ignore[index]
+    assert len(started) == 1
+    return str(started[0]["correlation_id"])
+
+
+def sso(browser: Browser, craft: AuthnRequests, **fields: Any) -> tuple[TestResponse, str]:
+    crafted = craft.build(**fields)
+    return browser.get(craft.redirect(crafted)), crafted.request_id
+
+
+# --- the session cookie ----------------------------------------------------------------------
+
+
+def test_session_cookie_is_secure_httponly_samesite_none(browser: Browser, craft: AuthnRequests) -> None:
+    response, _ = sso(browser, craft)
+    header = session_cookie(response)
+    assert header is not None
+    attributes = {part.strip().split("=", 1)[0].lower(): part.strip() for part in header.split(";")[1:]}
+    assert "secure" in attributes
+    assert "httponly" in attributes
+    assert attributes["samesite"] == "SameSite=None"
+    assert attributes["path"] == "Path=/"
+    assert len(cookie_value(header)) >= 43  # 256 random bits, URL-safe base64
+
+
+# --- single sign-on --------------------------------------------------------------------------
+
+
+def test_second_request_is_answered_from_the_session_without_a_certificate(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, config_dir: Path) -> None:
+    _, first = login(browser, craft)
+    browser.certificate_pem = None
+    response, request_id = sso(browser, craft)
+    posted = posted_response(response)
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], request_id)
+    assert released(result)[HSA_ID_ATTRIBUTE] == ["SE2120001009-anna"]
+    assert session_index(posted) == session_index(first)
+    assert session_cookie(response) is None  # the same session goes on
+    second = correlation_of(config_dir, request_id)
+    assert events_of(config_dir, second) == ["login_started", "session_reused", "assertion_issued"]
+    issued = [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"]
+    assert [e["data"]["session"] for e in issued] == ["new", "reused"]  # type: ignore[index]
+
+
+def test_passive_request_is_answered_from_the_session(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    login(browser, craft)
+    browser.certificate_pem = None
+    response, request_id = sso(browser, craft, is_passive="true")
+    posted = posted_response(response)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Success", None)
+    sp_accepts(sp, posted.fields["SAMLResponse"], request_id)
+
+
+def test_session_too_weak_for_the_requested_context_gets_no_authn_context(browser: Browser, sp: DemoSp,
+                                                                          craft: AuthnRequests) -> None:
+    login(browser, craft)  # a loa3 session
+    browser.certificate_pem = None
+    response, request_id = sso(browser, craft, requested_authn_context={
+        "authn_context_class_ref": ["http://id.elegnamnden.se/loa/1.0/loa4"], "comparison": "exact"})
+    posted = posted_response(response)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
+                             "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext")
+    with pytest.raises(StatusNoAuthnContext):
+        sp_accepts(sp, posted.fields["SAMLResponse"], request_id)
+    posted_response(sso(browser, craft)[0])  # the session itself goes on
+
+
+def test_force_authn_without_a_certificate_is_refused(browser: Browser, craft: AuthnRequests,
+                                                      config_dir: Path) -> None:
+    login(browser, craft)
+    browser.certificate_pem = None
+    response, request_id = sso(browser, craft, force_authn="true")
+    assert_refused(response, "certificate_missing")
+    assert "session_reused" not in events_of(config_dir, correlation_of(config_dir, request_id))
+
+
+def test_force_authn_with_the_certificate_starts_a_new_session(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                               config_dir: Path) -> None:
+    first_response, _ = sso(browser, craft)
+    first_cookie = session_cookie(first_response)
+    assert first_cookie is not None
+    first = posted_response(first_response)
+
+    response, request_id = sso(browser, craft, force_authn="true")
+    posted = posted_response(response)
+    sp_accepts(sp, posted.fields["SAMLResponse"], request_id)
+    new_cookie = session_cookie(response)
+    assert new_cookie is not None
+    assert cookie_value(new_cookie) != cookie_value(first_cookie)
+    assert session_index(posted) != session_index(first)
+    assert events_of(config_dir, correlation_of(config_dir, request_id)) == [
+        "login_started", "certificate_presented", "certificate_accepted", "assertion_issued"]
+
+
+def test_the_session_replaced_by_force_authn_is_ended(browser: Browser, craft: AuthnRequests, app: Flask) -> None:
+    first_response, _ = sso(browser, craft)
+    old = cookie_value(session_cookie(first_response) or "")
+    second_response, _ = sso(browser, craft, force_authn="true")
+    new = cookie_value(session_cookie(second_response) or "")
+
+    def without_certificate(cookie: str) -> TestResponse:
+        other = open_browser(app, None)
+        other.client.set_cookie(COOKIE, cookie, domain="localhost")
+        return sso(other, craft)[0]
+
+    assert_refused(without_certificate(old), "certificate_missing")
+    posted_response(without_certificate(new))  # the replacement session does carry SSO
+
+
+def test_another_certificate_than_the_sessions_starts_a_new_login(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                                  users: Path, config_dir: Path) -> None:
+    _, first = login(browser, craft)
+    browser.certificate_pem = (users / "bo.pem").read_text()
+    response, request_id = sso(browser, craft)
+    posted = posted_response(response)
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], request_id)
+    assert released(result)[PNR_ATTRIBUTE] == ["191212121212"]
+    assert HSA_ID_ATTRIBUTE not in released(result)
+    assert session_index(posted) != session_index(first)
+    assert session_cookie(response) is not None
+    assert events_of(config_dir, correlation_of(config_dir, request_id)) == [
+        "login_started", "certificate_presented", "certificate_accepted", "assertion_issued"]
+
+
+def test_a_refused_certificate_does_not_fall_back_to_the_session(browser: Browser, craft: AuthnRequests,
+                                                                 users: Path) -> None:
+    login(browser, craft)
+    browser.certificate_pem = (users / "cecilia.pem").read_text()  # revoked
+    response, _ = sso(browser, craft)
+    assert_refused(response, "revoked")
+
+
+# --- pending logins are used once ------------------------------------------------------------
+
+
+def test_try_again_link_works_once(browser: Browser, sp: DemoSp, craft: AuthnRequests, users: Path,
+                                   config_dir: Path) -> None:
+    browser.certificate_pem = None
+    response, request_id = sso(browser, craft)
+    assert_refused(response, "certificate_missing")
+    refid, retry = error_page(response)
+    assert retry is not None
+    assert retry.startswith("/saml/idp/login/")
+
+    browser.certificate_pem = (users / "anna.pem").read_text()
+    again = posted_response(browser.get(retry))
+    sp_accepts(sp, again.fields["SAMLResponse"], request_id)  # answers the original AuthnRequest
+
+    used = browser.get(retry)
+    assert_refused(used, "login_unknown")
+    assert error_page(used)[1] is None  # nothing left to retry
+    # the retried login continues under the reference the user was shown
+    assert events_of(config_dir, refid or "") == [
+        "login_started", "login_refused", "certificate_presented", "certificate_accepted", "assertion_issued"]
+
+
+def test_unknown_login_id_is_login_unknown(browser: Browser) -> None:
+    assert_refused(browser.get("/saml/idp/login/not-a-pending-login"), "login_unknown")

@@ -1,0 +1,543 @@
+"""Vetting AuthnRequests at the SSO endpoint (SAML Core §3.4, Bindings §3.4 / §3.5, Profiles §4.1.4.1).
+
+Each case sends one request through the Flask app, crafted from the real pysaml2 SP's AuthnRequest
+and encoded by the test itself. A refusal is either an error page (the reason code in
+X-Broker-Reason and the HTTP status of broker.reasons) or, once the SP and its ACS are trusted, a
+signed SAML error Response to the registered ACS with the exact second-level status code.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import zlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+from saml2 import BINDING_HTTP_ARTIFACT
+from saml2.response import (
+    StatusInvalidNameidPolicy,
+    StatusNoAuthnContext,
+    StatusNoPassive,
+    StatusUnsupportedBinding,
+)
+from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID, Subject
+from werkzeug.test import TestResponse
+
+from broker.config.loader import Settings, load_settings
+from broker.demo.sp import DemoSp
+from tests.factories.authnrequests import (
+    ACS_URL,
+    DIGEST_SHA1,
+    DIGEST_SHA256,
+    NS,
+    RSA_SHA1,
+    RSA_SHA256,
+    SSO_URL,
+    AuthnRequests,
+    Crafted,
+    PostedResponse,
+    assert_refused,
+    deflate,
+    error_page,
+    post_fields,
+    posted_response,
+    redirect_url,
+    replace_parameter,
+    signature_algorithms,
+    sp_accepts,
+    sp_verifies_response_signature,
+    with_attributes,
+    with_issuer,
+)
+from tests.factories.saml import Browser
+from tests.flows.conftest import audit_lines
+
+LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
+LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
+LOA4 = "http://id.elegnamnden.se/loa/1.0/loa4"
+MAX_MESSAGE_BYTES = 65536  # idp.max_message_bytes in config/example/broker.yaml
+
+
+@pytest.fixture
+def craft(sp: DemoSp, demo_material) -> AuthnRequests:  # type: ignore[no-untyped-def]
+    return AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+
+
+@pytest.fixture(scope="module")
+def stranger_key() -> rsa.RSAPrivateKey:
+    """A key that is not in the SP's metadata."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def instant(delta: dt.timedelta = dt.timedelta(0)) -> str:
+    return (dt.datetime.now(dt.UTC) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def send(browser: Browser, binding: str, craft: AuthnRequests, crafted: Crafted | bytes,
+         relay_state: str | None = "/") -> TestResponse:
+    """Send ``crafted`` signed the way its binding signs: query signature, or as built (enveloped)."""
+    xml = crafted.xml if isinstance(crafted, Crafted) else crafted
+    if binding == "redirect":
+        return browser.get(craft.redirect(xml, relay_state=relay_state))
+    return browser.post(SSO_URL, post_fields(xml, relay_state))
+
+
+def error_response(response: TestResponse, sp: DemoSp, request_id: str) -> PostedResponse:
+    """The signed SAML error Response the broker posts to the SP's registered ACS."""
+    posted = posted_response(response)
+    assert posted.action == ACS_URL
+    assert posted.root.get("InResponseTo") == request_id
+    assert posted.root.get("Destination") == ACS_URL
+    assert posted.root.find("saml:Assertion", NS) is None
+    assert signature_algorithms(posted.root)["signature"] == RSA_SHA256
+    sp_verifies_response_signature(sp, posted.xml)
+    return posted
+
+
+# --- both bindings log in ------------------------------------------------------------------
+
+
+def test_redirect_binding_with_query_signature_logs_in(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    crafted = craft.build()
+    posted = posted_response(browser.get(craft.redirect(crafted, relay_state="r-1")))
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    assert result.assertion.authn_statement[0].authn_context.authn_context_class_ref.text == LOA3
+    assert posted.fields["RelayState"] == "r-1"
+
+
+def test_post_binding_with_enveloped_signature_logs_in(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    crafted = craft.build(sign=True)
+    assert b"Signature" in crafted.xml
+    posted = posted_response(browser.post(SSO_URL, post_fields(crafted.xml, "r-2")))
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    assert result.assertion.authn_statement[0].authn_context.authn_context_class_ref.text == LOA3
+    assert posted.fields["RelayState"] == "r-2"
+
+
+# --- who sent it, and is it signed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+def test_unknown_issuer_is_refused(browser: Browser, craft: AuthnRequests, binding: str) -> None:
+    crafted = craft.build(sign=binding == "post")
+    xml = with_issuer(crafted.xml, "https://sp.elsewhere.example/metadata")
+    assert_refused(send(browser, binding, craft, xml), "sp_unknown")
+
+
+def test_unsigned_redirect_request_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    assert_refused(browser.get(craft.redirect(craft.build(), signed=False)), "saml_request_unsigned")
+
+
+def test_unsigned_post_request_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    assert_refused(browser.post(SSO_URL, post_fields(craft.build().xml, "/")), "saml_request_unsigned")
+
+
+def test_redirect_query_signature_by_a_key_outside_the_metadata_is_refused(
+        browser: Browser, craft: AuthnRequests, stranger_key: rsa.RSAPrivateKey) -> None:
+    url = craft.redirect(craft.build(), key=stranger_key)
+    assert_refused(browser.get(url), "saml_signature_invalid")
+
+
+@pytest.mark.parametrize(("parameter", "value"), [
+    pytest.param("RelayState", "%2Fadmin", id="relay-state-changed"),
+    pytest.param("SigAlg", quote("http://www.w3.org/2001/04/xmldsig-more#rsa-sha512", safe=""), id="sigalg-changed"),
+])
+def test_redirect_query_changed_after_signing_is_refused(browser: Browser, craft: AuthnRequests, parameter: str,
+                                                         value: str) -> None:
+    url = replace_parameter(craft.redirect(craft.build(), relay_state="/"), parameter, value)
+    assert_refused(browser.get(url), "saml_signature_invalid")
+
+
+def test_redirect_request_swapped_under_a_signature_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    signed = craft.redirect(craft.build())
+    other = base64.b64encode(deflate(craft.build(force_authn="true").xml)).decode()
+    assert_refused(browser.get(replace_parameter(signed, "SAMLRequest", quote(other, safe=""))),
+                   "saml_signature_invalid")
+
+
+def test_post_request_changed_after_signing_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    tampered = with_attributes(craft.build(sign=True).xml, ForceAuthn="true")
+    assert_refused(browser.post(SSO_URL, post_fields(tampered, "/")), "saml_signature_invalid")
+
+
+def test_redirect_signature_with_rsa_sha1_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    url = craft.redirect(craft.build(), sig_alg=RSA_SHA1)
+    assert_refused(browser.get(url), "saml_algorithm_not_allowed")
+
+
+@pytest.mark.parametrize(("sign_alg", "digest_alg"), [
+    pytest.param(RSA_SHA1, DIGEST_SHA1, id="rsa-sha1+sha1"),
+    pytest.param(RSA_SHA1, DIGEST_SHA256, id="rsa-sha1+sha256"),
+    pytest.param(RSA_SHA256, DIGEST_SHA1, id="rsa-sha256+sha1-digest"),
+])
+def test_enveloped_signature_with_sha1_is_refused(browser: Browser, craft: AuthnRequests, sign_alg: str,
+                                                  digest_alg: str) -> None:
+    crafted = craft.build(sign=True, sign_alg=sign_alg, digest_alg=digest_alg)
+    assert_refused(browser.post(SSO_URL, post_fields(crafted.xml, "/")), "saml_algorithm_not_allowed")
+
+
+# --- Destination, time, version --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+def test_signed_request_for_another_endpoint_is_refused(browser: Browser, craft: AuthnRequests, binding: str) -> None:
+    crafted = craft.build(sign=binding == "post", destination="https://localhost:8443/saml/idp/sso-other")
+    assert_refused(send(browser, binding, craft, crafted), "saml_destination_mismatch")
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+def test_signed_request_without_destination_is_refused(browser: Browser, craft: AuthnRequests, binding: str) -> None:
+    # Bindings §3.4.5.2 / §3.5.5.2: a signed message must name its Destination
+    crafted = craft.build(sign=binding == "post", destination=None)
+    assert b"Destination" not in crafted.xml
+    assert_refused(send(browser, binding, craft, crafted), "saml_destination_mismatch")
+
+
+@pytest.mark.parametrize("age", [
+    pytest.param(dt.timedelta(hours=1), id="issued-1h-ago"),
+    pytest.param(dt.timedelta(minutes=-10), id="issued-10min-in-the-future"),
+])
+def test_request_outside_the_time_window_is_refused(browser: Browser, craft: AuthnRequests,
+                                                    age: dt.timedelta) -> None:
+    crafted = craft.build(issue_instant=instant(-age))
+    assert_refused(browser.get(craft.redirect(crafted)), "saml_request_stale")
+
+
+@pytest.mark.parametrize("age", [
+    pytest.param(dt.timedelta(minutes=9), id="issued-9min-ago"),
+    pytest.param(dt.timedelta(seconds=-30), id="issued-30s-ahead-within-skew"),
+])
+def test_request_inside_the_time_window_is_accepted(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                    age: dt.timedelta) -> None:
+    crafted = craft.build(issue_instant=instant(-age))
+    posted = posted_response(browser.get(craft.redirect(crafted)))
+    sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+def test_saml_1_1_version_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    crafted = craft.build(version="1.1")
+    assert b'Version="1.1"' in crafted.xml
+    assert_refused(browser.get(craft.redirect(crafted)), "saml_version_unsupported")
+
+
+# --- where the Response goes ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({"assertion_consumer_service_url": "https://sp.elsewhere.example/acs"}, id="unregistered-url"),
+    pytest.param({"assertion_consumer_service_url": "https://localhost:8443/demo-sp/acs/"}, id="url-trailing-slash"),
+    pytest.param({"assertion_consumer_service_index": "2"}, id="unregistered-index"),
+])
+def test_unregistered_acs_is_refused(browser: Browser, craft: AuthnRequests, fields: dict[str, Any]) -> None:
+    assert_refused(browser.get(craft.redirect(craft.build(**fields))), "acs_url_not_registered")
+
+
+def test_registered_acs_index_is_accepted(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    crafted = craft.build(assertion_consumer_service_index="1")
+    posted = posted_response(browser.get(craft.redirect(crafted)))
+    assert posted.action == ACS_URL
+    sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+def test_artifact_protocol_binding_gets_unsupported_binding_at_the_registered_acs(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    crafted = craft.build(binding=BINDING_HTTP_ARTIFACT, assertion_consumer_service_url=ACS_URL)
+    assert BINDING_HTTP_ARTIFACT.encode() in crafted.xml
+    posted = error_response(browser.get(craft.redirect(crafted, relay_state="keep")), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
+                             "urn:oasis:names:tc:SAML:2.0:status:UnsupportedBinding")
+    assert posted.fields["RelayState"] == "keep"
+    with pytest.raises(StatusUnsupportedBinding):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+# --- what the SP asks for -------------------------------------------------------------------
+
+
+def test_email_nameid_format_gets_invalid_nameid_policy(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    crafted = craft.build(nameid_format=NAMEID_FORMAT_EMAILADDRESS)
+    posted = error_response(browser.get(craft.redirect(crafted)), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
+                             "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy")
+    with pytest.raises(StatusInvalidNameidPolicy):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+def test_exact_loa4_gets_no_authn_context_for_a_loa3_card(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                          config_dir: Path) -> None:
+    crafted = craft.build(requested_authn_context={"authn_context_class_ref": [LOA4], "comparison": "exact"})
+    posted = error_response(browser.get(craft.redirect(crafted)), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
+                             "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext")
+    with pytest.raises(StatusNoAuthnContext):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    refused = [e for e in audit_lines(config_dir) if e["event"] == "login_refused"]
+    assert [e["reason"] for e in refused] == ["authn_context_unsupported"]
+
+
+@pytest.mark.parametrize(("comparison", "requested"), [
+    pytest.param("minimum", [LOA2], id="minimum-loa2"),
+    pytest.param("exact", [LOA3], id="exact-loa3"),
+    pytest.param("exact", [LOA2, LOA3], id="exact-loa2-or-loa3"),
+])
+def test_requested_context_met_by_a_loa3_card(browser: Browser, sp: DemoSp, craft: AuthnRequests, comparison: str,
+                                              requested: list[str]) -> None:
+    crafted = craft.build(requested_authn_context={"authn_context_class_ref": requested, "comparison": comparison})
+    posted = posted_response(browser.get(craft.redirect(crafted)))
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    assert result.assertion.authn_statement[0].authn_context.authn_context_class_ref.text == LOA3
+
+
+def test_is_passive_without_certificate_gets_no_passive_and_no_page(browser: Browser, sp: DemoSp,
+                                                                    craft: AuthnRequests) -> None:
+    browser.certificate_pem = None
+    crafted = craft.build(is_passive="true")
+    posted = error_response(browser.get(craft.redirect(crafted, relay_state="p")), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
+                             "urn:oasis:names:tc:SAML:2.0:status:NoPassive")
+    assert posted.fields["RelayState"] == "p"
+    with pytest.raises(StatusNoPassive):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+def test_is_passive_without_certificate_is_audited_as_passive_login_impossible(
+        browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
+    # broker.reasons has a code for exactly this case; operators look for it in the audit trail
+    browser.certificate_pem = None
+    posted_response(browser.get(craft.redirect(craft.build(is_passive="true"))))
+    issued = [e for e in audit_lines(config_dir) if e["event"] == "error_response_issued"]
+    assert [(e["reason"], e["data"]["status"]) for e in issued] == [  # type: ignore[index]
+        ("passive_login_impossible", "urn:oasis:names:tc:SAML:2.0:status:NoPassive")]
+
+
+def test_requested_subject_gets_request_unsupported(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    crafted = craft.build(subject=Subject(name_id=NameID(text="SE2120001009-anna")))
+    posted = error_response(browser.get(craft.redirect(crafted)), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
+                             "urn:oasis:names:tc:SAML:2.0:status:RequestUnsupported")
+
+
+# --- RelayState (Bindings §3.4.3: at most 80 bytes) -----------------------------------------
+
+
+@pytest.mark.parametrize("relay_state", [
+    pytest.param("r" * 81, id="81-ascii-bytes"),
+    pytest.param("å" * 41, id="41-chars-82-utf8-bytes"),
+])
+def test_relay_state_over_80_bytes_is_refused(browser: Browser, craft: AuthnRequests, relay_state: str) -> None:
+    assert_refused(browser.get(craft.redirect(craft.build(), relay_state=relay_state)), "relay_state_too_long")
+
+
+@pytest.mark.parametrize("relay_state", [
+    pytest.param("r" * 80, id="80-ascii-bytes"),
+    pytest.param("å" * 40, id="40-chars-80-utf8-bytes"),
+])
+def test_relay_state_of_80_bytes_comes_back_unchanged(browser: Browser, craft: AuthnRequests,
+                                                      relay_state: str) -> None:
+    posted = posted_response(browser.get(craft.redirect(craft.build(), relay_state=relay_state)))
+    assert posted.fields["RelayState"] == relay_state
+
+
+# --- encoding and parsing -------------------------------------------------------------------
+
+_DOCTYPE = (b'<?xml version="1.0"?>\n<!DOCTYPE samlp:AuthnRequest [<!ENTITY sp "https://localhost:8443/demo-sp/'
+            b'metadata">]>\n<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+            b'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_doctype" Version="2.0" '
+            b'IssueInstant="2030-01-01T00:00:00Z"><saml:Issuer>&sp;</saml:Issuer></samlp:AuthnRequest>')
+
+
+def rejection_detail(config_dir: Path) -> str:
+    """The operator detail of the one saml_request_rejected event (says which step refused)."""
+    rejected = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert len(rejected) == 1
+    return str(rejected[0]["detail"])
+
+
+@pytest.mark.parametrize(("encoded", "step"), [
+    pytest.param("this is not base64!", "base64", id="not-base64"),
+    pytest.param(base64.b64encode(b"\xff" * 32).decode(), "DEFLATE", id="not-deflate"),
+    pytest.param(base64.b64encode(deflate(b"this is not XML at all")).decode(), "well-formed", id="not-xml"),
+    pytest.param(base64.b64encode(deflate(_DOCTYPE)).decode(), "document type", id="doctype-with-entity"),
+])
+def test_undecodable_redirect_request_is_malformed(browser: Browser, config_dir: Path, encoded: str,
+                                                   step: str) -> None:
+    assert_refused(browser.get(redirect_url(encoded=encoded, relay_state="/")), "saml_request_malformed")
+    assert step in rejection_detail(config_dir)
+
+
+def test_doctype_in_post_request_is_malformed(browser: Browser, config_dir: Path) -> None:
+    assert_refused(browser.post(SSO_URL, post_fields(_DOCTYPE, "/")), "saml_request_malformed")
+    assert "document type" in rejection_detail(config_dir)
+
+
+def test_request_with_both_acs_url_and_index_is_malformed(browser: Browser, craft: AuthnRequests,
+                                                          config_dir: Path) -> None:
+    # SAML Core §3.4.1: the two are mutually exclusive
+    xml = with_attributes(craft.build().xml, AssertionConsumerServiceURL=ACS_URL, AssertionConsumerServiceIndex="1")
+    assert_refused(browser.get(craft.redirect(xml)), "saml_request_malformed")
+    assert "mutually exclusive" in rejection_detail(config_dir)
+
+
+def test_deflate_bomb_is_refused(browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
+    bomb = craft.build().xml + b" " * (16 * MAX_MESSAGE_BYTES)
+    url = craft.redirect(bomb)
+    assert len(url) < 4 * 4096  # a few kilobytes on the wire
+    assert_refused(browser.get(url), "saml_request_too_large")
+    assert "inflated" in rejection_detail(config_dir)
+
+
+def test_post_request_over_the_size_limit_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    big = craft.build(sign=True).xml + b" " * MAX_MESSAGE_BYTES
+    assert_refused(browser.post(SSO_URL, post_fields(big, "/")), "saml_request_too_large")
+
+
+def test_request_body_over_the_http_limit_is_refused(browser: Browser) -> None:
+    assert_refused(browser.post(SSO_URL, {"SAMLRequest": "A" * (3 * MAX_MESSAGE_BYTES)}), "request_too_large")
+
+
+def two_blocks(xml: bytes, size: int) -> bytes:
+    """``xml`` padded with spaces to inflate to exactly ``size`` bytes, DEFLATEd as two blocks (the
+    request, a full flush, then the padding): legal RFC 1951 that any encoder may produce."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    raw = compressor.compress(xml) + compressor.flush(zlib.Z_FULL_FLUSH)
+    raw += compressor.compress(b" " * (size - len(xml))) + compressor.flush()
+    assert len(zlib.decompress(raw, -15)) == size
+    return raw
+
+
+def test_request_inflating_to_exactly_the_limit_is_accepted(browser: Browser, sp: DemoSp,
+                                                            craft: AuthnRequests) -> None:
+    crafted = craft.build()
+    encoded = base64.b64encode(two_blocks(crafted.xml, MAX_MESSAGE_BYTES)).decode()
+    posted = posted_response(browser.get(redirect_url(encoded=encoded, relay_state="/", key=craft.key)))
+    sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+def test_request_inflating_one_byte_past_the_limit_is_refused(browser: Browser, craft: AuthnRequests) -> None:
+    encoded = base64.b64encode(two_blocks(craft.build().xml, MAX_MESSAGE_BYTES + 1)).decode()
+    assert_refused(browser.get(redirect_url(encoded=encoded, relay_state="/", key=craft.key)),
+                   "saml_request_too_large")
+
+
+def test_sso_endpoint_without_parameters_is_saml_request_missing(browser: Browser) -> None:
+    assert_refused(browser.get(SSO_URL), "saml_request_missing")
+    assert_refused(browser.post(SSO_URL, {}), "saml_request_missing")
+
+
+def test_duplicate_saml_request_parameter_is_malformed(browser: Browser, craft: AuthnRequests) -> None:
+    url = craft.redirect(craft.build())
+    first = url.split("?", 1)[1].split("&", 1)[0]
+    assert_refused(browser.get(f"{url}&{first}"), "saml_request_malformed")
+
+
+def test_duplicate_saml_request_form_field_is_malformed(browser: Browser, craft: AuthnRequests) -> None:
+    fields = post_fields(craft.build(sign=True).xml)
+    body = f"SAMLRequest={quote(fields['SAMLRequest'], safe='')}"
+    response = browser.client.post(SSO_URL, data=f"{body}&{body}", content_type="application/x-www-form-urlencoded",
+                                   environ_base={"REMOTE_ADDR": browser.remote_addr,
+                                                 "SSL_CLIENT_CERT": browser.certificate_pem or ""})
+    assert_refused(response, "saml_request_malformed")
+
+
+# --- an SP allowed to send unsigned requests -------------------------------------------------
+
+
+def _edit_sp(config_dir: Path, **changes: object) -> None:
+    path = config_dir / "service-providers" / "demo-sp.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+
+def _metadata_without_signed_requests(config_dir: Path) -> None:
+    path = config_dir / "metadata" / "demo-sp.xml"
+    text = path.read_text()
+    assert 'AuthnRequestsSigned="true"' in text
+    path.write_text(text.replace('AuthnRequestsSigned="true"', 'AuthnRequestsSigned="false"'))
+
+
+class TestSpThatMaySendUnsignedRequests:
+    """require_signed_requests: false, and the SP's metadata says AuthnRequestsSigned="false"."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        _edit_sp(config_dir, require_signed_requests=False)
+        _metadata_without_signed_requests(config_dir)
+        return load_settings(config_dir)
+
+    @pytest.mark.parametrize("binding", ["redirect", "post"])
+    def test_unsigned_request_is_accepted(self, browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                          binding: str) -> None:
+        crafted = craft.build()
+        response = (browser.get(craft.redirect(crafted, signed=False)) if binding == "redirect"
+                    else browser.post(SSO_URL, post_fields(crafted.xml, "/")))
+        posted = posted_response(response)
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+    def test_unsigned_request_without_destination_is_accepted(self, browser: Browser, sp: DemoSp,
+                                                              craft: AuthnRequests) -> None:
+        crafted = craft.build(destination=None)
+        posted = posted_response(browser.get(craft.redirect(crafted, signed=False)))
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+    def test_a_signature_that_is_present_is_still_verified(self, browser: Browser, craft: AuthnRequests,
+                                                           stranger_key: rsa.RSAPrivateKey) -> None:
+        assert_refused(browser.get(craft.redirect(craft.build(), key=stranger_key)), "saml_signature_invalid")
+
+
+class TestSpWhoseMetadataStillRequiresSignedRequests:
+    """require_signed_requests: false in the broker's file does not override AuthnRequestsSigned="true"."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        _edit_sp(config_dir, require_signed_requests=False)
+        return load_settings(config_dir)
+
+    def test_unsigned_request_is_refused(self, browser: Browser, craft: AuthnRequests) -> None:
+        assert_refused(browser.get(craft.redirect(craft.build(), signed=False)), "saml_request_unsigned")
+
+
+# --- audit: one correlation ID per login, shown to the user ----------------------------------
+
+
+def test_refused_login_shows_the_correlation_id_of_its_audit_events(browser: Browser, craft: AuthnRequests,
+                                                                    users: Path, config_dir: Path) -> None:
+    browser.certificate_pem = (users / "fatima.pem").read_text()
+    response = browser.get(craft.redirect(craft.build()))
+    assert_refused(response, "issuer_unknown")
+    refid, _retry = error_page(response)
+    events = audit_lines(config_dir)
+    # the AuthnFailed Response is only offered on the page ("back to the service"), so it is not audited as sent
+    assert [e["event"] for e in events] == ["login_started", "certificate_presented", "certificate_rejected"]
+    assert {e["correlation_id"] for e in events} == {refid}
+    assert events[2]["reason"] == "issuer_unknown"
+
+
+def test_refused_request_shows_the_correlation_id_of_its_audit_event(browser: Browser, craft: AuthnRequests,
+                                                                     config_dir: Path) -> None:
+    response = browser.get(craft.redirect(craft.build(), signed=False))
+    assert_refused(response, "saml_request_unsigned")
+    refid, retry = error_page(response)
+    assert retry is None  # nothing the user can retry: the SP must sign
+    events = audit_lines(config_dir)
+    assert [(e["event"], e["reason"], e["correlation_id"]) for e in events] == [
+        ("saml_request_rejected", "saml_request_unsigned", refid)]
+
+
+def test_successful_login_has_one_correlation_id_which_is_the_transaction_identifier(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, config_dir: Path) -> None:
+    crafted = craft.build()
+    posted = posted_response(browser.get(craft.redirect(crafted)))
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    events = audit_lines(config_dir)
+    ids = {e["correlation_id"] for e in events}
+    assert len(events) == 4
+    assert len(ids) == 1
+    transaction = [a for s in result.assertion.attribute_statement for a in s.attribute
+                   if a.name == "urn:oid:1.2.752.201.3.2"]
+    assert [v.text for v in transaction[0].attribute_value] == list(ids)
