@@ -323,3 +323,7 @@ def metadata(config_dir: Path) -> None:
                                                           signing.key.key),
                       sso_url=base + "/saml/idp/sso", slo_url=base + "/saml/idp/slo").document()
     sys.stdout.buffer.write(doc)
+
+
+if __name__ == "__main__":  # `python -m broker.cli`
+    main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,7 +157,12 @@ def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_verify(SSL.VERIFY_NONE, _accept_any)  # we read the CA list, we do not trust the server here
     with socket.create_connection((host, port), timeout=timeout) as raw:
-        raw.settimeout(timeout)
+        # pyOpenSSL needs a blocking socket (a Python-level timeout makes it non-blocking and the handshake
+        # would stop at WantReadError); the kernel's receive/send timeouts still bound every wait.
+        raw.settimeout(None)
+        limit = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
         conn = SSL.Connection(ctx, raw)
         conn.set_tlsext_host_name((server_name or host).encode("idna"))
         conn.set_connect_state()
