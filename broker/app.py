@@ -21,6 +21,9 @@ from broker.clock import Clock, SystemClock
 from broker.config.loader import Settings
 from broker.errors import AuditUnavailable, BrokerError, DependencyUnavailable
 from broker.flow import LoginFlow
+from broker.pki.revocation.crls import CrlStore
+from broker.pki.revocation.engine import RevocationChecker
+from broker.pki.revocation.http import HttpFetcher
 from broker.pki.sources import CertificateSourceResolver
 from broker.pki.validator import CertificateValidator
 from broker.saml.authnrequest import AuthnRequestParser
@@ -61,7 +64,7 @@ def build_store(settings: Settings, redis_url: str | None, *, allow_memory: bool
 
 def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None,
                audit_sink: AuditSink | None = None, instance_id: str | None = None,
-               allow_memory_store: bool = False) -> Flask:
+               allow_memory_store: bool = False, revocation: RevocationChecker | None = None) -> Flask:
     clock = clock or SystemClock()
     broker = settings.broker
     idp_cfg = broker.idp
@@ -84,7 +87,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     )
     signing = idp_cfg.signing
     signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
-    validator = CertificateValidator(settings.trust, clock)
+    if revocation is None:
+        # one fetcher and one CRL store per process; the session store doubles as the shared revocation cache
+        fetcher = HttpFetcher()
+        revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=store),
+                                       fetcher=fetcher, shared=store)
+    validator = CertificateValidator(settings.trust, clock, revocation)
     flow = LoginFlow(
         settings, clock,
         validator=validator,

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from broker.audit.events import AuditEvent, new_correlation_id
 from broker.audit.trail import AuditTrail
@@ -88,6 +89,9 @@ class LoginFailed:
 
 
 Result = PostToSp | LoginFailed | Redirect
+
+# When re-checking a session's certificate, these mean "cannot tell now", not "no longer valid".
+_TRANSIENT_REVOCATION = frozenset({"revocation_unavailable", "revocation_stale", "revocation_response_invalid"})
 
 
 def satisfies(loa: Loa, requested: tuple[str, ...], comparison: str) -> bool:
@@ -207,7 +211,10 @@ class LoginFlow:
         if session is not None and ctx.session_token is not None:
             same_card = facts is None or facts.fingerprint_sha256 == session.certificate_sha256
             if not info.force_authn and same_card:
-                return self._reuse(info, sp, ctx, ctx.session_token, session)
+                reused = self._reuse(info, sp, ctx, ctx.session_token, session)
+                if reused is not None:
+                    return reused
+                session = None  # the session ended (its certificate no longer holds): log in afresh
 
         if cert is None or facts is None:
             return self._refuse(CertificateRejected("certificate_missing", "no certificate presented"), ctx,
@@ -228,7 +235,10 @@ class LoginFlow:
             "certificate_accepted", "success", ctx.correlation_id, municipality=validated.municipality_id,
             identity=validated.identity, certificate=facts, sp=sp.entity_id, client_address=ctx.client_address,
             data=MappingProxyType({"loa": validated.loa.uri, "policy": validated.policy_oid,
-                                   "revocation": validated.path.revocation})))
+                                   "revocation": validated.revocation.summary,
+                                   "revocation_sources": tuple(sorted({c.source for c in
+                                                                       validated.revocation.checked}))})))
+        self._audit_soft_fail(validated, ctx, sp)
         municipality = self._settings.municipalities[validated.municipality_id]
         try:
             self._check_access(info, sp, municipality, validated.loa)
@@ -243,12 +253,57 @@ class LoginFlow:
         token, session = self._sessions.create(
             validated.identity, validated.loa.uri, ctx.correlation_id,
             certificate_sha256=facts.fingerprint_sha256,
-            revocation_valid_until=validated.path.revocation_valid_until,
+            revocation_valid_until=validated.revocation.valid_until,
+            certificate_der=cert.public_bytes(serialization.Encoding.DER),
         )
         return self._issue(info, sp, ctx, token, session, new_session=True, validated=validated)
 
+    def _audit_soft_fail(self, validated: ValidatedCertificate, ctx: ClientContext, sp: ServiceProvider) -> None:
+        failed = validated.revocation.soft_fail
+        if failed is not None:
+            self._audit.record(AuditEvent(
+                "revocation_soft_fail", "failure", ctx.correlation_id, reason=failed.reason, detail=failed.detail,
+                identity=validated.identity, certificate=validated.facts, sp=sp.entity_id,
+                client_address=ctx.client_address))
+
+    def _still_valid(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
+                     session: SsoSession) -> tuple[SsoSession | None, Result | None]:
+        """Sessions follow revocation: once the session's revocation answer has expired, establish it again.
+
+        Returns the (refreshed) session, or None if it ended (revoked, expired, no longer trusted), or a
+        refusal when the status cannot be established now (fail closed; the session is kept).
+        """
+        until = session.revocation_valid_until
+        if until is None or self._clock.now() < until or session.certificate_der is None:
+            return session, None
+        cert = x509.load_der_x509_certificate(base64.b64decode(session.certificate_der))
+        try:
+            validated = self._validator.validate(cert)
+        except CertificateRejected as exc:
+            if exc.reason in _TRANSIENT_REVOCATION:
+                self._audit.record(AuditEvent(
+                    "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                    identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
+                    client_address=ctx.client_address))
+                return session, self._refuse(exc, ctx, info, sp, retry=False)
+            self._sessions.end(token)
+            self._audit.record(AuditEvent(
+                "session_revoked", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
+                client_address=ctx.client_address, data=MappingProxyType({"session_login": session.correlation_id})))
+            return None, None
+        self._audit_soft_fail(validated, ctx, sp)
+        return replace(session, revocation_valid_until=validated.revocation.valid_until), None
+
     def _reuse(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
-               session: SsoSession) -> Result:
+               session: SsoSession) -> Result | None:
+        """Answer from the SSO session, or None when the session has just ended."""
+        checked, refusal = self._still_valid(info, sp, ctx, token, session)
+        if refusal is not None:
+            return refusal
+        if checked is None:
+            return None
+        session = checked
         municipality = self._settings.municipalities.get(session.identity.municipality_id)
         loa = LOA_BY_URI.get(session.loa_uri)
         try:

@@ -104,6 +104,15 @@ _ROWS: tuple[Reason, ...] = (
     Reason("revoked", "certificate", 403,
            "The certificate (or a CA certificate in its path) is revoked.",
            "The card has been revoked; the user needs a new one from the card administrator.", AUTHN_FAILED),
+    Reason("revocation_unknown", "certificate", 403,
+           "The OCSP responder does not know the certificate (status unknown), and no other source vouched "
+           "for it.",
+           "The certificate may not come from this CA at all; check it with `broker cert check`.", AUTHN_FAILED),
+    Reason("revocation_response_invalid", "certificate", 503,
+           "The revocation data could not be trusted: unparseable, wrongly signed, for another certificate, "
+           "from the future, or with the wrong nonce.",
+           "Check the responder (or CRL server) and its signing certificate; `broker revocation status`.",
+           AUTHN_FAILED),
     Reason("revocation_stale", "certificate", 503,
            "The revocation data available for the certificate is past its nextUpdate.",
            "Publish a fresh CRL in the configured location (or fix the fetch); logins fail closed until then.",

@@ -40,6 +40,8 @@ EventType = Literal[
     "error_response_issued",
     "session_reused",
     "session_expired",
+    "session_revoked",
+    "revocation_soft_fail",
     "logout",
     "proxy_header_untrusted",
     "proxy_header_rejected",

@@ -28,6 +28,7 @@ from broker.config.values import (
     Duration,
     EntityId,
     HttpsUrl,
+    HttpUrl,
     IpNetwork,
     Oid,
     OrganizationNumber,
@@ -252,20 +253,72 @@ class IdentityRule:
 
 
 @dataclass(frozen=True)
+class OcspConfig:
+    """OCSP (RFC 6960) for this municipality's certificates."""
+
+    url: HttpUrl | None = field(
+        default=None, metadata=doc("responder for the users' certificates instead of their AIA URL "
+                                   "(CA certificates always use their own AIA)"))
+    nonce: bool = field(default=False, metadata=doc("send a nonce and require it back (some responders "
+                                                    "reject nonces or answer from a pre-signed cache)"))
+    cert_id_hash: Literal["sha1", "sha256"] = field(
+        default="sha1", metadata=doc("hash naming the certificate in requests (an identifier, not a signature; "
+                                     "most responders only know sha1)"))
+    connect_timeout: Duration = field(default=Duration(2), metadata=doc("TCP connect timeout"))
+    timeout: Duration = field(default=Duration(3), metadata=doc("total time for one request and answer"))
+    max_response_bytes: int = field(default=65536, metadata=doc("largest response accepted", min=1024))
+    max_age_without_next_update: Duration = field(
+        default=Duration(300), metadata=doc("how long an answer without nextUpdate counts as fresh"))
+
+
+@dataclass(frozen=True)
+class CrlConfig:
+    """Certificate revocation lists (RFC 5280 §5) for this municipality's certificates."""
+
+    files: tuple[CrlFile, ...] = field(default=(), metadata=doc("CRL files, PEM or DER (re-read when changed)"))
+    urls: tuple[HttpUrl, ...] = field(default=(), metadata=doc("CRLs fetched over HTTP(S)"))
+    distribution_points: bool = field(
+        default=True, metadata=doc("also fetch the CRLs named in the certificates' CRL distribution points"))
+    connect_timeout: Duration = field(default=Duration(3), metadata=doc("TCP connect timeout"))
+    timeout: Duration = field(default=Duration(30), metadata=doc("total time for one CRL download"))
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("largest CRL accepted", min=1024))
+    refresh_margin: Duration = field(
+        default=Duration(3600), metadata=doc("refresh in the background when nextUpdate is this close "
+                                             "(or half the CRL's validity has passed, if sooner)"))
+
+
+@dataclass(frozen=True)
 class RevocationConfig:
     """Revocation checking for this municipality's certificates."""
 
-    mode: Literal["crl_files", "none"] = field(
-        metadata=doc("crl_files: every non-anchor certificate in the path must be covered by a configured, "
-                     "fresh CRL (fail closed); none: no revocation checking (explicit, logged)")
+    mode: Literal["check", "none"] = field(
+        metadata=doc("check: every certificate below the trust anchor must have a definite status; "
+                     "none: no revocation checking (explicit, warned about)")
     )
-    crl_files: tuple[CrlFile, ...] = field(default=(), metadata=doc("CRL files, PEM or DER"))
+    methods: tuple[Literal["ocsp", "crl"], ...] = field(
+        default=("ocsp", "crl"), metadata=doc("sources tried in order until one gives a definite answer"))
+    failure: Literal["fail_closed", "soft_fail"] = field(
+        default="fail_closed", metadata=doc("when no source answers: refuse the login (fail_closed) or let it "
+                                            "through and audit it as revocation_soft_fail (soft_fail)"))
+    clock_skew: Duration = field(default=Duration(300), metadata=doc("tolerance on thisUpdate/nextUpdate"))
+    max_cache_time: Duration = field(
+        default=Duration(3600), metadata=doc("longest time a status is cached, even if nextUpdate is later"))
+    ocsp: OcspConfig = field(default_factory=OcspConfig, metadata=doc("OCSP settings"))
+    crl: CrlConfig = field(default_factory=CrlConfig, metadata=doc("CRL settings"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
-        if self.mode == "crl_files" and not self.crl_files:
-            yield ("crl_files",), "mode crl_files needs at least one CRL file"
-        if self.mode == "none" and self.crl_files:
-            yield ("crl_files",), "CRL files are configured but mode is none; set mode: crl_files"
+        if self.mode == "none":
+            if self.crl.files or self.crl.urls:
+                yield ("crl",), "CRL sources are configured but mode is none; set mode: check"
+            return
+        if not self.methods:
+            yield ("methods",), "at least one method (ocsp, crl) is needed"
+        if len(set(self.methods)) != len(self.methods):
+            yield ("methods",), "a method is listed twice"
+        if "crl" in self.methods and not (self.crl.files or self.crl.urls or self.crl.distribution_points):
+            yield ("crl",), "crl is a method but no CRL source is configured (files, urls, distribution_points)"
+        if "crl" not in self.methods and (self.crl.files or self.crl.urls):
+            yield ("crl",), "CRL sources are configured but crl is not in methods"
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,23 @@ class HttpsUrl(str):
         return {"type": "string", "format": "uri", "pattern": "^https://"}
 
 
+class HttpUrl(str):
+    """An absolute http:// or https:// URL (revocation data is usually served over plain HTTP: it is signed)."""
+
+    pattern: ClassVar[re.Pattern[str]] = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?$")
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> HttpUrl:
+        text = _require_str(value, "a URL")
+        if not cls.pattern.match(text):
+            raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+        return cls(text)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "format": "uri", "pattern": "^https?://"}
+
+
 class EntityId(str):
     """A SAML entityID (SAML Core §8.3.6: a URI of at most 1024 characters)."""
 

@@ -3,8 +3,8 @@
 cryptography's verifier API is marked unstable; this module is the only one
 that touches it. It also does what the verifier leaves to us (REFERENCE:
 "What cryptography's verifier leaves to us"): key strength of the leaf,
-the login purpose rules (EKU, key usage), algorithm floors with precise
-reasons, and revocation.
+the login purpose rules (EKU, key usage) and algorithm floors with precise
+reasons. Revocation is :mod:`broker.pki.revocation`'s.
 
 Deliberate deviations from cryptography's webpki defaults, each for a reason:
 
@@ -40,24 +40,10 @@ _CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
 
 @dataclass(frozen=True)
 class VerifiedPath:
-    """A path from the leaf (first) to a trust anchor (last), checked at ``checked_at``.
-
-    ``revocation`` says how revocation was established: ``crl`` or ``not_checked``
-    (the municipality explicitly chose ``mode: none``). ``revocation_valid_until``
-    is the earliest nextUpdate of the CRLs used.
-    """
+    """A path from the leaf (first) to a trust anchor (last), checked at ``checked_at``."""
 
     chain: tuple[x509.Certificate, ...]
     checked_at: dt.datetime
-    revocation: str
-    revocation_valid_until: dt.datetime | None
-
-    def with_revocation(self, domain: TrustDomain, now: dt.datetime) -> VerifiedPath:
-        """This path with its revocation status established from ``domain``'s CRLs."""
-        if domain.crls is None:
-            return VerifiedPath(self.chain, now, "not_checked", None)
-        valid_until = domain.crls.check_path(self.chain, now)
-        return VerifiedPath(self.chain, now, "crl", valid_until)
 
 
 def check_purpose(leaf: x509.Certificate) -> None:
@@ -103,13 +89,12 @@ def verify_path(
     domain: TrustDomain,
     now: dt.datetime,
     presented: Sequence[x509.Certificate] = (),
-    *,
-    check_revocation: bool = True,
 ) -> VerifiedPath:
     """Validate ``leaf`` against ``domain`` at ``now``; raise :class:`CertificateRejected`.
 
     ``presented`` are untrusted intermediates sent along with the leaf; they are
-    only path-building hints (the anchors decide).
+    only path-building hints (the anchors decide). Revocation is established
+    separately (:mod:`broker.pki.revocation`).
     """
     weak = weak_signature_reason(leaf)
     if weak:
@@ -148,8 +133,7 @@ def verify_path(
         if weak:
             raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
 
-    path = VerifiedPath(chain, now, "pending", None)
-    return path.with_revocation(domain, now) if check_revocation else path
+    return VerifiedPath(chain, now)
 
 
 def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:

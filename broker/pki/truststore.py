@@ -1,31 +1,35 @@
 """Trust domains: the preloaded trust material of one municipality (or of an ad-hoc CLI check).
 
 Built once at start-up: certificates parsed, the verifier's :class:`Store`
-constructed, CRLs verified and indexed. Requests only read these objects.
+constructed, configured CRL files verified and indexed. Requests only read
+these objects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.verification import Store
 
-from broker.config.schema import IdentityRule, MunicipalityConfig
+from broker.config.schema import IdentityRule, MunicipalityConfig, RevocationConfig
 from broker.config.yamlsource import KeyPath
 from broker.model import KNOWN_LOAS, Loa
 from broker.pki.algorithms import weak_signature_reason
-from broker.pki.crl import CrlIndex, verify_crl
+from broker.pki.revocation.crls import CrlSource, VerifiedCrl, verify_crl
+from broker.pki.revocation.engine import RevocationPolicy
+from broker.pki.revocation.http import FetchLimits
 
 
 @dataclass(frozen=True)
 class TrustDomain:
     """Everything needed to validate a certificate of one issuer family.
 
-    ``crls`` is None when revocation checking is explicitly off (``mode: none``).
+    ``revocation`` is None when revocation checking is explicitly off (``mode: none``).
     ``policies`` maps accepted policy OIDs to their LoA; ``identity`` is the
     rule that maps a certificate to a user. Both are absent for the stateless
     ``broker cert verify``, which checks the path only.
@@ -36,7 +40,7 @@ class TrustDomain:
     intermediates: tuple[x509.Certificate, ...]
     store: Store
     max_chain_depth: int
-    crls: CrlIndex | None
+    revocation: RevocationPolicy | None
     policies: Mapping[str, Loa] = field(default_factory=lambda: MappingProxyType({}))
     identity: IdentityRule | None = None
     status: str = "active"
@@ -50,22 +54,38 @@ def build_domain(
     domain_id: str,
     anchors: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate] = (),
-    crls: Iterable[x509.CertificateRevocationList] | None = None,
+    revocation: RevocationPolicy | None = None,
     max_chain_depth: int = 4,
 ) -> TrustDomain:
-    """A path-only domain (no policy, no identity rule). Raises ValueError for a bad CRL."""
-    index = None
-    if crls is not None:
-        cas = (*anchors, *intermediates)
-        index = CrlIndex([verify_crl(c, cas) for c in crls])
+    """A path-only domain (no certificate policies, no identity rule), e.g. for ``broker cert verify``."""
     return TrustDomain(
         id=domain_id,
         anchors=tuple(anchors),
         intermediates=tuple(intermediates),
         store=Store(list(anchors)),
         max_chain_depth=max_chain_depth,
-        crls=index,
+        revocation=revocation,
     )
+
+
+def revocation_policy(config: RevocationConfig, cas: Sequence[x509.Certificate],
+                      crl_files: Sequence[tuple[Path, x509.CertificateRevocationList]] = ()
+                      ) -> tuple[RevocationPolicy, list[tuple[int, str]]]:
+    """The policy for ``config``, its CRL files verified against ``cas`` now (index, problem) if they fail."""
+    limits = FetchLimits(config.crl.connect_timeout.seconds, config.crl.timeout.seconds, config.crl.max_bytes)
+    margin = config.crl.refresh_margin.timedelta
+    sources: list[CrlSource] = []
+    preloaded: list[tuple[str, VerifiedCrl]] = []
+    problems: list[tuple[int, str]] = []
+    for index, (path, crl) in enumerate(crl_files):
+        source = CrlSource(str(path), "file", tuple(cas), limits, margin)
+        sources.append(source)
+        try:
+            preloaded.append((source.id, verify_crl(crl, cas, path)))
+        except ValueError as exc:
+            problems.append((index, str(exc)))
+    sources += [CrlSource(url, "url", tuple(cas), limits, margin) for url in config.crl.urls]
+    return RevocationPolicy(config, tuple(sources), tuple(preloaded)), problems
 
 
 def municipality_domain(
@@ -92,13 +112,11 @@ def municipality_domain(
             weak = weak_signature_reason(cert)
             if weak:
                 problems.append((("certificate", "intermediates", fi), f"{who}: {weak}"))
-    verified = []
-    if cl.revocation.mode == "crl_files":
-        for ci, crl_file in enumerate(cl.revocation.crl_files):
-            try:
-                verified.append(verify_crl(crl_file.crl, cas, crl_file.path))
-            except ValueError as exc:
-                problems.append((("certificate", "revocation", "crl_files", ci), str(exc)))
+    policy = None
+    if cl.revocation.mode == "check":
+        policy, crl_problems = revocation_policy(cl.revocation, cas,
+                                                 [(f.path, f.crl) for f in cl.revocation.crl.files])
+        problems += [(("certificate", "revocation", "crl", "files", i), message) for i, message in crl_problems]
     if problems:
         return None, problems
     domain = TrustDomain(
@@ -107,7 +125,7 @@ def municipality_domain(
         intermediates=intermediates,
         store=Store(list(anchors)),
         max_chain_depth=cl.max_chain_depth,
-        crls=CrlIndex(verified) if cl.revocation.mode == "crl_files" else None,
+        revocation=policy,
         policies=MappingProxyType({p.oid: KNOWN_LOAS[p.loa] for p in cl.policies}),
         identity=cl.identity,
         status=config.status,

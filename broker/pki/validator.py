@@ -18,6 +18,7 @@ from broker.errors import CertificateRejected
 from broker.model import CertificateFacts, Identity, Loa
 from broker.pki.identity import extract_identity
 from broker.pki.path import VerifiedPath, verify_path
+from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
 from broker.pki.truststore import TrustDomain, TrustIndex
 
 
@@ -31,6 +32,7 @@ class ValidatedCertificate:
     policy_oid: str
     facts: CertificateFacts
     path: VerifiedPath
+    revocation: RevocationOutcome
 
 
 def certificate_policies(cert: x509.Certificate) -> tuple[str, ...]:
@@ -57,9 +59,13 @@ def assurance_level(cert: x509.Certificate, domain: TrustDomain) -> tuple[str, L
 class CertificateValidator:
     """Validates client certificates against the configured municipalities."""
 
-    def __init__(self, trust: TrustIndex, clock: Clock) -> None:
+    def __init__(self, trust: TrustIndex, clock: Clock, revocation: RevocationChecker) -> None:
         self._trust = trust
         self._clock = clock
+        self.revocation = revocation
+        for domain in trust.domains.values():
+            if domain.revocation is not None:
+                revocation.register(domain.revocation)
 
     def domain_of(self, leaf: x509.Certificate) -> TrustDomain:
         domain = self._trust.for_issuer(leaf)
@@ -77,10 +83,10 @@ class CertificateValidator:
         if domain.identity is None:  # pragma: no cover - municipality domains always have a rule
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
-        path = verify_path(leaf, domain, now, presented, check_revocation=False)
+        path = verify_path(leaf, domain, now, presented)
         policy_oid, loa = assurance_level(leaf, domain)
         identity = extract_identity(leaf, domain.identity, domain.id)
-        path = path.with_revocation(domain, now)
+        revocation = self.revocation.check(path.chain, domain.revocation)
         return ValidatedCertificate(
             municipality_id=domain.id,
             identity=identity,
@@ -88,4 +94,5 @@ class CertificateValidator:
             policy_oid=policy_oid,
             facts=CertificateFacts.of(leaf),
             path=path,
+            revocation=revocation,
         )

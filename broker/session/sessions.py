@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -49,6 +50,7 @@ class SsoSession:
     correlation_id: str              # of the login that created the session
     certificate_sha256: str | None = None
     revocation_valid_until: dt.datetime | None = None
+    certificate_der: str | None = None     # base64; kept server-side so the session can follow revocation
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
 
     def to_json(self) -> bytes:
@@ -104,7 +106,8 @@ class SessionManager:
         return max(remaining.total_seconds(), 1.0)
 
     def create(self, identity: Identity, loa_uri: str, correlation_id: str, *,
-               certificate_sha256: str | None, revocation_valid_until: dt.datetime | None) -> tuple[str, SsoSession]:
+               certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
+               certificate_der: bytes | None = None) -> tuple[str, SsoSession]:
         """A new session; returns (cookie value, session). The cookie value is shown to no one else."""
         now = self._clock.now()
         session = SsoSession(
@@ -116,6 +119,7 @@ class SessionManager:
             correlation_id=correlation_id,
             certificate_sha256=certificate_sha256,
             revocation_valid_until=revocation_valid_until,
+            certificate_der=base64.b64encode(certificate_der).decode() if certificate_der else None,
         )
         token = new_token()
         self._store.put("session:" + _hash(token), session.to_json(), self._ttl(session, now))

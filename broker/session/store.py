@@ -36,6 +36,10 @@ class KeyValueStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store only if ``key`` holds nothing; True if stored (a lock with a time limit)."""
+        ...
+
     def add_member(self, key: str, member: str, ttl: float) -> None:
         """Add ``member`` to the set at ``key`` and (re)set the set's time to live."""
         ...
@@ -92,6 +96,12 @@ class RedisStore:
             self._client.delete(self._k(key))
         except redis.RedisError as exc:
             raise SessionStoreUnavailable(f"Redis DEL failed: {exc}") from exc
+
+    def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        try:
+            return bool(self._client.set(self._k(key), value, px=max(1, int(ttl * 1000)), nx=True))
+        except redis.RedisError as exc:
+            raise SessionStoreUnavailable(f"Redis SET NX failed: {exc}") from exc
 
     def add_member(self, key: str, member: str, ttl: float) -> None:
         try:
@@ -158,6 +168,13 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+    def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
+        with self._lock:
+            if self._live(key) is not None:
+                return False
+            self._data[key] = (self._now() + ttl, bytes(value))
+            return True
 
     def add_member(self, key: str, member: str, ttl: float) -> None:
         with self._lock:

@@ -87,6 +87,14 @@ _SV: dict[str, Explanation] = {
         "Certifikatet är spärrat",
         "Ditt certifikat spärrades {revocation_date}.",
         "Kontakta din kommuns kortadministratör för att få ett nytt kort."),
+    "revocation_unknown": _E(
+        "Certifikatet är okänt för utfärdaren",
+        "Utfärdarens spärrtjänst känner inte till ditt certifikat.",
+        "Kontakta din kommuns kortadministratör och uppge referensnumret."),
+    "revocation_response_invalid": _E(
+        "Spärrkontrollen kunde inte göras",
+        "Svaret från spärrtjänsten kunde inte godtas.",
+        "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
     "revocation_stale": _E(
         "Spärrkontrollen kunde inte göras",
         "Inloggningstjänsten kunde inte kontrollera om ditt certifikat är spärrat, eftersom spärrlistan är "
@@ -222,6 +230,14 @@ _EN: dict[str, Explanation] = {
         "The certificate is revoked",
         "Your certificate was revoked on {revocation_date}.",
         "Contact your municipality's card administrator for a new card."),
+    "revocation_unknown": _E(
+        "The certificate is unknown to its issuer",
+        "The issuer's revocation service does not know your certificate.",
+        "Contact your municipality's card administrator and give the reference number."),
+    "revocation_response_invalid": _E(
+        "The revocation check could not be made",
+        "The answer from the revocation service could not be accepted.",
+        "Try again in a while. If it persists, contact the region's support and give the reference number."),
     "revocation_stale": _E(
         "The revocation check could not be made",
         "The login service could not check whether your certificate is revoked: the revocation list is "

@@ -16,11 +16,15 @@ from types import MappingProxyType
 from cryptography import x509
 from cryptography.x509.verification import Store
 
-from broker.config.schema import IdentityRule
+from broker.clock import FixedClock
+from broker.config.schema import CrlConfig, IdentityRule, RevocationConfig
 from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile
 from broker.model import KNOWN_LOAS
-from broker.pki.crl import CrlIndex, verify_crl
-from broker.pki.truststore import TrustDomain
+from broker.pki.path import VerifiedPath, verify_path
+from broker.pki.revocation.crls import CrlStore
+from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
+from broker.pki.revocation.http import HttpFetcher
+from broker.pki.truststore import TrustDomain, revocation_policy
 
 POLICY_LOA3 = "2.999.1.3"
 POLICY_LOA2 = "2.999.2.2"
@@ -73,14 +77,13 @@ class Hierarchy:
         """A trust domain as the loader would build it for this hierarchy."""
         inter = tuple(intermediates) if intermediates is not None else (self.issuing.certificate,)
         cas = (self.root.certificate, *inter)
-        index = CrlIndex([verify_crl(c, cas) for c in crls]) if crls is not None else None
         return TrustDomain(
             id="kommun-a",
             anchors=(self.root.certificate,),
             intermediates=inter,
             store=Store([self.root.certificate]),
             max_chain_depth=max_chain_depth,
-            crls=index,
+            revocation=crl_policy(cas, crls) if crls is not None else None,
             policies=MappingProxyType({oid: KNOWN_LOAS[loa] for oid, loa in self.policies.items()}),
             identity=identity or IdentityRule(type="hsa_id"),
             status=status,
@@ -88,3 +91,33 @@ class Hierarchy:
 
     def fresh_crls(self) -> list[x509.CertificateRevocationList]:
         return [self.issuing.crl(), self.root.crl()]
+
+
+def crl_policy(cas: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
+               **config: object) -> RevocationPolicy:
+    """A CRL-only policy over ``crls`` (as configured files, verified now; a bad one raises ValueError)."""
+    revocation = RevocationConfig(mode="check", methods=("crl",), crl=CrlConfig(distribution_points=False),
+                                  **config)  # type: ignore[arg-type]
+    policy, problems = revocation_policy(revocation, cas, [(f"/nonexistent/crl-{i}.pem", c)  # type: ignore[misc]
+                                                           for i, c in enumerate(crls)])
+    if problems:
+        raise ValueError("; ".join(message for _, message in problems))
+    return policy
+
+
+def checker(now: dt.datetime, *, online: bool = False) -> RevocationChecker:
+    """A revocation checker on a fixed clock, without a shared store or background thread."""
+    clock = FixedClock(now)
+    fetcher = HttpFetcher() if online else None
+    return RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=None), fetcher=fetcher,
+                             shared=None, refresh_interval=0)
+
+
+def verify_with_revocation(leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
+                           presented: Sequence[x509.Certificate] = ()) -> tuple[VerifiedPath, RevocationOutcome]:
+    """The path, then revocation under the domain's policy: what `broker cert verify --crl` does."""
+    path = verify_path(leaf, domain, now, presented)
+    check = checker(now)
+    if domain.revocation is not None:
+        check.register(domain.revocation)
+    return path, check.check(path.chain, domain.revocation)

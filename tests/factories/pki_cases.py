@@ -20,7 +20,7 @@ from broker.clock import FixedClock
 from broker.demo.certificates import CertificateAuthority, new_key
 from broker.pki.truststore import TrustDomain, TrustIndex
 from broker.pki.validator import CertificateValidator
-from tests.factories.pki import Hierarchy, sha1_resign
+from tests.factories.pki import Hierarchy, checker, sha1_resign
 
 # A fixed instant for every PKI test: whole seconds, as certificates store them.
 NOW = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
@@ -125,4 +125,4 @@ def crl(ca: CertificateAuthority, *, this_update: dt.datetime | None = None,
 
 
 def validator(*domains: TrustDomain, now: dt.datetime = NOW) -> CertificateValidator:
-    return CertificateValidator(TrustIndex(domains), FixedClock(now))
+    return CertificateValidator(TrustIndex(domains), FixedClock(now), checker(now))

@@ -1,0 +1,176 @@
+"""``broker cert``: check a client certificate, statelessly or through the configured municipalities."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broker.clock import FixedClock
+from broker.commands.common import (
+    emit,
+    facts,
+    instant,
+    mask_personnummer,
+    read_bundle,
+    read_certificate,
+    read_crl,
+    unusable,
+)
+from broker.config.loader import load_settings
+from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
+from broker.config.values import HttpUrl
+from broker.errors import CertificateRejected, ConfigError, UnusableInput
+from broker.pki.path import verify_path
+from broker.pki.revocation.crls import CrlStore
+from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
+from broker.pki.revocation.http import HttpFetcher
+from broker.pki.truststore import build_domain, revocation_policy
+from broker.pki.validator import CertificateValidator
+from broker.saml.release import available_attributes
+
+
+def offline_checker(now: dt.datetime, *, online: bool) -> RevocationChecker:
+    """A checker for one command run: no shared store, no background work; the network only if asked."""
+    clock = FixedClock(now)
+    fetcher = HttpFetcher() if online else None
+    return RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=None), fetcher=fetcher,
+                             shared=None, refresh_interval=0)
+
+
+def revocation_report(outcome: RevocationOutcome, now: dt.datetime) -> dict[str, Any]:
+    """Which source answered for each certificate, and how old its data is."""
+    return {
+        "revocation": outcome.summary,
+        "revocation_valid_until": outcome.valid_until.isoformat() if outcome.valid_until else None,
+        "revocation_checked": [
+            {**c.as_dict(), "age": str(now - c.this_update).split(".")[0]} for c in outcome.checked
+        ],
+        "revocation_soft_fail": f"{outcome.soft_fail.reason}: {outcome.soft_fail.detail}"
+        if outcome.soft_fail else None,
+    }
+
+
+@click.group()
+def cert() -> None:
+    """Check client certificates: statelessly or through the configured municipalities."""
+
+
+@cert.command("verify")
+@click.argument("leaf", type=click.Path(path_type=Path))
+@click.option("--trust-anchor", "anchors", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="root CA certificate file (PEM bundle or DER); repeatable")
+@click.option("--intermediate", "intermediates", multiple=True, type=click.Path(path_type=Path),
+              help="intermediate CA certificate file; repeatable")
+@click.option("--crl", "crls", multiple=True, type=click.Path(path_type=Path),
+              help="CRL file; with CRL checking on, every certificate below the anchor must be covered")
+@click.option("--ocsp", is_flag=True, help="ask the OCSP responders named in the certificates (network)")
+@click.option("--ocsp-url", help="OCSP responder for the leaf instead of its AIA URL (implies --ocsp)")
+@click.option("--ocsp-nonce", is_flag=True, help="send a nonce and require it back")
+@click.option("--fetch-crl", is_flag=True, help="fetch the CRLs of the certificates' distribution points (network)")
+@click.option("--at", "at", help="check at this ISO 8601 instant instead of now (UTC if no offset)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object with accepted, reason, detail ...")
+def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path, ...], crls: tuple[Path, ...],
+                ocsp: bool, ocsp_url: str | None, ocsp_nonce: bool, fetch_crl: bool, at: str | None,
+                as_json: bool) -> None:
+    """Validate LEAF's path (RFC 5280), login purpose and, if asked, revocation.
+
+    Revocation is checked only with --crl, --fetch-crl or --ocsp (network access only when asked).
+    Exit 0 accepted, 1 rejected, 2 unusable input.
+    """
+    try:
+        leaf_cert = read_certificate(leaf)
+        anchor_certs = [c for p in anchors for c in read_bundle(p)]
+        inter_certs = [c for p in intermediates for c in read_bundle(p)]
+        crl_files = [(p, read_crl(p)) for p in crls]
+        now = instant(at)
+        if ocsp_url is not None and not HttpUrl.pattern.match(ocsp_url):
+            raise UnusableInput(f"--ocsp-url {ocsp_url!r} is not an http(s) URL")
+        methods: list[Any] = []
+        if ocsp or ocsp_url:
+            methods.append("ocsp")
+        if crls or fetch_crl:
+            methods.append("crl")
+        policy = None
+        if methods:
+            config = RevocationConfig(
+                mode="check", methods=tuple(methods),
+                ocsp=OcspConfig(url=HttpUrl(ocsp_url) if ocsp_url else None, nonce=ocsp_nonce),
+                crl=CrlConfig(distribution_points=fetch_crl))
+            policy, problems = revocation_policy(config, [*anchor_certs, *inter_certs], crl_files)
+            if problems:
+                raise UnusableInput("; ".join(f"{crls[i]}: {message}" for i, message in problems))
+        domain = build_domain("cli", anchor_certs, inter_certs, policy)
+    except UnusableInput as exc:
+        unusable(exc, as_json)
+    result: dict[str, Any] = {"accepted": False, "reason": None, "detail": None, "checked_at": now.isoformat()}
+    result.update(facts(leaf_cert))
+    checker = offline_checker(now, online=bool(ocsp or ocsp_url or fetch_crl))
+    try:
+        path = verify_path(leaf_cert, domain, now)
+        if policy is not None:
+            checker.register(policy)
+        outcome = checker.check(path.chain, policy)
+    except CertificateRejected as exc:
+        result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint)
+        emit(result, as_json)
+        sys.exit(1)
+    finally:
+        checker.close()
+    result.update(accepted=True, chain=[c.subject.rfc4514_string() for c in path.chain])
+    result.update(revocation_report(outcome, now))
+    emit(result, as_json)
+
+
+@cert.command("check")
+@click.argument("leaf", type=click.Path(path_type=Path))
+@click.option("--config", "config_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--at", "at", help="check at this ISO 8601 instant instead of now")
+@click.option("--offline", is_flag=True, help="no network: OCSP and CRL downloads fail (configured files work)")
+@click.option("--json", "as_json", is_flag=True)
+def cert_check(leaf: Path, config_dir: Path, at: str | None, offline: bool, as_json: bool) -> None:
+    """Validate LEAF through the configured municipalities: municipality, identity, LoA, attributes and the
+    revocation source, its age and the responder used."""
+    try:
+        leaf_cert = read_certificate(leaf)
+        now = instant(at)
+    except UnusableInput as exc:
+        unusable(exc, as_json)
+    try:
+        settings = load_settings(config_dir)
+    except ConfigError as exc:
+        click.echo(f"the configuration is invalid ({len(exc.issues)} problem(s)); run `broker config check`",
+                   err=True)
+        sys.exit(2)
+    checker = offline_checker(now, online=not offline)
+    validator = CertificateValidator(settings.trust, FixedClock(now), checker)
+    result: dict[str, Any] = {"accepted": False, "reason": None, "detail": None, "checked_at": now.isoformat()}
+    result.update(facts(leaf_cert))
+    try:
+        validated = validator.validate(leaf_cert)
+    except CertificateRejected as exc:
+        domain = settings.trust.for_issuer(leaf_cert)
+        result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint,
+                      municipality=domain.id if domain else None)
+        emit(result, as_json)
+        sys.exit(1)
+    finally:
+        checker.close()
+    ident = validated.identity
+    municipality = settings.municipalities[validated.municipality_id]
+    attrs = available_attributes(ident, municipality.config, "(per login)")
+    if ident.kind == "personnummer":  # shown to the operator, but not in full on screen
+        attrs["personalIdentityNumber"] = (mask_personnummer(ident.key),)
+    result.update(
+        accepted=True, municipality=validated.municipality_id, identity_kind=ident.kind,
+        identity=ident.key if ident.kind != "personnummer" else mask_personnummer(ident.key),
+        loa=validated.loa.uri, policy=validated.policy_oid,
+        attributes={k: list(v) for k, v in attrs.items()},
+    )
+    result.update(revocation_report(validated.revocation, now))
+    if not as_json:
+        result["attributes"] = [f"{k}={'|'.join(v)}" for k, v in attrs.items()]
+    emit(result, as_json)

@@ -1,0 +1,120 @@
+"""Helpers shared by the subcommands: reading operator-supplied files, instants, output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from broker.clock import SystemClock
+from broker.config.values import load_certificates
+from broker.errors import UnusableInput
+from broker.model import CertificateFacts
+from broker.pki.revocation.crls import parse_crl
+from broker.pki.validator import certificate_policies
+
+
+def read_certificate(path: Path) -> x509.Certificate:
+    try:
+        certs = load_certificates(path.read_bytes())
+    except OSError as exc:
+        raise UnusableInput(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UnusableInput(f"{path} is not an X.509 certificate ({exc})") from None
+    if len(certs) != 1:
+        raise UnusableInput(f"{path} holds {len(certs)} certificates; give the leaf alone")
+    return certs[0]
+
+
+def read_bundle(path: Path) -> list[x509.Certificate]:
+    try:
+        return load_certificates(path.read_bytes())
+    except OSError as exc:
+        raise UnusableInput(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UnusableInput(f"{path} is not a certificate file ({exc})") from None
+
+
+def read_crl(path: Path) -> x509.CertificateRevocationList:
+    try:
+        return parse_crl(path.read_bytes())
+    except OSError as exc:
+        raise UnusableInput(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UnusableInput(f"{path} is not a CRL ({exc})") from None
+
+
+def instant(text: str | None) -> dt.datetime:
+    """``--at``: ISO 8601, UTC when no offset is given; now when absent."""
+    if text is None:
+        return SystemClock().now()
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UnusableInput(f"--at {text!r} is not an ISO 8601 date-time") from None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def mask_personnummer(value: str) -> str:
+    """``19121212-****``: enough for an operator to recognise, not the whole number on screen."""
+    return value[:8] + "-****"
+
+
+def display_subject(cert: x509.Certificate) -> str:
+    """The subject as RFC 4514 text, with a personnummer serialNumber masked."""
+    rdns = []
+    for rdn in reversed(cert.subject.rdns):
+        parts = []
+        for attr in rdn:
+            value = attr.value if isinstance(attr.value, str) else ""
+            if attr.oid == NameOID.SERIAL_NUMBER and re.fullmatch(r"[0-9]{12}", value):
+                parts.append(f"serialNumber={mask_personnummer(value)}")
+            else:
+                parts.append(attr.rfc4514_string())
+        rdns.append("+".join(parts))
+    return ",".join(rdns)
+
+
+def facts(cert: x509.Certificate) -> dict[str, Any]:
+    f = CertificateFacts.of(cert)
+    return {"subject": display_subject(cert), "issuer": f.issuer, "serial": f.serial_hex,
+            "sha256": f.fingerprint_sha256, "not_before": f.not_before.isoformat(),
+            "not_after": f.not_after.isoformat(), "policies": list(certificate_policies(cert))}
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    """A verdict: JSON, or a readable block with the reason, the operator's hint and the facts."""
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+        return
+    if result["accepted"]:
+        click.secho("ACCEPTED", fg="green", bold=True)
+    else:
+        click.secho(f"REJECTED: {result['reason']}", fg="red", bold=True)
+        click.echo(f"  {result['detail']}")
+        if result.get("hint"):
+            click.echo(f"  what to do: {result['hint']}")
+    for key, value in result.items():
+        if key in ("accepted", "reason", "detail", "hint") or value in (None, [], "", {}):
+            continue
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            click.echo(f"  {key}:")
+            for item in value:
+                click.echo("    - " + ", ".join(f"{k}={v}" for k, v in item.items() if v is not None))
+        else:
+            click.echo(f"  {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+
+
+def unusable(exc: UnusableInput, as_json: bool) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps({"accepted": False, "reason": "unusable_input", "detail": str(exc)}))
+    else:
+        click.echo(f"unusable input: {exc}", err=True)
+    sys.exit(2)

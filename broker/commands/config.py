@@ -1,0 +1,61 @@
+"""``broker config``: validate the configuration directory; print its schema and reference."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broker.config import schema
+from broker.config.loader import load_settings
+from broker.config.reference import markdown
+from broker.config.typed import json_schema
+from broker.errors import ConfigError
+
+
+@click.group()
+def config() -> None:
+    """Validate the configuration; print its JSON Schema or reference."""
+
+
+@config.command("check")
+@click.argument("directory", type=click.Path(path_type=Path))
+def config_check(directory: Path) -> None:
+    """Validate DIRECTORY (broker.yaml, municipalities/, service-providers/). Exit 0 if valid, 1 if not."""
+    try:
+        settings = load_settings(directory)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            # issues name files inside the directory, except when the directory itself is the problem
+            click.echo(str(issue) if Path(issue.file).is_absolute() else f"{directory}/{issue}", err=True)
+        click.echo(f"{len(exc.issues)} problem(s) found", err=True)
+        sys.exit(1)
+    muni = ", ".join(f"{m.id} ({m.status})" for m in settings.municipalities.values()) or "none"
+    sps = ", ".join(settings.service_providers) or "none"
+    click.echo(f"configuration OK: municipalities: {muni}; service providers: {sps}")
+    for m in settings.municipalities.values():
+        revocation = m.config.certificate.revocation
+        if revocation.mode == "none":
+            click.echo(f"warning: municipality {m.id}: revocation checking is off (mode: none)", err=True)
+        elif revocation.failure == "soft_fail":
+            click.echo(f"warning: municipality {m.id}: revocation soft-fails (logins pass when no source "
+                       "answers; each is audited)", err=True)
+
+
+@config.command("schema")
+@click.option("--kind", type=click.Choice(["broker", "municipality", "service-provider"]), default="broker",
+              show_default=True, help="which file's schema")
+def config_schema(kind: str) -> None:
+    """Print the JSON Schema of a configuration file (for editors and CI)."""
+    root: Any = {"broker": schema.BrokerConfig, "municipality": schema.MunicipalityConfig,
+                 "service-provider": schema.ServiceProviderConfig}[kind]
+    click.echo(json.dumps(json_schema(root, f"broker {kind} configuration"), indent=2, ensure_ascii=False))
+
+
+@config.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (every key, type, default, meaning) as Markdown."""
+    click.echo(markdown(), nl=False)

@@ -1,0 +1,380 @@
+"""Certificate revocation lists as verified, indexed data, kept fresh in the background (RFC 5280 §5, §6.3).
+
+A CRL is verified once when loaded (issuer, signature, scope) and indexed by
+serial number, so a lookup is a set membership test even for a CRL of
+100,000 entries. Freshness (thisUpdate/nextUpdate) is judged at check time
+with the injected clock.
+
+Where CRLs come from: configured files and URLs, and the CRL distribution
+points of the certificates themselves. :class:`CrlStore` refreshes them in
+the background before they expire; the login path fetches only when nothing
+usable is held, and then at most once per ``retry_after`` per source, so a
+dead CRL server does not make every login wait. With a shared store (Redis)
+the downloaded CRL is shared between broker instances: one instance fetches
+(under a lock), the others verify and adopt its copy. A failed refresh keeps
+the last valid CRL until its nextUpdate and is recorded for
+``broker revocation status``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from broker.clock import Clock
+from broker.errors import CertificateRejected, DependencyUnavailable
+from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
+from broker.session.store import KeyValueStore
+
+log = logging.getLogger("broker.revocation")
+
+
+def spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedCrl:
+    """A CRL whose signature verified with ``signer_spki`` (the issuing CA's key)."""
+
+    source: Path | None
+    issuer_der: bytes
+    signer_spki: bytes
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    revoked: frozenset[int]
+    crl: x509.CertificateRevocationList
+
+    def __len__(self) -> int:
+        return len(self.revoked)
+
+    def revoked_at(self, serial: int) -> dt.datetime | None:
+        """When ``serial`` was revoked, or None. Set lookup first; the date only on a hit."""
+        if serial not in self.revoked:
+            return None
+        entry = self.crl.get_revoked_certificate_by_serial_number(serial)
+        return entry.revocation_date_utc if entry is not None else self.this_update
+
+    def usable(self, now: dt.datetime, skew: dt.timedelta) -> bool:
+        return (self.next_update is not None and self.this_update <= now + skew
+                and now - skew <= self.next_update)
+
+
+def parse_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL from PEM or DER bytes; ValueError if it is neither."""
+    return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data[:100] else x509.load_der_x509_crl(data)
+
+
+def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certificate],
+               source: Path | None = None) -> VerifiedCrl:
+    """Verify ``crl`` against the CA among ``cas`` that issued it; raise ValueError saying why not.
+
+    Refused: an issuer that is not among ``cas``; a bad signature; unsupported
+    critical extensions (delta CRLs); partitioned or indirect CRLs, which
+    would not cover every certificate of the CA (RFC 5280 §5.2.5).
+    """
+    candidates = [c for c in cas if c.subject == crl.issuer]
+    if not candidates:
+        raise ValueError(f"CRL issuer {crl.issuer.rfc4514_string()} is not a configured CA")
+    signer = None
+    for ca in candidates:
+        key = ca.public_key()
+        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) and crl.is_signature_valid(key):
+            signer = ca
+            break
+    if signer is None:
+        raise ValueError("the CRL's signature does not verify with its issuer's key")
+    for ext in crl.extensions:
+        if ext.critical and ext.oid != x509.oid.ExtensionOID.ISSUING_DISTRIBUTION_POINT:
+            raise ValueError(f"the CRL has an unsupported critical extension {ext.oid.dotted_string} "
+                             "(delta CRLs are not supported)")
+    try:
+        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        idp = None
+    if idp is not None and (idp.only_contains_ca_certs or idp.only_contains_attribute_certs
+                            or idp.only_some_reasons or idp.indirect_crl or idp.only_contains_user_certs):
+        raise ValueError("partitioned or indirect CRLs are not supported; configure the full CRL")
+    return VerifiedCrl(
+        source=source,
+        issuer_der=crl.issuer.public_bytes(),
+        signer_spki=spki(signer),
+        this_update=crl.last_update_utc,
+        next_update=crl.next_update_utc,
+        revoked=frozenset(entry.serial_number for entry in crl),
+        crl=crl,
+    )
+
+
+
+
+# --- sources and the store ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CrlSource:
+    """Where one CRL comes from and who may have signed it."""
+
+    location: str                               # a file path or an http(s) URL
+    kind: Literal["file", "url"]
+    cas: tuple[x509.Certificate, ...]           # the CAs the CRL may be issued by
+    limits: FetchLimits
+    refresh_margin: dt.timedelta
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.location}"
+
+    def issuer_names(self) -> set[bytes]:
+        return {ca.subject.public_bytes() for ca in self.cas}
+
+
+@dataclass
+class SourceState:
+    """What this process holds for one source (mutable; guarded by ``lock``)."""
+
+    source: CrlSource
+    crl: VerifiedCrl | None = None
+    fetched_at: dt.datetime | None = None
+    last_attempt: dt.datetime | None = None
+    last_error: str | None = None
+    file_mtime: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def distribution_point_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    """http(s) URLs of the certificate's CRL distribution points (RFC 5280 §4.2.1.13)."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return ()
+    urls = []
+    for point in points:
+        for name in point.full_name or ():
+            if isinstance(name, x509.UniformResourceIdentifier) and name.value.lower().startswith(
+                    ("http://", "https://")):
+                urls.append(name.value)
+    return tuple(urls)
+
+
+def _shared_key(source: CrlSource, kind: str) -> str:
+    return f"crl-{kind}:" + hashlib.sha256(source.id.encode()).hexdigest()[:40]
+
+
+class CrlStore:
+    """The CRLs this process holds, by source; refreshes them and answers revocation lookups."""
+
+    def __init__(self, clock: Clock, *, fetcher: HttpFetcher | None, shared: KeyValueStore | None,
+                 retry_after: dt.timedelta = dt.timedelta(seconds=10)) -> None:
+        self._clock = clock
+        self._fetcher = fetcher
+        self._shared = shared
+        self._retry_after = retry_after
+        self._states: dict[str, SourceState] = {}
+        self._lock = threading.Lock()
+
+    # --- registration ------------------------------------------------------------------
+
+    def add(self, source: CrlSource, initial: VerifiedCrl | None = None) -> SourceState:
+        with self._lock:
+            state = self._states.get(source.id)
+            if state is None:
+                state = SourceState(source)
+                self._states[source.id] = state
+        if initial is not None and state.crl is None:
+            state.crl = initial
+            state.fetched_at = self._clock.now()
+            if source.kind == "file":
+                with contextlib.suppress(OSError):
+                    state.file_mtime = Path(source.location).stat().st_mtime
+        return state
+
+    def states(self) -> list[SourceState]:
+        with self._lock:
+            return list(self._states.values())
+
+    # --- lookups -------------------------------------------------------------------------
+
+    def check(self, cert: x509.Certificate, issuer: x509.Certificate, sources: Sequence[CrlSource],
+              now: dt.datetime, skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState]:
+        """The freshest usable CRL of ``issuer`` among ``sources``; raise ``revoked`` or why none is usable.
+
+        Fetches (bounded by each source's limits) only when no usable CRL is
+        held, and not again within ``retry_after`` of a failed attempt.
+        """
+        name = cert.issuer.public_bytes()
+        states = [self.add(s) for s in sources if name in s.issuer_names()]
+        who = issuer.subject.rfc4514_string()
+        if not states:
+            raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
+        issuer_key = spki(issuer)
+        best = self._best(states, issuer_key, now, skew)
+        if best is None:
+            for state in states:
+                if state.last_attempt is None or now - state.last_attempt >= self._retry_after:
+                    self.refresh(state, force=True)
+            best = self._best(states, issuer_key, now, skew)
+        if best is None:
+            held = [s.crl for s in states if s.crl is not None and s.crl.signer_spki == issuer_key]
+            errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
+            if held:
+                newest = max(held, key=lambda c: c.this_update)
+                if newest.next_update is not None and newest.next_update < now - skew:
+                    raise CertificateRejected(
+                        "revocation_stale",
+                        f"the newest CRL from {who} expired at {newest.next_update.isoformat()}"
+                        + (f" ({errors})" if errors else ""),
+                        params={"next_update": newest.next_update.date().isoformat()})
+            raise CertificateRejected("revocation_unavailable",
+                                      f"no usable CRL from {who}" + (f" ({errors})" if errors else ""))
+        crl, state = best
+        revoked_at = crl.revoked_at(cert.serial_number)
+        if revoked_at is not None:
+            who_cert = f"serial {cert.serial_number:x}"
+            raise CertificateRejected("revoked", f"{who_cert} is on the CRL from {who} (revoked "
+                                                 f"{revoked_at.isoformat()})",
+                                      params={"revocation_date": revoked_at.date().isoformat()})
+        return crl, state
+
+    @staticmethod
+    def _best(states: Sequence[SourceState], issuer_key: bytes, now: dt.datetime,
+              skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:
+        usable = [(s.crl, s) for s in states
+                  if s.crl is not None and s.crl.signer_spki == issuer_key and s.crl.usable(now, skew)]
+        return max(usable, key=lambda pair: pair[0].this_update, default=None)
+
+    # --- refreshing ----------------------------------------------------------------------
+
+    def due(self, state: SourceState, now: dt.datetime) -> bool:
+        """Refresh when nothing is held, at half the CRL's validity, or within the margin of nextUpdate."""
+        crl = state.crl
+        if crl is None or crl.next_update is None:
+            return True
+        if state.source.kind == "file":
+            with contextlib.suppress(OSError):
+                if Path(state.source.location).stat().st_mtime != state.file_mtime:
+                    return True
+        halfway = crl.this_update + (crl.next_update - crl.this_update) / 2
+        return now >= min(halfway, crl.next_update - state.source.refresh_margin)
+
+    def refresh_due(self) -> int:
+        """One background pass: refresh every source that is due; returns how many were refreshed."""
+        now = self._clock.now()
+        count = 0
+        for state in self.states():
+            if self.due(state, now) and (state.last_attempt is None
+                                         or now - state.last_attempt >= self._retry_after):
+                self.refresh(state)
+                count += 1
+        return count
+
+    def refresh(self, state: SourceState, *, force: bool = False) -> None:
+        """Bring ``state`` up to date; failures are recorded, never raised (the last valid CRL stays)."""
+        if not state.lock.acquire(timeout=state.source.limits.total_timeout + 1):
+            return
+        try:
+            now = self._clock.now()
+            if not force and not self.due(state, now):
+                return
+            state.last_attempt = now
+            try:
+                if state.source.kind == "file":
+                    self._refresh_file(state)
+                else:
+                    self._refresh_url(state, now, force=force)
+            except (FetchError, ValueError, OSError) as exc:
+                state.last_error = str(exc)
+                log.warning("CRL refresh failed for %s: %s", state.source.location, exc)
+                self._publish_meta(state)
+            except DependencyUnavailable as exc:
+                state.last_error = f"shared store: {exc.detail}"
+                log.warning("CRL refresh for %s could not use the shared store: %s", state.source.location, exc)
+        finally:
+            state.lock.release()
+
+    def _adopt(self, state: SourceState, crl: VerifiedCrl) -> bool:
+        """Take ``crl`` unless it is older than what is held (no rollback to an older CRL)."""
+        if state.crl is not None and crl.this_update < state.crl.this_update:
+            raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}) than the one held "
+                             f"({state.crl.this_update.isoformat()}); kept the newer one")
+        changed = state.crl is None or crl.this_update > state.crl.this_update
+        state.crl = crl
+        state.fetched_at = self._clock.now()
+        state.last_error = None
+        return changed
+
+    def _refresh_file(self, state: SourceState) -> None:
+        path = Path(state.source.location)
+        mtime = path.stat().st_mtime
+        data = path.read_bytes()
+        crl = verify_crl(parse_crl(data), state.source.cas, path)
+        self._adopt(state, crl)
+        state.file_mtime = mtime
+
+    def _refresh_url(self, state: SourceState, now: dt.datetime, *, force: bool) -> None:
+        source = state.source
+        if self._shared is not None:
+            # another instance may already have fetched a newer copy: verify it ourselves and adopt it
+            der = self._shared.get(_shared_key(source, "der"))
+            if der is not None:
+                with contextlib.suppress(ValueError):
+                    crl = verify_crl(parse_crl(der), source.cas)
+                    if state.crl is None or crl.this_update > state.crl.this_update:
+                        self._adopt(state, crl)
+                if not self.due(state, now):
+                    return
+            lock_ttl = source.limits.total_timeout + 5
+            if not self._shared.put_if_absent(_shared_key(source, "lock"), b"1", lock_ttl) and not force:
+                return  # another instance is fetching; its copy will be adopted on the next pass
+        if self._fetcher is None:
+            raise FetchError("network fetching is off")
+        data = self._fetcher.get(source.location, source.limits, accept="application/pkix-crl")
+        crl = verify_crl(parse_crl(data), source.cas)
+        self._adopt(state, crl)
+        if self._shared is not None:
+            der = crl.crl.public_bytes(serialization.Encoding.DER)
+            keep = (crl.next_update - now).total_seconds() + 86400 if crl.next_update else 86400
+            self._shared.put(_shared_key(source, "der"), der, max(keep, 60))
+            self._shared.delete(_shared_key(source, "lock"))
+        self._publish_meta(state)
+
+    def _publish_meta(self, state: SourceState) -> None:
+        """Record the source's state where `broker revocation status` on any instance can read it."""
+        if self._shared is None:
+            return
+        with contextlib.suppress(DependencyUnavailable):
+            self._shared.put(_shared_key(state.source, "meta"), json.dumps(source_status(state)).encode(),
+                             7 * 86400)
+
+    def shared_status(self, source: CrlSource) -> dict[str, object] | None:
+        if self._shared is None:
+            return None
+        raw = self._shared.get(_shared_key(source, "meta"))
+        return json.loads(raw) if raw else None
+
+
+def source_status(state: SourceState) -> dict[str, object]:
+    crl = state.crl
+    return {
+        "source": state.source.location,
+        "this_update": crl.this_update.isoformat() if crl else None,
+        "next_update": crl.next_update.isoformat() if crl and crl.next_update else None,
+        "entries": len(crl) if crl else None,
+        "fetched_at": state.fetched_at.isoformat() if state.fetched_at else None,
+        "last_attempt": state.last_attempt.isoformat() if state.last_attempt else None,
+        "last_error": state.last_error,
+    }

@@ -1,0 +1,389 @@
+"""The revocation checker: per-municipality policy over OCSP and CRLs, with a shared, verified cache.
+
+For every certificate of a validated path below its trust anchor, the
+policy's methods are tried in order (``ocsp`` then ``crl``, or the reverse)
+until one gives a definite answer (good or revoked). ``revoked`` ends the
+check at once. When no method answers, the policy decides: fail closed (the
+default; the most telling reason code is raised) or soft fail (the login
+continues and the outcome carries the reason, which the flow audits as
+``revocation_soft_fail``).
+
+OCSP answers are cached until their nextUpdate, capped by ``max_cache_time``:
+in this process (a dict lookup, so a warm login costs microseconds) and in the
+shared store (Redis) as the raw signed response, which every instance verifies
+again before use, so the cache never holds unverified trust. A responder that
+just failed is not asked again for ``retry_after`` (the login falls through to
+the next method at once), and answers close to expiry are refreshed in the
+background before they are needed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from broker.clock import Clock
+from broker.config.schema import RevocationConfig
+from broker.errors import CertificateRejected, DependencyUnavailable
+from broker.pki.revocation.crls import CrlSource, CrlStore, VerifiedCrl, distribution_point_urls, spki
+from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
+from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
+from broker.session.store import KeyValueStore
+
+log = logging.getLogger("broker.revocation")
+
+# which failure explains the most when no method answered
+_SEVERITY = {"revocation_unknown": 4, "revocation_response_invalid": 3, "revocation_stale": 2,
+             "revocation_unavailable": 1}
+
+
+@dataclass(frozen=True)
+class RevocationPolicy:
+    """A municipality's revocation settings, with its configured CRL sources."""
+
+    config: RevocationConfig
+    crl_sources: tuple[CrlSource, ...]
+    preloaded: tuple[tuple[str, VerifiedCrl], ...] = ()   # verified CRL files, by source id
+
+    @property
+    def skew(self) -> dt.timedelta:
+        return self.config.clock_skew.timedelta
+
+    def ocsp_limits(self) -> FetchLimits:
+        o = self.config.ocsp
+        return FetchLimits(o.connect_timeout.seconds, o.timeout.seconds, o.max_response_bytes)
+
+    def crl_limits(self) -> FetchLimits:
+        c = self.config.crl
+        return FetchLimits(c.connect_timeout.seconds, c.timeout.seconds, c.max_bytes)
+
+
+@dataclass(frozen=True)
+class CertStatus:
+    """How one certificate's status was established."""
+
+    subject: str
+    serial_hex: str
+    status: str                 # good | revoked
+    method: str                 # ocsp | crl
+    source: str                 # responder URL or CRL location
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    cached: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {"subject": self.subject, "serial": self.serial_hex, "status": self.status, "method": self.method,
+                "source": self.source, "this_update": self.this_update.isoformat(),
+                "next_update": self.next_update.isoformat() if self.next_update else None, "cached": self.cached}
+
+
+@dataclass(frozen=True)
+class RevocationOutcome:
+    """The result for a whole path. ``valid_until``: when the answer must be established again."""
+
+    checked: tuple[CertStatus, ...]
+    valid_until: dt.datetime | None
+    soft_fail: CertificateRejected | None = None
+
+    @property
+    def summary(self) -> str:
+        if self.soft_fail is not None:
+            return "soft_fail"
+        methods = sorted({c.method for c in self.checked})
+        return "+".join(methods) if methods else "not_checked"
+
+
+NOT_CHECKED = RevocationOutcome((), None)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    answer: OcspAnswer
+    url: str
+    expires: dt.datetime
+    lifetime: dt.timedelta
+
+
+class RevocationChecker:
+    """Establishes revocation status for validated paths. One per process; thread-safe."""
+
+    def __init__(self, clock: Clock, *, crls: CrlStore, fetcher: HttpFetcher | None,
+                 shared: KeyValueStore | None, retry_after: dt.timedelta = dt.timedelta(seconds=10),
+                 refresh_interval: float = 30.0) -> None:
+        self._clock = clock
+        self.crls = crls
+        self._fetcher = fetcher
+        self._shared = shared
+        self._retry_after = retry_after
+        self._refresh_interval = refresh_interval
+        self._cache: dict[str, _Cached] = {}
+        self._down: dict[str, tuple[dt.datetime, str]] = {}  # responder URL -> (when it failed, why)
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: set[str] = set()
+        self._stop = threading.Event()
+
+    def register(self, policy: RevocationPolicy) -> None:
+        """Hold a policy's configured CRL sources, seeded with the CRL files verified at load."""
+        preloaded = dict(policy.preloaded)
+        for source in policy.crl_sources:
+            self.crls.add(source, preloaded.get(source.id))
+
+    # --- the check -----------------------------------------------------------------------
+
+    def check(self, chain: Sequence[x509.Certificate], policy: RevocationPolicy | None) -> RevocationOutcome:
+        """Check ``chain`` (leaf first, anchor last) under ``policy``; None means checking is off."""
+        if policy is None or policy.config.mode == "none":
+            return NOT_CHECKED
+        self._ensure_background()
+        now = self._clock.now()
+        checked: list[CertStatus] = []
+        try:
+            for index, (cert, issuer) in enumerate(itertools.pairwise(chain)):
+                checked.append(self._check_one(cert, issuer, policy, now, leaf=index == 0))
+        except CertificateRejected as exc:
+            if exc.reason == "revoked" or policy.config.failure == "fail_closed":
+                raise
+            # soft fail, explicitly configured: the login goes on, the caller audits why; look again soon
+            return RevocationOutcome(tuple(checked), now + min(self._retry_after * 30, policy.config.max_cache_time
+                                                               .timedelta), soft_fail=exc)
+        until = min((c.next_update for c in checked if c.next_update is not None), default=None)
+        cap = now + policy.config.max_cache_time.timedelta
+        return RevocationOutcome(tuple(checked), min(until, cap) if until else cap)
+
+    def _check_one(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
+                   now: dt.datetime, *, leaf: bool) -> CertStatus:
+        failures: list[CertificateRejected] = []
+        for method in policy.config.methods:
+            try:
+                if method == "ocsp":
+                    return self._ocsp(cert, issuer, policy, now, leaf=leaf)
+                return self._crl(cert, issuer, policy, now)
+            except CertificateRejected as exc:
+                if exc.reason == "revoked":
+                    raise
+                failures.append(exc)
+        worst = max(failures, key=lambda e: _SEVERITY.get(e.reason, 0))
+        detail = "; ".join(f"{m}: {f.detail}" for m, f in zip(policy.config.methods, failures, strict=False))
+        raise CertificateRejected(worst.reason, detail, params=dict(worst.params))
+
+    # --- CRL -------------------------------------------------------------------------------
+
+    def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
+             now: dt.datetime) -> CertStatus:
+        sources = list(policy.crl_sources)
+        if policy.config.crl.distribution_points:
+            known = {s.location for s in sources}
+            sources += [CrlSource(url, "url", (issuer,), policy.crl_limits(),
+                                  policy.config.crl.refresh_margin.timedelta)
+                        for url in distribution_point_urls(cert) if url not in known]
+        crl, state = self.crls.check(cert, issuer, sources, now, policy.skew)
+        return CertStatus(cert.subject.rfc4514_string(), f"{cert.serial_number:x}", "good", "crl",
+                          state.source.location, crl.this_update, crl.next_update, cached=True)
+
+    # --- OCSP ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(cert: x509.Certificate, issuer: x509.Certificate) -> str:
+        issuer_id = hashlib.sha256(spki(issuer)).hexdigest()[:32]
+        return f"ocsp:{issuer_id}:{cert.serial_number:x}"
+
+    def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
+              now: dt.datetime, *, leaf: bool) -> CertStatus:
+        ocsp_cfg = policy.config.ocsp
+        urls = (ocsp_cfg.url,) if (leaf and ocsp_cfg.url) else responder_urls(cert)
+        if not urls:
+            raise CertificateRejected("revocation_unavailable",
+                                      f"no OCSP responder for {cert.subject.rfc4514_string()}")
+        key = self._key(cert, issuer)
+        cached = self._cached(key, cert, issuer, policy, now)
+        if cached is not None:
+            if cached.expires - now < cached.lifetime / 5:
+                self._refresh_ahead(key, cert, issuer, policy, cached.url)
+            return self._status(cert, cached, cached=True)
+        url = urls[0]
+        return self._status(cert, self._fetch_ocsp(key, url, cert, issuer, policy, now), cached=False)
+
+    def _cached(self, key: str, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
+                now: dt.datetime) -> _Cached | None:
+        with self._lock:
+            entry = self._cache.get(key)
+        if entry is not None and now < entry.expires:
+            return entry
+        if self._shared is None:
+            return None
+        try:
+            raw = self._shared.get(key)
+        except DependencyUnavailable:
+            return None
+        if raw is None:
+            return None
+        try:
+            stored = json.loads(raw)
+            der = bytes.fromhex(stored["der"])
+            # the shared copy is raw, signed data: verified here before it is trusted
+            answer = verify_response(der, cert, issuer, now=now, skew=policy.skew,
+                                     max_age_without_next_update=policy.config.ocsp
+                                     .max_age_without_next_update.timedelta)
+        except (CertificateRejected, ValueError, KeyError) as exc:
+            log.warning("ignoring unusable shared OCSP response for %s: %s", key, exc)
+            return None
+        return self._remember(key, stored.get("url", ""), answer, policy, now, der=None)
+
+    def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
+                  *, der: bytes | None) -> _Cached:
+        fresh_until = answer.next_update or (
+            answer.this_update + policy.config.ocsp.max_age_without_next_update.timedelta)
+        expires = min(fresh_until, now + policy.config.max_cache_time.timedelta)
+        entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)))
+        with self._lock:
+            self._cache[key] = entry
+            if len(self._cache) > 100_000:  # bound memory: drop expired entries
+                for k in [k for k, v in self._cache.items() if v.expires <= now]:
+                    del self._cache[k]
+        if der is not None and self._shared is not None and expires > now:
+            try:
+                self._shared.put(key, json.dumps({"der": der.hex(), "url": url}).encode(),
+                                 (expires - now).total_seconds())
+            except DependencyUnavailable as exc:
+                log.warning("could not share the OCSP response for %s: %s", key, exc)
+        return entry
+
+    def _fetch_ocsp(self, key: str, url: str, cert: x509.Certificate, issuer: x509.Certificate,
+                    policy: RevocationPolicy, now: dt.datetime) -> _Cached:
+        ocsp_cfg = policy.config.ocsp
+        with self._lock:
+            down = self._down.get(url)
+        if down is not None and now - down[0] < self._retry_after:
+            raise CertificateRejected("revocation_unavailable",
+                                      f"OCSP responder {url} failed {int((now - down[0]).total_seconds())} s ago "
+                                      f"({down[1]})")
+        if self._fetcher is None:
+            raise CertificateRejected("revocation_unavailable", "online OCSP checking is off")
+        nonce = os.urandom(16) if ocsp_cfg.nonce else None
+        request = build_request(cert, issuer, nonce=nonce, cert_id_hash=ocsp_cfg.cert_id_hash)
+        try:
+            der = self._fetcher.post(url, request, "application/ocsp-request", "application/ocsp-response",
+                                     policy.ocsp_limits())
+        except FetchError as exc:
+            self._record_ocsp(url, issuer, str(exc), now)
+            raise CertificateRejected("revocation_unavailable", f"OCSP responder {url}: {exc}") from None
+        try:
+            answer = verify_response(der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
+                                     max_age_without_next_update=ocsp_cfg.max_age_without_next_update.timedelta)
+        except CertificateRejected as exc:
+            self._record_ocsp(url, issuer, f"{exc.reason}: {exc.detail}", now)
+            raise CertificateRejected(exc.reason, f"OCSP responder {url}: {exc.detail}",
+                                      params=dict(exc.params)) from None
+        self._record_ocsp(url, issuer, None, now)
+        return self._remember(key, url, answer, policy, now, der=der)
+
+    def _status(self, cert: x509.Certificate, entry: _Cached, *, cached: bool) -> CertStatus:
+        answer = entry.answer
+        if answer.status == "revoked":
+            at = answer.revoked_at or answer.this_update
+            reason = f", reason {answer.revocation_reason}" if answer.revocation_reason else ""
+            raise CertificateRejected("revoked", f"OCSP ({entry.url}): serial {cert.serial_number:x} revoked "
+                                                 f"{at.isoformat()}{reason}",
+                                      params={"revocation_date": at.date().isoformat()})
+        if answer.status == "unknown":
+            raise CertificateRejected("revocation_unknown",
+                                      f"OCSP ({entry.url}) does not know serial {cert.serial_number:x}")
+        return CertStatus(cert.subject.rfc4514_string(), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
+                          answer.this_update, answer.next_update, cached=cached)
+
+    def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime) -> None:
+        with self._lock:
+            if error is None:
+                self._down.pop(url, None)
+            else:
+                self._down[url] = (now, error)
+        if error is not None:
+            log.warning("OCSP responder %s: %s", url, error)
+        if self._shared is None:
+            return
+        record_key = "ocsp-status:" + hashlib.sha256(url.encode()).hexdigest()[:40]
+        try:
+            raw = self._shared.get(record_key)
+            record = json.loads(raw) if raw else {"responder": url, "issuer": issuer.subject.rfc4514_string()}
+            if error is None:
+                record["last_ok"] = now.isoformat()
+            else:
+                record["last_error"] = error
+                record["last_error_at"] = now.isoformat()
+            self._shared.put(record_key, json.dumps(record).encode(), 30 * 86400)
+        except DependencyUnavailable:
+            pass
+
+    def ocsp_status(self, url: str) -> dict[str, object] | None:
+        if self._shared is None:
+            return None
+        raw = self._shared.get("ocsp-status:" + hashlib.sha256(url.encode()).hexdigest()[:40])
+        return json.loads(raw) if raw else None
+
+    def last_ocsp_error(self, url: str) -> tuple[dt.datetime, str] | None:
+        with self._lock:
+            return self._down.get(url)
+
+    # --- background work -------------------------------------------------------------------
+
+    def _ensure_background(self) -> None:
+        """Start this process's refresher on first use (after a fork, each worker starts its own)."""
+        pid = os.getpid()
+        if self._pid == pid or self._refresh_interval <= 0:
+            return
+        with self._lock:
+            if self._pid == pid:
+                return
+            self._pid = pid
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="revocation")
+            self._pending = set()
+        thread = threading.Thread(target=self._loop, name="crl-refresher", daemon=True)
+        thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._refresh_interval):
+            try:
+                self.crls.refresh_due()
+            except Exception:  # a background pass must never die
+                log.exception("CRL refresh pass failed")
+
+    def _refresh_ahead(self, key: str, cert: x509.Certificate, issuer: x509.Certificate,
+                       policy: RevocationPolicy, url: str) -> None:
+        executor = self._executor
+        with self._lock:
+            if executor is None or key in self._pending:
+                return
+            self._pending.add(key)
+
+        def task() -> None:
+            try:
+                self._fetch_ocsp(key, url, cert, issuer, policy, self._clock.now())
+            except CertificateRejected as exc:
+                log.info("background OCSP refresh of %s: %s", key, exc.detail)
+            finally:
+                with self._lock:
+                    self._pending.discard(key)
+
+        executor.submit(task)
+
+    def refresh_now(self) -> int:
+        """Run one CRL refresh pass in the caller's thread (operators' tools and tests)."""
+        return self.crls.refresh_due()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+

@@ -1,0 +1,102 @@
+"""Fetching revocation data over HTTP with hard limits.
+
+urllib3 with retries off; a total deadline on top of its connect/read
+timeouts; bodies streamed and cut off past a size limit; redirects followed
+only for GET, at most three, and never to another scheme.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    connect_timeout: float
+    total_timeout: float
+    max_bytes: int
+
+
+class FetchError(Exception):
+    """The fetch failed; ``timeout`` tells a slow peer from an unreachable or misbehaving one."""
+
+    def __init__(self, message: str, *, timeout: bool = False) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class HttpFetcher:
+    """A small HTTP client for OCSP and CRL fetching; one connection pool per process."""
+
+    def __init__(self, user_agent: str = "broker-revocation/1") -> None:
+        self._pool = urllib3.PoolManager(num_pools=16, maxsize=4, block=False, retries=False)
+        self._headers = {"User-Agent": user_agent}
+
+    def get(self, url: str, limits: FetchLimits, accept: str) -> bytes:
+        return self._request("GET", url, None, {"Accept": accept}, limits)
+
+    def post(self, url: str, body: bytes, content_type: str, accept: str, limits: FetchLimits) -> bytes:
+        return self._request("POST", url, body, {"Content-Type": content_type, "Accept": accept}, limits)
+
+    def _request(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+                 limits: FetchLimits) -> bytes:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("http", "https"):
+            raise FetchError(f"unsupported URL scheme {scheme!r}")
+        deadline = time.monotonic() + limits.total_timeout
+        for _hop in range(4):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FetchError(f"no answer from {url} within {limits.total_timeout:g} s", timeout=True)
+            timeout = urllib3.Timeout(connect=min(limits.connect_timeout, remaining), read=remaining)
+            try:
+                response = self._pool.request(method, url, body=body, headers={**self._headers, **headers},
+                                              redirect=False, retries=False, preload_content=False,
+                                              timeout=timeout)
+            except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ConnectTimeoutError) as exc:
+                raise FetchError(f"{url}: timed out ({exc})", timeout=True) from None
+            except urllib3.exceptions.HTTPError as exc:
+                raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+            try:
+                if response.status in _REDIRECTS:
+                    location = response.headers.get("Location")
+                    if method != "GET" or not location:
+                        raise FetchError(f"{url}: HTTP {response.status} redirect not followed")
+                    target = urljoin(url, location)
+                    if urlsplit(target).scheme != scheme:
+                        raise FetchError(f"{url}: redirect to another scheme ({target}) refused")
+                    url = target
+                    continue
+                if response.status != 200:
+                    raise FetchError(f"{url}: HTTP {response.status}")
+                declared = response.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
+                    raise FetchError(f"{url}: {declared} bytes exceed the limit of {limits.max_bytes}")
+                return self._read(response, url, limits, deadline)
+            finally:
+                response.release_conn()
+        raise FetchError(f"{url}: too many redirects")
+
+    @staticmethod
+    def _read(response: urllib3.BaseHTTPResponse, url: str, limits: FetchLimits, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.stream(65536):
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise FetchError(f"{url}: answer exceeds the limit of {limits.max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(f"{url}: answer not complete within {limits.total_timeout:g} s", timeout=True)
+                chunks.append(chunk)
+        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+            raise FetchError(f"{url}: timed out while reading ({exc})", timeout=True) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+        return b"".join(chunks)

@@ -1,0 +1,205 @@
+"""OCSP requests and the verification of responses (RFC 6960). Pure: bytes in, verified answer out.
+
+A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
+
+* its status is ``successful`` and it parses;
+* it is signed by the issuing CA itself, or by a delegated responder whose
+  certificate is included, was issued directly by that same CA, carries
+  id-kp-OCSPSigning and is valid now; the signature uses SHA-256 or stronger;
+* a SingleResponse covers exactly the certificate asked about (serial and
+  the issuer's name and key hashes);
+* thisUpdate is not in the future and nextUpdate not in the past (both with
+  the configured clock skew); without nextUpdate the answer counts as fresh
+  only for a short configured age;
+* when a nonce was sent and is required, the same nonce comes back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from broker.errors import CertificateRejected
+
+Status = Literal["good", "revoked", "unknown"]
+_STRONG = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+_UNAVAILABLE_STATUSES = (ocsp.OCSPResponseStatus.TRY_LATER, ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+
+
+@dataclass(frozen=True)
+class OcspAnswer:
+    """A verified answer about one certificate."""
+
+    status: Status
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    produced_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revocation_reason: str | None
+    responder: str
+
+
+def build_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: bytes | None,
+                  cert_id_hash: Literal["sha1", "sha256"]) -> bytes:
+    """A DER OCSPRequest for ``cert``. SHA-1 in the CertID is only an identifier (RFC 6960 §4.1.1), which
+    most responders still require; it is not a signature."""
+    # SHA-1 here names the certificate in the request; it protects nothing
+    algorithm: hashes.SHA1 | hashes.SHA256 = (
+        hashes.SHA1() if cert_id_hash == "sha1" else hashes.SHA256()  # noqa: S303
+    )
+    builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm)
+    if nonce is not None:
+        builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+def responder_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    """OCSP responder URLs from the certificate's Authority Information Access (RFC 5280 §4.2.2.1)."""
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(
+        d.access_location.value
+        for d in aia
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        and d.access_location.value.lower().startswith(("http://", "https://"))
+    )
+
+
+def _cert_id_hashes(cert: x509.Certificate, issuer: x509.Certificate,
+                    algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    """(issuerNameHash, issuerKeyHash) of the CertID for ``cert`` (RFC 6960 §4.1.1), as cryptography computes
+    them for a request: no hand-rolled DER."""
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm).build()
+    return request.issuer_name_hash, request.issuer_key_hash
+
+
+def _invalid(detail: str) -> CertificateRejected:
+    return CertificateRejected("revocation_response_invalid", detail)
+
+
+def _verify_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> None:
+    try:
+        algorithm = response.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        raise _invalid(f"unsupported signature algorithm {response.signature_algorithm_oid.dotted_string}") from None
+    key = signer.public_key()
+    try:
+        if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(response.signature, response.tbs_response_bytes)
+            return
+        if not isinstance(algorithm, _STRONG):
+            name = algorithm.name if algorithm else "none"
+            raise _invalid(f"the response is signed with {name}; SHA-256 or stronger is required")
+        if isinstance(key, rsa.RSAPublicKey):
+            if response.signature_algorithm_oid == x509.oid.SignatureAlgorithmOID.RSASSA_PSS:
+                raise _invalid("RSASSA-PSS signed OCSP responses are not supported")
+            key.verify(response.signature, response.tbs_response_bytes, padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(response.signature, response.tbs_response_bytes, ec.ECDSA(algorithm))
+        else:
+            raise _invalid(f"unsupported responder key type {type(key).__name__}")
+    except InvalidSignature:
+        raise _invalid("the response's signature does not verify") from None
+
+
+def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datetime,
+            skew: dt.timedelta) -> tuple[x509.Certificate, str]:
+    """The certificate whose key must have signed ``response`` (RFC 6960 §4.2.2.2)."""
+    issuer_key_hash = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
+    if response.responder_key_hash == issuer_key_hash or response.responder_name == issuer.subject:
+        return issuer, "the issuing CA"
+    for candidate in response.certificates:
+        by_key = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key()).digest
+        if response.responder_key_hash != by_key and response.responder_name != candidate.subject:
+            continue
+        who = candidate.subject.rfc4514_string()
+        if candidate.issuer != issuer.subject:
+            raise _invalid(f"delegated responder {who} is not issued by the certificate's CA")
+        try:
+            candidate.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise _invalid(f"delegated responder {who} is not signed by the certificate's CA") from None
+        try:
+            eku = candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            eku = None
+        if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+            raise _invalid(f"delegated responder {who} lacks id-kp-OCSPSigning")
+        if not (candidate.not_valid_before_utc - skew <= now <= candidate.not_valid_after_utc + skew):
+            raise _invalid(f"delegated responder certificate {who} is not valid now")
+        return candidate, f"delegated responder {who}"
+    raise _invalid("the response is signed by neither the issuing CA nor an authorised responder")
+
+
+def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime,
+                    skew: dt.timedelta, max_age_without_next_update: dt.timedelta,
+                    nonce: bytes | None = None) -> OcspAnswer:
+    """Verify an OCSP response about ``cert`` (issued by ``issuer``); raise :class:`CertificateRejected`.
+
+    Reason codes: ``revocation_response_invalid`` (unparseable, wrong signer, bad
+    signature, wrong certificate, future thisUpdate, nonce mismatch),
+    ``revocation_unavailable`` (tryLater/internalError), ``revocation_stale``
+    (nextUpdate passed). The answer's own status (good/revoked/unknown) is
+    returned for the caller to act on.
+    """
+    try:
+        response = ocsp.load_der_ocsp_response(der)
+    except ValueError as exc:
+        raise _invalid(f"not a DER OCSP response ({exc})") from None
+    if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+        name = response.response_status.name.lower()
+        if response.response_status in _UNAVAILABLE_STATUSES:
+            raise CertificateRejected("revocation_unavailable", f"the responder answered {name}")
+        raise _invalid(f"the responder answered {name}")
+    signer, responder = _signer(response, issuer, now, skew)
+    _verify_signature(response, signer)
+
+    single = None
+    for candidate in response.responses:
+        if candidate.serial_number != cert.serial_number:
+            continue
+        try:
+            expected = _cert_id_hashes(cert, issuer, candidate.hash_algorithm)
+        except (ValueError, UnsupportedAlgorithm):
+            continue
+        if (candidate.issuer_name_hash, candidate.issuer_key_hash) == expected:
+            single = candidate
+            break
+    if single is None:
+        raise _invalid(f"the response does not cover serial {cert.serial_number:x} of this issuer")
+
+    if nonce is not None:
+        try:
+            echoed = response.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+        except x509.ExtensionNotFound:
+            raise _invalid("the responder did not return the request's nonce") from None
+        if echoed != nonce:
+            raise _invalid("the response's nonce does not match the request's")
+
+    this_update, next_update = single.this_update_utc, single.next_update_utc
+    if this_update > now + skew:
+        raise _invalid(f"thisUpdate {this_update.isoformat()} is in the future")
+    if next_update is not None and next_update < now - skew:
+        raise CertificateRejected("revocation_stale", f"the OCSP response expired at {next_update.isoformat()}",
+                                  params={"next_update": next_update.date().isoformat()})
+    if next_update is None and now - this_update > max_age_without_next_update + skew:
+        raise CertificateRejected("revocation_stale",
+                                  f"the OCSP response has no nextUpdate and is from {this_update.isoformat()}")
+    status = single.certificate_status
+    revoked_at = single.revocation_time_utc if status == ocsp.OCSPCertStatus.REVOKED else None
+    reason = single.revocation_reason.name if status == ocsp.OCSPCertStatus.REVOKED and single.revocation_reason \
+        else None
+    mapped: Status = {ocsp.OCSPCertStatus.GOOD: "good", ocsp.OCSPCertStatus.REVOKED: "revoked"}.get(
+        status, "unknown")  # type: ignore[assignment]
+    return OcspAnswer(mapped, this_update, next_update, response.produced_at_utc, revoked_at, reason, responder)
