@@ -67,6 +67,8 @@ class LeafProfile:
     san_email: str | None = None
     san_dns: str | None = None
     san_ip: str | None = None
+    ocsp_url: str | None = None               # Authority Information Access: OCSP responder
+    crl_url: str | None = None                # CRL distribution point
     valid_from: dt.datetime | None = None     # default: issuer's "now" minus one day
     valid_until: dt.datetime | None = None    # default: "now" plus one year
     key: str = "ec256"
@@ -185,6 +187,13 @@ class CertificateAuthority:
                 ),
                 critical=False,
             )
+        if profile.ocsp_url:
+            b = b.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(profile.ocsp_url))]),
+                critical=False)
+        if profile.crl_url:
+            b = b.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(profile.crl_url)], None, None, None)]), critical=False)
         names: list[x509.GeneralName] = []
         if profile.san_upn:
             names.append(x509.OtherName(UPN_OID, _utf8_string(profile.san_upn)))

@@ -53,6 +53,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("cecilia", "kommun-a", "revoked", "revoked (listed in Kommun A's CRL)"),
     DemoUser("david", "kommun-a", "certificate_expired", "expired last month"),
     DemoUser("erik", "kommun-b", "eku_not_client_auth", "e-mail protection certificate, not for login"),
+    DemoUser("greta", "kommun-b", "revoked", "revoked; Kommun B's OCSP responder says so"),
     DemoUser("fatima", None, "issuer_unknown", "issued by a CA no municipality uses"),
 )
 
@@ -88,12 +89,28 @@ class DemoLayout:
                               cert_file=self.root / "sp" / "sp.crt", xmlsec_binary=xmlsec_binary)
 
 
-def _profile(user: DemoUser, now: dt.datetime, policy: str) -> LeafProfile:
+def revocation_base_url(base_url: str) -> str:
+    """The demo's plain-HTTP revocation server (OCSP and CRLs): the HTTPS port plus one."""
+    host_port = base_url.split("://", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    return f"http://{host}:{int(port) + 1}"
+
+
+# test numbers (serial 98xx is reserved for tests by Skatteverket; 19121212-1212 is "Tolvan Tolvansson")
+_PERSONNUMMER = {"bo": "191212121212", "erik": "191212121212", "greta": "198001019804"}
+
+
+def _profile(user: DemoUser, now: dt.datetime, policy: str, revocation_url: str | None = None) -> LeafProfile:
     given, surname = user.name.capitalize(), "Demosson"
-    # Kommun B's identity rule reads a personnummer (Skatteverket's test number for "Tolvan Tolvansson").
-    serial = "191212121212" if user.municipality == "kommun-b" else f"SE2120001009-{user.name}"
+    # Kommun B's identity rule reads a personnummer (Skatteverket's test numbers); its certificates name the
+    # demo's OCSP responder and CRL distribution point.
+    kommun_b = user.municipality == "kommun-b"
+    serial = _PERSONNUMMER.get(user.name, "191212121212") if kommun_b else f"SE2120001009-{user.name}"
     profile = LeafProfile(common_name=f"{given} {surname}", given_name=given, surname=surname,
                           serial_number=serial, policies=(policy,))
+    if kommun_b and revocation_url:
+        profile = replace(profile, ocsp_url=f"{revocation_url}/ocsp/kommun-b",
+                          crl_url=f"{revocation_url}/crl/kommun-b/issuing-ca.crl")
     if user.expected == "certificate_expired":
         return replace(profile, valid_from=now - dt.timedelta(days=400), valid_until=now - dt.timedelta(days=30))
     if user.expected == "eku_not_client_auth":
@@ -146,10 +163,12 @@ def generate(workdir: Path, example: Path, now: dt.datetime, *, base_url: str = 
             for user in DEMO_USERS:
                 if user.municipality != mid:
                     continue
-                issued = issuing.issue(_profile(user, now, policy))
+                issued = issuing.issue(_profile(user, now, policy, revocation_base_url(base_url)))
                 _write_user(layout, user.name, issued, issuing.chain())
                 if user.expected == "revoked":
-                    (pki / "revoked.json").write_text(json.dumps([issued.certificate.serial_number]))
+                    listed = json.loads((pki / "revoked.json").read_text()) if (pki / "revoked.json").exists() \
+                        else []
+                    (pki / "revoked.json").write_text(json.dumps([*listed, issued.certificate.serial_number]))
         revoked = json.loads((pki / "revoked.json").read_text()) if (pki / "revoked.json").exists() else []
         for serial in revoked:
             issuing.revoked[int(serial)] = now - dt.timedelta(days=2)

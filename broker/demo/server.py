@@ -22,7 +22,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from broker.app import create_app
 from broker.config.loader import load_settings
 from broker.demo.check import run_checks
-from broker.demo.materials import DEMO_USERS, P12_PASSWORD, DemoLayout, generate
+from broker.demo.materials import DEMO_USERS, P12_PASSWORD, DemoLayout, generate, revocation_base_url
+from broker.demo.revocation_server import DemoRevocationServer
 from broker.demo.sp import DemoSp, demo_sp_app
 from broker.pki.tls import ClientCertTLS
 
@@ -38,6 +39,7 @@ def find_example_config() -> Path:
 
 def build_server(workdir: Path, example: Path, host: str, port: int, *, regenerate: bool = False,
                  quiet: bool = False) -> tuple[BaseWSGIServer, DemoLayout, str]:
+    """The demo's HTTPS server; its revocation server (OCSP, CRLs) on port + 1 starts with it."""
     xmlsec = shutil.which("xmlsec1")
     if xmlsec is None:
         raise RuntimeError("the demo SP (pysaml2) needs the xmlsec1 program: sudo apt-get install -y xmlsec1")
@@ -54,6 +56,16 @@ def build_server(workdir: Path, example: Path, host: str, port: int, *, regenera
                   for c in (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())]
     tls = ClientCertTLS(chain, (layout.tls / "server.key").read_bytes(), client_cas)
     server = make_server(host, port, app, threaded=True, ssl_context=tls)  # type: ignore[arg-type]
+    revocation = DemoRevocationServer(layout, host, port + 1)
+    revocation.start()
+    _close = server.server_close
+
+    def server_close() -> None:  # the revocation server lives as long as the demo server
+        revocation.shutdown()
+        revocation.server_close()
+        _close()
+
+    server.server_close = server_close  # type: ignore[method-assign]
     if quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return server, layout, base_url
@@ -70,6 +82,7 @@ def instructions(layout: DemoLayout, base_url: str) -> str:
         f"  Import a certificate into your browser: {users}/<user>.p12 (password: {P12_PASSWORD.decode()}).",
         f"  The server's TLS certificate comes from a demo CA: {ca}",
         f"  What the broker sees of your certificate: {base_url}/diagnose",
+        f"  Kommun B's OCSP responder and CRLs: {revocation_base_url(base_url)}/ocsp/kommun-b, /crl/...",
         f"  Audit trail: {layout.config / 'audit' / 'audit.jsonl'}",
         "",
         "  Demo users:",

@@ -8,12 +8,14 @@ to make them, so pyOpenSSL's legacy API re-signs a certificate here).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from broker.clock import FixedClock
@@ -98,8 +100,11 @@ def crl_policy(cas: Sequence[x509.Certificate], crls: Sequence[x509.CertificateR
     """A CRL-only policy over ``crls`` (as configured files, verified now; a bad one raises ValueError)."""
     revocation = RevocationConfig(mode="check", methods=("crl",), crl=CrlConfig(distribution_points=False),
                                   **config)  # type: ignore[arg-type]
-    policy, problems = revocation_policy(revocation, cas, [(f"/nonexistent/crl-{i}.pem", c)  # type: ignore[misc]
-                                                           for i, c in enumerate(crls)])
+    # Each CRL gets a location of its own (named after its content): a checker holds sources by location,
+    # so two domains registered with one checker must not both claim "crl-0".
+    files = [(f"/nonexistent/crl-{i}-{hashlib.sha256(c.public_bytes(Encoding.DER)).hexdigest()[:16]}.pem", c)
+             for i, c in enumerate(crls)]
+    policy, problems = revocation_policy(revocation, cas, files)  # type: ignore[arg-type]
     if problems:
         raise ValueError("; ".join(message for _, message in problems))
     return policy

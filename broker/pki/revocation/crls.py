@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +42,20 @@ from broker.session.store import KeyValueStore
 log = logging.getLogger("broker.revocation")
 
 
+@functools.lru_cache(maxsize=16384)
+def subject_text(cert: x509.Certificate) -> str:
+    """RFC 4514 text of the subject (cached: formatting names is slow and CAs recur on every login)."""
+    return cert.subject.rfc4514_string()
+
+
+@functools.lru_cache(maxsize=16384)
+def issuer_name(cert: x509.Certificate) -> bytes:
+    return cert.issuer.public_bytes()
+
+
+@functools.lru_cache(maxsize=4096)
 def spki(cert: x509.Certificate) -> bytes:
+    """The DER SubjectPublicKeyInfo (cached: CA certificates are asked about on every login)."""
     return cert.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -139,8 +153,12 @@ class CrlSource:
     def id(self) -> str:
         return f"{self.kind}:{self.location}"
 
-    def issuer_names(self) -> set[bytes]:
-        return {ca.subject.public_bytes() for ca in self.cas}
+    @functools.cached_property
+    def _names(self) -> frozenset[bytes]:
+        return frozenset(ca.subject.public_bytes() for ca in self.cas)
+
+    def issuer_names(self) -> frozenset[bytes]:
+        return self._names
 
 
 @dataclass
@@ -156,6 +174,7 @@ class SourceState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+@functools.lru_cache(maxsize=16384)
 def distribution_point_urls(cert: x509.Certificate) -> tuple[str, ...]:
     """http(s) URLs of the certificate's CRL distribution points (RFC 5280 §4.2.1.13)."""
     try:
@@ -190,11 +209,10 @@ class CrlStore:
     # --- registration ------------------------------------------------------------------
 
     def add(self, source: CrlSource, initial: VerifiedCrl | None = None) -> SourceState:
-        with self._lock:
-            state = self._states.get(source.id)
-            if state is None:
-                state = SourceState(source)
-                self._states[source.id] = state
+        state = self._states.get(source.id)
+        if state is None:
+            with self._lock:
+                state = self._states.setdefault(source.id, SourceState(source))
         if initial is not None and state.crl is None:
             state.crl = initial
             state.fetched_at = self._clock.now()
@@ -216,9 +234,9 @@ class CrlStore:
         Fetches (bounded by each source's limits) only when no usable CRL is
         held, and not again within ``retry_after`` of a failed attempt.
         """
-        name = cert.issuer.public_bytes()
+        name = issuer_name(cert)
         states = [self.add(s) for s in sources if name in s.issuer_names()]
-        who = issuer.subject.rfc4514_string()
+        who = subject_text(issuer)
         if not states:
             raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
         issuer_key = spki(issuer)

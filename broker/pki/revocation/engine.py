@@ -35,7 +35,14 @@ from cryptography import x509
 from broker.clock import Clock
 from broker.config.schema import RevocationConfig
 from broker.errors import CertificateRejected, DependencyUnavailable
-from broker.pki.revocation.crls import CrlSource, CrlStore, VerifiedCrl, distribution_point_urls, spki
+from broker.pki.revocation.crls import (
+    CrlSource,
+    CrlStore,
+    VerifiedCrl,
+    distribution_point_urls,
+    spki,
+    subject_text,
+)
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
 from broker.session.store import KeyValueStore
@@ -166,6 +173,11 @@ class RevocationChecker:
                    now: dt.datetime, *, leaf: bool) -> CertStatus:
         failures: list[CertificateRejected] = []
         for method in policy.config.methods:
+            if method == "ocsp" and not self._ocsp_urls(cert, policy, leaf=leaf):
+                # not applicable: no exception on the hot path of a login that goes on to the CRL
+                failures.append(CertificateRejected("revocation_unavailable",
+                                                    f"no OCSP responder for {subject_text(cert)}"))
+                continue
             try:
                 if method == "ocsp":
                     return self._ocsp(cert, issuer, policy, now, leaf=leaf)
@@ -189,7 +201,7 @@ class RevocationChecker:
                                   policy.config.crl.refresh_margin.timedelta)
                         for url in distribution_point_urls(cert) if url not in known]
         crl, state = self.crls.check(cert, issuer, sources, now, policy.skew)
-        return CertStatus(cert.subject.rfc4514_string(), f"{cert.serial_number:x}", "good", "crl",
+        return CertStatus(subject_text(cert), f"{cert.serial_number:x}", "good", "crl",
                           state.source.location, crl.this_update, crl.next_update, cached=True)
 
     # --- OCSP ------------------------------------------------------------------------------
@@ -199,13 +211,14 @@ class RevocationChecker:
         issuer_id = hashlib.sha256(spki(issuer)).hexdigest()[:32]
         return f"ocsp:{issuer_id}:{cert.serial_number:x}"
 
+    @staticmethod
+    def _ocsp_urls(cert: x509.Certificate, policy: RevocationPolicy, *, leaf: bool) -> tuple[str, ...]:
+        override = policy.config.ocsp.url
+        return (override,) if (leaf and override) else responder_urls(cert)
+
     def _ocsp(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
               now: dt.datetime, *, leaf: bool) -> CertStatus:
-        ocsp_cfg = policy.config.ocsp
-        urls = (ocsp_cfg.url,) if (leaf and ocsp_cfg.url) else responder_urls(cert)
-        if not urls:
-            raise CertificateRejected("revocation_unavailable",
-                                      f"no OCSP responder for {cert.subject.rfc4514_string()}")
+        urls = self._ocsp_urls(cert, policy, leaf=leaf)
         key = self._key(cert, issuer)
         cached = self._cached(key, cert, issuer, policy, now)
         if cached is not None:
@@ -300,7 +313,7 @@ class RevocationChecker:
         if answer.status == "unknown":
             raise CertificateRejected("revocation_unknown",
                                       f"OCSP ({entry.url}) does not know serial {cert.serial_number:x}")
-        return CertStatus(cert.subject.rfc4514_string(), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
+        return CertStatus(subject_text(cert), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
                           answer.this_update, answer.next_update, cached=cached)
 
     def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime) -> None:

@@ -17,6 +17,7 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,6 +62,7 @@ def build_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: by
     return builder.build().public_bytes(serialization.Encoding.DER)
 
 
+@functools.lru_cache(maxsize=16384)
 def responder_urls(cert: x509.Certificate) -> tuple[str, ...]:
     """OCSP responder URLs from the certificate's Authority Information Access (RFC 5280 §4.2.2.1)."""
     try:

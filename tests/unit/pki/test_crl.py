@@ -1,17 +1,22 @@
-"""CRLs verified once and indexed by serial (broker.pki.crl; RFC 5280 §5, §6.3)."""
+"""CRLs verified once and indexed by serial (broker.pki.revocation.crls; RFC 5280 §5, §6.3), and the CRL
+checks of a whole path through the revocation checker (broker.pki.revocation.engine)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 from broker.errors import CertificateRejected
-from broker.pki.crl import CrlIndex, VerifiedCrl, spki, verify_crl
-from tests.factories.pki import Hierarchy
+from broker.config.schema import CrlConfig, RevocationConfig
+from broker.config.values import Duration
+from broker.pki.revocation.crls import CrlSource, VerifiedCrl, spki, verify_crl
+from broker.pki.revocation.engine import RevocationOutcome, RevocationPolicy
+from broker.pki.revocation.http import FetchLimits
+from tests.factories.pki import Hierarchy, checker, crl_policy
 from tests.factories.pki_cases import NOW, SECOND, crl, impostor, revoking
 
 DAY = dt.timedelta(days=1)
@@ -89,14 +94,25 @@ def test_verified_crl_holds_times_and_revocations(h: Hierarchy) -> None:
     ca = revoking(h.issuing, cert, at=revoked_at)
     verified = verify_crl(ca.crl(this_update=NOW - DAY, next_update=NOW + 6 * DAY), cas(h))
     assert (verified.this_update, verified.next_update) == (NOW - DAY, NOW + 6 * DAY)
-    assert dict(verified.revoked) == {cert.serial_number: revoked_at}
+    assert verified.revoked == frozenset({cert.serial_number})
+    assert verified.revoked_at(cert.serial_number) == revoked_at
+    assert verified.revoked_at(cert.serial_number + 1) is None
 
 
-# --- CrlIndex.check_path ---
+# --- a whole path through the checker (CRL-only policy, CRLs as configured files) ---
+
+# The smallest configurable clock tolerance (1ms; the configuration refuses 0) and a long cache cap, so that the
+# CRLs' own thisUpdate/nextUpdate decide to the second.
+EXACT = {"clock_skew": Duration(0.001), "max_cache_time": Duration(365 * 86400)}
 
 
-def index(h: Hierarchy, *crls: x509.CertificateRevocationList) -> CrlIndex:
-    return CrlIndex([verify_crl(c, cas(h)) for c in crls])
+def check_path(h: Hierarchy, crls: Sequence[x509.CertificateRevocationList], path: Sequence[x509.Certificate],
+               at: dt.datetime, *, ca_certs: Sequence[x509.Certificate] | None = None) -> RevocationOutcome:
+    """Revocation of ``path`` (leaf first) at ``at`` under a CRL-only policy over ``crls``."""
+    policy = crl_policy(ca_certs if ca_certs is not None else cas(h), crls, **EXACT)
+    check = checker(at)
+    check.register(policy)
+    return check.check(path, policy)
 
 
 THIS_UPDATE = NOW - 3600 * SECOND
@@ -104,54 +120,58 @@ NEXT_UPDATE = NOW + 7 * DAY
 
 
 @pytest.fixture(scope="module")
-def bounded(h: Hierarchy) -> tuple[CrlIndex, list[x509.Certificate]]:
+def bounded(h: Hierarchy) -> tuple[list[x509.CertificateRevocationList], list[x509.Certificate]]:
     crls = [h.issuing.crl(this_update=THIS_UPDATE, next_update=NEXT_UPDATE),
             h.root.crl(this_update=THIS_UPDATE - DAY, next_update=NEXT_UPDATE + DAY)]
-    return index(h, *crls), chain(h, h.leaf(valid_until=NOW + 30 * DAY).certificate)
+    return crls, chain(h, h.leaf(valid_until=NOW + 30 * DAY).certificate)
+
+
+Bounded = tuple[list[x509.CertificateRevocationList], list[x509.Certificate]]
 
 
 @pytest.mark.parametrize("at", [
     pytest.param(THIS_UPDATE, id="exactly-this-update"),
     pytest.param(NEXT_UPDATE, id="exactly-next-update"),
 ])
-def test_crl_usable_from_this_update_through_next_update(bounded: tuple[CrlIndex, list[x509.Certificate]],
-                                                         at: dt.datetime) -> None:
+def test_crl_usable_from_this_update_through_next_update(h: Hierarchy, bounded: Bounded, at: dt.datetime) -> None:
     crls, path = bounded
-    assert crls.check_path(path, at) == NEXT_UPDATE
+    outcome = check_path(h, crls, path, at)
+    assert outcome.summary == "crl"
+    assert outcome.valid_until == NEXT_UPDATE
+    assert [(c.status, c.method) for c in outcome.checked] == [("good", "crl"), ("good", "crl")]
 
 
 @pytest.mark.parametrize(("at", "reason"), [
     pytest.param(THIS_UPDATE - SECOND, "revocation_unavailable", id="one-second-before-this-update"),
     pytest.param(NEXT_UPDATE + SECOND, "revocation_stale", id="one-second-after-next-update"),
 ])
-def test_crl_outside_its_window(bounded: tuple[CrlIndex, list[x509.Certificate]], at: dt.datetime,
-                                reason: str) -> None:
+def test_crl_outside_its_window(h: Hierarchy, bounded: Bounded, at: dt.datetime, reason: str) -> None:
     crls, path = bounded
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path(path, at)
+        check_path(h, crls, path, at)
     assert caught.value.reason == reason
 
 
-def test_stale_crl_names_its_next_update_for_the_error_page(bounded: tuple[CrlIndex, list[x509.Certificate]]) -> None:
+def test_stale_crl_names_its_next_update_for_the_error_page(h: Hierarchy, bounded: Bounded) -> None:
     crls, path = bounded
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path(path, NEXT_UPDATE + DAY)
+        check_path(h, crls, path, NEXT_UPDATE + DAY)
     assert caught.value.params == {"next_update": NEXT_UPDATE.date().isoformat()}
 
 
 def test_revoked_leaf_gives_revocation_date(h: Hierarchy) -> None:
     cert = h.leaf().certificate
-    crls = index(h, revoking(h.issuing, cert, at=dt.datetime(2026, 2, 27, 8, tzinfo=dt.UTC)).crl(), h.root.crl())
+    crls = [revoking(h.issuing, cert, at=dt.datetime(2026, 2, 27, 8, tzinfo=dt.UTC)).crl(), h.root.crl()]
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path(chain(h, cert), NOW)
+        check_path(h, crls, chain(h, cert), NOW)
     assert caught.value.reason == "revoked"
     assert caught.value.params == {"revocation_date": "2026-02-27"}
 
 
 def test_revoked_intermediate_is_named_in_detail(h: Hierarchy) -> None:
-    crls = index(h, h.issuing.crl(), revoking(h.root, h.issuing.certificate).crl())
+    crls = [h.issuing.crl(), revoking(h.root, h.issuing.certificate).crl()]
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path(chain(h, h.leaf().certificate), NOW)
+        check_path(h, crls, chain(h, h.leaf().certificate), NOW)
     assert caught.value.reason == "revoked"
     assert h.issuing.certificate.subject.rfc4514_string() in caught.value.detail
 
@@ -162,10 +182,14 @@ def test_most_recent_crl_of_an_issuer_decides(h: Hierarchy, newest_first: bool) 
     cert = h.leaf().certificate
     older = h.issuing.crl(this_update=NOW - 2 * DAY, next_update=NOW + 5 * DAY)  # before the revocation
     newer = revoking(h.issuing, cert).crl(this_update=NOW - 3600 * SECOND, next_update=NOW + 7 * DAY)
-    crls = index(h, *((newer, older) if newest_first else (older, newer)), h.root.crl())
-    assert len(crls) == 3
+    crls = [*((newer, older) if newest_first else (older, newer)), h.root.crl()]
+    policy = crl_policy(cas(h), crls, **EXACT)
+    check = checker(NOW)
+    check.register(policy)
+    assert len(check.crls.states()) == 3
+    assert all(state.crl is not None for state in check.crls.states())
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path(chain(h, cert), NOW)
+        check.check(chain(h, cert), policy)
     assert caught.value.reason == "revoked"
 
 
@@ -174,15 +198,17 @@ def test_crl_of_previous_ca_key_does_not_cover_certificates_of_new_key(h: Hierar
     renewed = h.root.subordinate("Kommun A Test Person CA", organization="Kommun A")
     assert renewed.certificate.subject == h.issuing.certificate.subject
     all_cas = (*cas(h), renewed.certificate)
-    crls = CrlIndex([verify_crl(h.issuing.crl(), all_cas), verify_crl(h.root.crl(), all_cas)])
     cert = renewed.issue(h.profile()).certificate
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path([cert, renewed.certificate, h.root.certificate], NOW)
+        check_path(h, [h.issuing.crl(), h.root.crl()], [cert, renewed.certificate, h.root.certificate], NOW,
+                   ca_certs=all_cas)
     assert caught.value.reason == "revocation_unavailable"
 
 
 def test_path_of_anchor_alone_needs_no_crl(h: Hierarchy) -> None:
-    assert CrlIndex([]).check_path([h.root.certificate], NOW) == NOW
+    outcome = check_path(h, [], [h.root.certificate], NOW)
+    assert (outcome.checked, outcome.summary, outcome.soft_fail) == ((), "not_checked", None)
+    assert outcome.valid_until == NOW + EXACT["max_cache_time"].timedelta  # nothing below the anchor to look up
 
 
 # --- a large CRL: verified once, then looked up by serial ---
@@ -194,8 +220,8 @@ EXTRA_SERIALS = 100_000
 def large() -> tuple[Hierarchy, VerifiedCrl, x509.Certificate, x509.Certificate]:
     h = Hierarchy.build(NOW, "Kommun Stor")
     revoked_cert, good_cert = h.leaf().certificate, h.leaf().certificate
-    # tests.factories.pki_cases.crl, not CertificateAuthority.crl(extra_serials=...): same entries, but the
-    # demo builder adds them one at a time, which is quadratic (~20 s here).
+    # tests.factories.pki_cases.crl, not CertificateAuthority.crl(extra_serials=...): the entries are handed to the
+    # builder in one list.
     big = crl(revoking(h.issuing, revoked_cert), extra_serials=EXTRA_SERIALS)
     return h, verify_crl(big, (h.root.certificate, h.issuing.certificate)), revoked_cert, good_cert
 
@@ -209,11 +235,24 @@ def test_large_crl_is_indexed_by_serial(large: tuple[Hierarchy, VerifiedCrl, x50
     assert good_cert.serial_number not in verified.revoked
 
 
+def preloaded_policy(ca_certs: Sequence[x509.Certificate], crls: Sequence[VerifiedCrl]) -> RevocationPolicy:
+    """A CRL-only policy holding already verified CRLs (as the loader's preloaded files), each its own source."""
+    config = RevocationConfig(mode="check", methods=("crl",), crl=CrlConfig(distribution_points=False),
+                              clock_skew=EXACT["clock_skew"], max_cache_time=EXACT["max_cache_time"])
+    limits = FetchLimits(1, 1, 1024)
+    sources = tuple(CrlSource(f"/nonexistent/large-{i}.crl", "file", tuple(ca_certs), limits, DAY)
+                    for i in range(len(crls)))
+    return RevocationPolicy(config, sources, tuple((s.id, c) for s, c in zip(sources, crls, strict=True)))
+
+
 def test_large_crl_answers_revoked_and_not_revoked(
         large: tuple[Hierarchy, VerifiedCrl, x509.Certificate, x509.Certificate]) -> None:
     h, verified, revoked_cert, good_cert = large
-    crls = CrlIndex([verified, verify_crl(h.root.crl(), (h.root.certificate, h.issuing.certificate))])
-    assert crls.check_path(chain(h, good_cert), NOW) == verified.next_update
+    ca_certs = (h.root.certificate, h.issuing.certificate)
+    policy = preloaded_policy(ca_certs, [verified, verify_crl(h.root.crl(), ca_certs)])
+    check = checker(NOW)
+    check.register(policy)
+    assert check.check(chain(h, good_cert), policy).valid_until == verified.next_update
     with pytest.raises(CertificateRejected) as caught:
-        crls.check_path(chain(h, revoked_cert), NOW)
+        check.check(chain(h, revoked_cert), policy)
     assert caught.value.reason == "revoked"

@@ -1,19 +1,22 @@
-"""RFC 5280 path validation and the login purpose rules (broker.pki.path), at a fixed instant."""
+"""RFC 5280 path validation and the login purpose rules (broker.pki.path), at a fixed instant; then revocation of
+the validated path under the domain's policy (broker.pki.revocation), as `broker cert verify --crl` does it."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from broker.config.values import Duration
 from broker.demo.certificates import CLIENT_AUTH, EMAIL_PROTECTION, SERVER_AUTH, CertificateAuthority
 from broker.errors import CertificateRejected
 from broker.pki.path import verify_path
 from broker.pki.truststore import TrustDomain
-from tests.factories.pki import Hierarchy
+from tests.factories.pki import Hierarchy, checker, crl_policy, verify_with_revocation
 from tests.factories.pki_cases import (
     NOW,
     SECOND,
@@ -140,7 +143,9 @@ REJECTED = [
     pytest.param(leaf(digital_signature=False, non_repudiation=True, key_encipherment=False),
                  "key_usage_not_digital_signature", id="key-usage-non-repudiation-only"),
     pytest.param(key_usage_absent, "key_usage_not_digital_signature", id="key-usage-absent"),
-    # --- revocation ---
+]
+
+REVOCATION_REJECTED = [
     pytest.param(leaf_revoked, "revoked", id="leaf-in-issuing-ca-crl"),
     pytest.param(intermediate_revoked, "revoked", id="intermediate-in-root-crl"),
     pytest.param(crl_case(lambda h: h.issuing.crl(this_update=NOW - 8 * DAY, next_update=NOW - DAY),
@@ -165,6 +170,22 @@ def test_path_rejected_with_reason(h: Hierarchy, build: Build, reason: str) -> N
     with pytest.raises(CertificateRejected) as caught:
         verify_path(cert, domain, NOW, presented)
     assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(("build", "reason"), REVOCATION_REJECTED)
+def test_path_rejected_by_revocation_with_reason(h: Hierarchy, build: Build, reason: str) -> None:
+    cert, domain, presented = build(h)
+    with pytest.raises(CertificateRejected) as caught:
+        verify_with_revocation(cert, domain, NOW, presented)
+    assert caught.value.reason == reason
+
+
+@pytest.mark.parametrize(("build", "reason"), REVOCATION_REJECTED)
+def test_path_validation_alone_leaves_revocation_to_the_checker(h: Hierarchy, build: Build, reason: str) -> None:
+    cert, domain, presented = build(h)
+    path = verify_path(cert, domain, NOW, presented)
+    assert path.chain == (cert, h.issuing.certificate, h.root.certificate)
+    assert path.checked_at == NOW
 
 
 def intermediate_presented_by_client(h: Hierarchy) -> Case:
@@ -249,29 +270,51 @@ def test_rejection_params_carry_the_date_for_the_error_page(h: Hierarchy) -> Non
     assert caught.value.params == {"not_after": "2026-02-01"}
 
 
-# --- what a verified path records ---
+# --- what the revocation check of a verified path records ---
+
+LONG_CACHE = Duration(90 * 86400)
 
 
 def test_path_with_crls_records_revocation_and_earliest_next_update(h: Hierarchy) -> None:
     issuing_next, root_next = NOW + 2 * DAY, NOW + 30 * DAY
-    domain = h.domain(crls=[h.issuing.crl(next_update=issuing_next), h.root.crl(next_update=root_next)])
+    crls = [h.issuing.crl(next_update=issuing_next), h.root.crl(next_update=root_next)]
+    domain = replace(h.domain(), revocation=crl_policy((h.root.certificate, h.issuing.certificate), crls,
+                                                        max_cache_time=LONG_CACHE))
     cert = h.leaf().certificate
-    path = verify_path(cert, domain, NOW)
+    path, outcome = verify_with_revocation(cert, domain, NOW)
     assert path.chain == (cert, h.issuing.certificate, h.root.certificate)
-    assert path.revocation == "crl"
-    assert path.revocation_valid_until == issuing_next
+    assert outcome.summary == "crl"
+    assert outcome.valid_until == issuing_next
+    assert [(c.subject, c.status, c.method, c.next_update) for c in outcome.checked] == [
+        (cert.subject.rfc4514_string(), "good", "crl", issuing_next),
+        (h.issuing.certificate.subject.rfc4514_string(), "good", "crl", root_next)]
+
+
+def test_revocation_answer_is_cached_no_longer_than_max_cache_time(h: Hierarchy) -> None:
+    # the default max_cache_time (1h) is shorter than either CRL's nextUpdate
+    domain = h.domain(crls=[h.issuing.crl(next_update=NOW + 2 * DAY), h.root.crl(next_update=NOW + 30 * DAY)])
+    assert domain.revocation is not None
+    assert domain.revocation.config.max_cache_time == Duration(3600)
+    _path, outcome = verify_with_revocation(h.leaf().certificate, domain, NOW)
+    assert outcome.summary == "crl"
+    assert outcome.valid_until == NOW + 3600 * SECOND
 
 
 def test_path_without_crls_records_revocation_not_checked(h: Hierarchy) -> None:
-    path = verify_path(h.leaf().certificate, h.domain(crls=None), NOW)
-    assert (path.revocation, path.revocation_valid_until) == ("not_checked", None)
+    domain = h.domain(crls=None)
+    assert domain.revocation is None
+    _path, outcome = verify_with_revocation(h.leaf().certificate, domain, NOW)
+    assert (outcome.summary, outcome.valid_until, outcome.checked) == ("not_checked", None, ())
 
 
-def test_revocation_can_be_deferred_and_established_later(h: Hierarchy) -> None:
+def test_revocation_is_established_after_the_path(h: Hierarchy) -> None:
     cert = h.leaf().certificate
     domain = h.domain(crls=[revoking(h.issuing, cert).crl(), h.root.crl()])
-    path = verify_path(cert, domain, NOW, check_revocation=False)
-    assert path.revocation == "pending"
+    path = verify_path(cert, domain, NOW)
+    assert path.chain[0] == cert
+    check = checker(NOW)
+    assert domain.revocation is not None
+    check.register(domain.revocation)
     with pytest.raises(CertificateRejected) as caught:
-        path.with_revocation(domain, NOW)
+        check.check(path.chain, domain.revocation)
     assert caught.value.reason == "revoked"

@@ -14,6 +14,8 @@ from broker.config.schema import IdentityRule
 from broker.config.values import Regex
 from broker.errors import CertificateRejected
 from broker.model import LOA2, LOA3, LOA4, CertificateFacts, Loa
+from broker.pki.revocation.crls import CrlStore
+from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.truststore import TrustDomain, TrustIndex
 from broker.pki.validator import CertificateValidator
 from tests.factories.pki import HSA_ID, POLICY_LOA2, POLICY_LOA3, Hierarchy
@@ -150,7 +152,8 @@ def test_accepted(h: Hierarchy, stranger: Hierarchy, build: Build, loa: Loa, pol
     validated = validator(domain).validate(cert)
     assert validated.municipality_id == "kommun-a"
     assert (validated.loa, validated.policy_oid, validated.identity.key) == (loa, policy, key)
-    assert validated.path.revocation == "crl"
+    assert validated.revocation.summary == "crl"
+    assert [(c.status, c.method) for c in validated.revocation.checked] == [("good", "crl"), ("good", "crl")]
 
 
 def test_highest_loa_wins_with_three_levels(h: Hierarchy) -> None:
@@ -170,12 +173,27 @@ def test_validated_certificate_records_facts_not_the_subject(h: Hierarchy) -> No
 def test_validator_reads_the_clock_at_each_validation(h: Hierarchy) -> None:
     cert = h.leaf().certificate
     clock = FixedClock(NOW)
-    checker = CertificateValidator(TrustIndex([h.domain(crls=h.fresh_crls())]), clock)
+    revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=None, shared=None), fetcher=None,
+                                   shared=None, refresh_interval=0)
+    checker = CertificateValidator(TrustIndex([h.domain(crls=h.fresh_crls())]), clock, revocation)
     assert checker.validate(cert).path.checked_at == NOW
     clock.set(cert.not_valid_after_utc + dt.timedelta(seconds=1))
     with pytest.raises(CertificateRejected) as caught:
         checker.validate(cert)
     assert caught.value.reason == "certificate_expired"
+
+
+def test_revocation_follows_the_validators_clock(h: Hierarchy) -> None:
+    cert = h.leaf().certificate
+    clock = FixedClock(NOW)
+    revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=None, shared=None), fetcher=None,
+                                   shared=None, refresh_interval=0)
+    checker = CertificateValidator(TrustIndex([h.domain(crls=h.fresh_crls())]), clock, revocation)
+    assert checker.validate(cert).revocation.summary == "crl"
+    clock.set(NOW + 8 * DAY)  # the certificate is still valid, its CRLs (nextUpdate NOW + 7 days) are not
+    with pytest.raises(CertificateRejected) as caught:
+        checker.validate(cert)
+    assert caught.value.reason == "revocation_stale"
 
 
 def test_each_municipality_validates_its_own_certificates(h: Hierarchy, stranger: Hierarchy) -> None:
