@@ -41,11 +41,27 @@ from broker.session.store import KeyValueStore
 
 log = logging.getLogger("broker.revocation")
 
+# a CRL issued a little ahead of our clock is fine; much further ahead, it is not ours to use yet
+_FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+
 
 @functools.lru_cache(maxsize=16384)
 def subject_text(cert: x509.Certificate) -> str:
     """RFC 4514 text of the subject (cached: formatting names is slow and CAs recur on every login)."""
     return cert.subject.rfc4514_string()
+
+
+@functools.lru_cache(maxsize=16384)
+def describe(cert: x509.Certificate) -> str:
+    """How revocation messages name a certificate: a CA by its subject; a user's certificate by serial and
+    issuer, never by its subject (which can hold a personnummer, and messages reach the audit trail)."""
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if is_ca:
+        return f"CA {subject_text(cert)}"
+    return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
 
 
 @functools.lru_cache(maxsize=16384)
@@ -149,9 +165,11 @@ class CrlSource:
     limits: FetchLimits
     refresh_margin: dt.timedelta
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        return f"{self.kind}:{self.location}"
+        """Location plus the keys that may sign it: one URL shared by an old and a new CA key is two sources."""
+        keys = hashlib.sha256(b"".join(sorted(spki(ca) for ca in self.cas))).hexdigest()[:12]
+        return f"{self.kind}:{self.location}#{keys}"
 
     @functools.cached_property
     def _names(self) -> frozenset[bytes]:
@@ -262,8 +280,7 @@ class CrlStore:
         crl, state = best
         revoked_at = crl.revoked_at(cert.serial_number)
         if revoked_at is not None:
-            who_cert = f"serial {cert.serial_number:x}"
-            raise CertificateRejected("revoked", f"{who_cert} is on the CRL from {who} (revoked "
+            raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
                                                  f"{revoked_at.isoformat()})",
                                       params={"revocation_date": revoked_at.date().isoformat()})
         return crl, state
@@ -325,10 +342,14 @@ class CrlStore:
             state.lock.release()
 
     def _adopt(self, state: SourceState, crl: VerifiedCrl) -> bool:
-        """Take ``crl`` unless it is older than what is held (no rollback to an older CRL)."""
+        """Take ``crl`` unless it is older than what is held (no rollback to an older CRL) or not valid yet
+        (it would displace a usable one with one nobody may use)."""
         if state.crl is not None and crl.this_update < state.crl.this_update:
             raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}) than the one held "
                              f"({state.crl.this_update.isoformat()}); kept the newer one")
+        if crl.this_update > self._clock.now() + _FUTURE_TOLERANCE:
+            raise ValueError(f"the CRL's thisUpdate {crl.this_update.isoformat()} is in the future; "
+                             "kept the one held")
         changed = state.crl is None or crl.this_update > state.crl.this_update
         state.crl = crl
         state.fetched_at = self._clock.now()
@@ -337,11 +358,10 @@ class CrlStore:
 
     def _refresh_file(self, state: SourceState) -> None:
         path = Path(state.source.location)
-        mtime = path.stat().st_mtime
-        data = path.read_bytes()
-        crl = verify_crl(parse_crl(data), state.source.cas, path)
+        # remember the version read even if it is refused, so it is not re-read until it changes again
+        state.file_mtime = path.stat().st_mtime
+        crl = verify_crl(parse_crl(path.read_bytes()), state.source.cas, path)
         self._adopt(state, crl)
-        state.file_mtime = mtime
 
     def _refresh_url(self, state: SourceState, now: dt.datetime, *, force: bool) -> None:
         source = state.source
@@ -355,19 +375,27 @@ class CrlStore:
                         self._adopt(state, crl)
                 if not self.due(state, now):
                     return
-            lock_ttl = source.limits.total_timeout + 5
-            if not self._shared.put_if_absent(_shared_key(source, "lock"), b"1", lock_ttl) and not force:
-                return  # another instance is fetching; its copy will be adopted on the next pass
-        if self._fetcher is None:
-            raise FetchError("network fetching is off")
-        data = self._fetcher.get(source.location, source.limits, accept="application/pkix-crl")
-        crl = verify_crl(parse_crl(data), source.cas)
-        self._adopt(state, crl)
+        locked = False
         if self._shared is not None:
-            der = crl.crl.public_bytes(serialization.Encoding.DER)
-            keep = (crl.next_update - now).total_seconds() + 86400 if crl.next_update else 86400
-            self._shared.put(_shared_key(source, "der"), der, max(keep, 60))
-            self._shared.delete(_shared_key(source, "lock"))
+            lock_ttl = source.limits.total_timeout + 5
+            locked = self._shared.put_if_absent(_shared_key(source, "lock"), b"1", lock_ttl)
+            if not locked and not force:
+                return  # another instance is fetching; its copy will be adopted on the next pass
+        try:
+            if self._fetcher is None:
+                raise FetchError("network fetching is off")
+            data = self._fetcher.get(source.location, source.limits, accept="application/pkix-crl")
+            crl = verify_crl(parse_crl(data), source.cas)
+            self._adopt(state, crl)
+            if self._shared is not None:
+                der = crl.crl.public_bytes(serialization.Encoding.DER)
+                keep = (crl.next_update - now).total_seconds() + 86400 if crl.next_update else 86400
+                self._shared.put(_shared_key(source, "der"), der, max(keep, 60))
+        finally:
+            if locked and self._shared is not None:
+                # released after success and failure alike: a failed fetch must not silence the others
+                with contextlib.suppress(DependencyUnavailable):
+                    self._shared.delete(_shared_key(source, "lock"))
         self._publish_meta(state)
 
     def _publish_meta(self, state: SourceState) -> None:

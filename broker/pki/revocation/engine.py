@@ -41,7 +41,7 @@ from broker.pki.revocation.crls import (
     VerifiedCrl,
     distribution_point_urls,
     spki,
-    subject_text,
+    describe,
 )
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
@@ -79,7 +79,7 @@ class RevocationPolicy:
 class CertStatus:
     """How one certificate's status was established."""
 
-    subject: str
+    certificate: str            # described without personal data (see crls.describe)
     serial_hex: str
     status: str                 # good | revoked
     method: str                 # ocsp | crl
@@ -89,7 +89,7 @@ class CertStatus:
     cached: bool
 
     def as_dict(self) -> dict[str, object]:
-        return {"subject": self.subject, "serial": self.serial_hex, "status": self.status, "method": self.method,
+        return {"certificate": self.certificate, "serial": self.serial_hex, "status": self.status, "method": self.method,
                 "source": self.source, "this_update": self.this_update.isoformat(),
                 "next_update": self.next_update.isoformat() if self.next_update else None, "cached": self.cached}
 
@@ -176,7 +176,7 @@ class RevocationChecker:
             if method == "ocsp" and not self._ocsp_urls(cert, policy, leaf=leaf):
                 # not applicable: no exception on the hot path of a login that goes on to the CRL
                 failures.append(CertificateRejected("revocation_unavailable",
-                                                    f"no OCSP responder for {subject_text(cert)}"))
+                                                    f"no OCSP responder for {describe(cert)}"))
                 continue
             try:
                 if method == "ocsp":
@@ -201,7 +201,7 @@ class RevocationChecker:
                                   policy.config.crl.refresh_margin.timedelta)
                         for url in distribution_point_urls(cert) if url not in known]
         crl, state = self.crls.check(cert, issuer, sources, now, policy.skew)
-        return CertStatus(subject_text(cert), f"{cert.serial_number:x}", "good", "crl",
+        return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "crl",
                           state.source.location, crl.this_update, crl.next_update, cached=True)
 
     # --- OCSP ------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ class RevocationChecker:
         if answer.status == "unknown":
             raise CertificateRejected("revocation_unknown",
                                       f"OCSP ({entry.url}) does not know serial {cert.serial_number:x}")
-        return CertStatus(subject_text(cert), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
+        return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
                           answer.this_update, answer.next_update, cached=cached)
 
     def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime) -> None:

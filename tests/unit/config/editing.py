@@ -44,6 +44,26 @@ def replacing(rel: str, old: str, new: str) -> Edit:
     return edit
 
 
+def replacing_block(rel: str, header: str, new: str) -> Edit:
+    """An edit of ``<config_dir>/<rel>`` replacing the one block that starts with the line ``header`` (compared
+    without a trailing comment) and runs through every following line indented deeper, or blank, with ``new``:
+    a whole mapping such as ``"  revocation:"``, whatever the example holds under it."""
+
+    def edit(config_dir: Path) -> None:
+        file = config_dir / rel
+        lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
+        starts = [n for n, line in enumerate(lines) if line.split(" #", 1)[0].rstrip() == header]
+        assert len(starts) == 1, f"{len(starts)} lines of {file} are {header!r}; an edit must be unambiguous"
+        start = starts[0]
+        indent = len(header) - len(header.lstrip())
+        end = start + 1
+        while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent):
+            end += 1
+        file.write_text("".join([*lines[:start], new, *lines[end:]]), encoding="utf-8")
+
+    return edit
+
+
 def combined(*edits: Edit) -> Edit:
     def edit(config_dir: Path) -> None:
         for e in edits:

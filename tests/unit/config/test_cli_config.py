@@ -34,6 +34,7 @@ from tests.unit.config.editing import (
     combined,
     line_of,
     replacing,
+    replacing_block,
 )
 
 ISSUE_LINE = re.compile(r"^(?P<file>.+?):(?:(?P<line>\d+):)? (?:(?P<key>[\w.\[\]\-]+): )?(?P<message>.+)$")
@@ -57,8 +58,7 @@ def test_check_of_the_example_exits_0_and_names_what_it_found(config_dir: Path) 
 
 def test_check_warns_when_a_municipality_has_no_revocation_checking(config_dir: Path) -> None:
     combined(
-        replacing(KOMMUN_B, "    mode: crl_files\n    crl_files:\n      - certs/kommun-b/issuing-ca.crl\n"
-                            "      - certs/kommun-b/root-ca.crl\n", "    mode: none\n"),
+        replacing_block(KOMMUN_B, "  revocation:", "  revocation:\n    mode: none\n"),
         replacing(KOMMUN_B, "status: active", "status: onboarding"),
     )(config_dir)
 
@@ -67,6 +67,16 @@ def test_check_warns_when_a_municipality_has_no_revocation_checking(config_dir: 
     assert result.exit_code == 0, result.output
     assert "kommun-b (onboarding)" in result.stdout
     assert result.stderr == "warning: municipality kommun-b: revocation checking is off (mode: none)\n"
+
+
+def test_check_warns_when_a_municipality_lets_logins_through_without_a_revocation_answer(config_dir: Path) -> None:
+    replacing(KOMMUN_A, "failure: fail_closed", "failure: soft_fail")(config_dir)
+
+    result = run("config", "check", str(config_dir))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("warning: municipality kommun-a: revocation soft-fails (logins pass when no source "
+                             "answers; each is audited)\n")
 
 
 def test_check_exits_1_with_one_line_per_issue_naming_file_line_and_key(config_dir: Path) -> None:

@@ -41,6 +41,7 @@ from tests.unit.config.editing import (
     load_issues,
     replace_once,
     replacing,
+    replacing_block,
 )
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # loading checks no validity dates; any instant will do
@@ -108,7 +109,8 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
         LocalizedText(sv="Kommun A", en="Municipality A"), "2120001009", "active", "certificate")
     assert a.certificate.policies == (PolicyMapping(oid="2.999.1.3", loa="loa3"),)  # type: ignore[arg-type]
     assert a.certificate.identity == IdentityRule(type="hsa_id", source="subject_serial_number")
-    assert [f.path.name for f in a.certificate.revocation.crl_files] == ["issuing-ca.crl", "root-ca.crl"]
+    assert (a.certificate.revocation.mode, a.certificate.revocation.methods) == ("check", ("crl",))
+    assert [f.path.name for f in a.certificate.revocation.crl.files] == ["issuing-ca.crl", "root-ca.crl"]
     b = settings.municipalities["kommun-b"].config
     assert (b.certificate.identity.type, b.certificate.max_chain_depth) == ("personnummer", 4)
     idp = settings.broker.idp
@@ -125,6 +127,13 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
     assert (sp.id, sp.config.municipalities, sp.metadata.authn_requests_signed) == (
         "demo-sp", ("kommun-a", "kommun-b"), True)
     assert settings.sp_by_entity_id("https://unknown.example.se/sp") is None
+    assert [f.path.name for f in b.certificate.revocation.crl.files] == ["issuing-ca.crl", "root-ca.crl"]
+    a_policy, b_policy = settings.trust.domains["kommun-a"].revocation, settings.trust.domains["kommun-b"].revocation
+    assert a_policy is not None
+    assert b_policy is not None
+    assert [(s.kind, Path(s.location).name) for s in a_policy.crl_sources] == [
+        ("file", "issuing-ca.crl"), ("file", "root-ca.crl")]
+    assert {source_id for source_id, _crl in a_policy.preloaded} == {s.id for s in a_policy.crl_sources}
     anna = x509.load_pem_x509_certificate((demo_material.users / "anna.pem").read_bytes())
     bo = x509.load_pem_x509_certificate((demo_material.users / "bo.pem").read_bytes())
     assert settings.trust.for_issuer(anna).id == "kommun-a"  # type: ignore[union-attr]
@@ -140,13 +149,34 @@ def test_files_other_than_yaml_in_the_directories_are_ignored(config_dir: Path) 
 
 
 def test_mode_none_without_crl_files_loads_without_revocation_data(config_dir: Path) -> None:
-    replacing(KOMMUN_B, "    mode: crl_files\n    crl_files:\n      - certs/kommun-b/issuing-ca.crl\n"
-                        "      - certs/kommun-b/root-ca.crl\n", "    mode: none\n")(config_dir)
+    replacing_block(KOMMUN_B, "  revocation:", "  revocation:\n    mode: none\n")(config_dir)
 
     settings = load_settings(config_dir)
 
-    assert settings.trust.domains["kommun-b"].crls is None
-    assert settings.trust.domains["kommun-a"].crls is not None
+    assert settings.trust.domains["kommun-b"].revocation is None
+    assert settings.trust.domains["kommun-a"].revocation is not None
+
+
+@pytest.mark.parametrize(
+    ("crl_block", "sources"),
+    [
+        pytest.param("    crl:\n      urls: [http://crl.kommun-a.example.se/person-ca.crl]\n"
+                     "      distribution_points: false\n",
+                     [("url", "http://crl.kommun-a.example.se/person-ca.crl")], id="urls-only"),
+        pytest.param("    crl:\n      distribution_points: true\n", [], id="distribution-points-only"),
+        pytest.param("", [], id="crl-settings-absent-distribution-points-by-default"),
+    ],
+)
+def test_crl_sources_other_than_files_are_enough_for_the_crl_method(
+    config_dir: Path, crl_block: str, sources: list[tuple[str, str]]
+) -> None:
+    replacing_block(KOMMUN_A, "    crl:", crl_block)(config_dir)
+
+    policy = load_settings(config_dir).trust.domains["kommun-a"].revocation
+
+    assert policy is not None
+    assert [(s.kind, s.location) for s in policy.crl_sources] == sources
+    assert policy.preloaded == ()
 
 
 MUTATIONS = [
@@ -449,7 +479,7 @@ def test_trust_anchors_may_be_der_files(config_dir: Path) -> None:
 )
 def test_a_crl_file_must_hold_a_crl(config_dir: Path, edit: Edit, fragment: str) -> None:
     check(config_dir, edit, [Expected(KOMMUN_A, "- certs/kommun-a/issuing-ca.crl",
-                                      "certificate.revocation.crl_files[0]", fragment)])
+                                      "certificate.revocation.crl.files[0]", fragment)])
 
 
 @pytest.mark.parametrize(
@@ -521,7 +551,7 @@ def test_an_intermediate_must_be_signed_by_a_configured_ca(config_dir: Path, edi
 def _foreign_crl(config_dir: Path) -> None:
     write_pem(config_dir / "certs/stranger.crl", _stranger().crl())
     replace_once(config_dir / KOMMUN_A, "- certs/kommun-a/root-ca.crl",
-                 "- certs/kommun-a/root-ca.crl\n      - certs/stranger.crl")
+                 "- certs/kommun-a/root-ca.crl\n        - certs/stranger.crl")
 
 
 def _forged_crl(config_dir: Path) -> None:
@@ -532,27 +562,65 @@ def _forged_crl(config_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("edit", "line", "key", "fragment"),
     [
-        pytest.param(_foreign_crl, "- certs/stranger.crl", "certificate.revocation.crl_files[2]",
+        pytest.param(_foreign_crl, "- certs/stranger.crl", "certificate.revocation.crl.files[2]",
                      "CRL issuer CN=Stranger Root CA,C=SE is not a configured CA", id="crl-of-a-foreign-ca"),
-        pytest.param(_forged_crl, "- certs/kommun-a/issuing-ca.crl", "certificate.revocation.crl_files[0]",
+        pytest.param(_forged_crl, "- certs/kommun-a/issuing-ca.crl", "certificate.revocation.crl.files[0]",
                      "the CRL's signature does not verify with its issuer's key", id="crl-with-a-bad-signature"),
-        pytest.param(replacing(KOMMUN_A, "    crl_files:\n      - certs/kommun-a/issuing-ca.crl\n"
-                                         "      - certs/kommun-a/root-ca.crl\n", ""),
-                     "revocation:", "certificate.revocation.crl_files", "mode crl_files needs at least one CRL file",
-                     id="mode-crl_files-without-the-key"),
-        pytest.param(replacing(KOMMUN_A, "    crl_files:\n      - certs/kommun-a/issuing-ca.crl\n"
-                                         "      - certs/kommun-a/root-ca.crl\n", "    crl_files: []\n"),
-                     "crl_files:", "certificate.revocation.crl_files", "mode crl_files needs at least one CRL file",
-                     id="mode-crl_files-with-an-empty-list"),
-        pytest.param(replacing(KOMMUN_A, "mode: crl_files", "mode: none"),
-                     "crl_files:", "certificate.revocation.crl_files",
-                     "CRL files are configured but mode is none; set mode: crl_files", id="mode-none-with-files"),
     ],
 )
-def test_revocation_settings_are_checked_against_the_municipality_cas(
+def test_crl_files_are_checked_against_the_municipality_cas(
     config_dir: Path, edit: Edit, line: str, key: str, fragment: str
 ) -> None:
     check(config_dir, edit, [Expected(KOMMUN_A, line, key, fragment)])
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "key", "fragment"),
+    [
+        pytest.param(combined(replacing(KOMMUN_A, "methods: [crl]", "methods: []"),
+                              replacing_block(KOMMUN_A, "    crl:", "    crl:\n      distribution_points: false\n")),
+                     "methods:", "certificate.revocation.methods", "at least one method (ocsp, crl) is needed",
+                     id="no-methods"),
+        pytest.param(replacing(KOMMUN_A, "methods: [crl]", "methods: [crl, crl]"),
+                     "methods:", "certificate.revocation.methods", "a method is listed twice",
+                     id="duplicate-method"),
+        pytest.param(replacing(KOMMUN_A, "methods: [crl]", "methods: [ocsp, crl, ocsp]"),
+                     "methods:", "certificate.revocation.methods", "a method is listed twice",
+                     id="duplicate-method-not-adjacent"),
+        pytest.param(replacing_block(KOMMUN_A, "      files:", ""),
+                     "crl:", "certificate.revocation.crl",
+                     "crl is a method but no CRL source is configured (files, urls, distribution_points)",
+                     id="crl-method-without-any-source"),
+        pytest.param(replacing_block(KOMMUN_A, "      files:", "      files: []\n      urls: []\n"),
+                     "crl:", "certificate.revocation.crl",
+                     "crl is a method but no CRL source is configured (files, urls, distribution_points)",
+                     id="crl-method-with-empty-lists"),
+        pytest.param(replacing(KOMMUN_A, "mode: check", "mode: none"),
+                     "crl:", "certificate.revocation.crl",
+                     "CRL sources are configured but mode is none; set mode: check", id="mode-none-with-files"),
+        pytest.param(combined(replacing(KOMMUN_A, "mode: check", "mode: none"),
+                              replacing_block(KOMMUN_A, "      files:",
+                                              "      urls: [http://crl.kommun-a.example.se/person-ca.crl]\n")),
+                     "crl:", "certificate.revocation.crl",
+                     "CRL sources are configured but mode is none; set mode: check", id="mode-none-with-urls"),
+        pytest.param(replacing(KOMMUN_A, "methods: [crl]", "methods: [ocsp]"),
+                     "crl:", "certificate.revocation.crl",
+                     "CRL sources are configured but crl is not in methods", id="crl-sources-without-crl-method"),
+    ],
+)
+def test_revocation_settings_must_agree_with_each_other(
+    config_dir: Path, edit: Edit, line: str, key: str, fragment: str
+) -> None:
+    check(config_dir, edit, [Expected(KOMMUN_A, line, key, fragment)])
+
+
+def test_no_methods_with_crl_files_names_both_problems(config_dir: Path) -> None:
+    check(config_dir, replacing(KOMMUN_A, "methods: [crl]", "methods: []"), [
+        Expected(KOMMUN_A, "methods:", "certificate.revocation.methods",
+                 "at least one method (ocsp, crl) is needed"),
+        Expected(KOMMUN_A, "crl:", "certificate.revocation.crl",
+                 "CRL sources are configured but crl is not in methods"),
+    ])
 
 
 # --- checks across files: service providers ------------------------------------------------------

@@ -489,7 +489,7 @@ def test_every_problem_of_a_file_is_reported_together(config_dir: Path) -> None:
         replacing(KOMMUN_A, "status: active", "status: activ"),
         replacing(KOMMUN_A, "trust_anchors:", "trust_anchor:"),
         replacing(KOMMUN_A, "loa: loa3", "loa: loa5"),
-        replacing(KOMMUN_A, "mode: crl_files", "mode: crl"),
+        replacing(KOMMUN_A, "mode: check", "mode: crl"),
     )(config_dir)
 
     assert_issues(load_issues(config_dir), [
@@ -498,7 +498,7 @@ def test_every_problem_of_a_file_is_reported_together(config_dir: Path) -> None:
         Expected(KOMMUN_A, "certificate:", "certificate", "missing required key 'trust_anchors'"),
         Expected(KOMMUN_A, "trust_anchor:", "certificate.trust_anchor", "did you mean 'trust_anchors'?"),
         Expected(KOMMUN_A, "loa: loa5", "certificate.policies[0].loa", "expected one of: loa2, loa3"),
-        Expected(KOMMUN_A, "mode: crl", "certificate.revocation.mode", "expected one of: crl_files, none"),
+        Expected(KOMMUN_A, "mode: crl", "certificate.revocation.mode", "expected one of: check, none"),
     ], config_dir)
 
 

@@ -246,12 +246,12 @@ def test_every_key_path_and_list_item_has_its_line(tmp_path: Path) -> None:
 
 
 def test_an_issue_at_a_key_that_is_absent_points_at_its_nearest_ancestor(tmp_path: Path) -> None:
-    source, _ = load(tmp_path, "name: x\ncertificate:\n  revocation:\n    mode: crl_files\n")
+    source, _ = load(tmp_path, "name: x\ncertificate:\n  revocation:\n    mode: check\n")
     assert source is not None
 
-    issue = source.issue(("certificate", "revocation", "crl_files"), "needs a CRL")
+    issue = source.issue(("certificate", "revocation", "crl", "files"), "needs a CRL")
 
-    assert (issue.file, issue.line, issue.key) == (FILE, 3, "certificate.revocation.crl_files")
+    assert (issue.file, issue.line, issue.key) == (FILE, 3, "certificate.revocation.crl.files")
 
 
 @pytest.mark.parametrize(

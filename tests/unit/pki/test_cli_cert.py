@@ -65,6 +65,7 @@ def test_verify_valid_leaf_json(h: Hierarchy, trust: list[str | Path], tmp_path:
     assert result.exit_code == 0, result.output
     data = as_json(result)
     assert (data["accepted"], data["reason"], data["revocation"]) == (True, None, "not_checked")
+    assert (data["revocation_checked"], data["revocation_valid_until"]) == ([], None)
     assert data["chain"] == [cert.subject.rfc4514_string(),
                              h.issuing.certificate.subject.rfc4514_string(),
                              h.root.certificate.subject.rfc4514_string()]
@@ -72,12 +73,17 @@ def test_verify_valid_leaf_json(h: Hierarchy, trust: list[str | Path], tmp_path:
 
 
 def test_verify_der_leaf_with_crls_exit_0(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    cert = h.leaf().certificate
     leaf = tmp_path / "leaf.der"
-    leaf.write_bytes(h.leaf().certificate.public_bytes(Encoding.DER))
+    leaf.write_bytes(cert.public_bytes(Encoding.DER))
     crls = crl_options(tmp_path, h.issuing.crl(), h.root.crl())
     result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
     assert result.exit_code == 0, result.output
-    assert as_json(result)["revocation"] == "crl"
+    data = as_json(result)
+    assert data["revocation"] == "crl"
+    assert [(c["serial"], c["status"], c["method"], c["source"]) for c in data["revocation_checked"]] == [
+        (f"{cert.serial_number:x}", "good", "crl", str(tmp_path / "issuing.crl")),
+        (f"{h.issuing.certificate.serial_number:x}", "good", "crl", str(tmp_path / "root.crl"))]
 
 
 def test_verify_expired_leaf_exit_1(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
@@ -187,6 +193,9 @@ def test_check_accepted(demo_material: Any, demo_now: dt.datetime, config_dir: P
     data = as_json(result)
     assert (data["accepted"], data["municipality"], data["loa"], data["revocation"]) == (
         True, municipality, loa, "crl")
+    crl_dir = config_dir / "certs" / municipality
+    assert [(c["status"], c["method"], Path(c["source"]).resolve()) for c in data["revocation_checked"]] == [
+        ("good", "crl", (crl_dir / "issuing-ca.crl").resolve()), ("good", "crl", (crl_dir / "root-ca.crl").resolve())]
 
 
 @pytest.mark.parametrize(("user", "reason"), [

@@ -10,9 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
-from broker.errors import CertificateRejected
 from broker.config.schema import CrlConfig, RevocationConfig
 from broker.config.values import Duration
+from broker.errors import CertificateRejected
 from broker.pki.revocation.crls import CrlSource, VerifiedCrl, spki, verify_crl
 from broker.pki.revocation.engine import RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
