@@ -18,12 +18,12 @@ from broker.commands.common import (
     read_bundle,
     read_certificate,
     read_crl,
+    settings_or_exit,
     unusable,
 )
-from broker.config.loader import load_settings
 from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
 from broker.config.values import HttpUrl
-from broker.errors import CertificateRejected, ConfigError, UnusableInput
+from broker.errors import CertificateRejected, UnusableInput
 from broker.pki.path import verify_path
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
@@ -139,12 +139,7 @@ def cert_check(leaf: Path, config_dir: Path, at: str | None, offline: bool, as_j
         now = instant(at)
     except UnusableInput as exc:
         unusable(exc, as_json)
-    try:
-        settings = load_settings(config_dir)
-    except ConfigError as exc:
-        click.echo(f"the configuration is invalid ({len(exc.issues)} problem(s)); run `broker config check`",
-                   err=True)
-        sys.exit(2)
+    settings = settings_or_exit(config_dir)
     checker = offline_checker(now, online=not offline)
     validator = CertificateValidator(settings.trust, FixedClock(now), checker)
     result: dict[str, Any] = {"accepted": False, "reason": None, "detail": None, "checked_at": now.isoformat()}

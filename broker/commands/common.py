@@ -14,8 +14,9 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from broker.clock import SystemClock
+from broker.config.loader import Settings, load_settings
 from broker.config.values import load_certificates
-from broker.errors import UnusableInput
+from broker.errors import ConfigError, UnusableInput
 from broker.model import CertificateFacts
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies
@@ -110,6 +111,16 @@ def emit(result: dict[str, Any], as_json: bool) -> None:
                 click.echo("    - " + ", ".join(f"{k}={v}" for k, v in item.items() if v is not None))
         else:
             click.echo(f"  {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+
+
+def settings_or_exit(config_dir: Path) -> Settings:
+    """The configuration, or exit 2 pointing at `broker config check` (which lists the problems)."""
+    try:
+        return load_settings(config_dir)
+    except ConfigError as exc:
+        click.echo(f"the configuration is invalid ({len(exc.issues)} problem(s)); run `broker config check`",
+                   err=True)
+        sys.exit(2)
 
 
 def unusable(exc: UnusableInput, as_json: bool) -> NoReturn:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from broker.clock import SystemClock
-from broker.config.loader import load_settings
-from broker.errors import ConfigError, DependencyUnavailable
+from broker.commands.common import settings_or_exit
+from broker.errors import DependencyUnavailable
 from broker.pki.revocation.crls import CrlStore, parse_crl, verify_crl
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.ocsp import responder_urls
@@ -39,12 +38,7 @@ def revocation() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(config_dir: Path, redis_url: str | None, as_json: bool) -> None:
     """List per CA: CRL source, age, next update, last refresh error; OCSP responder and its last error."""
-    try:
-        settings = load_settings(config_dir)
-    except ConfigError as exc:
-        click.echo(f"the configuration is invalid ({len(exc.issues)} problem(s)); run `broker config check`",
-                   err=True)
-        sys.exit(2)
+    settings = settings_or_exit(config_dir)
     url = redis_url or os.environ.get("REDIS_URL") or (settings.broker.redis.url if settings.broker.redis else None)
     shared: KeyValueStore | None = None
     if url:
@@ -76,6 +70,8 @@ def status(config_dir: Path, redis_url: str | None, as_json: bool) -> None:
                 if source.kind == "file":
                     try:
                         crl = verify_crl(parse_crl(Path(source.location).read_bytes()), source.cas)
+                        if crl.issuer_der != name:
+                            continue  # a file source may be signed by any of the municipality's CAs
                         row.update(this_update=crl.this_update.isoformat(),
                                    next_update=crl.next_update.isoformat() if crl.next_update else None,
                                    entries=len(crl), last_error=None)

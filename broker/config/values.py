@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -114,38 +114,47 @@ class Oid(str):
         return {"type": "string", "pattern": _OID.pattern}
 
 
-class HttpsUrl(str):
+class _Url(str):
+    """Base of the URL types: one pattern, one message, one schema each."""
+
+    pattern: ClassVar[re.Pattern[str]]
+    expected: ClassVar[str]
+    schema_pattern: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Self:
+        text = _require_str(value, "a URL")
+        if not cls.pattern.match(text):
+            raise ValueError(f"expected {cls.expected}, got {text!r}")
+        return cls(cls.normalise(text))
+
+    @staticmethod
+    def normalise(text: str) -> str:
+        return text
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "format": "uri", "pattern": cls.schema_pattern}
+
+
+class HttpsUrl(_Url):
     """An absolute https:// URL without query or fragment."""
 
-    pattern: ClassVar[re.Pattern[str]] = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
+    pattern = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
+    expected = "an https:// URL without query or fragment"
+    schema_pattern = "^https://"
 
-    @classmethod
-    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> HttpsUrl:
-        text = _require_str(value, "a URL")
-        if not cls.pattern.match(text):
-            raise ValueError(f"expected an https:// URL without query or fragment, got {text!r}")
-        return cls(text.rstrip("/"))
-
-    @classmethod
-    def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "format": "uri", "pattern": "^https://"}
+    @staticmethod
+    def normalise(text: str) -> str:
+        return text.rstrip("/")
 
 
-class HttpUrl(str):
+class HttpUrl(_Url):
     """An absolute http:// or https:// URL (revocation data is usually served over plain HTTP: it is signed)."""
 
-    pattern: ClassVar[re.Pattern[str]] = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?$")
-
-    @classmethod
-    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> HttpUrl:
-        text = _require_str(value, "a URL")
-        if not cls.pattern.match(text):
-            raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
-        return cls(text)
-
-    @classmethod
-    def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "format": "uri", "pattern": "^https?://"}
+    pattern = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?$")
+    expected = "an http:// or https:// URL"
+    schema_pattern = "^https?://"
 
 
 class EntityId(str):

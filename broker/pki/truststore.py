@@ -23,6 +23,7 @@ from broker.pki.algorithms import weak_signature_reason
 from broker.pki.revocation.crls import CrlSource, VerifiedCrl, verify_crl
 from broker.pki.revocation.engine import RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
+from broker.pki.revocation.ocsp import responder_urls
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,14 @@ def municipality_domain(
             if weak:
                 problems.append((("certificate", "intermediates", fi), f"{who}: {weak}"))
     policy = None
+    if cl.revocation.mode == "check" and "crl" not in cl.revocation.methods:
+        # OCSP alone: every CA below the root must name a responder, or every login would fail
+        for fi, f in enumerate(cl.intermediates):
+            for cert in f.certificates:
+                if not responder_urls(cert):
+                    problems.append((("certificate", "revocation", "methods"),
+                                     f"methods has no crl, but intermediate {cert.subject.rfc4514_string()} "
+                                     f"(intermediates[{fi}]) names no OCSP responder; add crl to methods"))
     if cl.revocation.mode == "check":
         policy, crl_problems = revocation_policy(cl.revocation, cas,
                                                  [(f.path, f.crl) for f in cl.revocation.crl.files])

@@ -92,6 +92,9 @@ class VerifiedCrl:
     def __len__(self) -> int:
         return len(self.revoked)
 
+    def __bool__(self) -> bool:  # a held CRL is something even when it lists nobody
+        return True
+
     def revoked_at(self, serial: int) -> dt.datetime | None:
         """When ``serial`` was revoked, or None. Set lookup first; the date only on a hit."""
         if serial not in self.revoked:
@@ -415,11 +418,12 @@ class CrlStore:
 
 def source_status(state: SourceState) -> dict[str, object]:
     crl = state.crl
+    # `is not None` throughout: an empty CRL (no entries) is falsy
     return {
         "source": state.source.location,
-        "this_update": crl.this_update.isoformat() if crl else None,
-        "next_update": crl.next_update.isoformat() if crl and crl.next_update else None,
-        "entries": len(crl) if crl else None,
+        "this_update": crl.this_update.isoformat() if crl is not None else None,
+        "next_update": crl.next_update.isoformat() if crl is not None and crl.next_update else None,
+        "entries": len(crl) if crl is not None else None,
         "fetched_at": state.fetched_at.isoformat() if state.fetched_at else None,
         "last_attempt": state.last_attempt.isoformat() if state.last_attempt else None,
         "last_error": state.last_error,

@@ -39,9 +39,9 @@ from broker.pki.revocation.crls import (
     CrlSource,
     CrlStore,
     VerifiedCrl,
+    describe,
     distribution_point_urls,
     spki,
-    describe,
 )
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
@@ -89,8 +89,8 @@ class CertStatus:
     cached: bool
 
     def as_dict(self) -> dict[str, object]:
-        return {"certificate": self.certificate, "serial": self.serial_hex, "status": self.status, "method": self.method,
-                "source": self.source, "this_update": self.this_update.isoformat(),
+        return {"certificate": self.certificate, "serial": self.serial_hex, "status": self.status,
+                "method": self.method, "source": self.source, "this_update": self.this_update.isoformat(),
                 "next_update": self.next_update.isoformat() if self.next_update else None, "cached": self.cached}
 
 
@@ -245,20 +245,27 @@ class RevocationChecker:
         try:
             stored = json.loads(raw)
             der = bytes.fromhex(stored["der"])
+            url = str(stored["url"])
+            shared_expiry = dt.datetime.fromisoformat(stored["expires"])
+            if shared_expiry.tzinfo is None or now >= shared_expiry:
+                return None  # judged by this instance's clock, not by the store's wall-clock TTL
             # the shared copy is raw, signed data: verified here before it is trusted
             answer = verify_response(der, cert, issuer, now=now, skew=policy.skew,
                                      max_age_without_next_update=policy.config.ocsp
                                      .max_age_without_next_update.timedelta)
-        except (CertificateRejected, ValueError, KeyError) as exc:
+        except (CertificateRejected, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring unusable shared OCSP response for %s: %s", key, exc)
             return None
-        return self._remember(key, stored.get("url", ""), answer, policy, now, der=None)
+        entry = self._remember(key, url, answer, policy, now, der=None, not_after=shared_expiry)
+        return entry if now < entry.expires else None
 
     def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
-                  *, der: bytes | None) -> _Cached:
+                  *, der: bytes | None, not_after: dt.datetime | None = None) -> _Cached:
         fresh_until = answer.next_update or (
             answer.this_update + policy.config.ocsp.max_age_without_next_update.timedelta)
         expires = min(fresh_until, now + policy.config.max_cache_time.timedelta)
+        if not_after is not None:  # a shared copy keeps the expiry its fetcher gave it
+            expires = min(expires, not_after)
         entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)))
         with self._lock:
             self._cache[key] = entry
@@ -267,7 +274,8 @@ class RevocationChecker:
                     del self._cache[k]
         if der is not None and self._shared is not None and expires > now:
             try:
-                self._shared.put(key, json.dumps({"der": der.hex(), "url": url}).encode(),
+                self._shared.put(key, json.dumps({"der": der.hex(), "url": url,
+                                                  "expires": expires.isoformat()}).encode(),
                                  (expires - now).total_seconds())
             except DependencyUnavailable as exc:
                 log.warning("could not share the OCSP response for %s: %s", key, exc)

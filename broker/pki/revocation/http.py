@@ -59,6 +59,8 @@ class HttpFetcher:
                 response = self._pool.request(method, url, body=body, headers={**self._headers, **headers},
                                               redirect=False, retries=False, preload_content=False,
                                               timeout=timeout)
+            except urllib3.exceptions.NewConnectionError as exc:  # (a subclass of ConnectTimeoutError)
+                raise FetchError(f"{url}: cannot connect ({exc})") from None
             except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ConnectTimeoutError) as exc:
                 raise FetchError(f"{url}: timed out ({exc})", timeout=True) from None
             except urllib3.exceptions.HTTPError as exc:
@@ -71,6 +73,7 @@ class HttpFetcher:
                     target = urljoin(url, location)
                     if urlsplit(target).scheme != scheme:
                         raise FetchError(f"{url}: redirect to another scheme ({target}) refused")
+                    response.close()  # the body of a redirect is not read: drop the connection
                     url = target
                     continue
                 if response.status != 200:
@@ -78,9 +81,12 @@ class HttpFetcher:
                 declared = response.headers.get("Content-Length")
                 if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
                     raise FetchError(f"{url}: {declared} bytes exceed the limit of {limits.max_bytes}")
-                return self._read(response, url, limits, deadline)
-            finally:
-                response.release_conn()
+                data = self._read(response, url, limits, deadline)
+            except BaseException:
+                response.close()  # an abandoned answer: close its socket now, not at garbage collection
+                raise
+            response.release_conn()
+            return data
         raise FetchError(f"{url}: too many redirects")
 
     @staticmethod

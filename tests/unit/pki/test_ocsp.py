@@ -1,0 +1,331 @@
+"""OCSP requests and response verification (RFC 6960), pure: bytes in, a verified answer or a reason out.
+
+Responses are made by the tests' real responder (tests/factories/ocsp_responder.py) from the request
+``build_request`` produced, without HTTP; the network path is test_revocation_engine.py's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from broker.demo.certificates import CertificateAuthority, LeafProfile
+from broker.errors import CertificateRejected
+from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
+from tests.factories.ocsp_responder import OcspResponder
+from tests.factories.revocation import HOUR, MINUTE, NOW, SECOND, impostor, leaf, person_ca, with_pointers
+
+SKEW = dt.timedelta(minutes=5)
+MAX_AGE = dt.timedelta(minutes=5)
+THIS_UPDATE = NOW - MINUTE        # the responder's thisUpdate
+NEXT_UPDATE = NOW + HOUR          # and nextUpdate (validity one hour)
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return person_ca()
+
+
+@pytest.fixture(scope="module")
+def cert(ca: CertificateAuthority) -> x509.Certificate:
+    return leaf(ca).certificate
+
+
+@pytest.fixture
+def responder(ca: CertificateAuthority) -> Iterator[OcspResponder]:
+    with OcspResponder(ca, now=NOW) as r:
+        yield r
+    assert r.errors == []
+
+
+def answer(responder: OcspResponder, cert: x509.Certificate, issuer: x509.Certificate, *,
+           nonce: bytes | None = None, cert_id_hash: str = "sha1") -> bytes:
+    """The DER response ``responder`` gives to the request the broker builds for ``cert``."""
+    request = ocsp.load_der_ocsp_request(build_request(cert, issuer, nonce=nonce,
+                                                       cert_id_hash=cert_id_hash))  # type: ignore[arg-type]
+    return responder.respond(request).public_bytes(serialization.Encoding.DER)
+
+
+def verify(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, *, at: dt.datetime = NOW,
+           nonce: bytes | None = None, skew: dt.timedelta = SKEW) -> OcspAnswer:
+    return verify_response(der, cert, issuer, now=at, skew=skew, max_age_without_next_update=MAX_AGE, nonce=nonce)
+
+
+def rejected(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, **kwargs: object) -> CertificateRejected:
+    with pytest.raises(CertificateRejected) as caught:
+        verify(der, cert, issuer, **kwargs)  # type: ignore[arg-type]
+    return caught.value
+
+
+# --- build_request -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("cert_id_hash", "algorithm"), [
+    pytest.param("sha1", hashes.SHA1, id="sha1-cert-id"),
+    pytest.param("sha256", hashes.SHA256, id="sha256-cert-id"),
+])
+def test_request_names_the_certificate_by_serial_and_issuer_hashes(
+        ca: CertificateAuthority, cert: x509.Certificate, cert_id_hash: str, algorithm: type) -> None:
+    request = ocsp.load_der_ocsp_request(build_request(cert, ca.certificate, nonce=None,
+                                                       cert_id_hash=cert_id_hash))  # type: ignore[arg-type]
+    name = hashlib.new(cert_id_hash, ca.certificate.subject.public_bytes()).digest()
+    assert request.serial_number == cert.serial_number
+    assert isinstance(request.hash_algorithm, algorithm)
+    assert request.issuer_name_hash == name
+    if cert_id_hash == "sha1":  # the key hash of RFC 6960 §4.1.1 is what the SubjectKeyIdentifier method 1 uses
+        assert request.issuer_key_hash == x509.SubjectKeyIdentifier.from_public_key(ca.certificate.public_key()).digest
+    assert list(request.extensions) == []
+
+
+def test_request_carries_the_nonce_it_is_given(ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    nonce = os.urandom(16)
+    request = ocsp.load_der_ocsp_request(build_request(cert, ca.certificate, nonce=nonce, cert_id_hash="sha1"))
+    assert request.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == nonce
+
+
+# --- responder_urls (RFC 5280 §4.2.2.1) ------------------------------------------------------------
+
+
+def _aia(method: x509.ObjectIdentifier, uri: str) -> x509.AccessDescription:
+    return x509.AccessDescription(method, x509.UniformResourceIdentifier(uri))
+
+
+OCSP_AD = AuthorityInformationAccessOID.OCSP
+CA_ISSUERS_AD = AuthorityInformationAccessOID.CA_ISSUERS
+
+
+@pytest.mark.parametrize(("ocsp_url", "access", "expected"), [
+    pytest.param(None, (), (), id="no-aia"),
+    pytest.param("http://ocsp.kommun-a.example.se/", (), ("http://ocsp.kommun-a.example.se/",), id="one-http"),
+    pytest.param("https://ocsp.example.se/a", (_aia(OCSP_AD, "http://ocsp2.example.se/"),),
+                 ("https://ocsp.example.se/a", "http://ocsp2.example.se/"), id="two-in-order"),
+    pytest.param(None, (_aia(CA_ISSUERS_AD, "http://ca.example.se/ca.cer"),), (), id="ca-issuers-only"),
+    pytest.param(None, (_aia(OCSP_AD, "ldap://ldap.example.se/cn=ocsp"),), (), id="ldap-ignored"),
+    pytest.param("http://ocsp.example.se/", (_aia(CA_ISSUERS_AD, "http://ca.example.se/ca.cer"),),
+                 ("http://ocsp.example.se/",), id="ocsp-beside-ca-issuers"),
+])
+def test_responder_urls_from_authority_information_access(
+        ca: CertificateAuthority, cert: x509.Certificate, ocsp_url: str | None,
+        access: tuple[x509.AccessDescription, ...], expected: tuple[str, ...]) -> None:
+    subject = with_pointers(cert, ca.key, ocsp_url=ocsp_url, access=access) if (ocsp_url or access) else cert
+    assert responder_urls(subject) == expected
+
+
+# --- answers that are accepted -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    pytest.param("good", ("good", None, None), id="good"),
+    pytest.param("revoked", ("revoked", NOW - dt.timedelta(days=2), "key_compromise"), id="revoked"),
+    pytest.param("unknown", ("unknown", None, None), id="unknown"),
+])
+def test_the_answers_own_status_is_returned(responder: OcspResponder, ca: CertificateAuthority,
+                                            cert: x509.Certificate, status: str,
+                                            expected: tuple[str, dt.datetime | None, str | None]) -> None:
+    responder.set_status(cert, status, revoked_at=NOW - dt.timedelta(days=2),  # type: ignore[arg-type]
+                         reason=x509.ReasonFlags.key_compromise)
+    got = verify(answer(responder, cert, ca.certificate), cert, ca.certificate)
+    assert (got.status, got.revoked_at, got.revocation_reason) == expected
+    assert (got.this_update, got.next_update, got.produced_at) == (THIS_UPDATE, NEXT_UPDATE, NOW)
+    assert got.responder == "the issuing CA"
+
+
+def _delegate_with_eku(r: OcspResponder) -> None:
+    r.use_delegate(eku=True)
+
+
+def _mismatching_nonce(r: OcspResponder) -> None:
+    r.nonce_mismatch()
+
+
+def _by_name(r: OcspResponder) -> None:
+    r.responder_encoding = ocsp.OCSPResponderEncoding.NAME
+
+
+@pytest.mark.parametrize(("configure", "cert_id_hash", "send_nonce", "responder_is"), [
+    pytest.param(lambda r: None, "sha1", False, "the issuing CA", id="issuer-signed"),
+    pytest.param(_by_name, "sha1", False, "the issuing CA", id="issuer-named-by-name"),
+    pytest.param(lambda r: None, "sha256", False, "the issuing CA", id="sha256-cert-id"),
+    pytest.param(lambda r: None, "sha1", True, "the issuing CA", id="nonce-echoed"),
+    pytest.param(_delegate_with_eku, "sha1", False, "delegated responder", id="delegate-with-ocsp-signing-eku"),
+    # without a nonce of ours, whatever nonce the responder adds is not ours to check
+    pytest.param(_mismatching_nonce, "sha1", False, "the issuing CA", id="foreign-nonce-when-none-sent"),
+])
+def test_accepted_answers(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
+                          configure: Callable[[OcspResponder], None], cert_id_hash: str, send_nonce: bool,
+                          responder_is: str) -> None:
+    configure(responder)
+    nonce = os.urandom(16) if send_nonce else None
+    der = answer(responder, cert, ca.certificate, nonce=nonce, cert_id_hash=cert_id_hash)
+    got = verify(der, cert, ca.certificate, nonce=nonce)
+    assert got.status == "good"
+    assert got.responder.startswith(responder_is)
+
+
+def test_rsa_issuer_signature_verifies(cert: x509.Certificate) -> None:
+    rsa_ca = CertificateAuthority.root("Kommun R Person CA", NOW, key="rsa2048")
+    rsa_leaf = leaf(rsa_ca).certificate
+    with OcspResponder(rsa_ca, now=NOW) as r:
+        assert verify(answer(r, rsa_leaf, rsa_ca.certificate), rsa_leaf, rsa_ca.certificate).status == "good"
+
+
+# --- answers that are refused ---------------------------------------------------------------------
+
+OTHER_CA = CertificateAuthority.root("Kommun B Person CA", NOW, organization="Kommun B")
+
+
+def _unrelated(r: OcspResponder) -> None:
+    r.sign_with_unrelated_key()
+
+
+def _delegate_without_eku(r: OcspResponder) -> None:
+    r.use_delegate(eku=False)
+
+
+def _delegate_of_other_ca(r: OcspResponder) -> None:
+    r.use_delegate(eku=True, issued_by=OTHER_CA)
+
+
+def _delegate_of_impostor(r: OcspResponder) -> None:
+    r.use_delegate(eku=True, issued_by=impostor(r.issuer))
+
+
+def _delegate_expired(r: OcspResponder) -> None:
+    r.use_delegate(eku=True, valid_from=NOW - dt.timedelta(days=30), valid_until=NOW - dt.timedelta(days=1))
+
+
+def _sha1(r: OcspResponder) -> None:
+    r.sha1_signature()
+
+
+def _future(r: OcspResponder) -> None:
+    r.future()
+
+
+def _stale(r: OcspResponder) -> None:
+    r.stale()
+
+
+@pytest.mark.parametrize(("configure", "send_nonce", "reason", "detail"), [
+    # the unrelated signer's self-signed certificate rides along, so it is judged as a would-be delegate
+    pytest.param(_unrelated, False, "revocation_response_invalid",
+                 "Unrelated OCSP Responder is not issued by the certificate's CA", id="signed-by-unrelated-key"),
+    pytest.param(_delegate_without_eku, False, "revocation_response_invalid", "lacks id-kp-OCSPSigning",
+                 id="delegate-without-ocsp-signing-eku"),
+    pytest.param(_delegate_of_other_ca, False, "revocation_response_invalid",
+                 "is not issued by the certificate's CA", id="delegate-issued-by-another-ca"),
+    pytest.param(_delegate_of_impostor, False, "revocation_response_invalid",
+                 "is not signed by the certificate's CA", id="delegate-signed-by-a-ca-of-the-same-name"),
+    pytest.param(_delegate_expired, False, "revocation_response_invalid", "is not valid now",
+                 id="delegate-certificate-expired"),
+    pytest.param(_sha1, False, "revocation_response_invalid", "SHA-256 or stronger is required",
+                 id="sha1-signature"),
+    pytest.param(_future, False, "revocation_response_invalid", "is in the future", id="this-update-in-future"),
+    pytest.param(_stale, False, "revocation_stale", "expired at", id="next-update-passed"),
+    pytest.param(_mismatching_nonce, True, "revocation_response_invalid", "nonce does not match",
+                 id="nonce-mismatch"),
+    pytest.param(lambda r: r.drop_nonce(), True, "revocation_response_invalid", "did not return the request's nonce",
+                 id="nonce-dropped"),
+])
+def test_refused_answers(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
+                         configure: Callable[[OcspResponder], None], send_nonce: bool, reason: str,
+                         detail: str) -> None:
+    configure(responder)
+    nonce = os.urandom(16) if send_nonce else None
+    exc = rejected(answer(responder, cert, ca.certificate, nonce=nonce), cert, ca.certificate, nonce=nonce)
+    assert exc.reason == reason
+    assert detail in exc.detail
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    pytest.param(ocsp.OCSPResponseStatus.TRY_LATER, "revocation_unavailable", id="tryLater"),
+    pytest.param(ocsp.OCSPResponseStatus.INTERNAL_ERROR, "revocation_unavailable", id="internalError"),
+    pytest.param(ocsp.OCSPResponseStatus.MALFORMED_REQUEST, "revocation_response_invalid", id="malformedRequest"),
+    pytest.param(ocsp.OCSPResponseStatus.SIG_REQUIRED, "revocation_response_invalid", id="sigRequired"),
+    pytest.param(ocsp.OCSPResponseStatus.UNAUTHORIZED, "revocation_response_invalid", id="unauthorized"),
+])
+def test_unsuccessful_response_status(ca: CertificateAuthority, cert: x509.Certificate,
+                                      status: ocsp.OCSPResponseStatus, reason: str) -> None:
+    der = ocsp.OCSPResponseBuilder.build_unsuccessful(status).public_bytes(serialization.Encoding.DER)
+    exc = rejected(der, cert, ca.certificate)
+    assert exc.reason == reason
+    assert status.name.lower() in exc.detail
+
+
+@pytest.mark.parametrize("der", [
+    pytest.param(b"", id="empty"),
+    pytest.param(b"garbage:" + bytes(range(56)), id="garbage"),
+    pytest.param(b"\x30\x03\x0a\x01", id="truncated-der"),
+])
+def test_unparseable_response(ca: CertificateAuthority, cert: x509.Certificate, der: bytes) -> None:
+    exc = rejected(der, cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert "not a DER OCSP response" in exc.detail
+
+
+def test_answer_about_another_certificate_is_refused(responder: OcspResponder, ca: CertificateAuthority,
+                                                     cert: x509.Certificate) -> None:
+    other = leaf(ca, common_name="Bo Berg").certificate
+    exc = rejected(answer(responder, other, ca.certificate), cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert f"does not cover serial {cert.serial_number:x}" in exc.detail
+
+
+def test_answer_about_the_same_serial_from_another_issuer_is_refused(cert: x509.Certificate,
+                                                                     ca: CertificateAuthority) -> None:
+    """Same serial, another CA: the CertID's issuer hashes differ, so the answer does not cover ours."""
+    twin = OTHER_CA.issue(LeafProfile(common_name="Anna Andersson"), serial=cert.serial_number).certificate
+    with OcspResponder(OTHER_CA, now=NOW) as r:
+        der = answer(r, twin, OTHER_CA.certificate)
+    exc = rejected(der, cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert "neither the issuing CA nor an authorised responder" in exc.detail
+
+
+# --- time boundaries (±1 s, with the configured skew) -----------------------------------------------
+
+
+@pytest.mark.parametrize(("at", "reason"), [
+    pytest.param(NEXT_UPDATE + SKEW, None, id="at-next-update-plus-skew"),
+    pytest.param(NEXT_UPDATE + SKEW + SECOND, "revocation_stale", id="one-second-later"),
+    pytest.param(THIS_UPDATE - SKEW, None, id="at-this-update-minus-skew"),
+    pytest.param(THIS_UPDATE - SKEW - SECOND, "revocation_response_invalid", id="one-second-earlier"),
+])
+def test_validity_window_boundaries(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
+                                    at: dt.datetime, reason: str | None) -> None:
+    der = answer(responder, cert, ca.certificate)
+    if reason is None:
+        assert verify(der, cert, ca.certificate, at=at).status == "good"
+    else:
+        assert rejected(der, cert, ca.certificate, at=at).reason == reason
+
+
+def test_stale_answer_names_its_next_update_for_the_error_page(responder: OcspResponder, ca: CertificateAuthority,
+                                                               cert: x509.Certificate) -> None:
+    der = answer(responder, cert, ca.certificate)
+    exc = rejected(der, cert, ca.certificate, at=NEXT_UPDATE + SKEW + SECOND)
+    assert dict(exc.params) == {"next_update": NEXT_UPDATE.date().isoformat()}
+
+
+@pytest.mark.parametrize(("at", "reason"), [
+    pytest.param(THIS_UPDATE + MAX_AGE + SKEW, None, id="at-max-age-plus-skew"),
+    pytest.param(THIS_UPDATE + MAX_AGE + SKEW + SECOND, "revocation_stale", id="one-second-later"),
+])
+def test_answer_without_next_update_is_fresh_for_max_age(responder: OcspResponder, ca: CertificateAuthority,
+                                                         cert: x509.Certificate, at: dt.datetime,
+                                                         reason: str | None) -> None:
+    responder.no_next_update()
+    der = answer(responder, cert, ca.certificate)
+    if reason is None:
+        got = verify(der, cert, ca.certificate, at=at)
+        assert (got.status, got.next_update) == ("good", None)
+    else:
+        assert rejected(der, cert, ca.certificate, at=at).reason == reason

@@ -1,0 +1,765 @@
+"""The revocation checker against real loopback servers: OCSP answers and failures, method order and fallback,
+soft fail, the per-process and shared (Redis) caches, the circuit breaker, refresh-ahead and CRLs over HTTP.
+
+Every refusal asserts the exact reason code (broker/reasons.py); the audited events are the flow tests'
+(tests/flows/test_revocation_login.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp
+
+from broker.clock import FixedClock
+from broker.demo.certificates import CertificateAuthority
+from broker.errors import CertificateRejected
+from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
+from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
+from broker.pki.revocation.ocsp import build_request
+from broker.session.store import RedisStore
+from tests.factories.http_files import FileServer
+from tests.factories.ocsp_responder import OcspResponder, closed_port_url
+from tests.factories.revocation import (
+    HOUR,
+    MINUTE,
+    NOW,
+    SECOND,
+    checker,
+    impostor,
+    issuing_under,
+    leaf,
+    person_ca,
+    policy,
+)
+
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def ca() -> CertificateAuthority:
+    return person_ca()
+
+
+@pytest.fixture
+def cert(ca: CertificateAuthority) -> x509.Certificate:
+    return leaf(ca).certificate
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+def responder(ca: CertificateAuthority) -> Iterator[OcspResponder]:
+    with OcspResponder(ca, now=NOW) as r:
+        yield r
+    assert r.errors == []
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    with FileServer() as f:
+        yield f
+    assert f.errors == []
+
+
+@pytest.fixture
+def engine(clock: FixedClock) -> Iterator[RevocationChecker]:
+    c = checker(clock)
+    yield c
+    c.close()
+
+
+def check(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
+          pol: RevocationPolicy) -> RevocationOutcome:
+    """The leaf directly under its trust anchor: one certificate to establish."""
+    engine.register(pol)
+    return engine.check((cert, ca.certificate), pol)
+
+
+def refused(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
+            pol: RevocationPolicy) -> CertificateRejected:
+    with pytest.raises(CertificateRejected) as caught:
+        check(engine, cert, ca, pol)
+    return caught.value
+
+
+# --- OCSP: each answer and each failure, with its reason code ---------------------------------------
+
+
+@dataclass(frozen=True)
+class OcspCase:
+    """How the responder behaves, how the municipality configured OCSP, and what the check concludes."""
+
+    configure: Callable[[OcspResponder, x509.Certificate], object] = lambda r, c: None
+    reason: str | None = None                     # None: accepted
+    detail: str = ""
+    url: Callable[[OcspResponder], str] = field(default=lambda r: r.url)
+    nonce: bool = False
+    timeout: float = 3.0
+
+
+def _revoked(r: OcspResponder, c: x509.Certificate) -> None:
+    r.set_status(c, "revoked", revoked_at=NOW - 2 * DAY, reason=x509.ReasonFlags.key_compromise)
+
+
+OCSP_CASES = [
+    pytest.param(OcspCase(), id="good"),
+    pytest.param(OcspCase(_revoked, "revoked", "revoked"), id="revoked"),
+    pytest.param(OcspCase(lambda r, c: r.set_status(c, "unknown"), "revocation_unknown", "does not know serial"),
+                 id="unknown"),
+    pytest.param(OcspCase(reason="revocation_unavailable", detail="Connection refused",
+                          url=lambda r: closed_port_url()), id="responder-down"),
+    pytest.param(OcspCase(lambda r, c: r.slow(3), "revocation_unavailable", "timed out", timeout=0.5),
+                 id="responder-slow"),
+    pytest.param(OcspCase(lambda r, c: r.garbage(), "revocation_response_invalid", "not a DER OCSP response"),
+                 id="garbage"),
+    pytest.param(OcspCase(lambda r, c: r.http_error(500), "revocation_unavailable", "HTTP 500"), id="http-500"),
+    pytest.param(OcspCase(lambda r, c: r.error_status("tryLater"), "revocation_unavailable", "try_later"),
+                 id="try-later"),
+    pytest.param(OcspCase(lambda r, c: r.error_status("internalError"), "revocation_unavailable",
+                          "internal_error"), id="internal-error"),
+    pytest.param(OcspCase(lambda r, c: r.error_status("unauthorized"), "revocation_response_invalid",
+                          "unauthorized"), id="unauthorized"),
+    pytest.param(OcspCase(lambda r, c: r.error_status("malformedRequest"), "revocation_response_invalid",
+                          "malformed_request"), id="malformed-request"),
+    pytest.param(OcspCase(lambda r, c: r.sign_with_unrelated_key(), "revocation_response_invalid",
+                          "is not issued by the certificate's CA"), id="signed-by-unrelated-key"),
+    pytest.param(OcspCase(lambda r, c: r.use_delegate(eku=False), "revocation_response_invalid",
+                          "lacks id-kp-OCSPSigning"), id="delegate-without-ocsp-signing-eku"),
+    pytest.param(OcspCase(lambda r, c: r.use_delegate(issued_by=person_ca(name="Kommun B")),
+                          "revocation_response_invalid", "is not issued by the certificate's CA"),
+                 id="delegate-issued-by-another-ca"),
+    pytest.param(OcspCase(lambda r, c: r.use_delegate(eku=True)), id="delegate-with-eku-issued-by-the-ca"),
+    pytest.param(OcspCase(lambda r, c: r.stale(), "revocation_stale", "expired at"), id="stale-next-update"),
+    pytest.param(OcspCase(lambda r, c: r.future(), "revocation_response_invalid", "is in the future"),
+                 id="this-update-in-future"),
+    pytest.param(OcspCase(lambda r, c: r.no_next_update()), id="no-next-update-recent"),
+    pytest.param(OcspCase(nonce=True), id="nonce-echoed"),
+    pytest.param(OcspCase(lambda r, c: r.nonce_mismatch(), "revocation_response_invalid", "nonce does not match",
+                          nonce=True), id="nonce-mismatch"),
+    pytest.param(OcspCase(lambda r, c: r.drop_nonce(), "revocation_response_invalid",
+                          "did not return the request's nonce", nonce=True), id="nonce-dropped-nonce-required"),
+    pytest.param(OcspCase(lambda r, c: r.drop_nonce()), id="nonce-dropped-nonce-off"),
+    pytest.param(OcspCase(lambda r, c: r.sha1_signature(), "revocation_response_invalid",
+                          "SHA-256 or stronger is required"), id="sha1-signed-response"),
+    pytest.param(OcspCase(lambda r, c: r.oversized(100_000), "revocation_unavailable", "exceed the limit of 65536"),
+                 id="oversized-declared"),
+    pytest.param(OcspCase(lambda r, c: r.oversized(100_000, declare_length=False), "revocation_unavailable",
+                          "exceeds the limit of 65536"), id="oversized-undeclared"),
+    # OCSP goes by POST: no redirect is followed, least of all to another scheme
+    pytest.param(OcspCase(lambda r, c: r.redirect_to("https://127.0.0.1:1/ocsp"), "revocation_unavailable",
+                          "HTTP 302 redirect not followed"), id="redirect-to-https"),
+    pytest.param(OcspCase(lambda r, c: r.redirect_to("ftp://127.0.0.1/ocsp"), "revocation_unavailable",
+                          "HTTP 302 redirect not followed"), id="redirect-to-ftp"),
+]
+
+
+@pytest.mark.parametrize("case", OCSP_CASES)
+def test_ocsp_answer(responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority,
+                     cert: x509.Certificate, case: OcspCase) -> None:
+    case.configure(responder, cert)
+    url = case.url(responder)
+    pol = policy([ca.certificate], ocsp_url=url, nonce=case.nonce, ocsp_timeout=case.timeout)
+    if case.reason is None:
+        outcome = check(engine, cert, ca, pol)
+        assert outcome.summary == "ocsp"
+        assert outcome.soft_fail is None
+        (status,) = outcome.checked
+        assert (status.status, status.method, status.source, status.cached) == ("good", "ocsp", url, False)
+        assert status.serial_hex == f"{cert.serial_number:x}"
+        assert responder.hits == 1
+        return
+    exc = refused(engine, cert, ca, pol)
+    assert exc.reason == case.reason
+    assert case.detail in exc.detail
+    assert url in exc.detail
+
+
+@pytest.mark.parametrize("behaviour", [
+    pytest.param(lambda r: r.http_error(500), id="http-500"),
+    pytest.param(lambda r: r.redirect_to("https://127.0.0.1:1/"), id="redirect"),
+    pytest.param(lambda r: r.oversized(100_000), id="oversized"),
+])
+def test_abandoned_answer_leaves_no_socket_open(responder: OcspResponder, engine: RevocationChecker,
+                                                ca: CertificateAuthority, cert: x509.Certificate,
+                                                behaviour: Callable[[OcspResponder], None]) -> None:
+    """An answer the fetcher refuses is closed there and then, not left to the garbage collector."""
+    behaviour(responder)
+    assert refused(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url)).reason == \
+        "revocation_unavailable"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_refused_connection_is_not_reported_as_a_timeout() -> None:
+    """FetchError.timeout tells a slow peer from an unreachable one (broker/pki/revocation/http.py)."""
+    with pytest.raises(FetchError) as caught:
+        HttpFetcher().post(closed_port_url(), b"", "application/ocsp-request", "application/ocsp-response",
+                           FetchLimits(1, 1, 1024))
+    assert "Connection refused" in str(caught.value)
+    assert caught.value.timeout is False
+    assert "timed out" not in str(caught.value)
+
+
+def test_slow_peer_is_reported_as_a_timeout(responder: OcspResponder) -> None:
+    responder.slow(3)
+    with pytest.raises(FetchError) as caught:
+        HttpFetcher().post(responder.url, b"", "application/ocsp-request", "application/ocsp-response",
+                           FetchLimits(1, 0.3, 1024))
+    assert caught.value.timeout is True
+
+
+def test_revoked_names_the_revocation_date(responder: OcspResponder, engine: RevocationChecker,
+                                           ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    _revoked(responder, cert)
+    exc = refused(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url))
+    assert exc.reason == "revoked"
+    assert dict(exc.params) == {"revocation_date": (NOW - 2 * DAY).date().isoformat()}
+    assert "key_compromise" in exc.detail
+
+
+def test_slow_responder_is_given_up_after_the_configured_timeout(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority,
+        cert: x509.Certificate) -> None:
+    responder.slow(5)
+    started = time.monotonic()
+    exc = refused(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url, ocsp_timeout=0.5))
+    elapsed = time.monotonic() - started
+    assert exc.reason == "revocation_unavailable"
+    assert elapsed < 0.5 + 1
+
+
+def test_good_answer_is_valid_until_its_next_update(responder: OcspResponder, engine: RevocationChecker,
+                                                    ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    responder.validity = 10 * MINUTE
+    outcome = check(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url))
+    assert outcome.valid_until == NOW + 10 * MINUTE
+    assert outcome.checked[0].this_update == NOW - MINUTE
+
+
+def test_valid_until_is_capped_by_max_cache_time(responder: OcspResponder, engine: RevocationChecker,
+                                                 ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    responder.validity = DAY
+    outcome = check(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url, max_cache_time=600))
+    assert outcome.valid_until == NOW + 10 * MINUTE
+
+
+def test_responder_from_the_certificates_authority_information_access(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority) -> None:
+    pointed = leaf(ca, ocsp_url=responder.url).certificate
+    outcome = check(engine, pointed, ca, policy([ca.certificate]))
+    assert [(c.method, c.source) for c in outcome.checked] == [("ocsp", responder.url)]
+    assert [r.serial_number for r in responder.requests] == [pointed.serial_number]
+
+
+def test_certificate_without_responder_is_unavailable(engine: RevocationChecker, ca: CertificateAuthority,
+                                                      cert: x509.Certificate) -> None:
+    exc = refused(engine, cert, ca, policy([ca.certificate]))
+    assert exc.reason == "revocation_unavailable"
+    assert "no OCSP responder" in exc.detail
+
+
+def test_sha256_cert_id_is_understood_by_the_responder(responder: OcspResponder, engine: RevocationChecker,
+                                                       ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    outcome = check(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url, cert_id_hash="sha256"))
+    assert outcome.summary == "ocsp"
+    assert responder.requests[0].hash_algorithm.name == "sha256"
+
+
+# --- a path with an issuing CA: CA certificates use their own AIA ------------------------------------
+
+
+@pytest.fixture
+def root() -> CertificateAuthority:
+    return CertificateAuthority.root("Kommun A Root CA", NOW, organization="Kommun A")
+
+
+def test_each_certificate_of_the_path_is_established_by_its_own_responder(
+        root: CertificateAuthority, engine: RevocationChecker) -> None:
+    with OcspResponder(root, now=NOW) as root_responder:
+        issuing = issuing_under(root, ocsp_url=root_responder.url)
+        cert = leaf(issuing).certificate
+        with OcspResponder(issuing, now=NOW) as leaf_responder:
+            pol = policy([root.certificate, issuing.certificate], ocsp_url=leaf_responder.url)
+            engine.register(pol)
+            outcome = engine.check((cert, issuing.certificate, root.certificate), pol)
+        assert [r.serial_number for r in root_responder.requests] == [issuing.certificate.serial_number]
+    assert outcome.summary == "ocsp"
+    assert [c.source for c in outcome.checked] == [leaf_responder.url, root_responder.url]
+    assert [c.serial_hex for c in outcome.checked] == [f"{cert.serial_number:x}",
+                                                       f"{issuing.certificate.serial_number:x}"]
+
+
+def test_configured_responder_is_for_users_only_a_ca_without_aia_is_unavailable(
+        root: CertificateAuthority, engine: RevocationChecker) -> None:
+    issuing = root.subordinate("Kommun A Issuing CA", organization="Kommun A")
+    cert = leaf(issuing).certificate
+    with OcspResponder(issuing, now=NOW) as leaf_responder:
+        pol = policy([root.certificate, issuing.certificate], ocsp_url=leaf_responder.url)
+        with pytest.raises(CertificateRejected) as caught:
+            engine.check((cert, issuing.certificate, root.certificate), pol)
+        assert leaf_responder.hits == 1
+    assert caught.value.reason == "revocation_unavailable"
+    assert "no OCSP responder for" in caught.value.detail
+    assert issuing.certificate.subject.rfc4514_string() in caught.value.detail
+
+
+def test_revoked_issuing_ca_is_revoked(root: CertificateAuthority, engine: RevocationChecker) -> None:
+    with OcspResponder(root, now=NOW) as root_responder:
+        issuing = issuing_under(root, ocsp_url=root_responder.url)
+        root_responder.set_status(issuing.certificate, "revoked")
+        cert = leaf(issuing).certificate
+        with OcspResponder(issuing, now=NOW) as leaf_responder:
+            pol = policy([root.certificate, issuing.certificate], ocsp_url=leaf_responder.url)
+            with pytest.raises(CertificateRejected) as caught:
+                engine.check((cert, issuing.certificate, root.certificate), pol)
+    assert caught.value.reason == "revoked"
+    assert f"serial {issuing.certificate.serial_number:x} revoked" in caught.value.detail
+
+
+# --- method order, fallback, soft fail ---------------------------------------------------------------
+
+
+def crl_leaf(ca: CertificateAuthority, files: FileServer, path: str = "/ca.crl", **kwargs: object) -> x509.Certificate:
+    """A certificate whose CRL distribution point is ``path`` on ``files``."""
+    return leaf(ca, crl_url=files.url(path), **kwargs).certificate  # type: ignore[arg-type]
+
+
+def test_crl_answers_when_the_responder_is_down(engine: RevocationChecker, ca: CertificateAuthority,
+                                                files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    files.put_crl("/ca.crl", ca.crl())
+    outcome = check(engine, cert, ca, policy([ca.certificate], methods=("ocsp", "crl"), ocsp_url=closed_port_url()))
+    assert outcome.summary == "crl"
+    assert [(c.status, c.method, c.source) for c in outcome.checked] == [("good", "crl", files.url("/ca.crl"))]
+    assert files.hits["/ca.crl"] == 1
+
+
+def test_crl_first_does_not_ask_the_responder(responder: OcspResponder, engine: RevocationChecker,
+                                              ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    files.put_crl("/ca.crl", ca.crl())
+    outcome = check(engine, cert, ca, policy([ca.certificate], methods=("crl", "ocsp"), ocsp_url=responder.url))
+    assert outcome.summary == "crl"
+    assert responder.hits == 0
+
+
+def test_ocsp_first_does_not_fetch_the_crl(responder: OcspResponder, engine: RevocationChecker,
+                                           ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    files.put_crl("/ca.crl", ca.crl())
+    outcome = check(engine, cert, ca, policy([ca.certificate], methods=("ocsp", "crl"), ocsp_url=responder.url))
+    assert outcome.summary == "ocsp"
+    assert files.hits["/ca.crl"] == 0
+
+
+def test_ocsp_unknown_then_crl_good_is_good(responder: OcspResponder, engine: RevocationChecker,
+                                            ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    responder.set_status(cert, "unknown")
+    files.put_crl("/ca.crl", ca.crl())
+    outcome = check(engine, cert, ca, policy([ca.certificate], methods=("ocsp", "crl"), ocsp_url=responder.url))
+    assert [(c.status, c.method) for c in outcome.checked] == [("good", "crl")]
+    assert responder.hits == 1
+
+
+def test_revoked_by_ocsp_ends_the_check(responder: OcspResponder, engine: RevocationChecker,
+                                        ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    responder.set_status(cert, "revoked")
+    files.put_crl("/ca.crl", ca.crl())
+    exc = refused(engine, cert, ca, policy([ca.certificate], methods=("ocsp", "crl"), ocsp_url=responder.url))
+    assert exc.reason == "revoked"
+    assert files.hits["/ca.crl"] == 0
+
+
+def _crl_missing(files: FileServer, ca: CertificateAuthority) -> None:
+    """Nothing at the distribution point (404)."""
+
+
+def _crl_stale(files: FileServer, ca: CertificateAuthority) -> None:
+    files.put_crl("/ca.crl", ca.crl(this_update=NOW - 8 * DAY, next_update=NOW - DAY))
+
+
+@pytest.mark.parametrize(("ocsp_behaviour", "crl_setup", "reason"), [
+    pytest.param(lambda r, c: r.set_status(c, "unknown"), _crl_missing, "revocation_unknown",
+                 id="unknown-beats-unavailable"),
+    pytest.param(lambda r, c: r.garbage(), _crl_missing, "revocation_response_invalid",
+                 id="invalid-beats-unavailable"),
+    pytest.param(lambda r, c: r.garbage(), _crl_stale, "revocation_response_invalid", id="invalid-beats-stale"),
+    pytest.param(lambda r, c: r.http_error(500), _crl_stale, "revocation_stale", id="stale-beats-unavailable"),
+    pytest.param(lambda r, c: r.http_error(500), _crl_missing, "revocation_unavailable", id="both-unavailable"),
+])
+@pytest.mark.parametrize("methods", [pytest.param(("ocsp", "crl"), id="ocsp-first"),
+                                     pytest.param(("crl", "ocsp"), id="crl-first")])
+def test_when_every_method_fails_the_most_telling_reason_is_given(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority, files: FileServer,
+        ocsp_behaviour: Callable[[OcspResponder, x509.Certificate], None],
+        crl_setup: Callable[[FileServer, CertificateAuthority], None], reason: str,
+        methods: tuple[str, str]) -> None:
+    cert = crl_leaf(ca, files)
+    ocsp_behaviour(responder, cert)
+    crl_setup(files, ca)
+    exc = refused(engine, cert, ca, policy([ca.certificate], methods=methods,  # type: ignore[arg-type]
+                                           ocsp_url=responder.url))
+    assert exc.reason == reason
+    assert "ocsp: " in exc.detail
+    assert "crl: " in exc.detail
+
+
+def test_soft_fail_lets_the_check_through_with_the_reason(engine: RevocationChecker, ca: CertificateAuthority,
+                                                          cert: x509.Certificate) -> None:
+    pol = policy([ca.certificate], ocsp_url=closed_port_url(), failure="soft_fail")
+    outcome = check(engine, cert, ca, pol)
+    assert outcome.soft_fail is not None
+    assert outcome.soft_fail.reason == "revocation_unavailable"
+    assert outcome.summary == "soft_fail"
+    assert outcome.checked == ()
+    assert outcome.valid_until is not None
+    assert NOW < outcome.valid_until <= NOW + HOUR  # looked at again soon
+
+
+@pytest.mark.parametrize("methods", [pytest.param(("ocsp",), id="ocsp"), pytest.param(("ocsp", "crl"), id="ocsp-crl")])
+def test_revoked_is_never_soft_failed(responder: OcspResponder, engine: RevocationChecker,
+                                      ca: CertificateAuthority, files: FileServer,
+                                      methods: tuple[str, ...]) -> None:
+    cert = crl_leaf(ca, files)
+    responder.set_status(cert, "revoked")
+    pol = policy([ca.certificate], methods=methods, ocsp_url=responder.url, failure="soft_fail")  # type: ignore[arg-type]
+    assert refused(engine, cert, ca, pol).reason == "revoked"
+
+
+# --- caching -----------------------------------------------------------------------------------------
+
+
+def test_two_checks_ask_the_responder_once(responder: OcspResponder, engine: RevocationChecker,
+                                           ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    first = check(engine, cert, ca, pol)
+    second = check(engine, cert, ca, pol)
+    assert responder.hits == 1
+    assert (first.checked[0].cached, second.checked[0].cached) == (False, True)
+    assert second.valid_until == first.valid_until
+
+
+def test_cached_revoked_answer_stays_revoked(responder: OcspResponder, engine: RevocationChecker,
+                                            ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    responder.set_status(cert, "revoked")
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    assert refused(engine, cert, ca, pol).reason == "revoked"
+    assert refused(engine, cert, ca, pol).reason == "revoked"
+    assert responder.hits == 1
+
+
+def test_failures_are_not_cached_as_answers(responder: OcspResponder, clock: FixedClock,
+                                            engine: RevocationChecker, ca: CertificateAuthority,
+                                            cert: x509.Certificate) -> None:
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    responder.garbage()
+    assert refused(engine, cert, ca, pol).reason == "revocation_response_invalid"
+    responder.reset()
+    clock.advance(dt.timedelta(seconds=10))  # past the circuit breaker's retry_after
+    assert check(engine, cert, ca, pol).summary == "ocsp"
+    assert responder.hits == 2
+
+
+@pytest.fixture
+def shared(redis_url: str, redis_prefix: str) -> RedisStore:
+    return RedisStore(redis_url, prefix=redis_prefix)
+
+
+@pytest.fixture
+def instances(clock: FixedClock, redis_url: str, redis_prefix: str) -> Iterator[tuple[RevocationChecker, ...]]:
+    """Two broker instances: each its own process state, one Redis (same prefix) between them."""
+    pair = tuple(checker(clock, shared=RedisStore(redis_url, prefix=redis_prefix)) for _ in range(2))
+    yield pair
+    for c in pair:
+        c.close()
+
+
+def test_second_instance_uses_the_shared_answer(responder: OcspResponder, instances: tuple[RevocationChecker, ...],
+                                                ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    first, second = instances
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    check(first, cert, ca, pol)
+    outcome = check(second, cert, ca, pol)
+    assert responder.hits == 1
+    assert [(c.status, c.source, c.cached) for c in outcome.checked] == [("good", responder.url, True)]
+
+
+def test_second_instance_answers_from_the_shared_copy_while_the_responder_is_down(
+        ca: CertificateAuthority, cert: x509.Certificate, instances: tuple[RevocationChecker, ...]) -> None:
+    first, second = instances
+    with OcspResponder(ca, now=NOW) as r:
+        pol = policy([ca.certificate], ocsp_url=r.url)
+        check(first, cert, ca, pol)
+    assert check(second, cert, ca, pol).summary == "ocsp"
+
+
+def shared_ocsp_key(redis_url: str, redis_prefix: str, cert: x509.Certificate) -> str:
+    """The Redis key that holds the shared OCSP response for ``cert`` (found, not computed)."""
+    client = redis.Redis.from_url(redis_url)
+    keys = [k.decode() for k in client.scan_iter(match=redis_prefix + "ocsp:*", count=1000)]
+    found = [k for k in keys if k.endswith(f":{cert.serial_number:x}")]
+    assert len(found) == 1, keys
+    return str(found[0])
+
+
+def _forged_revoked(ca: CertificateAuthority, cert: x509.Certificate, url: str) -> bytes:
+    """A well-formed 'revoked' answer for ``cert``, signed by a key that is not the CA's."""
+    with OcspResponder(ca, now=NOW) as forger:
+        forger.sign_with_unrelated_key()
+        forger.set_status(cert, "revoked")
+        request = ocsp.load_der_ocsp_request(build_request(cert, ca.certificate, nonce=None, cert_id_hash="sha1"))
+        der = forger.respond(request).public_bytes(serialization.Encoding.DER)
+    return json.dumps({"der": der.hex(), "url": url}).encode()
+
+
+TAMPERED = [
+    pytest.param(lambda ca, cert, other, url: json.dumps({"der": "00ff" * 40, "url": url}).encode(),
+                 id="der-garbage"),
+    pytest.param(lambda ca, cert, other, url: json.dumps({"der": "not hex", "url": url}).encode(), id="der-not-hex"),
+    pytest.param(lambda ca, cert, other, url: json.dumps({"url": url}).encode(), id="der-missing"),
+    pytest.param(lambda ca, cert, other, url: b"{not json", id="not-json"),
+    pytest.param(lambda ca, cert, other, url: json.dumps({"der": 12345, "url": url}).encode(), id="der-not-a-string"),
+    pytest.param(lambda ca, cert, other, url: json.dumps(["der", url]).encode(), id="json-array"),
+    pytest.param(lambda ca, cert, other, url: other, id="answer-for-another-serial"),
+    pytest.param(lambda ca, cert, other, url: _forged_revoked(ca, cert, url), id="revoked-signed-by-unrelated-key"),
+]
+
+
+@pytest.mark.parametrize("tamper", TAMPERED)
+def test_tampered_shared_entry_is_not_trusted(
+        responder: OcspResponder, instances: tuple[RevocationChecker, ...], ca: CertificateAuthority,
+        cert: x509.Certificate, redis_url: str, redis_prefix: str,
+        tamper: Callable[[CertificateAuthority, x509.Certificate, bytes, str], bytes]) -> None:
+    first, second = instances
+    other = leaf(ca, common_name="Bo Berg").certificate
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    check(first, cert, ca, pol)
+    check(first, other, ca, pol)
+    client = redis.Redis.from_url(redis_url)
+    key = shared_ocsp_key(redis_url, redis_prefix, cert)
+    other_value = client.get(shared_ocsp_key(redis_url, redis_prefix, other))
+    assert isinstance(other_value, bytes)
+    client.set(key, tamper(ca, cert, other_value, responder.url), px=600_000)
+
+    outcome = check(second, cert, ca, pol)
+    assert [(c.status, c.cached) for c in outcome.checked] == [("good", False)]
+    assert responder.hits == 3  # the second instance asked the responder itself
+
+
+@dataclass(frozen=True)
+class Expiry:
+    validity: dt.timedelta
+    max_cache_time: float
+    expires: dt.timedelta     # after NOW
+
+
+EXPIRIES = [
+    pytest.param(Expiry(10 * MINUTE, 3600, 10 * MINUTE), id="next-update"),
+    pytest.param(Expiry(DAY, 600, 10 * MINUTE), id="max-cache-time"),
+]
+
+
+@pytest.mark.parametrize("expiry", EXPIRIES)
+@pytest.mark.parametrize("with_shared_store", [pytest.param(False, id="in-process"),
+                                               pytest.param(True, id="with-shared-store")])
+def test_cached_answer_expires(responder: OcspResponder, clock: FixedClock, ca: CertificateAuthority,
+                               cert: x509.Certificate, shared: RedisStore, expiry: Expiry,
+                               with_shared_store: bool) -> None:
+    """The answer is reused up to one second before it expires, and asked for again once it has."""
+    responder.validity = expiry.validity
+    pol = policy([ca.certificate], ocsp_url=responder.url, max_cache_time=expiry.max_cache_time)
+    engine = checker(clock, shared=shared if with_shared_store else None)
+    try:
+        check(engine, cert, ca, pol)
+        clock.set(NOW + expiry.expires - SECOND)
+        assert check(engine, cert, ca, pol).checked[0].cached
+        assert responder.hits == 1
+
+        clock.set(NOW + expiry.expires)
+        responder.now = clock.now()
+        responder.set_status(cert, "revoked")  # what the responder says now must be what counts
+        with pytest.raises(CertificateRejected) as caught:
+            check(engine, cert, ca, pol)
+        assert caught.value.reason == "revoked"
+        assert responder.hits == 2
+    finally:
+        engine.close()
+
+
+def test_circuit_breaker_skips_a_failed_responder_for_retry_after(
+        responder: OcspResponder, clock: FixedClock, engine: RevocationChecker, ca: CertificateAuthority,
+        cert: x509.Certificate) -> None:
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    responder.http_error(500)
+    assert refused(engine, cert, ca, pol).reason == "revocation_unavailable"
+    assert responder.hits == 1
+
+    responder.reset()
+    clock.advance(9 * SECOND)
+    exc = refused(engine, cert, ca, pol)
+    assert exc.reason == "revocation_unavailable"
+    assert "failed 9 s ago" in exc.detail
+    assert "HTTP 500" in exc.detail
+    assert responder.hits == 1  # not contacted
+
+    clock.advance(SECOND)  # retry_after (10 s) has passed
+    assert check(engine, cert, ca, pol).summary == "ocsp"
+    assert responder.hits == 2
+
+
+def test_circuit_breaker_falls_through_to_the_crl_at_once(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority, files: FileServer) -> None:
+    files.put_crl("/ca.crl", ca.crl())
+    pol = policy([ca.certificate], methods=("ocsp", "crl"), ocsp_url=responder.url, ocsp_timeout=0.3)
+    responder.slow(5)
+    assert check(engine, crl_leaf(ca, files), ca, pol).summary == "crl"  # after waiting 0.3 s for OCSP
+    responder.reset()
+    started = time.monotonic()
+    assert check(engine, crl_leaf(ca, files, common_name="Bo Berg"), ca, pol).summary == "crl"
+    assert time.monotonic() - started < 0.3
+    assert responder.hits == 1
+
+
+def test_answer_close_to_expiry_is_refreshed_in_the_background(
+        responder: OcspResponder, clock: FixedClock, ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    responder.validity = 10 * MINUTE
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    engine = checker(clock, refresh_interval=30)
+    try:
+        check(engine, cert, ca, pol)
+        clock.set(NOW + 9 * MINUTE)  # the last fifth of the answer's lifetime
+        responder.now = clock.now()
+        assert check(engine, cert, ca, pol).checked[0].cached  # answered at once from the cache ...
+        deadline = time.monotonic() + 5
+        while responder.hits < 2 and time.monotonic() < deadline:  # ... and refreshed behind the scenes
+            time.sleep(0.02)
+        assert responder.hits == 2
+
+        clock.set(NOW + 12 * MINUTE)  # past the first answer's nextUpdate, within the refreshed one's
+        outcome = check(engine, cert, ca, pol)
+        assert outcome.checked[0].cached
+        assert outcome.checked[0].next_update == NOW + 19 * MINUTE
+        assert responder.hits == 2
+    finally:
+        engine.close()
+
+
+# --- CRLs through the engine ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", [pytest.param("distribution-point", id="distribution-point"),
+                                   pytest.param("configured-url", id="configured-url")])
+def test_crl_over_http_good(engine: RevocationChecker, ca: CertificateAuthority, files: FileServer,
+                            where: str) -> None:
+    url = files.put_crl("/ca.crl", ca.crl())
+    if where == "distribution-point":
+        cert, pol = crl_leaf(ca, files), policy([ca.certificate], methods=("crl",))
+    else:
+        cert = leaf(ca).certificate
+        pol = policy([ca.certificate], methods=("crl",), crl_urls=[url], distribution_points=False)
+    outcome = check(engine, cert, ca, pol)
+    assert [(c.status, c.method, c.source) for c in outcome.checked] == [("good", "crl", url)]
+    assert outcome.valid_until == NOW + HOUR  # nextUpdate in 7 days, capped by max_cache_time
+
+
+def test_crl_stale(engine: RevocationChecker, ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    _crl_stale(files, ca)
+    exc = refused(engine, cert, ca, policy([ca.certificate], methods=("crl",)))
+    assert exc.reason == "revocation_stale"
+    assert dict(exc.params) == {"next_update": (NOW - DAY).date().isoformat()}
+
+
+def test_crl_with_a_bad_signature(engine: RevocationChecker, ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    files.put_crl("/ca.crl", impostor(ca).crl())
+    exc = refused(engine, cert, ca, policy([ca.certificate], methods=("crl",)))
+    assert exc.reason == "revocation_unavailable"
+    assert "signature does not verify" in exc.detail
+    assert files.url("/ca.crl") in exc.detail
+
+
+def test_crl_not_a_crl(engine: RevocationChecker, ca: CertificateAuthority, files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    files.put("/ca.crl", b"<html>maintenance</html>", content_type="text/html")
+    assert refused(engine, cert, ca, policy([ca.certificate], methods=("crl",))).reason == "revocation_unavailable"
+
+
+def test_crl_revoked_names_the_revocation_date(engine: RevocationChecker, files: FileServer) -> None:
+    own = person_ca(name="Kommun D")
+    cert = crl_leaf(own, files)
+    own.revoke(cert, at=NOW - 3 * DAY)
+    files.put_crl("/ca.crl", own.crl())
+    exc = refused(engine, cert, own, policy([own.certificate], methods=("crl",)))
+    assert exc.reason == "revoked"
+    assert dict(exc.params) == {"revocation_date": (NOW - 3 * DAY).date().isoformat()}
+
+
+def test_crl_redirect_within_http_is_followed(engine: RevocationChecker, ca: CertificateAuthority,
+                                              files: FileServer) -> None:
+    cert = crl_leaf(ca, files)
+    files.redirect("/ca.crl", files.put_crl("/moved/ca.crl", ca.crl()))
+    assert check(engine, cert, ca, policy([ca.certificate], methods=("crl",))).summary == "crl"
+    assert files.hits["/moved/ca.crl"] == 1
+
+
+@pytest.mark.parametrize("target", [pytest.param("https://127.0.0.1:{port}/moved/ca.crl", id="to-https"),
+                                    pytest.param("ftp://127.0.0.1:{port}/moved/ca.crl", id="to-ftp")])
+def test_crl_redirect_to_another_scheme_is_refused(engine: RevocationChecker, ca: CertificateAuthority,
+                                                   files: FileServer, target: str) -> None:
+    cert = crl_leaf(ca, files)
+    files.put_crl("/moved/ca.crl", ca.crl())
+    files.redirect("/ca.crl", target.format(port=files.port))
+    exc = refused(engine, cert, ca, policy([ca.certificate], methods=("crl",)))
+    assert exc.reason == "revocation_unavailable"
+    assert "redirect to another scheme" in exc.detail
+    assert files.hits["/moved/ca.crl"] == 0
+
+
+BIG_REVOKED_SERIAL = 0x5EED_0001
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[CertificateAuthority, bytes]:
+    """A CA with a CRL of 100,000 entries plus one real revocation (DER)."""
+    own = person_ca(name="Kommun C")
+    own.revoked[BIG_REVOKED_SERIAL] = NOW - 2 * DAY
+    crl = own.crl(extra_serials=100_000)
+    assert len(crl) == 100_001
+    return own, crl.public_bytes(serialization.Encoding.DER)
+
+
+def test_crl_with_100000_entries(engine: RevocationChecker, files: FileServer,
+                                 big: tuple[CertificateAuthority, bytes]) -> None:
+    own, der = big
+    files.put("/big.crl", der)
+    revoked = crl_leaf(own, files, "/big.crl", serial=BIG_REVOKED_SERIAL)
+    good = crl_leaf(own, files, "/big.crl")
+    pol = policy([own.certificate], methods=("crl",))
+
+    exc = refused(engine, revoked, own, pol)
+    assert exc.reason == "revoked"
+    assert dict(exc.params) == {"revocation_date": (NOW - 2 * DAY).date().isoformat()}
+    started = time.monotonic()
+    outcome = check(engine, good, own, pol)
+    assert time.monotonic() - started < 0.5  # a set lookup in the CRL already held
+    assert [(c.status, c.method) for c in outcome.checked] == [("good", "crl")]
+    assert files.hits["/big.crl"] == 1
