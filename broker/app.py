@@ -7,18 +7,25 @@ only use the objects built here.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
 import traceback
+from types import MappingProxyType
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from broker.audit.chain import ChainSettings, ChainWriter
 from broker.audit.events import AuditEvent
-from broker.audit.trail import AuditSink, AuditTrail, JsonLinesFile
+from broker.audit.forward import Forwarder, StdoutForwarder, SyslogForwarder
+from broker.audit.keys import AuditSigner
+from broker.audit.query import last_event
+from broker.audit.trail import AuditSink, AuditTrail
 from broker.clock import Clock, SystemClock
 from broker.config.loader import Settings
+from broker.config.summary import changes, summary
 from broker.errors import AuditUnavailable, BrokerError, DependencyUnavailable
 from broker.flow import LoginFlow
 from broker.pki.revocation.crls import CrlStore
@@ -70,7 +77,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     idp_cfg = broker.idp
     base = idp_cfg.base_url
     sso_url, slo_url = base + SSO_PATH, base + SLO_PATH
-    instance = instance_id or f"{socket.gethostname()}-{os.getpid()}"
+    instance = instance_id or socket.gethostname()
 
     if store is None:
         store = build_store(settings, os.environ.get("REDIS_URL"), allow_memory=allow_memory_store)
@@ -80,11 +87,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         absolute_timeout=broker.session.absolute_timeout.timedelta,
         pending_timeout=broker.session.pending_login_timeout.timedelta,
     )
-    audit = AuditTrail(
-        audit_sink or JsonLinesFile(broker.audit.file.path), clock,
-        pseudonym_key=broker.audit.pseudonym_key.value, instance_id=instance,
-        client_address=broker.audit.client_address,
-    )
+    audit = build_audit_trail(settings, clock, instance, audit_sink)
     signing = idp_cfg.signing
     signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
     if revocation is None:
@@ -150,7 +153,54 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         return error_page(_PlainError("internal_error"), cid)
 
     app.after_request(security_headers)
+    _record_configuration(settings, audit)
+    atexit.register(audit.close)  # a clean shutdown seals the chain with a final checkpoint
     return app
+
+
+def build_audit_trail(settings: Settings, clock: Clock, instance: str, sink: AuditSink | None = None) -> AuditTrail:
+    """The audit trail of this process: its hash chain in the audit directory, and the configured copies."""
+    cfg = settings.broker.audit
+    forwarders: list[Forwarder] = []
+    if cfg.forward.syslog is not None:
+        s = cfg.forward.syslog
+        forwarders.append(SyslogForwarder(s.address, s.transport, s.facility, s.app_name, cfg.forward.queue_size))
+    if cfg.forward.stdout:
+        forwarders.append(StdoutForwarder(cfg.forward.queue_size))
+    if sink is None:
+        chain = ChainSettings(cfg.directory.path, instance, cfg.checkpoint_interval.timedelta, cfg.rotate_bytes,
+                              cfg.rotate_interval.timedelta)
+        checkpoint_copies = [f.submit for f in forwarders]  # checkpoints leave the host too (truncation)
+
+        def forward_checkpoint(record: dict[str, object]) -> None:
+            for submit in checkpoint_copies:
+                submit(dict(record))
+
+        sink = ChainWriter(chain, AuditSigner(cfg.signing_key.key), clock, on_checkpoint=forward_checkpoint)
+    return AuditTrail(sink, clock, pseudonym_key=cfg.pseudonym_key.value, instance_id=instance,
+                      client_address=cfg.client_address, forwarders=forwarders)
+
+
+def _record_configuration(settings: Settings, audit: AuditTrail) -> None:
+    """`configuration_loaded`: what this process runs on, and what changed since the last recorded load."""
+    current = summary(settings)
+    try:
+        previous = last_event(settings.broker.audit.directory.path, "configuration_loaded")
+    except OSError:
+        previous = None
+    changed = changes((previous or {}).get("data"), current)
+    try:
+        audit.record(AuditEvent("configuration_loaded", "info", "-", data=MappingProxyType({
+            "config_sha256": current["config_sha256"],
+            "municipalities": tuple(f"{k}:{v}" for k, v in current["municipalities"].items()),
+            "service_providers": tuple(current["service_providers"]),
+            "files": current["files"],
+            "added": tuple(changed["added"]), "removed": tuple(changed["removed"]),
+            "modified": tuple(changed["modified"]),
+        })))
+        audit.sync()
+    except AuditUnavailable as exc:  # logins will fail closed with the same error; starting up is fine
+        log.error("could not record configuration_loaded: %s", exc.detail)
 
 
 class _PlainError(BrokerError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from broker.commands.audit import audit
 from broker.commands.cert import cert
 from broker.commands.config import config
 from broker.commands.revocation import revocation
@@ -16,7 +17,7 @@ def main() -> None:
     """Federated authentication broker for Swedish regional healthcare."""
 
 
-for command in (config, cert, revocation, demo, serve, metadata):
+for command in (config, cert, revocation, audit, demo, serve, metadata):
     main.add_command(command)
 
 

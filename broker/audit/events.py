@@ -3,18 +3,8 @@
 An event never holds a certificate, an assertion or an attribute value. A
 certificate appears as fingerprint, serial and issuer; a personnummer only
 as a keyed pseudonym (done by :class:`broker.audit.trail.AuditTrail`); the
-released attributes by name only.
-
-Schema version 1 (documented in docs/audit.md). Fields:
-
-``v`` schema version · ``time`` UTC, ISO 8601 with milliseconds · ``instance``
-broker instance · ``event`` type · ``outcome`` success/failure/info ·
-``reason`` reason code (failures) · ``correlation_id`` ties one login's
-events together and is shown to the user · ``municipality`` · ``user`` HSA-id,
-``pnr:<pseudonym>`` or opaque id · ``user_kind`` · ``cert_sha256``,
-``cert_serial``, ``cert_issuer`` · ``sp`` entityID · ``client`` address (per
-``audit.client_address``) · ``detail`` operator text · ``data`` event-specific
-values (LoA, NameID as issued, attribute names, request ID ...).
+released attributes by name only. The fields and event types are described
+once, in :mod:`broker.audit.schema`.
 """
 
 from __future__ import annotations
@@ -26,8 +16,6 @@ from types import MappingProxyType
 from typing import Literal
 
 from broker.model import CertificateFacts, Identity
-
-SCHEMA_VERSION = 1
 
 EventType = Literal[
     "login_started",
@@ -46,10 +34,17 @@ EventType = Literal[
     "proxy_header_untrusted",
     "proxy_header_rejected",
     "configuration_loaded",
+    "readiness_run",
+    "upstream_authn_result",
+    "audit_chain_started",
+    "audit_checkpoint",
+    "audit_key_rotated",
+    "audit_chain_recovered",
+    "audit_file_abandoned",
 ]
 
 Outcome = Literal["success", "failure", "info"]
-DataValue = str | int | bool | tuple[str, ...] | None
+DataValue = str | int | bool | tuple[str, ...] | dict[str, str] | None
 
 
 def new_correlation_id() -> str:

@@ -1,10 +1,11 @@
-"""The audit trail: formats events as JSON lines and makes them durable.
+"""The audit trail: redacts events at the source and hands them to the hash chain and the forwarders.
 
-``record`` appends an event to the file at once; ``sync`` makes everything
-recorded so far durable (fsync). The web layer calls ``sync`` before it sends
-the response that describes the events, and concurrent requests share one
-fsync (group commit). Any I/O failure raises :class:`AuditUnavailable`:
-logins fail closed.
+``record`` appends an event to this process's chain at once; ``sync`` makes
+everything this thread recorded durable (fsync, shared with concurrent
+callers). The web layer calls ``sync`` before it sends the response that
+describes the events. Any I/O failure raises :class:`AuditUnavailable`: logins
+fail closed. Forwarding (syslog, stdout) happens after the record is written
+and never raises.
 """
 
 from __future__ import annotations
@@ -14,86 +15,26 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
-import json
-import os
 import threading
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-from broker.audit.events import SCHEMA_VERSION, AuditEvent
+from broker.audit.events import AuditEvent
+from broker.audit.forward import Forwarder
+from broker.audit.schema import SCHEMA_VERSION
 from broker.clock import Clock
-from broker.errors import AuditUnavailable
 
 
 class AuditSink(Protocol):
-    def append(self, line: bytes) -> int:
-        """Write one line; return its sequence number in this sink."""
+    def append(self, record: dict[str, Any]) -> int:
+        """Append one record; return a token for :meth:`sync`."""
         ...
 
     def sync(self, upto: int) -> None:
-        """Make lines up to ``upto`` durable."""
+        """Make everything up to ``upto`` durable."""
         ...
 
-
-class JsonLinesFile:
-    """An append-only file of JSON lines with group-committed fsync."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._sync_lock = threading.Lock()
-        self._written = 0
-        self._synced = 0
-        self._fd: int | None = None
-
-    def _open(self) -> int:
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        return self._fd
-
-    def append(self, line: bytes) -> int:
-        with self._lock:
-            try:
-                fd = self._open()
-                # one write() per line: O_APPEND keeps concurrent writers' lines whole
-                view = memoryview(line)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-            except OSError as exc:
-                self._reset()
-                raise AuditUnavailable(f"cannot write {self.path}: {exc.strerror}") from exc
-            self._written += 1
-            return self._written
-
-    def sync(self, upto: int) -> None:
-        if upto <= self._synced:
-            return
-        with self._sync_lock:
-            if upto <= self._synced:  # another request's fsync covered ours
-                return
-            with self._lock:
-                target, fd = self._written, self._fd
-            if fd is None:
-                raise AuditUnavailable(f"{self.path} is not open")
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                with self._lock:
-                    self._reset()
-                raise AuditUnavailable(f"cannot sync {self.path}: {exc.strerror}") from exc
-            self._synced = target
-
-    def _reset(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._reset()
+    def close(self) -> None: ...
 
 
 ClientAddressMode = Literal["clear", "truncated", "pseudonymised"]
@@ -127,16 +68,21 @@ def render_client_address(address: str | None, mode: ClientAddressMode, pseudony
 
 
 class AuditTrail:
-    """Turns :class:`AuditEvent` objects into redacted JSON lines on a sink."""
+    """Turns :class:`AuditEvent` objects into redacted records on a sink, with copies to forwarders."""
 
     def __init__(self, sink: AuditSink, clock: Clock, *, pseudonym_key: bytes, instance_id: str,
-                 client_address: ClientAddressMode = "clear") -> None:
+                 client_address: ClientAddressMode = "clear", forwarders: Sequence[Forwarder] = ()) -> None:
         self._sink = sink
         self._clock = clock
         self._pseudonymiser = Pseudonymiser(pseudonym_key)
         self._instance = instance_id
         self._client_mode: ClientAddressMode = client_address
+        self._forwarders = tuple(forwarders)
         self._local = threading.local()
+
+    @property
+    def sink(self) -> AuditSink:
+        return self._sink
 
     def format(self, event: AuditEvent) -> dict[str, Any]:
         now = self._clock.now().astimezone(dt.UTC)
@@ -174,9 +120,12 @@ class AuditTrail:
         return record
 
     def record(self, event: AuditEvent) -> None:
-        line = json.dumps(self.format(event), ensure_ascii=False, separators=(",", ":")) + "\n"
-        seq = self._sink.append(line.encode("utf-8"))
-        self._local.pending = max(getattr(self._local, "pending", 0), seq)
+        record = self.format(event)
+        token = self._sink.append(record)
+        self._local.pending = max(getattr(self._local, "pending", 0), token)
+        for forwarder in self._forwarders:
+            with contextlib.suppress(Exception):  # a copy must never cost a login
+                forwarder.submit(record)
 
     def sync(self) -> None:
         """Make this thread's recorded events durable (fsync, shared with concurrent callers)."""
@@ -187,3 +136,12 @@ class AuditTrail:
 
     def pseudonym_of_personnummer(self, value: str) -> str:
         return self._pseudonymiser.personnummer(value)
+
+    def forwarding_stats(self) -> dict[str, dict[str, int]]:
+        return {getattr(f, "name", type(f).__name__): f.stats() for f in self._forwarders}
+
+    def close(self) -> None:
+        for forwarder in self._forwarders:
+            with contextlib.suppress(Exception):
+                forwarder.close()
+        self._sink.close()

@@ -34,7 +34,9 @@ def _type_name(tp: Any) -> str:
         name: str = tp.__name__
         return {"Duration": "duration", "SecretFile": "secret file", "CaCertificates": "CA certificate file",
                 "CertificateFile": "certificate file", "CrlFile": "CRL file", "PrivateKeyFile": "private key file",
-                "WritableFile": "file path", "SpMetadataFile": "metadata file", "IpNetwork": "network",
+                "WritableDirectory": "directory", "Ed25519KeyFile": "Ed25519 private key file",
+                "Ed25519PublicKeyFile": "Ed25519 public key file", "SpMetadataFile": "metadata file",
+                "IpNetwork": "network",
                 "Oid": "OID", "HttpsUrl": "https URL", "EntityId": "entity ID",
                 "OrganizationNumber": "organisation number", "Regex": "regex"}.get(name, name)
     if dataclasses.is_dataclass(tp):

@@ -26,6 +26,8 @@ from broker.config.values import (
     CertificateFile,
     CrlFile,
     Duration,
+    Ed25519KeyFile,
+    Ed25519PublicKeyFile,
     EntityId,
     HttpsUrl,
     HttpUrl,
@@ -35,7 +37,7 @@ from broker.config.values import (
     PrivateKeyFile,
     Regex,
     SecretFile,
-    WritableFile,
+    WritableDirectory,
 )
 from broker.config.yamlsource import KeyPath
 from broker.saml.attributes import ATTRIBUTES
@@ -187,16 +189,49 @@ class ClientCertificateConfig:
 
 
 @dataclass(frozen=True)
-class AuditConfig:
-    """The audit trail: one JSON line per event, on disk before the user sees the outcome."""
+class SyslogForward:
+    """A copy of every audit event to syslog (RFC 5424 with structured data; RFC 6587 framing over TCP)."""
 
-    file: WritableFile = field(metadata=doc("the audit file (appended to)"))
+    address: str = field(metadata=doc("host:port of the syslog receiver", examples=("127.0.0.1:514",)))
+    transport: Literal["udp", "tcp"] = field(default="udp", metadata=doc("udp or tcp"))
+    facility: Literal["auth", "authpriv", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
+                      "local7"] = field(default="authpriv", metadata=doc("syslog facility"))
+    app_name: str = field(default="broker", metadata=doc("APP-NAME in each message"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            yield ("address",), f"expected host:port, got {self.address!r}"
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    """Copies of the audit events for a SIEM. Forwarding never blocks logins; failures are counted."""
+
+    syslog: SyslogForward | None = field(default=None, metadata=doc("send to syslog"))
+    stdout: bool = field(default=False, metadata=doc("write each event as a JSON line to standard output"))
+    queue_size: int = field(default=10000, metadata=doc("events held while a receiver is slow", min=100))
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The audit trail: hash-chained JSON lines with signed checkpoints, on disk before the user sees the outcome."""
+
+    directory: WritableDirectory = field(metadata=doc("where the chains are written (one per broker process)"))
+    signing_key: Ed25519KeyFile = field(metadata=doc("Ed25519 key that signs checkpoints (`broker audit keygen`)"))
     pseudonym_key: SecretFile = field(
         metadata=doc("secret for the HMAC pseudonym that replaces personnummer in the audit trail")
     )
+    verification_keys: tuple[Ed25519PublicKeyFile, ...] = field(
+        default=(), metadata=doc("public halves of earlier signing keys, to verify older checkpoints"))
     client_address: Literal["clear", "truncated", "pseudonymised"] = field(
         default="clear", metadata=doc("how the client IP address is recorded (truncated: /24 or /48)")
     )
+    checkpoint_interval: Duration = field(
+        default=Duration(60), metadata=doc("longest time records stay unsealed by a signed checkpoint"))
+    rotate_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("start a new file past this size", min=4096))
+    rotate_interval: Duration = field(default=Duration(86400), metadata=doc("start a new file after this time"))
+    forward: ForwardConfig = field(default_factory=ForwardConfig, metadata=doc("copies for a SIEM"))
 
 
 @dataclass(frozen=True)

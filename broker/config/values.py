@@ -16,7 +16,8 @@ from typing import Any, ClassVar, Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import KeyPath
@@ -404,25 +405,74 @@ class PrivateKeyFile:
 
 
 @dataclass(frozen=True)
-class WritableFile:
-    """A file the broker appends to; its directory must exist or be creatable."""
+class WritableDirectory:
+    """A directory the broker writes into; it must exist or be creatable."""
 
     path: Path
 
     @classmethod
-    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> WritableFile:
-        p = ctx.resolve(_require_str(value, "a file path"))
-        parent = p.parent
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> WritableDirectory:
+        p = ctx.resolve(_require_str(value, "a directory path"))
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{p} exists and is not a directory")
+        parent = p
         while not parent.exists():
             if parent.parent == parent:
                 break
             parent = parent.parent
         if not parent.is_dir():
-            raise ValueError(f"the directory for {p} cannot be created: {parent} is not a directory")
-        if p.exists() and p.is_dir():
-            raise ValueError(f"{p} is a directory, expected a file path")
+            raise ValueError(f"{p} cannot be created: {parent} is not a directory")
         return cls(p)
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "description": "path of a file the broker appends to"}
+        return {"type": "string", "description": "path of a directory the broker writes into"}
+
+
+@dataclass(frozen=True)
+class Ed25519KeyFile:
+    """A PEM Ed25519 private key (``openssl genpkey -algorithm ed25519`` or ``broker audit keygen``)."""
+
+    path: Path
+    key: Ed25519PrivateKey
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Ed25519KeyFile:
+        p, data = _read(ctx, value, "Ed25519 private key")
+        try:
+            key = load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{p} does not hold an unencrypted PEM private key ({exc})") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{p}: the audit signing key must be Ed25519, not {type(key).__name__.lstrip('_')}")
+        return cls(p, key)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to a PEM Ed25519 private key"}
+
+    def __repr__(self) -> str:  # never print key material
+        return f"Ed25519KeyFile({self.path})"
+
+
+@dataclass(frozen=True)
+class Ed25519PublicKeyFile:
+    """A PEM Ed25519 public key (an earlier audit key, kept to verify old checkpoints)."""
+
+    path: Path
+    key: Ed25519PublicKey
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Ed25519PublicKeyFile:
+        p, data = _read(ctx, value, "Ed25519 public key")
+        try:
+            key = load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{p} does not hold a PEM public key ({exc})") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"{p}: not an Ed25519 public key")
+        return cls(p, key)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "description": "path to a PEM Ed25519 public key"}

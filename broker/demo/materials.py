@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from broker.demo.certificates import (
@@ -183,6 +184,7 @@ def generate(workdir: Path, example: Path, now: dt.datetime, *, base_url: str = 
         _write_user(layout, "fatima", fatima, stranger_ca.chain())
         _generate_keys(layout, now, base_url)
         marker.write_text(json.dumps({"generated": now.isoformat(), "base_url": base_url}))
+    _ensure_audit_key(config / "keys")
     return layout
 
 
@@ -205,6 +207,7 @@ def _generate_keys(layout: DemoLayout, now: dt.datetime, base_url: str) -> None:
         path = keys / name
         path.write_text(secrets.token_hex(32) + "\n")
         path.chmod(0o600)
+    _ensure_audit_key(keys)
 
     # The demo SP's key and its metadata, as its vendor would deliver them.
     sp_dir = layout.root / "sp"
@@ -224,3 +227,9 @@ def _generate_keys(layout: DemoLayout, now: dt.datetime, base_url: str) -> None:
     write_pem(tls / "ca.pem", tls_ca.certificate)
     write_pem(tls / "server.pem", server.certificate, tls_ca.certificate)
     write_key(tls / "server.key", server.key)
+
+
+def _ensure_audit_key(keys: Path) -> None:
+    """The audit signing key (added after the first demo versions: made when missing)."""
+    if not (keys / "audit-signing.key").exists():
+        write_key(keys / "audit-signing.key", Ed25519PrivateKey.generate())

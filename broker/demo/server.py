@@ -83,7 +83,8 @@ def instructions(layout: DemoLayout, base_url: str) -> str:
         f"  The server's TLS certificate comes from a demo CA: {ca}",
         f"  What the broker sees of your certificate: {base_url}/diagnose",
         f"  Kommun B's OCSP responder and CRLs: {revocation_base_url(base_url)}/ocsp/kommun-b, /crl/...",
-        f"  Audit trail: {layout.config / 'audit' / 'audit.jsonl'}",
+        f"  Audit trail: {layout.config / 'audit'}/  (check it: broker audit verify {layout.config / 'audit'} "
+        f"--config {layout.config})",
         "",
         "  Demo users:",
     ]

@@ -49,8 +49,12 @@ def browser(app: Flask, users: Path) -> Iterator[Browser]:
         yield Browser(client, (users / "anna.pem").read_text())
 
 
-def audit_lines(config_dir: Path) -> list[dict[str, object]]:
-    import json
+def audit_lines(config_dir: Path, *, system: bool = False) -> list[dict[str, object]]:
+    """The audit records of the logins (without the chain's own records and configuration_loaded, unless
+    ``system``), in the order written."""
+    from broker.audit.query import SYSTEM_EVENTS, records
 
-    path = config_dir / "audit" / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    found = [{k: v for k, v in r.items() if k != "_chain"} for r in records([config_dir / "audit"])]
+    if system:
+        return found
+    return [r for r in found if r["event"] not in SYSTEM_EVENTS and r["event"] != "configuration_loaded"]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from broker.audit.chain import ChainSettings, ChainWriter
 from broker.audit.events import AuditEvent, new_correlation_id
-from broker.audit.trail import AuditTrail, JsonLinesFile, Pseudonymiser, render_client_address
+from broker.audit.keys import AuditSigner
+from broker.audit.query import SYSTEM_EVENTS, records
+from broker.audit.trail import AuditTrail, Pseudonymiser, render_client_address
 from broker.clock import FixedClock
 from broker.errors import AuditUnavailable
 from broker.model import CertificateFacts, Identity
@@ -22,17 +25,24 @@ ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a")
 FACTS = CertificateFacts("ab" * 32, "1f", "CN=Kommun A Test Person CA", T0, T0)
 
 
+def _writer(directory: Path) -> ChainWriter:
+    settings = ChainSettings(directory, "i1", dt.timedelta(hours=1), 1 << 30, dt.timedelta(days=1))
+    return ChainWriter(settings, AuditSigner(Ed25519PrivateKey.generate()), FixedClock(T0), background=False)
+
+
 def _trail(path: Path, mode: str = "clear") -> AuditTrail:
-    return AuditTrail(JsonLinesFile(path), FixedClock(T0), pseudonym_key=KEY, instance_id="i1",
+    return AuditTrail(_writer(path), FixedClock(T0), pseudonym_key=KEY, instance_id="i1",
                       client_address=mode)  # type: ignore[arg-type]
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(x) for x in path.read_text().splitlines()]
+    """The event records (without the chain's own), without the chain fields."""
+    return [{k: v for k, v in r.items() if k not in ("_chain", "seq", "prev")}
+            for r in records([path]) if r["event"] not in SYSTEM_EVENTS]
 
 
 def test_record_has_the_documented_fields(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
+    path = tmp_path / "audit"
     trail = _trail(path)
     trail.record(AuditEvent("certificate_accepted", "success", "CID-1", identity=ANNA, certificate=FACTS,
                             sp="https://sp.example/md", client_address="192.0.2.7"))
@@ -47,12 +57,12 @@ def test_record_has_the_documented_fields(tmp_path: Path) -> None:
 
 
 def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
+    path = tmp_path / "audit"
     trail = _trail(path)
     for _ in range(2):
         trail.record(AuditEvent("certificate_accepted", "success", "C", identity=BO))
     trail.sync()
-    text = path.read_text()
+    text = "".join(p.read_text() for p in path.glob("*.jsonl"))
     assert "191212121212" not in text
     assert "1212121212" not in text
     users = {line["user"] for line in _lines(path)}
@@ -92,15 +102,17 @@ def test_correlation_ids_are_readable_and_distinct() -> None:
     assert all(len(i) == 19 and i.count("-") == 3 for i in ids)
 
 
-def test_unwritable_file_fails_closed(tmp_path: Path) -> None:
-    trail = AuditTrail(JsonLinesFile(Path("/dev/full")), FixedClock(T0), pseudonym_key=KEY, instance_id="i1")
+def test_unwritable_directory_fails_closed(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a regular file where the audit directory should be")
+    trail = AuditTrail(_writer(blocker / "audit"), FixedClock(T0), pseudonym_key=KEY, instance_id="i1")
     with pytest.raises(AuditUnavailable) as caught:
         trail.record(AuditEvent("login_started", "info", "C"))
     assert caught.value.reason == "audit_unavailable"
 
 
 def test_concurrent_writers_keep_lines_whole(tmp_path: Path) -> None:
-    path = tmp_path / "audit.jsonl"
+    path = tmp_path / "audit"
     trail = _trail(path)
 
     def write(n: int) -> None:

@@ -1,0 +1,408 @@
+"""The audit hash chain: one writer's append-only JSON-lines files, sealed by signed checkpoints.
+
+Layout in the audit directory, per writer (one per process; ``chain`` =
+``<instance>.<start UTC>.<random>``)::
+
+    <chain>.000001.jsonl        records, then rotated to .000002 ... by size or age
+    <chain>.checkpoints.jsonl   a copy of every checkpoint line (detects truncation)
+    <chain>.closed              written after the final checkpoint of a clean shutdown
+    <chain>.recovered           written when a later writer attested a crashed chain
+
+Every record carries ``seq`` (1, 2, ...) and ``prev``, the SHA-256 (hex) of the
+previous record's line as written (the first record: 64 zeros); the chain runs
+on across rotated files. A checkpoint (``audit_checkpoint``) signs, with the
+Ed25519 audit key, the chain id, the sequence number and hash of the record
+before it, and its time; one is written after ``checkpoint_interval``, at every
+rotation and at clean shutdown (``final``). So modification, deletion,
+insertion and reordering anywhere, and truncation up to the last checkpoint,
+are detectable (:mod:`broker.audit.verify`).
+
+Each writer holds an exclusive lock (flock) on its current file for as long as
+it lives. A new writer attests chains whose writer died without a final
+checkpoint (``audit_chain_recovered``: their last good record, and whether the
+last line was torn by the crash), so a crash never leaves a chain that cannot
+be verified.
+
+Durability: ``append`` writes at once; ``sync`` fsyncs everything written so far,
+shared by concurrent callers (group commit). Any I/O error raises
+:class:`AuditUnavailable`; the file is cut back to its last whole line and the
+next record goes to a fresh file, recorded as ``audit_file_abandoned``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from broker.audit.keys import AuditSigner
+from broker.clock import Clock
+from broker.errors import AuditUnavailable
+
+log = logging.getLogger("broker.audit")
+
+GENESIS = "0" * 64
+FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.\-]+?)\.(?P<n>[0-9]{6})\.jsonl$")
+_TAIL_BYTES = 256 * 1024
+
+
+def line_hash(line: bytes) -> str:
+    """The hash that the next record's ``prev`` names: SHA-256 of the line without its newline."""
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+def utc_text(instant: dt.datetime) -> str:
+    return instant.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ChainSettings:
+    directory: Path
+    instance: str
+    checkpoint_interval: dt.timedelta
+    rotate_bytes: int
+    rotate_interval: dt.timedelta
+
+
+def chain_files(directory: Path) -> dict[str, list[tuple[int, Path]]]:
+    """The record files in ``directory`` by chain id, in order."""
+    chains: dict[str, list[tuple[int, Path]]] = {}
+    if not directory.is_dir():
+        return chains
+    for path in directory.iterdir():
+        m = FILE_PATTERN.match(path.name)
+        if m:
+            chains.setdefault(m.group("chain"), []).append((int(m.group("n")), path))
+    for files in chains.values():
+        files.sort()
+    return chains
+
+
+def read_tail(path: Path) -> tuple[list[bytes], bytes]:
+    """The last whole lines of ``path`` (up to _TAIL_BYTES) and the torn remainder after the last newline."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        start = max(0, size - _TAIL_BYTES)
+        f.seek(start)
+        data = f.read()
+    if start > 0:  # drop the partial first line of the window
+        data = data[data.find(b"\n") + 1:]
+    cut = data.rfind(b"\n") + 1
+    whole, torn = data[:cut], data[cut:]
+    return [line + b"\n" for line in whole.split(b"\n")[:-1]], torn
+
+
+class ChainWriter:
+    """Appends records to this process's chain; thread-safe; fork-aware (a forked child starts its own chain)."""
+
+    def __init__(self, settings: ChainSettings, signer: AuditSigner, clock: Clock, *,
+                 on_checkpoint: Callable[[dict[str, Any]], None] | None = None,
+                 background: bool = True) -> None:
+        self.settings = settings
+        self._signer = signer
+        self._clock = clock
+        self._on_checkpoint = on_checkpoint
+        self._background = background
+        self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.chain_id = ""
+        self._seq = 0
+        self._prev = GENESIS
+        self._file_index = 0
+        self._fd: int | None = None
+        self._file_path: Path | None = None
+        self._file_bytes = 0
+        self._file_opened: dt.datetime | None = None
+        self._last_checkpoint: dt.datetime | None = None
+        self._sealed_seq = 0
+        self._written = 0
+        self._synced = 0
+        self._abandoned: dict[str, Any] | None = None
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        """Start a chain the first time this process writes (after a fork: a new chain of its own)."""
+        pid = os.getpid()
+        if self._pid == pid and not self._closed:
+            return
+        self._reset_state()
+        self._pid = pid
+        now = self._clock.now()
+        self.chain_id = f"{self.settings.instance}.{now:%Y%m%dT%H%M%SZ}.{secrets.token_hex(3)}"
+        try:
+            self.settings.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot create {self.settings.directory}: {exc.strerror}") from exc
+        self._open_next_file(now)
+        previous_key = self._previous_key_id()
+        self._append_locked(self._system("audit_chain_started", {
+            "chain": self.chain_id, "key_id": self._signer.key_id, "pid": pid}))
+        if previous_key is not None and previous_key != self._signer.key_id:
+            self._append_locked(self._system("audit_key_rotated", {
+                "old_key_id": previous_key, "new_key_id": self._signer.key_id}))
+        for attestation in self._recover_crashed_chains():
+            self._append_locked(self._system("audit_chain_recovered", attestation))
+        self._checkpoint_locked(final=False)
+        self._fsync_locked()
+        if self._background:
+            threading.Thread(target=self._tick, name="audit-checkpoints", daemon=True).start()
+
+    def _tick(self) -> None:
+        interval = max(self.settings.checkpoint_interval.total_seconds() / 2, 0.05)
+        pid = os.getpid()
+        while not self._stop.wait(interval):
+            if os.getpid() != pid:
+                return
+            with contextlib.suppress(AuditUnavailable), self._lock:
+                if self._pid == pid and not self._closed and self._checkpoint_due(self._clock.now()):
+                    self._checkpoint_locked(final=False)
+                    self._fsync_locked()
+
+    def close(self) -> None:
+        """Clean shutdown: a final checkpoint, fsync, the ``.closed`` marker, locks released."""
+        self._stop.set()
+        with self._lock:
+            if self._pid != os.getpid() or self._closed or self._fd is None:
+                return
+            try:
+                self._checkpoint_locked(final=True)
+                self._fsync_locked()
+                (self.settings.directory / f"{self.chain_id}.closed").write_text(
+                    json.dumps({"seq": self._seq, "hash": self._prev}) + "\n")
+                _fsync_dir(self.settings.directory)
+            except (OSError, AuditUnavailable) as exc:
+                log.error("audit chain %s could not be closed cleanly: %s", self.chain_id, exc)
+            finally:
+                self._close_file()
+                self._closed = True
+
+    # --- files ---------------------------------------------------------------------------
+
+    def _open_next_file(self, now: dt.datetime) -> None:
+        path = self.settings.directory / f"{self.chain_id}.{self._file_index + 1:06d}.jsonl"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "this writer is alive" for recovery
+            _fsync_dir(self.settings.directory)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot create {path}: {exc.strerror}") from exc
+        # the new file is locked before the old one is let go: the chain is never seen unlocked
+        self._close_file()
+        self._file_index += 1
+        self._fd, self._file_path, self._file_bytes, self._file_opened = fd, path, 0, now
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _rotate_due(self, now: dt.datetime) -> bool:
+        return self._file_bytes >= self.settings.rotate_bytes or (
+            self._file_opened is not None and now - self._file_opened >= self.settings.rotate_interval)
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _system(self, event: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"time": utc_text(self._clock.now()), "instance": self.settings.instance, "event": event,
+                "outcome": "info", "data": data}
+
+    def append(self, record: dict[str, Any]) -> int:
+        """Append ``record`` (without ``seq``/``prev``); return a token for :meth:`sync`."""
+        with self._lock:
+            self._ensure_started()
+            now = self._clock.now()
+            if self._abandoned is not None or self._rotate_due(now):
+                self._rotate_locked(now)
+            self._append_locked(record)
+            if self._checkpoint_due(now):
+                self._checkpoint_locked(final=False)
+            return self._written
+
+    def _append_locked(self, record: dict[str, Any]) -> None:
+        if self._fd is None:
+            raise AuditUnavailable("the audit file is not open")
+        seq = self._seq + 1
+        ordered = {"v": record.get("v", 1), "seq": seq, "prev": self._prev,
+                   **{k: v for k, v in record.items() if k != "v"}}
+        line = (json.dumps(ordered, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        good_size = self._file_bytes
+        try:
+            view = memoryview(line)
+            while view:  # one write() per line normally; O_APPEND keeps the line whole
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as exc:
+            self._abandon(good_size, exc)
+            raise AuditUnavailable(f"cannot write {self._file_path}: {exc.strerror}") from exc
+        self._seq = seq
+        self._prev = line_hash(line)
+        self._file_bytes += len(line)
+        self._written += 1
+
+    def _abandon(self, good_size: int, exc: OSError) -> None:
+        """After a failed write: cut the file back to its last whole line; the next record starts a new file."""
+        cut = True
+        try:
+            if self._fd is not None:
+                os.ftruncate(self._fd, good_size)
+        except OSError:
+            cut = False
+        self._abandoned = {"file": self._file_path.name if self._file_path else None, "bytes": good_size,
+                           "truncated_partial_line": cut, "error": exc.strerror or str(exc)}
+
+    def _rotate_locked(self, now: dt.datetime) -> None:
+        abandoned = self._abandoned
+        if abandoned is None:
+            self._checkpoint_locked(final=False)  # seal the file before leaving it
+            self._fsync_locked()
+        self._open_next_file(now)
+        if abandoned is not None:
+            self._abandoned = None
+            self._append_locked(self._system("audit_file_abandoned", abandoned))
+
+    # --- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint_due(self, now: dt.datetime) -> bool:
+        return self._seq > self._sealed_seq and (
+            self._last_checkpoint is None or now - self._last_checkpoint >= self.settings.checkpoint_interval)
+
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._ensure_started()
+            self._checkpoint_locked(final=False)
+            self._fsync_locked()
+
+    def _checkpoint_locked(self, *, final: bool) -> None:
+        now = self._clock.now()
+        time = utc_text(now)
+        covers_seq, covers_hash = self._seq, self._prev
+        record = {"time": time, "instance": self.settings.instance, "event": "audit_checkpoint", "outcome": "info",
+                  "data": {"chain": self.chain_id, "covers_seq": covers_seq, "covers_hash": covers_hash,
+                           "key_id": self._signer.key_id, "final": final, "file": self._file_index,
+                           "signature": self._signer.sign(self.chain_id, covers_seq, covers_hash, time)}}
+        self._append_locked(record)
+        self._sealed_seq = self._seq
+        self._last_checkpoint = now
+        index = self.settings.directory / f"{self.chain_id}.checkpoints.jsonl"
+        try:
+            with index.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"seq": self._seq, **record}, separators=(",", ":")) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot write {index}: {exc.strerror}") from exc
+        if self._on_checkpoint is not None:
+            with contextlib.suppress(Exception):  # forwarding never blocks the audit trail
+                self._on_checkpoint({"seq": self._seq, **record})
+
+    # --- durability --------------------------------------------------------------------------
+
+    def sync(self, upto: int) -> None:
+        """fsync so that everything up to token ``upto`` is on disk; concurrent callers share one fsync."""
+        if upto <= self._synced:
+            return
+        with self._sync_lock:
+            if upto <= self._synced:
+                return
+            with self._lock:
+                target, fd = self._written, self._fd
+            if fd is None:
+                raise AuditUnavailable("the audit file is not open")
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise AuditUnavailable(f"cannot sync {self._file_path}: {exc.strerror}") from exc
+            self._synced = target
+
+    def _fsync_locked(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise AuditUnavailable(f"cannot sync {self._file_path}: {exc.strerror}") from exc
+        self._synced = self._written
+
+    # --- other chains ------------------------------------------------------------------------
+
+    def _previous_key_id(self) -> str | None:
+        """The key of the most recently started other chain here, to record a key rotation."""
+        newest: tuple[str, str] | None = None
+        for index in self.settings.directory.glob("*.checkpoints.jsonl"):
+            chain = index.name[: -len(".checkpoints.jsonl")]
+            if chain == self.chain_id:
+                continue
+            try:
+                with index.open("rb") as f:
+                    first = json.loads(f.readline())
+                started = chain.split(".")[-2] if chain.count(".") >= 2 else ""
+                if newest is None or started > newest[0]:
+                    newest = (started, str(first["data"]["key_id"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return newest[1] if newest else None
+
+    def _recover_crashed_chains(self) -> list[dict[str, Any]]:
+        """Attest chains whose writer died without a final checkpoint (their files are unlocked)."""
+        attestations = []
+        directory = self.settings.directory
+        for chain, files in chain_files(directory).items():
+            if chain == self.chain_id or (directory / f"{chain}.closed").exists() \
+                    or (directory / f"{chain}.recovered").exists():
+                continue
+            _, last = files[-1]
+            try:
+                fd = os.open(last, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # its writer is alive
+                if len(chain_files(directory).get(chain, [])) != len(files):
+                    continue  # it rotated meanwhile: alive
+                lines, torn = read_tail(last)
+                last_seq, last_hash = 0, GENESIS
+                for line in reversed(lines):
+                    try:
+                        last_seq = int(json.loads(line)["seq"])
+                        last_hash = line_hash(line)
+                        break
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                attestations.append({"chain": chain, "file": last.name, "last_seq": last_seq,
+                                     "last_hash": last_hash, "torn_bytes": len(torn)})
+                (directory / f"{chain}.recovered").write_text(
+                    json.dumps({"by": self.chain_id, "last_seq": last_seq}) + "\n")
+            finally:
+                os.close(fd)
+        return attestations
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a new file's directory entry durable (a file fsynced into a lost entry is lost too)."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,173 @@
+"""Copies of audit events for a SIEM: syslog (RFC 5424) or standard output, never in the login's way.
+
+Events go into a bounded queue and a background thread sends them. A full
+queue drops the copy (the audit file, not the copy, is the record) and counts
+it; send failures are counted too. ``stats()`` feeds /healthz, and a warning is
+logged whenever the counters of failures grow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from typing import Any, Protocol, TextIO
+
+log = logging.getLogger("broker.audit")
+
+_FACILITIES = {"auth": 4, "authpriv": 10, **{f"local{i}": 16 + i for i in range(8)}}
+# RFC 5612 reserves 32473 for documentation; an organisation with its own enterprise number can swap it in.
+SD_ID = "broker@32473"
+_SD_FIELDS = ("seq", "event", "outcome", "correlation_id", "reason", "municipality", "sp", "user")
+
+
+class Forwarder(Protocol):
+    def submit(self, record: dict[str, Any]) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+class _Queued:
+    """The queue, the sender thread and the counters; subclasses implement ``_send``."""
+
+    def __init__(self, name: str, queue_size: int) -> None:
+        self.name = name
+        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(maxsize=queue_size)
+        self._counts = {"sent": 0, "dropped": 0, "errors": 0}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._warned = 0
+
+    def submit(self, record: dict[str, Any]) -> None:
+        if self._pid != os.getpid():  # one sender per process (after a fork, a new one)
+            self._pid = os.getpid()
+            self._queue = queue.Queue(maxsize=self._queue.maxsize)
+            self._thread = threading.Thread(target=self._run, name=f"audit-forward-{self.name}", daemon=True)
+            self._thread.start()
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._count("dropped")
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self._counts[what] += 1
+            failures = self._counts["dropped"] + self._counts["errors"]
+        if what != "sent" and failures >= 2 * max(self._warned, 1):  # warn at 1, 2, 4, 8 ... failures
+            self._warned = failures
+            log.warning("audit forwarding to %s: %d dropped, %d send errors so far", self.name,
+                        self._counts["dropped"], self._counts["errors"])
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts, queued=self._queue.qsize())
+
+    def _run(self) -> None:
+        while True:
+            record = self._queue.get()
+            if record is None:
+                return
+            try:
+                self._send(record)
+                self._count("sent")
+            except (OSError, ValueError) as exc:
+                self._count("errors")
+                log.debug("audit forwarding to %s failed: %s", self.name, exc)
+                self._reset()
+
+    def _send(self, record: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        return
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the queue is empty (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while not self._queue.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            self.flush()
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+
+
+def _sd_value(value: Any) -> str:
+    """RFC 5424 §6.3.3: escape '"', '\\' and ']' in PARAM-VALUE."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+def format_rfc5424(record: dict[str, Any], *, facility: str, app_name: str, hostname: str) -> bytes:
+    """One RFC 5424 message: the event's key fields as structured data, the whole record as JSON in MSG."""
+    severity = 4 if record.get("outcome") == "failure" else 6  # warning / informational
+    pri = _FACILITIES[facility] * 8 + severity
+    params = " ".join(f'{k}="{_sd_value(record[k])}"' for k in _SD_FIELDS if record.get(k) is not None)
+    msgid = str(record.get("event", "-"))[:32] or "-"
+    head = (f"<{pri}>1 {record.get('time', '-')} {hostname[:255] or '-'} {app_name[:48]} {os.getpid()} {msgid} "
+            f"[{SD_ID} {params}] ")
+    return head.encode("utf-8") + json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class SyslogForwarder(_Queued):
+    def __init__(self, address: str, transport: str, facility: str, app_name: str, queue_size: int) -> None:
+        super().__init__(f"syslog {transport}://{address}", queue_size)
+        host, _, port = address.rpartition(":")
+        self._address = (host.strip("[]"), int(port))
+        self._transport = transport
+        self._facility = facility
+        self._app_name = app_name
+        self._hostname = socket.gethostname()
+        self._socket: socket.socket | None = None
+
+    def _connect(self) -> socket.socket:
+        if self._socket is None:
+            kind = socket.SOCK_DGRAM if self._transport == "udp" else socket.SOCK_STREAM
+            family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
+            sock = socket.socket(family, kind)
+            sock.settimeout(2.0)
+            if self._transport == "tcp":
+                sock.connect(self._address)
+            self._socket = sock
+        return self._socket
+
+    def _send(self, record: dict[str, Any]) -> None:
+        message = format_rfc5424(record, facility=self._facility, app_name=self._app_name,
+                                 hostname=self._hostname)
+        sock = self._connect()
+        if self._transport == "udp":
+            sock.sendto(message, self._address)
+        else:  # RFC 6587 §3.4.1 octet counting
+            sock.sendall(str(len(message)).encode() + b" " + message)
+
+    def _reset(self) -> None:
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.close()
+            self._socket = None
+
+    def close(self) -> None:
+        super().close()
+        self._reset()
+
+
+class StdoutForwarder(_Queued):
+    def __init__(self, queue_size: int, stream: TextIO | None = None) -> None:
+        super().__init__("stdout", queue_size)
+        self._stream = stream
+
+    def _send(self, record: dict[str, Any]) -> None:
+        stream = self._stream or sys.stdout
+        stream.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        stream.flush()

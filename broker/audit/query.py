@@ -1,0 +1,104 @@
+"""Reading audit records back: every chain in order, filtered, for reviewers' queries and reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from broker.audit.verify import collect
+
+SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
+                           "audit_file_abandoned"})
+
+
+def records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """Every readable record of every chain in ``paths``, chain by chain (chains in start order)."""
+    chains = collect(paths)
+    for chain in sorted(chains, key=_started):
+        for _, path in chains[chain]:
+            with path.open("rb") as f:
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break  # a torn last line (the verifier reports it)
+                    try:
+                        record = json.loads(raw)
+                    except ValueError:
+                        continue
+                    record["_chain"] = chain
+                    yield record
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What a reviewer asks for; every given criterion must hold."""
+
+    users: frozenset[str] = frozenset()
+    municipality: str | None = None
+    sp: str | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    events: frozenset[str] = frozenset()
+    correlation_id: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    include_system: bool = False
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        event = record.get("event")
+        if not self.include_system and event in SYSTEM_EVENTS and not self.events:
+            return False
+        if self.events and event not in self.events:
+            return False
+        if self.users and record.get("user") not in self.users:
+            return False
+        for key in ("municipality", "sp", "outcome", "reason", "correlation_id"):
+            wanted = getattr(self, key)
+            if wanted is not None and record.get(key) != wanted:
+                return False
+        if self.since or self.until:
+            try:
+                when = parse_time(str(record.get("time")))
+            except ValueError:
+                return False
+            if self.since and when < self.since:
+                return False
+            if self.until and when >= self.until:
+                return False
+        return True
+
+
+def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[str, Any] | None:
+    """The most recent ``event`` among the first records of each chain, newest chain first.
+
+    For events a writer records as it starts (configuration_loaded): only the
+    head of each chain's first file is read, so years of audit files cost little.
+    """
+    chains = collect([directory])
+    for chain in sorted(chains, key=_started, reverse=True):
+        _, first = chains[chain][0]
+        try:
+            with first.open("rb") as f:
+                for _, raw in zip(range(head_lines), f, strict=False):
+                    try:
+                        record = json.loads(raw)
+                    except ValueError:
+                        break
+                    if record.get("event") == event:
+                        return dict(record)
+        except OSError:
+            continue
+    return None
+
+
+def _started(chain: str) -> tuple[str, str]:
+    """Chains are named <instance>.<start UTC>.<random>: sort by start."""
+    parts = chain.split(".")
+    return (parts[-2] if len(parts) >= 3 else "", chain)

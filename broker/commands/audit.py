@@ -1,0 +1,228 @@
+"""``broker audit``: verify the trail, query it, report on it, compute pseudonyms, make a signing key."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from broker.audit import report as html_report
+from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
+from broker.audit.query import Filter, parse_time, records
+from broker.audit.trail import Pseudonymiser
+from broker.audit.verify import Verification, verify
+from broker.commands.common import settings_or_exit
+from broker.config.values import luhn_valid
+from broker.pki.identity import check_personnummer
+
+
+def _keyring(key_files: tuple[Path, ...], config_dir: Path | None) -> AuditKeyring:
+    keys: list[Ed25519PublicKey] = []
+    for path in key_files:
+        try:
+            keys.append(load_public_key(path.read_bytes()))
+        except (OSError, ValueError) as exc:
+            click.echo(f"--key {path}: {exc}", err=True)
+            sys.exit(2)
+    if config_dir is not None:
+        audit = settings_or_exit(config_dir).broker.audit
+        keys.append(audit.signing_key.key.public_key())
+        keys += [k.key for k in audit.verification_keys]
+    return AuditKeyring(keys)
+
+
+def _paths_or_config(paths: tuple[Path, ...], config_dir: Path | None) -> list[Path]:
+    if paths:
+        return list(paths)
+    if config_dir is not None:
+        return [settings_or_exit(config_dir).broker.audit.directory.path]
+    click.echo("give audit files or directories, or --config DIR", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def audit() -> None:
+    """Tools for security reviewers: verify, query and report on the audit trail."""
+
+
+_paths = click.argument("paths", nargs=-1, type=click.Path(path_type=Path, exists=True))
+_config = click.option("--config", "config_dir", type=click.Path(path_type=Path),
+                       help="configuration directory (its audit directory and keys)")
+
+
+@audit.command("verify")
+@_paths
+@click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path),
+              help="Ed25519 public key (PEM) trusted for checkpoints; repeatable")
+@_config
+@click.option("--json", "as_json", is_flag=True)
+def verify_command(paths: tuple[Path, ...], key_files: tuple[Path, ...], config_dir: Path | None,
+                   as_json: bool) -> None:
+    """Prove the trail untouched. Exit 0 if intact; 1 naming the first problem (file, line, seq, what)."""
+    keyring = _keyring(key_files, config_dir)
+    if not keyring.ids():
+        click.echo("no verification key: give --key PUBLIC.pem or --config DIR", err=True)
+        sys.exit(2)
+    result = verify(_paths_or_config(paths, config_dir), keyring)
+    if not result.chains:
+        click.echo("no audit chains found", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(_verification_json(result), indent=2))
+    else:
+        for chain in result.chains:
+            state = "intact" if not chain.problems else "NOT INTACT"
+            click.echo(f"{chain.chain}: {state}; {chain.records} records in {len(chain.files)} file(s), "
+                       f"{chain.checkpoints} checkpoint(s), sealed up to seq {chain.sealed_seq}"
+                       f"{', closed' if chain.closed else ''}")
+            for warning in chain.warnings:
+                click.echo(f"  warning: {warning}")
+        problem = result.first_problem()
+        if problem is not None:
+            click.secho(f"FIRST PROBLEM: {problem}", fg="red", bold=True, err=True)
+    sys.exit(0 if result.ok else 1)
+
+
+def _verification_json(result: Verification) -> dict[str, Any]:
+    return {
+        "intact": result.ok,
+        "first_problem": vars(result.first_problem()) if result.first_problem() else None,
+        "chains": [{"chain": c.chain, "files": c.files, "records": c.records, "last_seq": c.last_seq,
+                    "checkpoints": c.checkpoints, "sealed_seq": c.sealed_seq, "closed": c.closed,
+                    "key_ids": sorted(c.key_ids), "warnings": c.warnings,
+                    "problems": [vars(p) for p in c.problems]} for c in result.chains],
+    }
+
+
+def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | None, municipality: str | None,
+            sp: str | None, outcome: str | None, reason: str | None, event: tuple[str, ...],
+            correlation_id: str | None, since: str | None, until: str | None, system: bool) -> Filter:
+    users = set(user)
+    if pseudonym_stdin:
+        users.add(_pseudonym_from_stdin(config_dir))
+    try:
+        return Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
+                      events=frozenset(event), correlation_id=correlation_id,
+                      since=parse_time(since) if since else None, until=parse_time(until) if until else None,
+                      include_system=system)
+    except ValueError as exc:
+        click.echo(f"--since/--until: {exc}", err=True)
+        sys.exit(2)
+
+
+_COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", "correlation_id", "client")
+
+
+@audit.command("query")
+@_paths
+@_config
+@click.option("--user", multiple=True, help="HSA-id or pseudonym (pnr:...); repeatable")
+@click.option("--personnummer-stdin", "pseudonym_stdin", is_flag=True,
+              help="read a personnummer from standard input and match its pseudonym (needs --config)")
+@click.option("--municipality")
+@click.option("--sp", help="service provider entityID")
+@click.option("--outcome", type=click.Choice(["success", "failure", "info"]))
+@click.option("--reason", help="reason code")
+@click.option("--event", multiple=True, help="event type; repeatable")
+@click.option("--correlation-id")
+@click.option("--since", help="from this ISO 8601 time (inclusive)")
+@click.option("--until", help="to this ISO 8601 time (exclusive)")
+@click.option("--system", is_flag=True, help="include the chains' own records (checkpoints ...)")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
+def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[str, ...], pseudonym_stdin: bool,
+                  municipality: str | None, sp: str | None, outcome: str | None, reason: str | None,
+                  event: tuple[str, ...], correlation_id: str | None, since: str | None, until: str | None,
+                  system: bool, fmt: str) -> None:
+    """Find events: by user or pseudonym, municipality, SP, outcome, reason, time range or correlation ID."""
+    wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
+                     since, until, system)
+    found = [{k: v for k, v in r.items() if k != "_chain"} for r in records(_paths_or_config(paths, config_dir))
+             if wanted(r)]
+    if fmt == "jsonl":
+        for record in found:
+            click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow([*_COLUMNS, "detail"])
+        for record in found:
+            writer.writerow([record.get(c, "") for c in _COLUMNS] + [record.get("detail", "")])
+    else:
+        widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in found]) for c in _COLUMNS}
+        shown = [c for c in _COLUMNS if any(r.get(c) for r in found)] or list(_COLUMNS[:3])
+        click.echo("  ".join(c.ljust(widths[c]) for c in shown).rstrip())
+        for record in found:
+            click.echo("  ".join(str(record.get(c, "") or "").ljust(widths[c]) for c in shown).rstrip())
+        click.echo(f"{len(found)} event(s)", err=True)
+
+
+@audit.command("report")
+@_paths
+@_config
+@click.option("--html", "html_file", required=True, type=click.Path(path_type=Path), help="where to write it")
+@click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path))
+@click.option("--since", help="from this ISO 8601 time")
+@click.option("--until", help="to this ISO 8601 time")
+@click.option("--title", default="Authentication audit report", show_default=True)
+def report_command(paths: tuple[Path, ...], config_dir: Path | None, html_file: Path, key_files: tuple[Path, ...],
+                   since: str | None, until: str | None, title: str) -> None:
+    """A self-contained HTML report: logins per municipality and day, failures by reason, integrity."""
+    sources = _paths_or_config(paths, config_dir)
+    wanted = _filter((), False, None, None, None, None, None, (), None, since, until, False)
+    integrity = verify(sources, _keyring(key_files, config_dir))
+    document = html_report.build((r for r in records(sources) if wanted(r)), integrity, title=title,
+                                 since=wanted.since, until=wanted.until)
+    html_file.write_text(document, encoding="utf-8")
+    click.echo(f"wrote {html_file} ({'intact' if integrity.ok else 'integrity problems: see the report'})")
+
+
+def _pseudonym_from_stdin(config_dir: Path | None, key_file: Path | None = None) -> str:
+    if key_file is not None:
+        key = key_file.read_bytes()
+        key = key.strip() if key.isascii() else key
+    elif config_dir is not None:
+        key = settings_or_exit(config_dir).broker.audit.pseudonym_key.value
+    else:
+        click.echo("the pseudonym key is needed: --config DIR or --key-file F", err=True)
+        sys.exit(2)
+    number = sys.stdin.readline().strip().replace("-", "")
+    if len(number) == 10 and number.isdigit() and luhn_valid(number):
+        click.echo("give the 12-digit form (YYYYMMDDNNNN)", err=True)
+        sys.exit(2)
+    try:
+        check_personnummer(number)
+    except ValueError as exc:
+        click.echo(f"not a personnummer: {exc}", err=True)
+        sys.exit(2)
+    return Pseudonymiser(key).personnummer(number)
+
+
+@audit.command("pseudonym")
+@_config
+@click.option("--key-file", type=click.Path(path_type=Path, exists=True), help="the pseudonym key itself")
+def pseudonym_command(config_dir: Path | None, key_file: Path | None) -> None:
+    """Print the audit pseudonym of a personnummer read from standard input (never from the command line,
+    so it stays out of shell history): `broker audit pseudonym --config DIR` then type it, or pipe it."""
+    click.echo(_pseudonym_from_stdin(config_dir, key_file))
+
+
+@audit.command("keygen")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="private key file to write")
+def keygen_command(out: Path) -> None:
+    """Make an Ed25519 audit signing key (and OUT.pub, its public half for reviewers)."""
+    if out.exists():
+        click.echo(f"{out} exists; not overwriting a signing key", err=True)
+        sys.exit(2)
+    key = Ed25519PrivateKey.generate()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    out.chmod(0o600)
+    public = out.with_name(out.name + ".pub")
+    public.write_bytes(public_pem(key.public_key()))
+    click.echo(f"wrote {out} (keep it secret) and {public}; key id {key_id(key.public_key())}")
