@@ -54,8 +54,8 @@ def diagnose() -> Response:
 
 @bp.route("/healthz", methods=["GET"])
 def healthz() -> Response:
-    """Liveness: the process answers."""
-    return _json({"status": "ok"}, 200)
+    """Liveness: the process answers. Also reports audit forwarding (sent, dropped, errors, queued)."""
+    return _json({"status": "ok", "audit_forwarding": services().audit.forwarding_stats()}, 200)
 
 
 @bp.route("/readyz", methods=["GET"])

@@ -27,3 +27,10 @@ def test_every_reason_code_is_snake_case_and_documented() -> None:
         assert row.description
         assert row.hint
         assert 400 <= row.http_status <= 599
+
+
+def test_audit_doc_embeds_the_current_schema() -> None:
+    from broker.audit.schema import markdown as schema_markdown
+
+    text = (REPO / "docs" / "audit.md").read_text()
+    assert text.endswith(schema_markdown())
