@@ -133,6 +133,7 @@ class ChainWriter:
         self._sealed_seq = 0
         self._written = 0
         self._synced = 0
+        self._last_line = b""
         self._abandoned: dict[str, Any] | None = None
         self._closed = False
 
@@ -143,10 +144,18 @@ class ChainWriter:
         pid = os.getpid()
         if self._pid == pid and not self._closed:
             return
+        try:
+            self._start(pid)
+        except AuditUnavailable:
+            self._close_file()
+            raise
+
+    def _start(self, pid: int) -> None:
         self._reset_state()
-        self._pid = pid
         now = self._clock.now()
-        self.chain_id = f"{self.settings.instance}.{now:%Y%m%dT%H%M%SZ}.{secrets.token_hex(3)}"
+        # start time to the millisecond, so chains of one instance sort by when they started
+        stamp = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
+        self.chain_id = f"{self.settings.instance}.{stamp}.{secrets.token_hex(3)}"
         try:
             self.settings.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -162,6 +171,7 @@ class ChainWriter:
             self._append_locked(self._system("audit_chain_recovered", attestation))
         self._checkpoint_locked(final=False)
         self._fsync_locked()
+        self._pid = pid  # started: until here a failure leaves the next append to try again
         if self._background:
             threading.Thread(target=self._tick, name="audit-checkpoints", daemon=True).start()
 
@@ -171,10 +181,14 @@ class ChainWriter:
         while not self._stop.wait(interval):
             if os.getpid() != pid:
                 return
-            with contextlib.suppress(AuditUnavailable), self._lock:
-                if self._pid == pid and not self._closed and self._checkpoint_due(self._clock.now()):
-                    self._checkpoint_locked(final=False)
-                    self._fsync_locked()
+            try:
+                with self._lock:
+                    if self._pid == pid and not self._closed and self._checkpoint_due(self._clock.now()):
+                        self._check_file_in_place()
+                        self._checkpoint_locked(final=False)
+                        self._fsync_locked()
+            except AuditUnavailable as exc:
+                log.error("audit checkpoint failed: %s", exc.detail)
 
     def close(self) -> None:
         """Clean shutdown: a final checkpoint, fsync, the ``.closed`` marker, locks released."""
@@ -225,19 +239,40 @@ class ChainWriter:
         return {"time": utc_text(self._clock.now()), "instance": self.settings.instance, "event": event,
                 "outcome": "info", "data": data}
 
-    def append(self, record: dict[str, Any]) -> int:
-        """Append ``record`` (without ``seq``/``prev``); return a token for :meth:`sync`."""
+    def _check_file_in_place(self) -> None:
+        """The open file must still be the one in the audit directory: records written to a file that was
+        deleted or moved away would be lost to every reviewer, so that fails closed too."""
+        if self._fd is None or self._file_path is None:
+            return
+        try:
+            here = os.stat(self._file_path)
+            mine = os.fstat(self._fd)
+            in_place = (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino) and mine.st_nlink > 0
+        except OSError:
+            in_place = False
+        if not in_place:
+            self._abandoned = {"file": self._file_path.name, "bytes": self._file_bytes,
+                               "truncated_partial_line": False,
+                               "error": "the file was removed or replaced while open"}
+            raise AuditUnavailable(f"{self._file_path} was removed or replaced while open")
+
+    def append(self, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Append ``record`` (without ``seq``/``prev``); return a token for :meth:`sync` and the record as
+        written (with ``v``, ``seq`` and ``prev``), for forwarding."""
         with self._lock:
             self._ensure_started()
             now = self._clock.now()
+            if self._abandoned is None:
+                self._check_file_in_place()
             if self._abandoned is not None or self._rotate_due(now):
                 self._rotate_locked(now)
-            self._append_locked(record)
+            written = self._append_locked(record)
+            token = self._written
             if self._checkpoint_due(now):
                 self._checkpoint_locked(final=False)
-            return self._written
+            return token, written
 
-    def _append_locked(self, record: dict[str, Any]) -> None:
+    def _append_locked(self, record: dict[str, Any]) -> dict[str, Any]:
         if self._fd is None:
             raise AuditUnavailable("the audit file is not open")
         seq = self._seq + 1
@@ -257,6 +292,8 @@ class ChainWriter:
         self._prev = line_hash(line)
         self._file_bytes += len(line)
         self._written += 1
+        self._last_line = line
+        return ordered
 
     def _abandon(self, good_size: int, exc: OSError) -> None:
         """After a failed write: cut the file back to its last whole line; the next record starts a new file."""
@@ -264,6 +301,7 @@ class ChainWriter:
         try:
             if self._fd is not None:
                 os.ftruncate(self._fd, good_size)
+                os.fsync(self._fd)  # what was whole before the failure stays durable
         except OSError:
             cut = False
         self._abandoned = {"file": self._file_path.name if self._file_path else None, "bytes": good_size,
@@ -299,20 +337,15 @@ class ChainWriter:
                   "data": {"chain": self.chain_id, "covers_seq": covers_seq, "covers_hash": covers_hash,
                            "key_id": self._signer.key_id, "final": final, "file": self._file_index,
                            "signature": self._signer.sign(self.chain_id, covers_seq, covers_hash, time)}}
-        self._append_locked(record)
+        written = self._append_locked(record)
+        index = self.settings.directory / f"{self.chain_id}.checkpoints.jsonl"
+        _append_whole_line(index, self._last_line)  # the same bytes as in the chain
+        # sealed only once the index holds it too
         self._sealed_seq = self._seq
         self._last_checkpoint = now
-        index = self.settings.directory / f"{self.chain_id}.checkpoints.jsonl"
-        try:
-            with index.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"seq": self._seq, **record}, separators=(",", ":")) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:
-            raise AuditUnavailable(f"cannot write {index}: {exc.strerror}") from exc
         if self._on_checkpoint is not None:
             with contextlib.suppress(Exception):  # forwarding never blocks the audit trail
-                self._on_checkpoint({"seq": self._seq, **record})
+                self._on_checkpoint(written)
 
     # --- durability --------------------------------------------------------------------------
 
@@ -325,6 +358,8 @@ class ChainWriter:
                 return
             with self._lock:
                 target, fd = self._written, self._fd
+                if self._abandoned is None:
+                    self._check_file_in_place()
             if fd is None:
                 raise AuditUnavailable("the audit file is not open")
             try:
@@ -381,15 +416,8 @@ class ChainWriter:
                     continue  # its writer is alive
                 if len(chain_files(directory).get(chain, [])) != len(files):
                     continue  # it rotated meanwhile: alive
-                lines, torn = read_tail(last)
-                last_seq, last_hash = 0, GENESIS
-                for line in reversed(lines):
-                    try:
-                        last_seq = int(json.loads(line)["seq"])
-                        last_hash = line_hash(line)
-                        break
-                    except (ValueError, KeyError, TypeError):
-                        continue
+                _, torn = read_tail(last)
+                last_seq, last_hash = _last_record(files)
                 attestations.append({"chain": chain, "file": last.name, "last_seq": last_seq,
                                      "last_hash": last_hash, "torn_bytes": len(torn)})
                 (directory / f"{chain}.recovered").write_text(
@@ -397,6 +425,40 @@ class ChainWriter:
             finally:
                 os.close(fd)
         return attestations
+
+
+def _last_record(files: list[tuple[int, Path]]) -> tuple[int, str]:
+    """Sequence number and hash of a chain's last whole record, looking back across files (a crash right
+    after a rotation leaves the newest file empty or with only a torn line)."""
+    for _, path in reversed(files):
+        lines, _ = read_tail(path)
+        for line in reversed(lines):
+            try:
+                return int(json.loads(line)["seq"]), line_hash(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+    return 0, GENESIS
+
+
+def _append_whole_line(path: Path, line: bytes) -> None:
+    """Append one line and fsync; on failure cut the file back, so no partial line is left behind."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        raise AuditUnavailable(f"cannot write {path}: {exc.strerror}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise AuditUnavailable(f"cannot write {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

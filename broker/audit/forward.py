@@ -62,7 +62,7 @@ class _Queued:
         with self._lock:
             self._counts[what] += 1
             failures = self._counts["dropped"] + self._counts["errors"]
-        if what != "sent" and failures >= 2 * max(self._warned, 1):  # warn at 1, 2, 4, 8 ... failures
+        if what != "sent" and failures >= max(2 * self._warned, 1):  # warn at 1, 2, 4, 8 ... failures
             self._warned = failures
             log.warning("audit forwarding to %s: %d dropped, %d send errors so far", self.name,
                         self._counts["dropped"], self._counts["errors"])
@@ -97,10 +97,12 @@ class _Queued:
             time.sleep(0.01)
 
     def close(self) -> None:
-        if self._thread is not None and self._pid == os.getpid():
+        """Send what is queued (up to a few seconds), then stop the sender. Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is not None and self._pid == os.getpid() and thread.is_alive():
             self.flush()
             with contextlib.suppress(queue.Full):
-                self._queue.put_nowait(None)
+                self._queue.put(None, timeout=1.0)
 
 
 def _sd_value(value: Any) -> str:
@@ -136,9 +138,13 @@ class SyslogForwarder(_Queued):
             kind = socket.SOCK_DGRAM if self._transport == "udp" else socket.SOCK_STREAM
             family = socket.AF_INET6 if ":" in self._address[0] else socket.AF_INET
             sock = socket.socket(family, kind)
-            sock.settimeout(2.0)
-            if self._transport == "tcp":
-                sock.connect(self._address)
+            try:
+                sock.settimeout(2.0)
+                if self._transport == "tcp":
+                    sock.connect(self._address)
+            except OSError:
+                sock.close()
+                raise
             self._socket = sock
         return self._socket
 

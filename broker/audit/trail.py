@@ -26,8 +26,8 @@ from broker.clock import Clock
 
 
 class AuditSink(Protocol):
-    def append(self, record: dict[str, Any]) -> int:
-        """Append one record; return a token for :meth:`sync`."""
+    def append(self, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Append one record; return a token for :meth:`sync` and the record as written."""
         ...
 
     def sync(self, upto: int) -> None:
@@ -120,12 +120,11 @@ class AuditTrail:
         return record
 
     def record(self, event: AuditEvent) -> None:
-        record = self.format(event)
-        token = self._sink.append(record)
+        token, written = self._sink.append(self.format(event))
         self._local.pending = max(getattr(self._local, "pending", 0), token)
         for forwarder in self._forwarders:
             with contextlib.suppress(Exception):  # a copy must never cost a login
-                forwarder.submit(record)
+                forwarder.submit(written)
 
     def sync(self) -> None:
         """Make this thread's recorded events durable (fsync, shared with concurrent callers)."""
@@ -141,7 +140,11 @@ class AuditTrail:
         return {getattr(f, "name", type(f).__name__): f.stats() for f in self._forwarders}
 
     def close(self) -> None:
+        """Seal the chain (its final checkpoint is forwarded too), then stop the forwarders. Idempotent."""
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self._sink.close()
         for forwarder in self._forwarders:
             with contextlib.suppress(Exception):
                 forwarder.close()
-        self._sink.close()

@@ -94,14 +94,16 @@ def collect(paths: Iterable[Path]) -> dict[str, list[tuple[int, Path]]]:
 class _Walker:
     """Walks one chain's records in order, checking the links as it goes."""
 
-    def __init__(self, chain: str, keyring: AuditKeyring, report: ChainReport) -> None:
+    def __init__(self, chain: str, keyring: AuditKeyring, report: ChainReport,
+                 indexed: frozenset[int] = frozenset()) -> None:
         self.chain = chain
+        self.indexed = indexed  # seqs the checkpoint index names: their positions are remembered
         self.keyring = keyring
         self.report = report
         self.expected = 1
         self.prev = GENESIS
         self.prev_where: tuple[str, int] | None = None
-        self.seen_checkpoints: dict[int, bytes] = {}
+        self.positions: dict[int, tuple[str, int, str]] = {}  # indexed seq -> (file, line, hash of the line)
 
     def fail(self, file: str, line: int | None, seq: int | None, what: str, detail: str) -> None:
         self.report.problems.append(Problem(file, line, seq, what, detail))
@@ -146,6 +148,8 @@ class _Walker:
             return False
         if rec.get("event") == "audit_checkpoint" and not self.checkpoint(file, number, seq, rec):
             return False
+        if seq in self.indexed:
+            self.positions[seq] = (file, number, line_hash(raw))
         if rec.get("event") == "audit_chain_recovered":
             self.report.attestations.append({**(rec.get("data") or {}), "by_seq": seq})
         self.prev = line_hash(raw)
@@ -196,7 +200,8 @@ def _lines(data: bytes) -> tuple[list[bytes], bytes]:
 
 def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
     report = ChainReport(chain, files=[str(p) for _, p in files])
-    walker = _Walker(chain, keyring, report)
+    walker = _Walker(chain, keyring, report, frozenset(seq for _, _, seq in _index_lines(chain, files)
+                                                       if seq is not None))
     expected_file = 1
     for index, (n, path) in enumerate(files):
         name = str(path)
@@ -225,21 +230,32 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
     return report
 
 
+def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[int, bytes, int | None]]:
+    """(line number, line, seq) of the chain's checkpoint index, if it has one."""
+    index = files[0][1].parent / f"{chain}.checkpoints.jsonl"
+    if not index.exists():
+        return []
+    return [(n, raw, _seq_of(raw)) for n, raw in enumerate(index.read_bytes().splitlines(), start=1)]
+
+
 def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker) -> None:
-    """Every checkpoint the writer also put in the index must still be in the chain (truncation)."""
+    """Every checkpoint the writer also put in the index must still be in the chain, byte for byte."""
     index = files[0][1].parent / f"{chain}.checkpoints.jsonl"
     if not index.exists():
         report.warnings.append("no checkpoint index: truncation cannot be checked against it")
         return
-    for number, raw in enumerate(index.read_bytes().splitlines(), start=1):
-        try:
-            seq = int(json.loads(raw)["seq"])
-        except (ValueError, KeyError, TypeError):
+    for number, raw, seq in _index_lines(chain, files):
+        if seq is None:
             walker.fail(str(index), number, None, "modified", "the checkpoint index line is not readable")
             return
         if seq > report.last_seq:
             walker.fail(str(files[-1][1]), None, seq, "truncated",
                         f"the chain ends at seq {report.last_seq} but was sealed up to seq {seq}")
+            return
+        file, line, digest = walker.positions.get(seq, (str(files[-1][1]), None, ""))
+        if digest != line_hash(raw):
+            walker.fail(file, line, seq, "modified", f"the checkpoint at seq {seq} differs from its copy in "
+                                                     f"{index.name}")
             return
 
 

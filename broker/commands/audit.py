@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -220,9 +221,10 @@ def keygen_command(out: Path) -> None:
         sys.exit(2)
     key = Ed25519PrivateKey.generate()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-    out.chmod(0o600)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
     public = out.with_name(out.name + ".pub")
     public.write_bytes(public_pem(key.public_key()))
     click.echo(f"wrote {out} (keep it secret) and {public}; key id {key_id(key.public_key())}")

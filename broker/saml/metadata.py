@@ -8,6 +8,7 @@ their validity dates are not checked (REFERENCE: metadata trust).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import binascii
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,9 @@ from saml2 import md
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import KeyPath
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
+from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmltime import parse_instant
 
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 MAX_METADATA_BYTES = 5 * 1024 * 1024
@@ -121,11 +124,9 @@ def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
-def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
-    """The SPSSODescriptor of ``entity_id`` from an EntityDescriptor or EntitiesDescriptor document.
-
-    Raises ValueError with an operator-readable message.
-    """
+def _entity(xml: bytes, entity_id: str) -> Any:
+    """The EntityDescriptor of ``entity_id`` (pysaml2's object) from an EntityDescriptor or
+    EntitiesDescriptor document; ValueError with an operator-readable message."""
     if len(xml) > MAX_METADATA_BYTES:
         raise ValueError(f"metadata larger than {MAX_METADATA_BYTES} bytes")
     try:
@@ -155,7 +156,12 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
     if not matching:
         found = ", ".join(sorted({str(e.entity_id) for e in candidates})) or "none"
         raise ValueError(f"metadata describes no entity {entity_id!r} (found: {found})")
-    entity = matching[0]
+    return matching[0]
+
+
+def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
+    """The SPSSODescriptor of ``entity_id``. Raises ValueError with an operator-readable message."""
+    entity = _entity(xml, entity_id)
     sps = [d for d in entity.spsso_descriptor or [] if PROTOCOL in (d.protocol_support_enumeration or "")]
     if len(sps) != 1:
         raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 SPSSODescriptor, found {len(sps)}")
@@ -198,3 +204,85 @@ class SpMetadataFile:
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         return {"type": "string", "description": "path to the SP's SAML metadata XML"}
+
+
+@dataclass(frozen=True)
+class IdpMetadata:
+    """What the broker needs from a municipal IdP's IDPSSODescriptor."""
+
+    entity_id: str
+    single_sign_on_services: tuple[Endpoint, ...]
+    single_logout_services: tuple[Endpoint, ...]
+    signing_certificates: tuple[x509.Certificate, ...]
+    want_authn_requests_signed: bool
+    valid_until: dt.datetime | None
+
+    def sso(self) -> Endpoint:
+        """The SSO endpoint to send AuthnRequests to: HTTP-Redirect preferred, else HTTP-POST."""
+        for binding in (HTTP_REDIRECT, HTTP_POST):
+            for e in self.single_sign_on_services:
+                if e.binding == binding:
+                    return e
+        raise ValueError("the IdP has no SingleSignOnService with the HTTP-Redirect or HTTP-POST binding")
+
+    def slo(self) -> Endpoint | None:
+        for binding in (HTTP_REDIRECT, HTTP_POST):
+            for e in self.single_logout_services:
+                if e.binding == binding:
+                    return e
+        return None
+
+
+def parse_idp_metadata(xml: bytes, entity_id: str) -> IdpMetadata:
+    """The IDPSSODescriptor of ``entity_id``. Several signing keys (rollover) are all kept."""
+    entity = _entity(xml, entity_id)
+    idps = [d for d in entity.idpsso_descriptor or [] if PROTOCOL in (d.protocol_support_enumeration or "")]
+    if len(idps) != 1:
+        raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 IDPSSODescriptor, found {len(idps)}")
+    idp = idps[0]
+    signing = _certificates(idp, "signing")
+    if not signing:
+        raise ValueError(f"the IdP {entity_id!r} publishes no signing key")
+    result = IdpMetadata(
+        entity_id=entity_id,
+        single_sign_on_services=_endpoints(idp.single_sign_on_service, indexed=False),
+        single_logout_services=_endpoints(idp.single_logout_service, indexed=False),
+        signing_certificates=signing,
+        want_authn_requests_signed=_bool(idp.want_authn_requests_signed),
+        valid_until=_valid_until(xml),
+    )
+    result.sso()  # raises if there is no usable SSO endpoint
+    return result
+
+
+def _valid_until(xml: bytes) -> dt.datetime | None:
+    """The earliest validUntil on the document's root (SAML Metadata §2.3.1)."""
+    root = parse_untrusted(xml, MAX_METADATA_BYTES)
+    text = root.get("validUntil")
+    if text is None:
+        return None
+    try:
+        return parse_instant(text)
+    except ValueError:
+        raise ValueError(f"validUntil {text!r} is not a UTC dateTime") from None
+
+
+def verify_metadata_signature(xml: bytes, certificates: tuple[x509.Certificate, ...], now: dt.datetime) -> None:
+    """Metadata fetched over the network is used only if signed, by one of ``certificates``, and not expired.
+
+    The signature element is required (pysaml2 would accept metadata without
+    one); it must envelop the root element (SAML Metadata §3.1, XML-DSig).
+    """
+    try:
+        root = parse_untrusted(xml, MAX_METADATA_BYTES)
+    except UnsafeXml as exc:
+        raise ValueError(f"metadata is not well-formed, safe XML ({exc})") from None
+    try:
+        XmlVerifier(certificates).verify(root)
+    except SignatureMissing:
+        raise ValueError("the metadata is not signed (a signature is required)") from None
+    except SignatureRejected as exc:
+        raise ValueError(f"the metadata signature is not valid: {exc}") from None
+    until = _valid_until(xml)
+    if until is not None and until <= now:
+        raise ValueError(f"the metadata expired at {until.isoformat()} (validUntil)")

@@ -9,9 +9,16 @@ or an attribute value.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import resource
 import secrets
+import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +27,10 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from flask import Flask, Response
+from werkzeug.datastructures import Headers
 from werkzeug.test import TestResponse
 
 from broker.app import create_app
@@ -30,6 +40,7 @@ from broker.config.loader import load_settings
 from broker.demo.sp import DemoSp
 from broker.errors import ConfigError
 from broker.session.store import KeyValueStore, RedisStore
+from tests.conftest import REPO
 from tests.factories.redis_server import RedisServer
 from tests.factories.saml import BASE_URL, Browser, forms, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
@@ -155,73 +166,143 @@ def test_redis_outage_page_is_english_when_asked(private_redis: RedisServer, con
 # --- audit failure: fail closed --------------------------------------------------------------
 
 
+def assert_refused_by_the_audit(status: int, headers: Headers, body: str) -> None:
+    """A 503 ``audit_unavailable`` page with a reference ID: no SAML Response, no session, no traceback."""
+    assert status == 503
+    assert headers["X-Broker-Reason"] == "audit_unavailable"
+    assert "SAMLResponse" not in body  # neither a form field nor any other trace of a Response
+    assert not [c for c in headers.getlist("Set-Cookie") if c.startswith("broker_session=")]
+    assert REFID.search(body), "the page shows no reference ID"
+    for marker in TRACEBACK_MARKERS:
+        assert marker not in body, f"the page leaks {marker!r}"
+
+
+def _logins_on_a_full_disk(config_dir: str, redis_url: str, redis_prefix: str, demo_root: str,
+                           user_pem: str) -> None:
+    """Run in a child process: start the broker, then fill the disk for it and log in twice; print what the
+    browser got (JSON) on stdout.
+
+    RLIMIT_FSIZE 0 makes every write to a regular file fail (EFBIG), whatever file and offset, as a full
+    disk does: also the fresh file the audit chain moves on to after a failed write."""
+    app = build_app(Path(config_dir), RedisStore(redis_url, prefix=redis_prefix))
+    services = app.extensions["broker"]
+    sp = make_sp(Path(demo_root), services.metadata.document(), services.settings.broker.idp.entity_id)
+    urls = [sp.login_url(), sp.login_url(force_authn=True)]  # made first: pysaml2 signs through temporary files
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    seen = []
+    with browsing(app, Path(user_pem).read_text()) as browser:
+        for url in urls:
+            response = browser.get(url)
+            seen.append({"status": response.status_code, "headers": list(response.headers.items()),
+                         "body": response.get_data(as_text=True)})
+    print(json.dumps(seen))
+
+
 @pytest.mark.parametrize("user", ["anna", "david"])
-def test_unwritable_audit_file_refuses_every_login(config_dir: Path, users: Path, demo_material: Any,
-                                                   store: RedisStore, user: str) -> None:
-    # /dev/full: open succeeds, every write fails with ENOSPC
-    edit_broker_yaml(config_dir, set_audit(file="/dev/full"))
-    app = build_app(config_dir, store)
+def test_full_disk_refuses_every_login(config_dir: Path, users: Path, demo_material: Any, redis_url: str,
+                                       redis_prefix: str, user: str) -> None:
+    code = "import sys; from tests.flows.test_failures import _logins_on_a_full_disk as run; run(*sys.argv[1:])"
+    child = subprocess.run(
+        [sys.executable, "-c", code, str(config_dir), redis_url, redis_prefix, str(demo_material.root),
+         str(users / f"{user}.pem")],
+        cwd=REPO, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert child.returncode == 0, child.stderr
+    attempts = json.loads(child.stdout)
+    assert len(attempts) == 2  # no accidental recovery on the second try (which starts a fresh audit file)
+    for attempt in attempts:
+        assert_refused_by_the_audit(attempt["status"], Headers(attempt["headers"]), attempt["body"])
+    assert "File too large" in child.stderr  # the operator's log names the write that failed
+    # what the broker wrote before the disk filled stays as it was: its start, no record of the refused logins,
+    # and a chain that still verifies
+    assert [e["event"] for e in audit_lines(config_dir, system=True) if e["event"] == "configuration_loaded"] == [
+        "configuration_loaded"]
+    assert audit_lines(config_dir) == []
+    verified = CliRunner().invoke(main, ["audit", "verify", "--config", str(config_dir)])
+    assert verified.exit_code == 0, verified.output
+    assert ": intact;" in verified.stdout
+
+
+@pytest.mark.parametrize("user", ["anna", "david"])
+def test_audit_directory_that_cannot_be_created_at_start_refuses_every_login(
+        config_dir: Path, users: Path, demo_material: Any, store: RedisStore, user: str) -> None:
+    edit_broker_yaml(config_dir, set_audit(directory="trail/broker-1"))
+    settings = load_settings(config_dir)  # checked: the directory can be created ...
+    (config_dir / "trail").write_text("a regular file\n")  # ... but no longer when the broker starts
+    app = create_app(settings, store=store, instance_id="test")
     sp = sp_of(app, demo_material)
     with browsing(app, (users / f"{user}.pem").read_text()) as browser:
-        for _attempt in range(2):  # no accidental recovery on the second try
-            response = browser.get(sp.login_url())
-            assert response.status_code == 503
-            assert response.headers["X-Broker-Reason"] == "audit_unavailable"
-            assert not has_saml_response(response)
-            assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith("broker_session=")]
-            refid(response)
-            assert_no_traceback(response)
+        for attempt in range(2):  # no accidental recovery on the second try
+            response = browser.get(sp.login_url(force_authn=attempt > 0))
+            assert_refused_by_the_audit(response.status_code, response.headers, response.get_data(as_text=True))
+    assert (config_dir / "trail").read_text() == "a regular file\n"
+
+
+def _replace_audit_directory_by_a_file(config_dir: Path) -> None:
+    """Tests run as root, so a chmod 0o500 directory would not stop the writes; a regular file where the
+    directory was does, for root too."""
+    audit_dir = config_dir / "audit"
+    shutil.rmtree(audit_dir)
+    audit_dir.write_text("not a directory\n")
+
+
+def test_audit_directory_replaced_by_a_file_before_the_first_write_refuses_logins(
+        config_dir: Path, users: Path, demo_material: Any, store: RedisStore) -> None:
+    settings = load_settings(config_dir)
+    _replace_audit_directory_by_a_file(config_dir)
+    app = create_app(settings, store=store, instance_id="test")  # its configuration_loaded cannot be written
+    sp = sp_of(app, demo_material)
+    with browsing(app, (users / "anna.pem").read_text()) as browser:
+        response = browser.get(sp.login_url())
+    assert_refused_by_the_audit(response.status_code, response.headers, response.get_data(as_text=True))
 
 
 def test_audit_directory_replaced_by_a_file_after_start_refuses_logins(config_dir: Path, users: Path,
                                                                        demo_material: Any, store: RedisStore) -> None:
-    """The audit directory becomes unusable before the first write (tests run as root, so a chmod 0o500
-    directory would not stop the writes; a regular file where the directory was does, for root too)."""
+    """The broker has started its chain (configuration_loaded); then its directory is gone. Records written on
+    to the open, now nameless, file would vanish with the process: no reviewer could ever read them."""
     app = build_app(config_dir, store)
     sp = sp_of(app, demo_material)
-    audit_dir = config_dir / "audit"
-    for f in audit_dir.iterdir():
-        f.unlink()
-    audit_dir.rmdir()
-    audit_dir.write_text("not a directory\n")
+    assert [e["event"] for e in audit_lines(config_dir, system=True)].count("configuration_loaded") == 1
+    _replace_audit_directory_by_a_file(config_dir)
     with browsing(app, (users / "anna.pem").read_text()) as browser:
         response = browser.get(sp.login_url())
-    assert response.status_code == 503
-    assert response.headers["X-Broker-Reason"] == "audit_unavailable"
-    assert not has_saml_response(response)
-    assert_no_traceback(response)
+    assert_refused_by_the_audit(response.status_code, response.headers, response.get_data(as_text=True))
 
 
-def test_audit_file_under_a_regular_file_is_a_config_issue(config_dir: Path) -> None:
+def test_audit_directory_under_a_regular_file_is_a_config_issue(config_dir: Path) -> None:
     blocker = config_dir / "not-a-directory"
     blocker.write_text("a regular file\n")
-    edit_broker_yaml(config_dir, set_audit(file=str(blocker / "audit.jsonl")))
+    edit_broker_yaml(config_dir, set_audit(directory=str(blocker / "audit")))
     with pytest.raises(ConfigError) as caught:
         load_settings(config_dir)
-    issues = [i for i in caught.value.issues if i.key == "audit.file"]
+    issues = [i for i in caught.value.issues if i.key == "audit.directory"]
     assert len(issues) == 1, caught.value.issues
+    assert len(caught.value.issues) == 1, caught.value.issues
     assert issues[0].file == "broker.yaml"
     assert issues[0].line is not None
     assert "not a directory" in issues[0].message
 
     checked = CliRunner().invoke(main, ["config", "check", str(config_dir)])
     assert checked.exit_code == 1
-    assert "audit.file" in checked.stderr
+    assert "audit.directory" in checked.stderr
 
 
-def test_audit_file_that_is_a_directory_is_a_config_issue(config_dir: Path) -> None:
-    edit_broker_yaml(config_dir, set_audit(file="audit"))
+def test_audit_directory_that_is_a_regular_file_is_a_config_issue(config_dir: Path) -> None:
+    edit_broker_yaml(config_dir, set_audit(directory="broker.yaml"))
     with pytest.raises(ConfigError) as caught:
         load_settings(config_dir)
-    assert [i.key for i in caught.value.issues] == ["audit.file"]
+    assert [i.key for i in caught.value.issues] == ["audit.directory"]
+    assert "exists and is not a directory" in caught.value.issues[0].message
 
 
 # --- durability order -----------------------------------------------------------------------
 
 
-def test_assertion_issued_is_in_the_audit_file_before_the_response_leaves(config_dir: Path, users: Path,
-                                                                          demo_material: Any,
-                                                                          store: RedisStore) -> None:
+def test_assertion_issued_is_in_the_audit_trail_before_the_response_leaves(config_dir: Path, users: Path,
+                                                                           demo_material: Any,
+                                                                           store: RedisStore) -> None:
     app = build_app(config_dir, store)
     sp = sp_of(app, demo_material)
     seen_at_response_time: list[list[dict[str, object]]] = []
@@ -245,7 +326,9 @@ def test_assertion_issued_is_in_the_audit_file_before_the_response_leaves(config
 # --- privacy of the audit trail ----------------------------------------------------------------
 
 
-def _login_twice(config_dir: Path, users: Path, demo_material: Any, store: RedisStore) -> list[str]:
+def _login_twice(config_dir: Path, users: Path, demo_material: Any, store: RedisStore) -> dict[str, str]:
+    """Bo (personnummer) logs in twice; the broker shuts down cleanly (final checkpoint). Every file of the
+    audit directory, by name, as text."""
     app = build_app(config_dir, store)
     sp = sp_of(app, demo_material)
     with browsing(app, (users / "bo.pem").read_text()) as browser:
@@ -254,8 +337,17 @@ def _login_twice(config_dir: Path, users: Path, demo_material: Any, store: Redis
             assert response.status_code == 200
             result = sp.accept(saml_response_form(response)[1]["SAMLResponse"])
             assert result.attributes["personalIdentityNumber"] == [BO_PNR]  # released to the SP, not audited
-    path = config_dir / "audit" / "audit.jsonl"
-    return path.read_text(encoding="utf-8").splitlines()
+    app.extensions["broker"].audit.close()
+    files = {str(f.relative_to(config_dir / "audit")): f.read_text(encoding="utf-8")
+             for f in sorted((config_dir / "audit").rglob("*")) if f.is_file()}
+    suffixes = {name.split(".", 3)[-1] for name in files}
+    assert suffixes == {"000001.jsonl", "checkpoints.jsonl", "closed"}, files.keys()  # what was checked
+    return files
+
+
+def _records(files: dict[str, str]) -> list[dict[str, Any]]:
+    """Every JSON line of every file (records, the checkpoint index, the closing marker)."""
+    return [json.loads(line) for text in files.values() for line in text.splitlines()]
 
 
 def _values(node: object) -> Iterator[object]:
@@ -271,12 +363,12 @@ def _values(node: object) -> Iterator[object]:
 
 def test_personnummer_is_pseudonymised_in_the_audit(config_dir: Path, users: Path, demo_material: Any,
                                                     store: RedisStore) -> None:
-    lines = _login_twice(config_dir, users, demo_material, store)
-    assert lines
-    for line in lines:
-        assert BO_PNR not in line
-        assert BO_PNR[2:] not in line  # the ten-digit form
-    events = [json.loads(line) for line in lines]
+    files = _login_twice(config_dir, users, demo_material, store)
+    for name, text in files.items():
+        assert BO_PNR not in text, name
+        assert BO_PNR[2:] not in text, name  # the ten-digit form
+        assert f"{BO_PNR[:8]}-{BO_PNR[8:]}" not in text, name
+    events = audit_lines(config_dir)
     accepted = [e for e in events if e["event"] == "certificate_accepted"]
     issued = [e for e in events if e["event"] == "assertion_issued"]
     assert len(accepted) == 2
@@ -293,18 +385,26 @@ def test_personnummer_is_pseudonymised_in_the_audit(config_dir: Path, users: Pat
 
 def test_audit_holds_no_certificate_and_no_attribute_values(config_dir: Path, users: Path, demo_material: Any,
                                                             store: RedisStore) -> None:
-    lines = _login_twice(config_dir, users, demo_material, store)
-    assert lines
-    for line in lines:
-        assert "-----BEGIN" not in line
-        assert "Demosson" not in line  # surname, displayName and the certificate's CN
-        assert "MII" not in line  # no base64 DER either
-    values = [v for line in lines for v in _values(json.loads(line))]
+    files = _login_twice(config_dir, users, demo_material, store)
+    bo_der = base64.b64encode(x509.load_pem_x509_certificate((users / "bo.pem").read_bytes()).public_bytes(
+        serialization.Encoding.DER)).decode()
+    for name, text in files.items():
+        assert "-----BEGIN" not in text, name
+        assert "Demosson" not in text, name  # surname, displayName and the certificate's CN
+        assert bo_der[120:180] not in text, name  # nor Bo's certificate, DER in base64
+    found = _records(files)
+    for record in found:
+        if record.get("event") == "audit_checkpoint":  # the one base64 value: an Ed25519 signature, nothing more
+            assert len(base64.b64decode(record["data"].pop("signature"), validate=True)) == 64
+    assert "MII" not in json.dumps(found)  # no base64 DER anywhere else
+    values = list(_values(found))
     assert "Bo" not in values
-    issued = [json.loads(line) for line in lines if '"assertion_issued"' in line]
-    assert issued
+    issued = [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"]
+    assert len(issued) == 2
     for event in issued:
-        names = event["data"]["attributes"]
+        data = event["data"]
+        assert isinstance(data, dict)
+        names = data["attributes"]
         assert "givenName" in names  # released attributes appear by name only
         assert "personalIdentityNumber" in names
 
@@ -320,10 +420,12 @@ def test_audit_holds_no_certificate_and_no_attribute_values(config_dir: Path, us
 def test_client_address_is_recorded_as_configured(config_dir: Path, users: Path, demo_material: Any,
                                                   store: RedisStore, mode: str, expected: re.Pattern[str]) -> None:
     edit_broker_yaml(config_dir, set_audit(client_address=mode))
-    lines = _login_twice(config_dir, users, demo_material, store)
-    clients = {json.loads(line).get("client") for line in lines}
+    files = _login_twice(config_dir, users, demo_material, store)
+    events = audit_lines(config_dir)
+    assert len(events) == 8  # two logins of four events, each naming the client
+    clients = {e.get("client") for e in events}
     assert len(clients) == 1, clients  # the same address always renders the same way
     (client,) = clients
     assert expected.fullmatch(str(client))
     if mode != "clear":
-        assert not [line for line in lines if "192.0.2.10" in line]
+        assert not [name for name, text in files.items() if "192.0.2.10" in text]

@@ -34,7 +34,7 @@ def test_healthz_answers_json(browser: Browser) -> None:
     response = browser.get("/healthz")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert response.get_json() == {"status": "ok"}
+    assert response.get_json() == {"status": "ok", "audit_forwarding": {}}  # the example forwards no copies
 
 
 def test_readyz_is_ready_when_redis_answers(browser: Browser) -> None:
@@ -45,8 +45,11 @@ def test_readyz_is_ready_when_redis_answers(browser: Browser) -> None:
 
 
 def test_probes_write_nothing_to_the_audit(browser: Browser, config_dir: Path) -> None:
+    at_start = audit_lines(config_dir, system=True)  # the chain's start and the configuration_loaded of the app
+    assert "configuration_loaded" in [e["event"] for e in at_start]
     for path in ("/healthz", "/readyz", "/saml/idp/metadata"):
         assert browser.get(path).status_code == 200
+    assert audit_lines(config_dir, system=True) == at_start
     assert audit_lines(config_dir) == []
 
 

@@ -199,6 +199,7 @@ def test_schema_of_an_unknown_kind_is_a_usage_error() -> None:
         pytest.param("broker", "BrokerConfig", ["idp", "audit"], id="broker"),
         pytest.param("broker", "IdpConfig", ["entity_id", "base_url", "signing", "nameid_key", "organization"],
                      id="broker-idp"),
+        pytest.param("broker", "AuditConfig", ["directory", "signing_key", "pseudonym_key"], id="broker-audit"),
         pytest.param("municipality", "MunicipalityConfig",
                      ["name", "organization_number", "status", "login", "certificate"], id="municipality"),
         pytest.param("municipality", "CertificateLogin", ["trust_anchors", "policies", "identity", "revocation"],

@@ -121,7 +121,15 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
     assert (session.idle_timeout, session.absolute_timeout) == (Duration(1800), Duration(8 * 3600))
     assert settings.broker.redis is None
     assert settings.broker.client_certificate.proxy.trusted_networks == ()
-    assert settings.broker.audit.file.path == config_dir.resolve() / "audit" / "audit.jsonl"
+    audit = settings.broker.audit
+    assert audit.directory.path == config_dir.resolve() / "audit"
+    assert audit.signing_key.path == config_dir.resolve() / "keys" / "audit-signing.key"
+    assert isinstance(audit.signing_key.key, ed25519.Ed25519PrivateKey)
+    assert audit.pseudonym_key.value == (config_dir / "keys" / "audit-pseudonym.key").read_bytes().strip()
+    assert audit.verification_keys == ()
+    assert (audit.client_address, audit.checkpoint_interval, audit.rotate_bytes, audit.rotate_interval) == (
+        "clear", Duration(60), 64 * 1024 * 1024, Duration(86400))
+    assert (audit.forward.syslog, audit.forward.stdout) == (None, False)
     sp = settings.sp_by_entity_id(SP_ENTITY_ID)
     assert sp is not None
     assert (sp.id, sp.config.municipalities, sp.metadata.authn_requests_signed) == (
@@ -483,24 +491,95 @@ def test_a_crl_file_must_hold_a_crl(config_dir: Path, edit: Edit, fragment: str)
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "fragment"),
+    ("new", "fragment"),
     [
-        pytest.param("file: audit/audit.jsonl", "file: keys/nameid.key/audit.jsonl",
-                     "cannot be created", id="under-a-regular-file"),
-        pytest.param("file: audit/audit.jsonl", "file: audit", "is a directory, expected a file path",
-                     id="a-directory"),
+        pytest.param("directory: keys/nameid.key/audit", "cannot be created: ", id="under-a-regular-file"),
+        pytest.param("directory: keys/nameid.key/2025/audit", "is not a directory",
+                     id="deep-under-a-regular-file"),
+        pytest.param("directory: keys/nameid.key", "exists and is not a directory", id="a-regular-file"),
     ],
 )
-def test_the_audit_file_must_be_a_writable_file_path(config_dir: Path, old: str, new: str, fragment: str) -> None:
-    check(config_dir, replacing(BROKER, old, new), [Expected(BROKER, new, "audit.file", fragment)])
+def test_the_audit_directory_must_be_a_writable_directory(config_dir: Path, new: str, fragment: str) -> None:
+    check(config_dir, replacing(BROKER, "directory: audit\n", new + "\n"),
+          [Expected(BROKER, new, "audit.directory", fragment)])
 
 
-def test_the_audit_file_may_be_in_directories_yet_to_be_created(config_dir: Path) -> None:
-    replacing(BROKER, "file: audit/audit.jsonl", "file: audit/2025/broker/audit.jsonl")(config_dir)
+def test_the_audit_directory_may_be_yet_to_be_created(config_dir: Path) -> None:
+    replacing(BROKER, "directory: audit\n", "directory: audit/2025/broker\n")(config_dir)
 
-    path = load_settings(config_dir).broker.audit.file.path
+    path = load_settings(config_dir).broker.audit.directory.path
 
-    assert path == config_dir.resolve() / "audit" / "2025" / "broker" / "audit.jsonl"
+    assert path == config_dir.resolve() / "audit" / "2025" / "broker"
+    assert not (config_dir / "audit" / "2025").exists()  # checking a configuration writes nothing
+
+
+def _public_pem(key: Any) -> bytes:
+    pem: bytes = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem
+
+
+_EARLIER_KEY = replacing(BROKER, "  # verification_keys: [keys/audit-2025.pub]",
+                         "  verification_keys: [keys/audit-2025.pub]")
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "key", "fragment"),
+    [
+        pytest.param(replacing(BROKER, "signing_key: keys/audit-signing.key", "signing_key: keys/idp-signing.key"),
+                     "signing_key:", "audit.signing_key", "the audit signing key must be Ed25519, not RSA",
+                     id="signing-key-rsa"),
+        pytest.param(combined(replacing(BROKER, "signing_key: keys/audit-signing.key",
+                                        "signing_key: keys/audit-ec.key"),
+                              _writing("keys/audit-ec.key", lambda: _key_pem(ec.generate_private_key(ec.SECP256R1())))),
+                     "signing_key:", "audit.signing_key", "the audit signing key must be Ed25519, not EC",
+                     id="signing-key-ecdsa"),
+        pytest.param(replacing(BROKER, "signing_key: keys/audit-signing.key", "signing_key: keys/idp-signing.crt"),
+                     "signing_key:", "audit.signing_key", "does not hold an unencrypted PEM private key",
+                     id="signing-key-a-certificate"),
+        pytest.param(replacing(BROKER, "signing_key: keys/audit-signing.key", "signing_key: keys/audit-none.key"),
+                     "signing_key:", "audit.signing_key", "not found", id="signing-key-missing"),
+        pytest.param(combined(_EARLIER_KEY, _writing("keys/audit-2025.pub", lambda: _public_pem(
+            ec.generate_private_key(ec.SECP256R1())))),
+                     "verification_keys:", "audit.verification_keys[0]", "not an Ed25519 public key",
+                     id="verification-key-ecdsa"),
+        pytest.param(combined(_EARLIER_KEY, _writing("keys/audit-2025.pub", lambda: _key_pem(
+            ed25519.Ed25519PrivateKey.generate()))),
+                     "verification_keys:", "audit.verification_keys[0]", "does not hold a PEM public key",
+                     id="verification-key-a-private-key"),
+        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                                       'facility: authpriv}\n',
+                               "  forward:\n    syslog:\n      address: 127.0.0.1\n"),
+                     "address: 127.0.0.1", "audit.forward.syslog.address", "expected host:port, got '127.0.0.1'",
+                     id="syslog-address-without-port"),
+        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                                       'facility: authpriv}\n',
+                               '  forward:\n    syslog:\n      address: "127.0.0.1:65536"\n'),
+                     "address: ", "audit.forward.syslog.address", "expected host:port",
+                     id="syslog-port-out-of-range"),
+    ],
+)
+def test_audit_keys_and_forwarding_are_checked(config_dir: Path, edit: Edit, line: str, key: str,
+                                               fragment: str) -> None:
+    check(config_dir, edit, [Expected(BROKER, line, key, fragment)])
+
+
+def test_earlier_ed25519_keys_and_a_syslog_receiver_are_accepted(config_dir: Path) -> None:
+    earlier = ed25519.Ed25519PrivateKey.generate()
+    combined(
+        _EARLIER_KEY, _writing("keys/audit-2025.pub", lambda: _public_pem(earlier)),
+        replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                          'facility: authpriv}\n',
+                  '  forward:\n    syslog: {address: "127.0.0.1:514", transport: tcp}\n'),
+    )(config_dir)
+
+    audit = load_settings(config_dir).broker.audit
+
+    assert [k.path.name for k in audit.verification_keys] == ["audit-2025.pub"]
+    assert audit.verification_keys[0].key.public_bytes_raw() == earlier.public_key().public_bytes_raw()
+    assert audit.forward.syslog is not None
+    assert (audit.forward.syslog.address, audit.forward.syslog.transport, audit.forward.syslog.facility) == (
+        "127.0.0.1:514", "tcp", "authpriv")
 
 
 def test_a_missing_metadata_file_is_reported_at_the_metadata_key(config_dir: Path) -> None:

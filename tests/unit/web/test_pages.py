@@ -48,8 +48,9 @@ def app(config_dir: Path, demo_material: Any, redis_url: str, redis_prefix: str)
 
 @pytest.fixture(scope="module")
 def render_app(demo_material: Any, redis_url: str) -> Flask:
-    """For rendering only (no request reaches the store or the audit file): built once, from the
-    generated configuration as it is."""
+    """For rendering only (no request reaches the store or the audit trail; starting writes the chain's
+    configuration_loaded into the shared demo material's audit directory): built once, from the generated
+    configuration as it is."""
     return create_app(load_settings(demo_material.config), store=RedisStore(redis_url, prefix="test:unused:"),
                       instance_id="test")
 

@@ -1,0 +1,482 @@
+"""`broker audit verify|query|report|pseudonym|keygen` (docs/audit.md, "Reviewer tools"), run through click.
+
+The data is real: events written by an AuditTrail into the example configuration's audit directory, with
+its signing key and pseudonym key, over three days; one test also logs Bo in through the app.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+import stat
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from broker.app import create_app
+from broker.audit.chain import ChainSettings, ChainWriter
+from broker.audit.events import AuditEvent
+from broker.audit.keys import AuditSigner, key_id, public_pem
+from broker.audit.trail import AuditTrail, Pseudonymiser
+from broker.cli import main
+from broker.clock import FixedClock
+from broker.config.loader import load_settings
+from broker.model import Identity
+from broker.session.store import RedisStore
+from tests.factories.audit import FACTS, dump, lines_of, make_trail, make_writer, only_chain, records_of, write_lines
+from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
+
+BO_PNR = "191212121212"
+ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a")
+BO = Identity("personnummer", BO_PNR, "kommun-b")
+SP_A = "https://sp-a.example/metadata"
+SP_B = "https://sp-b.example/metadata"
+DAY1 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
+DAY2 = DAY1 + dt.timedelta(days=1)
+DAY3 = DAY1 + dt.timedelta(days=2)
+COLUMNS = ["time", "event", "outcome", "reason", "municipality", "user", "sp", "correlation_id", "client", "detail"]
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, ["audit", *args], input=input)
+
+
+@dataclass
+class Dataset:
+    config: Path
+    directory: Path
+    chain: str
+    file: Path
+    public: Path
+    bo: str           # Bo's pseudonym under the configuration's key
+
+
+def _events() -> list[tuple[dt.datetime, AuditEvent]]:
+    def at(day: dt.datetime, minutes: int) -> dt.datetime:
+        return day + dt.timedelta(minutes=minutes)
+
+    def login(day: dt.datetime, minute: int, cid: str, who: Identity, sp: str) -> list[tuple[dt.datetime, AuditEvent]]:
+        return [
+            (at(day, minute), AuditEvent("login_started", "info", cid, sp=sp, client_address="192.0.2.7",
+                                         data={"binding": "redirect"})),
+            (at(day, minute), AuditEvent("certificate_accepted", "success", cid, identity=who, certificate=FACTS,
+                                         sp=sp, client_address="192.0.2.7",
+                                         data={"loa": "loa3", "policy": "2.999.1.3"})),
+            (at(day, minute + 1), AuditEvent("assertion_issued", "success", cid, identity=who, sp=sp,
+                                             client_address="192.0.2.7",
+                                             data={"loa": "loa3", "nameid": "n", "nameid_format": "persistent",
+                                                   "attributes": ("givenName",), "session": "new"})),
+        ]
+
+    return [
+        *login(DAY1, 0, "A1", ANNA, SP_A),
+        *login(DAY1, 10, "B1", BO, SP_B),
+        (at(DAY1, 20), AuditEvent("certificate_rejected", "failure", "D1", reason="certificate_expired",
+                                  municipality="kommun-a", client_address="192.0.2.8",
+                                  detail="expired, with a comma")),
+        *login(DAY2, 0, "B2", BO, SP_A),
+        (at(DAY2, 30), AuditEvent("login_refused", "failure", "X1", reason="certificate_missing",
+                                  client_address="192.0.2.9")),
+        *login(DAY3, 0, "A2", ANNA, SP_B),
+        (at(DAY3, 40), AuditEvent("certificate_rejected", "failure", "G1", reason="revoked", municipality="kommun-b",
+                                  client_address="192.0.2.10")),
+    ]
+
+
+@pytest.fixture
+def data(config_dir: Path, tmp_path: Path) -> Dataset:
+    """Three days of logins written with the configuration's own keys, as the app would."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer = ChainWriter(ChainSettings(audit.directory.path, "cli", dt.timedelta(hours=1), 1 << 30,
+                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
+                         background=False)
+    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli")
+    for when, event in _events():
+        clock.set(when)
+        trail.record(event)
+        trail.sync()
+    writer.close()
+    chain, (file,) = only_chain(audit.directory.path)
+    public = tmp_path / "audit-signing.pub"
+    public.write_bytes(public_pem(audit.signing_key.key.public_key()))
+    return Dataset(config_dir, audit.directory.path, chain, file, public,
+                   Pseudonymiser(audit.pseudonym_key.value).personnummer(BO_PNR))
+
+
+# --- verify ---------------------------------------------------------------------------------------------
+
+
+def test_verify_intact_exits_0(data: Dataset) -> None:
+    result = run("verify", str(data.directory), "--key", str(data.public))
+    assert result.exit_code == 0, result.output
+    total = len(lines_of(data.file))
+    checkpoints = sum(r["event"] == "audit_checkpoint" for r in records_of(data.file))
+    assert result.stdout == (f"{data.chain}: intact; {total} records in 1 file(s), {checkpoints} checkpoint(s), "
+                             f"sealed up to seq {total}, closed\n")
+    assert "FIRST PROBLEM" not in result.output
+
+
+def test_verify_with_the_configuration_finds_directory_and_key(data: Dataset) -> None:
+    result = run("verify", "--config", str(data.config))
+    assert result.exit_code == 0, result.output
+    assert f"{data.chain}: intact" in result.stdout
+
+
+def test_verify_tampered_exits_1_naming_the_first_problem(data: Dataset) -> None:
+    lines = lines_of(data.file)
+    record = json.loads(lines[5])
+    record["outcome"] = "failure"
+    lines[5] = dump(record)
+    write_lines(data.file, lines)
+    result = run("verify", str(data.directory), "--key", str(data.public))
+    assert result.exit_code == 1
+    assert f"{data.chain}: NOT INTACT" in result.stdout
+    assert (f"FIRST PROBLEM: {data.file}:6 (seq {record['seq']}): modified: its hash differs from what the next "
+            f"record (seq {record['seq'] + 1}) recorded\n") in result.stderr
+
+
+def test_verify_json(data: Dataset) -> None:
+    lines = lines_of(data.file)
+    write_lines(data.file, lines[:7] + lines[8:])  # seq 8 deleted
+    result = run("verify", str(data.directory), "--key", str(data.public), "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["intact"] is False
+    assert report["first_problem"] == {"file": str(data.file), "line": 8, "seq": 9, "what": "missing",
+                                       "detail": "record(s) 8 are missing before this one"}
+    (chain,) = report["chains"]
+    assert chain["chain"] == data.chain
+    assert chain["files"] == [str(data.file)]
+    assert chain["records"] == chain["last_seq"] == 7
+    assert chain["problems"] == [report["first_problem"]]
+    assert chain["key_ids"] == [key_id(load_public(data.public))]
+    assert set(chain) == {"chain", "files", "records", "last_seq", "checkpoints", "sealed_seq", "closed", "key_ids",
+                          "warnings", "problems"}
+
+
+def test_verify_json_intact(data: Dataset) -> None:
+    result = run("verify", str(data.directory), "--key", str(data.public), "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.stdout)
+    assert report["intact"] is True
+    assert report["first_problem"] is None
+    assert report["chains"][0]["closed"] is True
+    assert report["chains"][0]["sealed_seq"] == len(lines_of(data.file))
+
+
+def test_verify_without_a_key_exits_2(data: Dataset) -> None:
+    result = run("verify", str(data.directory))
+    assert result.exit_code == 2
+    assert "no verification key" in result.stderr
+
+
+def test_verify_without_chains_exits_2(data: Dataset, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("verify", str(empty), "--key", str(data.public))
+    assert result.exit_code == 2
+    assert "no audit chains found" in result.stderr
+
+
+def test_verify_with_an_unreadable_key_file_exits_2(data: Dataset, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key\n")
+    result = run("verify", str(data.directory), "--key", str(bad))
+    assert result.exit_code == 2
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(path.read_bytes())
+    assert isinstance(key, Ed25519PublicKey)
+    return key
+
+
+# --- query ---------------------------------------------------------------------------------------------------
+
+
+def query_jsonl(*args: str, input: str | None = None) -> list[dict[str, Any]]:
+    result = run("query", *args, "--format", "jsonl", input=input)
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def cids(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(r["correlation_id"], r["event"]) for r in found]
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    pytest.param(["--user", "SE2120001009-anna", "--event", "assertion_issued"], [("A1", "assertion_issued"),
+                                                                                 ("A2", "assertion_issued")],
+                 id="user"),
+    pytest.param(["--municipality", "kommun-b", "--outcome", "failure"], [("G1", "certificate_rejected")],
+                 id="municipality"),
+    pytest.param(["--sp", SP_A, "--event", "assertion_issued"], [("A1", "assertion_issued"),
+                                                                 ("B2", "assertion_issued")], id="sp"),
+    pytest.param(["--outcome", "failure"], [("D1", "certificate_rejected"), ("X1", "login_refused"),
+                                            ("G1", "certificate_rejected")], id="outcome"),
+    pytest.param(["--reason", "revoked"], [("G1", "certificate_rejected")], id="reason"),
+    pytest.param(["--event", "login_refused", "--event", "certificate_rejected"],
+                 [("D1", "certificate_rejected"), ("X1", "login_refused"), ("G1", "certificate_rejected")],
+                 id="events"),
+    pytest.param(["--correlation-id", "B2"], [("B2", "login_started"), ("B2", "certificate_accepted"),
+                                              ("B2", "assertion_issued")], id="correlation-id"),
+    pytest.param(["--since", "2026-11-25T00:00:00Z", "--until", "2026-11-26T00:00:00Z"],
+                 [("B2", "login_started"), ("B2", "certificate_accepted"), ("B2", "assertion_issued"),
+                  ("X1", "login_refused")], id="time-range"),
+    pytest.param(["--since", "2026-11-26T08:40:00Z"], [("G1", "certificate_rejected")], id="since-inclusive"),
+    pytest.param(["--until", "2026-11-24T08:00:00Z"], [], id="until-exclusive"),
+    pytest.param(["--user", "SE2120001009-anna", "--sp", SP_B, "--outcome", "success"],
+                 [("A2", "certificate_accepted"), ("A2", "assertion_issued")], id="criteria-combine"),
+])
+def test_query_filters(data: Dataset, args: list[str], expected: list[tuple[str, str]]) -> None:
+    assert cids(query_jsonl(str(data.directory), *args)) == expected
+
+
+def test_query_leaves_out_the_chains_own_records_unless_asked(data: Dataset) -> None:
+    events = {r["event"] for r in query_jsonl(str(data.directory))}
+    assert not events & {"audit_chain_started", "audit_checkpoint"}
+    with_system = {r["event"] for r in query_jsonl(str(data.directory), "--system")}
+    assert {"audit_chain_started", "audit_checkpoint"} <= with_system
+
+
+def test_query_jsonl_gives_the_records_as_written(data: Dataset) -> None:
+    found = query_jsonl(str(data.directory), "--correlation-id", "D1")
+    assert found == [r for r in records_of(data.file) if r.get("correlation_id") == "D1"]
+
+
+def test_query_by_pseudonym(data: Dataset) -> None:
+    found = query_jsonl(str(data.directory), "--user", data.bo, "--event", "assertion_issued")
+    assert cids(found) == [("B1", "assertion_issued"), ("B2", "assertion_issued")]
+
+
+def test_query_personnummer_from_stdin_finds_bos_events(data: Dataset) -> None:
+    found = query_jsonl(str(data.directory), "--config", str(data.config), "--personnummer-stdin",
+                        input=BO_PNR + "\n")
+    assert cids(found) == [("B1", "certificate_accepted"), ("B1", "assertion_issued"),
+                           ("B2", "certificate_accepted"), ("B2", "assertion_issued")]
+    assert {r["user"] for r in found} == {data.bo}
+
+
+def test_query_csv(data: Dataset) -> None:
+    result = run("query", str(data.directory), "--outcome", "failure", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == COLUMNS
+    parsed = [dict(zip(COLUMNS, row, strict=True)) for row in rows[1:]]
+    assert [(r["correlation_id"], r["reason"], r["municipality"]) for r in parsed] == [
+        ("D1", "certificate_expired", "kommun-a"), ("X1", "certificate_missing", ""), ("G1", "revoked", "kommun-b")]
+    assert parsed[0]["detail"] == "expired, with a comma"  # quoted, not split
+    assert parsed[0]["time"] == "2026-11-24T08:20:00.000Z"
+    assert parsed[0]["client"] == "192.0.2.8"
+
+
+def test_query_table(data: Dataset) -> None:
+    result = run("query", str(data.directory), "--reason", "revoked")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["time", "event", "outcome", "reason", "municipality", "correlation_id", "client"]
+    (row,) = rows
+    assert row.split() == ["2026-11-26T08:40:00.000Z", "certificate_rejected", "failure", "revoked", "kommun-b",
+                           "G1", "192.0.2.10"]
+    assert "1 event(s)" in result.stderr
+
+
+def test_query_rejects_a_bad_time(data: Dataset) -> None:
+    result = run("query", str(data.directory), "--since", "yesterday")
+    assert result.exit_code == 2
+    assert "--since/--until" in result.stderr
+
+
+# --- pseudonym -----------------------------------------------------------------------------------------------
+
+
+def test_pseudonym_reads_stdin_and_matches_the_records(data: Dataset) -> None:
+    result = run("pseudonym", "--config", str(data.config), input=BO_PNR + "\n")
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(r"pnr:[0-9a-f]{32}\n", result.stdout)
+    users = {r["user"] for r in records_of(data.file) if r.get("user_kind") == "personnummer"}
+    assert users == {result.stdout.strip()}
+    assert BO_PNR not in data.file.read_text()
+
+
+@pytest.mark.parametrize("number", [
+    pytest.param("191212121213", id="check-digit"),
+    pytest.param("1212121212", id="ten-digits"),
+    pytest.param("19121312121", id="eleven-digits"),
+    pytest.param("191213321212", id="no-such-date"),
+    pytest.param("", id="empty"),
+])
+def test_pseudonym_rejects_what_is_not_a_personnummer(data: Dataset, number: str) -> None:
+    result = run("pseudonym", "--config", str(data.config), input=number + "\n")
+    assert result.exit_code == 2
+    assert "pnr:" not in result.output
+
+
+def test_pseudonym_never_takes_the_number_as_an_argument(data: Dataset) -> None:
+    result = run("pseudonym", "--config", str(data.config), BO_PNR, input="")
+    assert result.exit_code == 2
+    assert "pnr:" not in result.output
+    options = run("pseudonym", "--help").stdout
+    assert "--config" in options
+    assert "personnummer" not in re.findall(r"--[a-z-]+", options)
+
+
+def test_pseudonym_of_bo_after_a_real_login(config_dir: Path, demo_material: Any, redis_url: str,
+                                           redis_prefix: str) -> None:
+    app = create_app(load_settings(config_dir), store=RedisStore(redis_url, prefix=redis_prefix),
+                     instance_id="test")
+    services = app.extensions["broker"]
+    sp = make_sp(demo_material.root, services.metadata.document(), services.settings.broker.idp.entity_id)
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        browser = Browser(client, (Path(demo_material.users) / "bo.pem").read_text())
+        response = browser.get(sp.login_url())
+        assert response.status_code == 200
+        sp.accept(saml_response_form(response)[1]["SAMLResponse"])
+    services.audit.close()
+    pseudonym = run("pseudonym", "--config", str(config_dir), input=BO_PNR + "\n").stdout.strip()
+    found = query_jsonl(str(config_dir / "audit"), "--config", str(config_dir), "--personnummer-stdin",
+                        input=BO_PNR + "\n")
+    assert [r["event"] for r in found] == ["certificate_accepted", "assertion_issued"]
+    assert {r["user"] for r in found} == {pseudonym}
+    assert run("verify", "--config", str(config_dir)).exit_code == 0
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+class _Document(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: list[tuple[str, str, str]] = []
+        self.text: list[str] = []
+        self.style: list[str] = []
+        self._in_style = False
+        self.rows: list[list[str]] = []
+        self._row: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes += [(tag, name, value or "") for name, value in attrs]
+        self._in_style = tag == "style"
+        if tag == "tr":
+            self._row = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+        if tag == "style":
+            self._in_style = False
+
+    def handle_data(self, data: str) -> None:
+        (self.style if self._in_style else self.text).append(data)
+        if self._row is not None and data.strip():
+            self._row.append(data.strip())
+
+
+def read_html(path: Path) -> tuple[str, _Document]:
+    text = path.read_text(encoding="utf-8")
+    document = _Document()
+    document.feed(text)
+    return text, document
+
+
+def assert_self_contained(text: str, document: _Document) -> None:
+    assert "<script" not in text.lower()
+    assert not set(document.tags) & {"script", "link", "img", "iframe", "object", "embed", "image", "use"}
+    for tag, name, value in document.attributes:
+        assert not name.lower().startswith("on"), (tag, name)
+        if "http" in value.lower():
+            # an SVG namespace name is an identifier, never fetched; any other URL in an attribute is a reference
+            assert (tag, name, value) == ("svg", "xmlns", "http://www.w3.org/2000/svg"), (tag, name, value)
+    css = "".join(document.style).lower()
+    assert "url(" not in css
+    assert "@import" not in css
+
+
+def test_report_is_one_self_contained_html_file(data: Dataset, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    result = run("report", str(data.directory), "--config", str(data.config), "--html", str(out))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (intact)" in result.stdout
+    text, document = read_html(out)
+    assert_self_contained(text, document)
+    assert "<svg" in text
+    body = " ".join(document.text)
+    assert "Audit trail: intact (1 chain(s))." in body.replace("  ", " ")
+    rows = document.rows
+    assert ["certificate_expired", "1"] in rows
+    assert ["certificate_missing", "1"] in rows
+    assert ["revoked", "1"] in rows
+    assert ["2026-11-24", "1", "1", "2"] in rows      # day, kommun-a, kommun-b, total
+    assert ["2026-11-25", "0", "1", "1"] in rows
+    assert ["2026-11-26", "1", "0", "1"] in rows
+    assert [SP_A, "2"] in rows
+    assert [SP_B, "2"] in rows
+    assert [data.chain, "1", str(len(lines_of(data.file))), str(len(lines_of(data.file))),
+            key_id(load_public(data.public)), "intact"] in rows
+    assert "Assertions issued: 4" in body.replace("  ", " ")
+
+
+def test_report_period_and_integrity_problems(data: Dataset, tmp_path: Path) -> None:
+    lines = lines_of(data.file)
+    write_lines(data.file, lines[:4] + lines[5:])
+    out = tmp_path / "report.html"
+    result = run("report", str(data.directory), "--config", str(data.config), "--html", str(out),
+                 "--since", "2026-11-25T00:00:00Z", "--until", "2026-11-26T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert "integrity problems" in result.stdout
+    text, document = read_html(out)
+    assert_self_contained(text, document)
+    assert "NOT intact" in text
+    assert f"{data.file}:5 (seq 6): missing" in " ".join(document.text)
+    assert ["2026-11-25", "1", "1"] in document.rows
+    assert not [r for r in document.rows if r and r[0] in ("2026-11-24", "2026-11-26")]
+
+
+# --- keygen -----------------------------------------------------------------------------------------------------
+
+
+def test_keygen_writes_a_private_key_and_its_public_half(tmp_path: Path) -> None:
+    out = tmp_path / "keys" / "audit-signing.key"
+    result = run("keygen", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    private = serialization.load_pem_private_key(out.read_bytes(), password=None)
+    assert isinstance(private, Ed25519PrivateKey)
+    pub = out.with_name("audit-signing.key.pub")
+    assert b"PRIVATE" not in pub.read_bytes()
+    public = load_public(pub)
+    assert public_pem(public) == public_pem(private.public_key())
+    assert key_id(public) in result.stdout
+
+    # the pair works: a chain signed with the new key verifies with the .pub
+    directory = tmp_path / "audit"
+    clock = FixedClock(DAY1)
+    writer = make_writer(directory, clock, private)
+    make_trail(writer, clock).record(AuditEvent("login_started", "info", "K1", sp=SP_A))
+    writer.close()
+    assert run("verify", str(directory), "--key", str(pub)).exit_code == 0
+
+
+def test_keygen_never_overwrites_a_key(tmp_path: Path) -> None:
+    out = tmp_path / "audit-signing.key"
+    assert run("keygen", "--out", str(out)).exit_code == 0
+    before = out.read_bytes(), out.with_name(out.name + ".pub").read_bytes()
+    result = run("keygen", "--out", str(out))
+    assert result.exit_code == 2
+    assert "not overwriting" in result.stderr
+    assert (out.read_bytes(), out.with_name(out.name + ".pub").read_bytes()) == before

@@ -1,0 +1,401 @@
+"""Crashes, full disks and concurrent writers (docs/audit.md, "Crashes" and "Durability").
+
+Writers run in other interpreters (``sys.executable -c``) so they can be killed with SIGKILL, limited with
+RLIMIT_FSIZE (a file-size limit: a write past it fails with EFBIG, like a full disk) or run side by side.
+The test process then verifies the directory as a reviewer would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+
+from broker.app import create_app
+from broker.audit.chain import chain_files, line_hash
+from broker.audit.verify import Verification
+from broker.clock import FixedClock
+from broker.config.loader import load_settings
+from broker.session.store import RedisStore
+from tests.factories.audit import (
+    T0,
+    lines_of,
+    make_writer,
+    only_chain,
+    records_of,
+    run_python,
+    start_python,
+    verified,
+    write_key,
+)
+from tests.factories.saml import BASE_URL, Browser, forms, make_sp
+
+PROBLEMS_A_CRASH_MAY_NOT_CAUSE = {"modified", "missing", "inserted", "reordered", "truncated",
+                                  "bad checkpoint signature", "unknown key"}
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path, key: Ed25519PrivateKey) -> Path:
+    return write_key(tmp_path / "audit-signing.key", key)
+
+
+def whole_lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def assert_every_line_is_whole_json(directory: Path, *, allow_torn_tail: bool = False) -> None:
+    for files in chain_files(directory).values():
+        for index, (_, path) in enumerate(files):
+            raw = lines_of(path)
+            if allow_torn_tail and index == len(files) - 1 and raw and not raw[-1].endswith(b"\n"):
+                raw = raw[:-1]
+            for line in raw:
+                assert line.endswith(b"\n"), (path.name, line[:80])
+                json.loads(line)
+
+
+# --- kill -9 under load ------------------------------------------------------------------------------------
+
+LOAD = """
+clock = SystemClock()
+settings = ChainSettings(directory, "victim", dt.timedelta(milliseconds=20), 1 << 30, dt.timedelta(days=1))
+writer = ChainWriter(settings, AuditSigner(key), clock, background=False)
+trail = AuditTrail(writer, clock, pseudonym_key=b"p" * 32, instance_id="victim")
+
+def work(n):
+    i = 0
+    while True:
+        trail.record(AuditEvent("login_started", "info", f"T{n}-{i}", sp="https://sp.example/md",
+                                client_address="192.0.2.7", detail="x" * (i % 9 * 60)))
+        trail.sync()
+        i += 1
+
+threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def kill_under_load(directory: Path, key_file: Path, lines: int) -> None:
+    process = start_python(LOAD, str(directory), str(key_file))
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and process.poll() is None:
+            files = list(directory.glob("victim.*.000001.jsonl"))
+            if files and whole_lines(files[0]) >= lines:
+                break
+            time.sleep(0.002)
+        assert process.poll() is None, process.communicate()[1]
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(10)
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+
+def assert_crashed_chain_before_recovery(result: Verification, files: list[Path]) -> None:
+    """Intact up to its last whole line (unsealed tail: a warning), or torn exactly at the last line."""
+    (report,) = result.chains
+    raw = lines_of(files[-1])
+    whole = [line for line in raw if line.endswith(b"\n")]
+    if len(whole) < len(raw):
+        (problem,) = report.problems
+        assert (problem.what, problem.file, problem.line) == ("torn", str(files[-1]), len(raw)), str(problem)
+    else:
+        assert report.problems == [], [str(p) for p in report.problems]
+        if report.sealed_seq < report.last_seq:
+            assert "follow the last checkpoint" in report.warnings[0]
+    assert not {p.what for p in report.problems} & PROBLEMS_A_CRASH_MAY_NOT_CAUSE
+    assert report.last_seq == json.loads(whole[-1])["seq"]
+
+
+@pytest.mark.parametrize("lines", [pytest.param(300, id="run-1"), pytest.param(500, id="run-2"),
+                                   pytest.param(700, id="run-3")])
+def test_kill_9_under_load_then_recovery_and_verify(tmp_path: Path, key: Ed25519PrivateKey, key_file: Path,
+                                                    lines: int) -> None:
+    directory = tmp_path / "audit"
+    kill_under_load(directory, key_file, lines)
+    crashed, files = only_chain(directory)
+    assert_every_line_is_whole_json(directory, allow_torn_tail=True)
+    assert_crashed_chain_before_recovery(verified(directory, key), files)
+
+    raw = lines_of(files[-1])
+    torn = b"" if raw[-1].endswith(b"\n") else raw[-1]
+    last_whole = raw[-2] if torn else raw[-1]
+
+    clock = FixedClock(T0)
+    recovering = make_writer(directory, clock, key, instance="next")
+    recovering.checkpoint()  # starts the new chain: it attests the crashed one
+    (attestation,) = [r for r in records_of(next(directory.glob(f"{recovering.chain_id}.000001.jsonl")))
+                      if r["event"] == "audit_chain_recovered"]
+    assert attestation["data"] == {"chain": crashed, "file": files[-1].name,
+                                   "last_seq": json.loads(last_whole)["seq"], "last_hash": line_hash(last_whole),
+                                   "torn_bytes": len(torn)}
+    assert (directory / f"{crashed}.recovered").exists()
+    recovering.close()
+
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+    reports = {r.chain: r for r in result.chains}
+    assert reports[crashed].sealed_seq == reports[crashed].last_seq == json.loads(last_whole)["seq"]
+    if torn:
+        assert [w for w in reports[crashed].warnings if w.startswith("torn last line")]
+    else:
+        assert reports[crashed].warnings == []
+    assert [a["chain"] for a in reports[recovering.chain_id].attestations] == [crashed]
+
+
+CRASH_AFTER_WRITES = """
+clock = FixedClock(dt.datetime(2026, 11, 27, 7, 0, tzinfo=dt.timezone.utc))
+settings = ChainSettings(directory, "victim", dt.timedelta(hours=1), 1 << 30, dt.timedelta(days=1))
+writer = ChainWriter(settings, AuditSigner(key), clock, background=False)
+trail = AuditTrail(writer, clock, pseudonym_key=b"p" * 32, instance_id="victim")
+for i in range(6):
+    trail.record(AuditEvent("login_started", "info", f"C{i}", sp="https://sp.example/md", client_address="192.0.2.7"))
+    trail.sync()
+writer.checkpoint()  # what a rotation does before it leaves the file
+os._exit(0)  # no close: like a crash
+"""
+
+
+@pytest.mark.parametrize("first_line", [pytest.param(b"", id="empty-new-file"),
+                                        pytest.param(b'{"v":1,"seq":10,"prev":"', id="torn-first-line")])
+def test_crash_right_after_rotation_is_attested_from_the_previous_file(tmp_path: Path, key: Ed25519PrivateKey,
+                                                                       key_file: Path, first_line: bytes) -> None:
+    """A writer rotates by sealing its file, creating <chain>.000002.jsonl (O_EXCL, fsync of the directory)
+    and then writing to it; killed in between, it leaves an empty (or torn) last file. The chain up to
+    the end of file 1 is whole and sealed, so the recovery must attest that, not seq 0."""
+    directory = tmp_path / "audit"
+    finished = run_python(CRASH_AFTER_WRITES, str(directory), str(key_file))
+    assert finished.returncode == 0, finished.stderr
+    crashed, (first,) = only_chain(directory)
+    (directory / first.name.replace(".000001.", ".000002.")).write_bytes(first_line)
+    last_whole = lines_of(first)[-1]
+    assert json.loads(last_whole)["event"] == "audit_checkpoint"
+
+    recovering = make_writer(directory, FixedClock(T0), key, instance="next")
+    recovering.checkpoint()
+    recovering.close()
+    (attestation,) = [r for r in records_of(next(directory.glob(f"{recovering.chain_id}.000001.jsonl")))
+                      if r["event"] == "audit_chain_recovered"]
+    assert (attestation["data"]["chain"], attestation["data"]["last_seq"], attestation["data"]["last_hash"]) == (
+        crashed, json.loads(last_whole)["seq"], line_hash(last_whole))
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+
+
+# --- disk full --------------------------------------------------------------------------------------------
+
+LIMIT = 32768
+
+FILL = """
+import resource, signal
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit fails with EFBIG instead
+limit = int(sys.argv[5])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+interval = dt.timedelta(seconds=float(sys.argv[3]))
+stop_at = sys.argv[4]
+clock = FixedClock(dt.datetime(2026, 11, 27, 7, 0, tzinfo=dt.timezone.utc))
+settings = ChainSettings(directory, "full", interval, 1 << 30, dt.timedelta(days=1))
+writer = ChainWriter(settings, AuditSigner(key), clock, background=False)
+trail = AuditTrail(writer, clock, pseudonym_key=b"p" * 32, instance_id="full")
+
+def record(i):
+    trail.record(AuditEvent("login_started", "info", f"C{i:05d}", sp="https://sp.example/md",
+                            client_address="192.0.2.7", detail="d" * 150))
+    trail.sync()
+
+written, failures = [], []
+for i in range(3000):
+    try:
+        record(i)
+        written.append(i)
+    except AuditUnavailable as exc:
+        failures.append({"i": i, "error": str(exc)})
+        if stop_at in str(exc):
+            break
+after = None
+try:
+    record(99999)
+    after = "written"
+except AuditUnavailable as exc:
+    after = str(exc)
+print(json.dumps({"written": written, "failures": failures, "after": after}))
+"""
+
+
+def fill(directory: Path, key_file: Path, *, interval: float, stop_at: str) -> dict[str, Any]:
+    finished = run_python(FILL, str(directory), str(key_file), str(interval), stop_at, str(LIMIT))
+    assert finished.returncode == 0, finished.stderr
+    return dict(json.loads(finished.stdout))
+
+
+def test_full_disk_cuts_the_partial_line_back_and_the_chain_goes_on(tmp_path: Path, key: Ed25519PrivateKey,
+                                                                    key_file: Path) -> None:
+    directory = tmp_path / "audit"
+    outcome = fill(directory, key_file, interval=3600, stop_at=".jsonl")
+    (failure,) = outcome["failures"]
+    assert "File too large" in failure["error"]
+    assert outcome["written"] == list(range(failure["i"]))
+    assert outcome["after"] == "written"  # the next record goes to a fresh file
+    _, files = only_chain(directory)
+    assert len(files) == 2
+    full = files[0]
+    assert full.stat().st_size < LIMIT
+    assert full.read_bytes().endswith(b"\n")  # the partial line was cut back
+    assert_every_line_is_whole_json(directory)
+    logins = [r["correlation_id"] for path in files for r in records_of(path) if r["event"] == "login_started"]
+    assert logins == [f"C{i:05d}" for i in outcome["written"]] + ["C99999"]
+    abandoned = records_of(files[1])[0]
+    assert abandoned["event"] == "audit_file_abandoned"
+    assert abandoned["data"] == {"file": full.name, "bytes": full.stat().st_size, "truncated_partial_line": True,
+                                 "error": "File too large"}
+    assert abandoned["prev"] == line_hash(lines_of(full)[-1])
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+    assert not [p for c in result.chains for p in c.problems]
+
+
+def test_full_disk_while_writing_the_checkpoint_index(tmp_path: Path, key: Ed25519PrivateKey,
+                                                      key_file: Path) -> None:
+    """A checkpoint after every record: the index fills up too. Whatever write fails, no file may be left
+    with a partial line that the verifier then calls a modification."""
+    directory = tmp_path / "audit"
+    outcome = fill(directory, key_file, interval=0, stop_at="checkpoints.jsonl")
+    assert "checkpoints.jsonl" in outcome["failures"][-1]["error"]
+    result = verified(directory, key)
+    problems = [p for c in result.chains for p in c.problems]
+    assert not [p for p in problems if p.what == "modified"], [str(p) for p in problems]
+    assert result.ok
+    for path in directory.glob("*.checkpoints.jsonl"):
+        assert path.read_bytes().endswith(b"\n")
+
+
+# --- the audit directory fails under a running app ------------------------------------------------------------
+
+
+@pytest.fixture
+def store(redis_url: str, redis_prefix: str) -> RedisStore:
+    return RedisStore(redis_url, prefix=redis_prefix)
+
+
+def replace_by_a_file(directory: Path) -> None:
+    """Root ignores file modes, so the directory is made unusable by putting a regular file in its place."""
+    for f in directory.iterdir():
+        f.unlink()
+    directory.rmdir()
+    directory.write_text("not a directory\n")
+
+
+def login_page(app: Flask, demo_material: Any, user: str = "anna") -> Any:
+    metadata = app.extensions["broker"].metadata.document()
+    sp = make_sp(demo_material.root, metadata, app.extensions["broker"].settings.broker.idp.entity_id)
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        browser = Browser(client, (Path(demo_material.users) / f"{user}.pem").read_text())
+        return browser.get(sp.login_url(force_authn=True))
+
+
+def assert_fails_closed(response: Any) -> None:
+    assert response.status_code == 503
+    assert response.headers["X-Broker-Reason"] == "audit_unavailable"
+    assert not any("SAMLResponse" in fields for _, fields in forms(response))
+    assert "SAMLResponse" not in response.get_data(as_text=True)
+
+
+def test_login_fails_closed_when_the_audit_directory_is_replaced_after_start(
+        config_dir: Path, demo_material: Any, store: RedisStore) -> None:
+    app = create_app(load_settings(config_dir), store=store, instance_id="test")
+    assert list((config_dir / "audit").glob("test.*.000001.jsonl"))  # the chain is open
+    replace_by_a_file(config_dir / "audit")
+    assert_fails_closed(login_page(app, demo_material))
+
+
+def test_login_fails_closed_when_the_audit_directory_is_unusable_from_the_start(
+        config_dir: Path, demo_material: Any, store: RedisStore) -> None:
+    settings = load_settings(config_dir)
+    replace_by_a_file(config_dir / "audit")
+    app = create_app(settings, store=store, instance_id="test")
+    for _attempt in range(2):
+        assert_fails_closed(login_page(app, demo_material))
+
+
+def test_logins_work_again_once_the_audit_directory_is_back(config_dir: Path, demo_material: Any,
+                                                           store: RedisStore) -> None:
+    """Like the session store, the audit recovers without a restart once its directory is usable again."""
+    settings = load_settings(config_dir)
+    replace_by_a_file(config_dir / "audit")
+    app = create_app(settings, store=store, instance_id="test")
+    assert_fails_closed(login_page(app, demo_material))
+    (config_dir / "audit").unlink()
+    (config_dir / "audit").mkdir()
+    response = login_page(app, demo_material)
+    assert response.status_code == 200, response.headers.get("X-Broker-Reason")
+    assert any("SAMLResponse" in fields for _, fields in forms(response))
+
+
+# --- several writer processes at once -----------------------------------------------------------------------
+
+CONCURRENT = """
+clock = SystemClock()
+name = sys.argv[3]
+settings = ChainSettings(directory, name, dt.timedelta(milliseconds=10), 30000, dt.timedelta(days=1))
+writer = ChainWriter(settings, AuditSigner(key), clock, background=False)
+trail = AuditTrail(writer, clock, pseudonym_key=b"p" * 32, instance_id=name)
+
+def work(n):
+    for i in range(250):
+        trail.record(AuditEvent("login_started", "info", f"{name}-{n}-{i:03d}", sp="https://sp.example/md",
+                                client_address="192.0.2.7", detail="y" * (i % 5 * 70)))
+        trail.sync()
+
+threads = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+writer.close()
+print(writer.chain_id)
+"""
+
+
+def test_writer_processes_side_by_side_keep_their_chains_apart(tmp_path: Path, key: Ed25519PrivateKey,
+                                                               key_file: Path) -> None:
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    processes = [start_python(CONCURRENT, str(directory), str(key_file), f"w{n}") for n in range(3)]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], [err for _, err in outputs]
+    chains = {out.strip(): n for n, (out, _) in enumerate(outputs)}
+    assert set(chain_files(directory)) == set(chains)
+    assert_every_line_is_whole_json(directory)
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+    for report in result.chains:
+        assert report.closed
+        assert report.warnings == []
+        assert len(report.files) >= 2  # rotated while the others wrote
+        name = f"w{chains[report.chain]}"
+        logins = [r["correlation_id"] for _, path in chain_files(directory)[report.chain]
+                  for r in records_of(path) if r["event"] == "login_started"]
+        assert sorted(logins) == sorted(f"{name}-{n}-{i:03d}" for n in range(2) for i in range(250))
+        assert report.attestations == []
+    assert list(directory.glob("*.recovered")) == []

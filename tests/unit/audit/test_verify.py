@@ -1,0 +1,353 @@
+"""`broker audit verify` finds every kind of tampering and names the first problem: file, line, seq, what.
+
+A clean chain of 36 logins rotates into three files and holds several checkpoints (one every 10 s of the
+FixedClock, one at each rotation, the final one at close). Each tamper case edits the files the way an
+intruder with write access would and states where the verifier must point.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from broker.audit.keys import AuditKeyring, AuditSigner, key_id, load_public_key, public_pem
+from broker.audit.verify import verify
+from broker.cli import main
+from broker.clock import FixedClock
+from tests.factories.audit import (
+    T0,
+    dump,
+    keyring_of,
+    lines_of,
+    make_trail,
+    make_writer,
+    only_chain,
+    records_of,
+    verified,
+    write_events,
+    write_lines,
+)
+
+KEY = Ed25519PrivateKey.generate()
+OTHER_KEY = Ed25519PrivateKey.generate()
+
+
+@dataclass
+class Chain:
+    directory: Path
+    name: str
+    files: list[Path]
+
+    @property
+    def index(self) -> Path:
+        return self.directory / f"{self.name}.checkpoints.jsonl"
+
+    def record(self, file: int, line: int) -> dict[str, Any]:
+        """The record at ``line`` (1-based) of the ``file``-th file (1-based)."""
+        return records_of(self.files[file - 1])[line - 1]
+
+    def seq(self, file: int, line: int) -> int:
+        return int(self.record(file, line)["seq"])
+
+    def edit(self, file: int, line: int, change: Callable[[dict[str, Any]], None]) -> None:
+        path = self.files[file - 1]
+        lines = lines_of(path)
+        record = json.loads(lines[line - 1])
+        change(record)
+        lines[line - 1] = dump(record)
+        write_lines(path, lines)
+
+    def line_numbers(self, file: int, event: str) -> list[int]:
+        return [n for n, r in enumerate(records_of(self.files[file - 1]), start=1) if r["event"] == event]
+
+
+def build(directory: Path, *, closed: bool = True, tail: int = 0) -> Chain:
+    """36 logins 3 s apart: checkpoints every 10 s, rotation at 10 000 bytes (three files); ``tail`` more
+    logins 1 s apart afterwards, which no checkpoint seals (if not ``closed``)."""
+    clock = FixedClock(T0)
+    writer = make_writer(directory, clock, KEY, rotate_bytes=10000, interval=dt.timedelta(seconds=10))
+    trail = make_trail(writer, clock)
+    write_events(trail, 36, clock=clock, step=dt.timedelta(seconds=3))
+    clock.advance(dt.timedelta(seconds=10))
+    write_events(trail, 1)  # sealed at once: the chain ends on a checkpoint
+    write_events(trail, tail, clock=clock, step=dt.timedelta(seconds=1))
+    if closed:
+        writer.close()
+    name, files = only_chain(directory)
+    return Chain(directory, name, files)
+
+
+@pytest.fixture
+def chain(tmp_path: Path) -> Chain:
+    built = build(tmp_path / "audit")
+    assert len(built.files) == 3
+    assert len(built.line_numbers(2, "audit_checkpoint")) >= 3
+    assert built.record(2, 3)["event"] == built.record(2, 4)["event"] == "certificate_accepted"
+    return built
+
+
+def test_the_clean_chain_is_intact(chain: Chain) -> None:
+    result = verified(chain.directory, KEY)
+    assert result.ok
+    assert result.first_problem() is None
+    (report,) = result.chains
+    assert report.chain == chain.name
+    assert report.files == [str(p) for p in chain.files]
+    total = sum(len(lines_of(p)) for p in chain.files)
+    assert report.records == report.last_seq == report.sealed_seq == total
+    assert report.checkpoints == sum(len(chain.line_numbers(n, "audit_checkpoint")) for n in (1, 2, 3)) >= 8
+    assert report.closed
+    assert report.warnings == []
+    assert report.key_ids == {key_id(KEY.public_key())}
+
+
+# --- tamper cases ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expected:
+    what: str
+    file: int          # which of the chain's files (1-based) the problem names
+    line: int | None
+    seq: int | None
+
+
+def modify_middle_record(c: Chain) -> Expected:
+    c.edit(2, 3, lambda r: r.update(user="SE2120001009-someone-else"))
+    return Expected("modified", 2, 3, c.seq(2, 3))
+
+
+def modify_last_sealed_record(c: Chain) -> Expected:
+    line = c.line_numbers(3, "certificate_accepted")[-1]  # the last login: checkpoints follow it
+    assert line > len(lines_of(c.files[2])) - 3
+    c.edit(3, line, lambda r: r.update(outcome="failure"))
+    return Expected("modified", 3, line, c.seq(3, line))
+
+
+def modify_unsigned_checkpoint_field(c: Chain) -> Expected:
+    line = c.line_numbers(2, "audit_checkpoint")[1]
+    c.edit(2, line, lambda r: r["data"].update(file=7))
+    return Expected("modified", 2, line, c.seq(2, line))
+
+
+def modify_signed_checkpoint_field(c: Chain) -> Expected:
+    line = c.line_numbers(2, "audit_checkpoint")[1]
+    c.edit(2, line, lambda r: r.update(time="2026-11-27T07:00:00.000Z"))
+    return Expected("bad checkpoint signature", 2, line, c.seq(2, line))
+
+
+def modify_sealed_hash_of_checkpoint(c: Chain) -> Expected:
+    line = c.line_numbers(2, "audit_checkpoint")[0]
+    c.edit(2, line, lambda r: r["data"].update(covers_hash="f" * 64))
+    return Expected("modified", 2, line, c.seq(2, line))
+
+
+def resign_checkpoint_with_another_key(c: Chain) -> Expected:
+    line = c.line_numbers(2, "audit_checkpoint")[1]
+    forger = AuditSigner(OTHER_KEY)
+
+    def forge(r: dict[str, Any]) -> None:
+        d = r["data"]
+        d["key_id"] = forger.key_id
+        d["signature"] = forger.sign(d["chain"], d["covers_seq"], d["covers_hash"], r["time"])
+
+    c.edit(2, line, forge)
+    return Expected("unknown key", 2, line, c.seq(2, line))
+
+
+def flip_a_signature_byte(c: Chain) -> Expected:
+    line = c.line_numbers(2, "audit_checkpoint")[1]
+
+    def flip(r: dict[str, Any]) -> None:
+        raw = bytearray(base64.b64decode(r["data"]["signature"]))
+        raw[10] ^= 0x01
+        r["data"]["signature"] = base64.b64encode(bytes(raw)).decode()
+
+    c.edit(2, line, flip)
+    return Expected("bad checkpoint signature", 2, line, c.seq(2, line))
+
+
+def delete_middle_line(c: Chain) -> Expected:
+    lines = lines_of(c.files[1])
+    seq = c.seq(2, 3)
+    write_lines(c.files[1], lines[:2] + lines[3:])
+    return Expected("missing", 2, 3, seq + 1)  # the line now holding seq+1 follows seq-1
+
+
+def delete_middle_file(c: Chain) -> Expected:
+    first_missing = c.seq(2, 1)
+    c.files[1].unlink()
+    return Expected("missing", 3, None, first_missing)
+
+
+def insert_duplicate_line(c: Chain) -> Expected:
+    lines = lines_of(c.files[1])
+    write_lines(c.files[1], [*lines[:3], lines[2], *lines[3:]])
+    return Expected("inserted", 2, 4, c.seq(2, 3))
+
+
+def swap_two_lines(c: Chain) -> Expected:
+    lines = lines_of(c.files[1])
+    later = c.seq(2, 4)
+    lines[2], lines[3] = lines[3], lines[2]
+    write_lines(c.files[1], lines)
+    return Expected("reordered", 2, 3, later)
+
+
+def truncate_after_an_indexed_checkpoint(c: Chain) -> Expected:
+    """The chain is cut right after a checkpoint and the last file removed: it still ends sealed, but the
+    index lists later checkpoints."""
+    line = c.line_numbers(2, "audit_checkpoint")[0]
+    next_indexed = next(cp["seq"] for cp in records_of(c.index) if cp["seq"] > c.seq(2, line))
+    write_lines(c.files[1], lines_of(c.files[1])[:line])
+    c.files[2].unlink()
+    return Expected("truncated", 2, None, next_indexed)
+
+
+def remove_the_final_checkpoint(c: Chain) -> Expected:
+    lines = lines_of(c.files[2])
+    final = c.seq(3, len(lines))
+    write_lines(c.files[2], lines[:-1])
+    return Expected("truncated", 3, None, final)
+
+
+def first_record_not_chain_start(c: Chain) -> Expected:
+    c.edit(1, 1, lambda r: r.update(event="configuration_loaded", correlation_id="-"))
+    return Expected("modified", 1, 1, 1)
+
+
+def modify_the_final_checkpoint(c: Chain) -> Expected:
+    """The chain's last line: nothing after it hashes it, but the checkpoint index holds a copy."""
+    line = len(lines_of(c.files[2]))
+    c.edit(3, line, lambda r: r["data"].update(final=False))
+    return Expected("modified", 3, line, c.seq(3, line))
+
+
+def replace_the_final_checkpoint_by_a_forged_record(c: Chain) -> Expected:
+    """An intruder turns the sealed end of a closed chain into a login of their choosing."""
+    line = len(lines_of(c.files[2]))
+
+    def forge(r: dict[str, Any]) -> None:
+        del r["data"]
+        r.update(event="assertion_issued", outcome="success", correlation_id="FORGED", user="SE2120001009-x",
+                 user_kind="hsa_id", municipality="kommun-a", sp="https://sp.example/md", client="192.0.2.9")
+
+    c.edit(3, line, forge)
+    return Expected("modified", 3, line, c.seq(3, line))
+
+
+TAMPERS = [
+    pytest.param(modify_middle_record, id="modify-middle-record"),
+    pytest.param(modify_last_sealed_record, id="modify-last-sealed-record"),
+    pytest.param(modify_unsigned_checkpoint_field, id="modify-checkpoint-unsigned-field"),
+    pytest.param(modify_signed_checkpoint_field, id="modify-checkpoint-signed-time"),
+    pytest.param(modify_sealed_hash_of_checkpoint, id="modify-checkpoint-covers-hash"),
+    pytest.param(resign_checkpoint_with_another_key, id="forge-checkpoint-other-key"),
+    pytest.param(flip_a_signature_byte, id="forge-checkpoint-flipped-signature-byte"),
+    pytest.param(delete_middle_line, id="delete-middle-line"),
+    pytest.param(delete_middle_file, id="delete-middle-rotated-file"),
+    pytest.param(insert_duplicate_line, id="insert-duplicate-line"),
+    pytest.param(swap_two_lines, id="swap-two-lines"),
+    pytest.param(truncate_after_an_indexed_checkpoint, id="truncate-after-indexed-checkpoint"),
+    pytest.param(remove_the_final_checkpoint, id="remove-final-checkpoint"),
+    pytest.param(first_record_not_chain_start, id="first-record-not-chain-start"),
+    pytest.param(modify_the_final_checkpoint, id="modify-final-checkpoint"),
+    pytest.param(replace_the_final_checkpoint_by_a_forged_record, id="forge-record-over-final-checkpoint"),
+]
+
+
+@pytest.mark.parametrize("tamper", TAMPERS)
+def test_tampering_is_detected_where_it_happened(chain: Chain, tamper: Callable[[Chain], Expected]) -> None:
+    files = list(chain.files)
+    expected = tamper(chain)
+    result = verified(chain.directory, KEY)
+    assert not result.ok
+    problem = result.first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line, problem.seq) == (
+        expected.what, str(files[expected.file - 1]), expected.line, expected.seq), str(problem)
+
+
+def test_torn_last_line_without_attestation(tmp_path: Path) -> None:
+    chain = build(tmp_path / "audit", closed=False, tail=3)
+    lines = lines_of(chain.files[2])
+    last = json.loads(lines[-1])
+    assert last["event"] == "certificate_accepted"  # not sealed, not in the index
+    write_lines(chain.files[2], [*lines[:-1], lines[-1][:40]])
+    result = verified(chain.directory, KEY)
+    problem = result.first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line, problem.seq) == (
+        "torn", str(chain.files[2]), len(lines), last["seq"])
+    assert f"records up to seq {last['seq'] - 1} verify" in problem.detail
+
+
+def test_a_torn_line_inside_the_chain_is_a_modification(chain: Chain) -> None:
+    lines = lines_of(chain.files[0])
+    write_lines(chain.files[0], [*lines[:-1], lines[-1][:-1]])  # the newline of file 1's last line is gone
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line) == ("modified", str(chain.files[0]), len(lines))
+
+
+# --- warnings and keys --------------------------------------------------------------------------------
+
+
+def test_records_after_the_last_checkpoint_are_only_a_warning(tmp_path: Path) -> None:
+    chain = build(tmp_path / "audit", closed=False, tail=3)
+    result = verified(chain.directory, KEY)
+    assert result.ok
+    (report,) = result.chains
+    assert report.last_seq == report.sealed_seq + 3
+    assert report.problems == []
+    assert report.warnings == [
+        f"records {report.sealed_seq + 1}..{report.last_seq} follow the last checkpoint (not sealed yet: the writer "
+        "is running, or crashed and no writer has attested it)"]
+    assert not report.closed
+
+
+def test_the_wrong_key_is_an_unknown_key(chain: Chain) -> None:
+    result = verified(chain.directory, OTHER_KEY)
+    problem = result.first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line, problem.seq) == ("unknown key", str(chain.files[0]), 2, 2)
+    assert key_id(KEY.public_key()) in problem.detail
+    assert key_id(OTHER_KEY.public_key()) in problem.detail
+
+
+def test_no_key_at_all_is_an_unknown_key(chain: Chain) -> None:
+    problem = verify([chain.directory], AuditKeyring([])).first_problem()
+    assert problem is not None
+    assert problem.what == "unknown key"
+
+
+def test_one_trusted_key_among_others_suffices(chain: Chain) -> None:
+    assert verify([chain.directory], keyring_of(OTHER_KEY, KEY)).ok
+
+
+def test_the_public_half_verifies_on_the_command_line(chain: Chain, tmp_path: Path) -> None:
+    public = tmp_path / "audit.pub"
+    public.write_bytes(public_pem(KEY.public_key()))
+    assert b"PRIVATE" not in public.read_bytes()
+    assert key_id(load_public_key(public.read_bytes())) == key_id(KEY.public_key())
+    result = CliRunner().invoke(main, ["audit", "verify", str(chain.directory), "--key", str(public)])
+    assert result.exit_code == 0, result.output
+    assert f"{chain.name}: intact; " in result.stdout
+    assert ", closed" in result.stdout
+
+
+def test_verifying_single_files_of_a_chain(chain: Chain) -> None:
+    """Files given one by one (not the directory) are read as the same chain."""
+    assert verify(chain.files, keyring_of(KEY)).ok
+    missing_first = verify(chain.files[1:], keyring_of(KEY)).first_problem()
+    assert missing_first is not None
+    assert (missing_first.what, missing_first.file, missing_first.seq) == ("missing", str(chain.files[1]), 1)
