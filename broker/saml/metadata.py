@@ -8,8 +8,8 @@ their validity dates are not checked (REFERENCE: metadata trust).
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import binascii
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
