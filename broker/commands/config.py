@@ -37,6 +37,8 @@ def config_check(directory: Path) -> None:
     sps = ", ".join(settings.service_providers) or "none"
     click.echo(f"configuration OK: municipalities: {muni}; service providers: {sps}")
     for m in settings.municipalities.values():
+        if m.config.certificate is None:
+            continue
         revocation = m.config.certificate.revocation
         if revocation.mode == "none":
             click.echo(f"warning: municipality {m.id}: revocation checking is off (mode: none)", err=True)

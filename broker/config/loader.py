@@ -19,7 +19,7 @@ from broker.config.typed import parse_document
 from broker.config.yamlsource import YamlSource, load_yaml
 from broker.errors import ConfigError, ConfigIssue
 from broker.pki.truststore import TrustDomain, TrustIndex, municipality_domain
-from broker.saml.metadata import SpMetadata, parse_sp_metadata
+from broker.saml.metadata import IdpMetadata, SpMetadata, parse_idp_metadata, parse_sp_metadata
 
 T = TypeVar("T")
 
@@ -32,6 +32,7 @@ SERVICE_PROVIDERS_DIR = "service-providers"
 class Municipality:
     id: str
     config: MunicipalityConfig
+    idp_metadata: IdpMetadata | None = None   # login: saml with a local metadata file, parsed at load
 
     @property
     def status(self) -> str:
@@ -111,18 +112,33 @@ def load_settings(config_dir: Path) -> Settings:
         display = f"{MUNICIPALITIES_DIR}/{path.name}"
         m, src = _load(MunicipalityConfig, path, display, config_dir, issues)
         if m is not None and src is not None:
-            domain, problems = municipality_domain(mid, m)
+            sources[mid] = src
+            if m.saml is not None:  # login: saml
+                metadata = None
+                if m.saml.metadata.file is not None:
+                    try:
+                        metadata = parse_idp_metadata(m.saml.metadata.file.xml, m.saml.entity_id)
+                    except ValueError as exc:
+                        issues.append(src.issue(("saml", "metadata", "file"),
+                                                f"{m.saml.metadata.file.path}: {exc}"))
+                        continue
+                municipalities[mid] = Municipality(mid, m, metadata)
+                continue
+            if m.certificate is None:
+                continue
+            domain, problems = municipality_domain(mid, m, m.certificate)
             issues.extend(src.issue(path, message) for path, message in problems)
             if domain is not None:
                 municipalities[mid] = Municipality(mid, m)
                 domains.append(domain)
-                sources[mid] = src
 
     # Municipalities are selected by the issuer of the user's certificate, so a CA name
     # claimed by two municipalities would make that choice ambiguous.
     claimed: dict[bytes, str] = {}
     for mid, mun in municipalities.items():
         cl = mun.config.certificate
+        if cl is None:
+            continue
         for key, files in (("trust_anchors", cl.trust_anchors), ("intermediates", cl.intermediates)):
             for fi, f in enumerate(files):
                 for cert in f.certificates:
@@ -167,6 +183,11 @@ def load_settings(config_dir: Path) -> Settings:
             entity_ids[sp.entity_id] = sid
             sps[sid] = ServiceProvider(sid, sp, meta)
 
+    if broker is not None and broker.sp is None:
+        for mid, mun in municipalities.items():
+            if mun.config.login == "saml":
+                issues.append(sources[mid].issue(("login",), "login: saml needs the broker's SP settings: add an "
+                                                              "sp section to broker.yaml"))
     if broker is not None and broker_source is not None and broker.idp.entity_id in entity_ids:
         issues.append(broker_source.issue(("idp", "entity_id"),
                                           f"the broker's entity ID is also used by a service provider "

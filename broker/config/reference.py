@@ -35,7 +35,7 @@ def _type_name(tp: Any) -> str:
         return {"Duration": "duration", "SecretFile": "secret file", "CaCertificates": "CA certificate file",
                 "CertificateFile": "certificate file", "CrlFile": "CRL file", "PrivateKeyFile": "private key file",
                 "WritableDirectory": "directory", "Ed25519KeyFile": "Ed25519 private key file",
-                "Ed25519PublicKeyFile": "Ed25519 public key file", "SpMetadataFile": "metadata file",
+                "Ed25519PublicKeyFile": "Ed25519 public key file", "MetadataFile": "metadata file",
                 "IpNetwork": "network",
                 "Oid": "OID", "HttpsUrl": "https URL", "EntityId": "entity ID",
                 "OrganizationNumber": "organisation number", "Regex": "regex"}.get(name, name)

@@ -41,7 +41,7 @@ from broker.config.values import (
 )
 from broker.config.yamlsource import KeyPath
 from broker.saml.attributes import ATTRIBUTES
-from broker.saml.metadata import SpMetadataFile
+from broker.saml.metadata import MetadataFile
 
 LoaName = Literal["loa2", "loa3", "loa4", "sambi-loa2", "sambi-loa3"]
 NameIdFormatName = Literal["persistent", "transient"]
@@ -49,6 +49,11 @@ NameIdFormatName = Literal["persistent", "transient"]
 
 def doc(text: str, **extra: object) -> dict[str, object]:
     return {"doc": text, **extra}
+
+
+def _spki(public: object) -> bytes:
+    return public.public_bytes(  # type: ignore[attr-defined,no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 @dataclass(frozen=True)
@@ -73,13 +78,7 @@ class SigningConfig:
     certificate: CertificateFile = field(metadata=doc("certificate of that key, published in metadata"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
-        pub = self.certificate.certificate.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        mine = self.key.key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        if pub != mine:
+        if _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key()):
             yield ("certificate",), "the certificate does not belong to the configured key"
 
 
@@ -235,6 +234,31 @@ class AuditConfig:
 
 
 @dataclass(frozen=True)
+class KeyPair:
+    """A private key and its certificate."""
+
+    key: PrivateKeyFile = field(metadata=doc("PEM private key"))
+    certificate: CertificateFile = field(metadata=doc("its certificate"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key()):
+            yield ("certificate",), "the certificate does not belong to the configured key"
+
+
+@dataclass(frozen=True)
+class SpConfig:
+    """The broker as SAML SP toward municipal IdPs (needed when a municipality has login: saml)."""
+
+    entity_id: EntityId = field(metadata=doc("the broker's SP entityID"))
+    signing: KeyPair = field(metadata=doc("signs AuthnRequests and LogoutRequests"))
+    decryption: tuple[KeyPair, ...] = field(
+        metadata=doc("keys for EncryptedAssertions: the first is published in metadata; later ones are still "
+                     "accepted (key rollover)", min_items=1))
+    max_message_bytes: int = field(default=262144, metadata=doc("largest Response accepted", min=4096))
+    login_timeout: Duration = field(default=Duration(600), metadata=doc("how long an upstream request may take"))
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """broker.yaml: global settings."""
 
@@ -245,8 +269,11 @@ class BrokerConfig:
     client_certificate: ClientCertificateConfig = field(
         default_factory=ClientCertificateConfig, metadata=doc("where client certificates come from")
     )
+    sp: SpConfig | None = field(default=None, metadata=doc("the broker as SP toward municipal IdPs"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.sp is not None and self.sp.entity_id == self.idp.entity_id:
+            yield ("sp", "entity_id"), "must differ from idp.entity_id"
         if self.idp.nameid_key.value == self.audit.pseudonym_key.value:
             yield ("audit", "pseudonym_key"), "must differ from idp.nameid_key"
 
@@ -394,11 +421,114 @@ class MunicipalityConfig:
     status: Literal["onboarding", "active", "suspended"] = field(
         metadata=doc("onboarding: only SPs with accept_onboarding; suspended: all logins refused")
     )
-    login: Literal["certificate"] = field(metadata=doc("login method"))
-    certificate: CertificateLogin = field(metadata=doc("certificate login settings"))
+    login: Literal["certificate", "saml"] = field(
+        metadata=doc("login method: certificate (municipal certificates) or saml (the municipality's own IdP)"))
+    certificate: CertificateLogin | None = field(
+        default=None, metadata=doc("certificate login settings (login: certificate)"))
+    saml: UpstreamIdpConfig | None = field(default=None, metadata=doc("the municipality's IdP (login: saml)"))
     support: LocalizedText | None = field(
         default=None, metadata=doc("where users get help (shown on error pages), e.g. the card administrator")
     )
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.login == "certificate" and self.certificate is None:
+            yield ("certificate",), "login: certificate needs a certificate section"
+        if self.login == "saml" and self.saml is None:
+            yield ("saml",), "login: saml needs a saml section"
+        if self.login == "certificate" and self.saml is not None:
+            yield ("saml",), "a saml section is only used with login: saml"
+        if self.login == "saml" and self.certificate is not None:
+            yield ("certificate",), "a certificate section is only used with login: certificate"
+
+
+# --- municipal IdPs (login: saml) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpstreamMetadataConfig:
+    """Where the municipal IdP's metadata comes from: a local file, or a URL whose signature must verify."""
+
+    file: MetadataFile | None = field(default=None, metadata=doc("local metadata file (trusted as configured)"))
+    url: HttpsUrl | None = field(default=None, metadata=doc("metadata URL (https); used only if its signature "
+                                                             "verifies with signing_certificates"))
+    signing_certificates: tuple[CertificateFile, ...] = field(
+        default=(), metadata=doc("certificates that may sign the metadata at url (required with url)"))
+    refresh_interval: Duration = field(default=Duration(6 * 3600), metadata=doc("how often url is fetched"))
+    timeout: Duration = field(default=Duration(10), metadata=doc("total time for one fetch"))
+    max_bytes: int = field(default=5 * 1024 * 1024, metadata=doc("largest metadata accepted", min=1024))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if (self.file is None) == (self.url is None):
+            yield (), "give exactly one of file or url"
+        if self.url is not None and not self.signing_certificates:
+            yield ("signing_certificates",), "metadata fetched from a URL must be signed: name the signer's certificate"
+
+
+@dataclass(frozen=True)
+class AttributeMapping:
+    """An attribute name the IdP sends (an ADFS claim URI, a Sambi/Inera name ...) and the broker's name for it."""
+
+    upstream: str = field(metadata=doc("the Name (or claim URI) the IdP sends"))
+    canonical: str = field(metadata=doc("the broker's attribute name (see the attribute table)"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.canonical not in ATTRIBUTES:
+            yield ("canonical",), f"unknown attribute {self.canonical!r} (known: {', '.join(ATTRIBUTES)})"
+
+
+@dataclass(frozen=True)
+class AuthnContextMapping:
+    """An AuthnContextClassRef the IdP uses and the assurance level it stands for."""
+
+    upstream: str = field(metadata=doc("the IdP's AuthnContextClassRef URI"))
+    loa: LoaName = field(metadata=doc("the assurance level it gives"))
+
+
+@dataclass(frozen=True)
+class UpstreamIdentity:
+    """Which (canonical) attribute identifies the user, and how it is checked."""
+
+    attribute: str = field(metadata=doc("canonical attribute name, e.g. employeeHsaId"))
+    type: Literal["hsa_id", "personnummer", "opaque"] = field(metadata=doc("how the value is checked"))
+    pattern: Regex | None = field(default=None, metadata=doc("full-match pattern (hsa_id default, or opaque)"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.attribute not in ATTRIBUTES:
+            yield ("attribute",), f"unknown attribute {self.attribute!r}"
+        if self.type == "opaque" and self.pattern is None:
+            yield ("pattern",), "an opaque identity needs a pattern, so nothing unexpected passes"
+
+
+@dataclass(frozen=True)
+class UpstreamIdpConfig:
+    """The municipality's own SAML IdP (often ADFS); the broker is its SP."""
+
+    entity_id: EntityId = field(metadata=doc("the IdP's entityID"))
+    metadata: UpstreamMetadataConfig = field(metadata=doc("where its metadata comes from"))
+    identity: UpstreamIdentity = field(metadata=doc("which attribute identifies the user"))
+    authn_contexts: tuple[AuthnContextMapping, ...] = field(
+        metadata=doc("the IdP's AuthnContextClassRefs and their LoA (others are refused)", min_items=1))
+    attributes: tuple[AttributeMapping, ...] = field(
+        default=(), metadata=doc("attribute names beyond the standard URIs (which are always understood)"))
+    required_attributes: tuple[str, ...] = field(
+        default=(), metadata=doc("canonical attributes the IdP must send (besides the identity attribute)"))
+    signed_element: Literal["assertion", "response", "both", "either"] = field(
+        default="assertion", metadata=doc("which part of the Response must be signed by the IdP"))
+    allow_unsolicited: bool = field(
+        default=False, metadata=doc("accept IdP-initiated Responses (without InResponseTo)"))
+    clock_skew: Duration = field(default=Duration(60), metadata=doc("tolerance on the assertion's times"))
+    nameid_format: Literal["persistent", "transient", "unspecified"] = field(
+        default="unspecified", metadata=doc("NameIDPolicy Format asked for (unspecified: the IdP decides)"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        for i, name in enumerate(self.required_attributes):
+            if name not in ATTRIBUTES:
+                yield ("required_attributes", i), f"unknown attribute {name!r}"
+        seen: set[str] = set()
+        for i, mapping in enumerate(self.authn_contexts):
+            if mapping.upstream in seen:
+                yield ("authn_contexts", i, "upstream"), "listed twice"
+            seen.add(mapping.upstream)
 
 
 # --- service-providers/<id>.yaml ----------------------------------------------------
@@ -410,7 +540,7 @@ class ServiceProviderConfig:
 
     entity_id: EntityId = field(metadata=doc("the SP's entityID; its metadata must describe it"))
     name: LocalizedText = field(metadata=doc("shown to users"))
-    metadata: SpMetadataFile = field(metadata=doc("the SP's SAML metadata file"))
+    metadata: MetadataFile = field(metadata=doc("the SP's SAML metadata file"))
     municipalities: tuple[str, ...] = field(
         metadata=doc("ids of the municipalities whose users may log in to this SP")
     )

@@ -52,7 +52,7 @@ def build_server(workdir: Path, example: Path, host: str, port: int, *, regenera
     sp = DemoSp(layout.sp_settings(base_url, xmlsec), idp_metadata, settings.broker.idp.entity_id)
     app = DispatcherMiddleware(broker_app, {"/demo-sp": demo_sp_app(sp)})
     chain = x509.load_pem_x509_certificates((layout.tls / "server.pem").read_bytes())
-    client_cas = [c for m in settings.municipalities.values()
+    client_cas = [c for m in settings.municipalities.values() if m.config.certificate is not None
                   for c in (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())]
     tls = ClientCertTLS(chain, (layout.tls / "server.key").read_bytes(), client_cas)
     server = make_server(host, port, app, threaded=True, ssl_context=tls)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.verification import Store
 
-from broker.config.schema import IdentityRule, MunicipalityConfig, RevocationConfig
+from broker.config.schema import CertificateLogin, IdentityRule, MunicipalityConfig, RevocationConfig
 from broker.config.yamlsource import KeyPath
 from broker.model import KNOWN_LOAS, Loa
 from broker.pki.algorithms import weak_signature_reason
@@ -90,7 +90,7 @@ def revocation_policy(config: RevocationConfig, cas: Sequence[x509.Certificate],
 
 
 def municipality_domain(
-    municipality_id: str, config: MunicipalityConfig
+    municipality_id: str, config: MunicipalityConfig, cl: CertificateLogin
 ) -> tuple[TrustDomain | None, list[tuple[KeyPath, str]]]:
     """The domain of a configured municipality, or the problems (key path, message) that prevent it.
 
@@ -98,7 +98,6 @@ def municipality_domain(
     intermediate is signed by a configured CA with an accepted algorithm, and
     every CRL verifies against its issuer (:func:`verify_crl`).
     """
-    cl = config.certificate
     anchors, intermediates = cl.anchors(), cl.intermediate_certificates()
     cas = (*anchors, *intermediates)
     problems: list[tuple[KeyPath, str]] = []

@@ -20,6 +20,7 @@ from saml2.extension import mdattr
 
 from broker.clock import Clock
 from broker.config.loader import Settings
+from broker.config.schema import MunicipalityConfig
 from broker.model import KNOWN_LOAS
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_PERSISTENT, NAMEID_TRANSIENT
 from broker.saml.response import new_id
@@ -55,8 +56,8 @@ class IdpMetadata:
         der = idp.signing.certificate.certificate.public_bytes(serialization.Encoding.DER)
         key_info = xmldsig.KeyInfo(x509_data=[xmldsig.X509Data(
             x509_certificate=xmldsig.X509Certificate(text=base64.b64encode(der).decode()))])
-        loas = sorted({KNOWN_LOAS[p.loa] for m in self._settings.municipalities.values()
-                       for p in m.config.certificate.policies}, key=lambda loa: (loa.rank, loa.uri))
+        loas = sorted({KNOWN_LOAS[loa] for m in self._settings.municipalities.values() for loa in _loas(m.config)},
+                      key=lambda loa: (loa.rank, loa.uri))
         extensions = None
         if loas:
             extensions = md.Extensions(extension_elements=[])
@@ -104,3 +105,12 @@ def _value(text: str) -> saml.AttributeValue:
     av = saml.AttributeValue()
     av.set_text(text)
     return av
+
+
+def _loas(config: MunicipalityConfig) -> list[str]:
+    """The LoAs a municipality's logins can reach: its certificate policies' or its IdP's contexts'."""
+    if config.certificate is not None:
+        return [p.loa for p in config.certificate.policies]
+    if config.saml is not None:
+        return [c.loa for c in config.saml.authn_contexts]
+    return []

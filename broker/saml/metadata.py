@@ -182,15 +182,15 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
 
 
 @dataclass(frozen=True)
-class SpMetadataFile:
-    """A local file with the SP's SAML metadata. Parsed at load time; the entity it
-    must describe is checked against ``entity_id`` by the service-provider file."""
+class MetadataFile:
+    """A local file with a peer's SAML metadata (an SP's, or a municipal IdP's). Parsed at load time; the
+    entity it must describe is checked against the configured entity ID."""
 
     path: Path
     xml: bytes
 
     @classmethod
-    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> SpMetadataFile:
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> MetadataFile:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"expected a path to a metadata file, got {value!r}")
         p = ctx.resolve(value)
@@ -203,7 +203,7 @@ class SpMetadataFile:
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "description": "path to the SP's SAML metadata XML"}
+        return {"type": "string", "description": "path to a SAML metadata XML file"}
 
 
 @dataclass(frozen=True)

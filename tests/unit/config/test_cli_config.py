@@ -201,7 +201,7 @@ def test_schema_of_an_unknown_kind_is_a_usage_error() -> None:
                      id="broker-idp"),
         pytest.param("broker", "AuditConfig", ["directory", "signing_key", "pseudonym_key"], id="broker-audit"),
         pytest.param("municipality", "MunicipalityConfig",
-                     ["name", "organization_number", "status", "login", "certificate"], id="municipality"),
+                     ["name", "organization_number", "status", "login"], id="municipality"),
         pytest.param("municipality", "CertificateLogin", ["trust_anchors", "policies", "identity", "revocation"],
                      id="municipality-certificate"),
         pytest.param("service-provider", "ServiceProviderConfig", ["entity_id", "name", "metadata", "municipalities"],

@@ -90,7 +90,7 @@ def test_an_unknown_key_unlike_any_field_lists_the_allowed_keys_and_suggests_not
 
     assert_issues(issues, [Expected(KOMMUN_A, "colour: blue", "colour",
                                     "unknown key (allowed here: name, organization_number, status, login, "
-                                    "certificate, support)")], config_dir)
+                                    "certificate, saml, support)")], config_dir)
     assert "did you mean" not in issues[0].message
 
 
@@ -563,7 +563,7 @@ def test_the_municipality_schema_spells_out_choices_and_minimums() -> None:
     defs = json_schema(schema.MunicipalityConfig, "t")["$defs"]
 
     assert defs["MunicipalityConfig"]["properties"]["status"]["enum"] == ["onboarding", "active", "suspended"]
-    assert defs["MunicipalityConfig"]["required"] == ["name", "organization_number", "status", "login", "certificate"]
+    assert defs["MunicipalityConfig"]["required"] == ["name", "organization_number", "status", "login"]
     assert defs["PolicyMapping"]["properties"]["loa"]["enum"] == ["loa2", "loa3", "loa4", "sambi-loa2", "sambi-loa3"]
     assert defs["CertificateLogin"]["properties"]["trust_anchors"]["minItems"] == 1
     assert defs["CertificateLogin"]["properties"]["policies"]["minItems"] == 1

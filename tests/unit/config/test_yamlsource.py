@@ -156,7 +156,7 @@ def test_an_empty_municipality_file_lists_every_missing_required_key(config_dir:
 
     assert_issues(load_issues(config_dir), [
         Expected(KOMMUN_A, 1, "", f"missing required key {name!r}")
-        for name in ("name", "organization_number", "status", "login", "certificate")
+        for name in ("name", "organization_number", "status", "login")
     ], config_dir)
 
 
