@@ -28,6 +28,9 @@ from broker.config.loader import Settings
 from broker.config.summary import changes, summary
 from broker.errors import AuditUnavailable, BrokerError, DependencyUnavailable
 from broker.flow import LoginFlow
+from broker.flow.answers import Answers
+from broker.flow.deps import FlowDeps
+from broker.flow.upstream import UpstreamStep
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.http import HttpFetcher
@@ -37,11 +40,15 @@ from broker.saml.authnrequest import AuthnRequestParser
 from broker.saml.idp_metadata import IdpMetadata
 from broker.saml.logout import LogoutHandler
 from broker.saml.nameid import NameIdIssuer
+from broker.saml.outbound import MessageSender
 from broker.saml.response import ResponseBuilder
+from broker.saml.sp_metadata import SpMetadataDocument
+from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.xmldsig import XmlSigner
+from broker.saml.xmlenc import Decrypter
 from broker.session.sessions import SessionManager
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
-from broker.web import idp, ops
+from broker.web import idp, ops, sp
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, correlation_id
 
@@ -49,6 +56,8 @@ log = logging.getLogger("broker")
 
 SSO_PATH = "/saml/idp/sso"
 SLO_PATH = "/saml/idp/slo"
+SP_ACS_PATH = "/saml/sp/acs"
+SP_SLO_PATH = "/saml/sp/slo"
 
 
 class MemoryStoreRefused(RuntimeError):
@@ -96,8 +105,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=store),
                                        fetcher=fetcher, shared=store)
     validator = CertificateValidator(settings.trust, clock, revocation)
-    flow = LoginFlow(
-        settings, clock,
+    deps = FlowDeps(
+        settings=settings,
+        clock=clock,
         validator=validator,
         sessions=sessions,
         audit=audit,
@@ -109,6 +119,20 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         logout=LogoutHandler(settings, clock, slo_url, signer, signing.key.key),
         certificate_sources=CertificateSourceResolver(broker.client_certificate.proxy),
     )
+    sp_metadata = None
+    upstream = None
+    if broker.sp is not None:
+        sp_cfg = broker.sp
+        sp_signer = XmlSigner(sp_cfg.signing.key.pem, sp_cfg.signing.certificate.certificate, sp_cfg.signing.key.key)
+        sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
+                                         slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
+        upstream = UpstreamStep(
+            deps, Answers(deps),
+            metadata=UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher()),
+            sender=MessageSender(sp_signer, sp_cfg.signing.key.key),
+            decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),
+            sp_entity_id=sp_cfg.entity_id, acs_url=base + SP_ACS_PATH)
+    flow = LoginFlow(deps, upstream)
 
     app = Flask("broker.web", static_folder="static", template_folder="templates",
                 root_path=os.path.join(os.path.dirname(__file__), "web"))
@@ -117,8 +141,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         settings=settings, flow=flow, audit=audit, sessions=sessions, validator=validator,
         metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),
         cookie_name=broker.session.cookie_name,
+        sp_metadata=sp_metadata,
     )
     app.register_blueprint(idp.bp)
+    app.register_blueprint(sp.bp)
+    app.register_blueprint(sp.discovery)
     app.register_blueprint(ops.bp)
 
     @app.errorhandler(BrokerError)

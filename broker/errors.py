@@ -63,6 +63,12 @@ class SamlRejected(BrokerError):
         self.reply_to = reply_to
 
 
+class UpstreamRejected(BrokerError):
+    """A municipal IdP's message (or the way to it) was refused."""
+
+    families = ("upstream",)
+
+
 class DependencyUnavailable(BrokerError):
     """A dependency (Redis, audit disk) failed; the broker fails closed with a 503."""
 

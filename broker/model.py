@@ -34,6 +34,28 @@ KNOWN_LOAS: Final = {loa.name: loa for loa in (LOA2, LOA3, LOA4, SAMBI_LOA2, SAM
 LOA_BY_URI: Final = {loa.uri: loa for loa in KNOWN_LOAS.values()}
 
 
+def satisfies(loa: Loa, requested: tuple[str, ...], comparison: str) -> bool:
+    """Does ``loa`` meet a RequestedAuthnContext (SAML Core §3.3.2.2.1)?
+
+    ``exact``: the issued ClassRef is one of those requested. The ordered
+    comparisons use the ranks of the requested LoAs the broker knows:
+    ``minimum``: at least as strong as one of them; ``better``: stronger than
+    all of them; ``maximum``: no stronger than one of them.
+    """
+    if not requested:
+        return True
+    if comparison == "exact":
+        return loa.uri in requested
+    ranks = [LOA_BY_URI[uri].rank for uri in requested if uri in LOA_BY_URI]
+    if not ranks:
+        return False
+    if comparison == "minimum":
+        return loa.rank >= min(ranks)
+    if comparison == "better":
+        return loa.rank > max(ranks)
+    return loa.rank <= max(ranks)  # maximum
+
+
 IdentityKind = Literal["hsa_id", "personnummer", "opaque"]
 
 

@@ -61,6 +61,7 @@ class AuthnRequestInfo:
     comparison: str
     relay_state: str | None
     signed: bool
+    idp_hint: str | None = None   # Scoping/IDPList: the IdP (or municipality) the SP suggests
 
     def reply_target(self) -> ReplyTarget:
         return ReplyTarget(self.sp_entity_id, self.acs_url, self.request_id, self.relay_state)
@@ -73,6 +74,10 @@ class AuthnRequestInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthnRequestInfo:
         return cls(**{**data, "requested_contexts": tuple(data["requested_contexts"])})
+
+    def with_hint(self, hint: str | None) -> AuthnRequestInfo:
+        return AuthnRequestInfo(**{**self.to_dict(), "requested_contexts": self.requested_contexts,
+                                   "idp_hint": hint})
 
 
 def _bool_attr(element: etree._Element, name: str) -> bool:
@@ -162,6 +167,7 @@ class AuthnRequestParser:
 
         nameid_format = self._nameid_format(root, sp, target)
         contexts, comparison = self._requested_context(root, target)
+        entry = root.find("samlp:Scoping/samlp:IDPList/samlp:IDPEntry", NS)
         info = AuthnRequestInfo(
             request_id=request_id,
             sp_entity_id=sp.entity_id,
@@ -174,6 +180,7 @@ class AuthnRequestParser:
             comparison=comparison,
             relay_state=relay_state,
             signed=signed,
+            idp_hint=entry.get("ProviderID") if entry is not None else None,
         )
         return info, sp
 

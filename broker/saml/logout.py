@@ -10,15 +10,8 @@ broker's own session has ended.
 
 from __future__ import annotations
 
-import base64
-import zlib
 from dataclasses import dataclass
-from urllib.parse import quote
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from lxml import etree
 from saml2 import saml, samlp
 
 from broker.clock import Clock
@@ -35,9 +28,9 @@ from broker.saml.bindings import (
     decode,
     verify_query_signature,
 )
-from broker.saml.metadata import Endpoint
+from broker.saml.outbound import MessageSender, OutboundMessage
 from broker.saml.response import new_id
-from broker.saml.xmldsig import ECDSA_SHA256, RSA_SHA256, SignatureMissing, SignatureRejected, XmlSigner, XmlVerifier
+from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlSigner, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 from broker.saml.xmltime import format_instant, parse_instant
 
@@ -54,23 +47,13 @@ class LogoutRequestInfo:
     relay_state: str | None
 
 
-@dataclass(frozen=True)
-class OutboundMessage:
-    """A message to deliver through the browser: POST form fields, or a Redirect URL."""
-
-    binding: str
-    url: str
-    fields: dict[str, str]
-
-
 class LogoutHandler:
     def __init__(self, settings: Settings, clock: Clock, slo_url: str, signer: XmlSigner,
                  signing_key: SigningKey) -> None:
         self._settings = settings
         self._clock = clock
         self._slo_url = slo_url
-        self._signer = signer
-        self._key = signing_key
+        self._sender = MessageSender(signer, signing_key)
         self._entity_id = settings.broker.idp.entity_id
         self._max_bytes = settings.broker.idp.max_message_bytes
         self._skew = settings.broker.idp.clock_skew.timedelta
@@ -156,30 +139,5 @@ class LogoutHandler:
             status=samlp.Status(status_code=code),
         )
         root = parse_untrusted(message.to_string(), 1 << 20)
-        if endpoint.binding == HTTP_POST:
-            self._signer.sign(root, after=root.find("saml:Issuer", NS))
-            xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-            fields = {"SAMLResponse": base64.b64encode(xml).decode()}
-            if request.relay_state is not None:
-                fields["RelayState"] = request.relay_state
-            return OutboundMessage(HTTP_POST, url, fields)
-        return self._redirect(endpoint, url, etree.tostring(root), request.relay_state)
-
-    def _redirect(self, endpoint: Endpoint, url: str, xml: bytes, relay_state: str | None) -> OutboundMessage:
-        """HTTP-Redirect with a query-string signature (Bindings §3.4.4.1)."""
-        deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
-        encoded = base64.b64encode(deflater.compress(xml) + deflater.flush()).decode()
-        sig_alg = RSA_SHA256 if isinstance(self._key, rsa.RSAPrivateKey) else ECDSA_SHA256
-        query = "SAMLResponse=" + quote(encoded, safe="")
-        if relay_state is not None:
-            query += "&RelayState=" + quote(relay_state, safe="")
-        query += "&SigAlg=" + quote(sig_alg, safe="")
-        if isinstance(self._key, rsa.RSAPrivateKey):
-            signature = self._key.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
-        else:
-            r, s = decode_dss_signature(self._key.sign(query.encode(), ec.ECDSA(hashes.SHA256())))
-            size = (self._key.curve.key_size + 7) // 8
-            signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
-        query += "&Signature=" + quote(base64.b64encode(signature).decode(), safe="")
-        separator = "&" if "?" in url else "?"
-        return OutboundMessage(HTTP_REDIRECT, url + separator + query, {})
+        binding = HTTP_POST if endpoint.binding == HTTP_POST else HTTP_REDIRECT
+        return self._sender.encode(root, binding, url, "SAMLResponse", request.relay_state)

@@ -51,6 +51,7 @@ class SsoSession:
     certificate_sha256: str | None = None
     revocation_valid_until: dt.datetime | None = None
     certificate_der: str | None = None     # base64; kept server-side so the session can follow revocation
+    upstream: dict[str, str] | None = None  # login: saml: the IdP, its NameID, format and SessionIndex (logout)
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
 
     def to_json(self) -> bytes:
@@ -107,19 +108,21 @@ class SessionManager:
 
     def create(self, identity: Identity, loa_uri: str, correlation_id: str, *,
                certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
-               certificate_der: bytes | None = None) -> tuple[str, SsoSession]:
+               certificate_der: bytes | None = None, upstream: dict[str, str] | None = None,
+               authn_instant: dt.datetime | None = None) -> tuple[str, SsoSession]:
         """A new session; returns (cookie value, session). The cookie value is shown to no one else."""
         now = self._clock.now()
         session = SsoSession(
             identity=identity,
             loa_uri=loa_uri,
-            authn_instant=now,
+            authn_instant=authn_instant or now,
             expires_at=now + self.absolute_timeout,
             last_seen=now,
             correlation_id=correlation_id,
             certificate_sha256=certificate_sha256,
             revocation_valid_until=revocation_valid_until,
             certificate_der=base64.b64encode(certificate_der).decode() if certificate_der else None,
+            upstream=upstream,
         )
         token = new_token()
         self._store.put("session:" + _hash(token), session.to_json(), self._ttl(session, now))
@@ -175,11 +178,36 @@ class SessionManager:
                         self.pending_timeout.total_seconds())
         return login_id
 
+    def peek_pending(self, login_id: str) -> dict[str, Any] | None:
+        """A pending login without consuming it (to show its discovery page again)."""
+        if not login_id or len(login_id) > 128:
+            return None
+        raw = self._store.get("pending:" + _hash(login_id))
+        return None if raw is None else json.loads(raw)
+
     def take_pending(self, login_id: str) -> dict[str, Any] | None:
         if not login_id or len(login_id) > 128:
             return None
         raw = self._store.take("pending:" + _hash(login_id))
         return None if raw is None else json.loads(raw)
+
+    # --- logins at a municipal IdP ------------------------------------------------------
+
+    def put_upstream(self, request_id: str, data: dict[str, Any], ttl: dt.timedelta) -> None:
+        """The SP's login waiting for the municipal IdP's answer to our request ``request_id``."""
+        self._store.put("upstream:" + _hash(request_id), json.dumps(data, separators=(",", ":")).encode(),
+                        ttl.total_seconds())
+
+    def take_upstream(self, request_id: str) -> dict[str, Any] | None:
+        if not request_id or len(request_id) > 256:
+            return None
+        raw = self._store.take("upstream:" + _hash(request_id))
+        return None if raw is None else json.loads(raw)
+
+    def first_use(self, idp: str, assertion_id: str, until: dt.datetime) -> bool:
+        """True the first time an assertion is seen; it is remembered until it could no longer be used."""
+        ttl = max((until - self._clock.now()).total_seconds(), 1.0)
+        return self._store.put_if_absent("replay:" + _hash(f"{idp}\x00{assertion_id}"), b"1", ttl)
 
     def ping(self) -> None:
         self._store.ping()

@@ -149,6 +149,30 @@ _SV: dict[str, Explanation] = {
         "Inloggningen har gått ut",
         "Inloggningen du försöker fortsätta är för gammal eller redan använd.",
         "Gå tillbaka till tjänsten och logga in igen."),
+    "municipality_unknown": _E(
+        "Kommunen kan inte väljas",
+        "Den valda kommunen kan inte logga in till den här tjänsten.",
+        "Välj din kommun igen i listan. Saknas den: kontakta din kommuns IT-support."),
+    "upstream_metadata_unavailable": _E(
+        "Kommunens inloggning är inte tillgänglig",
+        "Inloggningstjänsten kan just nu inte ansluta till din kommuns inloggning.",
+        "Försök igen om en stund. Kvarstår felet: kontakta din kommuns IT-support och uppge referensnumret."),
+    "upstream_status": _E(
+        "Inloggningen hos kommunen misslyckades",
+        "Din kommuns inloggning avbröts eller nekades.",
+        "Försök igen. Kvarstår felet: kontakta din kommuns IT-support och uppge referensnumret."),
+    "upstream_attribute_missing": _E(
+        "Uppgifter saknas från din kommun",
+        "Din kommuns inloggning skickade inte uppgiften {attribute}, som tjänsten behöver.",
+        "Kontakta din kommuns IT-support och be dem skicka {attribute}; uppge referensnumret."),
+    "upstream_authn_context_insufficient": _E(
+        "Högre säkerhetsnivå krävs",
+        "Tjänsten kräver en starkare inloggning än den din kommun gjorde.",
+        "Logga in igen med en starkare metod (t.ex. ditt SITHS-kort) hos din kommun."),
+    "logout_partial": _E(
+        "Utloggningen blev inte fullständig",
+        "Alla tjänster bekräftade inte utloggningen.",
+        "Stäng webbläsaren för att vara säker på att du är utloggad."),
     "saml_request_missing": _E(
         "Börja från tjänsten",
         "Den här sidan öppnas av tjänsten du vill logga in till, inte direkt.",
@@ -292,6 +316,30 @@ _EN: dict[str, Explanation] = {
         "The login has expired",
         "The login you are trying to continue is too old or already used.",
         "Go back to the service and log in again."),
+    "municipality_unknown": _E(
+        "This municipality cannot be chosen",
+        "The chosen municipality cannot log in to this service.",
+        "Choose your municipality again from the list. If it is missing, contact your municipality's IT support."),
+    "upstream_metadata_unavailable": _E(
+        "Your municipality's login is unavailable",
+        "The login service cannot reach your municipality's login right now.",
+        "Try again in a while. If it persists, contact your municipality's IT support with the reference number."),
+    "upstream_status": _E(
+        "The login at your municipality failed",
+        "Your municipality's login was cancelled or refused.",
+        "Try again. If it persists, contact your municipality's IT support and give the reference number."),
+    "upstream_attribute_missing": _E(
+        "Information missing from your municipality",
+        "Your municipality's login did not send {attribute}, which the service needs.",
+        "Contact your municipality's IT support and ask them to send {attribute}; give the reference number."),
+    "upstream_authn_context_insufficient": _E(
+        "A higher assurance level is required",
+        "The service requires a stronger login than the one your municipality made.",
+        "Log in again with a stronger method (e.g. your SITHS card) at your municipality."),
+    "logout_partial": _E(
+        "Logout was not complete",
+        "Not every service confirmed the logout.",
+        "Close the browser to be sure you are logged out."),
     "saml_request_missing": _E(
         "Start from the service",
         "This page is opened by the service you want to log in to, not directly.",
@@ -308,6 +356,17 @@ _EN: dict[str, Explanation] = {
         "This page cannot be used that way",
         "The page was opened in a way it does not support.",
         "Go back to the service and try again."),
+}
+
+_UPSTREAM = {
+    "sv": _E("Inloggningen hos din kommun kunde inte godtas",
+             "Svaret från din kommuns inloggning kunde inte godtas av säkerhetsskäl.",
+             "Försök igen från tjänsten. Kvarstår felet: kontakta din kommuns IT-support och uppge "
+             "referensnumret."),
+    "en": _E("Your municipality's login could not be accepted",
+             "The answer from your municipality's login could not be accepted, for security reasons.",
+             "Try again from the service. If it persists, contact your municipality's IT support and give the "
+             "reference number."),
 }
 
 _PROTOCOL = {
@@ -345,6 +404,18 @@ UI: Final = {
         "diagnose_ok": "Certifikatet godtas.",
         "diagnose_bad": "Certifikatet godtas inte.",
         "logged_out": "Du är utloggad.",
+        "logged_out_partial": "Utloggningen nådde inte alla tjänster: {services}. Stäng webbläsaren för att "
+                              "vara säker på att du är utloggad överallt.",
+        "discovery_title": "Välj din kommun",
+        "discovery_text": "Välj den kommun du arbetar för, så skickas du till rätt inloggning.",
+        "discovery_for": "Du loggar in till {sp}.",
+        "discovery_search": "Sök kommun",
+        "discovery_search_button": "Sök",
+        "discovery_legend": "Kommun",
+        "discovery_none": "Ingen kommun matchar sökningen.",
+        "discovery_remember": "Kom ihåg mitt val på den här datorn",
+        "method_certificate": "logga in med kort",
+        "method_saml": "kommunens egen inloggning",
     },
     "en": {
         "service": "Login for municipal staff",
@@ -369,6 +440,18 @@ UI: Final = {
         "diagnose_ok": "The certificate is accepted.",
         "diagnose_bad": "The certificate is not accepted.",
         "logged_out": "You are logged out.",
+        "logged_out_partial": "Logout did not reach every service: {services}. Close the browser to be sure you "
+                              "are logged out everywhere.",
+        "discovery_title": "Choose your municipality",
+        "discovery_text": "Choose the municipality you work for, and you are sent to the right login.",
+        "discovery_for": "You are logging in to {sp}.",
+        "discovery_search": "Search municipality",
+        "discovery_search_button": "Search",
+        "discovery_legend": "Municipality",
+        "discovery_none": "No municipality matches the search.",
+        "discovery_remember": "Remember my choice on this computer",
+        "method_certificate": "log in with your card",
+        "method_saml": "the municipality's own login",
     },
 }
 
@@ -381,7 +464,8 @@ class _Params(dict[str, str]):
 def explain(code: str, family: str, lang: str, params: dict[str, str]) -> Explanation:
     """The plain-words explanation of ``code`` in ``lang``, with ``params`` filled in."""
     catalog = CATALOG.get(lang, CATALOG[DEFAULT_LANGUAGE])
-    base = catalog.get(code) or (_PROTOCOL[lang] if lang in _PROTOCOL else _PROTOCOL[DEFAULT_LANGUAGE])
+    fallback = _UPSTREAM if family == "upstream" else _PROTOCOL
+    base = catalog.get(code) or fallback.get(lang, fallback[DEFAULT_LANGUAGE])
     values = _Params(params)
     return Explanation(base.title.format_map(values), base.what.format_map(values), base.todo.format_map(values))
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, make_response, request
 
 from broker.errors import SamlRejected
-from broker.flow import LoginFailed, PostToSp, Redirect, Result
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, InboundMessage, from_post, from_redirect
-from broker.web.pages import error_page, post_page, redirect_response
+from broker.web.respond import respond
 from broker.web.services import client_context, services
 
 bp = Blueprint("idp", __name__)
@@ -17,29 +16,6 @@ def _message(parameter: str) -> InboundMessage:
     if request.method == "GET":
         return from_redirect(request.query_string.decode("latin-1"), parameter)
     return from_post(request.form.to_dict(flat=False), parameter)
-
-
-def respond(result: Result) -> Response:
-    """Make the audit durable, then answer: fail closed if it cannot be made durable."""
-    services().audit.sync()
-    svc = services()
-    if isinstance(result, PostToSp):
-        response = post_page(result)
-    elif isinstance(result, Redirect):
-        response = redirect_response(result)
-    else:
-        assert isinstance(result, LoginFailed)
-        response = error_page(result.error, result.correlation_id, result)
-    set_session = getattr(result, "set_session", None)
-    if set_session:
-        # SameSite=None: SPs deliver AuthnRequests by cross-site POST (HTTP-POST binding); a Lax or Strict
-        # cookie would not be sent with them and SSO would silently break. Secure + HttpOnly + an opaque
-        # random value keep it safe; CSRF cannot hurt because the SSO endpoint only answers the SP that
-        # asked, at its registered ACS URL.
-        response.set_cookie(svc.cookie_name, set_session, secure=True, httponly=True, samesite="None", path="/")
-    if getattr(result, "clear_session", False):
-        response.delete_cookie(svc.cookie_name, secure=True, httponly=True, samesite="None", path="/")
-    return response
 
 
 @bp.route("/saml/idp/sso", methods=["GET", "POST"])

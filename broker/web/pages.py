@@ -9,7 +9,8 @@ from flask import Response, g, make_response, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from broker.errors import BrokerError
-from broker.flow import LoginFailed, PostToSp, Redirect
+from broker.flow import Discovery, LoginFailed, PostToSp, Redirect
+from broker.flow.results import LogoutDone
 from broker.web.i18n import LANGUAGES, UI, explain, pick_language
 
 LANG_COOKIE = "broker_lang"
@@ -85,6 +86,29 @@ def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | N
         response.headers["X-Form-Target"] = origin_of(back.url)
     response.headers["X-Broker-Reason"] = error.reason
     return response
+
+
+def discovery_page(result: Discovery, query: str = "") -> Response:
+    """Choose a municipality: names in the page's language, filtered by ``query`` (works without scripts)."""
+    lang = language()
+    ui = UI[lang]
+    wanted = query.strip().lower()
+    options = [
+        {"id": m.id, "name": m.config.name.get(lang),
+         "method": ui["method_saml" if m.config.login == "saml" else "method_certificate"]}
+        for m in result.options
+        if not wanted or wanted in m.config.name.sv.lower() or wanted in m.config.name.en.lower()
+    ]
+    switch = _with_lang(url_for("discovery.show", login=result.login_id, q=query or None), _other(lang))
+    return _render("discovery.html", 200, switch_url=switch, login_id=result.login_id, options=options,
+                   query=query, preselected=result.preselected, correlation_id=result.correlation_id,
+                   sp_name=result.sp_name.get(lang) if result.sp_name else None)
+
+
+def logged_out_page(result: LogoutDone) -> Response:
+    ui = UI[language()]
+    paragraphs = [ui["logged_out_partial"].format(services=", ".join(result.partial))] if result.partial else []
+    return _render("message.html", 200, heading=ui["logged_out"], paragraphs=paragraphs)
 
 
 def message_page(heading_key: str, paragraph_keys: list[str], status: int = 200) -> Response:

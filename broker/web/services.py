@@ -12,6 +12,7 @@ from broker.config.loader import Settings
 from broker.flow import ClientContext, LoginFlow
 from broker.pki.validator import CertificateValidator
 from broker.saml.idp_metadata import IdpMetadata
+from broker.saml.sp_metadata import SpMetadataDocument
 from broker.session.sessions import SessionManager
 
 
@@ -24,6 +25,7 @@ class Services:
     validator: CertificateValidator
     metadata: IdpMetadata
     cookie_name: str
+    sp_metadata: SpMetadataDocument | None = None
 
 
 def services() -> Services:
@@ -47,4 +49,7 @@ def client_context() -> ClientContext:
     presented = svc.flow.client_certificate(
         correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"))
     address = sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
-    return ClientContext(correlation_id(), address, presented, request.cookies.get(svc.cookie_name))
+    hint = request.args.get("municipality")
+    return ClientContext(correlation_id(), address, presented, request.cookies.get(svc.cookie_name),
+                         municipality_hint=hint[:200] if hint else None,
+                         remembered_municipality=request.cookies.get("broker_municipality"))

@@ -1,0 +1,129 @@
+"""Answering the service provider: the signed assertion, the SP's access rules, and refusals."""
+
+from __future__ import annotations
+
+import base64
+from types import MappingProxyType
+
+from broker.audit.events import AuditEvent
+from broker.config.loader import Municipality, ServiceProvider
+from broker.config.schema import LocalizedText
+from broker.errors import BrokerError, CertificateRejected, SamlRejected, UpstreamRejected
+from broker.flow.deps import FlowDeps
+from broker.flow.results import ClientContext, LoginFailed, PostToSp, Result
+from broker.model import KNOWN_LOAS, CertificateFacts, Loa, ReplyTarget, satisfies
+from broker.saml.authnrequest import AuthnRequestInfo
+from broker.saml.release import available_attributes, release
+from broker.saml.response import AssertionContent
+from broker.session.sessions import Participant, SsoSession
+
+
+def pending(info: AuthnRequestInfo, correlation_id: str) -> dict[str, object]:
+    """A pending login as stored: the vetted request and the correlation ID of the login."""
+    return {"request": info.to_dict(), "correlation_id": correlation_id}
+
+
+class Answers:
+    def __init__(self, deps: FlowDeps) -> None:
+        self._d = deps
+
+    def check_access(self, info: AuthnRequestInfo, sp: ServiceProvider, municipality: Municipality, loa: Loa) -> None:
+        """The SP's rules: which municipalities, onboarding, minimum LoA, RequestedAuthnContext."""
+        if municipality.id not in sp.config.municipalities:
+            raise CertificateRejected("municipality_not_allowed",
+                                      f"{sp.entity_id} does not accept municipality {municipality.id!r}")
+        if municipality.status == "suspended":
+            raise CertificateRejected("municipality_suspended", f"municipality {municipality.id!r}")
+        if municipality.status == "onboarding" and not sp.config.accept_onboarding:
+            raise CertificateRejected("municipality_not_active", f"municipality {municipality.id!r} is onboarding")
+        minimum = KNOWN_LOAS[sp.config.minimum_loa] if sp.config.minimum_loa else None
+        if minimum is not None and loa.rank < minimum.rank:
+            raise CertificateRejected("loa_insufficient", f"{loa.name} is below the SP's minimum {minimum.name}",
+                                      params={"loa": loa.name, "required": minimum.name})
+        if not satisfies(loa, info.requested_contexts, info.comparison):
+            raise SamlRejected("authn_context_unsupported",
+                               f"{loa.uri} does not satisfy {info.comparison} {list(info.requested_contexts)}",
+                               reply_to=info.reply_target())
+
+    def issue(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
+              session: SsoSession, *, new_session: bool, certificate: CertificateFacts | None = None,
+              remember: str | None = None) -> PostToSp:
+        """The signed assertion for ``info`` from ``session``; the SP is remembered for logout."""
+        d = self._d
+        identity = session.identity
+        municipality = d.settings.municipalities[identity.municipality_id]
+        name_id = d.nameids.issue(info.nameid_format, sp.entity_id, identity)
+        attributes = release(sp.config.release,
+                             available_attributes(identity, municipality.config, ctx.correlation_id))
+        content = AssertionContent(
+            name_id=name_id,
+            name_id_format=info.nameid_format,
+            loa_uri=session.loa_uri,
+            authn_instant=session.authn_instant,
+            session_index=session.session_index,
+            session_not_on_or_after=session.expires_at,
+            attributes=attributes,
+        )
+        xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response)
+        d.sessions.add_participant(token, session, Participant(sp.entity_id, name_id, info.nameid_format))
+        d.audit.record(AuditEvent(
+            "assertion_issued", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
+            certificate=certificate, client_address=ctx.client_address,
+            data=MappingProxyType({
+                "request_id": info.request_id[:256], "loa": session.loa_uri, "nameid": name_id,
+                "nameid_format": info.nameid_format, "attributes": tuple(a.friendly_name for a in attributes),
+                "session": "new" if new_session else "reused",
+            })))
+        return PostToSp(info.acs_url, fields(xml, info.relay_state), ctx.correlation_id, sp.config.name,
+                        set_session=token if new_session else None, remember_municipality=remember)
+
+    def refuse(self, exc: BrokerError, ctx: ClientContext, info: AuthnRequestInfo | None,
+               sp: ServiceProvider | None, *, municipality: Municipality | None = None,
+               event: str | None = None, retry: bool = True) -> Result:
+        """Turn a refusal into an error page, or a SAML error Response where SAML calls for one.
+
+        A SAML error Response goes straight back to the SP when the user cannot
+        act on the refusal (protocol errors the SP must fix, IsPassive). For a
+        certificate or IdP problem the user gets the page (with a way to retry and a
+        way back to the SP).
+        """
+        d = self._d
+        if event == "login_refused":
+            d.audit.record(AuditEvent("login_refused", "failure", ctx.correlation_id, reason=exc.reason,
+                                      detail=exc.detail, sp=sp.entity_id if sp else None,
+                                      client_address=ctx.client_address))
+        target = exc.reply_to if isinstance(exc, SamlRejected) else None
+        if target is None and info is not None:
+            target = info.reply_target()
+        if info is not None and info.is_passive and target is not None and not isinstance(exc, SamlRejected):
+            # SAML Core §3.4.1: IsPassive forbids showing the user anything; the SP learns why from NoPassive
+            exc = SamlRejected("passive_login_impossible", f"{exc.reason}: {exc.detail}", reply_to=target)
+        sp_name = sp.config.name if sp else None
+        status = exc.row.saml_status
+        if isinstance(exc, SamlRejected) and target is not None and status is not None:
+            return self.error_response(target, status, exc, ctx, sp_name, delivered=True)
+        # For a problem the user can act on: the page, plus a signed error Response the user may take back
+        back = self.error_response(target, status, exc, ctx, sp_name, delivered=False) \
+            if target is not None and status is not None else None
+        retry_id = None
+        if retry and info is not None and isinstance(exc, CertificateRejected | UpstreamRejected):
+            retry_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
+        return LoginFailed(exc, ctx.correlation_id, sp_name, municipality, retry_id, back)
+
+    def error_response(self, target: ReplyTarget, status: str, exc: BrokerError, ctx: ClientContext,
+                       sp_name: LocalizedText | None, *, delivered: bool) -> PostToSp:
+        """A signed error Response; audited when it is sent (not when only offered on the page)."""
+        xml = self._d.responses.error(target, status, exc.reason)
+        if delivered:
+            self._d.audit.record(AuditEvent(
+                "error_response_issued", "failure", ctx.correlation_id, reason=exc.reason,
+                sp=target.sp_entity_id, client_address=ctx.client_address,
+                data=MappingProxyType({"status": status})))
+        return PostToSp(target.acs_url, fields(xml, target.relay_state), ctx.correlation_id, sp_name)
+
+
+def fields(xml: bytes, relay_state: str | None) -> dict[str, str]:
+    out = {"SAMLResponse": base64.b64encode(xml).decode("ascii")}
+    if relay_state is not None:
+        out["RelayState"] = relay_state
+    return out

@@ -1,0 +1,143 @@
+"""Certificate login: validate the presented certificate, apply the SP's rules, open the session.
+
+And the other direction: a session opened by certificate follows revocation;
+once its revocation answer has expired, the certificate is validated again.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from types import MappingProxyType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from broker.audit.events import AuditEvent
+from broker.config.loader import Municipality, ServiceProvider
+from broker.errors import CertificateRejected, ProxyHeaderRejected, SamlRejected
+from broker.flow.answers import Answers
+from broker.flow.deps import FlowDeps
+from broker.flow.results import ClientContext, Result
+from broker.model import CertificateFacts
+from broker.pki.sources import PresentedCertificate
+from broker.pki.validator import ValidatedCertificate
+from broker.saml.authnrequest import AuthnRequestInfo
+from broker.session.sessions import SsoSession
+
+# When re-checking a session's certificate, these mean "cannot tell now", not "no longer valid".
+_TRANSIENT_REVOCATION = frozenset({"revocation_unavailable", "revocation_stale", "revocation_response_invalid"})
+
+
+class CertificateStep:
+    def __init__(self, deps: FlowDeps, answers: Answers) -> None:
+        self._d = deps
+        self._answers = answers
+
+    def resolve(self, correlation_id: str, remote_addr: str | None, header_value: str | None,
+                tls_pem: str | None) -> PresentedCertificate:
+        """The request's certificate; a forged or broken proxy header is audited."""
+        d = self._d
+        try:
+            presented = d.certificate_sources.resolve(remote_addr, header_value, tls_pem)
+        except ProxyHeaderRejected as exc:
+            d.audit.record(AuditEvent("proxy_header_rejected", "failure", correlation_id, reason=exc.reason,
+                                      detail=exc.detail, client_address=remote_addr))
+            raise
+        except CertificateRejected as exc:
+            d.audit.record(AuditEvent("certificate_rejected", "failure", correlation_id, reason=exc.reason,
+                                      detail=exc.detail, client_address=remote_addr))
+            raise
+        if presented.untrusted_header:
+            d.audit.record(AuditEvent(
+                "proxy_header_untrusted", "failure", correlation_id, reason="proxy_header_untrusted",
+                detail=f"header {d.certificate_sources.header} from {remote_addr} ignored",
+                client_address=remote_addr))
+        return presented
+
+    def login(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, cert: x509.Certificate,
+              old_session: SsoSession | None) -> Result:
+        d = self._d
+        facts = CertificateFacts.of(cert)
+        d.audit.record(AuditEvent("certificate_presented", "info", ctx.correlation_id, certificate=facts,
+                                  sp=sp.entity_id, client_address=ctx.client_address,
+                                  data=MappingProxyType({"via": ctx.presented.via})))
+        try:
+            validated = d.validator.validate(cert)
+        except CertificateRejected as exc:
+            municipality = self.municipality_of(cert)
+            d.audit.record(AuditEvent(
+                "certificate_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                municipality=municipality.id if municipality else None, certificate=facts, sp=sp.entity_id,
+                client_address=ctx.client_address))
+            return self._answers.refuse(exc, ctx, info, sp, municipality=municipality)
+        d.audit.record(AuditEvent(
+            "certificate_accepted", "success", ctx.correlation_id, municipality=validated.municipality_id,
+            identity=validated.identity, certificate=facts, sp=sp.entity_id, client_address=ctx.client_address,
+            data=MappingProxyType({"loa": validated.loa.uri, "policy": validated.policy_oid,
+                                   "revocation": validated.revocation.summary,
+                                   "revocation_sources": tuple(sorted({c.source for c in
+                                                                       validated.revocation.checked}))})))
+        self.audit_soft_fail(validated, ctx, sp)
+        municipality = d.settings.municipalities[validated.municipality_id]
+        try:
+            self._answers.check_access(info, sp, municipality, validated.loa)
+        except (CertificateRejected, SamlRejected) as exc:
+            d.audit.record(AuditEvent(
+                "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                identity=validated.identity, sp=sp.entity_id, client_address=ctx.client_address))
+            return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
+        if ctx.session_token is not None and old_session is not None:
+            d.sessions.end(ctx.session_token)  # a new login replaces the old session (no fixation)
+        token, session = d.sessions.create(
+            validated.identity, validated.loa.uri, ctx.correlation_id,
+            certificate_sha256=facts.fingerprint_sha256,
+            revocation_valid_until=validated.revocation.valid_until,
+            certificate_der=cert.public_bytes(serialization.Encoding.DER),
+        )
+        return self._answers.issue(info, sp, ctx, token, session, new_session=True, certificate=facts)
+
+    def audit_soft_fail(self, validated: ValidatedCertificate, ctx: ClientContext, sp: ServiceProvider) -> None:
+        failed = validated.revocation.soft_fail
+        if failed is not None:
+            self._d.audit.record(AuditEvent(
+                "revocation_soft_fail", "failure", ctx.correlation_id, reason=failed.reason, detail=failed.detail,
+                identity=validated.identity, certificate=validated.facts, sp=sp.entity_id,
+                client_address=ctx.client_address))
+
+    def still_valid(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
+                    session: SsoSession) -> tuple[SsoSession | None, Result | None]:
+        """Sessions follow revocation: once the session's revocation answer has expired, establish it again.
+
+        Returns the (refreshed) session, or None if it ended (revoked, expired, no longer trusted), or a
+        refusal when the status cannot be established now (fail closed; the session is kept).
+        """
+        d = self._d
+        until = session.revocation_valid_until
+        if until is None or d.clock.now() < until or session.certificate_der is None:
+            return session, None
+        cert = x509.load_der_x509_certificate(base64.b64decode(session.certificate_der))
+        try:
+            validated = d.validator.validate(cert)
+        except CertificateRejected as exc:
+            if exc.reason in _TRANSIENT_REVOCATION:
+                d.audit.record(AuditEvent(
+                    "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                    identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
+                    client_address=ctx.client_address))
+                return session, self._answers.refuse(exc, ctx, info, sp, retry=False)
+            d.sessions.end(token)
+            d.audit.record(AuditEvent(
+                "session_revoked", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
+                client_address=ctx.client_address, data=MappingProxyType({"session_login": session.correlation_id})))
+            return None, None
+        self.audit_soft_fail(validated, ctx, sp)
+        return replace(session, revocation_valid_until=validated.revocation.valid_until), None
+
+    def municipality_of(self, cert: x509.Certificate) -> Municipality | None:
+        try:
+            domain = self._d.validator.domain_of(cert)
+        except CertificateRejected:
+            return None
+        return self._d.settings.municipalities.get(domain.id)

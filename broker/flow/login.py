@@ -1,0 +1,251 @@
+"""The login state machine (DESIGN.md, flows 1-3): from an AuthnRequest to a signed Response.
+
+1. ``start``: vet the AuthnRequest, audit ``login_started``, store it as a
+   pending login (one-time use), continue at once with ``resume``.
+2. ``resume``: take the pending login; reuse a live SSO session unless
+   ForceAuthn (or a different certificate is presented); a presented
+   certificate logs in by certificate; otherwise the municipality decides:
+   hinted (Scoping, ``?municipality=``), the only option, remembered, or chosen
+   on the discovery page; a municipality with its own IdP logs in there.
+3. Answer the SP (signed assertion) and remember it for logout.
+
+A refusal keeps the request: a new pending login lets the user try again
+(another card, another municipality) without going back to the SP. Every step
+is audited under one correlation ID; the caller makes the audit durable
+(``AuditTrail.sync``) before it sends the response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+
+from broker.audit.events import AuditEvent
+from broker.config.loader import Municipality, ServiceProvider
+from broker.errors import CertificateRejected, SamlRejected, UpstreamRejected
+from broker.flow.answers import Answers, pending
+from broker.flow.certificate import CertificateStep
+from broker.flow.deps import FlowDeps
+from broker.flow.logout import LogoutFlow
+from broker.flow.results import ClientContext, Discovery, LoginFailed, Result
+from broker.flow.upstream import UpstreamStep
+from broker.model import LOA_BY_URI, CertificateFacts, satisfies
+from broker.pki.sources import PresentedCertificate
+from broker.saml.authnrequest import AuthnRequestInfo
+from broker.saml.bindings import InboundMessage
+from broker.session.sessions import SsoSession
+
+__all__ = ["LoginFlow", "satisfies"]
+
+
+class LoginFlow:
+    def __init__(self, deps: FlowDeps, upstream: UpstreamStep | None = None) -> None:
+        self._d = deps
+        self._answers = Answers(deps)
+        self._certificate = CertificateStep(deps, self._answers)
+        self._upstream = upstream
+        self._logout = LogoutFlow(deps)
+        self.certificate_sources = deps.certificate_sources
+
+    @property
+    def upstream(self) -> UpstreamStep | None:
+        return self._upstream
+
+    def client_certificate(self, correlation_id: str, remote_addr: str | None, header_value: str | None,
+                           tls_pem: str | None) -> PresentedCertificate:
+        """Resolve the request's certificate; audit a forged or broken proxy header."""
+        return self._certificate.resolve(correlation_id, remote_addr, header_value, tls_pem)
+
+    # --- SSO ---------------------------------------------------------------------------
+
+    def reject(self, exc: SamlRejected, ctx: ClientContext, binding: str) -> Result:
+        """A message that could not even be read off the binding (missing or duplicated parameters)."""
+        self._d.audit.record(AuditEvent(
+            "saml_request_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+            client_address=ctx.client_address, data=MappingProxyType({"binding": binding})))
+        return LoginFailed(exc, ctx.correlation_id)
+
+    def start(self, message: InboundMessage, ctx: ClientContext) -> Result:
+        """Handle an AuthnRequest arriving at the SSO endpoint."""
+        d = self._d
+        try:
+            info, sp = d.parser.parse(message)
+        except SamlRejected as exc:
+            d.audit.record(AuditEvent(
+                "saml_request_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                sp=exc.reply_to.sp_entity_id if exc.reply_to else None, client_address=ctx.client_address,
+                data=MappingProxyType({"binding": message.binding})))
+            return self._answers.refuse(exc, ctx, None, None)
+        if info.idp_hint is None and ctx.municipality_hint:
+            info = info.with_hint(ctx.municipality_hint)
+        d.audit.record(AuditEvent(
+            "login_started", "info", ctx.correlation_id, sp=sp.entity_id, client_address=ctx.client_address,
+            data=MappingProxyType({
+                "request_id": info.request_id[:256], "binding": info.binding, "signed": info.signed,
+                "force_authn": info.force_authn, "is_passive": info.is_passive,
+                "nameid_format": info.nameid_format, "requested_context": info.requested_contexts,
+            })))
+        login_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
+        return self.resume(login_id, ctx)
+
+    def _take(self, login_id: str, ctx: ClientContext) -> tuple[AuthnRequestInfo, ServiceProvider,
+                                                                 ClientContext] | LoginFailed:
+        d = self._d
+        found = d.sessions.take_pending(login_id)
+        sp = None
+        if found is not None:
+            info = AuthnRequestInfo.from_dict(found["request"])
+            sp = d.settings.sp_by_entity_id(info.sp_entity_id)
+        if found is None or sp is None:
+            exc = SamlRejected("login_unknown", "no such pending login (expired, used, or the SP was removed)")
+            d.audit.record(AuditEvent("saml_request_rejected", "failure", ctx.correlation_id,
+                                      reason=exc.reason, detail=exc.detail, client_address=ctx.client_address))
+            return LoginFailed(exc, ctx.correlation_id)
+        return info, sp, replace(ctx, correlation_id=found["correlation_id"])
+
+    def resume(self, login_id: str, ctx: ClientContext) -> Result:
+        """Continue a pending login (consumes it)."""
+        taken = self._take(login_id, ctx)
+        if isinstance(taken, LoginFailed):
+            return taken
+        info, sp, ctx = taken
+        return self._authenticate(info, sp, ctx)
+
+    def _authenticate(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext) -> Result:
+        d = self._d
+        cert = ctx.presented.certificate
+        facts = CertificateFacts.of(cert) if cert is not None else None
+        session, why = d.sessions.find(ctx.session_token)
+        if why in ("expired_idle", "expired_absolute"):
+            d.audit.record(AuditEvent("session_expired", "info", ctx.correlation_id, reason=None,
+                                      detail=why, client_address=ctx.client_address))
+        if session is not None and ctx.session_token is not None:
+            same_card = facts is None or facts.fingerprint_sha256 == session.certificate_sha256
+            if not info.force_authn and same_card:
+                reused = self._reuse(info, sp, ctx, ctx.session_token, session)
+                if reused is not None:
+                    return reused
+                session = None  # the session ended (its certificate no longer holds): log in afresh
+        if cert is not None:
+            return self._certificate.login(info, sp, ctx, cert, session)
+        options = self._options(sp)
+        if not any(m.config.login == "saml" for m in options):
+            return self._missing_certificate(info, sp, ctx)
+        chosen = self._preselected(info, ctx, options)
+        if chosen is None:
+            if info.is_passive:
+                return self._answers.refuse(SamlRejected(
+                    "passive_login_impossible", "the user must choose a municipality",
+                    reply_to=info.reply_target()), ctx, info, sp, event="login_refused")
+            login_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
+            return Discovery(login_id, options, ctx.correlation_id, sp.config.name,
+                             preselected=ctx.remembered_municipality)
+        return self._continue_with(info, sp, ctx, chosen)
+
+    def _continue_with(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext,
+                       municipality: Municipality, *, remember: str | None = None) -> Result:
+        if municipality.config.login == "saml":
+            if self._upstream is None:  # pragma: no cover - the loader requires the SP section
+                raise RuntimeError("login: saml without the broker's SP side")
+            return self._upstream.begin(info, sp, ctx, municipality, remember=remember)
+        cert = ctx.presented.certificate
+        if cert is not None:
+            return self._certificate.login(info, sp, ctx, cert, None)
+        return self._missing_certificate(info, sp, ctx, municipality)
+
+    def _missing_certificate(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext,
+                             municipality: Municipality | None = None) -> Result:
+        return self._answers.refuse(CertificateRejected("certificate_missing", "no certificate presented"), ctx,
+                                    info, sp, municipality=municipality, event="login_refused")
+
+    # --- discovery ---------------------------------------------------------------------------
+
+    def _options(self, sp: ServiceProvider) -> tuple[Municipality, ...]:
+        """The municipalities whose users may log in to ``sp`` now, by name."""
+        found = []
+        for mid in sp.config.municipalities:
+            m = self._d.settings.municipalities.get(mid)
+            if m is None or m.status == "suspended" or (m.status == "onboarding" and not sp.config.accept_onboarding):
+                continue
+            found.append(m)
+        return tuple(sorted(found, key=lambda m: m.config.name.sv))
+
+    @staticmethod
+    def _preselected(info: AuthnRequestInfo, ctx: ClientContext,
+                     options: tuple[Municipality, ...]) -> Municipality | None:
+        """A hint from the SP (Scoping IDPList, or ``?municipality=``: an id or the IdP's entity ID), the only
+        option, or the user's remembered choice; None when the user must choose."""
+        def match(hint: str | None) -> Municipality | None:
+            for m in options:
+                if hint and (hint == m.id or (m.config.saml is not None and hint == m.config.saml.entity_id)):
+                    return m
+            return None
+
+        return match(info.idp_hint) or (options[0] if len(options) == 1 else None) \
+            or match(ctx.remembered_municipality)
+
+    def discovery(self, login_id: str) -> Discovery | None:
+        """The discovery page of a pending login again (search, language switch) without consuming it."""
+        d = self._d
+        found = d.sessions.peek_pending(login_id)
+        if found is None:
+            return None
+        info = AuthnRequestInfo.from_dict(found["request"])
+        sp = d.settings.sp_by_entity_id(info.sp_entity_id)
+        if sp is None:
+            return None
+        return Discovery(login_id, self._options(sp), found["correlation_id"], sp.config.name)
+
+    def choose(self, login_id: str, municipality_id: str, remember: bool, ctx: ClientContext) -> Result:
+        """The user chose a municipality on the discovery page."""
+        taken = self._take(login_id, ctx)
+        if isinstance(taken, LoginFailed):
+            return taken
+        info, sp, ctx = taken
+        chosen = next((m for m in self._options(sp) if m.id == municipality_id), None)
+        if chosen is None:
+            exc = UpstreamRejected("municipality_unknown", f"{municipality_id!r} is not offered to {sp.entity_id}")
+            return self._answers.refuse(exc, ctx, info, sp, event="login_refused")
+        return self._continue_with(info, sp, ctx, chosen, remember=chosen.id if remember else None)
+
+    def acs(self, message: InboundMessage, ctx: ClientContext) -> Result:
+        """A municipal IdP's Response at the broker's ACS."""
+        if self._upstream is None:
+            exc = UpstreamRejected("upstream_unsolicited", "the broker has no SP side configured")
+            return LoginFailed(exc, ctx.correlation_id)
+        return self._upstream.complete(message, ctx)
+
+    # --- sessions ----------------------------------------------------------------------------
+
+    def _reuse(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
+               session: SsoSession) -> Result | None:
+        """Answer from the SSO session, or None when the session has just ended."""
+        d = self._d
+        checked, refusal = self._certificate.still_valid(info, sp, ctx, token, session)
+        if refusal is not None:
+            return refusal
+        if checked is None:
+            return None
+        session = checked
+        municipality = d.settings.municipalities.get(session.identity.municipality_id)
+        loa = LOA_BY_URI.get(session.loa_uri)
+        try:
+            if municipality is None or loa is None:
+                raise CertificateRejected("issuer_unknown", "the session's municipality is no longer configured")
+            self._answers.check_access(info, sp, municipality, loa)
+        except (CertificateRejected, SamlRejected) as exc:
+            d.audit.record(AuditEvent(
+                "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                identity=session.identity, sp=sp.entity_id, client_address=ctx.client_address))
+            return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
+        session = d.sessions.touch(token, session)
+        d.audit.record(AuditEvent(
+            "session_reused", "success", ctx.correlation_id, identity=session.identity, sp=sp.entity_id,
+            client_address=ctx.client_address,
+            data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
+        return self._answers.issue(info, sp, ctx, token, session, new_session=False)
+
+    # --- logout ------------------------------------------------------------------------------
+
+    def logout(self, message: InboundMessage, ctx: ClientContext) -> Result:
+        return self._logout.sp_request(message, ctx)

@@ -1,0 +1,215 @@
+"""Logging in through a municipality's own IdP: the broker as SAML SP (DESIGN.md, flow 2).
+
+``begin`` sends a signed AuthnRequest upstream, passing on the SP's
+ForceAuthn and IsPassive and its RequestedAuthnContext mapped to the IdP's
+ClassRefs; the SP's pending login waits in the store under the upstream
+request's ID. ``complete`` takes that pending login by the Response's
+InResponseTo (one use), validates the Response (:mod:`broker.saml.upstream_response`),
+refuses replays, maps attributes, identity and LoA, checks the returned
+context against what the SP asked, opens the session and answers the SP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import replace
+from types import MappingProxyType
+
+from cryptography.hazmat.primitives import hashes
+
+from broker.audit.events import AuditEvent
+from broker.config.loader import Municipality, ServiceProvider
+from broker.errors import BrokerError, CertificateRejected, SamlRejected, UpstreamRejected
+from broker.flow.answers import Answers
+from broker.flow.deps import FlowDeps
+from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
+from broker.model import KNOWN_LOAS, Loa, satisfies
+from broker.saml.authnrequest import AuthnRequestInfo
+from broker.saml.bindings import HTTP_POST, InboundMessage, decode
+from broker.saml.metadata import IdpMetadata
+from broker.saml.outbound import MessageSender
+from broker.saml.upstream_mapping import canonical_attributes, identity_of, loa_of, upstream_class_refs
+from broker.saml.upstream_metadata import UpstreamMetadata
+from broker.saml.upstream_request import build_authn_request
+from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response, status_of
+from broker.saml.xmldsig import XmlVerifier
+from broker.saml.xmlenc import Decrypter
+
+NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+
+
+class UpstreamStep:
+    def __init__(self, deps: FlowDeps, answers: Answers, *, metadata: UpstreamMetadata, sender: MessageSender,
+                 decrypter: Decrypter, sp_entity_id: str, acs_url: str) -> None:
+        self._d = deps
+        self._answers = answers
+        self.metadata = metadata
+        self._sender = sender
+        self._decrypter = decrypter
+        self._sp_entity_id = sp_entity_id
+        self.acs_url = acs_url
+        self._validators: dict[str, ResponseValidator] = {}
+        self._lock = threading.Lock()
+
+    # --- to the IdP ------------------------------------------------------------------------
+
+    def begin(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, municipality: Municipality,
+              *, remember: str | None = None) -> Result:
+        d = self._d
+        saml = municipality.config.saml
+        assert saml is not None
+        try:
+            self._answers.check_access(info, sp, municipality, _best_loa(municipality))
+        except (CertificateRejected, SamlRejected) as exc:
+            if not (isinstance(exc, SamlRejected) and exc.reason == "authn_context_unsupported"):
+                return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, event="login_refused",
+                                            retry=False)
+        refs = upstream_class_refs(saml, info.requested_contexts, info.comparison)
+        if refs is None:
+            unmet = SamlRejected("authn_context_unsupported", f"{municipality.id}'s IdP offers no context meeting "
+                                                              f"{info.comparison} {list(info.requested_contexts)}",
+                                 reply_to=info.reply_target())
+            return self._answers.refuse(unmet, ctx, info, sp, municipality=municipality, event="login_refused")
+        try:
+            idp = self.metadata.get(municipality.id)
+        except UpstreamRejected as exc:
+            return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, event="login_refused")
+        request = build_authn_request(
+            sender=self._sender, clock=d.clock, sp_entity_id=self._sp_entity_id, acs_url=self.acs_url, idp=idp,
+            force_authn=info.force_authn, is_passive=info.is_passive, nameid_format=saml.nameid_format,
+            class_refs=refs)
+        timeout = d.settings.broker.sp.login_timeout.timedelta if d.settings.broker.sp else None
+        d.sessions.put_upstream(request.request_id, {
+            "request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": municipality.id,
+            "idp": idp.entity_id}, timeout or d.sessions.pending_timeout)
+        d.audit.record(AuditEvent(
+            "upstream_authn_result", "info", ctx.correlation_id, municipality=municipality.id, sp=sp.entity_id,
+            client_address=ctx.client_address,
+            data=MappingProxyType({"idp": idp.entity_id, "request_id": request.request_id,
+                                   "status": "requested"})))
+        message = request.message
+        if message.binding == HTTP_POST:
+            return PostToSp(message.url, message.fields, ctx.correlation_id, municipality.config.name,
+                            remember_municipality=remember)
+        return Redirect(message.url, ctx.correlation_id, remember_municipality=remember)
+
+    # --- back from the IdP -------------------------------------------------------------------
+
+    def complete(self, message: InboundMessage, ctx: ClientContext) -> Result:
+        """The IdP's Response at the broker's ACS."""
+        d = self._d
+        max_bytes = d.settings.broker.sp.max_message_bytes if d.settings.broker.sp else 262144
+        try:
+            try:
+                xml = decode(message, max_bytes)
+            except SamlRejected as exc:
+                code = "upstream_response_too_large" if exc.reason == "saml_request_too_large" \
+                    else "upstream_response_malformed"
+                raise UpstreamRejected(code, exc.detail) from None
+            root = parse_response(xml, max_bytes)
+        except UpstreamRejected as exc:
+            return self._failed(exc, ctx, None, None, None)
+        in_response_to = root.get("InResponseTo")
+        pending = d.sessions.take_upstream(in_response_to) if in_response_to else None
+        if pending is None:
+            code = "upstream_in_response_to_mismatch" if in_response_to else "upstream_unsolicited"
+            return self._failed(UpstreamRejected(code, f"InResponseTo {in_response_to!r}"), ctx, None, None, None)
+        info = AuthnRequestInfo.from_dict(pending["request"])
+        ctx = replace(ctx, correlation_id=pending["correlation_id"])
+        sp = d.settings.sp_by_entity_id(info.sp_entity_id)
+        municipality = d.settings.municipalities.get(pending["municipality"])
+        if sp is None or municipality is None or municipality.config.saml is None:
+            gone = UpstreamRejected("upstream_in_response_to_mismatch", "the login's SP or municipality is gone")
+            return self._failed(gone, ctx, None, None, municipality)
+        saml = municipality.config.saml
+
+        status = status_of(root)
+        if status is not None:
+            detail = " / ".join(status.codes) + (f": {status.message}" if status.message else "")
+            if NO_PASSIVE in status.codes and info.is_passive:
+                passive = SamlRejected("passive_login_impossible", f"the IdP answered NoPassive ({detail})",
+                                       reply_to=info.reply_target())
+                self._audit_result(ctx, municipality, sp, pending, "failure", passive.reason, detail)
+                return self._answers.refuse(passive, ctx, info, sp, municipality=municipality)
+            return self._failed(UpstreamRejected("upstream_status", detail), ctx, info, sp, municipality,
+                                pending)
+        try:
+            idp = self.metadata.get(municipality.id)
+            expect = Expectations(idp_entity_id=pending["idp"], sp_entity_id=self._sp_entity_id,
+                                  acs_url=self.acs_url, request_id=in_response_to,
+                                  signed_element=saml.signed_element, skew=saml.clock_skew.timedelta,
+                                  now=d.clock.now())
+            assertion = self._validator(idp).validate(root, expect)
+            if not d.sessions.first_use(idp.entity_id, assertion.assertion_id, assertion.expires + expect.skew):
+                raise UpstreamRejected("upstream_replay", f"assertion {assertion.assertion_id} was already used")
+            attributes = canonical_attributes(saml, assertion.attributes)
+            identity = identity_of(saml, attributes, municipality.id)
+            loa = loa_of(saml, assertion.authn_context)
+            if not satisfies(loa, info.requested_contexts, info.comparison):
+                raise UpstreamRejected("upstream_authn_context_insufficient",
+                                       f"the IdP returned {assertion.authn_context} ({loa.name}); the SP asked "
+                                       f"{info.comparison} {list(info.requested_contexts)}")
+        except UpstreamRejected as exc:
+            return self._failed(exc, ctx, info, sp, municipality, pending)
+        d.audit.record(AuditEvent(
+            "upstream_authn_result", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
+            client_address=ctx.client_address,
+            data=MappingProxyType({"idp": idp.entity_id, "request_id": str(in_response_to)[:256], "loa": loa.uri,
+                                   "attributes": tuple(sorted(attributes)), "status": "success"})))
+        try:
+            self._answers.check_access(info, sp, municipality, loa)
+        except (CertificateRejected, SamlRejected) as exc:
+            d.audit.record(AuditEvent(
+                "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                identity=identity, sp=sp.entity_id, client_address=ctx.client_address))
+            return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
+        old, _ = d.sessions.find(ctx.session_token)
+        if old is not None and ctx.session_token is not None:
+            d.sessions.end(ctx.session_token)  # a new login replaces the old session (no fixation)
+        token, session = d.sessions.create(
+            identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
+            upstream={"idp": idp.entity_id, "name_id": assertion.name_id,
+                      "name_id_format": assertion.name_id_format or "",
+                      "session_index": assertion.session_index or ""},
+            authn_instant=assertion.authn_instant)
+        return self._answers.issue(info, sp, ctx, token, session, new_session=True)
+
+    def _validator(self, idp: IdpMetadata) -> ResponseValidator:
+        """One validator (with its preloaded keys) per set of IdP signing keys."""
+        fingerprint = hashlib.sha256(b"".join(c.fingerprint(_SHA256) for c in idp.signing_certificates)).hexdigest()
+        key = f"{idp.entity_id}#{fingerprint}"
+        with self._lock:
+            validator = self._validators.get(key)
+            if validator is None:
+                validator = ResponseValidator(XmlVerifier(idp.signing_certificates), self._decrypter)
+                self._validators[key] = validator
+        return validator
+
+    def _audit_result(self, ctx: ClientContext, municipality: Municipality | None, sp: ServiceProvider | None,
+                      pending: dict[str, object] | None, outcome: str, reason: str, detail: str) -> None:
+        data: dict[str, object] = {"status": "failure"}
+        if pending is not None:
+            data["idp"] = str(pending.get("idp"))
+        self._d.audit.record(AuditEvent(
+            "upstream_authn_result", "failure", ctx.correlation_id, reason=reason, detail=detail,
+            municipality=municipality.id if municipality else None, sp=sp.entity_id if sp else None,
+            client_address=ctx.client_address, data=MappingProxyType(data)))  # type: ignore[arg-type]
+
+    def _failed(self, exc: BrokerError, ctx: ClientContext, info: AuthnRequestInfo | None,
+                sp: ServiceProvider | None, municipality: Municipality | None,
+                pending: dict[str, object] | None = None) -> Result:
+        self._audit_result(ctx, municipality, sp, pending, "failure", exc.reason, exc.detail)
+        if info is None or sp is None:
+            return LoginFailed(exc, ctx.correlation_id, municipality=municipality)
+        return self._answers.refuse(exc, ctx, info, sp, municipality=municipality)
+
+
+def _best_loa(municipality: Municipality) -> Loa:
+    """The strongest LoA the municipality's IdP can give (to refuse early what it never could)."""
+    saml = municipality.config.saml
+    assert saml is not None
+    return max((KNOWN_LOAS[c.loa] for c in saml.authn_contexts), key=lambda loa: loa.rank)
+
+
+_SHA256 = hashes.SHA256()

@@ -1,0 +1,76 @@
+"""From what a municipal IdP says to what the broker asserts: attribute names, identity, assurance level."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from broker.config.schema import UpstreamIdpConfig
+from broker.errors import UpstreamRejected
+from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
+from broker.pki.identity import DEFAULT_HSA_ID_PATTERN, check_personnummer
+from broker.saml.attributes import BY_URI
+
+
+def canonical_attributes(config: UpstreamIdpConfig,
+                         upstream: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Upstream attribute names (the municipality's mapping first, then the standard URIs and their Sambi
+    aliases) to the broker's names. Names nobody maps are dropped."""
+    mapping = {m.upstream: m.canonical for m in config.attributes}
+    out: dict[str, tuple[str, ...]] = {}
+    for name, values in upstream.items():
+        canonical = mapping.get(name) or (BY_URI[name].name if name in BY_URI else None)
+        if canonical is not None and values:
+            out[canonical] = out.get(canonical, ()) + values
+    return out
+
+
+def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, ...]],
+                municipality_id: str) -> Identity:
+    """The user, by the municipality's identity rule; every required attribute must be there."""
+    rule = config.identity
+    for name in (rule.attribute, *config.required_attributes):
+        if not attributes.get(name):
+            raise UpstreamRejected("upstream_attribute_missing", f"the IdP sent no {name}",
+                                   params={"attribute": name})
+    values = attributes[rule.attribute]
+    if len(values) != 1:
+        raise UpstreamRejected("upstream_identity_invalid", f"{rule.attribute} has {len(values)} values")
+    key = values[0].strip()
+    if rule.type == "personnummer":
+        try:
+            check_personnummer(key)
+        except ValueError as exc:
+            raise UpstreamRejected("upstream_identity_invalid", f"{rule.attribute}: {exc}") from None
+    else:
+        pattern = rule.pattern or DEFAULT_HSA_ID_PATTERN
+        if not re.fullmatch(pattern, key, re.ASCII):
+            raise UpstreamRejected("upstream_identity_invalid",
+                                   f"{rule.attribute} {key!r} does not match the {rule.type} pattern {pattern}")
+
+    def first(name: str) -> str | None:
+        found = attributes.get(name)
+        return found[0] if found else None
+
+    given, surname = first("givenName"), first("sn")
+    display = first("displayName") or (" ".join(p for p in (given, surname) if p) or None)
+    return Identity(kind=rule.type, key=key, municipality_id=municipality_id, given_name=given, surname=surname,
+                    display_name=display)
+
+
+def loa_of(config: UpstreamIdpConfig, class_ref: str | None) -> Loa:
+    """The LoA of the AuthnContextClassRef the IdP returned, by the municipality's mapping only."""
+    for mapping in config.authn_contexts:
+        if mapping.upstream == class_ref:
+            return KNOWN_LOAS[mapping.loa]
+    raise UpstreamRejected("upstream_authn_context_unknown", f"AuthnContextClassRef {class_ref!r} is not mapped")
+
+
+def upstream_class_refs(config: UpstreamIdpConfig, requested: tuple[str, ...],
+                        comparison: str) -> tuple[str, ...] | None:
+    """The IdP's ClassRefs that meet the SP's RequestedAuthnContext: () when the SP asked nothing (the IdP
+    decides), None when none of them can (the SP gets NoAuthnContext at once)."""
+    if not requested:
+        return ()
+    refs = tuple(m.upstream for m in config.authn_contexts if satisfies(KNOWN_LOAS[m.loa], requested, comparison))
+    return refs or None

@@ -1,0 +1,133 @@
+"""The municipal IdPs' metadata: local files (trusted as configured) or URLs (trusted only when signed).
+
+Metadata from a URL is used only after its signature verifies with one of the
+configured certificates (the signature element is required) and while its
+validUntil has not passed. It is refreshed on a schedule in the background; a
+failed refresh keeps the last good copy (until its validUntil) and is
+recorded for `broker readiness` and the operator log. Every signing key in
+the metadata is accepted (key rollover).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.clock import Clock
+from broker.config.loader import Municipality
+from broker.errors import UpstreamRejected
+from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
+from broker.saml.metadata import IdpMetadata, parse_idp_metadata, verify_metadata_signature
+
+log = logging.getLogger("broker.upstream")
+
+
+@dataclass
+class MetadataState:
+    municipality: Municipality
+    metadata: IdpMetadata | None = None
+    fetched_at: Any = None
+    last_attempt: Any = None
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class UpstreamMetadata:
+    """Current, verified metadata of every municipality with login: saml."""
+
+    def __init__(self, municipalities: list[Municipality], clock: Clock, fetcher: HttpFetcher | None) -> None:
+        self._clock = clock
+        self._fetcher = fetcher
+        self._states = {m.id: MetadataState(m, m.idp_metadata) for m in municipalities if m.config.saml is not None}
+        now = clock.now()
+        for state in self._states.values():
+            if state.metadata is not None:
+                state.fetched_at = now
+        self._pid: int | None = None
+        self._stop = threading.Event()
+
+    def get(self, municipality_id: str) -> IdpMetadata:
+        """Usable metadata, fetching on the login path only if none was ever loaded."""
+        state = self._states.get(municipality_id)
+        if state is None:
+            raise UpstreamRejected("upstream_metadata_unavailable", f"{municipality_id} has no SAML IdP")
+        self._ensure_background()
+        if state.metadata is None:
+            self.refresh(state)
+        metadata = state.metadata
+        if metadata is None:
+            raise UpstreamRejected("upstream_metadata_unavailable",
+                                   f"no metadata for {municipality_id}'s IdP: {state.last_error}")
+        if metadata.valid_until is not None and metadata.valid_until <= self._clock.now():
+            raise UpstreamRejected("upstream_metadata_unavailable",
+                                   f"the metadata of {municipality_id}'s IdP expired at "
+                                   f"{metadata.valid_until.isoformat()} ({state.last_error or 'not refreshed'})")
+        return metadata
+
+    def refresh(self, state: MetadataState) -> None:
+        """Fetch and verify URL metadata; keep the last good copy on failure (recorded)."""
+        source = state.municipality.config.saml.metadata if state.municipality.config.saml else None
+        if source is None or source.url is None:
+            return
+        if not state.lock.acquire(timeout=source.timeout.seconds + 1):
+            return
+        try:
+            state.last_attempt = self._clock.now()
+            if self._fetcher is None:
+                raise FetchError("network fetching is off")
+            limits = FetchLimits(min(5.0, source.timeout.seconds), source.timeout.seconds, source.max_bytes)
+            xml = self._fetcher.get(source.url, limits, accept="application/samlmetadata+xml")
+            certs = tuple(c.certificate for c in source.signing_certificates)
+            verify_metadata_signature(xml, certs, self._clock.now())
+            state.metadata = parse_idp_metadata(xml, state.municipality.config.saml.entity_id)  # type: ignore[union-attr]
+            state.fetched_at = self._clock.now()
+            state.last_error = None
+        except (FetchError, ValueError) as exc:
+            state.last_error = str(exc)
+            log.warning("metadata of %s's IdP: %s (keeping the last good copy)", state.municipality.id, exc)
+        finally:
+            state.lock.release()
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for mid, state in self._states.items():
+            m = state.metadata
+            out[mid] = {
+                "entity_id": m.entity_id if m else None,
+                "valid_until": m.valid_until.isoformat() if m and m.valid_until else None,
+                "fetched_at": state.fetched_at.isoformat() if state.fetched_at else None,
+                "last_error": state.last_error,
+                "signing_keys": len(m.signing_certificates) if m else 0,
+            }
+        return out
+
+    def _ensure_background(self) -> None:
+        pid = os.getpid()
+        if self._pid == pid or not any(s.municipality.config.saml and s.municipality.config.saml.metadata.url
+                                       for s in self._states.values()):
+            return
+        self._pid = pid
+        threading.Thread(target=self._loop, name="idp-metadata", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(30):
+            now = self._clock.now()
+            for state in self._states.values():
+                saml = state.municipality.config.saml
+                if saml is None or saml.metadata.url is None:
+                    continue
+                due = state.fetched_at is None or (now - state.fetched_at).total_seconds() >= \
+                    saml.metadata.refresh_interval.seconds
+                if due:
+                    self.refresh(state)
+
+    def refresh_all(self) -> None:
+        """Fetch every URL source now (start-up, operators' tools, tests)."""
+        for state in self._states.values():
+            self.refresh(state)
+
+    def close(self) -> None:
+        self._stop.set()

@@ -1,0 +1,326 @@
+"""Accepting a municipal IdP's Response (SAML Core §2, §3.2; Profiles §4.1.4.3; Bindings §3.5.5.2).
+
+The broker validates upstream Responses itself instead of relying on pysaml2's
+response module, which (7.5) lets through a wrong SubjectConfirmationData
+Recipient unless told what to expect, returns a Response with a wrong
+Destination as an object without assertion instead of an error, accepts SHA-1
+signatures, and accepts an Assertion whose Version is not 2.0.
+
+Parsed once, by the hardened parser (no DTDs, no entities, comments dropped);
+signatures verified on that tree (:class:`XmlVerifier`: one enveloped
+signature referencing the element's unique ID, allow-listed algorithms); data
+read only from the element whose signature was verified. Exactly one Assertion
+may exist anywhere in the document, and it must be the Response's child: an
+Assertion moved, duplicated or wrapped elsewhere (Extensions, ds:Object ...) is
+refused, which closes the signature-wrapping attacks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from lxml import etree
+
+from broker.errors import UpstreamRejected
+from broker.saml.bindings import CM_BEARER
+from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
+from broker.saml.xmlenc import Decrypter, DecryptionRefused
+from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmltime import parse_instant
+
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+NS = {"samlp": SAMLP, "saml": SAML, "ds": DS}
+SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
+ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
+
+SignedElement = Literal["assertion", "response", "both", "either"]
+
+
+@dataclass(frozen=True)
+class UpstreamStatus:
+    """A non-success status from the IdP: top-level and second-level codes, and its message."""
+
+    codes: tuple[str, ...]
+    message: str | None
+
+
+@dataclass(frozen=True)
+class UpstreamAssertion:
+    """What a verified upstream Assertion says; read from the verified element only."""
+
+    issuer: str
+    assertion_id: str
+    in_response_to: str | None
+    name_id: str
+    name_id_format: str | None
+    session_index: str | None
+    authn_instant: dt.datetime
+    authn_context: str | None
+    attributes: Mapping[str, tuple[str, ...]]
+    expires: dt.datetime          # the latest NotOnOrAfter that bounds its use (for the replay cache)
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What the broker expects of this Response."""
+
+    idp_entity_id: str
+    sp_entity_id: str
+    acs_url: str
+    request_id: str | None        # None: unsolicited (only if allowed)
+    signed_element: SignedElement
+    skew: dt.timedelta
+    now: dt.datetime
+
+
+def _reject(code: str, detail: str) -> UpstreamRejected:
+    return UpstreamRejected(code, detail)
+
+
+def _text_only(element: etree._Element, what: str) -> str:
+    """The text of an element that must hold nothing but text (no child elements)."""
+    if len(element):
+        raise _reject("upstream_assertion_invalid", f"{what} has child elements")
+    return (element.text or "").strip()
+
+
+def _instant(value: str | None, what: str) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_instant(value)
+    except ValueError:
+        raise _reject("upstream_response_malformed", f"{what} is not a UTC dateTime: {value!r}") from None
+
+
+def _verify(verifier: XmlVerifier, element: etree._Element, what: str) -> bool:
+    """True if ``element`` carries a signature that verifies; False if it carries none."""
+    try:
+        verifier.verify(element)
+    except SignatureMissing:
+        return False
+    except SignatureRejected as exc:
+        code = "upstream_algorithm_not_allowed" if exc.algorithm else "upstream_signature_invalid"
+        raise _reject(code, f"{what}: {exc}") from None
+    return True
+
+
+def parse_response(xml: bytes, max_bytes: int) -> etree._Element:
+    try:
+        root = parse_untrusted(xml, max_bytes)
+    except UnsafeXml as exc:
+        code = "upstream_response_too_large" if "larger than" in str(exc) else "upstream_response_malformed"
+        raise _reject(code, str(exc)) from None
+    if root.tag != f"{{{SAMLP}}}Response":
+        raise _reject("upstream_response_malformed", f"expected a Response, got {root.tag}")
+    return root
+
+
+def status_of(root: etree._Element) -> UpstreamStatus | None:
+    """None for Success, else the status (SAML Core §3.2.2.2)."""
+    code = root.find("samlp:Status/samlp:StatusCode", NS)
+    if code is None:
+        raise _reject("upstream_response_malformed", "the Response has no StatusCode")
+    top = code.get("Value")
+    if top == SUCCESS:
+        return None
+    codes = [top or ""]
+    inner = code.find("samlp:StatusCode", NS)
+    while inner is not None:
+        codes.append(inner.get("Value") or "")
+        inner = inner.find("samlp:StatusCode", NS)
+    message = root.find("samlp:Status/samlp:StatusMessage", NS)
+    return UpstreamStatus(tuple(codes), (message.text or "").strip()[:300] if message is not None else None)
+
+
+class ResponseValidator:
+    """Validates Responses of one IdP against its metadata keys and the broker's decryption keys."""
+
+    def __init__(self, verifier: XmlVerifier, decrypter: Decrypter) -> None:
+        self._verifier = verifier
+        self._decrypter = decrypter
+
+    def validate(self, root: etree._Element, expect: Expectations) -> UpstreamAssertion:
+        """Check ``root`` (a parsed Response with Success status); raise :class:`UpstreamRejected`."""
+        self._check_response(root, expect)
+        response_signed = _verify(self._verifier, root, "the Response")
+        # Bindings §3.5.5.2 requires Destination of signed messages (an unsigned one may omit it)
+        if response_signed and root.get("Destination") is None:
+            raise _reject("upstream_destination_mismatch", "a signed Response must carry Destination")
+
+        assertion = self._the_assertion(root)
+        assertion_signed = _verify(self._verifier, assertion, "the Assertion")
+        required = expect.signed_element
+        missing = {
+            "assertion": not assertion_signed,
+            "response": not response_signed,
+            "both": not (assertion_signed and response_signed),
+            "either": not (assertion_signed or response_signed),
+        }[required]
+        if missing:
+            raise _reject("upstream_unsigned", f"the IdP must sign: {required}")
+        # the only Assertion in the document is the one just verified (or covered by the Response's signature)
+        if len(root.findall(f".//{{{SAML}}}Assertion")) != 1:
+            raise _reject("upstream_assertion_invalid", "more than one Assertion in the Response")
+        return self._read_assertion(assertion, expect)
+
+    @staticmethod
+    def _check_response(root: etree._Element, expect: Expectations) -> None:
+        if root.get("Version") != "2.0":
+            raise _reject("upstream_version_unsupported", f"Response Version {root.get('Version')!r}")
+        if not root.get("ID"):
+            raise _reject("upstream_response_malformed", "the Response has no ID")
+        issued = _instant(root.get("IssueInstant"), "IssueInstant")
+        if issued is None:
+            raise _reject("upstream_response_malformed", "the Response has no IssueInstant")
+        if issued > expect.now + expect.skew:
+            raise _reject("upstream_not_yet_valid", f"the Response was issued at {issued.isoformat()}")
+        destination = root.get("Destination")
+        if destination is not None and destination != expect.acs_url:
+            raise _reject("upstream_destination_mismatch", f"Destination {destination!r}, expected {expect.acs_url}")
+        issuer = root.find("saml:Issuer", NS)
+        if issuer is not None:
+            if issuer.get("Format") not in (None, ENTITY_FORMAT):
+                raise _reject("upstream_issuer_mismatch", "the Response Issuer's Format must be entity")
+            if _text_only(issuer, "Issuer") != expect.idp_entity_id:
+                raise _reject("upstream_issuer_mismatch", f"Response Issuer {issuer.text!r}")
+        in_response_to = root.get("InResponseTo")
+        if expect.request_id is not None and in_response_to != expect.request_id:
+            raise _reject("upstream_in_response_to_mismatch", f"InResponseTo {in_response_to!r}")
+        if expect.request_id is None and in_response_to is not None:
+            raise _reject("upstream_in_response_to_mismatch", "InResponseTo names no pending request of the broker")
+
+    def _the_assertion(self, root: etree._Element) -> etree._Element:
+        plain = root.findall("saml:Assertion", NS)
+        encrypted = root.findall("saml:EncryptedAssertion", NS)
+        if len(plain) + len(encrypted) != 1:
+            raise _reject("upstream_assertion_invalid",
+                          f"expected one Assertion, found {len(plain)} plain and {len(encrypted)} encrypted")
+        if plain:
+            return plain[0]
+        try:
+            decrypted = self._decrypter.decrypt(encrypted[0])
+        except DecryptionRefused as exc:
+            code = "upstream_algorithm_not_allowed" if exc.algorithm else "upstream_decryption_failed"
+            raise _reject(code, str(exc)) from None
+        if decrypted.tag != f"{{{SAML}}}Assertion":
+            raise _reject("upstream_assertion_invalid", f"the EncryptedAssertion holds a {decrypted.tag}")
+        return decrypted
+
+    @staticmethod
+    def _read_assertion(assertion: etree._Element, expect: Expectations) -> UpstreamAssertion:
+        now, skew = expect.now, expect.skew
+        if assertion.get("Version") != "2.0":
+            raise _reject("upstream_version_unsupported", f"Assertion Version {assertion.get('Version')!r}")
+        assertion_id = assertion.get("ID")
+        if not assertion_id:
+            raise _reject("upstream_assertion_invalid", "the Assertion has no ID")
+        issuer = assertion.find("saml:Issuer", NS)
+        if issuer is None or _text_only(issuer, "Issuer") != expect.idp_entity_id:
+            raise _reject("upstream_issuer_mismatch",
+                          f"Assertion Issuer {(issuer.text if issuer is not None else None)!r}")
+
+        subject = assertion.find("saml:Subject", NS)
+        if subject is None:
+            raise _reject("upstream_assertion_invalid", "the Assertion has no Subject")
+        name_id_el = subject.find("saml:NameID", NS)
+        if name_id_el is None:
+            raise _reject("upstream_assertion_invalid", "the Subject has no NameID (EncryptedID is not supported)")
+        name_id = _text_only(name_id_el, "NameID")
+        if not name_id:
+            raise _reject("upstream_assertion_invalid", "the NameID is empty")
+        confirmed_until = _bearer_confirmation(subject, expect)
+
+        conditions = assertion.find("saml:Conditions", NS)
+        not_on_or_after = confirmed_until
+        if conditions is not None:
+            not_before = _instant(conditions.get("NotBefore"), "Conditions NotBefore")
+            if not_before is not None and now + skew < not_before:
+                raise _reject("upstream_not_yet_valid", f"NotBefore {not_before.isoformat()}")
+            until = _instant(conditions.get("NotOnOrAfter"), "Conditions NotOnOrAfter")
+            if until is not None:
+                if now - skew >= until:
+                    raise _reject("upstream_expired", f"Conditions NotOnOrAfter {until.isoformat()}")
+                not_on_or_after = max(not_on_or_after, until)
+            restrictions = conditions.findall("saml:AudienceRestriction", NS)
+        else:
+            restrictions = []
+        if not restrictions:
+            raise _reject("upstream_audience_mismatch", "the Assertion has no AudienceRestriction")
+        for restriction in restrictions:  # SAML Core §2.5.1.4: every restriction must hold
+            audiences = [_text_only(a, "Audience") for a in restriction.findall("saml:Audience", NS)]
+            if expect.sp_entity_id not in audiences:
+                raise _reject("upstream_audience_mismatch", f"Audience {audiences}")
+
+        statements = assertion.findall("saml:AuthnStatement", NS)
+        if not statements:
+            raise _reject("upstream_assertion_invalid", "the Assertion has no AuthnStatement")
+        statement = statements[0]
+        authn_instant = _instant(statement.get("AuthnInstant"), "AuthnInstant")
+        if authn_instant is None:
+            raise _reject("upstream_assertion_invalid", "the AuthnStatement has no AuthnInstant")
+        session_until = _instant(statement.get("SessionNotOnOrAfter"), "SessionNotOnOrAfter")
+        if session_until is not None and now - skew >= session_until:
+            raise _reject("upstream_expired", f"SessionNotOnOrAfter {session_until.isoformat()}")
+        class_ref = statement.find("saml:AuthnContext/saml:AuthnContextClassRef", NS)
+
+        attributes: dict[str, tuple[str, ...]] = {}
+        for attribute in assertion.findall("saml:AttributeStatement/saml:Attribute", NS):
+            name = attribute.get("Name")
+            if not name:
+                continue
+            values = tuple(_text_only(v, f"attribute {name}") for v in attribute.findall("saml:AttributeValue", NS)
+                           if not len(v))  # complex values (e.g. a NameID inside) are not attributes we use
+            attributes[name] = attributes.get(name, ()) + values
+
+        name_format = name_id_el.get("Format")
+        return UpstreamAssertion(
+            issuer=expect.idp_entity_id,
+            assertion_id=assertion_id,
+            in_response_to=expect.request_id,
+            name_id=name_id,
+            name_id_format=name_format,
+            session_index=statement.get("SessionIndex"),
+            authn_instant=authn_instant,
+            authn_context=_text_only(class_ref, "AuthnContextClassRef") if class_ref is not None else None,
+            attributes=attributes,
+            expires=not_on_or_after,
+        )
+
+
+def _bearer_confirmation(subject: etree._Element, expect: Expectations) -> dt.datetime:
+    """A bearer SubjectConfirmation that holds (SAML Profiles §4.1.4.2, §4.1.4.3); its NotOnOrAfter."""
+    problems = []
+    for confirmation in subject.findall("saml:SubjectConfirmation", NS):
+        if confirmation.get("Method") != CM_BEARER:
+            continue
+        data = confirmation.find("saml:SubjectConfirmationData", NS)
+        if data is None:
+            problems.append("no SubjectConfirmationData")
+            continue
+        recipient = data.get("Recipient")
+        if recipient != expect.acs_url:
+            raise _reject("upstream_recipient_mismatch", f"Recipient {recipient!r}, expected {expect.acs_url}")
+        until = _instant(data.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")
+        if until is None:
+            problems.append("no NotOnOrAfter")
+            continue
+        if expect.now - expect.skew >= until:
+            raise _reject("upstream_expired", f"SubjectConfirmationData NotOnOrAfter {until.isoformat()}")
+        not_before = _instant(data.get("NotBefore"), "SubjectConfirmationData NotBefore")
+        if not_before is not None and expect.now + expect.skew < not_before:
+            raise _reject("upstream_not_yet_valid", f"SubjectConfirmationData NotBefore {not_before.isoformat()}")
+        in_response_to = data.get("InResponseTo")
+        if expect.request_id is not None and in_response_to != expect.request_id:
+            raise _reject("upstream_in_response_to_mismatch",
+                          f"SubjectConfirmationData InResponseTo {in_response_to!r}")
+        if expect.request_id is None and in_response_to is not None:
+            raise _reject("upstream_in_response_to_mismatch", "SubjectConfirmationData names an unknown request")
+        return until
+    detail = "; ".join(problems) if problems else "no bearer SubjectConfirmation"
+    raise _reject("upstream_subject_confirmation_invalid", detail)

@@ -1,0 +1,53 @@
+"""The broker as SAML SP toward municipal IdPs: metadata, ACS (HTTP-POST), and discovery."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, make_response, request
+
+from broker.errors import SamlRejected
+from broker.saml.bindings import from_post
+from broker.web.pages import discovery_page, error_page
+from broker.web.respond import respond
+from broker.web.services import client_context, correlation_id, services
+
+bp = Blueprint("sp", __name__)
+discovery = Blueprint("discovery", __name__)
+
+
+@bp.route("/saml/sp/metadata", methods=["GET"])
+def metadata() -> Response:
+    document = services().sp_metadata
+    if document is None:
+        abort(404)
+    response = make_response(document.document())
+    response.headers["Content-Type"] = "application/samlmetadata+xml"
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.route("/saml/sp/acs", methods=["POST"])
+def acs() -> Response:
+    """SAML Profiles §4.1.4.2: the municipal IdP's Response over HTTP-POST."""
+    ctx = client_context()
+    flow = services().flow
+    try:
+        message = from_post(request.form.to_dict(flat=False), "SAMLResponse")
+    except SamlRejected as exc:
+        return respond(flow.reject(exc, ctx, "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"))
+    return respond(flow.acs(message, ctx))
+
+
+@discovery.route("/discovery", methods=["GET"])
+def show() -> Response:
+    """The discovery page of a pending login again: after a search, or in the other language."""
+    found = services().flow.discovery(request.args.get("login", ""))
+    if found is None:
+        return error_page(SamlRejected("login_unknown", "no such pending login"), correlation_id())
+    return discovery_page(found, request.args.get("q", "")[:100])
+
+
+@discovery.route("/discovery", methods=["POST"])
+def choose() -> Response:
+    form = request.form
+    return respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""),
+                                          form.get("remember") == "1", client_context()))
