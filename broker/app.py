@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import traceback
+from collections.abc import Callable
 from types import MappingProxyType
 
 from flask import Flask, Response, request
@@ -30,6 +31,7 @@ from broker.errors import AuditUnavailable, BrokerError, DependencyUnavailable
 from broker.flow import LoginFlow
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
+from broker.flow.logout import LogoutFlow
 from broker.flow.upstream import UpstreamStep
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker
@@ -38,7 +40,7 @@ from broker.pki.sources import CertificateSourceResolver
 from broker.pki.validator import CertificateValidator
 from broker.saml.authnrequest import AuthnRequestParser
 from broker.saml.idp_metadata import IdpMetadata
-from broker.saml.logout import LogoutHandler
+from broker.saml.logout import LogoutMessages, LogoutPeer
 from broker.saml.nameid import NameIdIssuer
 from broker.saml.outbound import MessageSender
 from broker.saml.response import ResponseBuilder
@@ -58,6 +60,14 @@ SSO_PATH = "/saml/idp/sso"
 SLO_PATH = "/saml/idp/slo"
 SP_ACS_PATH = "/saml/sp/acs"
 SP_SLO_PATH = "/saml/sp/slo"
+
+
+def _idp_peer(metadata: UpstreamMetadata) -> Callable[[str], LogoutPeer | None]:
+    """The municipal IdP ``entity_id`` as a logout peer, from its current verified metadata."""
+    def peer(entity_id: str) -> LogoutPeer | None:
+        idp = metadata.by_entity_id(entity_id)
+        return LogoutPeer(idp.entity_id, idp.signing_certificates, idp.slo()) if idp is not None else None
+    return peer
 
 
 class MemoryStoreRefused(RuntimeError):
@@ -116,29 +126,41 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
                                   assertion_lifetime=idp_cfg.assertion_lifetime.timedelta,
                                   clock_skew=idp_cfg.clock_skew.timedelta),
         nameids=NameIdIssuer(idp_cfg.nameid_key.value),
-        logout=LogoutHandler(settings, clock, slo_url, signer, signing.key.key),
         certificate_sources=CertificateSourceResolver(broker.client_certificate.proxy),
     )
+    sp_peers = {sp.entity_id: LogoutPeer(sp.entity_id, sp.metadata.signing_certificates, sp.metadata.slo())
+                for sp in settings.service_providers.values()}
+    toward_sps = LogoutMessages(
+        entity_id=idp_cfg.entity_id, slo_url=slo_url, sender=MessageSender(signer, signing.key.key), clock=clock,
+        max_bytes=idp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
+        max_age=idp_cfg.request_max_age.timedelta, peer=sp_peers.get, unknown_issuer_reason="sp_unknown")
     sp_metadata = None
     upstream = None
+    toward_idps = None
     if broker.sp is not None:
         sp_cfg = broker.sp
         sp_signer = XmlSigner(sp_cfg.signing.key.pem, sp_cfg.signing.certificate.certificate, sp_cfg.signing.key.key)
+        sp_sender = MessageSender(sp_signer, sp_cfg.signing.key.key)
         sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
                                          slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
+        idp_metadata = UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher())
         upstream = UpstreamStep(
-            deps, Answers(deps),
-            metadata=UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher()),
-            sender=MessageSender(sp_signer, sp_cfg.signing.key.key),
+            deps, Answers(deps), metadata=idp_metadata, sender=sp_sender,
             decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),
             sp_entity_id=sp_cfg.entity_id, acs_url=base + SP_ACS_PATH)
+        toward_idps = LogoutMessages(
+            entity_id=sp_cfg.entity_id, slo_url=base + SP_SLO_PATH, sender=sp_sender, clock=clock,
+            max_bytes=sp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
+            max_age=idp_cfg.request_max_age.timedelta, peer=_idp_peer(idp_metadata),
+            unknown_issuer_reason="logout_request_invalid")
     flow = LoginFlow(deps, upstream)
+    logout = LogoutFlow(deps, sp_side=toward_sps, idp_side=toward_idps)
 
     app = Flask("broker.web", static_folder="static", template_folder="templates",
                 root_path=os.path.join(os.path.dirname(__file__), "web"))
     app.config["MAX_CONTENT_LENGTH"] = 2 * idp_cfg.max_message_bytes + 16384
     app.extensions["broker"] = Services(
-        settings=settings, flow=flow, audit=audit, sessions=sessions, validator=validator,
+        settings=settings, flow=flow, logout=logout, audit=audit, sessions=sessions, validator=validator,
         metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),
         cookie_name=broker.session.cookie_name,
         sp_metadata=sp_metadata,

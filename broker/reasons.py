@@ -206,6 +206,13 @@ _ROWS: tuple[Reason, ...] = (
     Reason("logout_request_invalid", "saml", 400,
            "The LogoutRequest could not be accepted (issuer, signature, destination or NameID).",
            "The detail names the failing check."),
+    Reason("logout_response_invalid", "saml", 400,
+           "A participant's LogoutResponse could not be accepted (issuer, signature, destination, InResponseTo); "
+           "the participant counts as not logged out.",
+           "The detail names the failing check; the logout goes on with the next participant."),
+    Reason("logout_unknown", "saml", 400,
+           "A LogoutResponse arrived for no single logout in progress (unknown, expired or finished RelayState).",
+           "Nothing to continue; the broker session had already ended when the logout began."),
     # --- upstream (municipal IdPs; the broker as SAML SP) ---
     Reason("municipality_unknown", "upstream", 400,
            "The chosen municipality is not one this service provider accepts.",

@@ -10,7 +10,6 @@ from broker.config.loader import Settings
 from broker.pki.sources import CertificateSourceResolver
 from broker.pki.validator import CertificateValidator
 from broker.saml.authnrequest import AuthnRequestParser
-from broker.saml.logout import LogoutHandler
 from broker.saml.nameid import NameIdIssuer
 from broker.saml.response import ResponseBuilder
 from broker.session.sessions import SessionManager
@@ -26,5 +25,4 @@ class FlowDeps:
     parser: AuthnRequestParser
     responses: ResponseBuilder
     nameids: NameIdIssuer
-    logout: LogoutHandler
     certificate_sources: CertificateSourceResolver

@@ -26,7 +26,6 @@ from broker.errors import CertificateRejected, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers, pending
 from broker.flow.certificate import CertificateStep
 from broker.flow.deps import FlowDeps
-from broker.flow.logout import LogoutFlow
 from broker.flow.results import ClientContext, Discovery, LoginFailed, Result
 from broker.flow.upstream import UpstreamStep
 from broker.model import LOA_BY_URI, CertificateFacts, satisfies
@@ -44,7 +43,6 @@ class LoginFlow:
         self._answers = Answers(deps)
         self._certificate = CertificateStep(deps, self._answers)
         self._upstream = upstream
-        self._logout = LogoutFlow(deps)
         self.certificate_sources = deps.certificate_sources
 
     @property
@@ -244,8 +242,3 @@ class LoginFlow:
             client_address=ctx.client_address,
             data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
         return self._answers.issue(info, sp, ctx, token, session, new_session=False)
-
-    # --- logout ------------------------------------------------------------------------------
-
-    def logout(self, message: InboundMessage, ctx: ClientContext) -> Result:
-        return self._logout.sp_request(message, ctx)

@@ -1,54 +1,288 @@
-"""Single logout initiated by a service provider (SAML Profiles §4.4)."""
+"""Single logout through the broker (SAML Profiles §4.4; DESIGN.md, flow 4).
+
+The broker is the session authority for the regional SPs and a session
+participant at the municipality's IdP. A logout starts with a LogoutRequest
+from either side:
+
+* an SP's, at ``/saml/idp/slo``: the broker session named by the browser's
+  cookie ends if the request's NameID is the one that SP received (and its
+  SessionIndex, if given, is the session's);
+* the municipal IdP's, at ``/saml/sp/slo``: every live broker session that IdP
+  opened for the NameID ends (the cookie's, and any found by the
+  (IdP, NameID) index), limited to the SessionIndexes it names.
+
+The session ends *first*, before anything is propagated: whatever happens
+later in the browser, the broker will not answer another AuthnRequest from it.
+Then, front-channel, one participant at a time: a signed LogoutRequest to
+every other SP of the session (HTTP-Redirect where offered), then to the
+municipal IdP, each answer awaited at the matching endpoint. The state travels
+as RelayState (a random id; the state itself is in the store, so any broker
+instance continues it). A participant that cannot be asked (no
+SingleLogoutService), answers with an error or with a message that does not
+verify, counts as failed; the chain goes on. Last, the initiator gets its
+LogoutResponse: Success, or Success with the PartialLogout second-level code
+(SAML Core §3.2.2.2) after a page telling the user which services did not
+confirm.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
 from types import MappingProxyType
+from typing import Any, Literal
 
 from broker.audit.events import AuditEvent
+from broker.config.schema import LocalizedText
 from broker.errors import SamlRejected
 from broker.flow.deps import FlowDeps
-from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
-from broker.saml.bindings import STATUS_SUCCESS, InboundMessage
-from broker.saml.logout import UNKNOWN_PRINCIPAL
+from broker.flow.results import ClientContext, LoginFailed, LogoutDone, PostToSp, Redirect, Result
+from broker.model import Identity
+from broker.saml.bindings import STATUS_PARTIAL_LOGOUT, STATUS_REQUESTER, STATUS_SUCCESS, InboundMessage
+from broker.saml.logout import (
+    UNKNOWN_PRINCIPAL,
+    LogoutMessages,
+    LogoutPeer,
+    LogoutRequestInfo,
+    LogoutResponseInfo,
+)
 from broker.saml.outbound import OutboundMessage
+from broker.session.sessions import SsoSession
+
+Side = Literal["sp", "idp"]   # "sp": a regional SP (the broker's IdP endpoint); "idp": a municipal IdP
 
 
 class LogoutFlow:
-    def __init__(self, deps: FlowDeps) -> None:
+    def __init__(self, deps: FlowDeps, *, sp_side: LogoutMessages, idp_side: LogoutMessages | None) -> None:
+        """``sp_side`` talks to the regional SPs (the broker's IdP endpoint), ``idp_side`` to the municipal
+        IdPs (the broker's SP endpoint; None when no municipality logs in with SAML)."""
         self._d = deps
+        self._sides: dict[str, LogoutMessages | None] = {"sp": sp_side, "idp": idp_side}
 
-    def sp_request(self, message: InboundMessage, ctx: ClientContext) -> Result:
-        """An SP's LogoutRequest: end the session it names and answer with a LogoutResponse."""
+    # --- a LogoutRequest arrives ---------------------------------------------------------------
+
+    def request(self, message: InboundMessage, ctx: ClientContext, side: Side) -> Result:
+        """A LogoutRequest from an SP (``side="sp"``) or from a municipal IdP (``side="idp"``)."""
         d = self._d
+        messages = self._sides[side]
+        if messages is None:
+            return LoginFailed(SamlRejected("logout_request_invalid", "the broker has no SP side"),
+                               ctx.correlation_id)
         try:
-            request = d.logout.parse(message)
+            info = messages.read(message)
+            if not isinstance(info, LogoutRequestInfo):
+                raise SamlRejected("logout_request_invalid", "expected a LogoutRequest")
         except SamlRejected as exc:
             d.audit.record(AuditEvent("logout", "failure", ctx.correlation_id, reason=exc.reason,
-                                      detail=exc.detail, client_address=ctx.client_address))
+                                      detail=exc.detail, client_address=ctx.client_address,
+                                      data=MappingProxyType({"initiator": side})))
             return LoginFailed(exc, ctx.correlation_id)
-        session, _ = d.sessions.find(ctx.session_token)
-        ended = False
-        mismatch = False
-        if session is not None and ctx.session_token is not None:
-            participants = d.sessions.participants(ctx.session_token)
-            names = {p.name_id for p in participants if p.sp_entity_id == request.sp.entity_id}
-            index_ok = not request.session_indexes or session.session_index in request.session_indexes
-            if request.name_id in names and index_ok:
-                d.sessions.end(ctx.session_token)
-                ended = True
-            else:
-                mismatch = True
+        if side == "sp":
+            ended, identity, mismatch = self._end_for_sp(info, ctx)
+        else:
+            ended, mismatch = self._end_for_idp(info, ctx), False
+            identity = ended[0][1].identity if ended else None
+        targets = self._targets(ended, exclude=info.peer.entity_id if side == "sp" else None)
+        initiator = {"side": side, "peer": info.peer.entity_id, "request_id": info.request_id,
+                     "relay_state": info.relay_state}
         d.audit.record(AuditEvent(
             "logout", "failure" if mismatch else "success", ctx.correlation_id,
             reason="logout_request_invalid" if mismatch else None,
             detail="the NameID or SessionIndex does not match this browser's session" if mismatch else None,
-            identity=session.identity if session else None, sp=request.sp.entity_id,
+            identity=identity, sp=info.peer.entity_id if side == "sp" else None,
             client_address=ctx.client_address,
-            data=MappingProxyType({"session_ended": ended, "request_id": request.request_id[:256]})))
-        out: OutboundMessage = (
-            d.logout.response(request, "", UNKNOWN_PRINCIPAL) if mismatch
-            else d.logout.response(request, STATUS_SUCCESS)
-        )
-        if out.fields:
-            return PostToSp(out.url, out.fields, ctx.correlation_id, request.sp.config.name, clear_session=ended)
-        return Redirect(out.url, ctx.correlation_id, clear_session=ended)
+            data=MappingProxyType({
+                "initiator": side, "peer": info.peer.entity_id, "request_id": info.request_id[:256],
+                "session_ended": bool(ended), "sessions": len(ended),
+                "propagate_to": tuple(f"{t['side']}:{t['peer']}" for t in targets)})))
+        if mismatch:
+            if not info.peer.can_logout:
+                return LoginFailed(SamlRejected("logout_request_invalid", "the NameID does not match this "
+                                                "browser's session"), ctx.correlation_id)
+            out = messages.response(info.peer, info.request_id, info.relay_state, STATUS_REQUESTER, UNKNOWN_PRINCIPAL)
+            return _deliver(out, ctx.correlation_id, None, clear_session=False)
+        state = {"correlation_id": ctx.correlation_id, "initiator": initiator, "targets": targets,
+                 "current": None, "failed": [], "confirmed": [],
+                 "identity": dataclasses.asdict(identity) if identity else None}
+        return self._advance(state, ctx, clear_session=bool(ended))
+
+    def _end_for_sp(self, info: LogoutRequestInfo, ctx: ClientContext
+                    ) -> tuple[list[tuple[str, SsoSession]], Identity | None, bool]:
+        """End the cookie's session if the SP's NameID (and SessionIndex) are this session's."""
+        d = self._d
+        session, _ = d.sessions.find(ctx.session_token)
+        if session is None or ctx.session_token is None:
+            return [], None, False  # nothing to end here: already logged out (Success, SAML Core §3.7.3.2)
+        sid = d.sessions.ref(ctx.session_token)
+        names = {p.name_id for p in d.sessions.participants_ref(sid) if p.sp_entity_id == info.peer.entity_id}
+        index_ok = not info.session_indexes or any(
+            secrets.compare_digest(session.session_index, i) for i in info.session_indexes)
+        if info.name_id not in names or not index_ok:
+            return [], session.identity, True
+        ended = [(sid, session)]
+        self._end(ended)
+        return ended, session.identity, False
+
+    def _end_for_idp(self, info: LogoutRequestInfo, ctx: ClientContext) -> list[tuple[str, SsoSession]]:
+        """End the sessions the municipal IdP opened for the NameID (within its SessionIndexes)."""
+        d = self._d
+        idp = info.peer.entity_id
+        candidates = dict(d.sessions.find_upstream(idp, info.name_id))
+        session, _ = d.sessions.find(ctx.session_token)
+        if session is not None and ctx.session_token is not None and session.upstream is not None \
+                and session.upstream.get("idp") == idp and session.upstream.get("name_id") == info.name_id:
+            candidates[d.sessions.ref(ctx.session_token)] = session
+        ended = [(sid, s) for sid, s in sorted(candidates.items())
+                 if not info.session_indexes or (s.upstream or {}).get("session_index") in info.session_indexes]
+        self._end(ended)
+        return ended
+
+    def _end(self, ended: list[tuple[str, SsoSession]]) -> None:
+        """End the sessions, keeping their participants for propagation."""
+        for sid, _ in ended:
+            self._d.sessions.end_ref(sid, keep_participants=True)
+
+    def _targets(self, ended: list[tuple[str, SsoSession]], exclude: str | None) -> list[dict[str, Any]]:
+        """Who must hear of the logout: every other SP of the sessions, then their municipal IdP."""
+        d = self._d
+        targets: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for sid, session in ended:
+            for p in d.sessions.take_participants(sid):
+                if p.sp_entity_id == exclude or (p.sp_entity_id, p.name_id) in seen:
+                    continue
+                seen.add((p.sp_entity_id, p.name_id))
+                targets.append({"side": "sp", "peer": p.sp_entity_id, "name_id": p.name_id,
+                                "format": p.name_id_format, "session_index": session.session_index})
+        if exclude is not None:  # the SP started it: the municipal IdP must hear too (it did not start it)
+            for _, session in ended:
+                up = session.upstream
+                if up is not None:
+                    targets.append({"side": "idp", "peer": up["idp"], "name_id": up["name_id"],
+                                    "format": up.get("name_id_format") or None,
+                                    "session_index": up.get("session_index") or None})
+        return targets
+
+    # --- a participant answers -------------------------------------------------------------
+
+    def response(self, message: InboundMessage, ctx: ClientContext, side: Side) -> Result:
+        """A participant's LogoutResponse to the broker's LogoutRequest: note it and go on."""
+        d = self._d
+        state = d.sessions.take_logout(message.relay_state)
+        if state is None:
+            exc = SamlRejected("logout_unknown", "no logout in progress for this RelayState")
+            d.audit.record(AuditEvent("logout_propagated", "failure", ctx.correlation_id, reason=exc.reason,
+                                      detail=exc.detail, client_address=ctx.client_address,
+                                      data=MappingProxyType({"side": side})))
+            return LoginFailed(exc, ctx.correlation_id)
+        ctx = dataclasses.replace(ctx, correlation_id=state["correlation_id"])
+        current = state["current"] or {}
+        messages = self._sides[side]
+        outcome: str = "failure"
+        reason: str | None = None
+        detail: str | None = None
+        status: str | None = None
+        try:
+            if messages is None or current.get("side") != side:
+                raise SamlRejected("logout_response_invalid", f"a LogoutResponse at the {side} endpoint was not "
+                                                              "expected")
+            info = messages.read(message)
+            if not isinstance(info, LogoutResponseInfo):
+                raise SamlRejected("logout_response_invalid", "expected a LogoutResponse")
+            if info.peer.entity_id != current.get("peer") or not secrets.compare_digest(
+                    info.in_response_to, str(current.get("request_id"))):
+                raise SamlRejected("logout_response_invalid",
+                                   f"InResponseTo/Issuer do not match the LogoutRequest sent to {current.get('peer')}")
+            status = info.describe()
+            if info.complete:
+                outcome = "success"
+            else:
+                reason, detail = "logout_partial", f"{info.peer.entity_id} answered {status}"
+        except SamlRejected as exc:
+            reason, detail = exc.reason, exc.detail
+        peer = str(current.get("peer", ""))
+        (state["confirmed"] if outcome == "success" else state["failed"]).append(peer)
+        d.audit.record(AuditEvent(
+            "logout_propagated", "success" if outcome == "success" else "failure", ctx.correlation_id,
+            reason=reason, detail=detail, identity=_identity(state), sp=peer if side == "sp" else None,
+            client_address=ctx.client_address,
+            data=MappingProxyType({"side": side, "peer": peer, "status": status or ""})))
+        state["current"] = None
+        return self._advance(state, ctx, clear_session=True)
+
+    # --- the next step -----------------------------------------------------------------------
+
+    def _advance(self, state: dict[str, Any], ctx: ClientContext, *, clear_session: bool) -> Result:
+        """Ask the next participant, or answer the initiator when none is left."""
+        d = self._d
+        while state["targets"]:
+            target = state["targets"].pop(0)
+            peer = self._peer(target["side"], target["peer"])
+            messages = self._sides[target["side"]]
+            if peer is None or messages is None or not peer.can_logout:
+                state["failed"].append(target["peer"])
+                d.audit.record(AuditEvent(
+                    "logout_propagated", "failure", ctx.correlation_id, reason="logout_partial",
+                    detail=f"{target['peer']} has no SingleLogoutService", identity=_identity(state),
+                    sp=target["peer"] if target["side"] == "sp" else None, client_address=ctx.client_address,
+                    data=MappingProxyType({"side": target["side"], "peer": target["peer"], "status": ""})))
+                continue
+            state_id = secrets.token_urlsafe(32)
+            request_id, out = messages.request(peer, target["name_id"], target["format"], target["session_index"],
+                                               state_id, lifetime=d.sessions.pending_timeout)
+            state["current"] = {"side": target["side"], "peer": target["peer"], "request_id": request_id}
+            d.sessions.put_logout(state_id, state, d.sessions.pending_timeout)
+            return _deliver(out, ctx.correlation_id, None, clear_session=clear_session)
+        return self._finish(state, ctx, clear_session)
+
+    def _finish(self, state: dict[str, Any], ctx: ClientContext, clear_session: bool) -> Result:
+        d = self._d
+        failed = tuple(state["failed"])
+        initiator = state["initiator"]
+        d.audit.record(AuditEvent(
+            "logout_completed", "failure" if failed else "success", ctx.correlation_id,
+            reason="logout_partial" if failed else None,
+            detail=f"not confirmed by {', '.join(failed)}" if failed else None, identity=_identity(state),
+            client_address=ctx.client_address,
+            data=MappingProxyType({"initiator": initiator["side"], "peer": initiator["peer"],
+                                   "confirmed": tuple(state["confirmed"]), "failed": failed})))
+        names = tuple(self._name(p) for p in failed)
+        messages = self._sides[initiator["side"]]
+        peer = self._peer(initiator["side"], initiator["peer"])
+        if messages is None or peer is None or not peer.can_logout:
+            return LogoutDone(ctx.correlation_id, partial=names, clear_session=clear_session)
+        out = messages.response(peer, initiator["request_id"], initiator["relay_state"], STATUS_SUCCESS,
+                                STATUS_PARTIAL_LOGOUT if failed else None)
+        answer = _deliver(out, ctx.correlation_id, self._sp_name(initiator), clear_session=clear_session)
+        if failed:
+            # tell the user before handing back: the SP's own page may not say what PartialLogout means
+            return LogoutDone(ctx.correlation_id, partial=names, clear_session=clear_session, next=answer)
+        return answer
+
+    def _peer(self, side: str, entity_id: str) -> LogoutPeer | None:
+        messages = self._sides.get(side)
+        return messages.peer(entity_id) if messages is not None else None
+
+    def _name(self, entity_id: str) -> LocalizedText | str:
+        sp = self._d.settings.sp_by_entity_id(entity_id)
+        if sp is not None:
+            return sp.config.name
+        for m in self._d.settings.municipalities.values():
+            if m.config.saml is not None and m.config.saml.entity_id == entity_id:
+                return m.config.name
+        return entity_id
+
+    def _sp_name(self, initiator: dict[str, Any]) -> LocalizedText | None:
+        sp = self._d.settings.sp_by_entity_id(initiator["peer"]) if initiator["side"] == "sp" else None
+        return sp.config.name if sp is not None else None
+
+
+def _identity(state: dict[str, Any]) -> Identity | None:
+    return Identity(**state["identity"]) if state.get("identity") else None
+
+
+def _deliver(out: OutboundMessage, correlation_id: str, name: LocalizedText | None, *,
+             clear_session: bool) -> PostToSp | Redirect:
+    if out.fields:
+        return PostToSp(out.url, out.fields, correlation_id, name, clear_session=clear_session)
+    return Redirect(out.url, correlation_id, clear_session=clear_session)

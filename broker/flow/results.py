@@ -72,8 +72,9 @@ class LogoutDone:
     """Single logout finished here (no SP waiting for a LogoutResponse): what to tell the user."""
 
     correlation_id: str
-    partial: tuple[str, ...] = ()
+    partial: tuple[LocalizedText | str, ...] = ()   # who did not confirm (names, or entity IDs)
     clear_session: bool = True
+    next: PostToSp | Redirect | None = None          # the initiator's LogoutResponse, after the user has read
 
 
 Result = PostToSp | LoginFailed | Redirect | Discovery | LogoutDone

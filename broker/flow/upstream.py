@@ -84,10 +84,11 @@ class UpstreamStep:
             "request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": municipality.id,
             "idp": idp.entity_id}, timeout or d.sessions.pending_timeout)
         d.audit.record(AuditEvent(
-            "upstream_authn_result", "info", ctx.correlation_id, municipality=municipality.id, sp=sp.entity_id,
+            "upstream_authn_requested", "info", ctx.correlation_id, municipality=municipality.id, sp=sp.entity_id,
             client_address=ctx.client_address,
             data=MappingProxyType({"idp": idp.entity_id, "request_id": request.request_id,
-                                   "status": "requested"})))
+                                   "force_authn": info.force_authn, "is_passive": info.is_passive,
+                                   "requested_context": refs})))
         message = request.message
         if message.binding == HTTP_POST:
             return PostToSp(message.url, message.fields, ctx.correlation_id, municipality.config.name,
@@ -156,7 +157,7 @@ class UpstreamStep:
             "upstream_authn_result", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
             client_address=ctx.client_address,
             data=MappingProxyType({"idp": idp.entity_id, "request_id": str(in_response_to)[:256], "loa": loa.uri,
-                                   "attributes": tuple(sorted(attributes)), "status": "success"})))
+                                   "attributes": tuple(sorted(attributes))})))
         try:
             self._answers.check_access(info, sp, municipality, loa)
         except (CertificateRejected, SamlRejected) as exc:
@@ -188,7 +189,7 @@ class UpstreamStep:
 
     def _audit_result(self, ctx: ClientContext, municipality: Municipality | None, sp: ServiceProvider | None,
                       pending: dict[str, object] | None, outcome: str, reason: str, detail: str) -> None:
-        data: dict[str, object] = {"status": "failure"}
+        data: dict[str, object] = {}
         if pending is not None:
             data["idp"] = str(pending.get("idp"))
         self._d.audit.record(AuditEvent(

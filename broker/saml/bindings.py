@@ -40,9 +40,6 @@ STATUS_PARTIAL_LOGOUT: Final = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout
 # --- inbound messages ----------------------------------------------------------------
 
 
-
-
-
 @dataclass(frozen=True)
 class InboundMessage:
     """A SAML protocol message as it arrived, before decoding.

@@ -1,143 +1,289 @@
-"""Single logout initiated by a service provider (SAML Core §3.7, Profiles §4.4).
+"""Single logout messages (SAML Core §3.7, Profiles §4.4) at either of the broker's two
+SingleLogoutService endpoints.
 
-The broker accepts a LogoutRequest only when it is signed by the SP (Profiles
-§4.4.4.1 requires the requester to authenticate itself), addressed to the
-broker, and names a NameID; it answers with a signed LogoutResponse to the
-SP's SingleLogoutService. Propagation to the other SPs of the session comes
-with the federation work; until then the response is Success when the
-broker's own session has ended.
+The broker is a session authority toward the regional SPs (its IdP endpoint,
+``/saml/idp/slo``) and a session participant toward the municipal IdPs (its SP
+endpoint, ``/saml/sp/slo``). Both read and write the same messages; a
+:class:`LogoutMessages` is one endpoint: its entity ID, URL, signing key and
+the peers it talks to.
+
+Every LogoutRequest and LogoutResponse must be signed by the peer that issued
+it (Profiles §4.4.4.1 and §4.4.4.2: requester and responder MUST authenticate
+themselves): the query-string signature for HTTP-Redirect (Bindings
+§3.4.4.1), an enveloped XML signature for HTTP-POST. A signed message must
+name this endpoint as its Destination (Bindings §3.4.5.2, §3.5.5.2). The
+broker's own messages are signed and sent over HTTP-Redirect where the peer
+offers it (front-channel, as the profile's usual binding), else HTTP-POST.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from lxml import etree
 from saml2 import saml, samlp
 
 from broker.clock import Clock
-from broker.config.loader import ServiceProvider, Settings
-from broker.config.values import SigningKey
 from broker.errors import SamlRejected
-from broker.saml.authnrequest import NS, SAMLP
 from broker.saml.bindings import (
     HTTP_POST,
     HTTP_REDIRECT,
     NAMEID_ENTITY,
-    STATUS_REQUESTER,
+    STATUS_PARTIAL_LOGOUT,
+    STATUS_SUCCESS,
     InboundMessage,
     decode,
     verify_query_signature,
 )
+from broker.saml.metadata import Endpoint
 from broker.saml.outbound import MessageSender, OutboundMessage
 from broker.saml.response import new_id
-from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlSigner, XmlVerifier
+from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 from broker.saml.xmltime import format_instant, parse_instant
 
+SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
+SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
+NS = {"samlp": SAMLP, "saml": SAML}
+
 UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"
+REASON_USER = "urn:oasis:names:tc:SAML:2.0:logout:user"
+
+
+@dataclass(frozen=True)
+class LogoutPeer:
+    """The other side of a logout message: a regional SP or a municipal IdP."""
+
+    entity_id: str
+    certificates: tuple[x509.Certificate, ...]
+    endpoint: Endpoint | None          # its SingleLogoutService, None when it has none
+
+    @property
+    def can_logout(self) -> bool:
+        return self.endpoint is not None
 
 
 @dataclass(frozen=True)
 class LogoutRequestInfo:
+    """A verified LogoutRequest (SAML Core §3.7.1)."""
+
     request_id: str
-    sp: ServiceProvider
+    peer: LogoutPeer
     name_id: str
     name_id_format: str | None
     session_indexes: tuple[str, ...]
     relay_state: str | None
 
 
-class LogoutHandler:
-    def __init__(self, settings: Settings, clock: Clock, slo_url: str, signer: XmlSigner,
-                 signing_key: SigningKey) -> None:
-        self._settings = settings
-        self._clock = clock
-        self._slo_url = slo_url
-        self._sender = MessageSender(signer, signing_key)
-        self._entity_id = settings.broker.idp.entity_id
-        self._max_bytes = settings.broker.idp.max_message_bytes
-        self._skew = settings.broker.idp.clock_skew.timedelta
-        self._max_age = settings.broker.idp.request_max_age.timedelta
-        self._verifiers = {sp.entity_id: XmlVerifier(sp.metadata.signing_certificates)
-                           for sp in settings.service_providers.values()}
+@dataclass(frozen=True)
+class LogoutResponseInfo:
+    """A verified LogoutResponse (SAML Core §3.7.2): the status codes, top level first."""
 
-    def parse(self, message: InboundMessage) -> LogoutRequestInfo:
+    in_response_to: str
+    peer: LogoutPeer
+    status: tuple[str, ...]
+    message: str | None
+    relay_state: str | None
+
+    @property
+    def complete(self) -> bool:
+        """Success, and not a partial logout at the peer (Core §3.2.2.2)."""
+        return self.status[0] == STATUS_SUCCESS and STATUS_PARTIAL_LOGOUT not in self.status
+
+    def describe(self) -> str:
+        return " / ".join(c.rsplit(":", 1)[-1] for c in self.status) + (f": {self.message}" if self.message else "")
+
+
+class LogoutMessages:
+    """Reads and writes the logout messages of one of the broker's SingleLogoutService endpoints.
+
+    ``peer`` finds the issuer of an inbound message by entity ID (None: not a
+    party the broker knows, refused with ``unknown_issuer_reason``).
+    """
+
+    def __init__(self, *, entity_id: str, slo_url: str, sender: MessageSender, clock: Clock, max_bytes: int,
+                 skew: dt.timedelta, max_age: dt.timedelta, peer: Callable[[str], LogoutPeer | None],
+                 unknown_issuer_reason: str) -> None:
+        self.entity_id = entity_id
+        self.slo_url = slo_url
+        self._sender = sender
+        self._clock = clock
+        self._max_bytes = max_bytes
+        self._skew = skew
+        self._max_age = max_age
+        self._find_peer = peer
+        self._unknown_issuer = unknown_issuer_reason
+        self._verifiers: dict[str, XmlVerifier] = {}
+        self._lock = threading.Lock()
+
+    def peer(self, entity_id: str) -> LogoutPeer | None:
+        return self._find_peer(entity_id)
+
+    # --- inbound ---------------------------------------------------------------------------
+
+    def read(self, message: InboundMessage) -> LogoutRequestInfo | LogoutResponseInfo:
+        """Decode, authenticate and check a LogoutRequest (SAMLRequest) or LogoutResponse (SAMLResponse).
+
+        Raises :class:`SamlRejected`: ``logout_request_invalid`` or
+        ``logout_response_invalid`` for the protocol checks, the issuer's
+        reason for an unknown issuer, the ``saml_*`` codes for signatures,
+        algorithms, Destination, Version and freshness.
+        """
+        is_request = message.parameter == "SAMLRequest"
+        invalid = "logout_request_invalid" if is_request else "logout_response_invalid"
+        kind = "LogoutRequest" if is_request else "LogoutResponse"
         xml = decode(message, self._max_bytes)
         try:
             root = parse_untrusted(xml, self._max_bytes)
         except UnsafeXml as exc:
-            raise SamlRejected("logout_request_invalid", str(exc)) from None
-        if root.tag != f"{{{SAMLP}}}LogoutRequest":
-            raise SamlRejected("logout_request_invalid", f"expected a LogoutRequest, got {root.tag}")
+            raise SamlRejected(invalid, str(exc)) from None
+        if root.tag != f"{{{SAMLP}}}{kind}":
+            raise SamlRejected(invalid, f"expected a {kind}, got {root.tag}")
         issuer_el = root.find("saml:Issuer", NS)
         issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
-        sp = self._settings.sp_by_entity_id(issuer)
-        if sp is None:
-            raise SamlRejected("sp_unknown", f"Issuer {issuer!r} is not a registered service provider")
-        if message.binding == HTTP_REDIRECT:
-            if message.signature is None:
-                raise SamlRejected("logout_request_invalid", "the LogoutRequest is not signed")
-            verify_query_signature(message, sp.metadata.signing_certificates)
-        else:
-            try:
-                self._verifiers[sp.entity_id].verify(root)
-            except SignatureMissing:
-                raise SamlRejected("logout_request_invalid", "the LogoutRequest is not signed") from None
-            except SignatureRejected as exc:
-                code = "saml_algorithm_not_allowed" if exc.algorithm else "saml_signature_invalid"
-                raise SamlRejected(code, str(exc)) from None
+        if not issuer:
+            raise SamlRejected(invalid, f"the {kind} names no Issuer")
+        peer = self._find_peer(issuer)
+        if peer is None:
+            raise SamlRejected(self._unknown_issuer, f"Issuer {issuer[:200]!r} is not a known party")
+        self._authenticate(message, root, peer, invalid, kind)
         if root.get("Version") != "2.0":
             raise SamlRejected("saml_version_unsupported", f"Version {root.get('Version')!r}")
-        if root.get("Destination") != self._slo_url:
+        if root.get("Destination") != self.slo_url:
             raise SamlRejected("saml_destination_mismatch",
-                               f"Destination {root.get('Destination')!r}, expected {self._slo_url}")
-        request_id = root.get("ID")
-        if not request_id:
-            raise SamlRejected("logout_request_invalid", "no ID")
+                               f"Destination {root.get('Destination')!r}, expected {self.slo_url}")
+        self._check_instant(root, invalid)
+        if is_request:
+            return self._request(root, peer, message.relay_state)
+        return self._response(root, peer, message.relay_state)
+
+    def _authenticate(self, message: InboundMessage, root: etree._Element, peer: LogoutPeer, invalid: str,
+                      kind: str) -> None:
+        if message.binding == HTTP_REDIRECT:
+            if message.signature is None:
+                raise SamlRejected(invalid, f"the {kind} is not signed")
+            verify_query_signature(message, peer.certificates)
+            return
+        try:
+            self._verifier(peer).verify(root)
+        except SignatureMissing:
+            raise SamlRejected(invalid, f"the {kind} is not signed") from None
+        except SignatureRejected as exc:
+            raise SamlRejected("saml_algorithm_not_allowed" if exc.algorithm else "saml_signature_invalid",
+                               str(exc)) from None
+
+    def _verifier(self, peer: LogoutPeer) -> XmlVerifier:
+        """One verifier per set of peer keys (metadata refreshes may change them)."""
+        digest = hashlib.sha256(b"".join(c.fingerprint(hashes.SHA256()) for c in peer.certificates)).hexdigest()
+        key = f"{peer.entity_id}#{digest}"
+        with self._lock:
+            verifier = self._verifiers.get(key)
+            if verifier is None:
+                verifier = self._verifiers[key] = XmlVerifier(peer.certificates)
+        return verifier
+
+    def _check_instant(self, root: etree._Element, invalid: str) -> None:
         try:
             issued = parse_instant(root.get("IssueInstant") or "")
         except ValueError as exc:
-            raise SamlRejected("logout_request_invalid", f"IssueInstant: {exc}") from None
+            raise SamlRejected(invalid, f"IssueInstant: {exc}") from None
         now = self._clock.now()
         if issued > now + self._skew or issued < now - self._max_age - self._skew:
             raise SamlRejected("saml_request_stale", f"IssueInstant {issued.isoformat()}")
+
+    def _request(self, root: etree._Element, peer: LogoutPeer, relay_state: str | None) -> LogoutRequestInfo:
+        request_id = root.get("ID")
+        if not request_id or len(request_id) > 256:
+            raise SamlRejected("logout_request_invalid", "no usable ID")
         not_on_or_after = root.get("NotOnOrAfter")
         if not_on_or_after is not None:
             try:
-                if now - self._skew >= parse_instant(not_on_or_after):
-                    raise SamlRejected("saml_request_stale", f"NotOnOrAfter {not_on_or_after}")
+                expires = parse_instant(not_on_or_after)
             except ValueError:
                 raise SamlRejected("logout_request_invalid", "NotOnOrAfter is not a dateTime") from None
+            if self._clock.now() - self._skew >= expires:
+                raise SamlRejected("saml_request_stale", f"NotOnOrAfter {not_on_or_after}")
         name_id_el = root.find("saml:NameID", NS)
         if name_id_el is None or not (name_id_el.text or "").strip():
-            raise SamlRejected("logout_request_invalid", "no NameID (encrypted NameIDs are not supported)")
+            raise SamlRejected("logout_request_invalid", "no NameID (encrypted and base identifiers are not "
+                                                         "supported)")
         return LogoutRequestInfo(
             request_id=request_id,
-            sp=sp,
+            peer=peer,
             name_id=(name_id_el.text or "").strip(),
             name_id_format=name_id_el.get("Format"),
             session_indexes=tuple((e.text or "").strip() for e in root.findall("samlp:SessionIndex", NS)),
-            relay_state=message.relay_state,
+            relay_state=relay_state,
         )
 
-    def response(self, request: LogoutRequestInfo, status: str, sub_status: str | None = None) -> OutboundMessage:
-        """A signed LogoutResponse to the SP's SingleLogoutService, POST preferred."""
-        endpoint = request.sp.metadata.slo()
-        if endpoint is None:
-            raise SamlRejected("logout_request_invalid", "the SP's metadata has no SingleLogoutService")
-        url = endpoint.response_location or endpoint.location
+    @staticmethod
+    def _response(root: etree._Element, peer: LogoutPeer, relay_state: str | None) -> LogoutResponseInfo:
+        in_response_to = root.get("InResponseTo")
+        if not in_response_to:
+            raise SamlRejected("logout_response_invalid", "no InResponseTo")
+        code = root.find("samlp:Status/samlp:StatusCode", NS)
+        if code is None or not code.get("Value"):
+            raise SamlRejected("logout_response_invalid", "no StatusCode")
+        codes = []
+        while code is not None:
+            codes.append(code.get("Value") or "")
+            code = code.find("samlp:StatusCode", NS)
+        text = root.find("samlp:Status/samlp:StatusMessage", NS)
+        return LogoutResponseInfo(in_response_to=in_response_to[:256], peer=peer, status=tuple(codes),
+                                  message=(text.text or "").strip()[:300] if text is not None else None,
+                                  relay_state=relay_state)
+
+    # --- outbound --------------------------------------------------------------------------
+
+    def request(self, peer: LogoutPeer, name_id: str, name_id_format: str | None, session_index: str | None,
+                relay_state: str | None, *, lifetime: dt.timedelta) -> tuple[str, OutboundMessage]:
+        """A signed LogoutRequest to ``peer`` (Core §3.7.1); returns (its ID, the message)."""
+        if peer.endpoint is None:
+            raise ValueError(f"{peer.entity_id} has no SingleLogoutService")
+        now = self._clock.now()
+        request_id = new_id()
+        message = samlp.LogoutRequest(
+            id=request_id,
+            version="2.0",
+            issue_instant=format_instant(now),
+            destination=peer.endpoint.location,
+            not_on_or_after=format_instant(now + lifetime),
+            reason=REASON_USER,
+            issuer=saml.Issuer(text=self.entity_id, format=NAMEID_ENTITY),
+            name_id=saml.NameID(text=name_id, format=name_id_format or None),
+            session_index=[samlp.SessionIndex(text=session_index)] if session_index else None,
+        )
+        return request_id, self._encode(message, peer.endpoint, peer.endpoint.location, "SAMLRequest", relay_state)
+
+    def response(self, peer: LogoutPeer, in_response_to: str, relay_state: str | None, status: str = STATUS_SUCCESS,
+                 sub_status: str | None = None) -> OutboundMessage:
+        """A signed LogoutResponse to ``peer``'s SingleLogoutService (its ResponseLocation if given)."""
+        if peer.endpoint is None:
+            raise SamlRejected("logout_request_invalid", f"{peer.entity_id}'s metadata has no SingleLogoutService")
+        url = peer.endpoint.response_location or peer.endpoint.location
         code = samlp.StatusCode(value=status)
         if sub_status:
-            code = samlp.StatusCode(value=STATUS_REQUESTER, status_code=samlp.StatusCode(value=sub_status))
+            code.status_code = samlp.StatusCode(value=sub_status)
         message = samlp.LogoutResponse(
             id=new_id(),
             version="2.0",
             issue_instant=format_instant(self._clock.now()),
             destination=url,
-            in_response_to=request.request_id,
-            issuer=saml.Issuer(text=self._entity_id, format=NAMEID_ENTITY),
+            in_response_to=in_response_to,
+            issuer=saml.Issuer(text=self.entity_id, format=NAMEID_ENTITY),
             status=samlp.Status(status_code=code),
         )
+        return self._encode(message, peer.endpoint, url, "SAMLResponse", relay_state)
+
+    def _encode(self, message: samlp.LogoutRequest | samlp.LogoutResponse, endpoint: Endpoint, url: str,
+                parameter: str, relay_state: str | None) -> OutboundMessage:
         root = parse_untrusted(message.to_string(), 1 << 20)
         binding = HTTP_POST if endpoint.binding == HTTP_POST else HTTP_REDIRECT
-        return self._sender.encode(root, binding, url, "SAMLResponse", request.relay_state)
+        return self._sender.encode(root, binding, url, parameter, relay_state)
+

@@ -72,11 +72,16 @@ class SpMetadata:
         return None
 
     def slo(self) -> Endpoint | None:
-        for binding in (HTTP_POST, HTTP_REDIRECT):
-            for e in self.single_logout_services:
-                if e.binding == binding:
-                    return e
-        return None
+        return _slo(self.single_logout_services)
+
+
+def _slo(endpoints: tuple[Endpoint, ...]) -> Endpoint | None:
+    """The SingleLogoutService to use: HTTP-Redirect first (front-channel logout, Profiles §4.4.3), else POST."""
+    for binding in (HTTP_REDIRECT, HTTP_POST):
+        for e in endpoints:
+            if e.binding == binding:
+                return e
+    return None
 
 
 def _bool(text: str | None) -> bool:
@@ -226,11 +231,7 @@ class IdpMetadata:
         raise ValueError("the IdP has no SingleSignOnService with the HTTP-Redirect or HTTP-POST binding")
 
     def slo(self) -> Endpoint | None:
-        for binding in (HTTP_REDIRECT, HTTP_POST):
-            for e in self.single_logout_services:
-                if e.binding == binding:
-                    return e
-        return None
+        return _slo(self.single_logout_services)
 
 
 def parse_idp_metadata(xml: bytes, entity_id: str) -> IdpMetadata:

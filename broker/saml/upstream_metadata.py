@@ -67,6 +67,17 @@ class UpstreamMetadata:
                                    f"{metadata.valid_until.isoformat()} ({state.last_error or 'not refreshed'})")
         return metadata
 
+    def by_entity_id(self, entity_id: str) -> IdpMetadata | None:
+        """Usable metadata of the municipal IdP ``entity_id`` (None: not configured, or no valid metadata)."""
+        for mid, state in self._states.items():
+            saml = state.municipality.config.saml
+            if saml is not None and saml.entity_id == entity_id:
+                try:
+                    return self.get(mid)
+                except UpstreamRejected:
+                    return None
+        return None
+
     def refresh(self, state: MetadataState) -> None:
         """Fetch and verify URL metadata; keep the last good copy on failure (recorded)."""
         source = state.municipality.config.saml.metadata if state.municipality.config.saml else None

@@ -110,7 +110,13 @@ class SessionManager:
                certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
                certificate_der: bytes | None = None, upstream: dict[str, str] | None = None,
                authn_instant: dt.datetime | None = None) -> tuple[str, SsoSession]:
-        """A new session; returns (cookie value, session). The cookie value is shown to no one else."""
+        """A new session; returns (cookie value, session). The cookie value is shown to no one else.
+
+        A session from a municipal IdP is also indexed by (IdP, NameID), so the
+        IdP's LogoutRequest finds it even when the browser does not send the
+        cookie along (SAML Core §3.7.3.2: the participant ends the principal's
+        sessions).
+        """
         now = self._clock.now()
         session = SsoSession(
             identity=identity,
@@ -125,25 +131,51 @@ class SessionManager:
             upstream=upstream,
         )
         token = new_token()
-        self._store.put("session:" + _hash(token), session.to_json(), self._ttl(session, now))
+        sid = _hash(token)
+        self._store.put("session:" + sid, session.to_json(), self._ttl(session, now))
+        if upstream is not None:
+            self._store.add_member(self._principal_key(upstream["idp"], upstream["name_id"]), sid,
+                                   self.absolute_timeout.total_seconds())
         return token, session
+
+    @staticmethod
+    def ref(token: str) -> str:
+        """The store's name for a session (the cookie's hash): what logout works with."""
+        return _hash(token)
+
+    @staticmethod
+    def _principal_key(idp: str, name_id: str) -> str:
+        return "upstream-principal:" + _hash(f"{idp}\x00{name_id}")
 
     def find(self, token: str | None) -> tuple[SsoSession | None, str | None]:
         """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``."""
         if not token or len(token) > 128:
             return None, None
-        raw = self._store.get("session:" + _hash(token))
+        return self._find_ref(_hash(token))
+
+    def _find_ref(self, sid: str) -> tuple[SsoSession | None, str | None]:
+        raw = self._store.get("session:" + sid)
         if raw is None:
             return None, "unknown"
         session = SsoSession.from_json(raw)
         now = self._clock.now()
         if now >= session.expires_at:
-            self.end(token)
+            self.end_ref(sid)
             return None, "expired_absolute"
         if now - session.last_seen >= self.idle_timeout:
-            self.end(token)
+            self.end_ref(sid)
             return None, "expired_idle"
         return session, None
+
+    def find_upstream(self, idp: str, name_id: str) -> list[tuple[str, SsoSession]]:
+        """The live sessions (ref, session) that municipal IdP ``idp`` opened for ``name_id``."""
+        found = []
+        for sid in sorted(self._store.members(self._principal_key(idp, name_id))):
+            session, _ = self._find_ref(sid)
+            if session is not None and session.upstream is not None and session.upstream.get("idp") == idp \
+                    and session.upstream.get("name_id") == name_id:
+                found.append((sid, session))
+        return found
 
     def touch(self, token: str, session: SsoSession) -> SsoSession:
         """Record activity (slides the idle timeout)."""
@@ -157,12 +189,25 @@ class SessionManager:
         self._store.add_member("session-sps:" + _hash(token), participant.encode(), self._ttl(session, now))
 
     def participants(self, token: str) -> list[Participant]:
-        return sorted((Participant.decode(m) for m in self._store.members("session-sps:" + _hash(token))),
-                      key=lambda p: p.sp_entity_id)
+        return self.participants_ref(_hash(token))
+
+    def participants_ref(self, sid: str) -> list[Participant]:
+        return sorted((Participant.decode(m) for m in self._store.members("session-sps:" + sid)),
+                      key=lambda p: (p.sp_entity_id, p.name_id))
 
     def end(self, token: str) -> None:
-        self._store.delete("session:" + _hash(token))
-        self._store.delete("session-sps:" + _hash(token))
+        self.end_ref(_hash(token))
+
+    def end_ref(self, sid: str, *, keep_participants: bool = False) -> None:
+        """End a session; single logout keeps its participants to propagate to (:meth:`take_participants`)."""
+        self._store.delete("session:" + sid)
+        if not keep_participants:
+            self._store.delete("session-sps:" + sid)
+
+    def take_participants(self, sid: str) -> list[Participant]:
+        participants = self.participants_ref(sid)
+        self._store.delete("session-sps:" + sid)
+        return participants
 
     def find_by_session_index(self, token: str | None, session_index: str) -> SsoSession | None:
         session, _ = self.find(token)
@@ -170,39 +215,45 @@ class SessionManager:
             return session
         return None
 
-    # --- pending logins --------------------------------------------------------------
+    # --- short-lived state: pending logins, logins at a municipal IdP, logouts in progress ---------
+
+    def _put(self, kind: str, key: str, data: dict[str, Any], ttl: dt.timedelta) -> None:
+        self._store.put(f"{kind}:{_hash(key)}", json.dumps(data, separators=(",", ":")).encode(),
+                        max(ttl.total_seconds(), 1.0))
+
+    def _get(self, kind: str, key: str | None, *, take: bool) -> dict[str, Any] | None:
+        if not key or len(key) > 256:
+            return None
+        name = f"{kind}:{_hash(key)}"
+        raw = self._store.take(name) if take else self._store.get(name)
+        return None if raw is None else json.loads(raw)
 
     def put_pending(self, data: dict[str, Any]) -> str:
+        """Keep the SP's login (its AuthnRequest) under a new random id."""
         login_id = new_token()
-        self._store.put("pending:" + _hash(login_id), json.dumps(data, separators=(",", ":")).encode(),
-                        self.pending_timeout.total_seconds())
+        self._put("pending", login_id, data, self.pending_timeout)
         return login_id
 
     def peek_pending(self, login_id: str) -> dict[str, Any] | None:
         """A pending login without consuming it (to show its discovery page again)."""
-        if not login_id or len(login_id) > 128:
-            return None
-        raw = self._store.get("pending:" + _hash(login_id))
-        return None if raw is None else json.loads(raw)
+        return self._get("pending", login_id, take=False)
 
     def take_pending(self, login_id: str) -> dict[str, Any] | None:
-        if not login_id or len(login_id) > 128:
-            return None
-        raw = self._store.take("pending:" + _hash(login_id))
-        return None if raw is None else json.loads(raw)
-
-    # --- logins at a municipal IdP ------------------------------------------------------
+        return self._get("pending", login_id, take=True)
 
     def put_upstream(self, request_id: str, data: dict[str, Any], ttl: dt.timedelta) -> None:
         """The SP's login waiting for the municipal IdP's answer to our request ``request_id``."""
-        self._store.put("upstream:" + _hash(request_id), json.dumps(data, separators=(",", ":")).encode(),
-                        ttl.total_seconds())
+        self._put("upstream", request_id, data, ttl)
 
     def take_upstream(self, request_id: str) -> dict[str, Any] | None:
-        if not request_id or len(request_id) > 256:
-            return None
-        raw = self._store.take("upstream:" + _hash(request_id))
-        return None if raw is None else json.loads(raw)
+        return self._get("upstream", request_id, take=True)
+
+    def put_logout(self, state_id: str, data: dict[str, Any], ttl: dt.timedelta) -> None:
+        """A single logout in progress, named by the RelayState it travels with."""
+        self._put("logout", state_id, data, ttl)
+
+    def take_logout(self, state_id: str | None) -> dict[str, Any] | None:
+        return self._get("logout", state_id, take=True)
 
     def first_use(self, idp: str, assertion_id: str, until: dt.datetime) -> bool:
         """True the first time an assertion is seen; it is remembered until it could no longer be used."""

@@ -173,6 +173,10 @@ _SV: dict[str, Explanation] = {
         "Utloggningen blev inte fullständig",
         "Alla tjänster bekräftade inte utloggningen.",
         "Stäng webbläsaren för att vara säker på att du är utloggad."),
+    "logout_unknown": _E(
+        "Utloggningen kunde inte fortsätta",
+        "Du är utloggad från inloggningstjänsten, men utloggningen från de andra tjänsterna kunde inte slutföras.",
+        "Stäng webbläsaren för att vara säker på att du är utloggad överallt."),
     "saml_request_missing": _E(
         "Börja från tjänsten",
         "Den här sidan öppnas av tjänsten du vill logga in till, inte direkt.",
@@ -340,6 +344,10 @@ _EN: dict[str, Explanation] = {
         "Logout was not complete",
         "Not every service confirmed the logout.",
         "Close the browser to be sure you are logged out."),
+    "logout_unknown": _E(
+        "Logout could not continue",
+        "You are logged out of the login service, but logging out of the other services could not be finished.",
+        "Close the browser to be sure you are logged out everywhere."),
     "saml_request_missing": _E(
         "Start from the service",
         "This page is opened by the service you want to log in to, not directly.",
@@ -404,8 +412,10 @@ UI: Final = {
         "diagnose_ok": "Certifikatet godtas.",
         "diagnose_bad": "Certifikatet godtas inte.",
         "logged_out": "Du är utloggad.",
-        "logged_out_partial": "Utloggningen nådde inte alla tjänster: {services}. Stäng webbläsaren för att "
-                              "vara säker på att du är utloggad överallt.",
+        "logged_out_partial_heading": "Utloggningen blev inte fullständig",
+        "logged_out_partial_intro": "Du är utloggad från inloggningstjänsten, men de här tjänsterna bekräftade "
+                                    "inte att du är utloggad där:",
+        "logged_out_close_browser": "Stäng webbläsaren för att vara säker på att du är utloggad överallt.",
         "discovery_title": "Välj din kommun",
         "discovery_text": "Välj den kommun du arbetar för, så skickas du till rätt inloggning.",
         "discovery_for": "Du loggar in till {sp}.",
@@ -440,8 +450,10 @@ UI: Final = {
         "diagnose_ok": "The certificate is accepted.",
         "diagnose_bad": "The certificate is not accepted.",
         "logged_out": "You are logged out.",
-        "logged_out_partial": "Logout did not reach every service: {services}. Close the browser to be sure you "
-                              "are logged out everywhere.",
+        "logged_out_partial_heading": "Logout was not complete",
+        "logged_out_partial_intro": "You are logged out of the login service, but these services did not confirm "
+                                    "that you are logged out there:",
+        "logged_out_close_browser": "Close the browser to be sure you are logged out everywhere.",
         "discovery_title": "Choose your municipality",
         "discovery_text": "Choose the municipality you work for, and you are sent to the right login.",
         "discovery_for": "You are logging in to {sp}.",

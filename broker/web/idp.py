@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from flask import Blueprint, Response, make_response, request
 
 from broker.errors import SamlRejected
@@ -38,14 +40,23 @@ def resume(login_id: str) -> Response:
 
 @bp.route("/saml/idp/slo", methods=["GET", "POST"])
 def slo() -> Response:
-    """SAML Profiles §4.4.3: a LogoutRequest from a service provider."""
+    """SAML Profiles §4.4.3-4.4.4: an SP's LogoutRequest, or its LogoutResponse to the broker's."""
+    return single_logout("sp")
+
+
+def single_logout(side: Literal["sp", "idp"]) -> Response:
+    """A SingleLogoutService endpoint: the message is a LogoutRequest or a LogoutResponse."""
     ctx = client_context()
-    flow = services().flow
+    logout = services().logout
+    fields = request.args if request.method == "GET" else request.form
+    parameter = "SAMLResponse" if "SAMLResponse" in fields and "SAMLRequest" not in fields else "SAMLRequest"
     try:
-        message = _message("SAMLRequest")
+        message = _message(parameter)
     except SamlRejected as exc:
-        return respond(flow.reject(exc, ctx, HTTP_REDIRECT if request.method == "GET" else HTTP_POST))
-    return respond(flow.logout(message, ctx))
+        return respond(services().flow.reject(exc, ctx, HTTP_REDIRECT if request.method == "GET" else HTTP_POST))
+    if parameter == "SAMLResponse":
+        return respond(logout.response(message, ctx, side))
+    return respond(logout.request(message, ctx, side))
 
 
 @bp.route("/saml/idp/metadata", methods=["GET"])

@@ -106,9 +106,19 @@ def discovery_page(result: Discovery, query: str = "") -> Response:
 
 
 def logged_out_page(result: LogoutDone) -> Response:
-    ui = UI[language()]
-    paragraphs = [ui["logged_out_partial"].format(services=", ".join(result.partial))] if result.partial else []
-    return _render("message.html", 200, heading=ui["logged_out"], paragraphs=paragraphs)
+    """Logged out; if some participant did not confirm, say which, and hand back to the initiator on click."""
+    lang = language()
+    ui = UI[lang]
+    partial = [name if isinstance(name, str) else name.get(lang) for name in result.partial]
+    next_post = result.next if isinstance(result.next, PostToSp) else None
+    next_url = result.next.url if isinstance(result.next, Redirect) else None
+    response = _render("logged_out.html", 200, heading=ui["logged_out_partial_heading" if partial else "logged_out"],
+                       partial=partial, correlation_id=result.correlation_id, next_post=next_post, next_url=next_url)
+    if next_post is not None:
+        response.headers["X-Form-Target"] = origin_of(next_post.url)
+    if partial:
+        response.headers["X-Broker-Reason"] = "logout_partial"
+    return response
 
 
 def message_page(heading_key: str, paragraph_keys: list[str], status: int = 200) -> Response:

@@ -10,6 +10,7 @@ from broker.audit.events import new_correlation_id
 from broker.audit.trail import AuditTrail
 from broker.config.loader import Settings
 from broker.flow import ClientContext, LoginFlow
+from broker.flow.logout import LogoutFlow
 from broker.pki.validator import CertificateValidator
 from broker.saml.idp_metadata import IdpMetadata
 from broker.saml.sp_metadata import SpMetadataDocument
@@ -20,6 +21,7 @@ from broker.session.sessions import SessionManager
 class Services:
     settings: Settings
     flow: LoginFlow
+    logout: LogoutFlow
     audit: AuditTrail
     sessions: SessionManager
     validator: CertificateValidator

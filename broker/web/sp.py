@@ -6,6 +6,7 @@ from flask import Blueprint, Response, abort, make_response, request
 
 from broker.errors import SamlRejected
 from broker.saml.bindings import from_post
+from broker.web.idp import single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
 from broker.web.services import client_context, correlation_id, services
@@ -35,6 +36,14 @@ def acs() -> Response:
     except SamlRejected as exc:
         return respond(flow.reject(exc, ctx, "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"))
     return respond(flow.acs(message, ctx))
+
+
+@bp.route("/saml/sp/slo", methods=["GET", "POST"])
+def slo() -> Response:
+    """SAML Profiles §4.4.3-4.4.4: a municipal IdP's LogoutRequest, or its LogoutResponse to the broker's."""
+    if services().sp_metadata is None:
+        abort(404)
+    return single_logout("idp")
 
 
 @discovery.route("/discovery", methods=["GET"])

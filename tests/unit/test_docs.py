@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from broker.config.reference import markdown
 from broker.reasons import REASONS, markdown_table
+from broker.reference_docs import expected
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -13,7 +16,13 @@ REPO = Path(__file__).resolve().parents[2]
 def test_readme_embeds_the_current_reason_table() -> None:
     text = (REPO / "README.md").read_text()
     embedded = text.split("<!-- reasons:start -->\n", 1)[1].split("<!-- reasons:end -->", 1)[0]
-    assert embedded == markdown_table()
+    assert embedded == markdown_table(), "run ./dev docs"
+
+
+@pytest.mark.parametrize("name", ["README.md", "docs/configuration.md", "docs/audit.md"])
+def test_generated_docs_are_current(name: str) -> None:
+    """``./dev docs`` would change nothing."""
+    assert expected(REPO)[REPO / name] == (REPO / name).read_text(), "run ./dev docs"
 
 
 def test_configuration_reference_is_current() -> None:
