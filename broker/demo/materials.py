@@ -34,6 +34,7 @@ from broker.demo.certificates import (
     write_key,
     write_pem,
 )
+from broker.demo.idp import DemoIdpSettings, idp_metadata
 from broker.demo.sp import DemoSpSettings, sp_metadata
 
 P12_PASSWORD = b"demo"
@@ -88,6 +89,11 @@ class DemoLayout:
     def sp_settings(self, base_url: str, xmlsec_binary: str | None) -> DemoSpSettings:
         return DemoSpSettings(base_url=base_url + "/demo-sp", key_file=self.root / "sp" / "sp.key",
                               cert_file=self.root / "sp" / "sp.crt", xmlsec_binary=xmlsec_binary)
+
+    def idp_settings(self, base_url: str, xmlsec_binary: str | None) -> DemoIdpSettings:
+        """Kommun C's own IdP (login: saml)."""
+        return DemoIdpSettings(base_url=base_url + "/demo-idp", key_file=self.root / "idp" / "idp.key",
+                               cert_file=self.root / "idp" / "idp.crt", xmlsec_binary=xmlsec_binary)
 
 
 def revocation_base_url(base_url: str) -> str:
@@ -185,6 +191,7 @@ def generate(workdir: Path, example: Path, now: dt.datetime, *, base_url: str = 
         _generate_keys(layout, now, base_url)
         marker.write_text(json.dumps({"generated": now.isoformat(), "base_url": base_url}))
     _ensure_audit_key(config / "keys")
+    _ensure_federation(layout, now, base_url)
     return layout
 
 
@@ -227,6 +234,25 @@ def _generate_keys(layout: DemoLayout, now: dt.datetime, base_url: str) -> None:
     write_pem(tls / "ca.pem", tls_ca.certificate)
     write_pem(tls / "server.pem", server.certificate, tls_ca.certificate)
     write_key(tls / "server.key", server.key)
+
+
+def _ensure_federation(layout: DemoLayout, now: dt.datetime, base_url: str) -> None:
+    """The broker's SP keys and Kommun C's IdP (key, certificate, metadata), made when missing."""
+    keys = layout.config / "keys"
+    for name, label in (("sp-signing", "Demo Broker SP signing"), ("sp-encryption", "Demo Broker SP encryption")):
+        if not (keys / f"{name}.key").exists():
+            issued = CertificateAuthority.root(label, now, key="rsa2048", valid_days=3650)
+            write_key(keys / f"{name}.key", issued.key)
+            write_pem(keys / f"{name}.crt", issued.certificate)
+    idp_dir = layout.root / "idp"
+    if not (idp_dir / "idp.key").exists():
+        issued = CertificateAuthority.root("Kommun C Demo IdP signing", now, key="rsa2048", valid_days=3650)
+        write_key(idp_dir / "idp.key", issued.key)
+        write_pem(idp_dir / "idp.crt", issued.certificate)
+    metadata = layout.config / "metadata" / "kommun-c-idp.xml"
+    if not metadata.exists():
+        metadata.parent.mkdir(parents=True, exist_ok=True)
+        metadata.write_bytes(idp_metadata(layout.idp_settings(base_url, None)))
 
 
 def _ensure_audit_key(keys: Path) -> None:

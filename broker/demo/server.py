@@ -14,14 +14,19 @@ import shutil
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
+
 from broker.app import create_app
 from broker.config.loader import load_settings
 from broker.demo.check import run_checks
+from broker.demo.idp import DEMO_IDP_USERS, DemoIdp, demo_idp_app
 from broker.demo.materials import DEMO_USERS, P12_PASSWORD, DemoLayout, generate, revocation_base_url
 from broker.demo.revocation_server import DemoRevocationServer
 from broker.demo.sp import DemoSp, demo_sp_app
@@ -50,7 +55,12 @@ def build_server(workdir: Path, example: Path, host: str, port: int, *, regenera
     broker_app = create_app(settings, allow_memory_store=True, instance_id="demo")
     idp_metadata = broker_app.extensions["broker"].metadata.document()
     sp = DemoSp(layout.sp_settings(base_url, xmlsec), idp_metadata, settings.broker.idp.entity_id)
-    app = DispatcherMiddleware(broker_app, {"/demo-sp": demo_sp_app(sp)})
+    mounts: dict[str, WSGIApplication] = {"/demo-sp": demo_sp_app(sp)}
+    broker_sp_metadata = broker_app.extensions["broker"].sp_metadata
+    if broker_sp_metadata is not None:  # Kommun C's own IdP, to which the broker is an SP
+        municipal_idp = DemoIdp(layout.idp_settings(base_url, xmlsec), broker_sp_metadata.document())
+        mounts["/demo-idp"] = demo_idp_app(municipal_idp)
+    app = DispatcherMiddleware(broker_app, mounts)
     chain = x509.load_pem_x509_certificates((layout.tls / "server.pem").read_bytes())
     client_cas = [c for m in settings.municipalities.values() if m.config.certificate is not None
                   for c in (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())]
@@ -91,6 +101,11 @@ def instructions(layout: DemoLayout, base_url: str) -> str:
     for u in DEMO_USERS:
         expected = "logs in" if u.expected == "success" else f"refused: {u.expected}"
         lines.append(f"    {u.name:<8} {u.municipality or '-':<9} {u.about} -> {expected}")
+    lines += ["", "  Kommun C logs in with its own IdP (a pysaml2 IdP at /demo-idp/): log in at the demo SP without",
+              "  a certificate, choose Kommun C, then one of its users:"]
+    for iu in DEMO_IDP_USERS:
+        lines.append(f"    {iu.name:<8} kommun-c  {iu.about}")
+    lines.append(f"  Log a Kommun C user out from the IdP side: {base_url}/demo-idp/logout/<user>")
     lines += [
         "",
         "  Try one with curl (follows the SP-initiated login up to the broker's answer):",

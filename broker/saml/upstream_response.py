@@ -101,7 +101,7 @@ def _instant(value: str | None, what: str) -> dt.datetime | None:
 def _verify(verifier: XmlVerifier, element: etree._Element, what: str) -> bool:
     """True if ``element`` carries a signature that verifies; False if it carries none."""
     try:
-        verifier.verify(element)
+        verifier.verify(element, signed_parts=True)
     except SignatureMissing:
         return False
     except SignatureRejected as exc:

@@ -130,14 +130,16 @@ class XmlVerifier:
     def __bool__(self) -> bool:
         return bool(self._keys)
 
-    def verify(self, element: etree._Element) -> x509.Certificate:
+    def verify(self, element: etree._Element, *, signed_parts: bool = False) -> x509.Certificate:
         """Verify the signature that envelops ``element``; return the certificate that verified it.
 
-        Raises :class:`SignatureMissing` if there is none, :class:`SignatureRejected` otherwise.
+        Raises :class:`SignatureMissing` if there is none, :class:`SignatureRejected` otherwise. A
+        signature deeper inside an unsigned element is refused (it signs something else) unless
+        ``signed_parts``: a Response whose Assertion is signed (SAML Core §5.3).
         """
         signatures = element.findall("ds:Signature", _NS)
         if not signatures:
-            if element.find(".//ds:Signature", _NS) is not None:
+            if not signed_parts and element.find(".//ds:Signature", _NS) is not None:
                 raise SignatureRejected("a signature is present but not as a direct child of the signed element")
             raise SignatureMissing("the element is not signed")
         if len(signatures) > 1:

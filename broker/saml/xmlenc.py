@@ -11,9 +11,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from typing import Final
+from xml.sax.saxutils import quoteattr
 
 import xmlsec
 from lxml import etree
+
+from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 
 XENC: Final = "http://www.w3.org/2001/04/xmlenc#"
 _NS = {"xenc": XENC, "ds": "http://www.w3.org/2000/09/xmldsig#"}
@@ -46,7 +49,7 @@ class Decrypter:
     def __init__(self, key_pems: Sequence[bytes]) -> None:
         self._keys = [xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem) for pem in key_pems]
 
-    def decrypt(self, encrypted: etree._Element) -> etree._Element:
+    def decrypt(self, encrypted: etree._Element, max_bytes: int = 1 << 20) -> etree._Element:
         """Replace ``encrypted`` (an EncryptedAssertion) in its tree by the decrypted element; return it."""
         data = encrypted.findall("xenc:EncryptedData", _NS)
         if len(data) != 1:
@@ -64,24 +67,54 @@ class Decrypter:
             if transport not in ALLOWED_KEY_TRANSPORT:
                 raise DecryptionRefused(f"key transport {transport} is not allowed (RSA-OAEP only)", algorithm=True)
         errors = []
+        plaintext = None
         for key in self._keys:
-            # decrypt a copy: a failed attempt may leave the tree half changed
-            attempt = copy.deepcopy(encrypted)
-            target = attempt.find("xenc:EncryptedData", _NS)
-            assert target is not None  # checked above on the original
+            # decrypt to octets (Type removed from a copy): xmlsec would parse the plaintext itself, with
+            # libxml2's defaults; the broker's hardened parser must see it instead (below)
+            attempt = copy.deepcopy(data[0])
+            if "Type" in attempt.attrib:
+                del attempt.attrib["Type"]
             manager = xmlsec.KeysManager()
             manager.add_key(key)
             context = xmlsec.EncryptionContext(manager)
             try:
-                result = context.decrypt(target)
+                result = context.decrypt(attempt)
             except xmlsec.Error as exc:
                 errors.append(str(exc))
                 continue
-            if not isinstance(result, etree._Element):
-                raise DecryptionRefused("the decrypted content is not an XML element")
-            parent = encrypted.getparent()
-            if parent is None:
-                raise DecryptionRefused("the EncryptedAssertion has no parent")
-            parent.replace(encrypted, result)
-            return result
-        raise DecryptionRefused("none of the broker's keys decrypts it" + (f" ({errors[-1]})" if errors else ""))
+            if isinstance(result, bytes):
+                plaintext = result
+                break
+            raise DecryptionRefused("the decrypted content is not octets")
+        if plaintext is None:
+            raise DecryptionRefused("none of the broker's keys decrypts it" + (f" ({errors[-1]})" if errors else ""))
+        element = _parse_in_context(plaintext, encrypted, max_bytes)
+        parent = encrypted.getparent()
+        if parent is None:
+            raise DecryptionRefused("the EncryptedAssertion has no parent")
+        parent.replace(encrypted, element)
+        return element
+
+
+def _parse_in_context(plaintext: bytes, encrypted: etree._Element, max_bytes: int) -> etree._Element:
+    """Parse decrypted XML with the hardened parser, its prefixes bound as at the EncryptedAssertion.
+
+    The plaintext is an element serialised inside its document (XML Encryption §4.1): it may use
+    prefixes declared further up, which a wrapper carrying the in-scope declarations supplies.
+    Entities, DTDs and comments are refused or dropped as for any inbound message.
+    """
+    text = plaintext.lstrip()
+    if text.startswith(b"<?xml"):
+        end = text.find(b"?>")
+        text = text[end + 2:] if end >= 0 else text
+    declarations = "".join(f" xmlns:{prefix}={quoteattr(uri)}" if prefix else f" xmlns={quoteattr(uri)}"
+                           for prefix, uri in encrypted.nsmap.items())
+    wrapped = f"<broker-decrypted{declarations}>".encode() + text + b"</broker-decrypted>"
+    try:
+        wrapper = parse_untrusted(wrapped, max_bytes)
+    except UnsafeXml as exc:
+        raise DecryptionRefused(f"the decrypted content: {exc}") from None
+    children = [c for c in wrapper if isinstance(c.tag, str)]
+    if len(children) != 1 or (wrapper.text or "").strip() or any((c.tail or "").strip() for c in children):
+        raise DecryptionRefused("the decrypted content is not exactly one element")
+    return children[0]

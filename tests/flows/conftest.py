@@ -10,8 +10,10 @@ from flask import Flask
 
 from broker.app import create_app
 from broker.config.loader import Settings, load_settings
+from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
+from tests.factories.idp import make_idp
 from tests.factories.saml import BASE_URL, Browser, make_sp
 
 
@@ -34,6 +36,12 @@ def app(settings: Settings, store: RedisStore) -> Flask:
 def sp(app: Flask, settings: Settings, demo_material) -> DemoSp:  # type: ignore[no-untyped-def]
     metadata = app.extensions["broker"].metadata.document()
     return make_sp(demo_material.root, metadata, settings.broker.idp.entity_id)
+
+
+@pytest.fixture
+def idp(app: Flask, demo_material) -> DemoIdp:  # type: ignore[no-untyped-def]
+    """Kommun C's own IdP (pysaml2), knowing the broker's SP metadata."""
+    return make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
 
 
 @pytest.fixture
