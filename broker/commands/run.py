@@ -11,6 +11,7 @@ from broker.clock import SystemClock
 from broker.config.loader import load_settings
 from broker.errors import ConfigError
 from broker.saml.idp_metadata import IdpMetadata
+from broker.saml.sp_metadata import SpMetadataDocument
 from broker.saml.xmldsig import XmlSigner
 
 
@@ -51,12 +52,23 @@ def serve(config_dir: Path, bind: str, workers: int, threads: int) -> None:
 
 @click.command()
 @click.option("--config", "config_dir", required=True, type=click.Path(path_type=Path))
-def metadata(config_dir: Path) -> None:
-    """Print the broker's signed IdP metadata."""
+@click.option("--sp", "sp_side", is_flag=True, help="the broker's SP metadata (for municipal IdPs) instead")
+def metadata(config_dir: Path, sp_side: bool) -> None:
+    """Print the broker's signed IdP metadata (for the regional SPs), or with --sp its SP metadata."""
+    from broker.app import SLO_PATH, SP_ACS_PATH, SP_SLO_PATH, SSO_PATH
+
     settings = load_settings(config_dir)
-    signing = settings.broker.idp.signing
     base = settings.broker.idp.base_url
-    doc = IdpMetadata(settings, SystemClock(), XmlSigner(signing.key.pem, signing.certificate.certificate,
-                                                          signing.key.key),
-                      sso_url=base + "/saml/idp/sso", slo_url=base + "/saml/idp/slo").document()
+    validity = settings.broker.idp.metadata_validity.timedelta
+    if sp_side:
+        sp = settings.broker.sp
+        if sp is None:
+            raise click.ClickException("broker.yaml has no sp section: the broker is no SP toward municipal IdPs")
+        signer = XmlSigner(sp.signing.key.pem, sp.signing.certificate.certificate, sp.signing.key.key)
+        doc = SpMetadataDocument(sp, SystemClock(), signer, acs_url=base + SP_ACS_PATH, slo_url=base + SP_SLO_PATH,
+                                 validity=validity).document()
+    else:
+        signing = settings.broker.idp.signing
+        signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
+        doc = IdpMetadata(settings, SystemClock(), signer, sso_url=base + SSO_PATH, slo_url=base + SLO_PATH).document()
     sys.stdout.buffer.write(doc)

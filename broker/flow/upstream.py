@@ -15,8 +15,10 @@ import hashlib
 import threading
 from dataclasses import replace
 from types import MappingProxyType
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
+from lxml import etree
 
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
@@ -26,7 +28,7 @@ from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
 from broker.model import KNOWN_LOAS, Loa, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
-from broker.saml.bindings import HTTP_POST, InboundMessage, decode
+from broker.saml.bindings import HTTP_POST, NAMEID_FORMATS, InboundMessage, decode
 from broker.saml.metadata import IdpMetadata
 from broker.saml.outbound import MessageSender
 from broker.saml.upstream_mapping import canonical_attributes, identity_of, loa_of, upstream_class_refs
@@ -37,6 +39,7 @@ from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import Decrypter
 
 NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 
 
 class UpstreamStep:
@@ -112,10 +115,17 @@ class UpstreamStep:
         except UpstreamRejected as exc:
             return self._failed(exc, ctx, None, None, None)
         in_response_to = root.get("InResponseTo")
-        pending = d.sessions.take_upstream(in_response_to) if in_response_to else None
-        if pending is None:
-            code = "upstream_in_response_to_mismatch" if in_response_to else "upstream_unsolicited"
-            return self._failed(UpstreamRejected(code, f"InResponseTo {in_response_to!r}"), ctx, None, None, None)
+        if in_response_to:
+            pending = d.sessions.take_upstream(in_response_to)
+            if pending is None:
+                return self._failed(UpstreamRejected("upstream_in_response_to_mismatch",
+                                                     f"InResponseTo {in_response_to[:100]!r} names no pending "
+                                                     "request (unknown, used or expired)"), ctx, None, None, None)
+        else:
+            found = self._unsolicited(root, message.relay_state, ctx)
+            if isinstance(found, UpstreamRejected):
+                return self._failed(found, ctx, None, None, None)
+            pending = found
         info = AuthnRequestInfo.from_dict(pending["request"])
         ctx = replace(ctx, correlation_id=pending["correlation_id"])
         sp = d.settings.sp_by_entity_id(info.sp_entity_id)
@@ -138,7 +148,7 @@ class UpstreamStep:
         try:
             idp = self.metadata.get(municipality.id)
             expect = Expectations(idp_entity_id=pending["idp"], sp_entity_id=self._sp_entity_id,
-                                  acs_url=self.acs_url, request_id=in_response_to,
+                                  acs_url=self.acs_url, request_id=in_response_to or None,
                                   signed_element=saml.signed_element, skew=saml.clock_skew.timedelta,
                                   now=d.clock.now())
             assertion = self._validator(idp).validate(root, expect)
@@ -175,6 +185,32 @@ class UpstreamStep:
                       "session_index": assertion.session_index or ""},
             authn_instant=assertion.authn_instant)
         return self._answers.issue(info, sp, ctx, token, session, new_session=True)
+
+    def _unsolicited(self, root: etree._Element, relay_state: str | None,
+                     ctx: ClientContext) -> dict[str, Any] | UpstreamRejected:
+        """An IdP-initiated Response (no InResponseTo; SAML Profiles §4.1.5): accepted only from an IdP whose
+        municipality allows it, for the SP its RelayState names (entity ID), which must accept the municipality.
+        The SP then gets an unsolicited Response at its default ACS."""
+        d = self._d
+        issuer_el = root.find(f"{{{SAML_NS}}}Issuer")
+        issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
+        allowing = [m for m in d.settings.municipalities.values() if m.config.saml is not None
+                    and m.config.saml.entity_id == issuer and m.config.saml.allow_unsolicited]
+        if not allowing:
+            return UpstreamRejected("upstream_unsolicited", f"a Response without InResponseTo from {issuer[:200]!r}, "
+                                                            "which may not send unsolicited Responses")
+        sp = d.settings.sp_by_entity_id(relay_state or "")
+        municipality = next((m for m in allowing if sp is not None and m.id in sp.config.municipalities), None)
+        acs = sp.metadata.default_acs() if sp is not None else None
+        if sp is None or municipality is None or acs is None:
+            return UpstreamRejected("upstream_unsolicited", "an unsolicited Response must name, as RelayState, a "
+                                                            "registered SP that accepts the municipality")
+        info = AuthnRequestInfo(
+            request_id="", sp_entity_id=sp.entity_id, acs_url=acs.location, binding=HTTP_POST,
+            nameid_format=NAMEID_FORMATS[sp.config.nameid_formats[0]], force_authn=False, is_passive=False,
+            requested_contexts=(), comparison="exact", relay_state=None, signed=False)
+        return {"request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": municipality.id,
+                "idp": issuer}
 
     def _validator(self, idp: IdpMetadata) -> ResponseValidator:
         """One validator (with its preloaded keys) per set of IdP signing keys."""

@@ -113,7 +113,7 @@ class ResponseBuilder:
                 subject_confirmation=[saml.SubjectConfirmation(
                     method=CM_BEARER,
                     subject_confirmation_data=saml.SubjectConfirmationData(
-                        in_response_to=target.in_response_to,
+                        in_response_to=target.in_response_to or None,  # empty: unsolicited (Profiles §4.1.5)
                         not_on_or_after=not_on_or_after,
                         recipient=target.acs_url,
                     ),
@@ -139,7 +139,7 @@ class ResponseBuilder:
             version="2.0",
             issue_instant=issued,
             destination=target.acs_url,
-            in_response_to=target.in_response_to,
+            in_response_to=target.in_response_to or None,  # empty: unsolicited (Profiles §4.1.5)
             issuer=self._issuer(),
             status=samlp.Status(status_code=samlp.StatusCode(value=STATUS_SUCCESS)),
             assertion=assertion,
@@ -161,7 +161,7 @@ class ResponseBuilder:
             version="2.0",
             issue_instant=format_instant(now),
             destination=target.acs_url,
-            in_response_to=target.in_response_to,
+            in_response_to=target.in_response_to or None,  # empty: unsolicited (Profiles §4.1.5)
             issuer=self._issuer(),
             status=samlp.Status(
                 status_code=samlp.StatusCode(value=top, status_code=samlp.StatusCode(value=status)),

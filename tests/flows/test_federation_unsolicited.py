@@ -1,0 +1,93 @@
+"""IdP-initiated login (SAML Profiles §4.1.5): an unsolicited Response from a municipal IdP is refused unless
+the municipality's file allows it, and then only for the SP its RelayState names."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from saml2 import saml
+
+from broker.app import create_app
+from broker.config.loader import load_settings
+from broker.demo.idp import DemoIdp
+from broker.demo.sp import DemoSp
+from broker.session.store import RedisStore
+from tests.factories.idp import ACS_URL, KARIN, make_idp
+from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
+from tests.flows.conftest import audit_lines
+
+SP_ENTITY_ID = BASE_URL + "/demo-sp/metadata"
+BROKER_SP = BASE_URL + "/saml/sp/metadata"
+
+
+def unsolicited(idp: DemoIdp, relay_state: str | None) -> dict[str, str]:
+    """A signed Response for Karin that answers no request (no InResponseTo anywhere)."""
+    response = idp.server.create_authn_response(
+        KARIN.attributes, in_response_to=None, destination=ACS_URL, sp_entity_id=BROKER_SP,
+        name_id=saml.NameID(format=saml.NAMEID_FORMAT_PERSISTENT, text=idp.name_id_of(KARIN)),
+        authn={"class_ref": KARIN.class_ref, "authn_auth": idp.entity_id}, sign_assertion=True)
+    xml = str(response).encode()
+    assert b"InResponseTo" not in xml
+    fields = {"SAMLResponse": base64.b64encode(xml).decode()}
+    if relay_state is not None:
+        fields["RelayState"] = relay_state
+    return fields
+
+
+def build(config_dir: Path, store: RedisStore, allow: bool) -> Flask:
+    path = config_dir / "municipalities" / "kommun-c.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("allow_unsolicited: false", f"allow_unsolicited: {'true' if allow else 'false'}"))
+    return create_app(load_settings(config_dir), store=store, instance_id="test")
+
+
+@pytest.fixture
+def client_for(config_dir: Path, store: RedisStore, demo_material):  # type: ignore[no-untyped-def]
+    def make(allow: bool) -> tuple[Browser, DemoIdp, DemoSp]:
+        app = build(config_dir, store, allow)
+        services = app.extensions["broker"]
+        idp = make_idp(demo_material.root, services.sp_metadata.document())
+        sp = make_sp(demo_material.root, services.metadata.document(), services.settings.broker.idp.entity_id)
+        client = app.test_client()
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        return Browser(client, None), idp, sp
+    return make
+
+
+def test_unsolicited_response_is_refused_by_default(client_for, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    browser, idp, _ = client_for(False)
+    page = browser.post(ACS_URL, unsolicited(idp, SP_ENTITY_ID))
+    assert page.headers["X-Broker-Reason"] == "upstream_unsolicited"
+    assert any(r["event"] == "upstream_authn_result" and r["reason"] == "upstream_unsolicited"
+               for r in audit_lines(config_dir))
+
+
+def test_allowed_unsolicited_response_logs_in_at_the_sp_named_by_relay_state(client_for) -> None:  # type: ignore[no-untyped-def]
+    browser, idp, sp = client_for(True)
+    answer = browser.post(ACS_URL, unsolicited(idp, SP_ENTITY_ID))
+    action, fields = saml_response_form(answer)
+    assert action == BASE_URL + "/demo-sp/acs"
+    xml = base64.b64decode(fields["SAMLResponse"])
+    assert b"InResponseTo" not in xml
+    sp.client.allow_unsolicited = True  # pysaml2 reads the setting once, at construction
+    result = sp.accept(fields["SAMLResponse"])
+    assert result.attributes["employeeHsaId"] == ["SE2120003005-K001"]
+
+
+@pytest.mark.parametrize("relay_state", [None, "https://unknown-sp.example/metadata"], ids=["none", "unknown-sp"])
+def test_allowed_unsolicited_response_needs_a_known_sp_as_relay_state(client_for, relay_state: str | None
+                                                                      ) -> None:  # type: ignore[no-untyped-def]
+    browser, idp, _ = client_for(True)
+    page = browser.post(ACS_URL, unsolicited(idp, relay_state))
+    assert page.headers["X-Broker-Reason"] == "upstream_unsolicited"
+
+
+def test_an_unsolicited_response_cannot_be_replayed(client_for) -> None:  # type: ignore[no-untyped-def]
+    browser, idp, _ = client_for(True)
+    fields = unsolicited(idp, SP_ENTITY_ID)
+    saml_response_form(browser.post(ACS_URL, fields))
+    assert browser.post(ACS_URL, fields).headers["X-Broker-Reason"] == "upstream_replay"
