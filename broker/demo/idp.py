@@ -200,9 +200,9 @@ class DemoIdp:
               ) -> FormPost:
         """An error Response (e.g. NoPassive, AuthnFailed) to ``req``."""
         args = self.server.response_args(req.message, [BINDING_HTTP_POST])
-        response = self.server.create_error_response(
-            args["in_response_to"], args["destination"], (samlp.STATUS_RESPONDER, status, message or ""),
-            sign=True)
+        # pysaml2 puts the code under a Responder top-level status itself
+        response = self.server.create_error_response(args["in_response_to"], args["destination"],
+                                                     (status, message or ""), sign=True)
         return self._post(args["destination"], str(response).encode(), relay_state)
 
     def name_id_of(self, user: IdpUser) -> str:

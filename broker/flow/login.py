@@ -129,7 +129,7 @@ class LoginFlow:
         options = self._options(sp)
         if not any(m.config.login == "saml" for m in options):
             return self._missing_certificate(info, sp, ctx)
-        chosen = self._preselected(info, ctx, options)
+        chosen = self._preselected(info, ctx, options, session)
         if chosen is None:
             if info.is_passive:
                 return self._answers.refuse(SamlRejected(
@@ -169,18 +169,19 @@ class LoginFlow:
         return tuple(sorted(found, key=lambda m: m.config.name.sv))
 
     @staticmethod
-    def _preselected(info: AuthnRequestInfo, ctx: ClientContext,
-                     options: tuple[Municipality, ...]) -> Municipality | None:
-        """A hint from the SP (Scoping IDPList, or ``?municipality=``: an id or the IdP's entity ID), the only
-        option, or the user's remembered choice; None when the user must choose."""
+    def _preselected(info: AuthnRequestInfo, ctx: ClientContext, options: tuple[Municipality, ...],
+                     session: SsoSession | None = None) -> Municipality | None:
+        """A hint from the SP (Scoping IDPList, or ``?municipality=``: an id or the IdP's entity ID), the
+        municipality of the session being re-authenticated (ForceAuthn), the only option, or the user's
+        remembered choice; None when the user must choose."""
         def match(hint: str | None) -> Municipality | None:
             for m in options:
                 if hint and (hint == m.id or (m.config.saml is not None and hint == m.config.saml.entity_id)):
                     return m
             return None
 
-        return match(info.idp_hint) or (options[0] if len(options) == 1 else None) \
-            or match(ctx.remembered_municipality)
+        return match(info.idp_hint) or match(session.identity.municipality_id if session else None) \
+            or (options[0] if len(options) == 1 else None) or match(ctx.remembered_municipality)
 
     def discovery(self, login_id: str) -> Discovery | None:
         """The discovery page of a pending login again (search, language switch) without consuming it."""

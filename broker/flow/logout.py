@@ -152,15 +152,19 @@ class LogoutFlow:
                 if p.sp_entity_id == exclude or (p.sp_entity_id, p.name_id) in seen:
                     continue
                 seen.add((p.sp_entity_id, p.name_id))
+                # as the broker issued it (broker.saml.response): qualified by both entity IDs
                 targets.append({"side": "sp", "peer": p.sp_entity_id, "name_id": p.name_id,
-                                "format": p.name_id_format, "session_index": session.session_index})
+                                "format": p.name_id_format, "session_index": session.session_index,
+                                "name_qualifier": self._sides_entity("sp"), "sp_name_qualifier": p.sp_entity_id})
         if exclude is not None:  # the SP started it: the municipal IdP must hear too (it did not start it)
             for _, session in ended:
                 up = session.upstream
                 if up is not None:
                     targets.append({"side": "idp", "peer": up["idp"], "name_id": up["name_id"],
                                     "format": up.get("name_id_format") or None,
-                                    "session_index": up.get("session_index") or None})
+                                    "session_index": up.get("session_index") or None,
+                                    "name_qualifier": up.get("name_qualifier") or None,
+                                    "sp_name_qualifier": up.get("sp_name_qualifier") or None})
         return targets
 
     # --- a participant answers -------------------------------------------------------------
@@ -228,8 +232,10 @@ class LogoutFlow:
                     data=MappingProxyType({"side": target["side"], "peer": target["peer"], "status": ""})))
                 continue
             state_id = secrets.token_urlsafe(32)
-            request_id, out = messages.request(peer, target["name_id"], target["format"], target["session_index"],
-                                               state_id, lifetime=d.sessions.pending_timeout)
+            request_id, out = messages.request(
+                peer, target["name_id"], target["format"], target["session_index"], state_id,
+                lifetime=d.sessions.pending_timeout, name_qualifier=target.get("name_qualifier"),
+                sp_name_qualifier=target.get("sp_name_qualifier"))
             state["current"] = {"side": target["side"], "peer": target["peer"], "request_id": request_id}
             d.sessions.put_logout(state_id, state, d.sessions.pending_timeout)
             return _deliver(out, ctx.correlation_id, None, clear_session=clear_session)
@@ -258,6 +264,10 @@ class LogoutFlow:
             # tell the user before handing back: the SP's own page may not say what PartialLogout means
             return LogoutDone(ctx.correlation_id, partial=names, clear_session=clear_session, next=answer)
         return answer
+
+    def _sides_entity(self, side: str) -> str | None:
+        messages = self._sides.get(side)
+        return messages.entity_id if messages is not None else None
 
     def _peer(self, side: str, entity_id: str) -> LogoutPeer | None:
         messages = self._sides.get(side)

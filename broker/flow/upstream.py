@@ -182,6 +182,8 @@ class UpstreamStep:
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
             upstream={"idp": idp.entity_id, "name_id": assertion.name_id,
                       "name_id_format": assertion.name_id_format or "",
+                      "name_qualifier": assertion.name_qualifier or "",
+                      "sp_name_qualifier": assertion.sp_name_qualifier or "",
                       "session_index": assertion.session_index or ""},
             authn_instant=assertion.authn_instant)
         return self._answers.issue(info, sp, ctx, token, session, new_session=True)

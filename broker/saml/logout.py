@@ -242,8 +242,13 @@ class LogoutMessages:
     # --- outbound --------------------------------------------------------------------------
 
     def request(self, peer: LogoutPeer, name_id: str, name_id_format: str | None, session_index: str | None,
-                relay_state: str | None, *, lifetime: dt.timedelta) -> tuple[str, OutboundMessage]:
-        """A signed LogoutRequest to ``peer`` (Core §3.7.1); returns (its ID, the message)."""
+                relay_state: str | None, *, lifetime: dt.timedelta, name_qualifier: str | None = None,
+                sp_name_qualifier: str | None = None) -> tuple[str, OutboundMessage]:
+        """A signed LogoutRequest to ``peer`` (Core §3.7.1); returns (its ID, the message).
+
+        The NameID is given exactly as it was issued, qualifiers included: participants such as ADFS and
+        pysaml2 match the whole identifier, not only its value.
+        """
         if peer.endpoint is None:
             raise ValueError(f"{peer.entity_id} has no SingleLogoutService")
         now = self._clock.now()
@@ -256,7 +261,8 @@ class LogoutMessages:
             not_on_or_after=format_instant(now + lifetime),
             reason=REASON_USER,
             issuer=saml.Issuer(text=self.entity_id, format=NAMEID_ENTITY),
-            name_id=saml.NameID(text=name_id, format=name_id_format or None),
+            name_id=saml.NameID(text=name_id, format=name_id_format or None, name_qualifier=name_qualifier or None,
+                                sp_name_qualifier=sp_name_qualifier or None),
             session_index=[samlp.SessionIndex(text=session_index)] if session_index else None,
         )
         return request_id, self._encode(message, peer.endpoint, peer.endpoint.location, "SAMLRequest", relay_state)

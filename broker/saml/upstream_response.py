@@ -63,6 +63,8 @@ class UpstreamAssertion:
     authn_context: str | None
     attributes: Mapping[str, tuple[str, ...]]
     expires: dt.datetime          # the latest NotOnOrAfter that bounds its use (for the replay cache)
+    name_qualifier: str | None = None      # kept to name the user exactly so at logout (SAML Core §3.7.1)
+    sp_name_qualifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,8 @@ class ResponseValidator:
             authn_context=_text_only(class_ref, "AuthnContextClassRef") if class_ref is not None else None,
             attributes=attributes,
             expires=not_on_or_after,
+            name_qualifier=name_id_el.get("NameQualifier"),
+            sp_name_qualifier=name_id_el.get("SPNameQualifier"),
         )
 
 

@@ -1,0 +1,327 @@
+"""Choosing the municipality (discovery) when no client certificate arrives: the page, search, the remembered
+choice, hints from the SP (``?municipality=``, Scoping/IDPList), and what cannot be shown (IsPassive).
+
+The regional SP is the real pysaml2 demo SP; Kommun C's IdP is the real pysaml2 demo IdP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from lxml import etree
+from saml2.response import StatusNoPassive
+from werkzeug.test import TestResponse
+
+from broker.config.loader import Settings, load_settings
+from broker.demo.idp import DemoIdp
+from broker.demo.sp import DemoSp
+from broker.reasons import NO_PASSIVE
+from tests.factories.authnrequests import (
+    ACS_URL as SP_ACS_URL,
+)
+from tests.factories.authnrequests import (
+    NS,
+    AuthnRequests,
+    assert_refused,
+    edit,
+    open_browser,
+    posted_response,
+    sp_accepts,
+)
+from tests.factories.idp import IDP_ENTITY_ID, discovery_login_id
+from tests.factories.saml import BASE_URL, Browser
+from tests.flows.conftest import audit_lines
+
+IDP_SSO = BASE_URL + "/demo-idp/sso?"
+MUNICIPALITY_COOKIE = "broker_municipality"
+RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
+SAMLP = NS["samlp"]
+
+
+@pytest.fixture(autouse=True)
+def without_certificate(browser: Browser) -> None:
+    browser.certificate_pem = None
+
+
+@pytest.fixture
+def craft(sp: DemoSp, demo_material) -> AuthnRequests:  # type: ignore[no-untyped-def]
+    return AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+
+
+# --- reading the page ----------------------------------------------------------------------------
+
+
+@dataclass
+class DiscoveryPage:
+    lang: str | None = None
+    inputs: list[dict[str, str | None]] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # for= -> text (without the login method's span)
+    methods: dict[str, str] = field(default_factory=dict)  # for= -> the login method's text
+    _label_for: str | None = None
+    _in_method: bool = False
+
+    def options(self) -> dict[str, str]:
+        """municipality id -> its label's text (without the login method)."""
+        return {str(i["value"]): self.labels[str(i["id"])].strip()
+                for i in self.inputs if i.get("type") == "radio"}
+
+    def checked(self) -> list[str]:
+        return [str(i["value"]) for i in self.inputs if i.get("type") == "radio" and "checked" in i]
+
+    def visible_inputs(self) -> list[dict[str, str | None]]:
+        return [i for i in self.inputs if i.get("type") != "hidden"]
+
+
+class _Parser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.page = DiscoveryPage()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "html":
+            self.page.lang = a.get("lang")
+        elif tag == "input":
+            self.page.inputs.append(a)
+        elif tag == "label" and a.get("for"):
+            self.page._label_for = a["for"]
+            self.page.labels[str(a["for"])] = ""
+        elif tag == "span" and "method" in (a.get("class") or "").split():
+            self.page._in_method = True
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "label":
+            self.page._label_for = None
+        elif tag == "span":
+            self.page._in_method = False
+
+    def handle_data(self, data: str) -> None:
+        target = self.page._label_for
+        if target is None:
+            return
+        if self.page._in_method:
+            self.page.methods[target] = self.page.methods.get(target, "") + data
+        else:
+            self.page.labels[target] += data
+
+
+def discovery_page(response: TestResponse) -> DiscoveryPage:
+    assert response.status_code == 200, (response.status_code, response.headers.get("X-Broker-Reason"))
+    parser = _Parser()
+    parser.feed(response.get_data(as_text=True))
+    return parser.page
+
+
+def at_idp(response: TestResponse) -> str:
+    """The broker sent the browser straight to Kommun C's IdP (no page in between)."""
+    assert response.status_code == 303, (response.status_code, response.headers.get("X-Broker-Reason"))
+    location = response.headers["Location"]
+    assert location.startswith(IDP_SSO), location
+    return location
+
+
+def choose(browser: Browser, login_id: str, municipality: str, remember: bool = False) -> TestResponse:
+    form = {"login": login_id, "municipality": municipality}
+    if remember:
+        form["remember"] = "1"
+    return browser.post("/discovery", form)
+
+
+def cookie_attributes(response: TestResponse, name: str) -> tuple[str, set[str]] | None:
+    """(value, attribute names in lower case) of the Set-Cookie for ``name``, or None."""
+    for header in response.headers.getlist("Set-Cookie"):
+        first, *attributes = [p.strip() for p in header.split(";")]
+        key, _, value = first.partition("=")
+        if key == name:
+            return value, {a.split("=", 1)[0].lower() for a in attributes}
+    return None
+
+
+def with_scoping(xml: bytes, provider_id: str) -> bytes:
+    """The AuthnRequest with <samlp:Scoping><samlp:IDPList><samlp:IDPEntry ProviderID=.../> (SAML Core §3.4.1.2),
+    the last child as the schema orders it."""
+    def change(root: etree._Element) -> None:
+        scoping = etree.SubElement(root, f"{{{SAMLP}}}Scoping")
+        idp_list = etree.SubElement(scoping, f"{{{SAMLP}}}IDPList")
+        etree.SubElement(idp_list, f"{{{SAMLP}}}IDPEntry", ProviderID=provider_id)
+
+    return edit(xml, change)
+
+
+def set_demo_sp_municipalities(config_dir: Path, municipalities: list[str]) -> None:
+    path = config_dir / "service-providers" / "demo-sp.yaml"
+    text = path.read_text()
+    lines = [f"municipalities: [{', '.join(municipalities)}]" if line.startswith("municipalities:") else line
+             for line in text.splitlines()]
+    assert lines != text.splitlines()
+    path.write_text("\n".join(lines) + "\n")
+
+
+# --- 10. the page ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lang_query", "lang", "names", "own_login"), [
+    pytest.param("", "sv", {"kommun-a": "Kommun A", "kommun-b": "Kommun B", "kommun-c": "Kommun C"},
+                 "kommunens egen inloggning", id="swedish-by-default"),
+    pytest.param("&lang=en", "en", {"kommun-a": "Municipality A", "kommun-b": "Municipality B",
+                                    "kommun-c": "Municipality C"}, "the municipality's own login", id="english"),
+])
+def test_discovery_lists_the_sps_municipalities(browser: Browser, sp: DemoSp, lang_query: str, lang: str,
+                                                names: dict[str, str], own_login: str) -> None:
+    first = browser.get(sp.login_url())
+    assert first.headers.get("X-Broker-Reason") is None
+    login_id = discovery_login_id(first)
+    response = browser.get(f"/discovery?login={login_id}{lang_query}")
+    page = discovery_page(response)
+
+    assert page.lang == lang
+    assert page.options() == names
+    assert list(page.options()) == ["kommun-a", "kommun-b", "kommun-c"]
+    assert page.checked() == []  # nothing chosen for the user
+    assert own_login in page.methods["m-kommun-c"]
+    assert own_login not in page.methods["m-kommun-a"]  # Kommun A's staff log in with their card
+    search = [i for i in page.visible_inputs() if i.get("type") == "search"]
+    assert len(search) == 1
+    assert search[0]["name"] == "q"
+    for visible in page.visible_inputs():  # every field has its label
+        assert visible.get("id") in page.labels, visible
+        assert page.labels[str(visible["id"])].strip()
+    if lang == "sv":
+        assert discovery_page(first).options() == names  # the first page, at the SSO endpoint, too
+
+
+def test_search_filters_and_does_not_consume_the_login(browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    login_id = discovery_login_id(browser.get(sp.login_url()))
+
+    found = discovery_page(browser.get(f"/discovery?login={login_id}&q={quote('kommun c')}"))
+    assert found.options() == {"kommun-c": "Kommun C"}
+    found = discovery_page(browser.get(f"/discovery?login={login_id}&q=municipality%20c&lang=en"))
+    assert found.options() == {"kommun-c": "Municipality C"}
+    nothing = discovery_page(browser.get(f"/discovery?login={login_id}&q=stockholm"))
+    assert nothing.options() == {}
+
+    request, _ = idp.parse_redirect(at_idp(choose(browser, login_id, "kommun-c")))  # still pending after GETs
+    assert request.message.issuer.text == BASE_URL + "/saml/sp/metadata"
+
+
+# --- 11. the choice, remembered; hints; refusals ---------------------------------------------------
+
+
+@pytest.mark.parametrize("remember", [pytest.param(True, id="remember"), pytest.param(False, id="do-not-remember")])
+def test_choice_is_remembered_only_when_asked(browser: Browser, sp: DemoSp, remember: bool) -> None:
+    login_id = discovery_login_id(browser.get(sp.login_url()))
+    response = choose(browser, login_id, "kommun-c", remember=remember)
+    at_idp(response)
+    cookie = cookie_attributes(response, MUNICIPALITY_COOKIE)
+    if not remember:
+        assert cookie is None
+        return
+    assert cookie is not None
+    value, attributes = cookie
+    assert value == "kommun-c"
+    assert {"secure", "httponly"} <= attributes
+
+
+def test_remembered_choice_skips_discovery_in_a_new_browser_session(browser: Browser, sp: DemoSp,
+                                                                     idp: DemoIdp) -> None:
+    response = choose(browser, discovery_login_id(browser.get(sp.login_url())), "kommun-c", remember=True)
+    remembered = cookie_attributes(response, MUNICIPALITY_COOKIE)
+    assert remembered is not None
+
+    later = open_browser(browser.client.application, None)  # browser restarted: only the lasting cookie is left
+    later.client.set_cookie(MUNICIPALITY_COOKIE, remembered[0], domain="localhost")
+    request, _ = idp.parse_redirect(at_idp(later.get(sp.login_url())))
+    assert request.message.destination == IDP_SSO.rstrip("?")
+
+
+@pytest.mark.parametrize("hint", [pytest.param("kommun-c", id="municipality-id"),
+                                  pytest.param(IDP_ENTITY_ID, id="idp-entity-id")])
+def test_municipality_hint_on_the_sso_url_skips_discovery(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                          hint: str) -> None:
+    response = browser.get(sp.login_url() + "&municipality=" + quote(hint, safe=""))
+    request, _ = idp.parse_redirect(at_idp(response))
+    assert request.message.assertion_consumer_service_url == BASE_URL + "/saml/sp/acs"
+
+
+@pytest.mark.parametrize("login_id", [pytest.param("unknown", id="unknown"), pytest.param("used", id="used")])
+def test_discovery_post_with_unknown_or_used_login(browser: Browser, sp: DemoSp, login_id: str,
+                                                   config_dir: Path) -> None:
+    real = discovery_login_id(browser.get(sp.login_url()))
+    if login_id == "used":
+        at_idp(choose(browser, real, "kommun-c"))
+        login_id = real
+    else:
+        login_id = "x" * len(real)
+    assert_refused(choose(browser, login_id, "kommun-c"), "login_unknown")
+    rejected = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert [e["reason"] for e in rejected] == ["login_unknown"]
+
+
+def test_discovery_get_with_unknown_login(browser: Browser) -> None:
+    assert_refused(browser.get("/discovery?login=nosuchlogin"), "login_unknown")
+
+
+def test_choosing_a_municipality_that_does_not_exist(browser: Browser, sp: DemoSp, config_dir: Path) -> None:
+    login_id = discovery_login_id(browser.get(sp.login_url()))
+    assert_refused(choose(browser, login_id, "kommun-x"), "municipality_unknown")
+    refused = [e for e in audit_lines(config_dir) if e["event"] == "login_refused"]
+    assert [e["reason"] for e in refused] == ["municipality_unknown"]
+
+
+class TestRestrictedServiceProvider:
+    @pytest.fixture
+    def settings(self, config_dir: Path, municipalities: list[str]) -> Settings:
+        set_demo_sp_municipalities(config_dir, municipalities)
+        return load_settings(config_dir)
+
+    @pytest.mark.parametrize("municipalities", [["kommun-c"]], ids=["only-kommun-c"])
+    def test_sp_with_one_municipality_never_shows_discovery(self, browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                            municipalities: list[str]) -> None:
+        # even a remembered choice of another municipality does not matter
+        browser.client.set_cookie(MUNICIPALITY_COOKIE, "kommun-a", domain="localhost")
+        request, _ = idp.parse_redirect(at_idp(browser.get(sp.login_url())))
+        assert request.message.assertion_consumer_service_url == BASE_URL + "/saml/sp/acs"
+
+    @pytest.mark.parametrize("municipalities", [["kommun-a", "kommun-c"]], ids=["kommun-a-and-c"])
+    def test_choosing_a_municipality_the_sp_does_not_accept(self, browser: Browser, sp: DemoSp, config_dir: Path,
+                                                            municipalities: list[str]) -> None:
+        first = browser.get(sp.login_url())
+        assert discovery_page(first).options() == {"kommun-a": "Kommun A", "kommun-c": "Kommun C"}
+        response = choose(browser, discovery_login_id(first), "kommun-b")  # a real municipality, not offered
+        assert_refused(response, "municipality_unknown")
+        assert cookie_attributes(response, MUNICIPALITY_COOKIE) is None
+
+
+# --- 12. IsPassive --------------------------------------------------------------------------------
+
+
+def test_is_passive_with_a_choice_to_make_gets_no_passive(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                          config_dir: Path) -> None:
+    crafted = craft.build(is_passive="true")
+    posted = posted_response(browser.get(craft.redirect(crafted, relay_state="q")))  # no page: a form to the SP
+    assert posted.action == SP_ACS_URL
+    assert posted.status == (RESPONDER, NO_PASSIVE)
+    assert posted.fields["RelayState"] == "q"
+    with pytest.raises(StatusNoPassive):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    events = [(e["event"], e.get("reason")) for e in audit_lines(config_dir)]
+    assert events == [("login_started", None), ("login_refused", "passive_login_impossible"),
+                      ("error_response_issued", "passive_login_impossible")]
+
+
+# --- 13. Scoping ----------------------------------------------------------------------------------
+
+
+def test_scoping_idp_list_skips_discovery(browser: Browser, craft: AuthnRequests, idp: DemoIdp) -> None:
+    xml = with_scoping(craft.build().xml, IDP_ENTITY_ID)
+    request, _ = idp.parse_redirect(at_idp(browser.get(craft.redirect(xml))))
+    assert request.message.issuer.text == BASE_URL + "/saml/sp/metadata"
+
+
+def test_scoping_naming_an_unknown_idp_shows_discovery(browser: Browser, craft: AuthnRequests) -> None:
+    xml = with_scoping(craft.build().xml, "https://idp.elsewhere.example/metadata")
+    page = discovery_page(browser.get(craft.redirect(xml)))
+    assert list(page.options()) == ["kommun-a", "kommun-b", "kommun-c"]
