@@ -236,7 +236,7 @@ class DemoIdp:
             session_indexes=[login.session_index] if session_index and login.session_index else None,
             reason="urn:oasis:names:tc:SAML:2.0:logout:user", sign=False)
         args = self.server.apply_binding(BINDING_HTTP_REDIRECT, str(message), destination, relay_state="idp-slo",
-                                         sigalg=xmldsig.SIG_RSA_SHA256)
+                                         sign=True, sigalg=xmldsig.SIG_RSA_SHA256)
         return str(dict(args["headers"])["Location"])
 
     def handle_slo(self, url: str) -> str:
@@ -249,8 +249,12 @@ class DemoIdp:
             response = self.server.parse_logout_request_response(query["SAMLResponse"], BINDING_HTTP_REDIRECT)
             self._verify_query(query, response.response.issuer.text)
             return ""
-        req = self.server.parse_logout_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT)
-        self._verify_query(query, req.message.issuer.text)
+        # pysaml2 verifies the query signature (it requires one: want_authn_requests_signed)
+        req = self.server.parse_logout_request(query["SAMLRequest"], BINDING_HTTP_REDIRECT,
+                                               relay_state=query.get("RelayState"), sigalg=query.get("SigAlg"),
+                                               signature=query.get("Signature"))
+        if req is None:
+            raise ValueError("pysaml2 did not accept the LogoutRequest")
         self.last_logout_request = req.message
         with self._lock:
             for name, login in list(self.logins.items()):
@@ -261,7 +265,7 @@ class DemoIdp:
         destination = slo[0].get("response_location") or slo[0]["location"]
         args = self.server.apply_binding(BINDING_HTTP_REDIRECT, str(response), destination,
                                          relay_state=query.get("RelayState", ""), response=True,
-                                         sigalg=xmldsig.SIG_RSA_SHA256)
+                                         sign=True, sigalg=xmldsig.SIG_RSA_SHA256)
         return str(dict(args["headers"])["Location"])
 
 

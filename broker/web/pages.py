@@ -44,7 +44,7 @@ def _with_lang(url: str, lang: str) -> str:
 def _render(template: str, status: int, *, switch_url: str | None = None, **context: Any) -> Response:
     lang = language()
     other = _other(lang)
-    if switch_url is None and request.method == "GET":
+    if switch_url is None and request.method == "GET":  # "" means: no language link
         switch_url = _with_lang(request.full_path, other)
     html = render_template(template, lang=lang, other_lang=other, ui=UI[lang],
                            lang_switch_url=switch_url, **context)
@@ -112,7 +112,9 @@ def logged_out_page(result: LogoutDone) -> Response:
     partial = [name if isinstance(name, str) else name.get(lang) for name in result.partial]
     next_post = result.next if isinstance(result.next, PostToSp) else None
     next_url = result.next.url if isinstance(result.next, Redirect) else None
-    response = _render("logged_out.html", 200, heading=ui["logged_out_partial_heading" if partial else "logged_out"],
+    # no language link: this page answers a one-time logout message, which cannot be replayed in another language
+    response = _render("logged_out.html", 200, switch_url="",
+                       heading=ui["logged_out_partial_heading" if partial else "logged_out"],
                        partial=partial, correlation_id=result.correlation_id, next_post=next_post, next_url=next_url)
     if next_post is not None:
         response.headers["X-Form-Target"] = origin_of(next_post.url)

@@ -1,0 +1,688 @@
+"""Single logout across the federation (SAML Profiles §4.4; broker/flow/logout.py is the contract).
+
+Two regional SPs take part (the demo SP and a second pysaml2 SP configured here; a third whose metadata has no
+SingleLogoutService), and, for federated logins, Kommun C's pysaml2 IdP. Every peer is a real pysaml2 entity:
+the SPs answer the broker's LogoutRequests with ``handle_logout_request`` (signed HTTP-Redirect
+LogoutResponses); the IdP's messages are made by its own pysaml2 ``Server`` (``idp_logout_url``,
+``idp_answers``), because ``DemoIdp.logout_request`` and ``DemoIdp.handle_slo`` cannot take part in a signed
+logout (the two ``test_demo_idp_*`` tests at the end say so); ``DemoIdp.handle_slo`` does check the broker's
+final LogoutResponses. The browser follows every hop by hand; the tests check each message on the way and the
+audit trail at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import secrets
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from flask import Flask
+from lxml import etree
+from saml2 import BINDING_HTTP_REDIRECT, samlp
+from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, Issuer, NameID
+from saml2.time_util import instant
+from werkzeug.test import TestResponse
+
+from broker.app import create_app
+from broker.config.loader import Settings
+from broker.demo.idp import DemoIdp
+from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
+from broker.session.store import RedisStore
+from tests.factories.authnrequests import (
+    DIGEST_SHA256,
+    NS,
+    RSA_SHA256,
+    RedirectedMessage,
+    assert_refused,
+    load_key,
+    open_browser,
+    posted_response,
+    redirect_message,
+    redirect_url,
+    status_codes,
+    with_issuer,
+)
+from tests.factories.idp import IDP_ENTITY_ID, KARIN, discovery_login_id, federated_login
+from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
+from tests.flows.conftest import audit_lines
+
+BROKER_IDP = BASE_URL + "/saml/idp/metadata"     # the broker toward the SPs
+BROKER_SP = BASE_URL + "/saml/sp/metadata"       # the broker toward the municipal IdPs
+IDP_SLO = BASE_URL + "/saml/idp/slo"             # the broker's SLO for the SPs
+SP_SLO = BASE_URL + "/saml/sp/slo"               # the broker's SLO for the municipal IdPs
+SP1 = BASE_URL + "/demo-sp/metadata"
+SP2 = BASE_URL + "/second-sp/metadata"
+SP3 = BASE_URL + "/third-sp/metadata"            # no SingleLogoutService in the metadata the broker has
+SP1_SLO = BASE_URL + "/demo-sp/slo"
+SP2_SLO = BASE_URL + "/second-sp/slo"
+KOMMUN_C_SLO = BASE_URL + "/demo-idp/slo"
+
+SUCCESS = samlp.STATUS_SUCCESS
+PARTIAL = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
+LOGOUT_REQUEST = "{urn:oasis:names:tc:SAML:2.0:protocol}LogoutRequest"
+LOGOUT_RESPONSE = "{urn:oasis:names:tc:SAML:2.0:protocol}LogoutResponse"
+COOKIE = "broker_session"
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+
+
+# --- configuration: a second (and a third, SLO-less) regional SP ------------------------------------------
+
+
+def _sp_settings(demo_material, name: str) -> DemoSpSettings:  # type: ignore[no-untyped-def]
+    root = demo_material.root / "sp"
+    return DemoSpSettings(base_url=f"{BASE_URL}/{name}", key_file=root / "sp.key", cert_file=root / "sp.crt",
+                          xmlsec_binary=xmlsec_binary())
+
+
+def _without_slo(metadata: bytes) -> bytes:
+    root = etree.fromstring(metadata)
+    for element in root.iter(f"{{{MD}}}SingleLogoutService"):
+        element.getparent().remove(element)  # type: ignore[union-attr]
+    return bytes(etree.tostring(root))
+
+
+def _add_sp(config_dir: Path, name: str, display: str, metadata: bytes) -> None:
+    (config_dir / "metadata" / f"{name}.xml").write_bytes(metadata)
+    template = (config_dir / "service-providers" / "demo-sp.yaml").read_text()
+    text = template.replace("https://localhost:8443/demo-sp/metadata", f"{BASE_URL}/{name}/metadata")
+    text = text.replace("metadata/demo-sp.xml", f"metadata/{name}.xml")
+    text = re.sub(r"name:\n  sv: [^\n]*\n  en: [^\n]*\n", f"name:\n  sv: {display} (sv)\n  en: {display}\n", text)
+    assert text.count(name) == 2, text
+    assert display in text, text
+    (config_dir / "service-providers" / f"{name}.yaml").write_text(text)
+
+
+@pytest.fixture
+def config_dir(config_dir: Path, demo_material) -> Path:  # type: ignore[no-untyped-def]
+    """The example configuration plus the second SP (with SLO) and a third SP whose metadata has none."""
+    _add_sp(config_dir, "second-sp", "Andra tjänsten", sp_metadata(_sp_settings(demo_material, "second-sp")))
+    _add_sp(config_dir, "third-sp", "Tredje tjänsten",
+            _without_slo(sp_metadata(_sp_settings(demo_material, "third-sp"))))
+    return config_dir
+
+
+def _pysaml2_sp(app: Flask, settings: Settings, demo_material, name: str) -> DemoSp:  # type: ignore[no-untyped-def]
+    metadata = app.extensions["broker"].metadata.document()
+    return DemoSp(_sp_settings(demo_material, name), metadata, settings.broker.idp.entity_id)
+
+
+@pytest.fixture
+def sp2(app: Flask, settings: Settings, demo_material) -> DemoSp:  # type: ignore[no-untyped-def]
+    return _pysaml2_sp(app, settings, demo_material, "second-sp")
+
+
+@pytest.fixture
+def sp3(app: Flask, settings: Settings, demo_material) -> DemoSp:  # type: ignore[no-untyped-def]
+    return _pysaml2_sp(app, settings, demo_material, "third-sp")
+
+
+# --- logging in -----------------------------------------------------------------------------------------
+
+
+def sso_login(browser: Browser, sp: DemoSp) -> NameID:
+    """A login at ``sp`` answered by the broker (certificate or SSO session); pysaml2 accepts it."""
+    posted = posted_response(browser.get(sp.login_url()))
+    assert posted.action == sp.settings.base_url + "/acs"
+    sp.accept(posted.fields["SAMLResponse"])
+    return name_id_at(sp)
+
+
+def karin_login(browser: Browser, sp: DemoSp, idp: DemoIdp) -> NameID:
+    """Karin through the discovery page and Kommun C's IdP."""
+    browser.certificate_pem = None
+    _, fields = saml_response_form(federated_login(browser, sp, idp, KARIN))
+    sp.accept(fields["SAMLResponse"])
+    return name_id_at(sp)
+
+
+def name_id_at(sp: DemoSp) -> NameID:
+    """The NameID pysaml2 keeps for its one logged-in user."""
+    subjects = sp.client.users.subjects()
+    assert len(subjects) == 1, subjects
+    return subjects[0]
+
+
+def cookie(browser: Browser) -> str:
+    found = browser.client.get_cookie(COOKIE)
+    assert found is not None, "no broker session cookie"
+    return found.value
+
+
+def with_cookie(app: Flask, token: str) -> Browser:
+    """A browser without a certificate that presents ``token`` as its broker session cookie (the session as
+    the server sees it, whatever the logout did to the real browser's cookie jar)."""
+    other = open_browser(app, None)
+    other.client.set_cookie(COOKIE, token)
+    return other
+
+
+# --- single logout messages -------------------------------------------------------------------------------
+
+
+def sp_logout_url(sp: DemoSp, name_id: NameID) -> str:
+    """The SP's own signed HTTP-Redirect LogoutRequest to the broker (pysaml2 ``global_logout``)."""
+    (binding, info), = sp.client.global_logout(name_id, sign=True, sign_alg=RSA_SHA256,
+                                               digest_alg=DIGEST_SHA256).values()
+    assert binding == BINDING_HTTP_REDIRECT
+    return str(dict(info["headers"])["Location"])
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+@dataclass(frozen=True)
+class Hop:
+    """A 303 that sends the browser on with an HTTP-Redirect message: the whole URL and the decoded message."""
+
+    location: str
+    message: RedirectedMessage
+
+    @property
+    def root(self) -> etree._Element:
+        return self.message.root
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return self.message.parameters
+
+
+def hop(response: TestResponse, endpoint: str, parameter: str) -> Hop:
+    """The broker's 303 to ``endpoint`` carrying ``parameter`` (SAMLRequest or SAMLResponse)."""
+    assert response.status_code == 303, (response.status_code, response.headers.get("X-Broker-Reason"))
+    location = response.headers["Location"]
+    message = redirect_message(location, parameter)
+    assert message.url == endpoint, message.url
+    return Hop(location, message)
+
+
+def assert_signed_by(sent: Hop, certificate: Path) -> None:
+    """Bindings §3.4.4.1: RSA-SHA256 over SAMLRequest|SAMLResponse=..&RelayState=..&SigAlg=.."""
+    message = sent.message
+    assert message.parameters["SigAlg"] == RSA_SHA256
+    key = x509.load_pem_x509_certificate(certificate.read_bytes()).public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    key.verify(base64.b64decode(message.parameters["Signature"]), message.signed_octets, padding.PKCS1v15(),
+               hashes.SHA256())
+
+
+def sp_answers(sp: DemoSp, url: str, name_id: NameID | None = None) -> str:
+    """pysaml2 SP handles the broker's LogoutRequest (checking its query signature) and answers with a signed
+    HTTP-Redirect LogoutResponse; another ``name_id`` than its user's makes it answer UnknownPrincipal."""
+    q = query(url)
+    args = sp.client.handle_logout_request(q["SAMLRequest"], name_id or name_id_at(sp), BINDING_HTTP_REDIRECT,
+                                           sign=True, sign_alg=RSA_SHA256, relay_state=q.get("RelayState"),
+                                           sigalg=q["SigAlg"], signature=q["Signature"])
+    location = str(dict(args["headers"])["Location"])
+    assert location.startswith(IDP_SLO + "?"), location
+    return location
+
+
+def idp_logout_url(idp: DemoIdp, *, session_indexes: list[str] | None = None) -> str:
+    """Kommun C's IdP-initiated LogoutRequest for Karin, signed (HTTP-Redirect), built with the IdP's own
+    pysaml2 Server. (``DemoIdp.logout_request`` would do this, but its URL is not signed: see
+    test_demo_idp_logout_request_is_accepted.)"""
+    login = idp.logins["karin"]
+    _, message = idp.server.create_logout_request(
+        SP_SLO, idp.entity_id, name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=login.name_id),
+        session_indexes=[login.session_index] if session_indexes is None else session_indexes,
+        reason="urn:oasis:names:tc:SAML:2.0:logout:user", sign=False)
+    args = idp.server.apply_binding(BINDING_HTTP_REDIRECT, str(message), SP_SLO, relay_state="idp-slo", sign=True,
+                                    sigalg=RSA_SHA256)
+    return str(dict(args["headers"])["Location"])
+
+
+def idp_answers(idp: DemoIdp, url: str) -> str:
+    """Kommun C's IdP (pysaml2) checks the broker's LogoutRequest, query signature included, forgets the login
+    and answers with a signed HTTP-Redirect LogoutResponse. (``DemoIdp.handle_slo`` would do this, but it
+    refuses every signed HTTP-Redirect request: see test_demo_idp_answers_the_brokers_logout_request.)"""
+    q = query(url)
+    request = idp.server.parse_logout_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT, relay_state=q.get("RelayState"),
+                                              sigalg=q["SigAlg"], signature=q["Signature"])
+    assert request is not None
+    for name, login in list(idp.logins.items()):
+        if login.name_id == request.message.name_id.text:
+            del idp.logins[name]
+    response = idp.server.create_logout_response(request.message, [BINDING_HTTP_REDIRECT], sign=False)
+    args = idp.server.apply_binding(BINDING_HTTP_REDIRECT, str(response), SP_SLO, relay_state=q.get("RelayState"),
+                                    response=True, sign=True, sigalg=RSA_SHA256)
+    location = str(dict(args["headers"])["Location"])
+    assert location.startswith(SP_SLO + "?"), location
+    return location
+
+
+def logout_response_url(issuer: str, in_response_to: str, relay_state: str, *, key: rsa.RSAPrivateKey | None,
+                        status: str = SUCCESS, destination: str = IDP_SLO, endpoint: str = IDP_SLO) -> str:
+    """A LogoutResponse built by the test (for the cases pysaml2 would not produce)."""
+    message = samlp.LogoutResponse(
+        id="_" + secrets.token_hex(16), version="2.0", issue_instant=instant(), destination=destination,
+        in_response_to=in_response_to, issuer=Issuer(text=issuer, format=NAMEID_FORMAT_ENTITY),
+        status=samlp.Status(status_code=samlp.StatusCode(value=status)))
+    return redirect_url(str(message).encode(), relay_state=relay_state, key=key, parameter="SAMLResponse",
+                        endpoint=endpoint)
+
+
+def events(config_dir: Path, *names: str) -> list[dict[str, object]]:
+    return [e for e in audit_lines(config_dir) if e["event"] in names]
+
+
+def data(event: dict[str, object]) -> dict[str, object]:
+    found = event["data"]
+    assert isinstance(found, dict)
+    return found
+
+
+def goes_to_login(browser: Browser, sp: DemoSp) -> None:
+    """No SSO from this browser: an AuthnRequest gets the discovery page (the user must log in again)."""
+    page = browser.get(sp.login_url())
+    assert page.status_code == 200, (page.status_code, page.headers.get("X-Broker-Reason"))
+    assert "X-Broker-Reason" not in page.headers
+    discovery_login_id(page)
+    assert not [f for _, f in forms(page) if "SAMLResponse" in f]
+
+
+# --- 1. SP-initiated, federated: SP2 and the IdP hear of it --------------------------------------------------
+
+
+def test_sp_logout_propagates_to_other_sp_and_idp(app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp,
+                                                  idp: DemoIdp, config_dir: Path) -> None:
+    at_sp1 = karin_login(browser, sp, idp)
+    at_sp2 = sso_login(browser, sp2)
+    assert at_sp1.text != at_sp2.text  # a pairwise NameID per SP
+    upstream = idp.logins["karin"]
+    token = cookie(browser)
+    posted_response(with_cookie(app, token).get(sp.login_url()))  # the cookie alone yields SSO (before logout)
+
+    start = sp_logout_url(sp, at_sp1)
+    sent = redirect_message(start, "SAMLRequest")
+    relay = sent.parameters["RelayState"]
+
+    # hop 1: the broker ends the session at once, then asks SP2
+    to_sp2 = hop(browser.get(start), SP2_SLO, "SAMLRequest")
+    goes_to_login(with_cookie(app, token), sp2)  # the old cookie yields no SSO any more
+    assert to_sp2.root.tag == LOGOUT_REQUEST
+    assert_signed_by(to_sp2, config_dir / "keys" / "idp-signing.crt")
+    assert to_sp2.root.find("saml:Issuer", NS).text == BROKER_IDP  # type: ignore[union-attr]
+    assert to_sp2.root.find("saml:NameID", NS).text == at_sp2.text  # type: ignore[union-attr]
+    assert to_sp2.root.get("Destination") == SP2_SLO
+    assert to_sp2.parameters["RelayState"] != relay  # the broker's own state id
+
+    # hop 2: SP2 (pysaml2) logs her out and answers; the broker asks Kommun C's IdP
+    to_idp = hop(browser.get(sp_answers(sp2, to_sp2.location)), KOMMUN_C_SLO, "SAMLRequest")
+    assert not sp2.client.users.subjects()
+    assert to_idp.root.tag == LOGOUT_REQUEST
+    assert_signed_by(to_idp, config_dir / "keys" / "sp-signing.crt")
+    assert to_idp.root.find("saml:Issuer", NS).text == BROKER_SP  # type: ignore[union-attr]
+    assert to_idp.root.find("saml:NameID", NS).text == upstream.name_id  # type: ignore[union-attr]
+    assert [e.text for e in to_idp.root.findall("samlp:SessionIndex", NS)] == [upstream.session_index]
+
+    # hop 3: the IdP (pysaml2) verifies the request and answers; SP1 gets Success with its own RelayState
+    answer = idp_answers(idp, to_idp.location)
+    assert "karin" not in idp.logins
+    final = hop(browser.get(answer), SP1_SLO, "SAMLResponse")
+    assert final.root.tag == LOGOUT_RESPONSE
+    assert status_codes(final.root) == (SUCCESS, None)
+    assert final.root.get("InResponseTo") == sent.root.get("ID")
+    assert final.parameters["RelayState"] == relay
+    assert_signed_by(final, config_dir / "keys" / "idp-signing.crt")
+    parsed = sp.client.parse_logout_request_response(final.parameters["SAMLResponse"], BINDING_HTTP_REDIRECT)
+    assert parsed is not None
+    assert parsed.response.status.status_code.value == SUCCESS
+
+    goes_to_login(browser, sp2)
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], data(logout)["initiator"], data(logout)["peer"]) == ("success", "sp", SP1)
+    assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 1)
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP2}", f"idp:{IDP_ENTITY_ID}"]  # type: ignore[call-overload]
+    propagated = events(config_dir, "logout_propagated")
+    assert [(e["outcome"], data(e)["side"], data(e)["peer"]) for e in propagated] == [
+        ("success", "sp", SP2), ("success", "idp", IDP_ENTITY_ID)]
+    completed, = events(config_dir, "logout_completed")
+    assert completed["outcome"] == "success"
+    assert list(data(completed)["confirmed"]) == [SP2, IDP_ENTITY_ID]  # type: ignore[call-overload]
+    assert list(data(completed)["failed"]) == []  # type: ignore[call-overload]
+    assert {e["correlation_id"] for e in [logout, *propagated, completed]} == {logout["correlation_id"]}
+
+
+# --- 2. SP-initiated, certificate login: only the other SP, no IdP leg ------------------------------------------
+
+
+def test_certificate_session_logout_asks_only_the_other_sp(app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp,
+                                                           config_dir: Path) -> None:
+    at_sp1 = sso_login(browser, sp)   # Anna's certificate
+    at_sp2 = sso_login(browser, sp2)  # SSO
+    token = cookie(browser)
+    start = sp_logout_url(sp2, at_sp2)
+    sent = redirect_message(start, "SAMLRequest")
+
+    to_sp1 = hop(browser.get(start), SP1_SLO, "SAMLRequest")
+    goes_to_login(with_cookie(app, token), sp)  # ended at once
+    assert to_sp1.root.find("saml:NameID", NS).text == at_sp1.text  # type: ignore[union-attr]
+    assert_signed_by(to_sp1, config_dir / "keys" / "idp-signing.crt")
+    final = hop(browser.get(sp_answers(sp, to_sp1.location)), SP2_SLO, "SAMLResponse")
+    assert not sp.client.users.subjects()
+    assert status_codes(final.root) == (SUCCESS, None)
+    assert final.root.get("InResponseTo") == sent.root.get("ID")
+    assert final.parameters["RelayState"] == sent.parameters["RelayState"]
+    assert_signed_by(final, config_dir / "keys" / "idp-signing.crt")
+    assert sp2.client.parse_logout_request_response(final.parameters["SAMLResponse"], BINDING_HTTP_REDIRECT)
+
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], data(logout)["peer"]) == ("success", SP2)
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP1}"]  # type: ignore[call-overload]
+    assert [(e["outcome"], data(e)["peer"]) for e in events(config_dir, "logout_propagated")] == [("success", SP1)]
+    completed, = events(config_dir, "logout_completed")
+    assert (completed["outcome"], list(data(completed)["confirmed"])) == ("success", [SP1])  # type: ignore[call-overload]
+
+
+# --- 3. partial logout ------------------------------------------------------------------------------------------
+
+
+class _Continue(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.items: list[str] = []
+        self._in_li = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "a" and "button" in (a.get("class") or "").split():
+            self.links.append(a.get("href") or "")
+        self._in_li = tag == "li"
+
+    def handle_data(self, text: str) -> None:
+        if self._in_li and text.strip():
+            self.items.append(text.strip())
+            self._in_li = False
+
+
+@pytest.mark.parametrize("answer", ["error_status", "wrong_key", "unsigned"])
+def test_partial_logout_is_reported_and_the_initiator_gets_partial_logout(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, sp3: DemoSp, config_dir: Path, answer: str) -> None:
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    sso_login(browser, sp3)  # its metadata offers no SingleLogoutService: it cannot be asked
+    token = cookie(browser)
+    start = sp_logout_url(sp, at_sp1)
+    sent = redirect_message(start, "SAMLRequest")
+
+    to_sp2 = hop(browser.get(start), SP2_SLO, "SAMLRequest")
+    if answer == "error_status":
+        url = sp_answers(sp2, to_sp2.location, NameID(text="not-her", format=NAMEID_FORMAT_PERSISTENT))
+        expected = ("logout_partial", "Responder / UnknownPrincipal: Wrong user")
+    else:
+        stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048) if answer == "wrong_key" else None
+        url = logout_response_url(SP2, str(to_sp2.root.get("ID")), to_sp2.parameters["RelayState"], key=stranger)
+        expected = ("saml_signature_invalid", "") if stranger else ("logout_response_invalid", "")
+    english = answer == "wrong_key"
+    page = browser.get(url + ("&lang=en" if english else ""))
+
+    # the last participant (SP3) needed no trip: the chain ends on the broker's page
+    assert page.status_code == 200
+    assert page.headers.get("X-Broker-Reason") == "logout_partial"
+    parser = _Continue()
+    parser.feed(page.get_data(as_text=True))
+    text = page.get_data(as_text=True)
+    if english:
+        assert "Logout was not complete" in text
+        assert 'lang="en"' in text
+        assert parser.items == ["Andra tjänsten", "Tredje tjänsten"]
+    else:
+        assert "Utloggningen blev inte fullständig" in text
+        assert 'lang="sv"' in text
+        assert parser.items == ["Andra tjänsten (sv)", "Tredje tjänsten (sv)"]
+    continue_url, = parser.links
+    final = redirect_message(continue_url, "SAMLResponse")
+    assert final.url == SP1_SLO
+    assert status_codes(final.root) == (SUCCESS, PARTIAL)
+    assert final.root.get("InResponseTo") == sent.root.get("ID")
+    assert final.parameters["RelayState"] == sent.parameters["RelayState"]
+    assert_signed_by(Hop(continue_url, final), config_dir / "keys" / "idp-signing.crt")
+    parsed = sp.client.parse_logout_request_response(final.parameters["SAMLResponse"], BINDING_HTTP_REDIRECT)
+    assert parsed is not None
+    assert parsed.response.status.status_code.status_code.value == PARTIAL
+    goes_to_login(with_cookie(app, token), sp)  # partial or not, the broker session is over
+
+    logout, = events(config_dir, "logout")
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP2}", f"sp:{SP3}"]  # type: ignore[call-overload]
+    propagated = events(config_dir, "logout_propagated")
+    assert [(e["outcome"], e["reason"], data(e)["peer"]) for e in propagated] == [
+        ("failure", expected[0], SP2), ("failure", "logout_partial", SP3)]
+    if expected[1]:
+        assert data(propagated[0])["status"] == expected[1]
+    assert propagated[1]["detail"] == f"{SP3} has no SingleLogoutService"
+    completed, = events(config_dir, "logout_completed")
+    assert (completed["outcome"], completed["reason"]) == ("failure", "logout_partial")
+    assert list(data(completed)["failed"]) == [SP2, SP3]  # type: ignore[call-overload]
+    assert list(data(completed)["confirmed"]) == []  # type: ignore[call-overload]
+
+
+def test_partial_logout_page_language_switch_does_not_replay_the_consumed_response(
+        browser: Browser, sp: DemoSp, sp2: DemoSp) -> None:
+    """The page's other-language link must show the page again, not re-send the consumed LogoutResponse."""
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    url = sp_answers(sp2, to_sp2.location, NameID(text="not-her", format=NAMEID_FORMAT_PERSISTENT))
+    page = browser.get(url)
+    assert page.headers.get("X-Broker-Reason") == "logout_partial"
+    switch = re.search(r'<p class="lang"><a href="([^"]+)"', page.get_data(as_text=True))
+    if switch is None:
+        return  # no language link: nothing to replay
+    english = browser.get(html.unescape(switch.group(1)))
+    assert english.headers.get("X-Broker-Reason") == "logout_partial", english.headers.get("X-Broker-Reason")
+    assert "Logout was not complete" in english.get_data(as_text=True)
+
+
+# --- 4. IdP-initiated ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("carries_cookie", [False, True])
+def test_idp_logout_ends_the_session_and_its_sps(app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp,
+                                                 idp: DemoIdp, config_dir: Path, carries_cookie: bool) -> None:
+    at_sp1 = karin_login(browser, sp, idp)
+    at_sp2 = sso_login(browser, sp2)
+    token = cookie(browser)
+    start = idp_logout_url(idp)
+    sent = redirect_message(start, "SAMLRequest")
+    assert sent.url == SP_SLO
+
+    other = browser if carries_cookie else open_browser(app, None)
+    to_sp1 = hop(other.get(start), SP1_SLO, "SAMLRequest")
+    goes_to_login(with_cookie(app, token), sp)  # ended before anyone else is asked
+    assert to_sp1.root.find("saml:NameID", NS).text == at_sp1.text  # type: ignore[union-attr]
+    assert_signed_by(to_sp1, config_dir / "keys" / "idp-signing.crt")
+    to_sp2 = hop(other.get(sp_answers(sp, to_sp1.location)), SP2_SLO, "SAMLRequest")
+    assert to_sp2.root.find("saml:NameID", NS).text == at_sp2.text  # type: ignore[union-attr]
+    to_idp = hop(other.get(sp_answers(sp2, to_sp2.location)), KOMMUN_C_SLO, "SAMLResponse")
+    assert not sp.client.users.subjects()
+    assert not sp2.client.users.subjects()
+    assert to_idp.root.tag == LOGOUT_RESPONSE
+    assert status_codes(to_idp.root) == (SUCCESS, None)
+    assert to_idp.root.get("InResponseTo") == sent.root.get("ID")
+    assert to_idp.parameters["RelayState"] == "idp-slo"
+    assert_signed_by(to_idp, config_dir / "keys" / "sp-signing.crt")
+    assert idp.handle_slo(to_idp.location) == ""  # pysaml2 accepts it (and its query signature)
+
+    goes_to_login(browser, sp)
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], data(logout)["initiator"], data(logout)["peer"]) == ("success", "idp", IDP_ENTITY_ID)
+    assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 1)
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP1}", f"sp:{SP2}"]  # type: ignore[call-overload]
+    assert [(e["outcome"], data(e)["peer"]) for e in events(config_dir, "logout_propagated")] == [
+        ("success", SP1), ("success", SP2)]
+    completed, = events(config_dir, "logout_completed")
+    assert (completed["outcome"], data(completed)["initiator"]) == ("success", "idp")
+
+
+def test_idp_logout_without_session_index_ends_all_her_sessions(app: Flask, browser: Browser, sp: DemoSp,
+                                                                idp: DemoIdp, config_dir: Path) -> None:
+    """Two browsers, two broker sessions from Kommun C's IdP: a LogoutRequest naming only her NameID ends both,
+    and SP1 (the same NameID in both) is asked once."""
+    karin_login(browser, sp, idp)
+    laptop = open_browser(app, None)
+    at_sp1 = karin_login(laptop, sp, idp)
+    tokens = [cookie(browser), cookie(laptop)]
+    assert tokens[0] != tokens[1]
+    start = idp_logout_url(idp, session_indexes=[])
+    assert redirect_message(start, "SAMLRequest").root.find("samlp:SessionIndex", NS) is None
+
+    other = open_browser(app, None)
+    to_sp1 = hop(other.get(start), SP1_SLO, "SAMLRequest")
+    assert to_sp1.root.find("saml:NameID", NS).text == at_sp1.text  # type: ignore[union-attr]
+    for token in tokens:
+        goes_to_login(with_cookie(app, token), sp)
+    answer = hop(other.get(sp_answers(sp, to_sp1.location)), KOMMUN_C_SLO, "SAMLResponse")
+    assert status_codes(answer.root) == (SUCCESS, None)
+    assert idp.handle_slo(answer.location) == ""
+
+    logout, = events(config_dir, "logout")
+    assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 2)
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP1}"]  # type: ignore[call-overload]
+
+
+def test_idp_logout_for_an_unknown_session_index_ends_nothing(app: Flask, browser: Browser, sp: DemoSp,
+                                                              idp: DemoIdp, config_dir: Path) -> None:
+    karin_login(browser, sp, idp)
+    start = idp_logout_url(idp, session_indexes=["_not-a-session-of-ours"])
+    sent = redirect_message(start, "SAMLRequest")
+
+    answer = hop(open_browser(app, None).get(start), KOMMUN_C_SLO, "SAMLResponse")
+    # no session to end is no failure (SAML Core §3.7.3.2): Success, and nobody else is asked
+    assert status_codes(answer.root) == (SUCCESS, None)
+    assert answer.root.get("InResponseTo") == sent.root.get("ID")
+    assert idp.handle_slo(answer.location) == ""
+    posted_response(browser.get(sp.login_url()))  # her session goes on: SSO
+
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], data(logout)["session_ended"], data(logout)["sessions"]) == ("success", False, 0)
+    assert list(data(logout)["propagate_to"]) == []  # type: ignore[call-overload]
+    assert events(config_dir, "logout_propagated") == []
+    completed, = events(config_dir, "logout_completed")
+    assert completed["outcome"] == "success"
+
+
+# --- 5. refusals ------------------------------------------------------------------------------------------------
+
+
+def _sp_logout_request(sp: DemoSp, name_id: NameID, *, destination: str = IDP_SLO) -> bytes:
+    _, request = sp.client.create_logout_request(destination, BROKER_IDP, name_id=name_id, sign=False)
+    return str(request).encode()
+
+
+def _idp_logout_request(idp: DemoIdp, *, issuer: str | None = None, destination: str = SP_SLO) -> bytes:
+    login = idp.logins["karin"]
+    _, request = idp.server.create_logout_request(
+        destination, idp.entity_id, name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=login.name_id),
+        session_indexes=[login.session_index], sign=False)
+    xml = str(request).encode()
+    return with_issuer(xml, issuer) if issuer else xml
+
+
+def test_unsigned_sp_logout_request_is_refused(browser: Browser, sp: DemoSp, config_dir: Path) -> None:
+    at_sp1 = sso_login(browser, sp)
+    assert_refused(browser.get(redirect_url(_sp_logout_request(sp, at_sp1), endpoint=IDP_SLO, relay_state="r")),
+                   "logout_request_invalid")
+    posted_response(browser.get(sp.login_url()))  # the session goes on
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], logout["reason"]) == ("failure", "logout_request_invalid")
+
+
+@pytest.mark.parametrize(("issuer", "destination", "code"), [
+    ("https://unknown.example/idp", SP_SLO, "logout_request_invalid"),
+    (None, IDP_SLO, "saml_destination_mismatch"),
+])
+def test_idp_logout_request_refused(app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path,
+                                    demo_material, issuer: str | None, destination: str,  # type: ignore[no-untyped-def]
+                                    code: str) -> None:
+    karin_login(browser, sp, idp)
+    xml = _idp_logout_request(idp, issuer=issuer, destination=destination)
+    url = redirect_url(xml, key=load_key(demo_material.root / "idp" / "idp.key"), endpoint=SP_SLO,
+                       relay_state="idp-slo")
+    assert_refused(open_browser(app, None).get(url), code)
+    posted_response(browser.get(sp.login_url()))  # Karin's session goes on
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], logout["reason"], data(logout)["initiator"]) == ("failure", code, "idp")
+
+
+def test_logout_response_for_no_logout_in_progress_is_refused(browser: Browser, sp: DemoSp,
+                                                              config_dir: Path, demo_material) -> None:  # type: ignore[no-untyped-def]
+    sso_login(browser, sp)
+    key = load_key(demo_material.root / "sp" / "sp.key")
+    assert_refused(browser.get(logout_response_url(SP1, "_nothing", "no-such-logout", key=key)), "logout_unknown")
+    posted_response(browser.get(sp.login_url()))
+    refused, = events(config_dir, "logout_propagated")
+    assert (refused["outcome"], refused["reason"]) == ("failure", "logout_unknown")
+
+
+def test_replayed_logout_response_is_refused(browser: Browser, sp: DemoSp, sp2: DemoSp, config_dir: Path) -> None:
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    answer = sp_answers(sp2, to_sp2.location)
+    final = hop(browser.get(answer), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+
+    assert_refused(browser.get(answer), "logout_unknown")  # the logout's state was consumed
+    propagated = events(config_dir, "logout_propagated")
+    assert [(e["outcome"], e.get("reason")) for e in propagated] == [("success", None), ("failure", "logout_unknown")]
+    assert len(events(config_dir, "logout_completed")) == 1
+
+
+# --- 6. another instance continues ---------------------------------------------------------------------------
+
+
+def test_logout_continues_on_another_instance(settings: Settings, browser: Browser, sp: DemoSp, sp2: DemoSp,
+                                              redis_url: str, redis_prefix: str, config_dir: Path) -> None:
+    """The state travels as RelayState into the shared store: SP2's answer may reach any broker instance."""
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    start = sp_logout_url(sp, at_sp1)
+    sent = redirect_message(start, "SAMLRequest")
+    to_sp2 = hop(browser.get(start), SP2_SLO, "SAMLRequest")
+
+    second = create_app(settings, store=RedisStore(redis_url, prefix=redis_prefix), instance_id="test-2")
+    answer = sp_answers(sp2, to_sp2.location)
+    final = hop(open_browser(second, None).get(answer), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    assert final.root.get("InResponseTo") == sent.root.get("ID")
+    assert final.parameters["RelayState"] == sent.parameters["RelayState"]
+    assert sp.client.parse_logout_request_response(final.parameters["SAMLResponse"], BINDING_HTTP_REDIRECT)
+
+    assert_refused(browser.get(answer), "logout_unknown")  # consumed there, so gone here too
+
+    completed = [e for e in audit_lines(config_dir) if e["event"] == "logout_completed"]
+    assert [(e["outcome"], list(data(e)["confirmed"])) for e in completed] == [("success", [SP2])]  # type: ignore[call-overload]
+
+
+# --- the demo IdP's own single logout (broker/demo/idp.py) --------------------------------------------------
+
+
+def test_demo_idp_logout_request_is_accepted(app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    """``DemoIdp.logout_request`` promises "a signed LogoutRequest"; the broker requires one."""
+    karin_login(browser, sp, idp)
+    start = idp.logout_request(KARIN)
+    assert "Signature" in query(start), "the demo IdP's LogoutRequest is not signed"
+    hop(open_browser(app, None).get(start), SP1_SLO, "SAMLRequest")
+
+
+def test_demo_idp_answers_the_brokers_logout_request(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                     config_dir: Path) -> None:
+    """``DemoIdp.handle_slo`` must accept the broker's signed LogoutRequest and answer so the broker accepts it."""
+    at_sp1 = karin_login(browser, sp, idp)
+    to_idp = hop(browser.get(sp_logout_url(sp, at_sp1)), KOMMUN_C_SLO, "SAMLRequest")
+    answer = idp.handle_slo(to_idp.location)
+    assert "karin" not in idp.logins
+    final = hop(browser.get(answer), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    assert [(e["outcome"], e.get("reason")) for e in events(config_dir, "logout_propagated")] == [("success", None)]
