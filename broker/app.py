@@ -158,7 +158,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
 
     app = Flask("broker.web", static_folder="static", template_folder="templates",
                 root_path=os.path.join(os.path.dirname(__file__), "web"))
-    app.config["MAX_CONTENT_LENGTH"] = 2 * idp_cfg.max_message_bytes + 16384
+    # base64 of the largest message either side accepts, plus the other form fields
+    largest = max(idp_cfg.max_message_bytes, broker.sp.max_message_bytes if broker.sp else 0)
+    app.config["MAX_CONTENT_LENGTH"] = 2 * largest + 16384
     app.extensions["broker"] = Services(
         settings=settings, flow=flow, logout=logout, audit=audit, sessions=sessions, validator=validator,
         metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),

@@ -150,6 +150,11 @@ class ResponseValidator:
     def validate(self, root: etree._Element, expect: Expectations) -> UpstreamAssertion:
         """Check ``root`` (a parsed Response with Success status); raise :class:`UpstreamRejected`."""
         self._check_response(root, expect)
+        # exactly one Assertion in the whole document, before any signature is looked at: an assertion
+        # moved, duplicated or wrapped (Extensions, ds:Object ...) is the attack, whatever its signatures say
+        found = len(root.findall(f".//{{{SAML}}}Assertion")) + len(root.findall(f".//{{{SAML}}}EncryptedAssertion"))
+        if found != 1:
+            raise _reject("upstream_assertion_invalid", f"{found} assertions in the document; exactly one is allowed")
         response_signed = _verify(self._verifier, root, "the Response")
         # Bindings §3.5.5.2 requires Destination of signed messages (an unsigned one may omit it)
         if response_signed and root.get("Destination") is None:
@@ -166,7 +171,8 @@ class ResponseValidator:
         }[required]
         if missing:
             raise _reject("upstream_unsigned", f"the IdP must sign: {required}")
-        # the only Assertion in the document is the one just verified (or covered by the Response's signature)
+        # the only Assertion in the document is the one just verified (or covered by the Response's signature);
+        # decryption must not have added another
         if len(root.findall(f".//{{{SAML}}}Assertion")) != 1:
             raise _reject("upstream_assertion_invalid", "more than one Assertion in the Response")
         return self._read_assertion(assertion, expect)

@@ -1,0 +1,1 @@
+"""Committed corpora of hostile and valid input (see each one's generate module)."""

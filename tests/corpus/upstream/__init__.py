@@ -1,0 +1,1 @@
+"""Upstream SAML Responses: a negative corpus with expected reason codes (cases.json; generate.py)."""

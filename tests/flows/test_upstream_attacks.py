@@ -1,0 +1,266 @@
+"""Attacks on the broker's ACS that only the whole flow can judge (the corpus cases marked ``decided_by: flow``,
+and the size limit): replay, unsolicited Responses, InResponseTo that names no pending request, oversized
+messages.
+
+Each test starts a real federated login (demo SP → broker → Kommun C's pysaml2 IdP), takes the IdP's real
+Response to THAT request, tampers with it where the case needs (decode, change, re-sign with the IdP's own key
+where the change is inside the signed Assertion, re-encode) and posts it to /saml/sp/acs. The verdict is read
+from the broker's page (X-Broker-Reason; these refusals are pages, never SAML error Responses) and from the
+audit trail's ``upstream_authn_result`` record.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from lxml import etree
+from saml2 import saml
+from werkzeug.test import TestResponse
+
+from broker.app import create_app
+from broker.config.loader import load_settings
+from broker.demo.idp import DemoIdp, FormPost
+from broker.demo.sp import DemoSp
+from broker.reasons import reason
+from broker.session.store import RedisStore
+from tests.corpus.upstream.generate import NS, SAML, SAMLP, KeyPair, sign
+from tests.factories.authnrequests import open_browser
+from tests.factories.idp import ACS_URL, KARIN, AtIdp, make_idp, to_idp
+from tests.factories.saml import BASE_URL, Browser, saml_response_form
+from tests.flows.conftest import audit_lines
+
+SP_ENTITY_ID = BASE_URL + "/demo-sp/metadata"
+BROKER_SP = BASE_URL + "/saml/sp/metadata"
+MAX_MESSAGE_BYTES = 262144  # broker.sp.max_message_bytes in config/example/broker.yaml
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def idp_keys(demo_material: Any) -> KeyPair:
+    """Kommun C's IdP signing key and certificate (what its metadata names)."""
+    root = Path(demo_material.root) / "idp"
+    return KeyPair((root / "idp.key").read_bytes(), (root / "idp.crt").read_bytes())
+
+
+def start_login(browser: Browser, sp: DemoSp, idp: DemoIdp) -> AtIdp:
+    """A fresh login at the SP, through discovery, to the IdP: a pending request at the broker."""
+    return to_idp(browser, idp, browser.get(sp.login_url()))
+
+
+def xml_of(post: FormPost) -> bytes:
+    return base64.b64decode(post.fields["SAMLResponse"])
+
+
+def repost(post: FormPost, xml: bytes) -> dict[str, str]:
+    """The IdP's form with ``xml`` as the SAMLResponse (RelayState kept)."""
+    return {**post.fields, "SAMLResponse": base64.b64encode(xml).decode()}
+
+
+def tampered(post: FormPost, change: Callable[[etree._Element], None]) -> dict[str, str]:
+    root = etree.fromstring(xml_of(post))
+    change(root)
+    return repost(post, etree.tostring(root))
+
+
+def assertion_of(root: etree._Element) -> etree._Element:
+    assertion = root.find("saml:Assertion", NS)
+    assert assertion is not None
+    return assertion
+
+
+def assertion_id(post: FormPost) -> str:
+    return str(assertion_of(etree.fromstring(xml_of(post))).get("ID"))
+
+
+def logged_in(page: TestResponse) -> None:
+    assert "X-Broker-Reason" not in page.headers, page.headers.get("X-Broker-Reason")
+    action, _ = saml_response_form(page)
+    assert action == BASE_URL + "/demo-sp/acs"
+
+
+def refused(page: TestResponse, config_dir: Path, code: str) -> None:
+    """The user got the broker's error page for ``code``, and the audit trail says why the IdP's answer failed."""
+    got = (page.headers.get("X-Broker-Reason"), page.status_code)
+    assert got == (code, reason(code).http_status), f"got {got}, expected {code}"
+    results = upstream_results(config_dir)
+    assert results[-1:] == [("failure", code)], results
+
+
+def upstream_results(config_dir: Path) -> list[tuple[object, object]]:
+    return [(r["outcome"], r.get("reason")) for r in audit_lines(config_dir) if r["event"] == "upstream_authn_result"]
+
+
+def app_allowing_unsolicited(config_dir: Path, store: RedisStore) -> Flask:
+    path = config_dir / "municipalities" / "kommun-c.yaml"
+    text = path.read_text(encoding="utf-8")
+    assert "allow_unsolicited: false" in text
+    path.write_text(text.replace("allow_unsolicited: false", "allow_unsolicited: true"), encoding="utf-8")
+    return create_app(load_settings(config_dir), store=store, instance_id="test")
+
+
+def idp_initiated(idp: DemoIdp) -> dict[str, str]:
+    """Kommun C's signed Response for Karin that answers no request, for the demo SP (RelayState names it)."""
+    response = idp.server.create_authn_response(
+        KARIN.attributes, in_response_to=None, destination=ACS_URL, sp_entity_id=BROKER_SP,
+        name_id=saml.NameID(format=saml.NAMEID_FORMAT_PERSISTENT, text=idp.name_id_of(KARIN)),
+        authn={"class_ref": KARIN.class_ref, "authn_auth": idp.entity_id}, sign_assertion=True)
+    xml = str(response).encode()
+    assert b"InResponseTo" not in xml
+    return {"SAMLResponse": base64.b64encode(xml).decode(), "RelayState": SP_ENTITY_ID}
+
+
+# --- control --------------------------------------------------------------------------------------------
+
+
+def test_control_decoded_and_reencoded_response_logs_in(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """Decoding the IdP's Response, re-serialising it unchanged and re-encoding it (what every tampering test
+    below does) keeps its signature valid: a refusal below comes from the change, not from the handling."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    logged_in(browser.post(ACS_URL, tampered(post, lambda root: None)))
+    assert upstream_results(config_dir) == [("success", None)]
+
+
+# --- replay ----------------------------------------------------------------------------------------------
+
+
+def test_same_response_posted_twice_is_refused_the_second_time(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """A solicited Response names its request; the pending request is used up by the first post, so the replay
+    answers no pending request (the reason covers "unknown, used or expired InResponseTo")."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    logged_in(browser.post(ACS_URL, post.fields))
+    refused(browser.post(ACS_URL, post.fields), config_dir, "upstream_in_response_to_mismatch")
+    assert upstream_results(config_dir) == [("success", None), ("failure", "upstream_in_response_to_mismatch")]
+
+
+def test_replayed_idp_initiated_response_is_refused(config_dir: Path, store: RedisStore, demo_material: Any) -> None:
+    """An unsolicited Response names no request, so only the one-use cache of Assertion IDs stops its replay
+    (corpus: replay.xml). Kommun C is allowed to send unsolicited Responses here."""
+    app = app_allowing_unsolicited(config_dir, store)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    browser = open_browser(app, None)
+    fields = idp_initiated(idp)
+    logged_in(browser.post(ACS_URL, fields))
+    refused(browser.post(ACS_URL, fields), config_dir, "upstream_replay")
+    # another browser (the attacker's) fares no better
+    refused(open_browser(app, None).post(ACS_URL, fields), config_dir, "upstream_replay")
+
+
+def test_assertion_reissued_for_a_new_request_is_refused_as_a_replay(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, demo_material: Any) -> None:
+    """Defence in depth for solicited logins: an Assertion whose ID was already used is refused even inside a
+    Response to a new, pending request, correctly signed (here with the IdP's own key, as an IdP that reissues
+    an Assertion would)."""
+    browser.certificate_pem = None
+    first = start_login(browser, sp, idp)
+    used = idp.respond(first.request, first.relay_state, KARIN)
+    logged_in(browser.post(ACS_URL, used.fields))
+
+    another = open_browser(app, None)  # no SSO session there: the broker asks the IdP again
+    second = start_login(another, sp, idp)
+    fresh = idp.respond(second.request, second.relay_state, KARIN)
+    old_id = assertion_id(used)
+    assert old_id != assertion_id(fresh)
+
+    def reuse_id(root: etree._Element) -> None:
+        assertion = assertion_of(root)
+        assertion.set("ID", old_id)
+        sign(assertion, idp_keys(demo_material))
+
+    refused(another.post(ACS_URL, tampered(fresh, reuse_id)), config_dir, "upstream_replay")
+
+
+# --- unsolicited and InResponseTo ------------------------------------------------------------------------
+
+
+def test_response_stripped_of_in_response_to_is_refused_as_unsolicited(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The Response element is not signed (Kommun C signs the Assertion): an attacker can remove its
+    InResponseTo. Kommun C may not send unsolicited Responses (corpus: unsolicited.xml)."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def strip(root: etree._Element) -> None:
+        del root.attrib["InResponseTo"]
+
+    refused(browser.post(ACS_URL, tampered(post, strip)), config_dir, "upstream_unsolicited")
+
+
+def test_idp_initiated_response_is_refused_when_not_allowed(idp: DemoIdp, browser: Browser, config_dir: Path) -> None:
+    """A genuinely unsolicited Response (no InResponseTo anywhere, signed by the IdP), RelayState naming the SP."""
+    browser.certificate_pem = None
+    refused(browser.post(ACS_URL, idp_initiated(idp)), config_dir, "upstream_unsolicited")
+
+
+def test_response_to_a_request_never_sent_is_refused(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def retarget(root: etree._Element) -> None:
+        root.set("InResponseTo", "_never-sent-by-the-broker")
+
+    refused(browser.post(ACS_URL, tampered(post, retarget)), config_dir, "upstream_in_response_to_mismatch")
+
+
+def test_response_moved_to_another_pending_request_is_refused(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The attacker points the (unsigned) Response's InResponseTo at another login that is pending; the signed
+    SubjectConfirmationData still names the original request."""
+    browser.certificate_pem = None
+    first = start_login(browser, sp, idp)
+    post = idp.respond(first.request, first.relay_state, KARIN)
+    other = start_login(browser, sp, idp)
+
+    def retarget(root: etree._Element) -> None:
+        root.set("InResponseTo", other.request.message.id)
+
+    refused(browser.post(ACS_URL, tampered(post, retarget)), config_dir, "upstream_in_response_to_mismatch")
+
+
+# --- size ------------------------------------------------------------------------------------------------
+
+
+def padded(post: FormPost, total: int) -> dict[str, str]:
+    """The IdP's Response grown to ``total`` bytes by a samlp:Extensions element (outside the signed Assertion)."""
+    root = etree.fromstring(xml_of(post))
+    extensions = etree.Element(f"{{{SAMLP}}}Extensions")
+    padding = etree.SubElement(extensions, "{urn:example:padding}Padding")
+    root.find(f"{{{SAML}}}Issuer").addnext(extensions)  # type: ignore[union-attr]
+    padding.text = "A"
+    padding.text = "A" * (total - len(etree.tostring(root)) + 1)
+    xml = etree.tostring(root)
+    assert len(xml) == total
+    return repost(post, xml)
+
+
+def test_oversized_response_is_refused_for_its_size(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """Just over broker.sp.max_message_bytes (corpus: oversized.xml)."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    refused(browser.post(ACS_URL, padded(post, MAX_MESSAGE_BYTES + 1)), config_dir, "upstream_response_too_large")
+
+
+def test_response_within_the_size_limit_is_accepted(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The counterpart: a Response of 200 000 bytes, below max_message_bytes (262144, "largest Response
+    accepted"), padded outside the signed Assertion, logs Karin in."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    logged_in(browser.post(ACS_URL, padded(post, 200_000)))
+    assert upstream_results(config_dir) == [("success", None)]
