@@ -144,6 +144,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
                                          slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
         idp_metadata = UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher())
+        idp_metadata.start()
         upstream = UpstreamStep(
             deps, Answers(deps), metadata=idp_metadata, sender=sp_sender,
             decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),

@@ -462,6 +462,8 @@ class UpstreamMetadataConfig:
             yield (), "give exactly one of file or url"
         if self.url is not None and not self.signing_certificates:
             yield ("signing_certificates",), "metadata fetched from a URL must be signed: name the signer's certificate"
+        if self.file is not None and self.url is None and self.signing_certificates:
+            yield ("signing_certificates",), "signing_certificates apply to url only (a local file is trusted as is)"
 
 
 @dataclass(frozen=True)

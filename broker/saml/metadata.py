@@ -26,6 +26,7 @@ from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 from broker.saml.xmltime import parse_instant
 
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 MAX_METADATA_BYTES = 5 * 1024 * 1024
 
 
@@ -129,18 +130,18 @@ def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
     return tuple(out)
 
 
-def _entity(xml: bytes, entity_id: str) -> Any:
+def _entity(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES) -> Any:
     """The EntityDescriptor of ``entity_id`` (pysaml2's object) from an EntityDescriptor or
     EntitiesDescriptor document; ValueError with an operator-readable message."""
-    if len(xml) > MAX_METADATA_BYTES:
-        raise ValueError(f"metadata larger than {MAX_METADATA_BYTES} bytes")
+    if len(xml) > max_bytes:
+        raise ValueError(f"metadata larger than {max_bytes} bytes")
     try:
         text = xml.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("metadata is not UTF-8") from None
     try:
         # the broker's own hardened parser first: no DOCTYPE at all (pysaml2's defusedxml allows DTDs)
-        parse_untrusted(xml, MAX_METADATA_BYTES)
+        parse_untrusted(xml, max_bytes)
     except UnsafeXml as exc:
         raise ValueError(f"metadata is not well-formed, safe XML ({exc})") from None
     try:
@@ -234,9 +235,9 @@ class IdpMetadata:
         return _slo(self.single_logout_services)
 
 
-def parse_idp_metadata(xml: bytes, entity_id: str) -> IdpMetadata:
+def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES) -> IdpMetadata:
     """The IDPSSODescriptor of ``entity_id``. Several signing keys (rollover) are all kept."""
-    entity = _entity(xml, entity_id)
+    entity = _entity(xml, entity_id, max_bytes)
     idps = [d for d in entity.idpsso_descriptor or [] if PROTOCOL in (d.protocol_support_enumeration or "")]
     if len(idps) != 1:
         raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 IDPSSODescriptor, found {len(idps)}")
@@ -250,32 +251,43 @@ def parse_idp_metadata(xml: bytes, entity_id: str) -> IdpMetadata:
         single_logout_services=_endpoints(idp.single_logout_service, indexed=False),
         signing_certificates=signing,
         want_authn_requests_signed=_bool(idp.want_authn_requests_signed),
-        valid_until=_valid_until(xml),
+        valid_until=_valid_until(xml, entity_id, max_bytes),
     )
     result.sso()  # raises if there is no usable SSO endpoint
     return result
 
 
-def _valid_until(xml: bytes) -> dt.datetime | None:
-    """The earliest validUntil on the document's root (SAML Metadata §2.3.1)."""
-    root = parse_untrusted(xml, MAX_METADATA_BYTES)
-    text = root.get("validUntil")
-    if text is None:
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError:
-        raise ValueError(f"validUntil {text!r} is not a UTC dateTime") from None
+def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADATA_BYTES) -> dt.datetime | None:
+    """The earliest validUntil that covers the IdP (SAML Metadata §2.3.1, §2.3.2, §2.4.1): on the root, on the
+    entity's EntityDescriptor inside an aggregate, and on its IDPSSODescriptor. Other entities' do not count."""
+    root = parse_untrusted(xml, max_bytes)
+    covering = [root]
+    if entity_id is not None:
+        for entity in root.iter(f"{{{MD}}}EntityDescriptor"):
+            if entity.get("entityID") == entity_id:
+                covering.append(entity)
+                covering.extend(entity.findall(f"{{{MD}}}IDPSSODescriptor"))
+    found = []
+    for element in covering:
+        text = element.get("validUntil")
+        if text is None:
+            continue
+        try:
+            found.append(parse_instant(text))
+        except ValueError:
+            raise ValueError(f"validUntil {text!r} is not a UTC dateTime") from None
+    return min(found) if found else None
 
 
-def verify_metadata_signature(xml: bytes, certificates: tuple[x509.Certificate, ...], now: dt.datetime) -> None:
+def verify_metadata_signature(xml: bytes, certificates: tuple[x509.Certificate, ...], now: dt.datetime,
+                              entity_id: str | None = None, max_bytes: int = MAX_METADATA_BYTES) -> None:
     """Metadata fetched over the network is used only if signed, by one of ``certificates``, and not expired.
 
     The signature element is required (pysaml2 would accept metadata without
     one); it must envelop the root element (SAML Metadata §3.1, XML-DSig).
     """
     try:
-        root = parse_untrusted(xml, MAX_METADATA_BYTES)
+        root = parse_untrusted(xml, max_bytes)
     except UnsafeXml as exc:
         raise ValueError(f"metadata is not well-formed, safe XML ({exc})") from None
     try:
@@ -284,6 +296,6 @@ def verify_metadata_signature(xml: bytes, certificates: tuple[x509.Certificate, 
         raise ValueError("the metadata is not signed (a signature is required)") from None
     except SignatureRejected as exc:
         raise ValueError(f"the metadata signature is not valid: {exc}") from None
-    until = _valid_until(xml)
+    until = _valid_until(xml, entity_id, max_bytes)
     if until is not None and until <= now:
         raise ValueError(f"the metadata expired at {until.isoformat()} (validUntil)")

@@ -92,8 +92,9 @@ class UpstreamMetadata:
             limits = FetchLimits(min(5.0, source.timeout.seconds), source.timeout.seconds, source.max_bytes)
             xml = self._fetcher.get(source.url, limits, accept="application/samlmetadata+xml")
             certs = tuple(c.certificate for c in source.signing_certificates)
-            verify_metadata_signature(xml, certs, self._clock.now())
-            state.metadata = parse_idp_metadata(xml, state.municipality.config.saml.entity_id)  # type: ignore[union-attr]
+            entity_id = state.municipality.config.saml.entity_id  # type: ignore[union-attr]
+            verify_metadata_signature(xml, certs, self._clock.now(), entity_id, source.max_bytes)
+            state.metadata = parse_idp_metadata(xml, entity_id, source.max_bytes)
             state.fetched_at = self._clock.now()
             state.last_error = None
         except (FetchError, ValueError) as exc:
@@ -115,16 +116,26 @@ class UpstreamMetadata:
             }
         return out
 
-    def _ensure_background(self) -> None:
+    def _ensure_background(self, initial: bool = False) -> None:
+        """One refresh thread per process (a forked worker starts its own)."""
         pid = os.getpid()
         if self._pid == pid or not any(s.municipality.config.saml and s.municipality.config.saml.metadata.url
                                        for s in self._states.values()):
             return
         self._pid = pid
-        threading.Thread(target=self._loop, name="idp-metadata", daemon=True).start()
+        threading.Thread(target=self._loop, args=(initial,), name="idp-metadata", daemon=True).start()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(30):
+    def start(self) -> None:
+        """Fetch URL metadata in the background now (at start-up, not on the first login)."""
+        self._ensure_background(initial=True)
+
+    def _loop(self, initial: bool = False) -> None:
+        if initial:
+            self.refresh_all()
+        intervals = [s.municipality.config.saml.metadata.refresh_interval.seconds for s in self._states.values()
+                     if s.municipality.config.saml is not None and s.municipality.config.saml.metadata.url]
+        period = max(1.0, min([30.0, *intervals]))
+        while not self._stop.wait(period):
             now = self._clock.now()
             for state in self._states.values():
                 saml = state.municipality.config.saml
