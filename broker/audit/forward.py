@@ -103,6 +103,8 @@ class _Queued:
             self.flush()
             with contextlib.suppress(queue.Full):
                 self._queue.put(None, timeout=1.0)
+            # the record being sent when the queue emptied is finished (and counted) before close returns
+            thread.join(timeout=2.0)
 
 
 def _sd_value(value: Any) -> str:

@@ -183,6 +183,12 @@ class LoginFlow:
         return match(info.idp_hint) or match(session.identity.municipality_id if session else None) \
             or (options[0] if len(options) == 1 else None) or match(ctx.remembered_municipality)
 
+    def correlation_of(self, login_id: str) -> str | None:
+        """The correlation ID of a pending login (without consuming it), so that everything a request
+        continuing it records is filed under the login's reference number."""
+        found = self._d.sessions.peek_pending(login_id)
+        return str(found["correlation_id"]) if found is not None else None
+
     def discovery(self, login_id: str) -> Discovery | None:
         """The discovery page of a pending login again (search, language switch) without consuming it."""
         d = self._d

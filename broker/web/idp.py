@@ -9,7 +9,7 @@ from flask import Blueprint, Response, make_response, request
 from broker.errors import SamlRejected
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, InboundMessage, from_post, from_redirect
 from broker.web.respond import respond
-from broker.web.services import client_context, services
+from broker.web.services import client_context, continuing, services
 
 bp = Blueprint("idp", __name__)
 
@@ -35,6 +35,7 @@ def sso() -> Response:
 @bp.route("/saml/idp/login/<login_id>", methods=["GET"])
 def resume(login_id: str) -> Response:
     """Continue a pending login (after an error page's "try again")."""
+    continuing(login_id)
     return respond(services().flow.resume(login_id, client_context()))
 
 

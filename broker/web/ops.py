@@ -54,8 +54,14 @@ def diagnose() -> Response:
 
 @bp.route("/healthz", methods=["GET"])
 def healthz() -> Response:
-    """Liveness: the process answers. Also reports audit forwarding (sent, dropped, errors, queued)."""
-    return _json({"status": "ok", "audit_forwarding": services().audit.forwarding_stats()}, 200)
+    """Liveness: the process answers. Also reports audit forwarding (sent, dropped, errors, queued) and the
+    municipal IdPs' metadata (entity, validUntil, last fetch, last error), which never makes it fail."""
+    svc = services()
+    body: dict[str, object] = {"status": "ok", "audit_forwarding": svc.audit.forwarding_stats()}
+    upstream = svc.flow.upstream
+    if upstream is not None:
+        body["idp_metadata"] = upstream.metadata.status()
+    return _json(body, 200)
 
 
 @bp.route("/readyz", methods=["GET"])

@@ -43,6 +43,14 @@ def correlation_id() -> str:
     return str(cid)
 
 
+def continuing(login_id: str) -> None:
+    """This request continues pending login ``login_id``: record under its correlation ID."""
+    if getattr(g, "correlation_id", None) is None:
+        found = services().flow.correlation_of(login_id)
+        if found is not None:
+            g.correlation_id = found
+
+
 def client_context() -> ClientContext:
     """Who is asking: address, presented certificate (audited if forged), session cookie."""
     svc = services()

@@ -9,7 +9,7 @@ from broker.saml.bindings import from_post
 from broker.web.idp import single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
-from broker.web.services import client_context, correlation_id, services
+from broker.web.services import client_context, continuing, correlation_id, services
 
 bp = Blueprint("sp", __name__)
 discovery = Blueprint("discovery", __name__)
@@ -58,5 +58,6 @@ def show() -> Response:
 @discovery.route("/discovery", methods=["POST"])
 def choose() -> Response:
     form = request.form
+    continuing(form.get("login", ""))
     return respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""),
                                           form.get("remember") == "1", client_context()))

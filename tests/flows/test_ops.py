@@ -34,7 +34,13 @@ def test_healthz_answers_json(browser: Browser) -> None:
     response = browser.get("/healthz")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert response.get_json() == {"status": "ok", "audit_forwarding": {}}  # the example forwards no copies
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["audit_forwarding"] == {}  # the example forwards no copies
+    kommun_c = body["idp_metadata"]["kommun-c"]  # from the local file, loaded with the configuration
+    assert kommun_c["entity_id"] == "https://localhost:8443/demo-idp/metadata"
+    assert kommun_c["last_error"] is None
+    assert kommun_c["signing_keys"] == 1
 
 
 def test_readyz_is_ready_when_redis_answers(browser: Browser) -> None:

@@ -4,6 +4,11 @@ The header is honoured only from ``client_certificate.proxy.trusted_networks``;
 from anywhere else it is ignored (audited as ``proxy_header_untrusted``) and the
 user counts as having presented no certificate. A trusted proxy's unusable
 header is refused with a 400 page and audited as ``proxy_header_rejected``.
+
+Without a certificate the demo SP's user is not logged in but asked for the
+municipality (it also accepts Kommun C, which logs in with its own IdP); choosing
+Kommun A, a certificate municipality, with the header still ignored ends at
+``certificate_missing``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from broker.app import create_app
 from broker.config.loader import load_settings
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
+from tests.factories.municipality_choice import choose
 from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 
@@ -86,6 +92,12 @@ def events_of(config_dir: Path, correlation_id: str) -> list[dict[str, object]]:
     return [e for e in audit_lines(config_dir) if e["correlation_id"] == correlation_id]
 
 
+def without_certificate(browser: Browser, sp: DemoSp) -> TestResponse:
+    """The SP's AuthnRequest, answered with the discovery page (the header logged nobody in), then Kommun A
+    chosen there: the broker's answer to the choice. The browser's headers go with both requests."""
+    return choose(browser, browser.get(sp.login_url()))
+
+
 # --- the trusted proxy's certificate logs in ------------------------------------------
 
 
@@ -128,17 +140,16 @@ def test_header_from_untrusted_peer_is_ignored_and_audited(config_dir: Path, use
     sp = sp_of(app, demo_material)
     pem = (users / "anna.pem").read_text()
     with browsing(app, remote_addr=STRANGER, headers={HEADER: escaped(pem)}) as browser:
-        response = browser.get(sp.login_url())
+        response = without_certificate(browser, sp)
     assert response.status_code == 401
     assert response.headers["X-Broker-Reason"] == "certificate_missing"
     cid = refid(response)
-    events = events_of(config_dir, cid)
-    untrusted = [e for e in events if e["event"] == "proxy_header_untrusted"]
-    assert len(untrusted) == 1
-    assert untrusted[0]["reason"] == "proxy_header_untrusted"
-    assert untrusted[0]["client"] == STRANGER
-    assert "certificate_presented" not in [e["event"] for e in events]
-    refused = [e for e in events if e["event"] == "login_refused"]
+    untrusted = [e for e in audit_lines(config_dir) if e["event"] == "proxy_header_untrusted"]
+    assert len(untrusted) == 2  # the AuthnRequest and the choice of municipality both carried the header
+    assert {(e["reason"], e["client"]) for e in untrusted} == {("proxy_header_untrusted", STRANGER)}
+    assert cid in [e["correlation_id"] for e in untrusted]  # the AuthnRequest's, under the login's reference
+    assert "certificate_presented" not in [e["event"] for e in audit_lines(config_dir)]
+    refused = [e for e in events_of(config_dir, cid) if e["event"] == "login_refused"]
     assert [e["reason"] for e in refused] == ["certificate_missing"]
 
 
@@ -149,12 +160,12 @@ def test_header_is_ignored_by_default_even_from_loopback(config_dir: Path, users
     sp = sp_of(app, demo_material)
     pem = (users / "anna.pem").read_text()
     with browsing(app, remote_addr=PROXY, headers={HEADER: escaped(pem)}) as browser:
-        response = browser.get(sp.login_url())
+        response = without_certificate(browser, sp)
     assert response.status_code == 401
     assert response.headers["X-Broker-Reason"] == "certificate_missing"
     events = events_of(config_dir, refid(response))
     assert "proxy_header_untrusted" in [e["event"] for e in events]
-    assert "certificate_accepted" not in [e["event"] for e in events]
+    assert "certificate_accepted" not in [e["event"] for e in audit_lines(config_dir)]
 
 
 def test_untrusted_header_does_not_displace_the_tls_certificate(config_dir: Path, users: Path, demo_material: Any,
@@ -255,9 +266,10 @@ def test_oversized_header_from_untrusted_peer_is_ignored_not_parsed(config_dir: 
     app = make_app()
     sp = sp_of(app, demo_material)
     with browsing(app, remote_addr=STRANGER, headers={HEADER: "A" * 100_000}) as browser:
-        response = browser.get(sp.login_url())
+        response = without_certificate(browser, sp)
     assert response.status_code == 401
     assert response.headers["X-Broker-Reason"] == "certificate_missing"
+    assert "proxy_header_rejected" not in [e["event"] for e in audit_lines(config_dir)]
 
 
 @pytest.mark.parametrize("value", [pytest.param("", id="empty"), pytest.param("(null)", id="nginx-null")])
@@ -267,13 +279,13 @@ def test_empty_header_from_trusted_proxy_means_no_certificate(config_dir: Path, 
     app = make_app()
     sp = sp_of(app, demo_material)
     with browsing(app, remote_addr=PROXY, headers={HEADER: value}) as browser:
-        response = browser.get(sp.login_url())
+        response = without_certificate(browser, sp)
     assert response.status_code == 401
     assert response.headers["X-Broker-Reason"] == "certificate_missing"
-    events = [e["event"] for e in events_of(config_dir, refid(response))]
+    events = [e["event"] for e in audit_lines(config_dir)]
     assert "proxy_header_rejected" not in events
     assert "proxy_header_untrusted" not in events
-    assert "login_refused" in events
+    assert "login_refused" in [e["event"] for e in events_of(config_dir, refid(response))]
 
 
 # --- the configured header name ------------------------------------------------------------
@@ -300,9 +312,10 @@ def test_default_header_name_is_not_read_when_another_is_configured(config_dir: 
     sp = sp_of(app, demo_material)
     pem = escaped((users / "anna.pem").read_text())
     with browsing(app, remote_addr=PROXY, headers={HEADER: pem}) as browser:
-        response = browser.get(sp.login_url())
+        response = without_certificate(browser, sp)
     assert response.status_code == 401
     assert response.headers["X-Broker-Reason"] == "certificate_missing"
+    assert "certificate_presented" not in [e["event"] for e in audit_lines(config_dir)]
 
 
 # --- X-Forwarded-For -------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import assert_refused, open_browser
 from tests.factories.http_files import FileServer
+from tests.factories.municipality_choice import choose
 from tests.factories.ocsp_responder import OcspResponder, closed_port_url
 from tests.factories.revocation import demo_cas, impostor, point_issuing_ca_at, set_revocation
 from tests.factories.saml import Browser, make_sp, saml_response_form
@@ -249,11 +250,12 @@ def test_session_of_a_card_revoked_since_login_ends(revocation: Revocation,
     revocation.advance(advance)
     revocation.responder.set_status(revocation.anna, "revoked")
 
-    response = browser.get(sp.login_url())
+    page = browser.get(sp.login_url())  # not logged in any more: which municipality? (Kommun A, no card)
+    response = choose(browser, page, MUNICIPALITY)
     assert [e["event"] for e in events(revocation.config_dir)][4:] == [
         "login_started", "session_revoked", "login_refused"]
     assert only(revocation.config_dir, "session_revoked")["reason"] == "revoked"
-    assert_refused(response, "certificate_missing")  # not logged in any more, and no card to log in with
+    assert_refused(response, "certificate_missing")  # no card to log in with
     assert len(revocation.responder.requests) == 2
 
 

@@ -1,5 +1,8 @@
 """SSO sessions across AuthnRequests (DESIGN flow 4; SAML Core §3.4.1 ForceAuthn and IsPassive) and the
-one-time pending login behind an error page's "try again"."""
+one-time pending login behind an error page's "try again".
+
+Without a session and a certificate the demo SP's user is asked for the municipality (the SP also accepts
+Kommun C, which logs in with its own IdP); choosing Kommun A there ends at ``certificate_missing``."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from tests.factories.authnrequests import (
     posted_response,
     sp_accepts,
 )
+from tests.factories.municipality_choice import choose
 from tests.factories.saml import Browser
 from tests.flows.conftest import audit_lines
 
@@ -140,6 +144,7 @@ def test_force_authn_without_a_certificate_is_refused(browser: Browser, craft: A
     login(browser, craft)
     browser.certificate_pem = None
     response, request_id = sso(browser, craft, force_authn="true")
+    # re-authentication at the session's municipality, Kommun A, without asking: it needs the card
     assert_refused(response, "certificate_missing")
     assert "session_reused" not in events_of(config_dir, correlation_of(config_dir, request_id))
 
@@ -168,13 +173,14 @@ def test_the_session_replaced_by_force_authn_is_ended(browser: Browser, craft: A
     second_response, _ = sso(browser, craft, force_authn="true")
     new = cookie_value(session_cookie(second_response) or "")
 
-    def without_certificate(cookie: str) -> TestResponse:
+    def without_certificate(cookie: str) -> tuple[Browser, TestResponse]:
         other = open_browser(app, None)
         other.client.set_cookie(COOKIE, cookie, domain="localhost")
-        return sso(other, craft)[0]
+        return other, sso(other, craft)[0]
 
-    assert_refused(without_certificate(old), "certificate_missing")
-    posted_response(without_certificate(new))  # the replacement session does carry SSO
+    other, response = without_certificate(old)
+    assert_refused(choose(other, response), "certificate_missing")  # not logged in: asked for the municipality
+    posted_response(without_certificate(new)[1])  # the replacement session does carry SSO
 
 
 def test_another_certificate_than_the_sessions_starts_a_new_login(browser: Browser, sp: DemoSp, craft: AuthnRequests,
@@ -207,6 +213,7 @@ def test_try_again_link_works_once(browser: Browser, sp: DemoSp, craft: AuthnReq
                                    config_dir: Path) -> None:
     browser.certificate_pem = None
     response, request_id = sso(browser, craft)
+    response = choose(browser, response)
     assert_refused(response, "certificate_missing")
     refid, retry = error_page(response)
     assert retry is not None

@@ -51,8 +51,8 @@ def test_check_of_the_example_exits_0_and_names_what_it_found(config_dir: Path) 
     result = run("config", "check", str(config_dir))
 
     assert result.exit_code == 0, result.output
-    assert result.stdout == ("configuration OK: municipalities: kommun-a (active), kommun-b (active); "
-                             "service providers: demo-sp\n")
+    assert result.stdout == ("configuration OK: municipalities: kommun-a (active), kommun-b (active), "
+                             "kommun-c (active); service providers: demo-sp\n")
     assert result.stderr == ""
 
 
@@ -83,7 +83,8 @@ def test_check_exits_1_with_one_line_per_issue_naming_file_line_and_key(config_d
     combined(
         replacing(BROKER, "cookie_name: broker_session", "cookie_name: 123"),
         replacing(KOMMUN_A, "loa: loa3", "loa: loa5"),
-        replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b]", "municipalities: [kommun-a, kommun-x]"),
+        replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
+                  "municipalities: [kommun-a, kommun-x, kommun-c]"),
     )(config_dir)
     d = str(config_dir)
 

@@ -102,7 +102,7 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
     settings = load_settings(config_dir)
 
     assert settings.config_dir == config_dir.resolve()
-    assert list(settings.municipalities) == ["kommun-a", "kommun-b"]
+    assert list(settings.municipalities) == ["kommun-a", "kommun-b", "kommun-c"]
     assert list(settings.service_providers) == ["demo-sp"]
     a = settings.municipalities["kommun-a"].config
     assert (a.name, a.organization_number, a.status, a.login) == (
@@ -113,6 +113,10 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
     assert [f.path.name for f in a.certificate.revocation.crl.files] == ["issuing-ca.crl", "root-ca.crl"]
     b = settings.municipalities["kommun-b"].config
     assert (b.certificate.identity.type, b.certificate.max_chain_depth) == ("personnummer", 4)
+    c = settings.municipalities["kommun-c"].config
+    assert (c.login, c.certificate) == ("saml", None)
+    assert c.saml is not None
+    assert c.saml.entity_id == "https://localhost:8443/demo-idp/metadata"
     idp = settings.broker.idp
     assert (idp.entity_id, idp.base_url) == ("https://localhost:8443/saml/idp/metadata", "https://localhost:8443")
     assert (idp.assertion_lifetime, idp.clock_skew, idp.metadata_validity) == (
@@ -133,7 +137,7 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
     sp = settings.sp_by_entity_id(SP_ENTITY_ID)
     assert sp is not None
     assert (sp.id, sp.config.municipalities, sp.metadata.authn_requests_signed) == (
-        "demo-sp", ("kommun-a", "kommun-b"), True)
+        "demo-sp", ("kommun-a", "kommun-b", "kommun-c"), True)
     assert settings.sp_by_entity_id("https://unknown.example.se/sp") is None
     assert [f.path.name for f in b.certificate.revocation.crl.files] == ["issuing-ca.crl", "root-ca.crl"]
     a_policy, b_policy = settings.trust.domains["kommun-a"].revocation, settings.trust.domains["kommun-b"].revocation
@@ -153,7 +157,7 @@ def test_files_other_than_yaml_in_the_directories_are_ignored(config_dir: Path) 
     shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-a.yaml.bak")
     (config_dir / "service-providers" / ".demo-sp.yaml.swp").write_bytes(b"\x00\x01")
 
-    assert list(load_settings(config_dir).municipalities) == ["kommun-a", "kommun-b"]
+    assert list(load_settings(config_dir).municipalities) == ["kommun-a", "kommun-b", "kommun-c"]
 
 
 def test_mode_none_without_crl_files_loads_without_revocation_data(config_dir: Path) -> None:
@@ -273,14 +277,15 @@ def _remove(rel: str) -> Edit:
             [Expected("municipalities/", None, "", "directory not found"),
              Expected(DEMO_SP, "municipalities:", "municipalities[0]",
                       "no municipality 'kommun-a' (expected a file municipalities/kommun-a.yaml)"),
-             Expected(DEMO_SP, "municipalities:", "municipalities[1]", "no municipality 'kommun-b'")],
+             Expected(DEMO_SP, "municipalities:", "municipalities[1]", "no municipality 'kommun-b'"),
+             Expected(DEMO_SP, "municipalities:", "municipalities[2]", "no municipality 'kommun-c'")],
             id="no-municipalities-directory",
         ),
         pytest.param(_remove("service-providers"),
                      [Expected("service-providers/", None, "", "directory not found")],
                      id="no-service-providers-directory"),
-        pytest.param(_copy(KOMMUN_A, "municipalities/kommun-c.yml"),
-                     [Expected("municipalities/kommun-c.yml", None, "", "use the .yaml extension")],
+        pytest.param(_copy(KOMMUN_A, "municipalities/kommun-d.yml"),
+                     [Expected("municipalities/kommun-d.yml", None, "", "use the .yaml extension")],
                      id="yml-extension"),
         pytest.param(
             _move(KOMMUN_B, "municipalities/kommun-b.yml"),
@@ -591,13 +596,13 @@ def test_a_missing_metadata_file_is_reported_at_the_metadata_key(config_dir: Pat
 
 
 def test_two_municipalities_claiming_the_same_ca_is_reported_in_the_second(config_dir: Path) -> None:
-    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-c.yaml")
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-d.yaml")
 
-    kommun_c = "municipalities/kommun-c.yaml"
+    kommun_d = "municipalities/kommun-d.yaml"
     assert_issues(load_issues(config_dir), [
-        Expected(kommun_c, ROOT_LINE, "certificate.trust_anchors[0]",
+        Expected(kommun_d, ROOT_LINE, "certificate.trust_anchors[0]",
                  "CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
-        Expected(kommun_c, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
+        Expected(kommun_d, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
                  "CA CN=Kommun A Demo Person CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
     ], config_dir)
 
@@ -758,7 +763,8 @@ def test_two_service_providers_with_one_entity_id_is_reported_in_the_second(conf
 
 def test_a_service_provider_naming_an_unknown_municipality_is_reported_at_that_item(config_dir: Path) -> None:
     check(config_dir,
-          replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b]", "municipalities:\n  - kommun-a\n  - kommun-x"),
+          replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
+                    "municipalities:\n  - kommun-a\n  - kommun-x\n  - kommun-c"),
           [Expected(DEMO_SP, "- kommun-x", "municipalities[1]",
                     "no municipality 'kommun-x' (expected a file municipalities/kommun-x.yaml)")])
 

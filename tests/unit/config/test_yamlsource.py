@@ -303,11 +303,11 @@ def test_a_key_next_to_a_merge_key_overrides_the_merged_value(tmp_path: Path) ->
 
 
 def test_a_copied_municipality_with_a_syntax_error_does_not_hide_the_others(config_dir: Path) -> None:
-    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities/kommun-c.yaml")
-    replacing("municipalities/kommun-c.yaml", "status: active", "status: [active")(config_dir)
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities/kommun-d.yaml")
+    replacing("municipalities/kommun-d.yaml", "status: active", "status: [active")(config_dir)
     replacing(BROKER, "cookie_name: broker_session", "cookie_name: broker_session\n  cookie_name: x")(config_dir)
 
     assert_issues(load_issues(config_dir), [
         Expected(BROKER, "cookie_name: x", "session.cookie_name", "duplicate key"),
-        Expected("municipalities/kommun-c.yaml", "login: certificate", "", "YAML syntax error"),
+        Expected("municipalities/kommun-d.yaml", "login: certificate", "", "YAML syntax error"),
     ], config_dir)

@@ -25,6 +25,7 @@ from broker.reasons import REASONS
 from broker.session.store import RedisStore
 from broker.web.i18n import CATALOG, explain
 from broker.web.pages import LANG_COOKIE, error_page, security_headers
+from tests.factories.municipality_choice import choose
 from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
 
 SP_BASE = "https://sp.example.org/demo-sp"
@@ -194,15 +195,19 @@ def _put(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
 
 
 def _too_large(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
-    return browser.post("/saml/idp/sso", {"SAMLRequest": "A" * 200_000})
+    limit = browser.client.application.config["MAX_CONTENT_LENGTH"]  # from the larger of idp/sp max_message_bytes
+    return browser.post("/saml/idp/sso", {"SAMLRequest": "A" * (limit + 1)})
 
 
-def _login_as(name: str | None) -> Any:
+def _login_as(name: str) -> Any:
     def run(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
-        if name is not None:
-            as_user(browser, users, name)
-        return browser.get(sp.login_url())
+        return as_user(browser, users, name).get(sp.login_url())
     return run
+
+
+def _without_certificate(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
+    """No card: the SP also accepts Kommun C (its own IdP), so the broker asks; Kommun A needs a card."""
+    return choose(browser, browser.get(sp.login_url()), "kommun-a")
 
 
 def _unknown_login(browser: Browser, users: Path, sp: DemoSp) -> TestResponse:
@@ -216,7 +221,7 @@ ERROR_CASES = [
     pytest.param(_put, 405, "method_not_allowed", id="method_not_allowed"),
     pytest.param(_too_large, 413, "request_too_large", id="request_too_large"),
     pytest.param(_unknown_login, 400, "login_unknown", id="login_unknown"),
-    pytest.param(_login_as(None), 401, "certificate_missing", id="certificate_missing"),
+    pytest.param(_without_certificate, 401, "certificate_missing", id="certificate_missing"),
     pytest.param(_login_as("david"), 403, "certificate_expired", id="certificate_expired"),
     pytest.param(_login_as("cecilia"), 403, "revoked", id="revoked"),
     pytest.param(_login_as("erik"), 403, "eku_not_client_auth", id="eku_not_client_auth"),
