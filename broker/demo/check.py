@@ -2,7 +2,9 @@
 
 Each login starts at the demo SP, follows its signed AuthnRequest to the
 broker with the user's client certificate, and posts the broker's answer back
-to the SP, which validates it with pysaml2. Exit status 1 on any surprise.
+to the SP, which validates it with pysaml2. Kommun C's users go without a
+certificate through the discovery page and Kommun C's own IdP. Exit status 1
+on any surprise.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import urllib.error
 import urllib.request
 from html.parser import HTMLParser
 from typing import TextIO
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
+from broker.demo.idp import DEMO_IDP_USERS
 from broker.demo.materials import DEMO_USERS, DemoLayout
 
 
@@ -70,6 +73,60 @@ def login(layout: DemoLayout, base_url: str, user: str) -> tuple[str, str]:
         return f"sp_refused_{exc.code}", exc.read().decode(errors="replace")[:300]
 
 
+class _Forms(HTMLParser):
+    """Every form of a page: (method, action, hidden and preset fields)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, str, dict[str, str]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "form":
+            self.forms.append(((a.get("method") or "get").lower(), a.get("action") or "", {}))
+        elif tag == "input" and self.forms and a.get("name") and a.get("type") in ("hidden", None):
+            self.forms[-1][2][str(a["name"])] = a.get("value") or ""
+
+
+def _submit(opener: urllib.request.OpenerDirector, base_url: str, page: tuple[str, str], *, has: str,
+            extra: dict[str, str] | None = None, only: dict[str, str] | None = None) -> tuple[str, str]:
+    """POST the form of ``page`` (its URL, its text) that has field ``has`` and the values ``only`` (plus
+    ``extra``) to the demo server; the next page as (URL, text)."""
+    parser = _Forms()
+    parser.feed(page[1])
+    found = [(action, fields) for method, action, fields in parser.forms
+             if method == "post" and has in fields and all(fields.get(k) == v for k, v in (only or {}).items())]
+    if not found:
+        raise ValueError(f"no form with {has} on {page[0]}")
+    action, fields = found[0]
+    target = urljoin(page[0], action)
+    if not target.startswith(base_url + "/"):
+        raise ValueError(f"unexpected form target {target}")
+    data = urlencode({**fields, **(extra or {})}).encode()
+    with opener.open(urllib.request.Request(target, data=data), timeout=30) as answer:  # noqa: S310
+        return answer.geturl(), str(answer.read().decode())
+
+
+def federated_login(layout: DemoLayout, base_url: str, user: str) -> tuple[str, str]:
+    """A Kommun C user without a certificate: demo SP, discovery, Kommun C's IdP, broker, demo SP."""
+    ctx = ssl.create_default_context(cafile=str(layout.tls / "ca.pem"))
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx),
+                                         urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    try:
+        with opener.open(f"{base_url}/demo-sp/login", timeout=30) as answer:
+            discovery = answer.geturl(), answer.read().decode()
+        idp_page = _submit(opener, base_url, discovery, has="login", extra={"municipality": "kommun-c"})
+        to_broker = _submit(opener, base_url, idp_page, has="user", only={"user": user})
+        to_sp = _submit(opener, base_url, to_broker, has="SAMLResponse")
+        result = _FormParser()
+        result.feed(_submit(opener, base_url, to_sp, has="SAMLResponse")[1])
+        return "success", result.loa or ""
+    except urllib.error.HTTPError as exc:
+        return exc.headers.get("X-Broker-Reason") or f"http_{exc.code}", ""
+    except ValueError as exc:
+        return "unexpected_page", str(exc)
+
+
 def run_checks(layout: DemoLayout, base_url: str, out: TextIO) -> int:
     rows = []
     failures = 0
@@ -79,6 +136,11 @@ def run_checks(layout: DemoLayout, base_url: str, out: TextIO) -> int:
         failures += not ok
         rows.append((user.name, user.municipality or "-", user.expected, actual, "ok" if ok else "SURPRISE",
                      detail if actual == "success" else ""))
+    for idp_user in DEMO_IDP_USERS:
+        actual, detail = federated_login(layout, base_url, idp_user.name)
+        ok = actual == "success"
+        failures += not ok
+        rows.append((idp_user.name, "kommun-c", "success", actual, "ok" if ok else "SURPRISE", detail))
     header = ("user", "municipality", "expected", "actual", "", "LoA")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(6)]
     for r in [header, *rows]:

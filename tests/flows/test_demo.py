@@ -27,10 +27,10 @@ def test_demo_check_passes_for_every_user(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     table = result.stdout
-    assert "7/7 as expected" in table
+    assert "9/9 as expected" in table
     for user, outcome in [("anna", "success"), ("bo", "success"), ("cecilia", "revoked"), ("greta", "revoked"),
                           ("david", "certificate_expired"), ("erik", "eku_not_client_auth"),
-                          ("fatima", "issuer_unknown")]:
+                          ("fatima", "issuer_unknown"), ("karin", "success"), ("lars", "success")]:
         row = next(line for line in table.splitlines() if line.startswith(user + " "))
         assert row.split()[3] == outcome
     assert "loa3" in next(line for line in table.splitlines() if line.startswith("anna "))
