@@ -31,6 +31,7 @@ EventType = Literal[
     "session_revoked",
     "revocation_soft_fail",
     "logout",
+    "diagnose_viewed",
     "logout_propagated",
     "logout_completed",
     "proxy_header_untrusted",

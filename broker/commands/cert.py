@@ -14,7 +14,6 @@ from broker.commands.common import (
     emit,
     facts,
     instant,
-    mask_personnummer,
     read_bundle,
     read_certificate,
     read_crl,
@@ -24,6 +23,7 @@ from broker.commands.common import (
 from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
 from broker.config.values import HttpUrl
 from broker.errors import CertificateRejected, UnusableInput
+from broker.pki.identity import mask_personnummer
 from broker.pki.path import verify_path
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from broker.clock import SystemClock
 from broker.config.loader import Settings, load_settings
 from broker.config.values import load_certificates
 from broker.errors import ConfigError, UnusableInput
 from broker.model import CertificateFacts
+from broker.pki.identity import display_subject
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies
 
@@ -61,26 +60,6 @@ def instant(text: str | None) -> dt.datetime:
     except ValueError:
         raise UnusableInput(f"--at {text!r} is not an ISO 8601 date-time") from None
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
-def mask_personnummer(value: str) -> str:
-    """``19121212-****``: enough for an operator to recognise, not the whole number on screen."""
-    return value[:8] + "-****"
-
-
-def display_subject(cert: x509.Certificate) -> str:
-    """The subject as RFC 4514 text, with a personnummer serialNumber masked."""
-    rdns = []
-    for rdn in reversed(cert.subject.rdns):
-        parts = []
-        for attr in rdn:
-            value = attr.value if isinstance(attr.value, str) else ""
-            if attr.oid == NameOID.SERIAL_NUMBER and re.fullmatch(r"[0-9]{12}", value):
-                parts.append(f"serialNumber={mask_personnummer(value)}")
-            else:
-                parts.append(attr.rfc4514_string())
-        rdns.append("+".join(parts))
-    return ",".join(rdns)
 
 
 def facts(cert: x509.Certificate) -> dict[str, Any]:

@@ -259,6 +259,31 @@ class SpConfig:
 
 
 @dataclass(frozen=True)
+class ReadinessConfig:
+    """What `broker readiness` checks beyond the configuration itself."""
+
+    environment: Literal["production", "test"] = field(
+        default="production", metadata=doc("production: test hierarchies (TEST, PP, SYSTEMTEST CAs) are failures"))
+    endpoints: tuple[HttpsUrl, ...] = field(
+        default=(), metadata=doc("public URLs where municipal users log in: the CA names each advertises are "
+                                 "checked live"))
+    expiry_warning: Duration = field(
+        default=Duration(30 * 86400), metadata=doc("warn about certificates, CRLs and metadata expiring sooner"))
+    timeout: Duration = field(default=Duration(10), metadata=doc("per network check"))
+    ca_list_warn_bytes: int = field(
+        default=12288, metadata=doc("warn when an advertised CA list is larger (some servers cut lists near 16 KB)",
+                                    min=1024))
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """The operators' endpoints /metrics and /admin/status: answered only with this bearer token."""
+
+    token_file: SecretFile = field(metadata=doc("bearer token (32+ random bytes, e.g. hex) that /metrics and "
+                                                "/admin/status require"))
+
+
+@dataclass(frozen=True)
 class BrokerConfig:
     """broker.yaml: global settings."""
 
@@ -270,6 +295,9 @@ class BrokerConfig:
         default_factory=ClientCertificateConfig, metadata=doc("where client certificates come from")
     )
     sp: SpConfig | None = field(default=None, metadata=doc("the broker as SP toward municipal IdPs"))
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig, metadata=doc("`broker readiness`"))
+    admin: AdminConfig | None = field(
+        default=None, metadata=doc("operators' endpoints (/metrics, /admin/status); absent: they answer 404"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.sp is not None and self.sp.entity_id == self.idp.entity_id:
@@ -413,6 +441,25 @@ class CertificateLogin:
 
 
 @dataclass(frozen=True)
+class MunicipalityReadiness:
+    """Material `broker readiness` uses to prove a municipality's chain end to end."""
+
+    sample_certificate: CertificateFile | None = field(
+        default=None, metadata=doc("a real user certificate of the municipality (public part only): validated "
+                                   "with revocation, its identity mapped"))
+    sample_key: PrivateKeyFile | None = field(
+        default=None, metadata=doc("its private key, only for `broker readiness --login` (a synthetic login "
+                                   "through the live endpoints); keep it out of production configuration"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.sample_key is not None and self.sample_certificate is None:
+            yield ("sample_key",), "a sample_key needs its sample_certificate"
+        if self.sample_key is not None and self.sample_certificate is not None and \
+                _spki(self.sample_key.key.public_key()) != _spki(self.sample_certificate.certificate.public_key()):
+            yield ("sample_key",), "the key does not belong to sample_certificate"
+
+
+@dataclass(frozen=True)
 class MunicipalityConfig:
     """municipalities/<id>.yaml: one municipality; the file name is its id."""
 
@@ -429,6 +476,8 @@ class MunicipalityConfig:
     support: LocalizedText | None = field(
         default=None, metadata=doc("where users get help (shown on error pages), e.g. the card administrator")
     )
+    readiness: MunicipalityReadiness = field(
+        default_factory=MunicipalityReadiness, metadata=doc("material for `broker readiness`"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.login == "certificate" and self.certificate is None:

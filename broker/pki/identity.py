@@ -128,3 +128,28 @@ def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id
         surname=surname,
         display_name=display,
     )
+
+
+def mask_personnummer(value: str) -> str:
+    """``19121212-****``: enough for an operator to recognise, not the whole number on screen."""
+    return value[:8] + "-****"
+
+
+def display_identity(kind: str, key: str) -> str:
+    """An identity as an operator may see it: a personnummer masked, anything else as is."""
+    return mask_personnummer(key) if kind == "personnummer" else key
+
+
+def display_subject(cert: x509.Certificate) -> str:
+    """The subject as RFC 4514 text, with a personnummer serialNumber masked."""
+    rdns = []
+    for rdn in reversed(cert.subject.rdns):
+        parts = []
+        for attr in rdn:
+            value = attr.value if isinstance(attr.value, str) else ""
+            if attr.oid == NameOID.SERIAL_NUMBER and re.fullmatch(r"[0-9]{12}", value):
+                parts.append(f"serialNumber={mask_personnummer(value)}")
+            else:
+                parts.append(attr.rfc4514_string())
+        rdns.append("+".join(parts))
+    return ",".join(rdns)

@@ -19,6 +19,7 @@ import io
 import socket
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -145,20 +146,50 @@ class _TLSConnection:
         return getattr(self._raw, name)
 
 
-def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,
-                        timeout: float = 10.0) -> list[x509.Name]:
-    """The CA names a live TLS endpoint advertises in its certificate request.
+@dataclass(frozen=True)
+class EndpointProbe:
+    """What one TLS handshake (without a client certificate) showed of an endpoint's client authentication.
 
-    Performs a real handshake without a client certificate on a blocking
-    socket and returns ``get_client_ca_list()``. An empty list means the
-    server asked for no particular CA (or no certificate at all).
+    ``certificate_requested``: the server sent a CertificateRequest in the handshake itself (as opposed to
+    asking later, per path, by renegotiation or post-handshake authentication, which HTTP/2 forbids).
+    ``ca_list_bytes``: the size of the advertised CA list on the wire (RFC 8446 §4.2.4, RFC 5246 §7.4.4).
+    """
+
+    ca_names: tuple[x509.Name, ...]
+    certificate_requested: bool
+    alpn: str | None
+    tls_version: str
+    server_certificates: tuple[x509.Certificate, ...]
+
+    @property
+    def ca_list_bytes(self) -> int:
+        # each DistinguishedName is a 2-byte length and the DER name, the list another 2-byte length
+        return 2 + sum(2 + len(n.public_bytes()) for n in self.ca_names)
+
+
+def probe_endpoint(host: str, port: int, *, server_name: str | None = None, timeout: float = 10.0,
+                   alpn: Sequence[bytes] = (b"h2", b"http/1.1")) -> EndpointProbe:
+    """Handshake with a live endpoint as a browser without a certificate would, and report what it asked.
+
+    A real handshake on a blocking socket (pyOpenSSL needs one; the kernel's socket timeouts bound every
+    wait). The server is not verified here: this reads its CertificateRequest, it does not trust it.
+    Raises ``OSError`` when no handshake is possible at all (pyOpenSSL's errors do not leave this module).
     """
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-    ctx.set_verify(SSL.VERIFY_NONE, _accept_any)  # we read the CA list, we do not trust the server here
+    ctx.set_verify(SSL.VERIFY_NONE, _accept_any)
+    if alpn:
+        ctx.set_alpn_protos(list(alpn))
+    requested: list[bool] = []
+
+    def watch(conn: SSL.Connection, where: int, _ret: int) -> None:
+        # OpenSSL names the client state after it read a CertificateRequest "TLS_ST_CR_CERT_REQ":
+        # "SSLv3/TLS read server certificate request"
+        if where & SSL.SSL_CB_LOOP and b"certificate request" in (conn.get_state_string() or b""):
+            requested.append(True)
+
+    ctx.set_info_callback(watch)
     with socket.create_connection((host, port), timeout=timeout) as raw:
-        # pyOpenSSL needs a blocking socket (a Python-level timeout makes it non-blocking and the handshake
-        # would stop at WantReadError); the kernel's receive/send timeouts still bound every wait.
         raw.settimeout(None)
         limit = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
@@ -166,10 +197,23 @@ def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,
         conn = SSL.Connection(ctx, raw)
         conn.set_tlsext_host_name((server_name or host).encode("idna"))
         conn.set_connect_state()
-        # a server that requires a certificate may abort the handshake after sending its request
-        with contextlib.suppress(SSL.Error):
+        try:
             conn.do_handshake()
-        names = list(conn.get_client_ca_list(as_cryptography=True))
+        except SSL.Error as exc:
+            # a server that requires a certificate may abort after its request; anything else is no handshake
+            if not requested:
+                raise ConnectionError(f"TLS handshake failed: {exc}") from None
+        names = tuple(conn.get_client_ca_list(as_cryptography=True))
+        chain = conn.get_peer_cert_chain(as_cryptography=True) or []
+        negotiated = conn.get_alpn_proto_negotiated()
+        version = conn.get_protocol_version_name()
         with contextlib.suppress(SSL.Error):
             conn.shutdown()
-    return names
+    return EndpointProbe(names, bool(requested), negotiated.decode() if negotiated else None, version,
+                         tuple(chain))
+
+
+def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,
+                        timeout: float = 10.0) -> list[x509.Name]:
+    """The CA names a live TLS endpoint advertises in its certificate request (empty: none, or no request)."""
+    return list(probe_endpoint(host, port, server_name=server_name, timeout=timeout, alpn=()).ca_names)

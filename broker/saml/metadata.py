@@ -222,6 +222,7 @@ class IdpMetadata:
     signing_certificates: tuple[x509.Certificate, ...]
     want_authn_requests_signed: bool
     valid_until: dt.datetime | None
+    attributes: tuple[str, ...] = ()     # the saml:Attribute names the IdP declares it can send (may be none)
 
     def sso(self) -> Endpoint:
         """The SSO endpoint to send AuthnRequests to: HTTP-Redirect preferred, else HTTP-POST."""
@@ -252,6 +253,7 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
         signing_certificates=signing,
         want_authn_requests_signed=_bool(idp.want_authn_requests_signed),
         valid_until=_valid_until(xml, entity_id, max_bytes),
+        attributes=tuple(a.name for a in idp.attribute or [] if a.name),
     )
     result.sso()  # raises if there is no usable SSO endpoint
     return result

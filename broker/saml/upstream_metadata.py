@@ -38,9 +38,12 @@ class MetadataState:
 class UpstreamMetadata:
     """Current, verified metadata of every municipality with login: saml."""
 
-    def __init__(self, municipalities: list[Municipality], clock: Clock, fetcher: HttpFetcher | None) -> None:
+    def __init__(self, municipalities: list[Municipality], clock: Clock, fetcher: HttpFetcher | None, *,
+                 background: bool = True) -> None:
+        """``background``: refresh URL metadata on a schedule in a thread (a server); off for one-shot tools."""
         self._clock = clock
         self._fetcher = fetcher
+        self._background = background
         self._states = {m.id: MetadataState(m, m.idp_metadata) for m in municipalities if m.config.saml is not None}
         now = clock.now()
         for state in self._states.values():
@@ -119,8 +122,9 @@ class UpstreamMetadata:
     def _ensure_background(self, initial: bool = False) -> None:
         """One refresh thread per process (a forked worker starts its own)."""
         pid = os.getpid()
-        if self._pid == pid or not any(s.municipality.config.saml and s.municipality.config.saml.metadata.url
-                                       for s in self._states.values()):
+        fetched = any(s.municipality.config.saml and s.municipality.config.saml.metadata.url
+                      for s in self._states.values())
+        if not self._background or self._pid == pid or not fetched:
             return
         self._pid = pid
         threading.Thread(target=self._loop, args=(initial,), name="idp-metadata", daemon=True).start()

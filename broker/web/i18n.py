@@ -411,6 +411,22 @@ UI: Final = {
         "diagnose_none": "Din webbläsare skickade inget certifikat.",
         "diagnose_ok": "Certifikatet godtas.",
         "diagnose_bad": "Certifikatet godtas inte.",
+        "diagnose_none_help": "Vanliga orsaker: kortet sitter inte i läsaren, kortläsarens program (t.ex. Net iD) "
+                              "saknas, du valde inget certifikat när webbläsaren frågade, eller din kommuns "
+                              "certifikatutfärdare är inte anmäld hos inloggningstjänsten. Stäng webbläsaren, sätt i "
+                              "kortet och öppna sidan igen. Hjälper det inte: kontakta din IT-support och uppge "
+                              "referensnumret.",
+        "diag_subject": "Innehavare",
+        "diag_issuer": "Utfärdare",
+        "diag_serial": "Serienummer",
+        "diag_valid_from": "Giltigt från",
+        "diag_valid_until": "Giltigt till",
+        "diag_policies": "Certifikatpolicy",
+        "diag_sha256": "Fingeravtryck (SHA-256)",
+        "diag_via": "Mottaget via",
+        "diag_municipality": "Kommun",
+        "diag_loa": "Tillitsnivå",
+        "diag_reason": "Orsakskod",
         "logged_out": "Du är utloggad.",
         "logged_out_partial_heading": "Utloggningen blev inte fullständig",
         "logged_out_partial_intro": "Du är utloggad från inloggningstjänsten, men de här tjänsterna bekräftade "
@@ -449,6 +465,22 @@ UI: Final = {
         "diagnose_none": "Your browser sent no certificate.",
         "diagnose_ok": "The certificate is accepted.",
         "diagnose_bad": "The certificate is not accepted.",
+        "diagnose_none_help": "Common causes: the card is not in the reader, the card reader software (e.g. Net iD) "
+                              "is missing, no certificate was chosen when the browser asked, or your municipality's "
+                              "certificate issuer is not registered with the login service. Close the browser, "
+                              "insert the card and open this page again. If that does not help, contact your IT "
+                              "support and give the reference number.",
+        "diag_subject": "Holder",
+        "diag_issuer": "Issuer",
+        "diag_serial": "Serial number",
+        "diag_valid_from": "Valid from",
+        "diag_valid_until": "Valid until",
+        "diag_policies": "Certificate policy",
+        "diag_sha256": "Fingerprint (SHA-256)",
+        "diag_via": "Received via",
+        "diag_municipality": "Municipality",
+        "diag_loa": "Assurance level",
+        "diag_reason": "Reason code",
         "logged_out": "You are logged out.",
         "logged_out_partial_heading": "Logout was not complete",
         "logged_out_partial_intro": "You are logged out of the login service, but these services did not confirm "

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from types import MappingProxyType
 
-from flask import Blueprint, Response, make_response
+from flask import Blueprint, Response, make_response, request
 
+from broker.audit.events import AuditEvent
 from broker.errors import BrokerError, CertificateRejected, DependencyUnavailable
 from broker.model import CertificateFacts
+from broker.pki.identity import display_subject
+from broker.pki.validator import certificate_policies
 from broker.web.pages import diagnose_page, message_page
-from broker.web.services import client_context, correlation_id, services
+from broker.web.services import client_context, services
 
 bp = Blueprint("ops", __name__)
 
@@ -23,33 +27,61 @@ def index() -> Response:
 def diagnose() -> Response:
     """What certificate the broker sees and what it thinks of it: the first stop for support.
 
-    Shows the user their own certificate's issuer, validity and fingerprint and
-    the verdict in plain words; nothing is logged beyond the usual audit of a
-    forged proxy header.
+    Shows the user their own certificate (subject with a personnummer masked, issuer, validity,
+    policies, fingerprint), the municipality it maps to and the verdict in plain words, or why no
+    certificate arrived. No login happens; the visit is audited (``diagnose_viewed``). With
+    ``?format=json`` (or ``Accept: application/json``) the same as JSON, for `broker readiness --login`.
     """
+    svc = services()
     ctx = client_context()
-    services().audit.sync()
     cert = ctx.presented.certificate
-    if cert is None:
-        return diagnose_page(None, False, None, correlation_id())
-    facts = CertificateFacts.of(cert)
-    rows = [
-        ("Subject", cert.subject.rfc4514_string()),
-        ("Issuer", facts.issuer),
-        ("Serial", facts.serial_hex),
-        ("Valid from", facts.not_before.isoformat()),
-        ("Valid until", facts.not_after.isoformat()),
-        ("SHA-256", facts.fingerprint_sha256),
-        ("Via", ctx.presented.via),
-    ]
+    verdict: dict[str, object] = {"certificate": cert is not None, "accepted": False, "municipality": None,
+                                  "loa": None, "reason": None, "correlation_id": ctx.correlation_id}
+    facts = CertificateFacts.of(cert) if cert is not None else None
     error: BrokerError | None = None
-    try:
-        validated = services().validator.validate(cert)
-        rows += [("Municipality", validated.municipality_id), ("LoA", validated.loa.uri)]
-    except CertificateRejected as exc:
-        error = exc
-        rows.append(("Reason", exc.reason))
-    return diagnose_page(rows, error is None, error, correlation_id())
+    rows: list[tuple[str, str]] | None = None
+    municipality_id: str | None = None
+    if cert is not None and facts is not None:
+        rows = [
+            ("subject", display_subject(cert)),
+            ("issuer", facts.issuer),
+            ("serial", facts.serial_hex),
+            ("valid_from", facts.not_before.isoformat()),
+            ("valid_until", facts.not_after.isoformat()),
+            ("policies", ", ".join(certificate_policies(cert)) or "-"),
+            ("sha256", facts.fingerprint_sha256),
+            ("via", ctx.presented.via),
+        ]
+        try:
+            validated = svc.validator.validate(cert)
+            municipality_id = validated.municipality_id
+            rows += [("municipality", _municipality_name(municipality_id)), ("loa", validated.loa.uri)]
+            verdict.update(accepted=True, municipality=municipality_id, loa=validated.loa.uri)
+        except CertificateRejected as exc:
+            error = exc
+            domain = svc.settings.trust.for_issuer(cert)
+            municipality_id = domain.id if domain is not None else None
+            if municipality_id:
+                rows.append(("municipality", _municipality_name(municipality_id)))
+            rows.append(("reason", exc.reason))
+            verdict.update(reason=exc.reason, municipality=municipality_id)
+        verdict.update(subject=display_subject(cert), issuer=facts.issuer, not_after=facts.not_after.isoformat(),
+                       policies=list(certificate_policies(cert)))
+    svc.audit.record(AuditEvent(
+        "diagnose_viewed", "info", ctx.correlation_id, reason=error.reason if error else None,
+        certificate=facts, municipality=municipality_id, client_address=ctx.client_address,
+        data=MappingProxyType({"accepted": bool(verdict["accepted"]), "via": ctx.presented.via})))
+    svc.audit.sync()
+    if request.args.get("format") == "json" or request.accept_mimetypes.best == "application/json":
+        response = _json(verdict, 200)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return diagnose_page(rows, error is None, error, ctx.correlation_id)
+
+
+def _municipality_name(municipality_id: str) -> str:
+    m = services().settings.municipalities.get(municipality_id)
+    return f"{m.config.name.sv} / {m.config.name.en} ({municipality_id})" if m is not None else municipality_id
 
 
 @bp.route("/healthz", methods=["GET"])

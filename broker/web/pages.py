@@ -141,9 +141,12 @@ def origin_of(url: str) -> str:
 
 def diagnose_page(rows: list[tuple[str, str]] | None, accepted: bool, error: BrokerError | None,
                   correlation_id: str) -> Response:
+    """``rows``: (field key, value); the keys are shown with their label in the page's language."""
     lang = language()
+    ui = UI[lang]
     explanation = explain(error.reason, error.row.family, lang, dict(error.params)) if error else None
-    return _render("diagnose.html", 200, certificate=rows, accepted=accepted, explanation=explanation,
+    labelled = [(ui.get(f"diag_{key}", key), value) for key, value in rows] if rows is not None else None
+    return _render("diagnose.html", 200, certificate=labelled, accepted=accepted, explanation=explanation,
                    correlation_id=correlation_id)
 
 

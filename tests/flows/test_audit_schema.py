@@ -160,6 +160,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "session_revoked": {"outcome": "failure", **LOGIN, **USER, "reason": "revoked"},
     "revocation_soft_fail": {"outcome": "failure", **LOGIN, **USER, "reason": "revocation_unavailable"},
     "logout": {"outcome": "success", **LOGIN},
+    "diagnose_viewed": {"outcome": "info", **LOGIN, "data": {"accepted": False}},
     "logout_propagated": {"outcome": "success", **LOGIN},
     "logout_completed": {"outcome": "success", **LOGIN},
     "proxy_header_untrusted": {"outcome": "failure", **LOGIN, "reason": "proxy_header_untrusted"},

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 
@@ -165,12 +166,41 @@ def test_diagnose_shows_the_accepted_certificate(browser: Browser, users: Path, 
     assert response.status_code == 200
     body = response.get_data(as_text=True)
     assert "Certifikatet godtas." in body
-    assert "<dd>kommun-a</dd>" in body
+    assert "<dd>Kommun A / Municipality A (kommun-a)</dd>" in body
     assert f"<dd>{LOA3}</dd>" in body
+    assert "<dt>Certifikatpolicy</dt><dd>2.999.1.3</dd>" in body
     cert = x509.load_pem_x509_certificate((users / "anna.pem").read_bytes())
     assert format(cert.serial_number, "x") in body
     assert 'class="refid"' in body
-    assert audit_lines(config_dir) == []  # looking is not logging in
+    # looking is not logging in, but the visit is on record
+    events = audit_lines(config_dir)
+    assert [e["event"] for e in events] == ["diagnose_viewed"]
+    assert events[0]["data"] == {"accepted": True, "via": "tls"}
+    assert events[0]["municipality"] == "kommun-a"
+    assert events[0]["cert_sha256"] == cert.fingerprint(hashes.SHA256()).hex()
+
+
+def test_diagnose_answers_json_for_tools(browser: Browser, users: Path) -> None:
+    browser.certificate_pem = (users / "bo.pem").read_text()
+    response = browser.get("/diagnose?format=json")
+    assert response.headers["Content-Type"] == "application/json"
+    verdict = response.get_json()
+    assert verdict["certificate"] is True
+    assert verdict["accepted"] is True
+    assert verdict["municipality"] == "kommun-b"
+    assert verdict["loa"] == LOA2
+    assert verdict["reason"] is None
+    assert "191212121212" not in verdict["subject"]  # Bo's personnummer is masked
+    assert "serialNumber=19121212-****" in verdict["subject"]
+    assert verdict["policies"] == ["2.999.2.2"]
+
+
+def test_diagnose_json_names_the_reason(browser: Browser, users: Path) -> None:
+    browser.certificate_pem = (users / "david.pem").read_text()
+    browser.headers["Accept"] = "application/json"
+    verdict = browser.get("/diagnose").get_json()
+    assert (verdict["accepted"], verdict["reason"], verdict["municipality"]) == (
+        False, "certificate_expired", "kommun-a")
 
 
 def test_diagnose_shows_bo_with_loa2_in_english(browser: Browser, users: Path) -> None:
@@ -178,7 +208,8 @@ def test_diagnose_shows_bo_with_loa2_in_english(browser: Browser, users: Path) -
     browser.headers["Accept-Language"] = "en"
     body = browser.get("/diagnose").get_data(as_text=True)
     assert "The certificate is accepted." in body
-    assert "<dd>kommun-b</dd>" in body
+    assert "<dd>Kommun B / Municipality B (kommun-b)</dd>" in body
+    assert "<dt>Holder</dt>" in body
     assert f"<dd>{LOA2}</dd>" in body
 
 
@@ -192,7 +223,8 @@ def test_diagnose_explains_an_expired_certificate(browser: Browser, users: Path)
     assert "Certifikatet har gått ut" in body
     assert f"Ditt certifikat gick ut {not_after.date().isoformat()}." in body
     assert "<dd>certificate_expired</dd>" in body
-    assert "<dd>kommun-a</dd>" not in body
+    assert "<dd>Kommun A / Municipality A (kommun-a)</dd>" in body  # whose card it is, although refused
+    assert "Vad kan du göra?" in body
 
 
 def test_diagnose_without_certificate_says_so(browser: Browser) -> None:
@@ -201,6 +233,7 @@ def test_diagnose_without_certificate_says_so(browser: Browser) -> None:
     assert response.status_code == 200
     body = response.get_data(as_text=True)
     assert "Din webbläsare skickade inget certifikat." in body
+    assert "Vanliga orsaker: kortet sitter inte i läsaren" in body
     assert "<dl>" not in body
     assert 'class="refid"' in body
 
@@ -211,4 +244,4 @@ def test_diagnose_audits_a_forged_proxy_header(browser: Browser, users: Path, co
     browser.headers["X-SSL-Client-Cert"] = quote((users / "anna.pem").read_text())
     body = browser.get("/diagnose").get_data(as_text=True)
     assert "Din webbläsare skickade inget certifikat." in body
-    assert [e["event"] for e in audit_lines(config_dir)] == ["proxy_header_untrusted"]
+    assert [e["event"] for e in audit_lines(config_dir)] == ["proxy_header_untrusted", "diagnose_viewed"]

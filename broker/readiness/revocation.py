@@ -1,0 +1,149 @@
+"""Can the broker learn, on go-live day, whether a municipality's certificates are revoked?
+
+Every CRL the broker would use (configured files and URLs, the distribution points the CA
+certificates and the sample certificate name) is fetched now, verified against its issuer and
+judged fresh (RFC 5280 §5.1.2.5); every OCSP responder the CA certificates name is asked about
+that CA (RFC 6960 §4.2), so a responder that is down, slow or signs wrongly shows before users
+meet it. The sample certificate's own OCSP answer is part of the sample check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography import x509
+
+from broker.config.schema import CertificateLogin
+from broker.errors import CertificateRejected
+from broker.pki.revocation.crls import distribution_point_urls, parse_crl, verify_crl
+from broker.pki.revocation.engine import RevocationPolicy
+from broker.pki.revocation.http import FetchError, HttpFetcher
+from broker.pki.revocation.ocsp import build_request, responder_urls, verify_response
+from broker.readiness.model import Check
+from broker.readiness.trust import name_of
+
+
+def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fetcher: HttpFetcher | None,
+                      now: dt.datetime, sample: x509.Certificate | None) -> list[Check]:
+    config = cl.revocation
+    if config.mode == "none" or policy is None:
+        return [Check("revocation.mode", "warn", "revocation checking is off",
+                      "mode: none: a revoked card would still log in",
+                      "Set revocation.mode: check with the CA's OCSP responder or CRLs before go-live.")]
+    checks = [Check("revocation.mode", "pass", "revocation checked",
+                    f"methods {', '.join(config.methods)}, failure {config.failure}")]
+    if config.failure != "fail_closed":
+        checks.append(Check("revocation.failure", "warn", "revocation soft-fail",
+                            f"failure: {config.failure}: when no source answers, logins go on (audited)",
+                            "Use fail_closed unless the municipality accepts the risk in writing."))
+    cas = (*cl.anchors(), *cl.intermediate_certificates())
+    if "crl" in config.methods:
+        checks += _crl_checks(cl, policy, fetcher, now, cas, sample)
+    if "ocsp" in config.methods:
+        checks += _ocsp_checks(cl, policy, fetcher, now, sample)
+    return checks
+
+
+def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
+                cas: Sequence[x509.Certificate], sample: x509.Certificate | None) -> list[Check]:
+    checks: list[Check] = []
+    for f in cl.revocation.crl.files:
+        checks.append(_judge_crl(f"file {f.path}", lambda f=f: Path(f.path).read_bytes(), cas, now, policy,
+                                 kind="file"))
+    urls: list[str] = [str(u) for u in cl.revocation.crl.urls]
+    if cl.revocation.crl.distribution_points:
+        for cert in (*cl.intermediate_certificates(), *((sample,) if sample is not None else ())):
+            urls += [u for u in distribution_point_urls(cert) if u not in urls]
+    for url in urls:
+        if fetcher is None:
+            checks.append(Check("revocation.crl", "warn", "CRL not fetched", f"{url}: network checks are off",
+                                "Run readiness without --offline.", url))
+            continue
+        checks.append(_judge_crl(url, lambda url=url: fetcher.get(url, policy.crl_limits(), "application/pkix-crl"),
+                                 cas, now, policy, kind="url"))
+    if not checks:
+        checks.append(Check("revocation.crl", "warn", "no CRL source known",
+                            "no CRL files or URLs are configured and no CA certificate names a distribution point; "
+                            "the users' certificates may name one",
+                            "Configure the CA's CRL URL, or a sample certificate, so the source can be checked "
+                            "before go-live."))
+    return checks
+
+
+def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: dt.datetime,
+               policy: RevocationPolicy, *, kind: str) -> Check:
+    assert callable(read)
+    try:
+        verified = verify_crl(parse_crl(read()), cas)
+    except (OSError, FetchError) as exc:
+        return Check("revocation.crl", "fail", "CRL unreachable", f"{where}: {exc}",
+                     "Make sure the broker's hosts reach the CRL URL (proxy, firewall, DNS)." if kind == "url"
+                     else "Restore the CRL file.", where)
+    except ValueError as exc:
+        return Check("revocation.crl", "fail", "CRL not valid", f"{where}: {exc}",
+                     "Ask the CA why its CRL does not verify; check that the configured CA certificates are "
+                     "the ones that sign it.", where)
+    issuer = verified.crl.issuer.rfc4514_string()
+    if verified.next_update is None:
+        return Check("revocation.crl", "warn", "CRL without nextUpdate", f"{where}: issued by {issuer} "
+                     f"{verified.this_update:%Y-%m-%d %H:%M}, no nextUpdate", "Ask the CA for CRLs with nextUpdate.",
+                     where)
+    if verified.next_update + policy.skew <= now:
+        return Check("revocation.crl", "fail", "CRL stale",
+                     f"{where}: issued by {issuer}; nextUpdate {verified.next_update:%Y-%m-%d %H:%M} UTC has passed",
+                     "Ask the CA to publish a fresh CRL" + (" and replace the file." if kind == "file" else "."),
+                     where, verified.next_update)
+    return Check("revocation.crl", "pass", "CRL fresh and signed",
+                 f"{where}: issued by {issuer}, {len(verified)} entries, next update "
+                 f"{verified.next_update:%Y-%m-%d %H:%M} UTC", None, where, verified.next_update)
+
+
+def _ocsp_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
+                 sample: x509.Certificate | None) -> list[Check]:
+    checks: list[Check] = []
+    cas = (*cl.anchors(), *cl.intermediate_certificates())
+    for cert in cl.intermediate_certificates():  # CA certificates always use their own AIA responder
+        issuer = next((c for c in cas if c.subject == cert.issuer and c is not cert), None)
+        if issuer is None:
+            continue
+        for url in responder_urls(cert):
+            checks.append(_ask(url, cert, issuer, policy, fetcher, now))
+    if sample is None:
+        configured = cl.revocation.ocsp.url
+        what = f"the configured responder {configured}" if configured else \
+            "the responder named in the users' certificates"
+        checks.append(Check("revocation.ocsp_users", "warn", "the users' OCSP responder not exercised",
+                            f"{what} was not asked: no sample certificate",
+                            "Configure readiness.sample_certificate so the responder is asked before go-live."))
+    return checks
+
+
+def _ask(url: str, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
+         fetcher: HttpFetcher | None, now: dt.datetime) -> Check:
+    subject = name_of(cert)
+    if fetcher is None:
+        return Check("revocation.ocsp", "warn", "OCSP responder not asked", f"{url}: network checks are off",
+                     "Run readiness without --offline.", url)
+    ocsp = policy.config.ocsp
+    nonce = os.urandom(16) if ocsp.nonce else None
+    try:
+        der = fetcher.post(url, build_request(cert, issuer, nonce=nonce, cert_id_hash=ocsp.cert_id_hash),
+                           "application/ocsp-request", "application/ocsp-response", policy.ocsp_limits())
+        answer = verify_response(der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
+                                 max_age_without_next_update=ocsp.max_age_without_next_update.timedelta)
+    except FetchError as exc:
+        return Check("revocation.ocsp", "fail", "OCSP responder unreachable", f"{url} (asked about {subject}): "
+                     f"{exc}", "Make sure the broker's hosts reach the responder (proxy, firewall, DNS).", url)
+    except CertificateRejected as exc:
+        return Check("revocation.ocsp", "fail", "OCSP answer not valid", f"{url} (about {subject}): "
+                     f"{exc.reason}: {exc.detail}", "Ask the CA about its responder's signing certificate and "
+                     "clock.", url)
+    if answer.status != "good":
+        return Check("revocation.ocsp", "fail", f"OCSP says the CA is {answer.status}",
+                     f"{url}: {subject} is {answer.status}", "The CA certificate itself is not good: ask the CA "
+                     "before go-live.", url)
+    return Check("revocation.ocsp", "pass", "OCSP responder answers", f"{url}: {subject} good, produced "
+                 f"{answer.produced_at:%Y-%m-%d %H:%M} UTC", None, url)

@@ -1,0 +1,108 @@
+"""One readiness run over the configuration: the broker, the public endpoints, every municipality."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.clock import Clock
+from broker.config.loader import Municipality, Settings
+from broker.errors import UnusableInput
+from broker.pki.revocation.crls import CrlStore
+from broker.pki.revocation.engine import RevocationChecker
+from broker.pki.revocation.http import HttpFetcher
+from broker.pki.validator import CertificateValidator
+from broker.readiness.broker_keys import broker_checks
+from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
+from broker.readiness.federation import federation_checks
+from broker.readiness.model import Check, Report, Section
+from broker.readiness.revocation import revocation_checks
+from broker.readiness.samples import sample_checks
+from broker.readiness.synthetic import synthetic_login
+from broker.readiness.trust import trust_checks
+from broker.saml.upstream_metadata import UpstreamMetadata
+from broker.session.store import KeyValueStore
+
+
+@dataclass(frozen=True)
+class ReadinessOptions:
+    municipalities: tuple[str, ...] = ()    # empty: every onboarding and active municipality
+    endpoints: tuple[str, ...] = ()         # in addition to readiness.endpoints
+    network: bool = True                    # False: offline checks only (the status page)
+    login: bool = False                     # synthetic logins with the sample certificates and keys
+    ca_file: Path | None = None             # more roots for verifying servers (synthetic logins, IdP endpoints)
+
+
+def selected(settings: Settings, wanted: tuple[str, ...]) -> list[Municipality]:
+    unknown = [m for m in wanted if m not in settings.municipalities]
+    if unknown:
+        raise UnusableInput(f"no municipality {', '.join(unknown)} in the configuration "
+                            f"(known: {', '.join(sorted(settings.municipalities))})")
+    if wanted:
+        return [settings.municipalities[m] for m in wanted]
+    return [m for m in settings.municipalities.values() if m.status in ("onboarding", "active")]
+
+
+def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: KeyValueStore | None = None,
+        progress: Callable[[str], None] = lambda _: None) -> Report:
+    cfg = settings.broker.readiness
+    now = clock.now()
+    window = cfg.expiry_warning.timedelta
+    timeout = cfg.timeout.seconds
+    fetcher = HttpFetcher() if options.network else None
+    municipalities = selected(settings, options.municipalities)
+
+    progress("the broker's keys")
+    broker = Section("broker", "broker", "broker", tuple(broker_checks(settings, now, window, store)))
+
+    urls = list(dict.fromkeys([*map(str, cfg.endpoints), *options.endpoints]))
+    probed: list[ProbedEndpoint] = []
+    if options.network:
+        for url in urls:
+            progress(f"TLS handshake with {url}")
+            probed.append(probe(url, timeout))
+    cas = {m.id: (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())
+           for m in settings.municipalities.values() if m.config.certificate is not None}
+    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes) for p in probed)
+
+    crls = CrlStore(clock, fetcher=fetcher, shared=None)
+    validator = CertificateValidator(settings.trust, clock, RevocationChecker(
+        clock, crls=crls, fetcher=fetcher, shared=None, refresh_interval=0))
+    registry = UpstreamMetadata(list(settings.municipalities.values()), clock, fetcher, background=False)
+    if options.network:
+        registry.refresh_all()
+
+    sections = []
+    for m in municipalities:
+        checks: list[Check] = []
+        cl = m.config.certificate
+        if cl is not None:
+            progress(f"{m.id}: trust anchors and revocation")
+            sample = m.config.readiness.sample_certificate
+            domain = settings.trust.domains.get(m.id)
+            checks += trust_checks(cl, now, window, cfg.environment)
+            checks += revocation_checks(cl, domain.revocation if domain else None, fetcher, now,
+                                        sample.certificate if sample else None)
+            progress(f"{m.id}: sample certificate")
+            checks += sample_checks(m.id, sample.certificate if sample else None, validator, now, window)
+            if not urls:
+                checks.append(Check("endpoint.advertises", "warn", "advertised CA list not checked",
+                                    "no public endpoint is configured (readiness.endpoints, or --endpoint)",
+                                    "Name the URL where users log in, so readiness reads the CA names it "
+                                    "advertises."))
+            for found in probed:
+                checks.append(advertised_check(cl, found))
+            key = m.config.readiness.sample_key
+            if options.login and sample is not None and key is not None:
+                for url in urls:
+                    progress(f"{m.id}: synthetic login at {url}")
+                    checks.append(synthetic_login(url, m.id, sample.path, key.path, timeout=timeout,
+                                                  ca_file=options.ca_file))
+        elif m.config.saml is not None:
+            progress(f"{m.id}: IdP metadata")
+            checks += federation_checks(m, registry, now, window, timeout, options.network, options.ca_file)
+        sections.append(Section("municipality", m.id, m.config.name.en, tuple(checks), {
+            "names": {"sv": m.config.name.sv, "en": m.config.name.en}, "status": m.status,
+            "login": m.config.login}))
+    return Report(now, cfg.environment, broker, tuple(sections), endpoints)

@@ -1,0 +1,45 @@
+"""A real certificate of the municipality, through the same validator logins use: path, profile,
+revocation (online, now), identity and LoA. The proof that the configuration fits the cards."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from cryptography import x509
+
+from broker.errors import CertificateRejected
+from broker.pki.identity import display_identity
+from broker.pki.validator import CertificateValidator
+from broker.readiness.model import Check
+from broker.readiness.trust import name_of, validity_check
+from broker.reasons import REASONS
+
+
+def sample_checks(municipality_id: str, sample: x509.Certificate | None, validator: CertificateValidator,
+                  now: dt.datetime, window: dt.timedelta) -> list[Check]:
+    if sample is None:
+        return [Check("sample.certificate", "warn", "no sample certificate",
+                      "readiness.sample_certificate is not configured: no real card was checked end to end",
+                      "Ask the municipality for one user certificate (the public part, e.g. exported from a test "
+                      "card) and set readiness.sample_certificate.")]
+    subject = name_of(sample)
+    try:
+        validated = validator.validate(sample)
+    except CertificateRejected as exc:
+        row = REASONS.get(exc.reason)
+        return [Check("sample.certificate", "fail", f"sample certificate refused: {exc.reason}",
+                      f"{subject}: {exc.detail}", row.hint if row else None, subject)]
+    if validated.municipality_id != municipality_id:
+        return [Check("sample.certificate", "fail", "sample certificate belongs to another municipality",
+                      f"{subject} maps to {validated.municipality_id}", "Configure a certificate of this "
+                      "municipality as its sample.", subject)]
+    identity = validated.identity
+    checks = [Check("sample.certificate", "pass", "sample certificate accepted",
+                    f"{subject}: {identity.kind} {display_identity(identity.kind, identity.key)}, "
+                    f"{validated.loa.name} (policy {validated.policy_oid}), revocation "
+                    f"{validated.revocation.summary}", None, subject)]
+    expiry = validity_check("sample.expiry", "sample certificate", sample, now, window,
+                            fix="Replace the sample with a current certificate of the municipality.")
+    if expiry.status != "pass":
+        checks.append(expiry)
+    return checks

@@ -1,0 +1,101 @@
+"""Offline checks of a municipality's trust anchors and intermediates (RFC 5280 §4.1.2.5, §4.2.1.9).
+
+The loader already refused what cannot work at all (an anchor that is no CA, an intermediate no
+configured CA signed). What is left to say before go-live: when each CA expires, and whether a test
+hierarchy (SITHS and Efos test CAs carry TEST, PP or SYSTEMTEST in their names) slipped into a
+production configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import NameOID
+
+from broker.config.schema import CertificateLogin
+from broker.readiness.model import Check
+
+TEST_HIERARCHY = re.compile(r"(?<![A-Za-z])(TEST|PP|SYSTEMTEST)(?![A-Za-z])", re.IGNORECASE)
+
+
+def name_of(cert: x509.Certificate) -> str:
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else cert.subject.rfc4514_string()
+
+
+def validity_check(check_id: str, what: str, cert: x509.Certificate, now: dt.datetime, window: dt.timedelta, *,
+                   fix: str, never_fail: bool = False) -> Check:
+    """PASS while valid beyond ``window``; WARN within it; FAIL once expired or not yet valid (WARN when
+    ``never_fail``: e.g. keys in metadata, which are only containers)."""
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    subject = name_of(cert)
+    if now < start:
+        return Check(check_id, "warn" if never_fail else "fail", f"{what} not yet valid",
+                     f"{subject} is valid from {start:%Y-%m-%d %H:%M} UTC", fix, subject, end)
+    if now >= end:
+        return Check(check_id, "warn" if never_fail else "fail", f"{what} expired",
+                     f"{subject} expired {end:%Y-%m-%d} ({(now - end).days} days ago)", fix, subject, end)
+    left = end - now
+    if left <= window:
+        return Check(check_id, "warn", f"{what} expires soon",
+                     f"{subject} expires {end:%Y-%m-%d} (in {left.days} days)", fix, subject, end)
+    return Check(check_id, "pass", f"{what} valid", f"{subject} valid until {end:%Y-%m-%d} ({left.days} days)",
+                 None, subject, end)
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, environment: str) -> list[Check]:
+    checks: list[Check] = []
+    for cert in cl.anchors():
+        checks.append(validity_check(
+            "trust.anchor", "trust anchor", cert, now, window,
+            fix="Get the CA's renewed root certificate from the municipality's certificate issuer and add it to "
+                "trust_anchors (keep the old one until every card issued under it has expired)."))
+        if not _self_signed(cert):
+            checks.append(Check("trust.anchor_self_signed", "warn", "trust anchor is not a self-signed root",
+                                f"{name_of(cert)} is issued by {cert.issuer.rfc4514_string()}; the path "
+                                "stops at it because it is configured as an anchor",
+                                "Prefer the self-signed root of the hierarchy as anchor, unless trusting only "
+                                "this branch is intended.", name_of(cert)))
+    for cert in cl.intermediate_certificates():
+        checks.append(validity_check(
+            "trust.intermediate", "intermediate CA", cert, now, window,
+            fix="Get the renewed CA certificate from the certificate issuer and add it to intermediates."))
+    for cert in (*cl.anchors(), *cl.intermediate_certificates()):
+        match = TEST_HIERARCHY.search(cert.subject.rfc4514_string())
+        if match is None:
+            continue
+        if environment == "production":
+            checks.append(Check("trust.test_hierarchy", "fail", "test hierarchy in a production configuration",
+                                f"{name_of(cert)} carries {match.group(1)!r} in its name: a test CA",
+                                "Remove the test CA; configure the production hierarchy (or set "
+                                "readiness.environment: test in a test installation).", name_of(cert)))
+        else:
+            checks.append(Check("trust.test_hierarchy", "pass", "test hierarchy (test environment)",
+                                f"{name_of(cert)} is a test CA; allowed because readiness.environment is test",
+                                None, name_of(cert)))
+    if not any(c.id == "trust.test_hierarchy" for c in checks):
+        checks.append(Check("trust.test_hierarchy", "pass", "no test hierarchy",
+                            "no configured CA carries TEST, PP or SYSTEMTEST in its name"))
+    return checks
+
+
+def issuing_cas(cl: CertificateLogin) -> tuple[x509.Certificate, ...]:
+    """The CAs that issue users' certificates: intermediates no other configured CA is issued by (or the
+    anchors, when there are no intermediates)."""
+    intermediates = cl.intermediate_certificates()
+    parents = {c.issuer.public_bytes() for c in intermediates}
+    issuing = tuple(c for c in intermediates if c.subject.public_bytes() not in parents or c.issuer == c.subject)
+    return issuing or cl.anchors()
