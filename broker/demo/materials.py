@@ -192,6 +192,7 @@ def generate(workdir: Path, example: Path, now: dt.datetime, *, base_url: str = 
         marker.write_text(json.dumps({"generated": now.isoformat(), "base_url": base_url}))
     _ensure_audit_key(config / "keys")
     _ensure_federation(layout, now, base_url)
+    _ensure_operations(layout)
     return layout
 
 
@@ -253,6 +254,22 @@ def _ensure_federation(layout: DemoLayout, now: dt.datetime, base_url: str) -> N
     if not metadata.exists():
         metadata.parent.mkdir(parents=True, exist_ok=True)
         metadata.write_bytes(idp_metadata(layout.idp_settings(base_url, None)))
+
+
+def _ensure_operations(layout: DemoLayout) -> None:
+    """The admin token, and each certificate municipality's readiness sample (a demo user's certificate)."""
+    token = layout.config / "keys" / "admin.token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32) + "\n")
+        token.chmod(0o600)
+    for mid, user in (("kommun-a", "anna"), ("kommun-b", "bo")):
+        certs = layout.config / "certs" / mid
+        for suffix in ("pem", "key"):
+            target = certs / f"sample.{suffix}"
+            if not target.exists():
+                shutil.copyfile(layout.users / f"{user}.{suffix}", target)
+                if suffix == "key":
+                    target.chmod(0o600)
 
 
 def _ensure_audit_key(keys: Path) -> None:

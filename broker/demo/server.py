@@ -114,6 +114,8 @@ def instructions(layout: DemoLayout, base_url: str) -> str:
         f"    curl --cacert {ca} --cert {users}/david.pem --key {users}/david.key {base_url}/diagnose",
         "",
         "  `broker demo --check` runs every demo user's login and prints a table.",
+        f"  Go-live readiness of every municipality against this server: broker readiness --config {layout.config} "
+        f"--ca-file {ca} --login",
         "  Stop with Ctrl-C.",
         "",
     ]

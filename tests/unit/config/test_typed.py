@@ -90,7 +90,7 @@ def test_an_unknown_key_unlike_any_field_lists_the_allowed_keys_and_suggests_not
 
     assert_issues(issues, [Expected(KOMMUN_A, "colour: blue", "colour",
                                     "unknown key (allowed here: name, organization_number, status, login, "
-                                    "certificate, saml, support)")], config_dir)
+                                    "certificate, saml, support, readiness)")], config_dir)
     assert "did you mean" not in issues[0].message
 
 
