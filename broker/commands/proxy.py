@@ -1,0 +1,42 @@
+"""``broker proxy-config``: the reverse proxy's client-certificate settings, from the broker's configuration."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from broker.clock import SystemClock
+from broker.commands.common import settings_or_exit
+from broker.proxy_config import nginx as nginx_files
+
+
+@click.group("proxy-config")
+def proxy_config() -> None:
+    """Write the proxy's client-CA bundle and settings from this configuration (so they never drift)."""
+
+
+@proxy_config.command("nginx")
+@click.option("--config", "config_dir", required=True, envvar="BROKER_CONFIG", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="directory for the bundle and the snippets (created if missing)")
+@click.option("--upstream", default="http://127.0.0.1:8080", show_default=True,
+              help="where `broker serve` listens")
+def nginx(config_dir: Path, out_dir: Path, upstream: str) -> None:
+    """The client-CA bundle, a snippet for the broker's server block, and an example server block."""
+    settings = settings_or_exit(config_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        written = nginx_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for name, text in written.files.items():
+        target = out_dir / name
+        temporary = target.with_name(f".{name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)  # a proxy reloading meanwhile never reads half a file
+        click.echo(f"wrote {target}")
+    for mid, cas in written.cas.items():
+        click.echo(f"  {mid}: {len(cas)} CA certificate(s)")
+    click.echo("then: nginx -t && nginx -s reload, and `broker readiness` to see the advertised list")
