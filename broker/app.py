@@ -13,6 +13,8 @@ import os
 import socket
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 
 from flask import Flask, Response, request
@@ -25,9 +27,9 @@ from broker.audit.keys import AuditSigner
 from broker.audit.query import last_event
 from broker.audit.trail import AuditSink, AuditTrail
 from broker.clock import Clock, SystemClock
-from broker.config.loader import Settings
+from broker.config.loader import Settings, load_settings
 from broker.config.summary import changes, summary
-from broker.errors import AuditUnavailable, BrokerError, DependencyUnavailable
+from broker.errors import AuditUnavailable, BrokerError, ConfigError, DependencyUnavailable
 from broker.flow import LoginFlow
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
@@ -88,86 +90,37 @@ def build_store(settings: Settings, redis_url: str | None, *, allow_memory: bool
     return MemoryStore()
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """What a configuration reload keeps: the clock, the session store, the audit trail, the revocation
+    checker (its caches stay warm) and the instance's name."""
+
+    clock: Clock
+    store: KeyValueStore
+    audit: AuditTrail
+    revocation: RevocationChecker
+    instance: str
+
+
 def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None,
                audit_sink: AuditSink | None = None, instance_id: str | None = None,
                allow_memory_store: bool = False, revocation: RevocationChecker | None = None) -> Flask:
     clock = clock or SystemClock()
-    broker = settings.broker
-    idp_cfg = broker.idp
-    base = idp_cfg.base_url
-    sso_url, slo_url = base + SSO_PATH, base + SLO_PATH
     instance = instance_id or socket.gethostname()
-
     if store is None:
         store = build_store(settings, os.environ.get("REDIS_URL"), allow_memory=allow_memory_store)
-    sessions = SessionManager(
-        store, clock,
-        idle_timeout=broker.session.idle_timeout.timedelta,
-        absolute_timeout=broker.session.absolute_timeout.timedelta,
-        pending_timeout=broker.session.pending_login_timeout.timedelta,
-    )
     audit = build_audit_trail(settings, clock, instance, audit_sink)
-    signing = idp_cfg.signing
-    signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
     if revocation is None:
         # one fetcher and one CRL store per process; the session store doubles as the shared revocation cache
         fetcher = HttpFetcher()
         revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=store),
                                        fetcher=fetcher, shared=store)
-    validator = CertificateValidator(settings.trust, clock, revocation)
-    deps = FlowDeps(
-        settings=settings,
-        clock=clock,
-        validator=validator,
-        sessions=sessions,
-        audit=audit,
-        parser=AuthnRequestParser(settings, clock, sso_url),
-        responses=ResponseBuilder(idp_cfg.entity_id, signer, clock,
-                                  assertion_lifetime=idp_cfg.assertion_lifetime.timedelta,
-                                  clock_skew=idp_cfg.clock_skew.timedelta),
-        nameids=NameIdIssuer(idp_cfg.nameid_key.value),
-        certificate_sources=CertificateSourceResolver(broker.client_certificate.proxy),
-    )
-    sp_peers = {sp.entity_id: LogoutPeer(sp.entity_id, sp.metadata.signing_certificates, sp.metadata.slo())
-                for sp in settings.service_providers.values()}
-    toward_sps = LogoutMessages(
-        entity_id=idp_cfg.entity_id, slo_url=slo_url, sender=MessageSender(signer, signing.key.key), clock=clock,
-        max_bytes=idp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
-        max_age=idp_cfg.request_max_age.timedelta, peer=sp_peers.get, unknown_issuer_reason="sp_unknown")
-    sp_metadata = None
-    upstream = None
-    toward_idps = None
-    if broker.sp is not None:
-        sp_cfg = broker.sp
-        sp_signer = XmlSigner(sp_cfg.signing.key.pem, sp_cfg.signing.certificate.certificate, sp_cfg.signing.key.key)
-        sp_sender = MessageSender(sp_signer, sp_cfg.signing.key.key)
-        sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
-                                         slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
-        idp_metadata = UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher())
-        idp_metadata.start()
-        upstream = UpstreamStep(
-            deps, Answers(deps), metadata=idp_metadata, sender=sp_sender,
-            decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),
-            sp_entity_id=sp_cfg.entity_id, acs_url=base + SP_ACS_PATH)
-        toward_idps = LogoutMessages(
-            entity_id=sp_cfg.entity_id, slo_url=base + SP_SLO_PATH, sender=sp_sender, clock=clock,
-            max_bytes=sp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
-            max_age=idp_cfg.request_max_age.timedelta, peer=_idp_peer(idp_metadata),
-            unknown_issuer_reason="logout_request_invalid")
-    flow = LoginFlow(deps, upstream)
-    logout = LogoutFlow(deps, sp_side=toward_sps, idp_side=toward_idps)
+    runtime = Runtime(clock, store, audit, revocation, instance)
 
     app = Flask("broker.web", static_folder="static", template_folder="templates",
                 root_path=os.path.join(os.path.dirname(__file__), "web"))
-    # base64 of the largest message either side accepts, plus the other form fields
-    largest = max(idp_cfg.max_message_bytes, broker.sp.max_message_bytes if broker.sp else 0)
-    app.config["MAX_CONTENT_LENGTH"] = 2 * largest + 16384
-    app.extensions["broker"] = Services(
-        settings=settings, flow=flow, logout=logout, audit=audit, sessions=sessions, validator=validator,
-        metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),
-        cookie_name=broker.session.cookie_name,
-        sp_metadata=sp_metadata,
-    )
+    app.extensions["broker_runtime"] = runtime
+    _install(app, build_services(settings, runtime))
     app.register_blueprint(idp.bp)
     app.register_blueprint(sp.bp)
     app.register_blueprint(sp.discovery)
@@ -208,6 +161,108 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     _record_configuration(settings, audit)
     atexit.register(audit.close)  # a clean shutdown seals the chain with a final checkpoint
     return app
+
+
+def build_services(settings: Settings, runtime: Runtime) -> Services:
+    """Everything that follows from a configuration: trust, SPs, municipal IdPs, keys, the login flows."""
+    clock = runtime.clock
+    broker = settings.broker
+    idp_cfg = broker.idp
+    base = idp_cfg.base_url
+    sso_url, slo_url = base + SSO_PATH, base + SLO_PATH
+    sessions = SessionManager(
+        runtime.store, clock,
+        idle_timeout=broker.session.idle_timeout.timedelta,
+        absolute_timeout=broker.session.absolute_timeout.timedelta,
+        pending_timeout=broker.session.pending_login_timeout.timedelta,
+    )
+    signing = idp_cfg.signing
+    signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
+    validator = CertificateValidator(settings.trust, clock, runtime.revocation)
+    deps = FlowDeps(
+        settings=settings,
+        clock=clock,
+        validator=validator,
+        sessions=sessions,
+        audit=runtime.audit,
+        parser=AuthnRequestParser(settings, clock, sso_url),
+        responses=ResponseBuilder(idp_cfg.entity_id, signer, clock,
+                                  assertion_lifetime=idp_cfg.assertion_lifetime.timedelta,
+                                  clock_skew=idp_cfg.clock_skew.timedelta),
+        nameids=NameIdIssuer(idp_cfg.nameid_key.value),
+        certificate_sources=CertificateSourceResolver(broker.client_certificate.proxy),
+    )
+    sp_peers = {sp.entity_id: LogoutPeer(sp.entity_id, sp.metadata.signing_certificates, sp.metadata.slo())
+                for sp in settings.service_providers.values()}
+    toward_sps = LogoutMessages(
+        entity_id=idp_cfg.entity_id, slo_url=slo_url, sender=MessageSender(signer, signing.key.key), clock=clock,
+        max_bytes=idp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
+        max_age=idp_cfg.request_max_age.timedelta, peer=sp_peers.get, unknown_issuer_reason="sp_unknown")
+    sp_metadata = None
+    upstream = None
+    toward_idps = None
+    if broker.sp is not None:
+        sp_cfg = broker.sp
+        sp_signer = XmlSigner(sp_cfg.signing.key.pem, sp_cfg.signing.certificate.certificate, sp_cfg.signing.key.key)
+        sp_sender = MessageSender(sp_signer, sp_cfg.signing.key.key)
+        sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
+                                         slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
+        idp_metadata = UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher())
+        idp_metadata.start()
+        upstream = UpstreamStep(
+            deps, Answers(deps), metadata=idp_metadata, sender=sp_sender,
+            decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),
+            sp_entity_id=sp_cfg.entity_id, acs_url=base + SP_ACS_PATH)
+        toward_idps = LogoutMessages(
+            entity_id=sp_cfg.entity_id, slo_url=base + SP_SLO_PATH, sender=sp_sender, clock=clock,
+            max_bytes=sp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
+            max_age=idp_cfg.request_max_age.timedelta, peer=_idp_peer(idp_metadata),
+            unknown_issuer_reason="logout_request_invalid")
+    return Services(
+        settings=settings, flow=LoginFlow(deps, upstream), logout=LogoutFlow(deps, sp_side=toward_sps,
+                                                                              idp_side=toward_idps),
+        audit=runtime.audit, sessions=sessions, validator=validator,
+        metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),
+        cookie_name=broker.session.cookie_name,
+        sp_metadata=sp_metadata,
+    )
+
+
+def _install(app: Flask, services: Services) -> None:
+    """Make ``services`` the ones new requests use (one reference swap: a request keeps what it started with)."""
+    settings = services.settings
+    # base64 of the largest message either side accepts, plus the other form fields
+    largest = max(settings.broker.idp.max_message_bytes, settings.broker.sp.max_message_bytes
+                  if settings.broker.sp else 0)
+    app.config["MAX_CONTENT_LENGTH"] = 2 * largest + 16384
+    app.extensions["broker"] = services
+
+
+def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
+    """Load the configuration again, validate all of it, and swap it in; sessions in the store are untouched.
+
+    An invalid configuration is refused: the running one keeps serving, the problems are logged and audited
+    (``configuration_rejected``). Returns whether the new configuration is in use.
+    """
+    runtime: Runtime = app.extensions["broker_runtime"]
+    old: Services = app.extensions["broker"]
+    directory = config_dir or old.settings.config_dir
+    try:
+        settings = load_settings(directory)
+        services = build_services(settings, runtime)
+    except ConfigError as exc:
+        log.error("configuration reload refused, the previous configuration keeps serving:\n%s", exc)
+        _try_audit(runtime.audit, AuditEvent(
+            "configuration_rejected", "failure", "-", reason="config_invalid",
+            detail="; ".join(str(i) for i in exc.issues[:5])[:1000],
+            data=MappingProxyType({"issues": len(exc.issues), "directory": str(directory)})))
+        return False
+    _install(app, services)
+    if old.flow.upstream is not None:
+        old.flow.upstream.metadata.close()
+    _record_configuration(settings, runtime.audit)
+    log.info("configuration reloaded from %s", directory)
+    return True
 
 
 def build_audit_trail(settings: Settings, clock: Clock, instance: str, sink: AuditSink | None = None) -> AuditTrail:

@@ -10,7 +10,7 @@ from broker.commands.config import config
 from broker.commands.proxy import proxy_config
 from broker.commands.readiness import readiness
 from broker.commands.revocation import revocation
-from broker.commands.run import demo, metadata, serve
+from broker.commands.run import demo, metadata, reload, serve
 
 
 @click.group()
@@ -19,7 +19,7 @@ def main() -> None:
     """Federated authentication broker for Swedish regional healthcare."""
 
 
-for command in (config, cert, revocation, readiness, proxy_config, audit, demo, serve, metadata):
+for command in (config, cert, revocation, readiness, proxy_config, audit, demo, serve, reload, metadata):
     main.add_command(command)
 
 

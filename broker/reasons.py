@@ -304,6 +304,10 @@ _ROWS: tuple[Reason, ...] = (
     Reason("audit_unavailable", "dependency", 503,
            "The audit trail cannot be written, so the broker refuses logins (fail closed).",
            "Check the audit directory: disk space, permissions, I/O errors."),
+    Reason("config_invalid", "dependency", 500,
+           "A configuration reload was refused because the configuration does not validate; the previous "
+           "configuration keeps serving.",
+           "Run `broker config check DIR`, fix what it names, and reload again."),
     Reason("internal_error", "dependency", 500,
            "An unexpected error; the audit trail and the operator log hold the reference ID.",
            "Look up the reference ID in the operator log."),

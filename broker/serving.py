@@ -1,4 +1,10 @@
-"""``broker serve``: the broker under gunicorn (HTTP; TLS terminates at the reverse proxy)."""
+"""``broker serve``: the broker under gunicorn (HTTP; TLS terminates at the reverse proxy).
+
+Configuration reload: SIGHUP to the master (``broker reload``). gunicorn calls ``on_reload`` in the master,
+where the broker loads and validates the configuration and swaps it into the preloaded app; gunicorn then
+starts new workers from that app and lets the old ones finish their requests. An invalid configuration is
+refused (logged and audited) and the new workers serve the previous one.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +15,12 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from broker.app import MemoryStoreRefused, create_app
+from broker.app import MemoryStoreRefused, create_app, reload_configuration
 from broker.config.loader import load_settings
 from broker.errors import ConfigError
 
 
-def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int) -> int:
+def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid_file: Path | None = None) -> int:
     try:
         settings = load_settings(config_dir)
         app = create_app(settings)
@@ -25,6 +31,9 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int) -> 
         sys.stderr.write(f"serve: {exc}\n")
         return 2
 
+    def on_reload(_arbiter: object) -> None:
+        reload_configuration(app, config_dir)
+
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", bind)
@@ -34,6 +43,9 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int) -> 
             self.cfg.set("accesslog", "-")
             # the app (keys, trust stores) is built once in the master and shared by forked workers
             self.cfg.set("preload_app", True)
+            self.cfg.set("on_reload", on_reload)
+            if pid_file is not None:
+                self.cfg.set("pidfile", str(pid_file))
 
         def load(self) -> Any:
             return app

@@ -37,6 +37,7 @@ EventType = Literal[
     "proxy_header_untrusted",
     "proxy_header_rejected",
     "configuration_loaded",
+    "configuration_rejected",
     "readiness_run",
     "upstream_authn_requested",
     "upstream_authn_result",

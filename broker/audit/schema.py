@@ -108,6 +108,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                   "info", {"correlation_id"},
                                   data="config_sha256 municipalities service_providers files added removed "
                                        "modified", data_required="config_sha256 files"),
+    "configuration_rejected": _spec("a configuration reload was refused; the previous configuration keeps serving",
+                                    "failure", {"correlation_id", "reason"}, data="issues directory"),
     "readiness_run": _spec("`broker readiness` ran", "success failure info", {"correlation_id"},
                            data="municipalities pass warn fail endpoints"),
     "audit_chain_started": _spec("a writer started its hash chain", "info", data="chain key_id pid",

@@ -1,7 +1,9 @@
-"""``broker demo``, ``broker serve`` and ``broker metadata``."""
+"""``broker demo``, ``broker serve``, ``broker reload`` and ``broker metadata``."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,11 +45,51 @@ def demo(workdir: Path | None, example: Path | None, host: str, port: int, check
 @click.option("--bind", default="127.0.0.1:8080", show_default=True, help="address:port to listen on (HTTP)")
 @click.option("--workers", default=2, show_default=True, type=int)
 @click.option("--threads", default=4, show_default=True, type=int)
-def serve(config_dir: Path, bind: str, workers: int, threads: int) -> None:
-    """Serve the broker under gunicorn behind a TLS-terminating proxy (Redis required)."""
+@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="write the master's PID here (for `broker reload --pid-file`)")
+def serve(config_dir: Path, bind: str, workers: int, threads: int, pid_file: Path | None) -> None:
+    """Serve the broker under gunicorn behind a TLS-terminating proxy (Redis required). SIGHUP reloads the
+    configuration."""
     from broker.serving import run_gunicorn
 
-    sys.exit(run_gunicorn(config_dir, bind=bind, workers=workers, threads=threads))
+    sys.exit(run_gunicorn(config_dir, bind=bind, workers=workers, threads=threads, pid_file=pid_file))
+
+
+@click.command()
+@click.option("--config", "config_dir", required=True, envvar="BROKER_CONFIG", type=click.Path(path_type=Path))
+@click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="the PID file `broker serve --pid-file` writes")
+@click.option("--pid", type=int, help="the PID of the broker (gunicorn master, or the demo)")
+def reload(config_dir: Path, pid_file: Path | None, pid: int | None) -> None:
+    """Validate the configuration, then tell the running broker to load it (SIGHUP).
+
+    Nothing is sent when the configuration has problems: they are listed (file:line: key: message) and the
+    exit status is 1. The broker validates again when it loads, and keeps the old configuration if the
+    files changed in between; sessions are not touched.
+    """
+    if (pid_file is None) == (pid is None):
+        raise click.UsageError("give --pid-file or --pid")
+    try:
+        load_settings(config_dir)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(str(issue), err=True)
+        click.echo(f"{len(exc.issues)} problem(s): nothing reloaded", err=True)
+        sys.exit(1)
+    if pid is None:
+        assert pid_file is not None
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            raise click.ClickException(f"{pid_file} holds no PID") from None
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        raise click.ClickException(f"no process {pid}") from None
+    except PermissionError:
+        raise click.ClickException(f"not allowed to signal process {pid}") from None
+    click.echo(f"configuration valid; asked process {pid} to reload it (see its log and the audit trail: "
+               "configuration_loaded or configuration_rejected)")
 
 
 @click.command()

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import os
 import shutil
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -23,7 +24,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
-from broker.app import create_app
+from broker.app import create_app, reload_configuration
 from broker.config.loader import load_settings
 from broker.demo.check import run_checks
 from broker.demo.idp import DEMO_IDP_USERS, DemoIdp, demo_idp_app
@@ -76,6 +77,7 @@ def build_server(workdir: Path, example: Path, host: str, port: int, *, regenera
         _close()
 
     server.server_close = server_close  # type: ignore[method-assign]
+    server.broker_app = broker_app  # type: ignore[attr-defined]
     if quiet:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
     return server, layout, base_url
@@ -128,6 +130,9 @@ def run(workdir: Path, example: Path | None, host: str, port: int, *, check: boo
     if not check:
         sys.stdout.write(instructions(layout, base_url))
         sys.stdout.flush()
+        broker_app = server.broker_app  # type: ignore[attr-defined]
+        # `broker reload --pid <pid>` (or kill -HUP): edits in the demo's config directory take effect
+        signal.signal(signal.SIGHUP, lambda _s, _f: reload_configuration(broker_app, layout.config))
         try:
             server.serve_forever()
         except KeyboardInterrupt:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app, g, request
+from flask import current_app, g, has_request_context, request
 
 from broker.audit.events import new_correlation_id
 from broker.audit.trail import AuditTrail
@@ -31,7 +31,15 @@ class Services:
 
 
 def services() -> Services:
-    svc: Services = current_app.extensions["broker"]
+    """The services of this request: taken once per request, so a configuration reload that happens meanwhile
+    does not mix two configurations in one answer."""
+    if not has_request_context():
+        current: Services = current_app.extensions["broker"]
+        return current
+    svc: Services | None = getattr(g, "broker_services", None)
+    if svc is None:
+        svc = current_app.extensions["broker"]
+        g.broker_services = svc
     return svc
 
 

@@ -161,6 +161,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "revocation_soft_fail": {"outcome": "failure", **LOGIN, **USER, "reason": "revocation_unavailable"},
     "logout": {"outcome": "success", **LOGIN},
     "diagnose_viewed": {"outcome": "info", **LOGIN, "data": {"accepted": False}},
+    "configuration_rejected": {"outcome": "failure", "correlation_id": "-", "reason": "config_invalid"},
     "logout_propagated": {"outcome": "success", **LOGIN},
     "logout_completed": {"outcome": "success", **LOGIN},
     "proxy_header_untrusted": {"outcome": "failure", **LOGIN, "reason": "proxy_header_untrusted"},
