@@ -11,13 +11,14 @@ import atexit
 import logging
 import os
 import socket
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from broker.audit.chain import ChainSettings, ChainWriter
@@ -35,11 +36,13 @@ from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
 from broker.flow.logout import LogoutFlow
 from broker.flow.upstream import UpstreamStep
+from broker.metrics import Metrics
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.http import HttpFetcher
 from broker.pki.sources import CertificateSourceResolver
 from broker.pki.validator import CertificateValidator
+from broker.readiness.expiries import Expiry, expiries
 from broker.saml.authnrequest import AuthnRequestParser
 from broker.saml.idp_metadata import IdpMetadata
 from broker.saml.logout import LogoutMessages, LogoutPeer
@@ -50,9 +53,10 @@ from broker.saml.sp_metadata import SpMetadataDocument
 from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlenc import Decrypter
+from broker.session.activity import remember_login
 from broker.session.sessions import SessionManager
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
-from broker.web import idp, ops, sp
+from broker.web import admin, idp, ops, sp
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, correlation_id
 
@@ -100,6 +104,7 @@ class Runtime:
     audit: AuditTrail
     revocation: RevocationChecker
     instance: str
+    metrics: Metrics
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None,
@@ -110,21 +115,29 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     if store is None:
         store = build_store(settings, os.environ.get("REDIS_URL"), allow_memory=allow_memory_store)
     audit = build_audit_trail(settings, clock, instance, audit_sink)
+    app = Flask("broker.web", static_folder="static", template_folder="templates",
+                root_path=os.path.join(os.path.dirname(__file__), "web"))
+
+    def current_expiries() -> list[Expiry]:
+        services: Services = app.extensions["broker"]
+        return expiries(services.settings, services.flow.upstream.metadata if services.flow.upstream else None)
+
+    metrics = Metrics(current_expiries, clock.now)
+    audit.observe(metrics.observe_record)
+    audit.observe(lambda record: remember_login(store, record))
     if revocation is None:
         # one fetcher and one CRL store per process; the session store doubles as the shared revocation cache
         fetcher = HttpFetcher()
         revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=store),
-                                       fetcher=fetcher, shared=store)
-    runtime = Runtime(clock, store, audit, revocation, instance)
-
-    app = Flask("broker.web", static_folder="static", template_folder="templates",
-                root_path=os.path.join(os.path.dirname(__file__), "web"))
+                                       fetcher=fetcher, shared=store, observe=metrics.observe_revocation)
+    runtime = Runtime(clock, store, audit, revocation, instance, metrics)
     app.extensions["broker_runtime"] = runtime
     _install(app, build_services(settings, runtime))
     app.register_blueprint(idp.bp)
     app.register_blueprint(sp.bp)
     app.register_blueprint(sp.discovery)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(admin.bp)
 
     @app.errorhandler(BrokerError)
     def broker_error(exc: BrokerError) -> Response:
@@ -156,6 +169,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         cid = correlation_id()
         log.error("[%s] unexpected error\n%s", cid, "".join(traceback.format_exception(exc)))
         return error_page(_PlainError("internal_error"), cid)
+
+    @app.before_request
+    def start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def observe_latency(response: Response) -> Response:
+        started = getattr(g, "started", None)
+        if started is not None and request.endpoint and not request.endpoint.startswith(("static", "admin.")):
+            metrics.latency.labels(request.endpoint).observe(time.perf_counter() - started)
+        return response
 
     app.after_request(security_headers)
     _record_configuration(settings, audit)

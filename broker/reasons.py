@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
 
-Family = Literal["certificate", "proxy", "saml", "upstream", "session", "dependency", "request"]
+Family = Literal["certificate", "proxy", "saml", "upstream", "session", "dependency", "request", "operations"]
 
 # Second-level SAML status codes (SAML Core §3.2.2.2).
 _ST = "urn:oasis:names:tc:SAML:2.0:status:"
@@ -304,10 +304,6 @@ _ROWS: tuple[Reason, ...] = (
     Reason("audit_unavailable", "dependency", 503,
            "The audit trail cannot be written, so the broker refuses logins (fail closed).",
            "Check the audit directory: disk space, permissions, I/O errors."),
-    Reason("config_invalid", "dependency", 500,
-           "A configuration reload was refused because the configuration does not validate; the previous "
-           "configuration keeps serving.",
-           "Run `broker config check DIR`, fix what it names, and reload again."),
     Reason("internal_error", "dependency", 500,
            "An unexpected error; the audit trail and the operator log hold the reference ID.",
            "Look up the reference ID in the operator log."),
@@ -321,6 +317,11 @@ _ROWS: tuple[Reason, ...] = (
     Reason("method_not_allowed", "request", 405,
            "The HTTP method is not allowed for this endpoint.",
            "SAML endpoints accept GET (HTTP-Redirect) and POST (HTTP-POST) only."),
+    # --- operations (the audit trail and operators' tools; never a user's page) ---
+    Reason("config_invalid", "operations", 500,
+           "A configuration reload was refused because the configuration does not validate; the previous "
+           "configuration keeps serving.",
+           "Run `broker config check DIR`, fix what it names, and reload again."),
 )
 
 REASONS: Final = MappingProxyType({r.code: r for r in _ROWS})

@@ -8,8 +8,11 @@ refused (logged and audited) and the new workers serve the previous one.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,15 @@ from gunicorn.app.base import BaseApplication
 from broker.app import MemoryStoreRefused, create_app, reload_configuration
 from broker.config.loader import load_settings
 from broker.errors import ConfigError
+from broker.metrics import worker_exited
 
 
 def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid_file: Path | None = None) -> int:
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the workers' metrics add up through files in a fresh directory (prometheus_client multiprocess mode)
+        metrics_dir = tempfile.mkdtemp(prefix="broker-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     try:
         settings = load_settings(config_dir)
         app = create_app(settings)
@@ -34,6 +43,9 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid
     def on_reload(_arbiter: object) -> None:
         reload_configuration(app, config_dir)
 
+    def child_exit(_arbiter: object, worker: Any) -> None:
+        worker_exited(worker.pid)
+
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", bind)
@@ -44,6 +56,7 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid
             # the app (keys, trust stores) is built once in the master and shared by forked workers
             self.cfg.set("preload_app", True)
             self.cfg.set("on_reload", on_reload)
+            self.cfg.set("child_exit", child_exit)
             if pid_file is not None:
                 self.cfg.set("pidfile", str(pid_file))
 

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 from broker.audit.events import AuditEvent
@@ -78,6 +78,7 @@ class AuditTrail:
         self._instance = instance_id
         self._client_mode: ClientAddressMode = client_address
         self._forwarders = tuple(forwarders)
+        self._observers: tuple[Callable[[dict[str, Any]], None], ...] = ()
         self._local = threading.local()
 
     @property
@@ -119,12 +120,19 @@ class AuditTrail:
             record["data"] = {k: list(v) if isinstance(v, tuple) else v for k, v in event.data.items()}
         return record
 
+    def observe(self, observer: Callable[[dict[str, Any]], None]) -> None:
+        """Call ``observer`` with every record written (metrics); it must be quick and must not fail."""
+        self._observers = (*self._observers, observer)
+
     def record(self, event: AuditEvent) -> None:
         token, written = self._sink.append(self.format(event))
         self._local.pending = max(getattr(self._local, "pending", 0), token)
         for forwarder in self._forwarders:
             with contextlib.suppress(Exception):  # a copy must never cost a login
                 forwarder.submit(written)
+        for observer in self._observers:
+            with contextlib.suppress(Exception):  # nor may counting it
+                observer(written)
 
     def sync(self) -> None:
         """Make this thread's recorded events durable (fsync, shared with concurrent callers)."""

@@ -70,6 +70,11 @@ class UpstreamMetadata:
                                    f"{metadata.valid_until.isoformat()} ({state.last_error or 'not refreshed'})")
         return metadata
 
+    def current(self, municipality_id: str) -> IdpMetadata | None:
+        """The metadata held now (possibly expired), without fetching: for reports."""
+        state = self._states.get(municipality_id)
+        return state.metadata if state is not None else None
+
     def by_entity_id(self, entity_id: str) -> IdpMetadata | None:
         """Usable metadata of the municipal IdP ``entity_id`` (None: not configured, or no valid metadata)."""
         for mid, state in self._states.items():

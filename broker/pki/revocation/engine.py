@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -126,8 +126,10 @@ class RevocationChecker:
 
     def __init__(self, clock: Clock, *, crls: CrlStore, fetcher: HttpFetcher | None,
                  shared: KeyValueStore | None, retry_after: dt.timedelta = dt.timedelta(seconds=10),
-                 refresh_interval: float = 30.0) -> None:
+                 refresh_interval: float = 30.0, observe: Callable[[str, str], None] | None = None) -> None:
+        """``observe(method, result)`` hears of every lookup: result cache_hit, shared_hit, fetched or error."""
         self._clock = clock
+        self._observe = observe or (lambda _method, _result: None)
         self.crls = crls
         self._fetcher = fetcher
         self._shared = shared
@@ -200,7 +202,12 @@ class RevocationChecker:
             sources += [CrlSource(url, "url", (issuer,), policy.crl_limits(),
                                   policy.config.crl.refresh_margin.timedelta)
                         for url in distribution_point_urls(cert) if url not in known]
-        crl, state = self.crls.check(cert, issuer, sources, now, policy.skew)
+        try:
+            crl, state = self.crls.check(cert, issuer, sources, now, policy.skew)
+        except CertificateRejected as exc:
+            self._observe("crl", "revoked" if exc.reason == "revoked" else "error")
+            raise
+        self._observe("crl", "cache_hit")
         return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "crl",
                           state.source.location, crl.this_update, crl.next_update, cached=True)
 
@@ -226,13 +233,20 @@ class RevocationChecker:
                 self._refresh_ahead(key, cert, issuer, policy, cached.url)
             return self._status(cert, cached, cached=True)
         url = urls[0]
-        return self._status(cert, self._fetch_ocsp(key, url, cert, issuer, policy, now), cached=False)
+        try:
+            fetched = self._fetch_ocsp(key, url, cert, issuer, policy, now)
+        except CertificateRejected:
+            self._observe("ocsp", "error")
+            raise
+        self._observe("ocsp", "fetched")
+        return self._status(cert, fetched, cached=False)
 
     def _cached(self, key: str, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
                 now: dt.datetime) -> _Cached | None:
         with self._lock:
             entry = self._cache.get(key)
         if entry is not None and now < entry.expires:
+            self._observe("ocsp", "cache_hit")
             return entry
         if self._shared is None:
             return None
@@ -257,7 +271,10 @@ class RevocationChecker:
             log.warning("ignoring unusable shared OCSP response for %s: %s", key, exc)
             return None
         entry = self._remember(key, url, answer, policy, now, der=None, not_after=shared_expiry)
-        return entry if now < entry.expires else None
+        if now >= entry.expires:
+            return None
+        self._observe("ocsp", "shared_hit")
+        return entry
 
     def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
                   *, der: bytes | None, not_after: dt.datetime | None = None) -> _Cached:

@@ -1,0 +1,95 @@
+"""Prometheus metrics: logins by outcome, reason and municipality; latency; revocation lookups; expiries.
+
+Counts come from the audit trail's records (one source of truth: what is counted is what was recorded)
+and from the revocation checker's lookups. Expiries are read from the live configuration at scrape
+time. Under gunicorn the workers' counts are added up through prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by ``broker serve``); in one process a registry of this object's own.
+
+Label values are bounded: reasons are reason codes, municipalities are configured ids, endpoints are
+route names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
+
+from broker.readiness.expiries import Expiry
+
+# success: an assertion went to the SP; failure: the login stopped here, with this reason
+_LOGIN_FAILURES = {"certificate_rejected", "login_refused", "saml_request_rejected", "session_revoked"}
+_LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _ExpiryCollector(Collector):
+    def __init__(self, expiries: Callable[[], list[Expiry]], now: Callable[[], dt.datetime]) -> None:
+        self._expiries = expiries
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "broker_days_until_expiry", "Days until a trust anchor, intermediate, IdP metadata or broker key expires "
+            "(negative: expired)", labels=["kind", "municipality", "subject"])
+        now = self._now()
+        for e in self._expiries():
+            family.add_metric([e.kind, e.municipality, e.subject], (e.not_after - now).total_seconds() / 86400)
+        yield family
+
+
+class Metrics:
+    """The broker's metrics; one per process (or per app in tests)."""
+
+    def __init__(self, expiries: Callable[[], list[Expiry]], now: Callable[[], dt.datetime]) -> None:
+        self._multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        if self._multiprocess:
+            # prometheus_client picks its value class when imported; `broker serve` may set the directory later
+            values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        self._registry = None if self._multiprocess else CollectorRegistry()
+        self.logins = Counter("broker_logins", "Logins answered: success (an assertion issued) or failure, with the "
+                              "reason code and municipality", ["outcome", "reason", "municipality"],
+                              registry=self._registry)
+        self.events = Counter("broker_audit_events", "Audit events recorded, by type and outcome",
+                              ["event", "outcome"], registry=self._registry)
+        self.latency = Histogram("broker_request_duration_seconds", "Time to answer, by endpoint", ["endpoint"],
+                                 buckets=_LATENCY_BUCKETS, registry=self._registry)
+        self.revocation = Counter("broker_revocation_lookups", "Revocation lookups: cache_hit (this process), "
+                                  "shared_hit (another instance's answer), fetched, error", ["method", "result"],
+                                  registry=self._registry)
+        self._expiry = _ExpiryCollector(expiries, now)
+        if self._registry is not None:
+            self._registry.register(self._expiry)
+
+    def observe_record(self, record: dict[str, Any]) -> None:
+        """An audit record was written: count it."""
+        event, outcome = str(record.get("event")), str(record.get("outcome"))
+        self.events.labels(event, outcome).inc()
+        municipality = str(record.get("municipality") or "")
+        if event == "assertion_issued":
+            self.logins.labels("success", "", municipality).inc()
+        elif outcome == "failure" and (event in _LOGIN_FAILURES or event == "upstream_authn_result"):
+            self.logins.labels("failure", str(record.get("reason") or ""), municipality).inc()
+
+    def observe_revocation(self, method: str, result: str) -> None:
+        self.revocation.labels(method, result).inc()
+
+    def exposition(self) -> bytes:
+        """The text format (version 0.0.4) for a scrape."""
+        if self._registry is not None:
+            return bytes(generate_latest(self._registry))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self._expiry)
+        return bytes(generate_latest(registry))
+
+
+def worker_exited(pid: int) -> None:
+    """gunicorn's child_exit: a dead worker's live gauges no longer count (its counters do)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        mark_process_dead(pid)  # type: ignore[no-untyped-call]

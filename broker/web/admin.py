@@ -1,0 +1,97 @@
+"""Operators' endpoints: /metrics (Prometheus) and /admin/status (regional IT's overview).
+
+Not public: both answer only with the bearer token of ``admin.token_file`` (HTTP Basic with the token as
+password also works, for a browser), compared in constant time; without an admin section, or without the
+token, they answer 404, as if they did not exist. The generated nginx snippet also refuses them at the
+proxy.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import threading
+import time
+
+from flask import Blueprint, Response, abort, current_app, make_response, render_template, request
+
+from broker.clock import Clock
+from broker.errors import DependencyUnavailable
+from broker.readiness.model import Report
+from broker.readiness.runner import ReadinessOptions, run
+from broker.session.activity import last_login
+from broker.web.services import services
+
+bp = Blueprint("admin", __name__)
+
+_STATUS_TTL = 60.0
+_cache: dict[str, tuple[float, Report]] = {}
+_cache_lock = threading.Lock()
+
+
+def _authorised() -> None:
+    admin = services().settings.broker.admin
+    if admin is None:
+        abort(404)
+    presented = _token()
+    if presented is None or not hmac.compare_digest(presented, admin.token_file.value):
+        abort(404)  # no hint that something is here
+
+
+def _token() -> bytes | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip().encode()
+    if scheme.lower() == "basic" and value:
+        try:
+            _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return password.encode()
+    return None
+
+
+@bp.route("/metrics", methods=["GET"])
+def metrics() -> Response:
+    _authorised()
+    response = make_response(current_app.extensions["broker_runtime"].metrics.exposition())
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+@bp.route("/admin/status", methods=["GET"])
+def status() -> Response:
+    """Every municipality: its readiness (the offline checks, refreshed each minute), what expires next, and
+    when a login last succeeded (from the shared store, so every instance's logins count)."""
+    _authorised()
+    svc = services()
+    runtime = current_app.extensions["broker_runtime"]
+    report = _report(runtime.clock)
+    last: dict[str, str | None] = {}
+    for section in report.municipalities:
+        try:
+            last[section.id] = last_login(runtime.store, section.id)
+        except DependencyUnavailable:  # the page still shows what it can
+            last[section.id] = None
+    html = render_template("admin_status.html", report=report, last=last, settings=svc.settings,
+                           generated=report.generated)
+    response = make_response(html)
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    return response
+
+
+def _report(clock: Clock) -> Report:
+    settings = services().settings
+    key = str(id(settings))  # a reload gives new settings, hence a new report
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and now - cached[0] < _STATUS_TTL:
+            return cached[1]
+    report = run(settings, clock, ReadinessOptions(network=False))
+    with _cache_lock:
+        _cache.clear()
+        _cache[key] = (now, report)
+    return report
