@@ -152,6 +152,25 @@ def load_settings(config_dir: Path) -> Settings:
                     else:
                         claimed[name] = mid
 
+    # A municipality with its own IdP is the user's choice (discovery), not a fact the IdP asserts: when
+    # several municipalities share an IdP (a joint ADFS), each must tell its own users apart, or a user of
+    # one could log in as staff of another by choosing it.
+    by_idp: dict[str, list[str]] = {}
+    for mid, mun in municipalities.items():
+        if mun.config.saml is not None:
+            by_idp.setdefault(mun.config.saml.entity_id, []).append(mid)
+    for entity_id, sharing in by_idp.items():
+        if len(sharing) < 2:
+            continue
+        for mid in sharing:
+            saml = municipalities[mid].config.saml
+            if saml is not None and saml.identity.pattern is None:
+                others = ", ".join(repr(o) for o in sharing if o != mid)
+                issues.append(sources[mid].issue(
+                    ("saml", "identity", "pattern"),
+                    f"the IdP {entity_id} also serves municipality {others}: set saml.identity.pattern so that "
+                    "only this municipality's users match (e.g. its HSA-id prefix ^SE<organisation number>-)"))
+
     sps: dict[str, ServiceProvider] = {}
     entity_ids: dict[str, str] = {}
     for sid, path in _files(config_dir, SERVICE_PROVIDERS_DIR, issues):

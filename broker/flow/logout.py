@@ -28,6 +28,8 @@ confirm.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import secrets
 from types import MappingProxyType
 from typing import Any, Literal
@@ -47,7 +49,7 @@ from broker.saml.logout import (
     LogoutResponseInfo,
 )
 from broker.saml.outbound import OutboundMessage
-from broker.session.sessions import SsoSession
+from broker.session.sessions import SsoSession, new_token
 
 Side = Literal["sp", "idp"]   # "sp": a regional SP (the broker's IdP endpoint); "idp": a municipal IdP
 
@@ -72,6 +74,12 @@ class LogoutFlow:
             info = messages.read(message)
             if not isinstance(info, LogoutRequestInfo):
                 raise SamlRejected("logout_request_invalid", "expected a LogoutRequest")
+            # a signed LogoutRequest is good once: replayed, it would end the sessions opened since
+            window = d.settings.broker.idp.request_max_age.timedelta + d.settings.broker.idp.clock_skew.timedelta
+            if not d.sessions.first_use(f"logout-request:{info.peer.entity_id}", info.request_id,
+                                        d.clock.now() + window * 2):
+                raise SamlRejected("logout_request_invalid", f"LogoutRequest {info.request_id[:100]!r} was already "
+                                                             "handled (replay)")
         except SamlRejected as exc:
             d.audit.record(AuditEvent("logout", "failure", ctx.correlation_id, reason=exc.reason,
                                       detail=exc.detail, client_address=ctx.client_address,
@@ -82,6 +90,8 @@ class LogoutFlow:
         else:
             ended, mismatch = self._end_for_idp(info, ctx), False
             identity = ended[0][1].identity if ended else None
+        # the browser's own cookie goes only if its session is among those ended
+        own = ctx.session_token is not None and d.sessions.ref(ctx.session_token) in {sid for sid, _ in ended}
         targets = self._targets(ended, exclude=info.peer.entity_id if side == "sp" else None)
         initiator = {"side": side, "peer": info.peer.entity_id, "request_id": info.request_id,
                      "relay_state": info.relay_state}
@@ -101,10 +111,13 @@ class LogoutFlow:
                                                 "browser's session"), ctx.correlation_id)
             out = messages.response(info.peer, info.request_id, info.relay_state, STATUS_REQUESTER, UNKNOWN_PRINCIPAL)
             return _deliver(out, ctx.correlation_id, None, clear_session=False)
+        binding = ctx.browser_binding or new_token()
         state = {"correlation_id": ctx.correlation_id, "initiator": initiator, "targets": targets,
                  "current": None, "failed": [], "confirmed": [],
-                 "identity": dataclasses.asdict(identity) if identity else None}
-        return self._advance(state, ctx, clear_session=bool(ended))
+                 "identity": dataclasses.asdict(identity) if identity else None,
+                 "browser": _digest(binding)}
+        fresh = binding if binding != ctx.browser_binding else None
+        return self._advance(state, ctx, clear_session=own, bind_browser=fresh)
 
     def _end_for_sp(self, info: LogoutRequestInfo, ctx: ClientContext
                     ) -> tuple[list[tuple[str, SsoSession]], Identity | None, bool]:
@@ -115,8 +128,7 @@ class LogoutFlow:
             return [], None, False  # nothing to end here: already logged out (Success, SAML Core §3.7.3.2)
         sid = d.sessions.ref(ctx.session_token)
         names = {p.name_id for p in d.sessions.participants_ref(sid) if p.sp_entity_id == info.peer.entity_id}
-        index_ok = not info.session_indexes or any(
-            secrets.compare_digest(session.session_index, i) for i in info.session_indexes)
+        index_ok = not info.session_indexes or session.session_index in info.session_indexes
         if info.name_id not in names or not index_ok:
             return [], session.identity, True
         ended = [(sid, session)]
@@ -172,7 +184,19 @@ class LogoutFlow:
     def response(self, message: InboundMessage, ctx: ClientContext, side: Side) -> Result:
         """A participant's LogoutResponse to the broker's LogoutRequest: note it and go on."""
         d = self._d
-        state = d.sessions.take_logout(message.relay_state)
+        state = d.sessions.peek_logout(message.relay_state)
+        if state is not None and not hmac.compare_digest(str(state.get("browser", "")),
+                                                         _digest(ctx.browser_binding or "")):
+            # whoever learnt the RelayState (a participant sees it) cannot take the logout over from another
+            # browser; the state stays for the user's browser
+            exc = SamlRejected("logout_response_invalid", "the LogoutResponse arrived in another browser than the "
+                                                          "logout runs in")
+            d.audit.record(AuditEvent("logout_propagated", "failure", state["correlation_id"], reason=exc.reason,
+                                      detail=exc.detail, client_address=ctx.client_address,
+                                      data=MappingProxyType({"side": side})))
+            return LoginFailed(exc, ctx.correlation_id)
+        if state is not None:
+            state = d.sessions.take_logout(message.relay_state)  # one use (None: another request took it)
         if state is None:
             exc = SamlRejected("logout_unknown", "no logout in progress for this RelayState")
             d.audit.record(AuditEvent("logout_propagated", "failure", ctx.correlation_id, reason=exc.reason,
@@ -193,8 +217,7 @@ class LogoutFlow:
             info = messages.read(message)
             if not isinstance(info, LogoutResponseInfo):
                 raise SamlRejected("logout_response_invalid", "expected a LogoutResponse")
-            if info.peer.entity_id != current.get("peer") or not secrets.compare_digest(
-                    info.in_response_to, str(current.get("request_id"))):
+            if info.peer.entity_id != current.get("peer") or info.in_response_to != current.get("request_id"):
                 raise SamlRejected("logout_response_invalid",
                                    f"InResponseTo/Issuer do not match the LogoutRequest sent to {current.get('peer')}")
             status = info.describe()
@@ -216,7 +239,8 @@ class LogoutFlow:
 
     # --- the next step -----------------------------------------------------------------------
 
-    def _advance(self, state: dict[str, Any], ctx: ClientContext, *, clear_session: bool) -> Result:
+    def _advance(self, state: dict[str, Any], ctx: ClientContext, *, clear_session: bool,
+                 bind_browser: str | None = None) -> Result:
         """Ask the next participant, or answer the initiator when none is left."""
         d = self._d
         while state["targets"]:
@@ -238,7 +262,7 @@ class LogoutFlow:
                 sp_name_qualifier=target.get("sp_name_qualifier"))
             state["current"] = {"side": target["side"], "peer": target["peer"], "request_id": request_id}
             d.sessions.put_logout(state_id, state, d.sessions.pending_timeout)
-            return _deliver(out, ctx.correlation_id, None, clear_session=clear_session)
+            return _deliver(out, ctx.correlation_id, None, clear_session=clear_session, bind_browser=bind_browser)
         return self._finish(state, ctx, clear_session)
 
     def _finish(self, state: dict[str, Any], ctx: ClientContext, clear_session: bool) -> Result:
@@ -292,7 +316,12 @@ def _identity(state: dict[str, Any]) -> Identity | None:
 
 
 def _deliver(out: OutboundMessage, correlation_id: str, name: LocalizedText | None, *,
-             clear_session: bool) -> PostToSp | Redirect:
+             clear_session: bool, bind_browser: str | None = None) -> PostToSp | Redirect:
     if out.fields:
-        return PostToSp(out.url, out.fields, correlation_id, name, clear_session=clear_session)
-    return Redirect(out.url, correlation_id, clear_session=clear_session)
+        return PostToSp(out.url, out.fields, correlation_id, name, clear_session=clear_session,
+                        bind_browser=bind_browser)
+    return Redirect(out.url, correlation_id, clear_session=clear_session, bind_browser=bind_browser)
+
+
+def _digest(binding: str) -> str:
+    return hashlib.sha256(binding.encode()).hexdigest()

@@ -21,6 +21,7 @@ class ClientContext:
     session_token: str | None
     municipality_hint: str | None = None       # ?municipality= on the SSO URL
     remembered_municipality: str | None = None  # the discovery cookie
+    browser_binding: str | None = None          # the cookie that ties logins at a municipal IdP to this browser
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class PostToSp:
     set_session: str | None = None
     clear_session: bool = False
     remember_municipality: str | None = None
+    bind_browser: str | None = None            # set the browser-binding cookie to this value
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Redirect:
     correlation_id: str
     clear_session: bool = False
     remember_municipality: str | None = None
+    bind_browser: str | None = None
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ context against what the SP asked, opens the session and answers the SP.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import hmac
 import threading
 from dataclasses import replace
 from types import MappingProxyType
@@ -37,6 +39,7 @@ from broker.saml.upstream_request import build_authn_request
 from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response, status_of
 from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import Decrypter
+from broker.session.sessions import new_token
 
 NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -83,9 +86,13 @@ class UpstreamStep:
             force_authn=info.force_authn, is_passive=info.is_passive, nameid_format=saml.nameid_format,
             class_refs=refs)
         timeout = d.settings.broker.sp.login_timeout.timedelta if d.settings.broker.sp else None
+        # the IdP's answer will be accepted only in this browser (login CSRF: an attacker's own Response posted
+        # from the victim's browser would otherwise swap the victim's session for the attacker's)
+        binding = ctx.browser_binding or new_token()
         d.sessions.put_upstream(request.request_id, {
             "request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": municipality.id,
-            "idp": idp.entity_id}, timeout or d.sessions.pending_timeout)
+            "idp": idp.entity_id, "browser": _digest(binding), "issued": d.clock.now().isoformat()},
+            timeout or d.sessions.pending_timeout)
         d.audit.record(AuditEvent(
             "upstream_authn_requested", "info", ctx.correlation_id, municipality=municipality.id, sp=sp.entity_id,
             client_address=ctx.client_address,
@@ -93,10 +100,11 @@ class UpstreamStep:
                                    "force_authn": info.force_authn, "is_passive": info.is_passive,
                                    "requested_context": refs})))
         message = request.message
+        fresh = binding if binding != ctx.browser_binding else None
         if message.binding == HTTP_POST:
             return PostToSp(message.url, message.fields, ctx.correlation_id, municipality.config.name,
-                            remember_municipality=remember)
-        return Redirect(message.url, ctx.correlation_id, remember_municipality=remember)
+                            remember_municipality=remember, bind_browser=fresh)
+        return Redirect(message.url, ctx.correlation_id, remember_municipality=remember, bind_browser=fresh)
 
     # --- back from the IdP -------------------------------------------------------------------
 
@@ -134,8 +142,15 @@ class UpstreamStep:
             gone = UpstreamRejected("upstream_in_response_to_mismatch", "the login's SP or municipality is gone")
             return self._failed(gone, ctx, None, None, municipality)
         saml = municipality.config.saml
-
-        status = status_of(root)
+        expected = pending.get("browser")
+        if expected is not None and not hmac.compare_digest(str(expected), _digest(ctx.browser_binding or "")):
+            return self._failed(UpstreamRejected("upstream_browser_mismatch",
+                                                 "the IdP's Response arrived in another browser than the login "
+                                                 "started in"), ctx, info, sp, municipality, pending)
+        try:
+            status = status_of(root)
+        except UpstreamRejected as exc:
+            return self._failed(exc, ctx, info, sp, municipality, pending)
         if status is not None:
             detail = " / ".join(status.codes) + (f": {status.message}" if status.message else "")
             if NO_PASSIVE in status.codes and info.is_passive:
@@ -157,6 +172,13 @@ class UpstreamStep:
             attributes = canonical_attributes(saml, assertion.attributes)
             identity = identity_of(saml, attributes, municipality.id)
             loa = loa_of(saml, assertion.authn_context)
+            if info.force_authn and "issued" in pending:
+                # Core §3.4.1: ForceAuthn means the IdP authenticates the user anew, after our request
+                asked = dt.datetime.fromisoformat(str(pending["issued"]))
+                if assertion.authn_instant < asked - expect.skew:
+                    raise UpstreamRejected("upstream_force_authn_ignored",
+                                           f"ForceAuthn was asked at {asked.isoformat()}, the IdP answered with an "
+                                           f"authentication of {assertion.authn_instant.isoformat()}")
             if not satisfies(loa, info.requested_contexts, info.comparison):
                 raise UpstreamRejected("upstream_authn_context_insufficient",
                                        f"the IdP returned {assertion.authn_context} ({loa.name}); the SP asked "
@@ -185,7 +207,7 @@ class UpstreamStep:
                       "name_qualifier": assertion.name_qualifier or "",
                       "sp_name_qualifier": assertion.sp_name_qualifier or "",
                       "session_index": assertion.session_index or ""},
-            authn_instant=assertion.authn_instant)
+            authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
         return self._answers.issue(info, sp, ctx, token, session, new_session=True)
 
     def _unsolicited(self, root: etree._Element, relay_state: str | None,
@@ -242,6 +264,10 @@ class UpstreamStep:
         if info is None or sp is None:
             return LoginFailed(exc, ctx.correlation_id, municipality=municipality)
         return self._answers.refuse(exc, ctx, info, sp, municipality=municipality)
+
+
+def _digest(binding: str) -> str:
+    return hashlib.sha256(binding.encode()).hexdigest()
 
 
 def _best_loa(municipality: Municipality) -> Loa:

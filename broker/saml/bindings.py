@@ -65,6 +65,10 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
     query, since re-encoding the decoded values need not reproduce what the
     sender signed.
     """
+    if not raw_query.isascii():
+        # RFC 3986 §2.1: a URL's query is percent-encoded ASCII; raw other bytes would make the signed octets
+        # (rebuilt below) differ from what the sender signed in ways a signature cannot cover
+        raise SamlRejected("saml_request_malformed", "the query string holds characters that are not percent-encoded")
     raw: dict[str, str] = {}
     for part in raw_query.split("&"):
         if not part:
@@ -84,7 +88,7 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
         if "RelayState" in raw:
             pieces.append(f"RelayState={raw['RelayState']}")
         pieces.append(f"SigAlg={raw['SigAlg']}")
-        octets = "&".join(pieces).encode("ascii", "replace")
+        octets = "&".join(pieces).encode("ascii")
     return InboundMessage(
         binding=HTTP_REDIRECT,
         parameter=parameter,

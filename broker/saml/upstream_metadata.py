@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,16 @@ class UpstreamMetadata:
             if state.metadata is not None:
                 state.fetched_at = now
         self._pid: int | None = None
+        self._stop = threading.Event()
+        # gunicorn forks workers from the master, maybe while the master's start-up fetch holds a state's lock:
+        # a child must not inherit a lock held by a thread it does not have
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(me))
+
+    def _reset_after_fork(self) -> None:
+        for state in self._states.values():
+            state.lock = threading.Lock()
+        self._pid = None
         self._stop = threading.Event()
 
     def get(self, municipality_id: str) -> IdpMetadata:
@@ -92,6 +103,8 @@ class UpstreamMetadata:
         if source is None or source.url is None:
             return
         if not state.lock.acquire(timeout=source.timeout.seconds + 1):
+            state.last_error = "a refresh already running did not finish in time"
+            log.warning("metadata of %s's IdP: %s", state.municipality.id, state.last_error)
             return
         try:
             state.last_attempt = self._clock.now()
@@ -102,7 +115,13 @@ class UpstreamMetadata:
             certs = tuple(c.certificate for c in source.signing_certificates)
             entity_id = state.municipality.config.saml.entity_id  # type: ignore[union-attr]
             verify_metadata_signature(xml, certs, self._clock.now(), entity_id, source.max_bytes)
-            state.metadata = parse_idp_metadata(xml, entity_id, source.max_bytes)
+            fetched = parse_idp_metadata(xml, entity_id, source.max_bytes)
+            held = state.metadata
+            if held is not None and held.valid_until and fetched.valid_until and fetched.valid_until < held.valid_until:
+                # an older signed copy replayed (e.g. one listing a key since withdrawn) must not roll us back
+                raise ValueError(f"the fetched metadata is older than the copy held (validUntil "
+                                 f"{fetched.valid_until.isoformat()} < {held.valid_until.isoformat()})")
+            state.metadata = fetched
             state.fetched_at = self._clock.now()
             state.last_error = None
         except (FetchError, ValueError) as exc:
@@ -162,3 +181,9 @@ class UpstreamMetadata:
 
     def close(self) -> None:
         self._stop.set()
+
+
+def _after_fork(ref: weakref.ReferenceType[UpstreamMetadata]) -> None:
+    registry = ref()
+    if registry is not None:
+        registry._reset_after_fork()

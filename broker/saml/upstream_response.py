@@ -65,6 +65,7 @@ class UpstreamAssertion:
     expires: dt.datetime          # the latest NotOnOrAfter that bounds its use (for the replay cache)
     name_qualifier: str | None = None      # kept to name the user exactly so at logout (SAML Core §3.7.1)
     sp_name_qualifier: str | None = None
+    session_not_on_or_after: dt.datetime | None = None   # the IdP's end of the session (Core §2.7.2)
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,16 @@ class ResponseValidator:
         if response_signed and root.get("Destination") is None:
             raise _reject("upstream_destination_mismatch", "a signed Response must carry Destination")
 
+        encrypted = root.find("saml:EncryptedAssertion", NS) is not None
         assertion = self._the_assertion(root)
-        assertion_signed = _verify(self._verifier, assertion, "the Assertion")
+        try:
+            assertion_signed = _verify(self._verifier, assertion, "the Assertion")
+        except UpstreamRejected as exc:
+            if encrypted and not response_signed:
+                # nothing authenticated the ciphertext (AES-CBC is malleable): telling a bad signature from a
+                # bad decryption would be an oracle (XML Encryption attacks); the detail keeps the cause
+                raise _reject("upstream_decryption_failed", f"after decryption: {exc.reason}: {exc.detail}") from None
+            raise
         required = expect.signed_element
         missing = {
             "assertion": not assertion_signed,
@@ -217,7 +226,7 @@ class ResponseValidator:
             code = "upstream_algorithm_not_allowed" if exc.algorithm else "upstream_decryption_failed"
             raise _reject(code, str(exc)) from None
         if decrypted.tag != f"{{{SAML}}}Assertion":
-            raise _reject("upstream_assertion_invalid", f"the EncryptedAssertion holds a {decrypted.tag}")
+            raise _reject("upstream_decryption_failed", f"the EncryptedAssertion holds a {decrypted.tag}")
         return decrypted
 
     @staticmethod
@@ -232,6 +241,8 @@ class ResponseValidator:
         if issuer is None or _text_only(issuer, "Issuer") != expect.idp_entity_id:
             raise _reject("upstream_issuer_mismatch",
                           f"Assertion Issuer {(issuer.text if issuer is not None else None)!r}")
+        if issuer.get("Format") not in (None, ENTITY_FORMAT):  # Profiles §4.1.4.2
+            raise _reject("upstream_issuer_mismatch", "the Assertion Issuer's Format must be entity")
 
         subject = assertion.find("saml:Subject", NS)
         if subject is None:
@@ -256,6 +267,7 @@ class ResponseValidator:
                     raise _reject("upstream_expired", f"Conditions NotOnOrAfter {until.isoformat()}")
                 not_on_or_after = max(not_on_or_after, until)
             restrictions = conditions.findall("saml:AudienceRestriction", NS)
+            _other_conditions(conditions)
         else:
             restrictions = []
         if not restrictions:
@@ -300,37 +312,60 @@ class ResponseValidator:
             expires=not_on_or_after,
             name_qualifier=name_id_el.get("NameQualifier"),
             sp_name_qualifier=name_id_el.get("SPNameQualifier"),
+            session_not_on_or_after=session_until,
         )
 
 
 def _bearer_confirmation(subject: etree._Element, expect: Expectations) -> dt.datetime:
     """A bearer SubjectConfirmation that holds (SAML Profiles §4.1.4.2, §4.1.4.3); its NotOnOrAfter."""
-    problems = []
+    problems: list[UpstreamRejected] = []
     for confirmation in subject.findall("saml:SubjectConfirmation", NS):
         if confirmation.get("Method") != CM_BEARER:
             continue
         data = confirmation.find("saml:SubjectConfirmationData", NS)
-        if data is None:
-            problems.append("no SubjectConfirmationData")
+        try:
+            if data is None:
+                raise _reject("upstream_subject_confirmation_invalid", "no SubjectConfirmationData")
+            return _bearer_data(data, expect)
+        except UpstreamRejected as exc:
+            # one confirmation that holds is enough (§4.1.4.2: "at least one"); others may name other recipients
+            problems.append(exc)
+    if not problems:
+        raise _reject("upstream_subject_confirmation_invalid", "no bearer SubjectConfirmation")
+    raise problems[0]  # the first confirmation's own reason (the usual case: there is only one)
+
+
+def _bearer_data(data: etree._Element, expect: Expectations) -> dt.datetime:
+    recipient = data.get("Recipient")
+    if recipient != expect.acs_url:
+        raise _reject("upstream_recipient_mismatch", f"Recipient {recipient!r}, expected {expect.acs_url}")
+    until = _instant(data.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")
+    if until is None:
+        raise _reject("upstream_subject_confirmation_invalid", "no NotOnOrAfter")
+    if expect.now - expect.skew >= until:
+        raise _reject("upstream_expired", f"SubjectConfirmationData NotOnOrAfter {until.isoformat()}")
+    not_before = _instant(data.get("NotBefore"), "SubjectConfirmationData NotBefore")
+    if not_before is not None and expect.now + expect.skew < not_before:
+        raise _reject("upstream_not_yet_valid", f"SubjectConfirmationData NotBefore {not_before.isoformat()}")
+    in_response_to = data.get("InResponseTo")
+    if expect.request_id is not None and in_response_to != expect.request_id:
+        raise _reject("upstream_in_response_to_mismatch", f"SubjectConfirmationData InResponseTo {in_response_to!r}")
+    if expect.request_id is None and in_response_to is not None:
+        raise _reject("upstream_in_response_to_mismatch", "SubjectConfirmationData names an unknown request")
+    return until
+
+
+def _other_conditions(conditions: etree._Element) -> None:
+    """SAML Core §2.5.1: a condition the broker does not understand makes the assertion Indeterminate, so it
+    is refused. OneTimeUse is kept by the replay cache; ProxyRestriction Count="0" forbids what the broker
+    does (issue assertions of its own on the strength of this one, §2.5.1.6)."""
+    for condition in conditions:
+        if not isinstance(condition.tag, str) or condition.tag in (f"{{{SAML}}}AudienceRestriction",
+                                                                    f"{{{SAML}}}OneTimeUse"):
             continue
-        recipient = data.get("Recipient")
-        if recipient != expect.acs_url:
-            raise _reject("upstream_recipient_mismatch", f"Recipient {recipient!r}, expected {expect.acs_url}")
-        until = _instant(data.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")
-        if until is None:
-            problems.append("no NotOnOrAfter")
+        if condition.tag == f"{{{SAML}}}ProxyRestriction":
+            if condition.get("Count") == "0":
+                raise _reject("upstream_assertion_invalid", "ProxyRestriction Count=0: the IdP forbids passing "
+                                                            "this authentication on")
             continue
-        if expect.now - expect.skew >= until:
-            raise _reject("upstream_expired", f"SubjectConfirmationData NotOnOrAfter {until.isoformat()}")
-        not_before = _instant(data.get("NotBefore"), "SubjectConfirmationData NotBefore")
-        if not_before is not None and expect.now + expect.skew < not_before:
-            raise _reject("upstream_not_yet_valid", f"SubjectConfirmationData NotBefore {not_before.isoformat()}")
-        in_response_to = data.get("InResponseTo")
-        if expect.request_id is not None and in_response_to != expect.request_id:
-            raise _reject("upstream_in_response_to_mismatch",
-                          f"SubjectConfirmationData InResponseTo {in_response_to!r}")
-        if expect.request_id is None and in_response_to is not None:
-            raise _reject("upstream_in_response_to_mismatch", "SubjectConfirmationData names an unknown request")
-        return until
-    detail = "; ".join(problems) if problems else "no bearer SubjectConfirmation"
-    raise _reject("upstream_subject_confirmation_invalid", detail)
+        raise _reject("upstream_assertion_invalid", f"unknown condition {condition.tag} (SAML Core §2.5.1)")

@@ -159,8 +159,8 @@ class XmlVerifier:
             ctx = xmlsec.SignatureContext()
             with self._lock:
                 ctx.key = candidate.key
-                ctx.register_id(element, "ID")
                 try:
+                    ctx.register_id(element, "ID")
                     ctx.verify(signature)
                 except xmlsec.Error:
                     continue
@@ -185,13 +185,22 @@ def _check_structure(signature: etree._Element, element_id: str) -> None:
     ref = references[0]
     if ref.get("URI") != "#" + element_id:
         raise SignatureRejected("the signature's Reference does not point at the signed element")
+    _only_prefix_list(c14n)
     for transform in ref.findall("ds:Transforms/ds:Transform", _NS):
         if transform.get("Algorithm") not in ALLOWED_TRANSFORMS:
             raise SignatureRejected(f"transform {transform.get('Algorithm')} is not allowed", algorithm=True)
-        if len(transform):
-            # e.g. an XPath expression: SAML signatures need none, and they open wrapping attacks
-            raise SignatureRejected("transform parameters are not allowed")
+        _only_prefix_list(transform)
     digest = ref.find("ds:DigestMethod", _NS)
     if digest is None or digest.get("Algorithm") not in ALLOWED_DIGEST_METHODS:
         alg = digest.get("Algorithm") if digest is not None else None
         raise SignatureRejected(f"digest algorithm {alg} is not allowed", algorithm=True)
+
+
+def _only_prefix_list(method: etree._Element) -> None:
+    """A transform or canonicalisation method may carry nothing but exc-c14n's InclusiveNamespaces PrefixList
+    (Shibboleth sends it): other parameters, e.g. an XPath expression, open wrapping attacks."""
+    for child in method:
+        if not isinstance(child.tag, str):
+            continue
+        if child.tag != f"{{{EXC_C14N}}}InclusiveNamespaces" or method.get("Algorithm") != EXC_C14N or len(child):
+            raise SignatureRejected("transform parameters are not allowed")

@@ -30,6 +30,8 @@ ALLOWED_DATA: Final = frozenset({
     "http://www.w3.org/2009/xmlenc11#aes192-gcm",
     "http://www.w3.org/2009/xmlenc11#aes256-gcm",
 })
+MAX_ENCRYPTED_KEYS: Final = 4
+
 ALLOWED_KEY_TRANSPORT: Final = frozenset({
     "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
     "http://www.w3.org/2009/xmlenc11#rsa-oaep",
@@ -69,6 +71,9 @@ class Decrypter:
         keys = encrypted.findall(".//xenc:EncryptedKey", _NS)
         if not keys:
             raise DecryptionRefused("no EncryptedKey for the broker")
+        if len(keys) > MAX_ENCRYPTED_KEYS:
+            # each is an RSA decryption attempt: a message full of them is work for an attacker's price
+            raise DecryptionRefused(f"{len(keys)} EncryptedKeys; at most {MAX_ENCRYPTED_KEYS} are tried")
         for encrypted_key in keys:
             key_method = encrypted_key.find("xenc:EncryptionMethod", _NS)
             transport = key_method.get("Algorithm") if key_method is not None else None
@@ -82,6 +87,7 @@ class Decrypter:
             attempt = copy.deepcopy(data[0])
             if "Type" in attempt.attrib:
                 del attempt.attrib["Type"]
+            _inline_sibling_keys(attempt, encrypted)
             try:
                 with self._lock:
                     result = xmlsec.EncryptionContext(manager).decrypt(attempt)
@@ -100,6 +106,23 @@ class Decrypter:
             raise DecryptionRefused("the EncryptedAssertion has no parent")
         parent.replace(encrypted, element)
         return element
+
+
+def _inline_sibling_keys(data: etree._Element, encrypted: etree._Element) -> None:
+    """SAML Core §6.2 lets the EncryptedKey sit beside the EncryptedData (pointed at by a RetrievalMethod, as
+    some IdPs send it): copy it into this copy's KeyInfo, where libxmlsec1 looks."""
+    siblings = encrypted.findall("xenc:EncryptedKey", _NS)
+    if not siblings or data.find(".//xenc:EncryptedKey", _NS) is not None:
+        return
+    key_info = data.find("ds:KeyInfo", _NS)
+    if key_info is None:  # its place: after EncryptionMethod, before CipherData (XML Encryption §3.1)
+        key_info = etree.Element(f"{{{_NS['ds']}}}KeyInfo")
+        method = data.find("xenc:EncryptionMethod", _NS)
+        data.insert(data.index(method) + 1 if method is not None else 0, key_info)
+    for retrieval in key_info.findall("ds:RetrievalMethod", _NS):
+        key_info.remove(retrieval)
+    for key in siblings:
+        key_info.append(copy.deepcopy(key))
 
 
 def _parse_in_context(plaintext: bytes, encrypted: etree._Element, max_bytes: int) -> etree._Element:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import json
 import secrets
 from dataclasses import asdict, dataclass, field
@@ -109,7 +110,8 @@ class SessionManager:
     def create(self, identity: Identity, loa_uri: str, correlation_id: str, *,
                certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
                certificate_der: bytes | None = None, upstream: dict[str, str] | None = None,
-               authn_instant: dt.datetime | None = None) -> tuple[str, SsoSession]:
+               authn_instant: dt.datetime | None = None,
+               not_after: dt.datetime | None = None) -> tuple[str, SsoSession]:
         """A new session; returns (cookie value, session). The cookie value is shown to no one else.
 
         A session from a municipal IdP is also indexed by (IdP, NameID), so the
@@ -122,7 +124,9 @@ class SessionManager:
             identity=identity,
             loa_uri=loa_uri,
             authn_instant=authn_instant or now,
-            expires_at=now + self.absolute_timeout,
+            # the absolute timeout, or sooner when the authentication itself ends sooner (an upstream
+            # IdP's SessionNotOnOrAfter, SAML Core §2.7.2)
+            expires_at=min(now + self.absolute_timeout, not_after) if not_after else now + self.absolute_timeout,
             last_seen=now,
             correlation_id=correlation_id,
             certificate_sha256=certificate_sha256,
@@ -211,7 +215,7 @@ class SessionManager:
 
     def find_by_session_index(self, token: str | None, session_index: str) -> SsoSession | None:
         session, _ = self.find(token)
-        if session is not None and secrets.compare_digest(session.session_index, session_index):
+        if session is not None and hmac.compare_digest(session.session_index.encode(), session_index.encode()):
             return session
         return None
 
@@ -251,6 +255,9 @@ class SessionManager:
     def put_logout(self, state_id: str, data: dict[str, Any], ttl: dt.timedelta) -> None:
         """A single logout in progress, named by the RelayState it travels with."""
         self._put("logout", state_id, data, ttl)
+
+    def peek_logout(self, state_id: str | None) -> dict[str, Any] | None:
+        return self._get("logout", state_id, take=False)
 
     def take_logout(self, state_id: str | None) -> dict[str, Any] | None:
         return self._get("logout", state_id, take=True)

@@ -7,7 +7,7 @@ from flask import Response
 from broker.flow import Discovery, LoginFailed, PostToSp, Redirect, Result
 from broker.flow.results import LogoutDone
 from broker.web.pages import discovery_page, error_page, logged_out_page, post_page, redirect_response
-from broker.web.services import services
+from broker.web.services import BINDING_COOKIE, services
 
 MUNICIPALITY_COOKIE = "broker_municipality"
 
@@ -36,6 +36,12 @@ def respond(result: Result) -> Response:
         response.set_cookie(svc.cookie_name, set_session, secure=True, httponly=True, samesite="None", path="/")
     if getattr(result, "clear_session", False):
         response.delete_cookie(svc.cookie_name, secure=True, httponly=True, samesite="None", path="/")
+    binding = getattr(result, "bind_browser", None)
+    if binding:
+        # ties logins at municipal IdPs and logouts in progress to this browser: sent back with the peers'
+        # cross-site POSTs and redirects (hence SameSite=None), and only to the SAML endpoints
+        response.set_cookie(BINDING_COOKIE, binding, max_age=86400, secure=True, httponly=True, samesite="None",
+                            path="/saml/")
     remember = getattr(result, "remember_municipality", None)
     if remember:
         response.set_cookie(MUNICIPALITY_COOKIE, remember, max_age=365 * 86400, secure=True, httponly=True,

@@ -30,6 +30,9 @@ class Services:
     sp_metadata: SpMetadataDocument | None = None
 
 
+BINDING_COOKIE = "broker_binding"
+
+
 def services() -> Services:
     """The services of this request: taken once per request, so a configuration reload that happens meanwhile
     does not mix two configurations in one answer."""
@@ -68,6 +71,8 @@ def client_context() -> ClientContext:
         correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"))
     address = sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
     hint = request.args.get("municipality")
+    binding = request.cookies.get(BINDING_COOKIE)
     return ClientContext(correlation_id(), address, presented, request.cookies.get(svc.cookie_name),
                          municipality_hint=hint[:200] if hint else None,
-                         remembered_municipality=request.cookies.get("broker_municipality"))
+                         remembered_municipality=request.cookies.get("broker_municipality"),
+                         browser_binding=binding if binding and len(binding) <= 128 else None)

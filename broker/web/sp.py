@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Blueprint, Response, abort, make_response, request
 
 from broker.errors import SamlRejected
@@ -57,7 +59,23 @@ def show() -> Response:
 
 @discovery.route("/discovery", methods=["POST"])
 def choose() -> Response:
+    """The user's choice. Only from the broker's own page: a choice posted from another site (login CSRF,
+    planting a remembered municipality) is refused by its Origin / Sec-Fetch-Site headers."""
+    if _cross_site():
+        return error_page(SamlRejected("cross_site_request", f"Origin {request.headers.get('Origin')!r}, "
+                                       f"Sec-Fetch-Site {request.headers.get('Sec-Fetch-Site')!r}"), correlation_id())
     form = request.form
     continuing(form.get("login", ""))
     return respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""),
                                           form.get("remember") == "1", client_context()))
+
+
+def _cross_site() -> bool:
+    """RFC 6454 Origin and Fetch Metadata: is this POST from a page of another site?"""
+    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin == "null"
+    own = urlsplit(services().settings.broker.idp.base_url)
+    return origin.rstrip("/") != f"{own.scheme}://{own.netloc}"

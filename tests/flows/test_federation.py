@@ -522,7 +522,11 @@ class TestTwoInstances:
                                                      idp: DemoIdp, config_dir: Path) -> None:
         url = sp.login_url()
         at = start(browser, idp, url)  # instance a: AuthnRequest, discovery, on to the IdP
+        # the same browser (its cookies) reaches instance b
         on_b = open_browser(app_b, None)
+        binding = browser.client.get_cookie("broker_binding", domain="localhost", path="/saml/")
+        assert binding is not None
+        on_b.client.set_cookie("broker_binding", binding.value, domain="localhost", path="/saml/")
         answer = back_to_broker(on_b, idp.respond(at.request, at.relay_state, KARIN))  # instance b: the ACS
         result = sp.accept(saml_response_form(answer)[1]["SAMLResponse"])
         assert (result.loa, result.attributes["employeeHsaId"]) == (LOA3, ["SE2120003005-K001"])

@@ -653,7 +653,11 @@ def test_logout_continues_on_another_instance(settings: Settings, browser: Brows
 
     second = create_app(settings, store=RedisStore(redis_url, prefix=redis_prefix), instance_id="test-2")
     answer = sp_answers(sp2, to_sp2.location)
-    final = hop(open_browser(second, None).get(answer), SP1_SLO, "SAMLResponse")
+    same_browser = open_browser(second, None)  # the user's browser (its cookies), at the other instance
+    binding = browser.client.get_cookie("broker_binding", domain="localhost", path="/saml/")
+    assert binding is not None
+    same_browser.client.set_cookie("broker_binding", binding.value, domain="localhost", path="/saml/")
+    final = hop(same_browser.get(answer), SP1_SLO, "SAMLResponse")
     assert status_codes(final.root) == (SUCCESS, None)
     assert final.root.get("InResponseTo") == sent.root.get("ID")
     assert final.parameters["RelayState"] == sent.parameters["RelayState"]

@@ -10,8 +10,7 @@ from urllib.parse import quote
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
 
 from tests.factories.saml import BASE_URL, Browser, xmlsec_binary

@@ -1,0 +1,311 @@
+"""Attacks on the federated login and logout, and the edge cases of SAML's semantics through a proxy.
+
+Each test describes the attack or the failing scenario, does it against the real app (demo SP → broker →
+Kommun C's pysaml2 IdP), and asserts what the broker does about it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from lxml import etree
+from werkzeug.test import TestResponse
+
+from broker.app import create_app
+from broker.clock import FixedClock
+from broker.config.loader import Settings
+from broker.demo.idp import DemoIdp
+from broker.demo.sp import DemoSp
+from broker.session.store import RedisStore
+from tests.corpus.upstream.generate import NS, KeyPair, sign
+from tests.factories.authnrequests import open_browser
+from tests.factories.idp import ACS_URL, KARIN, LARS, make_idp, to_idp
+from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
+from tests.flows.conftest import audit_lines
+
+COOKIE = "broker_session"
+KARIN_HSA_ID = "SE2120003005-K001"
+
+
+# --- helpers --------------------------------------------------------------------------------------------------
+
+
+def idp_keys(demo_material: Any) -> KeyPair:
+    root = Path(demo_material.root) / "idp"
+    return KeyPair((root / "idp.key").read_bytes(), (root / "idp.crt").read_bytes())
+
+
+def resigned(fields: dict[str, str], demo_material: Any, change: Any) -> dict[str, str]:
+    """The IdP's Response with ``change`` applied to its Assertion, re-signed with the IdP's own key (what a real
+    IdP would send in that situation)."""
+    root = etree.fromstring(base64.b64decode(fields["SAMLResponse"]))
+    assertion = root.find("saml:Assertion", NS)
+    assert assertion is not None
+    change(assertion)
+    sign(assertion, idp_keys(demo_material))
+    return {**fields, "SAMLResponse": base64.b64encode(etree.tostring(root)).decode()}
+
+
+def logged_in_to_sp(page: TestResponse) -> bool:
+    """The broker answered with the assertion form to the demo SP's ACS (a successful login)."""
+    if page.status_code != 200 or "X-Broker-Reason" in page.headers:
+        return False
+    try:
+        action, _ = saml_response_form(page)
+    except AssertionError:  # another page (discovery, a redirect to the IdP)
+        return False
+    return action == BASE_URL + "/demo-sp/acs"
+
+
+def set_cookie_headers(page: TestResponse) -> list[str]:
+    return [v for k, v in page.headers.items() if k.lower() == "set-cookie"]
+
+
+def instant(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- login CSRF / session swapping at the ACS --------------------------------------------------------
+
+
+def test_response_to_a_login_started_in_another_browser_is_refused(
+        app: Flask, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The pending upstream login is found by InResponseTo alone: nothing ties it to the browser that started
+    it. The attacker (Lars, a Kommun C user) starts a login in HIS browser, authenticates at Kommun C, keeps the
+    IdP's auto-submit form instead of submitting it, and makes the victim's browser post it cross-site to
+    /saml/sp/acs (the broker's session cookie is SameSite=None, so it goes along; no Origin/state check).
+
+    The broker ends the victim's own session (Karin), opens one for Lars in the victim's browser (new
+    broker_session cookie) and posts Lars's assertion there. Even an SP that refuses that Response (its own
+    InResponseTo is bound to the attacker's browser) does not help: the victim's NEXT login at any SP is
+    answered from the swapped broker session, as Lars (login CSRF / session swapping).
+
+    Defence: the upstream request is bound to the browser that started it (a random value in a
+    Secure/HttpOnly/SameSite=None cookie set with the redirect to the IdP, its hash stored with the pending
+    request, compared at the ACS): a Response from another browser is refused (upstream_browser_mismatch)."""
+    victim = open_browser(app, None)
+    victim_at = to_idp(victim, idp, victim.get(sp.login_url()))
+    assert logged_in_to_sp(victim.post(ACS_URL, idp.respond(victim_at.request, victim_at.relay_state,
+                                                             KARIN).fields))   # Karin's own broker session
+
+    attacker = open_browser(app, None)
+    at = to_idp(attacker, idp, attacker.get(sp.login_url()))
+    forged_form = idp.respond(at.request, at.relay_state, LARS)   # never submitted by the attacker
+
+    csrf = victim.post(ACS_URL, forged_form.fields)               # the attacker's page auto-submits it
+    later = victim.get(sp.login_url())                            # the victim logs in to an SP later on
+
+    assert logged_in_to_sp(later)
+    users = [e["user"] for e in audit_lines(config_dir) if e["event"] == "assertion_issued"]
+    assert users[-1] == KARIN_HSA_ID, \
+        f"the victim's browser is now logged in as the attacker: assertions issued to it: {users}"
+    assert not logged_in_to_sp(csrf)
+
+
+# --- ForceAuthn is passed upstream, and its result checked --------------------------------------
+
+
+def test_force_authn_refuses_an_upstream_assertion_from_an_earlier_authentication(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, demo_material: Any, config_dir: Path) -> None:
+    """SAML Core §3.4.1: with ForceAuthn the IdP MUST authenticate the presenter directly. The broker passes
+    ForceAuthn upstream, but accepts whatever AuthnInstant comes back. An IdP that ignores ForceAuthn (ADFS
+    with Windows integrated authentication, an IdP SSO session) answers with the authentication of two hours
+    ago; the broker issues it to the SP, which asked for a fresh authentication (e.g. before signing).
+
+    Defence: with ForceAuthn, an upstream AuthnInstant older than the upstream AuthnRequest (minus the clock
+    skew) is refused (upstream_force_authn_ignored)."""
+    browser.certificate_pem = None
+    at = to_idp(browser, idp, browser.get(sp.login_url(force_authn=True)))
+    assert at.request.message.force_authn == "true"
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    two_hours_ago = instant(dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+
+    def old_authentication(assertion: etree._Element) -> None:
+        statement = assertion.find("saml:AuthnStatement", NS)
+        assert statement is not None
+        statement.set("AuthnInstant", two_hours_ago)
+
+    page = browser.post(ACS_URL, resigned(post.fields, demo_material, old_authentication))
+
+    assert not logged_in_to_sp(page), \
+        "ForceAuthn login accepted with an upstream AuthnInstant two hours old (no fresh authentication)"
+
+
+# --- the broker's SSO session ends with the IdP's SessionNotOnOrAfter -----------------------------------
+
+
+def test_sso_session_ends_at_the_upstream_session_not_on_or_after(
+        settings: Settings, store: RedisStore, demo_material: Any, config_dir: Path) -> None:
+    """SAML Core §2.7.2: SessionNotOnOrAfter is the instant at which the session derived from the
+    assertion MUST be considered ended. Kommun C's IdP limits Karin's session to 5 minutes; the broker keeps
+    its own SSO session for the absolute timeout (8 h) and, 10 minutes later (well within the 30 min idle
+    timeout), answers the SP from that session without asking the IdP again - and tells the SP the session
+    lasts until the broker's own 8 h expiry.
+
+    Defence: the session's expires_at (and the SessionNotOnOrAfter the broker asserts) is capped at the
+    upstream SessionNotOnOrAfter."""
+    clock = FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    app = create_app(settings, clock=clock, store=store, instance_id="test")
+    sp = make_sp(demo_material.root, app.extensions["broker"].metadata.document(), settings.broker.idp.entity_id)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    browser = open_browser(app, None)
+
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    ends = instant(clock.now() + dt.timedelta(minutes=5))
+
+    def short_session(assertion: etree._Element) -> None:
+        statement = assertion.find("saml:AuthnStatement", NS)
+        assert statement is not None
+        statement.set("SessionNotOnOrAfter", ends)
+
+    assert logged_in_to_sp(browser.post(ACS_URL, resigned(post.fields, demo_material, short_session)))
+
+    clock.advance(dt.timedelta(minutes=10))  # the IdP's session is over
+    again = browser.get(sp.login_url())
+
+    assert not logged_in_to_sp(again), \
+        "SSO from a broker session whose upstream SessionNotOnOrAfter passed 5 minutes ago"
+    reused = [e for e in audit_lines(config_dir) if e["event"] == "session_reused"]
+    assert reused == []
+
+
+# --- municipalities sharing an IdP ---------------------------------------------------------------------------
+
+
+KOMMUN_D_ORG = "2120003021"
+
+
+def _kommun_d_sharing_kommun_c_idp(config_dir: Path) -> None:
+    """Kommun D is served by the same IdP as Kommun C (a shared ADFS of two municipalities, common in Sweden).
+    The demo SP accepts Kommun D but NOT Kommun C."""
+    text = (config_dir / "municipalities" / "kommun-c.yaml").read_text(encoding="utf-8")
+    text = text.replace("sv: Kommun C", "sv: Kommun D").replace("en: Municipality C", "en: Municipality D")
+    text = text.replace('organization_number: "2120003005"', f'organization_number: "{KOMMUN_D_ORG}"')
+    assert KOMMUN_D_ORG in text
+    assert "Kommun D" in text
+    (config_dir / "municipalities" / "kommun-d.yaml").write_text(text, encoding="utf-8")
+    sp_file = config_dir / "service-providers" / "demo-sp.yaml"
+    sp_text = sp_file.read_text(encoding="utf-8")
+    assert "municipalities: [kommun-a, kommun-b, kommun-c]" in sp_text
+    sp_file.write_text(sp_text.replace("municipalities: [kommun-a, kommun-b, kommun-c]",
+                                       "municipalities: [kommun-a, kommun-b, kommun-d]"), encoding="utf-8")
+
+
+def test_municipalities_sharing_an_idp_must_tell_their_users_apart(config_dir: Path) -> None:
+    """Certificate municipalities may not share a CA ("the choice would be ambiguous"); two ``login: saml``
+    municipalities may share an IdP (a joint ADFS), but then the municipality is the user's choice on the
+    discovery page, so each must say which users are its own (saml.identity.pattern)."""
+    from broker.config.loader import load_settings
+    from broker.errors import ConfigError
+    _kommun_d_sharing_kommun_c_idp(config_dir)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config_dir)
+    problems = {(i.file, i.key) for i in raised.value.issues}
+    assert problems == {("municipalities/kommun-c.yaml", "saml.identity.pattern"),
+                        ("municipalities/kommun-d.yaml", "saml.identity.pattern")}
+
+
+def test_a_user_of_one_municipality_cannot_log_in_as_another_sharing_its_idp(
+        config_dir: Path, store: RedisStore, demo_material: Any) -> None:
+    """Karin, a Kommun C employee (HSA-id SE2120003005-...), picks Kommun D at discovery and logs in at the
+    shared IdP: Kommun D's pattern does not match her, so she is not asserted as Kommun D staff."""
+    from broker.config.loader import load_settings
+    _kommun_d_sharing_kommun_c_idp(config_dir)
+    for mid, org in (("kommun-c", "2120003005"), ("kommun-d", KOMMUN_D_ORG)):
+        path = config_dir / "municipalities" / f"{mid}.yaml"
+        text = path.read_text(encoding="utf-8")
+        pattern = f"    pattern: '^SE{org}-[A-Za-z0-9]+$'\n"
+        path.write_text(text.replace("    type: hsa_id\n", "    type: hsa_id\n" + pattern), encoding="utf-8")
+    settings = load_settings(config_dir)
+    app = create_app(settings, store=store, instance_id="test")
+    sp = make_sp(demo_material.root, app.extensions["broker"].metadata.document(), settings.broker.idp.entity_id)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    browser = open_browser(app, None)
+
+    at = to_idp(browser, idp, browser.get(sp.login_url()), municipality="kommun-d")
+    page = browser.post(ACS_URL, idp.respond(at.request, at.relay_state, KARIN).fields)
+
+    assert not logged_in_to_sp(page)
+    assert page.headers.get("X-Broker-Reason") == "upstream_identity_invalid"
+    assert [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"] == []
+
+
+# --- smaller edges -----------------------------------------------------------------------------------------------
+
+
+def test_sp_logout_request_with_a_non_ascii_session_index_is_answered_not_a_500(
+        browser: Browser, sp: DemoSp, demo_material: Any, config_dir: Path) -> None:
+    """flow/logout.py:_end_for_sp compares SessionIndexes with secrets.compare_digest, which raises TypeError
+    for non-ASCII str: an SP's (signed) LogoutRequest with SessionIndex "é" gets a 500, the session is NOT
+    ended and nothing is audited. (Same at :196 for a LogoutResponse's InResponseTo, after the logout state
+    was already taken.) These values are no secrets: plain comparison."""
+    from saml2.saml import NameID
+
+    from tests.factories.authnrequests import AuthnRequests, load_key, login, redirect_url, sp_accepts
+    craft = AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+    crafted, posted = login(browser, craft)
+    name_id: NameID = sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id).name_id
+    _, request = sp.client.create_logout_request(BASE_URL + "/saml/idp/slo", BASE_URL + "/saml/idp/metadata",
+                                                 name_id=name_id, session_indexes=["\u00e9"])
+    url = redirect_url(str(request).encode(), relay_state="r", key=load_key(demo_material.root / "sp" / "sp.key"),
+                       endpoint=BASE_URL + "/saml/idp/slo")
+
+    page = browser.get(url)
+
+    assert page.status_code != 500, "internal_error: TypeError from secrets.compare_digest"
+
+
+def test_a_response_without_status_code_is_audited_as_an_upstream_failure(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """flow/upstream.py:138 calls status_of() outside the try that audits refusals: a Response without
+    StatusCode escapes to the app's BrokerError handler. The user gets a page, but the pending login is used
+    up without an ``upstream_authn_result`` record (docs/federation.md: "Every refusal is audited as
+    upstream_authn_result"), no retry link and no error Response for the SP."""
+    browser.certificate_pem = None
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    root = etree.fromstring(base64.b64decode(post.fields["SAMLResponse"]))
+    status = root.find("{urn:oasis:names:tc:SAML:2.0:protocol}Status")
+    assert status is not None
+    status.remove(status[0])
+
+    page = browser.post(ACS_URL, {**post.fields, "SAMLResponse": base64.b64encode(etree.tostring(root)).decode()})
+
+    assert page.headers.get("X-Broker-Reason") == "upstream_response_malformed"
+    results = [(e["outcome"], e.get("reason")) for e in audit_lines(config_dir)
+               if e["event"] == "upstream_authn_result"]
+    assert results == [("failure", "upstream_response_malformed")]
+
+
+def test_an_unverified_logout_response_does_not_take_over_the_logout_in_progress(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """flow/logout.py:175 takes (GETDEL) the logout state named by RelayState BEFORE the LogoutResponse is
+    verified. Whoever learns the RelayState (it is in the URL handed to each participant SP, its logs, its
+    Referer-less redirects) can answer first, unsigned, from another browser: the chain continues THERE
+    (the municipal IdP's final LogoutResponse goes to that browser), and the real participant's answer in the
+    user's browser finds no logout ("logout_unknown"). Defence: the logout is bound to the browser it runs in
+    (the binding cookie); an answer from elsewhere is refused without consuming the state."""
+    from tests.flows.test_federation_logout import (
+        SP1,
+        SP1_SLO,
+        hop,
+        idp_logout_url,
+        karin_login,
+        logout_response_url,
+        sp_answers,
+    )
+    karin_login(browser, sp, idp)
+    to_sp = hop(browser.get(idp_logout_url(idp)), SP1_SLO, "SAMLRequest")
+    forged = logout_response_url(SP1, str(to_sp.root.get("ID")), to_sp.parameters["RelayState"], key=None)
+    open_browser(app, None).get(forged)   # unsigned, another browser
+
+    real = browser.get(sp_answers(sp, to_sp.location))
+
+    assert real.headers.get("X-Broker-Reason") != "logout_unknown", \
+        "an unsigned LogoutResponse from another browser consumed the user's logout"
