@@ -19,6 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from flask import Flask, Response, g, request
+from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
 
 from broker.audit.chain import ChainSettings, ChainWriter
@@ -30,7 +31,7 @@ from broker.audit.trail import AuditSink, AuditTrail
 from broker.clock import Clock, SystemClock
 from broker.config.loader import Settings, load_settings
 from broker.config.summary import changes, summary
-from broker.errors import AuditUnavailable, BrokerError, ConfigError, DependencyUnavailable
+from broker.errors import AuditUnavailable, BrokerError, ConfigError, DependencyUnavailable, RequestRejected
 from broker.flow import LoginFlow
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
@@ -57,6 +58,7 @@ from broker.session.activity import remember_login
 from broker.session.sessions import SessionManager
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
 from broker.web import admin, idp, ops, sp
+from broker.web.i18n import DEFAULT_LANGUAGE
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, correlation_id
 
@@ -171,8 +173,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         return error_page(_PlainError("internal_error"), cid)
 
     @app.before_request
-    def start_timer() -> None:
+    def start_timer() -> Response | None:
         g.started = time.perf_counter()
+        try:
+            request.query_string.decode("utf-8")
+        except UnicodeDecodeError:  # werkzeug would fail reading request.args anywhere below
+            g.lang = DEFAULT_LANGUAGE
+            request.args = ImmutableMultiDict()  # nothing below may read the raw query
+            return error_page(RequestRejected("request_malformed", "the query string is not UTF-8"),
+                              correlation_id())
+        return None
 
     @app.after_request
     def observe_latency(response: Response) -> Response:

@@ -69,6 +69,12 @@ class UpstreamRejected(BrokerError):
     families = ("upstream",)
 
 
+class RequestRejected(BrokerError):
+    """Plain HTTP-level refusals (size, method, origin), before any SAML is read."""
+
+    families = ("request",)
+
+
 class DependencyUnavailable(BrokerError):
     """A dependency (Redis, audit disk) failed; the broker fails closed with a 503."""
 

@@ -29,7 +29,7 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid
         # the workers' metrics add up through files in a fresh directory (prometheus_client multiprocess mode)
         metrics_dir = tempfile.mkdtemp(prefix="broker-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        atexit.register(_remove_in, os.getpid(), metrics_dir)
     try:
         settings = load_settings(config_dir)
         app = create_app(settings)
@@ -66,3 +66,10 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid
     os.environ.setdefault("SERVER_SOFTWARE", "broker")
     _App().run()
     return 0
+
+
+def _remove_in(owner: int, directory: str) -> None:
+    """Remove the metrics directory when the master exits. Forked workers inherit the atexit hooks and leave
+    through sys.exit, so a worker ending on reload would otherwise delete the files its siblings still use."""
+    if os.getpid() == owner:
+        shutil.rmtree(directory, ignore_errors=True)

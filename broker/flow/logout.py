@@ -115,7 +115,7 @@ class LogoutFlow:
         state = {"correlation_id": ctx.correlation_id, "initiator": initiator, "targets": targets,
                  "current": None, "failed": [], "confirmed": [],
                  "identity": dataclasses.asdict(identity) if identity else None,
-                 "browser": _digest(binding)}
+                 "browser": _digest(binding), "clear_cookie": own}
         fresh = binding if binding != ctx.browser_binding else None
         return self._advance(state, ctx, clear_session=own, bind_browser=fresh)
 
@@ -235,7 +235,7 @@ class LogoutFlow:
             client_address=ctx.client_address,
             data=MappingProxyType({"side": side, "peer": peer, "status": status or ""})))
         state["current"] = None
-        return self._advance(state, ctx, clear_session=True)
+        return self._advance(state, ctx, clear_session=bool(state.get("clear_cookie", True)))
 
     # --- the next step -----------------------------------------------------------------------
 

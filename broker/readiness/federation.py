@@ -26,6 +26,11 @@ def federation_checks(m: Municipality, registry: UpstreamMetadata, now: dt.datet
     try:
         idp = registry.get(m.id)
     except UpstreamRejected as exc:
+        if not network and source.url is not None:
+            # like a CRL URL offline: without the network the URL's metadata cannot be judged either way
+            return [Check("saml.metadata", "warn", "IdP metadata not fetched (offline)",
+                          f"{where}: not fetched, the check ran without the network",
+                          "Run broker readiness without --offline to fetch and verify the metadata.", where)]
         return [Check("saml.metadata", "fail", "no usable IdP metadata", f"{where}: {exc.detail}",
                       "Check the metadata URL and its signing certificate with the municipality "
                       "(signature required, validUntil in the future).", where)]

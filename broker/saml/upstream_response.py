@@ -165,21 +165,22 @@ class ResponseValidator:
         assertion = self._the_assertion(root)
         try:
             assertion_signed = _verify(self._verifier, assertion, "the Assertion")
+            required = expect.signed_element
+            missing = {
+                "assertion": not assertion_signed,
+                "response": not response_signed,
+                "both": not (assertion_signed and response_signed),
+                "either": not (assertion_signed or response_signed),
+            }[required]
+            if missing:
+                raise _reject("upstream_unsigned", f"the IdP must sign: {required}")
         except UpstreamRejected as exc:
             if encrypted and not response_signed:
-                # nothing authenticated the ciphertext (AES-CBC is malleable): telling a bad signature from a
-                # bad decryption would be an oracle (XML Encryption attacks); the detail keeps the cause
+                # nothing authenticated the ciphertext yet (AES-CBC is malleable): telling a bad or missing
+                # signature from a bad decryption would be an oracle (XML Encryption attacks); once the
+                # decrypted Assertion's signature holds, its content is authentic and later reasons are specific
                 raise _reject("upstream_decryption_failed", f"after decryption: {exc.reason}: {exc.detail}") from None
             raise
-        required = expect.signed_element
-        missing = {
-            "assertion": not assertion_signed,
-            "response": not response_signed,
-            "both": not (assertion_signed and response_signed),
-            "either": not (assertion_signed or response_signed),
-        }[required]
-        if missing:
-            raise _reject("upstream_unsigned", f"the IdP must sign: {required}")
         # the only Assertion in the document is the one just verified (or covered by the Response's signature);
         # decryption must not have added another
         if len(root.findall(f".//{{{SAML}}}Assertion")) != 1:
@@ -364,8 +365,18 @@ def _other_conditions(conditions: etree._Element) -> None:
                                                                     f"{{{SAML}}}OneTimeUse"):
             continue
         if condition.tag == f"{{{SAML}}}ProxyRestriction":
-            if condition.get("Count") == "0":
+            if _count(condition.get("Count")) == 0:
                 raise _reject("upstream_assertion_invalid", "ProxyRestriction Count=0: the IdP forbids passing "
                                                             "this authentication on")
             continue
         raise _reject("upstream_assertion_invalid", f"unknown condition {condition.tag} (SAML Core §2.5.1)")
+
+
+def _count(text: str | None) -> int | None:
+    """An xs:nonNegativeInteger ("0", "00", "+0" are all zero); None when absent or not a number."""
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None

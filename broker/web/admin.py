@@ -90,7 +90,8 @@ def _report(clock: Clock) -> Report:
         cached = _cache.get(key)
         if cached is not None and now - cached[0] < _STATUS_TTL:
             return cached[1]
-    report = run(settings, clock, ReadinessOptions(network=False))
+    # every configured municipality, suspended ones too: the overview shows them with their status
+    report = run(settings, clock, ReadinessOptions(network=False, municipalities=tuple(settings.municipalities)))
     with _cache_lock:
         _cache.clear()
         _cache[key] = (now, report)

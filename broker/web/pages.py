@@ -45,7 +45,11 @@ def _render(template: str, status: int, *, switch_url: str | None = None, **cont
     lang = language()
     other = _other(lang)
     if switch_url is None and request.method == "GET":  # "" means: no language link
-        switch_url = _with_lang(request.full_path, other)
+        try:
+            here = request.full_path
+        except UnicodeDecodeError:  # a query that is not UTF-8 (refused as request_malformed) is not repeated
+            here = request.path
+        switch_url = _with_lang(here, other)
     html = render_template(template, lang=lang, other_lang=other, ui=UI[lang],
                            lang_switch_url=switch_url, **context)
     response = make_response(html, status)

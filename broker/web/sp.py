@@ -6,7 +6,8 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, make_response, request
 
-from broker.errors import SamlRejected
+from broker.audit.events import AuditEvent
+from broker.errors import RequestRejected, SamlRejected
 from broker.saml.bindings import from_post
 from broker.web.idp import single_logout
 from broker.web.pages import discovery_page, error_page
@@ -62,8 +63,13 @@ def choose() -> Response:
     """The user's choice. Only from the broker's own page: a choice posted from another site (login CSRF,
     planting a remembered municipality) is refused by its Origin / Sec-Fetch-Site headers."""
     if _cross_site():
-        return error_page(SamlRejected("cross_site_request", f"Origin {request.headers.get('Origin')!r}, "
-                                       f"Sec-Fetch-Site {request.headers.get('Sec-Fetch-Site')!r}"), correlation_id())
+        refused = RequestRejected("cross_site_request", f"Origin {request.headers.get('Origin')!r}, "
+                                  f"Sec-Fetch-Site {request.headers.get('Sec-Fetch-Site')!r}")
+        svc = services()
+        svc.audit.record(AuditEvent("login_refused", "failure", correlation_id(), reason=refused.reason,
+                                    detail=refused.detail, client_address=request.remote_addr))
+        svc.audit.sync()
+        return error_page(refused, correlation_id())
     form = request.form
     continuing(form.get("login", ""))
     return respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""),

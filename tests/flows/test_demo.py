@@ -15,14 +15,14 @@ from broker.config.loader import load_settings
 from broker.demo.server import build_server
 from broker.pki.tls import read_client_ca_list
 from tests.conftest import EXAMPLE
-from tests.factories.redis_server import free_port
+from tests.factories.redis_server import free_port_pair
 
 
 def test_demo_check_passes_for_every_user(tmp_path: Path) -> None:
     env = {**os.environ, "BROKER_DEMO_DIR": str(tmp_path / "demo")}
     env.pop("REDIS_URL", None)  # the demo's embedded store
     result = subprocess.run(
-        [sys.executable, "-m", "broker.cli", "demo", "--check", "--port", str(free_port())],
+        [sys.executable, "-m", "broker.cli", "demo", "--check", "--port", str(free_port_pair())],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -37,7 +37,7 @@ def test_demo_check_passes_for_every_user(tmp_path: Path) -> None:
 
 
 def test_demo_server_advertises_exactly_the_municipal_cas_and_accepts_any_certificate(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_port_pair()
     server, layout, _base_url = build_server(tmp_path / "demo", EXAMPLE, "localhost", port, quiet=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -23,8 +23,8 @@ from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
 from tests.corpus.upstream.generate import NS, KeyPair, sign
-from tests.factories.authnrequests import open_browser
-from tests.factories.idp import ACS_URL, KARIN, LARS, make_idp, to_idp
+from tests.factories.authnrequests import assert_refused, open_browser, posted_response
+from tests.factories.idp import ACS_URL, KARIN, LARS, discovery_login_id, federated_login, make_idp, to_idp
 from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 
@@ -309,3 +309,189 @@ def test_an_unverified_logout_response_does_not_take_over_the_logout_in_progress
 
     assert real.headers.get("X-Broker-Reason") != "logout_unknown", \
         "an unsigned LogoutResponse from another browser consumed the user's logout"
+
+
+# --- hardening of 1d707c9: cross-site discovery posts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "null"},  # a sandboxed iframe, a data: URL, a redirect across origins
+    {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+], ids=["origin-evil", "sec-fetch-site-cross-site", "origin-null", "both"])
+def test_a_discovery_choice_posted_from_another_site_is_refused(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                                headers: dict[str, str]) -> None:
+    """An attacker's page posts a choice (and "remember my choice") into the victim's pending login: refused
+    (cross_site_request), nothing remembered, and the pending login is still the user's to continue."""
+    browser.certificate_pem = None
+    page = browser.get(sp.login_url())
+    login_id = discovery_login_id(page)
+
+    browser.headers = headers
+    refused = browser.post("/discovery", {"login": login_id, "municipality": "kommun-c", "remember": "1"})
+
+    assert_refused(refused, "cross_site_request")
+    assert not [c for c in set_cookie_headers(refused) if c.startswith(("broker_municipality=", "broker_binding="))]
+    browser.headers = {}
+    to_idp(browser, idp, page)  # the user's own choice on the broker's page goes on to the IdP
+
+
+@pytest.mark.parametrize("headers", [
+    {"Origin": BASE_URL},
+    {},
+    {"Origin": BASE_URL, "Sec-Fetch-Site": "same-origin"},
+], ids=["same-origin", "no-origin", "same-origin-fetch-metadata"])
+def test_a_discovery_choice_from_the_brokers_own_page_is_accepted(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                                  headers: dict[str, str]) -> None:
+    browser.certificate_pem = None
+    page = browser.get(sp.login_url())
+    browser.headers = headers
+    at = to_idp(browser, idp, page)
+    assert at.request.message.issuer.text == BASE_URL + "/saml/sp/metadata"
+
+
+# --- hardening of 1d707c9: replayed LogoutRequests -------------------------------------------------------------
+
+
+def _logout_events(config_dir: Path) -> list[tuple[object, object, object]]:
+    return [(e["outcome"], e.get("reason"), e.get("detail")) for e in audit_lines(config_dir) if e["event"] == "logout"]
+
+
+def test_a_replayed_sp_logout_request_is_refused(app: Flask, browser: Browser, sp: DemoSp, config_dir: Path) -> None:
+    """The SP's signed LogoutRequest is in the browser's history, the SP's logs, a proxy's: sent again after the
+    user logged in anew, it would end her new session (its NameID is the same persistent one). The second time
+    it is refused (logout_request_invalid, the detail says replay) and the new session goes on."""
+    from tests.flows.test_federation_logout import SP1_SLO, cookie, hop, sp_logout_url, sso_login, with_cookie
+    start = sp_logout_url(sp, sso_login(browser, sp))
+    hop(browser.get(start), SP1_SLO, "SAMLResponse")     # logged out; the SP gets its LogoutResponse
+    posted_response(browser.get(sp.login_url()))         # she logs in again: a new session
+
+    replayed = browser.get(start)
+
+    assert_refused(replayed, "logout_request_invalid")
+    posted_response(with_cookie(app, cookie(browser)).get(sp.login_url()))  # the new session goes on: SSO
+    (first, _, _), (outcome, code, detail) = _logout_events(config_dir)
+    assert (first, outcome, code) == ("success", "failure", "logout_request_invalid")
+    assert "replay" in str(detail)
+
+
+def test_a_replayed_idp_logout_request_is_refused(app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                  config_dir: Path) -> None:
+    """Kommun C's signed LogoutRequest for Karin (by NameID alone, no SessionIndex), replayed after she logged in
+    again, would end her new session: refused the second time."""
+    from tests.flows.test_federation_logout import (
+        KOMMUN_C_SLO,
+        SP1_SLO,
+        cookie,
+        hop,
+        idp_logout_url,
+        karin_login,
+        sp_answers,
+        with_cookie,
+    )
+    karin_login(browser, sp, idp)
+    start = idp_logout_url(idp, session_indexes=[])
+    carrier = open_browser(app, None)
+    to_sp1 = hop(carrier.get(start), SP1_SLO, "SAMLRequest")
+    hop(carrier.get(sp_answers(sp, to_sp1.location)), KOMMUN_C_SLO, "SAMLResponse")
+    karin_login(browser, sp, idp)                        # she logs in again: a new session
+
+    replayed = open_browser(app, None).get(start)
+
+    assert_refused(replayed, "logout_request_invalid")
+    posted_response(with_cookie(app, cookie(browser)).get(sp.login_url()))  # the new session goes on: SSO
+    (first, _, _), (outcome, code, detail) = _logout_events(config_dir)
+    assert (first, outcome, code) == ("success", "failure", "logout_request_invalid")
+    assert "replay" in str(detail)
+
+
+# --- hardening of 1d707c9: an IdP logout carried by a browser with a session of its own --------------------------
+
+
+def test_an_idp_logout_carried_by_another_browser_keeps_that_browsers_own_session_cookie(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """Kommun C's IdP ends Karin's session (she logged in on her own computer) through whatever browser is at the
+    IdP: here Lars's, who has a broker session of his own. Karin's session ends; Lars's must not: "the browser's
+    session cookie is cleared only if its own session ended" (docs/federation.md). Every answer the broker gives
+    along the chain (the LogoutRequest to the SP, then the LogoutResponse to the IdP) must leave his cookie be."""
+    from tests.flows.test_federation_logout import (
+        KOMMUN_C_SLO,
+        SP1_SLO,
+        cookie,
+        hop,
+        idp_logout_url,
+        karin_login,
+        sp_answers,
+        with_cookie,
+    )
+    karin_login(browser, sp, idp)
+    lars = open_browser(app, None)
+    assert logged_in_to_sp(federated_login(lars, sp, idp, LARS))   # not given to the pysaml2 SP: Karin is its user
+    lars_token = cookie(lars)
+
+    first = lars.get(idp_logout_url(idp))
+    to_sp1 = hop(first, SP1_SLO, "SAMLRequest")
+    last = lars.get(sp_answers(sp, to_sp1.location))
+    hop(last, KOMMUN_C_SLO, "SAMLResponse")
+
+    cleared = [(step, c) for step, page in (("LogoutRequest to the SP", first), ("LogoutResponse to the IdP", last))
+               for c in set_cookie_headers(page) if c.startswith(COOKIE + "=")]
+    assert cleared == [], f"Lars's broker_session cookie is touched though his session did not end: {cleared}"
+    assert lars.client.get_cookie(COOKIE) is not None
+    posted_response(lars.get(sp.login_url()))                # his session goes on: SSO from his own cookie
+    posted_response(with_cookie(app, lars_token).get(sp.login_url()))
+    logout = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+    assert [(e["outcome"], e["data"]["sessions"]) for e in logout] == [("success", 1)]  # type: ignore[index]
+
+
+# --- hardening of 1d707c9: raw non-ASCII bytes in an HTTP-Redirect query ------------------------------------------
+
+
+def _raw_query(xml: bytes, relay_state_raw: str, key: Any) -> str:
+    """An HTTP-Redirect query whose RelayState is sent as raw characters (not percent-encoded), signed over the
+    octets as such a sender would (UTF-8)."""
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from tests.factories.authnrequests import RSA_SHA256, deflate
+    encoded = quote(base64.b64encode(deflate(xml)).decode(), safe="")
+    query = f"SAMLRequest={encoded}&RelayState={relay_state_raw}&SigAlg={quote(RSA_SHA256, safe='')}"
+    signature = key.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return query + f"&Signature={quote(base64.b64encode(signature).decode(), safe='')}"
+
+
+@pytest.mark.parametrize("endpoint", ["/saml/idp/sso", "/saml/idp/slo"])
+@pytest.mark.parametrize(("raw", "reason"), [("\u00e9", "request_malformed"),
+                                             ("\u00c3\u00a9", "saml_request_malformed")],
+                         ids=["latin-1-octet", "utf-8-octets"])
+def test_a_redirect_query_with_raw_non_ascii_octets_is_malformed(browser: Browser, sp: DemoSp, demo_material: Any,
+                                                                 endpoint: str, raw: str, reason: str) -> None:
+    """``RelayState=é`` not percent-encoded (a WSGI server hands the octets on as latin-1 characters): the signed
+    octets cannot be rebuilt as the sender signed them; the request is malformed, not an internal error. A query
+    that is not even UTF-8 is refused before any SAML handling (``request_malformed``)."""
+    from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+
+    from tests.factories.authnrequests import AuthnRequests, load_key
+    key = load_key(demo_material.root / "sp" / "sp.key")
+    if endpoint.endswith("/sso"):
+        xml = AuthnRequests(sp, demo_material.root / "sp" / "sp.key").build().xml
+    else:
+        _, request = sp.client.create_logout_request(BASE_URL + endpoint, BASE_URL + "/saml/idp/metadata",
+                                                     name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text="x"))
+        xml = str(request).encode()
+
+    page = browser.client.get(endpoint, environ_base=browser._environ(),
+                              environ_overrides={"QUERY_STRING": _raw_query(xml, raw, key)})
+
+    assert_refused(page, reason)
+
+
+def test_a_percent_encoded_non_ascii_relay_state_is_fine(browser: Browser, sp: DemoSp, demo_material: Any) -> None:
+    """The control: the same RelayState percent-encoded (RFC 3986) is an ordinary login."""
+    from tests.factories.authnrequests import AuthnRequests
+    craft = AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+    posted = posted_response(browser.get(craft.redirect(craft.build(), relay_state="\u00e9")))
+    assert posted.fields["RelayState"] == "\u00e9"

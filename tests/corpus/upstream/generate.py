@@ -17,8 +17,11 @@ The functions are also used by the flow tests to change and re-sign the demo IdP
 from __future__ import annotations
 
 import argparse
+import base64
+import copy
 import datetime as dt
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,7 @@ from typing import Any
 import xmlsec
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
@@ -234,18 +237,29 @@ SIGNATURE_ALGORITHMS = {
 }
 
 
-def sign(element: etree._Element, pair: KeyPair, *, algorithm: str = "rsa-sha256") -> etree._Element:
+def sign(element: etree._Element, pair: KeyPair, *, algorithm: str = "rsa-sha256",
+         inclusive_prefixes: str | None = None, enveloped_parameter: etree._Element | None = None) -> etree._Element:
     """Add an enveloped signature (exclusive c14n, the signer's certificate in KeyInfo) after the Issuer.
 
-    An existing signature of ``element`` is replaced. Returns the ds:Signature.
+    ``inclusive_prefixes``: exc-c14n's ``InclusiveNamespaces PrefixList`` in the CanonicalizationMethod and the
+    exc-c14n Transform (as Shibboleth signs). ``enveloped_parameter``: a child element (a transform parameter,
+    e.g. ds:XPath) put into the enveloped-signature Transform before signing. An existing signature of
+    ``element`` is replaced. Returns the ds:Signature.
     """
     for old in element.findall("ds:Signature", NS):
         element.remove(old)
     method, digest = SIGNATURE_ALGORITHMS[algorithm]
     template = xmlsec.template.create(element, xmlsec.constants.TransformExclC14N, method, ns="ds")
     ref = xmlsec.template.add_reference(template, digest, uri="#" + element.get("ID", ""))
-    xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
-    xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+    enveloped = xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
+    c14n = xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+    if inclusive_prefixes is not None:
+        c14n_method = template.find("ds:SignedInfo/ds:CanonicalizationMethod", NS)
+        assert c14n_method is not None
+        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n_method, inclusive_prefixes)
+        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, inclusive_prefixes)
+    if enveloped_parameter is not None:
+        enveloped.append(enveloped_parameter)
     xmlsec.template.add_x509_data(xmlsec.template.ensure_key_info(template))
     issuer = element.find("saml:Issuer", NS)
     if issuer is not None:
@@ -274,9 +288,15 @@ def encrypt(root: etree._Element, recipient: KeyPair, *, data: str = "aes256-gcm
     """Replace the Response's Assertion by an EncryptedAssertion (SAML Core §2.3.4) for ``recipient``."""
     assertion = root.find("saml:Assertion", NS)
     assert assertion is not None
+    encrypt_element(root, assertion, recipient, data=data, key_transport=key_transport)
+
+
+def encrypt_element(root: etree._Element, element: etree._Element, recipient: KeyPair, *, data: str = "aes256-gcm",
+                    key_transport: str = "rsa-oaep") -> None:
+    """Replace ``element`` (a child of the Response ``root``) by an EncryptedAssertion holding it, encrypted."""
     wrapper = etree.Element(f"{{{SAML}}}EncryptedAssertion")
-    assertion.addprevious(wrapper)
-    wrapper.append(assertion)
+    element.addprevious(wrapper)
+    wrapper.append(element)
     transform, key_data, size = ENCRYPTION[data]
     template = xmlsec.template.encrypted_data_create(root, transform, type=xmlsec.constants.TypeEncElement,
                                                      ns="xenc")
@@ -288,7 +308,7 @@ def encrypt(root: etree._Element, recipient: KeyPair, *, data: str = "aes256-gcm
     manager.add_key(xmlsec.Key.from_memory(recipient.cert_pem, xmlsec.constants.KeyDataFormatCertPem, None))
     ctx = xmlsec.EncryptionContext(manager)
     ctx.key = xmlsec.Key.generate(key_data, size, xmlsec.constants.KeyDataTypeSession)
-    ctx.encrypt_xml(template, assertion)
+    ctx.encrypt_xml(template, element)
 
 
 def signed(f: Fields, keys: Keys, *, pair: KeyPair | None = None, algorithm: str = "rsa-sha256") -> etree._Element:
@@ -492,6 +512,182 @@ def _encrypted(data: str, key_transport: str) -> Callable[[Keys], bytes]:
     return build
 
 
+# --- hardening cases (1d707c9): encryption, conditions, confirmations, signature parameters ----------
+
+OTHER_ACS = "https://sp.elsewhere.example/acs"
+DELEGATION = "urn:oasis:names:tc:SAML:2.0:conditions:delegation"  # SAML V2.0 Condition for Delegation Restriction
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+
+
+def _reparsed(root: etree._Element) -> etree._Element:
+    """``root`` serialised and parsed again: lxml's find() does not see the nodes libxmlsec1 made until then."""
+    return parse(serialize(root))
+
+
+def _encrypted_response(keys: Keys, root: etree._Element | None = None, *, data: str = "aes256-gcm"
+                        ) -> etree._Element:
+    """``root`` (valid.xml's Response by default) with its Assertion encrypted to the broker's SP key."""
+    root = signed(Fields(), keys) if root is None else root
+    encrypt(root, keys.sp, data=data)
+    return _reparsed(root)
+
+
+def _other_recipients_key(keys: Keys, model: etree._Element) -> etree._Element:
+    """An EncryptedKey like ``model`` for another recipient (SAML Core §6.2): a session key under the foreign key
+    (RSA-OAEP), which none of the broker's keys opens."""
+    other = copy.deepcopy(model)
+    public = keys.foreign.certificate.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    value = public.encrypt(os.urandom(32), padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(),
+                                                        label=None))
+    cipher = other.find("xenc:CipherData/xenc:CipherValue", NS)
+    assert cipher is not None
+    cipher.text = base64.b64encode(value).decode()
+    return other
+
+
+def _encrypted_keys(others: int, *, beside: bool = False) -> Callable[[Keys], bytes]:
+    """valid.xml encrypted, with ``others`` EncryptedKeys of other recipients before the broker's own; ``beside``:
+    all of them beside the EncryptedData (SAML Core §6.2), the KeyInfo pointing at the broker's by a
+    ds:RetrievalMethod."""
+    def build(keys: Keys) -> bytes:
+        root = _encrypted_response(keys)
+        wrapper = root.find("saml:EncryptedAssertion", NS)
+        assert wrapper is not None
+        data = wrapper.find("xenc:EncryptedData", NS)
+        assert data is not None
+        key_info = data.find("ds:KeyInfo", NS)
+        assert key_info is not None
+        own = key_info.find("xenc:EncryptedKey", NS)
+        assert own is not None
+        for _ in range(others):
+            own.addprevious(_other_recipients_key(keys, own))
+        if beside:
+            data.set("Id", "_corpus-encrypted-data")
+            own.set("Id", "_corpus-encrypted-key")
+            for key in key_info.findall("xenc:EncryptedKey", NS):
+                wrapper.append(key)  # moves it: EncryptedAssertion = EncryptedData, EncryptedKey*
+            etree.SubElement(key_info, f"{{{DS}}}RetrievalMethod", URI="#_corpus-encrypted-key",
+                             Type=XENC + "EncryptedKey")
+            references = etree.SubElement(own, f"{{{XENC}}}ReferenceList")
+            etree.SubElement(references, f"{{{XENC}}}DataReference", URI="#_corpus-encrypted-data")
+        assert len(root.findall(".//xenc:EncryptedKey", NS)) == others + 1
+        return serialize(root)
+
+    return build
+
+
+def _tampered_root(keys: Keys) -> etree._Element:
+    root = signed(Fields(), keys)
+    name_id = the_assertion(root).find("saml:Subject/saml:NameID", NS)
+    assert name_id is not None
+    name_id.text = EVIL_NAME_ID
+    return root
+
+
+def _encrypted_after(make: Callable[[Keys], etree._Element], *, sign_response: bool) -> Callable[[Keys], bytes]:
+    """The Response ``make`` gives, its Assertion encrypted with AES-128-CBC (malleable: nothing but a signature
+    authenticates the ciphertext); ``sign_response``: the Response then signed by the IdP, over the ciphertext."""
+    def build(keys: Keys) -> bytes:
+        root = _encrypted_response(keys, make(keys), data="aes128-cbc")
+        if sign_response:
+            sign(root, keys.idp)
+        return serialize(root)
+
+    return build
+
+
+def _encrypted_not_an_assertion(keys: Keys) -> bytes:
+    """The EncryptedAssertion's plaintext is a NameID (as an EncryptedID would hold), not an Assertion."""
+    root = parse(response_xml(Fields()))
+    assertion = the_assertion(root)
+    name_id = etree.Element(f"{{{SAML}}}NameID", Format="urn:oasis:names:tc:SAML:2.0:nameid-format:persistent")
+    name_id.text = EVIL_NAME_ID
+    assertion.addprevious(name_id)
+    root.remove(assertion)
+    encrypt_element(root, name_id, keys.sp, data="aes128-cbc")
+    return serialize(root)
+
+
+def _signed_changed(change: Callable[[etree._Element], None], f: Fields = Fields(),
+                    **signing: Any) -> Callable[[Keys], etree._Element]:
+    """The Response for ``f`` whose Assertion, changed by ``change``, the IdP signs (``signing``: sign()'s options)."""
+    def build(keys: Keys) -> etree._Element:
+        root = parse(response_xml(f))
+        assertion = the_assertion(root)
+        change(assertion)
+        sign(assertion, keys.idp, **signing)
+        return root
+
+    return build
+
+
+def _bytes(make: Callable[[Keys], etree._Element]) -> Callable[[Keys], bytes]:
+    return lambda keys: serialize(make(keys))
+
+
+def _unsigned_root(keys: Keys) -> etree._Element:
+    return parse(response_xml(Fields()))
+
+
+def _recipient_wrong_root(keys: Keys) -> etree._Element:
+    return signed(Fields(recipient=OTHER_ACS), keys)
+
+
+def _condition(tag: str, **attributes: str) -> Callable[[etree._Element], None]:
+    """Add a condition (``tag`` in the SAML assertion namespace) after the AudienceRestriction."""
+    def change(assertion: etree._Element) -> None:
+        conditions = assertion.find("saml:Conditions", NS)
+        assert conditions is not None
+        etree.SubElement(conditions, f"{{{SAML}}}{tag}", attrib=attributes)
+
+    return change
+
+
+def _unknown_condition(assertion: etree._Element) -> None:
+    """A condition of an extension the broker does not implement (SAML Core §2.5.1.1: an xsi:type of Condition)."""
+    conditions = assertion.find("saml:Conditions", NS)
+    assert conditions is not None
+    condition = etree.SubElement(conditions, f"{{{SAML}}}Condition", nsmap={"del": DELEGATION})
+    condition.set(f"{{{XSI}}}type", "del:DelegationRestrictionType")
+    delegate = etree.SubElement(condition, f"{{{DELEGATION}}}Delegate")
+    etree.SubElement(delegate, f"{{{SAML}}}NameID").text = "https://intermediary.example/metadata"
+
+
+def _issuer_format_unspecified(assertion: etree._Element) -> None:
+    issuer = assertion.find("saml:Issuer", NS)
+    assert issuer is not None
+    issuer.set("Format", "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified")
+
+
+def _two_confirmations(*, second_expired: bool) -> Callable[[etree._Element], None]:
+    """A first bearer SubjectConfirmation for another SP's ACS before the baseline's one; ``second_expired``: the
+    baseline's one is then expired too (so both fail, each for its own reason)."""
+    def change(assertion: etree._Element) -> None:
+        confirmation = assertion.find("saml:Subject/saml:SubjectConfirmation", NS)
+        assert confirmation is not None
+        first = copy.deepcopy(confirmation)
+        first.find("saml:SubjectConfirmationData", NS).set("Recipient", OTHER_ACS)  # type: ignore[union-attr]
+        confirmation.addprevious(first)
+        if second_expired:
+            data = confirmation.find("saml:SubjectConfirmationData", NS)
+            assert data is not None
+            data.set("NotOnOrAfter", instant(NOW - dt.timedelta(minutes=10)))
+
+    return change
+
+
+def _xpath_parameter() -> etree._Element:
+    xpath = etree.Element(f"{{{DS}}}XPath", nsmap={"ds": DS})
+    xpath.text = "not(ancestor-or-self::ds:Signature)"
+    return xpath
+
+
+def _inclusive_namespaces() -> etree._Element:
+    return etree.Element(f"{{{EXC_C14N}}}InclusiveNamespaces", PrefixList="xs", nsmap={"ec": EXC_C14N})
+
+
 CASE_LIST: tuple[Case, ...] = (
     Case("valid.xml", None, "baseline: Assertion signed RSA-SHA256 / SHA-256 / exc-c14n, everything as expected",
          _valid),
@@ -562,6 +758,80 @@ CASE_LIST: tuple[Case, ...] = (
     Case("encrypted_rsa15.xml", "upstream_algorithm_not_allowed",
          "the signed Assertion encrypted with AES-256-GCM, key transport RSA PKCS#1 v1.5",
          _encrypted("aes256-gcm", "rsa-1_5")),
+    # encryption: how many EncryptedKeys, and where
+    Case("encrypted_four_keys.xml", None,
+         "valid_encrypted: four EncryptedKeys in the KeyInfo, three for other recipients (RSA-OAEP to the foreign "
+         "key) before the broker's own: the limit is 4", _encrypted_keys(3)),
+    Case("encrypted_five_keys.xml", "upstream_decryption_failed",
+         "valid_encrypted with five EncryptedKeys (four for other recipients): each is an RSA decryption, at most "
+         "4 are tried", _encrypted_keys(4), {"detail": "at most 4"}),
+    Case("encrypted_key_beside_data.xml", None,
+         "valid_encrypted with the EncryptedKey beside the EncryptedData (SAML Core §6.2), the KeyInfo pointing at "
+         "it by ds:RetrievalMethod", _encrypted_keys(0, beside=True)),
+    Case("encrypted_five_keys_beside_data.xml", "upstream_decryption_failed",
+         "five EncryptedKeys beside the EncryptedData (the limit counts those too)", _encrypted_keys(4, beside=True),
+         {"detail": "at most 4"}),
+    # encryption: one answer for every failure after decryption when nothing signed the ciphertext
+    Case("encrypted_cbc_tampered_unsigned_response.xml", "upstream_decryption_failed",
+         "tampered_after_signing's Assertion encrypted (AES-128-CBC), the Response unsigned: the bad signature "
+         "reports as a decryption failure (no oracle), the cause in the detail",
+         _encrypted_after(_tampered_root, sign_response=False), {"detail": "upstream_signature_invalid"}),
+    Case("encrypted_cbc_tampered_signed_response.xml", "upstream_signature_invalid",
+         "the same, but the IdP signed the Response (over the ciphertext): the specific reason is kept",
+         _encrypted_after(_tampered_root, sign_response=True)),
+    Case("encrypted_not_an_assertion.xml", "upstream_decryption_failed",
+         "the EncryptedAssertion decrypts (AES-128-CBC) to a NameID, not an Assertion; the Response is unsigned",
+         _encrypted_not_an_assertion, {"detail": "NameID"}),
+    Case("encrypted_cbc_unsigned_assertion.xml", "upstream_decryption_failed",
+         "unsigned.xml's Assertion encrypted (AES-128-CBC), the Response unsigned: a missing signature after "
+         "decryption is a failure after decryption too (docs/federation.md: every one reports alike)",
+         _encrypted_after(_unsigned_root, sign_response=False), {"detail": "upstream_unsigned"}),
+    Case("encrypted_cbc_recipient_wrong_unsigned_response.xml", "upstream_recipient_mismatch",
+         "recipient_wrong's signed Assertion encrypted (AES-128-CBC), the Response unsigned: once the decrypted "
+         "Assertion's signature holds its content is authentic, so the specific reason is given",
+         _encrypted_after(_recipient_wrong_root, sign_response=False)),
+    Case("encrypted_cbc_recipient_wrong_signed_response.xml", "upstream_recipient_mismatch",
+         "the same with the Response signed by the IdP: the specific reason is kept",
+         _encrypted_after(_recipient_wrong_root, sign_response=True)),
+    # conditions (SAML Core §2.5.1)
+    Case("proxy_restriction_count_0.xml", "upstream_assertion_invalid",
+         "validly signed with <ProxyRestriction Count=\"0\"/>: the IdP forbids what the broker does (issue "
+         "assertions of its own on the strength of this one)", _bytes(_signed_changed(
+             _condition("ProxyRestriction", Count="0"))), {"detail": "ProxyRestriction"}),
+    Case("proxy_restriction_count_2.xml", None,
+         "validly signed with <ProxyRestriction Count=\"2\"/>: passing on once is allowed",
+         _bytes(_signed_changed(_condition("ProxyRestriction", Count="2")))),
+    Case("one_time_use.xml", None,
+         "validly signed with <OneTimeUse/>: what the broker's replay cache does anyway",
+         _bytes(_signed_changed(_condition("OneTimeUse")))),
+    Case("unknown_condition.xml", "upstream_assertion_invalid",
+         "validly signed with a <Condition xsi:type=\"del:DelegationRestrictionType\"> the broker does not "
+         "implement: the assertion is Indeterminate (§2.5.1.1)", _bytes(_signed_changed(_unknown_condition)),
+         {"detail": "unknown condition"}),
+    Case("assertion_issuer_format_unspecified.xml", "upstream_issuer_mismatch",
+         "validly signed, the Assertion's Issuer with Format unspecified instead of entity (Profiles §4.1.4.2)",
+         _bytes(_signed_changed(_issuer_format_unspecified)), {"detail": "Format"}),
+    # several bearer SubjectConfirmations (Profiles §4.1.4.2: at least one must hold)
+    Case("two_confirmations_first_other_recipient.xml", None,
+         "validly signed, a bearer SubjectConfirmation for another SP's ACS before the one for the broker",
+         _bytes(_signed_changed(_two_confirmations(second_expired=False)))),
+    Case("two_confirmations_both_wrong.xml", "upstream_recipient_mismatch",
+         "validly signed, two bearer SubjectConfirmations: the first for another SP's ACS, the second (the "
+         "broker's) expired: the first one's reason is given", _bytes(_signed_changed(
+             _two_confirmations(second_expired=True)))),
+    # signature parameters
+    Case("inclusive_namespaces.xml", None,
+         "the Assertion signed with exclusive c14n carrying <ec:InclusiveNamespaces PrefixList=\"xs\"/> in the "
+         "CanonicalizationMethod and the Transform (as Shibboleth signs)",
+         _bytes(_signed_changed(lambda a: None, inclusive_prefixes="xs"))),
+    Case("transform_xpath_parameter.xml", "upstream_signature_invalid",
+         "validly signed, a ds:XPath parameter inside the enveloped-signature Transform (libxmlsec1 verifies it)",
+         _bytes(_signed_changed(lambda a: None, enveloped_parameter=_xpath_parameter())),
+         {"detail": "transform parameters are not allowed"}),
+    Case("inclusive_namespaces_in_enveloped_transform.xml", "upstream_signature_invalid",
+         "validly signed, InclusiveNamespaces inside the enveloped-signature Transform (it belongs to exc-c14n only)",
+         _bytes(_signed_changed(lambda a: None, enveloped_parameter=_inclusive_namespaces())),
+         {"detail": "transform parameters are not allowed"}),
 )
 
 

@@ -1,0 +1,234 @@
+"""`broker proxy-config nginx` against a real nginx, in front of a real `broker serve`.
+
+One stack per module: the example configuration (generated material) trusting 127.0.0.1/32 as its proxy,
+`broker serve` (gunicorn, 2 workers) on a loopback port with a Redis key prefix of its own, the files
+`broker proxy-config nginx --upstream <that port>` writes, and nginx (the distribution's binary) serving
+HTTPS on another loopback port with the minimal server block around the generated snippet.
+
+What is checked: the snippet passes `nginx -t`; a live handshake advertises exactly the configured CAs;
+certificates reach the broker through nginx as nginx saw them (a client's own header never does); the
+operators' endpoints are closed at the proxy; `broker readiness --endpoint` finds the CAs of Kommun A and B.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import redis
+import requests
+import yaml
+from cryptography import x509
+
+from broker.audit.query import records
+from broker.pki.tls import probe_endpoint
+from tests.factories.nginx import Nginx
+from tests.factories.serve import BrokerServe
+
+HEADER = "X-SSL-Client-Cert"
+LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
+
+
+def broker(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False, env=env)
+
+
+@dataclass
+class Stack:
+    config: Path
+    out: Path
+    users: Path
+    tls: Path
+    serve: BrokerServe
+    nginx: Nginx
+    token: str
+    redis_url: str
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.nginx.port}"
+
+    def get(self, path: str, *, user: str | None = None, headers: dict[str, str] | None = None) -> requests.Response:
+        """An HTTPS request through nginx, with ``user``'s certificate and key when given (the server
+        certificate verified against the demo TLS CA)."""
+        cert = (str(self.users / f"{user}.pem"), str(self.users / f"{user}.key")) if user else None
+        return requests.get(self.url + path, cert=cert, verify=str(self.tls / "ca.pem"), headers=headers or {},
+                            timeout=15, allow_redirects=False)
+
+    def audit(self) -> list[dict[str, Any]]:
+        return list(records([self.config / "audit"]))
+
+    def escaped(self, user: str) -> str:
+        return quote((self.users / f"{user}.pem").read_text())
+
+
+def configured_cas(config: Path) -> list[x509.Certificate]:
+    """Anchors and intermediates of every certificate municipality, from the YAML files themselves."""
+    found = []
+    for path in sorted((config / "municipalities").glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        certificate = data.get("certificate")
+        if not certificate:
+            continue
+        for name in (*certificate["trust_anchors"], *certificate.get("intermediates", [])):
+            found.append(x509.load_pem_x509_certificate((config / name).read_bytes()))
+    return found
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_url: str) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("nginx-stack")
+    config = root / "config"
+    shutil.copytree(demo_material.config, config)
+    for f in (config / "audit").glob("*"):
+        f.unlink()
+    prefix = f"test:{secrets.token_hex(6)}:"
+    path = config / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
+    data["redis"] = {"url": redis_url, "key_prefix": prefix}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    serve = BrokerServe(config, root / "serve", redis_url=redis_url)
+    out = root / "proxy"
+    written = broker("proxy-config", "nginx", "--config", str(config), "--out", str(out), "--upstream", serve.url)
+    assert written.returncode == 0, written.stdout + written.stderr
+    tls = Path(demo_material.tls)
+    nginx = Nginx(root / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
+                  server_body=f"include {out / 'broker-client-auth.conf'};")
+    token = (config / "keys" / "admin.token").read_text().strip()
+    try:
+        with serve, nginx:
+            yield Stack(config, out, Path(demo_material.users), tls, serve, nginx, token, redis_url)
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# --- the generated files pass nginx -t ----------------------------------------------------------
+
+
+def test_generated_snippet_passes_nginx_t(tmp_path: Path, demo_material: Any, config_dir: Path) -> None:
+    out = tmp_path / "proxy"
+    written = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(out),
+                     "--upstream", "http://127.0.0.1:8080")
+    assert written.returncode == 0, written.stdout + written.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "broker-client-auth.conf", "broker-client-cas.pem", "broker-server.example.conf"]
+    tls = Path(demo_material.tls)
+    nginx = Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
+                  server_body=f"include {out / 'broker-client-auth.conf'};")
+    checked = nginx.check()
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
+
+
+# --- the live handshake ---------------------------------------------------------------------------
+
+
+def test_handshake_advertises_exactly_the_configured_municipal_cas(stack: Stack) -> None:
+    probe = probe_endpoint("127.0.0.1", stack.nginx.port, server_name="localhost", timeout=10)
+    assert probe.certificate_requested is True
+    expected = configured_cas(stack.config)
+    assert len(expected) == 4  # Kommun A and B: a root and an issuing CA each; Kommun C logs in with SAML
+    advertised = sorted(n.public_bytes() for n in probe.ca_names)
+    assert advertised == sorted(c.subject.public_bytes() for c in expected), \
+        [n.rfc4514_string() for n in probe.ca_names]
+
+
+# --- through nginx to the broker ------------------------------------------------------------------
+
+
+def test_client_certificate_reaches_the_broker_through_nginx(stack: Stack) -> None:
+    response = stack.get("/diagnose?format=json", user="anna")
+    assert response.status_code == 200, response.text
+    verdict = response.json()
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"], verdict["loa"]) == (
+        True, True, "kommun-a", LOA3)
+    viewed = [r for r in stack.audit() if r.get("correlation_id") == verdict["correlation_id"]]
+    assert [r["event"] for r in viewed] == ["diagnose_viewed"]
+    assert viewed[0]["data"] == {"accepted": True, "via": "proxy"}  # the header of the trusted proxy
+    assert viewed[0]["municipality"] == "kommun-a"
+
+
+def test_forged_header_without_a_certificate_never_reaches_the_broker(stack: Stack) -> None:
+    # the control: sent straight from 127.0.0.1 (the trusted proxy's address), the broker would believe it
+    direct = requests.get(stack.serve.url + "/diagnose?format=json", headers={HEADER: stack.escaped("anna")},
+                          timeout=10).json()
+    assert (direct["certificate"], direct["municipality"]) == (True, "kommun-a")
+
+    response = stack.get("/diagnose?format=json", headers={HEADER: stack.escaped("anna")})
+    assert response.status_code == 200, response.text
+    verdict = response.json()
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (False, False, None)
+    mine = [r for r in stack.audit() if r.get("correlation_id") == verdict["correlation_id"]]
+    assert [r["event"] for r in mine] == ["diagnose_viewed"]  # no proxy_header_* either: nginx dropped it
+    assert mine[0]["data"] == {"accepted": False, "via": "none"}
+
+
+@pytest.mark.parametrize("name", ["x-ssl-client-cert", "X_SSL_Client_Cert"])
+def test_forged_header_variants_never_reach_the_broker(stack: Stack, name: str) -> None:
+    """Another spelling of the header: nginx matches header names case-insensitively (replaced), and drops
+    names with underscores (gunicorn would read them as the same CGI variable)."""
+    verdict = stack.get("/diagnose?format=json", headers={name: stack.escaped("anna")}).json()
+    assert (verdict["certificate"], verdict["municipality"]) == (False, None)
+
+
+def test_forged_header_next_to_a_real_certificate_is_replaced_by_nginx(stack: Stack) -> None:
+    verdict = stack.get("/diagnose?format=json", user="bo", headers={HEADER: stack.escaped("anna")}).json()
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (True, True, "kommun-b")
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/%6Detrics", "/admin/%73tatus", "//metrics",
+                                  "/admin//status", "/metrics?x=1", "/./admin/status"])
+def test_operators_endpoints_are_closed_at_the_proxy(stack: Stack, path: str) -> None:
+    for headers in ({}, {"Authorization": f"Bearer {stack.token}"}):
+        response = stack.get(path, headers=headers)
+        assert response.status_code == 404, (path, headers, response.status_code)
+        assert "broker_logins" not in response.text
+        assert "Broker status" not in response.text
+
+
+def test_operators_endpoints_answer_the_token_behind_the_proxy(stack: Stack) -> None:
+    """The 404s above are the proxy's: the broker itself answers the same token (so it was the right one)."""
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    assert requests.get(stack.serve.url + "/metrics", headers=headers, timeout=10).status_code == 200
+    assert requests.get(stack.serve.url + "/admin/status", headers=headers, timeout=30).status_code == 200
+    through = stack.get("/metrics", headers=headers)
+    assert through.status_code == 404
+    assert "nginx" in through.text  # nginx's own error page, not the broker's
+
+
+# --- broker readiness reads the live list ------------------------------------------------------------
+
+
+def test_readiness_finds_both_certificate_municipalities_advertised(stack: Stack) -> None:
+    endpoint = stack.url
+    env = {**os.environ, "REDIS_URL": stack.redis_url}
+    result = broker("readiness", "--config", str(stack.config), "--endpoint", endpoint, "--json",
+                    "--municipality", "kommun-a", "--municipality", "kommun-b", env=env, timeout=50)
+    assert result.returncode in (0, 1), result.stderr
+    report = json.loads(result.stdout)
+    section = next(s for s in report["endpoints"] if s["id"] == endpoint)
+    assert section["certificate_requested"] is True
+    assert sorted(section["advertised"]) == sorted(c.subject.rfc4514_string() for c in configured_cas(stack.config))
+    assert {c["id"]: c["status"] for c in section["checks"]}["endpoint.ca_list"] == "pass"
+    assert "endpoint.ca_list_extra" not in [c["id"] for c in section["checks"]]
+    for municipality in ("kommun-a", "kommun-b"):
+        found = next(s for s in report["municipalities"] if s["id"] == municipality)
+        advertises = [c for c in found["checks"] if c["id"] == "endpoint.advertises" and c["subject"] == endpoint]
+        assert [c["status"] for c in advertises] == ["pass"], (municipality, advertises)

@@ -1,0 +1,91 @@
+"""The broker's own side in readiness (broker.readiness.broker_keys): its signing and decryption certificates
+and the shared session store (a real Redis, and a Redis URL on a loopback port where nothing listens)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from broker.clock import FixedClock
+from broker.config.loader import Settings
+from broker.demo.certificates import CertificateAuthority, write_key, write_pem
+from broker.readiness.model import Section
+from broker.readiness.runner import ReadinessOptions, run
+from broker.session.store import RedisStore
+from tests.factories.redis_server import free_port
+from tests.unit.readiness.configs import DAY, load, now_utc, only, set_readiness
+
+NOW = now_utc()
+
+
+def replace_key(config_dir: Path, stem: str, name: str, days_left: int) -> CertificateAuthority:
+    """keys/<stem>.key and .crt replaced by a new key whose certificate ends ``days_left`` days from now."""
+    start = NOW - 400 * DAY
+    issued = CertificateAuthority.root(name, NOW, key="ec256", valid_from=start,
+                                       valid_days=(NOW + days_left * DAY - start) // DAY)
+    write_key(config_dir / "keys" / f"{stem}.key", issued.key)
+    write_pem(config_dir / "keys" / f"{stem}.crt", issued.certificate)
+    return issued
+
+
+def broker_section(settings: Settings, store: RedisStore | None = None, now: dt.datetime = NOW) -> Section:
+    return run(settings, FixedClock(now), ReadinessOptions(network=False), store=store).broker
+
+
+def test_example_keys_pass_and_no_store_is_not_checked(config_dir: Path) -> None:
+    set_readiness(config_dir)
+    result = broker_section(load(config_dir))
+
+    assert [(c.id, c.status) for c in result.checks] == [
+        ("broker.idp_signing", "pass"), ("broker.sp_signing", "pass"), ("broker.sp_decryption", "pass")]
+    assert only(result, "broker.idp_signing").subject == "Demo Broker IdP signing"
+
+
+@pytest.mark.parametrize(("days_left", "status", "title"), [
+    (12, "warn", "IdP signing certificate expires soon"),
+    (-3, "fail", "IdP signing certificate expired"),
+])
+def test_idp_signing_certificate_expiry(config_dir: Path, days_left: int, status: str, title: str) -> None:
+    issued = replace_key(config_dir, "idp-signing", "Broker IdP signing 2025", days_left)
+    set_readiness(config_dir)
+
+    check = only(broker_section(load(config_dir)), "broker.idp_signing")
+
+    assert (check.status, check.title, check.subject) == (status, title, "Broker IdP signing 2025")
+    assert check.expires == issued.certificate.not_valid_after_utc
+    assert check.fix is not None
+    assert "SP" in check.fix
+
+
+def test_sp_signing_and_decryption_expiry(config_dir: Path) -> None:
+    replace_key(config_dir, "sp-signing", "Broker SP signing 2025", 20)
+    replace_key(config_dir, "sp-encryption", "Broker SP encryption 2025", -1)
+    set_readiness(config_dir)
+
+    result = broker_section(load(config_dir))
+
+    assert only(result, "broker.sp_signing").status == "warn"
+    decryption = only(result, "broker.sp_decryption")
+    assert (decryption.status, decryption.title) == ("fail", "SP decryption certificate expired")
+    assert result.result == "fail"
+
+
+def test_session_store_answering_passes(config_dir: Path, redis_url: str, redis_prefix: str) -> None:
+    set_readiness(config_dir)
+    check = only(broker_section(load(config_dir), RedisStore(redis_url, prefix=redis_prefix)), "broker.session_store")
+
+    assert (check.status, check.title) == ("pass", "session store answers")
+
+
+def test_session_store_down_fails(config_dir: Path) -> None:
+    set_readiness(config_dir)
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=0.5)
+
+    check = only(broker_section(load(config_dir), store), "broker.session_store")
+
+    assert (check.status, check.title) == ("fail", "session store unreachable")
+    assert "Redis PING failed" in check.evidence
+    assert check.fix is not None
+    assert "REDIS_URL" in check.fix

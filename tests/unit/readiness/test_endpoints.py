@@ -1,0 +1,356 @@
+"""What a public login endpoint really asks of browsers (broker.readiness.endpoints), read in live handshakes
+with real TLS servers on loopback (tests/factories/tls_servers.py, on the broker's own pyOpenSSL
+``ClientCertTLS``).
+
+The set-ups: the municipality's CA advertised in the CertificateRequest, missing from it, an empty list
+(a certificate requested naming no CA), no request at all (with HTTP/2 or HTTP/1.1 chosen by ALPN), a list
+larger than readiness.ca_list_warn_bytes, CA names no municipality uses, a server that demands a certificate
+and aborts without one, and endpoints that give no handshake (closed port, plain HTTP, silence).
+The municipalities' CAs are those of the example configuration (Kommun A and B), loaded by the real loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from OpenSSL import SSL
+
+from broker.config.loader import Settings
+from broker.config.schema import CertificateLogin
+from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
+from broker.readiness.model import Section
+from tests.factories.http_files import FileServer
+from tests.factories.metadata import closed_port_https_url
+from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
+from tests.unit.readiness.configs import (
+    issuing_ca,
+    load,
+    now_utc,
+    only,
+    readiness,
+    root_ca,
+    section,
+    set_readiness,
+    statuses,
+    write_certificate_municipality,
+)
+
+NOW = now_utc()
+WARN_BYTES = 12288  # readiness.ca_list_warn_bytes' default
+TIMEOUT = 3.0
+
+
+@pytest.fixture(scope="module")
+def identity() -> ServerIdentity:
+    return ServerIdentity.generate(NOW)
+
+
+@pytest.fixture(scope="module")
+def settings(demo_material, tmp_path_factory: pytest.TempPathFactory) -> Settings:  # type: ignore[no-untyped-def]
+    """The example configuration (not edited here: loaded once for the module)."""
+    import shutil
+
+    target = tmp_path_factory.mktemp("endpoints") / "config"
+    shutil.copytree(demo_material.config, target)
+    return load(target)
+
+
+def login(settings: Settings, mid: str) -> CertificateLogin:
+    cl = settings.municipalities[mid].config.certificate
+    assert cl is not None
+    return cl
+
+
+def cas(settings: Settings, mid: str) -> list[x509.Certificate]:
+    cl = login(settings, mid)
+    return [*cl.anchors(), *cl.intermediate_certificates()]
+
+
+def known(settings: Settings) -> dict[bytes, str]:
+    return configured_names({mid: tuple(cas(settings, mid)) for mid in ("kommun-a", "kommun-b")})
+
+
+@pytest.fixture
+def serve(identity: ServerIdentity) -> Iterator[object]:
+    """``serve(**TlsEndpoint options)``: a TLS endpoint on loopback, stopped after the test."""
+    started: list[TlsEndpoint] = []
+
+    def start(**options: object) -> TlsEndpoint:
+        endpoint = TlsEndpoint(identity, **options)  # type: ignore[arg-type]
+        started.append(endpoint)
+        return endpoint
+
+    yield start
+    for endpoint in started:
+        endpoint.stop()
+
+
+def probed(endpoint: TlsEndpoint) -> ProbedEndpoint:
+    return probe(endpoint.url, TIMEOUT)
+
+
+def endpoint_checks(settings: Settings, found: ProbedEndpoint, warn_bytes: int = WARN_BYTES) -> Section:
+    return endpoint_section(found, known(settings), warn_bytes)
+
+
+# --- the three set-ups: advertised, missing, empty ----------------------------------------------------------
+
+
+def test_municipal_ca_advertised_passes(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    endpoint = serve(client_cas=[*cas(settings, "kommun-a"), *cas(settings, "kommun-b")])
+    found = probed(endpoint)
+
+    result = endpoint_checks(settings, found)
+    assert [(c.id, c.status) for c in result.checks] == [("endpoint.handshake", "pass"), ("endpoint.ca_list", "pass")]
+    assert only(result, "endpoint.handshake").evidence == "TLSv1.3, ALPN http/1.1"
+    assert only(result, "endpoint.ca_list").evidence.startswith("4 CA names, ")
+    assert result.details["certificate_requested"] is True
+    assert result.details["advertised"] == [n.rfc4514_string() for n in endpoint.advertised]
+
+    for mid in ("kommun-a", "kommun-b"):
+        check = advertised_check(login(settings, mid), found)
+        assert (check.id, check.status, check.subject) == ("endpoint.advertises", "pass", endpoint.url)
+        assert check.fix is None
+
+
+@pytest.mark.parametrize("which", ["root", "issuing"])
+def test_root_or_issuing_ca_alone_is_enough(settings: Settings, serve, which: str) -> None:  # type: ignore[no-untyped-def]
+    cl = login(settings, "kommun-a")
+    advertised = cl.anchors() if which == "root" else cl.intermediate_certificates()
+    found = probed(serve(client_cas=list(advertised)))
+
+    check = advertised_check(cl, found)
+
+    assert check.status == "pass"
+    assert ("Kommun A Demo Root CA" if which == "root" else "Kommun A Demo Person CA") in check.evidence
+
+
+def test_municipal_ca_missing_fails(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """Only Kommun B's CAs are advertised: Kommun A's users are never offered their certificate."""
+    found = probed(serve(client_cas=cas(settings, "kommun-b")))
+
+    check_a = advertised_check(login(settings, "kommun-a"), found)
+    assert (check_a.id, check_a.status, check_a.title) == ("endpoint.advertises", "fail",
+                                                           "certificate will not be offered")
+    assert "Kommun A Demo Root CA" in check_a.evidence
+    assert "Kommun A Demo Person CA" in check_a.evidence
+    assert check_a.fix is not None
+    assert "proxy-config nginx" in check_a.fix
+    assert advertised_check(login(settings, "kommun-b"), found).status == "pass"
+    assert statuses(endpoint_checks(settings, found), "endpoint.ca_list") == ["pass"]
+
+
+def test_empty_ca_list_warns(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """A certificate is requested but no CA is named: browsers offer every certificate."""
+    found = probed(serve(client_cas=[]))
+    assert found.probe is not None
+    assert found.probe.certificate_requested
+
+    result = endpoint_checks(settings, found)
+    assert [(c.id, c.status) for c in result.checks] == [("endpoint.handshake", "pass"),
+                                                          ("endpoint.ca_list_empty", "warn")]
+    assert result.details["advertised"] == []
+
+    check = advertised_check(login(settings, "kommun-a"), found)
+    assert (check.id, check.status, check.title) == ("endpoint.advertises", "warn", "any certificate offered")
+
+
+# --- no certificate request ---------------------------------------------------------------------------------
+
+
+def test_no_certificate_request_with_http2_fails(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    found = probed(serve(request_certificate=False, alpn=(b"h2", b"http/1.1")))
+
+    result = endpoint_checks(settings, found)
+    assert [(c.id, c.status) for c in result.checks] == [("endpoint.handshake", "pass"),
+                                                          ("endpoint.http2_per_path", "fail")]
+    assert only(result, "endpoint.handshake").evidence.endswith("ALPN h2")
+    assert result.details["alpn"] == "h2"
+    assert result.details["certificate_requested"] is False
+
+    check = advertised_check(login(settings, "kommun-a"), found)
+    assert (check.status, check.title) == ("fail", "no certificate requested")
+
+
+@pytest.mark.parametrize("alpn", [(b"http/1.1",), ()], ids=["http/1.1", "no-alpn"])
+def test_no_certificate_request_with_http1_fails(settings: Settings, serve, alpn: Sequence[bytes]) -> None:  # type: ignore[no-untyped-def]
+    found = probed(serve(request_certificate=False, alpn=alpn))
+
+    result = endpoint_checks(settings, found)
+    assert [(c.id, c.status) for c in result.checks] == [("endpoint.handshake", "pass"),
+                                                          ("endpoint.certificate_request", "fail")]
+    assert advertised_check(login(settings, "kommun-b"), found).status == "fail"
+
+
+def test_certificate_request_with_http2_is_fine(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """HTTP/2 is no problem when the certificate is requested in the handshake itself."""
+    found = probed(serve(client_cas=cas(settings, "kommun-a"), alpn=(b"h2",)))
+
+    result = endpoint_checks(settings, found)
+    assert statuses(result, "endpoint.http2_per_path") == []
+    assert result.result == "pass"
+    assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+
+
+# --- the list's size and content ----------------------------------------------------------------------------
+
+
+def test_ca_list_over_the_warning_size_warns(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    configured = [*cas(settings, "kommun-a"), *cas(settings, "kommun-b")]
+    found = probed(serve(client_cas=configured))
+    assert found.probe is not None
+    size = found.probe.ca_list_bytes
+    assert size == 2 + sum(2 + len(c.subject.public_bytes()) for c in configured)
+
+    assert statuses(endpoint_checks(settings, found, warn_bytes=size + 1), "endpoint.ca_list_size") == []
+    check = only(endpoint_checks(settings, found, warn_bytes=size), "endpoint.ca_list_size")
+    assert (check.status, check.title) == ("warn", "CA list near the 16 KB limit")
+    assert f"{size} bytes" in check.evidence
+
+
+def test_ca_names_of_no_configured_municipality_warn(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    strangers = [root_ca(f"Elsewhere CA {i}", NOW, organization="Elsewhere").certificate for i in range(7)]
+    found = probed(serve(client_cas=[*cas(settings, "kommun-a"), *strangers]))
+
+    result = endpoint_checks(settings, found)
+    check = only(result, "endpoint.ca_list_extra")
+    assert (check.status, check.title) == ("warn", "CAs no municipality uses")
+    assert check.evidence.startswith("7 advertised CA names belong to no configured municipality: ")
+    assert "CN=Elsewhere CA 0,O=Elsewhere,C=SE" in check.evidence
+    assert check.evidence.endswith(" ...")  # five named, the rest elided
+    assert "Kommun A" not in check.evidence
+    assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+
+
+def test_only_some_issuing_cas_advertised_warns(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """Two issuing CAs under one root; the endpoint names one of them and not the root."""
+    root = root_ca("Kommun A Root CA", NOW)
+    first, second = issuing_ca(root, "Kommun A Person CA 1"), issuing_ca(root, "Kommun A Person CA 2")
+    write_certificate_municipality(config_dir, "kommun-a", anchors=[root.certificate],
+                                   intermediates=[first.certificate, second.certificate])
+    cl = login(load(config_dir), "kommun-a")
+
+    found = probed(serve(client_cas=[first.certificate]))
+    check = advertised_check(cl, found)
+    assert (check.status, check.title) == ("warn", "some cards will not be offered")
+    assert "Kommun A Person CA 2" in check.evidence
+
+    assert advertised_check(cl, probed(serve(client_cas=[first.certificate, second.certificate]))).status == "pass"
+
+
+# --- servers that demand a certificate, TLS 1.2 -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_version", [SSL.TLS1_2_VERSION, None], ids=["TLS1.2", "TLS1.3"])
+def test_server_that_requires_a_certificate_still_shows_its_list(settings: Settings, serve,  # type: ignore[no-untyped-def]
+                                                                 max_version: int | None) -> None:
+    """nginx ``ssl_verify_client on``: the probe (which has no certificate) is refused after the request, yet
+    the list was read."""
+    endpoint = serve(client_cas=cas(settings, "kommun-a"), require_certificate=True, max_version=max_version)
+    found = probed(endpoint)
+
+    assert found.error is None
+    assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+    assert statuses(endpoint_checks(settings, found), "endpoint.ca_list") == ["pass"]
+    assert endpoint.handshakes[0][0] is False  # the server did refuse the probe
+
+
+def test_tls12_ca_list_is_read(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    found = probed(serve(client_cas=cas(settings, "kommun-b"), max_version=SSL.TLS1_2_VERSION))
+
+    result = endpoint_checks(settings, found)
+    assert only(result, "endpoint.handshake").evidence.startswith("TLSv1.2")
+    assert advertised_check(login(settings, "kommun-b"), found).status == "pass"
+    assert advertised_check(login(settings, "kommun-a"), found).status == "fail"
+
+
+# --- no handshake -------------------------------------------------------------------------------------------
+
+
+def test_unreachable_endpoint_fails(settings: Settings) -> None:
+    url = closed_port_https_url().rstrip("/")
+    found = probe(url, TIMEOUT)
+
+    result = endpoint_checks(settings, found)
+    assert [(c.id, c.status) for c in result.checks] == [("endpoint.handshake", "fail")]
+    check = result.checks[0]
+    assert check.subject == url
+    assert "ConnectionRefusedError" in check.evidence
+    adv = advertised_check(login(settings, "kommun-a"), found)
+    assert (adv.id, adv.status, adv.title) == ("endpoint.advertises", "fail", "endpoint not reachable")
+
+
+def test_plain_http_server_gives_no_handshake(settings: Settings) -> None:
+    with FileServer() as plain:
+        found = probe(plain.base_url.replace("http://", "https://").rstrip("/"), TIMEOUT)
+
+    assert found.probe is None
+    assert [(c.id, c.status) for c in endpoint_checks(settings, found).checks] == [("endpoint.handshake", "fail")]
+
+
+def test_silent_server_times_out(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    found = probe(serve(silent=True).url, 0.5)
+
+    assert found.probe is None
+    assert [(c.id, c.status) for c in endpoint_checks(settings, found).checks] == [("endpoint.handshake", "fail")]
+
+
+# --- through the runner: readiness.endpoints and --endpoint ---------------------------------------------------
+
+
+def test_runner_probes_configured_and_extra_endpoints(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """readiness.endpoints lists the good endpoint; an extra one (``--endpoint``) advertises nothing."""
+    settings0 = load(config_dir)
+    good = serve(client_cas=cas(settings0, "kommun-a"))
+    bare = serve(request_certificate=False, alpn=(b"h2",))
+    set_readiness(config_dir, endpoints=[good.url])
+    settings = load(config_dir)
+
+    report = readiness(settings, municipalities=["kommun-a"], endpoints=(bare.url, good.url))
+
+    assert [s.id for s in report.endpoints] == [good.url, bare.url]  # each endpoint once
+    assert [(c.id, c.status) for c in report.endpoints[0].checks] == [("endpoint.handshake", "pass"),
+                                                                       ("endpoint.ca_list", "pass")]
+    assert statuses(report.endpoints[1], "endpoint.http2_per_path") == ["fail"]
+    kommun_a = section(report, "kommun-a")
+    assert [(c.status, c.subject) for c in kommun_a.checks if c.id == "endpoint.advertises"] == [
+        ("pass", good.url), ("fail", bare.url)]
+
+
+def test_runner_ca_list_size_from_the_configuration(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """ca_list_warn_bytes: 1024 and 20 CA names of about 60 bytes each on the wire."""
+    strangers = [root_ca(f"Elsewhere Regional Person Certificates CA {i:02}", NOW,
+                         organization="Elsewhere").certificate for i in range(20)]
+    endpoint = serve(client_cas=strangers)
+    set_readiness(config_dir, endpoints=[endpoint.url], ca_list_warn_bytes=1024)
+
+    report = readiness(load(config_dir), municipalities=["kommun-a"])
+
+    (result,) = report.endpoints
+    assert result.details["ca_list_bytes"] > 1024
+    assert statuses(result, "endpoint.ca_list_size") == ["warn"]
+    assert statuses(result, "endpoint.ca_list_extra") == ["warn"]
+    assert statuses(section(report, "kommun-a"), "endpoint.advertises") == ["fail"]
+
+
+def test_no_endpoint_configured_warns(config_dir: Path) -> None:
+    set_readiness(config_dir)
+
+    report = readiness(load(config_dir), municipalities=["kommun-a"])
+
+    assert report.endpoints == ()
+    check = only(section(report, "kommun-a"), "endpoint.advertises")
+    assert (check.status, check.title) == ("warn", "advertised CA list not checked")
+
+
+def test_endpoints_are_not_probed_offline(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    endpoint = serve(client_cas=[])
+    set_readiness(config_dir, endpoints=[endpoint.url])
+
+    report = readiness(load(config_dir), municipalities=["kommun-a"], network=False)
+
+    assert report.endpoints == ()
+    assert endpoint.handshakes == []

@@ -1,0 +1,388 @@
+"""Readiness of a municipality's revocation sources (broker.readiness.revocation).
+
+Kommun A's configuration is rewritten per case with a hierarchy from the PKI factory and the revocation
+block under test; readiness then runs on it. CRLs come from files on disk or from a real HTTP server on
+loopback (tests/factories/http_files.py), OCSP answers from a real RFC 6960 responder on loopback
+(tests/factories/ocsp_responder.py) named in the issuing CA's Authority Information Access; unreachable
+sources are loopback ports where nothing listens.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from broker.config.loader import Settings
+from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile
+from broker.readiness.model import Section
+from tests.factories.http_files import FileServer, closed_port_url
+from tests.factories.ocsp_responder import OcspResponder
+from tests.factories.pki_cases import crl, impostor
+from tests.unit.readiness.configs import (
+    DAY,
+    HSA_ID,
+    POLICY_A,
+    issuing_ca,
+    load,
+    now_utc,
+    only,
+    pem,
+    readiness,
+    root_ca,
+    section,
+    set_readiness,
+    statuses,
+    user,
+    write_certificate_municipality,
+)
+
+NOW = now_utc()
+A = "kommun-a"
+CRL_FILES = {"issuing-ca.crl": "certs/kommun-a/issuing-ca.crl", "root-ca.crl": "certs/kommun-a/root-ca.crl"}
+
+
+@dataclass
+class Pki:
+    root: CertificateAuthority
+    issuing: CertificateAuthority
+
+
+@pytest.fixture
+def pki() -> Pki:
+    root = root_ca("Kommun A Root CA", NOW)
+    return Pki(root, issuing_ca(root, "Kommun A Person CA"))
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    with FileServer() as server:
+        yield server
+    assert server.errors == []
+
+
+def crl_block(*, files: list[str] = (), urls: list[str] = (), distribution_points: bool = False,
+              methods: list[str] = ("crl",), **more: Any) -> dict[str, Any]:
+    return {"mode": "check", "methods": list(methods), **more,
+            "crl": {"files": list(files), "urls": list(urls), "distribution_points": distribution_points}}
+
+
+def configure(config_dir: Path, pki: Pki, revocation: dict[str, Any], *,
+              crls: dict[str, x509.CertificateRevocationList] | None = None,
+              sample: x509.Certificate | None = None, intermediates: list[x509.Certificate] | None = None
+              ) -> Settings:
+    write_certificate_municipality(
+        config_dir, A, anchors=[pki.root.certificate],
+        intermediates=intermediates if intermediates is not None else [pki.issuing.certificate],
+        revocation=revocation, crls=crls, sample=sample)
+    set_readiness(config_dir)
+    return load(config_dir)
+
+
+def kommun_a(settings: Settings, *, network: bool = True) -> Section:
+    return section(readiness(settings, now=NOW, municipalities=[A], network=network), A)
+
+
+def fresh_crls(pki: Pki) -> dict[str, x509.CertificateRevocationList]:
+    return {"issuing-ca.crl": pki.issuing.crl(), "root-ca.crl": pki.root.crl()}
+
+
+# --- the mode -----------------------------------------------------------------------------------------------
+
+
+def test_revocation_mode_none_warns(config_dir: Path, pki: Pki) -> None:
+    result = kommun_a(configure(config_dir, pki, {"mode": "none"}))
+
+    check = only(result, "revocation.mode")
+    assert (check.status, check.title) == ("warn", "revocation checking is off")
+    assert check.fix is not None
+    assert [c.id for c in result.checks if c.id.startswith("revocation.")] == ["revocation.mode"]
+
+
+def test_soft_fail_warns(config_dir: Path, pki: Pki) -> None:
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values()), failure="soft_fail"),
+                                crls=fresh_crls(pki)))
+
+    assert only(result, "revocation.mode").status == "pass"
+    check = only(result, "revocation.failure")
+    assert (check.status, check.title) == ("warn", "revocation soft-fail")
+
+
+def test_fail_closed_has_no_failure_warning(config_dir: Path, pki: Pki) -> None:
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=fresh_crls(pki)))
+
+    assert only(result, "revocation.mode").status == "pass"
+    assert statuses(result, "revocation.failure") == []
+
+
+# --- CRL files ----------------------------------------------------------------------------------------------
+
+
+def test_fresh_crl_files_pass(config_dir: Path, pki: Pki) -> None:
+    crls = fresh_crls(pki)
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=crls))
+
+    checks = [c for c in result.checks if c.id == "revocation.crl"]
+    assert [(c.status, c.title) for c in checks] == [("pass", "CRL fresh and signed")] * 2
+    assert checks[0].subject is not None
+    assert checks[0].subject.endswith("certs/kommun-a/issuing-ca.crl")
+    assert checks[0].expires == crls["issuing-ca.crl"].next_update_utc
+
+
+def test_stale_crl_file_fails(config_dir: Path, pki: Pki) -> None:
+    crls = fresh_crls(pki)
+    crls["issuing-ca.crl"] = crl(pki.issuing, this_update=NOW - 8 * DAY, next_update=NOW - DAY)
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=crls))
+
+    assert [(c.status, c.title) for c in result.checks if c.id == "revocation.crl"] == [
+        ("fail", "CRL stale"), ("pass", "CRL fresh and signed")]
+    stale = result.checks[[c.id for c in result.checks].index("revocation.crl")]
+    assert "nextUpdate" in stale.evidence
+    assert stale.fix is not None
+    assert "replace the file" in stale.fix
+
+
+def test_crl_past_next_update_within_clock_skew_still_passes(config_dir: Path, pki: Pki) -> None:
+    """nextUpdate 2 minutes ago, clock_skew 5m: the broker would still use it, so readiness does too."""
+    crls = {"issuing-ca.crl": crl(pki.issuing, this_update=NOW - DAY, next_update=NOW - dt.timedelta(minutes=2))}
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]], clock_skew="5m"),
+                                crls=crls))
+
+    assert statuses(result, "revocation.crl") == ["pass"]
+
+
+def test_crl_file_with_a_bad_signature_fails(config_dir: Path, pki: Pki) -> None:
+    """The file was good when the configuration was loaded, then replaced by one its issuer did not sign."""
+    settings = configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]]),
+                         crls={"issuing-ca.crl": pki.issuing.crl()})
+    (config_dir / CRL_FILES["issuing-ca.crl"]).write_bytes(pem(impostor(pki.issuing).crl()))
+
+    check = only(kommun_a(settings), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL not valid")
+    assert "signature" in check.evidence
+
+
+def test_crl_file_of_an_unconfigured_issuer_fails(config_dir: Path, pki: Pki) -> None:
+    settings = configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]]),
+                         crls={"issuing-ca.crl": pki.issuing.crl()})
+    stranger = root_ca("Elsewhere Root CA", NOW, organization="Elsewhere")
+    (config_dir / CRL_FILES["issuing-ca.crl"]).write_bytes(pem(stranger.crl()))
+
+    check = only(kommun_a(settings), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL not valid")
+    assert "not a configured CA" in check.evidence
+
+
+def test_missing_crl_file_fails(config_dir: Path, pki: Pki) -> None:
+    settings = configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]]),
+                         crls={"issuing-ca.crl": pki.issuing.crl()})
+    (config_dir / CRL_FILES["issuing-ca.crl"]).unlink()
+
+    check = only(kommun_a(settings), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL unreachable")
+    assert check.fix == "Restore the CRL file."
+
+
+# --- CRL URLs -----------------------------------------------------------------------------------------------
+
+
+def test_crl_url_reachable_passes(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    url = files.put_crl("/crl/issuing.crl", pki.issuing.crl())
+    result = kommun_a(configure(config_dir, pki, crl_block(urls=[url])))
+
+    check = only(result, "revocation.crl")
+    assert (check.status, check.title, check.subject) == ("pass", "CRL fresh and signed", url)
+    assert files.hits["/crl/issuing.crl"] == 1
+
+
+def test_crl_url_unreachable_fails(config_dir: Path, pki: Pki) -> None:
+    url = closed_port_url("/crl/issuing.crl")
+    check = only(kommun_a(configure(config_dir, pki, crl_block(urls=[url]))), "revocation.crl")
+
+    assert (check.status, check.title, check.subject) == ("fail", "CRL unreachable", url)
+    assert "cannot connect" in check.evidence
+    assert check.fix is not None
+    assert "firewall" in check.fix
+
+
+def test_crl_url_answering_404_fails(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    url = files.url("/crl/missing.crl")
+    check = only(kommun_a(configure(config_dir, pki, crl_block(urls=[url]))), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL unreachable")
+    assert "404" in check.evidence
+
+
+def test_stale_crl_at_a_url_fails(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    url = files.put_crl("/crl/issuing.crl", crl(pki.issuing, this_update=NOW - 9 * DAY, next_update=NOW - 2 * DAY))
+    check = only(kommun_a(configure(config_dir, pki, crl_block(urls=[url]))), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL stale")
+    assert check.fix == "Ask the CA to publish a fresh CRL."
+
+
+def test_crl_url_with_a_bad_signature_fails(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    url = files.put_crl("/crl/issuing.crl", impostor(pki.issuing).crl())
+    check = only(kommun_a(configure(config_dir, pki, crl_block(urls=[url]))), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL not valid")
+
+
+def test_crl_url_is_not_fetched_offline(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    url = files.put_crl("/crl/issuing.crl", pki.issuing.crl())
+    check = only(kommun_a(configure(config_dir, pki, crl_block(urls=[url])), network=False), "revocation.crl")
+
+    assert (check.status, check.title) == ("warn", "CRL not fetched")
+    assert files.hits["/crl/issuing.crl"] == 0
+
+
+def test_sample_distribution_point_is_fetched(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    """The sample names its CRL distribution point; the root's CRL is configured by URL."""
+    root_url = files.put_crl("/crl/root.crl", pki.root.crl())
+    url = files.put_crl("/crl/issuing.crl", pki.issuing.crl())
+    sample = pki.issuing.issue(LeafProfile(common_name="Sara", serial_number=HSA_ID, policies=(POLICY_A,),
+                                           crl_url=url)).certificate
+    result = kommun_a(configure(config_dir, pki, crl_block(urls=[root_url], distribution_points=True),
+                                sample=sample))
+
+    assert [(c.status, c.subject) for c in result.checks if c.id == "revocation.crl"] == [
+        ("pass", root_url), ("pass", url)]
+    assert only(result, "sample.certificate").status == "pass"
+
+
+def test_distribution_points_off_are_not_fetched(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    root_url = files.put_crl("/crl/root.crl", pki.root.crl())
+    url = files.put_crl("/crl/issuing.crl", pki.issuing.crl())
+    sample = pki.issuing.issue(LeafProfile(common_name="Sara", serial_number=HSA_ID, policies=(POLICY_A,),
+                                           crl_url=url)).certificate
+    result = kommun_a(configure(config_dir, pki, crl_block(urls=[root_url], distribution_points=False),
+                                sample=sample))
+
+    assert [c.subject for c in result.checks if c.id == "revocation.crl"] == [root_url]
+
+
+def test_no_crl_source_known_warns(config_dir: Path, pki: Pki) -> None:
+    """Only distribution points, and neither the CAs nor a sample name one: nothing can be checked."""
+    check = only(kommun_a(configure(config_dir, pki, crl_block(distribution_points=True))), "revocation.crl")
+
+    assert (check.status, check.title) == ("warn", "no CRL source known")
+
+
+# --- OCSP for the CA certificates ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def responder(pki: Pki) -> Iterator[OcspResponder]:
+    """Kommun A root's OCSP responder, answering about the issuing CA."""
+    with OcspResponder(pki.root, now=NOW) as r:
+        yield r
+    assert r.errors == []
+
+
+def ocsp_configured(config_dir: Path, pki: Pki, url: str, *, sample: Issued | None = None,
+                    **more: Any) -> tuple[Settings, CertificateAuthority]:
+    issuing = issuing_ca(pki.root, "Kommun A Person CA", ocsp_url=url)
+    settings = configure(config_dir, pki, {"mode": "check", "methods": ["ocsp"], **more},
+                         intermediates=[issuing.certificate], sample=sample.certificate if sample else None)
+    return settings, issuing
+
+
+def test_ocsp_responder_answering_good_passes(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    settings, _ = ocsp_configured(config_dir, pki, responder.url)
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title, check.subject) == ("pass", "OCSP responder answers", responder.url)
+    assert "Kommun A Person CA good" in check.evidence
+    assert len(responder.requests) == 1
+
+
+def test_ocsp_responder_unreachable_fails(config_dir: Path, pki: Pki) -> None:
+    url = closed_port_url("/ocsp")
+    settings, _ = ocsp_configured(config_dir, pki, url)
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title, check.subject) == ("fail", "OCSP responder unreachable", url)
+
+
+def test_ocsp_says_the_ca_is_revoked_fails(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    settings, issuing = ocsp_configured(config_dir, pki, responder.url)
+    responder.set_status(issuing.certificate, "revoked")
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title) == ("fail", "OCSP says the CA is revoked")
+    assert check.fix is not None
+
+
+def test_ocsp_says_the_ca_is_unknown_fails(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    settings, issuing = ocsp_configured(config_dir, pki, responder.url)
+    responder.set_status(issuing.certificate, "unknown")
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title) == ("fail", "OCSP says the CA is unknown")
+
+
+def test_ocsp_answer_signed_by_an_unrelated_key_fails(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    settings, _ = ocsp_configured(config_dir, pki, responder.url)
+    responder.sign_with_unrelated_key()
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title) == ("fail", "OCSP answer not valid")
+
+
+def test_stale_ocsp_answer_fails(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    settings, _ = ocsp_configured(config_dir, pki, responder.url)
+    responder.stale()
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title) == ("fail", "OCSP answer not valid")
+
+
+def test_ocsp_responder_not_asked_offline(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    settings, _ = ocsp_configured(config_dir, pki, responder.url)
+
+    check = only(kommun_a(settings, network=False), "revocation.ocsp")
+
+    assert (check.status, check.title) == ("warn", "OCSP responder not asked")
+    assert responder.hits == 0
+
+
+def test_users_ocsp_responder_not_exercised_without_a_sample(config_dir: Path, pki: Pki,
+                                                             responder: OcspResponder) -> None:
+    settings, _ = ocsp_configured(config_dir, pki, responder.url)
+
+    check = only(kommun_a(settings), "revocation.ocsp_users")
+
+    assert (check.status, check.title) == ("warn", "the users' OCSP responder not exercised")
+    assert "the responder named in the users' certificates" in check.evidence
+
+
+def test_users_ocsp_warning_names_the_configured_responder(config_dir: Path, pki: Pki,
+                                                           responder: OcspResponder) -> None:
+    settings, _ = ocsp_configured(config_dir, pki, responder.url, ocsp={"url": "http://ocsp.example.se/users"})
+
+    check = only(kommun_a(settings), "revocation.ocsp_users")
+
+    assert "http://ocsp.example.se/users" in check.evidence
+
+
+def test_users_ocsp_warning_goes_away_with_a_sample(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    issuing = issuing_ca(pki.root, "Kommun A Person CA", ocsp_url=responder.url)
+    sample = user(issuing)
+    settings = configure(config_dir, pki, {"mode": "check", "methods": ["ocsp"], "failure": "soft_fail"},
+                         intermediates=[issuing.certificate], sample=sample.certificate)
+
+    assert statuses(kommun_a(settings), "revocation.ocsp_users") == []
