@@ -13,6 +13,11 @@ nginx (http_ssl_module, http_proxy_module):
   replaces any copy a client sent (and an empty value removes it), so only this proxy's view arrives;
 * ``proxy_set_header X-Forwarded-For $remote_addr``: the client address, replaced, not appended to;
 * /metrics and /admin/ are not for the public: 404 at the proxy.
+
+HAProxy and Apache get the same bundle and the same rules in their words (:func:`haproxy`, :func:`apache`):
+ask every client in the handshake without judging, advertise the bundle, replace the client's copy of the
+header, forward the certificate in the format the broker is configured for (refused when that proxy cannot
+write it), and close the operators' endpoints.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.config.loader import Settings
+from broker.config.schema import ProxyConfig
+from broker.pki.proxy_headers import ProxyFormat
 
 BUNDLE = "broker-client-cas.pem"
 SNIPPET = "broker-client-auth.conf"
@@ -48,6 +55,9 @@ def client_cas(settings: Settings) -> dict[str, tuple[x509.Certificate, ...]]:
 
 def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) -> ProxyFiles:
     """The bundle, the snippet to include in the broker's ``server`` block, and a complete example server."""
+    proxy = _proxy_settings(settings, "nginx")
+    # nginx has no variable for the client's chain: a configured chain header is only cleared of client copies
+    chain = f'\n    proxy_set_header {proxy.chain_header} "";' if proxy.chain_header is not None else ""
     parts = urlsplit(upstream)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
         raise ValueError(f"--upstream {upstream!r}: expected http://host:port (the address `broker serve` binds)")
@@ -86,7 +96,7 @@ location ^~ /admin/ {{ return 404; }}
 location / {{
     proxy_pass {parts.scheme}://{parts.netloc};
     # The certificate as nginx received it; this replaces any {header} a client sent.
-    proxy_set_header {header} $ssl_client_escaped_cert;
+    proxy_set_header {header} $ssl_client_escaped_cert;{chain}
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto $scheme;
     proxy_set_header Host $host;
@@ -114,3 +124,189 @@ server {{
 }}
 """
     return ProxyFiles({BUNDLE: "".join(bundle), SNIPPET: snippet, EXAMPLE: example}, cas)
+
+
+# --- HAProxy and Apache: the same material, in their words ------------------------------------------------------
+
+HAPROXY = "broker-haproxy.cfg"
+APACHE = "broker-apache.conf"
+APACHE_EXAMPLE = "broker-apache-vhost.example.conf"
+
+# the formats each proxy can write from its own variables, first the one it writes natively
+PROXY_FORMATS: dict[str, tuple[ProxyFormat, ...]] = {
+    "nginx": ("nginx_escaped_pem",),
+    "haproxy": ("haproxy_base64_der", "rfc9440"),
+    "apache": ("apache_pem",),
+}
+
+
+def _proxy_settings(settings: Settings, proxy: str) -> ProxyConfig:
+    """The broker's proxy settings, refused when ``proxy`` cannot write the configured format."""
+    configured = settings.broker.client_certificate.proxy
+    if configured.format not in PROXY_FORMATS[proxy]:
+        wanted = " or ".join(PROXY_FORMATS[proxy])
+        raise ValueError(f"client_certificate.proxy.format is {configured.format}, which {proxy} does not write; "
+                         f"set it to {wanted}")
+    return configured
+
+
+def _http_upstream(upstream: str) -> str:
+    parts = urlsplit(upstream)
+    if parts.scheme != "http" or not parts.hostname or not parts.port or parts.path not in ("", "/"):
+        raise ValueError(f"--upstream {upstream!r}: expected http://host:port (the address `broker serve` binds)")
+    return parts.netloc
+
+
+def _bundle(cas: dict[str, tuple[x509.Certificate, ...]]) -> str:
+    if not cas:
+        raise ValueError("no municipality logs in with certificates: nothing to advertise")
+    return "".join(f"# {mid}: {cert.subject.rfc4514_string()} (valid until {cert.not_valid_after_utc:%Y-%m-%d})\n"
+                   + cert.public_bytes(serialization.Encoding.PEM).decode()
+                   for mid, certs in cas.items() for cert in certs)
+
+
+def _verify_depth(settings: Settings) -> int:
+    return max(m.config.certificate.max_chain_depth for m in settings.municipalities.values()
+               if m.config.certificate is not None) + 1
+
+
+def _stamp(command: str, now: dt.datetime, cas: dict[str, tuple[x509.Certificate, ...]]) -> str:
+    return (f"# Written by `broker proxy-config {command}` on {now:%Y-%m-%d %H:%M} UTC: "
+            f"{sum(map(len, cas.values()))} CA certificates of {', '.join(cas)}.\n"
+            "# Do not edit: change the broker's configuration and write again.\n")
+
+
+def _host(settings: Settings) -> str:
+    return urlsplit(settings.broker.idp.base_url).hostname or "login.example.se"
+
+
+def haproxy(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime, bind: str = ":443",
+            certificate: str | None = None) -> ProxyFiles:
+    """The bundle and a frontend and backend to load after the main configuration (HAProxy >= 2.4).
+
+    HAProxy has no include inside a section, and the client-certificate settings belong on the ``bind``
+    line, so the file holds the whole frontend: ``crt`` (``certificate``: the server certificate, chain and
+    key in one PEM file) and ``ca-file`` (the bundle: the CA names advertised); ``verify optional`` with
+    ``ca-ignore-err all crt-ignore-err all`` asks every client and lets every certificate through, as
+    nginx's ``optional_no_ca`` does. The header is deleted before it is set, so a client's copy never
+    passes, and set only when the client used a certificate.
+    """
+    proxy = _proxy_settings(settings, "haproxy")
+    netloc = _http_upstream(upstream)
+    if proxy.format == "rfc9440" and proxy.chain_header is not None:
+        raise ValueError("HAProxy cannot write Client-Cert-Chain (ssl_c_chain_der is one byte string, not a "
+                         "list); remove client_certificate.proxy.chain_header")
+    cas = client_cas(settings)
+    bundle = _bundle(cas)
+    host = _host(settings)
+    crt = certificate or f"/etc/haproxy/tls/{host}.pem"
+    if proxy.format == "rfc9440":
+        forward = [f"http-request set-header {proxy.header} :%[ssl_c_der,base64]: if {{ ssl_c_used }}"]
+    else:
+        forward = [f"http-request set-header {proxy.header} %[ssl_c_der,base64] if {{ ssl_c_used }}"]
+    headers = [proxy.header]
+    if proxy.chain_header is not None:
+        headers.append(proxy.chain_header)
+        forward.append(f"http-request set-header {proxy.chain_header} %[ssl_c_chain_der,base64] if {{ ssl_c_used }}")
+    verify = "verify optional ca-ignore-err all crt-ignore-err all"
+    removals = "".join(f"    http-request del-header {name}\n" for name in headers)
+    setters = "".join(f"    {line}\n" for line in forward)
+    config = f"""{_stamp("haproxy", now, cas)}
+# Load after the main configuration (its global and defaults sections):
+#     haproxy -f /etc/haproxy/haproxy.cfg -f {out_dir}/{HAPROXY}
+# and list this proxy's address in broker.yaml client_certificate.proxy.trusted_networks.
+
+frontend broker_https
+    mode http
+    # Ask for a client certificate in every handshake, advertising exactly the municipalities' CAs (ca-file);
+    # the broker, not HAProxy, decides and explains: every verification error is ignored here.
+    # crt: the server certificate for {host}, its chain and its key, in one PEM file.
+    bind {bind} ssl crt {crt} alpn h2,http/1.1 ca-file {out_dir}/{BUNDLE} {verify}
+    timeout client 30s
+    # SAML messages travel in query strings and form posts of some kilobytes (tune.bufsize, default 16k)
+
+    # Operators' endpoints are not for the public: 404 for any spelling of them (percent-escapes, dot
+    # segments, doubled slashes), judged on the decoded path.
+    http-request deny deny_status 404 if {{ path,url_dec -m reg -i (^|/)(metrics|admin)(/|$) }}
+
+    # The certificate as HAProxy received it; a client's own {" or ".join(headers)} never passes.
+{removals}{setters}    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Forwarded-Proto https
+    default_backend broker
+
+backend broker
+    mode http
+    timeout connect 5s
+    timeout server 30s
+    server broker1 {netloc}
+"""
+    return ProxyFiles({BUNDLE: bundle, HAPROXY: config}, cas)
+
+
+def apache(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) -> ProxyFiles:
+    """The bundle, a snippet for the broker's ``<VirtualHost>`` and an example virtual host (Apache 2.4).
+
+    ``SSLVerifyClient optional_no_ca`` with ``SSLCACertificateFile`` (the bundle: the CA names advertised)
+    asks every client and lets the broker judge. ``RequestHeader set`` replaces any copy of the header a
+    client sent; mod_headers writes ``%{SSL_CLIENT_CERT}s`` with its line breaks as spaces, ``(null)`` for
+    none. mod_proxy appends the client's address to X-Forwarded-For; the broker reads the last hop.
+    """
+    proxy = _proxy_settings(settings, "apache")
+    netloc = _http_upstream(upstream)
+    cas = client_cas(settings)
+    bundle = _bundle(cas)
+    depth = _verify_depth(settings)
+    headers = [f'RequestHeader set {proxy.header} "%{{SSL_CLIENT_CERT}}s"']
+    if proxy.chain_header is not None:
+        # one variable per position of the chain the client sent; "(null)" past its end
+        positions = " ".join(f"%{{SSL_CLIENT_CERT_CHAIN_{n}}}s" for n in range(depth - 1))
+        headers.append(f'RequestHeader set {proxy.chain_header} "{positions}"')
+    forward = "".join(f"{line}\n" for line in headers)
+    snippet = f"""{_stamp("apache", now, cas)}
+# Include inside the <VirtualHost *:443> that serves the broker (mod_ssl, mod_headers, mod_proxy,
+# mod_proxy_http and mod_alias loaded), e.g.
+#     Include {out_dir}/{APACHE}
+# and list this proxy's address in broker.yaml client_certificate.proxy.trusted_networks.
+
+# Ask for a client certificate in every handshake, advertising exactly the municipalities' CAs;
+# the broker, not Apache, decides and explains (optional_no_ca: no verdict here).
+SSLVerifyClient optional_no_ca
+SSLCACertificateFile {out_dir}/{BUNDLE}
+SSLVerifyDepth {depth}
+
+# SAML messages travel in query strings of some kilobytes (HTTP-Redirect binding).
+LimitRequestLine 32768
+
+# Operators' endpoints are not for the public (Apache matches the decoded, normalised path).
+<Location "/metrics">
+    Redirect 404
+</Location>
+<Location "/admin/">
+    Redirect 404
+</Location>
+
+# The certificate as Apache received it; "set" replaces any copy a client sent.
+{forward}RequestHeader set X-Forwarded-Proto https
+ProxyPreserveHost On
+ProxyTimeout 30
+ProxyPass / http://{netloc}/
+ProxyPassReverse / http://{netloc}/
+# SAML messages travel in form posts of some tens of kilobytes
+LimitRequestBody 1048576
+"""
+    host = _host(settings)
+    example = f"""{_stamp("apache", now, cas)}
+# A complete virtual host for the broker's public address ({host}). The certificate is requested for the
+# whole host, in the handshake (never per <Location>: that would need renegotiation, impossible over
+# HTTP/2 and TLS 1.3).
+<VirtualHost *:443>
+    ServerName {host}
+    SSLEngine on
+    SSLCertificateFile    /etc/apache2/tls/{host}.fullchain.pem
+    SSLCertificateKeyFile /etc/apache2/tls/{host}.key
+    SSLProtocol           -all +TLSv1.2 +TLSv1.3
+
+    Include {out_dir}/{APACHE}
+</VirtualHost>
+"""
+    return ProxyFiles({BUNDLE: bundle, APACHE: snippet, APACHE_EXAMPLE: example}, cas)

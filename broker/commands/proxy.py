@@ -9,6 +9,9 @@ import click
 
 from broker.clock import SystemClock
 from broker.commands.common import settings_or_exit
+from broker.proxy_config import HAPROXY, ProxyFiles
+from broker.proxy_config import apache as apache_files
+from broker.proxy_config import haproxy as haproxy_files
 from broker.proxy_config import nginx as nginx_files
 
 
@@ -22,13 +25,18 @@ def proxy_config() -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
               help="directory for the bundle and the snippets (created if missing)")
 @click.option("--upstream", default="http://127.0.0.1:8080", show_default=True,
-              help="where `broker serve` listens")
-def nginx(config_dir: Path, out_dir: Path, upstream: str) -> None:
+              help="where `broker serve` listens, or http://NAME for an nginx upstream block of several instances")
+@click.option("--proxy-dir", help="the --out directory as nginx will see it, when that differs (nginx in a "
+              "container: /etc/nginx/broker) [default: --out]")
+def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None) -> None:
     """The client-CA bundle, a snippet for the broker's server block, and an example server block."""
     settings = settings_or_exit(config_dir)
+    if proxy_dir is not None and not proxy_dir.startswith("/"):
+        raise click.BadParameter("an absolute path, as nginx opens it", param_hint="--proxy-dir")
     out_dir.mkdir(parents=True, exist_ok=True)
+    seen_as = str(out_dir.resolve()) if proxy_dir is None else (proxy_dir.rstrip("/") or "/")
     try:
-        written = nginx_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now())
+        written = nginx_files(settings, out_dir=seen_as, upstream=upstream, now=SystemClock().now())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for name, text in written.files.items():
@@ -40,3 +48,53 @@ def nginx(config_dir: Path, out_dir: Path, upstream: str) -> None:
     for mid, cas in written.cas.items():
         click.echo(f"  {mid}: {len(cas)} CA certificate(s)")
     click.echo("then: nginx -t && nginx -s reload, and `broker readiness` to see the advertised list")
+
+
+def _write(out_dir: Path, written: ProxyFiles, then: str) -> None:
+    for name, text in written.files.items():
+        target = out_dir / name
+        temporary = target.with_name(f".{name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)  # a proxy reloading meanwhile never reads half a file
+        click.echo(f"wrote {target}")
+    for mid, cas in written.cas.items():
+        click.echo(f"  {mid}: {len(cas)} CA certificate(s)")
+    click.echo(f"then: {then}, and `broker readiness` to see the advertised list")
+
+
+@proxy_config.command("haproxy")
+@click.option("--config", "config_dir", required=True, envvar="BROKER_CONFIG", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="directory for the bundle and the frontend (created if missing)")
+@click.option("--upstream", default="http://127.0.0.1:8080", show_default=True,
+              help="where `broker serve` listens")
+@click.option("--bind", "bind", default=":443", show_default=True, help="the frontend's listening address")
+@click.option("--certificate", help="the server certificate, its chain and key in one PEM file "
+              "[default: /etc/haproxy/tls/<host>.pem]")
+def haproxy(config_dir: Path, out_dir: Path, upstream: str, bind: str, certificate: str | None) -> None:
+    """The client-CA bundle and a frontend and backend to load after HAProxy's main configuration."""
+    settings = settings_or_exit(config_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        written = haproxy_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now(),
+                                bind=bind, certificate=certificate)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _write(out_dir, written, f"haproxy -c -f <main> -f {out_dir / HAPROXY} and a reload")
+
+
+@proxy_config.command("apache")
+@click.option("--config", "config_dir", required=True, envvar="BROKER_CONFIG", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="directory for the bundle and the snippets (created if missing)")
+@click.option("--upstream", default="http://127.0.0.1:8080", show_default=True,
+              help="where `broker serve` listens")
+def apache(config_dir: Path, out_dir: Path, upstream: str) -> None:
+    """The client-CA bundle, a snippet for the broker's <VirtualHost>, and an example virtual host."""
+    settings = settings_or_exit(config_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        written = apache_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now())
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _write(out_dir, written, "apachectl configtest && apachectl graceful")

@@ -11,46 +11,30 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote
 
 from cryptography import x509
 
 from broker.config.schema import ProxyConfig
-from broker.errors import CertificateRejected, ProxyHeaderRejected
+from broker.errors import CertificateRejected
+from broker.pki.proxy_headers import HeaderLimits, decode, parse_nginx_escaped_pem
+
+__all__ = ["CertificateSourceResolver", "PresentedCertificate", "Via", "parse_nginx_escaped_pem"]
 
 Via = Literal["tls", "proxy", "none"]
-
-_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
 
 
 @dataclass(frozen=True)
 class PresentedCertificate:
+    """The request's certificate, where it came from, and the intermediates sent with it.
+
+    ``chain`` holds what a trusted proxy forwarded besides the leaf: untrusted path-building hints for
+    :func:`broker.pki.path.verify_path`, never a source of trust.
+    """
+
     certificate: x509.Certificate | None
     via: Via
     untrusted_header: bool = False
-
-
-def parse_nginx_escaped_pem(value: str, max_bytes: int) -> x509.Certificate | None:
-    """nginx ``$ssl_client_escaped_cert``: the URL-encoded PEM of the leaf only.
-
-    An empty value means no certificate. Exactly one PEM certificate block is
-    accepted; anything else is ``proxy_header_malformed``.
-    """
-    if len(value) > max_bytes:
-        raise ProxyHeaderRejected("proxy_header_too_large", f"{len(value)} bytes (limit {max_bytes})")
-    if value in ("", "-", "(null)"):
-        return None
-    try:
-        pem = unquote(value, errors="strict") if "%" in value else value
-    except UnicodeDecodeError:
-        raise ProxyHeaderRejected("proxy_header_malformed", "percent-escapes do not decode as UTF-8") from None
-    if pem.count(_PEM_BEGIN) != 1:
-        raise ProxyHeaderRejected("proxy_header_malformed",
-                                  f"expected one PEM certificate, found {pem.count(_PEM_BEGIN)}")
-    try:
-        return x509.load_pem_x509_certificate(pem.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise ProxyHeaderRejected("proxy_header_malformed", f"not a PEM certificate ({exc})") from None
+    chain: tuple[x509.Certificate, ...] = ()
 
 
 def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -70,7 +54,10 @@ class CertificateSourceResolver:
 
     def __init__(self, proxy: ProxyConfig) -> None:
         self._proxy = proxy
+        self._limits = HeaderLimits(proxy.max_bytes, proxy.max_chain_certificates)
         self.header = proxy.header
+        # Envoy carries the chain inside its one header; the configuration refuses chain_header there
+        self.chain_header = proxy.chain_header
 
     def is_trusted_proxy(self, remote_addr: str | None) -> bool:
         ip = _address(remote_addr)
@@ -84,20 +71,24 @@ class CertificateSourceResolver:
                 return hop
         return remote_addr
 
-    def resolve(self, remote_addr: str | None, header_value: str | None, tls_pem: str | None) -> PresentedCertificate:
+    def resolve(self, remote_addr: str | None, header_value: str | None, tls_pem: str | None,
+                chain_value: str | None = None) -> PresentedCertificate:
         """The certificate for this request.
 
         ``tls_pem`` is the peer certificate of the broker's own TLS connection
-        (the demo server); ``header_value`` the proxy header as received.
+        (the demo server); ``header_value`` and ``chain_value`` the proxy's
+        certificate and chain headers as received (in the configured format).
         Raises :class:`ProxyHeaderRejected` for a trusted proxy's bad header,
         :class:`CertificateRejected` (``certificate_malformed``) for an
         unreadable TLS certificate.
         """
         untrusted = False
-        if header_value is not None:
+        if header_value is not None or chain_value is not None:
             if self.is_trusted_proxy(remote_addr):
-                cert = parse_nginx_escaped_pem(header_value, self._proxy.max_bytes)
-                return PresentedCertificate(cert, "proxy" if cert is not None else "none")
+                forwarded = decode(self._proxy.format, header_value, chain_value, self._limits)
+                if forwarded is None:
+                    return PresentedCertificate(None, "none")
+                return PresentedCertificate(forwarded.certificate, "proxy", chain=forwarded.chain)
             untrusted = True
         if tls_pem:
             try:

@@ -30,7 +30,8 @@ def diagnose() -> Response:
     Shows the user their own certificate (subject with a personnummer masked, issuer, validity,
     policies, fingerprint), the municipality it maps to and the verdict in plain words, or why no
     certificate arrived. No login happens; the visit is audited (``diagnose_viewed``). With
-    ``?format=json`` (or ``Accept: application/json``) the same as JSON, for `broker readiness --login`.
+    ``?format=json`` (or ``Accept: application/json``) the same as JSON, for `broker readiness --login`, with
+    ``chain``: the subjects of the intermediates a trusted proxy forwarded with the certificate.
     """
     svc = services()
     ctx = client_context()
@@ -53,20 +54,23 @@ def diagnose() -> Response:
             ("via", ctx.presented.via),
         ]
         try:
-            validated = svc.validator.validate(cert)
+            validated = svc.validator.validate(cert, ctx.presented.chain)
             municipality_id = validated.municipality_id
             rows += [("municipality", _municipality_name(municipality_id)), ("loa", validated.loa.uri)]
             verdict.update(accepted=True, municipality=municipality_id, loa=validated.loa.uri)
         except CertificateRejected as exc:
             error = exc
-            domain = svc.settings.trust.for_issuer(cert)
-            municipality_id = domain.id if domain is not None else None
+            try:
+                municipality_id = svc.validator.domain_of(cert, ctx.presented.chain).id
+            except CertificateRejected:
+                municipality_id = None
             if municipality_id:
                 rows.append(("municipality", _municipality_name(municipality_id)))
             rows.append(("reason", exc.reason))
             verdict.update(reason=exc.reason, municipality=municipality_id)
         verdict.update(subject=display_subject(cert), issuer=facts.issuer, not_after=facts.not_after.isoformat(),
-                       policies=list(certificate_policies(cert)))
+                       policies=list(certificate_policies(cert)),
+                       chain=[c.subject.rfc4514_string() for c in ctx.presented.chain])
     svc.audit.record(AuditEvent(
         "diagnose_viewed", "info", ctx.correlation_id, reason=error.reason if error else None,
         certificate=facts, municipality=municipality_id, client_address=ctx.client_address,

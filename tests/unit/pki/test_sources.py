@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from dataclasses import replace
 from urllib.parse import quote
 
 import pytest
@@ -13,9 +14,11 @@ from cryptography.hazmat.primitives import serialization
 from broker.config.schema import ProxyConfig
 from broker.config.values import IpNetwork
 from broker.errors import CertificateRejected, ProxyHeaderRejected
+from broker.pki.proxy_headers import ProxyFormat
 from broker.pki.sources import CertificateSourceResolver, parse_nginx_escaped_pem
 from tests.factories.pki import Hierarchy
 from tests.factories.pki_cases import NOW
+from tests.factories.proxy_headers import envoy_element, headers_for
 
 MAX = 16384
 PROXY = ProxyConfig(trusted_networks=(IpNetwork(ipaddress.ip_network("10.20.0.0/16")),
@@ -169,3 +172,68 @@ def test_unreadable_tls_certificate_rejected() -> None:
 ])
 def test_client_address(remote: str, forwarded_for: str | None, expected: str) -> None:
     assert CertificateSourceResolver(PROXY).client_address(remote, forwarded_for) == expected
+
+
+# --- formats and the forwarded chain ---
+
+
+@pytest.mark.parametrize("fmt", ["nginx_escaped_pem", "haproxy_base64_der", "apache_pem", "rfc9440"])
+def test_trusted_proxy_chain_header_fills_the_chain(fmt: ProxyFormat) -> None:
+    h = Hierarchy.build(NOW)
+    leaf = h.leaf().certificate
+    value, chain_value = headers_for(fmt, leaf, (h.issuing.certificate,))
+    header = "Client-Cert" if fmt == "rfc9440" else "X-SSL-Client-Cert"
+    proxy = replace(PROXY, format=fmt, header=header, chain_header=header + "-Chain")
+    presented = CertificateSourceResolver(proxy).resolve("10.20.3.4", value, None, chain_value)
+    assert (presented.certificate, presented.via, presented.chain) == (leaf, "proxy", (h.issuing.certificate,))
+
+
+def test_envoy_chain_travels_in_the_one_header() -> None:
+    h = Hierarchy.build(NOW)
+    leaf = h.leaf().certificate
+    proxy = replace(PROXY, format="envoy_xfcc", header="X-Forwarded-Client-Cert")
+    resolver = CertificateSourceResolver(proxy)
+    assert resolver.chain_header is None
+    presented = resolver.resolve("10.20.3.4", envoy_element(leaf, (h.issuing.certificate,)), None)
+    assert (presented.certificate, presented.chain) == (leaf, (h.issuing.certificate,))
+
+
+def test_chain_header_alone_from_an_untrusted_address_is_ignored_and_flagged(pem: str) -> None:
+    proxy = replace(PROXY, chain_header="X-SSL-Client-Chain")
+    presented = CertificateSourceResolver(proxy).resolve("192.0.2.1", None, pem, nginx_escaped(pem))
+    assert (presented.via, presented.untrusted_header, presented.chain) == ("tls", True, ())
+
+
+def test_tls_certificate_has_no_chain(cert: x509.Certificate, pem: str) -> None:
+    assert CertificateSourceResolver(PROXY).resolve("192.0.2.1", None, pem).chain == ()
+
+
+@pytest.mark.parametrize(("changes", "key", "fragment"), [
+    pytest.param({"chain_header": "X_Chain"}, ("chain_header",), "expected an HTTP header name",
+                 id="chain-header-name"),
+    pytest.param({"chain_header": "x-ssl-client-cert"}, ("chain_header",), "must differ from header",
+                 id="chain-header-same-as-header"),
+    pytest.param({"format": "envoy_xfcc"}, ("header",), "X-Forwarded-Client-Cert", id="envoy-needs-xfcc-name"),
+    pytest.param({"format": "envoy_xfcc", "header": "X-Forwarded-Client-Cert", "chain_header": "X-Chain"},
+                 ("chain_header",), "remove chain_header", id="envoy-has-no-chain-header"),
+    pytest.param({"format": "rfc9440"}, ("header",), "set header: Client-Cert", id="rfc9440-default-header-name"),
+    pytest.param({"format": "rfc9440", "header": "Client-Cert", "chain_header": "X-Chain"}, ("chain_header",),
+                 "Client-Cert-Chain", id="rfc9440-chain-field-name"),
+    pytest.param({"max_chain_certificates": 33}, ("max_chain_certificates",), "at most 32", id="chain-limit"),
+])
+def test_proxy_configuration_rules(changes: dict[str, object], key: tuple[str, ...], fragment: str) -> None:
+    problems = list(replace(PROXY, **changes).config_check())  # type: ignore[arg-type]
+    assert [k for k, _ in problems] == [key], problems
+    assert fragment in problems[0][1]
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({}, id="defaults"),
+    pytest.param({"chain_header": "X-SSL-Client-Chain"}, id="nginx-with-chain-header"),
+    pytest.param({"format": "haproxy_base64_der", "chain_header": "X-SSL-Client-Chain"}, id="haproxy"),
+    pytest.param({"format": "apache_pem"}, id="apache"),
+    pytest.param({"format": "envoy_xfcc", "header": "x-forwarded-client-cert"}, id="envoy"),
+    pytest.param({"format": "rfc9440", "header": "Client-Cert", "chain_header": "Client-Cert-Chain"}, id="rfc9440"),
+])
+def test_proxy_configurations_accepted(changes: dict[str, object]) -> None:
+    assert list(replace(PROXY, **changes).config_check()) == []  # type: ignore[arg-type]

@@ -201,3 +201,50 @@ def test_each_municipality_validates_its_own_certificates(h: Hierarchy, stranger
     checker = validator(h.domain(crls=h.fresh_crls()), other)
     assert checker.validate(h.leaf().certificate).municipality_id == "kommun-a"
     assert checker.validate(stranger.leaf().certificate).municipality_id == "kommun-x"
+
+
+# --- the chain a trusted proxy forwarded: hints for the path, never trust -------------------------------------
+
+Forwarded = Callable[[Hierarchy, Hierarchy, Hierarchy], tuple[x509.Certificate, tuple[x509.Certificate, ...]]]
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    # the client's own "root" (self-signed, same names as the municipality's CAs) signs its issuing CA
+    pytest.param(lambda h, twin, far: (twin.leaf().certificate, (twin.issuing.certificate, twin.root.certificate)),
+                 "chain_invalid", id="self-signed-root-with-the-anchors-name"),
+    pytest.param(lambda h, twin, far: (twin.leaf().certificate, (twin.root.certificate, twin.issuing.certificate)),
+                 "chain_invalid", id="self-signed-root-first"),
+    # a hierarchy no municipality uses, sent complete with its root
+    pytest.param(lambda h, twin, far: (far.leaf().certificate, (far.issuing.certificate, far.root.certificate)),
+                 "issuer_unknown", id="foreign-root-in-the-chain"),
+    # the real issuing CA in the chain does not help a leaf the impostor issued
+    pytest.param(lambda h, twin, far: (twin.leaf().certificate, (h.issuing.certificate, twin.root.certificate)),
+                 "chain_invalid", id="real-intermediate-impostors-leaf"),
+])
+def test_forwarded_chain_does_not_make_a_certificate_trusted(h: Hierarchy, stranger: Hierarchy, make: Forwarded,
+                                                             reason: str) -> None:
+    twin = Hierarchy.build(NOW)  # the same names as h ("Kommun A Test Root CA" ...), other keys
+    leaf, chain = make(h, twin, stranger)
+    checker = validator(h.domain(intermediates=()))  # the municipality trusts its root only
+    with pytest.raises(CertificateRejected) as caught:
+        checker.validate(leaf, chain)
+    assert caught.value.reason == reason
+
+
+def test_intermediate_only_in_the_forwarded_chain_completes_the_path_to_the_anchor(h: Hierarchy) -> None:
+    leaf = h.leaf().certificate
+    checker = validator(h.domain(intermediates=()))
+    with pytest.raises(CertificateRejected) as caught:
+        checker.validate(leaf)
+    assert caught.value.reason == "issuer_unknown"  # without the chain, no configured CA has the issuer's name
+
+    validated = checker.validate(leaf, (h.issuing.certificate,))
+    assert validated.municipality_id == "kommun-a"
+    assert validated.path.chain == (leaf, h.issuing.certificate, h.root.certificate)
+    assert checker.domain_of(leaf, (h.issuing.certificate,)).id == "kommun-a"
+
+
+def test_forwarded_root_equal_to_the_anchor_changes_nothing(h: Hierarchy) -> None:
+    leaf = h.leaf().certificate
+    validated = validator(h.domain(crls=h.fresh_crls())).validate(leaf, (h.issuing.certificate, h.root.certificate))
+    assert validated.path.chain == (leaf, h.issuing.certificate, h.root.certificate)

@@ -1,0 +1,309 @@
+"""`broker proxy-config haproxy|apache` against a real HAProxy and a real Apache, in front of a real `broker serve`.
+
+One stack per proxy format, started once per module: the example configuration (generated material) with
+``client_certificate.proxy`` set to the format (trusting 127.0.0.1/32), `broker serve` on a loopback port
+with a Redis key prefix of its own, the files `broker proxy-config <proxy>` writes, and the proxy (the
+distribution's binary, tests/factories/proxies.py) serving HTTPS on another loopback port.
+
+* ``haproxy``: HAProxy's native format (``%[ssl_c_der,base64]``), the chain in a second header
+  (``%[ssl_c_chain_der,base64]``);
+* ``haproxy-rfc9440``: HAProxy writing RFC 9440's ``Client-Cert`` (``:%[ssl_c_der,base64]:``);
+* ``apache``: Apache's ``%{SSL_CLIENT_CERT}s`` through mod_headers, the chain from
+  ``SSL_CLIENT_CERT_CHAIN_n``.
+
+What is checked: the generated file passes the proxy's own configuration test; a live handshake advertises
+exactly the configured CAs; a client certificate (and the chain the client sent) reaches the broker in that
+format; a header a client forges never does (alone, next to a real certificate, in another spelling); a
+client without a certificate arrives with none; a forged X-Forwarded-For does not become the client address;
+the operators' endpoints are closed at the proxy. nginx has the same checks in tests/flows/test_nginx.py;
+Envoy is not packaged for Debian, so its format is proven by unit tests only
+(tests/unit/pki/test_proxy_headers.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+import yaml
+from cryptography import x509
+
+from broker.audit.query import records
+from broker.pki.proxy_headers import ProxyFormat
+from broker.pki.tls import probe_endpoint
+from tests.factories.nginx import Nginx
+from tests.factories.proxies import Apache, ForegroundProxy, HAProxy
+from tests.factories.proxy_headers import headers_for
+from tests.factories.redis_server import free_port
+from tests.factories.serve import BrokerServe
+
+LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
+
+
+@dataclass(frozen=True)
+class Setup:
+    proxy: str
+    format: ProxyFormat
+    header: str
+    chain_header: str | None
+
+
+SETUPS = {
+    "haproxy": Setup("haproxy", "haproxy_base64_der", "X-SSL-Client-Cert", "X-SSL-Client-Chain"),
+    "haproxy-rfc9440": Setup("haproxy", "rfc9440", "Client-Cert", None),
+    "apache": Setup("apache", "apache_pem", "X-SSL-Client-Cert", "X-SSL-Client-Chain"),
+}
+
+
+def configured_cas(config: Path) -> list[x509.Certificate]:
+    """Anchors and intermediates of every certificate municipality, from the YAML files themselves."""
+    found = []
+    for path in sorted((config / "municipalities").glob("*.yaml")):
+        certificate = yaml.safe_load(path.read_text(encoding="utf-8")).get("certificate")
+        for name in (*certificate["trust_anchors"], *certificate.get("intermediates", [])) if certificate else ():
+            found.append(x509.load_pem_x509_certificate((config / name).read_bytes()))
+    return found
+
+
+def broker(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+@dataclass
+class Stack:
+    setup: Setup
+    config: Path
+    out: Path
+    users: Path
+    tls: Path
+    serve: BrokerServe
+    proxy: ForegroundProxy
+    issuing_ca: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.proxy.port}"
+
+    def get(self, path: str, *, user: str | None = None, with_chain: bool = False,
+            headers: dict[str, str] | None = None) -> requests.Response:
+        """An HTTPS request through the proxy, with ``user``'s certificate (and, ``with_chain``, the issuing
+        CA sent after it in the handshake); the server certificate verified against the demo TLS CA."""
+        cert = None
+        if user is not None:
+            pem = self.users / f"{user}.pem"
+            if with_chain:
+                pem = self.out.parent / f"{user}-with-chain.pem"
+                pem.write_text((self.users / f"{user}.pem").read_text() + self.issuing_ca.read_text())
+            cert = (str(pem), str(self.users / f"{user}.key"))
+        return requests.get(self.url + path, cert=cert, verify=str(self.tls / "ca.pem"), headers=headers or {},
+                            timeout=15, allow_redirects=False)
+
+    def diagnose(self, **kwargs: Any) -> dict[str, Any]:
+        response = self.get("/diagnose?format=json", **kwargs)
+        assert response.status_code == 200, response.text
+        verdict: dict[str, Any] = response.json()
+        return verdict
+
+    def audit_of(self, correlation_id: str) -> list[dict[str, Any]]:
+        return [r for r in records([self.config / "audit"]) if r.get("correlation_id") == correlation_id]
+
+    def forged(self, user: str) -> dict[str, str]:
+        """The header this stack's proxy would send for ``user``, written by the client instead."""
+        cert = x509.load_pem_x509_certificate((self.users / f"{user}.pem").read_bytes())
+        value, _ = headers_for(self.setup.format, cert)
+        assert value is not None
+        return {self.setup.header: value}
+
+
+@pytest.fixture(scope="module", params=list(SETUPS), ids=list(SETUPS))
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, demo_material: Any,
+          redis_url: str) -> Iterator[Stack]:
+    setup = SETUPS[request.param]
+    root = tmp_path_factory.mktemp(f"{request.param}-stack")
+    config = root / "config"
+    shutil.copytree(demo_material.config, config)
+    for f in (config / "audit").glob("*"):
+        f.unlink()
+    prefix = f"test:{secrets.token_hex(6)}:"
+    path = config / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    proxy_settings = {"trusted_networks": ["127.0.0.1/32"], "format": setup.format, "header": setup.header}
+    if setup.chain_header is not None:
+        proxy_settings["chain_header"] = setup.chain_header
+    data["client_certificate"]["proxy"].update(proxy_settings)
+    data["redis"] = {"url": redis_url, "key_prefix": prefix}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+    serve = BrokerServe(config, root / "serve", redis_url=redis_url, workers=1)
+    out = root / "proxy"
+    tls = Path(demo_material.tls)
+    port = free_port()
+    proxy: ForegroundProxy
+    if setup.proxy == "haproxy":
+        crt = HAProxy.combined_pem(tls / "server.pem", tls / "server.key", root / "server-with-key.pem")
+        written = broker("proxy-config", "haproxy", "--config", str(config), "--out", str(out), "--upstream",
+                         serve.url, "--bind", f"127.0.0.1:{port}", "--certificate", str(crt))
+        proxy = HAProxy(root / "haproxy", out / "broker-haproxy.cfg", port)
+    else:
+        written = broker("proxy-config", "apache", "--config", str(config), "--out", str(out), "--upstream", serve.url)
+        proxy = Apache(root / "apache", certificate=tls / "server.pem", key=tls / "server.key", port=port,
+                       vhost_body=f"Include {out / 'broker-apache.conf'}")
+    assert written.returncode == 0, written.stdout + written.stderr
+    try:
+        with serve, proxy:
+            yield Stack(setup, config, out, Path(demo_material.users), tls, serve, proxy,
+                        config / "certs" / "kommun-a" / "issuing-ca.pem")
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+# --- the generated configuration ------------------------------------------------------------------------------
+
+
+def test_generated_configuration_passes_the_proxys_own_check(stack: Stack) -> None:
+    checked = stack.proxy.check()
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_handshake_advertises_exactly_the_configured_municipal_cas(stack: Stack) -> None:
+    probe = probe_endpoint("127.0.0.1", stack.proxy.port, server_name="localhost", timeout=10)
+    assert probe.certificate_requested is True
+    expected = configured_cas(stack.config)
+    assert len(expected) == 4  # Kommun A and B: a root and an issuing CA each
+    assert sorted(n.public_bytes() for n in probe.ca_names) == sorted(c.subject.public_bytes() for c in expected)
+
+
+# --- through the proxy to the broker ------------------------------------------------------------------------
+
+
+def test_client_certificate_reaches_the_broker_in_the_proxys_format(stack: Stack) -> None:
+    verdict = stack.diagnose(user="anna")
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"], verdict["loa"]) == (
+        True, True, "kommun-a", LOA3)
+    assert "SE2120001009-anna" in verdict["subject"]
+    assert verdict["chain"] == []  # the client sent its certificate alone
+    viewed = stack.audit_of(verdict["correlation_id"])
+    assert [r["event"] for r in viewed] == ["diagnose_viewed"]  # no proxy_header_* event: the format was right
+    assert viewed[0]["data"] == {"accepted": True, "via": "proxy"}
+
+
+def test_the_chain_the_client_sent_reaches_the_broker(stack: Stack) -> None:
+    verdict = stack.diagnose(user="anna", with_chain=True)
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (True, True, "kommun-a")
+    issuing = x509.load_pem_x509_certificate(stack.issuing_ca.read_bytes()).subject.rfc4514_string()
+    # HAProxy writes no RFC 9440 Client-Cert-Chain (ssl_c_chain_der is one byte string): the leaf alone
+    assert verdict["chain"] == ([issuing] if stack.setup.chain_header is not None else [])
+
+
+def test_client_without_certificate_arrives_with_none(stack: Stack) -> None:
+    verdict = stack.diagnose()
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (False, False, None)
+    mine = stack.audit_of(verdict["correlation_id"])
+    assert [r["event"] for r in mine] == ["diagnose_viewed"]
+    assert mine[0]["data"] == {"accepted": False, "via": "none"}
+
+
+def test_forged_header_without_a_certificate_never_reaches_the_broker(stack: Stack) -> None:
+    # the control: sent straight from 127.0.0.1 (the trusted proxy's address), the broker would believe it
+    direct = requests.get(stack.serve.url + "/diagnose?format=json", headers=stack.forged("anna"), timeout=10).json()
+    assert (direct["certificate"], direct["municipality"]) == (True, "kommun-a")
+
+    verdict = stack.diagnose(headers=stack.forged("anna"))
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (False, False, None)
+    assert [r["event"] for r in stack.audit_of(verdict["correlation_id"])] == ["diagnose_viewed"]
+
+
+def test_forged_chain_header_never_reaches_the_broker(stack: Stack) -> None:
+    """The proxy replaces the chain header it forwards; one it does not forward the broker does not read."""
+    issuing = x509.load_pem_x509_certificate(stack.issuing_ca.read_bytes())
+    _, chain_value = headers_for(stack.setup.format, issuing, (issuing,))
+    assert chain_value is not None
+    name = stack.setup.chain_header or "Client-Cert-Chain"
+    verdict = stack.diagnose(user="anna", headers={name: chain_value})
+    assert (verdict["accepted"], verdict["chain"]) == (True, [])
+
+
+def test_forged_header_next_to_a_real_certificate_is_replaced(stack: Stack) -> None:
+    verdict = stack.diagnose(user="bo", headers=stack.forged("anna"))
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (True, True, "kommun-b")
+
+
+@pytest.mark.parametrize("spelling", [str.lower, str.upper, lambda name: name.replace("-", "_")],
+                         ids=["lower-case", "upper-case", "underscores"])
+def test_forged_header_in_another_spelling_never_reaches_the_broker(stack: Stack, spelling: Any) -> None:
+    """The proxies match header names case-insensitively (removed or replaced); a name with underscores passes
+    them but gunicorn drops it rather than read it as the same CGI variable."""
+    ((name, value),) = stack.forged("anna").items()
+    verdict = stack.diagnose(headers={spelling(name): value})
+    assert (verdict["certificate"], verdict["municipality"]) == (False, None)
+
+
+def test_forged_forwarded_for_does_not_become_the_client_address(stack: Stack) -> None:
+    verdict = stack.diagnose(headers={"X-Forwarded-For": "203.0.113.9"})
+    (viewed,) = stack.audit_of(verdict["correlation_id"])
+    assert viewed["client"] == "127.0.0.1"  # audit.client_address: clear in the example configuration
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/%6Detrics", "/admin/%73tatus", "//metrics",
+                                  "/admin//status", "/metrics?x=1", "/./admin/status", "/admin%2Fstatus"])
+def test_operators_endpoints_are_closed_at_the_proxy(stack: Stack, path: str) -> None:
+    token = (stack.config / "keys" / "admin.token").read_text().strip()
+    for headers in ({}, {"Authorization": f"Bearer {token}"}):
+        response = stack.get(path, headers=headers)
+        assert response.status_code == 404, (path, headers, response.status_code)
+        assert "broker_logins" not in response.text
+        assert "Broker status" not in response.text
+
+
+# --- formats a proxy cannot write are refused when the configuration is generated ------------------------------
+
+
+@pytest.mark.parametrize(("proxy", "fmt", "fragment"), [
+    pytest.param("apache", "haproxy_base64_der", "set it to apache_pem", id="apache-cannot-write-haproxy-format"),
+    pytest.param("haproxy", "apache_pem", "set it to haproxy_base64_der or rfc9440", id="haproxy-cannot-write-pem"),
+    pytest.param("haproxy", "envoy_xfcc", "which haproxy does not write", id="haproxy-cannot-write-xfcc"),
+    pytest.param("nginx", "apache_pem", "set it to nginx_escaped_pem", id="nginx-cannot-write-apache-format"),
+])
+def test_proxy_config_refuses_a_format_the_proxy_cannot_write(config_dir: Path, tmp_path: Path, proxy: str,
+                                                               fmt: ProxyFormat, fragment: str) -> None:
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["format"] = fmt
+    if fmt == "envoy_xfcc":
+        data["client_certificate"]["proxy"]["header"] = "X-Forwarded-Client-Cert"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    result = broker("proxy-config", proxy, "--config", str(config_dir), "--out", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert fragment in result.stderr
+    assert not (tmp_path / "out" / "broker-client-cas.pem").exists()
+
+
+def test_nginx_clears_a_chain_header_it_cannot_fill(config_dir: Path, tmp_path: Path, demo_material: Any) -> None:
+    """nginx has no variable for the client's chain: with chain_header configured, the snippet only removes a
+    client's copy (an empty value), and still passes nginx -t."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["chain_header"] = "X-SSL-Client-Chain"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    out = tmp_path / "out"
+    result = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'proxy_set_header X-SSL-Client-Chain "";' in (out / "broker-client-auth.conf").read_text()
+    tls = Path(demo_material.tls)
+    checked = Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
+                    server_body=f"include {out / 'broker-client-auth.conf'};").check()
+    assert checked.returncode == 0, checked.stderr
