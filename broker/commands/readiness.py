@@ -20,6 +20,8 @@ from broker.errors import AuditUnavailable, UnusableInput
 from broker.readiness.model import Report
 from broker.readiness.render import html_dashboard, text
 from broker.readiness.runner import ReadinessOptions, run
+from broker.session.redis_client import RedisChoiceRefused
+from broker.session.redis_client import configured as redis_connector
 from broker.session.store import KeyValueStore, RedisStore
 
 
@@ -76,11 +78,16 @@ def readiness(config_dir: Path, municipalities: tuple[str, ...], endpoints: tupl
 
 
 def _store(settings: Settings, offline: bool) -> KeyValueStore | None:
-    url = os.environ.get("REDIS_URL") or (settings.broker.redis.url if settings.broker.redis else None)
-    if offline or not url:
+    if offline:
+        return None
+    try:
+        connector = redis_connector(settings.broker.redis, os.environ.get("REDIS_URL"))
+    except RedisChoiceRefused as exc:
+        raise UnusableInput(str(exc)) from None
+    if connector is None:
         return None
     prefix = settings.broker.redis.key_prefix if settings.broker.redis else "broker:"
-    return RedisStore(url, prefix=prefix)
+    return RedisStore(connector=connector, prefix=prefix)
 
 
 def _audit(settings: Settings, report: Report) -> None:

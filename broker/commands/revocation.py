@@ -13,10 +13,12 @@ import click
 
 from broker.clock import SystemClock
 from broker.commands.common import settings_or_exit
-from broker.errors import DependencyUnavailable
+from broker.errors import DependencyUnavailable, UnusableInput
 from broker.pki.revocation.crls import CrlStore, parse_crl, verify_crl
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.ocsp import responder_urls
+from broker.session.redis_client import RedisChoiceRefused
+from broker.session.redis_client import configured as redis_connector
 from broker.session.store import KeyValueStore, RedisStore
 
 
@@ -39,11 +41,14 @@ def revocation() -> None:
 def status(config_dir: Path, redis_url: str | None, as_json: bool) -> None:
     """List per CA: CRL source, age, next update, last refresh error; OCSP responder and its last error."""
     settings = settings_or_exit(config_dir)
-    url = redis_url or os.environ.get("REDIS_URL") or (settings.broker.redis.url if settings.broker.redis else None)
+    try:
+        connector = redis_connector(settings.broker.redis, redis_url or os.environ.get("REDIS_URL"))
+    except RedisChoiceRefused as exc:
+        raise UnusableInput(str(exc)) from None
     shared: KeyValueStore | None = None
-    if url:
+    if connector is not None:
         prefix = settings.broker.redis.key_prefix if settings.broker.redis else "broker:"
-        shared = RedisStore(url, prefix=prefix)
+        shared = RedisStore(connector=connector, prefix=prefix)
         try:
             shared.ping()
         except DependencyUnavailable as exc:

@@ -32,5 +32,6 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
             checks.append(Check("broker.session_store", "pass", "session store answers", "Redis PING answered"))
         except DependencyUnavailable as exc:
             checks.append(Check("broker.session_store", "fail", "session store unreachable", exc.detail,
-                                "Start Redis or fix redis.url / REDIS_URL; the broker refuses logins without it."))
+                                "Start Redis or fix redis in broker.yaml / REDIS_URL; the broker refuses logins "
+                                "without it."))
     return checks

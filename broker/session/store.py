@@ -7,20 +7,24 @@ tests run against both, the Redis one against a real server.
 
 Every Redis failure surfaces as :class:`SessionStoreUnavailable`, which the
 web layer turns into a 503 page; redis-py reconnects by itself on the next
-call, so the broker recovers when Redis returns.
+call (under Sentinel or Cluster, to wherever the primary now is), so the
+broker recovers when Redis returns.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis.exceptions import RedisClusterException
 
 from broker.errors import SessionStoreUnavailable
+from broker.session.redis_client import Connector, RedisClient, single_server
+
+T = TypeVar("T")
 
 
 class KeyValueStore(Protocol):
@@ -46,84 +50,126 @@ class KeyValueStore(Protocol):
 
     def members(self, key: str) -> set[str]: ...
 
+    def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
+        """Add one to the counter at each key (absent: 0) and (re)set its time to live; all keys at once
+        (atomically, in one round trip). Returns the new counts, in the order of ``keys``."""
+        ...
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values at ``keys`` (None where absent), in one round trip."""
+        ...
+
     def ping(self) -> None: ...
 
 
 class RedisStore:
-    """:class:`KeyValueStore` on Redis. Keys are prefixed; TTLs are in milliseconds."""
+    """:class:`KeyValueStore` on Redis: one server, a Sentinel-managed primary or a Redis Cluster
+    (:mod:`broker.session.redis_client`). Keys are prefixed; TTLs are in milliseconds.
 
-    def __init__(self, url: str, *, prefix: str = "broker:", socket_timeout: float = 0.5) -> None:
-        self._prefix = prefix
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            # one quick retry hides a single dropped connection (e.g. after a Redis restart);
-            # anything longer would hold the user's request hostage
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=30,
-        )
+    Retries (docs/redis.md): a command whose connection was lost or refused is sent once more at once, on a
+    fresh connection (which, under Sentinel, first asks the sentinels for the primary): this hides the one
+    stale pooled connection after a Redis restart or failover. After a timeout, only commands that may safely
+    run twice are repeated; GETDEL, SET NX and INCR are not, since the first may have run and a second would
+    turn one lost answer into "already used", "replayed" or a double count. So a store call takes at most two
+    attempts, each bounded by the timeouts, and every failure is :class:`SessionStoreUnavailable`.
+
+    Redis Cluster: every key gets the prefix as a hash tag (``{broker:}session:...``), so all of the broker's
+    keys share one hash slot and every multi-key command and MULTI/EXEC below (MGET, the counters' INCR and
+    PEXPIRE) stays legal and atomic as on one server. The cluster then gives the broker failover, not
+    sharding; the broker's load fits one primary many times over.
+    """
+
+    def __init__(self, url: str | None = None, *, prefix: str = "broker:", socket_timeout: float = 0.5,
+                 connector: Connector | None = None) -> None:
+        if connector is None:
+            if url is None:
+                raise TypeError("RedisStore needs a URL or a connector")
+            connector = single_server(url, socket_timeout=socket_timeout)
+        self._connector = connector
+        self._prefix = "{" + prefix + "}" if connector.cluster else prefix
 
     @property
-    def client(self) -> redis.Redis:
-        return self._client
+    def client(self) -> RedisClient:
+        return self._connector.client()
 
     def _k(self, key: str) -> str:
         return self._prefix + key
 
+    def _call(self, command: str, op: Callable[[RedisClient], T], *, once: bool = False) -> T:
+        """``op`` on the client, sent again once after a lost connection (and after a timeout unless ``once``:
+        the command must not run twice)."""
+        error: Exception
+        self._connector.before_command()
+        for _attempt in range(2):
+            try:
+                return op(self._connector.client())
+            except redis.ReadOnlyError as exc:
+                # a replica answers (one server whose name now points elsewhere, or a demoted primary): it ran
+                # nothing; reconnect
+                self._connector.drop_connections()
+                error = exc
+            except redis.ConnectionError as exc:
+                error = exc
+            except redis.TimeoutError as exc:
+                error = exc
+                if once:
+                    break
+            except (redis.RedisError, RedisClusterException) as exc:
+                error = exc
+                break
+        raise SessionStoreUnavailable(f"Redis {command} failed: {error}") from error
+
     def put(self, key: str, value: bytes, ttl: float) -> None:
-        try:
-            self._client.set(self._k(key), value, px=max(1, int(ttl * 1000)))
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis SET failed: {exc}") from exc
+        self._call("SET", lambda c: c.set(self._k(key), value, px=_ms(ttl)))
 
     def get(self, key: str) -> bytes | None:
-        try:
-            value = self._client.get(self._k(key))
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis GET failed: {exc}") from exc
+        value = self._call("GET", lambda c: c.get(self._k(key)))
         return value if isinstance(value, bytes) else None
 
     def take(self, key: str) -> bytes | None:
-        try:
-            value = self._client.getdel(self._k(key))
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis GETDEL failed: {exc}") from exc
+        value = self._call("GETDEL", lambda c: c.getdel(self._k(key)), once=True)
         return value if isinstance(value, bytes) else None
 
     def delete(self, key: str) -> None:
-        try:
-            self._client.delete(self._k(key))
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis DEL failed: {exc}") from exc
+        self._call("DEL", lambda c: c.delete(self._k(key)))
 
     def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
-        try:
-            return bool(self._client.set(self._k(key), value, px=max(1, int(ttl * 1000)), nx=True))
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis SET NX failed: {exc}") from exc
+        return bool(self._call("SET NX", lambda c: c.set(self._k(key), value, px=_ms(ttl), nx=True), once=True))
 
     def add_member(self, key: str, member: str, ttl: float) -> None:
-        try:
-            with self._client.pipeline(transaction=True) as pipe:
+        def add(client: RedisClient) -> None:
+            with client.pipeline(transaction=True) as pipe:
                 pipe.sadd(self._k(key), member)
-                pipe.pexpire(self._k(key), max(1, int(ttl * 1000)))
+                pipe.pexpire(self._k(key), _ms(ttl))
                 pipe.execute()
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis SADD failed: {exc}") from exc
+        self._call("SADD", add)
 
     def members(self, key: str) -> set[str]:
-        try:
-            raw = self._client.smembers(self._k(key))
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis SMEMBERS failed: {exc}") from exc
+        raw = self._call("SMEMBERS", lambda c: c.smembers(self._k(key)))
         return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}  # type: ignore[union-attr]
 
+    def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
+        def incr(client: RedisClient) -> list[Any]:
+            with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one round trip, atomic
+                for key in keys:
+                    pipe.incr(self._k(key))
+                    pipe.pexpire(self._k(key), _ms(ttl))
+                return list(pipe.execute())
+        results = self._call("INCR", incr, once=True)
+        return [int(n) for n in results[0::2]]
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = self._call("MGET", lambda c: c.mget([self._k(k) for k in keys]))
+        return [v if isinstance(v, bytes) else None for v in values]  # type: ignore[union-attr]
+
     def ping(self) -> None:
-        try:
-            self._client.ping()
-        except redis.RedisError as exc:
-            raise SessionStoreUnavailable(f"Redis PING failed: {exc}") from exc
+        self._call("PING", lambda c: c.ping())
+
+
+def _ms(ttl: float) -> int:
+    return max(1, int(ttl * 1000))
 
 
 class MemoryStore:
@@ -187,6 +233,21 @@ class MemoryStore:
         with self._lock:
             value = self._live(key)
         return set(value) if isinstance(value, set) else set()
+
+    def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
+        counts = []
+        with self._lock:
+            for key in keys:
+                current = self._live(key)
+                count = (int(current) if isinstance(current, bytes) else 0) + 1
+                self._data[key] = (self._now() + ttl, str(count).encode())
+                counts.append(count)
+        return counts
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        with self._lock:
+            values = [self._live(key) for key in keys]
+        return [v if isinstance(v, bytes) else None for v in values]
 
     def ping(self) -> None:
         return None

@@ -1,4 +1,5 @@
-"""The KeyValueStore contract, run against a real Redis and the demo's embedded store."""
+"""The KeyValueStore contract, run against a real Redis (one server, a Sentinel-managed primary, a Redis
+Cluster) and the demo's embedded store."""
 
 from __future__ import annotations
 
@@ -8,13 +9,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker.session.redis_client import from_config
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
+from tests.factories.redis_cluster import cluster_config
+from tests.factories.redis_sentinel import sentinel_config
 
 
-@pytest.fixture(params=["redis", "memory"])
+@pytest.fixture(params=["redis", "sentinel", "cluster", "memory"])
 def store(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[KeyValueStore]:
     if request.param == "redis":
         yield RedisStore(redis_url, prefix=redis_prefix)
+    elif request.param == "sentinel":
+        group = request.getfixturevalue("sentinel_group")
+        yield RedisStore(connector=from_config(sentinel_config(group)), prefix=redis_prefix)
+    elif request.param == "cluster":
+        nodes = request.getfixturevalue("redis_cluster")
+        yield RedisStore(connector=from_config(cluster_config(nodes)), prefix=redis_prefix)
     else:
         yield MemoryStore()
 

@@ -1,0 +1,161 @@
+"""The ``redis:`` section of broker.yaml: one Redis server, a Sentinel-managed primary, or a Redis Cluster.
+
+Exactly one of ``url``, ``sentinel`` and ``cluster`` names the deployment; the
+password of the data nodes comes from ``password_file`` (never inline, as
+every other secret of the broker). docs/redis.md explains the choices and
+the failover behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography.hazmat.primitives import serialization
+
+from broker.config.typed import ParseContext
+from broker.config.values import CaCertificates, CertificateFile, Duration, PrivateKeyFile, SecretFile
+from broker.config.yamlsource import KeyPath
+
+
+def doc(text: str, **extra: object) -> dict[str, object]:
+    return {"doc": text, **extra}
+
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})$")
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A ``host:port`` address (an IPv6 address in brackets: ``[fd00::1]:26379``)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> HostPort:
+        m = _HOST_PORT.match(value) if isinstance(value, str) else None
+        if m is None or not 0 < int(m.group("port")) < 65536:
+            raise ValueError(f"expected host:port (e.g. 10.0.0.11:26379), got {value!r}")
+        return cls(m.group("v6") or m.group("host"), int(m.group("port")))
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        return {"type": "string", "pattern": _HOST_PORT.pattern, "examples": ["10.0.0.11:26379"]}
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SentinelConfig:
+    """A primary with replicas, watched by Redis Sentinel; the broker asks the sentinels where the primary is
+    (again after every lost connection), so a failover needs no change here."""
+
+    master: str = field(metadata=doc("the service name the sentinels monitor (`sentinel monitor <name> ...`)",
+                                     examples=("broker",)))
+    addresses: tuple[HostPort, ...] = field(
+        metadata=doc("host:port of the sentinels (three or more, on separate machines)", min_items=1,
+                     examples=(("10.0.0.11:26379", "10.0.0.12:26379", "10.0.0.13:26379"),)))
+    password_file: SecretFile | None = field(
+        default=None, metadata=doc("password of the sentinels themselves (their `requirepass`); "
+                                   "none: they ask for none"))
+    socket_timeout: Duration = field(
+        default=Duration(0.2), metadata=doc("connect and answer timeout per sentinel asked"))
+    db: int = field(default=0, metadata=doc("database number on the primary", min=0))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if not re.fullmatch(r"[A-Za-z0-9._\-]+", self.master):
+            yield ("master",), "letters, digits, '.', '_' and '-' only"
+        seen = [str(a) for a in self.addresses]
+        for i, address in enumerate(seen):
+            if address in seen[:i]:
+                yield ("addresses", i), f"{address} is listed twice"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A Redis Cluster: the broker learns the slot map from any of these nodes and follows it (and its
+    changes after a failover). The key prefix is every key's hash tag: all of the broker's keys live in one
+    hash slot, so multi-key commands stay atomic; the cluster gives failover, not sharding."""
+
+    addresses: tuple[HostPort, ...] = field(
+        metadata=doc("host:port of some cluster nodes to start from (several, in case one is down)", min_items=1,
+                     examples=(("10.0.0.21:6379", "10.0.0.22:6379", "10.0.0.23:6379"),)))
+
+
+@dataclass(frozen=True)
+class RedisTlsConfig:
+    """TLS on every connection to Redis (data nodes and sentinels): each server's certificate must chain to
+    ``ca_file`` and name the host the broker connects to (as configured, or as the sentinels and the cluster
+    announce it: an IP address needs an IP subjectAltName)."""
+
+    ca_file: CaCertificates = field(metadata=doc("CA certificate(s) that issued the Redis servers' certificates"))
+    certificate: CertificateFile | None = field(
+        default=None, metadata=doc("the broker's client certificate, for servers with `tls-auth-clients yes`"))
+    key: PrivateKeyFile | None = field(default=None, metadata=doc("the key of that client certificate"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if (self.certificate is None) != (self.key is None):
+            yield ("certificate" if self.certificate is None else "key",), "certificate and key go together"
+        elif self.certificate is not None and self.key is not None and (
+                _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key())):
+            yield ("certificate",), "the certificate does not belong to the configured key"
+
+
+def _spki(public: object) -> bytes:
+    return public.public_bytes(  # type: ignore[attr-defined,no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+DEPLOYMENTS = ("url", "sentinel", "cluster")
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """The shared Redis (sessions, pending logins, replay and revocation caches): exactly one of `url` (one
+    server), `sentinel` (a primary with replicas under Redis Sentinel) or `cluster` (Redis Cluster). Without
+    it, only the demo runs (embedded store). Changing it needs a restart (a reload keeps the store)."""
+
+    url: str | None = field(default=None, metadata=doc(
+        "one server: redis://, rediss:// or unix:// URL, without a password", examples=("redis://127.0.0.1:6379/0",)))
+    sentinel: SentinelConfig | None = field(default=None, metadata=doc("a primary and replicas under Sentinel"))
+    cluster: ClusterConfig | None = field(default=None, metadata=doc("a Redis Cluster"))
+    tls: RedisTlsConfig | None = field(
+        default=None, metadata=doc("TLS with a CA of your own (and a client certificate); with url, a rediss:// "
+                                   "URL without this block trusts the system's CAs"))
+    username: str | None = field(default=None, metadata=doc("ACL user on the data nodes; none: the default user"))
+    password_file: SecretFile | None = field(
+        default=None, metadata=doc("password of the data nodes (`requirepass` or the ACL user's); none: no AUTH"))
+    key_prefix: str = field(default="broker:", metadata=doc("prefix of every key the broker writes"))
+    socket_timeout: Duration = field(
+        default=Duration(0.5), metadata=doc("per-command timeout; a slow Redis yields a 503, not a hang")
+    )
+
+    @property
+    def deployment(self) -> str:
+        """``url``, ``sentinel`` or ``cluster``: the one that is set."""
+        return next(name for name in DEPLOYMENTS if getattr(self, name) is not None)
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        chosen = [name for name in DEPLOYMENTS if getattr(self, name) is not None]
+        if not chosen:
+            yield (), "one of url, sentinel or cluster is required"
+        for other in chosen[1:]:
+            yield (other,), (f"{chosen[0]} and {other} are mutually exclusive: configure one Redis deployment "
+                             f"(url for one server, sentinel or cluster)")
+        if self.url is not None:
+            if not re.match(r"^(redis|rediss|unix)://", self.url):
+                yield ("url",), f"expected a redis://, rediss:// or unix:// URL, got {self.url!r}"
+            else:
+                parts = urlsplit(self.url)
+                if parts.password or "password" in parse_qs(parts.query):
+                    yield ("url",), "the URL holds a password: put it in password_file (secrets never inline)"
+                if self.tls is not None and parts.scheme != "rediss":
+                    yield ("tls",), "TLS needs a rediss:// URL"
+        if self.cluster is not None and re.search(r"[{}]", self.key_prefix):
+            yield ("key_prefix",), ("no '{' or '}' with cluster: the broker makes the prefix the hash tag of "
+                                    "every key itself ({broker:}session:...)")

@@ -1,0 +1,138 @@
+"""The Redis store on a Redis Cluster: every key of the broker carries the prefix as its hash tag, so the multi-key
+commands (MGET, the counters' MULTI/EXEC) are legal and atomic; a killed primary is replaced by its replica and
+the store follows the new slot map by itself; a cluster that does not answer is SessionStoreUnavailable.
+
+Real processes on loopback (tests/factories/redis_cluster.py): three primaries, and for the failover three
+primaries with a replica each (cluster-node-timeout 1000 ms)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from broker.config.redis_schema import ClusterConfig, HostPort, RedisConfig
+from broker.errors import SessionStoreUnavailable
+from broker.session.redis_client import from_config
+from broker.session.store import RedisStore
+from tests.factories.redis_cluster import RedisClusterNodes, cluster_config, free_cluster_port
+from tests.factories.redis_sentinel import Node, RedisTls
+
+FAILOVER_BOUND = 15.0  # seconds from a killed primary to a store that works again (measured: about 2-3 s)
+CALL_BOUND = 1.5
+
+
+def store_on(nodes: RedisClusterNodes) -> RedisStore:
+    return RedisStore(connector=from_config(cluster_config(nodes)), prefix=f"test:{secrets.token_hex(4)}:")
+
+
+def owner_of(nodes: RedisClusterNodes, key: str) -> Node:
+    """The primary that serves ``key``'s hash slot, as a live node sees the slot map."""
+    client = nodes.client(next(n for n in nodes.nodes if n.alive).port)
+    slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+    for start, end, primary, *_replicas in client.execute_command("CLUSTER SLOTS"):
+        if start <= slot <= end:
+            return next(n for n in nodes.nodes if n.port == int(primary[1]))
+    raise AssertionError(f"no node serves slot {slot}")
+
+
+def test_every_key_of_the_broker_lives_in_one_hash_slot(redis_cluster: RedisClusterNodes) -> None:
+    store = store_on(redis_cluster)
+    store.put("session:a", b"1", 60)
+    store.put_if_absent("replay:b", b"1", 60)
+    store.add_member("session-sps:c", "sp", 60)
+    store.increment(["ratelimit:address:d", "ratelimit:certificate:e"], 60)
+
+    keys: dict[int, list[bytes]] = {}
+    for node in redis_cluster.nodes:
+        found = list(redis_cluster.client(node.port).scan_iter(match=store._k("*")))
+        if found:
+            keys[node.port] = found
+    assert len(keys) == 1, f"the broker's keys are spread over {sorted(keys)}"
+    (found,) = keys.values()
+    assert len(found) == 5
+    assert all(k.startswith(b"{test:") for k in found)
+    client = redis_cluster.client(redis_cluster.nodes[0].port)
+    assert len({client.execute_command("CLUSTER KEYSLOT", k) for k in found}) == 1
+
+
+def test_multi_key_commands_work_because_of_the_hash_tag(redis_cluster: RedisClusterNodes) -> None:
+    store = store_on(redis_cluster)
+
+    assert store.increment(["address:x", "certificate:y"], 60) == [1, 1]
+    assert store.increment(["address:x", "certificate:z"], 60) == [2, 1]
+    assert store.get_many(["address:x", "certificate:y", "absent"]) == [b"2", b"1", None]
+
+    # the same keys without the tag fall into different slots, where Redis refuses one MGET over both
+    plain = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port, password=redis_cluster.password)
+    try:
+        untagged = ["test:address:x", "test:certificate:y"]
+        assert len({plain.keyslot(k) for k in untagged}) == 2
+        with pytest.raises(redis.RedisClusterException, match="all keys must map to the same key slot"):
+            plain.mget(untagged)
+    finally:
+        plain.close()
+
+
+def test_a_cluster_that_does_not_answer_is_unavailable_and_fails_fast() -> None:
+    cfg = RedisConfig(cluster=ClusterConfig(addresses=(HostPort("127.0.0.1", free_cluster_port()),)))
+    store = RedisStore(connector=from_config(cfg))
+    for call in (lambda: store.get("k"), lambda: store.take("k"), store.ping):
+        started = time.monotonic()
+        with pytest.raises(SessionStoreUnavailable, match="Redis Cluster cannot be connected"):
+            call()
+        assert time.monotonic() - started < CALL_BOUND
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    with RedisClusterNodes(tmp_path / "cluster", replicas=1) as nodes:
+        yield nodes
+
+
+def test_the_store_follows_a_cluster_failover(replicated_cluster: RedisClusterNodes) -> None:
+    nodes = replicated_cluster
+    store = store_on(nodes)
+    store.put("session", b"before", 600)
+    primary = owner_of(nodes, store._k("session"))
+    client = nodes.client(primary.port)
+    client.set(store._k("marker"), b"1")
+    assert client.wait(1, 2000) == 1  # the replica holds the session too
+
+    primary.kill()
+    killed = time.monotonic()
+    failures: list[float] = []
+    while True:
+        started = time.monotonic()
+        try:
+            value = store.get("session")
+        except SessionStoreUnavailable:
+            failures.append(time.monotonic() - started)
+            assert time.monotonic() - killed < FAILOVER_BOUND, "no new primary in time"
+            time.sleep(0.05)
+            continue
+        break
+    recovered = time.monotonic() - killed
+
+    assert value == b"before"
+    assert failures, "the store never noticed the killed primary"
+    assert max(failures) < CALL_BOUND
+    store.put("after", b"1", 60)
+    serving = store.client.get_node_from_key(store._k("after"))  # type: ignore[union-attr]
+    assert serving.port != primary.port
+    assert nodes.client(serving.port).get(store._k("after")) == b"1"
+    print(f"\ncluster primary killed: {len(failures)} failed calls (slowest {max(failures) * 1000:.0f} ms), "
+          f"store working again after {recovered:.2f} s")
+
+
+def test_a_cluster_over_tls_with_a_client_certificate(tmp_path: Path) -> None:
+    with RedisClusterNodes(tmp_path / "cluster", tls=RedisTls.generate(tmp_path / "tls")) as nodes:
+        store = store_on(nodes)
+        store.put("session", b"1", 60)
+        assert store.increment(["a", "b"], 60) == [1, 1]
+        assert store.get_many(["session", "a"]) == [b"1", b"1"]
