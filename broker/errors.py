@@ -75,6 +75,18 @@ class RequestRejected(BrokerError):
     families = ("request",)
 
 
+class RateLimited(RequestRejected):
+    """Too many failed logins from the client's address or with its certificate (HTTP 429).
+
+    ``retry_after``: whole seconds until the counting window ends (the Retry-After header, RFC 9110 §10.2.3);
+    the page tells the user the same in minutes.
+    """
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__("rate_limited", detail, params={"minutes": str(max(1, -(-retry_after // 60)))})
+        self.retry_after = retry_after
+
+
 class DependencyUnavailable(BrokerError):
     """A dependency (Redis, audit disk) failed; the broker fails closed with a 503."""
 

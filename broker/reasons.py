@@ -139,11 +139,15 @@ _ROWS: tuple[Reason, ...] = (
            "If this is your proxy, add its network to client_certificate.proxy.trusted_networks; otherwise "
            "someone tried to forge a certificate."),
     Reason("proxy_header_malformed", "proxy", 400,
-           "The trusted proxy's client-certificate header could not be decoded.",
-           "Check that the proxy forwards the format configured in client_certificate.proxy.format."),
+           "The trusted proxy's client-certificate header could not be decoded: not the configured format, "
+           "or not exactly one certificate.",
+           "Check that the proxy forwards the format configured in client_certificate.proxy.format "
+           "(docs/proxies.md)."),
     Reason("proxy_header_too_large", "proxy", 400,
-           "The trusted proxy's client-certificate header exceeds the configured size limit.",
-           "Raise client_certificate.proxy.max_bytes only if real certificates are that large."),
+           "The trusted proxy's client-certificate header exceeds the configured size limit, or its chain "
+           "holds more certificates than allowed.",
+           "Raise client_certificate.proxy.max_bytes (or max_chain_certificates) only if real certificates and "
+           "chains are that large."),
     # --- SAML (requests from service providers) ---
     Reason("saml_request_missing", "saml", 400,
            "The request carried no SAMLRequest.",
@@ -327,6 +331,22 @@ _ROWS: tuple[Reason, ...] = (
     Reason("cross_site_request", "request", 403,
            "A form of the broker was submitted from another site's page (Origin / Sec-Fetch-Site).",
            "The user should start again from the service; repeated, it is an attack (login CSRF)."),
+    Reason("csrf_token_invalid", "request", 403,
+           "A form of the broker arrived without the token the broker's own page gave this browser (missing or "
+           "wrong form token, or no form-token cookie).",
+           "The user should start again from the service; repeated from one address, it is an attack (login "
+           "CSRF). A browser that refuses the broker's cookies cannot choose a municipality."),
+    Reason("request_uri_too_long", "request", 414,
+           "The request's query string exceeds the size limit (8 KiB).",
+           "Real HTTP-Redirect messages are a few kilobytes; an SP with larger requests should use HTTP-POST."),
+    Reason("request_headers_too_large", "request", 431,
+           "The request's headers (apart from the proxy's certificate headers) exceed the size limit (32 KiB).",
+           "Usually a browser with too many cookies for the domain; the user can clear them."),
+    Reason("rate_limited", "request", 429,
+           "Too many failed logins from this client address or with this certificate in the current window; "
+           "refused until the window ends (Retry-After).",
+           "Look up the address or certificate in the audit trail (`broker audit query --reason rate_limited`); "
+           "the limits are in broker.yaml rate_limit.", AUTHN_FAILED),
     Reason("page_not_found", "request", 404,
            "No such page.",
            "Check the link."),

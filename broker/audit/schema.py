@@ -70,7 +70,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                   data="loa policy revocation revocation_sources", data_required="loa policy"),
     "certificate_rejected": _spec("the certificate failed a check", "failure", _LOGIN | {"reason"},
                                   _CERT | {"municipality", "sp"}),
-    "login_refused": _spec("the login could not go on (no certificate, SP access rules, a dependency)",
+    "login_refused": _spec("the login could not go on (no certificate, SP access rules, a forged or cross-site "
+                           "form, failed-login limits, a dependency)",
                            "failure", _LOGIN | {"reason"}, _USER | _CERT | {"sp"}),
     "upstream_authn_requested": _spec("the broker sent an AuthnRequest to a municipal IdP", "info",
                                       _LOGIN | {"municipality", "sp"},

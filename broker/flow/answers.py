@@ -8,7 +8,7 @@ from types import MappingProxyType
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
 from broker.config.schema import LocalizedText
-from broker.errors import BrokerError, CertificateRejected, SamlRejected, UpstreamRejected
+from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Result
 from broker.model import KNOWN_LOAS, CertificateFacts, Loa, ReplyTarget, satisfies
@@ -109,6 +109,20 @@ class Answers:
         if retry and info is not None and isinstance(exc, CertificateRejected | UpstreamRejected):
             retry_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
         return LoginFailed(exc, ctx.correlation_id, sp_name, municipality, retry_id, back)
+
+    def rate_limited(self, exc: RateLimited, ctx: ClientContext, info: AuthnRequestInfo | None,
+                     sp: ServiceProvider | None, *, municipality: Municipality | None = None,
+                     certificate: CertificateFacts | None = None) -> Result:
+        """A login attempt past the failed-login limits (:mod:`broker.session.rate_limit`): audited as
+        ``login_refused`` (with the certificate, when one was presented) and refused without a retry link, since
+        retrying at once is what the limit refuses; the SP can still be answered (AuthnFailed)."""
+        self._d.audit.record(AuditEvent(
+            "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+            municipality=municipality.id if municipality else None, certificate=certificate,
+            sp=sp.entity_id if sp else None, client_address=ctx.client_address))
+        if info is None:
+            return LoginFailed(exc, ctx.correlation_id, municipality=municipality)
+        return self.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
 
     def error_response(self, target: ReplyTarget, status: str, exc: BrokerError, ctx: ClientContext,
                        sp_name: LocalizedText | None, *, delivered: bool) -> PostToSp:

@@ -7,6 +7,7 @@ once its revocation answer has expired, the certificate is validated again.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
-from broker.errors import CertificateRejected, ProxyHeaderRejected, SamlRejected
+from broker.errors import CertificateRejected, ProxyHeaderRejected, RateLimited, SamlRejected
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, Result
@@ -23,6 +24,7 @@ from broker.model import CertificateFacts
 from broker.pki.sources import PresentedCertificate
 from broker.pki.validator import ValidatedCertificate
 from broker.saml.authnrequest import AuthnRequestInfo
+from broker.session.rate_limit import counts_as_failure
 from broker.session.sessions import SsoSession
 
 # When re-checking a session's certificate, these mean "cannot tell now", not "no longer valid".
@@ -35,11 +37,11 @@ class CertificateStep:
         self._answers = answers
 
     def resolve(self, correlation_id: str, remote_addr: str | None, header_value: str | None,
-                tls_pem: str | None) -> PresentedCertificate:
+                tls_pem: str | None, chain_value: str | None = None) -> PresentedCertificate:
         """The request's certificate; a forged or broken proxy header is audited."""
         d = self._d
         try:
-            presented = d.certificate_sources.resolve(remote_addr, header_value, tls_pem)
+            presented = d.certificate_sources.resolve(remote_addr, header_value, tls_pem, chain_value)
         except ProxyHeaderRejected as exc:
             d.audit.record(AuditEvent("proxy_header_rejected", "failure", correlation_id, reason=exc.reason,
                                       detail=exc.detail, client_address=remote_addr))
@@ -63,13 +65,20 @@ class CertificateStep:
                                   sp=sp.entity_id, client_address=ctx.client_address,
                                   data=MappingProxyType({"via": ctx.presented.via})))
         try:
-            validated = d.validator.validate(cert)
+            d.limiter.check(ctx.client_address, facts.fingerprint_sha256)
+        except RateLimited as limited:
+            return self._answers.rate_limited(limited, ctx, info, sp, municipality=self.municipality_of(cert),
+                                              certificate=facts)
+        try:
+            validated = d.validator.validate(cert, ctx.presented.chain)
         except CertificateRejected as exc:
-            municipality = self.municipality_of(cert)
+            municipality = self.municipality_of(cert, ctx.presented.chain)
             d.audit.record(AuditEvent(
                 "certificate_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 municipality=municipality.id if municipality else None, certificate=facts, sp=sp.entity_id,
                 client_address=ctx.client_address))
+            if counts_as_failure(exc):
+                d.limiter.record_failure(ctx.client_address, facts.fingerprint_sha256)
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality)
         d.audit.record(AuditEvent(
             "certificate_accepted", "success", ctx.correlation_id, municipality=validated.municipality_id,
@@ -94,6 +103,7 @@ class CertificateStep:
             certificate_sha256=facts.fingerprint_sha256,
             revocation_valid_until=validated.revocation.valid_until,
             certificate_der=cert.public_bytes(serialization.Encoding.DER),
+            certificate_chain_der=[c.public_bytes(serialization.Encoding.DER) for c in ctx.presented.chain],
         )
         return self._answers.issue(info, sp, ctx, token, session, new_session=True, certificate=facts)
 
@@ -117,8 +127,9 @@ class CertificateStep:
         if until is None or d.clock.now() < until or session.certificate_der is None:
             return session, None
         cert = x509.load_der_x509_certificate(base64.b64decode(session.certificate_der))
+        chain = [x509.load_der_x509_certificate(base64.b64decode(der)) for der in session.certificate_chain_der]
         try:
-            validated = d.validator.validate(cert)
+            validated = d.validator.validate(cert, chain)
         except CertificateRejected as exc:
             if exc.reason in _TRANSIENT_REVOCATION:
                 d.audit.record(AuditEvent(
@@ -135,9 +146,10 @@ class CertificateStep:
         self.audit_soft_fail(validated, ctx, sp)
         return replace(session, revocation_valid_until=validated.revocation.valid_until), None
 
-    def municipality_of(self, cert: x509.Certificate) -> Municipality | None:
+    def municipality_of(self, cert: x509.Certificate,
+                        presented: Sequence[x509.Certificate] = ()) -> Municipality | None:
         try:
-            domain = self._d.validator.domain_of(cert)
+            domain = self._d.validator.domain_of(cert, presented)
         except CertificateRejected:
             return None
         return self._d.settings.municipalities.get(domain.id)

@@ -12,6 +12,7 @@ from broker.pki.validator import CertificateValidator
 from broker.saml.authnrequest import AuthnRequestParser
 from broker.saml.nameid import NameIdIssuer
 from broker.saml.response import ResponseBuilder
+from broker.session.rate_limit import FailureLimiter
 from broker.session.sessions import SessionManager
 
 
@@ -26,3 +27,4 @@ class FlowDeps:
     responses: ResponseBuilder
     nameids: NameIdIssuer
     certificate_sources: CertificateSourceResolver
+    limiter: FailureLimiter

@@ -50,9 +50,9 @@ class LoginFlow:
         return self._upstream
 
     def client_certificate(self, correlation_id: str, remote_addr: str | None, header_value: str | None,
-                           tls_pem: str | None) -> PresentedCertificate:
+                           tls_pem: str | None, chain_value: str | None = None) -> PresentedCertificate:
         """Resolve the request's certificate; audit a forged or broken proxy header."""
-        return self._certificate.resolve(correlation_id, remote_addr, header_value, tls_pem)
+        return self._certificate.resolve(correlation_id, remote_addr, header_value, tls_pem, chain_value)
 
     # --- SSO ---------------------------------------------------------------------------
 
@@ -83,8 +83,9 @@ class LoginFlow:
                 "force_authn": info.force_authn, "is_passive": info.is_passive,
                 "nameid_format": info.nameid_format, "requested_context": info.requested_contexts,
             })))
-        login_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
-        return self.resume(login_id, ctx)
+        # straight on: the request is kept in the store only when the login must wait for the user
+        # (discovery, a municipal IdP, a retry), which saves two round trips on every certificate login
+        return self._authenticate(info, sp, ctx)
 
     def _take(self, login_id: str, ctx: ClientContext) -> tuple[AuthnRequestInfo, ServiceProvider,
                                                                  ClientContext] | LoginFailed:
@@ -137,7 +138,7 @@ class LoginFlow:
                     reply_to=info.reply_target()), ctx, info, sp, event="login_refused")
             login_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
             return Discovery(login_id, options, ctx.correlation_id, sp.config.name,
-                             preselected=ctx.remembered_municipality)
+                             preselected=ctx.remembered_municipality, form_targets=self._form_targets(options))
         return self._continue_with(info, sp, ctx, chosen)
 
     def _continue_with(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext,
@@ -199,7 +200,12 @@ class LoginFlow:
         sp = d.settings.sp_by_entity_id(info.sp_entity_id)
         if sp is None:
             return None
-        return Discovery(login_id, self._options(sp), found["correlation_id"], sp.config.name)
+        options = self._options(sp)
+        return Discovery(login_id, options, found["correlation_id"], sp.config.name,
+                         form_targets=self._form_targets(options))
+
+    def _form_targets(self, options: tuple[Municipality, ...]) -> tuple[str, ...]:
+        return self._upstream.redirect_targets(options) if self._upstream is not None else ()
 
     def choose(self, login_id: str, municipality_id: str, remember: bool, ctx: ClientContext) -> Result:
         """The user chose a municipality on the discovery page."""

@@ -68,6 +68,9 @@ class Discovery:
     correlation_id: str
     sp_name: LocalizedText | None
     preselected: str | None = None
+    # where a choice may send the browser by redirect (the municipal IdPs' HTTP-Redirect SSO endpoints): the
+    # page's CSP form-action must name them, since browsers apply form-action to redirects after a form post
+    form_targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ from lxml import etree
 
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
-from broker.errors import BrokerError, CertificateRejected, SamlRejected, UpstreamRejected
+from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
 from broker.model import KNOWN_LOAS, Loa, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
-from broker.saml.bindings import HTTP_POST, NAMEID_FORMATS, InboundMessage, decode
+from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_FORMATS, InboundMessage, decode
 from broker.saml.metadata import IdpMetadata
 from broker.saml.outbound import MessageSender
 from broker.saml.upstream_mapping import canonical_attributes, identity_of, loa_of, upstream_class_refs
@@ -39,6 +39,7 @@ from broker.saml.upstream_request import build_authn_request
 from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response, status_of
 from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import Decrypter
+from broker.session.rate_limit import counts_as_failure
 from broker.session.sessions import new_token
 
 NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
@@ -65,6 +66,10 @@ class UpstreamStep:
         d = self._d
         saml = municipality.config.saml
         assert saml is not None
+        try:
+            d.limiter.check(ctx.client_address)
+        except RateLimited as limited:
+            return self._answers.rate_limited(limited, ctx, info, sp, municipality=municipality)
         try:
             self._answers.check_access(info, sp, municipality, _best_loa(municipality))
         except (CertificateRejected, SamlRejected) as exc:
@@ -106,11 +111,32 @@ class UpstreamStep:
                             remember_municipality=remember, bind_browser=fresh)
         return Redirect(message.url, ctx.correlation_id, remember_municipality=remember, bind_browser=fresh)
 
+    def redirect_targets(self, options: tuple[Municipality, ...]) -> tuple[str, ...]:
+        """The SSO URLs that :meth:`begin` may redirect the browser to for ``options`` (HTTP-Redirect binding),
+        from the metadata held now (nothing is fetched)."""
+        urls = []
+        for m in options:
+            idp = self.metadata.held(m.id) if m.config.saml is not None else None
+            if idp is None:
+                continue
+            try:
+                endpoint = idp.sso()
+            except ValueError:
+                continue
+            if endpoint.binding == HTTP_REDIRECT:
+                urls.append(endpoint.location)
+        return tuple(urls)
+
     # --- back from the IdP -------------------------------------------------------------------
 
     def complete(self, message: InboundMessage, ctx: ClientContext) -> Result:
         """The IdP's Response at the broker's ACS."""
         d = self._d
+        try:
+            # before anything is read or consumed: a client past the limits is not worth a signature check
+            d.limiter.check(ctx.client_address)
+        except RateLimited as limited:
+            return self._answers.rate_limited(limited, ctx, None, None)
         max_bytes = d.settings.broker.sp.max_message_bytes if d.settings.broker.sp else 262144
         try:
             try:
@@ -261,6 +287,8 @@ class UpstreamStep:
                 sp: ServiceProvider | None, municipality: Municipality | None,
                 pending: dict[str, object] | None = None) -> Result:
         self._audit_result(ctx, municipality, sp, pending, "failure", exc.reason, exc.detail)
+        if counts_as_failure(exc):
+            self._d.limiter.record_failure(ctx.client_address)
         if info is None or sp is None:
             return LoginFailed(exc, ctx.correlation_id, municipality=municipality)
         return self._answers.refuse(exc, ctx, info, sp, municipality=municipality)

@@ -86,6 +86,11 @@ class UpstreamMetadata:
         state = self._states.get(municipality_id)
         return state.metadata if state is not None else None
 
+    def held(self, municipality_id: str) -> IdpMetadata | None:
+        """The metadata held now, without fetching (None: none yet, or no such IdP); may be past validUntil."""
+        state = self._states.get(municipality_id)
+        return state.metadata if state is not None else None
+
     def by_entity_id(self, entity_id: str) -> IdpMetadata | None:
         """Usable metadata of the municipal IdP ``entity_id`` (None: not configured, or no valid metadata)."""
         for mid, state in self._states.items():

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class SsoSession:
     certificate_sha256: str | None = None
     revocation_valid_until: dt.datetime | None = None
     certificate_der: str | None = None     # base64; kept server-side so the session can follow revocation
+    # base64 DER of the intermediates a trusted proxy forwarded with the certificate (path-building hints
+    # for the re-check); stored only when there are any, so sessions without them keep their old form
+    certificate_chain_der: tuple[str, ...] = ()
     upstream: dict[str, str] | None = None  # login: saml: the IdP, its NameID, format and SessionIndex (logout)
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
 
@@ -60,6 +64,8 @@ class SsoSession:
         for k in ("authn_instant", "expires_at", "last_seen", "revocation_valid_until"):
             if data[k] is not None:
                 data[k] = data[k].isoformat()
+        if not data["certificate_chain_der"]:
+            del data["certificate_chain_der"]
         return json.dumps(data, separators=(",", ":")).encode()
 
     @classmethod
@@ -70,6 +76,7 @@ class SsoSession:
             data[k] = _dt(data[k])
         if data.get("revocation_valid_until"):
             data["revocation_valid_until"] = _dt(data["revocation_valid_until"])
+        data["certificate_chain_der"] = tuple(data.get("certificate_chain_der", ()))
         return cls(**data)
 
 
@@ -109,7 +116,8 @@ class SessionManager:
 
     def create(self, identity: Identity, loa_uri: str, correlation_id: str, *,
                certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
-               certificate_der: bytes | None = None, upstream: dict[str, str] | None = None,
+               certificate_der: bytes | None = None, certificate_chain_der: Sequence[bytes] = (),
+               upstream: dict[str, str] | None = None,
                authn_instant: dt.datetime | None = None,
                not_after: dt.datetime | None = None) -> tuple[str, SsoSession]:
         """A new session; returns (cookie value, session). The cookie value is shown to no one else.
@@ -132,6 +140,7 @@ class SessionManager:
             certificate_sha256=certificate_sha256,
             revocation_valid_until=revocation_valid_until,
             certificate_der=base64.b64encode(certificate_der).decode() if certificate_der else None,
+            certificate_chain_der=tuple(base64.b64encode(der).decode() for der in certificate_chain_der),
             upstream=upstream,
         )
         token = new_token()

@@ -193,6 +193,32 @@ _SV: dict[str, Explanation] = {
         "Sidan kan inte användas så",
         "Sidan öppnades på ett sätt som den inte stöder.",
         "Gå tillbaka till tjänsten och försök igen."),
+    "request_uri_too_long": _E(
+        "Adressen var för lång",
+        "Inloggningstjänsten tar inte emot så långa adresser.",
+        "Gå tillbaka till tjänsten och försök igen. Kvarstår felet: kontakta tjänstens support."),
+    "request_headers_too_large": _E(
+        "Webbläsaren skickade för mycket",
+        "Webbläsaren skickade fler eller större kakor (cookies) än inloggningstjänsten tar emot.",
+        "Rensa webbläsarens kakor för den här webbplatsen, gå tillbaka till tjänsten och försök igen."),
+    "cross_site_request": _E(
+        "Valet kom från en annan webbplats",
+        "Ett formulär skickades till inloggningstjänsten från en annan webbplats än inloggningstjänstens egen. "
+        "Det godtas inte, för att ingen annan ska kunna logga in i ditt namn.",
+        "Gå till tjänsten du vill använda och logga in därifrån. Om du inte själv försökte logga in: stäng "
+        "webbläsaren."),
+    "csrf_token_invalid": _E(
+        "Valet kunde inte godtas",
+        "Formuläret kom inte från inloggningstjänstens sida i den här webbläsaren, eller webbläsaren skickade "
+        "inte tillbaka inloggningstjänstens kaka (cookie).",
+        "Gå till tjänsten du vill använda och logga in därifrån. Tillåt kakor för inloggningstjänsten. Om du "
+        "inte själv försökte logga in: stäng webbläsaren."),
+    "rate_limited": _E(
+        "För många misslyckade inloggningar",
+        "Inloggningen har misslyckats för många gånger från din dator eller med ditt kort, så den är tillfälligt "
+        "spärrad.",
+        "Försök igen om {minutes} min. Kontrollera att du använder rätt kort. Kvarstår felet: kontakta din "
+        "IT-support och uppge referensnumret."),
 }
 
 _EN: dict[str, Explanation] = {
@@ -364,6 +390,32 @@ _EN: dict[str, Explanation] = {
         "This page cannot be used that way",
         "The page was opened in a way it does not support.",
         "Go back to the service and try again."),
+    "request_uri_too_long": _E(
+        "The address was too long",
+        "The login service does not accept addresses that long.",
+        "Go back to the service and try again. If it persists, contact the service's support."),
+    "request_headers_too_large": _E(
+        "Your browser sent too much",
+        "Your browser sent more or larger cookies than the login service accepts.",
+        "Clear the browser's cookies for this site, go back to the service and try again."),
+    "cross_site_request": _E(
+        "The choice came from another site",
+        "A form was sent to the login service from another site than the login service's own. It is not "
+        "accepted, so that nobody else can log in in your name.",
+        "Go to the service you want to use and log in from there. If you did not try to log in yourself, close "
+        "the browser."),
+    "csrf_token_invalid": _E(
+        "The choice could not be accepted",
+        "The form did not come from the login service's page in this browser, or the browser did not send back "
+        "the login service's cookie.",
+        "Go to the service you want to use and log in from there. Allow cookies for the login service. If you "
+        "did not try to log in yourself, close the browser."),
+    "rate_limited": _E(
+        "Too many failed logins",
+        "Logging in has failed too many times from your computer or with your card, so it is blocked for a "
+        "while.",
+        "Try again in {minutes} min. Check that you use the right card. If it persists, contact your IT "
+        "support and give the reference number."),
 }
 
 _UPSTREAM = {
@@ -408,6 +460,7 @@ UI: Final = {
         "index_text": "Här loggar personal i kommunerna in till regionens tjänster med sitt kommunkort. "
                       "Börja från tjänsten du vill använda; den skickar dig hit.",
         "diagnose_title": "Vad ser inloggningstjänsten?",
+        "diagnose_link": "Se vad inloggningstjänsten tar emot från din webbläsare",
         "diagnose_none": "Din webbläsare skickade inget certifikat.",
         "diagnose_ok": "Certifikatet godtas.",
         "diagnose_bad": "Certifikatet godtas inte.",
@@ -462,6 +515,7 @@ UI: Final = {
         "index_text": "Municipal staff log in to the region's services here with their municipality card. "
                       "Start from the service you want to use; it sends you here.",
         "diagnose_title": "What does the login service see?",
+        "diagnose_link": "See what the login service receives from your browser",
         "diagnose_none": "Your browser sent no certificate.",
         "diagnose_ok": "The certificate is accepted.",
         "diagnose_bad": "The certificate is not accepted.",

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from flask import Response, g, make_response, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from broker.errors import BrokerError
+from broker.errors import BrokerError, RateLimited
 from broker.flow import Discovery, LoginFailed, PostToSp, Redirect
 from broker.flow.results import LogoutDone
+from broker.web import csrf
 from broker.web.i18n import LANGUAGES, UI, explain, pick_language
+from broker.web.services import services
 
 LANG_COOKIE = "broker_lang"
 
@@ -89,6 +92,8 @@ def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | N
     if back is not None:
         response.headers["X-Form-Target"] = origin_of(back.url)
     response.headers["X-Broker-Reason"] = error.reason
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)  # RFC 6585 §4, RFC 9110 §10.2.3
     return response
 
 
@@ -104,9 +109,22 @@ def discovery_page(result: Discovery, query: str = "") -> Response:
         if not wanted or wanted in m.config.name.sv.lower() or wanted in m.config.name.en.lower()
     ]
     switch = _with_lang(url_for("discovery.show", login=result.login_id, q=query or None), _other(lang))
-    return _render("discovery.html", 200, switch_url=switch, login_id=result.login_id, options=options,
-                   query=query, preselected=result.preselected, correlation_id=result.correlation_id,
-                   sp_name=result.sp_name.get(lang) if result.sp_name else None)
+    # the choice posts back to the broker with a form token (broker.web.csrf); the secret cookie is kept while
+    # the browser has one, so that pages in several tabs stay valid
+    secret = csrf.FormTokens.usable_secret(request.cookies.get(csrf.COOKIE))
+    fresh = secret is None
+    secret = secret or csrf.FormTokens.new_secret()
+    response = _render("discovery.html", 200, switch_url=switch, login_id=result.login_id, options=options,
+                       query=query, preselected=result.preselected, correlation_id=result.correlation_id,
+                       sp_name=result.sp_name.get(lang) if result.sp_name else None,
+                       csrf_field=csrf.FIELD, csrf_token=services().form_tokens.token(secret, csrf.DISCOVERY))
+    if fresh:
+        # SameSite=Lax, not Strict: the page is often reached by a cross-site navigation from the SP, which
+        # would not carry a Strict cookie, and a new secret would then replace the one other tabs' pages use
+        response.set_cookie(csrf.COOKIE, secret, secure=True, httponly=True, samesite="Lax", path="/")
+    if result.form_targets:
+        response.headers["X-Form-Target"] = " ".join(origin_of(url) for url in result.form_targets)
+    return response
 
 
 def logged_out_page(result: LogoutDone) -> Response:
@@ -154,10 +172,22 @@ def diagnose_page(rows: list[tuple[str, str]] | None, accepted: bool, error: Bro
                    correlation_id=correlation_id)
 
 
+# an origin as CSP source expressions may name it: scheme, host (or [IPv6]) and port, nothing that could end the
+# directive (";", ",", spaces) or the header
+_ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+
 def security_headers(response: Response) -> Response:
-    """Strict defaults for every page: no framing, no referrer, no caching of SAML material."""
-    target = response.headers.pop("X-Form-Target", None)
-    form_action = "'self'" + (f" {target}" if target else "")
+    """Strict defaults for every response (pages, errors, redirects, static files): no framing, no referrer, no
+    inline script or style, no caching of SAML material or personal data.
+
+    ``X-Form-Target`` (set by the page functions, removed here) names the other origins the page's forms post
+    to, or redirects after its form post lead to; they join ``form-action``. Browsers differ on whether
+    form-action also governs the redirects after a form submission (Chrome and Safari: yes), hence the latter.
+    """
+    targets = response.headers.pop("X-Form-Target", None) or ""
+    origins = dict.fromkeys(t for t in targets.split() if _ORIGIN.fullmatch(t))  # ordered, without repeats
+    form_action = " ".join(["'self'", *origins])
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "

@@ -15,6 +15,7 @@ from broker.pki.validator import CertificateValidator
 from broker.saml.idp_metadata import IdpMetadata
 from broker.saml.sp_metadata import SpMetadataDocument
 from broker.session.sessions import SessionManager
+from broker.web.csrf import FormTokens
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Services:
     validator: CertificateValidator
     metadata: IdpMetadata
     cookie_name: str
+    form_tokens: FormTokens
     sp_metadata: SpMetadataDocument | None = None
 
 
@@ -67,8 +69,9 @@ def client_context() -> ClientContext:
     svc = services()
     sources = svc.flow.certificate_sources
     header = request.headers.get(sources.header)
+    chain = request.headers.get(sources.chain_header) if sources.chain_header else None
     presented = svc.flow.client_certificate(
-        correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"))
+        correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"), chain)
     address = sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
     hint = request.args.get("municipality")
     binding = request.cookies.get(BINDING_COOKIE)

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, abort, make_response, request
 from broker.audit.events import AuditEvent
 from broker.errors import RequestRejected, SamlRejected
 from broker.saml.bindings import from_post
+from broker.web import csrf
 from broker.web.idp import single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
@@ -61,19 +62,30 @@ def show() -> Response:
 @discovery.route("/discovery", methods=["POST"])
 def choose() -> Response:
     """The user's choice. Only from the broker's own page: a choice posted from another site (login CSRF,
-    planting a remembered municipality) is refused by its Origin / Sec-Fetch-Site headers."""
+    planting a remembered municipality) is refused by its Origin / Sec-Fetch-Site headers and, where those are
+    absent (older browsers, privacy tools), by the form token this browser's page carried (broker.web.csrf)."""
     if _cross_site():
-        refused = RequestRejected("cross_site_request", f"Origin {request.headers.get('Origin')!r}, "
-                                  f"Sec-Fetch-Site {request.headers.get('Sec-Fetch-Site')!r}")
-        svc = services()
-        svc.audit.record(AuditEvent("login_refused", "failure", correlation_id(), reason=refused.reason,
-                                    detail=refused.detail, client_address=request.remote_addr))
-        svc.audit.sync()
-        return error_page(refused, correlation_id())
+        return _refused(RequestRejected("cross_site_request", f"Origin {request.headers.get('Origin')!r}, "
+                                        f"Sec-Fetch-Site {request.headers.get('Sec-Fetch-Site')!r}"))
+    try:
+        services().form_tokens.verify(request.cookies.get(csrf.COOKIE), request.form.get(csrf.FIELD),
+                                      csrf.DISCOVERY)
+    except RequestRejected as refused:
+        return _refused(refused)
     form = request.form
     continuing(form.get("login", ""))
     return respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""),
                                           form.get("remember") == "1", client_context()))
+
+
+def _refused(refused: RequestRejected) -> Response:
+    """A forged or stale choice: audited (``login_refused``), and a page; the pending login is left untouched."""
+    svc = services()
+    address = svc.flow.certificate_sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    svc.audit.record(AuditEvent("login_refused", "failure", correlation_id(), reason=refused.reason,
+                                detail=refused.detail, client_address=address))
+    svc.audit.sync()
+    return error_page(refused, correlation_id())
 
 
 def _cross_site() -> bool:

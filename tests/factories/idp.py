@@ -12,6 +12,9 @@ from werkzeug.test import TestResponse
 
 from broker.demo.idp import DEMO_IDP_USERS, DemoIdp, DemoIdpSettings, FormPost, IdpUser
 from broker.demo.sp import DemoSp
+from broker.web.csrf import COOKIE as FORM_TOKEN_COOKIE
+from broker.web.csrf import DISCOVERY
+from broker.web.csrf import FIELD as FORM_TOKEN
 from tests.factories.saml import BASE_URL, Browser, forms, xmlsec_binary
 
 KARIN, LARS = DEMO_IDP_USERS  # LoA 3 (X509 ClassRef) and LoA 2 (PasswordProtectedTransport)
@@ -42,11 +45,29 @@ def discovery_login_id(page: TestResponse) -> str:
     raise AssertionError(f"not a discovery page (status {page.status_code})")
 
 
+def discovery_form(page: TestResponse) -> dict[str, str]:
+    """The hidden fields of a discovery page's choice form (the pending login and the form token): what a
+    browser posts along with the choice."""
+    for _, fields in forms(page):
+        if FORM_TOKEN in fields:
+            return {"login": fields["login"], FORM_TOKEN: fields[FORM_TOKEN]}
+    raise AssertionError(f"not a discovery page (status {page.status_code})")
+
+
+def form_token(browser: Browser) -> str:
+    """The form token the broker's discovery pages carry for this browser (its form-token cookie), for a test
+    that posts a choice with a pending login's id it holds rather than a page it parsed."""
+    cookie = browser.client.get_cookie(FORM_TOKEN_COOKIE)
+    assert cookie is not None, "the browser has seen no discovery page (no form-token cookie)"
+    tokens = browser.client.application.extensions["broker"].form_tokens
+    return str(tokens.token(cookie.value, DISCOVERY))
+
+
 def to_idp(browser: Browser, idp: DemoIdp, first: TestResponse, municipality: str = "kommun-c") -> AtIdp:
     """From the broker's answer to the SP's AuthnRequest (discovery page or redirect) to the IdP."""
     response = first
     if response.status_code == 200:  # the discovery page: choose the municipality
-        response = browser.post("/discovery", {"login": discovery_login_id(response), "municipality": municipality})
+        response = browser.post("/discovery", {**discovery_form(response), "municipality": municipality})
     assert response.status_code == 303, (response.status_code, response.headers.get("X-Broker-Reason"))
     url = response.headers["Location"]
     assert url.startswith(BASE_URL + "/demo-idp/sso?"), url

@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 from werkzeug.test import TestResponse
 
-from tests.factories.idp import discovery_login_id
+from tests.factories.idp import discovery_form
 from tests.factories.saml import Browser
 
 CERTIFICATE_MUNICIPALITY = "kommun-a"  # login: certificate in config/example
@@ -41,4 +41,4 @@ def choose(browser: Browser, page: TestResponse, municipality: str = CERTIFICATE
     """Choose ``municipality`` on the discovery page ``page``; the broker's answer to the choice."""
     assert is_discovery_page(page), (page.status_code, page.headers.get("X-Broker-Reason"))
     assert municipality in offered(page), offered(page)
-    return browser.post("/discovery", {"login": discovery_login_id(page), "municipality": municipality})
+    return browser.post("/discovery", {**discovery_form(page), "municipality": municipality})

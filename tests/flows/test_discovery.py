@@ -31,7 +31,7 @@ from tests.factories.authnrequests import (
     posted_response,
     sp_accepts,
 )
-from tests.factories.idp import IDP_ENTITY_ID, discovery_login_id
+from tests.factories.idp import FORM_TOKEN, IDP_ENTITY_ID, discovery_login_id, form_token
 from tests.factories.saml import BASE_URL, Browser
 from tests.flows.conftest import audit_lines
 
@@ -124,7 +124,7 @@ def at_idp(response: TestResponse) -> str:
 
 
 def choose(browser: Browser, login_id: str, municipality: str, remember: bool = False) -> TestResponse:
-    form = {"login": login_id, "municipality": municipality}
+    form = {"login": login_id, "municipality": municipality, FORM_TOKEN: form_token(browser)}
     if remember:
         form["remember"] = "1"
     return browser.post("/discovery", form)

@@ -36,7 +36,7 @@ from tests.factories.authnrequests import (
     status_codes,
     with_attributes,
 )
-from tests.factories.idp import KARIN, LARS, AtIdp, back_to_broker, discovery_login_id, federated_login, to_idp
+from tests.factories.idp import KARIN, LARS, AtIdp, back_to_broker, discovery_form, federated_login, to_idp
 from tests.factories.saml import BASE_URL, Browser, saml_response_form, xmlsec_binary
 from tests.flows.conftest import audit_lines
 
@@ -417,7 +417,7 @@ def test_context_the_municipality_cannot_give_is_refused_before_the_idp(browser:
         answer = browser.get(craft.redirect(crafted) + "&municipality=kommun-c")
     else:
         page = browser.get(craft.redirect(crafted))
-        answer = browser.post("/discovery", {"login": discovery_login_id(page), "municipality": "kommun-c"})
+        answer = browser.post("/discovery", {**discovery_form(page), "municipality": "kommun-c"})
 
     posted = posted_response(answer)  # SAML Core §3.3.2.2.1: NoAuthnContext to the SP at once
     assert posted.action == SP_ACS_URL

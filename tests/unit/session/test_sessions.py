@@ -105,3 +105,22 @@ def test_pending_login_is_consumed_once(manager: SessionManager) -> None:
     login_id = manager.put_pending({"request": {"id": "_r1"}, "correlation_id": "C"})
     assert manager.take_pending(login_id) == {"request": {"id": "_r1"}, "correlation_id": "C"}
     assert manager.take_pending(login_id) is None
+
+
+def test_forwarded_chain_is_kept_for_the_revocation_recheck(manager: SessionManager, store: RedisStore) -> None:
+    chain = (b"\x30\x03\x02\x01\x01", b"\x30\x03\x02\x01\x02")
+    token, created = manager.create(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256="ab" * 32,
+                                    revocation_valid_until=None, certificate_der=b"\x30\x00",
+                                    certificate_chain_der=chain)
+    found, _ = manager.find(token)
+    assert found == created
+    assert found is not None
+    assert found.certificate_chain_der == ("MAMCAQE=", "MAMCAQI=")
+
+
+def test_session_without_a_forwarded_chain_keeps_its_stored_form(manager: SessionManager, store: RedisStore) -> None:
+    """No chain, no key: instances of the previous release read these sessions unchanged."""
+    token, _ = _create(manager)
+    raw = store.get("session:" + hashlib.sha256(token.encode()).hexdigest())
+    assert raw is not None
+    assert b"certificate_chain_der" not in raw

@@ -357,6 +357,14 @@ def test_error_page_renders_every_reason_code(render_app: Flask, code: str, lang
     assert "{" not in body.split("<main", 1)[1]  # every placeholder was filled
 
 
+@pytest.mark.parametrize(("lang", "words"), [("sv", "Se vad inloggningstjänsten tar emot"),
+                                             ("en", "See what the login service receives")])
+def test_no_certificate_page_links_to_the_diagnosis(render_app: Flask, lang: str, words: str) -> None:
+    with render_app.test_request_context(f"/x?lang={lang}"):
+        body = error_page(BrokerError("certificate_missing"), "ABCD-0123-4567-89EF").get_data(as_text=True)
+    assert re.search(r'<a class="diagnose" href="/diagnose">' + words, body)
+
+
 def test_error_page_escapes_parameters(render_app: Flask) -> None:
     error = BrokerError("certificate_expired", params={"not_after": "<script>alert(1)</script>"})
     with render_app.test_request_context("/x"):

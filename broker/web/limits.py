@@ -1,0 +1,42 @@
+"""Size limits on what a request may carry, checked before anything reads it.
+
+The body: Flask's ``MAX_CONTENT_LENGTH`` (set by :func:`broker.app.create_app` from the largest SAML message
+either side accepts) answers 413 ``request_too_large``; ``MAX_FORM_MEMORY_SIZE`` bounds one form field in memory
+and ``MAX_FORM_PARTS`` the parts of a multipart body (413 too; no SAML binding uses multipart). Here, the rest:
+
+* the query string (HTTP-Redirect binding messages travel in it): at most :data:`MAX_QUERY_BYTES`, else 414
+  ``request_uri_too_long``. Real AuthnRequests and LogoutRequests are 1-3 KiB deflated and encoded; the
+  limit matches what the proxy and gunicorn accept on the request line (``broker.serving``);
+* the headers, apart from the proxy's certificate headers (the certificate and, if configured, its chain: each
+  has its own limit, ``client_certificate.proxy.max_bytes``): at most :data:`MAX_HEADER_BYTES` in all, else 431
+  ``request_headers_too_large`` (RFC 6585 §5).
+
+The front servers usually refuse sooner (gunicorn: request line 8190 bytes, each header 8190 bytes); these
+limits hold whatever server runs the app (the demo's, another WSGI server) and give the user the bilingual
+page with a reference number instead of a bare status line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from broker.errors import RequestRejected
+
+MAX_QUERY_BYTES = 8192
+MAX_HEADER_BYTES = 32768
+MAX_FORM_PARTS = 64  # the broker's own form has four fields; SAML HTTP-POST forms two or three
+
+
+def check_request_size(query_string: bytes, headers: Iterable[tuple[str, str]],
+                       certificate_headers: Collection[str]) -> None:
+    """Raise ``request_uri_too_long`` or ``request_headers_too_large`` for a request past the limits;
+    ``certificate_headers`` (the proxy's, limited on their own) do not count."""
+    if len(query_string) > MAX_QUERY_BYTES:
+        raise RequestRejected("request_uri_too_long",
+                              f"query string of {len(query_string)} bytes (limit {MAX_QUERY_BYTES})")
+    exempt = {name.lower() for name in certificate_headers}
+    # name, ": ", value, CRLF: what the header occupies on the wire (HTTP/1.1)
+    total = sum(len(name) + len(value) + 4 for name, value in headers if name.lower() not in exempt)
+    if total > MAX_HEADER_BYTES:
+        raise RequestRejected("request_headers_too_large", f"{total} bytes of headers besides the certificate "
+                                                           f"headers (limit {MAX_HEADER_BYTES})")

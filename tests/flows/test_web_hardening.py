@@ -1,0 +1,423 @@
+"""Hardening of the web layer, through the app with real pysaml2 peers and real Redis: the security headers of every
+kind of response, the form token of the discovery choice, the request size limits, and the flags of every cookie
+the broker sets during a whole login and logout. (Failed-login limits: test_login_rate_limit.py.)"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask, make_response
+from werkzeug.test import TestResponse
+
+from broker.demo.idp import DemoIdp
+from broker.demo.sp import DemoSp
+from broker.web.csrf import COOKIE as FORM_TOKEN_COOKIE
+from broker.web.csrf import DISCOVERY, FormTokens
+from broker.web.csrf import FIELD as FORM_TOKEN
+from broker.web.limits import MAX_FORM_PARTS, MAX_HEADER_BYTES, MAX_QUERY_BYTES
+from broker.web.pages import security_headers
+from tests.factories.authnrequests import assert_refused, open_browser
+from tests.factories.idp import KARIN, back_to_broker, discovery_form, discovery_login_id, to_idp
+from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form
+from tests.flows.conftest import audit_lines
+
+ONE_YEAR = 365 * 86400
+OTHER_IDP_SSO = "https://idp.kommun-c.example/sso"
+
+# --- reading responses ----------------------------------------------------------------------------------------
+
+
+def csp(response: TestResponse) -> dict[str, str]:
+    policy = response.headers["Content-Security-Policy"]
+    directives = [d.strip() for d in policy.split(";") if d.strip()]
+    return {name: value for name, _, value in (d.partition(" ") for d in directives)}
+
+
+class _Inline(HTMLParser):
+    """Inline script or style in a page: what a CSP without 'unsafe-inline' would block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+        self._tag: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self._tag = tag
+        if tag == "script" and not a.get("src"):
+            self.found.append("<script> without src")
+        if tag == "style":
+            self.found.append("<style>")
+        self.found += [f"{name}= on <{tag}>" for name in a if name == "style" or name.startswith("on")]
+        if tag == "a" and (a.get("href") or "").lower().startswith("javascript:"):
+            self.found.append("javascript: link")
+
+    def handle_data(self, data: str) -> None:
+        if self._tag == "script" and data.strip():
+            self.found.append("script content")
+
+
+def inline_code(response: TestResponse) -> list[str]:
+    parser = _Inline()
+    parser.feed(response.get_data(as_text=True))
+    return parser.found
+
+
+def origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def no_certificate(browser: Browser) -> Browser:
+    browser.certificate_pem = None
+    return browser
+
+
+def discovery_page(browser: Browser, sp: DemoSp) -> TestResponse:
+    page = no_certificate(browser).get(sp.login_url())
+    discovery_login_id(page)
+    return page
+
+
+def as_user(browser: Browser, users: Path, name: str) -> Browser:
+    browser.certificate_pem = (users / f"{name}.pem").read_text()
+    return browser
+
+
+# --- 1. security headers on every kind of response ---------------------------------------------------------------
+
+Request = Callable[[Browser, DemoSp, Path], TestResponse]
+
+
+def _saml_post_page(browser: Browser, sp: DemoSp, users: Path) -> TestResponse:
+    response = as_user(browser, users, "anna").get(sp.login_url())
+    saml_response_form(response)
+    return response
+
+
+def _oversized_body(browser: Browser, sp: DemoSp, users: Path) -> TestResponse:
+    limit = browser.client.application.config["MAX_CONTENT_LENGTH"]
+    return browser.post("/saml/idp/sso", {"SAMLRequest": "A" * (limit + 1)})
+
+
+NO_STORE = "no-store"
+HEADER_CASES = [
+    pytest.param(lambda b, sp, u: b.get("/"), 200, NO_STORE, id="landing-page"),
+    pytest.param(_saml_post_page, 200, NO_STORE, id="saml-post-page"),
+    pytest.param(lambda b, sp, u: discovery_page(b, sp), 200, NO_STORE, id="discovery-page"),
+    pytest.param(lambda b, sp, u: b.get("/saml/idp/sso"), 400, NO_STORE, id="error-page"),
+    pytest.param(lambda b, sp, u: as_user(b, u, "david").get(sp.login_url()), 403, NO_STORE,
+                 id="error-page-with-form-to-the-sp"),
+    pytest.param(lambda b, sp, u: no_certificate(b).get(sp.login_url() + "&municipality=kommun-c"), 303, NO_STORE,
+                 id="redirect-to-the-idp"),
+    pytest.param(lambda b, sp, u: as_user(b, u, "anna").get("/diagnose"), 200, NO_STORE, id="diagnose"),
+    pytest.param(lambda b, sp, u: as_user(b, u, "anna").get("/diagnose?format=json"), 200, NO_STORE,
+                 id="diagnose-json"),
+    pytest.param(lambda b, sp, u: b.get("/healthz"), 200, NO_STORE, id="healthz"),
+    pytest.param(lambda b, sp, u: b.get("/saml/idp/metadata"), 200, "public, max-age=3600", id="idp-metadata"),
+    # static files: revalidated (ETag), never personal
+    pytest.param(lambda b, sp, u: b.get("/static/autosubmit.js"), 200, "no-cache", id="static-script"),
+    pytest.param(lambda b, sp, u: b.get("/static/broker.css"), 200, "no-cache", id="static-stylesheet"),
+    pytest.param(lambda b, sp, u: b.get("/no/such/page"), 404, NO_STORE, id="not-found"),
+    pytest.param(lambda b, sp, u: b.client.put("/discovery"), 405, NO_STORE, id="method-not-allowed"),
+    pytest.param(_oversized_body, 413, NO_STORE, id="body-too-large"),
+    pytest.param(lambda b, sp, u: b.get("/?q=" + "a" * MAX_QUERY_BYTES), 414, NO_STORE, id="query-too-long"),
+    pytest.param(lambda b, sp, u: b.client.get("/", headers={"X-Padding": "a" * MAX_HEADER_BYTES}), 431,
+                 NO_STORE, id="headers-too-large"),
+]
+
+
+@pytest.mark.parametrize(("request_page", "status", "cache"), HEADER_CASES)
+def test_every_kind_of_response_carries_the_security_headers(browser: Browser, sp: DemoSp, users: Path,
+                                                             request_page: Request, status: int,
+                                                             cache: str | None) -> None:
+    response = request_page(browser, sp, users)
+    response.close()  # a static file is streamed from disk
+    assert response.status_code == status, response.headers.get("X-Broker-Reason")
+
+    policy = csp(response)
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert policy["style-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert policy["base-uri"] == "'none'"
+    assert "'self'" in policy["form-action"].split()
+    sources = {source for value in policy.values() for source in value.split()}
+    assert not sources & {"'unsafe-inline'", "'unsafe-eval'", "'unsafe-hashes'", "*", "data:", "http:", "https:"}
+    assert "unsafe" not in response.headers["Content-Security-Policy"]
+    hsts = response.headers["Strict-Transport-Security"]
+    assert int(re.fullmatch(r"max-age=(\d+).*", hsts).group(1)) >= ONE_YEAR  # type: ignore[union-attr]
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    assert response.headers.get("Cache-Control") == cache
+    assert "X-Form-Target" not in response.headers
+    if response.mimetype == "text/html":
+        assert inline_code(response) == []
+
+
+def test_the_post_page_auto_submits_with_the_external_script_only(browser: Browser, sp: DemoSp,
+                                                                   users: Path) -> None:
+    page = _saml_post_page(browser, sp, users)
+    scripts = re.findall(r"<script[^>]*>", page.get_data(as_text=True))
+    assert scripts == ['<script src="/static/autosubmit.js">']
+    assert csp(page)["form-action"].split() == ["'self'", origin(saml_response_form(page)[0])]
+
+
+def test_a_page_with_the_assertion_is_never_stored(browser: Browser, sp: DemoSp, users: Path) -> None:
+    page = _saml_post_page(browser, sp, users)
+    assert "SAMLResponse" in page.get_data(as_text=True)
+    assert page.headers["Cache-Control"] == "no-store"
+
+
+@pytest.fixture
+def idp_elsewhere(config_dir: Path) -> Path:
+    """Kommun C's IdP on an origin of its own (its SSO endpoints in the metadata file moved)."""
+    metadata = config_dir / "metadata" / "kommun-c-idp.xml"
+    text = metadata.read_text()
+    assert text.count(BASE_URL + "/demo-idp/sso") == 2
+    metadata.write_text(text.replace(BASE_URL + "/demo-idp/sso", OTHER_IDP_SSO))
+    return config_dir
+
+
+def test_the_discovery_page_allows_the_redirect_its_choice_leads_to(idp_elsewhere: Path, browser: Browser,
+                                                                     sp: DemoSp) -> None:
+    """Chrome and Safari apply form-action to the redirects after a form post: the discovery page must name the
+    municipal IdPs its choice may redirect to, or the browser stops at the broker."""
+    page = discovery_page(browser, sp)
+    allowed = csp(page)["form-action"].split()
+    assert allowed == ["'self'", origin(OTHER_IDP_SSO)]
+
+    chosen = browser.post("/discovery", {**discovery_form(page), "municipality": "kommun-c"})
+    assert chosen.status_code == 303
+    assert chosen.headers["Location"].startswith(OTHER_IDP_SSO + "?")
+    assert origin(chosen.headers["Location"]) in allowed
+
+
+@pytest.mark.parametrize("target", [
+    pytest.param("https://sp.example; script-src *", id="directive-injection"),
+    pytest.param("https://user:pw@sp.example", id="userinfo"),
+    pytest.param("javascript:alert(1)", id="javascript"),
+    pytest.param("https://sp.example/path", id="path"),
+])
+def test_a_form_target_that_is_not_a_plain_origin_is_left_out(app: Flask, target: str) -> None:
+    with app.test_request_context("/saml/idp/sso"):
+        response = make_response("page")
+        response.headers["X-Form-Target"] = f"https://good.example {target}"
+        security_headers(response)
+    policy = response.headers["Content-Security-Policy"]
+    assert "form-action 'self' https://good.example;" in policy
+    assert "script-src 'self';" in policy
+    assert "*" not in policy
+
+
+# --- 2. the discovery choice's form token --------------------------------------------------------------------------
+
+
+def _without_token(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in fields.items() if k != FORM_TOKEN}
+
+
+def _empty_token(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    return {**fields, FORM_TOKEN: ""}
+
+
+def _wrong_token(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    return {**fields, FORM_TOKEN: "A" * len(fields[FORM_TOKEN])}
+
+
+def _another_browsers_token(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    """A genuine token, for another browser's secret (the attacker's own, say)."""
+    tokens = browser.client.application.extensions["broker"].form_tokens
+    return {**fields, FORM_TOKEN: tokens.token(FormTokens.new_secret(), DISCOVERY)}
+
+
+def _token_for_another_form(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    cookie = browser.client.get_cookie(FORM_TOKEN_COOKIE)
+    assert cookie is not None
+    tokens = browser.client.application.extensions["broker"].form_tokens
+    return {**fields, FORM_TOKEN: tokens.token(cookie.value, "another-form")}
+
+
+def _no_cookie(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    browser.client.delete_cookie(FORM_TOKEN_COOKIE)
+    return fields
+
+
+def _planted_cookie(browser: Browser, fields: dict[str, str]) -> dict[str, str]:
+    """An attacker's own secret in the cookie (only possible without the __Host- prefix's protection)."""
+    browser.client.set_cookie(FORM_TOKEN_COOKIE, "C" * 43)
+    return fields
+
+
+@pytest.mark.parametrize(("forge", "detail"), [
+    pytest.param(_without_token, "carried no", id="no-token"),
+    pytest.param(_empty_token, "carried no", id="empty-token"),
+    pytest.param(_wrong_token, "does not belong", id="wrong-token"),
+    pytest.param(_another_browsers_token, "does not belong", id="another-browsers-token"),
+    pytest.param(_token_for_another_form, "does not belong", id="token-for-another-form"),
+    pytest.param(_no_cookie, "no usable", id="no-cookie"),
+    pytest.param(_planted_cookie, "does not belong", id="planted-cookie"),
+])
+def test_a_choice_without_this_browsers_token_is_refused(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                         config_dir: Path,
+                                                         forge: Callable[[Browser, dict[str, str]], dict[str, str]],
+                                                         detail: str) -> None:
+    """No Origin or Fetch Metadata headers (an older browser, a privacy tool): the token alone decides. The
+    refusal is a page (403) and an audit event; nothing is remembered, and the pending login stays the user's."""
+    page = discovery_page(browser, sp)
+    login_id = discovery_login_id(page)
+    fields = forge(browser, {**discovery_form(page), "municipality": "kommun-c", "remember": "1"})
+
+    refused = browser.post("/discovery", fields)
+
+    assert_refused(refused, "csrf_token_invalid")
+    assert refused.status_code == 403
+    assert not [c for c in refused.headers.getlist("Set-Cookie")
+                if c.startswith(("broker_municipality=", "broker_binding=", "broker_session="))]
+    events = [e for e in audit_lines(config_dir) if e["event"] == "login_refused"]
+    assert [(e["reason"], e["client"]) for e in events] == [("csrf_token_invalid", browser.remote_addr)]
+    assert detail in str(events[0]["detail"])
+
+    again = browser.get(f"/discovery?login={login_id}")  # the page again: a valid token for this browser
+    to_idp(browser, idp, again)
+
+
+def test_a_cross_site_post_is_refused_before_its_token_is_looked_at(browser: Browser, sp: DemoSp) -> None:
+    page = discovery_page(browser, sp)
+    browser.headers = {"Origin": "https://evil.example"}
+    assert_refused(browser.post("/discovery", {**discovery_form(page), "municipality": "kommun-c"}),
+                   "cross_site_request")
+
+
+def test_the_token_is_per_browser_and_stays_for_the_browsers_pages(app: Flask, browser: Browser,
+                                                                   sp: DemoSp) -> None:
+    first = discovery_page(browser, sp)
+    second = discovery_page(browser, sp)  # another tab, another login
+    assert [c for c in first.headers.getlist("Set-Cookie") if c.startswith(FORM_TOKEN_COOKIE + "=")]
+    assert not [c for c in second.headers.getlist("Set-Cookie") if c.startswith(FORM_TOKEN_COOKIE + "=")]
+    assert discovery_form(first)[FORM_TOKEN] == discovery_form(second)[FORM_TOKEN]
+
+    elsewhere = discovery_page(open_browser(app, None), sp)
+    assert discovery_form(elsewhere)[FORM_TOKEN] != discovery_form(first)[FORM_TOKEN]
+    # the first tab's choice still goes through after the second page
+    assert browser.post("/discovery", {**discovery_form(first), "municipality": "kommun-c"}).status_code == 303
+
+
+def test_the_saml_forms_toward_the_sp_carry_no_token(browser: Browser, sp: DemoSp, users: Path) -> None:
+    """The HTTP-POST forms toward SPs (and the error page's way back) post to the SP's endpoint, in production on
+    another site: their SAML messages are signed and answer one request; a form token would mean nothing to the
+    receiver (docs/security.md)."""
+    for response in (_saml_post_page(browser, sp, users), as_user(browser, users, "david").get(sp.login_url())):
+        (action, fields), = [(a, f) for a, f in forms(response) if "SAMLResponse" in f]
+        assert origin(action) == origin(sp.settings.base_url)
+        assert FORM_TOKEN not in fields
+
+
+# --- 3. request size limits --------------------------------------------------------------------------------------
+
+
+def test_the_body_limit_is_set_from_the_largest_message(app: Flask) -> None:
+    settings = app.extensions["broker"].settings.broker
+    largest = max(settings.idp.max_message_bytes, settings.sp.max_message_bytes)
+    assert app.config["MAX_CONTENT_LENGTH"] == 2 * largest + 16384
+    assert app.config["MAX_FORM_MEMORY_SIZE"] == app.config["MAX_CONTENT_LENGTH"]
+    assert app.config["MAX_FORM_PARTS"] == MAX_FORM_PARTS
+
+
+@pytest.mark.parametrize(("send", "reason"), [
+    pytest.param(_oversized_body, "request_too_large", id="body"),
+    pytest.param(lambda b, sp, u: b.client.post("/discovery", data={f"f{n}": "x" for n in range(MAX_FORM_PARTS + 1)},
+                                                content_type="multipart/form-data"),
+                 "request_too_large", id="multipart-parts"),
+    pytest.param(lambda b, sp, u: b.get("/saml/idp/sso?SAMLRequest=" + "A" * MAX_QUERY_BYTES),
+                 "request_uri_too_long", id="query"),
+    pytest.param(lambda b, sp, u: b.client.get("/", headers={"X-Padding": "a" * MAX_HEADER_BYTES}),
+                 "request_headers_too_large", id="headers"),
+])
+def test_requests_past_the_limits_get_the_page(browser: Browser, sp: DemoSp, users: Path, send: Request,
+                                               reason: str) -> None:
+    response = send(browser, sp, users)
+    assert_refused(response, reason)
+    body = response.get_data(as_text=True)
+    assert "AAAAAAAAAAAAAAAA" not in body
+    assert "aaaaaaaaaaaaaaaa" not in body
+
+
+def test_the_query_limit_is_inclusive(browser: Browser) -> None:
+    at_limit = "/saml/idp/sso?SAMLRequest=" + "A" * (MAX_QUERY_BYTES - len("SAMLRequest="))
+    assert browser.get(at_limit).headers["X-Broker-Reason"] != "request_uri_too_long"
+    assert_refused(browser.get(at_limit + "A"), "request_uri_too_long")
+
+
+def test_the_certificate_header_has_its_own_limit_and_does_not_count(browser: Browser) -> None:
+    """From an untrusted address the header is ignored (and audited); either way, its size counts against
+    client_certificate.proxy.max_bytes, not against the header limit."""
+    browser.headers = {"X-SSL-Client-Cert": "A" * (MAX_HEADER_BYTES + 1)}
+    assert browser.get("/").status_code == 200
+
+
+# --- 5. the flags of every cookie, through a whole login and logout ----------------------------------------------
+
+# name -> (SameSite, Path): why each, in broker.web.respond, broker.web.pages and docs/security.md
+COOKIE_RULES = {
+    "broker_session": ("None", "/"),        # SPs' AuthnRequests and IdPs' Responses arrive by cross-site POST
+    "broker_binding": ("None", "/saml/"),   # the IdP's cross-site POST to /saml/sp/acs must carry it
+    "broker_municipality": ("Lax", "/"),
+    "broker_lang": ("Lax", "/"),
+    FORM_TOKEN_COOKIE: ("Lax", "/"),
+}
+
+
+class RecordingBrowser(Browser):
+    """A browser that keeps every Set-Cookie header it receives."""
+
+    seen: list[str]
+
+    def get(self, url: str) -> TestResponse:
+        return self._record(super().get(url))
+
+    def post(self, url: str, data: dict[str, str]) -> TestResponse:
+        return self._record(super().post(url, data))
+
+    def _record(self, response: TestResponse) -> TestResponse:
+        self.seen = [*getattr(self, "seen", []), *response.headers.getlist("Set-Cookie")]
+        return response
+
+
+def test_every_cookie_of_a_login_and_logout_has_its_flags(app: Flask, sp: DemoSp, idp: DemoIdp) -> None:
+    from tests.flows.test_federation_logout import SP1_SLO, hop, idp_answers, name_id_at, sp_logout_url
+
+    with app.test_client() as client:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_HOST"] = BASE_URL.split("://", 1)[1]
+        browser = RecordingBrowser(client)
+        page = browser.get(sp.login_url())
+        page = browser.get(f"/discovery?login={discovery_login_id(page)}&lang=en")
+        at = browser.post("/discovery", {**discovery_form(page), "municipality": "kommun-c", "remember": "1"})
+        request, relay_state = idp.parse_redirect(at.headers["Location"])
+        answer = back_to_broker(browser, idp.respond(request, relay_state, KARIN))
+        sp.accept(saml_response_form(answer)[1]["SAMLResponse"])
+        to_idp_logout = browser.get(sp_logout_url(sp, name_id_at(sp)))
+        assert to_idp_logout.status_code == 303
+        hop(browser.get(idp_answers(idp, to_idp_logout.headers["Location"])), SP1_SLO, "SAMLResponse")
+
+    names = set()
+    for header in browser.seen:
+        first, *attributes = [part.strip() for part in header.split(";")]
+        name = first.split("=", 1)[0]
+        names.add(name)
+        flags = {a.split("=", 1)[0].lower(): a.partition("=")[2] for a in attributes}
+        samesite, path = COOKIE_RULES[name]
+        assert {"secure", "httponly"} <= set(flags), header
+        assert flags.get("samesite") == samesite, header
+        assert flags.get("path") == path, header
+        assert "domain" not in flags, header  # host-only: no sibling subdomain receives it
+    assert names == set(COOKIE_RULES), "a cookie set during the walk has no rule here, or one was not set"
+    deleted = [h for h in browser.seen if h.startswith("broker_session=;")]
+    assert deleted, "the logout did not clear the session cookie"
