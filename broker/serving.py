@@ -1,14 +1,21 @@
 """``broker serve``: the broker under gunicorn (HTTP; TLS terminates at the reverse proxy).
 
+Listen address, workers and threads: the command line's flags, else broker.yaml's ``server`` section, read
+at start. Several instances (on one host or many) share nothing but Redis and, if they like, the audit
+directory (one chain per process); gunicorn's control socket is off, so two instances on one host do not
+compete for ``$HOME/.gunicorn/gunicorn.ctl``, and the broker is steered by signals alone.
+
 Configuration reload: SIGHUP to the master (``broker reload``). gunicorn calls ``on_reload`` in the master,
 where the broker loads and validates the configuration and swaps it into the preloaded app; gunicorn then
 starts new workers from that app and lets the old ones finish their requests. An invalid configuration is
-refused (logged and audited) and the new workers serve the previous one.
+refused (logged and audited) and the new workers serve the previous one. A changed ``server`` section is
+logged as needing a restart: the listener and the worker count stay as started.
 """
 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import sys
@@ -20,11 +27,25 @@ from gunicorn.app.base import BaseApplication
 
 from broker.app import MemoryStoreRefused, create_app, reload_configuration
 from broker.config.loader import load_settings
+from broker.config.schema import ServerConfig
 from broker.errors import ConfigError
 from broker.metrics import worker_exited
+from broker.session.redis_client import RedisChoiceRefused
+from broker.web.services import Services
+
+log = logging.getLogger("broker")
 
 
-def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid_file: Path | None = None) -> int:
+def effective_server(configured: ServerConfig, *, bind: str | None = None, workers: int | None = None,
+                     threads: int | None = None) -> ServerConfig:
+    """broker.yaml's ``server`` section with the command line's values in place of the ones it gives."""
+    return ServerConfig(bind=configured.bind if bind is None else bind,
+                        workers=configured.workers if workers is None else workers,
+                        threads=configured.threads if threads is None else threads)
+
+
+def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | None = None,
+                 threads: int | None = None, pid_file: Path | None = None) -> int:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # the workers' metrics add up through files in a fresh directory (prometheus_client multiprocess mode)
         metrics_dir = tempfile.mkdtemp(prefix="broker-metrics-")
@@ -36,23 +57,44 @@ def run_gunicorn(config_dir: Path, *, bind: str, workers: int, threads: int, pid
     except ConfigError as exc:
         sys.stderr.write(f"serve: invalid configuration:\n{exc}\n")
         return 2
-    except MemoryStoreRefused as exc:
+    except (MemoryStoreRefused, RedisChoiceRefused) as exc:
         sys.stderr.write(f"serve: {exc}\n")
         return 2
+    server = effective_server(settings.broker.server, bind=bind, workers=workers, threads=threads)
+    # flags are checked by click; a bind given on the command line is checked here like the configured one
+    problems = [message for _, message in server.config_check()]
+    if problems:
+        sys.stderr.write(f"serve: --bind: {problems[0]}\n")
+        return 2
+
+    # request size limits (broker.web.limits): HTTP-Redirect messages need more than gunicorn's default request line
+    # of 4094 bytes (8190 is its maximum); one header line must hold the proxy's certificate header
+    proxy = settings.broker.client_certificate.proxy
+    field_size = max(8190, proxy.max_bytes + max(len(proxy.header), len(proxy.chain_header or "")) + 4)
 
     def on_reload(_arbiter: object) -> None:
-        reload_configuration(app, config_dir)
+        if not reload_configuration(app, config_dir):
+            return
+        services: Services = app.extensions["broker"]
+        wanted = effective_server(services.settings.broker.server, bind=bind, workers=workers, threads=threads)
+        if wanted != server:
+            log.warning("broker.yaml's server section changed (%s); it takes effect when the broker restarts, "
+                        "the running one keeps %s", wanted, server)
 
     def child_exit(_arbiter: object, worker: Any) -> None:
         worker_exited(worker.pid)
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            self.cfg.set("bind", bind)
-            self.cfg.set("workers", workers)
-            self.cfg.set("threads", threads)
-            self.cfg.set("worker_class", "gthread" if threads > 1 else "sync")
+            self.cfg.set("bind", server.bind)
+            self.cfg.set("workers", server.workers)
+            self.cfg.set("threads", server.threads)
+            self.cfg.set("worker_class", "gthread" if server.threads > 1 else "sync")
+            if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
+                self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("limit_request_line", 8190)
+            self.cfg.set("limit_request_field_size", field_size)
             # the app (keys, trust stores) is built once in the master and shared by forked workers
             self.cfg.set("preload_app", True)
             self.cfg.set("on_reload", on_reload)

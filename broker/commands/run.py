@@ -42,14 +42,19 @@ def demo(workdir: Path | None, example: Path | None, host: str, port: int, check
 
 @click.command()
 @click.option("--config", "config_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--bind", default="127.0.0.1:8080", show_default=True, help="address:port to listen on (HTTP)")
-@click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=4, show_default=True, type=int)
+@click.option("--bind", help="address:port to listen on (HTTP) [default: server.bind in broker.yaml, "
+              "else 127.0.0.1:8080]")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="worker processes [default: server.workers in broker.yaml, else 2]")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="threads per worker [default: server.threads in broker.yaml, else 4]")
 @click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
               help="write the master's PID here (for `broker reload --pid-file`)")
-def serve(config_dir: Path, bind: str, workers: int, threads: int, pid_file: Path | None) -> None:
+def serve(config_dir: Path, bind: str | None, workers: int | None, threads: int | None,
+          pid_file: Path | None) -> None:
     """Serve the broker under gunicorn behind a TLS-terminating proxy (Redis required). SIGHUP reloads the
-    configuration."""
+    configuration. Listen address, workers and threads come from broker.yaml's server section unless given
+    here."""
     from broker.serving import run_gunicorn
 
     sys.exit(run_gunicorn(config_dir, bind=bind, workers=workers, threads=threads, pid_file=pid_file))

@@ -52,10 +52,12 @@ def _user_directive() -> str:
 
 
 class Nginx:
-    """nginx serving HTTPS on ``127.0.0.1:<port>`` with ``server_body`` inside its server block."""
+    """nginx serving HTTPS on ``127.0.0.1:<port>`` with ``server_body`` inside its server block; or, with
+    ``http_body``, with that text (upstream and server blocks of one's own, e.g. a conf.d file) as the whole
+    inside of the http block, listening where it says."""
 
-    def __init__(self, prefix: Path, *, certificate: Path, key: Path, server_body: str,
-                 port: int | None = None, server_name: str = "localhost") -> None:
+    def __init__(self, prefix: Path, *, certificate: Path, key: Path, server_body: str = "",
+                 port: int | None = None, server_name: str = "localhost", http_body: str | None = None) -> None:
         self.binary = nginx_binary()
         self.prefix = prefix
         self.port = port or free_port()
@@ -67,6 +69,13 @@ class Nginx:
         self.access_log = prefix / "logs" / "access.log"
         temp = "\n".join(f"    {name}_temp_path {prefix / 'tmp' / name};"
                          for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        server = http_body if http_body is not None else f"""    server {{
+        listen 127.0.0.1:{self.port} ssl;
+        server_name {server_name};
+        ssl_certificate     {certificate};
+        ssl_certificate_key {key};
+        {server_body}
+    }}"""
         self.conf.write_text(
             f"""daemon off;
 {_user_directive()}worker_processes 1;
@@ -76,13 +85,7 @@ events {{ worker_connections 128; }}
 http {{
     access_log {self.access_log};
 {temp}
-    server {{
-        listen 127.0.0.1:{self.port} ssl;
-        server_name {server_name};
-        ssl_certificate     {certificate};
-        ssl_certificate_key {key};
-        {server_body}
-    }}
+{server}
 }}
 """, encoding="utf-8")
 

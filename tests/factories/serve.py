@@ -24,8 +24,11 @@ from tests.factories.redis_server import free_port
 
 class BrokerServe:
     def __init__(self, config_dir: Path, workdir: Path, *, redis_url: str, workers: int = 2, threads: int = 2,
-                 metrics_dir: Path | None = None) -> None:
+                 metrics_dir: Path | None = None, from_config: bool = False) -> None:
+        """``from_config``: start with ``--config`` and ``--pid-file`` only, so that the listen address, workers
+        and threads come from broker.yaml's ``server`` section (the caller writes ``bind`` with :attr:`port`)."""
         self.config_dir = config_dir
+        self.from_config = from_config
         self.workdir = workdir
         self.port = free_port()
         self.workers = workers
@@ -50,10 +53,11 @@ class BrokerServe:
     def start(self, timeout: float = 30.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.log_file.open("ab")
+        flags = [] if self.from_config else ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+                                             "--threads", str(self.threads)]
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config_dir),
-                 "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--threads", str(self.threads),
+                [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config_dir), *flags,
                  "--pid-file", str(self.pid_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
         finally:

@@ -7,7 +7,8 @@ HTTPS on another loopback port with the minimal server block around the generate
 
 What is checked: the snippet passes `nginx -t`; a live handshake advertises exactly the configured CAs;
 certificates reach the broker through nginx as nginx saw them (a client's own header never does); the
-operators' endpoints are closed at the proxy; `broker readiness --endpoint` finds the CAs of Kommun A and B.
+operators' endpoints are closed at the proxy; `broker readiness --endpoint` finds the CAs of Kommun A and B;
+a whole certificate login with curl, from the SP's AuthnRequest to the assertion the SP accepts.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from cryptography import x509
 
 from broker.audit.query import records
 from broker.pki.tls import probe_endpoint
+from tests.factories.authnrequests import AuthnRequests, sp_accepts
+from tests.factories.https_client import saml_response_in
 from tests.factories.nginx import Nginx
+from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe
 
 HEADER = "X-SSL-Client-Cert"
@@ -232,3 +236,43 @@ def test_readiness_finds_both_certificate_municipalities_advertised(stack: Stack
         found = next(s for s in report["municipalities"] if s["id"] == municipality)
         advertises = [c for c in found["checks"] if c["id"] == "endpoint.advertises" and c["subject"] == endpoint]
         assert [c["status"] for c in advertises] == ["pass"], (municipality, advertises)
+
+
+# --- a whole certificate login through nginx, with curl ------------------------------------------------------
+
+
+def test_certificate_login_through_nginx_with_curl(stack: Stack, demo_material: Any, tmp_path: Path) -> None:
+    """The demo SP's signed AuthnRequest (HTTP-Redirect), fetched with curl presenting Anna's certificate and key
+    in the handshake with nginx: the broker got the certificate from nginx's header and answered with an
+    assertion the SP (pysaml2) accepts."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.fail("this test logs in with curl: sudo apt-get install -y curl", pytrace=False)
+    demo_root = Path(demo_material.root)
+    metadata = requests.get(stack.serve.url + "/saml/idp/metadata", timeout=10)
+    sp = make_sp(demo_root, metadata.content, BASE_URL + "/saml/idp/metadata")
+    craft = AuthnRequests(sp, demo_root / "sp" / "sp.key")
+    crafted = craft.build()
+    url = stack.url + craft.redirect(crafted).removeprefix(BASE_URL)
+    headers = tmp_path / "headers"
+    fetched = subprocess.run(
+        [curl, "--silent", "--show-error", "--cert", str(stack.users / "anna.pem"),
+         "--key", str(stack.users / "anna.key"), "--cacert", str(stack.tls / "ca.pem"),
+         "--dump-header", str(headers), "--write-out", "%{http_code}", "--output", str(tmp_path / "page.html"), url],
+        capture_output=True, text=True, timeout=30, check=False)
+    assert (fetched.returncode, fetched.stdout) == (0, "200"), fetched.stderr + headers.read_text()
+    assert "x-broker-reason" not in headers.read_text().lower()
+
+    result = sp_accepts(sp, saml_response_in((tmp_path / "page.html").read_text()), crafted.request_id)
+    hsa = [v.text for s in result.assertion.attribute_statement for a in s.attribute
+           if a.name == "urn:oid:1.2.752.29.6.2.1" for v in a.attribute_value]
+    assert hsa == ["SE2120001009-anna"]
+
+    started = [r for r in stack.audit() if r["event"] == "login_started"
+               and r["data"]["request_id"] == crafted.request_id]
+    assert len(started) == 1
+    login = [r for r in stack.audit() if r.get("correlation_id") == started[0]["correlation_id"]]
+    presented = [r for r in login if r["event"] == "certificate_presented"]
+    assert [r["data"] for r in presented] == [{"via": "proxy"}]  # nginx's header, from the trusted address
+    assert (login[0]["event"], login[-1]["event"]) == ("login_started", "assertion_issued")
+    assert login[-1]["cert_sha256"] == presented[0]["cert_sha256"]
