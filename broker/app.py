@@ -54,11 +54,16 @@ from broker.saml.sp_metadata import SpMetadataDocument
 from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlenc import Decrypter
+from broker.saml.xmlsec1_signer import Xmlsec1Signer
 from broker.session.activity import remember_login
+from broker.session.rate_limit import FailureLimiter, RateLimitPolicy
+from broker.session.redis_client import configured as redis_connector
 from broker.session.sessions import SessionManager
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
 from broker.web import admin, idp, ops, sp
+from broker.web.csrf import FormTokens
 from broker.web.i18n import DEFAULT_LANGUAGE
+from broker.web.limits import MAX_FORM_PARTS, check_request_size
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, correlation_id
 
@@ -83,16 +88,16 @@ class MemoryStoreRefused(RuntimeError):
 
 
 def build_store(settings: Settings, redis_url: str | None, *, allow_memory: bool) -> KeyValueStore:
-    """Redis from ``redis_url`` (REDIS_URL) or broker.yaml; the embedded store only when allowed."""
+    """Redis from ``redis_url`` (REDIS_URL) or broker.yaml (one server, Sentinel or Cluster); the embedded
+    store only when allowed. Raises :class:`RedisChoiceRefused` for REDIS_URL next to Sentinel or Cluster."""
     cfg = settings.broker.redis
-    url = redis_url or (cfg.url if cfg else None)
-    if url:
-        return RedisStore(url, prefix=cfg.key_prefix if cfg else "broker:",
-                          socket_timeout=cfg.socket_timeout.seconds if cfg else 0.5)
+    connector = redis_connector(cfg, redis_url)
+    if connector is not None:
+        return RedisStore(connector=connector, prefix=cfg.key_prefix if cfg else "broker:")
     if not allow_memory:
         raise MemoryStoreRefused(
-            "no Redis configured: set redis.url in broker.yaml or REDIS_URL; the embedded session store "
-            "serves only the single-process demo")
+            "no Redis configured: set redis in broker.yaml (url, sentinel or cluster) or REDIS_URL; the embedded "
+            "session store serves only the single-process demo")
     return MemoryStore()
 
 
@@ -176,6 +181,13 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     def start_timer() -> Response | None:
         g.started = time.perf_counter()
         try:
+            proxy = app.extensions["broker"].settings.broker.client_certificate.proxy
+            check_request_size(request.query_string, request.headers.items(),
+                               [name for name in (proxy.header, proxy.chain_header) if name])
+        except RequestRejected as refused:
+            request.query_string = b""  # nothing below may read the refused query, nor the page repeat it
+            return error_page(refused, correlation_id())
+        try:
             request.query_string.decode("utf-8")
         except UnicodeDecodeError:  # werkzeug would fail reading request.args anywhere below
             g.lang = DEFAULT_LANGUAGE
@@ -211,7 +223,9 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         pending_timeout=broker.session.pending_login_timeout.timedelta,
     )
     signing = idp_cfg.signing
-    signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
+    signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key) \
+        if signing.backend == "libxmlsec1" else \
+        Xmlsec1Signer(signing.key.pem, signing.key.path, signing.certificate.certificate, signing.key.key)
     validator = CertificateValidator(settings.trust, clock, runtime.revocation)
     deps = FlowDeps(
         settings=settings,
@@ -225,6 +239,10 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
                                   clock_skew=idp_cfg.clock_skew.timedelta),
         nameids=NameIdIssuer(idp_cfg.nameid_key.value),
         certificate_sources=CertificateSourceResolver(broker.client_certificate.proxy),
+        limiter=FailureLimiter(runtime.store, clock, RateLimitPolicy(
+            enabled=broker.rate_limit.enabled, failures_per_address=broker.rate_limit.failures_per_address,
+            failures_per_certificate=broker.rate_limit.failures_per_certificate,
+            window=broker.rate_limit.window.timedelta)),
     )
     sp_peers = {sp.entity_id: LogoutPeer(sp.entity_id, sp.metadata.signing_certificates, sp.metadata.slo())
                 for sp in settings.service_providers.values()}
@@ -258,6 +276,7 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         audit=runtime.audit, sessions=sessions, validator=validator,
         metadata=IdpMetadata(settings, clock, signer, sso_url=sso_url, slo_url=slo_url),
         cookie_name=broker.session.cookie_name,
+        form_tokens=FormTokens.derived_from(idp_cfg.nameid_key.value),
         sp_metadata=sp_metadata,
     )
 
@@ -269,6 +288,9 @@ def _install(app: Flask, services: Services) -> None:
     largest = max(settings.broker.idp.max_message_bytes, settings.broker.sp.max_message_bytes
                   if settings.broker.sp else 0)
     app.config["MAX_CONTENT_LENGTH"] = 2 * largest + 16384
+    # what form parsing may hold: one field as large as the whole body, and few fields (broker.web.limits)
+    app.config["MAX_FORM_MEMORY_SIZE"] = app.config["MAX_CONTENT_LENGTH"]
+    app.config["MAX_FORM_PARTS"] = MAX_FORM_PARTS
     app.extensions["broker"] = services
 
 

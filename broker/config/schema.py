@@ -21,6 +21,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker.config.redis_schema import RedisConfig
 from broker.config.values import (
     CaCertificates,
     CertificateFile,
@@ -40,6 +41,7 @@ from broker.config.values import (
     WritableDirectory,
 )
 from broker.config.yamlsource import KeyPath
+from broker.pki.proxy_headers import FORMAT_DOCS, ProxyFormat
 from broker.saml.attributes import ATTRIBUTES
 from broker.saml.metadata import MetadataFile
 
@@ -76,6 +78,12 @@ class SigningConfig:
 
     key: PrivateKeyFile = field(metadata=doc("PEM private key (RSA >= 2048 bits or ECDSA P-256+)"))
     certificate: CertificateFile = field(metadata=doc("certificate of that key, published in metadata"))
+    backend: Literal["libxmlsec1", "xmlsec1"] = field(
+        default="libxmlsec1",
+        metadata=doc("libxmlsec1: sign in process (python-xmlsec); xmlsec1: start pysaml2's default xmlsec1 "
+                     "program for every signature, as a plain pysaml2 IdP does (only to measure against; "
+                     "about ten times slower)"),
+    )
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key()):
@@ -147,21 +155,6 @@ class SessionConfig:
 
 
 @dataclass(frozen=True)
-class RedisConfig:
-    """The shared Redis (sessions, pending logins). Without it, only the demo runs (embedded store)."""
-
-    url: str = field(metadata=doc("redis://, rediss:// or unix:// URL", examples=("redis://127.0.0.1:6379/0",)))
-    key_prefix: str = field(default="broker:", metadata=doc("prefix of every key the broker writes"))
-    socket_timeout: Duration = field(
-        default=Duration(0.5), metadata=doc("per-command timeout; a slow Redis yields a 503, not a hang")
-    )
-
-    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
-        if not re.match(r"^(redis|rediss|unix)://", self.url):
-            yield ("url",), f"expected a redis://, rediss:// or unix:// URL, got {self.url!r}"
-
-
-@dataclass(frozen=True)
 class ProxyConfig:
     """Client certificates forwarded by a TLS-terminating reverse proxy."""
 
@@ -169,15 +162,45 @@ class ProxyConfig:
         default=(),
         metadata=doc("addresses of the proxies allowed to send the certificate header; none by default"),
     )
-    header: str = field(default="X-SSL-Client-Cert", metadata=doc("name of the certificate header"))
-    format: Literal["nginx_escaped_pem"] = field(
-        default="nginx_escaped_pem", metadata=doc("nginx_escaped_pem: nginx's $ssl_client_escaped_cert")
+    header: str = field(default="X-SSL-Client-Cert", metadata=doc(
+        "name of the certificate header (envoy_xfcc: X-Forwarded-Client-Cert; rfc9440: Client-Cert)"))
+    format: ProxyFormat = field(
+        default="nginx_escaped_pem",
+        metadata=doc("how the proxy writes the certificate: "
+                     + "; ".join(f"`{name}`: {text}" for name, text in FORMAT_DOCS.items())),
     )
-    max_bytes: int = field(default=16384, metadata=doc("largest header value accepted", min=512))
+    chain_header: str | None = field(default=None, metadata=doc(
+        "name of a second header with the intermediates the client sent, in the same format (rfc9440: "
+        "Client-Cert-Chain); only path-building hints, trust still comes from the municipality's anchors; "
+        "not for envoy_xfcc, whose Chain travels in its one header"))
+    max_bytes: int = field(default=16384, metadata=doc(
+        "largest value accepted in each certificate header (envoy_xfcc: the whole header, chain included)",
+        min=512))
+    max_chain_certificates: int = field(default=8, metadata=doc(
+        "most intermediates accepted from the chain header (or Envoy's Chain)", min=1))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
-        if not re.fullmatch(r"[A-Za-z0-9\-]+", self.header):
-            yield ("header",), "expected an HTTP header name (letters, digits, '-')"
+        names = [("header", self.header)]
+        if self.chain_header is not None:
+            names.append(("chain_header", self.chain_header))
+        for key, name in names:
+            if not re.fullmatch(r"[A-Za-z0-9\-]+", name):
+                yield (key,), "expected an HTTP header name (letters, digits, '-')"
+        if self.chain_header is not None and self.chain_header.lower() == self.header.lower():
+            yield ("chain_header",), "must differ from header"
+        if self.format == "envoy_xfcc":
+            if self.header.lower() != "x-forwarded-client-cert":
+                yield ("header",), "Envoy writes the certificate to X-Forwarded-Client-Cert; set header to that name"
+            if self.chain_header is not None:
+                yield ("chain_header",), ("Envoy sends the chain inside X-Forwarded-Client-Cert (Chain=...; "
+                                          "set_current_client_cert_details chain: true); remove chain_header")
+        if self.format == "rfc9440":
+            if self.header.lower() != "client-cert":
+                yield ("header",), "RFC 9440 names the field Client-Cert; set header: Client-Cert"
+            if self.chain_header is not None and self.chain_header.lower() != "client-cert-chain":
+                yield ("chain_header",), "RFC 9440 names the field Client-Cert-Chain; set chain_header to that name"
+        if self.max_chain_certificates > 32:
+            yield ("max_chain_certificates",), "expected at most 32 (real chains have two or three)"
 
 
 @dataclass(frozen=True)
@@ -185,6 +208,27 @@ class ClientCertificateConfig:
     """Where client certificates come from."""
 
     proxy: ProxyConfig = field(default_factory=ProxyConfig, metadata=doc("reverse-proxy header"))
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Failed logins counted per client address and per certificate in Redis (shared by every instance); at the
+    limit, further logins from that address or with that certificate are refused (HTTP 429) until the window
+    ends. Only failures count: rejected certificates and failed logins at a municipal IdP."""
+
+    enabled: bool = field(default=True, metadata=doc("count failed logins and refuse at the limits"))
+    failures_per_address: int = field(
+        default=20, metadata=doc("failed logins allowed per client address (resolved through "
+                                 "client_certificate.proxy.trusted_networks; IPv6 per /64) in one window; an "
+                                 "office behind one NAT address shares it", min=1))
+    failures_per_certificate: int = field(
+        default=10, metadata=doc("failed logins allowed per client certificate (SHA-256 fingerprint) in one "
+                                 "window", min=1))
+    window: Duration = field(default=Duration(300), metadata=doc("length of the counting window (fixed windows)"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if self.window.seconds < 1:
+            yield ("window",), "must be at least 1s"
 
 
 @dataclass(frozen=True)
@@ -283,6 +327,30 @@ class AdminConfig:
                                                 "/admin/status require"))
 
 
+_BIND = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})|unix:(?P<path>/.+))$")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """`broker serve` (gunicorn): where it listens and how many processes answer. The command line's --bind,
+    --workers and --threads override these. Read when the server starts: a reload (SIGHUP) keeps the running
+    listener and worker count (gunicorn's TTIN/TTOU signals add or remove a worker)."""
+
+    bind: str = field(
+        default="127.0.0.1:8080",
+        metadata=doc("address:port to listen on, plain HTTP behind the TLS-terminating proxy ([::1]:8080 for IPv6, "
+                     "unix:/path for a socket)", examples=("0.0.0.0:8080",)))
+    workers: int = field(
+        default=2, metadata=doc("worker processes, each a copy of the preloaded app (about one per core)", min=1))
+    threads: int = field(
+        default=4, metadata=doc("threads per worker; 1 runs gunicorn's sync worker", min=1))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        found = _BIND.match(self.bind)
+        if found is None or (found["port"] is not None and not 0 < int(found["port"]) < 65536):
+            yield ("bind",), f"expected host:port (port 1-65535) or unix:/path, got {self.bind!r}"
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     """broker.yaml: global settings."""
@@ -290,14 +358,20 @@ class BrokerConfig:
     idp: IdpConfig = field(metadata=doc("the SAML IdP toward service providers"))
     audit: AuditConfig = field(metadata=doc("the audit trail"))
     session: SessionConfig = field(default_factory=SessionConfig, metadata=doc("SSO sessions"))
-    redis: RedisConfig | None = field(default=None, metadata=doc("the shared Redis; REDIS_URL overrides url"))
+    redis: RedisConfig | None = field(
+        default=None, metadata=doc("the shared Redis (docs/redis.md); REDIS_URL overrides url, and is refused "
+                                   "together with sentinel or cluster"))
     client_certificate: ClientCertificateConfig = field(
         default_factory=ClientCertificateConfig, metadata=doc("where client certificates come from")
     )
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig,
+                                        metadata=doc("limits on failed logins per address and certificate"))
     sp: SpConfig | None = field(default=None, metadata=doc("the broker as SP toward municipal IdPs"))
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig, metadata=doc("`broker readiness`"))
     admin: AdminConfig | None = field(
         default=None, metadata=doc("operators' endpoints (/metrics, /admin/status); absent: they answer 404"))
+    server: ServerConfig = field(
+        default_factory=ServerConfig, metadata=doc("`broker serve`: listen address, workers, threads"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.sp is not None and self.sp.entity_id == self.idp.entity_id:
