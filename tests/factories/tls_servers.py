@@ -24,6 +24,7 @@ import datetime as dt
 import socket
 import struct
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -135,6 +136,14 @@ class TlsEndpoint:
                 conn.shutdown()
         finally:
             raw.close()
+
+    def recorded(self, count: int, timeout: float = 10.0) -> list[tuple[bool, str | None, str | None, str | None]]:
+        """The handshakes once ``count`` are recorded: the server side finishes its part (reading the client's
+        close_notify) after the client has its answer, so a test must not look at once."""
+        deadline = time.monotonic() + timeout
+        while len(self.handshakes) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.handshakes)
 
     def stop(self) -> None:
         """Stop serving and close every socket; a second call does nothing."""

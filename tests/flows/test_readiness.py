@@ -220,7 +220,7 @@ def test_ca_list_of_a_real_tls_endpoint(config_dir: Path, identity: ServerIdenti
     with TlsEndpoint(identity, client_cas=client_cas) as endpoint:
         set_readiness(config_dir, endpoints=[endpoint.url])
         result = readiness_cli(config_dir, "--municipality", "kommun-a", "--json")
-        assert len(endpoint.handshakes) == 1
+        assert len(endpoint.recorded(1)) == 1
 
     assert result.exit_code == exit_code, result.output
     report = report_of(result)

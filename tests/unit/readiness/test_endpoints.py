@@ -255,7 +255,7 @@ def test_server_that_requires_a_certificate_still_shows_its_list(settings: Setti
     assert found.error is None
     assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
     assert statuses(endpoint_checks(settings, found), "endpoint.ca_list") == ["pass"]
-    assert endpoint.handshakes[0][0] is False  # the server did refuse the probe
+    assert endpoint.recorded(1)[0][0] is False  # the server did refuse the probe
 
 
 def test_tls12_ca_list_is_read(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
