@@ -16,10 +16,13 @@ Deliberate deviations from cryptography's webpki defaults, each for a reason:
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -36,6 +39,7 @@ _EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
     x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
 _CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+_SHA256 = hashes.SHA256()
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,53 @@ def verify_path(
             raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
 
     return VerifiedPath(chain, now)
+
+
+@dataclass(frozen=True)
+class _KnownPath:
+    chain: tuple[x509.Certificate, ...]
+    valid_from: dt.datetime     # the latest notBefore on the path
+    valid_until: dt.datetime    # the earliest notAfter on the path
+
+
+class PathCache:
+    """Verified paths, so that a card seen before is not path-validated again on every login.
+
+    What :func:`verify_path` decides depends on the leaf, the untrusted intermediates sent with it, the
+    domain's anchors and intermediates (fixed for the life of this cache: the validator owning it is rebuilt
+    with the configuration), and the time, only through the validity periods on the path. So a success is
+    kept with the window in which every certificate on the path is valid, and reused only inside it
+    (RFC 5280 §6.1.3 (a)(2)); outside it, or for anything not seen before, the full validation runs.
+    Refusals are never kept. Revocation is not part of this: it is checked on every login.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self._paths: OrderedDict[tuple[str, bytes, tuple[bytes, ...]], _KnownPath] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def verify(self, leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
+               presented: Sequence[x509.Certificate] = ()) -> VerifiedPath:
+        """:func:`verify_path`, answered from the cache when the same path was verified and is still in date."""
+        key = (domain.id, leaf.fingerprint(_SHA256), tuple(c.fingerprint(_SHA256) for c in presented))
+        with self._lock:
+            known = self._paths.get(key)
+            if known is not None:
+                self._paths.move_to_end(key)
+        if known is not None and known.valid_from <= now <= known.valid_until:
+            return VerifiedPath(known.chain, now)
+        path = verify_path(leaf, domain, now, presented)
+        known = _KnownPath(path.chain, max(c.not_valid_before_utc for c in path.chain),
+                           min(c.not_valid_after_utc for c in path.chain))
+        with self._lock:
+            self._paths[key] = known
+            self._paths.move_to_end(key)
+            while len(self._paths) > self._max:
+                self._paths.popitem(last=False)
+        return path
+
+    def __len__(self) -> int:
+        return len(self._paths)
 
 
 def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:

@@ -17,7 +17,7 @@ from broker.clock import Clock
 from broker.errors import CertificateRejected
 from broker.model import CertificateFacts, Identity, Loa
 from broker.pki.identity import extract_identity
-from broker.pki.path import VerifiedPath, verify_path
+from broker.pki.path import PathCache, VerifiedPath
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
 from broker.pki.truststore import TrustDomain, TrustIndex
 
@@ -63,27 +63,46 @@ class CertificateValidator:
         self._trust = trust
         self._clock = clock
         self.revocation = revocation
+        # one cache per configuration: a reload builds a new validator, so nothing outlives its trust anchors
+        self._paths = PathCache()
         for domain in trust.domains.values():
             if domain.revocation is not None:
                 revocation.register(domain.revocation)
 
-    def domain_of(self, leaf: x509.Certificate) -> TrustDomain:
+    def domain_of(self, leaf: x509.Certificate, presented: Sequence[x509.Certificate] = ()) -> TrustDomain:
+        """The municipality whose CA issued ``leaf``, by issuer name.
+
+        When no configured CA has the leaf's issuer name, the names are followed up through ``presented``
+        (the intermediates the client sent): the first configured CA met selects the domain. Names only
+        choose where to look; the path must still verify against that domain's anchors.
+        """
         domain = self._trust.for_issuer(leaf)
+        issuer, seen = leaf.issuer, 0
+        while domain is None and seen < len(presented):
+            above = next((c for c in presented if c.subject == issuer and c.issuer != c.subject), None)
+            if above is None:
+                break
+            domain = self._trust.for_issuer(above)
+            issuer, seen = above.issuer, seen + 1
         if domain is None:
             raise CertificateRejected("issuer_unknown", f"issuer {leaf.issuer.rfc4514_string()}")
         return domain
 
     def validate(self, leaf: x509.Certificate,
                  presented: Sequence[x509.Certificate] = ()) -> ValidatedCertificate:
-        """Return what the certificate proves or raise :class:`CertificateRejected`."""
-        domain = self.domain_of(leaf)
+        """Return what the certificate proves or raise :class:`CertificateRejected`.
+
+        ``presented``: intermediates the client sent (through a trusted proxy's chain header), untrusted
+        path-building hints next to the municipality's configured intermediates.
+        """
+        domain = self.domain_of(leaf, presented)
         if domain.status == "suspended":
             raise CertificateRejected("municipality_suspended", f"municipality {domain.id!r} is suspended",
                                       params={"municipality": domain.id})
         if domain.identity is None:  # pragma: no cover - municipality domains always have a rule
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
-        path = verify_path(leaf, domain, now, presented)
+        path = self._paths.verify(leaf, domain, now, presented)
         policy_oid, loa = assurance_level(leaf, domain)
         identity = extract_identity(leaf, domain.identity, domain.id)
         revocation = self.revocation.check(path.chain, domain.revocation)
