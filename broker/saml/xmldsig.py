@@ -85,12 +85,9 @@ class XmlSigner:
         # python-xmlsec keys are not documented as thread-safe; signing is serialised per key.
         self._lock = threading.Lock()
 
-    def sign(self, element: etree._Element, *, after: etree._Element | None = None) -> None:
-        """Add an enveloped signature to ``element`` (which must carry an ``ID``).
-
-        SAML's schemas put ds:Signature right after the Issuer (SAML Core
-        §2.3.3, §3.2.1): pass that element as ``after``.
-        """
+    def template(self, element: etree._Element, *, after: etree._Element | None = None) -> etree._Element:
+        """Insert the empty ds:Signature (exc-c14n, RSA/ECDSA-SHA256, one Reference to the element's ID with
+        the enveloped-signature and exc-c14n transforms, the certificate in KeyInfo) and return it."""
         element_id = element.get("ID")
         if not element_id:
             raise ValueError("the element to sign has no ID")
@@ -104,6 +101,15 @@ class XmlSigner:
             after.addnext(template)
         else:
             element.insert(0, template)
+        return template
+
+    def sign(self, element: etree._Element, *, after: etree._Element | None = None) -> None:
+        """Add an enveloped signature to ``element`` (which must carry an ``ID``).
+
+        SAML's schemas put ds:Signature right after the Issuer (SAML Core
+        §2.3.3, §3.2.1): pass that element as ``after``.
+        """
+        template = self.template(element, after=after)
         ctx = xmlsec.SignatureContext()
         with self._lock:
             ctx.key = self._key

@@ -233,6 +233,38 @@ class TestSignedResponse:
         sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
 
 
+class TestXmlsec1Backend:
+    """idp.signing.backend: xmlsec1 (the baseline of docs/performance.md) signs the same Responses through
+    pysaml2's xmlsec1 program; the SP cannot tell them apart."""
+
+    @pytest.fixture(params=[False, True], ids=["assertion-signed", "response-and-assertion-signed"])
+    def settings(self, request: pytest.FixtureRequest, config_dir: Path) -> Settings:
+        broker_yaml = config_dir / "broker.yaml"
+        data = yaml.safe_load(broker_yaml.read_text())
+        data["idp"]["signing"]["backend"] = "xmlsec1"
+        broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True))
+        path = config_dir / "service-providers" / "demo-sp.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["sign_response"] = request.param
+        path.write_text(yaml.safe_dump(data, allow_unicode=True))
+        return load_settings(config_dir)
+
+    def test_signed_by_xmlsec1_and_accepted(self, settings: Settings, browser: Browser, sp: DemoSp,
+                                            craft: AuthnRequests) -> None:
+        assert settings.broker.idp.signing.backend == "xmlsec1"
+        crafted, posted = login(browser, craft)
+        signed = [the(posted.root, "saml:Assertion")]
+        if posted.root.find("ds:Signature", NS) is not None:
+            signed.append(posted.root)
+            sp_verifies_response_signature(sp, posted.xml)
+        assert len(signed) == (2 if settings.service_providers["demo-sp"].config.sign_response else 1)
+        for element in signed:
+            algorithms = signature_algorithms(element)
+            assert (algorithms["signature"], algorithms["digest"]) == (RSA_SHA256, DIGEST_SHA256)
+            assert algorithms["reference"] == "#" + str(element.get("ID"))
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
 # --- RelayState (Bindings §3.4.3, §3.5.3) ---------------------------------------------------
 
 RELAY_STATE = "https://sp.example/x?a=1&b=två ord#frag+%20"
