@@ -339,6 +339,21 @@ def test_compose_nginx_conf_spreads_requests_over_both_instances(cluster: Cluste
 # --- broker serve reads its server section ---------------------------------------------------------------
 
 
+def settled_workers(serve: BrokerServe, expected: int, timeout: float = 15.0) -> set[int]:
+    """The master's workers once ``expected`` of them have been there for half a second (or what is there at
+    the timeout): workers start one by one, and a reload replaces them."""
+    deadline = time.monotonic() + timeout
+    stable_since, last = time.monotonic(), serve.workers_now()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = serve.workers_now()
+        if now != last:
+            stable_since, last = time.monotonic(), now
+        elif len(now) == expected and time.monotonic() - stable_since >= 0.5:
+            return now
+    return serve.workers_now()
+
+
 def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path, tmp_path: Path, redis_url: str,
                                                               redis_prefix: str) -> None:
     path = config_dir / "broker.yaml"
@@ -349,7 +364,7 @@ def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path,
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
     with serve:  # started only when /healthz answers on the configured port
-        assert len(serve.workers_now()) == 2
+        assert len(settled_workers(serve, 2)) == 2  # the second worker may still be starting
         assert "Using worker: sync" in serve.log()  # threads: 1
 
         # a changed server section is not applied by a reload: said in the log, the running workers stay
@@ -361,8 +376,7 @@ def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path,
         while "takes effect when the broker restarts" not in serve.log() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "takes effect when the broker restarts" in serve.log()
-        time.sleep(1.0)
-        assert len(serve.workers_now()) == 2
+        assert len(settled_workers(serve, 2)) == 2  # the reload replaces the workers: wait until it is done
         assert requests.get(serve.url + "/healthz", timeout=10).status_code == 200
 
 

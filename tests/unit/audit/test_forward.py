@@ -498,7 +498,9 @@ def test_logins_are_forwarded_and_healthz_counts_them(config_dir: Path, demo_mat
             assert response.status_code == 200
             sp.accept(saml_response_form(response)[1]["SAMLResponse"])
             services.audit.sink.checkpoint()  # seal the login now rather than in 60 s
-            written = [r for p in sorted((config_dir / "audit").glob("test.*.0*.jsonl")) for r in records_of(p)]
+            # the chain's files, not its checkpoint index (whose random chain suffix may also start with 0)
+            written = [r for p in sorted((config_dir / "audit").glob("test.*.[0-9][0-9][0-9][0-9][0-9][0-9].jsonl"))
+                       for r in records_of(p)]
             copies = [r for r in written if r["event"] != "audit_chain_started"]
             received.wait_for(len(copies))
             assert wait_until(lambda: sum(s["sent"] for s in services.audit.forwarding_stats().values())
