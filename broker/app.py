@@ -55,7 +55,7 @@ from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlenc import Decrypter
 from broker.saml.xmlsec1_signer import Xmlsec1Signer
-from broker.session.activity import remember_login
+from broker.session.activity import LoginActivity
 from broker.session.rate_limit import FailureLimiter, RateLimitPolicy
 from broker.session.redis_client import configured as redis_connector
 from broker.session.sessions import SessionManager
@@ -131,7 +131,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
 
     metrics = Metrics(current_expiries, clock.now)
     audit.observe(metrics.observe_record)
-    audit.observe(lambda record: remember_login(store, record))
+    audit.observe(LoginActivity(store))
     if revocation is None:
         # one fetcher and one CRL store per process; the session store doubles as the shared revocation cache
         fetcher = HttpFetcher()
