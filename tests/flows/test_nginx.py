@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,11 @@ def configured_cas(config: Path) -> list[x509.Certificate]:
     return found
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_url: str) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("nginx-stack")
+@contextmanager
+def running_stack(root: Path, demo_material: Any, redis_url: str, *, trusted: str,
+                  proxy_bind: str | None = None) -> Iterator[Stack]:
+    """The stack, with ``trusted`` as the broker's only proxy network; nginx connects to the broker from
+    ``proxy_bind`` when given (another loopback address, so that a client on 127.0.0.1 is not the proxy)."""
     config = root / "config"
     shutil.copytree(demo_material.config, config)
     for f in (config / "audit").glob("*"):
@@ -100,7 +103,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_ur
     prefix = f"test:{secrets.token_hex(6)}:"
     path = config / "broker.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
+    data["client_certificate"]["proxy"]["trusted_networks"] = [trusted]
     data["redis"] = {"url": redis_url, "key_prefix": prefix}
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
@@ -109,8 +112,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_ur
     written = broker("proxy-config", "nginx", "--config", str(config), "--out", str(out), "--upstream", serve.url)
     assert written.returncode == 0, written.stdout + written.stderr
     tls = Path(demo_material.tls)
+    bind = f"proxy_bind {proxy_bind};\n" if proxy_bind else ""
     nginx = Nginx(root / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
-                  server_body=f"include {out / 'broker-client-auth.conf'};")
+                  server_body=f"{bind}include {out / 'broker-client-auth.conf'};")
     token = (config / "keys" / "admin.token").read_text().strip()
     try:
         with serve, nginx:
@@ -121,6 +125,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_ur
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_url: str) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("nginx-stack"), demo_material, redis_url,
+                       trusted="127.0.0.1/32") as running:
+        yield running
 
 
 # --- the generated files pass nginx -t ----------------------------------------------------------
@@ -276,3 +287,42 @@ def test_certificate_login_through_nginx_with_curl(stack: Stack, demo_material: 
     assert [r["data"] for r in presented] == [{"via": "proxy"}]  # nginx's header, from the trusted address
     assert (login[0]["event"], login[-1]["event"]) == ("login_started", "assertion_issued")
     assert login[-1]["cert_sha256"] == presented[0]["cert_sha256"]
+
+
+# --- nginx on its own address: the header straight from anywhere else is ignored ---------------------------
+
+
+def test_a_forged_header_sent_straight_to_the_broker_gets_no_login(tmp_path: Path, demo_material: Any,
+                                                                  redis_url: str) -> None:
+    """Production shape on loopback: nginx reaches the broker from 127.0.0.2 (proxy_bind), the only trusted
+    proxy address. A client on 127.0.0.1 that skips nginx and sends Anna's certificate in the header itself is
+    treated as presenting no certificate: no assertion, and the attempt is audited as proxy_header_untrusted."""
+    with running_stack(tmp_path, demo_material, redis_url, trusted="127.0.0.2/32",
+                       proxy_bind="127.0.0.2") as strict:
+        through = strict.get("/diagnose?format=json", user="anna").json()  # the proxy's header is believed
+        assert (through["certificate"], through["accepted"], through["municipality"]) == (True, True, "kommun-a")
+
+        direct = requests.get(strict.serve.url + "/diagnose?format=json", headers={HEADER: strict.escaped("anna")},
+                              timeout=10).json()
+        assert (direct["certificate"], direct["accepted"], direct["municipality"]) == (False, False, None)
+
+        demo_root = Path(demo_material.root)
+        metadata = requests.get(strict.serve.url + "/saml/idp/metadata", timeout=10)
+        sp = make_sp(demo_root, metadata.content, BASE_URL + "/saml/idp/metadata")
+        craft = AuthnRequests(sp, demo_root / "sp" / "sp.key")
+        crafted = craft.build()
+        page = requests.get(strict.serve.url + craft.redirect(crafted).removeprefix(BASE_URL),
+                            headers={HEADER: strict.escaped("anna")}, timeout=10, allow_redirects=False)
+        # no assertion: the user is asked to choose a municipality (Kommun C logs in with its own IdP)
+        assert (page.status_code, "SAMLResponse" in page.text) == (200, False)
+        assert 'name="municipality"' in page.text
+
+        audit = strict.audit()
+        started = [r for r in audit if r["event"] == "login_started" and r["data"]["request_id"] == crafted.request_id]
+        assert len(started) == 1
+        login = [r for r in audit if r.get("correlation_id") == started[0]["correlation_id"]]
+        assert "proxy_header_untrusted" in [r["event"] for r in login]
+        assert not [r for r in login if r["event"] in ("certificate_presented", "certificate_accepted",
+                                                          "assertion_issued")]
+        untrusted = [r for r in login if r["event"] == "proxy_header_untrusted"]
+        assert untrusted[0]["client"] == "127.0.0.1"
