@@ -298,15 +298,20 @@ def xfcc_elements(value: str) -> list[list[tuple[str, str]]]:
 
 
 def _envoy(value: str, limits: HeaderLimits) -> ForwardedCertificate | None:
-    """The element the nearest proxy appended: the last one.
+    """The one element Envoy wrote with ``forward_client_cert_details: SANITIZE_SET``.
 
-    Envoy appends its element after whatever arrived (``APPEND_FORWARD``), so earlier elements were written
-    by proxies farther away or by the client itself; only the last one comes from the proxy the broker
-    trusts. (``SANITIZE_SET`` leaves just one element; an Envoy without client certificate removes the
-    header in every mode but ``ALWAYS_FORWARD_ONLY``, which must not face browsers.) An element without
-    ``Cert`` means no certificate; ``Chain`` holds the client's chain, the leaf first.
+    Exactly one element is accepted. With ``APPEND_FORWARD`` the elements before Envoy's own come from
+    farther proxies or from the client; and Envoy writes the ``URI``, ``DNS`` and ``By`` values without
+    quoting (envoyproxy/envoy#32945), so a certificate whose URI holds ``,Cert=...`` would itself start
+    an element that "the last one" would trust. One element only (and each key at most once) leaves the
+    client nothing to inject. An element without ``Cert`` means no certificate; ``Chain`` holds the
+    client's chain, the leaf first.
     """
-    element = xfcc_elements(value)[-1]
+    elements = xfcc_elements(value)
+    if len(elements) != 1:
+        raise _malformed(f"x-forwarded-client-cert: {len(elements)} elements; the edge Envoy must replace the "
+                         "header (forward_client_cert_details: SANITIZE_SET), leaving one")
+    element = elements[0]
     certs = [v for k, v in element if k == "cert"]
     chains = [v for k, v in element if k == "chain"]
     hashes = [v for k, v in element if k == "hash"]

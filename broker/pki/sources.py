@@ -64,12 +64,16 @@ class CertificateSourceResolver:
         return ip is not None and any(ip in net for net in self._proxy.trusted_networks)
 
     def client_address(self, remote_addr: str | None, forwarded_for: str | None) -> str | None:
-        """The user's address: from a trusted proxy, the last hop it appended to X-Forwarded-For."""
-        if forwarded_for and self.is_trusted_proxy(remote_addr):
-            hop = forwarded_for.split(",")[-1].strip()
-            if _address(hop) is not None:
-                return hop
-        return remote_addr
+        """The user's address: from a trusted proxy, the last hop it appended to X-Forwarded-For.
+
+        From a trusted proxy without a readable last hop the address is unknown (None), never the proxy's own:
+        every user behind it would otherwise share one address, in the audit trail and in the failed-login
+        limit (where one user's failures would lock out all the others).
+        """
+        if not self.is_trusted_proxy(remote_addr):
+            return remote_addr
+        hop = forwarded_for.split(",")[-1].strip() if forwarded_for else ""
+        return hop if _address(hop) is not None else None
 
     def resolve(self, remote_addr: str | None, header_value: str | None, tls_pem: str | None,
                 chain_value: str | None = None) -> PresentedCertificate:

@@ -153,18 +153,29 @@ def test_accepted_variants(pki: Pki, fmt: ProxyFormat, make: Callable[[Pki], tup
 # --- Envoy: several elements, one per proxy ---------------------------------------------------------------
 
 
-def test_envoy_takes_the_element_the_nearest_proxy_appended(pki: Pki) -> None:
-    """APPEND_FORWARD: whatever arrived at Envoy (here a client's forged element) comes first, Envoy's last."""
-    forged = envoy_element(pki.other)
-    assert decode("envoy_xfcc", f"{forged},{envoy_element(pki.leaf)}", None, LIMITS) == ForwardedCertificate(
-        pki.leaf, ())
-    assert decode("envoy_xfcc", f"{envoy_element(pki.leaf)},{forged}", None, LIMITS) == ForwardedCertificate(
-        pki.other, ())
+@pytest.mark.parametrize("arrangement", ["forged-first", "forged-last"])
+def test_envoy_refuses_more_than_one_element(pki: Pki, arrangement: str) -> None:
+    """APPEND_FORWARD would put a client's forged element next to Envoy's: only SANITIZE_SET's one element."""
+    forged, real = envoy_element(pki.other), envoy_element(pki.leaf)
+    value = f"{forged},{real}" if arrangement == "forged-first" else f"{real},{forged}"
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        decode("envoy_xfcc", value, None, LIMITS)
+    assert caught.value.reason == "proxy_header_malformed"
+    assert "SANITIZE_SET" in caught.value.detail
 
 
-def test_envoy_last_element_without_cert_means_none_even_after_one_with(pki: Pki) -> None:
-    value = f"{envoy_element(pki.leaf)},By=spiffe://edge;Hash=0123;Subject=\"CN=x\";URI="
-    assert decode("envoy_xfcc", value, None, LIMITS) is None
+def test_envoy_an_unquoted_uri_cannot_start_an_element_of_its_own(pki: Pki) -> None:
+    """Envoy writes URI= unquoted: a certificate whose URI SAN is ``urn:x,Cert=<victim>`` must not make the
+    victim's certificate the presented one (envoyproxy/envoy#32945)."""
+    victim = envoy_element(pki.other).split(";", 1)[0]  # its Cert="..." pair
+    value = envoy_element(pki.leaf) + ";URI=urn:x," + victim
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        decode("envoy_xfcc", value, None, LIMITS)
+    assert caught.value.reason == "proxy_header_malformed"
+
+
+def test_envoy_element_without_cert_means_none(pki: Pki) -> None:
+    assert decode("envoy_xfcc", 'By=spiffe://edge;Hash=0123;Subject="CN=x";URI=', None, LIMITS) is None
 
 
 def test_envoy_chain_starts_with_the_leaf_which_is_not_repeated(pki: Pki) -> None:

@@ -167,10 +167,11 @@ def test_unreadable_tls_certificate_rejected() -> None:
 @pytest.mark.parametrize(("remote", "forwarded_for", "expected"), [
     pytest.param("10.20.3.4", "198.51.100.7, 203.0.113.9", "203.0.113.9", id="trusted-proxy-last-hop"),
     pytest.param("192.0.2.1", "203.0.113.9", "192.0.2.1", id="untrusted-sender-ignored"),
-    pytest.param("10.20.3.4", "unknown", "10.20.3.4", id="trusted-proxy-garbage-hop"),
-    pytest.param("10.20.3.4", None, "10.20.3.4", id="no-forwarded-for"),
+    pytest.param("10.20.3.4", "unknown", None, id="trusted-proxy-garbage-hop-is-unknown"),
+    pytest.param("10.20.3.4", "198.51.100.7:5678", None, id="trusted-proxy-hop-with-port-is-unknown"),
+    pytest.param("10.20.3.4", None, None, id="trusted-proxy-without-forwarded-for-is-unknown"),
 ])
-def test_client_address(remote: str, forwarded_for: str | None, expected: str) -> None:
+def test_client_address(remote: str, forwarded_for: str | None, expected: str | None) -> None:
     assert CertificateSourceResolver(PROXY).client_address(remote, forwarded_for) == expected
 
 
