@@ -70,20 +70,16 @@ class CertificateValidator:
                 revocation.register(domain.revocation)
 
     def domain_of(self, leaf: x509.Certificate, presented: Sequence[x509.Certificate] = ()) -> TrustDomain:
-        """The municipality whose CA issued ``leaf``, by issuer name.
+        """The municipality whose configured CA issued ``leaf``, by issuer name.
 
-        When no configured CA has the leaf's issuer name, the names are followed up through ``presented``
-        (the intermediates the client sent): the first configured CA met selects the domain. Names only
-        choose where to look; the path must still verify against that domain's anchors.
+        The leaf's issuer must be one of the municipality's configured CAs. Intermediates the client sent
+        (``presented``) never select a municipality: otherwise any issuing CA under a configured root (under
+        SITHS e-id Root CA v2, the sibling Function, Mobile and level-2 CAs) would be accepted as soon as a
+        browser sends it along. They only help build the path (:meth:`validate`). Names only choose where to
+        look; the path must still verify against that domain's anchors.
         """
+        del presented  # kept in the signature: callers pass what the client sent; it does not choose
         domain = self._trust.for_issuer(leaf)
-        issuer, seen = leaf.issuer, 0
-        while domain is None and seen < len(presented):
-            above = next((c for c in presented if c.subject == issuer and c.issuer != c.subject), None)
-            if above is None:
-                break
-            domain = self._trust.for_issuer(above)
-            issuer, seen = above.issuer, seen + 1
         if domain is None:
             raise CertificateRejected("issuer_unknown", f"issuer {leaf.issuer.rfc4514_string()}")
         return domain

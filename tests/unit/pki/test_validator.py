@@ -225,23 +225,35 @@ def test_forwarded_chain_does_not_make_a_certificate_trusted(h: Hierarchy, stran
                                                              reason: str) -> None:
     twin = Hierarchy.build(NOW)  # the same names as h ("Kommun A Test Root CA" ...), other keys
     leaf, chain = make(h, twin, stranger)
-    checker = validator(h.domain(intermediates=()))  # the municipality trusts its root only
+    checker = validator(h.domain())  # the municipality's root and issuing CA
     with pytest.raises(CertificateRejected) as caught:
         checker.validate(leaf, chain)
     assert caught.value.reason == reason
 
 
-def test_intermediate_only_in_the_forwarded_chain_completes_the_path_to_the_anchor(h: Hierarchy) -> None:
+def test_a_forwarded_chain_does_not_admit_an_issuing_ca_the_municipality_did_not_configure(h: Hierarchy) -> None:
+    """A sibling CA under the same root (in SITHS: the Function, Mobile or level-2 CAs next to the one the
+    municipality uses) is not accepted because a browser sends it along: the leaf's issuer must be configured."""
     leaf = h.leaf().certificate
-    checker = validator(h.domain(intermediates=()))
+    checker = validator(h.domain(intermediates=()))  # the root only; the issuing CA is not configured
+    for chain in ((), (h.issuing.certificate,), (h.issuing.certificate, h.root.certificate)):
+        with pytest.raises(CertificateRejected) as caught:
+            checker.validate(leaf, chain)
+        assert caught.value.reason == "issuer_unknown"
+
+
+def test_a_forwarded_intermediate_still_helps_build_the_path(h: Hierarchy) -> None:
+    """The configured issuing CA's own issuer is missing from the configuration (a cross-certified or
+    re-keyed intermediate): the one the client sent completes the path to the anchor."""
+    sub = h.root.subordinate("Kommun A Test Policy CA", organization="Kommun A", path_length=1)
+    issuing = sub.subordinate("Kommun A Test Person CA 2", organization="Kommun A")
+    leaf = issuing.issue(h.profile()).certificate
+    checker = validator(h.domain(intermediates=(issuing.certificate,)))  # not the middle CA
     with pytest.raises(CertificateRejected) as caught:
         checker.validate(leaf)
-    assert caught.value.reason == "issuer_unknown"  # without the chain, no configured CA has the issuer's name
-
-    validated = checker.validate(leaf, (h.issuing.certificate,))
-    assert validated.municipality_id == "kommun-a"
-    assert validated.path.chain == (leaf, h.issuing.certificate, h.root.certificate)
-    assert checker.domain_of(leaf, (h.issuing.certificate,)).id == "kommun-a"
+    assert caught.value.reason == "chain_invalid"
+    validated = checker.validate(leaf, (sub.certificate,))
+    assert validated.path.chain == (leaf, issuing.certificate, sub.certificate, h.root.certificate)
 
 
 def test_forwarded_root_equal_to_the_anchor_changes_nothing(h: Hierarchy) -> None:
