@@ -176,7 +176,7 @@ class UpstreamStep:
         try:
             status = status_of(root)
         except UpstreamRejected as exc:
-            return self._failed(exc, ctx, info, sp, municipality, pending)
+            return self._failed(exc, ctx, info, sp, municipality, pending, attempt=True)
         if status is not None:
             detail = " / ".join(status.codes) + (f": {status.message}" if status.message else "")
             if NO_PASSIVE in status.codes and info.is_passive:
@@ -185,7 +185,7 @@ class UpstreamStep:
                 self._audit_result(ctx, municipality, sp, pending, "failure", passive.reason, detail)
                 return self._answers.refuse(passive, ctx, info, sp, municipality=municipality)
             return self._failed(UpstreamRejected("upstream_status", detail), ctx, info, sp, municipality,
-                                pending)
+                                pending, attempt=True)
         try:
             idp = self.metadata.get(municipality.id)
             expect = Expectations(idp_entity_id=pending["idp"], sp_entity_id=self._sp_entity_id,
@@ -210,7 +210,7 @@ class UpstreamStep:
                                        f"the IdP returned {assertion.authn_context} ({loa.name}); the SP asked "
                                        f"{info.comparison} {list(info.requested_contexts)}")
         except UpstreamRejected as exc:
-            return self._failed(exc, ctx, info, sp, municipality, pending)
+            return self._failed(exc, ctx, info, sp, municipality, pending, attempt=True)
         d.audit.record(AuditEvent(
             "upstream_authn_result", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
             client_address=ctx.client_address,
@@ -285,9 +285,13 @@ class UpstreamStep:
 
     def _failed(self, exc: BrokerError, ctx: ClientContext, info: AuthnRequestInfo | None,
                 sp: ServiceProvider | None, municipality: Municipality | None,
-                pending: dict[str, object] | None = None) -> Result:
+                pending: dict[str, object] | None = None, *, attempt: bool = False) -> Result:
+        """``attempt``: the Response belonged to a login this browser started, so its failure counts against
+        the failed-login limit. Anything before that (garbage, an unknown InResponseTo, another browser's
+        login) is no login attempt: any web page can make a visitor's browser post such junk to the ACS
+        cross-site, and counting it would lock out everyone behind that visitor's address."""
         self._audit_result(ctx, municipality, sp, pending, "failure", exc.reason, exc.detail)
-        if counts_as_failure(exc):
+        if attempt and counts_as_failure(exc):
             self._d.limiter.record_failure(ctx.client_address)
         if info is None or sp is None:
             return LoginFailed(exc, ctx.correlation_id, municipality=municipality)

@@ -22,18 +22,20 @@ from werkzeug.test import TestResponse
 from broker.app import create_app
 from broker.clock import FixedClock
 from broker.config.loader import Settings, load_settings
+from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.errors import SessionStoreUnavailable
 from broker.model import CertificateFacts
 from broker.reasons import AUTHN_FAILED
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import assert_refused, open_browser, status_codes
-from tests.factories.idp import ACS_URL, discovery_form
+from tests.factories.idp import ACS_URL, back_to_broker, discovery_form, to_idp
 from tests.factories.saml import Browser, saml_response_form
 from tests.flows.conftest import audit_lines
 from tests.unit.config.editing import replace_once
 
 WINDOW = 300
+AUTHN_FAILED_STATUS = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
 PER_CERTIFICATE = 3
 PER_ADDRESS = 5
 HOME = "192.0.2.10"
@@ -186,18 +188,32 @@ def test_the_address_is_the_one_the_trusted_proxy_names(config_dir: Path, settin
 # --- logins at a municipal IdP ------------------------------------------------------------------------------------
 
 
-def test_failed_logins_at_the_municipal_idp_count_for_the_address(browser: Browser, sp: DemoSp,
+def test_failed_logins_at_the_municipal_idp_count_for_the_address(browser: Browser, sp: DemoSp, idp: DemoIdp,
                                                                   config_dir: Path) -> None:
+    """The IdP answered a login this browser started with a failure: that counts, as a wrong card does."""
     browser.certificate_pem = None
     for _ in range(PER_ADDRESS):
-        assert_refused(browser.post(ACS_URL, {"SAMLResponse": "bm90IFNBTUw="}), "upstream_response_malformed")
+        at = to_idp(browser, idp, browser.get(sp.login_url()))
+        answer = back_to_broker(browser, idp.error(at.request, at.relay_state, AUTHN_FAILED_STATUS))
+        assert answer.headers.get("X-Broker-Reason") == "upstream_status"
 
     page = browser.get(sp.login_url())
     chosen = browser.post("/discovery", {**discovery_form(page), "municipality": "kommun-c"})
     assert_refused(chosen, "rate_limited")  # not sent on to the IdP
-    assert_refused(browser.post(ACS_URL, {"SAMLResponse": "bm90IFNBTUw="}), "rate_limited")
     reasons = [e.get("reason") for e in audit_lines(config_dir) if e["event"] == "login_refused"]
-    assert reasons == ["rate_limited", "rate_limited"]
+    assert reasons == ["rate_limited"]
+
+
+def test_junk_posted_to_the_acs_is_no_login_attempt(browser: Browser, sp: DemoSp, users: Path,
+                                                   config_dir: Path) -> None:
+    """Any web page can make its visitors' browsers post junk to the ACS cross-site; counting it would let
+    a stranger lock out everyone behind a municipality's address. Only failures of logins the browser
+    started count."""
+    browser.certificate_pem = None
+    for _ in range(PER_ADDRESS * 2):
+        assert_refused(browser.post(ACS_URL, {"SAMLResponse": "bm90IFNBTUw="}), "upstream_response_malformed")
+    accepted(attempt(browser, sp, users, "anna"))
+    assert not [e for e in audit_lines(config_dir) if e.get("reason") == "rate_limited"]
 
 
 # --- switched off; Redis failing ----------------------------------------------------------------------------------
