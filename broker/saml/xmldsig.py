@@ -94,7 +94,10 @@ class XmlSigner:
         template = xmlsec.template.create(element, xmlsec.constants.TransformExclC14N, self._transform, ns="ds")
         ref = xmlsec.template.add_reference(template, xmlsec.constants.TransformSha256, uri="#" + element_id)
         xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
-        xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+        c14n = xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+        # xs is used only inside attribute values (xsi:type="xs:string"), which exclusive c14n does not count
+        # as use: without the PrefixList its declaration would lie outside the signature
+        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, "xs")
         key_info = xmlsec.template.ensure_key_info(template)
         xmlsec.template.add_x509_data(key_info)
         if after is not None:

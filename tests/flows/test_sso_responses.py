@@ -113,6 +113,22 @@ def test_assertion_is_signed_with_rsa_sha256_and_sha256_digest(browser: Browser,
     sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
 
 
+def test_the_xs_namespace_of_attribute_types_is_signed(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    """xs appears only inside xsi:type values, which exclusive c14n does not count as use: the signature's
+    exc-c14n transform names it (InclusiveNamespaces PrefixList="xs"), so re-binding it breaks the signature."""
+    import base64
+
+    crafted, posted = login(browser, craft)
+    transforms = the(posted.root, "saml:Assertion").findall("ds:Signature/ds:SignedInfo/ds:Reference/"
+                                                              "ds:Transforms/ds:Transform", NS)
+    prefixes = [t[0].get("PrefixList") for t in transforms if len(t)]
+    assert prefixes == ["xs"]
+    assert b'xmlns:xs="http://www.w3.org/2001/XMLSchema"' in posted.xml
+    tampered = posted.xml.replace(b'xmlns:xs="http://www.w3.org/2001/XMLSchema"', b'xmlns:xs="urn:elsewhere"')
+    with pytest.raises(Exception, match=r"(?i)signature"):
+        sp_accepts(sp, base64.b64encode(tampered).decode(), crafted.request_id)
+
+
 # --- to whom, for what, until when ---------------------------------------------------------
 
 
