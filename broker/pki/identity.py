@@ -86,6 +86,8 @@ def _decode_utf8_string(der: bytes) -> str:
         raise CertificateRejected("identity_invalid", "the UPN is not valid UTF-8") from None
 
 
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
 _FIELD_NAMES = {
     "subject_serial_number": "subject serialNumber",
     "san_upn": "subjectAltName UPN",
@@ -120,6 +122,11 @@ def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id
     display = _single_subject_value(cert, NameOID.COMMON_NAME)
     if display is None and (given or surname):
         display = " ".join(p for p in (given, surname) if p)
+    for what, text in ((field, value), ("givenName", given), ("surname", surname), ("commonName", display)):
+        # these become SAML attribute values: XML 1.0 (§2.2 Char) cannot carry control characters
+        if text is not None and _NOT_XML_CHAR.search(text):
+            raise CertificateRejected("identity_invalid", f"the certificate's {what} holds characters XML cannot "
+                                                          "carry (control characters)")
     return Identity(
         kind=rule.type,
         key=value,

@@ -108,6 +108,10 @@ REJECTED = [
                  id="personnummer-with-fullwidth-digit-in-san-upn"),
     pytest.param(leaf(serial_number=None, san_upn="anna@elsewhere.example"), UPN, "identity_invalid",
                  id="san-upn-outside-pattern"),
+    # names become SAML attribute values: XML 1.0 cannot carry control characters (a 500 otherwise)
+    pytest.param(leaf(given_name="An\x01na"), HSA, "identity_invalid", id="control-character-in-given-name"),
+    pytest.param(leaf(surname="Anders\x1bson"), HSA, "identity_invalid", id="escape-character-in-surname"),
+    pytest.param(leaf(common_name="Anna\x00Andersson"), HSA, "identity_invalid", id="nul-in-common-name"),
 ]
 
 
