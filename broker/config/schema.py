@@ -378,6 +378,10 @@ class BrokerConfig:
             yield ("sp", "entity_id"), "must differ from idp.entity_id"
         if self.idp.nameid_key.value == self.audit.pseudonym_key.value:
             yield ("audit", "pseudonym_key"), "must differ from idp.nameid_key"
+        if self.server.bind.startswith("unix:") and self.client_certificate.proxy.trusted_networks:
+            # on a unix socket the peer has no address, so no proxy could ever be recognised as trusted
+            yield ("server", "bind"), ("a unix socket gives the broker no peer address to match against "
+                                       "client_certificate.proxy.trusted_networks; bind to host:port")
 
 
 # --- municipalities/<id>.yaml -------------------------------------------------------

@@ -813,6 +813,17 @@ def test_cross_field_rules_of_broker_yaml(config_dir: Path, edit: Edit, line: st
     check(config_dir, edit, [Expected(BROKER, line, key, fragment)])
 
 
+def test_a_unix_socket_bind_cannot_recognise_a_trusted_proxy(config_dir: Path) -> None:
+    replacing(BROKER, "trusted_networks: []", "trusted_networks: [10.0.0.0/8]")(config_dir)
+    replacing(BROKER, "# server:\n#   bind: 127.0.0.1:8080", "server:\n  bind: unix:/run/broker.sock")(config_dir)
+    check(config_dir, lambda _: None, [Expected(BROKER, "bind: unix:", "server.bind", "no peer address")])
+
+
+def test_a_unix_socket_bind_without_proxies_is_accepted(config_dir: Path) -> None:
+    replacing(BROKER, "# server:\n#   bind: 127.0.0.1:8080", "server:\n  bind: unix:/run/broker.sock")(config_dir)
+    assert load_settings(config_dir).broker.server.bind == "unix:/run/broker.sock"
+
+
 def test_an_idle_timeout_equal_to_the_absolute_timeout_is_accepted(config_dir: Path) -> None:
     replacing(BROKER, "idle_timeout: 30m", "idle_timeout: 8h")(config_dir)
 
