@@ -8,22 +8,38 @@ Comments and processing instructions are dropped while parsing.
 
 from __future__ import annotations
 
+import threading
+
 from lxml import etree
 
-_PARSER = etree.XMLParser(
-    resolve_entities=False,
-    no_network=True,
-    load_dtd=False,
-    dtd_validation=False,
-    huge_tree=False,
-    remove_blank_text=False,
-    # Comments go at parse time: signatures are computed over canonical XML without comments anyway, and a
-    # comment inside a signed text node (<NameID>admin<!---->.evil.example</NameID>) would otherwise split it,
-    # so that reading only the first text node yields a value nobody signed.
-    remove_comments=True,
-    remove_pis=True,
-    collect_ids=False,
-)
+
+def _new_parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_blank_text=False,
+        # Comments go at parse time: signatures are computed over canonical XML without comments anyway, and a
+        # comment inside a signed text node (<NameID>admin<!---->.evil.example</NameID>) would otherwise split
+        # it, so that reading only the first text node yields a value nobody signed.
+        remove_comments=True,
+        remove_pis=True,
+        collect_ids=False,
+    )
+
+
+# One parser per thread: lxml serialises concurrent use of one parser object, so the request threads of a
+# worker would queue behind each other on a shared one.
+_local = threading.local()
+
+
+def _parser() -> etree.XMLParser:
+    parser: etree.XMLParser | None = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = _new_parser()
+    return parser
 
 
 class UnsafeXml(ValueError):
@@ -37,7 +53,7 @@ def parse_untrusted(data: bytes, max_bytes: int) -> etree._Element:
     if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
         raise UnsafeXml("document type declarations are not allowed")
     try:
-        root = etree.fromstring(data, parser=_PARSER)
+        root = etree.fromstring(data, parser=_parser())
     except etree.XMLSyntaxError as exc:
         raise UnsafeXml(f"not well-formed XML: {exc}") from None
     docinfo = root.getroottree().docinfo
