@@ -41,7 +41,8 @@ FORMAT_DOCS: dict[ProxyFormat, str] = {
     "haproxy_base64_der": "HAProxy `%[ssl_c_der,base64]` (base64 of the DER, no PEM armour)",
     "apache_pem": "Apache `%{SSL_CLIENT_CERT}s` through mod_headers (PEM, line breaks arriving as spaces; "
                   "`(null)` for none)",
-    "envoy_xfcc": "Envoy `x-forwarded-client-cert` (the `Cert` and optional `Chain` keys of the last element)",
+    "envoy_xfcc": "Envoy `x-forwarded-client-cert` (the `Cert` and optional `Chain` keys of its one element: "
+                  "`forward_client_cert_details: SANITIZE_SET`)",
     "rfc9440": "RFC 9440 `Client-Cert` (a Structured Field Byte Sequence of the DER) and `Client-Cert-Chain`",
 }
 
