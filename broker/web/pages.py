@@ -65,7 +65,8 @@ def _render(template: str, status: int, *, switch_url: str | None = None, **cont
 def post_page(result: PostToSp) -> Response:
     lang = language()
     sp = result.sp_name.get(lang) if result.sp_name else UI[lang]["back_to_sp_generic"]
-    response = _render("post.html", 200, url=result.url, fields=result.fields,
+    # no language link: the page submits itself at once, and the link would send the SAML request again
+    response = _render("post.html", 200, switch_url="", url=result.url, fields=result.fields,
                        sending_to=UI[lang]["sending_to"].format(sp=sp))
     response.headers["X-Form-Target"] = origin_of(result.url)
     return response

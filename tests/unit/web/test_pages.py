@@ -307,6 +307,13 @@ def test_strict_security_headers_on_every_page(browser: Browser, path: str) -> N
     assert "X-Form-Target" not in response.headers
 
 
+def test_post_page_has_no_language_link(browser: Browser, users: Path, sp: DemoSp) -> None:
+    """The page submits itself at once; a link back to the SSO URL would send the SP's request again."""
+    body = as_user(browser, users, "anna").get(sp.login_url()).get_data(as_text=True)
+    assert "hreflang" not in body
+    assert "SAMLRequest" not in body
+
+
 def test_post_page_allows_only_the_sps_origin_as_form_target(browser: Browser, users: Path, sp: DemoSp) -> None:
     response = as_user(browser, users, "anna").get(sp.login_url())
     assert response.status_code == 200
