@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -58,23 +58,13 @@ def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) 
     proxy = _proxy_settings(settings, "nginx")
     # nginx has no variable for the client's chain: a configured chain header is only cleared of client copies
     chain = f'\n    proxy_set_header {proxy.chain_header} "";' if proxy.chain_header is not None else ""
-    parts = urlsplit(upstream)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-        raise ValueError(f"--upstream {upstream!r}: expected http://host:port (the address `broker serve` binds)")
+    # an upstream block's name (http://broker) or an https backend will do for nginx
+    parts = _upstream(upstream, ("http", "https"), port_required=False)
     cas = client_cas(settings)
-    if not cas:
-        raise ValueError("no municipality logs in with certificates: nothing to advertise")
-    bundle = []
-    for mid, certs in cas.items():
-        for cert in certs:
-            until = cert.not_valid_after_utc
-            bundle.append(f"# {mid}: {cert.subject.rfc4514_string()} (valid until {until:%Y-%m-%d})\n"
-                          + cert.public_bytes(serialization.Encoding.PEM).decode())
-    header = settings.broker.client_certificate.proxy.header
-    depth = max(m.config.certificate.max_chain_depth for m in settings.municipalities.values()
-                if m.config.certificate is not None) + 1
-    stamp = f"# Written by `broker proxy-config nginx` on {now:%Y-%m-%d %H:%M} UTC: {sum(map(len, cas.values()))} " \
-            f"CA certificates of {', '.join(cas)}.\n# Do not edit: change the broker's configuration and write again.\n"
+    bundle = _bundle(cas)
+    header = proxy.header
+    depth = _verify_depth(settings)
+    stamp = _stamp("nginx", now, cas)
     snippet = f"""{stamp}
 # Include inside the server block (not a location) that serves the broker, e.g.
 #     include {out_dir}/{SNIPPET};
@@ -107,7 +97,7 @@ location / {{
     client_max_body_size 1m;
 }}
 """
-    host = urlsplit(settings.broker.idp.base_url).hostname or "login.example.se"
+    host = _host(settings)
     example = f"""{stamp}
 # A complete server block for the broker's public address ({host}). HTTP/2 is fine here because
 # the certificate is requested for the whole host, in the handshake.
@@ -123,7 +113,7 @@ server {{
     include {out_dir}/{SNIPPET};
 }}
 """
-    return ProxyFiles({BUNDLE: "".join(bundle), SNIPPET: snippet, EXAMPLE: example}, cas)
+    return ProxyFiles({BUNDLE: bundle, SNIPPET: snippet, EXAMPLE: example}, cas)
 
 
 # --- HAProxy and Apache: the same material, in their words ------------------------------------------------------
@@ -150,11 +140,17 @@ def _proxy_settings(settings: Settings, proxy: str) -> ProxyConfig:
     return configured
 
 
-def _http_upstream(upstream: str) -> str:
+def _upstream(upstream: str, schemes: tuple[str, ...] = ("http",), *, port_required: bool = True) -> SplitResult:
+    """``--upstream``: where the proxy sends requests (scheme, host and, for HAProxy and Apache, port)."""
     parts = urlsplit(upstream)
-    if parts.scheme != "http" or not parts.hostname or not parts.port or parts.path not in ("", "/"):
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in schemes or not parts.hostname or (port_required and not port) \
+            or parts.path not in ("", "/"):
         raise ValueError(f"--upstream {upstream!r}: expected http://host:port (the address `broker serve` binds)")
-    return parts.netloc
+    return parts
 
 
 def _bundle(cas: dict[str, tuple[x509.Certificate, ...]]) -> str:
@@ -192,7 +188,7 @@ def haproxy(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime
     passes, and set only when the client used a certificate.
     """
     proxy = _proxy_settings(settings, "haproxy")
-    netloc = _http_upstream(upstream)
+    netloc = _upstream(upstream).netloc
     if proxy.format == "rfc9440" and proxy.chain_header is not None:
         raise ValueError("HAProxy cannot write Client-Cert-Chain (ssl_c_chain_der is one byte string, not a "
                          "list); remove client_certificate.proxy.chain_header")
@@ -252,7 +248,7 @@ def apache(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime)
     none. mod_proxy appends the client's address to X-Forwarded-For; the broker reads the last hop.
     """
     proxy = _proxy_settings(settings, "apache")
-    netloc = _http_upstream(upstream)
+    netloc = _upstream(upstream).netloc
     cas = client_cas(settings)
     bundle = _bundle(cas)
     depth = _verify_depth(settings)

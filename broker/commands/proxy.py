@@ -39,15 +39,7 @@ def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None)
         written = nginx_files(settings, out_dir=seen_as, upstream=upstream, now=SystemClock().now())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    for name, text in written.files.items():
-        target = out_dir / name
-        temporary = target.with_name(f".{name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, target)  # a proxy reloading meanwhile never reads half a file
-        click.echo(f"wrote {target}")
-    for mid, cas in written.cas.items():
-        click.echo(f"  {mid}: {len(cas)} CA certificate(s)")
-    click.echo("then: nginx -t && nginx -s reload, and `broker readiness` to see the advertised list")
+    _write(out_dir, written, "nginx -t && nginx -s reload")
 
 
 def _write(out_dir: Path, written: ProxyFiles, then: str) -> None:
