@@ -65,7 +65,7 @@ from broker.web.csrf import FormTokens
 from broker.web.i18n import DEFAULT_LANGUAGE
 from broker.web.limits import MAX_FORM_PARTS, check_request_size
 from broker.web.pages import error_page, security_headers
-from broker.web.services import Services, correlation_id
+from broker.web.services import Services, client_address, correlation_id
 
 log = logging.getLogger("broker")
 
@@ -153,7 +153,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
             log.error("[%s] %s: %s", cid, exc.reason, exc.detail)
             if not isinstance(exc, AuditUnavailable):
                 _try_audit(audit, AuditEvent("login_refused", "failure", cid, reason=exc.reason,
-                                             detail=exc.detail, client_address=request.remote_addr))
+                                             detail=exc.detail, client_address=client_address()))
         else:
             try:
                 audit.sync()

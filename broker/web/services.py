@@ -64,6 +64,12 @@ def continuing(login_id: str) -> None:
             g.correlation_id = found
 
 
+def client_address() -> str | None:
+    """The user's address, through the trusted proxies (None when a trusted proxy did not say)."""
+    return services().flow.certificate_sources.client_address(request.remote_addr,
+                                                              request.headers.get("X-Forwarded-For"))
+
+
 def client_context() -> ClientContext:
     """Who is asking: address, presented certificate (audited if forged), session cookie."""
     svc = services()
@@ -72,7 +78,7 @@ def client_context() -> ClientContext:
     chain = request.headers.get(sources.chain_header) if sources.chain_header else None
     presented = svc.flow.client_certificate(
         correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"), chain)
-    address = sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
+    address = client_address()
     hint = request.args.get("municipality")
     binding = request.cookies.get(BINDING_COOKIE)
     return ClientContext(correlation_id(), address, presented, request.cookies.get(svc.cookie_name),

@@ -13,7 +13,7 @@ from broker.web import csrf
 from broker.web.idp import single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
-from broker.web.services import client_context, continuing, correlation_id, services
+from broker.web.services import client_address, client_context, continuing, correlation_id, services
 
 bp = Blueprint("sp", __name__)
 discovery = Blueprint("discovery", __name__)
@@ -81,9 +81,8 @@ def choose() -> Response:
 def _refused(refused: RequestRejected) -> Response:
     """A forged or stale choice: audited (``login_refused``), and a page; the pending login is left untouched."""
     svc = services()
-    address = svc.flow.certificate_sources.client_address(request.remote_addr, request.headers.get("X-Forwarded-For"))
     svc.audit.record(AuditEvent("login_refused", "failure", correlation_id(), reason=refused.reason,
-                                detail=refused.detail, client_address=address))
+                                detail=refused.detail, client_address=client_address()))
     svc.audit.sync()
     return error_page(refused, correlation_id())
 
