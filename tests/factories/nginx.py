@@ -18,29 +18,15 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-import pytest
-
-from tests.factories.redis_server import free_port
-
-INSTALL_HINT = "sudo apt-get install -y nginx-light"
+from tests.factories.proxies import ForegroundProxy, binary
 
 
 def nginx_binary() -> str:
     """The nginx program, or a failed test naming the package that provides it."""
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                           if os.access(p, os.X_OK)), None)
-    if found is None:
-        pytest.fail(f"these tests run a real nginx, and no nginx binary was found (PATH, /usr/sbin): {INSTALL_HINT}",
-                    pytrace=False)
-    return found
+    return binary("nginx", "nginx-light")
 
 
 def _user_directive() -> str:
@@ -51,17 +37,21 @@ def _user_directive() -> str:
     return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
 
 
-class Nginx:
+class Nginx(ForegroundProxy):
     """nginx serving HTTPS on ``127.0.0.1:<port>`` with ``server_body`` inside its server block; or, with
     ``http_body``, with that text (upstream and server blocks of one's own, e.g. a conf.d file) as the whole
-    inside of the http block, listening where it says."""
+    inside of the http block, listening where it says. ``workers``, ``connections`` and ``main`` (more
+    directives of the main context), ``access_log`` (its options) and ``error_level`` serve the load test."""
+
+    name = "nginx"
 
     def __init__(self, prefix: Path, *, certificate: Path, key: Path, server_body: str = "",
-                 port: int | None = None, server_name: str = "localhost", http_body: str | None = None) -> None:
+                 port: int | None = None, server_name: str = "localhost", http_body: str | None = None,
+                 workers: str = "1", connections: int = 128, main: str = "",
+                 access_log: str = "", error_level: str = "info") -> None:
+        super().__init__(prefix, port)
         self.binary = nginx_binary()
         self.prefix = prefix
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
         for sub in ("logs", "tmp"):
             (prefix / sub).mkdir(parents=True, exist_ok=True)
         self.conf = prefix / "nginx.conf"
@@ -78,67 +68,23 @@ class Nginx:
     }}"""
         self.conf.write_text(
             f"""daemon off;
-{_user_directive()}worker_processes 1;
-pid {prefix / 'nginx.pid'};
-error_log {self.error_log} info;
-events {{ worker_connections 128; }}
+{_user_directive()}worker_processes {workers};
+{main}pid {prefix / 'nginx.pid'};
+error_log {self.error_log} {error_level};
+events {{ worker_connections {connections}; }}
 http {{
-    access_log {self.access_log};
+    access_log {self.access_log}{access_log};
 {temp}
 {server}
 }}
 """, encoding="utf-8")
 
-    def _command(self, *extra: str) -> list[str]:
+    def command(self, *extra: str) -> list[str]:
         return [self.binary, "-p", str(self.prefix), "-c", str(self.conf), "-e", str(self.error_log), *extra]
+
+    def log_files(self) -> tuple[Path, ...]:
+        return (self.directory / "stderr.log", self.error_log)
 
     def check(self) -> subprocess.CompletedProcess[str]:
         """``nginx -t`` on this configuration."""
-        return subprocess.run(self._command("-t"), capture_output=True, text=True, timeout=30, check=False)
-
-    def start(self) -> None:
-        log = (self.prefix / "logs" / "stderr.log").open("wb")
-        try:
-            self.process = subprocess.Popen(self._command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        finally:
-            log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited with {self.process.returncode}:\n{self.logs()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx did not listen on port {self.port} within 10 s:\n{self.logs()}")
-
-    def logs(self) -> str:
-        parts = []
-        for name in ("stderr.log", "error.log"):
-            path = self.prefix / "logs" / name
-            if path.exists():
-                parts.append(f"--- {name}\n" + path.read_text(errors="replace")[-4000:])
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: fast shutdown of the master and its workers
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
+        return subprocess.run(self.command("-t"), capture_output=True, text=True, timeout=30, check=False)
