@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import datetime as dt
 import json
-import math
 import multiprocessing
 import os
 import platform
 import queue
 import random
-import re
 import resource
 import secrets
 import shlex
@@ -51,7 +48,6 @@ import tempfile
 import threading
 import time
 import traceback
-import zlib
 from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,7 +57,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -71,6 +67,8 @@ import redis  # noqa: E402
 import requests  # noqa: E402
 import yaml  # noqa: E402
 
+from bench.loadgen.generator import check_answer, request_id  # noqa: E402
+from bench.loadgen.report import percentile  # noqa: E402
 from bench.satosa.proxy import COOKIE as SATOSA_COOKIE  # noqa: E402
 from bench.satosa.proxy import SatosaProxy, installed_version  # noqa: E402
 from broker.demo.idp import DEMO_IDP_USERS, DemoIdp, DemoIdpSettings  # noqa: E402
@@ -84,12 +82,6 @@ EXAMPLE = REPO / "config" / "example"
 BASE_URL = "https://localhost:8443"   # the address config/example (and so the SP's and IdP's metadata) names
 KARIN = DEMO_IDP_USERS[0]             # Kommun C: HSA-id, X509 ClassRef (LoA 3), given name, surname, display name
 MAX_AGE = 240.0    # seconds: the IdP's assertions live 5 minutes; a leg older than this is not posted
-SUCCESS = b"urn:oasis:names:tc:SAML:2.0:status:Success"
-
-_FIELD = re.compile(rb'name="SAMLResponse"\s+value="([A-Za-z0-9+/=]+)"')
-_STATUS = re.compile(rb'StatusCode Value="([^"]+)"')
-_SIGNATURE = re.compile(rb"SignatureValue[^>]*>\s*[A-Za-z0-9+/=\s]{64,}<")
-_REQUEST_ID = re.compile(rb'\sID="([^"]+)"')
 
 
 # --- what a load generator gets and gives back ---------------------------------------------------------
@@ -150,34 +142,6 @@ class Leg:
 
 # --- the load-generator process ------------------------------------------------------------------------
 
-def _request_id(url: str) -> str:
-    """The ID of the deflated AuthnRequest in an HTTP-Redirect URL (SAML Bindings §3.4.4.1)."""
-    message = parse_qs(urlsplit(url).query)["SAMLRequest"][0]
-    found = _REQUEST_ID.search(zlib.decompress(base64.b64decode(message), -15))
-    if found is None:
-        raise ValueError("an AuthnRequest without an ID")
-    return found.group(1).decode()
-
-
-def check_answer(status: int, reason: str | None, body: bytes, request_id: str) -> tuple[str | None, str | None]:
-    """(error kind, None) or (None, the SAMLResponse): the proxy's answer must be the auto-post page with a
-    signed Success Response to the SP's request (SAML Bindings §3.5.4)."""
-    if status != 200:
-        return f"http_{status}" + (f":{reason}" if reason else ""), None
-    found = _FIELD.search(body)
-    if found is None:
-        return "no_saml_response", None
-    xml = base64.b64decode(found.group(1))
-    code = _STATUS.search(xml)
-    if code is None or code.group(1) != SUCCESS:
-        return "not_success:" + (code.group(1).decode(errors="replace").rsplit(":", 1)[-1] if code else "?"), None
-    if _SIGNATURE.search(xml) is None:
-        return "unsigned", None
-    if f'InResponseTo="{request_id}"'.encode() not in xml:
-        return "wrong_in_response_to", None
-    return None, found.group(1).decode()
-
-
 class _Generator:
     def __init__(self, spec: GeneratorSpec) -> None:
         self.spec = spec
@@ -214,7 +178,7 @@ class _Generator:
         request, relay_state = self.idp.parse_redirect(answer.headers["Location"])
         post = self.idp.respond(request, relay_state, KARIN)
         return Leg(urlsplit(post.url).path, post.fields, f"{peers.cookie}={cookie}",
-                   _request_id(login.geturl()), time.monotonic())
+                   request_id(login.geturl()), time.monotonic())
 
     def prepare(self) -> list[Leg]:
         started = time.perf_counter()
@@ -348,11 +312,6 @@ def _redis_cpu(url: str) -> float:
 
 
 # --- one measurement -----------------------------------------------------------------------------------
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    """Nearest rank; 0 for no values."""
-    return ordered[max(1, math.ceil(fraction * len(ordered))) - 1] if ordered else 0.0
-
 
 def _collect(messages: Queue[tuple[str, int, object]], processes: Sequence[BaseProcess], kind: str,
              timeout: float) -> dict[int, object]:

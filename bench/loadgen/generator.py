@@ -52,7 +52,7 @@ SAMPLE_WINDOW = 240.0
 EXAMPLES_PER_KIND = 3
 POOL_MAX_AGE = 540.0   # seconds: below the example configuration's request_max_age (10 minutes)
 
-_FIELD = re.compile(rb'name="SAMLResponse" value="([A-Za-z0-9+/=]+)"')
+_FIELD = re.compile(rb'name="SAMLResponse"\s+value="([A-Za-z0-9+/=]+)"')  # SATOSA's page spaces it otherwise
 _STATUS = re.compile(rb'StatusCode Value="([^"]+)"')
 _SIGNATURE = re.compile(rb"SignatureValue[^>]*>\s*[A-Za-z0-9+/=\s]{64,}<")
 _REQUEST_ID = re.compile(rb'\sID="([^"]+)"')
