@@ -83,13 +83,11 @@ class FailureLimiter:
     def check(self, address: str | None, certificate_sha256: str | None = None) -> None:
         """Raise :class:`RateLimited` if ``address`` or ``certificate_sha256`` has reached its limit in the
         current window. Either may be None (unknown address; no certificate)."""
-        if not self.policy.enabled:
+        counters = self._counters(address, certificate_sha256)
+        if counters is None:
             return
-        subjects = self._subjects(address, certificate_sha256)
-        if not subjects:
-            return
-        window, retry_after = self._window()
-        counts = self._store.get_many([self._key(kind, value, window) for kind, value in subjects])
+        subjects, keys, retry_after = counters
+        counts = self._store.get_many(keys)
         for (kind, _), raw in zip(subjects, counts, strict=True):
             count = int(raw) if raw is not None else 0
             limit = self._limit(kind)
@@ -100,14 +98,22 @@ class FailureLimiter:
 
     def record_failure(self, address: str | None, certificate_sha256: str | None = None) -> None:
         """Count one failed login for ``address`` and ``certificate_sha256`` (both counters at once)."""
+        counters = self._counters(address, certificate_sha256)
+        if counters is not None:
+            _, keys, retry_after = counters
+            self._store.increment(keys, retry_after + _KEY_MARGIN)
+
+    def _counters(self, address: str | None, certificate_sha256: str | None
+                  ) -> tuple[list[tuple[SubjectKind, str]], list[str], int] | None:
+        """The subjects, their counters' keys in the current window and the seconds left of it; None when the
+        limits are off or there is nothing to count by."""
         if not self.policy.enabled:
-            return
+            return None
         subjects = self._subjects(address, certificate_sha256)
         if not subjects:
-            return
+            return None
         window, retry_after = self._window()
-        self._store.increment([self._key(kind, value, window) for kind, value in subjects],
-                              retry_after + _KEY_MARGIN)
+        return subjects, [self._key(kind, value, window) for kind, value in subjects], retry_after
 
     def _subjects(self, address: str | None, certificate_sha256: str | None) -> list[tuple[SubjectKind, str]]:
         subjects: list[tuple[SubjectKind, str]] = []
