@@ -184,14 +184,6 @@ def _nginx_chain(value: str) -> list[x509.Certificate]:
     return _pem_certificates(_url_decoded(value))
 
 
-def parse_nginx_escaped_pem(value: str, max_bytes: int) -> x509.Certificate | None:
-    """nginx ``$ssl_client_escaped_cert``: the URL-encoded PEM of the leaf only (``-`` or ``(null)``: none)."""
-    _check_size(value, max_bytes, "leaf header")
-    if value in _NGINX_NONE:
-        return None
-    return _nginx_leaf(value)
-
-
 # --- HAProxy: %[ssl_c_der,base64] and %[ssl_c_chain_der,base64] -------------------------------------------
 
 

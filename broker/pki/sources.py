@@ -16,9 +16,9 @@ from cryptography import x509
 
 from broker.config.schema import ProxyConfig
 from broker.errors import CertificateRejected
-from broker.pki.proxy_headers import HeaderLimits, decode, parse_nginx_escaped_pem
+from broker.pki.proxy_headers import HeaderLimits, decode
 
-__all__ = ["CertificateSourceResolver", "PresentedCertificate", "Via", "parse_nginx_escaped_pem"]
+__all__ = ["CertificateSourceResolver", "PresentedCertificate", "Via"]
 
 Via = Literal["tls", "proxy", "none"]
 

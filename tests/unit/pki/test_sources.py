@@ -14,13 +14,19 @@ from cryptography.hazmat.primitives import serialization
 from broker.config.schema import ProxyConfig
 from broker.config.values import IpNetwork
 from broker.errors import CertificateRejected, ProxyHeaderRejected
-from broker.pki.proxy_headers import ProxyFormat
-from broker.pki.sources import CertificateSourceResolver, parse_nginx_escaped_pem
+from broker.pki.proxy_headers import HeaderLimits, ProxyFormat, decode
+from broker.pki.sources import CertificateSourceResolver
 from tests.factories.pki import Hierarchy
 from tests.factories.pki_cases import NOW
 from tests.factories.proxy_headers import envoy_element, headers_for
 
 MAX = 16384
+
+
+def parse_nginx_escaped_pem(value: str, max_bytes: int) -> x509.Certificate | None:
+    """The nginx format's leaf, as the resolver decodes it from a trusted proxy."""
+    found = decode("nginx_escaped_pem", value, None, HeaderLimits(max_bytes))
+    return found.certificate if found is not None else None
 PROXY = ProxyConfig(trusted_networks=(IpNetwork(ipaddress.ip_network("10.20.0.0/16")),
                                       IpNetwork(ipaddress.ip_network("2001:db8::/32"))))
 
