@@ -30,6 +30,8 @@ from broker.config.typed import ParseContext
 from broker.config.values import CaCertificates, CertificateFile, Duration, PrivateKeyFile, SecretFile
 from broker.config.yamlsource import YamlSource
 from broker.demo.certificates import CLIENT_AUTH, SERVER_AUTH, CertificateAuthority, LeafProfile
+from broker.errors import SessionStoreUnavailable
+from broker.session.store import RedisStore
 from tests.factories.redis_server import free_port
 
 INSTALL_HINT = "sudo apt-get install -y redis-server"
@@ -347,3 +349,29 @@ def tls_config(tls: RedisTls) -> RedisTlsConfig:
     return RedisTlsConfig(ca_file=CaCertificates.from_config("ca.crt", ctx, ()),
                           certificate=CertificateFile.from_config("client.crt", ctx, ()),
                           key=PrivateKeyFile.from_config("client.key", ctx, ()))
+
+
+@dataclass(frozen=True)
+class Failover:
+    """What a store saw while its primary was gone: the value read once it answered again, how long each
+    refused call took, and the seconds from the kill to the first answer."""
+
+    value: bytes | None
+    failures: list[float]
+    recovered: float
+
+
+def read_through_failover(store: RedisStore, key: str, killed: float, bound: float) -> Failover:
+    """Read ``key`` until the store answers again; each refusal must be the 503 kind (SessionStoreUnavailable)
+    and the store must answer within ``bound`` seconds of ``killed`` (time.monotonic())."""
+    failures: list[float] = []
+    while True:
+        started = time.monotonic()
+        try:
+            value = store.get(key)
+        except SessionStoreUnavailable:
+            failures.append(time.monotonic() - started)
+            assert time.monotonic() - killed < bound, "no new primary in time"
+            time.sleep(0.05)
+            continue
+        return Failover(value, failures, time.monotonic() - killed)
