@@ -19,12 +19,14 @@ from werkzeug.test import TestResponse
 
 from broker.app import create_app
 from broker.config.loader import load_settings
+from broker.config.schema import LocalizedText
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.errors import BrokerError
+from broker.flow import PostToSp
 from broker.reasons import REASONS
 from broker.session.store import RedisStore
-from broker.web.i18n import CATALOG, explain
-from broker.web.pages import LANG_COOKIE, error_page, security_headers
+from broker.web.i18n import CATALOG, UI, explain
+from broker.web.pages import LANG_COOKIE, _render, error_page, hidden_inputs, post_page, security_headers
 from tests.factories.municipality_choice import choose
 from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
 
@@ -395,3 +397,34 @@ def test_static_files_are_cacheable(render_app: Flask) -> None:
         response = security_headers(make_response("css"))
     assert "Cache-Control" not in response.headers
     assert response.headers["X-Frame-Options"] == "DENY"
+
+
+HOSTILE = '"><script>alert(1)</script><x a=\'&amp;'
+
+
+@pytest.mark.parametrize("lang", ["sv", "en"])
+@pytest.mark.parametrize(("url", "fields", "sp_name"), [
+    pytest.param("https://sp.example.org/acs", {"SAMLResponse": "PHNhbWw+", "RelayState": "r/1?a=b&c"},
+                 {"sv": "Vårdsystemet", "en": "The care system"}, id="response-and-relay-state"),
+    pytest.param("https://sp.example.org/acs", {"SAMLResponse": "PHNhbWw+"}, None, id="no-relay-state-no-sp-name"),
+    pytest.param("https://sp.example.org/acs?x=" + HOSTILE, {"SAMLResponse": HOSTILE, HOSTILE: HOSTILE},
+                 {"sv": HOSTILE, "en": HOSTILE}, id="hostile-values"),
+])
+def test_pre_rendered_post_page_is_the_template_rendered(render_app: Flask, lang: str, url: str,
+                                                         fields: dict[str, str], sp_name: dict[str, str] | None
+                                                         ) -> None:
+    """The post page is filled into post.html rendered once per language: byte for byte what Jinja renders
+    for the same values, every value escaped."""
+    name = LocalizedText(**sp_name) if sp_name else None
+    with render_app.test_request_context(f"/saml/idp/sso?lang={lang}"):
+        fast = post_page(PostToSp(url, fields, "c", name))
+        sending = UI[lang]["sending_to"].format(sp=name.get(lang) if name else UI[lang]["back_to_sp_generic"])
+        reference = _render("post.html", 200, switch_url="", url=url, inputs=hidden_inputs(fields),
+                            sending_to=sending)
+    assert fast.get_data(as_text=True) == reference.get_data(as_text=True)
+    assert fast.headers.get_all("Set-Cookie") == reference.headers.get_all("Set-Cookie")
+    assert fast.status_code == 200
+    body = fast.get_data(as_text=True)
+    assert "\x00" not in body
+    assert "<script>alert" not in body
+    assert f'<html lang="{lang}">' in body
