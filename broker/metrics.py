@@ -63,18 +63,28 @@ class Metrics:
                                   "shared_hit (another instance's answer), fetched, error", ["method", "result"],
                                   registry=self._registry)
         self._expiry = _ExpiryCollector(expiries, now)
+        self._children: dict[tuple[object, ...], Any] = {}
         if self._registry is not None:
             self._registry.register(self._expiry)
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: label values are bounded (see above), and the lookup
+        with its validation and lock cost more than the increment."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_record(self, record: dict[str, Any]) -> None:
         """An audit record was written: count it."""
         event, outcome = str(record.get("event")), str(record.get("outcome"))
-        self.events.labels(event, outcome).inc()
+        self._child(self.events, event, outcome).inc()
         municipality = str(record.get("municipality") or "")
         if event == "assertion_issued":
-            self.logins.labels("success", "", municipality).inc()
+            self._child(self.logins, "success", "", municipality).inc()
         elif outcome == "failure" and (event in _LOGIN_FAILURES or event == "upstream_authn_result"):
-            self.logins.labels("failure", str(record.get("reason") or ""), municipality).inc()
+            self._child(self.logins, "failure", str(record.get("reason") or ""), municipality).inc()
 
     def observe_revocation(self, method: str, result: str) -> None:
         self.revocation.labels(method, result).inc()

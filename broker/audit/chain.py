@@ -50,6 +50,9 @@ from broker.audit.keys import AuditSigner
 from broker.clock import Clock
 from broker.errors import AuditUnavailable
 
+# one encoder for every line (json.dumps with options builds a new one per call)
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 log = logging.getLogger("broker.audit")
 
 GENESIS = "0" * 64
@@ -262,8 +265,8 @@ class ChainWriter:
         with self._lock:
             self._ensure_started()
             now = self._clock.now()
-            if self._abandoned is None:
-                self._check_file_in_place()
+            # whether the file is still in place is checked before every fsync (sync, checkpoints), not here:
+            # a record written after the file was removed is refused there, before any answer relies on it
             if self._abandoned is not None or self._rotate_due(now):
                 self._rotate_locked(now)
             written = self._append_locked(record)
@@ -278,7 +281,7 @@ class ChainWriter:
         seq = self._seq + 1
         ordered = {"v": record.get("v", 1), "seq": seq, "prev": self._prev,
                    **{k: v for k, v in record.items() if k != "v"}}
-        line = (json.dumps(ordered, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        line = (_LINE_ENCODER.encode(ordered) + "\n").encode("utf-8")
         good_size = self._file_bytes
         try:
             view = memoryview(line)
