@@ -48,7 +48,11 @@ class Answers:
     def issue(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
               session: SsoSession, *, new_session: bool, certificate: CertificateFacts | None = None,
               remember: str | None = None) -> PostToSp:
-        """The signed assertion for ``info`` from ``session``; the SP is remembered for logout."""
+        """The signed assertion for ``info`` from ``session``; the SP is remembered for logout.
+
+        A ``new_session`` (from :meth:`SessionManager.open`) is stored here, together with this SP as its
+        first participant: one round trip, and only once the assertion exists.
+        """
         d = self._d
         identity = session.identity
         municipality = d.settings.municipalities[identity.municipality_id]
@@ -65,7 +69,11 @@ class Answers:
             attributes=attributes,
         )
         xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response)
-        d.sessions.add_participant(token, session, Participant(sp.entity_id, name_id, info.nameid_format))
+        participant = Participant(sp.entity_id, name_id, info.nameid_format)
+        if new_session:
+            d.sessions.save(token, session, participant)
+        else:
+            d.sessions.add_participant(token, session, participant)
         d.audit.record(AuditEvent(
             "assertion_issued", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
             certificate=certificate, client_address=ctx.client_address,

@@ -98,7 +98,7 @@ class CertificateStep:
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
         if ctx.session_token is not None and old_session is not None:
             d.sessions.end(ctx.session_token)  # a new login replaces the old session (no fixation)
-        token, session = d.sessions.create(
+        token, session = d.sessions.open(  # stored by issue(), with the SP
             validated.identity, validated.loa.uri, ctx.correlation_id,
             certificate_sha256=facts.fingerprint_sha256,
             revocation_valid_until=validated.revocation.valid_until,

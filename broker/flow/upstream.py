@@ -226,7 +226,7 @@ class UpstreamStep:
         old, _ = d.sessions.find(ctx.session_token)
         if old is not None and ctx.session_token is not None:
             d.sessions.end(ctx.session_token)  # a new login replaces the old session (no fixation)
-        token, session = d.sessions.create(
+        token, session = d.sessions.open(  # stored by issue(), with the SP
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
             upstream={"idp": idp.entity_id, "name_id": assertion.name_id,
                       "name_id_format": assertion.name_id_format or "",

@@ -19,7 +19,7 @@ import hmac
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from broker.clock import Clock
@@ -60,13 +60,16 @@ class SsoSession:
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
 
     def to_json(self) -> bytes:
-        data = asdict(self)
+        # field by field rather than dataclasses.asdict, which deep-copies every value (a third of a login's
+        # session write); every field is a str, None, a datetime, a tuple of str or a flat dict of str
+        data: dict[str, Any] = {f.name: getattr(self, f.name) for f in _SESSION_FIELDS}
+        data["identity"] = {f.name: getattr(self.identity, f.name) for f in _IDENTITY_FIELDS}
         for k in ("authn_instant", "expires_at", "last_seen", "revocation_valid_until"):
             if data[k] is not None:
                 data[k] = data[k].isoformat()
         if not data["certificate_chain_der"]:
             del data["certificate_chain_der"]
-        return json.dumps(data, separators=(",", ":")).encode()
+        return _JSON.encode(data).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> SsoSession:
@@ -78,6 +81,11 @@ class SsoSession:
             data["revocation_valid_until"] = _dt(data["revocation_valid_until"])
         data["certificate_chain_der"] = tuple(data.get("certificate_chain_der", ()))
         return cls(**data)
+
+
+_SESSION_FIELDS = fields(SsoSession)
+_IDENTITY_FIELDS = fields(Identity)
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -114,19 +122,14 @@ class SessionManager:
         remaining = min(session.expires_at - now, self.idle_timeout)
         return max(remaining.total_seconds(), 1.0)
 
-    def create(self, identity: Identity, loa_uri: str, correlation_id: str, *,
-               certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
-               certificate_der: bytes | None = None, certificate_chain_der: Sequence[bytes] = (),
-               upstream: dict[str, str] | None = None,
-               authn_instant: dt.datetime | None = None,
-               not_after: dt.datetime | None = None) -> tuple[str, SsoSession]:
-        """A new session; returns (cookie value, session). The cookie value is shown to no one else.
-
-        A session from a municipal IdP is also indexed by (IdP, NameID), so the
-        IdP's LogoutRequest finds it even when the browser does not send the
-        cookie along (SAML Core §3.7.3.2: the participant ends the principal's
-        sessions).
-        """
+    def open(self, identity: Identity, loa_uri: str, correlation_id: str, *,
+             certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
+             certificate_der: bytes | None = None, certificate_chain_der: Sequence[bytes] = (),
+             upstream: dict[str, str] | None = None,
+             authn_instant: dt.datetime | None = None,
+             not_after: dt.datetime | None = None) -> tuple[str, SsoSession]:
+        """A new session, not stored yet (:meth:`save`); returns (cookie value, session). The cookie value is
+        shown to no one else."""
         now = self._clock.now()
         session = SsoSession(
             identity=identity,
@@ -143,13 +146,26 @@ class SessionManager:
             certificate_chain_der=tuple(base64.b64encode(der).decode() for der in certificate_chain_der),
             upstream=upstream,
         )
-        token = new_token()
+        return new_token(), session
+
+    def save(self, token: str, session: SsoSession, participant: Participant | None = None) -> None:
+        """Store a session from :meth:`open`, with its first participant (the SP being answered), in one round
+        trip.
+
+        A session from a municipal IdP is also indexed by (IdP, NameID), so the
+        IdP's LogoutRequest finds it even when the browser does not send the
+        cookie along (SAML Core §3.7.3.2: the participant ends the principal's
+        sessions).
+        """
         sid = _hash(token)
-        self._store.put("session:" + sid, session.to_json(), self._ttl(session, now))
-        if upstream is not None:
-            self._store.add_member(self._principal_key(upstream["idp"], upstream["name_id"]), sid,
-                                   self.absolute_timeout.total_seconds())
-        return token, session
+        ttl = self._ttl(session, self._clock.now())
+        members = []
+        if session.upstream is not None:
+            members.append((self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
+                            self.absolute_timeout.total_seconds()))
+        if participant is not None:
+            members.append(("session-sps:" + sid, participant.encode(), ttl))
+        self._store.put("session:" + sid, session.to_json(), ttl, members=members)
 
     @staticmethod
     def ref(token: str) -> str:

@@ -30,7 +30,10 @@ T = TypeVar("T")
 class KeyValueStore(Protocol):
     """Opaque byte values with a time to live (seconds, > 0)."""
 
-    def put(self, key: str, value: bytes, ttl: float) -> None: ...
+    def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
+        """Store ``value`` at ``key``. With ``members`` (set key, member, the set's time to live), also add each
+        member to its set as :meth:`add_member` does: all of it at once (atomically, in one round trip)."""
+        ...
 
     def get(self, key: str) -> bytes | None: ...
 
@@ -119,8 +122,17 @@ class RedisStore:
                 break
         raise SessionStoreUnavailable(f"Redis {command} failed: {error}") from error
 
-    def put(self, key: str, value: bytes, ttl: float) -> None:
-        self._call("SET", lambda c: c.set(self._k(key), value, px=_ms(ttl)))
+    def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
+        if not members:
+            self._call("SET", lambda c: c.set(self._k(key), value, px=_ms(ttl)))
+            return
+
+        def put_and_add(client: RedisClient) -> None:
+            with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one round trip, atomic
+                pipe.set(self._k(key), value, px=_ms(ttl))
+                self._add_members(pipe, members)
+                pipe.execute()
+        self._call("SET", put_and_add)
 
     def get(self, key: str) -> bytes | None:
         value = self._call("GET", lambda c: c.get(self._k(key)))
@@ -139,10 +151,14 @@ class RedisStore:
     def add_member(self, key: str, member: str, ttl: float) -> None:
         def add(client: RedisClient) -> None:
             with client.pipeline(transaction=True) as pipe:
-                pipe.sadd(self._k(key), member)
-                pipe.pexpire(self._k(key), _ms(ttl))
+                self._add_members(pipe, [(key, member, ttl)])
                 pipe.execute()
         self._call("SADD", add)
+
+    def _add_members(self, pipe: Any, members: Sequence[tuple[str, str, float]]) -> None:
+        for key, member, ttl in members:
+            pipe.sadd(self._k(key), member)
+            pipe.pexpire(self._k(key), _ms(ttl))
 
     def members(self, key: str) -> set[str]:
         raw = self._call("SMEMBERS", lambda c: c.smembers(self._k(key)))
@@ -194,9 +210,11 @@ class MemoryStore:
             return None
         return item[1]
 
-    def put(self, key: str, value: bytes, ttl: float) -> None:
+    def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
         with self._lock:
             self._data[key] = (self._now() + ttl, bytes(value))
+            for set_key, member, set_ttl in members:
+                self._add_member_locked(set_key, member, set_ttl)
             if len(self._data) > 10_000:
                 self._sweep()
 
@@ -224,10 +242,13 @@ class MemoryStore:
 
     def add_member(self, key: str, member: str, ttl: float) -> None:
         with self._lock:
-            current = self._live(key)
-            members = set(current) if isinstance(current, set) else set()
-            members.add(member)
-            self._data[key] = (self._now() + ttl, members)
+            self._add_member_locked(key, member, ttl)
+
+    def _add_member_locked(self, key: str, member: str, ttl: float) -> None:
+        current = self._live(key)
+        members = set(current) if isinstance(current, set) else set()
+        members.add(member)
+        self._data[key] = (self._now() + ttl, members)
 
     def members(self, key: str) -> set[str]:
         with self._lock:

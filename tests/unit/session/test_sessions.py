@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import json
 
 import pytest
+import redis
 
 from broker.clock import FixedClock
 from broker.model import Identity
-from broker.session.sessions import Participant, SessionManager
+from broker.session.sessions import Participant, SessionManager, SsoSession
 from broker.session.store import RedisStore
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
@@ -32,9 +35,11 @@ def manager(store: RedisStore, clock: FixedClock) -> SessionManager:
                           absolute_timeout=dt.timedelta(hours=8), pending_timeout=dt.timedelta(minutes=10))
 
 
-def _create(manager: SessionManager) -> tuple[str, object]:
-    return manager.create(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256="ab" * 32,
-                          revocation_valid_until=None)
+def _create(manager: SessionManager) -> tuple[str, SsoSession]:
+    token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256="ab" * 32,
+                                  revocation_valid_until=None)
+    manager.save(token, session)
+    return token, session
 
 
 def test_cookie_is_random_and_the_store_holds_only_its_hash(manager: SessionManager, store: RedisStore) -> None:
@@ -88,7 +93,7 @@ def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(manager: Sess
 
 def test_end_removes_session_and_participants(manager: SessionManager) -> None:
     token, session = _create(manager)
-    manager.add_participant(token, session, Participant("https://sp.example/md", "nameid", "persistent"))  # type: ignore[arg-type]
+    manager.add_participant(token, session, Participant("https://sp.example/md", "nameid", "persistent"))
     assert [p.sp_entity_id for p in manager.participants(token)] == ["https://sp.example/md"]
     manager.end(token)
     assert manager.find(token) == (None, "unknown")
@@ -109,9 +114,10 @@ def test_pending_login_is_consumed_once(manager: SessionManager) -> None:
 
 def test_forwarded_chain_is_kept_for_the_revocation_recheck(manager: SessionManager, store: RedisStore) -> None:
     chain = (b"\x30\x03\x02\x01\x01", b"\x30\x03\x02\x01\x02")
-    token, created = manager.create(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256="ab" * 32,
-                                    revocation_valid_until=None, certificate_der=b"\x30\x00",
-                                    certificate_chain_der=chain)
+    token, created = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256="ab" * 32,
+                                  revocation_valid_until=None, certificate_der=b"\x30\x00",
+                                  certificate_chain_der=chain)
+    manager.save(token, created)
     found, _ = manager.find(token)
     assert found == created
     assert found is not None
@@ -124,3 +130,51 @@ def test_session_without_a_forwarded_chain_keeps_its_stored_form(manager: Sessio
     raw = store.get("session:" + hashlib.sha256(token.encode()).hexdigest())
     assert raw is not None
     assert b"certificate_chain_der" not in raw
+
+
+def test_an_opened_session_exists_only_once_saved(manager: SessionManager) -> None:
+    token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256=None,
+                                  revocation_valid_until=None)
+    assert manager.find(token) == (None, "unknown")
+    manager.save(token, session, Participant("https://sp.example/md", "nameid", "persistent"))
+    assert manager.find(token) == (session, None)
+    assert manager.participants(token) == [Participant("https://sp.example/md", "nameid", "persistent")]
+
+
+def test_saving_with_the_first_participant_is_one_round_trip(manager: SessionManager, store: RedisStore,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session, its participant list and the upstream principal index go to Redis in one MULTI/EXEC."""
+    upstream = {"idp": "https://idp.kommun-c.example/md", "name_id": "karin", "name_id_format": "",
+                "name_qualifier": "", "sp_name_qualifier": "", "session_index": "_s1"}
+    token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256=None,
+                                  revocation_valid_until=None, upstream=upstream)
+    store.ping()  # the connection is set up (CLIENT SETNAME, ...) before counting
+    sent: list[bytes] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def counting(self: redis.connection.Connection, command: object, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)  # type: ignore[arg-type]
+        send(self, command, check_health)  # type: ignore[arg-type]
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counting)
+    manager.save(token, session, Participant("https://sp.example/md", "nameid", "persistent"))
+    monkeypatch.undo()
+    assert len(sent) == 1
+    commands = [line for line in sent[0].split(b"\r\n") if line.isalpha() and line.isupper()]
+    assert commands == [b"MULTI", b"SET", b"PX", b"SADD", b"PEXPIRE", b"SADD", b"PEXPIRE", b"EXEC"]
+    assert [ref for ref, _ in manager.find_upstream(upstream["idp"], "karin")] == [manager.ref(token)]
+    assert [p.sp_entity_id for p in manager.participants(token)] == ["https://sp.example/md"]
+
+
+@pytest.mark.parametrize("chain", [pytest.param((), id="no-chain"), pytest.param(("MAMCAQE=",), id="with-chain")])
+def test_stored_form_is_the_dataclass_as_json(chain: tuple[str, ...]) -> None:
+    """The session is written field by field; byte for byte what the generic dataclass encoding gives, so
+    instances of earlier releases read it unchanged."""
+    session = SsoSession(ANNA, "loa3", T0, T0, T0, "CID", "ab" * 32, T0, "MAA=", chain,
+                         {"idp": "https://idp.example/md", "name_id": "karin"})
+    generic = dataclasses.asdict(session)
+    for k in ("authn_instant", "expires_at", "last_seen", "revocation_valid_until"):
+        generic[k] = generic[k].isoformat()
+    if not chain:
+        del generic["certificate_chain_der"]
+    assert session.to_json() == json.dumps(generic, separators=(",", ":")).encode()
+    assert SsoSession.from_json(session.to_json()) == session

@@ -88,6 +88,17 @@ def test_members_accumulate_and_expire(store: KeyValueStore) -> None:
     assert store.members("brief") == set()
 
 
+def test_put_with_members_stores_the_value_and_adds_each_member(store: KeyValueStore) -> None:
+    store.add_member("set-a", "old", 10)
+    store.put("k", b"v", 10, members=[("set-a", "a", 10), ("set-b", "b", 0.15), ("set-a", "a2", 10)])
+    assert store.get("k") == b"v"
+    assert store.members("set-a") == {"old", "a", "a2"}
+    assert store.members("set-b") == {"b"}
+    time.sleep(0.3)
+    assert store.members("set-b") == set()  # each set gets its own time to live
+    assert store.get("k") == b"v"
+
+
 def test_ping_answers(store: KeyValueStore) -> None:
     store.ping()
 
