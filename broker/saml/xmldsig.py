@@ -15,6 +15,7 @@ this module verified.
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ class XmlSigner:
 
     def __init__(self, key_pem: bytes, certificate: x509.Certificate,
                  private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+        # The certificate is not loaded into the key: libxmlsec1 would duplicate it (and export the RSA key's
+        # parameters) at every signature just to write it out; the template carries it instead, encoded once.
         self._key = xmlsec.Key.from_memory(key_pem, xmlsec.constants.KeyDataFormatPem)
-        self._key.load_cert_from_memory(_pem(certificate), xmlsec.constants.KeyDataFormatCertPem)
+        self._certificate_b64 = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
         if isinstance(private_key, rsa.RSAPrivateKey):
             self.signature_method, self._transform = RSA_SHA256, xmlsec.constants.TransformRsaSha256
         else:
@@ -87,7 +90,8 @@ class XmlSigner:
 
     def template(self, element: etree._Element, *, after: etree._Element | None = None) -> etree._Element:
         """Insert the empty ds:Signature (exc-c14n, RSA/ECDSA-SHA256, one Reference to the element's ID with
-        the enveloped-signature and exc-c14n transforms, the certificate in KeyInfo) and return it."""
+        the enveloped-signature and exc-c14n transforms, the signing certificate in KeyInfo/X509Data) and
+        return it."""
         element_id = element.get("ID")
         if not element_id:
             raise ValueError("the element to sign has no ID")
@@ -99,7 +103,8 @@ class XmlSigner:
         # as use: without the PrefixList its declaration would lie outside the signature
         xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, "xs")
         key_info = xmlsec.template.ensure_key_info(template)
-        xmlsec.template.add_x509_data(key_info)
+        x509_data = xmlsec.template.add_x509_data(key_info)
+        etree.SubElement(x509_data, f"{{{DS}}}X509Certificate").text = self._certificate_b64
         if after is not None:
             after.addnext(template)
         else:

@@ -9,11 +9,9 @@ temporary copy of the document, and the filled ds:Signature replaces the templat
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 from saml2.sigver import CryptoBackendXmlSec1, get_xmlsec_binary
@@ -30,14 +28,9 @@ class Xmlsec1Signer(XmlSigner):
         super().__init__(key_pem, certificate, private_key)
         self._key_file = str(key_file)
         self._backend = CryptoBackendXmlSec1(get_xmlsec_binary())
-        self._certificate_b64 = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
 
     def sign(self, element: etree._Element, *, after: etree._Element | None = None) -> None:
-        template = self.template(element, after=after)
-        # xmlsec1 --privkey-pem knows no certificate: put it in KeyInfo as a pysaml2 template does
-        # (iter, not find: lxml's find misses nodes libxmlsec1 created with names outside the document's dict)
-        x509_data = next(template.iter(f"{{{DS}}}X509Data"))
-        etree.SubElement(x509_data, f"{{{DS}}}X509Certificate").text = self._certificate_b64
+        template = self.template(element, after=after)  # with the certificate, as a pysaml2 template has it
         element_id = element.get("ID", "")
         document = etree.tostring(element.getroottree().getroot())
         qname = etree.QName(element)

@@ -113,6 +113,22 @@ def test_assertion_is_signed_with_rsa_sha256_and_sha256_digest(browser: Browser,
     sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
 
 
+def test_key_info_carries_exactly_the_signing_certificate(settings: Settings, browser: Browser,
+                                                           craft: AuthnRequests) -> None:
+    """KeyInfo/X509Data holds the broker's signing certificate, once (SAML Metadata §2.4.1.1 names the same
+    certificate); the SP verifies with the key from metadata, never from KeyInfo."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    _, posted = login(browser, craft)
+    certificates = the(posted.root, "saml:Assertion").findall("ds:Signature/ds:KeyInfo/ds:X509Data/ds:X509Certificate",
+                                                               NS)
+    assert len(certificates) == 1
+    der = settings.broker.idp.signing.certificate.certificate.public_bytes(serialization.Encoding.DER)
+    assert base64.b64decode(certificates[0].text or "") == der
+
+
 def test_the_xs_namespace_of_attribute_types_is_signed(browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
     """xs appears only inside xsi:type values, which exclusive c14n does not count as use: the signature's
     exc-c14n transform names it (InclusiveNamespaces PrefixList="xs"), so re-binding it breaks the signature."""
