@@ -16,8 +16,6 @@ Deliberate deviations from cryptography's webpki defaults, each for a reason:
 from __future__ import annotations
 
 import datetime as dt
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +30,7 @@ from cryptography.x509.verification import (
 )
 
 from broker.errors import CertificateRejected
+from broker.lru import LruCache
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.truststore import TrustDomain
 
@@ -159,28 +158,18 @@ class PathCache:
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._max = max_entries
-        self._paths: OrderedDict[tuple[str, bytes, tuple[bytes, ...]], _KnownPath] = OrderedDict()
-        self._lock = threading.Lock()
+        self._paths: LruCache[tuple[str, bytes, tuple[bytes, ...]], _KnownPath] = LruCache(max_entries)
 
     def verify(self, leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
                presented: Sequence[x509.Certificate] = ()) -> VerifiedPath:
         """:func:`verify_path`, answered from the cache when the same path was verified and is still in date."""
         key = (domain.id, leaf.fingerprint(_SHA256), tuple(c.fingerprint(_SHA256) for c in presented))
-        with self._lock:
-            known = self._paths.get(key)
-            if known is not None:
-                self._paths.move_to_end(key)
+        known = self._paths.get(key)
         if known is not None and known.valid_from <= now <= known.valid_until:
             return VerifiedPath(known.chain, now)
         path = verify_path(leaf, domain, now, presented)
-        known = _KnownPath(path.chain, max(c.not_valid_before_utc for c in path.chain),
-                           min(c.not_valid_after_utc for c in path.chain))
-        with self._lock:
-            self._paths[key] = known
-            self._paths.move_to_end(key)
-            while len(self._paths) > self._max:
-                self._paths.popitem(last=False)
+        self._paths.put(key, _KnownPath(path.chain, max(c.not_valid_before_utc for c in path.chain),
+                                        min(c.not_valid_after_utc for c in path.chain)))
         return path
 
     def __len__(self) -> int:

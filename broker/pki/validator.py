@@ -12,9 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from broker.clock import Clock
+from broker.config.schema import IdentityRule
 from broker.errors import CertificateRejected
+from broker.lru import LruCache
 from broker.model import CertificateFacts, Identity, Loa
 from broker.pki.identity import extract_identity
 from broker.pki.path import PathCache, VerifiedPath
@@ -33,6 +36,17 @@ class ValidatedCertificate:
     facts: CertificateFacts
     path: VerifiedPath
     revocation: RevocationOutcome
+
+
+@dataclass(frozen=True)
+class _Profile:
+    policy_oid: str
+    loa: Loa
+    identity: Identity
+    facts: CertificateFacts
+
+
+_SHA256 = hashes.SHA256()
 
 
 def certificate_policies(cert: x509.Certificate) -> tuple[str, ...]:
@@ -65,6 +79,9 @@ class CertificateValidator:
         self.revocation = revocation
         # one cache per configuration: a reload builds a new validator, so nothing outlives its trust anchors
         self._paths = PathCache()
+        # what a leaf proves in a domain (policy → LoA, identity, the facts recorded about it) depends on the
+        # leaf and the domain's rules only, both fixed for this validator: worked out once per certificate
+        self._profiles: LruCache[tuple[str, bytes], _Profile] = LruCache(10_000)
         for domain in trust.domains.values():
             if domain.revocation is not None:
                 revocation.register(domain.revocation)
@@ -99,15 +116,26 @@ class CertificateValidator:
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
         path = self._paths.verify(leaf, domain, now, presented)
-        policy_oid, loa = assurance_level(leaf, domain)
-        identity = extract_identity(leaf, domain.identity, domain.id)
+        profile = self._profile(leaf, domain, domain.identity)
         revocation = self.revocation.check(path.chain, domain.revocation)
         return ValidatedCertificate(
             municipality_id=domain.id,
-            identity=identity,
-            loa=loa,
-            policy_oid=policy_oid,
-            facts=CertificateFacts.of(leaf),
+            identity=profile.identity,
+            loa=profile.loa,
+            policy_oid=profile.policy_oid,
+            facts=profile.facts,
             path=path,
             revocation=revocation,
         )
+
+    def _profile(self, leaf: x509.Certificate, domain: TrustDomain, rule: IdentityRule) -> _Profile:
+        """The municipality's certificate profile applied to ``leaf``; only successes are kept (a refusal is
+        worked out again each time, so its detail is always fresh)."""
+        key = (domain.id, leaf.fingerprint(_SHA256))
+        profile = self._profiles.get(key)
+        if profile is None:
+            policy_oid, loa = assurance_level(leaf, domain)
+            identity = extract_identity(leaf, rule, domain.id)
+            profile = _Profile(policy_oid, loa, identity, CertificateFacts.of(leaf))
+            self._profiles.put(key, profile)
+        return profile

@@ -260,3 +260,50 @@ def test_forwarded_root_equal_to_the_anchor_changes_nothing(h: Hierarchy) -> Non
     leaf = h.leaf().certificate
     validated = validator(h.domain(crls=h.fresh_crls())).validate(leaf, (h.issuing.certificate, h.root.certificate))
     assert validated.path.chain == (leaf, h.issuing.certificate, h.root.certificate)
+
+
+# --- what a certificate proves is worked out once per certificate and configuration ---------------------------
+
+
+@pytest.fixture
+def profile_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The leaves (serial numbers) for which the profile (policy → LoA, identity) was really worked out."""
+    from broker.pki import validator as validator_module
+
+    seen: list[str] = []
+    real = validator_module.extract_identity
+
+    def counting(leaf: x509.Certificate, rule: IdentityRule, domain_id: str) -> object:
+        seen.append(format(leaf.serial_number, "x"))
+        return real(leaf, rule, domain_id)
+
+    monkeypatch.setattr(validator_module, "extract_identity", counting)
+    return seen
+
+
+def test_the_profile_of_a_card_seen_before_is_reused(h: Hierarchy, profile_calls: list[str]) -> None:
+    checker, cert = validator(h.domain(crls=h.fresh_crls())), h.leaf().certificate
+    first, second = checker.validate(cert), checker.validate(cert)
+    assert profile_calls == [format(cert.serial_number, "x")]
+    assert (second.identity, second.loa, second.policy_oid, second.facts) == \
+        (first.identity, first.loa, first.policy_oid, first.facts)
+    assert second.revocation.summary == "crl"  # revocation is still checked every time
+
+
+def test_a_refused_profile_is_worked_out_again_each_time(h: Hierarchy) -> None:
+    checker = validator(h.domain(crls=h.fresh_crls()))
+    cert = h.leaf(policies=(POLICY_UNKNOWN,)).certificate
+    for _ in range(2):
+        with pytest.raises(CertificateRejected) as caught:
+            checker.validate(cert)
+        assert caught.value.reason == "policy_not_accepted"
+    assert checker.validate(h.leaf().certificate).loa == LOA3
+
+
+def test_each_configuration_has_its_own_profiles(h: Hierarchy) -> None:
+    """A reload builds a new validator: a changed identity rule applies at once to cards seen before."""
+    cert = h.leaf().certificate
+    assert validator(h.domain(crls=h.fresh_crls())).validate(cert).identity.kind == "hsa_id"
+    with pytest.raises(CertificateRejected) as caught:
+        validator(h.domain(crls=h.fresh_crls(), identity=PNR)).validate(cert)
+    assert caught.value.reason == "identity_invalid"
