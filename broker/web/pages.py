@@ -74,7 +74,7 @@ def hidden_inputs(fields: dict[str, str]) -> Markup:
 
 
 # Where the per-login values go in the pre-rendered post page. NUL cannot come out of the template or the UI
-# texts (the tests check that the frame has exactly these slots), and every value put in a slot is escaped.
+# texts (the frame is checked to have exactly these slots when it is made), and every value put in a slot is escaped.
 _SLOT = re.compile("\x00([a-z_]+)\x00")
 _POST_SLOTS = ("url", "sending_to", "inputs")
 
