@@ -25,8 +25,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 from urllib.parse import quote
 
 import redis
@@ -34,6 +33,7 @@ import yaml
 
 from bench.loadgen.nginx import UPSTREAM, LoadNginx
 from broker.demo.materials import DemoLayout, generate
+from tests.factories.lifecycle import Service
 from tests.factories.redis_server import RedisServer, free_port
 from tests.factories.serve import BrokerServe
 
@@ -57,7 +57,7 @@ class StackOptions:
     signing_backend: str = "libxmlsec1"   # idp.signing.backend: libxmlsec1 (in process) or xmlsec1 (a process each)
 
 
-class Stack:
+class Stack(Service):
     """Start with ``with Stack(options) as stack``; everything started is stopped on exit."""
 
     def __init__(self, options: StackOptions) -> None:
@@ -193,17 +193,6 @@ class Stack:
             parts.append(self.nginx.logs())
         return "\n".join(parts)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # --- CPU ------------------------------------------------------------------------------------
 

@@ -39,13 +39,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import yaml
 
 from broker.demo.certificates import CertificateAuthority, write_key, write_pem
 from broker.demo.materials import DemoLayout
+from tests.factories.lifecycle import Service, end_process
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv"
@@ -85,7 +85,7 @@ def installed_version() -> str:
     return f"SATOSA {satosa} (pysaml2 {pysaml2}, gunicorn {gunicorn})"
 
 
-class SatosaProxy:
+class SatosaProxy(Service):
     """Start with ``with SatosaProxy(...) as proxy``; the configuration goes to ``workdir``."""
 
     def __init__(self, workdir: Path, demo: DemoLayout, *, port: int, workers: int, threads: int) -> None:
@@ -261,23 +261,6 @@ class SatosaProxy:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)   # gunicorn: quick shutdown of the master and its workers
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process, signal.SIGINT, grace=15)  # gunicorn: quick shutdown of master and workers
         self.process = None
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

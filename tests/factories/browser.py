@@ -40,6 +40,8 @@ from typing import Any, Self
 
 import pytest
 
+from tests.factories.lifecycle import Service
+
 INSTALL_HINT = "sudo apt-get install -y chromium libnss3-tools"
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 VIEWPORT = (1280, 900)
@@ -197,7 +199,7 @@ def _high(fd: int) -> int:
     return moved
 
 
-class Chromium:
+class Chromium(Service):
     """Headless Chromium with one page, ``HOME`` set to ``home`` (its NSS database)."""
 
     def __init__(self, workdir: Path, *, home: Path, accept_language: str = "sv-SE,sv,en") -> None:
@@ -315,13 +317,6 @@ class Chromium:
             self.process.wait(timeout=10)
         self.process = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def png_size(data: bytes) -> tuple[int, int]:

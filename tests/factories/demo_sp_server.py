@@ -9,17 +9,16 @@ broker at one HTTPS origin, as in the demo. It serves from a background thread a
 from __future__ import annotations
 
 import threading
-from types import TracebackType
-from typing import Self
 
 from werkzeug.exceptions import NotFound
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from broker.demo.sp import DemoSp, demo_sp_app
+from tests.factories.lifecycle import Service
 
 
-class DemoSpServer:
+class DemoSpServer(Service):
     def __init__(self, sp: DemoSp) -> None:
         self.sp = sp
         self._server: BaseWSGIServer | None = None
@@ -46,10 +45,3 @@ class DemoSpServer:
             self._thread.join(timeout=10)
         self._server = self._thread = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -20,11 +20,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 
+from tests.factories.lifecycle import Service, end_process
 from tests.factories.redis_server import free_port
 
 
@@ -38,7 +37,7 @@ def binary(name: str, package: str) -> str:
     return found
 
 
-class ForegroundProxy:
+class ForegroundProxy(Service):
     """A proxy process serving on ``127.0.0.1:<port>``; subclasses give the command and the log files."""
 
     name = "proxy"
@@ -85,22 +84,9 @@ class ForegroundProxy:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process)
         self.process = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 class HAProxy(ForegroundProxy):

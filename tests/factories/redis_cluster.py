@@ -10,14 +10,13 @@ import socket
 import subprocess
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 import redis
 
 from broker.config.redis_schema import ClusterConfig, HostPort, RedisConfig
 from broker.config.values import Duration, SecretFile
+from tests.factories.lifecycle import Service
 from tests.factories.redis_sentinel import (
     INSTALL_HINT,
     Node,
@@ -45,7 +44,7 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
-class RedisClusterNodes:
+class RedisClusterNodes(Service):
     """``primaries`` primaries with ``replicas`` replicas each, all behind ``password``."""
 
     def __init__(self, workdir: Path, *, primaries: int = 3, replicas: int = 0, node_timeout_ms: int = 1000,
@@ -114,13 +113,6 @@ class RedisClusterNodes:
         for node in self.nodes:
             node.kill()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def cluster_config(nodes: RedisClusterNodes, *, prefix: str = "broker:", socket_timeout: float = 0.5) -> RedisConfig:

@@ -18,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 import redis
@@ -32,6 +31,7 @@ from broker.config.yamlsource import YamlSource
 from broker.demo.certificates import CLIENT_AUTH, SERVER_AUTH, CertificateAuthority, LeafProfile
 from broker.errors import SessionStoreUnavailable
 from broker.session.store import RedisStore
+from tests.factories.lifecycle import Service
 from tests.factories.redis_server import free_port
 
 INSTALL_HINT = "sudo apt-get install -y redis-server"
@@ -114,7 +114,7 @@ class Node:
         return self.process.poll() is None
 
 
-class SentinelGroup:
+class SentinelGroup(Service):
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels monitoring them as ``service``.
 
     ``password`` protects the data nodes (``requirepass`` and ``masterauth``), ``sentinel_password`` the
@@ -217,13 +217,6 @@ class SentinelGroup:
         for node in [*self.sentinels, *self.data_nodes]:
             node.kill()
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     # --- what the group looks like ----------------------------------------------------------------
 

@@ -14,15 +14,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import requests
 
+from tests.factories.lifecycle import Service, end_process
 from tests.factories.redis_server import free_port
 
 
-class BrokerServe:
+class BrokerServe(Service):
     def __init__(self, config_dir: Path, workdir: Path, *, redis_url: str, workers: int = 2, threads: int = 2,
                  metrics_dir: Path | None = None, from_config: bool = False) -> None:
         """``from_config``: start with ``--config`` and ``--pid-file`` only, so that the listen address, workers
@@ -93,19 +92,6 @@ class BrokerServe:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # gunicorn: quick shutdown of the master and its workers
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        end_process(self.process, signal.SIGINT, grace=15)  # gunicorn: quick shutdown of master and workers
         self.process = None
 
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
