@@ -75,8 +75,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
                              f"--duration, at most {PRESIGN_SECONDS} s of it, plus one per client]")
     parser.add_argument("--verify", type=int, default=20, help="sampled Responses verified by the pysaml2 SP")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds one login may take")
-    parser.add_argument("--signing-backend", choices=("libxmlsec1", "xmlsec1"), default="libxmlsec1",
-                        help="how the broker signs Responses: in process, or pysaml2's xmlsec1 program each time")
+    parser.add_argument("--signing-backend", choices=("cryptography", "libxmlsec1", "xmlsec1"), default="cryptography",
+                        help="how the broker signs Responses (idp.signing.backend): in process, by default or "
+                             "through python-xmlsec, or pysaml2's xmlsec1 program each time")
     parser.add_argument("--workdir", type=Path, help="keep the stack's files (logs, audit) here")
     parser.add_argument("--json", type=Path, help="write the result to this file as JSON")
     args = parser.parse_args(argv)

@@ -30,7 +30,7 @@ from broker.flow.login import LoginFlow
 from broker.pki.validator import CertificateValidator
 from broker.saml.authnrequest import AuthnRequestParser
 from broker.saml.response import ResponseBuilder
-from broker.saml.xmldsig import XmlSigner
+from broker.saml.xmldsig import Libxmlsec1Signer, XmlSigner
 from broker.session.rate_limit import FailureLimiter
 from broker.session.sessions import SessionManager
 from broker.web import respond
@@ -39,7 +39,8 @@ STEPS: list[tuple[object, str, str]] = [
     (flask.Flask, "wsgi_app", "the whole request in the WSGI app (Flask, the view, the page)"),
     (LoginFlow, "start", "the login flow (everything below but the page and the audit fsync)"),
     (ResponseBuilder, "success", "the Response: built and signed"),
-    (XmlSigner, "sign", "  of it the XML signature (libxmlsec1: exc-c14n, SHA-256, RSA-2048)"),
+    (XmlSigner, "sign", "  of it the XML signature (exc-c14n, SHA-256, RSA-2048)"),
+    (Libxmlsec1Signer, "sign", "  of it the XML signature (exc-c14n, SHA-256, RSA-2048)"),
     (CertificateValidator, "validate", "certificate: path (cached), profile (cached), CRL lookup"),
     (SessionManager, "save", "Redis: session and its first participant (MULTI/EXEC)"),
     (FailureLimiter, "check", "Redis: failed-login counters (MGET)"),

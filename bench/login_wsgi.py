@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -50,10 +52,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logins", type=int, default=2000)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--signing-backend", choices=("cryptography", "libxmlsec1", "xmlsec1"), default="cryptography",
+                        help="idp.signing.backend")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         layout = generate(Path(tmp) / "demo", REPO / "config" / "example", dt.datetime.now(dt.UTC))
+        broker_yaml = layout.config / "broker.yaml"
+        data = yaml.safe_load(broker_yaml.read_text())
+        data["idp"]["signing"]["backend"] = args.signing_backend
+        broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True))
         settings = load_settings(layout.config)
         store = RedisStore(args.redis, prefix="bench:")
         app = create_app(settings, store=store, instance_id="bench")
@@ -96,7 +104,8 @@ def main() -> int:
 
     latencies.sort()
     n = len(latencies)
-    print(f"complete certificate logins through WSGI, 1 thread, real Redis ({args.redis})")
+    print(f"complete certificate logins through WSGI, 1 thread, real Redis ({args.redis}), "
+          f"signing backend {args.signing_backend}")
     print(f"  logins:        {n}")
     print(f"  logins/s:      {n / wall:,.0f}")
     print(f"  CPU per login: {cpu / n * 1000:.2f} ms (this process; Redis not included)")

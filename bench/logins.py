@@ -58,10 +58,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--json", type=Path, help="write every run's result here")
+    parser.add_argument("--libxmlsec1", action="store_true",
+                        help="also run 2 workers signing through python-xmlsec (idp.signing.backend: libxmlsec1)")
     args = parser.parse_args()
 
-    runs = [Run("broker, 1 worker", 1, args.threads, "libxmlsec1"),
-            Run("broker, 2 workers", 2, args.threads, "libxmlsec1"),
+    runs = [Run("broker, 1 worker", 1, args.threads, "cryptography"),
+            Run("broker, 2 workers", 2, args.threads, "cryptography"),
+            *([Run("broker, 2 workers, libxmlsec1 signing", 2, args.threads, "libxmlsec1")] if args.libxmlsec1 else []),
             Run("same flow, pysaml2 xmlsec1 backend, 1 worker", 1, args.threads, "xmlsec1")]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp:

@@ -54,7 +54,7 @@ def main() -> None:
     idp = parse_idp_metadata((folder / "keys" / "idp-metadata.xml").read_bytes(), corpus.IDP_ENTITY_ID)
     key = load_pem_private_key(keys.sp.key_pem, None)
     assert isinstance(key, rsa.RSAPrivateKey)
-    signer = XmlSigner(keys.sp.key_pem, keys.sp.certificate, key)
+    signer = XmlSigner(keys.sp.certificate, key)
     sender = MessageSender(signer, key)
     clock = FixedClock(corpus.NOW)
 

@@ -50,11 +50,11 @@ from broker.saml.logout import LogoutMessages, LogoutPeer
 from broker.saml.nameid import NameIdIssuer
 from broker.saml.outbound import MessageSender
 from broker.saml.response import ResponseBuilder
+from broker.saml.signing_backend import signer_for
 from broker.saml.sp_metadata import SpMetadataDocument
 from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlenc import Decrypter
-from broker.saml.xmlsec1_signer import Xmlsec1Signer
 from broker.session.activity import LoginActivity
 from broker.session.rate_limit import FailureLimiter, RateLimitPolicy
 from broker.session.redis_client import configured as redis_connector
@@ -223,9 +223,7 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         pending_timeout=broker.session.pending_login_timeout.timedelta,
     )
     signing = idp_cfg.signing
-    signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key) \
-        if signing.backend == "libxmlsec1" else \
-        Xmlsec1Signer(signing.key.pem, signing.key.path, signing.certificate.certificate, signing.key.key)
+    signer = signer_for(signing)
     validator = CertificateValidator(settings.trust, clock, runtime.revocation)
     deps = FlowDeps(
         settings=settings,
@@ -255,7 +253,7 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
     toward_idps = None
     if broker.sp is not None:
         sp_cfg = broker.sp
-        sp_signer = XmlSigner(sp_cfg.signing.key.pem, sp_cfg.signing.certificate.certificate, sp_cfg.signing.key.key)
+        sp_signer = XmlSigner(sp_cfg.signing.certificate.certificate, sp_cfg.signing.key.key)
         sp_sender = MessageSender(sp_signer, sp_cfg.signing.key.key)
         sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
                                          slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)

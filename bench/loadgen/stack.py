@@ -54,7 +54,7 @@ class StackOptions:
     redis_url: str
     private_redis: bool
     workdir: Path
-    signing_backend: str = "libxmlsec1"   # idp.signing.backend: libxmlsec1 (in process) or xmlsec1 (a process each)
+    signing_backend: str = "cryptography"   # idp.signing.backend: cryptography or libxmlsec1 (in process), xmlsec1
 
 
 class Stack(Service):

@@ -13,6 +13,7 @@ from broker.clock import SystemClock
 from broker.config.loader import load_settings
 from broker.errors import ConfigError
 from broker.saml.idp_metadata import IdpMetadata
+from broker.saml.signing_backend import signer_for
 from broker.saml.sp_metadata import SpMetadataDocument
 from broker.saml.xmldsig import XmlSigner
 
@@ -111,11 +112,11 @@ def metadata(config_dir: Path, sp_side: bool) -> None:
         sp = settings.broker.sp
         if sp is None:
             raise click.ClickException("broker.yaml has no sp section: the broker is no SP toward municipal IdPs")
-        signer = XmlSigner(sp.signing.key.pem, sp.signing.certificate.certificate, sp.signing.key.key)
+        signer = XmlSigner(sp.signing.certificate.certificate, sp.signing.key.key)
         doc = SpMetadataDocument(sp, SystemClock(), signer, acs_url=base + SP_ACS_PATH, slo_url=base + SP_SLO_PATH,
                                  validity=validity).document()
     else:
         signing = settings.broker.idp.signing
-        signer = XmlSigner(signing.key.pem, signing.certificate.certificate, signing.key.key)
+        signer = signer_for(signing)
         doc = IdpMetadata(settings, SystemClock(), signer, sso_url=base + SSO_PATH, slo_url=base + SLO_PATH).document()
     sys.stdout.buffer.write(doc)

@@ -1,8 +1,9 @@
-"""XML Signature for SAML (XML-DSig 1.0 as profiled by SAML Core §5), in process via libxmlsec1.
+"""XML Signature for SAML (XML-DSig 1.0 as profiled by SAML Core §5), in process.
 
-python-xmlsec binds the same libxmlsec1 that pysaml2's default backend runs as
-a subprocess; calling it in process avoids two process starts per signature.
-Keys are loaded once and reused.
+Signatures are made in process (:class:`XmlSigner`: libxmlsec1's template, libxml2's
+canonicalisation, OpenSSL's SHA-256 and RSA/ECDSA) and verified by libxmlsec1 through
+python-xmlsec, the library pysaml2's default backend runs as the ``xmlsec1`` program;
+in process there are no process starts per signature. Keys are loaded once and reused.
 
 Verification is deliberately narrow (SAML Core §5.4): exactly one enveloped
 signature as a direct child of the element it signs, one Reference whose URI
@@ -16,16 +17,23 @@ this module verified.
 from __future__ import annotations
 
 import base64
+import copy
+import functools
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from lxml import etree
+
+if TYPE_CHECKING:
+    from xmlsec.constants import __Transform as Transform
 
 DS: Final = "http://www.w3.org/2000/09/xmldsig#"
 _NS = {"ds": DS}
@@ -71,22 +79,31 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 class XmlSigner:
-    """Signs SAML elements with one preloaded key (RSA-SHA256 or ECDSA-SHA256, SHA-256 digests)."""
+    """Signs SAML elements with one preloaded key (RSA-SHA256 or ECDSA-SHA256, SHA-256 digests), in process.
 
-    def __init__(self, key_pem: bytes, certificate: x509.Certificate,
+    The ds:Signature is libxmlsec1's own template, made once and copied for each signature; its two values
+    are computed as XML-DSig §3.1.1-3.1.2 (core generation) prescribes. The Reference's DigestValue is SHA-256
+    over the exclusive canonical form (exc-c14n, "xs" in the PrefixList, no comments: §4.3.3.3 for a
+    same-document URI) of the element before the signature is inserted, which is what the enveloped-signature
+    transform (§6.6.4) leaves of it; the SignatureValue is the key's signature over the exclusive canonical
+    form of SignedInfo. Canonicalisation is libxml2's (through lxml), the code libxmlsec1 itself calls;
+    SHA-256, RSA and ECDSA are OpenSSL's (through cryptography). RSA PKCS#1 v1.5 is deterministic, so the
+    signature is byte for byte the one libxmlsec1 writes for the same element and key (a test holds them
+    equal); libxmlsec1 spends about as much again as the RSA operation on node sets, transform buffers and
+    its per-signature context (:class:`Libxmlsec1Signer`, ``idp.signing.backend: libxmlsec1``).
+    Thread-safe: nothing is shared but the key and the template, which is only copied.
+    """
+
+    def __init__(self, certificate: x509.Certificate,
                  private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
-        # The certificate is not loaded into the key: libxmlsec1 would duplicate it (and export the RSA key's
-        # parameters) at every signature just to write it out; the template carries it instead, encoded once.
-        self._key = xmlsec.Key.from_memory(key_pem, xmlsec.constants.KeyDataFormatPem)
-        self._certificate_b64 = base64.b64encode(certificate.public_bytes(serialization.Encoding.DER)).decode()
+        self._private_key = private_key
         if isinstance(private_key, rsa.RSAPrivateKey):
-            self.signature_method, self._transform = RSA_SHA256, xmlsec.constants.TransformRsaSha256
+            self.signature_method, transform = RSA_SHA256, xmlsec.constants.TransformRsaSha256
         else:
-            self.signature_method, self._transform = ECDSA_SHA256, xmlsec.constants.TransformEcdsaSha256
+            self.signature_method, transform = ECDSA_SHA256, xmlsec.constants.TransformEcdsaSha256
         self.digest_method = SHA256
         self.certificate = certificate
-        # python-xmlsec keys are not documented as thread-safe; signing is serialised per key.
-        self._lock = threading.Lock()
+        self._prototype = _signature_template(transform, certificate)
 
     def template(self, element: etree._Element, *, after: etree._Element | None = None) -> etree._Element:
         """Insert the empty ds:Signature (exc-c14n, RSA/ECDSA-SHA256, one Reference to the element's ID with
@@ -95,16 +112,12 @@ class XmlSigner:
         element_id = element.get("ID")
         if not element_id:
             raise ValueError("the element to sign has no ID")
-        template = xmlsec.template.create(element, xmlsec.constants.TransformExclC14N, self._transform, ns="ds")
-        ref = xmlsec.template.add_reference(template, xmlsec.constants.TransformSha256, uri="#" + element_id)
-        xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
-        c14n = xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
-        # xs is used only inside attribute values (xsi:type="xs:string"), which exclusive c14n does not count
-        # as use: without the PrefixList its declaration would lie outside the signature
-        xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, "xs")
-        key_info = xmlsec.template.ensure_key_info(template)
-        x509_data = xmlsec.template.add_x509_data(key_info)
-        etree.SubElement(x509_data, f"{{{DS}}}X509Certificate").text = self._certificate_b64
+        if element.find("ds:Signature", _NS) is not None:
+            # the enveloped-signature transform removes only the signature that holds it: a second one
+            # would be signed over, and verifiers refuse an element with two (as XmlVerifier does)
+            raise ValueError("the element is signed already")
+        template = copy.deepcopy(self._prototype)
+        _child(template, "SignedInfo", "Reference").set("URI", "#" + element_id)
         if after is not None:
             after.addnext(template)
         else:
@@ -117,12 +130,110 @@ class XmlSigner:
         SAML's schemas put ds:Signature right after the Issuer (SAML Core
         §2.3.3, §3.2.1): pass that element as ``after``.
         """
+        canonical = _exc_c14n(element, _PREFIX_LIST)
+        template = self.template(element, after=after)
+        signed_info = _child(template, "SignedInfo")
+        _child(signed_info, "Reference", "DigestValue").text = _base64(hashlib.sha256(canonical).digest())
+        data = _exc_c14n(signed_info, ())
+        key = self._private_key
+        if isinstance(key, rsa.RSAPrivateKey):
+            value = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            # XML-DSig 1.1 §6.4.3: r and s as fixed-length octet strings, not DER
+            r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+            size = (key.curve.key_size + 7) // 8
+            value = r.to_bytes(size, "big") + s.to_bytes(size, "big")
+        _child(template, "SignatureValue").text = _base64(value)
+
+
+class Libxmlsec1Signer(XmlSigner):
+    """:class:`XmlSigner`'s contract, each signature computed by libxmlsec1 through python-xmlsec
+    (``idp.signing.backend: libxmlsec1``): the same bytes, more CPU per signature."""
+
+    def __init__(self, key_pem: bytes, certificate: x509.Certificate,
+                 private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+        super().__init__(certificate, private_key)
+        # The certificate is not loaded into the key: libxmlsec1 would duplicate it (and export the RSA key's
+        # parameters) at every signature just to write it out; the template carries it instead, encoded once.
+        self._key = xmlsec.Key.from_memory(key_pem, xmlsec.constants.KeyDataFormatPem)
+        # python-xmlsec keys are not documented as thread-safe; signing is serialised per key.
+        self._lock = threading.Lock()
+
+    def sign(self, element: etree._Element, *, after: etree._Element | None = None) -> None:
         template = self.template(element, after=after)
         ctx = xmlsec.SignatureContext()
         with self._lock:
             ctx.key = self._key
             ctx.register_id(element, "ID")
             ctx.sign(template)
+
+
+# xs is used only inside attribute values (xsi:type="xs:string"), which exclusive c14n does not count as use:
+# without the PrefixList its declaration would lie outside the signature
+_PREFIX_LIST: Final = ("xs",)
+_BASE64_LINE: Final = 64  # libxmlsec1's line length for base64 content
+
+
+def _signature_template(transform: Transform, certificate: x509.Certificate) -> etree._Element:
+    """libxmlsec1's signature template, with the certificate and a placeholder Reference URI."""
+    holder = etree.Element("holder", ID="placeholder")
+    template = xmlsec.template.create(holder, xmlsec.constants.TransformExclC14N, transform, ns="ds")
+    ref = xmlsec.template.add_reference(template, xmlsec.constants.TransformSha256, uri="#placeholder")
+    xmlsec.template.add_transform(ref, xmlsec.constants.TransformEnveloped)
+    c14n = xmlsec.template.add_transform(ref, xmlsec.constants.TransformExclC14N)
+    xmlsec.template.transform_add_c14n_inclusive_namespaces(c14n, " ".join(_PREFIX_LIST))
+    key_info = xmlsec.template.ensure_key_info(template)
+    x509_data = xmlsec.template.add_x509_data(key_info)
+    der = certificate.public_bytes(serialization.Encoding.DER)
+    etree.SubElement(x509_data, f"{{{DS}}}X509Certificate").text = base64.b64encode(der).decode()
+    holder.append(template)
+    return copy.deepcopy(template)  # a document of its own
+
+
+def _child(element: etree._Element, *path: str) -> etree._Element:
+    found = element.find("/".join(f"ds:{name}" for name in path), _NS)
+    if found is None:
+        raise ValueError(f"the signature template has no {'/'.join(path)}")
+    return found
+
+
+def _exc_c14n(element: etree._Element, inclusive_prefixes: Sequence[str]) -> bytes:
+    """Exclusive XML Canonicalization 1.0 of ``element``'s subtree, without comments."""
+    for prefix in inclusive_prefixes:
+        _intern(element, prefix)
+    canonical = etree.tostring(element, method="c14n", exclusive=True, with_comments=False,
+                               inclusive_ns_prefixes=list(inclusive_prefixes) or None)
+    for prefix in inclusive_prefixes:
+        # a PrefixList prefix in scope anywhere below the apex is rendered at least once (exc-c14n §3): if not,
+        # lxml dropped it, and a signature over this would not verify anywhere
+        if f" xmlns:{prefix}=".encode() not in canonical and _in_scope(prefix)(element):
+            raise RuntimeError(f"exc-c14n left out the PrefixList namespace {prefix!r}")
+    return canonical
+
+
+@functools.cache
+def _in_scope(prefix: str) -> etree.XPath:
+    """Whether a namespace with ``prefix`` is in scope at the element or any element below it."""
+    return etree.XPath(f"boolean(descendant-or-self::*[namespace::{prefix}])")
+
+
+def _intern(element: etree._Element, prefix: str) -> None:
+    """Put ``prefix`` into the names dictionaries lxml's canonicalisation looks it up in.
+
+    lxml hands libxml2 only those PrefixList entries that the document's names dictionary already holds
+    (``xmlDictExists``); a prefix declared only through ``nsmap`` never enters it, and the PrefixList would be
+    silently dropped: the digest would leave out the xs declarations the serialised document carries, and no
+    verifier would accept it. The dictionary is the current thread's for an element below the root (lxml
+    canonicalises a copy of the document) and the document's own for the root. Making an element of that
+    name, in a new document and in ``element``'s own, adds the name to both."""
+    etree.Element(prefix)
+    scratch = etree.SubElement(element, prefix)
+    element.remove(scratch)
+
+
+def _base64(value: bytes) -> str:
+    encoded = base64.b64encode(value).decode()
+    return "\n".join(encoded[i:i + _BASE64_LINE] for i in range(0, len(encoded), _BASE64_LINE))
 
 
 @dataclass(frozen=True)

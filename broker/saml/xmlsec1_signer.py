@@ -23,9 +23,9 @@ from broker.saml.xmlparse import parse_untrusted
 class Xmlsec1Signer(XmlSigner):
     """:class:`XmlSigner`'s contract, with every signature made by a new ``xmlsec1`` process."""
 
-    def __init__(self, key_pem: bytes, key_file: Path, certificate: x509.Certificate,
+    def __init__(self, key_file: Path, certificate: x509.Certificate,
                  private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
-        super().__init__(key_pem, certificate, private_key)
+        super().__init__(certificate, private_key)
         self._key_file = str(key_file)
         self._backend = CryptoBackendXmlSec1(get_xmlsec_binary())
 

@@ -265,15 +265,19 @@ class TestSignedResponse:
         sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
 
 
-class TestXmlsec1Backend:
-    """idp.signing.backend: xmlsec1 (the baseline of docs/performance.md) signs the same Responses through
-    pysaml2's xmlsec1 program; the SP cannot tell them apart."""
+class TestSigningBackends:
+    """idp.signing.backend: libxmlsec1 (python-xmlsec) and xmlsec1 (the program pysaml2 starts; the baseline of
+    docs/performance.md) sign the same Responses as the default; the SP cannot tell them apart."""
+
+    @pytest.fixture(params=["libxmlsec1", "xmlsec1"])
+    def backend(self, request: pytest.FixtureRequest) -> str:
+        return str(request.param)
 
     @pytest.fixture(params=[False, True], ids=["assertion-signed", "response-and-assertion-signed"])
-    def settings(self, request: pytest.FixtureRequest, config_dir: Path) -> Settings:
+    def settings(self, request: pytest.FixtureRequest, config_dir: Path, backend: str) -> Settings:
         broker_yaml = config_dir / "broker.yaml"
         data = yaml.safe_load(broker_yaml.read_text())
-        data["idp"]["signing"]["backend"] = "xmlsec1"
+        data["idp"]["signing"]["backend"] = backend
         broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True))
         path = config_dir / "service-providers" / "demo-sp.yaml"
         data = yaml.safe_load(path.read_text())
@@ -281,9 +285,9 @@ class TestXmlsec1Backend:
         path.write_text(yaml.safe_dump(data, allow_unicode=True))
         return load_settings(config_dir)
 
-    def test_signed_by_xmlsec1_and_accepted(self, settings: Settings, browser: Browser, sp: DemoSp,
-                                            craft: AuthnRequests) -> None:
-        assert settings.broker.idp.signing.backend == "xmlsec1"
+    def test_signed_by_the_backend_and_accepted(self, settings: Settings, backend: str, browser: Browser,
+                                                sp: DemoSp, craft: AuthnRequests) -> None:
+        assert settings.broker.idp.signing.backend == backend
         crafted, posted = login(browser, craft)
         signed = [the(posted.root, "saml:Assertion")]
         if posted.root.find("ds:Signature", NS) is not None:
