@@ -10,6 +10,8 @@ from typing import Final, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker.lru import LruCache
+
 
 @dataclass(frozen=True, order=True)
 class Loa:
@@ -88,6 +90,16 @@ class CertificateFacts:
 
     @classmethod
     def of(cls, cert: x509.Certificate) -> CertificateFacts:
+        """The facts of ``cert``, worked out once per distinct certificate (a login needs them twice, and the
+        issuer's RFC 4514 string alone costs more than the cache)."""
+        facts = _FACTS.get(cert)
+        if facts is None:
+            facts = cls._of(cert)
+            _FACTS.put(cert, facts)
+        return facts
+
+    @classmethod
+    def _of(cls, cert: x509.Certificate) -> CertificateFacts:
         der = cert.public_bytes(serialization.Encoding.DER)
         return cls(
             fingerprint_sha256=hashlib.sha256(der).hexdigest(),
@@ -96,6 +108,10 @@ class CertificateFacts:
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
         )
+
+
+# distinct certificates whose facts are kept (cryptography's certificates compare and hash by their DER)
+_FACTS: Final[LruCache[x509.Certificate, CertificateFacts]] = LruCache(4096)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,17 @@ from cryptography import x509
 
 from broker.config.schema import ProxyConfig
 from broker.errors import CertificateRejected
-from broker.pki.proxy_headers import HeaderLimits, decode
+from broker.lru import LruCache
+from broker.pki.proxy_headers import ForwardedCertificate, HeaderLimits, decode
 
 __all__ = ["CertificateSourceResolver", "PresentedCertificate", "Via"]
 
 Via = Literal["tls", "proxy", "none"]
+
+# Distinct certificates whose decoded form is kept: a certificate arrives with every login of its holder, and
+# reading it from a header (URL or base64 decoding, the PEM and DER checks, X.509 parsing) costs about as much
+# as the rest of the certificate's checks together.
+DECODED_CERTIFICATES = 1024
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class CertificateSourceResolver:
         self.header = proxy.header
         # Envoy carries the chain inside its one header; the configuration refuses chain_header there
         self.chain_header = proxy.chain_header
+        # header values as received -> what they decode to; refusals are not kept (they raise every time)
+        self._forwarded: LruCache[tuple[str | None, str | None], ForwardedCertificate] = \
+            LruCache(DECODED_CERTIFICATES)
+        self._tls: LruCache[str, x509.Certificate] = LruCache(DECODED_CERTIFICATES)
 
     def is_trusted_proxy(self, remote_addr: str | None) -> bool:
         ip = _address(remote_addr)
@@ -89,15 +99,29 @@ class CertificateSourceResolver:
         untrusted = False
         if header_value is not None or chain_value is not None:
             if self.is_trusted_proxy(remote_addr):
-                forwarded = decode(self._proxy.format, header_value, chain_value, self._limits)
+                forwarded = self._decoded(header_value, chain_value)
                 if forwarded is None:
                     return PresentedCertificate(None, "none")
                 return PresentedCertificate(forwarded.certificate, "proxy", chain=forwarded.chain)
             untrusted = True
         if tls_pem:
-            try:
-                cert = x509.load_pem_x509_certificate(tls_pem.encode("ascii"))
-            except ValueError as exc:
-                raise CertificateRejected("certificate_malformed", str(exc)) from None
+            cert = self._tls.get(tls_pem)
+            if cert is None:
+                try:
+                    cert = x509.load_pem_x509_certificate(tls_pem.encode("ascii"))
+                except ValueError as exc:
+                    raise CertificateRejected("certificate_malformed", str(exc)) from None
+                self._tls.put(tls_pem, cert)
             return PresentedCertificate(cert, "tls", untrusted_header=untrusted)
         return PresentedCertificate(None, "none", untrusted_header=untrusted)
+
+    def _decoded(self, header_value: str | None, chain_value: str | None) -> ForwardedCertificate | None:
+        """:func:`decode` of a trusted proxy's headers, kept per distinct value (it is a function of the values
+        and of this configuration alone)."""
+        key = (header_value, chain_value)
+        forwarded = self._forwarded.get(key)
+        if forwarded is None:
+            forwarded = decode(self._proxy.format, header_value, chain_value, self._limits)
+            if forwarded is not None:
+                self._forwarded.put(key, forwarded)
+        return forwarded

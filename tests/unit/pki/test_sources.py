@@ -170,6 +170,32 @@ def test_unreadable_tls_certificate_rejected() -> None:
     assert caught.value.reason == "certificate_malformed"
 
 
+def test_decoded_headers_are_kept_per_value_and_refusals_are_not(pem: str) -> None:
+    """A repeated header is not decoded again (the same objects come back); a different value is decoded on its
+    own; a malformed header and an untrusted sender are refused every time, not only the first."""
+    resolver = CertificateSourceResolver(PROXY)
+    first = resolver.resolve("10.20.3.4", nginx_escaped(pem), None)
+    again = resolver.resolve("10.20.3.9", nginx_escaped(pem), None)
+    assert again.certificate is first.certificate
+    assert again.via == "proxy"
+    other = Hierarchy.build(NOW).leaf().certificate
+    other_pem = other.public_bytes(serialization.Encoding.PEM).decode("ascii")
+    assert resolver.resolve("10.20.3.4", nginx_escaped(other_pem), None).certificate == other
+    for _ in range(2):
+        with pytest.raises(ProxyHeaderRejected):
+            resolver.resolve("10.20.3.4", nginx_escaped(pem)[:-12], None)
+        assert resolver.resolve("192.0.2.1", nginx_escaped(pem), None).via == "none"
+
+
+def test_tls_certificates_are_kept_per_value_and_refusals_are_not(pem: str) -> None:
+    resolver = CertificateSourceResolver(PROXY)
+    first = resolver.resolve("192.0.2.1", None, pem)
+    assert resolver.resolve("192.0.2.1", None, pem).certificate is first.certificate
+    for _ in range(2):
+        with pytest.raises(CertificateRejected):
+            resolver.resolve("192.0.2.1", None, "-----BEGIN CERTIFICATE-----\nAAAA\n")
+
+
 @pytest.mark.parametrize(("remote", "forwarded_for", "expected"), [
     pytest.param("10.20.3.4", "198.51.100.7, 203.0.113.9", "203.0.113.9", id="trusted-proxy-last-hop"),
     pytest.param("192.0.2.1", "203.0.113.9", "192.0.2.1", id="untrusted-sender-ignored"),

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from broker.clock import FixedClock
 from broker.config.schema import IdentityRule
@@ -168,6 +169,19 @@ def test_validated_certificate_records_facts_not_the_subject(h: Hierarchy) -> No
     validated = validator(h.domain(crls=h.fresh_crls())).validate(cert)
     assert validated.facts == CertificateFacts.of(cert)
     assert validated.path.chain[0] == cert
+
+
+def test_certificate_facts_are_worked_out_once_per_certificate(h: Hierarchy) -> None:
+    """Equal certificates (the same DER, parsed twice) share one facts object; another certificate has its own."""
+    cert = h.leaf().certificate
+    again = x509.load_der_x509_certificate(cert.public_bytes(serialization.Encoding.DER))
+    facts = CertificateFacts.of(cert)
+    assert CertificateFacts.of(again) is facts
+    assert facts.fingerprint_sha256 == cert.fingerprint(hashes.SHA256()).hex()
+    assert facts.serial_hex == format(cert.serial_number, "x")
+    assert facts.issuer == cert.issuer.rfc4514_string()
+    other = h.leaf().certificate
+    assert CertificateFacts.of(other).fingerprint_sha256 == other.fingerprint(hashes.SHA256()).hex()
 
 
 def test_validator_reads_the_clock_at_each_validation(h: Hierarchy) -> None:
