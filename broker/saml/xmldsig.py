@@ -104,6 +104,12 @@ class XmlSigner:
         self.digest_method = SHA256
         self.certificate = certificate
         self._prototype = _signature_template(transform, certificate)
+        # where the filled-in parts sit in every copy of the template, as child indexes (found once: a find()
+        # per signature parses its path again)
+        self._signed_info = _position(self._prototype, "SignedInfo")
+        self._reference = _position(self._prototype, "SignedInfo", "Reference")
+        self._digest_value = _position(self._prototype, "SignedInfo", "Reference", "DigestValue")
+        self._signature_value = _position(self._prototype, "SignatureValue")
 
     def template(self, element: etree._Element, *, after: etree._Element | None = None) -> etree._Element:
         """Insert the empty ds:Signature (exc-c14n, RSA/ECDSA-SHA256, one Reference to the element's ID with
@@ -117,7 +123,7 @@ class XmlSigner:
             # would be signed over, and verifiers refuse an element with two (as XmlVerifier does)
             raise ValueError("the element is signed already")
         template = copy.deepcopy(self._prototype)
-        _child(template, "SignedInfo", "Reference").set("URI", "#" + element_id)
+        _at(template, self._reference).set("URI", "#" + element_id)
         if after is not None:
             after.addnext(template)
         else:
@@ -132,8 +138,8 @@ class XmlSigner:
         """
         canonical = _exc_c14n(element, _PREFIX_LIST)
         template = self.template(element, after=after)
-        signed_info = _child(template, "SignedInfo")
-        _child(signed_info, "Reference", "DigestValue").text = _base64(hashlib.sha256(canonical).digest())
+        signed_info = _at(template, self._signed_info)
+        _at(template, self._digest_value).text = _base64(hashlib.sha256(canonical).digest())
         data = _exc_c14n(signed_info, ())
         key = self._private_key
         if isinstance(key, rsa.RSAPrivateKey):
@@ -143,7 +149,7 @@ class XmlSigner:
             r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
             size = (key.curve.key_size + 7) // 8
             value = r.to_bytes(size, "big") + s.to_bytes(size, "big")
-        _child(template, "SignatureValue").text = _base64(value)
+        _at(template, self._signature_value).text = _base64(value)
 
 
 class Libxmlsec1Signer(XmlSigner):
@@ -190,11 +196,25 @@ def _signature_template(transform: Transform, certificate: x509.Certificate) -> 
     return copy.deepcopy(template)  # a document of its own
 
 
-def _child(element: etree._Element, *path: str) -> etree._Element:
-    found = element.find("/".join(f"ds:{name}" for name in path), _NS)
+def _position(template: etree._Element, *path: str) -> tuple[int, ...]:
+    """The child indexes from ``template`` down to its ds:``path`` element."""
+    found = template.find("/".join(f"ds:{name}" for name in path), _NS)
     if found is None:
         raise ValueError(f"the signature template has no {'/'.join(path)}")
-    return found
+    indexes: list[int] = []
+    while found is not template:
+        parent = found.getparent()
+        assert parent is not None
+        indexes.insert(0, parent.index(found))
+        found = parent
+    return tuple(indexes)
+
+
+def _at(template: etree._Element, position: tuple[int, ...]) -> etree._Element:
+    element = template
+    for index in position:
+        element = element[index]
+    return element
 
 
 def _exc_c14n(element: etree._Element, inclusive_prefixes: Sequence[str]) -> bytes:
