@@ -43,7 +43,6 @@ class _Profile:
     policy_oid: str
     loa: Loa
     identity: Identity
-    facts: CertificateFacts
 
 
 _SHA256 = hashes.SHA256()
@@ -79,8 +78,8 @@ class CertificateValidator:
         self.revocation = revocation
         # one cache per configuration: a reload builds a new validator, so nothing outlives its trust anchors
         self._paths = PathCache()
-        # what a leaf proves in a domain (policy → LoA, identity, the facts recorded about it) depends on the
-        # leaf and the domain's rules only, both fixed for this validator: worked out once per certificate
+        # what a leaf proves in a domain (policy → LoA, identity) depends on the leaf and the domain's rules only,
+        # both fixed for this validator: worked out once per certificate
         self._profiles: LruCache[tuple[str, bytes], _Profile] = LruCache(10_000)
         for domain in trust.domains.values():
             if domain.revocation is not None:
@@ -123,7 +122,7 @@ class CertificateValidator:
             identity=profile.identity,
             loa=profile.loa,
             policy_oid=profile.policy_oid,
-            facts=profile.facts,
+            facts=CertificateFacts.of(leaf),  # kept per certificate by CertificateFacts itself
             path=path,
             revocation=revocation,
         )
@@ -136,6 +135,6 @@ class CertificateValidator:
         if profile is None:
             policy_oid, loa = assurance_level(leaf, domain)
             identity = extract_identity(leaf, rule, domain.id)
-            profile = _Profile(policy_oid, loa, identity, CertificateFacts.of(leaf))
+            profile = _Profile(policy_oid, loa, identity)
             self._profiles.put(key, profile)
         return profile
