@@ -161,6 +161,15 @@ DOCUMENTS = [
 ]
 
 
+def in_new_threads(*targets: Callable[[], None]) -> None:
+    """Run each target in a thread of its own, all at once, and wait for them."""
+    threads = [threading.Thread(target=target) for target in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _sign_both(signers: Signers, document: Document) -> tuple[etree._Element, etree._Element]:
     """The same document signed once by each signer; returns the two signed elements."""
     root, element, after = document(signers.ours)
@@ -231,11 +240,7 @@ def test_signs_from_many_threads_at_once(rsa_signers: Signers) -> None:
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_new_threads(*[work] * 6)
     assert not errors
     assert len(signed) == 60
     for assertion in signed:
@@ -254,9 +259,7 @@ def test_the_first_signature_in_a_new_thread_covers_the_xs_declarations(rsa_sign
                                   assertion_lifetime=dt.timedelta(minutes=5), clock_skew=dt.timedelta(seconds=30))
         results.append(builder.success(_target(), _content(), sign_response=True))
 
-    thread = threading.Thread(target=first_work_of_a_thread)
-    thread.start()
-    thread.join()
+    in_new_threads(first_work_of_a_thread)
     root = etree.fromstring(results[0])  # as the SP sees it
     assertion = root.find("saml2:Assertion", NS)
     assert assertion is not None
@@ -291,10 +294,8 @@ def test_a_document_built_in_one_thread_and_signed_in_another(rsa_signers: Signe
         rsa_signers.ours.sign(element, after=after)
         serialised.append(etree.tostring(root))
 
-    for work in (build, sign):
-        thread = threading.Thread(target=work)
-        thread.start()
-        thread.join()
+    in_new_threads(build)
+    in_new_threads(sign)
     root = etree.fromstring(serialised[0])
     element_id = built[0][1].get("ID")
     element = root if root.get("ID") == element_id else root.xpath("//*[@ID=$id]", id=element_id)[0]
