@@ -323,8 +323,12 @@ def _collect(messages: Queue[tuple[str, int, object]], processes: Sequence[BaseP
         try:
             got, index, payload = messages.get(timeout=1.0)
         except queue.Empty:
-            if any(p.exitcode not in (None, 0) for p in processes):
-                raise RuntimeError("a load generator died") from None
+            # a second without a message: a generator that has ended without this report never sends it
+            # (seen: generators ending with status 0, silently, while preparing thousands of legs)
+            gone = [f"{i} (exit status {p.exitcode})" for i, p in enumerate(processes)
+                    if p.exitcode is not None and i not in found]
+            if gone:
+                raise RuntimeError(f"load generator {', '.join(gone)} ended without reporting {kind!r}") from None
             continue
         if got == "failed":
             raise RuntimeError(f"load generator {index} failed:\n{payload}")

@@ -9,10 +9,13 @@ and removes its Redis keys.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -51,3 +54,19 @@ def test_short_federation_run_has_no_error(tmp_path: Path, redis_url: str) -> No
         assert list(client.scan_iter(match=prefix + "*", count=1000)) == []  # the run's keys are gone
     finally:
         client.close()
+
+
+def test_a_generator_that_ends_without_reporting_stops_the_wait_at_once() -> None:
+    """A generator process that ends (status 0) without its report is named within seconds, instead of the
+    parent waiting out the whole preparation timeout."""
+    from bench.federation import _collect
+
+    context = multiprocessing.get_context("spawn")
+    messages: Any = context.Queue()
+    silent = context.Process(target=time.sleep, args=(0,), daemon=True)
+    silent.start()
+    silent.join(timeout=30)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"load generator 0 \(exit status 0\) ended without reporting 'ready'"):
+        _collect(messages, [silent], "ready", 600)
+    assert time.monotonic() - started < 10
