@@ -25,6 +25,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from broker.access_log import AccessLog
 from broker.app import MemoryStoreRefused, create_app, reload_configuration
 from broker.config.loader import load_settings
 from broker.config.schema import ServerConfig
@@ -93,6 +94,7 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
                 self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", AccessLog)  # short lines without the SAML messages (broker.access_log)
             self.cfg.set("limit_request_line", 8190)
             self.cfg.set("limit_request_field_size", field_size)
             # the app (keys, trust stores) is built once in the master and shared by forked workers

@@ -38,7 +38,7 @@ from tests.factories.redis_server import RedisServer, free_port
 from tests.factories.serve import BrokerServe
 
 REPO = Path(__file__).resolve().parents[2]
-_ACCESS_LINE = re.compile(r"^\S+ - \S+ \[[^]]+\] \"")   # gunicorn's access log: 127.0.0.1 - - [date] "GET ...
+_ACCESS_LINE = re.compile(r"^\S+ - \[[^]]+\] \"")   # broker.access_log: 127.0.0.1 - [date] "GET /path ...
 EXAMPLE = REPO / "config" / "example"
 USER = "anna"   # Kommun A: HSA-id, LoA 3, revocation from CRL files
 

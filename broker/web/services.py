@@ -33,6 +33,8 @@ class Services:
 
 
 BINDING_COOKIE = "broker_binding"
+# the WSGI environ key under which a request's correlation ID is left for the access log (broker.access_log)
+CORRELATION_ENVIRON = "broker.correlation_id"
 
 
 def services() -> Services:
@@ -53,6 +55,8 @@ def correlation_id() -> str:
     if cid is None:
         cid = new_correlation_id()
         g.correlation_id = cid
+        if has_request_context():
+            request.environ[CORRELATION_ENVIRON] = cid
     return str(cid)
 
 
@@ -62,6 +66,7 @@ def continuing(login_id: str) -> None:
         found = services().flow.correlation_of(login_id)
         if found is not None:
             g.correlation_id = found
+            request.environ[CORRELATION_ENVIRON] = found
 
 
 def client_address() -> str | None:

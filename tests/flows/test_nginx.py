@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -287,6 +288,13 @@ def test_certificate_login_through_nginx_with_curl(stack: Stack, demo_material: 
     assert [r["data"] for r in presented] == [{"via": "proxy"}]  # nginx's header, from the trusted address
     assert (login[0]["event"], login[-1]["event"]) == ("login_started", "assertion_issued")
     assert login[-1]["cert_sha256"] == presented[0]["cert_sha256"]
+
+    # the access line of that request names the login's correlation ID, and no line carries a SAML message
+    written = stack.serve.log(tail=10_000_000).splitlines()
+    line = re.compile(r'^127\.0\.0\.1 - \[[^]]+\] "GET /saml/idp/sso HTTP/1\.[01]" 200 \d+ [\d.]+ms '
+                      + re.escape(started[0]["correlation_id"]) + r' "curl/[^"]+"$')
+    assert len([w for w in written if line.match(w)]) == 1, "\n".join(written[-20:])
+    assert not [w for w in written if "SAMLRequest" in w or "Signature=" in w]
 
 
 # --- nginx on its own address: the header straight from anywhere else is ignored ---------------------------
