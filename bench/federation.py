@@ -36,7 +36,6 @@ import json
 import multiprocessing
 import os
 import platform
-import queue
 import random
 import resource
 import secrets
@@ -49,10 +48,8 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -69,6 +66,7 @@ import yaml  # noqa: E402
 
 from bench.loadgen.generator import check_answer, request_id  # noqa: E402
 from bench.loadgen.report import percentile  # noqa: E402
+from bench.loadgen.reports import Reports  # noqa: E402
 from bench.satosa.proxy import COOKIE as SATOSA_COOKIE  # noqa: E402
 from bench.satosa.proxy import SatosaProxy, installed_version  # noqa: E402
 from broker.demo.idp import DEMO_IDP_USERS, DemoIdp, DemoIdpSettings  # noqa: E402
@@ -313,30 +311,6 @@ def _redis_cpu(url: str) -> float:
 
 # --- one measurement -----------------------------------------------------------------------------------
 
-def _collect(messages: Queue[tuple[str, int, object]], processes: Sequence[BaseProcess], kind: str,
-             timeout: float) -> dict[int, object]:
-    found: dict[int, object] = {}
-    deadline = time.monotonic() + timeout
-    while len(found) < len(processes):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the load generators did not report {kind!r} within {timeout:.0f} s")
-        try:
-            got, index, payload = messages.get(timeout=1.0)
-        except queue.Empty:
-            # a second without a message: a generator that has ended without this report never sends it
-            # (seen: generators ending with status 0, silently, while preparing thousands of legs)
-            gone = [f"{i} (exit status {p.exitcode})" for i, p in enumerate(processes)
-                    if p.exitcode is not None and i not in found]
-            if gone:
-                raise RuntimeError(f"load generator {', '.join(gone)} ended without reporting {kind!r}") from None
-            continue
-        if got == "failed":
-            raise RuntimeError(f"load generator {index} failed:\n{payload}")
-        if got == kind:
-            found[index] = payload
-    return found
-
-
 def measure(peers: Peers, master: int, args: argparse.Namespace, legs_wanted: int,
             redis_url: str | None) -> dict[str, Any]:
     """Prepare, time and check the legs against one proxy; its numbers as a JSON-able dict."""
@@ -354,7 +328,8 @@ def measure(peers: Peers, master: int, args: argparse.Namespace, legs_wanted: in
     try:
         print(f"{peers.system}: preparing {legs_wanted + args.clients} legs in {count} processes ...", flush=True)
         prepared_at = time.monotonic()
-        _collect(messages, processes, "ready", 600)
+        reports = Reports(messages, processes)
+        reports.collect("ready", 600)
         prepare_wall = time.monotonic() - prepared_at
         if prepare_wall + args.duration > MAX_AGE:
             print(f"{peers.system}: preparing took {prepare_wall:.0f} s: the first legs may be too old to post "
@@ -362,10 +337,10 @@ def measure(peers: Peers, master: int, args: argparse.Namespace, legs_wanted: in
         before, redis_before = proxy_cpu(master), _redis_cpu(redis_url) if redis_url else None
         load_before = os.getloadavg()
         go.set()
-        _collect(messages, processes, "timed", args.duration + args.timeout + 60)
+        reports.collect("timed", args.duration + args.timeout + 60)
         after, redis_after = proxy_cpu(master), _redis_cpu(redis_url) if redis_url else None
         load_after = os.getloadavg()
-        results = [r for _, r in sorted(_collect(messages, processes, "result", 600).items())
+        results = [r for _, r in sorted(reports.collect("result", 600).items())
                    if isinstance(r, GeneratorResult)]
     finally:
         for process in processes:

@@ -30,11 +30,9 @@ import json
 import multiprocessing
 import os
 import platform
-import queue
 import shlex
 import sys
 import tempfile
-import time
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -46,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen.generator import GeneratorResult, GeneratorSpec, run_generator  # noqa: E402
 from bench.loadgen.report import Summary, summarise, text  # noqa: E402
+from bench.loadgen.reports import Reports  # noqa: E402
 from bench.loadgen.stack import USER, CpuMeter, Stack, StackOptions  # noqa: E402
 
 PRESIGN_PER_SECOND = 400   # requests signed before timing, per second of --duration (more are signed if needed)
@@ -143,26 +142,11 @@ class Generators:
             for _ in range(count)]
         for process in self.processes:
             process.start()
+        self.reports = Reports(self.messages, self.processes)
 
     def collect(self, kind: str, timeout: float) -> dict[int, object]:
-        """Wait for one ``kind`` message from every generator; a generator's failure ends the run."""
-        found: dict[int, object] = {}
-        deadline = time.monotonic() + timeout
-        while len(found) < len(self.processes):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the load generators did not report {kind!r} within {timeout:.0f} s")
-            try:
-                got, index, payload = self.messages.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p for p in self.processes if p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"a load generator exited with {dead[0].exitcode}") from None
-                continue
-            if got == "failed":
-                raise RuntimeError(f"load generator {index} failed:\n{payload}")
-            if got == kind:
-                found[index] = payload
-        return found
+        """Wait for one ``kind`` report from every generator; a generator's failure ends the run."""
+        return self.reports.collect(kind, timeout)
 
     def close(self) -> None:
         for _ in self.processes:
