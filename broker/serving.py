@@ -95,6 +95,11 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
                 self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", "-")
             self.cfg.set("logger_class", AccessLog)  # short lines without the SAML messages (broker.access_log)
+            # forwarding headers (SCRIPT_NAME, which moves the path the app routes on; X-Forwarded-Proto) are no
+            # peer's to set: gunicorn trusts 127.0.0.1 and ::1 for them by default, the broker builds nothing on
+            # them, and its only trusted proxies are its configuration's (client_certificate.proxy)
+            self.cfg.set("forwarded_allow_ips", "")
+            self.cfg.set("forwarder_headers", "")
             self.cfg.set("limit_request_line", 8190)
             self.cfg.set("limit_request_field_size", field_size)
             # the app (keys, trust stores) is built once in the master and shared by forked workers

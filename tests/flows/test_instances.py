@@ -354,6 +354,17 @@ def settled_workers(serve: BrokerServe, expected: int, timeout: float = 15.0) ->
     return serve.workers_now()
 
 
+def test_forwarding_headers_from_a_local_peer_change_nothing(cluster: Cluster) -> None:
+    """gunicorn's default trusts 127.0.0.1 and ::1 to set SCRIPT_NAME (which moves the path the app routes on)
+    and the scheme headers; broker serve trusts no peer for them, so from the broker's own host they are
+    ignored like from anywhere else (its trusted proxies are its configuration's, for the certificate header)."""
+    plain = requests.get(cluster.a.serve.url + "/saml/idp/metadata", timeout=10)
+    forged = requests.get(cluster.a.serve.url + "/saml/idp/metadata", timeout=10,
+                          headers={"SCRIPT_NAME": "/saml", "X-Forwarded-Proto": "https"})
+    assert (plain.status_code, forged.status_code) == (200, 200)
+    assert forged.content == plain.content
+
+
 def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path, tmp_path: Path, redis_url: str,
                                                               redis_prefix: str) -> None:
     path = config_dir / "broker.yaml"
