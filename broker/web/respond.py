@@ -7,7 +7,7 @@ from flask import Response
 from broker.flow import Discovery, LoginFailed, PostToSp, Redirect, Result
 from broker.flow.results import LogoutDone
 from broker.web.pages import discovery_page, error_page, logged_out_page, post_page, redirect_response
-from broker.web.services import BINDING_COOKIE, services
+from broker.web.services import BINDING_COOKIE, services, use_correlation_id
 
 MUNICIPALITY_COOKIE = "broker_municipality"
 
@@ -16,6 +16,9 @@ def respond(result: Result) -> Response:
     """Make the audit durable, then answer: fail closed if it cannot be made durable."""
     svc = services()
     svc.audit.sync()
+    # the flow may have moved the request onto its login's ID (a Response at the ACS, a resumed login): the
+    # result names the one its audit events carry
+    use_correlation_id(result.correlation_id)
     if isinstance(result, PostToSp):
         response = post_page(result)
     elif isinstance(result, Redirect):

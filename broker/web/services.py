@@ -54,10 +54,15 @@ def correlation_id() -> str:
     cid = getattr(g, "correlation_id", None)
     if cid is None:
         cid = new_correlation_id()
-        g.correlation_id = cid
-        if has_request_context():
-            request.environ[CORRELATION_ENVIRON] = cid
+        use_correlation_id(cid)
     return str(cid)
+
+
+def use_correlation_id(cid: str) -> None:
+    """Record this request under ``cid`` from now on; the access line names it too (:data:`CORRELATION_ENVIRON`)."""
+    g.correlation_id = cid
+    if has_request_context():
+        request.environ[CORRELATION_ENVIRON] = cid
 
 
 def continuing(login_id: str) -> None:
@@ -65,8 +70,7 @@ def continuing(login_id: str) -> None:
     if getattr(g, "correlation_id", None) is None:
         found = services().flow.correlation_of(login_id)
         if found is not None:
-            g.correlation_id = found
-            request.environ[CORRELATION_ENVIRON] = found
+            use_correlation_id(found)
 
 
 def client_address() -> str | None:

@@ -5,8 +5,10 @@ client certificate, so the broker sends it on to the municipality's IdP (after d
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +24,7 @@ from broker.demo.idp import CLAIMS, CLASS_PASSWORD, CLASS_X509, DemoIdp, FormPos
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.reasons import NO_AUTHN_CONTEXT, NO_PASSIVE
 from broker.session.store import RedisStore
+from broker.web.services import CORRELATION_ENVIRON
 from tests.factories.authnrequests import (
     ACS_URL as SP_ACS_URL,
 )
@@ -72,6 +75,23 @@ def request_id_of(sso_url: str) -> str:
     request_id = redirect_message(sso_url, "SAMLRequest").root.get("ID")
     assert request_id
     return request_id
+
+
+@contextmanager
+def environs_seen_by(browser: Browser) -> Iterator[list[dict[str, Any]]]:
+    """The WSGI environ of each request the app serves meanwhile, as the app left it."""
+    app = browser.client.application
+    inner, seen = app.wsgi_app, []
+
+    def capture(environ: dict[str, Any], start_response: Any) -> Any:
+        seen.append(environ)
+        return inner(environ, start_response)
+
+    app.wsgi_app = capture  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        app.wsgi_app = inner  # type: ignore[method-assign]
 
 
 def correlation_of(config_dir: Path, request_id: str) -> str:
@@ -146,7 +166,8 @@ def test_staff_log_in_at_their_municipal_idp(browser: Browser, sp: DemoSp, idp: 
                                              user: IdpUser, loa: str, attributes: dict[str, list[str]]) -> None:
     url = sp.login_url()
     at = start(browser, idp, url)
-    answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, user))
+    with environs_seen_by(browser) as seen:
+        answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, user))
 
     assert answer.status_code == 200, answer.headers.get("X-Broker-Reason")
     action, fields = saml_response_form(answer)
@@ -168,6 +189,8 @@ def test_staff_log_in_at_their_municipal_idp(browser: Browser, sp: DemoSp, idp: 
         ("upstream_authn_result", "success", None),
         ("assertion_issued", "success", None),
     ]
+    # the ACS request's access line (broker.access_log) names the login, not an ID of the request's own
+    assert [environ[CORRELATION_ENVIRON] for environ in seen] == [cid]
     requested_event, = records_of(config_dir, cid, "upstream_authn_requested")
     assert requested_event["municipality"] == "kommun-c"
     assert requested_event["data"]["request_id"] == at.request.message.id  # type: ignore[index]
