@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# the labels of the runs, as printed and as the keys of --json (bench/targets.py reads two of them)
+TWO_WORKERS = "broker, 2 workers"
+XMLSEC1_BASELINE = "same flow, pysaml2 xmlsec1 backend, 1 worker"
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,9 @@ def main() -> int:
     args = parser.parse_args()
 
     runs = [Run("broker, 1 worker", 1, args.threads, "cryptography"),
-            Run("broker, 2 workers", 2, args.threads, "cryptography"),
+            Run(TWO_WORKERS, 2, args.threads, "cryptography"),
             *([Run("broker, 2 workers, libxmlsec1 signing", 2, args.threads, "libxmlsec1")] if args.libxmlsec1 else []),
-            Run("same flow, pysaml2 xmlsec1 backend, 1 worker", 1, args.threads, "xmlsec1")]
+            Run(XMLSEC1_BASELINE, 1, args.threads, "xmlsec1")]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp:
         for index, spec in enumerate(runs):

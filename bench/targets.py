@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.logins import TWO_WORKERS, XMLSEC1_BASELINE  # noqa: E402
+
 SATOSA_VENV = REPO / "bench" / "satosa" / ".venv"
-TWO_WORKERS = "broker, 2 workers"
-XMLSEC1 = "same flow, pysaml2 xmlsec1 backend, 1 worker"
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ def targets(logins: dict[str, Any], federation: dict[str, Any] | None) -> list[T
     """The issue's targets against what the two tools wrote (their --json)."""
     two = logins[TWO_WORKERS]
     cpu = two["cpu_ms_per_login"].get("broker")
-    baseline_cpu = logins[XMLSEC1]["cpu_ms_per_login"].get("broker")
+    baseline_cpu = logins[XMLSEC1_BASELINE]["cpu_ms_per_login"].get("broker")
     broker_leg = (federation or {}).get("results", {}).get("broker")
     ratio = (federation or {}).get("ratio_broker_to_satosa")
     return [
