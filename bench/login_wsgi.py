@@ -20,6 +20,7 @@ batch say what a login costs with less of that noise in it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import resource
@@ -27,9 +28,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
+from flask import Flask
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -41,11 +46,47 @@ from broker.session.store import RedisStore  # noqa: E402
 from tests.factories.saml import BASE_URL, make_sp, saml_response_form  # noqa: E402
 
 BATCH = 100
+WARM_UP = 50
 
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A broker app on the demo configuration, with the SP's login URLs made in advance."""
+
+    app: Flask
+    sp: Any                      # tests.factories.saml's pysaml2 SP
+    urls: list[str]              # paths of the SP's signed HTTP-Redirect AuthnRequests, one per login
+    environ: dict[str, str]      # anna's certificate as the TLS layer hands it over, and the host
+
+
+@contextlib.contextmanager
+def prepared(logins: int, redis_url: str, signing_backend: str = "cryptography") -> Iterator[Prepared]:
+    """The demo configuration in a temporary directory, the app on it and ``logins`` + 50 (warm-up) login URLs;
+    the audit chain is sealed on the way out."""
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = generate(Path(tmp) / "demo", REPO / "config" / "example", dt.datetime.now(dt.UTC))
+        broker_yaml = layout.config / "broker.yaml"
+        data = yaml.safe_load(broker_yaml.read_text())
+        data["idp"]["signing"]["backend"] = signing_backend
+        broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True))
+        settings = load_settings(layout.config)
+        store = RedisStore(redis_url, prefix="bench:")
+        app = create_app(settings, store=store, instance_id="bench")
+        metadata = app.extensions["broker"].metadata.document()
+        sp = make_sp(layout.root, metadata, settings.broker.idp.entity_id)
+        pem = (layout.users / "anna.pem").read_text()
+        urls = [sp.login_url().split(BASE_URL, 1)[1] for _ in range(logins + WARM_UP)]
+        environ = {"SSL_CLIENT_CERT": pem, "REMOTE_ADDR": "192.0.2.10", "wsgi.url_scheme": "https",
+                   "HTTP_HOST": BASE_URL.split("://", 1)[1]}
+        try:
+            yield Prepared(app, sp, urls, environ)
+        finally:
+            app.extensions["broker"].audit.close()  # seal the chain while its directory still exists
 
 
 def main() -> int:
@@ -56,26 +97,12 @@ def main() -> int:
                         help="idp.signing.backend")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        layout = generate(Path(tmp) / "demo", REPO / "config" / "example", dt.datetime.now(dt.UTC))
-        broker_yaml = layout.config / "broker.yaml"
-        data = yaml.safe_load(broker_yaml.read_text())
-        data["idp"]["signing"]["backend"] = args.signing_backend
-        broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True))
-        settings = load_settings(layout.config)
-        store = RedisStore(args.redis, prefix="bench:")
-        app = create_app(settings, store=store, instance_id="bench")
-        metadata = app.extensions["broker"].metadata.document()
-        sp = make_sp(layout.root, metadata, settings.broker.idp.entity_id)
-        pem = (layout.users / "anna.pem").read_text()
-        urls = [sp.login_url() for _ in range(args.logins)]
-        environ = {"SSL_CLIENT_CERT": pem, "REMOTE_ADDR": "192.0.2.10", "wsgi.url_scheme": "https",
-                   "HTTP_HOST": BASE_URL.split("://", 1)[1]}
-
+    with prepared(args.logins, args.redis, args.signing_backend) as bench:
+        app, environ = bench.app, bench.environ
         client = app.test_client()
-        for url in urls[:50]:  # warm up
-            client.get(url.split(BASE_URL, 1)[1], environ_base=environ)
-        client = app.test_client()
+        for url in bench.urls[:WARM_UP]:
+            client.get(url, environ_base=environ)
+        urls = bench.urls[WARM_UP:]
 
         latencies = []
         samples = []
@@ -89,7 +116,7 @@ def main() -> int:
                 batch_cpu = now_cpu
             client = app.test_client()  # every login is a new user session
             t = time.perf_counter()
-            response = client.get(url.split(BASE_URL, 1)[1], environ_base=environ)
+            response = client.get(url, environ_base=environ)
             latencies.append(time.perf_counter() - t)
             if response.status_code != 200:
                 print(f"login {i} failed: {response.status_code} {response.headers.get('X-Broker-Reason')}")
@@ -99,8 +126,7 @@ def main() -> int:
         wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
 
         for saml_response in samples:  # the real pysaml2 SP (xmlsec1) accepts what was produced
-            sp.accept(saml_response)
-        app.extensions["broker"].audit.close()  # seal the chain while its directory still exists
+            bench.sp.accept(saml_response)
 
     latencies.sort()
     n = len(latencies)
