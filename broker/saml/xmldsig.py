@@ -331,14 +331,30 @@ def _check_structure(signature: etree._Element, element_id: str) -> None:
     if ref.get("URI") != "#" + element_id:
         raise SignatureRejected("the signature's Reference does not point at the signed element")
     _only_prefix_list(c14n)
-    for transform in ref.findall("ds:Transforms/ds:Transform", _NS):
+    transforms = ref.findall("ds:Transforms/ds:Transform", _NS)
+    for transform in transforms:
         if transform.get("Algorithm") not in ALLOWED_TRANSFORMS:
             raise SignatureRejected(f"transform {transform.get('Algorithm')} is not allowed", algorithm=True)
         _only_prefix_list(transform)
+    _check_transform_chain([t.get("Algorithm") for t in transforms])
     digest = ref.find("ds:DigestMethod", _NS)
     if digest is None or digest.get("Algorithm") not in ALLOWED_DIGEST_METHODS:
         alg = digest.get("Algorithm") if digest is not None else None
         raise SignatureRejected(f"digest algorithm {alg} is not allowed", algorithm=True)
+
+
+def _check_transform_chain(algorithms: Sequence[str | None]) -> None:
+    """SAML Core §5.4.3-5.4.4: an enveloped signature (the enveloped-signature transform, exactly once) and at
+    most one canonicalisation transform besides it. Each further transform would make libxmlsec1 canonicalise
+    the whole element once more before the key is even tried: hundreds of them in one message cost seconds
+    of CPU, under the peer's verification lock, for anyone who can post a message naming a known peer."""
+    enveloped = sum(1 for algorithm in algorithms if algorithm == ENVELOPED)
+    if enveloped != 1 or len(algorithms) > 2:
+        shown = ", ".join(str(a) for a in algorithms[:3]) or "none"
+        if len(algorithms) > 3:
+            shown += f" and {len(algorithms) - 3} more"
+        raise SignatureRejected("the Reference must carry the enveloped-signature transform and at most one "
+                                f"canonicalisation transform (found: {shown})")
 
 
 def _only_prefix_list(method: etree._Element) -> None:
