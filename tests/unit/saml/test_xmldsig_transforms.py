@@ -113,7 +113,7 @@ def test_hundreds_of_transforms_are_refused_before_libxmlsec1_runs(signer: tuple
                          Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#")
     contexts: list[object] = []
     monkeypatch.setattr(xmlsec, "SignatureContext", lambda: contexts.append(1))
-    with pytest.raises(SignatureRejected, match=r"at most one canonicalisation transform \(found: "
-                                                r"http://www.w3.org/2000/09/xmldsig#enveloped-signature, .* and 998 more\)"):
+    refused = r"at most one canonicalisation transform \(found: http://www.w3.org/2000/09/xmldsig#enveloped-signature, "
+    with pytest.raises(SignatureRejected, match=refused + r".* and 998 more\)"):
         verifier.verify(root)
     assert contexts == []
