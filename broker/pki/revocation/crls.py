@@ -55,13 +55,40 @@ def subject_text(cert: x509.Certificate) -> str:
 def describe(cert: x509.Certificate) -> str:
     """How revocation messages name a certificate: a CA by its subject; a user's certificate by serial and
     issuer, never by its subject (which can hold a personnummer, and messages reach the audit trail)."""
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if is_ca:
+    if is_ca(cert):
         return f"CA {subject_text(cert)}"
     return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
+
+
+@functools.lru_cache(maxsize=16384)
+def is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints cA (RFC 5280 §4.2.1.9); absent means an end entity."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
+@functools.lru_cache(maxsize=16384)
+def distribution_point_names(cert: x509.Certificate) -> frozenset[x509.GeneralName]:
+    """Every name the certificate's CRL distribution points give (RFC 5280 §4.2.1.13): full names, relative
+    names made full under the CRL issuer (or the certificate's issuer), and the cRLIssuer names of points
+    without a name, which §6.3.3 (b)(2)(i) matches against a CRL's distribution point name."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    names: set[x509.GeneralName] = set()
+    for point in points:
+        if point.full_name:
+            names.update(point.full_name)
+        elif point.relative_name is not None:
+            issuers = [n.value for n in point.crl_issuer or () if isinstance(n, x509.DirectoryName)]
+            for issuer in issuers or [cert.issuer]:
+                names.add(x509.DirectoryName(x509.Name([*issuer.rdns, point.relative_name])))
+        else:
+            names.update(point.crl_issuer or ())
+    return frozenset(names)
 
 
 @functools.lru_cache(maxsize=16384)
@@ -88,6 +115,11 @@ class VerifiedCrl:
     next_update: dt.datetime | None
     revoked: frozenset[int]
     crl: x509.CertificateRevocationList
+    # the issuing distribution point's scope (RFC 5280 §5.2.5): the distribution point names the CRL is for
+    # (None: every certificate of the issuer), and whether it lists only end-entity or only CA certificates
+    scope_names: frozenset[x509.GeneralName] | None = None
+    only_user_certs: bool = False
+    only_ca_certs: bool = False
 
     def __len__(self) -> int:
         return len(self.revoked)
@@ -101,6 +133,16 @@ class VerifiedCrl:
             return None
         entry = self.crl.get_revoked_certificate_by_serial_number(serial)
         return entry.revocation_date_utc if entry is not None else self.this_update
+
+    def covers(self, cert: x509.Certificate) -> bool:
+        """Whether the CRL's scope takes in ``cert`` (RFC 5280 §6.3.3 (b)(2)): a CRL with a distribution point
+        name in its issuing distribution point answers only for certificates whose CRL distribution points name
+        it; one for user certificates only, or CA certificates only, answers for those alone."""
+        if self.only_user_certs and is_ca(cert):
+            return False
+        if self.only_ca_certs and not is_ca(cert):
+            return False
+        return self.scope_names is None or not self.scope_names.isdisjoint(distribution_point_names(cert))
 
     def usable(self, now: dt.datetime, skew: dt.timedelta) -> bool:
         return (self.next_update is not None and self.this_update <= now + skew
@@ -116,9 +158,12 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
                source: Path | None = None) -> VerifiedCrl:
     """Verify ``crl`` against the CA among ``cas`` that issued it; raise ValueError saying why not.
 
-    Refused: an issuer that is not among ``cas``; a bad signature; unsupported
-    critical extensions (delta CRLs); partitioned or indirect CRLs, which
-    would not cover every certificate of the CA (RFC 5280 §5.2.5).
+    Refused: an issuer that is not among ``cas``, or whose keyUsage lacks cRLSign (RFC 5280 §6.3.3 (f)); a
+    bad signature; delta CRLs (§5.2.4: never a complete list, whether or not the indicator is marked
+    critical); a critical extension, or a critical entry extension, the broker does not process (§5.2,
+    §5.3: such a CRL must not be used at all); indirect CRLs and CRLs for only some reasons, which do not
+    cover every certificate of the CA for every reason (§5.2.5). A CRL partitioned by distribution point
+    or by certificate kind is kept with its scope (:meth:`VerifiedCrl.covers`).
     """
     candidates = [c for c in cas if c.subject == crl.issuer]
     if not candidates:
@@ -131,28 +176,52 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
             break
     if signer is None:
         raise ValueError("the CRL's signature does not verify with its issuer's key")
+    try:
+        usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.crl_sign:
+        raise ValueError(f"the CRL's issuer {subject_text(signer)} may not sign CRLs (its keyUsage lacks cRLSign)")
     for ext in crl.extensions:
+        if ext.oid == x509.oid.ExtensionOID.DELTA_CRL_INDICATOR:
+            raise ValueError("delta CRLs are not supported; configure the full CRL")
         if ext.critical and ext.oid != x509.oid.ExtensionOID.ISSUING_DISTRIBUTION_POINT:
-            raise ValueError(f"the CRL has an unsupported critical extension {ext.oid.dotted_string} "
-                             "(delta CRLs are not supported)")
+            raise ValueError(f"the CRL has an unsupported critical extension {ext.oid.dotted_string}")
     try:
         idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
     except x509.ExtensionNotFound:
         idp = None
-    if idp is not None and (idp.only_contains_ca_certs or idp.only_contains_attribute_certs
-                            or idp.only_some_reasons or idp.indirect_crl or idp.only_contains_user_certs):
-        raise ValueError("partitioned or indirect CRLs are not supported; configure the full CRL")
+    if idp is not None and (idp.only_contains_attribute_certs or idp.only_some_reasons or idp.indirect_crl):
+        raise ValueError("indirect CRLs and CRLs for only some reasons are not supported; configure the full CRL")
+    revoked: set[int] = set()
+    for entry in crl:
+        for ext in entry.extensions:
+            if ext.critical:  # e.g. certificateIssuer, which only indirect CRLs carry
+                raise ValueError(f"the CRL entry for serial {entry.serial_number:x} has an unsupported critical "
+                                 f"extension {ext.oid.dotted_string}")
+        revoked.add(entry.serial_number)
     return VerifiedCrl(
         source=source,
         issuer_der=crl.issuer.public_bytes(),
         signer_spki=spki(signer),
         this_update=crl.last_update_utc,
         next_update=crl.next_update_utc,
-        revoked=frozenset(entry.serial_number for entry in crl),
+        revoked=frozenset(revoked),
         crl=crl,
+        scope_names=_scope_names(idp, crl.issuer) if idp is not None else None,
+        only_user_certs=idp is not None and idp.only_contains_user_certs,
+        only_ca_certs=idp is not None and idp.only_contains_ca_certs,
     )
 
 
+def _scope_names(idp: x509.IssuingDistributionPoint, issuer: x509.Name) -> frozenset[x509.GeneralName] | None:
+    """The distribution point names of an issuing distribution point, a relative name made full under the CRL
+    issuer (RFC 5280 §5.2.5); None when it names none."""
+    if idp.full_name:
+        return frozenset(idp.full_name)
+    if idp.relative_name is not None:
+        return frozenset({x509.DirectoryName(x509.Name([*issuer.rdns, idp.relative_name]))})
+    return None
 
 
 # --- sources and the store ---------------------------------------------------------------
@@ -261,15 +330,21 @@ class CrlStore:
         if not states:
             raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
         issuer_key = spki(issuer)
-        best = self._best(states, issuer_key, now, skew)
+        best = self._best(states, cert, issuer_key, now, skew)
         if best is None:
             for state in states:
                 if state.last_attempt is None or now - state.last_attempt >= self._retry_after:
                     self.refresh(state, force=True)
-            best = self._best(states, issuer_key, now, skew)
+            best = self._best(states, cert, issuer_key, now, skew)
         if best is None:
-            held = [s.crl for s in states if s.crl is not None and s.crl.signer_spki == issuer_key]
+            from_issuer = [s.crl for s in states if s.crl is not None and s.crl.signer_spki == issuer_key]
+            held = [crl for crl in from_issuer if crl.covers(cert)]
             errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
+            if from_issuer and not held:
+                raise CertificateRejected(
+                    "revocation_unavailable",
+                    f"no CRL held from {who} covers {describe(cert)}: each is for other distribution points or "
+                    "another kind of certificate" + (f" ({errors})" if errors else ""))
             if held:
                 newest = max(held, key=lambda c: c.this_update)
                 if newest.next_update is not None and newest.next_update < now - skew:
@@ -289,10 +364,13 @@ class CrlStore:
         return crl, state
 
     @staticmethod
-    def _best(states: Sequence[SourceState], issuer_key: bytes, now: dt.datetime,
+    def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_key: bytes, now: dt.datetime,
               skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:
+        """The freshest usable CRL among those whose scope takes in ``cert``: a fresher CRL for another
+        partition says nothing about it."""
         usable = [(s.crl, s) for s in states
-                  if s.crl is not None and s.crl.signer_spki == issuer_key and s.crl.usable(now, skew)]
+                  if s.crl is not None and s.crl.signer_spki == issuer_key and s.crl.usable(now, skew)
+                  and s.crl.covers(cert)]
         return max(usable, key=lambda pair: pair[0].this_update, default=None)
 
     # --- refreshing ----------------------------------------------------------------------

@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ObjectIdentifier
 
 from broker.config.schema import CrlConfig, RevocationConfig
 from broker.config.values import Duration
+from broker.demo.certificates import CertificateAuthority
 from broker.errors import CertificateRejected
 from broker.pki.revocation.crls import CrlSource, VerifiedCrl, spki, verify_crl
 from broker.pki.revocation.engine import RevocationOutcome, RevocationPolicy
@@ -37,13 +39,39 @@ def chain(h: Hierarchy, leaf: x509.Certificate) -> list[x509.Certificate]:
 
 
 def idp(*, user: bool = False, ca: bool = False, attribute: bool = False, indirect: bool = False,
-        reasons: frozenset[x509.ReasonFlags] | None = None) -> tuple[x509.ExtensionType, bool]:
+        reasons: frozenset[x509.ReasonFlags] | None = None, names: Sequence[x509.GeneralName] | None = (URI,),
+        relative: x509.RelativeDistinguishedName | None = None) -> tuple[x509.ExtensionType, bool]:
     """An IssuingDistributionPoint extension (always critical, RFC 5280 §5.2.5)."""
     value = x509.IssuingDistributionPoint(
-        full_name=[URI], relative_name=None, only_contains_user_certs=user, only_contains_ca_certs=ca,
-        only_some_reasons=reasons, indirect_crl=indirect, only_contains_attribute_certs=attribute,
+        full_name=list(names) if names else None, relative_name=relative, only_contains_user_certs=user,
+        only_contains_ca_certs=ca, only_some_reasons=reasons, indirect_crl=indirect,
+        only_contains_attribute_certs=attribute,
     )
     return value, True
+
+
+def _entry_extension(ca: CertificateAuthority, cert: x509.Certificate,
+                     critical: bool) -> x509.CertificateRevocationList:
+    """``ca``'s CRL listing ``cert`` with a certificateIssuer entry extension (the indirect-CRL one)."""
+    entry = (x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(NOW - DAY)
+             .add_extension(x509.CertificateIssuer([x509.DirectoryName(ca.certificate.subject)]), critical=critical)
+             .build())
+    return (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject).last_update(NOW - DAY)
+            .next_update(NOW + DAY).add_revoked_certificate(entry).sign(ca.key, hashes.SHA256()))
+
+
+def _without_crl_sign(h: Hierarchy) -> tuple[x509.Certificate, ...]:
+    """The issuing CA's certificate again (same name and key), its keyUsage without cRLSign."""
+    issuing = h.issuing.certificate
+    usage = x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
+                          encipher_only=False, decipher_only=False)
+    reissued = (x509.CertificateBuilder().subject_name(issuing.subject).issuer_name(issuing.issuer)
+                .public_key(h.issuing.key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(issuing.not_valid_before_utc).not_valid_after(issuing.not_valid_after_utc)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(usage, critical=True).sign(h.root.key, hashes.SHA256()))
+    return (h.root.certificate, reissued)
 
 
 # --- verify_crl ---
@@ -53,20 +81,22 @@ REFUSED = [
                  "is not a configured CA", id="issuer-not-a-configured-ca"),
     pytest.param(lambda h: impostor(h.issuing).crl(), cas, "signature does not verify",
                  id="signed-by-another-key-with-same-issuer-name"),
+    pytest.param(lambda h: h.issuing.crl(), _without_crl_sign, "may not sign CRLs .*lacks cRLSign",
+                 id="issuer-key-usage-without-crl-sign"),
     pytest.param(lambda h: crl(h.issuing, extensions=[(x509.DeltaCRLIndicator(41), True)]), cas,
                  "delta CRLs are not supported", id="delta-crl"),
+    pytest.param(lambda h: crl(h.issuing, extensions=[(x509.DeltaCRLIndicator(41), False)]), cas,
+                 "delta CRLs are not supported", id="delta-crl-indicator-not-marked-critical"),
     pytest.param(lambda h: crl(h.issuing, extensions=[
                      (x509.UnrecognizedExtension(ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00"), True)]),
                  cas, "unsupported critical extension 1.3.6.1.4.1.99999.1", id="unknown-critical-extension"),
-    pytest.param(lambda h: crl(h.issuing, extensions=[idp(user=True)]), cas, "partitioned or indirect",
-                 id="partitioned-only-user-certs"),
-    pytest.param(lambda h: crl(h.issuing, extensions=[idp(ca=True)]), cas, "partitioned or indirect",
-                 id="partitioned-only-ca-certs"),
-    pytest.param(lambda h: crl(h.issuing, extensions=[idp(attribute=True)]), cas, "partitioned or indirect",
+    pytest.param(lambda h: _entry_extension(h.issuing, h.leaf().certificate, critical=True), cas,
+                 "entry for serial .* unsupported critical extension 2.5.29.29", id="critical-entry-extension"),
+    pytest.param(lambda h: crl(h.issuing, extensions=[idp(attribute=True)]), cas, "indirect CRLs and CRLs for only",
                  id="partitioned-only-attribute-certs"),
     pytest.param(lambda h: crl(h.issuing, extensions=[idp(reasons=frozenset({x509.ReasonFlags.key_compromise}))]),
-                 cas, "partitioned or indirect", id="partitioned-only-some-reasons"),
-    pytest.param(lambda h: crl(h.issuing, extensions=[idp(indirect=True)]), cas, "partitioned or indirect",
+                 cas, "indirect CRLs and CRLs for only some reasons", id="partitioned-only-some-reasons"),
+    pytest.param(lambda h: crl(h.issuing, extensions=[idp(indirect=True)]), cas, "indirect CRLs and CRLs for only",
                  id="indirect-crl"),
 ]
 
@@ -76,6 +106,11 @@ def test_verify_crl_refuses(h: Hierarchy, make_crl: Callable[[Hierarchy], x509.C
                             make_cas: Callable[[Hierarchy], tuple[x509.Certificate, ...]], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         verify_crl(make_crl(h), make_cas(h))
+
+
+def test_a_non_critical_entry_extension_is_fine(h: Hierarchy) -> None:
+    cert = h.leaf().certificate
+    assert verify_crl(_entry_extension(h.issuing, cert, critical=False), cas(h)).revoked == {cert.serial_number}
 
 
 @pytest.mark.parametrize("make_crl", [
@@ -209,6 +244,73 @@ def test_path_of_anchor_alone_needs_no_crl(h: Hierarchy) -> None:
     outcome = check_path(h, [], [h.root.certificate], NOW)
     assert (outcome.checked, outcome.summary, outcome.soft_fail) == ((), "not_checked", None)
     assert outcome.valid_until == NOW + EXACT["max_cache_time"].timedelta  # nothing below the anchor to look up
+
+
+# --- partitioned CRLs: each answers only for the certificates in its scope (RFC 5280 §5.2.5, §6.3.3 (b)) ---
+
+PART1 = "http://crl.kommun-a.example.se/part1.crl"
+PART2 = "http://crl.kommun-a.example.se/part2.crl"
+
+
+def _part(ca: CertificateAuthority, url: str, this_update: dt.datetime) -> x509.CertificateRevocationList:
+    return crl(ca, this_update=this_update, next_update=NOW + 7 * DAY,
+               extensions=[idp(names=[x509.UniformResourceIdentifier(url)])])
+
+
+def test_a_partition_crl_does_not_answer_for_a_certificate_of_another_partition(h: Hierarchy) -> None:
+    cert = h.leaf(crl_url=PART2).certificate
+    part1 = _part(revoking(h.issuing, cert), PART1, NOW - DAY)  # even listing the serial: not its scope
+    with pytest.raises(CertificateRejected) as caught:
+        check_path(h, [part1, h.root.crl()], chain(h, cert), NOW)
+    assert caught.value.reason == "revocation_unavailable"
+    assert "covers" in caught.value.detail
+    assert "other distribution points" in caught.value.detail
+
+
+@pytest.mark.parametrize("revoked", [pytest.param(True, id="revoked-in-own-partition"),
+                                     pytest.param(False, id="good-in-own-partition")])
+def test_the_certificates_own_partition_decides_though_another_is_fresher(h: Hierarchy, revoked: bool) -> None:
+    cert = h.leaf(crl_url=PART2).certificate
+    own = _part(revoking(h.issuing, cert) if revoked else h.issuing, PART2, NOW - 2 * DAY)
+    other = _part(h.issuing, PART1, NOW - 3600 * SECOND)
+    if revoked:
+        with pytest.raises(CertificateRejected) as caught:
+            check_path(h, [other, own, h.root.crl()], chain(h, cert), NOW)
+        assert caught.value.reason == "revoked"
+    else:
+        outcome = check_path(h, [other, own, h.root.crl()], chain(h, cert), NOW)
+        assert [(c.status, c.method) for c in outcome.checked] == [("good", "crl"), ("good", "crl")]
+
+
+def test_a_certificate_without_distribution_points_is_not_covered_by_a_partition(h: Hierarchy) -> None:
+    cert = h.leaf().certificate
+    with pytest.raises(CertificateRejected) as caught:
+        check_path(h, [_part(h.issuing, PART1, NOW - DAY), h.root.crl()], chain(h, cert), NOW)
+    assert caught.value.reason == "revocation_unavailable"
+
+
+def test_a_relative_distribution_point_name_is_matched_under_the_crl_issuer(h: Hierarchy) -> None:
+    rdn = x509.RelativeDistinguishedName([x509.NameAttribute(x509.NameOID.COMMON_NAME, "CRL1")])
+    full = x509.DirectoryName(x509.Name([*h.issuing.certificate.subject.rdns, rdn]))
+    verified = verify_crl(crl(h.issuing, extensions=[idp(names=None, relative=rdn)]), cas(h))
+    assert verified.scope_names == {full}
+
+
+def test_user_certificate_crl_and_authority_revocation_list_each_answer_for_their_kind(h: Hierarchy) -> None:
+    """onlyContainsUserCerts for the leaf, onlyContainsCACerts (an ARL) for the issuing CA: together they cover
+    the path; the user CRL alone says nothing about the CA (RFC 5280 §6.3.3 (b)(2)(ii)-(iii))."""
+    cert = h.leaf().certificate
+    users = crl(h.issuing, extensions=[idp(user=True, names=None)])
+    arl = crl(h.root, extensions=[idp(ca=True, names=None)])
+    outcome = check_path(h, [users, arl], chain(h, cert), NOW)
+    assert [(c.status, c.method) for c in outcome.checked] == [("good", "crl"), ("good", "crl")]
+    with pytest.raises(CertificateRejected) as caught:
+        check_path(h, [users, crl(h.root, extensions=[idp(user=True, names=None)])], chain(h, cert), NOW)
+    assert caught.value.reason == "revocation_unavailable"
+    assert f"CA {h.issuing.certificate.subject.rfc4514_string()}" in caught.value.detail
+    with pytest.raises(CertificateRejected) as caught:
+        check_path(h, [crl(h.issuing, extensions=[idp(ca=True, names=None)]), arl], chain(h, cert), NOW)
+    assert caught.value.reason == "revocation_unavailable"
 
 
 # --- a large CRL: verified once, then looked up by serial ---
