@@ -22,6 +22,11 @@ OCSP answer altogether:
 
 ``reset()`` returns to the normal behaviour (per-serial statuses stay).
 
+``respond_entries(request, entries)`` answers with several SingleResponses
+(``Entry``: any serial, status, times and CertID hash), which
+cryptography's builder cannot make: one response is built per entry and
+their SingleResponses are spliced into one ResponseData, then re-signed.
+
 cryptography refuses SHA-1 signatures and always sets producedAt to the
 real current time. So every successful response is re-signed here: its
 ResponseData gets producedAt = ``now`` (the injected clock) and is signed
@@ -36,6 +41,7 @@ import binascii
 import datetime as dt
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Literal
@@ -50,7 +56,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile, PrivateKey, new_key
 from tests.factories.http_files import BackgroundHTTPServer, closed_port_url
 
-__all__ = ["OCSP_SIGNING", "OcspResponder", "closed_port_url"]
+__all__ = ["OCSP_SIGNING", "Entry", "OcspResponder", "closed_port_url"]
 
 OCSP_SIGNING = ExtendedKeyUsageOID.OCSP_SIGNING  # id-kp-OCSPSigning, 1.3.6.1.5.5.7.3.9
 
@@ -82,6 +88,23 @@ class _SerialStatus:
     status: Status
     revoked_at: dt.datetime | None = None
     reason: x509.ReasonFlags | None = None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One SingleResponse of ``OcspResponder.respond_entries`` (RFC 6960 §4.2.1).
+
+    ``serial`` None: the requested serial; ``cert_id_hash`` None: the request's CertID (its hash algorithm and
+    issuer hashes), else the responder's issuer hashed with that algorithm.
+    """
+
+    status: Status
+    this_update: dt.datetime
+    next_update: dt.datetime | None
+    serial: int | None = None
+    revoked_at: dt.datetime | None = None
+    reason: x509.ReasonFlags | None = None
+    cert_id_hash: Literal["sha1", "sha256"] | None = None
 
 
 class OcspResponder(BackgroundHTTPServer):
@@ -311,6 +334,38 @@ class OcspResponder(BackgroundHTTPServer):
         algorithm: hashes.HashAlgorithm = hashes.SHA1() if self.signature_hash == "sha1" else hashes.SHA256()
         return _resign(built, signer_key, algorithm, self.now)
 
+    def respond_entries(self, request: ocsp.OCSPRequest, entries: Sequence[Entry]) -> ocsp.OCSPResponse:
+        """A successful OCSPResponse whose ResponseData carries one SingleResponse per entry, in order
+        (RFC 6960 §4.2.2.3 lets a responder include more than were asked for). Signer, nonce and signature hash
+        follow the current settings; ``timing`` and the per-serial statuses do not apply (each entry says its own).
+        """
+        if not entries:
+            raise ValueError("at least one entry")
+        template = self.respond(request)  # responderID, certificates and nonce as configured
+        singles = [self._single_response(request, entry) for entry in entries]
+        _signer_cert, signer_key, _certs = self._signer()
+        algorithm: hashes.HashAlgorithm = hashes.SHA1() if self.signature_hash == "sha1" else hashes.SHA256()
+        spliced = ocsp.load_der_ocsp_response(_with_single_responses(template, singles))
+        return _resign(spliced, signer_key, algorithm, self.now)
+
+    def _single_response(self, request: ocsp.OCSPRequest, entry: Entry) -> bytes:
+        """The DER SingleResponse for ``entry``, cut out of a one-entry response built by cryptography."""
+        if entry.cert_id_hash is None:
+            algorithm = request.hash_algorithm
+            name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
+        else:
+            algorithm = hashes.SHA1() if entry.cert_id_hash == "sha1" else hashes.SHA256()
+            name_hash, key_hash = _issuer_hashes(self.issuer.certificate, algorithm)
+        revoked_at = (entry.revoked_at or self.now - dt.timedelta(hours=1)) if entry.status == "revoked" else None
+        built = ocsp.OCSPResponseBuilder().add_response_by_hash(
+            name_hash, key_hash, request.serial_number if entry.serial is None else entry.serial, algorithm,
+            _CERT_STATUSES[entry.status], entry.this_update, entry.next_update, revoked_at,
+            entry.reason if entry.status == "revoked" else None,
+        ).responder_id(ocsp.OCSPResponderEncoding.HASH, self.issuer.certificate).sign(self.issuer.key,
+                                                                                      hashes.SHA256())
+        (single,) = _children(_responses_of(_tbs_response_data(built)))
+        return single
+
     def _status_for(self, request: ocsp.OCSPRequest) -> _SerialStatus:
         if not _issued_by(request, self.issuer.certificate):
             return _SerialStatus("unknown")
@@ -397,6 +452,19 @@ def _issued_by(request: ocsp.OCSPRequest, issuer: x509.Certificate) -> bool:
             and digest(key_bits) == request.issuer_key_hash)
 
 
+def _issuer_hashes(issuer: x509.Certificate, algorithm: hashes.HashAlgorithm) -> tuple[bytes, bytes]:
+    """(issuerNameHash, issuerKeyHash) of a CertID naming ``issuer`` in ``algorithm`` (RFC 6960 §4.1.1)."""
+    def digest(data: bytes) -> bytes:
+        h = hashes.Hash(algorithm)
+        h.update(data)
+        return h.finalize()
+
+    spki = issuer.public_key().public_bytes(serialization.Encoding.DER,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    _algorithm, bit_string = _children(spki)
+    return digest(issuer.subject.public_bytes()), digest(_content(bit_string)[1:])
+
+
 # --- minimal DER, for re-signing a built response ---
 
 _ECDSA_WITH_SHA1 = bytes.fromhex("300906072a8648ce3d0401")             # 1.2.840.10045.4.1, no parameters
@@ -470,3 +538,30 @@ def _resign(response: ocsp.OCSPResponse, key: PrivateKey, algorithm: hashes.Hash
     der = _tlv(0x30, status + _tlv(0xA0, _tlv(0x30, response_type + _tlv(0x04, basic))))
     return ocsp.load_der_ocsp_response(der)
 
+
+def _tbs_response_data(response: ocsp.OCSPResponse) -> bytes:
+    """The DER ResponseData (tbsResponseData) of a successful ``response``."""
+    _status, explicit = _children(response.public_bytes(serialization.Encoding.DER))
+    (response_bytes,) = _children(explicit)
+    _response_type, octets = _children(response_bytes)
+    return _children(_content(octets))[0]
+
+
+def _responses_of(tbs: bytes) -> bytes:
+    """The ``responses`` SEQUENCE OF SingleResponse of a ResponseData: its only universal SEQUENCE (version [0],
+    responderID [1]/[2], producedAt GeneralizedTime, responseExtensions [1] are all tagged otherwise)."""
+    (responses,) = [part for part in _children(tbs) if part[0] == 0x30]
+    return responses
+
+
+def _with_single_responses(response: ocsp.OCSPResponse, singles: Sequence[bytes]) -> bytes:
+    """``response`` in DER with the SingleResponses of its ResponseData replaced by ``singles``. The signature
+    no longer matches: re-sign the result with ``_resign``."""
+    status, explicit = _children(response.public_bytes(serialization.Encoding.DER))
+    (response_bytes,) = _children(explicit)
+    response_type, octets = _children(response_bytes)
+    tbs, *rest = _children(_content(octets))
+    responses = _tlv(0x30, b"".join(singles))
+    tbs = _tlv(0x30, b"".join(responses if part[0] == 0x30 else part for part in _children(tbs)))
+    basic = _tlv(0x30, tbs + b"".join(rest))
+    return _tlv(0x30, status + _tlv(0xA0, _tlv(0x30, response_type + _tlv(0x04, basic))))

@@ -5,12 +5,17 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
 * its status is ``successful`` and it parses;
 * it is signed by the issuing CA itself, or by a delegated responder whose
   certificate is included, was issued directly by that same CA, carries
-  id-kp-OCSPSigning and is valid now; the signature uses SHA-256 or stronger;
-* a SingleResponse covers exactly the certificate asked about (serial and
-  the issuer's name and key hashes);
-* thisUpdate is not in the future and nextUpdate not in the past (both with
-  the configured clock skew); without nextUpdate the answer counts as fresh
-  only for a short configured age;
+  id-kp-OCSPSigning, has a KeyUsage (if any) with digitalSignature, no
+  critical extension the broker does not process, and is valid now; the
+  signature uses SHA-256 or stronger;
+* at least one SingleResponse covers exactly the certificate asked about
+  (serial and the issuer's name and key hashes, in whatever hash algorithm);
+  when several do (RFC 6960 §4.2.2.3 allows more entries than were asked
+  for), any "revoked" one decides, else the freshest "good" one, else the
+  freshest "unknown" one;
+* the deciding entry's thisUpdate is not in the future and its nextUpdate not
+  in the past (both with the configured clock skew); without nextUpdate the
+  answer counts as fresh only for a short configured age;
 * when a nonce was sent and is required, the same nonce comes back.
 """
 
@@ -26,13 +31,31 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from broker.errors import CertificateRejected
 
 Status = Literal["good", "revoked", "unknown"]
 _STRONG = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _UNAVAILABLE_STATUSES = (ocsp.OCSPResponseStatus.TRY_LATER, ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+
+# The critical extensions a delegated responder's certificate may carry. RFC 5280 §4.2: a certificate with a
+# critical extension the relying party does not recognise, or cannot process, MUST be rejected. Each one here is
+# either processed by _check_delegate or cannot narrow what the key may sign:
+_DELEGATE_CRITICAL_EXTENSIONS: frozenset[x509.ObjectIdentifier] = frozenset({
+    ExtensionOID.KEY_USAGE,                 # processed: digitalSignature is required (RFC 5280 §4.2.1.3)
+    ExtensionOID.EXTENDED_KEY_USAGE,        # processed: id-kp-OCSPSigning is required (RFC 6960 §4.2.2.2)
+    ExtensionOID.BASIC_CONSTRAINTS,         # limits certificate issuing only, which a responder key is not used
+                                            # for here; often critical in end-entity certificates (RFC 5280 §4.2.1.9)
+    ExtensionOID.OCSP_NO_CHECK,             # "do not check this responder's revocation" (RFC 6960 §4.2.2.2.1),
+                                            # which is what the broker does for every delegate
+    ExtensionOID.SUBJECT_KEY_IDENTIFIER,    # identifiers only; RFC 5280 §4.2.1.1/§4.2.1.2 want them non-critical,
+    ExtensionOID.AUTHORITY_KEY_IDENTIFIER,  # but marked critical they still restrict nothing
+    ExtensionOID.SUBJECT_ALTERNATIVE_NAME,  # names only; critical when the subject is empty (RFC 5280 §4.2.1.6)
+})
+# Deliberately absent: certificatePolicies. Marked critical it obliges the relying party to interpret the policies
+# and their qualifiers (RFC 5280 §4.2.1.4), and no policy processing is done for a responder's certificate. Any
+# other critical extension (name or policy constraints, private key usage period, unknown OIDs ...) is refused.
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,47 @@ def _verify_signature(response: ocsp.OCSPResponse, signer: x509.Certificate) -> 
         raise _invalid("the response's signature does not verify") from None
 
 
+def _check_delegate(candidate: x509.Certificate, issuer: x509.Certificate, now: dt.datetime,
+                    skew: dt.timedelta) -> str:
+    """Refuse ``candidate`` as a delegated responder for ``issuer``'s certificates unless it is one
+    (RFC 6960 §4.2.2.2; RFC 5280 §4.2, §4.2.1.3); return how the answer names it.
+
+    RFC 6960 does not require the delegate not to be a CA (basicConstraints cA), so that is not checked.
+    """
+    who = candidate.subject.rfc4514_string()
+    if candidate.issuer != issuer.subject:
+        raise _invalid(f"delegated responder {who} is not issued by the certificate's CA")
+    try:
+        candidate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        raise _invalid(f"delegated responder {who} is not signed by the certificate's CA") from None
+    try:
+        extensions = candidate.extensions
+    except ValueError as exc:  # duplicate or malformed extensions
+        raise _invalid(f"delegated responder {who} has unreadable extensions ({exc})") from None
+    try:
+        eku = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        eku = None
+    if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        raise _invalid(f"delegated responder {who} lacks id-kp-OCSPSigning")
+    for extension in extensions:
+        if extension.critical and extension.oid not in _DELEGATE_CRITICAL_EXTENSIONS:
+            raise _invalid(f"delegated responder {who} carries critical extension {extension.oid.dotted_string}, "
+                           "which the broker does not process")
+    try:
+        key_usage = extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        key_usage = None
+    # the response's signature is neither on a certificate nor on a CRL: digitalSignature (RFC 5280 §4.2.1.3);
+    # nonRepudiation (contentCommitment) alone marks a key for another service
+    if key_usage is not None and not key_usage.digital_signature:
+        raise _invalid(f"delegated responder {who} has a KeyUsage without digitalSignature")
+    if not (candidate.not_valid_before_utc - skew <= now <= candidate.not_valid_after_utc + skew):
+        raise _invalid(f"delegated responder certificate {who} is not valid now")
+    return f"delegated responder {who}"
+
+
 def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datetime,
             skew: dt.timedelta) -> tuple[x509.Certificate, str]:
     """The certificate whose key must have signed ``response`` (RFC 6960 §4.2.2.2)."""
@@ -125,23 +189,50 @@ def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datet
         by_key = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key()).digest
         if response.responder_key_hash != by_key and response.responder_name != candidate.subject:
             continue
-        who = candidate.subject.rfc4514_string()
-        if candidate.issuer != issuer.subject:
-            raise _invalid(f"delegated responder {who} is not issued by the certificate's CA")
-        try:
-            candidate.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
-            raise _invalid(f"delegated responder {who} is not signed by the certificate's CA") from None
-        try:
-            eku = candidate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
-            eku = None
-        if eku is None or ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
-            raise _invalid(f"delegated responder {who} lacks id-kp-OCSPSigning")
-        if not (candidate.not_valid_before_utc - skew <= now <= candidate.not_valid_after_utc + skew):
-            raise _invalid(f"delegated responder certificate {who} is not valid now")
-        return candidate, f"delegated responder {who}"
+        return candidate, _check_delegate(candidate, issuer, now, skew)
     raise _invalid("the response is signed by neither the issuing CA nor an authorised responder")
+
+
+def _entries_for(response: ocsp.OCSPResponse, cert: x509.Certificate,
+                 issuer: x509.Certificate) -> list[ocsp.OCSPSingleResponse]:
+    """Every SingleResponse whose CertID names ``cert``: its serial and ``issuer``'s name and key hashes, in the
+    entry's own hash algorithm (RFC 6960 §4.1.1). Entries about other certificates are ignored."""
+    hashes_by_algorithm: dict[str, tuple[bytes, bytes] | None] = {}
+    out: list[ocsp.OCSPSingleResponse] = []
+    for candidate in response.responses:
+        if candidate.serial_number != cert.serial_number:
+            continue
+        try:
+            algorithm = candidate.hash_algorithm
+        except UnsupportedAlgorithm:
+            continue
+        if algorithm.name not in hashes_by_algorithm:
+            try:
+                hashes_by_algorithm[algorithm.name] = _cert_id_hashes(cert, issuer, algorithm)
+            except (ValueError, UnsupportedAlgorithm):
+                hashes_by_algorithm[algorithm.name] = None
+        if (candidate.issuer_name_hash, candidate.issuer_key_hash) == hashes_by_algorithm[algorithm.name]:
+            out.append(candidate)
+    return out
+
+
+def _deciding_entry(entries: list[ocsp.OCSPSingleResponse],
+                    max_age_without_next_update: dt.timedelta) -> ocsp.OCSPSingleResponse:
+    """The entry that answers for the certificate when several do (RFC 6960 §3.2, §4.2.2.3): a "revoked" one
+    if any (a "good" entry beside it must not hide the revocation), else the freshest "good" one (an older entry
+    must not make a fresh answer stale), else the freshest of the rest ("unknown").
+
+    Freshest: the latest thisUpdate; on a tie, the one fresh for longest. Its thisUpdate and nextUpdate are then
+    judged by the usual rules, so a stale "revoked" entry still refuses the answer (as revocation_stale), never
+    lets a "good" one through.
+    """
+    def freshness(entry: ocsp.OCSPSingleResponse) -> tuple[dt.datetime, dt.datetime]:
+        this_update = entry.this_update_utc
+        return this_update, entry.next_update_utc or this_update + max_age_without_next_update
+
+    revoked = [e for e in entries if e.certificate_status == ocsp.OCSPCertStatus.REVOKED]
+    good = [e for e in entries if e.certificate_status == ocsp.OCSPCertStatus.GOOD]
+    return max(revoked or good or entries, key=freshness)
 
 
 def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime,
@@ -153,7 +244,8 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
     signature, wrong certificate, future thisUpdate, nonce mismatch),
     ``revocation_unavailable`` (tryLater/internalError), ``revocation_stale``
     (nextUpdate passed). The answer's own status (good/revoked/unknown) is
-    returned for the caller to act on.
+    returned for the caller to act on; with several SingleResponses about the
+    certificate, the one :func:`_deciding_entry` picks (RFC 6960 §4.2.2.3).
     """
     try:
         response = ocsp.load_der_ocsp_response(der)
@@ -167,18 +259,8 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
     signer, responder = _signer(response, issuer, now, skew)
     _verify_signature(response, signer)
 
-    single = None
-    for candidate in response.responses:
-        if candidate.serial_number != cert.serial_number:
-            continue
-        try:
-            expected = _cert_id_hashes(cert, issuer, candidate.hash_algorithm)
-        except (ValueError, UnsupportedAlgorithm):
-            continue
-        if (candidate.issuer_name_hash, candidate.issuer_key_hash) == expected:
-            single = candidate
-            break
-    if single is None:
+    entries = _entries_for(response, cert, issuer)
+    if not entries:
         raise _invalid(f"the response does not cover serial {cert.serial_number:x} of this issuer")
 
     if nonce is not None:
@@ -189,6 +271,7 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
         if echoed != nonce:
             raise _invalid("the response's nonce does not match the request's")
 
+    single = _deciding_entry(entries, max_age_without_next_update)
     this_update, next_update = single.this_update_utc, single.next_update_utc
     if this_update > now + skew:
         raise _invalid(f"thisUpdate {this_update.isoformat()} is in the future")

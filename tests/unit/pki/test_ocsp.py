@@ -9,18 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from broker.demo.certificates import CertificateAuthority, LeafProfile
+from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile, new_key
 from broker.errors import CertificateRejected
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
-from tests.factories.ocsp_responder import OcspResponder
+from tests.factories.ocsp_responder import OCSP_SIGNING, Entry, OcspResponder
 from tests.factories.revocation import HOUR, MINUTE, NOW, SECOND, impostor, leaf, person_ca, with_pointers
 
 SKEW = dt.timedelta(minutes=5)
@@ -52,6 +53,13 @@ def answer(responder: OcspResponder, cert: x509.Certificate, issuer: x509.Certif
     request = ocsp.load_der_ocsp_request(build_request(cert, issuer, nonce=nonce,
                                                        cert_id_hash=cert_id_hash))  # type: ignore[arg-type]
     return responder.respond(request).public_bytes(serialization.Encoding.DER)
+
+
+def answer_with(responder: OcspResponder, cert: x509.Certificate, issuer: x509.Certificate,
+                entries: Sequence[Entry]) -> bytes:
+    """The DER response carrying ``entries`` as its SingleResponses, to the request the broker builds for ``cert``."""
+    request = ocsp.load_der_ocsp_request(build_request(cert, issuer, nonce=None, cert_id_hash="sha1"))
+    return responder.respond_entries(request, entries).public_bytes(serialization.Encoding.DER)
 
 
 def verify(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, *, at: dt.datetime = NOW,
@@ -288,6 +296,157 @@ def test_answer_about_the_same_serial_from_another_issuer_is_refused(cert: x509.
     exc = rejected(der, cert, ca.certificate)
     assert exc.reason == "revocation_response_invalid"
     assert "neither the issuing CA nor an authorised responder" in exc.detail
+
+
+# --- several SingleResponses about the certificate (RFC 6960 §3.2, §4.2.2.3) ---------------------------
+
+OTHER_SERIAL = 0x0BAD             # not the 159-bit random serial of ``cert``
+REVOKED_AT = NOW - dt.timedelta(days=2)
+STALE_THIS_UPDATE = NOW - 2 * HOUR
+FRESH_GOOD = Entry("good", THIS_UPDATE, NEXT_UPDATE)
+STALE_GOOD = Entry("good", STALE_THIS_UPDATE, NOW - HOUR)
+FRESH_REVOKED = Entry("revoked", THIS_UPDATE, NEXT_UPDATE, revoked_at=REVOKED_AT,
+                      reason=x509.ReasonFlags.key_compromise)
+FRESH_UNKNOWN = Entry("unknown", THIS_UPDATE, NEXT_UPDATE)
+STALE_UNKNOWN = Entry("unknown", STALE_THIS_UPDATE, NOW - HOUR)
+REVOKED = ("revoked", THIS_UPDATE, REVOKED_AT, "key_compromise")
+GOOD = ("good", THIS_UPDATE, None, None)
+
+
+@pytest.mark.parametrize(("entries", "expected"), [
+    pytest.param((FRESH_GOOD, FRESH_REVOKED), REVOKED, id="good-then-revoked"),
+    pytest.param((FRESH_REVOKED, FRESH_GOOD), REVOKED, id="revoked-then-good"),
+    pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, cert_id_hash="sha256")), REVOKED,
+                 id="good-then-revoked-under-a-sha256-cert-id"),
+    pytest.param((STALE_GOOD, FRESH_GOOD), GOOD, id="stale-good-then-fresh-good"),
+    pytest.param((FRESH_GOOD, STALE_GOOD), GOOD, id="fresh-good-then-stale-good"),
+    pytest.param((replace(FRESH_REVOKED, serial=OTHER_SERIAL), FRESH_GOOD), GOOD,
+                 id="another-serial-revoked-then-ours-good"),
+    pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, serial=OTHER_SERIAL)), GOOD,
+                 id="ours-good-then-another-serial-revoked"),
+    pytest.param((FRESH_UNKNOWN, FRESH_GOOD), GOOD, id="unknown-then-good"),
+    pytest.param((FRESH_GOOD, FRESH_UNKNOWN), GOOD, id="good-then-unknown"),
+    pytest.param((STALE_UNKNOWN, FRESH_UNKNOWN), ("unknown", THIS_UPDATE, None, None), id="only-unknowns"),
+])
+def test_several_entries_for_the_certificate_give_one_answer(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, entries: tuple[Entry, ...],
+        expected: tuple[str, dt.datetime, dt.datetime | None, str | None]) -> None:
+    """Any "revoked" entry decides, else the freshest "good" one; entries about other serials are ignored."""
+    got = verify(answer_with(responder, cert, ca.certificate, entries), cert, ca.certificate)
+    assert (got.status, got.this_update, got.revoked_at, got.revocation_reason) == expected
+
+
+@pytest.mark.parametrize(("entries", "reason", "detail"), [
+    pytest.param((replace(FRESH_GOOD, serial=OTHER_SERIAL), replace(FRESH_REVOKED, serial=OTHER_SERIAL + 1)),
+                 "revocation_response_invalid", "does not cover serial", id="only-other-serials"),
+    pytest.param((STALE_GOOD, replace(STALE_GOOD, this_update=STALE_THIS_UPDATE - HOUR)), "revocation_stale",
+                 "expired at", id="every-good-entry-stale"),
+    # the revocation decides, and is judged by its own times: never a way for the "good" entry through
+    pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR)),
+                 "revocation_stale", "expired at", id="stale-revoked-beside-fresh-good"),
+    # "unknown" only when no entry says good, so the stale "good" entry is the one judged
+    pytest.param((STALE_GOOD, FRESH_UNKNOWN), "revocation_stale", "expired at", id="stale-good-beside-fresh-unknown"),
+    pytest.param((STALE_GOOD, replace(FRESH_GOOD, this_update=NOW + HOUR, next_update=NOW + 2 * HOUR)),
+                 "revocation_response_invalid", "is in the future", id="freshest-good-from-the-future"),
+])
+def test_several_entries_refused(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
+                                 entries: tuple[Entry, ...], reason: str, detail: str) -> None:
+    exc = rejected(answer_with(responder, cert, ca.certificate, entries), cert, ca.certificate)
+    assert exc.reason == reason
+    assert detail in exc.detail
+
+
+# --- the delegated responder's certificate (RFC 6960 §4.2.2.2; RFC 5280 §4.2, §4.2.1.3) -------------------
+
+
+def _key_usage(*, digital_signature: bool = False, non_repudiation: bool = False, key_encipherment: bool = False,
+               key_cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=non_repudiation,
+                         key_encipherment=key_encipherment, data_encipherment=False, key_agreement=False,
+                         key_cert_sign=key_cert_sign, crl_sign=False, encipher_only=False, decipher_only=False)
+
+
+DIGITAL_SIGNATURE = _key_usage(digital_signature=True)
+UNKNOWN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1.1")
+UNKNOWN_EXTENSION = x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00")
+ANY_POLICY = x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier("2.5.29.32.0"), None)])
+
+
+@dataclass(frozen=True)
+class Delegate:
+    """A responder certificate issued directly by the CA, with id-kp-OCSPSigning, valid now, and these."""
+
+    key_usage: x509.KeyUsage | None = DIGITAL_SIGNATURE
+    is_ca: bool = False
+    extensions: tuple[tuple[x509.ExtensionType, bool], ...] = ()   # (value, critical)
+
+    def install(self, r: OcspResponder) -> Issued:
+        key = new_key("ec256")
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kommun A OCSP Responder")]))
+            .issuer_name(r.issuer.certificate.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=self.is_ca, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([OCSP_SIGNING]), critical=False)
+        )
+        if self.key_usage is not None:
+            builder = builder.add_extension(self.key_usage, critical=True)
+        for value, critical in self.extensions:
+            builder = builder.add_extension(value, critical=critical)
+        r.delegate = Issued(builder.sign(r.issuer.key, hashes.SHA256()), key)
+        r.signer = "delegate"
+        return r.delegate
+
+
+@pytest.mark.parametrize("delegate", [
+    pytest.param(Delegate(extensions=((x509.OCSPNoCheck(), False),)), id="digital-signature-and-ocsp-nocheck"),
+    # RFC 6960 §4.2.2.2.1 says it SHOULD be non-critical; critical, it is still one the broker recognises
+    pytest.param(Delegate(extensions=((x509.OCSPNoCheck(), True),)), id="critical-ocsp-nocheck"),
+    pytest.param(Delegate(key_usage=_key_usage(digital_signature=True, non_repudiation=True)),
+                 id="digital-signature-and-non-repudiation"),
+    pytest.param(Delegate(key_usage=None), id="no-key-usage"),
+    # RFC 5280 §4.2: only critical extensions that are not understood make a certificate unusable
+    pytest.param(Delegate(extensions=((UNKNOWN_EXTENSION, False),)), id="unknown-non-critical-extension"),
+    pytest.param(Delegate(extensions=((x509.SubjectAlternativeName([x509.DNSName("ocsp.kommun-a.example.se")]),
+                                       True),)), id="critical-subject-alt-name"),
+    # RFC 6960 §4.2.2.2 asks for id-kp-OCSPSigning and direct issue by the CA, not for cA=false
+    pytest.param(Delegate(is_ca=True, key_usage=_key_usage(digital_signature=True, key_cert_sign=True)),
+                 id="delegate-that-is-also-a-ca"),
+])
+def test_delegated_responder_certificates_accepted(responder: OcspResponder, ca: CertificateAuthority,
+                                                   cert: x509.Certificate, delegate: Delegate) -> None:
+    issued = delegate.install(responder)
+    got = verify(answer(responder, cert, ca.certificate), cert, ca.certificate)
+    assert got.status == "good"
+    assert got.responder == f"delegated responder {issued.certificate.subject.rfc4514_string()}"
+
+
+@pytest.mark.parametrize(("delegate", "detail"), [
+    pytest.param(Delegate(extensions=((UNKNOWN_EXTENSION, True),)),
+                 f"carries critical extension {UNKNOWN_OID.dotted_string}, which the broker does not process",
+                 id="unknown-critical-extension"),
+    # critical certificatePolicies must be interpreted, qualifiers included (RFC 5280 §4.2.1.4): no policy
+    # processing is done for a responder, so it is not in the recognised set
+    pytest.param(Delegate(extensions=((ANY_POLICY, True),)), "carries critical extension 2.5.29.32,",
+                 id="critical-certificate-policies"),
+    pytest.param(Delegate(key_usage=_key_usage(non_repudiation=True)), "has a KeyUsage without digitalSignature",
+                 id="key-usage-non-repudiation-only"),
+    pytest.param(Delegate(key_usage=_key_usage(key_encipherment=True)), "has a KeyUsage without digitalSignature",
+                 id="key-usage-key-encipherment-only"),
+    pytest.param(Delegate(is_ca=True, key_usage=_key_usage(key_cert_sign=True)),
+                 "has a KeyUsage without digitalSignature", id="key-usage-key-cert-sign-only"),
+])
+def test_delegated_responder_certificates_refused(responder: OcspResponder, ca: CertificateAuthority,
+                                                  cert: x509.Certificate, delegate: Delegate, detail: str) -> None:
+    delegate.install(responder)
+    exc = rejected(answer(responder, cert, ca.certificate), cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert detail in exc.detail
+    assert "delegated responder CN=Kommun A OCSP Responder" in exc.detail
 
 
 # --- time boundaries (±1 s, with the configured skew) -----------------------------------------------
