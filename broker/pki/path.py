@@ -107,10 +107,8 @@ def verify_path(
         raise CertificateRejected("weak_key", weak)
     check_validity(leaf, now)
     check_purpose(leaf)
-    for cert in presented:
-        weak = weak_signature_reason(cert)
-        if weak and cert.issuer != cert.subject:
-            raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
+    # What the client sent along is judged only where it ends up on the path (below): an unrelated or legacy
+    # SHA-1 certificate beside a good path is no reason to refuse (RFC 5280 §6.1 judges the path's certificates).
 
     verifier = (
         PolicyBuilder()

@@ -33,6 +33,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.errors import ProxyHeaderRejected
+from broker.pki.reading import UnreadableCertificate, read_certificate
 
 ProxyFormat = Literal["nginx_escaped_pem", "haproxy_base64_der", "apache_pem", "envoy_xfcc", "rfc9440"]
 
@@ -90,16 +91,11 @@ def _check_size(value: str, limit: int, what: str) -> None:
 
 
 def _certificate(der: bytes) -> x509.Certificate:
-    """One DER certificate, every field cryptography parses lazily read once, so that a broken one fails here."""
+    """One DER certificate, read whole (:func:`read_certificate`), so that a broken one fails here."""
     try:
-        cert = x509.load_der_x509_certificate(der)
-        _ = (cert.subject, cert.issuer, cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc,
-             cert.signature_hash_algorithm, cert.extensions)
-    # cryptography reports unparseable parts with several exception types (ValueError, DuplicateExtension,
-    # UnsupportedAlgorithm, ...), some only when the part is first read: all of them mean a malformed header.
-    except Exception as exc:
-        raise _malformed(f"not an X.509 certificate ({type(exc).__name__})") from None
-    return cert
+        return read_certificate(der)
+    except UnreadableCertificate as exc:
+        raise _malformed(str(exc)) from None
 
 
 def _der_elements(data: bytes) -> list[bytes]:

@@ -18,6 +18,7 @@ from broker.config.schema import ProxyConfig
 from broker.errors import CertificateRejected
 from broker.lru import LruCache
 from broker.pki.proxy_headers import ForwardedCertificate, HeaderLimits, decode
+from broker.pki.reading import UnreadableCertificate, read_certificate
 
 __all__ = ["CertificateSourceResolver", "PresentedCertificate", "Via"]
 
@@ -108,8 +109,8 @@ class CertificateSourceResolver:
             cert = self._tls.get(tls_pem)
             if cert is None:
                 try:
-                    cert = x509.load_pem_x509_certificate(tls_pem.encode("ascii"))
-                except ValueError as exc:
+                    cert = read_certificate(tls_pem.encode("ascii", "replace"), pem=True)
+                except UnreadableCertificate as exc:
                     raise CertificateRejected("certificate_malformed", str(exc)) from None
                 self._tls.put(tls_pem, cert)
             return PresentedCertificate(cert, "tls", untrusted_header=untrusted)

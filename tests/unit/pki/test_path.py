@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from broker.config.values import Duration
@@ -16,7 +17,7 @@ from broker.demo.certificates import CLIENT_AUTH, EMAIL_PROTECTION, SERVER_AUTH,
 from broker.errors import CertificateRejected
 from broker.pki.path import verify_path
 from broker.pki.truststore import TrustDomain
-from tests.factories.pki import Hierarchy, checker, crl_policy, verify_with_revocation
+from tests.factories.pki import Hierarchy, checker, crl_policy, sha1_resign, verify_with_revocation
 from tests.factories.pki_cases import (
     NOW,
     SECOND,
@@ -199,6 +200,24 @@ def chain_at_max_depth(h: Hierarchy) -> Case:
             deep.domain(intermediates=[c.certificate for c in cas], max_chain_depth=3), ())
 
 
+def unrelated_sha1_certificate_presented(h: Hierarchy) -> Case:
+    # RFC 5280 §6.1 judges the path's certificates: a SHA-1 certificate sent along but not on the path is no reason
+    other = Hierarchy.build(NOW, "Kommun B")
+    return h.leaf().certificate, h.domain(), (sha1_resign(other.issuing.certificate, other.root.key),)
+
+
+def legacy_sha1_cross_certificate_presented(h: Hierarchy) -> Case:
+    # the issuing CA's key also certified with SHA-1 by another root (a legacy cross-certificate browsers send)
+    bridge = Hierarchy.build(NOW, "Bridge").root
+    issuing = h.issuing.certificate
+    cross = (x509.CertificateBuilder().subject_name(issuing.subject).issuer_name(bridge.certificate.subject)
+             .public_key(h.issuing.key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(issuing.not_valid_before_utc).not_valid_after(issuing.not_valid_after_utc)
+             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+             .sign(bridge.key, hashes.SHA256()))
+    return h.leaf().certificate, h.domain(), (sha1_resign(cross, bridge.key),)
+
+
 ACCEPTED = [
     pytest.param(leaf(), id="default-profile-without-subject-alt-name"),
     pytest.param(leaf(eku=None), id="eku-absent"),
@@ -211,6 +230,8 @@ ACCEPTED = [
     pytest.param(leaf(key="rsa2048"), id="rsa-2048-leaf"),
     pytest.param(intermediate_presented_by_client, id="intermediate-presented-by-client"),
     pytest.param(chain_at_max_depth, id="chain-exactly-at-max-chain-depth"),
+    pytest.param(unrelated_sha1_certificate_presented, id="unrelated-sha1-certificate-presented"),
+    pytest.param(legacy_sha1_cross_certificate_presented, id="legacy-sha1-cross-certificate-presented"),
 ]
 
 

@@ -170,6 +170,33 @@ def test_unreadable_tls_certificate_rejected() -> None:
     assert caught.value.reason == "certificate_malformed"
 
 
+def _duplicate_key_usage(h: Hierarchy) -> bytes:
+    """A leaf's DER with its subjectAltName renamed keyUsage: two keyUsage extensions (RFC 5280 §4.2 forbids it),
+    which cryptography reports only when the extensions are first read."""
+    der = h.leaf(san_dns="anna.example").certificate.public_bytes(serialization.Encoding.DER)
+    san, key_usage = b"\x06\x03\x55\x1d\x11", b"\x06\x03\x55\x1d\x0f"
+    assert der.count(san) == 1
+    return der.replace(san, key_usage)
+
+
+def test_tls_certificate_with_a_duplicate_extension_is_malformed() -> None:
+    cert = x509.load_der_x509_certificate(_duplicate_key_usage(Hierarchy.build(NOW)))
+    with pytest.raises(CertificateRejected) as caught:
+        CertificateSourceResolver(PROXY).resolve("192.0.2.1", None, cert.public_bytes(serialization.Encoding.PEM)
+                                                 .decode())
+    assert caught.value.reason == "certificate_malformed"
+    assert "DuplicateExtension" in caught.value.detail
+
+
+def test_proxy_header_certificate_with_a_duplicate_extension_is_malformed() -> None:
+    cert = x509.load_der_x509_certificate(_duplicate_key_usage(Hierarchy.build(NOW)))
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        CertificateSourceResolver(PROXY).resolve("10.20.3.4", nginx_escaped(cert.public_bytes(
+            serialization.Encoding.PEM).decode()), None)
+    assert caught.value.reason == "proxy_header_malformed"
+    assert "DuplicateExtension" in caught.value.detail
+
+
 def test_decoded_headers_are_kept_per_value_and_refusals_are_not(pem: str) -> None:
     """A repeated header is not decoded again (the same objects come back); a different value is decoded on its
     own; a malformed header and an untrusted sender are refused every time, not only the first."""
