@@ -133,6 +133,8 @@ def verify_path(
         weak = weak_signature_reason(cert)
         if weak:
             raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
+    for cert in chain[1:]:
+        _check_directory_name_constraints(cert)
 
     return VerifiedPath(chain, now)
 
@@ -172,6 +174,27 @@ class PathCache:
 
     def __len__(self) -> int:
         return len(self._paths)
+
+
+def _check_directory_name_constraints(ca: x509.Certificate) -> None:
+    """Refuse a CA whose nameConstraints limit directory names without being marked critical.
+
+    cryptography's verifier refuses a critical nameConstraints extension with directoryName subtrees (it does not
+    implement directory name matching) and ignores a non-critical one, which would let a certificate outside the
+    CA's permitted names, or inside its excluded ones, through. RFC 5280 §4.2.1.10 has CAs mark the extension
+    critical; a non-critical one is refused the same way, so such a constraint never silently goes unchecked.
+    """
+    try:
+        extension = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        return
+    if extension.critical:
+        return  # the verifier has refused directory names in it already
+    subtrees = [*(extension.value.permitted_subtrees or ()), *(extension.value.excluded_subtrees or ())]
+    if any(isinstance(subtree, x509.DirectoryName) for subtree in subtrees):
+        raise CertificateRejected("chain_invalid", f"{ca.subject.rfc4514_string()}: its nameConstraints limit "
+                                                   "directory names but are not marked critical (RFC 5280 "
+                                                   "§4.2.1.10); directory name constraints are not supported")
 
 
 def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:

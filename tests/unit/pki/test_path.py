@@ -165,6 +165,46 @@ REVOCATION_REJECTED = [
 ]
 
 
+def _constrained(h: Hierarchy, constraints: x509.NameConstraints, *, critical: bool) -> Case:
+    """A leaf of an issuing CA (same name and key as the usual one) whose certificate carries ``constraints``."""
+    issuing = h.issuing.certificate
+    usage = issuing.extensions.get_extension_for_class(x509.KeyUsage)
+    ca_cert = (x509.CertificateBuilder().subject_name(issuing.subject).issuer_name(issuing.issuer)
+               .public_key(h.issuing.key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(issuing.not_valid_before_utc).not_valid_after(issuing.not_valid_after_utc)
+               .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+               .add_extension(usage.value, critical=usage.critical)
+               .add_extension(constraints, critical=critical).sign(h.root.key, hashes.SHA256()))
+    ca = replace(h.issuing, certificate=ca_cert)
+    return ca.issue(h.profile()).certificate, h.domain(intermediates=(ca_cert,)), ()
+
+
+_SWEDEN = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE")]))
+_DNS = x509.DNSName("kommun-a.example.se")
+
+
+@pytest.mark.parametrize(("constraints", "critical"), [
+    pytest.param(x509.NameConstraints([_SWEDEN], None), False, id="permitted-directory-name-not-critical"),
+    pytest.param(x509.NameConstraints(None, [_SWEDEN]), False, id="excluded-directory-name-not-critical"),
+    pytest.param(x509.NameConstraints(None, [_SWEDEN]), True, id="excluded-directory-name-critical"),
+])
+def test_directory_name_constraints_are_never_left_unchecked(h: Hierarchy, constraints: x509.NameConstraints,
+                                                            critical: bool) -> None:
+    """cryptography refuses critical directoryName constraints and ignores non-critical ones: the broker refuses
+    both, so a leaf in an excluded subtree cannot pass."""
+    cert, domain, presented = _constrained(h, constraints, critical=critical)
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.reason == "chain_invalid"
+    assert "directoryName" in caught.value.detail or "directory names" in caught.value.detail
+
+
+@pytest.mark.parametrize("critical", [pytest.param(True, id="critical"), pytest.param(False, id="not-critical")])
+def test_other_name_constraints_are_the_verifiers(h: Hierarchy, critical: bool) -> None:
+    cert, domain, presented = _constrained(h, x509.NameConstraints([_DNS], None), critical=critical)
+    assert verify_path(cert, domain, NOW, presented).chain[0] == cert
+
+
 @pytest.mark.parametrize(("build", "reason"), REJECTED)
 def test_path_rejected_with_reason(h: Hierarchy, build: Build, reason: str) -> None:
     cert, domain, presented = build(h)
