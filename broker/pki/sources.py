@@ -28,6 +28,7 @@ Via = Literal["tls", "proxy", "none"]
 # reading it from a header (URL or base64 decoding, the PEM and DER checks, X.509 parsing) costs about as much
 # as the rest of the certificate's checks together.
 DECODED_CERTIFICATES = 1024
+TRUST_DECISIONS = 1024
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,19 @@ class CertificateSourceResolver:
         self._forwarded: LruCache[tuple[str | None, str | None], ForwardedCertificate] = \
             LruCache(DECODED_CERTIFICATES)
         self._tls: LruCache[str, x509.Certificate] = LruCache(DECODED_CERTIFICATES)
+        # peer address as received -> whether it is a trusted proxy (asked twice a request, mostly for one
+        # or a few proxy addresses; parsing the address each time cost more than the rest of the decision)
+        self._trusted: LruCache[str, bool] = LruCache(TRUST_DECISIONS)
 
     def is_trusted_proxy(self, remote_addr: str | None) -> bool:
-        ip = _address(remote_addr)
-        return ip is not None and any(ip in net for net in self._proxy.trusted_networks)
+        if not remote_addr or not self._proxy.trusted_networks:
+            return False
+        trusted = self._trusted.get(remote_addr)
+        if trusted is None:
+            ip = _address(remote_addr)
+            trusted = ip is not None and any(ip in net for net in self._proxy.trusted_networks)
+            self._trusted.put(remote_addr, trusted)
+        return trusted
 
     def client_address(self, remote_addr: str | None, forwarded_for: str | None) -> str | None:
         """The user's address: from a trusted proxy, the last hop it appended to X-Forwarded-For.

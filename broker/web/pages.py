@@ -214,27 +214,32 @@ def diagnose_page(rows: list[tuple[str, str]] | None, accepted: bool, error: Bro
 _ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
 
+_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action {form_action}; "
+        "frame-ancestors 'none'; base-uri 'none'")
+_STATIC_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
+                   ("Referrer-Policy", "no-referrer"), ("Strict-Transport-Security", "max-age=31536000"))
+
+
 def security_headers(response: Response) -> Response:
     """Strict defaults for every response (pages, errors, redirects, static files): no framing, no referrer, no
-    inline script or style, no caching of SAML material or personal data.
+    inline script or style, no caching of SAML material or personal data. A header the response set itself is
+    kept.
 
     ``X-Form-Target`` (set by the page functions, removed here) names the other origins the page's forms post
     to, or redirects after its form post lead to; they join ``form-action``. Browsers differ on whether
     form-action also governs the redirects after a form submission (Chrome and Safari: yes), hence the latter.
     """
-    targets = response.headers.pop("X-Form-Target", None) or ""
-    origins = dict.fromkeys(t for t in targets.split() if _ORIGIN.fullmatch(t))  # ordered, without repeats
-    form_action = " ".join(["'self'", *origins])
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; "
-        f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'",
-    )
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if not request.path.startswith("/static/"):
-        response.headers.setdefault("Cache-Control", "no-store")
+    headers = response.headers
+    targets = headers.pop("X-Form-Target", None) or ""
+    present = {name.lower() for name, _value in headers.items()}  # one pass, not a lookup per default
+    if "content-security-policy" not in present:
+        origins = dict.fromkeys(t for t in targets.split() if _ORIGIN.fullmatch(t))  # ordered, without repeats
+        form_action = " ".join(["'self'", *origins])
+        headers.add("Content-Security-Policy", _CSP.format(form_action=form_action))
+    for name, value in _STATIC_HEADERS:
+        if name.lower() not in present:
+            headers.add(name, value)
+    if "cache-control" not in present and not request.path.startswith("/static/"):
+        headers.add("Cache-Control", "no-store")
     return response
 
