@@ -98,8 +98,12 @@ _ROWS: tuple[Reason, ...] = (
            "The user picked the card's signing (non-repudiation) certificate; use the authentication one.",
            AUTHN_FAILED),
     Reason("policy_not_accepted", "certificate", 403,
-           "None of the certificate's policy OIDs is on the municipality's allow-list (RFC 5280 §4.2.1.4).",
-           "Add the CA's policy OID with its assurance level to the municipality's certificate.policies.",
+           "None of the certificate's policy OIDs is both on the municipality's allow-list and valid on the "
+           "certificate's path (RFC 5280 §4.2.1.4, §6.1: every CA below the trust anchor must assert the policy, "
+           "anyPolicy, or map to it).",
+           "If the OID is missing, add the CA's policy OID with its assurance level to the municipality's "
+           "certificate.policies; if the detail names a CA that does not assert it, the intermediate configured "
+           "or sent is not the one that issues such certificates.",
            AUTHN_FAILED),
     Reason("revoked", "certificate", 403,
            "The certificate (or a CA certificate in its path) is revoked.",

@@ -37,7 +37,12 @@ from broker.pki.truststore import TrustDomain
 _EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
     x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
-_CA_POLICY = ExtensionPolicy.webpki_defaults_ca()
+# policyConstraints and inhibitAnyPolicy, which RFC 5280 §4.2.1.11 and §4.2.1.14 have CAs mark critical, are
+# processed by broker.pki.policy over the verified path: the verifier must not refuse them as unknown critical
+# extensions. (policyMappings, which cryptography has no type for, is processed there when not critical.)
+_CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
+              .may_be_present(x509.PolicyConstraints, Criticality.AGNOSTIC, None)
+              .may_be_present(x509.InhibitAnyPolicy, Criticality.AGNOSTIC, None))
 _SHA256 = hashes.SHA256()
 
 

@@ -2,8 +2,8 @@
 
 Order of checks (cheap and most explanatory first): issuer → municipality and
 its status; the path (algorithms, key, validity, purpose, chain); the
-municipality's certificate profile (policy OID → LoA, identity rule);
-revocation last, because it is the only step that may need fresh data.
+municipality's certificate profile (the policy OIDs valid on the path → LoA,
+identity rule); revocation last, because it is the only step that may need fresh data.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from broker.lru import LruCache
 from broker.model import CertificateFacts, Identity, Loa
 from broker.pki.identity import extract_identity
 from broker.pki.path import PathCache, VerifiedPath
+from broker.pki.policy import ANY_POLICY, valid_policies
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
 from broker.pki.truststore import TrustDomain, TrustIndex
 
@@ -56,16 +57,31 @@ def certificate_policies(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(p.policy_identifier.dotted_string for p in ext)
 
 
-def assurance_level(cert: x509.Certificate, domain: TrustDomain) -> tuple[str, Loa]:
-    """The LoA the certificate's policy OIDs give in ``domain``: the highest accepted one.
+def assurance_level(chain: Sequence[x509.Certificate], domain: TrustDomain) -> tuple[str, Loa]:
+    """The LoA the leaf (``chain[0]``) proves in ``domain`` on its verified ``chain`` (leaf first, trust anchor
+    last): the highest of the accepted policies.
 
-    The LoA comes from the policy, never from the issuer's name (REFERENCE).
+    The LoA comes from the policy, never from the issuer's name (REFERENCE), and a configured policy counts
+    only when it is valid on the path (RFC 5280 §6.1, :func:`broker.pki.policy.valid_policies`): valid for the
+    leaf as the trust anchor's domain names it, or asserted by the leaf itself where a branch of anyPolicy
+    reaches the leaf (the leaf and every CA above it assert anyPolicy). So a CA that does not assert the leaf's
+    policy caps the LoA, and a CA's policy mapping lets the leaf's own OID stand for the configured one it maps
+    from.
     """
-    found = certificate_policies(cert)
-    accepted = [(oid, domain.policies[oid]) for oid in found if oid in domain.policies]
+    found = certificate_policies(chain[0])
+    path = valid_policies(chain)
+
+    def valid(oid: str) -> bool:
+        return oid in path.valid or (ANY_POLICY in path.valid and oid in found)
+
+    # the leaf's order first, then what mappings named: of equal LoAs, the first listed wins as before
+    candidates = [*found, *sorted(path.valid - set(found))]
+    accepted = [(oid, domain.policies[oid]) for oid in candidates if oid in domain.policies and valid(oid)]
     if not accepted:
         shown = ", ".join(found) if found else "none"
-        raise CertificateRejected("policy_not_accepted", f"certificate policies: {shown}")
+        blocked = [path.explain(oid) for oid in found if oid in domain.policies]
+        raise CertificateRejected("policy_not_accepted",
+                                  "; ".join((f"certificate policies: {shown}", *blocked, *path.notes)))
     return max(accepted, key=lambda pair: pair[1].rank)
 
 
@@ -78,9 +94,10 @@ class CertificateValidator:
         self.revocation = revocation
         # one cache per configuration: a reload builds a new validator, so nothing outlives its trust anchors
         self._paths = PathCache()
-        # what a leaf proves in a domain (policy → LoA, identity) depends on the leaf and the domain's rules only,
-        # both fixed for this validator: worked out once per certificate
-        self._profiles: LruCache[tuple[str, bytes], _Profile] = LruCache(10_000)
+        # what a leaf proves in a domain (policy → LoA, identity) depends on the leaf, the path it was verified
+        # on (the CAs' certificate policies, RFC 5280 §6.1) and the domain's rules, fixed for this validator:
+        # worked out once per path
+        self._profiles: LruCache[tuple[str, tuple[bytes, ...]], _Profile] = LruCache(10_000)
         for domain in trust.domains.values():
             if domain.revocation is not None:
                 revocation.register(domain.revocation)
@@ -115,7 +132,7 @@ class CertificateValidator:
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
         path = self._paths.verify(leaf, domain, now, presented)
-        profile = self._profile(leaf, domain, domain.identity)
+        profile = self._profile(path, domain, domain.identity)
         revocation = self.revocation.check(path.chain, domain.revocation)
         return ValidatedCertificate(
             municipality_id=domain.id,
@@ -127,14 +144,15 @@ class CertificateValidator:
             revocation=revocation,
         )
 
-    def _profile(self, leaf: x509.Certificate, domain: TrustDomain, rule: IdentityRule) -> _Profile:
-        """The municipality's certificate profile applied to ``leaf``; only successes are kept (a refusal is
-        worked out again each time, so its detail is always fresh)."""
-        key = (domain.id, leaf.fingerprint(_SHA256))
+    def _profile(self, path: VerifiedPath, domain: TrustDomain, rule: IdentityRule) -> _Profile:
+        """The municipality's certificate profile applied to the path's leaf; only successes are kept (a refusal
+        is worked out again each time, so its detail is always fresh). Kept per path, not per leaf: the same
+        card under another intermediate (a cross-certificate, a re-issued CA) may be worth another LoA."""
+        key = (domain.id, tuple(c.fingerprint(_SHA256) for c in path.chain))
         profile = self._profiles.get(key)
         if profile is None:
-            policy_oid, loa = assurance_level(leaf, domain)
-            identity = extract_identity(leaf, rule, domain.id)
+            policy_oid, loa = assurance_level(path.chain, domain)
+            identity = extract_identity(path.chain[0], rule, domain.id)
             profile = _Profile(policy_oid, loa, identity)
             self._profiles.put(key, profile)
         return profile

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtensionOID
 
 from broker.clock import FixedClock
 from broker.demo.certificates import CertificateAuthority, new_key
@@ -37,9 +38,12 @@ PERSONNUMMER_NOT_LEAP_YEAR = "201102291232"    # 2011-02-29, check digit right
 
 def reissue(cert: x509.Certificate, signer: CertificateAuthority, *,
             subject: x509.Name | None = None,
-            without: Sequence[type[x509.ExtensionType]] = ()) -> x509.Certificate:
+            without: Sequence[type[x509.ExtensionType]] = (),
+            extra: Sequence[x509.ExtensionType] = ()) -> x509.Certificate:
     """``cert`` rebuilt (same key, serial, validity) with a new subject or without some extensions,
-    signed by ``signer`` with SHA-256."""
+    signed by ``signer`` with SHA-256. ``extra`` extensions are added non-critical, each replacing one
+    with the same OID."""
+    replaced = {value.oid for value in extra}
     b = (
         x509.CertificateBuilder()
         .subject_name(subject or cert.subject)
@@ -50,8 +54,10 @@ def reissue(cert: x509.Certificate, signer: CertificateAuthority, *,
         .not_valid_after(cert.not_valid_after_utc)
     )
     for ext in cert.extensions:
-        if not any(isinstance(ext.value, kind) for kind in without):
+        if not any(isinstance(ext.value, kind) for kind in without) and ext.oid not in replaced:
             b = b.add_extension(ext.value, critical=ext.critical)
+    for value in extra:
+        b = b.add_extension(value, critical=False)
     return b.sign(signer.key, hashes.SHA256())
 
 
@@ -126,3 +132,50 @@ def crl(ca: CertificateAuthority, *, this_update: dt.datetime | None = None,
 
 def validator(*domains: TrustDomain, now: dt.datetime = NOW) -> CertificateValidator:
     return CertificateValidator(TrustIndex(domains), FixedClock(now), checker(now))
+
+
+# --- certificate policy processing (RFC 5280 §6.1): CAs with policy extensions the demo builder does not add ---
+
+
+def resigned(ca: CertificateAuthority, *extensions: x509.ExtensionType,
+             subject: x509.Name | None = None) -> CertificateAuthority:
+    """``ca`` (same key, so what it issues still chains) with its certificate re-signed by its parent with
+    ``extensions`` added or replacing ones with the same OID, all non-critical: cryptography's verifier refuses
+    policyMappings, policyConstraints and inhibitAnyPolicy when critical. ``subject``: a new name; the
+    parent's own name makes the certificate self-issued (a CA key rollover)."""
+    if ca.parent is None:
+        raise ValueError("a root has no parent to re-sign its certificate")
+    return replace(ca, certificate=reissue(ca.certificate, ca.parent, subject=subject, extra=extensions))
+
+
+def policies(*oids: str) -> x509.CertificatePolicies:
+    """A certificatePolicies extension without qualifiers."""
+    return x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier(o), None) for o in oids])
+
+
+def policy_mappings(*pairs: tuple[str, str]) -> x509.UnrecognizedExtension:
+    """A policyMappings extension (RFC 5280 §4.2.1.5) of (issuerDomainPolicy, subjectDomainPolicy) pairs;
+    cryptography has no type for it, so its DER is written here."""
+    body = b"".join(_der(0x30, _der_oid(issuer) + _der_oid(subject)) for issuer, subject in pairs)
+    return x509.UnrecognizedExtension(ExtensionOID.POLICY_MAPPINGS, _der(0x30, body))
+
+
+def _der(tag: int, contents: bytes) -> bytes:
+    """A DER element (X.690 §8.1.3: short length form below 128, else the fewest length octets)."""
+    if len(contents) < 0x80:
+        return bytes([tag, len(contents)]) + contents
+    size = len(contents).to_bytes((len(contents).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + contents
+
+
+def _der_oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER (X.690 §8.19: the first two arcs joined, then base-128 subidentifiers)."""
+    arcs = [int(a) for a in dotted.split(".")]
+    out = b""
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        chunk, rest = [arc & 0x7F], arc >> 7
+        while rest:
+            chunk.insert(0, 0x80 | (rest & 0x7F))
+            rest >>= 7
+        out += bytes(chunk)
+    return _der(0x06, out)

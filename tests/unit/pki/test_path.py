@@ -165,7 +165,7 @@ REVOCATION_REJECTED = [
 ]
 
 
-def _constrained(h: Hierarchy, constraints: x509.NameConstraints, *, critical: bool) -> Case:
+def _constrained(h: Hierarchy, constraints: x509.ExtensionType, *, critical: bool) -> Case:
     """A leaf of an issuing CA (same name and key as the usual one) whose certificate carries ``constraints``."""
     issuing = h.issuing.certificate
     usage = issuing.extensions.get_extension_for_class(x509.KeyUsage)
@@ -197,6 +197,18 @@ def test_directory_name_constraints_are_never_left_unchecked(h: Hierarchy, const
         verify_path(cert, domain, NOW, presented)
     assert caught.value.reason == "chain_invalid"
     assert "directoryName" in caught.value.detail or "directory names" in caught.value.detail
+
+
+@pytest.mark.parametrize("extension", [
+    pytest.param(x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None),
+                 id="policy-constraints"),
+    pytest.param(x509.InhibitAnyPolicy(0), id="inhibit-any-policy"),
+])
+def test_critical_policy_extensions_are_left_to_policy_processing(h: Hierarchy, extension: x509.ExtensionType
+                                                                  ) -> None:
+    """RFC 5280 has CAs mark them critical; broker.pki.policy processes them, so the verifier must take them."""
+    cert, domain, presented = _constrained(h, extension, critical=True)
+    assert verify_path(cert, domain, NOW, presented).chain[0] == cert
 
 
 @pytest.mark.parametrize("critical", [pytest.param(True, id="critical"), pytest.param(False, id="not-critical")])

@@ -24,12 +24,16 @@ from tests.factories.pki_cases import (
     NOW,
     PERSONNUMMER_BAD_CHECK_DIGIT,
     SAMORDNINGSNUMMER_VALID,
+    policies,
+    policy_mappings,
+    resigned,
     revoking,
     validator,
 )
 
 DAY = dt.timedelta(days=1)
 POLICY_UNKNOWN = "2.999.9.9"
+POLICY_LOCAL = "2.999.7.1"  # the issuing CA's own name for LOA3, through a policy mapping
 ANY_POLICY = "2.5.29.32.0"
 PNR = IdentityRule(type="personnummer")
 
@@ -82,6 +86,18 @@ def revoked_with_no_policy(h: Hierarchy, _stranger: Hierarchy) -> Case:
     return cert, h.domain(crls=[revoking(h.issuing, cert).crl(), h.root.crl()])
 
 
+def under_ca(ca_policies: tuple[str, ...], *extensions: x509.ExtensionType, **overrides: object) -> Build:
+    """A leaf with ``overrides`` from an issuing CA (kommun-a's name, a key of its own) that asserts
+    ``ca_policies`` (none: no certificatePolicies) and has ``extensions`` (non-critical)."""
+    def build(h: Hierarchy, _stranger: Hierarchy) -> Case:
+        issuing = h.root.subordinate("Kommun A Test Person CA", organization="Kommun A", policies=ca_policies)
+        if extensions:
+            issuing = resigned(issuing, *extensions)
+        own = replace(h, issuing=issuing)
+        return own.leaf(**overrides).certificate, own.domain(crls=own.fresh_crls())
+    return build
+
+
 def stale_crl(h: Hierarchy, _stranger: Hierarchy) -> Case:
     crls = [h.issuing.crl(this_update=NOW - 8 * DAY, next_update=NOW - DAY), h.root.crl()]
     return h.leaf().certificate, h.domain(crls=crls)
@@ -99,6 +115,13 @@ REJECTED = [
     pytest.param(leaf(serial_number="SE21200010-anna"), "identity_invalid", id="hsa-id-pattern-mismatch"),
     pytest.param(leaf(identity=PNR, serial_number=PERSONNUMMER_BAD_CHECK_DIGIT), "identity_invalid",
                  id="personnummer-bad-check-digit"),
+    # --- the policy must be valid on the path (RFC 5280 §6.1), not only asserted by the leaf ---
+    pytest.param(under_ca((POLICY_LOA2,)), "policy_not_accepted", id="loa3-leaf-under-a-loa2-only-ca"),
+    pytest.param(under_ca(()), "policy_not_accepted", id="ca-without-certificate-policies"),
+    pytest.param(under_ca((POLICY_LOA3,), policy_mappings((POLICY_LOA3, POLICY_LOCAL))), "policy_not_accepted",
+                 id="leaf-policy-mapped-away-by-its-ca"),
+    pytest.param(under_ca((POLICY_LOA3,), policy_mappings((POLICY_LOA3, ANY_POLICY))), "chain_invalid",
+                 id="ca-maps-to-any-policy"),
     pytest.param(revoked, "revoked", id="leaf-revoked"),
     pytest.param(stale_crl, "revocation_stale", id="crl-stale"),
     # --- the order of the checks: cheap and most explanatory first, revocation last ---
@@ -142,6 +165,14 @@ ACCEPTED = [
                                             pattern=Regex(r"[a-z]+@kommun-a\.example\.se")),
                       san_email="anna@kommun-a.example.se"),
                  LOA3, POLICY_LOA3, "anna@kommun-a.example.se", id="opaque-id-from-san-email"),
+    pytest.param(under_ca((POLICY_LOA2,), policies=(POLICY_LOA3, POLICY_LOA2)), LOA2, POLICY_LOA2, HSA_ID,
+                 id="loa2-only-ca-caps-the-leaf-at-loa2"),
+    pytest.param(under_ca((POLICY_LOA3, POLICY_LOA2)), LOA3, POLICY_LOA3, HSA_ID, id="ca-asserts-the-leafs-policy"),
+    pytest.param(under_ca((POLICY_LOA3,), policy_mappings((POLICY_LOA3, POLICY_LOCAL)), policies=(POLICY_LOCAL,)),
+                 LOA3, POLICY_LOA3, HSA_ID, id="leaf-policy-mapped-from-loa3"),
+    pytest.param(under_ca((POLICY_LOA3, POLICY_LOA2), policy_mappings((POLICY_LOA3, POLICY_LOCAL)),
+                          policies=(POLICY_LOA2, POLICY_LOCAL)),
+                 LOA3, POLICY_LOA3, HSA_ID, id="mapped-policy-beside-an-unmapped-one"),
     pytest.param(leaf(key="ec384"), LOA3, POLICY_LOA3, HSA_ID, id="ecdsa-p384-leaf"),
     pytest.param(leaf(key="rsa2048"), LOA3, POLICY_LOA3, HSA_ID, id="rsa-2048-leaf"),
 ]
@@ -321,3 +352,88 @@ def test_each_configuration_has_its_own_profiles(h: Hierarchy) -> None:
     with pytest.raises(CertificateRejected) as caught:
         validator(h.domain(crls=h.fresh_crls(), identity=PNR)).validate(cert)
     assert caught.value.reason == "identity_invalid"
+
+
+# --- the LoA follows the path: policies the CAs above the leaf assert (RFC 5280 §6.1) -------------------------
+
+ISSUING = "CN=Kommun A Test Person CA,O=Kommun A,C=SE"
+UPPER = "CN=Kommun A Test Policy CA,O=Kommun A,C=SE"
+ISSUING_2 = "CN=Kommun A Test Person CA 2,O=Kommun A,C=SE"
+MAPS_LOA3_TO_LOCAL = policy_mappings((POLICY_LOA3, POLICY_LOCAL))
+
+
+@pytest.mark.parametrize(("build", "detail"), [
+    pytest.param(under_ca((POLICY_LOA2,)),
+                 f"certificate policies: {POLICY_LOA3}; {POLICY_LOA3} is not valid on the path: "
+                 f"{ISSUING} does not assert it (its certificatePolicies: {POLICY_LOA2})",
+                 id="the-issuing-ca-does-not-assert-it"),
+    pytest.param(under_ca(()),
+                 f"certificate policies: {POLICY_LOA3}; {POLICY_LOA3} is not valid on the path: "
+                 f"{ISSUING} has no certificatePolicies",
+                 id="the-issuing-ca-has-no-policies"),
+    pytest.param(under_ca((POLICY_LOA3,), policy_mappings((POLICY_LOA3, POLICY_LOCAL))),
+                 f"certificate policies: {POLICY_LOA3}; {POLICY_LOA3} is not valid on the path: "
+                 f"{ISSUING} does not pass it on (its certificatePolicies: {POLICY_LOA3}); "
+                 f"{ISSUING} maps {POLICY_LOA3} to {POLICY_LOCAL}",
+                 id="the-issuing-ca-maps-it-away"),
+])
+def test_a_policy_refusal_names_the_ca_and_the_policy(h: Hierarchy, stranger: Hierarchy, build: Build,
+                                                       detail: str) -> None:
+    cert, domain = build(h, stranger)
+    with pytest.raises(CertificateRejected) as caught:
+        validator(domain).validate(cert)
+    assert (caught.value.reason, caught.value.detail) == ("policy_not_accepted", detail)
+
+
+@pytest.mark.parametrize(("upper", "issuing", "leaf_policies", "expected"), [
+    pytest.param(policies(POLICY_LOA2), [policies(POLICY_LOA3, POLICY_LOA2)], (POLICY_LOA3, POLICY_LOA2), LOA2,
+                 id="upper-ca-caps-the-loa"),
+    pytest.param(policies(POLICY_LOA2), [policies(POLICY_LOA3, POLICY_LOA2)], (POLICY_LOA3,),
+                 f"{POLICY_LOA3} is not valid on the path: {UPPER} does not assert it (its certificatePolicies: "
+                 f"{POLICY_LOA2})",
+                 id="upper-ca-does-not-assert-the-leafs-policy"),
+    pytest.param(x509.InhibitAnyPolicy(0), [policies(ANY_POLICY)], (POLICY_LOA3,),
+                 f"{POLICY_LOA3} is not valid on the path: {ISSUING_2} does not pass it on (its certificatePolicies: "
+                 f"{ANY_POLICY}); {ISSUING_2} asserts anyPolicy, which inhibitAnyPolicy sets aside there",
+                 id="upper-ca-inhibits-any-policy-below"),
+    pytest.param(x509.InhibitAnyPolicy(0), [policies(POLICY_LOA3)], (POLICY_LOA3,), LOA3,
+                 id="inhibit-any-policy-leaves-named-policies"),
+    pytest.param(policies(ANY_POLICY), [policies(POLICY_LOA3), MAPS_LOA3_TO_LOCAL], (POLICY_LOCAL,), LOA3,
+                 id="issuing-ca-maps-loa3-to-the-leafs-policy"),
+    pytest.param(x509.PolicyConstraints(None, 0), [policies(POLICY_LOA3), MAPS_LOA3_TO_LOCAL], (POLICY_LOCAL,),
+                 f"certificate policies: {POLICY_LOCAL}; {ISSUING_2} maps {POLICY_LOA3} to {POLICY_LOCAL}, but "
+                 "policy mapping is inhibited there (policyConstraints inhibitPolicyMapping)",
+                 id="upper-ca-inhibits-policy-mapping"),
+])
+def test_two_intermediates(h: Hierarchy, upper: x509.ExtensionType, issuing: list[x509.ExtensionType],
+                           leaf_policies: tuple[str, ...], expected: Loa | str) -> None:
+    """The upper CA (anyPolicy, with ``upper`` added or in its place) decides what the issuing CA below it (with
+    the ``issuing`` extensions) passes on to the leaf: the LoA, or the refusal's detail."""
+    top = resigned(h.root.subordinate("Kommun A Test Policy CA", organization="Kommun A", path_length=1), upper)
+    below = resigned(top.subordinate("Kommun A Test Person CA 2", organization="Kommun A"), *issuing)
+    checker = validator(h.domain(intermediates=(top.certificate, below.certificate)))
+    cert = below.issue(h.profile(policies=leaf_policies)).certificate
+    if isinstance(expected, Loa):
+        assert checker.validate(cert).loa == expected
+        return
+    with pytest.raises(CertificateRejected) as caught:
+        checker.validate(cert)
+    assert caught.value.reason == "policy_not_accepted"
+    assert expected in caught.value.detail
+
+
+def test_the_profile_is_kept_per_path_not_per_card(h: Hierarchy, profile_calls: list[str]) -> None:
+    """The same card through two certificates of its CA's issuer (re-issued, or cross-certified: same name and
+    key, other policies), one allowing anyPolicy and one only LOA2: each path gets its own LoA, and a loa3
+    answer worked out on one path is not reused on the other."""
+    upper = h.root.subordinate("Kommun A Test Policy CA", organization="Kommun A", path_length=1)
+    narrow = resigned(upper, policies(POLICY_LOA2))
+    issuing = upper.subordinate("Kommun A Test Person CA 2", organization="Kommun A",
+                                policies=(POLICY_LOA3, POLICY_LOA2))
+    cert = issuing.issue(h.profile(policies=(POLICY_LOA3, POLICY_LOA2))).certificate
+    checker = validator(h.domain(intermediates=(issuing.certificate,)))  # the client sends the upper CA
+    assert checker.validate(cert, (upper.certificate,)).loa == LOA3
+    assert checker.validate(cert, (narrow.certificate,)).loa == LOA2
+    assert checker.validate(cert, (upper.certificate,)).loa == LOA3
+    assert checker.validate(cert, (narrow.certificate,)).loa == LOA2
+    assert len(profile_calls) == 2  # once per path
