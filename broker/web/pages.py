@@ -49,11 +49,15 @@ def _render(template: str, status: int, *, switch_url: str | None = None, **cont
     lang = language()
     other = _other(lang)
     if switch_url is None and request.method == "GET":  # "" means: no language link
+        # A query-only reference ("?...&lang=xx", RFC 3986 §5.2.2) keeps the page's own path without repeating
+        # it: request.path is percent-decoded, and "/%5Cevil.example" written back as "/\evil.example" is a
+        # link to another host for browsers (WHATWG URL: "\" is "/" in http(s) URLs). The query is repeated as
+        # it arrived (percent-encoded); the template escapes it for the attribute.
         try:
-            here = request.full_path
+            query = request.query_string.decode("utf-8")
         except UnicodeDecodeError:  # a query that is not UTF-8 (refused as request_malformed) is not repeated
-            here = request.path
-        switch_url = _with_lang(here, other)
+            query = ""
+        switch_url = _with_lang("?" + query, other)
     html = render_template(template, lang=lang, other_lang=other, ui=UI[lang],
                            lang_switch_url=switch_url, **context)
     return _html_response(html, status, lang)

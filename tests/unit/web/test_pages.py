@@ -157,9 +157,24 @@ def test_unknown_lang_query_is_ignored(browser: Browser) -> None:
 
 
 def test_page_links_to_the_other_language(browser: Browser) -> None:
-    body = browser.get("/no/such/page?x=1").get_data(as_text=True)
-    assert 'href="/no/such/page?x=1&amp;lang=en"' in body
+    """A query-only link: the browser keeps the page's path (RFC 3986 §5.2.2) and the query it came with."""
+    body = browser.get("/no/such/page?x=1&lang=sv").get_data(as_text=True)
+    assert 'href="?x=1&amp;lang=en"' in body
     assert 'hreflang="en"' in body
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/%5Cevil.example/phish", id="encoded-backslash"),
+    pytest.param("/%5C%5Cevil.example/phish", id="two-encoded-backslashes"),
+    pytest.param("//evil.example/phish", id="two-slashes"),
+    pytest.param("/diagnose%3Fformat=json%23", id="encoded-question-mark-and-hash"),
+])
+def test_the_language_link_never_leads_elsewhere(browser: Browser, path: str) -> None:
+    """The decoded path written back into the link made "/\\evil.example" (another host for browsers) or a
+    different page; the link names no path at all."""
+    body = browser.get(path).get_data(as_text=True)
+    links = re.findall(r'<a href="([^"]*)" lang="en"', body)
+    assert links == ["?lang=en"]
 
 
 # --- what the error pages say ------------------------------------------------------------
