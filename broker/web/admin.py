@@ -1,4 +1,5 @@
-"""Operators' endpoints: /metrics (Prometheus) and /admin/status (regional IT's overview).
+"""Operators' endpoints: /metrics (Prometheus), /admin/status (regional IT's overview) and /admin/health
+(audit forwarding and municipal IdP metadata, as JSON).
 
 Not public: both answer only with the bearer token of ``admin.token_file`` (HTTP Basic with the token as
 password also works, for a browser), compared in constant time; without an admin section, or without the
@@ -21,6 +22,7 @@ from broker.errors import DependencyUnavailable
 from broker.readiness.model import Report
 from broker.readiness.runner import ReadinessOptions, run
 from broker.session.activity import last_login
+from broker.web.ops import json_response
 from broker.web.services import services
 
 bp = Blueprint("admin", __name__)
@@ -58,6 +60,21 @@ def metrics() -> Response:
     _authorised()
     response = make_response(current_app.extensions["broker_runtime"].metrics.exposition())
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+@bp.route("/admin/health", methods=["GET"])
+def health() -> Response:
+    """What a monitor of this instance wants beyond liveness: audit forwarding (sent, dropped, errors, queued)
+    and the municipal IdPs' metadata (entity, validUntil, last fetch, last error). It never fails for them."""
+    _authorised()
+    svc = services()
+    body: dict[str, object] = {"status": "ok", "audit_forwarding": svc.audit.forwarding_stats()}
+    upstream = svc.flow.upstream
+    if upstream is not None:
+        body["idp_metadata"] = upstream.metadata.status()
+    response = json_response(body, 200)
+    response.headers["Cache-Control"] = "no-store"
     return response
 
 

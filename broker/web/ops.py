@@ -77,7 +77,7 @@ def diagnose() -> Response:
         data=MappingProxyType({"accepted": bool(verdict["accepted"]), "via": ctx.presented.via})))
     svc.audit.sync()
     if request.args.get("format") == "json" or request.accept_mimetypes.best == "application/json":
-        response = _json(verdict, 200)
+        response = json_response(verdict, 200)
         response.headers["Cache-Control"] = "no-store"
         return response
     return diagnose_page(rows, error is None, error, ctx.correlation_id)
@@ -90,14 +90,10 @@ def _municipality_name(municipality_id: str) -> str:
 
 @bp.route("/healthz", methods=["GET"])
 def healthz() -> Response:
-    """Liveness: the process answers. Also reports audit forwarding (sent, dropped, errors, queued) and the
-    municipal IdPs' metadata (entity, validUntil, last fetch, last error), which never makes it fail."""
-    svc = services()
-    body: dict[str, object] = {"status": "ok", "audit_forwarding": svc.audit.forwarding_stats()}
-    upstream = svc.flow.upstream
-    if upstream is not None:
-        body["idp_metadata"] = upstream.metadata.status()
-    return _json(body, 200)
+    """Liveness: the process answers. Nothing more: the endpoint is public (a container HEALTHCHECK asks it
+    through nothing), and the state of audit forwarding and of the municipal IdPs' metadata, with fetch errors
+    that name internal addresses, is for operators (/admin/health)."""
+    return json_response({"status": "ok"}, 200)
 
 
 @bp.route("/readyz", methods=["GET"])
@@ -111,10 +107,10 @@ def readyz() -> Response:
     except DependencyUnavailable as exc:
         checks["session_store"] = exc.reason
         status = 503
-    return _json({"status": "ok" if status == 200 else "unavailable", "checks": checks}, status)
+    return json_response({"status": "ok" if status == 200 else "unavailable", "checks": checks}, status)
 
 
-def _json(data: object, status: int) -> Response:
+def json_response(data: object, status: int) -> Response:
     response = make_response(json.dumps(data), status)
     response.headers["Content-Type"] = "application/json"
     return response

@@ -126,7 +126,7 @@ def certificate_login(app: Flask, sp: DemoSp, pem: str) -> None:
 # --- /metrics and /admin/status answer only the token ----------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/admin/status"])
+@pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/admin/health"])
 def test_without_an_admin_section_the_endpoints_do_not_exist(config_dir: Path, build: Callable[[], Flask],
                                                               token: str, path: str) -> None:
     edit_yaml(config_dir / "broker.yaml", lambda d: d.pop("admin"))
@@ -154,7 +154,7 @@ def _wrong(token: str) -> list[dict[str, str]]:
     ]
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/admin/status"])
+@pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/admin/health"])
 def test_without_the_right_token_the_endpoints_do_not_exist(app: Flask, token: str, path: str) -> None:
     for headers in _wrong(token):
         response = get(app, path, headers)
@@ -163,6 +163,20 @@ def test_without_the_right_token_the_endpoints_do_not_exist(app: Flask, token: s
     assert get(app, path, bearer(token)).status_code == 200
     assert get(app, path, basic("anyone", token)).status_code == 200
     assert get(app, path, basic("", token)).status_code == 200
+
+
+def test_admin_health_reports_audit_forwarding_and_idp_metadata(app: Flask, token: str) -> None:
+    response = get(app, "/admin/health", bearer(token))
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["audit_forwarding"] == {}  # the example forwards no copies
+    kommun_c = body["idp_metadata"]["kommun-c"]  # from the local file, loaded with the configuration
+    assert kommun_c["entity_id"] == "https://localhost:8443/demo-idp/metadata"
+    assert kommun_c["last_error"] is None
+    assert kommun_c["signing_keys"] == 1
 
 
 # --- what /metrics counts -----------------------------------------------------------------------------

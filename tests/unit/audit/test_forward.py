@@ -483,7 +483,7 @@ def test_every_new_failure_count_is_logged_from_the_first(caplog: pytest.LogCapt
 
 
 @pytest.mark.parametrize("receiver", ["tcp"], indirect=True)
-def test_logins_are_forwarded_and_healthz_counts_them(config_dir: Path, demo_material: Any, redis_url: str,
+def test_logins_are_forwarded_and_admin_health_counts_them(config_dir: Path, demo_material: Any, redis_url: str,
                                                       redis_prefix: str, receiver: tuple[str, Received]) -> None:
     address, received = receiver
     path = config_dir / "broker.yaml"
@@ -511,7 +511,8 @@ def test_logins_are_forwarded_and_healthz_counts_them(config_dir: Path, demo_mat
             received.wait_for(len(copies))
             assert wait_until(lambda: sum(s["sent"] for s in services.audit.forwarding_stats().values())
                               == len(copies))
-            health = browser.get("/healthz")
+            token = (config_dir / "keys" / "admin.token").read_text().strip()
+            health = client.get("/admin/health", headers={"Authorization": f"Bearer {token}"})
         forwarded = received.parsed()
         assert [(p.msgid, p.params.get("correlation_id")) for p in forwarded] == [
             (r["event"], r.get("correlation_id")) for r in copies]
