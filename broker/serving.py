@@ -42,7 +42,8 @@ def effective_server(configured: ServerConfig, *, bind: str | None = None, worke
     """broker.yaml's ``server`` section with the command line's values in place of the ones it gives."""
     return ServerConfig(bind=configured.bind if bind is None else bind,
                         workers=configured.workers if workers is None else workers,
-                        threads=configured.threads if threads is None else threads)
+                        threads=configured.threads if threads is None else threads,
+                        request_timeout=configured.request_timeout)
 
 
 def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | None = None,
@@ -86,11 +87,15 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
         worker_exited(worker.pid)
 
     class _App(BaseApplication):  # type: ignore[misc]
+        request_timeout = server.request_timeout.seconds  # read by the workers (broker.slow_clients)
+
         def load_config(self) -> None:
             self.cfg.set("bind", server.bind)
             self.cfg.set("workers", server.workers)
             self.cfg.set("threads", server.threads)
-            self.cfg.set("worker_class", "gthread" if server.threads > 1 else "sync")
+            # gunicorn's gthread / sync workers, each request given server.request_timeout to arrive
+            self.cfg.set("worker_class", "broker.slow_clients.DeadlineThreadWorker" if server.threads > 1
+                         else "broker.slow_clients.DeadlineSyncWorker")
             if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 25.1
                 self.cfg.set("control_socket_disable", True)
             self.cfg.set("accesslog", "-")

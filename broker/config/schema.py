@@ -346,8 +346,14 @@ class ServerConfig:
         default=2, metadata=doc("worker processes, each a copy of the preloaded app (about one per core)", min=1))
     threads: int = field(
         default=4, metadata=doc("threads per worker; 1 runs gunicorn's sync worker", min=1))
+    request_timeout: Duration = field(
+        default=Duration(20),
+        metadata=doc("time a client has to send a whole request (head and body) once a worker takes it up; a "
+                     "slower one is disconnected, so slow clients cannot hold every worker thread"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        if not 1 <= self.request_timeout.seconds <= 300:
+            yield ("request_timeout",), f"expected 1s to 5m, got {self.request_timeout.seconds:g}s"
         found = _BIND.match(self.bind)
         if found is None or (found["port"] is not None and not 0 < int(found["port"]) < 65536):
             yield ("bind",), f"expected host:port (port 1-65535) or unix:/path, got {self.bind!r}"

@@ -376,7 +376,7 @@ def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path,
 
     with serve:  # started only when /healthz answers on the configured port
         assert len(settled_workers(serve, 2)) == 2  # the second worker may still be starting
-        assert "Using worker: sync" in serve.log()  # threads: 1
+        assert "Using worker: broker.slow_clients.DeadlineSyncWorker" in serve.log()  # threads: 1
 
         # a changed server section is not applied by a reload: said in the log, the running workers stay
         data["server"]["workers"] = 3

@@ -1,0 +1,140 @@
+"""gunicorn workers for ``broker serve`` that give each request a deadline for arriving (slow-client attacks).
+
+gunicorn's threaded and sync workers read a request with blocking socket calls and no time limit: a client
+that sends its request head one byte every few seconds ("slowloris", CWE-400) holds a worker thread for as long
+as it likes, and a handful of such clients leave none for anyone else. Behind nginx this cannot happen (nginx
+buffers whole requests before it passes them on), but a port reachable directly must not depend on that.
+
+Here every accepted connection's socket is one that gives each request ``request_timeout`` seconds, counted
+from when a worker thread takes the request up, for everything read from the client (head and body); reads
+past the deadline, or a client silent until then, look like the client closing the connection, so gunicorn
+drops it the way it drops any client that went away (no thread blocked, no traceback in the log). Writing the
+answer is not under the deadline (the time the broker takes to answer is not the client's), but each send gets
+``request_timeout`` to make progress, so a client that stops reading does not hold a thread either.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.sync import SyncWorker
+
+log = logging.getLogger("broker.serve")
+
+
+class DeadlineSocket(socket.socket):
+    """A client connection whose reads share one deadline per request (see the module docstring).
+
+    ``setblocking(True)`` is what gunicorn's workers call when a thread takes up the next request on the
+    connection (a new one or a kept-alive one): it starts that request's deadline. ``setblocking(False)`` hands
+    the connection back to the worker's poller between requests (keep-alive), where gunicorn's own keepalive
+    timeout applies.
+    """
+
+    request_timeout: float
+    _deadline: float | None
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, request_timeout: float) -> DeadlineSocket:
+        adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        adopted.request_timeout = request_timeout
+        adopted._deadline = None
+        return adopted
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self._deadline = time.monotonic() + self.request_timeout
+            super().settimeout(self.request_timeout)
+        else:
+            self._deadline = None
+            super().setblocking(False)
+
+    def _remaining(self) -> float | None:
+        """Seconds left for this request's reads (None: not blocking, the poller's business); <= 0: none."""
+        if self._deadline is None:
+            return None
+        return self._deadline - time.monotonic()
+
+    def _late(self) -> None:
+        try:
+            peer = self.getpeername()
+        except OSError:
+            peer = "?"
+        log.warning("client %s did not send its request within %.0f s; connection closed", peer,
+                    self.request_timeout)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        remaining = self._remaining()
+        if remaining is None:
+            return super().recv(bufsize, flags)
+        if remaining <= 0:
+            self._late()
+            return b""
+        super().settimeout(remaining)
+        try:
+            return super().recv(bufsize, flags)
+        except TimeoutError:
+            self._late()
+            return b""
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        remaining = self._remaining()
+        if remaining is None:
+            return super().recv_into(buffer, nbytes, flags)
+        if remaining <= 0:
+            self._late()
+            return 0
+        super().settimeout(remaining)
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except TimeoutError:
+            self._late()
+            return 0
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if self._deadline is not None:
+            super().settimeout(self.request_timeout)
+        return super().send(data, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if self._deadline is not None:
+            super().settimeout(self.request_timeout)
+        super().sendall(data, flags)
+
+
+class _Listener:
+    """A gunicorn listener whose accepted connections are :class:`DeadlineSocket` s; everything else is the
+    listener's own."""
+
+    def __init__(self, listener: Any, request_timeout: float) -> None:
+        self._listener = listener
+        self._request_timeout = request_timeout
+
+    def accept(self) -> tuple[DeadlineSocket, Any]:
+        sock, address = self._listener.accept()
+        return DeadlineSocket.adopt(sock, self._request_timeout), address
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._listener, name)
+
+
+def _request_timeout(worker: Any) -> float:
+    return float(worker.app.request_timeout)
+
+
+class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, its connections under :class:`DeadlineSocket`."""
+
+    def accept(self, listener: Any) -> None:
+        super().accept(_Listener(listener, _request_timeout(self)))
+
+
+class DeadlineSyncWorker(SyncWorker):  # type: ignore[misc]
+    """gunicorn's sync worker (``threads: 1``), its connections under :class:`DeadlineSocket`."""
+
+    def accept(self, listener: Any) -> None:
+        super().accept(_Listener(listener, _request_timeout(self)))

@@ -1,0 +1,91 @@
+"""``broker serve`` gives each request ``server.request_timeout`` to arrive (broker/slow_clients.py): clients that
+send their request a byte at a time ("slowloris") are disconnected instead of holding every worker thread, while
+normal clients, kept-alive connections and request bodies are served as before."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.factories.serve import BrokerServe
+
+TIMEOUT = 2.0
+
+
+@pytest.fixture
+def serve(config_dir: Path, tmp_path: Path, redis_url: str, redis_prefix: str) -> BrokerServe:
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
+    server = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
+    data["server"] = {"bind": f"127.0.0.1:{server.port}", "workers": 1, "threads": 2,
+                      "request_timeout": f"{TIMEOUT:g}s"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return server
+
+
+def _slow_client(port: int, closed: list[float], stop: threading.Event) -> None:
+    """Sends a request head one byte every 0.3 s; records when the server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        for byte in head:
+            if stop.is_set():
+                return
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                break
+            sock.settimeout(0.3)
+            try:
+                if sock.recv(1) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+        closed.append(time.monotonic())
+
+
+def test_slow_clients_are_cut_off_and_the_others_served(serve: BrokerServe) -> None:
+    with serve:
+        assert "Using worker: broker.slow_clients.DeadlineThreadWorker" in serve.log()
+        closed: list[float] = []
+        stop = threading.Event()
+        slow = [threading.Thread(target=_slow_client, args=(serve.port, closed, stop), daemon=True)
+                for _ in range(3)]  # more than the worker's two threads
+        started = time.monotonic()
+        for thread in slow:
+            thread.start()
+        try:
+            time.sleep(0.5)  # the slow clients hold both threads now
+            answered = requests.get(serve.url + "/healthz", timeout=15)
+            waited = time.monotonic() - started
+            assert answered.status_code == 200
+            assert waited < 3 * TIMEOUT + 2  # before: no answer while the slow clients kept sending (40 s measured)
+            for thread in slow:
+                thread.join(timeout=4 * TIMEOUT)
+            assert len(closed) == 3  # each was disconnected ...
+            assert all(at - started >= TIMEOUT - 0.5 for at in closed)  # ... after its deadline, not before
+        finally:
+            stop.set()
+        log = serve.log()
+        assert f"did not send its request within {TIMEOUT:.0f} s; connection closed" in log
+        assert "Traceback" not in log
+
+
+def test_normal_requests_keep_alive_and_bodies_are_unaffected(serve: BrokerServe) -> None:
+    with serve, requests.Session() as session:
+        for _ in range(3):  # one kept-alive connection, each request its own deadline
+            assert session.get(serve.url + "/healthz", timeout=10).status_code == 200
+            time.sleep(TIMEOUT / 2)
+        # a POST body is read under the deadline too: a form of 200 kB arrives whole (the answer is the
+        # broker's refusal of a malformed SAML message, not a cut connection)
+        refused = session.post(serve.url + "/saml/idp/sso", data={"SAMLRequest": "x" * 200_000}, timeout=10)
+        assert refused.status_code == 400
+        assert refused.headers["X-Broker-Reason"].startswith("saml_request")
