@@ -214,9 +214,17 @@ class AuthnRequestParser:
                                "AssertionConsumerServiceURL and Index are mutually exclusive (Core §3.4.1)")
         meta = sp.metadata
         if url is not None:
-            endpoint = meta.acs_by_url(url)
-            if endpoint is None or endpoint.binding != HTTP_POST:
-                raise SamlRejected("acs_url_not_registered", f"AssertionConsumerServiceURL {url!r}")
+            # the broker answers over HTTP-POST only, so the URL must be registered with that binding whatever
+            # ProtocolBinding asks (Metadata §2.2.3: an endpoint is Location and Binding): where the SP asked
+            # for another binding, the UnsupportedBinding error Response goes there (parse); a URL registered
+            # only with the other binding has no endpoint the broker could answer at
+            requested = root.get("ProtocolBinding") or HTTP_POST
+            endpoint = meta.acs_by_url(url, HTTP_POST)
+            if endpoint is None:
+                registered = requested != HTTP_POST and meta.acs_by_url(url, requested) is not None
+                raise SamlRejected("acs_url_not_registered",
+                                   f"AssertionConsumerServiceURL {url!r} is not registered with HTTP-POST"
+                                   + (f" (only with {requested})" if registered else ""))
             return endpoint.location
         if index is not None:
             try:

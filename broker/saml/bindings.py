@@ -74,7 +74,7 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
         if not part:
             continue
         name, _, value = part.partition("=")
-        name = unquote_plus(name)
+        name = _unquote(name, "a parameter name")
         if name in raw:
             raise SamlRejected("saml_request_malformed", f"parameter {name} occurs more than once")
         raw[name] = value
@@ -92,12 +92,27 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
     return InboundMessage(
         binding=HTTP_REDIRECT,
         parameter=parameter,
-        encoded=unquote_plus(raw[parameter]),
-        relay_state=unquote_plus(raw["RelayState"]) if "RelayState" in raw else None,
-        sig_alg=unquote_plus(raw["SigAlg"]) if "SigAlg" in raw else None,
-        signature=unquote_plus(raw["Signature"]) if "Signature" in raw else None,
+        encoded=_unquote(raw[parameter], parameter),
+        relay_state=_unquote(raw["RelayState"], "RelayState") if "RelayState" in raw else None,
+        sig_alg=_unquote(raw["SigAlg"], "SigAlg") if "SigAlg" in raw else None,
+        signature=_unquote(raw["Signature"], "Signature") if "Signature" in raw else None,
         signed_octets=octets,
     )
+
+
+def _unquote(value: str, what: str) -> str:
+    """A query parameter's value (or name) decoded from percent-encoded UTF-8 (RFC 3986 §2.5), strictly.
+
+    The default of :func:`unquote_plus` replaces invalid UTF-8 with U+FFFD: ``RelayState=%FF%FE`` would come
+    back to the SP as something else, while Bindings §3.4.3 wants RelayState returned exactly as received,
+    and two different values could decode alike. Such a parameter is refused instead.
+    """
+    try:
+        return unquote_plus(value, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise SamlRejected("saml_request_malformed",
+                           f"{what} is not percent-encoded UTF-8: the octet 0x{exc.object[exc.start]:02X} does "
+                           "not decode (SAML Bindings §3.4.4.1, RFC 3986 §2.5)") from None
 
 
 def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:

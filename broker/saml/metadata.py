@@ -60,9 +60,13 @@ class SpMetadata:
                 return e
         return posts[0] if posts else None
 
-    def acs_by_url(self, url: str) -> Endpoint | None:
+    def acs_by_url(self, url: str, binding: str) -> Endpoint | None:
+        """The ACS at Location ``url`` with ``binding`` (SAML Metadata §2.2.3: an endpoint is the pair; Core
+        §3.4.1: AssertionConsumerServiceURL is read together with ProtocolBinding). An SP may list one URL for
+        several bindings (SimpleSAMLphp puts HTTP-Artifact before HTTP-POST), so the Location alone does not
+        name an endpoint."""
         for e in self.assertion_consumer_services:
-            if e.location == url:
+            if e.location == url and e.binding == binding:
                 return e
         return None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import zlib
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from werkzeug.test import TestResponse
 
 from broker.config.loader import Settings, load_settings
 from broker.demo.sp import DemoSp
+from broker.saml.bindings import HTTP_POST
 from tests.factories.authnrequests import (
     ACS_URL,
     DIGEST_SHA1,
@@ -37,6 +39,7 @@ from tests.factories.authnrequests import (
     NS,
     RSA_SHA1,
     RSA_SHA256,
+    SP_ENTITY_ID,
     SSO_URL,
     AuthnRequests,
     Crafted,
@@ -254,6 +257,53 @@ def test_artifact_protocol_binding_gets_unsupported_binding_at_the_registered_ac
     assert posted.fields["RelayState"] == "keep"
     with pytest.raises(StatusUnsupportedBinding):
         sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+class TestSpListingOneAcsUrlForArtifactBeforePost:
+    """SAML Metadata §2.2.3: an endpoint is a Location with a Binding. SimpleSAMLphp-style metadata lists its ACS
+    URL for HTTP-Artifact (index 0) before HTTP-POST (index 1). The URL was looked up by Location alone, found the
+    Artifact endpoint first, and a valid request for that URL (ProtocolBinding HTTP-POST, or none) was refused
+    as acs_url_not_registered."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        path = config_dir / "metadata" / "demo-sp.xml"
+        text = path.read_text()
+        post = re.search(r'<(\w+):AssertionConsumerService Binding="[^"]*HTTP-POST"[^>]*/>', text)
+        assert post is not None
+        artifact = post.group(0).replace(HTTP_POST, BINDING_HTTP_ARTIFACT).replace('index="1"', 'index="0"')
+        path.write_text(text.replace(post.group(0), artifact + post.group(0)))
+        settings = load_settings(config_dir)
+        sp = settings.sp_by_entity_id(SP_ENTITY_ID)
+        assert sp is not None
+        assert [(e.binding, e.location) for e in sp.metadata.assertion_consumer_services] == [
+            (BINDING_HTTP_ARTIFACT, ACS_URL), (HTTP_POST, ACS_URL)]
+        return settings
+
+    @pytest.mark.parametrize("fields", [
+        pytest.param({"assertion_consumer_service_url": ACS_URL}, id="url-protocol-binding-post"),
+        pytest.param({"assertion_consumer_service_url": ACS_URL, "binding": None}, id="url-no-protocol-binding"),
+        pytest.param({"assertion_consumer_service_index": "1"}, id="index-of-the-post-endpoint"),
+    ])
+    def test_the_post_endpoint_at_that_url_is_answered(self, browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                       fields: dict[str, Any]) -> None:
+        crafted = craft.build(**fields)
+        assert (b"ProtocolBinding" in crafted.xml) == (fields.get("binding", HTTP_POST) is not None)
+        posted = posted_response(browser.get(craft.redirect(crafted)))
+        assert posted.action == ACS_URL
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+    def test_artifact_protocol_binding_still_gets_unsupported_binding_there(
+            self, browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+        crafted = craft.build(binding=BINDING_HTTP_ARTIFACT, assertion_consumer_service_url=ACS_URL)
+        posted = error_response(browser.get(craft.redirect(crafted)), sp, crafted.request_id)
+        assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
+                                 "urn:oasis:names:tc:SAML:2.0:status:UnsupportedBinding")
+
+    def test_the_index_of_the_artifact_endpoint_is_still_refused(self, browser: Browser,
+                                                                 craft: AuthnRequests) -> None:
+        assert_refused(browser.get(craft.redirect(craft.build(assertion_consumer_service_index="0"))),
+                       "acs_url_not_registered")
 
 
 # --- what the SP asks for -------------------------------------------------------------------

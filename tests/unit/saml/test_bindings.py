@@ -1,0 +1,55 @@
+"""Reading HTTP-Redirect parameters (SAML Bindings §3.4.4): percent-encoded UTF-8, decoded strictly."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.errors import SamlRejected
+from broker.saml.bindings import from_redirect
+
+
+@pytest.mark.parametrize(("raw", "relay_state"), [
+    pytest.param("abc", "abc", id="ascii"),
+    pytest.param("%C3%A9", "\u00e9", id="utf8-two-octets"),
+    pytest.param("a+b%20c", "a b c", id="plus-and-percent-20"),
+    pytest.param("%F0%9F%94%91", "\U0001f511", id="utf8-four-octets"),
+    pytest.param("%25FF", "%FF", id="percent-encoded-percent"),
+    pytest.param("", "", id="empty"),
+])
+def test_relay_state_is_returned_exactly(raw: str, relay_state: str) -> None:
+    assert from_redirect(f"SAMLRequest=abc&RelayState={raw}", "SAMLRequest").relay_state == relay_state
+
+
+@pytest.mark.parametrize(("query", "named"), [
+    pytest.param("SAMLRequest=abc&RelayState=%FF%FE", "RelayState", id="relay-state-ff-fe"),
+    pytest.param("SAMLRequest=abc&RelayState=ok%C3", "RelayState", id="relay-state-truncated-sequence"),
+    pytest.param("SAMLRequest=abc&RelayState=%ED%A0%80", "RelayState", id="relay-state-surrogate"),
+    pytest.param("SAMLRequest=ab%FF", "SAMLRequest", id="saml-request"),
+    pytest.param("SAMLRequest=abc&SigAlg=%FF&Signature=x", "SigAlg", id="sig-alg"),
+    pytest.param("SAMLRequest=abc&SigAlg=x&Signature=%C0%AF", "Signature", id="signature-overlong"),
+    pytest.param("SAMLRequest=abc&%FF=1", "a parameter name", id="parameter-name"),
+])
+def test_a_parameter_that_is_not_utf8_is_malformed(query: str, named: str) -> None:
+    """unquote_plus's default replaced such octets with U+FFFD: the value the broker used (and returned, for
+    RelayState, Bindings §3.4.3) was not the one sent, and different values decoded alike."""
+    with pytest.raises(SamlRejected) as refused:
+        from_redirect(query, "SAMLRequest")
+    assert refused.value.reason == "saml_request_malformed"
+    assert refused.value.detail.startswith(f"{named} is not percent-encoded UTF-8")
+
+
+@pytest.mark.parametrize(("raw", "octet"), [
+    pytest.param("%FF", "0xFF", id="ff"),
+    pytest.param("ok%E2%82", "0xE2", id="truncated-euro-sign"),
+])
+def test_the_detail_names_the_octet_that_does_not_decode(raw: str, octet: str) -> None:
+    with pytest.raises(SamlRejected) as refused:
+        from_redirect(f"SAMLRequest=abc&RelayState={raw}", "SAMLRequest")
+    assert f"the octet {octet} does not decode" in refused.value.detail
+
+
+def test_the_signed_octets_stay_as_sent() -> None:
+    """Strict decoding changes nothing of what the signature covers: the raw, still encoded parameters."""
+    message = from_redirect("SAMLRequest=a%2Bb&RelayState=%C3%A9&SigAlg=alg&Signature=sig", "SAMLRequest")
+    assert message.signed_octets == b"SAMLRequest=a%2Bb&RelayState=%C3%A9&SigAlg=alg"
+    assert (message.encoded, message.relay_state) == ("a+b", "\u00e9")
