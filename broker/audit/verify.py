@@ -3,18 +3,29 @@
 What each problem means:
 
 ``modified``   a record's bytes differ from what the next record (or a checkpoint) hashed
-``missing``    sequence numbers skip: records (or a whole rotated file) were deleted
-``inserted``   a sequence number repeats: a record was added
+``missing``    sequence numbers skip: records (or a whole rotated file) were deleted; or the checkpoint
+               index of a chain that holds checkpoints is gone (or empty)
+``inserted``   a sequence number repeats: a record was added; or anything follows the final checkpoint
 ``reordered``  a sequence number goes backwards
-``truncated``  the chain ends before a checkpoint listed in its checkpoint index
+``truncated``  the chain ends before a checkpoint listed in its checkpoint index, or not exactly at
+               the final checkpoint its ``<chain>.closed`` marker records
 ``torn``       the last line is incomplete (a crash while writing) and no later writer attested it
 ``bad checkpoint signature``  a checkpoint's Ed25519 signature does not verify
 ``unknown key``               a checkpoint is signed by a key the reviewer did not supply
 
-Records after the last checkpoint are reported as a warning: until a checkpoint
-seals them they could be cut off without trace (that is what checkpoints
-bound). A chain whose writer crashed is sealed by the attestation a later
-writer recorded (``audit_chain_recovered``), which also explains a torn last line.
+What the writer leaves (:mod:`broker.audit.chain`, docs/audit.md "Files and
+tamper evidence") decides what is normal. A closed writer never appends again
+(a restarted broker starts a new chain), so nothing may follow a final
+checkpoint, and ``<chain>.closed`` names that checkpoint's seq and hash. Every
+chain's first checkpoint is written while it starts and copied into
+``<chain>.checkpoints.jsonl``, so a chain holding a checkpoint has an index.
+
+Records after the last *periodic* checkpoint of an open chain are reported as a
+warning: a running writer has them, and until a checkpoint seals them they could
+be cut off without trace (that is what checkpoints bound). A chain whose writer
+crashed is sealed by the attestation a later writer recorded
+(``audit_chain_recovered``), which also explains a torn last line, or a writer
+stopped between its first checkpoint and the index copy of it.
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ class ChainReport:
     key_ids: set[str] = field(default_factory=set)
     closed: bool = False
     torn_at: tuple[str, int] | None = None
+    # a problem unless a later writer's attestation of this chain's end explains it (see _check_index)
+    unless_attested: Problem | None = None
     attestations: list[dict[str, Any]] = field(default_factory=list)   # recoveries this chain recorded
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -104,6 +117,8 @@ class _Walker:
         self.prev = GENESIS
         self.prev_where: tuple[str, int] | None = None
         self.positions: dict[int, tuple[str, int, str]] = {}  # indexed seq -> (file, line, hash of the line)
+        self.first_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
+        self.final_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
 
     def fail(self, file: str, line: int | None, seq: int | None, what: str, detail: str) -> None:
         self.report.problems.append(Problem(file, line, seq, what, detail))
@@ -114,6 +129,9 @@ class _Walker:
         ``file_seqs``: the sequence numbers of the file's lines, to tell a record
         moved elsewhere in the file (reordered) from one deleted (missing).
         """
+        if self.final_checkpoint is not None:
+            self.fail(file, number, _seq_of(raw), "inserted", f"a record {_after(self.final_checkpoint)}")
+            return False
         try:
             rec = json.loads(raw)
             seq = int(rec["seq"])
@@ -183,7 +201,18 @@ class _Walker:
         self.report.sealed_seq = seq
         self.report.key_ids.add(kid)
         self.report.closed = bool(data.get("final"))
+        if self.first_checkpoint is None:
+            self.first_checkpoint = (file, number, seq)
+        if self.report.closed:
+            self.final_checkpoint = (file, number, seq)
         return True
+
+
+def _after(final: tuple[str, int, int]) -> str:
+    """Why anything after the final checkpoint is tampering: ``ChainWriter.close`` writes the final
+    checkpoint and the ``.closed`` marker and never appends again (a restarted broker starts a new chain)."""
+    file, line, seq = final
+    return f"after the final checkpoint (seq {seq}, {Path(file).name}:{line}): a closed chain is never written again"
 
 
 def _seq_of(raw: bytes) -> int | None:
@@ -200,11 +229,17 @@ def _lines(data: bytes) -> tuple[list[bytes], bytes]:
 
 def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
     report = ChainReport(chain, files=[str(p) for _, p in files])
-    walker = _Walker(chain, keyring, report, frozenset(seq for _, _, seq in _index_lines(chain, files)
-                                                       if seq is not None))
+    marker = _closed_marker(chain, files)
+    remembered = {seq for _, _, seq in _index_lines(chain, files) if seq is not None}
+    if marker is not None and marker[1] is not None:
+        remembered |= {marker[1][0], marker[1][0] + 1}  # the end it records, and what would follow it
+    walker = _Walker(chain, keyring, report, frozenset(remembered))
     expected_file = 1
     for index, (n, path) in enumerate(files):
         name = str(path)
+        if walker.final_checkpoint is not None:
+            walker.fail(name, None, walker.expected, "inserted", f"a file {_after(walker.final_checkpoint)}")
+            return report
         if n != expected_file:
             walker.fail(name, None, walker.expected, "missing",
                         f"file {expected_file:06d} of the chain is missing")
@@ -221,12 +256,18 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             if not walker.record(name, number, raw, seqs):
                 return report
         if torn:
+            if walker.final_checkpoint is not None:
+                walker.fail(name, len(lines) + 1, None, "inserted",
+                            f"an incomplete line {_after(walker.final_checkpoint)}")
+                return report
             if index == len(files) - 1:
                 report.torn_at = (name, len(lines) + 1)
             else:
                 walker.fail(name, len(lines) + 1, None, "modified", "an incomplete line inside the chain")
                 return report
     _check_index(chain, files, report, walker)
+    if not report.problems and marker is not None:
+        _check_closed(marker, files, report, walker)
     return report
 
 
@@ -239,12 +280,33 @@ def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[in
 
 
 def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker) -> None:
-    """Every checkpoint the writer also put in the index must still be in the chain, byte for byte."""
+    """Every checkpoint the writer also put in the index must still be in the chain, byte for byte.
+
+    ``ChainWriter._checkpoint_locked`` copies each checkpoint into the index right after writing it, and
+    a chain's first checkpoint is part of starting it; so a chain that holds a checkpoint but has no
+    index (or an empty one) lost it. The one benign exception: the writer stopped (crashed, or the index
+    write failed) between the chain's first checkpoint and its copy, and wrote nothing after it; a later
+    writer's attestation of exactly that end proves it (decided in :func:`verify`).
+    """
     index = files[0][1].parent / f"{chain}.checkpoints.jsonl"
-    if not index.exists():
-        report.warnings.append("no checkpoint index: truncation cannot be checked against it")
+    lines = _index_lines(chain, files)
+    if not lines:
+        if walker.first_checkpoint is None:  # a writer that stopped while starting the chain
+            report.warnings.append("no checkpoint index: truncation cannot be checked against it")
+            return
+        cfile, cline, cseq = walker.first_checkpoint
+        state = "empty" if index.exists() else "missing"
+        problem = Problem(str(index), None, None, "missing",
+                          f"the checkpoint index is {state}, but the chain holds {report.checkpoints} "
+                          f"checkpoint(s) from seq {cseq} ({Path(cfile).name}:{cline}) on, each copied "
+                          "there when written")
+        if report.checkpoints == 1 and report.sealed_seq == report.last_seq and not report.closed \
+                and report.torn_at is None:
+            report.unless_attested = problem
+        else:
+            report.problems.append(problem)
         return
-    for number, raw, seq in _index_lines(chain, files):
+    for number, raw, seq in lines:
         if seq is None:
             walker.fail(str(index), number, None, "modified", "the checkpoint index line is not readable")
             return
@@ -259,6 +321,49 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
             return
 
 
+def _closed_marker(chain: str, files: Sequence[tuple[int, Path]]) -> tuple[Path, tuple[int, str] | None] | None:
+    """``<chain>.closed`` and the ``{"seq", "hash"}`` it records (None: unreadable); None if there is none."""
+    marker = files[0][1].parent / f"{chain}.closed"
+    try:
+        content = json.loads(marker.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return marker, None
+    if not isinstance(content, dict) or type(content.get("seq")) is not int \
+            or not isinstance(content.get("hash"), str):
+        return marker, None
+    return marker, (content["seq"], content["hash"])
+
+
+def _check_closed(marker: tuple[Path, tuple[int, str] | None], files: Sequence[tuple[int, Path]],
+                  report: ChainReport, walker: _Walker) -> None:
+    """A chain with a ``.closed`` marker ends exactly at the final checkpoint whose seq and hash it records.
+
+    ``ChainWriter.close`` writes the final checkpoint, fsyncs, then the marker with the seq and hash of
+    that checkpoint's line; nothing is written to the chain after it.
+    """
+    path, recorded = marker
+    if recorded is None:
+        walker.fail(str(path), None, None, "modified", f"{path.name} is not the writer's {{\"seq\", \"hash\"}} "
+                                                        "record of the chain's final checkpoint")
+        return
+    seq, digest = recorded
+    expected = f"{path.name} records the chain's end as its final checkpoint at seq {seq} (hash {digest})"
+    found = f"seq {report.last_seq} (hash {report.last_hash})"
+    last: tuple[str, int | None] = walker.prev_where or (str(files[-1][1]), None)
+    if report.last_seq < seq:
+        walker.fail(str(files[-1][1]), None, seq, "truncated", f"{expected}, but the chain ends at {found}")
+    elif report.last_seq > seq:
+        file, line, _ = walker.positions.get(seq + 1, (*last, ""))
+        walker.fail(file, line, seq + 1, "inserted", f"{expected}, but records follow it up to {found}")
+    elif report.last_hash != digest:
+        walker.fail(*last, seq, "modified", f"{expected}, but the chain ends at {found}")
+    elif not report.closed:
+        walker.fail(*last, seq, "truncated", f"{expected}, but the chain ends at {found}, which is not a final "
+                                             "checkpoint")
+
+
 def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     """Verify every chain found in ``paths``; crashed chains are settled by later writers' attestations."""
     reports = [verify_chain(chain, files, keyring) for chain, files in sorted(collect(paths).items())]
@@ -267,6 +372,13 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
         if report.problems:
             continue
         attestation = attested.get(report.chain)
+        if report.unless_attested is not None:
+            if attestation is None or (attestation.get("last_seq"), attestation.get("last_hash")) != (
+                    report.last_seq, report.last_hash):
+                report.problems.append(report.unless_attested)
+                continue
+            report.warnings.append("no checkpoint index: the writer stopped before copying its first checkpoint "
+                                   "there (attested by a later writer)")
         if attestation is not None:
             if attestation.get("last_seq") == report.last_seq and attestation.get("last_hash") == report.last_hash:
                 report.sealed_seq = report.last_seq
@@ -282,7 +394,7 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
                                            "the last line is incomplete (the writer crashed while writing); "
                                            f"records up to seq {report.last_seq} verify"))
             continue
-        if report.sealed_seq < report.last_seq:
+        if report.sealed_seq < report.last_seq:  # only an open chain: nothing may follow a final checkpoint
             report.warnings.append(f"records {report.sealed_seq + 1}..{report.last_seq} follow the last checkpoint "
                                    "(not sealed yet: the writer is running, or crashed and no writer has "
                                    "attested it)")

@@ -19,10 +19,13 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import broker.audit.chain as chain_module
+from broker.audit.chain import line_hash
 from broker.audit.keys import AuditKeyring, AuditSigner, key_id, load_public_key, public_pem
 from broker.audit.verify import verify
 from broker.cli import main
 from broker.clock import FixedClock
+from broker.errors import AuditUnavailable
 from tests.factories.audit import (
     T0,
     dump,
@@ -351,3 +354,292 @@ def test_verifying_single_files_of_a_chain(chain: Chain) -> None:
     missing_first = verify(chain.files[1:], keyring_of(KEY)).first_problem()
     assert missing_first is not None
     assert (missing_first.what, missing_first.file, missing_first.seq) == ("missing", str(chain.files[1]), 1)
+
+
+# --- closed chains, the .closed marker and the checkpoint index (docs/audit.md, "Files and tamper evidence") ---
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where the first problem must point: the file as a path (it may be one the tamperer added)."""
+    what: str
+    file: Path
+    line: int | None
+    seq: int | None
+
+
+def on_the_command_line(directory: Path, tmp_path: Path) -> tuple[int, str]:
+    """``broker audit verify DIR --key PUB``: exit status and everything it printed."""
+    public = tmp_path / "reviewer.pub"
+    public.write_bytes(public_pem(KEY.public_key()))
+    result = CliRunner().invoke(main, ["audit", "verify", str(directory), "--key", str(public)])
+    return result.exit_code, result.output
+
+
+def assert_first_problem(c: Chain, found: Found, tmp_path: Path) -> None:
+    problem = verified(c.directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line, problem.seq) == (
+        found.what, str(found.file), found.line, found.seq), str(problem)
+    exit_code, output = on_the_command_line(c.directory, tmp_path)
+    assert exit_code == 1, output
+    assert f"FIRST PROBLEM: {problem}" in output
+
+
+def closed_marker(c: Chain) -> Path:
+    return c.directory / f"{c.name}.closed"
+
+
+def last_line(c: Chain) -> bytes:
+    return lines_of(c.files[-1])[-1]
+
+
+def chained(after: bytes, **fields: Any) -> bytes:
+    """A forged record that links correctly to the line ``after`` (what an intruder who can read the chain
+    makes: the hash chain alone does not stop it, only a signed checkpoint after it would)."""
+    seq = json.loads(after)["seq"] + 1
+    return dump({"v": 1, "seq": seq, "prev": line_hash(after), "time": json.loads(after)["time"], "instance": "i1",
+                 "event": "assertion_issued", "outcome": "success", "correlation_id": "FORGED",
+                 "user": "SE2120001009-x", "user_kind": "hsa_id", **fields})
+
+
+def append_a_chained_record(c: Chain) -> Found:
+    """The reviewer's case: a correctly linked login after the final checkpoint."""
+    lines = lines_of(c.files[2])
+    write_lines(c.files[2], [*lines, chained(lines[-1])])
+    return Found("inserted", c.files[2], len(lines) + 1, json.loads(lines[-1])["seq"] + 1)
+
+
+def append_a_chained_record_and_move_the_marker(c: Chain) -> Found:
+    """The same, with ``.closed`` rewritten to name the forged record as the end."""
+    lines = lines_of(c.files[2])
+    forged = chained(lines[-1])
+    write_lines(c.files[2], [*lines, forged])
+    closed_marker(c).write_text(json.dumps({"seq": json.loads(forged)["seq"], "hash": line_hash(forged)}) + "\n")
+    return Found("inserted", c.files[2], len(lines) + 1, json.loads(forged)["seq"])
+
+
+def append_a_forged_periodic_checkpoint_copy(c: Chain) -> Found:
+    """A validly signed earlier checkpoint, copied after the final one."""
+    lines = lines_of(c.files[2])
+    write_lines(c.files[2], [*lines, lines[c.line_numbers(3, "audit_checkpoint")[0] - 1]])
+    return Found("inserted", c.files[2], len(lines) + 1, c.seq(3, c.line_numbers(3, "audit_checkpoint")[0]))
+
+
+def append_an_incomplete_line(c: Chain) -> Found:
+    lines = lines_of(c.files[2])
+    write_lines(c.files[2], [*lines, chained(lines[-1])[:50]])
+    return Found("inserted", c.files[2], len(lines) + 1, None)
+
+
+def add_a_rotated_file(c: Chain) -> Found:
+    added = c.directory / f"{c.name}.000004.jsonl"
+    write_lines(added, [chained(last_line(c))])
+    return Found("inserted", added, None, json.loads(last_line(c))["seq"] + 1)
+
+
+AFTER_FINAL = [
+    pytest.param(append_a_chained_record, id="append-chained-record"),
+    pytest.param(append_a_chained_record_and_move_the_marker, id="append-chained-record-and-move-closed-marker"),
+    pytest.param(append_a_forged_periodic_checkpoint_copy, id="append-copy-of-signed-checkpoint"),
+    pytest.param(append_an_incomplete_line, id="append-incomplete-line"),
+    pytest.param(add_a_rotated_file, id="add-rotated-file"),
+]
+
+
+@pytest.mark.parametrize("tamper", AFTER_FINAL)
+def test_anything_after_the_final_checkpoint_is_inserted(chain: Chain, tmp_path: Path,
+                                                         tamper: Callable[[Chain], Found]) -> None:
+    """``ChainWriter.close`` never appends again (a restarted broker starts a new chain): whatever follows
+    the final checkpoint, however well chained, is an insertion, not an unsealed tail."""
+    assert json.loads(last_line(chain))["data"]["final"] is True
+    assert_first_problem(chain, tamper(chain), tmp_path)
+
+
+def cut_back(c: Chain, file: int, line: int) -> None:
+    """Cut the chain after ``line`` of ``file`` and its index after the checkpoints still in it: what an
+    intruder does so that the index does not give the truncation away."""
+    write_lines(c.files[file - 1], lines_of(c.files[file - 1])[:line])
+    for later in c.files[file:]:
+        later.unlink()
+    end = c.seq(file, line)
+    write_lines(c.index, [raw for raw in lines_of(c.index) if json.loads(raw)["seq"] <= end])
+
+
+def final_seq_and_hash(c: Chain) -> tuple[int, str]:
+    marker = json.loads(closed_marker(c).read_text())
+    assert (marker["seq"], marker["hash"]) == (json.loads(last_line(c))["seq"], line_hash(last_line(c)))
+    return int(marker["seq"]), str(marker["hash"])
+
+
+def cut_chain_and_index_back_to_a_checkpoint(c: Chain) -> Found:
+    """The reviewer's case: an earlier, validly signed checkpoint becomes the apparent end."""
+    final, _ = final_seq_and_hash(c)
+    cut_back(c, 2, c.line_numbers(2, "audit_checkpoint")[0])
+    return Found("truncated", c.files[1], None, final)
+
+
+def cut_back_and_rewrite_the_marker_to_fit(c: Chain) -> Found:
+    line = c.line_numbers(2, "audit_checkpoint")[0]
+    end, end_line = c.seq(2, line), lines_of(c.files[1])[line - 1]
+    cut_back(c, 2, line)
+    closed_marker(c).write_text(json.dumps({"seq": end, "hash": line_hash(end_line)}) + "\n")
+    return Found("truncated", c.files[1], line, end)  # a periodic checkpoint where a final one should be
+
+
+def remove_the_final_checkpoint_and_its_index_copy(c: Chain) -> Found:
+    final, _ = final_seq_and_hash(c)
+    cut_back(c, 3, len(lines_of(c.files[2])) - 1)
+    return Found("truncated", c.files[2], None, final)
+
+
+def replace_the_final_checkpoint_and_its_index_copy(c: Chain) -> Found:
+    final, _ = final_seq_and_hash(c)
+    lines = lines_of(c.files[2])
+    cut_back(c, 3, len(lines) - 1)
+    write_lines(c.files[2], [*lines[:-1], chained(lines[-2])])
+    return Found("modified", c.files[2], len(lines), final)
+
+
+def move_the_marker_back(c: Chain) -> Found:
+    line = c.line_numbers(2, "audit_checkpoint")[0]
+    end, end_line = c.seq(2, line), lines_of(c.files[1])[line - 1]
+    closed_marker(c).write_text(json.dumps({"seq": end, "hash": line_hash(end_line)}) + "\n")
+    return Found("inserted", c.files[1], line + 1, end + 1)
+
+
+def garble_the_marker(c: Chain) -> Found:
+    closed_marker(c).write_text('{"seq": "eighteen"}\n')
+    return Found("modified", closed_marker(c), None, None)
+
+
+CLOSED_MARKER = [
+    pytest.param(cut_chain_and_index_back_to_a_checkpoint, id="cut-chain-and-index-back-to-checkpoint"),
+    pytest.param(cut_back_and_rewrite_the_marker_to_fit, id="cut-back-and-rewrite-closed-marker"),
+    pytest.param(remove_the_final_checkpoint_and_its_index_copy, id="remove-final-checkpoint-and-index-copy"),
+    pytest.param(replace_the_final_checkpoint_and_its_index_copy, id="replace-final-checkpoint-and-index-copy"),
+    pytest.param(move_the_marker_back, id="closed-marker-names-earlier-record"),
+    pytest.param(garble_the_marker, id="closed-marker-unreadable"),
+]
+
+
+@pytest.mark.parametrize("tamper", CLOSED_MARKER)
+def test_a_closed_chain_ends_exactly_where_its_closed_marker_says(chain: Chain, tmp_path: Path,
+                                                                  tamper: Callable[[Chain], Found]) -> None:
+    """``ChainWriter.close`` writes the final checkpoint, then ``<chain>.closed`` with its seq and hash."""
+    assert_first_problem(chain, tamper(chain), tmp_path)
+
+
+def test_the_truncation_message_names_the_marker_and_both_ends(chain: Chain) -> None:
+    final, digest = final_seq_and_hash(chain)
+    cut_chain_and_index_back_to_a_checkpoint(chain)
+    end = lines_of(chain.files[1])[-1]
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert problem.detail == (
+        f"{chain.name}.closed records the chain's end as its final checkpoint at seq {final} (hash {digest}), "
+        f"but the chain ends at seq {json.loads(end)['seq']} (hash {line_hash(end)})")
+
+
+def delete_the_index(c: Chain) -> Found:
+    c.index.unlink()
+    return Found("missing", c.index, None, None)
+
+
+def empty_the_index(c: Chain) -> Found:
+    c.index.write_bytes(b"")
+    return Found("missing", c.index, None, None)
+
+
+def keep_only_the_first_line_and_delete_the_index(c: Chain) -> Found:
+    """The reviewer's case: the ``.closed`` marker still tells where the chain ended."""
+    final, _ = final_seq_and_hash(c)
+    write_lines(c.files[0], lines_of(c.files[0])[:1])
+    for later in c.files[1:]:
+        later.unlink()
+    c.index.unlink()
+    return Found("truncated", c.files[0], None, final)
+
+
+def cut_to_the_first_checkpoint_and_delete_index_and_marker(c: Chain) -> Found:
+    """Without the marker the chain looks like a writer stopped right after its first checkpoint; only a
+    later writer's attestation could show that (see the test below), so the missing index stands."""
+    cut_back(c, 1, c.line_numbers(1, "audit_checkpoint")[0])
+    c.index.unlink()
+    closed_marker(c).unlink(missing_ok=True)
+    return Found("missing", c.index, None, None)
+
+
+MISSING_INDEX = [
+    pytest.param(True, delete_the_index, id="delete-index-of-closed-chain"),
+    pytest.param(False, delete_the_index, id="delete-index-of-open-chain"),
+    pytest.param(True, empty_the_index, id="empty-index-of-closed-chain"),
+    pytest.param(True, keep_only_the_first_line_and_delete_the_index, id="keep-first-line-delete-index"),
+    pytest.param(True, cut_to_the_first_checkpoint_and_delete_index_and_marker,
+                 id="cut-to-first-checkpoint-delete-index-and-marker"),
+]
+
+
+@pytest.mark.parametrize(("closed", "tamper"), MISSING_INDEX)
+def test_a_chain_with_checkpoints_needs_its_checkpoint_index(tmp_path: Path, closed: bool,
+                                                             tamper: Callable[[Chain], Found]) -> None:
+    """The writer copies every checkpoint into ``<chain>.checkpoints.jsonl``, the first one while it starts
+    the chain: without the index a truncation up to a checkpoint would go unnoticed."""
+    built = build(tmp_path / "audit", closed=closed, tail=0 if closed else 3)
+    assert_first_problem(built, tamper(built), tmp_path)
+
+
+# --- what stays intact ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("closed", "tail", "warnings"), [
+    pytest.param(True, 0, 0, id="closed"),
+    pytest.param(False, 0, 0, id="open-ending-on-a-periodic-checkpoint"),
+    pytest.param(False, 3, 1, id="open-with-records-after-the-last-periodic-checkpoint"),
+])
+def test_untampered_chains_verify_intact(tmp_path: Path, closed: bool, tail: int, warnings: int) -> None:
+    """A closed chain has nothing after its final checkpoint and ends where ``.closed`` says; a running
+    writer's records after its last periodic checkpoint are only a warning."""
+    built = build(tmp_path / "audit", closed=closed, tail=tail)
+    assert closed_marker(built).exists() is closed
+    result = verified(built.directory, KEY)
+    assert result.ok, str(result.first_problem())
+    (report,) = result.chains
+    assert report.closed is closed
+    assert len(report.warnings) == warnings
+    assert all("follow the last checkpoint" in w for w in report.warnings)
+    exit_code, output = on_the_command_line(built.directory, tmp_path)
+    assert exit_code == 0, output
+    assert f"{built.name}: intact; " in output
+
+
+def test_a_writer_stopped_before_indexing_its_first_checkpoint_is_explained_by_an_attestation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one chain with a checkpoint and no index the writer leaves: the index could not be written as it
+    started (a full disk), so its start failed and it wrote nothing more. The next chain attests that end."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+
+    def full_disk(path: Path, line: bytes) -> None:
+        raise AuditUnavailable(f"cannot write {path}: No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module, "_append_whole_line", full_disk)
+        failed = make_writer(directory, clock, KEY)
+        with pytest.raises(AuditUnavailable):
+            failed.checkpoint()
+    stopped, (file,) = only_chain(directory)
+    assert [r["event"] for r in records_of(file)] == ["audit_chain_started", "audit_checkpoint"]
+    assert not (directory / f"{stopped}.checkpoints.jsonl").exists()
+    problem = verified(directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file) == ("missing", str(directory / f"{stopped}.checkpoints.jsonl"))
+
+    failed.checkpoint()  # the disk has room again: a new chain, which attests the stopped one
+    failed.close()
+    result = verified(directory, KEY)
+    assert result.ok, str(result.first_problem())
+    reports = {r.chain: r for r in result.chains}
+    assert reports[stopped].warnings == [
+        "no checkpoint index: the writer stopped before copying its first checkpoint there (attested by a later "
+        "writer)"]
