@@ -339,7 +339,7 @@ class ChainWriter:
         record = {"time": time, "instance": self.settings.instance, "event": "audit_checkpoint", "outcome": "info",
                   "data": {"chain": self.chain_id, "covers_seq": covers_seq, "covers_hash": covers_hash,
                            "key_id": self._signer.key_id, "final": final, "file": self._file_index,
-                           "signature": self._signer.sign(self.chain_id, covers_seq, covers_hash, time)}}
+                           "signature": self._signer.sign(self.chain_id, covers_seq, covers_hash, time, final)}}
         written = self._append_locked(record)
         index = self.settings.directory / f"{self.chain_id}.checkpoints.jsonl"
         _append_whole_line(index, self._last_line)  # the same bytes as in the chain

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-DOMAIN = b"broker-audit-checkpoint-v1"
+DOMAIN = b"broker-audit-checkpoint-v2"
 
 
 def key_id(public: Ed25519PublicKey) -> str:
@@ -25,9 +25,12 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def checkpoint_message(chain: str, seq: int, record_hash: str, time: str) -> bytes:
-    """The bytes a checkpoint signs (no JSON canonicalisation needed: fixed fields, fixed order)."""
-    return b"|".join([DOMAIN, chain.encode(), str(seq).encode(), record_hash.encode(), time.encode()])
+def checkpoint_message(chain: str, seq: int, record_hash: str, time: str, final: bool) -> bytes:
+    """The bytes a checkpoint signs (no JSON canonicalisation needed: fixed fields, fixed order). ``final`` is
+    signed too: a final checkpoint says the writer closed the chain, and nothing may follow it; unsigned, the
+    flag could be turned off to append records after it."""
+    return b"|".join([DOMAIN, chain.encode(), str(seq).encode(), record_hash.encode(), time.encode(),
+                      b"final" if final else b"open"])
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,8 @@ class AuditSigner:
     def key_id(self) -> str:
         return key_id(self.private.public_key())
 
-    def sign(self, chain: str, seq: int, record_hash: str, time: str) -> str:
-        return base64.b64encode(self.private.sign(checkpoint_message(chain, seq, record_hash, time))).decode()
+    def sign(self, chain: str, seq: int, record_hash: str, time: str, final: bool) -> str:
+        return base64.b64encode(self.private.sign(checkpoint_message(chain, seq, record_hash, time, final))).decode()
 
 
 class AuditKeyring:
@@ -54,11 +57,12 @@ class AuditKeyring:
     def ids(self) -> list[str]:
         return sorted(self._keys)
 
-    def verify(self, kid: str, signature_b64: str, chain: str, seq: int, record_hash: str, time: str) -> bool:
+    def verify(self, kid: str, signature_b64: str, chain: str, seq: int, record_hash: str, time: str,
+               final: bool) -> bool:
         key = self._keys[kid]
         try:
             key.verify(base64.b64decode(signature_b64, validate=True),
-                       checkpoint_message(chain, seq, record_hash, time))
+                       checkpoint_message(chain, seq, record_hash, time, final))
         except (InvalidSignature, ValueError):
             return False
         return True

@@ -194,7 +194,7 @@ class _Walker:
             self.fail(file, number, seq, "unknown key", f"signed with key {kid}; known: "
                                                           f"{', '.join(self.keyring.ids()) or 'none'}")
             return False
-        if not self.keyring.verify(kid, signature, chain, covers_seq, covers_hash, time):
+        if not self.keyring.verify(kid, signature, chain, covers_seq, covers_hash, time, data.get("final") is True):
             self.fail(file, number, seq, "bad checkpoint signature", f"key {kid}")
             return False
         self.report.checkpoints += 1

@@ -51,10 +51,11 @@ def kid(key: Ed25519PrivateKey) -> str:
 
 
 def assert_signed(key: Ed25519PrivateKey, chain: str, record: dict[str, Any]) -> None:
-    """The checkpoint's Ed25519 signature over domain|chain|covers_seq|covers_hash|time (keys.py)."""
+    """The checkpoint's Ed25519 signature over domain|chain|covers_seq|covers_hash|time|final-or-open (keys.py)."""
     data = record["data"]
-    message = b"|".join([b"broker-audit-checkpoint-v1", chain.encode(), str(data["covers_seq"]).encode(),
-                         data["covers_hash"].encode(), record["time"].encode()])
+    message = b"|".join([b"broker-audit-checkpoint-v2", chain.encode(), str(data["covers_seq"]).encode(),
+                         data["covers_hash"].encode(), record["time"].encode(),
+                         b"final" if data["final"] else b"open"])
     key.public_key().verify(base64.b64decode(data["signature"]), message)  # raises if it does not verify
 
 

@@ -161,7 +161,7 @@ def resign_checkpoint_with_another_key(c: Chain) -> Expected:
     def forge(r: dict[str, Any]) -> None:
         d = r["data"]
         d["key_id"] = forger.key_id
-        d["signature"] = forger.sign(d["chain"], d["covers_seq"], d["covers_hash"], r["time"])
+        d["signature"] = forger.sign(d["chain"], d["covers_seq"], d["covers_hash"], r["time"], d["final"])
 
     c.edit(2, line, forge)
     return Expected("unknown key", 2, line, c.seq(2, line))
@@ -229,10 +229,11 @@ def first_record_not_chain_start(c: Chain) -> Expected:
 
 
 def modify_the_final_checkpoint(c: Chain) -> Expected:
-    """The chain's last line: nothing after it hashes it, but the checkpoint index holds a copy."""
+    """The chain's last line, turned into an ordinary checkpoint (so that records could follow it): nothing after
+    it hashes it, but ``final`` is signed (keys.checkpoint_message)."""
     line = len(lines_of(c.files[2]))
     c.edit(3, line, lambda r: r["data"].update(final=False))
-    return Expected("modified", 3, line, c.seq(3, line))
+    return Expected("bad checkpoint signature", 3, line, c.seq(3, line))
 
 
 def replace_the_final_checkpoint_by_a_forged_record(c: Chain) -> Expected:
