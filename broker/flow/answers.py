@@ -47,11 +47,14 @@ class Answers:
 
     def issue(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
               session: SsoSession, *, new_session: bool, certificate: CertificateFacts | None = None,
-              remember: str | None = None) -> PostToSp:
+              remember: str | None = None) -> Result:
         """The signed assertion for ``info`` from ``session``; the SP is remembered for logout.
 
         A ``new_session`` (from :meth:`SessionManager.open`) is stored here, together with this SP as its
-        first participant: one round trip, and only once the assertion exists.
+        first participant: one round trip, and only once the assertion exists. A reused session (as
+        :meth:`SessionManager.touch` left it) is stored again with this SP the same way, but only if it still
+        exists: when it has ended since it was found (a logout meanwhile), the assertion is not sent
+        (:meth:`_session_ended`).
         """
         d = self._d
         identity = session.identity
@@ -72,8 +75,8 @@ class Answers:
         participant = Participant(sp.entity_id, name_id, info.nameid_format)
         if new_session:
             d.sessions.save(token, session, participant)
-        else:
-            d.sessions.add_participant(token, session, participant)
+        elif not d.sessions.save_reused(token, session, participant):
+            return self._session_ended(info, sp, ctx, session)
         d.audit.record(AuditEvent(
             "assertion_issued", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
             certificate=certificate, client_address=ctx.client_address,
@@ -84,6 +87,25 @@ class Answers:
             })))
         return PostToSp(info.acs_url, fields(xml, info.relay_state), ctx.correlation_id, sp.config.name,
                         set_session=token if new_session else None, remember_municipality=remember)
+
+    def _session_ended(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext,
+                       session: SsoSession) -> Result:
+        """The SSO session this request was being answered from ended after the request found it: a single logout
+        (SAML Profiles §4.4) on another request or broker instance, or a timeout. Nothing is answered from it
+        (OWASP Session Management Cheat Sheet: a session ended by logout must not be usable again); the request
+        needs a fresh login. The page's "try again" continues it as a new pending login, in which the cookie
+        finds no session; with IsPassive the SP gets NoPassive (SAML Core §3.4.1: no user interaction)."""
+        d = self._d
+        detail = "the SSO session ended (logout) while this request was being answered from it"
+        if info.is_passive:
+            exc = SamlRejected("passive_login_impossible", detail, reply_to=info.reply_target())
+            return self.refuse(exc, ctx, info, sp, event="login_refused")
+        ended = SamlRejected("login_unknown", detail)
+        d.audit.record(AuditEvent("login_refused", "failure", ctx.correlation_id, reason=ended.reason,
+                                  detail=detail, identity=session.identity, sp=sp.entity_id,
+                                  client_address=ctx.client_address))
+        retry_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
+        return LoginFailed(ended, ctx.correlation_id, sp.config.name, retry_login_id=retry_id)
 
     def refuse(self, exc: BrokerError, ctx: ClientContext, info: AuthnRequestInfo | None,
                sp: ServiceProvider | None, *, municipality: Municipality | None = None,

@@ -207,15 +207,26 @@ class SessionManager:
         return found
 
     def touch(self, token: str, session: SsoSession) -> SsoSession:
-        """Record activity (slides the idle timeout)."""
-        now = self._clock.now()
-        updated = SsoSession(**{**session.__dict__, "last_seen": now})
-        self._store.put("session:" + _hash(token), updated.to_json(), self._ttl(updated, now))
-        return updated
+        """The session with this request's activity (slides the idle timeout); not stored yet: :meth:`save_reused`
+        stores it, with the SP answered from it, only if the session still exists."""
+        return SsoSession(**{**session.__dict__, "last_seen": self._clock.now()})
 
-    def add_participant(self, token: str, session: SsoSession, participant: Participant) -> None:
-        now = self._clock.now()
-        self._store.add_member("session-sps:" + _hash(token), participant.encode(), self._ttl(session, now))
+    def save_reused(self, token: str, session: SsoSession, participant: Participant) -> bool:
+        """Store a session found by :meth:`find` (as :meth:`touch` left it) again, with ``participant`` (the SP
+        being answered from it) added, in one round trip and only if the session still exists. False: it has ended
+        since it was found (a logout, perhaps on another instance, or a timeout) and nothing was written; the
+        caller must not answer from it.
+
+        A plain write would bring a session back that a single logout (SAML Profiles §4.4) ended meanwhile, and
+        with it a participant list the logout has already taken: the cookie would log in again without a
+        certificate (OWASP Session Management Cheat Sheet: logout must end the session on the server). The
+        participant is added with the session or not at all, so a logout that ended the session after this
+        write still finds it among the SPs to propagate to.
+        """
+        sid = _hash(token)
+        ttl = self._ttl(session, self._clock.now())
+        return self._store.put_if_present("session:" + sid, session.to_json(), ttl,
+                                          members=[("session-sps:" + sid, participant.encode(), ttl)])
 
     def participants(self, token: str) -> list[Participant]:
         return self.participants_ref(_hash(token))
@@ -273,6 +284,11 @@ class SessionManager:
     def put_upstream(self, request_id: str, data: dict[str, Any], ttl: dt.timedelta) -> None:
         """The SP's login waiting for the municipal IdP's answer to our request ``request_id``."""
         self._put("upstream", request_id, data, ttl)
+
+    def peek_upstream(self, request_id: str) -> dict[str, Any] | None:
+        """The login waiting for the answer to ``request_id``, without consuming it: the ACS checks that the
+        answer arrived in the login's own browser before it takes the login (:meth:`take_upstream`)."""
+        return self._get("upstream", request_id, take=False)
 
     def take_upstream(self, request_id: str) -> dict[str, Any] | None:
         return self._get("upstream", request_id, take=True)

@@ -13,6 +13,7 @@ broker recovers when Redis returns.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,17 @@ class KeyValueStore(Protocol):
         """Store only if ``key`` holds nothing; True if stored (a lock with a time limit)."""
         ...
 
+    def put_if_present(self, key: str, value: bytes, ttl: float, *,
+                       members: Sequence[tuple[str, str, float]] = ()) -> bool:
+        """Replace the value at ``key`` (and its time to live) only if ``key`` holds a value now, and only then
+        add ``members`` as :meth:`put` does: the check and every write at once (atomically, in one round trip).
+        True if stored; False: ``key`` held nothing (deleted, expired) and nothing at all was written.
+
+        For updates of something another request may end at any moment (an SSO session and its participants,
+        which a logout deletes): a plain :meth:`put` after the deletion would bring it back. Repeating the call
+        is harmless (the same value, the same members; the check is made again)."""
+        ...
+
     def add_member(self, key: str, member: str, ttl: float) -> None:
         """Add ``member`` to the set at ``key`` and (re)set the set's time to live."""
         ...
@@ -76,10 +88,16 @@ class RedisStore:
     turn one lost answer into "already used", "replayed" or a double count. So a store call takes at most two
     attempts, each bounded by the timeouts, and every failure is :class:`SessionStoreUnavailable`.
 
+    :meth:`put_if_present` is one Lua script (EVALSHA, or EVAL when the server does not have it cached yet):
+    MULTI/EXEC cannot make writes depend on a value, a script runs atomically. It is repeated after a timeout
+    like SET: it writes only the same value and the same members again, and only while the key still exists,
+    so a repetition (or a first attempt that reaches Redis late) neither adds anything twice nor revives a key
+    deleted meanwhile.
+
     Redis Cluster: every key gets the prefix as a hash tag (``{broker:}session:...``), so all of the broker's
-    keys share one hash slot and every multi-key command and MULTI/EXEC below (MGET, the counters' INCR and
-    PEXPIRE) stays legal and atomic as on one server. The cluster then gives the broker failover, not
-    sharding; the broker's load fits one primary many times over.
+    keys share one hash slot and every multi-key command, MULTI/EXEC and script below (MGET, the counters' INCR
+    and PEXPIRE, a session with its participants) stays legal and atomic as on one server. The cluster then
+    gives the broker failover, not sharding; the broker's load fits one primary many times over.
     """
 
     def __init__(self, url: str | None = None, *, prefix: str = "broker:", socket_timeout: float = 0.5,
@@ -148,6 +166,22 @@ class RedisStore:
     def put_if_absent(self, key: str, value: bytes, ttl: float) -> bool:
         return bool(self._call("SET NX", lambda c: c.set(self._k(key), value, px=_ms(ttl), nx=True), once=True))
 
+    def put_if_present(self, key: str, value: bytes, ttl: float, *,
+                       members: Sequence[tuple[str, str, float]] = ()) -> bool:
+        keys = [self._k(key), *(self._k(set_key) for set_key, _, _ in members)]
+        args: list[Any] = [value, _ms(ttl)]
+        for _, member, set_ttl in members:
+            args += [member, _ms(set_ttl)]
+
+        def run(client: RedisClient) -> Any:
+            try:
+                return client.evalsha(_PUT_IF_PRESENT_SHA1, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                # not in this server's script cache (first use, a restart, a promoted replica: the cache is not
+                # replicated); it ran nothing. EVAL runs it and caches it.
+                return client.eval(_PUT_IF_PRESENT, len(keys), *keys, *args)
+        return bool(self._call("EVALSHA", run))
+
     def add_member(self, key: str, member: str, ttl: float) -> None:
         def add(client: RedisClient) -> None:
             with client.pipeline(transaction=True) as pipe:
@@ -186,6 +220,22 @@ class RedisStore:
 
 def _ms(ttl: float) -> int:
     return max(1, int(ttl * 1000))
+
+
+# RedisStore.put_if_present. KEYS[1]: the value's key, KEYS[2..]: the sets; ARGV: the value and its TTL (ms), then
+# per set the member and the set's TTL (ms). SET ... XX decides: it writes only over an existing value, and when
+# there is none the script ends before writing anything. Only KEYS are touched (Redis Cluster routes by them).
+_PUT_IF_PRESENT = """\
+if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then
+  return 0
+end
+for i = 2, #KEYS do
+  redis.call('SADD', KEYS[i], ARGV[2 * i - 1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
+end
+return 1
+"""
+_PUT_IF_PRESENT_SHA1 = hashlib.sha1(_PUT_IF_PRESENT.encode(), usedforsecurity=False).hexdigest()  # its EVALSHA name
 
 
 class MemoryStore:
@@ -238,6 +288,16 @@ class MemoryStore:
             if self._live(key) is not None:
                 return False
             self._data[key] = (self._now() + ttl, bytes(value))
+            return True
+
+    def put_if_present(self, key: str, value: bytes, ttl: float, *,
+                       members: Sequence[tuple[str, str, float]] = ()) -> bool:
+        with self._lock:
+            if self._live(key) is None:
+                return False
+            self._data[key] = (self._now() + ttl, bytes(value))
+            for set_key, member, set_ttl in members:
+                self._add_member_locked(set_key, member, set_ttl)
             return True
 
     def add_member(self, key: str, member: str, ttl: float) -> None:

@@ -6,17 +6,21 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from broker.clock import FixedClock
 from broker.model import Identity
+from broker.session import store as store_module
 from broker.session.sessions import Participant, SessionManager, SsoSession
 from broker.session.store import RedisStore
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a", "Anna", "Andersson", "Anna Andersson")
+SP = Participant("https://sp.example/md", "nameid", "persistent")
+OTHER_SP = Participant("https://other-sp.example/md", "nameid-2", "persistent")
 
 
 @pytest.fixture
@@ -84,7 +88,7 @@ def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(manager: Sess
         found, why = manager.find(token)
         assert why is None
         assert found is not None
-        manager.touch(token, found)
+        assert manager.save_reused(token, manager.touch(token, found), SP)
     clock.advance(dt.timedelta(minutes=16))  # 8 h after login
     found, why = manager.find(token)
     assert found is None
@@ -93,7 +97,7 @@ def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(manager: Sess
 
 def test_end_removes_session_and_participants(manager: SessionManager) -> None:
     token, session = _create(manager)
-    manager.add_participant(token, session, Participant("https://sp.example/md", "nameid", "persistent"))
+    assert manager.save_reused(token, session, Participant("https://sp.example/md", "nameid", "persistent"))
     assert [p.sp_entity_id for p in manager.participants(token)] == ["https://sp.example/md"]
     manager.end(token)
     assert manager.find(token) == (None, "unknown")
@@ -178,3 +182,129 @@ def test_stored_form_is_the_dataclass_as_json(chain: tuple[str, ...]) -> None:
         del generic["certificate_chain_der"]
     assert session.to_json() == json.dumps(generic, separators=(",", ":")).encode()
     assert SsoSession.from_json(session.to_json()) == session
+
+
+# --- a session reused while a logout ends it (OWASP Session Management: logout ends the session; SAML Profiles
+# §4.4). An SSO request finds the session, then stores it again (activity, the SP it answers): a logout that
+# completes in between must stay complete, whichever way it ended the session. ---
+
+
+def _slo(manager: SessionManager, token: str) -> list[Participant]:
+    """Single logout as broker.flow.logout does it: end the session, then take its participants to propagate to."""
+    sid = manager.ref(token)
+    manager.end_ref(sid, keep_participants=True)
+    return manager.take_participants(sid)
+
+
+@pytest.mark.parametrize(
+    "log_out",
+    [
+        pytest.param(_slo, id="single-logout"),
+        pytest.param(lambda manager, token: manager.end(token), id="session-ended"),
+    ],
+)
+def test_a_request_that_found_the_session_before_a_logout_does_not_bring_it_back(
+        manager: SessionManager, store: RedisStore, clock: FixedClock,
+        log_out: Callable[[SessionManager, str], object]) -> None:
+    token, session = _create(manager)
+    assert manager.save_reused(token, session, SP)
+    sid = manager.ref(token)
+
+    clock.advance(dt.timedelta(minutes=1))
+    found, _ = manager.find(token)                      # the SSO request reads the session ...
+    assert found is not None
+    log_out(manager, token)                             # ... a logout completes meanwhile ...
+    touched = manager.touch(token, found)               # ... and the request goes on with what it read
+    assert manager.save_reused(token, touched, OTHER_SP) is False
+
+    assert manager.find(token) == (None, "unknown")
+    assert manager.participants(token) == []
+    assert store.get("session:" + sid) is None
+    assert store.members("session-sps:" + sid) == set()
+
+
+def test_single_logout_after_the_reuse_was_stored_propagates_to_its_sp(manager: SessionManager,
+                                                                      clock: FixedClock) -> None:
+    """The other order: the reused session was stored with its new SP before the logout ended it; the logout
+    then finds that SP among the participants to send a LogoutRequest to."""
+    token, session = _create(manager)
+    assert manager.save_reused(token, session, SP)
+    clock.advance(dt.timedelta(minutes=1))
+    found, _ = manager.find(token)
+    assert found is not None
+    assert manager.save_reused(token, manager.touch(token, found), OTHER_SP)
+    assert _slo(manager, token) == [OTHER_SP, SP]
+    assert manager.find(token) == (None, "unknown")
+
+
+def test_touch_only_computes_the_activity(manager: SessionManager, clock: FixedClock) -> None:
+    """Nothing is written until the reuse is stored with its SP (one round trip, only if the session exists)."""
+    token, session = _create(manager)
+    clock.advance(dt.timedelta(minutes=5))
+    touched = manager.touch(token, session)
+    assert touched == dataclasses.replace(session, last_seen=T0 + dt.timedelta(minutes=5))
+    assert manager.find(token) == (session, None)
+    assert manager.save_reused(token, touched, SP)
+    assert manager.find(token) == (touched, None)
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expected_ttl"),
+    [
+        pytest.param(dt.timedelta(minutes=5), dt.timedelta(minutes=30), id="idle-timeout"),
+        pytest.param(dt.timedelta(hours=7, minutes=50), dt.timedelta(minutes=10), id="absolute-timeout-sooner"),
+    ],
+)
+def test_a_stored_reuse_keeps_the_time_to_live_of_session_and_participants(
+        manager: SessionManager, store: RedisStore, clock: FixedClock, elapsed: dt.timedelta,
+        expected_ttl: dt.timedelta) -> None:
+    """The session and its participant list live as long as the session may: the idle timeout from now, or
+    less when the absolute timeout comes first (the store's TTL only garbage-collects)."""
+    token, session = _create(manager)
+    clock.advance(elapsed)
+    assert manager.save_reused(token, manager.touch(token, session), SP)
+    sid = manager.ref(token)
+    for key in ("session:" + sid, "session-sps:" + sid):
+        pttl = store.client.pttl(store._k(key))
+        assert isinstance(pttl, int)
+        assert expected_ttl.total_seconds() * 1000 - 2000 < pttl <= expected_ttl.total_seconds() * 1000, key
+
+
+def _commands_sent(monkeypatch: pytest.MonkeyPatch, call: Callable[[], object]) -> list[list[bytes]]:
+    """The command names of each packet redis-py sends during ``call`` (one packet: one round trip)."""
+    sent: list[bytes] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def counting(self: redis.connection.Connection, command: object, check_health: bool = True) -> None:
+        sent.append(b"".join(command) if isinstance(command, list) else command)  # type: ignore[arg-type]
+        send(self, command, check_health)  # type: ignore[arg-type]
+    with monkeypatch.context() as patch:
+        patch.setattr(redis.connection.Connection, "send_packed_command", counting)
+        call()
+    return [[line for line in packet.split(b"\r\n") if line.isalpha() and line.isupper()] for packet in sent]
+
+
+def test_storing_a_reuse_is_one_round_trip(manager: SessionManager, store: RedisStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conditional write of the session and the addition of its SP are one EVALSHA (before the fix: a SET
+    and a MULTI/EXEC, two round trips, neither conditional)."""
+    token, session = _create(manager)
+    assert manager.save_reused(token, session, SP)  # the server has the script cached from here on
+    sent = _commands_sent(monkeypatch, lambda: manager.save_reused(token, manager.touch(token, session), OTHER_SP))
+    assert sent == [[b"EVALSHA"]]
+    assert manager.participants(token) == [OTHER_SP, SP]
+
+
+def test_a_server_without_the_script_cached_runs_it_with_eval(manager: SessionManager, store: RedisStore,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """NOSCRIPT (a restarted server, a promoted replica) ran nothing: the script is sent once with EVAL, which
+    also caches it. Simulated with an unknown script name rather than SCRIPT FLUSH on a shared server."""
+    token, session = _create(manager)
+    store.ping()
+    monkeypatch.setattr(store_module, "_PUT_IF_PRESENT_SHA1", "0" * 40)
+    sent = _commands_sent(monkeypatch, lambda: manager.save_reused(token, session, SP))
+    assert sent == [[b"EVALSHA"], [b"EVAL"]]
+    assert manager.participants(token) == [SP]
+    manager.end(token)
+    assert manager.save_reused(token, session, SP) is False
+    assert manager.participants(token) == []

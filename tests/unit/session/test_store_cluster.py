@@ -1,5 +1,6 @@
 """The Redis store on a Redis Cluster: every key of the broker carries the prefix as its hash tag, so the multi-key
-commands (MGET, the counters' MULTI/EXEC) are legal and atomic; a killed primary is replaced by its replica and
+commands (MGET, the counters' MULTI/EXEC, the script that stores a session with its participants) are legal and
+atomic; a killed primary is replaced by its replica and
 the store follows the new slot map by itself; a cluster that does not answer is SessionStoreUnavailable.
 
 Real processes on loopback (tests/factories/redis_cluster.py): three primaries, and for the failover three
@@ -18,6 +19,7 @@ from redis.cluster import RedisCluster
 
 from broker.config.redis_schema import ClusterConfig, HostPort, RedisConfig
 from broker.errors import SessionStoreUnavailable
+from broker.session import store as store_module
 from broker.session.redis_client import from_config
 from broker.session.store import RedisStore
 from tests.factories.redis_cluster import RedisClusterNodes, cluster_config, free_cluster_port
@@ -79,6 +81,28 @@ def test_multi_key_commands_work_because_of_the_hash_tag(redis_cluster: RedisClu
         plain.close()
 
 
+def test_a_session_and_its_participants_are_written_by_one_script_because_of_the_hash_tag(
+        redis_cluster: RedisClusterNodes) -> None:
+    """The conditional write of a reused session (SET XX, then SADD and PEXPIRE of its participant list) names
+    both keys; Redis Cluster runs a script only when all of its keys are in one slot of the node it reaches."""
+    store = store_on(redis_cluster)
+    store.put("session:s", b"v1", 60)
+    assert store.put_if_present("session:s", b"v2", 60, members=[("session-sps:s", "sp", 60)])
+    assert (store.get("session:s"), store.members("session-sps:s")) == (b"v2", {"sp"})
+    store.delete("session:s")
+    assert not store.put_if_present("session:s", b"v3", 60, members=[("session-sps:s", "sp-2", 60)])
+    assert (store.get("session:s"), store.members("session-sps:s")) == (None, {"sp"})
+
+    plain = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port, password=redis_cluster.password)
+    try:
+        untagged = ["test:session:x", "test:session-sps:x"]
+        assert len({plain.keyslot(k) for k in untagged}) == 2
+        with pytest.raises(redis.RedisClusterException, match="all keys must map to the same key slot"):
+            plain.eval("return 0", 2, *untagged)
+    finally:
+        plain.close()
+
+
 def test_a_cluster_that_does_not_answer_is_unavailable_and_fails_fast() -> None:
     cfg = RedisConfig(cluster=ClusterConfig(addresses=(HostPort("127.0.0.1", free_cluster_port()),)))
     store = RedisStore(connector=from_config(cfg))
@@ -99,6 +123,8 @@ def test_the_store_follows_a_cluster_failover(replicated_cluster: RedisClusterNo
     nodes = replicated_cluster
     store = store_on(nodes)
     store.put("session", b"before", 600)
+    store.put("reused", b"0", 600)
+    assert store.put_if_present("reused", b"1", 600, members=[("reused-sps", "sp", 600)])  # cached on the primary
     primary = owner_of(nodes, store._k("session"))
     client = nodes.client(primary.port)
     client.set(store._k("marker"), b"1")
@@ -116,6 +142,10 @@ def test_the_store_follows_a_cluster_failover(replicated_cluster: RedisClusterNo
     serving = store.client.get_node_from_key(store._k("after"))  # type: ignore[union-attr]
     assert serving.port != primary.port
     assert nodes.client(serving.port).get(store._k("after")) == b"1"
+    # the promoted replica has not cached the script (the cache is not replicated): NOSCRIPT, then EVAL
+    assert nodes.client(serving.port).script_exists(store_module._PUT_IF_PRESENT_SHA1) == [False]
+    assert store.put_if_present("reused", b"2", 600, members=[("reused-sps", "sp-2", 600)])
+    assert (store.get("reused"), store.members("reused-sps")) == (b"2", {"sp", "sp-2"})
     print(f"\ncluster primary killed: {len(failures)} failed calls (slowest {max(failures) * 1000:.0f} ms), "
           f"store working again after {recovered:.2f} s")
 

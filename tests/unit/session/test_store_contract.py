@@ -99,6 +99,84 @@ def test_put_with_members_stores_the_value_and_adds_each_member(store: KeyValueS
     assert store.get("k") == b"v"
 
 
+def test_put_if_present_writes_nothing_where_there_is_no_value(store: KeyValueStore) -> None:
+    store.add_member("set", "old", 10)
+    assert store.put_if_present("k", b"v", 10, members=[("set", "a", 10), ("other-set", "b", 10)]) is False
+    assert store.get("k") is None
+    assert store.members("set") == {"old"}
+    assert store.members("other-set") == set()
+
+
+def test_put_if_present_replaces_a_value_and_adds_each_member(store: KeyValueStore) -> None:
+    store.put("k", b"v1", 10, members=[("set-a", "old", 10)])
+    assert store.put_if_present("k", b"v2", 10, members=[("set-a", "a", 10), ("set-b", "b", 0.15)]) is True
+    assert store.get("k") == b"v2"
+    assert store.members("set-a") == {"old", "a"}
+    assert store.members("set-b") == {"b"}
+    assert store.put_if_present("k", b"v2", 10, members=[("set-a", "a", 10)]) is True  # repeating it: the same
+    assert store.members("set-a") == {"old", "a"}
+    time.sleep(0.3)
+    assert store.members("set-b") == set()  # each set gets its own time to live
+    assert store.get("k") == b"v2"
+
+
+def test_put_if_present_sets_the_new_time_to_live(store: KeyValueStore) -> None:
+    store.put("short", b"v1", 0.15)
+    assert store.put_if_present("short", b"v2", 10)
+    store.put("long", b"v1", 10)
+    assert store.put_if_present("long", b"v2", 0.15)
+    time.sleep(0.3)
+    assert store.get("short") == b"v2"
+    assert store.get("long") is None
+
+
+def test_put_if_present_does_not_revive_a_deleted_or_expired_value(store: KeyValueStore) -> None:
+    store.put("deleted", b"v", 10)
+    store.delete("deleted")
+    store.put("expired", b"v", 0.1)
+    time.sleep(0.25)
+    for key in ("deleted", "expired"):
+        assert store.put_if_present(key, b"again", 10, members=[(key + "-set", "m", 10)]) is False
+        assert store.get(key) is None
+        assert store.members(key + "-set") == set()
+
+
+def test_put_if_present_is_atomic_with_a_concurrent_delete(store: KeyValueStore) -> None:
+    """Writers race one delete: each member is in the set exactly when its writer was told True, and the value is
+    gone for good once deleted (every write after the delete found nothing)."""
+    store.put("session", b"v", 10)
+    writers = 4
+    told: dict[int, list[tuple[str, bool]]] = {n: [] for n in range(writers)}
+    barrier = threading.Barrier(writers + 1)
+
+    def write(n: int) -> None:
+        barrier.wait()
+        for i in range(10_000):  # until a write finds the value deleted
+            member = f"m{n}-{i}"
+            stored = store.put_if_present("session", b"v", 10, members=[("participants", member, 10)])
+            told[n].append((member, stored))
+            if not stored:
+                return
+
+    def delete() -> None:
+        barrier.wait()
+        while sum(len(outcomes) for outcomes in told.values()) < 20:
+            time.sleep(0.001)
+        store.delete("session")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)] + [threading.Thread(target=delete)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.get("session") is None
+    stored_members = {m for outcomes in told.values() for m, stored in outcomes if stored}
+    assert store.members("participants") == stored_members
+    assert len(stored_members) >= 20 - writers
+    for outcomes in told.values():  # per writer: stored until the delete, never after it
+        assert [stored for _, stored in outcomes] == [True] * (len(outcomes) - 1) + [False]
+
+
 def test_ping_answers(store: KeyValueStore) -> None:
     store.ping()
 

@@ -86,6 +86,8 @@ def test_the_store_follows_a_manual_failover_within_a_second(group: SentinelGrou
         pytest.param(lambda store: store.take("k"), id="take-is-sent-again-after-readonly"),
         pytest.param(lambda store: store.put_if_absent("fresh", b"x", 60), id="put-if-absent"),
         pytest.param(lambda store: store.add_member("set", "m", 60), id="add-member-transaction"),
+        pytest.param(lambda store: store.put_if_present("k", b"new", 60, members=[("set", "m", 60)]),
+                     id="put-if-present-script"),
     ],
 )
 def test_a_readonly_answer_from_a_demoted_primary_sends_the_store_back_to_the_sentinels(
