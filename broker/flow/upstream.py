@@ -3,10 +3,12 @@
 ``begin`` sends a signed AuthnRequest upstream, passing on the SP's
 ForceAuthn and IsPassive and its RequestedAuthnContext mapped to the IdP's
 ClassRefs; the SP's pending login waits in the store under the upstream
-request's ID. ``complete`` takes that pending login by the Response's
-InResponseTo (one use), validates the Response (:mod:`broker.saml.upstream_response`),
-refuses replays, maps attributes, identity and LoA, checks the returned
-context against what the SP asked, opens the session and answers the SP.
+request's ID. ``complete`` finds that pending login by the Response's
+InResponseTo and takes it (one use) once the Response is known to have
+arrived in the login's own browser, checks the Response's own fields before
+its status, validates it (:mod:`broker.saml.upstream_response`), refuses
+replays, maps attributes, identity and LoA, checks the returned context
+against what the SP asked, opens the session and answers the SP.
 """
 
 from __future__ import annotations
@@ -150,16 +152,15 @@ class UpstreamStep:
             return self._failed(exc, ctx, None, None, None)
         in_response_to = root.get("InResponseTo")
         if in_response_to:
-            pending = d.sessions.take_upstream(in_response_to)
-            if pending is None:
-                return self._failed(UpstreamRejected("upstream_in_response_to_mismatch",
-                                                     f"InResponseTo {in_response_to[:100]!r} names no pending "
-                                                     "request (unknown, used or expired)"), ctx, None, None, None)
-        else:
-            found = self._unsolicited(root, message.relay_state, ctx)
-            if isinstance(found, UpstreamRejected):
-                return self._failed(found, ctx, None, None, None)
+            found = self._take_pending(in_response_to, ctx)
+            if not isinstance(found, dict):
+                return found
             pending = found
+        else:
+            unsolicited = self._unsolicited(root, message.relay_state, ctx)
+            if isinstance(unsolicited, UpstreamRejected):
+                return self._failed(unsolicited, ctx, None, None, None)
+            pending = unsolicited
         info = AuthnRequestInfo.from_dict(pending["request"])
         ctx = replace(ctx, correlation_id=pending["correlation_id"])
         sp = d.settings.sp_by_entity_id(info.sp_entity_id)
@@ -168,12 +169,15 @@ class UpstreamStep:
             gone = UpstreamRejected("upstream_in_response_to_mismatch", "the login's SP or municipality is gone")
             return self._failed(gone, ctx, None, None, municipality)
         saml = municipality.config.saml
-        expected = pending.get("browser")
-        if expected is not None and not hmac.compare_digest(str(expected), _digest(ctx.browser_binding or "")):
-            return self._failed(UpstreamRejected("upstream_browser_mismatch",
-                                                 "the IdP's Response arrived in another browser than the login "
-                                                 "started in"), ctx, info, sp, municipality, pending)
+        expect = Expectations(idp_entity_id=pending["idp"], sp_entity_id=self._sp_entity_id,
+                              acs_url=self.acs_url, request_id=in_response_to or None,
+                              signed_element=saml.signed_element, skew=saml.clock_skew.timedelta,
+                              now=d.clock.now())
         try:
+            # Core §3.2.2, Profiles §4.1.4.3: the Response's own Version, IssueInstant, Destination, Issuer and
+            # InResponseTo hold before its status means anything; an error status from a message that fails
+            # them is no answer of the IdP asked, and is not passed on to the SP as one
+            ResponseValidator.check_response(root, expect)
             status = status_of(root)
         except UpstreamRejected as exc:
             return self._failed(exc, ctx, info, sp, municipality, pending, attempt=True)
@@ -188,10 +192,6 @@ class UpstreamStep:
                                 pending, attempt=True)
         try:
             idp = self.metadata.get(municipality.id)
-            expect = Expectations(idp_entity_id=pending["idp"], sp_entity_id=self._sp_entity_id,
-                                  acs_url=self.acs_url, request_id=in_response_to or None,
-                                  signed_element=saml.signed_element, skew=saml.clock_skew.timedelta,
-                                  now=d.clock.now())
             assertion = self._validator(idp).validate(root, expect)
             if not d.sessions.first_use(idp.entity_id, assertion.assertion_id, assertion.expires + expect.skew):
                 raise UpstreamRejected("upstream_replay", f"assertion {assertion.assertion_id} was already used")
@@ -235,6 +235,42 @@ class UpstreamStep:
                       "session_index": assertion.session_index or ""},
             authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
         return self._answers.issue(info, sp, ctx, token, session, new_session=True)
+
+    def _take_pending(self, request_id: str, ctx: ClientContext) -> dict[str, Any] | Result:
+        """The login waiting for the answer to ``request_id`` (InResponseTo, SAML Profiles §4.1.4.3), taken (one
+        use) only once the answer has arrived in the browser that started the login (the broker's browser
+        binding against login CSRF, docs/security.md).
+
+        The login is looked at first and taken after the browser check: a post from another browser naming the
+        request (any web page can make its visitors post to the ACS) must neither use up the user's login nor
+        get a way into it. That browser gets a plain page: no "try again" link (it would continue the user's
+        login there), no signed Response for the SP and no RelayState; the user's own answer still completes.
+        If the take then finds nothing, another answer took the login in between: this one answers nothing.
+        """
+        d = self._d
+        pending = d.sessions.peek_upstream(request_id)
+        if pending is None:
+            return self._failed(UpstreamRejected("upstream_in_response_to_mismatch",
+                                                 f"InResponseTo {request_id[:100]!r} names no pending request "
+                                                 "(unknown, used or expired)"), ctx, None, None, None)
+        # the refusals below are filed under the login's correlation ID: its audit trail shows what happened to it
+        login_ctx = replace(ctx, correlation_id=str(pending["correlation_id"]))
+        expected = pending.get("browser")
+        if expected is not None and not hmac.compare_digest(str(expected), _digest(ctx.browser_binding or "")):
+            foreign = UpstreamRejected("upstream_browser_mismatch", "the IdP's Response arrived in another browser "
+                                                                    "than the login started in; the login is left "
+                                                                    "to its own browser")
+            municipality = d.settings.municipalities.get(str(pending["municipality"]))
+            sp = d.settings.sp_by_entity_id(AuthnRequestInfo.from_dict(pending["request"]).sp_entity_id)
+            # not a login attempt of this browser (nothing counted), and nothing of the login goes to it
+            self._audit_result(login_ctx, municipality, sp, pending, "failure", foreign.reason, foreign.detail)
+            return LoginFailed(foreign, login_ctx.correlation_id)
+        taken = d.sessions.take_upstream(request_id)
+        if taken is None:
+            return self._failed(UpstreamRejected("upstream_in_response_to_mismatch",
+                                                 f"InResponseTo {request_id[:100]!r}: another answer took the "
+                                                 "pending request first"), login_ctx, None, None, None)
+        return taken
 
     def _unsolicited(self, root: etree._Element, relay_state: str | None,
                      ctx: ClientContext) -> dict[str, Any] | UpstreamRejected:

@@ -150,7 +150,7 @@ class ResponseValidator:
 
     def validate(self, root: etree._Element, expect: Expectations) -> UpstreamAssertion:
         """Check ``root`` (a parsed Response with Success status); raise :class:`UpstreamRejected`."""
-        self._check_response(root, expect)
+        self.check_response(root, expect)
         # exactly one Assertion in the whole document, before any signature is looked at: an assertion
         # moved, duplicated or wrapped (Extensions, ds:Object ...) is the attack, whatever its signatures say
         found = len(root.findall(f".//{{{SAML}}}Assertion")) + len(root.findall(f".//{{{SAML}}}EncryptedAssertion"))
@@ -188,7 +188,10 @@ class ResponseValidator:
         return self._read_assertion(assertion, expect)
 
     @staticmethod
-    def _check_response(root: etree._Element, expect: Expectations) -> None:
+    def check_response(root: etree._Element, expect: Expectations) -> None:
+        """The Response's own fields (SAML Core §3.2.2, Bindings §3.5.5.2, Profiles §4.1.4.3): Version 2.0, an ID,
+        an IssueInstant not in the future, Destination, Issuer and InResponseTo as expected. Also on its own for
+        a Response with an error status, before the status means anything (it carries no Assertion)."""
         if root.get("Version") != "2.0":
             raise _reject("upstream_version_unsupported", f"Response Version {root.get('Version')!r}")
         if not root.get("ID"):

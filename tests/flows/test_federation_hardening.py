@@ -23,7 +23,7 @@ from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
 from tests.corpus.upstream.generate import NS, KeyPair, sign
-from tests.factories.authnrequests import assert_refused, open_browser, posted_response
+from tests.factories.authnrequests import assert_refused, error_page, open_browser, posted_response
 from tests.factories.idp import ACS_URL, KARIN, LARS, discovery_login_id, federated_login, make_idp, to_idp
 from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
@@ -495,3 +495,165 @@ def test_a_percent_encoded_non_ascii_relay_state_is_fine(browser: Browser, sp: D
     craft = AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
     posted = posted_response(browser.get(craft.redirect(craft.build(), relay_state="\u00e9")))
     assert posted.fields["RelayState"] == "\u00e9"
+
+
+# --- a foreign browser's post naming another login's request ---------------------------------------------------
+
+
+def _unsigned_response(in_response_to: str) -> dict[str, str]:
+    """What anyone can post to the ACS: an unsigned Response naming a pending request of the broker."""
+    xml = (f'<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_junk" Version="2.0" '
+           f'IssueInstant="{instant(dt.datetime.now(dt.UTC))}" InResponseTo="{in_response_to}"><samlp:Status/>'
+           "</samlp:Response>")
+    return {"SAMLResponse": base64.b64encode(xml.encode()).decode()}
+
+
+def test_a_post_from_another_browser_leaves_the_users_login_to_her(
+        app: Flask, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The pending login was taken (GETDEL) before the browser check: a post from another browser naming Karin's
+    upstream request ID destroyed her login, and the refusal handed that browser a "try again" link (a new
+    pending login of HER request, with her RelayState) and a signed Response for the SP: following the link,
+    the attacker's browser got a Success assertion answering Karin's request (login CSRF).
+
+    Defence: the login is looked at, the browser checked, and only then taken. The foreign browser gets a plain
+    page (upstream_browser_mismatch): no retry link, no SAMLResponse, no RelayState; Karin's own Response still
+    completes her login, with her RelayState."""
+    victim = open_browser(app, None)
+    at = to_idp(victim, idp, victim.get(sp.login_url(relay_state="/victim/deep-link")))
+    attacker = open_browser(app, None)
+
+    foreign = attacker.post(ACS_URL, _unsigned_response(at.request.message.id))
+
+    assert_refused(foreign, "upstream_browser_mismatch")
+    refid, retry = error_page(foreign)
+    assert retry is None
+    body = foreign.get_data(as_text=True)
+    assert "SAMLResponse" not in body
+    assert "/victim/deep-link" not in body
+    assert "X-Form-Target" not in foreign.headers   # no form toward the SP on the page
+    own = victim.post(ACS_URL, idp.respond(at.request, at.relay_state, KARIN).fields)
+    assert logged_in_to_sp(own)
+    assert saml_response_form(own)[1]["RelayState"] == "/victim/deep-link"
+    results = [(e["outcome"], e.get("reason"), e["correlation_id"]) for e in audit_lines(config_dir)
+               if e["event"] == "upstream_authn_result"]
+    assert results == [("failure", "upstream_browser_mismatch", refid), ("success", None, refid)]
+
+
+def test_a_genuine_response_replayed_from_another_browser_does_not_use_up_the_login(
+        app: Flask, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The same with the IdP's genuine Response (a copy out of a proxy's log) posted first from another browser:
+    refused there, no session opened there, and the user's own post of it completes."""
+    victim = open_browser(app, None)
+    at = to_idp(victim, idp, victim.get(sp.login_url()))
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    attacker = open_browser(app, None)
+
+    foreign = attacker.post(ACS_URL, post.fields)
+
+    assert_refused(foreign, "upstream_browser_mismatch")
+    assert error_page(foreign)[1] is None
+    assert not [c for c in set_cookie_headers(foreign) if c.startswith(COOKIE + "=")]
+    assert logged_in_to_sp(victim.post(ACS_URL, post.fields))
+    assert len([e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"]) == 1
+
+
+def test_a_response_whose_login_another_answer_took_meanwhile_is_refused(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two answers in the login's own browser (a double submit) both find the login and pass the browser check;
+    only one can take it. The other finds it gone: upstream_in_response_to_mismatch, nothing issued."""
+    browser.certificate_pem = None
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    sessions = app.extensions["broker"].sessions
+    look = sessions.peek_upstream
+
+    def look_then_lose_the_race(request_id: str) -> dict[str, Any] | None:
+        found = look(request_id)
+        sessions.take_upstream(request_id)  # the other answer takes the login between the look and the take
+        return found
+
+    monkeypatch.setattr(sessions, "peek_upstream", look_then_lose_the_race)
+    page = browser.post(ACS_URL, post.fields)
+
+    assert_refused(page, "upstream_in_response_to_mismatch")
+    assert not logged_in_to_sp(page)
+    refid, _ = error_page(page)
+    started = [e for e in audit_lines(config_dir) if e["event"] == "upstream_authn_requested"]
+    assert refid == started[0]["correlation_id"]   # filed under the login it tried to answer
+    assert [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"] == []
+
+
+# --- the Response's own fields before its status -----------------------------------------------------------------
+
+
+def _forged_error(post_fields: dict[str, str], change: dict[str, str]) -> dict[str, str]:
+    """The IdP's error Response (AuthnFailed) with ``change`` made to the Response (attributes, or "Issuer"),
+    unsigned: what anyone can post to the ACS in the user's browser."""
+    root = etree.fromstring(base64.b64decode(post_fields["SAMLResponse"]))
+    for signature in root.findall("ds:Signature", NS):
+        root.remove(signature)
+    for name, value in change.items():
+        if name == "Issuer":
+            issuer = root.find("saml:Issuer", NS)
+            assert issuer is not None
+            issuer.text = value
+        else:
+            root.set(name, value)
+    return {**post_fields, "SAMLResponse": base64.b64encode(etree.tostring(root)).decode()}
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    pytest.param({}, "upstream_status", id="control-the-idps-own-status"),
+    pytest.param({"Version": "1.0"}, "upstream_version_unsupported", id="version-1.0"),
+    pytest.param({"Issuer": "https://evil.example/not-the-idp"}, "upstream_issuer_mismatch", id="foreign-issuer"),
+    pytest.param({"Destination": "https://evil.example/acs"}, "upstream_destination_mismatch",
+                 id="wrong-destination"),
+    pytest.param({"IssueInstant": instant(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))},
+                 "upstream_not_yet_valid", id="issued-in-an-hour"),
+])
+def test_an_error_response_is_checked_as_a_response_before_its_status_counts(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, change: dict[str, str], code: str) -> None:
+    """SAML Core §3.2.2, Profiles §4.1.4.3: status_of() was read before anything else of the Response, so an
+    unsigned "AuthnFailed" with a foreign Issuer, a wrong Destination or Version 1.0 was taken as the IdP's
+    answer and its StatusMessage passed on as the IdP's. The Response-level checks of the validator now come
+    first; such a Response is refused with their own reason, and its status is not reported as the IdP's."""
+    browser.certificate_pem = None
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    error = idp.error(at.request, at.relay_state, "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed",
+                      "forged by anyone")
+
+    page = browser.post(ACS_URL, _forged_error(error.fields, change))
+
+    assert_refused(page, code)
+    results = [(e.get("reason"), str(e.get("detail"))) for e in audit_lines(config_dir)
+               if e["event"] == "upstream_authn_result"]
+    assert [reason for reason, _ in results] == [code]
+    assert ("forged by anyone" in results[0][1]) == (code == "upstream_status")
+
+
+# --- HTTP-Redirect parameters that are not UTF-8 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("endpoint", ["/saml/idp/sso", "/saml/idp/slo"])
+def test_a_relay_state_that_is_not_utf8_is_refused_not_altered(browser: Browser, sp: DemoSp, demo_material: Any,
+                                                               config_dir: Path, endpoint: str) -> None:
+    """Bindings §3.4.3: RelayState goes back exactly as received. ``RelayState=%FF%FE`` (signed as sent) was
+    decoded with U+FFFD for the invalid octets, and the SP got "\\ufffd\\ufffd" back. Such a parameter cannot be
+    returned as it came: refused as malformed, the detail naming it."""
+    from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+
+    from tests.factories.authnrequests import AuthnRequests, load_key
+    key = load_key(demo_material.root / "sp" / "sp.key")
+    if endpoint.endswith("/sso"):
+        xml = AuthnRequests(sp, demo_material.root / "sp" / "sp.key").build().xml
+    else:
+        _, request = sp.client.create_logout_request(BASE_URL + endpoint, BASE_URL + "/saml/idp/metadata",
+                                                     name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text="x"))
+        xml = str(request).encode()
+
+    page = browser.get(f"{endpoint}?{_raw_query(xml, '%FF%FE', key)}")
+
+    assert_refused(page, "saml_request_malformed")
+    details = [str(e.get("detail")) for e in audit_lines(config_dir)]
+    assert any("RelayState is not percent-encoded UTF-8" in d for d in details), details
