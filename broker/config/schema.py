@@ -627,7 +627,10 @@ class UpstreamIdentity:
 
     attribute: str = field(metadata=doc("canonical attribute name, e.g. employeeHsaId"))
     type: Literal["hsa_id", "personnummer", "opaque"] = field(metadata=doc("how the value is checked"))
-    pattern: Regex | None = field(default=None, metadata=doc("full-match pattern (hsa_id default, or opaque)"))
+    pattern: Regex | None = field(default=None, metadata=doc(
+        "full-match pattern; default for hsa_id: the municipality's own HSA-ids, "
+        "^SE<organization_number>-[A-Za-z0-9]+$ (set one to accept others, e.g. a joint HSA-id issuer); "
+        "required for opaque"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.attribute not in ATTRIBUTES:

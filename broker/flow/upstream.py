@@ -196,7 +196,7 @@ class UpstreamStep:
             if not d.sessions.first_use(idp.entity_id, assertion.assertion_id, assertion.expires + expect.skew):
                 raise UpstreamRejected("upstream_replay", f"assertion {assertion.assertion_id} was already used")
             attributes = canonical_attributes(saml, assertion.attributes)
-            identity = identity_of(saml, attributes, municipality.id)
+            identity = identity_of(saml, attributes, municipality.id, municipality.config.organization_number)
             loa = loa_of(saml, assertion.authn_context)
             if info.force_authn and "issued" in pending:
                 # Core §3.4.1: ForceAuthn means the IdP authenticates the user anew, after our request

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from broker.config.schema import UpstreamIdpConfig
 from broker.errors import UpstreamRejected
 from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
-from broker.pki.identity import DEFAULT_HSA_ID_PATTERN, check_personnummer
+from broker.pki.identity import check_personnummer
 from broker.saml.attributes import BY_URI
 
 
@@ -25,9 +25,19 @@ def canonical_attributes(config: UpstreamIdpConfig,
     return out
 
 
+def own_hsa_id_pattern(organization_number: str) -> str:
+    """HSA-ids the municipality itself issues: ``SE`` + its organisation number + ``-`` + the local part."""
+    return f"SE{re.escape(organization_number)}-[A-Za-z0-9]+"
+
+
 def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, ...]],
-                municipality_id: str) -> Identity:
-    """The user, by the municipality's identity rule; every required attribute must be there."""
+                municipality_id: str, organization_number: str) -> Identity:
+    """The user, by the municipality's identity rule; every required attribute must be there.
+
+    An HSA-id names one person nationally, so a municipality's IdP may only assert the municipality's own
+    (:func:`own_hsa_id_pattern`) unless its configuration gives another pattern: otherwise one municipality's
+    IdP (misconfigured, or passing on an attribute its local administrators can edit) could assert another
+    municipality's staff, and the SP would get that person's persistent NameID and HSA-id."""
     rule = config.identity
     for name in (rule.attribute, *config.required_attributes):
         if not attributes.get(name):
@@ -43,7 +53,7 @@ def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, .
         except ValueError as exc:
             raise UpstreamRejected("upstream_identity_invalid", f"{rule.attribute}: {exc}") from None
     else:
-        pattern = rule.pattern or DEFAULT_HSA_ID_PATTERN
+        pattern = rule.pattern or own_hsa_id_pattern(organization_number)
         if not re.fullmatch(pattern, key, re.ASCII):
             raise UpstreamRejected("upstream_identity_invalid",
                                    f"{rule.attribute} {key!r} does not match the {rule.type} pattern {pattern}")

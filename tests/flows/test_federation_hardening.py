@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 
 from broker.app import create_app
 from broker.clock import FixedClock
-from broker.config.loader import Settings
+from broker.config.loader import Settings, load_settings
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
@@ -234,6 +234,40 @@ def test_a_user_of_one_municipality_cannot_log_in_as_another_sharing_its_idp(
     assert not logged_in_to_sp(page)
     assert page.headers.get("X-Broker-Reason") == "upstream_identity_invalid"
     assert [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"] == []
+
+
+SAMBI_HSA_ID = "http://sambi.se/attributes/1/employeeHsaId"
+
+
+@pytest.mark.parametrize(("hsa_id", "pattern", "accepted"), [
+    pytest.param("SE2120003005-K001", None, True, id="own-hsa-id"),
+    pytest.param("SE2120001009-anna", None, False, id="another-municipalitys-hsa-id"),
+    pytest.param("SE2120001009-anna", "^SE(2120003005|2120001009)-[A-Za-z0-9]+$", True,
+                 id="another-issuer-the-configuration-allows"),
+])
+def test_a_municipalitys_idp_asserts_its_own_hsa_ids_unless_configured_otherwise(
+        config_dir: Path, demo_material: Any, store: RedisStore, hsa_id: str, pattern: str | None,
+        accepted: bool) -> None:
+    """SAML Core §8.3.7: the HSA-id names one person nationally. Kommun C's IdP asserting Kommun A's Anna gave
+    the SP Anna's persistent NameID and HSA-id; by default an IdP's HSA-ids must carry its municipality's
+    organisation number."""
+    if pattern is not None:
+        path = config_dir / "municipalities" / "kommun-c.yaml"
+        text = path.read_text(encoding="utf-8")
+        path.write_text(text.replace("    type: hsa_id\n", f"    type: hsa_id\n    pattern: '{pattern}'\n"),
+                        encoding="utf-8")
+    settings = load_settings(config_dir)
+    app = create_app(settings, store=store, instance_id="test")
+    sp = make_sp(demo_material.root, app.extensions["broker"].metadata.document(), settings.broker.idp.entity_id)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    browser = open_browser(app, None)
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    page = browser.post(ACS_URL, idp.respond(at.request, at.relay_state, KARIN,
+                                             attributes={**KARIN.attributes, SAMBI_HSA_ID: [hsa_id]}).fields)
+    assert logged_in_to_sp(page) == accepted
+    if not accepted:
+        assert page.headers.get("X-Broker-Reason") == "upstream_identity_invalid"
+        assert [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"] == []
 
 
 # --- smaller edges -----------------------------------------------------------------------------------------------
