@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -48,10 +48,12 @@ _SHA256 = hashes.SHA256()
 
 @dataclass(frozen=True)
 class VerifiedPath:
-    """A path from the leaf (first) to a trust anchor (last), checked at ``checked_at``."""
+    """A path from the leaf (first) to a trust anchor (last), checked at ``checked_at``; ``fingerprints``: the
+    SHA-256 of each certificate on it, what identifies the path (worked out once per path, not per login)."""
 
     chain: tuple[x509.Certificate, ...]
     checked_at: dt.datetime
+    fingerprints: tuple[bytes, ...]
 
 
 def check_purpose(leaf: x509.Certificate) -> None:
@@ -141,12 +143,12 @@ def verify_path(
     for cert in chain[1:]:
         _check_directory_name_constraints(cert)
 
-    return VerifiedPath(chain, now)
+    return VerifiedPath(chain, now, tuple(c.fingerprint(_SHA256) for c in chain))
 
 
 @dataclass(frozen=True)
 class _KnownPath:
-    chain: tuple[x509.Certificate, ...]
+    path: VerifiedPath          # as first verified
     valid_from: dt.datetime     # the latest notBefore on the path
     valid_until: dt.datetime    # the earliest notAfter on the path
 
@@ -171,9 +173,9 @@ class PathCache:
         key = (domain.id, leaf.fingerprint(_SHA256), tuple(c.fingerprint(_SHA256) for c in presented))
         known = self._paths.get(key)
         if known is not None and known.valid_from <= now <= known.valid_until:
-            return VerifiedPath(known.chain, now)
+            return replace(known.path, checked_at=now)
         path = verify_path(leaf, domain, now, presented)
-        self._paths.put(key, _KnownPath(path.chain, max(c.not_valid_before_utc for c in path.chain),
+        self._paths.put(key, _KnownPath(path, max(c.not_valid_before_utc for c in path.chain),
                                         min(c.not_valid_after_utc for c in path.chain)))
         return path
 

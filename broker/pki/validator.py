@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 
 from broker.clock import Clock
 from broker.config.schema import IdentityRule
@@ -44,9 +43,6 @@ class _Profile:
     policy_oid: str
     loa: Loa
     identity: Identity
-
-
-_SHA256 = hashes.SHA256()
 
 
 def certificate_policies(cert: x509.Certificate) -> tuple[str, ...]:
@@ -148,7 +144,7 @@ class CertificateValidator:
         """The municipality's certificate profile applied to the path's leaf; only successes are kept (a refusal
         is worked out again each time, so its detail is always fresh). Kept per path, not per leaf: the same
         card under another intermediate (a cross-certificate, a re-issued CA) may be worth another LoA."""
-        key = (domain.id, tuple(c.fingerprint(_SHA256) for c in path.chain))
+        key = (domain.id, path.fingerprints)
         profile = self._profiles.get(key)
         if profile is None:
             policy_oid, loa = assurance_level(path.chain, domain)
