@@ -165,12 +165,15 @@ class PathCache:
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self._paths: LruCache[tuple[str, bytes, tuple[bytes, ...]], _KnownPath] = LruCache(max_entries)
+        # keyed by the certificates themselves (cryptography hashes and compares their DER): a quarter of the cost
+        # of a SHA-256 fingerprint per certificate and login
+        self._paths: LruCache[tuple[str, x509.Certificate, tuple[x509.Certificate, ...]], _KnownPath] = \
+            LruCache(max_entries)
 
     def verify(self, leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
                presented: Sequence[x509.Certificate] = ()) -> VerifiedPath:
         """:func:`verify_path`, answered from the cache when the same path was verified and is still in date."""
-        key = (domain.id, leaf.fingerprint(_SHA256), tuple(c.fingerprint(_SHA256) for c in presented))
+        key = (domain.id, leaf, tuple(presented))
         known = self._paths.get(key)
         if known is not None and known.valid_from <= now <= known.valid_until:
             return replace(known.path, checked_at=now)
