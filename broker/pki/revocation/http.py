@@ -3,15 +3,27 @@
 urllib3 with retries off; a total deadline on top of its connect/read
 timeouts; bodies streamed and cut off past a size limit; redirects followed
 only for GET, at most three, and never to another scheme.
+
+The total deadline is a watchdog (:class:`_Watchdog`), not a check between reads: urllib3's timeouts bound
+each socket operation, so a peer that sends a byte a second (its status line, its headers or its body) was
+never cut off, and one OCSP responder could hold a login for as long as it liked. Every connection made here
+reports its socket to the fetch it serves; when the deadline passes, the watchdog shuts the socket down and
+the blocked read returns at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -31,11 +43,92 @@ class FetchError(Exception):
         self.timeout = timeout
 
 
+_watching = threading.local()  # the watchdog of the fetch running on this thread, if any
+
+
+class _Watchdog:
+    """Shuts down the socket of one fetch when its total deadline passes (see the module docstring)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.expired = False
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watchdog:
+        _watching.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _watching.current = None
+
+    def attach(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if sock not in self._sockets:
+                self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _attach_to_current(sock: socket.socket | None) -> None:
+    watchdog: _Watchdog | None = getattr(_watching, "current", None)
+    if watchdog is not None:
+        watchdog.attach(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    """Reports its socket to the running fetch's watchdog when it connects and whenever it sends a request
+    (a kept-alive connection serves a later fetch without connecting again)."""
+
+    def connect(self) -> None:
+        super().connect()
+        _attach_to_current(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _attach_to_current(self.sock)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _attach_to_current(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        super().request(*args, **kwargs)
+        _attach_to_current(self.sock)
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
 class HttpFetcher:
     """A small HTTP client for OCSP and CRL fetching; one connection pool per process."""
 
     def __init__(self, user_agent: str = "broker-revocation/1") -> None:
         self._pool = urllib3.PoolManager(num_pools=16, maxsize=4, block=False, retries=False)
+        self._pool.pool_classes_by_scheme = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
         self._headers = {"User-Agent": user_agent}
 
     def get(self, url: str, limits: FetchLimits, accept: str) -> bytes:
@@ -49,6 +142,23 @@ class HttpFetcher:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
+        with _Watchdog(limits.total_timeout) as watchdog:
+            try:
+                data = self._fetch(method, url, body, headers, limits)
+            except FetchError:
+                if not watchdog.expired:
+                    raise
+                data = None
+            # past the deadline, whatever came back is cut short (http.client may even take a status line
+            # broken off by the shutdown for an HTTP/0.9 answer): never used
+            if watchdog.expired or data is None:
+                raise FetchError(f"{url}: timed out (no complete answer within {limits.total_timeout:g} s)",
+                                 timeout=True)
+            return data
+
+    def _fetch(self, method: str, url: str, body: bytes | None, headers: dict[str, str],
+               limits: FetchLimits) -> bytes:
+        scheme = urlsplit(url).scheme
         deadline = time.monotonic() + limits.total_timeout
         for _hop in range(4):
             remaining = deadline - time.monotonic()

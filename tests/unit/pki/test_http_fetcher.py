@@ -1,0 +1,106 @@
+"""broker.pki.revocation.http: the total deadline of a fetch holds against a peer that trickles (a byte at a
+time in its status line, headers or body), which urllib3's per-operation timeouts never cut off; GET (CRLs,
+metadata) and POST (OCSP, on the login path) alike. Real sockets on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
+
+BODY = b"0" * 2000
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
+LIMITS = FetchLimits(connect_timeout=1.0, total_timeout=1.0, max_bytes=65536)
+
+
+class Peer:
+    """An HTTP peer on loopback: answers each request at once, or sends ``ANSWER`` from byte ``start`` onward one
+    byte every 0.1 s (the bytes before ``start`` at once)."""
+
+    def __init__(self, trickle_from: int | None) -> None:
+        self.trickle_from = trickle_from
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                while not self.stop.is_set():
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        request += chunk
+                    if b"Content-Length: 1" in request and not request.endswith(b"\r\n\r\nx"):
+                        conn.recv(1)  # the POST's one-byte body
+                    if self.trickle_from is None:
+                        conn.sendall(ANSWER)
+                        continue
+                    conn.sendall(ANSWER[:self.trickle_from])
+                    for byte in ANSWER[self.trickle_from:]:
+                        if self.stop.is_set():
+                            return
+                        conn.sendall(bytes([byte]))
+                        time.sleep(0.1)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def peer(request: pytest.FixtureRequest) -> Iterator[Peer]:
+    server = Peer(request.param)
+    yield server
+    server.close()
+
+
+def _fetch(fetcher: HttpFetcher, method: str, port: int) -> bytes:
+    if method == "GET":
+        return fetcher.get(f"http://127.0.0.1:{port}/ca.crl", LIMITS, "application/pkix-crl")
+    return fetcher.post(f"http://127.0.0.1:{port}/ocsp", b"x", "application/ocsp-request",
+                        "application/ocsp-response", LIMITS)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("peer", [
+    pytest.param(5, id="status-line-trickled"),
+    pytest.param(40, id="headers-trickled"),
+    pytest.param(len(ANSWER) - len(BODY) + 10, id="body-trickled"),
+], indirect=True)
+def test_a_trickling_peer_is_cut_off_at_the_total_deadline(peer: Peer, method: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        _fetch(HttpFetcher(), method, peer.port)
+    took = time.monotonic() - started
+    assert caught.value.timeout
+    assert f"timed out (no complete answer within {LIMITS.total_timeout:g} s)" in str(caught.value)
+    assert took < LIMITS.total_timeout + 1.0  # before the watchdog: still waiting after 30 s
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("peer", [pytest.param(None, id="prompt-peer")], indirect=True)
+def test_a_prompt_answer_and_a_kept_alive_connection_are_unaffected(peer: Peer, method: str) -> None:
+    fetcher = HttpFetcher()
+    for _ in range(3):  # the second and third fetch reuse the connection: each has its own deadline
+        assert _fetch(fetcher, method, peer.port) == BODY
+    time.sleep(LIMITS.total_timeout + 0.2)  # an earlier fetch's deadline passing does not touch the connection
+    assert _fetch(fetcher, method, peer.port) == BODY
