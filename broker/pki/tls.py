@@ -15,6 +15,7 @@ peer certificate as ``SSL_CLIENT_CERT`` in the WSGI environ.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import socket
 import struct
@@ -25,6 +26,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
+
+from broker.pki.deadline import SocketDeadline
 
 
 def _accept_any(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
@@ -172,7 +175,8 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
     """Handshake with a live endpoint as a browser without a certificate would, and report what it asked.
 
     A real handshake on a blocking socket (pyOpenSSL needs one; the kernel's socket timeouts bound every
-    wait). The server is not verified here: this reads its CertificateRequest, it does not trust it.
+    wait, and :class:`SocketDeadline` the whole exchange: an endpoint answering a byte at a time is cut off at
+    ``timeout``). The server is not verified here: this reads its CertificateRequest, it does not trust it.
     Raises ``OSError`` when no handshake is possible at all (pyOpenSSL's errors do not leave this module).
     """
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
@@ -189,7 +193,8 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
             requested.append(True)
 
     ctx.set_info_callback(watch)
-    with socket.create_connection((host, port), timeout=timeout) as raw:
+    with socket.create_connection((host, port), timeout=timeout) as raw, SocketDeadline(timeout) as deadline:
+        deadline.attach(raw)
         raw.settimeout(None)
         limit = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
@@ -200,9 +205,14 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
         try:
             conn.do_handshake()
         except SSL.Error as exc:
+            if deadline.expired or _timed_out(exc):
+                raise TimeoutError(f"no complete TLS handshake within {timeout:g} s (the endpoint answered too "
+                                   "slowly or not at all)") from None
             # a server that requires a certificate may abort after its request; anything else is no handshake
             if not requested:
-                raise ConnectionError(f"TLS handshake failed: {exc}") from None
+                raise ConnectionError(f"TLS handshake failed: {exc or type(exc).__name__}") from None
+        if deadline.expired:
+            raise TimeoutError(f"no complete TLS handshake within {timeout:g} s")
         names = tuple(conn.get_client_ca_list(as_cryptography=True))
         chain = conn.get_peer_cert_chain(as_cryptography=True) or []
         negotiated = conn.get_alpn_proto_negotiated()
@@ -211,6 +221,11 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
             conn.shutdown()
     return EndpointProbe(names, bool(requested), negotiated.decode() if negotiated else None, version,
                          tuple(chain))
+
+
+def _timed_out(exc: SSL.Error) -> bool:
+    """pyOpenSSL's report of a socket read or write that hit SO_RCVTIMEO / SO_SNDTIMEO (EAGAIN)."""
+    return isinstance(exc, SSL.SysCallError) and bool(exc.args) and exc.args[0] in (errno.EAGAIN, errno.EWOULDBLOCK)
 
 
 def read_client_ca_list(host: str, port: int, *, server_name: str | None = None,

@@ -4,16 +4,15 @@ urllib3 with retries off; a total deadline on top of its connect/read
 timeouts; bodies streamed and cut off past a size limit; redirects followed
 only for GET, at most three, and never to another scheme.
 
-The total deadline is a watchdog (:class:`_Watchdog`), not a check between reads: urllib3's timeouts bound
-each socket operation, so a peer that sends a byte a second (its status line, its headers or its body) was
-never cut off, and one OCSP responder could hold a login for as long as it liked. Every connection made here
-reports its socket to the fetch it serves; when the deadline passes, the watchdog shuts the socket down and
-the blocked read returns at once.
+The total deadline is a watchdog (:class:`broker.pki.deadline.SocketDeadline`), not a check between
+reads: urllib3's timeouts bound each socket operation, so a peer that sends a byte a second (its status
+line, its headers or its body) was never cut off, and one OCSP responder could hold a login for as long as
+it liked. Every connection made here reports its socket to the fetch it serves; when the deadline passes,
+the watchdog shuts the socket down and the blocked read returns at once.
 """
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import threading
 import time
@@ -24,6 +23,8 @@ from urllib.parse import urljoin, urlsplit
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from broker.pki.deadline import SocketDeadline
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -43,53 +44,13 @@ class FetchError(Exception):
         self.timeout = timeout
 
 
-_watching = threading.local()  # the watchdog of the fetch running on this thread, if any
-
-
-class _Watchdog:
-    """Shuts down the socket of one fetch when its total deadline passes (see the module docstring)."""
-
-    def __init__(self, seconds: float) -> None:
-        self._lock = threading.Lock()
-        self._sockets: list[socket.socket] = []
-        self.expired = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
-        self._timer.daemon = True
-
-    def __enter__(self) -> _Watchdog:
-        _watching.current = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
-        _watching.current = None
-
-    def attach(self, sock: socket.socket | None) -> None:
-        if sock is None:
-            return
-        with self._lock:
-            if sock not in self._sockets:
-                self._sockets.append(sock)
-            if self.expired:
-                _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)
+_watching = threading.local()  # the deadline of the fetch running on this thread, if any
 
 
 def _attach_to_current(sock: socket.socket | None) -> None:
-    watchdog: _Watchdog | None = getattr(_watching, "current", None)
-    if watchdog is not None:
-        watchdog.attach(sock)
+    deadline: SocketDeadline | None = getattr(_watching, "current", None)
+    if deadline is not None:
+        deadline.attach(sock)
 
 
 class _WatchedHTTPConnection(HTTPConnection):
@@ -142,13 +103,16 @@ class HttpFetcher:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
-        with _Watchdog(limits.total_timeout) as watchdog:
+        with SocketDeadline(limits.total_timeout) as watchdog:
+            _watching.current = watchdog
             try:
                 data = self._fetch(method, url, body, headers, limits)
             except FetchError:
                 if not watchdog.expired:
                     raise
                 data = None
+            finally:
+                _watching.current = None
             # past the deadline, whatever came back is cut short (http.client may even take a status line
             # broken off by the shutdown for an HTTP/0.9 answer): never used
             if watchdog.expired or data is None:

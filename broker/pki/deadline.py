@@ -1,0 +1,52 @@
+"""A wall-clock deadline for network exchanges whose library bounds each socket operation only.
+
+urllib3's read timeout and the kernel's SO_RCVTIMEO bound one ``recv`` each: a peer that sends a byte every
+second (slowloris, in reverse) never trips them, and the exchange lasts as long as the peer likes.
+:class:`SocketDeadline` shuts the sockets it was given down when its time is up, so the blocked operation
+returns at once (end of stream, or an error) and the caller reports the deadline (:attr:`expired`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class SocketDeadline:
+    """``with SocketDeadline(seconds) as deadline: deadline.attach(sock); ...`` (one timer thread while active)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self.expired = False
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> SocketDeadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def attach(self, sock: socket.socket | None) -> None:
+        """Put ``sock`` under the deadline (shut down at once if it has passed already)."""
+        if sock is None:
+            return
+        with self._lock:
+            if not any(known is sock for known in self._sockets):
+                self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # closed meanwhile
+        sock.shutdown(socket.SHUT_RDWR)

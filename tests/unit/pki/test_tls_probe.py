@@ -1,0 +1,70 @@
+"""broker.pki.tls.probe_endpoint keeps its time limit against endpoints that answer too slowly: one that never
+answers, and one that trickles a TLS record a byte at a time (each byte in time for the socket timeout, the
+handshake never done). Real sockets on loopback; the probe's answers on a real TLS server are tested with nginx
+in tests/flows/test_nginx.py."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from broker.pki.tls import probe_endpoint
+
+TIMEOUT = 1.0
+
+
+class SlowPeer:
+    """Accepts connections; answers nothing (``trickle`` False) or a TLS handshake record header announcing
+    16 kB, then one byte every 0.2 s."""
+
+    def __init__(self, trickle: bool) -> None:
+        self.trickle = trickle
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)  # the ClientHello
+                if self.trickle:
+                    conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, TLS 1.2, 16,384 bytes to come
+                while not self.stop.is_set():
+                    if self.trickle:
+                        conn.sendall(b"\x00")
+                    time.sleep(0.2)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def peer(request: pytest.FixtureRequest) -> Iterator[SlowPeer]:
+    server = SlowPeer(request.param)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("peer", [pytest.param(False, id="silent"), pytest.param(True, id="trickling")],
+                         indirect=True)
+def test_a_slow_endpoint_is_given_up_at_the_timeout_with_a_clear_message(peer: SlowPeer) -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"no complete TLS handshake within 1 s"):
+        probe_endpoint("127.0.0.1", peer.port, server_name="kommun.example", timeout=TIMEOUT)
+    assert time.monotonic() - started < TIMEOUT + 1.0  # before: still waiting after 150 s (trickling)
