@@ -15,7 +15,7 @@ from broker.model import KNOWN_LOAS, CertificateFacts, Loa, ReplyTarget, satisfi
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.release import available_attributes, release
 from broker.saml.response import AssertionContent
-from broker.session.sessions import Participant, SsoSession
+from broker.session.sessions import Participant, Replaced, SsoSession
 
 
 def pending(info: AuthnRequestInfo, correlation_id: str) -> dict[str, object]:
@@ -47,19 +47,24 @@ class Answers:
 
     def issue(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
               session: SsoSession, *, new_session: bool, certificate: CertificateFacts | None = None,
-              remember: str | None = None) -> Result:
+              remember: str | None = None, replaced: Replaced | None = None, detail: str | None = None) -> Result:
         """The signed assertion for ``info`` from ``session``; the SP is remembered for logout.
 
+        The SP gets its own SessionIndex (SAML Core §2.7.2: :meth:`SessionManager.session_index`), and its
+        participant record keeps it with the NameID and format: what single logout matches and sends.
+
         A ``new_session`` (from :meth:`SessionManager.open`) is stored here, together with this SP as its
-        first participant: one round trip, and only once the assertion exists. A reused session (as
-        :meth:`SessionManager.touch` left it) is stored again with this SP the same way, but only if it still
-        exists: when it has ended since it was found (a logout meanwhile), the assertion is not sent
-        (:meth:`_session_ended`).
+        first participant and the participants of the session it ``replaced`` (:meth:`SessionManager.replace`):
+        one round trip, and only once the assertion exists. A reused session (as :meth:`SessionManager.touch`
+        left it) is stored again with this SP the same way, but only if it still exists: when it has ended
+        since it was found (a logout meanwhile), the assertion is not sent (:meth:`_session_ended`). ``detail``
+        goes to the ``assertion_issued`` event (for the operator).
         """
         d = self._d
         identity = session.identity
         municipality = d.settings.municipalities[identity.municipality_id]
         name_id = d.nameids.issue(info.nameid_format, sp.entity_id, identity)
+        session_index = d.sessions.session_index(token, sp.entity_id)
         attributes = release(sp.config.release,
                              available_attributes(identity, municipality.config, ctx.correlation_id))
         content = AssertionContent(
@@ -67,19 +72,24 @@ class Answers:
             name_id_format=info.nameid_format,
             loa_uri=session.loa_uri,
             authn_instant=session.authn_instant,
-            session_index=session.session_index,
+            session_index=session_index,
             session_not_on_or_after=session.expires_at,
             attributes=attributes,
         )
         xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response)
-        participant = Participant(sp.entity_id, name_id, info.nameid_format)
+        participant = Participant(sp.entity_id, name_id, info.nameid_format, session_index, d.clock.now())
         if new_session:
-            d.sessions.save(token, session, participant)
+            d.sessions.save(token, session, participant, carried=replaced.participants if replaced else ())
         elif not d.sessions.save_reused(token, session, participant):
             return self._session_ended(info, sp, ctx, session)
+        if replaced is not None:
+            kept = [p.sp_entity_id for p in replaced.participants if p.sp_entity_id != sp.entity_id]
+            note = (f"replaces the browser's session of login {replaced.correlation_id}; its services stay in "
+                    f"single logout: {', '.join(kept) if kept else 'none'}")
+            detail = f"{note}; {detail}" if detail else note
         d.audit.record(AuditEvent(
             "assertion_issued", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
-            certificate=certificate, client_address=ctx.client_address,
+            certificate=certificate, client_address=ctx.client_address, detail=detail,
             data=MappingProxyType({
                 "request_id": info.request_id[:256], "loa": session.loa_uri, "nameid": name_id,
                 "nameid_format": info.nameid_format, "attributes": tuple(a.friendly_name for a in attributes),

@@ -96,16 +96,21 @@ class CertificateStep:
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=validated.identity, sp=sp.entity_id, client_address=ctx.client_address))
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
-        if ctx.session_token is not None and old_session is not None:
-            d.sessions.end(ctx.session_token)  # a new login replaces the old session (no fixation)
-        token, session = d.sessions.open(  # stored by issue(), with the SP
+        # a new login replaces the browser's session (a new cookie: no fixation); its SPs and its municipal IdP
+        # session, if it was federated, stay in single logout (SessionManager.replace): the browser still holds
+        # them, and a certificate login has no IdP session of its own to put in the latter's place
+        replaced = d.sessions.replace(ctx.session_token, old_session) \
+            if ctx.session_token is not None and old_session is not None else None
+        token, session = d.sessions.open(  # stored by issue(), with the SP and what it took over
             validated.identity, validated.loa.uri, ctx.correlation_id,
             certificate_sha256=facts.fingerprint_sha256,
             revocation_valid_until=validated.revocation.valid_until,
             certificate_der=cert.public_bytes(serialization.Encoding.DER),
             certificate_chain_der=[c.public_bytes(serialization.Encoding.DER) for c in ctx.presented.chain],
+            upstream=replaced.upstream if replaced is not None else None,
         )
-        return self._answers.issue(info, sp, ctx, token, session, new_session=True, certificate=facts)
+        return self._answers.issue(info, sp, ctx, token, session, new_session=True, certificate=facts,
+                                   replaced=replaced)
 
     def audit_soft_fail(self, validated: ValidatedCertificate, ctx: ClientContext, sp: ServiceProvider) -> None:
         failed = validated.revocation.soft_fail

@@ -5,8 +5,10 @@ participant at the municipality's IdP. A logout starts with a LogoutRequest
 from either side:
 
 * an SP's, at ``/saml/idp/slo``: the broker session named by the browser's
-  cookie ends if the request's NameID is the one that SP received (and its
-  SessionIndex, if given, is the session's);
+  cookie ends if the request's NameID (and format, if given) is the one that
+  SP received and its SessionIndexes, if any, include the SP's own (SAML Core
+  §3.7.3.2; each SP has one participant record, its newest, and its own
+  SessionIndex, Core §2.7.2);
 * the municipal IdP's, at ``/saml/sp/slo``: every live broker session that IdP
   opened for the NameID ends (the cookie's, and any found by the
   (IdP, NameID) index), limited to the SessionIndexes it names.
@@ -14,7 +16,8 @@ from either side:
 The session ends *first*, before anything is propagated: whatever happens
 later in the browser, the broker will not answer another AuthnRequest from it.
 Then, front-channel, one participant at a time: a signed LogoutRequest to
-every other SP of the session (HTTP-Redirect where offered), then to the
+every other SP of the session (HTTP-Redirect where offered), with the NameID
+and SessionIndex that SP was given, then to the
 municipal IdP, each answer awaited at the matching endpoint. The state travels
 as RelayState (a random id; the state itself is in the store, so any broker
 instance continues it). A participant that cannot be asked (no
@@ -40,7 +43,13 @@ from broker.errors import SamlRejected
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, LoginFailed, LogoutDone, PostToSp, Redirect, Result
 from broker.model import Identity
-from broker.saml.bindings import STATUS_PARTIAL_LOGOUT, STATUS_REQUESTER, STATUS_SUCCESS, InboundMessage
+from broker.saml.bindings import (
+    NAMEID_UNSPECIFIED,
+    STATUS_PARTIAL_LOGOUT,
+    STATUS_REQUESTER,
+    STATUS_SUCCESS,
+    InboundMessage,
+)
 from broker.saml.logout import (
     UNKNOWN_PRINCIPAL,
     LogoutMessages,
@@ -49,7 +58,7 @@ from broker.saml.logout import (
     LogoutResponseInfo,
 )
 from broker.saml.outbound import OutboundMessage
-from broker.session.sessions import SsoSession, new_token
+from broker.session.sessions import Participant, SsoSession, new_token
 
 Side = Literal["sp", "idp"]   # "sp": a regional SP (the broker's IdP endpoint); "idp": a municipal IdP
 
@@ -127,9 +136,8 @@ class LogoutFlow:
         if session is None or ctx.session_token is None:
             return [], None, False  # nothing to end here: already logged out (Success, SAML Core §3.7.3.2)
         sid = d.sessions.ref(ctx.session_token)
-        names = {p.name_id for p in d.sessions.participants_ref(sid) if p.sp_entity_id == info.peer.entity_id}
-        index_ok = not info.session_indexes or session.session_index in info.session_indexes
-        if info.name_id not in names or not index_ok:
+        own = d.sessions.participant_ref(sid, info.peer.entity_id)
+        if own is None or not _names_participant(info, own, session):
             return [], session.identity, True
         ended = [(sid, session)]
         self._end(ended)
@@ -155,26 +163,37 @@ class LogoutFlow:
             self._d.sessions.end_ref(sid, keep_participants=True)
 
     def _targets(self, ended: list[tuple[str, SsoSession]], exclude: str | None) -> list[dict[str, Any]]:
-        """Who must hear of the logout: every other SP of the sessions, then their municipal IdP."""
+        """Who must hear of the logout: every other SP of the sessions, then their municipal IdP.
+
+        Each SP is sent what it was given: its NameID as the broker issued it (broker.saml.response: qualified
+        by both entity IDs) and its own SessionIndex (Core §3.7.1). An SP with the same NameID in several of the
+        ended sessions (the IdP's logout, one user in several browsers) gets one LogoutRequest naming each of
+        its SessionIndexes."""
         d = self._d
         targets: list[dict[str, Any]] = []
-        seen: set[tuple[str, str]] = set()
+        by_name: dict[tuple[str, str], dict[str, Any]] = {}
         for sid, session in ended:
             for p in d.sessions.take_participants(sid):
-                if p.sp_entity_id == exclude or (p.sp_entity_id, p.name_id) in seen:
+                if p.sp_entity_id == exclude:
                     continue
-                seen.add((p.sp_entity_id, p.name_id))
-                # as the broker issued it (broker.saml.response): qualified by both entity IDs
-                targets.append({"side": "sp", "peer": p.sp_entity_id, "name_id": p.name_id,
-                                "format": p.name_id_format, "session_index": session.session_index,
-                                "name_qualifier": self._sides_entity("sp"), "sp_name_qualifier": p.sp_entity_id})
+                index = p.index_in(session)
+                found = by_name.get((p.sp_entity_id, p.name_id))
+                if found is not None:
+                    if index is not None and index not in found["session_indexes"]:
+                        found["session_indexes"].append(index)
+                    continue
+                target = {"side": "sp", "peer": p.sp_entity_id, "name_id": p.name_id, "format": p.name_id_format,
+                          "session_indexes": [index] if index is not None else [],
+                          "name_qualifier": self._sides_entity("sp"), "sp_name_qualifier": p.sp_entity_id}
+                by_name[(p.sp_entity_id, p.name_id)] = target
+                targets.append(target)
         if exclude is not None:  # the SP started it: the municipal IdP must hear too (it did not start it)
             for _, session in ended:
                 up = session.upstream
                 if up is not None:
                     targets.append({"side": "idp", "peer": up["idp"], "name_id": up["name_id"],
                                     "format": up.get("name_id_format") or None,
-                                    "session_index": up.get("session_index") or None,
+                                    "session_indexes": [up["session_index"]] if up.get("session_index") else [],
                                     "name_qualifier": up.get("name_qualifier") or None,
                                     "sp_name_qualifier": up.get("sp_name_qualifier") or None})
         return targets
@@ -257,7 +276,7 @@ class LogoutFlow:
                 continue
             state_id = secrets.token_urlsafe(32)
             request_id, out = messages.request(
-                peer, target["name_id"], target["format"], target["session_index"], state_id,
+                peer, target["name_id"], target["format"], _session_indexes(target), state_id,
                 lifetime=d.sessions.pending_timeout, name_qualifier=target.get("name_qualifier"),
                 sp_name_qualifier=target.get("sp_name_qualifier"))
             state["current"] = {"side": target["side"], "peer": target["peer"], "request_id": request_id}
@@ -309,6 +328,28 @@ class LogoutFlow:
     def _sp_name(self, initiator: dict[str, Any]) -> LocalizedText | None:
         sp = self._d.settings.sp_by_entity_id(initiator["peer"]) if initiator["side"] == "sp" else None
         return sp.config.name if sp is not None else None
+
+
+def _names_participant(info: LogoutRequestInfo, own: Participant, session: SsoSession) -> bool:
+    """Does the SP's LogoutRequest name what this SP was given in the session (SAML Core §3.7.3.2)? Its NameID,
+    its NameID format if the request gives one, and, if the request names SessionIndexes, the SP's own among them
+    (not the session's or another SP's: each SP has its own, Core §2.7.2)."""
+    if not hmac.compare_digest(info.name_id.encode(), own.name_id.encode()):
+        return False
+    if info.name_id_format not in (None, "", NAMEID_UNSPECIFIED, own.name_id_format):
+        return False
+    if not info.session_indexes:
+        return True
+    index = own.index_in(session)
+    return index is not None and any(hmac.compare_digest(given.encode(), index.encode())
+                                     for given in info.session_indexes)
+
+
+def _session_indexes(target: dict[str, Any]) -> list[str]:
+    """The SessionIndexes to name to a participant; a logout stored by the previous release has one or none."""
+    if "session_indexes" in target:
+        return list(target["session_indexes"])
+    return [target["session_index"]] if target.get("session_index") else []
 
 
 def _identity(state: dict[str, Any]) -> Identity | None:

@@ -223,18 +223,21 @@ class UpstreamStep:
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=identity, sp=sp.entity_id, client_address=ctx.client_address))
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
+        upstream = {"idp": idp.entity_id, "name_id": assertion.name_id,
+                    "name_id_format": assertion.name_id_format or "",
+                    "name_qualifier": assertion.name_qualifier or "",
+                    "sp_name_qualifier": assertion.sp_name_qualifier or "",
+                    "session_index": assertion.session_index or ""}
         old, _ = d.sessions.find(ctx.session_token)
-        if old is not None and ctx.session_token is not None:
-            d.sessions.end(ctx.session_token)  # a new login replaces the old session (no fixation)
-        token, session = d.sessions.open(  # stored by issue(), with the SP
+        # a new login replaces the browser's session (a new cookie: no fixation); its SPs stay in single logout
+        # (SessionManager.replace)
+        replaced = d.sessions.replace(ctx.session_token, old) \
+            if old is not None and ctx.session_token is not None else None
+        token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
-            upstream={"idp": idp.entity_id, "name_id": assertion.name_id,
-                      "name_id_format": assertion.name_id_format or "",
-                      "name_qualifier": assertion.name_qualifier or "",
-                      "sp_name_qualifier": assertion.sp_name_qualifier or "",
-                      "session_index": assertion.session_index or ""},
-            authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
-        return self._answers.issue(info, sp, ctx, token, session, new_session=True)
+            upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
+        return self._answers.issue(info, sp, ctx, token, session, new_session=True, replaced=replaced,
+                                   detail=_superseded(replaced.upstream if replaced is not None else None, upstream))
 
     def _take_pending(self, request_id: str, ctx: ClientContext) -> dict[str, Any] | Result:
         """The login waiting for the answer to ``request_id`` (InResponseTo, SAML Profiles §4.1.4.3), taken (one
@@ -336,6 +339,23 @@ class UpstreamStep:
 
 def _digest(binding: str) -> str:
     return hashlib.sha256(binding.encode()).hexdigest()
+
+
+def _superseded(earlier: dict[str, str] | None, newest: dict[str, str]) -> str | None:
+    """For the audit trail: the municipal IdP session of the replaced browser session, when it is not the one
+    this login was answered from, and so will not be asked at single logout.
+
+    A session keeps one upstream record, the newest: it is the IdP session this browser is logged in to now. An
+    IdP asked again (ForceAuthn) re-authenticates within its session for the browser, or replaces it, and names
+    in its answer the SessionIndex it now knows; a LogoutRequest naming an older one would likely be answered
+    with an error, and the user told the logout was partial when it was not. An IdP session that differs (another
+    SessionIndex, NameID or IdP) is not forgotten silently: the operator sees which one the broker gave up.
+    """
+    if earlier is None or all(earlier.get(k, "") == newest.get(k, "") for k in ("idp", "name_id", "session_index")):
+        return None
+    return (f"the earlier session at IdP {earlier.get('idp', '')[:200]} (SessionIndex "
+            f"{earlier.get('session_index', '')[:100] or 'none'}) is superseded by this login's and will not be "
+            "asked at single logout")
 
 
 def _best_loa(municipality: Municipality) -> Loa:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -241,13 +241,14 @@ class LogoutMessages:
 
     # --- outbound --------------------------------------------------------------------------
 
-    def request(self, peer: LogoutPeer, name_id: str, name_id_format: str | None, session_index: str | None,
+    def request(self, peer: LogoutPeer, name_id: str, name_id_format: str | None, session_indexes: Sequence[str],
                 relay_state: str | None, *, lifetime: dt.timedelta, name_qualifier: str | None = None,
                 sp_name_qualifier: str | None = None) -> tuple[str, OutboundMessage]:
         """A signed LogoutRequest to ``peer`` (Core §3.7.1); returns (its ID, the message).
 
         The NameID is given exactly as it was issued, qualifiers included: participants such as ADFS and
-        pysaml2 match the whole identifier, not only its value.
+        pysaml2 match the whole identifier, not only its value. ``session_indexes`` are the peer's own (Core
+        §3.7.1: zero or more <SessionIndex>; none asks it to end all of the principal's sessions).
         """
         if peer.endpoint is None:
             raise ValueError(f"{peer.entity_id} has no SingleLogoutService")
@@ -263,7 +264,7 @@ class LogoutMessages:
             issuer=saml.Issuer(text=self.entity_id, format=NAMEID_ENTITY),
             name_id=saml.NameID(text=name_id, format=name_id_format or None, name_qualifier=name_qualifier or None,
                                 sp_name_qualifier=sp_name_qualifier or None),
-            session_index=[samlp.SessionIndex(text=session_index)] if session_index else None,
+            session_index=[samlp.SessionIndex(text=index) for index in session_indexes] or None,
         )
         return request_id, self._encode(message, peer.endpoint, peer.endpoint.location, "SAMLRequest", relay_state)
 

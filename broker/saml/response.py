@@ -83,7 +83,7 @@ class AssertionContent:
     name_id_format: str
     loa_uri: str
     authn_instant: dt.datetime
-    session_index: str
+    session_index: str    # this SP's own (SAML Core §2.7.2: no SessionIndex shared by SPs to correlate the user)
     session_not_on_or_after: dt.datetime
     attributes: Sequence[ReleasedAttribute]
 

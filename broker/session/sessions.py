@@ -8,6 +8,9 @@
 * A pending login (the AuthnRequest being answered) is stored under a random
   id and *taken* (GETDEL) when the login continues: it is consumed once, on
   whichever broker instance the browser reaches.
+* Every SP answered from a session is one of its participants (for single
+  logout, SAML Profiles §4.4): one record per SP, the newest, holding what
+  that SP was given: its NameID, NameID format and its own SessionIndex.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -57,6 +60,10 @@ class SsoSession:
     # for the re-check); stored only when there are any, so sessions without them keep their old form
     certificate_chain_der: tuple[str, ...] = ()
     upstream: dict[str, str] | None = None  # login: saml: the IdP, its NameID, format and SessionIndex (logout)
+    # The session-wide SessionIndex of releases that gave every SP the same one. Never sent any more (each SP
+    # gets its own: SessionManager.session_index); kept, and still written, only as the SessionIndex of
+    # participants stored without one (by those releases) and so that the session's stored form stays the
+    # same for instances of the previous release during an upgrade.
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
 
     def to_json(self) -> bytes:
@@ -90,19 +97,68 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 
 @dataclass(frozen=True)
 class Participant:
-    """A service provider that received an assertion in this session (for single logout)."""
+    """A service provider that received an assertion in this session, with what it was given: single logout
+    (SAML Profiles §4.4) matches the SP's LogoutRequest against these values and sends them in the broker's.
+
+    ``session_index`` is the SP's own SessionIndex (SAML Core §2.7.2); None only in records stored by releases
+    that gave every SP the session's one (:attr:`SsoSession.session_index` then stands in). ``issued`` orders
+    the records of one SP: the newest is the SP's participant (:meth:`SessionManager.participants_ref`).
+    """
 
     sp_entity_id: str
     name_id: str
     name_id_format: str
+    session_index: str | None = None
+    issued: dt.datetime | None = None
 
     def encode(self) -> str:
-        return json.dumps([self.sp_entity_id, self.name_id, self.name_id_format], separators=(",", ":"))
+        values: list[str | None] = [self.sp_entity_id, self.name_id, self.name_id_format]
+        if self.session_index is not None or self.issued is not None:
+            values += [self.session_index, self.issued.isoformat() if self.issued is not None else None]
+        return json.dumps(values, separators=(",", ":"))
 
     @classmethod
     def decode(cls, text: str) -> Participant:
-        sp, name_id, fmt = json.loads(text)
-        return cls(sp, name_id, fmt)
+        """A stored record: [SP, NameID, format] as earlier releases wrote it, or with the SessionIndex and the
+        time of issue after them. Values after those are ignored, so that a later release may add some."""
+        values = json.loads(text)
+        sp, name_id, fmt = values[:3]
+        index, issued = [*values[3:5], None, None][:2]
+        return cls(sp, name_id, fmt, index, _dt(issued) if issued else None)
+
+    def index_in(self, session: SsoSession) -> str | None:
+        """The SessionIndex this SP holds: its own, or the session-wide one of a record from an earlier release."""
+        return self.session_index if self.session_index is not None else session.session_index
+
+
+def _newest_per_sp(participants: Iterable[Participant]) -> list[Participant]:
+    """One participant per SP, by SP: its newest record, the one an SP answered again (a new transient NameID,
+    say) holds; an SP keeps one session per user. Records of earlier releases (no time) count as oldest; a tie
+    (one microsecond, or instance clocks apart by more than two logins of one SP in one browser) goes by the
+    record's text, so every instance picks the same one."""
+    newest: dict[str, Participant] = {}
+    for p in participants:
+        held = newest.get(p.sp_entity_id)
+        if held is None or _order(p) > _order(held):
+            newest[p.sp_entity_id] = p
+    return [newest[sp] for sp in sorted(newest)]
+
+
+_EPOCH = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def _order(p: Participant) -> tuple[dt.datetime, str]:
+    return p.issued or _EPOCH, p.encode()
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """What a session hands on to the session of a new login in the same browser that replaces it
+    (:meth:`SessionManager.replace`)."""
+
+    participants: tuple[Participant, ...]    # one per SP, as :meth:`SessionManager.participants_ref` gives them
+    upstream: dict[str, str] | None          # its municipal IdP session, if it was federated
+    correlation_id: str                      # of the login that opened it
 
 
 class SessionManager:
@@ -148,9 +204,13 @@ class SessionManager:
         )
         return new_token(), session
 
-    def save(self, token: str, session: SsoSession, participant: Participant | None = None) -> None:
-        """Store a session from :meth:`open`, with its first participant (the SP being answered), in one round
-        trip.
+    def save(self, token: str, session: SsoSession, participant: Participant | None = None, *,
+             carried: Sequence[Participant] = ()) -> None:
+        """Store a session from :meth:`open`, with its first participant (the SP being answered) and the
+        participants ``carried`` over from the session it replaces (:meth:`replace`), in one round trip.
+
+        A carried record for the SP being answered is dropped: that SP now holds the new assertion (SAML Core
+        §2.7.2: its newest SessionIndex), and one record per SP is what logout works with.
 
         A session from a municipal IdP is also indexed by (IdP, NameID), so the
         IdP's LogoutRequest finds it even when the browser does not send the
@@ -163,9 +223,24 @@ class SessionManager:
         if session.upstream is not None:
             members.append((self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
                             self.absolute_timeout.total_seconds()))
-        if participant is not None:
-            members.append(("session-sps:" + sid, participant.encode(), ttl))
+        answered = participant.sp_entity_id if participant is not None else None
+        for p in [*(c for c in carried if c.sp_entity_id != answered), *([participant] if participant else [])]:
+            members.append(("session-sps:" + sid, p.encode(), ttl))
         self._store.put("session:" + sid, session.to_json(), ttl, members=members)
+
+    @staticmethod
+    def session_index(token: str, sp_entity_id: str) -> str:
+        """The SessionIndex of the session ``token`` names for the SP ``sp_entity_id`` (SAML Core §2.7.2, §3.7.1).
+
+        Core §2.7.2: a SessionIndex must not let SPs correlate the principal. Each SP gets its own: 128 bits of an
+        HMAC-SHA-256 of its entity ID keyed with the session's cookie value (256 random bits only the browser
+        holds; the store keeps their hash), so no SP can compute another's. Chosen over a random value per
+        assertion: nothing more to store with the session, and an SP answered again from the session gets the
+        same one, so what it still holds from the earlier answer matches too. A new login (cookie) gives new
+        ones. The value is stored with the participant: logout matches and sends what the SP was given.
+        """
+        mac = hmac.new(token.encode(), b"saml-session-index\x00" + sp_entity_id.encode(), hashlib.sha256)
+        return "_" + mac.hexdigest()[:32]
 
     @staticmethod
     def ref(token: str) -> str:
@@ -232,8 +307,12 @@ class SessionManager:
         return self.participants_ref(_hash(token))
 
     def participants_ref(self, sid: str) -> list[Participant]:
-        return sorted((Participant.decode(m) for m in self._store.members("session-sps:" + sid)),
-                      key=lambda p: (p.sp_entity_id, p.name_id))
+        """The session's participants, one per SP (its newest record), by SP entity ID."""
+        return _newest_per_sp(Participant.decode(m) for m in self._store.members("session-sps:" + sid))
+
+    def participant_ref(self, sid: str, sp_entity_id: str) -> Participant | None:
+        """The SP's participant record in the session (its newest), or None if it got nothing from the session."""
+        return next((p for p in self.participants_ref(sid) if p.sp_entity_id == sp_entity_id), None)
 
     def end(self, token: str) -> None:
         self.end_ref(_hash(token))
@@ -249,11 +328,24 @@ class SessionManager:
         self._store.delete("session-sps:" + sid)
         return participants
 
-    def find_by_session_index(self, token: str | None, session_index: str) -> SsoSession | None:
-        session, _ = self.find(token)
-        if session is not None and hmac.compare_digest(session.session_index.encode(), session_index.encode()):
-            return session
-        return None
+    def replace(self, token: str, session: SsoSession) -> Replaced:
+        """End the session ``token`` names because a new login in the same browser replaces it (a new cookie: no
+        session fixation), and return what the new session takes over (:meth:`save` ``carried``, and the
+        upstream record).
+
+        Its SPs still hold the user, each with the NameID and SessionIndex it was given: they stay participants
+        of the new session, so that single logout from any SP of either ends the browser's session and reaches
+        all of them (SAML Profiles §4.4); dropped, they would not hear of a logout from the new session, and
+        their own LogoutRequest would get UnknownPrincipal while the new session lives on.
+
+        Two round trips, as ending a session took before (DEL, DEL): the session is deleted first, so that no
+        request answered from it can add a participant once they are read (:meth:`save_reused` stores only while
+        the session exists), then they are read. Their list expires with its time to live (at most the idle
+        timeout) rather than cost a third: nothing leads to it once its session is gone.
+        """
+        sid = _hash(token)
+        self.end_ref(sid, keep_participants=True)
+        return Replaced(tuple(self.participants_ref(sid)), session.upstream, session.correlation_id)
 
     # --- short-lived state: pending logins, logins at a municipal IdP, logouts in progress ---------
 
