@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,7 +16,7 @@ from cryptography import x509
 from broker.clock import SystemClock
 from broker.config.loader import Settings, load_settings
 from broker.config.values import load_certificates
-from broker.errors import ConfigError, UnusableInput
+from broker.errors import ConfigError, ConfigIssue, UnusableInput
 from broker.model import CertificateFacts
 from broker.pki.identity import display_subject
 from broker.pki.revocation.crls import parse_crl
@@ -92,12 +94,27 @@ def emit(result: dict[str, Any], as_json: bool) -> None:
             click.echo(f"  {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
 
 
-def settings_or_exit(config_dir: Path) -> Settings:
-    """The configuration, or exit 2 pointing at `broker config check` (which lists the problems)."""
+def as_shown(directory: Path, issues: Sequence[ConfigIssue]) -> list[ConfigIssue]:
+    """The issues with their files as `broker config check DIR` names them: inside ``directory``, except when
+    the directory itself is the problem (an absolute path already)."""
+    return [i if Path(i.file).is_absolute() else replace(i, file=f"{directory}/{i.file}") for i in issues]
+
+
+def settings_or_exit(config_dir: Path, *, as_json: bool = False) -> Settings:
+    """The configuration, or exit 2 listing every problem as `broker config check` does, one
+    ``file:line: key: message`` a line on stderr; with ``as_json``, on stdout as ``{"version": 1, "result":
+    "invalid", "issues": [{"file", "line", "key", "message"}, ...]}`` (the fields of :class:`ConfigIssue`)."""
     try:
         return load_settings(config_dir)
     except ConfigError as exc:
-        click.echo(f"the configuration is invalid ({len(exc.issues)} problem(s)); run `broker config check`",
+        issues = as_shown(config_dir, exc.issues)
+        if as_json:
+            click.echo(json.dumps({"version": 1, "result": "invalid", "issues": [asdict(i) for i in issues]},
+                                  indent=2, ensure_ascii=False))
+        else:
+            for issue in issues:
+                click.echo(str(issue), err=True)
+        click.echo(f"the configuration is invalid: {len(issues)} problem(s) (`broker config check` lists the same)",
                    err=True)
         sys.exit(2)
 

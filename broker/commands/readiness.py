@@ -48,7 +48,7 @@ def readiness(config_dir: Path, municipalities: tuple[str, ...], endpoints: tupl
     the CA names each public endpoint really advertises (a live TLS handshake). Municipalities with
     their own IdP: metadata (signature, validUntil, keys), declared attributes, the IdP's endpoint.
     """
-    settings = settings_or_exit(config_dir)
+    settings = settings_or_exit(config_dir, as_json=as_json)
     options = ReadinessOptions(municipalities=municipalities, endpoints=endpoints, network=not offline,
                                login=login, ca_file=ca_file)
     show_progress = sys.stderr.isatty() and not as_json

@@ -9,6 +9,7 @@ authentication asked later, per path (renegotiation, post-handshake), is impossi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from cryptography import x509
 
 from broker.config.schema import CertificateLogin
 from broker.pki.tls import EndpointProbe, probe_endpoint
-from broker.readiness.model import Check, Section, Status
+from broker.readiness.model import Check, Section
 from broker.readiness.trust import issuing_cas, name_of
 
 
@@ -85,8 +86,21 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, str], warn_bytes:
                     "advertised": advertised, "ca_list_bytes": p.ca_list_bytes})
 
 
+REGENERATE_BUNDLE = ("Regenerate the proxy's client-CA bundle from this configuration (`broker proxy-config nginx "
+                     "--config DIR --out DIR`; `haproxy` or `apache` for those proxies), reload the proxy, and run "
+                     "`broker readiness` again.")
+
+
 def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
-    """Will the municipality's users be offered their certificate at this endpoint?"""
+    """Will each of the municipality's users be offered their certificate at this endpoint?
+
+    A browser offers a certificate when the CertificateRequest names its issuer, or a CA it can build a path
+    to from certificates it holds (RFC 5246 §7.4.4: the names "may specify a desired distinguished name for a
+    root CA or for a subordinate CA"; RFC 8446 §4.2.4). So the municipality passes when every issuing CA is
+    named, or its root (then the PCs must hold the intermediates, as smart-card middleware installs them). An
+    issuing CA named neither itself nor through its root is the go-live failure for every holder of its
+    cards: FAIL, even when the other issuing CAs are advertised.
+    """
     url = found.url
     p = found.probe
     if p is None:
@@ -98,22 +112,37 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
     if not p.ca_names:
         return Check("endpoint.advertises", "warn", "any certificate offered",
                      f"{url} names no CA: the users' certificates are offered among all others",
-                     "Advertise the municipalities' CAs (`broker proxy-config nginx`).", url)
+                     "Name the municipalities' CAs in the certificate request. " + REGENERATE_BUNDLE, url)
     names = {n.public_bytes() for n in p.ca_names}
     anchors = [c for c in cl.anchors() if c.subject.public_bytes() in names]
     issuing = issuing_cas(cl)
+    present = [c for c in issuing if c.subject.public_bytes() in names]
     missing = [c for c in issuing if c.subject.public_bytes() not in names]
-    if anchors or not missing:
-        shown = anchors or list(issuing)
+    if not missing:
         return Check("endpoint.advertises", "pass", "users will be offered their certificate",
-                     f"{url} advertises {', '.join(name_of(c) for c in shown)}", None, url)
-    status: Status = "fail" if len(missing) == len(issuing) else "warn"
-    return Check("endpoint.advertises", status, "certificate will not be offered" if status == "fail"
-                 else "some cards will not be offered",
-                 f"{url} advertises neither the root ({', '.join(name_of(c) for c in cl.anchors())}) nor "
-                 f"{', '.join(name_of(c) for c in missing)}: browsers will not show these users' certificates",
-                 "Add the municipality's CA certificates to the endpoint's client-CA bundle (`broker proxy-config "
-                 "nginx --out DIR` writes it from this configuration) and reload the proxy.", url)
+                     f"{url} advertises {_names(present)}", None, url)
+    if anchors:
+        also = f" and {_names(present)}" if present else ""
+        return Check("endpoint.advertises", "pass", "users will be offered their certificate",
+                     f"{url} advertises the root {_names(anchors)}{also}, not the {_issuing(missing)}: browsers "
+                     f"offer those cards only on PCs that hold {_names(missing)} to build the chain to the root "
+                     "(smart-card middleware usually installs it; /diagnose on a PC shows whether a certificate "
+                     "arrives)", None, url)
+    title = "certificate will not be offered" if not present else "some cards will not be offered"
+    what = f"neither the root ({_names(cl.anchors())}) nor the {_issuing(missing)}" \
+        if cl.intermediate_certificates() else f"not the root {_names(missing)}"
+    return Check("endpoint.advertises", "fail", title,
+                 f"{url} advertises {what}: browsers will not show these card holders' certificates"
+                 + (f" (of the municipality's issuing CAs only {_names(present)} is advertised)" if present else ""),
+                 REGENERATE_BUNDLE, url)
+
+
+def _names(certs: Sequence[x509.Certificate]) -> str:
+    return ", ".join(name_of(c) for c in certs)
+
+
+def _issuing(certs: Sequence[x509.Certificate]) -> str:
+    return f"issuing CA{'s' if len(certs) > 1 else ''} {_names(certs)}"
 
 
 def configured_names(cas: dict[str, tuple[x509.Certificate, ...]]) -> dict[bytes, str]:

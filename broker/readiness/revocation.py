@@ -4,7 +4,10 @@ Every CRL the broker would use (configured files and URLs, the distribution poin
 certificates and the sample certificate name) is fetched now, verified against its issuer and
 judged fresh (RFC 5280 §5.1.2.5); every OCSP responder the CA certificates name is asked about
 that CA (RFC 6960 §4.2), so a responder that is down, slow or signs wrongly shows before users
-meet it. The sample certificate's own OCSP answer is part of the sample check.
+meet it. The users' responder is asked about the sample certificate through the revocation engine
+itself, the way a login asks (methods in the configured order), while :class:`RevocationLookups`
+listens to the engine's ``observe`` hook: the engine falls back to the CRL silently, so a dead
+responder behind a working CRL would otherwise pass unseen while logins wait for it.
 """
 
 from __future__ import annotations
@@ -12,22 +15,47 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from broker.config.schema import CertificateLogin
 from broker.errors import CertificateRejected
 from broker.pki.revocation.crls import distribution_point_urls, parse_crl, verify_crl
-from broker.pki.revocation.engine import RevocationPolicy
+from broker.pki.revocation.engine import RevocationChecker, RevocationPolicy
 from broker.pki.revocation.http import FetchError, HttpFetcher
 from broker.pki.revocation.ocsp import build_request, responder_urls, verify_response
 from broker.readiness.model import Check
 from broker.readiness.trust import name_of
 
 
+class RevocationLookups:
+    """What a :class:`RevocationChecker` did, heard through its ``observe(method, result)`` hook: ``method``
+    ocsp or crl, ``result`` cache_hit, shared_hit, fetched, error or revoked, in the order of the lookups."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def __call__(self, method: str, result: str) -> None:
+        self.events.append((method, result))
+
+    def clear(self) -> None:
+        self.events.clear()
+
+
+@dataclass(frozen=True)
+class UsersRevocation:
+    """The engine a login uses (readiness builds one per run) and what it hears from it."""
+
+    checker: RevocationChecker
+    lookups: RevocationLookups
+
+
 def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fetcher: HttpFetcher | None,
-                      now: dt.datetime, sample: x509.Certificate | None) -> list[Check]:
+                      now: dt.datetime, sample: x509.Certificate | None,
+                      users: UsersRevocation | None = None) -> list[Check]:
     config = cl.revocation
     if config.mode == "none" or policy is None:
         return [Check("revocation.mode", "warn", "revocation checking is off",
@@ -44,6 +72,10 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
         checks += _crl_checks(cl, policy, fetcher, now, cas, sample)
     if "ocsp" in config.methods:
         checks += _ocsp_checks(cl, policy, fetcher, now, sample)
+        if sample is not None and fetcher is not None and users is not None:
+            users_check = users_ocsp_check(cl, policy, users, sample)
+            if users_check is not None:
+                checks.append(users_check)
     return checks
 
 
@@ -147,3 +179,79 @@ def _ask(url: str, cert: x509.Certificate, issuer: x509.Certificate, policy: Rev
                      "before go-live.", url)
     return Check("revocation.ocsp", "pass", "OCSP responder answers", f"{url}: {subject} good, produced "
                  f"{answer.produced_at:%Y-%m-%d %H:%M} UTC", None, url)
+
+
+def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: UsersRevocation,
+                     sample: x509.Certificate) -> Check | None:
+    """``revocation.ocsp_users``: the users' responder (``ocsp.url``, else the sample's Authority Information
+    Access, RFC 5280 §4.2.2.1), asked about the sample as a login asks it (RFC 6960 §4.1, §4.2).
+
+    PASS when it answers; WARN when it fails and a later method (the CRL) answers instead, because logins
+    then wait for the responder before falling back; FAIL when it fails and nothing else answers. None when
+    OCSP is not asked for the users' certificates: no responder is configured or named, the sample's issuer
+    is not configured (the sample check says so), or a method before OCSP answered.
+    """
+    url = policy.config.ocsp.url or next(iter(responder_urls(sample)), None)
+    issuer = _issuer_of(sample, cl)
+    if url is None or issuer is None:
+        return None
+    subject = name_of(sample)
+    users.lookups.clear()
+    failure: CertificateRejected | None
+    try:
+        outcome = users.checker.check((sample, issuer), policy)
+    except CertificateRejected as exc:
+        failure = exc
+        # a revocation is a definite answer, from the method that gave it
+        answered = users.lookups.events[-1][0] if exc.reason == "revoked" and users.lookups.events else None
+    else:
+        failure = outcome.soft_fail
+        answered = outcome.checked[0].method if outcome.checked else None
+    ocsp = [result for method, result in users.lookups.events if method == "ocsp"]
+    if not ocsp:
+        return None
+    reached = ocsp[0] != "error"
+    if reached and answered == "ocsp":
+        verdict = "revoked" if failure is not None else "good"
+        return Check("revocation.ocsp_users", "pass", "the users' OCSP responder answers",
+                     f"{url}: asked about the sample {subject}: {verdict}", None, url)
+    down = users.checker.last_ocsp_error(url)
+    if reached:
+        error = "no definite answer (the responder does not know the sample: status unknown)"
+    elif down is not None:
+        error = down[1].removeprefix(f"{url}: ")  # a FetchError names the URL; the evidence already does
+    else:
+        error = failure.detail if failure is not None else "no answer"
+    o = policy.config.ocsp
+    wait = f"up to {o.connect_timeout.seconds:g} s to connect and {o.timeout.seconds:g} s in all"
+    if answered is not None:
+        return Check("revocation.ocsp_users", "warn", f"the users' OCSP responder fails; the {answered.upper()} "
+                     "answers instead",
+                     f"{url} (asked about the sample {subject}): {error}. Logins ask it first and, while it fails, "
+                     f"wait for it ({wait}) before the {answered.upper()} answers",
+                     "Make sure the broker's hosts reach the users' OCSP responder (proxy, firewall, DNS) and ask "
+                     "the CA about it; if it is not meant to be used, list crl before ocsp in revocation.methods.",
+                     url)
+    others = [m.upper() for m in policy.config.methods if m != "ocsp"]
+    tail = f"the {', '.join(others)} did not answer either" if others else "no other method is configured"
+    after = "logins go on unchecked (soft_fail, audited)" if policy.config.failure == "soft_fail" \
+        else "logins are refused"
+    fallback = "the revocation.crl checks say why the CRL did not answer" if others else \
+        "configure the CA's CRL as a fallback (revocation.methods: [ocsp, crl])"
+    return Check("revocation.ocsp_users", "fail", "the users' OCSP responder fails and nothing else answers",
+                 f"{url} (asked about the sample {subject}): {error}; {tail}: {after}",
+                 "Make sure the broker's hosts reach the users' OCSP responder (proxy, firewall, DNS) and ask the "
+                 f"CA about it; {fallback}.", url)
+
+
+def _issuer_of(cert: x509.Certificate, cl: CertificateLogin) -> x509.Certificate | None:
+    """The configured CA that signed ``cert``: its name and signature (RFC 5280 §6.1.3 (a)(1), (a)(4))."""
+    for ca in (*cl.intermediate_certificates(), *cl.anchors()):
+        if ca.subject != cert.issuer:
+            continue
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        return ca
+    return None

@@ -17,7 +17,7 @@ from broker.readiness.broker_keys import broker_checks
 from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
 from broker.readiness.federation import federation_checks
 from broker.readiness.model import Check, Report, Section
-from broker.readiness.revocation import revocation_checks
+from broker.readiness.revocation import RevocationLookups, UsersRevocation, revocation_checks
 from broker.readiness.samples import sample_checks
 from broker.readiness.synthetic import synthetic_login
 from broker.readiness.trust import trust_checks
@@ -67,11 +67,14 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes) for p in probed)
 
     crls = CrlStore(clock, fetcher=fetcher, shared=None)
-    validator = CertificateValidator(settings.trust, clock, RevocationChecker(
-        clock, crls=crls, fetcher=fetcher, shared=None, refresh_interval=0))
-    registry = UpstreamMetadata(list(settings.municipalities.values()), clock, fetcher, background=False)
-    if options.network:
-        registry.refresh_all()
+    lookups = RevocationLookups()
+    checker = RevocationChecker(clock, crls=crls, fetcher=fetcher, shared=None, refresh_interval=0, observe=lookups)
+    validator = CertificateValidator(settings.trust, clock, checker)
+    users = UsersRevocation(checker, lookups)
+    # only the municipalities checked, and no refresh_all(): URL metadata is not loaded before (the loader reads
+    # local files only), so get() in federation_checks fetches each once; offline there is no fetcher
+    registry = UpstreamMetadata([m for m in municipalities if m.config.saml is not None], clock, fetcher,
+                                background=False)
 
     sections = []
     for m in municipalities:
@@ -83,7 +86,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             domain = settings.trust.domains.get(m.id)
             checks += trust_checks(cl, now, window, cfg.environment)
             checks += revocation_checks(cl, domain.revocation if domain else None, fetcher, now,
-                                        sample.certificate if sample else None)
+                                        sample.certificate if sample else None, users)
             progress(f"{m.id}: sample certificate")
             checks += sample_checks(m.id, sample.certificate if sample else None, validator, now, window)
             if not urls:

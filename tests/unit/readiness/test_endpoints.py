@@ -225,20 +225,79 @@ def test_ca_names_of_no_configured_municipality_warn(settings: Settings, serve) 
     assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
 
 
-def test_only_some_issuing_cas_advertised_warns(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
-    """Two issuing CAs under one root; the endpoint names one of them and not the root."""
+def two_issuing_cas(config_dir: Path) -> tuple[CertificateLogin, list[x509.Certificate]]:
+    """Kommun A with one root and two issuing CAs (like SITHS e-id's Person HSA-id 3 CA and Person ID 3 CA):
+    its login and [root, first, second]."""
     root = root_ca("Kommun A Root CA", NOW)
-    first, second = issuing_ca(root, "Kommun A Person CA 1"), issuing_ca(root, "Kommun A Person CA 2")
+    first, second = issuing_ca(root, "Kommun A Person HSA-id CA"), issuing_ca(root, "Kommun A Person ID CA")
     write_certificate_municipality(config_dir, "kommun-a", anchors=[root.certificate],
                                    intermediates=[first.certificate, second.certificate])
-    cl = login(load(config_dir), "kommun-a")
+    return login(load(config_dir), "kommun-a"), [root.certificate, first.certificate, second.certificate]
 
-    found = probed(serve(client_cas=[first.certificate]))
-    check = advertised_check(cl, found)
-    assert (check.status, check.title) == ("warn", "some cards will not be offered")
-    assert "Kommun A Person CA 2" in check.evidence
 
-    assert advertised_check(cl, probed(serve(client_cas=[first.certificate, second.certificate]))).status == "pass"
+def test_one_of_two_issuing_cas_missing_fails(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """The go-live failure itself: the endpoint names one issuing CA, not the other nor the root. Every holder of
+    a card from the missing CA is never offered their certificate, so it FAILs (exit 1), naming the missing CA,
+    the endpoint and the command that writes the bundle."""
+    cl, (_, first, _) = two_issuing_cas(config_dir)
+    endpoint = serve(client_cas=[first])
+
+    check = advertised_check(cl, probed(endpoint))
+
+    assert (check.id, check.status, check.title, check.subject) == (
+        "endpoint.advertises", "fail", "some cards will not be offered", endpoint.url)
+    assert check.evidence == (
+        f"{endpoint.url} advertises neither the root (Kommun A Root CA) nor the issuing CA Kommun A Person ID CA: "
+        "browsers will not show these card holders' certificates (of the municipality's issuing CAs only "
+        "Kommun A Person HSA-id CA is advertised)")
+    assert check.fix == ("Regenerate the proxy's client-CA bundle from this configuration (`broker proxy-config "
+                         "nginx --config DIR --out DIR`; `haproxy` or `apache` for those proxies), reload the "
+                         "proxy, and run `broker readiness` again.")
+
+
+def test_both_issuing_cas_advertised_passes(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    cl, (_, first, second) = two_issuing_cas(config_dir)
+    endpoint = serve(client_cas=[first, second])
+
+    check = advertised_check(cl, probed(endpoint))
+
+    assert (check.status, check.evidence) == (
+        "pass", f"{endpoint.url} advertises Kommun A Person HSA-id CA, Kommun A Person ID CA")
+
+
+@pytest.mark.parametrize(("advertised", "also"), [
+    ([0], ""),
+    ([0, 1], " and Kommun A Person HSA-id CA"),
+], ids=["root-only", "root-and-one-issuing"])
+def test_root_without_an_issuing_ca_passes_and_says_the_pcs_need_the_intermediate(  # type: ignore[no-untyped-def]
+        config_dir: Path, serve, advertised: list[int], also: str) -> None:
+    """Browsers match the root only when the PC can build the chain: PASS, and the evidence says so."""
+    cl, certs = two_issuing_cas(config_dir)
+    missing = "Kommun A Person HSA-id CA, Kommun A Person ID CA" if also == "" else "Kommun A Person ID CA"
+    endpoint = serve(client_cas=[certs[i] for i in advertised])
+
+    check = advertised_check(cl, probed(endpoint))
+
+    assert (check.id, check.status, check.title) == ("endpoint.advertises", "pass",
+                                                     "users will be offered their certificate")
+    assert check.evidence == (
+        f"{endpoint.url} advertises the root Kommun A Root CA{also}, not the issuing "
+        f"CA{'s' if also == '' else ''} {missing}: browsers offer those cards only on PCs that hold {missing} to "
+        "build the chain to the root (smart-card middleware usually installs it; /diagnose on a PC shows whether "
+        "a certificate arrives)")
+    assert check.fix is None
+
+
+def test_one_of_two_issuing_cas_missing_fails_the_run(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """Through the runner: the municipality's result is FAIL, so `broker readiness` exits 1."""
+    _, (_, first, _) = two_issuing_cas(config_dir)
+    endpoint = serve(client_cas=[first])
+    set_readiness(config_dir, endpoints=[endpoint.url])
+
+    report = readiness(load(config_dir), municipalities=["kommun-a"])
+
+    assert statuses(section(report, "kommun-a"), "endpoint.advertises") == ["fail"]
+    assert report.result == "fail"
 
 
 # --- servers that demand a certificate, TLS 1.2 -------------------------------------------------------------

@@ -362,3 +362,33 @@ def test_sso_endpoint_not_checked_offline(config_dir: Path, material: Material, 
 
     assert statuses(result, "saml.sso_endpoint") == []
     assert server.tls_failures == []
+
+
+# --- how often the metadata is fetched ----------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("trust_test_ca")
+@pytest.mark.parametrize("served", [True, False], ids=["signed", "not-found"])
+def test_url_metadata_is_fetched_once_per_run(config_dir: Path, material: Material, server: HttpsFileServer,
+                                              served: bool) -> None:
+    """One GET per run, also when it fails (it used to be fetched by refresh_all() and again by get())."""
+    url = server.put(PATH, sign(prepare(material.base, valid_until=NOW + 60 * DAY), material.signer),
+                     CONTENT_TYPE) if served else server.url(PATH)
+
+    result = kommun_c(with_url(config_dir, url, [material.signer]))
+
+    assert only(result, "saml.metadata").status == ("pass" if served else "fail")
+    assert server.hits[PATH] == 1
+
+
+@pytest.mark.usefixtures("trust_test_ca")
+def test_metadata_of_a_municipality_not_checked_is_not_fetched(config_dir: Path, material: Material,
+                                                                server: HttpsFileServer) -> None:
+    """`--municipality kommun-a`: Kommun C's IdP metadata is none of the run's business."""
+    url = server.put(PATH, sign(prepare(material.base, valid_until=NOW + 60 * DAY), material.signer), CONTENT_TYPE)
+    settings = with_url(config_dir, url, [material.signer])
+
+    report = readiness(settings, now=NOW, municipalities=["kommun-a"])
+
+    assert [s.id for s in report.municipalities] == ["kommun-a"]
+    assert server.hits[PATH] == 0

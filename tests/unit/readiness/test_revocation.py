@@ -386,3 +386,167 @@ def test_users_ocsp_warning_goes_away_with_a_sample(config_dir: Path, pki: Pki, 
                          intermediates=[issuing.certificate], sample=sample.certificate)
 
     assert statuses(kommun_a(settings), "revocation.ocsp_users") == []
+
+
+# --- the users' OCSP responder, asked about the sample through the engine a login uses ----------------------
+
+
+@pytest.fixture
+def users_responder(pki: Pki) -> Iterator[OcspResponder]:
+    """Kommun A issuing CA's OCSP responder, answering about its users' certificates."""
+    with OcspResponder(pki.issuing, now=NOW) as r:
+        yield r
+    assert r.errors == []
+
+
+def sample_with_responder(issuing: CertificateAuthority, url: str) -> x509.Certificate:
+    """A user certificate whose Authority Information Access names the OCSP responder ``url``."""
+    return issuing.issue(LeafProfile(common_name="Sara Svensson", serial_number=HSA_ID, policies=(POLICY_A,),
+                                     ocsp_url=url)).certificate
+
+
+def users_ocsp(config_dir: Path, pki: Pki, url: str, *, methods: list[str], network: bool = True,
+               **more: Any) -> Section:
+    """Kommun A with ``methods``, fresh CRL files for both CAs, and a sample naming the responder ``url``."""
+    settings = configure(config_dir, pki, crl_block(files=list(CRL_FILES.values()), methods=methods, **more),
+                         crls=fresh_crls(pki), sample=sample_with_responder(pki.issuing, url))
+    return kommun_a(settings, network=network)
+
+
+def ocsp_only(config_dir: Path, pki: Pki, ca_responder: OcspResponder, url: str, **more: Any) -> Section:
+    """Kommun A with methods [ocsp] only: its issuing CA names the root's (working) responder, the sample
+    ``url``."""
+    issuing = issuing_ca(pki.root, "Kommun A Person CA", ocsp_url=ca_responder.url)
+    settings = configure(config_dir, pki, {"mode": "check", "methods": ["ocsp"], **more},
+                         intermediates=[issuing.certificate], sample=sample_with_responder(issuing, url))
+    return kommun_a(settings)
+
+
+def test_dead_users_ocsp_responder_behind_a_working_crl_warns(config_dir: Path, pki: Pki) -> None:
+    """The review's s9: methods [ocsp, crl], nothing listens at the users' responder, the CRL answers. The sample
+    passes by CRL, but every login would first wait for the responder: revocation.ocsp_users WARNs with the URL
+    and the error."""
+    url = closed_port_url("/ocsp")
+
+    result = users_ocsp(config_dir, pki, url, methods=["ocsp", "crl"])
+
+    check = only(result, "revocation.ocsp_users")
+    assert (check.status, check.title, check.subject) == (
+        "warn", "the users' OCSP responder fails; the CRL answers instead", url)
+    assert check.evidence.startswith(f"{url} (asked about the sample Sara Svensson): cannot connect (")
+    assert "Connection refused" in check.evidence
+    assert check.evidence.endswith("Logins ask it first and, while it fails, wait for it (up to 2 s to connect "
+                                   "and 3 s in all) before the CRL answers")
+    assert check.fix is not None
+    assert "list crl before ocsp in revocation.methods" in check.fix
+    sample = only(result, "sample.certificate")
+    assert sample.status == "pass"
+    assert sample.evidence.endswith("revocation crl")
+    assert result.result == "warn"
+
+
+def test_dead_users_ocsp_responder_without_a_fallback_fails(config_dir: Path, pki: Pki,
+                                                           responder: OcspResponder) -> None:
+    url = closed_port_url("/ocsp")
+
+    result = ocsp_only(config_dir, pki, responder, url)
+
+    check = only(result, "revocation.ocsp_users")
+    assert (check.status, check.title, check.subject) == (
+        "fail", "the users' OCSP responder fails and nothing else answers", url)
+    assert check.evidence.startswith(f"{url} (asked about the sample Sara Svensson): cannot connect (")
+    assert check.evidence.endswith("; no other method is configured: logins are refused")
+    assert only(result, "sample.certificate").title == "sample certificate refused: revocation_unavailable"
+
+
+def test_dead_users_ocsp_responder_with_a_stale_crl_fails(config_dir: Path, pki: Pki) -> None:
+    """methods [ocsp, crl]: the responder is dead and the issuing CA's CRL is past nextUpdate."""
+    url = closed_port_url("/ocsp")
+    crls = fresh_crls(pki)
+    crls["issuing-ca.crl"] = crl(pki.issuing, this_update=NOW - 8 * DAY, next_update=NOW - DAY)
+    settings = configure(config_dir, pki, crl_block(files=list(CRL_FILES.values()), methods=["ocsp", "crl"]),
+                         crls=crls, sample=sample_with_responder(pki.issuing, url))
+
+    result = kommun_a(settings)
+
+    check = only(result, "revocation.ocsp_users")
+    assert (check.status, check.title) == ("fail", "the users' OCSP responder fails and nothing else answers")
+    assert check.evidence.endswith("; the CRL did not answer either: logins are refused")
+    assert check.fix is not None
+    assert check.fix.endswith("the revocation.crl checks say why the CRL did not answer.")
+    assert only(result, "sample.certificate").title == "sample certificate refused: revocation_stale"
+
+
+def test_dead_users_ocsp_responder_under_soft_fail_fails(config_dir: Path, pki: Pki,
+                                                         responder: OcspResponder) -> None:
+    """soft_fail lets the sample through, unchecked; the dead responder is still a FAIL."""
+    url = closed_port_url("/ocsp")
+
+    result = ocsp_only(config_dir, pki, responder, url, failure="soft_fail")
+
+    check = only(result, "revocation.ocsp_users")
+    assert check.status == "fail"
+    assert check.evidence.endswith("; no other method is configured: logins go on unchecked (soft_fail, audited)")
+    assert only(result, "sample.certificate").evidence.endswith("revocation soft_fail")
+
+
+def test_working_users_ocsp_responder_passes(config_dir: Path, pki: Pki, users_responder: OcspResponder) -> None:
+    result = users_ocsp(config_dir, pki, users_responder.url, methods=["ocsp", "crl"])
+
+    check = only(result, "revocation.ocsp_users")
+    assert (check.status, check.title, check.evidence) == (
+        "pass", "the users' OCSP responder answers", f"{users_responder.url}: asked about the sample Sara Svensson: "
+                                                      "good")
+    assert only(result, "sample.certificate").evidence.endswith("revocation crl+ocsp")  # the CA by its root's CRL
+    assert len(users_responder.requests) == 1  # the sample's validation used the answer the check got
+
+
+def test_users_ocsp_responder_answering_unknown_warns(config_dir: Path, pki: Pki,
+                                                      users_responder: OcspResponder) -> None:
+    users_responder.default = "unknown"
+
+    check = only(users_ocsp(config_dir, pki, users_responder.url, methods=["ocsp", "crl"]), "revocation.ocsp_users")
+
+    assert (check.status, check.title) == ("warn", "the users' OCSP responder fails; the CRL answers instead")
+    assert "no definite answer (the responder does not know the sample: status unknown)" in check.evidence
+
+
+def test_users_ocsp_answer_badly_signed_warns_with_its_reason(config_dir: Path, pki: Pki,
+                                                              users_responder: OcspResponder) -> None:
+    users_responder.sign_with_unrelated_key()
+
+    check = only(users_ocsp(config_dir, pki, users_responder.url, methods=["ocsp", "crl"]), "revocation.ocsp_users")
+
+    assert check.status == "warn"
+    assert f"{users_responder.url} (asked about the sample Sara Svensson): revocation_response_invalid: " \
+        in check.evidence
+
+
+def test_users_ocsp_responder_revoking_the_sample_passes(config_dir: Path, pki: Pki,
+                                                         users_responder: OcspResponder) -> None:
+    """The responder works; that the sample is revoked is the sample check's FAIL."""
+    sample = sample_with_responder(pki.issuing, users_responder.url)
+    users_responder.set_status(sample, "revoked")
+    settings = configure(config_dir, pki, crl_block(files=list(CRL_FILES.values()), methods=["ocsp", "crl"]),
+                         crls=fresh_crls(pki), sample=sample)
+
+    result = kommun_a(settings)
+
+    assert only(result, "revocation.ocsp_users").evidence.endswith(": revoked")
+    assert only(result, "revocation.ocsp_users").status == "pass"
+    assert only(result, "sample.certificate").title == "sample certificate refused: revoked"
+
+
+def test_users_ocsp_responder_not_asked_when_the_crl_comes_first(config_dir: Path, pki: Pki) -> None:
+    """methods [crl, ocsp]: logins never reach the responder while the CRL answers, and neither does readiness."""
+    result = users_ocsp(config_dir, pki, closed_port_url("/ocsp"), methods=["crl", "ocsp"])
+
+    assert statuses(result, "revocation.ocsp_users") == []
+    assert only(result, "sample.certificate").status == "pass"
+
+
+def test_users_ocsp_responder_not_asked_offline(config_dir: Path, pki: Pki, users_responder: OcspResponder) -> None:
+    result = users_ocsp(config_dir, pki, users_responder.url, methods=["ocsp", "crl"], network=False)
+
+    assert statuses(result, "revocation.ocsp_users") == []
+    assert users_responder.hits == 0

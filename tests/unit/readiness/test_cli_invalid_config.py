@@ -1,0 +1,97 @@
+"""`broker readiness` on a configuration that does not load: exit 2, and the problems themselves, as `broker
+config check` lists them (``<dir>/<file>:<line>: <key>: <message>`` on stderr), or with ``--json`` a
+machine-readable verdict on stdout instead of nothing. Driven through click's test runner on a copy of the
+example configuration (tests/conftest.py ``config_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from broker.cli import main
+from tests.unit.config.editing import KOMMUN_A, line_of, replacing
+
+
+@pytest.fixture(autouse=True)
+def no_redis_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def two_problems(config_dir: Path) -> list[str]:
+    """A typo'd key and a wrong enum in kommun-a.yaml; the lines `broker config check` prints for them."""
+    replacing(KOMMUN_A, "status: active", "status: live")(config_dir)
+    replacing(KOMMUN_A, "max_chain_depth: 4", "max_chain_depth: four")(config_dir)
+    check = run("config", "check", str(config_dir))
+    assert check.exit_code == 1
+    listed = check.stderr.splitlines()[:-1]   # the last line counts them
+    assert len(listed) == 2
+    return listed
+
+
+def test_invalid_configuration_lists_the_problems_as_config_check_does(config_dir: Path) -> None:
+    listed = two_problems(config_dir)
+
+    result = run("readiness", "--config", str(config_dir), "--offline")
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        *listed, "the configuration is invalid: 2 problem(s) (`broker config check` lists the same)"]
+    assert listed[0] == (f"{config_dir}/{KOMMUN_A}:{line_of(config_dir / KOMMUN_A, 'status: live')}: status: "
+                         "expected one of: onboarding, active, suspended; got a string ('live')")
+
+
+def test_invalid_configuration_with_json_is_a_json_verdict(config_dir: Path) -> None:
+    two_problems(config_dir)
+
+    result = run("readiness", "--config", str(config_dir), "--offline", "--json")
+
+    assert result.exit_code == 2
+    verdict = json.loads(result.stdout)
+    assert verdict == {"version": 1, "result": "invalid", "issues": [
+        {"file": f"{config_dir}/{KOMMUN_A}", "line": line_of(config_dir / KOMMUN_A, "status: live"), "key": "status",
+         "message": "expected one of: onboarding, active, suspended; got a string ('live')"},
+        {"file": f"{config_dir}/{KOMMUN_A}", "line": line_of(config_dir / KOMMUN_A, "max_chain_depth: four"),
+         "key": "certificate.max_chain_depth", "message": "expected an integer, got a string ('four')"},
+    ]}
+    assert result.stderr.splitlines() == [
+        "the configuration is invalid: 2 problem(s) (`broker config check` lists the same)"]
+
+
+def test_a_missing_directory_is_a_json_verdict_too(tmp_path: Path) -> None:
+    result = run("readiness", "--config", str(tmp_path / "nowhere"), "--json")
+
+    assert result.exit_code == 2
+    verdict = json.loads(result.stdout)
+    assert (verdict["version"], verdict["result"]) == (1, "invalid")
+    assert len(verdict["issues"]) >= 1
+    assert set(verdict["issues"][0]) == {"file", "line", "key", "message"}
+
+
+def test_an_alias_bomb_is_reported_fast_by_readiness(config_dir: Path) -> None:
+    """The review's s5/s6: `readiness` used to hang on a billion-laughs file; now it names the key and exits 2."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = config_dir / KOMMUN_A
+    path.write_text(path.read_text(encoding="utf-8") + "\nx_bomb:\n" + "".join(f"  {line}\n" for line in lines),
+                    encoding="utf-8")
+
+    started = time.monotonic()
+    result = run("readiness", "--config", str(config_dir), "--offline", "--json")
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 2
+    (issue,) = json.loads(result.stdout)["issues"]
+    assert issue == {"file": f"{config_dir}/{KOMMUN_A}", "line": line_of(path, "a4:"), "key": "x_bomb.a4",
+                     "message": "too many nodes (YAML aliases expand to more than 100000)"}
+    assert elapsed < 5, f"{elapsed:.1f} s"
