@@ -4,6 +4,12 @@ PyYAML's composer gives every node a start mark; we keep a map from key path
 to line so that the typed parser can say ``municipalities/a.yaml:12:
 certificate.policies[0].loa: ...``. Duplicate keys (which PyYAML silently
 collapses to the last one) are errors here.
+
+An alias (YAML 1.1 §3.2.2.2, ``*name``) is the node of its anchor once more,
+so ten aliases of a list of ten aliases of ... build 10^n values from a few
+lines ("billion laughs"). Building stops at :data:`MAX_NODES` values per file
+(a real configuration file has a few hundred) and says where; an alias inside
+its own anchor (a value containing itself) is an error too.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import yaml
 from broker.errors import ConfigIssue
 
 KeyPath = tuple[str | int, ...]
+
+MAX_NODES = 100_000   # values and keys built from one file, alias expansions included
 
 
 def format_path(path: KeyPath) -> str:
@@ -69,12 +77,42 @@ for _tag, _pattern in (
     _StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list("-+0123456789."))
 
 
+class _TooManyNodes(Exception):
+    """Building passed :data:`MAX_NODES`; ``path`` is where (see :meth:`_Builder._where`)."""
+
+    def __init__(self, path: KeyPath, aliased: bool) -> None:
+        super().__init__(format_path(path))
+        self.path = path
+        self.aliased = aliased
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines: dict[KeyPath, int] = {}
         self.issues: list[ConfigIssue] = []
         self._scalars = yaml.constructor.SafeConstructor()
+        self._built = 0
+        self._seen: set[int] = set()      # nodes built once: meeting one again is an alias expansion
+        self._open: set[int] = set()      # collections being built (an alias to one is a cycle)
+        self._alias_at: KeyPath | None = None   # the outermost alias expansion being built, if any
+
+    @staticmethod
+    def _where(path: KeyPath) -> KeyPath:
+        """The key that holds ``path``: list indices dropped (an index's recorded line is its anchor's)."""
+        while path and isinstance(path[-1], int):
+            path = path[:-1]
+        return path
+
+    def too_many(self, exc: _TooManyNodes) -> ConfigIssue:
+        where = self._where(exc.path)
+        cause = f"YAML aliases expand to more than {MAX_NODES}" if exc.aliased else f"more than {MAX_NODES}"
+        return ConfigIssue(self.file, self.lines.get(where), format_path(where), f"too many nodes ({cause})")
+
+    def _count(self, path: KeyPath) -> None:
+        self._built += 1
+        if self._built > MAX_NODES:
+            raise _TooManyNodes(path if self._alias_at is None else self._alias_at, self._alias_at is not None)
 
     def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
         try:
@@ -90,40 +128,62 @@ class _Builder:
             return None
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        """The value of ``node``; raises :class:`_TooManyNodes` past :data:`MAX_NODES`."""
+        self._count(path)
         self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
-            try:
-                self._scalars.flatten_mapping(node)  # resolve YAML merge keys (<<)
-            except yaml.YAMLError as exc:
-                self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
-                                               f"YAML merge error: {getattr(exc, 'problem', exc)}"))
-                return out
-            merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
-            explicit_keys: set[str] = set()
-            for index, (key_node, value_node) in enumerate(node.value):
-                key = self._scalar(key_node, path)
-                line = key_node.start_mark.line + 1
-                if not isinstance(key, str):
-                    self.issues.append(
-                        ConfigIssue(self.file, line, format_path(path), f"key {key!r} must be a string")
-                    )
-                    continue
-                from_merge = index < merged
-                if key in explicit_keys or (from_merge and key in out):
-                    self.issues.append(
-                        ConfigIssue(self.file, line, format_path((*path, key)), "duplicate key")
-                    )
-                    continue
-                if not from_merge:
-                    explicit_keys.add(key)  # an explicit key overrides a merged one (YAML merge semantics)
-                self.lines[(*path, key)] = line
-                out[key] = self.build(value_node, (*path, key))
-            return out
-        if isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self._scalar(node, path)
+        key = id(node)
+        if key in self._open:
+            where = self._where(path)
+            self.issues.append(ConfigIssue(self.file, self.lines.get(where), format_path(where),
+                                           "recursive YAML alias (the value contains itself)"))
+            return None
+        outermost = self._alias_at is None and key in self._seen
+        if outermost:
+            self._alias_at = path
+        self._seen.add(key)
+        self._open.add(key)
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self._open.discard(key)
+            if outermost:
+                self._alias_at = None
+
+    def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+        try:
+            self._scalars.flatten_mapping(node)  # resolve YAML merge keys (<<)
+        except yaml.YAMLError as exc:
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                           f"YAML merge error: {getattr(exc, 'problem', exc)}"))
+            return out
+        merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
+        explicit_keys: set[str] = set()
+        for index, (key_node, value_node) in enumerate(node.value):
+            self._count(path)
+            key = self._scalar(key_node, path)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                self.issues.append(
+                    ConfigIssue(self.file, line, format_path(path), f"key {key!r} must be a string")
+                )
+                continue
+            from_merge = index < merged
+            if key in explicit_keys or (from_merge and key in out):
+                self.issues.append(
+                    ConfigIssue(self.file, line, format_path((*path, key)), "duplicate key")
+                )
+                continue
+            if not from_merge:
+                explicit_keys.add(key)  # an explicit key overrides a merged one (YAML merge semantics)
+            self.lines[(*path, key)] = line
+            out[key] = self.build(value_node, (*path, key))
+        return out
 
 
 def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigIssue]]:
@@ -136,6 +196,8 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
         return None, [ConfigIssue(display, None, "", f"cannot read file: {exc}")]
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        return None, [ConfigIssue(display, None, "", "YAML nested too deeply")]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = exc.problem or str(exc)
@@ -152,6 +214,10 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
     builder = _Builder(display)
     try:
         data = builder.build(node, ())
+    except _TooManyNodes as exc:
+        return None, [*builder.issues, builder.too_many(exc)]
+    except RecursionError:
+        return None, [ConfigIssue(display, None, "", "YAML nested too deeply")]
     except yaml.YAMLError as exc:
         return None, [ConfigIssue(display, None, "", f"YAML error: {exc}")]
     if builder.issues:

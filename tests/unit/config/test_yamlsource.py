@@ -8,10 +8,12 @@ collapse to the last one, are errors.
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from broker.config import yamlsource
 from broker.config.yamlsource import YamlSource, format_path, load_yaml
 from broker.errors import ConfigIssue
 from tests.unit.config.editing import (
@@ -300,6 +302,119 @@ def test_a_key_next_to_a_merge_key_overrides_the_merged_value(tmp_path: Path) ->
     assert issues == []
     assert source is not None
     assert source.data["support"] == {"sv": "Kommun X", "en": "The service desk of Municipality X"}
+
+
+# --- aliases: expansion cap and cycles ----------------------------------------------
+
+
+def billion_laughs(levels: int, key: str = "lol") -> str:
+    """The classic alias bomb: ``levels`` lines, each a list of ten aliases of the line before (10^levels values)."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return f"status: active\n{key}:\n" + "".join(f"  {line}\n" for line in lines)
+
+
+def test_a_yaml_alias_bomb_stops_fast_at_the_node_cap(tmp_path: Path) -> None:
+    """10^9 values from ten lines: building stops past MAX_NODES (at a4, 111,111 values with a0-a3) in well
+    under a second instead of filling memory, and says which key."""
+    started = time.monotonic()
+    source, issues = load(tmp_path, billion_laughs(9))
+    elapsed = time.monotonic() - started
+
+    assert source is None
+    assert [(i.file, i.line, i.key, i.message) for i in issues] == [
+        (FILE, 7, "lol.a4", "too many nodes (YAML aliases expand to more than 100000)")]
+    assert str(issues[0]) == (f"{FILE}:7: lol.a4: too many nodes (YAML aliases expand to more than 100000)")
+    assert elapsed < 0.5, f"{elapsed:.2f} s"
+
+
+def test_an_alias_bomb_with_its_anchors_inside_the_first_use_is_stopped_too(tmp_path: Path) -> None:
+    """The anchors are defined inside the first alias of the level above, so the expansion starts at once."""
+    inner = "[lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"
+    for i in range(8):
+        inner = f"[&l{i} {inner}" + f", *l{i}" * 9 + "]"
+    started = time.monotonic()
+    source, issues = load(tmp_path, f"status: active\nlol: {inner}\n")
+
+    assert source is None
+    assert [(i.line, i.key, i.message) for i in issues] == [
+        (2, "lol", "too many nodes (YAML aliases expand to more than 100000)")]
+    assert time.monotonic() - started < 0.5
+
+
+def test_the_node_cap_counts_alias_expansions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """root, a, its list and 3 items, b, its list and twice (list + 3 items): 16 nodes. The cap is inclusive."""
+    text = "a: &a [1, 2, 3]\nb: [*a, *a]\n"
+    monkeypatch.setattr(yamlsource, "MAX_NODES", 16)
+    source, issues = load(tmp_path, text)
+    assert issues == []
+    assert source is not None
+    assert source.data == {"a": [1, 2, 3], "b": [[1, 2, 3], [1, 2, 3]]}
+
+    monkeypatch.setattr(yamlsource, "MAX_NODES", 15)
+    source, issues = load(tmp_path, text)
+    assert source is None
+    assert [str(i) for i in issues] == [f"{FILE}:2: b: too many nodes (YAML aliases expand to more than 15)"]
+
+
+def test_a_file_with_a_few_aliases_still_loads(tmp_path: Path) -> None:
+    """Anchors and aliases used as intended: names reused, a CRL list shared, timeouts merged."""
+    source, issues = load(tmp_path, """\
+        name: &name
+          sv: Kommun X
+          en: Municipality X
+        support: *name
+        certificate:
+          revocation:
+            ocsp: &timeouts
+              connect_timeout: 2s
+              timeout: 3s
+            crl:
+              <<: *timeouts
+              files: &crls [certs/x/issuing.crl, certs/x/root.crl]
+          readiness_crls: *crls
+        """)
+
+    assert issues == []
+    assert source is not None
+    assert source.data["support"] == {"sv": "Kommun X", "en": "Municipality X"}
+    assert source.data["certificate"]["revocation"]["crl"] == {
+        "connect_timeout": "2s", "timeout": "3s", "files": ["certs/x/issuing.crl", "certs/x/root.crl"]}
+    assert source.data["certificate"]["readiness_crls"] == ["certs/x/issuing.crl", "certs/x/root.crl"]
+    assert source.line(("support",)) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        pytest.param("status: active\nlol: &a [1, *a]\n", 2, "lol", id="list-holding-itself"),
+        pytest.param("status: active\nlol: &a\n  x: 1\n  me: *a\n", 4, "lol.me", id="mapping-holding-itself"),
+    ],
+)
+def test_a_value_containing_itself_is_an_error(tmp_path: Path, text: str, line: int, key: str) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert [(i.line, i.key, i.message) for i in issues] == [
+        (line, key, "recursive YAML alias (the value contains itself)")]
+
+
+def test_nesting_too_deep_for_the_parser_is_an_issue(tmp_path: Path) -> None:
+    source, issues = load(tmp_path, "lol: " + "[" * 5000 + "]" * 5000 + "\n")
+
+    assert source is None
+    assert [(i.file, i.line, i.key, i.message) for i in issues] == [(FILE, None, "", "YAML nested too deeply")]
+
+
+def test_an_alias_bomb_in_a_municipality_file_is_that_files_only_issue(config_dir: Path) -> None:
+    """Under a key that is unknown anyway: the cap is hit before the schema is consulted."""
+    path = config_dir / KOMMUN_A
+    path.write_text(path.read_text(encoding="utf-8") + "\n" + billion_laughs(9, "x_bomb").split("\n", 1)[1],
+                    encoding="utf-8")
+
+    assert_issues(load_issues(config_dir), [
+        Expected(KOMMUN_A, "a4:", "x_bomb.a4", "too many nodes (YAML aliases expand to more than 100000)")],
+        config_dir)
 
 
 def test_a_copied_municipality_with_a_syntax_error_does_not_hide_the_others(config_dir: Path) -> None:
