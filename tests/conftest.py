@@ -9,11 +9,13 @@ silent skip).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -61,6 +63,25 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     keys = list(client.scan_iter(match=prefix + "*", count=1000))
     if keys:
         client.delete(*keys)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _configured_private_keys_parsed_once() -> Iterator[None]:
+    """The suite loads the example configuration about a thousand times, and parsing its private keys (OpenSSL
+    checks each RSA key pair: ~25 ms a key, six keys) was most of each load. A key is immutable, so the same
+    PEM bytes give an equal key: the configuration loader's parsing is memoised for this test session only
+    (refusals are not, they raise each time). The broker itself parses its keys once per (re)load."""
+    import broker.config.values as values
+
+    parse = values.load_pem_private_key
+
+    @functools.lru_cache(maxsize=512)
+    def parsed_once(data: bytes, password: bytes | None = None) -> Any:
+        return parse(data, password=password)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(values, "load_pem_private_key", parsed_once)
+        yield
 
 
 @pytest.fixture(scope="session")
