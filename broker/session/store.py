@@ -33,7 +33,8 @@ class KeyValueStore(Protocol):
 
     def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
         """Store ``value`` at ``key``. With ``members`` (set key, member, the set's time to live), also add each
-        member to its set as :meth:`add_member` does: all of it at once (atomically, in one round trip)."""
+        member to its set and (re)set the set's time to live: all of it at once (atomically, in one round
+        trip)."""
         ...
 
     def get(self, key: str) -> bytes | None: ...
@@ -57,10 +58,6 @@ class KeyValueStore(Protocol):
         For updates of something another request may end at any moment (an SSO session and its participants,
         which a logout deletes): a plain :meth:`put` after the deletion would bring it back. Repeating the call
         is harmless (the same value, the same members; the check is made again)."""
-        ...
-
-    def add_member(self, key: str, member: str, ttl: float) -> None:
-        """Add ``member`` to the set at ``key`` and (re)set the set's time to live."""
         ...
 
     def members(self, key: str) -> set[str]: ...
@@ -182,13 +179,6 @@ class RedisStore:
                 return client.eval(_PUT_IF_PRESENT, len(keys), *keys, *args)
         return bool(self._call("EVALSHA", run))
 
-    def add_member(self, key: str, member: str, ttl: float) -> None:
-        def add(client: RedisClient) -> None:
-            with client.pipeline(transaction=True) as pipe:
-                self._add_members(pipe, [(key, member, ttl)])
-                pipe.execute()
-        self._call("SADD", add)
-
     def _add_members(self, pipe: Any, members: Sequence[tuple[str, str, float]]) -> None:
         for key, member, ttl in members:
             pipe.sadd(self._k(key), member)
@@ -299,10 +289,6 @@ class MemoryStore:
             for set_key, member, set_ttl in members:
                 self._add_member_locked(set_key, member, set_ttl)
             return True
-
-    def add_member(self, key: str, member: str, ttl: float) -> None:
-        with self._lock:
-            self._add_member_locked(key, member, ttl)
 
     def _add_member_locked(self, key: str, member: str, ttl: float) -> None:
         current = self._live(key)

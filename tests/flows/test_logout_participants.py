@@ -265,10 +265,10 @@ def test_a_session_stored_before_per_sp_session_indexes_still_logs_out(
     sid = hashlib.sha256(token.encode()).hexdigest()
     raw = store.get("session:" + sid)
     assert raw is not None
-    store.put("session:" + sid, json.dumps({**json.loads(raw), "session_index": shared}).encode(), 600)
     store.delete("session-sps:" + sid)
-    for entity_id, name_id in ((SP1, at_sp1), (SP2, at_sp2)):
-        store.add_member("session-sps:" + sid, json.dumps([entity_id, name_id.text, name_id.format]), 600)
+    store.put("session:" + sid, json.dumps({**json.loads(raw), "session_index": shared}).encode(), 600,
+              members=[("session-sps:" + sid, json.dumps([entity_id, name_id.text, name_id.format]), 600)
+                       for entity_id, name_id in ((SP1, at_sp1), (SP2, at_sp2))])
 
     to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
     assert (nameid_of(to_sp2)[0], session_indexes(to_sp2)) == (at_sp2.text, [shared])

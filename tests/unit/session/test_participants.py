@@ -106,10 +106,15 @@ def test_an_sp_answered_again_keeps_one_record_the_newest(manager: SessionManage
     assert manager.participant_ref(manager.ref(token), SP) == again
 
 
+def _add_record(store: RedisStore, sid: str, record: str) -> None:
+    """A participant record added to the session's set as it is (the store adds set members with a value)."""
+    store.put("test:holder", b"", 600, members=[("session-sps:" + sid, record, 600)])
+
+
 def test_a_record_of_the_previous_release_is_older_than_any_new_one(manager: SessionManager, store: RedisStore,
                                                                     clock: FixedClock) -> None:
     token, _ = logged_in(manager, clock, SP)
-    store.add_member("session-sps:" + manager.ref(token), f'["{SP}","old","{PERSISTENT}"]', 600)
+    _add_record(store, manager.ref(token), f'["{SP}","old","{PERSISTENT}"]')
     assert [p.name_id for p in manager.participants(token)] == ["n-" + SP]
 
 
@@ -120,7 +125,7 @@ def test_records_of_the_same_instant_are_decided_alike_everywhere(manager: Sessi
     first = manager.participant_ref(sid, SP)
     assert first is not None
     twin = answered(manager, clock, token, SP, "z-twin")  # the same clock reading as the first record
-    store.add_member("session-sps:" + sid, twin.encode(), 600)
+    _add_record(store, sid, twin.encode())
     assert manager.participants(token) == [max(first, twin, key=lambda p: p.encode())]
 
 

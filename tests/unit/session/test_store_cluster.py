@@ -47,7 +47,7 @@ def test_every_key_of_the_broker_lives_in_one_hash_slot(redis_cluster: RedisClus
     store = store_on(redis_cluster)
     store.put("session:a", b"1", 60)
     store.put_if_absent("replay:b", b"1", 60)
-    store.add_member("session-sps:c", "sp", 60)
+    store.put("session:c", b"1", 60, members=[("session-sps:c", "sp", 60)])
     store.increment(["ratelimit:address:d", "ratelimit:certificate:e"], 60)
 
     keys: dict[int, list[bytes]] = {}
@@ -57,7 +57,7 @@ def test_every_key_of_the_broker_lives_in_one_hash_slot(redis_cluster: RedisClus
             keys[node.port] = found
     assert len(keys) == 1, f"the broker's keys are spread over {sorted(keys)}"
     (found,) = keys.values()
-    assert len(found) == 5
+    assert len(found) == 6
     assert all(k.startswith(b"{test:") for k in found)
     client = redis_cluster.client(redis_cluster.nodes[0].port)
     assert len({client.execute_command("CLUSTER KEYSLOT", k) for k in found}) == 1

@@ -78,18 +78,22 @@ def test_delete_removes_value(store: KeyValueStore) -> None:
     assert store.get("k") is None
 
 
+def _add(store: KeyValueStore, key: str, member: str, ttl: float) -> None:
+    store.put("holder", b"", 10, members=[(key, member, ttl)])
+
+
 def test_members_accumulate_and_expire(store: KeyValueStore) -> None:
-    store.add_member("set", "a", 10)
-    store.add_member("set", "b", 10)
-    store.add_member("set", "a", 10)
+    _add(store, "set", "a", 10)
+    _add(store, "set", "b", 10)
+    _add(store, "set", "a", 10)
     assert store.members("set") == {"a", "b"}
-    store.add_member("brief", "x", 0.15)
+    _add(store, "brief", "x", 0.15)
     time.sleep(0.3)
     assert store.members("brief") == set()
 
 
 def test_put_with_members_stores_the_value_and_adds_each_member(store: KeyValueStore) -> None:
-    store.add_member("set-a", "old", 10)
+    _add(store, "set-a", "old", 10)
     store.put("k", b"v", 10, members=[("set-a", "a", 10), ("set-b", "b", 0.15), ("set-a", "a2", 10)])
     assert store.get("k") == b"v"
     assert store.members("set-a") == {"old", "a", "a2"}
@@ -100,7 +104,7 @@ def test_put_with_members_stores_the_value_and_adds_each_member(store: KeyValueS
 
 
 def test_put_if_present_writes_nothing_where_there_is_no_value(store: KeyValueStore) -> None:
-    store.add_member("set", "old", 10)
+    _add(store, "set", "old", 10)
     assert store.put_if_present("k", b"v", 10, members=[("set", "a", 10), ("other-set", "b", 10)]) is False
     assert store.get("k") is None
     assert store.members("set") == {"old"}
