@@ -53,27 +53,27 @@ def _attach_to_current(sock: socket.socket | None) -> None:
         deadline.attach(sock)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
-    """Reports its socket to the running fetch's watchdog when it connects and whenever it sends a request
-    (a kept-alive connection serves a later fetch without connecting again)."""
+class _Watched:
+    """Mixed into urllib3's connections: reports the socket to the running fetch's watchdog when it connects and
+    whenever it sends a request (a kept-alive connection serves a later fetch without connecting again)."""
+
+    sock: socket.socket | None
 
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         _attach_to_current(self.sock)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
         _attach_to_current(self.sock)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_to_current(self.sock)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        super().request(*args, **kwargs)
-        _attach_to_current(self.sock)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPConnectionPool(HTTPConnectionPool):
