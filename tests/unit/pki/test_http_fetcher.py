@@ -5,65 +5,46 @@ metadata) and POST (OCSP, on the login path) alike. Real sockets on loopback."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
+from tests.factories.loopback_peer import LoopbackPeer
 
 BODY = b"0" * 2000
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
 LIMITS = FetchLimits(connect_timeout=1.0, total_timeout=1.0, max_bytes=65536)
 
 
-class Peer:
+class Peer(LoopbackPeer):
     """An HTTP peer on loopback: answers each request at once, or sends ``ANSWER`` from byte ``start`` onward one
     byte every 0.1 s (the bytes before ``start`` at once)."""
 
     def __init__(self, trickle_from: int | None) -> None:
         self.trickle_from = trickle_from
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
+    def answer(self, conn: socket.socket) -> None:
         while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                while not self.stop.is_set():
-                    request = b""
-                    while b"\r\n\r\n" not in request:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            return
-                        request += chunk
-                    if b"Content-Length: 1" in request and not request.endswith(b"\r\n\r\nx"):
-                        conn.recv(1)  # the POST's one-byte body
-                    if self.trickle_from is None:
-                        conn.sendall(ANSWER)
-                        continue
-                    conn.sendall(ANSWER[:self.trickle_from])
-                    for byte in ANSWER[self.trickle_from:]:
-                        if self.stop.is_set():
-                            return
-                        conn.sendall(bytes([byte]))
-                        time.sleep(0.1)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.stop.set()
-        self.listener.close()
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            if b"Content-Length: 1" in request and not request.endswith(b"\r\n\r\nx"):
+                conn.recv(1)  # the POST's one-byte body
+            if self.trickle_from is None:
+                conn.sendall(ANSWER)
+                continue
+            conn.sendall(ANSWER[:self.trickle_from])
+            for byte in ANSWER[self.trickle_from:]:
+                if self.stop.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                time.sleep(0.1)
 
 
 @pytest.fixture

@@ -6,52 +6,33 @@ in tests/flows/test_nginx.py."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from broker.pki.tls import probe_endpoint
+from tests.factories.loopback_peer import LoopbackPeer
 
 TIMEOUT = 1.0
 
 
-class SlowPeer:
+class SlowPeer(LoopbackPeer):
     """Accepts connections; answers nothing (``trickle`` False) or a TLS handshake record header announcing
     16 kB, then one byte every 0.2 s."""
 
     def __init__(self, trickle: bool) -> None:
         self.trickle = trickle
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
+    def answer(self, conn: socket.socket) -> None:
+        conn.recv(65536)  # the ClientHello
+        if self.trickle:
+            conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, TLS 1.2, 16,384 bytes to come
         while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                conn.recv(65536)  # the ClientHello
-                if self.trickle:
-                    conn.sendall(b"\x16\x03\x03\x40\x00")  # handshake record, TLS 1.2, 16,384 bytes to come
-                while not self.stop.is_set():
-                    if self.trickle:
-                        conn.sendall(b"\x00")
-                    time.sleep(0.2)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.stop.set()
-        self.listener.close()
+            if self.trickle:
+                conn.sendall(b"\x00")
+            time.sleep(0.2)
 
 
 @pytest.fixture
