@@ -81,7 +81,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                    _LOGIN, _USER | {"sp", "municipality"},
                                    data="idp request_id loa attributes"),
     "assertion_issued": _spec("a signed assertion went to the SP", "success", _LOGIN | _USER | {"sp"}, _CERT,
-                              data="request_id loa nameid nameid_format attributes session",
+                              data="request_id loa nameid nameid_format attributes session encryption",
                               data_required="loa nameid nameid_format attributes session"),
     "error_response_issued": _spec("a signed SAML error Response went to the SP", "failure",
                                    _LOGIN | {"reason", "sp"}, data="status", data_required="status"),

@@ -20,6 +20,7 @@ from broker.config.yamlsource import YamlSource, load_yaml
 from broker.errors import ConfigError, ConfigIssue
 from broker.pki.truststore import TrustDomain, TrustIndex, municipality_domain
 from broker.saml.metadata import IdpMetadata, SpMetadata, parse_idp_metadata, parse_sp_metadata
+from broker.saml.xmlenc import AssertionEncrypter, EncryptionUnsupported, encrypter_for
 
 T = TypeVar("T")
 
@@ -44,6 +45,7 @@ class ServiceProvider:
     id: str
     config: ServiceProviderConfig
     metadata: SpMetadata
+    encrypter: AssertionEncrypter | None = None   # with encrypt_assertions: its key set up once, at load
 
     @property
     def entity_id(self) -> str:
@@ -198,9 +200,16 @@ def load_settings(config_dir: Path) -> Settings:
         if meta.authn_requests_signed and not meta.signing_certificates:
             issues.append(src.issue(("metadata",), "metadata says AuthnRequestsSigned but holds no signing key"))
             bad = True
+        encrypter = None
+        if sp.encrypt_assertions:
+            try:
+                encrypter = encrypter_for(meta.encryption_keys, sp.entity_id)
+            except EncryptionUnsupported as exc:
+                issues.append(src.issue(("encrypt_assertions",), f"{sp.metadata.path}: {exc}"))
+                bad = True
         if not bad:
             entity_ids[sp.entity_id] = sid
-            sps[sid] = ServiceProvider(sid, sp, meta)
+            sps[sid] = ServiceProvider(sid, sp, meta, encrypter)
 
     if broker is not None and broker.sp is None:
         for mid, mun in municipalities.items():

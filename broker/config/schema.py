@@ -701,6 +701,11 @@ class ServiceProviderConfig:
     sign_response: bool = field(
         default=False, metadata=doc("also sign the Response element (the Assertion is always signed)")
     )
+    encrypt_assertions: bool = field(
+        default=False,
+        metadata=doc("encrypt the signed Assertion for the encryption key in the SP's metadata (SAML Core §6: "
+                     "AES-GCM, the key by RSA-OAEP), so that the browser carries no readable personal data"),
+    )
     minimum_loa: LoaName | None = field(default=None, metadata=doc("lowest assurance level this SP accepts"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:

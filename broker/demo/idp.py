@@ -8,8 +8,8 @@ drives the same class directly, and also makes it misbehave (SHA-1, 3DES,
 unsigned, other status codes) to check what the broker refuses.
 
 Encryption: pysaml2 7.5 encrypts assertions only with 3DES-CBC, which the
-broker refuses; :func:`encrypt_assertion` encrypts with AES and RSA-OAEP
-through python-xmlsec instead (what ADFS does by default).
+broker refuses; :func:`encrypt_assertion` encrypts with AES-GCM and RSA-OAEP
+as the broker does toward its own SPs (ADFS encrypts with AES by default).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import xmlsec
+from cryptography import x509
 from flask import Flask, Response, make_response, request
 from lxml import etree
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, saml, samlp, xmldsig
@@ -37,6 +37,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="CFB has been moved")
     from saml2.server import Server
 from saml2.sigver import verify_redirect_signature
+
+from broker.saml.xmlenc import AssertionEncrypter, choose_encryption
 
 CLASS_X509 = "urn:oasis:names:tc:SAML:2.0:ac:classes:X509"
 CLASS_PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"  # noqa: S105 (a URI)
@@ -190,7 +192,7 @@ class DemoIdp:
             sign_alg=sig_alg, digest_alg=digest_alg, **args, **extra)
         xml = str(response).encode()
         if encrypt == "aes":
-            xml = encrypt_assertion(xml, self._sp_encryption_certificate(args["sp_entity_id"]))
+            xml = encrypt_assertion(xml, self._sp_encryption_certificate(args["sp_entity_id"]), args["sp_entity_id"])
         session_index = _session_index(xml)
         with self._lock:
             self.logins[user.name] = _Login(name_id.text, session_index or "", args["sp_entity_id"])
@@ -275,28 +277,15 @@ def _session_index(xml: bytes) -> str | None:
     return statement.get("SessionIndex") if statement is not None else None
 
 
-def encrypt_assertion(response_xml: bytes, certificate_pem: bytes, *,
-                      data: Any = xmlsec.constants.TransformAes256Gcm,
-                      key_transport: Any = xmlsec.constants.TransformRsaOaep) -> bytes:
-    """Replace the Response's (signed) Assertion by an EncryptedAssertion (SAML Core §2.3.4) for the certificate."""
+def encrypt_assertion(response_xml: bytes, certificate_pem: bytes, recipient: str) -> bytes:
+    """Replace the Response's (signed) Assertion by an EncryptedAssertion (SAML Core §2.3.4) for the certificate,
+    as the broker encrypts for its own SPs (AES-256-GCM, RSA-OAEP)."""
     root = etree.fromstring(response_xml)
     assertion = root.find(f"{{{SAML_NS}}}Assertion")
     if assertion is None:
         raise ValueError("the Response has no Assertion")
-    wrapper = etree.Element(f"{{{SAML_NS}}}EncryptedAssertion")
-    assertion.addprevious(wrapper)
-    wrapper.append(assertion)
-    manager = xmlsec.KeysManager()
-    manager.add_key(xmlsec.Key.from_memory(certificate_pem, xmlsec.constants.KeyDataFormatCertPem, None))
-    template = xmlsec.template.encrypted_data_create(root, data, type=xmlsec.constants.TypeEncElement, ns="xenc")
-    xmlsec.template.encrypted_data_ensure_cipher_value(template)
-    key_info = xmlsec.template.encrypted_data_ensure_key_info(template, ns="ds")
-    encrypted_key = xmlsec.template.add_encrypted_key(key_info, key_transport)
-    xmlsec.template.encrypted_data_ensure_cipher_value(encrypted_key)
-    context = xmlsec.EncryptionContext(manager)
-    size = 128 if data == xmlsec.constants.TransformAes128Cbc else 256
-    context.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, size, xmlsec.constants.KeyDataTypeSession)
-    context.encrypt_xml(template, assertion)
+    encrypter = AssertionEncrypter(x509.load_pem_x509_certificate(certificate_pem), choose_encryption(()), recipient)
+    encrypter.encrypt(assertion)
     return bytes(etree.tostring(root))
 
 

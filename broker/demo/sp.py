@@ -31,6 +31,8 @@ class DemoSpSettings:
     key_file: Path
     cert_file: Path
     xmlsec_binary: str | None = None   # pysaml2's default backend: the xmlsec1 program
+    # a key pair for encrypted assertions (published as the metadata's encryption key), or none
+    encryption: tuple[Path, Path] | None = None
 
 
 def sp_config(settings: DemoSpSettings, idp_metadata: bytes | None) -> SPConfig:
@@ -62,6 +64,9 @@ def sp_config(settings: DemoSpSettings, idp_metadata: bytes | None) -> SPConfig:
     }
     if settings.xmlsec_binary:
         conf["xmlsec_binary"] = settings.xmlsec_binary
+    if settings.encryption is not None:
+        key_file, cert_file = settings.encryption
+        conf["encryption_keypairs"] = [{"key_file": str(key_file), "cert_file": str(cert_file)}]
     config = SPConfig()
     config.load(conf)
     return config

@@ -76,7 +76,8 @@ class Answers:
             session_not_on_or_after=session.expires_at,
             attributes=attributes,
         )
-        xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response)
+        xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response,
+                                  encrypter=sp.encrypter)
         participant = Participant(sp.entity_id, name_id, info.nameid_format, session_index, d.clock.now())
         if new_session:
             d.sessions.save(token, session, participant, carried=replaced.participants if replaced else ())
@@ -94,6 +95,7 @@ class Answers:
                 "request_id": info.request_id[:256], "loa": session.loa_uri, "nameid": name_id,
                 "nameid_format": info.nameid_format, "attributes": tuple(a.friendly_name for a in attributes),
                 "session": "new" if new_session else "reused",
+                **({"encryption": sp.encrypter.choice.data} if sp.encrypter is not None else {}),
             })))
         return PostToSp(info.acs_url, fields(xml, info.relay_state), ctx.correlation_id, sp.config.name,
                         set_session=token if new_session else None, remember_municipality=remember)

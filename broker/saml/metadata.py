@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,15 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class EncryptionKey:
+    """A certificate an entity receives encrypted keys for, with the EncryptionMethods its KeyDescriptor lists
+    (SAML Metadata §2.4.1.1: the algorithms the entity supports with it; none listed, no restriction)."""
+
+    certificate: x509.Certificate
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SpMetadata:
     """What the broker needs from a service provider's SPSSODescriptor."""
 
@@ -47,7 +57,7 @@ class SpMetadata:
     assertion_consumer_services: tuple[Endpoint, ...]
     single_logout_services: tuple[Endpoint, ...]
     signing_certificates: tuple[x509.Certificate, ...]
-    encryption_certificates: tuple[x509.Certificate, ...]
+    encryption_keys: tuple[EncryptionKey, ...]
     authn_requests_signed: bool
     want_assertions_signed: bool
     nameid_formats: tuple[str, ...]
@@ -93,8 +103,9 @@ def _bool(text: str | None) -> bool:
     return (text or "").strip().lower() in ("true", "1")
 
 
-def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:
-    out: list[x509.Certificate] = []
+def _key_descriptors(descriptor: Any, use: str) -> Iterator[tuple[Any, x509.Certificate]]:
+    """Each KeyDescriptor for ``use`` (or without a use: SAML Metadata §2.4.1.1, both) with each certificate
+    it holds."""
     for kd in descriptor.key_descriptor or []:
         if kd.use not in (None, use):
             continue
@@ -105,10 +116,18 @@ def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:
                 continue
             b64 = "".join(data.x509_certificate.text.split())
             try:
-                out.append(x509.load_der_x509_certificate(base64.b64decode(b64, validate=True)))
+                yield kd, x509.load_der_x509_certificate(base64.b64decode(b64, validate=True))
             except (ValueError, binascii.Error) as exc:
                 raise ValueError(f"a KeyDescriptor holds an unreadable certificate ({exc})") from None
-    return tuple(out)
+
+
+def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:
+    return tuple(cert for _, cert in _key_descriptors(descriptor, use))
+
+
+def _encryption_keys(descriptor: Any) -> tuple[EncryptionKey, ...]:
+    return tuple(EncryptionKey(cert, tuple(m.algorithm for m in kd.encryption_method or [] if m.algorithm))
+                 for kd, cert in _key_descriptors(descriptor, "encryption"))
 
 
 def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
@@ -184,7 +203,7 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
         assertion_consumer_services=acs,
         single_logout_services=_endpoints(sp.single_logout_service, indexed=False),
         signing_certificates=_certificates(sp, "signing"),
-        encryption_certificates=_certificates(sp, "encryption"),
+        encryption_keys=_encryption_keys(sp),
         authn_requests_signed=_bool(sp.authn_requests_signed),
         want_assertions_signed=_bool(sp.want_assertions_signed),
         nameid_formats=tuple(f.text.strip() for f in sp.name_id_format or [] if f.text),

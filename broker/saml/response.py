@@ -6,7 +6,8 @@ The XML is built directly with lxml in schema order (SAML Core §2.3.3 Assertion
 through pysaml2's object model, serialising with ElementTree and re-parsing for the
 signature cost about 1.5 ms per Response; this takes about 40 µs, and the real
 pysaml2 SP in the tests checks that what it produces is what SPs expect.
-The Assertion is always signed; the Response too when the SP asks for it.
+The Assertion is always signed; the Response too when the SP asks for it; the Assertion is encrypted
+for SPs configured so (:class:`AssertionEncrypter`).
 Times come from the injected clock.
 """
 
@@ -32,6 +33,7 @@ from broker.saml.bindings import (
     STATUS_SUCCESS,
 )
 from broker.saml.xmldsig import XmlSigner
+from broker.saml.xmlenc import AssertionEncrypter
 from broker.saml.xmltime import format_instant
 
 XS: Final = "http://www.w3.org/2001/XMLSchema"
@@ -115,8 +117,14 @@ class ResponseBuilder:
         root.set("Destination", target.acs_url)
         return root, self._issuer(root)
 
-    def success(self, target: ReplyTarget, content: AssertionContent, *, sign_response: bool) -> bytes:
-        """A Response with one signed bearer Assertion for ``target`` (Profiles §4.1.4.2)."""
+    def success(self, target: ReplyTarget, content: AssertionContent, *, sign_response: bool,
+                encrypter: AssertionEncrypter | None = None) -> bytes:
+        """A Response with one signed bearer Assertion for ``target`` (Profiles §4.1.4.2).
+
+        With an ``encrypter`` the signed Assertion is sent as an EncryptedAssertion (SAML Core §2.3.4, §6.2: it
+        is signed before it is encrypted, so the SP checks the signature on what it decrypts); the Response,
+        when signed too, is signed over the encrypted form.
+        """
         now = self._clock.now()
         not_on_or_after = format_instant(now + self._lifetime)
         # NotBefore slightly in the past so that an SP whose clock lags a little accepts it
@@ -155,6 +163,8 @@ class ResponseBuilder:
                     element.text = str(value)
 
         self._signer.sign(assertion, after=assertion_issuer)
+        if encrypter is not None:
+            encrypter.encrypt(assertion)
         if sign_response:
             self._signer.sign(root, after=response_issuer)
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

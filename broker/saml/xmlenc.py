@@ -1,26 +1,43 @@
-"""Decrypting EncryptedAssertions (XML Encryption 1.1 as profiled by SAML Core §6), in process via libxmlsec1.
+"""EncryptedAssertions (XML Encryption 1.1 as profiled by SAML Core §6), in process.
 
-Algorithms are allow-listed before anything is decrypted: RSA-OAEP key
-transport (never RSA PKCS#1 v1.5, which is open to padding-oracle attacks) and
-AES in CBC or GCM mode (never 3DES). Several keys are tried in order, so a key
-rollover can publish the new certificate while the old key still decrypts.
+Decrypting (the broker as SP, through libxmlsec1): algorithms are allow-listed before anything is
+decrypted: RSA-OAEP key transport (never RSA PKCS#1 v1.5, which is open to
+padding-oracle attacks) and AES in CBC or GCM mode (never 3DES). Several keys
+are tried in order, so a key rollover can publish the new certificate while the
+old key still decrypts.
+
+Encrypting (the broker as IdP, for SPs configured with ``encrypt_assertions``):
+AES-GCM only (authenticated: CBC is open to the chosen-ciphertext attacks of
+Jager and Somorovsky on XML Encryption) with a fresh key per assertion, the key
+transported by RSA-OAEP to the SP's encryption certificate from its metadata
+(:class:`AssertionEncrypter`, on cryptography's primitives).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 from xml.sax.saxutils import quoteattr
 
 import xmlsec
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lxml import etree
 
+from broker.saml.metadata import EncryptionKey
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 
 XENC: Final = "http://www.w3.org/2001/04/xmlenc#"
-_NS = {"xenc": XENC, "ds": "http://www.w3.org/2000/09/xmldsig#"}
+SAML: Final = "urn:oasis:names:tc:SAML:2.0:assertion"
+DS: Final = "http://www.w3.org/2000/09/xmldsig#"
+_NS = {"xenc": XENC, "ds": DS}
 
 ALLOWED_DATA: Final = frozenset({
     "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
@@ -36,6 +53,141 @@ ALLOWED_KEY_TRANSPORT: Final = frozenset({
     "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
     "http://www.w3.org/2009/xmlenc11#rsa-oaep",
 })
+
+
+# What the broker encrypts with, in order of preference (the first the SP's metadata allows is used)
+ENCRYPTION_DATA: Final = (
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+)
+# Both identifiers, without parameters, mean RSA-OAEP with SHA-1 and MGF1 with SHA-1 (XML Encryption 1.1 §5.5.2)
+ENCRYPTION_KEY_TRANSPORT: Final = (
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
+)
+_AES_KEY_BYTES: Final = {
+    "http://www.w3.org/2009/xmlenc11#aes256-gcm": 32,
+    "http://www.w3.org/2009/xmlenc11#aes128-gcm": 16,
+}
+MIN_RSA_BITS: Final = 2048
+
+
+class EncryptionUnsupported(ValueError):
+    """An SP's encryption key or algorithms are ones the broker does not encrypt for (an operator's message)."""
+
+
+@dataclass(frozen=True)
+class EncryptionChoice:
+    data: str            # EncryptedData's EncryptionMethod
+    key_transport: str   # EncryptedKey's EncryptionMethod
+
+
+def choose_encryption(listed: Sequence[str]) -> EncryptionChoice:
+    """The algorithms to encrypt for a key whose metadata KeyDescriptor lists ``listed`` EncryptionMethods.
+
+    SAML Metadata §2.4.1.1: the EncryptionMethods of a KeyDescriptor name the algorithms the entity supports
+    with that key; none listed means no restriction. Raises :class:`EncryptionUnsupported` when the list
+    leaves out every algorithm the broker encrypts with.
+    """
+    allowed = set(listed)
+    data = next((a for a in ENCRYPTION_DATA if not allowed or a in allowed), None)
+    transport = next((a for a in ENCRYPTION_KEY_TRANSPORT if not allowed or a in allowed), None)
+    if data is None or transport is None:
+        missing = "data encryption (" + ", ".join(ENCRYPTION_DATA) + ")" if data is None else \
+            "key transport (" + ", ".join(ENCRYPTION_KEY_TRANSPORT) + ")"
+        raise EncryptionUnsupported(f"the metadata's EncryptionMethods ({', '.join(listed)}) include no {missing} "
+                                    "the broker encrypts with")
+    return EncryptionChoice(data, transport)
+
+
+def check_encryption_certificate(certificate: x509.Certificate) -> None:
+    """Raise :class:`EncryptionUnsupported` unless the certificate holds an RSA key of at least 2048 bits (key
+    transport is RSA-OAEP; the broker does no key agreement)."""
+    key = certificate.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise EncryptionUnsupported(f"the encryption certificate holds a {type(key).__name__.lstrip('_')}; "
+                                    "the broker encrypts only for RSA keys (RSA-OAEP key transport)")
+    if key.key_size < MIN_RSA_BITS:
+        raise EncryptionUnsupported(f"the encryption certificate's RSA key has {key.key_size} bits; at least "
+                                    f"{MIN_RSA_BITS} are required")
+
+
+def encrypter_for(keys: Sequence[EncryptionKey], recipient: str) -> AssertionEncrypter:
+    """The encrypter for the first of an SP's metadata encryption ``keys`` the broker can encrypt for.
+
+    Only one key gets the assertion's key: the first usable one in the metadata's order (an SP rolling its key
+    over keeps the old key until it has stopped listing it). Raises :class:`EncryptionUnsupported` naming why
+    each key is unusable.
+    """
+    if not keys:
+        raise EncryptionUnsupported('the metadata has no encryption key (a KeyDescriptor with use="encryption" '
+                                    "or without use)")
+    problems = []
+    for key in keys:
+        try:
+            return AssertionEncrypter(key.certificate, choose_encryption(key.methods), recipient)
+        except EncryptionUnsupported as exc:
+            problems.append(str(exc))
+    raise EncryptionUnsupported("; ".join(dict.fromkeys(problems)))
+
+
+class AssertionEncrypter:
+    """Encrypts assertions for one SP (SAML Core §2.3.4, §6.1; XML Encryption 1.1 §3, §5.2.4, §5.5.2).
+
+    The primitives are cryptography's (OpenSSL): a fresh AES key and 96-bit IV per assertion, AES-GCM over the
+    Assertion's serialisation, RSA-OAEP (SHA-1 and MGF1 with SHA-1, no label: the ``rsa-oaep-mgf1p``
+    identifier's defaults, which every SAML stack reads) for the AES key; the XML around them is built with
+    lxml. libxmlsec1's own encryption costs about 0.25 ms per assertion, most of it setting the RSA key up
+    again each time; this about 0.05 ms. Tests decrypt what it writes with libxmlsec1 (the broker's
+    :class:`Decrypter`, python-xmlsec alone, and the ``xmlsec1`` program of the pysaml2 SP).
+    """
+
+    def __init__(self, certificate: x509.Certificate, choice: EncryptionChoice, recipient: str) -> None:
+        check_encryption_certificate(certificate)
+        key = certificate.public_key()
+        assert isinstance(key, rsa.RSAPublicKey)  # checked just above
+        self.choice = choice
+        self._key = key
+        self._recipient = recipient
+        self._key_bytes = _AES_KEY_BYTES[choice.data]
+        # SHA-1 inside OAEP is no signature digest: OAEP's security rests on neither hash's collision resistance,
+        # and these are the defaults both key-transport identifiers name when they carry no parameters
+        self._padding = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(),  # noqa: S303
+                                     label=None)
+
+    def encrypt(self, assertion: etree._Element) -> etree._Element:
+        """Replace the (signed) ``assertion`` in its Response by ``<saml:EncryptedAssertion>``; return that.
+
+        The plaintext is the Assertion serialised on its own, every prefix it uses declared on it (lxml adds
+        the declarations of its ancestors): SPs parse what they decrypt as a document of its own. The
+        EncryptedKey sits in the EncryptedData's KeyInfo (SAML Core §6.2), its Recipient naming the SP.
+        """
+        parent = assertion.getparent()
+        if parent is None:
+            raise ValueError("the Assertion to encrypt is not inside a Response")
+        plaintext = etree.tostring(assertion, with_tail=False)
+        session_key = AESGCM.generate_key(self._key_bytes * 8)
+        iv = os.urandom(12)
+        # XML Encryption 1.1 §5.2.4: the CipherValue of AES-GCM is the IV, the ciphertext and the 128-bit tag
+        ciphertext = iv + AESGCM(session_key).encrypt(iv, plaintext, None)
+        wrapped_key = self._key.encrypt(session_key, self._padding)
+
+        # made inside the Response, so that it takes the Response's prefix for the assertion namespace
+        wrapper = etree.SubElement(parent, f"{{{SAML}}}EncryptedAssertion")
+        parent.replace(assertion, wrapper)
+        data = etree.SubElement(wrapper, f"{{{XENC}}}EncryptedData", nsmap={"xenc": XENC}, Type=XENC + "Element")
+        etree.SubElement(data, f"{{{XENC}}}EncryptionMethod", Algorithm=self.choice.data)
+        key_info = etree.SubElement(data, f"{{{DS}}}KeyInfo", nsmap={"ds": DS})
+        encrypted_key = etree.SubElement(key_info, f"{{{XENC}}}EncryptedKey", Recipient=self._recipient)
+        etree.SubElement(encrypted_key, f"{{{XENC}}}EncryptionMethod", Algorithm=self.choice.key_transport)
+        _cipher_value(encrypted_key, wrapped_key)
+        _cipher_value(data, ciphertext)
+        return wrapper
+
+
+def _cipher_value(parent: etree._Element, value: bytes) -> None:
+    cipher_data = etree.SubElement(parent, f"{{{XENC}}}CipherData")
+    etree.SubElement(cipher_data, f"{{{XENC}}}CipherValue").text = base64.b64encode(value).decode("ascii")
 
 
 class DecryptionRefused(Exception):

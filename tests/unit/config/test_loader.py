@@ -8,6 +8,7 @@ else is a ConfigIssue pointing at the file, line and key to fix.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import ipaddress
@@ -753,6 +754,81 @@ def test_sp_metadata_must_parse_safely_and_describe_the_configured_entity(
     config_dir: Path, edit: Edit, fragment: str
 ) -> None:
     check(config_dir, edit, [Expected(DEMO_SP, "metadata:", "metadata", fragment)])
+
+
+# --- encrypt_assertions: the SP's metadata must hold a key and algorithms the broker encrypts for ---------------
+
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+AES128_GCM = "http://www.w3.org/2009/xmlenc11#aes128-gcm"
+AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
+RSA_OAEP_MGF1P = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
+RSA_OAEP_11 = "http://www.w3.org/2009/xmlenc11#rsa-oaep"
+RSA_1_5 = "http://www.w3.org/2001/04/xmlenc#rsa-1_5"
+ENCRYPTING = replacing(DEMO_SP, "sign_response: false", "sign_response: false\nencrypt_assertions: true")
+
+
+def _encryption_key(key: str, *methods: str) -> Callable[[str], str]:
+    """Metadata with one more KeyDescriptor, for encryption: a new certificate with a ``key`` (new_key's kinds)
+    and ``methods`` as its EncryptionMethods."""
+    der = CertificateAuthority.root("SP encryption", NOW, key=key).certificate.public_bytes(serialization.Encoding.DER)
+    listed = "".join(f'<ns0:EncryptionMethod Algorithm="{m}"/>' for m in methods)
+    descriptor = (f'<ns0:KeyDescriptor use="encryption"><ns1:KeyInfo><ns1:X509Data><ns1:X509Certificate>'
+                  f'{base64.b64encode(der).decode()}</ns1:X509Certificate></ns1:X509Data></ns1:KeyInfo>{listed}'
+                  "</ns0:KeyDescriptor>")
+
+    def transform(xml: str) -> str:
+        end = xml.rindex("</ns0:KeyDescriptor>") + len("</ns0:KeyDescriptor>")   # after the last one
+        return xml[:end] + descriptor + xml[end:]
+
+    return transform
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        pytest.param(ENCRYPTING, 'the metadata has no encryption key (a KeyDescriptor with use="encryption"',
+                     id="no-encryption-key"),
+        pytest.param(combined(ENCRYPTING, _metadata(_encryption_key("ec256"))),
+                     "the broker encrypts only for RSA keys (RSA-OAEP key transport)", id="ec-key"),
+        pytest.param(combined(ENCRYPTING, _metadata(_encryption_key("rsa1024"))),
+                     "the encryption certificate's RSA key has 1024 bits; at least 2048 are required",
+                     id="rsa-1024"),
+        pytest.param(combined(ENCRYPTING, _metadata(_encryption_key("rsa2048", AES256_CBC, RSA_OAEP_MGF1P))),
+                     f"the metadata's EncryptionMethods ({AES256_CBC}, {RSA_OAEP_MGF1P}) include no data encryption",
+                     id="cbc-only"),
+        pytest.param(combined(ENCRYPTING, _metadata(_encryption_key("rsa2048", AES256_GCM, RSA_1_5))),
+                     "include no key transport (http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p, "
+                     "http://www.w3.org/2009/xmlenc11#rsa-oaep)",
+                     id="rsa-1_5-only"),
+    ],
+)
+def test_encrypt_assertions_needs_a_key_the_broker_can_encrypt_for(config_dir: Path, edit: Edit,
+                                                                   fragment: str) -> None:
+    check(config_dir, edit, [Expected(DEMO_SP, "encrypt_assertions:", "encrypt_assertions", fragment)])
+
+
+@pytest.mark.parametrize(
+    ("edit", "data", "key_transport"),
+    [
+        pytest.param(_encryption_key("rsa2048"), AES256_GCM, RSA_OAEP_MGF1P, id="no-methods-listed"),
+        pytest.param(_encryption_key("rsa2048", AES128_GCM, AES256_CBC, RSA_OAEP_MGF1P), AES128_GCM, RSA_OAEP_MGF1P,
+                     id="aes128-gcm-listed"),
+        pytest.param(_encryption_key("rsa2048", AES256_GCM, RSA_OAEP_11), AES256_GCM, RSA_OAEP_11,
+                     id="xmlenc11-oaep-listed"),
+        pytest.param(lambda xml: _encryption_key("rsa2048")(_encryption_key("ec256")(xml)), AES256_GCM,
+                     RSA_OAEP_MGF1P, id="first-key-ec-second-rsa"),
+    ],
+)
+def test_encrypt_assertions_takes_the_first_usable_key_and_algorithm(config_dir: Path, edit: Callable[[str], str],
+                                                                     data: str, key_transport: str) -> None:
+    combined(ENCRYPTING, _metadata(edit))(config_dir)
+    sp = load_settings(config_dir).service_providers["demo-sp"]
+    assert sp.encrypter is not None
+    assert (sp.encrypter.choice.data, sp.encrypter.choice.key_transport) == (data, key_transport)
+
+
+def test_without_encrypt_assertions_an_sp_has_no_encrypter(config_dir: Path) -> None:
+    assert load_settings(config_dir).service_providers["demo-sp"].encrypter is None
 
 
 def test_two_service_providers_with_one_entity_id_is_reported_in_the_second(config_dir: Path) -> None:
