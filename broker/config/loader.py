@@ -51,6 +51,12 @@ class ServiceProvider:
     def entity_id(self) -> str:
         return self.config.entity_id
 
+    @property
+    def requires_signed_requests(self) -> bool:
+        """Whether this SP's AuthnRequests must be signed: its metadata says it signs them (AuthnRequestsSigned,
+        SAML Metadata §2.4.4) or its file requires it (``require_signed_requests``)."""
+        return self.metadata.authn_requests_signed or self.config.require_signed_requests
+
 
 @dataclass(frozen=True)
 class Settings:

@@ -185,7 +185,7 @@ class AuthnRequestParser:
         return info, sp
 
     def _check_signature(self, message: InboundMessage, root: etree._Element, sp: ServiceProvider) -> bool:
-        required = sp.metadata.authn_requests_signed or sp.config.require_signed_requests
+        required = sp.requires_signed_requests
         certs = sp.metadata.signing_certificates
         if message.binding == HTTP_REDIRECT:
             # Bindings §3.4.4.1: a Redirect message is signed in the query string only

@@ -73,7 +73,10 @@ class IdpMetadata:
             extensions=extensions,
             idpsso_descriptor=[md.IDPSSODescriptor(
                 protocol_support_enumeration=PROTOCOL,
-                want_authn_requests_signed="false",
+                # Metadata §2.4.3: the requirement SPs read to decide whether to sign (python3-saml lets the IdP's
+                # metadata decide); signatures are verified whenever present, so an SP that need not sign may
+                want_authn_requests_signed="true" if any(
+                    sp.requires_signed_requests for sp in self._settings.service_providers.values()) else "false",
                 key_descriptor=[md.KeyDescriptor(use="signing", key_info=key_info)],
                 single_logout_service=[
                     md.SingleLogoutService(binding=HTTP_REDIRECT, location=self._slo_url),

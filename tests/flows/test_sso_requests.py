@@ -32,6 +32,7 @@ from werkzeug.test import TestResponse
 from broker.config.loader import Settings, load_settings
 from broker.demo.sp import DemoSp
 from broker.saml.bindings import HTTP_POST
+from broker.saml.xmlparse import parse_untrusted
 from tests.factories.authnrequests import (
     ACS_URL,
     DIGEST_SHA1,
@@ -515,6 +516,21 @@ def _metadata_without_signed_requests(config_dir: Path) -> None:
     path.write_text(text.replace('AuthnRequestsSigned="true"', 'AuthnRequestsSigned="false"'))
 
 
+def _want_authn_requests_signed(browser: Browser) -> str | None:
+    """WantAuthnRequestsSigned of the broker's IdP metadata (SAML Metadata §2.4.3)."""
+    response = browser.get("/saml/idp/metadata")
+    assert response.status_code == 200
+    descriptor = parse_untrusted(response.get_data(), 1 << 20).find(
+        "{urn:oasis:names:tc:SAML:2.0:metadata}IDPSSODescriptor")
+    assert descriptor is not None
+    return descriptor.get("WantAuthnRequestsSigned")
+
+
+def test_the_idp_metadata_asks_for_signed_requests_when_an_sp_must_sign(browser: Browser) -> None:
+    """SPs that let the IdP's metadata decide (python3-saml merges it over its own settings) must be told."""
+    assert _want_authn_requests_signed(browser) == "true"
+
+
 class TestSpThatMaySendUnsignedRequests:
     """require_signed_requests: false, and the SP's metadata says AuthnRequestsSigned="false"."""
 
@@ -539,6 +555,9 @@ class TestSpThatMaySendUnsignedRequests:
         posted = posted_response(browser.get(craft.redirect(crafted, signed=False)))
         sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
 
+    def test_the_idp_metadata_does_not_ask_for_signed_requests(self, browser: Browser) -> None:
+        assert _want_authn_requests_signed(browser) == "false"
+
     def test_a_signature_that_is_present_is_still_verified(self, browser: Browser, craft: AuthnRequests,
                                                            stranger_key: rsa.RSAPrivateKey) -> None:
         assert_refused(browser.get(craft.redirect(craft.build(), key=stranger_key)), "saml_signature_invalid")
@@ -554,6 +573,9 @@ class TestSpWhoseMetadataStillRequiresSignedRequests:
 
     def test_unsigned_request_is_refused(self, browser: Browser, craft: AuthnRequests) -> None:
         assert_refused(browser.get(craft.redirect(craft.build(), signed=False)), "saml_request_unsigned")
+
+    def test_the_idp_metadata_asks_for_signed_requests(self, browser: Browser) -> None:
+        assert _want_authn_requests_signed(browser) == "true"
 
 
 # --- audit: one correlation ID per login, shown to the user ----------------------------------
