@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import zlib
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote_plus
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -52,14 +52,19 @@ class MessageSender:
                                {})
 
     def redirect_url(self, url: str, parameter: str, xml: bytes, relay_state: str | None) -> str:
-        """DEFLATE, base64, URL-encode, then sign the query string exactly as sent (Bindings §3.4.4.1)."""
+        """DEFLATE, base64, URL-encode, then sign the query string exactly as sent (Bindings §3.4.4.1).
+
+        Values are form-encoded (``quote_plus``: a space as ``+``), as Python's ``urlencode`` does: receivers
+        should verify the octets as they arrived, but pysaml2 and, by default, python3-saml encode the decoded
+        values again with ``urlencode`` and verify that, so with ``%20`` a RelayState holding a space would not
+        verify there. The two encodings differ only in the space."""
         deflater = zlib.compressobj(9, zlib.DEFLATED, -15)
         encoded = base64.b64encode(deflater.compress(xml) + deflater.flush()).decode()
         sig_alg = RSA_SHA256 if isinstance(self._key, rsa.RSAPrivateKey) else ECDSA_SHA256
-        query = f"{parameter}=" + quote(encoded, safe="")
+        query = f"{parameter}=" + quote_plus(encoded, safe="")
         if relay_state is not None:
-            query += "&RelayState=" + quote(relay_state, safe="")
-        query += "&SigAlg=" + quote(sig_alg, safe="")
+            query += "&RelayState=" + quote_plus(relay_state, safe="")
+        query += "&SigAlg=" + quote_plus(sig_alg, safe="")
         if isinstance(self._key, rsa.RSAPrivateKey):
             signature = self._key.sign(query.encode(), padding.PKCS1v15(), hashes.SHA256())
         else:
@@ -67,5 +72,5 @@ class MessageSender:
             r, s = decode_dss_signature(self._key.sign(query.encode(), ec.ECDSA(hashes.SHA256())))
             size = (self._key.curve.key_size + 7) // 8
             signature = r.to_bytes(size, "big") + s.to_bytes(size, "big")
-        query += "&Signature=" + quote(base64.b64encode(signature).decode(), safe="")
+        query += "&Signature=" + quote_plus(base64.b64encode(signature).decode(), safe="")
         return url + ("&" if "?" in url else "?") + query
