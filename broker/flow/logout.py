@@ -103,7 +103,7 @@ class LogoutFlow:
         own = ctx.session_token is not None and d.sessions.ref(ctx.session_token) in {sid for sid, _ in ended}
         targets = self._targets(ended, exclude=info.peer.entity_id if side == "sp" else None)
         initiator = {"side": side, "peer": info.peer.entity_id, "request_id": info.request_id,
-                     "relay_state": info.relay_state}
+                     "relay_state": info.relay_state, "asynchronous": info.asynchronous}
         d.audit.record(AuditEvent(
             "logout", "failure" if mismatch else "success", ctx.correlation_id,
             reason="logout_request_invalid" if mismatch else None,
@@ -113,9 +113,10 @@ class LogoutFlow:
             data=MappingProxyType({
                 "initiator": side, "peer": info.peer.entity_id, "request_id": info.request_id[:256],
                 "session_ended": bool(ended), "sessions": len(ended),
-                "propagate_to": tuple(f"{t['side']}:{t['peer']}" for t in targets)})))
+                "propagate_to": tuple(f"{t['side']}:{t['peer']}" for t in targets),
+                **({"asynchronous": True} if info.asynchronous else {})})))
         if mismatch:
-            if not info.peer.can_logout:
+            if not info.peer.can_logout or info.asynchronous:
                 return LoginFailed(SamlRejected("logout_request_invalid", "the NameID does not match this "
                                                 "browser's session"), ctx.correlation_id)
             out = messages.response(info.peer, info.request_id, info.relay_state, STATUS_REQUESTER, UNKNOWN_PRINCIPAL)
@@ -298,7 +299,8 @@ class LogoutFlow:
         names = tuple(self._name(p) for p in failed)
         messages = self._sides[initiator["side"]]
         peer = self._peer(initiator["side"], initiator["peer"])
-        if messages is None or peer is None or not peer.can_logout:
+        if initiator.get("asynchronous") or messages is None or peer is None or not peer.can_logout:
+            # an asynchronous logout (the initiator asked for no LogoutResponse) ends on the broker's own page
             return LogoutDone(ctx.correlation_id, partial=names, clear_session=clear_session)
         out = messages.response(peer, initiator["request_id"], initiator["relay_state"], STATUS_SUCCESS,
                                 STATUS_PARTIAL_LOGOUT if failed else None)

@@ -51,6 +51,8 @@ from broker.saml.xmltime import format_instant, parse_instant
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 NS = {"samlp": SAMLP, "saml": SAML}
+# SAML V2.0 Asynchronous Single Logout Profile Extension (OASIS CS01, 2012): the requester expects no answer
+ASYNC_SLO = "urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo"
 
 UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"
 REASON_USER = "urn:oasis:names:tc:SAML:2.0:logout:user"
@@ -79,6 +81,7 @@ class LogoutRequestInfo:
     name_id_format: str | None
     session_indexes: tuple[str, ...]
     relay_state: str | None
+    asynchronous: bool = False   # <aslo:Asynchronous> in Extensions: no LogoutResponse is wanted
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,7 @@ class LogoutMessages:
             name_id_format=name_id_el.get("Format"),
             session_indexes=tuple((e.text or "").strip() for e in root.findall("samlp:SessionIndex", NS)),
             relay_state=relay_state,
+            asynchronous=root.find(f"samlp:Extensions/{{{ASYNC_SLO}}}Asynchronous", NS) is not None,
         )
 
     @staticmethod

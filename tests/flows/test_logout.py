@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from lxml import etree
 from saml2 import BINDING_HTTP_REDIRECT
 from saml2.saml import NameID
 from werkzeug.test import TestResponse
@@ -190,4 +191,49 @@ def test_logout_request_with_tampered_query_is_refused(browser: Browser, sp: Dem
                                                        logged_in: NameID) -> None:
     url = replace_parameter(pysaml2_logout_url(sp, logged_in), "RelayState", "changed")
     assert_refused(browser.get(url), "saml_signature_invalid")
+    posted_response(session_alive(browser, craft))
+
+
+# --- the Asynchronous Single Logout extension (OASIS SAML V2.0 Async SLO Profile Extension, CS01) ---------------
+
+ASYNC_SLO = "urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo"
+
+
+def asynchronous(xml: bytes) -> bytes:
+    """The LogoutRequest with <aslo:Asynchronous/> in its Extensions, right after the Issuer (SAML Core §3.2.1), as
+    the Shibboleth SP sends it by default."""
+    root = etree.fromstring(xml)
+    issuer = root.find("saml:Issuer", NS)
+    assert issuer is not None
+    extensions = etree.Element("{urn:oasis:names:tc:SAML:2.0:protocol}Extensions")
+    etree.SubElement(extensions, f"{{{ASYNC_SLO}}}Asynchronous", nsmap={"aslo": ASYNC_SLO})
+    issuer.addnext(extensions)
+    return etree.tostring(root)
+
+
+def test_asynchronous_logout_ends_on_the_brokers_page_without_a_logout_response(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path) -> None:
+    xml = asynchronous(logout_request_xml(sp, logged_in))
+    response = browser.get(redirect_url(xml, key=craft.key, endpoint=SLO_URL, relay_state="lo"))
+
+    assert response.status_code == 200
+    assert "Location" not in response.headers
+    page = response.get_data(as_text=True)
+    assert "SAMLResponse" not in page   # the SP asked for no answer
+    assert "Du är utloggad." in page
+    cleared = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(COOKIE + "=")]
+    assert len(cleared) == 1
+    assert "Expires=Thu, 01 Jan 1970" in cleared[0]
+    assert_refused(logged_out(browser, craft), "certificate_missing")
+    events = {e["event"]: e for e in audit_lines(config_dir) if str(e["event"]).startswith("logout")}
+    assert events["logout"]["outcome"] == "success"
+    assert events["logout"]["data"]["asynchronous"] is True  # type: ignore[index]
+    assert events["logout"]["data"]["session_ended"] is True  # type: ignore[index]
+    assert events["logout_completed"]["outcome"] == "success"
+
+
+def test_asynchronous_logout_for_someone_else_is_refused_and_ends_nothing(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path) -> None:
+    xml = asynchronous(logout_request_xml(sp, NameID(text="not-annas-nameid", format=logged_in.format)))
+    assert_refused(browser.get(redirect_url(xml, key=craft.key, endpoint=SLO_URL)), "logout_request_invalid")
     posted_response(session_alive(browser, craft))
