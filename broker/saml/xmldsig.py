@@ -49,14 +49,19 @@ SHA384: Final = "http://www.w3.org/2001/04/xmldsig-more#sha384"
 SHA512: Final = "http://www.w3.org/2001/04/xmlenc#sha512"
 ENVELOPED: Final = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 EXC_C14N: Final = "http://www.w3.org/2001/10/xml-exc-c14n#"
+EXC_C14N_WITH_COMMENTS: Final = "http://www.w3.org/2001/10/xml-exc-c14n#WithComments"
 C14N: Final = "http://www.w3.org/TR/2001/REC-xml-c14n-20010315"
 
 ALLOWED_SIGNATURE_METHODS: Final = frozenset(
     {RSA_SHA256, RSA_SHA384, RSA_SHA512, ECDSA_SHA256, ECDSA_SHA384, ECDSA_SHA512}
 )
 ALLOWED_DIGEST_METHODS: Final = frozenset({SHA256, SHA384, SHA512})
-ALLOWED_TRANSFORMS: Final = frozenset({ENVELOPED, EXC_C14N, C14N})
-ALLOWED_C14N: Final = frozenset({EXC_C14N, C14N})
+# SAML Core §5.4.3-5.4.4: exclusive canonicalisation "with or without comments" (xml-crypto, and so samlify,
+# signs with comments). It signs no comment in SAML: a same-document Reference (URI="#ID") selects the element
+# without comments (XML-DSig §4.4.3.3), and the parser drops them (broker.saml.xmlparse), so the text the broker
+# reads is the whole text the signature covers.
+ALLOWED_TRANSFORMS: Final = frozenset({ENVELOPED, EXC_C14N, EXC_C14N_WITH_COMMENTS, C14N})
+ALLOWED_C14N: Final = frozenset({EXC_C14N, EXC_C14N_WITH_COMMENTS, C14N})
 
 
 class SignatureMissing(Exception):
@@ -363,5 +368,6 @@ def _only_prefix_list(method: etree._Element) -> None:
     for child in method:
         if not isinstance(child.tag, str):
             continue
-        if child.tag != f"{{{EXC_C14N}}}InclusiveNamespaces" or method.get("Algorithm") != EXC_C14N or len(child):
+        if child.tag != f"{{{EXC_C14N}}}InclusiveNamespaces" or len(child) or \
+                method.get("Algorithm") not in (EXC_C14N, EXC_C14N_WITH_COMMENTS):
             raise SignatureRejected("transform parameters are not allowed")
