@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from broker.config.loader import Settings
+from broker.config.loader import ServiceProvider, Settings
 from broker.errors import DependencyUnavailable
 from broker.readiness.model import Check
 from broker.readiness.trust import validity_check
@@ -26,6 +26,14 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                                      broker.sp.decryption[0].certificate.certificate, now, window,
                                      fix="List a new decryption key first in sp.decryption (keep the old one "
                                          "second until every IdP encrypts to the new certificate)."))
+    for sp in settings.service_providers.values():
+        checks.append(_sp_metadata_check(sp, now, window))
+        if sp.encrypter is not None:
+            # keys in metadata are containers: an expired certificate still carries a usable key, so never FAIL
+            checks.append(validity_check("broker.sp_encryption_key", f"{sp.id}: encryption certificate",
+                                         sp.encrypter.certificate, now, window, never_fail=True,
+                                         fix="Ask the SP's vendor about its encryption key rollover, then update the "
+                                             f"metadata file {sp.config.metadata.path.name}."))
     if store is not None:
         try:
             store.ping()
@@ -35,3 +43,23 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                                 "Start Redis or fix redis in broker.yaml / REDIS_URL; the broker refuses logins "
                                 "without it."))
     return checks
+
+
+def _sp_metadata_check(sp: ServiceProvider, now: dt.datetime, window: dt.timedelta) -> Check:
+    """An SP's metadata file past its validUntil (SAML Metadata §2.3.1) is stale: the broker still uses it (regional
+    IT configured it), but the SP's keys or endpoints may have moved on."""
+    until = sp.metadata.valid_until
+    where = f"service-providers/{sp.id}.yaml: {sp.config.metadata.path.name}"
+    fix = "Get current metadata from the SP's vendor and replace the file (`broker config check`, then reload)."
+    if until is None:
+        return Check("broker.sp_metadata", "pass", f"{sp.id}: metadata has no validUntil", where, None, sp.id)
+    left = until - now
+    if left <= dt.timedelta(0):
+        return Check("broker.sp_metadata", "fail", f"{sp.id}: metadata expired",
+                     f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC ({(now - until).days} days ago)", fix, sp.id,
+                     until)
+    if left <= window:
+        return Check("broker.sp_metadata", "warn", f"{sp.id}: metadata expires soon",
+                     f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC (in {left.days} days)", fix, sp.id, until)
+    return Check("broker.sp_metadata", "pass", f"{sp.id}: metadata valid", f"{where}: validUntil {until:%Y-%m-%d}",
+                 None, sp.id, until)

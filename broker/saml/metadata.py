@@ -61,6 +61,7 @@ class SpMetadata:
     authn_requests_signed: bool
     want_assertions_signed: bool
     nameid_formats: tuple[str, ...]
+    valid_until: dt.datetime | None = None   # the earliest validUntil covering the SP (readiness reports it)
 
     def default_acs(self) -> Endpoint | None:
         """The default HTTP-POST ACS (SAML Metadata §2.2.3: isDefault, else the first)."""
@@ -207,6 +208,7 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
         authn_requests_signed=_bool(sp.authn_requests_signed),
         want_assertions_signed=_bool(sp.want_assertions_signed),
         nameid_formats=tuple(f.text.strip() for f in sp.name_id_format or [] if f.text),
+        valid_until=_valid_until(xml, entity_id, role="SPSSODescriptor"),
     )
 
 
@@ -282,16 +284,18 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
     return result
 
 
-def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADATA_BYTES) -> dt.datetime | None:
-    """The earliest validUntil that covers the IdP (SAML Metadata §2.3.1, §2.3.2, §2.4.1): on the root, on the
-    entity's EntityDescriptor inside an aggregate, and on its IDPSSODescriptor. Other entities' do not count."""
+def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADATA_BYTES, *,
+                 role: str = "IDPSSODescriptor") -> dt.datetime | None:
+    """The earliest validUntil that covers the entity in ``role`` (SAML Metadata §2.3.1, §2.3.2, §2.4.1): on the
+    root, on the entity's EntityDescriptor inside an aggregate, and on its role descriptor. Other entities' do
+    not count."""
     root = parse_untrusted(xml, max_bytes)
     covering = [root]
     if entity_id is not None:
         for entity in root.iter(f"{{{MD}}}EntityDescriptor"):
             if entity.get("entityID") == entity_id:
                 covering.append(entity)
-                covering.extend(entity.findall(f"{{{MD}}}IDPSSODescriptor"))
+                covering.extend(entity.findall(f"{{{MD}}}{role}"))
     found = []
     for element in covering:
         text = element.get("validUntil")

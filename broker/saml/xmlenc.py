@@ -147,6 +147,7 @@ class AssertionEncrypter:
         key = certificate.public_key()
         assert isinstance(key, rsa.RSAPublicKey)  # checked just above
         self.choice = choice
+        self.certificate = certificate
         self._key = key
         self._recipient = recipient
         self._key_bytes = _AES_KEY_BYTES[choice.data]

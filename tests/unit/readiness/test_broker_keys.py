@@ -3,10 +3,12 @@ and the shared session store (a real Redis, and a Redis URL on a loopback port w
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from broker.clock import FixedClock
 from broker.config.loader import Settings
@@ -39,8 +41,63 @@ def test_example_keys_pass_and_no_store_is_not_checked(config_dir: Path) -> None
     result = broker_section(load(config_dir))
 
     assert [(c.id, c.status) for c in result.checks] == [
-        ("broker.idp_signing", "pass"), ("broker.sp_signing", "pass"), ("broker.sp_decryption", "pass")]
+        ("broker.idp_signing", "pass"), ("broker.sp_signing", "pass"), ("broker.sp_decryption", "pass"),
+        ("broker.sp_metadata", "pass")]
     assert only(result, "broker.idp_signing").subject == "Demo Broker IdP signing"
+    assert only(result, "broker.sp_metadata").title == "demo-sp: metadata has no validUntil"
+
+
+def _sp_metadata_valid_until(config_dir: Path, until: dt.datetime) -> None:
+    """The demo SP's metadata file with a validUntil on its EntityDescriptor."""
+    path = config_dir / "metadata" / "demo-sp.xml"
+    text = path.read_text()
+    stamp = until.strftime("%Y-%m-%dT%H:%M:%SZ")
+    path.write_text(text.replace("<ns0:EntityDescriptor ", f'<ns0:EntityDescriptor validUntil="{stamp}" ', 1))
+
+
+@pytest.mark.parametrize(("left", "status", "title"), [
+    pytest.param(90 * DAY, "pass", "demo-sp: metadata valid", id="valid"),
+    pytest.param(5 * DAY, "warn", "demo-sp: metadata expires soon", id="expires-within-the-window"),
+    pytest.param(-2 * DAY, "fail", "demo-sp: metadata expired", id="expired"),
+])
+def test_sp_metadata_valid_until(config_dir: Path, left: dt.timedelta, status: str, title: str) -> None:
+    """SAML Metadata §2.3.1: the broker goes on using an expired SP metadata file (regional IT configured it), but
+    readiness says it is stale, before the day and after it."""
+    until = (NOW + left).replace(microsecond=0)
+    _sp_metadata_valid_until(config_dir, until)
+    set_readiness(config_dir)
+
+    check = only(broker_section(load(config_dir)), "broker.sp_metadata")
+
+    assert (check.status, check.title, check.subject, check.expires) == (status, title, "demo-sp", until)
+    assert "demo-sp.xml" in check.evidence
+    assert (check.fix is None) == (status == "pass")
+    if status == "fail":
+        assert "(2 days ago)" in check.evidence
+
+
+def test_encrypting_for_an_sp_reports_its_encryption_certificate(config_dir: Path) -> None:
+    """With encrypt_assertions the SP's encryption certificate is reported; an expired one only warns (metadata
+    keys are containers: the key still works)."""
+    start = NOW - 400 * DAY
+    expired = CertificateAuthority.root("Demo SP encryption 2024", NOW, key="rsa2048", valid_from=start,
+                                        valid_days=399)
+    der = expired.certificate.public_bytes(serialization.Encoding.DER)
+    path = config_dir / "metadata" / "demo-sp.xml"
+    text = path.read_text()
+    end = text.index("</ns0:KeyDescriptor>") + len("</ns0:KeyDescriptor>")
+    path.write_text(text[:end] + '<ns0:KeyDescriptor use="encryption"><ns1:KeyInfo><ns1:X509Data><ns1:X509Certificate>'
+                    f"{base64.b64encode(der).decode()}</ns1:X509Certificate></ns1:X509Data></ns1:KeyInfo>"
+                    "</ns0:KeyDescriptor>" + text[end:])
+    sp_file = config_dir / "service-providers" / "demo-sp.yaml"
+    sp_file.write_text(sp_file.read_text() + "encrypt_assertions: true\n")
+    set_readiness(config_dir)
+
+    check = only(broker_section(load(config_dir)), "broker.sp_encryption_key")
+
+    assert (check.status, check.title) == ("warn", "demo-sp: encryption certificate expired")
+    assert check.subject is not None
+    assert "Demo SP encryption 2024" in check.subject
 
 
 @pytest.mark.parametrize(("days_left", "status", "title"), [
