@@ -311,6 +311,15 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
             detail="; ".join(str(i) for i in exc.issues[:5])[:1000],
             data=MappingProxyType({"issues": len(exc.issues), "directory": str(directory)})))
         return False
+    except Exception as exc:
+        # a fault the loader did not foresee must not take the serving configuration (or gunicorn's master,
+        # which calls this on SIGHUP) down with it: refused like an invalid configuration
+        log.exception("configuration reload failed unexpectedly, the previous configuration keeps serving")
+        _try_audit(runtime.audit, AuditEvent(
+            "configuration_rejected", "failure", "-", reason="config_invalid",
+            detail=f"unexpected {type(exc).__name__} while loading: {exc}"[:1000],
+            data=MappingProxyType({"issues": 1, "directory": str(directory)})))
+        return False
     _install(app, services)
     if old.flow.upstream is not None:
         old.flow.upstream.metadata.close()

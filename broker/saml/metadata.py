@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from defusedxml import DefusedXmlException
 from saml2 import md
 
@@ -117,9 +118,11 @@ def _key_descriptors(descriptor: Any, use: str) -> Iterator[tuple[Any, x509.Cert
                 continue
             b64 = "".join(data.x509_certificate.text.split())
             try:
-                yield kd, x509.load_der_x509_certificate(base64.b64decode(b64, validate=True))
-            except (ValueError, binascii.Error) as exc:
-                raise ValueError(f"a KeyDescriptor holds an unreadable certificate ({exc})") from None
+                cert = x509.load_der_x509_certificate(base64.b64decode(b64, validate=True))
+                cert.public_key()   # the key is what the broker uses: one it cannot read is refused here, at load
+            except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
+                raise ValueError(f"a KeyDescriptor holds an unreadable certificate or key ({exc})") from None
+            yield kd, cert
 
 
 def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:

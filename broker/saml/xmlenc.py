@@ -70,6 +70,7 @@ _AES_KEY_BYTES: Final = {
     "http://www.w3.org/2009/xmlenc11#aes128-gcm": 16,
 }
 MIN_RSA_BITS: Final = 2048
+MAX_RSA_BITS: Final = 16384   # OpenSSL's limit for RSA operations (OPENSSL_RSA_MAX_MODULUS_BITS)
 
 
 class EncryptionUnsupported(ValueError):
@@ -110,6 +111,9 @@ def check_encryption_certificate(certificate: x509.Certificate) -> None:
     if key.key_size < MIN_RSA_BITS:
         raise EncryptionUnsupported(f"the encryption certificate's RSA key has {key.key_size} bits; at least "
                                     f"{MIN_RSA_BITS} are required")
+    if key.key_size > MAX_RSA_BITS:
+        raise EncryptionUnsupported(f"the encryption certificate's RSA key has {key.key_size} bits; OpenSSL "
+                                    f"encrypts with at most {MAX_RSA_BITS}")
 
 
 def encrypter_for(keys: Sequence[EncryptionKey], recipient: str) -> AssertionEncrypter:
@@ -155,6 +159,11 @@ class AssertionEncrypter:
         # and these are the defaults both key-transport identifiers name when they carry no parameters
         self._padding = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(),  # noqa: S303
                                      label=None)
+        try:
+            # a key that reads but does not encrypt (an even modulus, say) is found at load, not at each login
+            key.encrypt(bytes(self._key_bytes), self._padding)
+        except ValueError as exc:
+            raise EncryptionUnsupported(f"the encryption certificate's RSA key does not encrypt ({exc})") from None
 
     def encrypt(self, assertion: etree._Element) -> etree._Element:
         """Replace the (signed) ``assertion`` in its Response by ``<saml:EncryptedAssertion>``; return that.

@@ -185,6 +185,26 @@ def test_broken_configuration_is_refused_and_the_old_one_keeps_serving(
     assert NEW_NAME in fresh.get("/diagnose").get_data(as_text=True)
 
 
+def test_a_fault_the_loader_did_not_foresee_is_refused_like_an_invalid_configuration(
+        app: Flask, craft: AuthnRequests, config_dir: Path, users: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """gunicorn's master reloads on SIGHUP through reload_configuration: an unexpected exception there would end
+    the master, so every instance reloading the same files would stop. It is refused instead, logged and audited."""
+    def fails(directory: Path) -> None:
+        raise RuntimeError("a fault nobody foresaw")
+
+    monkeypatch.setattr("broker.app.load_settings", fails)
+    with caplog.at_level(logging.ERROR, logger="broker"):
+        assert reload_configuration(app) is False
+    assert any("reload failed unexpectedly" in r.getMessage() for r in caplog.records)
+    found = rejected(config_dir)
+    assert [(r["reason"], r["detail"]) for r in found] == [
+        ("config_invalid", "unexpected RuntimeError while loading: a fault nobody foresaw")]
+    fresh = open_browser(app, (users / "anna.pem").read_text())
+    _, posted = login(fresh, craft)
+    assert posted.status[0] == "urn:oasis:names:tc:SAML:2.0:status:Success"
+
+
 # --- a running broker serve -------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 import ipaddress
 import operator
 import re
+import secrets
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from broker.config.loader import Settings, load_settings
@@ -805,6 +806,72 @@ def _encryption_key(key: str, *methods: str) -> Callable[[str], str]:
 def test_encrypt_assertions_needs_a_key_the_broker_can_encrypt_for(config_dir: Path, edit: Edit,
                                                                    fragment: str) -> None:
     check(config_dir, edit, [Expected(DEMO_SP, "encrypt_assertions:", "encrypt_assertions", fragment)])
+
+
+def _certificate_der(modulus_bits: int | None = None) -> bytes:
+    """A certificate for a new RSA-2048 key, or for a public key with an odd ``modulus_bits``-bit modulus of no
+    known factors (issued by another key: a public key is all metadata carries, and making a real 16400-bit key
+    takes minutes)."""
+    signer = rsa.generate_private_key(65537, 2048)
+    public = signer.public_key() if modulus_bits is None else rsa.RSAPublicNumbers(
+        65537, secrets.randbits(modulus_bits) | (1 << (modulus_bits - 1)) | 1).public_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SP key")])
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(public)
+            .serial_number(1).not_valid_before(NOW).not_valid_after(NOW + dt.timedelta(days=9))
+            .sign(signer, hashes.SHA256())).public_bytes(serialization.Encoding.DER)
+
+
+def _unknown_key_type() -> bytes:
+    """The SubjectPublicKeyInfo's algorithm rsaEncryption changed to an OID no library knows."""
+    return _certificate_der().replace(bytes.fromhex("06092a864886f70d010101"),
+                                      bytes.fromhex("06092a864886f70d010163"), 1)
+
+
+def _malformed_rsa_key() -> bytes:
+    """publicExponent 65537 re-encoded as a non-minimal INTEGER: the certificate parses, its key does not."""
+    return _certificate_der().replace(bytes.fromhex("0203010001"), bytes.fromhex("0203000003"), 1)
+
+
+def _even_modulus() -> bytes:
+    """A 2048-bit modulus made even: the key reads, but OpenSSL will not encrypt with it."""
+    der = _certificate_der()
+    end = der.index(bytes.fromhex("0282010100")) + 5 + 255
+    return der[:end] + bytes([der[end] & 0xFE]) + der[end + 1:]
+
+
+def _with_key_descriptor(use: str, der: bytes) -> Callable[[str], str]:
+    descriptor = (f'<ns0:KeyDescriptor use="{use}"><ns1:KeyInfo><ns1:X509Data><ns1:X509Certificate>'
+                  f"{base64.b64encode(der).decode()}</ns1:X509Certificate></ns1:X509Data></ns1:KeyInfo>"
+                  "</ns0:KeyDescriptor>")
+
+    def transform(xml: str) -> str:
+        end = xml.rindex("</ns0:KeyDescriptor>") + len("</ns0:KeyDescriptor>")
+        return xml[:end] + descriptor + xml[end:]
+
+    return transform
+
+
+@pytest.mark.parametrize("der", [pytest.param(_unknown_key_type, id="unknown-key-type"),
+                                 pytest.param(_malformed_rsa_key, id="malformed-rsa-key")])
+@pytest.mark.parametrize("use", ["signing", "encryption"])
+def test_a_metadata_key_that_cannot_be_read_is_a_config_issue(config_dir: Path, der: Callable[[], bytes],
+                                                              use: str) -> None:
+    """Refused at load with the file named, for signing and encryption keys alike: never a traceback at load, a
+    crashed reload, or a 500 at the first message the key is needed for."""
+    check(config_dir, _metadata(_with_key_descriptor(use, der())),
+          [Expected(DEMO_SP, "metadata:", "metadata", "a KeyDescriptor holds an unreadable certificate or key")])
+
+
+@pytest.mark.parametrize(("der", "fragment"), [
+    pytest.param(_even_modulus, "the encryption certificate's RSA key does not encrypt", id="even-modulus"),
+    pytest.param(lambda: _certificate_der(16400), "has 16400 bits; OpenSSL encrypts with at most 16384",
+                 id="modulus-beyond-openssls-limit"),
+])
+def test_an_encryption_key_openssl_will_not_use_is_refused_at_load(config_dir: Path, der: Callable[[], bytes],
+                                                                    fragment: str) -> None:
+    """A key that reads but cannot encrypt would fail every login to the SP: it is refused when loading."""
+    check(config_dir, combined(ENCRYPTING, _metadata(_with_key_descriptor("encryption", der()))),
+          [Expected(DEMO_SP, "encrypt_assertions:", "encrypt_assertions", fragment)])
 
 
 @pytest.mark.parametrize(
