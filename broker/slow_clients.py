@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from typing import Any
 
+from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
@@ -131,6 +133,20 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
 
     def accept(self, listener: Any) -> None:
         super().accept(_Listener(listener, _request_timeout(self)))
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        """SIGQUIT or SIGINT (the master's quick shutdown): end the worker at once.
+
+        gunicorn 27's gthread worker shuts its thread pool down here, in the signal handler. When the signal
+        lands while the main thread is inside the pool's ``submit`` (which holds the pool's shutdown lock, not
+        re-entrant), the handler waits for a lock its own thread holds: the worker hangs for good, and outlives
+        its master if that is killed (seen in a test run: an orphaned worker holding the port). The pool is shut
+        down from another thread instead, which gets the lock once ``SystemExit`` (raised by gunicorn's base
+        handler) has unwound ``submit``.
+        """
+        threading.Thread(target=self.tpool.shutdown, kwargs={"wait": False}, name="pool-shutdown",
+                         daemon=True).start()
+        Worker.handle_quit(self, sig, frame)
 
 
 class DeadlineSyncWorker(SyncWorker):  # type: ignore[misc]
