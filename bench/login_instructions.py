@@ -1,7 +1,7 @@
 """Machine instructions per certificate login, counted by valgrind's callgrind: a measure other tenants of a
 shared machine cannot move.
 
-    .venv/bin/python bench/login_instructions.py [--logins 200] [--redis redis://127.0.0.1:6379/0]
+    .venv/bin/python bench/login_instructions.py [--logins 200] [--redis redis://127.0.0.1:6379/0] [--keep FILE]
 
 The same complete login as bench/login_wsgi.py (SP-signed AuthnRequest over HTTP-Redirect, anna's certificate,
 failed-login counters, certificate with CRLs, signed Response, session, four audit events with fsync, auto-post
@@ -70,6 +70,8 @@ def _count(args: argparse.Namespace) -> int:
         totals = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.M)
         if totals is None:
             sys.exit("callgrind wrote no totals")
+        if args.keep is not None:
+            shutil.copyfile(out, args.keep)
     instructions = int(totals.group(1))
     print(f"complete certificate logins through WSGI under callgrind, real Redis ({args.redis})")
     print(f"  logins counted:        {logins}")
@@ -106,6 +108,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--logins", type=int, default=200)
     parser.add_argument("--redis", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--keep", type=Path, metavar="FILE",
+                        help="keep callgrind's output there (callgrind_annotate FILE: where the instructions go)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     return _inner(args) if args.inner else _count(args)
