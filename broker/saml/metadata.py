@@ -30,6 +30,8 @@ from broker.saml.xmltime import parse_instant
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 MAX_METADATA_BYTES = 5 * 1024 * 1024
+_DS = "http://www.w3.org/2000/09/xmldsig#"
+_XENC11 = "http://www.w3.org/2009/xmlenc11#"
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,24 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class EncryptionMethod:
+    """One EncryptionMethod of a KeyDescriptor (SAML Metadata §2.4.1.1: an algorithm the entity supports with the
+    key, with its settings): for RSA-OAEP the digest and mask generation function it names (XML Encryption 1.1
+    §5.5.2; none named: SHA-1 and MGF1 with SHA-1), and whether it names OAEPparams (a label)."""
+
+    algorithm: str
+    digest: str | None = None
+    mgf: str | None = None
+    oaep_params: bool = False
+
+
+@dataclass(frozen=True)
 class EncryptionKey:
     """A certificate an entity receives encrypted keys for, with the EncryptionMethods its KeyDescriptor lists
     (SAML Metadata §2.4.1.1: the algorithms the entity supports with it; none listed, no restriction)."""
 
     certificate: x509.Certificate
-    methods: tuple[str, ...]
+    methods: tuple[EncryptionMethod, ...]
 
 
 @dataclass(frozen=True)
@@ -129,8 +143,14 @@ def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:
     return tuple(cert for _, cert in _key_descriptors(descriptor, use))
 
 
+def _encryption_method(method: Any) -> EncryptionMethod:
+    settings = {(e.namespace, e.tag): e.attributes.get("Algorithm") for e in method.extension_elements or []}
+    return EncryptionMethod(method.algorithm, digest=settings.get((_DS, "DigestMethod")),
+                            mgf=settings.get((_XENC11, "MGF")), oaep_params=method.oae_pparams is not None)
+
+
 def _encryption_keys(descriptor: Any) -> tuple[EncryptionKey, ...]:
-    return tuple(EncryptionKey(cert, tuple(m.algorithm for m in kd.encryption_method or [] if m.algorithm))
+    return tuple(EncryptionKey(cert, tuple(_encryption_method(m) for m in kd.encryption_method or [] if m.algorithm))
                  for kd, cert in _key_descriptors(descriptor, "encryption"))
 
 

@@ -31,12 +31,13 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from lxml import etree
 
-from broker.saml.metadata import EncryptionKey
+from broker.saml.metadata import EncryptionKey, EncryptionMethod
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 
 XENC: Final = "http://www.w3.org/2001/04/xmlenc#"
 SAML: Final = "urn:oasis:names:tc:SAML:2.0:assertion"
 DS: Final = "http://www.w3.org/2000/09/xmldsig#"
+XENC11: Final = "http://www.w3.org/2009/xmlenc11#"
 _NS = {"xenc": XENC, "ds": DS}
 
 ALLOWED_DATA: Final = frozenset({
@@ -60,14 +61,33 @@ ENCRYPTION_DATA: Final = (
     "http://www.w3.org/2009/xmlenc11#aes256-gcm",
     "http://www.w3.org/2009/xmlenc11#aes128-gcm",
 )
-# Both identifiers, without parameters, mean RSA-OAEP with SHA-1 and MGF1 with SHA-1 (XML Encryption 1.1 §5.5.2)
-ENCRYPTION_KEY_TRANSPORT: Final = (
-    "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
-    "http://www.w3.org/2009/xmlenc11#rsa-oaep",
-)
+RSA_OAEP_MGF1P: Final = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
+RSA_OAEP: Final = "http://www.w3.org/2009/xmlenc11#rsa-oaep"
+ENCRYPTION_KEY_TRANSPORT: Final = (RSA_OAEP_MGF1P, RSA_OAEP)
 _AES_KEY_BYTES: Final = {
     "http://www.w3.org/2009/xmlenc11#aes256-gcm": 32,
     "http://www.w3.org/2009/xmlenc11#aes128-gcm": 16,
+}
+# The kinds of algorithm an EncryptionMethod may name: a KeyDescriptor that names none of a kind leaves that kind
+# to the broker (as OpenSAML does), one that names some but none the broker uses rules the key out
+_DATA_KIND: Final = ALLOWED_DATA | {"http://www.w3.org/2001/04/xmlenc#tripledes-cbc"}
+_KEY_TRANSPORT_KIND: Final = ALLOWED_KEY_TRANSPORT | {"http://www.w3.org/2001/04/xmlenc#rsa-1_5"}
+# RSA-OAEP's settings (XML Encryption 1.1 §5.5.2): without a DigestMethod SHA-1, without an MGF MGF1 with SHA-1;
+# rsa-oaep-mgf1p always uses MGF1 with SHA-1
+SHA1_DIGEST: Final = "http://www.w3.org/2000/09/xmldsig#sha1"
+MGF1_SHA1: Final = "http://www.w3.org/2009/xmlenc11#mgf1sha1"
+_OAEP_DIGESTS: Final[dict[str, type[hashes.HashAlgorithm]]] = {
+    SHA1_DIGEST: hashes.SHA1,
+    "http://www.w3.org/2001/04/xmlenc#sha256": hashes.SHA256,
+    "http://www.w3.org/2001/04/xmldsig-more#sha384": hashes.SHA384,
+    "http://www.w3.org/2001/04/xmlenc#sha512": hashes.SHA512,
+}
+_MGF_DIGESTS: Final[dict[str, type[hashes.HashAlgorithm]]] = {
+    MGF1_SHA1: hashes.SHA1,
+    "http://www.w3.org/2009/xmlenc11#mgf1sha224": hashes.SHA224,
+    "http://www.w3.org/2009/xmlenc11#mgf1sha256": hashes.SHA256,
+    "http://www.w3.org/2009/xmlenc11#mgf1sha384": hashes.SHA384,
+    "http://www.w3.org/2009/xmlenc11#mgf1sha512": hashes.SHA512,
 }
 MIN_RSA_BITS: Final = 2048
 MAX_RSA_BITS: Final = 16384   # OpenSSL's limit for RSA operations (OPENSSL_RSA_MAX_MODULUS_BITS)
@@ -79,26 +99,50 @@ class EncryptionUnsupported(ValueError):
 
 @dataclass(frozen=True)
 class EncryptionChoice:
-    data: str            # EncryptedData's EncryptionMethod
-    key_transport: str   # EncryptedKey's EncryptionMethod
+    data: str                      # EncryptedData's EncryptionMethod
+    key_transport: str             # EncryptedKey's EncryptionMethod
+    digest: str = SHA1_DIGEST      # RSA-OAEP's digest
+    mgf: str = MGF1_SHA1           # RSA-OAEP's mask generation function
 
 
-def choose_encryption(listed: Sequence[str]) -> EncryptionChoice:
+def _usable_transport(method: EncryptionMethod) -> EncryptionChoice | None:
+    """The RSA-OAEP settings ``method`` names, if the broker can use them (data left to the caller)."""
+    digest = method.digest or SHA1_DIGEST
+    mgf = method.mgf or MGF1_SHA1
+    if method.oaep_params or digest not in _OAEP_DIGESTS or mgf not in _MGF_DIGESTS:
+        return None
+    if method.algorithm == RSA_OAEP_MGF1P and mgf != MGF1_SHA1:
+        return None   # the identifier fixes MGF1 with SHA-1
+    return EncryptionChoice("", method.algorithm, digest, mgf)
+
+
+def choose_encryption(listed: Sequence[EncryptionMethod]) -> EncryptionChoice:
     """The algorithms to encrypt for a key whose metadata KeyDescriptor lists ``listed`` EncryptionMethods.
 
-    SAML Metadata §2.4.1.1: the EncryptionMethods of a KeyDescriptor name the algorithms the entity supports
-    with that key; none listed means no restriction. Raises :class:`EncryptionUnsupported` when the list
-    leaves out every algorithm the broker encrypts with.
+    SAML Metadata §2.4.1.1: the EncryptionMethods of a KeyDescriptor name the algorithms, with their settings,
+    that the entity supports with that key. Data encryption and key transport are chosen apart: for a kind the
+    list does not name at all, the broker's first preference; for one it names, the broker's first preference
+    among those named, with the RSA-OAEP digest and MGF named with it. Raises :class:`EncryptionUnsupported`
+    when what the list names of a kind leaves out everything the broker encrypts with.
     """
-    allowed = set(listed)
-    data = next((a for a in ENCRYPTION_DATA if not allowed or a in allowed), None)
-    transport = next((a for a in ENCRYPTION_KEY_TRANSPORT if not allowed or a in allowed), None)
-    if data is None or transport is None:
-        missing = "data encryption (" + ", ".join(ENCRYPTION_DATA) + ")" if data is None else \
-            "key transport (" + ", ".join(ENCRYPTION_KEY_TRANSPORT) + ")"
-        raise EncryptionUnsupported(f"the metadata's EncryptionMethods ({', '.join(listed)}) include no {missing} "
-                                    "the broker encrypts with")
-    return EncryptionChoice(data, transport)
+    data_named = [m.algorithm for m in listed if m.algorithm in _DATA_KIND]
+    data = next((a for a in ENCRYPTION_DATA if not data_named or a in data_named), None)
+    if data is None:
+        raise EncryptionUnsupported(f"the metadata's EncryptionMethods name data encryption {', '.join(data_named)} "
+                                    f"only; the broker encrypts with {', '.join(ENCRYPTION_DATA)}")
+    transports = [m for m in listed if m.algorithm in _KEY_TRANSPORT_KIND]
+    if not transports:
+        return EncryptionChoice(data, ENCRYPTION_KEY_TRANSPORT[0])
+    for algorithm in ENCRYPTION_KEY_TRANSPORT:
+        for method in transports:
+            usable = _usable_transport(method) if method.algorithm == algorithm else None
+            if usable is not None:
+                return EncryptionChoice(data, usable.key_transport, usable.digest, usable.mgf)
+    named = ", ".join(m.algorithm + (f" (digest {m.digest})" if m.digest else "") + (f" (MGF {m.mgf})" if m.mgf else "")
+                      + (" (OAEPparams)" if m.oaep_params else "") for m in transports)
+    raise EncryptionUnsupported(f"the metadata's EncryptionMethods name key transport {named} only; the broker "
+                                f"uses {', '.join(ENCRYPTION_KEY_TRANSPORT)} with digest SHA-1/256/384/512 and "
+                                "MGF1 with SHA-1/224/256/384/512, without OAEPparams")
 
 
 def check_encryption_certificate(certificate: x509.Certificate) -> None:
@@ -139,9 +183,9 @@ class AssertionEncrypter:
     """Encrypts assertions for one SP (SAML Core §2.3.4, §6.1; XML Encryption 1.1 §3, §5.2.4, §5.5.2).
 
     The primitives are cryptography's (OpenSSL): a fresh AES key and 96-bit IV per assertion, AES-GCM over the
-    Assertion's serialisation, RSA-OAEP (SHA-1 and MGF1 with SHA-1, no label: the ``rsa-oaep-mgf1p``
-    identifier's defaults, which every SAML stack reads) for the AES key; the XML around them is built with
-    lxml. libxmlsec1's own encryption costs about 0.25 ms per assertion, most of it setting the RSA key up
+    Assertion's serialisation, RSA-OAEP for the AES key (by default SHA-1 and MGF1 with SHA-1, no label: the
+    ``rsa-oaep-mgf1p`` identifier's defaults, which every SAML stack reads; the digest and MGF the SP's metadata
+    names otherwise, written into the EncryptedKey); the XML around them is built with lxml. libxmlsec1's own encryption costs about 0.25 ms per assertion, most of it setting the RSA key up
     again each time; this about 0.05 ms. Tests decrypt what it writes with libxmlsec1 (the broker's
     :class:`Decrypter`, python-xmlsec alone, and the ``xmlsec1`` program of the pysaml2 SP).
     """
@@ -155,10 +199,10 @@ class AssertionEncrypter:
         self._key = key
         self._recipient = recipient
         self._key_bytes = _AES_KEY_BYTES[choice.data]
-        # SHA-1 inside OAEP is no signature digest: OAEP's security rests on neither hash's collision resistance,
-        # and these are the defaults both key-transport identifiers name when they carry no parameters
-        self._padding = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(),  # noqa: S303
-                                     label=None)
+        # SHA-1 inside OAEP (the default both identifiers name without parameters) is no signature digest: OAEP's
+        # security rests on neither hash's collision resistance
+        self._padding = padding.OAEP(mgf=padding.MGF1(_MGF_DIGESTS[choice.mgf]()),
+                                     algorithm=_OAEP_DIGESTS[choice.digest](), label=None)
         try:
             # a key that reads but does not encrypt (an even modulus, say) is found at load, not at each login
             key.encrypt(bytes(self._key_bytes), self._padding)
@@ -189,7 +233,12 @@ class AssertionEncrypter:
         etree.SubElement(data, f"{{{XENC}}}EncryptionMethod", Algorithm=self.choice.data)
         key_info = etree.SubElement(data, f"{{{DS}}}KeyInfo", nsmap={"ds": DS})
         encrypted_key = etree.SubElement(key_info, f"{{{XENC}}}EncryptedKey", Recipient=self._recipient)
-        etree.SubElement(encrypted_key, f"{{{XENC}}}EncryptionMethod", Algorithm=self.choice.key_transport)
+        method = etree.SubElement(encrypted_key, f"{{{XENC}}}EncryptionMethod", Algorithm=self.choice.key_transport)
+        # XML Encryption 1.1 §5.5.2: the settings that differ from the defaults, in the schema's order
+        if self.choice.digest != SHA1_DIGEST:
+            etree.SubElement(method, f"{{{DS}}}DigestMethod", Algorithm=self.choice.digest)
+        if self.choice.mgf != MGF1_SHA1:
+            etree.SubElement(method, f"{{{XENC11}}}MGF", nsmap={"xenc11": XENC11}, Algorithm=self.choice.mgf)
         _cipher_value(encrypted_key, wrapped_key)
         _cipher_value(data, ciphertext)
         return wrapper

@@ -765,14 +765,23 @@ AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
 RSA_OAEP_MGF1P = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
 RSA_OAEP_11 = "http://www.w3.org/2009/xmlenc11#rsa-oaep"
 RSA_1_5 = "http://www.w3.org/2001/04/xmlenc#rsa-1_5"
+XENC11 = "http://www.w3.org/2009/xmlenc11#"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 ENCRYPTING = replacing(DEMO_SP, "sign_response: false", "sign_response: false\nencrypt_assertions: true")
+
+
+def _oaep(algorithm: str, *, digest: str | None = None, mgf: str | None = None) -> str:
+    """An RSA-OAEP EncryptionMethod with its settings (XML Encryption 1.1 §5.5.2), for ``_encryption_key``."""
+    settings = (f'<ds:DigestMethod xmlns:ds="http://www.w3.org/2000/09/xmldsig#" Algorithm="{digest}"/>'
+                if digest else "") + (f'<xenc11:MGF xmlns:xenc11="{XENC11}" Algorithm="{mgf}"/>' if mgf else "")
+    return f'<ns0:EncryptionMethod Algorithm="{algorithm}">{settings}</ns0:EncryptionMethod>'
 
 
 def _encryption_key(key: str, *methods: str) -> Callable[[str], str]:
     """Metadata with one more KeyDescriptor, for encryption: a new certificate with a ``key`` (new_key's kinds)
-    and ``methods`` as its EncryptionMethods."""
+    and ``methods`` as its EncryptionMethods (algorithm URIs, or elements from ``_oaep``)."""
     der = CertificateAuthority.root("SP encryption", NOW, key=key).certificate.public_bytes(serialization.Encoding.DER)
-    listed = "".join(f'<ns0:EncryptionMethod Algorithm="{m}"/>' for m in methods)
+    listed = "".join(m if m.startswith("<") else f'<ns0:EncryptionMethod Algorithm="{m}"/>' for m in methods)
     descriptor = (f'<ns0:KeyDescriptor use="encryption"><ns1:KeyInfo><ns1:X509Data><ns1:X509Certificate>'
                   f'{base64.b64encode(der).decode()}</ns1:X509Certificate></ns1:X509Data></ns1:KeyInfo>{listed}'
                   "</ns0:KeyDescriptor>")
@@ -795,12 +804,19 @@ def _encryption_key(key: str, *methods: str) -> Callable[[str], str]:
                      "the encryption certificate's RSA key has 1024 bits; at least 2048 are required",
                      id="rsa-1024"),
         pytest.param(combined(ENCRYPTING, _metadata(_encryption_key("rsa2048", AES256_CBC, RSA_OAEP_MGF1P))),
-                     f"the metadata's EncryptionMethods ({AES256_CBC}, {RSA_OAEP_MGF1P}) include no data encryption",
-                     id="cbc-only"),
+                     f"the metadata's EncryptionMethods name data encryption {AES256_CBC} only; the broker encrypts "
+                     f"with {AES256_GCM}, {AES128_GCM}", id="cbc-only"),
         pytest.param(combined(ENCRYPTING, _metadata(_encryption_key("rsa2048", AES256_GCM, RSA_1_5))),
-                     "include no key transport (http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p, "
-                     "http://www.w3.org/2009/xmlenc11#rsa-oaep)",
+                     f"name key transport {RSA_1_5} only; the broker uses {RSA_OAEP_MGF1P}, {RSA_OAEP_11}",
                      id="rsa-1_5-only"),
+        pytest.param(combined(ENCRYPTING, _metadata(_encryption_key(
+                         "rsa2048", _oaep(RSA_OAEP_11, digest=SHA256, mgf=XENC11 + "mgf1sha3_256")))),
+                     f"name key transport {RSA_OAEP_11} (digest {SHA256}) (MGF {XENC11}mgf1sha3_256) only",
+                     id="rsa-oaep-with-an-unknown-mgf"),
+        pytest.param(combined(ENCRYPTING, _metadata(_encryption_key(
+                         "rsa2048", _oaep(RSA_OAEP_MGF1P, mgf=XENC11 + "mgf1sha256")))),
+                     f"name key transport {RSA_OAEP_MGF1P} (MGF {XENC11}mgf1sha256) only",
+                     id="mgf1p-with-another-mgf"),
     ],
 )
 def test_encrypt_assertions_needs_a_key_the_broker_can_encrypt_for(config_dir: Path, edit: Edit,
@@ -882,6 +898,10 @@ def test_an_encryption_key_openssl_will_not_use_is_refused_at_load(config_dir: P
                      id="aes128-gcm-listed"),
         pytest.param(_encryption_key("rsa2048", AES256_GCM, RSA_OAEP_11), AES256_GCM, RSA_OAEP_11,
                      id="xmlenc11-oaep-listed"),
+        pytest.param(_encryption_key("rsa2048", AES128_GCM), AES128_GCM, RSA_OAEP_MGF1P,
+                     id="data-only-listed-key-transport-the-brokers"),
+        pytest.param(_encryption_key("rsa2048", RSA_OAEP_11), AES256_GCM, RSA_OAEP_11,
+                     id="key-transport-only-listed-data-the-brokers"),
         pytest.param(lambda xml: _encryption_key("rsa2048")(_encryption_key("ec256")(xml)), AES256_GCM,
                      RSA_OAEP_MGF1P, id="first-key-ec-second-rsa"),
     ],
@@ -892,6 +912,18 @@ def test_encrypt_assertions_takes_the_first_usable_key_and_algorithm(config_dir:
     sp = load_settings(config_dir).service_providers["demo-sp"]
     assert sp.encrypter is not None
     assert (sp.encrypter.choice.data, sp.encrypter.choice.key_transport) == (data, key_transport)
+
+
+def test_encrypt_assertions_uses_the_oaep_settings_the_metadata_names(config_dir: Path) -> None:
+    """SAML Metadata §2.4.1.1: an EncryptionMethod names its settings too; RSA-OAEP with SHA-256 and MGF1 with
+    SHA-256 is what the broker then wraps the key with (not the identifier's SHA-1 defaults)."""
+    mgf = XENC11 + "mgf1sha256"
+    combined(ENCRYPTING, _metadata(_encryption_key("rsa2048", _oaep(RSA_OAEP_11, digest=SHA256, mgf=mgf))))(
+        config_dir)
+    sp = load_settings(config_dir).service_providers["demo-sp"]
+    assert sp.encrypter is not None
+    assert (sp.encrypter.choice.key_transport, sp.encrypter.choice.digest, sp.encrypter.choice.mgf) == (
+        RSA_OAEP_11, SHA256, mgf)
 
 
 def test_without_encrypt_assertions_an_sp_has_no_encrypter(config_dir: Path) -> None:

@@ -9,6 +9,7 @@ Another key decrypts nothing. The algorithm choice follows the SP's metadata (Me
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 import xmlsec
@@ -20,6 +21,7 @@ from lxml import etree
 
 from broker.clock import FixedClock
 from broker.model import ReplyTarget
+from broker.saml.metadata import EncryptionMethod
 from broker.saml.response import AssertionContent, ReleasedAttribute, ResponseBuilder
 from broker.saml.xmldsig import DS, SignatureRejected, XmlSigner, XmlVerifier
 from broker.saml.xmlenc import (
@@ -42,6 +44,8 @@ AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
 RSA_OAEP_MGF1P = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
 RSA_OAEP_11 = "http://www.w3.org/2009/xmlenc11#rsa-oaep"
 RSA_1_5 = "http://www.w3.org/2001/04/xmlenc#rsa-1_5"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+MGF1_SHA256 = "http://www.w3.org/2009/xmlenc11#mgf1sha256"
 
 
 def _certificate(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: str) -> x509.Certificate:
@@ -99,6 +103,8 @@ def test_the_sp_decrypts_the_assertion_the_broker_signed(keys: Keys) -> None:
         pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_MGF1P), id="aes256-gcm-rsa-oaep-mgf1p"),
         pytest.param(EncryptionChoice(AES128_GCM, RSA_OAEP_MGF1P), id="aes128-gcm-rsa-oaep-mgf1p"),
         pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_11), id="aes256-gcm-xmlenc11-rsa-oaep"),
+        pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_11, SHA256, MGF1_SHA256), id="rsa-oaep-sha256-mgf1-sha256"),
+        pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_MGF1P, SHA256), id="rsa-oaep-mgf1p-sha256"),
     ],
 )
 def test_the_decrypted_assertion_stands_on_its_own(keys: Keys, choice: EncryptionChoice) -> None:
@@ -141,6 +147,10 @@ def test_the_encrypted_key_names_its_recipient_and_algorithms(keys: Keys) -> Non
     assert key.find("xenc:EncryptionMethod", NS).get("Algorithm") == RSA_OAEP_MGF1P  # type: ignore[union-attr]
 
 
+def _methods(*listed: str | EncryptionMethod) -> tuple[EncryptionMethod, ...]:
+    return tuple(m if isinstance(m, EncryptionMethod) else EncryptionMethod(m) for m in listed)
+
+
 @pytest.mark.parametrize(
     ("listed", "expected"),
     [
@@ -149,24 +159,38 @@ def test_the_encrypted_key_names_its_recipient_and_algorithms(keys: Keys) -> Non
         pytest.param((AES256_GCM, RSA_OAEP_11), EncryptionChoice(AES256_GCM, RSA_OAEP_11), id="xmlenc11-rsa-oaep"),
         pytest.param((AES256_CBC, AES128_GCM, AES256_GCM, RSA_1_5, RSA_OAEP_MGF1P),
                      EncryptionChoice(AES256_GCM, RSA_OAEP_MGF1P), id="the-strongest-listed"),
+        pytest.param((AES128_GCM,), EncryptionChoice(AES128_GCM, RSA_OAEP_MGF1P), id="data-only"),
+        pytest.param((RSA_OAEP_11,), EncryptionChoice(AES256_GCM, RSA_OAEP_11), id="key-transport-only"),
+        pytest.param((EncryptionMethod(RSA_OAEP_11, SHA256, MGF1_SHA256),),
+                     EncryptionChoice(AES256_GCM, RSA_OAEP_11, SHA256, MGF1_SHA256), id="oaep-sha256-mgf1-sha256"),
+        pytest.param((EncryptionMethod(RSA_OAEP_MGF1P, SHA256),),
+                     EncryptionChoice(AES256_GCM, RSA_OAEP_MGF1P, SHA256), id="mgf1p-with-sha256"),
+        pytest.param((EncryptionMethod(RSA_OAEP_MGF1P, oaep_params=True), EncryptionMethod(RSA_OAEP_11)),
+                     EncryptionChoice(AES256_GCM, RSA_OAEP_11), id="a-label-rules-a-method-out"),
     ],
 )
-def test_the_algorithms_follow_the_metadata(listed: tuple[str, ...], expected: EncryptionChoice) -> None:
-    assert choose_encryption(listed) == expected
+def test_the_algorithms_follow_the_metadata(listed: tuple[str | EncryptionMethod, ...],
+                                            expected: EncryptionChoice) -> None:
+    assert choose_encryption(_methods(*listed)) == expected
 
 
 @pytest.mark.parametrize(
     ("listed", "fragment"),
     [
-        pytest.param((AES256_CBC, RSA_OAEP_MGF1P), "include no data encryption", id="cbc-only"),
-        pytest.param((AES256_GCM, RSA_1_5), "include no key transport", id="rsa-1_5-only"),
-        pytest.param((AES256_GCM, RSA_1_5, "http://www.w3.org/2001/04/xmlenc#kw-aes256"), "include no key transport",
-                     id="no-rsa-oaep"),
+        pytest.param((AES256_CBC, RSA_OAEP_MGF1P), f"name data encryption {AES256_CBC} only", id="cbc-only"),
+        pytest.param((AES256_GCM, RSA_1_5), f"name key transport {RSA_1_5} only", id="rsa-1_5-only"),
+        pytest.param((AES256_GCM, RSA_1_5, "http://www.w3.org/2001/04/xmlenc#kw-aes256"),
+                     f"name key transport {RSA_1_5} only", id="no-rsa-oaep"),
+        pytest.param((EncryptionMethod(RSA_OAEP_11, "http://www.w3.org/2001/04/xmldsig-more#md5"),),
+                     "(digest http://www.w3.org/2001/04/xmldsig-more#md5) only", id="oaep-with-md5"),
+        pytest.param((EncryptionMethod(RSA_OAEP_MGF1P, mgf=MGF1_SHA256),), f"(MGF {MGF1_SHA256}) only",
+                     id="mgf1p-with-another-mgf"),
     ],
 )
-def test_metadata_without_an_algorithm_the_broker_uses_is_refused(listed: tuple[str, ...], fragment: str) -> None:
-    with pytest.raises(EncryptionUnsupported, match=fragment):
-        choose_encryption(listed)
+def test_metadata_without_an_algorithm_the_broker_uses_is_refused(listed: tuple[str | EncryptionMethod, ...],
+                                                                  fragment: str) -> None:
+    with pytest.raises(EncryptionUnsupported, match=re.escape(fragment)):
+        choose_encryption(_methods(*listed))
 
 
 @pytest.mark.parametrize(
@@ -180,3 +204,20 @@ def test_keys_the_broker_does_not_encrypt_for(key: object, fragment: str) -> Non
     certificate = _certificate(key(), "sp encryption")  # type: ignore[operator]
     with pytest.raises(EncryptionUnsupported, match=fragment):
         AssertionEncrypter(certificate, choose_encryption(()), SP)
+
+
+@pytest.mark.parametrize(("choice", "settings"), [
+    pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_MGF1P), [], id="defaults-written-as-nothing"),
+    pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_11, SHA256, MGF1_SHA256),
+                 [(f"{{{DS}}}DigestMethod", SHA256), ("{http://www.w3.org/2009/xmlenc11#}MGF", MGF1_SHA256)],
+                 id="sha256-and-mgf1-sha256"),
+    pytest.param(EncryptionChoice(AES256_GCM, RSA_OAEP_MGF1P, SHA256), [(f"{{{DS}}}DigestMethod", SHA256)],
+                 id="mgf1p-digest-only"),
+])
+def test_the_encrypted_key_names_the_oaep_settings_it_was_made_with(
+        keys: Keys, choice: EncryptionChoice, settings: list[tuple[str, str]]) -> None:
+    """XML Encryption 1.1 §5.5.2: a digest or MGF other than SHA-1 is written where the SP reads it."""
+    method = keys.response(choice=choice).find(
+        "saml2:EncryptedAssertion/xenc:EncryptedData/ds:KeyInfo/xenc:EncryptedKey/xenc:EncryptionMethod", NS)
+    assert method is not None
+    assert [(child.tag, child.get("Algorithm")) for child in method] == settings
