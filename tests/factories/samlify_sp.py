@@ -1,0 +1,413 @@
+"""samlify (Node.js) as a regional SAML service provider of the broker: an implementation independent of pysaml2,
+libxmlsec1 and lxml, for interoperability tests of the broker's IdP side (tests/flows/test_interop_samlify_sp.py).
+
+:class:`SamlifySp` runs ``tests/peers/samlify/sp.js`` with ``node`` on a free loopback port (the script listens on
+port 0 and reports the one it got) and talks to it over HTTP, as the SP's operator and as the browser:
+
+* the operator: :meth:`SamlifySp.metadata` (samlify's own SP metadata, around keys the test makes: RSA-2048 for
+  signing and for encryption), :meth:`SamlifySp.configure` (the broker's IdP metadata, and the SP's choices of
+  :class:`SpPolicy`); :func:`register_with_broker` writes the SP into the broker's configuration;
+* the browser: :meth:`SamlifySp.login_request` and :meth:`SamlifySp.logout_request` give the signed messages samlify
+  sends to the broker; :meth:`SamlifySp.acs` and :meth:`SamlifySp.slo` take the broker's messages to samlify and
+  return what samlify made of them.
+
+The SP's public URLs are under :data:`SP_BASE` (https, as behind its TLS proxy); :meth:`SamlifySp.slo` and
+:meth:`SamlifySp.acs` carry a message for such a URL to the loopback server, as that proxy would. What samlify
+refuses comes back as :class:`SamlifyRefused` with samlify's error. Without Node.js or the packages of
+``tests/peers/samlify/package-lock.json`` the tests fail with the command that installs them, never a skip (the
+checks are samlify_idp's).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import os
+import select
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, TypeAlias
+from urllib.parse import urlencode
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from lxml import etree
+
+from tests.factories.lifecycle import Service, end_process
+from tests.factories.samlify_idp import PEER_DIR, FormPost, _form, _installed, _node
+
+SCRIPT = PEER_DIR / "sp.js"
+
+SP_BASE = "https://samordning.region.example/samlify-sp"   # the SP's public URL (its TLS proxy's)
+SP_ENTITY_ID = SP_BASE + "/metadata"
+SP_ACS_URL = SP_BASE + "/acs"
+SP_SLO_URL = SP_BASE + "/slo"
+SP_ID = "samlify-sp"                                         # the broker's service-providers/<id>.yaml
+
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+DS = "http://www.w3.org/2000/09/xmldsig#"
+
+Binding: TypeAlias = Literal["redirect", "post"]
+Delivery: TypeAlias = str | FormPost   # where samlify sends the browser: a URL (HTTP-Redirect) or a form (HTTP-POST)
+
+
+class SamlifyRefused(Exception):
+    """samlify (or the SP script around it) refused a message: HTTP 400 with samlify's error and what the script
+    added (``status_response_signature``: whether samlify's verifier verifies an error Response's signature)."""
+
+    def __init__(self, status: int, error: str, details: dict[str, Any]) -> None:
+        super().__init__(f"samlify refused the message ({status}): {error}")
+        self.status = status
+        self.error = error
+        self.details = details
+
+
+# --- keys and policy --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    key_file: Path
+    cert_file: Path
+
+    @classmethod
+    def generate(cls, directory: Path, name: str, common_name: str, now: dt.datetime) -> KeyPair:
+        """An RSA-2048 key and its self-signed SHA-256 certificate, as the SP's vendor generates them."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        certificate = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            .sign(key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        pair = cls(directory / f"{name}.key", directory / f"{name}.crt")
+        pair.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+        pair.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        return pair
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+
+
+@dataclass(frozen=True)
+class SpKeys:
+    """The SP's signing key (AuthnRequests, logout messages) and its encryption key (EncryptedAssertions)."""
+
+    signing: KeyPair
+    encryption: KeyPair
+
+    @classmethod
+    def generate(cls, directory: Path, now: dt.datetime) -> SpKeys:
+        return cls(KeyPair.generate(directory, "sp-signing", "Samordning SP signing (samlify)", now),
+                   KeyPair.generate(directory, "sp-encryption", "Samordning SP encryption (samlify)", now))
+
+
+@dataclass(frozen=True)
+class SpPolicy:
+    """What a test chooses on both sides: samlify's settings and the broker's file for the SP.
+
+    ``want_message_signed``: samlify's ``wantMessageSigned``; ``sign_response``: the broker's. ``encrypted``: samlify's
+    ``isAssertionEncrypted`` and the broker's ``encrypt_assertions``. ``encryption_methods``: EncryptionMethods the
+    operator adds to the encryption KeyDescriptor of the broker's copy of samlify's metadata (samlify's generator
+    cannot list any).
+    """
+
+    sign_response: bool = False
+    want_message_signed: bool = False
+    encrypted: bool = False
+    encryption_methods: tuple[str, ...] = ()
+
+
+# --- the SP's metadata in the broker's configuration ------------------------------------------------------------
+
+
+def with_encryption_methods(metadata: bytes, methods: tuple[str, ...]) -> bytes:
+    """``metadata`` with ``methods`` as md:EncryptionMethod children of its encryption KeyDescriptor (SAML Metadata
+    §2.4.1.1: after ds:KeyInfo), as an operator edits the file samlify produced."""
+    if not methods:
+        return metadata
+    root = etree.fromstring(metadata)
+    descriptors = root.findall(f".//{{{MD}}}KeyDescriptor[@use='encryption']")
+    assert len(descriptors) == 1, f"expected one encryption KeyDescriptor, found {len(descriptors)}"
+    for method in methods:
+        etree.SubElement(descriptors[0], f"{{{MD}}}EncryptionMethod", Algorithm=method)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def register_with_broker(config_dir: Path, metadata: bytes, policy: SpPolicy, *,
+                         municipalities: tuple[str, ...] = ("kommun-a", "kommun-b"),
+                         release: tuple[str, ...] = ("employeeHsaId", "personalIdentityNumber", "givenName", "sn",
+                                                     "displayName")) -> Path:
+    """The SP's metadata file and its ``service-providers/samlify-sp.yaml`` (the format of demo-sp.yaml)."""
+    (config_dir / "metadata" / f"{SP_ID}.xml").write_bytes(with_encryption_methods(metadata,
+                                                                                    policy.encryption_methods))
+    path = config_dir / "service-providers" / f"{SP_ID}.yaml"
+    path.write_text(yaml.safe_dump({
+        "entity_id": SP_ENTITY_ID,
+        "name": {"sv": "Samordningstjänsten (samlify)", "en": "The coordination service (samlify)"},
+        "metadata": f"metadata/{SP_ID}.xml",
+        "municipalities": list(municipalities),
+        "release": list(release),
+        "nameid_formats": ["persistent", "transient"],
+        "require_signed_requests": True,
+        "sign_response": policy.sign_response,
+        "encrypt_assertions": policy.encrypted,
+    }, allow_unicode=True, sort_keys=False))
+    return path
+
+
+# --- what samlify sent and saw -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A request samlify made: its ID and how it travels (a Redirect URL, or an HTTP-POST form)."""
+
+    request_id: str
+    delivery: Delivery
+
+
+@dataclass(frozen=True)
+class AuthnContext:
+    """RequestedAuthnContext (SAML Core §3.3.2.2.1): ClassRefs and Comparison."""
+
+    class_refs: tuple[str, ...]
+    comparison: str = "exact"
+
+
+@dataclass(frozen=True)
+class Login:
+    """What samlify's ``parseLoginResponse`` extracted from the broker's Response (its loginResponseFields), plus
+    the NameID Format, AuthnContextClassRef and SubjectConfirmationData that sp.js reads with samlify's Extractor."""
+
+    extract: dict[str, Any]
+
+    @property
+    def name_id(self) -> str:
+        return str(self.extract["nameID"])
+
+    @property
+    def name_id_format(self) -> str:
+        return str(self.extract["nameIDFormat"])
+
+    @property
+    def session_index(self) -> str:
+        return str(self.extract["sessionIndex"]["sessionIndex"])
+
+    @property
+    def authn_context_class_ref(self) -> str:
+        return str(self.extract["authnContextClassRef"])
+
+    @property
+    def attributes(self) -> dict[str, str | list[str]]:
+        """By Name; samlify gives a single value as a string, several as a list."""
+        found: dict[str, str | list[str]] = self.extract["attributes"]
+        return found
+
+    @property
+    def in_response_to(self) -> str:
+        return str(self.extract["response"]["inResponseTo"])
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def refused_unless(self, *expected: int) -> None:
+        if self.status in expected:
+            return
+        try:
+            document = json.loads(self.body)
+        except ValueError:
+            document = {"error": self.body.decode(errors="replace").strip()}
+        error = str(document.pop("error", self.headers.get("x-samlify-error", "")))
+        raise SamlifyRefused(self.status, error, document)
+
+    @property
+    def json(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.body)
+        return found
+
+    @property
+    def extract(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.headers["x-samlify-extract"])
+        return found
+
+
+def _delivery(made: dict[str, Any]) -> Delivery:
+    if made["binding"] == "redirect":
+        return str(made["url"])
+    return FormPost(str(made["action"]), {k: str(v) for k, v in made["fields"].items()})
+
+
+# --- the peer ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SamlifySp(Service):
+    """``node sp.js`` on 127.0.0.1 (a free port), as the SP :data:`SP_ENTITY_ID` with ``keys``."""
+
+    workdir: Path
+    keys: SpKeys
+    start_timeout: float = 60.0
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    port: int | None = field(default=None, init=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "samlify-sp.log"
+
+    def start(self) -> None:
+        node = _node()
+        _installed()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_file.open("wb")
+        self.process = subprocess.Popen(
+            [node, str(SCRIPT), "--entity-id", SP_ENTITY_ID, "--base-url", SP_BASE,
+             "--signing-key", str(self.keys.signing.key_file), "--signing-cert", str(self.keys.signing.cert_file),
+             "--encryption-key", str(self.keys.encryption.key_file),
+             "--encryption-cert", str(self.keys.encryption.cert_file), "--host", "127.0.0.1", "--port", "0"],
+            cwd=PEER_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
+        assert self.process.stdout is not None
+        self.port = int(json.loads(self._first_line(self.process.stdout))["port"])
+
+    def _first_line(self, stdout: IO[bytes]) -> bytes:
+        """The line sp.js prints once it listens; fail with its log if it exits or stays silent."""
+        deadline = time.monotonic() + self.start_timeout
+        buffer = b""
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            assert self.process is not None
+            if remaining <= 0 or self.process.poll() is not None:
+                raise RuntimeError(f"samlify's sp.js did not start (exit code {self.process.poll()}):\n{self.log()}")
+            if select.select([stdout], [], [], min(remaining, 0.2))[0]:
+                buffer += os.read(stdout.fileno(), 4096)
+        return buffer.split(b"\n", 1)[0]
+
+    def log(self, tail: int = 4000) -> str:
+        return self.log_file.read_text(errors="replace")[-tail:] if self.log_file.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            end_process(self.process, grace=5)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # --- HTTP ---------------------------------------------------------------------------------------------
+
+    def _request(self, method: str, target: str, body: bytes | None = None,
+                 content_type: str | None = None) -> _Answer:
+        """``target``: a path with its query, or a URL under :data:`SP_BASE` (the SP's proxy passes it on)."""
+        if target.startswith(SP_BASE + "/"):
+            target = target[len(SP_BASE):]
+        assert target.startswith("/"), f"{target} is not this SP's"
+        assert self.port is not None, "not started"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            headers = {"Content-Type": content_type} if content_type else {}
+            connection.request(method, target, body=body, headers=headers)
+            answer = connection.getresponse()
+            return _Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
+        finally:
+            connection.close()
+
+    def _json(self, path: str, document: dict[str, Any]) -> _Answer:
+        return self._request("POST", path, json.dumps(document).encode(), "application/json")
+
+    # --- the operator ---------------------------------------------------------------------------------------
+
+    def metadata(self) -> bytes:
+        """samlify's SP metadata (ServiceProvider.getMetadata): AuthnRequestsSigned, WantAssertionsSigned, a
+        signing and an encryption certificate, the HTTP-POST ACS, SLO for HTTP-Redirect and HTTP-POST."""
+        answer = self._request("GET", "/metadata")
+        answer.refused_unless(200)
+        return answer.body
+
+    def configure(self, idp_metadata: bytes, policy: SpPolicy) -> dict[str, Any]:
+        """Trust the IdP of ``idp_metadata`` and set samlify's side of ``policy``; what samlify read from the
+        metadata. Forgets every pending request."""
+        answer = self._json("/configure", {"idp_metadata": idp_metadata.decode(),
+                                           "want_message_signed": policy.want_message_signed,
+                                           "assertion_encrypted": policy.encrypted})
+        answer.refused_unless(200)
+        return answer.json
+
+    # --- samlify sends ----------------------------------------------------------------------------------------
+
+    def login_request(self, binding: Binding = "redirect", *, relay_state: str | None = None,
+                      is_passive: bool = False, force_authn: bool = False, name_id_format: str | None = None,
+                      authn_context: AuthnContext | None = None) -> Sent:
+        """samlify's signed AuthnRequest (``createLoginRequest``): samlify's own template, or, for IsPassive,
+        ForceAuthn, a NameIDPolicy Format or a RequestedAuthnContext, sp.js's template filled by samlify."""
+        wanted: dict[str, Any] = {"binding": binding, "relay_state": relay_state, "is_passive": is_passive,
+                                  "force_authn": force_authn, "name_id_format": name_id_format}
+        if authn_context is not None:
+            wanted["authn_context"] = {"class_refs": list(authn_context.class_refs),
+                                       "comparison": authn_context.comparison}
+        answer = self._json("/login-requests", wanted)
+        answer.refused_unless(200)
+        made = answer.json
+        return Sent(str(made["id"]), _delivery(made))
+
+    def logout_request(self, login: Login, binding: Binding = "redirect", *, relay_state: str = "",
+                       session_index: bool = True) -> Sent:
+        """samlify's signed LogoutRequest (``createLogoutRequest``) for the user of ``login``."""
+        answer = self._json("/logout-requests", {
+            "name_id": login.name_id, "session_index": login.session_index if session_index else None,
+            "binding": binding, "relay_state": relay_state})
+        answer.refused_unless(200)
+        made = answer.json
+        return Sent(str(made["id"]), _delivery(made))
+
+    # --- samlify receives --------------------------------------------------------------------------------------
+
+    def acs(self, post: FormPost) -> Login:
+        """The broker's auto-submitted Response at the SP's ACS: ``parseLoginResponse``, then the application's
+        checks (Destination, Audience, SubjectConfirmationData, InResponseTo of a pending request, once)."""
+        answer = self._request("POST", post.action, urlencode(post.fields).encode(),
+                               "application/x-www-form-urlencoded")
+        answer.refused_unless(200)
+        return Login(answer.json)
+
+    def slo(self, sent: Delivery, *, reply: Binding = "redirect") -> tuple[Delivery, dict[str, Any]]:
+        """The broker's LogoutRequest at the SP's SLO endpoint: samlify's LogoutResponse (the URL of its 303, or its
+        form with ``reply="post"``) and what samlify read from the request once verified."""
+        query = "reply=post" if reply == "post" else ""
+        if isinstance(sent, FormPost):
+            answer = self._request("POST", sent.action + ("?" + query if query else ""),
+                                   urlencode(sent.fields).encode(), "application/x-www-form-urlencoded")
+        else:
+            answer = self._request("GET", sent + ("&" + query if query else ""))
+        if reply == "redirect":
+            answer.refused_unless(303)
+            return answer.headers["location"], answer.extract
+        answer.refused_unless(200)
+        return _form(answer.body), answer.extract
+
+    def logout_response(self, sent: Delivery) -> dict[str, Any]:
+        """The broker's LogoutResponse at the SP's SLO endpoint: what samlify read from it once verified."""
+        if isinstance(sent, FormPost):
+            answer = self._request("POST", sent.action, urlencode(sent.fields).encode(),
+                                   "application/x-www-form-urlencoded")
+        else:
+            answer = self._request("GET", sent)
+        answer.refused_unless(200)
+        return answer.extract
+
