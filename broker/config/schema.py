@@ -696,7 +696,9 @@ class ServiceProviderConfig:
     )
     require_signed_requests: bool = field(
         default=False,
-        metadata=doc("require signed AuthnRequests even if the metadata's AuthnRequestsSigned is false"),
+        metadata=doc("require signed AuthnRequests even if the metadata's AuthnRequestsSigned is false; while any "
+                     "SP must sign, the broker's IdP metadata says WantAuthnRequestsSigned=\"true\" (one document "
+                     "for all SPs)"),
     )
     sign_response: bool = field(
         default=False, metadata=doc("also sign the Response element (the Assertion is always signed)")

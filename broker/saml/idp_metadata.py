@@ -74,7 +74,9 @@ class IdpMetadata:
             idpsso_descriptor=[md.IDPSSODescriptor(
                 protocol_support_enumeration=PROTOCOL,
                 # Metadata §2.4.3: the requirement SPs read to decide whether to sign (python3-saml lets the IdP's
-                # metadata decide); signatures are verified whenever present, so an SP that need not sign may
+                # metadata decide). One document serves every SP, so it says "true" when any SP must sign; an SP
+                # that need not sign may still sign (signatures are verified whenever present), or keep its own
+                # setting (a python3-saml SP without a key must not take this one from the metadata)
                 want_authn_requests_signed="true" if any(
                     sp.requires_signed_requests for sp in self._settings.service_providers.values()) else "false",
                 key_descriptor=[md.KeyDescriptor(use="signing", key_info=key_info)],

@@ -185,8 +185,9 @@ class AssertionEncrypter:
     The primitives are cryptography's (OpenSSL): a fresh AES key and 96-bit IV per assertion, AES-GCM over the
     Assertion's serialisation, RSA-OAEP for the AES key (by default SHA-1 and MGF1 with SHA-1, no label: the
     ``rsa-oaep-mgf1p`` identifier's defaults, which every SAML stack reads; the digest and MGF the SP's metadata
-    names otherwise, written into the EncryptedKey); the XML around them is built with lxml. libxmlsec1's own encryption costs about 0.25 ms per assertion, most of it setting the RSA key up
-    again each time; this about 0.05 ms. Tests decrypt what it writes with libxmlsec1 (the broker's
+    names otherwise, written into the EncryptedKey); the XML around them is built with lxml. libxmlsec1's own
+    encryption costs about 0.25 ms per assertion, most of it setting the RSA key up again each time; this about
+    0.05 ms. Tests decrypt what it writes with libxmlsec1 (the broker's
     :class:`Decrypter`, python-xmlsec alone, and the ``xmlsec1`` program of the pysaml2 SP).
     """
 
