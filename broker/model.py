@@ -10,7 +10,7 @@ from typing import Final, Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.lru import LruCache
+from broker.lru import by_identity
 
 
 @dataclass(frozen=True, order=True)
@@ -88,30 +88,23 @@ class CertificateFacts:
     not_before: dt.datetime
     not_after: dt.datetime
 
-    @classmethod
-    def of(cls, cert: x509.Certificate) -> CertificateFacts:
-        """The facts of ``cert``, worked out once per distinct certificate (a login needs them twice, and the
+    @staticmethod
+    def of(cert: x509.Certificate) -> CertificateFacts:
+        """The facts of ``cert``, worked out once per certificate object (a login needs them twice, and the
         issuer's RFC 4514 string alone costs more than the cache)."""
-        facts = _FACTS.get(cert)
-        if facts is None:
-            facts = cls._of(cert)
-            _FACTS.put(cert, facts)
-        return facts
-
-    @classmethod
-    def _of(cls, cert: x509.Certificate) -> CertificateFacts:
-        der = cert.public_bytes(serialization.Encoding.DER)
-        return cls(
-            fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-            serial_hex=format(cert.serial_number, "x"),
-            issuer=cert.issuer.rfc4514_string(),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
-        )
+        return _facts(cert)
 
 
-# distinct certificates whose facts are kept (cryptography's certificates compare and hash by their DER)
-_FACTS: Final[LruCache[x509.Certificate, CertificateFacts]] = LruCache(4096)
+@by_identity(4096)
+def _facts(cert: x509.Certificate) -> CertificateFacts:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return CertificateFacts(
+        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        serial_hex=format(cert.serial_number, "x"),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.clock import Clock
 from broker.errors import CertificateRejected, DependencyUnavailable
+from broker.lru import by_identity
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.session.store import KeyValueStore
 
@@ -45,13 +46,13 @@ log = logging.getLogger("broker.revocation")
 _FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def subject_text(cert: x509.Certificate) -> str:
     """RFC 4514 text of the subject (cached: formatting names is slow and CAs recur on every login)."""
     return cert.subject.rfc4514_string()
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def describe(cert: x509.Certificate) -> str:
     """How revocation messages name a certificate: a CA by its subject; a user's certificate by serial and
     issuer, never by its subject (which can hold a personnummer, and messages reach the audit trail)."""
@@ -60,7 +61,7 @@ def describe(cert: x509.Certificate) -> str:
     return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def is_ca(cert: x509.Certificate) -> bool:
     """basicConstraints cA (RFC 5280 §4.2.1.9); absent means an end entity."""
     try:
@@ -69,7 +70,7 @@ def is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def distribution_point_names(cert: x509.Certificate) -> frozenset[x509.GeneralName]:
     """Every name the certificate's CRL distribution points give (RFC 5280 §4.2.1.13): full names, relative
     names made full under the CRL issuer (or the certificate's issuer), and the cRLIssuer names of points
@@ -91,12 +92,12 @@ def distribution_point_names(cert: x509.Certificate) -> frozenset[x509.GeneralNa
     return frozenset(names)
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def issuer_name(cert: x509.Certificate) -> bytes:
     return cert.issuer.public_bytes()
 
 
-@functools.lru_cache(maxsize=4096)
+@by_identity(4096)
 def spki(cert: x509.Certificate) -> bytes:
     """The DER SubjectPublicKeyInfo (cached: CA certificates are asked about on every login)."""
     return cert.public_key().public_bytes(
@@ -264,7 +265,7 @@ class SourceState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def distribution_point_urls(cert: x509.Certificate) -> tuple[str, ...]:
     """http(s) URLs of the certificate's CRL distribution points (RFC 5280 §4.2.1.13)."""
     try:

@@ -22,7 +22,6 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +33,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
 
 from broker.errors import CertificateRejected
+from broker.lru import by_identity
 
 Status = Literal["good", "revoked", "unknown"]
 _STRONG = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
@@ -85,7 +85,7 @@ def build_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: by
     return builder.build().public_bytes(serialization.Encoding.DER)
 
 
-@functools.lru_cache(maxsize=16384)
+@by_identity(16384)
 def responder_urls(cert: x509.Certificate) -> tuple[str, ...]:
     """OCSP responder URLs from the certificate's Authority Information Access (RFC 5280 §4.2.2.1)."""
     try:

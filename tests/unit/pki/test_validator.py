@@ -203,11 +203,13 @@ def test_validated_certificate_records_facts_not_the_subject(h: Hierarchy) -> No
 
 
 def test_certificate_facts_are_worked_out_once_per_certificate(h: Hierarchy) -> None:
-    """Equal certificates (the same DER, parsed twice) share one facts object; another certificate has its own."""
+    """The same certificate object gets its facts worked out once; an equal one (the same DER, parsed again) gets
+    equal facts; another certificate has its own."""
     cert = h.leaf().certificate
     again = x509.load_der_x509_certificate(cert.public_bytes(serialization.Encoding.DER))
     facts = CertificateFacts.of(cert)
-    assert CertificateFacts.of(again) is facts
+    assert CertificateFacts.of(cert) is facts
+    assert CertificateFacts.of(again) == facts
     assert facts.fingerprint_sha256 == cert.fingerprint(hashes.SHA256()).hex()
     assert facts.serial_hex == format(cert.serial_number, "x")
     assert facts.issuer == cert.issuer.rfc4514_string()
