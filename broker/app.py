@@ -258,7 +258,6 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
                                          slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
         idp_metadata = UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher())
-        idp_metadata.start()
         upstream = UpstreamStep(
             deps, Answers(deps), metadata=idp_metadata, sender=sp_sender,
             decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),
@@ -268,7 +267,7 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
             max_bytes=sp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
             max_age=idp_cfg.request_max_age.timedelta, peer=_idp_peer(idp_metadata),
             unknown_issuer_reason="logout_request_invalid")
-    return Services(
+    services = Services(
         settings=settings, flow=LoginFlow(deps, upstream), logout=LogoutFlow(deps, sp_side=toward_sps,
                                                                               idp_side=toward_idps),
         audit=runtime.audit, sessions=sessions, validator=validator,
@@ -277,6 +276,10 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         form_tokens=FormTokens.derived_from(idp_cfg.nameid_key.value),
         sp_metadata=sp_metadata,
     )
+    # the metadata refresher starts last: a configuration that fails to build leaves no thread behind
+    if upstream is not None:
+        upstream.metadata.start()
+    return services
 
 
 def _install(app: Flask, services: Services) -> None:
@@ -317,7 +320,7 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
         log.exception("configuration reload failed unexpectedly, the previous configuration keeps serving")
         _try_audit(runtime.audit, AuditEvent(
             "configuration_rejected", "failure", "-", reason="config_invalid",
-            detail=f"unexpected {type(exc).__name__} while loading: {exc}"[:1000],
+            detail=f"unexpected {type(exc).__name__} while loading (the log has the traceback)",
             data=MappingProxyType({"issues": 1, "directory": str(directory)})))
         return False
     _install(app, services)

@@ -95,7 +95,9 @@ class CertificateFacts:
         return _facts(cert)
 
 
-@by_identity(4096)
+# as many as broker.pki.sources keeps decoded certificates (whose objects these are): an entry keeps its
+# certificate alive, so more would hold re-decoded copies of the same certificates without being found again
+@by_identity(1024)
 def _facts(cert: x509.Certificate) -> CertificateFacts:
     der = cert.public_bytes(serialization.Encoding.DER)
     return CertificateFacts(

@@ -133,8 +133,13 @@ def _key_descriptors(descriptor: Any, use: str) -> Iterator[tuple[Any, x509.Cert
             b64 = "".join(data.x509_certificate.text.split())
             try:
                 cert = x509.load_der_x509_certificate(base64.b64decode(b64, validate=True))
-                cert.public_key()   # the key is what the broker uses: one it cannot read is refused here, at load
-            except (ValueError, binascii.Error, UnsupportedAlgorithm) as exc:
+                cert.public_key()   # the key is what the broker uses: a malformed one is refused here, at load
+            except UnsupportedAlgorithm:
+                # a key type the broker cannot use at all (a binary curve, SM2, GOST): not one of its keys, like a
+                # KeyDescriptor for another use; the entity's usable keys still serve (and with none left, the
+                # checks that need one say so)
+                continue
+            except (ValueError, binascii.Error) as exc:
                 raise ValueError(f"a KeyDescriptor holds an unreadable certificate or key ({exc})") from None
             yield kd, cert
 

@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.x509.oid import PublicKeyAlgorithmOID
 from lxml import etree
 
 from broker.saml.metadata import EncryptionKey, EncryptionMethod
@@ -148,6 +149,10 @@ def choose_encryption(listed: Sequence[EncryptionMethod]) -> EncryptionChoice:
 def check_encryption_certificate(certificate: x509.Certificate) -> None:
     """Raise :class:`EncryptionUnsupported` unless the certificate holds an RSA key of at least 2048 bits (key
     transport is RSA-OAEP; the broker does no key agreement)."""
+    if certificate.public_key_algorithm_oid == PublicKeyAlgorithmOID.RSASSA_PSS:
+        # RFC 4055 §1.2: an id-RSASSA-PSS key is for PSS signatures only; the SP's own library will not decrypt
+        raise EncryptionUnsupported("the encryption certificate holds an RSASSA-PSS key, which is for signatures "
+                                    "only (RFC 4055); RSA-OAEP key transport needs an rsaEncryption key")
     key = certificate.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise EncryptionUnsupported(f"the encryption certificate holds a {type(key).__name__.lstrip('_')}; "

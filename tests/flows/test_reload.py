@@ -199,10 +199,31 @@ def test_a_fault_the_loader_did_not_foresee_is_refused_like_an_invalid_configura
     assert any("reload failed unexpectedly" in r.getMessage() for r in caplog.records)
     found = rejected(config_dir)
     assert [(r["reason"], r["detail"]) for r in found] == [
-        ("config_invalid", "unexpected RuntimeError while loading: a fault nobody foresaw")]
+        ("config_invalid", "unexpected RuntimeError while loading (the log has the traceback)")]
     fresh = open_browser(app, (users / "anna.pem").read_text())
     _, posted = login(fresh, craft)
     assert posted.status[0] == "urn:oasis:names:tc:SAML:2.0:status:Success"
+
+
+def test_a_configuration_that_fails_to_build_starts_no_metadata_refresher(
+        app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The municipal IdPs' metadata refresher (a thread, when a municipality's metadata has a URL) starts only once
+    everything else of the new configuration is built: a refused reload (here the SP decryption keys failing)
+    must not leave a thread fetching metadata for a configuration that never serves, one more at each SIGHUP."""
+    started: list[object] = []
+    # a lambda, not started.append: set on the class, it must bind as a method does
+    monkeypatch.setattr("broker.app.UpstreamMetadata.start", lambda registry: started.append(registry))  # noqa: PLW0108
+
+    def fails(*_: object) -> None:
+        raise RuntimeError("no decrypter today")
+
+    with monkeypatch.context() as failing:
+        failing.setattr("broker.app.Decrypter", fails)
+        for _ in range(3):
+            assert reload_configuration(app) is False
+    assert started == []
+    assert reload_configuration(app) is True   # the control: a configuration that builds starts its refresher
+    assert len(started) == 1
 
 
 # --- a running broker serve -------------------------------------------------------------------------
