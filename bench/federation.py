@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import multiprocessing
 import os
 import platform
@@ -65,7 +64,7 @@ import requests  # noqa: E402
 import yaml  # noqa: E402
 
 from bench.loadgen.generator import check_answer, request_id  # noqa: E402
-from bench.loadgen.report import percentile  # noqa: E402
+from bench.loadgen.report import percentile, write_json  # noqa: E402
 from bench.loadgen.reports import Reports  # noqa: E402
 from bench.satosa.proxy import COOKIE as SATOSA_COOKIE  # noqa: E402
 from bench.satosa.proxy import SatosaProxy, installed_version  # noqa: E402
@@ -548,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     out = report(configuration, results)
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, out)
     failed = any(s["errors"] or s["verify_failures"] or not s["legs"] for s in results)
     return 1 if failed else 0
 

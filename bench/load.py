@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import multiprocessing
 import os
 import platform
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen.generator import GeneratorResult, GeneratorSpec, run_generator  # noqa: E402
-from bench.loadgen.report import Summary, summarise, text  # noqa: E402
+from bench.loadgen.report import Summary, summarise, text, write_json  # noqa: E402
 from bench.loadgen.reports import Reports  # noqa: E402
 from bench.loadgen.stack import USER, CpuMeter, Stack, StackOptions  # noqa: E402
 
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         generators.close()
     print(text(summary))
     if args.json:
-        args.json.write_text(json.dumps(summary.as_json(), indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, summary.as_json())
     return 0 if summary.error_count == 0 and summary.logins > 0 else 1
 
 

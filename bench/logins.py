@@ -24,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.loadgen.report import write_json  # noqa: E402
+
 # the labels of the runs, as printed and as the keys of --json (bench/targets.py reads two of them)
 TWO_WORKERS = "broker, 2 workers"
 XMLSEC1_BASELINE = "same flow, pysaml2 xmlsec1 backend, 1 worker"
@@ -100,7 +104,7 @@ def main() -> int:
                   f"{results[spec.label]['logins_per_second'] / results[runs[-1].label]['logins_per_second']:.1f}x "
                   f"its throughput")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, results)
     return 1 if failed else 0
 
 

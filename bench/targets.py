@@ -30,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.loadgen.report import write_json  # noqa: E402
 from bench.logins import TWO_WORKERS, XMLSEC1_BASELINE  # noqa: E402
 
 SATOSA_VENV = REPO / "bench" / "satosa" / ".venv"
@@ -133,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     for target in checked:
         print(target.row())
     if args.json:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "logins": logins, "federation": federation,
             "targets": [{"target": t.what, "wanted": t.wanted, "below": t.at_most, "measured": t.measured,
-                         "met": t.met} for t in checked]}, indent=2) + "\n", encoding="utf-8")
+                         "met": t.met} for t in checked]})
     if logins_status or federation_status:
         return 1
     return 3 if args.strict and not all(t.met for t in checked) else 0

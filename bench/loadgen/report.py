@@ -3,12 +3,20 @@ exact configuration, as text and as JSON."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.loadgen.generator import GeneratorResult
+
+
+def write_json(path: Path, data: Any) -> None:
+    """A tool's ``--json`` results, indented; the file's directory made if missing (``var/`` in a fresh checkout)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 def percentile(ordered: list[float], fraction: float) -> float:
