@@ -207,7 +207,8 @@ _ROWS: tuple[Reason, ...] = (
            "Configure the SP not to send the feature named in the detail.", REQUEST_UNSUPPORTED),
     Reason("relay_state_too_long", "saml", 400,
            "RelayState exceeds the size limit (SAML Bindings §3.4.3: at most 80 bytes).",
-           "Configure the SP to send a short RelayState reference."),
+           "Configure the SP to send a short RelayState reference; an SP that cannot (SimpleSAMLphp sends its "
+           "whole return URL) needs a higher idp.relay_state_max_bytes in broker.yaml."),
     Reason("login_unknown", "saml", 400,
            "The login being resumed is unknown, expired or already used.",
            "The user should start again from the service provider."),
