@@ -13,27 +13,20 @@ port 0 and reports the one it got) and talks to it over HTTP, as a browser and a
 
 What samlify refuses comes back as :class:`SamlifyRefused` with samlify's error. The Node packages are pinned in
 ``tests/peers/samlify/package-lock.json``; without them the tests fail with the command that installs them
-(:data:`INSTALL_COMMAND`), never a skip.
+(:data:`tests.factories.samlify_peer.INSTALL_COMMAND`), never a skip.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import http.client
 import json
-import os
-import select
-import shutil
-import subprocess
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import urlencode, urlsplit
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -42,14 +35,8 @@ from lxml import etree
 from werkzeug.test import TestResponse
 
 from tests.factories.idp import discovery_form
-from tests.factories.lifecycle import Service, end_process
 from tests.factories.saml import Browser, forms
-
-REPO = Path(__file__).resolve().parents[2]
-PEER_DIR = REPO / "tests" / "peers" / "samlify"
-SCRIPT = PEER_DIR / "idp.js"
-INSTALL_COMMAND = "npm ci --prefix tests/peers/samlify"
-NODE_HINT = "Node.js 20 or later (node on PATH)"
+from tests.factories.samlify_peer import PEER_DIR, NodePeer
 
 URI_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -274,86 +261,18 @@ def _form(html: bytes) -> FormPost:
 # --- the peer ------------------------------------------------------------------------------------------------------
 
 
-def _node() -> str:
-    found = shutil.which("node")
-    if found is None:
-        pytest.fail(f"the samlify interop tests run samlify under Node.js, which is not installed: {NODE_HINT}, "
-                    f"then `{INSTALL_COMMAND}`", pytrace=False)
-    return found
-
-
-def _installed() -> None:
-    """The packages of package-lock.json are in node_modules (the dev script runs :data:`INSTALL_COMMAND`)."""
-    wanted = json.loads((PEER_DIR / "package.json").read_text())["dependencies"]
-    for name, version in wanted.items():
-        manifest = PEER_DIR / "node_modules" / name / "package.json"
-        found = json.loads(manifest.read_text())["version"] if manifest.exists() else None
-        if found != version:
-            have = f"version {found} is installed" if found else "it is not installed"
-            pytest.fail(f"the samlify interop tests need the Node package {name} {version} in "
-                        f"tests/peers/samlify/node_modules, and {have}: run `{INSTALL_COMMAND}` from the repository "
-                        "root (the dev script does)", pytrace=False)
-
-
-@dataclass
-class SamlifyIdp(Service):
+class SamlifyIdp(NodePeer):
     """``node idp.js`` on 127.0.0.1 (a free port), as the IdP ``entity_id`` signing with ``keys``."""
 
-    workdir: Path
-    entity_id: str
-    keys: IdpKeys
-    start_timeout: float = 60.0
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    port: int | None = field(default=None, init=False)
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    script = PEER_DIR / "idp.js"
 
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "samlify-idp.log"
+    def __init__(self, workdir: Path, entity_id: str, keys: IdpKeys, start_timeout: float = 60.0) -> None:
+        super().__init__(workdir, start_timeout)
+        self.entity_id = entity_id
+        self.keys = keys
 
-    @property
-    def base_url(self) -> str:
-        assert self.port is not None, "not started"
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        node = _node()
-        _installed()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_file.open("wb")
-        self.process = subprocess.Popen(
-            [node, str(SCRIPT), "--entity-id", self.entity_id, "--key", str(self.keys.key_file),
-             "--cert", str(self.keys.cert_file), "--host", "127.0.0.1", "--port", "0"],
-            cwd=PEER_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
-        assert self.process.stdout is not None
-        line = self._first_line(self.process.stdout)
-        self.port = int(json.loads(line)["port"])
-
-    def _first_line(self, stdout: IO[bytes]) -> bytes:
-        """The line idp.js prints once it listens; fail with its log if it exits or stays silent."""
-        deadline = time.monotonic() + self.start_timeout
-        buffer = b""
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            assert self.process is not None
-            if remaining <= 0 or self.process.poll() is not None:
-                raise RuntimeError(f"samlify's idp.js did not start (exit code {self.process.poll()}):\n{self.log()}")
-            if select.select([stdout], [], [], min(remaining, 0.2))[0]:
-                buffer += os.read(stdout.fileno(), 4096)
-        return buffer.split(b"\n", 1)[0]
-
-    def log(self, tail: int = 4000) -> str:
-        return self.log_file.read_text(errors="replace")[-tail:] if self.log_file.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None:
-            end_process(self.process, grace=5)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-            self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def arguments(self) -> list[str]:
+        return ["--entity-id", self.entity_id, "--key", str(self.keys.key_file), "--cert", str(self.keys.cert_file)]
 
     # --- HTTP ---------------------------------------------------------------------------------------------
 
@@ -364,15 +283,7 @@ class SamlifyIdp(Service):
         if parts.netloc:
             assert f"{parts.scheme}://{parts.netloc}" == self.base_url, f"{target} is not on {self.base_url}"
             target = parts.path + ("?" + parts.query if parts.query else "")
-        assert self.port is not None, "not started"
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            headers = {"Content-Type": content_type} if content_type else {}
-            connection.request(method, target, body=body, headers=headers)
-            answer = connection.getresponse()
-            return _Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
-        finally:
-            connection.close()
+        return _Answer(*self.exchange(method, target, body, content_type))
 
     # --- the operator ---------------------------------------------------------------------------------------
 

@@ -15,21 +15,16 @@ The SP's public URLs are under :data:`SP_BASE` (https, as behind its TLS proxy);
 :meth:`SamlifySp.acs` carry a message for such a URL to the loopback server, as that proxy would. What samlify
 refuses comes back as :class:`SamlifyRefused` with samlify's error. Without Node.js or the packages of
 ``tests/peers/samlify/package-lock.json`` the tests fail with the command that installs them, never a skip (the
-checks are samlify_idp's).
+checks are samlify_peer's).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import json
-import os
-import select
-import subprocess
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 from urllib.parse import urlencode
 
 import yaml
@@ -39,10 +34,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from tests.factories.lifecycle import Service, end_process
-from tests.factories.samlify_idp import PEER_DIR, FormPost, _form, _installed, _node
-
-SCRIPT = PEER_DIR / "sp.js"
+from tests.factories.samlify_idp import FormPost, _form
+from tests.factories.samlify_peer import PEER_DIR, NodePeer
 
 SP_BASE = "https://samordning.region.example/samlify-sp"   # the SP's public URL (its TLS proxy's)
 SP_ENTITY_ID = SP_BASE + "/metadata"
@@ -255,60 +248,20 @@ def _delivery(made: dict[str, Any]) -> Delivery:
 # --- the peer ------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SamlifySp(Service):
+class SamlifySp(NodePeer):
     """``node sp.js`` on 127.0.0.1 (a free port), as the SP :data:`SP_ENTITY_ID` with ``keys``."""
 
-    workdir: Path
-    keys: SpKeys
-    start_timeout: float = 60.0
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-    port: int | None = field(default=None, init=False)
-    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    script = PEER_DIR / "sp.js"
 
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "samlify-sp.log"
+    def __init__(self, workdir: Path, keys: SpKeys, start_timeout: float = 60.0) -> None:
+        super().__init__(workdir, start_timeout)
+        self.keys = keys
 
-    def start(self) -> None:
-        node = _node()
-        _installed()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_file.open("wb")
-        self.process = subprocess.Popen(
-            [node, str(SCRIPT), "--entity-id", SP_ENTITY_ID, "--base-url", SP_BASE,
-             "--signing-key", str(self.keys.signing.key_file), "--signing-cert", str(self.keys.signing.cert_file),
-             "--encryption-key", str(self.keys.encryption.key_file),
-             "--encryption-cert", str(self.keys.encryption.cert_file), "--host", "127.0.0.1", "--port", "0"],
-            cwd=PEER_DIR, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._log)
-        assert self.process.stdout is not None
-        self.port = int(json.loads(self._first_line(self.process.stdout))["port"])
-
-    def _first_line(self, stdout: IO[bytes]) -> bytes:
-        """The line sp.js prints once it listens; fail with its log if it exits or stays silent."""
-        deadline = time.monotonic() + self.start_timeout
-        buffer = b""
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            assert self.process is not None
-            if remaining <= 0 or self.process.poll() is not None:
-                raise RuntimeError(f"samlify's sp.js did not start (exit code {self.process.poll()}):\n{self.log()}")
-            if select.select([stdout], [], [], min(remaining, 0.2))[0]:
-                buffer += os.read(stdout.fileno(), 4096)
-        return buffer.split(b"\n", 1)[0]
-
-    def log(self, tail: int = 4000) -> str:
-        return self.log_file.read_text(errors="replace")[-tail:] if self.log_file.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is not None:
-            end_process(self.process, grace=5)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
-            self.process = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def arguments(self) -> list[str]:
+        return ["--entity-id", SP_ENTITY_ID, "--base-url", SP_BASE,
+                "--signing-key", str(self.keys.signing.key_file), "--signing-cert", str(self.keys.signing.cert_file),
+                "--encryption-key", str(self.keys.encryption.key_file),
+                "--encryption-cert", str(self.keys.encryption.cert_file)]
 
     # --- HTTP ---------------------------------------------------------------------------------------------
 
@@ -318,15 +271,7 @@ class SamlifySp(Service):
         if target.startswith(SP_BASE + "/"):
             target = target[len(SP_BASE):]
         assert target.startswith("/"), f"{target} is not this SP's"
-        assert self.port is not None, "not started"
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            headers = {"Content-Type": content_type} if content_type else {}
-            connection.request(method, target, body=body, headers=headers)
-            answer = connection.getresponse()
-            return _Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
-        finally:
-            connection.close()
+        return _Answer(*self.exchange(method, target, body, content_type))
 
     def _json(self, path: str, document: dict[str, Any]) -> _Answer:
         return self._request("POST", path, json.dumps(document).encode(), "application/json")
