@@ -29,62 +29,29 @@
 // 400 text/plain with samlify's error message, also in X-Samlify-Error.
 'use strict';
 
-const http = require('http');
 const fs = require('fs');
 const crypto = require('crypto');
 const zlib = require('zlib');
+const peer = require('./peer');
 
-// stdout carries one line, the ready line below; anything the libraries log (node-xmllint prints a line per
-// validation) goes to stderr
-console.log = (...items) => console.error(...items);
-
-let samlify;
-let validator;
-try {
-  samlify = require('samlify');
-  validator = require('@authenio/samlify-node-xmllint');
-} catch (err) {
-  process.stderr.write(`samlify is not installed (${err.message}); run: npm ci --prefix tests/peers/samlify\n`);
-  process.exit(3);
-}
-
-// samlify refuses to parse anything until a schema validator is set (its README, "Installation").
-samlify.setSchemaValidator(validator);
-
+const {
+  samlify, PROTOCOL_NS, ASSERTION_NS, Refused, options, readBody, formFields, inbound, bindingOf, escapeXml, send,
+  extractHeader, postForm, baseUrl, serve,
+} = peer;
 const { Constants, Extractor, SamlLib } = samlify;
 const BINDINGS = Constants.namespace.binding;
 const RSA_SHA256 = Constants.algorithms.signature.RSA_SHA256;
 const SUCCESS = Constants.StatusCode.Success;
-const PROTOCOL_NS = 'urn:oasis:names:tc:SAML:2.0:protocol';
-const ASSERTION_NS = 'urn:oasis:names:tc:SAML:2.0:assertion';
 const XS = 'http://www.w3.org/2001/XMLSchema';
 const XSI = 'http://www.w3.org/2001/XMLSchema-instance';
 
 // --- command line --------------------------------------------------------------------------------------------
 
-function options(argv) {
-  const found = { host: '127.0.0.1', port: '0' };
-  for (let i = 0; i < argv.length; i += 2) {
-    const name = argv[i];
-    const value = argv[i + 1];
-    if (!name.startsWith('--') || value === undefined) {
-      throw new Error(`usage: node idp.js --entity-id URI --key FILE --cert FILE [--host H] [--port P]; got ${name}`);
-    }
-    found[name.slice(2)] = value;
-  }
-  for (const required of ['entity-id', 'key', 'cert']) {
-    if (!found[required]) {
-      throw new Error(`--${required} is required`);
-    }
-  }
-  return found;
-}
-
-const args = options(process.argv.slice(2));
+const args = options(process.argv.slice(2), ['entity-id', 'key', 'cert'],
+  'node idp.js --entity-id URI --key FILE --cert FILE');
 const ENTITY_ID = args['entity-id'];
 const PRIVATE_KEY = fs.readFileSync(args.key, 'utf8');
 const CERTIFICATE = fs.readFileSync(args.cert, 'utf8');
-let baseUrl = ''; // known once listening
 
 // --- samlify entities ------------------------------------------------------------------------------------------
 
@@ -124,7 +91,7 @@ function endpoints(bindings, path) {
     if (!BINDINGS[name]) {
       throw new Error(`unknown binding ${name}`);
     }
-    return { Binding: BINDINGS[name], Location: `${baseUrl}${path}` };
+    return { Binding: BINDINGS[name], Location: `${baseUrl()}${path}` };
   });
 }
 
@@ -208,27 +175,6 @@ function serviceProvider(entityID, sign = 'assertion', transforms = undefined) {
 
 // --- reading inbound messages ------------------------------------------------------------------------------------
 
-function redirectRequest(rawQuery, parameter) {
-  // SAML Bindings §3.4.4.1: the signature covers the parameters exactly as they arrived (URL-encoded), in the
-  // order SAMLRequest|SAMLResponse, RelayState, SigAlg
-  const raw = new Map();
-  for (const part of rawQuery.split('&')) {
-    const eq = part.indexOf('=');
-    if (eq > 0) {
-      raw.set(part.slice(0, eq), part.slice(eq + 1));
-    }
-  }
-  const query = {};
-  for (const [key, value] of new URLSearchParams(rawQuery)) {
-    query[key] = value;
-  }
-  const octetString = [parameter, 'RelayState', 'SigAlg']
-    .filter((key) => raw.has(key))
-    .map((key) => `${key}=${raw.get(key)}`)
-    .join('&');
-  return { query, octetString };
-}
-
 function decodedMessage(binding, value) {
   const bytes = Buffer.from(value, 'base64');
   return (binding === 'redirect' ? zlib.inflateRawSync(bytes) : bytes).toString('utf8');
@@ -262,71 +208,6 @@ const AUTHN_REQUEST_FIELDS = [
 
 // --- HTTP --------------------------------------------------------------------------------------------------------
 
-class Refused extends Error {}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (chunk) => {
-      size += chunk.length;
-      if (size > 4 * 1024 * 1024) {
-        reject(new Refused('request body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
-
-function formFields(body) {
-  const fields = {};
-  for (const [key, value] of new URLSearchParams(body)) {
-    fields[key] = value;
-  }
-  return fields;
-}
-
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
-}
-
-function send(res, status, body, headers = {}) {
-  res.writeHead(status, { 'Cache-Control': 'no-store', ...headers });
-  res.end(body);
-}
-
-function extractHeader(extract) {
-  const shown = { ...extract };
-  delete shown.signature; // the XML of the signature: not what a test asserts on
-  // JSON with every non-ASCII character escaped, so that it is a valid header value
-  return JSON.stringify(shown).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
-function postForm(action, fields) {
-  const inputs = Object.entries(fields)
-    .filter(([, value]) => value !== undefined && value !== null && value !== '')
-    .map(([name, value]) => `<input type="hidden" name="${escapeHtml(name)}" value="${escapeHtml(value)}">`)
-    .join('');
-  return '<!doctype html><html><body onload="document.forms[0].submit()">' +
-    `<form method="post" action="${escapeHtml(action)}">${inputs}<noscript><button>Continue</button></noscript>` +
-    '</form></body></html>';
-}
-
-async function inbound(req, url) {
-  if (req.method === 'GET') {
-    const rawQuery = url.search.startsWith('?') ? url.search.slice(1) : '';
-    const parameter = url.searchParams.has('SAMLRequest') ? 'SAMLRequest' : 'SAMLResponse';
-    return { binding: 'redirect', parameter, request: redirectRequest(rawQuery, parameter) };
-  }
-  const body = formFields(await readBody(req));
-  const parameter = body.SAMLRequest !== undefined ? 'SAMLRequest' : 'SAMLResponse';
-  return { binding: 'post', parameter, request: { body } };
-}
-
 function messageOf(message) {
   const carried = message.binding === 'redirect' ? message.request.query : message.request.body;
   const value = carried[message.parameter];
@@ -354,7 +235,7 @@ async function sso(req, res, url) {
   if (extract.request.assertionConsumerServiceUrl !== undefined && extract.request.assertionConsumerServiceUrl !== acs) {
     throw new Refused(`AssertionConsumerServiceURL ${extract.request.assertionConsumerServiceUrl} is not the SP's`);
   }
-  if (extract.request.destination !== `${baseUrl}/sso`) {
+  if (extract.request.destination !== `${baseUrl()}/sso`) {
     throw new Refused(`Destination ${extract.request.destination} is not this IdP's SSO endpoint`);
   }
   const login = crypto.randomBytes(16).toString('hex');
@@ -422,7 +303,7 @@ async function login(req, res) {
       if (profile.status) {
         const prefix = (profile.prefixes && profile.prefixes.protocol) || 'samlp'; // as tagPrefix rewrote the template
         const second = profile.status.second_level
-          ? `<${prefix}:StatusCode Value="${escapeHtml(profile.status.second_level)}"/>` : '';
+          ? `<${prefix}:StatusCode Value="${escapeXml(profile.status.second_level)}"/>` : '';
         context = context.replace('{SecondLevelStatus}', second);
       }
       return { id: tags.ID, context: SamlLib.replaceTagsByValue(context, tags) };
@@ -446,13 +327,6 @@ function deliver(res, binding, made, extract) {
   }
   const fields = { [made.type]: made.context, RelayState: made.relayState };
   send(res, 200, postForm(made.entityEndpoint, fields), { 'Content-Type': 'text/html; charset=utf-8', ...headers });
-}
-
-function bindingOf(name) {
-  if (name !== 'redirect' && name !== 'post') {
-    throw new Refused(`unknown binding ${name}`);
-  }
-  return name;
 }
 
 // GET|POST /slo[?reply=redirect|post]: a LogoutRequest (answered by samlify's LogoutResponse with the binding
@@ -514,7 +388,7 @@ async function trust(req, res) {
 }
 
 async function route(req, res) {
-  const url = new URL(req.url, baseUrl);
+  const url = new URL(req.url, baseUrl());
   const key = `${req.method} ${url.pathname}`;
   switch (key) {
     case 'GET /metadata': {
@@ -545,35 +419,6 @@ async function route(req, res) {
   }
 }
 
-const server = http.createServer((req, res) => {
-  route(req, res).catch((err) => {
-    // samlify rejects with Error objects, and some of its validators with bare strings
-    const text = err instanceof Error ? err.message : String(err);
-    const oneLine = text.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
-    if (!res.headersSent) {
-      send(res, 400, `${text}\n`, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Samlify-Error': oneLine });
-    } else {
-      res.destroy();
-    }
-  });
+serve(args, route, (res, err, text, oneLine) => {
+  send(res, 400, `${text}\n`, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Samlify-Error': oneLine });
 });
-
-// node-xmllint is libxml2 compiled to asm.js: its first validation compiles it (seconds), later ones take
-// milliseconds. That first one is done here, before the IdP reports that it is ready.
-const WARM_UP = `<samlp:AuthnRequest xmlns:samlp="${PROTOCOL_NS}" xmlns:saml="${ASSERTION_NS}" ID="_warm-up" ` +
-  'Version="2.0" IssueInstant="2000-01-01T00:00:00Z"><saml:Issuer>warm-up</saml:Issuer></samlp:AuthnRequest>';
-
-validator.validate(WARM_UP).then(() => {
-  server.listen(Number(args.port), args.host, () => {
-    const { port } = server.address();
-    baseUrl = `http://${args.host}:${port}`;
-    process.stdout.write(`${JSON.stringify({ port, base_url: baseUrl })}\n`);
-  });
-}, (err) => {
-  process.stderr.write(`the schema validator does not work: ${err}\n`);
-  process.exit(4);
-});
-
-for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => server.close(() => process.exit(0)));
-}

@@ -33,55 +33,23 @@
 // error message in a JSON body and in X-Samlify-Error.
 'use strict';
 
-const http = require('http');
 const fs = require('fs');
+const peer = require('./peer');
 
-// stdout carries one line, the ready line below; anything the libraries log (node-xmllint prints a line per
-// validation, samlify the cause of a failed decryption) goes to stderr, the log the test reads
-console.log = (...items) => console.error(...items);
-
-let samlify;
-let validator;
-try {
-  samlify = require('samlify');
-  validator = require('@authenio/samlify-node-xmllint');
-} catch (err) {
-  process.stderr.write(`samlify is not installed (${err.message}); run: npm ci --prefix tests/peers/samlify\n`);
-  process.exit(3);
-}
-
-// samlify refuses to parse anything until a schema validator is set (its README, "Installation").
-samlify.setSchemaValidator(validator);
-
+const {
+  samlify, PROTOCOL_NS, ASSERTION_NS, Refused, errorText, options, readBody, formFields, inbound, bindingOf,
+  escapeXml, send, sendJson, extractHeader, postForm, baseUrl, serve,
+} = peer;
 const { Constants, Extractor, SamlLib } = samlify;
 const BINDINGS = Constants.namespace.binding;
 const FORMATS = Constants.namespace.format;
 const RSA_SHA256 = Constants.algorithms.signature.RSA_SHA256;
-const PROTOCOL_NS = 'urn:oasis:names:tc:SAML:2.0:protocol';
-const ASSERTION_NS = 'urn:oasis:names:tc:SAML:2.0:assertion';
 
 // --- command line --------------------------------------------------------------------------------------------
 
-function options(argv) {
-  const found = { host: '127.0.0.1', port: '0' };
-  for (let i = 0; i < argv.length; i += 2) {
-    const name = argv[i];
-    const value = argv[i + 1];
-    if (!name.startsWith('--') || value === undefined) {
-      throw new Error(`usage: node sp.js --entity-id URI --base-url URL --signing-key F --signing-cert F ` +
-        `--encryption-key F --encryption-cert F [--host H] [--port P]; got ${name}`);
-    }
-    found[name.slice(2)] = value;
-  }
-  for (const required of ['entity-id', 'base-url', 'signing-key', 'signing-cert', 'encryption-key', 'encryption-cert']) {
-    if (!found[required]) {
-      throw new Error(`--${required} is required`);
-    }
-  }
-  return found;
-}
-
-const args = options(process.argv.slice(2));
+const args = options(process.argv.slice(2),
+  ['entity-id', 'base-url', 'signing-key', 'signing-cert', 'encryption-key', 'encryption-cert'],
+  'node sp.js --entity-id URI --base-url URL --signing-key F --signing-cert F --encryption-key F --encryption-cert F');
 const ENTITY_ID = args['entity-id'];
 const PUBLIC_URL = args['base-url'].replace(/\/$/, '');
 const ACS_URL = `${PUBLIC_URL}/acs`;
@@ -90,7 +58,6 @@ const SIGNING_KEY = fs.readFileSync(args['signing-key'], 'utf8');
 const SIGNING_CERT = fs.readFileSync(args['signing-cert'], 'utf8');
 const ENCRYPTION_KEY = fs.readFileSync(args['encryption-key'], 'utf8');
 const ENCRYPTION_CERT = fs.readFileSync(args['encryption-cert'], 'utf8');
-let baseUrl = ''; // the loopback URL, known once listening
 
 // --- samlify entities ------------------------------------------------------------------------------------------
 
@@ -166,10 +133,6 @@ const LOGIN_REQUEST_TEMPLATE =
   'ProtocolBinding="{ProtocolBinding}" AssertionConsumerServiceURL="{AssertionConsumerServiceURL}">' +
   '<saml:Issuer>{Issuer}</saml:Issuer><samlp:NameIDPolicy Format="{NameIDFormat}" AllowCreate="{AllowCreate}"/>' +
   '{RequestedAuthnContext}</samlp:AuthnRequest>';
-
-function escapeXml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]);
-}
 
 function requestedAuthnContext(wanted) {
   if (!wanted) {
@@ -365,38 +328,6 @@ async function slo(req, res, url) {
 
 // --- reading inbound messages ------------------------------------------------------------------------------------
 
-function redirectRequest(rawQuery, parameter) {
-  // SAML Bindings §3.4.4.1: the signature covers the parameters exactly as they arrived (URL-encoded), in the
-  // order SAMLRequest|SAMLResponse, RelayState, SigAlg
-  const raw = new Map();
-  for (const part of rawQuery.split('&')) {
-    const eq = part.indexOf('=');
-    if (eq > 0) {
-      raw.set(part.slice(0, eq), part.slice(eq + 1));
-    }
-  }
-  const query = {};
-  for (const [key, value] of new URLSearchParams(rawQuery)) {
-    query[key] = value;
-  }
-  const octetString = [parameter, 'RelayState', 'SigAlg']
-    .filter((key) => raw.has(key))
-    .map((key) => `${key}=${raw.get(key)}`)
-    .join('&');
-  return { query, octetString };
-}
-
-async function inbound(req, url) {
-  if (req.method === 'GET') {
-    const rawQuery = url.search.startsWith('?') ? url.search.slice(1) : '';
-    const parameter = url.searchParams.has('SAMLRequest') ? 'SAMLRequest' : 'SAMLResponse';
-    return { binding: 'redirect', parameter, request: redirectRequest(rawQuery, parameter) };
-  }
-  const body = formFields(await readBody(req));
-  const parameter = body.SAMLRequest !== undefined ? 'SAMLRequest' : 'SAMLResponse';
-  return { binding: 'post', parameter, request: { body } };
-}
-
 function carried(message) {
   const fields = message.binding === 'redirect' ? message.request.query : message.request.body;
   if (!fields[message.parameter]) {
@@ -406,77 +337,6 @@ function carried(message) {
 }
 
 // --- HTTP --------------------------------------------------------------------------------------------------------
-
-class Refused extends Error {
-  constructor(message, details = {}) {
-    super(message);
-    this.details = details;
-  }
-}
-
-function errorText(err) {
-  // samlify rejects with Error objects, and some of its validators with bare strings
-  return err instanceof Error ? err.message : String(err);
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    let size = 0;
-    req.on('data', (chunk) => {
-      size += chunk.length;
-      if (size > 4 * 1024 * 1024) {
-        reject(new Refused('request body too large'));
-        req.destroy();
-        return;
-      }
-      chunks.push(chunk);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
-}
-
-function formFields(body) {
-  const fields = {};
-  for (const [key, value] of new URLSearchParams(body)) {
-    fields[key] = value;
-  }
-  return fields;
-}
-
-function bindingOf(name) {
-  if (name !== 'redirect' && name !== 'post') {
-    throw new Refused(`unknown binding ${name}`);
-  }
-  return name;
-}
-
-function send(res, status, body, headers = {}) {
-  res.writeHead(status, { 'Cache-Control': 'no-store', ...headers });
-  res.end(body);
-}
-
-function sendJson(res, status, document, headers = {}) {
-  send(res, status, JSON.stringify(document), { 'Content-Type': 'application/json', ...headers });
-}
-
-function extractHeader(extract) {
-  const shown = { ...extract };
-  delete shown.signature; // the XML of the signature: not what a test asserts on
-  // JSON with every non-ASCII character escaped, so that it is a valid header value
-  return JSON.stringify(shown).replace(/[\u007f-\uffff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
-
-function postForm(action, fields) {
-  const inputs = Object.entries(fields)
-    .filter(([, value]) => value !== undefined && value !== null && value !== '')
-    .map(([name, value]) => `<input type="hidden" name="${escapeXml(name)}" value="${escapeXml(value)}">`)
-    .join('');
-  return '<!doctype html><html><body onload="document.forms[0].submit()">' +
-    `<form method="post" action="${escapeXml(action)}">${inputs}<noscript><button>Continue</button></noscript>` +
-    '</form></body></html>';
-}
 
 // POST /configure: the IdP's metadata and the SP's choices; what samlify read from the metadata
 async function configure(req, res) {
@@ -496,7 +356,7 @@ async function configure(req, res) {
 }
 
 async function route(req, res) {
-  const url = new URL(req.url, baseUrl);
+  const url = new URL(req.url, baseUrl());
   const key = `${req.method} ${url.pathname}`;
   switch (key) {
     case 'GET /metadata':
@@ -523,35 +383,7 @@ async function route(req, res) {
   }
 }
 
-const server = http.createServer((req, res) => {
-  route(req, res).catch((err) => {
-    const text = errorText(err);
-    const oneLine = text.replace(/[\r\n]+/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 500);
-    if (!res.headersSent) {
-      const details = err instanceof Refused ? err.details : {};
-      sendJson(res, 400, { error: text, ...details }, { 'X-Samlify-Error': oneLine });
-    } else {
-      res.destroy();
-    }
-  });
+serve(args, route, (res, err, text, oneLine) => {
+  const details = err instanceof Refused ? err.details : {};
+  sendJson(res, 400, { error: text, ...details }, { 'X-Samlify-Error': oneLine });
 });
-
-// node-xmllint is libxml2 compiled to asm.js: its first validation compiles it (seconds), later ones take
-// milliseconds. That first one is done here, before the SP reports that it is ready.
-const WARM_UP = `<samlp:AuthnRequest xmlns:samlp="${PROTOCOL_NS}" xmlns:saml="${ASSERTION_NS}" ID="_warm-up" ` +
-  'Version="2.0" IssueInstant="2000-01-01T00:00:00Z"><saml:Issuer>warm-up</saml:Issuer></samlp:AuthnRequest>';
-
-validator.validate(WARM_UP).then(() => {
-  server.listen(Number(args.port), args.host, () => {
-    const { port } = server.address();
-    baseUrl = `http://${args.host}:${port}`;
-    process.stdout.write(`${JSON.stringify({ port, base_url: baseUrl })}\n`);
-  });
-}, (err) => {
-  process.stderr.write(`the schema validator does not work: ${err}\n`);
-  process.exit(4);
-});
-
-for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => server.close(() => process.exit(0)));
-}
