@@ -36,7 +36,7 @@ from werkzeug.test import TestResponse
 
 from tests.factories.idp import discovery_form
 from tests.factories.saml import Browser, forms
-from tests.factories.samlify_peer import PEER_DIR, NodePeer
+from tests.factories.samlify_peer import PEER_DIR, Answer, NodePeer
 
 URI_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -82,15 +82,6 @@ class IdpKeys:
     @property
     def certificate(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
-
-
-class SamlifyRefused(Exception):
-    """samlify (or the IdP script around it) refused a message: HTTP 400 with samlify's error."""
-
-    def __init__(self, status: int, error: str) -> None:
-        super().__init__(f"samlify refused the message ({status}): {error}")
-        self.status = status
-        self.error = error
 
 
 # --- what the IdP sends ----------------------------------------------------------------------------------------
@@ -220,23 +211,6 @@ Binding: TypeAlias = Literal["redirect", "post"]
 Delivery: TypeAlias = str | FormPost  # where samlify sends the browser: a URL (HTTP-Redirect) or a form (HTTP-POST)
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def refused_unless(self, *expected: int) -> None:
-        if self.status not in expected:
-            error = self.headers.get("x-samlify-error") or self.body.decode(errors="replace").strip()
-            raise SamlifyRefused(self.status, error)
-
-    @property
-    def extract(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.headers["x-samlify-extract"])
-        return found
-
-
 class _Form(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
@@ -277,13 +251,13 @@ class SamlifyIdp(NodePeer):
     # --- HTTP ---------------------------------------------------------------------------------------------
 
     def _request(self, method: str, target: str, body: bytes | None = None,
-                 content_type: str | None = None) -> _Answer:
+                 content_type: str | None = None) -> Answer:
         """``target``: a path with its query, or a URL on this peer."""
         parts = urlsplit(target)
         if parts.netloc:
             assert f"{parts.scheme}://{parts.netloc}" == self.base_url, f"{target} is not on {self.base_url}"
             target = parts.path + ("?" + parts.query if parts.query else "")
-        return _Answer(*self.exchange(method, target, body, content_type))
+        return self.exchange(method, target, body, content_type)
 
     # --- the operator ---------------------------------------------------------------------------------------
 

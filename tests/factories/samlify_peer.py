@@ -3,8 +3,9 @@ free loopback port, and plain HTTP to it.
 
 :class:`NodePeer` starts the script with the arguments a subclass gives (the script listens on port 0 and prints
 ``{"port": N}`` once it listens), logs its stderr to the test's directory, and ends it. :meth:`NodePeer.exchange`
-sends one request and returns the answer as it came. Without Node.js or the packages of
-``tests/peers/samlify/package-lock.json`` the tests fail with the command that installs them, never a skip.
+sends one request and returns the :class:`Answer`; what the script refused becomes :class:`SamlifyRefused`. Without
+Node.js or the packages of ``tests/peers/samlify/package-lock.json`` the tests fail with the command that installs
+them, never a skip.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import select
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -48,6 +50,48 @@ def _installed() -> None:
             pytest.fail(f"the samlify interop tests need the Node package {name} {version} in "
                         f"tests/peers/samlify/node_modules, and {have}: run `{INSTALL_COMMAND}` from the repository "
                         "root (the dev script does)", pytrace=False)
+
+
+class SamlifyRefused(Exception):
+    """samlify (or the script around it) refused a message: HTTP 400 with samlify's error, and what the script added
+    (the SP's ``status_response_signature``: whether samlify's verifier verifies an error Response's signature)."""
+
+    def __init__(self, status: int, error: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(f"samlify refused the message ({status}): {error}")
+        self.status = status
+        self.error = error
+        self.details = details or {}
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The script's answer: errors as JSON (sp.js) or text (idp.js), the one-line error in X-Samlify-Error, and what
+    samlify read from an inbound message in X-Samlify-Extract."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def refused_unless(self, *expected: int) -> None:
+        if self.status in expected:
+            return
+        error, details = self.headers.get("x-samlify-error", ""), {}
+        if self.headers.get("content-type", "").startswith("application/json"):
+            details = json.loads(self.body)
+            error = str(details.pop("error", error))
+        elif not error:
+            error = self.body.decode(errors="replace").strip()
+        raise SamlifyRefused(self.status, error, details)
+
+    @property
+    def json(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.body)
+        return found
+
+    @property
+    def extract(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.headers["x-samlify-extract"])
+        return found
 
 
 class NodePeer(Service):
@@ -113,15 +157,14 @@ class NodePeer(Service):
             self._log.close()
             self._log = None
 
-    def exchange(self, method: str, path: str, body: bytes | None = None,
-                 content_type: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP request to the script (``path`` with its query); status, headers (lower-case names), body."""
+    def exchange(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> Answer:
+        """One HTTP request to the script (``path`` with its query); header names in lower case."""
         assert self.port is not None, "not started"
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             headers = {"Content-Type": content_type} if content_type else {}
             connection.request(method, path, body=body, headers=headers)
             answer = connection.getresponse()
-            return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
+            return Answer(answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read())
         finally:
             connection.close()

@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from tests.factories.samlify_idp import FormPost, _form
-from tests.factories.samlify_peer import PEER_DIR, NodePeer
+from tests.factories.samlify_peer import PEER_DIR, Answer, NodePeer
 
 SP_BASE = "https://samordning.region.example/samlify-sp"   # the SP's public URL (its TLS proxy's)
 SP_ENTITY_ID = SP_BASE + "/metadata"
@@ -48,17 +48,6 @@ DS = "http://www.w3.org/2000/09/xmldsig#"
 
 Binding: TypeAlias = Literal["redirect", "post"]
 Delivery: TypeAlias = str | FormPost   # where samlify sends the browser: a URL (HTTP-Redirect) or a form (HTTP-POST)
-
-
-class SamlifyRefused(Exception):
-    """samlify (or the SP script around it) refused a message: HTTP 400 with samlify's error and what the script
-    added (``status_response_signature``: whether samlify's verifier verifies an error Response's signature)."""
-
-    def __init__(self, status: int, error: str, details: dict[str, Any]) -> None:
-        super().__init__(f"samlify refused the message ({status}): {error}")
-        self.status = status
-        self.error = error
-        self.details = details
 
 
 # --- keys and policy --------------------------------------------------------------------------------------------
@@ -212,33 +201,6 @@ class Login:
         return str(self.extract["response"]["inResponseTo"])
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def refused_unless(self, *expected: int) -> None:
-        if self.status in expected:
-            return
-        try:
-            document = json.loads(self.body)
-        except ValueError:
-            document = {"error": self.body.decode(errors="replace").strip()}
-        error = str(document.pop("error", self.headers.get("x-samlify-error", "")))
-        raise SamlifyRefused(self.status, error, document)
-
-    @property
-    def json(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.body)
-        return found
-
-    @property
-    def extract(self) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.headers["x-samlify-extract"])
-        return found
-
-
 def _delivery(made: dict[str, Any]) -> Delivery:
     if made["binding"] == "redirect":
         return str(made["url"])
@@ -266,14 +228,14 @@ class SamlifySp(NodePeer):
     # --- HTTP ---------------------------------------------------------------------------------------------
 
     def _request(self, method: str, target: str, body: bytes | None = None,
-                 content_type: str | None = None) -> _Answer:
+                 content_type: str | None = None) -> Answer:
         """``target``: a path with its query, or a URL under :data:`SP_BASE` (the SP's proxy passes it on)."""
         if target.startswith(SP_BASE + "/"):
             target = target[len(SP_BASE):]
         assert target.startswith("/"), f"{target} is not this SP's"
-        return _Answer(*self.exchange(method, target, body, content_type))
+        return self.exchange(method, target, body, content_type)
 
-    def _json(self, path: str, document: dict[str, Any]) -> _Answer:
+    def _json(self, path: str, document: dict[str, Any]) -> Answer:
         return self._request("POST", path, json.dumps(document).encode(), "application/json")
 
     # --- the operator ---------------------------------------------------------------------------------------

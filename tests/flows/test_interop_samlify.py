@@ -67,11 +67,11 @@ from tests.factories.samlify_idp import (
     IdpKeys,
     ResponseProfile,
     SamlifyIdp,
-    SamlifyRefused,
     back_to_broker,
     deliver,
     to_samlify,
 )
+from tests.factories.samlify_peer import SamlifyRefused
 from tests.flows.conftest import audit_lines
 
 SAMLIFY_ENTITY_ID = "https://idp.kommun-c.example.se/samlify"

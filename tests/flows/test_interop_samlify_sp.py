@@ -47,6 +47,7 @@ from tests.factories.authnrequests import (
 )
 from tests.factories.saml import BASE_URL, Browser
 from tests.factories.samlify_idp import FormPost
+from tests.factories.samlify_peer import SamlifyRefused
 from tests.factories.samlify_sp import (
     SP_ACS_URL,
     SP_ENTITY_ID,
@@ -56,7 +57,6 @@ from tests.factories.samlify_sp import (
     Binding,
     Delivery,
     Login,
-    SamlifyRefused,
     SamlifySp,
     Sent,
     SpKeys,
