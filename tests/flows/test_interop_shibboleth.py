@@ -31,23 +31,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import secrets
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import pytest
-import redis
 import requests
 import yaml
 from lxml import etree
 
-from broker.audit.query import records
 from tests.factories.authnrequests import (
     NS,
     RSA_SHA256,
@@ -56,11 +48,10 @@ from tests.factories.authnrequests import (
     signature_algorithms,
     status_codes,
 )
-from tests.factories.https_client import Card, HttpsBrowser, page, reason
+from tests.factories.https_client import reason
 from tests.factories.metadata import SigningKey
-from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
-from tests.factories.serve import BrokerServe
+from tests.factories.public_broker import Posted, PublicBroker, Visitor
+from tests.factories.public_broker import posted as auto_post
 from tests.factories.shibboleth_sp import Application, IdpSource, MappedAttribute, Resource, ShibbolethSp
 
 pytestmark = pytest.mark.slow
@@ -99,69 +90,8 @@ RESOURCES = {"default": SECURE, "signed": SIGNED, "sealed": SEALED}
 
 @dataclass
 class Stack:
-    config: Path
-    users: Path
-    tls: Path
-    serve: BrokerServe
-    nginx: Nginx
+    broker: PublicBroker
     sp: ShibbolethSp
-
-    @property
-    def broker_url(self) -> str:
-        return f"https://localhost:{self.nginx.port}"
-
-    @property
-    def idp_entity_id(self) -> str:
-        return self.broker_url + "/saml/idp/metadata"
-
-    def visitor(self, user: str | None = None) -> Visitor:
-        """A new browser; with ``user``'s card when given."""
-        return Visitor(HttpsBrowser(self.tls / "ca.pem"), Card.of(self.users, user) if user else None)
-
-    def audit(self) -> list[dict[str, Any]]:
-        return list(records([self.config / "audit"]))
-
-
-@dataclass
-class Visitor:
-    """One browser (a cookie jar) and maybe a card, presented whenever a server asks (only nginx, at the broker)."""
-
-    browser: HttpsBrowser
-    card: Card | None
-
-    def get(self, url: str) -> requests.Response:
-        return self.browser.get(url, card=self.card)
-
-    def post(self, url: str, data: dict[str, str]) -> requests.Response:
-        return self.browser.post(url, data, card=self.card)
-
-    def follow(self, response: requests.Response, hops: int = 8) -> requests.Response:
-        """The page at the end of ``response``'s redirects."""
-        for _ in range(hops):
-            if response.status_code not in (302, 303):
-                return response
-            response = self.get(urljoin(response.url, response.headers["Location"]))
-        raise AssertionError(f"more than {hops} redirects, the last to {response.url}")
-
-
-@dataclass(frozen=True)
-class Posted:
-    """The broker's auto-submitting form: where it posts, its fields, and the Response it carries."""
-
-    action: str
-    fields: dict[str, str]
-    root: etree._Element
-
-    def assertion(self) -> etree._Element:
-        found = self.root.find("saml:Assertion", NS)
-        assert found is not None, etree.tostring(self.root)[:2000]
-        return found
-
-    def text(self, path: str) -> str:
-        found = self.assertion().find(path, NS)
-        assert found is not None, path
-        assert found.text is not None, path
-        return found.text
 
 
 @dataclass(frozen=True)
@@ -171,24 +101,11 @@ class Login:
     landed: requests.Response      # Shibboleth's answer to the post, its redirects followed
 
 
-def broker_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
-
-
-def auto_post(response: requests.Response) -> Posted:
-    """The broker's page that posts a SAMLResponse to the SP (no error page of the broker's own)."""
-    assert (response.status_code, reason(response)) == (200, None), (response.status_code, reason(response))
-    forms = [f for f in page(response).forms if "SAMLResponse" in f.fields]
-    assert len(forms) == 1, response.text[-1500:]
-    return Posted(forms[0].action, forms[0].fields, etree.fromstring(base64.b64decode(forms[0].fields["SAMLResponse"])))
-
-
 def to_broker(stack: Stack, response: requests.Response, parameter: str = "SAMLRequest") -> RedirectedMessage:
     """The message of Shibboleth's redirect to the broker (HTTP-Redirect binding)."""
     assert response.status_code == 302, (response.status_code, response.text[-1500:])
     location = response.headers["Location"]
-    assert location.startswith(stack.broker_url + "/saml/idp/"), location
+    assert location.startswith(stack.broker.url + "/saml/idp/"), location
     return redirect_message(location, parameter)
 
 
@@ -230,27 +147,13 @@ def session_of(stack: Stack, visitor: Visitor, application: str) -> dict[str, An
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_url: str) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("shibboleth-stack")
-    config = root / "config"
-    shutil.copytree(demo_material.config, config)
-    for f in (config / "audit").glob("*"):
-        f.unlink()
-    tls = Path(demo_material.tls)
-    nginx_port = free_port()
-    base_url = f"https://localhost:{nginx_port}"   # the broker's public URL: its SAML endpoints are at nginx
-    prefix = f"test:{secrets.token_hex(6)}:"
-    path = config / "broker.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["idp"].update(base_url=base_url, entity_id=base_url + "/saml/idp/metadata")
-    data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
-    data["redis"] = {"url": redis_url, "key_prefix": prefix}
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
-    serve = BrokerServe(config, root / "serve", redis_url=redis_url, workers=1, threads=4)
+    broker = PublicBroker.prepare(root, demo_material, redis_url)
+    config, tls = broker.config, broker.tls
     signing = SigningKey.generate("Shibboleth SP", dt.datetime.now(dt.UTC))
     sp_key, sp_certificate = signing.write(root / "sp-keys", "sp-signing")
     sp = ShibbolethSp(
         root / "shibboleth",
-        idp=IdpSource(base_url + "/saml/idp/metadata", serve.url + "/saml/idp/metadata",
+        idp=IdpSource(broker.idp_entity_id, broker.serve.url + "/saml/idp/metadata",
                       config / "keys" / "idp-signing.crt"),
         certificate=tls / "server.pem", key=tls / "server.key", tls_ca=tls / "ca.pem",
         signing_key=sp_key, signing_certificate=sp_certificate,
@@ -281,32 +184,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_ur
             "encrypt_assertions": encrypt,
         }, allow_unicode=True), encoding="utf-8")
 
-    out = root / "proxy"
-    written = broker_cli("proxy-config", "nginx", "--config", str(config), "--out", str(out), "--upstream", serve.url)
-    assert written.returncode == 0, written.stdout + written.stderr
-    nginx = Nginx(root / "nginx", certificate=tls / "server.pem", key=tls / "server.key", port=nginx_port,
-                  server_body=f"include {out / 'broker-client-auth.conf'};")
-    try:
-        with serve, nginx, sp:  # shibd fetches the metadata from the running broker
-            yield Stack(config, Path(demo_material.users), tls, serve, nginx, sp)
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+    with broker.running(), sp:  # shibd fetches the metadata from the running broker
+        yield Stack(broker, sp)
 
 
 # --- metadata -------------------------------------------------------------------------------------------------
 
 
 def test_shibd_believes_the_brokers_metadata_by_its_signature(stack: Stack) -> None:
-    published = etree.fromstring(requests.get(stack.serve.url + "/saml/idp/metadata", timeout=10).content)
-    assert published.get("entityID") == stack.idp_entity_id
+    published = etree.fromstring(requests.get(stack.broker.serve.url + "/saml/idp/metadata", timeout=10).content)
+    assert published.get("entityID") == stack.broker.idp_entity_id
     assert signature_algorithms(published)["reference"] == "#" + published.get("ID", "")
 
     log = [line for line in stack.sp.shibd_log().splitlines() if " OpenSAML.Metadata" in line]
-    assert f"loaded XML resource ({stack.serve.url}/saml/idp/metadata)" in "\n".join(log), stack.sp.logs()
+    assert f"loaded XML resource ({stack.broker.serve.url}/saml/idp/metadata)" in "\n".join(log), stack.sp.logs()
     assert any(line.endswith("applying metadata filter (Signature)") for line in log), log
     assert [line for line in log if " INFO " not in line] == []  # no warning: nothing filtered out, no backup used
 
@@ -343,13 +234,13 @@ PEOPLE = [
 
 @pytest.mark.parametrize("person", PEOPLE)
 def test_sp_initiated_certificate_login(stack: Stack, person: Person) -> None:
-    visitor = stack.visitor(person.user)
+    visitor = stack.broker.visitor(person.user)
     sp, acs = stack.sp.entity_id(), stack.sp.handler() + "/SAML2/POST"
 
     # 1. no session at the SP: Shibboleth sends a signed AuthnRequest to the broker by HTTP-Redirect
     first = visitor.get(stack.sp.url(SECURE))
     request = to_broker(stack, first)
-    assert request.url == stack.broker_url + "/saml/idp/sso"
+    assert request.url == stack.broker.url + "/saml/idp/sso"
     assert request.root.tag == "{urn:oasis:names:tc:SAML:2.0:protocol}AuthnRequest"
     assert request.root.findtext("saml:Issuer", namespaces=NS) == sp
     assert (request.root.get("AssertionConsumerServiceURL"), request.root.get("Destination")) == (acs, request.url)
@@ -382,8 +273,8 @@ def test_sp_initiated_certificate_login(stack: Stack, person: Person) -> None:
                               "saml:AttributeValue")
     assert attributes(environment) == {**person.attributes, "transactionIdentifier": transaction}
     assert environment["Shib_AuthnContext_Class"] == person.loa
-    assert environment["Shib_Identity_Provider"] == stack.idp_entity_id
-    assert environment["persistent_id"] == f"{stack.idp_entity_id}!{sp}!{name_id.text}"
+    assert environment["Shib_Identity_Provider"] == stack.broker.idp_entity_id
+    assert environment["persistent_id"] == f"{stack.broker.idp_entity_id}!{sp}!{name_id.text}"
     assert environment["REMOTE_USER"] == environment["persistent_id"]
     session_index = posted.assertion().find("saml:AuthnStatement", NS).get("SessionIndex")  # type: ignore[union-attr]
     assert (environment["Shib_Session_Index"], environment["Shib_Application_ID"]) == (session_index, "default")
@@ -393,7 +284,7 @@ def test_signed_response_is_accepted_with_signed_assertions_required(stack: Stac
     """The ``signed`` application: the broker signs Response and Assertion, Shibboleth requires the Assertion's
     own signature on top. The same browser logs in at ``default`` first, so the second login is single sign-on
     (no card), and the two applications, two SPs to the broker, get different persistent NameIDs."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     first = exported(login(stack, visitor, SECURE).landed)
     second = login(stack, Visitor(visitor.browser, card=None), SIGNED)  # the same browser, no card this time
 
@@ -406,7 +297,7 @@ def test_signed_response_is_accepted_with_signed_assertions_required(stack: Stac
     assert environment["employeeHsaId"] == "SE2120001009-anna"
     assert environment["Shib_AuthnContext_Class"] == LOA3
     qualifier, sp_qualifier, value = environment["persistent_id"].split("!")
-    assert (qualifier, sp_qualifier) == (stack.idp_entity_id, stack.sp.entity_id("signed"))
+    assert (qualifier, sp_qualifier) == (stack.broker.idp_entity_id, stack.sp.entity_id("signed"))
     assert value == second.posted.text("saml:Subject/saml:NameID")
     assert value != first["persistent_id"].split("!")[2]
 
@@ -414,7 +305,7 @@ def test_signed_response_is_accepted_with_signed_assertions_required(stack: Stac
 def test_encrypted_assertion_is_decrypted_by_shibboleth(stack: Stack) -> None:
     """The ``sealed`` application: the browser carries the Assertion encrypted (nothing of bo readable on the way),
     and shibd decrypts it with its own key, checks the broker's signature inside and exports the attributes."""
-    visitor = stack.visitor("bo")
+    visitor = stack.broker.visitor("bo")
     sealed = login(stack, visitor, SEALED)
 
     root = sealed.posted.root
@@ -433,12 +324,12 @@ def test_encrypted_assertion_is_decrypted_by_shibboleth(stack: Stack) -> None:
     assert environment["displayName"] == "Bo Demosson"
     assert environment["Shib_AuthnContext_Class"] == LOA2
     qualifier, sp_qualifier, _ = environment["persistent_id"].split("!")
-    assert (qualifier, sp_qualifier) == (stack.idp_entity_id, stack.sp.entity_id("sealed"))
+    assert (qualifier, sp_qualifier) == (stack.broker.idp_entity_id, stack.sp.entity_id("sealed"))
 
 
 def test_shibboleth_refuses_an_assertion_changed_after_the_broker_signed_it(stack: Stack) -> None:
     """The control for the acceptances above: Shibboleth does check the broker's signature."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     first = visitor.get(stack.sp.url(SECURE))
     to_broker(stack, first)
     posted = auto_post(visitor.get(first.headers["Location"]))
@@ -459,7 +350,7 @@ def test_shibboleth_refuses_an_assertion_changed_after_the_broker_signed_it(stac
 def test_unsatisfiable_requested_authn_context_reaches_shibboleth_as_no_authn_context(stack: Stack) -> None:
     """Shibboleth asks for LoA 4 (``authnContextClassRef`` on the resource); Anna's card gives LoA 3: the broker
     answers with its error status, which Shibboleth shows instead of opening a session."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     first = visitor.get(stack.sp.url(HIGH_ASSURANCE))
     request = to_broker(stack, first)
     requested = request.root.find("samlp:RequestedAuthnContext", NS)
@@ -487,7 +378,7 @@ def test_single_logout_started_at_shibboleth(stack: Stack, initiator: str, other
     at one: its LogoutRequest reaches the broker, which ends her session, asks the other application (Shibboleth
     as the responder), and answers the first with a LogoutResponse it accepts, or, when the first asked for none
     (asynchronous), shows its own logged-out page."""
-    with_card = stack.visitor("anna")
+    with_card = stack.broker.visitor("anna")
     issued = login(stack, with_card, RESOURCES[initiator]).posted
     visitor = Visitor(with_card.browser, card=None)   # the same browser, no card from now on
     exported(login(stack, visitor, RESOURCES[other]).landed)
@@ -496,14 +387,14 @@ def test_single_logout_started_at_shibboleth(stack: Stack, initiator: str, other
 
     started = visitor.get(stack.sp.handler(initiator) + "/Logout")
     request = to_broker(stack, started)
-    assert request.url == stack.broker_url + "/saml/idp/slo"
+    assert request.url == stack.broker.url + "/saml/idp/slo"
     assert request.parameters["SigAlg"] == RSA_SHA256
     assert request.parameters["Signature"]
     assert request.root.findtext("saml:Issuer", namespaces=NS) == stack.sp.entity_id(initiator)
     name_id = request.root.find("saml:NameID", NS)
     assert name_id is not None
     assert (name_id.text, name_id.get("Format"), name_id.get("NameQualifier"), name_id.get("SPNameQualifier")) == (
-        issued.text("saml:Subject/saml:NameID"), PERSISTENT, stack.idp_entity_id, stack.sp.entity_id(initiator))
+        issued.text("saml:Subject/saml:NameID"), PERSISTENT, stack.broker.idp_entity_id, stack.sp.entity_id(initiator))
     assert request.root.findtext("samlp:SessionIndex", namespaces=NS) == \
         issued.assertion().find("saml:AuthnStatement", NS).get("SessionIndex")  # type: ignore[union-attr]
     # Shibboleth's default asks for no answer (SAML V2.0 Asynchronous Single Logout Profile Extension): it has
@@ -547,7 +438,7 @@ def test_single_logout_started_at_shibboleth(stack: Stack, initiator: str, other
     to_broker(stack, again)
     assert reason(visitor.get(again.headers["Location"])) == "certificate_missing"
 
-    audit = stack.audit()
+    audit = stack.broker.audit()
     logout, = [e for e in audit if e["event"] == "logout" and e["data"]["peer"] == stack.sp.entity_id(initiator)]
     assert (logout["outcome"], logout["data"]["session_ended"]) == ("success", True)
     mine = [e for e in audit if e.get("correlation_id") == logout["correlation_id"]]

@@ -50,10 +50,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import re
-import secrets
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +57,6 @@ from typing import Any
 from urllib.parse import quote, urljoin
 
 import pytest
-import redis
 import requests
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -70,7 +65,6 @@ from saml2 import BINDING_HTTP_REDIRECT
 from saml2.saml import AuthnContextClassRef, NameID
 from saml2.samlp import RequestedAuthnContext
 
-from broker.audit.query import records
 from broker.demo.sp import DemoSp, LoginResult
 from broker.reasons import reason as reason_row
 from tests.factories.authnrequests import (
@@ -82,12 +76,10 @@ from tests.factories.authnrequests import (
     signature_algorithms,
     status_codes,
 )
-from tests.factories.https_client import Card, HttpsBrowser, discovery_form, page, reason
+from tests.factories.https_client import discovery_form, page, reason
 from tests.factories.metadata import SigningKey
-from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
+from tests.factories.public_broker import Posted, PublicBroker, Visitor, posted
 from tests.factories.saml import BASE_URL, make_sp
-from tests.factories.serve import BrokerServe
 from tests.factories.simplesamlphp import (
     PERSISTENT,
     RSA_SHA256,
@@ -164,38 +156,15 @@ ULLA = User("ulla", "kommun-c-lösen", ((EMPLOYEE_HSA_ID, ("SE2120003005-SSP2",)
 
 @dataclass
 class Stack:
-    config: Path
-    users: Path
-    tls: Path
-    serve: BrokerServe
-    nginx: Nginx
+    broker: PublicBroker
     ssp: SimpleSamlPhp
     sp: DemoSp                       # the regional SP of the federated logins (pysaml2)
     idp_metadata: Trusted            # the broker's IdP metadata, as SimpleSAMLphp's SPs hold it
     sp_metadata: Trusted             # the broker's SP metadata, as SimpleSAMLphp's IdP holds it
     sp_metadata_xml: bytes
 
-    @property
-    def broker_url(self) -> str:
-        return f"https://localhost:{self.nginx.port}"
-
-    @property
-    def idp_entity_id(self) -> str:
-        return self.broker_url + "/saml/idp/metadata"
-
-    @property
-    def broker_sp(self) -> str:
-        return self.broker_url + "/saml/sp/metadata"
-
-    def visitor(self, user: str | None = None) -> Visitor:
-        """A new browser; with ``user``'s card when given."""
-        return Visitor(HttpsBrowser(self.tls / "ca.pem"), Card.of(self.users, user) if user else None)
-
-    def audit(self) -> list[dict[str, Any]]:
-        return list(records([self.config / "audit"]))
-
     def trust_broker_sp(self, **settings: PhpValue) -> Trusted:
-        return trust_broker_sp(self.ssp, self.sp_metadata_xml, self.config, **settings)
+        return trust_broker_sp(self.ssp, self.sp_metadata_xml, self.broker.config, **settings)
 
 
 def trust_broker_idp(ssp: SimpleSamlPhp, document: bytes, config: Path) -> Trusted:
@@ -214,37 +183,6 @@ def trust_broker_sp(ssp: SimpleSamlPhp, document: bytes, config: Path, **setting
     return ssp.trust("saml20-sp-remote", document, signed_by=config / "keys" / "sp-signing.crt",
                      options={"sign.logout": True, "validate.logout": True, "attributes.NameFormat": URI_FORMAT,
                               **settings})
-
-
-@dataclass
-class Visitor:
-    """One browser (a cookie jar) and maybe a card, presented whenever a server asks (only nginx, at the broker)."""
-
-    browser: HttpsBrowser
-    card: Card | None
-
-    def get(self, url: str) -> requests.Response:
-        return self.browser.get(url, card=self.card)
-
-    def post(self, url: str, data: dict[str, str]) -> requests.Response:
-        return self.browser.post(url, data, card=self.card)
-
-    def follow(self, response: requests.Response, hops: int = 8, *, within: str = "") -> requests.Response:
-        """The page at the end of ``response``'s redirects; with ``within``, only those to URLs that start with it
-        (the redirect leaving it is returned)."""
-        for _ in range(hops):
-            if response.status_code not in (302, 303):
-                return response
-            location = urljoin(response.url, response.headers["Location"])
-            if not location.startswith(within):
-                return response
-            response = self.get(location)
-        raise AssertionError(f"more than {hops} redirects, the last to {response.url}")
-
-
-def broker_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 def sp_sources(idp_entity_id: str) -> list[SpSource]:
@@ -275,105 +213,43 @@ def hosted_idp() -> HostedIdp:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_url: str) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("simplesamlphp-stack")
-    config = root / "config"
-    shutil.copytree(demo_material.config, config)
-    for f in (config / "audit").glob("*"):
-        f.unlink()
-    tls = Path(demo_material.tls)
+    broker = PublicBroker.prepare(root, demo_material, redis_url)
+    config, tls = broker.config, broker.tls
     now = dt.datetime.now(dt.UTC)
-    nginx_port = free_port()
-    base_url = f"https://localhost:{nginx_port}"   # the broker's public URL: its SAML endpoints are at nginx
-    idp_entity_id = base_url + "/saml/idp/metadata"
     ssp = SimpleSamlPhp(root / "simplesamlphp", tls_certificate=tls / "server.pem", tls_key=tls / "server.key",
                         tls_ca=tls / "ca.pem", sp_key=SigningKey.generate("SimpleSAMLphp SP", now),
                         idp_key=SigningKey.generate("Kommun C IdP (SimpleSAMLphp)", now),
-                        sources=sp_sources(idp_entity_id), idp=hosted_idp())
-    prefix = f"test:{secrets.token_hex(6)}:"
-    try:
-        with ssp:
-            path = config / "broker.yaml"
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-            data["idp"].update(base_url=base_url, entity_id=idp_entity_id)
-            data["sp"].update(entity_id=base_url + "/saml/sp/metadata")
-            data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
-            data["redis"] = {"url": redis_url, "key_prefix": prefix}
-            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-            # each source is an SP of the broker, registered with the metadata SimpleSAMLphp publishes for it
-            for source, (sign_response, encrypt) in BROKER_FILES.items():
-                name = f"simplesamlphp-{source}"
-                (config / "metadata" / f"{name}.xml").write_bytes(ssp.sp_metadata(source))
-                (config / "service-providers" / f"{name}.yaml").write_text(yaml.safe_dump({
-                    "entity_id": SP_ENTITY_IDS[source],
-                    "name": {"sv": f"SimpleSAMLphp ({source})", "en": f"SimpleSAMLphp ({source})"},
-                    "metadata": f"metadata/{name}.xml",
-                    "municipalities": ["kommun-a", "kommun-b"],
-                    "release": RELEASE,
-                    "require_signed_requests": True,
-                    "sign_response": sign_response,
-                    "encrypt_assertions": encrypt,
-                }, allow_unicode=True), encoding="utf-8")
-            # Kommun C logs in at SimpleSAMLphp's IdP: its published metadata is the municipality's metadata file
-            (config / "metadata" / "kommun-c-simplesamlphp.xml").write_bytes(ssp.idp_metadata())
-            kommun_c = config / "municipalities" / "kommun-c.yaml"
-            document = yaml.safe_load(kommun_c.read_text(encoding="utf-8"))
-            document["saml"].update(entity_id=SSP_IDP, metadata={"file": "metadata/kommun-c-simplesamlphp.xml"})
-            kommun_c.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+                        sources=sp_sources(broker.idp_entity_id), idp=hosted_idp())
+    with ssp:
+        # each source is an SP of the broker, registered with the metadata SimpleSAMLphp publishes for it
+        for source, (sign_response, encrypt) in BROKER_FILES.items():
+            name = f"simplesamlphp-{source}"
+            (config / "metadata" / f"{name}.xml").write_bytes(ssp.sp_metadata(source))
+            (config / "service-providers" / f"{name}.yaml").write_text(yaml.safe_dump({
+                "entity_id": SP_ENTITY_IDS[source],
+                "name": {"sv": f"SimpleSAMLphp ({source})", "en": f"SimpleSAMLphp ({source})"},
+                "metadata": f"metadata/{name}.xml",
+                "municipalities": ["kommun-a", "kommun-b"],
+                "release": RELEASE,
+                "require_signed_requests": True,
+                "sign_response": sign_response,
+                "encrypt_assertions": encrypt,
+            }, allow_unicode=True), encoding="utf-8")
+        # Kommun C logs in at SimpleSAMLphp's IdP: its published metadata is the municipality's metadata file
+        (config / "metadata" / "kommun-c-simplesamlphp.xml").write_bytes(ssp.idp_metadata())
+        kommun_c = config / "municipalities" / "kommun-c.yaml"
+        document = yaml.safe_load(kommun_c.read_text(encoding="utf-8"))
+        document["saml"].update(entity_id=SSP_IDP, metadata={"file": "metadata/kommun-c-simplesamlphp.xml"})
+        kommun_c.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
 
-            serve = BrokerServe(config, root / "serve", redis_url=redis_url, workers=1, threads=4)
-            out = root / "proxy"
-            written = broker_cli("proxy-config", "nginx", "--config", str(config), "--out", str(out),
-                                 "--upstream", serve.url)
-            assert written.returncode == 0, written.stdout + written.stderr
-            nginx = Nginx(root / "nginx", certificate=tls / "server.pem", key=tls / "server.key", port=nginx_port,
-                          server_body=f"include {out / 'broker-client-auth.conf'};")
-            with serve, nginx:
-                idp_xml = requests.get(serve.url + "/saml/idp/metadata", timeout=10).content
-                sp_xml = requests.get(serve.url + "/saml/sp/metadata", timeout=10).content
-                idp_metadata = trust_broker_idp(ssp, idp_xml, config)
-                sp_metadata = trust_broker_sp(ssp, sp_xml, config)
-                yield Stack(config, Path(demo_material.users), tls, serve, nginx, ssp,
-                            make_sp(Path(demo_material.root), idp_xml, idp_entity_id), idp_metadata, sp_metadata,
-                            sp_xml)
-    finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        with broker.running():
+            idp_xml = requests.get(broker.serve.url + "/saml/idp/metadata", timeout=10).content
+            sp_xml = requests.get(broker.serve.url + "/saml/sp/metadata", timeout=10).content
+            yield Stack(broker, ssp, make_sp(Path(demo_material.root), idp_xml, broker.idp_entity_id),
+                        trust_broker_idp(ssp, idp_xml, config), trust_broker_sp(ssp, sp_xml, config), sp_xml)
 
 
 # --- reading the way ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Posted:
-    """An auto-submitting HTTP-POST form (the broker's, or SimpleSAMLphp's IdP's): where it posts, its fields, and
-    the SAML message it carries."""
-
-    action: str
-    fields: dict[str, str]
-    root: etree._Element
-
-    def assertion(self) -> etree._Element:
-        found = self.root.find("saml:Assertion", NS)
-        assert found is not None, etree.tostring(self.root)[:2000]
-        return found
-
-    def text(self, path: str) -> str:
-        found = self.assertion().find(path, NS)
-        assert found is not None, path
-        assert found.text is not None, path
-        return found.text
-
-
-def posted(response: requests.Response, parameter: str = "SAMLResponse") -> Posted:
-    """The page's one form carrying ``parameter`` (no error page of the broker's own)."""
-    assert (response.status_code, reason(response)) == (200, None), \
-        (response.status_code, reason(response), response.text[-1500:])
-    forms = [f for f in page(response).forms if parameter in f.fields]
-    assert len(forms) == 1, response.text[-1500:]
-    return Posted(urljoin(response.url, forms[0].action), forms[0].fields,
-                  etree.fromstring(base64.b64decode(forms[0].fields[parameter])))
 
 
 def redirected(response: requests.Response, endpoint: str, parameter: str) -> RedirectedMessage:
@@ -392,13 +268,13 @@ def application(response: requests.Response) -> dict[str, Any]:
 
 
 def events_of(stack: Stack, correlation_id: str) -> list[tuple[str, str, str | None]]:
-    return [(e["event"], e["outcome"], e.get("reason")) for e in stack.audit()
+    return [(e["event"], e["outcome"], e.get("reason")) for e in stack.broker.audit()
             if e.get("correlation_id") == correlation_id]
 
 
 def correlation_of(stack: Stack, request_id: str) -> str:
     """The correlation ID of the login the AuthnRequest ``request_id`` started at the broker."""
-    found = [e["correlation_id"] for e in stack.audit()
+    found = [e["correlation_id"] for e in stack.broker.audit()
              if e["event"] == "login_started" and e["data"]["request_id"] == request_id]
     assert len(found) == 1, found
     return str(found[0])
@@ -417,7 +293,7 @@ class SpLogin:
 def sp_login(stack: Stack, visitor: Visitor, source: str) -> SpLogin:
     """Open the source's protected page; take the AuthnRequest to the broker, post its answer to the ACS."""
     first = visitor.get(stack.ssp.app(source, "attributes"))
-    request = redirected(first, stack.broker_url + "/saml/idp/sso", "SAMLRequest")
+    request = redirected(first, stack.broker.url + "/saml/idp/sso", "SAMLRequest")
     response = posted(visitor.get(first.headers["Location"]))
     return SpLogin(request, response, visitor.follow(visitor.post(response.action, response.fields)))
 
@@ -436,27 +312,27 @@ def test_simplesamlphp_believes_the_brokers_metadata_by_its_signature(stack: Sta
     """The broker signs both its metadata documents; SimpleSAMLphp's parser (as metarefresh uses it) verifies the
     signature with the certificate regional IT hands out, refuses the same document against another certificate,
     and reads from it what the logins below rely on."""
-    document = requests.get(stack.serve.url + path, timeout=10).content
+    document = requests.get(stack.broker.serve.url + path, timeout=10).content
     with pytest.raises(SimpleSamlPhpRefused) as refused:
         stack.ssp.trust(metadata_set, document, signed_by=stack.ssp.workdir / "cert" / "sp.crt")
-    assert str(refused.value) == f"the metadata of {stack.broker_url + path} is not signed by " \
+    assert str(refused.value) == f"the metadata of {stack.broker.url + path} is not signed by " \
                                  f"{stack.ssp.workdir / 'cert' / 'sp.crt'}"
     assert "Could not validate signature" in refused.value.log    # SAMLParser::validateSignature's own word
 
     if metadata_set == "saml20-idp-remote":
-        held = trust_broker_idp(stack.ssp, document, stack.config).metadata
-        assert held["entityid"] == stack.idp_entity_id
+        held = trust_broker_idp(stack.ssp, document, stack.broker.config).metadata
+        assert held["entityid"] == stack.broker.idp_entity_id
         assert held["sign.authnrequest"] is True    # from WantAuthnRequestsSigned
         assert held["SingleSignOnService"][0] == {"Binding": HTTP_REDIRECT,
-                                                  "Location": stack.broker_url + "/saml/idp/sso"}
+                                                  "Location": stack.broker.url + "/saml/idp/sso"}
         assert held["SingleLogoutService"][0] == {"Binding": HTTP_REDIRECT,
-                                                  "Location": stack.broker_url + "/saml/idp/slo"}
+                                                  "Location": stack.broker.url + "/saml/idp/slo"}
         assert [(k["signing"], k["encryption"]) for k in held["keys"]] == [(True, False)]
     else:
         held = stack.trust_broker_sp().metadata
-        assert held["entityid"] == stack.broker_sp
+        assert held["entityid"] == stack.broker.sp_entity_id
         assert (held["validate.authnrequest"], held["saml20.sign.assertion"]) == (True, True)
-        assert held["AssertionConsumerService"] == [{"Binding": HTTP_POST, "Location": stack.broker_url
+        assert held["AssertionConsumerService"] == [{"Binding": HTTP_POST, "Location": stack.broker.url
                                                      + "/saml/sp/acs", "index": 0, "isDefault": True}]
         assert [(k["signing"], k["encryption"]) for k in held["keys"]] == [(True, False), (False, True)]
     assert held["expire"] > dt.datetime.now(dt.UTC).timestamp()     # the document's validUntil
@@ -484,7 +360,7 @@ PEOPLE = [
 
 @pytest.mark.parametrize("person", PEOPLE)
 def test_sp_initiated_certificate_login(stack: Stack, person: Person) -> None:
-    visitor = stack.visitor(person.user)
+    visitor = stack.broker.visitor(person.user)
     ssp, entity_id = stack.ssp, SP_ENTITY_IDS["default"]
 
     # 1. SimpleSAMLphp's AuthnRequest, signed in the query (SAML Bindings §3.4.4.1) with RSA-SHA256
@@ -513,8 +389,8 @@ def test_sp_initiated_certificate_login(stack: Stack, person: Person) -> None:
                                 "saml:AttributeValue")
     assert got["attributes"] == {**person.attributes, TRANSACTION_IDENTIFIER: [transaction]}
     assert got["name_id"] == {"value": response.text("saml:Subject/saml:NameID"), "format": PERSISTENT,
-                              "name_qualifier": stack.idp_entity_id, "sp_name_qualifier": entity_id}
-    assert (got["authn_context"], got["idp"]) == (person.loa, stack.idp_entity_id)
+                              "name_qualifier": stack.broker.idp_entity_id, "sp_name_qualifier": entity_id}
+    assert (got["authn_context"], got["idp"]) == (person.loa, stack.broker.idp_entity_id)
     assert got["session_index"] == response.assertion().find("saml:AuthnStatement", NS).get("SessionIndex")  # type: ignore[union-attr]
 
 
@@ -522,7 +398,7 @@ def test_signed_response_is_accepted(stack: Stack) -> None:
     """The ``signed`` source: the broker signs Response and Assertion. The same browser logs in at ``default`` first,
     so the second login is single sign-on (no card); SimpleSAMLphp's default NameIDPolicy asks for a transient
     NameID, and the two sources, two SPs to the broker, get different ones."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     first = application(sp_login(stack, visitor, "default").landed)
     mark = stack.ssp.log_size()
     second = sp_login(stack, Visitor(visitor.browser, card=None), "signed")
@@ -550,7 +426,7 @@ def test_encrypted_assertion_is_decrypted_by_simplesamlphp(stack: Stack) -> None
     """The ``sealed`` source: the browser carries the Assertion encrypted (AES-256-GCM, the key by RSA-OAEP for the
     certificate in SimpleSAMLphp's metadata); SimpleSAMLphp decrypts it with its key (xmlseclibs), checks the
     broker's signature inside and gives the application Bo's attributes."""
-    visitor = stack.visitor("bo")
+    visitor = stack.broker.visitor("bo")
     mark = stack.ssp.log_size()
     sealed = sp_login(stack, visitor, "sealed")
 
@@ -575,7 +451,7 @@ def test_encrypted_assertion_is_decrypted_by_simplesamlphp(stack: Stack) -> None
 def test_simplesamlphp_refuses_an_assertion_changed_after_the_broker_signed_it(stack: Stack) -> None:
     """The control for the acceptances above: SimpleSAMLphp does check the broker's signature on the Assertion
     (xmlseclibs' reference validation), and shows its error page instead of logging the user in."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     first = visitor.get(stack.ssp.app("default", "attributes"))
     response = posted(visitor.get(first.headers["Location"]))
     value = response.assertion().find(
@@ -594,7 +470,7 @@ def test_simplesamlphp_refuses_an_assertion_changed_after_the_broker_signed_it(s
 def test_unsatisfiable_requested_authn_context_reaches_simplesamlphp_as_no_authn_context(stack: Stack) -> None:
     """The ``loa4`` source asks for LoA 4; Anna's card gives LoA 3: the broker answers with its error status (SAML Core
     §3.3.2.2.1), which SimpleSAMLphp hands the application's error page instead of a login."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     login = sp_login(stack, visitor, "loa4")
     requested = login.request.root.find("samlp:RequestedAuthnContext", NS)
     assert requested is not None
@@ -615,18 +491,18 @@ def test_unsigned_authn_request_is_refused(stack: Stack) -> None:
     """The control for the signed requests above: the ``unsigned`` source's operator left SimpleSAMLphp's default
     (no ``sign.authnrequest``), so its metadata says AuthnRequestsSigned="false"; the broker's file for it requires
     signed requests, and the broker shows its error page instead of answering SimpleSAMLphp."""
-    metadata = etree.fromstring((stack.config / "metadata" / "simplesamlphp-unsigned.xml").read_bytes())
+    metadata = etree.fromstring((stack.broker.config / "metadata" / "simplesamlphp-unsigned.xml").read_bytes())
     assert metadata.find("{*}SPSSODescriptor").get("AuthnRequestsSigned") == "false"  # type: ignore[union-attr]
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     first = visitor.get(stack.ssp.app("unsigned", "attributes"))
-    request = redirected(first, stack.broker_url + "/saml/idp/sso", "SAMLRequest")
+    request = redirected(first, stack.broker.url + "/saml/idp/sso", "SAMLRequest")
     assert not {"SigAlg", "Signature"} & set(request.parameters)
 
     refused = visitor.get(first.headers["Location"])
     assert (refused.status_code, reason(refused)) == (403, "saml_request_unsigned")
     assert "SAMLResponse" not in refused.text
     # the page's reference number is the correlation ID of the refusal in the audit trail
-    rejected, = [e for e in stack.audit() if e["event"] == "saml_request_rejected"
+    rejected, = [e for e in stack.broker.audit() if e["event"] == "saml_request_rejected"
                  and e["correlation_id"] in refused.text]
     assert (rejected["outcome"], rejected["reason"], rejected["detail"]) == (
         "failure", "saml_request_unsigned", "no query-string signature")
@@ -642,11 +518,11 @@ def test_relay_state_is_the_page_to_return_to_and_at_most_80_bytes(stack: Stack,
     §3.4.3 says RelayState "MUST NOT exceed 80 bytes", and the broker (``relay_state_max_bytes: 80``) refuses a longer
     one rather than cut it. An application behind SimpleSAMLphp keeps the URLs that start a login short (here: the
     protected page with a query string, 80 and 81 bytes of URL)."""
-    visitor = stack.visitor("anna")
+    visitor = stack.broker.visitor("anna")
     page_url = stack.ssp.app("default", "attributes?patient=")
     page_url += "x" * (length - len(page_url.encode()))
     first = visitor.get(page_url)
-    request = redirected(first, stack.broker_url + "/saml/idp/sso", "SAMLRequest")
+    request = redirected(first, stack.broker.url + "/saml/idp/sso", "SAMLRequest")
     assert (request.parameters["RelayState"], len(request.parameters["RelayState"].encode())) == (page_url, length)
 
     answered = visitor.get(first.headers["Location"])
@@ -660,7 +536,7 @@ def test_relay_state_is_the_page_to_return_to_and_at_most_80_bytes(stack: Stack,
     assert (answered.status_code, reason(answered)) == (400, refusal)
     assert "SAMLResponse" not in answered.text
     # the page's reference number is the correlation ID of the refusal in the audit trail
-    rejected, = [e for e in stack.audit() if e["event"] == "saml_request_rejected"
+    rejected, = [e for e in stack.broker.audit() if e["event"] == "saml_request_rejected"
                  and e["correlation_id"] in answered.text]
     assert (rejected["outcome"], rejected["reason"]) == ("failure", refusal)
 
@@ -670,7 +546,7 @@ def test_single_logout_started_at_simplesamlphp(stack: Stack) -> None:
     LogoutRequest reaches the broker, which ends her session, asks ``signed`` (SimpleSAMLphp as the responder: it
     verifies the broker's signature and answers) and answers ``default`` with a LogoutResponse that SimpleSAMLphp
     verifies and reports to the application as Success. Nothing of the session is left on either side."""
-    with_card = stack.visitor("anna")
+    with_card = stack.broker.visitor("anna")
     issued = sp_login(stack, with_card, "default").response
     visitor = Visitor(with_card.browser, card=None)   # the same browser, no card from now on
     application(sp_login(stack, visitor, "signed").landed)
@@ -679,7 +555,7 @@ def test_single_logout_started_at_simplesamlphp(stack: Stack) -> None:
 
     # 1. SimpleSAMLphp's LogoutRequest, signed in the query
     started = visitor.get(stack.ssp.app("default", "logout"))
-    request = redirected(started, stack.broker_url + "/saml/idp/slo", "SAMLRequest")
+    request = redirected(started, stack.broker.url + "/saml/idp/slo", "SAMLRequest")
     assert (request.parameters["SigAlg"], bool(request.parameters["Signature"])) == (RSA_SHA256, True)
     assert request.root.findtext("saml:Issuer", namespaces=NS) == SP_ENTITY_IDS["default"]
     name_id = request.root.find("saml:NameID", NS)
@@ -694,7 +570,7 @@ def test_single_logout_started_at_simplesamlphp(stack: Stack) -> None:
     asked = redirected(propagated, stack.ssp.sp_slo("signed"), "SAMLRequest")
     assert asked.root.find("saml:NameID", NS).get("SPNameQualifier") == SP_ENTITY_IDS["signed"]  # type: ignore[union-attr]
     at_signed = visitor.get(propagated.headers["Location"])
-    answer = redirected(at_signed, stack.broker_url + "/saml/idp/slo", "SAMLResponse")
+    answer = redirected(at_signed, stack.broker.url + "/saml/idp/slo", "SAMLResponse")
     assert (status_codes(answer.root), answer.root.get("InResponseTo")) == ((SUCCESS, None), asked.root.get("ID"))
     assert answer.parameters["SigAlg"] == RSA_SHA256
 
@@ -713,10 +589,10 @@ def test_single_logout_started_at_simplesamlphp(stack: Stack) -> None:
     assert not session_at(stack, visitor, "signed")
     assert "broker_session" not in {c.name for c in visitor.browser.session.cookies}
     again = visitor.get(stack.ssp.app("default", "attributes"))
-    redirected(again, stack.broker_url + "/saml/idp/sso", "SAMLRequest")
+    redirected(again, stack.broker.url + "/saml/idp/sso", "SAMLRequest")
     assert reason(visitor.get(again.headers["Location"])) == "certificate_missing"
 
-    audit = stack.audit()
+    audit = stack.broker.audit()
     logout, = [e for e in audit if e["event"] == "logout" and e["data"]["peer"] == SP_ENTITY_IDS["default"]]
     assert (logout["outcome"], logout["data"]["session_ended"]) == ("success", True)
     mine = [e for e in audit if e.get("correlation_id") == logout["correlation_id"]]
@@ -804,21 +680,21 @@ def test_federated_login_through_simplesamlphp(stack: Stack, idp_settings: dict[
     signed too, and encrypted for the broker's encryption certificate when its operator says so: SimpleSAMLphp's
     only algorithms, AES-128-CBC and RSA-OAEP-MGF1P, both within the broker's allow-list); the broker validates it,
     maps the eID framework's attributes and the ClassRef, and answers the regional SP, which accepts it."""
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     login = federated_login(stack, visitor)
 
     # the broker's AuthnRequest, verified by SimpleSAMLphp with the key of the broker's SP metadata
     request = login.upstream.message.root
-    assert request.findtext("saml:Issuer", namespaces=NS) == stack.broker_sp
+    assert request.findtext("saml:Issuer", namespaces=NS) == stack.broker.sp_entity_id
     assert (request.get("Destination"), request.get("AssertionConsumerServiceURL")) == (
-        stack.ssp.idp_sso, stack.broker_url + "/saml/sp/acs")
+        stack.ssp.idp_sso, stack.broker.url + "/saml/sp/acs")
     assert login.upstream.message.parameters["SigAlg"] == RSA_SHA256
     assert request.find("samlp:NameIDPolicy", NS).get("Format") == PERSISTENT  # type: ignore[union-attr]
 
     # SimpleSAMLphp's Response: signed (RSA-SHA256, SHA-256 digests), the Assertion signed inside and, when told
     # to, encrypted with its defaults (AES-128-CBC, the key by RSA-OAEP)
     response = login.idp_response.root
-    assert login.idp_response.action == stack.broker_url + "/saml/sp/acs"
+    assert login.idp_response.action == stack.broker.url + "/saml/sp/acs"
     assert (response.get("Destination"), response.get("InResponseTo")) == (login.idp_response.action,
                                                                           request.get("ID"))
     if idp_settings.get("saml20.sign.response", True):
@@ -844,7 +720,7 @@ def test_federated_login_through_simplesamlphp(stack: Stack, idp_settings: dict[
     assert (login.result.loa, login.result.attributes["employeeHsaId"]) == (LOA2, [SIGRID_HSA_ID])
     assert (login.result.attributes["givenName"], login.result.attributes["sn"]) == (["Sigrid"], ["Simplesson"])
     correlation = correlation_of(stack, login.upstream.sp_request_id)
-    result, = [e for e in stack.audit() if e["event"] == "upstream_authn_result"
+    result, = [e for e in stack.broker.audit() if e["event"] == "upstream_authn_result"
                and e["correlation_id"] == correlation]
     assert (result["outcome"], result["user"]) == ("success", SIGRID_HSA_ID)
 
@@ -871,7 +747,7 @@ def test_simplesamlphp_refuses_an_authn_request_whose_signature_does_not_hold(
     """The verification in the logins above is real: SimpleSAMLphp's IdP (``validate.authnrequest``, from the
     AuthnRequestsSigned of the broker's SP metadata) refuses the broker's request with a query signature by any
     other key than the broker's, and without one (SAML Bindings §3.4.4.1)."""
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     upstream = to_simplesamlphp(stack, visitor)
     refused = visitor.get(tamper(upstream.location))
     assert "<title>Unhandled exception</title>" in refused.text, refused.text[-2000:]
@@ -891,7 +767,7 @@ def assert_upstream_refused(stack: Stack, refused: requests.Response, upstream: 
     assert status_codes(etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))) == (
         RESPONDER, reason_row(code).saml_status)
     correlation = correlation_of(stack, upstream.sp_request_id)
-    result, = [e for e in stack.audit() if e["event"] == "upstream_authn_result"
+    result, = [e for e in stack.broker.audit() if e["event"] == "upstream_authn_result"
                and e["correlation_id"] == correlation]
     assert (result["outcome"], result["reason"]) == ("failure", code)
     assert "assertion_issued" not in [event for event, _, _ in events_of(stack, correlation)]
@@ -907,7 +783,7 @@ def test_the_broker_refuses_a_user_kommun_c_may_not_assert(stack: Stack, user: U
     """SimpleSAMLphp's Response is sound, but what it says about the user is not what Kommun C's file allows: an
     HSA-id outside Kommun C's own series (SE2120003005-...), or no surname. The broker refuses the login with the
     reason, audits it, and offers the SP a signed AuthnFailed Response instead of an assertion."""
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     upstream = to_simplesamlphp(stack, visitor)
     idp_response = log_in_at_simplesamlphp(stack, visitor, upstream, user)
     assert status_codes(idp_response.root) == (SUCCESS, None)
@@ -924,9 +800,9 @@ def test_an_idp_ignoring_the_requested_authn_context_is_caught(stack: Stack) -> 
     worth LoA 2: the broker refuses (``upstream_authn_context_insufficient``) and the SP gets NoAuthnContext."""
     wanted = RequestedAuthnContext(authn_context_class_ref=[AuthnContextClassRef(text=LOA3)], comparison="exact")
     request_id, info = stack.sp.client.prepare_for_authenticate(
-        entityid=stack.idp_entity_id, relay_state="/", binding=BINDING_HTTP_REDIRECT, nameid_format=PERSISTENT,
+        entityid=stack.broker.idp_entity_id, relay_state="/", binding=BINDING_HTTP_REDIRECT, nameid_format=PERSISTENT,
         sign=True, sigalg=RSA_SHA256, digest_alg=DIGEST_SHA256, requested_authn_context=wanted)
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     upstream = to_simplesamlphp(stack, visitor, str(dict(info["headers"])["Location"]))
     asked = upstream.message.root.find("samlp:RequestedAuthnContext", NS)
     assert asked is not None
@@ -951,23 +827,24 @@ def test_single_logout_started_at_simplesamlphps_idp(stack: Stack) -> None:
     """Sigrid logs out at her municipality's IdP: SimpleSAMLphp's LogoutRequest reaches the broker's SP side, which
     ends her session, tells the regional SP, and answers SimpleSAMLphp with a signed LogoutResponse that it
     verifies before it returns her to the page named by ReturnTo."""
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     login = federated_login(stack, visitor)
     at_sp = login.subject_at_sp(stack.sp)
-    assert idp_session(stack, visitor) == {"authenticated": True, "idp_associations": [f"saml:{stack.broker_sp}"]}
+    assert idp_session(stack, visitor) == {"authenticated": True,
+                                           "idp_associations": [f"saml:{stack.broker.sp_entity_id}"]}
 
     back = stack.ssp.app(HostedIdp.source, "session")
-    mark, audited = stack.ssp.log_size(), len(stack.audit())
+    mark, audited = stack.ssp.log_size(), len(stack.broker.audit())
     # SimpleSAMLphp goes through its own resumelogout.php before it sends the LogoutRequest
     started = visitor.follow(visitor.get(stack.ssp.idp_slo + "?ReturnTo=" + quote(back, safe="")),
                              within=stack.ssp.base_url)
-    request = redirected(started, stack.broker_url + "/saml/sp/slo", "SAMLRequest")
+    request = redirected(started, stack.broker.url + "/saml/sp/slo", "SAMLRequest")
     assert (request.parameters["SigAlg"], request.root.findtext("saml:Issuer", namespaces=NS)) == (RSA_SHA256,
                                                                                                    SSP_IDP)
     name_id = request.root.find("saml:NameID", NS)
     assert name_id is not None
     assert (name_id.text, name_id.get("Format"), name_id.get("SPNameQualifier")) == (
-        login.idp_response.text("saml:Subject/saml:NameID"), PERSISTENT, stack.broker_sp)
+        login.idp_response.text("saml:Subject/saml:NameID"), PERSISTENT, stack.broker.sp_entity_id)
     assert request.root.findtext("samlp:SessionIndex", namespaces=NS) == \
         login.idp_response.assertion().find("saml:AuthnStatement", NS).get("SessionIndex")  # type: ignore[union-attr]
 
@@ -988,9 +865,9 @@ def test_single_logout_started_at_simplesamlphps_idp(stack: Stack) -> None:
     assert application(visitor.follow(visitor.get(to_idp.headers["Location"]))) == {
         "authenticated": False, "idp_associations": []}
     log = stack.ssp.log(mark)
-    assert f"Logged out of 'saml:{stack.broker_sp}'." in log
+    assert f"Logged out of 'saml:{stack.broker.sp_entity_id}'." in log
     assert "Error received from" not in log
-    logout, *rest = stack.audit()[audited:]
+    logout, *rest = stack.broker.audit()[audited:]
     assert (logout["event"], logout["outcome"], logout["data"]["initiator"], logout["data"]["peer"]) == (
         "logout", "success", "idp", SSP_IDP)
     assert (logout["data"]["session_ended"], list(logout["data"]["propagate_to"])) == (True, [
@@ -1004,9 +881,9 @@ def test_single_logout_started_at_the_regional_sp_reaches_simplesamlphp(stack: S
     """The regional SP's logout reaches SimpleSAMLphp's IdP as a LogoutRequest signed with the broker's SP key;
     SimpleSAMLphp verifies it, ends its session and answers with a signed LogoutResponse, which the broker accepts
     before it answers the SP with Success."""
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     name_id = federated_login(stack, visitor).subject_at_sp(stack.sp)
-    audited = len(stack.audit())
+    audited = len(stack.broker.audit())
     (binding, info), = stack.sp.client.global_logout(name_id, sign=True, sign_alg=RSA_SHA256,
                                                      digest_alg=DIGEST_SHA256).values()
     assert binding == BINDING_HTTP_REDIRECT
@@ -1015,9 +892,9 @@ def test_single_logout_started_at_the_regional_sp_reaches_simplesamlphp(stack: S
     to_idp = visitor.get(start)
     request = redirected(to_idp, stack.ssp.idp_slo, "SAMLRequest")
     assert (request.parameters["SigAlg"], request.root.findtext("saml:Issuer", namespaces=NS)) == (
-        RSA_SHA256, stack.broker_sp)
+        RSA_SHA256, stack.broker.sp_entity_id)
     back = visitor.follow(visitor.get(to_idp.headers["Location"]), within=stack.ssp.base_url)
-    answer = redirected(back, stack.broker_url + "/saml/sp/slo", "SAMLResponse")
+    answer = redirected(back, stack.broker.url + "/saml/sp/slo", "SAMLResponse")
     assert (status_codes(answer.root), answer.root.get("InResponseTo")) == ((SUCCESS, None), request.root.get("ID"))
     assert answer.parameters["SigAlg"] == RSA_SHA256
     assert idp_session(stack, visitor) == {"authenticated": False, "idp_associations": []}
@@ -1027,7 +904,7 @@ def test_single_logout_started_at_the_regional_sp_reaches_simplesamlphp(stack: S
     assert final.root.get("InResponseTo") == redirect_message(start, "SAMLRequest").root.get("ID")
     assert stack.sp.client.parse_logout_request_response(final.parameters["SAMLResponse"],
                                                          BINDING_HTTP_REDIRECT) is not None
-    logout, propagated, completed = stack.audit()[audited:]
+    logout, propagated, completed = stack.broker.audit()[audited:]
     assert (logout["event"], logout["outcome"], logout["data"]["peer"]) == ("logout", "success", f"{DEMO_SP}/metadata")
     assert (propagated["event"], propagated["outcome"], propagated["data"]["side"], propagated["data"]["peer"]) == (
         "logout_propagated", "success", "idp", SSP_IDP)
@@ -1046,7 +923,7 @@ def test_the_broker_requires_the_assertion_signed_as_kommun_c_says(stack: Stack,
     Response alone; Kommun C's file says ``signed_element: assertion``, so the broker refuses: ``upstream_unsigned``
     (not ``upstream_decryption_failed`` for the encrypted one, whose ciphertext the verified Response signature
     covers), with an AuthnFailed Response offered to the SP."""
-    visitor = stack.visitor()
+    visitor = stack.broker.visitor()
     upstream = to_simplesamlphp(stack, visitor)
     idp_response = log_in_at_simplesamlphp(stack, visitor, upstream, SIGRID)
     assert signature_algorithms(idp_response.root)["signature"] == RSA_SHA256
