@@ -19,7 +19,6 @@ What samlify refuses comes back as :class:`SamlifyRefused` with samlify's error.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
@@ -27,16 +26,12 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlencode, urlsplit
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 from werkzeug.test import TestResponse
 
 from tests.factories.idp import discovery_form
 from tests.factories.saml import Browser, forms
-from tests.factories.samlify_peer import PEER_DIR, Answer, NodePeer
+from tests.factories.samlify_peer import PEER_DIR, Answer, KeyFiles, NodePeer
 
 URI_FORMAT = "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"
 PERSISTENT = "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent"
@@ -53,35 +48,6 @@ RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 RSA_SHA512 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512"
 RSA_PSS_SHA256 = "http://www.w3.org/2007/05/xmldsig-more#sha256-rsa-MGF1"
-
-
-@dataclass(frozen=True)
-class IdpKeys:
-    """The IdP's signing key (RSA-2048, PEM) and its self-signed certificate (SHA-256), written by the test."""
-
-    key_file: Path
-    cert_file: Path
-
-    @classmethod
-    def generate(cls, directory: Path, common_name: str, now: dt.datetime) -> IdpKeys:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        certificate = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-            .sign(key, hashes.SHA256())
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        keys = cls(directory / "idp-signing.key", directory / "idp-signing.crt")
-        keys.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-        keys.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        return keys
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
 
 
 # --- what the IdP sends ----------------------------------------------------------------------------------------
@@ -240,7 +206,7 @@ class SamlifyIdp(NodePeer):
 
     script = PEER_DIR / "idp.js"
 
-    def __init__(self, workdir: Path, entity_id: str, keys: IdpKeys, start_timeout: float = 60.0) -> None:
+    def __init__(self, workdir: Path, entity_id: str, keys: KeyFiles, start_timeout: float = 60.0) -> None:
         super().__init__(workdir, start_timeout)
         self.entity_id = entity_id
         self.keys = keys

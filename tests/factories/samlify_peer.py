@@ -10,6 +10,7 @@ them, never a skip.
 
 from __future__ import annotations
 
+import datetime as dt
 import http.client
 import json
 import os
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from cryptography import x509
 
 from tests.factories.lifecycle import Service, end_process
+from tests.factories.metadata import SigningKey
 
 REPO = Path(__file__).resolve().parents[2]
 PEER_DIR = REPO / "tests" / "peers" / "samlify"
@@ -50,6 +53,22 @@ def _installed() -> None:
             pytest.fail(f"the samlify interop tests need the Node package {name} {version} in "
                         f"tests/peers/samlify/node_modules, and {have}: run `{INSTALL_COMMAND}` from the repository "
                         "root (the dev script does)", pytrace=False)
+
+
+@dataclass(frozen=True)
+class KeyFiles:
+    """An RSA-2048 key (PEM) and its self-signed SHA-256 certificate, written where a samlify script reads them."""
+
+    key_file: Path
+    cert_file: Path
+
+    @classmethod
+    def generate(cls, directory: Path, stem: str, common_name: str, now: dt.datetime) -> KeyFiles:
+        return cls(*SigningKey.generate(common_name, now).write(directory, stem))
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
 
 
 class SamlifyRefused(Exception):

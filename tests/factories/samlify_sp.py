@@ -28,14 +28,10 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import urlencode
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from tests.factories.samlify_idp import FormPost, _form
-from tests.factories.samlify_peer import PEER_DIR, Answer, NodePeer
+from tests.factories.samlify_peer import PEER_DIR, Answer, KeyFiles, NodePeer
 
 SP_BASE = "https://samordning.region.example/samlify-sp"   # the SP's public URL (its TLS proxy's)
 SP_ENTITY_ID = SP_BASE + "/metadata"
@@ -54,44 +50,16 @@ Delivery: TypeAlias = str | FormPost   # where samlify sends the browser: a URL 
 
 
 @dataclass(frozen=True)
-class KeyPair:
-    key_file: Path
-    cert_file: Path
-
-    @classmethod
-    def generate(cls, directory: Path, name: str, common_name: str, now: dt.datetime) -> KeyPair:
-        """An RSA-2048 key and its self-signed SHA-256 certificate, as the SP's vendor generates them."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        certificate = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
-            .sign(key, hashes.SHA256())
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        pair = cls(directory / f"{name}.key", directory / f"{name}.crt")
-        pair.key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-        pair.cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-        return pair
-
-    @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
-
-
-@dataclass(frozen=True)
 class SpKeys:
     """The SP's signing key (AuthnRequests, logout messages) and its encryption key (EncryptedAssertions)."""
 
-    signing: KeyPair
-    encryption: KeyPair
+    signing: KeyFiles
+    encryption: KeyFiles
 
     @classmethod
     def generate(cls, directory: Path, now: dt.datetime) -> SpKeys:
-        return cls(KeyPair.generate(directory, "sp-signing", "Samordning SP signing (samlify)", now),
-                   KeyPair.generate(directory, "sp-encryption", "Samordning SP encryption (samlify)", now))
+        return cls(KeyFiles.generate(directory, "sp-signing", "Samordning SP signing (samlify)", now),
+                   KeyFiles.generate(directory, "sp-encryption", "Samordning SP encryption (samlify)", now))
 
 
 @dataclass(frozen=True)

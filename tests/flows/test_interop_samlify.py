@@ -64,14 +64,13 @@ from tests.factories.samlify_idp import (
     Encryption,
     ErrorStatus,
     FormPost,
-    IdpKeys,
     ResponseProfile,
     SamlifyIdp,
     back_to_broker,
     deliver,
     to_samlify,
 )
-from tests.factories.samlify_peer import SamlifyRefused
+from tests.factories.samlify_peer import KeyFiles, SamlifyRefused
 from tests.flows.conftest import audit_lines
 
 SAMLIFY_ENTITY_ID = "https://idp.kommun-c.example.se/samlify"
@@ -133,7 +132,7 @@ Event = tuple[str, str, str | None]  # (event, outcome, reason)
 def samlify_server(tmp_path_factory: pytest.TempPathFactory, demo_now: dt.datetime) -> Iterator[SamlifyIdp]:
     """samlify's IdP, once for the module, with an RSA-2048 key and a SHA-256 self-signed certificate of its own."""
     workdir = tmp_path_factory.mktemp("samlify")
-    keys = IdpKeys.generate(workdir / "keys", "Kommun C IdP (samlify)", demo_now)
+    keys = KeyFiles.generate(workdir / "keys", "idp-signing", "Kommun C IdP (samlify)", demo_now)
     with SamlifyIdp(workdir, SAMLIFY_ENTITY_ID, keys) as idp:
         yield idp
 
