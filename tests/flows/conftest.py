@@ -13,6 +13,7 @@ from broker.config.loader import Settings, load_settings
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
+from tests.factories.authnrequests import redirect_message
 from tests.factories.idp import make_idp
 from tests.factories.saml import BASE_URL, Browser, make_sp
 
@@ -66,3 +67,27 @@ def audit_lines(config_dir: Path, *, system: bool = False) -> list[dict[str, obj
     if system:
         return found
     return [r for r in found if r["event"] not in SYSTEM_EVENTS and r["event"] != "configuration_loaded"]
+
+
+Event = tuple[str, str, str | None]  # (event, outcome, reason)
+
+
+def request_id_of(sso_url: str) -> str:
+    """The ID of the AuthnRequest an HTTP-Redirect URL carries."""
+    request_id = redirect_message(sso_url, "SAMLRequest").root.get("ID")
+    assert request_id
+    return request_id
+
+
+def correlation_of(config_dir: Path, request_id: str) -> str:
+    """The correlation ID of the login that the SP's AuthnRequest ``request_id`` started."""
+    found = [e["correlation_id"] for e in audit_lines(config_dir)
+             if e["event"] == "login_started" and e["data"]["request_id"] == request_id]  # type: ignore[index]
+    assert len(found) == 1, found
+    return str(found[0])
+
+
+def events_of(config_dir: Path, correlation_id: str) -> list[Event]:
+    """(event, outcome, reason) of the audit records of one login, in the order written."""
+    return [(str(e["event"]), str(e["outcome"]), e.get("reason"))  # type: ignore[misc]
+            for e in audit_lines(config_dir) if e.get("correlation_id") == correlation_id]

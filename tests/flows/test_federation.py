@@ -34,14 +34,13 @@ from tests.factories.authnrequests import (
     assert_refused,
     open_browser,
     posted_response,
-    redirect_message,
     sp_accepts,
     status_codes,
     with_attributes,
 )
 from tests.factories.idp import KARIN, LARS, AtIdp, back_to_broker, discovery_form, federated_login, to_idp
 from tests.factories.saml import BASE_URL, Browser, saml_response_form, xmlsec_binary
-from tests.flows.conftest import audit_lines
+from tests.flows.conftest import audit_lines, correlation_of, events_of, request_id_of
 
 LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
@@ -53,7 +52,6 @@ COOKIE = "broker_session"
 SECOND_SP_BASE = BASE_URL + "/second-sp"
 SECOND_SP_ENTITY_ID = SECOND_SP_BASE + "/metadata"
 
-Event = tuple[str, str, str | None]  # (event, outcome, reason)
 
 
 @pytest.fixture(autouse=True)
@@ -68,13 +66,6 @@ def craft(sp: DemoSp, demo_material) -> AuthnRequests:  # type: ignore[no-untype
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def request_id_of(sso_url: str) -> str:
-    """The ID of the AuthnRequest an HTTP-Redirect URL carries."""
-    request_id = redirect_message(sso_url, "SAMLRequest").root.get("ID")
-    assert request_id
-    return request_id
 
 
 @contextmanager
@@ -92,19 +83,6 @@ def environs_seen_by(browser: Browser) -> Iterator[list[dict[str, Any]]]:
         yield seen
     finally:
         app.wsgi_app = inner  # type: ignore[method-assign]
-
-
-def correlation_of(config_dir: Path, request_id: str) -> str:
-    """The correlation ID of the login that the SP's AuthnRequest ``request_id`` started."""
-    found = [e["correlation_id"] for e in audit_lines(config_dir)
-             if e["event"] == "login_started" and e["data"]["request_id"] == request_id]  # type: ignore[index]
-    assert len(found) == 1, found
-    return str(found[0])
-
-
-def events_of(config_dir: Path, correlation_id: str) -> list[Event]:
-    return [(str(e["event"]), str(e["outcome"]), e.get("reason"))  # type: ignore[misc]
-            for e in audit_lines(config_dir) if e.get("correlation_id") == correlation_id]
 
 
 def records_of(config_dir: Path, correlation_id: str, event: str) -> list[dict[str, object]]:

@@ -71,7 +71,7 @@ from tests.factories.samlify_idp import (
     to_samlify,
 )
 from tests.factories.samlify_peer import KeyFiles, SamlifyRefused
-from tests.flows.conftest import audit_lines
+from tests.flows.conftest import audit_lines, correlation_of, events_of, request_id_of
 
 SAMLIFY_ENTITY_ID = "https://idp.kommun-c.example.se/samlify"
 BROKER_SP = BASE_URL + "/saml/sp/metadata"       # the broker toward the municipal IdPs
@@ -122,7 +122,6 @@ def siv(**changes: Any) -> ResponseProfile:
     return replace(SIV, **changes)
 
 
-Event = tuple[str, str, str | None]  # (event, outcome, reason)
 
 
 # --- the peer and the configuration ------------------------------------------------------------------------------
@@ -200,20 +199,6 @@ def federated_login(browser: Browser, sp: DemoSp, samlify: SamlifyIdp,
     return url, post, back_to_broker(browser, post, ACS_URL)
 
 
-def correlation_of(config_dir: Path, sp_request_url: str) -> str:
-    """The correlation ID of the login that the SP's AuthnRequest (its HTTP-Redirect URL) started."""
-    request_id = redirect_message(sp_request_url, "SAMLRequest").root.get("ID")
-    found = [e["correlation_id"] for e in audit_lines(config_dir)
-             if e["event"] == "login_started" and e["data"]["request_id"] == request_id]  # type: ignore[index]
-    assert len(found) == 1, found
-    return str(found[0])
-
-
-def events_of(config_dir: Path, correlation_id: str) -> list[Event]:
-    return [(str(e["event"]), str(e["outcome"]), e.get("reason"))  # type: ignore[misc]
-            for e in audit_lines(config_dir) if e.get("correlation_id") == correlation_id]
-
-
 def events_named(config_dir: Path, name: str) -> list[dict[str, Any]]:
     return [e for e in audit_lines(config_dir) if e["event"] == name]
 
@@ -241,7 +226,7 @@ def assert_upstream_refused(answer: TestResponse, config_dir: Path, sp_request_u
     _, fields = saml_response_form(answer)
     assert status_codes(etree.fromstring(base64.b64decode(fields["SAMLResponse"]))) == (
         RESPONDER, reason(code).saml_status)
-    cid = correlation_of(config_dir, sp_request_url)
+    cid = correlation_of(config_dir, request_id_of(sp_request_url))
     event = upstream_result(config_dir, cid)
     assert (event["outcome"], event["reason"]) == ("failure", code)
     assert "assertion_issued" not in [e for e, _, _ in events_of(config_dir, cid)]
@@ -294,7 +279,7 @@ def test_samlify_verifies_the_brokers_signed_authn_request(browser: Browser, sp:
 
     answer = back_to_broker(browser, samlify.respond(seen, siv()), ACS_URL)
     assert accepted(sp, answer).attributes["employeeHsaId"] == [HSA_ID]
-    assert upstream_result(config_dir, correlation_of(config_dir, url))["outcome"] == "success"
+    assert upstream_result(config_dir, correlation_of(config_dir, request_id_of(url)))["outcome"] == "success"
 
 
 def _signed_by_another_key(url: str) -> str:
@@ -377,7 +362,7 @@ def test_staff_log_in_through_samlify(browser: Browser, sp: DemoSp, samlify: Sam
     assert (result.attributes["o"], result.attributes["organizationIdentifier"]) == (["Kommun C"], ["2120003005"])
     assert result.name_id != "siv-0001"  # the SP gets the broker's pairwise NameID, not the municipality's
 
-    cid = correlation_of(config_dir, url)
+    cid = correlation_of(config_dir, request_id_of(url))
     assert events_of(config_dir, cid) == [
         ("login_started", "info", None),
         ("upstream_authn_requested", "info", None),
@@ -542,7 +527,7 @@ def test_name_id_formats(browser: Browser, sp: DemoSp, samlify: SamlifyIdp, conf
     assert name_id_element is not None
     assert (name_id_element.get("Format"), name_id_element.text) == (name_id_format, name_id)
     assert accepted(sp, answer).attributes["employeeHsaId"] == [HSA_ID]
-    assert upstream_result(config_dir, correlation_of(config_dir, url))["user"] == HSA_ID
+    assert upstream_result(config_dir, correlation_of(config_dir, request_id_of(url)))["user"] == HSA_ID
 
 
 # --- 7. error statuses ------------------------------------------------------------------------------------------
@@ -576,7 +561,7 @@ def test_samlify_no_passive_reaches_the_sp(browser: Browser, sp: DemoSp, samlify
     assert (posted.action, posted.status, posted.fields["RelayState"]) == (SP_ACS_URL, (RESPONDER, NO_PASSIVE), "p")
     with pytest.raises(StatusNoPassive):
         sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
-    assert events_of(config_dir, correlation_of(config_dir, url))[2:] == [
+    assert events_of(config_dir, correlation_of(config_dir, request_id_of(url)))[2:] == [
         ("upstream_authn_result", "failure", "passive_login_impossible"),
         ("error_response_issued", "failure", "passive_login_impossible"),
     ]
@@ -699,3 +684,4 @@ def test_samlify_initiated_logout_ends_the_session_and_tells_the_sp(browser: Bro
     page = browser.get(sp.login_url())  # her session is over: the discovery page again, no Response
     assert any("login" in fields for _, fields in forms(page))
     assert not [fields for _, fields in forms(page) if "SAMLResponse" in fields]
+

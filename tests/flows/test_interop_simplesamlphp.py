@@ -94,6 +94,7 @@ from tests.factories.simplesamlphp import (
     Trusted,
     User,
 )
+from tests.flows.conftest import correlation_of, events_of
 
 pytestmark = pytest.mark.slow
 
@@ -265,19 +266,6 @@ def application(response: requests.Response) -> dict[str, Any]:
     assert response.status_code == 200, (response.status_code, response.text[-3000:])
     found: dict[str, Any] = response.json()
     return found
-
-
-def events_of(stack: Stack, correlation_id: str) -> list[tuple[str, str, str | None]]:
-    return [(e["event"], e["outcome"], e.get("reason")) for e in stack.broker.audit()
-            if e.get("correlation_id") == correlation_id]
-
-
-def correlation_of(stack: Stack, request_id: str) -> str:
-    """The correlation ID of the login the AuthnRequest ``request_id`` started at the broker."""
-    found = [e["correlation_id"] for e in stack.broker.audit()
-             if e["event"] == "login_started" and e["data"]["request_id"] == request_id]
-    assert len(found) == 1, found
-    return str(found[0])
 
 
 # --- 1. SimpleSAMLphp as the region's SP ------------------------------------------------------------------------
@@ -483,8 +471,9 @@ def test_unsatisfiable_requested_authn_context_reaches_simplesamlphp_as_no_authn
     assert application(login.landed) == {"authenticated": False, "error": {
         "class": "SimpleSAML\\Module\\saml\\Error", "message": "Responder/NoAuthnContext: authn_context_unsupported",
         "status": RESPONDER, "sub_status": NO_AUTHN_CONTEXT, "status_message": "authn_context_unsupported"}}
-    correlation = correlation_of(stack, str(login.request.root.get("ID")))
-    assert ("error_response_issued", "failure", "authn_context_unsupported") in events_of(stack, correlation)
+    correlation = correlation_of(stack.broker.config, str(login.request.root.get("ID")))
+    assert ("error_response_issued", "failure", "authn_context_unsupported") in \
+        events_of(stack.broker.config, correlation)
 
 
 def test_unsigned_authn_request_is_refused(stack: Stack) -> None:
@@ -719,7 +708,7 @@ def test_federated_login_through_simplesamlphp(stack: Stack, idp_settings: dict[
     # the broker mapped it (PasswordProtectedTransport → LoA 2) and answered the regional SP, which accepts it
     assert (login.result.loa, login.result.attributes["employeeHsaId"]) == (LOA2, [SIGRID_HSA_ID])
     assert (login.result.attributes["givenName"], login.result.attributes["sn"]) == (["Sigrid"], ["Simplesson"])
-    correlation = correlation_of(stack, login.upstream.sp_request_id)
+    correlation = correlation_of(stack.broker.config, login.upstream.sp_request_id)
     result, = [e for e in stack.broker.audit() if e["event"] == "upstream_authn_result"
                and e["correlation_id"] == correlation]
     assert (result["outcome"], result["user"]) == ("success", SIGRID_HSA_ID)
@@ -766,11 +755,11 @@ def assert_upstream_refused(stack: Stack, refused: requests.Response, upstream: 
     assert form.action == DEMO_SP + "/acs"
     assert status_codes(etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))) == (
         RESPONDER, reason_row(code).saml_status)
-    correlation = correlation_of(stack, upstream.sp_request_id)
+    correlation = correlation_of(stack.broker.config, upstream.sp_request_id)
     result, = [e for e in stack.broker.audit() if e["event"] == "upstream_authn_result"
                and e["correlation_id"] == correlation]
     assert (result["outcome"], result["reason"]) == ("failure", code)
-    assert "assertion_issued" not in [event for event, _, _ in events_of(stack, correlation)]
+    assert "assertion_issued" not in [event for event, _, _ in events_of(stack.broker.config, correlation)]
     return result
 
 
