@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth  # type: ignore[import-untyped]
@@ -39,6 +38,7 @@ from onelogin.saml2.settings import OneLogin_Saml2_Settings  # type: ignore[impo
 from onelogin.saml2.utils import OneLogin_Saml2_Utils  # type: ignore[import-untyped]
 
 from broker.demo.certificates import CertificateAuthority
+from tests.factories.sp_files import register_sp
 
 # Another host than the broker's, so that python3-saml's Destination and Recipient checks compare whole URLs.
 SP_BASE = "https://samverkan.region.example/onelogin-sp"
@@ -143,21 +143,11 @@ def register_with_broker(config_dir: Path, metadata: bytes, *, sign_response: bo
                          municipalities: tuple[str, ...] = ("kommun-a", "kommun-b"),
                          release: tuple[str, ...] = ("employeeHsaId", "personalIdentityNumber", "givenName", "sn",
                                                      "displayName")) -> Path:
-    """The SP's metadata file and its ``service-providers/onelogin-sp.yaml`` (the format of demo-sp.yaml)."""
-    (config_dir / "metadata" / f"{SP_ID}.xml").write_bytes(metadata)
-    path = config_dir / "service-providers" / f"{SP_ID}.yaml"
-    path.write_text(yaml.safe_dump({
-        "entity_id": SP_ENTITY_ID,
-        "name": {"sv": "Samverkanstjänsten (python3-saml)", "en": "The coordination service (python3-saml)"},
-        "metadata": f"metadata/{SP_ID}.xml",
-        "municipalities": list(municipalities),
-        "release": list(release),
-        "nameid_formats": ["persistent", "transient"],
-        "require_signed_requests": True,
-        "sign_response": sign_response,
-        "encrypt_assertions": encrypt_assertions,
-    }, allow_unicode=True, sort_keys=False))
-    return path
+    """The SP's metadata file and its ``service-providers/onelogin-sp.yaml``."""
+    return register_sp(config_dir, SP_ID, entity_id=SP_ENTITY_ID, name="Samverkanstjänsten (python3-saml)",
+                       metadata=metadata, municipalities=list(municipalities), release=list(release),
+                       nameid_formats=["persistent", "transient"], sign_response=sign_response,
+                       encrypt_assertions=encrypt_assertions)
 
 
 def settings_from_idp_metadata(idp_metadata: bytes, keys: SpKeys, policy: SpPolicy, *,

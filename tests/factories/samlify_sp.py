@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlencode
 
-import yaml
 from lxml import etree
 
 from tests.factories.samlify_idp import FormPost, _form
 from tests.factories.samlify_peer import PEER_DIR, Answer, KeyFiles, NodePeer
+from tests.factories.sp_files import register_sp
 
 SP_BASE = "https://samordning.region.example/samlify-sp"   # the SP's public URL (its TLS proxy's)
 SP_ENTITY_ID = SP_BASE + "/metadata"
@@ -98,22 +98,12 @@ def register_with_broker(config_dir: Path, metadata: bytes, policy: SpPolicy, *,
                          municipalities: tuple[str, ...] = ("kommun-a", "kommun-b"),
                          release: tuple[str, ...] = ("employeeHsaId", "personalIdentityNumber", "givenName", "sn",
                                                      "displayName")) -> Path:
-    """The SP's metadata file and its ``service-providers/samlify-sp.yaml`` (the format of demo-sp.yaml)."""
-    (config_dir / "metadata" / f"{SP_ID}.xml").write_bytes(with_encryption_methods(metadata,
-                                                                                    policy.encryption_methods))
-    path = config_dir / "service-providers" / f"{SP_ID}.yaml"
-    path.write_text(yaml.safe_dump({
-        "entity_id": SP_ENTITY_ID,
-        "name": {"sv": "Samordningstjänsten (samlify)", "en": "The coordination service (samlify)"},
-        "metadata": f"metadata/{SP_ID}.xml",
-        "municipalities": list(municipalities),
-        "release": list(release),
-        "nameid_formats": ["persistent", "transient"],
-        "require_signed_requests": True,
-        "sign_response": policy.sign_response,
-        "encrypt_assertions": policy.encrypted,
-    }, allow_unicode=True, sort_keys=False))
-    return path
+    """The SP's metadata file (with ``policy``'s EncryptionMethods) and its ``service-providers/samlify-sp.yaml``."""
+    return register_sp(config_dir, SP_ID, entity_id=SP_ENTITY_ID, name="Samordningstjänsten (samlify)",
+                       metadata=with_encryption_methods(metadata, policy.encryption_methods),
+                       municipalities=list(municipalities), release=list(release),
+                       nameid_formats=["persistent", "transient"], sign_response=policy.sign_response,
+                       encrypt_assertions=policy.encrypted)
 
 
 # --- what samlify sent and saw -----------------------------------------------------------------------------------

@@ -37,7 +37,6 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from lxml import etree
 
 from tests.factories.authnrequests import (
@@ -53,6 +52,7 @@ from tests.factories.metadata import SigningKey
 from tests.factories.public_broker import Posted, PublicBroker, Visitor
 from tests.factories.public_broker import posted as auto_post
 from tests.factories.shibboleth_sp import Application, IdpSource, MappedAttribute, Resource, ShibbolethSp
+from tests.factories.sp_files import register_sp
 
 pytestmark = pytest.mark.slow
 
@@ -170,19 +170,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_ur
     )
     for application, sign_response, encrypt in (("default", False, False), ("signed", True, False),
                                                 ("sealed", False, True)):
-        name = f"shibboleth-{application}"
-        (config / "metadata" / f"{name}.xml").write_bytes(sp.metadata(application))
-        (config / "service-providers" / f"{name}.yaml").write_text(yaml.safe_dump({
-            "entity_id": sp.entity_id(application),
-            "name": {"sv": f"Shibboleth ({application})", "en": f"Shibboleth ({application})"},
-            "metadata": f"metadata/{name}.xml",
-            "municipalities": ["kommun-a", "kommun-b"],
-            "release": RELEASE,
-            "nameid_formats": ["persistent", "transient"],
-            "require_signed_requests": True,   # shib-metagen writes no AuthnRequestsSigned
-            "sign_response": sign_response,
-            "encrypt_assertions": encrypt,
-        }, allow_unicode=True), encoding="utf-8")
+        # shib-metagen writes no AuthnRequestsSigned: register_sp requires signed requests in the broker's file
+        register_sp(config, f"shibboleth-{application}", entity_id=sp.entity_id(application),
+                    name=f"Shibboleth ({application})", metadata=sp.metadata(application), release=RELEASE,
+                    nameid_formats=["persistent", "transient"], sign_response=sign_response,
+                    encrypt_assertions=encrypt)
 
     with broker.running(), sp:  # shibd fetches the metadata from the running broker
         yield Stack(broker, sp)

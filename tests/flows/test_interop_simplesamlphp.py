@@ -94,6 +94,7 @@ from tests.factories.simplesamlphp import (
     Trusted,
     User,
 )
+from tests.factories.sp_files import register_sp
 from tests.flows.conftest import correlation_of, events_of
 
 pytestmark = pytest.mark.slow
@@ -224,18 +225,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_ur
     with ssp:
         # each source is an SP of the broker, registered with the metadata SimpleSAMLphp publishes for it
         for source, (sign_response, encrypt) in BROKER_FILES.items():
-            name = f"simplesamlphp-{source}"
-            (config / "metadata" / f"{name}.xml").write_bytes(ssp.sp_metadata(source))
-            (config / "service-providers" / f"{name}.yaml").write_text(yaml.safe_dump({
-                "entity_id": SP_ENTITY_IDS[source],
-                "name": {"sv": f"SimpleSAMLphp ({source})", "en": f"SimpleSAMLphp ({source})"},
-                "metadata": f"metadata/{name}.xml",
-                "municipalities": ["kommun-a", "kommun-b"],
-                "release": RELEASE,
-                "require_signed_requests": True,
-                "sign_response": sign_response,
-                "encrypt_assertions": encrypt,
-            }, allow_unicode=True), encoding="utf-8")
+            register_sp(config, f"simplesamlphp-{source}", entity_id=SP_ENTITY_IDS[source],
+                        name=f"SimpleSAMLphp ({source})", metadata=ssp.sp_metadata(source), release=RELEASE,
+                        sign_response=sign_response, encrypt_assertions=encrypt)
         # Kommun C logs in at SimpleSAMLphp's IdP: its published metadata is the municipality's metadata file
         (config / "metadata" / "kommun-c-simplesamlphp.xml").write_bytes(ssp.idp_metadata())
         kommun_c = config / "municipalities" / "kommun-c.yaml"

@@ -9,7 +9,6 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-import yaml
 from flask import Flask
 
 from broker.config.loader import Settings, load_settings
@@ -23,6 +22,7 @@ from tests.factories.authnrequests import (
     sp_verifies_response_signature,
 )
 from tests.factories.saml import BASE_URL, Browser, xmlsec_binary
+from tests.factories.sp_files import register_sp
 from tests.flows.conftest import audit_lines
 
 IDP_ENTITY_ID = BASE_URL + "/saml/idp/metadata"
@@ -60,17 +60,10 @@ def sign_response(request: pytest.FixtureRequest) -> bool:
 
 @pytest.fixture
 def settings(config_dir: Path, sealed_sp_settings: DemoSpSettings, sign_response: bool) -> Settings:
-    (config_dir / "metadata" / "sealed-sp.xml").write_bytes(sp_metadata(sealed_sp_settings))
-    (config_dir / "service-providers" / "sealed-sp.yaml").write_text(yaml.safe_dump({
-        "entity_id": SEALED_SP_ENTITY_ID,
-        "name": {"sv": "Förseglade tjänsten", "en": "The sealed service"},
-        "metadata": "metadata/sealed-sp.xml",
-        "municipalities": ["kommun-a", "kommun-b"],
-        "release": ["employeeHsaId", "personalIdentityNumber", "givenName", "sn"],
-        "require_signed_requests": True,
-        "sign_response": sign_response,
-        "encrypt_assertions": True,
-    }, allow_unicode=True))
+    register_sp(config_dir, "sealed-sp", entity_id=SEALED_SP_ENTITY_ID, name="Förseglade tjänsten",
+                metadata=sp_metadata(sealed_sp_settings),
+                release=["employeeHsaId", "personalIdentityNumber", "givenName", "sn"],
+                sign_response=sign_response, encrypt_assertions=True)
     return load_settings(config_dir)
 
 
@@ -115,7 +108,7 @@ def test_the_sp_decrypts_a_signed_assertion_no_reader_on_the_way_can_read(
 
 def test_every_assertion_gets_its_own_key(browser: Browser, sealed_sp: DemoSp) -> None:
     craft = AuthnRequests(sealed_sp, sealed_sp.settings.key_file)
-    values = set()
+    values: set[str | None] = set()
     for _ in range(2):
         _, posted = login(browser, craft)   # the second answered from the SSO session
         values.update(v.text for v in posted.root.iterfind(".//xenc:CipherValue", NS))
