@@ -206,6 +206,12 @@ def load_settings(config_dir: Path) -> Settings:
         if meta.authn_requests_signed and not meta.signing_certificates:
             issues.append(src.issue(("metadata",), "metadata says AuthnRequestsSigned but holds no signing key"))
             bad = True
+        elif sp.require_signed_requests and not meta.signing_certificates:
+            # every request would be refused at the SSO endpoint: no key to verify its signature with
+            issues.append(src.issue(("require_signed_requests",), f"{sp.metadata.path}: signed requests are "
+                                                                   "required but the metadata holds no signing key "
+                                                                   "the broker can use"))
+            bad = True
         encrypter = None
         if sp.encrypt_assertions:
             try:

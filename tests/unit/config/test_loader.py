@@ -898,6 +898,29 @@ def _rsa_pss_key() -> bytes:
     return done.stdout
 
 
+def _only_signing_key(der: Callable[[], bytes] | None) -> Callable[[str], str]:
+    """The demo SP's metadata without AuthnRequestsSigned, its signing KeyDescriptor holding ``der`` (None: gone)."""
+    def transform(xml: str) -> str:
+        xml = xml.replace('AuthnRequestsSigned="true"', 'AuthnRequestsSigned="false"')
+        if der is None:
+            return re.sub(r"<ns0:KeyDescriptor.*?</ns0:KeyDescriptor>", "", xml, flags=re.DOTALL)
+        return re.sub(r"(<ns1:X509Certificate>)[^<]+", lambda m: m.group(1) + base64.b64encode(der()).decode(), xml,
+                      count=1)
+
+    return transform
+
+
+@pytest.mark.parametrize("der", [pytest.param(None, id="no-signing-key"),
+                                 pytest.param(_unknown_key_type, id="only-a-key-of-a-type-nobody-uses")])
+def test_signed_requests_required_without_a_usable_signing_key_is_a_config_issue(
+        config_dir: Path, der: Callable[[], bytes] | None) -> None:
+    """require_signed_requests (demo-sp.yaml says true) with no signing key the broker can use: every AuthnRequest
+    would be refused, so the file is refused instead."""
+    check(config_dir, _metadata(_only_signing_key(der)),
+          [Expected(DEMO_SP, "require_signed_requests:", "require_signed_requests",
+                    "signed requests are required but the metadata holds no signing key the broker can use")])
+
+
 @pytest.mark.parametrize(("der", "fragment"), [
     pytest.param(_even_modulus, "the encryption certificate's RSA key does not encrypt", id="even-modulus"),
     pytest.param(_rsa_pss_key, "holds an RSASSA-PSS key, which is for signatures only", id="rsa-pss-key"),
