@@ -175,6 +175,7 @@ class OcspResponder(BackgroundHTTPServer):
         self.redirect_location = ""
         self.oversize_bytes = 0
         self.oversize_declare_length = True
+        self.response_extensions: list[tuple[x509.ExtensionType, bool]] = []
 
     def use_issuer(self) -> None:
         """Sign with the issuing CA's own key (the default)."""
@@ -260,6 +261,10 @@ class OcspResponder(BackgroundHTTPServer):
         """Sign the response with SHA-1 (ecdsa-with-SHA1 / sha1WithRSAEncryption)."""
         self.signature_hash = "sha1"
 
+    def add_response_extension(self, extension: x509.ExtensionType, *, critical: bool) -> None:
+        """Carry ``extension`` among the ResponseData's responseExtensions (RFC 6960 §4.4)."""
+        self.response_extensions.append((extension, critical))
+
     def redirect_to(self, url: str) -> None:
         """HTTP 302 with ``Location: url``."""
         self.mode = "redirect"
@@ -330,6 +335,8 @@ class OcspResponder(BackgroundHTTPServer):
         nonce = self._nonce(request)
         if nonce is not None:
             builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
+        for extension, critical in self.response_extensions:
+            builder = builder.add_extension(extension, critical=critical)
         built = builder.sign(signer_key, hashes.SHA256())
         algorithm: hashes.HashAlgorithm = hashes.SHA1() if self.signature_hash == "sha1" else hashes.SHA256()
         return _resign(built, signer_key, algorithm, self.now)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
@@ -93,6 +94,20 @@ class Hierarchy:
 
     def fresh_crls(self) -> list[x509.CertificateRevocationList]:
         return [self.issuing.crl(), self.root.crl()]
+
+    def renamed_issuing(self, name: str = "Kommun A Test Person CA v2") -> CertificateAuthority:
+        """A second issuing CA with the issuing CA's key under another name (a renamed re-issue): its
+        certificates, CRLs and OCSP answers verify with the same key, and must still not answer for the
+        first CA's certificates (RFC 5280 §6.3.3 (b)(1), RFC 6960 §4.1.1)."""
+        original = self.issuing.certificate
+        subject = x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE"),
+                             x509.NameAttribute(x509.NameOID.COMMON_NAME, name)])
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(original.issuer)
+                   .public_key(original.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(original.not_valid_before_utc).not_valid_after(original.not_valid_after_utc))
+        for extension in original.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        return replace(self.issuing, certificate=builder.sign(self.root.key, hashes.SHA256()), revoked={})
 
 
 def crl_policy(cas: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],

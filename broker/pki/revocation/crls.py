@@ -128,6 +128,12 @@ class VerifiedCrl:
     def __bool__(self) -> bool:  # a held CRL is something even when it lists nobody
         return True
 
+    def is_from(self, issuer_der: bytes, issuer_key: bytes) -> bool:
+        """Whether this CRL is the one of the CA named ``issuer_der`` holding ``issuer_key``: a CRL answers only
+        for certificates whose issuer is the CRL issuer (RFC 5280 §6.3.3 (b)(1); no indirect CRLs), and two CAs
+        may share a key under different names (a renamed re-issue), so the signing key alone does not say."""
+        return self.issuer_der == issuer_der and self.signer_spki == issuer_key
+
     def revoked_at(self, serial: int) -> dt.datetime | None:
         """When ``serial`` was revoked, or None. Set lookup first; the date only on a hit."""
         if serial not in self.revoked:
@@ -331,14 +337,14 @@ class CrlStore:
         if not states:
             raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
         issuer_key = spki(issuer)
-        best = self._best(states, cert, issuer_key, now, skew)
+        best = self._best(states, cert, name, issuer_key, now, skew)
         if best is None:
             for state in states:
                 if state.last_attempt is None or now - state.last_attempt >= self._retry_after:
                     self.refresh(state, force=True)
-            best = self._best(states, cert, issuer_key, now, skew)
+            best = self._best(states, cert, name, issuer_key, now, skew)
         if best is None:
-            from_issuer = [s.crl for s in states if s.crl is not None and s.crl.signer_spki == issuer_key]
+            from_issuer = [s.crl for s in states if s.crl is not None and s.crl.is_from(name, issuer_key)]
             held = [crl for crl in from_issuer if crl.covers(cert)]
             errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
             if from_issuer and not held:
@@ -365,12 +371,12 @@ class CrlStore:
         return crl, state
 
     @staticmethod
-    def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_key: bytes, now: dt.datetime,
-              skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:
+    def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_der: bytes, issuer_key: bytes,
+              now: dt.datetime, skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:
         """The freshest usable CRL among those whose scope takes in ``cert``: a fresher CRL for another
         partition says nothing about it."""
         usable = [(s.crl, s) for s in states
-                  if s.crl is not None and s.crl.signer_spki == issuer_key and s.crl.usable(now, skew)
+                  if s.crl is not None and s.crl.is_from(issuer_der, issuer_key) and s.crl.usable(now, skew)
                   and s.crl.covers(cert)]
         return max(usable, key=lambda pair: pair[0].this_update, default=None)
 

@@ -215,7 +215,9 @@ class RevocationChecker:
 
     @staticmethod
     def _key(cert: x509.Certificate, issuer: x509.Certificate) -> str:
-        issuer_id = hashlib.sha256(spki(issuer)).hexdigest()[:32]
+        # a CertID is the issuer's name and key (RFC 6960 §4.1.1): two CAs may share a key under different
+        # names, and a serial number is unique only per issuer name (RFC 5280 §4.1.2.2)
+        issuer_id = hashlib.sha256(cert.issuer.public_bytes() + spki(issuer)).hexdigest()[:32]
         return f"ocsp:{issuer_id}:{cert.serial_number:x}"
 
     @staticmethod

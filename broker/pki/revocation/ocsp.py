@@ -30,10 +30,11 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, OCSPExtensionOID
 
 from broker.errors import CertificateRejected
 from broker.lru import by_identity
+from broker.pki.algorithms import weak_key_reason
 
 Status = Literal["good", "revoked", "unknown"]
 _STRONG = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
@@ -176,7 +177,28 @@ def _check_delegate(candidate: x509.Certificate, issuer: x509.Certificate, now: 
         raise _invalid(f"delegated responder {who} has a KeyUsage without digitalSignature")
     if not (candidate.not_valid_before_utc - skew <= now <= candidate.not_valid_after_utc + skew):
         raise _invalid(f"delegated responder certificate {who} is not valid now")
+    # the key that says "good" is held to the floor every CA key of a path meets (RSA 2048, P-256 and up)
+    weak = weak_key_reason(candidate)
+    if weak is not None:
+        raise _invalid(f"delegated responder {who} has a key too weak to trust: {weak}")
     return f"delegated responder {who}"
+
+
+def _check_critical_extensions(response: ocsp.OCSPResponse) -> None:
+    """RFC 6960 §4.4: an extension may be ignored only when it is not critical. The broker processes the nonce
+    (§4.4.1) and nothing else, so any other critical extension of the response, or of its SingleResponse,
+    refuses the answer. (cryptography reads a SingleResponse's extensions only when the response holds one;
+    with several, those of the entries cannot be seen.)"""
+    try:
+        found = [*response.extensions]
+        if sum(1 for _ in response.responses) == 1:
+            found.extend(response.single_extensions)
+    except ValueError as exc:  # duplicate or malformed extensions
+        raise _invalid(f"the response has unreadable extensions ({exc})") from None
+    for extension in found:
+        if extension.critical and extension.oid != OCSPExtensionOID.NONCE:
+            raise _invalid(f"the response carries critical extension {extension.oid.dotted_string}, which the "
+                           "broker does not process")
 
 
 def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datetime,
@@ -262,6 +284,7 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
     entries = _entries_for(response, cert, issuer)
     if not entries:
         raise _invalid(f"the response does not cover serial {cert.serial_number:x} of this issuer")
+    _check_critical_extensions(response)
 
     if nonce is not None:
         try:

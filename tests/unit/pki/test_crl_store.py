@@ -302,6 +302,22 @@ def test_crl_of_a_renewed_ca_key_does_not_answer_for_the_old_key(tmp_path: Path,
     assert state.crl.signer_spki == spki(renewed.certificate)
 
 
+def test_crl_of_a_ca_sharing_the_key_under_another_name_does_not_answer(tmp_path: Path, clock: FixedClock,
+                                                                         h: Hierarchy, leaf: x509.Certificate) -> None:
+    # a renamed re-issue of the issuing CA keeps its key: its CRL verifies with that key, is fresher and lists
+    # nobody, and must still not clear a certificate of the first CA, whose own CRL revokes it (RFC 5280
+    # §6.3.3 (b)(1): the CRL issuer must be the certificate's issuer)
+    renamed = h.renamed_issuing()
+    listed = write_crl(tmp_path / "a.crl", issuing_crl(h, leaf, this_update=NOW - 2 * HOUR), 1_000_000)
+    fresher = write_crl(tmp_path / "b.crl", renamed.crl(this_update=NOW - 10 * 60 * SECOND), 1_000_000)
+    configured = (*cas(h), renamed.certificate)
+    sources = [CrlSource(str(path), "file", configured, LIMITS, HOUR) for path in (fresher, listed)]
+    assert check(offline(clock), h, leaf, sources) == "revoked"
+    # and with only the renamed CA's CRL held, nothing answers for the first CA's certificate
+    found = rejection(offline(clock), h, leaf, sources[:1])
+    assert found.reason == "revocation_unavailable"
+
+
 def test_the_newest_usable_crl_among_sources_decides(tmp_path: Path, clock: FixedClock, h: Hierarchy,
                                                      leaf: x509.Certificate) -> None:
     older = file_source(h, write_crl(tmp_path / "a.crl", issuing_crl(h, this_update=NOW - 2 * DAY), 1_000_000))

@@ -30,6 +30,7 @@ from broker.pki.revocation.ocsp import build_request
 from broker.session.store import RedisStore
 from tests.factories.http_files import FileServer
 from tests.factories.ocsp_responder import OcspResponder, closed_port_url
+from tests.factories.pki import Hierarchy
 from tests.factories.revocation import (
     HOUR,
     MINUTE,
@@ -44,6 +45,7 @@ from tests.factories.revocation import (
 )
 
 DAY = dt.timedelta(days=1)
+UNKNOWN_EXTENSION = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +145,18 @@ OCSP_CASES = [
                           "revocation_response_invalid", "is not issued by the certificate's CA"),
                  id="delegate-issued-by-another-ca"),
     pytest.param(OcspCase(lambda r, c: r.use_delegate(eku=True)), id="delegate-with-eku-issued-by-the-ca"),
+    # the key that vouches for "good" meets the floor of every CA key on a path
+    pytest.param(OcspCase(lambda r, c: r.use_delegate(eku=True, key="rsa1024"), "revocation_response_invalid",
+                          "RSA key of 1024 bits"), id="delegate-with-rsa-1024-key"),
+    pytest.param(OcspCase(lambda r, c: r.use_delegate(eku=True, key="ec192"), "revocation_response_invalid",
+                          "elliptic curve secp192r1 is not accepted"), id="delegate-with-p192-key"),
+    pytest.param(OcspCase(lambda r, c: r.use_delegate(eku=True, key="rsa2048")), id="delegate-with-rsa-2048-key"),
+    # RFC 6960 §4.4: an extension may be ignored only when it is not critical
+    pytest.param(OcspCase(lambda r, c: r.add_response_extension(UNKNOWN_EXTENSION, critical=True),
+                          "revocation_response_invalid", "critical extension 1.3.6.1.4.1.99999.1"),
+                 id="unknown-critical-response-extension"),
+    pytest.param(OcspCase(lambda r, c: r.add_response_extension(UNKNOWN_EXTENSION, critical=False)),
+                 id="unknown-non-critical-response-extension"),
     pytest.param(OcspCase(lambda r, c: r.stale(), "revocation_stale", "expired at"), id="stale-next-update"),
     pytest.param(OcspCase(lambda r, c: r.future(), "revocation_response_invalid", "is in the future"),
                  id="this-update-in-future"),
@@ -464,6 +478,26 @@ def test_cached_revoked_answer_stays_revoked(responder: OcspResponder, engine: R
     assert refused(engine, cert, ca, pol).reason == "revoked"
     assert refused(engine, cert, ca, pol).reason == "revoked"
     assert responder.hits == 1
+
+
+def test_cached_answer_of_a_ca_sharing_the_key_under_another_name_does_not_answer(engine: RevocationChecker) -> None:
+    # a CertID is the issuer's name and key (RFC 6960 §4.1.1) and a serial is unique per issuer name (RFC 5280
+    # §4.1.2.2): a "good" remembered for serial S of a renamed re-issue with the same key must not answer for
+    # serial S of the first CA, whose responder says revoked
+    h = Hierarchy.build(NOW)
+    renamed = h.renamed_issuing()
+    serial = 0x1234567890
+    with OcspResponder(h.issuing, now=NOW) as first_responder, OcspResponder(renamed, now=NOW) as renamed_responder:
+        first = leaf(h.issuing, ocsp_url=first_responder.url, serial=serial).certificate
+        other = leaf(renamed, ocsp_url=renamed_responder.url, serial=serial).certificate
+        first_responder.set_status(first, "revoked")
+        pol = policy([h.root.certificate, h.issuing.certificate, renamed.certificate])
+        engine.register(pol)
+        assert engine.check((other, renamed.certificate), pol).summary == "ocsp"
+        with pytest.raises(CertificateRejected) as caught:
+            engine.check((first, h.issuing.certificate), pol)
+        assert caught.value.reason == "revoked"
+        assert (first_responder.hits, renamed_responder.hits) == (1, 1)
 
 
 def test_failures_are_not_cached_as_answers(responder: OcspResponder, clock: FixedClock,
