@@ -19,29 +19,42 @@ from broker.config.values import load_certificates
 from broker.errors import ConfigError, ConfigIssue, UnusableInput
 from broker.model import CertificateFacts
 from broker.pki.identity import display_subject
+from broker.pki.reading import UnreadableCertificate, check_fields
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies
 
 
 def read_certificate(path: Path) -> x509.Certificate:
-    try:
-        certs = load_certificates(path.read_bytes())
-    except OSError as exc:
-        raise UnusableInput(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise UnusableInput(f"{path} is not an X.509 certificate ({exc})") from None
+    """The one certificate in ``path`` (PEM or DER), every part of it readable; else :class:`UnusableInput`."""
+    certs = _certificates(path, "an X.509 certificate")
     if len(certs) != 1:
         raise UnusableInput(f"{path} holds {len(certs)} certificates; give the leaf alone")
     return certs[0]
 
 
 def read_bundle(path: Path) -> list[x509.Certificate]:
+    """The certificates in ``path`` (a PEM bundle or one DER certificate), every part of each readable; else
+    :class:`UnusableInput`."""
+    return _certificates(path, "a certificate file")
+
+
+def _certificates(path: Path, what: str) -> list[x509.Certificate]:
+    """The certificates in ``path``, each checked as the login path checks a presented one
+    (:func:`broker.pki.reading.check_fields`): a duplicated extension or an unreadable name is unusable input
+    here, not a crash deep inside path validation."""
     try:
-        return load_certificates(path.read_bytes())
+        certs = load_certificates(path.read_bytes())
     except OSError as exc:
         raise UnusableInput(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise UnusableInput(f"{path} is not a certificate file ({exc})") from None
+        raise UnusableInput(f"{path} is not {what} ({exc})") from None
+    for number, cert in enumerate(certs, start=1):
+        try:
+            check_fields(cert)
+        except UnreadableCertificate as exc:
+            where = f"certificate {number} of {len(certs)} in {path}" if len(certs) > 1 else str(path)
+            raise UnusableInput(f"{where}: {exc}") from None
+    return certs
 
 
 def read_crl(path: Path) -> x509.CertificateRevocationList:

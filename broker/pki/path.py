@@ -11,6 +11,14 @@ Deliberate deviations from cryptography's webpki defaults, each for a reason:
 * ``subjectAltName`` may be absent on the end-entity certificate: many real
   SITHS and Efos client certificates have none (the verifier requires one by
   default).
+* CA certificates may carry policyMappings, policyConstraints and
+  inhibitAnyPolicy, critical or not: the verifier does no policy processing,
+  :mod:`broker.pki.policy` does it over the verified path.
+
+What the verifier leaves undone for name constraints (RFC 5280 §4.2.1.10), done
+here over the verified path: directoryName constraints (refused rather than
+left unchecked) and rfc822Name constraints on the subject's emailAddress of a
+certificate without subjectAltName (the verifier checks alternative names only).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -34,13 +42,30 @@ from broker.lru import LruCache
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.truststore import TrustDomain
 
+
+class _PolicyMappings(x509.ExtensionType):
+    """policyMappings (RFC 5280 §4.2.1.5), which cryptography has no extension type for.
+
+    Only names the extension to the verifier: :class:`ExtensionPolicy` keys its rules by the type's ``oid``, and
+    cryptography 50 takes any OID there (a verifier that knew only its own types would refuse this one when this
+    module is imported, never silently). Never instantiated: a certificate's policyMappings reads as an
+    :class:`x509.UnrecognizedExtension`, parsed by :mod:`broker.pki.policy`.
+    """
+
+    oid = ExtensionOID.POLICY_MAPPINGS
+
+    def public_bytes(self) -> bytes:
+        raise NotImplementedError("a name for the verifier's extension policy, never an extension value")
+
+
 _EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
     x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
 )
-# policyConstraints and inhibitAnyPolicy, which RFC 5280 §4.2.1.11 and §4.2.1.14 have CAs mark critical, are
-# processed by broker.pki.policy over the verified path: the verifier must not refuse them as unknown critical
-# extensions. (policyMappings, which cryptography has no type for, is processed there when not critical.)
+# policyMappings, policyConstraints and inhibitAnyPolicy, which RFC 5280 §4.2.1.5, §4.2.1.11 and §4.2.1.14 have
+# CAs mark critical (SHOULD, MUST, MUST), are processed by broker.pki.policy over the verified path: the verifier
+# must not refuse them as unknown critical extensions. Any other unknown critical extension is still refused.
 _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
+              .may_be_present(_PolicyMappings, Criticality.AGNOSTIC, None)
               .may_be_present(x509.PolicyConstraints, Criticality.AGNOSTIC, None)
               .may_be_present(x509.InhibitAnyPolicy, Criticality.AGNOSTIC, None))
 _SHA256 = hashes.SHA256()
@@ -140,8 +165,11 @@ def verify_path(
         weak = weak_signature_reason(cert)
         if weak:
             raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
-    for cert in chain[1:]:
-        _check_directory_name_constraints(cert)
+    for depth, ca in enumerate(chain[1:], start=1):  # runs inside PathCache: once per path, not per login
+        constraints = _name_constraints(ca)
+        if constraints is not None:
+            _check_directory_name_constraints(ca, constraints)
+            _check_email_address_constraints(chain[:depth], ca, constraints.value)
 
     return VerifiedPath(chain, now, tuple(c.fingerprint(_SHA256) for c in chain))
 
@@ -186,7 +214,15 @@ class PathCache:
         return len(self._paths)
 
 
-def _check_directory_name_constraints(ca: x509.Certificate) -> None:
+def _name_constraints(ca: x509.Certificate) -> x509.Extension[x509.NameConstraints] | None:
+    try:
+        return ca.extensions.get_extension_for_class(x509.NameConstraints)
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _check_directory_name_constraints(ca: x509.Certificate, extension: x509.Extension[x509.NameConstraints]
+                                      ) -> None:
     """Refuse a CA whose nameConstraints limit directory names without being marked critical.
 
     cryptography's verifier refuses a critical nameConstraints extension with directoryName subtrees (it does not
@@ -194,10 +230,6 @@ def _check_directory_name_constraints(ca: x509.Certificate) -> None:
     CA's permitted names, or inside its excluded ones, through. RFC 5280 §4.2.1.10 has CAs mark the extension
     critical; a non-critical one is refused the same way, so such a constraint never silently goes unchecked.
     """
-    try:
-        extension = ca.extensions.get_extension_for_class(x509.NameConstraints)
-    except x509.ExtensionNotFound:
-        return
     if extension.critical:
         return  # the verifier has refused directory names in it already
     subtrees = [*(extension.value.permitted_subtrees or ()), *(extension.value.excluded_subtrees or ())]
@@ -205,6 +237,68 @@ def _check_directory_name_constraints(ca: x509.Certificate) -> None:
         raise CertificateRejected("chain_invalid", f"{ca.subject.rfc4514_string()}: its nameConstraints limit "
                                                    "directory names but are not marked critical (RFC 5280 "
                                                    "§4.2.1.10); directory name constraints are not supported")
+
+
+def _check_email_address_constraints(below: Sequence[x509.Certificate], ca: x509.Certificate,
+                                     constraints: x509.NameConstraints) -> None:
+    """Apply ``ca``'s rfc822Name constraints to the emailAddress attributes in the subject of each certificate
+    ``below`` it on the path (leaf first) that has no subjectAltName.
+
+    RFC 5280 §4.2.1.10: "When constraints are imposed on the rfc822Name name form, but the certificate does not
+    include a subject alternative name, the rfc822Name constraint MUST be applied to the attribute of type
+    emailAddress in the subject distinguished name." cryptography's verifier checks alternative names only. Each
+    address must be within one of the permitted rfc822Name subtrees, if there are any, and within none of the
+    excluded ones (§6.1.3 (b)-(c); one CA at a time, which is the intersection §6.1.4 (g) builds). Self-issued
+    CA certificates are skipped (§6.1.3 (b)). Matching: :func:`_mailbox_within`.
+    """
+    permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.RFC822Name)]
+    excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.RFC822Name)]
+    if not permitted and not excluded:
+        return
+    by = ca.subject.rfc4514_string()
+    for position, cert in enumerate(below):
+        if position > 0 and cert.issuer == cert.subject:
+            continue
+        try:
+            cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            continue  # the verifier has applied the constraints to its alternative names
+        except x509.ExtensionNotFound:
+            pass
+        # the leaf's subject is personal data: name its address by the host part alone
+        whose = "the certificate's" if position == 0 else f"{cert.subject.rfc4514_string()}:"
+        for attribute in cert.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS):
+            value = attribute.value if isinstance(attribute.value, str) else attribute.value.decode("latin-1")
+            local, _, host = value.rpartition("@")
+            if not local or not host:
+                raise CertificateRejected(
+                    "chain_invalid", f"{whose} subject emailAddress is not a mailbox, so {by}'s rfc822Name "
+                                     "constraints cannot be applied to it (RFC 5280 §4.2.1.10)")
+            if permitted and not any(_mailbox_within(local, host, s) for s in permitted):
+                raise CertificateRejected(
+                    "chain_invalid", f"{whose} subject emailAddress (at {host}) is outside the rfc822Name "
+                                     f"subtrees {by} permits ({', '.join(permitted)}) (RFC 5280 §4.2.1.10)")
+            hit = next((s for s in excluded if _mailbox_within(local, host, s)), None)
+            if hit is not None:
+                raise CertificateRejected(
+                    "chain_invalid", f"{whose} subject emailAddress (at {host}) is within the rfc822Name "
+                                     f"subtree {hit} that {by} excludes (RFC 5280 §4.2.1.10)")
+
+
+def _mailbox_within(local: str, host: str, subtree: str) -> bool:
+    """Whether the mailbox ``local``@``host`` is within an rfc822Name constraint (RFC 5280 §4.2.1.10).
+
+    "A constraint MAY specify a particular mailbox, all addresses at a particular host, or all mailboxes in a
+    domain": a mailbox (``anna@example.com``) matches that mailbox; a host (``example.com``) matches mailboxes
+    at exactly that host; a domain (``.example.com``) matches mailboxes at any host in it, not at the host
+    ``example.com`` itself. Host parts compare case-insensitively, local parts exactly (§7.5).
+    """
+    host = host.lower()
+    if "@" in subtree:
+        sub_local, _, sub_host = subtree.rpartition("@")
+        return local == sub_local and host == sub_host.lower()
+    if subtree.startswith("."):
+        return host.endswith(subtree.lower())
+    return host == subtree.lower()
 
 
 def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:

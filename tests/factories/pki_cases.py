@@ -15,6 +15,8 @@ from dataclasses import replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID
 
 from broker.clock import FixedClock
@@ -39,10 +41,10 @@ PERSONNUMMER_NOT_LEAP_YEAR = "201102291232"    # 2011-02-29, check digit right
 def reissue(cert: x509.Certificate, signer: CertificateAuthority, *,
             subject: x509.Name | None = None,
             without: Sequence[type[x509.ExtensionType]] = (),
-            extra: Sequence[x509.ExtensionType] = ()) -> x509.Certificate:
+            extra: Sequence[x509.ExtensionType] = (), critical: bool = False) -> x509.Certificate:
     """``cert`` rebuilt (same key, serial, validity) with a new subject or without some extensions,
-    signed by ``signer`` with SHA-256. ``extra`` extensions are added non-critical, each replacing one
-    with the same OID."""
+    signed by ``signer`` with SHA-256. ``extra`` extensions are added (marked critical when ``critical``),
+    each replacing one with the same OID."""
     replaced = {value.oid for value in extra}
     b = (
         x509.CertificateBuilder()
@@ -57,7 +59,7 @@ def reissue(cert: x509.Certificate, signer: CertificateAuthority, *,
         if not any(isinstance(ext.value, kind) for kind in without) and ext.oid not in replaced:
             b = b.add_extension(ext.value, critical=ext.critical)
     for value in extra:
-        b = b.add_extension(value, critical=False)
+        b = b.add_extension(value, critical=critical)
     return b.sign(signer.key, hashes.SHA256())
 
 
@@ -66,6 +68,30 @@ def with_subject_attribute(cert: x509.Certificate, signer: CertificateAuthority,
     """``cert`` with one more subject attribute (e.g. a second serialNumber)."""
     subject = x509.Name([*cert.subject, x509.NameAttribute(oid, value)])
     return reissue(cert, signer, subject=subject)
+
+
+def with_duplicate_extension(cert: x509.Certificate, signer: CertificateAuthority) -> x509.Certificate:
+    """``cert`` (which must carry a subjectAltName) with that extension's OID rewritten to keyUsage's, re-signed
+    by ``signer``: two keyUsage extensions, which RFC 5280 §4.2 forbids ("MUST NOT include more than one
+    instance of a particular extension"). cryptography loads it and fails only when the extensions are read."""
+    san, key_usage = b"\x06\x03\x55\x1d\x11", b"\x06\x03\x55\x1d\x0f"
+    tbs = cert.tbs_certificate_bytes
+    if tbs.count(san) != 1:
+        raise ValueError("the certificate must carry exactly one subjectAltName")
+    tbs = tbs.replace(san, key_usage)
+    key = signer.key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    elif isinstance(key, rsa.RSAPrivateKey):
+        signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        raise TypeError(f"cannot sign with {type(key).__name__}")
+    # Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } (RFC 5280 §4.1); the
+    # algorithm stays SHA-256 with the signer's key type, so it is copied from the original
+    der = cert.public_bytes(Encoding.DER)
+    after_tbs = der[der.index(cert.tbs_certificate_bytes) + len(cert.tbs_certificate_bytes):]
+    algorithm = after_tbs[:2 + after_tbs[1]]
+    return x509.load_der_x509_certificate(_der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature)))
 
 
 def impostor(ca: CertificateAuthority) -> CertificateAuthority:
@@ -138,14 +164,14 @@ def validator(*domains: TrustDomain, now: dt.datetime = NOW) -> CertificateValid
 
 
 def resigned(ca: CertificateAuthority, *extensions: x509.ExtensionType,
-             subject: x509.Name | None = None) -> CertificateAuthority:
+             subject: x509.Name | None = None, critical: bool = False) -> CertificateAuthority:
     """``ca`` (same key, so what it issues still chains) with its certificate re-signed by its parent with
-    ``extensions`` added or replacing ones with the same OID, all non-critical: cryptography's verifier refuses
-    policyMappings, policyConstraints and inhibitAnyPolicy when critical. ``subject``: a new name; the
-    parent's own name makes the certificate self-issued (a CA key rollover)."""
+    ``extensions`` added or replacing ones with the same OID, all non-critical unless ``critical``.
+    ``subject``: a new name; the parent's own name makes the certificate self-issued (a CA key rollover)."""
     if ca.parent is None:
         raise ValueError("a root has no parent to re-sign its certificate")
-    return replace(ca, certificate=reissue(ca.certificate, ca.parent, subject=subject, extra=extensions))
+    return replace(ca, certificate=reissue(ca.certificate, ca.parent, subject=subject, extra=extensions,
+                                           critical=critical))
 
 
 def policies(*oids: str) -> x509.CertificatePolicies:

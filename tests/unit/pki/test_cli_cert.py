@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from broker.cli import main
 from broker.demo.certificates import write_pem
 from tests.factories.pki import Hierarchy
-from tests.factories.pki_cases import NOW, SECOND, revoking
+from tests.factories.pki_cases import NOW, SECOND, revoking, with_duplicate_extension
 
 DAY = dt.timedelta(days=1)
 AT_NOW = ["--at", NOW.isoformat()]
@@ -159,6 +159,40 @@ def test_verify_unusable_leaf_exit_2(h: Hierarchy, trust: list[str | Path], tmp_
         assert result.stderr.startswith("unusable input: ")
 
 
+DUPLICATE_KEY_USAGE = ("malformed X.509 certificate: its extensions cannot be read "
+                       "(DuplicateExtension: Duplicate 2.5.29.15 extension found)")
+
+
+@pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
+def test_verify_leaf_with_duplicate_extension_exit_2(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
+                                                     json_flag: list[str]) -> None:
+    """RFC 5280 §4.2: "A certificate MUST NOT include more than one instance of a particular extension".
+    cryptography notices only when the extensions are read: the file is refused as it is read, as the login
+    path refuses such a certificate (broker.pki.reading), not with a traceback and exit 1 ("rejected")."""
+    leaf = write_pem(tmp_path / "leaf.pem", with_duplicate_extension(h.leaf(san_dns="anna.example").certificate,
+                                                                     h.issuing))
+    result = run("cert", "verify", leaf, *trust, *AT_NOW, *json_flag)
+    assert result.exit_code == 2, result.output
+    if json_flag:
+        assert as_json(result) == {"accepted": False, "reason": "unusable_input",
+                                   "detail": f"{leaf}: {DUPLICATE_KEY_USAGE}"}
+    else:
+        assert result.stderr == f"unusable input: {leaf}: {DUPLICATE_KEY_USAGE}\n"
+
+
+def test_verify_intermediate_bundle_with_duplicate_extension_exit_2(h: Hierarchy, trust: list[str | Path],
+                                                                    tmp_path: Path) -> None:
+    """The same check for every certificate of --trust-anchor and --intermediate bundles, naming which one."""
+    broken = with_duplicate_extension(Hierarchy.build(NOW, "Kommun B").leaf(san_dns="b.example").certificate,
+                                      h.issuing)
+    bundle = write_pem(tmp_path / "bundle.pem", h.issuing.certificate, broken)
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf().certificate)
+    result = run("cert", "verify", leaf, *trust, "--intermediate", bundle, *AT_NOW, "--json")
+    assert result.exit_code == 2, result.output
+    assert as_json(result) == {"accepted": False, "reason": "unusable_input",
+                               "detail": f"certificate 2 of 2 in {bundle}: {DUPLICATE_KEY_USAGE}"}
+
+
 @pytest.mark.parametrize(("extra", "detail"), [
     pytest.param(lambda tmp_path, h: ["--trust-anchor", tmp_path / "missing-root.pem"], "cannot read",
                  id="missing-anchor-file"),
@@ -245,3 +279,12 @@ def test_check_at_moves_the_check_time(demo_material: Any, demo_now: dt.datetime
 def test_check_unreadable_leaf_exit_2(config_dir: Path, tmp_path: Path) -> None:
     result = run("cert", "check", tmp_path / "missing.pem", "--config", config_dir)
     assert result.exit_code == 2
+
+
+def test_check_leaf_with_duplicate_extension_exit_2(h: Hierarchy, config_dir: Path, tmp_path: Path) -> None:
+    leaf = write_pem(tmp_path / "leaf.pem", with_duplicate_extension(h.leaf(san_dns="anna.example").certificate,
+                                                                     h.issuing))
+    result = run("cert", "check", leaf, "--config", config_dir, "--json")
+    assert result.exit_code == 2, result.output
+    assert as_json(result) == {"accepted": False, "reason": "unusable_input",
+                               "detail": f"{leaf}: {DUPLICATE_KEY_USAGE}"}

@@ -10,22 +10,28 @@ from dataclasses import replace
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import Store
 
 from broker.config.values import Duration
 from broker.demo.certificates import CLIENT_AUTH, EMAIL_PROTECTION, SERVER_AUTH, CertificateAuthority
 from broker.errors import CertificateRejected
 from broker.pki.path import verify_path
 from broker.pki.truststore import TrustDomain
-from tests.factories.pki import Hierarchy, checker, crl_policy, sha1_resign, verify_with_revocation
+from broker.pki.validator import assurance_level
+from tests.factories.pki import POLICY_LOA3, Hierarchy, checker, crl_policy, sha1_resign, verify_with_revocation
 from tests.factories.pki_cases import (
     NOW,
     SECOND,
     deep_hierarchy,
     impostor,
+    policies,
+    policy_mappings,
     reissue,
+    resigned,
     revoking,
     sha1_subordinate,
+    with_subject_attribute,
 )
 
 DAY = dt.timedelta(days=1)
@@ -199,10 +205,14 @@ def test_directory_name_constraints_are_never_left_unchecked(h: Hierarchy, const
     assert "directoryName" in caught.value.detail or "directory names" in caught.value.detail
 
 
+LOCAL_POLICY = "2.999.7.1"  # a policy of the issuing CA's own domain, which it maps LoA 3 to
+
+
 @pytest.mark.parametrize("extension", [
     pytest.param(x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None),
                  id="policy-constraints"),
     pytest.param(x509.InhibitAnyPolicy(0), id="inhibit-any-policy"),
+    pytest.param(policy_mappings((POLICY_LOA3, LOCAL_POLICY)), id="policy-mappings"),
 ])
 def test_critical_policy_extensions_are_left_to_policy_processing(h: Hierarchy, extension: x509.ExtensionType
                                                                   ) -> None:
@@ -211,10 +221,156 @@ def test_critical_policy_extensions_are_left_to_policy_processing(h: Hierarchy, 
     assert verify_path(cert, domain, NOW, presented).chain[0] == cert
 
 
+@pytest.mark.parametrize("critical", [
+    pytest.param(True, id="critical-as-rfc-5280-4.2.1.5-recommends"),
+    pytest.param(False, id="not-critical"),
+])
+def test_policy_mapping_gives_the_mapped_loa_whether_critical_or_not(h: Hierarchy, critical: bool) -> None:
+    """The issuing CA maps LoA 3 to its own policy, which the leaf asserts: the path verifies and the policy
+    processing over it (RFC 5280 §6.1.4 (b)) gives LoA 3, whatever the extension's criticality."""
+    issuing = resigned(resigned(h.issuing, policies(POLICY_LOA3)),
+                       policy_mappings((POLICY_LOA3, LOCAL_POLICY)), critical=critical)
+    assert issuing.certificate.extensions.get_extension_for_oid(x509.ExtensionOID.POLICY_MAPPINGS).critical \
+        is critical
+    cert = issuing.issue(h.profile(policies=(LOCAL_POLICY,))).certificate
+    domain = h.domain(intermediates=(issuing.certificate,))
+    path = verify_path(cert, domain, NOW)
+    assert assurance_level(path.chain, domain) == (POLICY_LOA3, domain.policies[POLICY_LOA3])
+
+
+_UNKNOWN = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.999.9.9"), b"\x05\x00")
+
+
+def _critical_on_leaf(extension: x509.ExtensionType) -> Build:
+    def build(h: Hierarchy) -> Case:
+        cert = reissue(h.leaf().certificate, h.issuing, extra=[extension], critical=True)
+        return cert, h.domain(), ()
+    return build
+
+
+@pytest.mark.parametrize("build", [
+    pytest.param(lambda h: _constrained(h, _UNKNOWN, critical=True), id="unknown-critical-extension-on-ca"),
+    pytest.param(_critical_on_leaf(_UNKNOWN), id="unknown-critical-extension-on-leaf"),
+    # policyMappings belongs in CA certificates only (RFC 5280 §4.2.1.5): taken from CAs, not from the leaf
+    pytest.param(_critical_on_leaf(policy_mappings((POLICY_LOA3, LOCAL_POLICY))),
+                 id="critical-policy-mappings-on-leaf"),
+])
+def test_other_critical_extensions_are_still_refused(h: Hierarchy, build: Build) -> None:
+    """RFC 5280 §4.2: a certificate with a critical extension the validator does not process is refused."""
+    cert, domain, presented = build(h)
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.reason == "chain_invalid"
+    assert "critical" in caught.value.detail
+
+
 @pytest.mark.parametrize("critical", [pytest.param(True, id="critical"), pytest.param(False, id="not-critical")])
 def test_other_name_constraints_are_the_verifiers(h: Hierarchy, critical: bool) -> None:
     cert, domain, presented = _constrained(h, x509.NameConstraints([_DNS], None), critical=critical)
     assert verify_path(cert, domain, NOW, presented).chain[0] == cert
+
+
+# --- rfc822Name constraints on the subject's emailAddress (RFC 5280 §4.2.1.10) ---
+
+PERMITS_HOST = x509.NameConstraints([x509.RFC822Name("kommun-a.se")], None)
+PERMITS_DOMAIN = x509.NameConstraints([x509.RFC822Name(".kommun-a.se")], None)
+PERMITS_MAILBOX = x509.NameConstraints([x509.RFC822Name("anna@kommun-a.se")], None)
+EXCLUDES_HOST = x509.NameConstraints(None, [x509.RFC822Name("evil.example")])
+EXCLUDES_DOMAIN = x509.NameConstraints(None, [x509.RFC822Name(".evil.example")])
+EXCLUDES_MAILBOX = x509.NameConstraints(None, [x509.RFC822Name("anna@kommun-a.se")])
+PERMITS_DNS_ONLY = x509.NameConstraints([x509.DNSName("kommun-a.example.se")], None)
+
+
+def email_constrained(constraints: x509.NameConstraints, *addresses: str, san_email: str | None = None) -> Build:
+    """A leaf with ``addresses`` as emailAddress attributes of its subject (and a subjectAltName only with
+    ``san_email``), under an issuing CA whose certificate carries ``constraints`` (critical, as RFC 5280
+    §4.2.1.10 has CAs mark them)."""
+    def build(h: Hierarchy) -> Case:
+        ca = resigned(h.issuing, constraints, critical=True)
+        cert = ca.issue(h.profile(san_email=san_email)).certificate
+        for address in addresses:
+            cert = with_subject_attribute(cert, ca, NameOID.EMAIL_ADDRESS, address)
+        return cert, h.domain(intermediates=(ca.certificate,)), ()
+    return build
+
+
+def constrained_above_the_issuer(h: Hierarchy) -> Case:
+    """The constraint sits on the CA above the leaf's issuer: it still applies to the leaf (RFC 5280 §6.1.3 (b))."""
+    deep, cas = deep_hierarchy(NOW, 2)
+    top = resigned(cas[0], PERMITS_HOST, critical=True)
+    cert = with_subject_attribute(deep.leaf().certificate, cas[1], NameOID.EMAIL_ADDRESS, "anna@evil.example")
+    return cert, deep.domain(intermediates=(top.certificate, cas[1].certificate)), ()
+
+
+def constrained_trust_anchor(h: Hierarchy) -> Case:
+    """The constraint sits on the trust anchor itself, which the verifier applies to alternative names too."""
+    root = reissue(h.root.certificate, h.root, extra=[PERMITS_HOST], critical=True)
+    cert = with_subject_attribute(h.leaf().certificate, h.issuing, NameOID.EMAIL_ADDRESS, "anna@evil.example")
+    return cert, replace(h.domain(), anchors=(root,), store=Store([root])), ()
+
+
+EMAIL_REFUSED = [
+    pytest.param(email_constrained(PERMITS_HOST, "anna@evil.example"), id="permitted-host-not-matched"),
+    pytest.param(email_constrained(PERMITS_HOST, "anna@mail.kommun-a.se"),
+                 id="permitted-host-does-not-cover-its-subdomains"),
+    pytest.param(email_constrained(PERMITS_DOMAIN, "anna@kommun-a.se"),
+                 id="permitted-subdomain-form-does-not-cover-the-host-itself"),
+    pytest.param(email_constrained(PERMITS_DOMAIN, "anna@mail.evilkommun-a.se"),
+                 id="permitted-subdomain-form-needs-a-whole-label"),
+    pytest.param(email_constrained(PERMITS_MAILBOX, "bertil@kommun-a.se"), id="permitted-mailbox-not-matched"),
+    pytest.param(email_constrained(PERMITS_MAILBOX, "Anna@kommun-a.se"),
+                 id="permitted-mailbox-local-part-is-case-sensitive"),
+    pytest.param(email_constrained(EXCLUDES_HOST, "anna@evil.example"), id="excluded-host-matched"),
+    pytest.param(email_constrained(EXCLUDES_HOST, "anna@EVIL.Example"), id="excluded-host-matched-in-other-case"),
+    pytest.param(email_constrained(EXCLUDES_DOMAIN, "anna@mail.evil.example"), id="excluded-subdomain-matched"),
+    pytest.param(email_constrained(EXCLUDES_MAILBOX, "anna@Kommun-A.se"), id="excluded-mailbox-matched"),
+    pytest.param(email_constrained(PERMITS_HOST, "anna@kommun-a.se", "anna@evil.example"),
+                 id="second-email-address-outside"),
+    pytest.param(email_constrained(PERMITS_HOST, "not-a-mailbox"), id="email-address-not-a-mailbox"),
+    pytest.param(constrained_above_the_issuer, id="constraint-on-the-ca-above-the-issuer"),
+    pytest.param(constrained_trust_anchor, id="constraint-on-the-trust-anchor"),
+]
+
+EMAIL_ACCEPTED = [
+    pytest.param(email_constrained(PERMITS_HOST, "anna@kommun-a.se"), id="permitted-host-matched"),
+    pytest.param(email_constrained(PERMITS_HOST, "anna@Kommun-A.SE"),
+                 id="permitted-host-matched-case-insensitively"),
+    pytest.param(email_constrained(PERMITS_DOMAIN, "anna@mail.kommun-a.se"), id="permitted-subdomain-matched"),
+    pytest.param(email_constrained(PERMITS_MAILBOX, "anna@kommun-a.se"), id="permitted-mailbox-matched"),
+    pytest.param(email_constrained(EXCLUDES_HOST, "anna@kommun-a.se"), id="excluded-host-not-matched"),
+    pytest.param(email_constrained(EXCLUDES_DOMAIN, "anna@evil.example"),
+                 id="excluded-subdomain-form-leaves-the-host-itself"),
+    # with a subjectAltName, the constraint applies to it (the verifier's part), not to emailAddress
+    pytest.param(email_constrained(PERMITS_HOST, "anna@evil.example", san_email="anna@kommun-a.se"),
+                 id="leaf-with-subject-alt-name-email-address-not-checked"),
+    pytest.param(email_constrained(PERMITS_HOST), id="no-email-address"),
+    pytest.param(email_constrained(PERMITS_DNS_ONLY, "anna@evil.example"), id="no-rfc822-name-constraints"),
+]
+
+
+@pytest.mark.parametrize("build", EMAIL_REFUSED)
+def test_email_address_outside_rfc822_name_constraints_is_refused(h: Hierarchy, build: Build) -> None:
+    cert, domain, presented = build(h)
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.reason == "chain_invalid"
+    assert "emailAddress" in caught.value.detail
+    assert "§4.2.1.10" in caught.value.detail
+
+
+@pytest.mark.parametrize("build", EMAIL_ACCEPTED)
+def test_email_address_within_rfc822_name_constraints_is_accepted(h: Hierarchy, build: Build) -> None:
+    cert, domain, presented = build(h)
+    assert verify_path(cert, domain, NOW, presented).chain[0] == cert
+
+
+def test_email_address_refusal_names_the_host_not_the_person(h: Hierarchy) -> None:
+    cert, domain, presented = email_constrained(PERMITS_HOST, "anna.andersson@evil.example")(h)
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.detail == (
+        f"the certificate's subject emailAddress (at evil.example) is outside the rfc822Name subtrees "
+        f"{h.issuing.certificate.subject.rfc4514_string()} permits (kommun-a.se) (RFC 5280 §4.2.1.10)")
 
 
 @pytest.mark.parametrize(("build", "reason"), REJECTED)
