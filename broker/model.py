@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -122,3 +123,37 @@ class ReplyTarget:
     acs_url: str
     in_response_to: str | None
     relay_state: str | None
+
+
+@dataclass(frozen=True)
+class ProxyRestriction:
+    """A municipal IdP's limits on assertions the broker issues on the strength of its assertion (SAML Core
+    §2.5.1.6): at most ``count`` further indirections (None: no limit) and, when ``audiences`` is not empty,
+    only to those audiences."""
+
+    count: int | None
+    audiences: tuple[str, ...] = ()
+
+    def allows(self, audience: str) -> bool:
+        """Whether an assertion for ``audience`` may be issued on the strength of the restricted one (a count of
+        zero allows none; the IdP's assertion is refused before that)."""
+        return self.count != 0 and (not self.audiences or audience in self.audiences)
+
+    def onward(self) -> ProxyRestriction:
+        """The restriction the broker's own assertion must carry: a count one less (§2.5.1.6: "at most one less
+        than this value"), the same audiences."""
+        return ProxyRestriction(None if self.count is None else max(self.count - 1, 0), self.audiences)
+
+    def to_fields(self) -> dict[str, str]:
+        """As kept in a session's upstream record (flat strings; audiences are URIs, which hold no newline)."""
+        return {"proxy_count": "" if self.count is None else str(self.count),
+                "proxy_audiences": "\n".join(self.audiences)}
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str] | None) -> ProxyRestriction | None:
+        """The restriction a session's upstream record keeps, or None when its assertion had none."""
+        if not fields or "proxy_count" not in fields:
+            return None
+        count = fields["proxy_count"]
+        audiences = fields.get("proxy_audiences", "")
+        return cls(int(count) if count else None, tuple(audiences.split("\n")) if audiences else ())

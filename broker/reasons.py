@@ -28,6 +28,8 @@ INVALID_NAMEID_POLICY: Final = _ST + "InvalidNameIDPolicy"
 UNSUPPORTED_BINDING: Final = _ST + "UnsupportedBinding"
 REQUEST_DENIED: Final = _ST + "RequestDenied"
 REQUEST_UNSUPPORTED: Final = _ST + "RequestUnsupported"
+PROXY_COUNT_EXCEEDED: Final = _ST + "ProxyCountExceeded"
+REQUEST_VERSION_TOO_HIGH: Final = _ST + "RequestVersionTooHigh"
 
 
 @dataclass(frozen=True)
@@ -184,8 +186,9 @@ _ROWS: tuple[Reason, ...] = (
            "The request's IssueInstant is outside the accepted window.",
            "Check the clocks of the SP and the broker (clock_skew in broker.yaml)."),
     Reason("saml_version_unsupported", "saml", 400,
-           "The message is not SAML 2.0.",
-           "Only SAML 2.0 is supported."),
+           "The message is not SAML 2.0. A registered SP asking in a higher version gets a VersionMismatch "
+           "Response at its default ACS (SAML Core §3.2.2.2, §4.1.3); anything else gets this page.",
+           "Only SAML 2.0 is supported.", REQUEST_VERSION_TOO_HIGH),
     Reason("acs_url_not_registered", "saml", 400,
            "The AssertionConsumerServiceURL/Index is not in the SP's metadata (SAML Profiles §4.1.4.1).",
            "Update the SP's metadata file with its current ACS endpoints."),
@@ -201,6 +204,11 @@ _ROWS: tuple[Reason, ...] = (
            "IsPassive was requested and no session or valid certificate allows a login without user "
            "interaction.",
            "Expected when the user has no session; the SP should retry without IsPassive.", NO_PASSIVE),
+    Reason("proxy_count_exceeded", "saml", 403,
+           "The SP's AuthnRequest allows no proxying (Scoping ProxyCount=\"0\"), and the user's municipality "
+           "logs in through its own IdP, which would be a proxied login (SAML Core §3.4.1.5.1).",
+           "Expected for such requests without a certificate; the SP must allow a ProxyCount of at least 1 for "
+           "users of municipal IdPs.", PROXY_COUNT_EXCEEDED),
     Reason("saml_feature_unsupported", "saml", 400,
            "The request uses a feature the broker does not support (a requested Subject, "
            "AuthnContextDeclRef).",
@@ -303,6 +311,11 @@ _ROWS: tuple[Reason, ...] = (
            "one (SAML Core §3.4.1).",
            "The IdP must honour ForceAuthn (ADFS: no integrated Windows authentication for this relying party).",
            AUTHN_FAILED),
+    Reason("upstream_proxy_restricted", "upstream", 403,
+           "The municipal IdP's assertion limits which services it may be passed on to (ProxyRestriction, SAML "
+           "Core §2.5.1.6), and this service provider is not among them.",
+           "The municipality's IdP must name the service provider in its ProxyRestriction for the broker, or "
+           "leave the restriction out.", REQUEST_DENIED),
     Reason("upstream_authn_context_unknown", "upstream", 403,
            "The IdP returned an AuthnContextClassRef that the municipality's authn_contexts do not map to a LoA.",
            "Map the IdP's ClassRef in the municipality file (saml.authn_contexts).", AUTHN_FAILED),

@@ -10,6 +10,7 @@ from broker.config.loader import Municipality, ServiceProvider
 from broker.config.schema import LocalizedText
 from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.deps import FlowDeps
+from broker.flow.proxying import authenticating_authorities, check_proxy_restriction
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Result
 from broker.model import KNOWN_LOAS, CertificateFacts, Loa, ReplyTarget, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
@@ -62,6 +63,11 @@ class Answers:
         """
         d = self._d
         identity = session.identity
+        try:
+            # every assertion on the strength of a municipal IdP's, new session or reused, honours its limits
+            restriction = check_proxy_restriction(sp.entity_id, session.upstream)
+        except UpstreamRejected as exc:
+            return self.refuse(exc, ctx, info, sp, event="login_refused", retry=False)
         municipality = d.settings.municipalities[identity.municipality_id]
         name_id = d.nameids.issue(info.nameid_format, sp.entity_id, identity)
         session_index = d.sessions.session_index(token, sp.entity_id)
@@ -75,6 +81,8 @@ class Answers:
             session_index=session_index,
             session_not_on_or_after=session.expires_at,
             attributes=attributes,
+            authenticating_authorities=authenticating_authorities(session.upstream),
+            proxy_restriction=restriction,
         )
         xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response,
                                   encrypter=sp.encrypter)

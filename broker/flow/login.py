@@ -26,6 +26,7 @@ from broker.errors import CertificateRejected, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers, pending
 from broker.flow.certificate import CertificateStep
 from broker.flow.deps import FlowDeps
+from broker.flow.proxying import proxy_count_exceeded
 from broker.flow.results import ClientContext, Discovery, LoginFailed, Result
 from broker.flow.upstream import UpstreamStep
 from broker.model import LOA_BY_URI, CertificateFacts, satisfies
@@ -74,7 +75,7 @@ class LoginFlow:
                 sp=exc.reply_to.sp_entity_id if exc.reply_to else None, client_address=ctx.client_address,
                 data=MappingProxyType({"binding": message.binding})))
             return self._answers.refuse(exc, ctx, None, None)
-        if info.idp_hint is None and ctx.municipality_hint:
+        if not info.idp_hints and ctx.municipality_hint:
             info = info.with_hint(ctx.municipality_hint)
         d.audit.record(AuditEvent(
             "login_started", "info", ctx.correlation_id, sp=sp.entity_id, client_address=ctx.client_address,
@@ -127,7 +128,10 @@ class LoginFlow:
                 session = None  # the session ended (its certificate no longer holds): log in afresh
         if cert is not None:
             return self._certificate.login(info, sp, ctx, cert, session)
-        options = self._options(sp)
+        options = self._options(sp, info)
+        if not options and info.proxy_count == 0 and self._options(sp):
+            # every municipality open to the SP logs in through its own IdP, and the SP allows no proxying
+            return self._answers.refuse(proxy_count_exceeded(info), ctx, info, sp, event="login_refused")
         if not any(m.config.login == "saml" for m in options):
             return self._missing_certificate(info, sp, ctx)
         chosen = self._preselected(info, ctx, options, session)
@@ -159,29 +163,32 @@ class LoginFlow:
 
     # --- discovery ---------------------------------------------------------------------------
 
-    def _options(self, sp: ServiceProvider) -> tuple[Municipality, ...]:
-        """The municipalities whose users may log in to ``sp`` now, by name."""
+    def _options(self, sp: ServiceProvider, info: AuthnRequestInfo | None = None) -> tuple[Municipality, ...]:
+        """The municipalities whose users may log in to ``sp`` now, by name; for a request ``info``, only those
+        it suggests (IDPList or ``?municipality=``: ids or IdP entity IDs) when it suggests any that are open to
+        it (§3.4.1.3: the list is advisory), and of those none with its own IdP when the request allows no
+        proxying (Scoping ProxyCount="0", SAML Core §3.4.1.5.1)."""
         found = []
         for mid in sp.config.municipalities:
             m = self._d.settings.municipalities.get(mid)
             if m is None or m.status == "suspended" or (m.status == "onboarding" and not sp.config.accept_onboarding):
                 continue
             found.append(m)
+        if info is not None:
+            found = [m for m in found if _named(m, info.idp_hints)] or found
+            if info.proxy_count == 0:
+                found = [m for m in found if m.config.login != "saml"]
         return tuple(sorted(found, key=lambda m: m.config.name.sv))
 
     @staticmethod
     def _preselected(info: AuthnRequestInfo, ctx: ClientContext, options: tuple[Municipality, ...],
                      session: SsoSession | None = None) -> Municipality | None:
-        """A hint from the SP (Scoping IDPList, or ``?municipality=``: an id or the IdP's entity ID), the
-        municipality of the session being re-authenticated (ForceAuthn), the only option, or the user's
-        remembered choice; None when the user must choose."""
-        def match(hint: str | None) -> Municipality | None:
-            for m in options:
-                if hint and (hint == m.id or (m.config.saml is not None and hint == m.config.saml.entity_id)):
-                    return m
-            return None
+        """The municipality of the session being re-authenticated (ForceAuthn), the only option (the one the SP
+        suggested, see :meth:`_options`), or the user's remembered choice; None when the user must choose."""
+        def match(name: str | None) -> Municipality | None:
+            return next((m for m in options if name and _named(m, (name,))), None)
 
-        return match(info.idp_hint) or match(session.identity.municipality_id if session else None) \
+        return match(session.identity.municipality_id if session else None) \
             or (options[0] if len(options) == 1 else None) or match(ctx.remembered_municipality)
 
     def correlation_of(self, login_id: str) -> str | None:
@@ -200,7 +207,7 @@ class LoginFlow:
         sp = d.settings.sp_by_entity_id(info.sp_entity_id)
         if sp is None:
             return None
-        options = self._options(sp)
+        options = self._options(sp, info)
         return Discovery(login_id, options, found["correlation_id"], sp.config.name,
                          form_targets=self._form_targets(options))
 
@@ -213,7 +220,7 @@ class LoginFlow:
         if isinstance(taken, LoginFailed):
             return taken
         info, sp, ctx = taken
-        chosen = next((m for m in self._options(sp) if m.id == municipality_id), None)
+        chosen = next((m for m in self._options(sp, info) if m.id == municipality_id), None)
         if chosen is None:
             exc = UpstreamRejected("municipality_unknown", f"{municipality_id!r} is not offered to {sp.entity_id}")
             return self._answers.refuse(exc, ctx, info, sp, event="login_refused")
@@ -255,3 +262,10 @@ class LoginFlow:
             client_address=ctx.client_address,
             data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
         return self._answers.issue(info, sp, ctx, token, session, new_session=False)
+
+
+def _named(municipality: Municipality, names: tuple[str, ...]) -> bool:
+    """Whether one of ``names`` is the municipality's id or its IdP's entity ID."""
+    saml = municipality.config.saml
+    return any(name == municipality.id or (saml is not None and name == saml.entity_id) for name in names)
+

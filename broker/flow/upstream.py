@@ -29,6 +29,7 @@ from broker.config.loader import Municipality, ServiceProvider
 from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
+from broker.flow.proxying import proxy_count_exceeded
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
 from broker.model import KNOWN_LOAS, Loa, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
@@ -68,6 +69,9 @@ class UpstreamStep:
         d = self._d
         saml = municipality.config.saml
         assert saml is not None
+        if info.proxy_count == 0:
+            return self._answers.refuse(proxy_count_exceeded(info), ctx, info, sp, municipality=municipality,
+                                        event="login_refused")
         try:
             d.limiter.check(ctx.client_address)
         except RateLimited as limited:
@@ -91,7 +95,8 @@ class UpstreamStep:
         request = build_authn_request(
             sender=self._sender, clock=d.clock, sp_entity_id=self._sp_entity_id, acs_url=self.acs_url, idp=idp,
             force_authn=info.force_authn, is_passive=info.is_passive, nameid_format=saml.nameid_format,
-            class_refs=refs)
+            class_refs=refs, proxy_count=None if info.proxy_count is None else info.proxy_count - 1,
+            requester_ids=(*info.requester_ids, sp.entity_id))
         timeout = d.settings.broker.sp.login_timeout.timedelta if d.settings.broker.sp else None
         # the IdP's answer will be accepted only in this browser (login CSRF: an attacker's own Response posted
         # from the victim's browser would otherwise swap the victim's session for the attacker's)
@@ -216,6 +221,16 @@ class UpstreamStep:
             client_address=ctx.client_address,
             data=MappingProxyType({"idp": idp.entity_id, "request_id": str(in_response_to)[:256], "loa": loa.uri,
                                    "attributes": tuple(sorted(attributes))})))
+        upstream = {"idp": idp.entity_id, "name_id": assertion.name_id,
+                    "name_id_format": assertion.name_id_format or "",
+                    "name_qualifier": assertion.name_qualifier or "",
+                    "sp_name_qualifier": assertion.sp_name_qualifier or "",
+                    "session_index": assertion.session_index or ""}
+        # kept only when the assertion had them, so that other sessions keep their stored form
+        if assertion.authenticating_authorities:
+            upstream["authorities"] = "\n".join(assertion.authenticating_authorities)
+        if assertion.proxy_restriction is not None:
+            upstream.update(assertion.proxy_restriction.to_fields())
         try:
             self._answers.check_access(info, sp, municipality, loa)
         except (CertificateRejected, SamlRejected) as exc:
@@ -223,11 +238,6 @@ class UpstreamStep:
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=identity, sp=sp.entity_id, client_address=ctx.client_address))
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
-        upstream = {"idp": idp.entity_id, "name_id": assertion.name_id,
-                    "name_id_format": assertion.name_id_format or "",
-                    "name_qualifier": assertion.name_qualifier or "",
-                    "sp_name_qualifier": assertion.sp_name_qualifier or "",
-                    "session_index": assertion.session_index or ""}
         old, _ = d.sessions.find(ctx.session_token)
         # a new login replaces the browser's session (a new cookie: no fixation); its SPs stay in single logout
         # (SessionManager.replace)

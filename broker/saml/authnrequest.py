@@ -17,7 +17,8 @@ the SP gets a SAML error Response instead of the user a dead end.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from lxml import etree
@@ -36,7 +37,7 @@ from broker.saml.bindings import (
     verify_query_signature,
 )
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
-from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmlparse import UnsafeXml, non_negative_integer, parse_untrusted
 from broker.saml.xmltime import parse_instant
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -44,6 +45,12 @@ SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
 NS = {"samlp": SAMLP, "saml": SAML}
 ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 COMPARISONS = ("exact", "minimum", "maximum", "better")
+_TUPLES = ("requested_contexts", "idp_hints", "requester_ids")
+_VERSION = re.compile(r"([0-9]{1,4})\.([0-9]{1,4})")
+_INDEX = re.compile(r"[0-9]{1,5}")   # xs:unsignedShort, as written (no sign, no other digits)
+# What a request's Scoping may bring into a pending login (stored in Redis): an SP suggests a few IdPs at most
+_MAX_SCOPING_ENTRIES = 32
+_MAX_SCOPING_VALUE = 1024
 
 
 @dataclass(frozen=True)
@@ -61,23 +68,32 @@ class AuthnRequestInfo:
     comparison: str
     relay_state: str | None
     signed: bool
-    idp_hint: str | None = None   # Scoping/IDPList: the IdP (or municipality) the SP suggests
+    # Scoping (SAML Core §3.4.1.2): the IdPs (or municipalities) the SP suggests, in its order (IDPList, or the
+    # ?municipality= of the SSO URL); how many proxying steps it allows (None: no limit); the entities on whose
+    # behalf it asks (RequesterID), which a proxied request passes on
+    idp_hints: tuple[str, ...] = ()
+    proxy_count: int | None = None
+    requester_ids: tuple[str, ...] = ()
 
     def reply_target(self) -> ReplyTarget:
         return ReplyTarget(self.sp_entity_id, self.acs_url, self.request_id, self.relay_state)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["requested_contexts"] = list(self.requested_contexts)
+        for name in _TUPLES:
+            data[name] = list(data[name])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthnRequestInfo:
-        return cls(**{**data, "requested_contexts": tuple(data["requested_contexts"])})
+        data = dict(data)
+        legacy_hint = data.pop("idp_hint", None)  # a login stored by the previous release, which kept one hint
+        if legacy_hint and not data.get("idp_hints"):
+            data["idp_hints"] = [legacy_hint]
+        return cls(**{**data, **{name: tuple(data.get(name, ())) for name in _TUPLES}})
 
-    def with_hint(self, hint: str | None) -> AuthnRequestInfo:
-        return AuthnRequestInfo(**{**self.to_dict(), "requested_contexts": self.requested_contexts,
-                                   "idp_hint": hint})
+    def with_hint(self, hint: str) -> AuthnRequestInfo:
+        return replace(self, idp_hints=(hint,))
 
 
 def _bool_attr(element: etree._Element, name: str) -> bool:
@@ -89,6 +105,28 @@ def _bool_attr(element: etree._Element, name: str) -> bool:
     if value in ("false", "0"):
         return False
     raise SamlRejected("saml_request_malformed", f"{name}={value!r} is not an xs:boolean")
+
+
+def _scoping(root: etree._Element, target: ReplyTarget) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
+    """The request's Scoping (SAML Core §3.4.1.2): every IDPEntry's ProviderID in order, ProxyCount and the
+    RequesterIDs. IDPList's GetComplete (a URL to fetch the rest of the list from) is not followed."""
+    scoping = root.find("samlp:Scoping", NS)
+    if scoping is None:
+        return (), None, ()
+    proxy_count = None
+    if (count := scoping.get("ProxyCount")) is not None:
+        try:
+            proxy_count = non_negative_integer(count)
+        except ValueError as exc:
+            raise SamlRejected("saml_request_malformed", f"Scoping ProxyCount: {exc}", reply_to=target) from None
+    providers = [e.get("ProviderID") or "" for e in scoping.findall("samlp:IDPList/samlp:IDPEntry", NS)]
+    requesters = [(e.text or "").strip() for e in scoping.findall("samlp:RequesterID", NS)]
+    for name, values in (("IDPEntry", providers), ("RequesterID", requesters)):
+        if len(values) > _MAX_SCOPING_ENTRIES or any(not v or len(v) > _MAX_SCOPING_VALUE for v in values):
+            raise SamlRejected("saml_request_malformed", f"Scoping: {len(values)} {name} values, each must be a "
+                               f"non-empty URI of at most {_MAX_SCOPING_VALUE} characters (at most "
+                               f"{_MAX_SCOPING_ENTRIES})", reply_to=target)
+    return tuple(providers), proxy_count, tuple(requesters)
 
 
 class AuthnRequestParser:
@@ -134,8 +172,10 @@ class AuthnRequestParser:
 
         signed = self._check_signature(message, root, sp)
 
-        if root.get("Version") != "2.0":
-            raise SamlRejected("saml_version_unsupported", f"Version {root.get('Version')!r}")
+        version = root.get("Version")
+        if version != "2.0":
+            raise SamlRejected("saml_version_unsupported", f"Version {version!r}",
+                               reply_to=self._version_reply(version, sp, request_id, message.relay_state))
         destination = root.get("Destination")
         if destination is not None and destination != self._sso_url:
             raise SamlRejected("saml_destination_mismatch", f"Destination {destination!r}, expected {self._sso_url}")
@@ -167,7 +207,7 @@ class AuthnRequestParser:
 
         nameid_format = self._nameid_format(root, sp, target)
         contexts, comparison = self._requested_context(root, target)
-        entry = root.find("samlp:Scoping/samlp:IDPList/samlp:IDPEntry", NS)
+        hints, proxy_count, requesters = _scoping(root, target)
         info = AuthnRequestInfo(
             request_id=request_id,
             sp_entity_id=sp.entity_id,
@@ -180,9 +220,25 @@ class AuthnRequestParser:
             comparison=comparison,
             relay_state=relay_state,
             signed=signed,
-            idp_hint=entry.get("ProviderID") if entry is not None else None,
+            idp_hints=hints,
+            proxy_count=proxy_count,
+            requester_ids=requesters,
         )
         return info, sp
+
+    def _version_reply(self, version: str | None, sp: ServiceProvider, request_id: str,
+                       relay_state: str | None) -> ReplyTarget | None:
+        """Where a registered SP asking in a higher SAML version gets its VersionMismatch Response (SAML Core
+        §4.1.3.2: a responder rejects a request of a version it does not support; RequestVersionTooHigh): its
+        default ACS, since the request's own fields are not read. None for a lower or unreadable version: no
+        SAML 2.0 Response answers those."""
+        parts = _VERSION.fullmatch(version or "")
+        default = sp.metadata.default_acs()
+        if parts is None or (int(parts[1]), int(parts[2])) <= (2, 0) or default is None:
+            return None
+        if relay_state is not None and len(relay_state.encode("utf-8")) > self._relay_max:
+            relay_state = None
+        return ReplyTarget(sp.entity_id, default.location, request_id, relay_state)
 
     def _check_signature(self, message: InboundMessage, root: etree._Element, sp: ServiceProvider) -> bool:
         required = sp.requires_signed_requests
@@ -209,6 +265,8 @@ class AuthnRequestParser:
     def _acs_url(self, root: etree._Element, sp: ServiceProvider) -> str:
         url = root.get("AssertionConsumerServiceURL")
         index = root.get("AssertionConsumerServiceIndex")
+        # Core §3.4.1 makes the index exclusive of ProtocolBinding too, but SPs sending both are common and the
+        # indexed endpoint must be HTTP-POST anyway: only the contradiction of two endpoints is refused
         if url is not None and index is not None:
             raise SamlRejected("saml_request_malformed",
                                "AssertionConsumerServiceURL and Index are mutually exclusive (Core §3.4.1)")
@@ -227,10 +285,9 @@ class AuthnRequestParser:
                                    + (f" (only with {requested})" if registered else ""))
             return endpoint.location
         if index is not None:
-            try:
-                endpoint = meta.acs_by_index(int(index))
-            except ValueError:
-                endpoint = None
+            # int() would also take " 1", "+1", "0_1" and other scripts' digits
+            number = index.strip()
+            endpoint = meta.acs_by_index(int(number)) if _INDEX.fullmatch(number) else None
             if endpoint is None or endpoint.binding != HTTP_POST:
                 raise SamlRejected("acs_url_not_registered", f"AssertionConsumerServiceIndex {index!r}")
             return endpoint.location
@@ -243,6 +300,12 @@ class AuthnRequestParser:
         allowed = [NAMEID_FORMATS[f] for f in sp.config.nameid_formats]
         policy = root.find("samlp:NameIDPolicy", NS)
         requested = policy.get("Format") if policy is not None else None
+        qualifier = policy.get("SPNameQualifier") if policy is not None else None
+        if qualifier is not None and qualifier != sp.entity_id:
+            # Core §3.4.1.1: identifiers in another SP's or an affiliation's namespace, which the broker does not
+            # keep (its NameIDs are per SP: §8.3.7)
+            raise SamlRejected("nameid_format_unsupported", f"NameIDPolicy SPNameQualifier {qualifier[:200]!r}",
+                               reply_to=target)
         if requested in (None, NAMEID_UNSPECIFIED):
             return allowed[0]
         if requested not in allowed:

@@ -40,7 +40,7 @@ class Endpoint:
     location: str
     response_location: str | None = None
     index: int | None = None
-    is_default: bool = False
+    is_default: bool | None = None   # isDefault as written: None when absent (SAML Metadata §2.2.3 tells them apart)
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,11 @@ class SpMetadata:
     valid_until: dt.datetime | None = None   # the earliest validUntil covering the SP (readiness reports it)
 
     def default_acs(self) -> Endpoint | None:
-        """The default HTTP-POST ACS (SAML Metadata §2.2.3: isDefault, else the first)."""
+        """The default HTTP-POST ACS (SAML Metadata §2.2.3): the first with isDefault="true", else the first
+        without isDefault="false", else the first."""
         posts = [e for e in self.assertion_consumer_services if e.binding == HTTP_POST]
-        for e in posts:
-            if e.is_default:
-                return e
-        return posts[0] if posts else None
+        marked = [e for e in posts if e.is_default] or [e for e in posts if e.is_default is None] or posts
+        return marked[0] if marked else None
 
     def acs_by_url(self, url: str, binding: str) -> Endpoint | None:
         """The ACS at Location ``url`` with ``binding`` (SAML Metadata §2.2.3: an endpoint is the pair; Core
@@ -117,6 +116,11 @@ def _slo(endpoints: tuple[Endpoint, ...]) -> Endpoint | None:
 
 def _bool(text: str | None) -> bool:
     return (text or "").strip().lower() in ("true", "1")
+
+
+def _optional_bool(text: str | None) -> bool | None:
+    """An optional xs:boolean attribute: None when absent."""
+    return None if text is None else _bool(text)
 
 
 def _key_descriptors(descriptor: Any, use: str) -> Iterator[tuple[Any, x509.Certificate]]:
@@ -176,7 +180,7 @@ def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
                 location=e.location,
                 response_location=e.response_location,
                 index=index,
-                is_default=_bool(getattr(e, "is_default", None)),
+                is_default=_optional_bool(getattr(e, "is_default", None)),
             )
         )
     return tuple(out)

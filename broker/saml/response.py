@@ -22,7 +22,7 @@ from typing import Final
 from lxml import etree
 
 from broker.clock import Clock
-from broker.model import ReplyTarget
+from broker.model import ProxyRestriction, ReplyTarget
 from broker.saml.authnrequest import SAML, SAMLP
 from broker.saml.bindings import (
     ATTRNAME_URI,
@@ -31,6 +31,7 @@ from broker.saml.bindings import (
     STATUS_REQUESTER,
     STATUS_RESPONDER,
     STATUS_SUCCESS,
+    STATUS_VERSION_MISMATCH,
 )
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlenc import AssertionEncrypter
@@ -64,6 +65,13 @@ _REQUESTER_FAULTS = frozenset({
     "urn:oasis:names:tc:SAML:2.0:status:RequestDenied",
 })
 
+# Second-level codes under the top-level VersionMismatch (SAML Core §3.2.2.2)
+_VERSION_FAULTS = frozenset({
+    "urn:oasis:names:tc:SAML:2.0:status:RequestVersionTooHigh",
+    "urn:oasis:names:tc:SAML:2.0:status:RequestVersionTooLow",
+    "urn:oasis:names:tc:SAML:2.0:status:RequestVersionDeprecated",
+})
+
 
 def new_id() -> str:
     """An xs:ID with 160 random bits (SAML Core §1.3.4: IDs must be unguessable)."""
@@ -88,6 +96,10 @@ class AssertionContent:
     session_index: str    # this SP's own (SAML Core §2.7.2: no SessionIndex shared by SPs to correlate the user)
     session_not_on_or_after: dt.datetime
     attributes: Sequence[ReleasedAttribute]
+    # a login through a municipal IdP (SAML Core §3.4.1.5.1, §2.5.1.6): the IdPs that authenticated the user,
+    # and the IdP's limits on passing its assertion on, which this one carries further
+    authenticating_authorities: tuple[str, ...] = ()
+    proxy_restriction: ProxyRestriction | None = None
 
 
 class ResponseBuilder:
@@ -148,10 +160,19 @@ class ResponseBuilder:
             data.set("InResponseTo", target.in_response_to)
         conditions = _sub(assertion, _a("Conditions"), NotBefore=not_before, NotOnOrAfter=not_on_or_after)
         _sub(_sub(conditions, _a("AudienceRestriction")), _a("Audience")).text = target.sp_entity_id
+        if content.proxy_restriction is not None:
+            restriction = _sub(conditions, _a("ProxyRestriction"))
+            for audience in content.proxy_restriction.audiences:
+                _sub(restriction, _a("Audience")).text = audience
+            if content.proxy_restriction.count is not None:
+                restriction.set("Count", str(content.proxy_restriction.count))
         statement = _sub(assertion, _a("AuthnStatement"), AuthnInstant=format_instant(content.authn_instant),
                          SessionIndex=content.session_index,
                          SessionNotOnOrAfter=format_instant(content.session_not_on_or_after))
-        _sub(_sub(statement, _a("AuthnContext")), _a("AuthnContextClassRef")).text = content.loa_uri
+        context = _sub(statement, _a("AuthnContext"))
+        _sub(context, _a("AuthnContextClassRef")).text = content.loa_uri
+        for authority in content.authenticating_authorities:
+            _sub(context, _a("AuthenticatingAuthority")).text = authority
         if content.attributes:
             attributes = _sub(assertion, _a("AttributeStatement"))
             for released in content.attributes:
@@ -170,9 +191,11 @@ class ResponseBuilder:
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
 
     def error(self, target: ReplyTarget, status: str, message: str | None = None) -> bytes:
-        """A signed Response without assertion, carrying ``status`` (SAML Core §3.2.2.2)."""
+        """A signed Response without assertion, carrying ``status`` (SAML Core §3.2.2.2) under the top-level
+        code it belongs to: Requester, VersionMismatch (the RequestVersion codes) or Responder."""
         now = self._clock.now()
-        top = STATUS_REQUESTER if status in _REQUESTER_FAULTS else STATUS_RESPONDER
+        top = STATUS_REQUESTER if status in _REQUESTER_FAULTS \
+            else STATUS_VERSION_MISMATCH if status in _VERSION_FAULTS else STATUS_RESPONDER
         root, issuer = self._response(target, format_instant(now))
         status_el = _sub(root, _p("Status"))
         _sub(_sub(status_el, _p("StatusCode"), Value=top), _p("StatusCode"), Value=status)

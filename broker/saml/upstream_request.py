@@ -26,8 +26,12 @@ class UpstreamRequest:
 
 def build_authn_request(*, sender: MessageSender, clock: Clock, sp_entity_id: str, acs_url: str, idp: IdpMetadata,
                         force_authn: bool, is_passive: bool, nameid_format: str,
-                        class_refs: tuple[str, ...]) -> UpstreamRequest:
-    """A signed AuthnRequest to ``idp``'s SSO endpoint (HTTP-Redirect preferred), answered over HTTP-POST."""
+                        class_refs: tuple[str, ...], proxy_count: int | None = None,
+                        requester_ids: tuple[str, ...] = ()) -> UpstreamRequest:
+    """A signed AuthnRequest to ``idp``'s SSO endpoint (HTTP-Redirect preferred), answered over HTTP-POST.
+
+    A proxied request (SAML Core §3.4.1.5.1) carries Scoping: ``proxy_count`` (the SP's ProxyCount less one;
+    None when the SP set no limit) and the RequesterIDs on whose behalf it asks (the SP's, then the SP)."""
     endpoint = idp.sso()
     request_id = new_id()
     requested = None
@@ -51,6 +55,10 @@ def build_authn_request(*, sender: MessageSender, clock: Clock, sp_entity_id: st
         is_passive="true" if is_passive else None,
         requested_authn_context=requested,
     )
+    if proxy_count is not None or requester_ids:
+        request.scoping = samlp.Scoping(
+            proxy_count=None if proxy_count is None else str(proxy_count),
+            requester_id=[samlp.RequesterID(text=requester) for requester in requester_ids] or None)
     root = parse_untrusted(request.to_string(), 1 << 20)
     message = sender.encode(root, endpoint.binding, endpoint.location, "SAMLRequest", None)
     return UpstreamRequest(request_id, message)

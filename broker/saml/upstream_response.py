@@ -25,10 +25,11 @@ from typing import Literal
 from lxml import etree
 
 from broker.errors import UpstreamRejected
+from broker.model import ProxyRestriction
 from broker.saml.bindings import CM_BEARER
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlenc import Decrypter, DecryptionRefused
-from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmlparse import UnsafeXml, non_negative_integer, parse_untrusted
 from broker.saml.xmltime import parse_instant
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -37,6 +38,7 @@ DS = "http://www.w3.org/2000/09/xmldsig#"
 NS = {"samlp": SAMLP, "saml": SAML, "ds": DS}
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
+_MAX_AUTHORITIES = 16                      # AuthenticatingAuthority entries kept (a session holds them)
 
 SignedElement = Literal["assertion", "response", "both", "either"]
 
@@ -66,6 +68,9 @@ class UpstreamAssertion:
     name_qualifier: str | None = None      # kept to name the user exactly so at logout (SAML Core §3.7.1)
     sp_name_qualifier: str | None = None
     session_not_on_or_after: dt.datetime | None = None   # the IdP's end of the session (Core §2.7.2)
+    proxy_restriction: ProxyRestriction | None = None      # the IdP's limits on passing this on (Core §2.5.1.6)
+    # the authorities the IdP itself relied on (Core §3.4.1.5.1: the broker's assertion names them, then the IdP)
+    authenticating_authorities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -271,9 +276,10 @@ class ResponseValidator:
                     raise _reject("upstream_expired", f"Conditions NotOnOrAfter {until.isoformat()}")
                 not_on_or_after = max(not_on_or_after, until)
             restrictions = conditions.findall("saml:AudienceRestriction", NS)
-            _other_conditions(conditions)
+            proxy_restriction = _other_conditions(conditions)
         else:
             restrictions = []
+            proxy_restriction = None
         if not restrictions:
             raise _reject("upstream_audience_mismatch", "the Assertion has no AudienceRestriction")
         for restriction in restrictions:  # SAML Core §2.5.1.4: every restriction must hold
@@ -292,6 +298,8 @@ class ResponseValidator:
         if session_until is not None and now - skew >= session_until:
             raise _reject("upstream_expired", f"SessionNotOnOrAfter {session_until.isoformat()}")
         class_ref = statement.find("saml:AuthnContext/saml:AuthnContextClassRef", NS)
+        authorities = tuple(_text_only(a, "AuthenticatingAuthority")
+                            for a in statement.findall("saml:AuthnContext/saml:AuthenticatingAuthority", NS))
 
         attributes: dict[str, tuple[str, ...]] = {}
         for attribute in assertion.findall("saml:AttributeStatement/saml:Attribute", NS):
@@ -317,6 +325,8 @@ class ResponseValidator:
             name_qualifier=name_id_el.get("NameQualifier"),
             sp_name_qualifier=name_id_el.get("SPNameQualifier"),
             session_not_on_or_after=session_until,
+            proxy_restriction=proxy_restriction,
+            authenticating_authorities=authorities[:_MAX_AUTHORITIES],
         )
 
 
@@ -359,27 +369,36 @@ def _bearer_data(data: etree._Element, expect: Expectations) -> dt.datetime:
     return until
 
 
-def _other_conditions(conditions: etree._Element) -> None:
+def _other_conditions(conditions: etree._Element) -> ProxyRestriction | None:
     """SAML Core §2.5.1: a condition the broker does not understand makes the assertion Indeterminate, so it
-    is refused. OneTimeUse is kept by the replay cache; ProxyRestriction Count="0" forbids what the broker
-    does (issue assertions of its own on the strength of this one, §2.5.1.6)."""
+    is refused. OneTimeUse is kept by the replay cache. ProxyRestriction (§2.5.1.6, at most one) limits what the
+    broker does, issue assertions of its own on the strength of this one: Count="0" forbids it, so the assertion
+    is refused here; otherwise it is returned, for the broker's assertions to honour and carry on."""
+    restriction = None
     for condition in conditions:
         if not isinstance(condition.tag, str) or condition.tag in (f"{{{SAML}}}AudienceRestriction",
                                                                     f"{{{SAML}}}OneTimeUse"):
             continue
         if condition.tag == f"{{{SAML}}}ProxyRestriction":
-            if _count(condition.get("Count")) == 0:
+            if restriction is not None:
+                raise _reject("upstream_assertion_invalid", "more than one ProxyRestriction (SAML Core §2.5.1.6)")
+            count = _count(condition.get("Count"))
+            if count == 0:
                 raise _reject("upstream_assertion_invalid", "ProxyRestriction Count=0: the IdP forbids passing "
                                                             "this authentication on")
+            audiences = tuple(_text_only(a, "Audience") for a in condition.findall("saml:Audience", NS))
+            restriction = ProxyRestriction(count, audiences)
             continue
         raise _reject("upstream_assertion_invalid", f"unknown condition {condition.tag} (SAML Core §2.5.1)")
+    return restriction
 
 
 def _count(text: str | None) -> int | None:
-    """An xs:nonNegativeInteger ("0", "00", "+0" are all zero); None when absent or not a number."""
+    """ProxyRestriction's Count ("0", "00", "+0" are all zero); None when absent. Anything else is refused:
+    a limit that cannot be read cannot be honoured."""
     if text is None:
         return None
     try:
-        return int(text.strip())
-    except ValueError:
-        return None
+        return non_negative_integer(text)
+    except ValueError as exc:
+        raise _reject("upstream_assertion_invalid", f"ProxyRestriction Count: {exc}") from None

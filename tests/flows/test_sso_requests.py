@@ -47,6 +47,7 @@ from tests.factories.authnrequests import (
     PostedResponse,
     assert_refused,
     deflate,
+    edit,
     error_page,
     post_fields,
     posted_response,
@@ -55,6 +56,7 @@ from tests.factories.authnrequests import (
     signature_algorithms,
     sp_accepts,
     sp_verifies_response_signature,
+    status_codes,
     with_attributes,
     with_issuer,
 )
@@ -229,6 +231,21 @@ def test_saml_1_1_version_is_refused(browser: Browser, craft: AuthnRequests) -> 
     assert_refused(browser.get(craft.redirect(crafted)), "saml_version_unsupported")
 
 
+@pytest.mark.parametrize("version", ["2.1", "3.0"])
+def test_a_higher_version_gets_version_mismatch_at_the_default_acs(browser: Browser, sp: DemoSp,
+                                                                   craft: AuthnRequests, version: str) -> None:
+    # SAML Core §4.1.3.2: the request is rejected with VersionMismatch / RequestVersionTooHigh (§3.2.2.2), sent
+    # to the registered SP's default ACS since nothing else of a newer version's request is read
+    crafted = craft.build(version=version, assertion_consumer_service_url="https://sp.elsewhere.example/acs")
+    posted = posted_response(browser.get(craft.redirect(crafted, relay_state="keep")))
+    assert posted.action == ACS_URL
+    assert status_codes(posted.root) == ("urn:oasis:names:tc:SAML:2.0:status:VersionMismatch",
+                                         "urn:oasis:names:tc:SAML:2.0:status:RequestVersionTooHigh")
+    assert posted.root.get("InResponseTo") == crafted.request_id
+    assert posted.fields["RelayState"] == "keep"
+    sp_verifies_response_signature(sp, posted.xml)
+
+
 # --- where the Response goes ----------------------------------------------------------------
 
 
@@ -236,6 +253,11 @@ def test_saml_1_1_version_is_refused(browser: Browser, craft: AuthnRequests) -> 
     pytest.param({"assertion_consumer_service_url": "https://sp.elsewhere.example/acs"}, id="unregistered-url"),
     pytest.param({"assertion_consumer_service_url": "https://localhost:8443/demo-sp/acs/"}, id="url-trailing-slash"),
     pytest.param({"assertion_consumer_service_index": "2"}, id="unregistered-index"),
+    # xs:unsignedShort is digits only: int() would read each of these as 1, the registered index
+    pytest.param({"assertion_consumer_service_index": "+1"}, id="index-with-sign"),
+    pytest.param({"assertion_consumer_service_index": "0_1"}, id="index-with-underscore"),
+    pytest.param({"assertion_consumer_service_index": "\u0661"}, id="index-in-arabic-indic-digits"),
+    pytest.param({"assertion_consumer_service_index": "65537"}, id="index-past-unsigned-short"),
 ])
 def test_unregistered_acs_is_refused(browser: Browser, craft: AuthnRequests, fields: dict[str, Any]) -> None:
     assert_refused(browser.get(craft.redirect(craft.build(**fields))), "acs_url_not_registered")
@@ -317,6 +339,27 @@ def test_email_nameid_format_gets_invalid_nameid_policy(browser: Browser, sp: De
                              "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy")
     with pytest.raises(StatusInvalidNameidPolicy):
         sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+@pytest.mark.parametrize(("qualifier", "accepted"), [
+    pytest.param(SP_ENTITY_ID, True, id="the-sps-own-namespace"),
+    pytest.param("https://affiliation.example/group", False, id="an-affiliations-namespace"),
+])
+def test_sp_name_qualifier_of_another_namespace_gets_invalid_nameid_policy(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, qualifier: str, accepted: bool) -> None:
+    # SAML Core §3.4.1.1: SPNameQualifier asks for an identifier in another SP's or an affiliation's namespace,
+    # which the broker does not keep (its identifiers are per SP, §8.3.7)
+    crafted = craft.build()
+    xml = edit(crafted.xml, lambda root: root.find("samlp:NameIDPolicy", NS).set("SPNameQualifier", qualifier))
+    posted = posted_response(browser.get(craft.redirect(xml)))
+    if accepted:
+        assert status_codes(posted.root) == ("urn:oasis:names:tc:SAML:2.0:status:Success", None)
+        name_id = posted.root.find("saml:Assertion/saml:Subject/saml:NameID", NS)
+        assert name_id is not None
+        assert name_id.get("SPNameQualifier") == SP_ENTITY_ID
+    else:
+        assert status_codes(posted.root) == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
+                                             "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy")
 
 
 def test_exact_loa4_gets_no_authn_context_for_a_loa3_card(browser: Browser, sp: DemoSp, craft: AuthnRequests,

@@ -1,0 +1,237 @@
+"""Proxying limits and hints through the whole flow (SAML Core §3.4.1.2-§3.4.1.5.1, §2.5.1.6, §3.4.1.1).
+
+The broker proxies when a municipality logs in through its own IdP (Kommun C): an SP's Scoping (IDPList, ProxyCount,
+RequesterID) steers and limits that, and the municipal IdP's ProxyRestriction limits what the broker may assert
+on the strength of its assertion. Requests are crafted from the real pysaml2 SP's AuthnRequest; Kommun C is the
+demo's pysaml2 IdP, whose real Responses are changed and signed again with its own key where a case needs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from lxml import etree
+
+from broker.demo.idp import DemoIdp
+from broker.demo.sp import DemoSp
+from tests.corpus.upstream.generate import NS, SAML, sign
+from tests.factories.authnrequests import (
+    SP_ENTITY_ID,
+    AuthnRequests,
+    assert_refused,
+    edit,
+    posted_response,
+    status_codes,
+)
+from tests.factories.idp import ACS_URL, IDP_ENTITY_ID, KARIN, to_idp
+from tests.factories.saml import Browser
+from tests.flows.conftest import audit_lines
+from tests.flows.test_upstream_attacks import assertion_of, idp_keys, tampered
+
+SAMLP = NS["samlp"]
+UNKNOWN_IDP = "https://idp.elsewhere.example/metadata"
+STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
+
+
+@pytest.fixture
+def craft(sp: DemoSp, demo_material: Any) -> AuthnRequests:
+    return AuthnRequests(sp, demo_material.root / "sp" / "sp.key")
+
+
+def scoped(xml: bytes, *providers: str, proxy_count: str | None = None, requesters: tuple[str, ...] = ()) -> bytes:
+    """``xml`` with a Scoping: an IDPList of ``providers``, ``proxy_count`` and RequesterIDs."""
+    def change(root: etree._Element) -> None:
+        scoping = etree.SubElement(root, f"{{{SAMLP}}}Scoping")
+        if proxy_count is not None:
+            scoping.set("ProxyCount", proxy_count)
+        if providers:
+            idp_list = etree.SubElement(scoping, f"{{{SAMLP}}}IDPList")
+            for provider in providers:
+                etree.SubElement(idp_list, f"{{{SAMLP}}}IDPEntry", ProviderID=provider)
+        for requester in requesters:
+            etree.SubElement(scoping, f"{{{SAMLP}}}RequesterID").text = requester
+    return edit(xml, change)
+
+
+def upstream_request(location: str) -> etree._Element:
+    """The AuthnRequest the broker sent Kommun C's IdP (HTTP-Redirect)."""
+    query = parse_qs(urlsplit(location).query)
+    return etree.fromstring(zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15))
+
+
+# --- the SP's Scoping ------------------------------------------------------------------------------------------
+
+
+def test_proxy_count_zero_without_a_certificate_is_proxy_count_exceeded(browser: Browser,
+                                                                         craft: AuthnRequests) -> None:
+    browser.certificate_pem = None
+    xml = scoped(craft.build().xml, IDP_ENTITY_ID, proxy_count="0")
+    posted = posted_response(browser.get(craft.redirect(xml)))
+    assert status_codes(posted.root) == (STATUS + "Responder", STATUS + "ProxyCountExceeded")
+    assert posted.root.find("saml:Assertion", NS) is None
+
+
+def test_proxy_count_zero_still_allows_the_brokers_own_certificate_login(browser: Browser,
+                                                                        craft: AuthnRequests) -> None:
+    xml = scoped(craft.build().xml, proxy_count="0")
+    posted = posted_response(browser.get(craft.redirect(xml)))
+    assert status_codes(posted.root) == (STATUS + "Success", None)
+
+
+@pytest.mark.parametrize(("proxy_count", "requesters", "expected_count", "expected_requesters"), [
+    pytest.param("2", (), "1", (SP_ENTITY_ID,), id="count-2-passed-on-as-1"),
+    pytest.param("1", ("https://portal.example/",), "0", ("https://portal.example/", SP_ENTITY_ID),
+                 id="count-1-passed-on-as-0-with-the-sps-requesters"),
+    pytest.param(None, (), None, (SP_ENTITY_ID,), id="no-limit-the-sp-named-as-requester"),
+])
+def test_proxied_request_carries_the_scoping_on(browser: Browser, craft: AuthnRequests, proxy_count: str | None,
+                                                requesters: tuple[str, ...], expected_count: str | None,
+                                                expected_requesters: tuple[str, ...]) -> None:
+    browser.certificate_pem = None
+    xml = scoped(craft.build().xml, IDP_ENTITY_ID, proxy_count=proxy_count, requesters=requesters)
+    page = browser.get(craft.redirect(xml))
+    assert page.status_code == 303, page.headers.get("X-Broker-Reason")
+    scoping = upstream_request(page.headers["Location"]).find("samlp:Scoping", NS)
+    assert scoping is not None
+    assert scoping.get("ProxyCount") == expected_count
+    assert tuple(e.text for e in scoping.findall("samlp:RequesterID", NS)) == expected_requesters
+
+
+@pytest.mark.parametrize("providers", [
+    pytest.param((IDP_ENTITY_ID,), id="only-entry"),
+    pytest.param((UNKNOWN_IDP, IDP_ENTITY_ID), id="second-entry-the-only-known"),
+    pytest.param(("kommun-c",), id="municipality-id"),
+])
+def test_the_one_suggested_municipality_open_to_the_sp_is_gone_to_at_once(browser: Browser, craft: AuthnRequests,
+                                                                        providers: tuple[str, ...]) -> None:
+    browser.certificate_pem = None
+    page = browser.get(craft.redirect(scoped(craft.build().xml, *providers)))
+    assert page.status_code == 303
+    assert "/demo-idp/sso" in page.headers["Location"]
+
+
+def test_several_suggested_municipalities_narrow_the_choice(browser: Browser, craft: AuthnRequests) -> None:
+    browser.certificate_pem = None
+    page = browser.get(craft.redirect(scoped(craft.build().xml, "kommun-a", UNKNOWN_IDP, IDP_ENTITY_ID)))
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert 'value="kommun-a"' in text
+    assert 'value="kommun-c"' in text
+    assert 'value="kommun-b"' not in text
+
+
+def test_no_suggestion_open_to_the_sp_leaves_the_whole_choice(browser: Browser, craft: AuthnRequests) -> None:
+    browser.certificate_pem = None
+    page = browser.get(craft.redirect(scoped(craft.build().xml, UNKNOWN_IDP)))
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert all(f'value="{m}"' in text for m in ("kommun-a", "kommun-b", "kommun-c"))
+
+
+@pytest.mark.parametrize(("scoping", "detail"), [
+    pytest.param({"proxy_count": "-1"}, "ProxyCount", id="negative-proxy-count"),
+    pytest.param({"proxy_count": "two"}, "ProxyCount", id="proxy-count-not-a-number"),
+    pytest.param({"requesters": ("",)}, "RequesterID", id="empty-requester-id"),
+    pytest.param({"requesters": ("https://r.example/",) * 33}, "RequesterID", id="33-requester-ids"),
+])
+def test_unreadable_scoping_is_a_malformed_request(browser: Browser, craft: AuthnRequests, config_dir: Path,
+                                                  scoping: dict[str, Any], detail: str) -> None:
+    assert_refused(browser.get(craft.redirect(scoped(craft.build().xml, **scoping))), "saml_request_malformed")
+    (refusal,) = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert detail in str(refusal["detail"])
+
+
+# --- the municipal IdP's ProxyRestriction and AuthenticatingAuthority --------------------------------------------
+
+
+def restricted(count: str | None, *audiences: str) -> Callable[[etree._Element], None]:
+    """Add a ProxyRestriction to the IdP's Assertion (the IdP signs it again)."""
+    def change(assertion: etree._Element) -> None:
+        conditions = assertion.find("saml:Conditions", NS)
+        assert conditions is not None
+        element = etree.SubElement(conditions, f"{{{SAML}}}ProxyRestriction")
+        for audience in audiences:
+            etree.SubElement(element, f"{{{SAML}}}Audience").text = audience
+        if count is not None:
+            element.set("Count", count)
+    return change
+
+
+def federated(browser: Browser, craft: AuthnRequests, idp: DemoIdp, demo_material: Any,
+              change: Callable[[etree._Element], None]) -> Any:
+    """A federated login through Kommun C whose Assertion ``change`` alters; the broker's answer at the ACS."""
+    browser.certificate_pem = None
+    at = to_idp(browser, idp, browser.get(craft.redirect(scoped(craft.build().xml, IDP_ENTITY_ID))))
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def resign(root: etree._Element) -> None:
+        assertion = assertion_of(root)
+        change(assertion)
+        sign(assertion, idp_keys(demo_material))
+    return browser.post(ACS_URL, tampered(post, resign))
+
+
+@pytest.mark.parametrize(("restriction", "expected_count", "expected_audiences"), [
+    pytest.param(restricted("2"), "1", (), id="count-2-carried-on-as-1"),
+    pytest.param(restricted("1", SP_ENTITY_ID), "0", (SP_ENTITY_ID,), id="count-1-listing-the-sp"),
+    pytest.param(restricted(None, SP_ENTITY_ID, "https://other.example/"), None,
+                 (SP_ENTITY_ID, "https://other.example/"), id="audiences-only"),
+])
+def test_the_brokers_assertion_carries_the_idps_proxy_restriction_on(
+        browser: Browser, craft: AuthnRequests, idp: DemoIdp, demo_material: Any,
+        restriction: Callable[[etree._Element], None], expected_count: str | None,
+        expected_audiences: tuple[str, ...]) -> None:
+    posted = posted_response(federated(browser, craft, idp, demo_material, restriction))
+    assert status_codes(posted.root) == (STATUS + "Success", None)
+    carried = posted.root.find("saml:Assertion/saml:Conditions/saml:ProxyRestriction", NS)
+    assert carried is not None
+    assert carried.get("Count") == expected_count
+    assert tuple(a.text for a in carried.findall("saml:Audience", NS)) == expected_audiences
+
+
+def test_an_sp_outside_the_idps_proxy_restriction_gets_no_assertion(browser: Browser, craft: AuthnRequests,
+                                                                    idp: DemoIdp, demo_material: Any) -> None:
+    page = federated(browser, craft, idp, demo_material, restricted("3", "https://only-this-sp.example/metadata"))
+    assert_refused(page, "upstream_proxy_restricted")
+    # no session was opened on the strength of it: the next request asks the IdP again
+    again = browser.get(craft.redirect(scoped(craft.build().xml, IDP_ENTITY_ID)))
+    assert again.status_code == 303
+    assert "/demo-idp/sso" in again.headers["Location"]
+
+
+def authorities(*names: str) -> Callable[[etree._Element], None]:
+    """The IdP's Assertion naming ``names`` as its AuthenticatingAuthority entries (pysaml2 names itself)."""
+    def change(assertion: etree._Element) -> None:
+        context = assertion.find("saml:AuthnStatement/saml:AuthnContext", NS)
+        assert context is not None
+        for old in context.findall("saml:AuthenticatingAuthority", NS):
+            context.remove(old)
+        for name in names:
+            etree.SubElement(context, f"{{{SAML}}}AuthenticatingAuthority").text = name
+    return change
+
+
+@pytest.mark.parametrize(("named", "expected"), [
+    pytest.param((), (IDP_ENTITY_ID,), id="none-named"),
+    pytest.param((IDP_ENTITY_ID,), (IDP_ENTITY_ID,), id="the-idp-names-itself"),
+    pytest.param(("https://hub.example/idp",), ("https://hub.example/idp", IDP_ENTITY_ID), id="an-earlier-idp"),
+])
+def test_the_brokers_assertion_names_the_authenticating_idps(browser: Browser, craft: AuthnRequests,
+                                                            idp: DemoIdp, demo_material: Any,
+                                                            named: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    posted = posted_response(federated(browser, craft, idp, demo_material, authorities(*named)))
+    found = posted.root.findall("saml:Assertion/saml:AuthnStatement/saml:AuthnContext/saml:AuthenticatingAuthority",
+                                NS)
+    assert tuple(a.text for a in found) == expected
+
+
+def test_a_certificate_login_names_no_authenticating_authority(browser: Browser, craft: AuthnRequests) -> None:
+    posted = posted_response(browser.get(craft.redirect(craft.build())))
+    assert posted.root.find(".//saml:AuthenticatingAuthority", NS) is None
+    assert posted.root.find(".//saml:ProxyRestriction", NS) is None
