@@ -20,7 +20,7 @@ from lxml import etree
 
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
-from tests.corpus.upstream.generate import NS, SAML, sign
+from tests.corpus.upstream.generate import NS, SAML, proxy_restriction, sign
 from tests.factories.authnrequests import (
     SP_ENTITY_ID,
     AuthnRequests,
@@ -150,19 +150,6 @@ def test_unreadable_scoping_is_a_malformed_request(browser: Browser, craft: Auth
 # --- the municipal IdP's ProxyRestriction and AuthenticatingAuthority --------------------------------------------
 
 
-def restricted(count: str | None, *audiences: str) -> Callable[[etree._Element], None]:
-    """Add a ProxyRestriction to the IdP's Assertion (the IdP signs it again)."""
-    def change(assertion: etree._Element) -> None:
-        conditions = assertion.find("saml:Conditions", NS)
-        assert conditions is not None
-        element = etree.SubElement(conditions, f"{{{SAML}}}ProxyRestriction")
-        for audience in audiences:
-            etree.SubElement(element, f"{{{SAML}}}Audience").text = audience
-        if count is not None:
-            element.set("Count", count)
-    return change
-
-
 def federated(browser: Browser, craft: AuthnRequests, idp: DemoIdp, demo_material: Any,
               change: Callable[[etree._Element], None]) -> Any:
     """A federated login through Kommun C whose Assertion ``change`` alters; the broker's answer at the ACS."""
@@ -178,9 +165,9 @@ def federated(browser: Browser, craft: AuthnRequests, idp: DemoIdp, demo_materia
 
 
 @pytest.mark.parametrize(("restriction", "expected_count", "expected_audiences"), [
-    pytest.param(restricted("2"), "1", (), id="count-2-carried-on-as-1"),
-    pytest.param(restricted("1", SP_ENTITY_ID), "0", (SP_ENTITY_ID,), id="count-1-listing-the-sp"),
-    pytest.param(restricted(None, SP_ENTITY_ID, "https://other.example/"), None,
+    pytest.param(proxy_restriction("2"), "1", (), id="count-2-carried-on-as-1"),
+    pytest.param(proxy_restriction("1", SP_ENTITY_ID), "0", (SP_ENTITY_ID,), id="count-1-listing-the-sp"),
+    pytest.param(proxy_restriction(None, SP_ENTITY_ID, "https://other.example/"), None,
                  (SP_ENTITY_ID, "https://other.example/"), id="audiences-only"),
 ])
 def test_the_brokers_assertion_carries_the_idps_proxy_restriction_on(
@@ -197,7 +184,7 @@ def test_the_brokers_assertion_carries_the_idps_proxy_restriction_on(
 
 def test_an_sp_outside_the_idps_proxy_restriction_gets_no_assertion(browser: Browser, craft: AuthnRequests,
                                                                     idp: DemoIdp, demo_material: Any) -> None:
-    page = federated(browser, craft, idp, demo_material, restricted("3", "https://only-this-sp.example/metadata"))
+    page = federated(browser, craft, idp, demo_material, proxy_restriction("3", "https://only-this-sp.example/metadata"))
     assert_refused(page, "upstream_proxy_restricted")
     # no session was opened on the strength of it: the next request asks the IdP again
     again = browser.get(craft.redirect(scoped(craft.build().xml, IDP_ENTITY_ID)))

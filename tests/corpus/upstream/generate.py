@@ -645,6 +645,20 @@ def _condition(tag: str, **attributes: str) -> Callable[[etree._Element], None]:
     return change
 
 
+def proxy_restriction(count: str | None, *audiences: str) -> Callable[[etree._Element], None]:
+    """Add a ProxyRestriction (SAML Core §2.5.1.6) with ``audiences`` and, unless None, ``count``."""
+    def change(assertion: etree._Element) -> None:
+        conditions = assertion.find("saml:Conditions", NS)
+        assert conditions is not None
+        element = etree.SubElement(conditions, f"{{{SAML}}}ProxyRestriction")
+        for audience in audiences:
+            etree.SubElement(element, f"{{{SAML}}}Audience").text = audience
+        if count is not None:
+            element.set("Count", count)
+
+    return change
+
+
 def _unknown_condition(assertion: etree._Element) -> None:
     """A condition of an extension the broker does not implement (SAML Core §2.5.1.1: an xsi:type of Condition)."""
     conditions = assertion.find("saml:Conditions", NS)

@@ -15,6 +15,7 @@ from broker.saml.upstream_response import ResponseValidator, UpstreamAssertion, 
 from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import Decrypter
 from tests.corpus.upstream import generate as corpus
+from tests.corpus.upstream.generate import proxy_restriction
 from tests.unit.saml.test_upstream_corpus import expectations
 
 SAML = corpus.SAML
@@ -25,18 +26,6 @@ SP_B = "https://sp-b.example/metadata"
 @pytest.fixture(scope="module")
 def keys() -> corpus.Keys:
     return corpus.load_keys()
-
-
-def restriction(count: str | None, *audiences: str) -> Callable[[etree._Element], None]:
-    def change(assertion: etree._Element) -> None:
-        conditions = assertion.find("saml:Conditions", corpus.NS)
-        assert conditions is not None
-        element = etree.SubElement(conditions, f"{{{SAML}}}ProxyRestriction")
-        for audience in audiences:
-            etree.SubElement(element, f"{{{SAML}}}Audience").text = audience
-        if count is not None:
-            element.set("Count", count)
-    return change
 
 
 def authorities(*names: str) -> Callable[[etree._Element], None]:
@@ -63,11 +52,11 @@ def judged(keys: corpus.Keys, change: Callable[[etree._Element], None]) -> Upstr
 
 @pytest.mark.parametrize(("change", "expected"), [
     pytest.param(lambda a: None, None, id="none"),
-    pytest.param(restriction("2"), ProxyRestriction(2), id="count-only"),
-    pytest.param(restriction("+01"), ProxyRestriction(1), id="count-signed-with-leading-zero"),
-    pytest.param(restriction(None, SP_A, SP_B), ProxyRestriction(None, (SP_A, SP_B)), id="audiences-only"),
-    pytest.param(restriction("1", SP_A), ProxyRestriction(1, (SP_A,)), id="count-and-audience"),
-    pytest.param(restriction("9" * 5000), ProxyRestriction(1 << 31), id="count-of-5000-digits-no-limit"),
+    pytest.param(proxy_restriction("2"), ProxyRestriction(2), id="count-only"),
+    pytest.param(proxy_restriction("+01"), ProxyRestriction(1), id="count-signed-with-leading-zero"),
+    pytest.param(proxy_restriction(None, SP_A, SP_B), ProxyRestriction(None, (SP_A, SP_B)), id="audiences-only"),
+    pytest.param(proxy_restriction("1", SP_A), ProxyRestriction(1, (SP_A,)), id="count-and-audience"),
+    pytest.param(proxy_restriction("9" * 5000), ProxyRestriction(1 << 31), id="count-of-5000-digits-no-limit"),
 ])
 def test_proxy_restriction_is_read(keys: corpus.Keys, change: Callable[[etree._Element], None],
                                    expected: ProxyRestriction | None) -> None:
@@ -75,11 +64,12 @@ def test_proxy_restriction_is_read(keys: corpus.Keys, change: Callable[[etree._E
 
 
 @pytest.mark.parametrize(("change", "detail"), [
-    pytest.param(restriction("0"), "ProxyRestriction Count=0", id="count-zero"),
-    pytest.param(restriction("00"), "ProxyRestriction Count=0", id="count-zero-written-long"),
-    pytest.param(restriction("one"), "not an xs:nonNegativeInteger", id="count-not-a-number"),
-    pytest.param(restriction("-1"), "not an xs:nonNegativeInteger", id="count-negative"),
-    pytest.param(both(restriction("2"), restriction("1")), "more than one ProxyRestriction", id="two-restrictions"),
+    pytest.param(proxy_restriction("0"), "ProxyRestriction Count=0", id="count-zero"),
+    pytest.param(proxy_restriction("00"), "ProxyRestriction Count=0", id="count-zero-written-long"),
+    pytest.param(proxy_restriction("one"), "not an xs:nonNegativeInteger", id="count-not-a-number"),
+    pytest.param(proxy_restriction("-1"), "not an xs:nonNegativeInteger", id="count-negative"),
+    pytest.param(both(proxy_restriction("2"), proxy_restriction("1")), "more than one ProxyRestriction",
+                 id="two-restrictions"),
 ])
 def test_a_restriction_that_cannot_be_honoured_refuses_the_assertion(
         keys: corpus.Keys, change: Callable[[etree._Element], None], detail: str) -> None:
