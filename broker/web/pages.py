@@ -15,7 +15,7 @@ from broker.flow import Discovery, LoginFailed, PostToSp, Redirect
 from broker.flow.results import LogoutDone
 from broker.web import csrf
 from broker.web.i18n import LANGUAGES, UI, explain, pick_language
-from broker.web.services import services
+from broker.web.services import query_parameter, services
 
 LANG_COOKIE = "broker_lang"
 
@@ -23,7 +23,7 @@ LANG_COOKIE = "broker_lang"
 def language() -> str:
     lang = getattr(g, "lang", None)
     if lang is None:
-        asked = request.args.get("lang")
+        asked = query_parameter("lang")
         if asked is None and request.method == "POST":
             try:
                 asked = request.form.get("lang")
@@ -66,7 +66,7 @@ def _render(template: str, status: int, *, switch_url: str | None = None, **cont
 def _html_response(html: str, status: int, lang: str) -> Response:
     response = make_response(html, status)
     response.headers["Content-Type"] = "text/html; charset=utf-8"
-    if request.args.get("lang") in LANGUAGES:
+    if query_parameter("lang") in LANGUAGES:
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="Lax")
     return response
 

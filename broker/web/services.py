@@ -82,15 +82,34 @@ def client_address() -> str | None:
 def client_context() -> ClientContext:
     """Who is asking: address, presented certificate (audited if forged), session cookie."""
     svc = services()
+    req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not one per field
     sources = svc.flow.certificate_sources
-    header = request.headers.get(sources.header)
-    chain = request.headers.get(sources.chain_header) if sources.chain_header else None
-    presented = svc.flow.client_certificate(
-        correlation_id(), request.remote_addr, header, request.environ.get("SSL_CLIENT_CERT"), chain)
+    header = req.headers.get(sources.header)
+    chain = req.headers.get(sources.chain_header) if sources.chain_header else None
+    cid = correlation_id()
+    presented = svc.flow.client_certificate(cid, req.remote_addr, header, req.environ.get("SSL_CLIENT_CERT"), chain)
     address = client_address()
-    hint = request.args.get("municipality")
-    binding = request.cookies.get(BINDING_COOKIE)
-    return ClientContext(correlation_id(), address, presented, request.cookies.get(svc.cookie_name),
+    hint = query_parameter("municipality")
+    cookies = req.cookies
+    binding = cookies.get(BINDING_COOKIE)
+    return ClientContext(cid, address, presented, cookies.get(svc.cookie_name),
                          municipality_hint=hint[:200] if hint else None,
-                         remembered_municipality=request.cookies.get("broker_municipality"),
+                         remembered_municipality=cookies.get("broker_municipality"),
                          browser_binding=binding if binding and len(binding) <= 128 else None)
+
+
+def query_parameter(name: str) -> str | None:
+    """The first value of the query parameter ``name``, or None.
+
+    The query is parsed (``request.args``) only when it may hold ``name``: a key written as ``name``, or one
+    with escapes that could decode to it. Parsing decodes every value, and at the SSO endpoint those are the
+    AuthnRequest and its signature, which the binding reads on its own (broker.saml.bindings): about 60 µs of a
+    login, for parameters (``municipality``, ``lang``) that are rarely there."""
+    keys: frozenset[bytes] | None = getattr(g, "query_keys", None)
+    if keys is None:
+        keys = frozenset(part.partition(b"=")[0] for part in request.query_string.split(b"&"))
+        g.query_keys = keys
+    if name.encode("ascii") not in keys and not any(b"%" in k or b"+" in k for k in keys):
+        return None
+    value: str | None = request.args.get(name)
+    return value

@@ -239,9 +239,12 @@ def test_remembered_choice_skips_discovery_in_a_new_browser_session(browser: Bro
 
 @pytest.mark.parametrize("hint", [pytest.param("kommun-c", id="municipality-id"),
                                   pytest.param(IDP_ENTITY_ID, id="idp-entity-id")])
+@pytest.mark.parametrize("key", [pytest.param("municipality", id="key-as-written"),
+                                 pytest.param("%6Dunicipality", id="key-percent-encoded")])
 def test_municipality_hint_on_the_sso_url_skips_discovery(browser: Browser, sp: DemoSp, idp: DemoIdp,
-                                                          hint: str) -> None:
-    response = browser.get(sp.login_url() + "&municipality=" + quote(hint, safe=""))
+                                                          hint: str, key: str) -> None:
+    # the query is parsed for the hint only when a key may decode to it (broker.web.services.query_parameter)
+    response = browser.get(sp.login_url() + f"&{key}=" + quote(hint, safe=""))
     request, _ = idp.parse_redirect(at_idp(response))
     assert request.message.assertion_consumer_service_url == BASE_URL + "/saml/sp/acs"
 
