@@ -163,11 +163,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        code = {404: "page_not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-            exc.code or 500, "internal_error")
+        status = exc.code or 500
+        code = {400: "request_malformed", 404: "page_not_found", 405: "method_not_allowed",
+                413: "request_too_large", 416: "range_not_satisfiable"}.get(status)
+        if code is None:  # another client error keeps its status; anything else is the server's
+            code = "request_invalid" if 400 <= status < 500 else "internal_error"
         response = error_page(_PlainError(code), correlation_id())
+        if code == "request_invalid":
+            response.status_code = status
         for name, value in exc.get_headers():
-            if name.lower() == "allow":  # RFC 9110 §15.5.6: a 405 names the allowed methods
+            # RFC 9110 §15.5.6: a 405 names the allowed methods; §15.5.17: a 416 the file's length
+            if name.lower() in ("allow", "content-range"):
                 response.headers[name] = value
         return response
 
@@ -377,7 +383,8 @@ def _record_configuration(settings: Settings, audit: AuditTrail) -> None:
 
 
 class _PlainError(BrokerError):
-    """Errors of plain HTTP (404, 405, 413) and the unexpected 500, for the error page."""
+    """Errors of plain HTTP (404, 405, 413, 416 and other client errors) and the unexpected 500, for the error
+    page."""
 
 
 def _try_audit(audit: AuditTrail, event: AuditEvent) -> None:

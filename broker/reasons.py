@@ -371,6 +371,13 @@ _ROWS: tuple[Reason, ...] = (
     Reason("method_not_allowed", "request", 405,
            "The HTTP method is not allowed for this endpoint.",
            "SAML endpoints accept GET (HTTP-Redirect) and POST (HTTP-POST) only."),
+    Reason("range_not_satisfiable", "request", 416,
+           "The request's Range header asks for bytes the file does not have (RFC 9110 §15.5.17).",
+           "A client or cache asked for a part of a static file that does not exist; nothing to do."),
+    Reason("request_invalid", "request", 400,
+           "The HTTP request could not be served as sent (another client error; the page has the HTTP status "
+           "the server found, e.g. 411 for a body without a length).",
+           "A broken client or an attack; the detail of the operator log names the status."),
     # --- operations (the audit trail and operators' tools; never a user's page) ---
     Reason("config_invalid", "operations", 500,
            "A configuration reload was refused because the configuration does not validate; the previous "

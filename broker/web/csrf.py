@@ -6,9 +6,9 @@ Origin / Fetch Metadata check of the endpoint, the form carries a token (OWASP C
 "signed double-submit cookie"):
 
 * the browser holds a random secret (256 bits) in the cookie ``__Host-broker_csrf``: Secure, HttpOnly,
-  SameSite=Strict, Path=/ and no Domain; the ``__Host-`` prefix makes browsers refuse the cookie from a
-  sibling subdomain or over plain HTTP (RFC 6265bis §4.1.3.2), so an attacker cannot plant a secret of their
-  own;
+  SameSite=Lax (docs/security.md says why not Strict), Path=/ and no Domain; the ``__Host-`` prefix makes
+  browsers refuse the cookie from a sibling subdomain or over plain HTTP (RFC 6265bis §4.1.3.2), so an
+  attacker cannot plant a secret of their own;
 * the form carries HMAC-SHA256(key, purpose ‖ secret), the key derived with HKDF (RFC 5869) from the
   broker's ``idp.nameid_key`` (shared by every instance, so any instance can check a token another issued);
 * the check recomputes the token from the cookie and compares in constant time (``hmac.compare_digest``).

@@ -193,6 +193,14 @@ _SV: dict[str, Explanation] = {
         "Sidan kan inte användas så",
         "Sidan öppnades på ett sätt som den inte stöder.",
         "Gå tillbaka till tjänsten och försök igen."),
+    "range_not_satisfiable": _E(
+        "Delen av filen finns inte",
+        "Webbläsaren bad om en del av en fil som filen inte har.",
+        "Ladda om sidan."),
+    "request_invalid": _E(
+        "Begäran kunde inte tas emot",
+        "Webbläsaren skickade en begäran som inloggningstjänsten inte kan ta emot.",
+        "Gå tillbaka till tjänsten och försök igen. Kvarstår felet: kontakta tjänstens support."),
     "request_uri_too_long": _E(
         "Adressen var för lång",
         "Inloggningstjänsten tar inte emot så långa adresser.",
@@ -390,6 +398,14 @@ _EN: dict[str, Explanation] = {
         "This page cannot be used that way",
         "The page was opened in a way it does not support.",
         "Go back to the service and try again."),
+    "range_not_satisfiable": _E(
+        "That part of the file does not exist",
+        "The browser asked for a part of a file that the file does not have.",
+        "Reload the page."),
+    "request_invalid": _E(
+        "The request could not be accepted",
+        "The browser sent a request the login service cannot accept.",
+        "Go back to the service and try again. If it persists, contact the service's support."),
     "request_uri_too_long": _E(
         "The address was too long",
         "The login service does not accept addresses that long.",

@@ -243,7 +243,8 @@ def security_headers(response: Response) -> Response:
     for name, value in _STATIC_HEADERS:
         if name.lower() not in present:
             headers.add(name, value)
-    if "cache-control" not in present and not request.path.startswith("/static/"):
+    # static files are cached as sent; an error page at a static path is a page like any other
+    if "cache-control" not in present and not (request.path.startswith("/static/") and response.status_code < 400):
         headers.add("Cache-Control", "no-store")
     return response
 

@@ -284,6 +284,28 @@ def test_put_on_sso_is_method_not_allowed(browser: Browser) -> None:
     assert h1(response) == CATALOG["sv"]["method_not_allowed"].title
 
 
+def test_unsatisfiable_range_on_a_static_file_is_a_416_page(browser: Browser) -> None:
+    # RFC 9110 §15.5.17: 416 with the file's length in Content-Range; a client error, never a 500
+    response = browser.client.get("/static/broker.css", headers={"Range": "bytes=999999-"})
+    assert response.status_code == 416
+    assert response.headers["X-Broker-Reason"] == "range_not_satisfiable"
+    assert re.fullmatch(r"bytes \*/[0-9]+", response.headers["Content-Range"])
+    assert REFID.search(response.get_data(as_text=True)) is not None
+    assert response.headers["Cache-Control"] == "no-store"  # an error page, though at a static path
+    with browser.client.get("/static/broker.css") as whole:
+        assert whole.status_code == 200
+        assert "no-store" not in whole.headers.get("Cache-Control", "")
+
+
+def test_another_client_error_keeps_its_status_on_the_friendly_page(browser: Browser) -> None:
+    # a werkzeug HTTPException without a reason of its own (here 400 from an unparseable form body) and one
+    # that is neither 400 nor a known code: the page, the reference ID, the status as raised
+    response = browser.client.post("/discovery", data=b"--x\r\n", content_type="multipart/form-data")
+    assert response.status_code in (400, 403)
+    assert "X-Broker-Reason" in response.headers
+    assert REFID.search(response.get_data(as_text=True)) is not None
+
+
 def test_method_not_allowed_names_the_allowed_methods(browser: Browser) -> None:
     # RFC 9110 §15.5.6: a 405 response MUST carry an Allow header listing the supported methods
     response = browser.client.put("/saml/idp/sso", data="x")
