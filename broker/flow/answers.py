@@ -65,7 +65,7 @@ class Answers:
         identity = session.identity
         try:
             # every assertion on the strength of a municipal IdP's, new session or reused, honours its limits
-            restriction = check_proxy_restriction(sp.entity_id, session.upstream)
+            restriction = check_proxy_restriction(sp.entity_id, session.authenticated_upstream)
         except UpstreamRejected as exc:
             return self.refuse(exc, ctx, info, sp, event="login_refused", retry=False)
         municipality = d.settings.municipalities[identity.municipality_id]
@@ -81,7 +81,7 @@ class Answers:
             session_index=session_index,
             session_not_on_or_after=session.expires_at,
             attributes=attributes,
-            authenticating_authorities=authenticating_authorities(session.upstream),
+            authenticating_authorities=authenticating_authorities(session.authenticated_upstream),
             proxy_restriction=restriction,
         )
         xml = d.responses.success(info.reply_target(), content, sign_response=sp.config.sign_response,

@@ -66,6 +66,13 @@ class SsoSession:
     # same for instances of the previous release during an upgrade.
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
 
+    @property
+    def authenticated_upstream(self) -> dict[str, str] | None:
+        """The municipal IdP session this session's own authentication rests on: ``upstream`` for a federated
+        login, None for a certificate login (whose ``upstream``, if any, is the record of the federated session
+        it replaced in the browser, kept for single logout only)."""
+        return self.upstream if self.certificate_sha256 is None else None
+
     def to_json(self) -> bytes:
         # field by field rather than dataclasses.asdict, which deep-copies every value (a third of a login's
         # session write); every field is a str, None, a datetime, a tuple of str or a flat dict of str

@@ -222,3 +222,17 @@ def test_a_certificate_login_names_no_authenticating_authority(browser: Browser,
     posted = posted_response(browser.get(craft.redirect(craft.build())))
     assert posted.root.find(".//saml:AuthenticatingAuthority", NS) is None
     assert posted.root.find(".//saml:ProxyRestriction", NS) is None
+
+
+def test_a_certificate_login_replacing_a_federated_session_rests_on_the_certificate_alone(
+        browser: Browser, idp: DemoIdp, craft: AuthnRequests, demo_material: Any, users: Path) -> None:
+    # Karin logs in through Kommun C's IdP, whose assertion restricts passing it on to another SP; then Anna
+    # logs in with her own card in the same browser (ForceAuthn). The replaced session's IdP record stays for
+    # single logout, but Anna's assertion names no IdP and carries none of its restrictions (SAML Core §2.7.2.2)
+    answer = federated(browser, craft, idp, demo_material, proxy_restriction("2", SP_ENTITY_ID))
+    assert posted_response(answer).root.find(".//saml:ProxyRestriction", NS) is not None
+    browser.certificate_pem = (users / "anna.pem").read_text()
+    posted = posted_response(browser.get(craft.redirect(craft.build(force_authn=True))))
+    assert status_codes(posted.root) == (STATUS + "Success", None)
+    assert posted.root.find(".//saml:AuthenticatingAuthority", NS) is None
+    assert posted.root.find(".//saml:ProxyRestriction", NS) is None
