@@ -10,19 +10,24 @@ from when a worker thread takes the request up, for everything read from the cli
 past the deadline, or a client silent until then, look like the client closing the connection, so gunicorn
 drops it the way it drops any client that went away (no thread blocked, no traceback in the log). Writing the
 answer is not under the deadline (the time the broker takes to answer is not the client's), but each send gets
-``request_timeout`` to make progress, so a client that stops reading does not hold a thread either.
+``request_timeout`` to make progress, so a client that stops reading does not hold a thread either. In the
+threaded worker a new connection waits on the poller, not in a thread, until it sends its first byte
+(:meth:`DeadlineThreadWorker.accept`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import selectors
 import socket
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from gunicorn.workers.base import Worker
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 log = logging.getLogger("broker.serve")
@@ -129,10 +134,30 @@ def _request_timeout(worker: Any) -> float:
 
 
 class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's gthread worker, its connections under :class:`DeadlineSocket`."""
+    """gunicorn's gthread worker, its connections under :class:`DeadlineSocket`, a new connection given a thread
+    only once it has sent something."""
 
     def accept(self, listener: Any) -> None:
-        super().accept(_Listener(listener, _request_timeout(self)))
+        """Take a new connection and wait on the worker's poller, not in a thread, until it sends something.
+
+        gunicorn 27 hands a new connection to a pool thread at once, and the thread waits up to 5 s for the first
+        byte before it gives the connection back to the poller: a few hundred connections that send nothing
+        (opened by a careless client or on purpose) kept every thread waiting, and real requests queued behind
+        them for minutes. Here the connection waits where waiting is free, as a pending one, for
+        ``request_timeout`` seconds; silent that long, it is closed (gunicorn's ``murder_pending``). Once
+        readable, gunicorn's own callback gives it a thread, and the request's deadline starts.
+        """
+        try:
+            client, address = _Listener(listener, _request_timeout(self)).accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        conn = TConn(self.cfg, client, address, listener.getsockname())  # non-blocking from here
+        conn.timeout = time.monotonic() + _request_timeout(self)
+        self.pending_conns.append(conn)  # every entry waits request_timeout: the deque stays in deadline order
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         """SIGQUIT or SIGINT (the master's quick shutdown): end the worker at once.

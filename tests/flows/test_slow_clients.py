@@ -89,3 +89,34 @@ def test_normal_requests_keep_alive_and_bodies_are_unaffected(serve: BrokerServe
         refused = session.post(serve.url + "/saml/idp/sso", data={"SAMLRequest": "x" * 200_000}, timeout=10)
         assert refused.status_code == 400
         assert refused.headers["X-Broker-Reason"].startswith("saml_request")
+
+
+def test_connections_that_send_nothing_hold_no_thread_and_are_closed_after_the_deadline(serve: BrokerServe) -> None:
+    # gunicorn 27 gave a new connection a thread at once, which waited 5 s for its first byte: ten silent
+    # connections held both threads for ~25 s per request behind them (measured: 24.8 s each)
+    with serve:
+        silent = [socket.create_connection(("127.0.0.1", serve.port), timeout=30) for _ in range(10)]
+        try:
+            time.sleep(0.3)
+            for _ in range(3):
+                started = time.monotonic()
+                assert requests.get(serve.url + "/healthz", timeout=15).status_code == 200
+                assert time.monotonic() - started < 1.0
+            # each silent connection is closed once it has been silent for request_timeout
+            for sock in silent:
+                sock.settimeout(TIMEOUT + 3)
+                assert sock.recv(1) == b""
+        finally:
+            for sock in silent:
+                sock.close()
+        assert "Traceback" not in serve.log()
+
+
+def test_a_connection_that_sends_after_a_pause_is_served(serve: BrokerServe) -> None:
+    with serve, socket.create_connection(("127.0.0.1", serve.port), timeout=10) as sock:
+        time.sleep(TIMEOUT / 2)  # silent, but less than request_timeout
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
