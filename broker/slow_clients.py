@@ -21,11 +21,14 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from functools import partial
 from typing import Any
 
+from gunicorn import util
+from gunicorn.http import errors as http_errors
 from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
@@ -133,7 +136,72 @@ def _request_timeout(worker: Any) -> float:
     return float(worker.app.request_timeout)
 
 
-class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
+# What gunicorn refuses before the app sees a request (its request-line, header-count and field-size limits, a
+# request it cannot parse), as the broker's reason, and the HTTP status where it is not the reason's own
+_GUNICORN_REFUSALS: tuple[tuple[type[Exception], str, int | None], ...] = (
+    (http_errors.LimitRequestLine, "request_uri_too_long", None),
+    (http_errors.LimitRequestHeaders, "request_headers_too_large", None),
+    (http_errors.UnsupportedTransferCoding, "request_invalid", 501),
+    (http_errors.ExpectationFailed, "request_invalid", 417),
+    (http_errors.ForbiddenProxyRequest, "request_invalid", 403),
+    (http_errors.ParseException, "request_malformed", None),
+    (ssl.SSLError, "request_invalid", 403),
+)
+
+
+_NOT_THE_CLIENTS = (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName,
+                    http_errors.ConfigurationProblem)
+
+
+class FriendlyErrors:
+    """gunicorn workers whose own refusals (:data:`_GUNICORN_REFUSALS`) are the broker's error page: bilingual,
+    with a reference ID that the warning line in the log names, and the security headers of every page, instead
+    of gunicorn's bare English HTML. Anything else (or a page that cannot be made) is gunicorn's as before."""
+
+    wsgi: Any
+    log: Any
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
+        refusal = next(((code, status) for kind, code, status in _GUNICORN_REFUSALS if isinstance(exc, kind)), None)
+        # a response header the app got wrong, or gunicorn's configuration, is no client's fault: gunicorn's 500
+        if refusal is None or isinstance(exc, _NOT_THE_CLIENTS):
+            super().handle_error(req, client, addr, exc)  # type: ignore[misc]
+            return
+        try:
+            answer = _error_answer(self.wsgi, *refusal, exc, (addr or ("", -1))[0])
+        except Exception:  # the page is a courtesy: never worse than gunicorn's own
+            super().handle_error(req, client, addr, exc)  # type: ignore[misc]
+            return
+        cid, data = answer
+        self.log.warning("[%s] invalid request from ip=%s: %s", cid, (addr or ("?",))[0], exc)
+        try:
+            util.write_nonblock(client, data)
+        except OSError:
+            self.log.debug("Failed to send error message.")
+
+
+def _error_answer(app: Any, code: str, status: int | None, exc: Exception, address: str) -> tuple[str, bytes]:
+    """The broker's error page for ``code`` as HTTP/1.1 bytes (``Connection: close``), and its reference ID."""
+    from broker.errors import RequestRejected  # noqa: PLC0415  # the web layer only where a page is made
+    from broker.web.pages import error_page  # noqa: PLC0415
+    from broker.web.services import correlation_id  # noqa: PLC0415
+
+    with app.test_request_context("/", environ_base={"REMOTE_ADDR": address}):
+        app.preprocess_request()
+        cid = correlation_id()
+        response = error_page(RequestRejected(code, str(exc)[:200]), cid)
+        if status is not None:
+            response.status_code = status
+        response = app.process_response(response)
+        body = response.get_data()
+    head = [f"HTTP/1.1 {response.status}"]
+    head += [f"{name}: {value}" for name, value in response.headers.items()
+             if name.lower() not in ("content-length", "connection")]
+    head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+    return cid, "\r\n".join(head).encode("latin-1") + body
+
+
+class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker, its connections under :class:`DeadlineSocket`, a new connection given a thread
     only once it has sent something."""
 
@@ -174,7 +242,7 @@ class DeadlineThreadWorker(ThreadWorker):  # type: ignore[misc]
         Worker.handle_quit(self, sig, frame)
 
 
-class DeadlineSyncWorker(SyncWorker):  # type: ignore[misc]
+class DeadlineSyncWorker(FriendlyErrors, SyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker (``threads: 1``), its connections under :class:`DeadlineSocket`."""
 
     def accept(self, listener: Any) -> None:

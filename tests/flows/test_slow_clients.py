@@ -4,6 +4,7 @@ normal clients, kept-alive connections and request bodies are served as before."
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -120,3 +121,51 @@ def test_a_connection_that_sends_after_a_pause_is_served(serve: BrokerServe) -> 
         while chunk := sock.recv(4096):
             answer += chunk
         assert answer.startswith(b"HTTP/1.1 200")
+
+
+# --- what gunicorn refuses before the app sees a request: the broker's page, not gunicorn's -------------------
+
+
+def _raw(port: int, data: bytes) -> tuple[list[bytes], bytes]:
+    """Send ``data`` as is; the answer's status line and headers, and its body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head.split(b"\r\n"), body
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "reason"), [
+    pytest.param(b"GET /saml/idp/sso?SAMLRequest=" + b"a" * 8300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+                 "request_uri_too_long", id="request-line-over-8190-bytes"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431,
+                 "request_headers_too_large", id="header-field-over-the-limit"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: a\r\n" % i for i in range(101)) + b"\r\n", 431,
+                 "request_headers_too_large", id="over-100-header-fields"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n<script>alert(1)</script>: a\r\n\r\n", 400,
+                 "request_malformed", id="header-name-with-markup"),
+    pytest.param(b"G<script>T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request_malformed", id="invalid-method"),
+    # request smuggling's classic (RFC 9112 §6.3: a sender must not send both)
+    pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                 400, "request_malformed", id="content-length-and-chunked"),
+])
+def test_requests_gunicorn_refuses_get_the_brokers_page(serve: BrokerServe, request_bytes: bytes, status: int,
+                                                        reason: str) -> None:
+    with serve:
+        head, body = _raw(serve.port, request_bytes)
+        log = serve.log()
+    assert head[0].startswith(b"HTTP/1.1 %d " % status)
+    headers = {line.split(b":", 1)[0].lower(): line.split(b":", 1)[1].strip() for line in head[1:]}
+    assert headers[b"x-broker-reason"] == reason.encode()
+    assert headers[b"connection"] == b"close"
+    assert int(headers[b"content-length"]) == len(body)
+    for name in (b"content-security-policy", b"x-content-type-options", b"x-frame-options", b"cache-control"):
+        assert name in headers
+    reference = re.search(rb"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", body)
+    assert reference is not None
+    assert b"<script>" not in body
+    # the operator finds the refusal by the reference ID the user quotes
+    assert f"[{reference.group(0).decode()}] invalid request from ip=127.0.0.1" in log
+    assert "Traceback" not in log
