@@ -138,6 +138,9 @@ class ChainWriter:
         self._synced = 0
         self._last_line = b""
         self._abandoned: dict[str, Any] | None = None
+        # tokens up to this one went to a file that was lost before they were synced (removed, or not cut back
+        # and synced after a failed write): no request that wrote them may be told they are durable
+        self._lost_upto = 0
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -254,6 +257,7 @@ class ChainWriter:
         except OSError:
             in_place = False
         if not in_place:
+            self._lost_upto = self._written
             self._abandoned = {"file": self._file_path.name, "bytes": self._file_bytes,
                                "truncated_partial_line": False,
                                "error": "the file was removed or replaced while open"}
@@ -305,8 +309,10 @@ class ChainWriter:
             if self._fd is not None:
                 os.ftruncate(self._fd, good_size)
                 os.fsync(self._fd)  # what was whole before the failure stays durable
+                self._synced = max(self._synced, self._written)
         except OSError:
             cut = False
+            self._lost_upto = self._written
         self._abandoned = {"file": self._file_path.name if self._file_path else None, "bytes": good_size,
                            "truncated_partial_line": cut, "error": exc.strerror or str(exc)}
 
@@ -361,6 +367,10 @@ class ChainWriter:
                 return
             with self._lock:
                 target, fd = self._written, self._fd
+                if upto <= self._lost_upto:
+                    # another request found the file gone first; this one's records were in it too
+                    raise AuditUnavailable(f"the records up to this request were in {self._file_path}, which "
+                                           "was lost before they were synced")
                 if self._abandoned is None:
                     self._check_file_in_place()
             if fd is None:

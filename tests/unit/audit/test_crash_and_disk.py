@@ -23,10 +23,13 @@ from broker.audit.chain import chain_files, line_hash
 from broker.audit.verify import Verification
 from broker.clock import FixedClock
 from broker.config.loader import load_settings
+from broker.errors import AuditUnavailable
 from broker.session.store import RedisStore
 from tests.factories.audit import (
     T0,
     lines_of,
+    login_event,
+    make_trail,
     make_writer,
     only_chain,
     records_of,
@@ -399,3 +402,27 @@ def test_writer_processes_side_by_side_keep_their_chains_apart(tmp_path: Path, k
         assert sorted(logins) == sorted(f"{name}-{n}-{i:03d}" for n in range(2) for i in range(250))
         assert report.attestations == []
     assert list(directory.glob("*.recovered")) == []
+
+
+def test_every_request_whose_records_were_in_a_removed_file_fails_closed(tmp_path: Path,
+                                                                         key: Ed25519PrivateKey) -> None:
+    """Two requests append, then the file is removed (a cleanup job, logrotate). The first to sync finds it gone
+    and fails closed; the second must too: its records were in the same file. It was told they were durable,
+    since the first had already marked the file abandoned and the check was skipped."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    writer = make_writer(directory, clock, key)
+    trail = make_trail(writer, clock)
+    trail.record(login_event(0))
+    trail.sync()
+    first, _ = writer.append(trail.format(login_event(1)))
+    second, _ = writer.append(trail.format(login_event(2)))
+    for path in directory.glob("*.000001.jsonl"):
+        path.unlink()
+    for token in (first, second):
+        with pytest.raises(AuditUnavailable):
+            writer.sync(token)
+    # the next request's records go to a fresh file, and are durable again
+    third, _ = writer.append(trail.format(login_event(3)))
+    writer.sync(third)
+    assert any(path.name.endswith(".000002.jsonl") for path in directory.iterdir())
