@@ -115,8 +115,9 @@ def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id
     else:
         pattern = rule.pattern or DEFAULT_HSA_ID_PATTERN
         if not re.fullmatch(pattern, value, re.ASCII):
-            raise CertificateRejected("identity_invalid",
-                                      f"{field} {value!r} does not match the {rule.type} pattern {pattern}")
+            # not the value: a personnummer where an HSA-id belongs is personal data too
+            raise CertificateRejected("identity_invalid", f"{field} ({value_shape(value)}) does not match the "
+                                                          f"{rule.type} pattern {pattern}")
     given = _single_subject_value(cert, NameOID.GIVEN_NAME)
     surname = _single_subject_value(cert, NameOID.SURNAME)
     display = _single_subject_value(cert, NameOID.COMMON_NAME)
@@ -160,3 +161,13 @@ def display_subject(cert: x509.Certificate) -> str:
                 parts.append(attr.rfc4514_string())
         rdns.append("+".join(parts))
     return ",".join(rdns)
+
+
+def value_shape(value: str) -> str:
+    """What a refused identity value looks like without saying what it is: its length and kinds of
+    characters, for the operator to tell a personnummer (12 digits) from a mistyped HSA-id."""
+    kinds = [name for name, test in (("digits", str.isdigit), ("letters", str.isalpha)) if any(map(test, value))]
+    others = sum(1 for c in value if not c.isalnum())
+    if others:
+        kinds.append(f"{others} other")
+    return f"{len(value)} characters: {', '.join(kinds) or 'none'}"

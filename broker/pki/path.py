@@ -40,6 +40,7 @@ from cryptography.x509.verification import (
 from broker.errors import CertificateRejected
 from broker.lru import LruCache
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
+from broker.pki.naming import describe
 from broker.pki.truststore import TrustDomain
 
 
@@ -164,7 +165,7 @@ def verify_path(
     for cert in chain[1:-1]:  # the anchor's self-signature carries no trust, so it is not judged
         weak = weak_signature_reason(cert)
         if weak:
-            raise CertificateRejected("weak_signature_algorithm", f"{cert.subject.rfc4514_string()}: {weak}")
+            raise CertificateRejected("weak_signature_algorithm", f"{describe(cert)}: {weak}")
     for depth, ca in enumerate(chain[1:], start=1):  # runs inside PathCache: once per path, not per login
         constraints = _name_constraints(ca)
         if constraints is not None:

@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from broker.errors import CertificateRejected
+from broker.pki.naming import describe, subject_text
 
 ANY_POLICY: Final = "2.5.29.32.0"  # anyPolicy (RFC 5280 §4.2.1.4)
 
@@ -156,7 +157,8 @@ def valid_policies(chain: Sequence[x509.Certificate]) -> PathPolicies:
     cas: list[CaPolicies] = []
     notes: list[str] = []
     for i, cert in enumerate(path, start=1):
-        subject = cert.subject.rfc4514_string()
+        # the leaf is named by serial and issuer: its subject can hold a personnummer (broker.pki.naming)
+        subject = describe(cert) if i == n else subject_text(cert)
         self_issued = cert.issuer == cert.subject
         tree.levels.append([])
         asserted = _certificate_policies(cert)
@@ -205,7 +207,7 @@ def valid_policies(chain: Sequence[x509.Certificate]) -> PathPolicies:
     if n:
         leaf_constraints = _extension(path[-1], x509.PolicyConstraints)
         if leaf_constraints is not None and leaf_constraints.require_explicit_policy == 0:
-            explicit, explicit_by = 0, f"{path[-1].subject.rfc4514_string()} (requireExplicitPolicy 0)"
+            explicit, explicit_by = 0, f"{describe(path[-1])} (requireExplicitPolicy 0)"
     if explicit == 0 and tree.null:
         raise CertificateRejected("policy_not_accepted", _explicit_detail("the path", explicit_by))
     valid = frozenset(node.authority_policy() for node in tree.levels[-1])
@@ -253,7 +255,7 @@ def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
         return None
     except (ValueError, x509.DuplicateExtension) as exc:  # malformed extensions (cryptography parses lazily)
         raise CertificateRejected("chain_invalid",
-                                  f"{cert.subject.rfc4514_string()}: extensions cannot be read ({exc})") from exc
+                                  f"{describe(cert)}: extensions cannot be read ({exc})") from exc
 
 
 def _certificate_policies(cert: x509.Certificate) -> tuple[str, ...] | None:
@@ -271,7 +273,7 @@ def _policy_mappings(cert: x509.Certificate) -> dict[str, frozenset[str]]:
         ext = cert.extensions.get_extension_for_oid(ExtensionOID.POLICY_MAPPINGS).value
     except x509.ExtensionNotFound:
         return {}
-    subject = cert.subject.rfc4514_string()
+    subject = subject_text(cert)  # a CA's (§6.1.4 reads mappings of CAs only)
     try:
         pairs = _mapping_pairs(ext.public_bytes())
     except ValueError as exc:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from broker.config.schema import UpstreamIdpConfig
 from broker.errors import UpstreamRejected
 from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
-from broker.pki.identity import check_personnummer
+from broker.pki.identity import check_personnummer, value_shape
 from broker.saml.attributes import BY_URI
 
 
@@ -55,8 +55,9 @@ def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, .
     else:
         pattern = rule.pattern or own_hsa_id_pattern(organization_number)
         if not re.fullmatch(pattern, key, re.ASCII):
-            raise UpstreamRejected("upstream_identity_invalid",
-                                   f"{rule.attribute} {key!r} does not match the {rule.type} pattern {pattern}")
+            raise UpstreamRejected("upstream_identity_invalid",  # not the value: it may be a personnummer
+                                   f"{rule.attribute} ({value_shape(key)}) does not match the {rule.type} "
+                                   f"pattern {pattern}")
 
     def first(name: str) -> str | None:
         found = attributes.get(name)

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from broker.clock import Clock
 from broker.errors import CertificateRejected, DependencyUnavailable
 from broker.lru import by_identity
+from broker.pki.naming import describe, is_ca, subject_text
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.session.store import KeyValueStore
 
@@ -44,30 +45,6 @@ log = logging.getLogger("broker.revocation")
 
 # a CRL issued a little ahead of our clock is fine; much further ahead, it is not ours to use yet
 _FUTURE_TOLERANCE = dt.timedelta(minutes=5)
-
-
-@by_identity(16384)
-def subject_text(cert: x509.Certificate) -> str:
-    """RFC 4514 text of the subject (cached: formatting names is slow and CAs recur on every login)."""
-    return cert.subject.rfc4514_string()
-
-
-@by_identity(16384)
-def describe(cert: x509.Certificate) -> str:
-    """How revocation messages name a certificate: a CA by its subject; a user's certificate by serial and
-    issuer, never by its subject (which can hold a personnummer, and messages reach the audit trail)."""
-    if is_ca(cert):
-        return f"CA {subject_text(cert)}"
-    return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
-
-
-@by_identity(16384)
-def is_ca(cert: x509.Certificate) -> bool:
-    """basicConstraints cA (RFC 5280 §4.2.1.9); absent means an end entity."""
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        return False
 
 
 @by_identity(16384)

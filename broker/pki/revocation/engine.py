@@ -35,11 +35,11 @@ from cryptography import x509
 from broker.clock import Clock
 from broker.config.schema import RevocationConfig
 from broker.errors import CertificateRejected, DependencyUnavailable
+from broker.pki.naming import describe
 from broker.pki.revocation.crls import (
     CrlSource,
     CrlStore,
     VerifiedCrl,
-    describe,
     distribution_point_urls,
     spki,
 )

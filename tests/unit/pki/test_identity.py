@@ -128,16 +128,25 @@ def test_missing_identity_names_the_field(h: Hierarchy) -> None:
     assert caught.value.params == {"field": "subject serialNumber"}
 
 
-@pytest.mark.parametrize("value", [
-    pytest.param(PERSONNUMMER_BAD_CHECK_DIGIT, id="bad-check-digit"),
-    pytest.param(PERSONNUMMER_IMPOSSIBLE_DATE, id="impossible-date"),
+@pytest.mark.parametrize(("value", "rule"), [
+    pytest.param(PERSONNUMMER_BAD_CHECK_DIGIT, PNR, id="bad-check-digit"),
+    pytest.param(PERSONNUMMER_IMPOSSIBLE_DATE, PNR, id="impossible-date"),
+    # a valid personnummer where the municipality's rule wants an HSA-id is personal data all the same
+    pytest.param(PERSONNUMMER_VALID, HSA, id="personnummer-under-an-hsa-id-rule"),
 ])
-def test_invalid_personnummer_is_not_repeated_in_the_error(h: Hierarchy, value: str) -> None:
+def test_invalid_personnummer_is_not_repeated_in_the_error(h: Hierarchy, value: str, rule: IdentityRule) -> None:
     with pytest.raises(CertificateRejected) as caught:
-        extract_identity(h.leaf(serial_number=value).certificate, PNR, "kommun-a")
+        extract_identity(h.leaf(serial_number=value).certificate, rule, "kommun-a")
+    assert caught.value.reason == "identity_invalid"
     assert value not in str(caught.value)
     assert value not in caught.value.detail
     assert value not in caught.value.params.values()
+
+
+def test_a_refused_hsa_id_is_described_by_its_shape(h: Hierarchy) -> None:
+    with pytest.raises(CertificateRejected) as caught:
+        extract_identity(h.leaf(serial_number=PERSONNUMMER_VALID).certificate, HSA, "kommun-a")
+    assert "(12 characters: digits)" in caught.value.detail
 
 
 # --- check_personnummer on its own ---

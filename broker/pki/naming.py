@@ -1,0 +1,36 @@
+"""How messages name a certificate. They reach the audit trail and the operator log, which must hold no
+personnummer (REFERENCE.md, "Logging law and privacy"), and a user's certificate can carry one in its subject
+(serialNumber, sometimes commonName): a CA is named by its subject, a user's certificate by serial number and
+issuer, never by its subject."""
+
+from __future__ import annotations
+
+from cryptography import x509
+
+from broker.lru import by_identity
+
+
+@by_identity(16384)
+def subject_text(cert: x509.Certificate) -> str:
+    """RFC 4514 text of the subject (cached: formatting names is slow and CAs recur on every login). For CA
+    certificates; a user's certificate is named by :func:`describe`."""
+    return cert.subject.rfc4514_string()
+
+
+@by_identity(16384)
+def is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints cA (RFC 5280 §4.2.1.9); absent means an end entity."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+    except (ValueError, x509.DuplicateExtension):  # unreadable extensions: named as a user's certificate
+        return False
+
+
+@by_identity(16384)
+def describe(cert: x509.Certificate) -> str:
+    """A CA by its subject; a user's certificate by serial and issuer."""
+    if is_ca(cert):
+        return f"CA {subject_text(cert)}"
+    return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
