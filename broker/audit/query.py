@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,21 +15,32 @@ SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key
                            "audit_file_abandoned"})
 
 
-def records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
-    """Every readable record of every chain in ``paths``, chain by chain (chains in start order)."""
+def records(paths: Iterable[Path],
+            on_unreadable: Callable[[Path, str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Every readable record of every chain in ``paths``, chain by chain (chains in start order).
+
+    Lines that are no record (not a JSON object; the verifier names them) are passed over; a file that cannot
+    be read is passed to ``on_unreadable`` with the reason (raised as OSError without one)."""
     chains = collect(paths)
     for chain in sorted(chains, key=_started):
         for _, path in chains[chain]:
-            with path.open("rb") as f:
-                for raw in f:
-                    if not raw.endswith(b"\n"):
-                        break  # a torn last line (the verifier reports it)
-                    try:
-                        record = json.loads(raw)
-                    except ValueError:
-                        continue
-                    record["_chain"] = chain
-                    yield record
+            try:
+                with path.open("rb") as f:
+                    for raw in f:
+                        if not raw.endswith(b"\n"):
+                            break  # a torn last line (the verifier reports it)
+                        try:
+                            record = json.loads(raw)
+                        except (ValueError, RecursionError):
+                            continue
+                        if not isinstance(record, dict):
+                            continue
+                        record["_chain"] = chain
+                        yield record
+            except OSError as exc:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(path, exc.strerror or str(exc))
 
 
 def parse_time(text: str) -> dt.datetime:
@@ -89,9 +100,9 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
                 for _, raw in zip(range(head_lines), f, strict=False):
                     try:
                         record = json.loads(raw)
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         break
-                    if record.get("event") == event:
+                    if isinstance(record, dict) and record.get("event") == event:
                         return dict(record)
         except OSError:
             continue

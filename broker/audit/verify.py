@@ -12,6 +12,9 @@ What each problem means:
 ``torn``       the last line is incomplete (a crash while writing) and no later writer attested it
 ``bad checkpoint signature``  a checkpoint's Ed25519 signature does not verify
 ``unknown key``               a checkpoint is signed by a key the reviewer did not supply
+``unsealed``   the chain holds records after its start but no checkpoint: a writer seals its chain with a
+               signed checkpoint while starting it, before any event, so nothing vouches for these records
+               (anyone can write a chain of hashes; only the key signs)
 
 What the writer leaves (:mod:`broker.audit.chain`, docs/audit.md "Files and
 tamper evidence") decides what is normal. A closed writer never appends again
@@ -119,6 +122,8 @@ class _Walker:
         self.positions: dict[int, tuple[str, int, str]] = {}  # indexed seq -> (file, line, hash of the line)
         self.first_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
         self.final_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
+        self.checkpoint_seqs: set[int] = set()  # the seqs of checkpoints whose signature verified
+        self.second_record: tuple[str, int] | None = None  # where the first record after the start is
 
     def fail(self, file: str, line: int | None, seq: int | None, what: str, detail: str) -> None:
         self.report.problems.append(Problem(file, line, seq, what, detail))
@@ -132,11 +137,13 @@ class _Walker:
         if self.final_checkpoint is not None:
             self.fail(file, number, _seq_of(raw), "inserted", f"a record {_after(self.final_checkpoint)}")
             return False
+        rec = _record_of(raw)
         try:
-            rec = json.loads(raw)
+            if rec is None:
+                raise ValueError("not a record")
             seq = int(rec["seq"])
             prev = str(rec["prev"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             self.fail(file, number, None, "modified", "the line is not a well-formed audit record")
             return False
         if seq < self.expected:
@@ -160,8 +167,7 @@ class _Walker:
             else:
                 self.fail(file, number, seq, "modified", "the first record does not start from the genesis hash")
             return False
-        if seq == 1 and (rec.get("event") != "audit_chain_started"
-                         or (rec.get("data") or {}).get("chain") != self.chain):
+        if seq == 1 and (rec.get("event") != "audit_chain_started" or _data(rec).get("chain") != self.chain):
             self.fail(file, number, seq, "modified", "the chain does not start with its audit_chain_started record")
             return False
         if rec.get("event") == "audit_checkpoint" and not self.checkpoint(file, number, seq, rec):
@@ -169,7 +175,9 @@ class _Walker:
         if seq in self.indexed:
             self.positions[seq] = (file, number, line_hash(raw))
         if rec.get("event") == "audit_chain_recovered":
-            self.report.attestations.append({**(rec.get("data") or {}), "by_seq": seq})
+            self.report.attestations.append({**_data(rec), "by_seq": seq})
+        if seq == 2:
+            self.second_record = (file, number)
         self.prev = line_hash(raw)
         self.prev_where = (file, number)
         self.expected = seq + 1
@@ -179,7 +187,7 @@ class _Walker:
         return True
 
     def checkpoint(self, file: str, number: int, seq: int, rec: dict[str, Any]) -> bool:
-        data = rec.get("data") or {}
+        data = _data(rec)
         try:
             kid, signature = str(data["key_id"]), str(data["signature"])
             covers_seq, covers_hash = int(data["covers_seq"]), str(data["covers_hash"])
@@ -198,6 +206,7 @@ class _Walker:
             self.fail(file, number, seq, "bad checkpoint signature", f"key {kid}")
             return False
         self.report.checkpoints += 1
+        self.checkpoint_seqs.add(seq)
         self.report.sealed_seq = seq
         self.report.key_ids.add(kid)
         self.report.closed = bool(data.get("final"))
@@ -215,10 +224,26 @@ def _after(final: tuple[str, int, int]) -> str:
     return f"after the final checkpoint (seq {seq}, {Path(file).name}:{line}): a closed chain is never written again"
 
 
-def _seq_of(raw: bytes) -> int | None:
+def _record_of(raw: bytes) -> dict[str, Any] | None:
+    """The line as a record (a JSON object), or None: not JSON, not an object, nested past the parser's
+    recursion limit."""
     try:
-        return int(json.loads(raw)["seq"])
-    except (ValueError, KeyError, TypeError):
+        rec = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _data(rec: dict[str, Any]) -> dict[str, Any]:
+    data = rec.get("data")
+    return data if isinstance(data, dict) else {}
+
+
+def _seq_of(raw: bytes) -> int | None:
+    rec = _record_of(raw)
+    try:
+        return int(rec["seq"]) if rec is not None else None
+    except (ValueError, KeyError, TypeError, OverflowError):
         return None
 
 
@@ -230,7 +255,13 @@ def _lines(data: bytes) -> tuple[list[bytes], bytes]:
 def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
     report = ChainReport(chain, files=[str(p) for _, p in files])
     marker = _closed_marker(chain, files)
-    remembered = {seq for _, _, seq in _index_lines(chain, files) if seq is not None}
+    try:
+        index_lines = _index_lines(chain, files)
+    except OSError as exc:
+        index_path = files[0][1].parent / f"{chain}.checkpoints.jsonl"
+        report.problems.append(Problem(str(index_path), None, None, "missing", f"cannot read: {exc.strerror}"))
+        return report
+    remembered = {seq for _, _, seq in index_lines if seq is not None}
     if marker is not None and marker[1] is not None:
         remembered |= {marker[1][0], marker[1][0] + 1}  # the end it records, and what would follow it
     walker = _Walker(chain, keyring, report, frozenset(remembered))
@@ -265,6 +296,11 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             else:
                 walker.fail(name, len(lines) + 1, None, "modified", "an incomplete line inside the chain")
                 return report
+    if walker.first_checkpoint is None and walker.second_record is not None:
+        file, line = walker.second_record
+        walker.fail(file, line, 2, "unsealed", f"{report.records - 1} record(s) after the chain's start, and no "
+                                               "checkpoint: the writer seals a chain while starting it")
+        return report
     _check_index(chain, files, report, walker)
     if not report.problems and marker is not None:
         _check_closed(marker, files, report, walker)
@@ -313,6 +349,11 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
         if seq > report.last_seq:
             walker.fail(str(files[-1][1]), None, seq, "truncated",
                         f"the chain ends at seq {report.last_seq} but was sealed up to seq {seq}")
+            return
+        if seq not in walker.checkpoint_seqs:  # the index holds copies of signed checkpoints, nothing else
+            at: tuple[str, int | None, str] = walker.positions.get(seq, (str(index), number, ""))
+            walker.fail(at[0], at[1], seq, "modified", f"the record at seq {seq} is no checkpoint, though "
+                                                       f"{index.name} names it as one (line {number})")
             return
         file, line, digest = walker.positions.get(seq, (str(files[-1][1]), None, ""))
         if digest != line_hash(raw):
@@ -367,7 +408,10 @@ def _check_closed(marker: tuple[Path, tuple[int, str] | None], files: Sequence[t
 def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     """Verify every chain found in ``paths``; crashed chains are settled by later writers' attestations."""
     reports = [verify_chain(chain, files, keyring) for chain, files in sorted(collect(paths).items())]
-    attested = {a.get("chain"): a for r in reports if not r.problems for a in r.attestations}
+    # an attestation counts only once a checkpoint of the attesting chain seals it (the recovering writer writes
+    # it before its first checkpoint): otherwise anyone could attest any end
+    attested = {a.get("chain"): a for r in reports if not r.problems for a in r.attestations
+                if isinstance(a.get("by_seq"), int) and a["by_seq"] <= r.sealed_seq}
     for report in reports:
         if report.problems:
             continue

@@ -143,8 +143,8 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
     """Find events: by user or pseudonym, municipality, SP, outcome, reason, time range or correlation ID."""
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
                      since, until, system)
-    found = [{k: v for k, v in r.items() if k != "_chain"} for r in records(_paths_or_config(paths, config_dir))
-             if wanted(r)]
+    found = [{k: v for k, v in r.items() if k != "_chain"}
+             for r in records(_paths_or_config(paths, config_dir), _skipped) if wanted(r)]
     if fmt == "jsonl":
         for record in found:
             click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
@@ -176,10 +176,14 @@ def report_command(paths: tuple[Path, ...], config_dir: Path | None, html_file: 
     sources = _paths_or_config(paths, config_dir)
     wanted = _filter((), False, None, None, None, None, None, (), None, since, until, False)
     integrity = verify(sources, _keyring(key_files, config_dir))
-    document = html_report.build((r for r in records(sources) if wanted(r)), integrity, title=title,
+    document = html_report.build((r for r in records(sources, _skipped) if wanted(r)), integrity, title=title,
                                  since=wanted.since, until=wanted.until)
     html_file.write_text(document, encoding="utf-8")
     click.echo(f"wrote {html_file} ({'intact' if integrity.ok else 'integrity problems: see the report'})")
+
+
+def _skipped(path: Path, why: str) -> None:
+    click.echo(f"skipped {path}: {why} (`broker audit verify` names it as a problem)", err=True)
 
 
 def _pseudonym_from_stdin(config_dir: Path | None, key_file: Path | None = None) -> str:

@@ -644,3 +644,113 @@ def test_a_writer_stopped_before_indexing_its_first_checkpoint_is_explained_by_a
     assert reports[stopped].warnings == [
         "no checkpoint index: the writer stopped before copying its first checkpoint there (attested by a later "
         "writer)"]
+
+
+# --- chains nobody signed: anyone can write a chain of hashes ------------------------------------------------
+
+
+def forged_chain(directory: Path, name: str, *events: dict[str, Any]) -> Path:
+    """A chain written by someone without the key: correctly linked records, starting as a writer starts one."""
+    start = {"time": "2026-11-27T09:00:00.000Z", "instance": "i1", "event": "audit_chain_started",
+             "outcome": "info", "data": {"chain": name, "key_id": key_id(KEY.public_key()), "pid": 1}}
+    prev, lines = chain_module.GENESIS, []
+    for seq, event in enumerate((start, *events), start=1):
+        line = dump({"v": 1, "seq": seq, "prev": prev, **event})
+        prev = line_hash(line)
+        lines.append(line)
+    path = directory / f"{name}.000001.jsonl"
+    path.write_bytes(b"".join(lines))
+    return path
+
+
+FORGED_LOGIN = {"time": "2026-11-27T09:00:01.000Z", "instance": "i1", "event": "assertion_issued",
+                "outcome": "success", "correlation_id": "FORG-ED00-0000-0001", "user": "SE2120001009-victim",
+                "user_kind": "hsa_id", "sp": "https://ehr.example/sp"}
+
+
+def test_a_chain_without_a_checkpoint_holding_events_is_unsealed(chain: Chain, tmp_path: Path) -> None:
+    name = "i1.20261127T090000000Z.abcdef"
+    forged = forged_chain(chain.directory, name, FORGED_LOGIN)
+    result = verified(chain.directory, KEY)
+    reports = {r.chain: r for r in result.chains}
+    assert reports[chain.name].problems == []
+    (problem,) = reports[name].problems
+    assert (problem.what, problem.file, problem.line, problem.seq) == ("unsealed", str(forged), 2, 2)
+    exit_code, output = on_the_command_line(chain.directory, tmp_path)
+    assert exit_code == 1
+    assert "unsealed" in output
+
+
+def test_a_forged_index_line_naming_a_record_that_is_no_checkpoint_is_modified(chain: Chain) -> None:
+    # a copy of an ordinary record in the index would vouch for nothing: only signed checkpoints belong there
+    ordinary = lines_of(chain.files[0])[3]
+    with chain.index.open("ab") as index:
+        index.write(ordinary)
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line) == ("modified", str(chain.files[0]), 4)
+    assert "is no checkpoint" in problem.detail
+
+
+def test_an_attestation_no_checkpoint_seals_settles_nothing(tmp_path: Path) -> None:
+    """A writer that crashed leaves an open chain with records after its last checkpoint; only an attestation
+    that a checkpoint of the attesting chain seals may settle it, or anyone could attest any end."""
+    directory = tmp_path / "audit"
+    crashed = build(directory, closed=False, tail=3)
+    report = verified(directory, KEY).chains[0]
+    name = "i2.20261127T090000000Z.fedcba"
+    forged_chain(directory, name, {
+        "time": "2026-11-27T09:00:01.000Z", "instance": "i2", "event": "audit_chain_recovered", "outcome": "info",
+        "data": {"chain": crashed.name, "last_seq": report.last_seq, "last_hash": report.last_hash}})
+    reports = {r.chain: r for r in verified(directory, KEY).chains}
+    assert reports[name].problems[0].what == "unsealed"
+    assert any("follow the last checkpoint" in w for w in reports[crashed.name].warnings)  # not settled by it
+
+
+GARBLED = [
+    pytest.param(b'{"seq":1e400,"prev":"x"}\n', id="seq-past-float-range"),
+    pytest.param(b"[" * 100000 + b"]" * 100000 + b"\n", id="nested-past-the-recursion-limit"),
+    pytest.param(b"[1,2]\n", id="array"),
+    pytest.param(b'"text"\n', id="string"),
+    pytest.param(b"7\n", id="number"),
+]
+
+
+@pytest.mark.parametrize("line", GARBLED)
+def test_a_garbled_line_is_a_problem_never_a_crash(chain: Chain, tmp_path: Path, line: bytes) -> None:
+    lines = lines_of(chain.files[1])
+    write_lines(chain.files[1], [*lines[:2], line, *lines[3:]])
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line) == ("modified", str(chain.files[1]), 3)
+    exit_code, output = on_the_command_line(chain.directory, tmp_path)
+    assert exit_code == 1
+    assert "Traceback" not in output
+    # the reviewer's other tools pass the line over
+    found = CliRunner().invoke(main, ["audit", "query", str(chain.directory), "--format", "jsonl"])
+    assert found.exit_code == 0, found.output
+    assert len(found.output.splitlines()) > 0
+
+
+def test_a_first_record_whose_data_is_no_object_is_modified(tmp_path: Path) -> None:
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    name = "x.20260101T000000000Z.aaaaaa"
+    (directory / f"{name}.000001.jsonl").write_bytes(
+        b'{"v":1,"seq":1,"prev":"' + b"0" * 64 + b'","event":"audit_chain_started","data":[1]}\n')
+    problem = verified(directory, KEY).first_problem()
+    assert problem is not None
+    assert problem.what == "modified"
+
+
+def test_an_unreadable_index_or_chain_file_is_named(chain: Chain, tmp_path: Path) -> None:
+    chain.index.unlink()
+    chain.index.mkdir()
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file) == ("missing", str(chain.index))
+    unreadable = chain.directory / "zz.20260101T000000000Z.aaaaaa.000001.jsonl"
+    unreadable.mkdir()
+    found = CliRunner().invoke(main, ["audit", "query", str(chain.directory)])
+    assert found.exit_code == 0
+    assert f"skipped {unreadable}" in found.output
