@@ -218,11 +218,21 @@ class ChainWriter:
 
     def _open_next_file(self, now: dt.datetime) -> None:
         path = self.settings.directory / f"{self.chain_id}.{self._file_index + 1:06d}.jsonl"
+        # made and locked under a name no reader looks at, then linked into place: a writer starting meanwhile
+        # must never find the file unlocked (it would attest this live chain as crashed at its last record)
+        hidden = self.settings.directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        fd = None
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "this writer is alive" for recovery
+            os.link(hidden, path)  # fails if the name exists, like O_EXCL
+            os.unlink(hidden)
             _fsync_dir(self.settings.directory)
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(hidden)
             raise AuditUnavailable(f"cannot create {path}: {exc.strerror}") from exc
         # the new file is locked before the old one is let go: the chain is never seen unlocked
         self._close_file()

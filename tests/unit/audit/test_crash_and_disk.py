@@ -7,6 +7,7 @@ The test process then verifies the directory as a reviewer would.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 
+import broker.audit.chain as chain_module
 from broker.app import create_app
 from broker.audit.chain import chain_files, line_hash
 from broker.audit.verify import Verification
@@ -426,3 +428,40 @@ def test_every_request_whose_records_were_in_a_removed_file_fails_closed(tmp_pat
     third, _ = writer.append(trail.format(login_event(3)))
     writer.sync(third)
     assert any(path.name.endswith(".000002.jsonl") for path in directory.iterdir())
+
+
+def test_a_writer_starting_while_another_creates_its_file_does_not_attest_it(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writer A's file must be locked before any other writer can see it: B, starting in between (another
+    gunicorn worker), would find it unlocked, attest A's live chain as crashed at its last record, and the
+    verifier would then report A's untampered chain as truncated."""
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    clock = FixedClock(T0)
+    first = make_writer(directory, clock, key, instance="wa")
+    second = make_writer(directory, clock, key, instance="wb")
+    real_flock = chain_module.fcntl.flock
+    started: list[str] = []
+
+    class SecondStartsMeanwhile:
+        LOCK_EX, LOCK_NB, LOCK_SH = fcntl.LOCK_EX, fcntl.LOCK_NB, fcntl.LOCK_SH
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            if operation & fcntl.LOCK_EX and not started:
+                started.append("wb")
+                second.checkpoint()  # B starts (and looks for crashed chains) before A's lock is taken
+            real_flock(fd, operation)
+
+    monkeypatch.setattr(chain_module, "fcntl", SecondStartsMeanwhile)
+    trail = make_trail(first, clock)
+    for n in range(3):
+        trail.record(login_event(n))
+        trail.sync()
+    trail.close()
+    make_trail(second, clock).close()
+    assert started == ["wb"]
+    assert not list(directory.glob("*.recovered"))
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+    assert not list(directory.glob(".*"))  # no hidden file left behind
