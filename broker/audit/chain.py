@@ -138,9 +138,10 @@ class ChainWriter:
         self._synced = 0
         self._last_line = b""
         self._abandoned: dict[str, Any] | None = None
-        # tokens up to this one went to a file that was lost before they were synced (removed, or not cut back
-        # and synced after a failed write): no request that wrote them may be told they are durable
-        self._lost_upto = 0
+        # token ranges (after, upto] that went to a file lost before they were synced (removed, or not cut back
+        # and synced after a failed write): no request that wrote them may be told they are durable, even once
+        # later records in a new file are synced past them
+        self._lost: list[tuple[int, int]] = []
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -267,7 +268,7 @@ class ChainWriter:
         except OSError:
             in_place = False
         if not in_place:
-            self._lost_upto = self._written
+            self._lose()
             self._abandoned = {"file": self._file_path.name, "bytes": self._file_bytes,
                                "truncated_partial_line": False,
                                "error": "the file was removed or replaced while open"}
@@ -322,7 +323,7 @@ class ChainWriter:
                 self._synced = max(self._synced, self._written)
         except OSError:
             cut = False
-            self._lost_upto = self._written
+            self._lose()
         self._abandoned = {"file": self._file_path.name if self._file_path else None, "bytes": good_size,
                            "truncated_partial_line": cut, "error": exc.strerror or str(exc)}
 
@@ -368,8 +369,22 @@ class ChainWriter:
 
     # --- durability --------------------------------------------------------------------------
 
+    def _lose(self) -> None:
+        """The open file is lost: what was written to it and not yet synced will never be durable."""
+        if self._written > self._synced:
+            self._lost.append((self._synced, self._written))
+
+    def _check_not_lost(self, upto: int) -> None:
+        for after, last in self._lost:
+            if after < upto <= last:
+                # another request found the file gone first; this one's records were in it too
+                raise AuditUnavailable(f"the records of this request were in {self._file_path}, which was lost "
+                                       "before they were synced")
+
     def sync(self, upto: int) -> None:
         """fsync so that everything up to token ``upto`` is on disk; concurrent callers share one fsync."""
+        if self._lost:
+            self._check_not_lost(upto)
         if upto <= self._synced:
             return
         with self._sync_lock:
@@ -377,10 +392,7 @@ class ChainWriter:
                 return
             with self._lock:
                 target, fd = self._written, self._fd
-                if upto <= self._lost_upto:
-                    # another request found the file gone first; this one's records were in it too
-                    raise AuditUnavailable(f"the records up to this request were in {self._file_path}, which "
-                                           "was lost before they were synced")
+                self._check_not_lost(upto)
                 if self._abandoned is None:
                     self._check_file_in_place()
             if fd is None:

@@ -69,8 +69,11 @@ class ChainReport:
     key_ids: set[str] = field(default_factory=set)
     closed: bool = False
     torn_at: tuple[str, int] | None = None
-    # a problem unless a later writer's attestation of this chain's end explains it (see _check_index)
+    # a problem unless a later writer's attestation of this chain's end explains it (see _check_index and
+    # verify_chain), and what the warning says when one does
     unless_attested: Problem | None = None
+    attested_note: str = ("no checkpoint index: the writer stopped before copying its first checkpoint there "
+                          "(attested by a later writer)")
     attestations: list[dict[str, Any]] = field(default_factory=list)   # recoveries this chain recorded
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -124,6 +127,7 @@ class _Walker:
         self.final_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
         self.checkpoint_seqs: set[int] = set()  # the seqs of checkpoints whose signature verified
         self.second_record: tuple[str, int] | None = None  # where the first record after the start is
+        self.events: set[str] = set()  # the events of the records after the start
 
     def fail(self, file: str, line: int | None, seq: int | None, what: str, detail: str) -> None:
         self.report.problems.append(Problem(file, line, seq, what, detail))
@@ -178,6 +182,8 @@ class _Walker:
             self.report.attestations.append({**_data(rec), "by_seq": seq})
         if seq == 2:
             self.second_record = (file, number)
+        if seq > 1:
+            self.events.add(str(rec.get("event")))
         self.prev = line_hash(raw)
         self.prev_where = (file, number)
         self.expected = seq + 1
@@ -215,6 +221,10 @@ class _Walker:
         if self.report.closed:
             self.final_checkpoint = (file, number, seq)
         return True
+
+
+# what ChainWriter._start records after audit_chain_started and before the chain's first checkpoint
+_START_EVENTS = frozenset({"audit_key_rotated", "audit_chain_recovered"})
 
 
 def _after(final: tuple[str, int, int]) -> str:
@@ -298,8 +308,16 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
                 return report
     if walker.first_checkpoint is None and walker.second_record is not None:
         file, line = walker.second_record
-        walker.fail(file, line, 2, "unsealed", f"{report.records - 1} record(s) after the chain's start, and no "
-                                               "checkpoint: the writer seals a chain while starting it")
+        problem = Problem(file, line, 2, "unsealed", f"{report.records - 1} record(s) after the chain's start, and "
+                                                     "no checkpoint: the writer seals a chain while starting it")
+        if walker.events <= _START_EVENTS:
+            # what a writer records while starting, before its first checkpoint: it stopped there (a crash, a
+            # full disk), which only a later writer's attestation of exactly this end can say
+            report.unless_attested = problem
+            report.attested_note = ("no checkpoint: the writer stopped while starting the chain (attested by a "
+                                    "later writer)")
+            return report
+        report.problems.append(problem)
         return report
     _check_index(chain, files, report, walker)
     if not report.problems and marker is not None:
@@ -421,8 +439,7 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
                     report.last_seq, report.last_hash):
                 report.problems.append(report.unless_attested)
                 continue
-            report.warnings.append("no checkpoint index: the writer stopped before copying its first checkpoint "
-                                   "there (attested by a later writer)")
+            report.warnings.append(report.attested_note)
         if attestation is not None:
             if attestation.get("last_seq") == report.last_seq and attestation.get("last_hash") == report.last_hash:
                 report.sealed_seq = report.last_seq

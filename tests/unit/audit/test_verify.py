@@ -754,3 +754,39 @@ def test_an_unreadable_index_or_chain_file_is_named(chain: Chain, tmp_path: Path
     found = CliRunner().invoke(main, ["audit", "query", str(chain.directory)])
     assert found.exit_code == 0
     assert f"skipped {unreadable}" in found.output
+
+
+def test_a_writer_stopped_while_starting_is_settled_by_an_attestation(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer records its key rotation before its chain's first checkpoint; a full disk on that checkpoint
+    stops it there. The chain holds no checkpoint, but only start-time records: unsealed until the next writer
+    attests that end, then a warning."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    first = make_writer(directory, clock, OTHER_KEY)
+    first.checkpoint()
+    first.close()
+    real_write = chain_module.os.write
+
+    def full_disk_on_checkpoint(fd: int, data: bytes | memoryview) -> int:
+        if b'"audit_checkpoint"' in bytes(data):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    second = make_writer(directory, clock, KEY)
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "write", full_disk_on_checkpoint)
+        with pytest.raises(AuditUnavailable):
+            second.checkpoint()
+    (stopped,) = [p for p in directory.glob("*.000001.jsonl")
+                  if [r["event"] for r in records_of(p)] == ["audit_chain_started", "audit_key_rotated"]]
+    alone = verified(directory, KEY, OTHER_KEY).first_problem()
+    assert alone is not None
+    assert (alone.what, alone.file) == ("unsealed", str(stopped))
+    second.checkpoint()  # room again: a new chain, which attests the stopped one
+    second.close()
+    result = verified(directory, KEY, OTHER_KEY)
+    assert result.ok, str(result.first_problem())
+    (report,) = [r for r in result.chains if r.files == [str(stopped)]]
+    assert report.warnings == ["no checkpoint: the writer stopped while starting the chain (attested by a later "
+                               "writer)"]
