@@ -121,7 +121,10 @@ class LoginFlow:
                                       detail=why, client_address=ctx.client_address))
         if session is not None and ctx.session_token is not None:
             same_card = facts is None or facts.fingerprint_sha256 == session.certificate_sha256
-            if not info.force_authn and same_card:
+            # a session resting on a municipal IdP is a proxied login, which ProxyCount="0" forbids as much as a
+            # fresh one (SAML Core §3.4.1.5.1)
+            proxied = info.proxy_count == 0 and session.authenticated_upstream is not None
+            if not info.force_authn and same_card and not proxied:
                 reused = self._reuse(info, sp, ctx, ctx.session_token, session)
                 if reused is not None:
                     return reused

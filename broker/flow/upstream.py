@@ -29,7 +29,7 @@ from broker.config.loader import Municipality, ServiceProvider
 from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
-from broker.flow.proxying import proxy_count_exceeded
+from broker.flow.proxying import check_proxy_restriction, proxy_count_exceeded
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
 from broker.model import KNOWN_LOAS, Loa, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
@@ -233,7 +233,9 @@ class UpstreamStep:
             upstream.update(assertion.proxy_restriction.to_fields())
         try:
             self._answers.check_access(info, sp, municipality, loa)
-        except (CertificateRejected, SamlRejected) as exc:
+            # before the browser's old session is replaced: a refusal leaves it as it was
+            check_proxy_restriction(sp.entity_id, upstream)
+        except (CertificateRejected, SamlRejected, UpstreamRejected) as exc:
             d.audit.record(AuditEvent(
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=identity, sp=sp.entity_id, client_address=ctx.client_address))

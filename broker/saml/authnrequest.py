@@ -5,10 +5,10 @@ any) is verified on that same tree, and every field is read from the
 verified root element. Parsing twice with different parsers invites parser
 differential attacks.
 
-Checks, in order: decoding and size; root element and Version; Issuer is a
+Checks, in order: decoding and size; root element; Issuer is a
 registered SP; signature (required when the SP's metadata says
 AuthnRequestsSigned or its config says require_signed_requests; verified
-whenever present); Destination; IssueInstant window; the ACS endpoint
+whenever present); Destination; IssueInstant window; Version; the ACS endpoint
 (registered in metadata, HTTP-POST); RelayState size; then the request's
 options (NameIDPolicy, RequestedAuthnContext, ForceAuthn, IsPassive). Once
 the SP and its ACS are known, refusals carry a :class:`ReplyTarget` so that
@@ -17,7 +17,9 @@ the SP gets a SAML error Response instead of the user a dead end.
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -47,7 +49,6 @@ ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 COMPARISONS = ("exact", "minimum", "maximum", "better")
 _TUPLES = ("requested_contexts", "idp_hints", "requester_ids")
 _VERSION = re.compile(r"([0-9]{1,4})\.([0-9]{1,4})")
-_INDEX = re.compile(r"[0-9]{1,5}")   # xs:unsignedShort, as written (no sign, no other digits)
 # What a request's Scoping may bring into a pending login (stored in Redis): an SP suggests a few IdPs at most
 _MAX_SCOPING_ENTRIES = 32
 _MAX_SCOPING_VALUE = 1024
@@ -79,15 +80,23 @@ class AuthnRequestInfo:
         return ReplyTarget(self.sp_entity_id, self.acs_url, self.request_id, self.relay_state)
 
     def to_dict(self) -> dict[str, Any]:
+        """As a pending login is stored. Readable by the previous release too (a rolling upgrade): its one
+        ``idp_hint`` is written, and the Scoping fields it does not know only when the request has them."""
         data = asdict(self)
         for name in _TUPLES:
             data[name] = list(data[name])
+        data["idp_hint"] = self.idp_hints[0] if self.idp_hints else None
+        if len(self.idp_hints) <= 1:  # idp_hint says it all
+            del data["idp_hints"]
+        for name in ("proxy_count", "requester_ids"):
+            if data[name] in ([], None):
+                del data[name]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuthnRequestInfo:
         data = dict(data)
-        legacy_hint = data.pop("idp_hint", None)  # a login stored by the previous release, which kept one hint
+        legacy_hint = data.pop("idp_hint", None)  # all the previous release kept of the hints
         if legacy_hint and not data.get("idp_hints"):
             data["idp_hints"] = [legacy_hint]
         return cls(**{**data, **{name: tuple(data.get(name, ())) for name in _TUPLES}})
@@ -119,14 +128,15 @@ def _scoping(root: etree._Element, target: ReplyTarget) -> tuple[tuple[str, ...]
             proxy_count = non_negative_integer(count)
         except ValueError as exc:
             raise SamlRejected("saml_request_malformed", f"Scoping ProxyCount: {exc}", reply_to=target) from None
-    providers = [e.get("ProviderID") or "" for e in scoping.findall("samlp:IDPList/samlp:IDPEntry", NS)]
-    requesters = [(e.text or "").strip() for e in scoping.findall("samlp:RequesterID", NS)]
-    for name, values in (("IDPEntry", providers), ("RequesterID", requesters)):
-        if len(values) > _MAX_SCOPING_ENTRIES or any(not v or len(v) > _MAX_SCOPING_VALUE for v in values):
-            raise SamlRejected("saml_request_malformed", f"Scoping: {len(values)} {name} values, each must be a "
-                               f"non-empty URI of at most {_MAX_SCOPING_VALUE} characters (at most "
-                               f"{_MAX_SCOPING_ENTRIES})", reply_to=target)
-    return tuple(providers), proxy_count, tuple(requesters)
+    # both lists are advisory or informational: entries that are no usable URI (empty, overlong) are passed
+    # over, and only the first few are kept (a pending login is stored with them)
+    providers = _usable(e.get("ProviderID") for e in scoping.findall("samlp:IDPList/samlp:IDPEntry", NS))
+    requesters = _usable((e.text or "").strip() for e in scoping.findall("samlp:RequesterID", NS))
+    return providers, proxy_count, requesters
+
+
+def _usable(values: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(itertools.islice((v for v in values if v and len(v) <= _MAX_SCOPING_VALUE), _MAX_SCOPING_ENTRIES))
 
 
 class AuthnRequestParser:
@@ -172,10 +182,6 @@ class AuthnRequestParser:
 
         signed = self._check_signature(message, root, sp)
 
-        version = root.get("Version")
-        if version != "2.0":
-            raise SamlRejected("saml_version_unsupported", f"Version {version!r}",
-                               reply_to=self._version_reply(version, sp, request_id, message.relay_state))
         destination = root.get("Destination")
         if destination is not None and destination != self._sso_url:
             raise SamlRejected("saml_destination_mismatch", f"Destination {destination!r}, expected {self._sso_url}")
@@ -190,6 +196,12 @@ class AuthnRequestParser:
         now = self._clock.now()
         if issued > now + self._skew or issued < now - self._max_age - self._skew:
             raise SamlRejected("saml_request_stale", f"IssueInstant {issued.isoformat()} at {now.isoformat()}")
+        # after Destination and IssueInstant: a request for another endpoint, or a replay, is discarded, not
+        # answered (SAML Core §3.2.1)
+        version = root.get("Version")
+        if version != "2.0":
+            raise SamlRejected("saml_version_unsupported", f"Version {version!r}",
+                               reply_to=self._version_reply(version, sp, request_id, message.relay_state))
 
         relay_state = message.relay_state
         if relay_state is not None and len(relay_state.encode("utf-8")) > self._relay_max:
@@ -285,9 +297,12 @@ class AuthnRequestParser:
                                    + (f" (only with {requested})" if registered else ""))
             return endpoint.location
         if index is not None:
-            # int() would also take " 1", "+1", "0_1" and other scripts' digits
-            number = index.strip()
-            endpoint = meta.acs_by_index(int(number)) if _INDEX.fullmatch(number) else None
+            # xs:unsignedShort ("+1" and "01" are 1); int() would also take "0_1" and other scripts' digits
+            try:
+                number = non_negative_integer(index)
+            except ValueError:
+                number = None
+            endpoint = meta.acs_by_index(number) if number is not None and number <= 0xFFFF else None
             if endpoint is None or endpoint.binding != HTTP_POST:
                 raise SamlRejected("acs_url_not_registered", f"AssertionConsumerServiceIndex {index!r}")
             return endpoint.location

@@ -18,6 +18,7 @@ refused, which closes the signature-wrapping attacks.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -39,6 +40,7 @@ NS = {"samlp": SAMLP, "saml": SAML, "ds": DS}
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 _MAX_AUTHORITIES = 16                      # AuthenticatingAuthority entries kept (a session holds them)
+_WHITESPACE = re.compile(r"\s")
 
 SignedElement = Literal["assertion", "response", "both", "either"]
 
@@ -298,8 +300,9 @@ class ResponseValidator:
         if session_until is not None and now - skew >= session_until:
             raise _reject("upstream_expired", f"SessionNotOnOrAfter {session_until.isoformat()}")
         class_ref = statement.find("saml:AuthnContext/saml:AuthnContextClassRef", NS)
-        authorities = tuple(_text_only(a, "AuthenticatingAuthority")
-                            for a in statement.findall("saml:AuthnContext/saml:AuthenticatingAuthority", NS))
+        # informational (Core §2.7.2.2): entries that are no URI (empty, whitespace) are passed over
+        authorities = tuple(name for name in (_text_only(a, "AuthenticatingAuthority") for a in statement.findall(
+            "saml:AuthnContext/saml:AuthenticatingAuthority", NS)) if name and not _WHITESPACE.search(name))
 
         attributes: dict[str, tuple[str, ...]] = {}
         for attribute in assertion.findall("saml:AttributeStatement/saml:Attribute", NS):
@@ -387,6 +390,10 @@ def _other_conditions(conditions: etree._Element) -> ProxyRestriction | None:
                 raise _reject("upstream_assertion_invalid", "ProxyRestriction Count=0: the IdP forbids passing "
                                                             "this authentication on")
             audiences = tuple(_text_only(a, "Audience") for a in condition.findall("saml:Audience", NS))
+            if any(not audience or _WHITESPACE.search(audience) for audience in audiences):
+                # an Audience is an anyURI: an empty one, or one with whitespace, names nobody it can be matched to
+                raise _reject("upstream_assertion_invalid", "a ProxyRestriction Audience is empty or holds "
+                                                            "whitespace (SAML Core §2.5.1.6: a URI)")
             restriction = ProxyRestriction(count, audiences)
             continue
         raise _reject("upstream_assertion_invalid", f"unknown condition {condition.tag} (SAML Core §2.5.1)")

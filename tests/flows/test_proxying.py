@@ -137,24 +137,52 @@ def test_no_suggestion_open_to_the_sp_leaves_the_whole_choice(browser: Browser, 
 @pytest.mark.parametrize(("scoping", "detail"), [
     pytest.param({"proxy_count": "-1"}, "ProxyCount", id="negative-proxy-count"),
     pytest.param({"proxy_count": "two"}, "ProxyCount", id="proxy-count-not-a-number"),
-    pytest.param({"requesters": ("",)}, "RequesterID", id="empty-requester-id"),
-    pytest.param({"requesters": ("https://r.example/",) * 33}, "RequesterID", id="33-requester-ids"),
 ])
-def test_unreadable_scoping_is_a_malformed_request(browser: Browser, craft: AuthnRequests, config_dir: Path,
-                                                  scoping: dict[str, Any], detail: str) -> None:
+def test_an_unreadable_proxy_count_is_a_malformed_request(browser: Browser, craft: AuthnRequests, config_dir: Path,
+                                                          scoping: dict[str, Any], detail: str) -> None:
+    # a limit that cannot be read cannot be honoured
     assert_refused(browser.get(craft.redirect(scoped(craft.build().xml, **scoping))), "saml_request_malformed")
     (refusal,) = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
     assert detail in str(refusal["detail"])
+
+
+def test_unusable_and_surplus_scoping_entries_are_passed_over(browser: Browser, craft: AuthnRequests) -> None:
+    # IDPList is advisory and RequesterID informational (SAML Core §3.4.1.2-§3.4.1.3): an empty or overlong entry
+    # is skipped, and of 40 only the first 32 are kept and passed on
+    browser.certificate_pem = None
+    requesters = ("", "https://x.example/" + "a" * 2000, *(f"https://r{n}.example/" for n in range(40)))
+    page = browser.get(craft.redirect(scoped(craft.build().xml, "", IDP_ENTITY_ID, requesters=requesters)))
+    assert page.status_code == 303, page.headers.get("X-Broker-Reason")
+    scoping = upstream_request(page.headers["Location"]).find("samlp:Scoping", NS)
+    assert scoping is not None
+    passed_on = [e.text for e in scoping.findall("samlp:RequesterID", NS)]
+    assert passed_on == [*(f"https://r{n}.example/" for n in range(32)), SP_ENTITY_ID]
+
+
+def test_proxy_count_zero_is_not_answered_from_a_federated_session(browser: Browser, craft: AuthnRequests,
+                                                                    idp: DemoIdp, demo_material: Any) -> None:
+    # the session rests on Kommun C's IdP: answering from it is a proxied login too (SAML Core §3.4.1.5.1)
+    posted_response(federated(browser, craft, idp, demo_material, lambda assertion: None))
+    hinted = scoped(craft.build().xml, IDP_ENTITY_ID, proxy_count="0")
+    posted = posted_response(browser.get(craft.redirect(hinted)))
+    assert status_codes(posted.root) == (STATUS + "Responder", STATUS + "ProxyCountExceeded")
+    # not hinted: of the SP's municipalities only those with cards remain, and no card was presented
+    assert_refused(browser.get(craft.redirect(scoped(craft.build().xml, proxy_count="0"))), "certificate_missing")
+    # without the limit the session answers
+    again = posted_response(browser.get(craft.redirect(craft.build())))
+    assert status_codes(again.root) == (STATUS + "Success", None)
 
 
 # --- the municipal IdP's ProxyRestriction and AuthenticatingAuthority --------------------------------------------
 
 
 def federated(browser: Browser, craft: AuthnRequests, idp: DemoIdp, demo_material: Any,
-              change: Callable[[etree._Element], None]) -> Any:
-    """A federated login through Kommun C whose Assertion ``change`` alters; the broker's answer at the ACS."""
+              change: Callable[[etree._Element], None], *, force: bool = False) -> Any:
+    """A federated login through Kommun C whose Assertion ``change`` alters; the broker's answer at the ACS
+    (``force``: with ForceAuthn, past the browser's session)."""
     browser.certificate_pem = None
-    at = to_idp(browser, idp, browser.get(craft.redirect(scoped(craft.build().xml, IDP_ENTITY_ID))))
+    at = to_idp(browser, idp, browser.get(craft.redirect(scoped(craft.build(force_authn=force or None).xml,
+                                                                IDP_ENTITY_ID))))
     post = idp.respond(at.request, at.relay_state, KARIN)
 
     def resign(root: etree._Element) -> None:
@@ -187,6 +215,7 @@ def test_an_sp_outside_the_idps_proxy_restriction_gets_no_assertion(browser: Bro
     page = federated(browser, craft, idp, demo_material, proxy_restriction("3", "https://only-this-sp.example/metadata"))
     assert_refused(page, "upstream_proxy_restricted")
     # no session was opened on the strength of it: the next request asks the IdP again
+    browser.certificate_pem = None
     again = browser.get(craft.redirect(scoped(craft.build().xml, IDP_ENTITY_ID)))
     assert again.status_code == 303
     assert "/demo-idp/sso" in again.headers["Location"]
@@ -236,3 +265,19 @@ def test_a_certificate_login_replacing_a_federated_session_rests_on_the_certific
     assert status_codes(posted.root) == (STATUS + "Success", None)
     assert posted.root.find(".//saml:AuthenticatingAuthority", NS) is None
     assert posted.root.find(".//saml:ProxyRestriction", NS) is None
+
+
+def test_a_refused_federated_login_leaves_the_browsers_session_as_it_was(
+        browser: Browser, craft: AuthnRequests, idp: DemoIdp, demo_material: Any) -> None:
+    # Anna is logged in with her card; in the same browser a federated login whose IdP restricts its assertion
+    # to another SP is refused before her session is replaced: her session still answers
+    first = posted_response(browser.get(craft.redirect(craft.build())))
+    assert status_codes(first.root) == (STATUS + "Success", None)
+    anna = browser.certificate_pem
+    refused = federated(browser, craft, idp, demo_material,
+                        proxy_restriction("3", "https://only-this-sp.example/metadata"), force=True)
+    assert_refused(refused, "upstream_proxy_restricted")
+    browser.certificate_pem = anna
+    again = posted_response(browser.get(craft.redirect(craft.build())))
+    assert status_codes(again.root) == (STATUS + "Success", None)
+    assert again.root.find(".//saml:AuthenticatingAuthority", NS) is None

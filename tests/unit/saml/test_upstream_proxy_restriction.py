@@ -70,6 +70,10 @@ def test_proxy_restriction_is_read(keys: corpus.Keys, change: Callable[[etree._E
     pytest.param(proxy_restriction("-1"), "not an xs:nonNegativeInteger", id="count-negative"),
     pytest.param(both(proxy_restriction("2"), proxy_restriction("1")), "more than one ProxyRestriction",
                  id="two-restrictions"),
+    # stored with the session, an empty Audience would read back as "no audiences": unrestricted
+    pytest.param(proxy_restriction("2", ""), "Audience is empty or holds whitespace", id="empty-audience"),
+    pytest.param(proxy_restriction("2", "https://a.example/\nhttps://b.example/"),
+                 "Audience is empty or holds whitespace", id="audience-with-a-newline"),
 ])
 def test_a_restriction_that_cannot_be_honoured_refuses_the_assertion(
         keys: corpus.Keys, change: Callable[[etree._Element], None], detail: str) -> None:
