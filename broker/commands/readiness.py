@@ -65,7 +65,11 @@ def readiness(config_dir: Path, municipalities: tuple[str, ...], endpoints: tupl
     if show_progress:
         click.echo("\r\x1b[2K", err=True, nl=False)
     if html_file is not None:
-        html_file.write_text(html_dashboard(report), encoding="utf-8")
+        try:
+            html_file.write_text(html_dashboard(report), encoding="utf-8")
+        except OSError as exc:  # 2: the run could not report, which says nothing about readiness
+            click.echo(f"cannot write the dashboard to {html_file}: {exc.strerror}", err=True)
+            sys.exit(2)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:

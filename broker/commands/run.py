@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from broker.clock import SystemClock
+from broker.commands.common import settings_or_exit
 from broker.config.loader import load_settings
 from broker.errors import ConfigError
 from broker.saml.idp_metadata import IdpMetadata
@@ -105,7 +106,7 @@ def metadata(config_dir: Path, sp_side: bool) -> None:
     """Print the broker's signed IdP metadata (for the regional SPs), or with --sp its SP metadata."""
     from broker.app import SLO_PATH, SP_ACS_PATH, SP_SLO_PATH, SSO_PATH
 
-    settings = load_settings(config_dir)
+    settings = settings_or_exit(config_dir)
     base = settings.broker.idp.base_url
     validity = settings.broker.idp.metadata_validity.timedelta
     if sp_side:

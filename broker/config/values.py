@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -127,6 +128,14 @@ class _Url(str):
         text = _require_str(value, "a URL")
         if not cls.pattern.match(text):
             raise ValueError(f"expected {cls.expected}, got {text!r}")
+        try:  # the host and port as every client will read them (a port past 65535, "a:b:c", "[[x]")
+            parts = urlsplit(text)
+            port, host = parts.port, parts.hostname
+        except ValueError as exc:
+            raise ValueError(f"expected {cls.expected}, got {text!r} ({exc})") from None
+        if not host or port == 0:
+            raise ValueError(f"expected {cls.expected} with a host{' and a port from 1 to 65535' if port == 0 else ''}"
+                             f", got {text!r}")
         return cls(cls.normalise(text))
 
     @staticmethod

@@ -29,11 +29,11 @@ class ProbedEndpoint:
 
 
 def probe(url: str, timeout: float) -> ProbedEndpoint:
-    parts = urlsplit(url)
-    host = parts.hostname or ""
     try:
-        return ProbedEndpoint(url, probe_endpoint(host, parts.port or 443, server_name=host, timeout=timeout), None)
-    except OSError as exc:  # no handshake at all: that is the finding
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
+        return ProbedEndpoint(url, probe_endpoint(host, port, server_name=host, timeout=timeout), None)
+    except (OSError, ValueError) as exc:  # no handshake at all (or no address to try one with): the finding
         return ProbedEndpoint(url, None, f"{type(exc).__name__}: {exc}")
 
 

@@ -103,16 +103,16 @@ def _attributes(m: Municipality, idp: IdpMetadata) -> list[Check]:
 
 def _reachable(check_id: str, what: str, url: str, timeout: float, ca_file: Path | None) -> Check:
     """A verified TLS handshake with the endpoint's host (the user's browser must get there too)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
     context = ssl.create_default_context()
     if ca_file is not None:  # in addition to the system's roots
         context.load_verify_locations(cafile=str(ca_file))
     try:
-        with socket.create_connection((host, parts.port or 443), timeout=timeout) as raw, \
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
                 context.wrap_socket(raw, server_hostname=host) as tls:
             cert = tls.getpeercert()
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a metadata Location that is no URL
         return Check(check_id, "fail", f"{what} not reachable", f"{url}: {exc}",
                      "Check that the IdP's address resolves and answers with a trusted certificate.", url)
     until = dt.datetime.strptime(str(cert["notAfter"]), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC) \

@@ -410,6 +410,11 @@ def test_an_invalid_policy_oid_is_refused(config_dir: Path, written: str, fragme
         pytest.param("www.example.se", "expected an https:// URL", id="no-scheme"),
         pytest.param("https://", "expected an https:// URL", id="no-host"),
         pytest.param("https://www.example .se", "expected an https:// URL", id="space-in-host"),
+        # every client would refuse these later: said once, at load, with the line
+        pytest.param("https://www.example.se:99999", "Port out of range", id="port-past-65535"),
+        pytest.param("https://www.example.se:0", "a port from 1 to 65535", id="port-zero"),
+        pytest.param("https://a:b:c", "Port could not be cast", id="two-colons"),
+        pytest.param("https://[[x]", "does not appear to be an IPv4 or IPv6 address", id="broken-brackets"),
     ],
 )
 def test_an_organisation_url_must_be_https(config_dir: Path, written: str, fragment: str) -> None:

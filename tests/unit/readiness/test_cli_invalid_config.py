@@ -95,3 +95,24 @@ def test_an_alias_bomb_is_reported_fast_by_readiness(config_dir: Path) -> None:
     assert issue == {"file": f"{config_dir}/{KOMMUN_A}", "line": line_of(path, "a4:"), "key": "x_bomb.a4",
                      "message": "too many nodes (YAML aliases expand to more than 100000)"}
     assert elapsed < 5, f"{elapsed:.1f} s"
+
+
+def test_metadata_of_an_invalid_configuration_lists_the_problems(config_dir: Path) -> None:
+    listed = two_problems(config_dir)
+
+    result = run("metadata", "--config", str(config_dir))
+
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[:2] == listed
+    assert "Traceback" not in result.output
+
+
+def test_a_dashboard_that_cannot_be_written_is_exit_2_not_a_readiness_verdict(config_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    result = run("readiness", "--config", str(config_dir), "--offline", "--html",
+                 str(tmp_path / "no-such-directory" / "readiness.html"))
+
+    assert result.exit_code == 2
+    assert "cannot write the dashboard to" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)

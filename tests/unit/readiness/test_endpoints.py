@@ -342,6 +342,16 @@ def test_unreachable_endpoint_fails(settings: Settings) -> None:
     assert (adv.id, adv.status, adv.title) == ("endpoint.advertises", "fail", "endpoint not reachable")
 
 
+@pytest.mark.parametrize("url", ["https://127.0.0.1:99999", "https://a:b:c", "https://[[x]"])
+def test_an_endpoint_url_without_a_usable_address_fails_and_the_run_goes_on(settings: Settings, url: str) -> None:
+    # `broker readiness --endpoint URL` takes what the operator types; a port past 65535 crashed the whole run
+    found = probe(url, TIMEOUT)
+    assert found.probe is None
+    assert found.error is not None
+    assert found.error.startswith("ValueError")
+    assert [(c.id, c.status) for c in endpoint_checks(settings, found).checks] == [("endpoint.handshake", "fail")]
+
+
 def test_plain_http_server_gives_no_handshake(settings: Settings) -> None:
     with FileServer() as plain:
         found = probe(plain.base_url.replace("http://", "https://").rstrip("/"), TIMEOUT)
