@@ -37,8 +37,8 @@ def probe(url: str, timeout: float) -> ProbedEndpoint:
         return ProbedEndpoint(url, None, f"{type(exc).__name__}: {exc}")
 
 
-def endpoint_section(found: ProbedEndpoint, known: dict[bytes, str], warn_bytes: int) -> Section:
-    """Checks about the endpoint itself; ``known`` maps the configured CAs' DER names to their municipality."""
+def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int) -> Section:
+    """Checks about the endpoint itself; ``known``: the configured CAs' names (:func:`configured_names`)."""
     url = found.url
     p = found.probe
     if p is None:
@@ -69,7 +69,9 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, str], warn_bytes:
     else:
         checks.append(Check("endpoint.ca_list", "pass", "CA list advertised",
                             f"{len(p.ca_names)} CA names, {p.ca_list_bytes} bytes", None, url))
-        unknown = [n.rfc4514_string() for n in p.ca_names if n.public_bytes() not in known]
+        unknown = [n.rfc4514_string() + (f" (a configured CA's name in another encoding, {_string_types(n)}: "
+                                         "browsers compare the bytes)" if n in known.values() else "")
+                   for n in p.ca_names if n.public_bytes() not in known]
         if unknown:
             checks.append(Check("endpoint.ca_list_extra", "warn", "CAs no municipality uses",
                                 f"{len(unknown)} advertised CA names belong to no configured municipality: "
@@ -131,10 +133,32 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
     title = "certificate will not be offered" if not present else "some cards will not be offered"
     what = f"neither the root ({_names(cl.anchors())}) nor the {_issuing(missing)}" \
         if cl.intermediate_certificates() else f"not the root {_names(missing)}"
+    twins = [twin for cert in [*cl.anchors(), *missing] if (twin := encoding_twin(cert.subject, p.ca_names))]
     return Check("endpoint.advertises", "fail", title,
                  f"{url} advertises {what}: browsers will not show these card holders' certificates"
-                 + (f" (of the municipality's issuing CAs only {_names(present)} is advertised)" if present else ""),
-                 REGENERATE_BUNDLE, url)
+                 + (f" (of the municipality's issuing CAs only {_names(present)} is advertised)" if present else "")
+                 + "".join(f"; {twin}" for twin in twins),
+                 REGENERATE_BUNDLE + (" Take the names from the configured CA certificates themselves: browsers "
+                                      "compare the encoded bytes." if twins else ""), url)
+
+
+def encoding_twin(configured: x509.Name, advertised: Sequence[x509.Name]) -> str | None:
+    """Why a configured CA name that is not advertised byte for byte may look as if it were: an advertised name
+    with the same attributes and values in another string encoding (PrintableString for UTF8String, say). A
+    browser matches the CertificateRequest's names against its certificates' issuer names by their encoded
+    bytes, so such a name does not offer the card; a certificate re-issued or copied with other string types
+    is the usual cause."""
+    for name in advertised:
+        if name == configured and name.public_bytes() != configured.public_bytes():
+            return (f"{configured.rfc4514_string()} is advertised with the same text but another encoding "
+                    f"({_string_types(name)}, where the CA's own certificate has {_string_types(configured)})")
+    return None
+
+
+def _string_types(name: x509.Name) -> str:
+    """Each attribute's ASN.1 string type, as ``CN=UTF8String, O=UTF8String, C=PrintableString``."""
+    types = [(attribute.rfc4514_attribute_name, getattr(attribute, "_type", None)) for attribute in name]
+    return ", ".join(f"{key}={kind.name}" for key, kind in reversed(types) if kind is not None) or "unknown types"
 
 
 def _names(certs: Sequence[x509.Certificate]) -> str:
@@ -145,5 +169,6 @@ def _issuing(certs: Sequence[x509.Certificate]) -> str:
     return f"issuing CA{'s' if len(certs) > 1 else ''} {_names(certs)}"
 
 
-def configured_names(cas: dict[str, tuple[x509.Certificate, ...]]) -> dict[bytes, str]:
-    return {c.subject.public_bytes(): mid for mid, certs in cas.items() for c in certs}
+def configured_names(cas: dict[str, tuple[x509.Certificate, ...]]) -> dict[bytes, x509.Name]:
+    """The configured CAs' names, by their encoded bytes (what a CertificateRequest's names are compared by)."""
+    return {c.subject.public_bytes(): c.subject for certs in cas.values() for c in certs}

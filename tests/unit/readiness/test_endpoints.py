@@ -11,11 +11,16 @@ The municipalities' CAs are those of the example configuration (Kommun A and B),
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
 from broker.config.loader import Settings
@@ -223,6 +228,37 @@ def test_ca_names_of_no_configured_municipality_warn(settings: Settings, serve) 
     assert check.evidence.endswith(" ...")  # five named, the rest elided
     assert "Kommun A" not in check.evidence
     assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+
+
+def reencoded(cert: x509.Certificate) -> x509.Certificate:
+    """A self-signed stand-in whose subject has ``cert``'s attributes and values, CN and O as PrintableString
+    (the configured certificates use UTF8String): the same name to a person, other bytes to a browser."""
+    name = x509.Name([x509.NameAttribute(a.oid, str(a.value), _ASN1Type.PrintableString)
+                      if a.oid in (NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME) else a for a in cert.subject])
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=100)).add_extension(x509.BasicConstraints(True, None), True)
+            .sign(key, hashes.SHA256()))
+
+
+def test_names_differing_only_in_their_encoding_are_explained(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """The go-live failure's subtle form: the endpoint names Kommun A's CAs with the same text in other string
+    types. Browsers compare the encoded bytes, so the cards are not offered: FAIL, saying why, and the names are
+    not reported as strangers without it."""
+    twins = [reencoded(c) for c in cas(settings, "kommun-a")]
+    assert all(t.subject == c.subject and t.subject.public_bytes() != c.subject.public_bytes()
+               for t, c in zip(twins, cas(settings, "kommun-a"), strict=True))
+    found = probed(serve(client_cas=twins))
+
+    check = advertised_check(login(settings, "kommun-a"), found)
+    assert (check.status, check.title) == ("fail", "certificate will not be offered")
+    assert "is advertised with the same text but another encoding (CN=PrintableString" in check.evidence
+    assert "CN=UTF8String" in check.evidence
+    assert check.fix is not None
+    assert "browsers compare the encoded bytes" in check.fix
+    extra = only(endpoint_checks(settings, found), "endpoint.ca_list_extra")
+    assert "a configured CA's name in another encoding" in extra.evidence
 
 
 def two_issuing_cas(config_dir: Path) -> tuple[CertificateLogin, list[x509.Certificate]]:
