@@ -93,8 +93,9 @@ def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[
         return []
     out = []
     for p in sorted(folder.iterdir()):
-        if p.suffix == ".yml":
-            issues.append(ConfigIssue(f"{sub}/{p.name}", None, "", "use the .yaml extension"))
+        if p.suffix.lower() == ".yml" or (p.suffix.lower() == ".yaml" and p.suffix != ".yaml"):
+            # read by nobody otherwise: a municipality that silently does not exist
+            issues.append(ConfigIssue(f"{sub}/{p.name}", None, "", "use the .yaml extension (lower case)"))
         elif p.suffix == ".yaml":
             if not _ID.match(p.stem):
                 issues.append(ConfigIssue(f"{sub}/{p.name}", None, "",
@@ -159,6 +160,18 @@ def load_settings(config_dir: Path) -> Settings:
                             f"{owner!r}; each CA may belong to one municipality"))
                     else:
                         claimed[name] = mid
+
+    # The organisation number is what SPs receive as the user's organisation (organizationIdentifier,
+    # orgAffiliation) and what a municipal IdP's default HSA-id pattern is built from: two municipalities with
+    # one number (a copied file not yet edited) would be one organisation to every SP.
+    numbered: dict[str, str] = {}
+    for mid, mun in sorted(municipalities.items()):
+        number = mun.config.organization_number
+        if number in numbered:
+            issues.append(sources[mid].issue(("organization_number",), f"organisation number {number} is already "
+                                             f"municipality {numbered[number]!r}'s; each municipality has its own"))
+        else:
+            numbered[number] = mid
 
     # A municipality with its own IdP is the user's choice (discovery), not a fact the IdP asserts: when
     # several municipalities share an IdP (a joint ADFS), each must tell its own users apart, or a user of

@@ -716,5 +716,8 @@ class ServiceProviderConfig:
                 yield ("release", i), f"unknown attribute {name!r} (known: {', '.join(ATTRIBUTES)})"
         if len(set(self.release)) != len(self.release):
             yield ("release",), "an attribute is listed twice"
+        for i, mid in enumerate(self.municipalities):
+            if mid in self.municipalities[:i]:
+                yield ("municipalities", i), f"municipality {mid!r} is listed twice"
         if not self.nameid_formats:
             yield ("nameid_formats",), "at least one NameID format is needed"

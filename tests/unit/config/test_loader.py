@@ -607,7 +607,25 @@ def test_two_municipalities_claiming_the_same_ca_is_reported_in_the_second(confi
                  "CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
         Expected(kommun_d, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
                  "CA CN=Kommun A Demo Person CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
+        Expected(kommun_d, "organization_number:", "organization_number",
+                 "organisation number 2120001009 is already municipality 'kommun-a''s"),
     ], config_dir)
+
+
+def test_a_copied_municipality_file_keeping_the_organisation_number_is_reported(config_dir: Path) -> None:
+    # SPs receive the number as the user's organisation: two municipalities with one number are one to them
+    replace_once(config_dir / KOMMUN_B, 'organization_number: "2120002007"', 'organization_number: "2120001009"')
+    assert_issues(load_issues(config_dir), [
+        Expected(KOMMUN_B, "organization_number:", "organization_number",
+                 "organisation number 2120001009 is already municipality 'kommun-a''s; each municipality has its own"),
+    ], config_dir)
+
+
+@pytest.mark.parametrize("name", ["kommun-d.YAML", "kommun-d.Yaml", "kommun-d.yml"])
+def test_a_municipality_file_with_another_extension_is_reported_not_skipped(config_dir: Path, name: str) -> None:
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / name)
+    assert any(i.file == f"municipalities/{name}" and "use the .yaml extension" in i.message
+               for i in load_issues(config_dir))
 
 
 def _extra_intermediate(make: Callable[[Path], bytes]) -> Edit:
@@ -1049,3 +1067,9 @@ def test_an_idle_timeout_equal_to_the_absolute_timeout_is_accepted(config_dir: P
     session = load_settings(config_dir).broker.session
 
     assert session.idle_timeout == session.absolute_timeout == Duration(8 * 3600)
+
+
+def test_a_municipality_listed_twice_for_an_sp_is_reported(config_dir: Path) -> None:
+    check(config_dir, replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
+                                "municipalities: [kommun-a, kommun-b, kommun-c, kommun-a]"),
+          [Expected(DEMO_SP, "municipalities:", "municipalities[3]", "municipality 'kommun-a' is listed twice")])
