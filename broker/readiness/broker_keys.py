@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import stat
+from pathlib import Path
 
 from broker.config.loader import ServiceProvider, Settings
+from broker.config.values import Ed25519KeyFile, PrivateKeyFile, SecretFile
 from broker.errors import DependencyUnavailable
 from broker.readiness.model import Check
 from broker.readiness.trust import validity_check
@@ -34,6 +38,7 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                                          sp.encrypter.certificate, now, window, never_fail=True,
                                          fix="Ask the SP's vendor about its encryption key rollover, then update the "
                                              f"metadata file {sp.config.metadata.path.name}."))
+    checks.extend(secret_file_checks(settings))
     if store is not None:
         try:
             store.ping()
@@ -63,3 +68,47 @@ def _sp_metadata_check(sp: ServiceProvider, now: dt.datetime, window: dt.timedel
                      f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC (in {left.days} days)", fix, sp.id, until)
     return Check("broker.sp_metadata", "pass", f"{sp.id}: metadata valid", f"{where}: validUntil {until:%Y-%m-%d}",
                  None, sp.id, until)
+
+
+_SECRET_TYPES = (PrivateKeyFile, SecretFile, Ed25519KeyFile)
+
+
+def secret_file_checks(settings: Settings) -> list[Check]:
+    """Every private key and secret the configuration names (signing and decryption keys, the NameID and
+    pseudonym keys, the audit signing key, the metrics token, sample keys) must be readable by its owner only:
+    a key others on the host can read is a key they can sign or decrypt with. WARN, not FAIL: the broker works,
+    and some platforms mount secrets readable by all (Kubernetes' defaultMode 0644)."""
+    found: dict[Path, str] = {}
+
+    def walk(value: object, where: str) -> None:
+        if isinstance(value, _SECRET_TYPES):
+            found.setdefault(value.path, where)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                walk(getattr(value, f.name), f"{where}.{f.name}" if where else f.name)
+        elif isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                walk(item, f"{where}[{i}]")
+
+    walk(settings.broker, "")
+    for mid, municipality in settings.municipalities.items():
+        walk(municipality.config, f"municipalities/{mid}.yaml: ")
+    checks = []
+    for path, where in sorted(found.items()):
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError as exc:
+            checks.append(Check("broker.secret_permissions", "warn", "secret file not readable now",
+                                f"{where.rstrip(': ')}: {path}: {exc.strerror}", "Check the file.", str(path)))
+            continue
+        if mode & 0o077:
+            checks.append(Check("broker.secret_permissions", "warn", "secret file readable by others",
+                                f"{where.rstrip(': ')}: {path} has mode {mode:04o}: readable by "
+                                + " and ".join(w for w, bits in (("its group", 0o070), ("all users", 0o007))
+                                               if mode & bits),
+                                f"chmod 600 {path} (owned by the user the broker runs as; Kubernetes: "
+                                "defaultMode 0400 on the secret volume).", str(path)))
+    if not checks and found:
+        checks.append(Check("broker.secret_permissions", "pass", "secret files private",
+                            f"{len(found)} key and secret files readable by their owner only"))
+    return checks

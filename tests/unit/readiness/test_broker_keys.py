@@ -42,9 +42,27 @@ def test_example_keys_pass_and_no_store_is_not_checked(config_dir: Path) -> None
 
     assert [(c.id, c.status) for c in result.checks] == [
         ("broker.idp_signing", "pass"), ("broker.sp_signing", "pass"), ("broker.sp_decryption", "pass"),
-        ("broker.sp_metadata", "pass")]
+        ("broker.sp_metadata", "pass"), ("broker.secret_permissions", "pass")]
     assert only(result, "broker.idp_signing").subject == "Demo Broker IdP signing"
     assert only(result, "broker.sp_metadata").title == "demo-sp: metadata has no validUntil"
+
+
+@pytest.mark.parametrize(("mode", "readable_by"), [
+    pytest.param(0o640, "its group", id="group-readable"),
+    pytest.param(0o644, "its group and all users", id="world-readable"),
+])
+def test_a_key_others_can_read_warns(config_dir: Path, mode: int, readable_by: str) -> None:
+    set_readiness(config_dir)
+    settings = load(config_dir)
+    key = settings.broker.idp.signing.key.path
+    key.chmod(mode)
+    result = broker_section(settings)
+
+    (check,) = [c for c in result.checks if c.id == "broker.secret_permissions"]
+    assert (check.status, check.title) == ("warn", "secret file readable by others")
+    assert check.evidence == f"idp.signing.key: {key} has mode {mode:04o}: readable by {readable_by}"
+    assert check.fix is not None
+    assert check.fix.startswith(f"chmod 600 {key}")
 
 
 def _sp_metadata_valid_until(config_dir: Path, until: dt.datetime) -> None:
