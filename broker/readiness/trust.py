@@ -46,14 +46,17 @@ def validity_check(check_id: str, what: str, cert: x509.Certificate, now: dt.dat
                  None, subject, end)
 
 
-def _self_signed(cert: x509.Certificate) -> bool:
+def _not_self_signed(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` is no self-signed root, or None when it is one."""
     if cert.issuer != cert.subject:
-        return False
+        return f"{name_of(cert)} is issued by {cert.issuer.rfc4514_string()}"
     try:
         cert.verify_directly_issued_by(cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    except InvalidSignature:
+        return f"{name_of(cert)} names itself as issuer, but its signature does not verify with its own key"
+    except (ValueError, TypeError) as exc:  # e.g. a signature algorithm cryptography does not verify (SHA-1)
+        return f"{name_of(cert)} names itself as issuer, but its signature cannot be checked ({exc})"
+    return None
 
 
 def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, environment: str) -> list[Check]:
@@ -63,10 +66,10 @@ def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, e
             "trust.anchor", "trust anchor", cert, now, window,
             fix="Get the CA's renewed root certificate from the municipality's certificate issuer and add it to "
                 "trust_anchors (keep the old one until every card issued under it has expired)."))
-        if not _self_signed(cert):
+        why = _not_self_signed(cert)
+        if why is not None:
             checks.append(Check("trust.anchor_self_signed", "warn", "trust anchor is not a self-signed root",
-                                f"{name_of(cert)} is issued by {cert.issuer.rfc4514_string()}; the path "
-                                "stops at it because it is configured as an anchor",
+                                f"{why}; the path stops at it because it is configured as an anchor",
                                 "Prefer the self-signed root of the hierarchy as anchor, unless trusting only "
                                 "this branch is intended.", name_of(cert)))
     for cert in cl.intermediate_certificates():

@@ -18,6 +18,7 @@ from broker.config.loader import Settings
 from broker.demo.certificates import CertificateAuthority
 from broker.readiness.model import Section
 from broker.readiness.trust import trust_checks
+from tests.factories.pki import sha1_resign
 from tests.unit.readiness.configs import (
     DAY,
     issuing_ca,
@@ -188,6 +189,17 @@ def test_anchor_that_is_not_a_self_signed_root_warns(config_dir: Path) -> None:
     assert (check.status, check.subject) == ("warn", "Kommun A Person CA")
     assert "CN=Kommun A Root CA" in check.evidence
     assert only(result, "trust.anchor").status == "pass"
+
+
+def test_a_sha1_signed_root_is_not_called_issued_by_itself(config_dir: Path) -> None:
+    # its own name as issuer, a signature nothing checks any more: the warning says which, not "issued by" itself
+    root = root_ca("Kommun A Root CA", NOW)
+    sha1_root = sha1_resign(root.certificate, root.key)
+    result = kommun_a(configure(config_dir, [sha1_root]))
+
+    check = only(result, "trust.anchor_self_signed")
+    assert "names itself as issuer, but its signature cannot be checked" in check.evidence
+    assert "is issued by" not in check.evidence
 
 
 def test_self_signed_root_anchor_has_no_self_signed_warning(config_dir: Path) -> None:
