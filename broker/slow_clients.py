@@ -17,6 +17,8 @@ threaded worker a new connection waits on the poller, not in a thread, until it 
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import errno
 import logging
 import selectors
@@ -29,9 +31,13 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.http import errors as http_errors
+from gunicorn.http.wsgi import Response as GunicornResponse
+from gunicorn.http.wsgi import default_environ
 from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
+
+from broker.web.services import CORRELATION_ENVIRON
 
 log = logging.getLogger("broker.serve")
 
@@ -160,6 +166,7 @@ class FriendlyErrors:
 
     wsgi: Any
     log: Any
+    cfg: Any
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
         refusal = next(((code, status) for kind, code, status in _GUNICORN_REFUSALS if isinstance(exc, kind)), None)
@@ -172,22 +179,36 @@ class FriendlyErrors:
         except Exception:  # the page is a courtesy: never worse than gunicorn's own
             super().handle_error(req, client, addr, exc)  # type: ignore[misc]
             return
-        cid, data = answer
+        cid, status, data = answer
         self.log.warning("[%s] invalid request from ip=%s: %s", cid, (addr or ("?",))[0], exc)
+        req = req or getattr(exc, "req", None)
+        if req is not None:  # the access line gunicorn writes for a request it parsed far enough (Worker.handle_error)
+            environ = default_environ(req, client, self.cfg)
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = (addr or ("", -1))[0], str((addr or ("", -1))[1])
+            environ[CORRELATION_ENVIRON] = cid
+            resp = GunicornResponse(req, client, self.cfg)
+            resp.status = status
+            resp.response_length = len(data)
+            self.log.access(resp, req, environ, dt.timedelta(0))
         try:
             util.write_nonblock(client, data)
         except OSError:
             self.log.debug("Failed to send error message.")
 
 
-def _error_answer(app: Any, code: str, status: int | None, exc: Exception, address: str) -> tuple[str, bytes]:
-    """The broker's error page for ``code`` as HTTP/1.1 bytes (``Connection: close``), and its reference ID."""
-    from broker.errors import RequestRejected  # noqa: PLC0415  # the web layer only where a page is made
+def _error_answer(app: Any, code: str, status: int | None, exc: Exception,
+                  address: str) -> tuple[str, str, bytes]:
+    """The broker's error page for ``code`` as HTTP/1.1 bytes (``Connection: close``), its reference ID and its
+    status line's status."""
+    from flask import g  # noqa: PLC0415  # the web layer only where a page is made
+
+    from broker.errors import RequestRejected  # noqa: PLC0415
     from broker.web.pages import error_page  # noqa: PLC0415
     from broker.web.services import correlation_id  # noqa: PLC0415
 
     with app.test_request_context("/", environ_base={"REMOTE_ADDR": address}):
         app.preprocess_request()
+        g.started = None  # no latency sample: this is no request to "/" (broker.app observe_latency)
         cid = correlation_id()
         response = error_page(RequestRejected(code, str(exc)[:200]), cid)
         if status is not None:
@@ -198,7 +219,7 @@ def _error_answer(app: Any, code: str, status: int | None, exc: Exception, addre
     head += [f"{name}: {value}" for name, value in response.headers.items()
              if name.lower() not in ("content-length", "connection")]
     head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-    return cid, "\r\n".join(head).encode("latin-1") + body
+    return cid, response.status, "\r\n".join(head).encode("latin-1") + body
 
 
 class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
@@ -226,6 +247,20 @@ class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
         conn.timeout = time.monotonic() + _request_timeout(self)
         self.pending_conns.append(conn)  # every entry waits request_timeout: the deque stays in deadline order
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    def murder_pending(self) -> None:
+        """Close pending connections past their deadline; all of them once the worker is stopping: a connection
+        that has sent nothing has no request to finish, and would hold a graceful stop for ``request_timeout``
+        (past ``docker stop``'s 10 s, which then kills the worker before the audit chain is sealed)."""
+        if self.alive:
+            super().murder_pending()
+            return
+        while self.pending_conns:
+            conn = self.pending_conns.popleft()
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         """SIGQUIT or SIGINT (the master's quick shutdown): end the worker at once.

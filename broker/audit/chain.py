@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -56,6 +57,7 @@ _LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 log = logging.getLogger("broker.audit")
 
 GENESIS = "0" * 64
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
 FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.\-]+?)\.(?P<n>[0-9]{6})\.jsonl$")
 _TAIL_BYTES = 256 * 1024
 
@@ -222,16 +224,29 @@ class ChainWriter:
         # made and locked under a name no reader looks at, then linked into place: a writer starting meanwhile
         # must never find the file unlocked (it would attest this live chain as crashed at its last record)
         hidden = self.settings.directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         fd = None
         try:
-            fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            fd = os.open(hidden, flags, 0o640)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # "this writer is alive" for recovery
-            os.link(hidden, path)  # fails if the name exists, like O_EXCL
-            os.unlink(hidden)
+            try:
+                os.link(hidden, path)  # fails if the name exists, like O_EXCL
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                # a file system without hard links (SMB, some FUSE mounts): create in place and lock at once,
+                # the short window before the lock being the price
+                os.close(fd)
+                os.unlink(hidden)
+                fd = os.open(path, flags, 0o640)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:
+                os.unlink(hidden)
             _fsync_dir(self.settings.directory)
         except OSError as exc:
             if fd is not None:
-                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(hidden)
             raise AuditUnavailable(f"cannot create {path}: {exc.strerror}") from exc

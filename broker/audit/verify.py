@@ -426,10 +426,7 @@ def _check_closed(marker: tuple[Path, tuple[int, str] | None], files: Sequence[t
 def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     """Verify every chain found in ``paths``; crashed chains are settled by later writers' attestations."""
     reports = [verify_chain(chain, files, keyring) for chain, files in sorted(collect(paths).items())]
-    # an attestation counts only once a checkpoint of the attesting chain seals it (the recovering writer writes
-    # it before its first checkpoint): otherwise anyone could attest any end
-    attested = {a.get("chain"): a for r in reports if not r.problems for a in r.attestations
-                if isinstance(a.get("by_seq"), int) and a["by_seq"] <= r.sealed_seq}
+    attested = _counting_attestations([r for r in reports if not r.problems])
     for report in reports:
         if report.problems:
             continue
@@ -460,3 +457,26 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
                                    "(not sealed yet: the writer is running, or crashed and no writer has "
                                    "attested it)")
     return Verification(reports)
+
+
+def _counting_attestations(reports: Sequence[ChainReport]) -> dict[Any, dict[str, Any]]:
+    """The attestations that count, by the chain they attest.
+
+    An attestation counts only once something signed vouches for the record holding it: a checkpoint of the
+    attesting chain (the recovering writer writes it before its first checkpoint), or, when that writer stopped
+    before its first checkpoint too, a counting attestation of the attesting chain's own end (a full disk for
+    several starts in a row: each start attests the one before). Otherwise anyone could attest any end. Settled
+    step by step from the checkpoints: chains attesting each other without a checkpoint vouch for nothing.
+    """
+    attested: dict[Any, dict[str, Any]] = {}
+    while True:
+        sealed = {}
+        for r in reports:
+            own = attested.get(r.chain)
+            ends_attested = own is not None and (own.get("last_seq"), own.get("last_hash")) == (r.last_seq, r.last_hash)
+            sealed[r.chain] = r.last_seq if ends_attested else r.sealed_seq
+        found = {a.get("chain"): a for r in reports for a in r.attestations
+                 if isinstance(a.get("by_seq"), int) and a["by_seq"] <= sealed[r.chain]}
+        if found == attested:
+            return attested
+        attested = found

@@ -5,6 +5,7 @@ normal clients, kept-alive connections and request bodies are served as before."
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 import time
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from flask import Flask
+from gunicorn.http.errors import LimitRequestLine
 
+from broker.slow_clients import _error_answer
 from tests.factories.serve import BrokerServe
 
 TIMEOUT = 2.0
@@ -169,3 +173,47 @@ def test_requests_gunicorn_refuses_get_the_brokers_page(serve: BrokerServe, requ
     # the operator finds the refusal by the reference ID the user quotes
     assert f"[{reference.group(0).decode()}] invalid request from ip=127.0.0.1" in log
     assert "Traceback" not in log
+
+
+def test_a_refused_request_gunicorn_parsed_keeps_its_access_line(serve: BrokerServe) -> None:
+    # Content-Length beside chunked: gunicorn parsed the request line and refuses the headers; the access line
+    # names it (with the page's reference ID), as gunicorn's own handler did
+    with serve:
+        _head, body = _raw(serve.port, b"POST /smuggle HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                                      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        time.sleep(0.3)
+        log = serve.log()
+    reference = re.search(rb"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", body)
+    assert reference is not None
+    assert re.search(rf'"POST /smuggle HTTP/1.1" 400 \d+ [0-9.]+ms {reference.group(0).decode()} ', log), log[-1500:]
+
+
+def test_refusals_are_no_latency_samples_of_the_index_page(app: Flask) -> None:
+    metrics = app.extensions["broker_runtime"].metrics
+
+    def samples() -> float:
+        return sum(sample.value for family in metrics.latency.collect() for sample in family.samples
+                   if sample.name.endswith("_count") and sample.labels.get("endpoint") == "ops.index")
+
+    before = samples()
+    for _ in range(3):
+        _error_answer(app, "request_uri_too_long", None, LimitRequestLine(9000, 8190), "192.0.2.1")
+    assert samples() == before
+
+
+def test_a_silent_connection_does_not_hold_a_graceful_stop(serve: BrokerServe) -> None:
+    # it has no request to finish: a stopping worker closes it at once, instead of after request_timeout (which
+    # is 20 s by default, past docker stop's 10 s: the worker would be killed before sealing the audit chain)
+    serve.start()
+    try:
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=60):
+            time.sleep(0.5)
+            started = time.monotonic()
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGTERM)
+            serve.process.wait(timeout=60)
+            took = time.monotonic() - started
+    finally:
+        if serve.process is not None and serve.process.poll() is None:
+            serve.stop()
+    assert took < TIMEOUT + 1.5

@@ -7,6 +7,7 @@ The test process then verifies the directory as a reviewer would.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -467,3 +468,20 @@ def test_a_writer_starting_while_another_creates_its_file_does_not_attest_it(
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
     assert not list(directory.glob(".*"))  # no hidden file left behind
+
+
+def test_a_file_system_without_hard_links_still_gets_its_chain(tmp_path: Path, key: Ed25519PrivateKey,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # SMB and some FUSE mounts refuse link(): the file is then created in place and locked at once
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(chain_module.os, "link", no_links)
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    trail = make_trail(make_writer(directory, clock, key), clock)
+    trail.record(login_event(1))
+    trail.sync()
+    trail.close()
+    assert verified(directory, key).ok
+    assert not list(directory.glob(".*"))

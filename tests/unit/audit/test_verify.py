@@ -756,6 +756,40 @@ def test_an_unreadable_index_or_chain_file_is_named(chain: Chain, tmp_path: Path
     assert f"skipped {unreadable}" in found.output
 
 
+@pytest.mark.parametrize("failed_starts", [1, 2, 3])
+def test_writers_stopped_while_starting_are_settled_by_attestations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     failed_starts: int) -> None:
+    """A full disk for several requests in a row: each start stops at its first checkpoint and attests the one
+    before; the writer that finally starts attests only the last. Each attestation counts once the next one
+    vouches for the chain holding it, so every chain verifies, with a warning."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    first = make_writer(directory, clock, OTHER_KEY)
+    first.checkpoint()
+    first.close()
+    real_write = chain_module.os.write
+
+    def full_disk_on_checkpoint(fd: int, data: bytes | memoryview) -> int:
+        if b'"audit_checkpoint"' in bytes(data):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    writer = make_writer(directory, clock, KEY)
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "write", full_disk_on_checkpoint)
+        for _ in range(failed_starts):
+            with pytest.raises(AuditUnavailable):
+                writer.checkpoint()
+    writer.checkpoint()  # room again
+    writer.close()
+    result = verified(directory, KEY, OTHER_KEY)
+    assert result.ok, str(result.first_problem())
+    stopped = [r for r in result.chains if r.checkpoints == 0]
+    assert len(stopped) == failed_starts
+    assert all(r.warnings == ["no checkpoint: the writer stopped while starting the chain (attested by a later "
+                              "writer)"] for r in stopped)
+
+
 def test_a_writer_stopped_while_starting_is_settled_by_an_attestation(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer records its key rotation before its chain's first checkpoint; a full disk on that checkpoint
