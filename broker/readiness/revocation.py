@@ -111,9 +111,17 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
     try:
         verified = verify_crl(parse_crl(read()), cas)
     except (OSError, FetchError) as exc:
-        return Check("revocation.crl", "fail", "CRL unreachable", f"{where}: {exc}",
-                     "Make sure the broker's hosts reach the CRL URL (proxy, firewall, DNS)." if kind == "url"
-                     else "Restore the CRL file.", where)
+        if kind != "url":
+            fix = "Restore the CRL file."
+        elif "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(exc):
+            # the server answered; its TLS certificate is not one the host trusts (a CRL is signed itself, so
+            # plain http is the usual and sufficient way to publish one)
+            fix = ("The CRL server's TLS certificate is not trusted by this host: add its CA to the system trust "
+                   "store, or use the CA's http:// CRL URL (a CRL is signed, so plain HTTP is the usual way to "
+                   "publish one: RFC 5280 §4.2.1.13).")
+        else:
+            fix = "Make sure the broker's hosts reach the CRL URL (proxy, firewall, DNS)."
+        return Check("revocation.crl", "fail", "CRL unreachable", f"{where}: {exc}", fix, where)
     except ValueError as exc:
         return Check("revocation.crl", "fail", "CRL not valid", f"{where}: {exc}",
                      "Ask the CA why its CRL does not verify; check that the configured CA certificates are "

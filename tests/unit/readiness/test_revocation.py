@@ -22,6 +22,7 @@ from broker.config.loader import Settings
 from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile
 from broker.readiness.model import Section
 from tests.factories.http_files import FileServer, closed_port_url
+from tests.factories.metadata import HttpsFileServer, TlsMaterial
 from tests.factories.ocsp_responder import OcspResponder
 from tests.factories.pki_cases import crl, impostor
 from tests.unit.readiness.configs import (
@@ -211,6 +212,18 @@ def test_crl_url_unreachable_fails(config_dir: Path, pki: Pki) -> None:
     assert "cannot connect" in check.evidence
     assert check.fix is not None
     assert "firewall" in check.fix
+
+
+def test_crl_url_with_an_untrusted_tls_certificate_says_so(config_dir: Path, pki: Pki, tmp_path: Path) -> None:
+    # the server answers: the fix is about trust (or plain http, CRLs being signed), not about firewalls
+    with HttpsFileServer(TlsMaterial.generate(tmp_path / "tls", dt.datetime.now(dt.UTC))) as https:
+        url = https.put_crl("/crl/issuing.crl", pki.issuing.crl())
+        check = only(kommun_a(configure(config_dir, pki, crl_block(urls=[url]))), "revocation.crl")
+
+    assert (check.status, check.title) == ("fail", "CRL unreachable")
+    assert "CERTIFICATE_VERIFY_FAILED" in check.evidence
+    assert check.fix is not None
+    assert check.fix.startswith("The CRL server's TLS certificate is not trusted by this host")
 
 
 def test_crl_url_answering_404_fails(config_dir: Path, pki: Pki, files: FileServer) -> None:
