@@ -189,11 +189,17 @@ class _Builder:
 def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigIssue]]:
     """Parse one YAML file; returns the source or the issues that prevented it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None, [ConfigIssue(display, None, "", "file not found")]
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         return None, [ConfigIssue(display, None, "", f"cannot read file: {exc}")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # the line an editor shows, not a byte offset
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        return None, [ConfigIssue(display, bad_line, "", f"not UTF-8: byte 0x{data[exc.start]:02x} (save the file as "
+                                                     "UTF-8; Latin-1 editors write å, ä, ö as single bytes)")]
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
     except RecursionError:  # PyYAML's composer recurses once per level of nesting

@@ -178,14 +178,14 @@ def test_a_missing_file_is_reported_without_a_line(tmp_path: Path) -> None:
     assert_issues(issues, [Expected("broker.yaml", None, "", "file not found")], tmp_path)
 
 
-def test_a_file_that_is_not_utf8_is_reported_without_a_line(tmp_path: Path) -> None:
+def test_a_file_that_is_not_utf8_is_reported_at_its_line(tmp_path: Path) -> None:
     (tmp_path / "municipalities").mkdir()
     (tmp_path / FILE).write_bytes("name:\n  sv: V\xe4xj\xf6\n".encode("latin-1"))
 
     source, issues = load_yaml(tmp_path / FILE, FILE)
 
     assert source is None
-    assert_issues(issues, [Expected(FILE, None, "", "cannot read file")], tmp_path)
+    assert_issues(issues, [Expected(FILE, 2, "", "not UTF-8: byte 0xe4 (save the file as UTF-8")], tmp_path)
 
 
 # --- explicit tags -----------------------------------------------------------------
