@@ -133,6 +133,10 @@ class _Builder:
         self.lines.setdefault(path, node.start_mark.line + 1)
         if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
             return self._scalar(node, path)
+        if node.tag not in _COLLECTION_TAGS:  # `!!python/object/apply:...` or `!include` on a list or mapping
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
+                                           f"YAML tag {node.tag} is not allowed (plain lists and mappings only)"))
+            return None
         key = id(node)
         if key in self._open:
             where = self._where(path)
@@ -184,6 +188,9 @@ class _Builder:
             self.lines[(*path, key)] = line
             out[key] = self.build(value_node, (*path, key))
         return out
+
+
+_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
 def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigIssue]]:

@@ -202,6 +202,11 @@ def test_a_file_that_is_not_utf8_is_reported_at_its_line(tmp_path: Path) -> None
                      id="unknown-local-tag"),
         pytest.param("status: active\nmax_chain_depth: !!python/object:os.system x\n", "python/object",
                      id="python-object-tag"),
+        # on a list or a mapping the tag is refused as such, not reported as a list where a number belongs
+        pytest.param("status: active\nmax_chain_depth: !!python/object/apply:os.system [ls]\n",
+                     "YAML tag tag:yaml.org,2002:python/object/apply:os.system is not allowed", id="tag-on-a-list"),
+        pytest.param("status: active\nmax_chain_depth: !include {file: depth.yaml}\n",
+                     "YAML tag !include is not allowed", id="tag-on-a-mapping"),
     ],
 )
 def test_a_value_its_tag_cannot_construct_is_an_issue_with_its_line_and_key(
