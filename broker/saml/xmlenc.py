@@ -41,6 +41,11 @@ DS: Final = "http://www.w3.org/2000/09/xmldsig#"
 XENC11: Final = "http://www.w3.org/2009/xmlenc11#"
 _NS = {"xenc": XENC, "ds": DS}
 
+# libxmlsec1 reads URIs through libxml2's I/O callbacks (files, and HTTP where built in): nothing the broker
+# verifies or decrypts may point outside the message, so there is nothing for them to do (defence in depth
+# beside _refuse_references and the same-document Reference checks of broker.saml.xmldsig)
+xmlsec.cleanup_callbacks()
+
 ALLOWED_DATA: Final = frozenset({
     "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
     "http://www.w3.org/2001/04/xmlenc#aes192-cbc",
@@ -285,6 +290,7 @@ class Decrypter:
         algorithm = method.get("Algorithm") if method is not None else None
         if algorithm not in ALLOWED_DATA:
             raise DecryptionRefused(f"data encryption {algorithm} is not allowed (AES only)", algorithm=True)
+        _refuse_references(encrypted)
         keys = encrypted.findall(".//xenc:EncryptedKey", _NS)
         if not keys:
             raise DecryptionRefused("no EncryptedKey for the broker")
@@ -323,6 +329,21 @@ class Decrypter:
             raise DecryptionRefused("the EncryptedAssertion has no parent")
         parent.replace(encrypted, element)
         return element
+
+
+def _refuse_references(encrypted: etree._Element) -> None:
+    """Refuse anything that would have libxmlsec1 fetch data from elsewhere while decrypting: a CipherReference
+    (XML Encryption §3.3.1: the ciphertext at a URI, with Transforms), or a RetrievalMethod that is no same-document
+    reference (XML-DSig §4.4.3). Either would read a local file (``file:///dev/zero``: memory without end) on
+    behalf of anyone who can post to the ACS, before any signature is checked. SAML Core §6 carries the
+    ciphertext in CipherValue and the key in or beside the EncryptedData, and needs neither."""
+    if encrypted.find(".//xenc:CipherReference", _NS) is not None:
+        raise DecryptionRefused("a CipherReference (SAML Core §6 carries the ciphertext in CipherValue)")
+    for retrieval in encrypted.iterfind(".//ds:RetrievalMethod", _NS):
+        if not (retrieval.get("URI") or "").startswith("#"):
+            raise DecryptionRefused("a RetrievalMethod that is no same-document reference")
+        if len(retrieval):  # Transforms: only ever needed to fetch from elsewhere
+            raise DecryptionRefused("a RetrievalMethod with Transforms")
 
 
 def _inline_sibling_keys(data: etree._Element, encrypted: etree._Element) -> None:
