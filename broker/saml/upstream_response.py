@@ -41,6 +41,7 @@ SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 _MAX_AUTHORITIES = 16                      # AuthenticatingAuthority entries kept (a session holds them)
 _WHITESPACE = re.compile(r"\s")
+_MAX_REPLAY_MEMORY = dt.timedelta(days=366)
 
 SignedElement = Literal["assertion", "response", "both", "either"]
 
@@ -324,7 +325,9 @@ class ResponseValidator:
             authn_instant=authn_instant,
             authn_context=_text_only(class_ref, "AuthnContextClassRef") if class_ref is not None else None,
             attributes=attributes,
-            expires=not_on_or_after,
+            # the replay cache keeps the ID this long: a year at most (an IdP writing 9999-12-31 made the TTL
+            # arithmetic overflow), far past any Response a pending login or the skew would still admit
+            expires=min(not_on_or_after, now + _MAX_REPLAY_MEMORY),
             name_qualifier=name_id_el.get("NameQualifier"),
             sp_name_qualifier=name_id_el.get("SPNameQualifier"),
             session_not_on_or_after=session_until,

@@ -128,6 +128,25 @@ def test_control_decoded_and_reencoded_response_logs_in(
     assert upstream_results(config_dir) == [("success", None)]
 
 
+def test_an_assertion_valid_until_the_end_of_time_logs_in(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, demo_material: Any) -> None:
+    """Conditions NotOnOrAfter 9999-12-31T23:59:59Z, signed by the IdP: valid, and the replay cache keeps its ID
+    a year at most (the TTL arithmetic overflowed into a 500 before)."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def until_the_end_of_time(root: etree._Element) -> None:
+        assertion = assertion_of(root)
+        conditions = assertion.find("saml:Conditions", NS)
+        assert conditions is not None
+        conditions.set("NotOnOrAfter", "9999-12-31T23:59:59Z")
+        sign(assertion, idp_keys(demo_material))
+
+    logged_in(browser.post(ACS_URL, tampered(post, until_the_end_of_time)))
+    assert upstream_results(config_dir) == [("success", None)]
+
+
 # --- replay ----------------------------------------------------------------------------------------------
 
 
