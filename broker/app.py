@@ -253,7 +253,8 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
     toward_sps = LogoutMessages(
         entity_id=idp_cfg.entity_id, slo_url=slo_url, sender=MessageSender(signer, signing.key.key), clock=clock,
         max_bytes=idp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
-        max_age=idp_cfg.request_max_age.timedelta, peer=sp_peers.get, unknown_issuer_reason="sp_unknown")
+        max_age=idp_cfg.request_max_age.timedelta, peer=sp_peers.get, unknown_issuer_reason="sp_unknown",
+        relay_state_max_bytes=idp_cfg.relay_state_max_bytes)
     sp_metadata = None
     upstream = None
     toward_idps = None

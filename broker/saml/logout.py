@@ -112,7 +112,7 @@ class LogoutMessages:
 
     def __init__(self, *, entity_id: str, slo_url: str, sender: MessageSender, clock: Clock, max_bytes: int,
                  skew: dt.timedelta, max_age: dt.timedelta, peer: Callable[[str], LogoutPeer | None],
-                 unknown_issuer_reason: str) -> None:
+                 unknown_issuer_reason: str, relay_state_max_bytes: int | None = None) -> None:
         self.entity_id = entity_id
         self.slo_url = slo_url
         self._sender = sender
@@ -122,6 +122,7 @@ class LogoutMessages:
         self._max_age = max_age
         self._find_peer = peer
         self._unknown_issuer = unknown_issuer_reason
+        self._relay_max = relay_state_max_bytes
         self._verifiers: dict[str, XmlVerifier] = {}
         self._lock = threading.Lock()
 
@@ -162,6 +163,13 @@ class LogoutMessages:
             raise SamlRejected("saml_destination_mismatch",
                                f"Destination {root.get('Destination')!r}, expected {self.slo_url}")
         self._check_instant(root, invalid)
+        relay_state = message.relay_state
+        if self._relay_max is not None and relay_state is not None \
+                and len(relay_state.encode("utf-8")) > self._relay_max:
+            # the limit of the SSO endpoint (SAML Bindings §3.4.3, §3.5.3): the RelayState is stored with the
+            # logout and sent back
+            raise SamlRejected("relay_state_too_long", f"RelayState of {len(relay_state.encode('utf-8'))} bytes "
+                                                       f"(limit {self._relay_max})")
         if is_request:
             return self._request(root, peer, message.relay_state)
         return self._response(root, peer, message.relay_state)

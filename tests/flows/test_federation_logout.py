@@ -690,3 +690,24 @@ def test_demo_idp_answers_the_brokers_logout_request(browser: Browser, sp: DemoS
     final = hop(browser.get(answer), SP1_SLO, "SAMLResponse")
     assert status_codes(final.root) == (SUCCESS, None)
     assert [(e["outcome"], e.get("reason")) for e in events(config_dir, "logout_propagated")] == [("success", None)]
+
+
+@pytest.mark.parametrize(("relay_state", "refused"), [
+    pytest.param("x" * 80, False, id="80-bytes"),
+    pytest.param("x" * 81, True, id="81-bytes"),
+    pytest.param("x" * 4000, True, id="4000-bytes"),
+])
+def test_an_sps_logout_relay_state_has_the_sso_endpoints_limit(browser: Browser, sp: DemoSp, config_dir: Path,
+                                                                demo_material, relay_state: str,  # type: ignore[no-untyped-def]
+                                                                refused: bool) -> None:
+    # SAML Bindings §3.4.3: at most 80 bytes (idp.relay_state_max_bytes); it is stored with the logout and sent back
+    given = sso_login(browser, sp)
+    _, request = sp.client.create_logout_request(IDP_SLO, BROKER_IDP, name_id=given, sign=False)
+    url = redirect_url(str(request).encode(), key=load_key(demo_material.root / "sp" / "sp.key"), endpoint=IDP_SLO,
+                       relay_state=relay_state)
+    page = browser.get(url)
+    if refused:
+        assert page.headers.get("X-Broker-Reason") == "relay_state_too_long"
+        assert page.status_code == 400
+    else:
+        assert redirect_message(page.headers["Location"], "SAMLResponse").parameters["RelayState"] == relay_state
