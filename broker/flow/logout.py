@@ -138,7 +138,7 @@ class LogoutFlow:
             return [], None, False  # nothing to end here: already logged out (Success, SAML Core §3.7.3.2)
         sid = d.sessions.ref(ctx.session_token)
         own = d.sessions.participant_ref(sid, info.peer.entity_id)
-        if own is None or not _names_participant(info, own, session):
+        if own is None or not _names_participant(info, own, session, d.settings.broker.idp.entity_id):
             return [], session.identity, True
         ended = [(sid, session)]
         self._end(ended)
@@ -153,8 +153,9 @@ class LogoutFlow:
         if session is not None and ctx.session_token is not None and session.upstream is not None \
                 and session.upstream.get("idp") == idp and session.upstream.get("name_id") == info.name_id:
             candidates[d.sessions.ref(ctx.session_token)] = session
-        ended = [(sid, s) for sid, s in sorted(candidates.items())
-                 if not info.session_indexes or (s.upstream or {}).get("session_index") in info.session_indexes]
+        broker_sp = d.settings.broker.sp.entity_id if d.settings.broker.sp is not None else ""
+        ended = [(sid, s) for sid, s in sorted(candidates.items()) if _names_upstream(info, s.upstream or {}, broker_sp)
+                 and (not info.session_indexes or (s.upstream or {}).get("session_index") in info.session_indexes)]
         self._end(ended)
         return ended
 
@@ -332,19 +333,34 @@ class LogoutFlow:
         return sp.config.name if sp is not None else None
 
 
-def _names_participant(info: LogoutRequestInfo, own: Participant, session: SsoSession) -> bool:
+def _names_participant(info: LogoutRequestInfo, own: Participant, session: SsoSession, broker_idp: str) -> bool:
     """Does the SP's LogoutRequest name what this SP was given in the session (SAML Core §3.7.3.2)? Its NameID,
-    its NameID format if the request gives one, and, if the request names SessionIndexes, the SP's own among them
-    (not the session's or another SP's: each SP has its own, Core §2.7.2)."""
+    its NameID format and qualifiers if the request gives them (the broker qualifies every NameID by its own
+    entity ID and the SP's: §8.3.7), and, if the request names SessionIndexes, the SP's own among them (not the
+    session's or another SP's: each SP has its own, Core §2.7.2)."""
     if not hmac.compare_digest(info.name_id.encode(), own.name_id.encode()):
         return False
     if info.name_id_format not in (None, "", NAMEID_UNSPECIFIED, own.name_id_format):
+        return False
+    if info.name_qualifier not in (None, broker_idp) or info.sp_name_qualifier not in (None, own.sp_entity_id):
         return False
     if not info.session_indexes:
         return True
     index = own.index_in(session)
     return index is not None and any(hmac.compare_digest(given.encode(), index.encode())
                                      for given in info.session_indexes)
+
+
+def _names_upstream(info: LogoutRequestInfo, upstream: dict[str, str], broker_sp: str) -> bool:
+    """Does the IdP's LogoutRequest name the identifier it gave (SAML Core §3.7.3.2)? Its format and qualifiers,
+    where the request states them, must be the assertion's; the value was matched already. A qualifier the
+    assertion left out is the asserting IdP (NameQualifier) or the broker's SP (SPNameQualifier): §8.3.7."""
+    for given, kept in ((info.name_id_format, upstream.get("name_id_format")),
+                        (info.name_qualifier, upstream.get("name_qualifier") or info.peer.entity_id),
+                        (info.sp_name_qualifier, upstream.get("sp_name_qualifier") or broker_sp)):
+        if given not in (None, "", NAMEID_UNSPECIFIED) and kept and given != kept:
+            return False
+    return True
 
 
 def _session_indexes(target: dict[str, Any]) -> list[str]:

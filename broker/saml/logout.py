@@ -82,6 +82,9 @@ class LogoutRequestInfo:
     session_indexes: tuple[str, ...]
     relay_state: str | None
     asynchronous: bool = False   # <aslo:Asynchronous> in Extensions: no LogoutResponse is wanted
+    # the NameID's qualifiers, when it names them (SAML Core §2.2.2, §8.3.7: part of a persistent identifier)
+    name_qualifier: str | None = None
+    sp_name_qualifier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,6 +235,8 @@ class LogoutMessages:
             session_indexes=tuple((e.text or "").strip() for e in root.findall("samlp:SessionIndex", NS)),
             relay_state=relay_state,
             asynchronous=root.find(f"samlp:Extensions/{{{ASYNC_SLO}}}Asynchronous", NS) is not None,
+            name_qualifier=name_id_el.get("NameQualifier"),
+            sp_name_qualifier=name_id_el.get("SPNameQualifier"),
         )
 
     @staticmethod

@@ -711,3 +711,43 @@ def test_an_sps_logout_relay_state_has_the_sso_endpoints_limit(browser: Browser,
         assert page.status_code == 400
     else:
         assert redirect_message(page.headers["Location"], "SAMLResponse").parameters["RelayState"] == relay_state
+
+
+@pytest.mark.parametrize(("qualifiers", "ends"), [
+    pytest.param({}, True, id="value-only"),
+    pytest.param({"name_qualifier": BROKER_IDP, "sp_name_qualifier": "the SP"}, True, id="as-given"),
+    pytest.param({"sp_name_qualifier": "https://some-other-sp.example/metadata"}, False, id="another-sps-namespace"),
+    pytest.param({"name_qualifier": "https://some-other-idp.example/metadata"}, False, id="another-idps-namespace"),
+])
+def test_an_sps_logout_request_must_name_the_identifier_with_its_qualifiers(
+        browser: Browser, sp: DemoSp, config_dir: Path, demo_material, qualifiers: dict[str, str],  # type: ignore[no-untyped-def]
+        ends: bool) -> None:
+    # SAML Core §3.7.3.2, §8.3.7: a persistent identifier is its value within the namespace its qualifiers name
+    given = sso_login(browser, sp)
+    qualifiers = {k: sp.client.config.entityid if v == "the SP" else v for k, v in qualifiers.items()}
+    name_id = NameID(text=given.text, format=given.format, **qualifiers)
+    _, request = sp.client.create_logout_request(IDP_SLO, BROKER_IDP, name_id=name_id, sign=False)
+    url = redirect_url(str(request).encode(), key=load_key(demo_material.root / "sp" / "sp.key"), endpoint=IDP_SLO,
+                       relay_state="r")
+    browser.get(url)
+    (logout,) = events(config_dir, "logout")
+    assert data(logout)["session_ended"] is ends
+
+
+@pytest.mark.parametrize(("name_id", "ends"), [
+    pytest.param({}, True, id="as-given"),
+    pytest.param({"name_qualifier": "https://elsewhere.example/idp"}, False, id="another-namespace"),
+    pytest.param({"format": "urn:oasis:names:tc:SAML:2.0:nameid-format:emailAddress"}, False, id="another-format"),
+])
+def test_an_idps_logout_request_must_name_the_identifier_it_gave(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, demo_material,  # type: ignore[no-untyped-def]
+        config_dir: Path, name_id: dict[str, str], ends: bool) -> None:
+    karin_login(browser, sp, idp)
+    login = idp.logins["karin"]
+    _, request = idp.server.create_logout_request(SP_SLO, idp.entity_id, name_id=NameID(text=login.name_id, **name_id),
+                                                  session_indexes=[], sign=False)
+    url = redirect_url(str(request).encode(), key=load_key(demo_material.root / "idp" / "idp.key"), endpoint=SP_SLO,
+                       relay_state="x")
+    open_browser(app, None).get(url)
+    (logout,) = events(config_dir, "logout")
+    assert (data(logout)["sessions"] == 1) is ends
