@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import broker.audit.chain as chain_module
-from broker.audit.chain import line_hash
+from broker.audit.chain import ChainWriter, line_hash
 from broker.audit.keys import AuditKeyring, AuditSigner, key_id, load_public_key, public_pem
 from broker.audit.verify import verify
 from broker.cli import main
@@ -756,13 +756,9 @@ def test_an_unreadable_index_or_chain_file_is_named(chain: Chain, tmp_path: Path
     assert f"skipped {unreadable}" in found.output
 
 
-@pytest.mark.parametrize("failed_starts", [1, 2, 3])
-def test_writers_stopped_while_starting_are_settled_by_attestations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     failed_starts: int) -> None:
-    """A full disk for several requests in a row: each start stops at its first checkpoint and attests the one
-    before; the writer that finally starts attests only the last. Each attestation counts once the next one
-    vouches for the chain holding it, so every chain verifies, with a warning."""
-    directory = tmp_path / "audit"
+def stopped_while_starting(directory: Path, monkeypatch: pytest.MonkeyPatch, failed_starts: int) -> ChainWriter:
+    """A closed chain under OTHER_KEY, then a writer under KEY whose next ``failed_starts`` starts each stop at
+    their first checkpoint (a full disk; after the key rotation record): the writer, ready to start again."""
     clock = FixedClock(T0)
     first = make_writer(directory, clock, OTHER_KEY)
     first.checkpoint()
@@ -780,47 +776,43 @@ def test_writers_stopped_while_starting_are_settled_by_attestations(tmp_path: Pa
         for _ in range(failed_starts):
             with pytest.raises(AuditUnavailable):
                 writer.checkpoint()
+    return writer
+
+
+STOPPED_WHILE_STARTING = "no checkpoint: the writer stopped while starting the chain (attested by a later writer)"
+
+
+@pytest.mark.parametrize("failed_starts", [1, 2, 3])
+def test_writers_stopped_while_starting_are_settled_by_attestations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     failed_starts: int) -> None:
+    """A full disk for several requests in a row: each start stops at its first checkpoint and attests the one
+    before; the writer that finally starts attests only the last. Each attestation counts once the next one
+    vouches for the chain holding it, so every chain verifies, with a warning."""
+    directory = tmp_path / "audit"
+    writer = stopped_while_starting(directory, monkeypatch, failed_starts)
     writer.checkpoint()  # room again
     writer.close()
     result = verified(directory, KEY, OTHER_KEY)
     assert result.ok, str(result.first_problem())
     stopped = [r for r in result.chains if r.checkpoints == 0]
     assert len(stopped) == failed_starts
-    assert all(r.warnings == ["no checkpoint: the writer stopped while starting the chain (attested by a later "
-                              "writer)"] for r in stopped)
+    assert all(r.warnings == [STOPPED_WHILE_STARTING] for r in stopped)
 
 
-def test_a_writer_stopped_while_starting_is_settled_by_an_attestation(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A writer records its key rotation before its chain's first checkpoint; a full disk on that checkpoint
-    stops it there. The chain holds no checkpoint, but only start-time records: unsealed until the next writer
-    attests that end, then a warning."""
+def test_a_writer_stopped_while_starting_is_unsealed_until_attested(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chain holds no checkpoint, but only start-time records: unsealed until the next writer attests that
+    end, then a warning."""
     directory = tmp_path / "audit"
-    clock = FixedClock(T0)
-    first = make_writer(directory, clock, OTHER_KEY)
-    first.checkpoint()
-    first.close()
-    real_write = chain_module.os.write
-
-    def full_disk_on_checkpoint(fd: int, data: bytes | memoryview) -> int:
-        if b'"audit_checkpoint"' in bytes(data):
-            raise OSError(28, "No space left on device")
-        return real_write(fd, data)
-
-    second = make_writer(directory, clock, KEY)
-    with monkeypatch.context() as patched:
-        patched.setattr(chain_module.os, "write", full_disk_on_checkpoint)
-        with pytest.raises(AuditUnavailable):
-            second.checkpoint()
+    writer = stopped_while_starting(directory, monkeypatch, 1)
     (stopped,) = [p for p in directory.glob("*.000001.jsonl")
                   if [r["event"] for r in records_of(p)] == ["audit_chain_started", "audit_key_rotated"]]
     alone = verified(directory, KEY, OTHER_KEY).first_problem()
     assert alone is not None
     assert (alone.what, alone.file) == ("unsealed", str(stopped))
-    second.checkpoint()  # room again: a new chain, which attests the stopped one
-    second.close()
+    writer.checkpoint()  # room again: a new chain, which attests the stopped one
+    writer.close()
     result = verified(directory, KEY, OTHER_KEY)
     assert result.ok, str(result.first_problem())
     (report,) = [r for r in result.chains if r.files == [str(stopped)]]
-    assert report.warnings == ["no checkpoint: the writer stopped while starting the chain (attested by a later "
-                               "writer)"]
+    assert report.warnings == [STOPPED_WHILE_STARTING]
