@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -191,6 +192,23 @@ class _Form(HTMLParser):
             self.fields[str(a["name"])] = a.get("value") or ""
 
 
+def logout_request_at(request: Callable[..., Answer], sent: Delivery,
+                      reply: Binding) -> tuple[Delivery, dict[str, Any]]:
+    """The broker's LogoutRequest delivered to a samlify peer through ``request`` (its ``_request``): the peer's
+    LogoutResponse by the binding ``reply`` (the URL of its 303, or its form) and what it read from the request."""
+    query = "reply=post" if reply == "post" else ""
+    if isinstance(sent, FormPost):
+        answer = request("POST", sent.action + ("?" + query if query else ""), urlencode(sent.fields).encode(),
+                         "application/x-www-form-urlencoded")
+    else:
+        answer = request("GET", sent + ("&" + query if query else ""))
+    if reply == "redirect":
+        answer.refused_unless(303)
+        return answer.headers["location"], answer.extract
+    answer.refused_unless(200)
+    return _form(answer.body), answer.extract
+
+
 def _form(html: bytes) -> FormPost:
     parser = _Form()
     parser.feed(html.decode())
@@ -280,17 +298,7 @@ class SamlifyIdp(NodePeer):
         """The broker's LogoutRequest at samlify (the URL of an HTTP-Redirect, or the form of an HTTP-POST): samlify's
         LogoutResponse by the binding ``reply`` (the URL of its 303, or its form) and what samlify read from the
         request once verified."""
-        query = "?reply=post" if reply == "post" else ""
-        if isinstance(sent, FormPost):
-            answer = self._request("POST", sent.action + query, urlencode(sent.fields).encode(),
-                                   "application/x-www-form-urlencoded")
-        else:
-            answer = self._request("GET", sent + query.replace("?", "&"))
-        if reply == "redirect":
-            answer.refused_unless(303)
-            return answer.headers["location"], answer.extract
-        answer.refused_unless(200)
-        return _form(answer.body), answer.extract
+        return logout_request_at(self._request, sent, reply)
 
     def logout_response(self, url: str) -> dict[str, Any]:
         """The broker's HTTP-Redirect LogoutResponse at samlify: what samlify read from it once verified."""

@@ -24,12 +24,12 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Any
 from urllib.parse import urlencode
 
 from lxml import etree
 
-from tests.factories.samlify_idp import FormPost, _form
+from tests.factories.samlify_idp import Binding, Delivery, FormPost, logout_request_at
 from tests.factories.samlify_peer import PEER_DIR, Answer, KeyFiles, NodePeer
 from tests.factories.sp_files import register_sp
 
@@ -42,8 +42,6 @@ SP_ID = "samlify-sp"                                         # the broker's serv
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 
-Binding: TypeAlias = Literal["redirect", "post"]
-Delivery: TypeAlias = str | FormPost   # where samlify sends the browser: a URL (HTTP-Redirect) or a form (HTTP-POST)
 
 
 # --- keys and policy --------------------------------------------------------------------------------------------
@@ -254,17 +252,7 @@ class SamlifySp(NodePeer):
     def slo(self, sent: Delivery, *, reply: Binding = "redirect") -> tuple[Delivery, dict[str, Any]]:
         """The broker's LogoutRequest at the SP's SLO endpoint: samlify's LogoutResponse (the URL of its 303, or its
         form with ``reply="post"``) and what samlify read from the request once verified."""
-        query = "reply=post" if reply == "post" else ""
-        if isinstance(sent, FormPost):
-            answer = self._request("POST", sent.action + ("?" + query if query else ""),
-                                   urlencode(sent.fields).encode(), "application/x-www-form-urlencoded")
-        else:
-            answer = self._request("GET", sent + ("&" + query if query else ""))
-        if reply == "redirect":
-            answer.refused_unless(303)
-            return answer.headers["location"], answer.extract
-        answer.refused_unless(200)
-        return _form(answer.body), answer.extract
+        return logout_request_at(self._request, sent, reply)
 
     def logout_response(self, sent: Delivery) -> dict[str, Any]:
         """The broker's LogoutResponse at the SP's SLO endpoint: what samlify read from it once verified."""
