@@ -70,6 +70,13 @@ def audit_lines(config_dir: Path, *, system: bool = False) -> list[dict[str, obj
 
 
 Event = tuple[str, str, str | None]  # (event, outcome, reason)
+# what a successful login through a municipal IdP records, in order
+FEDERATED_LOGIN: list[Event] = [
+    ("login_started", "info", None),
+    ("upstream_authn_requested", "info", None),
+    ("upstream_authn_result", "success", None),
+    ("assertion_issued", "success", None),
+]
 
 
 def request_id_of(sso_url: str) -> str:
