@@ -29,6 +29,7 @@ import time
 from functools import partial
 from typing import Any
 
+from flask import g
 from gunicorn import util
 from gunicorn.http import errors as http_errors
 from gunicorn.http.wsgi import Response as GunicornResponse
@@ -37,7 +38,9 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
-from broker.web.services import CORRELATION_ENVIRON
+from broker.errors import RequestRejected
+from broker.web.pages import error_page
+from broker.web.services import CORRELATION_ENVIRON, correlation_id
 
 log = logging.getLogger("broker.serve")
 
@@ -200,12 +203,6 @@ def _error_answer(app: Any, code: str, status: int | None, exc: Exception,
                   address: str) -> tuple[str, str, bytes]:
     """The broker's error page for ``code`` as HTTP/1.1 bytes (``Connection: close``), its reference ID and its
     status line's status."""
-    from flask import g  # noqa: PLC0415  # the web layer only where a page is made
-
-    from broker.errors import RequestRejected  # noqa: PLC0415
-    from broker.web.pages import error_page  # noqa: PLC0415
-    from broker.web.services import correlation_id  # noqa: PLC0415
-
     with app.test_request_context("/", environ_base={"REMOTE_ADDR": address}):
         app.preprocess_request()
         g.started = None  # no latency sample: this is no request to "/" (broker.app observe_latency)
