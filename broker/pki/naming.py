@@ -24,13 +24,16 @@ def is_ca(cert: x509.Certificate) -> bool:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         return False
-    except (ValueError, x509.DuplicateExtension):  # unreadable extensions: named as a user's certificate
-        return False
 
 
 @by_identity(16384)
 def describe(cert: x509.Certificate) -> str:
-    """A CA by its subject; a user's certificate by serial and issuer."""
-    if is_ca(cert):
+    """A CA by its subject; a user's certificate by serial and issuer (so is one whose extensions cannot be
+    read: only the name is decided here, never what the certificate may do)."""
+    try:
+        ca = is_ca(cert)
+    except (ValueError, x509.DuplicateExtension):
+        ca = False
+    if ca:
         return f"CA {subject_text(cert)}"
     return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
