@@ -271,4 +271,3 @@ def _named(municipality: Municipality, names: tuple[str, ...]) -> bool:
     """Whether one of ``names`` is the municipality's id or its IdP's entity ID."""
     saml = municipality.config.saml
     return any(name == municipality.id or (saml is not None and name == saml.entity_id) for name in names)
-

@@ -310,4 +310,3 @@ class LogoutMessages:
         root = parse_untrusted(message.to_string(), 1 << 20)
         binding = HTTP_POST if endpoint.binding == HTTP_POST else HTTP_REDIRECT
         return self._sender.encode(root, binding, url, parameter, relay_state)
-

@@ -247,4 +247,3 @@ def security_headers(response: Response) -> Response:
     if "cache-control" not in present and not (request.path.startswith("/static/") and response.status_code < 400):
         headers.add("Cache-Control", "no-store")
     return response
-

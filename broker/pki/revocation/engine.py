@@ -426,4 +426,3 @@ class RevocationChecker:
         self._stop.set()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-
