@@ -35,6 +35,7 @@ from broker.saml.bindings import (
     NAMEID_FORMATS,
     NAMEID_UNSPECIFIED,
     InboundMessage,
+    check_relay_state,
     decode,
     verify_query_signature,
 )
@@ -204,9 +205,7 @@ class AuthnRequestParser:
                                reply_to=self._version_reply(version, sp, request_id, message.relay_state))
 
         relay_state = message.relay_state
-        if relay_state is not None and len(relay_state.encode("utf-8")) > self._relay_max:
-            raise SamlRejected("relay_state_too_long",
-                               f"RelayState of {len(relay_state.encode('utf-8'))} bytes (limit {self._relay_max})")
+        check_relay_state(relay_state, self._relay_max)
 
         acs_url = self._acs_url(root, sp)
         target = ReplyTarget(sp.entity_id, acs_url, request_id, relay_state)
@@ -248,8 +247,10 @@ class AuthnRequestParser:
         default = sp.metadata.default_acs()
         if parts is None or (int(parts[1]), int(parts[2])) <= (2, 0) or default is None:
             return None
-        if relay_state is not None and len(relay_state.encode("utf-8")) > self._relay_max:
-            relay_state = None
+        try:
+            check_relay_state(relay_state, self._relay_max)
+        except SamlRejected:
+            relay_state = None  # not sent back
         return ReplyTarget(sp.entity_id, default.location, request_id, relay_state)
 
     def _check_signature(self, message: InboundMessage, root: etree._Element, sp: ServiceProvider) -> bool:

@@ -132,6 +132,14 @@ def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
     )
 
 
+def check_relay_state(relay_state: str | None, max_bytes: int) -> None:
+    """Refuse a RelayState past ``max_bytes`` (SAML Bindings §3.4.3, §3.5.3: 80; the broker stores it and sends
+    it back) with ``relay_state_too_long``."""
+    size = len(relay_state.encode("utf-8")) if relay_state is not None else 0
+    if size > max_bytes:
+        raise SamlRejected("relay_state_too_long", f"RelayState of {size} bytes (limit {max_bytes})")
+
+
 def decode(message: InboundMessage, max_bytes: int) -> bytes:
     """The XML of ``message``: base64, and for HTTP-Redirect also DEFLATE (RFC 1951).
 

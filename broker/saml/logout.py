@@ -38,6 +38,7 @@ from broker.saml.bindings import (
     STATUS_PARTIAL_LOGOUT,
     STATUS_SUCCESS,
     InboundMessage,
+    check_relay_state,
     decode,
     verify_query_signature,
 )
@@ -166,13 +167,8 @@ class LogoutMessages:
             raise SamlRejected("saml_destination_mismatch",
                                f"Destination {root.get('Destination')!r}, expected {self.slo_url}")
         self._check_instant(root, invalid)
-        relay_state = message.relay_state
-        if self._relay_max is not None and relay_state is not None \
-                and len(relay_state.encode("utf-8")) > self._relay_max:
-            # the limit of the SSO endpoint (SAML Bindings §3.4.3, §3.5.3): the RelayState is stored with the
-            # logout and sent back
-            raise SamlRejected("relay_state_too_long", f"RelayState of {len(relay_state.encode('utf-8'))} bytes "
-                                                       f"(limit {self._relay_max})")
+        if self._relay_max is not None:  # the SSO endpoint's limit, toward the SPs
+            check_relay_state(message.relay_state, self._relay_max)
         if is_request:
             return self._request(root, peer, message.relay_state)
         return self._response(root, peer, message.relay_state)
