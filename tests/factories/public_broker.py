@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,15 +28,11 @@ from lxml import etree
 
 from broker.audit.query import records
 from tests.factories.authnrequests import NS
+from tests.factories.cli import broker_cli
 from tests.factories.https_client import Card, HttpsBrowser, page, reason
 from tests.factories.nginx import Nginx
 from tests.factories.redis_server import free_port
 from tests.factories.serve import BrokerServe
-
-
-def broker_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 @dataclass

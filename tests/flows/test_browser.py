@@ -31,8 +31,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ from broker.demo.sp import DemoSp
 from broker.pki.tls import probe_endpoint
 from tests.conftest import EXAMPLE, REPO
 from tests.factories.browser import VIEWPORT, AutoSelectPolicy, Chromium, NssHome, PageState, png_size
+from tests.factories.cli import broker_cli
 from tests.factories.demo_sp_server import DemoSpServer
 from tests.factories.nginx import Nginx
 from tests.factories.redis_server import free_port
@@ -101,8 +100,7 @@ class BrowserStack:
 
 
 def _broker(*args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = broker_cli(*args)
     assert done.returncode == 0, done.stdout + done.stderr
 
 

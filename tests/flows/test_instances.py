@@ -52,6 +52,7 @@ from tests.factories.authnrequests import (
     sp_accepts,
     status_codes,
 )
+from tests.factories.cli import broker_cli as broker
 from tests.factories.deploy import nginx_conf_on_loopback
 from tests.factories.https_client import Card, HttpsBrowser, at, discovery_form, reason, retry_link, saml_response
 from tests.factories.nginx import Nginx
@@ -63,11 +64,6 @@ HSA_ID_ATTRIBUTE = "urn:oid:1.2.752.29.6.2.1"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 COOKIE = "broker_session"
 ANNA = "SE2120001009-anna"
-
-
-def broker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 def proxy_config(config: Path, out: Path, upstream: str) -> Path:

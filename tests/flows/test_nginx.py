@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from cryptography import x509
 from broker.audit.query import records
 from broker.pki.tls import probe_endpoint
 from tests.factories.authnrequests import AuthnRequests, sp_accepts
+from tests.factories.cli import broker_cli as broker
 from tests.factories.https_client import saml_response_in
 from tests.factories.nginx import Nginx
 from tests.factories.saml import BASE_URL, make_sp
@@ -43,11 +43,6 @@ from tests.factories.serve import BrokerServe
 
 HEADER = "X-SSL-Client-Cert"
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
-
-
-def broker(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env=env)
 
 
 @dataclass

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from cryptography import x509
 from broker.audit.query import records
 from broker.pki.proxy_headers import ProxyFormat
 from broker.pki.tls import probe_endpoint
+from tests.factories.cli import broker_cli as broker
 from tests.factories.nginx import Nginx
 from tests.factories.proxies import Apache, ForegroundProxy, HAProxy
 from tests.factories.proxy_headers import headers_for
@@ -72,11 +71,6 @@ def configured_cas(config: Path) -> list[x509.Certificate]:
         for name in (*certificate["trust_anchors"], *certificate.get("intermediates", [])) if certificate else ():
             found.append(x509.load_pem_x509_certificate((config / name).read_bytes()))
     return found
-
-
-def broker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 @dataclass

@@ -14,8 +14,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from broker.config.loader import load_settings
+from tests.factories.cli import broker_cli as broker
 from tests.factories.deploy import (
     COMPOSE_FILE,
     DEPLOYMENT_DOC,
@@ -56,11 +55,6 @@ GENERATED = {
 }
 SNIPPET_OWNS = ("ssl_verify_client", "ssl_client_certificate", "ssl_verify_depth", "proxy_pass",
                 "proxy_set_header", "location")
-
-
-def broker(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "broker.cli", *args], capture_output=True, text=True, timeout=60,
-                          check=False)
 
 
 def services() -> dict[str, Any]:
