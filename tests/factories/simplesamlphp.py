@@ -443,8 +443,8 @@ class SimpleSamlPhp(Service):
               options: Mapping[str, PhpValue] | None = None) -> Trusted:
         """Convert ``document`` (one entity's SAML metadata) into ``metadata_set`` with SimpleSAMLphp's SAMLParser,
         after checking its signature with ``signed_by`` (when given), and merge the operator's ``options`` over
-        it. SimpleSAMLphp reads its metadata files on every request: no restart. Raises
-        :class:`SimpleSamlPhpRefused` with SimpleSAMLphp's message when it refuses the document."""
+        it. SimpleSAMLphp reads its metadata files on every request (opcache is off, see :meth:`start`): no
+        restart. Raises :class:`SimpleSamlPhpRefused` with SimpleSAMLphp's message when it refuses the document."""
         done = subprocess.run([program("php"), str(self.workdir / "www" / "convert.php"), metadata_set,
                                str(signed_by) if signed_by else ""], input=document, capture_output=True,
                               timeout=30, check=False, env=self.environment())
@@ -485,7 +485,9 @@ class SimpleSamlPhp(Service):
         # a few workers (PHP_CLI_SERVER_WORKERS), so that a slow request does not hold up the next; in a process
         # group of their own, since the server's parent leaves its workers running when it is ended (see stop)
         self.process = subprocess.Popen(
-            [php, "-d", "display_errors=0", "-d", "log_errors=1",
+            # no opcache: the built-in server ("cli-server") is not covered by opcache.enable_cli, and opcache would
+            # keep serving a metadata file rewritten within opcache.revalidate_freq (2 s) of its last check
+            [php, "-d", "display_errors=0", "-d", "log_errors=1", "-d", "opcache.enable=0",
              "-d", f"error_log={self.workdir / 'log' / 'php-errors.log'}",
              "-S", f"127.0.0.1:{self.php_port}", "-t", str(ROOT / "www"), str(www / "router.php")],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
