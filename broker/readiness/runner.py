@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from broker.pki.validator import CertificateValidator
 from broker.readiness.broker_keys import broker_checks
 from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
 from broker.readiness.federation import federation_checks
+from broker.readiness.host_clock import ServerDates, clock_check
 from broker.readiness.model import Check, Report, Section
 from broker.readiness.revocation import RevocationLookups, UsersRevocation, revocation_checks
 from broker.readiness.samples import sample_checks
@@ -50,11 +52,12 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     now = clock.now()
     window = cfg.expiry_warning.timedelta
     timeout = cfg.timeout.seconds
-    fetcher = HttpFetcher() if options.network else None
+    dates = ServerDates(clock)
+    fetcher = HttpFetcher(observe=dates.observe) if options.network else None
     municipalities = selected(settings, options.municipalities)
 
     progress("the broker's keys")
-    broker = Section("broker", "broker", "broker", tuple(broker_checks(settings, now, window, store)))
+    broker_found = broker_checks(settings, now, window, store)
 
     urls = list(dict.fromkeys([*map(str, cfg.endpoints), *options.endpoints]))
     probed: list[ProbedEndpoint] = []
@@ -108,4 +111,19 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
         sections.append(Section("municipality", m.id, m.config.name.en, tuple(checks), {
             "names": {"sv": m.config.name.sv, "en": m.config.name.en}, "status": m.status,
             "login": m.config.login}))
+    if options.network:  # after every fetch: the servers asked on the way are the clocks compared
+        broker_found.append(clock_check(dates, _tolerance(settings, municipalities)))
+    broker = Section("broker", "broker", "broker", tuple(broker_found))
     return Report(now, cfg.environment, broker, tuple(sections), endpoints)
+
+
+def _tolerance(settings: Settings, municipalities: list[Municipality]) -> dt.timedelta:
+    """The smallest clock skew the configuration allows anywhere (the SSO endpoint's, each IdP's, each
+    revocation policy's): a host clock off by more fails logins somewhere even when every peer is in step."""
+    skews = [settings.broker.idp.clock_skew.timedelta]
+    for m in municipalities:
+        if m.config.saml is not None:
+            skews.append(m.config.saml.clock_skew.timedelta)
+        if m.config.certificate is not None:
+            skews.append(m.config.certificate.revocation.clock_skew.timedelta)
+    return min(skews)

@@ -9,7 +9,9 @@ endpoints are real servers on 127.0.0.1 (tests/factories/tls_servers.py), the de
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import shutil
 import socket
 import threading
@@ -22,7 +24,7 @@ from click.testing import CliRunner, Result
 from cryptography import x509
 
 from broker.cli import main
-from broker.clock import SystemClock
+from broker.clock import FixedClock, SystemClock
 from broker.config.loader import load_settings
 from broker.demo.materials import DemoLayout
 from broker.demo.server import build_server
@@ -381,6 +383,37 @@ def test_the_demo_is_ready_for_go_live(demo: Demo, demo_config: Path) -> None:
     assert [c["status"] for m in report["municipalities"] for c in m["checks"]  # type: ignore[union-attr]
             if c["id"] == "login.synthetic"] == ["pass", "pass"]
     assert check_statuses(report, "kommun-c", "saml.sso_endpoint") == ["pass"]
+    (clock,) = [c for c in report["broker"]["checks"] if c["id"] == "broker.clock"]  # type: ignore[index]
+    assert clock["evidence"].startswith("1 server(s) agree within ")  # the demo's revocation server
     (record,) = readiness_runs(demo_config)
     assert record["outcome"] == "success"
     assert record["data"]["endpoints"] == [demo.base_url]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("minutes", "status", "title"), [
+    pytest.param(0, "pass", "host clock in step", id="in-step"),
+    pytest.param(-10, "fail", "host clock wrong", id="ten-minutes-behind"),
+    pytest.param(10, "fail", "host clock wrong", id="ten-minutes-ahead"),
+])
+def test_the_host_clock_is_compared_with_the_servers_readiness_asks(demo: Demo, demo_config: Path, minutes: int,
+                                                                    status: str, title: str) -> None:
+    """The demo's CRL server answers over HTTP with a ``Date``; a host clock ten minutes off (the clock readiness
+    is given) is past every clock skew the example tolerates, and the evidence names the server compared."""
+    clock = FixedClock(dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes))
+
+    report = run(load_settings(demo_config), clock, ReadinessOptions(municipalities=("kommun-b",)))
+
+    check = only(list(report.broker.checks), "broker.clock")
+    assert (check.status, check.title) == (status, title)
+    revocation_server = "http://localhost:" + str(int(demo.base_url.rsplit(":", 1)[1]) + 1)
+    assert revocation_server in check.evidence
+    if minutes:
+        direction = "ahead of" if minutes > 0 else "behind"
+        assert re.match(f"the host clock is (599|600|601) s {direction} the servers' ", check.evidence)
+
+
+def test_offline_there_is_no_clock_to_compare(config_dir: Path) -> None:
+    report = run(load_settings(config_dir), SystemClock(), ReadinessOptions(municipalities=("kommun-a",),
+                                                                            network=False))
+
+    assert [c.id for c in report.broker.checks if c.id == "broker.clock"] == []

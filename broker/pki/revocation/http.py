@@ -16,6 +16,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -85,12 +86,15 @@ class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
 
 
 class HttpFetcher:
-    """A small HTTP client for OCSP and CRL fetching; one connection pool per process."""
+    """A small HTTP client for OCSP and CRL fetching; one connection pool per process. ``observe``, when given,
+    sees the URL and headers of every answer (readiness compares their ``Date`` with the host clock)."""
 
-    def __init__(self, user_agent: str = "broker-revocation/1") -> None:
+    def __init__(self, user_agent: str = "broker-revocation/1",
+                 observe: Callable[[str, Mapping[str, str]], None] | None = None) -> None:
         self._pool = urllib3.PoolManager(num_pools=16, maxsize=4, block=False, retries=False)
         self._pool.pool_classes_by_scheme = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
         self._headers = {"User-Agent": user_agent}
+        self._observe = observe
 
     def get(self, url: str, limits: FetchLimits, accept: str) -> bytes:
         return self._request("GET", url, None, {"Accept": accept}, limits)
@@ -140,6 +144,8 @@ class HttpFetcher:
             except urllib3.exceptions.HTTPError as exc:
                 raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
             try:
+                if self._observe is not None:
+                    self._observe(url, response.headers)
                 if response.status in _REDIRECTS:
                     location = response.headers.get("Location")
                     if method != "GET" or not location:
