@@ -181,6 +181,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     def unexpected(exc: Exception) -> Response:
         cid = correlation_id()
         log.error("[%s] unexpected error\n%s", cid, "".join(traceback.format_exception(exc)))
+        # the reference on the page must lead to an outcome in the audit trail too, beside what the request
+        # recorded before it failed (made durable with it); the traceback stays in the log, under the same ID
+        _try_audit(audit, AuditEvent("login_refused", "failure", cid, reason="internal_error",
+                                     detail=f"unexpected {type(exc).__name__}; the log has the details under this "
+                                            "reference", client_address=client_address()))
         return error_page(_PlainError("internal_error"), cid)
 
     @app.before_request

@@ -19,6 +19,11 @@ What the verifier leaves undone for name constraints (RFC 5280 §4.2.1.10), done
 here over the verified path: directoryName constraints (refused rather than
 left unchecked) and rfc822Name constraints on the subject's emailAddress of a
 certificate without subjectAltName (the verifier checks alternative names only).
+
+Inherited from the verifier and not worked around (building paths is its job): a self-issued CA certificate
+(a key rollover: subject and issuer the same CA) counts against a pathLenConstraint above it, which RFC 5280
+§4.2.1.9 and §6.1.4 (l) do not count, so root -> CA (pathLen 0) -> its rollover certificate -> leaf is refused
+as ``chain_invalid``. Readiness's sample certificate (``sample.certificate``) shows it before go-live.
 """
 
 from __future__ import annotations

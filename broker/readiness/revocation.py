@@ -131,7 +131,7 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
         return Check("revocation.crl", "warn", "CRL without nextUpdate", f"{where}: issued by {issuer} "
                      f"{verified.this_update:%Y-%m-%d %H:%M}, no nextUpdate", "Ask the CA for CRLs with nextUpdate.",
                      where)
-    if verified.next_update + policy.skew <= now:
+    if verified.next_update <= now - policy.skew:  # (not nextUpdate + skew: 9999-12-31 has no later instant)
         return Check("revocation.crl", "fail", "CRL stale",
                      f"{where}: issued by {issuer}; nextUpdate {verified.next_update:%Y-%m-%d %H:%M} UTC has passed",
                      "Ask the CA to publish a fresh CRL" + (" and replace the file." if kind == "file" else "."),

@@ -150,6 +150,18 @@ def test_good_answer_logs_in_and_the_audit_names_ocsp_and_the_responders(
         revocation.issuing.certificate.serial_number]
 
 
+def test_a_delegated_responder_with_no_well_defined_expiration_date_is_trusted(
+        revocation: Revocation, sso: Callable[[], tuple[Browser, DemoSp]]) -> None:
+    """RFC 5280 §4.1.2.5: notAfter 99991231235959Z on the responder's certificate (RFC 6960 §4.2.2.2, issued by the
+    CA): a valid signer, and a login, not a 500 without an outcome in the audit trail."""
+    revocation.responder.use_delegate(valid_until=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC))
+    revocation.ocsp()
+    browser, sp = sso()
+    logged_in(browser.get(sp.login_url()), sp)
+    accepted = only(revocation.config_dir, "certificate_accepted")
+    assert accepted["data"]["revocation"] == "ocsp"
+
+
 def _revoked(r: Revocation) -> None:
     r.responder.set_status(r.anna, "revoked")
 

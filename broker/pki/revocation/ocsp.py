@@ -39,6 +39,7 @@ from broker.pki.algorithms import weak_key_reason
 Status = Literal["good", "revoked", "unknown"]
 _STRONG = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 _UNAVAILABLE_STATUSES = (ocsp.OCSPResponseStatus.TRY_LATER, ocsp.OCSPResponseStatus.INTERNAL_ERROR)
+_LAST_INSTANT = dt.datetime.max.replace(tzinfo=dt.UTC)
 
 # The critical extensions a delegated responder's certificate may carry. RFC 5280 §4.2: a certificate with a
 # critical extension the relying party does not recognise, or cannot process, MUST be rejected. Each one here is
@@ -175,7 +176,9 @@ def _check_delegate(candidate: x509.Certificate, issuer: x509.Certificate, now: 
     # nonRepudiation (contentCommitment) alone marks a key for another service
     if key_usage is not None and not key_usage.digital_signature:
         raise _invalid(f"delegated responder {who} has a KeyUsage without digitalSignature")
-    if not (candidate.not_valid_before_utc - skew <= now <= candidate.not_valid_after_utc + skew):
+    # the skew moves "now", never the certificate's times: notAfter 99991231235959Z ("no well-defined expiration
+    # date", RFC 5280 §4.1.2.5) plus a skew is past the last instant a datetime holds
+    if not (candidate.not_valid_before_utc <= now + skew and now - skew <= candidate.not_valid_after_utc):
         raise _invalid(f"delegated responder certificate {who} is not valid now")
     # the key that says "good" is held to the floor every CA key of a path meets (RSA 2048, P-256 and up)
     weak = weak_key_reason(candidate)
@@ -250,7 +253,11 @@ def _deciding_entry(entries: list[ocsp.OCSPSingleResponse],
     """
     def freshness(entry: ocsp.OCSPSingleResponse) -> tuple[dt.datetime, dt.datetime]:
         this_update = entry.this_update_utc
-        return this_update, entry.next_update_utc or this_update + max_age_without_next_update
+        if entry.next_update_utc is not None:
+            return this_update, entry.next_update_utc
+        # a thisUpdate near year 9999 (refused below as in the future) plus the age limit is past datetime.max
+        fresh_until = this_update + min(max_age_without_next_update, _LAST_INSTANT - this_update)
+        return this_update, fresh_until
 
     revoked = [e for e in entries if e.certificate_status == ocsp.OCSPCertStatus.REVOKED]
     good = [e for e in entries if e.certificate_status == ocsp.OCSPCertStatus.GOOD]

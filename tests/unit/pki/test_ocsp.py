@@ -348,6 +348,11 @@ def test_several_entries_for_the_certificate_give_one_answer(
     pytest.param((STALE_GOOD, FRESH_UNKNOWN), "revocation_stale", "expired at", id="stale-good-beside-fresh-unknown"),
     pytest.param((STALE_GOOD, replace(FRESH_GOOD, this_update=NOW + HOUR, next_update=NOW + 2 * HOUR)),
                  "revocation_response_invalid", "is in the future", id="freshest-good-from-the-future"),
+    # a responder whose clock is broken: picking the freshest entry must not add the age limit past year 9999
+    pytest.param((Entry("good", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), None),),
+                 "revocation_response_invalid", "is in the future", id="this-update-in-year-9999-no-next-update"),
+    pytest.param((STALE_GOOD, Entry("good", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), None)),
+                 "revocation_response_invalid", "is in the future", id="beside-a-stale-one"),
 ])
 def test_several_entries_refused(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
                                  entries: tuple[Entry, ...], reason: str, detail: str) -> None:
@@ -379,6 +384,7 @@ class Delegate:
     key_usage: x509.KeyUsage | None = DIGITAL_SIGNATURE
     is_ca: bool = False
     extensions: tuple[tuple[x509.ExtensionType, bool], ...] = ()   # (value, critical)
+    not_after: dt.datetime = NOW + dt.timedelta(days=30)
 
     def install(self, r: OcspResponder) -> Issued:
         key = new_key("ec256")
@@ -389,7 +395,7 @@ class Delegate:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(NOW - dt.timedelta(days=1))
-            .not_valid_after(NOW + dt.timedelta(days=30))
+            .not_valid_after(self.not_after)
             .add_extension(x509.BasicConstraints(ca=self.is_ca, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([OCSP_SIGNING]), critical=False)
         )
@@ -416,6 +422,9 @@ class Delegate:
     # RFC 6960 §4.2.2.2 asks for id-kp-OCSPSigning and direct issue by the CA, not for cA=false
     pytest.param(Delegate(is_ca=True, key_usage=_key_usage(digital_signature=True, key_cert_sign=True)),
                  id="delegate-that-is-also-a-ca"),
+    # RFC 5280 §4.1.2.5: 99991231235959Z, "no well-defined expiration date" (the clock skew must not be added to it)
+    pytest.param(Delegate(not_after=dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+                          extensions=((x509.OCSPNoCheck(), False),)), id="no-well-defined-expiration-date"),
 ])
 def test_delegated_responder_certificates_accepted(responder: OcspResponder, ca: CertificateAuthority,
                                                    cert: x509.Certificate, delegate: Delegate) -> None:

@@ -157,6 +157,15 @@ def test_crl_past_next_update_within_clock_skew_still_passes(config_dir: Path, p
     assert statuses(result, "revocation.crl") == ["pass"]
 
 
+def test_crl_with_next_update_in_year_9999_passes(config_dir: Path, pki: Pki) -> None:
+    """The last instant a date holds as nextUpdate: fresh for as long as anyone cares, not an overflow."""
+    last = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
+    crls = {"issuing-ca.crl": crl(pki.issuing, this_update=NOW - DAY, next_update=last)}
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]]), crls=crls))
+
+    assert statuses(result, "revocation.crl") == ["pass"]
+
+
 def test_crl_file_with_a_bad_signature_fails(config_dir: Path, pki: Pki) -> None:
     """The file was good when the configuration was loaded, then replaced by one its issuer did not sign."""
     settings = configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]]),

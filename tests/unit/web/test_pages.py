@@ -29,6 +29,7 @@ from broker.web.i18n import CATALOG, UI, explain
 from broker.web.pages import LANG_COOKIE, _render, error_page, hidden_inputs, post_page, security_headers
 from tests.factories.municipality_choice import choose
 from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
+from tests.flows.conftest import audit_lines
 
 SP_BASE = "https://sp.example.org/demo-sp"
 SP_ORIGIN = "https://sp.example.org"
@@ -304,6 +305,33 @@ def test_another_client_error_keeps_its_status_on_the_friendly_page(browser: Bro
     assert response.status_code in (400, 403)
     assert "X-Broker-Reason" in response.headers
     assert REFID.search(response.get_data(as_text=True)) is not None
+
+
+def test_an_unexpected_error_is_a_page_whose_reference_leads_to_the_audit_trail(
+        app: Flask, browser: Browser, config_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A defect (here a view that divides by zero) gives the friendly 500 page without a trace; its reference ID
+    names a ``login_refused`` / ``internal_error`` record in the audit trail (made durable before the page is
+    sent) and the log line with the traceback."""
+    def defect() -> str:
+        return str(1 // 0)
+
+    app.add_url_rule("/defect", "defect", defect)
+
+    response = browser.client.get("/defect")
+
+    assert response.status_code == 500
+    assert response.headers["X-Broker-Reason"] == "internal_error"
+    body = response.get_data(as_text=True)
+    for marker in STACK_TRACE:
+        assert marker not in body
+    found = REFID.search(body)
+    assert found is not None
+    records = [r for r in audit_lines(config_dir) if r["correlation_id"] == found.group(1)]
+    assert [(r["event"], r["outcome"], r["reason"]) for r in records] == [("login_refused", "failure",
+                                                                           "internal_error")]
+    assert records[0]["detail"] == "unexpected ZeroDivisionError; the log has the details under this reference"
+    assert f"[{found.group(1)}] unexpected error" in caplog.text
+    assert "ZeroDivisionError" in caplog.text
 
 
 def test_method_not_allowed_names_the_allowed_methods(browser: Browser) -> None:
