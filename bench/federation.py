@@ -12,7 +12,7 @@ IdP (bench/satosa/proxy.py says how it is configured).
 Before timing, --generators processes (not the proxy's) prepare the legs (--legs for the broker, --satosa-legs
 for SATOSA), each as a fresh browser: the real pysaml2 demo SP signs an AuthnRequest (HTTP-Redirect); the
 browser takes it to the proxy (to the broker with ``?municipality=kommun-c``, the SP's hint, so no discovery
-page), which binds the login to the browser with a cookie (``broker_binding``; SATOSA's state cookie) and
+page), which binds the login to the browser with a cookie (``__Host-broker_binding``; SATOSA's state cookie) and
 redirects to Kommun C's IdP; the real pysaml2 IdP checks the request's signature and builds and signs
 (RSA-SHA256, the xmlsec1 program) karin's Response. The proxy's AuthnRequest IDs are single-use and bound to
 that browser's cookie, so each prepared leg is one browser's: its cookie, its form, the ID of the SP's request.

@@ -19,7 +19,7 @@ Two settings differ from what the broker does, because SATOSA works that way:
   IDs of its AuthnRequests in the memory of the worker process that sent them, so with several gunicorn
   workers a Response reaching another worker would be refused. The login stays bound to the browser by
   SATOSA's state cookie (the RelayState must match the one in the cookie), as the broker binds it with its
-  ``broker_binding`` cookie; SATOSA keeps no replay cache (the broker does, in Redis);
+  ``__Host-broker_binding`` cookie; SATOSA keeps no replay cache (the broker does, in Redis);
 * the frontend does not check the SP's AuthnRequest signature (SATOSA does not hand the HTTP-Redirect query
   signature to pysaml2). That request is outside the measured leg.
 

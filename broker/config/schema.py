@@ -147,7 +147,8 @@ class SessionConfig:
     pending_login_timeout: Duration = field(
         default=Duration(600), metadata=doc("how long an unfinished login (its AuthnRequest) is kept")
     )
-    cookie_name: str = field(default="broker_session", metadata=doc("name of the session cookie"))
+    cookie_name: str = field(default="__Host-broker_session", metadata=doc(
+        "name of the session cookie; keep the __Host- prefix, which stops sibling hosts from planting one"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.idle_timeout > self.absolute_timeout:

@@ -39,6 +39,7 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                                          fix="Ask the SP's vendor about its encryption key rollover, then update the "
                                              f"metadata file {sp.config.metadata.path.name}."))
     checks.extend(secret_file_checks(settings))
+    checks.append(_session_cookie_check(settings.broker.session.cookie_name))
     if store is not None:
         try:
             store.ping()
@@ -48,6 +49,17 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                                 "Start Redis or fix redis in broker.yaml / REDIS_URL; the broker refuses logins "
                                 "without it."))
     return checks
+
+
+def _session_cookie_check(name: str) -> Check:
+    """The session cookie's name keeps the ``__Host-`` prefix (RFC 6265bis §4.1.3.2), without which a page on a
+    sibling host can plant its own session in a user's browser (docs/security.md, Cookies)."""
+    if name.startswith("__Host-"):
+        return Check("broker.session_cookie", "pass", "session cookie host-only", f"{name}: only this host sets it")
+    return Check("broker.session_cookie", "warn", "session cookie can be planted",
+                 f"{name}: without the __Host- prefix, any host under the same domain can set this cookie in a "
+                 "user's browser and log the user in as someone else",
+                 "Set session.cookie_name to __Host-broker_session (users log in once more after the change).")
 
 
 def _sp_metadata_check(sp: ServiceProvider, now: dt.datetime, window: dt.timedelta) -> Check:

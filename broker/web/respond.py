@@ -7,9 +7,7 @@ from flask import Response
 from broker.flow import Discovery, LoginFailed, PostToSp, Redirect, Result
 from broker.flow.results import LogoutDone
 from broker.web.pages import discovery_page, error_page, logged_out_page, post_page, redirect_response
-from broker.web.services import BINDING_COOKIE, services, use_correlation_id
-
-MUNICIPALITY_COOKIE = "broker_municipality"
+from broker.web.services import BINDING_COOKIE, MUNICIPALITY_COOKIE, services, use_correlation_id
 
 
 def respond(result: Result) -> Response:
@@ -42,9 +40,9 @@ def respond(result: Result) -> Response:
     binding = getattr(result, "bind_browser", None)
     if binding:
         # ties logins at municipal IdPs and logouts in progress to this browser: sent back with the peers'
-        # cross-site POSTs and redirects (hence SameSite=None), and only to the SAML endpoints
+        # cross-site POSTs and redirects (hence SameSite=None); path "/", as the __Host- prefix requires
         response.set_cookie(BINDING_COOKIE, binding, max_age=86400, secure=True, httponly=True, samesite="None",
-                            path="/saml/")
+                            path="/")
     remember = getattr(result, "remember_municipality", None)
     if remember:
         response.set_cookie(MUNICIPALITY_COOKIE, remember, max_age=365 * 86400, secure=True, httponly=True,

@@ -32,7 +32,10 @@ class Services:
     sp_metadata: SpMetadataDocument | None = None
 
 
-BINDING_COOKIE = "broker_binding"
+# "__Host-" (RFC 6265bis §4.1.3.2): only this host, over HTTPS, at path "/", can set them, so a page on a sibling
+# host cannot plant its own binding (its login at a municipal IdP finished in the victim's browser) or choice
+BINDING_COOKIE = "__Host-broker_binding"
+MUNICIPALITY_COOKIE = "__Host-broker_municipality"
 # the WSGI environ key under which a request's correlation ID is left for the access log (broker.access_log)
 CORRELATION_ENVIRON = "broker.correlation_id"
 
@@ -94,7 +97,7 @@ def client_context() -> ClientContext:
     binding = cookies.get(BINDING_COOKIE)
     return ClientContext(cid, address, presented, cookies.get(svc.cookie_name),
                          municipality_hint=hint[:200] if hint else None,
-                         remembered_municipality=cookies.get("broker_municipality"),
+                         remembered_municipality=cookies.get(MUNICIPALITY_COOKIE),
                          browser_binding=binding if binding and len(binding) <= 128 else None)
 
 

@@ -36,7 +36,7 @@ from tests.factories.saml import BASE_URL, Browser
 from tests.flows.conftest import audit_lines
 
 IDP_SSO = BASE_URL + "/demo-idp/sso?"
-MUNICIPALITY_COOKIE = "broker_municipality"
+MUNICIPALITY_COOKIE = "__Host-broker_municipality"
 RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
 SAMLP = NS["samlp"]
 

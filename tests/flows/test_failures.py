@@ -171,7 +171,7 @@ def assert_refused_by_the_audit(status: int, headers: Headers, body: str) -> Non
     assert status == 503
     assert headers["X-Broker-Reason"] == "audit_unavailable"
     assert "SAMLResponse" not in body  # neither a form field nor any other trace of a Response
-    assert not [c for c in headers.getlist("Set-Cookie") if c.startswith("broker_session=")]
+    assert not [c for c in headers.getlist("Set-Cookie") if c.startswith("__Host-broker_session=")]
     assert REFID.search(body), "the page shows no reference ID"
     for marker in TRACEBACK_MARKERS:
         assert marker not in body, f"the page leaks {marker!r}"

@@ -48,7 +48,7 @@ LOA4 = "http://id.elegnamnden.se/loa/1.0/loa4"
 RESPONDER = "urn:oasis:names:tc:SAML:2.0:status:Responder"
 CLASS_KERBEROS = "urn:oasis:names:tc:SAML:2.0:ac:classes:Kerberos"
 IDP_ENTITY_ID = BASE_URL + "/saml/idp/metadata"       # the broker as IdP toward the SPs
-COOKIE = "broker_session"
+COOKIE = "__Host-broker_session"
 SECOND_SP_BASE = BASE_URL + "/second-sp"
 SECOND_SP_ENTITY_ID = SECOND_SP_BASE + "/metadata"
 
@@ -520,9 +520,9 @@ class TestTwoInstances:
         at = start(browser, idp, url)  # instance a: AuthnRequest, discovery, on to the IdP
         # the same browser (its cookies) reaches instance b
         on_b = open_browser(app_b, None)
-        binding = browser.client.get_cookie("broker_binding", domain="localhost", path="/saml/")
+        binding = browser.client.get_cookie("__Host-broker_binding", domain="localhost", path="/")
         assert binding is not None
-        on_b.client.set_cookie("broker_binding", binding.value, domain="localhost", path="/saml/")
+        on_b.client.set_cookie("__Host-broker_binding", binding.value, domain="localhost", path="/")
         answer = back_to_broker(on_b, idp.respond(at.request, at.relay_state, KARIN))  # instance b: the ACS
         result = sp.accept(saml_response_form(answer)[1]["SAMLResponse"])
         assert (result.loa, result.attributes["employeeHsaId"]) == (LOA3, ["SE2120003005-K001"])

@@ -28,7 +28,7 @@ from tests.factories.idp import ACS_URL, KARIN, LARS, discovery_login_id, federa
 from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 
-COOKIE = "broker_session"
+COOKIE = "__Host-broker_session"
 KARIN_HSA_ID = "SE2120003005-K001"
 
 
@@ -81,7 +81,7 @@ def test_response_to_a_login_started_in_another_browser_is_refused(
     /saml/sp/acs (the broker's session cookie is SameSite=None, so it goes along; no Origin/state check).
 
     The broker ends the victim's own session (Karin), opens one for Lars in the victim's browser (new
-    broker_session cookie) and posts Lars's assertion there. Even an SP that refuses that Response (its own
+    __Host-broker_session cookie) and posts Lars's assertion there. Even an SP that refuses that Response (its own
     InResponseTo is bound to the attacker's browser) does not help: the victim's NEXT login at any SP is
     answered from the swapped broker session, as Lars (login CSRF / session swapping).
 
@@ -366,7 +366,8 @@ def test_a_discovery_choice_posted_from_another_site_is_refused(browser: Browser
     refused = browser.post("/discovery", {"login": login_id, "municipality": "kommun-c", "remember": "1"})
 
     assert_refused(refused, "cross_site_request")
-    assert not [c for c in set_cookie_headers(refused) if c.startswith(("broker_municipality=", "broker_binding="))]
+    assert not [c for c in set_cookie_headers(refused)
+                if c.startswith(("__Host-broker_municipality=", "__Host-broker_binding="))]
     browser.headers = {}
     to_idp(browser, idp, page)  # the user's own choice on the broker's page goes on to the IdP
 
@@ -471,7 +472,7 @@ def test_an_idp_logout_carried_by_another_browser_keeps_that_browsers_own_sessio
 
     cleared = [(step, c) for step, page in (("LogoutRequest to the SP", first), ("LogoutResponse to the IdP", last))
                for c in set_cookie_headers(page) if c.startswith(COOKIE + "=")]
-    assert cleared == [], f"Lars's broker_session cookie is touched though his session did not end: {cleared}"
+    assert cleared == [], f"Lars's __Host-broker_session cookie is touched though his session did not end: {cleared}"
     assert lars.client.get_cookie(COOKIE) is not None
     posted_response(lars.get(sp.login_url()))                # his session goes on: SSO from his own cookie
     posted_response(with_cookie(app, lars_token).get(sp.login_url()))

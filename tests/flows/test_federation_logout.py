@@ -70,7 +70,7 @@ SUCCESS = samlp.STATUS_SUCCESS
 PARTIAL = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
 LOGOUT_REQUEST = "{urn:oasis:names:tc:SAML:2.0:protocol}LogoutRequest"
 LOGOUT_RESPONSE = "{urn:oasis:names:tc:SAML:2.0:protocol}LogoutResponse"
-COOKIE = "broker_session"
+COOKIE = "__Host-broker_session"
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 
 
@@ -654,9 +654,9 @@ def test_logout_continues_on_another_instance(settings: Settings, browser: Brows
     second = create_app(settings, store=RedisStore(redis_url, prefix=redis_prefix), instance_id="test-2")
     answer = sp_answers(sp2, to_sp2.location)
     same_browser = open_browser(second, None)  # the user's browser (its cookies), at the other instance
-    binding = browser.client.get_cookie("broker_binding", domain="localhost", path="/saml/")
+    binding = browser.client.get_cookie("__Host-broker_binding", domain="localhost", path="/")
     assert binding is not None
-    same_browser.client.set_cookie("broker_binding", binding.value, domain="localhost", path="/saml/")
+    same_browser.client.set_cookie("__Host-broker_binding", binding.value, domain="localhost", path="/")
     final = hop(same_browser.get(answer), SP1_SLO, "SAMLResponse")
     assert status_codes(final.root) == (SUCCESS, None)
     assert final.root.get("InResponseTo") == sent.root.get("ID")

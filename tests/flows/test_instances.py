@@ -62,7 +62,7 @@ from tests.factories.serve import BrokerServe
 
 HSA_ID_ATTRIBUTE = "urn:oid:1.2.752.29.6.2.1"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
-COOKIE = "broker_session"
+COOKIE = "__Host-broker_session"
 ANNA = "SE2120001009-anna"
 
 

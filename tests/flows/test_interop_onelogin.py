@@ -86,7 +86,7 @@ STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
 SUCCESS = STATUS + "Success"
 LIVE = (SUCCESS, None)                                  # see session_at_broker
 ENDED = (STATUS + "Responder", STATUS + "NoPassive")
-SESSION_COOKIE = "broker_session"
+SESSION_COOKIE = "__Host-broker_session"
 
 
 # --- fixtures -----------------------------------------------------------------------------------------------

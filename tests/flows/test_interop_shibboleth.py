@@ -425,7 +425,7 @@ def test_single_logout_started_at_shibboleth(stack: Stack, initiator: str, other
     # no session is left: not at Shibboleth, not at the broker (its cookie is gone, and without the card it has
     # nothing to answer the next AuthnRequest from)
     assert session_of(stack, visitor, initiator) == {} == session_of(stack, visitor, other)
-    assert "broker_session" not in {c.name for c in visitor.browser.session.cookies}
+    assert "__Host-broker_session" not in {c.name for c in visitor.browser.session.cookies}
     again = visitor.get(stack.sp.url(RESOURCES[initiator]))
     to_broker(stack, again)
     assert reason(visitor.get(again.headers["Location"])) == "certificate_missing"

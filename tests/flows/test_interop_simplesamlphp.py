@@ -568,7 +568,7 @@ def test_single_logout_started_at_simplesamlphp(stack: Stack) -> None:
     # nothing to answer the next AuthnRequest from)
     assert not session_at(stack, visitor, "default")
     assert not session_at(stack, visitor, "signed")
-    assert "broker_session" not in {c.name for c in visitor.browser.session.cookies}
+    assert "__Host-broker_session" not in {c.name for c in visitor.browser.session.cookies}
     again = visitor.get(stack.ssp.app("default", "attributes"))
     redirected(again, stack.broker.url + "/saml/idp/sso", "SAMLRequest")
     assert reason(visitor.get(again.headers["Location"])) == "certificate_missing"

@@ -42,7 +42,7 @@ from tests.flows.conftest import audit_lines
 
 IDP_ENTITY_ID = BASE_URL + "/saml/idp/metadata"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
-COOKIE = "broker_session"
+COOKIE = "__Host-broker_session"
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from tests.factories.municipality_choice import choose
 from tests.factories.saml import Browser
 from tests.flows.conftest import audit_lines
 
-COOKIE = "broker_session"  # session.cookie_name in config/example/broker.yaml
+COOKIE = "__Host-broker_session"  # session.cookie_name in config/example/broker.yaml
 PNR_ATTRIBUTE = "urn:oid:1.2.752.29.4.13"
 HSA_ID_ATTRIBUTE = "urn:oid:1.2.752.29.6.2.1"
 

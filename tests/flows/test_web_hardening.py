@@ -279,7 +279,7 @@ def test_a_choice_without_this_browsers_token_is_refused(browser: Browser, sp: D
     assert_refused(refused, "csrf_token_invalid")
     assert refused.status_code == 403
     assert not [c for c in refused.headers.getlist("Set-Cookie")
-                if c.startswith(("broker_municipality=", "broker_binding=", "broker_session="))]
+                if c.startswith(("__Host-broker_municipality=", "__Host-broker_binding=", "__Host-broker_session="))]
     events = [e for e in audit_lines(config_dir) if e["event"] == "login_refused"]
     assert [(e["reason"], e["client"]) for e in events] == [("csrf_token_invalid", browser.remote_addr)]
     assert detail in str(events[0]["detail"])
@@ -366,9 +366,9 @@ def test_the_certificate_header_has_its_own_limit_and_does_not_count(browser: Br
 
 # name -> (SameSite, Path): why each, in broker.web.respond, broker.web.pages and docs/security.md
 COOKIE_RULES = {
-    "broker_session": ("None", "/"),        # SPs' AuthnRequests and IdPs' Responses arrive by cross-site POST
-    "broker_binding": ("None", "/saml/"),   # the IdP's cross-site POST to /saml/sp/acs must carry it
-    "broker_municipality": ("Lax", "/"),
+    "__Host-broker_session": ("None", "/"),        # SPs' AuthnRequests and IdPs' Responses arrive by cross-site POST
+    "__Host-broker_binding": ("None", "/"),        # the IdP's cross-site POST to /saml/sp/acs must carry it
+    "__Host-broker_municipality": ("Lax", "/"),
     "broker_lang": ("Lax", "/"),
     FORM_TOKEN_COOKIE: ("Lax", "/"),
 }
@@ -418,6 +418,10 @@ def test_every_cookie_of_a_login_and_logout_has_its_flags(app: Flask, sp: DemoSp
         assert flags.get("samesite") == samesite, header
         assert flags.get("path") == path, header
         assert "domain" not in flags, header  # host-only: no sibling subdomain receives it
+        if name != "broker_lang":
+            # whose login or choice it is: only this host may set it (RFC 6265bis §4.1.3.2), so that no sibling
+            # host plants its own binding or session in a victim's browser (login CSRF; docs/security.md)
+            assert name.startswith("__Host-"), header
     assert names == set(COOKIE_RULES), "a cookie set during the walk has no rule here, or one was not set"
-    deleted = [h for h in browser.seen if h.startswith("broker_session=;")]
+    deleted = [h for h in browser.seen if h.startswith("__Host-broker_session=;")]
     assert deleted, "the logout did not clear the session cookie"

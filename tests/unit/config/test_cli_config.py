@@ -81,7 +81,7 @@ def test_check_warns_when_a_municipality_lets_logins_through_without_a_revocatio
 
 def test_check_exits_1_with_one_line_per_issue_naming_file_line_and_key(config_dir: Path) -> None:
     combined(
-        replacing(BROKER, "cookie_name: broker_session", "cookie_name: 123"),
+        replacing(BROKER, "cookie_name: __Host-broker_session", "cookie_name: 123"),
         replacing(KOMMUN_A, "loa: loa3", "loa: loa5"),
         replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
                   "municipalities: [kommun-a, kommun-x, kommun-c]"),

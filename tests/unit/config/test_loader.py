@@ -1031,7 +1031,7 @@ def test_the_broker_entity_id_used_by_a_service_provider_is_reported_at_its_line
         pytest.param(replacing(BROKER, "absolute_timeout: 8h", "absolute_timeout: 29m"),
                      "idle_timeout:", "session.idle_timeout", "must not exceed absolute_timeout",
                      id="absolute-timeout-below-idle-timeout"),
-        pytest.param(replacing(BROKER, "cookie_name: broker_session", "cookie_name: broker session"),
+        pytest.param(replacing(BROKER, "cookie_name: __Host-broker_session", "cookie_name: broker session"),
                      "cookie_name:", "session.cookie_name", "letters, digits, '_' and '-' only",
                      id="cookie-name-with-a-space"),
         pytest.param(replacing(BROKER, "technical_contact: it-support@example.se", "technical_contact: IT support"),

@@ -144,7 +144,7 @@ def test_a_missing_required_key_is_reported_at_the_mapping_that_lacks_it(
             id="single-municipality-not-in-a-list",
         ),
         pytest.param(
-            replacing(BROKER, "cookie_name: broker_session", "cookie_name: 123"),
+            replacing(BROKER, "cookie_name: __Host-broker_session", "cookie_name: 123"),
             Expected(BROKER, "cookie_name:", "session.cookie_name",
                      "expected a string, got a number (123) (quote the value in YAML)"),
             id="number-where-string-expected",
@@ -510,7 +510,7 @@ def test_every_problem_of_a_file_is_reported_together(config_dir: Path) -> None:
 
 def test_problems_in_several_files_are_reported_together(config_dir: Path) -> None:
     combined(
-        replacing(BROKER, "cookie_name: broker_session", "cookie_name: 123"),
+        replacing(BROKER, "cookie_name: __Host-broker_session", "cookie_name: 123"),
         replacing(BROKER, "clock_skew: 60s", "clock_skew: a minute"),
         replacing(KOMMUN_B, "status: active", "status: activ"),
         replacing(DEMO_SP, "accept_onboarding: false", "accept_onboarding: nope"),
@@ -580,7 +580,7 @@ def test_the_municipality_schema_spells_out_choices_and_minimums() -> None:
 def test_the_broker_schema_gives_defaults_and_documentation() -> None:
     defs = json_schema(schema.BrokerConfig, "t")["$defs"]
 
-    assert defs["SessionConfig"]["properties"]["cookie_name"]["default"] == "broker_session"
+    assert defs["SessionConfig"]["properties"]["cookie_name"]["default"] == "__Host-broker_session"
     assert defs["AuditConfig"]["properties"]["client_address"]["default"] == "clear"
     assert defs["IdpConfig"]["properties"]["relay_state_max_bytes"]["minimum"] == 1
     assert defs["IdpConfig"]["properties"]["base_url"]["examples"] == ["https://idp.region.example.se"]

@@ -425,7 +425,8 @@ def test_an_alias_bomb_in_a_municipality_file_is_that_files_only_issue(config_di
 def test_a_copied_municipality_with_a_syntax_error_does_not_hide_the_others(config_dir: Path) -> None:
     shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities/kommun-d.yaml")
     replacing("municipalities/kommun-d.yaml", "status: active", "status: [active")(config_dir)
-    replacing(BROKER, "cookie_name: broker_session", "cookie_name: broker_session\n  cookie_name: x")(config_dir)
+    replacing(BROKER, "cookie_name: __Host-broker_session",
+              "cookie_name: __Host-broker_session\n  cookie_name: x")(config_dir)
 
     assert_issues(load_issues(config_dir), [
         Expected(BROKER, "cookie_name: x", "session.cookie_name", "duplicate key"),

@@ -42,9 +42,23 @@ def test_example_keys_pass_and_no_store_is_not_checked(config_dir: Path) -> None
 
     assert [(c.id, c.status) for c in result.checks] == [
         ("broker.idp_signing", "pass"), ("broker.sp_signing", "pass"), ("broker.sp_decryption", "pass"),
-        ("broker.sp_metadata", "pass"), ("broker.secret_permissions", "pass")]
+        ("broker.sp_metadata", "pass"), ("broker.secret_permissions", "pass"), ("broker.session_cookie", "pass")]
     assert only(result, "broker.idp_signing").subject == "Demo Broker IdP signing"
     assert only(result, "broker.sp_metadata").title == "demo-sp: metadata has no validUntil"
+
+
+def test_a_session_cookie_without_the_host_prefix_warns(config_dir: Path) -> None:
+    """RFC 6265bis §4.1.3.2: without __Host-, a sibling host can plant a session (docs/security.md, Cookies)."""
+    set_readiness(config_dir)
+    broker_yaml = config_dir / "broker.yaml"
+    broker_yaml.write_text(broker_yaml.read_text(encoding="utf-8").replace(
+        "cookie_name: __Host-broker_session", "cookie_name: broker_session"), encoding="utf-8")
+
+    check = only(broker_section(load(config_dir)), "broker.session_cookie")
+
+    assert (check.status, check.title) == ("warn", "session cookie can be planted")
+    assert check.evidence.startswith("broker_session: without the __Host- prefix")
+    assert check.fix == "Set session.cookie_name to __Host-broker_session (users log in once more after the change)."
 
 
 @pytest.mark.parametrize(("mode", "readable_by"), [

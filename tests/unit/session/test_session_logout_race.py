@@ -40,7 +40,7 @@ from tests.factories.saml import Browser, make_sp
 from tests.flows.conftest import audit_lines
 from tests.flows.test_logout import pysaml2_logout_url
 
-COOKIE = "broker_session"
+COOKIE = "__Host-broker_session"
 SUCCESS = ("urn:oasis:names:tc:SAML:2.0:status:Success", None)
 NO_PASSIVE = ("urn:oasis:names:tc:SAML:2.0:status:Responder", "urn:oasis:names:tc:SAML:2.0:status:NoPassive")
 

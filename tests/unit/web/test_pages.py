@@ -406,7 +406,7 @@ def test_error_page_with_a_way_back_allows_the_sps_origin(browser: Browser, user
 
 def test_session_cookie_is_secure_httponly_and_cross_site(browser: Browser, users: Path, sp: DemoSp) -> None:
     response = as_user(browser, users, "anna").get(sp.login_url())
-    (cookie,) = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("broker_session=")]
+    (cookie,) = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("__Host-broker_session=")]
     attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
     assert {"secure", "httponly", "samesite", "path"} <= attributes
     assert "SameSite=None" in cookie
