@@ -293,7 +293,11 @@ class UpstreamStep:
         municipality allows it, for the SP its RelayState names (entity ID), which must accept the municipality.
         The SP then gets an unsolicited Response at its default ACS."""
         d = self._d
+        # the Response's Issuer may be left out of an unsigned Response (SAML Profiles §4.1.4.2): the Assertion's
+        # then names the IdP (whose key must have signed it; the validator checks both against that IdP)
         issuer_el = root.find(f"{{{SAML_NS}}}Issuer")
+        if issuer_el is None:
+            issuer_el = root.find(f"{{{SAML_NS}}}Assertion/{{{SAML_NS}}}Issuer")
         issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
         allowing = [m for m in d.settings.municipalities.values() if m.config.saml is not None
                     and m.config.saml.entity_id == issuer and m.config.saml.allow_unsolicited]

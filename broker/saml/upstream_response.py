@@ -213,6 +213,9 @@ class ResponseValidator:
         if destination is not None and destination != expect.acs_url:
             raise _reject("upstream_destination_mismatch", f"Destination {destination!r}, expected {expect.acs_url}")
         issuer = root.find("saml:Issuer", NS)
+        if issuer is None and root.find("ds:Signature", NS) is not None:
+            # Profiles §4.1.4.2: the Response's Issuer MAY be left out only when the Response is not signed
+            raise _reject("upstream_issuer_mismatch", "a signed Response without an Issuer (SAML Profiles §4.1.4.2)")
         if issuer is not None:
             if issuer.get("Format") not in (None, ENTITY_FORMAT):
                 raise _reject("upstream_issuer_mismatch", "the Response Issuer's Format must be entity")
@@ -337,19 +340,34 @@ class ResponseValidator:
 
 
 def _bearer_confirmation(subject: etree._Element, expect: Expectations) -> dt.datetime:
-    """A bearer SubjectConfirmation that holds (SAML Profiles §4.1.4.2, §4.1.4.3); its NotOnOrAfter."""
+    """Check that a bearer SubjectConfirmation holds (SAML Profiles §4.1.4.2, §4.1.4.3); return the latest
+    NotOnOrAfter of all the bearer confirmations, for the replay cache: the assertion's ID must be kept as long as
+    any of them could still confirm it (§4.1.4.5), not only as long as the one that holds now."""
     problems: list[UpstreamRejected] = []
+    holds = False
+    latest: dt.datetime | None = None
     for confirmation in subject.findall("saml:SubjectConfirmation", NS):
         if confirmation.get("Method") != CM_BEARER:
             continue
         data = confirmation.find("saml:SubjectConfirmationData", NS)
+        until: dt.datetime | None
         try:
             if data is None:
                 raise _reject("upstream_subject_confirmation_invalid", "no SubjectConfirmationData")
-            return _bearer_data(data, expect)
+            until = _bearer_data(data, expect)
+            holds = True
         except UpstreamRejected as exc:
             # one confirmation that holds is enough (§4.1.4.2: "at least one"); others may name other recipients
             problems.append(exc)
+            try:
+                until = _instant(data.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter") \
+                    if data is not None else None
+            except UpstreamRejected:
+                until = None
+        if until is not None and (latest is None or until > latest):
+            latest = until
+    if holds and latest is not None:
+        return latest
     if not problems:
         raise _reject("upstream_subject_confirmation_invalid", "no bearer SubjectConfirmation")
     raise problems[0]  # the first confirmation's own reason (the usual case: there is only one)

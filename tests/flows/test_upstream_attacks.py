@@ -12,6 +12,8 @@ audit trail's ``upstream_authn_result`` record.
 from __future__ import annotations
 
 import base64
+import copy
+import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,6 +175,70 @@ def test_replayed_idp_initiated_response_is_refused(config_dir: Path, store: Red
     refused(browser.post(ACS_URL, fields), config_dir, "upstream_replay")
     # another browser (the attacker's) fares no better
     refused(open_browser(app, None).post(ACS_URL, fields), config_dir, "upstream_replay")
+
+
+def test_the_replay_cache_keeps_an_id_while_any_bearer_confirmation_could_hold(
+        config_dir: Path, store: RedisStore, demo_material: Any, redis_prefix: str) -> None:
+    """Two bearer SubjectConfirmations, valid for two minutes and for an hour, and no Conditions NotOnOrAfter (SAML
+    Core §2.5.1: optional): the ID is kept for the hour (Profiles §4.1.4.5), or the unsolicited Response could be
+    posted again, through the second confirmation, once the first has passed."""
+    app = app_allowing_unsolicited(config_dir, store)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    fields = idp_initiated(idp)
+    root = etree.fromstring(base64.b64decode(fields["SAMLResponse"]))
+    assertion = assertion_of(root)
+    conditions = assertion.find("saml:Conditions", NS)
+    assert conditions is not None
+    del conditions.attrib["NotOnOrAfter"]
+    first = assertion.find("saml:Subject/saml:SubjectConfirmation", NS)
+    assert first is not None
+    second = copy.deepcopy(first)
+    now = dt.datetime.now(dt.UTC)
+    for confirmation, lifetime in ((first, dt.timedelta(minutes=2)), (second, dt.timedelta(hours=1))):
+        data = confirmation.find("saml:SubjectConfirmationData", NS)
+        assert data is not None
+        data.set("NotOnOrAfter", (now + lifetime).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    first.addnext(second)
+    sign(assertion, idp_keys(demo_material))
+
+    logged_in(open_browser(app, None).post(ACS_URL, {**fields, "SAMLResponse": base64.b64encode(
+        etree.tostring(root)).decode()}))
+
+    (key,) = store.client.keys(f"{redis_prefix}replay:*")
+    assert store.client.ttl(key) > 3600 - 60
+
+
+def test_an_unsigned_unsolicited_response_may_leave_its_issuer_out(config_dir: Path, store: RedisStore,
+                                                                   demo_material: Any) -> None:
+    """SAML Profiles §4.1.4.2: the Response's Issuer MAY be omitted when the Response is not signed; the signed
+    Assertion's Issuer then names the IdP (and its key must have signed it)."""
+    app = app_allowing_unsolicited(config_dir, store)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    fields = idp_initiated(idp)
+    root = etree.fromstring(base64.b64decode(fields["SAMLResponse"]))
+    assert root.find("ds:Signature", NS) is None  # only the Assertion is signed
+    issuer = root.find("saml:Issuer", NS)
+    assert issuer is not None
+    root.remove(issuer)
+
+    logged_in(open_browser(app, None).post(ACS_URL, {**fields, "SAMLResponse": base64.b64encode(
+        etree.tostring(root)).decode()}))
+
+
+def test_a_signed_response_without_an_issuer_is_refused(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, demo_material: Any) -> None:
+    """Profiles §4.1.4.2: a signed Response MUST carry its Issuer."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def signed_without_issuer(root: etree._Element) -> None:
+        issuer = root.find("saml:Issuer", NS)
+        assert issuer is not None
+        root.remove(issuer)
+        sign(root, idp_keys(demo_material))
+
+    refused(browser.post(ACS_URL, tampered(post, signed_without_issuer)), config_dir, "upstream_issuer_mismatch")
 
 
 def test_assertion_reissued_for_a_new_request_is_refused_as_a_replay(
