@@ -124,6 +124,10 @@ class Participant:
             values += [self.session_index, self.issued.isoformat() if self.issued is not None else None]
         return json.dumps(values, separators=(",", ":"))
 
+    def record_prefix(self) -> str:
+        """What every stored record of this SP, of this release or an earlier one, starts with."""
+        return json.dumps([self.sp_entity_id], separators=(",", ":"))[:-1] + ","
+
     @classmethod
     def decode(cls, text: str) -> Participant:
         """A stored record: [SP, NameID, format] as earlier releases wrote it, or with the SessionIndex and the
@@ -307,8 +311,11 @@ class SessionManager:
         """
         sid = _hash(token)
         ttl = self._ttl(session, self._clock.now())
+        # the SP's older records go: only its newest counts (_newest_per_sp), and a session answering one SP again
+        # and again must not grow its set with every answer
         return self._store.put_if_present("session:" + sid, session.to_json(), ttl,
-                                          members=[("session-sps:" + sid, participant.encode(), ttl)])
+                                          members=[("session-sps:" + sid, participant.encode(), ttl)],
+                                          replacing=participant.record_prefix())
 
     def participants(self, token: str) -> list[Participant]:
         return self.participants_ref(_hash(token))

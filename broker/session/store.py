@@ -50,10 +50,12 @@ class KeyValueStore(Protocol):
         ...
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = ()) -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
         """Replace the value at ``key`` (and its time to live) only if ``key`` holds a value now, and only then
         add ``members`` as :meth:`put` does: the check and every write at once (atomically, in one round trip).
         True if stored; False: ``key`` held nothing (deleted, expired) and nothing at all was written.
+        ``replacing``: members of those sets that start with it are removed first (a record superseded by the
+        one added), so that a set updated again and again does not grow.
 
         For updates of something another request may end at any moment (an SSO session and its participants,
         which a logout deletes): a plain :meth:`put` after the deletion would bring it back. Repeating the call
@@ -164,11 +166,11 @@ class RedisStore:
         return bool(self._call("SET NX", lambda c: c.set(self._k(key), value, px=_ms(ttl), nx=True), once=True))
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = ()) -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
         keys = [self._k(key), *(self._k(set_key) for set_key, _, _ in members)]
         args: list[Any] = [value, _ms(ttl)]
         for _, member, set_ttl in members:
-            args += [member, _ms(set_ttl)]
+            args += [member, _ms(set_ttl), replacing]
 
         def run(client: RedisClient) -> Any:
             try:
@@ -213,15 +215,24 @@ def _ms(ttl: float) -> int:
 
 
 # RedisStore.put_if_present. KEYS[1]: the value's key, KEYS[2..]: the sets; ARGV: the value and its TTL (ms), then
-# per set the member and the set's TTL (ms). SET ... XX decides: it writes only over an existing value, and when
-# there is none the script ends before writing anything. Only KEYS are touched (Redis Cluster routes by them).
+# per set the member, the set's TTL (ms) and the prefix of the members it replaces ("": none). SET ... XX decides:
+# it writes only over an existing value, and when there is none the script ends before writing anything. Only
+# KEYS are touched (Redis Cluster routes by them). The sets are small (one record per SP of a session).
 _PUT_IF_PRESENT = """\
 if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then
   return 0
 end
 for i = 2, #KEYS do
-  redis.call('SADD', KEYS[i], ARGV[2 * i - 1])
-  redis.call('PEXPIRE', KEYS[i], ARGV[2 * i])
+  local member, ttl, prefix = ARGV[3 * i - 3], ARGV[3 * i - 2], ARGV[3 * i - 1]
+  if prefix ~= '' then
+    for _, old in ipairs(redis.call('SMEMBERS', KEYS[i])) do
+      if string.sub(old, 1, #prefix) == prefix then
+        redis.call('SREM', KEYS[i], old)
+      end
+    end
+  end
+  redis.call('SADD', KEYS[i], member)
+  redis.call('PEXPIRE', KEYS[i], ttl)
 end
 return 1
 """
@@ -281,18 +292,20 @@ class MemoryStore:
             return True
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = ()) -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
         with self._lock:
             if self._live(key) is None:
                 return False
             self._data[key] = (self._now() + ttl, bytes(value))
             for set_key, member, set_ttl in members:
-                self._add_member_locked(set_key, member, set_ttl)
+                self._add_member_locked(set_key, member, set_ttl, replacing)
             return True
 
-    def _add_member_locked(self, key: str, member: str, ttl: float) -> None:
+    def _add_member_locked(self, key: str, member: str, ttl: float, replacing: str = "") -> None:
         current = self._live(key)
         members = set(current) if isinstance(current, set) else set()
+        if replacing:
+            members = {m for m in members if not m.startswith(replacing)}
         members.add(member)
         self._data[key] = (self._now() + ttl, members)
 

@@ -106,6 +106,23 @@ def test_an_sp_answered_again_keeps_one_record_the_newest(manager: SessionManage
     assert manager.participant_ref(manager.ref(token), SP) == again
 
 
+def test_an_sp_answered_forty_times_has_one_record_in_the_store(manager: SessionManager, store: RedisStore,
+                                                                 clock: FixedClock) -> None:
+    """Every answer from the session supersedes the SP's record before it, in the store too: the session's set
+    does not grow with each SSO (a logged-in user could otherwise grow one Redis key for the session's lifetime,
+    and every logout reads all of it). A record of an earlier release (no SessionIndex) goes as well."""
+    token, session = logged_in(manager, clock, SP, OTHER_SP)
+    sid = manager.ref(token)
+    _add_record(store, sid, f'["{SP}","old","{PERSISTENT}"]')
+    for i in range(40):
+        clock.advance(dt.timedelta(seconds=1))
+        assert manager.save_reused(token, manager.touch(token, session),
+                                   answered(manager, clock, token, SP, f"n-{i}", TRANSIENT))
+    records = store.members("session-sps:" + sid)
+    assert len(records) == 2
+    assert [p.name_id for p in manager.participants(token)] == ["n-" + OTHER_SP, "n-39"]
+
+
 def _add_record(store: RedisStore, sid: str, record: str) -> None:
     """A participant record added to the session's set as it is (the store adds set members with a value)."""
     store.put("test:holder", b"", 600, members=[("session-sps:" + sid, record, 600)])

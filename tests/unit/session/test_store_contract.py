@@ -124,6 +124,17 @@ def test_put_if_present_replaces_a_value_and_adds_each_member(store: KeyValueSto
     assert store.get("k") == b"v2"
 
 
+def test_put_if_present_replaces_the_members_it_supersedes(store: KeyValueStore) -> None:
+    """``replacing``: a record that supersedes others (the same SP answered again) takes their place."""
+    store.put("k", b"v", 10, members=[("set", '["sp-a","old"]', 10), ("set", '["sp-b","kept"]', 10)])
+    for i in range(5):
+        assert store.put_if_present("k", b"v", 10, members=[("set", f'["sp-a","new-{i}"]', 10)],
+                                    replacing='["sp-a",')
+    assert store.members("set") == {'["sp-a","new-4"]', '["sp-b","kept"]'}
+    assert not store.put_if_present("gone", b"v", 10, members=[("set", '["sp-b","x"]', 10)], replacing='["sp-b",')
+    assert store.members("set") == {'["sp-a","new-4"]', '["sp-b","kept"]'}  # nothing written, nothing removed
+
+
 def test_put_if_present_sets_the_new_time_to_live(store: KeyValueStore) -> None:
     store.put("short", b"v1", 0.15)
     assert store.put_if_present("short", b"v2", 10)
