@@ -115,6 +115,24 @@ def _unquote(value: str, what: str) -> str:
                            "not decode (SAML Bindings §3.4.4.1, RFC 3986 §2.5)") from None
 
 
+def form_fields(body: bytes) -> dict[str, list[str]]:
+    """The fields of an ``application/x-www-form-urlencoded`` body (HTML §4.10.21.7: what the HTTP-POST binding's
+    form sends), names and values decoded strictly as :func:`_unquote` decodes a query: a field that is not
+    percent-encoded UTF-8 is refused rather than changed (Bindings §3.5.3: RelayState goes back exactly)."""
+    try:
+        text = body.decode("ascii")
+    except UnicodeDecodeError:
+        raise SamlRejected("saml_request_malformed", "the form body holds octets that are not percent-encoded "
+                                                     "(application/x-www-form-urlencoded)") from None
+    fields: dict[str, list[str]] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition("=")
+        fields.setdefault(_unquote(name, "a form field's name"), []).append(_unquote(value, "a form field"))
+    return fields
+
+
 def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
     """The fields of an HTTP-POST binding form (each at most once)."""
     for name, values in form.items():

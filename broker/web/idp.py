@@ -9,7 +9,7 @@ from flask import Blueprint, Response, make_response, request
 from broker.errors import SamlRejected
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, InboundMessage, from_post, from_redirect
 from broker.web.respond import respond
-from broker.web.services import client_context, continuing, services
+from broker.web.services import client_context, continuing, posted_form, services
 
 bp = Blueprint("idp", __name__)
 
@@ -17,7 +17,7 @@ bp = Blueprint("idp", __name__)
 def _message(parameter: str) -> InboundMessage:
     if request.method == "GET":
         return from_redirect(request.query_string.decode("latin-1"), parameter)
-    return from_post(request.form.to_dict(flat=False), parameter)
+    return from_post(posted_form(), parameter)
 
 
 @bp.route("/saml/idp/sso", methods=["GET", "POST"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -138,16 +139,22 @@ def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | N
     return response
 
 
+def _searchable(text: str) -> str:
+    """``text`` as the discovery search compares it: NFKC (text pasted from a PDF or a Mac arrives decomposed,
+    "a" + U+0308 for "ä") and case-folded (Unicode §3.13)."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
 def discovery_page(result: Discovery, query: str = "") -> Response:
     """Choose a municipality: names in the page's language, filtered by ``query`` (works without scripts)."""
     lang = language()
     ui = UI[lang]
-    wanted = query.strip().lower()
+    wanted = _searchable(query.strip())
     options = [
         {"id": m.id, "name": m.config.name.get(lang),
          "method": ui["method_saml" if m.config.login == "saml" else "method_certificate"]}
         for m in result.options
-        if not wanted or wanted in m.config.name.sv.lower() or wanted in m.config.name.en.lower()
+        if not wanted or wanted in _searchable(m.config.name.sv) or wanted in _searchable(m.config.name.en)
     ]
     switch = _with_lang(url_for("discovery.show", login=result.login_id, q=query or None), _other(lang))
     # the choice posts back to the broker with a form token (broker.web.csrf); the secret cookie is kept while

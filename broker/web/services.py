@@ -12,6 +12,7 @@ from broker.config.loader import Settings
 from broker.flow import ClientContext, LoginFlow
 from broker.flow.logout import LogoutFlow
 from broker.pki.validator import CertificateValidator
+from broker.saml.bindings import form_fields
 from broker.saml.idp_metadata import IdpMetadata
 from broker.saml.sp_metadata import SpMetadataDocument
 from broker.session.sessions import SessionManager
@@ -116,3 +117,13 @@ def query_parameter(name: str) -> str | None:
         return None
     value: str | None = request.args.get(name)
     return value
+
+
+def posted_form() -> dict[str, list[str]]:
+    """The fields of a SAML HTTP-POST binding's form. A urlencoded body (what browsers send) is decoded strictly
+    (:func:`broker.saml.bindings.form_fields`): werkzeug would re-escape an octet that is not UTF-8, so that
+    ``RelayState=%E5`` and ``RelayState=%25E5`` arrived alike and the SP got back a value it never sent. Other
+    bodies (multipart) as werkzeug reads them."""
+    if request.mimetype == "application/x-www-form-urlencoded":
+        return form_fields(request.get_data())
+    return request.form.to_dict(flat=False)

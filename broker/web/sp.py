@@ -13,7 +13,7 @@ from broker.web import csrf
 from broker.web.idp import single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
-from broker.web.services import client_address, client_context, continuing, correlation_id, services
+from broker.web.services import client_address, client_context, continuing, correlation_id, posted_form, services
 
 bp = Blueprint("sp", __name__)
 discovery = Blueprint("discovery", __name__)
@@ -36,7 +36,7 @@ def acs() -> Response:
     ctx = client_context()
     flow = services().flow
     try:
-        message = from_post(request.form.to_dict(flat=False), "SAMLResponse")
+        message = from_post(posted_form(), "SAMLResponse")
     except SamlRejected as exc:
         return respond(flow.reject(exc, ctx, "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"))
     return respond(flow.acs(message, ctx))

@@ -5,20 +5,25 @@ The regional SP is the real pysaml2 demo SP; Kommun C's IdP is the real pysaml2 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
+import yaml
 from lxml import etree
 from saml2.response import StatusNoPassive
 from werkzeug.test import TestResponse
 
+from broker.app import create_app
 from broker.config.loader import Settings, load_settings
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.reasons import NO_PASSIVE
+from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
     ACS_URL as SP_ACS_URL,
 )
@@ -32,7 +37,8 @@ from tests.factories.authnrequests import (
     sp_accepts,
 )
 from tests.factories.idp import FORM_TOKEN, IDP_ENTITY_ID, discovery_login_id, form_token
-from tests.factories.saml import BASE_URL, Browser
+from tests.factories.municipality_choice import offered
+from tests.factories.saml import BASE_URL, Browser, make_sp
 from tests.flows.conftest import audit_lines
 
 IDP_SSO = BASE_URL + "/demo-idp/sso?"
@@ -205,6 +211,27 @@ def test_search_filters_and_does_not_consume_the_login(browser: Browser, sp: Dem
 
     request, _ = idp.parse_redirect(at_idp(choose(browser, login_id, "kommun-c")))  # still pending after GETs
     assert request.message.issuer.text == BASE_URL + "/saml/sp/metadata"
+
+
+@pytest.mark.parametrize("typed", [
+    pytest.param("västerås", id="composed"),
+    pytest.param(unicodedata.normalize("NFD", "västerås"), id="decomposed-as-pasted-from-a-pdf"),
+    pytest.param("VÄSTERÅS", id="upper-case"),
+    pytest.param(unicodedata.normalize("NFD", "VÄSTERÅS STAD"), id="upper-case-decomposed"),
+])
+def test_search_finds_a_name_whatever_unicode_form_it_is_typed_in(config_dir: Path, store: RedisStore,
+                                                                  demo_material: Any, typed: str) -> None:
+    path = config_dir / "municipalities" / "kommun-c.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["name"] = {"sv": "Västerås stad", "en": "Västerås municipality"}
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    app = create_app(load_settings(config_dir), store=store, instance_id="test")
+    svc = app.extensions["broker"]
+    sp = make_sp(demo_material.root, svc.metadata.document(), svc.settings.broker.idp.entity_id)
+    browser = open_browser(app, None)
+    login_id = discovery_login_id(browser.get(sp.login_url()))
+
+    assert offered(browser.get(f"/discovery?login={login_id}&q={quote(typed)}")) == ["kommun-c"]
 
 
 # --- 11. the choice, remembered; hints; refusals ---------------------------------------------------

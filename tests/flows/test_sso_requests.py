@@ -437,6 +437,31 @@ def test_relay_state_of_80_bytes_comes_back_unchanged(browser: Browser, craft: A
     assert posted.fields["RelayState"] == relay_state
 
 
+def _posted_with_relay_state(browser: Browser, craft: AuthnRequests, raw_relay_state: str) -> TestResponse:
+    """An HTTP-POST AuthnRequest whose form body carries RelayState exactly as ``raw_relay_state`` (encoded)."""
+    body = f"SAMLRequest={quote(base64.b64encode(craft.build(sign=True).xml).decode(), safe='')}" \
+           f"&RelayState={raw_relay_state}"
+    return browser.post_body(SSO_URL, body.encode("ascii"))
+
+
+@pytest.mark.parametrize(("raw", "relay_state"), [
+    pytest.param("%C3%A5", "å", id="utf8-octets"),
+    pytest.param("%25E5", "%E5", id="an-escaped-percent"),
+    pytest.param("a+b", "a b", id="plus-is-space"),
+])
+def test_a_posted_relay_state_comes_back_exactly(browser: Browser, craft: AuthnRequests, raw: str,
+                                                 relay_state: str) -> None:
+    assert posted_response(_posted_with_relay_state(browser, craft, raw)).fields["RelayState"] == relay_state
+
+
+def test_a_posted_relay_state_that_is_not_utf8_is_refused(browser: Browser, craft: AuthnRequests,
+                                                          config_dir: Path) -> None:
+    """``%E5`` (Latin-1 "å" from an SP page in ISO-8859-1) decodes to nothing in UTF-8: refused, as on the
+    HTTP-Redirect binding, not turned into the three characters ``%E5`` (which ``%25E5`` also is)."""
+    assert_refused(_posted_with_relay_state(browser, craft, "%E5"), "saml_request_malformed")
+    assert "not percent-encoded UTF-8: the octet 0xE5" in rejection_detail(config_dir)
+
+
 # --- encoding and parsing -------------------------------------------------------------------
 
 _DOCTYPE = (b'<?xml version="1.0"?>\n<!DOCTYPE samlp:AuthnRequest [<!ENTITY sp "https://localhost:8443/demo-sp/'

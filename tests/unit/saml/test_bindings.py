@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.errors import SamlRejected
-from broker.saml.bindings import from_redirect
+from broker.saml.bindings import form_fields, from_redirect
 
 
 @pytest.mark.parametrize(("raw", "relay_state"), [
@@ -53,3 +53,25 @@ def test_the_signed_octets_stay_as_sent() -> None:
     message = from_redirect("SAMLRequest=a%2Bb&RelayState=%C3%A9&SigAlg=alg&Signature=sig", "SAMLRequest")
     assert message.signed_octets == b"SAMLRequest=a%2Bb&RelayState=%C3%A9&SigAlg=alg"
     assert (message.encoded, message.relay_state) == ("a+b", "\u00e9")
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    pytest.param(b"SAMLResponse=PHg%2B&RelayState=a+b", {"SAMLResponse": ["PHg+"], "RelayState": ["a b"]},
+                 id="escapes-and-plus"),
+    pytest.param(b"a=1&a=2&&b=", {"a": ["1", "2"], "b": [""]}, id="repeats-kept-empty-pairs-skipped"),
+    pytest.param(b"RelayState=%C3%A5", {"RelayState": ["\u00e5"]}, id="utf8"),
+])
+def test_form_fields_are_decoded_strictly(body: bytes, fields: dict[str, list[str]]) -> None:
+    assert form_fields(body) == fields
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    pytest.param(b"RelayState=%E5", "a form field is not percent-encoded UTF-8: the octet 0xE5", id="latin1-octet"),
+    pytest.param(b"Relay%FFState=x", "a form field's name is not percent-encoded UTF-8", id="in-a-name"),
+    pytest.param("RelayState=\u00e5".encode(), "octets that are not percent-encoded", id="raw-non-ascii"),
+])
+def test_form_fields_that_do_not_decode_are_refused(body: bytes, detail: str) -> None:
+    with pytest.raises(SamlRejected) as refused:
+        form_fields(body)
+    assert refused.value.reason == "saml_request_malformed"
+    assert detail in refused.value.detail
