@@ -17,7 +17,6 @@ threaded worker a new connection waits on the poller, not in a thread, until it 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import errno
 import logging
@@ -219,6 +218,11 @@ def _error_answer(app: Any, code: str, status: int | None, exc: Exception,
     return cid, response.status, "\r\n".join(head).encode("latin-1") + body
 
 
+STOP_PENDING_LINGER = 1.0
+"""Seconds a stopping worker still waits for a pending connection's request (:meth:`DeadlineThreadWorker.
+murder_pending`)."""
+
+
 class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
     """gunicorn's gthread worker, its connections under :class:`DeadlineSocket`, a new connection given a thread
     only once it has sent something."""
@@ -246,18 +250,18 @@ class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def murder_pending(self) -> None:
-        """Close pending connections past their deadline; all of them once the worker is stopping: a connection
-        that has sent nothing has no request to finish, and would hold a graceful stop for ``request_timeout``
-        (past ``docker stop``'s 10 s, which then kills the worker before the audit chain is sealed)."""
-        if self.alive:
-            super().murder_pending()
-            return
-        while self.pending_conns:
-            conn = self.pending_conns.popleft()
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                self.poller.unregister(conn.sock)
-            self.nr_conns -= 1
-            conn.close()
+        """Close pending connections past their deadline. Once the worker is stopping, every deadline is at most
+        :data:`STOP_PENDING_LINGER` away: a connection that has sent nothing has no request to finish, and would
+        hold a graceful stop for ``request_timeout`` (past ``docker stop``'s 10 s, which then kills the worker
+        before the audit chain is sealed). Not closed at once: a connection accepted in the worker's last turn
+        usually has its request on the way or already waiting, and the poller hands it to a thread first
+        (closed unanswered, an SP's or IdP's POST is lost: nginx does not send a POST again)."""
+        if not self.alive and not getattr(self, "_pending_capped", False):
+            self._pending_capped = True
+            deadline = time.monotonic() + min(STOP_PENDING_LINGER, _request_timeout(self))
+            for conn in self.pending_conns:  # the same cap for all keeps the deque in deadline order
+                conn.timeout = min(conn.timeout, deadline)
+        super().murder_pending()
 
     def handle_quit(self, sig: int, frame: Any) -> None:
         """SIGQUIT or SIGINT (the master's quick shutdown): end the worker at once.
@@ -275,7 +279,25 @@ class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
 
 
 class DeadlineSyncWorker(FriendlyErrors, SyncWorker):  # type: ignore[misc]
-    """gunicorn's sync worker (``threads: 1``), its connections under :class:`DeadlineSocket`."""
+    """gunicorn's sync worker (``threads: 1``), its connections under :class:`DeadlineSocket`, alive for gunicorn's
+    arbiter while it serves a request.
+
+    The sync worker tells the arbiter it is alive only between requests, and the arbiter kills one silent for
+    gunicorn's ``timeout`` (30 s), mid-request, with gunicorn's bare 500 and no outcome in the audit trail. A
+    certificate login may take longer within the configuration's own deadlines (an OCSP responder and then a
+    CRL server that never answer: 3 s + 30 s by default, per certificate of the path). A thread tells the arbiter
+    instead, as the gthread worker's loop does while its threads serve (``threads`` > 1); every wait of a request
+    has its own deadline (the request's arrival, revocation fetches, Redis), so no request hangs for ever.
+    """
+
+    def run(self) -> None:
+        def heartbeat() -> None:
+            while self.alive:
+                self.notify()
+                time.sleep(max(self.timeout / 4, 0.5))
+
+        threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
+        super().run()
 
     def accept(self, listener: Any) -> None:
         super().accept(_Listener(listener, _request_timeout(self)))

@@ -1,0 +1,109 @@
+"""How ``broker serve``'s workers (broker/slow_clients.py) treat connections and the arbiter while they stop or serve.
+
+* A stopping gthread worker gives its pending connections (accepted, nothing read yet) a last moment for their
+  request instead of closing them at once: one accepted in the worker's last turn usually has its request on the
+  way, and closing it unanswered lost that POST (a reload under load dropped 2-3 of 1,000 requests).
+* The sync worker (``threads: 1``) tells the arbiter it is alive while a request runs, so that a login within its
+  own deadlines is not killed by gunicorn's 30 s worker timeout.
+
+The workers are built with just what these methods touch (gunicorn's __init__ wants a whole arbiter).
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from gunicorn.config import Config
+from gunicorn.workers.gthread import TConn
+from gunicorn.workers.sync import SyncWorker
+
+from broker.slow_clients import STOP_PENDING_LINGER, DeadlineSyncWorker, DeadlineThreadWorker
+
+
+def _thread_worker(request_timeout: float) -> DeadlineThreadWorker:
+    worker = DeadlineThreadWorker.__new__(DeadlineThreadWorker)
+    worker.app = SimpleNamespace(request_timeout=request_timeout)
+    worker.alive = True
+    worker.poller = selectors.DefaultSelector()
+    worker.pending_conns = deque()
+    worker.nr_conns = 0
+    return worker
+
+
+def _pending(worker: DeadlineThreadWorker, deadline_in: float) -> tuple[TConn, socket.socket]:
+    """A connection waiting on the worker's poller (as ``accept`` leaves it); returns it and the client's end."""
+    server_end, client_end = socket.socketpair()
+    conn = TConn(Config(), server_end, ("127.0.0.1", 40000), ("127.0.0.1", 8080))
+    conn.timeout = time.monotonic() + deadline_in
+    worker.pending_conns.append(conn)
+    worker.poller.register(conn.sock, selectors.EVENT_READ, None)
+    worker.nr_conns += 1
+    return conn, client_end
+
+
+def test_a_stopping_worker_leaves_pending_connections_a_moment_for_their_request() -> None:
+    worker = _thread_worker(request_timeout=20)
+    conn, client = _pending(worker, deadline_in=20)
+    worker.alive = False
+
+    worker.murder_pending()
+
+    assert list(worker.pending_conns) == [conn]  # not closed: its request may be on the way
+    assert conn.timeout <= time.monotonic() + STOP_PENDING_LINGER
+    client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")  # arrives: the poller hands it to a thread
+    assert worker.poller.select(timeout=1)
+    client.close()
+    conn.close()
+
+
+def test_a_silent_pending_connection_is_closed_once_the_moment_has_passed() -> None:
+    worker = _thread_worker(request_timeout=20)
+    _conn, client = _pending(worker, deadline_in=20)
+    worker.alive = False
+    worker.murder_pending()
+
+    time.sleep(STOP_PENDING_LINGER + 0.1)
+    worker.murder_pending()
+
+    assert not worker.pending_conns
+    assert worker.nr_conns == 0
+    client.settimeout(1)
+    assert client.recv(1) == b""  # closed by the worker
+    client.close()
+
+
+def test_a_short_request_timeout_is_not_lengthened_by_the_stop() -> None:
+    worker = _thread_worker(request_timeout=0.2)
+    conn, client = _pending(worker, deadline_in=0.2)
+    worker.alive = False
+    worker.murder_pending()
+    assert conn.timeout <= time.monotonic() + 0.2
+    client.close()
+    conn.close()
+
+
+def test_the_sync_worker_tells_the_arbiter_it_is_alive_while_a_request_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request of 1.5 s with an arbiter that wants word every second: the heartbeat thread gives it."""
+    worker = DeadlineSyncWorker.__new__(DeadlineSyncWorker)
+    worker.alive = True
+    worker.timeout = 1.0
+    beats: list[float] = []
+    monkeypatch.setattr(worker, "notify", lambda: beats.append(time.monotonic()), raising=False)
+
+    def a_long_request(self: Any) -> None:
+        time.sleep(1.5)
+        self.alive = False
+
+    monkeypatch.setattr(SyncWorker, "run", a_long_request)
+    started = time.monotonic()
+    worker.run()
+
+    assert len(beats) >= 3
+    gaps = [b - a for a, b in zip([started, *beats], beats, strict=False)]
+    assert max(gaps) < worker.timeout
