@@ -140,6 +140,7 @@ class ChainWriter:
         self._synced = 0
         self._last_line = b""
         self._abandoned: dict[str, Any] | None = None
+        self._retry_in_place = False  # the open file is an empty one a failed rotation left: write there again
         # token ranges (after, upto] that went to a file lost before they were synced (removed, or not cut back
         # and synced after a failed write): no request that wrote them may be told they are durable, even once
         # later records in a new file are synced past them
@@ -347,10 +348,19 @@ class ChainWriter:
         if abandoned is None:
             self._checkpoint_locked(final=False)  # seal the file before leaving it
             self._fsync_locked()
-        self._open_next_file(now)
+        if not self._retry_in_place:
+            self._open_next_file(now)
+        self._retry_in_place = False
         if abandoned is not None:
             self._abandoned = None
-            self._append_locked(self._system("audit_file_abandoned", abandoned))
+            try:
+                self._append_locked(self._system("audit_file_abandoned", abandoned))
+            except AuditUnavailable:
+                if self._fd is not None and self._file_bytes == 0:
+                    # the disk is still full and the new file holds nothing: the next record tries this file
+                    # again, instead of leaving one more empty file behind for every refused request
+                    self._abandoned, self._retry_in_place = abandoned, True
+                raise
 
     # --- checkpoints -------------------------------------------------------------------------
 

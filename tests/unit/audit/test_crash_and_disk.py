@@ -485,3 +485,43 @@ def test_a_file_system_without_hard_links_still_gets_its_chain(tmp_path: Path, k
     trail.close()
     assert verified(directory, key).ok
     assert not list(directory.glob(".*"))
+
+
+def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_request(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write fails with ENOSPC for a while (the file system is full): each request is refused, and the
+    writer retries the one new (empty) file instead of making another per attempt; once there is room, the
+    chain goes on there, naming the file it abandoned, and verifies."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    trail = make_trail(make_writer(directory, clock, key), clock)
+    trail.record(login_event(1))
+    trail.sync()
+    real_write = os.write
+    full = True
+
+    def write(fd: int, data: Any) -> int:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(chain_module.os, "write", write)
+    for i in range(2, 40):
+        with pytest.raises(AuditUnavailable, match="No space left on device"):
+            trail.record(login_event(i))
+    _, files = only_chain(directory)
+    assert len(files) == 2, [f.name for f in files]
+    assert files[1].stat().st_size == 0
+
+    full = False
+    trail.record(login_event(40))
+    trail.sync()
+    trail.close()
+
+    _, files = only_chain(directory)
+    assert len(files) == 2
+    abandoned = records_of(files[1])[0]
+    assert abandoned["event"] == "audit_file_abandoned"
+    assert abandoned["data"]["file"] == files[0].name
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
