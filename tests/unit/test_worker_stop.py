@@ -47,12 +47,17 @@ def _pending(worker: DeadlineThreadWorker, deadline_in: float) -> tuple[TConn, s
     return conn, client_end
 
 
-def test_a_stopping_worker_leaves_pending_connections_a_moment_for_their_request() -> None:
-    worker = _thread_worker(request_timeout=20)
-    conn, client = _pending(worker, deadline_in=20)
+def _stopped_with_a_pending_connection(request_timeout: float) -> tuple[DeadlineThreadWorker, TConn, socket.socket]:
+    """A worker with one pending connection (deadline ``request_timeout`` away) that has just begun to stop."""
+    worker = _thread_worker(request_timeout)
+    conn, client = _pending(worker, deadline_in=request_timeout)
     worker.alive = False
-
     worker.murder_pending()
+    return worker, conn, client
+
+
+def test_a_stopping_worker_leaves_pending_connections_a_moment_for_their_request() -> None:
+    worker, conn, client = _stopped_with_a_pending_connection(request_timeout=20)
 
     assert list(worker.pending_conns) == [conn]  # not closed: its request may be on the way
     assert conn.timeout <= time.monotonic() + STOP_PENDING_LINGER
@@ -63,10 +68,7 @@ def test_a_stopping_worker_leaves_pending_connections_a_moment_for_their_request
 
 
 def test_a_silent_pending_connection_is_closed_once_the_moment_has_passed() -> None:
-    worker = _thread_worker(request_timeout=20)
-    _conn, client = _pending(worker, deadline_in=20)
-    worker.alive = False
-    worker.murder_pending()
+    worker, _, client = _stopped_with_a_pending_connection(request_timeout=20)
 
     time.sleep(STOP_PENDING_LINGER + 0.1)
     worker.murder_pending()
@@ -79,10 +81,7 @@ def test_a_silent_pending_connection_is_closed_once_the_moment_has_passed() -> N
 
 
 def test_a_short_request_timeout_is_not_lengthened_by_the_stop() -> None:
-    worker = _thread_worker(request_timeout=0.2)
-    conn, client = _pending(worker, deadline_in=0.2)
-    worker.alive = False
-    worker.murder_pending()
+    _, conn, client = _stopped_with_a_pending_connection(request_timeout=0.2)
     assert conn.timeout <= time.monotonic() + 0.2
     client.close()
     conn.close()

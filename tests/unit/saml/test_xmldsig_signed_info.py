@@ -10,17 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 import xmlsec
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from broker.saml.xmldsig import DS, MAX_NAMESPACES_IN_SCOPE, SignatureRejected, XmlVerifier
+from broker.saml.xmldsig import DS, MAX_NAMESPACES_IN_SCOPE, SignatureRejected
+from tests.factories.xml_keys import XmlSigningKey, xml_signing_key
 
 NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -28,34 +25,17 @@ SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 C = xmlsec.constants
 
 
-@dataclass(frozen=True)
-class Key:
-    xmlsec_key: xmlsec.Key
-    verifier: XmlVerifier
-    method: object   # the libxmlsec1 signature transform
-
-
-def _key(private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, method: object) -> Key:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp signing")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(private.public_key())
-            .serial_number(1).not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
-            .sign(private, hashes.SHA256()))
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return Key(xmlsec.Key.from_memory(pem, C.KeyDataFormatPem), XmlVerifier([cert]), method)
-
-
 @pytest.fixture(scope="module")
-def rsa_key() -> Key:
-    return _key(rsa.generate_private_key(65537, 2048), C.TransformRsaSha256)
+def rsa_key() -> XmlSigningKey:
+    return xml_signing_key(rsa.generate_private_key(65537, 2048), C.TransformRsaSha256)
 
 
-KEYS: dict[str, Callable[[], Key]] = {
-    "rsa-sha256": lambda: _key(rsa.generate_private_key(65537, 2048), C.TransformRsaSha256),
-    "rsa-sha512": lambda: _key(rsa.generate_private_key(65537, 3072), C.TransformRsaSha512),
-    "ecdsa-p256-sha256": lambda: _key(ec.generate_private_key(ec.SECP256R1()), C.TransformEcdsaSha256),
-    "ecdsa-p384-sha384": lambda: _key(ec.generate_private_key(ec.SECP384R1()), C.TransformEcdsaSha384),
-    "ecdsa-p521-sha512": lambda: _key(ec.generate_private_key(ec.SECP521R1()), C.TransformEcdsaSha512),
+KEYS: dict[str, Callable[[], XmlSigningKey]] = {
+    "rsa-sha256": lambda: xml_signing_key(rsa.generate_private_key(65537, 2048), C.TransformRsaSha256),
+    "rsa-sha512": lambda: xml_signing_key(rsa.generate_private_key(65537, 3072), C.TransformRsaSha512),
+    "ecdsa-p256-sha256": lambda: xml_signing_key(ec.generate_private_key(ec.SECP256R1()), C.TransformEcdsaSha256),
+    "ecdsa-p384-sha384": lambda: xml_signing_key(ec.generate_private_key(ec.SECP384R1()), C.TransformEcdsaSha384),
+    "ecdsa-p521-sha512": lambda: xml_signing_key(ec.generate_private_key(ec.SECP521R1()), C.TransformEcdsaSha512),
 }
 
 
@@ -67,7 +47,8 @@ def response(root_attributes: str = "", assertion_attributes: str = 'xmlns:saml=
             'Value></saml:Attribute></saml:AttributeStatement></saml:Assertion></samlp:Response>')
 
 
-def signed(key: Key, document: str, *, c14n: object = C.TransformExclC14N, signed_info_prefixes: str | None = None,
+def signed(key: XmlSigningKey, document: str, *, c14n: object = C.TransformExclC14N,
+           signed_info_prefixes: str | None = None,
            transforms: tuple[object, ...] = (C.TransformEnveloped, C.TransformExclC14N), ds_as_default: bool = False,
            on: str = "assertion") -> etree._Element:
     """``document`` with an enveloped signature by libxmlsec1 on its Assertion (or Response), parsed again as a
@@ -137,7 +118,8 @@ FOREIGN_DEFAULT = ("a-default-namespace-on-the-response", "the-assertion-in-the-
     for key_name in KEYS for document in DOCUMENTS for method in C14N_METHODS
     if not (method == "exc-c14n-listing-the-default-namespace" and document in FOREIGN_DEFAULT)
 ])
-def test_libxmlsec1s_own_signatures_verify(key_name: str, document: str, method: str, keys: dict[str, Key]) -> None:
+def test_libxmlsec1s_own_signatures_verify(key_name: str, document: str, method: str,
+                                           keys: dict[str, XmlSigningKey]) -> None:
     key = keys[key_name]
     c14n, prefixes = C14N_METHODS[method]
     root = signed(key, DOCUMENTS[document], c14n=c14n, signed_info_prefixes=prefixes)
@@ -145,13 +127,13 @@ def test_libxmlsec1s_own_signatures_verify(key_name: str, document: str, method:
 
 
 @pytest.fixture(scope="module")
-def keys() -> dict[str, Key]:
+def keys() -> dict[str, XmlSigningKey]:
     return {name: make() for name, make in KEYS.items()}
 
 
 @pytest.mark.parametrize("c14n", [pytest.param(C.TransformInclC14N, id="inclusive-c14n"),
                                   pytest.param(C.TransformExclC14N, id="exc-c14n")])
-def test_a_signature_in_the_default_namespace_verifies(rsa_key: Key, c14n: object) -> None:
+def test_a_signature_in_the_default_namespace_verifies(rsa_key: XmlSigningKey, c14n: object) -> None:
     """``<Signature xmlns="http://www.w3.org/2000/09/xmldsig#">``, as some peers write it, on the Response."""
     root = signed(rsa_key, response(), on="response", c14n=c14n, ds_as_default=True)
     assert root.find(f"{{{DS}}}Signature") is not None
@@ -159,7 +141,7 @@ def test_a_signature_in_the_default_namespace_verifies(rsa_key: Key, c14n: objec
 
 
 @pytest.mark.parametrize("document", FOREIGN_DEFAULT)
-def test_a_prefix_list_naming_a_foreign_default_namespace_is_refused(rsa_key: Key, document: str) -> None:
+def test_a_prefix_list_naming_a_foreign_default_namespace_is_refused(rsa_key: XmlSigningKey, document: str) -> None:
     root = signed(rsa_key, DOCUMENTS[document], signed_info_prefixes="#default")
     with pytest.raises(SignatureRejected, match="foreign default namespace is not supported") as refused:
         rsa_key.verifier.verify(assertion_of(root))
@@ -176,13 +158,13 @@ def forged(root: etree._Element) -> etree._Element:
     return root
 
 
-def test_a_forged_signature_value_is_refused(rsa_key: Key) -> None:
+def test_a_forged_signature_value_is_refused(rsa_key: XmlSigningKey) -> None:
     root = forged(signed(rsa_key, response()))
     with pytest.raises(SignatureRejected, match="does not verify with the sender's metadata keys"):
         rsa_key.verifier.verify(assertion_of(root))
 
 
-def test_a_signature_value_that_is_not_base64_is_refused(rsa_key: Key) -> None:
+def test_a_signature_value_that_is_not_base64_is_refused(rsa_key: XmlSigningKey) -> None:
     root = signed(rsa_key, response())
     value = root.find(f".//{{{DS}}}SignatureValue")
     assert value is not None
@@ -191,7 +173,7 @@ def test_a_signature_value_that_is_not_base64_is_refused(rsa_key: Key) -> None:
         rsa_key.verifier.verify(assertion_of(root))
 
 
-def test_a_forged_signature_over_an_expensive_digest_is_refused_before_the_digest(rsa_key: Key) -> None:
+def test_a_forged_signature_over_an_expensive_digest_is_refused_before_the_digest(rsa_key: XmlSigningKey) -> None:
     """200 namespaces in scope (under the limit at the signature, all on the Assertion) and 10,000 empty elements,
     with the enveloped-signature transform alone: libxmlsec1 spent 9 s of CPU on the digest of such a message
     before it tried the key (its node set holds every namespace of every element); refused here in milliseconds,
@@ -207,14 +189,14 @@ def test_a_forged_signature_over_an_expensive_digest_is_refused_before_the_diges
     assert time.perf_counter() - started < 1.0
 
 
-def test_more_namespaces_in_scope_than_any_saml_message_has_are_refused(rsa_key: Key) -> None:
+def test_more_namespaces_in_scope_than_any_saml_message_has_are_refused(rsa_key: XmlSigningKey) -> None:
     declarations = " ".join(f'xmlns:n{i}="urn:n:{i}"' for i in range(MAX_NAMESPACES_IN_SCOPE))
     root = signed(rsa_key, response(declarations))
     with pytest.raises(SignatureRejected, match=f"are in scope at the signature \\(at most {MAX_NAMESPACES_IN_SCOPE}"):
         rsa_key.verifier.verify(assertion_of(root))
 
 
-def test_inclusive_c14n_under_inherited_xml_attributes_is_refused(rsa_key: Key) -> None:
+def test_inclusive_c14n_under_inherited_xml_attributes_is_refused(rsa_key: XmlSigningKey) -> None:
     root = signed(rsa_key, response('xml:lang="sv"'), c14n=C.TransformInclC14N)
     with pytest.raises(SignatureRejected, match="under xml: attributes of enclosing elements") as refused:
         rsa_key.verifier.verify(assertion_of(root))

@@ -8,13 +8,11 @@ import datetime as dt
 
 import pytest
 import xmlsec
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from broker.saml.xmldsig import SignatureRejected, XmlVerifier
+from tests.factories.xml_keys import xml_signing_key
 
 NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -25,14 +23,8 @@ INCL = xmlsec.constants.TransformInclC14N
 
 @pytest.fixture(scope="module")
 def signer() -> tuple[xmlsec.Key, XmlVerifier]:
-    key = rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp signing")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    return xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem), XmlVerifier([cert])
+    key = xml_signing_key(rsa.generate_private_key(65537, 2048))
+    return key.xmlsec_key, key.verifier
 
 
 def _signed(key: xmlsec.Key, transforms: list[object], *, padding: int = 0) -> etree._Element:
