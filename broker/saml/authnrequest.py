@@ -107,9 +107,12 @@ class AuthnRequestInfo:
 
 
 def _bool_attr(element: etree._Element, name: str) -> bool:
+    """An xs:boolean attribute (XML Schema Part 2 §3.2.2: "true", "false", "1", "0", whitespace collapsed);
+    absent is false."""
     value = element.get(name)
     if value is None:
         return False
+    value = value.strip(" \t\r\n")
     if value in ("true", "1"):
         return True
     if value in ("false", "0"):

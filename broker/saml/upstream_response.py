@@ -300,6 +300,13 @@ class ResponseValidator:
         authn_instant = _instant(statement.get("AuthnInstant"), "AuthnInstant")
         if authn_instant is None:
             raise _reject("upstream_assertion_invalid", "the AuthnStatement has no AuthnInstant")
+        # a login that has not happened yet (an IdP clock far ahead): passed on to the SPs, it would defeat their
+        # own checks of how recent the login is
+        for instant, what in ((authn_instant, "AuthnInstant"),
+                              (_instant(assertion.get("IssueInstant"), "Assertion IssueInstant"),
+                               "the Assertion's IssueInstant")):
+            if instant is not None and instant > now + skew:
+                raise _reject("upstream_not_yet_valid", f"{what} {instant.isoformat()} is in the future")
         session_until = _instant(statement.get("SessionNotOnOrAfter"), "SessionNotOnOrAfter")
         if session_until is not None and now - skew >= session_until:
             raise _reject("upstream_expired", f"SessionNotOnOrAfter {session_until.isoformat()}")

@@ -502,6 +502,29 @@ def test_request_with_both_acs_url_and_index_is_malformed(browser: Browser, craf
     assert "mutually exclusive" in rejection_detail(config_dir)
 
 
+@pytest.mark.parametrize(("value", "force_authn"), [
+    pytest.param("true", True, id="true"),
+    pytest.param(" true ", True, id="true-with-spaces"),
+    pytest.param("1\n", True, id="one-with-a-newline"),
+    pytest.param("\tfalse", False, id="false-with-a-tab"),
+    pytest.param("0", False, id="zero"),
+])
+def test_force_authn_is_read_as_an_xs_boolean(browser: Browser, craft: AuthnRequests, config_dir: Path, value: str,
+                                              force_authn: bool) -> None:
+    """XML Schema Part 2 §3.2.2: xs:boolean is true, false, 1 or 0, its whitespace collapsed."""
+    posted_response(browser.get(craft.redirect(with_attributes(craft.build().xml, ForceAuthn=value))))
+    (started,) = [e for e in audit_lines(config_dir) if e["event"] == "login_started"]
+    assert started["data"]["force_authn"] is force_authn  # type: ignore[index]
+
+
+@pytest.mark.parametrize("value", ["yes", "TRUE", "", "t rue"])
+def test_force_authn_that_is_no_xs_boolean_is_malformed(browser: Browser, craft: AuthnRequests, config_dir: Path,
+                                                        value: str) -> None:
+    assert_refused(browser.get(craft.redirect(with_attributes(craft.build().xml, ForceAuthn=value))),
+                   "saml_request_malformed")
+    assert "is not an xs:boolean" in rejection_detail(config_dir)
+
+
 def test_deflate_bomb_is_refused(browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
     bomb = craft.build().xml + b" " * (16 * MAX_MESSAGE_BYTES)
     url = craft.redirect(bomb)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from flask import Flask
 from lxml import etree
 from saml2 import saml
@@ -147,6 +148,26 @@ def test_an_assertion_valid_until_the_end_of_time_logs_in(
 
     logged_in(browser.post(ACS_URL, tampered(post, until_the_end_of_time)))
     assert upstream_results(config_dir) == [("success", None)]
+
+
+@pytest.mark.parametrize("where", ["AuthnStatement/AuthnInstant", "IssueInstant"])
+def test_an_assertion_from_the_future_is_refused(browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path,
+                                                 demo_material: Any, where: str) -> None:
+    """A login that has not happened yet (an IdP whose clock is an hour ahead, past the skew): passed on, the
+    AuthnInstant would defeat the SP's own checks of how recent the login is."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def from_the_future(root: etree._Element) -> None:
+        assertion = assertion_of(root)
+        element = assertion.find("saml:AuthnStatement", NS) if "/" in where else assertion
+        assert element is not None
+        element.set(where.rsplit("/", 1)[-1], later)
+        sign(assertion, idp_keys(demo_material))
+
+    refused(browser.post(ACS_URL, tampered(post, from_the_future)), config_dir, "upstream_not_yet_valid")
 
 
 # --- replay ----------------------------------------------------------------------------------------------
