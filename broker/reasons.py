@@ -284,7 +284,7 @@ _ROWS: tuple[Reason, ...] = (
            "The Assertion (or its subject confirmation) is past NotOnOrAfter.",
            "Check the clocks of the IdP and the broker (clock_skew).", AUTHN_FAILED),
     Reason("upstream_not_yet_valid", "upstream", 403,
-           "The Assertion's NotBefore lies in the future.",
+           "The Response or Assertion lies in the future: NotBefore, IssueInstant or AuthnInstant past the clock skew.",
            "Check the clocks of the IdP and the broker (clock_skew).", AUTHN_FAILED),
     Reason("upstream_replay", "upstream", 403,
            "This Assertion was already used.",
