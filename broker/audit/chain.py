@@ -193,7 +193,11 @@ class ChainWriter:
                 return
             try:
                 with self._lock:
-                    if self._pid == pid and not self._closed and self._checkpoint_due(self._clock.now()):
+                    # not while a failed write has left the file abandoned: the next record moves to a new file
+                    # and says so first; a checkpoint here would land in the abandoned file or in the empty one
+                    # kept for the retry, and make what the abandonment record says of them untrue
+                    if self._pid == pid and not self._closed and self._abandoned is None \
+                            and self._checkpoint_due(self._clock.now()):
                         self._check_file_in_place()
                         self._checkpoint_locked(final=False)
                         self._fsync_locked()
@@ -340,6 +344,8 @@ class ChainWriter:
         except OSError:
             cut = False
             self._lose()
+        if self._retry_in_place and self._abandoned is not None:
+            return  # the empty file kept for the retry failed again: the file the chain left is still the one to name
         self._abandoned = {"file": self._file_path.name if self._file_path else None, "bytes": good_size,
                            "truncated_partial_line": cut, "error": exc.strerror or str(exc)}
 

@@ -7,6 +7,7 @@ The test process then verifies the directory as a reviewer would.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import fcntl
 import json
@@ -490,11 +491,13 @@ def test_a_file_system_without_hard_links_still_gets_its_chain(tmp_path: Path, k
 def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_request(
         tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every write fails with ENOSPC for a while (the file system is full): each request is refused, and the
-    writer retries the one new (empty) file instead of making another per attempt; once there is room, the
-    chain goes on there, naming the file it abandoned, and verifies."""
+    writer retries the one new (empty) file instead of making another per attempt, while the background
+    checkpoint thread, whose interval passes meanwhile, writes nowhere; once there is room, the chain goes on
+    there, naming the file it abandoned, and verifies."""
     directory = tmp_path / "audit"
     clock = FixedClock(T0)
-    trail = make_trail(make_writer(directory, clock, key), clock)
+    writer = make_writer(directory, clock, key, interval=dt.timedelta(seconds=0.1), background=True)
+    trail = make_trail(writer, clock)
     trail.record(login_event(1))
     trail.sync()
     real_write = os.write
@@ -509,6 +512,9 @@ def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_reques
     for i in range(2, 40):
         with pytest.raises(AuditUnavailable, match="No space left on device"):
             trail.record(login_event(i))
+        if i % 10 == 0:
+            clock.advance(dt.timedelta(seconds=1))  # a checkpoint is due: the thread's turns come meanwhile
+            time.sleep(0.15)
     _, files = only_chain(directory)
     assert len(files) == 2, [f.name for f in files]
     assert files[1].stat().st_size == 0
