@@ -280,24 +280,39 @@ class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
 
 class DeadlineSyncWorker(FriendlyErrors, SyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker (``threads: 1``), its connections under :class:`DeadlineSocket`, alive for gunicorn's
-    arbiter while it serves a request.
+    arbiter while it serves a request for as long as a request may take.
 
     The sync worker tells the arbiter it is alive only between requests, and the arbiter kills one silent for
     gunicorn's ``timeout`` (30 s), mid-request, with gunicorn's bare 500 and no outcome in the audit trail. A
     certificate login may take longer within the configuration's own deadlines (an OCSP responder and then a
     CRL server that never answer: 3 s + 30 s by default, per certificate of the path). A thread tells the arbiter
-    instead, as the gthread worker's loop does while its threads serve (``threads`` > 1); every wait of a request
-    has its own deadline (the request's arrival, revocation fetches, Redis), so no request hangs for ever.
+    instead, as the gthread worker's loop does while its threads serve (``threads`` > 1), but only until the
+    request is as old as the configuration allows any request to be (``longest_request``, worked out by
+    ``broker serve`` from the timeouts): a worker stuck past that (a deadlock, a loop that never ends) falls
+    silent, and the arbiter replaces it as before.
     """
 
+    _request_started: float | None = None
+
     def run(self) -> None:
+        ceiling = float(getattr(self.app, "longest_request", 0.0))
+
         def heartbeat() -> None:
             while self.alive:
-                self.notify()
+                started = self._request_started
+                if started is None or time.monotonic() - started < ceiling:
+                    self.notify()
                 time.sleep(max(self.timeout / 4, 0.5))
 
         threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
         super().run()
+
+    def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
+        self._request_started = time.monotonic()
+        try:
+            return super().handle_request(listener, req, client, addr)
+        finally:
+            self._request_started = None
 
     def accept(self, listener: Any) -> None:
         super().accept(_Listener(listener, _request_timeout(self)))

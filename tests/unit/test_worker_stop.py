@@ -15,6 +15,7 @@ import selectors
 import socket
 import time
 from collections import deque
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,6 +24,8 @@ from gunicorn.config import Config
 from gunicorn.workers.gthread import TConn
 from gunicorn.workers.sync import SyncWorker
 
+from broker.config.loader import load_settings
+from broker.serving import longest_request_seconds
 from broker.slow_clients import STOP_PENDING_LINGER, DeadlineSyncWorker, DeadlineThreadWorker
 
 
@@ -87,22 +90,53 @@ def test_a_short_request_timeout_is_not_lengthened_by_the_stop() -> None:
     conn.close()
 
 
-def test_the_sync_worker_tells_the_arbiter_it_is_alive_while_a_request_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A request of 1.5 s with an arbiter that wants word every second: the heartbeat thread gives it."""
+def _beats_during_a_request(monkeypatch: pytest.MonkeyPatch, longest_request: float) -> list[float]:
+    """When the sync worker told the arbiter it was alive while one request ran for 1.5 s (the arbiter wants word
+    every second); the times are relative to the request's start."""
     worker = DeadlineSyncWorker.__new__(DeadlineSyncWorker)
+    worker.app = SimpleNamespace(longest_request=longest_request)
     worker.alive = True
     worker.timeout = 1.0
     beats: list[float] = []
-    monkeypatch.setattr(worker, "notify", lambda: beats.append(time.monotonic()), raising=False)
+    started = time.monotonic()
+    monkeypatch.setattr(worker, "notify", lambda: beats.append(time.monotonic() - started), raising=False)
+    monkeypatch.setattr(SyncWorker, "handle_request", lambda self, *args: time.sleep(1.5))
 
-    def a_long_request(self: Any) -> None:
-        time.sleep(1.5)
+    def serve_one_request(self: Any) -> None:
+        self.handle_request(None, None, None, None)
         self.alive = False
 
-    monkeypatch.setattr(SyncWorker, "run", a_long_request)
-    started = time.monotonic()
+    monkeypatch.setattr(SyncWorker, "run", serve_one_request)
     worker.run()
+    return beats
 
+
+def test_the_sync_worker_tells_the_arbiter_it_is_alive_while_a_request_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    beats = _beats_during_a_request(monkeypatch, longest_request=60)
     assert len(beats) >= 3
-    gaps = [b - a for a, b in zip([started, *beats], beats, strict=False)]
-    assert max(gaps) < worker.timeout
+    assert max(b - a for a, b in zip([0.0, *beats], beats, strict=False)) < 1.0
+
+
+def test_a_request_older_than_any_may_be_leaves_the_worker_to_the_arbiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``longest_request`` (worked out from the configuration's timeouts) the worker is stuck, not slow: the
+    heartbeat falls silent, and gunicorn's arbiter replaces the worker after its timeout, as for a plain sync
+    worker."""
+    beats = _beats_during_a_request(monkeypatch, longest_request=0.4)
+    assert beats
+    assert max(beats) < 0.4 + 0.1
+
+
+def test_the_longest_request_follows_the_revocation_timeouts(config_dir: Path) -> None:
+    """Each municipality's longest path, each certificate asking OCSP and then CRLs, each twice, within their
+    timeouts; the largest of them, after the request's own arrival, and a margin."""
+    settings = load_settings(config_dir)
+    server = settings.broker.server
+    per_municipality = [
+        (m.config.certificate.max_chain_depth + 1) * 2 * sum(
+            getattr(m.config.certificate.revocation, method).timeout.seconds
+            for method in m.config.certificate.revocation.methods)
+        for m in settings.municipalities.values()
+        if m.config.certificate is not None and m.config.certificate.revocation.mode == "check"]
+    assert per_municipality
+    assert longest_request_seconds(settings, server) == server.request_timeout.seconds + max(per_municipality) + 30
+    assert longest_request_seconds(settings, server) > 300  # the defaults: 3 s OCSP + 30 s CRL over five certificates
