@@ -8,8 +8,9 @@ a go-live changes. The servers readiness asks anyway (CRL distribution points, O
 carry the time in every answer (RFC 9110 §6.6.1): they are independent clocks, and one check compares them.
 
 ``Date`` has a resolution of one second and is written before the answer travels, so a host in step reads
-between about -1 s and 0 s; the comparison adds half a second and takes the median over the servers, so one
-server with a wrong clock does not decide.
+between about -1 s and 0 s; the comparison adds half a second (and a cache's ``Age``) and takes the median over
+the servers; the host is called wrong only when a majority of them say so, so one server with a wrong clock
+does not decide.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class ServerDates:
             return
         if date.tzinfo is None:  # "-0000" (RFC 5322 §3.3): meant as UTC
             date = date.replace(tzinfo=dt.UTC)
+        age = headers.get("Age", "").strip()
+        if age.isdigit() and len(age) <= 9:
+            # from a cache (RFC 9111 §5.1): Date is the origin's, Age seconds ago
+            date += dt.timedelta(seconds=int(age))
         parts = urlsplit(url)
         self._seen.setdefault(f"{parts.scheme}://{parts.netloc}",
                               date + dt.timedelta(milliseconds=500) - received)
@@ -79,6 +84,15 @@ def clock_check(dates: ServerDates, tolerance: dt.timedelta) -> Check:
     fix = ("Set the host clock right and keep it synchronised (NTP: timedatectl set-ntp true; in a container, "
            "the node's clock); then run readiness again.")
     if off > tolerance:
+        behind = median > dt.timedelta(0)
+        agreeing = [d for d in seen.values() if abs(d) > tolerance and (d > dt.timedelta(0)) == behind]
+        if 2 * len(agreeing) <= len(seen):
+            # no majority says the host is off (of two servers, one in step and one not): a server's clock is as
+            # likely to be the wrong one
+            return Check("broker.clock", "warn", "servers disagree about the time",
+                         f"no majority of the {len(seen)} server(s) puts the host clock further off than "
+                         f"{_seconds(tolerance)}: {listed}",
+                         "Compare the host clock with a time source you trust (timedatectl; chronyc tracking).")
         return Check("broker.clock", "fail", "host clock wrong",
                      f"{evidence}; more than the {_seconds(tolerance)} the configuration tolerates anywhere "
                      "(certificate, CRL, OCSP and SAML times are all judged by it)", fix)

@@ -100,3 +100,24 @@ def test_a_date_without_zone_is_utc() -> None:
 ])
 def test_a_tolerance_below_ten_seconds_decides_alone(tolerance: int, offset: float, status: str) -> None:
     assert clock_check(dates_from(offset), dt.timedelta(seconds=tolerance)).status == status
+
+
+@pytest.mark.parametrize(("offsets", "status", "title"), [
+    pytest.param((0, 3600), "warn", "servers disagree about the time", id="two-servers-one-an-hour-off"),
+    pytest.param((3600, 3600), "fail", "host clock wrong", id="two-servers-both-an-hour-off"),
+    pytest.param((0, 3600, 3600), "fail", "host clock wrong", id="two-of-three-an-hour-off"),
+    pytest.param((-3600, 0, 3600), "pass", "host clock in step", id="one-either-side"),
+])
+def test_the_host_is_called_wrong_only_when_a_majority_says_so(offsets: tuple[float, ...], status: str,
+                                                               title: str) -> None:
+    check = clock_check(dates_from(*offsets), TOLERANCE)
+    assert (check.status, check.title) == (status, title)
+
+
+def test_a_cached_answer_counts_its_age() -> None:
+    """RFC 9111 §5.1: a cache passes the origin's Date on with Age, the seconds since; Date + Age is the time."""
+    dates = ServerDates(FixedClock(HOST_NOW))
+    dates.observe("http://cdn.example/ca.crl", {**date_header(-1800), "Age": "1800"})
+    dates.observe("http://other.example/ca.crl", {**date_header(0), "Age": "not a number"})
+    assert dates.differences == {"http://cdn.example": dt.timedelta(seconds=0.5),
+                                 "http://other.example": dt.timedelta(seconds=0.5)}
