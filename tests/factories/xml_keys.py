@@ -20,6 +20,7 @@ NOW = dt.datetime(2026, 11, 27, 9, 0, tzinfo=dt.UTC)
 @dataclass(frozen=True)
 class XmlSigningKey:
     xmlsec_key: xmlsec.Key
+    certificate: x509.Certificate
     verifier: XmlVerifier
     method: object = xmlsec.constants.TransformRsaSha256   # the libxmlsec1 signature transform it signs with
 
@@ -32,4 +33,5 @@ def xml_signing_key(private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
             .sign(private, hashes.SHA256()))
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    return XmlSigningKey(xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem), XmlVerifier([cert]), method)
+    return XmlSigningKey(xmlsec.Key.from_memory(pem, xmlsec.constants.KeyDataFormatPem), cert, XmlVerifier([cert]),
+                         method)
