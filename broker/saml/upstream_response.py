@@ -213,9 +213,12 @@ class ResponseValidator:
         if destination is not None and destination != expect.acs_url:
             raise _reject("upstream_destination_mismatch", f"Destination {destination!r}, expected {expect.acs_url}")
         issuer = root.find("saml:Issuer", NS)
-        if issuer is None and root.find("ds:Signature", NS) is not None:
-            # Profiles §4.1.4.2: the Response's Issuer MAY be left out only when the Response is not signed
-            raise _reject("upstream_issuer_mismatch", "a signed Response without an Issuer (SAML Profiles §4.1.4.2)")
+        if issuer is None and (root.find("ds:Signature", NS) is not None
+                               or root.find("saml:EncryptedAssertion", NS) is not None):
+            # Profiles §4.1.4.2 (errata): the Response's Issuer MUST be there when the Response is signed or an
+            # enclosed assertion is encrypted
+            raise _reject("upstream_issuer_mismatch", "a signed Response, or one with an encrypted assertion, "
+                                                      "without an Issuer (SAML Profiles §4.1.4.2)")
         if issuer is not None:
             if issuer.get("Format") not in (None, ENTITY_FORMAT):
                 raise _reject("upstream_issuer_mismatch", "the Response Issuer's Format must be entity")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Literal
 
 from flask import Blueprint, Response, make_response, request
@@ -49,15 +50,23 @@ def single_logout(side: Literal["sp", "idp"]) -> Response:
     """A SingleLogoutService endpoint: the message is a LogoutRequest or a LogoutResponse."""
     ctx = client_context()
     logout = services().logout
-    fields = request.args if request.method == "GET" else request.form
-    parameter = "SAMLResponse" if "SAMLResponse" in fields and "SAMLRequest" not in fields else "SAMLRequest"
     try:
-        message = _message(parameter)
+        if request.method == "GET":
+            message = from_redirect(request.query_string.decode("latin-1"), _logout_parameter(request.args))
+        else:
+            # the form read once, by posted_form: werkzeug's request.form would use the body up before it
+            form = posted_form()
+            message = from_post(form, _logout_parameter(form))
     except SamlRejected as exc:
         return respond(services().flow.reject(exc, ctx, HTTP_REDIRECT if request.method == "GET" else HTTP_POST))
-    if parameter == "SAMLResponse":
+    if message.parameter == "SAMLResponse":
         return respond(logout.response(message, ctx, side))
     return respond(logout.request(message, ctx, side))
+
+
+def _logout_parameter(fields: Container[str]) -> str:
+    """A LogoutResponse when only SAMLResponse is there; anything else is read as a LogoutRequest."""
+    return "SAMLResponse" if "SAMLResponse" in fields and "SAMLRequest" not in fields else "SAMLRequest"
 
 
 @bp.route("/saml/idp/metadata", methods=["GET"])

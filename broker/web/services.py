@@ -123,7 +123,8 @@ def posted_form() -> dict[str, list[str]]:
     """The fields of a SAML HTTP-POST binding's form. A urlencoded body (what browsers send) is decoded strictly
     (:func:`broker.saml.bindings.form_fields`): werkzeug would re-escape an octet that is not UTF-8, so that
     ``RelayState=%E5`` and ``RelayState=%25E5`` arrived alike and the SP got back a value it never sent. Other
-    bodies (multipart) as werkzeug reads them."""
+    bodies (multipart) as werkzeug reads them. Read the form through this alone: once ``request.form`` has read
+    the body, nothing is left here."""
     if request.mimetype == "application/x-www-form-urlencoded":
         return form_fields(request.get_data())
     return request.form.to_dict(flat=False)

@@ -27,7 +27,7 @@ from broker.errors import SamlRejected, UpstreamRejected
 from broker.pki.revocation.http import HttpFetcher
 from broker.saml.bindings import from_redirect
 from broker.saml.upstream_metadata import UpstreamMetadata
-from broker.saml.upstream_response import ResponseValidator, parse_response
+from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response
 from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import MAX_ENCRYPTED_KEYS, Decrypter
 from tests.corpus.upstream import generate as corpus
@@ -235,3 +235,28 @@ def test_a_redirect_query_with_raw_non_ascii_characters_is_malformed(query: str)
 def test_percent_encoded_non_ascii_is_fine() -> None:
     message = from_redirect("SAMLRequest=abc&RelayState=%C3%A9", "SAMLRequest")
     assert message.relay_state == "\u00e9"
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    pytest.param("<saml:EncryptedAssertion/>", "upstream_issuer_mismatch", id="encrypted-assertion-refused"),
+    pytest.param("", None, id="plain-and-unsigned-may-leave-it-out"),
+])
+def test_a_response_with_an_encrypted_assertion_names_its_issuer(content: str, reason: str | None) -> None:
+    """SAML Profiles §4.1.4.2 (errata): the Response's Issuer MUST be present when the Response is signed or an
+    enclosed assertion is encrypted (nothing else then tells which IdP the ciphertext claims to come from)."""
+    now = dt.datetime.now(dt.UTC)
+    acs = "https://broker.example/saml/sp/acs"
+    root = etree.fromstring(
+        f'<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+        f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r" Version="2.0" '
+        f'IssueInstant="{now.strftime("%Y-%m-%dT%H:%M:%SZ")}" Destination="{acs}" InResponseTo="_req">'
+        '<samlp:Status><samlp:StatusCode Value="urn:oasis:names:tc:SAML:2.0:status:Success"/></samlp:Status>'
+        f'{content}</samlp:Response>'.encode())
+    expect = Expectations("https://idp.example", "https://broker.example/sp", acs, "_req", "assertion",
+                          dt.timedelta(minutes=3), now)
+    if reason is None:
+        ResponseValidator.check_response(root, expect)
+        return
+    with pytest.raises(UpstreamRejected) as refused:
+        ResponseValidator.check_response(root, expect)
+    assert refused.value.reason == reason
