@@ -320,8 +320,8 @@ def billion_laughs(levels: int, key: str = "lol") -> str:
 
 
 def test_a_yaml_alias_bomb_stops_fast_at_the_node_cap(tmp_path: Path) -> None:
-    """10^9 values from ten lines: building stops past MAX_NODES (at a4, 111,111 values with a0-a3) in well
-    under a second instead of filling memory, and says which key."""
+    """10^9 values from ten lines: building stops past MAX_NODES (at a4, 111,111 values with a0-a3) in about a
+    second on a slow machine instead of filling memory for hours, and says which key."""
     started = time.monotonic()
     source, issues = load(tmp_path, billion_laughs(9))
     elapsed = time.monotonic() - started
@@ -330,7 +330,7 @@ def test_a_yaml_alias_bomb_stops_fast_at_the_node_cap(tmp_path: Path) -> None:
     assert [(i.file, i.line, i.key, i.message) for i in issues] == [
         (FILE, 7, "lol.a4", "too many nodes (YAML aliases expand to more than 100000)")]
     assert str(issues[0]) == (f"{FILE}:7: lol.a4: too many nodes (YAML aliases expand to more than 100000)")
-    assert elapsed < 0.5, f"{elapsed:.2f} s"
+    assert elapsed < 5, f"{elapsed:.2f} s"  # (10^9 values would take hours: the bound is generous)
 
 
 def test_an_alias_bomb_with_its_anchors_inside_the_first_use_is_stopped_too(tmp_path: Path) -> None:
@@ -344,7 +344,7 @@ def test_an_alias_bomb_with_its_anchors_inside_the_first_use_is_stopped_too(tmp_
     assert source is None
     assert [(i.line, i.key, i.message) for i in issues] == [
         (2, "lol", "too many nodes (YAML aliases expand to more than 100000)")]
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 5
 
 
 def test_the_node_cap_counts_alias_expansions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -166,12 +166,12 @@ def bloated(document: str, namespaces: int, elements: int) -> str:
 
 def test_a_forged_signature_over_an_expensive_digest_is_refused_at_once(rsa_key: XmlSigningKey) -> None:
     """200 namespaces over 10,000 elements, the enveloped-signature transform alone, a wrong SignatureValue:
-    libxmlsec1 spent 9 s on the digest; refused in milliseconds (a generous bound for a loaded machine)."""
+    libxmlsec1 spent 9 s on the digest; refused in milliseconds (the bound is generous for a slow machine)."""
     root = forged(signed(rsa_key, bloated(response(), 200, 10_000), transforms=(C.TransformEnveloped,)))
     started = time.perf_counter()
     with pytest.raises(SignatureRejected, match="declares too many namespaces for its size"):
         rsa_key.verifier.verify(assertion_of(root))
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 3.0  # libxmlsec1 took 9-21 s for these
 
 
 def test_a_genuine_signature_copied_onto_an_expensive_message_is_refused_at_once(rsa_key: XmlSigningKey) -> None:
@@ -185,7 +185,7 @@ def test_a_genuine_signature_copied_onto_an_expensive_message_is_refused_at_once
     started = time.perf_counter()
     with pytest.raises(SignatureRejected, match="declares too many namespaces for its size"):
         rsa_key.verifier.verify(assertion_of(root))
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 3.0  # libxmlsec1 took 9-21 s for these
 
 
 def test_a_large_assertion_of_an_ordinary_kind_verifies(rsa_key: XmlSigningKey) -> None:
