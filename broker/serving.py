@@ -27,7 +27,7 @@ from gunicorn.app.base import BaseApplication
 
 from broker.access_log import AccessLog
 from broker.app import MemoryStoreRefused, create_app, reload_configuration
-from broker.config.loader import Settings, load_settings
+from broker.config.loader import load_settings
 from broker.config.schema import ServerConfig
 from broker.errors import ConfigError
 from broker.metrics import worker_exited
@@ -44,24 +44,6 @@ def effective_server(configured: ServerConfig, *, bind: str | None = None, worke
                         workers=configured.workers if workers is None else workers,
                         threads=configured.threads if threads is None else threads,
                         request_timeout=configured.request_timeout)
-
-
-def longest_request_seconds(settings: Settings, server: ServerConfig) -> float:
-    """The longest a request may take within the configuration's own deadlines, in seconds: its arrival
-    (``request_timeout``); for a certificate login every certificate of the longest path asking each revocation
-    method in turn, each within its timeout, twice (a certificate may name two responders or distribution
-    points); and a margin for Redis and the audit trail. The sync worker keeps gunicorn's arbiter from killing a
-    request younger than this (broker.slow_clients.DeadlineSyncWorker), and lets it kill one that is older."""
-    revocation = 0.0
-    for m in settings.municipalities.values():
-        login = m.config.certificate
-        if login is None or login.revocation.mode == "none":
-            continue
-        r = login.revocation
-        per_certificate = (r.ocsp.timeout.seconds if "ocsp" in r.methods else 0.0) \
-            + (r.crl.timeout.seconds if "crl" in r.methods else 0.0)
-        revocation = max(revocation, (login.max_chain_depth + 1) * 2 * per_certificate)
-    return server.request_timeout.seconds + revocation + 30.0
 
 
 def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | None = None,
@@ -106,7 +88,6 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
 
     class _App(BaseApplication):  # type: ignore[misc]
         request_timeout = server.request_timeout.seconds  # read by the workers (broker.slow_clients)
-        longest_request = longest_request_seconds(settings, server)  # (broker.slow_clients.DeadlineSyncWorker)
 
         def load_config(self) -> None:
             self.cfg.set("bind", server.bind)

@@ -37,6 +37,7 @@ from gunicorn.workers.base import Worker
 from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
+from broker.config.loader import Settings
 from broker.errors import RequestRejected
 from broker.web.pages import error_page
 from broker.web.services import CORRELATION_ENVIRON, correlation_id
@@ -278,6 +279,24 @@ class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
         Worker.handle_quit(self, sig, frame)
 
 
+def longest_request_seconds(settings: Settings, request_timeout: float) -> float:
+    """The longest a request may take within the configuration's own deadlines, in seconds: its arrival
+    (``request_timeout``); for a certificate login every certificate of the longest path asking each revocation
+    method in turn, each within its timeout, twice (a certificate may name two responders or distribution
+    points); and a margin for Redis and the audit trail. The sync worker keeps gunicorn's arbiter from killing a
+    request younger than this (broker.slow_clients.DeadlineSyncWorker), and lets it kill one that is older."""
+    revocation = 0.0
+    for m in settings.municipalities.values():
+        login = m.config.certificate
+        if login is None or login.revocation.mode == "none":
+            continue
+        r = login.revocation
+        per_certificate = (r.ocsp.timeout.seconds if "ocsp" in r.methods else 0.0) \
+            + (r.crl.timeout.seconds if "crl" in r.methods else 0.0)
+        revocation = max(revocation, (login.max_chain_depth + 1) * 2 * per_certificate)
+    return request_timeout + revocation + 30.0
+
+
 class DeadlineSyncWorker(FriendlyErrors, SyncWorker):  # type: ignore[misc]
     """gunicorn's sync worker (``threads: 1``), its connections under :class:`DeadlineSocket`, alive for gunicorn's
     arbiter while it serves a request for as long as a request may take.
@@ -287,25 +306,31 @@ class DeadlineSyncWorker(FriendlyErrors, SyncWorker):  # type: ignore[misc]
     certificate login may take longer within the configuration's own deadlines (an OCSP responder and then a
     CRL server that never answer: 3 s + 30 s by default, per certificate of the path). A thread tells the arbiter
     instead, as the gthread worker's loop does while its threads serve (``threads`` > 1), but only until the
-    request is as old as the configuration allows any request to be (``longest_request``, worked out by
-    ``broker serve`` from the timeouts): a worker stuck past that (a deadlock, a loop that never ends) falls
-    silent, and the arbiter replaces it as before.
+    request is as old as the configuration in force allows any request to be (:func:`longest_request_seconds`):
+    a worker stuck past that (a deadlock, a loop that never ends) falls silent, and the arbiter replaces it as
+    before.
     """
 
     _request_started: float | None = None
 
     def run(self) -> None:
-        ceiling = float(getattr(self.app, "longest_request", 0.0))
-
         def heartbeat() -> None:
-            while self.alive:
+            # on as long as a request runs, also once the worker is stopping (a reload's old workers finish theirs)
+            while self.alive or self._request_started is not None:
                 started = self._request_started
-                if started is None or time.monotonic() - started < ceiling:
+                if started is None or time.monotonic() - started < self._longest_request():
                     self.notify()
                 time.sleep(max(self.timeout / 4, 0.5))
 
         threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
         super().run()
+
+    def _longest_request(self) -> float:
+        """:func:`longest_request_seconds` of the configuration in force now (a reload may change its timeouts)."""
+        services = getattr(getattr(self, "wsgi", None), "extensions", {}).get("broker")
+        if services is None:
+            return float(getattr(self.app, "longest_request", 0.0))
+        return longest_request_seconds(services.settings, _request_timeout(self))
 
     def handle_request(self, listener: Any, req: Any, client: Any, addr: Any) -> Any:
         self._request_started = time.monotonic()

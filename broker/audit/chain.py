@@ -211,6 +211,8 @@ class ChainWriter:
             if self._pid != os.getpid() or self._closed or self._fd is None:
                 return
             try:
+                if self._abandoned is not None:  # the outage is recorded before the chain is sealed
+                    self._rotate_locked(self._clock.now())
                 self._checkpoint_locked(final=True)
                 self._fsync_locked()
                 (self.settings.directory / f"{self.chain_id}.closed").write_text(
@@ -377,6 +379,8 @@ class ChainWriter:
     def checkpoint(self) -> None:
         with self._lock:
             self._ensure_started()
+            if self._abandoned is not None:  # the outage is recorded (in a new file) before anything is sealed
+                self._rotate_locked(self._clock.now())
             self._checkpoint_locked(final=False)
             self._fsync_locked()
 

@@ -31,8 +31,8 @@ RESOLUTION = dt.timedelta(seconds=2)
 
 
 class ServerDates:
-    """The difference between each server's ``Date`` and the host clock, first answer per server (scheme, host
-    and port). Fed by :class:`broker.pki.revocation.http.HttpFetcher`'s ``observe`` hook."""
+    """The difference between each server's ``Date`` and the host clock, first answer per host name. Fed by
+    :class:`broker.pki.revocation.http.HttpFetcher`'s ``observe`` hook."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -50,12 +50,15 @@ class ServerDates:
         if date.tzinfo is None:  # "-0000" (RFC 5322 §3.3): meant as UTC
             date = date.replace(tzinfo=dt.UTC)
         age = headers.get("Age", "").strip()
-        if age.isdigit() and len(age) <= 9:
-            # from a cache (RFC 9111 §5.1): Date is the origin's, Age seconds ago
-            date += dt.timedelta(seconds=int(age))
-        parts = urlsplit(url)
-        self._seen.setdefault(f"{parts.scheme}://{parts.netloc}",
-                              date + dt.timedelta(milliseconds=500) - received)
+        try:
+            if age.isascii() and age.isdigit() and len(age) <= 9:
+                # from a cache (RFC 9111 §5.1): Date is the origin's, Age seconds ago
+                date += dt.timedelta(seconds=int(age))
+            difference = date + dt.timedelta(milliseconds=500) - received
+        except OverflowError:  # a Date at the end of time says nothing about the clock either
+            return
+        # one clock per host: a CA's CRL and OCSP services on two ports of one host are one witness, not two
+        self._seen.setdefault((urlsplit(url).hostname or "").lower(), difference)
 
     @property
     def differences(self) -> dict[str, dt.timedelta]:

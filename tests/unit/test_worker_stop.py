@@ -25,8 +25,7 @@ from gunicorn.workers.gthread import TConn
 from gunicorn.workers.sync import SyncWorker
 
 from broker.config.loader import load_settings
-from broker.serving import longest_request_seconds
-from broker.slow_clients import STOP_PENDING_LINGER, DeadlineSyncWorker, DeadlineThreadWorker
+from broker.slow_clients import STOP_PENDING_LINGER, DeadlineSyncWorker, DeadlineThreadWorker, longest_request_seconds
 
 
 def _thread_worker(request_timeout: float) -> DeadlineThreadWorker:
@@ -90,7 +89,8 @@ def test_a_short_request_timeout_is_not_lengthened_by_the_stop() -> None:
     conn.close()
 
 
-def _beats_during_a_request(monkeypatch: pytest.MonkeyPatch, longest_request: float) -> list[float]:
+def _beats_during_a_request(monkeypatch: pytest.MonkeyPatch, longest_request: float,
+                            stopped_meanwhile: bool = False) -> list[float]:
     """When the sync worker told the arbiter it was alive while one request ran for 1.5 s (the arbiter wants word
     every second); the times are relative to the request's start."""
     worker = DeadlineSyncWorker.__new__(DeadlineSyncWorker)
@@ -100,7 +100,12 @@ def _beats_during_a_request(monkeypatch: pytest.MonkeyPatch, longest_request: fl
     beats: list[float] = []
     started = time.monotonic()
     monkeypatch.setattr(worker, "notify", lambda: beats.append(time.monotonic() - started), raising=False)
-    monkeypatch.setattr(SyncWorker, "handle_request", lambda self, *args: time.sleep(1.5))
+    def a_long_request(self: Any, *args: Any) -> None:
+        if stopped_meanwhile:
+            self.alive = False  # SIGTERM (a reload's old worker, a stop) while the request runs
+        time.sleep(1.5)
+
+    monkeypatch.setattr(SyncWorker, "handle_request", a_long_request)
 
     def serve_one_request(self: Any) -> None:
         self.handle_request(None, None, None, None)
@@ -117,6 +122,11 @@ def test_the_sync_worker_tells_the_arbiter_it_is_alive_while_a_request_runs(monk
     assert max(b - a for a, b in zip([0.0, *beats], beats, strict=False)) < 1.0
 
 
+def test_a_stopping_worker_still_finishes_its_request_alive_for_the_arbiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    beats = _beats_during_a_request(monkeypatch, longest_request=60, stopped_meanwhile=True)
+    assert max(beats) > 1.0
+
+
 def test_a_request_older_than_any_may_be_leaves_the_worker_to_the_arbiter(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past ``longest_request`` (worked out from the configuration's timeouts) the worker is stuck, not slow: the
     heartbeat falls silent, and gunicorn's arbiter replaces the worker after its timeout, as for a plain sync
@@ -130,7 +140,7 @@ def test_the_longest_request_follows_the_revocation_timeouts(config_dir: Path) -
     """Each municipality's longest path, each certificate asking OCSP and then CRLs, each twice, within their
     timeouts; the largest of them, after the request's own arrival, and a margin."""
     settings = load_settings(config_dir)
-    server = settings.broker.server
+    arrival = settings.broker.server.request_timeout.seconds
     per_municipality = [
         (m.config.certificate.max_chain_depth + 1) * 2 * sum(
             getattr(m.config.certificate.revocation, method).timeout.seconds
@@ -138,5 +148,14 @@ def test_the_longest_request_follows_the_revocation_timeouts(config_dir: Path) -
         for m in settings.municipalities.values()
         if m.config.certificate is not None and m.config.certificate.revocation.mode == "check"]
     assert per_municipality
-    assert longest_request_seconds(settings, server) == server.request_timeout.seconds + max(per_municipality) + 30
-    assert longest_request_seconds(settings, server) > 300  # the defaults: 3 s OCSP + 30 s CRL over five certificates
+    assert longest_request_seconds(settings, arrival) == arrival + max(per_municipality) + 30
+    assert longest_request_seconds(settings, arrival) > 300  # defaults: 3 s OCSP + 30 s CRL, five certificates
+
+
+def test_the_sync_worker_reads_the_longest_request_of_the_configuration_in_force(config_dir: Path) -> None:
+    """A reload swaps the app's settings: the worker's ceiling follows them, not the ones it started with."""
+    settings = load_settings(config_dir)
+    worker = DeadlineSyncWorker.__new__(DeadlineSyncWorker)
+    worker.app = SimpleNamespace(request_timeout=20.0, longest_request=1.0)
+    worker.wsgi = SimpleNamespace(extensions={"broker": SimpleNamespace(settings=settings)})
+    assert worker._longest_request() == longest_request_seconds(settings, 20.0)

@@ -531,3 +531,39 @@ def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_reques
     assert abandoned["data"]["file"] == files[0].name
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
+
+
+@pytest.mark.parametrize("refused", [1, 2, 5])
+def test_closing_right_after_a_full_disk_records_the_outage_first(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch, refused: int) -> None:
+    """A clean stop once there is room again: the abandonment is written (in a new file) before the final
+    checkpoint seals the chain, so the refused writes leave their trace."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    trail = make_trail(make_writer(directory, clock, key), clock)
+    trail.record(login_event(1))
+    trail.sync()
+    real_write = os.write
+    full = True
+
+    def write(fd: int, data: Any) -> int:
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(chain_module.os, "write", write)
+    for i in range(refused):
+        with pytest.raises(AuditUnavailable):
+            trail.record(login_event(2 + i))
+    full = False
+    trail.close()
+
+    _, files = only_chain(directory)
+    assert len(files) == 2
+    first, *rest = records_of(files[1])
+    assert first["event"] == "audit_file_abandoned"
+    assert first["data"]["file"] == files[0].name
+    assert rest[-1]["event"] == "audit_checkpoint"
+    assert rest[-1]["data"]["final"] is True
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
