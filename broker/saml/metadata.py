@@ -353,7 +353,7 @@ def verify_metadata_signature(xml: bytes, certificates: tuple[x509.Certificate, 
         raise ValueError(f"metadata is not well-formed, safe XML ({exc})") from None
     try:
         # an aggregate from its configured URL may be large by nature: no namespace bound (messages have one)
-        XmlVerifier(certificates, max_namespace_load=None).verify(root)
+        XmlVerifier(certificates, bounded=False).verify(root)
     except SignatureMissing:
         raise ValueError("the metadata is not signed (a signature is required)") from None
     except SignatureRejected as exc:

@@ -11,27 +11,36 @@ is ``#`` + that element's ID, only the enveloped-signature and exclusive
 canonicalisation transforms, and algorithms from an allow-list (no SHA-1).
 The element ID must be unique in the document. Together these close the
 signature-wrapping attacks: the caller reads data only from the element that
-this module verified. What libxmlsec1 is given to canonicalise is bounded
-first (:func:`_check_namespace_load`): it computes the digest before it checks
-the SignatureValue, and namespaces multiplied over elements cost it seconds.
+this module verified.
+
+libxmlsec1 computes the Reference's digest over the whole element before it
+checks the SignatureValue, and some messages make that cost seconds of CPU.
+So the SignatureValue is checked over SignedInfo first, with the sender's
+keys (:meth:`XmlVerifier._signers_of_signed_info`: a forged signature never
+reaches the digest), and what a message may ask of the canonicalisation is
+bounded (:func:`_check_work`: for a genuine signature copied onto another
+message).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import copy
 import functools
 import hashlib
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import xmlsec
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
 if TYPE_CHECKING:
@@ -264,49 +273,109 @@ def _base64(value: bytes) -> str:
 
 
 MAX_NAMESPACE_LOAD: Final = 1_000_000
-"""The most namespace work a signed element may ask of libxmlsec1 (:func:`_check_namespace_load`): about 20 ms of
-it on a slow machine; a large Assertion (a thousand elements, ten namespaces in scope at each) is a tenth of it."""
+"""The most namespace work a signed message may ask of libxmlsec1 (:func:`_check_work`); a large Assertion (a
+thousand elements, ten namespaces in scope at each) is a tenth of it."""
+MAX_DEPTH: Final = 32
+"""The deepest element a signed message may hold, counted from its root (SAML messages stay under 15)."""
+MAX_ATTRIBUTES: Final = 64
+"""The most attributes one element of a signed message may carry (SAML's carry a handful)."""
 
 
-def _check_namespace_load(element: etree._Element, limit: int) -> None:
-    """Refuse an element whose digest would cost libxmlsec1 seconds of CPU before any key is tried.
+def _check_work(element: etree._Element, max_load: int = MAX_NAMESPACE_LOAD) -> None:
+    """Refuse a message whose canonicalisation would cost libxmlsec1 seconds of CPU, in one linear pass.
 
-    For the enveloped-signature transform, libxmlsec1 builds a node set of the element that holds every namespace
-    in scope at every element, and its canonicalisation weighs each against the others: its cost grows with the
-    sum, over the elements, of the square of the namespaces in scope at each (measured: 1,000 elements with 200
-    namespaces each took 0.8 s, 10,000 took 9 s, for a 50 kB message). The digest is computed before the
-    SignatureValue is checked, and a genuine signature copied from any message of the sender's (one that passed
-    through a browser) makes the message look signed for as long as it takes, so the bound comes first, for
-    every message: that sum, counted with an early stop, may not pass ``limit``. SAML messages have a handful of
-    namespaces in scope at each element."""
+    libxmlsec1 computes the Reference's digest before the SignatureValue is checked, and only a genuine
+    signature copied from another message of the sender's (one that passed through a browser) gets that far
+    once :meth:`XmlVerifier._signers_of_signed_info` has refused forged ones. Its canonicalisation grows with the
+    sum over the elements of the square of the namespaces in scope at each (1,000 elements with 200 namespaces:
+    0.8 s), with each element's attributes squared (it sorts them by insertion: 24,000 on one element, 2.5 s),
+    and with the depth (each node's visibility is decided over its ancestors: 55,000 leaves 250 levels down,
+    1.8 s). SAML messages have a handful of each, and so are far inside these bounds."""
+    depth = sum(1 for _ in element.iterancestors())
+    parent = element.getparent()
+    scopes = [len(parent.nsmap) if parent is not None else 0]
+    declared = 0
     load = 0
-    for node in element.iter():
-        in_scope = len(node.nsmap) + 1  # and the xml namespace, in scope everywhere
-        load += in_scope * in_scope
-        if load > limit:
+    for event, item in etree.iterwalk(element, events=("start-ns", "start", "end")):
+        if event == "start-ns":
+            declared += 1
+            continue
+        if event == "end":
+            scopes.pop()
+            continue
+        node: etree._Element = item
+        in_scope = scopes[-1] + declared  # redeclared prefixes counted twice: an upper bound
+        declared = 0
+        scopes.append(in_scope)
+        if depth + len(scopes) - 1 > MAX_DEPTH:
+            raise SignatureRejected(f"the signed message nests elements deeper than {MAX_DEPTH} levels")
+        if len(node.attrib) > MAX_ATTRIBUTES:
+            raise SignatureRejected(f"an element of the signed message carries more than {MAX_ATTRIBUTES} attributes")
+        load += (in_scope + 1) ** 2  # and the xml namespace, in scope everywhere
+        if load > max_load:
             raise SignatureRejected(f"the signed element declares too many namespaces for its size (more than "
-                                    f"{limit:,} namespace pairs to canonicalise; SAML messages need a few thousand)")
+                                    f"{max_load:,} namespace pairs to canonicalise; SAML messages need a few thousand)")
 
 
 @dataclass(frozen=True)
 class _VerificationKey:
     certificate: x509.Certificate
     key: xmlsec.Key
+    public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None   # None: a key no allowed method uses
+
+
+# SignatureMethod URIs (all allowed ones) and their hashes; the RSA ones are PKCS#1 v1.5 (RFC 6931 §2.3.2)
+SIGNATURE_HASHES: Final[dict[str, hashes.HashAlgorithm]] = {
+    RSA_SHA256: hashes.SHA256(), RSA_SHA384: hashes.SHA384(), RSA_SHA512: hashes.SHA512(),
+    ECDSA_SHA256: hashes.SHA256(), ECDSA_SHA384: hashes.SHA384(), ECDSA_SHA512: hashes.SHA512(),
+}
+_ECDSA_METHODS: Final = frozenset({ECDSA_SHA256, ECDSA_SHA384, ECDSA_SHA512})
+
+
+def signature_value_verifies(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, method: str, value: bytes,
+                             data: bytes) -> bool:
+    """Whether ``value`` is ``key``'s signature over ``data`` by the SignatureMethod ``method`` (one of
+    :data:`SIGNATURE_HASHES`): RSA PKCS#1 v1.5, or ECDSA with the value as r || s (RFC 4051 §3.3; XML-DSig 1.1
+    §6.4.3), not DER. r and s are the two halves of any even length, as libxmlsec1 reads them: Java signers
+    drop leading zero octets or add a sign octet, so the halves are not always the key's size."""
+    algorithm = SIGNATURE_HASHES[method]
+    try:
+        if method in _ECDSA_METHODS:
+            if not isinstance(key, ec.EllipticCurvePublicKey) or not value or len(value) % 2:
+                return False
+            half = len(value) // 2
+            der = encode_dss_signature(int.from_bytes(value[:half], "big"), int.from_bytes(value[half:], "big"))
+            key.verify(der, data, ec.ECDSA(algorithm))
+            return True
+        if not isinstance(key, rsa.RSAPublicKey):
+            return False
+        key.verify(value, data, padding.PKCS1v15(), algorithm)
+        return True
+    except InvalidSignature:
+        return False
+
+
+def _public_key(certificate: x509.Certificate) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None:
+    key = certificate.public_key()
+    return key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else None
+
+
 
 
 class XmlVerifier:
     """Verifies enveloped signatures against a fixed set of certificates (from metadata)."""
 
-    def __init__(self, certificates: Sequence[x509.Certificate], *,
-                 max_namespace_load: int | None = MAX_NAMESPACE_LOAD) -> None:
-        """``max_namespace_load``: see :func:`_check_namespace_load`; None for documents from a configured source
-        that may be large by nature (a metadata aggregate), never for messages anyone can post."""
+    def __init__(self, certificates: Sequence[x509.Certificate], *, bounded: bool = True) -> None:
+        """``bounded``: refuse messages whose canonicalisation would be expensive (:func:`_check_work`); False
+        for documents from a configured source that may be large by nature (a metadata aggregate), never for
+        messages anyone can post."""
         self._keys = tuple(
-            _VerificationKey(c, xmlsec.Key.from_memory(_pem(c), xmlsec.constants.KeyDataFormatCertPem))
+            _VerificationKey(c, xmlsec.Key.from_memory(_pem(c), xmlsec.constants.KeyDataFormatCertPem),
+                             _public_key(c))
             for c in certificates
         )
         self._lock = threading.Lock()
-        self._max_namespace_load = max_namespace_load
+        self._bounded = bounded
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -336,9 +405,9 @@ class XmlVerifier:
             raise SignatureRejected(f"the ID {element_id!r} occurs {count} times in the document")
         if not self._keys:
             raise SignatureRejected("no signing certificate is known for the sender")
-        if self._max_namespace_load is not None:
-            _check_namespace_load(element, self._max_namespace_load)
-        for candidate in self._keys:
+        if self._bounded:
+            _check_work(element)
+        for candidate in self._signers_of_signed_info(signature):
             ctx = xmlsec.SignatureContext()
             with self._lock:
                 ctx.key = candidate.key
@@ -349,6 +418,115 @@ class XmlVerifier:
                     continue
             return candidate.certificate
         raise SignatureRejected("the signature does not verify with the sender's metadata keys")
+
+    def _signers_of_signed_info(self, signature: etree._Element) -> list[_VerificationKey]:
+        """The keys whose signature the SignatureValue is over the canonical SignedInfo (XML-DSig §3.2.2,
+        signature validation), checked before libxmlsec1 computes the Reference's digest (§3.2.1).
+
+        The digest is over the whole signed element, and for some allowed transform chains libxmlsec1 builds
+        a node set holding every in-scope namespace of every element first: a 50 KB message with a few hundred
+        namespace declarations and thousands of empty elements costs it seconds of CPU, under this peer's
+        lock, whatever the signature. SignedInfo is a few hundred bytes: a forged signature is refused here at
+        the cost of one canonicalisation and one public-key operation per key, and only the sender's own keys
+        can make the broker compute a digest. libxmlsec1 then checks both values again, as before."""
+        signed_info = signature.find("ds:SignedInfo", _NS)
+        value = signature.find("ds:SignatureValue", _NS)
+        if signed_info is None or value is None:
+            raise SignatureRejected("the signature has no SignedInfo or no SignatureValue")
+        method = signed_info.find("ds:SignatureMethod", _NS)
+        c14n = signed_info.find("ds:CanonicalizationMethod", _NS)
+        if method is None or c14n is None:  # (refused by _check_structure already)
+            raise SignatureRejected("the signature has no SignatureMethod or no CanonicalizationMethod")
+        in_scope = len(signed_info.nsmap)
+        if in_scope > MAX_NAMESPACES_IN_SCOPE:
+            # canonicalising SignedInfo renders (or weighs) every namespace in scope: bounded, that costs nothing
+            raise SignatureRejected(f"{in_scope} namespaces are in scope at the signature (at most "
+                                    f"{MAX_NAMESPACES_IN_SCOPE})")
+        try:
+            octets = base64.b64decode("".join((value.text or "").split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise SignatureRejected("the SignatureValue is not base64") from None
+        try:
+            data = _canonical_signed_info(signed_info, str(c14n.get("Algorithm")), _prefix_list(c14n))
+        except (ValueError, etree.Error) as exc:  # (SignatureRejected is neither)
+            raise SignatureRejected(f"SignedInfo cannot be canonicalised: {str(exc)[:100]}") from None
+        algorithm = str(method.get("Algorithm"))
+        found = [k for k in self._keys
+                 if k.public_key is not None and signature_value_verifies(k.public_key, algorithm, octets, data)]
+        if not found:
+            raise SignatureRejected("the signature does not verify with the sender's metadata keys")
+        return found
+
+
+MAX_NAMESPACES_IN_SCOPE: Final = 100
+"""More namespaces in scope at a signature than any SAML message has (a handful; pysaml2 declares two more on each
+AttributeValue, below the signature): the bound on what canonicalising SignedInfo costs."""
+
+
+_NCNAME = re.compile(r"[^\W\d][\w.\-]*")
+
+
+def _prefix_list(method: etree._Element) -> tuple[str, ...]:
+    """The InclusiveNamespaces PrefixList of an exclusive canonicalisation method (exc-c14n §4): NCNames, and
+    "#default" for the default namespace; anything else is no prefix and refuses the signature."""
+    found = method.find(f"{{{EXC_C14N}}}InclusiveNamespaces")
+    prefixes = tuple((found.get("PrefixList") or "").split()) if found is not None else ()
+    for prefix in prefixes:
+        if prefix != "#default" and not _NCNAME.fullmatch(prefix):
+            raise SignatureRejected(f"the PrefixList names {prefix[:40]!r}, which is no namespace prefix")
+    return prefixes
+
+
+def _canonical_signed_info(signed_info: etree._Element, algorithm: str, prefixes: Sequence[str]) -> bytes:
+    """SignedInfo in the canonical form its CanonicalizationMethod names (XML-DSig §4.3.1), as libxmlsec1 makes
+    it from the document subset SignedInfo is: libxml2's canonicalisation, through lxml, of a standalone copy
+    that declares every namespace in scope at SignedInfo on itself (what C14N 1.0 §2.4 renders on the apex of a
+    document subset; exclusive c14n renders those used or listed). lxml's own canonicalisation of an element
+    inside a document gets unprefixed children wrong when the default namespace is declared on an ancestor
+    (``<Signature xmlns="...xmldsig#">``, as .NET and Entra ID write it): a copy of its own has no ancestors.
+    Comments are gone at parse time (broker.saml.xmlparse), so "with comments" changes nothing."""
+    in_scope = signed_info.nsmap
+    if algorithm == C14N:
+        if _inherits_xml_attributes(signed_info):
+            # C14N 1.0 §2.4 also imports xml:lang, xml:space (...) from the ancestors into the apex element; no
+            # SAML peer signs such documents
+            raise SignatureRejected("inclusive canonicalisation under xml: attributes of enclosing elements is "
+                                    "not supported", algorithm=True)
+        return etree.tostring(_standalone(signed_info, in_scope), method="c14n", exclusive=False,
+                              with_comments=False)
+    if "#default" in prefixes and in_scope.get(None) not in (None, DS):
+        # lxml cannot name the default namespace in the PrefixList; without it, it is rendered exactly when used
+        # visibly, which for SignedInfo (all ds) is when it is ds's own: any other one would differ
+        raise SignatureRejected("an exclusive canonicalisation of SignedInfo listing a foreign default namespace "
+                                "is not supported", algorithm=True)
+    inclusive = [p for p in prefixes if p != "#default"]
+    copy_ = _standalone(signed_info, in_scope)
+    for prefix in inclusive:
+        _intern(copy_, prefix)
+    return etree.tostring(copy_, method="c14n", exclusive=True, with_comments=False,
+                          inclusive_ns_prefixes=inclusive or None)
+
+
+def _standalone(element: etree._Element, in_scope: dict[str | None, str]) -> etree._Element:
+    """A copy of ``element`` as the root of a document of its own, declaring ``in_scope`` on itself."""
+    # (lxml-stubs type nsmap without the None key, which names the default namespace)
+    nsmap = cast("dict[str, str]", in_scope)
+    root = etree.Element(element.tag, nsmap=nsmap)
+    for name, value in element.items():
+        root.set(name, value)
+    root.text = element.text
+    for child in element:
+        root.append(copy.deepcopy(child))
+    return root
+
+
+def _inherits_xml_attributes(element: etree._Element) -> bool:
+    parent = element.getparent()
+    while parent is not None:
+        if any(str(name).startswith("{http://www.w3.org/XML/1998/namespace}") for name in parent.attrib):
+            return True
+        parent = parent.getparent()
+    return False
 
 
 def _check_structure(signature: etree._Element, element_id: str) -> None:
