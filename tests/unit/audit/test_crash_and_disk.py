@@ -488,6 +488,21 @@ def test_a_file_system_without_hard_links_still_gets_its_chain(tmp_path: Path, k
     assert not list(directory.glob(".*"))
 
 
+class FullDisk:
+    """Every write of the audit writer fails with ENOSPC while ``full`` (a file system without room)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.full = True
+        real_write = os.write
+
+        def write(fd: int, data: Any) -> int:
+            if self.full:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(chain_module.os, "write", write)
+
+
 def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_request(
         tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every write fails with ENOSPC for a while (the file system is full): each request is refused, and the
@@ -500,15 +515,7 @@ def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_reques
     trail = make_trail(writer, clock)
     trail.record(login_event(1))
     trail.sync()
-    real_write = os.write
-    full = True
-
-    def write(fd: int, data: Any) -> int:
-        if full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(chain_module.os, "write", write)
+    disk = FullDisk(monkeypatch)
     for i in range(2, 40):
         with pytest.raises(AuditUnavailable, match="No space left on device"):
             trail.record(login_event(i))
@@ -519,7 +526,7 @@ def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_reques
     assert len(files) == 2, [f.name for f in files]
     assert files[1].stat().st_size == 0
 
-    full = False
+    disk.full = False
     trail.record(login_event(40))
     trail.sync()
     trail.close()
@@ -543,19 +550,11 @@ def test_closing_right_after_a_full_disk_records_the_outage_first(
     trail = make_trail(make_writer(directory, clock, key), clock)
     trail.record(login_event(1))
     trail.sync()
-    real_write = os.write
-    full = True
-
-    def write(fd: int, data: Any) -> int:
-        if full:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(fd, data)
-
-    monkeypatch.setattr(chain_module.os, "write", write)
+    disk = FullDisk(monkeypatch)
     for i in range(refused):
         with pytest.raises(AuditUnavailable):
             trail.record(login_event(2 + i))
-    full = False
+    disk.full = False
     trail.close()
 
     _, files = only_chain(directory)
