@@ -282,7 +282,8 @@ MAX_ATTRIBUTES: Final = 64
 
 
 def _check_work(element: etree._Element, max_load: int = MAX_NAMESPACE_LOAD) -> None:
-    """Refuse a message whose canonicalisation would cost libxmlsec1 seconds of CPU, in one linear pass.
+    """Refuse a message (``element``: its root) whose canonicalisation would cost libxmlsec1 seconds of CPU, in one
+    linear pass.
 
     libxmlsec1 computes the Reference's digest before the SignatureValue is checked, and only a genuine
     signature copied from another message of the sender's (one that passed through a browser) gets that far
@@ -406,7 +407,8 @@ class XmlVerifier:
         if not self._keys:
             raise SignatureRejected("no signing certificate is known for the sender")
         if self._bounded:
-            _check_work(element)
+            # the whole document: libxml2's canonicalisation walks every node of it, not only the signed element's
+            _check_work(element.getroottree().getroot())
         for candidate in self._signers_of_signed_info(signature):
             ctx = xmlsec.SignatureContext()
             with self._lock:
