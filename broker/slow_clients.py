@@ -282,18 +282,21 @@ class DeadlineThreadWorker(FriendlyErrors, ThreadWorker):  # type: ignore[misc]
 def longest_request_seconds(settings: Settings, request_timeout: float) -> float:
     """The longest a request may take within the configuration's own deadlines, in seconds: its arrival
     (``request_timeout``); for a certificate login every certificate of the longest path asking each revocation
-    method in turn, each within its timeout, twice (a certificate may name two responders or distribution
-    points); and a margin for Redis and the audit trail. The sync worker keeps gunicorn's arbiter from killing a
-    request younger than this (broker.slow_clients.DeadlineSyncWorker), and lets it kill one that is older."""
+    source in turn, each within its timeout: OCSP at the configured responder, or at two from the certificate's
+    AIA; each configured CRL URL and two distribution points of the certificate's, each with a second more for
+    a background refresh of it that may hold its lock; and a margin for Redis and the audit trail. The sync
+    worker keeps gunicorn's arbiter from killing a request younger than this (DeadlineSyncWorker), and lets it
+    kill one that is older."""
     revocation = 0.0
     for m in settings.municipalities.values():
         login = m.config.certificate
         if login is None or login.revocation.mode == "none":
             continue
         r = login.revocation
-        per_certificate = (r.ocsp.timeout.seconds if "ocsp" in r.methods else 0.0) \
-            + (r.crl.timeout.seconds if "crl" in r.methods else 0.0)
-        revocation = max(revocation, (login.max_chain_depth + 1) * 2 * per_certificate)
+        ocsp = (1 if r.ocsp.url is not None else 2) * r.ocsp.timeout.seconds if "ocsp" in r.methods else 0.0
+        crl_sources = len(r.crl.urls) + (2 if r.crl.distribution_points else 0)
+        crl = max(crl_sources, 1) * (r.crl.timeout.seconds + 1.0) if "crl" in r.methods else 0.0
+        revocation = max(revocation, (login.max_chain_depth + 1) * (ocsp + crl))
     return request_timeout + revocation + 30.0
 
 
