@@ -10,12 +10,10 @@ from typing import Final
 from urllib.parse import unquote_plus
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.errors import SamlRejected
+from broker.saml.xmldsig import SIGNATURE_HASHES, signature_value_verifies
 
 HTTP_REDIRECT: Final = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 HTTP_POST: Final = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
@@ -187,45 +185,23 @@ def decode(message: InboundMessage, max_bytes: int) -> bytes:
     return xml
 
 
-# Query-string signature algorithms (XML-DSig identifiers, Bindings §3.4.4.1); no SHA-1.
-_QUERY_ALGORITHMS: dict[str, hashes.HashAlgorithm] = {
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": hashes.SHA256(),
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384": hashes.SHA384(),
-    "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": hashes.SHA512(),
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": hashes.SHA256(),
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": hashes.SHA384(),
-    "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": hashes.SHA512(),
-}
-
-
 def verify_query_signature(message: InboundMessage, certificates: tuple[x509.Certificate, ...]) -> None:
-    """Verify an HTTP-Redirect signature with one of ``certificates`` (Bindings §3.4.4.1).
+    """Verify an HTTP-Redirect signature with one of ``certificates`` (Bindings §3.4.4.1): the SigAlg values and
+    signature encodings of XML-DSig (:func:`broker.saml.xmldsig.signature_value_verifies`), no SHA-1.
 
     Raises ``saml_algorithm_not_allowed`` or ``saml_signature_invalid``.
     """
     if message.sig_alg is None or message.signature is None or message.signed_octets is None:
         raise SamlRejected("saml_signature_invalid", "the message carries no query signature")
-    algorithm = _QUERY_ALGORITHMS.get(message.sig_alg)
-    if algorithm is None:
+    if message.sig_alg not in SIGNATURE_HASHES:
         raise SamlRejected("saml_algorithm_not_allowed", f"SigAlg {message.sig_alg}")
     try:
         signature = base64.b64decode(message.signature, validate=True)
     except (binascii.Error, ValueError):
         raise SamlRejected("saml_signature_invalid", "the Signature parameter is not base64") from None
-    is_ecdsa = "ecdsa" in message.sig_alg
     for cert in certificates:
         key = cert.public_key()
-        try:
-            if isinstance(key, rsa.RSAPublicKey) and not is_ecdsa:
-                key.verify(signature, message.signed_octets, padding.PKCS1v15(), algorithm)
-                return
-            if isinstance(key, ec.EllipticCurvePublicKey) and is_ecdsa:
-                # XML-DSig ECDSA values are r || s (RFC 4051 §3.3), not DER
-                half = len(signature) // 2
-                der = encode_dss_signature(int.from_bytes(signature[:half], "big"),
-                                           int.from_bytes(signature[half:], "big"))
-                key.verify(der, message.signed_octets, ec.ECDSA(algorithm))
-                return
-        except InvalidSignature:
-            continue
+        if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) and \
+                signature_value_verifies(key, message.sig_alg, signature, message.signed_octets):
+            return
     raise SamlRejected("saml_signature_invalid", "the query signature does not verify with the SP's keys")

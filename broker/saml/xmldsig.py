@@ -279,6 +279,9 @@ MAX_DEPTH: Final = 32
 """The deepest element a signed message may hold, counted from its root (SAML messages stay under 15)."""
 MAX_ATTRIBUTES: Final = 64
 """The most attributes one element of a signed message may carry (SAML's carry a handful)."""
+MAX_NAMESPACES_IN_SCOPE: Final = 100
+"""More namespaces in scope at a signature than any SAML message has (a handful; pysaml2 declares two more on each
+AttributeValue, below the signature): the bound on what canonicalising SignedInfo costs."""
 
 
 def _check_work(element: etree._Element, max_load: int = MAX_NAMESPACE_LOAD) -> None:
@@ -314,7 +317,7 @@ def _check_work(element: etree._Element, max_load: int = MAX_NAMESPACE_LOAD) -> 
             raise SignatureRejected(f"an element of the signed message carries more than {MAX_ATTRIBUTES} attributes")
         load += (in_scope + 1) ** 2  # and the xml namespace, in scope everywhere
         if load > max_load:
-            raise SignatureRejected(f"the signed element declares too many namespaces for its size (more than "
+            raise SignatureRejected(f"the signed message declares too many namespaces for its size (more than "
                                     f"{max_load:,} namespace pairs to canonicalise; SAML messages need a few thousand)")
 
 
@@ -359,8 +362,6 @@ def signature_value_verifies(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, 
 def _public_key(certificate: x509.Certificate) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None:
     key = certificate.public_key()
     return key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else None
-
-
 
 
 class XmlVerifier:
@@ -458,11 +459,6 @@ class XmlVerifier:
         if not found:
             raise SignatureRejected("the signature does not verify with the sender's metadata keys")
         return found
-
-
-MAX_NAMESPACES_IN_SCOPE: Final = 100
-"""More namespaces in scope at a signature than any SAML message has (a handful; pysaml2 declares two more on each
-AttributeValue, below the signature): the bound on what canonicalising SignedInfo costs."""
 
 
 _NCNAME = re.compile(r"[^\W\d][\w.\-]*")

@@ -15,10 +15,14 @@ from broker.web.services import client_context, continuing, posted_form, service
 bp = Blueprint("idp", __name__)
 
 
-def _message(parameter: str) -> InboundMessage:
+def _message(parameter: str | None = None) -> InboundMessage:
+    """The SAML message of this request, by its binding; ``parameter`` None: a logout endpoint's, whichever of
+    SAMLRequest and SAMLResponse it carries. The form is read once, through ``posted_form`` (werkzeug's
+    ``request.form`` would use the body up before it)."""
     if request.method == "GET":
-        return from_redirect(request.query_string.decode("latin-1"), parameter)
-    return from_post(posted_form(), parameter)
+        return from_redirect(request.query_string.decode("latin-1"), parameter or _logout_parameter(request.args))
+    form = posted_form()
+    return from_post(form, parameter or _logout_parameter(form))
 
 
 @bp.route("/saml/idp/sso", methods=["GET", "POST"])
@@ -51,12 +55,7 @@ def single_logout(side: Literal["sp", "idp"]) -> Response:
     ctx = client_context()
     logout = services().logout
     try:
-        if request.method == "GET":
-            message = from_redirect(request.query_string.decode("latin-1"), _logout_parameter(request.args))
-        else:
-            # the form read once, by posted_form: werkzeug's request.form would use the body up before it
-            form = posted_form()
-            message = from_post(form, _logout_parameter(form))
+        message = _message()
     except SamlRejected as exc:
         return respond(services().flow.reject(exc, ctx, HTTP_REDIRECT if request.method == "GET" else HTTP_POST))
     if message.parameter == "SAMLResponse":
