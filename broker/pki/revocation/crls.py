@@ -105,11 +105,12 @@ class VerifiedCrl:
     def __bool__(self) -> bool:  # a held CRL is something even when it lists nobody
         return True
 
-    def is_from(self, issuer_der: bytes, issuer_key: bytes) -> bool:
-        """Whether this CRL is the one of the CA named ``issuer_der`` holding ``issuer_key``: a CRL answers only
-        for certificates whose issuer is the CRL issuer (RFC 5280 §6.3.3 (b)(1); no indirect CRLs), and two CAs
-        may share a key under different names (a renamed re-issue), so the signing key alone does not say."""
-        return self.issuer_der == issuer_der and self.signer_spki == issuer_key
+    @property
+    def key(self) -> tuple[bytes, bytes]:
+        """The CA this CRL answers for: its issuer name and signing key. A CRL answers only for certificates
+        whose issuer is the CRL issuer (RFC 5280 §6.3.3 (b)(1); no indirect CRLs), and two CAs may share a key
+        under different names (a renamed re-issue), so the signing key alone does not say."""
+        return self.issuer_der, self.signer_spki
 
     def revoked_at(self, serial: int) -> dt.datetime | None:
         """When ``serial`` was revoked, or None. Set lookup first; the date only on a hit."""
@@ -240,7 +241,10 @@ class SourceState:
     """What this process holds for one source (mutable; guarded by ``lock``)."""
 
     source: CrlSource
-    crl: VerifiedCrl | None = None
+    crl: VerifiedCrl | None = None      # the CRL adopted last (what the source serves now)
+    # the newest CRL adopted per issuer (name and key): a source may serve the CRLs of several of its CAs,
+    # and one issuer's CRL says nothing about, and must not displace, another's
+    held: dict[tuple[bytes, bytes], VerifiedCrl] = field(default_factory=dict)
     fetched_at: dt.datetime | None = None
     last_attempt: dt.datetime | None = None
     last_error: str | None = None
@@ -289,6 +293,7 @@ class CrlStore:
                 state = self._states.setdefault(source.id, SourceState(source))
         if initial is not None and state.crl is None:
             state.crl = initial
+            state.held[initial.key] = initial
             state.fetched_at = self._clock.now()
             if source.kind == "file":
                 with contextlib.suppress(OSError):
@@ -321,7 +326,7 @@ class CrlStore:
                     self.refresh(state, force=True)
             best = self._best(states, cert, name, issuer_key, now, skew)
         if best is None:
-            from_issuer = [s.crl for s in states if s.crl is not None and s.crl.is_from(name, issuer_key)]
+            from_issuer = [crl for s in states if (crl := s.held.get((name, issuer_key))) is not None]
             held = [crl for crl in from_issuer if crl.covers(cert)]
             errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
             if from_issuer and not held:
@@ -352,9 +357,9 @@ class CrlStore:
               now: dt.datetime, skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:
         """The freshest usable CRL among those whose scope takes in ``cert``: a fresher CRL for another
         partition says nothing about it."""
-        usable = [(s.crl, s) for s in states
-                  if s.crl is not None and s.crl.is_from(issuer_der, issuer_key) and s.crl.usable(now, skew)
-                  and s.crl.covers(cert)]
+        usable = [(crl, s) for s in states
+                  if (crl := s.held.get((issuer_der, issuer_key))) is not None and crl.usable(now, skew)
+                  and crl.covers(cert)]
         return max(usable, key=lambda pair: pair[0].this_update, default=None)
 
     # --- refreshing ----------------------------------------------------------------------
@@ -407,15 +412,18 @@ class CrlStore:
             state.lock.release()
 
     def _adopt(self, state: SourceState, crl: VerifiedCrl) -> bool:
-        """Take ``crl`` unless it is older than what is held (no rollback to an older CRL) or not valid yet
-        (it would displace a usable one with one nobody may use)."""
-        if state.crl is not None and crl.this_update < state.crl.this_update:
-            raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}) than the one held "
-                             f"({state.crl.this_update.isoformat()}); kept the newer one")
+        """Take ``crl`` unless it is older than the one held from the same issuer (no rollback to an older CRL,
+        RFC 5280 §6.3.3; another CA's CRL served at the same place is no rollback) or not valid yet (it would
+        displace a usable one with one nobody may use)."""
+        held = state.held.get(crl.key)
+        if held is not None and crl.this_update < held.this_update:
+            raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}) than the one held from its issuer "
+                             f"({held.this_update.isoformat()}); kept the newer one")
         if crl.this_update > self._clock.now() + _FUTURE_TOLERANCE:
             raise ValueError(f"the CRL's thisUpdate {crl.this_update.isoformat()} is in the future; "
                              "kept the one held")
-        changed = state.crl is None or crl.this_update > state.crl.this_update
+        changed = held is None or crl.this_update > held.this_update
+        state.held[crl.key] = crl
         state.crl = crl
         state.fetched_at = self._clock.now()
         state.last_error = None
@@ -436,7 +444,8 @@ class CrlStore:
             if der is not None:
                 with contextlib.suppress(ValueError):
                     crl = verify_crl(parse_crl(der), source.cas)
-                    if state.crl is None or crl.this_update > state.crl.this_update:
+                    held = state.held.get(crl.key)
+                    if held is None or crl.this_update > held.this_update:
                         self._adopt(state, crl)
                 if not self.due(state, now):
                     return

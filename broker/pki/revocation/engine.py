@@ -52,6 +52,8 @@ log = logging.getLogger("broker.revocation")
 # which failure explains the most when no method answered
 _SEVERITY = {"revocation_unknown": 4, "revocation_response_invalid": 3, "revocation_stale": 2,
              "revocation_unavailable": 1}
+# definite answers, which a soft-fail policy does not override
+_NEVER_SOFT = frozenset({"revoked", "revocation_unknown"})
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class CertStatus:
     this_update: dt.datetime
     next_update: dt.datetime | None
     cached: bool
+    valid_until: dt.datetime    # until when this answer may be relied on without asking again
 
     def as_dict(self) -> dict[str, object]:
         return {"certificate": self.certificate, "serial": self.serial_hex, "status": self.status,
@@ -152,24 +155,34 @@ class RevocationChecker:
     # --- the check -----------------------------------------------------------------------
 
     def check(self, chain: Sequence[x509.Certificate], policy: RevocationPolicy | None) -> RevocationOutcome:
-        """Check ``chain`` (leaf first, anchor last) under ``policy``; None means checking is off."""
+        """Check ``chain`` (leaf first, anchor last) under ``policy``; None means checking is off.
+
+        Every certificate below the anchor is checked (RFC 5280 §6.3), also after a soft failure on one of
+        them: a revoked CA above an unanswerable certificate still refuses the login. ``revoked`` and
+        ``revocation_unknown`` (a responder's definite answer that it did not issue the status of this
+        serial, RFC 6960 §2.2) are never soft-failed. The outcome's ``valid_until`` is the earliest moment an
+        answer relied on stops being fresh (a cached answer's own expiry, not the time of this check plus
+        the cache time).
+        """
         if policy is None or policy.config.mode == "none":
             return NOT_CHECKED
         self._ensure_background()
         now = self._clock.now()
         checked: list[CertStatus] = []
-        try:
-            for index, (cert, issuer) in enumerate(itertools.pairwise(chain)):
+        soft_fail: CertificateRejected | None = None
+        for index, (cert, issuer) in enumerate(itertools.pairwise(chain)):
+            try:
                 checked.append(self._check_one(cert, issuer, policy, now, leaf=index == 0))
-        except CertificateRejected as exc:
-            if exc.reason == "revoked" or policy.config.failure == "fail_closed":
-                raise
-            # soft fail, explicitly configured: the login goes on, the caller audits why; look again soon
-            return RevocationOutcome(tuple(checked), now + min(self._retry_after * 30, policy.config.max_cache_time
-                                                               .timedelta), soft_fail=exc)
-        until = min((c.next_update for c in checked if c.next_update is not None), default=None)
+            except CertificateRejected as exc:
+                if exc.reason in _NEVER_SOFT or policy.config.failure == "fail_closed":
+                    raise
+                # soft fail, explicitly configured: the caller audits why; the rest of the path is still checked
+                soft_fail = soft_fail or exc
+        until = min((c.valid_until for c in checked), default=None)
         cap = now + policy.config.max_cache_time.timedelta
-        return RevocationOutcome(tuple(checked), min(until, cap) if until else cap)
+        if soft_fail is not None:  # look again soon
+            cap = now + min(self._retry_after * 30, policy.config.max_cache_time.timedelta)
+        return RevocationOutcome(tuple(checked), min(until, cap) if until else cap, soft_fail=soft_fail)
 
     def _check_one(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
                    now: dt.datetime, *, leaf: bool) -> CertStatus:
@@ -208,8 +221,9 @@ class RevocationChecker:
             self._observe("crl", "revoked" if exc.reason == "revoked" else "error")
             raise
         self._observe("crl", "cache_hit")
-        return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "crl",
-                          state.source.location, crl.this_update, crl.next_update, cached=True)
+        # a usable CRL has a nextUpdate (VerifiedCrl.usable)
+        return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "crl", state.source.location,
+                          crl.this_update, crl.next_update, cached=True, valid_until=crl.next_update or now)
 
     # --- OCSP ------------------------------------------------------------------------------
 
@@ -340,8 +354,10 @@ class RevocationChecker:
         if answer.status == "unknown":
             raise CertificateRejected("revocation_unknown",
                                       f"OCSP ({entry.url}) does not know serial {cert.serial_number:x}")
+        # the entry's expiry: nextUpdate, or thisUpdate + max_age_without_next_update, capped by the cache time
+        # counted from when the answer was fetched
         return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
-                          answer.this_update, answer.next_update, cached=cached)
+                          answer.this_update, answer.next_update, cached=cached, valid_until=entry.expires)
 
     def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime) -> None:
         with self._lock:

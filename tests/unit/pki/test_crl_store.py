@@ -157,6 +157,37 @@ def test_a_changed_file_is_read_again_and_an_older_crl_is_refused(tmp_path: Path
     assert check(store, h, leaf, [source], clock.now()) == "revoked"
 
 
+def test_another_cas_newer_crl_at_the_same_place_is_no_rollback(tmp_path: Path, clock: FixedClock, h: Hierarchy,
+                                                                leaf: x509.Certificate) -> None:
+    """RFC 5280 §6.3.3: the no-rollback rule compares CRLs of one issuer. The root's (newer) CRL served once where
+    the issuing CA's is expected must not make the issuing CA's genuine CRL look like a rollback."""
+    path = write_crl(tmp_path / "issuing.crl", h.root.crl(this_update=NOW - 10 * SECOND), mtime=1_000_000)
+    source = file_source(h, path)
+    store = offline(clock)
+    state = store.add(source)
+    assert store.refresh_due() == 1
+    assert check(store, h, leaf, [source]) == "revocation_unavailable"  # nothing from the issuing CA yet
+
+    clock.advance(RETRY_AFTER)
+    write_crl(path, issuing_crl(h, leaf, this_update=NOW - HOUR), mtime=1_000_100)
+    assert store.refresh_due() == 1
+    assert state.last_error is None
+    assert check(store, h, leaf, [source], clock.now()) == "revoked"
+
+    # and the root's CRL, served again, leaves the issuing CA's in place
+    clock.advance(RETRY_AFTER)
+    write_crl(path, h.root.crl(this_update=NOW), mtime=1_000_200)
+    assert store.refresh_due() == 1
+    assert check(store, h, leaf, [source], clock.now()) == "revoked"
+    # an older CRL of the issuing CA is still a rollback
+    clock.advance(RETRY_AFTER)
+    write_crl(path, issuing_crl(h, this_update=NOW - 2 * HOUR), mtime=1_000_300)
+    assert store.refresh_due() == 1
+    assert state.last_error is not None
+    assert "older" in state.last_error
+    assert check(store, h, leaf, [source], clock.now()) == "revoked"
+
+
 def test_a_file_with_garbage_written_over_it_keeps_the_crl_held(tmp_path: Path, clock: FixedClock, h: Hierarchy,
                                                                leaf: x509.Certificate) -> None:
     path = write_crl(tmp_path / "issuing.crl", issuing_crl(h, leaf), mtime=1_000_000)

@@ -458,6 +458,84 @@ def test_revoked_is_never_soft_failed(responder: OcspResponder, engine: Revocati
     assert refused(engine, cert, ca, pol).reason == "revoked"
 
 
+@pytest.mark.parametrize("methods", [pytest.param(("ocsp",), id="ocsp"), pytest.param(("ocsp", "crl"), id="ocsp-crl")])
+def test_unknown_is_never_soft_failed(engine: RevocationChecker, ca: CertificateAuthority, files: FileServer,
+                                      methods: tuple[str, ...]) -> None:
+    """RFC 6960 §2.2: "unknown" is the responder's definite answer that it does not know the serial (a card its
+    CA may never have issued), not an outage: soft fail covers only sources that do not answer."""
+    cert = crl_leaf(ca, files, "/missing.crl")
+    with OcspResponder(ca, now=NOW, default="unknown") as responder:
+        pol = policy([ca.certificate], methods=methods, ocsp_url=responder.url, failure="soft_fail")  # type: ignore[arg-type]
+        assert refused(engine, cert, ca, pol).reason == "revocation_unknown"
+
+
+def test_soft_fail_on_the_card_still_checks_the_ca_above_it(root: CertificateAuthority, engine: RevocationChecker,
+                                                           files: FileServer) -> None:
+    """RFC 5280 §6.3: every certificate of the path. A revoked (compromised) issuing CA minting cards without
+    a distribution point or responder must not get them through a soft-fail policy."""
+    issuing = issuing_under(root, crl_url=files.url("/root.crl"))
+    root.revoke(issuing.certificate, NOW - DAY)
+    files.put_crl("/root.crl", root.crl())
+    cert = leaf(issuing).certificate  # no AIA, no CDP: its own status cannot be established
+    pol = policy([root.certificate, issuing.certificate], methods=("ocsp", "crl"), failure="soft_fail")
+    engine.register(pol)
+    with pytest.raises(CertificateRejected) as caught:
+        engine.check((cert, issuing.certificate, root.certificate), pol)
+    assert caught.value.reason == "revoked"
+    assert issuing.certificate.subject.rfc4514_string() in caught.value.detail
+
+
+def test_soft_fail_on_the_card_keeps_the_cas_answer(root: CertificateAuthority, engine: RevocationChecker,
+                                                    files: FileServer) -> None:
+    issuing = issuing_under(root, crl_url=files.url("/root.crl"))
+    files.put_crl("/root.crl", root.crl(next_update=NOW + 2 * MINUTE))
+    cert = leaf(issuing, crl_url=files.url("/missing.crl")).certificate
+    pol = policy([root.certificate, issuing.certificate], methods=("crl",), failure="soft_fail")
+    engine.register(pol)
+    outcome = engine.check((cert, issuing.certificate, root.certificate), pol)
+    assert outcome.soft_fail is not None
+    assert outcome.soft_fail.reason == "revocation_unavailable"
+    assert [c.serial_hex for c in outcome.checked] == [f"{issuing.certificate.serial_number:x}"]
+    assert outcome.valid_until == NOW + 2 * MINUTE  # the earlier of the CA's CRL and the soft fail's look again
+
+
+def test_answer_without_next_update_holds_a_session_only_while_it_is_fresh(engine: RevocationChecker,
+                                                                           ca: CertificateAuthority,
+                                                                           cert: x509.Certificate) -> None:
+    with OcspResponder(ca, now=NOW) as responder:
+        responder.no_next_update()  # thisUpdate NOW - 1 min: fresh for max_age_without_next_update (5 min)
+        outcome = check(engine, cert, ca, policy([ca.certificate], ocsp_url=responder.url))
+    assert outcome.valid_until == NOW - MINUTE + 5 * MINUTE
+
+
+def test_cached_answer_holds_a_session_only_until_the_cache_entry_expires(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority, cert: x509.Certificate,
+        clock: FixedClock) -> None:
+    """max_cache_time counts from the fetch: a login just before the cached answer expires must not be told
+    to rely on it for another max_cache_time."""
+    responder.validity = 7 * DAY
+    pol = policy([ca.certificate], ocsp_url=responder.url, max_cache_time=3600)
+    assert check(engine, cert, ca, pol).valid_until == NOW + HOUR
+    clock.set(NOW + 59 * MINUTE)
+    later = check(engine, cert, ca, pol)
+    assert later.checked[0].cached
+    assert later.valid_until == NOW + HOUR
+    assert responder.hits == 1
+
+
+def test_a_path_holds_until_its_first_answer_expires(root: CertificateAuthority, engine: RevocationChecker,
+                                                    files: FileServer) -> None:
+    issuing = issuing_under(root, crl_url=files.url("/root.crl"))
+    files.put_crl("/root.crl", root.crl(next_update=NOW + 20 * MINUTE))
+    with OcspResponder(issuing, now=NOW, validity=DAY) as responder:
+        cert = leaf(issuing).certificate
+        pol = policy([root.certificate, issuing.certificate], methods=("ocsp", "crl"), ocsp_url=responder.url)
+        engine.register(pol)
+        outcome = engine.check((cert, issuing.certificate, root.certificate), pol)
+    assert [c.method for c in outcome.checked] == ["ocsp", "crl"]
+    assert outcome.valid_until == NOW + 20 * MINUTE
+
+
 # --- caching -----------------------------------------------------------------------------------------
 
 
