@@ -84,8 +84,9 @@ _ROWS: tuple[Reason, ...] = (
            "A certificate in the path is signed with SHA-1 or a weaker algorithm.",
            "Reissue the certificate with SHA-256 or stronger.", AUTHN_FAILED),
     Reason("weak_key", "certificate", 403,
-           "The certificate's key is too weak (RSA under 2048 bits, DSA, or a curve other than P-256/384/521).",
-           "Reissue the certificate with an RSA key of at least 2048 bits or an ECDSA P-256+ key.",
+           "A key in the path is too weak (RSA under 2048 bits, DSA, or a curve other than P-256/384/521): the "
+           "certificate's own, or its CA's.",
+           "Reissue the certificate the detail names with an RSA key of at least 2048 bits or an ECDSA P-256+ key.",
            AUTHN_FAILED),
     Reason("chain_invalid", "certificate", 403,
            "No valid certification path to the municipality's trust anchors (RFC 5280 §6).",

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import (
@@ -160,11 +161,11 @@ def verify_path(
     try:
         verified = verifier.verify(leaf, candidates)
     except VerificationError as exc:
-        # The verifier refuses SHA-1 CAs with a generic message; name the real reason when a CA on the
-        # leaf's issuer-name path is weakly signed.
-        weak_ca = _weak_ca_on_name_path(leaf, candidates)
+        # The verifier refuses SHA-1 CAs and CAs with short keys with a generic message; name the real reason
+        # when a CA that issued the leaf (or a CA above it) is weakly signed or holds a weak key.
+        weak_ca = _weak_ca_on_name_path(leaf, candidates, now)
         if weak_ca is not None:
-            raise CertificateRejected("weak_signature_algorithm", weak_ca) from exc
+            raise CertificateRejected(weak_ca[0], weak_ca[1]) from exc
         raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
     chain = tuple(verified.chain)
     for cert in chain[1:-1]:  # the anchor's self-signature carries no trust, so it is not judged
@@ -307,19 +308,35 @@ def _mailbox_within(local: str, host: str, subtree: str) -> bool:
     return host == subtree.lower()
 
 
-def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate]) -> str | None:
-    """Follow issuer names up from ``leaf``; describe the first weakly signed CA met, if any."""
-    name, seen = leaf.issuer, 0
+def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate],
+                          now: dt.datetime) -> tuple[str, str] | None:
+    """Follow the issuers up from ``leaf``: the reason code and description of the first weakly signed CA, or
+    CA with a weak key, met, if any. Only a CA that really issued the certificate below it (its key verifies
+    that signature) and is valid at ``now`` counts: a weak copy of an expired CA sent along must not hide why
+    the path really failed."""
+    child, seen = leaf, 0
     while seen < 8:
-        matches = [c for c in candidates if c.subject == name and c.issuer != c.subject]
+        matches = [c for c in candidates if c.subject == child.issuer and c.issuer != c.subject
+                   and c.not_valid_before_utc <= now <= c.not_valid_after_utc and _issued(child, c)]
         if not matches:
             return None
         for cert in matches:
             weak = weak_signature_reason(cert)
             if weak:
-                return f"{cert.subject.rfc4514_string()}: {weak}"
-        name, seen = matches[0].issuer, seen + 1
+                return "weak_signature_algorithm", f"{describe(cert)}: {weak}"
+            weak = weak_key_reason(cert)
+            if weak:
+                return "weak_key", f"{describe(cert)}: {weak}"
+        child, seen = matches[0], seen + 1
     return None
+
+
+def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _verification_detail(exc: VerificationError) -> str:

@@ -101,6 +101,19 @@ def issuing_ca_not_yet_valid(h: Hierarchy) -> Case:
     return early.issue(h.profile()).certificate, h.domain(intermediates=(early.certificate,)), ()
 
 
+def rsa_1024_issuing_ca(h: Hierarchy) -> Case:
+    weak = h.root.subordinate("Kommun A Weak CA", organization="Kommun A", key="rsa1024")
+    return weak.issue(h.profile()).certificate, h.domain(intermediates=(weak.certificate,)), ()
+
+
+def expired_issuing_ca_with_a_sha1_copy_sent_along(h: Hierarchy) -> Case:
+    """The client sends a SHA-1 copy of its expired issuing CA: the path fails because the CA expired, and the
+    weak copy (expired too) must not turn that into a hint to reissue with SHA-256."""
+    old = _issuing_ca(h, valid_from=NOW - 400 * DAY, valid_days=365)
+    return (old.issue(h.profile()).certificate, h.domain(intermediates=(old.certificate,)),
+            (sha1_resign(old.certificate, h.root.key),))
+
+
 def key_usage_absent(h: Hierarchy) -> Case:
     plain = h.leaf().certificate
     return reissue(plain, h.issuing, without=[x509.KeyUsage]), h.domain(crls=h.fresh_crls()), ()
@@ -128,6 +141,7 @@ REJECTED = [
     pytest.param(sha1_intermediate_configured, "weak_signature_algorithm",
                  id="sha1-signed-intermediate-configured"),
     pytest.param(leaf(key="rsa1024"), "weak_key", id="rsa-1024-leaf"),
+    pytest.param(rsa_1024_issuing_ca, "weak_key", id="rsa-1024-issuing-ca"),
     pytest.param(leaf(key="ec192"), "weak_key", id="ec-p192-leaf"),
     # --- validity of the leaf ---
     pytest.param(leaf(valid_from=NOW + DAY, valid_until=NOW + 400 * DAY), "certificate_not_yet_valid",
@@ -138,6 +152,8 @@ REJECTED = [
     pytest.param(signed_by_other_key_same_issuer_name, "chain_invalid",
                  id="leaf-signed-by-other-key-under-same-issuer-name"),
     pytest.param(chain_longer_than_max_depth, "chain_invalid", id="chain-longer-than-max-chain-depth"),
+    pytest.param(expired_issuing_ca_with_a_sha1_copy_sent_along, "chain_invalid",
+                 id="expired-issuing-ca-with-a-sha1-copy-sent-along"),
     pytest.param(intermediate_missing_from_domain, "chain_invalid", id="intermediate-missing-from-domain"),
     pytest.param(issuing_ca_expired, "chain_invalid", id="issuing-ca-certificate-expired"),
     pytest.param(issuing_ca_not_yet_valid, "chain_invalid", id="issuing-ca-certificate-not-yet-valid"),
