@@ -75,6 +75,10 @@ SP_ACS_PATH = "/saml/sp/acs"
 SP_SLO_PATH = "/saml/sp/slo"
 
 
+# GET endpoints with effects (a login, a pending login used up, a logout, an audited visit): no HEAD
+_NO_HEAD = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.slo", "ops.diagnose"})
+
+
 def _idp_peer(metadata: UpstreamMetadata) -> Callable[[str], LogoutPeer | None]:
     """The municipal IdP ``entity_id`` as a logout peer, from its current verified metadata."""
     def peer(entity_id: str) -> LogoutPeer | None:
@@ -191,6 +195,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     @app.before_request
     def start_timer() -> Response | None:
         g.started = time.perf_counter()
+        if request.method == "HEAD" and request.endpoint in _NO_HEAD and request.url_rule is not None:
+            # Flask answers HEAD wherever GET is allowed, by running the GET view: here that would log in, use
+            # up a pending login or log out for a link checker or a proxy (RFC 9110 §9.3.2: HEAD is safe)
+            allowed = sorted((request.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
+            return Response(status=405, headers={"Allow": ", ".join(allowed)})
         try:
             proxy = app.extensions["broker"].settings.broker.client_certificate.proxy
             check_request_size(request.query_string, request.headers.items(),

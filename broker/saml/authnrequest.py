@@ -40,7 +40,7 @@ from broker.saml.bindings import (
     verify_query_signature,
 )
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
-from broker.saml.xmlparse import UnsafeXml, non_negative_integer, parse_untrusted
+from broker.saml.xmlparse import UnsafeXml, is_ncname, non_negative_integer, parse_untrusted
 from broker.saml.xmltime import parse_instant
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -170,8 +170,9 @@ class AuthnRequestParser:
         if root.tag != f"{{{SAMLP}}}AuthnRequest":
             raise SamlRejected("saml_request_malformed", f"expected an AuthnRequest, got {root.tag}")
         request_id = root.get("ID")
-        if not request_id or len(request_id) > 256:
-            raise SamlRejected("saml_request_malformed", "the AuthnRequest has no usable ID")
+        if not request_id or len(request_id) > 256 or not is_ncname(request_id):
+            # an xs:ID (SAML Core §3.2.1), which the answer's InResponseTo (an NCName) repeats
+            raise SamlRejected("saml_request_malformed", "the AuthnRequest has no usable ID (an xs:ID)")
 
         issuer_el = root.find("saml:Issuer", NS)
         issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
@@ -200,8 +201,9 @@ class AuthnRequestParser:
         now = self._clock.now()
         if issued > now + self._skew or issued < now - self._max_age - self._skew:
             raise SamlRejected("saml_request_stale", f"IssueInstant {issued.isoformat()} at {now.isoformat()}")
-        # after Destination and IssueInstant: a request for another endpoint, or a replay, is discarded, not
-        # answered (SAML Core §3.2.1)
+        # after Destination and IssueInstant: a request for another endpoint, or one replayed after its time
+        # window, is discarded, not answered (SAML Core §3.2.1); within the window the same request is answered
+        # again (a reload of the page), each time with a new assertion
         version = root.get("Version")
         if version != "2.0":
             raise SamlRejected("saml_version_unsupported", f"Version {version!r}",

@@ -46,7 +46,7 @@ from broker.saml.metadata import Endpoint
 from broker.saml.outbound import MessageSender, OutboundMessage
 from broker.saml.response import new_id
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
-from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmlparse import UnsafeXml, is_ncname, parse_untrusted
 from broker.saml.xmltime import format_instant, parse_instant
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
@@ -209,8 +209,8 @@ class LogoutMessages:
 
     def _request(self, root: etree._Element, peer: LogoutPeer, relay_state: str | None) -> LogoutRequestInfo:
         request_id = root.get("ID")
-        if not request_id or len(request_id) > 256:
-            raise SamlRejected("logout_request_invalid", "no usable ID")
+        if not request_id or len(request_id) > 256 or not is_ncname(request_id):
+            raise SamlRejected("logout_request_invalid", "no usable ID (an xs:ID, SAML Core §3.2.1)")
         not_on_or_after = root.get("NotOnOrAfter")
         if not_on_or_after is not None:
             try:

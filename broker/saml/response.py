@@ -57,12 +57,12 @@ def _a(name: str) -> str:
 _sub = etree.SubElement
 
 
-# Second-level codes whose top-level code is Requester (the SP's fault); others: Responder.
+# Second-level codes whose top-level code is Requester (the SP's fault); others: Responder (RequestDenied too:
+# refusing a user the SP may not have is the broker's policy decision, not an error in the request).
 _REQUESTER_FAULTS = frozenset({
     "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy",
     "urn:oasis:names:tc:SAML:2.0:status:UnsupportedBinding",
     "urn:oasis:names:tc:SAML:2.0:status:RequestUnsupported",
-    "urn:oasis:names:tc:SAML:2.0:status:RequestDenied",
 })
 
 # Second-level codes under the top-level VersionMismatch (SAML Core §3.2.2.2)

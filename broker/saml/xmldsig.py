@@ -29,7 +29,6 @@ import binascii
 import copy
 import functools
 import hashlib
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
+
+from broker.saml.xmlparse import is_ncname
 
 if TYPE_CHECKING:
     from xmlsec.constants import __Transform as Transform
@@ -461,16 +462,13 @@ class XmlVerifier:
         return found
 
 
-_NCNAME = re.compile(r"[^\W\d][\w.\-]*")
-
-
 def _prefix_list(method: etree._Element) -> tuple[str, ...]:
     """The InclusiveNamespaces PrefixList of an exclusive canonicalisation method (exc-c14n §4): NCNames, and
     "#default" for the default namespace; anything else is no prefix and refuses the signature."""
     found = method.find(f"{{{EXC_C14N}}}InclusiveNamespaces")
     prefixes = tuple((found.get("PrefixList") or "").split()) if found is not None else ()
     for prefix in prefixes:
-        if prefix != "#default" and not _NCNAME.fullmatch(prefix):
+        if prefix != "#default" and not is_ncname(prefix):
             raise SignatureRejected(f"the PrefixList names {prefix[:40]!r}, which is no namespace prefix")
     return prefixes
 

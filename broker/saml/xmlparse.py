@@ -43,6 +43,15 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
+_NCNAME = re.compile(r"[^\W\d][\w.\-]*")
+
+
+def is_ncname(value: str) -> bool:
+    """Whether ``value`` is an XML NCName (Namespaces in XML §3; letters, digits, ``_``, ``.`` and ``-``, not
+    starting with a digit, ``.`` or ``-``): the lexical space of xs:ID and of a namespace prefix."""
+    return _NCNAME.fullmatch(value) is not None
+
+
 class UnsafeXml(ValueError):
     """The input is not well-formed, or uses a feature refused for safety."""
 

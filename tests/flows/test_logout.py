@@ -232,6 +232,15 @@ def test_asynchronous_logout_ends_on_the_brokers_page_without_a_logout_response(
     assert events["logout_completed"]["outcome"] == "success"
 
 
+def test_logout_request_id_that_is_no_xs_id_is_refused_and_ends_nothing(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID) -> None:
+    root = etree.fromstring(logout_request_xml(sp, logged_in))
+    root.set("ID", "1 2")
+    assert_refused(browser.get(redirect_url(etree.tostring(root), key=craft.key, endpoint=SLO_URL)),
+                   "logout_request_invalid")
+    posted_response(session_alive(browser, craft))
+
+
 def test_asynchronous_logout_for_someone_else_is_refused_and_ends_nothing(
         browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path) -> None:
     xml = asynchronous(logout_request_xml(sp, NameID(text="not-annas-nameid", format=logged_in.format)))

@@ -231,5 +231,27 @@ def test_try_again_link_works_once(browser: Browser, sp: DemoSp, craft: AuthnReq
         "login_started", "login_refused", "certificate_presented", "certificate_accepted", "assertion_issued"]
 
 
+def test_head_on_the_try_again_link_leaves_the_pending_login(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                             users: Path) -> None:
+    """RFC 9110 §9.3.2: HEAD is safe. A link checker or proxy sending HEAD must not use the link up."""
+    browser.certificate_pem = None
+    response, request_id = sso(browser, craft)
+    _, retry = error_page(choose(browser, response))
+    assert retry is not None
+    head = browser.client.head(retry, environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert head.status_code == 405
+    assert head.headers["Allow"] == "GET"
+    browser.certificate_pem = (users / "anna.pem").read_text()
+    sp_accepts(sp, posted_response(browser.get(retry)).fields["SAMLResponse"], request_id)
+
+
+def test_head_on_the_sso_endpoint_logs_nobody_in(browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
+    url = craft.redirect(craft.build())
+    head = browser.client.head(url.removeprefix("https://localhost:8443"), environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert head.status_code == 405
+    assert head.headers["Allow"] == "GET, POST"
+    assert not [e for e in audit_lines(config_dir) if e["event"] in ("login_started", "assertion_issued")]
+
+
 def test_unknown_login_id_is_login_unknown(browser: Browser) -> None:
     assert_refused(browser.get("/saml/idp/login/not-a-pending-login"), "login_unknown")

@@ -60,7 +60,7 @@ from tests.factories.authnrequests import (
     with_attributes,
     with_issuer,
 )
-from tests.factories.saml import Browser
+from tests.factories.saml import Browser, forms
 from tests.flows.conftest import audit_lines
 
 LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
@@ -223,6 +223,19 @@ def test_request_inside_the_time_window_is_accepted(browser: Browser, sp: DemoSp
     crafted = craft.build(issue_instant=instant(-age))
     posted = posted_response(browser.get(craft.redirect(crafted)))
     sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+@pytest.mark.parametrize("request_id", [
+    pytest.param("1abc", id="starts-with-a-digit"),
+    pytest.param("a b", id="space"),
+    pytest.param("id:with:colons", id="colons"),
+    pytest.param("-abc", id="starts-with-a-hyphen"),
+])
+def test_request_id_that_is_no_xs_id_is_malformed(browser: Browser, craft: AuthnRequests, request_id: str) -> None:
+    """SAML Core §3.2.1: ID is an xs:ID; the Response would repeat it as InResponseTo (an NCName, which a
+    schema-validating SP refuses)."""
+    xml = with_attributes(craft.build().xml, ID=request_id)
+    assert_refused(browser.get(craft.redirect(xml)), "saml_request_malformed")
 
 
 def test_saml_1_1_version_is_refused(browser: Browser, craft: AuthnRequests) -> None:
@@ -708,3 +721,27 @@ def test_successful_login_has_one_correlation_id_which_is_the_transaction_identi
     transaction = [a for s in result.assertion.attribute_statement for a in s.attribute
                    if a.name == "urn:oid:1.2.752.201.3.2"]
     assert [v.text for v in transaction[0].attribute_value] == list(ids)
+
+
+class TestSpNotOpenToAMunicipality:
+    """The demo SP without kommun-b: bo's card is refused for it."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        _edit_sp(config_dir, municipalities=["kommun-a", "kommun-c"])
+        return load_settings(config_dir)
+
+    def test_the_offered_answer_is_responder_request_denied(self, browser: Browser, sp: DemoSp,
+                                                             craft: AuthnRequests, users: Path) -> None:
+        """SAML Core §3.2.2.2: refusing a user is the broker's policy decision (top-level Responder), not an
+        error of the SP's request (Requester)."""
+        browser.certificate_pem = (users / "bo.pem").read_text()
+        crafted = craft.build()
+        page = browser.get(craft.redirect(crafted))
+        assert_refused(page, "municipality_not_allowed")
+        answer = [fields for _, fields in forms(page) if "SAMLResponse" in fields]
+        assert len(answer) == 1
+        root = parse_untrusted(base64.b64decode(answer[0]["SAMLResponse"]), 1 << 20)
+        assert status_codes(root) == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
+                                      "urn:oasis:names:tc:SAML:2.0:status:RequestDenied")
+        assert root.get("InResponseTo") == crafted.request_id
