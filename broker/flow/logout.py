@@ -131,18 +131,30 @@ class LogoutFlow:
 
     def _end_for_sp(self, info: LogoutRequestInfo, ctx: ClientContext
                     ) -> tuple[list[tuple[str, SsoSession]], Identity | None, bool]:
-        """End the cookie's session if the SP's NameID (and SessionIndex) are this session's."""
+        """End the sessions the SP's LogoutRequest names (SAML Core §3.7.3.2): the cookie's session if the SP's
+        NameID (and SessionIndex) are its participant's, and the sessions its SessionIndexes name, also when the
+        browser delivering the request sends no cookie (another device, a blocked cookie). The third value is
+        True when the cookie's session exists but the request names neither it nor any other session."""
         d = self._d
+        broker_idp = d.settings.broker.idp.entity_id
+        sp = info.peer.entity_id
+        candidates: dict[str, SsoSession] = {}
         session, _ = d.sessions.find(ctx.session_token)
-        if session is None or ctx.session_token is None:
-            return [], None, False  # nothing to end here: already logged out (Success, SAML Core §3.7.3.2)
-        sid = d.sessions.ref(ctx.session_token)
-        own = d.sessions.participant_ref(sid, info.peer.entity_id)
-        if own is None or not _names_participant(info, own, session, d.settings.broker.idp.entity_id):
-            return [], session.identity, True
-        ended = [(sid, session)]
+        if session is not None and ctx.session_token is not None:
+            candidates[d.sessions.ref(ctx.session_token)] = session
+        for index in info.session_indexes:
+            candidates.update(d.sessions.find_by_session_index(sp, index))
+        ended = []
+        for sid, candidate in sorted(candidates.items()):
+            own = d.sessions.participant_ref(sid, sp)
+            if own is not None and _names_participant(info, own, candidate, broker_idp):
+                ended.append((sid, candidate))
+        if not ended:
+            # nothing to end: already logged out (Success, SAML Core §3.7.3.2), unless the browser's own session
+            # is someone else's (UnknownPrincipal)
+            return [], session.identity if session is not None else None, session is not None
         self._end(ended)
-        return ended, session.identity, False
+        return ended, ended[0][1].identity, False
 
     def _end_for_idp(self, info: LogoutRequestInfo, ctx: ClientContext) -> list[tuple[str, SsoSession]]:
         """End the sessions the municipal IdP opened for the NameID (within its SessionIndexes)."""

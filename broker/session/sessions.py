@@ -226,7 +226,8 @@ class SessionManager:
         A session from a municipal IdP is also indexed by (IdP, NameID), so the
         IdP's LogoutRequest finds it even when the browser does not send the
         cookie along (SAML Core §3.7.3.2: the participant ends the principal's
-        sessions).
+        sessions); and every SP's SessionIndex names the session, so an SP's
+        LogoutRequest finds it by the SessionIndex it holds (:meth:`find_by_session_index`).
         """
         sid = _hash(token)
         ttl = self._ttl(session, self._clock.now())
@@ -237,7 +238,32 @@ class SessionManager:
         answered = participant.sp_entity_id if participant is not None else None
         for p in [*(c for c in carried if c.sp_entity_id != answered), *([participant] if participant else [])]:
             members.append(("session-sps:" + sid, p.encode(), ttl))
+            members += self._index_members(p, session, sid)
         self._store.put("session:" + sid, session.to_json(), ttl, members=members)
+
+    def _index_members(self, participant: Participant, session: SsoSession, sid: str) -> list[tuple[str, str, float]]:
+        """The SP's SessionIndex naming the session: a set of one member (an SP's SessionIndex is its own, per
+        session, Core §2.7.2), kept as long as the session can live."""
+        index = participant.index_in(session)
+        if index is None:
+            return []
+        return [(self._session_index_key(participant.sp_entity_id, index), sid,
+                 self.absolute_timeout.total_seconds())]
+
+    @staticmethod
+    def _session_index_key(sp_entity_id: str, session_index: str) -> str:
+        return "sp-session-index:" + _hash(f"{sp_entity_id}\x00{session_index}")
+
+    def find_by_session_index(self, sp_entity_id: str, session_index: str) -> list[tuple[str, SsoSession]]:
+        """The live sessions (ref, session) in which SP ``sp_entity_id`` was given ``session_index``: how an
+        SP's LogoutRequest finds its session when the browser delivering it sends no cookie (another device, a
+        blocked cookie; SAML Core §3.7.3.2). The caller still matches the request against the participant."""
+        found = []
+        for sid in sorted(self._store.members(self._session_index_key(sp_entity_id, session_index))):
+            session, _ = self._find_ref(sid)
+            if session is not None:
+                found.append((sid, session))
+        return found
 
     @staticmethod
     def session_index(token: str, sp_entity_id: str) -> str:
@@ -314,7 +340,8 @@ class SessionManager:
         # the SP's older records go: only its newest counts (_newest_per_sp), and a session answering one SP again
         # and again must not grow its set with every answer
         return self._store.put_if_present("session:" + sid, session.to_json(), ttl,
-                                          members=[("session-sps:" + sid, participant.encode(), ttl)],
+                                          members=[("session-sps:" + sid, participant.encode(), ttl),
+                                                   *self._index_members(participant, session, sid)],
                                           replacing=participant.record_prefix())
 
     def participants(self, token: str) -> list[Participant]:

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from flask import Flask
 from lxml import etree
 from saml2 import BINDING_HTTP_REDIRECT
 from saml2.saml import NameID
@@ -27,6 +28,7 @@ from tests.factories.authnrequests import (
     RedirectedMessage,
     assert_refused,
     login,
+    open_browser,
     post_fields,
     posted_response,
     redirect_message,
@@ -136,6 +138,38 @@ def test_signed_post_logout_request_ends_the_session(browser: Browser, sp: DemoS
     message = redirected_message(browser.post(SLO_URL, post_fields(xml)))
     assert status_codes(message.root) == (SUCCESS, None)
     assert_refused(logged_out(browser, craft), "certificate_missing")
+
+
+def test_logout_request_from_a_browser_without_the_cookie_ends_the_session_it_names(
+        app: Flask, browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path) -> None:
+    """SAML Core §3.7.3.2: the session authority ends the sessions the request names. Delivered by a browser
+    without the session's cookie (another device, a blocked cookie), it still ends the session its SessionIndex
+    names; before, it was told Success while the session went on answering."""
+    cookieless = open_browser(app, None)
+    message = redirected_message(cookieless.get(pysaml2_logout_url(sp, logged_in)))
+    assert status_codes(message.root) == (SUCCESS, None)
+    assert_refused(logged_out(browser, craft), "certificate_missing")
+    logouts = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+    assert [(e["outcome"], e["data"]["session_ended"]) for e in logouts] == [("success", True)]  # type: ignore[index]
+
+
+def test_logout_request_without_the_cookie_for_another_sessions_index_ends_nothing(
+        app: Flask, browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID) -> None:
+    """The NameID must be the one the SP was given in the session the SessionIndex names."""
+    xml = logout_request_xml(sp, NameID(text="not-annas-nameid", format=logged_in.format),
+                             session_indexes=[_session_index(browser, craft)])
+    cookieless = open_browser(app, None)
+    message = redirected_message(cookieless.get(redirect_url(xml, key=craft.key, endpoint=SLO_URL)))
+    assert status_codes(message.root) == (SUCCESS, None)  # nothing of its to end
+    posted_response(session_alive(browser, craft))
+
+
+def _session_index(browser: Browser, craft: AuthnRequests) -> str:
+    """The SessionIndex the SP holds for this browser's session (it is answered again from the session)."""
+    posted = posted_response(session_alive(browser, craft))
+    statement = posted.root.find(".//saml:AuthnStatement", NS)
+    assert statement is not None
+    return str(statement.get("SessionIndex"))
 
 
 def test_unsigned_redirect_logout_request_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,

@@ -178,8 +178,9 @@ def test_a_replaced_sessions_participants_are_stored_with_the_new_session_in_thr
     manager.save(token, session, newest, carried=replaced.participants)
     monkeypatch.undo()
 
+    # each participant with the SessionIndex that names the session (SADD, PEXPIRE each)
     assert sent == [[b"DEL"], [b"SMEMBERS"],
-                    [b"MULTI", b"SET", b"PX", b"SADD", b"PEXPIRE", b"SADD", b"PEXPIRE", b"EXEC"]]
+                    [b"MULTI", b"SET", b"PX", *[b"SADD", b"PEXPIRE"] * 4, b"EXEC"]]
     assert manager.find(old_token) == (None, "unknown")
     # SP's record from the old session gave way to its newer one; OTHER_SP keeps what it was given there
     assert manager.participants(token) == [kept, newest]
@@ -192,3 +193,28 @@ def test_a_replaced_federated_session_hands_on_its_idp_session(manager: SessionM
                                   upstream=upstream)
     manager.save(token, session, answered(manager, clock, token, SP, "n"))
     assert manager.replace(token, session).upstream == upstream
+
+
+# --- each SessionIndex names its session (an SP's LogoutRequest without the cookie) ---------------------------------
+
+
+def test_each_sps_session_index_finds_the_session_until_it_ends(manager: SessionManager, clock: FixedClock) -> None:
+    token, _ = logged_in(manager, clock, SP, OTHER_SP)  # the second SP through save_reused
+    sid = manager.ref(token)
+    for sp in (SP, OTHER_SP):
+        assert [ref for ref, _ in manager.find_by_session_index(sp, manager.session_index(token, sp))] == [sid]
+    # one SP's SessionIndex names nothing at another SP
+    assert manager.find_by_session_index(OTHER_SP, manager.session_index(token, SP)) == []
+    manager.end(token)
+    assert manager.find_by_session_index(SP, manager.session_index(token, SP)) == []
+
+
+def test_a_carried_participants_session_index_finds_the_session_that_replaced(
+        manager: SessionManager, clock: FixedClock) -> None:
+    old_token, old = logged_in(manager, clock, SP, OTHER_SP)
+    token, session = manager.open(ANNA, LOA3, "CID-2", certificate_sha256=None, revocation_valid_until=None)
+    manager.save(token, session, answered(manager, clock, token, SP, "n-again"),
+                 carried=manager.replace(old_token, old).participants)
+    # OTHER_SP still holds the SessionIndex of the old session: it names the new one now
+    found = manager.find_by_session_index(OTHER_SP, manager.session_index(old_token, OTHER_SP))
+    assert [ref for ref, _ in found] == [manager.ref(token)]

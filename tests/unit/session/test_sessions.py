@@ -147,7 +147,8 @@ def test_an_opened_session_exists_only_once_saved(manager: SessionManager) -> No
 
 def test_saving_with_the_first_participant_is_one_round_trip(manager: SessionManager, store: RedisStore,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """The session, its participant list and the upstream principal index go to Redis in one MULTI/EXEC."""
+    """The session, its participant list, the upstream principal index and the SP's SessionIndex go to Redis in
+    one MULTI/EXEC."""
     upstream = {"idp": "https://idp.kommun-c.example/md", "name_id": "karin", "name_id_format": "",
                 "name_qualifier": "", "sp_name_qualifier": "", "session_index": "_s1"}
     token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256=None,
@@ -164,7 +165,8 @@ def test_saving_with_the_first_participant_is_one_round_trip(manager: SessionMan
     monkeypatch.undo()
     assert len(sent) == 1
     commands = [line for line in sent[0].split(b"\r\n") if line.isalpha() and line.isupper()]
-    assert commands == [b"MULTI", b"SET", b"PX", b"SADD", b"PEXPIRE", b"SADD", b"PEXPIRE", b"EXEC"]
+    assert commands == [b"MULTI", b"SET", b"PX", b"SADD", b"PEXPIRE", b"SADD", b"PEXPIRE", b"SADD", b"PEXPIRE",
+                        b"EXEC"]
     assert [ref for ref, _ in manager.find_upstream(upstream["idp"], "karin")] == [manager.ref(token)]
     assert [p.sp_entity_id for p in manager.participants(token)] == ["https://sp.example/md"]
 
