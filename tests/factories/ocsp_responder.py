@@ -105,6 +105,8 @@ class Entry:
     revoked_at: dt.datetime | None = None
     reason: x509.ReasonFlags | None = None
     cert_id_hash: Literal["sha1", "sha256"] | None = None
+    # singleExtensions: (dotted OID, critical); each with an empty extnValue (cryptography builds none)
+    extensions: tuple[tuple[str, bool], ...] = ()
 
 
 class OcspResponder(BackgroundHTTPServer):
@@ -371,6 +373,10 @@ class OcspResponder(BackgroundHTTPServer):
         ).responder_id(ocsp.OCSPResponderEncoding.HASH, self.issuer.certificate).sign(self.issuer.key,
                                                                                       hashes.SHA256())
         (single,) = _children(_responses_of(_tbs_response_data(built)))
+        if entry.extensions:
+            extensions = b"".join(_tlv(0x30, _tlv(0x06, _oid_content(oid)) + (b"\x01\x01\xff" if critical else b"")
+                                       + _tlv(0x04, b"\x05\x00")) for oid, critical in entry.extensions)
+            single = _tlv(0x30, _content(single) + _tlv(0xA1, _tlv(0x30, extensions)))
         return single
 
     def _status_for(self, request: ocsp.OCSPRequest) -> _SerialStatus:
@@ -503,6 +509,19 @@ def _children(element: bytes) -> list[bytes]:
         _start, end = _header(body, pos)
         out.append(body[pos:end])
         pos = end
+    return out
+
+
+def _oid_content(dotted: str) -> bytes:
+    """The content octets of an OBJECT IDENTIFIER (X.690 §8.19)."""
+    arcs = [int(a) for a in dotted.split(".")]
+    out = b""
+    for arc in [40 * arcs[0] + arcs[1], *arcs[2:]]:
+        chunk, rest = [arc & 0x7F], arc >> 7
+        while rest:
+            chunk.insert(0, 0x80 | (rest & 0x7F))
+            rest >>= 7
+        out += bytes(chunk)
     return out
 
 

@@ -189,19 +189,90 @@ def _check_delegate(candidate: x509.Certificate, issuer: x509.Certificate, now: 
 
 def _check_critical_extensions(response: ocsp.OCSPResponse) -> None:
     """RFC 6960 §4.4: an extension may be ignored only when it is not critical. The broker processes the nonce
-    (§4.4.1) and nothing else, so any other critical extension of the response, or of its SingleResponse,
-    refuses the answer. (cryptography reads a SingleResponse's extensions only when the response holds one;
-    with several, those of the entries cannot be seen.)"""
+    (§4.4.1) and nothing else, so any other critical extension of the response, or of any of its
+    SingleResponses, refuses the answer. cryptography reads a SingleResponse's extensions only when the response
+    holds one, so those of each entry are read from the signed ResponseData (:func:`_single_extension_oids`)."""
     try:
-        found = [*response.extensions]
-        if sum(1 for _ in response.responses) == 1:
-            found.extend(response.single_extensions)
+        found = [(e.oid.dotted_string, e.critical) for e in response.extensions]
     except ValueError as exc:  # duplicate or malformed extensions
         raise _invalid(f"the response has unreadable extensions ({exc})") from None
-    for extension in found:
-        if extension.critical and extension.oid != OCSPExtensionOID.NONCE:
-            raise _invalid(f"the response carries critical extension {extension.oid.dotted_string}, which the "
-                           "broker does not process")
+    try:
+        found += _single_extension_oids(response.tbs_response_bytes)
+    except ValueError as exc:
+        raise _invalid(f"the response's entries cannot be read ({exc})") from None
+    for oid, critical in found:
+        if critical and oid != OCSPExtensionOID.NONCE.dotted_string:
+            raise _invalid(f"the response carries critical extension {oid}, which the broker does not process")
+
+
+def _single_extension_oids(response_data: bytes) -> list[tuple[str, bool]]:
+    """(OID, critical) of every singleExtensions entry of every SingleResponse in a DER ResponseData (RFC 6960
+    §4.2.1). Structure only: the bytes were parsed and their signature verified by cryptography before this; any
+    deviation from DER's shape raises ValueError and refuses the response."""
+    (tag, start, end), = _der_items(response_data, 0, len(response_data))
+    if tag != 0x30:
+        raise ValueError("ResponseData is not a SEQUENCE")
+    fields = _der_items(response_data, start, end)
+    # version [0]?, responderID [1]|[2], producedAt, responses, responseExtensions [1]?: the responses follow
+    # producedAt (a GeneralizedTime), which tells the byName responderID [1] from the extensions [1]
+    produced = next((i for i, (t, _, _) in enumerate(fields) if t == 0x18), None)
+    if produced is None or produced + 1 >= len(fields) or fields[produced + 1][0] != 0x30:
+        raise ValueError("no responses after producedAt")
+    found: list[tuple[str, bool]] = []
+    _, rstart, rend = fields[produced + 1]
+    for single_tag, sstart, send in _der_items(response_data, rstart, rend):
+        if single_tag != 0x30:
+            raise ValueError("a SingleResponse is not a SEQUENCE")
+        # certID, certStatus, thisUpdate, nextUpdate [0]?, singleExtensions [1]?
+        for tag, estart, eend in _der_items(response_data, sstart, send)[3:]:
+            if tag != 0xA1:
+                continue
+            (seq_tag, xstart, xend), = _der_items(response_data, estart, eend)
+            if seq_tag != 0x30:
+                raise ValueError("singleExtensions is not a SEQUENCE")
+            for ext_tag, fstart, fend in _der_items(response_data, xstart, xend):
+                parts = _der_items(response_data, fstart, fend)
+                if ext_tag != 0x30 or not parts or parts[0][0] != 0x06:
+                    raise ValueError("an extension is not a SEQUENCE starting with its OID")
+                critical = len(parts) == 3 and parts[1][0] == 0x01 and response_data[parts[1][1]:parts[1][2]] != b"\x00"
+                found.append((_oid_text(response_data[parts[0][1]:parts[0][2]]), critical))
+    return found
+
+
+def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """The (tag, content start, content end) of each DER element between ``start`` and ``end``: single-byte tags
+    and definite lengths only (X.690 §8.1, §10.1)."""
+    items = []
+    pos = start
+    while pos < end:
+        if pos + 2 > end or data[pos] & 0x1F == 0x1F:
+            raise ValueError("malformed DER")
+        tag, length, pos = data[pos], data[pos + 1], pos + 2
+        if length & 0x80:
+            count = length & 0x7F
+            if not 1 <= count <= 4 or pos + count > end:
+                raise ValueError("malformed DER length")
+            length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
+        if pos + length > end:
+            raise ValueError("DER element runs past its parent")
+        items.append((tag, pos, pos + length))
+        pos += length
+    return items
+
+
+def _oid_text(content: bytes) -> str:
+    """The dotted form of an OBJECT IDENTIFIER's content octets (X.690 §8.19)."""
+    arcs: list[int] = []
+    value = 0
+    for byte in content:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            arcs.append(value)
+            value = 0
+    if not arcs or content[-1] & 0x80:
+        raise ValueError("malformed OBJECT IDENTIFIER")
+    first = min(arcs[0] // 40, 2)
+    return ".".join(str(a) for a in [first, arcs[0] - 40 * first, *arcs[1:]])
 
 
 def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datetime,

@@ -336,6 +336,36 @@ def test_several_entries_for_the_certificate_give_one_answer(
     assert (got.status, got.this_update, got.revoked_at, got.revocation_reason) == expected
 
 
+SINGLE_EXTENSION = "1.3.6.1.4.1.99999.1"
+NONCE_OID = "1.3.6.1.5.5.7.48.1.2"
+
+
+@pytest.mark.parametrize(("entries", "refused"), [
+    pytest.param((replace(FRESH_GOOD, extensions=((SINGLE_EXTENSION, True),)),), True, id="one-entry-critical"),
+    pytest.param((replace(FRESH_GOOD, extensions=((SINGLE_EXTENSION, True),)),
+                  replace(FRESH_GOOD, serial=OTHER_SERIAL)), True, id="ours-critical-beside-another"),
+    pytest.param((replace(FRESH_GOOD, serial=OTHER_SERIAL, extensions=((SINGLE_EXTENSION, True),)),
+                  FRESH_GOOD), True, id="another-entry-critical"),
+    pytest.param((FRESH_GOOD, replace(FRESH_GOOD, serial=OTHER_SERIAL,
+                                      extensions=((SINGLE_EXTENSION, False), (NONCE_OID, True)))),
+                 False, id="non-critical-and-a-critical-nonce"),
+    pytest.param((replace(FRESH_GOOD, next_update=None, extensions=((SINGLE_EXTENSION, False),)),
+                  replace(FRESH_GOOD, serial=OTHER_SERIAL)), False, id="non-critical-without-next-update"),
+])
+def test_critical_single_extensions_of_every_entry_are_seen(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, entries: tuple[Entry, ...],
+        refused: bool) -> None:
+    """RFC 6960 §4.4, RFC 5280 §4.2: a critical extension the broker does not process refuses the answer, in any
+    SingleResponse (cryptography shows an entry's extensions only when the response holds one)."""
+    der = answer_with(responder, cert, ca.certificate, entries)
+    if refused:
+        exc = rejected(der, cert, ca.certificate)
+        assert exc.reason == "revocation_response_invalid"
+        assert f"critical extension {SINGLE_EXTENSION}," in exc.detail
+    else:
+        assert verify(der, cert, ca.certificate).status == "good"
+
+
 @pytest.mark.parametrize(("entries", "reason", "detail"), [
     pytest.param((replace(FRESH_GOOD, serial=OTHER_SERIAL), replace(FRESH_REVOKED, serial=OTHER_SERIAL + 1)),
                  "revocation_response_invalid", "does not cover serial", id="only-other-serials"),
