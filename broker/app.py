@@ -14,10 +14,12 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask, Response, g, request
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
@@ -347,9 +349,43 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
     _install(app, services)
     if old.flow.upstream is not None:
         old.flow.upstream.metadata.close()
-    _record_configuration(settings, runtime.audit)
+    kept = restart_needed(old.settings, settings)
+    for section in kept:
+        log.warning("broker.yaml's %s section changed; it takes effect when the broker restarts (a reload keeps the "
+                    "running %s)", section, _KEPT_ON_RELOAD[section])
+    _record_configuration(settings, runtime.audit, restart_needed=kept)
     log.info("configuration reloaded from %s", directory)
     return True
+
+
+# what a reload keeps (Runtime): the sections that configure it apply when the process starts
+_KEPT_ON_RELOAD = {"audit": "audit trail: its directory, signing key, pseudonym key, client address mode and copies",
+                   "redis": "session store"}
+
+
+def restart_needed(running: Settings, loaded: Settings) -> tuple[str, ...]:
+    """The sections of broker.yaml that differ between the ``running`` configuration and the ``loaded`` one and
+    that a reload does not apply (``audit``, ``redis``; ``server`` is :mod:`broker.serving`'s). The audit
+    section's ``verification_keys`` only serve ``broker audit verify``: changing them needs nothing."""
+    changed = []
+    if _comparable(replace(running.broker.audit, verification_keys=())) != \
+            _comparable(replace(loaded.broker.audit, verification_keys=())):
+        changed.append("audit")
+    if _comparable(running.broker.redis) != _comparable(loaded.broker.redis):
+        changed.append("redis")
+    return tuple(changed)
+
+
+def _comparable(value: object) -> object:
+    """``value`` (a configuration object) as plain values that compare equal across two loads of the same files:
+    key objects compare by identity, so a private key stands for its public half."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return tuple((f.name, _comparable(getattr(value, f.name))) for f in fields(value))
+    if isinstance(value, tuple | list):
+        return tuple(_comparable(v) for v in value)
+    if isinstance(value, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        return value.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return value
 
 
 def build_audit_trail(settings: Settings, clock: Clock, instance: str, sink: AuditSink | None = None) -> AuditTrail:
@@ -375,8 +411,9 @@ def build_audit_trail(settings: Settings, clock: Clock, instance: str, sink: Aud
                       client_address=cfg.client_address, forwarders=forwarders)
 
 
-def _record_configuration(settings: Settings, audit: AuditTrail) -> None:
-    """`configuration_loaded`: what this process runs on, and what changed since the last recorded load."""
+def _record_configuration(settings: Settings, audit: AuditTrail, restart_needed: tuple[str, ...] = ()) -> None:
+    """`configuration_loaded`: what this process runs on, and what changed since the last recorded load;
+    ``restart_needed``: the changed sections a reload did not apply."""
     current = summary(settings)
     try:
         previous = last_event(settings.broker.audit.directory.path, "configuration_loaded")
@@ -391,6 +428,7 @@ def _record_configuration(settings: Settings, audit: AuditTrail) -> None:
             "files": current["files"],
             "added": tuple(changed["added"]), "removed": tuple(changed["removed"]),
             "modified": tuple(changed["modified"]),
+            **({"restart_needed": restart_needed} if restart_needed else {}),
         })))
         audit.sync()
     except AuditUnavailable as exc:  # logins will fail closed with the same error; starting up is fine

@@ -148,7 +148,22 @@ def test_reload_swaps_the_configuration_and_keeps_sessions(app: Flask, browser: 
     assert second["removed"] == []
     assert OTHER_SP + "/metadata" in second["service_providers"]
     assert second["config_sha256"] != records_[0]["data"]["config_sha256"]
+    assert "restart_needed" not in second  # the same audit and redis sections: keys compare by their public halves
     assert rejected(config_dir) == []
+
+
+def test_a_changed_audit_section_is_reported_as_needing_a_restart(app: Flask, config_dir: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """The audit trail is kept across reloads (its chain, its key): a changed audit section must not look
+    applied (a rotated signing key, client addresses to pseudonymise)."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["audit"]["client_address"] = "pseudonymised"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with caplog.at_level(logging.WARNING, logger="broker"):
+        assert reload_configuration(app) is True
+    assert "broker.yaml's audit section changed; it takes effect when the broker restarts" in caplog.text
+    assert loaded(config_dir)[-1]["data"]["restart_needed"] == ["audit"]
 
 
 @pytest.mark.parametrize("breaker", [break_broker_yaml, break_kommun_b_yaml], ids=["unknown_key", "bad_yaml"])
