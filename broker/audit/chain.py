@@ -158,7 +158,26 @@ class ChainWriter:
             self._start(pid)
         except AuditUnavailable:
             self._close_file()
+            self._discard_unstarted()
             raise
+
+    def _discard_unstarted(self) -> None:
+        """After a start that wrote nothing (a full disk: the file could be made, not one line written), remove
+        what it made, so that every refused request does not leave an empty chain behind for a later writer to
+        attest one by one. A start that wrote something keeps it: that is for a later writer to attest."""
+        if self._file_path is None or self._file_bytes > 0:
+            return
+        directory = self.settings.directory
+        try:
+            index = directory / f"{self.chain_id}.checkpoints.jsonl"
+            if index.exists() and index.stat().st_size == 0:
+                index.unlink()
+            self._file_path.unlink(missing_ok=True)
+            _fsync_dir(directory)
+        except OSError as exc:
+            log.warning("could not remove the empty audit file %s of a failed start: %s", self._file_path,
+                        exc.strerror)
+        self._file_path = None
 
     def _start(self, pid: int) -> None:
         self._reset_state()
@@ -177,11 +196,20 @@ class ChainWriter:
         if previous_key is not None and previous_key != self._signer.key_id:
             self._append_locked(self._system("audit_key_rotated", {
                 "old_key_id": previous_key, "new_key_id": self._signer.key_id}))
-        for attestation in self._recover_crashed_chains():
+        attestations = self._recover_crashed_chains()
+        for attestation in attestations:
             self._append_locked(self._system("audit_chain_recovered", attestation))
         self._checkpoint_locked(final=False)
         self._fsync_locked()
         self._pid = pid  # started: until here a failure leaves the next append to try again
+        # each attested chain is marked only now that its attestation is sealed and durable: a marker written
+        # first, with the attestation then failing (a full disk), would keep every later writer from attesting it
+        for attestation in attestations:
+            try:
+                _write_marker(self.settings.directory / f"{attestation['chain']}.recovered",
+                              {"by": self.chain_id, "last_seq": attestation["last_seq"]})
+            except OSError as exc:  # the next writer attests it again: a second attestation of the same end
+                log.warning("could not mark audit chain %s as attested: %s", attestation["chain"], exc.strerror)
         if self._background:
             threading.Thread(target=self._tick, name="audit-checkpoints", daemon=True).start()
 
@@ -215,9 +243,8 @@ class ChainWriter:
                     self._rotate_locked(self._clock.now())
                 self._checkpoint_locked(final=True)
                 self._fsync_locked()
-                (self.settings.directory / f"{self.chain_id}.closed").write_text(
-                    json.dumps({"seq": self._seq, "hash": self._prev}) + "\n")
-                _fsync_dir(self.settings.directory)
+                _write_marker(self.settings.directory / f"{self.chain_id}.closed",
+                              {"seq": self._seq, "hash": self._prev})
             except (OSError, AuditUnavailable) as exc:
                 log.error("audit chain %s could not be closed cleanly: %s", self.chain_id, exc)
             finally:
@@ -470,7 +497,8 @@ class ChainWriter:
         """Attest chains whose writer died without a final checkpoint (their files are unlocked)."""
         attestations = []
         directory = self.settings.directory
-        for chain, files in chain_files(directory).items():
+        present = chain_files(directory)
+        for chain, files in present.items():
             if chain == self.chain_id or (directory / f"{chain}.closed").exists() \
                     or (directory / f"{chain}.recovered").exists():
                 continue
@@ -484,17 +512,41 @@ class ChainWriter:
                     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 except OSError:
                     continue  # its writer is alive
-                if len(chain_files(directory).get(chain, [])) != len(files):
+                if (directory / f"{chain}.{files[-1][0] + 1:06d}.jsonl").exists():
                     continue  # it rotated meanwhile: alive
-                _, torn = read_tail(last)
-                last_seq, last_hash = _last_record(files)
+                try:
+                    _, torn = read_tail(last)
+                    last_seq, last_hash = _last_record(files)
+                except OSError as exc:  # removed or unreadable meanwhile: nothing to attest now
+                    log.warning("could not read crashed audit chain %s: %s", chain, exc.strerror)
+                    continue
                 attestations.append({"chain": chain, "file": last.name, "last_seq": last_seq,
                                      "last_hash": last_hash, "torn_bytes": len(torn)})
-                (directory / f"{chain}.recovered").write_text(
-                    json.dumps({"by": self.chain_id, "last_seq": last_seq}) + "\n")
             finally:
                 os.close(fd)
         return attestations
+
+
+def _write_marker(path: Path, data: dict[str, Any]) -> None:
+    """Write a marker file (``.closed``, ``.recovered``) whole or not at all: written and fsynced under a hidden
+    name, then renamed into place. A marker written in place on a full disk stayed behind empty, which the
+    verifier rightly reports as modified."""
+    hidden = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    try:
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+        try:
+            content = (json.dumps(data) + "\n").encode()
+            if os.write(fd, content) != len(content):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(hidden, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            hidden.unlink()
+        raise
+    _fsync_dir(path.parent)
 
 
 def _last_record(files: list[tuple[int, Path]]) -> tuple[int, str]:

@@ -566,3 +566,97 @@ def test_closing_right_after_a_full_disk_records_the_outage_first(
     assert rest[-1]["data"]["final"] is True
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
+
+
+def test_a_writer_that_cannot_start_on_a_full_disk_leaves_nothing_per_refused_request(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh writer (a new worker after a reload or a respawn) on a full disk: its file can be made, not one
+    line written. Each refused request used to leave an empty chain behind, which the first writer after the
+    outage then attested one by one (a record and a marker each, quadratic in their number)."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    trail = make_trail(make_writer(directory, clock, key), clock)
+    disk = FullDisk(monkeypatch)
+    for i in range(20):
+        with pytest.raises(AuditUnavailable, match="No space left on device"):
+            trail.record(login_event(i))
+    assert chain_files(directory) == {}
+    assert sorted(p.name for p in directory.iterdir()) == []
+
+    disk.full = False
+    trail.record(login_event(20))
+    trail.sync()
+    trail.close()
+    assert len(chain_files(directory)) == 1
+    assert not list(directory.glob("*.recovered"))
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+
+
+class FailingWrites:
+    """``os.write`` in the audit writer fails with ENOSPC for the files ``failing`` picks (by path)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.failing: Any = lambda path: False
+        real_write = os.write
+
+        def write(fd: int, data: Any) -> int:
+            if self.failing(os.readlink(f"/proc/self/fd/{fd}")):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(fd, data)
+
+        monkeypatch.setattr(chain_module.os, "write", write)
+
+
+def test_a_full_disk_while_writing_the_closed_marker_leaves_no_empty_marker(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The final checkpoint is written, the `.closed` marker is not: no empty marker may stay behind (the
+    verifier reports one as modified, on an untampered trail)."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    trail = make_trail(make_writer(directory, clock, key), clock)
+    trail.record(login_event(1))
+    trail.sync()
+    writes = FailingWrites(monkeypatch)
+    writes.failing = lambda path: ".closed." in path
+    trail.close()
+    assert not list(directory.glob("*.closed"))
+    assert not list(directory.glob(".*"))
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
+
+
+def test_an_attestation_the_disk_refuses_leaves_the_crashed_chain_to_the_next_writer(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The marker that says a crashed chain is attested is written only once the attestation is durable: written
+    first, with the attestation then refused by a full disk, it kept every later writer from attesting the chain,
+    and the untampered trail failed verification for good."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    crashed = make_writer(directory, clock, key, instance="wa")
+    trail = make_trail(crashed, clock)
+    trail.record(login_event(1))
+    trail.sync()
+    crashed._close_file()  # the process dies: its lock goes, no final checkpoint
+    writes = FailingWrites(monkeypatch)
+    written: list[str] = []
+
+    def after_its_first_line(path: str) -> bool:  # the new chain's start record goes in, its attestation does not
+        written.append(path)
+        return ".jsonl" in path and "wb." in path and len([p for p in written if "wb." in p]) > 1
+
+    writes.failing = after_its_first_line
+    second = make_trail(make_writer(directory, clock, key, instance="wb"), clock)
+    with pytest.raises(AuditUnavailable):
+        second.record(login_event(2))
+    assert not list(directory.glob("*.recovered"))
+
+    writes.failing = lambda path: False
+    third = make_trail(make_writer(directory, clock, key, instance="wc"), clock)
+    third.record(login_event(3))
+    third.sync()
+    third.close()
+    # the crashed chain, and the start that wrote one line before the disk refused the rest
+    assert sorted(p.name.split(".")[0] for p in directory.glob("*.recovered")) == ["wa", "wb"]
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
