@@ -137,6 +137,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
 
     metrics = Metrics(current_expiries, clock.now)
     audit.observe(metrics.observe_record)
+    audit.observe_failures(metrics.observe_audit_failure)
     audit.observe(LoginActivity(store))
     if revocation is None:
         # one fetcher and one CRL store per process; the session store doubles as the shared revocation cache

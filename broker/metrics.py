@@ -59,6 +59,9 @@ class Metrics:
                               ["event", "outcome"], registry=self._registry)
         self.latency = Histogram("broker_request_duration_seconds", "Time to answer, by endpoint", ["endpoint"],
                                  buckets=_LATENCY_BUCKETS, registry=self._registry)
+        self.audit_failures = Counter("broker_audit_write_failures", "Audit writes and syncs refused (a full or "
+                                      "unwritable disk): each fails the request it belongs to closed, and leaves "
+                                      "no audit record to count it by", registry=self._registry)
         self.revocation = Counter("broker_revocation_lookups", "Revocation lookups: cache_hit (this process), "
                                   "shared_hit (another instance's answer), fetched, error", ["method", "result"],
                                   registry=self._registry)
@@ -85,6 +88,9 @@ class Metrics:
             self._child(self.logins, "success", "", municipality).inc()
         elif outcome == "failure" and (event in _LOGIN_FAILURES or event == "upstream_authn_result"):
             self._child(self.logins, "failure", str(record.get("reason") or ""), municipality).inc()
+
+    def observe_audit_failure(self, _reason: str) -> None:
+        self.audit_failures.inc()
 
     def observe_revocation(self, method: str, result: str) -> None:
         self.revocation.labels(method, result).inc()

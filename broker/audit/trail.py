@@ -23,6 +23,7 @@ from broker.audit.events import AuditEvent
 from broker.audit.forward import Forwarder
 from broker.audit.schema import SCHEMA_VERSION
 from broker.clock import Clock
+from broker.errors import AuditUnavailable
 
 
 class AuditSink(Protocol):
@@ -32,6 +33,10 @@ class AuditSink(Protocol):
 
     def sync(self, upto: int) -> None:
         """Make everything up to ``upto`` durable."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Seal what is written with a signed checkpoint, durably."""
         ...
 
     def close(self) -> None: ...
@@ -79,6 +84,8 @@ class AuditTrail:
         self._client_mode: ClientAddressMode = client_address
         self._forwarders = tuple(forwarders)
         self._observers: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        self._failure_observers: tuple[Callable[[str], None], ...] = ()
+        self._failure: str | None = None   # why the last write or sync failed, until one succeeds
         self._local = threading.local()
 
     @property
@@ -124,8 +131,42 @@ class AuditTrail:
         """Call ``observer`` with every record written (metrics); it must be quick and must not fail."""
         self._observers = (*self._observers, observer)
 
+    def observe_failures(self, observer: Callable[[str], None]) -> None:
+        """Call ``observer`` with the reason of every write or sync the sink refuses (metrics: the refusals
+        themselves leave no record to count)."""
+        self._failure_observers = (*self._failure_observers, observer)
+
+    def _failed(self, exc: AuditUnavailable) -> None:
+        self._failure = exc.detail
+        for observer in self._failure_observers:
+            with contextlib.suppress(Exception):
+                observer(exc.reason)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the trail last failed to write or sync, or None when the last attempt succeeded."""
+        return self._failure
+
+    def probe(self) -> str | None:
+        """Readiness: None when the trail works. While it is failing, try a checkpoint (which also records a
+        file abandoned meanwhile), so that a process taken out of rotation for its audit trail comes back once
+        the disk does, without waiting for a login it can no longer be sent."""
+        if self._failure is None:
+            return None
+        try:
+            self._sink.checkpoint()
+        except AuditUnavailable as exc:
+            self._failure = exc.detail
+        else:
+            self._failure = None
+        return self._failure
+
     def record(self, event: AuditEvent) -> None:
-        token, written = self._sink.append(self.format(event))
+        try:
+            token, written = self._sink.append(self.format(event))
+        except AuditUnavailable as exc:
+            self._failed(exc)
+            raise
         self._local.pending = max(getattr(self._local, "pending", 0), token)
         for forwarder in self._forwarders:
             with contextlib.suppress(Exception):  # a copy must never cost a login
@@ -138,8 +179,13 @@ class AuditTrail:
         """Make this thread's recorded events durable (fsync, shared with concurrent callers)."""
         pending = getattr(self._local, "pending", 0)
         if pending:
-            self._sink.sync(pending)
+            try:
+                self._sink.sync(pending)
+            except AuditUnavailable as exc:
+                self._failed(exc)
+                raise
             self._local.pending = 0
+            self._failure = None
 
     def pseudonym_of_personnummer(self, value: str) -> str:
         return self._pseudonymiser.personnummer(value)

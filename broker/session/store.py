@@ -207,7 +207,9 @@ class RedisStore:
         return [v if isinstance(v, bytes) else None for v in values]  # type: ignore[union-attr]
 
     def ping(self) -> None:
-        self._call("PING", lambda c: c.ping())
+        """The store answers and takes writes: a PING alone is answered by a server that refuses every write a
+        login needs (maxmemory reached under noeviction, a read-only replica after a failover gone wrong)."""
+        self._call("SET", lambda c: c.set(self._k("ping"), b"1", px=10_000))
 
 
 def _ms(ttl: float) -> int:

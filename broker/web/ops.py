@@ -98,7 +98,9 @@ def healthz() -> Response:
 
 @bp.route("/readyz", methods=["GET"])
 def readyz() -> Response:
-    """Readiness: the session store answers. A load balancer should route elsewhere on 503."""
+    """Readiness: the session store answers and takes writes, and this process's audit trail can be written
+    (a login needs both: without either it fails closed). A load balancer should route elsewhere on 503; a
+    process whose audit trail failed tries a checkpoint at each probe, so it comes back once the disk does."""
     checks: dict[str, str] = {}
     status = 200
     try:
@@ -106,6 +108,11 @@ def readyz() -> Response:
         checks["session_store"] = "ok"
     except DependencyUnavailable as exc:
         checks["session_store"] = exc.reason
+        status = 503
+    if services().audit.probe() is None:
+        checks["audit"] = "ok"
+    else:
+        checks["audit"] = "audit_unavailable"
         status = 503
     return json_response({"status": "ok" if status == 200 else "unavailable", "checks": checks}, status)
 

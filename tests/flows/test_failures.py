@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from click.testing import CliRunner
 from cryptography import x509
@@ -41,7 +42,7 @@ from broker.demo.sp import DemoSp
 from broker.errors import ConfigError
 from broker.session.store import KeyValueStore, RedisStore
 from tests.conftest import REPO
-from tests.factories.redis_server import RedisServer
+from tests.factories.redis_server import RedisServer, free_port
 from tests.factories.saml import BASE_URL, Browser, forms, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 
@@ -112,6 +113,25 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
+def test_readyz_is_503_while_redis_answers_but_refuses_writes(private_redis: RedisServer, config_dir: Path) -> None:
+    """A server that answers PING but takes no write (a read-only replica after a failover gone wrong, maxmemory
+    under noeviction) fails every login closed: readiness must say so too."""
+    store = RedisStore(private_redis.url, prefix=f"test:{secrets.token_hex(4)}:")
+    app = build_app(config_dir, store)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 200
+    admin = redis.Redis.from_url(private_redis.url)
+    admin.replicaof("127.0.0.1", str(free_port()))  # a replica of nothing: read-only
+    try:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.get_json()["checks"]["session_store"] == "session_store_unavailable"
+    finally:
+        admin.replicaof("NO", "ONE")
+        admin.close()
+    assert client.get("/readyz").status_code == 200
+
+
 def test_redis_outage_gives_503_page_and_the_broker_recovers_by_itself(
         private_redis: RedisServer, config_dir: Path, users: Path, demo_material: Any) -> None:
     store = RedisStore(private_redis.url, prefix=f"test:{secrets.token_hex(4)}:")
@@ -137,7 +157,7 @@ def test_redis_outage_gives_503_page_and_the_broker_recovers_by_itself(
         assert ready.status_code == 503
         assert ready.headers["Content-Type"] == "application/json"
         assert ready.get_json() == {"status": "unavailable",
-                                    "checks": {"session_store": "session_store_unavailable"}}
+                                    "checks": {"session_store": "session_store_unavailable", "audit": "ok"}}
         assert browser.get("/healthz").status_code == 200  # liveness does not hang on Redis
 
         private_redis.start()  # same port: the app is not restarted

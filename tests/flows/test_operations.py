@@ -373,14 +373,15 @@ def test_readyz_is_503_while_redis_is_unreachable(settings: Any, config_dir: Pat
     response = get(app, "/readyz")
     assert time.monotonic() - started < 5
     assert response.status_code == 503
-    assert response.get_json() == {"status": "unavailable", "checks": {"session_store": "session_store_unavailable"}}
+    assert response.get_json() == {"status": "unavailable",
+                                   "checks": {"session_store": "session_store_unavailable", "audit": "ok"}}
     assert get(app, "/healthz").status_code == 200  # alive, just not ready
 
 
 def test_readyz_is_200_with_redis(app: Flask) -> None:
     response = get(app, "/readyz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "checks": {"session_store": "ok"}}
+    assert response.get_json() == {"status": "ok", "checks": {"session_store": "ok", "audit": "ok"}}
 
 
 # --- /diagnose is on the audit trail ----------------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_readyz_is_ready_when_redis_answers(browser: Browser) -> None:
     response = browser.get("/readyz")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert response.get_json() == {"status": "ok", "checks": {"session_store": "ok"}}
+    assert response.get_json() == {"status": "ok", "checks": {"session_store": "ok", "audit": "ok"}}
 
 
 def test_probes_write_nothing_to_the_audit(browser: Browser, config_dir: Path) -> None:

@@ -359,6 +359,30 @@ def test_logins_work_again_once_the_audit_directory_is_back(config_dir: Path, de
     assert any("SAMLResponse" in fields for _, fields in forms(response))
 
 
+def test_readiness_and_metrics_show_an_audit_trail_that_cannot_be_written(
+        config_dir: Path, demo_material: Any, store: RedisStore) -> None:
+    """Logins failing closed for the audit trail take the process out of a load balancer's rotation (/readyz
+    503) and are counted (they leave no audit record to count them by); the probe brings it back once the
+    directory is usable again, without a login."""
+    app = create_app(load_settings(config_dir), store=store, instance_id="test")
+    client = app.test_client()
+    assert client.get("/readyz").get_json()["checks"]["audit"] == "ok"
+    replace_by_a_file(config_dir / "audit")
+    for _attempt in range(3):
+        assert_fails_closed(login_page(app, demo_material))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json() == {"status": "unavailable",
+                                "checks": {"session_store": "ok", "audit": "audit_unavailable"}}
+    failures = app.extensions["broker_runtime"].metrics.audit_failures._value.get()
+    assert failures >= 3
+
+    (config_dir / "audit").unlink()
+    (config_dir / "audit").mkdir()
+    assert client.get("/readyz").status_code == 200  # the probe's checkpoint went through
+    assert login_page(app, demo_material).status_code == 200
+
+
 # --- several writer processes at once -----------------------------------------------------------------------
 
 CONCURRENT = """
