@@ -58,7 +58,7 @@ log = logging.getLogger("broker.audit")
 
 GENESIS = "0" * 64
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
-FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.\-]+?)\.(?P<n>[0-9]{6})\.jsonl$")
+FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.\-]+?)\.(?P<n>[0-9]{6})\.jsonl\Z")
 _TAIL_BYTES = 256 * 1024
 
 

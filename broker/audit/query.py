@@ -44,7 +44,10 @@ def records(paths: Iterable[Path],
 
 
 def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An ISO 8601 date or date and time (``2026-11-01``, ``2026-11-01T08:00``, ``...Z``, ``...+01:00``); one
+    without an offset is UTC, like the records' own times."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)

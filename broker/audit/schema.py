@@ -109,7 +109,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "configuration_loaded": _spec("a process loaded its configuration; what changed since the last load",
                                   "info", {"correlation_id"},
                                   data="config_sha256 municipalities service_providers files added removed "
-                                       "modified", data_required="config_sha256 files"),
+                                       "modified restart_needed", data_required="config_sha256 files"),
     "configuration_rejected": _spec("a configuration reload was refused; the previous configuration keeps serving",
                                     "failure", {"correlation_id", "reason"}, data="issues directory"),
     "readiness_run": _spec("`broker readiness` ran", "success failure info", {"correlation_id"},
@@ -128,8 +128,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                   "info", data="file bytes truncated_partial_line error"),
 }
 
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def validate(record: dict[str, Any]) -> list[str]:

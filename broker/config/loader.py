@@ -24,7 +24,7 @@ from broker.saml.xmlenc import AssertionEncrypter, EncryptionUnsupported, encryp
 
 T = TypeVar("T")
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9\-]{0,62}\Z")
 MUNICIPALITIES_DIR = "municipalities"
 SERVICE_PROVIDERS_DIR = "service-providers"
 

@@ -330,7 +330,7 @@ class AdminConfig:
                                                 "/admin/status require"))
 
 
-_BIND = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})|unix:(?P<path>/.+))$")
+_BIND = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})|unix:(?P<path>/.+))\Z")
 
 
 @dataclass(frozen=True)

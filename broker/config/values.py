@@ -47,6 +47,9 @@ _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION_SECONDS = 3650 * 86400
+
+
 @dataclass(frozen=True, order=True)
 class Duration:
     """A span of time: a number of seconds, or a string like ``500ms``, ``30s``, ``10m``, ``8h``, ``1h30m``, ``7d``."""
@@ -80,13 +83,15 @@ class Duration:
             raise ValueError(f"expected a duration like 30s, 10m or 8h, got {value!r}")
         if not math.isfinite(d.seconds) or d.seconds <= 0:
             raise ValueError(f"expected a positive duration, got {value!r}")
+        if d.seconds > MAX_DURATION_SECONDS:  # nothing is configured for longer; past it, dates overflow
+            raise ValueError(f"expected at most 3650d (ten years), got {value!r}")
         return d
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
         return {
             "oneOf": [
-                {"type": "number", "exclusiveMinimum": 0, "description": "seconds"},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_SECONDS, "description": "seconds"},
                 {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$"},
             ]
         }
@@ -98,7 +103,7 @@ class Duration:
         return f"{self.seconds * 1000:g}ms"
 
 
-_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+\Z")
 
 
 class Oid(str):
@@ -150,7 +155,7 @@ class _Url(str):
 class HttpsUrl(_Url):
     """An absolute https:// URL without query or fragment."""
 
-    pattern = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?$")
+    pattern = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?\Z")
     expected = "an https:// URL without query or fragment"
     schema_pattern = "^https://"
 
@@ -162,7 +167,7 @@ class HttpsUrl(_Url):
 class HttpUrl(_Url):
     """An absolute http:// or https:// URL (revocation data is usually served over plain HTTP: it is signed)."""
 
-    pattern = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?$")
+    pattern = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(/\S*)?\Z")
     expected = "an http:// or https:// URL"
     schema_pattern = "^https?://"
 
@@ -173,7 +178,7 @@ class EntityId(str):
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> EntityId:
         text = _require_str(value, "an entity ID")
-        if len(text) > 1024 or not re.match(r"^(https?|urn):\S+$", text):
+        if len(text) > 1024 or not re.match(r"^(https?|urn):\S+\Z", text):
             raise ValueError(f"expected an entity ID (an https:// URL or urn:, at most 1024 characters), "
                              f"got {text!r}")
         return cls(text)

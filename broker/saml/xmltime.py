@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?Z$")
+_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?Z\Z")
 
 
 def parse_instant(text: str) -> dt.datetime:

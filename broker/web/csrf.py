@@ -38,7 +38,7 @@ COOKIE = "__Host-broker_csrf"
 FIELD = "csrf_token"
 DISCOVERY = "discovery-choice"  # the purpose bound into the token: a token for one form is not one for another
 
-_SECRET = re.compile(r"^[A-Za-z0-9_-]{43}$")  # new_token(): 32 random bytes, URL-safe base64 without padding
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{43}\Z")  # new_token(): 32 random bytes, URL-safe base64 without padding
 _HKDF_INFO = b"broker form-token key v1"
 
 

@@ -222,7 +222,7 @@ def diagnose_page(rows: list[tuple[str, str]] | None, accepted: bool, error: Bro
 
 # an origin as CSP source expressions may name it: scheme, host (or [IPv6]) and port, nothing that could end the
 # directive (";", ",", spaces) or the header
-_ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+_ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?\Z")
 
 
 _CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action {form_action}; "

@@ -234,6 +234,11 @@ def cids(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
                  [("B2", "login_started"), ("B2", "certificate_accepted"), ("B2", "assertion_issued"),
                   ("X1", "login_refused")], id="time-range"),
     pytest.param(["--since", "2026-11-26T08:40:00Z"], [("G1", "certificate_rejected")], id="since-inclusive"),
+    # a date, or a time without an offset, is UTC like the records' times (it failed comparing naive and aware)
+    pytest.param(["--since", "2026-11-25", "--until", "2026-11-26"],
+                 [("B2", "login_started"), ("B2", "certificate_accepted"), ("B2", "assertion_issued"),
+                  ("X1", "login_refused")], id="dates"),
+    pytest.param(["--since", "2026-11-26T08:40:00"], [("G1", "certificate_rejected")], id="time-without-offset"),
     pytest.param(["--until", "2026-11-24T08:00:00Z"], [], id="until-exclusive"),
     pytest.param(["--user", "SE2120001009-anna", "--sp", SP_B, "--outcome", "success"],
                  [("A2", "certificate_accepted"), ("A2", "assertion_issued")], id="criteria-combine"),

@@ -314,6 +314,7 @@ def test_the_directory_layout_is_checked(config_dir: Path, edit: Edit, expected:
         pytest.param("kommun c.yaml", id="space"),
         pytest.param("kommun-ö.yaml", id="non-ascii"),
         pytest.param("k" * 64 + ".yaml", id="longer-than-63"),
+        pytest.param("kommun-d\n.yaml", id="newline-before-the-extension"),
     ],
 )
 def test_a_file_name_that_is_not_an_id_is_refused(config_dir: Path, name: str) -> None:

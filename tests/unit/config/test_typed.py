@@ -345,6 +345,9 @@ def test_a_duration_is_seconds_or_a_string_of_units(config_dir: Path, written: s
         pytest.param("[10m]", "expected a duration like", id="list"),
         pytest.param(".nan", "duration", id="not-a-number"),
         pytest.param(".inf", "duration", id="infinite"),
+        # dates a login works out from it would overflow (every login a 500)
+        pytest.param("100000000d", "expected at most 3650d (ten years), got '100000000d'", id="past-ten-years"),
+        pytest.param("315360001", "expected at most 3650d", id="past-ten-years-in-seconds"),
     ],
 )
 def test_an_invalid_duration_is_refused(config_dir: Path, written: str, fragment: str) -> None:
@@ -393,6 +396,7 @@ def test_an_organisation_number_with_a_hyphen_after_six_digits_is_stored_without
         pytest.param("2", "expected an OID as a string", id="one-arc"),
         pytest.param("'1.2.752.x'", "expected a dotted OID like", id="letter"),
         pytest.param("'urn:oid:1.2.752'", "expected a dotted OID like", id="urn-form"),
+        pytest.param('"2.999.1.3\\n"', "expected a dotted OID like", id="trailing-newline"),
     ],
 )
 def test_an_invalid_policy_oid_is_refused(config_dir: Path, written: str, fragment: str) -> None:
@@ -415,6 +419,7 @@ def test_an_invalid_policy_oid_is_refused(config_dir: Path, written: str, fragme
         pytest.param("https://www.example.se:0", "a port from 1 to 65535", id="port-zero"),
         pytest.param("https://a:b:c", "Port could not be cast", id="two-colons"),
         pytest.param("https://[[x]", "does not appear to be an IPv4 or IPv6 address", id="broken-brackets"),
+        pytest.param('"https://www.example.se\\n"', "expected an https:// URL", id="trailing-newline"),
     ],
 )
 def test_an_organisation_url_must_be_https(config_dir: Path, written: str, fragment: str) -> None:
