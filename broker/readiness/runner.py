@@ -53,7 +53,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     window = cfg.expiry_warning.timedelta
     timeout = cfg.timeout.seconds
     dates = ServerDates(clock)
-    fetcher = HttpFetcher(observe=dates.observe) if options.network else None
+    fetcher = HttpFetcher(observe=dates.observe, max_timeout=timeout) if options.network else None
     municipalities = selected(settings, options.municipalities)
 
     progress("the broker's keys")

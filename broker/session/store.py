@@ -209,7 +209,7 @@ class RedisStore:
     def ping(self) -> None:
         """The store answers and takes writes: a PING alone is answered by a server that refuses every write a
         login needs (maxmemory reached under noeviction, a read-only replica after a failover gone wrong)."""
-        self._call("SET", lambda c: c.set(self._k("ping"), b"1", px=10_000))
+        self._call("write check (SET)", lambda c: c.set(self._k("ping"), b"1", px=10_000))
 
 
 def _ms(ttl: float) -> int:

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -90,11 +90,15 @@ class HttpFetcher:
     sees the URL and headers of every answer (readiness compares their ``Date`` with the host clock)."""
 
     def __init__(self, user_agent: str = "broker-revocation/1",
-                 observe: Callable[[str, Mapping[str, str]], None] | None = None) -> None:
+                 observe: Callable[[str, Mapping[str, str]], None] | None = None,
+                 max_timeout: float | None = None) -> None:
+        """``max_timeout`` caps every fetch's connect and total timeouts, whatever its limits say (readiness:
+        ``readiness.timeout`` per network check, below a municipality's 30 s for a CRL download)."""
         self._pool = urllib3.PoolManager(num_pools=16, maxsize=4, block=False, retries=False)
         self._pool.pool_classes_by_scheme = {"http": _WatchedHTTPConnectionPool, "https": _WatchedHTTPSConnectionPool}
         self._headers = {"User-Agent": user_agent}
         self._observe = observe
+        self._max_timeout = max_timeout
 
     def get(self, url: str, limits: FetchLimits, accept: str) -> bytes:
         return self._request("GET", url, None, {"Accept": accept}, limits)
@@ -107,6 +111,9 @@ class HttpFetcher:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
+        if self._max_timeout is not None:
+            limits = replace(limits, connect_timeout=min(limits.connect_timeout, self._max_timeout),
+                             total_timeout=min(limits.total_timeout, self._max_timeout))
         with SocketDeadline(limits.total_timeout) as watchdog:
             _watching.current = watchdog
             try:

@@ -238,6 +238,18 @@ def test_slow_peer_is_reported_as_a_timeout(responder: OcspResponder) -> None:
     assert caught.value.timeout is True
 
 
+def test_a_fetchers_timeout_cap_bounds_every_fetch(responder: OcspResponder) -> None:
+    """readiness.timeout ("per network check") bounds a CRL download configured with 30 s, and a fetch's own
+    shorter limits still hold."""
+    responder.slow(3)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        HttpFetcher(max_timeout=0.3).post(responder.url, b"", "application/ocsp-request",
+                                          "application/ocsp-response", FetchLimits(30, 30, 1024))
+    assert caught.value.timeout is True
+    assert time.monotonic() - started < 1.5
+
+
 def test_revoked_names_the_revocation_date(responder: OcspResponder, engine: RevocationChecker,
                                            ca: CertificateAuthority, cert: x509.Certificate) -> None:
     _revoked(responder, cert)

@@ -175,6 +175,6 @@ def test_session_store_down_fails(config_dir: Path) -> None:
     check = only(broker_section(load(config_dir), store), "broker.session_store")
 
     assert (check.status, check.title) == ("fail", "session store unreachable")
-    assert "Redis PING failed" in check.evidence
+    assert "Redis write check (SET) failed" in check.evidence
     assert check.fix is not None
     assert "REDIS_URL" in check.fix
