@@ -316,7 +316,8 @@ class ReadinessConfig:
                                  "checked live"))
     expiry_warning: Duration = field(
         default=Duration(30 * 86400), metadata=doc("warn about certificates, CRLs and metadata expiring sooner"))
-    timeout: Duration = field(default=Duration(10), metadata=doc("per network check; caps the municipalities' own CRL and OCSP timeouts"))
+    timeout: Duration = field(default=Duration(10), metadata=doc(
+        "per network check; caps the municipalities' own CRL and OCSP timeouts"))
     ca_list_warn_bytes: int = field(
         default=12288, metadata=doc("warn when an advertised CA list is larger (some servers cut lists near 16 KB)",
                                     min=1024))
