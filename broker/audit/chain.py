@@ -50,6 +50,7 @@ from typing import Any
 from broker.audit.keys import AuditSigner
 from broker.clock import Clock
 from broker.errors import AuditUnavailable
+from broker.forks import reset_in_child
 
 # one encoder for every line (json.dumps with options builds a new one per call)
 _LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -124,6 +125,14 @@ class ChainWriter:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._reset_state()
+        # the master's checkpoint thread may hold the locks when gunicorn forks a worker
+        reset_in_child(self, ChainWriter._new_locks)
+
+    def _new_locks(self) -> None:
+        """In a forked child (which starts a chain of its own): locks no thread of the parent can hold."""
+        self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
 
     def _reset_state(self) -> None:
         self.chain_id = ""

@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, Protocol, TextIO
 
+from broker.forks import reset_in_child
+
 log = logging.getLogger("broker.audit")
 
 _FACILITIES = {"auth": 4, "authpriv": 10, **{f"local{i}": 16 + i for i in range(8)}}
@@ -46,6 +48,10 @@ class _Queued:
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._warned = 0
+        reset_in_child(self, _Queued._new_lock)  # the master's sender thread may hold it at a fork
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def submit(self, record: dict[str, Any]) -> None:
         if self._pid != os.getpid():  # one sender per process (after a fork, a new one)

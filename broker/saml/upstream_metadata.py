@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker.clock import Clock
 from broker.config.loader import Municipality
 from broker.errors import UpstreamRejected
+from broker.forks import reset_in_child
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.saml.metadata import IdpMetadata, parse_idp_metadata, verify_metadata_signature
 
@@ -54,8 +54,7 @@ class UpstreamMetadata:
         self._stop = threading.Event()
         # gunicorn forks workers from the master, maybe while the master's start-up fetch holds a state's lock:
         # a child must not inherit a lock held by a thread it does not have
-        me = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _after_fork(me))
+        reset_in_child(self, UpstreamMetadata._reset_after_fork)
 
     def _reset_after_fork(self) -> None:
         for state in self._states.values():
@@ -186,9 +185,3 @@ class UpstreamMetadata:
 
     def close(self) -> None:
         self._stop.set()
-
-
-def _after_fork(ref: weakref.ReferenceType[UpstreamMetadata]) -> None:
-    registry = ref()
-    if registry is not None:
-        registry._reset_after_fork()

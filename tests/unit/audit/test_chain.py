@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from broker.clock import FixedClock, SystemClock
 from tests.factories.audit import (
     T0,
     lines_of,
+    login_event,
     make_trail,
     make_writer,
     only_chain,
@@ -339,3 +341,44 @@ def test_concurrent_appends_and_syncs_keep_lines_whole_and_seqs_contiguous(tmp_p
         assert mine == [f"T{n}-{i:03d}" for i in range(150)]
     assert checkpoints(records)
     assert verified(tmp_path, key).ok
+
+
+def test_a_worker_forked_while_a_thread_holds_the_writers_locks_can_write(tmp_path: Path) -> None:
+    """gunicorn forks workers from the master, whose checkpoint and forwarding threads take the writer's and the
+    forwarder's locks: a child forked at that moment inherited them held, by a thread it does not have, and its
+    first audit record hung for good."""
+    import io
+
+    from broker.audit.forward import StdoutForwarder
+
+    clock, key = SystemClock(), Ed25519PrivateKey.generate()
+    writer = make_writer(tmp_path, clock, key)
+    forwarder = StdoutForwarder(100, io.StringIO())
+    trail = make_trail(writer, clock, forwarders=[forwarder])
+    trail.record(login_event(1))
+    trail.sync()
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer._lock, writer._sync_lock, forwarder._lock:
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    pid = os.fork()
+    if pid == 0:  # the child: a record, its fsync and a forwarded copy, within 5 s or SIGALRM ends it
+        code = 1
+        try:
+            signal.alarm(5)
+            trail.record(login_event(2))
+            trail.sync()
+            forwarder._count("dropped")
+            code = 0
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
