@@ -283,6 +283,7 @@ class RevocationChecker:
             answer = verify_response(der, cert, issuer, now=now, skew=policy.skew,
                                      max_age_without_next_update=policy.config.ocsp
                                      .max_age_without_next_update.timedelta)
+            self._check_delegate_status(answer, issuer, policy, now)
         except (CertificateRejected, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring unusable shared OCSP response for %s: %s", key, exc)
             return None
@@ -336,12 +337,30 @@ class RevocationChecker:
         try:
             answer = verify_response(der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
                                      max_age_without_next_update=ocsp_cfg.max_age_without_next_update.timedelta)
+            self._check_delegate_status(answer, issuer, policy, now)
         except CertificateRejected as exc:
             self._record_ocsp(url, issuer, f"{exc.reason}: {exc.detail}", now)
             raise CertificateRejected(exc.reason, f"OCSP responder {url}: {exc.detail}",
                                       params=dict(exc.params)) from None
         self._record_ocsp(url, issuer, None, now)
         return self._remember(key, url, answer, policy, now, der=der)
+
+    def _check_delegate_status(self, answer: OcspAnswer, issuer: x509.Certificate, policy: RevocationPolicy,
+                               now: dt.datetime) -> None:
+        """RFC 6960 §4.2.2.2.1: a delegated responder without id-pkix-ocsp-nocheck leaves its own status to the
+        client's policy. The broker's: a delegate the CA's CRL lists (a CRL this municipality's sources hold or
+        fetch, as for any certificate of the CA) signs nothing it accepts; when no CRL can say, the answer
+        stands (asking the responder about itself would prove nothing)."""
+        delegate = answer.unchecked_delegate
+        if delegate is None:
+            return
+        try:
+            self._crl(delegate, issuer, policy, now)
+        except CertificateRejected as exc:
+            if exc.reason == "revoked":
+                raise CertificateRejected("revocation_response_invalid",
+                                          f"the delegated responder's certificate is revoked ({exc.detail})") from None
+            log.debug("status of OCSP delegate %s not established: %s", describe(delegate), exc.detail)
 
     def _status(self, cert: x509.Certificate, entry: _Cached, *, cached: bool) -> CertStatus:
         answer = entry.answer

@@ -71,6 +71,9 @@ class OcspAnswer:
     revoked_at: dt.datetime | None
     revocation_reason: str | None
     responder: str
+    # a delegated responder's certificate without id-pkix-ocsp-nocheck (RFC 6960 §4.2.2.2.1): its own status is
+    # for the caller's policy to check; None when the CA signed, or the delegate is exempt
+    unchecked_delegate: x509.Certificate | None = None
 
 
 def build_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: bytes | None,
@@ -388,4 +391,11 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
         else None
     mapped: Status = {ocsp.OCSPCertStatus.GOOD: "good", ocsp.OCSPCertStatus.REVOKED: "revoked"}.get(
         status, "unknown")  # type: ignore[assignment]
-    return OcspAnswer(mapped, this_update, next_update, response.produced_at_utc, revoked_at, reason, responder)
+    unchecked = None
+    if signer is not issuer:
+        try:
+            signer.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        except x509.ExtensionNotFound:
+            unchecked = signer
+    return OcspAnswer(mapped, this_update, next_update, response.produced_at_utc, revoked_at, reason, responder,
+                      unchecked)

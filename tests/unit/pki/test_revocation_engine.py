@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import ocsp
 
 from broker.clock import FixedClock
-from broker.demo.certificates import CertificateAuthority
+from broker.demo.certificates import CertificateAuthority, Issued
 from broker.errors import CertificateRejected
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
@@ -31,6 +31,7 @@ from broker.session.store import RedisStore
 from tests.factories.http_files import FileServer
 from tests.factories.ocsp_responder import OcspResponder, closed_port_url
 from tests.factories.pki import Hierarchy
+from tests.factories.pki_cases import reissue
 from tests.factories.revocation import (
     HOUR,
     MINUTE,
@@ -546,6 +547,33 @@ def test_a_path_holds_until_its_first_answer_expires(root: CertificateAuthority,
         outcome = engine.check((cert, issuing.certificate, root.certificate), pol)
     assert [c.method for c in outcome.checked] == ["ocsp", "crl"]
     assert outcome.valid_until == NOW + 20 * MINUTE
+
+
+@pytest.mark.parametrize(("nocheck", "listed", "expect_refused"), [
+    pytest.param(False, True, True, id="revoked-delegate"),
+    pytest.param(False, False, False, id="delegate-in-good-standing"),
+    pytest.param(True, True, False, id="revoked-delegate-exempt-by-ocsp-nocheck"),
+])
+def test_a_delegated_responder_the_cas_crl_lists_signs_nothing(
+        engine: RevocationChecker, files: FileServer, nocheck: bool, listed: bool, expect_refused: bool) -> None:
+    """RFC 6960 §4.2.2.2.1: without id-pkix-ocsp-nocheck a delegate's own status is the client's policy to
+    check; the broker asks the CA's CRL (a compromised responder key would otherwise vouch for any card)."""
+    ca = person_ca()
+    cert = leaf(ca).certificate
+    with OcspResponder(ca, now=NOW) as responder:
+        delegate = responder.use_delegate()
+        if nocheck:
+            responder.delegate = Issued(reissue(delegate.certificate, ca, extra=[x509.OCSPNoCheck()]), delegate.key)
+        if listed:
+            ca.revoke(responder.delegate.certificate, NOW - DAY)
+        files.put_crl("/ca.crl", ca.crl())
+        pol = policy([ca.certificate], methods=("ocsp",), ocsp_url=responder.url, crl_urls=[files.url("/ca.crl")])
+        if expect_refused:
+            exc = refused(engine, cert, ca, pol)
+            assert exc.reason == "revocation_response_invalid"
+            assert "the delegated responder's certificate is revoked" in exc.detail
+        else:
+            assert check(engine, cert, ca, pol).summary == "ocsp"
 
 
 # --- caching -----------------------------------------------------------------------------------------
