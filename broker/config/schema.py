@@ -87,9 +87,25 @@ class SigningConfig:
                      "to measure against; about ten times slower)"),
     )
 
+    also_published: tuple[CertificateFile, ...] = field(
+        default=(), metadata=doc("more signing certificates published in the metadata, for a key rollover: the next "
+                                 "key's before the switch (peers fetch it in time), the previous one's for a while "
+                                 "after; nothing is signed with them"))
+
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key()):
             yield ("certificate",), "the certificate does not belong to the configured key"
+        seen = {_spki(self.certificate.certificate.public_key())}
+        for i, extra in enumerate(self.also_published):
+            key = _spki(extra.certificate.public_key())
+            if key in seen:
+                yield ("also_published", i), "this key is published already (the signing key, or listed twice)"
+            seen.add(key)
+
+    def published_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The signing certificate first, then the others to publish (SAML Metadata §2.4.1.1: each its own
+        KeyDescriptor; peers accept a signature by any of them)."""
+        return (self.certificate.certificate, *(c.certificate for c in self.also_published))
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,11 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
     broker = settings.broker
     renew = "Make a new key and certificate, publish it in the broker's metadata next to the old one, wait until " \
             "every {peer} has fetched it, then switch."
+    idp_renew = ("Make a new key and certificate and list the certificate in idp.signing.also_published (the metadata "
+                 "then carries both); once every SP has fetched it, make it idp.signing and list the old one there "
+                 "instead (docs/deployment.md, Key rollover).")
     checks = [validity_check("broker.idp_signing", "IdP signing certificate",
-                             broker.idp.signing.certificate.certificate, now, window, fix=renew.format(peer="SP"))]
+                             broker.idp.signing.certificate.certificate, now, window, fix=idp_renew)]
     if broker.sp is not None:
         checks.append(validity_check("broker.sp_signing", "SP signing certificate",
                                      broker.sp.signing.certificate.certificate, now, window,

@@ -9,13 +9,11 @@ Profiles), from the LoAs the municipalities' policies map to.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import threading
 
-from cryptography.hazmat.primitives import serialization
 from lxml import etree
-from saml2 import md, saml, xmldsig
+from saml2 import md, saml
 from saml2.extension import mdattr
 
 from broker.clock import Clock
@@ -24,6 +22,7 @@ from broker.config.schema import MunicipalityConfig
 from broker.model import KNOWN_LOAS
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_PERSISTENT, NAMEID_TRANSIENT
 from broker.saml.response import new_id
+from broker.saml.sp_metadata import key_descriptor
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlparse import parse_untrusted
 from broker.saml.xmltime import format_instant
@@ -53,9 +52,6 @@ class IdpMetadata:
 
     def _build(self, now: dt.datetime, valid_until: dt.datetime) -> bytes:
         idp = self._settings.broker.idp
-        der = idp.signing.certificate.certificate.public_bytes(serialization.Encoding.DER)
-        key_info = xmldsig.KeyInfo(x509_data=[xmldsig.X509Data(
-            x509_certificate=xmldsig.X509Certificate(text=base64.b64encode(der).decode()))])
         loas = sorted({KNOWN_LOAS[loa] for m in self._settings.municipalities.values() for loa in _loas(m.config)},
                       key=lambda loa: (loa.rank, loa.uri))
         extensions = None
@@ -79,7 +75,7 @@ class IdpMetadata:
                 # setting (a python3-saml SP without a key must not take this one from the metadata)
                 want_authn_requests_signed="true" if any(
                     sp.requires_signed_requests for sp in self._settings.service_providers.values()) else "false",
-                key_descriptor=[md.KeyDescriptor(use="signing", key_info=key_info)],
+                key_descriptor=[key_descriptor("signing", cert) for cert in idp.signing.published_certificates()],
                 single_logout_service=[
                     md.SingleLogoutService(binding=HTTP_REDIRECT, location=self._slo_url),
                     md.SingleLogoutService(binding=HTTP_POST, location=self._slo_url),

@@ -26,7 +26,8 @@ from broker.saml.xmltime import format_instant
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 
 
-def _key_descriptor(use: str, cert: x509.Certificate) -> md.KeyDescriptor:
+def key_descriptor(use: str, cert: x509.Certificate) -> md.KeyDescriptor:
+    """A KeyDescriptor for ``use`` holding ``cert`` (SAML Metadata §2.4.1.1)."""
     der = cert.public_bytes(serialization.Encoding.DER)
     return md.KeyDescriptor(use=use, key_info=xmldsig.KeyInfo(x509_data=[xmldsig.X509Data(
         x509_certificate=xmldsig.X509Certificate(text=base64.b64encode(der).decode()))]))
@@ -61,8 +62,8 @@ class SpMetadataDocument:
                 protocol_support_enumeration=PROTOCOL,
                 authn_requests_signed="true",
                 want_assertions_signed="true",
-                key_descriptor=[_key_descriptor("signing", cfg.signing.certificate.certificate),
-                                _key_descriptor("encryption", cfg.decryption[0].certificate.certificate)],
+                key_descriptor=[key_descriptor("signing", cfg.signing.certificate.certificate),
+                                key_descriptor("encryption", cfg.decryption[0].certificate.certificate)],
                 single_logout_service=[
                     md.SingleLogoutService(binding=HTTP_REDIRECT, location=self._slo_url),
                     md.SingleLogoutService(binding=HTTP_POST, location=self._slo_url),

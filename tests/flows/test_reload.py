@@ -8,6 +8,7 @@ serving. `broker reload` validates first and sends nothing when the files are br
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import signal
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 import requests
 import yaml
 from flask import Flask
+from lxml import etree
+from saml2.sigver import SignatureError
 
 from broker.app import reload_configuration
 from broker.audit.query import records
@@ -342,3 +345,45 @@ def test_broker_reload_and_sighup_in_a_running_server(serve: BrokerServe, serve_
             f"after the refused reload: HTTP {status}\n{page[-1500:]}\n--- serve.log\n{serve.log()}"
     assert requests.get(serve.url + "/healthz", timeout=10).status_code == 200
     assert serve.process.poll() is None  # type: ignore[union-attr]
+
+
+def test_a_signing_key_rollover_keeps_sps_with_the_earlier_metadata_working(
+        app: Flask, browser: Browser, craft: AuthnRequests, sp: DemoSp, config_dir: Path) -> None:
+    """Metadata §2.4.1.1: the next signing certificate is published beside the current one
+    (idp.signing.also_published); an SP that fetched that metadata then accepts Responses signed with the new
+    key once the broker switches to it."""
+    from broker.demo.certificates import CertificateAuthority, write_key, write_pem
+
+    nxt = CertificateAuthority.root("Demo Broker IdP signing 2", dt.datetime.now(dt.UTC), key="rsa2048")
+    write_key(config_dir / "keys" / "idp-signing-2.key", nxt.key)
+    write_pem(config_dir / "keys" / "idp-signing-2.crt", nxt.certificate)
+
+    def signing(key: str, certificate: str, also: list[str]) -> None:
+        path = config_dir / "broker.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["idp"]["signing"].update(key=key, certificate=certificate, also_published=also)
+        path.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+    signing("keys/idp-signing.key", "keys/idp-signing.crt", ["keys/idp-signing-2.crt"])
+    assert reload_configuration(app) is True
+    published = app.extensions["broker"].metadata.document()
+    root = etree.fromstring(published)
+    certificates = root.findall(".//{urn:oasis:names:tc:SAML:2.0:metadata}IDPSSODescriptor/"
+                                "{urn:oasis:names:tc:SAML:2.0:metadata}KeyDescriptor[@use='signing']")
+    assert len(certificates) == 2
+    # the SP takes the metadata with both keys
+    rolled = DemoSp(DemoSpSettings(base_url=BASE_URL + "/demo-sp", key_file=sp.settings.key_file,
+                                   cert_file=sp.settings.cert_file, xmlsec_binary=xmlsec_binary()),
+                    published, app.extensions["broker"].settings.broker.idp.entity_id)
+    crafted, posted = login(browser, AuthnRequests(rolled, sp.settings.key_file))
+    sp_accepts(rolled, posted.fields["SAMLResponse"], crafted.request_id)
+
+    signing("keys/idp-signing-2.key", "keys/idp-signing-2.crt", ["keys/idp-signing.crt"])
+    assert reload_configuration(app) is True
+    # (the same browser: the test client keeps a request's context until that client's next request, and a
+    # second client would run inside it, with the services of before the reload)
+    crafted, posted = login(browser, AuthnRequests(rolled, sp.settings.key_file))
+    assert sp_accepts(rolled, posted.fields["SAMLResponse"], crafted.request_id) is not None
+    # signed with the new key: the SP still holding the metadata from before the rollover began refuses it
+    with pytest.raises(SignatureError):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)

@@ -421,6 +421,14 @@ def test_a_signing_key_that_does_not_match_its_certificate_is_reported_at_the_ce
                  "the certificate does not belong to the configured key")], config_dir)
 
 
+def test_a_certificate_published_beside_the_signing_one_must_be_another_key(config_dir: Path) -> None:
+    replacing(BROKER, "    certificate: keys/idp-signing.crt",
+              "    certificate: keys/idp-signing.crt\n    also_published: [keys/idp-signing.crt]")(config_dir)
+    assert_issues(load_issues(config_dir), [
+        Expected(BROKER, "also_published:", "idp.signing.also_published[0]",
+                 "this key is published already (the signing key, or listed twice)")], config_dir)
+
+
 def test_an_ecdsa_p384_signing_key_with_its_certificate_is_accepted(config_dir: Path) -> None:
     signer = CertificateAuthority.root("Broker IdP signing", NOW, key="ec384")
     write_key(config_dir / KEY, signer.key)
