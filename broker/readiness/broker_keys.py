@@ -35,6 +35,7 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                                          "second until every IdP encrypts to the new certificate)."))
     for sp in settings.service_providers.values():
         checks.append(_sp_metadata_check(sp, now, window))
+        checks.append(_sp_endpoints_check(sp))
         if sp.encrypter is not None:
             # keys in metadata are containers: an expired certificate still carries a usable key, so never FAIL
             checks.append(validity_check("broker.sp_encryption_key", f"{sp.id}: encryption certificate",
@@ -83,6 +84,23 @@ def _sp_metadata_check(sp: ServiceProvider, now: dt.datetime, window: dt.timedel
                      f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC (in {left.days} days)", fix, sp.id, until)
     return Check("broker.sp_metadata", "pass", f"{sp.id}: metadata valid", f"{where}: validUntil {until:%Y-%m-%d}",
                  None, sp.id, until)
+
+
+def _sp_endpoints_check(sp: ServiceProvider) -> Check:
+    """The browser posts the SP's assertions (personal data, a bearer credential) to its AssertionConsumerService
+    and its logout messages to its SingleLogoutService: over plain http, anyone on the way reads and replays them
+    (SAML Bindings §3.5.5.1, Profiles §4.1.4.5 ask for TLS)."""
+    plain = sorted({e.location for e in (*sp.metadata.assertion_consumer_services, *sp.metadata.single_logout_services,)
+                    if not e.location.lower().startswith("https://")}
+                   | {e.response_location for e in sp.metadata.single_logout_services
+                      if e.response_location and not e.response_location.lower().startswith("https://")})
+    where = f"service-providers/{sp.id}.yaml: {sp.config.metadata.path.name}"
+    if plain:
+        return Check("broker.sp_endpoints", "warn", f"{sp.id}: endpoints without TLS",
+                     f"{where}: {', '.join(plain)}",
+                     "Ask the SP's vendor for https:// endpoints: assertions and logout messages carry personal "
+                     "data and log users in.", sp.id)
+    return Check("broker.sp_endpoints", "pass", f"{sp.id}: endpoints use https", where, None, sp.id)
 
 
 _SECRET_TYPES = (PrivateKeyFile, SecretFile, Ed25519KeyFile)

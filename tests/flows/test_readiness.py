@@ -193,7 +193,8 @@ def test_offline_does_not_ping_the_session_store(config_dir: Path, monkeypatch: 
     broker = report_of(result)["broker"]
     assert [c["id"] for c in broker["checks"]] == ["broker.idp_signing", "broker.sp_signing",  # type: ignore[index]
                                                   "broker.sp_decryption", "broker.sp_metadata",
-                                                  "broker.secret_permissions", "broker.session_cookie"]
+                                                  "broker.sp_endpoints", "broker.secret_permissions",
+                                                  "broker.session_cookie"]
 
 
 # --- the CA list a real TLS endpoint advertises, through the command ----------------------------------------------

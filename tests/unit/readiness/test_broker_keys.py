@@ -42,9 +42,25 @@ def test_example_keys_pass_and_no_store_is_not_checked(config_dir: Path) -> None
 
     assert [(c.id, c.status) for c in result.checks] == [
         ("broker.idp_signing", "pass"), ("broker.sp_signing", "pass"), ("broker.sp_decryption", "pass"),
-        ("broker.sp_metadata", "pass"), ("broker.secret_permissions", "pass"), ("broker.session_cookie", "pass")]
+        ("broker.sp_metadata", "pass"), ("broker.sp_endpoints", "pass"), ("broker.secret_permissions", "pass"),
+        ("broker.session_cookie", "pass")]
     assert only(result, "broker.idp_signing").subject == "Demo Broker IdP signing"
     assert only(result, "broker.sp_metadata").title == "demo-sp: metadata has no validUntil"
+
+
+def test_an_sp_endpoint_without_tls_warns(config_dir: Path) -> None:
+    """The browser posts assertions to the ACS: over plain http anyone on the way reads and replays them."""
+    set_readiness(config_dir)
+    metadata = config_dir / "metadata" / "demo-sp.xml"
+    text = metadata.read_text(encoding="utf-8")
+    acs = 'Location="https://localhost:8443/demo-sp/acs"'
+    assert acs in text
+    metadata.write_text(text.replace(acs, acs.replace("https://", "http://")), encoding="utf-8")
+
+    check = only(broker_section(load(config_dir)), "broker.sp_endpoints")
+
+    assert (check.status, check.title, check.subject) == ("warn", "demo-sp: endpoints without TLS", "demo-sp")
+    assert check.evidence.endswith("demo-sp.xml: http://localhost:8443/demo-sp/acs")
 
 
 def test_a_session_cookie_without_the_host_prefix_warns(config_dir: Path) -> None:
