@@ -352,6 +352,15 @@ class CrlStore:
                                       params={"revocation_date": revoked_at.date().isoformat()})
         return crl, state
 
+    def held_revocation(self, cert: x509.Certificate, issuer: x509.Certificate, sources: Sequence[CrlSource],
+                        now: dt.datetime, skew: dt.timedelta) -> dt.datetime | None:
+        """When ``cert`` was revoked, if the freshest usable CRL held now among ``sources`` lists it; None
+        otherwise (not listed, or no such CRL held). Nothing is fetched and no source registered."""
+        with self._lock:
+            states = [state for s in sources if (state := self._states.get(s.id)) is not None]
+        best = self._best(states, cert, issuer_name(cert), spki(issuer), now, skew)
+        return best[0].revoked_at(cert.serial_number) if best is not None else None
+
     @staticmethod
     def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_der: bytes, issuer_key: bytes,
               now: dt.datetime, skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:

@@ -348,19 +348,21 @@ class RevocationChecker:
     def _check_delegate_status(self, answer: OcspAnswer, issuer: x509.Certificate, policy: RevocationPolicy,
                                now: dt.datetime) -> None:
         """RFC 6960 §4.2.2.2.1: a delegated responder without id-pkix-ocsp-nocheck leaves its own status to the
-        client's policy. The broker's: a delegate the CA's CRL lists (a CRL this municipality's sources hold or
-        fetch, as for any certificate of the CA) signs nothing it accepts; when no CRL can say, the answer
-        stands (asking the responder about itself would prove nothing)."""
+        client's policy. The broker's: a delegate that a CRL of the CA held now lists (from the municipality's
+        sources, or the delegate's distribution point where one is held already) signs nothing it accepts. Nothing
+        is fetched for it on the login path; when no CRL held can say, the answer stands (asking the responder
+        about itself would prove nothing)."""
         delegate = answer.unchecked_delegate
         if delegate is None:
             return
-        try:
-            self._crl(delegate, issuer, policy, now)
-        except CertificateRejected as exc:
-            if exc.reason == "revoked":
-                raise CertificateRejected("revocation_response_invalid",
-                                          f"the delegated responder's certificate is revoked ({exc.detail})") from None
-            log.debug("status of OCSP delegate %s not established: %s", describe(delegate), exc.detail)
+        sources = [*policy.crl_sources, *(CrlSource(url, "url", (issuer,), policy.crl_limits(),
+                                                    policy.config.crl.refresh_margin.timedelta)
+                                          for url in distribution_point_urls(delegate))]
+        revoked_at = self.crls.held_revocation(delegate, issuer, sources, now, policy.skew)
+        if revoked_at is not None:
+            raise CertificateRejected("revocation_response_invalid",
+                                      f"the delegated responder's certificate {describe(delegate)} is revoked "
+                                      f"({revoked_at.isoformat()})")
 
     def _status(self, cert: x509.Certificate, entry: _Cached, *, cached: bool) -> CertStatus:
         answer = entry.answer

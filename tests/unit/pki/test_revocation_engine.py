@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis
@@ -554,10 +555,10 @@ def test_a_path_holds_until_its_first_answer_expires(root: CertificateAuthority,
     pytest.param(False, False, False, id="delegate-in-good-standing"),
     pytest.param(True, True, False, id="revoked-delegate-exempt-by-ocsp-nocheck"),
 ])
-def test_a_delegated_responder_the_cas_crl_lists_signs_nothing(
-        engine: RevocationChecker, files: FileServer, nocheck: bool, listed: bool, expect_refused: bool) -> None:
+def test_a_delegated_responder_a_held_crl_lists_signs_nothing(
+        engine: RevocationChecker, tmp_path: Path, nocheck: bool, listed: bool, expect_refused: bool) -> None:
     """RFC 6960 §4.2.2.2.1: without id-pkix-ocsp-nocheck a delegate's own status is the client's policy to
-    check; the broker asks the CA's CRL (a compromised responder key would otherwise vouch for any card)."""
+    check; the broker asks the CA's CRL it holds (a compromised responder key would otherwise vouch for any card)."""
     ca = person_ca()
     cert = leaf(ca).certificate
     with OcspResponder(ca, now=NOW) as responder:
@@ -566,14 +567,36 @@ def test_a_delegated_responder_the_cas_crl_lists_signs_nothing(
             responder.delegate = Issued(reissue(delegate.certificate, ca, extra=[x509.OCSPNoCheck()]), delegate.key)
         if listed:
             ca.revoke(responder.delegate.certificate, NOW - DAY)
-        files.put_crl("/ca.crl", ca.crl())
-        pol = policy([ca.certificate], methods=("ocsp",), ocsp_url=responder.url, crl_urls=[files.url("/ca.crl")])
+        crl = ca.crl()
+        path = tmp_path / "ca.crl"
+        path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+        pol = policy([ca.certificate], methods=("ocsp",), ocsp_url=responder.url, crl_files=[(path, crl)])
         if expect_refused:
             exc = refused(engine, cert, ca, pol)
             assert exc.reason == "revocation_response_invalid"
-            assert "the delegated responder's certificate is revoked" in exc.detail
+            assert "the delegated responder's certificate" in exc.detail
+            assert "is revoked" in exc.detail
         else:
             assert check(engine, cert, ca, pol).summary == "ocsp"
+
+
+def test_the_delegates_status_fetches_nothing_on_the_login_path(engine: RevocationChecker, files: FileServer) -> None:
+    """Only CRLs held already are asked: an OCSP-only municipality's login must not wait for a CRL download (the
+    delegate's distribution point, a configured URL not fetched yet)."""
+    ca = person_ca()
+    cert = leaf(ca).certificate
+    with OcspResponder(ca, now=NOW) as responder:
+        delegate = responder.use_delegate()
+        responder.delegate = Issued(reissue(delegate.certificate, ca, extra=[
+            x509.CRLDistributionPoints([x509.DistributionPoint([x509.UniformResourceIdentifier(files.url("/dp.crl"))],
+                                                               None, None, None)])]), delegate.key)
+        ca.revoke(responder.delegate.certificate, NOW - DAY)
+        files.put_crl("/dp.crl", ca.crl())
+        files.put_crl("/ca.crl", ca.crl())
+        pol = policy([ca.certificate], methods=("ocsp",), ocsp_url=responder.url, crl_urls=[files.url("/ca.crl")])
+        assert check(engine, cert, ca, pol).summary == "ocsp"  # no CRL held: the answer stands
+    assert sum(files.hits.values()) == 0
+    assert engine.crls.refresh_due() == 1  # the configured URL only, in the background; not the delegate's point
 
 
 # --- caching -----------------------------------------------------------------------------------------
