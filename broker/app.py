@@ -118,6 +118,7 @@ class Runtime:
     revocation: RevocationChecker
     instance: str
     metrics: Metrics
+    started_with: Settings   # what the kept parts were built from (a reload's restart_needed compares with it)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValueStore | None = None,
@@ -144,7 +145,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         fetcher = HttpFetcher()
         revocation = RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=store),
                                        fetcher=fetcher, shared=store, observe=metrics.observe_revocation)
-    runtime = Runtime(clock, store, audit, revocation, instance, metrics)
+    runtime = Runtime(clock, store, audit, revocation, instance, metrics, settings)
     app.extensions["broker_runtime"] = runtime
     _install(app, build_services(settings, runtime))
     app.register_blueprint(idp.bp)
@@ -350,7 +351,7 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
     _install(app, services)
     if old.flow.upstream is not None:
         old.flow.upstream.metadata.close()
-    kept = restart_needed(old.settings, settings)
+    kept = restart_needed(runtime.started_with, settings)
     for section in kept:
         log.warning("broker.yaml's %s section changed; it takes effect when the broker restarts (a reload keeps the "
                     "running %s)", section, _KEPT_ON_RELOAD[section])
@@ -365,8 +366,9 @@ _KEPT_ON_RELOAD = {"audit": "audit trail: its directory, signing key, pseudonym 
 
 
 def restart_needed(running: Settings, loaded: Settings) -> tuple[str, ...]:
-    """The sections of broker.yaml that differ between the ``running`` configuration and the ``loaded`` one and
-    that a reload does not apply (``audit``, ``redis``; ``server`` is :mod:`broker.serving`'s). The audit
+    """The sections of broker.yaml that differ between the configuration the process started with (``running``:
+    every reload since compares with it, not with the one before) and the ``loaded`` one and that a reload does
+    not apply (``audit``, ``redis``; ``server`` is :mod:`broker.serving`'s). The audit
     section's ``verification_keys`` only serve ``broker audit verify``: changing them needs nothing."""
     changed = []
     if _comparable(replace(running.broker.audit, verification_keys=())) != \

@@ -51,7 +51,12 @@ class _Queued:
         reset_in_child(self, _Queued._new_lock)  # the master's sender thread may hold it at a fork
 
     def _new_lock(self) -> None:
+        """In a forked child: the counters' lock and the queue (whose mutex the parent's sender may hold) made
+        anew; the child's first submit starts its own sender."""
         self._lock = threading.Lock()
+        self._queue = queue.Queue(maxsize=self._queue.maxsize)
+        self._thread = None
+        self._pid = None
 
     def submit(self, record: dict[str, Any]) -> None:
         if self._pid != os.getpid():  # one sender per process (after a fork, a new one)

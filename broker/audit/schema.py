@@ -95,7 +95,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                   "failure", _LOGIN | _USER | {"reason"}, _CERT | {"sp"}),
     "logout": _spec("a LogoutRequest from an SP or a municipal IdP: the sessions it ended, who will hear of it",
                     "success failure", _LOGIN, _USER | {"sp"},
-                    data="initiator peer request_id session_ended sessions propagate_to asynchronous"),
+                    data="initiator peer request_id session_ended sessions propagate_to asynchronous unlocated"),
     "logout_propagated": _spec("a participant's answer to the broker's LogoutRequest (or why it could not be "
                                "asked)", "success failure", _LOGIN, _USER | {"sp"}, data="side peer status"),
     "logout_completed": _spec("single logout finished: the initiator gets Success or PartialLogout",

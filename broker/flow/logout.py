@@ -94,8 +94,13 @@ class LogoutFlow:
                                       detail=exc.detail, client_address=ctx.client_address,
                                       data=MappingProxyType({"initiator": side})))
             return LoginFailed(exc, ctx.correlation_id)
+        # a request naming the principal only (no SessionIndex), delivered without the session's cookie: the
+        # principal's sessions cannot be found (the broker keeps no index by an SP's NameID), so the SP is not
+        # told they all ended (SAML Core §3.7.3.2): PartialLogout
+        unlocated = False
         if side == "sp":
             ended, identity, mismatch = self._end_for_sp(info, ctx)
+            unlocated = not ended and not mismatch and not info.session_indexes
         else:
             ended, mismatch = self._end_for_idp(info, ctx), False
             identity = ended[0][1].identity if ended else None
@@ -112,7 +117,7 @@ class LogoutFlow:
             client_address=ctx.client_address,
             data=MappingProxyType({
                 "initiator": side, "peer": info.peer.entity_id, "request_id": info.request_id[:256],
-                "session_ended": bool(ended), "sessions": len(ended),
+                "session_ended": bool(ended), "sessions": len(ended), **({"unlocated": True} if unlocated else {}),
                 "propagate_to": tuple(f"{t['side']}:{t['peer']}" for t in targets),
                 **({"asynchronous": True} if info.asynchronous else {})})))
         if mismatch:
@@ -125,7 +130,7 @@ class LogoutFlow:
         state = {"correlation_id": ctx.correlation_id, "initiator": initiator, "targets": targets,
                  "current": None, "failed": [], "confirmed": [],
                  "identity": dataclasses.asdict(identity) if identity else None,
-                 "browser": _digest(binding), "clear_cookie": own}
+                 "browser": _digest(binding), "clear_cookie": own, "unlocated": unlocated}
         fresh = binding if binding != ctx.browser_binding else None
         return self._advance(state, ctx, clear_session=own, bind_browser=fresh)
 
@@ -316,7 +321,7 @@ class LogoutFlow:
             # an asynchronous logout (the initiator asked for no LogoutResponse) ends on the broker's own page
             return LogoutDone(ctx.correlation_id, partial=names, clear_session=clear_session)
         out = messages.response(peer, initiator["request_id"], initiator["relay_state"], STATUS_SUCCESS,
-                                STATUS_PARTIAL_LOGOUT if failed else None)
+                                STATUS_PARTIAL_LOGOUT if failed or state.get("unlocated") else None)
         answer = _deliver(out, ctx.correlation_id, self._sp_name(initiator), clear_session=clear_session)
         if failed:
             # tell the user before handing back: the SP's own page may not say what PartialLogout means

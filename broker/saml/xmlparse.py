@@ -43,12 +43,15 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
-_NCNAME = re.compile(r"[^\W\d][\w.\-]*")
+# XML 1.0 (fifth edition) §2.3 NameStartChar and NameChar, without ":" (Namespaces in XML §3: NCName)
+_NAME_START = ("A-Z_a-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u02FF\u0370-\u037D\u037F-\u1FFF\u200C-\u200D"
+               "\u2070-\u218F\u2C00-\u2FEF\u3001-\uD7FF\uF900-\uFDCF\uFDF0-\uFFFD\U00010000-\U000EFFFF")
+_NCNAME = re.compile(f"[{_NAME_START}][{_NAME_START}\\-.0-9\u00B7\u0300-\u036F\u203F-\u2040]*")
 
 
 def is_ncname(value: str) -> bool:
-    """Whether ``value`` is an XML NCName (Namespaces in XML §3; letters, digits, ``_``, ``.`` and ``-``, not
-    starting with a digit, ``.`` or ``-``): the lexical space of xs:ID and of a namespace prefix."""
+    """Whether ``value`` is an XML NCName (Namespaces in XML §3 over XML 1.0 §2.3): the lexical space of xs:ID
+    and of a namespace prefix."""
     return _NCNAME.fullmatch(value) is not None
 
 

@@ -153,7 +153,7 @@ def test_logout_request_from_a_browser_without_the_cookie_ends_the_session_it_na
     assert [(e["outcome"], e["data"]["session_ended"]) for e in logouts] == [("success", True)]  # type: ignore[index]
 
 
-def test_logout_request_without_the_cookie_for_another_sessions_index_ends_nothing(
+def test_logout_request_without_the_cookie_naming_someone_else_at_a_session_index_ends_nothing(
         app: Flask, browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID) -> None:
     """The NameID must be the one the SP was given in the session the SessionIndex names."""
     xml = logout_request_xml(sp, NameID(text="not-annas-nameid", format=logged_in.format),
@@ -162,6 +162,19 @@ def test_logout_request_without_the_cookie_for_another_sessions_index_ends_nothi
     message = redirected_message(cookieless.get(redirect_url(xml, key=craft.key, endpoint=SLO_URL)))
     assert status_codes(message.root) == (SUCCESS, None)  # nothing of its to end
     posted_response(session_alive(browser, craft))
+
+
+def test_logout_request_without_the_cookie_or_a_session_index_gets_partial_logout(
+        app: Flask, browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path) -> None:
+    """Without a SessionIndex the request means all of the principal's sessions (SAML Core §3.7.3.2); from a
+    browser without the cookie they cannot be found, so the SP is not told Success outright."""
+    xml = logout_request_xml(sp, logged_in)
+    assert b"SessionIndex" not in xml
+    cookieless = open_browser(app, None)
+    message = redirected_message(cookieless.get(redirect_url(xml, key=craft.key, endpoint=SLO_URL)))
+    assert status_codes(message.root) == (SUCCESS, "urn:oasis:names:tc:SAML:2.0:status:PartialLogout")
+    logouts = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+    assert [e["data"].get("unlocated") for e in logouts] == [True]  # type: ignore[union-attr]
 
 
 def _session_index(browser: Browser, craft: AuthnRequests) -> str:

@@ -168,6 +168,16 @@ def test_a_changed_audit_section_is_reported_as_needing_a_restart(app: Flask, co
     assert "broker.yaml's audit section changed; it takes effect when the broker restarts" in caplog.text
     assert loaded(config_dir)[-1]["data"]["restart_needed"] == ["audit"]
 
+    # a later reload compares with what the process started with, not with the reload before it: the audit
+    # change is still not applied; put back, nothing is left to restart for
+    rename_kommun_a(config_dir)
+    assert reload_configuration(app) is True
+    assert loaded(config_dir)[-1]["data"]["restart_needed"] == ["audit"]
+    data["audit"]["client_address"] = "clear"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert reload_configuration(app) is True
+    assert "restart_needed" not in loaded(config_dir)[-1]["data"]
+
 
 @pytest.mark.parametrize("breaker", [break_broker_yaml, break_kommun_b_yaml], ids=["unknown_key", "bad_yaml"])
 def test_broken_configuration_is_refused_and_the_old_one_keeps_serving(

@@ -360,7 +360,7 @@ def test_a_worker_forked_while_a_thread_holds_the_writers_locks_can_write(tmp_pa
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with writer._lock, writer._sync_lock, forwarder._lock:
+        with writer._lock, writer._sync_lock, forwarder._lock, forwarder._queue.mutex:
             held.set()
             release.wait()
 
@@ -375,6 +375,7 @@ def test_a_worker_forked_while_a_thread_holds_the_writers_locks_can_write(tmp_pa
             trail.record(login_event(2))
             trail.sync()
             forwarder._count("dropped")
+            forwarder.stats()  # /admin/health, which reads the queue's size
             code = 0
         finally:
             os._exit(code)

@@ -241,8 +241,7 @@ def test_slow_peer_is_reported_as_a_timeout(responder: OcspResponder) -> None:
 
 
 def test_a_fetchers_timeout_cap_bounds_every_fetch(responder: OcspResponder) -> None:
-    """readiness.timeout ("per network check") bounds a CRL download configured with 30 s, and a fetch's own
-    shorter limits still hold."""
+    """readiness.timeout ("per network check") bounds a fetch whose own limits allow 30 s."""
     responder.slow(3)
     started = time.monotonic()
     with pytest.raises(FetchError) as caught:

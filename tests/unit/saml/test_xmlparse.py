@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from broker.saml import xmlparse
-from broker.saml.xmlparse import UnsafeXml, parse_untrusted
+from broker.saml.xmlparse import UnsafeXml, is_ncname, parse_untrusted
 
 XXE = b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]><r>&x;</r>'
 BILLION = b'<!DOCTYPE r [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><r>&b;</r>'
@@ -53,3 +53,28 @@ def test_threads_do_not_share_a_parser() -> None:
         t.join()
     assert len({id(p) for p in parsers.values()}) == 4
     assert xmlparse._parser() is xmlparse._parser()  # and one thread keeps its own
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    # what real SPs send as IDs: pysaml2, python3-saml, Shibboleth/SimpleSAMLphp/samlify/ADFS, Keycloak, xmlsec
+    pytest.param("id-6b3a9f1c2e", True, id="pysaml2"),
+    pytest.param("ONELOGIN_4fee3b046395c4e751011e97f8900b5273d56685", True, id="python3-saml"),
+    pytest.param("_5d7c2a9e-0f3b-4c1d-9a8e-2b6f1c3d4e5f", True, id="underscore-guid"),
+    pytest.param("ID_0c1f8a3e-9b2d-4e6f-8a7c-5d3e2f1a0b9c", True, id="keycloak"),
+    pytest.param("pfx41d8ef22-e612-8c50-9960-1b16f15741b3", True, id="xmlsec-sample"),
+    pytest.param("a\u00b7b", True, id="middle-dot-inside"),
+    pytest.param("_e\u0301", True, id="combining-accent-inside"),
+    pytest.param("\u00fc", True, id="latin-letter"),
+    pytest.param("1abc", False, id="starts-with-digit"),
+    pytest.param("-abc", False, id="starts-with-hyphen"),
+    pytest.param(".abc", False, id="starts-with-dot"),
+    pytest.param("a b", False, id="space"),
+    pytest.param("a:b", False, id="colon"),
+    pytest.param("", False, id="empty"),
+    # Python's \w takes these, XML 1.0 §2.3 does not (libxml2 refuses them as names)
+    pytest.param("\u00aaabc", False, id="feminine-ordinal-first"),
+    pytest.param("_\u00b2", False, id="superscript-two"),
+])
+def test_is_ncname_follows_xml_names(value: str, expected: bool) -> None:
+    """Namespaces in XML §3 over XML 1.0 §2.3 (fifth edition): the lexical space of xs:ID."""
+    assert is_ncname(value) is expected
