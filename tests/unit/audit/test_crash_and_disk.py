@@ -512,19 +512,28 @@ def test_a_file_system_without_hard_links_still_gets_its_chain(tmp_path: Path, k
     assert not list(directory.glob(".*"))
 
 
-class FullDisk:
-    """Every write of the audit writer fails with ENOSPC while ``full`` (a file system without room)."""
+class FailingWrites:
+    """``os.write`` in the audit writer fails with ENOSPC for the files ``failing`` picks (by path)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.full = True
+        self.failing: Any = lambda path: False
         real_write = os.write
 
         def write(fd: int, data: Any) -> int:
-            if self.full:
+            if self.failing(os.readlink(f"/proc/self/fd/{fd}")):
                 raise OSError(errno.ENOSPC, "No space left on device")
             return real_write(fd, data)
 
         monkeypatch.setattr(chain_module.os, "write", write)
+
+
+class FullDisk(FailingWrites):
+    """Every write of the audit writer fails with ENOSPC while ``full`` (a file system without room)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(monkeypatch)
+        self.full = True
+        self.failing = lambda path: self.full
 
 
 def test_a_disk_that_stays_full_leaves_one_empty_file_not_one_per_refused_request(
@@ -615,21 +624,6 @@ def test_a_writer_that_cannot_start_on_a_full_disk_leaves_nothing_per_refused_re
     assert not list(directory.glob("*.recovered"))
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
-
-
-class FailingWrites:
-    """``os.write`` in the audit writer fails with ENOSPC for the files ``failing`` picks (by path)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.failing: Any = lambda path: False
-        real_write = os.write
-
-        def write(fd: int, data: Any) -> int:
-            if self.failing(os.readlink(f"/proc/self/fd/{fd}")):
-                raise OSError(errno.ENOSPC, "No space left on device")
-            return real_write(fd, data)
-
-        monkeypatch.setattr(chain_module.os, "write", write)
 
 
 def test_a_full_disk_while_writing_the_closed_marker_leaves_no_empty_marker(
