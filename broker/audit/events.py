@@ -27,6 +27,7 @@ EventType = Literal[
     "assertion_issued",
     "error_response_issued",
     "session_reused",
+    "session_insufficient",
     "session_expired",
     "session_revoked",
     "revocation_soft_fail",

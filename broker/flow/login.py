@@ -125,7 +125,12 @@ class LoginFlow:
             # fresh one (SAML Core §3.4.1.5.1)
             proxied = info.proxy_count == 0 and session.authenticated_upstream is not None
             if not info.force_authn and same_card and not proxied:
-                reused = self._reuse(info, sp, ctx, ctx.session_token, session)
+                try:
+                    reused = self._reuse(info, sp, ctx, ctx.session_token, session)
+                except _StepUp as step_up:
+                    # the municipal IdP can authenticate at the level the session lacks: ask it (SAML Core
+                    # §3.3.2.2.1: NoAuthnContext is for a responder that cannot satisfy the request)
+                    return self._continue_with(info, sp, ctx, step_up.municipality)
                 if reused is not None:
                     return reused
                 session = None  # the session ended (its certificate no longer holds): log in afresh
@@ -255,6 +260,15 @@ class LoginFlow:
                 raise CertificateRejected("issuer_unknown", "the session's municipality is no longer configured")
             self._answers.check_access(info, sp, municipality, loa)
         except (CertificateRejected, SamlRejected) as exc:
+            if exc.reason in _LEVEL_REASONS and municipality is not None and municipality.config.login == "saml" \
+                    and self._upstream is not None:
+                # a session from the municipality's IdP at a lower level: its IdP is asked again for the level
+                # the SP wants (a certificate's level is the certificate's: another card starts a new login)
+                d.audit.record(AuditEvent(
+                    "session_insufficient", "info", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                    identity=session.identity, sp=sp.entity_id, client_address=ctx.client_address,
+                    data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
+                raise _StepUp(municipality) from None
             d.audit.record(AuditEvent(
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=session.identity, sp=sp.entity_id, client_address=ctx.client_address))
@@ -265,6 +279,18 @@ class LoginFlow:
             client_address=ctx.client_address,
             data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
         return self._answers.issue(info, sp, ctx, token, session, new_session=False)
+
+
+# refusals of a session for its level (SP minimum, RequestedAuthnContext), which a new authentication may meet
+_LEVEL_REASONS = frozenset({"loa_insufficient", "authn_context_unsupported"})
+
+
+class _StepUp(Exception):
+    """The session's level does not do for the request, and its municipality's IdP may give a higher one."""
+
+    def __init__(self, municipality: Municipality) -> None:
+        super().__init__(municipality.id)
+        self.municipality = municipality
 
 
 def _named(municipality: Municipality, names: tuple[str, ...]) -> bool:

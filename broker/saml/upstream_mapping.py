@@ -40,7 +40,8 @@ def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, .
     municipality's staff, and the SP would get that person's persistent NameID and HSA-id."""
     rule = config.identity
     for name in (rule.attribute, *config.required_attributes):
-        if not attributes.get(name):
+        # an attribute whose every value is empty (a claim rule with nothing to fill in) is missing just as much
+        if not any(value.strip() for value in attributes.get(name, ())):
             raise UpstreamRejected("upstream_attribute_missing", f"the IdP sent no {name}",
                                    params={"attribute": name})
     values = attributes[rule.attribute]

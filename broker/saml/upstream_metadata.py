@@ -125,6 +125,11 @@ class UpstreamMetadata:
                 # an older signed copy replayed (e.g. one listing a key since withdrawn) must not roll us back
                 raise ValueError(f"the fetched metadata is older than the copy held (validUntil "
                                  f"{fetched.valid_until.isoformat()} < {held.valid_until.isoformat()})")
+            if held is not None and held.valid_until and not fetched.valid_until:
+                # nor one without validUntil (SAML Metadata §2.3.1), which would never expire: an IdP whose copies
+                # carry one does not drop it, an older copy replayed from before it did may well
+                raise ValueError(f"the fetched metadata has no validUntil, the copy held has one "
+                                 f"({held.valid_until.isoformat()}); kept the copy held")
             state.metadata = fetched
             state.fetched_at = self._clock.now()
             state.last_error = None

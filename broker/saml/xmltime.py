@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-_DATETIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?Z\Z")
+# ASCII digits only: \d would take other scripts' digits, which int() reads (an AuthnInstant in Arabic-Indic digits)
+_DATETIME = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z\Z")
 
 
 def parse_instant(text: str) -> dt.datetime:

@@ -156,6 +156,8 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "error_response_issued": {"outcome": "failure", **LOGIN, "reason": "passive_login_impossible", "sp": SP,
                               "data": {"status": "urn:oasis:names:tc:SAML:2.0:status:NoPassive"}},
     "session_reused": {"outcome": "success", **LOGIN, **USER, "sp": SP},
+    "session_insufficient": {"outcome": "info", **LOGIN, **USER, "sp": SP, "reason": "authn_context_unsupported",
+                             "data": {"session_login": "c1", "loa": "http://id.elegnamnden.se/loa/1.0/loa2"}},
     "session_expired": {"outcome": "info", **LOGIN},
     "session_revoked": {"outcome": "failure", **LOGIN, **USER, "reason": "revoked"},
     "revocation_soft_fail": {"outcome": "failure", **LOGIN, **USER, "reason": "revocation_unavailable"},

@@ -322,6 +322,33 @@ def test_force_authn_goes_upstream_even_with_a_session(browser: Browser, sp: Dem
     assert requested_event["data"]["force_authn"] is True  # type: ignore[index]
 
 
+def test_a_session_at_a_lower_level_goes_back_to_the_idp_for_the_level_asked(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, craft: AuthnRequests, config_dir: Path) -> None:
+    """Lars has a LoA 2 session (a password at Kommun C's IdP); an SP asking for LoA 3 in the same browser is
+    not answered NoAuthnContext at once (SAML Core §3.3.2.2.1: that is for a responder that cannot satisfy the
+    request): the IdP, which can, is asked for the X509 class."""
+    at = start(browser, idp, sp.login_url())
+    first = back_to_broker(browser, idp.respond(at.request, at.relay_state, LARS))
+    assert sp.accept(saml_response_form(first)[1]["SAMLResponse"]).loa == LOA2
+
+    crafted = craft.build(requested_authn_context=requested(LOA3))
+    at = to_idp(browser, idp, browser.get(craft.redirect(crafted)))
+    context = at.request.message.requested_authn_context
+    assert context is not None
+    assert [ref.text for ref in context.authn_context_class_ref] == [CLASS_X509]
+    posted = posted_response(back_to_broker(browser, idp.respond(at.request, at.relay_state, LARS,
+                                                                  class_ref=CLASS_X509)))
+    result = sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    assert result.assertion.authn_statement[0].authn_context.authn_context_class_ref.text == LOA3
+    cid = correlation_of(config_dir, crafted.request_id)
+    assert [e for e, _, _ in events_of(config_dir, cid)] == [
+        "login_started", "session_insufficient", "upstream_authn_requested", "upstream_authn_result",
+        "assertion_issued"]
+    insufficient, = records_of(config_dir, cid, "session_insufficient")
+    assert insufficient["reason"] == "authn_context_unsupported"
+    assert insufficient["data"]["loa"] == LOA2  # type: ignore[index]
+
+
 def pysaml2_no_passive(idp: DemoIdp, at: AtIdp) -> FormPost:
     """NoPassive as pysaml2 7.5's ``create_error_response`` wants it: (second-level code, message); pysaml2
     puts Responder on top itself."""
@@ -463,6 +490,19 @@ def test_missing_required_attribute_is_named_on_the_page(browser: Browser, sp: D
     assert event["reason"] == "upstream_attribute_missing"
     assert "givenName" in str(event["detail"])
     assert not session_cookies(answer)
+
+
+@pytest.mark.parametrize("empty", [pytest.param([""], id="one-empty-value"),
+                                   pytest.param(["", " "], id="blank-values")])
+def test_a_required_attribute_with_only_empty_values_is_missing(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                                config_dir: Path, empty: list[str]) -> None:
+    """A claim rule with nothing to fill in sends the attribute empty: that is no givenName either."""
+    url = sp.login_url()
+    at = start(browser, idp, url)
+    attributes = {**KARIN.attributes, f"{CLAIMS}/givenname": empty}
+    answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, KARIN, attributes=attributes))
+    assert_refused(answer, "upstream_attribute_missing")
+    assert "givenName" in str(upstream_result(config_dir, correlation_of(config_dir, request_id_of(url)))["detail"])
 
 
 # --- 8. replay and unsolicited Responses ---------------------------------------------------------

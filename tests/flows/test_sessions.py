@@ -198,6 +198,18 @@ def test_another_certificate_than_the_sessions_starts_a_new_login(browser: Brows
         "login_started", "certificate_presented", "certificate_accepted", "assertion_issued"]
 
 
+def test_a_certificate_session_below_the_level_asked_gets_no_authn_context(browser: Browser, craft: AuthnRequests,
+                                                                          users: Path) -> None:
+    """A certificate's level is the certificate's: the same card cannot give more, so the session's refusal
+    stands (another card starts a new login)."""
+    browser.certificate_pem = (users / "bo.pem").read_text()  # LoA 2
+    login(browser, craft)
+    response, _ = sso(browser, craft, requested_authn_context={
+        "authn_context_class_ref": ["http://id.elegnamnden.se/loa/1.0/loa3"], "comparison": "exact"})
+    assert posted_response(response).status == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
+                                                "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext")
+
+
 def test_a_refused_certificate_does_not_fall_back_to_the_session(browser: Browser, craft: AuthnRequests,
                                                                  users: Path) -> None:
     login(browser, craft)

@@ -158,7 +158,7 @@ def metadata_material(tmp_path_factory: pytest.TempPathFactory) -> MetadataMater
                             base=pysaml2_idp_metadata(IDP_BASE, idp, root / "idp"))
 
 
-def _signed_metadata(m: MetadataMaterial, valid_until: dt.datetime, *more: SigningKey) -> bytes:
+def _signed_metadata(m: MetadataMaterial, valid_until: dt.datetime | None, *more: SigningKey) -> bytes:
     return sign(prepare(m.base, valid_until=valid_until, more_signing=[k.certificate for k in more]), m.signer)
 
 
@@ -214,6 +214,28 @@ def test_an_older_correctly_signed_metadata_copy_does_not_replace_the_one_held( 
         upstream.refresh_all()
         assert upstream.get(KOMMUN_C).valid_until == t2 + DAY
         assert upstream.status()[KOMMUN_C]["last_error"] is None
+    finally:
+        upstream.close()
+
+
+def test_a_signed_copy_without_valid_until_does_not_replace_one_with_it(  # type: ignore[no-untyped-def]
+        demo_material, tmp_path: Path, metadata_material: MetadataMaterial, https_server: HttpsFileServer) -> None:
+    """SAML Metadata §2.3.1: a copy without validUntil never expires. Replayed from before the IdP began to set
+    one (ADFS sets none by default), it would bring a withdrawn key back for good, unnoticed."""
+    m = metadata_material
+    config_dir = tmp_path / "config"
+    shutil.copytree(demo_material.config, config_dir)
+    url = https_server.put(PATH, _signed_metadata(m, NOW + 14 * DAY), CONTENT_TYPE)
+    clock = FixedClock(NOW)
+    upstream = UpstreamMetadata([_kommun_c_from(config_dir, m, url)], clock, HttpFetcher(), background=False)
+    try:
+        held = upstream.get(KOMMUN_C)
+        https_server.put(PATH, _signed_metadata(m, None, m.withdrawn), CONTENT_TYPE)
+        clock.advance(HOUR)
+        upstream.refresh_all()
+        assert upstream.get(KOMMUN_C) is held
+        assert m.withdrawn.certificate not in upstream.get(KOMMUN_C).signing_certificates
+        assert "no validUntil" in str(upstream.status()[KOMMUN_C]["last_error"])
     finally:
         upstream.close()
 

@@ -1,0 +1,40 @@
+"""xs:dateTime in SAML messages (SAML Core §1.3.3: UTC, "Z"): what parse_instant takes and refuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from broker.saml.xmltime import format_instant, parse_instant
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    pytest.param("2026-11-27T10:00:00Z", dt.datetime(2026, 11, 27, 10, tzinfo=dt.UTC), id="seconds"),
+    pytest.param("2026-11-27T10:00:00.123Z", dt.datetime(2026, 11, 27, 10, 0, 0, 123000, tzinfo=dt.UTC),
+                 id="milliseconds"),
+    pytest.param("2026-11-27T10:00:00.123456789Z", dt.datetime(2026, 11, 27, 10, 0, 0, 123456, tzinfo=dt.UTC),
+                 id="nanoseconds-cut-to-microseconds"),
+    pytest.param(" 2026-11-27T10:00:00Z\n", dt.datetime(2026, 11, 27, 10, tzinfo=dt.UTC), id="collapsed-whitespace"),
+])
+def test_utc_instants_are_read(text: str, expected: dt.datetime) -> None:
+    assert parse_instant(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("2026-11-27T10:00:00", id="no-zone"),
+    pytest.param("2026-11-27T10:00:00+01:00", id="offset"),
+    pytest.param("2026-11-27 10:00:00Z", id="space-for-T"),
+    # digits of other scripts, which Python's \\d and int() take: Arabic-Indic 2020-01-01T00:00:00Z
+    pytest.param("\u0662\u0660\u0662\u0660-\u0660\u0661-\u0660\u0661T\u0660\u0660:\u0660\u0660:\u0660\u0660Z",
+                 id="arabic-indic-digits"),
+    pytest.param("2026-11-27T10:00:00.\u0661Z", id="non-ascii-fraction"),
+])
+def test_anything_else_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a UTC xs:dateTime"):
+        parse_instant(text)
+
+
+def test_format_and_parse_agree() -> None:
+    instant = dt.datetime(2026, 11, 27, 10, 0, 0, tzinfo=dt.UTC)
+    assert parse_instant(format_instant(instant)) == instant
