@@ -31,6 +31,7 @@ from typing import Any
 from flask import g
 from gunicorn import util
 from gunicorn.http import errors as http_errors
+from gunicorn.http.message import Request as GunicornRequest
 from gunicorn.http.wsgi import Response as GunicornResponse
 from gunicorn.http.wsgi import default_environ
 from gunicorn.workers.base import Worker
@@ -184,19 +185,24 @@ class FriendlyErrors:
             return
         cid, status, data = answer
         self.log.warning("[%s] invalid request from ip=%s: %s", cid, (addr or ("?",))[0], exc)
-        req = req or getattr(exc, "req", None)
-        if req is not None:  # the access line gunicorn writes for a request it parsed far enough (Worker.handle_error)
-            environ = default_environ(req, client, self.cfg)
-            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = (addr or ("", -1))[0], str((addr or ("", -1))[1])
-            environ[CORRELATION_ENVIRON] = cid
-            resp = GunicornResponse(req, client, self.cfg)
-            resp.status = status
-            resp.response_length = len(data)
-            self.log.access(resp, req, environ, dt.timedelta(0))
         try:
             util.write_nonblock(client, data)
         except OSError:
             self.log.debug("Failed to send error message.")
+        # the access line gunicorn writes for a request it parsed far enough (Worker.handle_error); some of its
+        # exceptions carry the raw request line as ``req`` (InvalidRequestLine), which is no request to log
+        req = req if isinstance(req, GunicornRequest) else getattr(exc, "req", None)
+        if isinstance(req, GunicornRequest):
+            try:
+                environ = default_environ(req, client, self.cfg)
+                environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = (addr or ("", -1))[0], str((addr or ("", -1))[1])
+                environ[CORRELATION_ENVIRON] = cid
+                resp = GunicornResponse(req, client, self.cfg)
+                resp.status = status
+                resp.response_length = len(data)
+                self.log.access(resp, req, environ, dt.timedelta(0))
+            except Exception:  # the log line is a courtesy too: the answer has gone out
+                self.log.debug("no access line for the refused request", exc_info=True)
 
 
 def _error_answer(app: Any, code: str, status: int | None, exc: Exception,

@@ -151,6 +151,9 @@ def _raw(port: int, data: bytes) -> tuple[list[bytes], bytes]:
     pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n<script>alert(1)</script>: a\r\n\r\n", 400,
                  "request_malformed", id="header-name-with-markup"),
     pytest.param(b"G<script>T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request_malformed", id="invalid-method"),
+    # gunicorn's InvalidRequestLine carries the raw line as its ``req``: no answer at all was sent
+    pytest.param(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request_malformed", id="asterisk-target"),
+    pytest.param(b"GET /\x7f HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request_malformed", id="control-character-in-target"),
     # request smuggling's classic (RFC 9112 §6.3: a sender must not send both)
     pytest.param(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
                  400, "request_malformed", id="content-length-and-chunked"),
@@ -172,6 +175,25 @@ def test_requests_gunicorn_refuses_get_the_brokers_page(serve: BrokerServe, requ
     assert b"<script>" not in body
     # the operator finds the refusal by the reference ID the user quotes
     assert f"[{reference.group(0).decode()}] invalid request from ip=127.0.0.1" in log
+    assert "Traceback" not in log
+
+
+def test_an_unparseable_request_line_does_not_kill_a_sync_worker(config_dir: Path, tmp_path: Path, redis_url: str,
+                                                                 redis_prefix: str) -> None:
+    """With ``threads: 1`` (gunicorn's sync worker) the refusal of a request line such as ``GET *`` raised in
+    the error handler and killed the worker: every such request cost a worker restart."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
+    serve = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
+    data["server"] = {"bind": f"127.0.0.1:{serve.port}", "workers": 1, "threads": 1}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with serve:
+        for _ in range(3):
+            head, _ = _raw(serve.port, b"GET * HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert head[0].startswith(b"HTTP/1.1 400 ")
+        log = serve.log()
+    assert "Exception in worker process" not in log
     assert "Traceback" not in log
 
 
