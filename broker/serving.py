@@ -70,9 +70,11 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
         return 2
 
     # request size limits (broker.web.limits): HTTP-Redirect messages need more than gunicorn's default request line
-    # of 4094 bytes (8190 is its maximum); one header line must hold the proxy's certificate header
+    # of 4094 bytes (8190 is its maximum); one header line must hold the proxy's certificate header, with room to
+    # spare: a header somewhat past max_bytes reaches the app, which refuses it as proxy_header_too_large (audited,
+    # and the page says which limit) rather than gunicorn as request_headers_too_large ("clear your cookies")
     proxy = settings.broker.client_certificate.proxy
-    field_size = max(8190, proxy.max_bytes + max(len(proxy.header), len(proxy.chain_header or "")) + 4)
+    field_size = max(8190, 2 * (proxy.max_bytes + max(len(proxy.header), len(proxy.chain_header or "")) + 4))
 
     def on_reload(_arbiter: object) -> None:
         if not reload_configuration(app, config_dir):

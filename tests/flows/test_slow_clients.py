@@ -197,6 +197,27 @@ def test_an_unparseable_request_line_does_not_kill_a_sync_worker(config_dir: Pat
     assert "Traceback" not in log
 
 
+def test_a_certificate_header_past_its_limit_is_the_apps_refusal(config_dir: Path, tmp_path: Path, redis_url: str,
+                                                                 redis_prefix: str) -> None:
+    """A trusted proxy's certificate header one byte over client_certificate.proxy.max_bytes is refused by the
+    app as proxy_header_too_large (audited), not by gunicorn's field limit as a header too large for a browser
+    ("clear your cookies")."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
+    data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
+    limit = data["client_certificate"]["proxy"]["max_bytes"]
+    serve = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
+    data["server"] = {"bind": f"127.0.0.1:{serve.port}", "workers": 1, "threads": 2}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with serve:
+        head, _ = _raw(serve.port, b"GET /diagnose HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-SSL-Client-Cert: "
+                       + b"a" * (limit + 1) + b"\r\n\r\n")
+    headers = {line.split(b":", 1)[0].lower(): line.split(b":", 1)[1].strip() for line in head[1:]}
+    assert head[0].startswith(b"HTTP/1.1 400 ")
+    assert headers[b"x-broker-reason"] == b"proxy_header_too_large"
+
+
 def test_a_refused_request_gunicorn_parsed_keeps_its_access_line(serve: BrokerServe) -> None:
     # Content-Length beside chunked: gunicorn parsed the request line and refuses the headers; the access line
     # names it (with the page's reference ID), as gunicorn's own handler did
