@@ -3,7 +3,8 @@
 gunicorn's threaded and sync workers read a request with blocking socket calls and no time limit: a client
 that sends its request head one byte every few seconds ("slowloris", CWE-400) holds a worker thread for as long
 as it likes, and a handful of such clients leave none for anyone else. Behind nginx this cannot happen (nginx
-buffers whole requests before it passes them on), but a port reachable directly must not depend on that.
+buffers whole requests before it passes them on); on a port reachable directly, the deadline below bounds what
+each slow connection holds (many of them, reconnecting, still make others wait: docs/deployment.md).
 
 Here every accepted connection's socket is one that gives each request ``request_timeout`` seconds, counted
 from when a worker thread takes the request up, for everything read from the client (head and body); reads
