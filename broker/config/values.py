@@ -248,9 +248,18 @@ class IpNetwork:
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> IpNetwork:
         text = _require_str(value, "a network")
         try:
-            return cls(ipaddress.ip_network(text, strict=True))
+            network = ipaddress.ip_network(text, strict=True)
         except ValueError as exc:
             raise ValueError(f"expected a network like 10.0.0.0/24 or 127.0.0.1, got {text!r} ({exc})") from None
+        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        if mapped is not None:
+            # ::ffff:10.0.4.5, as a dual-stack listener shows an IPv4 peer, is that IPv4 address (RFC 4291
+            # §2.5.5.2), which is how peers are compared: written in this form it would never match
+            if network.prefixlen < 96:
+                raise ValueError(f"{text!r} reaches beyond the IPv4-mapped addresses (::ffff:0:0/96); write the "
+                                 "IPv4 network instead")
+            return cls(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
+        return cls(network)
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

@@ -205,16 +205,18 @@ class LoginFlow:
         found = self._d.sessions.peek_pending(login_id)
         return str(found["correlation_id"]) if found is not None else None
 
-    def discovery(self, login_id: str) -> Discovery | None:
-        """The discovery page of a pending login again (search, language switch) without consuming it."""
+    def discovery(self, login_id: str, ctx: ClientContext) -> Discovery | LoginFailed:
+        """The discovery page of a pending login again (search, language switch) without consuming it; an
+        unknown one is refused (and audited) as a "try again" link to it would be."""
         d = self._d
         found = d.sessions.peek_pending(login_id)
-        if found is None:
-            return None
-        info = AuthnRequestInfo.from_dict(found["request"])
-        sp = d.settings.sp_by_entity_id(info.sp_entity_id)
-        if sp is None:
-            return None
+        info = AuthnRequestInfo.from_dict(found["request"]) if found is not None else None
+        sp = d.settings.sp_by_entity_id(info.sp_entity_id) if info is not None else None
+        if found is None or info is None or sp is None:
+            exc = SamlRejected("login_unknown", "no such pending login (expired, used, or the SP was removed)")
+            d.audit.record(AuditEvent("saml_request_rejected", "failure", ctx.correlation_id,
+                                      reason=exc.reason, detail=exc.detail, client_address=ctx.client_address))
+            return LoginFailed(exc, ctx.correlation_id)
         options = self._options(sp, info)
         return Discovery(login_id, options, found["correlation_id"], sp.config.name,
                          form_targets=self._form_targets(options))

@@ -292,20 +292,22 @@ def _envoy(value: str, limits: HeaderLimits) -> ForwardedCertificate | None:
     Exactly one element is accepted. With ``APPEND_FORWARD`` the elements before Envoy's own come from
     farther proxies or from the client; and Envoy writes the ``URI``, ``DNS`` and ``By`` values without
     quoting (envoyproxy/envoy#32945), so a certificate whose URI holds ``,Cert=...`` would itself start
-    an element that "the last one" would trust. One element only (and each key at most once) leaves the
-    client nothing to inject. An element without ``Cert`` means no certificate; ``Chain`` holds the
-    client's chain, the leaf first.
+    an element that "the last one" would trust. One element only (and each key at most once, but DNS, which
+    Envoy repeats for each DNS name of the certificate) leaves the client nothing to inject. An element
+    without ``Cert`` means no certificate; ``Chain`` holds the client's chain, the leaf first.
     """
     elements = xfcc_elements(value)
     if len(elements) != 1:
         raise _malformed(f"x-forwarded-client-cert: {len(elements)} elements; the edge Envoy must replace the "
                          "header (forward_client_cert_details: SANITIZE_SET), leaving one")
     element = elements[0]
+    keys = [k for k, _ in element if k != "dns"]  # one DNS pair per DNS SAN is Envoy's own way
+    if len(keys) != len(set(keys)):
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise _malformed(f"x-forwarded-client-cert: {', '.join(twice)} twice in one element")
     certs = [v for k, v in element if k == "cert"]
     chains = [v for k, v in element if k == "chain"]
     hashes = [v for k, v in element if k == "hash"]
-    if len(certs) > 1 or len(chains) > 1 or len(hashes) > 1:
-        raise _malformed("x-forwarded-client-cert: Cert, Chain or Hash twice in one element")
     if not certs or certs[0] == "":
         if chains and chains[0] != "":
             raise _malformed("x-forwarded-client-cert: Chain without Cert (set cert: true in Envoy)")

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, abort, make_response, request
 
 from broker.audit.events import AuditEvent
 from broker.errors import RequestRejected, SamlRejected
+from broker.flow.results import LoginFailed
 from broker.saml.bindings import from_post
 from broker.web import csrf
 from broker.web.idp import single_logout
@@ -53,9 +54,9 @@ def slo() -> Response:
 @discovery.route("/discovery", methods=["GET"])
 def show() -> Response:
     """The discovery page of a pending login again: after a search, or in the other language."""
-    found = services().flow.discovery(request.args.get("login", ""))
-    if found is None:
-        return error_page(SamlRejected("login_unknown", "no such pending login"), correlation_id())
+    found = services().flow.discovery(request.args.get("login", ""), client_context())
+    if isinstance(found, LoginFailed):
+        return respond(found)
     return discovery_page(found, request.args.get("q", "")[:100])
 
 

@@ -32,6 +32,7 @@ from tests.factories.authnrequests import (
     AuthnRequests,
     assert_refused,
     edit,
+    error_page,
     open_browser,
     posted_response,
     sp_accepts,
@@ -290,8 +291,13 @@ def test_discovery_post_with_unknown_or_used_login(browser: Browser, sp: DemoSp,
     assert [e["reason"] for e in rejected] == ["login_unknown"]
 
 
-def test_discovery_get_with_unknown_login(browser: Browser) -> None:
-    assert_refused(browser.get("/discovery?login=nosuchlogin"), "login_unknown")
+def test_discovery_get_with_unknown_login(browser: Browser, config_dir: Path) -> None:
+    page = browser.get("/discovery?login=nosuchlogin")
+    assert_refused(page, "login_unknown")
+    # the reference ID the page shows leads to the audit record, as for the POST
+    reference, _ = error_page(page)
+    rejected = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert [(e["reason"], e["correlation_id"]) for e in rejected] == [("login_unknown", reference)]
 
 
 def test_choosing_a_municipality_that_does_not_exist(browser: Browser, sp: DemoSp, config_dir: Path) -> None:

@@ -240,3 +240,17 @@ def test_diagnose_audits_a_forged_proxy_header(browser: Browser, users: Path, co
     body = browser.get("/diagnose").get_data(as_text=True)
     assert "Din webbläsare skickade inget certifikat." in body
     assert [e["event"] for e in audit_lines(config_dir)] == ["proxy_header_untrusted", "diagnose_viewed"]
+
+
+def test_pages_name_an_icon_the_broker_serves(browser: Browser) -> None:
+    """A browser asks for one (Chromium logs a 404 for /favicon.ico on every page otherwise); the CSP's img-src
+    'self' allows it."""
+    page = browser.get("/").get_data(as_text=True)
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    icon = browser.get("/static/favicon.svg")
+    try:
+        assert icon.status_code == 200
+        assert icon.headers["Content-Type"].startswith("image/svg+xml")
+        assert icon.get_data().startswith(b"<svg ")
+    finally:
+        icon.close()

@@ -449,6 +449,20 @@ def test_an_entity_id_must_be_an_https_url_or_urn(
           [Expected(file, line, key, "expected an entity ID (an https:// URL or urn:")])
 
 
+@pytest.mark.parametrize(("written", "network"), [
+    pytest.param("'::ffff:10.0.4.0/120'", "10.0.4.0/24", id="ipv4-mapped-network"),
+    pytest.param("'::ffff:10.0.4.5'", "10.0.4.5/32", id="ipv4-mapped-host"),
+    pytest.param("'2001:db8::/64'", "2001:db8::/64", id="ipv6"),
+])
+def test_a_trusted_network_in_ipv4_mapped_form_is_its_ipv4_network(config_dir: Path, written: str,
+                                                                    network: str) -> None:
+    """A dual-stack listener shows an IPv4 proxy as ::ffff:a.b.c.d, which the broker compares as a.b.c.d
+    (RFC 4291 §2.5.5.2): an entry copied from the log in that form must match it, not never."""
+    replacing(BROKER, "trusted_networks: []", f"trusted_networks: [{written}]")(config_dir)
+    proxy = load_settings(config_dir).broker.client_certificate.proxy
+    assert [str(n.network) for n in proxy.trusted_networks] == [network]
+
+
 # --- nested paths and all problems at once -----------------------------------------------
 
 

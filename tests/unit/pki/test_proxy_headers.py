@@ -137,8 +137,11 @@ Accept = Callable[[Pki], tuple[str, str | None, tuple[str, ...]]]  # (leaf, chai
                                           None), id="envoy-keys-case-insensitive"),
     pytest.param("envoy_xfcc", lambda p: (f'Cert="{quote(pem(p.leaf), safe="")}"', None), id="envoy-cert-alone"),
     pytest.param("envoy_xfcc", lambda p: (f"Cert={quote(pem(p.leaf), safe='')}", None), id="envoy-cert-unquoted"),
-    pytest.param("envoy_xfcc", lambda p: (envoy_element(p.leaf) + ';Subject="CN=a\\, b,O=\\"q\\""', None),
+    pytest.param("envoy_xfcc", lambda p: (envoy_element(p.leaf).split(";Subject=", 1)[0]
+                                          + ';Subject="CN=a\\, b,O=\\"q\\"";URI=', None),
                  id="envoy-escapes-in-other-values"),
+    pytest.param("envoy_xfcc", lambda p: (envoy_element(p.leaf) + ";DNS=a.example;DNS=b.example", None),
+                 id="envoy-one-dns-pair-per-dns-name"),
 ])
 def test_accepted_variants(pki: Pki, fmt: ProxyFormat, make: Callable[[Pki], tuple[str, str | None]]) -> None:
     value, chain_value = make(pki)
@@ -162,6 +165,17 @@ def test_envoy_refuses_more_than_one_element(pki: Pki, arrangement: str) -> None
         decode("envoy_xfcc", value, None, LIMITS)
     assert caught.value.reason == "proxy_header_malformed"
     assert "SANITIZE_SET" in caught.value.detail
+
+
+@pytest.mark.parametrize("twice", [pytest.param(";By=spiffe://a;By=spiffe://b", id="by"),
+                                   pytest.param(";URI=urn:a;URI=urn:b", id="uri"),
+                                   pytest.param(';Subject="CN=a";Subject="CN=b"', id="subject")])
+def test_envoy_refuses_a_key_given_twice(pki: Pki, twice: str) -> None:
+    """docs/proxies.md: each key once (DNS aside, one per DNS name): Envoy writes no other key twice."""
+    with pytest.raises(ProxyHeaderRejected) as caught:
+        decode("envoy_xfcc", envoy_element(pki.leaf) + twice, None, LIMITS)
+    assert caught.value.reason == "proxy_header_malformed"
+    assert "twice in one element" in caught.value.detail
 
 
 def test_envoy_an_unquoted_uri_cannot_start_an_element_of_its_own(pki: Pki) -> None:
