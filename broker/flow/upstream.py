@@ -193,8 +193,11 @@ class UpstreamStep:
                                        reply_to=info.reply_target())
                 self._audit_result(ctx, municipality, sp, pending, "failure", passive.reason, detail)
                 return self._answers.refuse(passive, ctx, info, sp, municipality=municipality)
+            # not counted against the failed-login limits: the IdP limits attempts at its own login, and users
+            # cancelling there behind one office address would otherwise lock that address out (certificate
+            # logins included)
             return self._failed(UpstreamRejected("upstream_status", detail), ctx, info, sp, municipality,
-                                pending, attempt=True)
+                                pending, attempt=False)
         try:
             idp = self.metadata.get(municipality.id)
             assertion = self._validator(idp).validate(root, expect)

@@ -29,13 +29,14 @@ from broker.model import CertificateFacts
 from broker.reasons import AUTHN_FAILED
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import assert_refused, open_browser, status_codes
-from tests.factories.idp import ACS_URL, back_to_broker, discovery_form, to_idp
+from tests.factories.idp import ACS_URL, KARIN, back_to_broker, discovery_form, to_idp
 from tests.factories.saml import Browser, saml_response_form
 from tests.flows.conftest import audit_lines
 from tests.unit.config.editing import replace_once
 
 WINDOW = 300
 AUTHN_FAILED_STATUS = "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
+CLASS_KERBEROS = "urn:oasis:names:tc:SAML:2.0:ac:classes:Kerberos"  # a class no municipality maps
 PER_CERTIFICATE = 3
 PER_ADDRESS = 5
 HOME = "192.0.2.10"
@@ -188,20 +189,32 @@ def test_the_address_is_the_one_the_trusted_proxy_names(config_dir: Path, settin
 # --- logins at a municipal IdP ------------------------------------------------------------------------------------
 
 
-def test_failed_logins_at_the_municipal_idp_count_for_the_address(browser: Browser, sp: DemoSp, idp: DemoIdp,
-                                                                  config_dir: Path) -> None:
-    """The IdP answered a login this browser started with a failure: that counts, as a wrong card does."""
+def test_responses_the_broker_refuses_count_for_the_address(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                           config_dir: Path) -> None:
+    """The IdP's Response to a login this browser started, refused at the ACS (here: an authentication class
+    the municipality did not map), counts, as a wrong card does."""
     browser.certificate_pem = None
     for _ in range(PER_ADDRESS):
         at = to_idp(browser, idp, browser.get(sp.login_url()))
-        answer = back_to_broker(browser, idp.error(at.request, at.relay_state, AUTHN_FAILED_STATUS))
-        assert answer.headers.get("X-Broker-Reason") == "upstream_status"
+        answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, KARIN, class_ref=CLASS_KERBEROS))
+        assert answer.headers.get("X-Broker-Reason") == "upstream_authn_context_unknown"
 
     page = browser.get(sp.login_url())
     chosen = browser.post("/discovery", {**discovery_form(page), "municipality": "kommun-c"})
     assert_refused(chosen, "rate_limited")  # not sent on to the IdP
     reasons = [e.get("reason") for e in audit_lines(config_dir) if e["event"] == "login_refused"]
     assert reasons == ["rate_limited"]
+
+
+def test_the_idps_own_error_status_does_not_count(browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    """Users cancelling at their IdP (or failing its login, which the IdP limits itself) behind one office
+    address must not lock that address out of the broker, certificate logins included."""
+    browser.certificate_pem = None
+    for _ in range(PER_ADDRESS + 2):
+        at = to_idp(browser, idp, browser.get(sp.login_url()))
+        answer = back_to_broker(browser, idp.error(at.request, at.relay_state, AUTHN_FAILED_STATUS))
+        assert answer.headers.get("X-Broker-Reason") == "upstream_status"
+    to_idp(browser, idp, browser.get(sp.login_url()))  # still sent on to the IdP
 
 
 def test_junk_posted_to_the_acs_is_no_login_attempt(browser: Browser, sp: DemoSp, users: Path,
