@@ -65,7 +65,7 @@ from broker.session.store import KeyValueStore, MemoryStore, RedisStore
 from broker.web import admin, idp, ops, sp
 from broker.web.csrf import FormTokens
 from broker.web.i18n import DEFAULT_LANGUAGE
-from broker.web.limits import MAX_FORM_PARTS, check_request_size
+from broker.web.limits import MAX_FORM_PARTS, certificate_header_room, check_request_size
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, client_address, correlation_id
 
@@ -78,7 +78,7 @@ SP_SLO_PATH = "/saml/sp/slo"
 
 
 # GET endpoints with effects (a login, a pending login used up, a logout, an audited visit): no HEAD
-_NO_HEAD = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.slo", "ops.diagnose"})
+_NO_HEAD = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.slo", "ops.diagnose", "discovery.show"})
 
 
 def _idp_peer(metadata: UpstreamMetadata) -> Callable[[str], LogoutPeer | None]:
@@ -207,7 +207,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         try:
             proxy = app.extensions["broker"].settings.broker.client_certificate.proxy
             check_request_size(request.query_string, request.headers.items(),
-                               [name for name in (proxy.header, proxy.chain_header) if name])
+                               [name for name in (proxy.header, proxy.chain_header) if name],
+                               certificate_header_room(proxy.max_bytes))
         except RequestRejected as refused:
             request.query_string = b""  # nothing below may read the refused query, nor the page repeat it
             return error_page(refused, correlation_id())

@@ -32,6 +32,7 @@ from broker.config.schema import ServerConfig
 from broker.errors import ConfigError
 from broker.metrics import worker_exited
 from broker.session.redis_client import RedisChoiceRefused
+from broker.web.limits import certificate_header_room
 from broker.web.services import Services
 
 log = logging.getLogger("broker")
@@ -74,7 +75,8 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
     # spare: a header somewhat past max_bytes reaches the app, which refuses it as proxy_header_too_large (audited,
     # and the page says which limit) rather than gunicorn as request_headers_too_large ("clear your cookies")
     proxy = settings.broker.client_certificate.proxy
-    field_size = max(8190, 2 * (proxy.max_bytes + max(len(proxy.header), len(proxy.chain_header or "")) + 4))
+    field_size = max(8190, certificate_header_room(proxy.max_bytes)
+                     + max(len(proxy.header), len(proxy.chain_header or "")) + 4)
 
     def on_reload(_arbiter: object) -> None:
         if not reload_configuration(app, config_dir):

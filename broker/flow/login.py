@@ -29,7 +29,7 @@ from broker.flow.deps import FlowDeps
 from broker.flow.proxying import proxy_count_exceeded
 from broker.flow.results import ClientContext, Discovery, LoginFailed, Result
 from broker.flow.upstream import UpstreamStep
-from broker.model import LOA_BY_URI, CertificateFacts, satisfies
+from broker.model import KNOWN_LOAS, LOA_BY_URI, CertificateFacts, Loa, satisfies
 from broker.pki.sources import PresentedCertificate
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.bindings import InboundMessage
@@ -262,8 +262,8 @@ class LoginFlow:
                 raise CertificateRejected("issuer_unknown", "the session's municipality is no longer configured")
             self._answers.check_access(info, sp, municipality, loa)
         except (CertificateRejected, SamlRejected) as exc:
-            if exc.reason in _LEVEL_REASONS and municipality is not None and municipality.config.login == "saml" \
-                    and self._upstream is not None:
+            if municipality is not None and loa is not None and _wants_more(exc.reason, info, loa) \
+                    and municipality.config.login == "saml" and self._upstream is not None:
                 # a session from the municipality's IdP at a lower level: its IdP is asked again for the level
                 # the SP wants (a certificate's level is the certificate's: another card starts a new login)
                 d.audit.record(AuditEvent(
@@ -283,8 +283,16 @@ class LoginFlow:
         return self._answers.issue(info, sp, ctx, token, session, new_session=False)
 
 
-# refusals of a session for its level (SP minimum, RequestedAuthnContext), which a new authentication may meet
-_LEVEL_REASONS = frozenset({"loa_insufficient", "authn_context_unsupported"})
+def _wants_more(reason: str, info: AuthnRequestInfo, loa: Loa) -> bool:
+    """Whether a session at ``loa`` was refused for too low a level, which a new authentication may meet: the
+    SP's minimum (``loa_insufficient``), or a RequestedAuthnContext that some level above ``loa`` satisfies.
+    A request for a lower or another level is no reason to authenticate again (it would replace a stronger
+    session with a weaker one)."""
+    if reason == "loa_insufficient":
+        return True
+    return reason == "authn_context_unsupported" and any(
+        satisfies(higher, info.requested_contexts, info.comparison)
+        for higher in KNOWN_LOAS.values() if higher.rank > loa.rank)
 
 
 class _StepUp(Exception):

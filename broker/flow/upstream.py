@@ -82,7 +82,8 @@ class UpstreamStep:
             if not (isinstance(exc, SamlRejected) and exc.reason == "authn_context_unsupported"):
                 return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, event="login_refused",
                                             retry=False)
-        refs = upstream_class_refs(saml, info.requested_contexts, info.comparison)
+        minimum = KNOWN_LOAS[sp.config.minimum_loa] if sp.config.minimum_loa else None
+        refs = upstream_class_refs(saml, info.requested_contexts, info.comparison, minimum)
         if refs is None:
             unmet = SamlRejected("authn_context_unsupported", f"{municipality.id}'s IdP offers no context meeting "
                                                               f"{info.comparison} {list(info.requested_contexts)}",

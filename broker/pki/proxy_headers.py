@@ -286,14 +286,17 @@ def xfcc_elements(value: str) -> list[list[tuple[str, str]]]:
         at += 1
 
 
+_XFCC_REPEATED = frozenset({"by", "uri", "dns"})
+
+
 def _envoy(value: str, limits: HeaderLimits) -> ForwardedCertificate | None:
     """The one element Envoy wrote with ``forward_client_cert_details: SANITIZE_SET``.
 
     Exactly one element is accepted. With ``APPEND_FORWARD`` the elements before Envoy's own come from
     farther proxies or from the client; and Envoy writes the ``URI``, ``DNS`` and ``By`` values without
     quoting (envoyproxy/envoy#32945), so a certificate whose URI holds ``,Cert=...`` would itself start
-    an element that "the last one" would trust. One element only (and each key at most once, but DNS, which
-    Envoy repeats for each DNS name of the certificate) leaves the client nothing to inject. An element
+    an element that "the last one" would trust. One element only (and Cert, Chain, Hash and Subject at most
+    once; Envoy repeats By, URI and DNS, one per name) leaves the client nothing to inject. An element
     without ``Cert`` means no certificate; ``Chain`` holds the client's chain, the leaf first.
     """
     elements = xfcc_elements(value)
@@ -301,7 +304,9 @@ def _envoy(value: str, limits: HeaderLimits) -> ForwardedCertificate | None:
         raise _malformed(f"x-forwarded-client-cert: {len(elements)} elements; the edge Envoy must replace the "
                          "header (forward_client_cert_details: SANITIZE_SET), leaving one")
     element = elements[0]
-    keys = [k for k, _ in element if k != "dns"]  # one DNS pair per DNS SAN is Envoy's own way
+    # Envoy repeats By (one per URI name of its own certificate), URI and DNS (one per name of the client's);
+    # the others it writes once, and the broker reads Cert, Chain and Hash
+    keys = [k for k, _ in element if k not in _XFCC_REPEATED]
     if len(keys) != len(set(keys)):
         twice = sorted({k for k in keys if keys.count(k) > 1})
         raise _malformed(f"x-forwarded-client-cert: {', '.join(twice)} twice in one element")

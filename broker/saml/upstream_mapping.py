@@ -20,8 +20,11 @@ def canonical_attributes(config: UpstreamIdpConfig,
     out: dict[str, tuple[str, ...]] = {}
     for name, values in upstream.items():
         canonical = mapping.get(name) or (BY_URI[name].name if name in BY_URI else None)
-        if canonical is not None and values:
-            out[canonical] = out.get(canonical, ()) + values
+        # blank values say nothing (a claim rule with nothing to fill in): dropped, so that neither a required
+        # attribute nor the first value released can be one
+        present = tuple(v for v in values if v.strip())
+        if canonical is not None and present:
+            out[canonical] = out.get(canonical, ()) + present
     return out
 
 
@@ -40,8 +43,7 @@ def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, .
     municipality's staff, and the SP would get that person's persistent NameID and HSA-id."""
     rule = config.identity
     for name in (rule.attribute, *config.required_attributes):
-        # an attribute whose every value is empty (a claim rule with nothing to fill in) is missing just as much
-        if not any(value.strip() for value in attributes.get(name, ())):
+        if not attributes.get(name):
             raise UpstreamRejected("upstream_attribute_missing", f"the IdP sent no {name}",
                                    params={"attribute": name})
     values = attributes[rule.attribute]
@@ -78,11 +80,18 @@ def loa_of(config: UpstreamIdpConfig, class_ref: str | None) -> Loa:
     raise UpstreamRejected("upstream_authn_context_unknown", f"AuthnContextClassRef {class_ref!r} is not mapped")
 
 
-def upstream_class_refs(config: UpstreamIdpConfig, requested: tuple[str, ...],
-                        comparison: str) -> tuple[str, ...] | None:
-    """The IdP's ClassRefs that meet the SP's RequestedAuthnContext: () when the SP asked nothing (the IdP
-    decides), None when none of them can (the SP gets NoAuthnContext at once)."""
-    if not requested:
-        return ()
-    refs = tuple(m.upstream for m in config.authn_contexts if satisfies(KNOWN_LOAS[m.loa], requested, comparison))
-    return refs or None
+def upstream_class_refs(config: UpstreamIdpConfig, requested: tuple[str, ...], comparison: str,
+                        minimum: Loa | None = None) -> tuple[str, ...] | None:
+    """The IdP's ClassRefs that meet the SP's RequestedAuthnContext and its ``minimum`` level (``minimum_loa``):
+    () when every ClassRef the IdP may answer with does (the IdP decides), None when none of them can (the SP
+    gets NoAuthnContext at once)."""
+    def meets(loa: Loa) -> bool:
+        return ((not requested or satisfies(loa, requested, comparison))
+                and (minimum is None or loa.rank >= minimum.rank))
+
+    refs = tuple(m.upstream for m in config.authn_contexts if meets(KNOWN_LOAS[m.loa]))
+    if not refs:
+        return None
+    if not requested and len(refs) == len(config.authn_contexts):
+        return ()  # nothing to ask for: whatever the IdP answers will do
+    return refs

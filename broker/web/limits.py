@@ -27,16 +27,27 @@ MAX_HEADER_BYTES = 32768
 MAX_FORM_PARTS = 64  # the broker's own form has four fields; SAML HTTP-POST forms two or three
 
 
+def certificate_header_room(max_bytes: int) -> int:
+    """How long a certificate header may be before it counts as an ordinary header, and what one header line
+    may hold under ``broker serve``: a little over the proxy limit ``max_bytes``, so that a header just past
+    that is refused by its own check (``proxy_header_too_large``, which says which limit) rather than as headers
+    too large ("clear your cookies")."""
+    return max_bytes + 1024
+
+
 def check_request_size(query_string: bytes, headers: Iterable[tuple[str, str]],
-                       certificate_headers: Collection[str]) -> None:
+                       certificate_headers: Collection[str], certificate_bytes: int = 0) -> None:
     """Raise ``request_uri_too_long`` or ``request_headers_too_large`` for a request past the limits;
-    ``certificate_headers`` (the proxy's, limited on their own) do not count."""
+    ``certificate_headers`` (the proxy's, limited on their own) do not count up to ``certificate_bytes`` (a
+    little over their own limit, so that they are refused as too large by their own check, which says so);
+    beyond it they count like any header (a client's copies, repeated or joined, are no certificate)."""
     if len(query_string) > MAX_QUERY_BYTES:
         raise RequestRejected("request_uri_too_long",
                               f"query string of {len(query_string)} bytes (limit {MAX_QUERY_BYTES})")
     exempt = {name.lower() for name in certificate_headers}
     # name, ": ", value, CRLF: what the header occupies on the wire (HTTP/1.1)
-    total = sum(len(name) + len(value) + 4 for name, value in headers if name.lower() not in exempt)
+    total = sum(len(name) + len(value) + 4 - (min(len(value), certificate_bytes) if name.lower() in exempt else 0)
+                for name, value in headers)
     if total > MAX_HEADER_BYTES:
         raise RequestRejected("request_headers_too_large", f"{total} bytes of headers besides the certificate "
                                                            f"headers (limit {MAX_HEADER_BYTES})")

@@ -18,7 +18,7 @@ from saml2 import BINDING_HTTP_POST
 from saml2.response import StatusNoAuthnContext, StatusNoPassive
 from werkzeug.test import TestResponse
 
-from broker.app import create_app
+from broker.app import create_app, reload_configuration
 from broker.config.loader import Settings, load_settings
 from broker.demo.idp import CLAIMS, CLASS_PASSWORD, CLASS_X509, DemoIdp, FormPost, IdpUser
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
@@ -349,6 +349,41 @@ def test_a_session_at_a_lower_level_goes_back_to_the_idp_for_the_level_asked(
     assert insufficient["data"]["loa"] == LOA2  # type: ignore[index]
 
 
+def test_a_request_for_a_lower_level_does_not_trade_the_session_down(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, craft: AuthnRequests, config_dir: Path) -> None:
+    """Karin's LoA 3 session and an SP asking for exactly LoA 2: a new login could only replace the stronger
+    session with a weaker one, so the SP gets NoAuthnContext and the session stays as it is."""
+    at = start(browser, idp, sp.login_url())
+    sp.accept(saml_response_form(back_to_broker(browser, idp.respond(at.request, at.relay_state, KARIN)))[1][
+        "SAMLResponse"])
+    crafted = craft.build(requested_authn_context=requested(LOA2))
+    posted = posted_response(browser.get(craft.redirect(crafted)))
+    assert posted.status == (RESPONDER, NO_AUTHN_CONTEXT)
+    assert "session_insufficient" not in [e["event"] for e in audit_lines(config_dir)]
+    assert sp.accept(saml_response_form(browser.get(sp.login_url()))[1]["SAMLResponse"]).loa == LOA3
+
+
+def test_a_session_below_the_sps_minimum_asks_the_idp_for_that_level(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The SP's minimum_loa, not its request, wants more than Lars's LoA 2 session: the IdP is asked for the
+    classes worth the minimum (without them an IdP with a session would answer with the same password login)."""
+    at = start(browser, idp, sp.login_url())
+    sp.accept(saml_response_form(back_to_broker(browser, idp.respond(at.request, at.relay_state, LARS)))[1][
+        "SAMLResponse"])
+    path = config_dir / "service-providers" / "demo-sp.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["minimum_loa"] = "loa3"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert reload_configuration(app) is True
+
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    context = at.request.message.requested_authn_context
+    assert context is not None
+    assert [ref.text for ref in context.authn_context_class_ref] == [CLASS_X509]
+    answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, LARS, class_ref=CLASS_X509))
+    assert sp.accept(saml_response_form(answer)[1]["SAMLResponse"]).loa == LOA3
+
+
 def pysaml2_no_passive(idp: DemoIdp, at: AtIdp) -> FormPost:
     """NoPassive as pysaml2 7.5's ``create_error_response`` wants it: (second-level code, message); pysaml2
     puts Responder on top itself."""
@@ -503,6 +538,14 @@ def test_a_required_attribute_with_only_empty_values_is_missing(browser: Browser
     answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, KARIN, attributes=attributes))
     assert_refused(answer, "upstream_attribute_missing")
     assert "givenName" in str(upstream_result(config_dir, correlation_of(config_dir, request_id_of(url)))["detail"])
+
+
+def test_a_blank_value_before_a_real_one_is_not_released(browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    """Blank values are dropped: the SP gets the real givenName, not the first (empty) one."""
+    at = start(browser, idp, sp.login_url())
+    attributes = {**KARIN.attributes, f"{CLAIMS}/givenname": ["", " ", "Karin"]}
+    answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, KARIN, attributes=attributes))
+    assert sp.accept(saml_response_form(answer)[1]["SAMLResponse"]).attributes["givenName"] == ["Karin"]
 
 
 # --- 8. replay and unsolicited Responses ---------------------------------------------------------

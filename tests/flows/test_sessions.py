@@ -257,6 +257,12 @@ def test_head_on_the_try_again_link_leaves_the_pending_login(browser: Browser, s
     sp_accepts(sp, posted_response(browser.get(retry)).fields["SAMLResponse"], request_id)
 
 
+def test_head_on_the_discovery_page_writes_no_audit_record(browser: Browser, config_dir: Path) -> None:
+    head = browser.client.head("/discovery?login=nosuchlogin", environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert head.status_code == 405
+    assert not [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+
+
 def test_head_on_the_sso_endpoint_logs_nobody_in(browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
     url = craft.redirect(craft.build())
     head = browser.client.head(url.removeprefix("https://localhost:8443"), environ_base={"REMOTE_ADDR": "192.0.2.10"})

@@ -362,6 +362,14 @@ def test_the_certificate_header_has_its_own_limit_and_does_not_count(browser: Br
     assert browser.get("/").status_code == 200
 
 
+def test_a_certificate_header_far_past_its_own_limit_counts_like_any_header(browser: Browser) -> None:
+    """Past a little over max_bytes the certificate header is no certificate (its own check refuses it, or,
+    from an untrusted peer, it is ignored): the rest counts, so a client cannot make the broker take megabytes
+    of headers under that name (repeated copies arrive joined)."""
+    browser.headers = {"X-SSL-Client-Cert": "A" * (3 * MAX_HEADER_BYTES)}
+    assert_refused(browser.get("/"), "request_headers_too_large")
+
+
 # --- 5. the flags of every cookie, through a whole login and logout ----------------------------------------------
 
 # name -> (SameSite, Path): why each, in broker.web.respond, broker.web.pages and docs/security.md
