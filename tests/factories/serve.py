@@ -13,9 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import requests
+import yaml
 
 from tests.factories.lifecycle import Service, end_process
 from tests.factories.redis_server import free_port
@@ -95,3 +98,19 @@ class BrokerServe(Service):
         end_process(self.process, signal.SIGINT, grace=15)  # gunicorn: quick shutdown of master and workers
         self.process = None
 
+
+
+def serving_from_config(config_dir: Path, workdir: Path, *, redis_url: str, redis_prefix: str,
+                        server: dict[str, Any], edit: Callable[[dict[str, Any]], None] | None = None) -> BrokerServe:
+    """A :class:`BrokerServe` that takes its listener, workers and threads from broker.yaml: ``server`` (without
+    ``bind``, which is the new instance's port) becomes broker.yaml's ``server`` section, the Redis is
+    ``redis_url`` under ``redis_prefix``, and ``edit`` may change the rest of broker.yaml first."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
+    if edit is not None:
+        edit(data)
+    serve = BrokerServe(config_dir, workdir, redis_url=redis_url, from_config=True)
+    data["server"] = {"bind": f"127.0.0.1:{serve.port}", **server}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return serve

@@ -58,7 +58,7 @@ from tests.factories.https_client import Card, HttpsBrowser, at, discovery_form,
 from tests.factories.nginx import Nginx
 from tests.factories.redis_server import free_port
 from tests.factories.saml import BASE_URL, make_sp
-from tests.factories.serve import BrokerServe
+from tests.factories.serve import BrokerServe, serving_from_config
 
 HSA_ID_ATTRIBUTE = "urn:oid:1.2.752.29.6.2.1"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
@@ -363,12 +363,10 @@ def test_forwarding_headers_from_a_local_peer_change_nothing(cluster: Cluster) -
 
 def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path, tmp_path: Path, redis_url: str,
                                                               redis_prefix: str) -> None:
+    serve = serving_from_config(config_dir, tmp_path / "serve", redis_url=redis_url, redis_prefix=redis_prefix,
+                                server={"workers": 2, "threads": 1})
     path = config_dir / "broker.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
-    serve = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
-    data["server"] = {"bind": f"127.0.0.1:{serve.port}", "workers": 2, "threads": 1}
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
     with serve:  # started only when /healthz answers on the configured port
         assert len(settled_workers(serve, 2)) == 2  # the second worker may still be starting

@@ -10,29 +10,23 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-import yaml
 from flask import Flask
 from gunicorn.http.errors import LimitRequestLine
 
 from broker.slow_clients import _error_answer
-from tests.factories.serve import BrokerServe
+from tests.factories.serve import BrokerServe, serving_from_config
 
 TIMEOUT = 2.0
 
 
 @pytest.fixture
 def serve(config_dir: Path, tmp_path: Path, redis_url: str, redis_prefix: str) -> BrokerServe:
-    path = config_dir / "broker.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
-    server = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
-    data["server"] = {"bind": f"127.0.0.1:{server.port}", "workers": 1, "threads": 2,
-                      "request_timeout": f"{TIMEOUT:g}s"}
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return server
+    return serving_from_config(config_dir, tmp_path / "serve", redis_url=redis_url, redis_prefix=redis_prefix,
+                               server={"workers": 1, "threads": 2, "request_timeout": f"{TIMEOUT:g}s"})
 
 
 def _slow_client(port: int, closed: list[float], stop: threading.Event) -> None:
@@ -182,12 +176,8 @@ def test_an_unparseable_request_line_does_not_kill_a_sync_worker(config_dir: Pat
                                                                  redis_prefix: str) -> None:
     """With ``threads: 1`` (gunicorn's sync worker) the refusal of a request line such as ``GET *`` raised in
     the error handler and killed the worker: every such request cost a worker restart."""
-    path = config_dir / "broker.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
-    serve = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
-    data["server"] = {"bind": f"127.0.0.1:{serve.port}", "workers": 1, "threads": 1}
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    serve = serving_from_config(config_dir, tmp_path / "serve", redis_url=redis_url, redis_prefix=redis_prefix,
+                                server={"workers": 1, "threads": 1})
     with serve:
         for _ in range(3):
             head, _ = _raw(serve.port, b"GET * HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -202,14 +192,13 @@ def test_a_certificate_header_past_its_limit_is_the_apps_refusal(config_dir: Pat
     """A trusted proxy's certificate header one byte over client_certificate.proxy.max_bytes is refused by the
     app as proxy_header_too_large (audited), not by gunicorn's field limit as a header too large for a browser
     ("clear your cookies")."""
-    path = config_dir / "broker.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    data["redis"] = {"url": redis_url, "key_prefix": redis_prefix}
-    data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
-    limit = data["client_certificate"]["proxy"]["max_bytes"]
-    serve = BrokerServe(config_dir, tmp_path / "serve", redis_url=redis_url, from_config=True)
-    data["server"] = {"bind": f"127.0.0.1:{serve.port}", "workers": 1, "threads": 2}
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    limit = 16384
+
+    def trust_loopback(data: dict[str, Any]) -> None:
+        data["client_certificate"]["proxy"].update(trusted_networks=["127.0.0.1/32"], max_bytes=limit)
+
+    serve = serving_from_config(config_dir, tmp_path / "serve", redis_url=redis_url, redis_prefix=redis_prefix,
+                                server={"workers": 1, "threads": 2}, edit=trust_loopback)
     with serve:
         head, _ = _raw(serve.port, b"GET /diagnose HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-SSL-Client-Cert: "
                        + b"a" * (limit + 1) + b"\r\n\r\n")
