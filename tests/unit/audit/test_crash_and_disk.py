@@ -24,6 +24,7 @@ from flask import Flask
 import broker.audit.chain as chain_module
 from broker.app import create_app
 from broker.audit.chain import chain_files, line_hash
+from broker.audit.trail import AuditTrail
 from broker.audit.verify import Verification
 from broker.clock import FixedClock
 from broker.config.loader import load_settings
@@ -502,14 +503,20 @@ def test_a_file_system_without_hard_links_still_gets_its_chain(tmp_path: Path, k
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(chain_module.os, "link", no_links)
+    directory, trail = started_trail(tmp_path, key)
+    trail.close()
+    assert verified(directory, key).ok
+    assert not list(directory.glob(".*"))
+
+
+def started_trail(tmp_path: Path, key: Ed25519PrivateKey) -> tuple[Path, AuditTrail]:
+    """An audit trail in ``tmp_path``/audit on a fixed clock, its chain started with one record, synced."""
     directory = tmp_path / "audit"
     clock = FixedClock(T0)
     trail = make_trail(make_writer(directory, clock, key), clock)
     trail.record(login_event(1))
     trail.sync()
-    trail.close()
-    assert verified(directory, key).ok
-    assert not list(directory.glob(".*"))
+    return directory, trail
 
 
 class FailingWrites:
@@ -578,11 +585,7 @@ def test_closing_right_after_a_full_disk_records_the_outage_first(
         tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch, refused: int) -> None:
     """A clean stop once there is room again: the abandonment is written (in a new file) before the final
     checkpoint seals the chain, so the refused writes leave their trace."""
-    directory = tmp_path / "audit"
-    clock = FixedClock(T0)
-    trail = make_trail(make_writer(directory, clock, key), clock)
-    trail.record(login_event(1))
-    trail.sync()
+    directory, trail = started_trail(tmp_path, key)
     disk = FullDisk(monkeypatch)
     for i in range(refused):
         with pytest.raises(AuditUnavailable):
@@ -630,11 +633,7 @@ def test_a_full_disk_while_writing_the_closed_marker_leaves_no_empty_marker(
         tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
     """The final checkpoint is written, the `.closed` marker is not: no empty marker may stay behind (the
     verifier reports one as modified, on an untampered trail)."""
-    directory = tmp_path / "audit"
-    clock = FixedClock(T0)
-    trail = make_trail(make_writer(directory, clock, key), clock)
-    trail.record(login_event(1))
-    trail.sync()
+    directory, trail = started_trail(tmp_path, key)
     writes = FailingWrites(monkeypatch)
     writes.failing = lambda path: ".closed." in path
     trail.close()
