@@ -305,7 +305,8 @@ _ROWS: tuple[Reason, ...] = (
            "The municipality's IdP answered with an error status instead of an assertion.",
            "The detail has the IdP's status codes and message.", AUTHN_FAILED),
     Reason("upstream_authn_context_insufficient", "upstream", 403,
-           "The authentication context the IdP returned does not meet what the service provider required.",
+           "The authentication context the IdP returned does not meet what the service provider required, or the "
+           "IdP answered that it cannot give it (NoAuthnContext).",
            "The user must log in more strongly at the municipality's IdP.", NO_AUTHN_CONTEXT),
     Reason("upstream_force_authn_ignored", "upstream", 403,
            "The SP asked for a fresh authentication (ForceAuthn), but the municipal IdP answered with an earlier "

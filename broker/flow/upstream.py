@@ -46,6 +46,7 @@ from broker.session.rate_limit import counts_as_failure
 from broker.session.sessions import new_token
 
 NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+NO_AUTHN_CONTEXT = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 
 
@@ -194,11 +195,14 @@ class UpstreamStep:
                                        reply_to=info.reply_target())
                 self._audit_result(ctx, municipality, sp, pending, "failure", passive.reason, detail)
                 return self._answers.refuse(passive, ctx, info, sp, municipality=municipality)
+            # the IdP cannot give the context asked for (SAML Core §3.2.2.2): the SP hears NoAuthnContext too, not
+            # a plain AuthnFailed
+            refusal = UpstreamRejected("upstream_authn_context_insufficient" if NO_AUTHN_CONTEXT in status.codes
+                                       else "upstream_status", detail)
             # not counted against the failed-login limits: the IdP limits attempts at its own login, and users
             # cancelling there behind one office address would otherwise lock that address out (certificate
             # logins included)
-            return self._failed(UpstreamRejected("upstream_status", detail), ctx, info, sp, municipality,
-                                pending, attempt=False)
+            return self._failed(refusal, ctx, info, sp, municipality, pending, attempt=False)
         try:
             idp = self.metadata.get(municipality.id)
             assertion = self._validator(idp).validate(root, expect)

@@ -465,6 +465,19 @@ def test_weaker_context_than_requested_is_refused(browser: Browser, sp: DemoSp, 
     assert "assertion_issued" not in [e for e, _, _ in events_of(config_dir, cid)]
 
 
+def test_the_idps_no_authn_context_reaches_the_sp_as_such(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                           craft: AuthnRequests, config_dir: Path) -> None:
+    """The IdP answers NoAuthnContext (it cannot give the class asked for): the SP gets NoAuthnContext (SAML Core
+    §3.2.2.2), not a plain AuthnFailed, and the IdP's own status counts against no failed-login limit."""
+    crafted = craft.build(requested_authn_context=requested(LOA3))
+    at = start(browser, idp, craft.redirect(crafted))
+    answer = back_to_broker(browser, idp.error(at.request, at.relay_state, NO_AUTHN_CONTEXT))
+    assert_refused(answer, "upstream_authn_context_insufficient")
+    assert back_form_status(answer) == (RESPONDER, NO_AUTHN_CONTEXT)
+    result = upstream_result(config_dir, correlation_of(config_dir, crafted.request_id))
+    assert "NoAuthnContext" in str(result["detail"])
+
+
 @pytest.mark.parametrize("route", [pytest.param("hint", id="municipality-hint"),
                                    pytest.param("discovery", id="chosen-on-discovery")])
 def test_context_the_municipality_cannot_give_is_refused_before_the_idp(browser: Browser, sp: DemoSp,
