@@ -115,10 +115,16 @@ class LoginFlow:
         d = self._d
         cert = ctx.presented.certificate
         facts = CertificateFacts.of(cert) if cert is not None else None
-        session, why = d.sessions.find(ctx.session_token)
+        session, why = d.sessions.find(ctx.session_token, idle_too=True)
         if why in ("expired_idle", "expired_absolute"):
             d.audit.record(AuditEvent("session_expired", "info", ctx.correlation_id, reason=None,
                                       detail=why, client_address=ctx.client_address))
+        if why == "expired_idle" and session is not None:
+            # an idle session answers no SP, but a new login in this browser replaces it (below), so that its
+            # SPs stay in single logout
+            if ctx.presented.certificate is not None:
+                return self._certificate.login(info, sp, ctx, ctx.presented.certificate, session)
+            session = None
         if session is not None and ctx.session_token is not None:
             same_card = facts is None or facts.fingerprint_sha256 == session.certificate_sha256
             # a session resting on a municipal IdP is a proxied login, which ProxyCount="0" forbids as much as a

@@ -144,7 +144,7 @@ class LogoutFlow:
         broker_idp = d.settings.broker.idp.entity_id
         sp = info.peer.entity_id
         candidates: dict[str, SsoSession] = {}
-        session, _ = d.sessions.find(ctx.session_token)
+        session, _ = d.sessions.find(ctx.session_token, idle_too=True)  # an idle session's SPs still hold the user
         if session is not None and ctx.session_token is not None:
             candidates[d.sessions.ref(ctx.session_token)] = session
         for index in info.session_indexes:
@@ -166,7 +166,7 @@ class LogoutFlow:
         d = self._d
         idp = info.peer.entity_id
         candidates = dict(d.sessions.find_upstream(idp, info.name_id))
-        session, _ = d.sessions.find(ctx.session_token)
+        session, _ = d.sessions.find(ctx.session_token, idle_too=True)
         if session is not None and ctx.session_token is not None and session.upstream is not None \
                 and session.upstream.get("idp") == idp and session.upstream.get("name_id") == info.name_id:
             candidates[d.sessions.ref(ctx.session_token)] = session

@@ -248,9 +248,9 @@ class UpstreamStep:
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=identity, sp=sp.entity_id, client_address=ctx.client_address))
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
-        old, _ = d.sessions.find(ctx.session_token)
-        # a new login replaces the browser's session (a new cookie: no fixation); its SPs stay in single logout
-        # (SessionManager.replace)
+        old, _ = d.sessions.find(ctx.session_token, idle_too=True)
+        # a new login replaces the browser's session (a new cookie: no fixation), an idle one too; its SPs stay in
+        # single logout (SessionManager.replace)
         replaced = d.sessions.replace(ctx.session_token, old) \
             if old is not None and ctx.session_token is not None else None
         token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over

@@ -97,6 +97,9 @@ class SsoSession:
         return cls(**data)
 
 
+# how far apart the clocks of instances sharing the store may be, for what one instance writes and another judges
+_INSTANCE_CLOCK_MARGIN = dt.timedelta(minutes=5)
+
 _SESSION_FIELDS = fields(SsoSession)
 _IDENTITY_FIELDS = fields(Identity)
 _JSON = json.JSONEncoder(separators=(",", ":"))
@@ -186,8 +189,10 @@ class SessionManager:
     # --- sessions --------------------------------------------------------------------
 
     def _ttl(self, session: SsoSession, now: dt.datetime) -> float:
-        remaining = min(session.expires_at - now, self.idle_timeout)
-        return max(remaining.total_seconds(), 1.0)
+        """How long the session's keys (the session, its participants) live: until its absolute end, the
+        SessionNotOnOrAfter its SPs were given. An idle session no longer answers (:meth:`find`), but its SPs
+        still hold the user until then, and single logout must still find and reach them."""
+        return max((session.expires_at - now).total_seconds(), 1.0)
 
     def open(self, identity: Identity, loa_uri: str, correlation_id: str, *,
              certificate_sha256: str | None, revocation_valid_until: dt.datetime | None,
@@ -255,12 +260,13 @@ class SessionManager:
         return "sp-session-index:" + _hash(f"{sp_entity_id}\x00{session_index}")
 
     def find_by_session_index(self, sp_entity_id: str, session_index: str) -> list[tuple[str, SsoSession]]:
-        """The live sessions (ref, session) in which SP ``sp_entity_id`` was given ``session_index``: how an
-        SP's LogoutRequest finds its session when the browser delivering it sends no cookie (another device, a
-        blocked cookie; SAML Core §3.7.3.2). The caller still matches the request against the participant."""
+        """The sessions (ref, session; idle ones included) in which SP ``sp_entity_id`` was given
+        ``session_index``: how an SP's LogoutRequest finds its session when the browser delivering it sends no
+        cookie (another device, a blocked cookie; SAML Core §3.7.3.2). The caller still matches the request
+        against the participant."""
         found = []
         for sid in sorted(self._store.members(self._session_index_key(sp_entity_id, session_index))):
-            session, _ = self._find_ref(sid)
+            session, _ = self._find_ref(sid, idle_too=True)
             if session is not None:
                 found.append((sid, session))
         return found
@@ -288,13 +294,16 @@ class SessionManager:
     def _principal_key(idp: str, name_id: str) -> str:
         return "upstream-principal:" + _hash(f"{idp}\x00{name_id}")
 
-    def find(self, token: str | None) -> tuple[SsoSession | None, str | None]:
-        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``."""
+    def find(self, token: str | None, *, idle_too: bool = False) -> tuple[SsoSession | None, str | None]:
+        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``.
+
+        ``idle_too``: an idle session too (why ``expired_idle``), for what must still reach its SPs: single
+        logout, and a new login replacing it. It answers no SP (SSO) however it is found."""
         if not token or len(token) > 128:
             return None, None
-        return self._find_ref(_hash(token))
+        return self._find_ref(_hash(token), idle_too=idle_too)
 
-    def _find_ref(self, sid: str) -> tuple[SsoSession | None, str | None]:
+    def _find_ref(self, sid: str, *, idle_too: bool = False) -> tuple[SsoSession | None, str | None]:
         raw = self._store.get("session:" + sid)
         if raw is None:
             return None, "unknown"
@@ -304,15 +313,16 @@ class SessionManager:
             self.end_ref(sid)
             return None, "expired_absolute"
         if now - session.last_seen >= self.idle_timeout:
-            self.end_ref(sid)
-            return None, "expired_idle"
+            # kept, not deleted: its SPs hold the user until the absolute end, and logout must reach them
+            return (session if idle_too else None), "expired_idle"
         return session, None
 
     def find_upstream(self, idp: str, name_id: str) -> list[tuple[str, SsoSession]]:
-        """The live sessions (ref, session) that municipal IdP ``idp`` opened for ``name_id``."""
+        """The sessions (ref, session) that municipal IdP ``idp`` opened for ``name_id``, idle ones included
+        (their SPs still hold the user: :meth:`find`)."""
         found = []
         for sid in sorted(self._store.members(self._principal_key(idp, name_id))):
-            session, _ = self._find_ref(sid)
+            session, _ = self._find_ref(sid, idle_too=True)
             if session is not None and session.upstream is not None and session.upstream.get("idp") == idp \
                     and session.upstream.get("name_id") == name_id:
                 found.append((sid, session))
@@ -381,8 +391,8 @@ class SessionManager:
 
         Two round trips, as ending a session took before (DEL, DEL): the session is deleted first, so that no
         request answered from it can add a participant once they are read (:meth:`save_reused` stores only while
-        the session exists), then they are read. Their list expires with its time to live (at most the idle
-        timeout) rather than cost a third: nothing leads to it once its session is gone.
+        the session exists), then they are read. Their list expires with its time to live (the session's absolute
+        end) rather than cost a third: nothing leads to it once its session is gone.
         """
         sid = _hash(token)
         self.end_ref(sid, keep_participants=True)
@@ -437,8 +447,9 @@ class SessionManager:
         return self._get("logout", state_id, take=True)
 
     def first_use(self, idp: str, assertion_id: str, until: dt.datetime) -> bool:
-        """True the first time an assertion is seen; it is remembered until it could no longer be used."""
-        ttl = max((until - self._clock.now()).total_seconds(), 1.0)
+        """True the first time an assertion is seen; it is remembered until it could no longer be used, on any
+        instance: a margin beyond ``until`` covers an instance whose clock is behind this one's."""
+        ttl = max((until - self._clock.now() + _INSTANCE_CLOCK_MARGIN).total_seconds(), 1.0)
         return self._store.put_if_absent("replay:" + _hash(f"{idp}\x00{assertion_id}"), b"1", ttl)
 
     def ping(self) -> None:

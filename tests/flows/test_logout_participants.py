@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from flask import Flask
 from saml2.saml import NameID
 
+from broker.config.loader import Settings, load_settings
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
@@ -275,3 +278,30 @@ def test_a_session_stored_before_per_sp_session_indexes_still_logs_out(
     final = hop(browser.get(sp_answers(sp2, to_sp2.location)), SP1_SLO, "SAMLResponse")
     assert status_codes(final.root) == (SUCCESS, None)
     goes_to_login(with_cookie(app, token), sp)
+
+
+class TestAnIdleSession:
+    """The session's idle timeout ends its answering, not its SPs' hold on the user: they were told
+    SessionNotOnOrAfter = the absolute end, and a logout from one of them must still reach the others."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        path = config_dir / "broker.yaml"
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["session"]["idle_timeout"] = "2s"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        return load_settings(config_dir)
+
+    def test_logout_after_the_idle_timeout_still_reaches_the_other_sp(
+            self, app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, config_dir: Path) -> None:
+        at_sp1 = sso_login(browser, sp)
+        sso_login(browser, sp2)  # answered from the session
+        time.sleep(2.5)  # idle: the session answers no SP now
+        goes_to_login(with_cookie(app, cookie(browser)), sp)
+        start = sp_logout_url(sp, at_sp1)
+        to_sp2 = hop(browser.get(start), SP2_SLO, "SAMLRequest")  # SP2 still holds her: it is asked
+        final = hop(browser.get(sp_answers(sp2, to_sp2.location)), SP1_SLO, "SAMLResponse")
+        assert status_codes(final.root) == (SUCCESS, None)
+        logout, = events(config_dir, "logout")
+        assert data(logout)["session_ended"] is True  # type: ignore[call-overload]
+        assert list(data(logout)["propagate_to"]) == [f"sp:{SP2}"]  # type: ignore[call-overload]

@@ -80,6 +80,23 @@ def test_idle_timeout(manager: SessionManager, clock: FixedClock, elapsed: dt.ti
     assert (session is None) == (expected is not None)
 
 
+def test_an_idle_session_answers_nobody_but_is_kept_for_logout(manager: SessionManager,
+                                                                clock: FixedClock) -> None:
+    token, created = _create(manager)
+    index = manager.session_index(token, SP.sp_entity_id)
+    assert manager.save_reused(token, created, Participant(SP.sp_entity_id, "nameid", "persistent", index,
+                                                           clock.now()))
+    clock.advance(dt.timedelta(minutes=31))
+    assert manager.find(token) == (None, "expired_idle")
+    assert manager.find(token) == (None, "expired_idle")  # not deleted on the way
+    found, why = manager.find(token, idle_too=True)
+    assert (found, why) == (created, "expired_idle")
+    assert [ref for ref, _ in manager.find_by_session_index(SP.sp_entity_id, index)] == [manager.ref(token)]
+    assert [p.sp_entity_id for p in manager.participants(token)] == [SP.sp_entity_id]
+    clock.advance(dt.timedelta(hours=8))
+    assert manager.find(token, idle_too=True) == (None, "expired_absolute")
+
+
 def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(manager: SessionManager,
                                                                    clock: FixedClock) -> None:
     token, _session = _create(manager)
@@ -253,15 +270,16 @@ def test_touch_only_computes_the_activity(manager: SessionManager, clock: FixedC
 @pytest.mark.parametrize(
     ("elapsed", "expected_ttl"),
     [
-        pytest.param(dt.timedelta(minutes=5), dt.timedelta(minutes=30), id="idle-timeout"),
-        pytest.param(dt.timedelta(hours=7, minutes=50), dt.timedelta(minutes=10), id="absolute-timeout-sooner"),
+        pytest.param(dt.timedelta(minutes=5), dt.timedelta(hours=7, minutes=55), id="until-the-absolute-end"),
+        pytest.param(dt.timedelta(hours=7, minutes=50), dt.timedelta(minutes=10), id="absolute-timeout-near"),
     ],
 )
 def test_a_stored_reuse_keeps_the_time_to_live_of_session_and_participants(
         manager: SessionManager, store: RedisStore, clock: FixedClock, elapsed: dt.timedelta,
         expected_ttl: dt.timedelta) -> None:
-    """The session and its participant list live as long as the session may: the idle timeout from now, or
-    less when the absolute timeout comes first (the store's TTL only garbage-collects)."""
+    """The session and its participant list live until the session's absolute end (the SessionNotOnOrAfter its
+    SPs were given): an idle session answers no SP, but single logout must still reach its SPs (the store's TTL
+    only garbage-collects)."""
     token, session = _create(manager)
     clock.advance(elapsed)
     assert manager.save_reused(token, manager.touch(token, session), SP)
@@ -310,3 +328,16 @@ def test_a_server_without_the_script_cached_runs_it_with_eval(manager: SessionMa
     manager.end(token)
     assert manager.save_reused(token, session, SP) is False
     assert manager.participants(token) == []
+
+
+def test_a_used_assertion_is_remembered_past_its_end_for_instances_whose_clocks_lag(
+        manager: SessionManager, store: RedisStore, clock: FixedClock) -> None:
+    """The replay cache's entry must outlive the assertion on every instance: one whose clock is behind still
+    accepts the assertion for that long after this instance thinks it expired."""
+    until = clock.now() + dt.timedelta(minutes=5)
+    assert manager.first_use("https://idp.example", "_a1", until)
+    assert not manager.first_use("https://idp.example", "_a1", until)
+    key = next(k for k in store.client.scan_iter(store._k("replay:*")))
+    pttl = store.client.pttl(key)
+    assert isinstance(pttl, int)
+    assert pttl > dt.timedelta(minutes=9).total_seconds() * 1000  # 5 min to go, plus the margin
