@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from broker.audit.events import AuditEvent
 from broker.config.schema import LocalizedText
-from broker.errors import SamlRejected
+from broker.errors import DependencyUnavailable, SamlRejected
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, LoginFailed, LogoutDone, PostToSp, Redirect, Result
 from broker.model import Identity
@@ -98,12 +98,18 @@ class LogoutFlow:
         # principal's sessions cannot be found (the broker keeps no index by an SP's NameID), so the SP is not
         # told they all ended (SAML Core §3.7.3.2): PartialLogout
         unlocated = False
-        if side == "sp":
-            ended, identity, mismatch = self._end_for_sp(info, ctx)
-            unlocated = not ended and not mismatch and not info.session_indexes
-        else:
-            ended, mismatch = self._end_for_idp(info, ctx), False
-            identity = ended[0][1].identity if ended else None
+        try:
+            if side == "sp":
+                ended, identity, mismatch = self._end_for_sp(info, ctx)
+                unlocated = not ended and not mismatch and not info.session_indexes
+            else:
+                ended, mismatch = self._end_for_idp(info, ctx), False
+                identity = ended[0][1].identity if ended else None
+        except DependencyUnavailable:
+            # the store failed while the sessions were being looked up or ended: the user's retry of the same
+            # request (the 503 page says to try again) must not be refused as a replay, with the session alive
+            d.sessions.forget_use(f"logout-request:{info.peer.entity_id}", info.request_id)
+            raise
         # the browser's own cookie goes only if its session is among those ended
         own = ctx.session_token is not None and d.sessions.ref(ctx.session_token) in {sid for sid, _ in ended}
         targets = self._targets(ended, exclude=info.peer.entity_id if side == "sp" else None)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from broker.clock import Clock
+from broker.errors import DependencyUnavailable
 from broker.model import Identity
 from broker.session.store import KeyValueStore
 
@@ -451,6 +453,12 @@ class SessionManager:
         instance: a margin beyond ``until`` covers an instance whose clock is behind this one's."""
         ttl = max((until - self._clock.now() + _INSTANCE_CLOCK_MARGIN).total_seconds(), 1.0)
         return self._store.put_if_absent("replay:" + _hash(f"{idp}\x00{assertion_id}"), b"1", ttl)
+
+    def forget_use(self, idp: str, assertion_id: str) -> None:
+        """Undo :meth:`first_use` for a message whose handling failed before it had any effect (the store went
+        away meanwhile), so that its retry is no replay; a store still down leaves the mark (fails closed)."""
+        with contextlib.suppress(DependencyUnavailable):
+            self._store.delete("replay:" + _hash(f"{idp}\x00{assertion_id}"))
 
     def ping(self) -> None:
         self._store.ping()

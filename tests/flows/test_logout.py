@@ -18,6 +18,8 @@ from saml2.saml import NameID
 from werkzeug.test import TestResponse
 
 from broker.demo.sp import DemoSp
+from broker.errors import SessionStoreUnavailable
+from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
     DIGEST_SHA256,
     NS,
@@ -293,3 +295,32 @@ def test_asynchronous_logout_for_someone_else_is_refused_and_ends_nothing(
     xml = asynchronous(logout_request_xml(sp, NameID(text="not-annas-nameid", format=logged_in.format)))
     assert_refused(browser.get(redirect_url(xml, key=craft.key, endpoint=SLO_URL)), "logout_request_invalid")
     posted_response(session_alive(browser, craft))
+
+
+class _Blip(RedisStore):
+    """The session store failing once, on the next read of a session (armed by the test)."""
+
+    armed = False
+
+    def get(self, key: str) -> bytes | None:
+        if self.armed and key.startswith("session:"):
+            self.armed = False
+            raise SessionStoreUnavailable("Redis GET failed: injected")
+        return super().get(key)
+
+
+class TestAStoreFailureDuringLogout:
+    @pytest.fixture
+    def store(self, redis_url: str, redis_prefix: str) -> _Blip:
+        return _Blip(redis_url, prefix=redis_prefix)
+
+    def test_the_retry_of_the_same_logout_request_is_no_replay(self, store: _Blip, browser: Browser, sp: DemoSp,
+                                                               craft: AuthnRequests, logged_in: NameID) -> None:
+        """The LogoutRequest is marked as used before its session is ended: a store failure in between gave the
+        503 page, and the user's retry was refused as a replay while the session lived on."""
+        url = pysaml2_logout_url(sp, logged_in)
+        store.armed = True
+        assert browser.get(url).headers["X-Broker-Reason"] == "session_store_unavailable"
+        message = redirected_message(browser.get(url))  # the retry
+        assert status_codes(message.root) == (SUCCESS, None)
+        assert_refused(logged_out(browser, craft), "certificate_missing")
