@@ -142,11 +142,6 @@ class AuditTrail:
             with contextlib.suppress(Exception):
                 observer(exc.reason)
 
-    @property
-    def failure(self) -> str | None:
-        """Why the trail last failed to write or sync, or None when the last attempt succeeded."""
-        return self._failure
-
     def probe(self) -> str | None:
         """Readiness: None when the trail works. While it is failing, try a checkpoint (which also records a
         file abandoned meanwhile), so that a process taken out of rotation for its audit trail comes back once

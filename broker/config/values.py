@@ -254,10 +254,8 @@ class IpNetwork:
         mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
         if mapped is not None:
             # ::ffff:10.0.4.5, as a dual-stack listener shows an IPv4 peer, is that IPv4 address (RFC 4291
-            # §2.5.5.2), which is how peers are compared: written in this form it would never match
-            if network.prefixlen < 96:
-                raise ValueError(f"{text!r} reaches beyond the IPv4-mapped addresses (::ffff:0:0/96); write the "
-                                 "IPv4 network instead")
+            # §2.5.5.2), which is how peers are compared: written in this form it would never match (a prefix
+            # under 96 leaves host bits in ::ffff, which strict parsing has refused above)
             return cls(ipaddress.IPv4Network((mapped, network.prefixlen - 96)))
         return cls(network)
 

@@ -119,13 +119,9 @@ class LoginFlow:
         if why in ("expired_idle", "expired_absolute"):
             d.audit.record(AuditEvent("session_expired", "info", ctx.correlation_id, reason=None,
                                       detail=why, client_address=ctx.client_address))
-        if why == "expired_idle" and session is not None:
-            # an idle session answers no SP, but a new login in this browser replaces it (below), so that its
-            # SPs stay in single logout
-            if ctx.presented.certificate is not None:
-                return self._certificate.login(info, sp, ctx, ctx.presented.certificate, session)
-            session = None
-        if session is not None and ctx.session_token is not None:
+        # an idle session answers no SP, but a certificate login in this browser replaces it (below), so that
+        # its SPs stay in single logout (a federated one finds it itself: UpstreamStep.complete)
+        if session is not None and why is None and ctx.session_token is not None:
             same_card = facts is None or facts.fingerprint_sha256 == session.certificate_sha256
             # a session resting on a municipal IdP is a proxied login, which ProxyCount="0" forbids as much as a
             # fresh one (SAML Core §3.4.1.5.1)
@@ -142,6 +138,8 @@ class LoginFlow:
                 session = None  # the session ended (its certificate no longer holds): log in afresh
         if cert is not None:
             return self._certificate.login(info, sp, ctx, cert, session)
+        if why is not None:
+            session = None  # an idle session chooses no municipality for the discovery below
         options = self._options(sp, info)
         if not options and info.proxy_count == 0 and self._options(sp):
             # every municipality open to the SP logs in through its own IdP, and the SP allows no proxying

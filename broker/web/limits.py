@@ -36,7 +36,7 @@ def certificate_header_room(max_bytes: int) -> int:
 
 
 def check_request_size(query_string: bytes, headers: Iterable[tuple[str, str]],
-                       certificate_headers: Collection[str], certificate_bytes: int = 0) -> None:
+                       certificate_headers: Collection[str], certificate_bytes: int) -> None:
     """Raise ``request_uri_too_long`` or ``request_headers_too_large`` for a request past the limits;
     ``certificate_headers`` (the proxy's, limited on their own) do not count up to ``certificate_bytes`` (a
     little over their own limit, so that they are refused as too large by their own check, which says so);
