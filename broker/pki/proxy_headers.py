@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.errors import ProxyHeaderRejected
+from broker.pki.der import SEQUENCE, der_items
 from broker.pki.reading import UnreadableCertificate, read_certificate
 
 ProxyFormat = Literal["nginx_escaped_pem", "haproxy_base64_der", "apache_pem", "envoy_xfcc", "rfc9440"]
@@ -100,24 +102,14 @@ def _certificate(der: bytes) -> x509.Certificate:
 
 def _der_elements(data: bytes) -> list[bytes]:
     """Split concatenated DER SEQUENCEs (X.690 §8.1: tag, definite length, contents) without parsing them."""
-    found, at = [], 0
-    while at < len(data):
-        if data[at] != 0x30 or at + 2 > len(data):
-            raise _malformed("DER data that is not a sequence of certificates")
-        first = data[at + 1]
-        if first < 0x80:
-            header, length = 2, first
-        else:
-            count = first & 0x7F
-            if not 1 <= count <= 4 or at + 2 + count > len(data):
-                raise _malformed("DER length that is not a definite length")
-            header, length = 2 + count, int.from_bytes(data[at + 2:at + 2 + count], "big")
-        end = at + header + length
-        if end > len(data):
-            raise _malformed("truncated DER certificate")
-        found.append(data[at:end])
-        at = end
-    return found
+    try:
+        items = der_items(data)
+    except ValueError as exc:
+        raise _malformed(f"DER data that is not a sequence of certificates ({exc})") from None
+    if any(tag != SEQUENCE for tag, _, _ in items):
+        raise _malformed("DER data that is not a sequence of certificates")
+    bounds = [0, *(end for _, _, end in items)]
+    return [data[begin:end] for begin, end in itertools.pairwise(bounds)]
 
 
 def _one_der(elements: list[bytes], what: str) -> bytes:

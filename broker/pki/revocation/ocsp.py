@@ -35,6 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, OCSPExtensi
 from broker.errors import CertificateRejected
 from broker.lru import by_identity
 from broker.pki.algorithms import weak_key_reason
+from broker.pki.der import SEQUENCE, der_items
 
 Status = Literal["good", "revoked", "unknown"]
 _STRONG = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
@@ -212,55 +213,34 @@ def _single_extension_oids(response_data: bytes) -> list[tuple[str, bool]]:
     """(OID, critical) of every singleExtensions entry of every SingleResponse in a DER ResponseData (RFC 6960
     §4.2.1). Structure only: the bytes were parsed and their signature verified by cryptography before this; any
     deviation from DER's shape raises ValueError and refuses the response."""
-    (tag, start, end), = _der_items(response_data, 0, len(response_data))
-    if tag != 0x30:
+    (tag, start, end), = der_items(response_data)
+    if tag != SEQUENCE:
         raise ValueError("ResponseData is not a SEQUENCE")
-    fields = _der_items(response_data, start, end)
+    fields = der_items(response_data, start, end)
     # version [0]?, responderID [1]|[2], producedAt, responses, responseExtensions [1]?: the responses follow
     # producedAt (a GeneralizedTime), which tells the byName responderID [1] from the extensions [1]
     produced = next((i for i, (t, _, _) in enumerate(fields) if t == 0x18), None)
-    if produced is None or produced + 1 >= len(fields) or fields[produced + 1][0] != 0x30:
+    if produced is None or produced + 1 >= len(fields) or fields[produced + 1][0] != SEQUENCE:
         raise ValueError("no responses after producedAt")
     found: list[tuple[str, bool]] = []
     _, rstart, rend = fields[produced + 1]
-    for single_tag, sstart, send in _der_items(response_data, rstart, rend):
-        if single_tag != 0x30:
+    for single_tag, sstart, send in der_items(response_data, rstart, rend):
+        if single_tag != SEQUENCE:
             raise ValueError("a SingleResponse is not a SEQUENCE")
         # certID, certStatus, thisUpdate, nextUpdate [0]?, singleExtensions [1]?
-        for tag, estart, eend in _der_items(response_data, sstart, send)[3:]:
+        for tag, estart, eend in der_items(response_data, sstart, send)[3:]:
             if tag != 0xA1:
                 continue
-            (seq_tag, xstart, xend), = _der_items(response_data, estart, eend)
-            if seq_tag != 0x30:
+            (seq_tag, xstart, xend), = der_items(response_data, estart, eend)
+            if seq_tag != SEQUENCE:
                 raise ValueError("singleExtensions is not a SEQUENCE")
-            for ext_tag, fstart, fend in _der_items(response_data, xstart, xend):
-                parts = _der_items(response_data, fstart, fend)
-                if ext_tag != 0x30 or not parts or parts[0][0] != 0x06:
+            for ext_tag, fstart, fend in der_items(response_data, xstart, xend):
+                parts = der_items(response_data, fstart, fend)
+                if ext_tag != SEQUENCE or not parts or parts[0][0] != 0x06:
                     raise ValueError("an extension is not a SEQUENCE starting with its OID")
                 critical = len(parts) == 3 and parts[1][0] == 0x01 and response_data[parts[1][1]:parts[1][2]] != b"\x00"
                 found.append((_oid_text(response_data[parts[0][1]:parts[0][2]]), critical))
     return found
-
-
-def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    """The (tag, content start, content end) of each DER element between ``start`` and ``end``: single-byte tags
-    and definite lengths only (X.690 §8.1, §10.1)."""
-    items = []
-    pos = start
-    while pos < end:
-        if pos + 2 > end or data[pos] & 0x1F == 0x1F:
-            raise ValueError("malformed DER")
-        tag, length, pos = data[pos], data[pos + 1], pos + 2
-        if length & 0x80:
-            count = length & 0x7F
-            if not 1 <= count <= 4 or pos + count > end:
-                raise ValueError("malformed DER length")
-            length, pos = int.from_bytes(data[pos:pos + count], "big"), pos + count
-        if pos + length > end:
-            raise ValueError("DER element runs past its parent")
-        items.append((tag, pos, pos + length))
-        pos += length
-    return items
 
 
 def _oid_text(content: bytes) -> str:
