@@ -9,7 +9,7 @@ authentication asked later, per path (renegotiation, post-handshake), is impossi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -99,9 +99,10 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
     A browser offers a certificate when the CertificateRequest names its issuer, or a CA it can build a path
     to from certificates it holds (RFC 5246 §7.4.4: the names "may specify a desired distinguished name for a
     root CA or for a subordinate CA"; RFC 8446 §4.2.4). So the municipality passes when every issuing CA is
-    named, or its root (then the PCs must hold the intermediates, as smart-card middleware installs them). An
-    issuing CA named neither itself nor through its root is the go-live failure for every holder of its
-    cards: FAIL, even when the other issuing CAs are advertised.
+    named, or a CA above it on its own path, such as its root (then the PCs must hold the intermediates, as
+    smart-card middleware installs them). An issuing CA named neither itself nor through a CA above it is the
+    go-live failure for every holder of its cards: FAIL, even when the other issuing CAs are advertised, or
+    the root of another hierarchy of the municipality's.
     """
     url = found.url
     p = found.probe
@@ -116,30 +117,62 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
                      f"{url} names no CA: the users' certificates are offered among all others",
                      "Name the municipalities' CAs in the certificate request. " + REGENERATE_BUNDLE, url)
     names = {n.public_bytes() for n in p.ca_names}
-    anchors = [c for c in cl.anchors() if c.subject.public_bytes() in names]
     issuing = issuing_cas(cl)
     present = [c for c in issuing if c.subject.public_bytes() in names]
     missing = [c for c in issuing if c.subject.public_bytes() not in names]
     if not missing:
         return Check("endpoint.advertises", "pass", "users will be offered their certificate",
                      f"{url} advertises {_names(present)}", None, url)
-    if anchors:
+    # an issuing CA not named itself is covered only by a CA above it on its own path: the root of another
+    # hierarchy (a municipality changing CA generation has two) offers none of its cards
+    covering = {id(c): [a for a in _above(c, cl) if a.subject.public_bytes() in names] for c in missing}
+    uncovered = [c for c in missing if not covering[id(c)]]
+    if not uncovered:
+        above = _unique(a for c in missing for a in covering[id(c)])
+        all_roots = all(a in cl.anchors() for a in above)
         also = f" and {_names(present)}" if present else ""
         return Check("endpoint.advertises", "pass", "users will be offered their certificate",
-                     f"{url} advertises the root {_names(anchors)}{also}, not the {_issuing(missing)}: browsers "
-                     f"offer those cards only on PCs that hold {_names(missing)} to build the chain to the root "
+                     f"{url} advertises the {'root' if all_roots else 'CA'}{'s' if len(above) > 1 else ''} "
+                     f"{_names(above)}{also}, not the {_issuing(missing)}: browsers offer those cards only on PCs "
+                     f"that hold {_names(missing)} to build the chain to {'the root' if all_roots else 'them'} "
                      "(smart-card middleware usually installs it; /diagnose on a PC shows whether a certificate "
                      "arrives)", None, url)
-    title = "certificate will not be offered" if not present else "some cards will not be offered"
-    what = f"neither the root ({_names(cl.anchors())}) nor the {_issuing(missing)}" \
-        if cl.intermediate_certificates() else f"not the root {_names(missing)}"
-    twins = [twin for cert in [*cl.anchors(), *missing] if (twin := encoding_twin(cert.subject, p.ca_names))]
+    covered = [c for c in issuing if c not in uncovered]
+    title = "certificate will not be offered" if not covered else "some cards will not be offered"
+    roots = _unique(a for c in uncovered for a in _above(c, cl) if a in cl.anchors()) or list(cl.anchors())
+    what = f"neither the root ({_names(roots)}) nor the {_issuing(uncovered)}" \
+        if cl.intermediate_certificates() else f"not the root {_names(uncovered)}"
+    twins = [twin for cert in [*roots, *uncovered] if (twin := encoding_twin(cert.subject, p.ca_names))]
     return Check("endpoint.advertises", "fail", title,
                  f"{url} advertises {what}: browsers will not show these card holders' certificates"
-                 + (f" (of the municipality's issuing CAs only {_names(present)} is advertised)" if present else "")
+                 + (f" (of the municipality's issuing CAs only {_names(covered)} "
+                    f"{'is' if len(covered) == 1 else 'are'} offered)" if covered else "")
                  + "".join(f"; {twin}" for twin in twins),
                  REGENERATE_BUNDLE + (" Take the names from the configured CA certificates themselves: browsers "
                                       "compare the encoded bytes." if twins else ""), url)
+
+
+def _above(cert: x509.Certificate, cl: CertificateLogin) -> list[x509.Certificate]:
+    """The configured CAs above ``cert`` on its paths, nearest first: those whose subject is its issuer's name,
+    then theirs (RFC 5280 §4.1.2.4 name chaining; a browser offers a card whose chain it can build to a named
+    CA). Self-issued certificates end the walk."""
+    cas = [*cl.intermediate_certificates(), *cl.anchors()]
+    found: list[x509.Certificate] = []
+    level = [cert]
+    while level:
+        parents = _unique(ca for child in level if child.issuer != child.subject
+                          for ca in cas if ca.subject == child.issuer and ca not in found and ca is not cert)
+        found += parents
+        level = parents
+    return found
+
+
+def _unique(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    out: list[x509.Certificate] = []
+    for cert in certs:
+        if cert not in out:
+            out.append(cert)
+    return out
 
 
 def encoding_twin(configured: x509.Name, advertised: Sequence[x509.Name]) -> str | None:

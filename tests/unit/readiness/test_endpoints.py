@@ -285,7 +285,7 @@ def test_one_of_two_issuing_cas_missing_fails(config_dir: Path, serve) -> None: 
     assert check.evidence == (
         f"{endpoint.url} advertises neither the root (Kommun A Root CA) nor the issuing CA Kommun A Person ID CA: "
         "browsers will not show these card holders' certificates (of the municipality's issuing CAs only "
-        "Kommun A Person HSA-id CA is advertised)")
+        "Kommun A Person HSA-id CA is offered)")
     assert check.fix == ("Regenerate the proxy's client-CA bundle from this configuration (`broker proxy-config "
                          "nginx --config DIR --out DIR`; `haproxy` or `apache` for those proxies), reload the "
                          "proxy, and run `broker readiness` again.")
@@ -334,6 +334,62 @@ def test_one_of_two_issuing_cas_missing_fails_the_run(config_dir: Path, serve) -
 
     assert statuses(section(report, "kommun-a"), "endpoint.advertises") == ["fail"]
     assert report.result == "fail"
+
+
+def two_hierarchies(config_dir: Path) -> tuple[CertificateLogin, list[x509.Certificate]]:
+    """Kommun A during a change of CA generation: [old root, old issuing CA, new root, new issuing CA]."""
+    old_root, new_root = root_ca("Kommun A Root CA v1", NOW), root_ca("Kommun A Root CA v2", NOW)
+    old, new = issuing_ca(old_root, "Kommun A Person CA v1"), issuing_ca(new_root, "Kommun A Person CA v2")
+    certs = [old_root.certificate, old.certificate, new_root.certificate, new.certificate]
+    write_certificate_municipality(config_dir, "kommun-a", anchors=[certs[0], certs[2]],
+                                   intermediates=[certs[1], certs[3]])
+    return login(load(config_dir), "kommun-a"), certs
+
+
+def test_root_of_one_hierarchy_does_not_cover_the_issuing_ca_of_another(  # type: ignore[no-untyped-def]
+        config_dir: Path, serve) -> None:
+    """The old hierarchy advertised, the new one not at all: the old root offers none of the new cards (they
+    chain to the new root), so FAIL, naming the new issuing CA and its own root only."""
+    cl, certs = two_hierarchies(config_dir)
+    endpoint = serve(client_cas=[certs[0], certs[1]])
+
+    check = advertised_check(cl, probed(endpoint))
+
+    assert (check.status, check.title) == ("fail", "some cards will not be offered")
+    assert check.evidence == (
+        f"{endpoint.url} advertises neither the root (Kommun A Root CA v2) nor the issuing CA Kommun A Person CA "
+        "v2: browsers will not show these card holders' certificates (of the municipality's issuing CAs only "
+        "Kommun A Person CA v1 is offered)")
+
+
+def test_each_hierarchy_covered_by_its_own_root_passes(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    cl, certs = two_hierarchies(config_dir)
+    endpoint = serve(client_cas=[certs[0], certs[2]])
+
+    check = advertised_check(cl, probed(endpoint))
+
+    assert (check.status, check.evidence) == ("pass", (
+        f"{endpoint.url} advertises the roots Kommun A Root CA v1, Kommun A Root CA v2, not the issuing CAs "
+        "Kommun A Person CA v1, Kommun A Person CA v2: browsers offer those cards only on PCs that hold Kommun A "
+        "Person CA v1, Kommun A Person CA v2 to build the chain to the root (smart-card middleware usually "
+        "installs it; /diagnose on a PC shows whether a certificate arrives)"))
+
+
+def test_a_middle_ca_covers_the_issuing_ca_below_it(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """Root, policy CA, issuing CA: a browser builds the chain to the named policy CA as it would to the root."""
+    root = root_ca("Kommun A Root CA", NOW)
+    middle = root.subordinate("Kommun A Policy CA", organization="Kommun A", path_length=1)
+    issuing = issuing_ca(middle, "Kommun A Person CA")
+    write_certificate_municipality(config_dir, "kommun-a", anchors=[root.certificate],
+                                   intermediates=[middle.certificate, issuing.certificate])
+    endpoint = serve(client_cas=[middle.certificate])
+
+    check = advertised_check(login(load(config_dir), "kommun-a"), probed(endpoint))
+
+    assert (check.status, check.evidence) == ("pass", (
+        f"{endpoint.url} advertises the CA Kommun A Policy CA, not the issuing CA Kommun A Person CA: browsers "
+        "offer those cards only on PCs that hold Kommun A Person CA to build the chain to them (smart-card "
+        "middleware usually installs it; /diagnose on a PC shows whether a certificate arrives)"))
 
 
 # --- servers that demand a certificate, TLS 1.2 -------------------------------------------------------------
