@@ -161,6 +161,10 @@ class LogoutMessages:
         if peer is None:
             raise SamlRejected(self._unknown_issuer, f"Issuer {issuer[:200]!r} is not a known party")
         self._authenticate(message, root, peer, invalid, kind)
+        # Profiles §4.4.4.1, §4.4.4.2: the Format "MUST be omitted or have a value of" entity
+        if issuer_el is not None and issuer_el.get("Format") not in (None, NAMEID_ENTITY):
+            raise SamlRejected(invalid, f"the {kind}'s Issuer Format must be entity, not "
+                                        f"{issuer_el.get('Format', '')[:200]!r}")
         if root.get("Version") != "2.0":
             raise SamlRejected("saml_version_unsupported", f"Version {root.get('Version')!r}")
         if root.get("Destination") != self.slo_url:

@@ -255,6 +255,9 @@ class ResponseValidator:
         assertion_id = assertion.get("ID")
         if not assertion_id:
             raise _reject("upstream_assertion_invalid", "the Assertion has no ID")
+        issued = _instant(assertion.get("IssueInstant"), "Assertion IssueInstant")
+        if issued is None:  # Core §2.3.3: [Required]
+            raise _reject("upstream_assertion_invalid", "the Assertion has no IssueInstant")
         issuer = assertion.find("saml:Issuer", NS)
         if issuer is None or _text_only(issuer, "Issuer") != expect.idp_entity_id:
             raise _reject("upstream_issuer_mismatch",
@@ -306,9 +309,8 @@ class ResponseValidator:
         # a login that has not happened yet (an IdP clock far ahead): passed on to the SPs, it would defeat their
         # own checks of how recent the login is
         for instant, what in ((authn_instant, "AuthnInstant"),
-                              (_instant(assertion.get("IssueInstant"), "Assertion IssueInstant"),
-                               "the Assertion's IssueInstant")):
-            if instant is not None and instant > now + skew:
+                              (issued, "the Assertion's IssueInstant")):
+            if instant > now + skew:
                 raise _reject("upstream_not_yet_valid", f"{what} {instant.isoformat()} is in the future")
         session_until = _instant(statement.get("SessionNotOnOrAfter"), "SessionNotOnOrAfter")
         if session_until is not None and now - skew >= session_until:

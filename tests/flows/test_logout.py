@@ -208,6 +208,23 @@ def test_logout_request_signed_with_another_key_is_refused(browser: Browser, sp:
     posted_response(session_alive(browser, craft))
 
 
+@pytest.mark.parametrize("issuer_format", [
+    "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent",
+    "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified",
+], ids=["persistent", "unspecified"])
+def test_logout_request_whose_issuer_is_no_entity_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                             logged_in: NameID, issuer_format: str) -> None:
+    """Profiles §4.4.4.1: the Issuer's Format "MUST be omitted or have a value of" entity: a signed request whose
+    Issuer is any other kind of name is no request of the SP entity, and the session goes on."""
+    root = etree.fromstring(logout_request_xml(sp, logged_in))
+    issuer = root.find("saml:Issuer", NS)
+    assert issuer is not None
+    issuer.set("Format", issuer_format)
+    url = redirect_url(etree.tostring(root), key=craft.key, endpoint=SLO_URL)
+    assert_refused(browser.get(url), "logout_request_invalid")
+    posted_response(session_alive(browser, craft))
+
+
 def test_logout_request_for_another_endpoint_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
                                                         logged_in: NameID) -> None:
     xml = logout_request_xml(sp, logged_in, destination=BASE_URL + "/saml/idp/sso")

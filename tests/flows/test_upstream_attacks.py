@@ -170,6 +170,21 @@ def test_an_assertion_from_the_future_is_refused(browser: Browser, sp: DemoSp, i
     refused(browser.post(ACS_URL, tampered(post, from_the_future)), config_dir, "upstream_not_yet_valid")
 
 
+def test_an_assertion_without_issue_instant_is_refused(browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path,
+                                                     demo_material: Any) -> None:
+    """SAML Core §2.3.3: the Assertion's IssueInstant is required; signed without it by the IdP, still refused."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def undated(root: etree._Element) -> None:
+        assertion = assertion_of(root)
+        del assertion.attrib["IssueInstant"]
+        sign(assertion, idp_keys(demo_material))
+
+    refused(browser.post(ACS_URL, tampered(post, undated)), config_dir, "upstream_assertion_invalid")
+
+
 # --- replay ----------------------------------------------------------------------------------------------
 
 
