@@ -31,9 +31,11 @@ confirm.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -58,9 +60,12 @@ from broker.saml.logout import (
     LogoutResponseInfo,
 )
 from broker.saml.outbound import OutboundMessage
-from broker.session.sessions import Participant, SsoSession, new_token
+from broker.session.sessions import Participant, SsoSession, UpstreamLogout, new_token
 
 Side = Literal["sp", "idp"]   # "sp": a regional SP (the broker's IdP endpoint); "idp": a municipal IdP
+
+# how far an IdP's clock may be off the broker's, for how long its logout is remembered (Core §3.7.3.2)
+_LATE_MARGIN = dt.timedelta(minutes=5)
 
 
 class LogoutFlow:
@@ -105,6 +110,7 @@ class LogoutFlow:
             else:
                 ended, mismatch = self._end_for_idp(info, ctx), False
                 identity = ended[0][1].identity if ended else None
+                self._remember_for_late_assertions(info)
         except DependencyUnavailable:
             # the store failed while the sessions were being looked up or ended: the user's retry of the same
             # request (the 503 page says to try again) must not be refused as a replay, with the session alive
@@ -177,10 +183,26 @@ class LogoutFlow:
                 and session.upstream.get("idp") == idp and session.upstream.get("name_id") == info.name_id:
             candidates[d.sessions.ref(ctx.session_token)] = session
         broker_sp = d.settings.broker.sp.entity_id if d.settings.broker.sp is not None else ""
-        ended = [(sid, s) for sid, s in sorted(candidates.items()) if _names_upstream(info, s.upstream or {}, broker_sp)
+        ended = [(sid, s) for sid, s in sorted(candidates.items())
+                 if _names_upstream(info, s.upstream or {}, idp, broker_sp)
                  and (not info.session_indexes or (s.upstream or {}).get("session_index") in info.session_indexes)]
         self._end(ended)
         return ended
+
+    def _remember_for_late_assertions(self, info: LogoutRequestInfo) -> None:
+        """SAML Core §3.7.3.2: the IdP's logout applies to its assertions that arrive after it (a Response still in
+        the user's browser, or in another tab's), as long as the request applies (its NotOnOrAfter) and no longer
+        than such an assertion could still be accepted: an answer to a pending login of the broker's (its
+        ``login_timeout``), with the margin an IdP's clock may be off."""
+        d = self._d
+        sp = d.settings.broker.sp
+        window = (sp.login_timeout.timedelta if sp is not None else d.sessions.pending_timeout) + _LATE_MARGIN
+        now = d.clock.now()
+        until = now + window if info.not_on_or_after is None else min(now + window, info.not_on_or_after)
+        d.sessions.record_upstream_logout(info.peer.entity_id, info.name_id, UpstreamLogout(
+            request_id=info.request_id, name_id_format=info.name_id_format, name_qualifier=info.name_qualifier,
+            sp_name_qualifier=info.sp_name_qualifier, session_indexes=info.session_indexes,
+            issued=info.issued or now, until=until))
 
     def _end(self, ended: list[tuple[str, SsoSession]]) -> None:
         """End the sessions, keeping their participants for propagation."""
@@ -374,16 +396,35 @@ def _names_participant(info: LogoutRequestInfo, own: Participant, session: SsoSe
                                      for given in info.session_indexes)
 
 
-def _names_upstream(info: LogoutRequestInfo, upstream: dict[str, str], broker_sp: str) -> bool:
+def _names_upstream(info: LogoutRequestInfo | UpstreamLogout, upstream: Mapping[str, str], idp: str,
+                    broker_sp: str) -> bool:
     """Does the IdP's LogoutRequest name the identifier it gave (SAML Core §3.7.3.2)? Its format and qualifiers,
     where the request states them, must be the assertion's; the value was matched already. A qualifier the
     assertion left out is the asserting IdP (NameQualifier) or the broker's SP (SPNameQualifier): §8.3.7."""
     for given, kept in ((info.name_id_format, upstream.get("name_id_format")),
-                        (info.name_qualifier, upstream.get("name_qualifier") or info.peer.entity_id),
+                        (info.name_qualifier, upstream.get("name_qualifier") or idp),
                         (info.sp_name_qualifier, upstream.get("sp_name_qualifier") or broker_sp)):
         if given not in (None, "", NAMEID_UNSPECIFIED) and kept and given != kept:
             return False
     return True
+
+
+def logged_out_upstream(logouts: Sequence[UpstreamLogout], upstream: Mapping[str, str],
+                        authn_instant: dt.datetime, broker_sp: str) -> UpstreamLogout | None:
+    """The IdP's earlier LogoutRequest that applies to an assertion arriving now (SAML Core §3.7.3.2), if any:
+    ``upstream`` is the assertion's principal as a session keeps it (IdP, NameID and its qualifiers,
+    SessionIndex). It applies when it names the same identifier and, if it names SessionIndexes, the
+    assertion's; one that names none ends the principal's every session at the IdP, so it applies to the
+    assertions of authentications before it (both instants are the IdP's own clock), not to a new login."""
+    for logout in logouts:
+        if not _names_upstream(logout, upstream, upstream["idp"], broker_sp):
+            continue
+        if logout.session_indexes:
+            if upstream.get("session_index") in logout.session_indexes:
+                return logout
+        elif authn_instant <= logout.issued:
+            return logout
+    return None
 
 
 def _session_indexes(target: dict[str, Any]) -> list[str]:

@@ -29,6 +29,7 @@ from broker.config.loader import Municipality, ServiceProvider
 from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
+from broker.flow.logout import logged_out_upstream
 from broker.flow.proxying import check_proxy_restriction, proxy_count_exceeded
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
 from broker.model import KNOWN_LOAS, Loa, satisfies
@@ -208,6 +209,17 @@ class UpstreamStep:
             assertion = self._validator(idp).validate(root, expect)
             if not d.sessions.first_use(idp.entity_id, assertion.assertion_id, assertion.expires + expect.skew):
                 raise UpstreamRejected("upstream_replay", f"assertion {assertion.assertion_id} was already used")
+            upstream = {"idp": idp.entity_id, "name_id": assertion.name_id,
+                        "name_id_format": assertion.name_id_format or "",
+                        "name_qualifier": assertion.name_qualifier or "",
+                        "sp_name_qualifier": assertion.sp_name_qualifier or "",
+                        "session_index": assertion.session_index or ""}
+            ended = logged_out_upstream(d.sessions.upstream_logouts(idp.entity_id, assertion.name_id), upstream,
+                                        assertion.authn_instant, self._sp_entity_id)
+            if ended is not None:
+                raise UpstreamRejected("upstream_logged_out", f"the IdP ended this session before its assertion "
+                                                              f"arrived (LogoutRequest {ended.request_id[:100]!r}, "
+                                                              f"SAML Core §3.7.3.2)")
             attributes = canonical_attributes(saml, assertion.attributes)
             identity = identity_of(saml, attributes, municipality.id, municipality.config.organization_number)
             loa = loa_of(saml, assertion.authn_context)
@@ -229,11 +241,6 @@ class UpstreamStep:
             client_address=ctx.client_address,
             data=MappingProxyType({"idp": idp.entity_id, "request_id": str(in_response_to)[:256], "loa": loa.uri,
                                    "attributes": tuple(sorted(attributes))})))
-        upstream = {"idp": idp.entity_id, "name_id": assertion.name_id,
-                    "name_id_format": assertion.name_id_format or "",
-                    "name_qualifier": assertion.name_qualifier or "",
-                    "sp_name_qualifier": assertion.sp_name_qualifier or "",
-                    "session_index": assertion.session_index or ""}
         # kept only when the assertion had them, so that other sessions keep their stored form
         if assertion.authenticating_authorities:
             upstream["authorities"] = "\n".join(assertion.authenticating_authorities)

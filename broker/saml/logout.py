@@ -86,6 +86,9 @@ class LogoutRequestInfo:
     # the NameID's qualifiers, when it names them (SAML Core §2.2.2, §8.3.7: part of a persistent identifier)
     name_qualifier: str | None = None
     sp_name_qualifier: str | None = None
+    # when the peer issued it, and until when it applies (Core §3.7.1): to assertions that arrive after it, too
+    issued: dt.datetime | None = None
+    not_on_or_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -170,11 +173,11 @@ class LogoutMessages:
         if root.get("Destination") != self.slo_url:
             raise SamlRejected("saml_destination_mismatch",
                                f"Destination {root.get('Destination')!r}, expected {self.slo_url}")
-        self._check_instant(root, invalid)
+        issued = self._check_instant(root, invalid)
         if self._relay_max is not None:  # the SSO endpoint's limit, toward the SPs
             check_relay_state(message.relay_state, self._relay_max)
         if is_request:
-            return self._request(root, peer, message.relay_state)
+            return self._request(root, peer, message.relay_state, issued)
         return self._response(root, peer, message.relay_state)
 
     def _authenticate(self, message: InboundMessage, root: etree._Element, peer: LogoutPeer, invalid: str,
@@ -202,7 +205,7 @@ class LogoutMessages:
                 verifier = self._verifiers[key] = XmlVerifier(peer.certificates)
         return verifier
 
-    def _check_instant(self, root: etree._Element, invalid: str) -> None:
+    def _check_instant(self, root: etree._Element, invalid: str) -> dt.datetime:
         try:
             issued = parse_instant(root.get("IssueInstant") or "")
         except ValueError as exc:
@@ -210,12 +213,15 @@ class LogoutMessages:
         now = self._clock.now()
         if issued > now + self._skew or issued < now - self._max_age - self._skew:
             raise SamlRejected("saml_request_stale", f"IssueInstant {issued.isoformat()}")
+        return issued
 
-    def _request(self, root: etree._Element, peer: LogoutPeer, relay_state: str | None) -> LogoutRequestInfo:
+    def _request(self, root: etree._Element, peer: LogoutPeer, relay_state: str | None,
+                 issued: dt.datetime) -> LogoutRequestInfo:
         request_id = root.get("ID")
         if not request_id or len(request_id) > 256 or not is_ncname(request_id):
             raise SamlRejected("logout_request_invalid", "no usable ID (an xs:ID, SAML Core §3.2.1)")
         not_on_or_after = root.get("NotOnOrAfter")
+        expires = None
         if not_on_or_after is not None:
             try:
                 expires = parse_instant(not_on_or_after)
@@ -237,6 +243,8 @@ class LogoutMessages:
             asynchronous=root.find(f"samlp:Extensions/{{{ASYNC_SLO}}}Asynchronous", NS) is not None,
             name_qualifier=name_id_el.get("NameQualifier"),
             sp_name_qualifier=name_id_el.get("SPNameQualifier"),
+            issued=issued,
+            not_on_or_after=expires,
         )
 
     @staticmethod

@@ -168,6 +168,32 @@ def _order(p: Participant) -> tuple[dt.datetime, str]:
 
 
 @dataclass(frozen=True)
+class UpstreamLogout:
+    """A municipal IdP's LogoutRequest, as remembered for the assertions that may still arrive after it (SAML Core
+    §3.7.3.2: the participant "MUST apply the logout request message to any assertion" that matches, "even if
+    the assertion arrives after the logout request"): how it named the principal, its SessionIndexes, when the IdP
+    issued it, and until when it applies."""
+
+    request_id: str
+    name_id_format: str | None
+    name_qualifier: str | None
+    sp_name_qualifier: str | None
+    session_indexes: tuple[str, ...]
+    issued: dt.datetime
+    until: dt.datetime
+
+    def encode(self) -> str:
+        return json.dumps({"id": self.request_id, "f": self.name_id_format, "nq": self.name_qualifier,
+                           "spq": self.sp_name_qualifier, "si": list(self.session_indexes),
+                           "at": self.issued.isoformat(), "until": self.until.isoformat()}, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> UpstreamLogout:
+        d = json.loads(text)
+        return cls(str(d["id"]), d["f"], d["nq"], d["spq"], tuple(d["si"]), _dt(d["at"]), _dt(d["until"]))
+
+
+@dataclass(frozen=True)
 class Replaced:
     """What a session hands on to the session of a new login in the same browser that replaces it
     (:meth:`SessionManager.replace`)."""
@@ -447,6 +473,34 @@ class SessionManager:
 
     def take_logout(self, state_id: str | None) -> dict[str, Any] | None:
         return self._get("logout", state_id, take=True)
+
+    def record_upstream_logout(self, idp: str, name_id: str, logout: UpstreamLogout) -> None:
+        """Remember the IdP's LogoutRequest for ``name_id`` until ``logout.until`` (:meth:`upstream_logouts`), on
+        every instance. The principal's set lives as long as its longest-lived member, so one kept for a short
+        while does not cut an earlier one short."""
+        now = self._clock.now()
+        ttl = max((logout.until - now + _INSTANCE_CLOCK_MARGIN).total_seconds(), 1.0)
+        key = self._logout_key(idp, name_id)
+        longest = max([ttl, *((e.until - now + _INSTANCE_CLOCK_MARGIN).total_seconds()
+                              for e in self._logouts(key))])
+        self._store.put("upstream-logout-request:" + _hash(f"{idp}\x00{logout.request_id}"), b"1", ttl,
+                        members=[(key, logout.encode(), longest)])
+
+    def upstream_logouts(self, idp: str, name_id: str) -> list[UpstreamLogout]:
+        """The IdP's LogoutRequests for ``name_id`` that still apply (:meth:`record_upstream_logout`)."""
+        now = self._clock.now()
+        return [e for e in self._logouts(self._logout_key(idp, name_id)) if e.until > now]
+
+    def _logouts(self, key: str) -> list[UpstreamLogout]:
+        found = []
+        for member in self._store.members(key):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                found.append(UpstreamLogout.decode(member))
+        return found
+
+    @staticmethod
+    def _logout_key(idp: str, name_id: str) -> str:
+        return "upstream-logout:" + _hash(f"{idp}\x00{name_id}")
 
     def first_use(self, idp: str, assertion_id: str, until: dt.datetime) -> bool:
         """True the first time an assertion is seen; it is remembered until it could no longer be used, on any

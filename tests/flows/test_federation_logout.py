@@ -16,6 +16,7 @@ import base64
 import html
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -34,7 +35,7 @@ from werkzeug.test import TestResponse
 
 from broker.app import create_app
 from broker.config.loader import Settings
-from broker.demo.idp import DemoIdp
+from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
@@ -51,7 +52,7 @@ from tests.factories.authnrequests import (
     status_codes,
     with_issuer,
 )
-from tests.factories.idp import IDP_ENTITY_ID, KARIN, discovery_login_id, federated_login
+from tests.factories.idp import IDP_ENTITY_ID, KARIN, discovery_login_id, federated_login, to_idp
 from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
 from tests.flows.conftest import audit_lines
 
@@ -570,6 +571,62 @@ def test_idp_logout_for_an_unknown_session_index_ends_nothing(app: Flask, browse
     assert events(config_dir, "logout_propagated") == []
     completed, = events(config_dir, "logout_completed")
     assert completed["outcome"] == "success"
+
+
+def _in_flight(browser: Browser, sp: DemoSp, idp: DemoIdp) -> FormPost:
+    """Karin's login answered by Kommun C's IdP, its Response still in her browser (not yet at the ACS)."""
+    browser.certificate_pem = None
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    return idp.respond(at.request, at.relay_state, KARIN)
+
+
+def _idp_logs_out(app: Flask, idp: DemoIdp, session_indexes: list[str] | None = None) -> None:
+    answer = hop(open_browser(app, None).get(idp_logout_url(idp, session_indexes=session_indexes)), KOMMUN_C_SLO,
+                 "SAMLResponse")
+    assert status_codes(answer.root) == (SUCCESS, None)
+
+
+@pytest.mark.parametrize("indexes", ["hers", "none"])
+def test_idp_logout_applies_to_her_assertion_that_arrives_after_it(app: Flask, browser: Browser, sp: DemoSp,
+                                                                   idp: DemoIdp, config_dir: Path,
+                                                                   indexes: str) -> None:
+    """SAML Core §3.7.3.2: the IdP ended her session (naming its SessionIndex, or her NameID only) while its
+    Response was still on the way; arriving afterwards, the Response opens no session and the SP gets nothing."""
+    post = _in_flight(browser, sp, idp)
+    _idp_logs_out(app, idp, None if indexes == "hers" else [])
+
+    late = browser.post(post.url, post.fields)
+
+    assert_refused(late, "upstream_logged_out")
+    _, fields = saml_response_form(late)  # the SP is told the login failed, and given no assertion
+    told = etree.fromstring(base64.b64decode(fields["SAMLResponse"]))
+    assert status_codes(told)[0] != SUCCESS
+    assert told.find("saml:Assertion", NS) is None
+    assert told.find("saml:EncryptedAssertion", NS) is None
+    assert browser.client.get_cookie(COOKIE) is None
+    result, = events(config_dir, "upstream_authn_result")
+    assert (result["outcome"], result["reason"]) == ("failure", "upstream_logged_out")
+
+
+def test_idp_logout_of_another_session_index_leaves_her_late_assertion_alone(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    post = _in_flight(browser, sp, idp)
+    _idp_logs_out(app, idp, ["_another-session-at-the-idp"])
+
+    _, fields = saml_response_form(browser.post(post.url, post.fields))
+    sp.accept(fields["SAMLResponse"])
+
+
+def test_idp_logout_without_session_index_leaves_a_login_after_it_alone(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """A logout naming her NameID only ends the authentications before it, not her next login at the IdP (its
+    AuthnInstant is later than the LogoutRequest's IssueInstant; both have whole seconds here)."""
+    _in_flight(browser, sp, idp)  # never delivered: the IdP knows her, the broker has no session to end
+    _idp_logs_out(app, idp, [])
+    time.sleep(1.1)
+
+    karin_login(browser, sp, idp)
+    assert [e["outcome"] for e in events(config_dir, "upstream_authn_result")] == ["success"]
 
 
 # --- 5. refusals ------------------------------------------------------------------------------------------------

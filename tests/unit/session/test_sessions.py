@@ -12,9 +12,10 @@ import pytest
 import redis
 
 from broker.clock import FixedClock
+from broker.flow.logout import logged_out_upstream
 from broker.model import Identity
 from broker.session import store as store_module
-from broker.session.sessions import Participant, SessionManager, SsoSession
+from broker.session.sessions import Participant, SessionManager, SsoSession, UpstreamLogout
 from broker.session.store import RedisStore
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
@@ -341,3 +342,65 @@ def test_a_used_assertion_is_remembered_past_its_end_for_instances_whose_clocks_
     pttl = store.client.pttl(key)
     assert isinstance(pttl, int)
     assert pttl > dt.timedelta(minutes=9).total_seconds() * 1000  # 5 min to go, plus the margin
+
+
+# --- an IdP's logout, remembered for the assertions that arrive after it (SAML Core §3.7.3.2) --------------------
+
+IDP = "https://idp.kommun-c.example/idp"
+
+
+def _logout(request_id: str, until: dt.datetime, indexes: tuple[str, ...] = ("_s1",)) -> UpstreamLogout:
+    return UpstreamLogout(request_id=request_id, name_id_format=None, name_qualifier=None, sp_name_qualifier=None,
+                          session_indexes=indexes, issued=T0, until=until)
+
+
+def test_an_idp_logout_applies_until_its_end_and_then_is_forgotten(manager: SessionManager,
+                                                                   clock: FixedClock) -> None:
+    manager.record_upstream_logout(IDP, "karin", _logout("_lo1", T0 + dt.timedelta(minutes=15)))
+
+    assert [e.request_id for e in manager.upstream_logouts(IDP, "karin")] == ["_lo1"]
+    assert manager.upstream_logouts(IDP, "someone-else") == []
+    assert manager.upstream_logouts("https://other-idp.example", "karin") == []
+    clock.advance(dt.timedelta(minutes=15))
+    assert manager.upstream_logouts(IDP, "karin") == []
+
+
+def test_a_short_lived_idp_logout_does_not_cut_an_earlier_one_short(manager: SessionManager, store: RedisStore,
+                                                                    clock: FixedClock) -> None:
+    """The principal's set lives as long as its longest-lived member."""
+    manager.record_upstream_logout(IDP, "karin", _logout("_long", T0 + dt.timedelta(minutes=15)))
+    manager.record_upstream_logout(IDP, "karin", _logout("_short", T0 + dt.timedelta(seconds=30)))
+
+    key = "upstream-logout:" + hashlib.sha256(f"{IDP}\x00karin".encode()).hexdigest()
+    assert store.client.pttl(store._k(key)) > 15 * 60 * 1000
+    clock.advance(dt.timedelta(minutes=1))
+    assert [e.request_id for e in manager.upstream_logouts(IDP, "karin")] == ["_long"]
+
+
+@pytest.mark.parametrize(("logout", "assertion", "applies"), [
+    ({"session_indexes": ("_s1",)}, {"session_index": "_s1"}, True),
+    ({"session_indexes": ("_s1", "_s2")}, {"session_index": "_s2"}, True),
+    ({"session_indexes": ("_s1",)}, {"session_index": "_s9"}, False),
+    ({"session_indexes": ("_s1",)}, {"session_index": ""}, False),
+    ({"session_indexes": ()}, {"authn_instant": T0 - dt.timedelta(seconds=5)}, True),
+    ({"session_indexes": ()}, {"authn_instant": T0}, True),
+    ({"session_indexes": ()}, {"authn_instant": T0 + dt.timedelta(seconds=1)}, False),
+    ({"name_id_format": "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"}, {}, False),
+    ({"name_id_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"}, {}, True),
+    ({"sp_name_qualifier": "https://another-sp.example"}, {}, False),
+    ({"name_qualifier": IDP}, {}, True),
+], ids=["its-session-index", "one-of-its-session-indexes", "another-session-index", "assertion-without-index",
+        "no-index-authenticated-before", "no-index-same-second", "no-index-authenticated-after",
+        "another-format", "unspecified-format", "another-sp-name-qualifier", "the-idp-as-name-qualifier"])
+def test_which_late_assertions_an_idp_logout_applies_to(logout: dict[str, object], assertion: dict[str, object],
+                                                        applies: bool) -> None:
+    recorded = dataclasses.replace(_logout("_lo", T0 + dt.timedelta(minutes=5)), **logout)  # type: ignore[arg-type]
+    upstream = {"idp": IDP, "name_id": "karin", "name_id_format": "urn:oasis:names:tc:SAML:2.0:nameid-format:"
+                "persistent", "name_qualifier": "", "sp_name_qualifier": "https://broker.example/sp",
+                "session_index": str(assertion.get("session_index", "_s1"))}
+    instant = assertion.get("authn_instant", T0 - dt.timedelta(minutes=1))
+    assert isinstance(instant, dt.datetime)
+
+    found = logged_out_upstream([recorded], upstream, instant, "https://broker.example/sp")
+
+    assert (found is recorded) == applies
