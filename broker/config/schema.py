@@ -420,6 +420,11 @@ class PolicyMapping:
     oid: Oid = field(metadata=doc("certificate policy OID (verify against the CA's published policy)"))
     loa: LoaName = field(metadata=doc("assurance level this policy gives"))
 
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        # RFC 5280 §4.2.1.4: anyPolicy is no policy of its own ("any policy"), so it proves no assurance level
+        if self.oid == "2.5.29.32.0":
+            yield ("oid",), "anyPolicy (2.5.29.32.0) stands for no assurance level: name the CA's own policy OID"
+
 
 IdentitySource = Literal["subject_serial_number", "san_upn", "san_email"]
 

@@ -221,7 +221,8 @@ class UpstreamStep:
                                                               f"arrived (LogoutRequest {ended.request_id[:100]!r}, "
                                                               f"SAML Core §3.7.3.2)")
             attributes = canonical_attributes(saml, assertion.attributes)
-            identity = identity_of(saml, attributes, municipality.id, municipality.config.organization_number)
+            identity = identity_of(saml, attributes, municipality.id, municipality.config.organization_number,
+                                   expect.now.date())
             loa = loa_of(saml, assertion.authn_context)
             if info.force_authn and "issued" in pending:
                 # Core §3.4.1: ForceAuthn means the IdP authenticates the user anew, after our request

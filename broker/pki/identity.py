@@ -22,11 +22,11 @@ DEFAULT_HSA_ID_PATTERN = r"SE[0-9]{10}-[A-Za-z0-9]+"
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 
 
-def check_personnummer(value: str) -> None:
+def check_personnummer(value: str, today: dt.date | None = None) -> None:
     """Raise ValueError unless ``value`` is a 12-digit personnummer or samordningsnummer.
 
-    The date part must exist (a samordningsnummer adds 60 to the day) and the
-    last digit is the Luhn check over the 10-digit form YYMMDDNNNC.
+    The date part must exist (a samordningsnummer adds 60 to the day) and, given ``today``, not lie after it:
+    it is the holder's date of birth. The last digit is the Luhn check over the 10-digit form YYMMDDNNNC.
     """
     if not re.fullmatch(r"[0-9]{12}", value):  # not \d: it matches digits of every script
         raise ValueError("a personnummer has 12 digits (YYYYMMDDNNNN)")
@@ -34,9 +34,11 @@ def check_personnummer(value: str) -> None:
     if day > 60:  # samordningsnummer
         day -= 60
     try:
-        dt.date(year, month, day)
+        born = dt.date(year, month, day)
     except ValueError:
         raise ValueError("the date part of the personnummer is not a valid date") from None
+    if today is not None and born > today:
+        raise ValueError("the date part of the personnummer (the date of birth) lies in the future")
     if not luhn_valid(value[2:]):
         raise ValueError("the personnummer's check digit is wrong")
 
@@ -95,20 +97,28 @@ _FIELD_NAMES = {
 }
 
 
-def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id: str) -> Identity:
-    """Apply ``rule`` to ``cert``; raise ``identity_missing`` or ``identity_invalid``."""
+IDENTITY_SPACE = " \t\r\n"
+"""What may surround an identity value and is not part of it: XML's white space (XML 1.0 §2.3 S), as a pretty-
+printed AttributeValue or a padded certificate field carries it. Other characters Unicode calls space (U+3000,
+U+2028) and control characters are no padding: the value with them is another value, and is refused."""
+
+
+def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id: str,
+                     today: dt.date | None = None) -> Identity:
+    """Apply ``rule`` to ``cert``; raise ``identity_missing`` or ``identity_invalid``. ``today``: a personnummer
+    born after it is refused (:func:`check_personnummer`)."""
     if rule.source == "subject_serial_number":
         value = _single_subject_value(cert, NameOID.SERIAL_NUMBER)
     else:
         value = _san_value(cert, rule.source)
     field = _FIELD_NAMES[rule.source]
-    if value is None or not value.strip():
+    if value is None or not value.strip(IDENTITY_SPACE):
         raise CertificateRejected("identity_missing", f"the certificate has no {field}",
                                   params={"field": field})
-    value = value.strip()
+    value = value.strip(IDENTITY_SPACE)
     if rule.type == "personnummer":
         try:
-            check_personnummer(value)
+            check_personnummer(value, today)
         except ValueError as exc:
             # the value itself is personal data: never put it in the detail
             raise CertificateRejected("identity_invalid", f"{field}: {exc}") from None

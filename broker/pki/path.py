@@ -65,13 +65,19 @@ class _PolicyMappings(x509.ExtensionType):
         raise NotImplementedError("a name for the verifier's extension policy, never an extension value")
 
 
-_EE_POLICY = ExtensionPolicy.webpki_defaults_ee().may_be_present(
-    x509.SubjectAlternativeName, Criticality.AGNOSTIC, None
-)
-# policyMappings, policyConstraints and inhibitAnyPolicy, which RFC 5280 §4.2.1.5, §4.2.1.11 and §4.2.1.14 have
-# CAs mark critical (SHOULD, MUST, MUST), are processed by broker.pki.policy over the verified path: the verifier
-# must not refuse them as unknown critical extensions. Any other unknown critical extension is still refused.
+# A login certificate need not name a host (subjectAltName, checked by check_subject_name), may mark its EKU and
+# its certificatePolicies critical as RFC 5280 §4.2.1.12 and §4.2.1.4 allow: check_purpose and broker.pki.policy
+# process both. Any other unknown critical extension is still refused.
+_EE_POLICY = (ExtensionPolicy.webpki_defaults_ee()
+              .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
+              .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
+              .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None))
+# certificatePolicies (critical or not, §4.2.1.4) and policyMappings, policyConstraints and inhibitAnyPolicy, which
+# RFC 5280 §4.2.1.5, §4.2.1.11 and §4.2.1.14 have CAs mark critical (SHOULD, MUST, MUST), are processed by
+# broker.pki.policy over the verified path: the verifier must not refuse them as unknown critical extensions. Any
+# other unknown critical extension is still refused.
 _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
+              .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
               .may_be_present(_PolicyMappings, Criticality.AGNOSTIC, None)
               .may_be_present(x509.PolicyConstraints, Criticality.AGNOSTIC, None)
               .may_be_present(x509.InhibitAnyPolicy, Criticality.AGNOSTIC, None))
@@ -110,6 +116,22 @@ def check_purpose(leaf: x509.Certificate) -> None:
         raise CertificateRejected("key_usage_not_digital_signature", "key usage lacks digitalSignature")
 
 
+def check_subject_name(leaf: x509.Certificate) -> None:
+    """RFC 5280 §4.2.1.6: "If the subject field contains an empty sequence, then the issuing CA MUST include a
+    subjectAltName extension that is marked as critical" (the verifier's own check of this is part of the
+    subjectAltName rule that login certificates are exempt from)."""
+    if len(leaf.subject) > 0:
+        return
+    try:
+        critical = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    except x509.ExtensionNotFound:
+        raise CertificateRejected("chain_invalid", "the subject is empty and there is no subjectAltName "
+                                                   "(RFC 5280 §4.2.1.6)") from None
+    if not critical:
+        raise CertificateRejected("chain_invalid", "the subject is empty and the subjectAltName is not marked "
+                                                   "critical (RFC 5280 §4.2.1.6)")
+
+
 def check_validity(cert: x509.Certificate, now: dt.datetime) -> None:
     """RFC 5280 §4.1.2.5: valid from notBefore through notAfter, both inclusive."""
     if now < cert.not_valid_before_utc:
@@ -146,6 +168,7 @@ def verify_path(
         raise CertificateRejected("weak_key", weak)
     check_validity(leaf, now)
     check_purpose(leaf)
+    check_subject_name(leaf)
     # What the client sent along is judged only where it ends up on the path (below): an unrelated or legacy
     # SHA-1 certificate beside a good path is no reason to refuse (RFC 5280 §6.1 judges the path's certificates).
 
@@ -163,7 +186,7 @@ def verify_path(
     except VerificationError as exc:
         # The verifier refuses SHA-1 CAs and CAs with short keys with a generic message; name the real reason
         # when a CA that issued the leaf (or a CA above it) is weakly signed or holds a weak key.
-        weak_ca = _weak_ca_on_name_path(leaf, candidates, now)
+        weak_ca = _weak_ca_on_name_path(leaf, candidates, now, domain.anchors)
         if weak_ca is not None:
             raise CertificateRejected(weak_ca[0], weak_ca[1]) from exc
         raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
@@ -309,15 +332,18 @@ def _mailbox_within(local: str, host: str, subtree: str) -> bool:
 
 
 def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate],
-                          now: dt.datetime) -> tuple[str, str] | None:
+                          now: dt.datetime, anchors: Sequence[x509.Certificate] = ()) -> tuple[str, str] | None:
     """Follow the issuers up from ``leaf``: the reason code and description of the first weakly signed CA, or
-    CA with a weak key, met, if any. Only a CA that really issued the certificate below it (its key verifies
-    that signature) and is valid at ``now`` counts: a weak copy of an expired CA sent along must not hide why
-    the path really failed."""
+    CA with a weak key, met, if any; at a trust anchor, its key only (its self-signature carries no trust).
+    Only a CA that really issued the certificate below it (its key verifies that signature) and is valid at
+    ``now`` counts: a weak copy of an expired CA sent along must not hide why the path really failed."""
     child, seen = leaf, 0
     while seen < 8:
-        matches = [c for c in candidates if c.subject == child.issuer and c.issuer != c.subject
-                   and c.not_valid_before_utc <= now <= c.not_valid_after_utc and _issued(child, c)]
+        for anchor in (a for a in anchors if _issued_at(child, a, now)):
+            weak = weak_key_reason(anchor)
+            if weak:
+                return "weak_key", f"{describe(anchor)}: {weak}"
+        matches = [c for c in candidates if c.issuer != c.subject and _issued_at(child, c, now)]
         if not matches:
             return None
         for cert in matches:
@@ -329,6 +355,12 @@ def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Cert
                 return "weak_key", f"{describe(cert)}: {weak}"
         child, seen = matches[0], seen + 1
     return None
+
+
+def _issued_at(child: x509.Certificate, issuer: x509.Certificate, now: dt.datetime) -> bool:
+    """``issuer`` is valid at ``now`` and issued ``child`` (its name and key)."""
+    return issuer.subject == child.issuer and issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc \
+        and _issued(child, issuer)
 
 
 def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:

@@ -259,9 +259,17 @@ def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
 
 
 def _certificate_policies(cert: x509.Certificate) -> tuple[str, ...] | None:
-    """The certificate's policy OIDs (§4.2.1.4), None when it has no certificatePolicies extension."""
+    """The certificate's policy OIDs (§4.2.1.4), None when it has no certificatePolicies extension. "A
+    certificate policy OID MUST NOT appear more than once": a certificate repeating one is refused."""
     ext = _extension(cert, x509.CertificatePolicies)
-    return None if ext is None else tuple(p.policy_identifier.dotted_string for p in ext)
+    if ext is None:
+        return None
+    oids = tuple(p.policy_identifier.dotted_string for p in ext)
+    if len(set(oids)) != len(oids):
+        repeated = sorted({oid for oid in oids if oids.count(oid) > 1})
+        raise CertificateRejected("chain_invalid", f"{describe(cert)}: certificatePolicies names "
+                                                   f"{', '.join(repeated)} more than once (RFC 5280 §4.2.1.4)")
+    return oids
 
 
 def _policy_mappings(cert: x509.Certificate) -> dict[str, frozenset[str]]:

@@ -8,6 +8,7 @@ identity rule); revocation last, because it is the only step that may need fresh
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -128,7 +129,7 @@ class CertificateValidator:
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
         path = self._paths.verify(leaf, domain, now, presented)
-        profile = self._profile(path, domain, domain.identity)
+        profile = self._profile(path, domain, domain.identity, now.date())
         revocation = self.revocation.check(path.chain, domain.revocation)
         return ValidatedCertificate(
             municipality_id=domain.id,
@@ -140,7 +141,7 @@ class CertificateValidator:
             revocation=revocation,
         )
 
-    def _profile(self, path: VerifiedPath, domain: TrustDomain, rule: IdentityRule) -> _Profile:
+    def _profile(self, path: VerifiedPath, domain: TrustDomain, rule: IdentityRule, today: dt.date) -> _Profile:
         """The municipality's certificate profile applied to the path's leaf; only successes are kept (a refusal
         is worked out again each time, so its detail is always fresh). Kept per path, not per leaf: the same
         card under another intermediate (a cross-certificate, a re-issued CA) may be worth another LoA."""
@@ -148,7 +149,7 @@ class CertificateValidator:
         profile = self._profiles.get(key)
         if profile is None:
             policy_oid, loa = assurance_level(path.chain, domain)
-            identity = extract_identity(path.chain[0], rule, domain.id)
+            identity = extract_identity(path.chain[0], rule, domain.id, today)
             profile = _Profile(policy_oid, loa, identity)
             self._profiles.put(key, profile)
         return profile

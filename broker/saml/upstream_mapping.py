@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 
 from broker.config.schema import UpstreamIdpConfig
 from broker.errors import UpstreamRejected
 from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
-from broker.pki.identity import check_personnummer, value_shape
+from broker.pki.identity import IDENTITY_SPACE, check_personnummer, value_shape
 from broker.saml.attributes import BY_URI
 
 
@@ -34,8 +35,9 @@ def own_hsa_id_pattern(organization_number: str) -> str:
 
 
 def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, ...]],
-                municipality_id: str, organization_number: str) -> Identity:
-    """The user, by the municipality's identity rule; every required attribute must be there.
+                municipality_id: str, organization_number: str, today: dt.date | None = None) -> Identity:
+    """The user, by the municipality's identity rule; every required attribute must be there (``today``: a
+    personnummer born after it is refused).
 
     An HSA-id names one person nationally, so a municipality's IdP may only assert the municipality's own
     (:func:`own_hsa_id_pattern`) unless its configuration gives another pattern: otherwise one municipality's
@@ -49,10 +51,10 @@ def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, .
     values = attributes[rule.attribute]
     if len(values) != 1:
         raise UpstreamRejected("upstream_identity_invalid", f"{rule.attribute} has {len(values)} values")
-    key = values[0].strip()
+    key = values[0].strip(IDENTITY_SPACE)
     if rule.type == "personnummer":
         try:
-            check_personnummer(key)
+            check_personnummer(key, today)
         except ValueError as exc:
             raise UpstreamRejected("upstream_identity_invalid", f"{rule.attribute}: {exc}") from None
     else:

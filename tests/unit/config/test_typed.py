@@ -404,6 +404,13 @@ def test_an_invalid_policy_oid_is_refused(config_dir: Path, written: str, fragme
           [Expected(KOMMUN_A, "- oid:", "certificate.policies[0].oid", fragment)])
 
 
+def test_any_policy_stands_for_no_assurance_level(config_dir: Path) -> None:
+    """RFC 5280 §4.2.1.4: anyPolicy is "any policy": mapped to a LoA, a card asserting only it would prove one."""
+    check(config_dir, replacing(KOMMUN_A, "oid: 2.999.1.3", "oid: 2.5.29.32.0"),
+          [Expected(KOMMUN_A, "- oid:", "certificate.policies[0].oid",
+                    "anyPolicy (2.5.29.32.0) stands for no assurance level: name the CA's own policy OID")])
+
+
 @pytest.mark.parametrize(
     ("written", "fragment"),
     [

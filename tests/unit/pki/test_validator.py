@@ -320,9 +320,9 @@ def profile_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     real = validator_module.extract_identity
 
-    def counting(leaf: x509.Certificate, rule: IdentityRule, domain_id: str) -> object:
+    def counting(leaf: x509.Certificate, rule: IdentityRule, domain_id: str, today: dt.date | None = None) -> object:
         seen.append(format(leaf.serial_number, "x"))
-        return real(leaf, rule, domain_id)
+        return real(leaf, rule, domain_id, today)
 
     monkeypatch.setattr(validator_module, "extract_identity", counting)
     return seen

@@ -1,0 +1,189 @@
+"""RFC 5280 profile rules at the edges a conformance corpus probes: what an empty subject demands of the
+subjectAltName (§4.2.1.6), extensions the broker processes itself marked critical (§4.2.1.4, §4.2.1.12), a policy
+OID named twice (§4.2.1.4), a weak trust-anchor key, and identity values that only look like a valid one (a
+personnummer born in the future, an HSA-id with Unicode space or a control character after it).
+
+Each case is one certificate from the demo hierarchy (tests/factories/pki.py) changed in one respect and signed
+for real; the assertions name the broker's reason code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.name import _ASN1Type
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from broker.config.schema import IdentityRule
+from broker.config.values import luhn_valid
+from broker.demo.certificates import UPN_OID, _utf8_string
+from broker.errors import CertificateRejected
+from broker.pki.identity import check_personnummer, extract_identity
+from tests.factories.pki import HSA_ID, POLICY_LOA3, Hierarchy
+from tests.factories.pki_cases import NOW, policies, reissue, validator
+
+DAY = dt.timedelta(days=1)
+HSA_IN_UPN = IdentityRule(type="hsa_id", source="san_upn")
+SUBJECT = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+                     x509.NameAttribute(NameOID.SERIAL_NUMBER, HSA_ID),
+                     x509.NameAttribute(NameOID.COMMON_NAME, "Anna Andersson")])
+
+
+@pytest.fixture(scope="module")
+def h() -> Hierarchy:
+    return Hierarchy.build(NOW)
+
+
+def leaf(h: Hierarchy, *, subject: x509.Name = SUBJECT,
+         extra: tuple[tuple[x509.ExtensionType, bool], ...] = ()) -> x509.Certificate:
+    """A login certificate from ``h.issuing`` (digitalSignature, clientAuth, the LoA 3 policy), each of ``extra``
+    (value, critical) added or replacing the extension of its type."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    extensions: dict[x509.ObjectIdentifier, tuple[x509.ExtensionType, bool]] = {
+        x509.BasicConstraints.oid: (x509.BasicConstraints(ca=False, path_length=None), True),
+        x509.AuthorityKeyIdentifier.oid: (
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(h.issuing.key.public_key()), False),
+        x509.SubjectKeyIdentifier.oid: (x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False),
+        x509.KeyUsage.oid: (x509.KeyUsage(True, False, False, False, False, False, False, False, False), True),
+        x509.ExtendedKeyUsage.oid: (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        x509.CertificatePolicies.oid: (policies(POLICY_LOA3), False),
+    }
+    for value, critical in extra:
+        extensions[value.oid] = (value, critical)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(h.issuing.certificate.subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(NOW - DAY).not_valid_after(NOW + 365 * DAY))
+    for value, critical in extensions.values():
+        builder = builder.add_extension(value, critical=critical)
+    return builder.sign(h.issuing.key, hashes.SHA256())
+
+
+def refused(h: Hierarchy, cert: x509.Certificate, **domain: object) -> CertificateRejected:
+    with pytest.raises(CertificateRejected) as caught:
+        validator(h.domain(**domain)).validate(cert)  # type: ignore[arg-type]
+    return caught.value
+
+
+UPN = x509.SubjectAlternativeName([x509.OtherName(UPN_OID, _utf8_string(HSA_ID))])
+
+
+# --- RFC 5280 §4.2.1.6: an empty subject needs a critical subjectAltName ----------------------------------------
+
+
+@pytest.mark.parametrize("san", ["non-critical", "absent"])
+def test_an_empty_subject_without_a_critical_subject_alt_name_is_refused(h: Hierarchy, san: str) -> None:
+    cert = leaf(h, subject=x509.Name([]), extra=((UPN, False),) if san == "non-critical" else ())
+    rejected = refused(h, cert, identity=HSA_IN_UPN)
+    assert rejected.reason == "chain_invalid"
+    assert "the subject is empty" in rejected.detail
+    assert "RFC 5280 §4.2.1.6" in rejected.detail
+
+
+def test_an_empty_subject_with_a_critical_subject_alt_name_logs_in(h: Hierarchy) -> None:
+    result = validator(h.domain(identity=HSA_IN_UPN)).validate(leaf(h, subject=x509.Name([]), extra=((UPN, True),)))
+    assert (result.identity.key, result.loa.name) == (HSA_ID, "loa3")
+
+
+# --- extensions the broker processes itself may be critical --------------------------------------------------------
+
+
+@pytest.mark.parametrize("extension", [
+    pytest.param(policies(POLICY_LOA3), id="certificate-policies"),  # RFC 5280 §4.2.1.4
+    pytest.param(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), id="client-auth-eku"),  # §4.2.1.12
+])
+def test_a_login_certificate_may_mark_critical_what_the_broker_processes(h: Hierarchy,
+                                                                         extension: x509.ExtensionType) -> None:
+    result = validator(h.domain()).validate(leaf(h, extra=((extension, True),)))
+    assert (result.identity.key, result.loa.name) == (HSA_ID, "loa3")
+
+
+def test_a_critical_eku_without_client_auth_is_still_refused(h: Hierarchy) -> None:
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION])
+    assert refused(h, leaf(h, extra=((eku, True),))).reason == "eku_not_client_auth"
+
+
+def test_a_ca_may_mark_its_certificate_policies_critical(h: Hierarchy) -> None:
+    ca = replace(h.issuing, certificate=reissue(h.issuing.certificate, h.root, extra=[policies("2.5.29.32.0")],
+                                                critical=True))
+    result = validator(h.domain(intermediates=(ca.certificate,))).validate(ca.issue(h.profile()).certificate)
+    assert result.loa.name == "loa3"
+
+
+def test_an_unknown_critical_extension_is_still_refused(h: Hierarchy) -> None:
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")
+    assert refused(h, leaf(h, extra=((unknown, True),))).reason == "chain_invalid"
+
+
+# --- RFC 5280 §4.2.1.4: a policy OID appears once -------------------------------------------------------------------
+
+
+def test_a_policy_named_twice_is_refused(h: Hierarchy) -> None:
+    rejected = refused(h, leaf(h, extra=((policies(POLICY_LOA3, POLICY_LOA3), False),)))
+    assert rejected.reason == "chain_invalid"
+    assert f"certificatePolicies names {POLICY_LOA3} more than once (RFC 5280 §4.2.1.4)" in rejected.detail
+
+
+# --- a weak key at the trust anchor ---------------------------------------------------------------------------------
+
+
+def test_an_rsa_1024_trust_anchor_is_named_as_a_weak_key() -> None:
+    weak = Hierarchy.build(NOW, key="rsa1024")
+    rejected = refused(weak, weak.leaf().certificate)
+    assert rejected.reason == "weak_key"
+    assert "1024" in rejected.detail
+
+
+# --- identity values ----------------------------------------------------------------------------------------------
+
+
+def _with_check_digit(first11: str) -> str:
+    return next(first11 + d for d in "0123456789" if luhn_valid(first11[2:] + d))
+
+
+@pytest.mark.parametrize("first11", [
+    pytest.param("20260303123", id="born-tomorrow"),
+    pytest.param("20991231123", id="born-2099"),
+    pytest.param("20260363123", id="samordningsnummer-born-tomorrow"),
+])
+def test_a_personnummer_born_in_the_future_is_refused(h: Hierarchy, first11: str) -> None:
+    value = _with_check_digit(first11)
+    with pytest.raises(ValueError, match="lies in the future"):
+        check_personnummer(value, NOW.date())
+    with pytest.raises(CertificateRejected) as caught:
+        validator(h.domain(identity=IdentityRule(type="personnummer"))).validate(
+            h.leaf(serial_number=value).certificate)
+    assert caught.value.reason == "identity_invalid"
+    assert value not in caught.value.detail  # personal data stays out of the detail
+
+
+def test_a_personnummer_born_today_is_accepted() -> None:
+    check_personnummer(_with_check_digit("20260302123"), NOW.date())
+
+
+@pytest.mark.parametrize("suffix", [
+    pytest.param("\u3000", id="ideographic-space"),
+    pytest.param("\u2028", id="line-separator"),
+    pytest.param("\u00a0", id="no-break-space"),
+    pytest.param("\x1f", id="unit-separator-control-character"),
+])
+def test_an_identity_with_unicode_space_or_a_control_character_is_refused(h: Hierarchy, suffix: str) -> None:
+    """Python's str.strip() takes all of these off, so the value would become the plain HSA-id: another value
+    in the certificate must not map to the same user."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+                         x509.NameAttribute(NameOID.SERIAL_NUMBER, HSA_ID + suffix, _type=_ASN1Type.UTF8String)])
+    with pytest.raises(CertificateRejected) as caught:
+        extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a")
+    assert caught.value.reason == "identity_invalid"
+
+
+@pytest.mark.parametrize("padding", [" ", "\t", "  \r\n"], ids=["space", "tab", "line-break"])
+def test_xml_white_space_around_an_identity_is_padding(h: Hierarchy, padding: str) -> None:
+    subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
+                         x509.NameAttribute(NameOID.SERIAL_NUMBER, padding + HSA_ID + padding,
+                                            _type=_ASN1Type.UTF8String)])
+    assert extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a").key == HSA_ID
