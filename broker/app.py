@@ -80,6 +80,12 @@ SP_SLO_PATH = "/saml/sp/slo"
 # GET endpoints with effects (a login, a pending login used up, a logout, an audited visit): no HEAD
 _NO_HEAD = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.slo", "ops.diagnose", "discovery.show"})
 
+# The endpoints of a login or logout: a request refused there before its view runs (its size, its encoding, a
+# form werkzeug cannot read) is audited under the page's reference, as every other refusal of a login is, so
+# that the reference a user reads out to support leads to an event
+_LOGIN_ENDPOINTS = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.acs", "sp.slo", "discovery.show",
+                              "discovery.choose"})
+
 
 def _idp_peer(metadata: UpstreamMetadata) -> Callable[[str], LogoutPeer | None]:
     """The municipal IdP ``entity_id`` as a logout peer, from its current verified metadata."""
@@ -176,7 +182,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
                 413: "request_too_large", 416: "range_not_satisfiable"}.get(status)
         if code is None:  # another client error keeps its status; anything else is the server's
             code = "request_invalid" if 400 <= status < 500 else "internal_error"
-        response = error_page(_PlainError(code), correlation_id())
+        response = _refused_page(_PlainError(code, exc.description or ""))
         if code == "request_invalid":
             response.status_code = status
         for name, value in exc.get_headers():
@@ -211,15 +217,24 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
                                certificate_header_room(proxy.max_bytes))
         except RequestRejected as refused:
             request.query_string = b""  # nothing below may read the refused query, nor the page repeat it
-            return error_page(refused, correlation_id())
+            return _refused_page(refused)
         try:
             request.query_string.decode("utf-8")
         except UnicodeDecodeError:  # werkzeug would fail reading request.args anywhere below
             g.lang = DEFAULT_LANGUAGE
             request.args = ImmutableMultiDict()  # nothing below may read the raw query
-            return error_page(RequestRejected("request_malformed", "the query string is not UTF-8"),
-                              correlation_id())
+            return _refused_page(RequestRejected("request_malformed", "the query string is not UTF-8"))
         return None
+
+    def _refused_page(error: BrokerError) -> Response:
+        """The error page for a request refused as such; audited at the login endpoints (``_LOGIN_ENDPOINTS``)."""
+        cid = correlation_id()
+        if request.endpoint in _LOGIN_ENDPOINTS and request.url_rule is not None:
+            # the route, not the path: a pending login's path names its id
+            _try_audit(audit, AuditEvent("login_refused", "failure", cid, reason=error.reason,
+                                         detail=f"{request.method} {request.url_rule.rule}: {error.detail}"[:300],
+                                         client_address=client_address()))
+        return error_page(error, cid)
 
     @app.after_request
     def observe_latency(response: Response) -> Response:

@@ -71,7 +71,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "certificate_rejected": _spec("the certificate failed a check", "failure", _LOGIN | {"reason"},
                                   _CERT | {"municipality", "sp"}),
     "login_refused": _spec("the login could not go on (no certificate, SP access rules, a forged or cross-site "
-                           "form, failed-login limits, a dependency; internal_error: a defect, whose traceback "
+                           "form, failed-login limits, a dependency; a request to a login or logout endpoint "
+                           "refused as such: its size, its encoding; internal_error: a defect, whose traceback "
                            "is in the log under the same reference)",
                            "failure", _LOGIN | {"reason"}, _USER | _CERT | {"sp"}),
     "upstream_authn_requested": _spec("the broker sent an AuthnRequest to a municipal IdP", "info",

@@ -21,7 +21,7 @@ from broker.web.csrf import DISCOVERY, FormTokens
 from broker.web.csrf import FIELD as FORM_TOKEN
 from broker.web.limits import MAX_FORM_PARTS, MAX_HEADER_BYTES, MAX_QUERY_BYTES
 from broker.web.pages import security_headers
-from tests.factories.authnrequests import assert_refused, open_browser
+from tests.factories.authnrequests import assert_refused, error_page, open_browser
 from tests.factories.idp import KARIN, back_to_broker, discovery_form, discovery_login_id, to_idp
 from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form
 from tests.flows.conftest import audit_lines
@@ -347,6 +347,35 @@ def test_requests_past_the_limits_get_the_page(browser: Browser, sp: DemoSp, use
     body = response.get_data(as_text=True)
     assert "AAAAAAAAAAAAAAAA" not in body
     assert "aaaaaaaaaaaaaaaa" not in body
+
+
+@pytest.mark.parametrize(("send", "reason"), [
+    pytest.param(_oversized_body, "request_too_large", id="body-at-sso"),
+    pytest.param(lambda b, sp, u: b.post("/saml/sp/acs", {"SAMLResponse": "A" * (
+        b.client.application.config["MAX_CONTENT_LENGTH"] + 1)}), "request_too_large", id="body-at-acs"),
+    pytest.param(lambda b, sp, u: b.get("/saml/idp/sso?SAMLRequest=" + "A" * MAX_QUERY_BYTES),
+                 "request_uri_too_long", id="query-at-sso"),
+    pytest.param(lambda b, sp, u: b.client.get("/saml/idp/slo?SAMLRequest=x",
+                                               headers={"X-Padding": "a" * MAX_HEADER_BYTES}),
+                 "request_headers_too_large", id="headers-at-slo"),
+    pytest.param(lambda b, sp, u: b.client.get("/saml/idp/login/abc", environ_overrides={"QUERY_STRING": "lang=\xff"}),
+                 "request_malformed", id="query-not-utf-8-at-resume"),
+])
+def test_a_login_request_refused_as_such_is_audited_under_its_reference(
+        browser: Browser, sp: DemoSp, users: Path, config_dir: Path, send: Request, reason: str) -> None:
+    """The reference a user reads out to support leads to the refusal: the page's reference is the event's."""
+    response = send(browser, sp, users)
+    assert_refused(response, reason)
+    reference, _ = error_page(response)
+    refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
+    assert (refused["event"], refused["reason"]) == ("login_refused", reason)
+    assert "abc" not in str(refused["detail"])  # the route, not a pending login's id
+
+
+def test_a_request_refused_as_such_elsewhere_is_not_audited(browser: Browser, config_dir: Path) -> None:
+    """Not a login: a health check or landing page past the limits leaves the audit trail alone."""
+    assert_refused(browser.get("/?q=" + "a" * MAX_QUERY_BYTES), "request_uri_too_long")
+    assert [e for e in audit_lines(config_dir) if e["event"] == "login_refused"] == []
 
 
 def test_the_query_limit_is_inclusive(browser: Browser) -> None:
