@@ -77,13 +77,19 @@ class Settings:
 
 def _load(cls: type[T], path: Path, display: str, config_dir: Path,
           issues: list[ConfigIssue]) -> tuple[T | None, YamlSource | None]:
-    source, problems = load_yaml(path, display)
-    issues.extend(problems)
+    source, read = load_yaml(path, display)
+    issues.extend(read)
     if source is None:
         return None, None
     value, problems = parse_document(cls, source, config_dir)
-    issues.extend(problems)
-    return value, source
+    # what the YAML reading reported at a place is not reported again as that place's value
+    issues.extend(p for p in problems if not any(_within(p.key, r.key) for r in read))
+    return (None if read else value), source
+
+
+def _within(key: str, place: str) -> bool:
+    """``key`` (``a.b[0].c``) is ``place`` or below it."""
+    return key == place or (bool(place) and key.startswith((place + ".", place + "[")))
 
 
 def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[str, Path]]:

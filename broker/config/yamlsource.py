@@ -194,7 +194,10 @@ _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
 def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigIssue]]:
-    """Parse one YAML file; returns the source or the issues that prevented it."""
+    """Parse one YAML file: its source and its issues. The source is None when the file cannot be read as YAML
+    at all (missing, not UTF-8, a syntax error, too large or deep); a file with problems in single places (a
+    duplicate key, whose first value is kept; a key that is no string, or a value with a tag, left out) gives
+    its source too, so that the rest of the file is still checked and every problem is reported at once."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -233,6 +236,4 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
         return None, [ConfigIssue(display, None, "", "YAML nested too deeply")]
     except yaml.YAMLError as exc:
         return None, [ConfigIssue(display, None, "", f"YAML error: {exc}")]
-    if builder.issues:
-        return None, builder.issues
-    return YamlSource(display, data, builder.lines), []
+    return YamlSource(display, data, builder.lines), builder.issues

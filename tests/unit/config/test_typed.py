@@ -404,6 +404,21 @@ def test_an_invalid_policy_oid_is_refused(config_dir: Path, written: str, fragme
           [Expected(KOMMUN_A, "- oid:", "certificate.policies[0].oid", fragment)])
 
 
+def test_a_duplicate_key_does_not_hide_the_files_other_problems(config_dir: Path) -> None:
+    """Every problem of the file at once: the duplicate key, and the rest of the file checked as well."""
+    check(config_dir, combined(
+        replacing(KOMMUN_A, "login: certificate\n", "login: certificate\nlogin: certificate\n"),
+        replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: four"),
+    ), [Expected(KOMMUN_A, 10, "login", "duplicate key"),
+        Expected(KOMMUN_A, "max_chain_depth:", "certificate.max_chain_depth", "expected an integer")])
+
+
+def test_a_value_the_yaml_reading_refused_is_not_reported_again(config_dir: Path) -> None:
+    """``!!int four`` is one problem, said once: not also as a value that is missing or of the wrong type."""
+    check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: !!int four"),
+          [Expected(KOMMUN_A, "max_chain_depth:", "certificate.max_chain_depth", "does not fit its tag")])
+
+
 def test_any_policy_stands_for_no_assurance_level(config_dir: Path) -> None:
     """RFC 5280 §4.2.1.4: anyPolicy is "any policy": mapped to a LoA, a card asserting only it would prove one."""
     check(config_dir, replacing(KOMMUN_A, "oid: 2.999.1.3", "oid: 2.5.29.32.0"),
