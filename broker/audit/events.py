@@ -9,6 +9,7 @@ once, in :mod:`broker.audit.schema`.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,16 @@ def new_correlation_id() -> str:
     """A reference a user can read aloud: 16 hex digits in groups, e.g. ``3F9A-C21B-77D0-1E2F``."""
     raw = secrets.token_hex(8).upper()
     return "-".join(raw[i:i + 4] for i in range(0, 16, 4))
+
+
+def as_reference(text: str) -> str:
+    """A reference as a user may read it out or an operator type it (lower case, spaces or no dashes:
+    ``3f9a c21b 77d0 1e2f``) in the form :func:`new_correlation_id` gives; any other text as it is."""
+    digits = re.sub(r"[\s-]", "", text)
+    if re.fullmatch(r"[0-9A-Fa-f]{16}", digits):
+        digits = digits.upper()
+        return "-".join(digits[i:i + 4] for i in range(0, 16, 4))
+    return text.strip()
 
 
 @dataclass(frozen=True)

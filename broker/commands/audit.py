@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker.audit import report as html_report
+from broker.audit.events import as_reference
 from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
 from broker.audit.query import Filter, parse_time, records
 from broker.audit.trail import Pseudonymiser
@@ -109,7 +110,8 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
         users.add(_pseudonym_from_stdin(config_dir))
     try:
         return Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
-                      events=frozenset(event), correlation_id=correlation_id,
+                      events=frozenset(event),
+                      correlation_id=as_reference(correlation_id) if correlation_id else None,
                       since=parse_time(since) if since else None, until=parse_time(until) if until else None,
                       include_system=system)
     except ValueError as exc:

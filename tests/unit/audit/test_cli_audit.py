@@ -60,6 +60,9 @@ class Dataset:
     bo: str           # Bo's pseudonym under the configuration's key
 
 
+REFERENCE = "3F9A-C21B-77D0-1E2F"  # the refused login's reference, as its page shows it
+
+
 def _events() -> list[tuple[dt.datetime, AuditEvent]]:
     def at(day: dt.datetime, minutes: int) -> dt.datetime:
         return day + dt.timedelta(minutes=minutes)
@@ -84,7 +87,7 @@ def _events() -> list[tuple[dt.datetime, AuditEvent]]:
                                   municipality="kommun-a", client_address="192.0.2.8",
                                   detail="expired, with a comma")),
         *login(DAY2, 0, "B2", BO, SP_A),
-        (at(DAY2, 30), AuditEvent("login_refused", "failure", "X1", reason="certificate_missing",
+        (at(DAY2, 30), AuditEvent("login_refused", "failure", REFERENCE, reason="certificate_missing",
                                   client_address="192.0.2.9")),
         *login(DAY3, 0, "A2", ANNA, SP_B),
         (at(DAY3, 40), AuditEvent("certificate_rejected", "failure", "G1", reason="revoked", municipality="kommun-b",
@@ -222,22 +225,22 @@ def cids(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
                  id="municipality"),
     pytest.param(["--sp", SP_A, "--event", "assertion_issued"], [("A1", "assertion_issued"),
                                                                  ("B2", "assertion_issued")], id="sp"),
-    pytest.param(["--outcome", "failure"], [("D1", "certificate_rejected"), ("X1", "login_refused"),
+    pytest.param(["--outcome", "failure"], [("D1", "certificate_rejected"), (REFERENCE, "login_refused"),
                                             ("G1", "certificate_rejected")], id="outcome"),
     pytest.param(["--reason", "revoked"], [("G1", "certificate_rejected")], id="reason"),
     pytest.param(["--event", "login_refused", "--event", "certificate_rejected"],
-                 [("D1", "certificate_rejected"), ("X1", "login_refused"), ("G1", "certificate_rejected")],
+                 [("D1", "certificate_rejected"), (REFERENCE, "login_refused"), ("G1", "certificate_rejected")],
                  id="events"),
     pytest.param(["--correlation-id", "B2"], [("B2", "login_started"), ("B2", "certificate_accepted"),
                                               ("B2", "assertion_issued")], id="correlation-id"),
     pytest.param(["--since", "2026-11-25T00:00:00Z", "--until", "2026-11-26T00:00:00Z"],
                  [("B2", "login_started"), ("B2", "certificate_accepted"), ("B2", "assertion_issued"),
-                  ("X1", "login_refused")], id="time-range"),
+                  (REFERENCE, "login_refused")], id="time-range"),
     pytest.param(["--since", "2026-11-26T08:40:00Z"], [("G1", "certificate_rejected")], id="since-inclusive"),
     # a date, or a time without an offset, is UTC like the records' times (it failed comparing naive and aware)
     pytest.param(["--since", "2026-11-25", "--until", "2026-11-26"],
                  [("B2", "login_started"), ("B2", "certificate_accepted"), ("B2", "assertion_issued"),
-                  ("X1", "login_refused")], id="dates"),
+                  (REFERENCE, "login_refused")], id="dates"),
     pytest.param(["--since", "2026-11-26T08:40:00"], [("G1", "certificate_rejected")], id="time-without-offset"),
     pytest.param(["--until", "2026-11-24T08:00:00Z"], [], id="until-exclusive"),
     pytest.param(["--user", "SE2120001009-anna", "--sp", SP_B, "--outcome", "success"],
@@ -252,6 +255,14 @@ def test_query_leaves_out_the_chains_own_records_unless_asked(data: Dataset) -> 
     assert not events & {"audit_chain_started", "audit_checkpoint"}
     with_system = {r["event"] for r in query_jsonl(str(data.directory), "--system")}
     assert {"audit_chain_started", "audit_checkpoint"} <= with_system
+
+
+@pytest.mark.parametrize("typed", [REFERENCE, REFERENCE.lower(), REFERENCE.replace("-", " "),
+                                   REFERENCE.replace("-", ""), f" {REFERENCE.lower()} "],
+                         ids=["as-shown", "lower-case", "spaces", "no-dashes", "padded"])
+def test_query_finds_a_reference_however_it_was_typed(data: Dataset, typed: str) -> None:
+    """A reference read out over the phone arrives in many forms; each finds the refused login."""
+    assert cids(query_jsonl(str(data.directory), "--correlation-id", typed)) == [(REFERENCE, "login_refused")]
 
 
 def test_query_jsonl_gives_the_records_as_written(data: Dataset) -> None:
@@ -279,7 +290,8 @@ def test_query_csv(data: Dataset) -> None:
     assert rows[0] == COLUMNS
     parsed = [dict(zip(COLUMNS, row, strict=True)) for row in rows[1:]]
     assert [(r["correlation_id"], r["reason"], r["municipality"]) for r in parsed] == [
-        ("D1", "certificate_expired", "kommun-a"), ("X1", "certificate_missing", ""), ("G1", "revoked", "kommun-b")]
+        ("D1", "certificate_expired", "kommun-a"), (REFERENCE, "certificate_missing", ""),
+        ("G1", "revoked", "kommun-b")]
     assert parsed[0]["detail"] == "expired, with a comma"  # quoted, not split
     assert parsed[0]["time"] == "2026-11-24T08:20:00.000Z"
     assert parsed[0]["client"] == "192.0.2.8"
