@@ -154,11 +154,22 @@ def _upstream(upstream: str, schemes: tuple[str, ...] = ("http",), *, port_requi
 
 
 def _bundle(cas: dict[str, tuple[x509.Certificate, ...]]) -> str:
+    """Each CA once, named with the municipalities it issues to: a CA shared by several (Efos, SITHS e-id) listed
+    twice would only lengthen the CertificateRequest's list of names."""
     if not cas:
         raise ValueError("no municipality logs in with certificates: nothing to advertise")
-    return "".join(f"# {mid}: {cert.subject.rfc4514_string()} (valid until {cert.not_valid_after_utc:%Y-%m-%d})\n"
-                   + cert.public_bytes(serialization.Encoding.PEM).decode()
-                   for mid, certs in cas.items() for cert in certs)
+    return "".join(f"# {', '.join(mids)}: {cert.subject.rfc4514_string()} (valid until "
+                   f"{cert.not_valid_after_utc:%Y-%m-%d})\n" + cert.public_bytes(serialization.Encoding.PEM).decode()
+                   for cert, mids in _owned(cas))
+
+
+def _owned(cas: dict[str, tuple[x509.Certificate, ...]]) -> list[tuple[x509.Certificate, list[str]]]:
+    """Each distinct CA certificate of ``cas``, with the municipalities that configure it, in their order."""
+    owners: dict[bytes, tuple[x509.Certificate, list[str]]] = {}
+    for mid, certs in cas.items():
+        for cert in certs:
+            owners.setdefault(cert.public_bytes(serialization.Encoding.DER), (cert, []))[1].append(mid)
+    return list(owners.values())
 
 
 def _verify_depth(settings: Settings) -> int:
@@ -168,7 +179,7 @@ def _verify_depth(settings: Settings) -> int:
 
 def _stamp(command: str, now: dt.datetime, cas: dict[str, tuple[x509.Certificate, ...]]) -> str:
     return (f"# Written by `broker proxy-config {command}` on {now:%Y-%m-%d %H:%M} UTC: "
-            f"{sum(map(len, cas.values()))} CA certificates of {', '.join(cas)}.\n"
+            f"{len(_owned(cas))} CA certificates of {', '.join(cas)}.\n"
             "# Do not edit: change the broker's configuration and write again.\n")
 
 

@@ -62,6 +62,12 @@ _ROWS: tuple[Reason, ...] = (
            "The certificate's issuer is not a CA of any configured municipality.",
            "Add the issuing CA to the municipality's trust anchors or intermediates, or the user picked a "
            "certificate from another hierarchy.", AUTHN_FAILED),
+    Reason("organization_mismatch", "certificate", 403,
+           "The certificate's CA issues to several municipalities (or its municipality only accepts certificates "
+           "that name it), and the certificate names none of their organisation numbers.",
+           "certificate.organization_from says where a certificate names its organisation (HSA-id prefix or "
+           "organizationIdentifier); check the user's organisation is configured with its number.",
+           AUTHN_FAILED),
     Reason("municipality_suspended", "certificate", 403,
            "The municipality that issued the certificate is suspended in the configuration.",
            "Set status: active in municipalities/<id>.yaml when the suspension is over.", AUTHN_FAILED),

@@ -147,9 +147,11 @@ def cert_check(leaf: Path, config_dir: Path, at: str | None, offline: bool, as_j
     try:
         validated = validator.validate(leaf_cert)
     except CertificateRejected as exc:
-        domain = settings.trust.for_issuer(leaf_cert)
-        result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint,
-                      municipality=domain.id if domain else None)
+        try:
+            chosen: str | None = settings.trust.for_issuer(leaf_cert).id
+        except CertificateRejected:  # no municipality's (the reason says why)
+            chosen = None
+        result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint, municipality=chosen)
         emit(result, as_json)
         sys.exit(1)
     finally:

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from broker.config.schema import BrokerConfig, MunicipalityConfig, ServiceProviderConfig
 from broker.config.typed import parse_document
-from broker.config.yamlsource import YamlSource, load_yaml
+from broker.config.yamlsource import KeyPath, YamlSource, load_yaml
 from broker.errors import ConfigError, ConfigIssue
 from broker.pki.truststore import TrustDomain, TrustIndex, municipality_domain
 from broker.saml.metadata import IdpMetadata, SpMetadata, parse_idp_metadata, parse_sp_metadata
@@ -147,9 +147,10 @@ def load_settings(config_dir: Path) -> Settings:
                 municipalities[mid] = Municipality(mid, m)
                 domains.append(domain)
 
-    # Municipalities are selected by the issuer of the user's certificate, so a CA name
-    # claimed by two municipalities would make that choice ambiguous.
-    claimed: dict[bytes, str] = {}
+    # Municipalities are selected by the issuer of the user's certificate. A CA that issues to several
+    # municipalities (Efos, SITHS e-id) chooses none by itself: each of them must say where its certificates name
+    # its organisation number (certificate.organization_from), or the choice would be ambiguous.
+    claimed: dict[bytes, tuple[str, list[tuple[str, KeyPath]]]] = {}
     for mid, mun in municipalities.items():
         cl = mun.config.certificate
         if cl is None:
@@ -157,15 +158,18 @@ def load_settings(config_dir: Path) -> Settings:
         for key, files in (("trust_anchors", cl.trust_anchors), ("intermediates", cl.intermediates)):
             for fi, f in enumerate(files):
                 for cert in f.certificates:
-                    name = cert.subject.public_bytes()
-                    owner = claimed.get(name)
-                    if owner is not None and owner != mid:
-                        issues.append(sources[mid].issue(
-                            ("certificate", key, fi),
-                            f"CA {cert.subject.rfc4514_string()} is already claimed by municipality "
-                            f"{owner!r}; each CA may belong to one municipality"))
-                    else:
-                        claimed[name] = mid
+                    _, owners = claimed.setdefault(cert.subject.public_bytes(), (cert.subject.rfc4514_string(), []))
+                    if mid not in (owner for owner, _ in owners):
+                        owners.append((mid, ("certificate", key, fi)))
+    for ca, owners in claimed.values():
+        for mid, where in owners:
+            co_owners = [owner for owner, _ in owners if owner != mid]
+            cl = municipalities[mid].config.certificate
+            if co_owners and cl is not None and cl.organization_from == "none":
+                issues.append(sources[mid].issue(where, (
+                    f"CA {ca} also issues to {', '.join(repr(o) for o in co_owners)}: set "
+                    "certificate.organization_from (hsa_id or organization_identifier) in each of them, so that a "
+                    "certificate names its municipality")))
 
     # The organisation number is what SPs receive as the user's organisation (organizationIdentifier,
     # orgAffiliation) and what a municipal IdP's default HSA-id pattern is built from: two municipalities with

@@ -427,6 +427,7 @@ class PolicyMapping:
 
 
 IdentitySource = Literal["subject_serial_number", "san_upn", "san_email"]
+OrganizationSource = Literal["none", "hsa_id", "organization_identifier"]
 
 
 @dataclass(frozen=True)
@@ -534,6 +535,11 @@ class CertificateLogin:
     revocation: RevocationConfig = field(metadata=doc("revocation checking"))
     intermediates: tuple[CaCertificates, ...] = field(default=(), metadata=doc("issuing/intermediate CAs"))
     max_chain_depth: int = field(default=4, metadata=doc("maximum intermediates in a path", min=0))
+    organization_from: OrganizationSource = field(default="none", metadata=doc(
+        "where a certificate names the municipality's organisation number, for CAs that issue to several "
+        "municipalities (Efos, SITHS e-id): hsa_id (the HSA-id's SE<organization_number>- prefix) or "
+        "organization_identifier (the subject's organizationIdentifier, 2.5.4.97); a certificate that names "
+        "another organisation is refused. none: the configured CAs issue to this municipality alone"))
 
     def anchors(self) -> tuple[x509.Certificate, ...]:
         return tuple(c for f in self.trust_anchors for c in f.certificates)
@@ -547,6 +553,8 @@ class CertificateLogin:
             if p.oid in seen:
                 yield ("policies", i, "oid"), f"duplicate policy OID (also policies[{seen[p.oid]}])"
             seen[p.oid] = i
+        if self.organization_from == "hsa_id" and self.identity.type != "hsa_id":
+            yield ("organization_from",), "hsa_id needs identity.type hsa_id (the HSA-id names the organisation)"
 
 
 @dataclass(frozen=True)

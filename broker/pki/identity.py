@@ -181,3 +181,37 @@ def value_shape(value: str) -> str:
     if others:
         kinds.append(f"{others} other")
     return f"{len(value)} characters: {', '.join(kinds) or 'none'}"
+
+
+_ORGANIZATION_IDENTIFIER = x509.ObjectIdentifier("2.5.4.97")
+_HSA_ORGANIZATION = re.compile(r"SE([0-9]{10})-")
+
+
+def named_organization(cert: x509.Certificate, source: str, rule: IdentityRule) -> str | None:
+    """The organisation number (10 digits) ``cert`` names where ``source`` says (``certificate.organization_from``),
+    or None when it names none there (or not readably): how a certificate from a CA that issues to several
+    municipalities (Efos, SITHS e-id) tells which one is its own.
+
+    ``hsa_id``: the HSA-id the identity ``rule`` reads, whose form is SE + the issuing organisation's number + "-"
+    + a local part. ``organization_identifier``: the subject's organizationIdentifier (X.520 2.5.4.97), as
+    "SE2120001009", ETSI EN 319 412-1's "NTRSE-2120001009", or the plain number with or without its hyphen.
+    """
+    if source == "hsa_id":
+        try:
+            key = extract_identity(cert, rule, "").key
+        except CertificateRejected:
+            return None
+        found = _HSA_ORGANIZATION.match(key)
+        return found.group(1) if found else None
+    if source == "organization_identifier":
+        attributes = cert.subject.get_attributes_for_oid(_ORGANIZATION_IDENTIFIER)
+        if len(attributes) != 1 or not isinstance(attributes[0].value, str):
+            return None
+        value = attributes[0].value.strip(IDENTITY_SPACE).upper()
+        for prefix in ("NTRSE-", "SE"):
+            if value.startswith(prefix):
+                value = value[len(prefix):]
+                break
+        value = value.replace("-", "", 1) if len(value) == 11 and value[6] == "-" else value
+        return value if re.fullmatch(r"[0-9]{10}", value) else None
+    return None

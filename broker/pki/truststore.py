@@ -18,8 +18,10 @@ from cryptography.x509.verification import Store
 
 from broker.config.schema import CertificateLogin, IdentityRule, MunicipalityConfig, RevocationConfig
 from broker.config.yamlsource import KeyPath
+from broker.errors import CertificateRejected
 from broker.model import KNOWN_LOAS, Loa
 from broker.pki.algorithms import weak_signature_reason
+from broker.pki.identity import named_organization
 from broker.pki.revocation.crls import CrlSource, VerifiedCrl, verify_crl
 from broker.pki.revocation.engine import RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
@@ -45,10 +47,19 @@ class TrustDomain:
     policies: Mapping[str, Loa] = field(default_factory=lambda: MappingProxyType({}))
     identity: IdentityRule | None = None
     status: str = "active"
+    organization_number: str = ""
+    organization_from: str = "none"   # certificate.organization_from
 
     def issuing_names(self) -> set[bytes]:
         """DER subject names of every CA that may issue this domain's leaf certificates."""
         return {c.subject.public_bytes() for c in (*self.anchors, *self.intermediates)}
+
+    def names_organization(self, cert: x509.Certificate) -> bool:
+        """Does ``cert`` name this municipality's organisation number where its configuration looks
+        (``certificate.organization_from``)? Never for ``none``."""
+        if self.organization_from == "none" or self.identity is None:
+            return False
+        return named_organization(cert, self.organization_from, self.identity) == self.organization_number
 
 
 def build_domain(
@@ -137,6 +148,8 @@ def municipality_domain(
         policies=MappingProxyType({p.oid: KNOWN_LOAS[p.loa] for p in cl.policies}),
         identity=cl.identity,
         status=config.status,
+        organization_number=config.organization_number,
+        organization_from=cl.organization_from,
     )
     return domain, []
 
@@ -150,20 +163,24 @@ def _directly_issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 class TrustIndex:
-    """Finds the trust domain of a certificate by its issuer name. Immutable once built."""
+    """Finds the trust domain of a certificate by its issuer name (and, for a CA that issues to several
+    municipalities, by the organisation the certificate names). Immutable once built."""
 
     __slots__ = ("_by_issuer", "_domains")
     _domains: Mapping[str, TrustDomain]
-    _by_issuer: Mapping[bytes, TrustDomain]
+    _by_issuer: Mapping[bytes, tuple[TrustDomain, ...]]
 
     def __init__(self, domains: Iterable[TrustDomain]) -> None:
         by_id = MappingProxyType({d.id: d for d in domains})
-        by_name: dict[bytes, TrustDomain] = {}
+        by_name: dict[bytes, tuple[TrustDomain, ...]] = {}
         for d in by_id.values():
             for name in d.issuing_names():
-                if name in by_name and by_name[name].id != d.id:
-                    raise ValueError(f"CA name claimed by both {by_name[name].id!r} and {d.id!r}")
-                by_name[name] = d
+                by_name[name] = (*by_name.get(name, ()), d)
+        for sharing in by_name.values():
+            alone = [d.id for d in sharing if d.organization_from == "none"]
+            if len(sharing) > 1 and alone:  # the loader says so, with file and line (broker.config.loader)
+                raise ValueError(f"a CA of {', '.join(d.id for d in sharing)} issues to several municipalities, "
+                                 f"but {', '.join(alone)} does not say how its certificates name it")
         object.__setattr__(self, "_domains", by_id)
         object.__setattr__(self, "_by_issuer", MappingProxyType(by_name))
 
@@ -174,5 +191,22 @@ class TrustIndex:
     def domains(self) -> Mapping[str, TrustDomain]:
         return self._domains
 
-    def for_issuer(self, cert: x509.Certificate) -> TrustDomain | None:
-        return self._by_issuer.get(cert.issuer.public_bytes())
+    def for_issuer(self, cert: x509.Certificate) -> TrustDomain:
+        """The domain whose configured CA issued ``cert`` (by name: the path must still verify against its
+        anchors). Of the municipalities a CA issues to, the one whose organisation number the certificate names
+        (:meth:`TrustDomain.names_organization`); a municipality that says where its certificates name it
+        gets only those, even from a CA of its own.
+
+        Raises ``issuer_unknown``, or ``organization_mismatch``.
+        """
+        candidates = self._by_issuer.get(cert.issuer.public_bytes(), ())
+        if not candidates:
+            raise CertificateRejected("issuer_unknown", f"issuer {cert.issuer.rfc4514_string()}")
+        if len(candidates) == 1 and candidates[0].organization_from == "none":
+            return candidates[0]
+        named = [d for d in candidates if d.names_organization(cert)]
+        if len(named) == 1:
+            return named[0]
+        looked = ", ".join(f"{d.id} ({d.organization_number}, by {d.organization_from})" for d in candidates)
+        raise CertificateRejected("organization_mismatch", f"issuer {cert.issuer.rfc4514_string()} issues to "
+                                                           f"{looked}; the certificate names none of them")

@@ -109,10 +109,7 @@ class CertificateValidator:
         look; the path must still verify against that domain's anchors.
         """
         del presented  # kept in the signature: callers pass what the client sent; it does not choose
-        domain = self._trust.for_issuer(leaf)
-        if domain is None:
-            raise CertificateRejected("issuer_unknown", f"issuer {leaf.issuer.rfc4514_string()}")
-        return domain
+        return self._trust.for_issuer(leaf)
 
     def validate(self, leaf: x509.Certificate,
                  presented: Sequence[x509.Certificate] = ()) -> ValidatedCertificate:

@@ -39,6 +39,12 @@ _SV: dict[str, Explanation] = {
         "Certifikatet du valde är utfärdat av en utfärdare som inte är ansluten till tjänsten.",
         "Stäng webbläsaren och försök igen med ditt kommunkort (SITHS eller Efos). "
         "Om du valde rätt kort: kontakta din kommuns IT-support."),
+    "organization_mismatch": _E(
+        "Certifikatet är inte från en ansluten kommun",
+        "Certifikatet är utfärdat av en utfärdare som flera organisationer använder, men den organisation "
+        "certifikatet anger är inte ansluten till tjänsten.",
+        "Försök igen med ditt kommunkort. Om du valde rätt kort: kontakta din kommuns IT-support och ange "
+        "referensnumret."),
     "municipality_suspended": _E(
         "Inloggning för din kommun är tillfälligt stängd",
         "Regionen har tillfälligt stängt inloggning för användare från din kommun.",
@@ -244,6 +250,12 @@ _EN: dict[str, Explanation] = {
         "The certificate you chose was issued by an authority that is not connected to this service.",
         "Close the browser and try again with your municipality card (SITHS or Efos). If you chose the "
         "right card, contact your municipality's IT support."),
+    "organization_mismatch": _E(
+        "The certificate is not from a connected municipality",
+        "The certificate was issued by an authority that several organisations use, but the organisation the "
+        "certificate names is not connected to this service.",
+        "Try again with your municipality card. If you chose the right card, contact your municipality's IT "
+        "support and give them the reference number."),
     "municipality_suspended": _E(
         "Login for your municipality is temporarily closed",
         "The region has temporarily closed login for users from your municipality.",

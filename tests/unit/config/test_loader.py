@@ -151,8 +151,8 @@ def test_the_example_configuration_loads(config_dir: Path, demo_material: Any) -
     assert {source_id for source_id, _crl in a_policy.preloaded} == {s.id for s in a_policy.crl_sources}
     anna = x509.load_pem_x509_certificate((demo_material.users / "anna.pem").read_bytes())
     bo = x509.load_pem_x509_certificate((demo_material.users / "bo.pem").read_bytes())
-    assert settings.trust.for_issuer(anna).id == "kommun-a"  # type: ignore[union-attr]
-    assert settings.trust.for_issuer(bo).id == "kommun-b"  # type: ignore[union-attr]
+    assert settings.trust.for_issuer(anna).id == "kommun-a"
+    assert settings.trust.for_issuer(bo).id == "kommun-b"
 
 
 def test_files_other_than_yaml_in_the_directories_are_ignored(config_dir: Path) -> None:
@@ -607,18 +607,60 @@ def test_a_missing_metadata_file_is_reported_at_the_metadata_key(config_dir: Pat
 # --- checks across files: municipalities and their PKI ---------------------------------------
 
 
-def test_two_municipalities_claiming_the_same_ca_is_reported_in_the_second(config_dir: Path) -> None:
+def test_a_ca_of_two_municipalities_that_do_not_say_how_it_names_them_is_reported_in_each(config_dir: Path) -> None:
+    """A CA issuing to several municipalities (Efos, SITHS e-id) chooses none by itself: each of them must say
+    where its certificates name it (certificate.organization_from)."""
     shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-d.yaml")
+    replace_once(config_dir / "municipalities" / "kommun-d.yaml", 'organization_number: "2120001009"',
+                 'organization_number: "2120004003"')
 
     kommun_d = "municipalities/kommun-d.yaml"
+    fix = "set certificate.organization_from (hsa_id or organization_identifier) in each of them"
     assert_issues(load_issues(config_dir), [
         Expected(kommun_d, ROOT_LINE, "certificate.trust_anchors[0]",
-                 "CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
+                 f"CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE also issues to 'kommun-a': {fix}"),
         Expected(kommun_d, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
-                 "CA CN=Kommun A Demo Person CA,O=Kommun A,C=SE is already claimed by municipality 'kommun-a'"),
-        Expected(kommun_d, "organization_number:", "organization_number",
-                 "organisation number 2120001009 is already municipality 'kommun-a''s"),
+                 f"CA CN=Kommun A Demo Person CA,O=Kommun A,C=SE also issues to 'kommun-a': {fix}"),
+        Expected(KOMMUN_A, ROOT_LINE, "certificate.trust_anchors[0]",
+                 f"CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE also issues to 'kommun-d': {fix}"),
+        Expected(KOMMUN_A, "- certs/kommun-a/issuing-ca.pem", "certificate.intermediates[0]",
+                 f"CA CN=Kommun A Demo Person CA,O=Kommun A,C=SE also issues to 'kommun-d': {fix}"),
     ], config_dir)
+
+
+def test_a_ca_of_two_municipalities_that_say_how_it_names_them_loads(config_dir: Path) -> None:
+    shutil.copy(config_dir / KOMMUN_A, config_dir / "municipalities" / "kommun-d.yaml")
+    replace_once(config_dir / "municipalities" / "kommun-d.yaml", 'organization_number: "2120001009"',
+                 'organization_number: "2120004003"')
+    for name in (KOMMUN_A, "municipalities/kommun-d.yaml"):
+        replace_once(config_dir / name, "  max_chain_depth: 4", "  max_chain_depth: 4\n  organization_from: hsa_id")
+
+    settings = load_settings(config_dir)
+
+    assert {m: settings.municipalities[m].config.certificate.organization_from  # type: ignore[union-attr]
+            for m in ("kommun-a", "kommun-d")} == {"kommun-a": "hsa_id", "kommun-d": "hsa_id"}
+
+
+def test_the_proxys_bundle_holds_a_shared_ca_once(config_dir: Path) -> None:
+    """Named twice, the CA would only lengthen the list of names every handshake carries."""
+    import datetime as dt
+
+    from broker.proxy_config import BUNDLE, nginx
+    test_a_ca_of_two_municipalities_that_say_how_it_names_them_loads(config_dir)
+    bundle = nginx(load_settings(config_dir), out_dir="/etc/nginx/broker", upstream="http://broker",
+                   now=dt.datetime(2026, 11, 28, tzinfo=dt.UTC)).files[BUNDLE]
+
+    assert bundle.count("-----BEGIN CERTIFICATE-----") == len(set(bundle.split("-----BEGIN CERTIFICATE-----"))) - 1
+    assert "# kommun-a, kommun-d: CN=Kommun A Demo Root CA,O=Kommun A,C=SE" in bundle
+    assert "# kommun-a, kommun-d: CN=Kommun A Demo Person CA,O=Kommun A,C=SE" in bundle
+
+
+def test_organization_from_hsa_id_needs_an_hsa_id_identity(config_dir: Path) -> None:
+    replace_once(config_dir / KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: 4\n  organization_from: hsa_id")
+    replace_once(config_dir / KOMMUN_A, "type: hsa_id", "type: personnummer")
+    issues = load_issues(config_dir)
+    assert [(i.key, i.message) for i in issues if i.key == "certificate.organization_from"] == [
+        ("certificate.organization_from", "hsa_id needs identity.type hsa_id (the HSA-id names the organisation)")]
 
 
 def test_a_copied_municipality_file_keeping_the_organisation_number_is_reported(config_dir: Path) -> None:

@@ -49,7 +49,7 @@ def check(config_dir: Path, edit: Edit, expected: list[Expected]) -> None:
             replacing(KOMMUN_A, "trust_anchors:", "trust_anchor:"),
             [Expected(KOMMUN_A, "trust_anchor:", "certificate.trust_anchor",
                       "unknown key (allowed here: trust_anchors, policies, identity, revocation, intermediates, "
-                      "max_chain_depth); did you mean 'trust_anchors'?"),
+                      "max_chain_depth, organization_from); did you mean 'trust_anchors'?"),
              Expected(KOMMUN_A, "certificate:", "certificate", "missing required key 'trust_anchors'")],
             id="trust_anchor-for-trust_anchors",
         ),
