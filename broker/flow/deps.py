@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from broker.audit.trail import AuditTrail
@@ -28,3 +29,11 @@ class FlowDeps:
     nameids: NameIdIssuer
     certificate_sources: CertificateSourceResolver
     limiter: FailureLimiter
+
+
+def upstream_answer_window(deps: FlowDeps) -> dt.timedelta:
+    """How long a municipal IdP's answer is accepted at the ACS: a pending login's life (``sp.login_timeout``), which
+    also bounds the age of an unsolicited Response (:meth:`broker.flow.upstream.UpstreamStep.complete`), so that the
+    logouts remembered for that long cover every answer still accepted (:mod:`broker.flow.logout`)."""
+    sp = deps.settings.broker.sp
+    return sp.login_timeout.timedelta if sp is not None else deps.sessions.pending_timeout

@@ -42,7 +42,7 @@ from typing import Any, Literal
 from broker.audit.events import AuditEvent
 from broker.config.schema import LocalizedText
 from broker.errors import DependencyUnavailable, SamlRejected
-from broker.flow.deps import FlowDeps
+from broker.flow.deps import FlowDeps, upstream_answer_window
 from broker.flow.results import ClientContext, LoginFailed, LogoutDone, PostToSp, Redirect, Result
 from broker.model import Identity
 from broker.saml.bindings import (
@@ -108,9 +108,10 @@ class LogoutFlow:
                 ended, identity, mismatch = self._end_for_sp(info, ctx)
                 unlocated = not ended and not mismatch and not info.session_indexes
             else:
+                # first: should it fail, no session has ended yet, and the IdP's retry finds them all
+                self._remember_for_late_assertions(info)
                 ended, mismatch = self._end_for_idp(info, ctx), False
                 identity = ended[0][1].identity if ended else None
-                self._remember_for_late_assertions(info)
         except DependencyUnavailable:
             # the store failed while the sessions were being looked up or ended: the user's retry of the same
             # request (the 503 page says to try again) must not be refused as a replay, with the session alive
@@ -191,18 +192,18 @@ class LogoutFlow:
 
     def _remember_for_late_assertions(self, info: LogoutRequestInfo) -> None:
         """SAML Core §3.7.3.2: the IdP's logout applies to its assertions that arrive after it (a Response still in
-        the user's browser, or in another tab's), as long as the request applies (its NotOnOrAfter) and no longer
-        than such an assertion could still be accepted: an answer to a pending login of the broker's (its
-        ``login_timeout``), with the margin an IdP's clock may be off."""
+        the user's browser, or in another tab's), for as long as the ACS accepts an answer of the IdP's
+        (:func:`upstream_answer_window`), with the largest clock skew allowed any IdP and at least 5 minutes for
+        the instances' clocks. Remembered beyond the request's own NotOnOrAfter too: that bounds its delivery, and
+        an assertion of a session the IdP has ended is no better for arriving later."""
         d = self._d
-        sp = d.settings.broker.sp
-        window = (sp.login_timeout.timedelta if sp is not None else d.sessions.pending_timeout) + _LATE_MARGIN
+        margins = [_LATE_MARGIN, *(m.config.saml.clock_skew.timedelta for m in d.settings.municipalities.values()
+                                   if m.config.saml is not None)]
         now = d.clock.now()
-        until = now + window if info.not_on_or_after is None else min(now + window, info.not_on_or_after)
         d.sessions.record_upstream_logout(info.peer.entity_id, info.name_id, UpstreamLogout(
             request_id=info.request_id, name_id_format=info.name_id_format, name_qualifier=info.name_qualifier,
             sp_name_qualifier=info.sp_name_qualifier, session_indexes=info.session_indexes,
-            issued=info.issued or now, until=until))
+            issued=info.issued or now, until=now + upstream_answer_window(d) + max(margins)))
 
     def _end(self, ended: list[tuple[str, SsoSession]]) -> None:
         """End the sessions, keeping their participants for propagation."""

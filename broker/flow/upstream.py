@@ -28,7 +28,7 @@ from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
 from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
 from broker.flow.answers import Answers
-from broker.flow.deps import FlowDeps
+from broker.flow.deps import FlowDeps, upstream_answer_window
 from broker.flow.logout import logged_out_upstream
 from broker.flow.proxying import check_proxy_restriction, proxy_count_exceeded
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
@@ -100,14 +100,13 @@ class UpstreamStep:
             force_authn=info.force_authn, is_passive=info.is_passive, nameid_format=saml.nameid_format,
             class_refs=refs, proxy_count=None if info.proxy_count is None else info.proxy_count - 1,
             requester_ids=(*info.requester_ids, sp.entity_id))
-        timeout = d.settings.broker.sp.login_timeout.timedelta if d.settings.broker.sp else None
         # the IdP's answer will be accepted only in this browser (login CSRF: an attacker's own Response posted
         # from the victim's browser would otherwise swap the victim's session for the attacker's)
         binding = ctx.browser_binding or new_token()
         d.sessions.put_upstream(request.request_id, {
             "request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": municipality.id,
             "idp": idp.entity_id, "browser": _digest(binding), "issued": d.clock.now().isoformat()},
-            timeout or d.sessions.pending_timeout)
+            upstream_answer_window(d))
         d.audit.record(AuditEvent(
             "upstream_authn_requested", "info", ctx.correlation_id, municipality=municipality.id, sp=sp.entity_id,
             client_address=ctx.client_address,
@@ -177,10 +176,12 @@ class UpstreamStep:
             gone = UpstreamRejected("upstream_in_response_to_mismatch", "the login's SP or municipality is gone")
             return self._failed(gone, ctx, None, None, municipality)
         saml = municipality.config.saml
+        # an answer to a pending login is as old as that login at most; an unsolicited one is bounded here the same
+        # way, so that it cannot outlive what the broker remembers of the IdP's logouts (LogoutFlow)
         expect = Expectations(idp_entity_id=pending["idp"], sp_entity_id=self._sp_entity_id,
                               acs_url=self.acs_url, request_id=in_response_to or None,
                               signed_element=saml.signed_element, skew=saml.clock_skew.timedelta,
-                              now=d.clock.now())
+                              now=d.clock.now(), max_age=None if in_response_to else upstream_answer_window(d))
         try:
             # Core §3.2.2, Profiles §4.1.4.3: the Response's own Version, IssueInstant, Destination, Issuer and
             # InResponseTo hold before its status means anything; an error status from a message that fails

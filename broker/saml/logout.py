@@ -86,9 +86,9 @@ class LogoutRequestInfo:
     # the NameID's qualifiers, when it names them (SAML Core §2.2.2, §8.3.7: part of a persistent identifier)
     name_qualifier: str | None = None
     sp_name_qualifier: str | None = None
-    # when the peer issued it, and until when it applies (Core §3.7.1): to assertions that arrive after it, too
+    # when the peer issued it: an IdP's logout applies to its assertions of authentications before it that arrive
+    # after it (Core §3.7.3.2)
     issued: dt.datetime | None = None
-    not_on_or_after: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,6 @@ class LogoutMessages:
         if not request_id or len(request_id) > 256 or not is_ncname(request_id):
             raise SamlRejected("logout_request_invalid", "no usable ID (an xs:ID, SAML Core §3.2.1)")
         not_on_or_after = root.get("NotOnOrAfter")
-        expires = None
         if not_on_or_after is not None:
             try:
                 expires = parse_instant(not_on_or_after)
@@ -244,7 +243,6 @@ class LogoutMessages:
             name_qualifier=name_id_el.get("NameQualifier"),
             sp_name_qualifier=name_id_el.get("SPNameQualifier"),
             issued=issued,
-            not_on_or_after=expires,
         )
 
     @staticmethod

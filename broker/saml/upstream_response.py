@@ -87,6 +87,8 @@ class Expectations:
     signed_element: SignedElement
     skew: dt.timedelta
     now: dt.datetime
+    # the oldest Assertion accepted, by its IssueInstant (plus the skew); None: no limit but its own conditions
+    max_age: dt.timedelta | None = None
 
 
 def _reject(code: str, detail: str) -> UpstreamRejected:
@@ -258,6 +260,9 @@ class ResponseValidator:
         issued = _instant(assertion.get("IssueInstant"), "Assertion IssueInstant")
         if issued is None:  # Core §2.3.3: [Required]
             raise _reject("upstream_assertion_invalid", "the Assertion has no IssueInstant")
+        if expect.max_age is not None and issued < now - expect.max_age - skew:
+            raise _reject("upstream_expired", f"the Assertion was issued at {issued.isoformat()}, more than "
+                                              f"{expect.max_age} ago")
         issuer = assertion.find("saml:Issuer", NS)
         if issuer is None or _text_only(issuer, "Issuer") != expect.idp_entity_id:
             raise _reject("upstream_issuer_mismatch",

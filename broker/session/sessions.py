@@ -193,6 +193,14 @@ class UpstreamLogout:
         return cls(str(d["id"]), d["f"], d["nq"], d["spq"], tuple(d["si"]), _dt(d["at"]), _dt(d["until"]))
 
 
+def _logout_or_none(member: str) -> UpstreamLogout | None:
+    """A remembered IdP logout, or None for a member that is none (written by another release, damaged)."""
+    try:
+        return UpstreamLogout.decode(member)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass(frozen=True)
 class Replaced:
     """What a session hands on to the session of a new login in the same browser that replaces it
@@ -476,15 +484,15 @@ class SessionManager:
 
     def record_upstream_logout(self, idp: str, name_id: str, logout: UpstreamLogout) -> None:
         """Remember the IdP's LogoutRequest for ``name_id`` until ``logout.until`` (:meth:`upstream_logouts`), on
-        every instance. The principal's set lives as long as its longest-lived member, so one kept for a short
-        while does not cut an earlier one short."""
+        every instance. Those of the principal's that no longer apply are dropped in the same step, so that a
+        principal logged out again and again does not keep a growing set alive."""
         now = self._clock.now()
-        ttl = max((logout.until - now + _INSTANCE_CLOCK_MARGIN).total_seconds(), 1.0)
         key = self._logout_key(idp, name_id)
-        longest = max([ttl, *((e.until - now + _INSTANCE_CLOCK_MARGIN).total_seconds()
-                              for e in self._logouts(key))])
-        self._store.put("upstream-logout-request:" + _hash(f"{idp}\x00{logout.request_id}"), b"1", ttl,
-                        members=[(key, logout.encode(), longest)])
+        kept = [(member, _logout_or_none(member)) for member in self._store.members(key)]
+        expired = [member for member, entry in kept if entry is None or entry.until <= now]
+        longest = max([logout.until, *(e.until for _, e in kept if e is not None and e.until > now)])
+        self._store.update_set(key, logout.encode(), max((longest - now + _INSTANCE_CLOCK_MARGIN).total_seconds(),
+                                                         1.0), remove=expired)
 
     def upstream_logouts(self, idp: str, name_id: str) -> list[UpstreamLogout]:
         """The IdP's LogoutRequests for ``name_id`` that still apply (:meth:`record_upstream_logout`)."""
@@ -492,11 +500,7 @@ class SessionManager:
         return [e for e in self._logouts(self._logout_key(idp, name_id)) if e.until > now]
 
     def _logouts(self, key: str) -> list[UpstreamLogout]:
-        found = []
-        for member in self._store.members(key):
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                found.append(UpstreamLogout.decode(member))
-        return found
+        return [entry for entry in map(_logout_or_none, self._store.members(key)) if entry is not None]
 
     @staticmethod
     def _logout_key(idp: str, name_id: str) -> str:

@@ -64,6 +64,11 @@ class KeyValueStore(Protocol):
 
     def members(self, key: str) -> set[str]: ...
 
+    def update_set(self, key: str, add: str, ttl: float, *, remove: Sequence[str] = ()) -> None:
+        """Add ``add`` to the set at ``key``, take ``remove`` out of it and (re)set its time to live: all at once
+        (atomically, in one round trip)."""
+        ...
+
     def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
         """Add one to the counter at each key (absent: 0) and (re)set its time to live; all keys at once
         (atomically, in one round trip). Returns the new counts, in the order of ``keys``."""
@@ -190,6 +195,16 @@ class RedisStore:
         raw = self._call("SMEMBERS", lambda c: c.smembers(self._k(key)))
         return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}  # type: ignore[union-attr]
 
+    def update_set(self, key: str, add: str, ttl: float, *, remove: Sequence[str] = ()) -> None:
+        def run(client: RedisClient) -> None:
+            with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one round trip, atomic
+                if remove:
+                    pipe.srem(self._k(key), *remove)
+                pipe.sadd(self._k(key), add)
+                pipe.pexpire(self._k(key), _ms(ttl))
+                pipe.execute()
+        self._call("SADD", run)
+
     def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
         def incr(client: RedisClient) -> list[Any]:
             with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one round trip, atomic
@@ -315,6 +330,12 @@ class MemoryStore:
         with self._lock:
             value = self._live(key)
         return set(value) if isinstance(value, set) else set()
+
+    def update_set(self, key: str, add: str, ttl: float, *, remove: Sequence[str] = ()) -> None:
+        with self._lock:
+            current = self._live(key)
+            members = (set(current) if isinstance(current, set) else set()) - set(remove)
+            self._data[key] = (self._now() + ttl, members | {add})
 
     def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
         counts = []

@@ -13,6 +13,7 @@ audit trail at the end.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import html
 import re
 import secrets
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -37,6 +39,9 @@ from broker.app import create_app
 from broker.config.loader import Settings
 from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
+from broker.errors import SessionStoreUnavailable
+from broker.saml.xmltime import format_instant
+from broker.session.sessions import SessionManager
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
     DIGEST_SHA256,
@@ -606,6 +611,51 @@ def test_idp_logout_applies_to_her_assertion_that_arrives_after_it(app: Flask, b
     assert browser.client.get_cookie(COOKIE) is None
     result, = events(config_dir, "upstream_authn_result")
     assert (result["outcome"], result["reason"]) == ("failure", "upstream_logged_out")
+
+
+def test_idp_logout_whose_own_validity_ended_still_applies_to_her_late_assertion(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    """An IdP clock 50 s behind, a LogoutRequest good for 20 s: accepted within the skew (its NotOnOrAfter bounds
+    its delivery), and the session it ended stays ended for the Response still on the way."""
+    post = _in_flight(browser, sp, idp)
+    login = idp.logins["karin"]
+    now = dt.datetime.now(dt.UTC)
+    _, message = idp.server.create_logout_request(
+        SP_SLO, idp.entity_id, name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=login.name_id),
+        session_indexes=[login.session_index], expire=format_instant(now - dt.timedelta(seconds=30)), sign=False)
+    message.issue_instant = format_instant(now - dt.timedelta(seconds=50))
+    args = idp.server.apply_binding(BINDING_HTTP_REDIRECT, str(message), SP_SLO, relay_state="idp-slo", sign=True,
+                                    sigalg=RSA_SHA256)
+    answer = hop(open_browser(app, None).get(str(dict(args["headers"])["Location"])), KOMMUN_C_SLO, "SAMLResponse")
+    assert status_codes(answer.root) == (SUCCESS, None)
+
+    assert_refused(browser.post(post.url, post.fields), "upstream_logged_out")
+
+
+def test_idp_logout_the_store_fails_to_remember_ends_nothing_and_its_retry_reaches_every_sp(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, idp: DemoIdp, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The logout is remembered before any session ends: a store failing there leaves them as they were (503,
+    "try again"), and the retry ends them and asks their SPs, as the first attempt would have."""
+    karin_login(browser, sp, idp)
+    sso_login(browser, sp2)
+    start = idp_logout_url(idp)
+    real = SessionManager.record_upstream_logout
+    failures = [SessionStoreUnavailable("Redis SADD failed: simulated timeout")]
+
+    def fails_once(self: SessionManager, *args: Any, **kwargs: Any) -> None:
+        if failures:
+            raise failures.pop()
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionManager, "record_upstream_logout", fails_once)
+    other = open_browser(app, None)
+    assert other.get(start).status_code == 503
+    assert events(config_dir, "logout") == []  # nothing ended, nothing said to have ended
+
+    hop(other.get(start), SP1_SLO, "SAMLRequest")
+    logout, = events(config_dir, "logout")
+    assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 1)
 
 
 def test_idp_logout_of_another_session_index_leaves_her_late_assertion_alone(

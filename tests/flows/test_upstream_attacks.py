@@ -25,6 +25,7 @@ from saml2 import saml
 from werkzeug.test import TestResponse
 
 from broker.app import create_app
+from broker.clock import FixedClock
 from broker.config.loader import load_settings
 from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp
@@ -98,12 +99,14 @@ def upstream_results(config_dir: Path) -> list[tuple[object, object]]:
     return [(r["outcome"], r.get("reason")) for r in audit_lines(config_dir) if r["event"] == "upstream_authn_result"]
 
 
-def app_allowing_unsolicited(config_dir: Path, store: RedisStore) -> Flask:
+def app_allowing_unsolicited(config_dir: Path, store: RedisStore, clock: FixedClock | None = None) -> Flask:
     path = config_dir / "municipalities" / "kommun-c.yaml"
     text = path.read_text(encoding="utf-8")
     assert "allow_unsolicited: false" in text
     path.write_text(text.replace("allow_unsolicited: false", "allow_unsolicited: true"), encoding="utf-8")
-    return create_app(load_settings(config_dir), store=store, instance_id="test")
+    if clock is None:
+        return create_app(load_settings(config_dir), store=store, instance_id="test")
+    return create_app(load_settings(config_dir), store=store, instance_id="test", clock=clock)
 
 
 def idp_initiated(idp: DemoIdp) -> dict[str, str]:
@@ -198,6 +201,30 @@ def test_same_response_posted_twice_is_refused_the_second_time(
     logged_in(browser.post(ACS_URL, post.fields))
     refused(browser.post(ACS_URL, post.fields), config_dir, "upstream_in_response_to_mismatch")
     assert upstream_results(config_dir) == [("success", None), ("failure", "upstream_in_response_to_mismatch")]
+
+
+@pytest.mark.parametrize(("minutes", "outcome"), [(9, None), (11, "upstream_expired")],
+                         ids=["within-the-login-timeout", "past-it"])
+def test_an_unsolicited_response_is_as_old_as_a_login_may_take_at_most(
+        config_dir: Path, store: RedisStore, demo_material: Any, monkeypatch: pytest.MonkeyPatch, minutes: int,
+        outcome: str | None) -> None:
+    """An answer to a pending login is at most sp.login_timeout (10 min) old; an unsolicited one, whose IdP may
+    make it valid for hours, is held to the same (plus the skew), so that no answer outlives what the broker
+    remembers of the IdP's logouts (SAML Core §3.7.3.2)."""
+    from saml2.assertion import Policy
+    monkeypatch.setattr(Policy, "get_lifetime", lambda self, sp_entity_id: {"hours": 2})
+    clock = FixedClock(dt.datetime.now(dt.UTC))
+    app = app_allowing_unsolicited(config_dir, store, clock)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    fields = idp_initiated(idp)
+
+    clock.advance(dt.timedelta(minutes=minutes))
+    answer = open_browser(app, None).post(ACS_URL, fields)
+
+    if outcome is None:
+        logged_in(answer)
+    else:
+        refused(answer, config_dir, outcome)
 
 
 def test_replayed_idp_initiated_response_is_refused(config_dir: Path, store: RedisStore, demo_material: Any) -> None:

@@ -377,6 +377,29 @@ def test_a_short_lived_idp_logout_does_not_cut_an_earlier_one_short(manager: Ses
     assert [e.request_id for e in manager.upstream_logouts(IDP, "karin")] == ["_long"]
 
 
+def test_logouts_that_no_longer_apply_are_dropped_when_another_is_remembered(manager: SessionManager,
+                                                                             store: RedisStore,
+                                                                             clock: FixedClock) -> None:
+    """A principal logged out every ten minutes for a day (a shared account) keeps a set of the few that apply,
+    not of all 144 (each renews the set's life)."""
+    for i in range(144):
+        manager.record_upstream_logout(IDP, "kiosk", _logout(f"_lo{i}", clock.now() + dt.timedelta(minutes=15)))
+        clock.advance(dt.timedelta(minutes=10))
+
+    key = "upstream-logout:" + hashlib.sha256(f"{IDP}\x00kiosk".encode()).hexdigest()
+    assert [e.request_id for e in manager.upstream_logouts(IDP, "kiosk")] == ["_lo143"]
+    assert len(store.members(key)) == 2  # the last two recorded: the one before expired only after the last record
+
+
+def test_a_damaged_member_is_passed_over_and_dropped(manager: SessionManager, store: RedisStore) -> None:
+    key = "upstream-logout:" + hashlib.sha256(f"{IDP}\x00karin".encode()).hexdigest()
+    store.update_set(key, "not json", 600)
+
+    assert manager.upstream_logouts(IDP, "karin") == []
+    manager.record_upstream_logout(IDP, "karin", _logout("_lo1", T0 + dt.timedelta(minutes=15)))
+    assert "not json" not in store.members(key)
+
+
 @pytest.mark.parametrize(("logout", "assertion", "applies"), [
     ({"session_indexes": ("_s1",)}, {"session_index": "_s1"}, True),
     ({"session_indexes": ("_s1", "_s2")}, {"session_index": "_s2"}, True),

@@ -103,6 +103,15 @@ def test_put_with_members_stores_the_value_and_adds_each_member(store: KeyValueS
     assert store.get("k") == b"v"
 
 
+def test_update_set_adds_removes_and_sets_the_time_to_live(store: KeyValueStore) -> None:
+    store.update_set("set", "a", 10)
+    store.update_set("set", "b", 10)
+    store.update_set("set", "c", 0.15, remove=["a", "not-a-member"])
+    assert store.members("set") == {"b", "c"}
+    time.sleep(0.3)
+    assert store.members("set") == set()  # the last update's time to live is the set's
+
+
 def test_put_if_present_writes_nothing_where_there_is_no_value(store: KeyValueStore) -> None:
     _add(store, "set", "old", 10)
     assert store.put_if_present("k", b"v", 10, members=[("set", "a", 10), ("other-set", "b", 10)]) is False
