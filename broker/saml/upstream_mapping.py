@@ -23,7 +23,7 @@ def canonical_attributes(config: UpstreamIdpConfig,
         canonical = mapping.get(name) or (BY_URI[name].name if name in BY_URI else None)
         # blank values say nothing (a claim rule with nothing to fill in): dropped, so that neither a required
         # attribute nor the first value released can be one
-        present = tuple(v for v in values if v.strip())
+        present = tuple(v for v in values if v.strip(IDENTITY_SPACE))
         if canonical is not None and present:
             out[canonical] = out.get(canonical, ()) + present
     return out

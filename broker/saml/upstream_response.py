@@ -27,6 +27,7 @@ from lxml import etree
 
 from broker.errors import UpstreamRejected
 from broker.model import ProxyRestriction
+from broker.pki.identity import IDENTITY_SPACE
 from broker.saml.bindings import CM_BEARER
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlenc import Decrypter, DecryptionRefused
@@ -99,7 +100,9 @@ def _text_only(element: etree._Element, what: str) -> str:
     """The text of an element that must hold nothing but text (no child elements)."""
     if len(element):
         raise _reject("upstream_assertion_invalid", f"{what} has child elements")
-    return (element.text or "").strip()
+    # XML's white space only (XML 1.0 §2.3 S), as around a certificate's identity value: other characters Unicode
+    # calls space make another value, which the identity rule and the comparisons then refuse
+    return (element.text or "").strip(IDENTITY_SPACE)
 
 
 def _instant(value: str | None, what: str) -> dt.datetime | None:

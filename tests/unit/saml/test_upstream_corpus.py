@@ -20,8 +20,10 @@ import pytest
 import xmlsec
 import yaml
 
+from broker.config.loader import load_settings
 from broker.errors import UpstreamRejected
 from broker.reasons import REASONS
+from broker.saml.upstream_mapping import canonical_attributes, identity_of
 from broker.saml.upstream_response import (
     Expectations,
     ResponseValidator,
@@ -270,3 +272,34 @@ def test_encrypted_cases_use_the_named_algorithms_and_really_decrypt(keys: corpu
     decrypted = xmlsec.EncryptionContext(manager).decrypt(encrypted)
     assert decrypted.tag == f"{{{corpus.SAML}}}Assertion"
     assert decrypted.get("ID") == corpus.ASSERTION_ID
+
+
+@pytest.mark.parametrize("suffix", ["\u3000", "\u2028", "\u00a0"], ids=["ideographic-space", "line-separator",
+                                                                        "no-break-space"])
+def test_unicode_space_after_an_idps_hsa_id_is_no_padding(config_dir: Path, suffix: str) -> None:
+    """As in a certificate (broker.pki.identity.IDENTITY_SPACE): only XML white space surrounds a value; with
+    another space the IdP's HSA-id is another value, refused, not mapped to the plain one."""
+    keys = corpus.load_keys()
+    root = parse_response(corpus.serialize(corpus.signed(corpus.Fields(hsa_id=corpus.HSA_ID + suffix), keys)),
+                          corpus.MAX_BYTES)
+    assertion = ResponseValidator(XmlVerifier([keys.idp.certificate]),
+                                  Decrypter([keys.sp.key_pem])).validate(root, expectations())
+    saml = load_settings(config_dir).municipalities["kommun-c"].config.saml
+    assert saml is not None
+    with pytest.raises(UpstreamRejected) as refused:
+        identity_of(saml, canonical_attributes(saml, assertion.attributes), "kommun-c", "2120003005",
+                    corpus.NOW.date())
+    assert refused.value.reason == "upstream_identity_invalid"
+
+
+def test_xml_white_space_around_an_idps_value_is_padding(config_dir: Path) -> None:
+    keys = corpus.load_keys()
+    root = parse_response(corpus.serialize(corpus.signed(corpus.Fields(hsa_id=f"\n  {corpus.HSA_ID}\t\n"), keys)),
+                          corpus.MAX_BYTES)
+    assertion = ResponseValidator(XmlVerifier([keys.idp.certificate]),
+                                  Decrypter([keys.sp.key_pem])).validate(root, expectations())
+    saml = load_settings(config_dir).municipalities["kommun-c"].config.saml
+    assert saml is not None
+    identity = identity_of(saml, canonical_attributes(saml, assertion.attributes), "kommun-c", "2120003005",
+                           corpus.NOW.date())
+    assert identity.key == corpus.HSA_ID
