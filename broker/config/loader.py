@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from broker.config.schema import BrokerConfig, MunicipalityConfig, ServiceProviderConfig
 from broker.config.typed import parse_document
-from broker.config.yamlsource import KeyPath, YamlSource, load_yaml
+from broker.config.yamlsource import KeyPath, YamlSource, format_path, load_yaml
 from broker.errors import ConfigError, ConfigIssue
 from broker.pki.truststore import TrustDomain, TrustIndex, municipality_domain
 from broker.saml.metadata import IdpMetadata, SpMetadata, parse_idp_metadata, parse_sp_metadata
@@ -82,14 +82,15 @@ def _load(cls: type[T], path: Path, display: str, config_dir: Path,
     if source is None:
         return None, None
     value, problems = parse_document(cls, source, config_dir)
-    # what the YAML reading reported at a place is not reported again as that place's value
-    issues.extend(p for p in problems if not any(_within(p.key, r.key) for r in read))
+    # a value the YAML reading refused (and reported) is not reported again as missing or mistyped
+    refused = [format_path(place) for place in source.refused]
+    issues.extend(p for p in problems if not any(_within(p.key, place) for place in refused))
     return (None if read else value), source
 
 
 def _within(key: str, place: str) -> bool:
     """``key`` (``a.b[0].c``) is ``place`` or below it."""
-    return key == place or (bool(place) and key.startswith((place + ".", place + "[")))
+    return key == place or key.startswith((place + ".", place + "[")) or not place
 
 
 def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[str, Path]]:
@@ -161,7 +162,9 @@ def load_settings(config_dir: Path) -> Settings:
                     _, owners = claimed.setdefault(cert.subject.public_bytes(), (cert.subject.rfc4514_string(), []))
                     if mid not in (owner for owner, _ in owners):
                         owners.append((mid, ("certificate", key, fi)))
+    differing: set[str] = set()
     for ca, owners in claimed.values():
+        first = municipalities[owners[0][0]].config.certificate
         for mid, where in owners:
             co_owners = [owner for owner, _ in owners if owner != mid]
             cl = municipalities[mid].config.certificate
@@ -170,6 +173,13 @@ def load_settings(config_dir: Path) -> Settings:
                     f"CA {ca} also issues to {', '.join(repr(o) for o in co_owners)}: set "
                     "certificate.organization_from (hsa_id or organization_identifier) in each of them, so that a "
                     "certificate names its municipality")))
+            # the shared CA's status is one answer, cached once for all of them: under one policy
+            if first is not None and cl is not None and cl.revocation != first.revocation and mid not in differing:
+                differing.add(mid)
+                issues.append(sources[mid].issue(("certificate", "revocation"), (
+                    f"CA {ca} also issues to {owners[0][0]!r}, whose revocation settings differ: municipalities "
+                    "sharing a CA check its certificates' status the same way; make certificate.revocation the "
+                    "same in each")))
 
     # The organisation number is what SPs receive as the user's organisation (organizationIdentifier,
     # orgAffiliation) and what a municipal IdP's default HSA-id pattern is built from: two municipalities with

@@ -45,6 +45,9 @@ class YamlSource:
     file: str
     data: Any
     lines: dict[KeyPath, int] = field(default_factory=dict)
+    # the places whose value the reading refused (an unknown tag, a recursive alias) and left empty: reported
+    # there once, not again by the schema as a missing or mistyped value
+    refused: frozenset[KeyPath] = frozenset()
 
     def line(self, path: KeyPath) -> int | None:
         """Line of ``path``, or of its nearest ancestor that has one."""
@@ -91,6 +94,7 @@ class _Builder:
         self.file = file
         self.lines: dict[KeyPath, int] = {}
         self.issues: list[ConfigIssue] = []
+        self.refused: set[KeyPath] = set()
         self._scalars = yaml.constructor.SafeConstructor()
         self._built = 0
         self._seen: set[int] = set()      # nodes built once: meeting one again is an alias expansion
@@ -132,16 +136,22 @@ class _Builder:
         self._count(path)
         self.lines.setdefault(path, node.start_mark.line + 1)
         if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
-            return self._scalar(node, path)
+            reported = len(self.issues)
+            value = self._scalar(node, path)
+            if len(self.issues) > reported:  # refused: the place is left empty (a mapping's key is not a place)
+                self.refused.add(path)
+            return value
         if node.tag not in _COLLECTION_TAGS:  # `!!python/object/apply:...` or `!include` on a list or mapping
             self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
                                            f"YAML tag {node.tag} is not allowed (plain lists and mappings only)"))
+            self.refused.add(path)
             return None
         key = id(node)
         if key in self._open:
             where = self._where(path)
             self.issues.append(ConfigIssue(self.file, self.lines.get(where), format_path(where),
                                            "recursive YAML alias (the value contains itself)"))
+            self.refused.add(path)
             return None
         outermost = self._alias_at is None and key in self._seen
         if outermost:
@@ -236,4 +246,4 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
         return None, [ConfigIssue(display, None, "", "YAML nested too deeply")]
     except yaml.YAMLError as exc:
         return None, [ConfigIssue(display, None, "", f"YAML error: {exc}")]
-    return YamlSource(display, data, builder.lines), builder.issues
+    return YamlSource(display, data, builder.lines, frozenset(builder.refused)), builder.issues

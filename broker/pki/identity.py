@@ -189,18 +189,16 @@ _HSA_ORGANIZATION = re.compile(r"SE([0-9]{10})-")
 
 def named_organization(cert: x509.Certificate, source: str, rule: IdentityRule) -> str | None:
     """The organisation number (10 digits) ``cert`` names where ``source`` says (``certificate.organization_from``),
-    or None when it names none there (or not readably): how a certificate from a CA that issues to several
-    municipalities (Efos, SITHS e-id) tells which one is its own.
+    or None when it names none there: how a certificate from a CA that issues to several municipalities (Efos,
+    SITHS e-id) tells which one is its own. An HSA-id the identity rule refuses raises that refusal
+    (``identity_missing``, ``identity_invalid``), which says more than that no organisation was named.
 
     ``hsa_id``: the HSA-id the identity ``rule`` reads, whose form is SE + the issuing organisation's number + "-"
     + a local part. ``organization_identifier``: the subject's organizationIdentifier (X.520 2.5.4.97), as
     "SE2120001009", ETSI EN 319 412-1's "NTRSE-2120001009", or the plain number with or without its hyphen.
     """
     if source == "hsa_id":
-        try:
-            key = extract_identity(cert, rule, "").key
-        except CertificateRejected:
-            return None
+        key = extract_identity(cert, rule, "").key
         found = _HSA_ORGANIZATION.match(key)
         return found.group(1) if found else None
     if source == "organization_identifier":

@@ -54,12 +54,12 @@ class TrustDomain:
         """DER subject names of every CA that may issue this domain's leaf certificates."""
         return {c.subject.public_bytes() for c in (*self.anchors, *self.intermediates)}
 
-    def names_organization(self, cert: x509.Certificate) -> bool:
-        """Does ``cert`` name this municipality's organisation number where its configuration looks
-        (``certificate.organization_from``)? Never for ``none``."""
+    def named_organization(self, cert: x509.Certificate) -> str | None:
+        """The organisation number ``cert`` names where this municipality's configuration looks
+        (``certificate.organization_from``; None for ``none``). Raises the identity rule's refusal of an HSA-id."""
         if self.organization_from == "none" or self.identity is None:
-            return False
-        return named_organization(cert, self.organization_from, self.identity) == self.organization_number
+            return None
+        return named_organization(cert, self.organization_from, self.identity)
 
 
 def build_domain(
@@ -204,9 +204,23 @@ class TrustIndex:
             raise CertificateRejected("issuer_unknown", f"issuer {cert.issuer.rfc4514_string()}")
         if len(candidates) == 1 and candidates[0].organization_from == "none":
             return candidates[0]
-        named = [d for d in candidates if d.names_organization(cert)]
+        named: list[TrustDomain] = []
+        found: dict[str, str] = {}     # what the certificate names, by where it was looked for
+        refused: list[CertificateRejected] = []
+        for domain in candidates:
+            try:
+                number = domain.named_organization(cert)
+            except CertificateRejected as exc:  # the HSA-id itself is no good: that is the reason to give
+                refused.append(exc)
+                continue
+            found[domain.organization_from] = number or "none"
+            if number == domain.organization_number:
+                named.append(domain)
         if len(named) == 1:
             return named[0]
+        if refused and not found:
+            raise refused[0]
         looked = ", ".join(f"{d.id} ({d.organization_number}, by {d.organization_from})" for d in candidates)
+        names = ", ".join(f"{number} by {where}" for where, number in sorted(found.items()))
         raise CertificateRejected("organization_mismatch", f"issuer {cert.issuer.rfc4514_string()} issues to "
-                                                           f"{looked}; the certificate names none of them")
+                                                           f"{looked}; the certificate names {names}")

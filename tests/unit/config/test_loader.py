@@ -641,6 +641,18 @@ def test_a_ca_of_two_municipalities_that_say_how_it_names_them_loads(config_dir:
             for m in ("kommun-a", "kommun-d")} == {"kommun-a": "hsa_id", "kommun-d": "hsa_id"}
 
 
+def test_municipalities_sharing_a_ca_check_its_status_the_same_way(config_dir: Path) -> None:
+    """The shared CA's status is one answer, cached once: under one revocation policy, not two."""
+    test_a_ca_of_two_municipalities_that_say_how_it_names_them_loads(config_dir)
+    replace_once(config_dir / "municipalities" / "kommun-d.yaml", "failure: fail_closed", "failure: soft_fail")
+
+    assert_issues(load_issues(config_dir), [
+        Expected("municipalities/kommun-d.yaml", "revocation:", "certificate.revocation",
+                 "CA CN=Kommun A Demo Root CA,O=Kommun A,C=SE also issues to 'kommun-a', whose revocation settings "
+                 "differ: municipalities sharing a CA check its certificates' status the same way"),
+    ], config_dir)
+
+
 def test_the_proxys_bundle_holds_a_shared_ca_once(config_dir: Path) -> None:
     """Named twice, the CA would only lengthen the list of names every handshake carries."""
     import datetime as dt

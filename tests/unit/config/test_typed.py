@@ -413,6 +413,19 @@ def test_a_duplicate_key_does_not_hide_the_files_other_problems(config_dir: Path
         Expected(KOMMUN_A, "max_chain_depth:", "certificate.max_chain_depth", "expected an integer")])
 
 
+def test_a_key_that_is_no_string_does_not_hide_its_siblings_problems(config_dir: Path) -> None:
+    check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: four\n  7: seven"),
+          [Expected(KOMMUN_A, "7: seven", "certificate", "must be a string"),
+           Expected(KOMMUN_A, "max_chain_depth:", "certificate.max_chain_depth", "expected an integer")])
+
+
+def test_a_duplicate_key_does_not_hide_the_kept_values_own_problem(config_dir: Path) -> None:
+    """The first value is the one kept: its own type error is another problem, said at once."""
+    check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: four\n  max_chain_depth: 4"),
+          [Expected(KOMMUN_A, "max_chain_depth: 4", "certificate.max_chain_depth", "duplicate key"),
+           Expected(KOMMUN_A, "max_chain_depth: four", "certificate.max_chain_depth", "expected an integer")])
+
+
 def test_a_value_the_yaml_reading_refused_is_not_reported_again(config_dir: Path) -> None:
     """``!!int four`` is one problem, said once: not also as a value that is missing or of the wrong type."""
     check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: !!int four"),

@@ -43,13 +43,24 @@ def test_the_hsa_id_names_the_municipality(h: Hierarchy, hsa_id: str, chosen: st
     assert (result.municipality_id, result.identity.key) == (chosen, hsa_id)
 
 
-@pytest.mark.parametrize("hsa_id", ["SE2120002007-bo", "SE212000100-anna", "anna"],
-                         ids=["another-organisation", "nine-digits", "no-organisation"])
-def test_a_card_naming_none_of_them_is_refused(h: Hierarchy, hsa_id: str) -> None:
+def test_a_card_of_another_organisation_is_refused(h: Hierarchy) -> None:
     with pytest.raises(CertificateRejected) as caught:
-        validator(*sharing(h, "hsa_id")).validate(h.leaf(serial_number=hsa_id).certificate)
+        validator(*sharing(h, "hsa_id")).validate(h.leaf(serial_number="SE2120002007-bo").certificate)
     assert caught.value.reason == "organization_mismatch"
-    assert f"kommun-a ({KOMMUN_A}, by hsa_id), kommun-d ({KOMMUN_D}, by hsa_id)" in caught.value.detail
+    assert caught.value.detail.endswith(f"issues to kommun-a ({KOMMUN_A}, by hsa_id), kommun-d ({KOMMUN_D}, by "
+                                        "hsa_id); the certificate names 2120002007 by hsa_id")
+
+
+@pytest.mark.parametrize(("hsa_id", "reason"), [("SE212000100-anna", "identity_invalid"),
+                                                ("anna", "identity_invalid"), (None, "identity_missing")],
+                         ids=["nine-digits", "no-organisation", "no-hsa-id"])
+def test_a_card_whose_hsa_id_is_no_good_gets_the_identity_rules_reason(h: Hierarchy, hsa_id: str | None,
+                                                                       reason: str) -> None:
+    """The HSA-id that should name the organisation is itself refused: that says more than "names none"."""
+    leaf = h.leaf(serial_number=hsa_id).certificate if hsa_id else h.leaf(serial_number=None).certificate
+    with pytest.raises(CertificateRejected) as caught:
+        validator(*sharing(h, "hsa_id")).validate(leaf)
+    assert caught.value.reason == reason
 
 
 @pytest.mark.parametrize("written", [f"SE{KOMMUN_D}", f"NTRSE-{KOMMUN_D}", KOMMUN_D, "212000-4003",
