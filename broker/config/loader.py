@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
-from broker.config.schema import BrokerConfig, MunicipalityConfig, ServiceProviderConfig
+from broker.config.schema import BrokerConfig, MunicipalityConfig, RevocationConfig, ServiceProviderConfig
 from broker.config.typed import parse_document
 from broker.config.yamlsource import KeyPath, YamlSource, format_path, load_yaml
 from broker.errors import ConfigError, ConfigIssue
@@ -86,6 +86,14 @@ def _load(cls: type[T], path: Path, display: str, config_dir: Path,
     refused = [format_path(place) for place in source.refused]
     issues.extend(p for p in problems if not any(_within(p.key, place) for place in refused))
     return (None if read else value), source
+
+
+def _same_checks(revocation: RevocationConfig) -> RevocationConfig:
+    """``revocation`` with its CRL files and URLs in one order: listed in another, they are the same checks (the
+    order of ``methods`` is not: it is the order of the checks)."""
+    crl = revocation.crl
+    return replace(revocation, crl=replace(crl, files=tuple(sorted(crl.files, key=lambda f: str(f.path))),
+                                           urls=tuple(sorted(crl.urls))))
 
 
 def _within(key: str, place: str) -> bool:
@@ -174,7 +182,8 @@ def load_settings(config_dir: Path) -> Settings:
                     "certificate.organization_from (hsa_id or organization_identifier) in each of them, so that a "
                     "certificate names its municipality")))
             # the shared CA's status is one answer, cached once for all of them: under one policy
-            if first is not None and cl is not None and cl.revocation != first.revocation and mid not in differing:
+            if first is not None and cl is not None and mid not in differing \
+                    and _same_checks(cl.revocation) != _same_checks(first.revocation):
                 differing.add(mid)
                 issues.append(sources[mid].issue(("certificate", "revocation"), (
                     f"CA {ca} also issues to {owners[0][0]!r}, whose revocation settings differ: municipalities "

@@ -175,6 +175,7 @@ class _Builder:
         except yaml.YAMLError as exc:
             self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
                                            f"YAML merge error: {getattr(exc, 'problem', exc)}"))
+            self.refused.add(path)  # left empty: its keys are not missing
             return out
         merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
         explicit_keys: set[str] = set()

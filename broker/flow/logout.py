@@ -64,7 +64,7 @@ from broker.session.sessions import Participant, SsoSession, UpstreamLogout, new
 
 Side = Literal["sp", "idp"]   # "sp": a regional SP (the broker's IdP endpoint); "idp": a municipal IdP
 
-# how far an IdP's clock may be off the broker's, for how long its logout is remembered (Core §3.7.3.2)
+# how far the broker instances' clocks may be apart, for how long an IdP's logout is remembered (Core §3.7.3.2)
 _LATE_MARGIN = dt.timedelta(minutes=5)
 
 
@@ -193,17 +193,21 @@ class LogoutFlow:
     def _remember_for_late_assertions(self, info: LogoutRequestInfo) -> None:
         """SAML Core §3.7.3.2: the IdP's logout applies to its assertions that arrive after it (a Response still in
         the user's browser, or in another tab's), for as long as the ACS accepts an answer of the IdP's
-        (:func:`upstream_answer_window`), with the largest clock skew allowed any IdP and at least 5 minutes for
-        the instances' clocks. Remembered beyond the request's own NotOnOrAfter too: that bounds its delivery, and
-        an assertion of a session the IdP has ended is no better for arriving later."""
+        (:func:`upstream_answer_window`), plus the clock skews allowed the IdPs' assertions and the logout
+        messages, plus 5 minutes for the instances' clocks. Remembered beyond the request's own NotOnOrAfter too:
+        that bounds its delivery, and an assertion of a session the IdP has ended is no better for arriving later."""
         d = self._d
-        margins = [_LATE_MARGIN, *(m.config.saml.clock_skew.timedelta for m in d.settings.municipalities.values()
-                                   if m.config.saml is not None)]
+        # the IdP's assertion may be dated up to its municipality's skew early, this request up to the skew the
+        # broker allows logout messages late; and the instances' clocks may differ
+        skews = [m.config.saml.clock_skew.timedelta for m in d.settings.municipalities.values()
+                 if m.config.saml is not None]
+        window = upstream_answer_window(d) + max(skews, default=dt.timedelta(0)) \
+            + d.settings.broker.idp.clock_skew.timedelta + _LATE_MARGIN
         now = d.clock.now()
         d.sessions.record_upstream_logout(info.peer.entity_id, info.name_id, UpstreamLogout(
             request_id=info.request_id, name_id_format=info.name_id_format, name_qualifier=info.name_qualifier,
             sp_name_qualifier=info.sp_name_qualifier, session_indexes=info.session_indexes,
-            issued=info.issued or now, until=now + upstream_answer_window(d) + max(margins)))
+            issued=info.issued or now, until=now + window))
 
     def _end(self, ended: list[tuple[str, SsoSession]]) -> None:
         """End the sessions, keeping their participants for propagation."""
@@ -416,14 +420,15 @@ def logged_out_upstream(logouts: Sequence[UpstreamLogout], upstream: Mapping[str
     ``upstream`` is the assertion's principal as a session keeps it (IdP, NameID and its qualifiers,
     SessionIndex). It applies when it names the same identifier and, if it names SessionIndexes, the
     assertion's; one that names none ends the principal's every session at the IdP, so it applies to the
-    assertions of authentications before it (both instants are the IdP's own clock), not to a new login."""
+    assertions of authentications before it (both instants are the IdP's own clock), not to a new login: one in
+    the same second as the logout (instants often have whole seconds) counts as after it."""
     for logout in logouts:
         if not _names_upstream(logout, upstream, upstream["idp"], broker_sp):
             continue
         if logout.session_indexes:
             if upstream.get("session_index") in logout.session_indexes:
                 return logout
-        elif authn_instant <= logout.issued:
+        elif authn_instant < logout.issued:  # a tie (whole seconds, often) is the new login after it
             return logout
     return None
 

@@ -194,10 +194,11 @@ class TrustIndex:
     def for_issuer(self, cert: x509.Certificate) -> TrustDomain:
         """The domain whose configured CA issued ``cert`` (by name: the path must still verify against its
         anchors). Of the municipalities a CA issues to, the one whose organisation number the certificate names
-        (:meth:`TrustDomain.names_organization`); a municipality that says where its certificates name it
+        (:meth:`TrustDomain.named_organization`); a municipality that says where its certificates name it
         gets only those, even from a CA of its own.
 
-        Raises ``issuer_unknown``, or ``organization_mismatch``.
+        Raises ``issuer_unknown``; the identity rule's refusal of an HSA-id that should name the organisation
+        (``identity_missing``, ``identity_invalid``); or ``organization_mismatch``.
         """
         candidates = self._by_issuer.get(cert.issuer.public_bytes(), ())
         if not candidates:
@@ -218,7 +219,7 @@ class TrustIndex:
                 named.append(domain)
         if len(named) == 1:
             return named[0]
-        if refused and not found:
+        if refused and not named:
             raise refused[0]
         looked = ", ".join(f"{d.id} ({d.organization_number}, by {d.organization_from})" for d in candidates)
         names = ", ".join(f"{number} by {where}" for where, number in sorted(found.items()))

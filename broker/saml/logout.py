@@ -31,6 +31,7 @@ from saml2 import saml, samlp
 
 from broker.clock import Clock
 from broker.errors import SamlRejected
+from broker.pki.identity import IDENTITY_SPACE
 from broker.saml.bindings import (
     HTTP_POST,
     HTTP_REDIRECT,
@@ -157,7 +158,7 @@ class LogoutMessages:
         if root.tag != f"{{{SAMLP}}}{kind}":
             raise SamlRejected(invalid, f"expected a {kind}, got {root.tag}")
         issuer_el = root.find("saml:Issuer", NS)
-        issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
+        issuer = (issuer_el.text or "").strip(IDENTITY_SPACE) if issuer_el is not None else ""
         if not issuer:
             raise SamlRejected(invalid, f"the {kind} names no Issuer")
         peer = self._find_peer(issuer)
@@ -229,15 +230,16 @@ class LogoutMessages:
             if self._clock.now() - self._skew >= expires:
                 raise SamlRejected("saml_request_stale", f"NotOnOrAfter {not_on_or_after}")
         name_id_el = root.find("saml:NameID", NS)
-        if name_id_el is None or not (name_id_el.text or "").strip():
+        # XML's white space only, as the assertions' NameIDs are read (broker.saml.upstream_response)
+        if name_id_el is None or not (name_id_el.text or "").strip(IDENTITY_SPACE):
             raise SamlRejected("logout_request_invalid", "no NameID (encrypted and base identifiers are not "
                                                          "supported)")
         return LogoutRequestInfo(
             request_id=request_id,
             peer=peer,
-            name_id=(name_id_el.text or "").strip(),
+            name_id=(name_id_el.text or "").strip(IDENTITY_SPACE),
             name_id_format=name_id_el.get("Format"),
-            session_indexes=tuple((e.text or "").strip() for e in root.findall("samlp:SessionIndex", NS)),
+            session_indexes=tuple((e.text or "").strip(IDENTITY_SPACE) for e in root.findall("samlp:SessionIndex", NS)),
             relay_state=relay_state,
             asynchronous=root.find(f"samlp:Extensions/{{{ASYNC_SLO}}}Asynchronous", NS) is not None,
             name_qualifier=name_id_el.get("NameQualifier"),

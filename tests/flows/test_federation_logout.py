@@ -36,6 +36,7 @@ from saml2.time_util import instant
 from werkzeug.test import TestResponse
 
 from broker.app import create_app
+from broker.clock import SystemClock
 from broker.config.loader import Settings
 from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
@@ -598,6 +599,8 @@ def test_idp_logout_applies_to_her_assertion_that_arrives_after_it(app: Flask, b
     """SAML Core §3.7.3.2: the IdP ended her session (naming its SessionIndex, or her NameID only) while its
     Response was still on the way; arriving afterwards, the Response opens no session and the SP gets nothing."""
     post = _in_flight(browser, sp, idp)
+    if indexes == "none":
+        time.sleep(1.1)  # a logout in the same second as her authentication counts as before it
     _idp_logs_out(app, idp, None if indexes == "hers" else [])
 
     late = browser.post(post.url, post.fields)
@@ -656,6 +659,44 @@ def test_idp_logout_the_store_fails_to_remember_ends_nothing_and_its_retry_reach
     hop(other.get(start), SP1_SLO, "SAMLRequest")
     logout, = events(config_dir, "logout")
     assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 1)
+
+
+@pytest.mark.parametrize("pad", ["\u00a0", "\u3000"], ids=["no-break-space", "ideographic-space"])
+def test_idp_logout_names_a_nameid_ending_in_unicode_space_as_her_assertion_did(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        pad: str) -> None:
+    """The LogoutRequest's NameID is read as the assertion's was (XML white space only stripped): the same
+    value, so the IdP's logout ends the session it opened."""
+    real = DemoIdp.name_id_of
+    monkeypatch.setattr(DemoIdp, "name_id_of", lambda self, user: real(self, user) + pad)
+    karin_login(browser, sp, idp)
+    token = cookie(browser)
+
+    hop(open_browser(app, None).get(idp_logout_url(idp)), SP1_SLO, "SAMLRequest")
+
+    logout, = events(config_dir, "logout")
+    assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 1)
+    goes_to_login(with_cookie(app, token), sp)
+
+
+def test_idp_logout_is_remembered_as_long_as_an_answer_it_ended_could_still_arrive(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, settings: Settings, store: RedisStore) -> None:
+    """The ACS accepts an answer for sp.login_timeout (an unsolicited one as old at most), dated up to the IdP's
+    clock_skew early; the LogoutRequest is accepted up to the broker's own skew late; the instances' clocks may
+    differ by 5 minutes: the logout is remembered for all of it together."""
+    _in_flight(browser, sp, idp)
+    before = dt.datetime.now(dt.UTC)
+    _idp_logs_out(app, idp, [])
+
+    sessions = SessionManager(store, SystemClock(), idle_timeout=dt.timedelta(minutes=1),
+                              absolute_timeout=dt.timedelta(hours=1), pending_timeout=dt.timedelta(minutes=1))
+    remembered, = sessions.upstream_logouts(idp.entity_id, idp.logins["karin"].name_id)
+    kommun_c = settings.municipalities["kommun-c"].config.saml
+    assert settings.broker.sp is not None
+    assert kommun_c is not None
+    window = (settings.broker.sp.login_timeout.timedelta + kommun_c.clock_skew.timedelta
+              + settings.broker.idp.clock_skew.timedelta + dt.timedelta(minutes=5))
+    assert before + window <= remembered.until <= dt.datetime.now(dt.UTC) + window
 
 
 def test_idp_logout_of_another_session_index_leaves_her_late_assertion_alone(

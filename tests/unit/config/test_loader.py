@@ -653,6 +653,15 @@ def test_municipalities_sharing_a_ca_check_its_status_the_same_way(config_dir: P
     ], config_dir)
 
 
+def test_the_same_crl_files_in_another_order_are_the_same_checks(config_dir: Path) -> None:
+    test_a_ca_of_two_municipalities_that_say_how_it_names_them_loads(config_dir)
+    replace_once(config_dir / "municipalities" / "kommun-d.yaml",
+                 "        - certs/kommun-a/issuing-ca.crl\n        - certs/kommun-a/root-ca.crl",
+                 "        - certs/kommun-a/root-ca.crl\n        - certs/kommun-a/issuing-ca.crl")
+
+    assert load_settings(config_dir).municipalities["kommun-d"].config.organization_number == "2120004003"
+
+
 def test_the_proxys_bundle_holds_a_shared_ca_once(config_dir: Path) -> None:
     """Named twice, the CA would only lengthen the list of names every handshake carries."""
     import datetime as dt

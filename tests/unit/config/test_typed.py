@@ -426,6 +426,12 @@ def test_a_duplicate_key_does_not_hide_the_kept_values_own_problem(config_dir: P
            Expected(KOMMUN_A, "max_chain_depth: four", "certificate.max_chain_depth", "expected an integer")])
 
 
+def test_a_merge_the_yaml_reading_refused_is_reported_once(config_dir: Path) -> None:
+    """The mapping is left empty: its keys are not reported missing as well."""
+    check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: 4\n  <<: 5"),
+          [Expected(KOMMUN_A, "trust_anchors:", "certificate", "YAML merge error")])
+
+
 def test_a_value_the_yaml_reading_refused_is_not_reported_again(config_dir: Path) -> None:
     """``!!int four`` is one problem, said once: not also as a value that is missing or of the wrong type."""
     check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: !!int four"),

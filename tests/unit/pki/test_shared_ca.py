@@ -110,3 +110,12 @@ def test_a_shared_ca_without_a_way_to_tell_its_municipalities_apart_is_refused_w
     a, d = sharing(h, "hsa_id")
     with pytest.raises(ValueError, match="kommun-d does not say how its certificates name it"):
         TrustIndex([a, replace(d, organization_from="none")])
+
+
+def test_a_refused_hsa_id_among_municipalities_looking_in_different_places_gives_its_own_reason(
+        h: Hierarchy) -> None:
+    a, d = sharing(h, "hsa_id")
+    with pytest.raises(CertificateRejected) as caught:
+        validator(a, replace(d, organization_from="organization_identifier")).validate(
+            h.leaf(serial_number="anna").certificate)
+    assert caught.value.reason == "identity_invalid"
