@@ -428,8 +428,8 @@ def logged_out_upstream(logouts: Sequence[UpstreamLogout], upstream: Mapping[str
         if logout.session_indexes:
             if upstream.get("session_index") in logout.session_indexes:
                 return logout
-        elif authn_instant < logout.issued:  # a tie (whole seconds, often) is the new login after it
-            return logout
+        elif authn_instant.replace(microsecond=0) < logout.issued.replace(microsecond=0):
+            return logout  # in the same second (instants often have whole seconds): the new login after it
     return None
 
 

@@ -219,8 +219,8 @@ class TrustIndex:
                 named.append(domain)
         if len(named) == 1:
             return named[0]
-        if refused and not named:
-            raise refused[0]
+        if refused and all(number == "none" for number in found.values()):
+            raise refused[0]  # nothing names an organisation: the refused HSA-id is why
         looked = ", ".join(f"{d.id} ({d.organization_number}, by {d.organization_from})" for d in candidates)
         names = ", ".join(f"{number} by {where}" for where, number in sorted(found.items()))
         raise CertificateRejected("organization_mismatch", f"issuer {cert.issuer.rfc4514_string()} issues to "

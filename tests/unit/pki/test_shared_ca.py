@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 
 from broker.config.schema import IdentityRule
+from broker.config.values import Regex
 from broker.errors import CertificateRejected
 from broker.pki.identity import named_organization
 from broker.pki.truststore import TrustDomain, TrustIndex
@@ -119,3 +120,16 @@ def test_a_refused_hsa_id_among_municipalities_looking_in_different_places_gives
         validator(a, replace(d, organization_from="organization_identifier")).validate(
             h.leaf(serial_number="anna").certificate)
     assert caught.value.reason == "identity_invalid"
+
+
+def test_a_card_of_a_third_organisation_is_no_card_of_theirs_whatever_one_rule_refuses(h: Hierarchy) -> None:
+    """Kommun A's stricter HSA-id pattern refuses Bo's valid HSA-id of another organisation: the reason is still
+    that his organisation is none of theirs, not Kommun A's pattern."""
+    a, d = sharing(h, "hsa_id")
+    a = replace(a, identity=IdentityRule(type="hsa_id", pattern=Regex(rf"^SE{KOMMUN_A}-[A-Za-z0-9]+$")))
+    assert validator(a, d).validate(h.leaf(serial_number=f"SE{KOMMUN_D}-dora").certificate).municipality_id \
+        == "kommun-d"
+    with pytest.raises(CertificateRejected) as caught:
+        validator(a, d).validate(h.leaf(serial_number="SE2120002007-bo").certificate)
+    assert caught.value.reason == "organization_mismatch"
+    assert caught.value.detail.endswith("the certificate names 2120002007 by hsa_id")

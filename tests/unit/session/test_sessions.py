@@ -407,13 +407,16 @@ def test_a_damaged_member_is_passed_over_and_dropped(manager: SessionManager, st
     ({"session_indexes": ("_s1",)}, {"session_index": ""}, False),
     ({"session_indexes": ()}, {"authn_instant": T0 - dt.timedelta(seconds=5)}, True),
     ({"session_indexes": ()}, {"authn_instant": T0}, False),  # a tie: whole seconds, the new login after it
+    ({"session_indexes": (), "issued": T0 + dt.timedelta(milliseconds=400)}, {"authn_instant": T0}, False),
+    ({"session_indexes": (), "issued": T0 + dt.timedelta(seconds=1)}, {"authn_instant": T0}, True),
     ({"session_indexes": ()}, {"authn_instant": T0 + dt.timedelta(seconds=1)}, False),
     ({"name_id_format": "urn:oasis:names:tc:SAML:2.0:nameid-format:transient"}, {}, False),
     ({"name_id_format": "urn:oasis:names:tc:SAML:1.1:nameid-format:unspecified"}, {}, True),
     ({"sp_name_qualifier": "https://another-sp.example"}, {}, False),
     ({"name_qualifier": IDP}, {}, True),
 ], ids=["its-session-index", "one-of-its-session-indexes", "another-session-index", "assertion-without-index",
-        "no-index-authenticated-before", "no-index-same-second", "no-index-authenticated-after",
+        "no-index-authenticated-before", "no-index-same-second",
+        "no-index-same-second-logout-with-milliseconds", "no-index-a-second-before", "no-index-authenticated-after",
         "another-format", "unspecified-format", "another-sp-name-qualifier", "the-idp-as-name-qualifier"])
 def test_which_late_assertions_an_idp_logout_applies_to(logout: dict[str, object], assertion: dict[str, object],
                                                         applies: bool) -> None:
