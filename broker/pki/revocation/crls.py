@@ -69,9 +69,12 @@ def distribution_point_names(cert: x509.Certificate) -> frozenset[x509.GeneralNa
     return frozenset(names)
 
 
-@by_identity(16384)
-def issuer_name(cert: x509.Certificate) -> bytes:
-    return cert.issuer.public_bytes()
+@by_identity(4096)
+def subject_der(ca: x509.Certificate) -> bytes:
+    """A CA's name as its own certificate encodes it: what its CRLs are filed and looked up under, whatever
+    string types a CRL or a certificate it issued writes the same name in (RFC 5280 §7.1 compares names, not
+    bytes)."""
+    return ca.subject.public_bytes()
 
 
 @by_identity(4096)
@@ -93,6 +96,7 @@ class VerifiedCrl:
     next_update: dt.datetime | None
     revoked: frozenset[int]
     crl: x509.CertificateRevocationList
+    number: int | None = None   # cRLNumber (RFC 5280 §5.2.3): of two CRLs of one instant, the higher is the later
     # the issuing distribution point's scope (RFC 5280 §5.2.5): the distribution point names the CRL is for
     # (None: every certificate of the issuer), and whether it lists only end-entity or only CA certificates
     scope_names: frozenset[x509.GeneralName] | None = None
@@ -118,6 +122,19 @@ class VerifiedCrl:
             return None
         entry = self.crl.get_revoked_certificate_by_serial_number(serial)
         return entry.revocation_date_utc if entry is not None else self.this_update
+
+    def revoked_for_good(self, serial: int) -> dt.datetime | None:
+        """:meth:`revoked_at`, but None for an entry on hold (certificateHold, RFC 5280 §5.3.1), which a later
+        CRL may lift: the part of a CRL that still says something once it is stale (revocation is final)."""
+        revoked_at = self.revoked_at(serial)
+        if revoked_at is None:
+            return None
+        entry = self.crl.get_revoked_certificate_by_serial_number(serial)
+        try:
+            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason if entry else None
+        except x509.ExtensionNotFound:
+            reason = None
+        return None if reason == x509.ReasonFlags.certificate_hold else revoked_at
 
     def covers(self, cert: x509.Certificate) -> bool:
         """Whether the CRL's scope takes in ``cert`` (RFC 5280 §6.3.3 (b)(2)): a CRL with a distribution point
@@ -185,9 +202,13 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
                 raise ValueError(f"the CRL entry for serial {entry.serial_number:x} has an unsupported critical "
                                  f"extension {ext.oid.dotted_string}")
         revoked.add(entry.serial_number)
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        number = None
     return VerifiedCrl(
         source=source,
-        issuer_der=crl.issuer.public_bytes(),
+        issuer_der=subject_der(signer),
         signer_spki=spki(signer),
         this_update=crl.last_update_utc,
         next_update=crl.next_update_utc,
@@ -196,6 +217,7 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
         scope_names=_scope_names(idp, crl.issuer) if idp is not None else None,
         only_user_certs=idp is not None and idp.only_contains_user_certs,
         only_ca_certs=idp is not None and idp.only_contains_ca_certs,
+        number=number,
     )
 
 
@@ -313,7 +335,7 @@ class CrlStore:
         Fetches (bounded by each source's limits) only when no usable CRL is
         held, and not again within ``retry_after`` of a failed attempt.
         """
-        name = issuer_name(cert)
+        name = subject_der(issuer)
         states = [self.add(s) for s in sources if name in s.issuer_names()]
         who = subject_text(issuer)
         if not states:
@@ -335,7 +357,14 @@ class CrlStore:
                     f"no CRL held from {who} covers {describe(cert)}: each is for other distribution points or "
                     "another kind of certificate" + (f" ({errors})" if errors else ""))
             if held:
-                newest = max(held, key=lambda c: c.this_update)
+                newest = max(held, key=_recency)
+                # stale, it still proves a revocation for good (RFC 5280 §3.3: revocation is final; only a hold
+                # may be lifted): that is the answer, never "stale", which a soft-fail policy would let through
+                revoked_at = newest.revoked_for_good(cert.serial_number)
+                if revoked_at is not None:
+                    raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
+                                                         f"{revoked_at.isoformat()}; the CRL is past its nextUpdate)",
+                                              params={"revocation_date": revoked_at.date().isoformat()})
                 if newest.next_update is not None and newest.next_update < now - skew:
                     raise CertificateRejected(
                         "revocation_stale",
@@ -358,7 +387,7 @@ class CrlStore:
         otherwise (not listed, or no such CRL held). Nothing is fetched and no source registered."""
         with self._lock:
             states = [state for s in sources if (state := self._states.get(s.id)) is not None]
-        best = self._best(states, cert, issuer_name(cert), spki(issuer), now, skew)
+        best = self._best(states, cert, subject_der(issuer), spki(issuer), now, skew)
         return best[0].revoked_at(cert.serial_number) if best is not None else None
 
     @staticmethod
@@ -369,7 +398,7 @@ class CrlStore:
         usable = [(crl, s) for s in states
                   if (crl := s.held.get((issuer_der, issuer_key))) is not None and crl.usable(now, skew)
                   and crl.covers(cert)]
-        return max(usable, key=lambda pair: pair[0].this_update, default=None)
+        return max(usable, key=lambda pair: _recency(pair[0]), default=None)
 
     # --- refreshing ----------------------------------------------------------------------
 
@@ -425,13 +454,14 @@ class CrlStore:
         RFC 5280 §6.3.3; another CA's CRL served at the same place is no rollback) or not valid yet (it would
         displace a usable one with one nobody may use)."""
         held = state.held.get(crl.key)
-        if held is not None and crl.this_update < held.this_update:
-            raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}) than the one held from its issuer "
-                             f"({held.this_update.isoformat()}); kept the newer one")
+        if held is not None and _recency(crl) < _recency(held):
+            raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}, cRLNumber {crl.number}) than the one "
+                             f"held from its issuer ({held.this_update.isoformat()}, cRLNumber {held.number}); kept "
+                             "the newer one")
         if crl.this_update > self._clock.now() + _FUTURE_TOLERANCE:
             raise ValueError(f"the CRL's thisUpdate {crl.this_update.isoformat()} is in the future; "
                              "kept the one held")
-        changed = held is None or crl.this_update > held.this_update
+        changed = held is None or _recency(crl) > _recency(held)
         state.held[crl.key] = crl
         state.crl = crl
         state.fetched_at = self._clock.now()
@@ -454,7 +484,7 @@ class CrlStore:
                 with contextlib.suppress(ValueError):
                     crl = verify_crl(parse_crl(der), source.cas)
                     held = state.held.get(crl.key)
-                    if held is None or crl.this_update > held.this_update:
+                    if held is None or _recency(crl) > _recency(held):
                         self._adopt(state, crl)
                 if not self.due(state, now):
                     return
@@ -508,3 +538,9 @@ def source_status(state: SourceState) -> dict[str, object]:
         "last_attempt": state.last_attempt.isoformat() if state.last_attempt else None,
         "last_error": state.last_error,
     }
+
+
+def _recency(crl: VerifiedCrl) -> tuple[dt.datetime, int]:
+    """Which of two CRLs of one CA is the later: thisUpdate, then cRLNumber (RFC 5280 §5.2.3: "monotonically
+    increasing"), so that a CRL replayed from the same second cannot displace the one that followed it."""
+    return crl.this_update, crl.number if crl.number is not None else -1

@@ -120,8 +120,22 @@ NOT_CHECKED = RevocationOutcome((), None)
 class _Cached:
     answer: OcspAnswer
     url: str
-    expires: dt.datetime
+    expires: dt.datetime        # under the policy that fetched it
     lifetime: dt.timedelta
+    fetched: dt.datetime        # when it was fetched, by whichever instance
+    nonced: bool                # whether its nonce was checked
+
+    def until(self, policy: RevocationPolicy) -> dt.datetime:
+        """How long the answer serves ``policy``, the one asking now: another municipality's (a shared CA), or the
+        same after a reload, may allow an answer less time than the policy that fetched it."""
+        config = policy.config
+        fresh_until = self.answer.next_update or (
+            self.answer.this_update + config.ocsp.max_age_without_next_update.timedelta)
+        return min(self.expires, self.fetched + config.max_cache_time.timedelta, fresh_until)
+
+    def serves(self, policy: RevocationPolicy, now: dt.datetime) -> bool:
+        """Fresh enough for ``policy`` now, and fetched with a nonce if ``policy`` asks for one."""
+        return now < self.until(policy) and (self.nonced or not policy.config.ocsp.nonce)
 
 
 class RevocationChecker:
@@ -247,7 +261,7 @@ class RevocationChecker:
         if cached is not None:
             if cached.expires - now < cached.lifetime / 5:
                 self._refresh_ahead(key, cert, issuer, policy, cached.url)
-            return self._status(cert, cached, cached=True)
+            return self._status(cert, cached, cached=True, until=cached.until(policy))
         url = urls[0]
         try:
             fetched = self._fetch_ocsp(key, url, cert, issuer, policy, now)
@@ -255,16 +269,16 @@ class RevocationChecker:
             self._observe("ocsp", "error")
             raise
         self._observe("ocsp", "fetched")
-        return self._status(cert, fetched, cached=False)
+        return self._status(cert, fetched, cached=False, until=fetched.until(policy))
 
     def _cached(self, key: str, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
                 now: dt.datetime) -> _Cached | None:
         with self._lock:
             entry = self._cache.get(key)
-        if entry is not None and now < entry.expires:
+        if entry is not None and entry.serves(policy, now):
             self._observe("ocsp", "cache_hit")
             return entry
-        if self._shared is None:
+        if self._shared is None or policy.config.ocsp.nonce:  # a shared copy's nonce was no request of ours
             return None
         try:
             raw = self._shared.get(key)
@@ -274,8 +288,11 @@ class RevocationChecker:
             return None
         try:
             stored = json.loads(raw)
+            if "fetched" not in stored:  # written by an earlier release: fetched anew, silently
+                return None
             der = bytes.fromhex(stored["der"])
             url = str(stored["url"])
+            fetched = dt.datetime.fromisoformat(stored["fetched"])
             shared_expiry = dt.datetime.fromisoformat(stored["expires"])
             if shared_expiry.tzinfo is None or now >= shared_expiry:
                 return None  # judged by this instance's clock, not by the store's wall-clock TTL
@@ -287,20 +304,23 @@ class RevocationChecker:
         except (CertificateRejected, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring unusable shared OCSP response for %s: %s", key, exc)
             return None
-        entry = self._remember(key, url, answer, policy, now, der=None, not_after=shared_expiry)
-        if now >= entry.expires:
+        entry = self._remember(key, url, answer, policy, now, der=None, fetched=fetched, nonced=False,
+                               not_after=shared_expiry)
+        if not entry.serves(policy, now):
             return None
         self._observe("ocsp", "shared_hit")
         return entry
 
     def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
-                  *, der: bytes | None, not_after: dt.datetime | None = None) -> _Cached:
+                  *, der: bytes | None, fetched: dt.datetime, nonced: bool,
+                  not_after: dt.datetime | None = None) -> _Cached:
         fresh_until = answer.next_update or (
             answer.this_update + policy.config.ocsp.max_age_without_next_update.timedelta)
-        expires = min(fresh_until, now + policy.config.max_cache_time.timedelta)
+        # counted from when it was fetched: a shared copy read later is no fresher for it
+        expires = min(fresh_until, fetched + policy.config.max_cache_time.timedelta)
         if not_after is not None:  # a shared copy keeps the expiry its fetcher gave it
             expires = min(expires, not_after)
-        entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)))
+        entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)), fetched, nonced)
         with self._lock:
             self._cache[key] = entry
             if len(self._cache) > 100_000:  # bound memory: drop expired entries
@@ -308,7 +328,7 @@ class RevocationChecker:
                     del self._cache[k]
         if der is not None and self._shared is not None and expires > now:
             try:
-                self._shared.put(key, json.dumps({"der": der.hex(), "url": url,
+                self._shared.put(key, json.dumps({"der": der.hex(), "url": url, "fetched": fetched.isoformat(),
                                                   "expires": expires.isoformat()}).encode(),
                                  (expires - now).total_seconds())
             except DependencyUnavailable as exc:
@@ -343,7 +363,7 @@ class RevocationChecker:
             raise CertificateRejected(exc.reason, f"OCSP responder {url}: {exc.detail}",
                                       params=dict(exc.params)) from None
         self._record_ocsp(url, issuer, None, now)
-        return self._remember(key, url, answer, policy, now, der=der)
+        return self._remember(key, url, answer, policy, now, der=der, fetched=now, nonced=nonce is not None)
 
     def _check_delegate_status(self, answer: OcspAnswer, issuer: x509.Certificate, policy: RevocationPolicy,
                                now: dt.datetime) -> None:
@@ -364,7 +384,7 @@ class RevocationChecker:
                                       f"the delegated responder's certificate {describe(delegate)} is revoked "
                                       f"({revoked_at.isoformat()})")
 
-    def _status(self, cert: x509.Certificate, entry: _Cached, *, cached: bool) -> CertStatus:
+    def _status(self, cert: x509.Certificate, entry: _Cached, *, cached: bool, until: dt.datetime) -> CertStatus:
         answer = entry.answer
         if answer.status == "revoked":
             at = answer.revoked_at or answer.this_update
@@ -375,10 +395,10 @@ class RevocationChecker:
         if answer.status == "unknown":
             raise CertificateRejected("revocation_unknown",
                                       f"OCSP ({entry.url}) does not know serial {cert.serial_number:x}")
-        # the entry's expiry: nextUpdate, or thisUpdate + max_age_without_next_update, capped by the cache time
-        # counted from when the answer was fetched
+        # how long it serves the asking policy: nextUpdate, or thisUpdate + max_age_without_next_update, capped by
+        # the cache time counted from when the answer was fetched
         return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
-                          answer.this_update, answer.next_update, cached=cached, valid_until=entry.expires)
+                          answer.this_update, answer.next_update, cached=cached, valid_until=until)
 
     def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime) -> None:
         with self._lock:

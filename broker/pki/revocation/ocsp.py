@@ -326,7 +326,8 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
     Reason codes: ``revocation_response_invalid`` (unparseable, wrong signer, bad
     signature, wrong certificate, future thisUpdate, nonce mismatch),
     ``revocation_unavailable`` (tryLater/internalError), ``revocation_stale``
-    (nextUpdate passed). The answer's own status (good/revoked/unknown) is
+    (nextUpdate passed; but a stale "revoked" that is no certificateHold is returned as revoked: revocation is
+    final). The answer's own status (good/revoked/unknown) is
     returned for the caller to act on; with several SingleResponses about the
     certificate, the one :func:`_deciding_entry` picks (RFC 6960 §4.2.2.3).
     """
@@ -359,12 +360,17 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
     this_update, next_update = single.this_update_utc, single.next_update_utc
     if this_update > now + skew:
         raise _invalid(f"thisUpdate {this_update.isoformat()} is in the future")
-    if next_update is not None and next_update < now - skew:
-        raise CertificateRejected("revocation_stale", f"the OCSP response expired at {next_update.isoformat()}",
-                                  params={"next_update": next_update.date().isoformat()})
-    if next_update is None and now - this_update > max_age_without_next_update + skew:
-        raise CertificateRejected("revocation_stale",
-                                  f"the OCSP response has no nextUpdate and is from {this_update.isoformat()}")
+    # a revocation is final (RFC 5280 §3.3, RFC 6960 §2.2; only certificateHold may be lifted): a stale answer
+    # still proves it, and is returned as "revoked", never as stale, which a soft-fail policy would let through
+    revoked_for_good = single.certificate_status == ocsp.OCSPCertStatus.REVOKED \
+        and single.revocation_reason != x509.ReasonFlags.certificate_hold
+    if not revoked_for_good:
+        if next_update is not None and next_update < now - skew:
+            raise CertificateRejected("revocation_stale", f"the OCSP response expired at {next_update.isoformat()}",
+                                      params={"next_update": next_update.date().isoformat()})
+        if next_update is None and now - this_update > max_age_without_next_update + skew:
+            raise CertificateRejected("revocation_stale",
+                                      f"the OCSP response has no nextUpdate and is from {this_update.isoformat()}")
     status = single.certificate_status
     revoked_at = single.revocation_time_utc if status == ocsp.OCSPCertStatus.REVOKED else None
     reason = single.revocation_reason.name if status == ocsp.OCSPCertStatus.REVOKED and single.revocation_reason \

@@ -315,6 +315,11 @@ GOOD = ("good", THIS_UPDATE, None, None)
 
 @pytest.mark.parametrize(("entries", "expected"), [
     pytest.param((FRESH_GOOD, FRESH_REVOKED), REVOKED, id="good-then-revoked"),
+    # revocation is final (RFC 5280 §3.3): a stale answer still proves it, beside a fresh "good" too
+    pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR)),
+                 ("revoked", STALE_THIS_UPDATE, REVOKED_AT, "key_compromise"), id="stale-revoked-beside-fresh-good"),
+    pytest.param((replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR),),
+                 ("revoked", STALE_THIS_UPDATE, REVOKED_AT, "key_compromise"), id="only-a-stale-revoked"),
     pytest.param((FRESH_REVOKED, FRESH_GOOD), REVOKED, id="revoked-then-good"),
     pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, cert_id_hash="sha256")), REVOKED,
                  id="good-then-revoked-under-a-sha256-cert-id"),
@@ -371,9 +376,11 @@ def test_critical_single_extensions_of_every_entry_are_seen(
                  "revocation_response_invalid", "does not cover serial", id="only-other-serials"),
     pytest.param((STALE_GOOD, replace(STALE_GOOD, this_update=STALE_THIS_UPDATE - HOUR)), "revocation_stale",
                  "expired at", id="every-good-entry-stale"),
-    # the revocation decides, and is judged by its own times: never a way for the "good" entry through
-    pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR)),
-                 "revocation_stale", "expired at", id="stale-revoked-beside-fresh-good"),
+    # the revocation decides, and is judged by its own times: never a way for the "good" entry through; a hold
+    # may have been lifted since, so a stale one proves nothing (a revocation for good does: the table above)
+    pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR,
+                                      reason=x509.ReasonFlags.certificate_hold)),
+                 "revocation_stale", "expired at", id="stale-hold-beside-fresh-good"),
     # "unknown" only when no entry says good, so the stale "good" entry is the one judged
     pytest.param((STALE_GOOD, FRESH_UNKNOWN), "revocation_stale", "expired at", id="stale-good-beside-fresh-unknown"),
     pytest.param((STALE_GOOD, replace(FRESH_GOOD, this_update=NOW + HOUR, next_update=NOW + 2 * HOUR)),
