@@ -294,7 +294,7 @@ class RevocationChecker:
             url = str(stored["url"])
             fetched = dt.datetime.fromisoformat(stored["fetched"])
             shared_expiry = dt.datetime.fromisoformat(stored["expires"])
-            if shared_expiry.tzinfo is None or now >= shared_expiry:
+            if shared_expiry.tzinfo is None or fetched.tzinfo is None or now >= shared_expiry:
                 return None  # judged by this instance's clock, not by the store's wall-clock TTL
             # the shared copy is raw, signed data: verified here before it is trusted
             answer = verify_response(der, cert, issuer, now=now, skew=policy.skew,

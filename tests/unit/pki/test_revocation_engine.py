@@ -701,20 +701,55 @@ def _forged_revoked(ca: CertificateAuthority, cert: x509.Certificate, url: str) 
         forger.set_status(cert, "revoked")
         request = ocsp.load_der_ocsp_request(build_request(cert, ca.certificate, nonce=None, cert_id_hash="sha1"))
         der = forger.respond(request).public_bytes(serialization.Encoding.DER)
-    return json.dumps({"der": der.hex(), "url": url}).encode()
+    return json.dumps({"der": der.hex(), "url": url, "fetched": NOW.isoformat()}).encode()
+
+
+FETCHED = NOW.isoformat()  # a shared copy names when it was fetched (a copy without it is fetched anew)
+
+
+def _entry(**fields: object) -> bytes:
+    return json.dumps({"fetched": FETCHED, **fields}).encode()
 
 
 TAMPERED = [
-    pytest.param(lambda ca, cert, other, url: json.dumps({"der": "00ff" * 40, "url": url}).encode(),
-                 id="der-garbage"),
-    pytest.param(lambda ca, cert, other, url: json.dumps({"der": "not hex", "url": url}).encode(), id="der-not-hex"),
-    pytest.param(lambda ca, cert, other, url: json.dumps({"url": url}).encode(), id="der-missing"),
+    pytest.param(lambda ca, cert, other, url: _entry(der="00ff" * 40, url=url), id="der-garbage"),
+    pytest.param(lambda ca, cert, other, url: _entry(der="not hex", url=url), id="der-not-hex"),
+    pytest.param(lambda ca, cert, other, url: _entry(url=url), id="der-missing"),
     pytest.param(lambda ca, cert, other, url: b"{not json", id="not-json"),
-    pytest.param(lambda ca, cert, other, url: json.dumps({"der": 12345, "url": url}).encode(), id="der-not-a-string"),
+    pytest.param(lambda ca, cert, other, url: _entry(der=12345, url=url), id="der-not-a-string"),
     pytest.param(lambda ca, cert, other, url: json.dumps(["der", url]).encode(), id="json-array"),
     pytest.param(lambda ca, cert, other, url: other, id="answer-for-another-serial"),
     pytest.param(lambda ca, cert, other, url: _forged_revoked(ca, cert, url), id="revoked-signed-by-unrelated-key"),
+    pytest.param(lambda ca, cert, other, url: _entry(der="00ff", url=url, fetched="2026-03-02T09:30:00"),
+                 id="fetched-without-zone"),
+    pytest.param(lambda ca, cert, other, url: _entry(der="00ff", url=url, fetched="soon"), id="fetched-not-a-time"),
 ]
+
+
+@pytest.mark.parametrize("fetched", ["2026-03-02T09:30:00", "soon", None], ids=["without-zone", "not-a-time",
+                                                                               "missing"])
+def test_a_genuine_shared_answer_without_a_usable_fetch_time_is_fetched_anew(
+        responder: OcspResponder, instances: tuple[RevocationChecker, ...], ca: CertificateAuthority,
+        cert: x509.Certificate, redis_url: str, redis_prefix: str, fetched: str | None) -> None:
+    """The fetch time bounds how long the answer serves (max_cache_time counts from it): without a usable one,
+    even a genuine answer is not taken from the store."""
+    first, second = instances
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    check(first, cert, ca, pol)
+    client = redis.Redis.from_url(redis_url)
+    key = shared_ocsp_key(redis_url, redis_prefix, cert)
+    raw = client.get(key)
+    assert isinstance(raw, bytes)
+    stored = json.loads(raw)
+    if fetched is None:
+        del stored["fetched"]
+    else:
+        stored["fetched"] = fetched
+    client.set(key, json.dumps(stored).encode(), px=600_000)
+
+    outcome = check(second, cert, ca, pol)
+    assert [(c.status, c.cached) for c in outcome.checked] == [("good", False)]
+    assert responder.hits == 2
 
 
 @pytest.mark.parametrize("tamper", TAMPERED)
