@@ -23,12 +23,12 @@ from cryptography.exceptions import InvalidSignature
 
 from broker.config.schema import CertificateLogin
 from broker.errors import CertificateRejected
-from broker.pki.revocation.crls import distribution_point_urls, parse_crl, verify_crl
+from broker.pki.revocation.crls import CRL_FUTURE_TOLERANCE, distribution_point_urls, parse_crl, verify_crl
 from broker.pki.revocation.engine import RevocationChecker, RevocationPolicy
 from broker.pki.revocation.http import FetchError, HttpFetcher
 from broker.pki.revocation.ocsp import build_request, responder_urls, verify_response
 from broker.readiness.model import Check
-from broker.readiness.trust import name_of
+from broker.readiness.trust import issuing_cas, name_of
 
 
 class RevocationLookups:
@@ -82,9 +82,10 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
 def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
                 cas: Sequence[x509.Certificate], sample: x509.Certificate | None) -> list[Check]:
     checks: list[Check] = []
+    issuers: set[bytes] = set()   # the CAs a CRL was read from
     for f in cl.revocation.crl.files:
         checks.append(_judge_crl(f"file {f.path}", lambda f=f: Path(f.path).read_bytes(), cas, now, policy,
-                                 kind="file"))
+                                 kind="file", issuers=issuers))
     urls: list[str] = [str(u) for u in cl.revocation.crl.urls]
     if cl.revocation.crl.distribution_points:
         for cert in (*cl.intermediate_certificates(), *((sample,) if sample is not None else ())):
@@ -95,7 +96,9 @@ def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFet
                                 "Run readiness without --offline.", url))
             continue
         checks.append(_judge_crl(url, lambda url=url: fetcher.get(url, policy.crl_limits(), "application/pkix-crl"),
-                                 cas, now, policy, kind="url"))
+                                 cas, now, policy, kind="url", issuers=issuers))
+    if checks and all(c.status == "pass" for c in checks):  # a source that failed is reported already
+        checks += _uncovered_cas(cl, issuers)
     if not checks:
         checks.append(Check("revocation.crl", "warn", "no CRL source known",
                             "no CRL files or URLs are configured and no CA certificate names a distribution point; "
@@ -105,8 +108,20 @@ def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFet
     return checks
 
 
+def _uncovered_cas(cl: CertificateLogin, issuers: set[bytes]) -> list[Check]:
+    """An issuing CA of which no CRL was read, where CRLs are the only method and the users' certificates' own
+    distribution points are not used: every login with its cards ends in revocation_unavailable."""
+    if cl.revocation.methods != ("crl",) or cl.revocation.crl.distribution_points:
+        return []
+    return [Check("revocation.crl", "fail", "no CRL source for the issuing CA",
+                  f"no CRL file or URL gives a CRL from {name_of(ca)}, and CRLs are the only method: every login "
+                  "with its cards is refused (or soft-fails) as revocation_unavailable",
+                  "Add the CA's CRL to certificate.revocation.crl (files or urls).", name_of(ca))
+            for ca in issuing_cas(cl) if ca.subject.public_bytes() not in issuers]
+
+
 def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: dt.datetime,
-               policy: RevocationPolicy, *, kind: str) -> Check:
+               policy: RevocationPolicy, *, kind: str, issuers: set[bytes] | None = None) -> Check:
     assert callable(read)
     try:
         verified = verify_crl(parse_crl(read()), cas)
@@ -127,6 +142,13 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
                      "Ask the CA why its CRL does not verify; check that the configured CA certificates are "
                      "the ones that sign it.", where)
     issuer = verified.crl.issuer.rfc4514_string()
+    if issuers is not None:
+        issuers.add(verified.issuer_der)
+    if verified.this_update > now + CRL_FUTURE_TOLERANCE:  # the broker refuses it so (broker.pki.revocation.crls)
+        return Check("revocation.crl", "fail", "CRL not yet valid",
+                     f"{where}: issued by {issuer}; thisUpdate {verified.this_update:%Y-%m-%d %H:%M} UTC lies in the "
+                     "future: logins cannot use it", "Check the CA's clock (and this host's), and publish it again.",
+                     where)
     if verified.next_update is None:
         return Check("revocation.crl", "warn", "CRL without nextUpdate", f"{where}: issued by {issuer} "
                      f"{verified.this_update:%Y-%m-%d %H:%M}, no nextUpdate", "Ask the CA for CRLs with nextUpdate.",

@@ -14,6 +14,7 @@ from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.http import HttpFetcher
 from broker.pki.validator import CertificateValidator
+from broker.readiness.access import access_check
 from broker.readiness.broker_keys import broker_checks
 from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
 from broker.readiness.federation import federation_checks
@@ -105,9 +106,16 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
                     progress(f"{m.id}: synthetic login at {url}")
                     checks.append(synthetic_login(url, m.id, sample.path, key.path, timeout=timeout,
                                                   ca_file=options.ca_file))
+            elif options.login:  # asked for, and not run: say so rather than nothing
+                missing = "readiness.sample_certificate and sample_key" if sample is None \
+                    else "readiness.sample_key"
+                checks.append(Check("login.synthetic", "warn", "synthetic login not run",
+                                    f"--login was asked for, but {m.id} has no {missing}",
+                                    "Add a test card's certificate and key (test installations only) to run it."))
         elif m.config.saml is not None:
             progress(f"{m.id}: IdP metadata")
             checks += federation_checks(m, registry, now, window, timeout, options.network, options.ca_file)
+        checks.append(access_check(m, settings))
         sections.append(Section("municipality", m.id, m.config.name.en, tuple(checks), {
             "names": {"sv": m.config.name.sv, "en": m.config.name.en}, "status": m.status,
             "login": m.config.login}))

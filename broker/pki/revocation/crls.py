@@ -44,7 +44,7 @@ from broker.session.store import KeyValueStore
 log = logging.getLogger("broker.revocation")
 
 # a CRL issued a little ahead of our clock is fine; much further ahead, it is not ours to use yet
-_FUTURE_TOLERANCE = dt.timedelta(minutes=5)
+CRL_FUTURE_TOLERANCE = dt.timedelta(minutes=5)
 
 
 @by_identity(16384)
@@ -458,7 +458,7 @@ class CrlStore:
             raise ValueError(f"the CRL is older ({crl.this_update.isoformat()}, cRLNumber {crl.number}) than the one "
                              f"held from its issuer ({held.this_update.isoformat()}, cRLNumber {held.number}); kept "
                              "the newer one")
-        if crl.this_update > self._clock.now() + _FUTURE_TOLERANCE:
+        if crl.this_update > self._clock.now() + CRL_FUTURE_TOLERANCE:
             raise ValueError(f"the CRL's thisUpdate {crl.this_update.isoformat()} is in the future; "
                              "kept the one held")
         changed = held is None or _recency(crl) > _recency(held)

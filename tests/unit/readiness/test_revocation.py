@@ -288,7 +288,22 @@ def test_distribution_points_off_are_not_fetched(config_dir: Path, pki: Pki, fil
     result = kommun_a(configure(config_dir, pki, crl_block(urls=[root_url], distribution_points=False),
                                 sample=sample))
 
-    assert [c.subject for c in result.checks if c.id == "revocation.crl"] == [root_url]
+    assert [c.subject for c in result.checks if c.id == "revocation.crl" and c.status == "pass"] == [root_url]
+    # and so, CRLs the only method, nothing answers for the issuing CA's cards: the go-live failure, said
+    missing = [c for c in result.checks if c.id == "revocation.crl" and c.status == "fail"]
+    assert [(c.title, c.subject) for c in missing] == [("no CRL source for the issuing CA", "Kommun A Person CA")]
+
+
+def test_a_crl_from_the_future_fails_as_logins_cannot_use_it(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    """The broker does not adopt a CRL whose thisUpdate is more than 5 minutes ahead (broker.pki.revocation.crls):
+    readiness says so, rather than "fresh and signed"."""
+    url = files.put_crl("/crl/issuing.crl", pki.issuing.crl(this_update=NOW + 2 * DAY, next_update=NOW + 9 * DAY))
+    root_url = files.put_crl("/crl/root.crl", pki.root.crl())
+    result = kommun_a(configure(config_dir, pki, crl_block(urls=[url, root_url])))
+
+    check, = [c for c in result.checks if c.subject == url]
+    assert (check.status, check.title) == ("fail", "CRL not yet valid")
+    assert "lies in the future: logins cannot use it" in check.evidence
 
 
 def test_no_crl_source_known_warns(config_dir: Path, pki: Pki) -> None:
