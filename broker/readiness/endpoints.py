@@ -9,8 +9,10 @@ authentication asked later, per path (renegotiation, post-handshake), is impossi
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -18,7 +20,7 @@ from cryptography import x509
 from broker.config.schema import CertificateLogin
 from broker.pki.tls import EndpointProbe, probe_endpoint
 from broker.readiness.model import Check, Section
-from broker.readiness.trust import issuing_cas, name_of
+from broker.readiness.trust import issuing_cas, name_of, validity_check
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,21 @@ def probe(url: str, timeout: float) -> ProbedEndpoint:
         return ProbedEndpoint(url, None, f"{type(exc).__name__}: {exc}")
 
 
-def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int) -> Section:
-    """Checks about the endpoint itself; ``known``: the configured CAs' names (:func:`configured_names`)."""
+def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int, *,
+                     now: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(days=30)) -> Section:
+    """Checks about the endpoint itself; ``known``: the configured CAs' names (:func:`configured_names`). With
+    ``now``, also its own server certificate (valid, not expiring within ``window``, for the URL's host)."""
     url = found.url
     p = found.probe
-    if p is None:
+    if p is None:  # the documented keys, empty: a consumer of the JSON reads this endpoint like any other
         return Section("endpoint", url, url, (Check(
             "endpoint.handshake", "fail", "no TLS handshake", f"{url}: {found.error}",
-            "Check DNS, firewall and the TLS server at this address.", url),))
+            "Check DNS, firewall and the TLS server at this address.", url),),
+            {"tls_version": None, "alpn": None, "certificate_requested": None, "advertised": [], "ca_list_bytes": 0})
     checks = [Check("endpoint.handshake", "pass", "TLS handshake", f"{p.tls_version}, ALPN {p.alpn or 'none'}",
                     None, url)]
+    if now is not None and p.server_certificates:
+        checks.append(_server_certificate(url, p.server_certificates[0], now, window))
     if not p.certificate_requested:
         if p.alpn == "h2":
             checks.append(Check("endpoint.http2_per_path", "fail", "HTTP/2 without a certificate request",
@@ -173,6 +180,46 @@ def _unique(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
         if cert not in out:
             out.append(cert)
     return out
+
+
+def _server_certificate(url: str, leaf: x509.Certificate, now: dt.datetime, window: dt.timedelta) -> Check:
+    """The login page's own certificate: browsers block an expired one, or one for another host, before any
+    client certificate is asked for (RFC 6125 §6.4: the subjectAltName's DNS names and IP addresses)."""
+    host = urlsplit(url).hostname or ""
+    fix = "Renew the login host's TLS certificate (for this host name) and reload the proxy."
+    if not _names_host(leaf, host):
+        return Check("endpoint.server_certificate", "fail", "server certificate for another host",
+                     f"{name_of(leaf)} names {', '.join(_san_names(leaf)) or 'no subjectAltName'}, not {host}", fix,
+                     url, leaf.not_valid_after_utc)
+    found = validity_check("endpoint.server_certificate", "server certificate", leaf, now, window, fix=fix)
+    return replace(found, subject=url)
+
+
+def _san_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+
+
+def _names_host(cert: x509.Certificate, host: str) -> bool:
+    """Whether ``cert``'s subjectAltName names ``host``: an IP address exactly, a DNS name case-insensitively or
+    through a wildcard for the leftmost label only (RFC 6125 §6.4.3)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    host = host.lower().rstrip(".")
+    for name in _san_names(cert):
+        if address is not None:
+            if name == str(address):
+                return True
+            continue
+        dns = name.lower().rstrip(".")
+        if dns == host or (dns.startswith("*.") and "." in host and host.split(".", 1)[1] == dns[2:]):
+            return True
+    return False
 
 
 def encoding_twin(configured: x509.Name, advertised: Sequence[x509.Name]) -> str | None:

@@ -68,7 +68,8 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             probed.append(probe(url, timeout))
     cas = {m.id: (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())
            for m in settings.municipalities.values() if m.config.certificate is not None}
-    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes) for p in probed)
+    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes, now=now, window=window)
+                      for p in probed)
 
     crls = CrlStore(clock, fetcher=fetcher, shared=None)
     lookups = RevocationLookups()

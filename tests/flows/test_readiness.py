@@ -212,9 +212,12 @@ def configured_cas(config_dir: Path, mid: str) -> list[x509.Certificate]:
 
 
 @pytest.mark.parametrize(("setup", "advertises", "endpoint_checks", "exit_code"), [
-    ("advertised", "pass", [("endpoint.handshake", "pass"), ("endpoint.ca_list", "pass")], 0),
-    ("missing", "fail", [("endpoint.handshake", "pass"), ("endpoint.ca_list", "pass")], 1),
-    ("empty", "warn", [("endpoint.handshake", "pass"), ("endpoint.ca_list_empty", "warn")], 0),
+    ("advertised", "pass", [("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"),
+                            ("endpoint.ca_list", "pass")], 0),
+    ("missing", "fail", [("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"),
+                         ("endpoint.ca_list", "pass")], 1),
+    ("empty", "warn", [("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"),
+                       ("endpoint.ca_list_empty", "warn")], 0),
 ])
 def test_ca_list_of_a_real_tls_endpoint(config_dir: Path, identity: ServerIdentity, setup: str, advertises: str,
                                         endpoint_checks: list[tuple[str, str]], exit_code: int) -> None:

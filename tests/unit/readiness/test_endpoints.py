@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -25,6 +26,7 @@ from OpenSSL import SSL
 
 from broker.config.loader import Settings
 from broker.config.schema import CertificateLogin
+from broker.demo.certificates import SERVER_AUTH, CertificateAuthority, LeafProfile
 from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
 from broker.readiness.model import Section
 from tests.factories.http_files import FileServer
@@ -390,6 +392,41 @@ def test_a_middle_ca_covers_the_issuing_ca_below_it(config_dir: Path, serve) -> 
         f"{endpoint.url} advertises the CA Kommun A Policy CA, not the issuing CA Kommun A Person CA: browsers "
         "offer those cards only on PCs that hold Kommun A Person CA to build the chain to them (smart-card "
         "middleware usually installs it; /diagnose on a PC shows whether a certificate arrives)"))
+
+
+def _identity(*, days_left: int, san_dns: str | None = "localhost", san_ip: str | None = "127.0.0.1",
+              valid_from_days: int = -30) -> ServerIdentity:
+    ca = CertificateAuthority.root("Loopback TLS CA", NOW)
+    leaf = ca.issue(LeafProfile(common_name="login", eku=(SERVER_AUTH,), san_dns=san_dns, san_ip=san_ip,
+                                valid_from=NOW + dt.timedelta(days=valid_from_days),
+                                valid_until=NOW + dt.timedelta(days=days_left)))
+    return ServerIdentity(ca.certificate, (leaf.certificate, ca.certificate), leaf.key_pem())
+
+
+@pytest.mark.parametrize(("identity_of", "url_host", "status", "title"), [
+    (lambda: _identity(days_left=400), "127.0.0.1", "pass", "server certificate valid"),
+    (lambda: _identity(days_left=400), "localhost", "pass", "server certificate valid"),
+    (lambda: _identity(days_left=10), "127.0.0.1", "warn", "server certificate expires soon"),
+    (lambda: _identity(days_left=-2, valid_from_days=-400), "127.0.0.1", "fail", "server certificate expired"),
+    (lambda: _identity(days_left=400, san_dns="login.example.se", san_ip=None), "127.0.0.1", "fail",
+     "server certificate for another host"),
+    (lambda: _identity(days_left=400, san_dns="*.localhost", san_ip=None), "localhost", "fail",
+     "server certificate for another host"),
+], ids=["valid-ip", "valid-dns", "expiring", "expired", "another-host", "wildcard-is-not-the-bare-name"])
+def test_the_endpoints_own_certificate_is_judged(settings: Settings, identity_of: Any, url_host: str, status: str,
+                                                 title: str) -> None:
+    """Browsers block an expired login page, or one for another host, before any card is asked for."""
+    with TlsEndpoint(identity_of(), client_cas=cas(settings, "kommun-a")) as endpoint:
+        found = probe(endpoint.url.replace("127.0.0.1", url_host), TIMEOUT)
+    section = endpoint_section(found, known(settings), WARN_BYTES, now=NOW, window=dt.timedelta(days=30))
+
+    check = only(section, "endpoint.server_certificate")
+    assert (check.status, check.title) == (status, title)
+
+
+def test_an_endpoint_without_a_handshake_keeps_the_documented_keys(settings: Settings) -> None:
+    section = endpoint_section(probe("https://127.0.0.1:1/", TIMEOUT), known(settings), WARN_BYTES, now=NOW)
+    assert set(section.details) == {"tls_version", "alpn", "certificate_requested", "advertised", "ca_list_bytes"}
 
 
 # --- servers that demand a certificate, TLS 1.2 -------------------------------------------------------------
