@@ -510,8 +510,8 @@ def test_runner_probes_configured_and_extra_endpoints(config_dir: Path, serve) -
     report = readiness(settings, municipalities=["kommun-a"], endpoints=(bare.url, good.url))
 
     assert [s.id for s in report.endpoints] == [good.url, bare.url]  # each endpoint once
-    assert [(c.id, c.status) for c in report.endpoints[0].checks] == [("endpoint.handshake", "pass"),
-                                                                       ("endpoint.ca_list", "pass")]
+    assert [(c.id, c.status) for c in report.endpoints[0].checks] == [
+        ("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"), ("endpoint.ca_list", "pass")]
     assert statuses(report.endpoints[1], "endpoint.http2_per_path") == ["fail"]
     kommun_a = section(report, "kommun-a")
     assert [(c.status, c.subject) for c in kommun_a.checks if c.id == "endpoint.advertises"] == [
