@@ -56,34 +56,10 @@ def ca() -> CertificateAuthority:
 
 
 @pytest.fixture
-def cert(ca: CertificateAuthority) -> x509.Certificate:
-    return leaf(ca).certificate
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def responder(ca: CertificateAuthority) -> Iterator[OcspResponder]:
-    with OcspResponder(ca, now=NOW) as r:
-        yield r
-    assert r.errors == []
-
-
-@pytest.fixture
 def files() -> Iterator[FileServer]:
     with FileServer() as f:
         yield f
     assert f.errors == []
-
-
-@pytest.fixture
-def engine(clock: FixedClock) -> Iterator[RevocationChecker]:
-    c = checker(clock)
-    yield c
-    c.close()
 
 
 def check(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from broker.pki.revocation.crls import CrlSource, CrlStore, verify_crl
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
 from tests.factories.ocsp_responder import OcspResponder
-from tests.factories.revocation import HOUR, MINUTE, NOW, checker, leaf, person_ca, policy
+from tests.factories.revocation import HOUR, MINUTE, NOW, person_ca, policy
 
 DAY = dt.timedelta(days=1)
 SKEW = dt.timedelta(minutes=5)
@@ -40,30 +39,8 @@ LIMITS = FetchLimits(2, 5, 1 << 20)
 
 @pytest.fixture
 def ca() -> CertificateAuthority:
+    """A CA of the test's own (the engine tests' is the module's): these tests revoke its cards."""
     return person_ca()
-
-
-@pytest.fixture
-def cert(ca: CertificateAuthority) -> x509.Certificate:
-    return leaf(ca).certificate
-
-
-@pytest.fixture
-def clock() -> FixedClock:
-    return FixedClock(NOW)
-
-
-@pytest.fixture
-def responder(ca: CertificateAuthority) -> Iterator[OcspResponder]:
-    with OcspResponder(ca, now=NOW) as r:
-        yield r
-
-
-@pytest.fixture
-def engine(clock: FixedClock) -> Iterator[RevocationChecker]:
-    c = checker(clock)
-    yield c
-    c.close()
 
 
 def outcome(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
