@@ -22,11 +22,12 @@ DEFAULT_HSA_ID_PATTERN = r"SE[0-9]{10}-[A-Za-z0-9]+"
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 
 
-def check_personnummer(value: str, today: dt.date | None = None) -> None:
+def check_personnummer(value: str, today: dt.date | None) -> None:
     """Raise ValueError unless ``value`` is a 12-digit personnummer or samordningsnummer.
 
-    The date part must exist (a samordningsnummer adds 60 to the day) and, given ``today``, not lie after it:
-    it is the holder's date of birth. The last digit is the Luhn check over the 10-digit form YYMMDDNNNC.
+    The date part must exist (a samordningsnummer adds 60 to the day) and not lie after ``today``: it is the
+    holder's date of birth (None: the caller has no date to judge by, and says so). The last digit is the Luhn
+    check over the 10-digit form YYMMDDNNNC.
     """
     if not re.fullmatch(r"[0-9]{12}", value):  # not \d: it matches digits of every script
         raise ValueError("a personnummer has 12 digits (YYYYMMDDNNNN)")
@@ -104,9 +105,9 @@ U+2028) and control characters are no padding: the value with them is another va
 
 
 def extract_identity(cert: x509.Certificate, rule: IdentityRule, municipality_id: str,
-                     today: dt.date | None = None) -> Identity:
+                     today: dt.date | None) -> Identity:
     """Apply ``rule`` to ``cert``; raise ``identity_missing`` or ``identity_invalid``. ``today``: a personnummer
-    born after it is refused (:func:`check_personnummer`)."""
+    born after it is refused (:func:`check_personnummer`; None only where no personnummer can be asked for)."""
     if rule.source == "subject_serial_number":
         value = _single_subject_value(cert, NameOID.SERIAL_NUMBER)
     else:
@@ -198,7 +199,8 @@ def named_organization(cert: x509.Certificate, source: str, rule: IdentityRule) 
     "SE2120001009", ETSI EN 319 412-1's "NTRSE-2120001009", or the plain number with or without its hyphen.
     """
     if source == "hsa_id":
-        key = extract_identity(cert, rule, "").key
+        # no birth date to judge: organization_from hsa_id goes with identity.type hsa_id (the config check)
+        key = extract_identity(cert, rule, "", None).key
         found = _HSA_ORGANIZATION.match(key)
         return found.group(1) if found else None
     if source == "organization_identifier":

@@ -35,7 +35,7 @@ def own_hsa_id_pattern(organization_number: str) -> str:
 
 
 def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, ...]],
-                municipality_id: str, organization_number: str, today: dt.date | None = None) -> Identity:
+                municipality_id: str, organization_number: str, today: dt.date) -> Identity:
     """The user, by the municipality's identity rule; every required attribute must be there (``today``: a
     personnummer born after it is refused).
 

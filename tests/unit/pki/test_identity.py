@@ -69,12 +69,12 @@ ACCEPTED = [
 
 @pytest.mark.parametrize(("make", "rule", "kind", "key"), ACCEPTED)
 def test_identity_extracted(h: Hierarchy, make: MakeCert, rule: IdentityRule, kind: str, key: str) -> None:
-    identity = extract_identity(make(h), rule, "kommun-a")
+    identity = extract_identity(make(h), rule, "kommun-a", NOW.date())
     assert (identity.kind, identity.key, identity.municipality_id) == (kind, key, "kommun-a")
 
 
 def test_identity_carries_names_from_subject(h: Hierarchy) -> None:
-    identity = extract_identity(h.leaf().certificate, HSA, "kommun-a")
+    identity = extract_identity(h.leaf().certificate, HSA, "kommun-a", NOW.date())
     assert (identity.given_name, identity.surname, identity.display_name) == ("Anna", "Andersson", "Anna Andersson")
 
 
@@ -118,13 +118,13 @@ REJECTED = [
 @pytest.mark.parametrize(("make", "rule", "reason"), REJECTED)
 def test_identity_rejected(h: Hierarchy, make: MakeCert, rule: IdentityRule, reason: str) -> None:
     with pytest.raises(CertificateRejected) as caught:
-        extract_identity(make(h), rule, "kommun-a")
+        extract_identity(make(h), rule, "kommun-a", NOW.date())
     assert caught.value.reason == reason
 
 
 def test_missing_identity_names_the_field(h: Hierarchy) -> None:
     with pytest.raises(CertificateRejected) as caught:
-        extract_identity(h.leaf(serial_number=None).certificate, HSA, "kommun-a")
+        extract_identity(h.leaf(serial_number=None).certificate, HSA, "kommun-a", NOW.date())
     assert caught.value.params == {"field": "subject serialNumber"}
 
 
@@ -136,7 +136,7 @@ def test_missing_identity_names_the_field(h: Hierarchy) -> None:
 ])
 def test_invalid_personnummer_is_not_repeated_in_the_error(h: Hierarchy, value: str, rule: IdentityRule) -> None:
     with pytest.raises(CertificateRejected) as caught:
-        extract_identity(h.leaf(serial_number=value).certificate, rule, "kommun-a")
+        extract_identity(h.leaf(serial_number=value).certificate, rule, "kommun-a", NOW.date())
     assert caught.value.reason == "identity_invalid"
     assert value not in str(caught.value)
     assert value not in caught.value.detail
@@ -145,7 +145,7 @@ def test_invalid_personnummer_is_not_repeated_in_the_error(h: Hierarchy, value: 
 
 def test_a_refused_hsa_id_is_described_by_its_shape(h: Hierarchy) -> None:
     with pytest.raises(CertificateRejected) as caught:
-        extract_identity(h.leaf(serial_number=PERSONNUMMER_VALID).certificate, HSA, "kommun-a")
+        extract_identity(h.leaf(serial_number=PERSONNUMMER_VALID).certificate, HSA, "kommun-a", NOW.date())
     assert "(12 characters: digits)" in caught.value.detail
 
 
@@ -158,7 +158,7 @@ def test_a_refused_hsa_id_is_described_by_its_shape(h: Hierarchy) -> None:
     pytest.param(PERSONNUMMER_LEAP_DAY, id="leap-day"),
 ])
 def test_check_personnummer_accepts(value: str) -> None:
-    check_personnummer(value)
+    check_personnummer(value, NOW.date())
 
 
 @pytest.mark.parametrize(("value", "message"), [
@@ -173,4 +173,4 @@ def test_check_personnummer_accepts(value: str) -> None:
 ])
 def test_check_personnummer_refuses(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        check_personnummer(value)
+        check_personnummer(value, NOW.date())

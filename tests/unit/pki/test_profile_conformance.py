@@ -177,7 +177,7 @@ def test_an_identity_with_unicode_space_or_a_control_character_is_refused(h: Hie
     subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
                          x509.NameAttribute(NameOID.SERIAL_NUMBER, HSA_ID + suffix, _type=_ASN1Type.UTF8String)])
     with pytest.raises(CertificateRejected) as caught:
-        extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a")
+        extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a", NOW.date())
     assert caught.value.reason == "identity_invalid"
 
 
@@ -186,4 +186,5 @@ def test_xml_white_space_around_an_identity_is_padding(h: Hierarchy, padding: st
     subject = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "SE"),
                          x509.NameAttribute(NameOID.SERIAL_NUMBER, padding + HSA_ID + padding,
                                             _type=_ASN1Type.UTF8String)])
-    assert extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a").key == HSA_ID
+    identity = extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a", NOW.date())
+    assert identity.key == HSA_ID
