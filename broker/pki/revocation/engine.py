@@ -128,14 +128,20 @@ class _Cached:
     def until(self, policy: RevocationPolicy) -> dt.datetime:
         """How long the answer serves ``policy``, the one asking now: another municipality's (a shared CA), or the
         same after a reload, may allow an answer less time than the policy that fetched it."""
-        config = policy.config
-        fresh_until = self.answer.next_update or (
-            self.answer.this_update + config.ocsp.max_age_without_next_update.timedelta)
-        return min(self.expires, self.fetched + config.max_cache_time.timedelta, fresh_until)
+        return min(self.expires, _serves_until(self.answer, self.fetched, policy))
 
     def serves(self, policy: RevocationPolicy, now: dt.datetime) -> bool:
         """Fresh enough for ``policy`` now, and fetched with a nonce if ``policy`` asks for one."""
         return now < self.until(policy) and (self.nonced or not policy.config.ocsp.nonce)
+
+
+def _serves_until(answer: OcspAnswer, fetched: dt.datetime, policy: RevocationPolicy) -> dt.datetime:
+    """Until when ``answer`` serves ``policy``: its nextUpdate (or thisUpdate + ``max_age_without_next_update``),
+    and no longer than ``max_cache_time`` counted from when it was fetched (a shared copy read later is no fresher
+    for it)."""
+    config = policy.config
+    fresh_until = answer.next_update or (answer.this_update + config.ocsp.max_age_without_next_update.timedelta)
+    return min(fresh_until, fetched + config.max_cache_time.timedelta)
 
 
 class RevocationChecker:
@@ -314,10 +320,7 @@ class RevocationChecker:
     def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
                   *, der: bytes | None, fetched: dt.datetime, nonced: bool,
                   not_after: dt.datetime | None = None) -> _Cached:
-        fresh_until = answer.next_update or (
-            answer.this_update + policy.config.ocsp.max_age_without_next_update.timedelta)
-        # counted from when it was fetched: a shared copy read later is no fresher for it
-        expires = min(fresh_until, fetched + policy.config.max_cache_time.timedelta)
+        expires = _serves_until(answer, fetched, policy)
         if not_after is not None:  # a shared copy keeps the expiry its fetcher gave it
             expires = min(expires, not_after)
         entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)), fetched, nonced)
