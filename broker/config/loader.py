@@ -172,21 +172,24 @@ def load_settings(config_dir: Path) -> Settings:
                         owners.append((mid, ("certificate", key, fi)))
     differing: set[str] = set()
     for ca, owners in claimed.values():
-        first = municipalities[owners[0][0]].config.certificate
+        if len(owners) < 2:
+            continue
+        first_id = owners[0][0]
+        first = municipalities[first_id].config.certificate
         for mid, where in owners:
-            co_owners = [owner for owner, _ in owners if owner != mid]
             cl = municipalities[mid].config.certificate
-            if co_owners and cl is not None and cl.organization_from == "none":
+            if cl is None or first is None:  # pragma: no cover - only certificate municipalities claim CAs
+                continue
+            if cl.organization_from == "none":
+                co_owners = ", ".join(repr(owner) for owner, _ in owners if owner != mid)
                 issues.append(sources[mid].issue(where, (
-                    f"CA {ca} also issues to {', '.join(repr(o) for o in co_owners)}: set "
-                    "certificate.organization_from (hsa_id or organization_identifier) in each of them, so that a "
-                    "certificate names its municipality")))
+                    f"CA {ca} also issues to {co_owners}: set certificate.organization_from (hsa_id or "
+                    "organization_identifier) in each of them, so that a certificate names its municipality")))
             # the shared CA's status is one answer, cached once for all of them: under one policy
-            if first is not None and cl is not None and mid not in differing \
-                    and _same_checks(cl.revocation) != _same_checks(first.revocation):
+            if mid not in differing and _same_checks(cl.revocation) != _same_checks(first.revocation):
                 differing.add(mid)
                 issues.append(sources[mid].issue(("certificate", "revocation"), (
-                    f"CA {ca} also issues to {owners[0][0]!r}, whose revocation settings differ: municipalities "
+                    f"CA {ca} also issues to {first_id!r}, whose revocation settings differ: municipalities "
                     "sharing a CA check its certificates' status the same way; make certificate.revocation the "
                     "same in each")))
 

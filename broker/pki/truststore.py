@@ -16,7 +16,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.verification import Store
 
-from broker.config.schema import CertificateLogin, IdentityRule, MunicipalityConfig, RevocationConfig
+from broker.config.schema import (
+    CertificateLogin,
+    IdentityRule,
+    MunicipalityConfig,
+    OrganizationSource,
+    RevocationConfig,
+)
 from broker.config.yamlsource import KeyPath
 from broker.errors import CertificateRejected
 from broker.model import KNOWN_LOAS, Loa
@@ -48,7 +54,7 @@ class TrustDomain:
     identity: IdentityRule | None = None
     status: str = "active"
     organization_number: str = ""
-    organization_from: str = "none"   # certificate.organization_from
+    organization_from: OrganizationSource = "none"   # certificate.organization_from
 
     def issuing_names(self) -> set[bytes]:
         """DER subject names of every CA that may issue this domain's leaf certificates."""

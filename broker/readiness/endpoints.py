@@ -135,7 +135,7 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
     covering = {id(c): [a for a in _above(c, cl) if a.subject.public_bytes() in names] for c in missing}
     uncovered = [c for c in missing if not covering[id(c)]]
     if not uncovered:
-        above = _unique(a for c in missing for a in covering[id(c)])
+        above = _distinct(a for c in missing for a in covering[id(c)])
         all_roots = all(a in cl.anchors() for a in above)
         also = f" and {_names(present)}" if present else ""
         return Check("endpoint.advertises", "pass", "users will be offered their certificate",
@@ -146,7 +146,7 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
                      "arrives)", None, url)
     covered = [c for c in issuing if c not in uncovered]
     title = "certificate will not be offered" if not covered else "some cards will not be offered"
-    roots = _unique(a for c in uncovered for a in _above(c, cl) if a in cl.anchors()) or list(cl.anchors())
+    roots = _distinct(a for c in uncovered for a in _above(c, cl) if a in cl.anchors()) or list(cl.anchors())
     what = f"neither the root ({_names(roots)}) nor the {_issuing(uncovered)}" \
         if cl.intermediate_certificates() else f"not the root {_names(uncovered)}"
     twins = [twin for cert in [*roots, *uncovered] if (twin := encoding_twin(cert.subject, p.ca_names))]
@@ -167,19 +167,15 @@ def _above(cert: x509.Certificate, cl: CertificateLogin) -> list[x509.Certificat
     found: list[x509.Certificate] = []
     level = [cert]
     while level:
-        parents = _unique(ca for child in level if child.issuer != child.subject
+        parents = _distinct(ca for child in level if child.issuer != child.subject
                           for ca in cas if ca.subject == child.issuer and ca not in found and ca is not cert)
         found += parents
         level = parents
     return found
 
 
-def _unique(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
-    out: list[x509.Certificate] = []
-    for cert in certs:
-        if cert not in out:
-            out.append(cert)
-    return out
+def _distinct(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    return list(dict.fromkeys(certs))  # in order, each once
 
 
 def _server_certificate(url: str, leaf: x509.Certificate, now: dt.datetime, window: dt.timedelta) -> Check:
