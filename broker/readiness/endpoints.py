@@ -5,38 +5,111 @@ Browsers offer only certificates that chain to a CA named in the server's Certif
 handshake reads that list; each municipality's issuing or root CA must be in it. Client
 authentication asked later, per path (renegotiation, post-handshake), is impossible over HTTP/2
 (RFC 9113 §9.2.1) and unsupported by browsers over TLS 1.3.
+
+A login host name behind a load balancer or DNS round robin resolves to several addresses, and each
+browser reaches one of them: every address is probed (with the host name as SNI, RFC 6066 §3), so a
+node still serving last year's CA bundle or certificate is found, not only the first one that answers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Iterable, Sequence
+import socket
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from broker.config.schema import CertificateLogin
 from broker.pki.tls import EndpointProbe, probe_endpoint
-from broker.readiness.model import Check, Section
+from broker.readiness.model import RANK, Check, Section
 from broker.readiness.trust import issuing_cas, name_of, validity_check
+
+# more addresses than this behind one login host name are not probed (each may take the whole timeout)
+MAX_ADDRESSES = 16
+
+Resolver = Callable[[str, int], Sequence[str]]
+
+
+def resolve_addresses(host: str, port: int) -> list[str]:
+    """The distinct addresses ``host`` resolves to for TCP, in the resolver's order (a literal: itself)."""
+    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
 @dataclass(frozen=True)
-class ProbedEndpoint:
-    url: str
+class AddressProbe:
+    """One address of an endpoint's host name: what its handshake showed, or why there was none."""
+
+    address: str
     probe: EndpointProbe | None
     error: str | None
 
 
-def probe(url: str, timeout: float) -> ProbedEndpoint:
+@dataclass(frozen=True)
+class ProbedEndpoint:
+    """An endpoint URL probed at every address its host resolves to. ``probe`` is the first address that
+    answered (``error`` the first failure when none did); ``addresses`` each address's own handshake, in the
+    resolver's order (empty when the URL has no address to try)."""
+
+    url: str
+    probe: EndpointProbe | None
+    error: str | None
+    addresses: tuple[AddressProbe, ...] = ()
+    unprobed: int = 0   # addresses past MAX_ADDRESSES
+
+    def answers(self) -> list[tuple[list[str], EndpointProbe]]:
+        """The distinct answers, each with the addresses that gave it, in order of first appearance (one entry
+        when every address answers alike)."""
+        grouped: dict[tuple[object, ...], tuple[list[str], EndpointProbe]] = {}
+        for a in self.addresses:
+            if a.probe is not None:
+                grouped.setdefault(_answer_key(a.probe), ([], a.probe))[0].append(a.address)
+        if not grouped and self.probe is not None:
+            return [([], self.probe)]
+        return list(grouped.values())
+
+
+def _answer_key(p: EndpointProbe) -> tuple[object, ...]:
+    """What decides a browser's experience at an address: the CA names as encoded, whether a certificate is
+    asked for, the protocol and the server's certificates."""
+    return (tuple(n.public_bytes() for n in p.ca_names), p.certificate_requested, p.alpn, p.tls_version,
+            tuple(c.fingerprint(hashes.SHA256()) for c in p.server_certificates))
+
+
+def probe(url: str, timeout: float, resolve: Resolver = resolve_addresses) -> ProbedEndpoint:
+    """Handshake with every address of ``url``'s host (each bounded by ``timeout``), the host name as SNI."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
-        return ProbedEndpoint(url, probe_endpoint(host, port, server_name=host, timeout=timeout), None)
-    except (OSError, ValueError) as exc:  # no handshake at all (or no address to try one with): the finding
+        addresses = [host] if _is_address(host) else list(resolve(host, port))
+        if not addresses:
+            raise OSError(f"{host} resolves to no address")
+    except (OSError, ValueError) as exc:  # no address to try a handshake with: the finding
         return ProbedEndpoint(url, None, f"{type(exc).__name__}: {exc}")
+    found: list[AddressProbe] = []
+    for address in addresses[:MAX_ADDRESSES]:
+        try:
+            found.append(AddressProbe(address, probe_endpoint(address, port, server_name=host, timeout=timeout),
+                                      None))
+        except (OSError, ValueError) as exc:  # no handshake at this address
+            found.append(AddressProbe(address, None, f"{type(exc).__name__}: {exc}"))
+    first = next((a for a in found if a.probe is not None), None)
+    error = None
+    if first is None:
+        error = found[0].error if len(found) == 1 else "; ".join(f"{a.address}: {a.error}" for a in found)
+    return ProbedEndpoint(url, first.probe if first else None, error, tuple(found),
+                          max(0, len(addresses) - MAX_ADDRESSES))
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int, *,
@@ -45,11 +118,29 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_
     ``now``, also its own server certificate (valid, not expiring within ``window``, for the URL's host)."""
     url = found.url
     p = found.probe
+    addresses = [{"address": a.address, "error": a.error,
+                  "advertised": [n.rfc4514_string() for n in a.probe.ca_names] if a.probe else []}
+                 for a in found.addresses]
     if p is None:  # the documented keys, empty: a consumer of the JSON reads this endpoint like any other
         return Section("endpoint", url, url, (Check(
             "endpoint.handshake", "fail", "no TLS handshake", f"{url}: {found.error}",
             "Check DNS, firewall and the TLS server at this address.", url),),
-            {"tls_version": None, "alpn": None, "certificate_requested": None, "advertised": [], "ca_list_bytes": 0})
+            {"tls_version": None, "alpn": None, "certificate_requested": None, "advertised": [], "ca_list_bytes": 0,
+             "addresses": addresses})
+    answers = found.answers()
+    checks = merged([(where, _answer_checks(url, answer, known, warn_bytes, now, window))
+                     for where, answer in answers])
+    if len(found.addresses) > 1:
+        checks.append(_addresses_check(found, answers))
+    advertised = [n.rfc4514_string() for n in p.ca_names]
+    return Section("endpoint", url, url, tuple(checks),
+                   {"tls_version": p.tls_version, "alpn": p.alpn, "certificate_requested": p.certificate_requested,
+                    "advertised": advertised, "ca_list_bytes": p.ca_list_bytes, "addresses": addresses})
+
+
+def _answer_checks(url: str, p: EndpointProbe, known: dict[bytes, x509.Name], warn_bytes: int,
+                   now: dt.datetime | None, window: dt.timedelta) -> list[Check]:
+    """The endpoint's checks on one answer (of one or more of its addresses)."""
     checks = [Check("endpoint.handshake", "pass", "TLS handshake", f"{p.tls_version}, ALPN {p.alpn or 'none'}",
                     None, url)]
     if now is not None and p.server_certificates:
@@ -89,10 +180,76 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_
         checks.append(Check("endpoint.ca_list_size", "warn", "CA list near the 16 KB limit",
                             f"{p.ca_list_bytes} bytes advertised; some servers and clients cut lists near 16 KB",
                             "Advertise only the issuing CAs, not whole bundles.", url))
-    advertised = [n.rfc4514_string() for n in p.ca_names]
-    return Section("endpoint", url, url, tuple(checks),
-                   {"tls_version": p.tls_version, "alpn": p.alpn, "certificate_requested": p.certificate_requested,
-                    "advertised": advertised, "ca_list_bytes": p.ca_list_bytes})
+    return checks
+
+
+def merged(answers: Sequence[tuple[Sequence[str], Sequence[Check]]]) -> list[Check]:
+    """One list of checks from the checks on each distinct answer of an endpoint's addresses: a check every
+    answer gives alike once, as it is; otherwise, per check id, the worst of them, its evidence naming the
+    addresses of each variant ("at 10.0.0.2: ..."), so the node to fix is in the report."""
+    if len(answers) == 1:
+        return list(answers[0][1])
+    ids = list(dict.fromkeys(c.id for _, checks in answers for c in checks))
+    out = []
+    for check_id in ids:
+        variants = [(where, c) for where, checks in answers for c in checks if c.id == check_id]
+        if len(variants) == len(answers) and all(c == variants[0][1] for _, c in variants):
+            out.append(variants[0][1])
+            continue
+        worst_one = max((c for _, c in variants), key=lambda c: RANK[c.status])
+        evidence = "; ".join(f"at {', '.join(where)}: {c.evidence}" for where, c in variants)
+        absent = [a for where, checks in answers if not any(c.id == check_id for c in checks) for a in where]
+        if absent:
+            evidence += f" (not at {', '.join(absent)})"
+        some = len({c.status for _, c in variants}) > 1 or bool(absent)
+        out.append(replace(worst_one, title=worst_one.title + (" at some addresses" if some else ""), evidence=evidence,
+                           expires=min((c.expires for _, c in variants if c.expires is not None), default=None)))
+    return out
+
+
+def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], EndpointProbe]]) -> Check:
+    """Whether every address of the endpoint's host name answers alike: each browser reaches one of them, so a
+    node left with an old client-CA bundle or server certificate fails the users it happens to serve."""
+    url = found.url
+    silent = [a for a in found.addresses if a.probe is None]
+    beyond = f"; {found.unprobed} more addresses not probed" if found.unprobed else ""
+    if len(answers) > 1:
+        described = "; ".join(f"{', '.join(where)}: {_describe(p)}" for where, p in answers)
+        none = "".join(f"; {a.address} gives no handshake ({a.error})" for a in silent)
+        return Check("endpoint.addresses", "fail", "the addresses answer differently",
+                     f"{url} resolves to {len(found.addresses)} addresses, which answer differently ({described}"
+                     f"{none}): users are offered their certificate, or see a valid login page, depending on the "
+                     "node they reach" + _differences(answers) + beyond,
+                     "Give every node behind this host name the same client-CA bundle (`broker proxy-config` "
+                     "output) and server certificate, reload each, and run `broker readiness` again.", url)
+    if silent:
+        return Check("endpoint.addresses", "warn", "some addresses give no handshake",
+                     "; ".join(f"{a.address}: {a.error}" for a in silent)
+                     + f" (the other {len(found.addresses) - len(silent)} answer alike){beyond}",
+                     "Fix the node at that address or remove it from DNS / the load balancer: browsers that reach "
+                     "it wait, then try another address or fail.", url)
+    return Check("endpoint.addresses", "pass", "every address answers alike",
+                 f"{len(found.addresses)} addresses: {', '.join(a.address for a in found.addresses)}{beyond}",
+                 None, url)
+
+
+def _describe(p: EndpointProbe) -> str:
+    requested = f"{len(p.ca_names)} CA names" if p.certificate_requested else "no certificate request"
+    leaf = f", server certificate {name_of(p.server_certificates[0])} until " \
+        f"{p.server_certificates[0].not_valid_after_utc:%Y-%m-%d}" if p.server_certificates else ""
+    return f"{p.tls_version}, {requested}{leaf}"
+
+
+def _differences(answers: list[tuple[list[str], EndpointProbe]]) -> str:
+    """The CA names some addresses advertise and others do not (what makes the difference for a card)."""
+    everywhere = set.intersection(*({n.public_bytes() for n in p.ca_names} for _, p in answers))
+    notes = []
+    for where, p in answers:
+        own = [n.rfc4514_string() for n in p.ca_names if n.public_bytes() not in everywhere]
+        if own:
+            notes.append(f"only {', '.join(where)} advertise{'s' if len(where) == 1 else ''} {'; '.join(own[:5])}"
+                         + (" ..." if len(own) > 5 else ""))
+    return (": " + "; ".join(notes)) if notes else ""
 
 
 REGENERATE_BUNDLE = ("Regenerate the proxy's client-CA bundle from this configuration (`broker proxy-config nginx "
@@ -112,10 +269,14 @@ def advertised_check(cl: CertificateLogin, found: ProbedEndpoint) -> Check:
     the root of another hierarchy of the municipality's.
     """
     url = found.url
-    p = found.probe
-    if p is None:
+    if found.probe is None:
         return Check("endpoint.advertises", "fail", "endpoint not reachable", f"{url}: {found.error}",
                      "Fix the endpoint first (see its own checks).", url)
+    # a card must be offered at whichever address the browser reaches: the worst address decides
+    return merged([(where, [_advertised(cl, url, p)]) for where, p in found.answers()])[0]
+
+
+def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
     if not p.certificate_requested:
         return Check("endpoint.advertises", "fail", "no certificate requested",
                      f"{url} asks for no client certificate in the handshake", "See the endpoint's checks.", url)

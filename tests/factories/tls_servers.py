@@ -61,14 +61,16 @@ class ServerIdentity:
 
 
 class TlsEndpoint:
-    """A TLS server on 127.0.0.1:<free port> that completes handshakes, then closes (it serves no HTTP)."""
+    """A TLS server on 127.0.0.1:<free port> (or ``host``:``port``: another loopback address, for a host name
+    with several addresses) that completes handshakes, then closes (it serves no HTTP)."""
 
     def __init__(self, identity: ServerIdentity, *, client_cas: Sequence[x509.Certificate] = (),
                  request_certificate: bool = True, require_certificate: bool = False,
                  alpn: Sequence[bytes] = (b"http/1.1",), max_version: int | None = None,
-                 silent: bool = False) -> None:
+                 silent: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
         self.advertised = tuple(c.subject for c in client_cas) if request_certificate else ()
         self.handshakes: list[tuple[bool, str | None, str | None, str | None]] = []
+        self.server_names: list[str | None] = []  # each handshake's SNI, in the order of ``handshakes``
         self._silent = silent
         tls = ClientCertTLS(identity.chain, identity.key_pem, client_cas)
         ctx = tls.context
@@ -91,7 +93,8 @@ class TlsEndpoint:
         self._context = ctx
         self._stopping = threading.Event()
         self._held: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host = host
+        self._listener = socket.create_server((host, port))
         self._listener.settimeout(0.05)
         self.port: int = int(self._listener.getsockname()[1])
         self._thread = threading.Thread(target=self._serve, name=f"TlsEndpoint:{self.port}", daemon=True)
@@ -99,7 +102,7 @@ class TlsEndpoint:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def _serve(self) -> None:
         while not self._stopping.is_set():
@@ -127,8 +130,10 @@ class TlsEndpoint:
                 with contextlib.suppress(SSL.Error, OSError):
                     conn.recv(1)  # the client's close_notify (or its EOF), so its reads never see a reset
             except (SSL.Error, OSError) as exc:
+                self.server_names.append(_server_name(conn))
                 self.handshakes.append((False, None, None, str(exc) or type(exc).__name__))
                 return
+            self.server_names.append(_server_name(conn))
             negotiated = conn.get_alpn_proto_negotiated()
             self.handshakes.append((True, conn.get_protocol_version_name(),
                                     negotiated.decode() if negotiated else None, None))
@@ -161,3 +166,8 @@ class TlsEndpoint:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _server_name(conn: SSL.Connection) -> str | None:
+    name = conn.get_servername()
+    return name.decode() if name else None

@@ -86,7 +86,8 @@ def serve(identity: ServerIdentity) -> Iterator[object]:
     started: list[TlsEndpoint] = []
 
     def start(**options: object) -> TlsEndpoint:
-        endpoint = TlsEndpoint(identity, **options)  # type: ignore[arg-type]
+        own = options.pop("identity", identity)  # another server certificate than the module's
+        endpoint = TlsEndpoint(own, **options)  # type: ignore[arg-type]
         started.append(endpoint)
         return endpoint
 
@@ -426,7 +427,10 @@ def test_the_endpoints_own_certificate_is_judged(settings: Settings, identity_of
 
 def test_an_endpoint_without_a_handshake_keeps_the_documented_keys(settings: Settings) -> None:
     section = endpoint_section(probe("https://127.0.0.1:1/", TIMEOUT), known(settings), WARN_BYTES, now=NOW)
-    assert set(section.details) == {"tls_version", "alpn", "certificate_requested", "advertised", "ca_list_bytes"}
+    assert set(section.details) == {"tls_version", "alpn", "certificate_requested", "advertised", "ca_list_bytes",
+                                    "addresses"}
+    assert section.details["addresses"] == [
+        {"address": "127.0.0.1", "error": section.details["addresses"][0]["error"], "advertised": []}]
 
 
 # --- servers that demand a certificate, TLS 1.2 -------------------------------------------------------------
@@ -552,3 +556,125 @@ def test_endpoints_are_not_probed_offline(config_dir: Path, serve) -> None:  # t
 
     assert report.endpoints == ()
     assert endpoint.handshakes == []
+
+
+# --- a host name with several addresses (load balancer nodes, DNS round robin) ----------------------------------
+
+
+@pytest.fixture
+def nodes(serve):  # type: ignore[no-untyped-def]
+    """``nodes(options_1, options_2, ...)``: one TLS endpoint per loopback address 127.0.0.N, all on one port, and
+    the URL ``https://localhost:<port>`` with a resolver that gives those addresses in order (as DNS gives a
+    load-balanced login host's nodes); an options value None leaves that address without a server."""
+    def start(*options: dict[str, Any] | None) -> tuple[str, Any, list[TlsEndpoint]]:
+        first = serve(**(options[0] or {}))
+        port = first.port
+        started = [first]
+        for i, more in enumerate(options[1:], start=2):
+            if more is not None:
+                started.append(serve(host=f"127.0.0.{i}", port=port, **more))
+        addresses = [f"127.0.0.{i}" for i in range(1, len(options) + 1)]
+        if options[0] is None:
+            first.stop()
+        return f"https://localhost:{port}", lambda host, _port: addresses if host == "localhost" else [], started
+
+    return start
+
+
+def test_every_address_of_the_login_host_is_probed(settings: Settings, nodes) -> None:  # type: ignore[no-untyped-def]
+    url, resolve, endpoints = nodes(*[{"client_cas": cas(settings, "kommun-a")}] * 2)
+
+    found = probe(url, TIMEOUT, resolve)
+    result = endpoint_section(found, known(settings), WARN_BYTES, now=NOW)
+
+    assert [a.address for a in found.addresses] == ["127.0.0.1", "127.0.0.2"]
+    assert all(len(e.recorded(1)) == 1 for e in endpoints)  # both nodes saw a handshake
+    check = only(result, "endpoint.addresses")
+    assert (check.status, check.title) == ("pass", "every address answers alike")
+    assert check.evidence == "2 addresses: 127.0.0.1, 127.0.0.2"
+    assert [a["address"] for a in result.details["addresses"]] == ["127.0.0.1", "127.0.0.2"]
+    assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+
+
+def test_a_node_with_an_old_ca_bundle_fails_the_municipality_it_leaves_out(  # type: ignore[no-untyped-def]
+        settings: Settings, nodes) -> None:
+    """The go-live failure on one node of two: the first node is right, so probing the first address that
+    answers passed while every user routed to the second was never offered their card."""
+    url, resolve, _ = nodes({"client_cas": [*cas(settings, "kommun-a"), *cas(settings, "kommun-b")]},
+                            {"client_cas": cas(settings, "kommun-b")})
+
+    found = probe(url, TIMEOUT, resolve)
+    result = endpoint_section(found, known(settings), WARN_BYTES, now=NOW)
+
+    addresses = only(result, "endpoint.addresses")
+    assert (addresses.status, addresses.title) == ("fail", "the addresses answer differently")
+    assert "only 127.0.0.1 advertises CN=Kommun A Demo" in addresses.evidence
+    check = advertised_check(login(settings, "kommun-a"), found)
+    assert (check.status, check.title) == ("fail", "certificate will not be offered at some addresses")
+    assert check.evidence.startswith(f"at 127.0.0.1: {url} advertises ")
+    assert f"; at 127.0.0.2: {url} advertises neither the root" in check.evidence
+    assert advertised_check(login(settings, "kommun-b"), found).status == "pass"  # alike everywhere: as it is
+    assert "at 127.0.0.2" not in advertised_check(login(settings, "kommun-b"), found).evidence
+
+
+def test_a_node_with_an_expired_server_certificate_is_named(settings: Settings, nodes) -> None:  # type: ignore[no-untyped-def]
+    expired = _identity(days_left=-2, valid_from_days=-400)
+    url, resolve, _ = nodes({"client_cas": cas(settings, "kommun-a")},
+                            {"client_cas": cas(settings, "kommun-a"), "identity": expired})
+
+    result = endpoint_section(probe(url, TIMEOUT, resolve), known(settings), WARN_BYTES, now=NOW,
+                              window=dt.timedelta(days=30))
+
+    check = only(result, "endpoint.server_certificate")
+    assert (check.status, check.title) == ("fail", "server certificate expired at some addresses")
+    assert "at 127.0.0.1: " in check.evidence
+    assert "; at 127.0.0.2: " in check.evidence
+    assert check.expires == expired.chain[0].not_valid_after_utc  # the earliest of the nodes' certificates
+    assert only(result, "endpoint.addresses").status == "fail"
+    assert only(result, "endpoint.handshake").status == "pass"
+
+
+def test_an_address_without_a_server_warns_and_the_others_decide(settings: Settings, nodes) -> None:  # type: ignore[no-untyped-def]
+    a = {"client_cas": cas(settings, "kommun-a")}
+    url, resolve, _ = nodes(a, None, a)
+
+    found = probe(url, TIMEOUT, resolve)
+    result = endpoint_section(found, known(settings), WARN_BYTES, now=NOW)
+
+    check = only(result, "endpoint.addresses")
+    assert (check.status, check.title) == ("warn", "some addresses give no handshake")
+    assert check.evidence.startswith("127.0.0.2: ConnectionRefusedError")
+    assert check.evidence.endswith("(the other 2 answer alike)")
+    assert [a["error"] is None for a in result.details["addresses"]] == [True, False, True]
+    assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+
+
+def test_no_address_answering_is_no_handshake(settings: Settings, nodes) -> None:  # type: ignore[no-untyped-def]
+    url, resolve, _ = nodes(None, None)
+
+    found = probe(url, TIMEOUT, resolve)
+    result = endpoint_checks(settings, found)
+
+    assert found.probe is None
+    assert [(c.id, c.status) for c in result.checks] == [("endpoint.handshake", "fail")]
+    assert found.error is not None
+    assert found.error.startswith("127.0.0.1: ConnectionRefusedError")
+    assert "; 127.0.0.2: ConnectionRefusedError" in found.error
+    assert advertised_check(login(settings, "kommun-a"), found).title == "endpoint not reachable"
+
+
+def test_a_host_name_without_addresses_is_no_handshake(settings: Settings) -> None:
+    found = probe("https://login.invalid:8443", TIMEOUT, lambda _host, _port: [])
+
+    assert (found.probe, found.error) == (None, "OSError: login.invalid resolves to no address")
+    assert found.addresses == ()
+
+
+def test_the_host_name_is_sent_as_sni_to_each_address(settings: Settings, nodes) -> None:  # type: ignore[no-untyped-def]
+    url, resolve, endpoints = nodes(*[{"client_cas": cas(settings, "kommun-a")}] * 2)
+
+    probe(url, TIMEOUT, resolve)
+
+    for e in endpoints:
+        e.recorded(1)
+    assert [e.server_names for e in endpoints] == [["localhost"], ["localhost"]]
