@@ -30,6 +30,7 @@ EventType = Literal[
     "session_reused",
     "session_insufficient",
     "session_expired",
+    "session_unreadable",
     "session_revoked",
     "revocation_soft_fail",
     "logout",

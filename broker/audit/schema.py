@@ -93,6 +93,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                   "(step-up)", "info", _LOGIN | _USER | {"sp", "reason"}, data="session_login loa",
                                   data_required="session_login loa"),
     "session_expired": _spec("an SSO session had timed out", "info", _LOGIN),
+    "session_unreadable": _spec("the browser's SSO session record could not be read (another release's stored "
+                                "form during an upgrade, a damaged record): the login went on without it",
+                                "failure", _LOGIN),
     "session_revoked": _spec("an SSO session ended because its certificate no longer holds", "failure",
                              _LOGIN | _USER | {"reason"}, _CERT | {"sp"}, data="session_login"),
     "revocation_soft_fail": _spec("no revocation source answered; let through by a soft-fail policy",

@@ -119,6 +119,10 @@ class LoginFlow:
         if why in ("expired_idle", "expired_absolute"):
             d.audit.record(AuditEvent("session_expired", "info", ctx.correlation_id, reason=None,
                                       detail=why, client_address=ctx.client_address))
+        elif why == "unreadable":  # logged with the store's key; the user logs in again, nothing answers from it
+            d.audit.record(AuditEvent("session_unreadable", "failure", ctx.correlation_id,
+                                      detail="the browser's session record could not be read (another release's "
+                                             "form, or damaged): ignored", client_address=ctx.client_address))
         # an idle session answers no SP, but a certificate login in this browser replaces it (below), so that
         # its SPs stay in single logout (a federated one finds it itself: UpstreamStep.complete)
         if session is not None and why is None and ctx.session_token is not None:

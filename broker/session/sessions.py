@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,8 @@ from broker.clock import Clock
 from broker.errors import DependencyUnavailable
 from broker.model import Identity
 from broker.session.store import KeyValueStore
+
+_log = logging.getLogger(__name__)
 
 
 def new_token() -> str:
@@ -331,7 +334,9 @@ class SessionManager:
         return "upstream-principal:" + _hash(f"{idp}\x00{name_id}")
 
     def find(self, token: str | None, *, idle_too: bool = False) -> tuple[SsoSession | None, str | None]:
-        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``.
+        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``,
+        ``unreadable`` (a stored form this release cannot read: another release's during an upgrade, a damaged
+        record; left in place for the release that wrote it, and no session here: the user logs in again).
 
         ``idle_too``: an idle session too (why ``expired_idle``), for what must still reach its SPs: single
         logout, and a new login replacing it. It answers no SP (SSO) however it is found."""
@@ -343,7 +348,11 @@ class SessionManager:
         raw = self._store.get("session:" + sid)
         if raw is None:
             return None, "unknown"
-        session = SsoSession.from_json(raw)
+        try:
+            session = SsoSession.from_json(raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            _log.warning("session %s… unreadable (%s: %s); treated as absent", sid[:12], type(exc).__name__, exc)
+            return None, "unreadable"
         now = self._clock.now()
         if now >= session.expires_at:
             self.end_ref(sid)
@@ -445,7 +454,14 @@ class SessionManager:
             return None
         name = f"{kind}:{_hash(key)}"
         raw = self._store.take(name) if take else self._store.get(name)
-        return None if raw is None else json.loads(raw)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:  # a damaged record is as good as none: the caller refuses it as unknown
+            _log.warning("%s record unreadable (%s); treated as absent", kind, exc)
+            return None
+        return data if isinstance(data, dict) else None
 
     def put_pending(self, data: dict[str, Any]) -> str:
         """Keep the SP's login (its AuthnRequest) under a new random id."""

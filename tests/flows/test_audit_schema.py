@@ -159,6 +159,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "session_insufficient": {"outcome": "info", **LOGIN, **USER, "sp": SP, "reason": "authn_context_unsupported",
                              "data": {"session_login": "c1", "loa": "http://id.elegnamnden.se/loa/1.0/loa2"}},
     "session_expired": {"outcome": "info", **LOGIN},
+    "session_unreadable": {"outcome": "failure", **LOGIN},
     "session_revoked": {"outcome": "failure", **LOGIN, **USER, "reason": "revoked"},
     "revocation_soft_fail": {"outcome": "failure", **LOGIN, **USER, "reason": "revocation_unavailable"},
     "logout": {"outcome": "success", **LOGIN},

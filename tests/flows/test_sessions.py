@@ -16,6 +16,8 @@ from saml2.response import AuthnResponse, StatusNoAuthnContext
 from werkzeug.test import TestResponse
 
 from broker.demo.sp import DemoSp
+from broker.session.sessions import SessionManager
+from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
     NS,
     AuthnRequests,
@@ -273,3 +275,41 @@ def test_head_on_the_sso_endpoint_logs_nobody_in(browser: Browser, craft: AuthnR
 
 def test_unknown_login_id_is_login_unknown(browser: Browser) -> None:
     assert_refused(browser.get("/saml/idp/login/not-a-pending-login"), "login_unknown")
+
+
+# --- a session record this release cannot read ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stored", [
+    b"{not json",
+    b'{"identity": {"municipality_id": "kommun-a"}}',
+    b"[]",
+], ids=["damaged", "another-releases-form", "not-an-object"])
+def test_an_unreadable_session_is_a_fresh_login_not_an_error(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                             store: RedisStore, config_dir: Path,
+                                                             stored: bytes) -> None:
+    """A record another release wrote during a rolling upgrade (or a damaged one) is no session: the user logs in
+    again with the card, audited, and the record stays for the release that can read it."""
+    first, _ = sso(browser, craft)
+    token = cookie_value(session_cookie(first) or "")
+    key = "session:" + SessionManager.ref(token)
+    store.put(key, stored, 600)
+
+    response, request_id = sso(browser, craft)
+
+    sp_accepts(sp, posted_response(response).fields["SAMLResponse"], request_id)
+    assert session_cookie(response) is not None  # a new session
+    assert events_of(config_dir, correlation_of(config_dir, request_id)) == [
+        "login_started", "session_unreadable", "certificate_presented", "certificate_accepted", "assertion_issued"]
+    assert store.get(key) == stored
+
+
+def test_without_a_certificate_an_unreadable_session_asks_for_the_municipality(
+        browser: Browser, craft: AuthnRequests, store: RedisStore) -> None:
+    first, _ = sso(browser, craft)
+    store.put("session:" + SessionManager.ref(cookie_value(session_cookie(first) or "")), b"\xff\xfe", 600)
+    browser.certificate_pem = None
+
+    response, _ = sso(browser, craft)
+
+    assert_refused(choose(browser, response), "certificate_missing")  # no session answers; no error page
