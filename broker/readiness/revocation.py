@@ -68,21 +68,68 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
                             f"failure: {config.failure}: when no source answers, logins go on (audited)",
                             "Use fail_closed unless the municipality accepts the risk in writing."))
     cas = (*cl.anchors(), *cl.intermediate_certificates())
-    if "crl" in config.methods:
-        checks += _crl_checks(cl, policy, fetcher, now, cas, sample)
+    issuers: set[bytes] = set()   # the CAs a CRL was read from
+    crl_checks = _crl_checks(cl, policy, fetcher, now, cas, sample, issuers) if "crl" in config.methods else []
+    checks += crl_checks
     if "ocsp" in config.methods:
         checks += _ocsp_checks(cl, policy, fetcher, now, sample)
         if sample is not None and fetcher is not None and users is not None:
             users_check = users_ocsp_check(cl, policy, users, sample)
             if users_check is not None:
                 checks.append(users_check)
+    # a CRL source that failed is reported already, and may be the one that answers for a CA
+    crls_read = all(c.status == "pass" for c in crl_checks)
+    checks += _unanswerable_cas(cl, issuers if crls_read else None)
+    return checks
+
+
+def _unanswerable_cas(cl: CertificateLogin, crl_issuers: set[bytes] | None) -> list[Check]:
+    """``revocation.ca_status``: every CA certificate below the anchor needs a definite status at each login, as
+    the users' certificates do (RFC 5280 §6.3; the engine checks the whole path): from its OCSP responder (its
+    own Authority Information Access: ``ocsp.url`` serves the users' certificates only), its CRL distribution
+    point (``distribution_points: true``), or a configured CRL from the CA above it. A CA certificate with none
+    of these refuses every login below it as revocation_unavailable (soft fail: lets them through unchecked),
+    however well the users' own sources work. ``crl_issuers``: the CAs a configured CRL was read from, None when
+    a CRL source could not be read (it may be the missing one, and is reported already)."""
+    methods = cl.revocation.methods
+    dp = cl.revocation.crl.distribution_points
+    cas = (*cl.intermediate_certificates(), *cl.anchors())
+    after = "logins go on unchecked (soft_fail, audited)" if cl.revocation.failure == "soft_fail" \
+        else "every login with a card below it is refused (revocation_unavailable)"
+    checks = []
+    for ca in cl.intermediate_certificates():
+        parent = next((c for c in cas if c.subject == ca.issuer and c is not ca), None)
+        if parent is None or ca.issuer == ca.subject:
+            continue  # not below a configured CA (the trust checks say so), or self-issued
+        ways = []
+        if "ocsp" in methods and responder_urls(ca):
+            ways.append("its OCSP responder")
+        if "crl" in methods:
+            if crl_issuers is None or parent.subject.public_bytes() in crl_issuers:
+                ways.append(f"a CRL from {name_of(parent)}")
+            elif dp and distribution_point_urls(ca):
+                ways.append("its CRL distribution point")
+        if ways:
+            continue
+        missing = []
+        if "ocsp" in methods:
+            missing.append("it names no OCSP responder (Authority Information Access)")
+        if "crl" in methods:
+            missing.append(f"no CRL from {name_of(parent)} is configured"
+                           + (" and it names no CRL distribution point" if dp else " (distribution_points: false)"))
+        looked = ", and ".join(missing)
+        checks.append(Check(
+            "revocation.ca_status", "fail", "no source for the CA certificate's status",
+            f"{name_of(ca)}: {looked}; the broker checks every certificate below the root, so {after}",
+            f"Add the CRL of {name_of(parent)} to certificate.revocation.crl (files or urls)"
+            + (", or list crl in revocation.methods" if "crl" not in methods else "") + ".", name_of(ca)))
     return checks
 
 
 def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
-                cas: Sequence[x509.Certificate], sample: x509.Certificate | None) -> list[Check]:
+                cas: Sequence[x509.Certificate], sample: x509.Certificate | None, issuers: set[bytes]) -> list[Check]:
+    """``issuers`` gathers the CAs a CRL was read from."""
     checks: list[Check] = []
-    issuers: set[bytes] = set()   # the CAs a CRL was read from
     for f in cl.revocation.crl.files:
         checks.append(_judge_crl(f"file {f.path}", lambda f=f: Path(f.path).read_bytes(), cas, now, policy,
                                  kind="file", issuers=issuers))

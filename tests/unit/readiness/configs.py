@@ -54,16 +54,20 @@ def root_ca(name: str, now: dt.datetime, *, days_left: int = 3650, organization:
 
 
 def issuing_ca(parent: CertificateAuthority, name: str, *, days_left: int = 1800, organization: str = "Kommun A",
-               ocsp_url: str | None = None) -> CertificateAuthority:
+               ocsp_url: str | None = None, crl_url: str | None = None) -> CertificateAuthority:
     """An issuing CA under ``parent`` (path length 0) that expires ``days_left`` days after ``parent.now``; with
-    ``ocsp_url``, its Authority Information Access names that OCSP responder (RFC 5280 §4.2.2.1)."""
+    ``ocsp_url``, its Authority Information Access names that OCSP responder (RFC 5280 §4.2.2.1); with
+    ``crl_url``, its CRL distribution point is that URL (§4.2.1.13: where its own status is published)."""
     start, days = _period(parent.now, days_left)
     sub = parent.subordinate(name, organization=organization, valid_from=start, valid_days=days)
-    if ocsp_url is None:
-        return sub
-    aia = x509.AuthorityInformationAccess([x509.AccessDescription(
-        x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))])
-    return replace(sub, certificate=_rebuilt(sub.certificate, parent, [aia]))
+    extra: list[x509.ExtensionType] = []
+    if ocsp_url is not None:
+        extra.append(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]))
+    if crl_url is not None:
+        extra.append(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(crl_url)], None, None, None)]))
+    return replace(sub, certificate=_rebuilt(sub.certificate, parent, extra)) if extra else sub
 
 
 def _rebuilt(cert: x509.Certificate, signer: CertificateAuthority,

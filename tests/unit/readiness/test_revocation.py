@@ -313,6 +313,91 @@ def test_no_crl_source_known_warns(config_dir: Path, pki: Pki) -> None:
     assert (check.status, check.title) == ("warn", "no CRL source known")
 
 
+# --- the CA certificates' own status (every certificate below the root is checked at each login) -------------
+
+
+def ca_status(result: Section) -> list[tuple[str, str | None, str]]:
+    return [(c.status, c.subject, c.evidence) for c in result.checks if c.id == "revocation.ca_status"]
+
+
+def test_no_crl_from_the_root_fails_as_every_login_would(config_dir: Path, pki: Pki) -> None:
+    """CRLs the only method, the issuing CA's CRL configured and the root's not: the users' cards have a source,
+    the issuing CA's own certificate none, and the engine refuses every login for it (the sample shows it)."""
+    sample = user(pki.issuing).certificate
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]]),
+                                crls={"issuing-ca.crl": pki.issuing.crl()}, sample=sample))
+
+    assert ca_status(result) == [("fail", "Kommun A Person CA", (
+        "Kommun A Person CA: no CRL from Kommun A Root CA is configured (distribution_points: false); the broker "
+        "checks every certificate below the root, so every login with a card below it is refused "
+        "(revocation_unavailable)"))]
+    assert only(result, "revocation.ca_status").fix == \
+        "Add the CRL of Kommun A Root CA to certificate.revocation.crl (files or urls)."
+    assert [c.status for c in result.checks if c.id == "revocation.crl"] == ["pass"]  # the one read is fine
+    sample_check = only(result, "sample.certificate")
+    assert sample_check.status == "fail"
+    assert "revocation_unavailable" in sample_check.title + sample_check.evidence
+
+
+def test_crls_from_both_cas_give_every_certificate_a_status(config_dir: Path, pki: Pki) -> None:
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=fresh_crls(pki),
+                                sample=user(pki.issuing).certificate))
+
+    assert ca_status(result) == []
+    assert only(result, "sample.certificate").status == "pass"
+
+
+def test_ocsp_first_and_a_ca_certificate_without_a_responder_or_crl_fails(config_dir: Path, pki: Pki) -> None:
+    """``ocsp.url`` serves the users' certificates; the issuing CA's own status comes from its own AIA (which it
+    lacks) or a CRL from the root (not configured). (OCSP alone with such a CA the loader refuses.)"""
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]], methods=["ocsp", "crl"],
+                                                           ocsp={"url": "http://127.0.0.1:9/ocsp"}),
+                                crls={"issuing-ca.crl": pki.issuing.crl()}))
+
+    (status, subject, evidence), = ca_status(result)
+    assert (status, subject) == ("fail", "Kommun A Person CA")
+    assert evidence.startswith("Kommun A Person CA: it names no OCSP responder (Authority Information Access), and "
+                               "no CRL from Kommun A Root CA is configured (distribution_points: false);")
+
+
+def test_a_crl_from_the_root_answers_where_the_ca_names_no_responder(config_dir: Path, pki: Pki) -> None:
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values()), methods=["ocsp", "crl"]),
+                                crls=fresh_crls(pki)))
+
+    assert ca_status(result) == []
+
+
+def test_the_ca_certificates_distribution_point_answers(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    root_url = files.put_crl("/crl/root.crl", pki.root.crl())
+    issuing = issuing_ca(pki.root, "Kommun A Person CA", crl_url=root_url)
+    result = kommun_a(configure(config_dir, Pki(pki.root, issuing),
+                                crl_block(files=[CRL_FILES["issuing-ca.crl"]], distribution_points=True),
+                                crls={"issuing-ca.crl": issuing.crl()}, intermediates=[issuing.certificate]))
+
+    assert [(c.status, c.subject) for c in result.checks if c.id == "revocation.crl"] == [
+        ("pass", f"file {config_dir / CRL_FILES['issuing-ca.crl']}"), ("pass", root_url)]
+    assert ca_status(result) == []
+
+
+def test_an_unreadable_crl_source_is_not_reported_twice(config_dir: Path, pki: Pki) -> None:
+    """The root's CRL URL is down: that is the finding; whether it is the CA's source is not known."""
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]],
+                                                           urls=[closed_port_url("/root.crl")]),
+                                crls={"issuing-ca.crl": pki.issuing.crl()}))
+
+    assert "fail" in statuses(result, "revocation.crl")
+    assert ca_status(result) == []
+
+
+def test_under_soft_fail_the_missing_source_lets_logins_through_unchecked(config_dir: Path, pki: Pki) -> None:
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]], failure="soft_fail"),
+                                crls={"issuing-ca.crl": pki.issuing.crl()}))
+
+    (status, _, evidence), = ca_status(result)
+    assert status == "fail"
+    assert evidence.endswith("so logins go on unchecked (soft_fail, audited)")
+
+
 # --- OCSP for the CA certificates ---------------------------------------------------------------------------
 
 
