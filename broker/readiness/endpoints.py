@@ -13,15 +13,21 @@ node still serving last year's CA bundle or certificate is found, not only the f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import socket
+import ssl
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from broker.config.schema import CertificateLogin
 from broker.pki.tls import EndpointProbe, probe_endpoint
@@ -113,9 +119,11 @@ def _is_address(host: str) -> bool:
 
 
 def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int, *,
-                     now: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(days=30)) -> Section:
+                     now: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(days=30),
+                     roots: Sequence[x509.Certificate] | None = None) -> Section:
     """Checks about the endpoint itself; ``known``: the configured CAs' names (:func:`configured_names`). With
-    ``now``, also its own server certificate (valid, not expiring within ``window``, for the URL's host)."""
+    ``now``, also its own server certificate (valid, not expiring within ``window``, for the URL's host), and
+    with ``roots`` (:func:`server_roots`) the chain it sends (:func:`_server_chain`)."""
     url = found.url
     p = found.probe
     addresses = [{"address": a.address, "error": a.error,
@@ -128,7 +136,7 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_
             {"tls_version": None, "alpn": None, "certificate_requested": None, "advertised": [], "ca_list_bytes": 0,
              "addresses": addresses})
     answers = found.answers()
-    checks = merged([(where, _answer_checks(url, answer, known, warn_bytes, now, window))
+    checks = merged([(where, _answer_checks(url, answer, known, warn_bytes, now, window, roots))
                      for where, answer in answers])
     if len(found.addresses) > 1:
         checks.append(_addresses_check(found, answers))
@@ -139,12 +147,16 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_
 
 
 def _answer_checks(url: str, p: EndpointProbe, known: dict[bytes, x509.Name], warn_bytes: int,
-                   now: dt.datetime | None, window: dt.timedelta) -> list[Check]:
+                   now: dt.datetime | None, window: dt.timedelta,
+                   roots: Sequence[x509.Certificate] | None = None) -> list[Check]:
     """The endpoint's checks on one answer (of one or more of its addresses)."""
     checks = [Check("endpoint.handshake", "pass", "TLS handshake", f"{p.tls_version}, ALPN {p.alpn or 'none'}",
                     None, url)]
     if now is not None and p.server_certificates:
-        checks.append(_server_certificate(url, p.server_certificates[0], now, window))
+        own = _server_certificate(url, p.server_certificates[0], now, window)
+        checks.append(own)
+        if roots is not None:
+            checks.append(_server_chain(url, p.server_certificates, roots, now, judge_trust=own.status != "fail"))
     if not p.certificate_requested:
         if p.alpn == "h2":
             checks.append(Check("endpoint.http2_per_path", "fail", "HTTP/2 without a certificate request",
@@ -350,6 +362,60 @@ def _server_certificate(url: str, leaf: x509.Certificate, now: dt.datetime, wind
                      url, leaf.not_valid_after_utc)
     found = validity_check("endpoint.server_certificate", "server certificate", leaf, now, window, fix=fix)
     return replace(found, subject=url)
+
+
+def server_roots(ca_file: Path | None = None) -> tuple[x509.Certificate, ...]:
+    """The roots a login page's certificate is judged against: this host's system store (what OpenSSL uses by
+    default, ``SSL_CERT_FILE`` honoured) and ``ca_file`` (a regional CA the users' PCs trust). Empty when
+    neither can be read."""
+    found: list[x509.Certificate] = []
+    paths = ssl.get_default_verify_paths()
+    for name in dict.fromkeys(p for p in (paths.cafile, paths.openssl_cafile, ca_file) if p):
+        with contextlib.suppress(OSError, ValueError), warnings.catch_warnings():
+            # system stores carry old roots with non-positive serial numbers, which cryptography warns about
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            found += x509.load_pem_x509_certificates(Path(name).read_bytes())
+    return tuple(dict.fromkeys(found))
+
+
+def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], now: dt.datetime,
+                  *, judge_trust: bool) -> Check:
+    """``endpoint.server_chain``: does the server send the intermediates its certificate needs, and does the
+    chain lead to a root this host trusts? (RFC 8446 §4.4.2 / RFC 5246 §7.4.2: the server sends its certificate
+    and the chain to a root, which may be left out.) A missing intermediate works in browsers that fetch it
+    (AIA) or cached it, and fails elsewhere: the "works on my PC" go-live failure. WARN, not FAIL: this host's
+    roots are not the users' PCs'. ``judge_trust``: False when the certificate itself failed its own check
+    (expired, another host), which must not be reported twice."""
+    fix_chain = ("Configure the server with the full chain (nginx: ssl_certificate holds the certificate followed by "
+                 "its intermediates) and reload it.")
+    leaf = sent[0]
+    by_subject = {c.subject.public_bytes(): c for c in sent[1:]}
+    root_names = {r.subject.public_bytes() for r in roots}
+    cur, seen = leaf, {leaf}
+    while cur.issuer != cur.subject and cur.issuer.public_bytes() not in root_names:
+        parent = by_subject.get(cur.issuer.public_bytes())
+        if parent is None or parent in seen:
+            return Check("endpoint.server_chain", "warn", "incomplete server certificate chain",
+                         f"{name_of(cur)} is issued by {cur.issuer.rfc4514_string()}, which the server does not send "
+                         "and this host does not trust as a root: browsers that have not fetched or cached that "
+                         "intermediate refuse the login page", fix_chain, url)
+        seen.add(parent)
+        cur = parent
+    if not judge_trust:
+        return Check("endpoint.server_chain", "pass", "server sends its chain",
+                     f"{len(sent)} certificates sent, ending at {name_of(cur)}", None, url)
+    host = urlsplit(url).hostname or ""
+    subject: x509.verification.Subject = x509.IPAddress(ipaddress.ip_address(host)) if _is_address(host) \
+        else x509.DNSName(host)
+    try:
+        verifier = PolicyBuilder().store(Store(list(roots))).time(now).build_server_verifier(subject)
+        chain = verifier.verify(leaf, list(sent[1:]))
+    except (VerificationError, ValueError) as exc:
+        return Check("endpoint.server_chain", "warn", "server certificate not trusted by this host",
+                     f"{name_of(leaf)}: {exc}", "If the users' PCs trust its CA (a regional CA), give it to "
+                     "readiness with --ca-file; otherwise use a certificate from a CA the browsers trust.", url)
+    return Check("endpoint.server_chain", "pass", "server certificate chain verifies",
+                 f"{' -> '.join(name_of(c) for c in chain)}", None, url)
 
 
 def _san_names(cert: x509.Certificate) -> list[str]:

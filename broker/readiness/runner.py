@@ -16,7 +16,14 @@ from broker.pki.revocation.http import HttpFetcher
 from broker.pki.validator import CertificateValidator
 from broker.readiness.access import access_check
 from broker.readiness.broker_keys import broker_checks
-from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
+from broker.readiness.endpoints import (
+    ProbedEndpoint,
+    advertised_check,
+    configured_names,
+    endpoint_section,
+    probe,
+    server_roots,
+)
 from broker.readiness.federation import federation_checks
 from broker.readiness.host_clock import ServerDates, clock_check
 from broker.readiness.model import Check, Report, Section
@@ -34,7 +41,7 @@ class ReadinessOptions:
     endpoints: tuple[str, ...] = ()         # in addition to readiness.endpoints
     network: bool = True                    # False: offline checks only (the status page)
     login: bool = False                     # synthetic logins with the sample certificates and keys
-    ca_file: Path | None = None             # more roots for verifying servers (synthetic logins, IdP endpoints)
+    ca_file: Path | None = None             # more roots for verifying servers (login pages, synthetic logins, IdPs)
 
 
 def selected(settings: Settings, wanted: tuple[str, ...]) -> list[Municipality]:
@@ -68,8 +75,9 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             probed.append(probe(url, timeout))
     cas = {m.id: (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())
            for m in settings.municipalities.values() if m.config.certificate is not None}
-    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes, now=now, window=window)
-                      for p in probed)
+    roots = server_roots(options.ca_file) if probed else ()
+    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes, now=now, window=window,
+                                       roots=roots) for p in probed)
 
     crls = CrlStore(clock, fetcher=fetcher, shared=None)
     lookups = RevocationLookups()

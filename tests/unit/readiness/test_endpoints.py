@@ -27,7 +27,14 @@ from OpenSSL import SSL
 from broker.config.loader import Settings
 from broker.config.schema import CertificateLogin
 from broker.demo.certificates import SERVER_AUTH, CertificateAuthority, LeafProfile
-from broker.readiness.endpoints import ProbedEndpoint, advertised_check, configured_names, endpoint_section, probe
+from broker.readiness.endpoints import (
+    ProbedEndpoint,
+    advertised_check,
+    configured_names,
+    endpoint_section,
+    probe,
+    server_roots,
+)
 from broker.readiness.model import Section
 from tests.factories.http_files import FileServer
 from tests.factories.metadata import closed_port_https_url
@@ -503,19 +510,24 @@ def test_silent_server_times_out(settings: Settings, serve) -> None:  # type: ig
 # --- through the runner: readiness.endpoints and --endpoint ---------------------------------------------------
 
 
-def test_runner_probes_configured_and_extra_endpoints(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
-    """readiness.endpoints lists the good endpoint; an extra one (``--endpoint``) advertises nothing."""
+def test_runner_probes_configured_and_extra_endpoints(config_dir: Path, serve, identity: ServerIdentity,  # type: ignore[no-untyped-def]
+                                                      tmp_path: Path) -> None:
+    """readiness.endpoints lists the good endpoint; an extra one (``--endpoint``) advertises nothing. The login
+    page's CA is given with --ca-file, so its chain verifies."""
     settings0 = load(config_dir)
     good = serve(client_cas=cas(settings0, "kommun-a"))
     bare = serve(request_certificate=False, alpn=(b"h2",))
     set_readiness(config_dir, endpoints=[good.url])
     settings = load(config_dir)
+    (tmp_path / "ca.pem").write_bytes(identity.ca_pem)
 
-    report = readiness(settings, municipalities=["kommun-a"], endpoints=(bare.url, good.url))
+    report = readiness(settings, municipalities=["kommun-a"], endpoints=(bare.url, good.url),
+                       ca_file=tmp_path / "ca.pem")
 
     assert [s.id for s in report.endpoints] == [good.url, bare.url]  # each endpoint once
     assert [(c.id, c.status) for c in report.endpoints[0].checks] == [
-        ("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"), ("endpoint.ca_list", "pass")]
+        ("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"), ("endpoint.server_chain", "pass"),
+        ("endpoint.ca_list", "pass")]
     assert statuses(report.endpoints[1], "endpoint.http2_per_path") == ["fail"]
     kommun_a = section(report, "kommun-a")
     assert [(c.status, c.subject) for c in kommun_a.checks if c.id == "endpoint.advertises"] == [
@@ -678,3 +690,67 @@ def test_the_host_name_is_sent_as_sni_to_each_address(settings: Settings, nodes)
     for e in endpoints:
         e.recorded(1)
     assert [e.server_names for e in endpoints] == [["localhost"], ["localhost"]]
+
+
+# --- the chain the login page sends ---------------------------------------------------------------------------
+
+
+def _two_level_identity(*, send_intermediate: bool) -> tuple[ServerIdentity, x509.Certificate]:
+    """A login page certificate under an intermediate of a private root; the server sends the intermediate or
+    not (the classic incomplete chain). Returns the identity and the root."""
+    root = CertificateAuthority.root("Region TLS Root", NOW)
+    issuing = root.subordinate("Region TLS Issuing CA")
+    leaf = issuing.issue(LeafProfile(common_name="login", eku=(SERVER_AUTH,), san_dns="localhost",
+                                     san_ip="127.0.0.1"))
+    chain = (leaf.certificate, issuing.certificate) if send_intermediate else (leaf.certificate,)
+    return ServerIdentity(root.certificate, chain, leaf.key_pem()), root.certificate
+
+
+def chain_check(settings: Settings, identity: ServerIdentity, roots: Sequence[x509.Certificate]) -> Any:
+    with TlsEndpoint(identity, client_cas=cas(settings, "kommun-a")) as endpoint:
+        found = probe(endpoint.url, TIMEOUT)
+    return only(endpoint_section(found, known(settings), WARN_BYTES, now=NOW, roots=roots), "endpoint.server_chain")
+
+
+def test_a_chain_to_a_trusted_root_passes(settings: Settings) -> None:
+    identity, root = _two_level_identity(send_intermediate=True)
+
+    check = chain_check(settings, identity, [root])
+
+    assert (check.status, check.title) == ("pass", "server certificate chain verifies")
+    assert check.evidence == "login -> Region TLS Issuing CA -> Region TLS Root"
+
+
+def test_a_missing_intermediate_warns_even_when_the_root_is_trusted(settings: Settings) -> None:
+    """Chrome on Windows fetches the intermediate and shows the page; Firefox and other clients do not."""
+    identity, root = _two_level_identity(send_intermediate=False)
+
+    check = chain_check(settings, identity, [root])
+
+    assert (check.status, check.title) == ("warn", "incomplete server certificate chain")
+    assert check.evidence.startswith("login is issued by CN=Region TLS Issuing CA")
+    assert "ssl_certificate" in (check.fix or "")
+
+
+def test_a_root_this_host_does_not_trust_warns(settings: Settings, identity: ServerIdentity) -> None:
+    check = chain_check(settings, identity, server_roots())  # the system's roots: not the loopback CA
+
+    assert (check.status, check.title) == ("warn", "server certificate not trusted by this host")
+    assert "--ca-file" in (check.fix or "")
+
+
+def test_the_ca_file_adds_a_root(settings: Settings, identity: ServerIdentity, tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_bytes(identity.ca_pem)
+    roots = server_roots(tmp_path / "ca.pem")
+
+    assert identity.ca in roots
+    assert len(roots) > 1  # the system's roots too
+    assert chain_check(settings, identity, roots).status == "pass"
+
+
+def test_an_expired_page_certificate_is_not_reported_again_as_untrusted(settings: Settings) -> None:
+    expired = _identity(days_left=-2, valid_from_days=-400)
+
+    check = chain_check(settings, expired, [])
+
+    assert (check.status, check.title) == ("pass", "server sends its chain")  # endpoint.server_certificate FAILs
