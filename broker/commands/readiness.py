@@ -38,7 +38,7 @@ from broker.session.store import KeyValueStore, RedisStore
 @click.option("--offline", is_flag=True, help="no network: configuration and files only")
 @click.option("--login", is_flag=True, help="synthetic logins with each municipality's sample certificate and key")
 @click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
-              help="CA certificates that verify servers besides the system's (synthetic logins, IdP endpoints)")
+              help="CA certificates that verify servers besides the system's (login pages, synthetic logins, IdPs)")
 def readiness(config_dir: Path, municipalities: tuple[str, ...], endpoints: tuple[str, ...], as_json: bool,
               html_file: Path | None, offline: bool, login: bool, ca_file: Path | None) -> None:
     """Check every link a municipality's go-live depends on; exit 0 only when nothing FAILs.

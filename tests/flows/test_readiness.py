@@ -213,20 +213,24 @@ def configured_cas(config_dir: Path, mid: str) -> list[x509.Certificate]:
 
 @pytest.mark.parametrize(("setup", "advertises", "endpoint_checks", "exit_code"), [
     ("advertised", "pass", [("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"),
-                            ("endpoint.ca_list", "pass")], 0),
+                            ("endpoint.server_chain", "pass"), ("endpoint.ca_list", "pass")], 0),
     ("missing", "fail", [("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"),
-                         ("endpoint.ca_list", "pass")], 1),
+                         ("endpoint.server_chain", "pass"), ("endpoint.ca_list", "pass")], 1),
     ("empty", "warn", [("endpoint.handshake", "pass"), ("endpoint.server_certificate", "pass"),
-                       ("endpoint.ca_list_empty", "warn")], 0),
+                       ("endpoint.server_chain", "pass"), ("endpoint.ca_list_empty", "warn")], 0),
 ])
 def test_ca_list_of_a_real_tls_endpoint(config_dir: Path, identity: ServerIdentity, setup: str, advertises: str,
-                                        endpoint_checks: list[tuple[str, str]], exit_code: int) -> None:
-    """The key requirement: Kommun A's CA advertised, missing (only Kommun B's), an empty list."""
+                                        endpoint_checks: list[tuple[str, str]], exit_code: int,
+                                        tmp_path: Path) -> None:
+    """The key requirement: Kommun A's CA advertised, missing (only Kommun B's), an empty list. The login
+    page's own CA is given with --ca-file (its chain verifies)."""
     client_cas = {"advertised": configured_cas(config_dir, "kommun-a") + configured_cas(config_dir, "kommun-b"),
                   "missing": configured_cas(config_dir, "kommun-b"), "empty": []}[setup]
     with TlsEndpoint(identity, client_cas=client_cas) as endpoint:
         set_readiness(config_dir, endpoints=[endpoint.url])
-        result = readiness_cli(config_dir, "--municipality", "kommun-a", "--json")
+        (tmp_path / "ca.pem").write_bytes(identity.ca_pem)
+        result = readiness_cli(config_dir, "--municipality", "kommun-a", "--json",
+                               "--ca-file", str(tmp_path / "ca.pem"))
         assert len(endpoint.recorded(1)) == 1
 
     assert result.exit_code == exit_code, result.output
