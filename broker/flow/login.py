@@ -246,8 +246,11 @@ class LoginFlow:
 
     def acs(self, message: InboundMessage, ctx: ClientContext) -> Result:
         """A municipal IdP's Response at the broker's ACS."""
-        if self._upstream is None:
+        if self._upstream is None:  # the web layer answers 404 before this; any other caller is audited
             exc = UpstreamRejected("upstream_unsolicited", "the broker has no SP side configured")
+            self._d.audit.record(AuditEvent(
+                "saml_request_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
+                client_address=ctx.client_address, data=MappingProxyType({"binding": message.binding})))
             return LoginFailed(exc, ctx.correlation_id)
         return self._upstream.complete(message, ctx)
 

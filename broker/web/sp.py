@@ -33,7 +33,10 @@ def metadata() -> Response:
 
 @bp.route("/saml/sp/acs", methods=["POST"])
 def acs() -> Response:
-    """SAML Profiles §4.1.4.2: the municipal IdP's Response over HTTP-POST."""
+    """SAML Profiles §4.1.4.2: the municipal IdP's Response over HTTP-POST (a broker without an SP side has no
+    ACS: not found, as its metadata and SLO endpoints)."""
+    if services().sp_metadata is None:
+        abort(404)
     ctx = client_context()
     flow = services().flow
     try:

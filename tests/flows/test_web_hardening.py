@@ -4,6 +4,7 @@ the broker sets during a whole login and logout. (Failed-login limits: test_logi
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -11,11 +12,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 from flask import Flask, make_response
 from werkzeug.test import TestResponse
 
+from broker.app import create_app
+from broker.config.loader import load_settings
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
+from broker.session.store import RedisStore
 from broker.web.csrf import COOKIE as FORM_TOKEN_COOKIE
 from broker.web.csrf import DISCOVERY, FormTokens
 from broker.web.csrf import FIELD as FORM_TOKEN
@@ -462,3 +467,30 @@ def test_every_cookie_of_a_login_and_logout_has_its_flags(app: Flask, sp: DemoSp
     assert names == set(COOKIE_RULES), "a cookie set during the walk has no rule here, or one was not set"
     deleted = [h for h in browser.seen if h.startswith("__Host-broker_session=;")]
     assert deleted, "the logout did not clear the session cookie"
+
+
+# --- a broker without an SP side (no municipality logs in through its own IdP) -----------------------------------
+
+
+def test_a_broker_without_an_sp_side_has_no_sp_endpoints(config_dir: Path, store: RedisStore) -> None:
+    """No ``sp`` section: the SP side's metadata, ACS and SLO are not found (a POST to the ACS, which any page can
+    make a browser send, was answered with an error page whose reference led to nothing in the audit trail)."""
+    broker_yaml = config_dir / "broker.yaml"
+    data = yaml.safe_load(broker_yaml.read_text(encoding="utf-8"))
+    del data["sp"]
+    broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    (config_dir / "municipalities" / "kommun-c.yaml").unlink()
+    sp_yaml = config_dir / "service-providers" / "demo-sp.yaml"
+    sp_yaml.write_text(sp_yaml.read_text(encoding="utf-8").replace(", kommun-c]", "]"), encoding="utf-8")
+    browser = open_browser(create_app(load_settings(config_dir), store=store, instance_id="test"), None)
+    response = base64.b64encode(b'<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" ID="_x" '
+                                b'Version="2.0"/>').decode()
+
+    assert browser.get("/saml/sp/metadata").status_code == 404
+    assert browser.post("/saml/sp/acs", {"SAMLResponse": response}).status_code == 404
+    assert browser.get("/saml/sp/slo").status_code == 404
+    # refused at login endpoints, so audited under the not-found page's reference (broker.web.app)
+    assert [(e["event"], e["reason"], str(e["detail"]).split(":")[0]) for e in audit_lines(config_dir)
+            if e["event"] != "configuration_loaded" and not str(e["event"]).startswith("audit_")] == [
+        ("login_refused", "page_not_found", "POST /saml/sp/acs"),
+        ("login_refused", "page_not_found", "GET /saml/sp/slo")]
