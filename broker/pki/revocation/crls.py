@@ -69,6 +69,27 @@ def distribution_point_names(cert: x509.Certificate) -> frozenset[x509.GeneralNa
     return frozenset(names)
 
 
+@by_identity(16384)
+def partial_reasons_only(cert: x509.Certificate) -> bool:
+    """Whether each of the certificate's CRL distribution points covers only some revocation reasons (RFC 5280
+    §4.2.1.13 ``reasons``): then no CRL settles the others (§6.3.3: the reasons mask never reaches all-reasons,
+    the status stays UNDETERMINED). Partitioning by reason is not supported, as CRLs for only some reasons are
+    not (:func:`verify_crl`)."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return False
+    return len(points) > 0 and all(point.reasons for point in points)
+
+
+def _reason(entry: x509.RevokedCertificate) -> x509.ReasonFlags | None:
+    """An entry's reasonCode (RFC 5280 §5.3.1), None when it gives none."""
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return None
+
+
 @by_identity(4096)
 def subject_der(ca: x509.Certificate) -> bytes:
     """A CA's name as its own certificate encodes it: what its CRLs are filed and looked up under, whatever
@@ -130,10 +151,7 @@ class VerifiedCrl:
         if revoked_at is None:
             return None
         entry = self.crl.get_revoked_certificate_by_serial_number(serial)
-        try:
-            reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason if entry else None
-        except x509.ExtensionNotFound:
-            reason = None
+        reason = _reason(entry) if entry is not None else None
         return None if reason == x509.ReasonFlags.certificate_hold else revoked_at
 
     def covers(self, cert: x509.Certificate) -> bool:
@@ -201,6 +219,8 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
             if ext.critical:  # e.g. certificateIssuer, which only indirect CRLs carry
                 raise ValueError(f"the CRL entry for serial {entry.serial_number:x} has an unsupported critical "
                                  f"extension {ext.oid.dotted_string}")
+        if _reason(entry) == x509.ReasonFlags.remove_from_crl:
+            continue  # RFC 5280 §6.3.3 (k): UNREVOKED (§5.3.1: it belongs in delta CRLs, which are not used)
         revoked.add(entry.serial_number)
     try:
         number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
@@ -340,6 +360,10 @@ class CrlStore:
         who = subject_text(issuer)
         if not states:
             raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
+        if partial_reasons_only(cert):
+            raise CertificateRejected("revocation_unavailable", f"each CRL distribution point of {describe(cert)} "
+                                                                "covers only some revocation reasons (RFC 5280 "
+                                                                "§6.3.3): CRLs partitioned by reason are not supported")
         issuer_key = spki(issuer)
         best = self._best(states, cert, name, issuer_key, now, skew)
         if best is None:
@@ -347,30 +371,32 @@ class CrlStore:
                 if state.last_attempt is None or now - state.last_attempt >= self._retry_after:
                     self.refresh(state, force=True)
             best = self._best(states, cert, name, issuer_key, now, skew)
+        from_issuer = [crl for s in states if (crl := s.held.get((name, issuer_key))) is not None]
+        held = [crl for crl in from_issuer if crl.covers(cert)]
+        # revocation is final (RFC 5280 §3.3; only a hold may be lifted): whichever held CRL of the CA lists the
+        # certificate for good decides, stale or not, and whether or not another (older, or newer with a
+        # shorter life) is usable: the CRL chosen as freshest usable must not hide it
+        for listing in sorted(held, key=_recency, reverse=True):
+            revoked_at = listing.revoked_for_good(cert.serial_number)
+            if revoked_at is not None:
+                stale = "" if listing.usable(now, skew) else "; the CRL is past its nextUpdate"
+                raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
+                                                     f"{revoked_at.isoformat()}{stale})",
+                                          params={"revocation_date": revoked_at.date().isoformat()})
+        errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
+        newest = max(held, key=_recency, default=None)
         if best is None:
-            from_issuer = [crl for s in states if (crl := s.held.get((name, issuer_key))) is not None]
-            held = [crl for crl in from_issuer if crl.covers(cert)]
-            errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
             if from_issuer and not held:
                 raise CertificateRejected(
                     "revocation_unavailable",
                     f"no CRL held from {who} covers {describe(cert)}: each is for other distribution points or "
                     "another kind of certificate" + (f" ({errors})" if errors else ""))
-            if held:
-                newest = max(held, key=_recency)
-                # stale, it still proves a revocation for good (RFC 5280 §3.3: revocation is final; only a hold
-                # may be lifted): that is the answer, never "stale", which a soft-fail policy would let through
-                revoked_at = newest.revoked_for_good(cert.serial_number)
-                if revoked_at is not None:
-                    raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
-                                                         f"{revoked_at.isoformat()}; the CRL is past its nextUpdate)",
-                                              params={"revocation_date": revoked_at.date().isoformat()})
-                if newest.next_update is not None and newest.next_update < now - skew:
-                    raise CertificateRejected(
-                        "revocation_stale",
-                        f"the newest CRL from {who} expired at {newest.next_update.isoformat()}"
-                        + (f" ({errors})" if errors else ""),
-                        params={"next_update": newest.next_update.date().isoformat()})
+            if newest is not None and newest.next_update is not None and newest.next_update < now - skew:
+                raise CertificateRejected(
+                    "revocation_stale",
+                    f"the newest CRL from {who} expired at {newest.next_update.isoformat()}"
+                    + (f" ({errors})" if errors else ""),
+                    params={"next_update": newest.next_update.date().isoformat()})
             raise CertificateRejected("revocation_unavailable",
                                       f"no usable CRL from {who}" + (f" ({errors})" if errors else ""))
         crl, state = best
@@ -379,16 +405,34 @@ class CrlStore:
             raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
                                                  f"{revoked_at.isoformat()})",
                                       params={"revocation_date": revoked_at.date().isoformat()})
+        if newest is not None and newest is not crl and _recency(newest) > _recency(crl) \
+                and newest.revoked_at(cert.serial_number) is not None:
+            # on hold in a later CRL, which is no longer usable: an older CRL's "good" is superseded, and whether
+            # the hold was lifted since is not known
+            raise CertificateRejected("revocation_stale", f"{describe(cert)} is on hold on a later CRL from {who} "
+                                                          f"(thisUpdate {newest.this_update.isoformat()}), which is "
+                                                          "past its nextUpdate")
         return crl, state
 
     def held_revocation(self, cert: x509.Certificate, issuer: x509.Certificate, sources: Sequence[CrlSource],
                         now: dt.datetime, skew: dt.timedelta) -> dt.datetime | None:
-        """When ``cert`` was revoked, if the freshest usable CRL held now among ``sources`` lists it; None
-        otherwise (not listed, or no such CRL held). Nothing is fetched and no source registered."""
+        """When ``cert`` was revoked, if a CRL held now among ``sources`` says so: the freshest usable one, or any
+        one for good (revocation is final), or one later than the freshest usable (a hold it may since have
+        lifted counts: this judges a responder's certificate, which must be beyond doubt); None otherwise (not
+        listed, or no such CRL held). Nothing is fetched and no source registered."""
         with self._lock:
             states = [state for s in sources if (state := self._states.get(s.id)) is not None]
-        best = self._best(states, cert, subject_der(issuer), spki(issuer), now, skew)
-        return best[0].revoked_at(cert.serial_number) if best is not None else None
+        name, key = subject_der(issuer), spki(issuer)
+        best = self._best(states, cert, name, key, now, skew)
+        serial = cert.serial_number
+        held = [crl for s in states if (crl := s.held.get((name, key))) is not None and crl.covers(cert)]
+        for crl in held:
+            at = crl.revoked_for_good(serial)
+            if at is None and (best is None or crl is best[0] or _recency(crl) > _recency(best[0])):
+                at = crl.revoked_at(serial) if best is not None else None
+            if at is not None:
+                return at
+        return None
 
     @staticmethod
     def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_der: bytes, issuer_key: bytes,
