@@ -20,7 +20,14 @@ here over the verified path: directoryName constraints (refused rather than
 left unchecked) and rfc822Name constraints on the subject's emailAddress of a
 certificate without subjectAltName (the verifier checks alternative names only).
 
-Inherited from the verifier and not worked around (building paths is its job): a self-issued CA certificate
+Also deviating from webpki for RFC 5280's path validation: a CA certificate's basicConstraints need not be marked
+critical (PKITS 4.6.4), and an end-entity certificate may lack authorityKeyIdentifier (§4.2.1.1 binds the CA).
+
+Inherited from the verifier and not worked around: names are compared as encoded, not after RFC 4518 string
+preparation (§7.1), so a certificate whose issuer name differs from its CA's subject in string types, letter case
+or spacing has no path (``issuer_unknown``, whose detail names the CA it resembles); a validity date before 2050
+written as GeneralizedTime is refused (§4.1.2.5 has CAs write UTCTime; PKITS 4.2.4 accepts it). And (building paths
+is its job): a self-issued CA certificate
 (a key rollover: subject and issuer the same CA) counts against a pathLenConstraint above it, which RFC 5280
 §4.2.1.9 and §6.1.4 (l) do not count, so root -> CA (pathLen 0) -> its rollover certificate -> leaf is refused
 as ``chain_invalid``. Readiness's sample certificate (``sample.certificate``) shows it before go-live.
@@ -68,15 +75,30 @@ class _PolicyMappings(x509.ExtensionType):
 # A login certificate need not name a host (subjectAltName, checked by check_subject_name), may mark its EKU and
 # its certificatePolicies critical as RFC 5280 §4.2.1.12 and §4.2.1.4 allow: check_purpose and broker.pki.policy
 # process both. Any other unknown critical extension is still refused.
+# Its authorityKeyIdentifier may be absent: §4.2.1.1's MUST is the issuing CA's duty, and the key identifier is only
+# a hint for building the path, which the issuer's name and signature decide.
 _EE_POLICY = (ExtensionPolicy.webpki_defaults_ee()
               .may_be_present(x509.SubjectAlternativeName, Criticality.AGNOSTIC, None)
               .may_be_present(x509.ExtendedKeyUsage, Criticality.AGNOSTIC, None)
-              .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None))
+              .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
+              .may_be_present(x509.AuthorityKeyIdentifier, Criticality.NON_CRITICAL, None))
+
+
+def _asserts_ca(_policy: object, _cert: x509.Certificate, constraints: x509.BasicConstraints) -> None:
+    """basicConstraints of a CA certificate on the path: cA must be asserted (RFC 5280 §6.1.4 (k)); its
+    criticality is the issuing CA's duty (§4.2.1.9 "MUST mark the extension as critical"), which path validation
+    does not check (PKITS 4.6.4: a non-critical basicConstraints is a valid path). The verifier checks cA and
+    pathLenConstraint itself too; this keeps the cA rule whatever its own validator does."""
+    if not constraints.ca:
+        raise ValueError("basicConstraints.cA is not asserted in a CA certificate")
+
+
 # certificatePolicies (critical or not, §4.2.1.4) and policyMappings, policyConstraints and inhibitAnyPolicy, which
 # RFC 5280 §4.2.1.5, §4.2.1.11 and §4.2.1.14 have CAs mark critical (SHOULD, MUST, MUST), are processed by
 # broker.pki.policy over the verified path: the verifier must not refuse them as unknown critical extensions. Any
 # other unknown critical extension is still refused.
 _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
+              .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _asserts_ca)
               .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
               .may_be_present(_PolicyMappings, Criticality.AGNOSTIC, None)
               .may_be_present(x509.PolicyConstraints, Criticality.AGNOSTIC, None)

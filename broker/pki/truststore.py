@@ -197,6 +197,21 @@ class TrustIndex:
     def domains(self) -> Mapping[str, TrustDomain]:
         return self._domains
 
+    def _written_otherwise(self, issuer: x509.Name) -> str:
+        """Why an issuer name that matches no configured CA's name as encoded may look as if it did: a configured
+        CA with the same name after RFC 4518 string preparation (other string types, letter case, spacing), which
+        RFC 5280 §7.1 counts as the same name. The path validator (cryptography's) compares names as encoded, so
+        such a certificate has no path: a deviation inherited from it, named here so the operator sees the cause."""
+        wanted = _prepared(issuer)
+        for domain in self._domains.values():
+            for ca in (*domain.anchors, *domain.intermediates):
+                if _prepared(ca.subject) == wanted:
+                    return (f": the configured CA {ca.subject.rfc4514_string()} of {domain.id} has this name in other "
+                            "string types, letter case or spacing (RFC 5280 §7.1 calls them the same name; the path "
+                            "validator compares names as encoded, so the CA must write its name in the certificates "
+                            "it issues as its own certificate does)")
+        return ""
+
     def for_issuer(self, cert: x509.Certificate) -> TrustDomain:
         """The domain whose configured CA issued ``cert`` (by name: the path must still verify against its
         anchors). Of the municipalities a CA issues to, the one whose organisation number the certificate names
@@ -208,7 +223,8 @@ class TrustIndex:
         """
         candidates = self._by_issuer.get(cert.issuer.public_bytes(), ())
         if not candidates:
-            raise CertificateRejected("issuer_unknown", f"issuer {cert.issuer.rfc4514_string()}")
+            raise CertificateRejected("issuer_unknown", f"issuer {cert.issuer.rfc4514_string()}"
+                                      + self._written_otherwise(cert.issuer))
         if len(candidates) == 1 and candidates[0].organization_from == "none":
             return candidates[0]
         named: list[TrustDomain] = []
@@ -231,3 +247,10 @@ class TrustIndex:
         names = ", ".join(f"{number} by {where}" for where, number in sorted(found.items()))
         raise CertificateRejected("organization_mismatch", f"issuer {cert.issuer.rfc4514_string()} issues to "
                                                            f"{looked}; the certificate names {names}")
+
+
+def _prepared(name: x509.Name) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """A name as RFC 4518 string preparation roughly leaves it, for comparing: each RDN's attributes (sorted), each
+    value case-folded with its white space collapsed, the string type ignored."""
+    return tuple(tuple(sorted((a.oid.dotted_string, " ".join(str(a.value).casefold().split())) for a in rdn))
+                 for rdn in name.rdns)

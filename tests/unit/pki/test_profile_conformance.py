@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -21,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker.config.schema import IdentityRule
 from broker.config.values import luhn_valid
-from broker.demo.certificates import UPN_OID, _utf8_string
+from broker.demo.certificates import UPN_OID, CertificateAuthority, _utf8_string
 from broker.errors import CertificateRejected
 from broker.pki.identity import check_personnummer, extract_identity
 from tests.factories.pki import HSA_ID, POLICY_LOA3, Hierarchy
@@ -40,9 +41,11 @@ def h() -> Hierarchy:
 
 
 def leaf(h: Hierarchy, *, subject: x509.Name = SUBJECT,
-         extra: tuple[tuple[x509.ExtensionType, bool], ...] = ()) -> x509.Certificate:
+         extra: tuple[tuple[x509.ExtensionType, bool], ...] = (),
+         without: tuple[x509.ObjectIdentifier, ...] = (), issuer: x509.Name | None = None) -> x509.Certificate:
     """A login certificate from ``h.issuing`` (digitalSignature, clientAuth, the LoA 3 policy), each of ``extra``
-    (value, critical) added or replacing the extension of its type."""
+    (value, critical) added or replacing the extension of its type, those of ``without`` left out, and the issuer
+    name written as ``issuer`` (default: the CA's subject as its certificate encodes it)."""
     key = ec.generate_private_key(ec.SECP256R1())
     extensions: dict[x509.ObjectIdentifier, tuple[x509.ExtensionType, bool]] = {
         x509.BasicConstraints.oid: (x509.BasicConstraints(ca=False, path_length=None), True),
@@ -55,7 +58,9 @@ def leaf(h: Hierarchy, *, subject: x509.Name = SUBJECT,
     }
     for value, critical in extra:
         extensions[value.oid] = (value, critical)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(h.issuing.certificate.subject)
+    for oid in without:
+        del extensions[oid]
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer or h.issuing.certificate.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(NOW - DAY).not_valid_after(NOW + 365 * DAY))
     for value, critical in extensions.values():
@@ -188,3 +193,66 @@ def test_xml_white_space_around_an_identity_is_padding(h: Hierarchy, padding: st
                                             _type=_ASN1Type.UTF8String)])
     identity = extract_identity(leaf(h, subject=subject), IdentityRule(type="hsa_id"), "kommun-a", NOW.date())
     assert identity.key == HSA_ID
+
+
+# --- what path validation asks of the CA's and the certificate's own extensions (PKITS 4.6.4; §4.2.1.1) ------------
+
+
+def _issuing_with(h: Hierarchy, constraints: x509.BasicConstraints, *, critical: bool) -> CertificateAuthority:
+    return replace(h.issuing, certificate=reissue(h.issuing.certificate, h.root, extra=[constraints],
+                                                  critical=critical))
+
+
+def test_a_ca_whose_basic_constraints_are_not_marked_critical_is_still_a_ca(h: Hierarchy) -> None:
+    """§6.1.4 (k) asks whether the certificate is a CA; marking the extension critical is the CA's duty
+    (§4.2.1.9), not something path validation checks (PKITS 4.6.4 "Valid basicConstraints Not Critical")."""
+    ca = _issuing_with(h, x509.BasicConstraints(ca=True, path_length=0), critical=False)
+    result = validator(h.domain(intermediates=(ca.certificate,))).validate(ca.issue(h.profile()).certificate)
+    assert (result.identity.key, result.loa.name) == (HSA_ID, "loa3")
+
+
+def test_a_non_critical_basic_constraints_without_ca_is_still_no_ca(h: Hierarchy) -> None:
+    ca = _issuing_with(h, x509.BasicConstraints(ca=False, path_length=None), critical=False)
+    rejected = refused(h, ca.issue(h.profile()).certificate, intermediates=(ca.certificate,))
+    assert rejected.reason == "chain_invalid"
+    assert "cA must be asserted" in rejected.detail
+
+
+def test_a_non_critical_path_length_constraint_still_holds(h: Hierarchy) -> None:
+    ca = _issuing_with(h, x509.BasicConstraints(ca=True, path_length=0), critical=False)
+    below = ca.subordinate("Kommun A Test Sub CA", organization="Kommun A")
+    rejected = refused(h, below.issue(h.profile()).certificate, intermediates=(ca.certificate, below.certificate))
+    assert rejected.reason == "chain_invalid"
+
+
+def test_a_login_certificate_without_an_authority_key_identifier_logs_in(h: Hierarchy) -> None:
+    """§4.2.1.1 binds the CA; the issuer's name and signature decide the path."""
+    result = validator(h.domain()).validate(leaf(h, without=(x509.AuthorityKeyIdentifier.oid,)))
+    assert (result.identity.key, result.loa.name) == (HSA_ID, "loa3")
+
+
+def test_a_critical_authority_key_identifier_is_refused(h: Hierarchy) -> None:
+    """§4.2.1.1: "Conforming CAs MUST mark this extension as non-critical"."""
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(h.issuing.key.public_key())
+    assert refused(h, leaf(h, extra=((aki, True),))).reason == "chain_invalid"
+
+
+@pytest.mark.parametrize("rewrite", [
+    pytest.param(lambda a: x509.NameAttribute(a.oid, a.value, _ASN1Type.PrintableString), id="printable-string"),
+    pytest.param(lambda a: x509.NameAttribute(a.oid, a.value.upper(), a._type), id="upper-case"),
+    pytest.param(lambda a: x509.NameAttribute(a.oid, a.value.replace(" ", "  "), a._type), id="doubled-spaces"),
+])
+def test_an_issuer_name_written_otherwise_than_the_ca_writes_it_names_the_ca(h: Hierarchy, rewrite: Any) -> None:
+    """RFC 5280 §7.1 calls these the same name; the path validator compares names as encoded (a deviation
+    inherited from cryptography, broker.pki.path): refused, and the detail names the configured CA and why."""
+    issuer = x509.Name([a if a.oid == NameOID.COUNTRY_NAME else rewrite(a) for a in h.issuing.certificate.subject])
+    rejected = refused(h, leaf(h, issuer=issuer))
+    assert rejected.reason == "issuer_unknown"
+    assert f"the configured CA {h.issuing.certificate.subject.rfc4514_string()} of " in rejected.detail
+    assert "other string types, letter case or spacing" in rejected.detail
+
+
+def test_an_unrelated_issuer_name_is_just_unknown(h: Hierarchy) -> None:
+    other = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Somewhere Else CA")])
+    rejected = refused(h, leaf(h, issuer=other))
+    assert (rejected.reason, rejected.detail) == ("issuer_unknown", "issuer CN=Somewhere Else CA")
