@@ -56,6 +56,9 @@ class InboundMessage:
     signed_octets: bytes | None = None
 
 
+DEFLATE_ENCODING = "urn:oasis:names:tc:SAML:2.0:bindings:URL-Encoding:DEFLATE"
+
+
 def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
     """Parse the query string of an HTTP-Redirect binding request.
 
@@ -78,6 +81,12 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
         raw[name] = value
     if parameter not in raw:
         raise SamlRejected("saml_request_missing", f"no {parameter} parameter")
+    encoding = _unquote(raw["SAMLEncoding"], "SAMLEncoding") if "SAMLEncoding" in raw else DEFLATE_ENCODING
+    if encoding != DEFLATE_ENCODING:
+        # Bindings §3.4.4: another encoding names itself here; the broker reads DEFLATE only, and the parameter is
+        # outside the signed octets, so the message is refused rather than read as something it may not be
+        raise SamlRejected("saml_request_malformed", f"SAMLEncoding {encoding[:200]!r} is not supported (only "
+                                                     "DEFLATE, SAML Bindings §3.4.4.1)")
     octets = None
     if "Signature" in raw:
         if "SigAlg" not in raw:

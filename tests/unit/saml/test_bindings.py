@@ -55,6 +55,25 @@ def test_the_signed_octets_stay_as_sent() -> None:
     assert (message.encoded, message.relay_state) == ("a+b", "\u00e9")
 
 
+@pytest.mark.parametrize("encoding", [
+    "urn:oasis:names:tc:SAML:2.0:bindings:URL-Encoding:DEFLATE",
+    "urn%3Aoasis%3Anames%3Atc%3ASAML%3A2.0%3Abindings%3AURL-Encoding%3ADEFLATE",
+], ids=["plain", "percent-encoded"])
+def test_the_deflate_encoding_may_be_named(encoding: str) -> None:
+    message = from_redirect(f"SAMLRequest=abc&SAMLEncoding={encoding}&SigAlg=alg&Signature=sig", "SAMLRequest")
+    assert message.signed_octets == b"SAMLRequest=abc&SigAlg=alg"  # outside the signature (§3.4.4.1)
+
+
+@pytest.mark.parametrize("encoding", ["urn:example:gzip", "", "DEFLATE"], ids=["another", "empty", "not-the-uri"])
+def test_another_encoding_is_refused(encoding: str) -> None:
+    """Bindings §3.4.4: an encoding other than DEFLATE names itself in SAMLEncoding; the broker reads DEFLATE only
+    and does not read such a message as DEFLATE anyway."""
+    with pytest.raises(SamlRejected) as refused:
+        from_redirect(f"SAMLRequest=abc&SAMLEncoding={encoding}", "SAMLRequest")
+    assert refused.value.reason == "saml_request_malformed"
+    assert "is not supported (only DEFLATE" in refused.value.detail
+
+
 @pytest.mark.parametrize(("body", "fields"), [
     pytest.param(b"SAMLResponse=PHg%2B&RelayState=a+b", {"SAMLResponse": ["PHg+"], "RelayState": ["a b"]},
                  id="escapes-and-plus"),
