@@ -224,7 +224,17 @@ def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], Endpo
     node left with an old client-CA bundle or server certificate fails the users it happens to serve."""
     url = found.url
     silent = [a for a in found.addresses if a.probe is None]
+    # an address family no address of the endpoint serves, refusing at once (an AAAA record of a host that
+    # listens on IPv4 only, localhost's ::1): browsers go on to the other family without waiting (RFC 8305
+    # Happy Eyeballs), so that is a note, not a finding
+    served = {_family(a.address) for a in found.addresses if a.probe is not None}
+    passed_over = [a for a in silent if _family(a.address) not in served
+                   and (a.error or "").startswith(("ConnectionRefusedError", "OSError"))]
+    silent = [a for a in silent if a not in passed_over]
     beyond = f"; {found.unprobed} more addresses not probed" if found.unprobed else ""
+    if passed_over:
+        beyond += (f"; {', '.join(a.address for a in passed_over)} refuse connections or cannot be reached: "
+                   "browsers go on to the other addresses at once (RFC 8305)")
     if len(answers) > 1:
         described = "; ".join(f"{', '.join(where)}: {_describe(p)}" for where, p in answers)
         none = "".join(f"; {a.address} gives no handshake ({a.error})" for a in silent)
@@ -240,9 +250,14 @@ def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], Endpo
                      + f" (the other {len(found.addresses) - len(silent)} answer alike){beyond}",
                      "Fix the node at that address or remove it from DNS / the load balancer: browsers that reach "
                      "it wait, then try another address or fail.", url)
+    answering = [a.address for a in found.addresses if a.probe is not None]
     return Check("endpoint.addresses", "pass", "every address answers alike",
-                 f"{len(found.addresses)} addresses: {', '.join(a.address for a in found.addresses)}{beyond}",
+                 f"{len(answering)} address{'es' if len(answering) != 1 else ''}: {', '.join(answering)}{beyond}",
                  None, url)
+
+
+def _family(address: str) -> int:
+    return ipaddress.ip_address(address).version if _is_address(address) else 0
 
 
 def _describe(p: EndpointProbe) -> str:

@@ -754,3 +754,29 @@ def test_an_expired_page_certificate_is_not_reported_again_as_untrusted(settings
     check = chain_check(settings, expired, [])
 
     assert (check.status, check.title) == ("pass", "server sends its chain")  # endpoint.server_certificate FAILs
+
+
+def test_an_address_family_nobody_serves_is_passed_over(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """localhost resolving to ::1 and 127.0.0.1 with the server on IPv4 only (an AAAA record of a host that
+    listens on IPv4): browsers go on to IPv4 at once (RFC 8305), so it is a note, not a warning."""
+    endpoint = serve(client_cas=cas(settings, "kommun-a"))
+    url = f"https://localhost:{endpoint.port}"
+
+    found = probe(url, TIMEOUT, lambda _host, _port: ["::1", "127.0.0.1"])
+    check = only(endpoint_section(found, known(settings), WARN_BYTES), "endpoint.addresses")
+
+    assert (check.status, check.title) == ("pass", "every address answers alike")
+    assert check.evidence == ("1 address: 127.0.0.1; ::1 refuse connections or cannot be reached: browsers go on "
+                              "to the other addresses at once (RFC 8305)")
+
+
+def test_a_silent_address_warns_even_in_a_family_nobody_else_serves(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """An address that takes the connection and never answers makes the browsers that reach it wait."""
+    answering = serve(client_cas=cas(settings, "kommun-a"))
+    serve(silent=True, host="127.0.0.2", port=answering.port)
+
+    found = probe(f"https://localhost:{answering.port}", 0.5, lambda _host, _port: ["127.0.0.2", "127.0.0.1"])
+    check = only(endpoint_section(found, known(settings), WARN_BYTES), "endpoint.addresses")
+
+    assert (check.status, check.title) == ("warn", "some addresses give no handshake")
+    assert check.evidence.startswith("127.0.0.2: TimeoutError")
