@@ -111,10 +111,11 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
                 checks.append(advertised_check(cl, found))
             key = m.config.readiness.sample_key
             if options.login and sample is not None and key is not None:
+                answering = {p.url: [a.address for a in p.addresses if a.probe is not None] for p in probed}
                 for url in urls:
                     progress(f"{m.id}: synthetic login at {url}")
                     checks.append(synthetic_login(url, m.id, sample.path, key.path, timeout=timeout,
-                                                  ca_file=options.ca_file))
+                                                  ca_file=options.ca_file, addresses=answering.get(url, ())))
             elif options.login:  # asked for, and not run: say so rather than nothing
                 missing = "readiness.sample_certificate and sample_key" if sample is None \
                     else "readiness.sample_key"

@@ -7,28 +7,65 @@ broker's trust configuration and revocation sources, on the deployed system.
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import ssl
-import urllib.error
-import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from broker.readiness.endpoints import merged
 from broker.readiness.model import Check
 
 
+class _AddressConnection(http.client.HTTPSConnection):
+    """HTTPS to the URL's host at one given address: the host name still names the server (SNI, the certificate's
+    name, the Host header), the way a browser that DNS sent to that address speaks to it."""
+
+    def __init__(self, host: str, port: int, address: str | None, context: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address or self.host, self.port), self.timeout)
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
 def synthetic_login(endpoint: str, municipality_id: str, certificate: Path, key: Path, *, timeout: float,
-                    ca_file: Path | None) -> Check:
-    url = endpoint.rstrip("/") + "/diagnose?format=json"
+                    ca_file: Path | None, addresses: Sequence[str] = ()) -> Check:
+    """The sample presented at ``endpoint``'s /diagnose; with ``addresses`` (its host resolves to several: the
+    nodes of a load balancer), at each of them, so a node whose proxy does not forward the certificate is found
+    (the worst decides; each address named, :func:`broker.readiness.endpoints.merged`)."""
     context = ssl.create_default_context()
     if ca_file is not None:  # in addition to the system's roots
         context.load_verify_locations(cafile=str(ca_file))
     context.load_cert_chain(str(certificate), str(key))
-    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    if len(addresses) <= 1:
+        return _login_at(endpoint, None, municipality_id, context, timeout)
+    return merged([([address], [_login_at(endpoint, address, municipality_id, context, timeout)])
+                   for address in addresses])[0]
+
+
+def _login_at(endpoint: str, address: str | None, municipality_id: str, context: ssl.SSLContext,
+              timeout: float) -> Check:
+    url = endpoint.rstrip("/") + "/diagnose?format=json"
     try:
-        with opener.open(urllib.request.Request(url, headers={"Accept": "application/json"}),  # noqa: S310
-                         timeout=timeout) as answer:
-            verdict = json.loads(answer.read().decode())
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        parts = urlsplit(url)
+        connection = _AddressConnection(parts.hostname or "", parts.port or 443, address, context, timeout)
+        try:
+            connection.request("GET", f"{parts.path}?{parts.query}", headers={"Accept": "application/json"})
+            answer = connection.getresponse()
+            body = answer.read(1 << 20)
+        finally:
+            connection.close()
+        if answer.status != 200:
+            raise ValueError(f"HTTP {answer.status} {answer.reason}")
+        verdict = json.loads(body.decode())
+        if not isinstance(verdict, dict):
+            raise ValueError("the answer is not a JSON object")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return Check("login.synthetic", "fail", "synthetic login failed", f"{url}: {exc}",
                      "Check the endpoint and the proxy in front of the broker.", endpoint)
     if not verdict.get("certificate"):

@@ -29,6 +29,7 @@ from broker.config.loader import load_settings
 from broker.demo.materials import DemoLayout
 from broker.demo.server import build_server
 from broker.readiness.runner import ReadinessOptions, run
+from broker.readiness.synthetic import synthetic_login
 from tests.conftest import EXAMPLE
 from tests.factories.metadata import closed_port_https_url
 from tests.factories.redis_server import free_port
@@ -425,3 +426,23 @@ def test_offline_there_is_no_clock_to_compare(config_dir: Path) -> None:
                                                                             network=False))
 
     assert [c.id for c in report.broker.checks if c.id == "broker.clock"] == []
+
+
+def test_a_synthetic_login_runs_at_every_address_of_the_host(demo: Demo) -> None:
+    """Two nodes behind the login host name: the demo broker, and one whose TLS server completes the handshake (the
+    demo's own server certificate) but reaches no broker. Each is asked; the failing node is named."""
+    port = int(demo.base_url.rsplit(":", 1)[1])
+    chain = tuple(x509.load_pem_x509_certificates((demo.layout.tls / "server.pem").read_bytes()))
+    identity = ServerIdentity(x509.load_pem_x509_certificate(demo.ca_file.read_bytes()), chain,
+                              (demo.layout.tls / "server.key").read_bytes())
+    sample, key = demo.layout.users / "anna.pem", demo.layout.users / "anna.key"
+    with TlsEndpoint(identity, host="127.0.0.2", port=port):
+        both = synthetic_login(demo.base_url, "kommun-a", sample, key, timeout=5, ca_file=demo.ca_file,
+                               addresses=["127.0.0.1", "127.0.0.2"])
+    alone = synthetic_login(demo.base_url, "kommun-a", sample, key, timeout=5, ca_file=demo.ca_file,
+                            addresses=["127.0.0.1"])
+
+    assert (both.status, both.title) == ("fail", "synthetic login failed at some addresses")
+    assert both.evidence.startswith(f"at 127.0.0.1: {demo.base_url}/diagnose?format=json: kommun-a, ")
+    assert f"; at 127.0.0.2: {demo.base_url}/diagnose?format=json: " in both.evidence
+    assert (alone.status, alone.title) == ("pass", "synthetic login accepted")
