@@ -376,16 +376,17 @@ class CrlStore:
         # revocation is final (RFC 5280 §3.3; only a hold may be lifted): whichever held CRL of the CA lists the
         # certificate for good decides, stale or not, and whether or not another (older, or newer with a
         # shorter life) is usable: the CRL chosen as freshest usable must not hide it
-        for listing in sorted(held, key=_recency, reverse=True):
-            revoked_at = listing.revoked_for_good(cert.serial_number)
+        serial = cert.serial_number
+        for listing in sorted((c for c in held if serial in c.revoked), key=_recency, reverse=True):
+            revoked_at = listing.revoked_for_good(serial)
             if revoked_at is not None:
                 stale = "" if listing.usable(now, skew) else "; the CRL is past its nextUpdate"
                 raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
                                                      f"{revoked_at.isoformat()}{stale})",
                                           params={"revocation_date": revoked_at.date().isoformat()})
-        errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
-        newest = max(held, key=_recency, default=None)
+        newest = max(held, key=_recency, default=None) if len(held) != 1 else held[0]
         if best is None:
+            errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
             if from_issuer and not held:
                 raise CertificateRejected(
                     "revocation_unavailable",
@@ -400,13 +401,12 @@ class CrlStore:
             raise CertificateRejected("revocation_unavailable",
                                       f"no usable CRL from {who}" + (f" ({errors})" if errors else ""))
         crl, state = best
-        revoked_at = crl.revoked_at(cert.serial_number)
+        revoked_at = crl.revoked_at(serial)
         if revoked_at is not None:
             raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
                                                  f"{revoked_at.isoformat()})",
                                       params={"revocation_date": revoked_at.date().isoformat()})
-        if newest is not None and newest is not crl and _recency(newest) > _recency(crl) \
-                and newest.revoked_at(cert.serial_number) is not None:
+        if newest is not None and newest is not crl and serial in newest.revoked and _recency(newest) > _recency(crl):
             # on hold in a later CRL, which is no longer usable: an older CRL's "good" is superseded, and whether
             # the hold was lifted since is not known
             raise CertificateRejected("revocation_stale", f"{describe(cert)} is on hold on a later CRL from {who} "
