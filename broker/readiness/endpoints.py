@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import re
 import socket
 import ssl
 import warnings
@@ -79,10 +80,15 @@ class ProbedEndpoint:
 
 
 def _answer_key(p: EndpointProbe) -> tuple[object, ...]:
-    """What decides a browser's experience at an address: the CA names as encoded, whether a certificate is
-    asked for, the protocol and the server's certificates."""
-    return (tuple(n.public_bytes() for n in p.ca_names), p.certificate_requested, p.alpn, p.tls_version,
-            tuple(c.fingerprint(hashes.SHA256()) for c in p.server_certificates))
+    """Everything the endpoint's checks judge in one answer (two addresses with equal keys get equal checks): the
+    offer (:func:`_offer`), the protocol and the server's certificates."""
+    return (_offer(p), p.alpn, p.tls_version, tuple(c.fingerprint(hashes.SHA256()) for c in p.server_certificates))
+
+
+def _offer(p: EndpointProbe) -> tuple[bool, frozenset[bytes]]:
+    """What decides which cards a browser offers at an address: whether a certificate is asked for, and the CA
+    names as encoded, as a set (RFC 8446 §4.2.4, RFC 5246 §7.4.4: acceptable CAs, in no meaningful order)."""
+    return p.certificate_requested, frozenset(n.public_bytes() for n in p.ca_names)
 
 
 def probe(url: str, timeout: float, resolve: Resolver = resolve_addresses) -> ProbedEndpoint:
@@ -235,7 +241,7 @@ def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], Endpo
     if passed_over:
         beyond += (f"; {', '.join(a.address for a in passed_over)} refuse connections or cannot be reached: "
                    "browsers go on to the other addresses at once (RFC 8305)")
-    if len(answers) > 1:
+    if len({_offer(p) for _, p in answers}) > 1:
         described = "; ".join(f"{', '.join(where)}: {_describe(p)}" for where, p in answers)
         none = "".join(f"; {a.address} gives no handshake ({a.error})" for a in silent)
         return Check("endpoint.addresses", "fail", "the addresses answer differently",
@@ -251,6 +257,12 @@ def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], Endpo
                      "Fix the node at that address or remove it from DNS / the load balancer: browsers that reach "
                      "it wait, then try another address or fail.", url)
     answering = [a.address for a in found.addresses if a.probe is not None]
+    if len(answers) > 1:  # the same offer; their own certificates, TLS versions or HTTP/2 are judged in each check
+        beyond += "; they differ in " + ", ".join(what for what, differs in (
+            ("server certificate", len({p.server_certificates[:1] for _, p in answers}) > 1),
+            ("TLS version", len({p.tls_version for _, p in answers}) > 1),
+            ("ALPN", len({p.alpn for _, p in answers}) > 1)) if differs) + " (" \
+            + "; ".join(f"{', '.join(where)}: {_describe(p)}" for where, p in answers) + ")"
     return Check("endpoint.addresses", "pass", "every address answers alike",
                  f"{len(answering)} address{'es' if len(answering) != 1 else ''}: {', '.join(answering)}{beyond}",
                  None, url)
@@ -264,7 +276,7 @@ def _describe(p: EndpointProbe) -> str:
     requested = f"{len(p.ca_names)} CA names" if p.certificate_requested else "no certificate request"
     leaf = f", server certificate {name_of(p.server_certificates[0])} until " \
         f"{p.server_certificates[0].not_valid_after_utc:%Y-%m-%d}" if p.server_certificates else ""
-    return f"{p.tls_version}, {requested}{leaf}"
+    return f"{p.tls_version}, ALPN {p.alpn or 'none'}, {requested}{leaf}"
 
 
 def _differences(answers: list[tuple[list[str], EndpointProbe]]) -> str:
@@ -380,17 +392,27 @@ def _server_certificate(url: str, leaf: x509.Certificate, now: dt.datetime, wind
 
 
 def server_roots(ca_file: Path | None = None) -> tuple[x509.Certificate, ...]:
-    """The roots a login page's certificate is judged against: this host's system store (what OpenSSL uses by
-    default, ``SSL_CERT_FILE`` honoured) and ``ca_file`` (a regional CA the users' PCs trust). Empty when
-    neither can be read."""
+    """The roots a login page's certificate is judged against: this host's store as OpenSSL resolves it by
+    default (``SSL_CERT_FILE`` instead of the built-in bundle when set, and the hashed directory, ``SSL_CERT_DIR``
+    or the built-in one: ``ssl.get_default_verify_paths``), and ``ca_file`` (a regional CA the users' PCs trust).
+    Empty when none can be read."""
     found: list[x509.Certificate] = []
     paths = ssl.get_default_verify_paths()
-    for name in dict.fromkeys(p for p in (paths.cafile, paths.openssl_cafile, ca_file) if p):
+    files = [Path(paths.cafile)] if paths.cafile else []
+    if paths.capath and Path(paths.capath).is_dir():
+        # OpenSSL looks certificates up there by subject hash: <8 hex digits>.<n>
+        files += sorted(f for f in Path(paths.capath).iterdir() if _HASHED.match(f.name))
+    if ca_file is not None:
+        files.append(ca_file)
+    for name in files:
         with contextlib.suppress(OSError, ValueError), warnings.catch_warnings():
             # system stores carry old roots with non-positive serial numbers, which cryptography warns about
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-            found += x509.load_pem_x509_certificates(Path(name).read_bytes())
+            found += x509.load_pem_x509_certificates(name.read_bytes())
     return tuple(dict.fromkeys(found))
+
+
+_HASHED = re.compile(r"[0-9a-f]{8}\.[0-9]+\Z")
 
 
 def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], now: dt.datetime,
@@ -419,6 +441,11 @@ def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x5
     if not judge_trust:
         return Check("endpoint.server_chain", "pass", "server sends its chain",
                      f"{len(sent)} certificates sent, ending at {name_of(cur)}", None, url)
+    if not roots:
+        return Check("endpoint.server_chain", "warn", "no roots to judge the server certificate by",
+                     "this host's trust store could not be read (no system CA bundle) and no --ca-file was given",
+                     "Install the system's CA certificates (Debian: ca-certificates), or give the roots the users' "
+                     "PCs trust with --ca-file.", url)
     host = urlsplit(url).hostname or ""
     subject: x509.verification.Subject = x509.IPAddress(ipaddress.ip_address(host)) if _is_address(host) \
         else x509.DNSName(host)

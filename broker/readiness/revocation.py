@@ -30,6 +30,8 @@ from broker.pki.revocation.ocsp import build_request, responder_urls, verify_res
 from broker.readiness.model import Check
 from broker.readiness.trust import issuing_cas, name_of
 
+_NOT_FETCHED = "CRL not fetched"
+
 
 class RevocationLookups:
     """What a :class:`RevocationChecker` did, heard through its ``observe(method, result)`` hook: ``method``
@@ -77,8 +79,9 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
             users_check = users_ocsp_check(cl, policy, users, sample)
             if users_check is not None:
                 checks.append(users_check)
-    # a CRL source that failed is reported already, and may be the one that answers for a CA
-    crls_read = all(c.status == "pass" for c in crl_checks)
+    # a CRL source that failed to read is reported already, and may be the one that answers for a CA (a warning,
+    # such as "no CRL source known" or one without nextUpdate, read what there was)
+    crls_read = not any(c.status == "fail" or c.title == _NOT_FETCHED for c in crl_checks)
     checks += _unanswerable_cas(cl, issuers if crls_read else None)
     return checks
 
@@ -139,7 +142,7 @@ def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFet
             urls += [u for u in distribution_point_urls(cert) if u not in urls]
     for url in urls:
         if fetcher is None:
-            checks.append(Check("revocation.crl", "warn", "CRL not fetched", f"{url}: network checks are off",
+            checks.append(Check("revocation.crl", "warn", _NOT_FETCHED, f"{url}: network checks are off",
                                 "Run readiness without --offline.", url))
             continue
         checks.append(_judge_crl(url, lambda url=url: fetcher.get(url, policy.crl_limits(), "application/pkix-crl"),

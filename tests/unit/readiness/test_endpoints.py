@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
@@ -27,7 +27,9 @@ from OpenSSL import SSL
 from broker.config.loader import Settings
 from broker.config.schema import CertificateLogin
 from broker.demo.certificates import SERVER_AUTH, CertificateAuthority, LeafProfile
+from broker.pki.tls import EndpointProbe
 from broker.readiness.endpoints import (
+    AddressProbe,
     ProbedEndpoint,
     advertised_check,
     configured_names,
@@ -642,7 +644,9 @@ def test_a_node_with_an_expired_server_certificate_is_named(settings: Settings, 
     assert "at 127.0.0.1: " in check.evidence
     assert "; at 127.0.0.2: " in check.evidence
     assert check.expires == expired.chain[0].not_valid_after_utc  # the earliest of the nodes' certificates
-    assert only(result, "endpoint.addresses").status == "fail"
+    addresses = only(result, "endpoint.addresses")  # the same cards offered: the certificate check says the rest
+    assert addresses.status == "pass"
+    assert "; they differ in server certificate (127.0.0.1: " in addresses.evidence
     assert only(result, "endpoint.handshake").status == "pass"
 
 
@@ -780,3 +784,49 @@ def test_a_silent_address_warns_even_in_a_family_nobody_else_serves(settings: Se
 
     assert (check.status, check.title) == ("warn", "some addresses give no handshake")
     assert check.evidence.startswith("127.0.0.2: TimeoutError")
+
+
+def _probe_of(names: Sequence[x509.Name], *, alpn: str = "http/1.1", version: str = "TLSv1.3") -> EndpointProbe:
+    return EndpointProbe(tuple(names), True, alpn, version, ())
+
+
+@pytest.mark.parametrize(("second", "differs"), [
+    (lambda a, b: _probe_of([b, a]), None),
+    (lambda a, b: _probe_of([a, b], alpn="h2"), "ALPN"),
+    (lambda a, b: _probe_of([a, b], version="TLSv1.2"), "TLS version"),
+], ids=["same-cas-another-order", "http2-on-one-node", "tls12-on-one-node"])
+def test_nodes_offering_the_same_cards_answer_alike(second: Any, differs: str | None) -> None:
+    """The CA list is a set of acceptable CAs (RFC 8446 §4.2.4), and HTTP/2 or the TLS version on one node
+    changes no card's offer: no FAIL; what differs is said."""
+    a = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kommun A Person CA")])
+    b = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kommun B Person CA")])
+    first = _probe_of([a, b])
+    found = ProbedEndpoint("https://login.example.se", first, None,
+                           (AddressProbe("192.0.2.10", first, None), AddressProbe("192.0.2.11", second(a, b), None)))
+
+    check = only(endpoint_section(found, {a.public_bytes(): a, b.public_bytes(): b}, WARN_BYTES), "endpoint.addresses")
+
+    assert (check.status, check.title) == ("pass", "every address answers alike")
+    if differs is not None:
+        assert f"; they differ in {differs} (192.0.2.10: " in check.evidence
+
+
+def test_server_roots_are_the_store_openssl_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    identity: ServerIdentity) -> None:
+    """SSL_CERT_FILE replaces the built-in bundle (it is not added to it), and the hashed directory counts."""
+    bundle = tmp_path / "only.pem"
+    bundle.write_bytes(identity.ca_pem)
+    hashed = tmp_path / "certs"
+    hashed.mkdir()
+    other = CertificateAuthority.root("Hashed Directory Root", NOW).certificate
+    (hashed / "0badc0de.0").write_bytes(other.public_bytes(serialization.Encoding.PEM))
+    (hashed / "README").write_text("not a certificate")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
+
+    assert server_roots() == (identity.ca, other)
+
+
+def test_without_any_roots_the_chain_check_says_so(settings: Settings, identity: ServerIdentity) -> None:
+    check = chain_check(settings, identity, [])
+    assert (check.status, check.title) == ("warn", "no roots to judge the server certificate by")

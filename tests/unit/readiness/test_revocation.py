@@ -398,6 +398,26 @@ def test_under_soft_fail_the_missing_source_lets_logins_through_unchecked(config
     assert evidence.endswith("so logins go on unchecked (soft_fail, audited)")
 
 
+def test_no_crl_source_known_does_not_silence_the_ca_status(config_dir: Path, pki: Pki) -> None:
+    """Only distribution points, and the issuing CA's certificate names none (nor a responder): a warning about
+    the users' sources, and a FAIL for the CA certificate, whose status nothing gives."""
+    result = kommun_a(configure(config_dir, pki, crl_block(distribution_points=True)))
+
+    assert [(c.status, c.title) for c in result.checks if c.id == "revocation.crl"] == [
+        ("warn", "no CRL source known")]
+    assert [status for status, _, _ in ca_status(result)] == ["fail"]
+
+
+def test_a_root_crl_url_not_fetched_offline_is_no_missing_source(config_dir: Path, pki: Pki,
+                                                                 files: FileServer) -> None:
+    root_url = files.put_crl("/crl/root.crl", pki.root.crl())
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]], urls=[root_url]),
+                                crls={"issuing-ca.crl": pki.issuing.crl()}), network=False)
+
+    assert "warn" in statuses(result, "revocation.crl")  # "CRL not fetched"
+    assert ca_status(result) == []
+
+
 # --- OCSP for the CA certificates ---------------------------------------------------------------------------
 
 
