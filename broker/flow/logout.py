@@ -104,6 +104,7 @@ class LogoutFlow:
         # told they all ended (SAML Core §3.7.3.2): PartialLogout
         unlocated = False
         try:
+            dropped = self._drop_unreadable(ctx)
             if side == "sp":
                 ended, identity, mismatch = self._end_for_sp(info, ctx)
                 unlocated = not ended and not mismatch and not info.session_indexes
@@ -118,7 +119,10 @@ class LogoutFlow:
             d.sessions.forget_use(f"logout-request:{info.peer.entity_id}", info.request_id)
             raise
         # the browser's own cookie goes only if its session is among those ended
-        own = ctx.session_token is not None and d.sessions.ref(ctx.session_token) in {sid for sid, _ in ended}
+        own = dropped or (ctx.session_token is not None
+                          and d.sessions.ref(ctx.session_token) in {sid for sid, _ in ended})
+        # an unreadable session's SPs cannot be told: the initiator hears PartialLogout, not Success
+        unlocated = unlocated or (dropped and not mismatch)
         targets = self._targets(ended, exclude=info.peer.entity_id if side == "sp" else None)
         initiator = {"side": side, "peer": info.peer.entity_id, "request_id": info.request_id,
                      "relay_state": info.relay_state, "asynchronous": info.asynchronous}
@@ -146,6 +150,21 @@ class LogoutFlow:
                  "browser": _digest(binding), "clear_cookie": own, "unlocated": unlocated}
         fresh = binding if binding != ctx.browser_binding else None
         return self._advance(state, ctx, clear_session=own, bind_browser=fresh)
+
+    def _drop_unreadable(self, ctx: ClientContext) -> bool:
+        """End the browser's own session when its record cannot be read (another release's form, a damaged
+        record): a logout must end the session on the server whatever its form (OWASP Session Management), and
+        one that cannot be read cannot be matched against the request either. True when one was ended; its SPs
+        cannot be told (their records need the session), so the initiator hears PartialLogout."""
+        d = self._d
+        if ctx.session_token is None or d.sessions.find(ctx.session_token, idle_too=True)[1] != "unreadable":
+            return False
+        d.sessions.end(ctx.session_token)
+        d.audit.record(AuditEvent("session_unreadable", "failure", ctx.correlation_id,
+                                  detail="the browser's session record could not be read (another release's form, "
+                                         "or damaged): ended by the logout, its service providers not told",
+                                  client_address=ctx.client_address))
+        return True
 
     def _end_for_sp(self, info: LogoutRequestInfo, ctx: ClientContext
                     ) -> tuple[list[tuple[str, SsoSession]], Identity | None, bool]:

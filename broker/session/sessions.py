@@ -45,7 +45,11 @@ def _hash(token: str) -> str:
 
 
 def _dt(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
+    """A stored instant; one without a UTC offset is no form this release writes (ValueError: unreadable)."""
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise ValueError(f"the instant {text[:40]!r} has no UTC offset")
+    return value
 
 
 @dataclass(frozen=True)

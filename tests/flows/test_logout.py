@@ -5,6 +5,7 @@ pysaml2 SP (or is crafted from its parts), the LogoutResponse goes back to the S
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from werkzeug.test import TestResponse
 
 from broker.demo.sp import DemoSp
 from broker.errors import SessionStoreUnavailable
+from broker.session.sessions import SessionManager
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
     DIGEST_SHA256,
@@ -47,6 +49,7 @@ from tests.flows.conftest import audit_lines
 IDP_ENTITY_ID = BASE_URL + "/saml/idp/metadata"
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 COOKIE = "__Host-broker_session"
+PARTIAL_LOGOUT = "urn:oasis:names:tc:SAML:2.0:status:PartialLogout"
 
 
 @pytest.fixture
@@ -341,3 +344,25 @@ class TestAStoreFailureDuringLogout:
         message = redirected_message(browser.get(url))  # the retry
         assert status_codes(message.root) == (SUCCESS, None)
         assert_refused(logged_out(browser, craft), "certificate_missing")
+
+
+def test_a_logout_ends_a_session_this_release_cannot_read(browser: Browser, sp: DemoSp, logged_in: NameID,
+                                                         store: RedisStore, config_dir: Path) -> None:
+    """Another release's session record (a field this one does not know): the logout must still end it on the
+    server; its other SPs cannot be told, so the SP hears PartialLogout rather than Success."""
+    cookie = browser.client.get_cookie(COOKIE, domain="localhost")
+    assert cookie is not None
+    key = "session:" + SessionManager.ref(cookie.value)
+    stored = store.get(key)
+    assert stored is not None
+    store.put(key, json.dumps({**json.loads(stored), "new_release_field": "x"}).encode(), 600)
+
+    response = browser.get(pysaml2_logout_url(sp, logged_in))
+
+    assert status_codes(redirected_message(response).root) == (SUCCESS, PARTIAL_LOGOUT)
+    assert store.get(key) is None
+    assert any(h.startswith(COOKIE + "=") and "Expires=Thu, 01 Jan 1970" in h
+               for h in response.headers.getlist("Set-Cookie"))
+    events = [(e["event"], e["data"].get("unlocated") if e["event"] == "logout" else None)  # type: ignore[union-attr]
+              for e in audit_lines(config_dir) if e["event"] in ("logout", "session_unreadable")]
+    assert events == [("session_unreadable", None), ("logout", True)]

@@ -6,6 +6,7 @@ Kommun C, which logs in with its own IdP); choosing Kommun A there ends at ``cer
 
 from __future__ import annotations
 
+import json
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -280,19 +281,27 @@ def test_unknown_login_id_is_login_unknown(browser: Browser) -> None:
 # --- a session record this release cannot read ---------------------------------------------------------------
 
 
+def _dated_without_offset(stored: bytes) -> bytes:
+    record = json.loads(stored)
+    return json.dumps({**record, "expires_at": record["expires_at"].split("+")[0]}).encode()
+
+
 @pytest.mark.parametrize("stored", [
     b"{not json",
     b'{"identity": {"municipality_id": "kommun-a"}}',
     b"[]",
-], ids=["damaged", "another-releases-form", "not-an-object"])
+    _dated_without_offset,
+], ids=["damaged", "another-releases-form", "not-an-object", "instant-without-utc-offset"])
 def test_an_unreadable_session_is_a_fresh_login_not_an_error(browser: Browser, sp: DemoSp, craft: AuthnRequests,
                                                              store: RedisStore, config_dir: Path,
-                                                             stored: bytes) -> None:
+                                                             stored: Any) -> None:
     """A record another release wrote during a rolling upgrade (or a damaged one) is no session: the user logs in
     again with the card, audited, and the record stays for the release that can read it."""
     first, _ = sso(browser, craft)
     token = cookie_value(session_cookie(first) or "")
     key = "session:" + SessionManager.ref(token)
+    if callable(stored):  # a change to the record the login stored
+        stored = stored(store.get(key))
     store.put(key, stored, 600)
 
     response, request_id = sso(browser, craft)
