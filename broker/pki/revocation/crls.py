@@ -170,8 +170,14 @@ class VerifiedCrl:
 
 
 def parse_crl(data: bytes) -> x509.CertificateRevocationList:
-    """A CRL from PEM or DER bytes; ValueError if it is neither."""
-    return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data[:100] else x509.load_der_x509_crl(data)
+    """A CRL from PEM or DER bytes; ValueError if it is neither, whatever the parser raised (cryptography raises
+    ``x509.InvalidVersion``, no ValueError, for a version other than v1/v2)."""
+    try:
+        return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data[:100] else x509.load_der_x509_crl(data)
+    except ValueError:
+        raise
+    except Exception as exc:  # a server's bytes must never become anything but "not a CRL"
+        raise ValueError(f"not a CRL ({type(exc).__name__}: {exc})") from None
 
 
 def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certificate],
@@ -360,10 +366,6 @@ class CrlStore:
         who = subject_text(issuer)
         if not states:
             raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
-        if partial_reasons_only(cert):
-            raise CertificateRejected("revocation_unavailable", f"each CRL distribution point of {describe(cert)} "
-                                                                "covers only some revocation reasons (RFC 5280 "
-                                                                "§6.3.3): CRLs partitioned by reason are not supported")
         issuer_key = spki(issuer)
         best = self._best(states, cert, name, issuer_key, now, skew)
         if best is None:
@@ -406,6 +408,13 @@ class CrlStore:
             raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
                                                  f"{revoked_at.isoformat()})",
                                       params={"revocation_date": revoked_at.date().isoformat()})
+        if crl.scope_names is not None and partial_reasons_only(cert):
+            # the CRL is for a distribution point of the certificate's, and each of those covers only some reasons
+            # (RFC 5280 §6.3.3 (d): the reasons mask never reaches all-reasons); a complete CRL of the issuer
+            # would settle them all (§6.3.3, the CRLs "not specified in a distribution point")
+            raise CertificateRejected("revocation_unavailable", f"each CRL distribution point of {describe(cert)} "
+                                                                "covers only some revocation reasons (RFC 5280 "
+                                                                "§6.3.3), and no complete CRL of its issuer is held")
         if newest is not None and newest is not crl and serial in newest.revoked and _recency(newest) > _recency(crl):
             # on hold in a later CRL, which is no longer usable: an older CRL's "good" is superseded, and whether
             # the hold was lifted since is not known
@@ -490,6 +499,10 @@ class CrlStore:
             except DependencyUnavailable as exc:
                 state.last_error = f"shared store: {exc.detail}"
                 log.warning("CRL refresh for %s could not use the shared store: %s", state.source.location, exc)
+            except Exception as exc:  # one source's surprise must not end the pass, nor fail a login
+                state.last_error = f"unexpected {type(exc).__name__}: {exc}"
+                log.exception("CRL refresh failed unexpectedly for %s", state.source.location)
+                self._publish_meta(state)
         finally:
             state.lock.release()
 

@@ -560,3 +560,38 @@ def test_a_100000_entry_crl_answers_by_serial(tmp_path: Path, clock: FixedClock)
     assert check(store, big_h, revoked_cert, [source]) == "revoked"
     assert check(store, big_h, padded, [source]) == "revoked"
     assert check(store, big_h, good_cert, [source]) == "good"
+
+
+# --- bytes that only look like a CRL -------------------------------------------------------------------------------
+
+
+def _with_version(der: bytes, version: int) -> bytes:
+    """A CRL's DER with its version INTEGER (v2: 1) replaced: cryptography raises InvalidVersion, no ValueError."""
+    at = der.index(b"\x02\x01\x01")
+    assert at < 12  # the version is the first field of tbsCertList
+    return der[:at] + b"\x02\x01" + bytes([version]) + der[at + 3:]
+
+
+def test_a_crl_of_an_unknown_version_is_no_crl(clock: FixedClock, h: Hierarchy, leaf: x509.Certificate,
+                                               files: FileServer) -> None:
+    """A failure of the source, recorded, and the login's answer revocation_unavailable (it was an exception no
+    caller expected: a 500 page, and soft_fail not honoured)."""
+    url = files.put("/garbage.crl", _with_version(issuing_crl(h).public_bytes(Encoding.DER), 5))
+    source = url_source(h, url)
+
+    assert rejection(online(clock), h, leaf, [source]).reason == "revocation_unavailable"
+
+
+def test_one_source_answering_garbage_does_not_stop_the_refresh_of_the_others(clock: FixedClock, h: Hierarchy,
+                                                                             files: FileServer) -> None:
+    good = issuing_crl(h).public_bytes(Encoding.DER)
+    store = online(clock)
+    garbage = store.add(url_source(h, files.put("/garbage.crl", _with_version(good, 5))))
+    other = store.add(url_source(h, files.put("/good.crl", good)))
+
+    store.refresh_due()
+
+    assert garbage.crl is None
+    assert garbage.last_error is not None
+    assert "not a CRL (InvalidVersion" in garbage.last_error
+    assert other.crl is not None

@@ -168,3 +168,17 @@ def test_a_distribution_point_for_all_reasons_beside_a_partial_one_settles_it(h:
     whole = x509.DistributionPoint(full_name=[POINT], relative_name=None, crl_issuer=None, reasons=None)
 
     assert outcome(h, [_scoped_to_point(h)], _with_points(h, partial, whole)) == "good"
+
+
+def test_a_complete_crl_settles_a_certificate_whose_points_cover_some_reasons(h: Hierarchy) -> None:
+    """The CRLs "not specified in a distribution point but issued by the certificate issuer" count for every
+    reason (RFC 5280 §6.3.3): a configured complete CRL settles the card, good or revoked, under any policy."""
+    partial = x509.DistributionPoint(full_name=[POINT], relative_name=None, crl_issuer=None,
+                                     reasons=frozenset({x509.ReasonFlags.key_compromise}))
+    cert = _with_points(h, partial)
+    listed = _crl(h, this_update=NOW - DAY, next_update=NOW + DAY, number=7,
+                  entries=[_entry(cert, x509.ReasonFlags.key_compromise)])
+
+    assert outcome(h, [_crl(h, this_update=NOW - DAY, next_update=NOW + DAY, number=7)], cert) == "good"
+    assert outcome(h, [listed], cert) == "revoked"
+    assert outcome(h, [_scoped_to_point(h)], cert) == "revocation_unavailable"  # only the point's CRL
