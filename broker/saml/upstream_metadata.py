@@ -136,6 +136,10 @@ class UpstreamMetadata:
         except (FetchError, ValueError) as exc:
             state.last_error = str(exc)
             log.warning("metadata of %s's IdP: %s (keeping the last good copy)", state.municipality.id, exc)
+        except Exception as exc:  # one IdP's surprise must not end the refresh thread, nor the others' refresh
+            state.last_error = f"unexpected {type(exc).__name__}: {exc}"
+            log.exception("metadata of %s's IdP: refresh failed unexpectedly (keeping the last good copy)",
+                          state.municipality.id)
         finally:
             state.lock.release()
 

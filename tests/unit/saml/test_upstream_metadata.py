@@ -876,3 +876,22 @@ def test_metadata_source_rules(config_dir: Path, block: str, expected: Expected)
     replacing_block(KOMMUN_C_FILE, "  metadata:", block)(config_dir)
 
     assert_issues(load_issues(config_dir), [expected], config_dir)
+
+
+def test_an_unforeseen_failure_of_one_refresh_keeps_the_copy_and_the_refresher(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A defect met while reading one IdP's metadata (here: the parser raising what it never should) is recorded
+    like any failed refresh: the last good copy serves, and the refresh thread and the other IdPs go on."""
+    server.put(PATH, signed(material), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+    held = upstream.get(KOMMUN_C)
+
+    def broken(*_args: object, **_kwargs: object) -> IdpMetadata:
+        raise KeyError("unforeseen")
+
+    monkeypatch.setattr("broker.saml.upstream_metadata.parse_idp_metadata", broken)
+    upstream.refresh_all()
+
+    assert str(status(upstream)["last_error"]).startswith("unexpected KeyError")
+    assert upstream.get(KOMMUN_C) is held
