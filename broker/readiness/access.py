@@ -4,7 +4,7 @@ The certificate chain, the endpoint and revocation can all be right and every lo
 (:meth:`broker.flow.answers.Answers.check_access`): no SP lists the municipality (``municipality_not_allowed``),
 an onboarding municipality meets no SP that accepts onboarding users (``municipality_not_active``: nobody can try
 a real login before the switch), or an SP asks for a higher assurance level than the municipality's cards or IdP
-ever give (``loa_insufficient``). All of it is in the configuration, so it is checked offline.
+ever give (``loa_insufficient``); a suspended municipality, named in the run, refuses them all. All of it is in the configuration, so it is checked offline.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ def highest_loa(municipality: Municipality) -> Loa | None:
 
 def access_check(municipality: Municipality, settings: Settings) -> Check:
     mid = municipality.id
+    if municipality.status == "suspended":  # asked about by name: a run over all leaves it out
+        return Check(_ID, "fail", "the municipality is suspended",
+                     f"{mid} has status: suspended: every login of its users is refused (municipality_suspended)",
+                     "Set status: onboarding (to try logins at an SP with accept_onboarding) or active for go-live.")
     listing = [sp for sp in settings.service_providers.values() if mid in sp.config.municipalities]
     if not listing:
         return Check(_ID, "fail", "no service provider accepts its users",

@@ -69,3 +69,13 @@ def test_an_onboarding_municipality_no_sp_lets_in_warns(config_dir: Path) -> Non
 
     edit_sp(config_dir, lambda doc: doc.__setitem__("accept_onboarding", True))
     assert access(config_dir).status == "pass"
+
+
+@pytest.mark.parametrize("municipality", ["kommun-b", "kommun-c"], ids=["certificates", "own-idp"])
+def test_a_suspended_municipality_named_in_the_run_fails(config_dir: Path, municipality: str) -> None:
+    """`broker readiness --municipality ID` of a suspended municipality: every login is refused
+    (municipality_suspended), whatever its chain, IdP and SPs say."""
+    edit_municipality(config_dir, municipality, lambda doc: doc.__setitem__("status", "suspended"))
+    check = access(config_dir, municipality)
+    assert (check.status, check.title) == ("fail", "the municipality is suspended")
+    assert "municipality_suspended" in check.evidence
