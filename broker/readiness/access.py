@@ -4,7 +4,8 @@ The certificate chain, the endpoint and revocation can all be right and every lo
 (:meth:`broker.flow.answers.Answers.check_access`): no SP lists the municipality (``municipality_not_allowed``),
 an onboarding municipality meets no SP that accepts onboarding users (``municipality_not_active``: nobody can try
 a real login before the switch), or an SP asks for a higher assurance level than the municipality's cards or IdP
-ever give (``loa_insufficient``); a suspended municipality, named in the run, refuses them all. All of it is in the configuration, so it is checked offline.
+ever give (``loa_insufficient``); a suspended municipality, named in the run, refuses them all. All of it is in
+the configuration, so it is checked offline.
 """
 
 from __future__ import annotations
