@@ -197,7 +197,8 @@ def _answer_checks(url: str, p: EndpointProbe, known: dict[bytes, x509.Name], wa
     if p.ca_list_bytes >= warn_bytes:
         checks.append(Check("endpoint.ca_list_size", "warn", "CA list near the 16 KB limit",
                             f"{p.ca_list_bytes} bytes advertised; some servers and clients cut lists near 16 KB",
-                            "Advertise only the issuing CAs, not whole bundles.", url))
+                            "Advertise only the configured municipalities' CAs (`broker proxy-config`), not whole "
+                            "bundles of others.", url))
     return checks
 
 
@@ -328,6 +329,22 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
     present = [c for c in issuing if c.subject.public_bytes() in names]
     missing = [c for c in issuing if c.subject.public_bytes() not in names]
     if not missing:
+        # offered, but the proxy must also verify the card up to a self-signed root: nginx and Apache with
+        # optional_no_ca forgive an unknown root (errors 18-21, 27), not a missing issuer (error 2, "unable to get
+        # issuer certificate"), so with the root neither advertised nor in their trust store every card is a 400
+        rootless = [c for c in present if (above := _above(c, cl))
+                    and not any(a.subject.public_bytes() in names for a in above)]
+        if rootless:
+            roots = _distinct(a for c in rootless for a in _above(c, cl) if a in cl.anchors())
+            return Check("endpoint.advertises", "warn", "users will be offered their certificate; its root is not "
+                         "advertised",
+                         f"{url} advertises {_names(present)} but not {_names(roots) or 'the CAs above them'}: a "
+                         "proxy that verifies with the advertised CAs only (nginx ssl_client_certificate, Apache "
+                         "SSLCACertificateFile) cannot complete the cards' chain and refuses every one (nginx: 400, "
+                         "\"unable to get issuer certificate\")",
+                         "Put the roots in the proxy's verification store (nginx: ssl_trusted_certificate), or "
+                         "advertise them too; `broker proxy-config` writes a bundle with both. `broker readiness "
+                         "--login` with a test card shows whether a certificate gets through.", url)
         return Check("endpoint.advertises", "pass", "users will be offered their certificate",
                      f"{url} advertises {_names(present)}", None, url)
     # an issuing CA not named itself is covered only by a CA above it on its own path: the root of another

@@ -133,16 +133,24 @@ def test_municipal_ca_advertised_passes(settings: Settings, serve) -> None:  # t
         assert check.fix is None
 
 
-@pytest.mark.parametrize("which", ["root", "issuing"])
-def test_root_or_issuing_ca_alone_is_enough(settings: Settings, serve, which: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("which", "status"), [("root", "pass"), ("issuing", "warn"), ("both", "pass")])
+def test_root_or_issuing_ca_alone_offers_the_card(settings: Settings, serve, which: str,  # type: ignore[no-untyped-def]
+                                                  status: str) -> None:
+    """Either offers the card. The issuing CA without its root warns: a proxy that verifies with what it advertises
+    (nginx ssl_client_certificate) cannot complete the chain and refuses every card ("unable to get issuer
+    certificate", which optional_no_ca does not forgive) unless the root is in its trust store."""
     cl = login(settings, "kommun-a")
-    advertised = cl.anchors() if which == "root" else cl.intermediate_certificates()
+    advertised = {"root": cl.anchors(), "issuing": cl.intermediate_certificates(),
+                  "both": (*cl.anchors(), *cl.intermediate_certificates())}[which]
     found = probed(serve(client_cas=list(advertised)))
 
     check = advertised_check(cl, found)
 
-    assert check.status == "pass"
+    assert check.status == status
     assert ("Kommun A Demo Root CA" if which == "root" else "Kommun A Demo Person CA") in check.evidence
+    if status == "warn":
+        assert check.title == "users will be offered their certificate; its root is not advertised"
+        assert "ssl_trusted_certificate" in (check.fix or "")
 
 
 def test_municipal_ca_missing_fails(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
@@ -304,8 +312,8 @@ def test_one_of_two_issuing_cas_missing_fails(config_dir: Path, serve) -> None: 
 
 
 def test_both_issuing_cas_advertised_passes(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
-    cl, (_, first, second) = two_issuing_cas(config_dir)
-    endpoint = serve(client_cas=[first, second])
+    cl, (root, first, second) = two_issuing_cas(config_dir)
+    endpoint = serve(client_cas=[root, first, second])
 
     check = advertised_check(cl, probed(endpoint))
 
