@@ -292,6 +292,27 @@ def _differences(answers: list[tuple[list[str], EndpointProbe]]) -> str:
     return (": " + "; ".join(notes)) if notes else ""
 
 
+def login_host_check(base_url: str, probed: Sequence[str]) -> Check:
+    """``endpoint.login_host``: the host the SPs send users to (``idp.base_url``: the SSO and ACS locations of the
+    broker's metadata) is among the endpoints probed. Its CertificateRequest is the one that decides whether cards
+    are offered; a readiness run over another host (a test name, the proxy's internal one) proves nothing there."""
+    def origin(url: str) -> tuple[str, str, int]:
+        parts = urlsplit(url)
+        return parts.scheme.lower(), (parts.hostname or "").lower().rstrip("."), parts.port or 443
+    try:
+        wanted = origin(base_url)
+        found = any(origin(url) == wanted for url in probed)
+    except ValueError:
+        found = False
+    if found:
+        return Check("endpoint.login_host", "pass", "the login host is probed",
+                     f"idp.base_url {base_url} is among the endpoints probed", None, base_url)
+    return Check("endpoint.login_host", "warn", "the login host is not probed",
+                 f"idp.base_url {base_url}, where the service providers send users, is not among the endpoints "
+                 f"probed ({', '.join(probed)}): the CA list users meet there is not checked",
+                 "Add the login host to readiness.endpoints (or --endpoint).", base_url)
+
+
 REGENERATE_BUNDLE = ("Regenerate the proxy's client-CA bundle from this configuration (`broker proxy-config nginx "
                      "--config DIR --out DIR`; `haproxy` or `apache` for those proxies), reload the proxy, and run "
                      "`broker readiness` again.")

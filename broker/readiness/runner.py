@@ -21,6 +21,7 @@ from broker.readiness.endpoints import (
     advertised_check,
     configured_names,
     endpoint_section,
+    login_host_check,
     probe,
     server_roots,
 )
@@ -129,6 +130,8 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
         sections.append(Section("municipality", m.id, m.config.name.en, tuple(checks), {
             "names": {"sv": m.config.name.sv, "en": m.config.name.en}, "status": m.status,
             "login": m.config.login}))
+    if probed:
+        broker_found.append(login_host_check(str(settings.broker.idp.base_url), [p.url for p in probed]))
     if options.network:  # after every fetch: the servers asked on the way are the clocks compared
         broker_found.append(clock_check(dates, _tolerance(settings, municipalities)))
     broker = Section("broker", "broker", "broker", tuple(broker_found))

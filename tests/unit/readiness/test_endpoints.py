@@ -34,6 +34,7 @@ from broker.readiness.endpoints import (
     advertised_check,
     configured_names,
     endpoint_section,
+    login_host_check,
     probe,
     server_roots,
 )
@@ -838,3 +839,30 @@ def test_server_roots_are_the_store_openssl_resolves(tmp_path: Path, monkeypatch
 def test_without_any_roots_the_chain_check_says_so(settings: Settings, identity: ServerIdentity) -> None:
     check = chain_check(settings, identity, [])
     assert (check.status, check.title) == ("warn", "no roots to judge the server certificate by")
+
+
+# --- the host the service providers send users to ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("probed", "status"), [
+    (["https://login.region.se"], "pass"),
+    (["https://LOGIN.region.se.:443/"], "pass"),
+    (["https://other.region.se", "https://login.region.se/saml"], "pass"),
+    (["https://login-test.region.se"], "warn"),
+    (["https://login.region.se:8443"], "warn"),
+], ids=["same", "same-origin-written-otherwise", "among-others", "another-host", "another-port"])
+def test_the_login_host_must_be_among_the_endpoints(probed: list[str], status: str) -> None:
+    check = login_host_check("https://login.region.se/", probed)
+    assert (check.id, check.status) == ("endpoint.login_host", status)
+
+
+def test_a_run_over_another_host_than_the_login_host_warns(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """The operator names a test host in readiness.endpoints; the SPs send users to idp.base_url."""
+    endpoint = serve(client_cas=cas(load(config_dir), "kommun-a"))
+    set_readiness(config_dir, endpoints=[endpoint.url])
+
+    report = readiness(load(config_dir), municipalities=["kommun-a"])
+
+    check = only(report.broker, "endpoint.login_host")
+    assert (check.status, check.title) == ("warn", "the login host is not probed")
+    assert endpoint.url in check.evidence
