@@ -314,23 +314,44 @@ class ChainWriter:
         return {"time": utc_text(self._clock.now()), "instance": self.settings.instance, "event": event,
                 "outcome": "info", "data": data}
 
+    def writable(self) -> str | None:
+        """Readiness, without writing a record: why the next record could not be written, or None. The audit
+        directory must still be a directory, and the open file (if any) still the one in it. Reads only; a
+        failure is acted on when a record is written (:meth:`_check_file_in_place`). (A directory made read-only
+        is not judged here: the open file still takes records until the next rotation, which then fails.)"""
+        directory = self.settings.directory
+        if not directory.is_dir():
+            return f"{directory} is not a directory"
+        if self._pid == os.getpid() and not self._file_in_place():
+            return f"{self._file_path} was removed or replaced while open"
+        return None
+
+    def _file_in_place(self) -> bool:
+        fd, path = self._fd, self._file_path
+        if fd is None or path is None:
+            return True
+        try:
+            here = os.stat(path)
+            mine = os.fstat(fd)
+        except OSError:
+            return False
+        return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino) and mine.st_nlink > 0
+
     def _check_file_in_place(self) -> None:
         """The open file must still be the one in the audit directory: records written to a file that was
         deleted or moved away would be lost to every reviewer, so that fails closed too."""
-        if self._fd is None or self._file_path is None:
-            return
-        try:
-            here = os.stat(self._file_path)
-            mine = os.fstat(self._fd)
-            in_place = (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino) and mine.st_nlink > 0
-        except OSError:
-            in_place = False
-        if not in_place:
-            self._lose()
-            self._abandoned = {"file": self._file_path.name, "bytes": self._file_bytes,
-                               "truncated_partial_line": False,
-                               "error": "the file was removed or replaced while open"}
+        if self._note_if_lost():
             raise AuditUnavailable(f"{self._file_path} was removed or replaced while open")
+
+    def _note_if_lost(self) -> bool:
+        """Whether the open file is no longer the one in the audit directory; if so, it is abandoned (the next
+        rotation records the outage)."""
+        if self._fd is None or self._file_path is None or self._abandoned is not None or self._file_in_place():
+            return False
+        self._lose()
+        self._abandoned = {"file": self._file_path.name, "bytes": self._file_bytes,
+                           "truncated_partial_line": False, "error": "the file was removed or replaced while open"}
+        return True
 
     def append(self, record: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Append ``record`` (without ``seq``/``prev``); return a token for :meth:`sync` and the record as
@@ -415,6 +436,7 @@ class ChainWriter:
     def checkpoint(self) -> None:
         with self._lock:
             self._ensure_started()
+            self._note_if_lost()  # a checkpoint into a file no longer in the directory would seal nothing
             if self._abandoned is not None:  # the outage is recorded (in a new file) before anything is sealed
                 self._rotate_locked(self._clock.now())
             self._checkpoint_locked(final=False)

@@ -39,6 +39,10 @@ class AuditSink(Protocol):
         """Seal what is written with a signed checkpoint, durably."""
         ...
 
+    def writable(self) -> str | None:
+        """Why the next record could not be written, found without writing one; None when nothing is known."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -145,9 +149,15 @@ class AuditTrail:
     def probe(self) -> str | None:
         """Readiness: None when the trail works. While it is failing, try a checkpoint (which also records a
         file abandoned meanwhile), so that a process taken out of rotation for its audit trail comes back once
-        the disk does, without waiting for a login it can no longer be sent."""
+        the disk does, without waiting for a login it can no longer be sent. While it works, look without
+        writing (:meth:`AuditSink.writable`): a directory gone or read-only takes the process out of rotation
+        before a user's login fails on it."""
         if self._failure is None:
-            return None
+            problem = self._sink.writable()
+            if problem is None:
+                return None
+            self._failed(AuditUnavailable(problem))  # and try at once: a file replaced where the directory works
+            # is a rotation
         try:
             self._sink.checkpoint()
         except AuditUnavailable as exc:

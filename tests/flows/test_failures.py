@@ -291,6 +291,33 @@ def test_audit_directory_replaced_by_a_file_after_start_refuses_logins(config_di
     assert_refused_by_the_audit(response.status_code, response.headers, response.get_data(as_text=True))
 
 
+def test_readyz_sees_an_audit_directory_gone_before_a_user_is_refused(config_dir: Path, store: RedisStore) -> None:
+    """An idle replica whose audit directory is replaced: /readyz says so at once (it repeated the last write's
+    result, so a user's login had to fail first), and without writing a record."""
+    client = build_app(config_dir, store).test_client()
+    assert client.get("/readyz").status_code == 200
+
+    _replace_audit_directory_by_a_file(config_dir)
+    ready = client.get("/readyz")
+
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"]["session_store"] == "ok"
+    assert ready.get_json()["checks"]["audit"] == "audit_unavailable"
+
+
+def test_readyz_rotates_past_an_audit_file_removed_while_idle(config_dir: Path, store: RedisStore) -> None:
+    """The open file deleted (a clean-up job) while the directory works: the probe's checkpoint starts a new file
+    and records the loss, and the replica stays ready."""
+    client = build_app(config_dir, store).test_client()
+    for path in (config_dir / "audit").glob("*.jsonl"):
+        if ".checkpoints." not in path.name:
+            path.unlink()
+
+    assert client.get("/readyz").status_code == 200
+    assert "audit_file_abandoned" in [e["event"] for e in audit_lines(config_dir, system=True)]
+    assert client.get("/readyz").status_code == 200
+
+
 def test_audit_directory_under_a_regular_file_is_a_config_issue(config_dir: Path) -> None:
     blocker = config_dir / "not-a-directory"
     blocker.write_text("a regular file\n")
