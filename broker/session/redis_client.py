@@ -30,6 +30,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from broker.config.redis_schema import RedisConfig, RedisTlsConfig
+from broker.session.command_deadline import watch_pool
 
 RedisClient = redis.Redis | RedisCluster
 
@@ -50,17 +51,22 @@ def _no_retry() -> Retry:
 class Connector:
     """One redis-py client, made on first use and then kept (thread-safe)."""
 
-    def __init__(self, build: Callable[[], RedisClient], *, cluster: bool = False) -> None:
+    def __init__(self, build: Callable[[], RedisClient], *, cluster: bool = False,
+                 command_seconds: float | None = None) -> None:
         self._build = build
         self._client: RedisClient | None = None
         self._lock = threading.Lock()
         self.cluster = cluster
+        # the wall-clock bound of one command attempt (broker.session.command_deadline); None: reads only
+        self.command_seconds = command_seconds
 
     @classmethod
     def of(cls, client: RedisClient) -> Connector:
-        """A client made already (redis-py's Redis connects only when used)."""
+        """A client made already (redis-py's Redis connects only when used); one of redis-py's ``Redis`` gets its
+        commands bounded: socket_timeout to connect and again to answer (:func:`bounded`)."""
         connector = cls(lambda: client)
         connector._client = client
+        connector.command_seconds = bounded(client)
         return connector
 
     def client(self) -> RedisClient:
@@ -84,6 +90,18 @@ class Connector:
             client.connection_pool.disconnect()
 
 
+def bounded(client: RedisClient) -> float | None:
+    """Put ``client``'s commands under a wall-clock deadline (broker.session.command_deadline): its pool's
+    connections are noted, and an attempt gets its socket_timeout to connect plus the same to answer. None for
+    a client whose pool cannot be hooked (Redis Cluster) or that has no socket_timeout."""
+    pool = getattr(client, "connection_pool", None)
+    timeout = pool.connection_kwargs.get("socket_timeout") if pool is not None else None
+    if not isinstance(client, redis.Redis) or pool is None or not timeout:
+        return None
+    watch_pool(pool)
+    return 2 * float(timeout)
+
+
 class SentinelConnector(Connector):
     """The primary under Sentinel, with one addition to redis-py: at most every ``check_seconds``, before a
     command, the sentinels are asked where the primary is.
@@ -97,7 +115,7 @@ class SentinelConnector(Connector):
     own."""
 
     def __init__(self, client: redis.Redis, *, check_seconds: float = PRIMARY_CHECK_SECONDS) -> None:
-        super().__init__(lambda: client)
+        super().__init__(lambda: client, command_seconds=bounded(client))
         self._client = client
         self._check_seconds = check_seconds
         self._checked = -check_seconds

@@ -23,6 +23,7 @@ import redis
 from redis.exceptions import RedisClusterException
 
 from broker.errors import SessionStoreUnavailable
+from broker.session.command_deadline import DEADLINES
 from broker.session.redis_client import Connector, RedisClient, single_server
 
 T = TypeVar("T")
@@ -125,7 +126,10 @@ class RedisStore:
         the command must not run twice)."""
         error: Exception
         self._connector.before_command()
+        seconds = self._connector.command_seconds
         for _attempt in range(2):
+            # each attempt within its deadline, however the answer trickles in (broker.session.command_deadline)
+            armed = DEADLINES.arm(seconds) if seconds else None
             try:
                 return op(self._connector.client())
             except redis.ReadOnlyError as exc:
@@ -134,7 +138,12 @@ class RedisStore:
                 self._connector.drop_connections()
                 error = exc
             except redis.ConnectionError as exc:
-                error = exc
+                if armed is not None and armed.expired:  # cut off at the deadline: a timeout (it may have run)
+                    error = redis.TimeoutError(f"no complete answer within {seconds:g} s")
+                    if once:
+                        break
+                else:
+                    error = exc
             except redis.TimeoutError as exc:
                 error = exc
                 if once:
@@ -142,6 +151,9 @@ class RedisStore:
             except (redis.RedisError, RedisClusterException) as exc:
                 error = exc
                 break
+            finally:
+                if armed is not None:
+                    DEADLINES.disarm(armed)
         raise SessionStoreUnavailable(f"Redis {command} failed: {error}") from error
 
     def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
