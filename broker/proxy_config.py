@@ -83,6 +83,9 @@ large_client_header_buffers 4 32k;
 location = /metrics {{ return 404; }}
 location ^~ /admin/ {{ return 404; }}
 
+# A location of your own for the broker's paths (/saml/ ...) that sets any proxy_set_header inherits none of
+# those below: repeat them there, or every login through it arrives without the certificate
+# (`broker readiness --login` asks below /saml/idp/ and shows it).
 location / {{
     proxy_pass {parts.scheme}://{parts.netloc};
     # The certificate as nginx received it; this replaces any {header} a client sent.

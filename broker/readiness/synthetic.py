@@ -50,7 +50,9 @@ def synthetic_login(endpoint: str, municipality_id: str, certificate: Path, key:
 
 def _login_at(endpoint: str, address: str | None, municipality_id: str, context: ssl.SSLContext,
               timeout: float) -> Check:
-    url = endpoint.rstrip("/") + "/diagnose?format=json"
+    # below the SSO endpoint's path, where the SPs send users: a proxy route the operator added for /saml/ (one
+    # that sets headers of its own loses the snippet's certificate header in nginx) is exercised as logins meet it
+    url = endpoint.rstrip("/") + "/saml/idp/diagnose?format=json"
     try:
         parts = urlsplit(url)
         connection = _AddressConnection(parts.hostname or "", parts.port or 443, address, context, timeout)

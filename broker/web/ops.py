@@ -24,6 +24,7 @@ def index() -> Response:
 
 
 @bp.route("/diagnose", methods=["GET"])
+@bp.route("/saml/idp/diagnose", methods=["GET"])  # the same below the SSO endpoint's path: `broker readiness --login`
 def diagnose() -> Response:
     """What certificate the broker sees and what it thinks of it: the first stop for support.
 

@@ -34,6 +34,7 @@ from cryptography import x509
 
 from broker.audit.query import records
 from broker.pki.tls import probe_endpoint
+from broker.readiness.synthetic import synthetic_login
 from tests.factories.authnrequests import AuthnRequests, sp_accepts
 from tests.factories.cli import broker_cli as broker
 from tests.factories.https_client import saml_response_in
@@ -89,9 +90,11 @@ def configured_cas(config: Path) -> list[x509.Certificate]:
 
 @contextmanager
 def running_stack(root: Path, demo_material: Any, redis_url: str, *, trusted: str,
-                  proxy_bind: str | None = None) -> Iterator[Stack]:
+                  proxy_bind: str | None = None, operators_own: str = "") -> Iterator[Stack]:
     """The stack, with ``trusted`` as the broker's only proxy network; nginx connects to the broker from
-    ``proxy_bind`` when given (another loopback address, so that a client on 127.0.0.1 is not the proxy)."""
+    ``proxy_bind`` when given (another loopback address, so that a client on 127.0.0.1 is not the proxy), and
+    ``operators_own`` is what the operator wrote in the server block beside the snippet (``{upstream}``: the
+    broker's address)."""
     config = root / "config"
     shutil.copytree(demo_material.config, config)
     for f in (config / "audit").glob("*"):
@@ -110,7 +113,8 @@ def running_stack(root: Path, demo_material: Any, redis_url: str, *, trusted: st
     tls = Path(demo_material.tls)
     bind = f"proxy_bind {proxy_bind};\n" if proxy_bind else ""
     nginx = Nginx(root / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
-                  server_body=f"{bind}include {out / 'broker-client-auth.conf'};")
+                  server_body=f"{bind}include {out / 'broker-client-auth.conf'};\n"
+                              + operators_own.replace("{upstream}", serve.url))
     token = (config / "keys" / "admin.token").read_text().strip()
     try:
         with serve, nginx:
@@ -329,3 +333,27 @@ def test_a_forged_header_sent_straight_to_the_broker_gets_no_login(tmp_path: Pat
                                                           "assertion_issued")]
         untrusted = [r for r in login if r["event"] == "proxy_header_untrusted"]
         assert untrusted[0]["client"] == "127.0.0.1"
+
+
+# --- the synthetic login takes the path a login takes ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("operators_own", "status", "title"), [
+    ("", "pass", "synthetic login accepted"),
+    ("location /saml/ { proxy_pass {upstream}; proxy_set_header Host $host; }", "fail",
+     "the certificate did not reach the broker"),
+], ids=["the-snippet-alone", "an-operators-location-for-saml"])
+def test_the_synthetic_login_meets_the_proxy_route_of_the_login_path(tmp_path: Path, demo_material: Any,
+                                                                    redis_url: str, operators_own: str, status: str,
+                                                                    title: str) -> None:
+    """nginx gives a location that sets any proxy_set_header none of the server's: an operator's own location for
+    /saml/ drops the snippet's certificate header, and every real login arrives without a certificate while
+    /diagnose (under the snippet's "location /") still sees it. The synthetic login asks below /saml/idp/, as the
+    SPs' AuthnRequests arrive, so it fails there too."""
+    with running_stack(tmp_path, demo_material, redis_url, trusted="127.0.0.1/32",
+                       operators_own=operators_own) as stack:
+        check = synthetic_login(stack.url, "kommun-a", stack.users / "anna.pem", stack.users / "anna.key",
+                                timeout=10, ca_file=stack.tls / "ca.pem")
+        assert stack.get("/diagnose?format=json", user="anna").json()["certificate"] is True
+
+    assert (check.status, check.title) == (status, title)

@@ -443,6 +443,6 @@ def test_a_synthetic_login_runs_at_every_address_of_the_host(demo: Demo) -> None
                             addresses=["127.0.0.1"])
 
     assert (both.status, both.title) == ("fail", "synthetic login failed at some addresses")
-    assert both.evidence.startswith(f"at 127.0.0.1: {demo.base_url}/diagnose?format=json: kommun-a, ")
-    assert f"; at 127.0.0.2: {demo.base_url}/diagnose?format=json: " in both.evidence
+    assert both.evidence.startswith(f"at 127.0.0.1: {demo.base_url}/saml/idp/diagnose?format=json: kommun-a, ")
+    assert f"; at 127.0.0.2: {demo.base_url}/saml/idp/diagnose?format=json: " in both.evidence
     assert (alone.status, alone.title) == ("pass", "synthetic login accepted")
