@@ -71,6 +71,14 @@ class CommandDeadlines:
             if self._armed.get(threading.get_ident()) is entry:
                 del self._armed[threading.get_ident()]
 
+    def forget(self, connection: Any) -> None:
+        """``connection`` goes back to its pool: from now on it may serve another thread's command, which the
+        deadline of this one must not cut off (under the lock: the watcher may be shutting sockets right now)."""
+        entry = self._armed.get(threading.get_ident())
+        if entry is not None and entry.connections:
+            with self._changed:
+                entry.connections = [known for known in entry.connections if known is not connection]
+
     def note(self, connection: Any) -> None:
         """A connection the calling thread's armed command took (nothing when none is armed); one noted after the
         deadline passed is shut at once."""
@@ -89,7 +97,7 @@ class CommandDeadlines:
                     continue
                 now = time.monotonic()
                 for entry in self._armed.values():
-                    if not entry.expired and now >= entry.deadline:
+                    if now >= entry.deadline:  # at every tick: a socket made after the deadline is shut too
                         entry.expired = True
                         for connection in entry.connections:
                             _shut(getattr(connection, "_sock", None))
@@ -108,7 +116,8 @@ DEADLINES = CommandDeadlines()
 def watch_pool(pool: Any) -> None:
     """Note every connection ``pool`` hands out to an armed command (redis-py's ``ConnectionPool`` and its
     Sentinel subclass): each as it connects (its handshake, HELLO or CLIENT SETNAME, is read from the server
-    too, inside ``get_connection``), and a pooled one as it is handed out."""
+    too, inside ``get_connection``), and a pooled one as it is handed out; forgotten as it goes back (another
+    thread's command may take it next)."""
     make: Callable[..., Any] = pool.make_connection
     get: Callable[..., Any] = pool.get_connection
 
@@ -128,5 +137,12 @@ def watch_pool(pool: Any) -> None:
         DEADLINES.note(connection)
         return connection
 
+    release: Callable[[Any], Any] = pool.release
+
+    def release_connection(connection: Any) -> Any:
+        DEADLINES.forget(connection)
+        return release(connection)
+
     pool.make_connection = make_connection
     pool.get_connection = get_connection
+    pool.release = release_connection

@@ -151,6 +151,13 @@ class RedisStore:
             except (redis.RedisError, RedisClusterException) as exc:
                 error = exc
                 break
+            except Exception:
+                if armed is None or not armed.expired:
+                    raise
+                # a socket shut down under a reader can surface as something else than a connection error (TLS)
+                error = redis.TimeoutError(f"no complete answer within {seconds:g} s")
+                if once:
+                    break
             finally:
                 if armed is not None:
                     DEADLINES.disarm(armed)

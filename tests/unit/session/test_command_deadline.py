@@ -93,3 +93,33 @@ def _get(store: RedisStore) -> object:
         return store.get("probe")
     except SessionStoreUnavailable as exc:
         return exc
+
+
+def test_a_connection_given_back_is_not_cut_off_by_its_last_users_deadline(redis_url: str,
+                                                                           redis_prefix: str) -> None:
+    """Thread A's command is done and its connection back in the pool, but A has not disarmed yet (a thread
+    switch) when its deadline passes: the connection, now thread B's, must not be shut under B's command (a
+    GETDEL cut off that way was sent again: the one-time value gone)."""
+    store = RedisStore(connector=single_server(redis_url, socket_timeout=0.1), prefix=redis_prefix)  # 0.2 s
+    store.get("warm")  # one pooled connection
+    pool = store.client.connection_pool
+    release = pool.release  # the pool's, as the store watches it
+    given_back = threading.Event()
+
+    def slow_release(connection: object) -> None:
+        release(connection)
+        given_back.set()
+        time.sleep(0.6)  # still armed, past the deadline
+
+    pool.release = slow_release
+    a = threading.Thread(target=lambda: store.get("warm"), daemon=True)
+    a.start()
+    assert given_back.wait(2)
+    connection = pool.get_connection()  # the same connection, now this thread's
+    time.sleep(0.4)  # A's deadline passes while A is armed
+    try:
+        connection.send_command("PING")
+        assert connection.read_response() == b"PONG"
+    finally:
+        release(connection)
+        a.join(5)
