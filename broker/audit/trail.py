@@ -150,8 +150,9 @@ class AuditTrail:
         """Readiness: None when the trail works. While it is failing, try a checkpoint (which also records a
         file abandoned meanwhile), so that a process taken out of rotation for its audit trail comes back once
         the disk does, without waiting for a login it can no longer be sent. While it works, look without
-        writing (:meth:`AuditSink.writable`): a directory gone or read-only takes the process out of rotation
-        before a user's login fails on it."""
+        writing (:meth:`AuditSink.writable`): a directory gone, or the open file removed from it, takes the
+        process out of rotation before a user's login fails on it (a read-only directory or a full disk shows
+        at the next write)."""
         if self._failure is None:
             problem = self._sink.writable()
             if problem is None:

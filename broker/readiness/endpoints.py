@@ -353,8 +353,9 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
         # offered, but the proxy must also verify the card up to a self-signed root: nginx and Apache with
         # optional_no_ca forgive an unknown root (errors 18-21, 27), not a missing issuer (error 2, "unable to get
         # issuer certificate"), so with the root neither advertised nor in their trust store every card is a 400
-        rootless = [c for c in present if (above := _above(c, cl))
-                    and not any(a.subject.public_bytes() in names for a in above)]
+        # a CA between (a policy CA) is no root: the chain still ends short of a self-signed one
+        rootless = [c for c in present if (roots := [a for a in _above(c, cl) if a in cl.anchors()])
+                    and not any(a.subject.public_bytes() in names for a in roots)]
         if rootless:
             roots = _distinct(a for c in rootless for a in _above(c, cl) if a in cl.anchors())
             return Check("endpoint.advertises", "warn", "users will be offered their certificate; its root is not "

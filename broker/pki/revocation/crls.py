@@ -411,10 +411,21 @@ class CrlStore:
         if crl.scope_names is not None and partial_reasons_only(cert):
             # the CRL is for a distribution point of the certificate's, and each of those covers only some reasons
             # (RFC 5280 §6.3.3 (d): the reasons mask never reaches all-reasons); a complete CRL of the issuer
-            # would settle them all (§6.3.3, the CRLs "not specified in a distribution point")
-            raise CertificateRejected("revocation_unavailable", f"each CRL distribution point of {describe(cert)} "
-                                                                "covers only some revocation reasons (RFC 5280 "
-                                                                "§6.3.3), and no complete CRL of its issuer is held")
+            # settles them all (§6.3.3, the CRLs "not specified in a distribution point"): the freshest usable one
+            complete = max(((c, st) for st in states if (c := st.held.get((name, issuer_key))) is not None
+                            and c.scope_names is None and c.usable(now, skew) and c.covers(cert)),
+                           key=lambda pair: _recency(pair[0]), default=None)
+            if complete is None:
+                raise CertificateRejected("revocation_unavailable", f"each CRL distribution point of "
+                                                                    f"{describe(cert)} covers only some revocation "
+                                                                    "reasons (RFC 5280 §6.3.3), and no complete CRL "
+                                                                    "of its issuer is held")
+            crl, state = complete
+            revoked_at = crl.revoked_at(serial)
+            if revoked_at is not None:
+                raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
+                                                     f"{revoked_at.isoformat()})",
+                                          params={"revocation_date": revoked_at.date().isoformat()})
         if newest is not None and newest is not crl and serial in newest.revoked and _recency(newest) > _recency(crl):
             # on hold in a later CRL, which is no longer usable: an older CRL's "good" is superseded, and whether
             # the hold was lifted since is not known

@@ -182,3 +182,17 @@ def test_a_complete_crl_settles_a_certificate_whose_points_cover_some_reasons(h:
     assert outcome(h, [_crl(h, this_update=NOW - DAY, next_update=NOW + DAY, number=7)], cert) == "good"
     assert outcome(h, [listed], cert) == "revoked"
     assert outcome(h, [_scoped_to_point(h)], cert) == "revocation_unavailable"  # only the point's CRL
+
+
+def test_a_held_complete_crl_settles_the_card_when_its_points_crl_is_fresher(h: Hierarchy) -> None:
+    """With distribution points fetched beside a configured complete CRL, the point's own CRL is often the
+    fresher: the complete one still settles the card (good, or revoked when it lists it)."""
+    partial = x509.DistributionPoint(full_name=[POINT], relative_name=None, crl_issuer=None,
+                                     reasons=frozenset({x509.ReasonFlags.key_compromise}))
+    cert = _with_points(h, partial)
+    complete = _crl(h, this_update=NOW - 2 * DAY, next_update=NOW + 5 * DAY, number=7)
+    on_hold = _crl(h, this_update=NOW - 2 * DAY, next_update=NOW + 5 * DAY, number=7,
+                   entries=[_entry(cert, x509.ReasonFlags.certificate_hold)])
+
+    assert outcome(h, [complete, _scoped_to_point(h)], cert) == "good"
+    assert outcome(h, [on_hold, _scoped_to_point(h)], cert) == "revoked"

@@ -413,6 +413,23 @@ def test_a_middle_ca_covers_the_issuing_ca_below_it(config_dir: Path, serve) -> 
         "middleware usually installs it; /diagnose on a PC shows whether a certificate arrives)"))
 
 
+def test_a_policy_ca_advertised_with_the_issuing_ca_is_no_root(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
+    """root -> policy CA -> issuing CA, the proxy advertising the policy and issuing CAs: a proxy verifying with
+    them still cannot reach a self-signed root (OpenSSL error 2), so every card is refused: WARN, not PASS."""
+    root = root_ca("Kommun A Root CA", NOW)
+    middle = root.subordinate("Kommun A Policy CA", organization="Kommun A", path_length=1)
+    issuing = issuing_ca(middle, "Kommun A Person CA")
+    write_certificate_municipality(config_dir, "kommun-a", anchors=[root.certificate],
+                                   intermediates=[middle.certificate, issuing.certificate])
+    endpoint = serve(client_cas=[middle.certificate, issuing.certificate])
+
+    check = advertised_check(login(load(config_dir), "kommun-a"), probed(endpoint))
+
+    assert (check.status, check.title) == ("warn", "users will be offered their certificate; its root is not "
+                                                   "advertised")
+    assert "but not Kommun A Root CA" in check.evidence
+
+
 def _identity(*, days_left: int, san_dns: str | None = "localhost", san_ip: str | None = "127.0.0.1",
               valid_from_days: int = -30) -> ServerIdentity:
     ca = CertificateAuthority.root("Loopback TLS CA", NOW)
