@@ -78,7 +78,8 @@ SP_SLO_PATH = "/saml/sp/slo"
 
 
 # GET endpoints with effects (a login, a pending login used up, a logout, an audited visit): no HEAD
-_NO_HEAD = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.slo", "ops.diagnose", "discovery.show"})
+_NO_HEAD = frozenset({"idp.sso", "idp.resume", "idp.slo", "sp.slo", "ops.diagnose", "ops.diagnose_below_saml",
+                      "discovery.show"})
 
 # The endpoints of a login or logout: a request refused there before its view runs (its size, its encoding, a
 # form werkzeug cannot read) is audited under the page's reference, as every other refusal of a login is, so

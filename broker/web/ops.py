@@ -24,7 +24,6 @@ def index() -> Response:
 
 
 @bp.route("/diagnose", methods=["GET"])
-@bp.route("/saml/idp/diagnose", methods=["GET"])  # the same below the SSO endpoint's path: `broker readiness --login`
 def diagnose() -> Response:
     """What certificate the broker sees and what it thinks of it: the first stop for support.
 
@@ -122,3 +121,8 @@ def json_response(data: object, status: int) -> Response:
     response = make_response(json.dumps(data), status)
     response.headers["Content-Type"] = "application/json"
     return response
+
+
+# the same page below the SSO endpoint's path, where `broker readiness --login` asks (a proxy route for /saml/ is
+# the one a login takes); its own endpoint name, so that links to the diagnosis (url_for) stay /diagnose
+bp.add_url_rule("/saml/idp/diagnose", endpoint="diagnose_below_saml", view_func=diagnose, methods=["GET"])

@@ -190,6 +190,21 @@ def test_diagnose_answers_json_for_tools(browser: Browser, users: Path) -> None:
     assert verdict["policies"] == ["2.999.2.2"]
 
 
+def test_the_diagnosis_below_the_saml_path_is_the_same_page(browser: Browser, users: Path,
+                                                            config_dir: Path) -> None:
+    """/saml/idp/diagnose (where `broker readiness --login` asks: a proxy route for /saml/ is the one a login
+    takes) answers as /diagnose, audited alike; HEAD writes nothing, as there."""
+    browser.certificate_pem = (users / "bo.pem").read_text()
+    here = browser.get("/saml/idp/diagnose?format=json").get_json()
+    there = browser.get("/diagnose?format=json").get_json()
+    assert {k: v for k, v in here.items() if k != "correlation_id"} == \
+        {k: v for k, v in there.items() if k != "correlation_id"}
+    assert here["accepted"] is True
+    assert [e["event"] for e in audit_lines(config_dir)].count("diagnose_viewed") == 2
+    assert browser.client.head("/saml/idp/diagnose").status_code == browser.client.head("/diagnose").status_code
+    assert [e["event"] for e in audit_lines(config_dir)].count("diagnose_viewed") == 2
+
+
 def test_diagnose_json_names_the_reason(browser: Browser, users: Path) -> None:
     browser.certificate_pem = (users / "david.pem").read_text()
     browser.headers["Accept"] = "application/json"
