@@ -403,12 +403,7 @@ class CrlStore:
             raise CertificateRejected("revocation_unavailable",
                                       f"no usable CRL from {who}" + (f" ({errors})" if errors else ""))
         crl, state = best
-        revoked_at = crl.revoked_at(serial)
-        if revoked_at is not None:
-            raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
-                                                 f"{revoked_at.isoformat()})",
-                                      params={"revocation_date": revoked_at.date().isoformat()})
-        if crl.scope_names is not None and partial_reasons_only(cert):
+        if serial not in crl.revoked and crl.scope_names is not None and partial_reasons_only(cert):
             # the CRL is for a distribution point of the certificate's, and each of those covers only some reasons
             # (RFC 5280 §6.3.3 (d): the reasons mask never reaches all-reasons); a complete CRL of the issuer
             # settles them all (§6.3.3, the CRLs "not specified in a distribution point"): the freshest usable one
@@ -421,11 +416,11 @@ class CrlStore:
                                                                     "reasons (RFC 5280 §6.3.3), and no complete CRL "
                                                                     "of its issuer is held")
             crl, state = complete
-            revoked_at = crl.revoked_at(serial)
-            if revoked_at is not None:
-                raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
-                                                     f"{revoked_at.isoformat()})",
-                                          params={"revocation_date": revoked_at.date().isoformat()})
+        revoked_at = crl.revoked_at(serial)
+        if revoked_at is not None:
+            raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
+                                                 f"{revoked_at.isoformat()})",
+                                      params={"revocation_date": revoked_at.date().isoformat()})
         if newest is not None and newest is not crl and serial in newest.revoked and _recency(newest) > _recency(crl):
             # on hold in a later CRL, which is no longer usable: an older CRL's "good" is superseded, and whether
             # the hold was lifted since is not known
