@@ -349,31 +349,26 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
     issuing = issuing_cas(cl)
     present = [c for c in issuing if c.subject.public_bytes() in names]
     missing = [c for c in issuing if c.subject.public_bytes() not in names]
-    if not missing:
-        # offered, but the proxy must also verify the card up to a self-signed root: nginx and Apache with
-        # optional_no_ca forgive an unknown root (errors 18-21, 27), not a missing issuer (error 2, "unable to get
-        # issuer certificate"), so with the root neither advertised nor in their trust store every card is a 400
-        # a CA between (a policy CA) is no root: the chain still ends short of a self-signed one
-        rootless = [c for c in present if (roots := [a for a in _above(c, cl) if a in cl.anchors()])
-                    and not any(a.subject.public_bytes() in names for a in roots)]
-        if rootless:
-            roots = _distinct(a for c in rootless for a in _above(c, cl) if a in cl.anchors())
-            return Check("endpoint.advertises", "warn", "users will be offered their certificate; its root is not "
-                         "advertised",
-                         f"{url} advertises {_names(present)} but not {_names(roots) or 'the CAs above them'}: a "
-                         "proxy that verifies with the advertised CAs only (nginx ssl_client_certificate, Apache "
-                         "SSLCACertificateFile) cannot complete the cards' chain and refuses every one (nginx: 400, "
-                         "\"unable to get issuer certificate\")",
-                         "Put the roots in the proxy's verification store (nginx: ssl_trusted_certificate), or "
-                         "advertise them too; `broker proxy-config` writes a bundle with both. `broker readiness "
-                         "--login` with a test card shows whether a certificate gets through.", url)
-        return Check("endpoint.advertises", "pass", "users will be offered their certificate",
-                     f"{url} advertises {_names(present)}", None, url)
     # an issuing CA not named itself is covered only by a CA above it on its own path: the root of another
     # hierarchy (a municipality changing CA generation has two) offers none of its cards
     covering = {id(c): [a for a in _above(c, cl) if a.subject.public_bytes() in names] for c in missing}
     uncovered = [c for c in missing if not covering[id(c)]]
     if not uncovered:
+        rootless = _rootless(issuing, cl, names)
+        if rootless is not None:
+            named = [c for c in [*cl.anchors(), *cl.intermediate_certificates()] if c.subject.public_bytes() in names]
+            return Check("endpoint.advertises", "warn", "users will be offered their certificate; its root is not "
+                         "advertised",
+                         f"{url} advertises {_names(named)} but not {rootless}: a proxy that verifies with the "
+                         "advertised CAs only (nginx ssl_client_certificate, Apache SSLCACertificateFile) cannot "
+                         "complete the cards' chain and refuses every one (nginx: 400, \"unable to get issuer "
+                         "certificate\")",
+                         "Put the roots in the proxy's verification store (nginx: ssl_trusted_certificate), or "
+                         "advertise them too; `broker proxy-config` writes a bundle with both. `broker readiness "
+                         "--login` with a test card shows whether a certificate gets through.", url)
+        if not missing:
+            return Check("endpoint.advertises", "pass", "users will be offered their certificate",
+                         f"{url} advertises {_names(present)}", None, url)
         above = _distinct(a for c in missing for a in covering[id(c)])
         all_roots = all(a in cl.anchors() for a in above)
         also = f" and {_names(present)}" if present else ""
@@ -396,6 +391,19 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
                  + "".join(f"; {twin}" for twin in twins),
                  REGENERATE_BUNDLE + (" Take the names from the configured CA certificates themselves: browsers "
                                       "compare the encoded bytes." if twins else ""), url)
+
+
+def _rootless(offered: Sequence[x509.Certificate], cl: CertificateLogin, names: set[bytes]) -> str | None:
+    """The roots not advertised above issuing CAs whose cards are offered, or None when each has its root named.
+    A card is offered through its issuing CA or a CA above it, but the proxy must also verify it up to a
+    self-signed root: nginx and Apache with optional_no_ca forgive an unknown root (OpenSSL errors 18-21, 27),
+    not a missing issuer (error 2, "unable to get issuer certificate"), so with the root neither advertised nor
+    in their trust store every card is a 400. A CA between (a policy CA) is no root."""
+    missing = _distinct(root for c in offered
+                        if (roots := [a for a in _above(c, cl) if a in cl.anchors()])
+                        and not any(a.subject.public_bytes() in names for a in roots)
+                        for root in roots)
+    return _names(missing) if missing else None
 
 
 def _above(cert: x509.Certificate, cl: CertificateLogin) -> list[x509.Certificate]:

@@ -421,11 +421,15 @@ class CrlStore:
             raise CertificateRejected("revoked", f"{describe(cert)} is on the CRL from {who} (revoked "
                                                  f"{revoked_at.isoformat()})",
                                       params={"revocation_date": revoked_at.date().isoformat()})
-        if newest is not None and newest is not crl and serial in newest.revoked and _recency(newest) > _recency(crl):
+        # a point's CRL for some reasons says nothing of a hold: when the card's points are such, only complete
+        # CRLs count as later ones
+        later = newest if crl.scope_names is not None or not partial_reasons_only(cert) \
+            else max((c for c in held if c.scope_names is None), key=_recency, default=None)
+        if later is not None and later is not crl and serial in later.revoked and _recency(later) > _recency(crl):
             # on hold in a later CRL, which is no longer usable: an older CRL's "good" is superseded, and whether
             # the hold was lifted since is not known
             raise CertificateRejected("revocation_stale", f"{describe(cert)} is on hold on a later CRL from {who} "
-                                                          f"(thisUpdate {newest.this_update.isoformat()}), which is "
+                                                          f"(thisUpdate {later.this_update.isoformat()}), which is "
                                                           "past its nextUpdate")
         return crl, state
 

@@ -196,3 +196,16 @@ def test_a_held_complete_crl_settles_the_card_when_its_points_crl_is_fresher(h: 
 
     assert outcome(h, [complete, _scoped_to_point(h)], cert) == "good"
     assert outcome(h, [on_hold, _scoped_to_point(h)], cert) == "revoked"
+
+
+def test_a_point_crl_for_some_reasons_does_not_lift_a_later_complete_crls_hold(h: Hierarchy) -> None:
+    """The card's point covers key compromise only: its CRL, however fresh, says nothing of a certificateHold that
+    a complete CRL later than the one deciding lists (that one gone stale): the status is not known."""
+    partial = x509.DistributionPoint(full_name=[POINT], relative_name=None, crl_issuer=None,
+                                     reasons=frozenset({x509.ReasonFlags.key_compromise}))
+    cert = _with_points(h, partial)
+    older_complete = _crl(h, **OLDER_USABLE, number=1)
+    later_on_hold = _crl(h, **NEWER_STALE, number=2, entries=[_entry(cert, x509.ReasonFlags.certificate_hold)])
+
+    assert outcome(h, [older_complete, later_on_hold], cert) == "revocation_stale"
+    assert outcome(h, [older_complete, later_on_hold, _scoped_to_point(h)], cert) == "revocation_stale"

@@ -396,21 +396,29 @@ def test_each_hierarchy_covered_by_its_own_root_passes(config_dir: Path, serve) 
         "installs it; /diagnose on a PC shows whether a certificate arrives)"))
 
 
-def test_a_middle_ca_covers_the_issuing_ca_below_it(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
-    """Root, policy CA, issuing CA: a browser builds the chain to the named policy CA as it would to the root."""
+@pytest.mark.parametrize(("with_root", "status"), [(True, "pass"), (False, "warn")], ids=["and-the-root", "alone"])
+def test_a_middle_ca_covers_the_issuing_ca_below_it(config_dir: Path, serve, with_root: bool,  # type: ignore[no-untyped-def]
+                                                    status: str) -> None:
+    """Root, policy CA, issuing CA: a browser builds the chain to the named policy CA as it would to the root; a
+    proxy verifying with the advertised CAs needs the root too (a CA between is no root: WARN without it)."""
     root = root_ca("Kommun A Root CA", NOW)
     middle = root.subordinate("Kommun A Policy CA", organization="Kommun A", path_length=1)
     issuing = issuing_ca(middle, "Kommun A Person CA")
     write_certificate_municipality(config_dir, "kommun-a", anchors=[root.certificate],
                                    intermediates=[middle.certificate, issuing.certificate])
-    endpoint = serve(client_cas=[middle.certificate])
+    endpoint = serve(client_cas=[middle.certificate, *([root.certificate] if with_root else [])])
 
     check = advertised_check(login(load(config_dir), "kommun-a"), probed(endpoint))
 
+    if not with_root:
+        assert (check.status, check.title) == ("warn", "users will be offered their certificate; its root is not "
+                                                       "advertised")
+        assert "but not Kommun A Root CA" in check.evidence
+        return
     assert (check.status, check.evidence) == ("pass", (
-        f"{endpoint.url} advertises the CA Kommun A Policy CA, not the issuing CA Kommun A Person CA: browsers "
-        "offer those cards only on PCs that hold Kommun A Person CA to build the chain to them (smart-card "
-        "middleware usually installs it; /diagnose on a PC shows whether a certificate arrives)"))
+        f"{endpoint.url} advertises the CAs Kommun A Policy CA, Kommun A Root CA, not the issuing CA Kommun A "
+        "Person CA: browsers offer those cards only on PCs that hold Kommun A Person CA to build the chain to them "
+        "(smart-card middleware usually installs it; /diagnose on a PC shows whether a certificate arrives)"))
 
 
 def test_a_policy_ca_advertised_with_the_issuing_ca_is_no_root(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
@@ -883,3 +891,15 @@ def test_a_run_over_another_host_than_the_login_host_warns(config_dir: Path, ser
     check = only(report.broker, "endpoint.login_host")
     assert (check.status, check.title) == ("warn", "the login host is not probed")
     assert endpoint.url in check.evidence
+
+
+def test_an_issuing_ca_covered_beside_another_hierarchys_root_still_needs_its_own_root(  # type: ignore[no-untyped-def]
+        config_dir: Path, serve) -> None:
+    """A change of CA generation: the old issuing CA named with the new root only. The old cards are offered,
+    but a proxy verifying with these CAs cannot reach the old root: WARN, naming it."""
+    cl, (_, old_issuing, new_root, _) = two_hierarchies(config_dir)
+
+    check = advertised_check(cl, probed(serve(client_cas=[old_issuing, new_root])))
+
+    assert check.status == "warn"
+    assert "Kommun A Root CA v1" in check.evidence
