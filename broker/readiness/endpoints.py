@@ -96,7 +96,7 @@ def probe(url: str, timeout: float, resolve: Resolver = resolve_addresses) -> Pr
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
-        addresses = [host] if _is_address(host) else list(resolve(host, port))
+        addresses = [host] if _ip(host) is not None else list(resolve(host, port))
         if not addresses:
             raise OSError(f"{host} resolves to no address")
     except (OSError, ValueError) as exc:  # no address to try a handshake with: the finding
@@ -116,12 +116,12 @@ def probe(url: str, timeout: float, resolve: Resolver = resolve_addresses) -> Pr
                           max(0, len(addresses) - MAX_ADDRESSES))
 
 
-def _is_address(host: str) -> bool:
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address when it is a literal one, else None (a name to resolve, or to match as DNS)."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int, *,
@@ -270,7 +270,8 @@ def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], Endpo
 
 
 def _family(address: str) -> int:
-    return ipaddress.ip_address(address).version if _is_address(address) else 0
+    ip = _ip(address)
+    return ip.version if ip is not None else 0
 
 
 def _describe(p: EndpointProbe) -> str:
@@ -494,8 +495,8 @@ def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x5
                      "Install the system's CA certificates (Debian: ca-certificates), or give the roots the users' "
                      "PCs trust with --ca-file.", url)
     host = urlsplit(url).hostname or ""
-    subject: x509.verification.Subject = x509.IPAddress(ipaddress.ip_address(host)) if _is_address(host) \
-        else x509.DNSName(host)
+    ip = _ip(host)
+    subject: x509.verification.Subject = x509.IPAddress(ip) if ip is not None else x509.DNSName(host)
     try:
         verifier = PolicyBuilder().store(Store(list(roots))).time(now).build_server_verifier(subject)
         chain = verifier.verify(leaf, list(sent[1:]))
@@ -518,10 +519,7 @@ def _san_names(cert: x509.Certificate) -> list[str]:
 def _names_host(cert: x509.Certificate, host: str) -> bool:
     """Whether ``cert``'s subjectAltName names ``host``: an IP address exactly, a DNS name case-insensitively or
     through a wildcard for the leftmost label only (RFC 6125 §6.4.3)."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        address = None
+    address = _ip(host)
     host = host.lower().rstrip(".")
     for name in _san_names(cert):
         if address is not None:
