@@ -47,6 +47,7 @@ from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
     PolicyBuilder,
+    Store,
     VerificationError,
 )
 
@@ -180,7 +181,29 @@ def verify_path(
 
     ``presented`` are untrusted intermediates sent along with the leaf; they are
     only path-building hints (the anchors decide). Revocation is established
-    separately (:mod:`broker.pki.revocation`).
+    separately (:mod:`broker.pki.revocation`). The first valid path of :func:`verify_paths`.
+    """
+    return verify_paths(leaf, domain, now, presented)[0]
+
+
+def verify_paths(
+    leaf: x509.Certificate,
+    domain: TrustDomain,
+    now: dt.datetime,
+    presented: Sequence[x509.Certificate] = (),
+    limit: int = 8,
+) -> tuple[VerifiedPath, ...]:
+    """Every valid path from ``leaf`` to ``domain``'s anchors at ``now`` (at most ``limit``), the verifier's own
+    choice first; raise :class:`CertificateRejected` when there is none.
+
+    cryptography's verifier returns one path, the first its builder finds, and backtracks only over its own
+    checks. Where a CA on that path has another certificate under the same name (a re-issued CA certificate with
+    other certificatePolicies, a cross-certificate, a root in two generations), another path may be the one that
+    holds: RFC 5280 §6.1 validates a path, and a relying party may use any valid one. What the broker checks
+    after the verifier (name constraints, algorithms) or over the path (policy processing, RFC 5280 §6.1.3 (d))
+    may then hold on one and fail on the other, so each alternative is found by leaving out, in turn, a
+    certificate whose name has another certificate, and verifying again. A path with no such name (nearly every
+    card) costs nothing more. The first refusal is the one raised when no path holds.
     """
     weak = weak_signature_reason(leaf)
     if weak:
@@ -193,18 +216,58 @@ def verify_path(
     check_subject_name(leaf)
     # What the client sent along is judged only where it ends up on the path (below): an unrelated or legacy
     # SHA-1 certificate beside a good path is no reason to refuse (RFC 5280 §6.1 judges the path's certificates).
+    candidates = [*domain.intermediates, *presented]
+    chain = _build(leaf, domain, domain.store, candidates, now)  # no path at all: nothing to look further for
+    named: dict[x509.Name, set[x509.Certificate]] = {}
+    for cert in (*domain.anchors, *candidates):
+        named.setdefault(cert.subject, set()).add(cert)
+    shared = {cert for certs in named.values() if len(certs) > 1 for cert in certs}
+    paths: list[VerifiedPath] = []
+    first_refusal: CertificateRejected | None = None
+    seen: set[tuple[x509.Certificate, ...]] = set()
+    tried: set[frozenset[x509.Certificate]] = {frozenset()}
+    pending: list[tuple[frozenset[x509.Certificate], tuple[x509.Certificate, ...]]] = [(frozenset(), chain)]
+    while pending:
+        left_out, found = pending.pop(0)
+        if found not in seen:
+            seen.add(found)
+            try:
+                paths.append(_judged(found, now))
+            except CertificateRejected as exc:
+                first_refusal = first_refusal or exc
+        for ca in found[1:]:
+            without = left_out | {ca}
+            if ca not in shared or without in tried or len(tried) > 2 * limit or len(paths) >= limit:
+                continue
+            tried.add(without)
+            anchors = [a for a in domain.anchors if a not in without]
+            if not anchors:
+                continue
+            store = domain.store if len(anchors) == len(domain.anchors) else Store(anchors)
+            try:
+                pending.append((without, _build(leaf, domain, store, [c for c in candidates if c not in without],
+                                                now)))
+            except CertificateRejected:
+                continue
+    if not paths:
+        assert first_refusal is not None  # every chain found was refused
+        raise first_refusal
+    return tuple(paths)
 
+
+def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates: Sequence[x509.Certificate],
+           now: dt.datetime) -> tuple[x509.Certificate, ...]:
+    """The verifier's path from ``leaf`` through ``candidates`` to an anchor in ``store``, leaf first."""
     verifier = (
         PolicyBuilder()
-        .store(domain.store)
+        .store(store)
         .time(now)
         .max_chain_depth(domain.max_chain_depth)
         .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
         .build_client_verifier()
     )
-    candidates = [*domain.intermediates, *presented]
     try:
-        verified = verifier.verify(leaf, candidates)
+        return tuple(verifier.verify(leaf, list(candidates)).chain)
     except VerificationError as exc:
         # The verifier refuses SHA-1 CAs and CAs with short keys with a generic message; name the real reason
         # when a CA that issued the leaf (or a CA above it) is weakly signed or holds a weak key.
@@ -212,7 +275,10 @@ def verify_path(
         if weak_ca is not None:
             raise CertificateRejected(weak_ca[0], weak_ca[1]) from exc
         raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
-    chain = tuple(verified.chain)
+
+
+def _judged(chain: tuple[x509.Certificate, ...], now: dt.datetime) -> VerifiedPath:
+    """``chain`` as a :class:`VerifiedPath` once what the verifier leaves undone holds on it."""
     for cert in chain[1:-1]:  # the anchor's self-signature carries no trust, so it is not judged
         weak = weak_signature_reason(cert)
         if weak:
@@ -222,24 +288,23 @@ def verify_path(
         if constraints is not None:
             _check_directory_name_constraints(ca, constraints)
             _check_email_address_constraints(chain[:depth], ca, constraints.value)
-
     return VerifiedPath(chain, now, tuple(c.fingerprint(_SHA256) for c in chain))
 
 
 @dataclass(frozen=True)
-class _KnownPath:
-    path: VerifiedPath          # as first verified
-    valid_from: dt.datetime     # the latest notBefore on the path
-    valid_until: dt.datetime    # the earliest notAfter on the path
+class _KnownPaths:
+    paths: tuple[VerifiedPath, ...]  # as first verified
+    valid_from: dt.datetime          # the latest notBefore on any of them
+    valid_until: dt.datetime         # the earliest notAfter on any of them
 
 
 class PathCache:
     """Verified paths, so that a card seen before is not path-validated again on every login.
 
-    What :func:`verify_path` decides depends on the leaf, the untrusted intermediates sent with it, the
+    What :func:`verify_paths` decides depends on the leaf, the untrusted intermediates sent with it, the
     domain's anchors and intermediates (fixed for the life of this cache: the validator owning it is rebuilt
-    with the configuration), and the time, only through the validity periods on the path. So a success is
-    kept with the window in which every certificate on the path is valid, and reused only inside it
+    with the configuration), and the time, only through the validity periods on the paths. So a success is
+    kept with the window in which every certificate on every path found is valid, and reused only inside it
     (RFC 5280 §6.1.3 (a)(2)); outside it, or for anything not seen before, the full validation runs.
     Refusals are never kept. Revocation is not part of this: it is checked on every login.
     """
@@ -247,20 +312,21 @@ class PathCache:
     def __init__(self, max_entries: int = 10_000) -> None:
         # keyed by the certificates themselves (cryptography hashes and compares their DER): a quarter of the cost
         # of a SHA-256 fingerprint per certificate and login
-        self._paths: LruCache[tuple[str, x509.Certificate, tuple[x509.Certificate, ...]], _KnownPath] = \
+        self._paths: LruCache[tuple[str, x509.Certificate, tuple[x509.Certificate, ...]], _KnownPaths] = \
             LruCache(max_entries)
 
     def verify(self, leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
-               presented: Sequence[x509.Certificate] = ()) -> VerifiedPath:
-        """:func:`verify_path`, answered from the cache when the same path was verified and is still in date."""
+               presented: Sequence[x509.Certificate] = ()) -> tuple[VerifiedPath, ...]:
+        """:func:`verify_paths`, answered from the cache when the same paths were verified and are still in date."""
         key = (domain.id, leaf, tuple(presented))
         known = self._paths.get(key)
         if known is not None and known.valid_from <= now <= known.valid_until:
-            return replace(known.path, checked_at=now)
-        path = verify_path(leaf, domain, now, presented)
-        self._paths.put(key, _KnownPath(path, max(c.not_valid_before_utc for c in path.chain),
-                                        min(c.not_valid_after_utc for c in path.chain)))
-        return path
+            return tuple(replace(path, checked_at=now) for path in known.paths)
+        paths = verify_paths(leaf, domain, now, presented)
+        certs = [cert for path in paths for cert in path.chain]
+        self._paths.put(key, _KnownPaths(paths, max(c.not_valid_before_utc for c in certs),
+                                         min(c.not_valid_after_utc for c in certs)))
+        return paths
 
     def __len__(self) -> int:
         return len(self._paths)

@@ -125,8 +125,8 @@ class CertificateValidator:
         if domain.identity is None:  # pragma: no cover - municipality domains always have a rule
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
-        path = self._paths.verify(leaf, domain, now, presented)
-        profile = self._profile(path, domain, domain.identity, now.date())
+        path, profile = self._best(self._paths.verify(leaf, domain, now, presented), domain, domain.identity,
+                                   now.date())
         revocation = self.revocation.check(path.chain, domain.revocation)
         return ValidatedCertificate(
             municipality_id=domain.id,
@@ -137,6 +137,27 @@ class CertificateValidator:
             path=path,
             revocation=revocation,
         )
+
+    def _best(self, paths: Sequence[VerifiedPath], domain: TrustDomain, rule: IdentityRule,
+              today: dt.date) -> tuple[VerifiedPath, _Profile]:
+        """Of the valid paths, the one on which the leaf proves the highest LoA (the first of equals: the
+        verifier's own choice when it is as good); the first path's refusal when the profile holds on none.
+        A CA certificate re-issued with fewer certificatePolicies must not cap, or refuse, a card that another
+        certificate of the same CA carries at its full LoA (RFC 5280 §6.1: any valid path)."""
+        best: tuple[VerifiedPath, _Profile] | None = None
+        refusal: CertificateRejected | None = None
+        for path in paths:
+            try:
+                profile = self._profile(path, domain, rule, today)
+            except CertificateRejected as exc:
+                refusal = refusal or exc
+                continue
+            if best is None or profile.loa.rank > best[1].loa.rank:
+                best = (path, profile)
+        if best is None:
+            assert refusal is not None  # there is always at least one path
+            raise refusal
+        return best
 
     def _profile(self, path: VerifiedPath, domain: TrustDomain, rule: IdentityRule, today: dt.date) -> _Profile:
         """The municipality's certificate profile applied to the path's leaf; only successes are kept (a refusal

@@ -30,21 +30,21 @@ def h() -> Hierarchy:
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[dt.datetime]:
     """The instants at which the full validation really ran."""
     seen: list[dt.datetime] = []
-    real = path_module.verify_path
+    real = path_module.verify_paths
 
     def counting(leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
-                 presented: Sequence[x509.Certificate] = ()) -> VerifiedPath:
+                 presented: Sequence[x509.Certificate] = ()) -> tuple[VerifiedPath, ...]:
         seen.append(now)
         return real(leaf, domain, now, presented)
 
-    monkeypatch.setattr(path_module, "verify_path", counting)
+    monkeypatch.setattr(path_module, "verify_paths", counting)
     return seen
 
 
 def test_a_card_seen_before_is_not_validated_again(h: Hierarchy, calls: list[dt.datetime]) -> None:
     cache, domain, leaf = PathCache(), h.domain(), h.leaf().certificate
-    first = cache.verify(leaf, domain, NOW)
-    later = cache.verify(leaf, domain, NOW + 60 * SECOND)
+    (first,) = cache.verify(leaf, domain, NOW)
+    (later,) = cache.verify(leaf, domain, NOW + 60 * SECOND)
     assert calls == [NOW]
     assert later.chain == first.chain
     assert later.checked_at == NOW + 60 * SECOND  # the answer is stated for the instant asked about
@@ -55,7 +55,7 @@ def test_the_window_ends_with_the_leaf_and_then_the_full_validation_refuses(h: H
     cache, domain = PathCache(), h.domain()
     leaf = h.leaf(valid_from=NOW - DAY, valid_until=NOT_AFTER).certificate
     cache.verify(leaf, domain, NOW)
-    assert cache.verify(leaf, domain, NOT_AFTER).checked_at == NOT_AFTER  # inclusive (RFC 5280 §4.1.2.5)
+    assert cache.verify(leaf, domain, NOT_AFTER)[0].checked_at == NOT_AFTER  # inclusive (RFC 5280 §4.1.2.5)
     with pytest.raises(CertificateRejected) as caught:
         cache.verify(leaf, domain, NOT_AFTER + SECOND)
     assert caught.value.reason == "certificate_expired"
@@ -89,7 +89,7 @@ def test_the_presented_intermediates_are_part_of_the_key(h: Hierarchy) -> None:
     cache = PathCache()
     domain = h.domain(intermediates=())  # the issuing CA is known only when the client sends it
     leaf = h.leaf().certificate
-    assert cache.verify(leaf, domain, NOW, [h.issuing.certificate]).chain[1] == h.issuing.certificate
+    assert cache.verify(leaf, domain, NOW, [h.issuing.certificate])[0].chain[1] == h.issuing.certificate
     with pytest.raises(CertificateRejected) as caught:
         cache.verify(leaf, domain, NOW)
     assert caught.value.reason == "chain_invalid"
