@@ -24,7 +24,7 @@ from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
 from broker.config.values import HttpUrl
 from broker.errors import CertificateRejected, UnusableInput
 from broker.pki.identity import mask_personnummer
-from broker.pki.path import verify_path
+from broker.pki.path import first_unrevoked, verify_paths
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
 from broker.pki.revocation.http import HttpFetcher
@@ -110,10 +110,10 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
     result.update(facts(leaf_cert))
     checker = offline_checker(now, online=bool(ocsp or ocsp_url or fetch_crl))
     try:
-        path = verify_path(leaf_cert, domain, now)
+        paths = verify_paths(leaf_cert, domain, now)
         if policy is not None:
             checker.register(policy)
-        outcome = checker.check(path.chain, policy)
+        path, outcome = first_unrevoked(paths, lambda candidate: checker.check(candidate.chain, policy))
     except CertificateRejected as exc:
         result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint)
         emit(result, as_json)

@@ -36,8 +36,9 @@ as ``chain_invalid``. Readiness's sample certificate (``sample.certificate``) sh
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -105,6 +106,8 @@ _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
               .may_be_present(x509.PolicyConstraints, Criticality.AGNOSTIC, None)
               .may_be_present(x509.InhibitAnyPolicy, Criticality.AGNOSTIC, None))
 _SHA256 = hashes.SHA256()
+_Candidate = TypeVar("_Candidate")
+_Outcome = TypeVar("_Outcome")
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,22 @@ def verify_paths(
         assert first_refusal is not None  # every chain found was refused
         raise first_refusal
     return tuple(paths)
+
+
+def first_unrevoked(candidates: Sequence[_Candidate], check: Callable[[_Candidate], _Outcome]
+                    ) -> tuple[_Candidate, _Outcome]:
+    """The first of ``candidates`` (paths, best first) that ``check`` (revocation) does not refuse, with what it
+    answered; the first refusal when it refuses them all. A revoked certificate of a CA ends the paths through
+    it, not a card that another certificate of the same CA carries (RFC 5280 §6.1.3 (a)(3) judges each path)."""
+    refusal: CertificateRejected | None = None
+    for candidate in candidates:
+        try:
+            return candidate, check(candidate)
+        except CertificateRejected as exc:
+            refusal = refusal or exc
+    if refusal is None:
+        raise ValueError("no path to check")
+    raise refusal
 
 
 def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates: Sequence[x509.Certificate],

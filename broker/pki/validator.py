@@ -20,7 +20,7 @@ from broker.errors import CertificateRejected
 from broker.lru import LruCache
 from broker.model import CertificateFacts, Identity, Loa
 from broker.pki.identity import extract_identity
-from broker.pki.path import PathCache, VerifiedPath
+from broker.pki.path import PathCache, VerifiedPath, first_unrevoked
 from broker.pki.policy import ANY_POLICY, valid_policies
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
 from broker.pki.truststore import TrustDomain, TrustIndex
@@ -125,9 +125,11 @@ class CertificateValidator:
         if domain.identity is None:  # pragma: no cover - municipality domains always have a rule
             raise RuntimeError(f"domain {domain.id!r} has no identity rule")
         now = self._clock.now()
-        path, profile = self._best(self._paths.verify(leaf, domain, now, presented), domain, domain.identity,
-                                   now.date())
-        revocation = self.revocation.check(path.chain, domain.revocation)
+        ranked = self._ranked(self._paths.verify(leaf, domain, now, presented), domain, domain.identity,
+                              now.date())
+        # nearly always one path: a second only where a CA has two certificates under one name
+        (path, profile), revocation = first_unrevoked(
+            ranked, lambda candidate: self.revocation.check(candidate[0].chain, domain.revocation))
         return ValidatedCertificate(
             municipality_id=domain.id,
             identity=profile.identity,
@@ -138,26 +140,24 @@ class CertificateValidator:
             revocation=revocation,
         )
 
-    def _best(self, paths: Sequence[VerifiedPath], domain: TrustDomain, rule: IdentityRule,
-              today: dt.date) -> tuple[VerifiedPath, _Profile]:
-        """Of the valid paths, the one on which the leaf proves the highest LoA (the first of equals: the
-        verifier's own choice when it is as good); the first path's refusal when the profile holds on none.
-        A CA certificate re-issued with fewer certificatePolicies must not cap, or refuse, a card that another
-        certificate of the same CA carries at its full LoA (RFC 5280 §6.1: any valid path)."""
-        best: tuple[VerifiedPath, _Profile] | None = None
+    def _ranked(self, paths: Sequence[VerifiedPath], domain: TrustDomain, rule: IdentityRule,
+                today: dt.date) -> list[tuple[VerifiedPath, _Profile]]:
+        """The valid paths on which the municipality's profile holds, the highest LoA the leaf proves on them
+        first (equals in the verifier's order: its own choice first); the first path's refusal when the profile
+        holds on none. A CA certificate re-issued with fewer certificatePolicies must not cap, or refuse, a card
+        that another certificate of the same CA carries at its full LoA (RFC 5280 §6.1: any valid path)."""
+        ranked: list[tuple[VerifiedPath, _Profile]] = []
         refusal: CertificateRejected | None = None
         for path in paths:
             try:
-                profile = self._profile(path, domain, rule, today)
+                ranked.append((path, self._profile(path, domain, rule, today)))
             except CertificateRejected as exc:
                 refusal = refusal or exc
-                continue
-            if best is None or profile.loa.rank > best[1].loa.rank:
-                best = (path, profile)
-        if best is None:
+        if not ranked:
             assert refusal is not None  # there is always at least one path
             raise refusal
-        return best
+        ranked.sort(key=lambda pair: -pair[1].loa.rank)  # stable: equals keep their order
+        return ranked
 
     def _profile(self, path: VerifiedPath, domain: TrustDomain, rule: IdentityRule, today: dt.date) -> _Profile:
         """The municipality's certificate profile applied to the path's leaf; only successes are kept (a refusal

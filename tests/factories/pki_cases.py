@@ -41,17 +41,18 @@ PERSONNUMMER_NOT_LEAP_YEAR = "201102291232"    # 2011-02-29, check digit right
 def reissue(cert: x509.Certificate, signer: CertificateAuthority, *,
             subject: x509.Name | None = None,
             without: Sequence[type[x509.ExtensionType]] = (),
-            extra: Sequence[x509.ExtensionType] = (), critical: bool = False) -> x509.Certificate:
-    """``cert`` rebuilt (same key, serial, validity) with a new subject or without some extensions,
-    signed by ``signer`` with SHA-256. ``extra`` extensions are added (marked critical when ``critical``),
-    each replacing one with the same OID."""
+            extra: Sequence[x509.ExtensionType] = (), critical: bool = False,
+            serial: int | None = None) -> x509.Certificate:
+    """``cert`` rebuilt (same key, serial unless ``serial``, validity) with a new subject or without some
+    extensions, signed by ``signer`` with SHA-256. ``extra`` extensions are added (marked critical when
+    ``critical``), each replacing one with the same OID."""
     replaced = {value.oid for value in extra}
     b = (
         x509.CertificateBuilder()
         .subject_name(subject or cert.subject)
         .issuer_name(signer.certificate.subject)
         .public_key(cert.public_key())
-        .serial_number(cert.serial_number)
+        .serial_number(cert.serial_number if serial is None else serial)
         .not_valid_before(cert.not_valid_before_utc)
         .not_valid_after(cert.not_valid_after_utc)
     )

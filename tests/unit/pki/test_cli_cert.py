@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from broker.cli import main
 from broker.demo.certificates import write_pem
 from tests.factories.pki import Hierarchy
-from tests.factories.pki_cases import NOW, SECOND, revoking, with_duplicate_extension
+from tests.factories.pki_cases import NOW, SECOND, reissue, revoking, with_duplicate_extension
 
 DAY = dt.timedelta(days=1)
 AT_NOW = ["--at", NOW.isoformat()]
@@ -102,6 +102,22 @@ def test_verify_revoked_leaf_with_crl_exit_1(h: Hierarchy, trust: list[str | Pat
     assert result.exit_code == 1
     data = as_json(result)
     assert (data["accepted"], data["reason"]) == (False, "revoked")
+
+
+def test_verify_takes_the_path_around_a_revoked_ca_certificate(h: Hierarchy, tmp_path: Path) -> None:
+    """Of the issuing CA's two certificates the root revoked one: the card's path goes through the other."""
+    withdrawn = reissue(h.issuing.certificate, h.root, serial=x509.random_serial_number())
+    root = revoking(h.root, withdrawn)
+    bundle = tmp_path / "issuing.pem"
+    write_pem(bundle, withdrawn, h.issuing.certificate)
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf().certificate)
+    trust = ["--trust-anchor", write_pem(tmp_path / "root.pem", h.root.certificate), "--intermediate", bundle]
+    crls = crl_options(tmp_path, h.issuing.crl(), root.crl())
+    result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
+    assert (result.exit_code, as_json(result)["accepted"]) == (0, True), result.output
+    write_pem(bundle, withdrawn)
+    result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
+    assert (result.exit_code, as_json(result)["reason"]) == (1, "revoked")
 
 
 def test_verify_rejection_in_words(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:

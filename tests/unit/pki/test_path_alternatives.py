@@ -5,6 +5,7 @@ cryptography's verifier returns the first path it builds; RFC 5280 §6.1 lets a 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -138,3 +139,26 @@ def test_loa_ties_keep_the_verifiers_choice(h: Hierarchy) -> None:
     domain = replace(domain, policies=MappingProxyType({POLICY_LOA3: KNOWN_LOAS["loa3"]}))
     validated = validator(domain).validate(h.leaf().certificate)
     assert validated.path.chain[1] == twin
+
+
+def test_a_revoked_certificate_of_the_ca_ends_its_path_not_the_card(h: Hierarchy) -> None:
+    """The root revoked one of the issuing CA's two certificates (a superseded cross-certificate, say): the card
+    is still good through the other (RFC 5280 §6.1.3 (a)(3) judges each path's certificates)."""
+    withdrawn = reissue(h.issuing.certificate, h.root, serial=x509.random_serial_number())
+    root = replace(h.root, revoked={withdrawn.serial_number: NOW - dt.timedelta(days=1)})
+    crls = [h.issuing.crl(), root.crl()]
+    leaf = h.leaf().certificate
+    validated = validator(h.domain(intermediates=[withdrawn, h.issuing.certificate], crls=crls)).validate(leaf)
+    assert validated.path.chain[1] == h.issuing.certificate
+    with pytest.raises(CertificateRejected) as caught:
+        validator(h.domain(intermediates=[withdrawn], crls=crls)).validate(leaf)
+    assert caught.value.reason == "revoked"
+
+
+def test_a_revoked_card_is_refused_on_every_path(h: Hierarchy, loa2_copy: x509.Certificate) -> None:
+    leaf = h.leaf().certificate
+    issuing = replace(h.issuing, revoked={leaf.serial_number: NOW - dt.timedelta(days=1)})
+    domain = h.domain(intermediates=[h.issuing.certificate, loa2_copy], crls=[issuing.crl(), h.root.crl()])
+    with pytest.raises(CertificateRejected) as caught:
+        validator(domain).validate(leaf)
+    assert caught.value.reason == "revoked"
