@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask, Response, g, request
 from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from broker.audit.chain import ChainSettings, ChainWriter
 from broker.audit.events import AuditEvent
@@ -138,6 +139,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     audit = build_audit_trail(settings, clock, instance, audit_sink)
     app = Flask("broker.web", static_folder="static", template_folder="templates",
                 root_path=os.path.join(os.path.dirname(__file__), "web"))
+    # Werkzeug answers a doubled slash with a 308 to an absolute URL it builds from the request's Host header (and,
+    # behind the TLS proxy, with http:), to which a browser re-sends a POSTed SAML message: the broker builds
+    # nothing on that header (broker.serving). Such a path is not found instead. (Its other redirect, to a route's
+    # trailing slash, has no route to apply to: only "/" ends in one.)
+    app.url_map.merge_slashes = False
 
     def current_expiries() -> list[Expiry]:
         services: Services = app.extensions["broker"]
@@ -230,12 +236,25 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     def _refused_page(error: BrokerError) -> Response:
         """The error page for a request refused as such; audited at the login endpoints (``_LOGIN_ENDPOINTS``)."""
         cid = correlation_id()
-        if request.endpoint in _LOGIN_ENDPOINTS and request.url_rule is not None:
+        rule = request.url_rule or _route_of(request.path)  # none yet when the method is not the route's
+        if rule is not None and rule.endpoint in _LOGIN_ENDPOINTS:
             # the route, not the path: a pending login's path names its id
             _try_audit(audit, AuditEvent("login_refused", "failure", cid, reason=error.reason,
-                                         detail=f"{request.method} {request.url_rule.rule}: {error.detail}"[:300],
+                                         detail=f"{request.method} {rule.rule}: {error.detail}"[:300],
                                          client_address=client_address()))
         return error_page(error, cid)
+
+    def _route_of(path: str) -> Rule | None:
+        """The route ``path`` names by another method than the request's (a 405: a municipal IdP sending its
+        Response to the ACS by HTTP-Redirect, say), so that its refusal is audited as a login endpoint's."""
+        adapter = app.url_map.bind("broker.invalid")
+        for method in ("GET", "POST"):
+            try:
+                rule, _ = adapter.match(path, method=method, return_rule=True)
+            except HTTPException:
+                continue
+            return rule
+        return None
 
     @app.after_request
     def observe_latency(response: Response) -> Response:

@@ -93,10 +93,30 @@ def _refused(refused: RequestRejected) -> Response:
 
 def _cross_site() -> bool:
     """RFC 6454 Origin and Fetch Metadata: is this POST from a page of another site?"""
-    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site in ("cross-site", "same-site"):
         return True
+    if fetch_site == "same-origin":  # the browser's own word, as binding as its Origin (a forbidden header name)
+        return False
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
         return origin == "null"
-    own = urlsplit(services().settings.broker.idp.base_url)
-    return origin.rstrip("/") != f"{own.scheme}://{own.netloc}"
+    return _origin(origin) != _origin(services().settings.broker.idp.base_url)
+
+
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    """RFC 6454 §4: an origin as the triple (scheme, host, port), the host in lower case and the scheme's default
+    port filled in, so that ``https://IdP.example:443`` (as an operator may write base_url) and
+    ``https://idp.example`` (as a browser sends Origin, §6.2) are one origin; None when ``url`` is not one."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname:
+        return None
+    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS.get(scheme)

@@ -450,6 +450,26 @@ def test_relay_state_of_80_bytes_comes_back_unchanged(browser: Browser, craft: A
     assert posted.fields["RelayState"] == relay_state
 
 
+@pytest.mark.parametrize("relay_state", [
+    pytest.param("a\x00b", id="nul"),
+    pytest.param("a\rb", id="cr"),
+    pytest.param("a\nb", id="lf"),
+    pytest.param("a\r\nb", id="cr-lf"),
+])
+def test_a_relay_state_a_browser_would_change_is_refused(browser: Browser, craft: AuthnRequests,
+                                                         relay_state: str) -> None:
+    """The auto-post form cannot carry it back exactly (Bindings §3.4.3): NUL becomes U+FFFD, CR LF and LF
+    become CR LF on the way to the SP."""
+    assert_refused(browser.get(craft.redirect(craft.build(), relay_state=relay_state)), "saml_request_malformed")
+
+
+def test_a_relay_state_with_a_tab_and_other_controls_comes_back_unchanged(browser: Browser,
+                                                                          craft: AuthnRequests) -> None:
+    relay_state = "a\tb\x01c\x7f"
+    posted = posted_response(browser.get(craft.redirect(craft.build(), relay_state=relay_state)))
+    assert posted.fields["RelayState"] == relay_state
+
+
 def _posted_with_relay_state(browser: Browser, craft: AuthnRequests, raw_relay_state: str) -> TestResponse:
     """An HTTP-POST AuthnRequest whose form body carries RelayState exactly as ``raw_relay_state`` (encoded)."""
     body = f"SAMLRequest={quote(base64.b64encode(craft.build(sign=True).xml).decode(), safe='')}" \

@@ -494,3 +494,90 @@ def test_a_broker_without_an_sp_side_has_no_sp_endpoints(config_dir: Path, store
             if e["event"] != "configuration_loaded" and not str(e["event"]).startswith("audit_")] == [
         ("login_refused", "page_not_found", "POST /saml/sp/acs"),
         ("login_refused", "page_not_found", "GET /saml/sp/slo")]
+
+
+# --- paths the router would answer with a redirect of its own -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    pytest.param("POST", "/saml/sp//acs", id="doubled-slash-post-acs"),
+    pytest.param("GET", "/saml/idp//sso?SAMLRequest=x", id="doubled-slash-get-sso"),
+    pytest.param("GET", "//saml/idp/sso?SAMLRequest=x", id="leading-doubled-slash"),
+    pytest.param("GET", "/static//broker.css", id="doubled-slash-static"),
+])
+def test_a_doubled_slash_is_not_found_never_a_redirect_to_the_host_header(browser: Browser, method: str,
+                                                                       path: str) -> None:
+    """Werkzeug's 308 to ``http://<Host>/...`` sent a POSTed SAML message to whatever Host the request named."""
+    response = browser.client.open(path, method=method, data={"SAMLResponse": "x"} if method == "POST" else None,
+                                   headers={"Host": "evil.example"})
+    assert response.status_code == 404
+    assert "Location" not in response.headers
+    assert_refused(response, "page_not_found")
+
+
+def test_a_missing_trailing_slash_is_no_redirect(browser: Browser) -> None:
+    response = browser.client.get("/saml/idp/sso/", headers={"Host": "evil.example"})
+    assert "Location" not in response.headers
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(("method", "path", "rule"), [
+    pytest.param("GET", "/saml/sp/acs?SAMLResponse=x", "/saml/sp/acs", id="response-by-redirect-at-the-acs"),
+    pytest.param("PUT", "/saml/idp/sso", "/saml/idp/sso", id="put-at-sso"),
+    pytest.param("DELETE", "/saml/idp/login/abc", "/saml/idp/login/<login_id>", id="delete-at-resume"),
+])
+def test_a_method_the_login_endpoint_does_not_take_is_audited_under_its_reference(
+        browser: Browser, config_dir: Path, method: str, path: str, rule: str) -> None:
+    """A municipal IdP sending its Response to the ACS by HTTP-Redirect: the reference the user reads out must
+    lead the operator to the refusal."""
+    response = browser.client.open(path, method=method)
+    assert response.status_code == 405
+    reference, _ = error_page(response)
+    refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
+    assert (refused["event"], refused["reason"]) == ("login_refused", "method_not_allowed")
+    assert str(refused["detail"]).startswith(f"{method} {rule}: ")
+
+
+def test_a_method_not_allowed_elsewhere_is_not_audited(browser: Browser, config_dir: Path) -> None:
+    assert browser.client.open("/healthz", method="POST").status_code == 405
+    assert [e for e in audit_lines(config_dir) if e["event"] == "login_refused"] == []
+
+
+# --- the discovery page's own origin, however base_url is written ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("base_url", "origin", "cross_site"), [
+    pytest.param("https://idp.region.example:443", "https://idp.region.example", False, id="explicit-default-port"),
+    pytest.param("https://IdP.Region.example", "https://idp.region.example", False, id="host-in-upper-case"),
+    pytest.param("https://idp.region.example/", "https://IDP.region.example:443", False, id="origin-odd-form"),
+    pytest.param("https://idp.region.example:8443", "https://idp.region.example", True, id="another-port"),
+    pytest.param("https://idp.region.example", "http://idp.region.example", True, id="another-scheme"),
+    pytest.param("https://idp.region.example", "https://idp.region.example.evil", True, id="another-host"),
+    pytest.param("https://idp.region.example", "https://idp.region.example:99999", True, id="origin-bad-port"),
+])
+def test_the_origin_is_compared_as_an_origin(config_dir: Path, store: RedisStore, base_url: str, origin: str,
+                                             cross_site: bool) -> None:
+    """RFC 6454 §4-5: scheme, host (case-insensitive) and port (the scheme's default filled in); base_url as the
+    loader accepts it. Compared as written, every choice on the discovery page was refused as cross-site."""
+    from broker.web.sp import _cross_site
+
+    broker_yaml = config_dir / "broker.yaml"
+    data = yaml.safe_load(broker_yaml.read_text(encoding="utf-8"))
+    data["idp"]["base_url"] = base_url
+    broker_yaml.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    app = create_app(load_settings(config_dir), store=store, instance_id="test")
+    with app.test_request_context("/discovery", method="POST", headers={"Origin": origin}):
+        assert _cross_site() is cross_site
+
+
+@pytest.mark.parametrize(("fetch_site", "cross_site"), [
+    pytest.param("same-origin", False, id="same-origin"),
+    pytest.param("same-site", True, id="same-site"),
+    pytest.param("cross-site", True, id="cross-site"),
+])
+def test_the_browsers_fetch_metadata_decides_over_the_origin(app: Flask, fetch_site: str, cross_site: bool) -> None:
+    from broker.web.sp import _cross_site
+
+    with app.test_request_context("/discovery", method="POST",
+                                  headers={"Origin": "https://elsewhere.example", "Sec-Fetch-Site": fetch_site}):
+        assert _cross_site() is cross_site
