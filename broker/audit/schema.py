@@ -96,7 +96,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "session_unreadable": _spec("the browser's SSO session record could not be read (another release's stored "
                                 "form during an upgrade, a damaged record): the login went on without it",
                                 "failure", _LOGIN),
-    "session_revoked": _spec("an SSO session ended because its certificate no longer holds", "failure",
+    "session_revoked": _spec("an SSO session answers no SP because its certificate no longer holds (it stays for "
+                             "single logout until the next login replaces it)", "failure",
                              _LOGIN | _USER | {"reason"}, _CERT | {"sp"}, data="session_login"),
     "revocation_soft_fail": _spec("no revocation source answered; let through by a soft-fail policy",
                                   "failure", _LOGIN | _USER | {"reason"}, _CERT | {"sp"}),

@@ -124,8 +124,12 @@ class CertificateStep:
                     session: SsoSession) -> tuple[SsoSession | None, Result | None]:
         """Sessions follow revocation: once the session's revocation answer has expired, establish it again.
 
-        Returns the (refreshed) session, or None if it ended (revoked, expired, no longer trusted), or a
-        refusal when the status cannot be established now (fail closed; the session is kept).
+        Returns the (refreshed) session, or None when it answers no SP any more (revoked, expired, no longer
+        trusted), or a refusal when the status cannot be established now (fail closed; the session is kept).
+        A session that answers no SP is not deleted: its SPs still hold the user, so it stays for single logout
+        (a LogoutRequest from any of them reaches the others, SAML Profiles §4.4.3.3) until the next login in the
+        browser replaces it, taking them over (:meth:`SessionManager.replace`), or it reaches its end. Every
+        later request is checked again, and refused again, here.
         """
         d = self._d
         until = session.revocation_valid_until
@@ -142,7 +146,6 @@ class CertificateStep:
                     identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
                     client_address=ctx.client_address))
                 return session, self._answers.refuse(exc, ctx, info, sp, retry=False)
-            d.sessions.end(token)
             d.audit.record(AuditEvent(
                 "session_revoked", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,

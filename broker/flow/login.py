@@ -116,6 +116,7 @@ class LoginFlow:
         cert = ctx.presented.certificate
         facts = CertificateFacts.of(cert) if cert is not None else None
         session, why = d.sessions.find(ctx.session_token, idle_too=True)
+        revoked = False
         if why in ("expired_idle", "expired_absolute"):
             d.audit.record(AuditEvent("session_expired", "info", ctx.correlation_id, reason=None,
                                       detail=why, client_address=ctx.client_address))
@@ -139,11 +140,13 @@ class LoginFlow:
                     return self._continue_with(info, sp, ctx, step_up.municipality)
                 if reused is not None:
                     return reused
-                session = None  # the session ended (its certificate no longer holds): log in afresh
+                # its certificate no longer holds: a fresh login, which replaces the session (its SPs stay in
+                # single logout), as it replaces an idle one
+                revoked = True
         if cert is not None:
             return self._certificate.login(info, sp, ctx, cert, session)
-        if why is not None:
-            session = None  # an idle session chooses no municipality for the discovery below
+        if why is not None or revoked:
+            session = None  # an idle or revoked session chooses no municipality for the discovery below
         options = self._options(sp, info)
         if not options and info.proxy_count == 0 and self._options(sp):
             # every municipality open to the SP logs in through its own IdP, and the SP allows no proxying

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
 import re
 import secrets
 import time
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from flask import Flask
 from lxml import etree
@@ -40,7 +41,7 @@ from broker.clock import SystemClock
 from broker.config.loader import Settings
 from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
-from broker.errors import SessionStoreUnavailable
+from broker.errors import CertificateRejected, SessionStoreUnavailable
 from broker.saml.xmltime import format_instant
 from broker.session.sessions import SessionManager
 from broker.session.store import RedisStore
@@ -389,6 +390,61 @@ def test_certificate_session_logout_asks_only_the_other_sp(app: Flask, browser: 
     assert [(e["outcome"], data(e)["peer"]) for e in events(config_dir, "logout_propagated")] == [("success", SP1)]
     completed, = events(config_dir, "logout_completed")
     assert (completed["outcome"], list(data(completed)["confirmed"])) == ("success", [SP1])  # type: ignore[call-overload]
+
+
+def _card_revoked_since(app: Flask, browser: Browser, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser's session's revocation answer has run out and its card is now revoked (as the revocation tests
+    show with a real OCSP responder: here the validator says so of that card, and validates any other)."""
+    sid = app.extensions["broker"].flow._d.sessions.ref(cookie(browser))
+    record = json.loads(store.get("session:" + sid) or b"{}")
+    record["revocation_valid_until"] = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    store.put("session:" + sid, json.dumps(record).encode(), 3600)
+    validator = app.extensions["broker"].flow._d.validator
+    real, revoked_der = validator.validate, base64.b64decode(record["certificate_der"])
+
+    def validate(leaf: x509.Certificate, presented: Any = ()) -> Any:
+        if leaf.public_bytes(serialization.Encoding.DER) == revoked_der:
+            raise CertificateRejected("revoked", "the card was revoked")
+        return real(leaf, presented)
+
+    monkeypatch.setattr(validator, "validate", validate)
+
+
+def test_a_session_whose_card_was_revoked_keeps_its_sps_in_single_logout(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: RedisStore, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """It answers no SP any more, but SP1 still holds Anna: her logout at SP2 must reach it (Profiles §4.4.3.3);
+    the session was deleted with its SPs, and SP2 heard Success while SP1 never did."""
+    sso_login(browser, sp)
+    at_sp2 = sso_login(browser, sp2)
+    _card_revoked_since(app, browser, store, monkeypatch)
+    browser.certificate_pem = None
+    assert not [f for _, f in forms(browser.get(sp.login_url())) if "SAMLResponse" in f]  # no SSO from it
+    assert [e["reason"] for e in events(config_dir, "session_revoked")] == ["revoked"]
+
+    to_sp1 = hop(browser.get(sp_logout_url(sp2, at_sp2)), SP1_SLO, "SAMLRequest")
+    final = hop(browser.get(sp_answers(sp, to_sp1.location)), SP2_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+
+
+def test_the_next_card_login_takes_over_a_revoked_sessions_sps(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: RedisStore, users: Path, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bo logs in with his card in the browser where Anna's session was found revoked: SP1 still holds Anna, so
+    it stays a participant of the browser's new session (SessionManager.replace), and its logout ends Bo's too
+    (it got UnknownPrincipal, and Bo's session lived on)."""
+    at_sp1 = sso_login(browser, sp)
+    _card_revoked_since(app, browser, store, monkeypatch)
+    browser.certificate_pem = None
+    browser.get(sp2.login_url())
+    assert [e["reason"] for e in events(config_dir, "session_revoked")] == ["revoked"]
+    browser.certificate_pem = (users / "bo.pem").read_text()
+    sso_login(browser, sp2)
+    bo_token = cookie(browser)
+
+    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    assert to_sp2.root.find("saml:NameID", NS) is not None
+    goes_to_login(with_cookie(app, bo_token), sp2)  # Bo's session ended with it
 
 
 # --- 3. partial logout ------------------------------------------------------------------------------------------
