@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from types import MappingProxyType
 
 from broker.audit.events import AuditEvent
@@ -48,7 +49,8 @@ class Answers:
 
     def issue(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
               session: SsoSession, *, new_session: bool, certificate: CertificateFacts | None = None,
-              remember: str | None = None, replaced: Replaced | None = None, detail: str | None = None) -> Result:
+              remember: str | None = None, replaced: Replaced | None = None, detail: str | None = None,
+              settle: Callable[[], BrokerError | None] | None = None) -> Result:
         """The signed assertion for ``info`` from ``session``; the SP is remembered for logout.
 
         The SP gets its own SessionIndex (SAML Core §2.7.2: :meth:`SessionManager.session_index`), and its
@@ -59,7 +61,9 @@ class Answers:
         one round trip, and only once the assertion exists. A reused session (as :meth:`SessionManager.touch`
         left it) is stored again with this SP the same way, but only if it still exists: when it has ended
         since it was found (a logout meanwhile), the assertion is not sent (:meth:`_session_ended`). ``detail``
-        goes to the ``assertion_issued`` event (for the operator).
+        goes to the ``assertion_issued`` event (for the operator). ``settle``, asked once a new session is stored:
+        a refusal that came about meanwhile (a logout on another instance that looked for sessions before this one
+        was stored), which ends the session before anything is answered from it.
         """
         d = self._d
         identity = session.identity
@@ -89,6 +93,12 @@ class Answers:
         participant = Participant(sp.entity_id, name_id, info.nameid_format, session_index, d.clock.now())
         if new_session:
             d.sessions.save(token, session, participant, carried=replaced.participants if replaced else ())
+            late = settle() if settle is not None else None
+            if late is not None:
+                # ended before anything was answered from it (its SPs carried over cannot be told from here)
+                d.sessions.end(token)
+                return self.refuse(late, ctx, info, sp, municipality=municipality, event="login_refused",
+                                   retry=False)
         elif not d.sessions.save_reused(token, session, participant):
             return self._session_ended(info, sp, ctx, session)
         if replaced is not None:

@@ -215,12 +215,9 @@ class UpstreamStep:
                         "name_qualifier": assertion.name_qualifier or "",
                         "sp_name_qualifier": assertion.sp_name_qualifier or "",
                         "session_index": assertion.session_index or ""}
-            ended = logged_out_upstream(d.sessions.upstream_logouts(idp.entity_id, assertion.name_id), upstream,
-                                        assertion.authn_instant, self._sp_entity_id)
+            ended = self._logged_out(upstream, assertion.authn_instant)
             if ended is not None:
-                raise UpstreamRejected("upstream_logged_out", f"the IdP ended this session before its assertion "
-                                                              f"arrived (LogoutRequest {ended.request_id[:100]!r}, "
-                                                              f"SAML Core §3.7.3.2)")
+                raise ended
             attributes = canonical_attributes(saml, assertion.attributes)
             identity = identity_of(saml, attributes, municipality.id, municipality.config.organization_number,
                                    expect.now.date())
@@ -265,8 +262,22 @@ class UpstreamStep:
         token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
             upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
+        # the IdP's logout, handled on another instance between the check above and the session's write, looked
+        # for her sessions before this one was stored: asked again once it is (each side writes, then reads)
         return self._answers.issue(info, sp, ctx, token, session, new_session=True, replaced=replaced,
-                                   detail=_superseded(replaced.upstream if replaced is not None else None, upstream))
+                                   detail=_superseded(replaced.upstream if replaced is not None else None, upstream),
+                                   settle=lambda: self._logged_out(upstream, assertion.authn_instant))
+
+    def _logged_out(self, upstream: dict[str, str], authn_instant: dt.datetime) -> UpstreamRejected | None:
+        """The refusal of an assertion whose IdP session the IdP has ended (SAML Core §3.7.3.2: its logout applies
+        to its assertions arriving after it), if it has."""
+        ended = logged_out_upstream(self._d.sessions.upstream_logouts(upstream["idp"], upstream["name_id"]),
+                                    upstream, authn_instant, self._sp_entity_id)
+        if ended is None:
+            return None
+        return UpstreamRejected("upstream_logged_out", f"the IdP ended this session before its assertion arrived "
+                                                       f"(LogoutRequest {ended.request_id[:100]!r}, SAML Core "
+                                                       "§3.7.3.2)")
 
     def _take_pending(self, request_id: str, ctx: ClientContext) -> dict[str, Any] | Result:
         """The login waiting for the answer to ``request_id`` (InResponseTo, SAML Profiles §4.1.4.3), taken (one

@@ -672,6 +672,39 @@ def test_idp_logout_applies_to_her_assertion_that_arrives_after_it(app: Flask, b
     assert (result["outcome"], result["reason"]) == ("failure", "upstream_logged_out")
 
 
+@pytest.mark.parametrize("indexes", ["hers", "none"])
+def test_idp_logout_on_another_instance_while_her_session_is_being_stored_ends_it(
+        app: Flask, settings: Settings, store: RedisStore, browser: Browser, sp: DemoSp, sp2: DemoSp,
+        idp: DemoIdp, config_dir: Path, monkeypatch: pytest.MonkeyPatch, indexes: str) -> None:
+    """Instance A has checked the IdP's logouts for her assertion and not yet stored her session when instance B
+    handles the IdP's LogoutRequest, finding no session to end: A asks again once the session is stored (each
+    side writes, then reads), so the session the IdP was told had ended does not answer SP2 (Core §3.7.3.2)."""
+    post = _in_flight(browser, sp, idp)
+    if indexes == "none":
+        time.sleep(1.1)  # a logout in the same second as her authentication counts as before it
+    instance_b = create_app(settings, store=store, instance_id="b")
+    logout = idp_logout_url(idp, session_indexes=None if indexes == "hers" else [])
+    told: list[Hop] = []
+    manager = app.extensions["broker"].flow._d.sessions
+    real = SessionManager.upstream_logouts
+
+    def b_handles_the_logout_after_a_looked(self: SessionManager, *args: Any) -> Any:
+        found = real(self, *args)
+        if self is manager and not told:
+            told.append(hop(open_browser(instance_b, None).get(logout), KOMMUN_C_SLO, "SAMLResponse"))
+        return found
+
+    monkeypatch.setattr(SessionManager, "upstream_logouts", b_handles_the_logout_after_a_looked)
+    late = browser.post(post.url, post.fields)
+
+    assert status_codes(told[0].root) == (SUCCESS, None)
+    assert_refused(late, "upstream_logged_out")
+    assert browser.client.get_cookie(COOKIE) is None
+    assert not [f for _, f in forms(browser.get(sp2.login_url())) if "SAMLResponse" in f]
+    assert [e["reason"] for e in events(config_dir, "login_refused")] == ["upstream_logged_out"]
+    assert events(config_dir, "assertion_issued") == []
+
+
 def test_idp_logout_whose_own_validity_ended_still_applies_to_her_late_assertion(
         app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
     """An IdP clock 50 s behind, a LogoutRequest good for 20 s: accepted within the skew (its NotOnOrAfter bounds
