@@ -34,6 +34,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -63,6 +64,8 @@ from broker.saml.outbound import OutboundMessage
 from broker.session.sessions import Participant, SsoSession, UpstreamLogout, new_token
 
 Side = Literal["sp", "idp"]   # "sp": a regional SP (the broker's IdP endpoint); "idp": a municipal IdP
+
+_log = logging.getLogger(__name__)
 
 # how far the broker instances' clocks may be apart, for how long an IdP's logout is remembered (Core §3.7.3.2)
 _LATE_MARGIN = dt.timedelta(minutes=5)
@@ -103,21 +106,46 @@ class LogoutFlow:
         # principal's sessions cannot be found (the broker keeps no index by an SP's NameID), so the SP is not
         # told they all ended (SAML Core §3.7.3.2): PartialLogout
         unlocated = False
+        logout = _logout_name(side, info)
         try:
             dropped = self._drop_unreadable(ctx)
-            if side == "sp":
-                ended, identity, mismatch = self._end_for_sp(info, ctx)
+            resumed = d.sessions.ending(logout)
+            if resumed is not None:
+                # this request's earlier attempt ended these sessions and the store failed before their SPs could
+                # be asked (the 503 page says to try again): end what is left of them, and go on from there
+                self._end(resumed, logout)
+                ended, mismatch = resumed, False
+                identity = ended[0][1].identity if ended else None
+            elif side == "sp":
+                ended, identity, mismatch = self._end_for_sp(info, ctx, logout)
                 unlocated = not ended and not mismatch and not info.session_indexes
             else:
                 # first: should it fail, no session has ended yet, and the IdP's retry finds them all
                 self._remember_for_late_assertions(info)
-                ended, mismatch = self._end_for_idp(info, ctx), False
+                ended, mismatch = self._end_for_idp(info, ctx, logout), False
                 identity = ended[0][1].identity if ended else None
+            result = self._propagate(info, ctx, side, ended, identity, mismatch=mismatch, dropped=dropped,
+                                     unlocated=unlocated, resumed=resumed is not None)
         except DependencyUnavailable:
-            # the store failed while the sessions were being looked up or ended: the user's retry of the same
-            # request (the 503 page says to try again) must not be refused as a replay, with the session alive
+            # the store failed while the sessions were being looked up, ended, or their participants read, or the
+            # logout's state stored: the user's retry of the same request (the 503 page says to try again) must
+            # not be refused as a replay, and finds the sessions already ended by this attempt (note_ending)
             d.sessions.forget_use(f"logout-request:{info.peer.entity_id}", info.request_id)
             raise
+        if ended:
+            try:
+                d.sessions.ended(logout, [sid for sid, _ in ended])
+            except DependencyUnavailable:  # the lists expire with their sessions; the logout goes on
+                _log.warning("logout %s: its sessions' participant lists could not be removed", ctx.correlation_id)
+        return result
+
+    def _propagate(self, info: LogoutRequestInfo, ctx: ClientContext, side: Side,
+                   ended: list[tuple[str, SsoSession]], identity: Identity | None, *, mismatch: bool,
+                   dropped: bool, unlocated: bool, resumed: bool) -> Result:
+        """Audit the logout and ask the ended sessions' participants, or answer a mismatch."""
+        d = self._d
+        messages = self._sides[side]
+        assert messages is not None  # request() answered without an SP side already
         # the browser's own cookie goes only if its session is among those ended
         own = dropped or (ctx.session_token is not None
                           and d.sessions.ref(ctx.session_token) in {sid for sid, _ in ended})
@@ -136,7 +164,8 @@ class LogoutFlow:
                 "initiator": side, "peer": info.peer.entity_id, "request_id": info.request_id[:256],
                 "session_ended": bool(ended), "sessions": len(ended), **({"unlocated": True} if unlocated else {}),
                 "propagate_to": tuple(f"{t['side']}:{t['peer']}" for t in targets),
-                **({"asynchronous": True} if info.asynchronous else {})})))
+                **({"asynchronous": True} if info.asynchronous else {}),
+                **({"resumed": True} if resumed else {})})))
         if mismatch:
             if not info.peer.can_logout or info.asynchronous:
                 return LoginFailed(SamlRejected("logout_request_invalid", "the NameID does not match this "
@@ -166,7 +195,7 @@ class LogoutFlow:
                                   client_address=ctx.client_address))
         return True
 
-    def _end_for_sp(self, info: LogoutRequestInfo, ctx: ClientContext
+    def _end_for_sp(self, info: LogoutRequestInfo, ctx: ClientContext, logout: str
                     ) -> tuple[list[tuple[str, SsoSession]], Identity | None, bool]:
         """End the sessions the SP's LogoutRequest names (SAML Core §3.7.3.2): the cookie's session if the SP's
         NameID (and SessionIndex) are its participant's, and the sessions its SessionIndexes name, also when the
@@ -190,10 +219,11 @@ class LogoutFlow:
             # nothing to end: already logged out (Success, SAML Core §3.7.3.2), unless the browser's own session
             # is someone else's (UnknownPrincipal)
             return [], session.identity if session is not None else None, session is not None
-        self._end(ended)
+        self._end(ended, logout)
         return ended, ended[0][1].identity, False
 
-    def _end_for_idp(self, info: LogoutRequestInfo, ctx: ClientContext) -> list[tuple[str, SsoSession]]:
+    def _end_for_idp(self, info: LogoutRequestInfo, ctx: ClientContext, logout: str
+                     ) -> list[tuple[str, SsoSession]]:
         """End the sessions the municipal IdP opened for the NameID (within its SessionIndexes)."""
         d = self._d
         idp = info.peer.entity_id
@@ -206,7 +236,7 @@ class LogoutFlow:
         ended = [(sid, s) for sid, s in sorted(candidates.items())
                  if _names_upstream(info, s.upstream or {}, idp, broker_sp)
                  and (not info.session_indexes or (s.upstream or {}).get("session_index") in info.session_indexes)]
-        self._end(ended)
+        self._end(ended, logout)
         return ended
 
     def _remember_for_late_assertions(self, info: LogoutRequestInfo) -> None:
@@ -228,8 +258,13 @@ class LogoutFlow:
             sp_name_qualifier=info.sp_name_qualifier, session_indexes=info.session_indexes,
             issued=info.issued or now, until=now + window))
 
-    def _end(self, ended: list[tuple[str, SsoSession]]) -> None:
-        """End the sessions, keeping their participants for propagation."""
+    def _end(self, ended: list[tuple[str, SsoSession]], logout: str) -> None:
+        """End the sessions, keeping their participants for propagation; what is ended is noted first under the
+        logout's name, for its retry should the store fail before the participants are asked (:meth:`request`).
+        Each session is deleted before its participants are read (:meth:`_targets`), so that no request answered
+        from it can add one unseen (:meth:`SessionManager.save_reused` stores only while the session exists)."""
+        if ended:
+            self._d.sessions.note_ending(logout, ended)
         for sid, _ in ended:
             self._d.sessions.end_ref(sid, keep_participants=True)
 
@@ -244,7 +279,7 @@ class LogoutFlow:
         targets: list[dict[str, Any]] = []
         by_name: dict[tuple[str, str], dict[str, Any]] = {}
         for sid, session in ended:
-            for p in d.sessions.take_participants(sid):
+            for p in d.sessions.participants_ref(sid):
                 if p.sp_entity_id == exclude:
                     continue
                 index = p.index_in(session)
@@ -450,6 +485,12 @@ def logged_out_upstream(logouts: Sequence[UpstreamLogout], upstream: Mapping[str
         elif authn_instant.replace(microsecond=0) < logout.issued.replace(microsecond=0):
             return logout  # in the same second (instants often have whole seconds): the new login after it
     return None
+
+
+def _logout_name(side: Side, info: LogoutRequestInfo) -> str:
+    """A LogoutRequest's name for what its handling leaves behind (SessionManager.note_ending): its side, issuer
+    and ID, which the replay check makes one request's."""
+    return f"{side}\x00{info.peer.entity_id}\x00{info.request_id}"
 
 
 def _session_indexes(target: dict[str, Any]) -> list[str]:

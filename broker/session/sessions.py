@@ -418,15 +418,38 @@ class SessionManager:
         self.end_ref(_hash(token))
 
     def end_ref(self, sid: str, *, keep_participants: bool = False) -> None:
-        """End a session; single logout keeps its participants to propagate to (:meth:`take_participants`)."""
+        """End a session; single logout keeps its participants to propagate to (:meth:`participants_ref`, then
+        :meth:`ended`)."""
         self._store.delete("session:" + sid)
         if not keep_participants:
             self._store.delete("session-sps:" + sid)
 
-    def take_participants(self, sid: str) -> list[Participant]:
-        participants = self.participants_ref(sid)
-        self._store.delete("session-sps:" + sid)
-        return participants
+    def note_ending(self, logout: str, ended: Sequence[tuple[str, SsoSession]]) -> None:
+        """Before a single logout named ``logout`` (its initiator and request) ends the sessions ``ended``: what it
+        ends, so that its retry after a store failure midway (the session deleted, its participants not yet
+        asked) finds them again (:meth:`ending`) instead of nothing, and reaches their SPs."""
+        record = [[sid, session.to_json().decode()] for sid, session in ended]
+        self._store.put("logout-ending:" + _hash(logout), _JSON.encode(record).encode(),
+                        max(self.pending_timeout.total_seconds(), 1.0))
+
+    def ending(self, logout: str) -> list[tuple[str, SsoSession]] | None:
+        """The sessions an interrupted single logout named ``logout`` ended (:meth:`note_ending`); None when it
+        noted none (it never got that far, or it completed)."""
+        raw = self._store.get("logout-ending:" + _hash(logout))
+        if raw is None:
+            return None
+        try:
+            return [(str(sid), SsoSession.from_json(str(session).encode())) for sid, session in json.loads(raw)]
+        except (ValueError, TypeError, KeyError) as exc:  # damaged: as good as none, the retry starts afresh
+            _log.warning("logout-ending record unreadable (%s); treated as absent", exc)
+            return None
+
+    def ended(self, logout: str, sids: Sequence[str]) -> None:
+        """The single logout ``logout`` has what it needs to ask the participants of ``sids`` (its state is
+        stored): their lists and its :meth:`note_ending` record go."""
+        for sid in sids:
+            self._store.delete("session-sps:" + sid)
+        self._store.delete("logout-ending:" + _hash(logout))
 
     def replace(self, token: str, session: SsoSession) -> Replaced:
         """End the session ``token`` names because a new login in the same browser replaces it (a new cookie: no

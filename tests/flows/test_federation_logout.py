@@ -750,6 +750,73 @@ def test_idp_logout_the_store_fails_to_remember_ends_nothing_and_its_retry_reach
     assert (data(logout)["session_ended"], data(logout)["sessions"]) == (True, 1)
 
 
+@pytest.mark.parametrize(("failing", "call"), [
+    pytest.param("participants_ref", 2, id="reading-the-participants"),  # the first: matching the request
+    pytest.param("put_logout", 1, id="storing-the-logouts-state"),
+])
+def test_an_sp_logout_the_store_fails_midway_is_finished_by_its_retry(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, config_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        failing: str, call: int) -> None:
+    """The session is already ended when the store fails (503, "try again"): the retry of the same request is no
+    replay, and reaches SP2 as the first attempt would have (it was refused as a replay, and SP2 never heard)."""
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    start = sp_logout_url(sp, at_sp1)
+    real = getattr(SessionManager, failing)
+    calls: list[int] = []
+
+    def fails_once(self: SessionManager, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == call:
+            raise SessionStoreUnavailable("Redis failed: simulated timeout")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionManager, failing, fails_once)
+    token = cookie(browser)
+    assert browser.get(start).status_code == 503
+    goes_to_login(with_cookie(app, token), sp)  # ended by the first attempt all the same
+
+    to_sp2 = hop(browser.get(start), SP2_SLO, "SAMLRequest")
+    final = hop(browser.get(sp_answers(sp2, to_sp2.location)), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    logout = events(config_dir, "logout")[-1]  # the first attempt's too, when it got as far as asking SP2
+    assert (data(logout)["session_ended"], data(logout)["resumed"]) == (True, True)
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP2}"]  # type: ignore[call-overload]
+
+
+def test_an_idp_logout_the_store_fails_midway_is_finished_by_its_retry(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, idp: DemoIdp, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    karin_login(browser, sp, idp)
+    sso_login(browser, sp2)
+    start = idp_logout_url(idp)
+    real = SessionManager.participants_ref
+    failures = [SessionStoreUnavailable("Redis SMEMBERS failed: simulated timeout")]
+
+    def fails_once(self: SessionManager, *args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionManager, "participants_ref", fails_once)
+    other = open_browser(app, None)
+    assert other.get(start).status_code == 503
+
+    hop(other.get(start), SP1_SLO, "SAMLRequest")
+    logout, = events(config_dir, "logout")
+    assert (data(logout)["sessions"], data(logout)["resumed"]) == (1, True)
+
+
+def test_a_completed_logout_leaves_nothing_to_resume(app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp,
+                                                     store: RedisStore) -> None:
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    sid = app.extensions["broker"].flow._d.sessions.ref(cookie(browser))
+    hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    assert store.members("session-sps:" + sid) == set()
+    assert app.extensions["broker"].flow._d.sessions.ending(f"sp\x00{SP1}\x00x") is None
+
+
 @pytest.mark.parametrize("pad", ["\u00a0", "\u3000"], ids=["no-break-space", "ideographic-space"])
 def test_idp_logout_names_a_nameid_ending_in_unicode_space_as_her_assertion_did(
         app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, monkeypatch: pytest.MonkeyPatch,

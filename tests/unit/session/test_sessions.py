@@ -210,10 +210,16 @@ def test_stored_form_is_the_dataclass_as_json(chain: tuple[str, ...]) -> None:
 
 
 def _slo(manager: SessionManager, token: str) -> list[Participant]:
-    """Single logout as broker.flow.logout does it: end the session, then take its participants to propagate to."""
+    """Single logout as broker.flow.logout does it: note what it ends, end the session, then read its participants
+    to propagate to, and drop them once the logout's state is stored."""
     sid = manager.ref(token)
+    session, _ = manager.find(token, idle_too=True)
+    assert session is not None
+    manager.note_ending("sp\x00https://sp.example\x00_logout", [(sid, session)])
     manager.end_ref(sid, keep_participants=True)
-    return manager.take_participants(sid)
+    participants = manager.participants_ref(sid)
+    manager.ended("sp\x00https://sp.example\x00_logout", [sid])
+    return participants
 
 
 @pytest.mark.parametrize(
