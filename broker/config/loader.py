@@ -8,7 +8,7 @@ expected value) and raised together in one :class:`ConfigError`, so that
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -99,6 +99,47 @@ def _same_checks(revocation: RevocationConfig) -> RevocationConfig:
 def _within(key: str, place: str) -> bool:
     """``key`` (``a.b[0].c``) is ``place`` or below it."""
     return key == place or key.startswith((place + ".", place + "[")) or not place
+
+
+def _shared_idp_issues(entity_id: str, sharing: Sequence[str], municipalities: Mapping[str, Municipality],
+                       sources: Mapping[str, YamlSource]) -> list[ConfigIssue]:
+    """Municipalities sharing the IdP ``entity_id`` (a joint ADFS): each must tell its own users apart, or a user
+    of one could log in as staff of another by choosing it. A personnummer cannot (it names no municipality); a
+    pattern can, unless it is another's too, or lets in another's own HSA-ids (``SE<its organisation number>-``).
+    """
+    issues: list[ConfigIssue] = []
+    for mid in sharing:
+        saml = municipalities[mid].config.saml
+        assert saml is not None  # grouped by their IdPs
+        others = [o for o in sharing if o != mid]
+        named = ", ".join(repr(o) for o in others)
+        path = ("saml", "identity", "pattern")
+        if saml.identity.type == "personnummer":
+            issues.append(sources[mid].issue(("saml", "identity", "type"), (
+                f"the IdP {entity_id} also serves municipality {named}: a personnummer does not say which "
+                "municipality the user works for; identify users by an attribute that does (e.g. employeeHsaId "
+                "with this municipality's HSA-id prefix as saml.identity.pattern)")))
+            continue
+        pattern = saml.identity.pattern
+        if pattern is None:
+            issues.append(sources[mid].issue(path, (
+                f"the IdP {entity_id} also serves municipality {named}: set saml.identity.pattern so that only "
+                "this municipality's users match (e.g. its HSA-id prefix ^SE<organisation number>-)")))
+            continue
+        for other in others:
+            theirs = municipalities[other].config
+            other_pattern = theirs.saml.identity.pattern if theirs.saml is not None else None
+            sample = f"SE{theirs.organization_number}-x1"
+            if other_pattern is not None and str(other_pattern) == str(pattern):
+                issues.append(sources[mid].issue(path, (
+                    f"municipality {other!r}, which shares the IdP {entity_id}, has the same pattern: each "
+                    "municipality's pattern must match only its own users")))
+            elif re.fullmatch(str(pattern), sample, re.ASCII):
+                issues.append(sources[mid].issue(path, (
+                    f"it matches {sample}, an HSA-id of municipality {other!r}, which shares the IdP {entity_id}: "
+                    "each municipality's pattern must match only its own users (e.g. ^SE<organisation "
+                    "number>-[A-Za-z0-9]+$)")))
+    return issues
 
 
 def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[str, Path]]:
@@ -213,16 +254,8 @@ def load_settings(config_dir: Path) -> Settings:
         if mun.config.saml is not None:
             by_idp.setdefault(mun.config.saml.entity_id, []).append(mid)
     for entity_id, sharing in by_idp.items():
-        if len(sharing) < 2:
-            continue
-        for mid in sharing:
-            saml = municipalities[mid].config.saml
-            if saml is not None and saml.identity.pattern is None:
-                others = ", ".join(repr(o) for o in sharing if o != mid)
-                issues.append(sources[mid].issue(
-                    ("saml", "identity", "pattern"),
-                    f"the IdP {entity_id} also serves municipality {others}: set saml.identity.pattern so that "
-                    "only this municipality's users match (e.g. its HSA-id prefix ^SE<organisation number>-)"))
+        if len(sharing) >= 2:
+            issues += _shared_idp_issues(entity_id, sorted(sharing), municipalities, sources)
 
     sps: dict[str, ServiceProvider] = {}
     entity_ids: dict[str, str] = {}

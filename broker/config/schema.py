@@ -661,13 +661,16 @@ class UpstreamIdentity:
     pattern: Regex | None = field(default=None, metadata=doc(
         "full-match pattern; default for hsa_id: the municipality's own HSA-ids, "
         "^SE<organization_number>-[A-Za-z0-9]+$ (set one to accept others, e.g. a joint HSA-id issuer); "
-        "required for opaque"))
+        "required for opaque; none for personnummer"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.attribute not in ATTRIBUTES:
             yield ("attribute",), f"unknown attribute {self.attribute!r}"
         if self.type == "opaque" and self.pattern is None:
             yield ("pattern",), "an opaque identity needs a pattern, so nothing unexpected passes"
+        if self.type == "personnummer" and self.pattern is not None:
+            # never applied (and it could not tell municipalities sharing an IdP apart: the loader refuses that)
+            yield ("pattern",), "personnummer is checked by date and check digit; no pattern applies"
 
 
 @dataclass(frozen=True)

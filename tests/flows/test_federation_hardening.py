@@ -211,17 +211,59 @@ def test_municipalities_sharing_an_idp_must_tell_their_users_apart(config_dir: P
                         ("municipalities/kommun-d.yaml", "saml.identity.pattern")}
 
 
+def _identity_rules(config_dir: Path, rules: dict[str, str]) -> None:
+    """Replace each municipality's ``type: hsa_id`` identity line with the YAML lines given."""
+    for mid, lines in rules.items():
+        path = config_dir / "municipalities" / f"{mid}.yaml"
+        text = path.read_text(encoding="utf-8")
+        assert text.count("    type: hsa_id\n") == 1
+        path.write_text(text.replace("    type: hsa_id\n", lines), encoding="utf-8")
+
+
+_OWN_C = "    type: hsa_id\n    pattern: '^SE2120003005-[A-Za-z0-9]+$'\n"
+_OWN_D = f"    type: hsa_id\n    pattern: '^SE{KOMMUN_D_ORG}-[A-Za-z0-9]+$'\n"
+_ANY_HSA = "    type: hsa_id\n    pattern: '^SE[0-9]{10}-[A-Za-z0-9]+$'\n"
+
+
+@pytest.mark.parametrize(("rules", "expected"), [
+    pytest.param({"kommun-c": _ANY_HSA, "kommun-d": _ANY_HSA},
+                 {("municipalities/kommun-c.yaml", "saml.identity.pattern", "has the same pattern"),
+                  ("municipalities/kommun-d.yaml", "saml.identity.pattern", "has the same pattern")},
+                 id="the-same-pattern"),
+    pytest.param({"kommun-c": _OWN_C, "kommun-d": _ANY_HSA},
+                 {("municipalities/kommun-d.yaml", "saml.identity.pattern", "matches SE2120003005-x1")},
+                 id="a-pattern-that-lets-in-the-others-hsa-ids"),
+    pytest.param({"kommun-c": "    type: personnummer\n", "kommun-d": "    type: personnummer\n"},
+                 {("municipalities/kommun-c.yaml", "saml.identity.type", "a personnummer does not say"),
+                  ("municipalities/kommun-d.yaml", "saml.identity.type", "a personnummer does not say")},
+                 id="personnummer"),
+    pytest.param({"kommun-c": _OWN_C, "kommun-d": "    type: personnummer\n    pattern: '^20[0-9]{10}$'\n"},
+                 {("municipalities/kommun-d.yaml", "saml.identity.pattern", "no pattern applies")},
+                 id="personnummer-with-a-pattern-never-applied"),
+])
+def test_a_shared_idps_municipalities_must_each_match_only_their_own_users(
+        config_dir: Path, rules: dict[str, str], expected: set[tuple[str, str, str]]) -> None:
+    """A rule that does not tell the municipalities apart lets a user of one log in as staff of the other by
+    choosing it: refused at load, with what to write instead."""
+    from broker.config.loader import load_settings
+    from broker.errors import ConfigError
+    _kommun_d_sharing_kommun_c_idp(config_dir)
+    _identity_rules(config_dir, rules)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(config_dir)
+    found = {(i.file, i.key, i.message) for i in raised.value.issues}
+    assert {(file, key) for file, key, _ in found} == {(file, key) for file, key, _ in expected}
+    for file, key, fragment in expected:
+        assert any(fragment in message for f, k, message in found if (f, k) == (file, key)), (fragment, found)
+
+
 def test_a_user_of_one_municipality_cannot_log_in_as_another_sharing_its_idp(
         config_dir: Path, store: RedisStore, demo_material: Any) -> None:
     """Karin, a Kommun C employee (HSA-id SE2120003005-...), picks Kommun D at discovery and logs in at the
     shared IdP: Kommun D's pattern does not match her, so she is not asserted as Kommun D staff."""
     from broker.config.loader import load_settings
     _kommun_d_sharing_kommun_c_idp(config_dir)
-    for mid, org in (("kommun-c", "2120003005"), ("kommun-d", KOMMUN_D_ORG)):
-        path = config_dir / "municipalities" / f"{mid}.yaml"
-        text = path.read_text(encoding="utf-8")
-        pattern = f"    pattern: '^SE{org}-[A-Za-z0-9]+$'\n"
-        path.write_text(text.replace("    type: hsa_id\n", "    type: hsa_id\n" + pattern), encoding="utf-8")
+    _identity_rules(config_dir, {"kommun-c": _OWN_C, "kommun-d": _OWN_D})
     settings = load_settings(config_dir)
     app = create_app(settings, store=store, instance_id="test")
     sp = make_sp(demo_material.root, app.extensions["broker"].metadata.document(), settings.broker.idp.entity_id)
