@@ -95,6 +95,18 @@ def chain_files(directory: Path) -> dict[str, list[tuple[int, Path]]]:
     return chains
 
 
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` (a line, or a marker file, read back from the audit directory) as a JSON object, or None: not
+    JSON, not an object, or nested past the parser's recursion limit. Never raises: an intruder may write
+    anything into these files, and what they wrote must be a problem the verifier names, or a line the
+    writer passes over, never a crash (``b"[" * 100000`` raises RecursionError in json.loads)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def read_tail(path: Path) -> tuple[list[bytes], bytes]:
     """The last whole lines of ``path`` (up to _TAIL_BYTES) and the torn remainder after the last newline."""
     size = path.stat().st_size
@@ -165,10 +177,16 @@ class ChainWriter:
             return
         try:
             self._start(pid)
-        except AuditUnavailable:
+        except Exception as exc:
+            # whatever stopped the start (also a defect, or something planted in the directory that a reader
+            # did not expect): the file and its lock are let go, and the request fails closed like any other
+            # audit failure (503), not with an error page that leaves a locked chain behind per request
             self._close_file()
             self._discard_unstarted()
-            raise
+            if isinstance(exc, AuditUnavailable):
+                raise
+            log.exception("audit chain %s could not start", self.chain_id)
+            raise AuditUnavailable(f"the audit chain could not start: {type(exc).__name__}") from exc
 
     def _discard_unstarted(self) -> None:
         """After a start that wrote nothing (a full disk: the file could be made, not one line written), remove
@@ -516,11 +534,11 @@ class ChainWriter:
                 continue
             try:
                 with index.open("rb") as f:
-                    first = json.loads(f.readline())
+                    first = json_object(f.readline())
                 started = chain.split(".")[-2] if chain.count(".") >= 2 else ""
-                if newest is None or started > newest[0]:
+                if first is not None and (newest is None or started > newest[0]):
                     newest = (started, str(first["data"]["key_id"]))
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, KeyError, TypeError):
                 continue
         return newest[1] if newest else None
 
@@ -586,9 +604,11 @@ def _last_record(files: list[tuple[int, Path]]) -> tuple[int, str]:
     for _, path in reversed(files):
         lines, _ = read_tail(path)
         for line in reversed(lines):
+            record = json_object(line)
             try:
-                return int(json.loads(line)["seq"]), line_hash(line)
-            except (ValueError, KeyError, TypeError):
+                if record is not None:
+                    return int(record["seq"]), line_hash(line)
+            except (ValueError, KeyError, TypeError, OverflowError):
                 continue
     return 0, GENESIS
 

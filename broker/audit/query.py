@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.audit.chain import json_object
 from broker.audit.verify import collect
 
 SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
@@ -29,11 +29,8 @@ def records(paths: Iterable[Path],
                     for raw in f:
                         if not raw.endswith(b"\n"):
                             break  # a torn last line (the verifier reports it)
-                        try:
-                            record = json.loads(raw)
-                        except (ValueError, RecursionError):
-                            continue
-                        if not isinstance(record, dict):
+                        record = json_object(raw)
+                        if record is None:
                             continue
                         record["_chain"] = chain
                         yield record
@@ -101,11 +98,10 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
         try:
             with first.open("rb") as f:
                 for _, raw in zip(range(head_lines), f, strict=False):
-                    try:
-                        record = json.loads(raw)
-                    except (ValueError, RecursionError):
+                    record = json_object(raw)
+                    if record is None:
                         break
-                    if isinstance(record, dict) and record.get("event") == event:
+                    if record.get("event") == event:
                         return dict(record)
         except OSError:
             continue

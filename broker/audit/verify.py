@@ -33,13 +33,12 @@ stopped between its first checkpoint and the index copy of it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import FILE_PATTERN, GENESIS, chain_files, line_hash
+from broker.audit.chain import FILE_PATTERN, GENESIS, chain_files, json_object, line_hash
 from broker.audit.keys import AuditKeyring
 
 
@@ -141,7 +140,7 @@ class _Walker:
         if self.final_checkpoint is not None:
             self.fail(file, number, _seq_of(raw), "inserted", f"a record {_after(self.final_checkpoint)}")
             return False
-        rec = _record_of(raw)
+        rec = json_object(raw)
         try:
             if rec is None:
                 raise ValueError("not a record")
@@ -234,23 +233,13 @@ def _after(final: tuple[str, int, int]) -> str:
     return f"after the final checkpoint (seq {seq}, {Path(file).name}:{line}): a closed chain is never written again"
 
 
-def _record_of(raw: bytes) -> dict[str, Any] | None:
-    """The line as a record (a JSON object), or None: not JSON, not an object, nested past the parser's
-    recursion limit."""
-    try:
-        rec = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    return rec if isinstance(rec, dict) else None
-
-
 def _data(rec: dict[str, Any]) -> dict[str, Any]:
     data = rec.get("data")
     return data if isinstance(data, dict) else {}
 
 
 def _seq_of(raw: bytes) -> int | None:
-    rec = _record_of(raw)
+    rec = json_object(raw)
     try:
         return int(rec["seq"]) if rec is not None else None
     except (ValueError, KeyError, TypeError, OverflowError):
@@ -384,12 +373,12 @@ def _closed_marker(chain: str, files: Sequence[tuple[int, Path]]) -> tuple[Path,
     """``<chain>.closed`` and the ``{"seq", "hash"}`` it records (None: unreadable); None if there is none."""
     marker = files[0][1].parent / f"{chain}.closed"
     try:
-        content = json.loads(marker.read_bytes())
+        content = json_object(marker.read_bytes())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except OSError:
         return marker, None
-    if not isinstance(content, dict) or type(content.get("seq")) is not int \
+    if content is None or type(content.get("seq")) is not int \
             or not isinstance(content.get("hash"), str):
         return marker, None
     return marker, (content["seq"], content["hash"])

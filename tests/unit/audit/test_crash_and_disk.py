@@ -23,7 +23,7 @@ from flask import Flask
 
 import broker.audit.chain as chain_module
 from broker.app import create_app
-from broker.audit.chain import chain_files, line_hash
+from broker.audit.chain import ChainWriter, chain_files, line_hash
 from broker.audit.trail import AuditTrail
 from broker.audit.verify import Verification
 from broker.clock import FixedClock
@@ -677,3 +677,68 @@ def test_an_attestation_the_disk_refuses_leaves_the_crashed_chain_to_the_next_wr
     assert sorted(p.name.split(".")[0] for p in directory.glob("*.recovered")) == ["wa", "wb"]
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
+
+
+# --- what an intruder may plant in the audit directory ----------------------------------------------
+
+NESTED = b"[" * 100000 + b"]" * 100000 + b"\n"  # json.loads raises RecursionError on it
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("where", ["crashed-chain-last-line", "another-chain-index"])
+def test_a_deeply_nested_line_does_not_stop_a_writer_from_starting(
+        tmp_path: Path, key: Ed25519PrivateKey, where: str) -> None:
+    """A new writer reads lines back from files others wrote (the last record of a crashed chain, the first
+    line of each checkpoint index for the key rotation): a line nested past the parser's recursion limit is a
+    line that is no record, not a RecursionError that failed every request's start with a 500 and kept a
+    locked chain file open per attempt."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    crashed = make_writer(directory, clock, key, instance="wa")
+    make_trail(crashed, clock).record(login_event(1))
+    crashed._close_file()  # the process dies: its lock goes, no final checkpoint
+    if where == "crashed-chain-last-line":
+        (path,) = directory.glob("wa.*.000001.jsonl")
+        path.write_bytes(path.read_bytes() + NESTED)
+    else:
+        (directory / "z.29991231T000000000Z.abcdef.checkpoints.jsonl").write_bytes(NESTED)
+    before = open_fds()
+    writer = make_writer(directory, clock, key, instance="wb")
+    trail = make_trail(writer, clock)
+    trail.record(login_event(2))
+    trail.sync()
+    (attestation,) = [r for r in records_of(next(directory.glob("wb.*.000001.jsonl")))
+                      if r["event"] == "audit_chain_recovered"]
+    assert attestation["data"]["last_seq"] == 3  # started, checkpoint, the login: the planted line is no record
+    trail.close()
+    assert open_fds() == before
+
+
+def test_a_start_that_fails_unexpectedly_fails_closed_and_lets_its_file_go(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever stops a start (here a RecursionError from a reader), the request is refused as an audit
+    failure (503), and the start's file descriptor and lock are released: each attempt used to keep one open
+    and its chain locked for good, unattested, as if its writer still lived."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+
+    def fails(self: ChainWriter) -> list[dict[str, Any]]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ChainWriter, "_recover_crashed_chains", fails)
+    before = open_fds()
+    trail = make_trail(make_writer(directory, clock, key, instance="wa"), clock)
+    for i in range(3):
+        with pytest.raises(AuditUnavailable, match="could not start: RecursionError"):
+            trail.record(login_event(i))
+    assert open_fds() == before
+    files = [p for chain in chain_files(directory).values() for _, p in chain]
+    for path in files:  # unlocked: for the next writer to attest
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)

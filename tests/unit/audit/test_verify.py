@@ -816,3 +816,18 @@ def test_a_writer_stopped_while_starting_is_unsealed_until_attested(tmp_path: Pa
     assert result.ok, str(result.first_problem())
     (report,) = [r for r in result.chains if r.files == [str(stopped)]]
     assert report.warnings == [STOPPED_WHILE_STARTING]
+
+
+@pytest.mark.parametrize("planted", ["closed", "checkpoints.jsonl"])
+def test_a_deeply_nested_marker_or_index_line_is_a_problem_never_a_crash(chain: Chain, tmp_path: Path,
+                                                                          planted: str) -> None:
+    """``b"[" * 100000``: json.loads raises RecursionError, which crashed the verifier on a `.closed` marker."""
+    (chain.directory / f"{chain.name}.{planted}").write_bytes(b"[" * 100000 + b"]" * 100000 + b"\n")
+    result = verified(chain.directory, KEY)
+    problem = result.first_problem()
+    assert problem is not None
+    assert problem.what == "modified", str(problem)
+    assert Path(problem.file).name == f"{chain.name}.{planted}"
+    code, output = on_the_command_line(chain.directory, tmp_path)
+    assert code == 1
+    assert "modified" in output
