@@ -41,6 +41,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,10 +108,31 @@ def json_object(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of ``path``, which must be a regular file (OSError otherwise, also for a symbolic
+    link). Anyone with write access to the audit directory can put a FIFO under a chain file's name: a plain
+    open of it blocks until someone writes to it, which hung every writer's start, verify and query. So the
+    open does not block (O_NONBLOCK, no effect on a regular file's reads) and anything else is refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: Path) -> bytes:
+    """The content of ``path``, a regular file (:func:`open_regular`)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.read()
+
+
 def read_tail(path: Path) -> tuple[list[bytes], bytes]:
     """The last whole lines of ``path`` (up to _TAIL_BYTES) and the torn remainder after the last newline."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
         start = max(0, size - _TAIL_BYTES)
         f.seek(start)
         data = f.read()
@@ -533,7 +555,7 @@ class ChainWriter:
             if chain == self.chain_id:
                 continue
             try:
-                with index.open("rb") as f:
+                with os.fdopen(open_regular(index), "rb") as f:
                     first = json_object(f.readline())
                 started = chain.split(".")[-2] if chain.count(".") >= 2 else ""
                 if first is not None and (newest is None or started > newest[0]):
@@ -553,8 +575,11 @@ class ChainWriter:
                 continue
             _, last = files[-1]
             try:
-                fd = os.open(last, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
+                fd = open_regular(last)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # not a file a writer made (a FIFO planted there): the verifier names it
+                log.warning("not attesting audit chain %s: %s: %s", chain, last.name, exc.strerror)
                 continue
             try:
                 try:

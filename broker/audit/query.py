@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import json_object
+from broker.audit.chain import json_object, open_regular
 from broker.audit.verify import collect
 
 SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
@@ -25,7 +26,7 @@ def records(paths: Iterable[Path],
     for chain in sorted(chains, key=_started):
         for _, path in chains[chain]:
             try:
-                with path.open("rb") as f:
+                with os.fdopen(open_regular(path), "rb") as f:
                     for raw in f:
                         if not raw.endswith(b"\n"):
                             break  # a torn last line (the verifier reports it)
@@ -96,7 +97,7 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
     for chain in sorted(chains, key=_started, reverse=True):
         _, first = chains[chain][0]
         try:
-            with first.open("rb") as f:
+            with os.fdopen(open_regular(first), "rb") as f:
                 for _, raw in zip(range(head_lines), f, strict=False):
                     record = json_object(raw)
                     if record is None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import FILE_PATTERN, GENESIS, chain_files, json_object, line_hash
+from broker.audit.chain import FILE_PATTERN, GENESIS, chain_files, json_object, line_hash, read_regular
 from broker.audit.keys import AuditKeyring
 
 
@@ -276,7 +276,7 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             return report
         expected_file += 1
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
         except OSError as exc:
             walker.fail(name, None, None, "missing", f"cannot read: {exc.strerror}")
             return report
@@ -319,7 +319,7 @@ def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[in
     index = files[0][1].parent / f"{chain}.checkpoints.jsonl"
     if not index.exists():
         return []
-    return [(n, raw, _seq_of(raw)) for n, raw in enumerate(index.read_bytes().splitlines(), start=1)]
+    return [(n, raw, _seq_of(raw)) for n, raw in enumerate(read_regular(index).splitlines(), start=1)]
 
 
 def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker) -> None:
@@ -373,7 +373,7 @@ def _closed_marker(chain: str, files: Sequence[tuple[int, Path]]) -> tuple[Path,
     """``<chain>.closed`` and the ``{"seq", "hash"}`` it records (None: unreadable); None if there is none."""
     marker = files[0][1].parent / f"{chain}.closed"
     try:
-        content = json_object(marker.read_bytes())
+        content = json_object(read_regular(marker))
     except FileNotFoundError:
         return None
     except OSError:

@@ -13,7 +13,9 @@ import fcntl
 import json
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from flask import Flask
 import broker.audit.chain as chain_module
 from broker.app import create_app
 from broker.audit.chain import ChainWriter, chain_files, line_hash
+from broker.audit.query import records
 from broker.audit.trail import AuditTrail
 from broker.audit.verify import Verification
 from broker.clock import FixedClock
@@ -742,3 +745,43 @@ def test_a_start_that_fails_unexpectedly_fails_closed_and_lets_its_file_go(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
+
+
+def within(seconds: float, call: Callable[[], Any]) -> Any:
+    """``call()``'s result, failing the test if it has not returned within ``seconds`` (it runs in a daemon
+    thread, which a hang leaves behind)."""
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked (opening a FIFO waits for a writer)"
+    assert done, "raised"
+    return done[0]
+
+
+def test_a_fifo_named_like_a_chain_file_hangs_no_writer_and_is_reported(
+        tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """Anyone who can write to the audit directory can make a FIFO under a chain file's name; opening it to
+    read blocked until someone wrote to it, which hung every writer's start (it looks at each unlocked chain's
+    last file), verify and query. It is no audit file: the writer passes it over, verify names it."""
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    fifo = directory / "x.20261127T000000000Z.abcdef.000001.jsonl"
+    os.mkfifo(fifo)
+    os.mkfifo(directory / "y.20261127T000000000Z.abcdef.checkpoints.jsonl")  # read for the key rotation
+    clock = FixedClock(T0)
+    trail = make_trail(make_writer(directory, clock, key), clock)
+
+    def log_in() -> None:
+        trail.record(login_event(1))
+        trail.sync()
+        trail.close()
+
+    within(10, log_in)
+    result: Verification = within(10, lambda: verified(directory, key))
+    problem = result.first_problem()
+    assert problem is not None
+    assert (problem.file, problem.what, problem.detail) == (
+        str(fifo), "missing", "cannot read: not a regular file")
+    found = within(10, lambda: list(records([directory], lambda path, why: None)))
+    assert [r["event"] for r in found if r["event"] == "certificate_accepted"] == ["certificate_accepted"]
