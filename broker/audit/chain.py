@@ -96,6 +96,12 @@ def chain_files(directory: Path) -> dict[str, list[tuple[int, Path]]]:
     return chains
 
 
+def by_start(chain: str) -> tuple[str, str]:
+    """A sort key for chain ids (``<instance>.<start UTC>.<random>``): by when they started."""
+    parts = chain.split(".")
+    return (parts[-2] if len(parts) >= 3 else "", chain)
+
+
 def json_object(raw: bytes) -> dict[str, Any] | None:
     """``raw`` (a line, or a marker file, read back from the audit directory) as a JSON object, or None: not
     JSON, not an object, or nested past the parser's recursion limit. Never raises: an intruder may write

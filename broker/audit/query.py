@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import json_object, open_regular
+from broker.audit.chain import by_start, json_object, open_regular
 from broker.audit.verify import collect
 
 SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
@@ -23,7 +23,7 @@ def records(paths: Iterable[Path],
     Lines that are no record (not a JSON object; the verifier names them) are passed over; a file that cannot
     be read is passed to ``on_unreadable`` with the reason (raised as OSError without one)."""
     chains = collect(paths)
-    for chain in sorted(chains, key=_started):
+    for chain in sorted(chains, key=by_start):
         for _, path in chains[chain]:
             try:
                 with os.fdopen(open_regular(path), "rb") as f:
@@ -94,7 +94,7 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
     head of each chain's first file is read, so years of audit files cost little.
     """
     chains = collect([directory])
-    for chain in sorted(chains, key=_started, reverse=True):
+    for chain in sorted(chains, key=by_start, reverse=True):
         _, first = chains[chain][0]
         try:
             with os.fdopen(open_regular(first), "rb") as f:
@@ -107,9 +107,3 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
         except OSError:
             continue
     return None
-
-
-def _started(chain: str) -> tuple[str, str]:
-    """Chains are named <instance>.<start UTC>.<random>: sort by start."""
-    parts = chain.split(".")
-    return (parts[-2] if len(parts) >= 3 else "", chain)

@@ -5,10 +5,12 @@ What each problem means:
 ``modified``   a record's bytes differ from what the next record (or a checkpoint) hashed
 ``missing``    sequence numbers skip: records (or a whole rotated file) were deleted; or the checkpoint
                index of a chain that holds checkpoints is gone (or empty)
-``inserted``   a sequence number repeats: a record was added; or anything follows the final checkpoint
+``inserted``   a sequence number repeats: a record was added; or anything follows the final checkpoint,
+               or the end a later writer attested (records, a file, bytes of a torn line)
 ``reordered``  a sequence number goes backwards
-``truncated``  the chain ends before a checkpoint listed in its checkpoint index, or not exactly at
-               the final checkpoint its ``<chain>.closed`` marker records
+``truncated``  the chain ends before a checkpoint listed in its checkpoint index, not exactly at the
+               final checkpoint its ``<chain>.closed`` marker records, or before the end a later writer
+               attested (every attestation of a chain must name its end exactly)
 ``torn``       the last line is incomplete (a crash while writing) and no later writer attested it
 ``bad checkpoint signature``  a checkpoint's Ed25519 signature does not verify
 ``unknown key``               a checkpoint is signed by a key the reviewer did not supply
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import FILE_PATTERN, GENESIS, chain_files, json_object, line_hash, read_regular
+from broker.audit.chain import FILE_PATTERN, GENESIS, by_start, chain_files, json_object, line_hash, read_regular
 from broker.audit.keys import AuditKeyring
 
 
@@ -68,6 +70,7 @@ class ChainReport:
     key_ids: set[str] = field(default_factory=set)
     closed: bool = False
     torn_at: tuple[str, int] | None = None
+    torn_bytes: int = 0  # the length of the torn last line at torn_at
     # a problem unless a later writer's attestation of this chain's end explains it (see _check_index and
     # verify_chain), and what the warning says when one does
     unless_attested: Problem | None = None
@@ -292,6 +295,7 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
                 return report
             if index == len(files) - 1:
                 report.torn_at = (name, len(lines) + 1)
+                report.torn_bytes = len(torn)
             else:
                 walker.fail(name, len(lines) + 1, None, "modified", "an incomplete line inside the chain")
                 return report
@@ -419,22 +423,22 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     for report in reports:
         if report.problems:
             continue
-        attestation = attested.get(report.chain)
+        attestations = attested.get(report.chain, [])
+        disagreement = next((p for p in (_against_attestation(report, a) for a in attestations) if p), None)
+        if disagreement is not None:
+            report.problems.append(disagreement)
+            continue
+        # from here on every counting attestation of this chain (if any) names exactly its end
         if report.unless_attested is not None:
-            if attestation is None or (attestation.get("last_seq"), attestation.get("last_hash")) != (
-                    report.last_seq, report.last_hash):
+            if not attestations:
                 report.problems.append(report.unless_attested)
                 continue
             report.warnings.append(report.attested_note)
-        if attestation is not None:
-            if attestation.get("last_seq") == report.last_seq and attestation.get("last_hash") == report.last_hash:
-                report.sealed_seq = report.last_seq
-                if report.torn_at:
-                    report.warnings.append(f"torn last line at {report.torn_at[0]}:{report.torn_at[1]} "
-                                           "(a crash; attested by a later writer)")
-                continue
-            report.problems.append(Problem(report.files[-1], None, report.last_seq, "truncated",
-                                           f"a later writer attested seq {attestation.get('last_seq')} as the end"))
+        if attestations:
+            report.sealed_seq = report.last_seq
+            if report.torn_at:
+                report.warnings.append(f"torn last line at {report.torn_at[0]}:{report.torn_at[1]} "
+                                       "(a crash; attested by a later writer)")
             continue
         if report.torn_at is not None:
             report.problems.append(Problem(report.torn_at[0], report.torn_at[1], report.last_seq + 1, "torn",
@@ -448,24 +452,65 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     return Verification(reports)
 
 
-def _counting_attestations(reports: Sequence[ChainReport]) -> dict[Any, dict[str, Any]]:
-    """The attestations that count, by the chain they attest.
+def _against_attestation(report: ChainReport, attestation: dict[str, Any]) -> Problem | None:
+    """How the chain differs from what ``attestation`` (a counting one, by a later writer) says its end was,
+    or None when it ends exactly there.
+
+    A crashed chain is never written again, and every writer that attests it reads the same end: the chain's
+    last whole record, the file it is in, and the bytes of the torn line after it (``torn_bytes``). So every
+    attestation of a chain must name its end exactly; any that does not was made after the chain was changed
+    (records cut off and the ``.recovered`` marker removed, so that the next writer attested the shorter end),
+    or the chain was changed after it (bytes appended after the attested end)."""
+    by = f"{attestation.get('by')} (seq {attestation.get('by_seq')})"
+    seq, digest = attestation.get("last_seq"), attestation.get("last_hash")
+    said = f"{by} attested seq {seq} (hash {digest}) as the chain's end"
+    last_file = report.files[-1]
+    if not isinstance(seq, int) or seq > report.last_seq:
+        return Problem(last_file, None, report.last_seq, "truncated",
+                       f"{said}, but the chain ends at seq {report.last_seq}")
+    if seq < report.last_seq:
+        return Problem(last_file, None, seq + 1, "inserted",
+                       f"{said}, but records follow it up to seq {report.last_seq}")
+    if digest != report.last_hash:
+        return Problem(last_file, None, seq, "modified", f"{said}, but the record at seq {seq} has hash "
+                                                         f"{report.last_hash}")
+    file = attestation.get("file")
+    if file is not None and file != Path(last_file).name:
+        return Problem(last_file, None, None, "inserted", f"{said}, in {file}; the chain's last file is "
+                                                          f"{Path(last_file).name}")
+    torn = attestation.get("torn_bytes")
+    if torn is not None and torn != report.torn_bytes:
+        line = report.torn_at[1] if report.torn_at else None
+        what = "inserted" if isinstance(torn, int) and report.torn_bytes > torn else "modified"
+        return Problem(last_file, line, None, what, f"{said}, with a torn line of {torn} byte(s) after it; "
+                                                    f"{report.torn_bytes} byte(s) follow it now")
+    return None
+
+
+def _counting_attestations(reports: Sequence[ChainReport]) -> dict[Any, list[dict[str, Any]]]:
+    """The attestations that count, by the chain they attest (each with ``by``, the attesting chain), the
+    earliest attesting chain first.
 
     An attestation counts only once something signed vouches for the record holding it: a checkpoint of the
     attesting chain (the recovering writer writes it before its first checkpoint), or, when that writer stopped
     before its first checkpoint too, a counting attestation of the attesting chain's own end (a full disk for
     several starts in a row: each start attests the one before). Otherwise anyone could attest any end. Settled
     step by step from the checkpoints: chains attesting each other without a checkpoint vouch for nothing.
+    Every counting attestation is kept (not the last one per chain): they must all agree
+    (:func:`_against_attestation`), since a later one could otherwise overrule an earlier one.
     """
-    attested: dict[Any, dict[str, Any]] = {}
-    while True:
+    attested: dict[Any, list[dict[str, Any]]] = {}
+    while True:  # ends only grow sealed, so what counts only grows: this ends
         sealed = {}
         for r in reports:
-            own = attested.get(r.chain)
-            ends_attested = own is not None and (own.get("last_seq"), own.get("last_hash")) == (r.last_seq, r.last_hash)
+            ends_attested = any((a.get("last_seq"), a.get("last_hash")) == (r.last_seq, r.last_hash)
+                                for a in attested.get(r.chain, ()))
             sealed[r.chain] = r.last_seq if ends_attested else r.sealed_seq
-        found = {a.get("chain"): a for r in reports for a in r.attestations
-                 if isinstance(a.get("by_seq"), int) and a["by_seq"] <= sealed[r.chain]}
+        found: dict[Any, list[dict[str, Any]]] = {}
+        for r in sorted(reports, key=lambda r: by_start(r.chain)):
+            for a in r.attestations:
+                if isinstance(a.get("by_seq"), int) and a["by_seq"] <= sealed[r.chain]:
+                    found.setdefault(a.get("chain"), []).append({**a, "by": r.chain})
         if found == attested:
             return attested
         attested = found

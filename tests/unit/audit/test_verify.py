@@ -831,3 +831,83 @@ def test_a_deeply_nested_marker_or_index_line_is_a_problem_never_a_crash(chain: 
     code, output = on_the_command_line(chain.directory, tmp_path)
     assert code == 1
     assert "modified" in output
+
+
+# --- attestations of crashed chains ----------------------------------------------------------------------
+
+
+def crash(directory: Path, clock: FixedClock, *, instance: str = "wa", tail: int = 3) -> Path:
+    """A writer that dies (kill -9: its lock goes, no final checkpoint) with ``tail`` logins after its last
+    checkpoint; its (only) file."""
+    writer = make_writer(directory, clock, KEY, instance=instance, interval=dt.timedelta(seconds=10))
+    trail = make_trail(writer, clock)
+    write_events(trail, 4, clock=clock, step=dt.timedelta(seconds=4))
+    write_events(trail, tail, clock=clock, step=dt.timedelta(seconds=1))
+    writer._close_file()
+    return directory / f"{writer.chain_id}.000001.jsonl"
+
+
+def start_and_close(directory: Path, clock: FixedClock, instance: str) -> str:
+    """A later writer: it attests every crashed chain as it starts; closed cleanly."""
+    clock.advance(dt.timedelta(seconds=5))
+    writer = make_writer(directory, clock, KEY, instance=instance)
+    writer.checkpoint()
+    writer.close()
+    return writer.chain_id
+
+
+def test_a_second_attestation_of_a_shorter_end_does_not_overrule_the_first(tmp_path: Path) -> None:
+    """Attested records cut off: the intruder removes the `.recovered` marker, so that the next writer attests
+    the shorter end. Only the last attestation of a chain used to count, and the chain verified intact."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    file = crash(directory, clock)
+    first = start_and_close(directory, clock, "wb")
+    assert verified(directory, KEY).ok
+    attested_seq = json.loads(lines_of(file)[-1])["seq"]
+    (directory / f"{file.name.removesuffix('.000001.jsonl')}.recovered").unlink()
+    write_lines(file, lines_of(file)[:-2])
+    start_and_close(directory, clock, "wc")
+    problem = verified(directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.seq) == ("truncated", str(file), attested_seq - 2)
+    assert problem.detail.startswith(f"{first} (seq ")
+    assert f"attested seq {attested_seq} " in problem.detail
+
+
+def test_records_appended_after_the_attested_end_and_attested_again_are_inserted(tmp_path: Path) -> None:
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    file = crash(directory, clock)
+    start_and_close(directory, clock, "wb")
+    attested_seq = json.loads(lines_of(file)[-1])["seq"]
+    (directory / f"{file.name.removesuffix('.000001.jsonl')}.recovered").unlink()
+    file.write_bytes(file.read_bytes() + chained(lines_of(file)[-1], event="assertion_issued", outcome="success"))
+    start_and_close(directory, clock, "wc")
+    problem = verified(directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.seq) == ("inserted", str(file), attested_seq + 1)
+
+
+@pytest.mark.parametrize(("torn_by_the_crash", "now", "what"), [
+    pytest.param(b"", b'{"v":1,"seq":99,"event":"assertion_iss', "inserted", id="appended-to-a-whole-end"),
+    pytest.param(b'{"v":1,"se', b'{"v":1,"seq":99,"event":"assertion_iss', "inserted", id="torn-line-extended"),
+    pytest.param(b'{"v":1,"se', b"", "modified", id="torn-line-removed"),
+])
+def test_a_torn_line_must_be_the_one_the_attestation_recorded(tmp_path: Path, torn_by_the_crash: bytes,
+                                                               now: bytes, what: str) -> None:
+    """The attestation records how many bytes of a torn line followed the crashed chain's last record; a torn
+    line appended after it was accepted as the crash's (a warning) whatever its length."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    file = crash(directory, clock, tail=1)
+    file.write_bytes(file.read_bytes() + torn_by_the_crash)
+    start_and_close(directory, clock, "wb")
+    assert verified(directory, KEY).ok
+    whole = file.read_bytes()[: len(file.read_bytes()) - len(torn_by_the_crash)]
+    file.write_bytes(whole + now)
+    problem = verified(directory, KEY).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file) == (what, str(file))
+    assert f"with a torn line of {len(torn_by_the_crash)} byte(s) after it; {len(now)} byte(s) follow it now" \
+        in problem.detail
