@@ -14,9 +14,10 @@ What each problem means:
 ``torn``       the last line is incomplete (a crash while writing) and no later writer attested it
 ``bad checkpoint signature``  a checkpoint's Ed25519 signature does not verify
 ``unknown key``               a checkpoint is signed by a key the reviewer did not supply
-``unsealed``   the chain holds records after its start but no checkpoint: a writer seals its chain with a
-               signed checkpoint while starting it, before any event, so nothing vouches for these records
-               (anyone can write a chain of hashes; only the key signs)
+``unsealed``   the chain holds records (its start record alone, too) but no checkpoint: a writer seals its
+               chain with a signed checkpoint while starting it, before any event, so nothing vouches for
+               these records (anyone can write a chain of hashes; only the key signs); unless a later
+               writer's attestation names exactly its end (a writer that stopped while starting)
 
 What the writer leaves (:mod:`broker.audit.chain`, docs/audit.md "Files and
 tamper evidence") decides what is normal. A closed writer never appends again
@@ -128,6 +129,7 @@ class _Walker:
         self.first_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
         self.final_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
         self.checkpoint_seqs: set[int] = set()  # the seqs of checkpoints whose signature verified
+        self.first_record: tuple[str, int] | None = None  # where the chain's start record is
         self.second_record: tuple[str, int] | None = None  # where the first record after the start is
         self.events: set[str] = set()  # the events of the records after the start
 
@@ -182,6 +184,8 @@ class _Walker:
             self.positions[seq] = (file, number, line_hash(raw))
         if rec.get("event") == "audit_chain_recovered":
             self.report.attestations.append({**_data(rec), "by_seq": seq})
+        if seq == 1:
+            self.first_record = (file, number)
         if seq == 2:
             self.second_record = (file, number)
         if seq > 1:
@@ -299,10 +303,23 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             else:
                 walker.fail(name, len(lines) + 1, None, "modified", "an incomplete line inside the chain")
                 return report
-    if walker.first_checkpoint is None and walker.second_record is not None:
-        file, line = walker.second_record
-        problem = Problem(file, line, 2, "unsealed", f"{report.records - 1} record(s) after the chain's start, and "
-                                                     "no checkpoint: the writer seals a chain while starting it")
+    if walker.first_checkpoint is None and walker.first_record is not None:
+        # nothing signed vouches for any record of it, not even a lone audit_chain_started line: anyone can write
+        # that one (with any user, outcome or time in it) as well as a whole chain of hashes
+        if walker.second_record is not None:
+            file, line = walker.second_record
+            problem = Problem(file, line, 2, "unsealed", f"{report.records - 1} record(s) after the chain's start, "
+                                                         "and no checkpoint: the writer seals a chain while "
+                                                         "starting it")
+        else:
+            file, line = walker.first_record
+            problem = Problem(file, line, 1, "unsealed", "the chain's start record alone, and no checkpoint: the "
+                                                         "writer seals a chain while starting it")
+        if walker.events <= _START_EVENTS and marker is not None:
+            # a writer that stopped while starting never closes its chain: the marker says where it really ended
+            _check_closed(marker, files, report, walker)
+            if report.problems:
+                return report
         if walker.events <= _START_EVENTS:
             # what a writer records while starting, before its first checkpoint: it stopped there (a crash, a
             # full disk), which only a later writer's attestation of exactly this end can say

@@ -911,3 +911,50 @@ def test_a_torn_line_must_be_the_one_the_attestation_recorded(tmp_path: Path, to
     assert (problem.what, problem.file) == (what, str(file))
     assert f"with a torn line of {len(torn_by_the_crash)} byte(s) after it; {len(now)} byte(s) follow it now" \
         in problem.detail
+
+
+def test_a_lone_start_record_is_unsealed(chain: Chain, tmp_path: Path) -> None:
+    """A chain of one line, its audit_chain_started record, which anyone can write (with a user, an outcome,
+    a time in it): nothing signed vouches for it, and it verified intact."""
+    name = "i1.20261127T090000000Z.abcdef"
+    forged = forged_chain(chain.directory, name)
+    forged.write_bytes(dump({**json.loads(forged.read_bytes()), "outcome": "success",
+                             "user": "SE2120001009-victim", "correlation_id": "FORG-ED00-0000-0001"}))
+    reports = {r.chain: r for r in verified(chain.directory, KEY).chains}
+    assert reports[chain.name].problems == []
+    (problem,) = reports[name].problems
+    assert (problem.what, problem.file, problem.line, problem.seq) == ("unsealed", str(forged), 1, 1)
+    exit_code, output = on_the_command_line(chain.directory, tmp_path)
+    assert exit_code == 1
+    assert "unsealed" in output
+
+
+def test_a_writer_stopped_after_its_start_record_is_unsealed_until_attested(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a writer leaves when the disk refuses everything after its first line: unsealed, until the next
+    writer attests exactly that end."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    real_write = chain_module.os.write
+
+    def full_disk_after_the_start(fd: int, data: bytes | memoryview) -> int:
+        if b'"audit_chain_started"' not in bytes(data):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    writer = make_writer(directory, clock, KEY)
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "write", full_disk_after_the_start)
+        with pytest.raises(AuditUnavailable):
+            writer.checkpoint()
+    stopped, (file,) = only_chain(directory)
+    assert [r["event"] for r in records_of(file)] == ["audit_chain_started"]
+    alone = verified(directory, KEY).first_problem()
+    assert alone is not None
+    assert (alone.what, alone.file, alone.seq) == ("unsealed", str(file), 1)
+    writer.checkpoint()  # room again: a new chain, which attests the stopped one
+    writer.close()
+    result = verified(directory, KEY)
+    assert result.ok, str(result.first_problem())
+    (report,) = [r for r in result.chains if r.chain == stopped]
+    assert report.warnings == [STOPPED_WHILE_STARTING]
