@@ -136,12 +136,24 @@ def read_regular(path: Path) -> bytes:
 
 
 def read_tail(path: Path) -> tuple[list[bytes], bytes]:
-    """The last whole lines of ``path`` (up to _TAIL_BYTES) and the torn remainder after the last newline."""
+    """The last whole lines of ``path`` and the torn remainder after the last newline, whole.
+
+    Read from a window at the end (_TAIL_BYTES) that grows back until it holds the last whole line and the
+    newline before it (or reaches the start of the file): a last record longer than the window (a long
+    ``detail``) was not found at all, so a crashed chain was attested at an earlier record (seq 0 in its first
+    file), and the verifier rightly called the untampered chain truncated; a torn line longer than the window
+    was counted short."""
     with os.fdopen(open_regular(path), "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        start = max(0, size - _TAIL_BYTES)
-        f.seek(start)
-        data = f.read()
+        window = _TAIL_BYTES
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            data = f.read(size - start)
+            last = data.rfind(b"\n")
+            if start == 0 or (last >= 0 and data.rfind(b"\n", 0, last) >= 0):
+                break
+            window *= 2
     if start > 0:  # drop the partial first line of the window
         data = data[data.find(b"\n") + 1:]
     cut = data.rfind(b"\n") + 1

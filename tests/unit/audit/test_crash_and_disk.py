@@ -785,3 +785,33 @@ def test_a_fifo_named_like_a_chain_file_hangs_no_writer_and_is_reported(
         str(fifo), "missing", "cannot read: not a regular file")
     found = within(10, lambda: list(records([directory], lambda path, why: None)))
     assert [r["event"] for r in found if r["event"] == "certificate_accepted"] == ["certificate_accepted"]
+
+
+@pytest.mark.parametrize("torn", [
+    pytest.param(b"", id="ends-on-a-whole-line"),
+    pytest.param(b'{"v":1,"seq":9,"detail":"' + b"y" * 300_000, id="torn-line-longer-than-the-window"),
+])
+def test_a_crashed_chain_whose_last_record_is_longer_than_the_tail_window_is_attested_at_it(
+        tmp_path: Path, key: Ed25519PrivateKey, torn: bytes) -> None:
+    """The next writer reads a crashed chain's end from a window at the end of its last file (256 KiB): a last
+    record longer than that (a long detail) was not found, the chain was attested at seq 0, and the untampered
+    chain verified as truncated; a torn line longer than the window was attested short."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    crashed = make_writer(directory, clock, key, instance="wa")
+    trail = make_trail(crashed, clock)
+    trail.record(login_event(1))
+    trail.record(login_event(2, detail="x" * 300_000))
+    trail.sync()
+    crashed._close_file()  # the process dies: its lock goes, no final checkpoint
+    (file,) = directory.glob("wa.*.000001.jsonl")
+    last = json.loads(lines_of(file)[-1])
+    file.write_bytes(file.read_bytes() + torn)
+    later = make_writer(directory, clock, key, instance="wb")
+    later.checkpoint()
+    later.close()
+    (attestation,) = [r["data"] for r in records_of(next(directory.glob("wb.*.000001.jsonl")))
+                      if r["event"] == "audit_chain_recovered"]
+    assert (attestation["last_seq"], attestation["torn_bytes"]) == (last["seq"], len(torn))
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
