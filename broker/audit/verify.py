@@ -98,19 +98,43 @@ class Verification:
 
 
 def collect(paths: Iterable[Path]) -> dict[str, list[tuple[int, Path]]]:
-    """Chains among ``paths`` (files or directories)."""
+    """Chains among ``paths`` (files or directories), each file once however often it is named (``DIR DIR/``,
+    a file and its directory, a directory through a symbolic link): a file read twice was an insertion."""
     chains: dict[str, list[tuple[int, Path]]] = {}
+    seen: set[Path] = set()
+
+    def add(chain: str, n: int, path: Path) -> None:
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            chains.setdefault(chain, []).append((n, path))
+
     for path in paths:
         if path.is_dir():
             for chain, files in chain_files(path).items():
-                chains.setdefault(chain, []).extend(files)
+                for n, file in files:
+                    add(chain, n, file)
         else:
             m = FILE_PATTERN.match(path.name)
             if m:
-                chains.setdefault(m.group("chain"), []).append((int(m.group("n")), path))
+                add(m.group("chain"), int(m.group("n")), path)
     for files in chains.values():
         files.sort()
     return chains
+
+
+def _directories(files: Sequence[tuple[int, Path]]) -> list[Path]:
+    """The directories a chain's files are in, in the order of the files. A reviewer may collect a chain from
+    several (an archive of its older files beside the live directory, docs/deployment.md): its index and
+    ``.closed`` marker are next to whichever files the writer wrote last, not necessarily its first."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for _, path in files:
+        real = path.parent.resolve()
+        if real not in seen:
+            seen.add(real)
+            found.append(path.parent)
+    return found
 
 
 class _Walker:
@@ -260,16 +284,17 @@ def _lines(data: bytes) -> tuple[list[bytes], bytes]:
 
 def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
     report = ChainReport(chain, files=[str(p) for _, p in files])
-    marker = _closed_marker(chain, files)
+    markers = _closed_markers(chain, files)
     try:
         index_lines = _index_lines(chain, files)
     except OSError as exc:
-        index_path = files[0][1].parent / f"{chain}.checkpoints.jsonl"
+        index_path = exc.filename or files[0][1].parent / f"{chain}.checkpoints.jsonl"
         report.problems.append(Problem(str(index_path), None, None, "missing", f"cannot read: {exc.strerror}"))
         return report
-    remembered = {seq for _, _, seq in index_lines if seq is not None}
-    if marker is not None and marker[1] is not None:
-        remembered |= {marker[1][0], marker[1][0] + 1}  # the end it records, and what would follow it
+    remembered = {seq for _, _, _, seq in index_lines if seq is not None}
+    for _, recorded in markers:
+        if recorded is not None:
+            remembered |= {recorded[0], recorded[0] + 1}  # the end it records, and what would follow it
     walker = _Walker(chain, keyring, report, frozenset(remembered))
     expected_file = 1
     for index, (n, path) in enumerate(files):
@@ -315,9 +340,9 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             file, line = walker.first_record
             problem = Problem(file, line, 1, "unsealed", "the chain's start record alone, and no checkpoint: the "
                                                          "writer seals a chain while starting it")
-        if walker.events <= _START_EVENTS and marker is not None:
+        if walker.events <= _START_EVENTS and markers:
             # a writer that stopped while starting never closes its chain: the marker says where it really ended
-            _check_closed(marker, files, report, walker)
+            _check_closed(markers[0], files, report, walker)
             if report.problems:
                 return report
         if walker.events <= _START_EVENTS:
@@ -330,17 +355,23 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
         report.problems.append(problem)
         return report
     _check_index(chain, files, report, walker)
-    if not report.problems and marker is not None:
+    for marker in markers:
+        if report.problems:
+            break
         _check_closed(marker, files, report, walker)
     return report
 
 
-def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[int, bytes, int | None]]:
-    """(line number, line, seq) of the chain's checkpoint index, if it has one."""
-    index = files[0][1].parent / f"{chain}.checkpoints.jsonl"
-    if not index.exists():
-        return []
-    return [(n, raw, _seq_of(raw)) for n, raw in enumerate(read_regular(index).splitlines(), start=1)]
+def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Path, int, bytes, int | None]]:
+    """(index, line number, line, seq) of the chain's checkpoint index, in every directory its files are in
+    (each copy must hold copies of the chain's checkpoints only: an older copy in an archive is a prefix of
+    the live one)."""
+    found = []
+    for directory in _directories(files):
+        index = directory / f"{chain}.checkpoints.jsonl"
+        if index.exists():
+            found += [(index, n, raw, _seq_of(raw)) for n, raw in enumerate(read_regular(index).splitlines(), 1)]
+    return found
 
 
 def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker) -> None:
@@ -352,9 +383,10 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
     write failed) between the chain's first checkpoint and its copy, and wrote nothing after it; a later
     writer's attestation of exactly that end proves it (decided in :func:`verify`).
     """
-    index = files[0][1].parent / f"{chain}.checkpoints.jsonl"
     lines = _index_lines(chain, files)
     if not lines:
+        indexes = [d / f"{chain}.checkpoints.jsonl" for d in _directories(files)]
+        index = next((i for i in indexes if i.exists()), indexes[0])
         if walker.first_checkpoint is None:  # a writer that stopped while starting the chain
             report.warnings.append("no checkpoint index: truncation cannot be checked against it")
             return
@@ -370,7 +402,7 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
         else:
             report.problems.append(problem)
         return
-    for number, raw, seq in lines:
+    for index, number, raw, seq in lines:
         if seq is None:
             walker.fail(str(index), number, None, "modified", "the checkpoint index line is not readable")
             return
@@ -390,19 +422,24 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
             return
 
 
-def _closed_marker(chain: str, files: Sequence[tuple[int, Path]]) -> tuple[Path, tuple[int, str] | None] | None:
-    """``<chain>.closed`` and the ``{"seq", "hash"}`` it records (None: unreadable); None if there is none."""
-    marker = files[0][1].parent / f"{chain}.closed"
-    try:
-        content = json_object(read_regular(marker))
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return marker, None
-    if content is None or type(content.get("seq")) is not int \
-            or not isinstance(content.get("hash"), str):
-        return marker, None
-    return marker, (content["seq"], content["hash"])
+def _closed_markers(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Path, tuple[int, str] | None]]:
+    """Every ``<chain>.closed`` in the directories of the chain's files, with the ``{"seq", "hash"}`` it records
+    (None: unreadable)."""
+    markers: list[tuple[Path, tuple[int, str] | None]] = []
+    for directory in _directories(files):
+        marker = directory / f"{chain}.closed"
+        try:
+            content = json_object(read_regular(marker))
+        except FileNotFoundError:
+            continue
+        except OSError:
+            markers.append((marker, None))
+            continue
+        if content is None or type(content.get("seq")) is not int or not isinstance(content.get("hash"), str):
+            markers.append((marker, None))
+        else:
+            markers.append((marker, (content["seq"], content["hash"])))
+    return markers
 
 
 def _check_closed(marker: tuple[Path, tuple[int, str] | None], files: Sequence[tuple[int, Path]],

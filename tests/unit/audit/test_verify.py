@@ -958,3 +958,47 @@ def test_a_writer_stopped_after_its_start_record_is_unsealed_until_attested(tmp_
     assert result.ok, str(result.first_problem())
     (report,) = [r for r in result.chains if r.chain == stopped]
     assert report.warnings == [STOPPED_WHILE_STARTING]
+
+
+# --- chains collected from several directories ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("twice", [
+    pytest.param(lambda d: [d, Path(f"{d}/")], id="dir-and-dir-slash"),
+    pytest.param(lambda d: [d, d / ".." / d.name], id="dir-through-dotdot"),
+    pytest.param(lambda d: [d, *sorted(d.glob("*.000001.jsonl"))], id="dir-and-one-of-its-files"),
+])
+def test_a_file_named_twice_is_read_once(chain: Chain, twice: Callable[[Path], list[Path]]) -> None:
+    """`verify DIR DIR/` read every file twice and reported the second reading as inserted."""
+    result = verify(twice(chain.directory), keyring_of(KEY))
+    assert result.ok, str(result.first_problem())
+    assert result.chains[0].files == [str(f) for f in chain.files]
+
+
+def archive_the_first_file(c: Chain, tmp_path: Path) -> Path:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    c.files[0].rename(archive / c.files[0].name)
+    c.files[0] = archive / c.files[0].name
+    return archive
+
+
+def test_a_chain_collected_from_an_archive_and_the_live_directory_finds_its_index_and_marker(
+        chain: Chain, tmp_path: Path) -> None:
+    """docs/deployment.md: collect the directories and verify them together. The index and the `.closed`
+    marker were looked for next to the chain's first file only: with that file archived, the chain "had no
+    index" (missing)."""
+    archive = archive_the_first_file(chain, tmp_path)
+    result = verify([archive, chain.directory], keyring_of(KEY))
+    assert result.ok, str(result.first_problem())
+    assert result.chains[0].closed
+
+
+def test_the_marker_and_index_found_in_another_directory_still_judge_the_chain(chain: Chain,
+                                                                                tmp_path: Path) -> None:
+    archive = archive_the_first_file(chain, tmp_path)
+    final, _ = final_seq_and_hash(chain)
+    cut_back(chain, 3, len(lines_of(chain.files[2])) - 1)  # the final checkpoint cut off
+    problem = verify([archive, chain.directory], keyring_of(KEY)).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.seq) == ("truncated", str(chain.files[2]), final)
