@@ -205,7 +205,7 @@ class ChainWriter:
         # token ranges (after, upto] that went to a file lost before they were synced (removed, or not cut back
         # and synced after a failed write): no request that wrote them may be told they are durable, even once
         # later records in a new file are synced past them
-        self._lost: list[tuple[int, int]] = []
+        self._lost: list[tuple[int, int, Path | None]] = []  # (after, upto, the file they were in)
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -523,13 +523,14 @@ class ChainWriter:
     def _lose(self) -> None:
         """The open file is lost: what was written to it and not yet synced will never be durable."""
         if self._written > self._synced:
-            self._lost.append((self._synced, self._written))
+            self._lost.append((self._synced, self._written, self._file_path))
 
     def _check_not_lost(self, upto: int) -> None:
-        for after, last in self._lost:
+        for after, last, path in self._lost:
             if after < upto <= last:
-                # another request found the file gone first; this one's records were in it too
-                raise AuditUnavailable(f"the records of this request were in {self._file_path}, which was lost "
+                # another request found the file gone first; this one's records were in it too (the file named
+                # is that one, not the one the writer has moved on to since)
+                raise AuditUnavailable(f"the records of this request were in {path}, which was lost "
                                        "before they were synced")
 
     def sync(self, upto: int) -> None:

@@ -182,15 +182,19 @@ class AuditTrail:
                 observer(written)
 
     def sync(self) -> None:
-        """Make this thread's recorded events durable (fsync, shared with concurrent callers)."""
+        """Make this thread's recorded events durable (fsync, shared with concurrent callers). Raises
+        AuditUnavailable if they cannot be; either way they are no longer this thread's to sync (the next
+        request on it starts afresh)."""
         pending = getattr(self._local, "pending", 0)
         if pending:
+            # this request's records, whatever becomes of them: left pending after a failure, they failed the
+            # next request on this worker thread, which had recorded nothing
+            self._local.pending = 0
             try:
                 self._sink.sync(pending)
             except AuditUnavailable as exc:
                 self._failed(exc)
                 raise
-            self._local.pending = 0
             self._failure = None
 
     def pseudonym_of_personnummer(self, value: str) -> str:

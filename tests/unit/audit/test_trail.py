@@ -17,6 +17,7 @@ from broker.audit.trail import AuditTrail, Pseudonymiser, render_client_address
 from broker.clock import FixedClock
 from broker.errors import AuditUnavailable
 from broker.model import CertificateFacts, Identity
+from tests.factories.audit import login_event, make_trail, make_writer, write_events
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, 0, 123456, tzinfo=dt.UTC)
 KEY = b"k" * 32
@@ -128,3 +129,36 @@ def test_concurrent_writers_keep_lines_whole(tmp_path: Path) -> None:
     lines = _lines(path)
     assert len(lines) == 800
     assert len({line["correlation_id"] for line in lines}) == 800
+
+
+def test_a_failed_sync_leaves_nothing_pending_for_the_next_request_on_the_thread(tmp_path: Path) -> None:
+    """A request whose records were in a file removed before they were synced fails closed; the next request on
+    the same worker thread records nothing, and its sync failed too, for the first request's records."""
+    clock = FixedClock(T0)
+    writer = make_writer(tmp_path, clock, Ed25519PrivateKey.generate())
+    worker = make_trail(writer, clock)
+    worker.record(login_event(1))
+    for path in tmp_path.glob("*.000001.jsonl"):
+        path.unlink()  # a clean-up job
+    with pytest.raises(AuditUnavailable, match=r"\.000001\.jsonl was removed or replaced while open"):
+        worker.sync()
+    write_events(make_trail(writer, clock), 1)  # other threads go on, in a new file
+    worker.sync()  # the next request on the first thread, which recorded nothing
+
+
+def test_a_request_whose_records_were_in_a_lost_file_is_told_which_file(tmp_path: Path) -> None:
+    """The writer has moved on to a new file when the second request syncs: the file named is the one its
+    records were in, not the new one."""
+    clock = FixedClock(T0)
+    writer = make_writer(tmp_path, clock, Ed25519PrivateKey.generate())
+    first, second = make_trail(writer, clock), make_trail(writer, clock)
+    first.record(login_event(1))
+    second.record(login_event(2))
+    (lost,) = tmp_path.glob("*.000001.jsonl")
+    lost.unlink()
+    with pytest.raises(AuditUnavailable):
+        first.sync()
+    write_events(make_trail(writer, clock), 1)  # the chain goes on in file 2
+    with pytest.raises(AuditUnavailable) as raised:
+        second.sync()
+    assert raised.value.detail == f"the records of this request were in {lost}, which was lost before they were synced"
