@@ -543,17 +543,27 @@ class ChainWriter:
             if upto <= self._synced:
                 return
             with self._lock:
-                target, fd = self._written, self._fd
+                target, path = self._written, self._file_path
                 self._check_not_lost(upto)
                 if self._abandoned is None:
                     self._check_file_in_place()
-            if fd is None:
-                raise AuditUnavailable("the audit file is not open")
+                if self._fd is None:
+                    raise AuditUnavailable("the audit file is not open")
+                try:
+                    # a descriptor of our own: a rotation meanwhile (another thread's append) fsyncs and closes
+                    # the writer's, and the fsync here failed with EBADF though the records were durable (or
+                    # synced whatever file had reused the number)
+                    fd = os.dup(self._fd)
+                except OSError as exc:
+                    raise AuditUnavailable(f"cannot sync {path}: {exc.strerror}") from exc
             try:
                 os.fsync(fd)
             except OSError as exc:
-                raise AuditUnavailable(f"cannot sync {self._file_path}: {exc.strerror}") from exc
-            self._synced = target
+                raise AuditUnavailable(f"cannot sync {path}: {exc.strerror}") from exc
+            finally:
+                os.close(fd)
+            with self._lock:
+                self._synced = max(self._synced, target)  # a rotation meanwhile may have synced further
 
     def _fsync_locked(self) -> None:
         if self._fd is None:

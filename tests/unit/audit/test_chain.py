@@ -8,7 +8,9 @@ itself); verify() is then asked too, as a reviewer would.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
+import errno
 import hashlib
 import itertools
 import json
@@ -24,9 +26,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import broker.audit.chain as chain_module
 from broker.audit.chain import ChainWriter
 from broker.audit.events import AuditEvent
 from broker.clock import FixedClock, SystemClock
+from broker.errors import AuditUnavailable
 from tests.factories.audit import (
     T0,
     lines_of,
@@ -383,3 +387,42 @@ def test_a_worker_forked_while_a_thread_holds_the_writers_locks_can_write(tmp_pa
     thread.join()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+# --- sync racing a rotation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fsync_after_the_rotation", ["succeeds", "fails"])
+def test_a_sync_racing_a_rotation_syncs_its_own_descriptor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           fsync_after_the_rotation: str) -> None:
+    """Thread A takes the file to sync under the lock; before its fsync, thread B's append rotates (fsyncs the
+    file and closes the writer's descriptor). A failed with EBADF though its record was durable; and a failure
+    named the new file, not the one A's records were in."""
+    key = Ed25519PrivateKey.generate()
+    clock = FixedClock(T0)
+    writer = make_writer(tmp_path, clock, key)
+    trail = make_trail(writer, clock)
+    write_events(trail, 1)
+    token, _ = writer.append(trail.format(login_event(1)))  # thread A's record
+    real_fsync = chain_module.os.fsync
+    rotated: list[bool] = []
+
+    def fsync(fd: int) -> None:
+        if not rotated:
+            rotated.append(True)
+            writer.settings = dataclasses.replace(writer.settings, rotate_bytes=1)  # the file is full
+            writer.append(trail.format(login_event(2)))  # thread B, meanwhile: rotates
+            assert writer._file_index == 2
+            if fsync_after_the_rotation == "fails":
+                raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(chain_module.os, "fsync", fsync)
+    first = only_chain(tmp_path)[1][0]
+    if fsync_after_the_rotation == "fails":
+        with pytest.raises(AuditUnavailable) as raised:
+            writer.sync(token)
+        assert raised.value.detail == f"cannot sync {first}: Input/output error"
+    else:
+        writer.sync(token)
+    writer.close()
