@@ -281,9 +281,8 @@ class ChainWriter:
             threading.Thread(target=self._tick, name="audit-checkpoints", daemon=True).start()
 
     def _tick(self) -> None:
-        interval = max(self.settings.checkpoint_interval.total_seconds() / 2, 0.05)
         pid = os.getpid()
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self._next_tick()):
             if os.getpid() != pid:
                 return
             try:
@@ -298,6 +297,20 @@ class ChainWriter:
                         self._fsync_locked()
             except AuditUnavailable as exc:
                 log.error("audit checkpoint failed: %s", exc.detail)
+
+    def _next_tick(self) -> float:
+        """Seconds until the background thread looks again: when the last checkpoint is ``checkpoint_interval``
+        old, which is when a record written since becomes due. Polling at a fixed half interval instead left
+        records unsealed for up to 1.5 intervals (an append's own checkpoint falls between two polls). Once
+        that time has passed with nothing to seal, any record appended seals itself (its checkpoint is due at
+        once), so the thread then only looks every half interval (a failed checkpoint, an abandoned file)."""
+        interval = self.settings.checkpoint_interval.total_seconds()
+        last = self._last_checkpoint
+        if last is not None:
+            left = (last + self.settings.checkpoint_interval - self._clock.now()).total_seconds()
+            if left > 0:
+                return max(left, 0.01)
+        return max(interval / 2, 0.05)
 
     def close(self) -> None:
         """Clean shutdown: a final checkpoint, fsync, the ``.closed`` marker, locks released."""

@@ -426,3 +426,26 @@ def test_a_sync_racing_a_rotation_syncs_its_own_descriptor(tmp_path: Path, monke
     else:
         writer.sync(token)
     writer.close()
+
+
+def test_a_record_written_right_after_an_appends_checkpoint_is_sealed_within_the_interval(tmp_path: Path) -> None:
+    """docs: checkpoints are written at most checkpoint_interval after a record. The background thread polled
+    every half interval: a checkpoint an append wrote between two polls pushed the next one to up to 1.5
+    intervals after it, and a record written right after that checkpoint waited that long."""
+    key = Ed25519PrivateKey.generate()
+    interval = 0.6
+    writer = make_writer(tmp_path, SystemClock(), key, interval=dt.timedelta(seconds=interval), background=True)
+    try:
+        trail = make_trail(writer, SystemClock())
+        writer.checkpoint()  # started: the thread's polls run from here
+        time.sleep(interval * 1.15)  # past a poll, short of the next: the next record's own checkpoint is due
+        write_events(trail, 2)  # the first seals itself with a checkpoint; the second follows it
+        written = time.monotonic()
+        (path,) = only_chain(tmp_path)[1]
+        seq = records_of(path)[-1]["seq"]
+        while not any(r["event"] == "audit_checkpoint" and r["data"]["covers_seq"] >= seq for r in records_of(path)):
+            assert time.monotonic() - written < 3 * interval
+            time.sleep(0.01)
+        assert time.monotonic() - written <= interval + 0.15
+    finally:
+        writer.close()
