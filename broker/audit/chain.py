@@ -62,6 +62,7 @@ GENESIS = "0" * 64
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK})
 FILE_PATTERN = re.compile(r"^(?P<chain>[A-Za-z0-9_.\-]+?)\.(?P<n>[0-9]{6})\.jsonl\Z")
 _TAIL_BYTES = 256 * 1024
+_NOT_IN_CHAIN_IDS = re.compile(r"[^A-Za-z0-9_.\-]")
 
 
 def line_hash(line: bytes) -> str:
@@ -94,6 +95,14 @@ def chain_files(directory: Path) -> dict[str, list[tuple[int, Path]]]:
     for files in chains.values():
         files.sort()
     return chains
+
+
+def chain_instance(instance: str) -> str:
+    """``instance`` as the first part of chain ids: the characters FILE_PATTERN allows there (others become
+    ``_``), without leading dots (a hidden file) and at most 64 long (file names are limited). A chain named
+    with anything else (``host+1``) was written, but no tool found its files: verify, query and the
+    recovering writer know chain files by that pattern. The records keep the instance as given."""
+    return _NOT_IN_CHAIN_IDS.sub("_", instance).lstrip(".")[:64] or "broker"
 
 
 def by_start(chain: str) -> tuple[str, str]:
@@ -251,7 +260,7 @@ class ChainWriter:
         now = self._clock.now()
         # start time to the millisecond, so chains of one instance sort by when they started
         stamp = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z"
-        self.chain_id = f"{self.settings.instance}.{stamp}.{secrets.token_hex(3)}"
+        self.chain_id = f"{chain_instance(self.settings.instance)}.{stamp}.{secrets.token_hex(3)}"
         try:
             self.settings.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

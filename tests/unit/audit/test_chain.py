@@ -449,3 +449,27 @@ def test_a_record_written_right_after_an_appends_checkpoint_is_sealed_within_the
         assert time.monotonic() - written <= interval + 0.15
     finally:
         writer.close()
+
+
+@pytest.mark.parametrize(("instance", "in_chain_ids"), [
+    pytest.param("host+1", "host_1", id="plus"),
+    pytest.param("värd 1/a", "v_rd_1_a", id="non-ascii-space-slash"),
+    pytest.param("..hidden", "hidden", id="leading-dots"),
+    pytest.param("", "broker", id="empty"),
+    pytest.param("web-1.example.org", "web-1.example.org", id="a-host-name-as-it-is"),
+])
+def test_an_instance_name_outside_the_file_pattern_still_gives_chains_every_tool_finds(
+        tmp_path: Path, instance: str, in_chain_ids: str) -> None:
+    """A chain named with characters FILE_PATTERN does not allow was written, but verify, query and the
+    recovering writer never found its files."""
+    key = Ed25519PrivateKey.generate()
+    clock = FixedClock(T0)
+    writer = make_writer(tmp_path, clock, key, instance=instance)
+    write_events(make_trail(writer, clock), 2)
+    writer.close()
+    chain, (path,) = only_chain(tmp_path)
+    assert chain == writer.chain_id
+    assert chain.startswith(f"{in_chain_ids}.20261127T")
+    assert records_of(path)[0]["instance"] == instance
+    result = verified(tmp_path, key)
+    assert result.ok, str(result.first_problem())
