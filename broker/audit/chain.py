@@ -457,13 +457,13 @@ class ChainWriter:
                    **{k: v for k, v in record.items() if k != "v"}}
         line = (_LINE_ENCODER.encode(ordered) + "\n").encode("utf-8")
         good_size = self._file_bytes
+        view = memoryview(line)
         try:
-            view = memoryview(line)
             while view:  # one write() per line normally; O_APPEND keeps the line whole
                 n = os.write(self._fd, view)
                 view = view[n:]
         except OSError as exc:
-            self._abandon(good_size, exc)
+            self._abandon(good_size, len(line) - len(view), exc)
             raise AuditUnavailable(f"cannot write {self._file_path}: {exc.strerror}") from exc
         self._seq = seq
         self._prev = line_hash(line)
@@ -472,8 +472,10 @@ class ChainWriter:
         self._last_line = line
         return ordered
 
-    def _abandon(self, good_size: int, exc: OSError) -> None:
-        """After a failed write: cut the file back to its last whole line; the next record starts a new file."""
+    def _abandon(self, good_size: int, partial: int, exc: OSError) -> None:
+        """After a failed write (``partial`` bytes of the line got out): cut the file back to its last whole line;
+        the next record starts a new file, and says how many bytes of a torn line were left if it could not be
+        cut back (so the verifier can tell that torn line from one added later)."""
         cut = True
         try:
             if self._fd is not None:
@@ -486,7 +488,8 @@ class ChainWriter:
         if self._retry_in_place and self._abandoned is not None:
             return  # the empty file kept for the retry failed again: the file the chain left is still the one to name
         self._abandoned = {"file": self._file_path.name if self._file_path else None, "bytes": good_size,
-                           "truncated_partial_line": cut, "error": exc.strerror or str(exc)}
+                           "truncated_partial_line": cut, "torn_bytes": 0 if cut else partial,
+                           "error": exc.strerror or str(exc)}
 
     def _rotate_locked(self, now: dt.datetime) -> None:
         abandoned = self._abandoned

@@ -132,8 +132,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "audit_chain_recovered": _spec("a writer attested a chain whose writer died without a final checkpoint",
                                    "info", data="chain file last_seq last_hash torn_bytes",
                                    data_required="chain last_seq last_hash"),
-    "audit_file_abandoned": _spec("writing failed; the file was cut back and the chain goes on in a new file",
-                                  "info", data="file bytes truncated_partial_line error"),
+    "audit_file_abandoned": _spec("writing failed; the file was cut back (or, if that failed too, the part of "
+                                  "the line written before the failure is left, torn_bytes long) and the chain "
+                                  "goes on in a new file",
+                                  "info", data="file bytes truncated_partial_line torn_bytes error"),
 }
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")

@@ -36,12 +36,22 @@ stopped between its first checkpoint and the index copy of it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import FILE_PATTERN, GENESIS, by_start, chain_files, json_object, line_hash, read_regular
+from broker.audit.chain import (
+    FILE_PATTERN,
+    GENESIS,
+    by_start,
+    chain_files,
+    json_object,
+    line_hash,
+    open_regular,
+    read_regular,
+)
 from broker.audit.keys import AuditKeyring
 
 
@@ -325,6 +335,10 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             if index == len(files) - 1:
                 report.torn_at = (name, len(lines) + 1)
                 report.torn_bytes = len(torn)
+            elif _abandoned_uncut(path, len(data) - len(torn), len(torn), files[index + 1][1]):
+                report.warnings.append(f"torn line at {name}:{len(lines) + 1}: a write failed and could not be "
+                                       f"cut back (audit_file_abandoned at the start of "
+                                       f"{files[index + 1][1].name})")
             else:
                 walker.fail(name, len(lines) + 1, None, "modified", "an incomplete line inside the chain")
                 return report
@@ -360,6 +374,29 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             break
         _check_closed(marker, files, report, walker)
     return report
+
+
+def _abandoned_uncut(path: Path, whole: int, torn: int, following: Path) -> bool:
+    """Whether the chain's next file starts with the ``audit_file_abandoned`` record that explains the torn
+    line (``torn`` bytes) at the end of ``path`` (``whole`` bytes of whole lines before it).
+
+    A write that puts out part of a line and then fails (EIO) leaves the part behind when cutting the file
+    back fails too; the writer then goes on in a new file whose first record names the abandoned file, its
+    size before the failed write, ``truncated_partial_line: false`` and how many bytes of the line got out
+    (``torn_bytes``; records of older writers lack it). That record is chained and sealed like any other
+    (the walk checks it next), so it cannot be added afterwards without breaking the chain; a torn line of
+    any other length, or after a file the writer did cut back, is still a modification.
+    """
+    try:
+        with os.fdopen(open_regular(following), "rb") as f:
+            first = json_object(f.readline())
+    except OSError:
+        return False
+    if first is None or first.get("event") != "audit_file_abandoned":
+        return False
+    data = _data(first)
+    return data.get("file") == path.name and data.get("bytes") == whole \
+        and data.get("truncated_partial_line") is False and data.get("torn_bytes", torn) == torn
 
 
 def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Path, int, bytes, int | None]]:

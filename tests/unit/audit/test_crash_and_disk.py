@@ -277,7 +277,7 @@ def test_full_disk_cuts_the_partial_line_back_and_the_chain_goes_on(tmp_path: Pa
     abandoned = records_of(files[1])[0]
     assert abandoned["event"] == "audit_file_abandoned"
     assert abandoned["data"] == {"file": full.name, "bytes": full.stat().st_size, "truncated_partial_line": True,
-                                 "error": "File too large"}
+                                 "torn_bytes": 0, "error": "File too large"}
     assert abandoned["prev"] == line_hash(lines_of(full)[-1])
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
@@ -815,3 +815,50 @@ def test_a_crashed_chain_whose_last_record_is_longer_than_the_tail_window_is_att
     assert (attestation["last_seq"], attestation["torn_bytes"]) == (last["seq"], len(torn))
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
+
+
+@pytest.mark.parametrize("tampered", [False, True])
+def test_a_partial_line_a_failed_cut_back_left_is_explained_by_the_abandonment_record(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch, tampered: bool) -> None:
+    """A write puts out half a line and fails (EIO), and cutting the file back fails too: the half line stays,
+    and the chain goes on in a new file whose first record names the abandoned file and its size before the
+    failed write. The verifier called that untampered chain modified; a torn line of another length is."""
+    directory, trail = started_trail(tmp_path, key)
+    real_write = os.write
+    writes: list[int] = []
+
+    def half_then_eio(fd: int, data: Any) -> int:
+        writes.append(fd)
+        if len(writes) == 1:
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.EIO, "Input/output error")
+
+    def eio(fd: int, size: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "write", half_then_eio)
+        patched.setattr(chain_module.os, "ftruncate", eio)
+        with pytest.raises(AuditUnavailable):
+            trail.record(login_event(2))
+    trail.record(login_event(3))  # the disk works again: the chain goes on in file 2
+    trail.sync()
+    trail.close()
+    _, (first, second) = only_chain(directory)
+    abandoned = records_of(second)[0]
+    assert abandoned["event"] == "audit_file_abandoned"
+    assert abandoned["data"]["truncated_partial_line"] is False
+    torn_at = len(lines_of(first))
+    assert abandoned["data"]["torn_bytes"] == len(lines_of(first)[-1]) > 0
+    if tampered:
+        first.write_bytes(first.read_bytes() + b"x")
+    result = verified(directory, key)
+    if tampered:
+        problem = result.first_problem()
+        assert problem is not None
+        assert (problem.what, problem.file, problem.line) == ("modified", str(first), torn_at)
+    else:
+        assert result.ok, str(result.first_problem())
+        assert result.chains[0].warnings == [
+            f"torn line at {first}:{torn_at}: a write failed and could not be cut back (audit_file_abandoned "
+            f"at the start of {second.name})"]
