@@ -105,10 +105,11 @@ def _verification_json(result: Verification) -> dict[str, Any]:
 
 def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | None, municipality: str | None,
             sp: str | None, outcome: str | None, reason: str | None, event: tuple[str, ...],
-            correlation_id: str | None, since: str | None, until: str | None, system: bool) -> Filter:
+            correlation_id: str | None, since: str | None, until: str | None, system: bool,
+            key_file: Path | None = None) -> Filter:
     users = set(user)
     if pseudonym_stdin:
-        users.add(_pseudonym_from_stdin(config_dir))
+        users.add(_pseudonym_from_stdin(config_dir, key_file))
     try:
         return Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
                       events=frozenset(event),
@@ -128,7 +129,9 @@ _COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", 
 @_config
 @click.option("--user", multiple=True, help="HSA-id or pseudonym (pnr:...); repeatable")
 @click.option("--personnummer-stdin", "pseudonym_stdin", is_flag=True,
-              help="read a personnummer from standard input and match its pseudonym (needs --config)")
+              help="read a personnummer from standard input and match its pseudonym (needs --config or --key-file)")
+@click.option("--key-file", type=click.Path(path_type=Path, exists=True),
+              help="the pseudonym key itself, for --personnummer-stdin (as `broker audit pseudonym --key-file`)")
 @click.option("--municipality")
 @click.option("--sp", help="service provider entityID")
 @click.option("--outcome", type=click.Choice(["success", "failure", "info"]))
@@ -140,12 +143,12 @@ _COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", 
 @click.option("--system", is_flag=True, help="include the chains' own records (checkpoints ...)")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[str, ...], pseudonym_stdin: bool,
-                  municipality: str | None, sp: str | None, outcome: str | None, reason: str | None,
-                  event: tuple[str, ...], correlation_id: str | None, since: str | None, until: str | None,
-                  system: bool, fmt: str) -> None:
+                  key_file: Path | None, municipality: str | None, sp: str | None, outcome: str | None,
+                  reason: str | None, event: tuple[str, ...], correlation_id: str | None, since: str | None,
+                  until: str | None, system: bool, fmt: str) -> None:
     """Find events: by user or pseudonym, municipality, SP, outcome, reason, time range or correlation ID."""
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
-                     since, until, system)
+                     since, until, system, key_file)
     found = [{k: v for k, v in r.items() if k != "_chain"}
              for r in records(_paths_or_config(paths, config_dir), _skipped) if wanted(r)]
     if fmt == "jsonl":

@@ -283,6 +283,20 @@ def test_query_personnummer_from_stdin_finds_bos_events(data: Dataset) -> None:
     assert {r["user"] for r in found} == {data.bo}
 
 
+def test_query_personnummer_from_stdin_with_the_key_file_finds_bos_events(data: Dataset, tmp_path: Path) -> None:
+    """Without --config the error told the reviewer to give --key-file, which query did not take."""
+    key_file = tmp_path / "pseudonym.key"
+    key_file.write_bytes(load_settings(data.config).broker.audit.pseudonym_key.value)
+    found = query_jsonl(str(data.directory), "--key-file", str(key_file), "--personnummer-stdin",
+                        input=BO_PNR + "\n")
+    assert cids(found) == [("B1", "certificate_accepted"), ("B1", "assertion_issued"),
+                           ("B2", "certificate_accepted"), ("B2", "assertion_issued")]
+    assert {r["user"] for r in found} == {data.bo}
+    without = run("query", str(data.directory), "--personnummer-stdin", input=BO_PNR + "\n")
+    assert without.exit_code == 2
+    assert "the pseudonym key is needed: --config DIR or --key-file F" in without.output
+
+
 def test_query_csv(data: Dataset) -> None:
     result = run("query", str(data.directory), "--outcome", "failure", "--format", "csv")
     assert result.exit_code == 0, result.output
