@@ -483,6 +483,7 @@ UI: Final = {
         "continue_help": "Din webbläsare skickar dig vidare. Om inget händer: tryck på Fortsätt.",
         "sending_to": "Du skickas vidare till {sp}.",
         "language": "Language: English",
+        "in_other_language": "In English",
         "skip": "Hoppa till innehållet",
         "index_title": "Inloggningstjänst för kommunal personal",
         "index_text": "Här loggar personal i kommunerna in till regionens tjänster med sitt kommunkort. "
@@ -538,6 +539,7 @@ UI: Final = {
         "continue_help": "Your browser is taking you onward. If nothing happens, press Continue.",
         "sending_to": "You are being sent to {sp}.",
         "language": "Språk: svenska",
+        "in_other_language": "På svenska",
         "skip": "Skip to content",
         "index_title": "Login service for municipal staff",
         "index_text": "Municipal staff log in to the region's services here with their municipality card. "

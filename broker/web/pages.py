@@ -128,9 +128,14 @@ def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | N
     support = municipality.config.support.get(lang) if municipality and municipality.config.support else None
     support_label = ui["support"].format(municipality=municipality.config.name.get(lang)) if municipality else ""
     switch = _with_lang(retry_url, _other(lang)) if retry_url else None
+    # a page answering a POST (the ACS, a choice, a logout) has no link to the other language: it cannot be asked
+    # for again; it says the same in the other language below
+    other = explain(error.reason, row.family, _other(lang), dict(error.params)) \
+        if switch is None and request.method != "GET" else None
     response = _render("error.html", row.http_status, switch_url=switch, explanation=explanation,
                        reason=error.reason, correlation_id=correlation_id, retry_url=retry_url, back=back,
-                       back_label=back_label, support=support, support_label=support_label)
+                       back_label=back_label, support=support, support_label=support_label,
+                       other_explanation=other, other_lang_ui=UI[_other(lang)])
     if back is not None:
         response.headers["X-Form-Target"] = origin_of(back.url)
     response.headers["X-Broker-Reason"] = error.reason

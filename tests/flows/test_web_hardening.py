@@ -581,3 +581,31 @@ def test_the_browsers_fetch_metadata_decides_over_the_origin(app: Flask, fetch_s
     with app.test_request_context("/discovery", method="POST",
                                   headers={"Origin": "https://elsewhere.example", "Sec-Fetch-Site": fetch_site}):
         assert _cross_site() is cross_site
+
+
+# --- both languages where the page cannot link to the other -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("accept", "lang", "other", "heading"), [
+    pytest.param("sv", "sv", "en", "In English", id="swedish-page"),
+    pytest.param("en", "en", "sv", "På svenska", id="english-page"),
+])
+def test_an_error_page_answering_a_post_says_it_in_both_languages(browser: Browser, accept: str, lang: str,
+                                                                  other: str, heading: str) -> None:
+    """The ACS's refusal cannot be asked for again in the other language (no link): it says it in both."""
+    page = browser.client.post("/saml/sp/acs", data={"SAMLResponse": "not base64!"},
+                               headers={"Accept-Language": accept})
+    text = page.get_data(as_text=True)
+    reference, _ = error_page(page)
+    assert f'<html lang="{lang}">' in text
+    assert 'class="lang"' not in text  # no link that would re-send the POST
+    section = text.split(f'<section class="other-language" lang="{other}"', 1)[1].split("</section>", 1)[0]
+    assert heading in section
+    assert reference in section
+
+
+def test_an_error_page_answering_a_get_links_to_the_other_language_instead(browser: Browser) -> None:
+    page = browser.client.get("/saml/idp/sso?SAMLRequest=x", headers={"Accept-Language": "sv"})
+    text = page.get_data(as_text=True)
+    assert 'class="lang"' in text
+    assert "other-language" not in text
