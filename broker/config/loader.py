@@ -129,17 +129,36 @@ def _shared_idp_issues(entity_id: str, sharing: Sequence[str], municipalities: M
         for other in others:
             theirs = municipalities[other].config
             other_pattern = theirs.saml.identity.pattern if theirs.saml is not None else None
-            sample = f"SE{theirs.organization_number}-x1"
-            if other_pattern is not None and str(other_pattern) == str(pattern):
+            matched = next((sample for sample in _own_hsa_id_samples(theirs.organization_number)
+                            if re.fullmatch(str(pattern), sample, re.ASCII)), None)
+            if other_pattern is not None and _unanchored(other_pattern) == _unanchored(pattern):
                 issues.append(sources[mid].issue(path, (
                     f"municipality {other!r}, which shares the IdP {entity_id}, has the same pattern: each "
                     "municipality's pattern must match only its own users")))
-            elif re.fullmatch(str(pattern), sample, re.ASCII):
+            elif matched is not None:
                 issues.append(sources[mid].issue(path, (
-                    f"it matches {sample}, an HSA-id of municipality {other!r}, which shares the IdP {entity_id}: "
-                    "each municipality's pattern must match only its own users (e.g. ^SE<organisation "
-                    "number>-[A-Za-z0-9]+$)")))
+                    f"it matches {matched}, an HSA-id of municipality {other!r}, which shares the IdP "
+                    f"{entity_id}: each municipality's pattern must match only its own users (e.g. "
+                    "^SE<organisation number>-[A-Za-z0-9]+$)")))
     return issues
+
+
+def _own_hsa_id_samples(organization_number: str) -> tuple[str, ...]:
+    """HSA-ids a municipality issues itself (``SE<organisation number>-`` and a local part of letters and digits),
+    in the shapes local parts take: digits, capitals, lower case, mixed, short and long. A pattern that lets in
+    none of these is taken to keep that municipality's users out (regular expressions cannot be intersected in
+    general; these are the forms HSA-ids have)."""
+    prefix = f"SE{organization_number}-"
+    return tuple(prefix + local for local in (
+        "x1", "1", "1234", "12345678", "A", "ABCD", "AB12", "abcd", "ab12", "Ab1", "K001", "abcdEFGH1234",
+        "0" * 32, "Z" * 32, "z" * 32, "aB3" * 11))
+
+
+def _unanchored(pattern: str) -> str:
+    """A full-match pattern without the anchors that change nothing when it is matched whole."""
+    text = str(pattern)
+    text = text[1:] if text.startswith("^") else text[2:] if text.startswith("\\A") else text
+    return text[:-1] if text.endswith("$") else text[:-2] if text.endswith("\\Z") else text
 
 
 def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[str, Path]]:

@@ -95,7 +95,8 @@ class Answers:
             d.sessions.save(token, session, participant, carried=replaced.participants if replaced else ())
             late = settle() if settle is not None else None
             if late is not None:
-                # ended before anything was answered from it (its SPs carried over cannot be told from here)
+                # ended before anything was answered from it; the SPs it carried over are still in the list of the
+                # session it replaced, which ``settle`` puts back (UpstreamStep.complete)
                 d.sessions.end(token)
                 return self.refuse(late, ctx, info, sp, municipality=municipality, event="login_refused",
                                    retry=False)

@@ -20,7 +20,7 @@ from broker.errors import CertificateRejected, ProxyHeaderRejected, RateLimited,
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, Result
-from broker.model import CertificateFacts
+from broker.model import LOA_BY_URI, CertificateFacts
 from broker.pki.sources import PresentedCertificate
 from broker.pki.validator import ValidatedCertificate
 from broker.saml.authnrequest import AuthnRequestInfo
@@ -125,11 +125,13 @@ class CertificateStep:
         """Sessions follow revocation: once the session's revocation answer has expired, establish it again.
 
         Returns the (refreshed) session, or None when it answers no SP any more (revoked, expired, no longer
-        trusted), or a refusal when the status cannot be established now (fail closed; the session is kept).
-        A session that answers no SP is not deleted: its SPs still hold the user, so it stays for single logout
-        (a LogoutRequest from any of them reaches the others, SAML Profiles §4.4.3.3) until the next login in the
-        browser replaces it, taking them over (:meth:`SessionManager.replace`), or it reaches its end. Every
-        later request is checked again, and refused again, here.
+        trusted, or proving another identity), or a refusal when the status cannot be established now (fail
+        closed; the session is kept). A session that answers no SP is retired, not deleted
+        (:meth:`SessionManager.retire`): its SPs still hold the user, so it stays for single logout (a
+        LogoutRequest from any of them reaches the others, SAML Profiles §4.4.3.3) until the next login in the
+        browser replaces it, taking them over, or it reaches its end; a card that becomes good again (a hold
+        lifted) does not revive it. A card that now proves a lower LoA (its CA certificate on the better path
+        revoked, say) lowers the session's: it answers at no more than what the card proves.
         """
         d = self._d
         until = session.revocation_valid_until
@@ -139,6 +141,11 @@ class CertificateStep:
         chain = [x509.load_der_x509_certificate(base64.b64decode(der)) for der in session.certificate_chain_der]
         try:
             validated = d.validator.validate(cert, chain)
+            if validated.identity.key != session.identity.key or validated.identity.kind != session.identity.kind \
+                    or validated.municipality_id != session.identity.municipality_id:
+                raise CertificateRejected("identity_invalid", "the certificate now maps to another identity or "
+                                                              "municipality than the session's (the configuration "
+                                                              "changed)")
         except CertificateRejected as exc:
             if exc.reason in _TRANSIENT_REVOCATION:
                 d.audit.record(AuditEvent(
@@ -146,13 +153,16 @@ class CertificateStep:
                     identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
                     client_address=ctx.client_address))
                 return session, self._answers.refuse(exc, ctx, info, sp, retry=False)
+            d.sessions.retire(token, session, exc.reason)
             d.audit.record(AuditEvent(
                 "session_revoked", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=session.identity, certificate=CertificateFacts.of(cert), sp=sp.entity_id,
                 client_address=ctx.client_address, data=MappingProxyType({"session_login": session.correlation_id})))
             return None, None
         self.audit_soft_fail(validated, ctx, sp)
-        return replace(session, revocation_valid_until=validated.revocation.valid_until), None
+        held = LOA_BY_URI.get(session.loa_uri)
+        loa_uri = validated.loa.uri if held is None or validated.loa.rank < held.rank else session.loa_uri
+        return replace(session, revocation_valid_until=validated.revocation.valid_until, loa_uri=loa_uri), None
 
     def municipality_of(self, cert: x509.Certificate,
                         presented: Sequence[x509.Certificate] = ()) -> Municipality | None:

@@ -262,11 +262,19 @@ class UpstreamStep:
         token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
             upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
-        # the IdP's logout, handled on another instance between the check above and the session's write, looked
-        # for her sessions before this one was stored: asked again once it is (each side writes, then reads)
+        def settle() -> UpstreamRejected | None:
+            # the IdP's logout, handled on another instance between the check above and the session's write,
+            # looked for her sessions before this one was stored: asked again once it is (each side writes, then
+            # reads). Refused now, the browser's session this login replaced comes back, retired: its SPs stay in
+            # single logout through the browser's cookie, and nothing is answered from it
+            late = self._logged_out(upstream, assertion.authn_instant)
+            if late is not None and old is not None and ctx.session_token is not None:
+                d.sessions.reinstate(ctx.session_token, old, late.reason)
+            return late
+
         return self._answers.issue(info, sp, ctx, token, session, new_session=True, replaced=replaced,
                                    detail=_superseded(replaced.upstream if replaced is not None else None, upstream),
-                                   settle=lambda: self._logged_out(upstream, assertion.authn_instant))
+                                   settle=settle)
 
     def _logged_out(self, upstream: dict[str, str], authn_instant: dt.datetime) -> UpstreamRejected | None:
         """The refusal of an assertion whose IdP session the IdP has ended (SAML Core §3.7.3.2: its logout applies

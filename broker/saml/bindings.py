@@ -157,14 +157,14 @@ def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
     )
 
 
-def check_relay_state(relay_state: str | None, max_bytes: int) -> None:
+def check_relay_state(relay_state: str | None, max_bytes: int | None) -> None:
     """Refuse a RelayState past ``max_bytes`` (SAML Bindings §3.4.3, §3.5.3: 80; the broker stores it and sends
-    it back) with ``relay_state_too_long``, and one that cannot come back unchanged with
+    it back; None: no limit) with ``relay_state_too_long``, and one that cannot come back unchanged with
     ``saml_request_malformed``: the broker must return it exactly (Bindings §3.4.3, §3.5.3), and in the HTTP-POST
     form it travels in, a browser turns NUL into U+FFFD, CR into LF (HTML §13.2.3.5) and LF into CR LF when it
     submits the form (HTML §4.10.21.8)."""
     size = len(relay_state.encode("utf-8")) if relay_state is not None else 0
-    if size > max_bytes:
+    if max_bytes is not None and size > max_bytes:
         raise SamlRejected("relay_state_too_long", f"RelayState of {size} bytes (limit {max_bytes})")
     if relay_state is not None and any(c in relay_state for c in "\x00\r\n"):
         raise SamlRejected("saml_request_malformed", "the RelayState holds NUL, CR or LF, which a browser does not "

@@ -175,8 +175,9 @@ class LogoutMessages:
             raise SamlRejected("saml_destination_mismatch",
                                f"Destination {root.get('Destination')!r}, expected {self.slo_url}")
         issued = self._check_instant(root, invalid)
-        if self._relay_max is not None:  # the SSO endpoint's limit, toward the SPs
-            check_relay_state(message.relay_state, self._relay_max)
+        # the SSO endpoint's length limit toward the SPs (none toward the IdPs); toward both, no character a
+        # browser would not send back unchanged
+        check_relay_state(message.relay_state, self._relay_max)
         if is_request:
             return self._request(root, peer, message.relay_state, issued)
         return self._response(root, peer, message.relay_state)

@@ -24,7 +24,7 @@ import json
 import logging
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from broker.clock import Clock
@@ -74,6 +74,10 @@ class SsoSession:
     # participants stored without one (by those releases) and so that the session's stored form stays the
     # same for instances of the previous release during an upgrade.
     session_index: str = field(default_factory=lambda: "_" + secrets.token_hex(16))
+    # Why the session answers no SP any more although it has not ended (its certificate no longer holds): it stays
+    # for single logout and for the next login in the browser to take its SPs over (SessionManager.retire). Written
+    # only when set, so that other sessions keep the stored form of the previous release.
+    retired: str | None = None
 
     @property
     def authenticated_upstream(self) -> dict[str, str] | None:
@@ -92,6 +96,8 @@ class SsoSession:
                 data[k] = data[k].isoformat()
         if not data["certificate_chain_der"]:
             del data["certificate_chain_der"]
+        if data["retired"] is None:
+            del data["retired"]
         return _JSON.encode(data).encode()
 
     @classmethod
@@ -338,12 +344,13 @@ class SessionManager:
         return "upstream-principal:" + _hash(f"{idp}\x00{name_id}")
 
     def find(self, token: str | None, *, idle_too: bool = False) -> tuple[SsoSession | None, str | None]:
-        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``unknown``,
+        """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``retired``
+        (:meth:`retire`), ``unknown``,
         ``unreadable`` (a stored form this release cannot read: another release's during an upgrade, a damaged
         record; left in place for the release that wrote it, and no session here: the user logs in again).
 
-        ``idle_too``: an idle session too (why ``expired_idle``), for what must still reach its SPs: single
-        logout, and a new login replacing it. It answers no SP (SSO) however it is found."""
+        ``idle_too``: an idle or retired session too (why ``expired_idle``, ``retired``), for what must still
+        reach its SPs: single logout, and a new login replacing it. It answers no SP (SSO) however it is found."""
         if not token or len(token) > 128:
             return None, None
         return self._find_ref(_hash(token), idle_too=idle_too)
@@ -361,6 +368,8 @@ class SessionManager:
         if now >= session.expires_at:
             self.end_ref(sid)
             return None, "expired_absolute"
+        if session.retired is not None:  # like an idle one: for single logout and replacement only
+            return (session if idle_too else None), "retired"
         if now - session.last_seen >= self.idle_timeout:
             # kept, not deleted: its SPs hold the user until the absolute end, and logout must reach them
             return (session if idle_too else None), "expired_idle"
@@ -423,6 +432,30 @@ class SessionManager:
         self._store.delete("session:" + sid)
         if not keep_participants:
             self._store.delete("session-sps:" + sid)
+
+    def retire(self, token: str, session: SsoSession, why: str) -> None:
+        """Answer no SP from the session any more (``why``: its certificate no longer holds), keeping it, with its
+        SPs, for single logout and for the next login in the browser to take over (:meth:`replace`): a card that
+        becomes good again (a hold lifted) does not revive it. Stored only while it exists: a logout that ended
+        it meanwhile stays complete."""
+        sid = _hash(token)
+        self._store.put_if_present("session:" + sid, replace(session, retired=why).to_json(),
+                                   self._ttl(session, self._clock.now()))
+
+    def reinstate(self, token: str, session: SsoSession, why: str) -> None:
+        """Put back, retired (:meth:`retire`), the session ``token`` named that :meth:`replace` ended for a login
+        refused after all (``why``): its SPs, whose list replace() left in place, stay in single logout through
+        the browser's cookie, and no SP is answered from it (the user logs in again)."""
+        sid = _hash(token)
+        now = self._clock.now()
+        if now >= session.expires_at:
+            return
+        members = []
+        if session.upstream is not None:
+            members.append((self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
+                            self.absolute_timeout.total_seconds()))
+        self._store.put("session:" + sid, replace(session, retired=why).to_json(), self._ttl(session, now),
+                        members=members)
 
     def note_ending(self, logout: str, ended: Sequence[tuple[str, SsoSession]]) -> None:
         """Before a single logout named ``logout`` (its initiator and request) ends the sessions ``ended``: what it

@@ -20,6 +20,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from dataclasses import replace as dataclass_replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from broker.config.loader import Settings
 from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.errors import CertificateRejected, SessionStoreUnavailable
+from broker.model import KNOWN_LOAS
 from broker.saml.xmltime import format_instant
 from broker.session.sessions import SessionManager
 from broker.session.store import RedisStore
@@ -235,7 +237,7 @@ def sp_answers(sp: DemoSp, url: str, name_id: NameID | None = None) -> str:
     return location
 
 
-def idp_logout_url(idp: DemoIdp, *, session_indexes: list[str] | None = None) -> str:
+def idp_logout_url(idp: DemoIdp, *, session_indexes: list[str] | None = None, relay_state: str = "idp-slo") -> str:
     """Kommun C's IdP-initiated LogoutRequest for Karin, signed (HTTP-Redirect), built with the IdP's own
     pysaml2 Server. (``DemoIdp.logout_request`` would do this, but its URL is not signed: see
     test_demo_idp_logout_request_is_accepted.)"""
@@ -244,7 +246,7 @@ def idp_logout_url(idp: DemoIdp, *, session_indexes: list[str] | None = None) ->
         SP_SLO, idp.entity_id, name_id=NameID(format=NAMEID_FORMAT_PERSISTENT, text=login.name_id),
         session_indexes=[login.session_index] if session_indexes is None else session_indexes,
         reason="urn:oasis:names:tc:SAML:2.0:logout:user", sign=False)
-    args = idp.server.apply_binding(BINDING_HTTP_REDIRECT, str(message), SP_SLO, relay_state="idp-slo", sign=True,
+    args = idp.server.apply_binding(BINDING_HTTP_REDIRECT, str(message), SP_SLO, relay_state=relay_state, sign=True,
                                     sigalg=RSA_SHA256)
     return str(dict(args["headers"])["Location"])
 
@@ -392,9 +394,11 @@ def test_certificate_session_logout_asks_only_the_other_sp(app: Flask, browser: 
     assert (completed["outcome"], list(data(completed)["confirmed"])) == ("success", [SP1])  # type: ignore[call-overload]
 
 
-def _card_revoked_since(app: Flask, browser: Browser, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def _card_revoked_since(app: Flask, browser: Browser, store: RedisStore, monkeypatch: pytest.MonkeyPatch,
+                        held: list[bool] | None = None) -> None:
     """The browser's session's revocation answer has run out and its card is now revoked (as the revocation tests
-    show with a real OCSP responder: here the validator says so of that card, and validates any other)."""
+    show with a real OCSP responder: here the validator says so of that card, and validates any other); while
+    ``held[0]``, when given (a certificateHold, lifted by setting it False)."""
     sid = app.extensions["broker"].flow._d.sessions.ref(cookie(browser))
     record = json.loads(store.get("session:" + sid) or b"{}")
     record["revocation_valid_until"] = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
@@ -403,11 +407,48 @@ def _card_revoked_since(app: Flask, browser: Browser, store: RedisStore, monkeyp
     real, revoked_der = validator.validate, base64.b64decode(record["certificate_der"])
 
     def validate(leaf: x509.Certificate, presented: Any = ()) -> Any:
-        if leaf.public_bytes(serialization.Encoding.DER) == revoked_der:
+        if leaf.public_bytes(serialization.Encoding.DER) == revoked_der and (held is None or held[0]):
             raise CertificateRejected("revoked", "the card was revoked")
         return real(leaf, presented)
 
     monkeypatch.setattr(validator, "validate", validate)
+
+
+def _answered(browser: Browser, sp: DemoSp) -> bool:
+    return bool([f for _, f in forms(browser.get(sp.login_url())) if "SAMLResponse" in f])
+
+
+def test_a_session_found_revoked_stays_so_when_the_hold_is_lifted(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: RedisStore, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retired, not merely refused each time: once the card is good again, the user logs in again (it answered
+    SPs again without a login), and it is not validated and audited again at every request meanwhile."""
+    sso_login(browser, sp)
+    held = [True]
+    _card_revoked_since(app, browser, store, monkeypatch, held)
+    browser.certificate_pem = None
+    assert not _answered(browser, sp2)
+    assert not _answered(browser, sp2)
+    assert [e["reason"] for e in events(config_dir, "session_revoked")] == ["revoked"]  # once
+    held[0] = False
+    assert not _answered(browser, sp2)
+
+
+def test_a_session_whose_card_now_proves_less_answers_at_that_level(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: RedisStore, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The card's better path went (its CA certificate revoked, another of the same CA left at LoA 2): the
+    session's next assertion says LoA 2, not the LoA 3 of its login."""
+    sso_login(browser, sp)
+    assert data(events(config_dir, "assertion_issued")[-1])["loa"] == KNOWN_LOAS["loa3"].uri
+    _card_revoked_since(app, browser, store, monkeypatch, held=[False])
+    validator = app.extensions["broker"].flow._d.validator
+    real = validator.validate
+    monkeypatch.setattr(validator, "validate",
+                        lambda leaf, presented=(): dataclass_replace(real(leaf, presented), loa=KNOWN_LOAS["loa2"]))
+    browser.certificate_pem = None
+    sso_login(browser, sp2)
+    assert data(events(config_dir, "assertion_issued")[-1])["loa"] == KNOWN_LOAS["loa2"].uri
 
 
 def test_a_session_whose_card_was_revoked_keeps_its_sps_in_single_logout(
@@ -703,6 +744,40 @@ def test_idp_logout_on_another_instance_while_her_session_is_being_stored_ends_i
     assert not [f for _, f in forms(browser.get(sp2.login_url())) if "SAMLResponse" in f]
     assert [e["reason"] for e in events(config_dir, "login_refused")] == ["upstream_logged_out"]
     assert events(config_dir, "assertion_issued") == []
+
+
+def test_a_login_refused_after_its_session_was_stored_puts_the_replaced_session_back(
+        app: Flask, settings: Settings, store: RedisStore, browser: Browser, sp: DemoSp, sp2: DemoSp,
+        idp: DemoIdp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The browser's card session holds SP1 when Karin logs in at SP2 through Kommun C, and the IdP's logout of
+    that login is caught only once her session is stored: the (idle) card session it replaced comes back (it was
+    lost with SP1's place in it), retired: SP1 stays in single logout, and no SP is answered from it."""
+    manager: SessionManager = app.extensions["broker"].flow._d.sessions
+    sso_login(browser, sp)
+    old = cookie(browser)
+    sid = manager.ref(old)
+    record = json.loads(store.get("session:" + sid) or b"{}")  # idle: the browser is asked which municipality
+    record["last_seen"] = (dt.datetime.now(dt.UTC) - manager.idle_timeout - dt.timedelta(seconds=5)).isoformat()
+    store.put("session:" + sid, json.dumps(record).encode(), 3600)
+    post = _in_flight(browser, sp2, idp)
+    instance_b = create_app(settings, store=store, instance_id="b")
+    told: list[Hop] = []
+    real = SessionManager.upstream_logouts
+
+    def b_handles_the_logout_after_a_looked(self: SessionManager, *args: Any) -> Any:
+        found = real(self, *args)
+        if self is manager and not told:
+            told.append(hop(open_browser(instance_b, None).get(idp_logout_url(idp)), KOMMUN_C_SLO, "SAMLResponse"))
+        return found
+
+    monkeypatch.setattr(SessionManager, "upstream_logouts", b_handles_the_logout_after_a_looked)
+    assert_refused(browser.post(post.url, post.fields), "upstream_logged_out")
+
+    session, why = manager.find(old, idle_too=True)
+    assert session is not None
+    assert why == "retired"
+    assert [p.sp_entity_id for p in manager.participants(old)] == [SP1]
+    assert not _answered(with_cookie(app, old), sp2)
 
 
 def test_idp_logout_whose_own_validity_ended_still_applies_to_her_late_assertion(
@@ -1015,6 +1090,21 @@ def test_an_sps_logout_relay_state_has_the_sso_endpoints_limit(browser: Browser,
         assert page.status_code == 400
     else:
         assert redirect_message(page.headers["Location"], "SAMLResponse").parameters["RelayState"] == relay_state
+
+
+@pytest.mark.parametrize("relay_state", ["a\nb", "a\x00b"], ids=["lf", "nul"])
+def test_an_idps_logout_relay_state_a_browser_would_change_is_refused(app: Flask, browser: Browser, sp: DemoSp,
+                                                                      idp: DemoIdp, relay_state: str) -> None:
+    """No length limit toward the IdPs, but the same rule as toward the SPs: it must come back exactly."""
+    karin_login(browser, sp, idp)
+    page = open_browser(app, None).get(idp_logout_url(idp, relay_state=relay_state))
+    assert page.headers.get("X-Broker-Reason") == "saml_request_malformed"
+    assert page.status_code == 400
+
+
+def test_an_idps_logout_relay_state_may_be_long(app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    karin_login(browser, sp, idp)
+    hop(open_browser(app, None).get(idp_logout_url(idp, relay_state="r" * 200)), SP1_SLO, "SAMLRequest")
 
 
 @pytest.mark.parametrize(("qualifiers", "ends"), [
