@@ -114,6 +114,24 @@ def _spki(public: object) -> bytes:
 DEPLOYMENTS = ("url", "sentinel", "cluster")
 
 
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: the userinfo (``user:password@``, RFC 3986 §3.2.1) and a ``password``
+    query parameter hidden, so that a password written into the URL is not repeated to terminals, logs and the
+    audit trail. Everything up to the last ``@`` of the authority is userinfo (whatever the scheme: a mistyped
+    one, ``redi://``, holds the password just the same)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if at < 0 and "@" in rest:  # a password holding '/', '?' or '#' ends the authority early: hide up to the '@'
+        at = rest.rfind("@")
+    if at >= 0:
+        rest = "***@" + rest[at + 1:]
+    rest = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
+    return f"{scheme}{sep}{rest}"
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     """The shared Redis (sessions, pending logins, replay and revocation caches): exactly one of `url` (one
@@ -149,7 +167,7 @@ class RedisConfig:
                              f"(url for one server, sentinel or cluster)")
         if self.url is not None:
             if not re.match(r"^(redis|rediss|unix)://", self.url):
-                yield ("url",), f"expected a redis://, rediss:// or unix:// URL, got {self.url!r}"
+                yield ("url",), f"expected a redis://, rediss:// or unix:// URL, got {shown_url(self.url)!r}"
             else:
                 parts = urlsplit(self.url)
                 if parts.password or "password" in parse_qs(parts.query):

@@ -41,6 +41,26 @@ def _read(ctx: ParseContext, value: Any, what: str) -> tuple[Path, bytes]:
         raise ValueError(f"cannot read {what} file {path}: {exc.strerror}") from None
 
 
+# A secret belongs in a file; one pasted in place of the file's path is still a secret, and messages go to
+# terminals, logs and the audit trail: a secret file's configured value is never repeated back.
+_NOT_SHOWN = "the value is not shown: it may be a secret written inline"
+
+
+def _read_secret(ctx: ParseContext, value: Any) -> tuple[Path, bytes]:
+    """The path and content of a secret file; a problem with the configured value is said without it."""
+    if not isinstance(value, str) or not value.strip():
+        kind = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping"}
+        shown = "nothing (null)" if value is None else f"{kind.get(type(value), 'another value')} ({_NOT_SHOWN})"
+        raise ValueError(f"expected a path to a file holding the secret, got {shown}")
+    path = ctx.resolve(value)
+    try:
+        return path, path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"secret file not found ({_NOT_SHOWN})") from None
+    except OSError as exc:  # ENAMETOOLONG, EACCES ...: the path may be the secret too
+        raise ValueError(f"cannot read secret file: {exc.strerror} ({_NOT_SHOWN})") from None
+
+
 # --- plain values ----------------------------------------------------------------
 
 _DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
@@ -279,7 +299,7 @@ class SecretFile:
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> SecretFile:
-        p, data = _read(ctx, value, "secret")
+        p, data = _read_secret(ctx, value)
         if data.isascii():  # a hex or base64 text file: the trailing newline is not part of the secret
             data = data.strip()
         if len(data) < 32:

@@ -360,6 +360,27 @@ def test_an_unreadable_secret_is_refused(config_dir: Path, edit: Edit, fragment:
     check(config_dir, edit, [Expected(BROKER, "nameid_key:", "idp.nameid_key", fragment)])
 
 
+INLINE_SECRET = "S3cr3t-0f-th3-adm1n-t0k3n-pasted-inl1ne"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        pytest.param(INLINE_SECRET, "secret file not found (the value is not shown: it may be a secret written "
+                     "inline)", id="pasted-in-place-of-the-path"),
+        pytest.param(INLINE_SECRET * 10, "cannot read secret file: File name too long (the value is not shown",
+                     id="too-long-for-a-file-name"),
+        pytest.param("123456789012345678901234567890123456", "expected a path to a file holding the secret, got a "
+                     "number (the value is not shown", id="a-number"),
+    ],
+)
+def test_a_secret_written_in_place_of_its_file_is_never_repeated(config_dir: Path, value: str,
+                                                                 fragment: str) -> None:
+    check(config_dir, replacing(BROKER, "token_file: keys/admin.token", f"token_file: {value}"),
+          [Expected(BROKER, "token_file:", "admin.token_file", fragment)])
+    assert not [str(i) for i in load_issues(config_dir) if value in str(i) or value[:12] in str(i)]
+
+
 def test_a_32_byte_secret_is_accepted_and_never_printed(config_dir: Path) -> None:
     secret = bytes(range(160, 192))
     (config_dir / "keys" / "nameid.key").write_bytes(secret)

@@ -136,6 +136,38 @@ def test_redis_section_problems_name_the_key(config_dir: Path, section: str, lin
     assert_issues(load_issues(config_dir), [Expected(BROKER, line, key, fragment)], config_dir)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        pytest.param("redi://:hunter2-redis-password@10.0.0.5:6379/0", "'redi://***@10.0.0.5:6379/0'",
+                     id="mistyped-scheme"),
+        pytest.param("http://admin:hunter2-redis-password@10.0.0.5:6379/0", "'http://***@10.0.0.5:6379/0'",
+                     id="another-scheme-with-a-user"),
+        pytest.param("redi://10.0.0.5:6379/0?password=hunter2-redis-password", "?password=***'",
+                     id="mistyped-scheme-password-in-the-query"),
+    ],
+)
+def test_a_password_in_a_refused_redis_url_is_not_repeated(config_dir: Path, url: str, shown: str) -> None:
+    with_redis(config_dir, f"redis:\n  url: '{url}'\n")
+
+    issues = load_issues(config_dir)
+
+    assert_issues(issues, [Expected(BROKER, "url: '", "redis.url", "expected a redis://, rediss:// or unix:// "
+                                                                  "URL, got '")], config_dir)
+    assert shown in issues[0].message
+    assert "hunter2" not in str(issues[0])
+
+
+def test_a_redis_password_file_pasted_inline_is_not_repeated(config_dir: Path) -> None:
+    with_redis(config_dir, "redis:\n  url: redis://10.0.0.5:6379/0\n  password_file: hunter2-redis-password\n")
+
+    issues = load_issues(config_dir)
+
+    assert_issues(issues, [Expected(BROKER, "password_file:", "redis.password_file", "secret file not found (the "
+                                    "value is not shown: it may be a secret written inline)")], config_dir)
+    assert "hunter2" not in str(issues[0])
+
+
 def test_a_short_redis_password_is_refused(config_dir: Path) -> None:
     with_redis(config_dir, "redis:\n  url: redis://10.0.0.5:6379/0\n  password_file: keys/redis-password\n")
     write_text(config_dir / "keys" / "redis-password", "hunter2\n")
