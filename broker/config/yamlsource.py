@@ -169,24 +169,28 @@ class _Builder:
 
     def _mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
         try:
-            self._scalars.flatten_mapping(node)  # resolve YAML merge keys (<<)
-        except yaml.YAMLError as exc:
-            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
-                                           f"YAML merge error: {getattr(exc, 'problem', exc)}"))
+            pairs, merged = self._pairs(node, path, frozenset())
+        except _MergeRefused as exc:
+            self.issues.append(ConfigIssue(self.file, exc.node.start_mark.line + 1, format_path(path),
+                                           f"YAML merge error: {exc}"))
             self.refused.add(path)  # left empty: its keys are not missing
             return out
-        merged = len(node.value) - explicit  # flatten_mapping puts merged pairs first
         explicit_keys: set[str] = set()
-        for index, (key_node, value_node) in enumerate(node.value):
+        for index, (key_node, value_node) in enumerate(pairs):
             self._count(path)
-            key = self._scalar(key_node, path)
             line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                # a list or mapping as a key (`? [a, b]`) is never a configuration key: refused unbuilt, as
+                # building it could expand aliases past MAX_NODES uncounted, and showing it could be as large
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                self.issues.append(ConfigIssue(self.file, line, format_path(path),
+                                               f"a key must be a string, not a {kind} (a YAML complex key)"))
+                continue
+            key = self._scalar(key_node, path)
             if not isinstance(key, str):
-                self.issues.append(
-                    ConfigIssue(self.file, line, format_path(path), f"key {key!r} must be a string")
-                )
+                shown = repr(key) if len(repr(key)) <= 40 else repr(key)[:37] + "..."
+                self.issues.append(ConfigIssue(self.file, line, format_path(path), f"key {shown} must be a string"))
                 continue
             from_merge = index < merged
             if key in explicit_keys or (from_merge and key in out):
@@ -199,6 +203,50 @@ class _Builder:
             self.lines[(*path, key)] = line
             out[key] = self.build(value_node, (*path, key))
         return out
+
+    def _pairs(self, node: yaml.MappingNode, path: KeyPath,
+               merging: frozenset[int]) -> tuple[list[tuple[yaml.Node, yaml.Node]], int]:
+        """The key and value nodes of ``node`` with its merge keys (``<<``, yaml.org/type/merge.html) resolved,
+        and how many of them were merged: the merged pairs come first (a later mapping of a merged list before an
+        earlier one), then the node's own. This is PyYAML's ``flatten_mapping``, except that the node is left as
+        it is: that one rewrites it in place, so an anchored mapping with a merge key, built again through an
+        alias, seemed to hold its merged keys twice (a false "duplicate key"). Every merged pair counts toward
+        :data:`MAX_NODES` (a merge of merges of the same mapping doubles at each step)."""
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                own.append((key_node, value_node))
+                continue
+            if isinstance(value_node, yaml.MappingNode):
+                sources = [value_node]
+            elif isinstance(value_node, yaml.SequenceNode):
+                sources = list(value_node.value)
+                for sub in sources:
+                    if not isinstance(sub, yaml.MappingNode):
+                        raise _MergeRefused(sub, f"expected a mapping for merging, but found {sub.id}")
+            else:
+                raise _MergeRefused(value_node, f"expected a mapping or list of mappings for merging, but found "
+                                                f"{value_node.id}")
+            for sub in reversed(sources):
+                if id(sub) in merging or sub is node:
+                    raise _MergeRefused(sub, "the mapping merges itself (a recursive YAML alias)")
+                sub_pairs, _ = self._pairs(sub, path, merging | {id(node)})
+                for pair in sub_pairs:
+                    self._count(path)
+                    merged.append(pair)
+        return merged + own, len(merged)
+
+
+class _MergeRefused(Exception):
+    """A merge key (``<<``) whose value is no mapping or list of mappings, or a mapping merging itself."""
+
+    def __init__(self, node: yaml.Node, problem: str) -> None:
+        super().__init__(problem)
+        self.node = node
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})

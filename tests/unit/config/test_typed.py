@@ -427,9 +427,9 @@ def test_a_duplicate_key_does_not_hide_the_kept_values_own_problem(config_dir: P
 
 
 def test_a_merge_the_yaml_reading_refused_is_reported_once(config_dir: Path) -> None:
-    """The mapping is left empty: its keys are not reported missing as well."""
+    """The mapping is left empty: its keys are not reported missing as well. The line is the merged value's."""
     check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: 4\n  <<: 5"),
-          [Expected(KOMMUN_A, "trust_anchors:", "certificate", "YAML merge error")])
+          [Expected(KOMMUN_A, "<<: 5", "certificate", "YAML merge error: expected a mapping or list of mappings")])
 
 
 def test_a_value_the_yaml_reading_refused_is_not_reported_again(config_dir: Path) -> None:

@@ -115,7 +115,9 @@ def test_a_duplicate_key_in_a_municipality_file_is_reported_there_and_nowhere_el
         pytest.param("name:\n  sv: A\n  ~: B\n", 3, "name", "key None must be a string", id="null"),
         pytest.param("certificate:\n  policies:\n    - 1.5: x\n", 3, "certificate.policies[0]",
                      "key 1.5 must be a string", id="float-inside-a-list-item"),
-        pytest.param("? [sv, en]\n: x\n", 1, "", "key ['sv', 'en'] must be a string", id="complex-key"),
+        pytest.param("? [sv, en]\n: x\n", 1, "", "a key must be a string, not a list (a YAML complex key)",
+                     id="complex-key"),
+        pytest.param("? {sv: a}\n: x\n", 1, "", "a key must be a string, not a mapping", id="mapping-as-key"),
     ],
 )
 def test_a_key_that_is_not_a_string_is_an_error(
@@ -309,6 +311,38 @@ def test_a_key_next_to_a_merge_key_overrides_the_merged_value(tmp_path: Path) ->
     assert source.data["support"] == {"sv": "Kommun X", "en": "The service desk of Municipality X"}
 
 
+def test_a_merge_key_in_an_anchored_mapping_reused_through_an_alias_is_no_duplicate(tmp_path: Path) -> None:
+    source, issues = load(tmp_path, """\
+        name: &n
+          <<: {sv: Kommun X, en: Municipality X}
+          sv: Kommun A
+        support: *n
+        """)
+
+    assert issues == []
+    assert source is not None
+    assert source.data["name"] == source.data["support"] == {"sv": "Kommun A", "en": "Municipality X"}
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragment"),
+    [
+        pytest.param("a: &a\n  x: 1\n  <<: *a\n", 1, "a", "the mapping merges itself", id="merging-itself"),
+        pytest.param("a: &a\n  x: 1\n  <<: [*a]\n", 1, "a", "the mapping merges itself", id="in-a-list"),
+        pytest.param("a:\n  <<: [x]\n", 2, "a", "expected a mapping for merging, but found scalar",
+                     id="a-scalar-in-the-list"),
+        pytest.param("a:\n  <<: 1\n", 2, "a", "expected a mapping or list of mappings for merging, but found "
+                     "scalar", id="a-scalar"),
+    ],
+)
+def test_a_merge_of_something_other_than_mappings_is_an_error(tmp_path: Path, text: str, line: int, key: str,
+                                                              fragment: str) -> None:
+    source, issues = load(tmp_path, text)
+
+    assert source is not None
+    assert_issues(issues, [Expected(FILE, line, key, f"YAML merge error: {fragment}")], tmp_path)
+
+
 # --- aliases: expansion cap and cycles ----------------------------------------------
 
 
@@ -345,6 +379,33 @@ def test_an_alias_bomb_with_its_anchors_inside_the_first_use_is_stopped_too(tmp_
     assert [(i.line, i.key, i.message) for i in issues] == [
         (2, "lol", "too many nodes (YAML aliases expand to more than 100000)")]
     assert time.monotonic() - started < 5
+
+
+def test_an_alias_bomb_in_mapping_keys_is_refused_unbuilt(tmp_path: Path) -> None:
+    """Complex keys (``? [...]``) made of aliases of aliases: each key is refused as a list, by its line, without
+    being built or shown (building and printing it was 10^9 values, uncounted)."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 4)]
+    keys = "".join(f"? &k{i} [" + ", ".join([f"*k{i - 1}" if i else "*a3"] * 10) + "]\n: 1\n" for i in range(6))
+    started = time.monotonic()
+    source, issues = load(tmp_path, "lol:\n" + "".join(f"  {line}\n" for line in lines) + keys)
+
+    assert time.monotonic() - started < 5
+    assert source is not None
+    assert [(i.line, i.key, i.message) for i in issues] == [
+        (6 + 2 * n, "", "a key must be a string, not a list (a YAML complex key)") for n in range(6)]
+
+
+def test_merges_of_merges_count_toward_the_node_cap(tmp_path: Path) -> None:
+    """Each level merges the one before twice: 2^40 merged pairs from 40 lines (each a duplicate of the other
+    copy's), stopped at the cap."""
+    lines = ["m0: &m0 {a: 1, b: 2}"] + [f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}" for i in range(1, 40)]
+    started = time.monotonic()
+    source, issues = load(tmp_path, "lol:\n" + "".join(f"  {line}\n" for line in lines))
+
+    assert time.monotonic() - started < 5
+    assert source is None
+    assert (issues[-1].key, issues[-1].message) == ("lol.m12", "too many nodes (more than 100000)")
 
 
 def test_the_node_cap_counts_alias_expansions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
