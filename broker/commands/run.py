@@ -62,6 +62,43 @@ def serve(config_dir: Path, bind: str | None, workers: int | None, threads: int 
     sys.exit(run_gunicorn(config_dir, bind=bind, workers=workers, threads=threads, pid_file=pid_file))
 
 
+PROC = Path("/proc")   # proc(5): whose the PID is
+
+# the subcommands whose process reloads its configuration on SIGHUP (any other's would end: SIGHUP's default)
+_RELOADING = frozenset({"serve", "demo"})
+
+
+def not_a_broker(pid: int, proc: Path) -> str | None:
+    """Why ``pid`` is not a broker to send SIGHUP to, or None when it is one. kill(2) treats 0 and negative
+    numbers as process groups, -1 as every process the caller may signal (as root: all of them), and 1 is
+    init, which a stray signal would reconfigure or stop, unless the broker itself runs as PID 1 (in a
+    container). So the number must be a process, and its command line (``proc``/<pid>/cmdline, proc(5)) a
+    ``broker serve`` or ``broker demo`` (``broker ...``, ``python -m broker.cli ...``) or a gunicorn master
+    that renamed itself (``gunicorn: master [...]``). Without a procfs, the command line cannot be checked and
+    only the number is."""
+    if pid <= 0:
+        return (f"{pid} is not a process ID (kill would signal {'every process' if pid == -1 else 'a process group'}"
+                "); give the broker's PID")
+    if not (proc / "self").exists():
+        return "PID 1 is init, not the broker" if pid == 1 else None
+    try:
+        args = [a.decode(errors="replace") for a in (proc / str(pid) / "cmdline").read_bytes().split(b"\0") if a]
+    except FileNotFoundError:
+        return f"no process {pid}"
+    except OSError as exc:
+        return f"cannot tell whether process {pid} is the broker ({exc.strerror})"
+    if args and args[0].startswith("gunicorn: master"):
+        return None
+    for i, arg in enumerate(args[:-1]):
+        program = Path(arg).name
+        if (program == "broker" or arg == "broker.cli") and args[i + 1] in _RELOADING:
+            return None
+    shown = " ".join(args)
+    shown = shown if len(shown) <= 120 else shown[:117] + "..."
+    return (f"process {pid} is not the broker (its command line: {shown or 'none, a kernel thread or a zombie'}); "
+            "give the PID of `broker serve` (its --pid-file) or of `broker demo`")
+
+
 @click.command()
 @click.option("--config", "config_dir", required=True, envvar="BROKER_CONFIG", type=click.Path(path_type=Path))
 @click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -89,6 +126,9 @@ def reload(config_dir: Path, pid_file: Path | None, pid: int | None) -> None:
             pid = int(pid_file.read_text().strip())
         except ValueError:
             raise click.ClickException(f"{pid_file} holds no PID") from None
+    refusal = not_a_broker(pid, PROC)
+    if refusal is not None:
+        raise click.ClickException(f"{'--pid' if pid_file is None else pid_file}: {refusal}; nothing sent")
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
