@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography.hazmat.primitives import serialization
+from redis.connection import parse_url
 
 from broker.config.typed import ParseContext
 from broker.config.values import CaCertificates, CertificateFile, Duration, PrivateKeyFile, SecretFile
@@ -132,6 +133,62 @@ def shown_url(url: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
+MAX_DB = 2**31 - 1   # SELECT's index is a C int on the server (whose `databases`, 16 by default, bounds it further)
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as the one Redis server's address (``redis.url`` or ``REDIS_URL``), or None.
+
+    The URL forms are redis-py's (``redis.connection.parse_url``; the IANA ``redis`` and ``rediss`` schemes):
+    ``redis[s]://[user@]host[:port][/db]`` and ``unix://path[?db=N]``. Checked here, once, what redis-py
+    would otherwise only find when the first connection is made (a traceback in ``broker serve``, readiness or
+    ``revocation status``) or silently ignore (a database number that is no number): a host, a port from 1 to
+    65535, a database number, no query parameter but ``db`` (timeouts and retries are the broker's own:
+    ``redis.socket_timeout``), no fragment, and no password (``password_file``: secrets are never inline).
+    The URL is shown with its userinfo hidden (:func:`shown_url`)."""
+    shown = repr(shown_url(url))
+    if not re.match(r"^(redis|rediss|unix)://", url):
+        return f"expected a redis://, rediss:// or unix:// URL, got {shown}"
+    parts = urlsplit(url)
+    try:
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        return f"expected query parameters name=value, got {shown}"
+    if parts.password or "password" in query:
+        return "the URL holds a password: put it in password_file (secrets never inline)"
+    if parts.fragment or url.endswith("#"):
+        return f"expected a URL without a fragment (#...), got {shown}"
+    for name in query:
+        if name != "db":
+            return (f"query parameter {name!r} is not used: only db is (timeouts come from redis.socket_timeout), "
+                    f"got {shown}")
+    db_texts = [*query.get("db", [])]
+    if parts.scheme == "unix":
+        if not parts.path:
+            return f"expected unix:///path/to/redis.sock, got {shown}"
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            return f"expected a port from 1 to 65535 after the host, got {shown}"
+        if not parts.hostname:
+            return f"expected a host: redis{'s' if parts.scheme == 'rediss' else ''}://host:port/db, got {shown}"
+        if port == 0:
+            return f"expected a port from 1 to 65535 after the host, got {shown}"
+        if parts.path not in ("", "/"):
+            db_texts.append(parts.path[1:])
+    if len(db_texts) > 1:
+        return f"expected one database number (in the path or as ?db=, not both), got {shown}"
+    for text in db_texts:
+        if not re.fullmatch(r"[0-9]{1,10}", text) or int(text) > MAX_DB:
+            return f"expected a database number from 0 to {MAX_DB} (e.g. /0), got {shown}"
+    try:  # anything redis-py itself would refuse
+        parse_url(url)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        return f"{exc} (got {shown})"
+    return None
+
+
 @dataclass(frozen=True)
 class RedisConfig:
     """The shared Redis (sessions, pending logins, replay and revocation caches): exactly one of `url` (one
@@ -139,7 +196,8 @@ class RedisConfig:
     it, only the demo runs (embedded store). Changing it needs a restart (a reload keeps the store)."""
 
     url: str | None = field(default=None, metadata=doc(
-        "one server: redis://, rediss:// or unix:// URL, without a password", examples=("redis://127.0.0.1:6379/0",)))
+        "one server: redis://host:port/db, rediss://... or unix:///path?db=N; without a password, and without "
+        "other query parameters (REDIS_URL is held to the same rules)", examples=("redis://127.0.0.1:6379/0",)))
     sentinel: SentinelConfig | None = field(default=None, metadata=doc("a primary and replicas under Sentinel"))
     cluster: ClusterConfig | None = field(default=None, metadata=doc("a Redis Cluster"))
     tls: RedisTlsConfig | None = field(
@@ -166,14 +224,11 @@ class RedisConfig:
             yield (other,), (f"{chosen[0]} and {other} are mutually exclusive: configure one Redis deployment "
                              f"(url for one server, sentinel or cluster)")
         if self.url is not None:
-            if not re.match(r"^(redis|rediss|unix)://", self.url):
-                yield ("url",), f"expected a redis://, rediss:// or unix:// URL, got {shown_url(self.url)!r}"
-            else:
-                parts = urlsplit(self.url)
-                if parts.password or "password" in parse_qs(parts.query):
-                    yield ("url",), "the URL holds a password: put it in password_file (secrets never inline)"
-                if self.tls is not None and parts.scheme != "rediss":
-                    yield ("tls",), "TLS needs a rediss:// URL"
+            problem = url_problem(self.url)
+            if problem is not None:
+                yield ("url",), problem
+            elif self.tls is not None and urlsplit(self.url).scheme != "rediss":
+                yield ("tls",), "TLS needs a rediss:// URL"
         if self.cluster is not None and re.search(r"[{}]", self.key_prefix):
             yield ("key_prefix",), ("no '{' or '}' with cluster: the broker makes the prefix the hash tag of "
                                     "every key itself ({broker:}session:...)")

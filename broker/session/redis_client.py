@@ -29,7 +29,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from broker.config.redis_schema import RedisConfig, RedisTlsConfig
+from broker.config.redis_schema import RedisConfig, RedisTlsConfig, url_problem
 from broker.session.command_deadline import watch_pool
 
 RedisClient = redis.Redis | RedisCluster
@@ -40,8 +40,8 @@ PRIMARY_CHECK_SECONDS = 1.0  # under Sentinel: how often the sentinels are asked
 
 
 class RedisChoiceRefused(RuntimeError):
-    """REDIS_URL (or --redis) names one server while broker.yaml configures Sentinel or Cluster, or a plain
-    connection while it configures TLS."""
+    """REDIS_URL (or --redis) is no usable Redis URL (:func:`~broker.config.redis_schema.url_problem`), names
+    one server while broker.yaml configures Sentinel or Cluster, or a plain connection while it configures TLS."""
 
 
 def _no_retry() -> Retry:
@@ -192,6 +192,11 @@ def configured(cfg: RedisConfig | None, url: str | None) -> Connector | None:
     broker.yaml configures Sentinel or Cluster, whose high availability it would silently drop. None: no
     Redis at all."""
     if url:
+        # the rules of redis.url (a host, a port, a database number, no password ...): an environment variable
+        # is a configuration too, and a mistake in it is said here rather than as a traceback at the first command
+        problem = url_problem(url)
+        if problem is not None:
+            raise RedisChoiceRefused(f"REDIS_URL: {problem}")
         if cfg is not None and cfg.deployment != "url":
             raise RedisChoiceRefused(
                 f"REDIS_URL names one Redis server, but broker.yaml configures redis.{cfg.deployment}; "

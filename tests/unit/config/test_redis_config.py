@@ -105,6 +105,21 @@ def test_one_server_with_a_password_file_loads(config_dir: Path) -> None:
                      "put it in password_file", id="password-in-the-url"),
         pytest.param("redis:\n  url: unix:///run/redis.sock?password=hunter2\n", "url: unix://", "redis.url",
                      "put it in password_file", id="password-in-the-query"),
+        pytest.param("redis:\n  url: 'redis://127.0.0.1:abc/0'\n", "url: '", "redis.url",
+                     "expected a port from 1 to 65535 after the host, got 'redis://127.0.0.1:abc/0'", id="port-abc"),
+        pytest.param("redis:\n  url: 'redis://10.0.0.5:0/0'\n", "url: '", "redis.url",
+                     "expected a port from 1 to 65535", id="port-0"),
+        pytest.param("redis:\n  url: 'redis://'\n", "url: '", "redis.url",
+                     "expected a host: redis://host:port/db, got 'redis://'", id="no-host"),
+        pytest.param("redis:\n  url: 'redis://10.0.0.5:6379/0?socket_timeout=abc'\n", "url: '", "redis.url",
+                     "query parameter 'socket_timeout' is not used: only db is", id="query-parameter"),
+        pytest.param("redis:\n  url: 'redis://10.0.0.5:6379/zero'\n", "url: '", "redis.url",
+                     "expected a database number from 0 to 2147483647 (e.g. /0), got 'redis://10.0.0.5:6379/zero'",
+                     id="database-not-a-number"),
+        pytest.param("redis:\n  url: 'redis://10.0.0.5:6379/0?db=1'\n", "url: '", "redis.url",
+                     "expected one database number", id="two-database-numbers"),
+        pytest.param("redis:\n  url: 'unix://'\n", "url: '", "redis.url", "expected unix:///path/to/redis.sock",
+                     id="unix-without-a-path"),
         pytest.param("redis:\n  sentinel:\n    master: broker\n    addresses: []\n", "addresses:",
                      "redis.sentinel.addresses", "at least 1 item", id="no-sentinels"),
         pytest.param("redis:\n  sentinel:\n    master: broker\n    addresses: [10.0.0.11]\n", "addresses:",
@@ -185,6 +200,31 @@ def test_redis_url_replaces_a_configured_url() -> None:
     assert connector is not None
     kwargs = connector.client().connection_pool.connection_kwargs  # type: ignore[union-attr]
     assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("127.0.0.1", 6390, 3)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("htp://127.0.0.1:6379/0", "REDIS_URL: expected a redis://, rediss:// or unix:// URL, got "
+                     "'htp://127.0.0.1:6379/0'", id="mistyped-scheme"),
+        pytest.param("redis://127.0.0.1:abc/0", "REDIS_URL: expected a port from 1 to 65535 after the host",
+                     id="port-abc"),
+        pytest.param("redis://", "REDIS_URL: expected a host", id="no-host"),
+        pytest.param("redis://127.0.0.1:6379/0?socket_timeout=abc", "REDIS_URL: query parameter 'socket_timeout' is "
+                     "not used", id="query-parameter"),
+        pytest.param("redis://:hunter2@127.0.0.1:6379/0", "REDIS_URL: the URL holds a password: put it in "
+                     "password_file", id="inline-password"),
+    ],
+)
+@pytest.mark.parametrize("configured_url", [None, "redis://10.0.0.5:6379/0"])
+def test_redis_url_is_held_to_the_rules_of_redis_url(url: str, message: str, configured_url: str | None) -> None:
+    cfg = RedisConfig(url=configured_url) if configured_url else None
+
+    with pytest.raises(RedisChoiceRefused) as info:
+        configured(cfg, url)
+
+    assert str(info.value).startswith(message)
+    assert "hunter2" not in str(info.value)
 
 
 @pytest.mark.parametrize("deployment", ["sentinel", "cluster"])
