@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, get_args, get_origin, get_type_hints
 
-from broker.config.yamlsource import KeyPath, YamlSource
+from broker.config.yamlsource import KeyPath, YamlSource, integer_hint
 from broker.errors import ConfigIssue
 
 T = TypeVar("T")
@@ -139,11 +139,11 @@ def parse_value(tp: Any, value: Any, ctx: ParseContext, path: KeyPath, meta: Any
             if "min" in meta and value < meta["min"]:
                 return ctx.error(path, f"expected an integer >= {meta['min']}, got {value}")
             return value
-        return ctx.error(path, f"expected an integer, got {_describe(value)}")
+        return ctx.error(path, f"expected an integer, got {_describe(value)}{integer_hint(value)}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        return ctx.error(path, f"expected a number, got {_describe(value)}")
+        return ctx.error(path, f"expected a number, got {_describe(value)}{integer_hint(value)}")
     if tp is str:
         if isinstance(value, str):
             if not value.strip():

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from broker.config.typed import ParseContext
-from broker.config.yamlsource import KeyPath
+from broker.config.yamlsource import KeyPath, integer_hint
 
 
 def _require_str(value: Any, what: str) -> str:
@@ -98,7 +98,10 @@ class Duration:
         if isinstance(value, int | float) and not isinstance(value, bool):
             d = cls(float(value))
         elif isinstance(value, str):
-            d = cls.parse(value)
+            try:
+                d = cls.parse(value)
+            except ValueError as exc:
+                raise ValueError(f"{exc}{integer_hint(value)}") from None
         else:
             raise ValueError(f"expected a duration like 30s, 10m or 8h, got {value!r}")
         if not math.isfinite(d.seconds) or d.seconds <= 0:

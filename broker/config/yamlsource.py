@@ -63,7 +63,11 @@ class YamlSource:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's base-60 numbers, which turn `idle_timeout: 1:30` into 90."""
+    """SafeLoader whose integers are decimal. YAML 1.1's other forms (yaml.org/type/int.html) read a value as
+    something else than it says: base 60 turns ``idle_timeout: 1:30`` into 90, a leading zero means octal
+    (``idle_timeout: 0600`` is 384 seconds, ``failures_per_address: 010`` is 8), and 0x/0b are hexadecimal and
+    binary. Such values stay strings, which the schema refuses where a number belongs, saying why
+    (:func:`integer_hint`); YAML 1.2's core schema has given up base 60 and the leading-zero octal too."""
 
 
 _StrictLoader.yaml_implicit_resolvers = {
@@ -72,12 +76,30 @@ _StrictLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 for _tag, _pattern in (
-    ("tag:yaml.org,2002:int", r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    ("tag:yaml.org,2002:int", r"^[-+]?(?:0|[1-9][0-9_]*)$"),
     ("tag:yaml.org,2002:float",
      r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?"
      r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
 ):
     _StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list("-+0123456789."))
+
+
+_OTHER_BASE = re.compile(r"[-+]?0(?:[0-9_]+|[xX][0-9a-fA-F_]+|[bB][01_]+|[oO][0-7_]+)")
+
+
+def integer_hint(value: object) -> str:
+    """Why ``value``, a string where a number belongs, is one: YAML 1.1 would have read ``0600`` as octal, and
+    the loader keeps it a string instead (:class:`_StrictLoader`). Empty for any other value."""
+    if not isinstance(value, str) or not _OTHER_BASE.fullmatch(value.strip()):
+        return ""
+    text = value.strip()
+    sign = text[0] if text[0] in "+-" else ""
+    digits = text.lstrip("+-")
+    if digits[1:2].isdigit() or digits[1:2] == "_":
+        decimal = digits.lstrip("0_") or "0"
+        return f" (a leading zero: write {sign}{decimal}; YAML 1.1 reads a number with one as octal)"
+    kind = {"x": "hexadecimal", "b": "binary", "o": "octal"}[digits[1].lower()]
+    return f" (write the number in decimal: {text} is the {kind} form)"
 
 
 class _TooManyNodes(Exception):

@@ -355,6 +355,41 @@ def test_an_invalid_duration_is_refused(config_dir: Path, written: str, fragment
           [Expected(BROKER, "pending_login_timeout:", "session.pending_login_timeout", fragment)])
 
 
+@pytest.mark.parametrize(
+    ("edit", "line", "key", "fragment"),
+    [
+        # YAML 1.1 would have read these as 384 seconds, 8, 16 and 5
+        pytest.param(replacing(BROKER, PENDING, "pending_login_timeout: 0600"), "pending_login_timeout:",
+                     "session.pending_login_timeout", "expected a duration like 30s, 10m, 8h or 1h30m, got '0600' "
+                     "(a leading zero: write 600; YAML 1.1 reads a number with one as octal)", id="duration-0600"),
+        pytest.param(replacing(BROKER, "failures_per_address: 20", "failures_per_address: 010"),
+                     "failures_per_address:", "rate_limit.failures_per_address",
+                     "expected an integer, got a string ('010') (a leading zero: write 10; YAML 1.1 reads",
+                     id="integer-010"),
+        pytest.param(replacing(BROKER, "failures_per_address: 20", "failures_per_address: 0x10"),
+                     "failures_per_address:", "rate_limit.failures_per_address",
+                     "expected an integer, got a string ('0x10') (write the number in decimal: 0x10 is the "
+                     "hexadecimal form)", id="integer-hexadecimal"),
+        pytest.param(replacing(BROKER, "failures_per_address: 20", "failures_per_address: 0b101"),
+                     "failures_per_address:", "rate_limit.failures_per_address",
+                     "(write the number in decimal: 0b101 is the binary form)", id="integer-binary"),
+        pytest.param(replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: 04"), "max_chain_depth:",
+                     "certificate.max_chain_depth", "(a leading zero: write 4;", id="municipality-04"),
+    ],
+)
+def test_a_number_yaml_1_1_reads_in_another_base_is_refused_saying_so(config_dir: Path, edit: Edit, line: str,
+                                                                     key: str, fragment: str) -> None:
+    check(config_dir, edit, [Expected(BROKER if key.startswith(("session", "rate")) else KOMMUN_A, line, key,
+                                      fragment)])
+
+
+def test_a_ten_digit_organisation_number_with_a_leading_zero_is_read_as_written(config_dir: Path) -> None:
+    """0120000005 was octal to YAML 1.1 (an integer, refused as unquoted); it is the string it looks like."""
+    replacing(KOMMUN_A, ORGNR, "organization_number: 0120000005")(config_dir)
+
+    assert load_settings(config_dir).municipalities["kommun-a"].config.organization_number == "0120000005"
+
+
 # --- plain value types ---------------------------------------------------------------------
 
 ORGNR = 'organization_number: "2120001009"'
