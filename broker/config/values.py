@@ -95,6 +95,12 @@ class Duration:
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Duration:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_DURATION_SECONDS:
+            # an integer past a float's range (10^400) cannot even be converted: OverflowError
+            digits = len(str(abs(value)))
+            shown = str(value) if digits <= 20 else f"a number of {digits} digits"
+            raise ValueError(f"expected at most 3650d (ten years), got {shown}" if value > 0
+                             else f"expected a positive duration, got {shown}")
         if isinstance(value, int | float) and not isinstance(value, bool):
             d = cls(float(value))
         elif isinstance(value, str):
@@ -104,10 +110,11 @@ class Duration:
                 raise ValueError(f"{exc}{integer_hint(value)}") from None
         else:
             raise ValueError(f"expected a duration like 30s, 10m or 8h, got {value!r}")
-        if not math.isfinite(d.seconds) or d.seconds <= 0:
-            raise ValueError(f"expected a positive duration, got {value!r}")
-        if d.seconds > MAX_DURATION_SECONDS:  # nothing is configured for longer; past it, dates overflow
-            raise ValueError(f"expected at most 3650d (ten years), got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        if math.isnan(d.seconds) or d.seconds <= 0 or (math.isinf(d.seconds) and not isinstance(value, str)):
+            raise ValueError(f"expected a positive duration, got {shown}")
+        if d.seconds > MAX_DURATION_SECONDS:  # (infinity too) nothing is configured for longer; past it, dates overflow
+            raise ValueError(f"expected at most 3650d (ten years), got {shown}")
         return d
 
     @classmethod

@@ -348,6 +348,12 @@ def test_a_duration_is_seconds_or_a_string_of_units(config_dir: Path, written: s
         # dates a login works out from it would overflow (every login a 500)
         pytest.param("100000000d", "expected at most 3650d (ten years), got '100000000d'", id="past-ten-years"),
         pytest.param("315360001", "expected at most 3650d", id="past-ten-years-in-seconds"),
+        # past a float's range: float() raised OverflowError, a traceback in `config check` and `broker reload`
+        pytest.param("9" * 400, "expected at most 3650d (ten years), got a number of 400 digits",
+                     id="past-a-floats-range"),
+        pytest.param("-" + "9" * 400, "expected a positive duration, got a number of 400 digits",
+                     id="negative-past-a-floats-range"),
+        pytest.param("9" * 400 + "s", "expected at most 3650d (ten years)", id="past-a-floats-range-with-a-unit"),
     ],
 )
 def test_an_invalid_duration_is_refused(config_dir: Path, written: str, fragment: str) -> None:
