@@ -26,6 +26,8 @@ def doc(text: str, **extra: object) -> dict[str, object]:
     return {"doc": text, **extra}
 
 
+MAX_DB = 2**31 - 1   # SELECT's index is a C int on the server (whose `databases`, 16 by default, bounds it further)
+
 _HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})\Z")
 
 
@@ -66,7 +68,7 @@ class SentinelConfig:
                                    "none: they ask for none"))
     socket_timeout: Duration = field(
         default=Duration(0.2), metadata=doc("connect and answer timeout per sentinel asked"))
-    db: int = field(default=0, metadata=doc("database number on the primary", min=0))
+    db: int = field(default=0, metadata=doc("database number on the primary", min=0, max=MAX_DB))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if not re.fullmatch(r"[A-Za-z0-9._\-]+", self.master):
@@ -131,9 +133,6 @@ def shown_url(url: str) -> str:
         rest = "***@" + rest[at + 1:]
     rest = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
     return f"{scheme}{sep}{rest}"
-
-
-MAX_DB = 2**31 - 1   # SELECT's index is a C int on the server (whose `databases`, 16 by default, bounds it further)
 
 
 def url_problem(url: str) -> str | None:

@@ -59,6 +59,16 @@ def _default(f: dataclasses.Field[Any]) -> str:
     return "**required**"
 
 
+def _bounds(f: dataclasses.Field[Any]) -> str:
+    """The range an integer field accepts (its ``min`` and ``max``), as the type column shows it."""
+    low, high = f.metadata.get("min"), f.metadata.get("max")
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f", at least {low}"
+    return f", {low} to {high}" if low is not None else f", at most {high}"
+
+
 def _rows(cls: type[Any], prefix: str, out: list[str]) -> None:
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -72,7 +82,7 @@ def _rows(cls: type[Any], prefix: str, out: list[str]) -> None:
             out.append(f"| `{key}` | list of mappings | {_default(f)} | {f.metadata.get('doc', '')} |")
             _rows(get_args(tp)[0], f"{key}[].", out)
             continue
-        out.append(f"| `{key}` | {_type_name(tp)} | {_default(f)} | {f.metadata.get('doc', '')} |")
+        out.append(f"| `{key}` | {_type_name(tp)}{_bounds(f)} | {_default(f)} | {f.metadata.get('doc', '')} |")
         if dataclasses.is_dataclass(inner) and not _is_custom(inner) and isinstance(inner, type):
             _rows(inner, f"{key}.", out)
 

@@ -45,6 +45,14 @@ from broker.pki.proxy_headers import FORMAT_DOCS, ProxyFormat
 from broker.saml.attributes import ATTRIBUTES
 from broker.saml.metadata import MetadataFile
 
+# Upper bounds of the integers (`max`): past them a value is a slip of the keyboard, not a setting, and the code
+# that uses it fails late (a message limit of 10^30 made zlib raise OverflowError on every HTTP-Redirect request)
+MAX_RELAY_STATE_BYTES = 8192            # a RelayState travels in a URL: gunicorn's request line holds 8190 bytes
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024    # a SAML message, inflated; real ones are a few kilobytes
+MAX_HEADER_BYTES = 1024 * 1024          # one certificate header (a chain of a few certificates is ~10 KB)
+MAX_DOWNLOAD_BYTES = 1024 * 1024 * 1024  # a CRL, an OCSP response or metadata fetched over the network
+MAX_COUNT = 1_000_000                   # failures allowed in a window, events queued
+
 LoaName = Literal["loa2", "loa3", "loa4", "sambi-loa2", "sambi-loa3"]
 NameIdFormatName = Literal["persistent", "transient"]
 
@@ -138,13 +146,15 @@ class IdpConfig:
         default=Duration(60), metadata=doc("tolerated clock difference for IssueInstant and NotBefore")
     )
     relay_state_max_bytes: int = field(
-        default=80, metadata=doc("longest RelayState accepted (SAML Bindings §3.4.3 says 80)", min=1)
+        default=80, metadata=doc("longest RelayState accepted (SAML Bindings §3.4.3 says 80)", min=1,
+                                 max=MAX_RELAY_STATE_BYTES)
     )
     request_max_age: Duration = field(
         default=Duration(600), metadata=doc("oldest IssueInstant accepted on a request (plus clock_skew)")
     )
     max_message_bytes: int = field(
-        default=65536, metadata=doc("largest SAML message accepted, after inflation", min=1024)
+        default=65536, metadata=doc("largest SAML message accepted, after inflation", min=1024,
+                                    max=MAX_MESSAGE_BYTES)
     )
     metadata_validity: Duration = field(
         default=Duration(7 * 86400), metadata=doc("validUntil of the published metadata, from now")
@@ -194,7 +204,7 @@ class ProxyConfig:
         "not for envoy_xfcc, whose Chain travels in its one header"))
     max_bytes: int = field(default=16384, metadata=doc(
         "largest value accepted in each certificate header (envoy_xfcc: the whole header, chain included)",
-        min=512))
+        min=512, max=MAX_HEADER_BYTES))
     max_chain_certificates: int = field(default=8, metadata=doc(
         "most intermediates accepted from the chain header (or Envoy's Chain)", min=1))
 
@@ -239,10 +249,10 @@ class RateLimitConfig:
     failures_per_address: int = field(
         default=20, metadata=doc("failed logins allowed per client address (resolved through "
                                  "client_certificate.proxy.trusted_networks; IPv6 per /64) in one window; an "
-                                 "office behind one NAT address shares it", min=1))
+                                 "office behind one NAT address shares it", min=1, max=MAX_COUNT))
     failures_per_certificate: int = field(
         default=10, metadata=doc("failed logins allowed per client certificate (SHA-256 fingerprint) in one "
-                                 "window", min=1))
+                                 "window", min=1, max=MAX_COUNT))
     window: Duration = field(default=Duration(300), metadata=doc("length of the counting window (fixed windows)"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
@@ -272,7 +282,8 @@ class ForwardConfig:
 
     syslog: SyslogForward | None = field(default=None, metadata=doc("send to syslog"))
     stdout: bool = field(default=False, metadata=doc("write each event as a JSON line to standard output"))
-    queue_size: int = field(default=10000, metadata=doc("events held while a receiver is slow", min=100))
+    queue_size: int = field(default=10000, metadata=doc("events held while a receiver is slow", min=100,
+                                                                                  max=MAX_COUNT))
 
 
 @dataclass(frozen=True)
@@ -291,7 +302,8 @@ class AuditConfig:
     )
     checkpoint_interval: Duration = field(
         default=Duration(60), metadata=doc("longest time records stay unsealed by a signed checkpoint"))
-    rotate_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("start a new file past this size", min=4096))
+    rotate_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("start a new file past this size", min=4096,
+                                                                                      max=2**40))
     rotate_interval: Duration = field(default=Duration(86400), metadata=doc("start a new file after this time"))
     forward: ForwardConfig = field(default_factory=ForwardConfig, metadata=doc("copies for a SIEM"))
 
@@ -317,7 +329,8 @@ class SpConfig:
     decryption: tuple[KeyPair, ...] = field(
         metadata=doc("keys for EncryptedAssertions: the first is published in metadata; later ones are still "
                      "accepted (key rollover)", min_items=1))
-    max_message_bytes: int = field(default=262144, metadata=doc("largest Response accepted", min=4096))
+    max_message_bytes: int = field(default=262144, metadata=doc("largest Response accepted", min=4096,
+                                                                                   max=MAX_MESSAGE_BYTES))
     login_timeout: Duration = field(default=Duration(600), metadata=doc("how long an upstream request may take"))
 
 
@@ -336,7 +349,7 @@ class ReadinessConfig:
         "per network check; caps the municipalities' own CRL and OCSP timeouts"))
     ca_list_warn_bytes: int = field(
         default=12288, metadata=doc("warn when an advertised CA list is larger (some servers cut lists near 16 KB)",
-                                    min=1024))
+                                    min=1024, max=65535))
 
 
 @dataclass(frozen=True)
@@ -361,9 +374,10 @@ class ServerConfig:
         metadata=doc("address:port to listen on, plain HTTP behind the TLS-terminating proxy ([::1]:8080 for IPv6, "
                      "unix:/path for a socket)", examples=("0.0.0.0:8080",)))
     workers: int = field(
-        default=2, metadata=doc("worker processes, each a copy of the preloaded app (about one per core)", min=1))
+        default=2, metadata=doc("worker processes, each a copy of the preloaded app (about one per core)", min=1,
+                               max=1024))
     threads: int = field(
-        default=4, metadata=doc("threads per worker; 1 runs gunicorn's sync worker", min=1))
+        default=4, metadata=doc("threads per worker; 1 runs gunicorn's sync worker", min=1, max=1024))
     request_timeout: Duration = field(
         default=Duration(20),
         metadata=doc("time a client has to send a whole request (head and body) once a worker takes it up; a "
@@ -466,7 +480,8 @@ class OcspConfig:
                                      "most responders only know sha1)"))
     connect_timeout: Duration = field(default=Duration(2), metadata=doc("TCP connect timeout"))
     timeout: Duration = field(default=Duration(3), metadata=doc("total time for one request and answer"))
-    max_response_bytes: int = field(default=65536, metadata=doc("largest response accepted", min=1024))
+    max_response_bytes: int = field(default=65536, metadata=doc("largest response accepted", min=1024,
+                                                                                      max=MAX_DOWNLOAD_BYTES))
     max_age_without_next_update: Duration = field(
         default=Duration(300), metadata=doc("how long an answer without nextUpdate counts as fresh"))
 
@@ -481,7 +496,8 @@ class CrlConfig:
         default=True, metadata=doc("also fetch the CRLs named in the certificates' CRL distribution points"))
     connect_timeout: Duration = field(default=Duration(3), metadata=doc("TCP connect timeout"))
     timeout: Duration = field(default=Duration(30), metadata=doc("total time for one CRL download"))
-    max_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("largest CRL accepted", min=1024))
+    max_bytes: int = field(default=64 * 1024 * 1024, metadata=doc("largest CRL accepted", min=1024,
+                                                                                       max=MAX_DOWNLOAD_BYTES))
     refresh_margin: Duration = field(
         default=Duration(3600), metadata=doc("refresh in the background when nextUpdate is this close "
                                              "(or half the CRL's validity has passed, if sooner)"))
@@ -534,7 +550,8 @@ class CertificateLogin:
     identity: IdentityRule = field(metadata=doc("how the identity is read"))
     revocation: RevocationConfig = field(metadata=doc("revocation checking"))
     intermediates: tuple[CaCertificates, ...] = field(default=(), metadata=doc("issuing/intermediate CAs"))
-    max_chain_depth: int = field(default=4, metadata=doc("maximum intermediates in a path", min=0))
+    max_chain_depth: int = field(default=4, metadata=doc("maximum intermediates in a path", min=0,
+                                                                                   max=16))
     organization_from: OrganizationSource = field(default="none", metadata=doc(
         "where a certificate names the municipality's organisation number, for CAs that issue to several "
         "municipalities (Efos, SITHS e-id): hsa_id (the HSA-id's SE<organization_number>- prefix) or "
@@ -621,7 +638,8 @@ class UpstreamMetadataConfig:
         default=(), metadata=doc("certificates that may sign the metadata at url (required with url)"))
     refresh_interval: Duration = field(default=Duration(6 * 3600), metadata=doc("how often url is fetched"))
     timeout: Duration = field(default=Duration(10), metadata=doc("total time for one fetch"))
-    max_bytes: int = field(default=5 * 1024 * 1024, metadata=doc("largest metadata accepted", min=1024))
+    max_bytes: int = field(default=5 * 1024 * 1024, metadata=doc("largest metadata accepted", min=1024,
+                                                                                        max=MAX_DOWNLOAD_BYTES))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if (self.file is None) == (self.url is None):

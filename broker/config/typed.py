@@ -10,8 +10,8 @@ values such as certificates, durations, networks). Unknown keys, missing
 required keys and wrong types are reported with file, line and key path; all
 problems are collected, not just the first.
 
-Field metadata understood: ``doc`` (description), ``min`` (numbers),
-``min_items`` (tuples), ``examples``. A dataclass may define
+Field metadata understood: ``doc`` (description), ``min`` and ``max`` (integers,
+inclusive), ``min_items`` (tuples), ``examples``. A dataclass may define
 ``config_check(self) -> Iterable[tuple[KeyPath, str]]`` for cross-field rules;
 paths it yields are relative to the dataclass.
 """
@@ -136,8 +136,12 @@ def parse_value(tp: Any, value: Any, ctx: ParseContext, path: KeyPath, meta: Any
         return ctx.error(path, f"expected true or false, got {_describe(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            digits = len(str(abs(value)))
+            shown = str(value) if digits <= 20 else f"a number of {digits} digits"
             if "min" in meta and value < meta["min"]:
-                return ctx.error(path, f"expected an integer >= {meta['min']}, got {value}")
+                return ctx.error(path, f"expected an integer >= {meta['min']}, got {shown}")
+            if "max" in meta and value > meta["max"]:
+                return ctx.error(path, f"expected an integer <= {meta['max']}, got {shown}")
             return value
         return ctx.error(path, f"expected an integer, got {_describe(value)}{integer_hint(value)}")
     if tp is float:
@@ -254,6 +258,8 @@ def _schema_of(tp: Any, defs: dict[str, Any], meta: Any) -> dict[str, Any]:
         out = {"type": "integer"}
         if "min" in meta:
             out["minimum"] = meta["min"]
+        if "max" in meta:
+            out["maximum"] = meta["max"]
     elif tp is float:
         out = {"type": "number"}
     elif tp is str:

@@ -18,6 +18,7 @@ import pytest
 
 from broker.config import schema
 from broker.config.loader import load_settings
+from broker.config.reference import markdown
 from broker.config.typed import json_schema
 from broker.config.values import Duration
 from tests.unit.config.editing import (
@@ -294,6 +295,42 @@ def test_a_value_outside_its_choices_lists_the_choices(config_dir: Path, edit: E
 )
 def test_lists_and_numbers_have_their_minimum(config_dir: Path, edit: Edit, expected: Expected) -> None:
     check(config_dir, edit, [expected])
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # 10^30 passed, and then zlib refused every HTTP-Redirect request's inflation limit (OverflowError: a 500)
+        pytest.param(
+            replacing(BROKER, "max_message_bytes: 65536", "max_message_bytes: 1000000000000000000000000000000"),
+            Expected(BROKER, "max_message_bytes: 1000", "idp.max_message_bytes",
+                     "expected an integer <= 16777216, got a number of 31 digits"),
+            id="message-limit-past-any-message"),
+        pytest.param(
+            replacing(BROKER, "max_message_bytes: 65536", "max_message_bytes: 16777217"),
+            Expected(BROKER, "max_message_bytes: 1677", "idp.max_message_bytes",
+                     "expected an integer <= 16777216, got 16777217"),
+            id="one-above-maximum"),
+        pytest.param(
+            replacing(BROKER, "failures_per_address: 20", "failures_per_address: 1000001"),
+            Expected(BROKER, "failures_per_address:", "rate_limit.failures_per_address",
+                     "expected an integer <= 1000000, got 1000001"),
+            id="a-count"),
+        pytest.param(
+            replacing(KOMMUN_A, "max_chain_depth: 4", "max_chain_depth: 17"),
+            Expected(KOMMUN_A, "max_chain_depth:", "certificate.max_chain_depth", "expected an integer <= 16, got 17"),
+            id="chain-depth"),
+    ],
+)
+def test_numbers_have_their_maximum(config_dir: Path, edit: Edit, expected: Expected) -> None:
+    check(config_dir, edit, [expected])
+
+
+def test_the_maximum_is_in_the_json_schema_and_the_reference() -> None:
+    idp = json_schema(schema.IdpConfig, "t")["$defs"]["IdpConfig"]["properties"]["max_message_bytes"]
+
+    assert (idp["minimum"], idp["maximum"]) == (1024, 16777216)
+    assert "| `idp.max_message_bytes` | integer, 1024 to 16777216 | `65536` |" in markdown()
 
 
 def test_the_minimum_itself_is_accepted(config_dir: Path) -> None:
@@ -675,7 +712,8 @@ def test_the_municipality_schema_spells_out_choices_and_minimums() -> None:
     assert defs["CertificateLogin"]["properties"]["trust_anchors"]["minItems"] == 1
     assert defs["CertificateLogin"]["properties"]["policies"]["minItems"] == 1
     assert defs["CertificateLogin"]["properties"]["max_chain_depth"] == {
-        "type": "integer", "minimum": 0, "description": "maximum intermediates in a path", "default": 4}
+        "type": "integer", "minimum": 0, "maximum": 16, "description": "maximum intermediates in a path",
+        "default": 4}
 
 
 def test_the_broker_schema_gives_defaults_and_documentation() -> None:
