@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from broker.config.schema import BrokerConfig, MunicipalityConfig, ServiceProviderConfig
 from broker.config.typed import _is_custom
+from broker.config.yamlsource import MAX_FILE_BYTES
 
 FILES = (
     ("broker.yaml", BrokerConfig),
@@ -94,7 +95,9 @@ def markdown() -> str:
         "Generated from the configuration schema (`broker config reference`); "
         "`broker config schema --kind ...` prints the same as JSON Schema for editors.",
         "Paths are relative to the configuration directory. Durations: seconds, or `500ms`, `30s`, `10m`, "
-        "`8h`, `1h30m`, `7d`. Unknown keys are errors.",
+        "`8h`, `1h30m`, `7d`. Integers are decimal (a leading zero is refused, never read as octal). Unknown keys "
+        f"are errors. Each YAML file is a regular file of at most {MAX_FILE_BYTES >> 20} MiB; the files it names "
+        "(keys, certificates, metadata, CRLs) are regular files too, never a FIFO or a device.",
         "",
     ]
     for name, cls in FILES:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from broker.config.typed import ParseContext
-from broker.config.yamlsource import KeyPath, integer_hint
+from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
 
 
 def _require_str(value: Any, what: str) -> str:
@@ -30,15 +30,27 @@ def _require_str(value: Any, what: str) -> str:
     return value
 
 
-def _read(ctx: ParseContext, value: Any, what: str) -> tuple[Path, bytes]:
-    rel = _require_str(value, f"a path to {what}")
-    path = ctx.resolve(rel)
+MAX_KEY_FILE_BYTES = 1024 * 1024                 # a key, a certificate, a CA bundle, a secret
+MAX_CRL_FILE_BYTES = 1024 * 1024 * 1024          # a CRL (a large CA's lists reach hundreds of megabytes)
+
+
+def read_configured_file(path: Path, what: str, limit: int) -> bytes:
+    """The content of a file the configuration names (:func:`read_regular_file`: a regular file of at most
+    ``limit`` bytes, never a FIFO or device that would hang the load), or ValueError saying what is wrong."""
     try:
-        return path, path.read_bytes()
+        return read_regular_file(path, limit)
     except FileNotFoundError:
         raise ValueError(f"{what} file not found: {path}") from None
+    except FileRefused as exc:
+        raise ValueError(f"{what} file {path} cannot be used: {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+def _read(ctx: ParseContext, value: Any, what: str, limit: int = MAX_KEY_FILE_BYTES) -> tuple[Path, bytes]:
+    rel = _require_str(value, f"a path to {what}")
+    path = ctx.resolve(rel)
+    return path, read_configured_file(path, what, limit)
 
 
 # A secret belongs in a file; one pasted in place of the file's path is still a secret, and messages go to
@@ -54,9 +66,11 @@ def _read_secret(ctx: ParseContext, value: Any) -> tuple[Path, bytes]:
         raise ValueError(f"expected a path to a file holding the secret, got {shown}")
     path = ctx.resolve(value)
     try:
-        return path, path.read_bytes()
+        return path, read_regular_file(path, MAX_KEY_FILE_BYTES)
     except FileNotFoundError:
         raise ValueError(f"secret file not found ({_NOT_SHOWN})") from None
+    except FileRefused as exc:  # it exists: a path, not a secret
+        raise ValueError(f"secret file {path} cannot be used: {exc}") from None
     except OSError as exc:  # ENAMETOOLONG, EACCES ...: the path may be the secret too
         raise ValueError(f"cannot read secret file: {exc.strerror} ({_NOT_SHOWN})") from None
 
@@ -405,7 +419,7 @@ class CrlFile:
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> CrlFile:
-        p, data = _read(ctx, value, "CRL")
+        p, data = _read(ctx, value, "CRL", MAX_CRL_FILE_BYTES)
         try:
             crl = (
                 x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)

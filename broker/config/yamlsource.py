@@ -14,7 +14,10 @@ its own anchor (a value containing itself) is an error too.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,50 @@ from broker.errors import ConfigIssue
 KeyPath = tuple[str | int, ...]
 
 MAX_NODES = 100_000   # values and keys built from one file, alias expansions included
+MAX_FILE_BYTES = 1024 * 1024   # one YAML file; a real one is a few kilobytes
+
+
+class FileRefused(Exception):
+    """A configured file that is no regular file (a FIFO, a device, a socket) or is larger than its limit."""
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """The content of ``path``, a regular file of at most ``limit`` bytes (symbolic links followed).
+
+    Anything else is refused before it is read, with :class:`FileRefused`: a FIFO (``mkfifo``) would block
+    the read until a writer comes, forever for ``config check`` and for the gunicorn master reloading on
+    SIGHUP, and a device such as /dev/zero never ends. The file is opened without blocking (open(2)
+    O_NONBLOCK, which a FIFO needs and a regular file ignores) and its type taken from the open descriptor,
+    so a file swapped after the check is not read either; at most ``limit`` + 1 bytes are read, whatever the
+    size said. A directory raises IsADirectoryError and a missing file FileNotFoundError, as reading would."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                    else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "not a regular file")
+            raise FileRefused(f"{kind}, not a regular file")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1024 * 1024, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            size += len(chunk)
+        raise FileRefused(f"larger than {_size(limit)}")
+    finally:
+        os.close(fd)
+
+
+def _size(limit: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
 
 
 def format_path(path: KeyPath) -> str:
@@ -280,9 +327,12 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
     duplicate key, whose first value is kept; a key that is no string, or a value with a tag, left out) gives
     its source too, so that the rest of the file is still checked and every problem is reported at once."""
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_FILE_BYTES)  # before composing: PyYAML holds all of it, several times
     except FileNotFoundError:
         return None, [ConfigIssue(display, None, "", "file not found")]
+    except FileRefused as exc:
+        return None, [ConfigIssue(display, None, "", f"cannot read file: {exc} (a configuration file is a regular "
+                                                     f"file of at most {_size(MAX_FILE_BYTES)})")]
     except OSError as exc:
         return None, [ConfigIssue(display, None, "", f"cannot read file: {exc}")]
     try:

@@ -21,6 +21,7 @@ from defusedxml import DefusedXmlException
 from saml2 import md
 
 from broker.config.typed import ParseContext
+from broker.config.values import read_configured_file
 from broker.config.yamlsource import KeyPath
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
@@ -257,12 +258,8 @@ class MetadataFile:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"expected a path to a metadata file, got {value!r}")
         p = ctx.resolve(value)
-        try:
-            return cls(p, p.read_bytes())
-        except FileNotFoundError:
-            raise ValueError(f"metadata file not found: {p}") from None
-        except OSError as exc:
-            raise ValueError(f"cannot read metadata file {p}: {exc.strerror}") from None
+        # one entity's metadata (parsing refuses more than MAX_METADATA_BYTES); room for a local aggregate
+        return cls(p, read_configured_file(p, "metadata", 16 * MAX_METADATA_BYTES))
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import ipaddress
 import operator
+import os
 import re
 import secrets
 import shutil
@@ -379,6 +380,32 @@ def test_a_secret_written_in_place_of_its_file_is_never_repeated(config_dir: Pat
     check(config_dir, replacing(BROKER, "token_file: keys/admin.token", f"token_file: {value}"),
           [Expected(BROKER, "token_file:", "admin.token_file", fragment)])
     assert not [str(i) for i in load_issues(config_dir) if value in str(i) or value[:12] in str(i)]
+
+
+@pytest.mark.parametrize(
+    ("edit", "file", "line", "key", "fragment"),
+    [
+        pytest.param(replacing(KOMMUN_A, "- certs/kommun-a/root-ca.pem", "- /dev/zero"), KOMMUN_A, "- /dev/zero",
+                     "certificate.trust_anchors[0]", "CA certificate file /dev/zero cannot be used: a character "
+                     "device, not a regular file", id="trust-anchor-dev-zero"),
+        pytest.param(combined(replacing(KOMMUN_A, "- certs/kommun-a/root-ca.pem", "- certs/kommun-a/fifo.pem"),
+                              lambda d: os.mkfifo(d / "certs/kommun-a/fifo.pem")), KOMMUN_A,
+                     "- certs/kommun-a/fifo.pem", "certificate.trust_anchors[0]",
+                     "cannot be used: a FIFO (named pipe), not a regular file", id="trust-anchor-fifo"),
+        pytest.param(combined(replacing(BROKER, "token_file: keys/admin.token", "token_file: keys/admin.fifo"),
+                              lambda d: os.mkfifo(d / "keys/admin.fifo")), BROKER, "token_file:", "admin.token_file",
+                     "admin.fifo cannot be used: a FIFO (named pipe), not a regular file", id="secret-fifo"),
+        pytest.param(lambda d: os.mkfifo(d / "municipalities/kommun-i.yaml"), "municipalities/kommun-i.yaml", None,
+                     "", "cannot read file: a FIFO (named pipe), not a regular file (a configuration file is a "
+                     "regular file of at most 1 MiB)", id="municipality-file-fifo"),
+    ],
+)
+def test_a_fifo_or_device_in_place_of_a_file_is_refused_without_reading(config_dir: Path, edit: Edit, file: str,
+                                                                       line: str | None, key: str,
+                                                                       fragment: str) -> None:
+    """Reading one blocked for ever (a FIFO waits for a writer; /dev/zero has no end): `config check` hung, and
+    so did the gunicorn master reloading on SIGHUP."""
+    check(config_dir, edit, [Expected(file, line, key, fragment)])
 
 
 def test_a_32_byte_secret_is_accepted_and_never_printed(config_dir: Path) -> None:

@@ -277,6 +277,24 @@ def test_key_paths_are_written_as_in_the_documentation(path: tuple[str | int, ..
     assert format_path(path) == text
 
 
+def test_a_file_larger_than_a_mebibyte_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    text = "status: active\n" + "# padding\n" * (yamlsource.MAX_FILE_BYTES // 10)
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert [str(i) for i in issues] == [f"{FILE}: cannot read file: larger than 1 MiB (a configuration file is a "
+                                        "regular file of at most 1 MiB)"]
+
+
+def test_a_file_of_exactly_a_mebibyte_is_read(tmp_path: Path) -> None:
+    text = "status: active\n"
+    source, issues = load(tmp_path, text + "#" * (yamlsource.MAX_FILE_BYTES - len(text) - 1) + "\n")
+
+    assert issues == []
+    assert source is not None
+    assert source.data == {"status": "active"}
+
+
 # --- merge keys -------------------------------------------------------------------
 
 
