@@ -168,6 +168,10 @@ def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[
         return []
     out = []
     for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            # an editor's lock or backup (Emacs' .#kommun-a.yaml, a symbolic link to nothing) or another hidden
+            # file: no configuration, as for the fingerprint (broker.config.summary), and no reason to refuse a reload
+            continue
         if p.suffix.lower() == ".yml" or (p.suffix.lower() == ".yaml" and p.suffix != ".yaml"):
             # read by nobody otherwise: a municipality that silently does not exist
             issues.append(ConfigIssue(f"{sub}/{p.name}", None, "", "use the .yaml extension (lower case)"))

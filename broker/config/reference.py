@@ -97,7 +97,8 @@ def markdown() -> str:
         "Paths are relative to the configuration directory. Durations: seconds, or `500ms`, `30s`, `10m`, "
         "`8h`, `1h30m`, `7d`. Integers are decimal (a leading zero is refused, never read as octal). Unknown keys "
         f"are errors. Each YAML file is a regular file of at most {MAX_FILE_BYTES >> 20} MiB; the files it names "
-        "(keys, certificates, metadata, CRLs) are regular files too, never a FIFO or a device.",
+        "(keys, certificates, metadata, CRLs) are regular files too, never a FIFO or a device. Names starting "
+        "with '.' (editors' locks and backups) are ignored in municipalities/ and service-providers/.",
         "",
     ]
     for name, cls in FILES:

@@ -324,6 +324,26 @@ def test_a_file_name_that_is_not_an_id_is_refused(config_dir: Path, name: str) -
                     "file name must be an id: lower-case letters, digits and '-'")])
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda d: (d / "municipalities/.#kommun-a.yaml").symlink_to("root@host.12345:1700000000"),
+                     id="emacs-lock-a-dangling-link"),
+        pytest.param(lambda d: (d / "service-providers/.#demo-sp.yaml").symlink_to("root@host.12345:1700000000"),
+                     id="emacs-lock-of-a-service-provider"),
+        pytest.param(lambda d: (d / "municipalities/.kommun-a.yaml").write_text("name: [unfinished\n"),
+                     id="hidden-copy"),
+    ],
+)
+def test_hidden_files_in_the_directories_are_ignored(config_dir: Path, make: Edit) -> None:
+    """An editor's lock or backup next to the file being edited blocked every reload ("file name must be an
+    id", or the file not found)."""
+    expected = set(load_settings(config_dir).municipalities)
+    make(config_dir)
+
+    assert set(load_settings(config_dir).municipalities) == expected
+
+
 # --- file-backed values --------------------------------------------------------------------------
 
 
