@@ -299,6 +299,8 @@ def load_settings(config_dir: Path) -> Settings:
             issues.append(src.issue(("entity_id",), f"entity ID already used by service provider "
                                                     f"{entity_ids[sp.entity_id]!r}"))
             bad = True
+        else:  # claimed even by a service provider with other problems: every problem is reported at once
+            entity_ids[sp.entity_id] = sid
         try:
             meta = parse_sp_metadata(sp.metadata.xml, sp.entity_id)
         except ValueError as exc:
@@ -321,7 +323,6 @@ def load_settings(config_dir: Path) -> Settings:
                 issues.append(src.issue(("encrypt_assertions",), f"{sp.metadata.path}: {exc}"))
                 bad = True
         if not bad:
-            entity_ids[sp.entity_id] = sid
             sps[sid] = ServiceProvider(sid, sp, meta, encrypter)
 
     if broker is not None and broker.sp is None:

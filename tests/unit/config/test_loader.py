@@ -1138,6 +1138,16 @@ def test_two_service_providers_with_one_entity_id_is_reported_in_the_second(conf
                     "entity ID already used by service provider 'demo-sp'")])
 
 
+def test_a_shared_entity_id_is_reported_even_when_the_first_service_provider_has_another_problem(
+        config_dir: Path) -> None:
+    check(config_dir, combined(_copy(DEMO_SP, "service-providers/demo-sp2.yaml"),
+                               replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
+                                         "municipalities: [kommun-a, kommun-x]")),
+          [Expected(DEMO_SP, "municipalities:", "municipalities[1]", "no municipality 'kommun-x'"),
+           Expected("service-providers/demo-sp2.yaml", "entity_id:", "entity_id",
+                    "entity ID already used by service provider 'demo-sp'")])
+
+
 def test_a_service_provider_naming_an_unknown_municipality_is_reported_at_that_item(config_dir: Path) -> None:
     check(config_dir,
           replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
