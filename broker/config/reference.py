@@ -38,7 +38,7 @@ def _type_name(tp: Any) -> str:
                 "WritableDirectory": "directory", "Ed25519KeyFile": "Ed25519 private key file",
                 "Ed25519PublicKeyFile": "Ed25519 public key file", "MetadataFile": "metadata file",
                 "IpNetwork": "network", "HostPort": "host:port",
-                "Oid": "OID", "HttpsUrl": "https URL", "EntityId": "entity ID",
+                "Oid": "OID", "HttpsUrl": "https URL", "HttpsQueryUrl": "https URL", "EntityId": "entity ID",
                 "OrganizationNumber": "organisation number", "Regex": "regex"}.get(name, name)
     if dataclasses.is_dataclass(tp):
         return "mapping"

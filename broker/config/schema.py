@@ -30,6 +30,7 @@ from broker.config.values import (
     Ed25519KeyFile,
     Ed25519PublicKeyFile,
     EntityId,
+    HttpsQueryUrl,
     HttpsUrl,
     HttpUrl,
     IpNetwork,
@@ -632,8 +633,9 @@ class UpstreamMetadataConfig:
     """Where the municipal IdP's metadata comes from: a local file, or a URL whose signature must verify."""
 
     file: MetadataFile | None = field(default=None, metadata=doc("local metadata file (trusted as configured)"))
-    url: HttpsUrl | None = field(default=None, metadata=doc("metadata URL (https); used only if its signature "
-                                                             "verifies with signing_certificates"))
+    url: HttpsQueryUrl | None = field(default=None, metadata=doc(
+        "metadata URL (https; a query such as Entra ID's ?appid=... is kept, a fragment is refused); used only if "
+        "its signature verifies with signing_certificates"))
     signing_certificates: tuple[CertificateFile, ...] = field(
         default=(), metadata=doc("certificates that may sign the metadata at url (required with url)"))
     refresh_interval: Duration = field(default=Duration(6 * 3600), metadata=doc("how often url is fetched"))

@@ -208,6 +208,19 @@ class HttpsUrl(_Url):
         return text.rstrip("/")
 
 
+class HttpsQueryUrl(_Url):
+    """An absolute https:// URL that may have a query but no fragment: a document's address, such as Entra ID's
+    per-application federation metadata (``.../federationmetadata.xml?appid=<application id>``)."""
+
+    pattern = re.compile(r"^https://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?(\?[^\s#]*)?\Z")
+    expected = "an https:// URL without a fragment (#...)"
+    schema_pattern = "^https://[^#]*$"
+
+    @staticmethod
+    def normalise(text: str) -> str:
+        return text if "?" in text else text.rstrip("/")
+
+
 class HttpUrl(_Url):
     """An absolute http:// or https:// URL (revocation data is usually served over plain HTTP: it is signed)."""
 

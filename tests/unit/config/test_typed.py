@@ -433,6 +433,30 @@ def test_a_ten_digit_organisation_number_with_a_leading_zero_is_read_as_written(
     assert load_settings(config_dir).municipalities["kommun-a"].config.organization_number == "0120000005"
 
 
+KOMMUN_C = "municipalities/kommun-c.yaml"
+ENTRA_METADATA = ("https://login.microsoftonline.com/0f7c8e3a-5b1d-4e62-9a35-1c2d3e4f5a6b/federationmetadata/"
+                  "2007-06/federationmetadata.xml?appid=8a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d")
+
+
+def _metadata_url(url: str) -> Edit:
+    return replacing(KOMMUN_C, "    file: metadata/kommun-c-idp.xml",
+                     f"    url: '{url}'\n    signing_certificates: [certs/kommun-a/root-ca.pem]")
+
+
+def test_a_metadata_url_may_have_a_query(config_dir: Path) -> None:
+    """Entra ID publishes each application's metadata at its tenant's URL with ?appid=<application id>."""
+    _metadata_url(ENTRA_METADATA)(config_dir)
+
+    saml = load_settings(config_dir).municipalities["kommun-c"].config.saml
+    assert saml is not None
+    assert saml.metadata.url == ENTRA_METADATA
+
+
+def test_a_metadata_url_may_not_have_a_fragment(config_dir: Path) -> None:
+    check(config_dir, _metadata_url(ENTRA_METADATA + "#top"),
+          [Expected(KOMMUN_C, "url:", "saml.metadata.url", "expected an https:// URL without a fragment (#...), got")])
+
+
 # --- plain value types ---------------------------------------------------------------------
 
 ORGNR = 'organization_number: "2120001009"'

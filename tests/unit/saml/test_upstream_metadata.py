@@ -868,7 +868,7 @@ def test_a_broken_local_metadata_file_is_a_configuration_error_naming_the_file(
     pytest.param("  metadata:\n    url: http://adfs.kommun-c.example.se/FederationMetadata.xml\n"
                  "    signing_certificates: [keys/sp-signing.crt]\n",
                  Expected(KOMMUN_C_FILE, "url: http://", "saml.metadata.url",
-                          "expected an https:// URL without query or fragment, "
+                          "expected an https:// URL without a fragment (#...), "
                           "got 'http://adfs.kommun-c.example.se/FederationMetadata.xml'"),
                  id="plain-http-url"),
 ])
