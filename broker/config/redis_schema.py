@@ -28,7 +28,7 @@ def doc(text: str, **extra: object) -> dict[str, object]:
 
 MAX_DB = 2**31 - 1   # SELECT's index is a C int on the server (whose `databases`, 16 by default, bounds it further)
 
-_HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})\Z")
+HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})\Z")
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,14 @@ class HostPort:
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> HostPort:
-        m = _HOST_PORT.match(value) if isinstance(value, str) else None
+        m = HOST_PORT.match(value) if isinstance(value, str) else None
         if m is None or not 0 < int(m.group("port")) < 65536:
             raise ValueError(f"expected host:port (e.g. 10.0.0.11:26379), got {value!r}")
         return cls(m.group("v6") or m.group("host"), int(m.group("port")))
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "pattern": _HOST_PORT.pattern, "examples": ["10.0.0.11:26379"]}
+        return {"type": "string", "pattern": HOST_PORT.pattern, "examples": ["10.0.0.11:26379"]}
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

@@ -21,7 +21,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from broker.config.redis_schema import RedisConfig
+from broker.config.redis_schema import HOST_PORT, RedisConfig
 from broker.config.values import (
     CaCertificates,
     CertificateFile,
@@ -265,16 +265,25 @@ class RateLimitConfig:
 class SyslogForward:
     """A copy of every audit event to syslog (RFC 5424 with structured data; RFC 6587 framing over TCP)."""
 
-    address: str = field(metadata=doc("host:port of the syslog receiver", examples=("127.0.0.1:514",)))
+    address: str = field(metadata=doc("host:port of the syslog receiver (an IPv6 address in brackets: [::1]:514)",
+                                      examples=("127.0.0.1:514",)))
     transport: Literal["udp", "tcp"] = field(default="udp", metadata=doc("udp or tcp"))
     facility: Literal["auth", "authpriv", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
                       "local7"] = field(default="authpriv", metadata=doc("syslog facility"))
     app_name: str = field(default="broker", metadata=doc("APP-NAME in each message"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
-        host, _, port = self.address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            yield ("address",), f"expected host:port, got {self.address!r}"
+        # the form of redis_schema.HostPort (RFC 3986 §3.2.2: an IPv6 literal in brackets), which the forwarder
+        # reads: "::1" split at its last colon was host ":" and port 1
+        found = HOST_PORT.match(self.address)
+        if found is not None and 0 < int(found["port"]) < 65536:
+            return
+        if found is None and self.address.count(":") >= 2 and not self.address.startswith("["):
+            yield ("address",), (f"expected host:port, got {self.address!r}, an IPv6 address whose port (if any) "
+                                 "cannot be told from it: write the address in brackets and the port after them, "
+                                 "e.g. [::1]:514")
+        else:
+            yield ("address",), f"expected host:port (port 1-65535; IPv6 as [::1]:514), got {self.address!r}"
 
 
 @dataclass(frozen=True)

@@ -635,13 +635,30 @@ _EARLIER_KEY = replacing(BROKER, "  # verification_keys: [keys/audit-2025.pub]",
         pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
                                        'facility: authpriv}\n',
                                "  forward:\n    syslog:\n      address: 127.0.0.1\n"),
-                     "address: 127.0.0.1", "audit.forward.syslog.address", "expected host:port, got '127.0.0.1'",
+                     "address: 127.0.0.1", "audit.forward.syslog.address",
+                     "expected host:port (port 1-65535; IPv6 as [::1]:514), got '127.0.0.1'",
                      id="syslog-address-without-port"),
         pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
                                        'facility: authpriv}\n',
                                '  forward:\n    syslog:\n      address: "127.0.0.1:65536"\n'),
                      "address: ", "audit.forward.syslog.address", "expected host:port",
                      id="syslog-port-out-of-range"),
+        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                                       'facility: authpriv}\n',
+                               '  forward:\n    syslog:\n      address: "::1"\n'),
+                     "address: ", "audit.forward.syslog.address", "expected host:port, got '::1', an IPv6 address "
+                     "whose port (if any) cannot be told from it: write the address in brackets and the port after "
+                     "them, e.g. [::1]:514", id="syslog-bare-ipv6"),
+        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                                       'facility: authpriv}\n',
+                               '  forward:\n    syslog:\n      address: "fd00::5:514"\n'),
+                     "address: ", "audit.forward.syslog.address", "an IPv6 address whose port (if any) cannot be told",
+                     id="syslog-bare-ipv6-with-a-port"),
+        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                                       'facility: authpriv}\n',
+                               '  forward:\n    syslog:\n      address: "log host:514"\n'),
+                     "address: ", "audit.forward.syslog.address", "expected host:port (port 1-65535; IPv6 as "
+                     "[::1]:514), got 'log host:514'", id="syslog-host-with-a-space"),
     ],
 )
 def test_audit_keys_and_forwarding_are_checked(config_dir: Path, edit: Edit, line: str, key: str,
@@ -665,6 +682,16 @@ def test_earlier_ed25519_keys_and_a_syslog_receiver_are_accepted(config_dir: Pat
     assert audit.forward.syslog is not None
     assert (audit.forward.syslog.address, audit.forward.syslog.transport, audit.forward.syslog.facility) == (
         "127.0.0.1:514", "tcp", "authpriv")
+
+
+def test_a_syslog_receiver_at_an_ipv6_address_in_brackets_is_accepted(config_dir: Path) -> None:
+    replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, facility: authpriv}\n',
+              '  forward:\n    syslog: {address: "[::1]:514"}\n')(config_dir)
+
+    syslog = load_settings(config_dir).broker.audit.forward.syslog
+
+    assert syslog is not None
+    assert syslog.address == "[::1]:514"
 
 
 def test_a_missing_metadata_file_is_reported_at_the_metadata_key(config_dir: Path) -> None:
