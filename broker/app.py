@@ -66,7 +66,7 @@ from broker.session.store import KeyValueStore, MemoryStore, RedisStore
 from broker.web import admin, idp, ops, sp
 from broker.web.csrf import FormTokens
 from broker.web.i18n import DEFAULT_LANGUAGE
-from broker.web.limits import MAX_FORM_PARTS, certificate_header_room, check_request_size
+from broker.web.limits import MAX_FORM_PARTS, certificate_header_room, check_request_size, header_field_size
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, client_address, correlation_id
 
@@ -396,15 +396,21 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
     return True
 
 
-# what a reload keeps (Runtime): the sections that configure it apply when the process starts
+# what a reload keeps (Runtime, and broker serve's HTTP server): the sections that configure it apply when the
+# process starts
 _KEPT_ON_RELOAD = {"audit": "audit trail: its directory, signing key, pseudonym key, client address mode and copies",
-                   "redis": "session store"}
+                   "redis": "session store",
+                   "client_certificate.proxy": "HTTP server's header line limit (gunicorn's "
+                                               "limit_request_field_size, sized for the max_bytes and header names it "
+                                               "started with): a longer certificate header is refused as headers too "
+                                               "large"}
 
 
 def restart_needed(running: Settings, loaded: Settings) -> tuple[str, ...]:
     """The sections of broker.yaml that differ between the configuration the process started with (``running``:
     every reload since compares with it, not with the one before) and the ``loaded`` one and that a reload does
-    not apply (``audit``, ``redis``; ``server`` is :mod:`broker.serving`'s). The audit
+    not apply (``audit``, ``redis``, and ``client_certificate.proxy`` when its header needs more room than
+    ``broker serve``'s HTTP server started with; ``server`` is :mod:`broker.serving`'s). The audit
     section's ``verification_keys`` only serve ``broker audit verify``: changing them needs nothing."""
     changed = []
     if _comparable(replace(running.broker.audit, verification_keys=())) != \
@@ -412,7 +418,17 @@ def restart_needed(running: Settings, loaded: Settings) -> tuple[str, ...]:
         changed.append("audit")
     if _comparable(running.broker.redis) != _comparable(loaded.broker.redis):
         changed.append("redis")
+    # broker serve sizes gunicorn's header line limit from the proxy section at start (broker.serving): a header
+    # that needs more room than that is refused by gunicorn before the app sees it (a smaller one is the app's to
+    # refuse, which applies at once)
+    if _header_room(loaded) > _header_room(running):
+        changed.append("client_certificate.proxy")
     return tuple(changed)
+
+
+def _header_room(settings: Settings) -> int:
+    proxy = settings.broker.client_certificate.proxy
+    return header_field_size(proxy.max_bytes, proxy.header, proxy.chain_header)
 
 
 def _comparable(value: object) -> object:

@@ -9,7 +9,9 @@ Configuration reload: SIGHUP to the master (``broker reload``). gunicorn calls `
 where the broker loads and validates the configuration and swaps it into the preloaded app; gunicorn then
 starts new workers from that app and lets the old ones finish their requests. An invalid configuration is
 refused (logged and audited) and the new workers serve the previous one. A changed ``server`` section is
-logged as needing a restart: the listener and the worker count stay as started.
+logged as needing a restart: the listener and the worker count stay as started; so is a larger
+``client_certificate.proxy.max_bytes`` (:func:`broker.app.restart_needed`): gunicorn's header line limit stays as
+started.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from broker.config.schema import ServerConfig
 from broker.errors import ConfigError
 from broker.metrics import worker_exited
 from broker.session.redis_client import RedisChoiceRefused
-from broker.web.limits import certificate_header_room
+from broker.web.limits import header_field_size
 from broker.web.services import Services
 
 log = logging.getLogger("broker")
@@ -75,8 +77,7 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
     # spare: a header somewhat past max_bytes reaches the app, which refuses it as proxy_header_too_large (audited,
     # and the page says which limit) rather than gunicorn as request_headers_too_large ("clear your cookies")
     proxy = settings.broker.client_certificate.proxy
-    field_size = max(8190, certificate_header_room(proxy.max_bytes)
-                     + max(len(proxy.header), len(proxy.chain_header or "")) + 4)
+    field_size = header_field_size(proxy.max_bytes, proxy.header, proxy.chain_header)
 
     def on_reload(_arbiter: object) -> None:
         if not reload_configuration(app, config_dir):

@@ -35,6 +35,13 @@ def certificate_header_room(max_bytes: int) -> int:
     return max_bytes + 1024
 
 
+def header_field_size(max_bytes: int, header: str, chain_header: str | None) -> int:
+    """gunicorn's ``limit_request_field_size`` under ``broker serve`` (one header line, name included): room for
+    the proxy's certificate header (:func:`certificate_header_room`), and never less than gunicorn's own 8190.
+    Set when the server starts; a reload cannot change it."""
+    return max(8190, certificate_header_room(max_bytes) + max(len(header), len(chain_header or "")) + 4)
+
+
 def check_request_size(query_string: bytes, headers: Iterable[tuple[str, str]],
                        certificate_headers: Collection[str], certificate_bytes: int) -> None:
     """Raise ``request_uri_too_long`` or ``request_headers_too_large`` for a request past the limits;

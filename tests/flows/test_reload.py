@@ -179,6 +179,26 @@ def test_a_changed_audit_section_is_reported_as_needing_a_restart(app: Flask, co
     assert "restart_needed" not in loaded(config_dir)[-1]["data"]
 
 
+def test_a_larger_certificate_header_limit_is_reported_as_needing_a_restart(app: Flask, config_dir: Path,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """broker serve sizes gunicorn's header line limit from client_certificate.proxy at start: a raised max_bytes
+    is not applied by a reload (gunicorn refuses the longer header first); a lowered one is the app's to enforce."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.setdefault("client_certificate", {}).setdefault("proxy", {})["max_bytes"] = 65536
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with caplog.at_level(logging.WARNING, logger="broker"):
+        assert reload_configuration(app) is True
+    assert ("broker.yaml's client_certificate.proxy section changed; it takes effect when the broker restarts (a "
+            "reload keeps the running HTTP server's header line limit") in caplog.text
+    assert loaded(config_dir)[-1]["data"]["restart_needed"] == ["client_certificate.proxy"]
+
+    data["client_certificate"]["proxy"]["max_bytes"] = 1024
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert reload_configuration(app) is True
+    assert "restart_needed" not in loaded(config_dir)[-1]["data"]
+
+
 @pytest.mark.parametrize("breaker", [break_broker_yaml, break_kommun_b_yaml], ids=["unknown_key", "bad_yaml"])
 def test_broken_configuration_is_refused_and_the_old_one_keeps_serving(
         app: Flask, craft: AuthnRequests, config_dir: Path, users: Path, caplog: pytest.LogCaptureFixture,
