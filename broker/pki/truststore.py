@@ -26,7 +26,7 @@ from broker.config.schema import (
 from broker.config.yamlsource import KeyPath
 from broker.errors import CertificateRejected
 from broker.model import KNOWN_LOAS, Loa
-from broker.pki.algorithms import weak_signature_reason
+from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.identity import named_organization
 from broker.pki.revocation.crls import CrlSource, VerifiedCrl, verify_crl
 from broker.pki.revocation.engine import RevocationPolicy
@@ -111,13 +111,23 @@ def municipality_domain(
 ) -> tuple[TrustDomain | None, list[tuple[KeyPath, str]]]:
     """The domain of a configured municipality, or the problems (key path, message) that prevent it.
 
-    Checks what needs all of the municipality's certificates at once: every
+    Checks what needs all of the municipality's certificates at once: every CA's key is strong enough
+    (:func:`weak_key_reason`: no RSA under 2048 bits, trust anchors included), every
     intermediate is signed by a configured CA with an accepted algorithm, and
     every CRL verifies against its issuer (:func:`verify_crl`).
     """
     anchors, intermediates = cl.anchors(), cl.intermediate_certificates()
     cas = (*anchors, *intermediates)
     problems: list[tuple[KeyPath, str]] = []
+    # a CA's key signs every certificate below it: a weak one (RSA under 2048 bits) makes each of them forgeable,
+    # the trust anchor's most of all (its self-signature proves nothing, its key is what trust rests on). The path
+    # verifier refuses such chains at every login; refused here, the configuration says so at once
+    for key, files in (("trust_anchors", cl.trust_anchors), ("intermediates", cl.intermediates)):
+        for fi, f in enumerate(files):
+            for cert in f.certificates:
+                weak_key = weak_key_reason(cert)
+                if weak_key:
+                    problems.append((("certificate", key, fi), f"{cert.subject.rfc4514_string()}: {weak_key}"))
     for fi, f in enumerate(cl.intermediates):
         for cert in f.certificates:
             who = cert.subject.rfc4514_string()

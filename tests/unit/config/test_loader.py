@@ -820,6 +820,28 @@ def test_an_intermediate_must_be_signed_by_a_configured_ca(config_dir: Path, edi
     check(config_dir, edit, [Expected(KOMMUN_A, "- certs/extra-ca.pem", "certificate.intermediates[1]", fragment)])
 
 
+def test_a_trust_anchor_or_intermediate_with_an_rsa_key_under_2048_bits_is_refused(config_dir: Path) -> None:
+    """The README's promise, no RSA under 2048 bits, holds for the CAs too: their keys sign every certificate
+    below them (the path verifier refuses such chains at each login; the configuration says so at once)."""
+    weak_root = CertificateAuthority.root("Weak Root CA", NOW, key="rsa1024")
+    weak_issuing = weak_root.subordinate("Weak Issuing CA", key="rsa1024")
+
+    def edit(config_dir: Path) -> None:
+        write_pem(config_dir / "certs/weak-root.pem", weak_root.certificate)
+        write_pem(config_dir / "certs/weak-issuing.pem", weak_issuing.certificate)
+        replace_once(config_dir / KOMMUN_A, "- certs/kommun-a/root-ca.pem",
+                     "- certs/kommun-a/root-ca.pem\n    - certs/weak-root.pem")
+        replace_once(config_dir / KOMMUN_A, "- certs/kommun-a/issuing-ca.pem",
+                     "- certs/kommun-a/issuing-ca.pem\n    - certs/weak-issuing.pem")
+
+    check(config_dir, edit, [
+        Expected(KOMMUN_A, "- certs/weak-root.pem", "certificate.trust_anchors[1]",
+                 "CN=Weak Root CA,C=SE: RSA key of 1024 bits (at least 2048 are required)"),
+        Expected(KOMMUN_A, "- certs/weak-issuing.pem", "certificate.intermediates[1]",
+                 "CN=Weak Issuing CA,C=SE: RSA key of 1024 bits (at least 2048 are required)"),
+    ])
+
+
 def _foreign_crl(config_dir: Path) -> None:
     write_pem(config_dir / "certs/stranger.crl", _stranger().crl())
     replace_once(config_dir / KOMMUN_A, "- certs/kommun-a/root-ca.crl",
