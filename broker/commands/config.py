@@ -12,6 +12,7 @@ import click
 from broker.config import schema
 from broker.config.loader import load_settings
 from broker.config.reference import markdown
+from broker.config.schema import wide_trusted_networks
 from broker.config.typed import json_schema
 from broker.errors import ConfigError
 
@@ -36,6 +37,10 @@ def config_check(directory: Path) -> None:
     muni = ", ".join(f"{m.id} ({m.status})" for m in settings.municipalities.values()) or "none"
     sps = ", ".join(settings.service_providers) or "none"
     click.echo(f"configuration OK: municipalities: {muni}; service providers: {sps}")
+    for network in wide_trusted_networks(settings.broker.client_certificate.proxy):
+        click.echo(f"warning: client_certificate.proxy.trusted_networks: {network} is wider than /8 (IPv4) or /32 "
+                   "(IPv6): every address in it may send the certificate header; list the proxies' own addresses",
+                   err=True)
     for m in settings.municipalities.values():
         if m.config.certificate is None:
             continue

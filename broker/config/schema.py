@@ -190,7 +190,9 @@ class ProxyConfig:
 
     trusted_networks: tuple[IpNetwork, ...] = field(
         default=(),
-        metadata=doc("addresses of the proxies allowed to send the certificate header; none by default"),
+        metadata=doc("addresses of the proxies allowed to send the certificate header; none by default. 0.0.0.0/0 "
+                     "and ::/0 are refused; `broker config check` warns about a network wider than /8 (IPv4) or "
+                     "/32 (IPv6)"),
     )
     header: str = field(default="X-SSL-Client-Cert", metadata=doc(
         "name of the certificate header (envoy_xfcc: X-Forwarded-Client-Cert; rfc9440: Client-Cert)"))
@@ -210,6 +212,11 @@ class ProxyConfig:
         "most intermediates accepted from the chain header (or Envoy's Chain)", min=1))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        for i, trusted in enumerate(self.trusted_networks):
+            if trusted.network.prefixlen == 0:
+                # every address: any client could send a certificate header of its choosing and log in with it
+                yield ("trusted_networks", i), (f"{trusted.network} is every address: any client could send the "
+                                                "certificate header; list the proxies' own addresses")
         names = [("header", self.header)]
         if self.chain_header is not None:
             names.append(("chain_header", self.chain_header))
@@ -231,6 +238,17 @@ class ProxyConfig:
                 yield ("chain_header",), "RFC 9440 names the field Client-Cert-Chain; set chain_header to that name"
         if self.max_chain_certificates > 32:
             yield ("max_chain_certificates",), "expected at most 32 (real chains have two or three)"
+
+
+# narrower than every address, still wider than a proxy's network: `broker config check` warns
+WIDE_PREFIX = {4: 8, 6: 32}
+
+
+def wide_trusted_networks(proxy: ProxyConfig) -> list[str]:
+    """The trusted networks wider than /8 (IPv4) or /32 (IPv6): whoever sends from them can present any
+    certificate through the header. Allowed (a proxy pool in a large network), but worth a warning, as revocation
+    ``mode: none`` is."""
+    return [str(n.network) for n in proxy.trusted_networks if n.network.prefixlen < WIDE_PREFIX[n.network.version]]
 
 
 @dataclass(frozen=True)

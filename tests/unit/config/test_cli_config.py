@@ -69,6 +69,35 @@ def test_check_warns_when_a_municipality_has_no_revocation_checking(config_dir: 
     assert result.stderr == "warning: municipality kommun-b: revocation checking is off (mode: none)\n"
 
 
+@pytest.mark.parametrize(("networks", "index", "every"), [("[0.0.0.0/0]", 0, "0.0.0.0/0"), ("['::/0']", 0, "::/0"),
+                                                         ("[10.0.0.5, '::/0']", 1, "::/0")])
+def test_check_refuses_trusting_every_address_with_the_certificate_header(config_dir: Path, networks: str,
+                                                                          index: int, every: str) -> None:
+    """Every client could send the header with a certificate of its choosing (it is public) and log in as its
+    holder."""
+    replacing(BROKER, "trusted_networks: []", f"trusted_networks: {networks}")(config_dir)
+
+    result = run("config", "check", str(config_dir))
+
+    assert result.exit_code == 1
+    assert (f"broker.yaml:{line_of(config_dir / BROKER, 'trusted_networks:')}: "
+            f"client_certificate.proxy.trusted_networks[{index}]: {every} is every address: any client could send the "
+            "certificate header; list the proxies' own addresses") in result.stderr
+
+
+def test_check_warns_about_a_trusted_network_wider_than_a_slash_8_or_32(config_dir: Path) -> None:
+    replacing(BROKER, "trusted_networks: []", "trusted_networks: [10.0.0.0/8, 10.0.0.0/7, '2001:db8::/31', "
+                                              "'2001:db8::/32']")(config_dir)
+
+    result = run("config", "check", str(config_dir))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "".join(
+        f"warning: client_certificate.proxy.trusted_networks: {n} is wider than /8 (IPv4) or /32 (IPv6): every "
+        "address in it may send the certificate header; list the proxies' own addresses\n"
+        for n in ("10.0.0.0/7", "2001:db8::/31"))
+
+
 def test_check_warns_when_a_municipality_lets_logins_through_without_a_revocation_answer(config_dir: Path) -> None:
     replacing(KOMMUN_A, "failure: fail_closed", "failure: soft_fail")(config_dir)
 
