@@ -195,9 +195,14 @@ class _Builder:
             self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
                                            f"YAML value cannot be read: {problem}"))
             return None
-        except (ValueError, TypeError, AttributeError):  # e.g. `!!int four`, `!!timestamp soon`
-            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
-                                           f"YAML value {node.value!r} does not fit its tag {node.tag}"))
+        except (ValueError, TypeError, AttributeError):  # e.g. `!!int four`, `!!timestamp soon`, 5000 digits
+            text = str(node.value)
+            if re.fullmatch(r"[-+]?[0-9]{41,}", text):  # past Python's limit for reading an integer (4300 digits)
+                message = f"an integer of {len(text.lstrip('+-'))} digits is far past any setting"
+            else:
+                shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+                message = f"YAML value {shown} does not fit its tag {node.tag}"
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), message))
             return None
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:

@@ -534,6 +534,12 @@ def test_a_merge_the_yaml_reading_refused_is_reported_once(config_dir: Path) -> 
           [Expected(KOMMUN_A, "<<: 5", "certificate", "YAML merge error: expected a mapping or list of mappings")])
 
 
+def test_an_integer_too_long_for_python_to_read_is_refused_without_repeating_it(config_dir: Path) -> None:
+    check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: " + "9" * 5000),
+          [Expected(KOMMUN_A, "max_chain_depth:", "certificate.max_chain_depth",
+                    "an integer of 5000 digits is far past any setting")])
+
+
 def test_a_value_the_yaml_reading_refused_is_not_reported_again(config_dir: Path) -> None:
     """``!!int four`` is one problem, said once: not also as a value that is missing or of the wrong type."""
     check(config_dir, replacing(KOMMUN_A, "  max_chain_depth: 4", "  max_chain_depth: !!int four"),
