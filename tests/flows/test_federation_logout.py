@@ -723,19 +723,8 @@ def test_idp_logout_on_another_instance_while_her_session_is_being_stored_ends_i
     post = _in_flight(browser, sp, idp)
     if indexes == "none":
         time.sleep(1.1)  # a logout in the same second as her authentication counts as before it
-    instance_b = create_app(settings, store=store, instance_id="b")
-    logout = idp_logout_url(idp, session_indexes=None if indexes == "hers" else [])
-    told: list[Hop] = []
-    manager = app.extensions["broker"].flow._d.sessions
-    real = SessionManager.upstream_logouts
-
-    def b_handles_the_logout_after_a_looked(self: SessionManager, *args: Any) -> Any:
-        found = real(self, *args)
-        if self is manager and not told:
-            told.append(hop(open_browser(instance_b, None).get(logout), KOMMUN_C_SLO, "SAMLResponse"))
-        return found
-
-    monkeypatch.setattr(SessionManager, "upstream_logouts", b_handles_the_logout_after_a_looked)
+    told = _b_logs_out_when_a_has_looked(app, settings, store, monkeypatch,
+                                         idp_logout_url(idp, session_indexes=None if indexes == "hers" else []))
     late = browser.post(post.url, post.fields)
 
     assert status_codes(told[0].root) == (SUCCESS, None)
@@ -760,18 +749,9 @@ def test_a_login_refused_after_its_session_was_stored_puts_the_replaced_session_
     record["last_seen"] = (dt.datetime.now(dt.UTC) - manager.idle_timeout - dt.timedelta(seconds=5)).isoformat()
     store.put("session:" + sid, json.dumps(record).encode(), 3600)
     post = _in_flight(browser, sp2, idp)
-    instance_b = create_app(settings, store=store, instance_id="b")
-    told: list[Hop] = []
-    real = SessionManager.upstream_logouts
-
-    def b_handles_the_logout_after_a_looked(self: SessionManager, *args: Any) -> Any:
-        found = real(self, *args)
-        if self is manager and not told:
-            told.append(hop(open_browser(instance_b, None).get(idp_logout_url(idp)), KOMMUN_C_SLO, "SAMLResponse"))
-        return found
-
-    monkeypatch.setattr(SessionManager, "upstream_logouts", b_handles_the_logout_after_a_looked)
+    told = _b_logs_out_when_a_has_looked(app, settings, store, monkeypatch, idp_logout_url(idp))
     assert_refused(browser.post(post.url, post.fields), "upstream_logged_out")
+    assert status_codes(told[0].root) == (SUCCESS, None)
 
     session, why = manager.find(old, idle_too=True)
     assert session is not None
@@ -799,6 +779,39 @@ def test_idp_logout_whose_own_validity_ended_still_applies_to_her_late_assertion
     assert_refused(browser.post(post.url, post.fields), "upstream_logged_out")
 
 
+def _fails_once(monkeypatch: pytest.MonkeyPatch, method: str, *, call: int = 1) -> None:
+    """``SessionManager.<method>`` raises as a store timing out at its ``call``-th use, and works otherwise."""
+    real = getattr(SessionManager, method)
+    calls: list[int] = []
+
+    def failing(self: SessionManager, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == call:
+            raise SessionStoreUnavailable(f"Redis failed in {method}: simulated timeout")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SessionManager, method, failing)
+
+
+def _b_logs_out_when_a_has_looked(app: Flask, settings: Settings, store: RedisStore, monkeypatch: pytest.MonkeyPatch,
+                                  url: str) -> list[Hop]:
+    """Instance B handles the IdP's LogoutRequest ``url`` right after instance A (``app``) first looked at the
+    IdP's logouts for an assertion (and before A stored anything for it); B's answer to the IdP goes in the list."""
+    manager = app.extensions["broker"].flow._d.sessions
+    instance_b = create_app(settings, store=store, instance_id="b")
+    told: list[Hop] = []
+    real = SessionManager.upstream_logouts
+
+    def b_handles_the_logout_after_a_looked(self: SessionManager, *args: Any) -> Any:
+        found = real(self, *args)
+        if self is manager and not told:
+            told.append(hop(open_browser(instance_b, None).get(url), KOMMUN_C_SLO, "SAMLResponse"))
+        return found
+
+    monkeypatch.setattr(SessionManager, "upstream_logouts", b_handles_the_logout_after_a_looked)
+    return told
+
+
 def test_idp_logout_the_store_fails_to_remember_ends_nothing_and_its_retry_reaches_every_sp(
         app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, idp: DemoIdp, config_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -807,15 +820,7 @@ def test_idp_logout_the_store_fails_to_remember_ends_nothing_and_its_retry_reach
     karin_login(browser, sp, idp)
     sso_login(browser, sp2)
     start = idp_logout_url(idp)
-    real = SessionManager.record_upstream_logout
-    failures = [SessionStoreUnavailable("Redis SADD failed: simulated timeout")]
-
-    def fails_once(self: SessionManager, *args: Any, **kwargs: Any) -> None:
-        if failures:
-            raise failures.pop()
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(SessionManager, "record_upstream_logout", fails_once)
+    _fails_once(monkeypatch, "record_upstream_logout")
     other = open_browser(app, None)
     assert other.get(start).status_code == 503
     assert events(config_dir, "logout") == []  # nothing ended, nothing said to have ended
@@ -837,16 +842,7 @@ def test_an_sp_logout_the_store_fails_midway_is_finished_by_its_retry(
     at_sp1 = sso_login(browser, sp)
     sso_login(browser, sp2)
     start = sp_logout_url(sp, at_sp1)
-    real = getattr(SessionManager, failing)
-    calls: list[int] = []
-
-    def fails_once(self: SessionManager, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        if len(calls) == call:
-            raise SessionStoreUnavailable("Redis failed: simulated timeout")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(SessionManager, failing, fails_once)
+    _fails_once(monkeypatch, failing, call=call)
     token = cookie(browser)
     assert browser.get(start).status_code == 503
     goes_to_login(with_cookie(app, token), sp)  # ended by the first attempt all the same
@@ -865,15 +861,7 @@ def test_an_idp_logout_the_store_fails_midway_is_finished_by_its_retry(
     karin_login(browser, sp, idp)
     sso_login(browser, sp2)
     start = idp_logout_url(idp)
-    real = SessionManager.participants_ref
-    failures = [SessionStoreUnavailable("Redis SMEMBERS failed: simulated timeout")]
-
-    def fails_once(self: SessionManager, *args: Any, **kwargs: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(SessionManager, "participants_ref", fails_once)
+    _fails_once(monkeypatch, "participants_ref")
     other = open_browser(app, None)
     assert other.get(start).status_code == 503
 
