@@ -118,6 +118,9 @@ _INSTANCE_CLOCK_MARGIN = dt.timedelta(minutes=5)
 _SESSION_FIELDS = fields(SsoSession)
 _IDENTITY_FIELDS = fields(Identity)
 _JSON = json.JSONEncoder(separators=(",", ":"))
+# How a retired session's stored form tells itself apart: its "retired" key, written only when set. Inside a JSON
+# string a quote is escaped, so these bytes can only be that key.
+_RETIRED_MARK = b'"retired":'
 
 
 @dataclass(frozen=True)
@@ -410,7 +413,7 @@ class SessionManager:
         return self._store.put_if_present("session:" + sid, session.to_json(), ttl,
                                           members=[("session-sps:" + sid, participant.encode(), ttl),
                                                    *self._index_members(participant, session, sid)],
-                                          replacing=participant.record_prefix())
+                                          replacing=participant.record_prefix(), unless=_RETIRED_MARK)
 
     def participants(self, token: str) -> list[Participant]:
         return self.participants_ref(_hash(token))
@@ -440,7 +443,7 @@ class SessionManager:
         it meanwhile stays complete."""
         sid = _hash(token)
         self._store.put_if_present("session:" + sid, replace(session, retired=why).to_json(),
-                                   self._ttl(session, self._clock.now()))
+                                   self._ttl(session, self._clock.now()), unless=_RETIRED_MARK)
 
     def reinstate(self, token: str, session: SsoSession, why: str) -> None:
         """Put back, retired (:meth:`retire`), the session ``token`` named that :meth:`replace` ended for a login

@@ -51,10 +51,12 @@ class KeyValueStore(Protocol):
         ...
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "",
+                       unless: bytes = b"") -> bool:
         """Replace the value at ``key`` (and its time to live) only if ``key`` holds a value now, and only then
         add ``members`` as :meth:`put` does: the check and every write at once (atomically, in one round trip).
-        True if stored; False: ``key`` held nothing (deleted, expired) and nothing at all was written.
+        True if stored; False: ``key`` held nothing (deleted, expired), or a value containing ``unless`` (when
+        given), and nothing at all was written.
         ``replacing``: members of those sets that start with it are removed first (a record superseded by the
         one added), so that a set updated again and again does not grow.
 
@@ -190,11 +192,13 @@ class RedisStore:
         return bool(self._call("SET NX", lambda c: c.set(self._k(key), value, px=_ms(ttl), nx=True), once=True))
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "",
+                       unless: bytes = b"") -> bool:
         keys = [self._k(key), *(self._k(set_key) for set_key, _, _ in members)]
         args: list[Any] = [value, _ms(ttl)]
         for _, member, set_ttl in members:
             args += [member, _ms(set_ttl), replacing]
+        args.append(unless)
 
         def run(client: RedisClient) -> Any:
             try:
@@ -255,9 +259,15 @@ def _ms(ttl: float) -> int:
 # it writes only over an existing value, and when there is none the script ends before writing anything. Only
 # KEYS are touched (Redis Cluster routes by them). The sets are small (one record per SP of a session).
 _PUT_IF_PRESENT = """\
-if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'XX') then
+local current = redis.call('GET', KEYS[1])
+if not current then
   return 0
 end
+local unless = ARGV[#ARGV]
+if unless ~= '' and string.find(current, unless, 1, true) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 for i = 2, #KEYS do
   local member, ttl, prefix = ARGV[3 * i - 3], ARGV[3 * i - 2], ARGV[3 * i - 1]
   if prefix ~= '' then
@@ -328,9 +338,11 @@ class MemoryStore:
             return True
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "",
+                       unless: bytes = b"") -> bool:
         with self._lock:
-            if self._live(key) is None:
+            current = self._live(key)
+            if current is None or (unless and isinstance(current, bytes) and unless in current):
                 return False
             self._data[key] = (self._now() + ttl, bytes(value))
             for set_key, member, set_ttl in members:

@@ -60,10 +60,11 @@ class InterleavingStore(RedisStore):
         return value
 
     def put_if_present(self, key: str, value: bytes, ttl: float, *,
-                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "") -> bool:
+                       members: Sequence[tuple[str, str, float]] = (), replacing: str = "",
+                       unless: bytes = b"") -> bool:
         if key.startswith("session:"):
             self._at("before-write")
-        return super().put_if_present(key, value, ttl, members=members, replacing=replacing)
+        return super().put_if_present(key, value, ttl, members=members, replacing=replacing, unless=unless)
 
     def _at(self, point: str) -> None:
         if point == self.point and self.interleave is not None:

@@ -443,3 +443,16 @@ def test_which_late_assertions_an_idp_logout_applies_to(logout: dict[str, object
     found = logged_out_upstream([recorded], upstream, instant, "https://broker.example/sp")
 
     assert (found is recorded) == applies
+
+
+def test_a_request_that_found_the_session_before_it_was_retired_does_not_revive_it(
+        manager: SessionManager) -> None:
+    """Retired (its card found revoked) while another request was answering from it: that request's write must
+    not put the live form back, as it must not bring back a session a logout deleted."""
+    token, session = _create(manager)
+    found, _ = manager.find(token)
+    assert found is not None
+    manager.retire(token, session, "revoked")
+    assert not manager.save_reused(token, found, SP)
+    assert manager.find(token, idle_too=True)[1] == "retired"
+    assert manager.find(token) == (None, "retired")

@@ -120,6 +120,19 @@ def test_put_if_present_writes_nothing_where_there_is_no_value(store: KeyValueSt
     assert store.members("other-set") == set()
 
 
+@pytest.mark.parametrize(("current", "stored"), [
+    pytest.param(b'{"a":1,"retired":"revoked"}', False, id="holding-it"),
+    pytest.param(b'{"a":"\\"retired\\":"}', True, id="only-escaped-inside-a-string"),
+    pytest.param(b'{"a":1}', True, id="without-it"),
+])
+def test_put_if_present_writes_nothing_over_a_value_holding_unless(store: KeyValueStore, current: bytes,
+                                                                  stored: bool) -> None:
+    store.put("k", current, 10)
+    assert store.put_if_present("k", b"v2", 10, members=[("set", "a", 10)], unless=b'"retired":') is stored
+    assert store.get("k") == (b"v2" if stored else current)
+    assert store.members("set") == ({"a"} if stored else set())
+
+
 def test_put_if_present_replaces_a_value_and_adds_each_member(store: KeyValueStore) -> None:
     store.put("k", b"v1", 10, members=[("set-a", "old", 10)])
     assert store.put_if_present("k", b"v2", 10, members=[("set-a", "a", 10), ("set-b", "b", 0.15)]) is True
