@@ -58,21 +58,22 @@ def _read(ctx: ParseContext, value: Any, what: str, limit: int = MAX_KEY_FILE_BY
 _NOT_SHOWN = "the value is not shown: it may be a secret written inline"
 
 
-def _read_secret(ctx: ParseContext, value: Any) -> tuple[Path, bytes]:
-    """The path and content of a secret file; a problem with the configured value is said without it."""
+def _read_secret(ctx: ParseContext, value: Any, what: str = "secret") -> tuple[Path, bytes]:
+    """The path and content of a file holding a secret (a shared secret, a private key); a problem with the
+    configured value is said without it: a key pasted in place of its path is as secret as the file."""
     if not isinstance(value, str) or not value.strip():
         kind = {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping"}
         shown = "nothing (null)" if value is None else f"{kind.get(type(value), 'another value')} ({_NOT_SHOWN})"
-        raise ValueError(f"expected a path to a file holding the secret, got {shown}")
+        raise ValueError(f"expected a path to a file holding the {what}, got {shown}")
     path = ctx.resolve(value)
     try:
         return path, read_regular_file(path, MAX_KEY_FILE_BYTES)
     except FileNotFoundError:
-        raise ValueError(f"secret file not found ({_NOT_SHOWN})") from None
+        raise ValueError(f"{what} file not found ({_NOT_SHOWN})") from None
     except FileRefused as exc:  # it exists: a path, not a secret
-        raise ValueError(f"secret file {path} cannot be used: {exc}") from None
+        raise ValueError(f"{what} file {path} cannot be used: {exc}") from None
     except OSError as exc:  # ENAMETOOLONG, EACCES ...: the path may be the secret too
-        raise ValueError(f"cannot read secret file: {exc.strerror} ({_NOT_SHOWN})") from None
+        raise ValueError(f"cannot read {what} file: {exc.strerror} ({_NOT_SHOWN})") from None
 
 
 # --- plain values ----------------------------------------------------------------
@@ -459,7 +460,7 @@ class PrivateKeyFile:
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> PrivateKeyFile:
-        p, data = _read(ctx, value, "private key")
+        p, data = _read_secret(ctx, value, "private key")
         try:
             key = load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:
@@ -516,7 +517,7 @@ class Ed25519KeyFile:
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Ed25519KeyFile:
-        p, data = _read(ctx, value, "Ed25519 private key")
+        p, data = _read_secret(ctx, value, "Ed25519 private key")
         try:
             key = load_pem_private_key(data, password=None)
         except (ValueError, TypeError) as exc:

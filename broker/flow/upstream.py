@@ -268,8 +268,8 @@ class UpstreamStep:
             # reads). Refused now, the browser's session this login replaced comes back, retired: its SPs stay in
             # single logout through the browser's cookie, and nothing is answered from it
             late = self._logged_out(upstream, assertion.authn_instant)
-            if late is not None and old is not None and ctx.session_token is not None:
-                d.sessions.reinstate(ctx.session_token, old, late.reason)
+            if late is not None and replaced is not None and ctx.session_token is not None:
+                d.sessions.reinstate(ctx.session_token, replaced, late.reason)
             return late
 
         return self._answers.issue(info, sp, ctx, token, session, new_session=True, replaced=replaced,

@@ -225,6 +225,9 @@ class Replaced:
     participants: tuple[Participant, ...]    # one per SP, as :meth:`SessionManager.participants_ref` gives them
     upstream: dict[str, str] | None          # its municipal IdP session, if it was federated
     correlation_id: str                      # of the login that opened it
+    # its stored form as this request removed it; None when it was gone already (a logout, another request):
+    # what SessionManager.reinstate may put back, and only then
+    stored: bytes | None = None
 
 
 class SessionManager:
@@ -445,10 +448,17 @@ class SessionManager:
         self._store.put_if_present("session:" + sid, replace(session, retired=why).to_json(),
                                    self._ttl(session, self._clock.now()), unless=_RETIRED_MARK)
 
-    def reinstate(self, token: str, session: SsoSession, why: str) -> None:
+    def reinstate(self, token: str, replaced: Replaced, why: str) -> None:
         """Put back, retired (:meth:`retire`), the session ``token`` named that :meth:`replace` ended for a login
         refused after all (``why``): its SPs, whose list replace() left in place, stay in single logout through
-        the browser's cookie, and no SP is answered from it (the user logs in again)."""
+        the browser's cookie, and no SP is answered from it (the user logs in again). Only what that replace()
+        itself removed comes back: a session a logout ended before it stays ended."""
+        if replaced.stored is None:
+            return
+        try:
+            session = SsoSession.from_json(replaced.stored)
+        except (ValueError, TypeError, KeyError, AttributeError):  # unreadable as found: left ended
+            return
         sid = _hash(token)
         now = self._clock.now()
         if now >= session.expires_at:
@@ -503,8 +513,8 @@ class SessionManager:
         end) rather than cost a third: nothing leads to it once its session is gone.
         """
         sid = _hash(token)
-        self.end_ref(sid, keep_participants=True)
-        return Replaced(tuple(self.participants_ref(sid)), session.upstream, session.correlation_id)
+        stored = self._store.take("session:" + sid)  # as end_ref(keep_participants=True), saying what it removed
+        return Replaced(tuple(self.participants_ref(sid)), session.upstream, session.correlation_id, stored)
 
     # --- short-lived state: pending logins, logins at a municipal IdP, logouts in progress ---------
 

@@ -402,6 +402,24 @@ def test_a_secret_written_in_place_of_its_file_is_never_repeated(config_dir: Pat
     assert not [str(i) for i in load_issues(config_dir) if value in str(i) or value[:12] in str(i)]
 
 
+_PASTED_KEY = "-----BEGIN PRIVATE KEY-----\\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPASTEDKEYMATERIAL\\n" \
+              "-----END PRIVATE KEY-----\\n"
+
+
+@pytest.mark.parametrize(("old", "key"), [
+    pytest.param("key: keys/idp-signing.key", "idp.signing.key", id="idp-signing-key"),
+    pytest.param("signing_key: keys/audit-signing.key", "audit.signing_key", id="audit-signing-key"),
+])
+def test_a_private_key_written_in_place_of_its_file_is_never_repeated(config_dir: Path, old: str, key: str) -> None:
+    """The key's PEM pasted where its path goes: said without it (it went to the terminal, the reload log and
+    the configuration_rejected audit record)."""
+    replacing(BROKER, old, f'{old.partition(":")[0]}: "{_PASTED_KEY}"')(config_dir)
+    issues = [i for i in load_issues(config_dir) if i.key == key]
+    assert [i.message for i in issues] == [f"{'Ed25519 ' if 'audit' in key else ''}private key file not found "
+                                           "(the value is not shown: it may be a secret written inline)"]
+    assert not [str(i) for i in load_issues(config_dir) if "PASTEDKEYMATERIAL" in str(i) or "BEGIN" in str(i)]
+
+
 @pytest.mark.parametrize(
     ("edit", "file", "line", "key", "fragment"),
     [

@@ -165,7 +165,8 @@ def _count_commands(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes]]:
 def test_a_replaced_sessions_participants_are_stored_with_the_new_session_in_three_round_trips(
         manager: SessionManager, store: RedisStore, clock: FixedClock, monkeypatch: pytest.MonkeyPatch) -> None:
     """Replacing cost DEL, DEL, MULTI/EXEC before (ending the session and its participants, then storing the new
-    one with its SP); now DEL, SMEMBERS, MULTI/EXEC: the participants go into the new session's transaction."""
+    one with its SP); now GETDEL (what it removed, for SessionManager.reinstate), SMEMBERS, MULTI/EXEC: the
+    participants go into the new session's transaction."""
     old_token, old = logged_in(manager, clock, SP, OTHER_SP)
     kept = manager.participant_ref(manager.ref(old_token), OTHER_SP)
     clock.advance(dt.timedelta(minutes=1))
@@ -179,7 +180,7 @@ def test_a_replaced_sessions_participants_are_stored_with_the_new_session_in_thr
     monkeypatch.undo()
 
     # each participant with the SessionIndex that names the session (SADD, PEXPIRE each)
-    assert sent == [[b"DEL"], [b"SMEMBERS"],
+    assert sent == [[b"GETDEL"], [b"SMEMBERS"],
                     [b"MULTI", b"SET", b"PX", *[b"SADD", b"PEXPIRE"] * 4, b"EXEC"]]
     assert manager.find(old_token) == (None, "unknown")
     # SP's record from the old session gave way to its newer one; OTHER_SP keeps what it was given there
