@@ -28,13 +28,14 @@ from tests.factories.redis_sentinel import (
 )
 
 
-def free_cluster_port() -> int:
-    """A free port p whose cluster-bus port p + 10000 is free as well (and below 65536)."""
+def free_cluster_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
+    """A free port p whose cluster-bus port p + 10000 is free as well (and below 65536), neither of them among
+    ``taken`` (the ports of nodes started a moment ago, which may not be listening yet)."""
     for _ in range(200):
         with socket.socket() as a, socket.socket() as b:
             a.bind(("127.0.0.1", 0))
             port = int(a.getsockname()[1])
-            if port + 10000 > 65535:
+            if port + 10000 > 65535 or {port, port + 10000} & set(taken):
                 continue
             try:
                 b.bind(("127.0.0.1", port + 10000))
@@ -70,30 +71,50 @@ class RedisClusterNodes(Service):
         info = self.client(port).execute_command("CLUSTER INFO")  # parsed by redis-py into a dict
         return bool(info.get("cluster_state") == "ok")
 
+    def _launch(self, name: str, taken: set[int]) -> Node:
+        """A cluster node on a fresh pair of free ports (added to ``taken``)."""
+        port = free_cluster_port(taken)
+        taken |= {port, port + 10000}
+        directory = self.workdir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "nodes.conf").unlink(missing_ok=True)  # a node started again here must not find its old id
+        log = (directory / "redis.log").open("ab")
+        listen = ["--port", str(port)] if self.tls is None else [
+            "--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
+            *(arg for option, value in self.tls.server_options() for arg in (f"--{option}", value))]
+        process = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", *listen, "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout_ms),
+             "--save", "", "--appendonly", "no", "--dir", str(directory), "--requirepass", self.password,
+             "--masterauth", self.password, "--repl-diskless-sync-delay", "0"],
+            cwd=directory, stdout=log, stderr=log)
+        log.close()
+        return Node(name, port, directory, process)
+
+    def _until_answering(self, i: int, taken: set[int]) -> None:
+        """Wait for node ``i`` to answer. A port free when chosen may be taken before the node binds it (a client
+        got it as its own ephemeral port): the node exits, and is started again on other ports."""
+        for _attempt in range(3):
+            node = self.nodes[i]
+            wait_until(partial(self._answering_or_gone, node), f"{node.name} answering on port {node.port}")
+            if node.process.poll() is None:
+                return
+            self.nodes[i] = self._launch(node.name, taken)
+        raise RuntimeError(f"{self.nodes[i].name} exited at start three times: see {self.nodes[i].directory}")
+
+    def _answering_or_gone(self, node: Node) -> bool:
+        return node.process.poll() is not None or bool(self.client(node.port).ping())
+
     def start(self) -> None:
         cli = shutil.which("redis-cli")
         if cli is None:
             pytest.fail(f"the Redis Cluster tests need redis-cli ({INSTALL_HINT})", pytrace=False)
         try:
+            taken: set[int] = set()
             for i in range(self.primaries * (1 + self.replicas)):
-                port = free_cluster_port()
-                name = f"node-{i}"
-                directory = self.workdir / name
-                directory.mkdir(parents=True, exist_ok=True)
-                log = (directory / "redis.log").open("ab")
-                listen = ["--port", str(port)] if self.tls is None else [
-                    "--port", "0", "--tls-port", str(port), "--tls-cluster", "yes",
-                    *(arg for option, value in self.tls.server_options() for arg in (f"--{option}", value))]
-                process = subprocess.Popen(
-                    [redis_server_binary(), "--bind", "127.0.0.1", *listen, "--cluster-enabled", "yes",
-                     "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout_ms),
-                     "--save", "", "--appendonly", "no", "--dir", str(directory), "--requirepass", self.password,
-                     "--masterauth", self.password, "--repl-diskless-sync-delay", "0"],
-                    cwd=directory, stdout=log, stderr=log)
-                log.close()
-                self.nodes.append(Node(name, port, directory, process))
-            for node in self.nodes:
-                wait_until(self.client(node.port).ping, f"{node.name} answering on port {node.port}")
+                self.nodes.append(self._launch(f"node-{i}", taken))
+            for i in range(len(self.nodes)):
+                self._until_answering(i, taken)
             tls = [] if self.tls is None else [
                 "--tls", "--cacert", str(self.tls.path("ca.crt")), "--cert", str(self.tls.path("client.crt")),
                 "--key", str(self.tls.path("client.key"))]
