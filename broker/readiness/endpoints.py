@@ -31,6 +31,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from broker.config.schema import CertificateLogin
+from broker.origins import origin
 from broker.pki.tls import EndpointProbe, probe_endpoint
 from broker.readiness.model import RANK, Check, Section
 from broker.readiness.trust import issuing_cas, name_of, validity_check
@@ -297,14 +298,8 @@ def login_host_check(base_url: str, probed: Sequence[str]) -> Check:
     """``endpoint.login_host``: the host the SPs send users to (``idp.base_url``: the SSO and ACS locations of the
     broker's metadata) is among the endpoints probed. Its CertificateRequest is the one that decides whether cards
     are offered; a readiness run over another host (a test name, the proxy's internal one) proves nothing there."""
-    def origin(url: str) -> tuple[str, str, int]:
-        parts = urlsplit(url)
-        return parts.scheme.lower(), (parts.hostname or "").lower().rstrip("."), parts.port or 443
-    try:
-        wanted = origin(base_url)
-        found = any(origin(url) == wanted for url in probed)
-    except ValueError:
-        found = False
+    wanted = origin(base_url)
+    found = wanted is not None and any(origin(url) == wanted for url in probed)
     if found:
         return Check("endpoint.login_host", "pass", "the login host is probed",
                      f"idp.base_url {base_url} is among the endpoints probed", None, base_url)

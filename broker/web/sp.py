@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, Response, abort, make_response, request
 
 from broker.audit.events import AuditEvent
 from broker.errors import RequestRejected, SamlRejected
 from broker.flow.results import LoginFailed
+from broker.origins import origin as origin_of
 from broker.saml.bindings import from_post
 from broker.web import csrf
 from broker.web.idp import single_logout
@@ -101,22 +100,5 @@ def _cross_site() -> bool:
     origin = request.headers.get("Origin")
     if origin is None or origin == "null":
         return origin == "null"
-    return _origin(origin) != _origin(services().settings.broker.idp.base_url)
-
-
-_DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    """RFC 6454 §4: an origin as the triple (scheme, host, port), the host in lower case and the scheme's default
-    port filled in, so that ``https://IdP.example:443`` (as an operator may write base_url) and
-    ``https://idp.example`` (as a browser sends Origin, §6.2) are one origin; None when ``url`` is not one."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if not parts.hostname:
-        return None
-    return scheme, parts.hostname, port if port is not None else _DEFAULT_PORTS.get(scheme)
+    theirs = origin_of(origin)
+    return theirs is None or theirs != origin_of(services().settings.broker.idp.base_url)
