@@ -291,10 +291,7 @@ class SessionManager:
         """
         sid = _hash(token)
         ttl = self._ttl(session, self._clock.now())
-        members = []
-        if session.upstream is not None:
-            members.append((self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
-                            self.absolute_timeout.total_seconds()))
+        members = self._principal_members(session, sid)
         answered = participant.sp_entity_id if participant is not None else None
         for p in [*(c for c in carried if c.sp_entity_id != answered), *([participant] if participant else [])]:
             members.append(("session-sps:" + sid, p.encode(), ttl))
@@ -344,6 +341,13 @@ class SessionManager:
     def ref(token: str) -> str:
         """The store's name for a session (the cookie's hash): what logout works with."""
         return _hash(token)
+
+    def _principal_members(self, session: SsoSession, sid: str) -> list[tuple[str, str, float]]:
+        """A federated session's entry in the (IdP, NameID) index its IdP's LogoutRequest finds it by."""
+        if session.upstream is None:
+            return []
+        return [(self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
+                 self.absolute_timeout.total_seconds())]
 
     @staticmethod
     def _principal_key(idp: str, name_id: str) -> str:
@@ -463,12 +467,8 @@ class SessionManager:
         now = self._clock.now()
         if now >= session.expires_at:
             return
-        members = []
-        if session.upstream is not None:
-            members.append((self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
-                            self.absolute_timeout.total_seconds()))
         self._store.put("session:" + sid, replace(session, retired=why).to_json(), self._ttl(session, now),
-                        members=members)
+                        members=self._principal_members(session, sid))
 
     def note_ending(self, logout: str, ended: Sequence[tuple[str, SsoSession]]) -> None:
         """Before a single logout named ``logout`` (its initiator and request) ends the sessions ``ended``: what it
