@@ -84,6 +84,30 @@ def _configured_private_keys_parsed_once() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _apps_closed_when_their_test_ends(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """``create_app`` asks for its audit chain to be sealed at interpreter exit. In the suite that would be
+    a thousand apps sealed at the end of the run, in temporary directories long removed (each an error line,
+    and every writer kept alive until then): the seals a test's apps asked for run when the test ends, while
+    their directories still exist. Apps of wider-scoped fixtures, built before this fixture, keep the real
+    registration."""
+    import broker.app
+
+    class _AtTestEnd:
+        def __init__(self) -> None:
+            self.calls: list[Any] = []
+
+        def register(self, call: Any) -> Any:
+            self.calls.append(call)
+            return call
+
+    deferred = _AtTestEnd()
+    monkeypatch.setattr(broker.app, "atexit", deferred)
+    yield
+    for call in reversed(deferred.calls):
+        call()
+
+
 @pytest.fixture(scope="session")
 def demo_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
