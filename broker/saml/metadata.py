@@ -17,12 +17,14 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from defusedxml import DefusedXmlException
 from saml2 import md
 
 from broker.config.typed import ParseContext
 from broker.config.values import read_configured_file
 from broker.config.yamlsource import KeyPath
+from broker.pki.algorithms import weak_key_reason
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
@@ -149,8 +151,20 @@ def _key_descriptors(descriptor: Any, use: str) -> Iterator[tuple[Any, x509.Cert
             yield kd, cert
 
 
-def _certificates(descriptor: Any, use: str) -> tuple[x509.Certificate, ...]:
-    return tuple(cert for _, cert in _key_descriptors(descriptor, use))
+def _signing_certificates(descriptor: Any) -> tuple[x509.Certificate, ...]:
+    """The certificates of the entity's signing keys (SAML Metadata §2.4.1.1), every one strong enough to trust a
+    signature from: its signatures are the entity's word (an SP's requests, an IdP's assertions), so an RSA key
+    under 2048 bits or a small curve, which whoever breaks it could sign with, refuses the metadata, as it refuses
+    a CA (:func:`broker.pki.algorithms.weak_key_reason`). Key types no verifier here uses are left as they are."""
+    found = []
+    for _, cert in _key_descriptors(descriptor, "signing"):
+        weak = weak_key_reason(cert) if isinstance(cert.public_key(), rsa.RSAPublicKey | ec.EllipticCurvePublicKey) \
+            else None
+        if weak:
+            raise ValueError(f"a signing key is too weak: {weak}; its certificate: "
+                             f"{cert.subject.rfc4514_string()[:200]}")
+        found.append(cert)
+    return tuple(found)
 
 
 def _encryption_method(method: Any) -> EncryptionMethod:
@@ -236,7 +250,7 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
         entity_id=entity_id,
         assertion_consumer_services=acs,
         single_logout_services=_endpoints(sp.single_logout_service, indexed=False),
-        signing_certificates=_certificates(sp, "signing"),
+        signing_certificates=_signing_certificates(sp),
         encryption_keys=_encryption_keys(sp),
         authn_requests_signed=_bool(sp.authn_requests_signed),
         want_assertions_signed=_bool(sp.want_assertions_signed),
@@ -297,7 +311,7 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
     if len(idps) != 1:
         raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 IDPSSODescriptor, found {len(idps)}")
     idp = idps[0]
-    signing = _certificates(idp, "signing")
+    signing = _signing_certificates(idp)
     if not signing:
         raise ValueError(f"the IdP {entity_id!r} publishes no signing key")
     result = IdpMetadata(

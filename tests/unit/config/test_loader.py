@@ -1115,6 +1115,37 @@ def test_a_metadata_key_of_a_type_nobody_here_uses_is_passed_over(config_dir: Pa
               [Expected(DEMO_SP, "encrypt_assertions:", "encrypt_assertions", "the metadata has no encryption key")])
 
 
+_WEAK_SIGNING_KEYS = [
+    pytest.param("rsa1024", "RSA key of 1024 bits (at least 2048 are required)", id="rsa-1024"),
+    pytest.param("ec192", "elliptic curve secp192r1 is not accepted", id="ec-p192"),
+]
+
+
+def _metadata_file(name: str, transform: Callable[[str], str]) -> Edit:
+    def edit(config_dir: Path) -> None:
+        path = config_dir / "metadata" / name
+        path.write_text(transform(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+    return edit
+
+
+@pytest.mark.parametrize(("key", "fragment"), _WEAK_SIGNING_KEYS)
+@pytest.mark.parametrize(("name", "expected"), [
+    pytest.param("demo-sp.xml", (DEMO_SP, "metadata:", "metadata"), id="sp-metadata"),
+    pytest.param("kommun-c-idp.xml", ("municipalities/kommun-c.yaml", "file: metadata/kommun-c-idp.xml",
+                                      "saml.metadata.file"), id="municipal-idp-metadata"),
+])
+def test_a_weak_signing_key_in_a_peers_metadata_is_refused(config_dir: Path, key: str, fragment: str, name: str,
+                                                            expected: tuple[str, str, str]) -> None:
+    """A signing key in a peer's metadata is what its signatures are checked with: an SP's AuthnRequests and
+    LogoutRequests, a municipal IdP's assertions. One too weak to trust (RSA under 2048 bits, a small curve: the
+    rule the CAs' keys follow) lets whoever breaks it sign as that peer: log anyone in through the IdP, or pass
+    the SP's require_signed_requests. It is refused at load, also beside a good key."""
+    der = CertificateAuthority.root("Peer signing", NOW, key=key).certificate.public_bytes(serialization.Encoding.DER)
+    check(config_dir, _metadata_file(name, _with_key_descriptor("signing", der)),
+          [Expected(*expected, f"a signing key is too weak: {fragment}")])
+
+
 def _rsa_pss_key() -> bytes:
     """A certificate whose key is id-RSASSA-PSS (RFC 4055: for PSS signatures only), made by OpenSSL."""
     done = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048",
