@@ -60,7 +60,8 @@ class Answers:
         first participant and the participants of the session it ``replaced`` (:meth:`SessionManager.replace`):
         one round trip, and only once the assertion exists. A reused session (as :meth:`SessionManager.touch`
         left it) is stored again with this SP the same way, but only if it still exists: when it has ended
-        since it was found (a logout meanwhile), the assertion is not sent (:meth:`_session_ended`). ``detail``
+        since it was found (a logout meanwhile), the assertion is not sent (:meth:`_session_ended`); once it is
+        stored, ``session_reused`` is recorded (the session answered this SP). ``detail``
         goes to the ``assertion_issued`` event (for the operator). ``settle``, asked once a new session is stored:
         a refusal that came about meanwhile (a logout on another instance that looked for sessions before this one
         was stored), which ends the session before anything is answered from it.
@@ -102,6 +103,12 @@ class Answers:
                                    retry=False)
         elif not d.sessions.save_reused(token, session, participant):
             return self._session_ended(info, sp, ctx, session)
+        else:
+            # only now: a session refused above (the IdP's ProxyRestriction) or ended meanwhile answered nothing
+            d.audit.record(AuditEvent(
+                "session_reused", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
+                client_address=ctx.client_address,
+                data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
         if replaced is not None:
             kept = [p.sp_entity_id for p in replaced.participants if p.sp_entity_id != sp.entity_id]
             note = (f"replaces the browser's session of login {replaced.correlation_id}; its services stay in "

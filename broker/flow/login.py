@@ -289,12 +289,8 @@ class LoginFlow:
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=session.identity, sp=sp.entity_id, client_address=ctx.client_address))
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
-        session = d.sessions.touch(token, session)
-        d.audit.record(AuditEvent(
-            "session_reused", "success", ctx.correlation_id, identity=session.identity, sp=sp.entity_id,
-            client_address=ctx.client_address,
-            data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
-        return self._answers.issue(info, sp, ctx, token, session, new_session=False)
+        # session_reused is recorded by issue(), once the session has answered
+        return self._answers.issue(info, sp, ctx, token, d.sessions.touch(token, session), new_session=False)
 
 
 def _wants_more(reason: str, info: AuthnRequestInfo, loa: Loa) -> bool:

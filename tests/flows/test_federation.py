@@ -25,11 +25,13 @@ from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.reasons import NO_AUTHN_CONTEXT, NO_PASSIVE
 from broker.session.store import RedisStore
 from broker.web.services import CORRELATION_ENVIRON
+from tests.corpus.upstream.generate import proxy_restriction
 from tests.factories.authnrequests import (
     ACS_URL as SP_ACS_URL,
 )
 from tests.factories.authnrequests import (
     NS,
+    SP_ENTITY_ID,
     AuthnRequests,
     assert_refused,
     open_browser,
@@ -41,6 +43,7 @@ from tests.factories.authnrequests import (
 from tests.factories.idp import KARIN, LARS, AtIdp, back_to_broker, discovery_form, federated_login, to_idp
 from tests.factories.saml import BASE_URL, Browser, saml_response_form, xmlsec_binary
 from tests.flows.conftest import FEDERATED_LOGIN, audit_lines, correlation_of, events_of, request_id_of
+from tests.flows.test_federation_hardening import resigned
 
 LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
@@ -296,6 +299,25 @@ class TestSecondServiceProvider:
         reused, = records_of(config_dir, cid, "session_reused")
         assert (reused["sp"], reused["user"]) == (SECOND_SP_ENTITY_ID, "SE2120003005-K001")
         assert len([e for e in audit_lines(config_dir) if e["event"] == "upstream_authn_requested"]) == 1
+
+    def test_a_second_sp_outside_the_idps_proxy_restriction_is_refused_and_no_reuse_is_recorded(
+            self, browser: Browser, sp: DemoSp, idp: DemoIdp, second_sp: DemoSp, config_dir: Path,
+            demo_material: Any) -> None:
+        """The IdP's assertion may go on to the first SP only (ProxyRestriction, SAML Core §2.5.1.6): the session
+        answers the second SP nothing, and the audit trail says so, without a session_reused ("an SSO session
+        answered a new AuthnRequest") for an answer that was never given."""
+        at = to_idp(browser, idp, browser.get(sp.login_url()))
+        post = idp.respond(at.request, at.relay_state, KARIN)
+        first = browser.post(post.url, resigned(post.fields, demo_material, proxy_restriction(None, SP_ENTITY_ID)))
+        _, fields = saml_response_form(first)
+        assert sp.accept(fields["SAMLResponse"]).loa == LOA3
+
+        url = second_sp.login_url()
+        assert_refused(browser.get(url), "upstream_proxy_restricted")
+        assert events_of(config_dir, correlation_of(config_dir, request_id_of(url))) == [
+            ("login_started", "info", None),
+            ("login_refused", "failure", "upstream_proxy_restricted"),
+        ]
 
 
 # --- 5. ForceAuthn and IsPassive go upstream -----------------------------------------------------
