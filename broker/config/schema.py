@@ -169,7 +169,9 @@ class SessionConfig:
 
     idle_timeout: Duration = field(default=Duration(1800), metadata=doc("session ends after this idle time"))
     absolute_timeout: Duration = field(
-        default=Duration(8 * 3600), metadata=doc("session ends this long after login, whatever the activity")
+        default=Duration(8 * 3600),
+        metadata=doc("session ends this long after login, whatever the activity; sooner when what the login rests on "
+                     "ends sooner (the certificate's validity, the municipal IdP's SessionNotOnOrAfter)")
     )
     pending_login_timeout: Duration = field(
         default=Duration(600), metadata=doc("how long an unfinished login (its AuthnRequest) is kept")

@@ -108,6 +108,9 @@ class CertificateStep:
             certificate_der=cert.public_bytes(serialization.Encoding.DER),
             certificate_chain_der=[c.public_bytes(serialization.Encoding.DER) for c in ctx.presented.chain],
             upstream=replaced.upstream if replaced is not None else None,
+            # a session proves no more than its certificate: it ends when the certificate's path does, before
+            # the absolute timeout if sooner (also when no revocation check would look at it again)
+            not_after=validated.path.not_after,
         )
         return self._answers.issue(info, sp, ctx, token, session, new_session=True, certificate=facts,
                                    replaced=replaced)
@@ -162,7 +165,8 @@ class CertificateStep:
         self.audit_soft_fail(validated, ctx, sp)
         held = LOA_BY_URI.get(session.loa_uri)
         loa_uri = validated.loa.uri if held is None or validated.loa.rank < held.rank else session.loa_uri
-        return replace(session, revocation_valid_until=validated.revocation.valid_until, loa_uri=loa_uri), None
+        return replace(session, revocation_valid_until=validated.revocation.valid_until, loa_uri=loa_uri,
+                       expires_at=min(session.expires_at, validated.path.not_after)), None
 
     def municipality_of(self, cert: x509.Certificate,
                         presented: Sequence[x509.Certificate] = ()) -> Municipality | None:

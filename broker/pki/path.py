@@ -119,6 +119,14 @@ class VerifiedPath:
     checked_at: dt.datetime
     fingerprints: tuple[bytes, ...]
 
+    @property
+    def not_after(self) -> dt.datetime:
+        """The last instant the path is valid: the earliest notAfter among its certificates below the trust
+        anchor (RFC 5280 §6.1.3 (a)(2) checks the validity of each of them; the anchor itself is input to the
+        algorithm, not part of the path, §6.1.1 (d)). What the certificate proves ends there."""
+        below_anchor = self.chain[:-1] or self.chain
+        return min(c.not_valid_after_utc for c in below_anchor)
+
 
 def check_purpose(leaf: x509.Certificate) -> None:
     """The login purpose rules for the leaf (RFC 5280 §4.2.1.3, §4.2.1.12).

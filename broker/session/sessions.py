@@ -263,7 +263,7 @@ class SessionManager:
             loa_uri=loa_uri,
             authn_instant=authn_instant or now,
             # the absolute timeout, or sooner when the authentication itself ends sooner (an upstream
-            # IdP's SessionNotOnOrAfter, SAML Core §2.7.2)
+            # IdP's SessionNotOnOrAfter, SAML Core §2.7.2; the end of the login certificate's validity)
             expires_at=min(now + self.absolute_timeout, not_after) if not_after else now + self.absolute_timeout,
             last_seen=now,
             correlation_id=correlation_id,

@@ -9,7 +9,9 @@ pysaml2 SP judges the assertion's times by the real clock.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from tests.factories.authnrequests import assert_refused, open_browser
 from tests.factories.http_files import FileServer
 from tests.factories.municipality_choice import choose
 from tests.factories.ocsp_responder import OcspResponder, closed_port_url
-from tests.factories.revocation import demo_cas, impostor, point_issuing_ca_at, set_revocation
+from tests.factories.revocation import demo_cas, impostor, leaf, point_issuing_ca_at, set_revocation
 from tests.factories.saml import Browser, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 
@@ -305,6 +307,40 @@ def test_session_is_kept_but_refused_while_the_status_cannot_be_established(
     revocation.advance(dt.timedelta(seconds=10))  # past the circuit breaker's retry_after
     logged_in(browser.get(sp.login_url()), sp)
     assert only(revocation.config_dir, "session_reused")["outcome"] == "success"
+
+
+@pytest.mark.parametrize(("valid_for", "reused"), [
+    pytest.param(VALIDITY, False, id="card-expired-by-the-next-request"),
+    pytest.param(dt.timedelta(hours=1), True, id="card-still-valid"),
+])
+def test_a_session_ends_when_its_certificate_does(revocation: Revocation, demo_material: Any,
+                                                  valid_for: dt.timedelta, reused: bool) -> None:
+    """A session proves no more than the certificate it rests on (RFC 5280 §4.1.2.5): it ends at the card's
+    notAfter even when no revocation check looks at the card again (mode none), and the SP is told so in
+    SessionNotOnOrAfter (SAML Core §2.7.2)."""
+    set_revocation(revocation.config_dir, MUNICIPALITY, {"mode": "none"})
+    card = leaf(revocation.issuing, valid_until=revocation.clock.now() + valid_for)
+    app = revocation.app()
+    browser, sp = open_browser(app, card.pem().decode()), sp_for(app, demo_material)
+    response = browser.get(sp.login_url())
+    logged_in(response, sp)
+    statement = saml_response_form(response)[1]["SAMLResponse"]
+    session_end = re.search(rb'SessionNotOnOrAfter="([^"]+)"', base64.b64decode(statement))
+    assert session_end is not None
+    assert dt.datetime.fromisoformat(session_end[1].decode()) == min(
+        card.certificate.not_valid_after_utc, revocation.clock.now() + dt.timedelta(hours=8))
+
+    revocation.advance(VALIDITY + dt.timedelta(seconds=1))
+    browser.certificate_pem = None
+    response = browser.get(sp.login_url())
+    if reused:
+        logged_in(response, sp)
+        assert only(revocation.config_dir, "session_reused")["outcome"] == "success"
+        return
+    response = choose(browser, response, MUNICIPALITY)  # not logged in any more, and no card to log in with
+    assert_refused(response, "certificate_missing")
+    assert only(revocation.config_dir, "session_expired")["detail"] == "expired_absolute"
+    assert "session_reused" not in [e["event"] for e in events(revocation.config_dir)]
 
 
 # --- CRLs over HTTP ------------------------------------------------------------------------------------
