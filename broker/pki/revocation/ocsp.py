@@ -265,11 +265,23 @@ def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datet
     if response.responder_key_hash == issuer_key_hash or response.responder_name == issuer.subject:
         return issuer, "the issuing CA"
     for candidate in response.certificates:
-        by_key = x509.SubjectKeyIdentifier.from_public_key(candidate.public_key()).digest
-        if response.responder_key_hash != by_key and response.responder_name != candidate.subject:
+        by_key = _key_hash(candidate)
+        named = response.responder_name is not None and response.responder_name == candidate.subject
+        if not named and (by_key is None or response.responder_key_hash != by_key):
             continue
         return candidate, _check_delegate(candidate, issuer, now, skew)
     raise _invalid("the response is signed by neither the issuing CA nor an authorised responder")
+
+
+def _key_hash(cert: x509.Certificate) -> bytes | None:
+    """The KeyHash a responder ID byKey gives for ``cert`` (RFC 6960 §4.2.1: SHA-1 of its subjectPublicKey), or None
+    when its public key cannot be read (an algorithm or curve cryptography does not know). The response's certs
+    lie outside the signed ResponseData, so anyone on the way from the responder can put such a certificate there:
+    it names no responder, and must not end the check with anything but a refusal."""
+    try:
+        return x509.SubjectKeyIdentifier.from_public_key(cert.public_key()).digest
+    except (UnsupportedAlgorithm, ValueError):
+        return None
 
 
 def _entries_for(response: ocsp.OCSPResponse, cert: x509.Certificate,

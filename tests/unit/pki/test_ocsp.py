@@ -495,6 +495,30 @@ def test_delegated_responder_certificates_refused(responder: OcspResponder, ca: 
     assert "delegated responder CN=Kommun A OCSP Responder" in exc.detail
 
 
+# A certificate in the response's certs field lies outside the signed ResponseData (RFC 6960 §4.2.1), so anyone
+# on the path to a plain-HTTP responder can swap one in; whose public key cryptography cannot read (another key
+# algorithm, a curve it does not know) is no responder's, and the answer is invalid, not an error of the broker's.
+ID_EC_PUBLIC_KEY = bytes.fromhex("06072a8648ce3d0201")   # 1.2.840.10045.2.1
+P256 = bytes.fromhex("06082a8648ce3d030107")              # 1.2.840.10045.3.1.7
+
+
+@pytest.mark.parametrize(("original", "replacement"), [
+    pytest.param(ID_EC_PUBLIC_KEY, bytes.fromhex("06072a8648ce3d0209"), id="unknown-key-algorithm"),
+    pytest.param(P256, bytes.fromhex("06082a8648ce3d030109"), id="unknown-curve"),
+])
+def test_a_responder_certificate_whose_key_cannot_be_read_is_refused(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, original: bytes,
+        replacement: bytes) -> None:
+    issued = Delegate().install(responder)
+    der = answer(responder, cert, ca.certificate)
+    delegate = issued.certificate.public_bytes(serialization.Encoding.DER)
+    assert der.count(delegate) == 1
+    assert delegate.count(original) == 1
+    exc = rejected(der.replace(delegate, delegate.replace(original, replacement)), cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert "signed by neither the issuing CA nor an authorised responder" in exc.detail
+
+
 # --- time boundaries (±1 s, with the configured skew) -----------------------------------------------
 
 
