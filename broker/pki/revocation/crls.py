@@ -208,20 +208,21 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
         usage = None
     if usage is not None and not usage.crl_sign:
         raise ValueError(f"the CRL's issuer {subject_text(signer)} may not sign CRLs (its keyUsage lacks cRLSign)")
-    for ext in crl.extensions:
+    extensions = _extensions(crl, "the CRL")
+    for ext in extensions:
         if ext.oid == x509.oid.ExtensionOID.DELTA_CRL_INDICATOR:
             raise ValueError("delta CRLs are not supported; configure the full CRL")
         if ext.critical and ext.oid != x509.oid.ExtensionOID.ISSUING_DISTRIBUTION_POINT:
             raise ValueError(f"the CRL has an unsupported critical extension {ext.oid.dotted_string}")
     try:
-        idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+        idp = extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
     except x509.ExtensionNotFound:
         idp = None
     if idp is not None and (idp.only_contains_attribute_certs or idp.only_some_reasons or idp.indirect_crl):
         raise ValueError("indirect CRLs and CRLs for only some reasons are not supported; configure the full CRL")
     revoked: set[int] = set()
     for entry in crl:
-        for ext in entry.extensions:
+        for ext in _extensions(entry, f"the CRL entry for serial {entry.serial_number:x}"):
             if ext.critical:  # e.g. certificateIssuer, which only indirect CRLs carry
                 raise ValueError(f"the CRL entry for serial {entry.serial_number:x} has an unsupported critical "
                                  f"extension {ext.oid.dotted_string}")
@@ -229,7 +230,7 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
             continue  # RFC 5280 §6.3.3 (k): UNREVOKED (§5.3.1: it belongs in delta CRLs, which are not used)
         revoked.add(entry.serial_number)
     try:
-        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        number: int | None = extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
         number = None
     return VerifiedCrl(
@@ -245,6 +246,18 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
         only_ca_certs=idp is not None and idp.only_contains_ca_certs,
         number=number,
     )
+
+
+def _extensions(owner: x509.CertificateRevocationList | x509.RevokedCertificate, what: str) -> x509.Extensions:
+    """The extensions of a CRL or of one of its entries, each at most once (RFC 5280 §5.2, §5.3, as §4.2 has it for
+    certificates: one instance of a particular extension). cryptography notices a repeated one only when they are
+    read, and says so with an exception of its own: turned into the ValueError :func:`verify_crl` promises, so that
+    every caller (configuration, refresh, readiness, the command line) refuses the CRL instead of failing."""
+    try:
+        return owner.extensions
+    except x509.DuplicateExtension as exc:
+        raise ValueError(f"{what} has extension {exc.oid.dotted_string} more than once (RFC 5280 §5.2, §5.3)") \
+            from None
 
 
 def _scope_names(idp: x509.IssuingDistributionPoint, issuer: x509.Name) -> frozenset[x509.GeneralName] | None:

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from broker.cli import main
 from broker.demo.certificates import write_pem
 from tests.factories.pki import Hierarchy
-from tests.factories.pki_cases import NOW, SECOND, reissue, revoking, with_duplicate_extension
+from tests.factories.pki_cases import NOW, SECOND, crl, reissue, revoking, with_duplicate_extension
 
 DAY = dt.timedelta(days=1)
 AT_NOW = ["--at", NOW.isoformat()]
@@ -217,6 +217,10 @@ def test_verify_intermediate_bundle_with_duplicate_extension_exit_2(h: Hierarchy
     pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "x.crl", Hierarchy.build(NOW, "X").root.crl())],
                  "is not a configured CA", id="crl-of-unknown-issuer"),
     pytest.param(lambda tmp_path, h: ["--at", "next tuesday"], "not an ISO 8601 date-time", id="at-not-iso-8601"),
+    # signed by the CA, but with cRLNumber twice: refused as the file is read, not with a traceback
+    pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "twice.crl",
+                                                         crl(h.issuing, extensions=[(x509.CRLNumber(5), False)]))],
+                 "the CRL has extension 2.5.29.20 more than once", id="crl-with-an-extension-twice"),
 ])
 def test_verify_unusable_options_exit_2(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
                                         extra: Any, detail: str) -> None:

@@ -60,6 +60,15 @@ def _entry_extension(ca: CertificateAuthority, cert: x509.Certificate,
             .next_update(NOW + DAY).add_revoked_certificate(entry).sign(ca.key, hashes.SHA256()))
 
 
+def _entry_reason_twice(ca: CertificateAuthority, cert: x509.Certificate) -> x509.CertificateRevocationList:
+    """``ca``'s CRL listing ``cert`` with two reasonCode entry extensions (the builder's constructor takes them)."""
+    reasons = [x509.CRLReason(x509.ReasonFlags.key_compromise), x509.CRLReason(x509.ReasonFlags.certificate_hold)]
+    entry = x509.RevokedCertificateBuilder(serial_number=cert.serial_number, revocation_date=NOW - DAY,
+                                           extensions=[x509.Extension(r.oid, False, r) for r in reasons]).build()
+    return (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject).last_update(NOW - DAY)
+            .next_update(NOW + DAY).add_revoked_certificate(entry).sign(ca.key, hashes.SHA256()))
+
+
 def _without_crl_sign(h: Hierarchy) -> tuple[x509.Certificate, ...]:
     """The issuing CA's certificate again (same name and key), its keyUsage without cRLSign."""
     issuing = h.issuing.certificate
@@ -98,6 +107,12 @@ REFUSED = [
                  cas, "indirect CRLs and CRLs for only some reasons", id="partitioned-only-some-reasons"),
     pytest.param(lambda h: crl(h.issuing, extensions=[idp(indirect=True)]), cas, "indirect CRLs and CRLs for only",
                  id="indirect-crl"),
+    # each extension at most once (RFC 5280 §5.2, as §4.2 for certificates): cryptography notices only when the
+    # extensions are read, and says so with an exception of its own, which callers expecting ValueError let through
+    pytest.param(lambda h: crl(h.issuing, extensions=[(x509.CRLNumber(5), False)]), cas,
+                 "the CRL has extension 2.5.29.20 more than once", id="crl-extension-twice"),
+    pytest.param(lambda h: _entry_reason_twice(h.issuing, h.leaf().certificate), cas,
+                 "the CRL entry for serial .* has extension 2.5.29.21 more than once", id="entry-extension-twice"),
 ]
 
 
