@@ -565,6 +565,18 @@ def _resign(response: ocsp.OCSPResponse, key: PrivateKey, algorithm: hashes.Hash
     return ocsp.load_der_ocsp_response(der)
 
 
+def with_oid_renamed(response: ocsp.OCSPResponse, old: str, new: str, key: PrivateKey,
+                     now: dt.datetime) -> ocsp.OCSPResponse:
+    """``response`` with the OBJECT IDENTIFIER ``old`` written as ``new`` in its ResponseData (both of one encoded
+    length, ``old`` there once), signed again with ``key`` (producedAt ``now``): e.g. a second responseExtension
+    under the first one's OID, which cryptography's builder refuses to make."""
+    old_tlv, new_tlv = _tlv(0x06, _oid_content(old)), _tlv(0x06, _oid_content(new))
+    der = response.public_bytes(serialization.Encoding.DER)
+    if len(old_tlv) != len(new_tlv) or der.count(old_tlv) != 1:
+        raise ValueError(f"{old} must appear once and encode as long as {new}")
+    return _resign(ocsp.load_der_ocsp_response(der.replace(old_tlv, new_tlv)), key, hashes.SHA256(), now)
+
+
 def _tbs_response_data(response: ocsp.OCSPResponse) -> bytes:
     """The DER ResponseData (tbsResponseData) of a successful ``response``."""
     _status, explicit = _children(response.public_bytes(serialization.Encoding.DER))

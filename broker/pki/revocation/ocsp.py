@@ -160,7 +160,7 @@ def _check_delegate(candidate: x509.Certificate, issuer: x509.Certificate, now: 
         raise _invalid(f"delegated responder {who} is not signed by the certificate's CA") from None
     try:
         extensions = candidate.extensions
-    except ValueError as exc:  # duplicate or malformed extensions
+    except (ValueError, x509.DuplicateExtension) as exc:  # malformed, or duplicate (no ValueError in cryptography)
         raise _invalid(f"delegated responder {who} has unreadable extensions ({exc})") from None
     try:
         eku = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
@@ -198,7 +198,7 @@ def _check_critical_extensions(response: ocsp.OCSPResponse) -> None:
     holds one, so those of each entry are read from the signed ResponseData (:func:`_single_extension_oids`)."""
     try:
         found = [(e.oid.dotted_string, e.critical) for e in response.extensions]
-    except ValueError as exc:  # duplicate or malformed extensions
+    except (ValueError, x509.DuplicateExtension) as exc:  # malformed, or duplicate (no ValueError in cryptography)
         raise _invalid(f"the response has unreadable extensions ({exc})") from None
     try:
         found += _single_extension_oids(response.tbs_response_bytes)

@@ -21,7 +21,8 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile, new_key
 from broker.errors import CertificateRejected
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
-from tests.factories.ocsp_responder import OCSP_SIGNING, Entry, OcspResponder
+from tests.factories.ocsp_responder import OCSP_SIGNING, Entry, OcspResponder, with_oid_renamed
+from tests.factories.pki_cases import with_duplicate_extension
 from tests.factories.revocation import HOUR, MINUTE, NOW, SECOND, impostor, leaf, person_ca, with_pointers
 
 SKEW = dt.timedelta(minutes=5)
@@ -410,6 +411,7 @@ def _key_usage(*, digital_signature: bool = False, non_repudiation: bool = False
 
 DIGITAL_SIGNATURE = _key_usage(digital_signature=True)
 UNKNOWN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1.1")
+OTHER_UNKNOWN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.55555.1.2")
 UNKNOWN_EXTENSION = x509.UnrecognizedExtension(UNKNOWN_OID, b"\x05\x00")
 ANY_POLICY = x509.CertificatePolicies([x509.PolicyInformation(x509.ObjectIdentifier("2.5.29.32.0"), None)])
 
@@ -493,6 +495,37 @@ def test_delegated_responder_certificates_refused(responder: OcspResponder, ca: 
     assert exc.reason == "revocation_response_invalid"
     assert detail in exc.detail
     assert "delegated responder CN=Kommun A OCSP Responder" in exc.detail
+
+
+def _response_extension_twice(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate) -> bytes:
+    for oid in (UNKNOWN_OID, OTHER_UNKNOWN_OID):
+        responder.add_response_extension(x509.UnrecognizedExtension(oid, b"\x05\x00"), critical=False)
+    built = ocsp.load_der_ocsp_response(answer(responder, cert, ca.certificate))
+    return with_oid_renamed(built, OTHER_UNKNOWN_OID.dotted_string, UNKNOWN_OID.dotted_string, ca.key,
+                            NOW).public_bytes(serialization.Encoding.DER)
+
+
+def _delegate_key_usage_twice(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate) -> bytes:
+    issued = Delegate(extensions=((x509.SubjectAlternativeName([x509.DNSName("ocsp.kommun-a.example.se")]),
+                                   False),)).install(responder)
+    responder.delegate = Issued(with_duplicate_extension(issued.certificate, ca), issued.key)
+    return answer(responder, cert, ca.certificate)
+
+
+@pytest.mark.parametrize(("make", "detail"), [
+    pytest.param(_response_extension_twice, "the response has unreadable extensions", id="response-extension-twice"),
+    pytest.param(_delegate_key_usage_twice, "delegated responder CN=Kommun A OCSP Responder has unreadable extensions",
+                 id="delegate-key-usage-twice"),
+])
+def test_an_extension_given_twice_refuses_the_answer(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
+        make: Callable[[OcspResponder, CertificateAuthority, x509.Certificate], bytes], detail: str) -> None:
+    """Each extension at most once (RFC 6960 §4.4 takes RFC 5280's Extensions, §4.2): cryptography notices a
+    repeated one only when the extensions are read, with an exception of its own, which must refuse the answer
+    (revocation_response_invalid), not end the login with an error."""
+    exc = rejected(make(responder, ca, cert), cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert detail in exc.detail
 
 
 # A certificate in the response's certs field lies outside the signed ResponseData (RFC 6960 §4.2.1), so anyone
