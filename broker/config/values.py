@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
+from broker.pki.reading import UnreadableCertificate, check_fields
 
 
 def _require_str(value: Any, what: str) -> str:
@@ -402,7 +403,14 @@ class CaCertificates:
             raise ValueError(f"{p} does not hold readable X.509 certificates ({exc})") from None
         if not certs:
             raise ValueError(f"{p} holds no certificate")
-        for cert in certs:
+        for number, cert in enumerate(certs, start=1):
+            # read every lazily parsed part once (a duplicated extension, an unreadable name), so a broken CA
+            # certificate is a configuration problem here, not an error where it is first read
+            try:
+                check_fields(cert)
+            except UnreadableCertificate as exc:
+                where = f"certificate {number} of {len(certs)} in {p}" if len(certs) > 1 else str(p)
+                raise ValueError(f"{where}: {exc}") from None
             who = cert.subject.rfc4514_string()
             try:
                 bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value

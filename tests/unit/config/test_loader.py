@@ -33,6 +33,7 @@ from broker.config.loader import Settings, load_settings
 from broker.config.schema import IdentityRule, LocalizedText, PolicyMapping
 from broker.config.values import Duration
 from broker.demo.certificates import CertificateAuthority, LeafProfile, new_key, write_key, write_pem
+from tests.factories.pki_cases import reissue, with_duplicate_extension
 from tests.unit.config.editing import (
     BROKER,
     DEMO_SP,
@@ -91,6 +92,14 @@ def _self_signed(*, basic_constraints: x509.BasicConstraints | None, key_cert_si
 
 def _leaf() -> bytes:
     return _pem(_stranger().issue(LeafProfile(common_name="Anna Andersson")).certificate)
+
+
+def _ca_with_key_usage_twice() -> bytes:
+    """A self-signed CA certificate with two keyUsage extensions (RFC 5280 §4.2: "MUST NOT include more than one
+    instance of a particular extension"); cryptography loads it and fails only when the extensions are read."""
+    ca = CertificateAuthority.root("Odd Root CA", NOW)
+    with_san = reissue(ca.certificate, ca, extra=[x509.SubjectAlternativeName([x509.DNSName("ca.example")])])
+    return _pem(with_duplicate_extension(with_san, ca))
 
 
 def _key_pem(key: Any, encryption: serialization.KeySerializationEncryption | None = None) -> bytes:
@@ -547,6 +556,9 @@ def _anchor(make: Callable[[], bytes]) -> Edit:
                      ANCHOR, "is not a CA certificate", id="bundle-with-a-leaf-after-the-root"),
         pytest.param(_anchor(lambda: b"\x30\x82garbage"), ANCHOR, "does not hold readable X.509 certificates",
                      id="garbage"),
+        pytest.param(_anchor(_ca_with_key_usage_twice), ANCHOR,
+                     "malformed X.509 certificate: its extensions cannot be read (DuplicateExtension: "
+                     "Duplicate 2.5.29.15 extension found)", id="key-usage-twice"),
         pytest.param(_anchor(lambda: b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n"),
                      ANCHOR, "does not hold readable X.509 certificates", id="broken-pem"),
         pytest.param(_anchor(lambda: _key_pem(new_key("ec256"))), ANCHOR,
