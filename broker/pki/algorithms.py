@@ -12,11 +12,12 @@ ALLOWED_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
 _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 
-def weak_signature_reason(cert: x509.Certificate) -> str | None:
-    """Why the certificate's signature algorithm is unacceptable, or None.
+def weak_signature_reason(cert: x509.Certificate | x509.CertificateRevocationList) -> str | None:
+    """Why the certificate's (or CRL's) signature algorithm is unacceptable, or None.
 
     SHA-1 and MD5 are broken for signatures (collisions); SHA-224 is below
-    the webpki floor that the path verifier enforces anyway.
+    the webpki floor that the path verifier enforces anyway. For RSASSA-PSS
+    the hash of its parameters counts (RFC 4055 §3.1: SHA-1 by default).
     """
     try:
         algorithm = cert.signature_hash_algorithm

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from broker.clock import Clock
 from broker.errors import CertificateRejected, DependencyUnavailable
 from broker.lru import by_identity
+from broker.pki.algorithms import weak_signature_reason
 from broker.pki.naming import describe, is_ca, subject_text
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.session.store import KeyValueStore
@@ -202,6 +203,11 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
             break
     if signer is None:
         raise ValueError("the CRL's signature does not verify with its issuer's key")
+    # held to the floor of everything else the broker trusts a signature on (certificates, OCSP answers):
+    # cryptography refuses a SHA-1 CRL under PKCS #1 v1.5, but verifies one under RSASSA-PSS
+    weak = weak_signature_reason(crl)
+    if weak is not None:
+        raise ValueError(f"the CRL is refused: {weak}")
     try:
         usage = signer.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:

@@ -4,6 +4,7 @@ checks of a whole path through the revocation checker (broker.pki.revocation.eng
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -19,7 +20,7 @@ from broker.pki.revocation.crls import CrlSource, VerifiedCrl, spki, verify_crl
 from broker.pki.revocation.engine import RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
 from tests.factories.pki import Hierarchy, checker, crl_policy
-from tests.factories.pki_cases import NOW, SECOND, crl, impostor, revoking
+from tests.factories.pki_cases import NOW, SECOND, crl, impostor, pss_sha1_resigned, revoking
 
 DAY = dt.timedelta(days=1)
 URI = x509.UniformResourceIdentifier("http://crl.kommun-a.example.se/person-ca.crl")
@@ -36,6 +37,18 @@ def cas(h: Hierarchy) -> tuple[x509.Certificate, ...]:
 
 def chain(h: Hierarchy, leaf: x509.Certificate) -> list[x509.Certificate]:
     return [leaf, h.issuing.certificate, h.root.certificate]
+
+
+@functools.cache
+def rsa_hierarchy() -> Hierarchy:
+    """A hierarchy of RSA CAs (RSASSA-PSS needs one), made once when a case asks for it."""
+    h = Hierarchy.build(NOW, "Kommun R", key="rsa2048")
+    h.issuing = h.root.subordinate("Kommun R Test Person CA", organization="Kommun R", key="rsa2048")
+    return h
+
+
+def rsa_cas(_h: Hierarchy) -> tuple[x509.Certificate, ...]:
+    return (rsa_hierarchy().root.certificate, rsa_hierarchy().issuing.certificate)
 
 
 def idp(*, user: bool = False, ca: bool = False, attribute: bool = False, indirect: bool = False,
@@ -109,6 +122,10 @@ REFUSED = [
                  id="indirect-crl"),
     # each extension at most once (RFC 5280 §5.2, as §4.2 for certificates): cryptography notices only when the
     # extensions are read, and says so with an exception of its own, which callers expecting ValueError let through
+    # what is signed is held to SHA-256 or stronger, as certificates and OCSP answers are: cryptography refuses
+    # a SHA-1 CRL under PKCS #1 v1.5 but verifies one under RSASSA-PSS
+    pytest.param(lambda h: pss_sha1_resigned(rsa_hierarchy().issuing.crl(), rsa_hierarchy().issuing), rsa_cas,
+                 "signed with SHA1, which is not accepted", id="rsassa-pss-with-sha1"),
     pytest.param(lambda h: crl(h.issuing, extensions=[(x509.CRLNumber(5), False)]), cas,
                  "the CRL has extension 2.5.29.20 more than once", id="crl-extension-twice"),
     pytest.param(lambda h: _entry_reason_twice(h.issuing, h.leaf().certificate), cas,
