@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -157,23 +158,29 @@ def crl(ca: CertificateAuthority, *, this_update: dt.datetime | None = None,
     return builder.sign(ca.key, hashes.SHA256())
 
 
-def pss_sha1_resigned(crl_: x509.CertificateRevocationList, ca: CertificateAuthority) -> x509.CertificateRevocationList:
-    """``crl_`` signed again by ``ca`` (an RSA CA) with RSASSA-PSS and its default parameters (RFC 4055 §3.1:
-    SHA-1, MGF1 with SHA-1, salt 20): what cryptography's builder refuses to make, and its verifier still
-    accepts for a CRL."""
+_Signed = TypeVar("_Signed", x509.Certificate, x509.CertificateRevocationList)
+
+
+def pss_sha1_resigned(signed: _Signed, ca: CertificateAuthority) -> _Signed:
+    """``signed`` (a certificate or a CRL) signed again by ``ca`` (an RSA CA) with RSASSA-PSS and its default
+    parameters (RFC 4055 §3.1: SHA-1, MGF1 with SHA-1, salt 20): what cryptography's builders refuse to make, and
+    its verification of a CRL or of one certificate by another still accepts."""
     if not isinstance(ca.key, rsa.RSAPrivateKey):
         raise TypeError("RSASSA-PSS needs an RSA CA")
     pss = _der(0x30, _der_oid("1.2.840.113549.1.1.10") + _der(0x30, b""))  # every parameter its default
-    der = crl_.public_bytes(Encoding.DER)
-    tbs = crl_.tbs_certlist_bytes
+    der = signed.public_bytes(Encoding.DER)
+    tbs = signed.tbs_certificate_bytes if isinstance(signed, x509.Certificate) else signed.tbs_certlist_bytes
     algorithm = der[der.index(tbs) + len(tbs):]
-    algorithm = algorithm[:2 + algorithm[1]]  # the AlgorithmIdentifier after tbsCertList (short form)
-    body = tbs[2 + (tbs[1] & 0x7F if tbs[1] & 0x80 else 0):]  # the contents of the tbsCertList SEQUENCE
+    algorithm = algorithm[:2 + algorithm[1]]  # the AlgorithmIdentifier after the signed part (short form)
+    body = tbs[2 + (tbs[1] & 0x7F if tbs[1] & 0x80 else 0):]  # the contents of the signed part's SEQUENCE
     if body.count(algorithm) != 1:
-        raise ValueError("the CRL must name its signature algorithm once in tbsCertList")
+        raise ValueError("the signed part must name its signature algorithm once")
     tbs = _der(0x30, body.replace(algorithm, pss))
     signature = ca.key.sign(tbs, padding.PSS(padding.MGF1(hashes.SHA1()), 20), hashes.SHA1())
-    return x509.load_der_x509_crl(_der(0x30, tbs + pss + _der(0x03, b"\x00" + signature)))
+    resigned = _der(0x30, tbs + pss + _der(0x03, b"\x00" + signature))
+    if isinstance(signed, x509.Certificate):
+        return x509.load_der_x509_certificate(resigned)
+    return x509.load_der_x509_crl(resigned)
 
 
 def validator(*domains: TrustDomain, now: dt.datetime = NOW) -> CertificateValidator:

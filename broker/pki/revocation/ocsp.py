@@ -4,8 +4,9 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
 
 * its status is ``successful`` and it parses;
 * it is signed by the issuing CA itself, or by a delegated responder whose
-  certificate is included, was issued directly by that same CA, carries
-  id-kp-OCSPSigning, has a KeyUsage (if any) with digitalSignature, no
+  certificate is included, was issued directly by that same CA (signed with
+  SHA-256 or stronger), carries id-kp-OCSPSigning, has a KeyUsage (if any)
+  with digitalSignature, no
   critical extension the broker does not process, and is valid now; the
   signature uses SHA-256 or stronger;
 * at least one SingleResponse covers exactly the certificate asked about
@@ -34,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, OCSPExtensi
 
 from broker.errors import CertificateRejected
 from broker.lru import by_identity
-from broker.pki.algorithms import weak_key_reason
+from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.der import SEQUENCE, der_items
 
 Status = Literal["good", "revoked", "unknown"]
@@ -158,6 +159,11 @@ def _check_delegate(candidate: x509.Certificate, issuer: x509.Certificate, now: 
         candidate.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):
         raise _invalid(f"delegated responder {who} is not signed by the certificate's CA") from None
+    # the CA's signature on it is what makes the delegate's key speak for the CA: held to the floor of the path's
+    # signatures (cryptography's check above accepts SHA-1 under RSASSA-PSS, RFC 4055 §3.1)
+    weak = weak_signature_reason(candidate)
+    if weak is not None:
+        raise _invalid(f"delegated responder {who}: its certificate is {weak}")
     try:
         extensions = candidate.extensions
     except (ValueError, x509.DuplicateExtension) as exc:  # malformed, or duplicate (no ValueError in cryptography)

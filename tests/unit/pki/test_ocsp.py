@@ -22,7 +22,7 @@ from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile, 
 from broker.errors import CertificateRejected
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
 from tests.factories.ocsp_responder import OCSP_SIGNING, Entry, OcspResponder, with_oid_renamed
-from tests.factories.pki_cases import with_duplicate_extension
+from tests.factories.pki_cases import pss_sha1_resigned, with_duplicate_extension
 from tests.factories.revocation import HOUR, MINUTE, NOW, SECOND, impostor, leaf, person_ca, with_pointers
 
 SKEW = dt.timedelta(minutes=5)
@@ -550,6 +550,20 @@ def test_a_responder_certificate_whose_key_cannot_be_read_is_refused(
     exc = rejected(der.replace(delegate, delegate.replace(original, replacement)), cert, ca.certificate)
     assert exc.reason == "revocation_response_invalid"
     assert "signed by neither the issuing CA nor an authorised responder" in exc.detail
+
+
+def test_a_delegate_certificate_signed_with_sha1_is_refused() -> None:
+    """The delegate's certificate is what makes its key the CA's word, so its signature is held to the floor of the
+    path's (SHA-256 or stronger), as its key is: cryptography's check that the CA signed it accepts SHA-1 under
+    RSASSA-PSS (RFC 4055 §3.1 default parameters)."""
+    rsa_ca = CertificateAuthority.root("Kommun R Person CA", NOW, key="rsa2048")
+    rsa_leaf = leaf(rsa_ca).certificate
+    with OcspResponder(rsa_ca, now=NOW) as r:
+        issued = Delegate().install(r)
+        r.delegate = Issued(pss_sha1_resigned(issued.certificate, rsa_ca), issued.key)
+        exc = rejected(answer(r, rsa_leaf, rsa_ca.certificate), rsa_leaf, rsa_ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert "delegated responder CN=Kommun A OCSP Responder: its certificate is signed with SHA1" in exc.detail
 
 
 # --- time boundaries (±1 s, with the configured skew) -----------------------------------------------
