@@ -76,13 +76,21 @@ def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, e
         checks.append(validity_check(
             "trust.intermediate", "intermediate CA", cert, now, window,
             fix="Get the renewed CA certificate from the certificate issuer and add it to intermediates."))
+    configured = {cert.subject for cert in (*cl.anchors(), *cl.intermediate_certificates())}
     for cert in (*cl.anchors(), *cl.intermediate_certificates()):
         match = TEST_HIERARCHY.search(cert.subject.rfc4514_string())
+        named = "its name"
+        if match is None and cert.issuer not in configured:
+            # an anchor below the root (the path stops there) is a test CA when the CA above it is one, whatever it
+            # is called itself (a configured issuer is judged by its own name above)
+            issuer = cert.issuer.rfc4514_string()
+            match = TEST_HIERARCHY.search(issuer)
+            named = f"the name of its issuer {issuer}"
         if match is None:
             continue
         if environment == "production":
             checks.append(Check("trust.test_hierarchy", "fail", "test hierarchy in a production configuration",
-                                f"{name_of(cert)} carries {match.group(1)!r} in its name: a test CA",
+                                f"{name_of(cert)} carries {match.group(1)!r} in {named}: a test CA",
                                 "Remove the test CA; configure the production hierarchy (or set "
                                 "readiness.environment: test in a test installation).", name_of(cert)))
         else:
@@ -91,7 +99,7 @@ def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, e
                                 None, name_of(cert)))
     if not any(c.id == "trust.test_hierarchy" for c in checks):
         checks.append(Check("trust.test_hierarchy", "pass", "no test hierarchy",
-                            "no configured CA carries TEST, PP or SYSTEMTEST in its name"))
+                            "no configured CA carries TEST, PP or SYSTEMTEST in its name or its issuer's"))
     return checks
 
 

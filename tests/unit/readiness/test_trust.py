@@ -149,6 +149,19 @@ def test_test_hierarchy_fails_in_production_and_passes_in_a_test_environment(
     assert test.result != "fail" or [c for c in test.checks if c.status == "fail"] == []
 
 
+def test_an_anchor_issued_by_a_test_root_is_a_test_hierarchy(config_dir: Path) -> None:
+    """The issuing CA configured as the anchor (the path stops there), its own name without a marker: the test
+    root above it, named in its issuer, makes it a test CA all the same."""
+    root = root_ca("SITHS e-id Root CA v2 TEST", NOW)
+    issuing = issuing_ca(root, "SITHS e-id Person HSA-id 3 CA v1")
+    result = kommun_a(configure(config_dir, [issuing.certificate]))
+
+    check = only(result, "trust.test_hierarchy")
+    assert (check.status, check.subject) == ("fail", "SITHS e-id Person HSA-id 3 CA v1")
+    assert check.evidence == ("SITHS e-id Person HSA-id 3 CA v1 carries 'TEST' in the name of its issuer "
+                              "CN=SITHS e-id Root CA v2 TEST,O=Kommun A,C=SE: a test CA")
+
+
 def test_production_hierarchy_passes(config_dir: Path) -> None:
     root = root_ca("SITHS e-id Root CA v2", NOW, organization="Inera AB")
     issuing = issuing_ca(root, "SITHS e-id Person HSA-id 3 CA v1", organization="Inera AB")
