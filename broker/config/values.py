@@ -376,6 +376,10 @@ class CertificateFile:
             raise ValueError(f"{p} does not hold a readable X.509 certificate ({exc})") from None
         if len(certs) != 1:
             raise ValueError(f"{p} must hold exactly one certificate, found {len(certs)}")
+        try:  # read whole now (a duplicated extension, an unreadable name), not where it is first used
+            check_fields(certs[0])
+        except UnreadableCertificate as exc:
+            raise ValueError(f"{p}: {exc}") from None
         return cls(p, certs[0])
 
     @classmethod

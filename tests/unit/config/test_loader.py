@@ -541,6 +541,17 @@ def _anchor(make: Callable[[], bytes]) -> Edit:
                     replacing(KOMMUN_A, ROOT_LINE, "- certs/extra/anchor.pem"))
 
 
+def test_a_sample_certificate_whose_extensions_cannot_be_read_is_a_configuration_problem(config_dir: Path) -> None:
+    """Read whole as a presented certificate is (broker.pki.reading), not first where readiness validates it."""
+    sample = x509.load_pem_x509_certificate((config_dir / "certs/kommun-a/sample.pem").read_bytes())
+    signer = _stranger()
+    with_san = reissue(sample, signer, extra=[x509.SubjectAlternativeName([x509.DNSName("anna.example")])])
+    check(config_dir, _writing("certs/kommun-a/sample.pem", lambda: _pem(with_duplicate_extension(with_san, signer))),
+          [Expected(KOMMUN_A, "sample_certificate: certs/kommun-a/sample.pem", "readiness.sample_certificate",
+                    "malformed X.509 certificate: its extensions cannot be read (DuplicateExtension: "
+                    "Duplicate 2.5.29.15 extension found)")])
+
+
 @pytest.mark.parametrize(
     ("edit", "line", "fragment"),
     [
