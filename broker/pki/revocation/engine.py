@@ -265,7 +265,7 @@ class RevocationChecker:
         key = self._key(cert, issuer)
         cached = self._cached(key, cert, issuer, policy, now)
         if cached is not None:
-            if cached.expires - now < cached.lifetime / 5:
+            if not cached.answer.final and cached.expires - now < cached.lifetime / 5:
                 self._refresh_ahead(key, cert, issuer, policy, cached.url)
             return self._status(cert, cached, cached=True, until=cached.until(policy))
         url = urls[0]
@@ -281,7 +281,9 @@ class RevocationChecker:
                 now: dt.datetime) -> _Cached | None:
         with self._lock:
             entry = self._cache.get(key)
-        if entry is not None and entry.serves(policy, now):
+        # a revocation for good held from before still answers once stale (RFC 5280 §3.3, as a CRL held past its
+        # nextUpdate does): neither a responder that is down now (soft fail) nor a later "good" lifts it
+        if entry is not None and (entry.serves(policy, now) or entry.answer.final):
             self._observe("ocsp", "cache_hit")
             return entry
         if self._shared is None or policy.config.ocsp.nonce:  # a shared copy's nonce was no request of ours

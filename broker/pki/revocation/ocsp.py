@@ -77,6 +77,12 @@ class OcspAnswer:
     # for the caller's policy to check; None when the CA signed, or the delegate is exempt
     unchecked_delegate: x509.Certificate | None = None
 
+    @property
+    def final(self) -> bool:
+        """Revoked for good: revocation is final (RFC 5280 §3.3), only a certificateHold may be lifted, so the
+        answer goes on saying so once it is no longer fresh."""
+        return self.status == "revoked" and self.revocation_reason != x509.ReasonFlags.certificate_hold.name
+
 
 def build_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: bytes | None,
                   cert_id_hash: Literal["sha1", "sha256"]) -> bytes:

@@ -596,6 +596,27 @@ def test_cached_revoked_answer_stays_revoked(responder: OcspResponder, engine: R
     assert responder.hits == 1
 
 
+@pytest.mark.parametrize("afterwards", [
+    pytest.param(lambda r, c: r.http_error(503), id="responder-down-under-soft-fail"),
+    pytest.param(lambda r, c: r.set_status(c, "good"), id="responder-says-good"),
+])
+def test_a_revocation_answered_before_stays_final_once_the_answer_has_expired(
+        responder: OcspResponder, clock: FixedClock, engine: RevocationChecker, ca: CertificateAuthority,
+        cert: x509.Certificate, afterwards: Callable[[OcspResponder, x509.Certificate], None]) -> None:
+    """RFC 5280 §3.3: revocation is final (only certificateHold may be lifted). An answer "revoked" held from
+    before refuses the card after its nextUpdate too, as a CRL held past its nextUpdate does: a soft-fail policy
+    must not let a card it knows is revoked through because the responder is down now (docs/revocation.md)."""
+    _revoked(responder, cert)
+    pol = policy([ca.certificate], ocsp_url=responder.url, failure="soft_fail")
+    assert refused(engine, cert, ca, pol).reason == "revoked"
+    clock.set(NOW + 2 * HOUR)  # past the answer's nextUpdate and the cache time
+    responder.now = clock.now()
+    afterwards(responder, cert)
+    exc = refused(engine, cert, ca, pol)
+    assert exc.reason == "revoked"
+    assert dict(exc.params) == {"revocation_date": (NOW - 2 * DAY).date().isoformat()}
+
+
 def test_cached_answer_of_a_ca_sharing_the_key_under_another_name_does_not_answer(engine: RevocationChecker) -> None:
     # a CertID is the issuer's name and key (RFC 6960 §4.1.1) and a serial is unique per issuer name (RFC 5280
     # §4.1.2.2): a "good" remembered for serial S of a renamed re-issue with the same key must not answer for
