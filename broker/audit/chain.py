@@ -584,6 +584,8 @@ class ChainWriter:
             try:
                 os.fsync(fd)
             except OSError as exc:
+                with self._lock:
+                    self._fsync_failed(target, path, exc)
                 raise AuditUnavailable(f"cannot sync {path}: {exc.strerror}") from exc
             finally:
                 os.close(fd)
@@ -596,8 +598,25 @@ class ChainWriter:
         try:
             os.fsync(self._fd)
         except OSError as exc:
+            self._fsync_failed(self._written, self._file_path, exc)
             raise AuditUnavailable(f"cannot sync {self._file_path}: {exc.strerror}") from exc
         self._synced = self._written
+
+    def _fsync_failed(self, upto: int, path: Path | None, exc: OSError) -> None:
+        """An fsync of ``path`` failed (under the lock). The kernel may have dropped the pages it could not write,
+        and it reports that once (Linux: once per open file; the next fsync succeeds without them): so the records
+        written since the last good fsync, up to token ``upto``, are lost for every request that wrote them, not
+        only for the one whose fsync saw the error, and the file is left like one whose write failed (the next
+        record starts a new file with ``audit_file_abandoned``). Still the open file, it lost whatever was written
+        to it meanwhile too (another thread's records, after this fsync began): a later fsync would not say so."""
+        current = path is not None and path == self._file_path
+        if current:
+            upto = max(upto, self._written)
+        if upto > self._synced:
+            self._lost.append((self._synced, upto, path))
+        if current and path is not None and self._abandoned is None:
+            self._abandoned = {"file": path.name, "bytes": self._file_bytes, "truncated_partial_line": False,
+                               "torn_bytes": 0, "error": exc.strerror or str(exc)}
 
     # --- other chains ------------------------------------------------------------------------
 

@@ -862,3 +862,57 @@ def test_a_partial_line_a_failed_cut_back_left_is_explained_by_the_abandonment_r
         assert result.chains[0].warnings == [
             f"torn line at {first}:{torn_at}: a write failed and could not be cut back (audit_file_abandoned "
             f"at the start of {second.name})"]
+
+
+@pytest.mark.parametrize("where", [pytest.param("sync", id="a-request-s-sync"),
+                                   pytest.param("checkpoint", id="a-checkpoint-s-sync")])
+def test_records_a_failed_fsync_may_have_lost_are_never_reported_durable(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """fsync fails (EIO: the disk did not take the written pages). Linux reports a writeback error once per open
+    file: the pages are dropped and the next fsync of the file succeeds without them. A request whose records
+    were written before the failure was then told they were durable by its own later fsync, and a login answered
+    on records no reviewer will ever read. Every request with records in that file since its last good fsync
+    fails closed, and the chain goes on in a new file that names the abandoned one."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    writer = make_writer(directory, clock, key)
+    trail = make_trail(writer, clock)
+    trail.record(login_event(0))
+    trail.sync()
+    first, _ = writer.append(trail.format(login_event(1)))
+    second, _ = writer.append(trail.format(login_event(2)))
+    real_fsync = os.fsync
+    failed: list[int] = []
+    meanwhile: list[int] = []  # another request's record, written while the failing fsync ran
+    chain_file = only_chain(directory)[1][0]
+
+    def eio_once(fd: int) -> None:  # the chain file's first fsync (not the checkpoint index's)
+        if not failed and os.fstat(fd).st_ino == chain_file.stat().st_ino:
+            failed.append(fd)
+            meanwhile.append(writer.append(trail.format(login_event(9)))[0])
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "fsync", eio_once)
+        failing_fsync = (lambda: writer.sync(first)) if where == "sync" else writer.checkpoint
+        with pytest.raises(AuditUnavailable):
+            failing_fsync()
+        with pytest.raises(AuditUnavailable):  # its own fsync now succeeds: the kernel told the failure once
+            writer.sync(second)
+        with pytest.raises(AuditUnavailable):
+            writer.sync(meanwhile[0])
+    # the next request's records go to a fresh file, which says why, and are durable
+    third, _ = writer.append(trail.format(login_event(3)))
+    writer.sync(third)
+    with pytest.raises(AuditUnavailable):
+        writer.sync(first)
+    writer.close()
+    _, files = only_chain(directory)
+    assert len(files) == 2
+    abandoned = records_of(files[1])[0]
+    assert abandoned["event"] == "audit_file_abandoned"
+    assert abandoned["data"]["file"] == files[0].name
+    assert abandoned["data"]["error"] == "Input/output error"
+    result = verified(directory, key)
+    assert result.ok, str(result.first_problem())
