@@ -126,10 +126,14 @@ class LogoutFlow:
                 identity = ended[0][1].identity if ended else None
             result = self._propagate(info, ctx, side, ended, identity, mismatch=mismatch, dropped=dropped,
                                      unlocated=unlocated, resumed=resumed is not None)
+            # durable here, not only when the web layer answers (which syncs again, at no cost): a failure must
+            # leave the request retryable like a store failure does
+            d.audit.sync()
         except DependencyUnavailable:
             # the store failed while the sessions were being looked up, ended, or their participants read, or the
-            # logout's state stored: the user's retry of the same request (the 503 page says to try again) must
-            # not be refused as a replay, and finds the sessions already ended by this attempt (note_ending)
+            # logout's state stored, or the audit trail could not make the logout's records durable: the user's
+            # retry of the same request (the 503 page says to try again) must not be refused as a replay, and
+            # finds the sessions already ended by this attempt (note_ending)
             d.sessions.forget_use(f"logout-request:{info.peer.entity_id}", info.request_id)
             raise
         if ended:

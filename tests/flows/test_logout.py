@@ -19,7 +19,7 @@ from saml2.saml import NameID
 from werkzeug.test import TestResponse
 
 from broker.demo.sp import DemoSp
-from broker.errors import SessionStoreUnavailable
+from broker.errors import AuditUnavailable, SessionStoreUnavailable
 from broker.session.sessions import SessionManager
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
@@ -344,6 +344,34 @@ class TestAStoreFailureDuringLogout:
         message = redirected_message(browser.get(url))  # the retry
         assert status_codes(message.root) == (SUCCESS, None)
         assert_refused(logged_out(browser, craft), "certificate_missing")
+
+
+
+class TestAnAuditFailureDuringLogout:
+    def test_the_retry_of_the_same_logout_request_is_no_replay(self, app: Flask, browser: Browser, sp: DemoSp,
+                                                               craft: AuthnRequests, logged_in: NameID,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               config_dir: Path) -> None:
+        """The logout's records cannot be made durable (an fsync fails): the 503 page asks the user to try again,
+        and the retry was refused as a replay of the LogoutRequest (400), so the SP never heard the logout's
+        outcome. As after a store failure, the retry finishes the logout."""
+        writer = app.extensions["broker"].audit.sink
+        real_sync = writer.sync
+        failures = [AuditUnavailable("cannot sync the audit file: Input/output error")]
+
+        def sync_failing_once(upto: int) -> None:
+            if failures:
+                raise failures.pop()
+            real_sync(upto)
+
+        monkeypatch.setattr(writer, "sync", sync_failing_once)
+        url = pysaml2_logout_url(sp, logged_in)
+        assert browser.get(url).headers["X-Broker-Reason"] == "audit_unavailable"
+        message = redirected_message(browser.get(url))  # the retry
+        assert status_codes(message.root) == (SUCCESS, None)
+        assert_refused(logged_out(browser, craft), "certificate_missing")
+        logouts = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+        assert [(e["outcome"], e.get("reason")) for e in logouts][-1] == ("success", None)
 
 
 def test_a_logout_ends_a_session_this_release_cannot_read(browser: Browser, sp: DemoSp, logged_in: NameID,
