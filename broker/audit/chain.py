@@ -400,8 +400,11 @@ class ChainWriter:
         failure is acted on when a record is written (:meth:`_check_file_in_place`). (A directory made read-only
         is not judged here: the open file still takes records until the next rotation, which then fails.)"""
         directory = self.settings.directory
-        if not directory.is_dir():
-            return f"{directory} is not a directory"
+        try:
+            if not directory.is_dir():
+                return f"{directory} is not a directory"
+        except OSError as exc:  # is_dir() answers False only for a path that is not there (EACCES, EIO raise)
+            return f"cannot look at {directory}: {exc.strerror}"
         if self._pid == os.getpid() and not self._file_in_place():
             return f"{self._file_path} was removed or replaced while open"
         return None

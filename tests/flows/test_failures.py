@@ -10,6 +10,7 @@ or an attribute value.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import re
@@ -303,6 +304,41 @@ def test_readyz_sees_an_audit_directory_gone_before_a_user_is_refused(config_dir
     assert ready.status_code == 503
     assert ready.get_json()["checks"]["session_store"] == "ok"
     assert ready.get_json()["checks"]["audit"] == "audit_unavailable"
+
+
+
+@pytest.mark.parametrize("error", [pytest.param(errno.EACCES, id="permission-denied"),
+                                   pytest.param(errno.EIO, id="io-error")])
+def test_readyz_is_503_while_the_audit_directory_cannot_be_looked_at(
+        config_dir: Path, store: RedisStore, monkeypatch: pytest.MonkeyPatch, error: int) -> None:
+    """The audit directory's parent made unreadable for the broker's user (a volume remounted, a chmod 0700 by
+    root), or the disk failing: a login fails closed with audit_unavailable, and /readyz must say so with its
+    503 JSON, not answer the load balancer with a 500 error page."""
+    client = build_app(config_dir, store).test_client()
+    assert client.get("/readyz").status_code == 200
+    audit_dir = config_dir / "audit"
+    real_stat, real_open = os.stat, os.open
+
+    def refused(path: Any) -> bool:
+        return isinstance(path, str | Path) and audit_dir in (Path(path), Path(path).parent)
+
+    def stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if refused(path):
+            raise OSError(error, os.strerror(error), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    def open_(path: Any, *args: Any, **kwargs: Any) -> int:
+        if refused(path):
+            raise OSError(error, os.strerror(error), str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "open", open_)
+    ready = client.get("/readyz")
+
+    assert ready.status_code == 503
+    assert ready.get_json() == {"status": "unavailable",
+                                "checks": {"session_store": "ok", "audit": "audit_unavailable"}}
 
 
 def test_readyz_rotates_past_an_audit_file_removed_while_idle(config_dir: Path, store: RedisStore) -> None:
