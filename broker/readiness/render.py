@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 import textwrap
 
 from broker.readiness.model import RANK, Check, Report, Section, Status
@@ -10,6 +11,9 @@ from broker.readiness.model import RANK, Check, Report, Section, Status
 _COLOUR = {"pass": "\x1b[32m", "warn": "\x1b[33m", "fail": "\x1b[31;1m"}
 _RESET = "\x1b[0m"
 _LABEL = {"pass": "PASS", "warn": "WARN", "fail": "FAIL"}
+# C0 and C1 controls (line breaks, ESC and CSI sequences), the Unicode line separators and the bidirectional
+# overrides and isolates: in a CA's name or a server's answer they would forge lines or rewrite the terminal
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def _label(status: Status, colour: bool) -> str:
@@ -17,23 +21,33 @@ def _label(status: Status, colour: bool) -> str:
     return f"{_COLOUR[status]}{text}{_RESET}" if colour else text
 
 
+def _plain(value: object) -> str:
+    """``value`` as text on one line of the report: the characters of :data:`_UNPRINTABLE` escaped (``\\n``,
+    ``\\u001b``), as the HTML dashboard escapes markup. Evidence quotes certificates and remote servers."""
+    def escaped(found: re.Match[str]) -> str:
+        char = found.group()
+        return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or f"\\u{ord(char):04x}"
+    return _UNPRINTABLE.sub(escaped, str(value))
+
+
 def _heading(section: Section) -> str:
     if section.kind == "municipality":
-        return f"{section.name} ({section.id}, {section.details.get('status')}, login: {section.details.get('login')})"
+        return _plain(f"{section.name} ({section.id}, {section.details.get('status')}, "
+                      f"login: {section.details.get('login')})")
     if section.kind == "endpoint":
-        return f"endpoint {section.id}"
+        return f"endpoint {_plain(section.id)}"
     return "the broker"
 
 
 def text(report: Report, *, colour: bool, width: int = 110) -> str:
     """One block per subject: its checks as STATUS, title, evidence, and the fix under each WARN and FAIL."""
-    lines: list[str] = [f"Readiness {report.generated:%Y-%m-%d %H:%M} UTC ({report.environment})", ""]
+    lines: list[str] = [f"Readiness {report.generated:%Y-%m-%d %H:%M} UTC ({_plain(report.environment)})", ""]
     for section in report.sections:
         lines.append(f"{_label(section.result, colour)}  {_heading(section)}")
         for check in section.checks:
-            lines.append(f"  {_label(check.status, colour)}  {check.title}: " + check.evidence)
+            lines.append(f"  {_label(check.status, colour)}  {_plain(check.title)}: " + _plain(check.evidence))
             if check.fix and check.status != "pass":
-                lines += textwrap.wrap(f"fix: {check.fix}", width=width, initial_indent=" " * 8,
+                lines += textwrap.wrap(f"fix: {_plain(check.fix)}", width=width, initial_indent=" " * 8,
                                        subsequent_indent=" " * 13)
         lines.append("")
     counts = report.counts()

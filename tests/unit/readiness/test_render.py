@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from broker.readiness.model import JSON_VERSION, Check, Report, Section
 from broker.readiness.render import html_dashboard, text
 from tests.unit.readiness.configs import load, readiness, set_readiness
@@ -92,6 +94,30 @@ def test_text_is_coloured_only_when_asked() -> None:
 
 
 # --- JSON -----------------------------------------------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize("colour", [pytest.param(False, id="plain"), pytest.param(True, id="colour")])
+def test_text_shows_what_certificates_and_servers_say_as_text_on_its_own_line(colour: bool) -> None:
+    """CA names and evidence come from certificates and remote servers: a line break in them forged a line of the
+    report (a PASS under a FAIL), and an escape sequence rewrote the terminal (erased the line of a FAIL). They
+    are shown escaped, as the access log does with what clients send."""
+    forged = "Evil CA valid until 2036-01-01\n  PASS  certificate will be offered: all fine"
+    hostile = municipality("kommun-x", [Check(
+        "trust.anchor", "fail", "trust anchor expired\x1b[2K\r", forged,
+        "renew it\x9b2K\u202e", "Evil CA")])
+    out = text(Report(GENERATED, "production", report().broker, (hostile,), ()), colour=colour)
+    lines = out.splitlines()
+
+    assert "  PASS  certificate will be offered: all fine" not in lines
+    check, = [line for line in lines if "trust anchor expired" in line]
+    assert check.endswith("Evil CA valid until 2036-01-01\\n  PASS  certificate will be offered: all fine")
+    assert "trust anchor expired\\u001b[2K\\r:" in check
+    assert "\x1b[2K" not in out
+    assert "\r" not in out
+    assert "\x9b" not in out
+    assert "\u202e" not in out
+    assert "renew it\\u009b2K\\u202e" in out
 
 
 def test_json_has_the_stable_keys() -> None:
