@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,8 +56,21 @@ def selected(settings: Settings, wanted: tuple[str, ...]) -> list[Municipality]:
     return [m for m in settings.municipalities.values() if m.status in ("onboarding", "active")]
 
 
+def _usable_ca_file(path: Path) -> None:
+    """``--ca-file`` as every TLS check of the run loads it (beside the system's roots); raise
+    :class:`UnusableInput` when it gives no CA certificate, before any check: ssl refuses such a file only when a
+    check loads it, mid-run, and the run crashed there."""
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except OSError as exc:  # ssl.SSLError too: no PEM certificate in it
+        raise UnusableInput(f"--ca-file {path}: no CA certificate could be read from it "
+                            f"({getattr(exc, 'reason', None) or exc.strerror or exc})") from None
+
+
 def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: KeyValueStore | None = None,
         progress: Callable[[str], None] = lambda _: None) -> Report:
+    if options.ca_file is not None:
+        _usable_ca_file(options.ca_file)
     cfg = settings.broker.readiness
     now = clock.now()
     window = cfg.expiry_warning.timedelta
