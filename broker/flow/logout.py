@@ -30,6 +30,8 @@ confirm.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
@@ -332,6 +334,27 @@ class LogoutFlow:
                                       detail=exc.detail, client_address=ctx.client_address,
                                       data=MappingProxyType({"side": side})))
             return LoginFailed(exc, ctx.correlation_id)
+        assert message.relay_state is not None  # the state was found under it
+        taken = copy.deepcopy(state)  # as stored: what goes back should this step fail
+        try:
+            result = self._answered(state, message, ctx, side)
+            # durable here, not only when the web layer answers: a failure must leave the step retryable
+            d.audit.sync()
+        except DependencyUnavailable:
+            # the store failed keeping the next step, or the audit trail making this one's records durable: the
+            # state goes back under its RelayState, so that the user's retry of the same LogoutResponse (the 503
+            # page says to try again) goes on from here rather than being refused as logout_unknown, and the
+            # remaining participants and the initiator still hear of the logout; a store still down keeps it used
+            # up (fails closed, as a replay)
+            with contextlib.suppress(DependencyUnavailable):
+                d.sessions.put_logout(message.relay_state, taken, d.sessions.pending_timeout)
+            raise
+        return result
+
+    def _answered(self, state: dict[str, Any], message: InboundMessage, ctx: ClientContext, side: Side) -> Result:
+        """The participant's LogoutResponse to the step of the logout ``state`` (taken from the store): note its
+        outcome and go on with the next participant, or answer the initiator."""
+        d = self._d
         ctx = dataclasses.replace(ctx, correlation_id=state["correlation_id"])
         current = state["current"] or {}
         messages = self._sides[side]

@@ -42,7 +42,7 @@ from broker.clock import SystemClock
 from broker.config.loader import Settings
 from broker.demo.idp import DemoIdp, FormPost
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
-from broker.errors import CertificateRejected, SessionStoreUnavailable
+from broker.errors import AuditUnavailable, CertificateRejected, SessionStoreUnavailable
 from broker.model import KNOWN_LOAS
 from broker.saml.xmltime import format_instant
 from broker.session.sessions import SessionManager
@@ -869,6 +869,46 @@ def test_an_idp_logout_the_store_fails_midway_is_finished_by_its_retry(
     logout, = events(config_dir, "logout")
     assert (data(logout)["sessions"], data(logout)["resumed"]) == (1, True)
 
+
+
+def _audit_sync_fails_once(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit trail cannot make the next request's records durable (an fsync fails), once."""
+    writer = app.extensions["broker"].audit.sink
+    real = writer.sync
+    failures = [AuditUnavailable("cannot sync the audit file: Input/output error")]
+
+    def sync_failing_once(upto: int) -> None:
+        if failures:
+            raise failures.pop()
+        real(upto)
+
+    monkeypatch.setattr(writer, "sync", sync_failing_once)
+
+
+@pytest.mark.parametrize("failure", [pytest.param("audit_unavailable", id="audit-sync"),
+                                     pytest.param("session_store_unavailable", id="store-keeping-the-next-step")])
+def test_a_participants_logout_response_whose_handling_fails_is_finished_by_its_retry(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, idp: DemoIdp, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch, failure: str) -> None:
+    """SP2's LogoutResponse arrives and the broker fails while handling it (503, "try again"): its records cannot
+    be made durable, or the store fails keeping the next step (asking Kommun C's IdP). The logout's state had been
+    used up, so the retry was refused as logout_unknown (400): neither the IdP nor the initiator heard more."""
+    at_sp1 = karin_login(browser, sp, idp)
+    sso_login(browser, sp2)
+    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    answer = sp_answers(sp2, to_sp2.location)
+    if failure == "audit_unavailable":
+        _audit_sync_fails_once(app, monkeypatch)
+    else:
+        _fails_once(monkeypatch, "put_logout")
+    assert browser.get(answer).headers["X-Broker-Reason"] == failure
+
+    to_idp = hop(browser.get(answer), KOMMUN_C_SLO, "SAMLRequest")  # the retry
+    final = hop(browser.get(idp_answers(idp, to_idp.location)), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    completed, = events(config_dir, "logout_completed")
+    assert (completed["outcome"], list(data(completed)["confirmed"])) == (  # type: ignore[call-overload]
+        "success", [SP2, IDP_ENTITY_ID])
 
 def test_a_completed_logout_leaves_nothing_to_resume(app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp,
                                                      store: RedisStore) -> None:
