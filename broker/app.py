@@ -260,7 +260,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     def observe_latency(response: Response) -> Response:
         started = getattr(g, "started", None)
         if started is not None and request.endpoint and not request.endpoint.startswith(("static", "admin.")):
-            metrics.latency.labels(request.endpoint).observe(time.perf_counter() - started)
+            metrics.observe_latency(request.endpoint, time.perf_counter() - started)
         return response
 
     app.after_request(security_headers)

@@ -12,6 +12,7 @@ route names.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,8 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from broker.readiness.expiries import Expiry
+
+log = logging.getLogger("broker")
 
 # success: an assertion went to the SP; failure: the login stopped here, with this reason
 _LOGIN_FAILURES = {"certificate_rejected", "login_refused", "saml_request_rejected", "session_revoked"}
@@ -93,7 +96,27 @@ class Metrics:
         self.audit_failures.inc()
 
     def observe_revocation(self, method: str, result: str) -> None:
-        self.revocation.labels(method, result).inc()
+        """A revocation lookup, during a login: never fails it (:meth:`_uncounted`)."""
+        try:
+            self.revocation.labels(method, result).inc()
+        except Exception as exc:
+            self._uncounted(exc)
+
+    def observe_latency(self, endpoint: str, seconds: float) -> None:
+        """The time a request took, after every request: never fails it (:meth:`_uncounted`)."""
+        try:
+            self.latency.labels(endpoint).observe(seconds)
+        except Exception as exc:
+            self._uncounted(exc)
+
+    def _uncounted(self, exc: Exception) -> None:
+        """Counting must never cost a request (the audit trail's observers are guarded alike): in multiprocess
+        mode every use of a metric raises in a worker forked after its directory went away (a clean-up of /tmp,
+        an operator's PROMETHEUS_MULTIPROC_DIR unmounted) or on a full file system. Said once per process."""
+        if not getattr(self, "_warned", False):
+            self._warned = True
+            log.warning("metrics cannot be counted in this process (%s: %s); requests are served without them",
+                        type(exc).__name__, exc)
 
     def exposition(self) -> bytes:
         """The text format (version 0.0.4) for a scrape."""

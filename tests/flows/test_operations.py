@@ -273,6 +273,33 @@ def test_metrics_count_kommun_b_revocation_lookups(app: Flask, sp: DemoSp, users
         frozenset({("outcome", "success"), ("reason", ""), ("municipality", "kommun-b")}): 1.0}
 
 
+
+class _UnstorableMetric:
+    """A metric as prometheus_client's multiprocess mode has it in a worker forked after its directory
+    (PROMETHEUS_MULTIPROC_DIR) went away, or on a full file system: every use raises."""
+
+    def labels(self, *_values: str) -> _UnstorableMetric:
+        raise FileNotFoundError(2, "No such file or directory", "/tmp/broker-metrics-x/histogram_4242.db")
+
+    def inc(self, _amount: float = 1) -> None:
+        self.labels()
+
+
+def test_metrics_that_cannot_be_stored_fail_no_request(app: Flask, sp: DemoSp, users: Path, token: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counting must never cost a request: the request latency (counted after every request) and the revocation
+    lookups (counted during a login) raised into the request, so every answer of such a worker was the 500 page,
+    /healthz and /readyz included, and every certificate login that checked revocation failed."""
+    metrics = app.extensions["broker_runtime"].metrics
+    for name in ("latency", "revocation", "logins", "events", "audit_failures"):
+        monkeypatch.setattr(metrics, name, _UnstorableMetric())
+    monkeypatch.setattr(metrics, "_children", {})
+
+    assert get(app, "/healthz").status_code == 200
+    assert get(app, "/readyz").status_code == 200
+    certificate_login(app, sp, (users / "anna.pem").read_text())  # Kommun A: its CRLs
+
+
 @pytest.fixture
 def kommun_b_ocsp(config_dir: Path, demo_material: Any) -> Iterator[OcspResponder]:
     """A live OCSP responder of Kommun B's issuing CA, configured as the users' responder (``ocsp.url``)."""
