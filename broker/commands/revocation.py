@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import click
 
 from broker.clock import SystemClock
 from broker.commands.common import settings_or_exit
-from broker.errors import DependencyUnavailable, UnusableInput
+from broker.errors import DependencyUnavailable
 from broker.pki.revocation.crls import CrlStore, parse_crl, verify_crl
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.ocsp import responder_urls
@@ -43,8 +44,9 @@ def status(config_dir: Path, redis_url: str | None, as_json: bool) -> None:
     settings = settings_or_exit(config_dir)
     try:
         connector = redis_connector(settings.broker.redis, redis_url or os.environ.get("REDIS_URL"))
-    except RedisChoiceRefused as exc:
-        raise UnusableInput(str(exc)) from None
+    except RedisChoiceRefused as exc:  # unusable input, said as `broker readiness` says it (exit 2), not a traceback
+        click.echo(f"unusable input: {exc}", err=True)
+        sys.exit(2)
     shared: KeyValueStore | None = None
     if connector is not None:
         prefix = settings.broker.redis.key_prefix if settings.broker.redis else "broker:"

@@ -354,6 +354,22 @@ def test_status_of_a_crl_url_as_an_instance_fetched_it(shared_config: Path, redi
         assert row["crl_age"] != "-"
 
 
+
+@pytest.mark.parametrize(("url", "problem"), [
+    pytest.param("redis://broker:secret@127.0.0.1:6379/0", "the URL holds a password", id="password-inline"),
+    pytest.param("redis://127.0.0.1:6379/x", "database", id="database-no-number"),
+])
+def test_status_with_an_unusable_redis_url_exit_2(config_dir: Path, url: str, problem: str) -> None:
+    """docs/redis.md: REDIS_URL (or --redis) is held to redis.url's rules when `broker revocation status` starts.
+    It was, and the refusal escaped the command as a Python traceback (exit 1)."""
+    result = run("revocation", "status", "--config", config_dir, "--redis", url)
+
+    assert result.exit_code == 2, result.output
+    assert problem in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
 def test_status_without_the_shared_store_says_so(config_dir: Path) -> None:
     set_revocation(config_dir, "kommun-a", {
         "mode": "check", "methods": ["crl"],
