@@ -28,7 +28,7 @@ from broker.pki.algorithms import weak_key_reason
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, parse_untrusted
-from broker.saml.xmltime import parse_instant
+from broker.saml.xmltime import parse_duration, parse_instant
 
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
@@ -291,6 +291,8 @@ class IdpMetadata:
     want_authn_requests_signed: bool
     valid_until: dt.datetime | None
     attributes: tuple[str, ...] = ()     # the saml:Attribute names the IdP declares it can send (may be none)
+    # how soon this copy should be fetched again (SAML Metadata §2.3.1): the shortest cacheDuration covering the IdP
+    cache_duration: dt.timedelta | None = None
 
     def sso(self) -> Endpoint:
         """The SSO endpoint to send AuthnRequests to: HTTP-Redirect preferred, else HTTP-POST."""
@@ -322,16 +324,16 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
         want_authn_requests_signed=_bool(idp.want_authn_requests_signed),
         valid_until=_valid_until(xml, entity_id, max_bytes),
         attributes=tuple(a.name for a in idp.attribute or [] if a.name),
+        cache_duration=_cache_duration(xml, entity_id, max_bytes),
     )
     result.sso()  # raises if there is no usable SSO endpoint
     return result
 
 
-def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADATA_BYTES, *,
-                 role: str = "IDPSSODescriptor") -> dt.datetime | None:
-    """The earliest validUntil that covers the entity in ``role`` (SAML Metadata §2.3.1, §2.3.2, §2.4.1): on the
-    root, on the entity's EntityDescriptor inside an aggregate, and on its role descriptor. Other entities' do
-    not count."""
+def _covering(xml: bytes, entity_id: str | None, max_bytes: int, role: str) -> list[Any]:
+    """The elements whose validUntil and cacheDuration cover the entity in ``role`` (SAML Metadata §2.3.1, §2.3.2,
+    §2.4.1): the root, the entity's EntityDescriptor inside an aggregate, and its role descriptor. Other entities'
+    do not count."""
     root = parse_untrusted(xml, max_bytes)
     covering = [root]
     if entity_id is not None:
@@ -339,8 +341,30 @@ def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADAT
             if entity.get("entityID") == entity_id:
                 covering.append(entity)
                 covering.extend(entity.findall(f"{{{MD}}}{role}"))
+    return covering
+
+
+def _cache_duration(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES, *,
+                    role: str = "IDPSSODescriptor") -> dt.timedelta | None:
+    """The shortest cacheDuration that covers the entity in ``role`` (SAML Metadata §2.3.1; errata E76: of nested
+    ones the smaller applies, E94: it says when to fetch again, not when the copy stops being valid)."""
     found = []
-    for element in covering:
+    for element in _covering(xml, entity_id, max_bytes, role):
+        text = element.get("cacheDuration")
+        if text is None:
+            continue
+        try:
+            found.append(parse_duration(text))
+        except ValueError:
+            raise ValueError(f"cacheDuration {text[:40]!r} is not a non-negative xs:duration") from None
+    return min(found) if found else None
+
+
+def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADATA_BYTES, *,
+                 role: str = "IDPSSODescriptor") -> dt.datetime | None:
+    """The earliest validUntil that covers the entity in ``role`` (:func:`_covering`)."""
+    found = []
+    for element in _covering(xml, entity_id, max_bytes, role):
         text = element.get("validUntil")
         if text is None:
             continue

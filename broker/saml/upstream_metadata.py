@@ -10,6 +10,7 @@ the metadata is accepted (key rollover).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import threading
@@ -24,6 +25,10 @@ from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.saml.metadata import IdpMetadata, parse_idp_metadata, verify_metadata_signature
 
 log = logging.getLogger("broker.upstream")
+
+# a copy is fetched again no sooner than this, whatever cacheDuration its publisher wrote (PT0S would mean a fetch at
+# every round of the refresh loop)
+MIN_CACHE_DURATION = dt.timedelta(minutes=5)
 
 
 @dataclass
@@ -182,10 +187,21 @@ class UpstreamMetadata:
                 saml = state.municipality.config.saml
                 if saml is None or saml.metadata.url is None:
                     continue
-                due = state.fetched_at is None or (now - state.fetched_at).total_seconds() >= \
-                    saml.metadata.refresh_interval.seconds
-                if due:
+                if state.fetched_at is None or now - state.fetched_at >= self.refresh_due(state):
                     self.refresh(state)
+
+    @staticmethod
+    def refresh_due(state: MetadataState) -> dt.timedelta:
+        """How long after its fetch the copy held is fetched again: ``refresh_interval``, or the copy's cacheDuration
+        when that is shorter (SAML Metadata §2.3.1: the longest a consumer should cache it; errata E94: past it the
+        copy is stale, still usable until its validUntil), though not under :data:`MIN_CACHE_DURATION`."""
+        saml = state.municipality.config.saml
+        assert saml is not None
+        interval = saml.metadata.refresh_interval.timedelta
+        cached = state.metadata.cache_duration if state.metadata is not None else None
+        if cached is None:
+            return interval
+        return min(interval, max(cached, MIN_CACHE_DURATION))
 
     def refresh_all(self) -> None:
         """Fetch every URL source now (start-up, operators' tools, tests)."""

@@ -22,3 +22,29 @@ def parse_instant(text: str) -> dt.datetime:
 def format_instant(instant: dt.datetime) -> str:
     """``2026-11-27T10:00:00Z``; SAML peers handle seconds precision everywhere."""
     return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# XML Schema Part 2 §3.2.6.1: PnYnMnDTnHnMnS, every field optional but one, T only before a time field; a sign is
+# lexically allowed, but a negative duration is no time to cache anything for
+_DURATION = re.compile(r"^P(?=[0-9T])(?:([0-9]+)Y)?(?:([0-9]+)M)?(?:([0-9]+)D)?"
+                       r"(?:T(?=[0-9])(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+(?:\.[0-9]+)?)S)?)?\Z")
+_DURATION_CAP = 3650 * 86400  # ten years: further than any refresh schedule looks (and no timedelta overflow)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """A non-negative xs:duration (``PT1H``, ``P1DT12H``, ``PT0.5S``) as a timedelta, a month read as 28 days and a
+    year as 365 (the shortest they can be: the value bounds how long something may be kept), at most ten years;
+    ValueError otherwise."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"not a non-negative xs:duration: {text[:40]!r}")
+    days_per = (365, 28, 1)
+    seconds_per = (3600, 60, 1)
+    total = 0.0
+    for value, per in zip(m.groups()[:3], days_per, strict=True):
+        if value:
+            total += min(float(value[:12]), 1e12) * per * 86400
+    for value, per in zip(m.groups()[3:], seconds_per, strict=True):
+        if value:
+            total += min(float(value[:20]), 1e12) * per
+    return dt.timedelta(seconds=min(total, _DURATION_CAP))

@@ -104,9 +104,15 @@ def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
 
 
 def signed(m: Material, *, valid_until: dt.datetime | None = VALID_UNTIL,
-           more_signing: Sequence[SigningKey] = (), signer: SigningKey | None = None) -> bytes:
-    """The IdP's metadata, signed as it should be (by ``m.signer`` unless another ``signer`` is given)."""
+           more_signing: Sequence[SigningKey] = (), signer: SigningKey | None = None,
+           cache_duration: str | None = None) -> bytes:
+    """The IdP's metadata, signed as it should be (by ``m.signer`` unless another ``signer`` is given), with the
+    ``cacheDuration`` given on its root."""
     xml = prepare(m.base, valid_until=valid_until, more_signing=[k.certificate for k in more_signing])
+    if cache_duration is not None:
+        root = etree.fromstring(xml)
+        root.set("cacheDuration", cache_duration)
+        xml = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     return sign(xml, signer or m.signer)
 
 
@@ -684,6 +690,49 @@ def test_the_background_loop_refreshes_when_the_refresh_interval_has_passed(
     assert server.hits[PATH] == 4
     assert status(upstream)["last_error"] is None
     assert status(upstream)["fetched_at"] == (NOW + 2 * HOUR + dt.timedelta(seconds=30)).isoformat()
+
+
+@pytest.mark.parametrize(("cache_duration", "due_after"), [
+    pytest.param("PT1H", HOUR, id="an-hour"),
+    pytest.param("P0Y0M0DT0H30M0.5S", dt.timedelta(minutes=30, seconds=1), id="all-fields-fraction"),
+    pytest.param("PT1M", dt.timedelta(minutes=5), id="not-more-often-than-every-5-min"),
+    pytest.param("P1D", 6 * HOUR, id="longer-than-the-refresh-interval"),
+])
+def test_the_background_loop_refreshes_when_the_metadata_cache_duration_has_passed(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata], cache_duration: str, due_after: dt.timedelta) -> None:
+    """SAML Metadata §2.3.1 (errata E94): cacheDuration is how long a consumer should cache the copy before
+    fetching it again; a shorter one than ``refresh_interval`` (6 h by default) brings the next fetch forward.
+    The copy stays usable until its validUntil meanwhile (stale is not invalid)."""
+    server.put(PATH, signed(material, cache_duration=cache_duration), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+    upstream.refresh_all()
+    assert server.hits[PATH] == 1
+    server.put(PATH, signed(material, cache_duration=cache_duration, more_signing=[material.idp_next]),
+               CONTENT_TYPE)
+
+    clock.set(NOW + due_after - SECOND)
+    one_round(upstream)
+    assert server.hits[PATH] == 1, "not due yet"
+
+    clock.set(NOW + due_after)
+    one_round(upstream)
+    assert server.hits[PATH] == 2
+    assert status(upstream)["signing_keys"] == 2
+
+
+@pytest.mark.parametrize("cache_duration", [
+    pytest.param("1H", id="no-P"), pytest.param("PT", id="no-field"), pytest.param("-PT1H", id="negative"),
+    pytest.param("P1H", id="hours-before-T"), pytest.param("PT1,5S", id="comma"),
+])
+def test_metadata_with_an_unreadable_cache_duration_is_not_used(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata], cache_duration: str) -> None:
+    """As an unreadable validUntil: the copy cannot be cached as its publisher asked, so it is refused."""
+    server.put(PATH, signed(material, cache_duration=cache_duration), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+    error = unavailable(upstream)
+    assert f"cacheDuration {cache_duration!r} is not a non-negative xs:duration" in error.detail
 
 
 def test_the_background_loop_fetches_metadata_never_fetched(
