@@ -238,8 +238,10 @@ class UpstreamStep:
         d.audit.record(AuditEvent(
             "upstream_authn_result", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
             client_address=ctx.client_address,
-            data=MappingProxyType({"idp": idp.entity_id, "request_id": str(in_response_to)[:256], "loa": loa.uri,
-                                   "attributes": tuple(sorted(attributes))})))
+            # an unsolicited Response (Profiles §4.1.5) answers no request: none is named
+            data=MappingProxyType({"idp": idp.entity_id,
+                                   **({"request_id": in_response_to[:256]} if in_response_to else {}),
+                                   "loa": loa.uri, "attributes": tuple(sorted(attributes))})))
         # kept only when the assertion had them, so that other sessions keep their stored form
         if assertion.authenticating_authorities:
             upstream["authorities"] = "\n".join(assertion.authenticating_authorities)

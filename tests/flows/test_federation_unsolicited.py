@@ -78,6 +78,21 @@ def test_allowed_unsolicited_response_logs_in_at_the_sp_named_by_relay_state(cli
     assert result.attributes["employeeHsaId"] == ["SE2120003005-K001"]
 
 
+def test_an_unsolicited_login_is_audited_without_a_request_id(client_for, config_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """The IdP's answer names no request of the broker's (SAML Profiles §4.1.5): its audit record names none
+    either (not the text "None", which an operator would search for as a request ID), the IdP it came from and
+    the level it gave all the same."""
+    browser, idp, _ = client_for(True)
+    saml_response_form(browser.post(ACS_URL, unsolicited(idp, SP_ENTITY_ID)))
+    [result] = [r for r in audit_lines(config_dir) if r["event"] == "upstream_authn_result"]
+    assert result["outcome"] == "success"
+    data = result["data"]
+    assert isinstance(data, dict)
+    assert "request_id" not in data, data
+    assert data["idp"] == idp.entity_id
+    assert data["loa"] == "http://id.elegnamnden.se/loa/1.0/loa3"
+
+
 @pytest.mark.parametrize("relay_state", [None, "https://unknown-sp.example/metadata"], ids=["none", "unknown-sp"])
 def test_allowed_unsolicited_response_needs_a_known_sp_as_relay_state(client_for, relay_state: str | None
                                                                       ) -> None:  # type: ignore[no-untyped-def]
