@@ -284,7 +284,12 @@ class ResponseValidator:
             raise _reject("upstream_assertion_invalid", "the NameID is empty")
         confirmed_until = _bearer_confirmation(subject, expect)
 
-        conditions = assertion.find("saml:Conditions", NS)
+        all_conditions = assertion.findall("saml:Conditions", NS)
+        if len(all_conditions) > 1:
+            # Core §2.3.3: at most one; reading only the first would ignore what the others restrict
+            raise _reject("upstream_assertion_invalid", f"{len(all_conditions)} Conditions in the Assertion (SAML "
+                                                        "Core §2.3.3: at most one)")
+        conditions = all_conditions[0] if all_conditions else None
         not_on_or_after = confirmed_until
         if conditions is not None:
             not_before = _instant(conditions.get("NotBefore"), "Conditions NotBefore")
@@ -415,13 +420,19 @@ def _bearer_data(data: etree._Element, expect: Expectations) -> dt.datetime:
 
 def _other_conditions(conditions: etree._Element) -> ProxyRestriction | None:
     """SAML Core §2.5.1: a condition the broker does not understand makes the assertion Indeterminate, so it
-    is refused. OneTimeUse is kept by the replay cache. ProxyRestriction (§2.5.1.6, at most one) limits what the
-    broker does, issue assertions of its own on the strength of this one: Count="0" forbids it, so the assertion
-    is refused here; otherwise it is returned, for the broker's assertions to honour and carry on."""
+    is refused. OneTimeUse (§2.5.1.5, at most one) is kept by the replay cache. ProxyRestriction (§2.5.1.6, at most
+    one) limits what the broker does, issue assertions of its own on the strength of this one: Count="0" forbids
+    it, so the assertion is refused here; otherwise it is returned, for the broker's assertions to honour and
+    carry on."""
     restriction = None
+    one_time_use = False
     for condition in conditions:
-        if not isinstance(condition.tag, str) or condition.tag in (f"{{{SAML}}}AudienceRestriction",
-                                                                    f"{{{SAML}}}OneTimeUse"):
+        if not isinstance(condition.tag, str) or condition.tag == f"{{{SAML}}}AudienceRestriction":
+            continue
+        if condition.tag == f"{{{SAML}}}OneTimeUse":
+            if one_time_use:
+                raise _reject("upstream_assertion_invalid", "more than one OneTimeUse (SAML Core §2.5.1.5)")
+            one_time_use = True
             continue
         if condition.tag == f"{{{SAML}}}ProxyRestriction":
             if restriction is not None:

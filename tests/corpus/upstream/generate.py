@@ -669,6 +669,17 @@ def _unknown_condition(assertion: etree._Element) -> None:
     etree.SubElement(delegate, f"{{{SAML}}}NameID").text = "https://intermediary.example/metadata"
 
 
+def _second_conditions(assertion: etree._Element) -> None:
+    """A second Conditions after the first (the schema allows one: SAML Core §2.3.3), restricting the Assertion to
+    another SP and to a time already past: a reader of only the first would miss both."""
+    conditions = assertion.find("saml:Conditions", NS)
+    assert conditions is not None
+    second = etree.Element(f"{{{SAML}}}Conditions", NotOnOrAfter=instant(NOW - dt.timedelta(minutes=10)))
+    restriction = etree.SubElement(second, f"{{{SAML}}}AudienceRestriction")
+    etree.SubElement(restriction, f"{{{SAML}}}Audience").text = "https://sp.elsewhere.example/metadata"
+    conditions.addnext(second)
+
+
 def _issuer_format_unspecified(assertion: etree._Element) -> None:
     issuer = assertion.find("saml:Issuer", NS)
     assert issuer is not None
@@ -818,6 +829,14 @@ CASE_LIST: tuple[Case, ...] = (
     Case("one_time_use.xml", None,
          "validly signed with <OneTimeUse/>: what the broker's replay cache does anyway",
          _bytes(_signed_changed(_condition("OneTimeUse")))),
+    Case("one_time_use_twice.xml", "upstream_assertion_invalid",
+         "validly signed with two <OneTimeUse/> (SAML Core §2.5.1.5: a SAML authority MUST NOT include more than "
+         "one)", _bytes(_signed_changed(lambda a: (_condition("OneTimeUse")(a), _condition("OneTimeUse")(a)))),
+         {"detail": "OneTimeUse"}),
+    Case("two_conditions.xml", "upstream_assertion_invalid",
+         "validly signed with a second <Conditions> (another SP's audience, a NotOnOrAfter past): the Assertion "
+         "holds at most one (SAML Core §2.3.3)", _bytes(_signed_changed(_second_conditions)),
+         {"detail": "Conditions"}),
     Case("unknown_condition.xml", "upstream_assertion_invalid",
          "validly signed with a <Condition xsi:type=\"del:DelegationRestrictionType\"> the broker does not "
          "implement: the assertion is Indeterminate (§2.5.1.1)", _bytes(_signed_changed(_unknown_condition)),
