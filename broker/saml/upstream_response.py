@@ -252,8 +252,20 @@ class ResponseValidator:
             raise _reject("upstream_decryption_failed", f"the EncryptedAssertion holds a {decrypted.tag}")
         return decrypted
 
-    @staticmethod
-    def _read_assertion(assertion: etree._Element, expect: Expectations) -> UpstreamAssertion:
+    def _decrypt_attributes(self, assertion: etree._Element) -> None:
+        """Replace each EncryptedAttribute of the (verified) Assertion by the Attribute it holds (SAML Core §2.7.3.2,
+        §6.1), decrypted as an EncryptedAssertion is: the same algorithms, limits and keys. The Assertion's
+        signature, checked before, covers the ciphertext: no decryption oracle."""
+        for encrypted in assertion.findall("saml:AttributeStatement/saml:EncryptedAttribute", NS):
+            try:
+                decrypted = self._decrypter.decrypt(encrypted)
+            except DecryptionRefused as exc:
+                code = "upstream_algorithm_not_allowed" if exc.algorithm else "upstream_decryption_failed"
+                raise _reject(code, f"an EncryptedAttribute: {exc}") from None
+            if decrypted.tag != f"{{{SAML}}}Attribute":
+                raise _reject("upstream_decryption_failed", f"an EncryptedAttribute holds a {decrypted.tag}")
+
+    def _read_assertion(self, assertion: etree._Element, expect: Expectations) -> UpstreamAssertion:
         now, skew = expect.now, expect.skew
         if assertion.get("Version") != "2.0":
             raise _reject("upstream_version_unsupported", f"Assertion Version {assertion.get('Version')!r}")
@@ -333,6 +345,7 @@ class ResponseValidator:
         authorities = tuple(name for name in (_text_only(a, "AuthenticatingAuthority") for a in statement.findall(
             "saml:AuthnContext/saml:AuthenticatingAuthority", NS)) if name and not _WHITESPACE.search(name))
 
+        self._decrypt_attributes(assertion)
         attributes: dict[str, tuple[str, ...]] = {}
         for attribute in assertion.findall("saml:AttributeStatement/saml:Attribute", NS):
             name = attribute.get("Name")

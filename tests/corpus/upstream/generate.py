@@ -292,9 +292,10 @@ def encrypt(root: etree._Element, recipient: KeyPair, *, data: str = "aes256-gcm
 
 
 def encrypt_element(root: etree._Element, element: etree._Element, recipient: KeyPair, *, data: str = "aes256-gcm",
-                    key_transport: str = "rsa-oaep") -> None:
-    """Replace ``element`` (a child of the Response ``root``) by an EncryptedAssertion holding it, encrypted."""
-    wrapper = etree.Element(f"{{{SAML}}}EncryptedAssertion")
+                    key_transport: str = "rsa-oaep", wrapper_tag: str = "EncryptedAssertion") -> None:
+    """Replace ``element`` (in the Response ``root``) by an EncryptedAssertion (or another ``wrapper_tag`` of SAML
+    Core §6: EncryptedAttribute) holding it, encrypted."""
+    wrapper = etree.Element(f"{{{SAML}}}{wrapper_tag}")
     element.addprevious(wrapper)
     wrapper.append(element)
     transform, key_data, size = ENCRYPTION[data]
@@ -598,6 +599,21 @@ def _encrypted_after(make: Callable[[Keys], etree._Element], *, sign_response: b
     return build
 
 
+def _encrypted_attribute(data: str) -> Callable[[Keys], bytes]:
+    """The baseline with its HSA-id Attribute in an EncryptedAttribute (SAML Core §2.7.3.2, §6.1; ``data``,
+    RSA-OAEP to the broker's key), encrypted before the IdP signs the Assertion, as IdPs do."""
+    def build(keys: Keys) -> bytes:
+        root = parse(response_xml(Fields()))
+        assertion = the_assertion(root)
+        attribute = assertion.find(f"saml:AttributeStatement/saml:Attribute[@Name='{HSA_ATTRIBUTE}']", NS)
+        assert attribute is not None
+        encrypt_element(root, attribute, keys.sp, data=data, wrapper_tag="EncryptedAttribute")
+        sign(assertion, keys.idp)
+        return serialize(root)
+
+    return build
+
+
 def _encrypted_not_an_assertion(keys: Keys) -> bytes:
     """The EncryptedAssertion's plaintext is a NameID (as an EncryptedID would hold), not an Assertion."""
     root = parse(response_xml(Fields()))
@@ -783,6 +799,13 @@ CASE_LIST: tuple[Case, ...] = (
     Case("encrypted_rsa15.xml", "upstream_algorithm_not_allowed",
          "the signed Assertion encrypted with AES-256-GCM, key transport RSA PKCS#1 v1.5",
          _encrypted("aes256-gcm", "rsa-1_5")),
+    Case("encrypted_attribute.xml", None,
+         "valid.xml with the HSA-id Attribute in an EncryptedAttribute (AES-256-GCM, RSA-OAEP to the broker's SP "
+         "key) inside the signed Assertion (SAML Core §2.7.3.2)", _encrypted_attribute("aes256-gcm")),
+    Case("encrypted_attribute_3des.xml", "upstream_algorithm_not_allowed",
+         "encrypted_attribute.xml with the Attribute encrypted with 3DES-CBC: an EncryptedAttribute gets the "
+         "EncryptedAssertion's algorithm allow-list", _encrypted_attribute("3des-cbc"),
+         {"detail": "EncryptedAttribute"}),
     # encryption: how many EncryptedKeys, and where
     Case("encrypted_four_keys.xml", None,
          "valid_encrypted: four EncryptedKeys in the KeyInfo, three for other recipients (RSA-OAEP to the foreign "

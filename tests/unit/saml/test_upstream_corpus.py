@@ -42,7 +42,7 @@ ACCEPTED = [f for f in FILES if CASES[f]["reason"] is None]
 REFUSED = [f for f in FILES if CASES[f]["reason"] is not None and CASES[f].get("decided_by") != "flow"]
 BY_FLOW = [f for f in FILES if CASES[f].get("decided_by") == "flow"]
 # encryption uses a fresh session key and IV (and other recipients' keys) on each run: not reproducible byte for byte
-ENCRYPTED = {f for f in FILES if b"EncryptedAssertion" in (corpus.HERE / f).read_bytes()}
+ENCRYPTED = {f for f in FILES if b"EncryptedData" in (corpus.HERE / f).read_bytes()}
 
 
 @pytest.fixture(scope="module")
