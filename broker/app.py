@@ -319,15 +319,15 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         sp_metadata = SpMetadataDocument(sp_cfg, clock, sp_signer, acs_url=base + SP_ACS_PATH,
                                          slo_url=base + SP_SLO_PATH, validity=idp_cfg.metadata_validity.timedelta)
         idp_metadata = UpstreamMetadata(list(settings.municipalities.values()), clock, HttpFetcher())
+        decrypter = Decrypter([pair.key.pem for pair in sp_cfg.decryption])
         upstream = UpstreamStep(
-            deps, Answers(deps), metadata=idp_metadata, sender=sp_sender,
-            decrypter=Decrypter([pair.key.pem for pair in sp_cfg.decryption]),
+            deps, Answers(deps), metadata=idp_metadata, sender=sp_sender, decrypter=decrypter,
             sp_entity_id=sp_cfg.entity_id, acs_url=base + SP_ACS_PATH)
         toward_idps = LogoutMessages(
             entity_id=sp_cfg.entity_id, slo_url=base + SP_SLO_PATH, sender=sp_sender, clock=clock,
             max_bytes=sp_cfg.max_message_bytes, skew=idp_cfg.clock_skew.timedelta,
             max_age=idp_cfg.request_max_age.timedelta, peer=_idp_peer(idp_metadata),
-            unknown_issuer_reason="logout_request_invalid")
+            unknown_issuer_reason="logout_request_invalid", decrypter=decrypter)
     services = Services(
         settings=settings, flow=LoginFlow(deps, upstream), logout=LogoutFlow(deps, sp_side=toward_sps,
                                                                               idp_side=toward_idps),

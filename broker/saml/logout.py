@@ -47,6 +47,7 @@ from broker.saml.metadata import Endpoint
 from broker.saml.outbound import MessageSender, OutboundMessage
 from broker.saml.response import new_id
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
+from broker.saml.xmlenc import Decrypter, DecryptionRefused
 from broker.saml.xmlparse import UnsafeXml, is_ncname, parse_untrusted
 from broker.saml.xmltime import format_instant, parse_instant
 
@@ -120,7 +121,10 @@ class LogoutMessages:
 
     def __init__(self, *, entity_id: str, slo_url: str, sender: MessageSender, clock: Clock, max_bytes: int,
                  skew: dt.timedelta, max_age: dt.timedelta, peer: Callable[[str], LogoutPeer | None],
-                 unknown_issuer_reason: str, relay_state_max_bytes: int | None = None) -> None:
+                 unknown_issuer_reason: str, relay_state_max_bytes: int | None = None,
+                 decrypter: Decrypter | None = None) -> None:
+        """``decrypter``: the keys of the certificate this endpoint's metadata publishes for encryption, which a
+        peer may encrypt the principal's identifier to (an EncryptedID, SAML Core §3.7.1); None: no such key."""
         self.entity_id = entity_id
         self.slo_url = slo_url
         self._sender = sender
@@ -131,6 +135,7 @@ class LogoutMessages:
         self._find_peer = peer
         self._unknown_issuer = unknown_issuer_reason
         self._relay_max = relay_state_max_bytes
+        self._decrypter = decrypter
         self._verifiers: dict[str, XmlVerifier] = {}
         self._lock = threading.Lock()
 
@@ -231,10 +236,11 @@ class LogoutMessages:
             if self._clock.now() - self._skew >= expires:
                 raise SamlRejected("saml_request_stale", f"NotOnOrAfter {not_on_or_after}")
         name_id_el = root.find("saml:NameID", NS)
+        if name_id_el is None:
+            name_id_el = self._decrypted_name_id(root)
         # XML's white space only, as the assertions' NameIDs are read (broker.saml.upstream_response)
         if name_id_el is None or not (name_id_el.text or "").strip(IDENTITY_SPACE):
-            raise SamlRejected("logout_request_invalid", "no NameID (encrypted and base identifiers are not "
-                                                         "supported)")
+            raise SamlRejected("logout_request_invalid", "no NameID (base identifiers are not supported)")
         return LogoutRequestInfo(
             request_id=request_id,
             peer=peer,
@@ -247,6 +253,25 @@ class LogoutMessages:
             sp_name_qualifier=name_id_el.get("SPNameQualifier"),
             issued=issued,
         )
+
+    def _decrypted_name_id(self, root: etree._Element) -> etree._Element | None:
+        """The NameID in the request's EncryptedID (SAML Core §2.2.4, §3.7.1), decrypted with this endpoint's keys
+        as an EncryptedAssertion is (the same algorithms and limits); None when there is no EncryptedID. Called
+        once the request's signature holds, which covers the ciphertext: no decryption oracle."""
+        encrypted = root.find("saml:EncryptedID", NS)
+        if encrypted is None:
+            return None
+        if self._decrypter is None:
+            raise SamlRejected("logout_request_invalid", "an EncryptedID, and this endpoint publishes no "
+                                                         "encryption key")
+        try:
+            decrypted = self._decrypter.decrypt(encrypted, self._max_bytes)
+        except DecryptionRefused as exc:
+            raise SamlRejected("saml_algorithm_not_allowed" if exc.algorithm else "logout_request_invalid",
+                               f"the EncryptedID: {exc}") from None
+        if decrypted.tag != f"{{{SAML}}}NameID":
+            raise SamlRejected("logout_request_invalid", f"the EncryptedID holds a {decrypted.tag}")
+        return decrypted
 
     @staticmethod
     def _response(root: etree._Element, peer: LogoutPeer, relay_state: str | None) -> LogoutResponseInfo:

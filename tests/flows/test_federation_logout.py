@@ -47,6 +47,7 @@ from broker.model import KNOWN_LOAS
 from broker.saml.xmltime import format_instant
 from broker.session.sessions import SessionManager
 from broker.session.store import RedisStore
+from tests.corpus.upstream.generate import XENC, KeyPair, encrypt_element
 from tests.factories.authnrequests import (
     DIGEST_SHA256,
     NS,
@@ -994,6 +995,53 @@ def _idp_logout_request(idp: DemoIdp, *, issuer: str | None = None, destination:
         session_indexes=[login.session_index], sign=False)
     xml = str(request).encode()
     return with_issuer(xml, issuer) if issuer else xml
+
+
+def _with_encrypted_name_id(xml: bytes, recipient: KeyPair, data: str) -> bytes:
+    """The LogoutRequest ``xml`` with its NameID in an EncryptedID for ``recipient`` (SAML Core §2.2.4, §3.7.1)."""
+    root = etree.fromstring(xml)
+    name_id = root.find("saml:NameID", NS)
+    assert name_id is not None
+    encrypt_element(root, name_id, recipient, data=data, wrapper_tag="EncryptedID")
+    assert root.find("saml:EncryptedID/xenc:EncryptedData", {**NS, "xenc": XENC}) is not None
+    return etree.tostring(root)
+
+
+def test_idp_logout_naming_her_in_an_encrypted_id_ends_the_session(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path,
+        demo_material) -> None:  # type: ignore[no-untyped-def]
+    """SAML Core §3.7.1: the IdP may name the principal in an EncryptedID, encrypted to the key the broker's SP
+    metadata publishes for encryption (Shibboleth's IdP does so by default): her session ends as for a NameID."""
+    karin_login(browser, sp, idp)
+    token = cookie(browser)
+    keys = config_dir / "keys"
+    broker_sp = KeyPair((keys / "sp-encryption.key").read_bytes(), (keys / "sp-encryption.crt").read_bytes())
+    xml = _with_encrypted_name_id(_idp_logout_request(idp), broker_sp, "aes256-gcm")
+    url = redirect_url(xml, key=load_key(demo_material.root / "idp" / "idp.key"), endpoint=SP_SLO,
+                       relay_state="idp-slo")
+    hop(open_browser(app, None).get(url), SP1_SLO, "SAMLRequest")
+    goes_to_login(with_cookie(app, token), sp)
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], data(logout)["session_ended"]) == ("success", True)
+
+
+@pytest.mark.parametrize(("data", "code"), [
+    pytest.param("3des-cbc", "saml_algorithm_not_allowed", id="3des"),
+    pytest.param("not-for-the-broker", "logout_request_invalid", id="another-recipient"),
+])
+def test_idp_logout_with_an_encrypted_id_the_broker_cannot_read_is_refused(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, demo_material,  # type: ignore[no-untyped-def]
+        data: str, code: str) -> None:
+    karin_login(browser, sp, idp)
+    keys = config_dir / "keys"
+    recipient = KeyPair((keys / "sp-encryption.key").read_bytes(), (keys / "sp-encryption.crt").read_bytes())
+    if data == "not-for-the-broker":
+        recipient = KeyPair(b"", (keys / "idp-signing.crt").read_bytes())
+    xml = _with_encrypted_name_id(_idp_logout_request(idp), recipient, "aes256-gcm" if data != "3des-cbc" else data)
+    url = redirect_url(xml, key=load_key(demo_material.root / "idp" / "idp.key"), endpoint=SP_SLO,
+                       relay_state="idp-slo")
+    assert_refused(open_browser(app, None).get(url), code)
+    posted_response(browser.get(sp.login_url()))  # Karin's session goes on
 
 
 def test_unsigned_sp_logout_request_is_refused(browser: Browser, sp: DemoSp, config_dir: Path) -> None:
