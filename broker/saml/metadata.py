@@ -126,38 +126,50 @@ def _optional_bool(text: str | None) -> bool | None:
     return None if text is None else _bool(text)
 
 
-def _key_descriptors(descriptor: Any, use: str) -> Iterator[tuple[Any, x509.Certificate]]:
-    """Each KeyDescriptor for ``use`` (or without a use: SAML Metadata §2.4.1.1, both) with each certificate
-    it holds."""
-    for kd in descriptor.key_descriptor or []:
+def _key_descriptors(descriptor: Any, element: Any, use: str) -> Iterator[tuple[Any, x509.Certificate]]:
+    """Each KeyDescriptor for ``use`` (or without a use: SAML Metadata §2.4.1.1, both) with each key-bearing
+    certificate it holds (:func:`_key_bearing`). ``element`` is the role descriptor as lxml parsed it: pysaml2
+    keeps only the last X509Certificate of an X509Data, so the certificates are read from there."""
+    for kd, kd_element in zip(descriptor.key_descriptor or [], element.findall(f"{{{MD}}}KeyDescriptor"),
+                              strict=True):
         if kd.use not in (None, use):
             continue
-        if kd.key_info is None:
-            continue
-        for data in kd.key_info.x509_data or []:
-            if data.x509_certificate is None or not data.x509_certificate.text:
-                continue
-            b64 = "".join(data.x509_certificate.text.split())
-            try:
-                cert = x509.load_der_x509_certificate(base64.b64decode(b64, validate=True))
-                cert.public_key()   # the key is what the broker uses: a malformed one is refused here, at load
-            except UnsupportedAlgorithm:
-                # a key type the broker cannot use at all (a binary curve, SM2, GOST): not one of its keys, like a
-                # KeyDescriptor for another use; the entity's usable keys still serve (and with none left, the
-                # checks that need one say so)
-                continue
-            except (ValueError, binascii.Error) as exc:
-                raise ValueError(f"a KeyDescriptor holds an unreadable certificate or key ({exc})") from None
-            yield kd, cert
+        for data in kd_element.findall(f"{{{_DS}}}KeyInfo/{{{_DS}}}X509Data"):
+            certificates = []
+            for text in (c.text for c in data.findall(f"{{{_DS}}}X509Certificate")):
+                if not text:
+                    continue
+                b64 = "".join(text.split())
+                try:
+                    cert = x509.load_der_x509_certificate(base64.b64decode(b64, validate=True))
+                    cert.public_key()   # the key is what the broker uses: a malformed one is refused here, at load
+                except UnsupportedAlgorithm:
+                    # a key type the broker cannot use at all (a binary curve, SM2, GOST): not one of its keys, like
+                    # a KeyDescriptor for another use; the entity's usable keys still serve (and with none left, the
+                    # checks that need one say so)
+                    continue
+                except (ValueError, binascii.Error) as exc:
+                    raise ValueError(f"a KeyDescriptor holds an unreadable certificate or key ({exc})") from None
+                certificates.append(cert)
+            for cert in _key_bearing(certificates):
+                yield kd, cert
 
 
-def _signing_certificates(descriptor: Any) -> tuple[x509.Certificate, ...]:
+def _key_bearing(certificates: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The certificates of one X509Data that bear the entity's key (XML-DSig §4.4.4: the others, if any, are of its
+    certification chain): those that issued none of the others. A CA's key signs no SAML message of the entity's;
+    self-signed certificates (key containers, two of them at a rollover) issue nothing else and are all kept."""
+    issuers = {c.issuer for c in certificates if c.issuer != c.subject}
+    return [c for c in certificates if c.subject not in issuers]
+
+
+def _signing_certificates(descriptor: Any, element: Any) -> tuple[x509.Certificate, ...]:
     """The certificates of the entity's signing keys (SAML Metadata §2.4.1.1), every one strong enough to trust a
     signature from: its signatures are the entity's word (an SP's requests, an IdP's assertions), so an RSA key
     under 2048 bits or a small curve, which whoever breaks it could sign with, refuses the metadata, as it refuses
     a CA (:func:`broker.pki.algorithms.weak_key_reason`). Key types no verifier here uses are left as they are."""
     found = []
-    for _, cert in _key_descriptors(descriptor, "signing"):
+    for _, cert in _key_descriptors(descriptor, element, "signing"):
         weak = weak_key_reason(cert) if isinstance(cert.public_key(), rsa.RSAPublicKey | ec.EllipticCurvePublicKey) \
             else None
         if weak:
@@ -173,9 +185,9 @@ def _encryption_method(method: Any) -> EncryptionMethod:
                             mgf=settings.get((_XENC11, "MGF")), oaep_params=method.oae_pparams is not None)
 
 
-def _encryption_keys(descriptor: Any) -> tuple[EncryptionKey, ...]:
+def _encryption_keys(descriptor: Any, element: Any) -> tuple[EncryptionKey, ...]:
     return tuple(EncryptionKey(cert, tuple(_encryption_method(m) for m in kd.encryption_method or [] if m.algorithm))
-                 for kd, cert in _key_descriptors(descriptor, "encryption"))
+                 for kd, cert in _key_descriptors(descriptor, element, "encryption"))
 
 
 def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
@@ -236,6 +248,18 @@ def _entity(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES) -> 
     return matching[0]
 
 
+def _role_element(xml: bytes, entity_id: str, role: str, max_bytes: int = MAX_METADATA_BYTES) -> Any:
+    """The role descriptor :func:`_entity` and the parser found, as lxml reads it: in the entity it chose (the
+    root, or the first EntityDescriptor of the aggregate naming ``entity_id``), the one SAML 2.0 ``role``."""
+    root = parse_untrusted(xml, max_bytes)
+    entities = [root] if root.tag == f"{{{MD}}}EntityDescriptor" else root.findall(f"{{{MD}}}EntityDescriptor")
+    for entity in (e for e in entities if e.get("entityID") == entity_id):
+        for descriptor in entity.findall(f"{{{MD}}}{role}"):
+            if PROTOCOL in (descriptor.get("protocolSupportEnumeration") or ""):
+                return descriptor
+    raise ValueError(f"entity {entity_id!r} has no SAML 2.0 {role}")
+
+
 def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
     """The SPSSODescriptor of ``entity_id``. Raises ValueError with an operator-readable message."""
     entity = _entity(xml, entity_id)
@@ -243,6 +267,7 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
     if len(sps) != 1:
         raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 SPSSODescriptor, found {len(sps)}")
     sp = sps[0]
+    element = _role_element(xml, entity_id, "SPSSODescriptor")
     acs = _endpoints(sp.assertion_consumer_service, indexed=True)
     if not any(e.binding == HTTP_POST for e in acs):
         raise ValueError("the SP has no AssertionConsumerService with the HTTP-POST binding")
@@ -250,8 +275,8 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
         entity_id=entity_id,
         assertion_consumer_services=acs,
         single_logout_services=_endpoints(sp.single_logout_service, indexed=False),
-        signing_certificates=_signing_certificates(sp),
-        encryption_keys=_encryption_keys(sp),
+        signing_certificates=_signing_certificates(sp, element),
+        encryption_keys=_encryption_keys(sp, element),
         authn_requests_signed=_bool(sp.authn_requests_signed),
         want_assertions_signed=_bool(sp.want_assertions_signed),
         nameid_formats=tuple(f.text.strip() for f in sp.name_id_format or [] if f.text),
@@ -313,7 +338,7 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
     if len(idps) != 1:
         raise ValueError(f"entity {entity_id!r} needs exactly one SAML 2.0 IDPSSODescriptor, found {len(idps)}")
     idp = idps[0]
-    signing = _signing_certificates(idp)
+    signing = _signing_certificates(idp, _role_element(xml, entity_id, "IDPSSODescriptor", max_bytes))
     if not signing:
         raise ValueError(f"the IdP {entity_id!r} publishes no signing key")
     result = IdpMetadata(

@@ -30,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from broker.clock import FixedClock, isoformat_z
@@ -38,9 +41,10 @@ from broker.config.loader import Municipality, load_settings
 from broker.errors import UpstreamRejected
 from broker.pki.revocation.http import HttpFetcher
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT
-from broker.saml.metadata import Endpoint, IdpMetadata
+from broker.saml.metadata import Endpoint, IdpMetadata, parse_idp_metadata
 from broker.saml.upstream_metadata import UpstreamMetadata
 from tests.factories.metadata import (
+    DS,
     MD,
     NS,
     RSA_SHA1,
@@ -500,6 +504,52 @@ def test_refresh_picks_up_a_signing_key_rollover(
     assert upstream.get(KOMMUN_C).signing_certificates == (material.idp_next.certificate,)
     assert status(upstream)["signing_keys"] == 1
     assert server.hits[PATH] == 3
+
+
+def _issued(name: str, issuer: SigningKey) -> SigningKey:
+    """A new key and its certificate, ``issuer`` its CA (SigningKey.generate's are self-signed)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(issuer.certificate.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - DAY).not_valid_after(NOW + 365 * DAY)
+            .sign(issuer.key, hashes.SHA256()))
+    return SigningKey(key, cert)
+
+
+def _one_x509_data(m: Material, certificates: Sequence[x509.Certificate]) -> bytes:
+    """The IdP's metadata whose signing KeyDescriptor holds ``certificates`` in its one X509Data."""
+    root = etree.fromstring(m.base)
+    data = root.find("md:IDPSSODescriptor/md:KeyDescriptor[@use='signing']/ds:KeyInfo/ds:X509Data", NS)
+    assert data is not None
+    for old in list(data):
+        data.remove(old)
+    for cert in certificates:
+        etree.SubElement(data, f"{{{DS}}}X509Certificate").text = base64.b64encode(
+            cert.public_bytes(serialization.Encoding.DER)).decode()
+    return etree.tostring(root)
+
+
+@pytest.mark.parametrize("order", [
+    pytest.param(("leaf", "ca"), id="leaf-then-its-ca"),
+    pytest.param(("ca", "leaf"), id="ca-then-leaf"),
+    pytest.param(("leaf", "intermediate", "ca"), id="leaf-intermediate-ca"),
+    pytest.param(("own", "next"), id="two-self-signed"),
+])
+def test_every_certificate_of_an_x509_data_is_read_and_the_key_bearing_ones_kept(
+        material: Material, order: tuple[str, ...]) -> None:
+    """XML-DSig §4.4.4: an X509Data may hold several X509Certificate elements, the one bearing the key and those of
+    its chain. The key-bearing ones are the IdP's signing keys (a CA's key signs no SAML message of the IdP's);
+    which one that is does not depend on their order. Certificates that issue none of the others (self-signed key
+    containers, as at a key rollover) are each a signing key."""
+    ca = SigningKey.generate("Kommun C CA", NOW)
+    intermediate = _issued("Kommun C Issuing CA", ca)
+    leaf = _issued("Kommun C IdP signing", intermediate if "intermediate" in order else ca).certificate
+    named = {"leaf": leaf, "ca": ca.certificate, "intermediate": intermediate.certificate,
+             "own": material.idp.certificate, "next": material.idp_next.certificate}
+    md = parse_idp_metadata(_one_x509_data(material, [named[n] for n in order]), ENTITY_ID)
+    want = (leaf,) if "leaf" in order else (material.idp.certificate, material.idp_next.certificate)
+    assert md.signing_certificates == want
 
 
 def _serve_500(server: HttpsFileServer, m: Material) -> None:
