@@ -209,7 +209,7 @@ def verify_query_signature(message: InboundMessage, certificates: tuple[x509.Cer
     if message.sig_alg is None or message.signature is None or message.signed_octets is None:
         raise SamlRejected("saml_signature_invalid", "the message carries no query signature")
     if message.sig_alg not in SIGNATURE_HASHES:
-        raise SamlRejected("saml_algorithm_not_allowed", f"SigAlg {message.sig_alg}")
+        raise SamlRejected("saml_algorithm_not_allowed", f"SigAlg {message.sig_alg[:100]}")
     try:
         signature = base64.b64decode(message.signature, validate=True)
     except (binascii.Error, ValueError):

@@ -289,7 +289,7 @@ class Decrypter:
         method = data[0].find("xenc:EncryptionMethod", _NS)
         algorithm = method.get("Algorithm") if method is not None else None
         if algorithm not in ALLOWED_DATA:
-            raise DecryptionRefused(f"data encryption {algorithm} is not allowed (AES only)", algorithm=True)
+            raise DecryptionRefused(f"data encryption {str(algorithm)[:100]} is not allowed (AES only)", algorithm=True)
         _refuse_references(encrypted)
         keys = encrypted.findall(".//xenc:EncryptedKey", _NS)
         if not keys:
@@ -301,7 +301,8 @@ class Decrypter:
             key_method = encrypted_key.find("xenc:EncryptionMethod", _NS)
             transport = key_method.get("Algorithm") if key_method is not None else None
             if transport not in ALLOWED_KEY_TRANSPORT:
-                raise DecryptionRefused(f"key transport {transport} is not allowed (RSA-OAEP only)", algorithm=True)
+                raise DecryptionRefused(f"key transport {str(transport)[:100]} is not allowed (RSA-OAEP only)",
+                                        algorithm=True)
         errors = []
         plaintext = None
         for manager in self._managers:

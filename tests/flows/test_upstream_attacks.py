@@ -33,7 +33,7 @@ from broker.reasons import reason
 from broker.session.store import RedisStore
 from tests.corpus.upstream.generate import NS, SAML, SAMLP, KeyPair, sign
 from tests.factories.authnrequests import open_browser
-from tests.factories.idp import ACS_URL, KARIN, AtIdp, make_idp, to_idp
+from tests.factories.idp import ACS_URL, IDP_ENTITY_ID, KARIN, AtIdp, make_idp, to_idp
 from tests.factories.saml import BASE_URL, Browser, saml_response_form
 from tests.flows.conftest import audit_lines
 
@@ -414,3 +414,34 @@ def test_response_within_the_size_limit_is_accepted(
     post = idp.respond(at.request, at.relay_state, KARIN)
     logged_in(browser.post(ACS_URL, padded(post, 200_000)))
     assert upstream_results(config_dir) == [("success", None)]
+
+
+_LONG = "a" * 100_000
+_NOT_A_RESPONSE = f'<x:Response xmlns:x="urn:{_LONG}"/>'
+# a LogoutRequest naming Kommun C's IdP (public), its signature's algorithm 100 000 characters long
+_LONG_ALGORITHM = (
+    f'<samlp:LogoutRequest xmlns:samlp="{SAMLP}" xmlns:saml="{SAML}" ID="_x" Version="2.0" '
+    f'IssueInstant="2026-01-01T00:00:00Z"><saml:Issuer>{IDP_ENTITY_ID}</saml:Issuer>'
+    f'<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo>'
+    f'<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/>'
+    f'<ds:SignatureMethod Algorithm="urn:{_LONG}"/></ds:SignedInfo><ds:SignatureValue>AA==</ds:SignatureValue>'
+    f'</ds:Signature><saml:NameID>x</saml:NameID></samlp:LogoutRequest>')
+
+
+@pytest.mark.parametrize(("endpoint", "parameter", "xml", "event"), [
+    pytest.param(ACS_URL, "SAMLResponse", _NOT_A_RESPONSE, "upstream_authn_result", id="acs"),
+    pytest.param(BASE_URL + "/saml/sp/slo", "SAMLRequest", _NOT_A_RESPONSE, "logout", id="sp-slo"),
+    pytest.param(BASE_URL + "/saml/sp/slo", "SAMLRequest", _LONG_ALGORITHM, "logout", id="sp-slo-algorithm"),
+])
+def test_what_anyone_posts_reaches_the_audit_trail_bounded(
+        browser: Browser, config_dir: Path, endpoint: str, parameter: str, xml: str, event: str) -> None:
+    """Any web page can make its visitors' browsers post to these endpoints, before any signature or pending
+    login is looked at: a root element with a 100 000-character namespace, or a signature naming a 100 000-character
+    algorithm (well inside max_message_bytes), is refused as what it is, and the name reaches the audit record cut
+    short, as every other value such a post carries does, not 100 kB of it per post."""
+    page = browser.post(endpoint, {parameter: base64.b64encode(xml.encode()).decode()})
+    assert page.status_code >= 400
+    [record] = [r for r in audit_lines(config_dir) if r["event"] == event]
+    assert record["outcome"] == "failure"
+    assert "urn:aaaa" in str(record["detail"])
+    assert len(str(record["detail"])) < 500, len(str(record["detail"]))
