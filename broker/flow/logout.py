@@ -183,8 +183,8 @@ class LogoutFlow:
                  "current": None, "failed": [], "confirmed": [],
                  "identity": dataclasses.asdict(identity) if identity else None,
                  "browser": _digest(binding), "clear_cookie": own, "unlocated": unlocated}
-        fresh = binding if binding != ctx.browser_binding else None
-        return self._advance(state, ctx, clear_session=own, bind_browser=fresh)
+        # set again even when the browser sent it, so that it outlives the logout (as at a login: UpstreamStep.begin)
+        return self._advance(state, ctx, clear_session=own, bind_browser=binding)
 
     def _drop_unreadable(self, ctx: ClientContext) -> bool:
         """End the browser's own session when its record cannot be read (another release's form, a damaged

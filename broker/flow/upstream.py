@@ -114,11 +114,12 @@ class UpstreamStep:
                                    "force_authn": info.force_authn, "is_passive": info.is_passive,
                                    "requested_context": refs})))
         message = request.message
-        fresh = binding if binding != ctx.browser_binding else None
+        # set again even when the browser sent it: the cookie's day then counts from this login, which its answer
+        # must find the cookie for (a login begun in the cookie's last minutes would otherwise lose it midway)
         if message.binding == HTTP_POST:
             return PostToSp(message.url, message.fields, ctx.correlation_id, municipality.config.name,
-                            remember_municipality=remember, bind_browser=fresh)
-        return Redirect(message.url, ctx.correlation_id, remember_municipality=remember, bind_browser=fresh)
+                            remember_municipality=remember, bind_browser=binding)
+        return Redirect(message.url, ctx.correlation_id, remember_municipality=remember, bind_browser=binding)
 
     def redirect_targets(self, options: tuple[Municipality, ...]) -> tuple[str, ...]:
         """The SSO URLs that :meth:`begin` may redirect the browser to for ``options`` (HTTP-Redirect binding),

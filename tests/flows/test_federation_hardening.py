@@ -24,7 +24,16 @@ from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
 from tests.corpus.upstream.generate import NS, KeyPair, sign
 from tests.factories.authnrequests import assert_refused, error_page, open_browser, posted_response
-from tests.factories.idp import ACS_URL, KARIN, LARS, discovery_login_id, federated_login, make_idp, to_idp
+from tests.factories.idp import (
+    ACS_URL,
+    KARIN,
+    LARS,
+    discovery_form,
+    discovery_login_id,
+    federated_login,
+    make_idp,
+    to_idp,
+)
 from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 
@@ -105,6 +114,27 @@ def test_response_to_a_login_started_in_another_browser_is_refused(
     assert users[-1] == KARIN_HSA_ID, \
         f"the victim's browser is now logged in as the attacker: assertions issued to it: {users}"
     assert not logged_in_to_sp(csrf)
+
+
+def test_each_login_at_the_idp_renews_the_browser_binding_for_its_whole_answer_window(
+        browser: Browser, sp: DemoSp, idp: DemoIdp) -> None:
+    """The binding cookie lives a day (docs/security.md) from when the broker sets it. A later login in the same
+    browser reuses its value; unless the cookie is set again with it, one started in the cookie's last minutes
+    (sp.login_timeout: 10 min) gets its IdP's answer after the browser has dropped the cookie, and is refused
+    as from another browser (upstream_browser_mismatch). Each redirect to the IdP sets it again, same value."""
+    browser.certificate_pem = None
+    first = to_idp(browser, idp, browser.get(sp.login_url()))
+    binding = browser.client.get_cookie("__Host-broker_binding", domain="localhost", path="/")
+    assert binding is not None
+
+    page = browser.get(sp.login_url(force_authn=True))   # a second login at the IdP, the cookie still held
+    response = page if page.status_code == 303 else browser.post(
+        "/discovery", {**discovery_form(page), "municipality": "kommun-c"})
+    renewed = [c for c in set_cookie_headers(response) if c.startswith("__Host-broker_binding=")]
+    assert renewed, "the binding cookie is not set again for the new login"
+    assert renewed[0].startswith(f"__Host-broker_binding={binding.value};")
+    assert "Max-Age=86400" in renewed[0]
+    assert first.request.message.id != idp.parse_redirect(response.headers["Location"])[0].message.id
 
 
 # --- ForceAuthn is passed upstream, and its result checked --------------------------------------
