@@ -19,8 +19,10 @@ from typing import Final, Literal
 
 Family = Literal["certificate", "proxy", "saml", "upstream", "session", "dependency", "request", "operations"]
 
-# Second-level SAML status codes (SAML Core §3.2.2.2).
+# SAML status codes (SAML Core §3.2.2.2): the top-level Requester where no second-level code says more, and
+# second-level codes.
 _ST = "urn:oasis:names:tc:SAML:2.0:status:"
+REQUESTER: Final = _ST + "Requester"
 AUTHN_FAILED: Final = _ST + "AuthnFailed"
 NO_PASSIVE: Final = _ST + "NoPassive"
 NO_AUTHN_CONTEXT: Final = _ST + "NoAuthnContext"
@@ -37,8 +39,9 @@ class Reason:
     """One row of the table.
 
     ``http_status`` is the status of the error page; ``saml_status`` is the
-    second-level status code used when the broker answers the SP with a SAML
-    error Response instead of a page (None: never answered that way).
+    status code used when the broker answers the SP with a SAML error Response
+    instead of a page (None: never answered that way): a second-level code, or
+    the top-level Requester alone where none of them fits (a malformed request).
     """
 
     code: str
@@ -166,8 +169,9 @@ _ROWS: tuple[Reason, ...] = (
            "The request carried no SAMLRequest.",
            "The user opened the SSO endpoint directly; start from the service provider."),
     Reason("saml_request_malformed", "saml", 400,
-           "The SAML message could not be decoded or parsed (SAML Bindings §3.4.4, §3.5.4).",
-           "Check the SP's binding encoding; the detail names the failing step."),
+           "The SAML message could not be decoded or parsed (SAML Bindings §3.4.4, §3.5.4), or holds a value its "
+           "schema does not allow; once the SP and its ACS are known, the SP gets an error Response (Requester).",
+           "Check the SP's binding encoding; the detail names the failing step.", REQUESTER),
     Reason("saml_request_too_large", "saml", 400,
            "The SAML message exceeds the size limit (before or after inflation).",
            "Real AuthnRequests are a few kilobytes; this looks like an attack or a broken SP."),

@@ -65,6 +65,9 @@ _REQUESTER_FAULTS = frozenset({
     "urn:oasis:names:tc:SAML:2.0:status:RequestUnsupported",
 })
 
+# The top-level codes an error Response can carry alone (SAML Core §3.2.2.2)
+_TOP_LEVEL = frozenset({STATUS_REQUESTER, STATUS_RESPONDER, STATUS_VERSION_MISMATCH})
+
 # Second-level codes under the top-level VersionMismatch (SAML Core §3.2.2.2)
 _VERSION_FAULTS = frozenset({
     "urn:oasis:names:tc:SAML:2.0:status:RequestVersionTooHigh",
@@ -192,13 +195,17 @@ class ResponseBuilder:
 
     def error(self, target: ReplyTarget, status: str, message: str | None = None) -> bytes:
         """A signed Response without assertion, carrying ``status`` (SAML Core §3.2.2.2) under the top-level
-        code it belongs to: Requester, VersionMismatch (the RequestVersion codes) or Responder."""
+        code it belongs to: Requester, VersionMismatch (the RequestVersion codes) or Responder; a top-level code
+        given as ``status`` (Requester for a malformed request) stands alone."""
         now = self._clock.now()
-        top = STATUS_REQUESTER if status in _REQUESTER_FAULTS \
-            else STATUS_VERSION_MISMATCH if status in _VERSION_FAULTS else STATUS_RESPONDER
         root, issuer = self._response(target, format_instant(now))
         status_el = _sub(root, _p("Status"))
-        _sub(_sub(status_el, _p("StatusCode"), Value=top), _p("StatusCode"), Value=status)
+        if status in _TOP_LEVEL:
+            _sub(status_el, _p("StatusCode"), Value=status)
+        else:
+            top = STATUS_REQUESTER if status in _REQUESTER_FAULTS \
+                else STATUS_VERSION_MISMATCH if status in _VERSION_FAULTS else STATUS_RESPONDER
+            _sub(_sub(status_el, _p("StatusCode"), Value=top), _p("StatusCode"), Value=status)
         if message:
             _sub(status_el, _p("StatusMessage")).text = message
         self._signer.sign(root, after=issuer)

@@ -21,6 +21,7 @@ from lxml import etree
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
 from tests.corpus.upstream.generate import NS, SAML, proxy_restriction, sign
+from tests.factories.authnrequests import ACS_URL as SP_ACS_URL
 from tests.factories.authnrequests import (
     SP_ENTITY_ID,
     AuthnRequests,
@@ -140,9 +141,14 @@ def test_no_suggestion_open_to_the_sp_leaves_the_whole_choice(browser: Browser, 
 ])
 def test_an_unreadable_proxy_count_is_a_malformed_request(browser: Browser, craft: AuthnRequests, config_dir: Path,
                                                           scoping: dict[str, Any], detail: str) -> None:
-    # a limit that cannot be read cannot be honoured
-    assert_refused(browser.get(craft.redirect(scoped(craft.build().xml, **scoping))), "saml_request_malformed")
+    # a limit that cannot be read cannot be honoured; the SP and its ACS are known, so the SP is answered (SAML
+    # Core §3.4.1.4) with the top-level Requester alone: the fault is the request's (§3.2.2.2)
+    crafted = craft.build()
+    posted = posted_response(browser.get(craft.redirect(scoped(crafted.xml, **scoping))))
+    assert (posted.action, posted.root.get("InResponseTo")) == (SP_ACS_URL, crafted.request_id)
+    assert status_codes(posted.root) == ("urn:oasis:names:tc:SAML:2.0:status:Requester", None)
     (refusal,) = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert (refusal["reason"], refusal["sp"]) == ("saml_request_malformed", SP_ENTITY_ID)
     assert detail in str(refusal["detail"])
 
 

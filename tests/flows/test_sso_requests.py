@@ -12,6 +12,7 @@ import base64
 import datetime as dt
 import re
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -19,8 +20,10 @@ from urllib.parse import quote
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
+from lxml import etree
 from saml2 import BINDING_HTTP_ARTIFACT
 from saml2.response import (
+    StatusError,
     StatusInvalidNameidPolicy,
     StatusNoAuthnContext,
     StatusNoPassive,
@@ -373,6 +376,27 @@ def test_sp_name_qualifier_of_another_namespace_gets_invalid_nameid_policy(
     else:
         assert status_codes(posted.root) == ("urn:oasis:names:tc:SAML:2.0:status:Requester",
                                              "urn:oasis:names:tc:SAML:2.0:status:InvalidNameIDPolicy")
+
+
+@pytest.mark.parametrize("edit_context", [
+    pytest.param(lambda rac: rac.set("Comparison", "at-least"), id="comparison-not-in-the-schema"),
+    pytest.param(lambda rac: [rac.remove(ref) for ref in list(rac)], id="no-class-refs"),
+])
+def test_a_malformed_requested_authn_context_gets_a_requester_error_response(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, config_dir: Path,
+        edit_context: Callable[[etree._Element], object]) -> None:
+    """A RequestedAuthnContext its schema does not allow, from a registered SP whose ACS is known: the SP gets a
+    signed error Response (SAML Core §3.4.1.4) with the top-level Requester alone (§3.2.2.2: the request's fault,
+    and no second-level code says more), not a dead end in the browser."""
+    crafted = craft.build(requested_authn_context={"authn_context_class_ref": [LOA3], "comparison": "exact"})
+    xml = edit(crafted.xml, lambda root: edit_context(root.find("samlp:RequestedAuthnContext", NS)))
+    posted = error_response(browser.get(craft.redirect(xml)), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester", None)
+    with pytest.raises(StatusError):
+        sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+    (refusal,) = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert refusal["reason"] == "saml_request_malformed"
+    assert "assertion_issued" not in [e["event"] for e in audit_lines(config_dir)]
 
 
 def test_exact_loa4_gets_no_authn_context_for_a_loa3_card(browser: Browser, sp: DemoSp, craft: AuthnRequests,
