@@ -306,9 +306,14 @@ class ResponseValidator:
         not_on_or_after = confirmed_until
         if conditions is not None:
             not_before = _instant(conditions.get("NotBefore"), "Conditions NotBefore")
+            until = _instant(conditions.get("NotOnOrAfter"), "Conditions NotOnOrAfter")
+            if not_before is not None and until is not None and not_before >= until:
+                # Core §2.5.1.2: NotBefore MUST be earlier than NotOnOrAfter; such an assertion is valid at no
+                # instant, and the clock skew must not make it valid at some
+                raise _reject("upstream_assertion_invalid", f"Conditions NotBefore {not_before.isoformat()} is not "
+                                                            f"earlier than NotOnOrAfter {until.isoformat()}")
             if not_before is not None and now + skew < not_before:
                 raise _reject("upstream_not_yet_valid", f"NotBefore {not_before.isoformat()}")
-            until = _instant(conditions.get("NotOnOrAfter"), "Conditions NotOnOrAfter")
             if until is not None:
                 if now - skew >= until:
                     raise _reject("upstream_expired", f"Conditions NotOnOrAfter {until.isoformat()}")
@@ -419,9 +424,14 @@ def _bearer_data(data: etree._Element, expect: Expectations) -> dt.datetime:
     until = _instant(data.get("NotOnOrAfter"), "SubjectConfirmationData NotOnOrAfter")
     if until is None:
         raise _reject("upstream_subject_confirmation_invalid", "no NotOnOrAfter")
+    not_before = _instant(data.get("NotBefore"), "SubjectConfirmationData NotBefore")
+    if not_before is not None and not_before >= until:
+        # Core §2.4.1.2: NotBefore MUST be earlier than NotOnOrAfter (a confirmation valid at no instant)
+        raise _reject("upstream_subject_confirmation_invalid", f"SubjectConfirmationData NotBefore "
+                                                               f"{not_before.isoformat()} is not earlier than "
+                                                               f"NotOnOrAfter {until.isoformat()}")
     if expect.now - expect.skew >= until:
         raise _reject("upstream_expired", f"SubjectConfirmationData NotOnOrAfter {until.isoformat()}")
-    not_before = _instant(data.get("NotBefore"), "SubjectConfirmationData NotBefore")
     if not_before is not None and expect.now + expect.skew < not_before:
         raise _reject("upstream_not_yet_valid", f"SubjectConfirmationData NotBefore {not_before.isoformat()}")
     in_response_to = data.get("InResponseTo")

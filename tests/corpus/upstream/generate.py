@@ -696,6 +696,18 @@ def _second_conditions(assertion: etree._Element) -> None:
     conditions.addnext(second)
 
 
+def _inverted_window(path: str) -> Callable[[etree._Element], None]:
+    """The element at ``path`` valid from 30 s after now until 20 s after now: NotBefore not earlier than
+    NotOnOrAfter (SAML Core §2.5.1.2, §2.4.1.2), so valid at no instant, though each bound alone is within the
+    clock skew of now."""
+    def change(assertion: etree._Element) -> None:
+        element = assertion.find(path, NS)
+        assert element is not None
+        element.set("NotBefore", instant(NOW + dt.timedelta(seconds=30)))
+        element.set("NotOnOrAfter", instant(NOW + dt.timedelta(seconds=20)))
+    return change
+
+
 def _issuer_format_unspecified(assertion: etree._Element) -> None:
     issuer = assertion.find("saml:Issuer", NS)
     assert issuer is not None
@@ -860,6 +872,14 @@ CASE_LIST: tuple[Case, ...] = (
          "validly signed with a second <Conditions> (another SP's audience, a NotOnOrAfter past): the Assertion "
          "holds at most one (SAML Core §2.3.3)", _bytes(_signed_changed(_second_conditions)),
          {"detail": "Conditions"}),
+    Case("conditions_window_inverted.xml", "upstream_assertion_invalid",
+         "validly signed, Conditions NotBefore 30 s after now and NotOnOrAfter 20 s after now: valid at no instant "
+         "(SAML Core §2.5.1.2), though each bound alone passes within the clock skew",
+         _bytes(_signed_changed(_inverted_window("saml:Conditions"))), {"detail": "not earlier than"}),
+    Case("confirmation_window_inverted.xml", "upstream_subject_confirmation_invalid",
+         "validly signed, the bearer SubjectConfirmationData's NotBefore 30 s after now and NotOnOrAfter 20 s after "
+         "now (SAML Core §2.4.1.2)", _bytes(_signed_changed(_inverted_window(
+             "saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData"))), {"detail": "not earlier than"}),
     Case("unknown_condition.xml", "upstream_assertion_invalid",
          "validly signed with a <Condition xsi:type=\"del:DelegationRestrictionType\"> the broker does not "
          "implement: the assertion is Indeterminate (§2.5.1.1)", _bytes(_signed_changed(_unknown_condition)),
