@@ -23,6 +23,7 @@ from broker.config.loader import Settings, load_settings
 from broker.demo.idp import CLAIMS, CLASS_PASSWORD, CLASS_X509, DemoIdp, FormPost, IdpUser
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.reasons import NO_AUTHN_CONTEXT, NO_PASSIVE
+from broker.saml.xmlenc import ALLOWED_DATA, ALLOWED_KEY_TRANSPORT
 from broker.session.store import RedisStore
 from broker.web.services import CORRELATION_ENVIRON
 from tests.corpus.upstream.generate import proxy_restriction
@@ -205,6 +206,23 @@ def test_encrypted_assertion(browser: Browser, sp: DemoSp, idp: DemoIdp, config_
         event = upstream_result(config_dir, cid)
         assert (event["outcome"], event["reason"]) == ("failure", refusal)
         assert "assertion_issued" not in [e for e, _, _ in events_of(config_dir, cid)]
+
+
+def test_the_sp_metadata_asks_for_authenticated_encryption_first(browser: Browser) -> None:
+    """SAML Metadata §2.4.1.1: the encryption key's EncryptionMethods, in the broker's order of preference: AES-GCM
+    (authenticated) before AES-CBC (malleable: the oracles of XML Encryption 1.0), RSA-OAEP for the key; each one
+    the broker also decrypts, and nothing weaker (no RSA 1.5, no 3DES)."""
+    md = {"md": "urn:oasis:names:tc:SAML:2.0:metadata"}
+    root = etree.fromstring(browser.get("/saml/sp/metadata").data)
+    (descriptor,) = root.findall(".//md:SPSSODescriptor/md:KeyDescriptor[@use='encryption']", md)
+    methods = [m.get("Algorithm") for m in descriptor.findall("md:EncryptionMethod", md)]
+    assert methods == [
+        "http://www.w3.org/2009/xmlenc11#aes256-gcm", "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+        "http://www.w3.org/2001/04/xmlenc#aes256-cbc", "http://www.w3.org/2001/04/xmlenc#aes128-cbc",
+        "http://www.w3.org/2009/xmlenc11#rsa-oaep", "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"]
+    assert set(methods) <= ALLOWED_DATA | ALLOWED_KEY_TRANSPORT
+    (signing,) = root.findall(".//md:SPSSODescriptor/md:KeyDescriptor[@use='signing']", md)
+    assert signing.find("md:EncryptionMethod", md) is None
 
 
 # --- 3. what the IdP must sign -------------------------------------------------------------------
