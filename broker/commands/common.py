@@ -19,7 +19,7 @@ from broker.config.values import load_certificates
 from broker.errors import ConfigError, ConfigIssue, UnusableInput
 from broker.model import CertificateFacts
 from broker.pki.identity import display_subject
-from broker.pki.reading import UnreadableCertificate, check_fields
+from broker.pki.reading import UnreadableCertificate, check_each
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies
 
@@ -48,12 +48,10 @@ def _certificates(path: Path, what: str) -> list[x509.Certificate]:
         raise UnusableInput(f"cannot read {path}: {exc.strerror}") from None
     except ValueError as exc:
         raise UnusableInput(f"{path} is not {what} ({exc})") from None
-    for number, cert in enumerate(certs, start=1):
-        try:
-            check_fields(cert)
-        except UnreadableCertificate as exc:
-            where = f"certificate {number} of {len(certs)} in {path}" if len(certs) > 1 else str(path)
-            raise UnusableInput(f"{where}: {exc}") from None
+    try:
+        check_each(certs, path)
+    except UnreadableCertificate as exc:
+        raise UnusableInput(str(exc)) from None
     return certs
 
 

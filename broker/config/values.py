@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
-from broker.pki.reading import UnreadableCertificate, check_fields
+from broker.pki.reading import check_each
 
 
 def _require_str(value: Any, what: str) -> str:
@@ -376,10 +376,7 @@ class CertificateFile:
             raise ValueError(f"{p} does not hold a readable X.509 certificate ({exc})") from None
         if len(certs) != 1:
             raise ValueError(f"{p} must hold exactly one certificate, found {len(certs)}")
-        try:  # read whole now (a duplicated extension, an unreadable name), not where it is first used
-            check_fields(certs[0])
-        except UnreadableCertificate as exc:
-            raise ValueError(f"{p}: {exc}") from None
+        check_each(certs, p)  # read whole now (a duplicated extension, an unreadable name), not where first used
         return cls(p, certs[0])
 
     @classmethod
@@ -407,14 +404,10 @@ class CaCertificates:
             raise ValueError(f"{p} does not hold readable X.509 certificates ({exc})") from None
         if not certs:
             raise ValueError(f"{p} holds no certificate")
-        for number, cert in enumerate(certs, start=1):
-            # read every lazily parsed part once (a duplicated extension, an unreadable name), so a broken CA
-            # certificate is a configuration problem here, not an error where it is first read
-            try:
-                check_fields(cert)
-            except UnreadableCertificate as exc:
-                where = f"certificate {number} of {len(certs)} in {p}" if len(certs) > 1 else str(p)
-                raise ValueError(f"{where}: {exc}") from None
+        # read every lazily parsed part once (a duplicated extension, an unreadable name), so a broken CA
+        # certificate is a configuration problem here, not an error where it is first read
+        check_each(certs, p)
+        for cert in certs:
             who = cert.subject.rfc4514_string()
             try:
                 bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value

@@ -10,7 +10,7 @@ part once, so callers can refuse the certificate as malformed with a reason of t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography import x509
 
@@ -43,6 +43,17 @@ def check_fields(cert: x509.Certificate) -> None:
         except Exception as exc:
             raise UnreadableCertificate(f"malformed X.509 certificate: its {name} cannot be read "
                                         f"({type(exc).__name__}: {exc})") from None
+
+
+def check_each(certs: Sequence[x509.Certificate], source: object) -> None:
+    """:func:`check_fields` for each certificate read from ``source`` (a file): the refusal names the file, and
+    which of its certificates when it holds several, so that an operator finds the broken one."""
+    for number, cert in enumerate(certs, start=1):
+        try:
+            check_fields(cert)
+        except UnreadableCertificate as exc:
+            where = f"certificate {number} of {len(certs)} in {source}" if len(certs) > 1 else str(source)
+            raise UnreadableCertificate(f"{where}: {exc}") from None
 
 
 def read_certificate(data: bytes, *, pem: bool = False) -> x509.Certificate:
