@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -369,34 +369,35 @@ def _covering(xml: bytes, entity_id: str | None, max_bytes: int, role: str) -> l
     return covering
 
 
+_Ordered = TypeVar("_Ordered", dt.timedelta, dt.datetime)
+
+
 def _cache_duration(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES, *,
                     role: str = "IDPSSODescriptor") -> dt.timedelta | None:
     """The shortest cacheDuration that covers the entity in ``role`` (SAML Metadata §2.3.1; errata E76: of nested
     ones the smaller applies, E94: it says when to fetch again, not when the copy stops being valid)."""
-    found = []
-    for element in _covering(xml, entity_id, max_bytes, role):
-        text = element.get("cacheDuration")
-        if text is None:
-            continue
-        try:
-            found.append(parse_duration(text))
-        except ValueError:
-            raise ValueError(f"cacheDuration {text[:40]!r} is not a non-negative xs:duration") from None
-    return min(found) if found else None
+    return _least(xml, entity_id, max_bytes, role, "cacheDuration", parse_duration, "a non-negative xs:duration")
 
 
 def _valid_until(xml: bytes, entity_id: str | None, max_bytes: int = MAX_METADATA_BYTES, *,
                  role: str = "IDPSSODescriptor") -> dt.datetime | None:
     """The earliest validUntil that covers the entity in ``role`` (:func:`_covering`)."""
+    return _least(xml, entity_id, max_bytes, role, "validUntil", parse_instant, "a UTC dateTime")
+
+
+def _least(xml: bytes, entity_id: str | None, max_bytes: int, role: str, attribute: str,
+           parse: Callable[[str], _Ordered], expected: str) -> _Ordered | None:
+    """The least value of ``attribute`` among the elements that cover the entity in ``role`` (:func:`_covering`),
+    each read with ``parse``; one that cannot be read refuses the document."""
     found = []
     for element in _covering(xml, entity_id, max_bytes, role):
-        text = element.get("validUntil")
+        text = element.get(attribute)
         if text is None:
             continue
         try:
-            found.append(parse_instant(text))
+            found.append(parse(text))
         except ValueError:
-            raise ValueError(f"validUntil {text!r} is not a UTC dateTime") from None
+            raise ValueError(f"{attribute} {text[:40]!r} is not {expected}") from None
     return min(found) if found else None
 
 
