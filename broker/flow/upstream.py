@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import hmac
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -32,7 +33,7 @@ from broker.flow.deps import FlowDeps, upstream_answer_window
 from broker.flow.logout import logged_out_upstream
 from broker.flow.proxying import check_proxy_restriction, proxy_count_exceeded
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
-from broker.model import KNOWN_LOAS, Loa, satisfies
+from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_FORMATS, InboundMessage, decode
 from broker.saml.metadata import IdpMetadata
@@ -219,9 +220,9 @@ class UpstreamStep:
             ended = self._logged_out(upstream, assertion.authn_instant)
             if ended is not None:
                 raise ended
-            attributes = canonical_attributes(saml, assertion.attributes)
-            identity = identity_of(saml, attributes, municipality.id, municipality.config.organization_number,
-                                   expect.now.date())
+            municipality, attributes, identity = self._whose(pending, municipality, assertion.attributes,
+                                                             expect.now.date())
+            saml = municipality.config.saml or saml  # (every candidate logs in through this IdP)
             loa = loa_of(saml, assertion.authn_context)
             if info.force_authn and "issued" in pending:
                 # Core §3.4.1: ForceAuthn means the IdP authenticates the user anew, after our request
@@ -344,17 +345,48 @@ class UpstreamStep:
             return UpstreamRejected("upstream_unsolicited", f"a Response without InResponseTo from {issuer[:200]!r}, "
                                                             "which may not send unsolicited Responses")
         sp = d.settings.sp_by_entity_id(relay_state or "")
-        municipality = next((m for m in allowing if sp is not None and m.id in sp.config.municipalities), None)
+        # an IdP several municipalities share: which one is the user's is known once her identity is read
+        candidates = [m.id for m in allowing if sp is not None and m.id in sp.config.municipalities]
         acs = sp.metadata.default_acs() if sp is not None else None
-        if sp is None or municipality is None or acs is None:
+        if sp is None or not candidates or acs is None:
             return UpstreamRejected("upstream_unsolicited", "an unsolicited Response must name, as RelayState, a "
                                                             "registered SP that accepts the municipality")
         info = AuthnRequestInfo(
             request_id="", sp_entity_id=sp.entity_id, acs_url=acs.location, binding=HTTP_POST,
             nameid_format=NAMEID_FORMATS[sp.config.nameid_formats[0]], force_authn=False, is_passive=False,
             requested_contexts=(), comparison="exact", relay_state=None, signed=False)
-        return {"request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": municipality.id,
-                "idp": issuer}
+        return {"request": info.to_dict(), "correlation_id": ctx.correlation_id, "municipality": candidates[0],
+                "candidates": candidates, "idp": issuer}
+
+    def _whose(self, pending: dict[str, Any], municipality: Municipality,
+               upstream_attributes: Mapping[str, tuple[str, ...]], today: dt.date
+               ) -> tuple[Municipality, dict[str, tuple[str, ...]], Identity]:
+        """The user's municipality, attributes and identity. A solicited login's municipality is the one the
+        login was started for. An unsolicited Response from an IdP that several municipalities share names none
+        (Profiles §4.1.5: no request, no discovery): each municipality the SP accepts is tried in turn, and the user
+        belongs to the one whose identity rule takes her (a shared IdP's rules tell its municipalities apart, which
+        the configuration check enforces); when none does, the first one's refusal is given. The Response was
+        checked with the first one's settings (signed_element, clock_skew): a municipality that would have checked
+        it otherwise is no candidate."""
+        checked = municipality.config.saml
+        assert checked is not None
+        candidates = [municipality, *(m for mid in pending.get("candidates", ())
+                                      if (m := self._d.settings.municipalities.get(str(mid))) is not None
+                                      and m.id != municipality.id and m.config.saml is not None
+                                      and m.config.saml.signed_element == checked.signed_element
+                                      and m.config.saml.clock_skew == checked.clock_skew)]
+        first: UpstreamRejected | None = None
+        for candidate in candidates:
+            saml = candidate.config.saml
+            assert saml is not None
+            try:
+                attributes = canonical_attributes(saml, upstream_attributes)
+                return candidate, attributes, identity_of(saml, attributes, candidate.id,
+                                                          candidate.config.organization_number, today)
+            except UpstreamRejected as exc:
+                first = first or exc
+        assert first is not None
+        raise first
 
     def _validator(self, idp: IdpMetadata) -> ResponseValidator:
         """One validator (with its preloaded keys) per set of IdP signing keys."""
