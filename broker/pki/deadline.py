@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 
 class SocketDeadline:
@@ -20,15 +21,23 @@ class SocketDeadline:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self.expired = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._seconds = max(seconds, 0.0)
+        self._ends = time.monotonic() + self._seconds
+        self._timer = threading.Timer(self._seconds, self._expire)
         self._timer.daemon = True
 
     def __enter__(self) -> SocketDeadline:
+        self._ends = time.monotonic() + self._seconds
         self._timer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
+
+    def remaining(self) -> float:
+        """Seconds left (0 once passed): the bound of a wait that has no socket to shut down, such as a name
+        resolution."""
+        return max(self._ends - time.monotonic(), 0.0)
 
     def attach(self, sock: socket.socket | None) -> None:
         """Put ``sock`` under the deadline (shut down at once if it has passed already)."""

@@ -9,21 +9,30 @@ reads: urllib3's timeouts bound each socket operation, so a peer that sends a by
 line, its headers or its body) was never cut off, and one OCSP responder could hold a login for as long as
 it liked. Every connection made here reports its socket to the fetch it serves; when the deadline passes,
 the watchdog shuts the socket down and the blocked read returns at once.
+
+Name resolution comes before any socket exists, so no watchdog can cut it short: it runs in a small pool of
+resolver threads, waited for at most the time the fetch has left, and the connection is then made to the
+addresses it gave (each attempt bounded by the connect timeout and the time left). The host name still names
+the server for https (SNI, the certificate's name), as before.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.connection import allowed_gai_family
 
 from broker.pki.deadline import SocketDeadline
 
@@ -54,11 +63,81 @@ def _attach_to_current(sock: socket.socket | None) -> None:
         deadline.attach(sock)
 
 
+# name resolutions at once; more wait their turn (within their own fetch's deadline). A name whose DNS servers do not
+# answer holds a thread for the resolver's own timeouts (tens of seconds) while its responder is asked again every
+# retry_after (10 s): enough threads that a few such names do not starve the others
+_RESOLVERS = 16
+_resolver_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}  # by process id
+_resolver_lock = threading.Lock()
+
+
+def _resolver() -> concurrent.futures.ThreadPoolExecutor:
+    """This process's resolver threads (a forked worker makes its own: threads do not survive a fork)."""
+    pid = os.getpid()
+    with _resolver_lock:
+        pool = _resolver_pools.get(pid)
+        if pool is None:
+            _resolver_pools.clear()  # a parent's pool, unusable here
+            pool = _resolver_pools[pid] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=_RESOLVERS, thread_name_prefix="resolver")
+        return pool
+
+
+def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.socket:
+    """urllib3's ``_new_conn`` under a fetch's deadline: the name resolved in a resolver thread, waited for no
+    longer than the time left (a resolver that hangs on an unanswering DNS server would otherwise hold the fetch
+    for its own timeouts, seconds to tens of seconds), then each address tried with the connect timeout, capped
+    by the time left. Raises urllib3's exceptions, as ``_new_conn`` does."""
+    host = conn._dns_host.strip("[]")  # the name urllib3 itself would resolve
+    pending = _resolver().submit(socket.getaddrinfo, host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    try:
+        addresses = pending.result(timeout=deadline.remaining())
+    except concurrent.futures.TimeoutError:
+        pending.cancel()  # still queued: never run; running: its thread finishes alone, its result unused
+        raise urllib3.exceptions.ConnectTimeoutError(
+            conn, f"name resolution of {conn.host} not complete within the time left") from None
+    except socket.gaierror as exc:
+        raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
+    except (OSError, UnicodeError) as exc:
+        raise urllib3.exceptions.NewConnectionError(conn, f"cannot resolve {conn.host}: {exc}") from exc
+    error: OSError = OSError(f"{conn.host} resolves to no address")
+    for family, kind, proto, _name, address in addresses:
+        left = deadline.remaining()
+        if left <= 0:
+            raise urllib3.exceptions.ConnectTimeoutError(conn, f"connection to {conn.host} not made in time")
+        sock = socket.socket(family, kind, proto)
+        try:
+            for option in conn.socket_options or ():
+                sock.setsockopt(*option)
+            timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
+            sock.settimeout(left if timeout is None else min(timeout, left))
+            if conn.source_address:
+                sock.bind(conn.source_address)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sys.audit("http.client.connect", conn, conn.host, conn.port)
+        return sock
+    if isinstance(error, TimeoutError):
+        raise urllib3.exceptions.ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})") from error
+    raise urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
+
+
 class _Watched:
-    """Mixed into urllib3's connections: reports the socket to the running fetch's watchdog when it connects and
-    whenever it sends a request (a kept-alive connection serves a later fetch without connecting again)."""
+    """Mixed into urllib3's connections: connects within the running fetch's deadline, name resolution included,
+    and reports the socket to its watchdog when it connects and whenever it sends a request (a kept-alive
+    connection serves a later fetch without connecting again)."""
 
     sock: socket.socket | None
+
+    def _new_conn(self) -> socket.socket:
+        deadline: SocketDeadline | None = getattr(_watching, "current", None)
+        if deadline is None:
+            return cast(socket.socket, super()._new_conn())  # type: ignore[misc]
+        return _connect_within(cast(HTTPConnection, self), deadline)
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from broker.pki.revocation import http as http_module
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from tests.factories.loopback_peer import LoopbackPeer
 
@@ -54,10 +55,10 @@ def peer(request: pytest.FixtureRequest) -> Iterator[Peer]:
     server.close()
 
 
-def _fetch(fetcher: HttpFetcher, method: str, port: int) -> bytes:
+def _fetch(fetcher: HttpFetcher, method: str, port: int, host: str = "127.0.0.1") -> bytes:
     if method == "GET":
-        return fetcher.get(f"http://127.0.0.1:{port}/ca.crl", LIMITS, "application/pkix-crl")
-    return fetcher.post(f"http://127.0.0.1:{port}/ocsp", b"x", "application/ocsp-request",
+        return fetcher.get(f"http://{host}:{port}/ca.crl", LIMITS, "application/pkix-crl")
+    return fetcher.post(f"http://{host}:{port}/ocsp", b"x", "application/ocsp-request",
                         "application/ocsp-response", LIMITS)
 
 
@@ -85,3 +86,38 @@ def test_a_prompt_answer_and_a_kept_alive_connection_are_unaffected(peer: Peer, 
         assert _fetch(fetcher, method, peer.port) == BODY
     time.sleep(LIMITS.total_timeout + 0.2)  # an earlier fetch's deadline passing does not touch the connection
     assert _fetch(fetcher, method, peer.port) == BODY
+
+
+SLOW_HOST = "slow-resolver.test"  # a name only the slow resolver below knows: it stands for 127.0.0.1
+
+
+@pytest.fixture
+def slow_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``socket.getaddrinfo`` (urllib3's and the broker's, one module) taking 3 s for :data:`SLOW_HOST`: a real
+    delay, as a resolver waiting on an unanswering DNS server makes it; other names resolve as before."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str | bytes | None, port: str | int | None, *args: object,
+                    **kwargs: object) -> list[tuple[object, ...]]:
+        if host == SLOW_HOST:
+            time.sleep(3.0)
+            host = "127.0.0.1"
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(http_module.socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("peer", [pytest.param(None, id="prompt-peer")], indirect=True)
+def test_a_slow_name_resolution_is_within_the_total_deadline(peer: Peer, method: str, slow_resolver: None) -> None:
+    """The deadline covers the whole fetch, name resolution included: the resolver runs before any socket exists,
+    so the watchdog alone (which shuts sockets down) would let it hold a login for as long as it takes."""
+    fetcher = HttpFetcher()
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        _fetch(fetcher, method, peer.port, SLOW_HOST)
+    took = time.monotonic() - started
+    assert caught.value.timeout
+    assert "timed out" in str(caught.value)
+    assert took < LIMITS.total_timeout + 0.5  # before: the resolver's 3 s, then the answer
+    assert _fetch(fetcher, method, peer.port) == BODY  # a name that resolves at once is unaffected

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from cryptography.x509 import ocsp
 from broker.clock import FixedClock
 from broker.demo.certificates import CertificateAuthority, Issued
 from broker.errors import CertificateRejected
+from broker.pki.revocation import http as http_module
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import build_request
@@ -245,6 +247,29 @@ def test_slow_responder_is_given_up_after_the_configured_timeout(
     elapsed = time.monotonic() - started
     assert exc.reason == "revocation_unavailable"
     assert elapsed < 0.5 + 1
+
+
+def test_a_slow_name_resolution_is_given_up_after_the_configured_timeout(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority, cert: x509.Certificate,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ocsp.timeout bounds the whole fetch, the responder's name resolution included (a resolver waiting on an
+    unanswering DNS server; a real delay in ``socket.getaddrinfo``, which urllib3 and the fetcher call)."""
+    real = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        if host == "ocsp.slow-resolver.test":
+            time.sleep(5)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(http_module.socket, "getaddrinfo", slow_getaddrinfo)
+    url = responder.url.replace("127.0.0.1", "ocsp.slow-resolver.test")
+    started = time.monotonic()
+    exc = refused(engine, cert, ca, policy([ca.certificate], ocsp_url=url, ocsp_timeout=0.5))
+    elapsed = time.monotonic() - started
+    assert exc.reason == "revocation_unavailable"
+    assert "timed out" in exc.detail
+    assert elapsed < 0.5 + 0.5
 
 
 def test_good_answer_is_valid_until_its_next_update(responder: OcspResponder, engine: RevocationChecker,
