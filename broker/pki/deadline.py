@@ -20,6 +20,7 @@ class SocketDeadline:
     def __init__(self, seconds: float) -> None:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._handles: list[socket.socket] = []  # our own handles on connections ssl took over (closed at exit)
         self.expired = False
         self._seconds = max(seconds, 0.0)
         self._ends = time.monotonic() + self._seconds
@@ -33,6 +34,10 @@ class SocketDeadline:
 
     def __exit__(self, *exc: object) -> None:
         self._timer.cancel()
+        with self._lock:
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.close()
 
     def remaining(self) -> float:
         """Seconds left (0 once passed): the bound of a wait that has no socket to shut down, such as a name
@@ -48,6 +53,15 @@ class SocketDeadline:
                 self._sockets.append(sock)
             if self.expired:
                 _shut(sock)
+
+    def attach_connection(self, sock: socket.socket) -> None:
+        """Put ``sock``'s connection under the deadline through a handle of its own, closed at exit: for a socket
+        handed to :mod:`ssl` next, which takes its descriptor over and leaves ``sock`` detached (shutting a
+        connection down through one handle ends it for all of them)."""
+        handle = sock.dup()
+        with self._lock:
+            self._handles.append(handle)
+        self.attach(handle)
 
     def _expire(self) -> None:
         with self._lock:

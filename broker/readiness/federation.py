@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from broker.config.loader import Municipality
 from broker.errors import UpstreamRejected
+from broker.pki.deadline import SocketDeadline
 from broker.readiness.model import Check
 from broker.readiness.trust import validity_check
 from broker.saml.attributes import ATTRIBUTES
@@ -102,18 +103,26 @@ def _attributes(m: Municipality, idp: IdpMetadata) -> list[Check]:
 
 
 def _reachable(check_id: str, what: str, url: str, timeout: float, ca_file: Path | None) -> Check:
-    """A verified TLS handshake with the endpoint's host (the user's browser must get there too)."""
+    """A verified TLS handshake with the endpoint's host (the user's browser must get there too), connection and
+    handshake within ``timeout`` together (a watchdog: each socket operation has the timeout of its own)."""
     context = ssl.create_default_context()
     if ca_file is not None:  # in addition to the system's roots
         context.load_verify_locations(cafile=str(ca_file))
+    deadline = SocketDeadline(timeout)
+    problem: Exception | None = None
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=host) as tls:
-            cert = tls.getpeercert()
+        with deadline, socket.create_connection((host, port), timeout=timeout) as raw:
+            deadline.attach_connection(raw)  # before ssl takes the socket over
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                cert = tls.getpeercert()
     except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a metadata Location that is no URL
-        return Check(check_id, "fail", f"{what} not reachable", f"{url}: {exc}",
+        problem = exc
+    if deadline.expired:  # a handshake cut short by the deadline: never judged
+        problem = TimeoutError(f"no complete answer within {timeout:g} s")
+    if problem is not None:
+        return Check(check_id, "fail", f"{what} not reachable", f"{url}: {problem}",
                      "Check that the IdP's address resolves and answers with a trusted certificate.", url)
     until = dt.datetime.strptime(str(cert["notAfter"]), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC) \
         if cert and cert.get("notAfter") else None

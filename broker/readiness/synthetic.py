@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from broker.pki.deadline import SocketDeadline
 from broker.readiness.endpoints import merged
 from broker.readiness.model import Check
 
@@ -23,13 +24,16 @@ class _AddressConnection(http.client.HTTPSConnection):
     """HTTPS to the URL's host at one given address: the host name still names the server (SNI, the certificate's
     name, the Host header), the way a browser that DNS sent to that address speaks to it."""
 
-    def __init__(self, host: str, port: int, address: str | None, context: ssl.SSLContext, timeout: float) -> None:
+    def __init__(self, host: str, port: int, address: str | None, context: ssl.SSLContext, timeout: float,
+                 deadline: SocketDeadline) -> None:
         super().__init__(host, port, timeout=timeout, context=context)
         self._address = address
         self._tls = context
+        self._deadline = deadline
 
     def connect(self) -> None:
         raw = socket.create_connection((self._address or self.host, self.port), self.timeout)
+        self._deadline.attach_connection(raw)  # before ssl takes the socket over
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
 
@@ -53,22 +57,32 @@ def _login_at(endpoint: str, address: str | None, municipality_id: str, context:
     # below the SSO endpoint's path, where the SPs send users: a proxy route the operator added for /saml/ (one
     # that sets headers of its own loses the snippet's certificate header in nginx) is exercised as logins meet it
     url = endpoint.rstrip("/") + "/saml/idp/diagnose?format=json"
+    # ``timeout`` bounds each socket operation; the deadline the whole exchange: a node answering a byte at a
+    # time (each in time for a read) is cut off at ``timeout`` too, not when it is done
+    deadline = SocketDeadline(timeout)
+    problem: Exception | None = None
     try:
         parts = urlsplit(url)
-        connection = _AddressConnection(parts.hostname or "", parts.port or 443, address, context, timeout)
-        try:
-            connection.request("GET", f"{parts.path}?{parts.query}", headers={"Accept": "application/json"})
-            answer = connection.getresponse()
-            body = answer.read(1 << 20)
-        finally:
-            connection.close()
+        with deadline:
+            connection = _AddressConnection(parts.hostname or "", parts.port or 443, address, context, timeout,
+                                            deadline)
+            try:
+                connection.request("GET", f"{parts.path}?{parts.query}", headers={"Accept": "application/json"})
+                answer = connection.getresponse()
+                body = answer.read(1 << 20)
+            finally:
+                connection.close()
         if answer.status != 200:
             raise ValueError(f"HTTP {answer.status} {answer.reason}")
         verdict = json.loads(body.decode())
         if not isinstance(verdict, dict):
             raise ValueError("the answer is not a JSON object")
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        return Check("login.synthetic", "fail", "synthetic login failed", f"{url}: {exc}",
+        problem = exc
+    if deadline.expired:  # whatever came back was cut short by the deadline: never judged
+        problem = TimeoutError(f"no complete answer within {timeout:g} s")
+    if problem is not None:
+        return Check("login.synthetic", "fail", "synthetic login failed", f"{url}: {problem}",
                      "Check the endpoint and the proxy in front of the broker.", endpoint)
     if not verdict.get("certificate"):
         return Check("login.synthetic", "fail", "the certificate did not reach the broker",

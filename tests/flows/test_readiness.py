@@ -14,8 +14,11 @@ import json
 import re
 import shutil
 import socket
+import ssl
 import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from broker.demo.server import build_server
 from broker.readiness.runner import ReadinessOptions, run
 from broker.readiness.synthetic import synthetic_login
 from tests.conftest import EXAMPLE
+from tests.factories.loopback_peer import LoopbackPeer
 from tests.factories.metadata import closed_port_https_url
 from tests.factories.redis_server import free_port
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
@@ -466,3 +470,49 @@ def test_a_synthetic_login_runs_at_every_address_of_the_host(demo: Demo) -> None
     assert both.evidence.startswith(f"at 127.0.0.1: {demo.base_url}/saml/idp/diagnose?format=json: kommun-a, ")
     assert f"; at 127.0.0.2: {demo.base_url}/saml/idp/diagnose?format=json: " in both.evidence
     assert (alone.status, alone.title) == ("pass", "synthetic login accepted")
+
+
+class TricklingNode(LoopbackPeer):
+    """A node that completes the TLS handshake at once (the demo's server certificate), reads the request, then
+    sends its HTTP answer a byte every 0.05 s: each byte in time for a per-read timeout, the answer never done."""
+
+    def __init__(self, layout: DemoLayout) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(layout.tls / "server.pem", layout.tls / "server.key")
+        super().__init__()
+
+    def answer(self, conn: socket.socket) -> None:
+        with self.context.wrap_socket(conn, server_side=True) as tls:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    return
+                request += chunk
+            body = b'{"certificate": true}' + b" " * 2000
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body:
+                if self.stop.is_set():
+                    return
+                tls.sendall(bytes([byte]))
+                time.sleep(0.05)
+
+
+def test_a_synthetic_login_answered_a_byte_at_a_time_fails_at_the_timeout(demo: Demo) -> None:
+    """readiness.timeout bounds the whole exchange, not each read: a node (or a proxy before it) that trickles its
+    answer, each byte in time for a per-read timeout, does not hold `broker readiness --login`."""
+    sample, key = demo.layout.users / "anna.pem", demo.layout.users / "anna.key"
+    node = TricklingNode(demo.layout)
+    pool = ThreadPoolExecutor(max_workers=1)  # bounded here too: before, it took minutes
+    endpoint = f"https://localhost:{node.port}"
+    try:
+        started = time.monotonic()
+        login = pool.submit(synthetic_login, endpoint, "kommun-a", sample, key, timeout=1.0,
+                            ca_file=demo.ca_file).result(timeout=5)
+        took = time.monotonic() - started
+    finally:
+        node.close()
+        pool.shutdown()
+
+    assert (login.status, login.title) == ("fail", "synthetic login failed")
+    assert login.evidence == f"{endpoint}/saml/idp/diagnose?format=json: no complete answer within 1 s"
+    assert took < 1 + 1.0

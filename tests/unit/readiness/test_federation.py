@@ -10,7 +10,9 @@ the test CA with ``SSL_CERT_FILE``; the SSO endpoint check trusts the system's r
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ from tests.factories.metadata import (
     pysaml2_idp_metadata,
     sign,
 )
+from tests.factories.trickling_proxy import TricklingProxy
 from tests.unit.readiness.configs import (
     DAY,
     edit_municipality,
@@ -324,6 +327,31 @@ def test_no_single_logout_service_warns(config_dir: Path, material: Material) ->
     assert (check.status, check.title) == ("warn", "no SingleLogoutService")
 
 
+@pytest.mark.usefixtures("trust_test_ca")
+def test_metadata_answered_a_byte_at_a_time_fails_at_the_timeout(config_dir: Path, material: Material,
+                                                                 server: HttpsFileServer) -> None:
+    """readiness.timeout bounds the whole metadata fetch (the fetcher's watchdog), not each read."""
+    server.put(PATH, sign(prepare(material.base, valid_until=NOW + 7 * DAY), material.signer), CONTENT_TYPE)
+    proxy = TricklingProxy(("127.0.0.1", server.port), gap=0.05)
+    pool = ThreadPoolExecutor(max_workers=1)  # bounded here too, whatever the check does
+    url = f"https://127.0.0.1:{proxy.port}{PATH}"
+    try:
+        with_url(config_dir, url, [material.signer])
+        set_readiness(config_dir, timeout="1s")
+        settings = load(config_dir)
+        started = time.monotonic()
+        result = pool.submit(kommun_c, settings).result(timeout=5)
+        took = time.monotonic() - started
+    finally:
+        proxy.close()
+        pool.shutdown()
+
+    check = only(result, "saml.metadata")
+    assert (check.status, check.title) == ("fail", "no usable IdP metadata")
+    assert "no complete answer within 1 s" in check.evidence
+    assert took < 1 + 1.0
+
+
 # --- the SSO endpoint -----------------------------------------------------------------------------------------
 
 
@@ -354,6 +382,30 @@ def test_sso_endpoint_unreachable_fails(config_dir: Path, material: Material) ->
 
     check = only(result, "saml.sso_endpoint")
     assert (check.status, check.title, check.subject) == ("fail", "SSO endpoint not reachable", sso)
+
+
+def test_sso_endpoint_answering_a_byte_at_a_time_fails_at_the_timeout(config_dir: Path, material: Material,
+                                                                     server: HttpsFileServer) -> None:
+    """readiness.timeout bounds the whole check: a server that trickles its handshake (each byte in time for a
+    per-read timeout) does not hold `broker readiness`."""
+    proxy = TricklingProxy(("127.0.0.1", server.port), gap=0.05)
+    pool = ThreadPoolExecutor(max_workers=1)  # bounded here too, whatever the check does
+    sso = f"https://127.0.0.1:{proxy.port}/adfs/ls/"
+    try:
+        (config_dir / "metadata" / "kommun-c-idp.xml").write_bytes(edited(material.base, sso=sso))
+        set_readiness(config_dir, timeout="1s")
+        settings = load(config_dir)
+        started = time.monotonic()
+        result = pool.submit(kommun_c, settings, ca_file=material.tls.ca_file).result(timeout=5)
+        took = time.monotonic() - started
+    finally:
+        proxy.close()
+        pool.shutdown()
+
+    check = only(result, "saml.sso_endpoint")
+    assert (check.status, check.title, check.subject) == ("fail", "SSO endpoint not reachable", sso)
+    assert check.evidence == f"{sso}: no complete answer within 1 s"
+    assert took < 1 + 1.0
 
 
 def test_sso_endpoint_not_checked_offline(config_dir: Path, material: Material, server: HttpsFileServer) -> None:
