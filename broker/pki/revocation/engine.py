@@ -11,7 +11,8 @@ continues and the outcome carries the reason, which the flow audits as
 OCSP answers are cached until their nextUpdate, capped by ``max_cache_time``:
 in this process (a dict lookup, so a warm login costs microseconds) and in the
 shared store (Redis) as the raw signed response, which every instance verifies
-again before use, so the cache never holds unverified trust. A responder that
+again before use, so the cache never holds unverified trust; a revocation for good (not a hold) is final and
+stays shared until the certificate's notAfter, for every instance to refuse the card. A responder that
 just failed is not asked again for ``retry_after`` (the login falls through to
 the next method at once), and answers close to expiry are refreshed in the
 background before they are needed.
@@ -54,6 +55,10 @@ _SEVERITY = {"revocation_unknown": 4, "revocation_response_invalid": 3, "revocat
              "revocation_unavailable": 1}
 # definite answers, which a soft-fail policy does not override
 _NEVER_SOFT = frozenset({"revoked", "revocation_unknown"})
+# how long the shared copy of a revocation for good is kept at most: until the certificate's notAfter, which for
+# SITHS and Efos cards is a few years off at most; a certificate valid for decades (a test card, a misissued one)
+# does not hold its entry for as long
+_FINAL_SHARED_AT_MOST = dt.timedelta(days=6 * 366)
 
 
 @dataclass(frozen=True)
@@ -286,7 +291,7 @@ class RevocationChecker:
         if entry is not None and (entry.serves(policy, now) or entry.answer.final):
             self._observe("ocsp", "cache_hit")
             return entry
-        if self._shared is None or policy.config.ocsp.nonce:  # a shared copy's nonce was no request of ours
+        if self._shared is None:
             return None
         try:
             raw = self._shared.get(key)
@@ -302,26 +307,41 @@ class RevocationChecker:
             url = str(stored["url"])
             fetched = dt.datetime.fromisoformat(stored["fetched"])
             shared_expiry = dt.datetime.fromisoformat(stored["expires"])
-            if shared_expiry.tzinfo is None or fetched.tzinfo is None or now >= shared_expiry:
-                return None  # judged by this instance's clock, not by the store's wall-clock TTL
-            # the shared copy is raw, signed data: verified here before it is trusted
-            answer = verify_response(der, cert, issuer, now=now, skew=policy.skew,
+            if shared_expiry.tzinfo is None or fetched.tzinfo is None:
+                return None
+            # past its freshness (judged by this instance's clock, not by the store's wall-clock TTL), or asked for
+            # under a nonce policy (a shared copy's nonce was no request of ours), only a revocation for good still
+            # answers (RFC 5280 §3.3), as it does from this process's own cache; the "final" mark only spares
+            # verifying a copy that cannot serve: what counts is the signed answer's own status
+            only_final = now >= shared_expiry or policy.config.ocsp.nonce
+            if only_final and stored.get("final") is not True:
+                return None
+            # the shared copy is raw, signed data: verified here before it is trusted; a revocation for good kept
+            # past its freshness as of when it was fetched, as its fetcher verified it (its delegated responder's
+            # certificate may have expired since)
+            answer = verify_response(der, cert, issuer, now=fetched if only_final else now, skew=policy.skew,
                                      max_age_without_next_update=policy.config.ocsp
                                      .max_age_without_next_update.timedelta)
             self._check_delegate_status(answer, issuer, policy, now)
         except (CertificateRejected, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("ignoring unusable shared OCSP response for %s: %s", key, exc)
             return None
+        if only_final and not answer.final:
+            return None
         entry = self._remember(key, url, answer, policy, now, der=None, fetched=fetched, nonced=False,
                                not_after=shared_expiry)
-        if not entry.serves(policy, now):
+        if not (entry.serves(policy, now) or answer.final):
             return None
         self._observe("ocsp", "shared_hit")
         return entry
 
     def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
                   *, der: bytes | None, fetched: dt.datetime, nonced: bool,
-                  not_after: dt.datetime | None = None) -> _Cached:
+                  not_after: dt.datetime | None = None, certificate_ends: dt.datetime | None = None) -> _Cached:
+        """Hold ``answer`` in this process, and share it when ``der`` is given: until it stops serving, or, a
+        revocation for good (RFC 5280 §3.3), until ``certificate_ends`` (the certificate's notAfter: after it no
+        path through the card validates), at most :data:`_FINAL_SHARED_AT_MOST`, so that every instance refuses
+        the card as this one does once the answer is no longer fresh."""
         expires = _serves_until(answer, fetched, policy)
         if not_after is not None:  # a shared copy keeps the expiry its fetcher gave it
             expires = min(expires, not_after)
@@ -331,11 +351,14 @@ class RevocationChecker:
             if len(self._cache) > 100_000:  # bound memory: drop expired entries
                 for k in [k for k, v in self._cache.items() if v.expires <= now]:
                     del self._cache[k]
-        if der is not None and self._shared is not None and expires > now:
+        kept = expires
+        if answer.final and certificate_ends is not None:
+            kept = max(expires, min(certificate_ends, now + _FINAL_SHARED_AT_MOST))
+        if der is not None and self._shared is not None and kept > now:
             try:
                 self._shared.put(key, json.dumps({"der": der.hex(), "url": url, "fetched": fetched.isoformat(),
-                                                  "expires": expires.isoformat()}).encode(),
-                                 (expires - now).total_seconds())
+                                                  "expires": expires.isoformat(), "final": answer.final}).encode(),
+                                 (kept - now).total_seconds())
             except DependencyUnavailable as exc:
                 log.warning("could not share the OCSP response for %s: %s", key, exc)
         return entry
@@ -368,7 +391,8 @@ class RevocationChecker:
             raise CertificateRejected(exc.reason, f"OCSP responder {url}: {exc.detail}",
                                       params=dict(exc.params)) from None
         self._record_ocsp(url, issuer, None, now)
-        return self._remember(key, url, answer, policy, now, der=der, fetched=now, nonced=nonce is not None)
+        return self._remember(key, url, answer, policy, now, der=der, fetched=now, nonced=nonce is not None,
+                              certificate_ends=cert.not_valid_after_utc + policy.skew)
 
     def _check_delegate_status(self, answer: OcspAnswer, issuer: x509.Certificate, policy: RevocationPolicy,
                                now: dt.datetime) -> None:

@@ -707,6 +707,83 @@ def test_second_instance_answers_from_the_shared_copy_while_the_responder_is_dow
     assert check(second, cert, ca, pol).summary == "ocsp"
 
 
+@dataclass(frozen=True)
+class SharedFinality:
+    """The answer the first instance fetched, what the responder does afterwards, and what the second instance,
+    which never held the answer itself, concludes two hours on (past the answer's nextUpdate and cache time)."""
+
+    reason: x509.ReasonFlags
+    afterwards: Callable[[OcspResponder, x509.Certificate], object]
+    outcome: str                                  # revoked, or "soft_fail" (the responder down, under soft fail)
+    responder_hits: int                           # 1: the second instance took the shared copy
+    nonce: bool = False
+    signer: Callable[[OcspResponder], object] = lambda r: None
+
+
+SHARED_FINALITY = [
+    pytest.param(SharedFinality(x509.ReasonFlags.key_compromise, lambda r, c: r.http_error(503), "revoked", 1),
+                 id="revoked-responder-down-under-soft-fail"),
+    pytest.param(SharedFinality(x509.ReasonFlags.key_compromise, lambda r, c: r.set_status(c, "good"), "revoked", 1),
+                 id="revoked-responder-says-good"),
+    pytest.param(SharedFinality(x509.ReasonFlags.unspecified, lambda r, c: r.http_error(503), "revoked", 1),
+                 id="revoked-without-a-reason-code"),
+    # a nonce proves an answer fresh; a revocation for good needs no freshness
+    pytest.param(SharedFinality(x509.ReasonFlags.key_compromise, lambda r, c: r.http_error(503), "revoked", 1,
+                                nonce=True), id="revoked-under-a-nonce-policy"),
+    # verified as of when it was fetched, as its fetcher did: not refused for a responder certificate ended since
+    pytest.param(SharedFinality(x509.ReasonFlags.key_compromise, lambda r, c: r.http_error(503), "revoked", 1,
+                                signer=lambda r: r.use_delegate(valid_until=NOW + HOUR)),
+                 id="revoked-by-a-delegate-expired-since"),
+    # a hold may have been lifted since: stale, asked again (the responder down now: soft fail, as configured)
+    pytest.param(SharedFinality(x509.ReasonFlags.certificate_hold, lambda r, c: r.http_error(503), "soft_fail", 2),
+                 id="on-hold-is-not-final"),
+]
+
+
+@pytest.mark.parametrize("case", SHARED_FINALITY)
+def test_a_revocation_shared_by_another_instance_stays_final_once_the_answer_has_expired(
+        responder: OcspResponder, clock: FixedClock, ca: CertificateAuthority, cert: x509.Certificate,
+        instances: tuple[RevocationChecker, ...], redis_url: str, redis_prefix: str, case: SharedFinality) -> None:
+    """RFC 5280 §3.3: revocation is final. The shared copy of an answer "revoked" (not on hold) outlives the answer's
+    freshness, until the certificate's own notAfter, and an instance that did not fetch it refuses the card from it as
+    the fetching one does: not a soft fail because the responder is down now, not a later "good"."""
+    first, second = instances
+    case.signer(responder)
+    responder.set_status(cert, "revoked", revoked_at=NOW - 2 * DAY, reason=case.reason)
+    pol = policy([ca.certificate], ocsp_url=responder.url, failure="soft_fail", nonce=case.nonce)
+    assert refused(first, cert, ca, pol).reason == "revoked"  # on hold too, while the answer is fresh
+    ttl = redis.Redis.from_url(redis_url).ttl(shared_ocsp_key(redis_url, redis_prefix, cert))
+    if case.outcome == "revoked":
+        assert ttl >= (cert.not_valid_after_utc - NOW).total_seconds() - 60  # kept while the card can be shown
+    else:
+        assert ttl <= HOUR.total_seconds()  # until the answer's freshness ends
+    clock.set(NOW + 2 * HOUR)
+    responder.now = clock.now()
+    case.afterwards(responder, cert)
+
+    if case.outcome == "revoked":
+        exc = refused(second, cert, ca, pol)
+        assert exc.reason == "revoked"
+        assert dict(exc.params) == {"revocation_date": (NOW - 2 * DAY).date().isoformat()}
+    else:
+        outcome = check(second, cert, ca, pol)
+        assert outcome.soft_fail is not None
+        assert outcome.soft_fail.reason == "revocation_unavailable"
+    assert responder.hits == case.responder_hits
+
+
+def test_a_shared_revocation_is_kept_no_longer_than_the_cap(
+        responder: OcspResponder, ca: CertificateAuthority, instances: tuple[RevocationChecker, ...],
+        redis_url: str, redis_prefix: str) -> None:
+    """A certificate valid for decades (a test card, a misissued one) does not hold its entry for as long."""
+    first, _ = instances
+    long_lived = leaf(ca, valid_until=NOW + 50 * 365 * DAY).certificate
+    _revoked(responder, long_lived)
+    assert refused(first, long_lived, ca, policy([ca.certificate], ocsp_url=responder.url)).reason == "revoked"
+    ttl = redis.Redis.from_url(redis_url).ttl(shared_ocsp_key(redis_url, redis_prefix, long_lived))
+    assert 5 * 365 * DAY.total_seconds() <= ttl <= 6 * 366 * DAY.total_seconds()
+
+
 def shared_ocsp_key(redis_url: str, redis_prefix: str, cert: x509.Certificate) -> str:
     """The Redis key that holds the shared OCSP response for ``cert`` (found, not computed)."""
     client = redis.Redis.from_url(redis_url)
