@@ -106,9 +106,9 @@ class AuthnRequestInfo:
         return replace(self, idp_hints=(hint,))
 
 
-def _bool_attr(element: etree._Element, name: str) -> bool:
+def _bool_attr(element: etree._Element, name: str, target: ReplyTarget) -> bool:
     """An xs:boolean attribute (XML Schema Part 2 §3.2.2: "true", "false", "1", "0", whitespace collapsed);
-    absent is false."""
+    absent is false (the default of ForceAuthn, IsPassive and AllowCreate: SAML Core §3.4.1, §3.4.1.1)."""
     value = element.get(name)
     if value is None:
         return False
@@ -117,7 +117,7 @@ def _bool_attr(element: etree._Element, name: str) -> bool:
         return True
     if value in ("false", "0"):
         return False
-    raise SamlRejected("saml_request_malformed", f"{name}={value!r} is not an xs:boolean")
+    raise SamlRejected("saml_request_malformed", f"{name}={value!r} is not an xs:boolean", reply_to=target)
 
 
 def _scoping(root: etree._Element, target: ReplyTarget) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
@@ -230,8 +230,8 @@ class AuthnRequestParser:
             acs_url=acs_url,
             binding=message.binding,
             nameid_format=nameid_format,
-            force_authn=_bool_attr(root, "ForceAuthn"),
-            is_passive=_bool_attr(root, "IsPassive"),
+            force_authn=_bool_attr(root, "ForceAuthn", target),
+            is_passive=_bool_attr(root, "IsPassive", target),
             requested_contexts=contexts,
             comparison=comparison,
             relay_state=relay_state,
@@ -327,6 +327,10 @@ class AuthnRequestParser:
             # keep (its NameIDs are per SP: §8.3.7)
             raise SamlRejected("nameid_format_unsupported", f"NameIDPolicy SPNameQualifier {qualifier[:200]!r}",
                                reply_to=target)
+        if policy is not None:
+            # AllowCreate (§3.4.1.1) is vetted but changes nothing: a persistent NameID is a pseudonym derived for
+            # every user in advance (§8.3.7), and a transient one is no lasting identifier to be created
+            _bool_attr(policy, "AllowCreate", target)
         if requested in (None, NAMEID_UNSPECIFIED):
             return allowed[0]
         if requested not in allowed:

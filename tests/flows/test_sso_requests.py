@@ -582,6 +582,50 @@ def test_force_authn_that_is_no_xs_boolean_is_malformed(browser: Browser, craft:
     assert "is not an xs:boolean" in rejection_detail(config_dir)
 
 
+def _set_allow_create(value: str) -> Callable[[etree._Element], None]:
+    def change(root: etree._Element) -> None:
+        policy = root.find("samlp:NameIDPolicy", NS)
+        assert policy is not None
+        policy.set("AllowCreate", value)
+    return change
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(" true ", id="true-with-spaces"),
+    pytest.param("0", id="zero"),
+    pytest.param("1\n", id="one-with-a-newline"),
+])
+def test_allow_create_that_is_an_xs_boolean_is_accepted(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                         value: str) -> None:
+    # SAML Core §3.4.1.1: either value is answered, since a persistent NameID is a pseudonym the broker derives
+    # (SAML Core §8.3.7), established for every user in advance, and a transient one is never "created" for good
+    crafted = craft.build()
+    posted = posted_response(browser.get(craft.redirect(edit(crafted.xml, _set_allow_create(value)))))
+    sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+@pytest.mark.parametrize(("name", "change"), [
+    pytest.param("ForceAuthn", lambda xml: with_attributes(xml, ForceAuthn="yes"), id="force-authn"),
+    pytest.param("IsPassive", lambda xml: with_attributes(xml, IsPassive="TRUE"), id="is-passive"),
+    pytest.param("AllowCreate", lambda xml: edit(xml, _set_allow_create("yes")), id="allow-create-yes"),
+    pytest.param("AllowCreate", lambda xml: edit(xml, _set_allow_create("")), id="allow-create-empty"),
+    pytest.param("AllowCreate", lambda xml: edit(xml, _set_allow_create("t rue")), id="allow-create-split"),
+])
+def test_option_that_is_no_xs_boolean_is_refused_for_the_known_sp(
+        browser: Browser, craft: AuthnRequests, config_dir: Path, name: str,
+        change: Callable[[bytes], bytes]) -> None:
+    """XML Schema Part 2 §3.2.2: ForceAuthn, IsPassive (SAML Core §3.4.1) and NameIDPolicy's AllowCreate
+    (§3.4.1.1) are xs:boolean. They are read once the SP and its ACS are trusted, so the refusal names its SP
+    (and carries where a SAML error Response goes, for a reason that has a SAML status)."""
+    browser.get(craft.redirect(change(craft.build().xml)))
+    events = audit_lines(config_dir)
+    (rejected,) = [e for e in events if e["event"] == "saml_request_rejected"]
+    assert (rejected["reason"], rejected.get("sp")) == ("saml_request_malformed", SP_ENTITY_ID)
+    assert f"{name}=" in str(rejected["detail"])
+    assert "is not an xs:boolean" in str(rejected["detail"])
+    assert not [e for e in events if e["event"] in ("login_started", "assertion_issued")]
+
+
 def test_deflate_bomb_is_refused(browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
     bomb = craft.build().xml + b" " * (16 * MAX_MESSAGE_BYTES)
     url = craft.redirect(bomb)
