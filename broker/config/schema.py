@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.config.redis_schema import HOST_PORT, RedisConfig
 from broker.config.values import (
@@ -42,6 +44,7 @@ from broker.config.values import (
     WritableDirectory,
 )
 from broker.config.yamlsource import KeyPath
+from broker.pki.algorithms import weak_key_reason
 from broker.pki.proxy_headers import FORMAT_DOCS, ProxyFormat
 from broker.saml.attributes import ATTRIBUTES
 from broker.saml.metadata import MetadataFile
@@ -666,7 +669,8 @@ class UpstreamMetadataConfig:
         "metadata URL (https; a query such as Entra ID's ?appid=... is kept, a fragment is refused); used only if "
         "its signature verifies with signing_certificates"))
     signing_certificates: tuple[CertificateFile, ...] = field(
-        default=(), metadata=doc("certificates that may sign the metadata at url (required with url)"))
+        default=(), metadata=doc("certificates that may sign the metadata at url (required with url; RSA >= 2048 "
+                                 "bits or ECDSA P-256+)"))
     refresh_interval: Duration = field(default=Duration(6 * 3600), metadata=doc(
         "how often url is fetched (sooner when the metadata's cacheDuration is shorter, though not under 5m)"))
     timeout: Duration = field(default=Duration(10), metadata=doc("total time for one fetch"))
@@ -680,6 +684,22 @@ class UpstreamMetadataConfig:
             yield ("signing_certificates",), "metadata fetched from a URL must be signed: name the signer's certificate"
         if self.file is not None and self.url is None and self.signing_certificates:
             yield ("signing_certificates",), "signing_certificates apply to url only (a local file is trusted as is)"
+        # these certificates vouch for every signing key in the fetched metadata: one whose key is too weak lets
+        # whoever breaks it publish keys of their own, so the rule of the keys in metadata holds here too
+        # (broker.saml.metadata: RSA and ECDSA keys are checked, other types no verifier here uses)
+        for i, signer in enumerate(self.signing_certificates):
+            if weak := _weak_signer(signer.certificate):
+                yield ("signing_certificates", i), f"{signer.certificate.subject.rfc4514_string()[:200]}: {weak}"
+
+
+def _weak_signer(cert: x509.Certificate) -> str | None:
+    """Why ``cert``'s key is too weak to trust a signature from (:func:`broker.pki.algorithms.weak_key_reason`,
+    for the RSA and ECDSA keys signatures are verified with), or None."""
+    try:
+        checked = isinstance(cert.public_key(), rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    except (UnsupportedAlgorithm, ValueError):
+        checked = True  # an unreadable key: weak_key_reason says so
+    return weak_key_reason(cert) if checked else None
 
 
 @dataclass(frozen=True)

@@ -1169,6 +1169,24 @@ def test_a_weak_signing_key_in_a_peers_metadata_is_refused(config_dir: Path, key
           [Expected(*expected, f"a signing key is too weak: {fragment}")])
 
 
+@pytest.mark.parametrize(("key", "fragment"), _WEAK_SIGNING_KEYS)
+def test_a_weak_certificate_to_verify_fetched_idp_metadata_with_is_refused(config_dir: Path, key: str,
+                                                                           fragment: str) -> None:
+    """The certificates that verify a municipal IdP's metadata fetched from its URL vouch for every signing key in
+    it: one too weak to trust (the rule of the keys in metadata, and of the CAs) lets whoever breaks it publish
+    metadata with a key of their own, and so log anyone in through that IdP. Refused at load, beside a good one."""
+    signer = CertificateAuthority.root("Metadata signer", NOW, key=key).certificate
+
+    def edit(config_dir: Path) -> None:
+        write_pem(config_dir / "certs/kommun-c/metadata-signing.pem", signer)
+        replace_once(config_dir / "municipalities/kommun-c.yaml", "    file: metadata/kommun-c-idp.xml",
+                     "    url: https://idp.kommun-c.example/metadata\n    signing_certificates:\n"
+                     "      - certs/kommun-a/root-ca.pem\n      - certs/kommun-c/metadata-signing.pem")
+
+    check(config_dir, edit, [Expected("municipalities/kommun-c.yaml", "- certs/kommun-c/metadata-signing.pem",
+                                      "saml.metadata.signing_certificates[1]", f"CN=Metadata signer,C=SE: {fragment}")])
+
+
 def _rsa_pss_key() -> bytes:
     """A certificate whose key is id-RSASSA-PSS (RFC 4055: for PSS signatures only), made by OpenSSL."""
     done = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa-pss", "-pkeyopt", "rsa_keygen_bits:2048",
