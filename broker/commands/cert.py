@@ -133,13 +133,17 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
 @click.option("--json", "as_json", is_flag=True)
 def cert_check(leaf: Path, config_dir: Path, at: str | None, offline: bool, as_json: bool) -> None:
     """Validate LEAF through the configured municipalities: municipality, identity, LoA, attributes and the
-    revocation source, its age and the responder used."""
+    revocation source, its age and the responder used.
+
+    Exit 0 accepted, 1 rejected, 2 unusable input (LEAF, --at, or a configuration that does not load: its
+    issues as `broker config check` lists them, with --json as `broker readiness --json` gives them).
+    """
     try:
         leaf_cert = read_certificate(leaf)
         now = instant(at)
     except UnusableInput as exc:
         unusable(exc, as_json)
-    settings = settings_or_exit(config_dir)
+    settings = settings_or_exit(config_dir, as_json=as_json)
     checker = offline_checker(now, online=not offline)
     validator = CertificateValidator(settings.trust, FixedClock(now), checker)
     result: dict[str, Any] = {"accepted": False, "reason": None, "detail": None, "checked_at": now.isoformat()}

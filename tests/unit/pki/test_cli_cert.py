@@ -16,6 +16,7 @@ from broker.cli import main
 from broker.demo.certificates import write_pem
 from tests.factories.pki import Hierarchy
 from tests.factories.pki_cases import NOW, SECOND, crl, reissue, revoking, with_duplicate_extension
+from tests.unit.config.editing import KOMMUN_A, line_of, replacing
 
 DAY = dt.timedelta(days=1)
 AT_NOW = ["--at", NOW.isoformat()]
@@ -308,3 +309,23 @@ def test_check_leaf_with_duplicate_extension_exit_2(h: Hierarchy, config_dir: Pa
     assert result.exit_code == 2, result.output
     assert as_json(result) == {"accepted": False, "reason": "unusable_input",
                                "detail": f"{leaf}: {DUPLICATE_KEY_USAGE}"}
+
+
+@pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
+def test_check_with_an_invalid_configuration_exit_2_with_the_issues(demo_material: Any, config_dir: Path,
+                                                                    json_flag: list[str]) -> None:
+    """A configuration that does not load is unusable input (exit 2); its issues are listed as `broker config
+    check` lists them, and with --json as `broker readiness --json` gives them, on stdout."""
+    replacing(KOMMUN_A, "status: active", "status: live")(config_dir)
+    line = line_of(config_dir / KOMMUN_A, "status: live")
+    message = "expected one of: onboarding, active, suspended; got a string ('live')"
+
+    result = run("cert", "check", demo_material.users / "anna.pem", "--config", config_dir, *json_flag)
+
+    assert result.exit_code == 2, result.output
+    if json_flag:
+        assert as_json(result) == {"version": 1, "result": "invalid", "issues": [
+            {"file": f"{config_dir}/{KOMMUN_A}", "line": line, "key": "status", "message": message}]}
+    else:
+        assert result.stdout == ""
+        assert result.stderr.splitlines()[0] == f"{config_dir}/{KOMMUN_A}:{line}: status: {message}"
