@@ -16,14 +16,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from broker.config.schema import CertificateLogin
+from broker.pki.identity import display_subject
 from broker.readiness.model import Check
 
 TEST_HIERARCHY = re.compile(r"(?<![A-Za-z])(TEST|PP|SYSTEMTEST)(?![A-Za-z])", re.IGNORECASE)
 
 
 def name_of(cert: x509.Certificate) -> str:
+    """The certificate as the report names it: its CN, else its whole subject with a personnummer serialNumber
+    masked (a user certificate without a CN, such as a sample: the report is operational output)."""
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns else cert.subject.rfc4514_string()
+    return str(cns[0].value) if cns else display_subject(cert)
 
 
 def validity_check(check_id: str, what: str, cert: x509.Certificate, now: dt.datetime, window: dt.timedelta, *,

@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.x509.oid import NameOID
 
 from broker.demo.certificates import CertificateAuthority, LeafProfile
 from broker.readiness.model import Section
 from broker.reasons import REASONS
+from tests.factories.pki_cases import reissue
 from tests.unit.readiness.configs import (
     DAY,
     edit_municipality,
@@ -69,6 +71,34 @@ def test_kommun_b_sample_is_accepted_with_its_personnummer_masked(config_dir: Pa
     report_text = json.dumps(result.to_json())
     assert "191212121212" not in report_text
     assert "19121212-1212" not in report_text
+
+
+@pytest.mark.parametrize("refused", [pytest.param(False, id="accepted"), pytest.param(True, id="refused")])
+def test_sample_without_common_name_is_named_with_its_personnummer_masked(config_dir: Path, demo_material,  # type: ignore[no-untyped-def]
+                                                                          refused: bool) -> None:
+    """A sample without a CN is named by its subject, whose serialNumber may be a personnummer: the report is
+    operational output (pasted into tickets), so the number is masked there as everywhere
+    (broker.pki.identity.display_subject)."""
+    pki = Path(demo_material.root) / "pki" / "kommun-b"
+    issuing = CertificateAuthority(
+        x509.load_pem_x509_certificate((pki / "issuing-ca.pem").read_bytes()),
+        load_pem_private_key((pki / "issuing-ca.key").read_bytes(), password=None),  # type: ignore[arg-type]
+        NOW)
+    bo = x509.load_pem_x509_certificate((Path(demo_material.users) / "bo.pem").read_bytes())
+    without_cn = x509.Name([a for a in bo.subject if a.oid != NameOID.COMMON_NAME])
+    assert without_cn.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == "191212121212"
+    signing_only = x509.KeyUsage(False, True, False, False, False, False, False, False, False)  # nonRepudiation
+    sample = reissue(bo, issuing, subject=without_cn, extra=[signing_only] if refused else [])
+    use_sample(config_dir, "kommun-b", pem(sample))
+
+    result = run_offline(config_dir, "kommun-b")
+
+    check = only(result, "sample.certificate")
+    assert check.status == ("fail" if refused else "pass")
+    assert check.subject is not None
+    assert "serialNumber=19121212-****" in check.subject
+    report_text = json.dumps(result.to_json())
+    assert "191212121212" not in report_text
 
 
 def test_kommun_a_sample_is_accepted_with_its_hsa_id(config_dir: Path) -> None:
