@@ -6,9 +6,10 @@
   demoted to replica answers writes with READONLY, which redis-py's ``SentinelManagedConnection`` turns into a
   ``ConnectionError`` after dropping that connection; when the sentinels name a new primary, the idle
   connections to the old one are dropped too. A failover therefore needs no restart and no configuration change.
-- ``cluster``: ``redis.cluster.RedisCluster`` over the listed start nodes; it follows the slot map (MOVED,
-  ASK) and rereads it after a lost connection. Its constructor talks to the cluster, so it is made on first
-  use: the broker starts while Redis is down, answers 503 meanwhile and recovers by itself.
+- ``cluster``: ``redis.cluster.RedisCluster`` over the listed start nodes; a single command follows MOVED and
+  ASK, a transaction neither (docs/redis.md: while the broker's slot migrates, its multi-key commands fail),
+  and the slot map is reread after a lost connection or a MOVED. Its constructor talks to the cluster, so it is
+  made on first use: the broker starts while Redis is down, answers 503 meanwhile and recovers by itself.
 
 Every client here has bounded timeouts and no retries of its own (redis-py 6's default is three retries with
 up to 10 s of backoff each, which would hold a user's request for half a minute); the store decides what may

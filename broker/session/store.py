@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis
-from redis.exceptions import RedisClusterException
+from redis.exceptions import MovedError, RedisClusterException
 
 from broker.errors import SessionStoreUnavailable
 from broker.session.command_deadline import DEADLINES
@@ -138,6 +138,12 @@ class RedisStore:
                 # a replica answers (one server whose name now points elsewhere, or a demoted primary): it ran
                 # nothing; reconnect
                 self._connector.drop_connections()
+                error = exc
+            except MovedError as exc:
+                # Redis Cluster: a transaction sent to a primary that no longer owns the slot (after a migration or a
+                # failover) is refused whole (EXECABORT: it ran nothing), and redis-py, which follows no redirection
+                # inside a transaction, has read the new owner from the refusal. A single command follows MOVED
+                # itself; ASK (a slot being migrated) is not retried: it would be refused again until the end
                 error = exc
             except redis.ConnectionError as exc:
                 if armed is not None and armed.expired:  # cut off at the deadline: a timeout (it may have run)

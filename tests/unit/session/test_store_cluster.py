@@ -113,6 +113,57 @@ def test_a_cluster_that_does_not_answer_is_unavailable_and_fails_fast() -> None:
         assert time.monotonic() - started < CALL_BOUND
 
 
+def _migrating(nodes: RedisClusterNodes, key: str) -> tuple[redis.Redis, redis.Redis, int, str]:
+    """Start moving ``key``'s slot to another primary (CLUSTER SETSLOT IMPORTING / MIGRATING) and move ``key``
+    alone, as `redis-cli --cluster reshard` does key by key: the source, the target, the slot, the target's id."""
+    source = owner_of(nodes, key)
+    target = next(n for n in nodes.nodes if n.port != source.port)
+    src, dst = nodes.client(source.port), nodes.client(target.port)
+    slot = int(src.execute_command("CLUSTER KEYSLOT", key))
+    source_id, target_id = (c.execute_command("CLUSTER MYID").decode() for c in (src, dst))
+    dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+    src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+    src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "AUTH", nodes.password, "KEYS", key)
+    return src, dst, slot, target_id
+
+
+def test_while_the_brokers_slot_migrates_multi_key_commands_fail_and_after_it_the_store_works(
+        tmp_path: Path) -> None:
+    """docs/redis.md: while the broker's one slot is being migrated, a command on one key follows ASK, but a
+    MULTI/EXEC gets ASK (redis-py follows no redirection inside a transaction) and MGET and the script get
+    TRYAGAIN until redis-py gives up: SessionStoreUnavailable, so new logins get 503. Once the slot has moved,
+    a transaction's MOVED (it ran nothing) is sent again with the new slot map: no request fails for it."""
+    with RedisClusterNodes(tmp_path / "cluster") as nodes:
+        store = store_on(nodes)
+        store.put("session:moved", b"1", 600)
+        store.put("session:not-yet", b"1", 600)
+        src, dst, slot, target_id = _migrating(nodes, store._k("session:moved"))
+
+        assert (store.get("session:moved"), store.get("session:not-yet")) == (b"1", b"1")
+        store.put("session:new", b"1", 60)
+        assert store.take("pending:new") is None
+        for command, call in [
+            ("INCR", lambda: store.increment(["address:x", "certificate:y"], 60)),
+            ("SET", lambda: store.put("session:other", b"1", 60, members=[("session-sps:other", "sp", 60)])),
+            ("MGET", lambda: store.get_many(["address:x", "certificate:y"])),
+            ("EVALSHA", lambda: store.put_if_present("session:not-yet", b"2", 60,
+                                                     members=[("session-sps:not-yet", "sp", 60)])),
+        ]:
+            with pytest.raises(SessionStoreUnavailable, match=f"Redis {command} failed"):
+                call()
+
+        while keys := src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", dst.connection_pool.connection_kwargs["port"], "", 0,
+                                5000, "AUTH", nodes.password, "KEYS", *keys)
+        for node in nodes.nodes:
+            nodes.client(node.port).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+
+        assert store.increment(["address:x", "certificate:y"], 60) == [1, 1]
+        assert store.get_many(["address:x", "certificate:y"]) == [b"1", b"1"]
+        assert store.put_if_present("session:not-yet", b"3", 60, members=[("session-sps:not-yet", "sp", 60)])
+        assert store.get("session:moved") == b"1"
+
+
 @pytest.fixture
 def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
     with RedisClusterNodes(tmp_path / "cluster", replicas=1) as nodes:
