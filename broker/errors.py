@@ -94,8 +94,12 @@ class DependencyUnavailable(BrokerError):
 
 
 class SessionStoreUnavailable(DependencyUnavailable):
-    def __init__(self, detail: str = "") -> None:
+    """``answered``: the store was reached and refused the command (an error reply such as OOM or READONLY), as
+    opposed to not reached in time at all; the operator's fix differs (Redis's memory or role, not its address)."""
+
+    def __init__(self, detail: str = "", *, answered: bool = False) -> None:
         super().__init__("session_store_unavailable", detail)
+        self.answered = answered
 
 
 class AuditUnavailable(DependencyUnavailable):

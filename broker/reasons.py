@@ -346,8 +346,9 @@ _ROWS: tuple[Reason, ...] = (
            "The user should close the browser; the detail names who did not confirm."),
     # --- session ---
     Reason("session_store_unavailable", "session", 503,
-           "The session store (Redis) cannot be reached.",
-           "Check Redis; the broker recovers by itself when it answers again."),
+           "The session store (Redis) cannot be reached, or refuses the command (out of memory under "
+           "noeviction, a read-only replica).",
+           "Check Redis (`broker readiness` says which); the broker recovers by itself when it takes writes again."),
     # --- dependencies ---
     Reason("audit_unavailable", "dependency", 503,
            "The audit trail cannot be written, so the broker refuses logins (fail closed).",

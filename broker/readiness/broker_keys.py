@@ -9,7 +9,7 @@ from pathlib import Path
 
 from broker.config.loader import ServiceProvider, Settings
 from broker.config.values import Ed25519KeyFile, PrivateKeyFile, SecretFile
-from broker.errors import DependencyUnavailable
+from broker.errors import DependencyUnavailable, SessionStoreUnavailable
 from broker.readiness.model import Check
 from broker.readiness.trust import validity_check
 from broker.session.store import KeyValueStore
@@ -45,14 +45,26 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
     checks.extend(secret_file_checks(settings))
     checks.append(_session_cookie_check(settings.broker.session.cookie_name))
     if store is not None:
-        try:
-            store.ping()
-            checks.append(Check("broker.session_store", "pass", "session store answers", "Redis PING answered"))
-        except DependencyUnavailable as exc:
-            checks.append(Check("broker.session_store", "fail", "session store unreachable", exc.detail,
-                                "Start Redis or fix redis in broker.yaml / REDIS_URL; the broker refuses logins "
-                                "without it."))
+        checks.append(_session_store_check(store))
     return checks
+
+
+def _session_store_check(store: KeyValueStore) -> Check:
+    """The store takes a write, as every login needs (:meth:`KeyValueStore.ping` writes a key): a server that is
+    not reached, and one that answers but refuses the write, fail with their own titles and fixes."""
+    try:
+        store.ping()
+    except DependencyUnavailable as exc:
+        if isinstance(exc, SessionStoreUnavailable) and exc.answered:
+            return Check("broker.session_store", "fail", "session store refuses writes", exc.detail,
+                         "Redis is reached but refuses the write every login needs. Used memory over maxmemory: "
+                         "give it more memory or find what fills it; keep noeviction, since evicting the broker's "
+                         "keys would drop sessions, replay records and rate-limit counters. A read only replica: "
+                         "point the broker at the primary (or repair the failover). No permissions: let the ACL "
+                         "user write the broker's key_prefix.")
+        return Check("broker.session_store", "fail", "session store unreachable", exc.detail,
+                     "Start Redis or fix redis in broker.yaml / REDIS_URL; the broker refuses logins without it.")
+    return Check("broker.session_store", "pass", "session store takes writes", "a Redis write (SET) succeeded")
 
 
 def _session_cookie_check(name: str) -> Check:

@@ -169,7 +169,9 @@ class RedisStore:
             finally:
                 if armed is not None:
                     DEADLINES.disarm(armed)
-        raise SessionStoreUnavailable(f"Redis {command} failed: {error}") from error
+        # an error reply (OOM, READONLY, NOPERM ...) comes from a server that was reached: it refuses, it is not gone
+        raise SessionStoreUnavailable(f"Redis {command} failed: {error}",
+                                      answered=isinstance(error, redis.ResponseError)) from error
 
     def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
         if not members:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 
 from broker.clock import FixedClock
@@ -16,7 +18,7 @@ from broker.demo.certificates import CertificateAuthority, write_key, write_pem
 from broker.readiness.model import Section
 from broker.readiness.runner import ReadinessOptions, run
 from broker.session.store import RedisStore
-from tests.factories.redis_server import free_port
+from tests.factories.redis_server import RedisServer, free_port
 from tests.unit.readiness.configs import DAY, load, now_utc, only, set_readiness
 
 NOW = now_utc()
@@ -181,7 +183,7 @@ def test_session_store_answering_passes(config_dir: Path, redis_url: str, redis_
     set_readiness(config_dir)
     check = only(broker_section(load(config_dir), RedisStore(redis_url, prefix=redis_prefix)), "broker.session_store")
 
-    assert (check.status, check.title) == ("pass", "session store answers")
+    assert (check.status, check.title) == ("pass", "session store takes writes")
 
 
 def test_session_store_down_fails(config_dir: Path) -> None:
@@ -194,3 +196,48 @@ def test_session_store_down_fails(config_dir: Path) -> None:
     assert "Redis write check (SET) failed" in check.evidence
     assert check.fix is not None
     assert "REDIS_URL" in check.fix
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _read_only(admin: redis.Redis) -> None:
+    admin.replicaof("127.0.0.1", str(free_port()))  # a replica of nothing: a failover gone wrong
+
+
+def _out_of_memory(admin: redis.Redis) -> None:
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)
+
+
+@pytest.mark.parametrize(("refuse", "answer", "fix"), [
+    pytest.param(_read_only, "read only replica", "A read only replica: point the broker at the primary",
+                 id="read-only-replica"),
+    pytest.param(_out_of_memory, "used memory > 'maxmemory'", "Used memory over maxmemory: give it more memory",
+                 id="maxmemory-under-noeviction"),
+])
+def test_session_store_that_answers_but_refuses_writes_fails_as_such(
+        config_dir: Path, private_redis: RedisServer, refuse: Callable[[redis.Redis], None], answer: str,
+        fix: str) -> None:
+    """The check writes a key (what every login needs): a server that answers but refuses the write is reachable,
+    and the operator is told so (the fix is Redis's memory or role, not its address)."""
+    set_readiness(config_dir)
+    store = RedisStore(private_redis.url, prefix="test:", socket_timeout=0.5)
+    refuse(redis.Redis.from_url(private_redis.url))
+
+    check = only(broker_section(load(config_dir), store), "broker.session_store")
+
+    assert (check.status, check.title) == ("fail", "session store refuses writes")
+    assert "Redis write check (SET) failed" in check.evidence
+    assert answer in check.evidence
+    assert check.fix is not None
+    assert fix in check.fix
