@@ -18,6 +18,7 @@ import time
 from flask import Blueprint, Response, abort, current_app, make_response, render_template, request
 
 from broker.clock import Clock
+from broker.config.loader import Settings
 from broker.errors import DependencyUnavailable
 from broker.readiness.model import Report
 from broker.readiness.runner import ReadinessOptions, run
@@ -28,7 +29,10 @@ from broker.web.services import services
 bp = Blueprint("admin", __name__)
 
 _STATUS_TTL = 60.0
-_cache: dict[str, tuple[float, Report]] = {}
+# the configuration a report is of, held (so that no other object can take its place in memory) and compared by
+# identity: a reload gives new settings, hence a new report. Not keyed by id(), which a freed object's
+# successor may reuse within the minute
+_cache: dict[str, tuple[Settings, float, Report]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -101,15 +105,13 @@ def status() -> Response:
 
 def _report(clock: Clock) -> Report:
     settings = services().settings
-    key = str(id(settings))  # a reload gives new settings, hence a new report
     now = time.monotonic()
     with _cache_lock:
-        cached = _cache.get(key)
-        if cached is not None and now - cached[0] < _STATUS_TTL:
-            return cached[1]
+        cached = _cache.get("status")
+    if cached is not None and cached[0] is settings and now - cached[1] < _STATUS_TTL:
+        return cached[2]
     # every configured municipality, suspended ones too: the overview shows them with their status
     report = run(settings, clock, ReadinessOptions(network=False, municipalities=tuple(settings.municipalities)))
     with _cache_lock:
-        _cache.clear()
-        _cache[key] = (now, report)
+        _cache["status"] = (settings, now, report)
     return report

@@ -24,13 +24,14 @@ from flask import Flask
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.app import create_app
+from broker.app import create_app, reload_configuration
 from broker.clock import SystemClock
 from broker.config.loader import load_settings
 from broker.demo.sp import DemoSp
 from broker.readiness.runner import ReadinessOptions, run
 from broker.readiness.trust import name_of
 from broker.session.store import RedisStore
+from broker.web import admin as admin_module
 from tests.factories.authnrequests import AuthnRequests, assert_refused, login, open_browser, posted_response
 from tests.factories.ocsp_responder import OcspResponder
 from tests.factories.redis_server import free_port
@@ -388,6 +389,24 @@ def test_status_page_lists_a_suspended_municipality(config_dir: Path, build: Cal
     rows = _rows(get(build(), "/admin/status", bearer(token)).get_data(as_text=True))
     assert sorted(rows) == ["kommun-a", "kommun-b", "kommun-c"]
     assert _cells(rows["kommun-b"])[1] == "suspended"
+
+
+def test_status_page_after_a_reload_is_of_the_new_configuration(app: Flask, config_dir: Path, token: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report is cached for a minute per configuration; a reload's configuration gets its own even when it
+    happens to live where a freed one did (CPython reuses the address, i.e. the id(), of a freed object: here
+    every object is given the same id, as two reloads within the minute can do)."""
+    monkeypatch.setattr(admin_module, "id", lambda _obj: 1, raising=False)
+    rows = _rows(get(app, "/admin/status", bearer(token)).get_data(as_text=True))
+    assert _cells(rows["kommun-a"])[0] == "Municipality A (kommun-a)"
+
+    def rename(data: dict[str, Any]) -> None:
+        data["name"] = {"sv": "Kommun Alfa", "en": "Municipality Alfa"}
+    edit_yaml(config_dir / "municipalities" / "kommun-a.yaml", rename)
+    assert reload_configuration(app) is True
+
+    rows = _rows(get(app, "/admin/status", bearer(token)).get_data(as_text=True))
+    assert _cells(rows["kommun-a"])[0] == "Municipality Alfa (kommun-a)"
 
 
 # --- /readyz ------------------------------------------------------------------------------------------------
