@@ -31,6 +31,11 @@ _LOGIN_FAILURES = {"certificate_rejected", "login_refused", "saml_request_reject
 _LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+class MetricsUnavailable(Exception):
+    """The workers' metrics cannot be read for a scrape (multiprocess mode: their directory has gone, or cannot
+    be read). The message says so in an operator's words."""
+
+
 class _ExpiryCollector(Collector):
     def __init__(self, expiries: Callable[[], list[Expiry]], now: Callable[[], dt.datetime]) -> None:
         self._expiries = expiries
@@ -119,13 +124,25 @@ class Metrics:
                         type(exc).__name__, exc)
 
     def exposition(self) -> bytes:
-        """The text format (version 0.0.4) for a scrape."""
+        """The text format (version 0.0.4) for a scrape. Raises :class:`MetricsUnavailable` when the workers'
+        files cannot be read (said once per process in the log): the directory was removed by a clean-up of
+        /tmp or unmounted, or a file went while it was read."""
         if self._registry is not None:
             return bytes(generate_latest(self._registry))
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        registry.register(self._expiry)
-        return bytes(generate_latest(registry))
+        try:
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # ValueError: no such directory
+            registry.register(self._expiry)
+            return bytes(generate_latest(registry))
+        except (OSError, ValueError) as exc:
+            if not getattr(self, "_unreadable_warned", False):
+                self._unreadable_warned = True
+                log.warning("metrics cannot be read in this process (%s: %s); /metrics answers 503 until the "
+                            "broker is restarted", type(exc).__name__, exc)
+            raise MetricsUnavailable(
+                "the workers' metrics cannot be read: their directory (PROMETHEUS_MULTIPROC_DIR) is gone or "
+                "unreadable, e.g. removed by a clean-up of the temporary directory; restart the broker, which "
+                "makes a new one (docs/deployment.md)") from exc
 
 
 def worker_exited(pid: int) -> None:

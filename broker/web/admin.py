@@ -20,6 +20,7 @@ from flask import Blueprint, Response, abort, current_app, make_response, render
 from broker.clock import Clock
 from broker.config.loader import Settings
 from broker.errors import DependencyUnavailable
+from broker.metrics import MetricsUnavailable
 from broker.readiness.model import Report
 from broker.readiness.runner import ReadinessOptions, run
 from broker.session.activity import last_login
@@ -62,7 +63,15 @@ def _token() -> bytes | None:
 @bp.route("/metrics", methods=["GET"])
 def metrics() -> Response:
     _authorised()
-    response = make_response(current_app.extensions["broker_runtime"].metrics.exposition())
+    try:
+        exposition = current_app.extensions["broker_runtime"].metrics.exposition()
+    except MetricsUnavailable as exc:
+        # as /readyz for its dependencies: a status the scraper records (up == 0), and why in plain words
+        response = make_response(f"503 metrics unavailable: {exc}\n", 503)
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    response = make_response(exposition)
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
     return response
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import logging
 import re
 import socket
 import time
@@ -299,6 +300,28 @@ def test_metrics_that_cannot_be_stored_fail_no_request(app: Flask, sp: DemoSp, u
     assert get(app, "/healthz").status_code == 200
     assert get(app, "/readyz").status_code == 200
     certificate_login(app, sp, (users / "anna.pem").read_text())  # Kommun A: its CRLs
+
+
+def test_metrics_that_cannot_be_read_answer_503_in_plain_text(app: Flask, token: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A worker whose multiprocess directory (PROMETHEUS_MULTIPROC_DIR) has gone cannot add up the workers'
+    metrics: the scrape is told so in plain text with 503 (like /readyz for its dependencies), not given the 500
+    page, and the log says it once per process."""
+    metrics = app.extensions["broker_runtime"].metrics
+    monkeypatch.setattr(metrics, "_registry", None)  # multiprocess mode, as under `broker serve`
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "removed-by-a-clean-up"))
+
+    with caplog.at_level(logging.WARNING, logger="broker"):
+        answers = [get(app, "/metrics", bearer(token)) for _ in range(2)]
+
+    for response in answers:
+        assert response.status_code == 503
+        assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "PROMETHEUS_MULTIPROC_DIR" in response.get_data(as_text=True)
+    said = [r for r in caplog.records if "metrics cannot be read" in r.getMessage()]
+    assert len(said) == 1
 
 
 @pytest.fixture
