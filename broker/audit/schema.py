@@ -112,8 +112,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
                              _CERT | {"municipality", "reason"}, data="accepted via", data_required="accepted"),
     "proxy_header_untrusted": _spec("a certificate header from outside the trusted proxies was ignored",
                                     "failure", _LOGIN | {"reason"}),
-    "proxy_header_rejected": _spec("a trusted proxy's certificate header was unusable", "failure",
-                                   _LOGIN | {"reason"}),
+    "proxy_header_rejected": _spec("a trusted proxy's certificate header was unusable (`client`: the user's "
+                                   "address it forwarded, if any; `proxy`: the proxy's own)", "failure",
+                                   {"correlation_id", "reason"}, {"client"}, data="proxy", data_required="proxy"),
     "configuration_loaded": _spec("a process loaded its configuration; what changed since the last load",
                                   "info", {"correlation_id"},
                                   data="config_sha256 municipalities service_providers files added removed "

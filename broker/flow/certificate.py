@@ -37,18 +37,23 @@ class CertificateStep:
         self._answers = answers
 
     def resolve(self, correlation_id: str, remote_addr: str | None, header_value: str | None,
-                tls_pem: str | None, chain_value: str | None = None) -> PresentedCertificate:
-        """The request's certificate; a forged or broken proxy header is audited."""
+                tls_pem: str | None, chain_value: str | None = None, *,
+                client_address: str | None) -> PresentedCertificate:
+        """The request's certificate; a forged or broken proxy header is audited. ``remote_addr`` is the peer
+        (a trusted proxy, or the user), ``client_address`` the user's address as every record carries it
+        (docs/proxies.md: through a trusted proxy, its X-Forwarded-For; never the proxy's own): the proxy that
+        sent an unusable header is named apart, in ``data.proxy``."""
         d = self._d
         try:
             presented = d.certificate_sources.resolve(remote_addr, header_value, tls_pem, chain_value)
         except ProxyHeaderRejected as exc:
             d.audit.record(AuditEvent("proxy_header_rejected", "failure", correlation_id, reason=exc.reason,
-                                      detail=exc.detail, client_address=remote_addr))
+                                      detail=exc.detail, client_address=client_address,
+                                      data=MappingProxyType({"proxy": remote_addr})))
             raise
         except CertificateRejected as exc:
             d.audit.record(AuditEvent("certificate_rejected", "failure", correlation_id, reason=exc.reason,
-                                      detail=exc.detail, client_address=remote_addr))
+                                      detail=exc.detail, client_address=client_address))
             raise
         if presented.untrusted_header:
             d.audit.record(AuditEvent(

@@ -51,9 +51,12 @@ class LoginFlow:
         return self._upstream
 
     def client_certificate(self, correlation_id: str, remote_addr: str | None, header_value: str | None,
-                           tls_pem: str | None, chain_value: str | None = None) -> PresentedCertificate:
-        """Resolve the request's certificate; audit a forged or broken proxy header."""
-        return self._certificate.resolve(correlation_id, remote_addr, header_value, tls_pem, chain_value)
+                           tls_pem: str | None, chain_value: str | None = None, *,
+                           client_address: str | None) -> PresentedCertificate:
+        """Resolve the request's certificate; audit a forged or broken proxy header (with the user's
+        ``client_address``, the peer's ``remote_addr`` named apart when it is a proxy)."""
+        return self._certificate.resolve(correlation_id, remote_addr, header_value, tls_pem, chain_value,
+                                         client_address=client_address)
 
     # --- SSO ---------------------------------------------------------------------------
 

@@ -91,8 +91,9 @@ def client_context() -> ClientContext:
     header = req.headers.get(sources.header)
     chain = req.headers.get(sources.chain_header) if sources.chain_header else None
     cid = correlation_id()
-    presented = svc.flow.client_certificate(cid, req.remote_addr, header, req.environ.get("SSL_CLIENT_CERT"), chain)
     address = client_address()
+    presented = svc.flow.client_certificate(cid, req.remote_addr, header, req.environ.get("SSL_CLIENT_CERT"), chain,
+                                            client_address=address)
     hint = query_parameter("municipality")
     cookies = req.cookies
     binding = cookies.get(BINDING_COOKIE)

@@ -168,7 +168,9 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "logout_propagated": {"outcome": "success", **LOGIN},
     "logout_completed": {"outcome": "success", **LOGIN},
     "proxy_header_untrusted": {"outcome": "failure", **LOGIN, "reason": "proxy_header_untrusted"},
-    "proxy_header_rejected": {"outcome": "failure", **LOGIN, "reason": "proxy_header_malformed"},
+    # the user's address only when the trusted proxy forwarded one (docs/proxies.md); the proxy's own always
+    "proxy_header_rejected": {"outcome": "failure", "correlation_id": LOGIN["correlation_id"],
+                              "reason": "proxy_header_malformed", "data": {"proxy": "10.0.4.2"}},
     "configuration_loaded": {"outcome": "info", "correlation_id": "-",
                              "data": {"config_sha256": "c" * 64, "files": {"broker.yaml": "d" * 64}}},
     "readiness_run": {"outcome": "info", "correlation_id": "-"},

@@ -233,7 +233,43 @@ def test_malformed_header_from_trusted_proxy_is_refused(config_dir: Path, users:
     events = events_of(config_dir, refid(response))
     rejected = [e for e in events if e["event"] == "proxy_header_rejected"]
     assert [e["reason"] for e in rejected] == ["proxy_header_malformed"]
-    assert rejected[0]["client"] == PROXY
+    # no X-Forwarded-For: the user's address is unknown, and the proxy's is recorded as the proxy's
+    assert rejected[0].get("client") is None
+    assert rejected[0]["data"] == {"proxy": PROXY}
+
+
+@pytest.mark.parametrize("header", [
+    pytest.param(lambda _limit: "-----BEGIN CERTIFICATE-----%0Anot base64%0A-----END CERTIFICATE-----",
+                 id="malformed"),
+    pytest.param(lambda limit: "A" * (limit + 1), id="too-large"),
+])
+def test_refused_header_from_trusted_proxy_is_audited_with_the_users_address(
+        config_dir: Path, make_app: Callable[[], Flask], header: Callable[[int], str]) -> None:
+    """docs/proxies.md: from a trusted proxy the client's address is the last hop of X-Forwarded-For, never the
+    proxy's own; the proxy that sent the unusable header is named in data.proxy."""
+    edit_broker_yaml(config_dir, trust_proxy(["127.0.0.1/32"]))
+    app = make_app()
+    value = header(app.extensions["broker"].settings.broker.client_certificate.proxy.max_bytes)
+    with browsing(app, remote_addr=PROXY, headers={HEADER: value, "X-Forwarded-For": "198.51.100.7"}) as browser:
+        response = browser.get("/saml/idp/sso?SAMLRequest=irrelevant")
+    assert response.status_code == 400
+    (rejected,) = [e for e in events_of(config_dir, refid(response)) if e["event"] == "proxy_header_rejected"]
+    assert (rejected["client"], rejected["data"]) == ("198.51.100.7", {"proxy": PROXY})
+
+
+def test_unreadable_tls_certificate_is_audited_with_the_users_address(config_dir: Path,
+                                                                      make_app: Callable[[], Flask]) -> None:
+    """certificate_malformed (the broker's own TLS handed over an unreadable certificate): recorded with the
+    user's address, which behind a trusted proxy is its X-Forwarded-For, not the proxy's."""
+    edit_broker_yaml(config_dir, trust_proxy(["127.0.0.1/32"]))
+    app = make_app()
+    with browsing(app, remote_addr=PROXY, headers={"X-Forwarded-For": "198.51.100.7"},
+                  certificate_pem="-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n"
+                                  "-----END CERTIFICATE-----\n") as browser:
+        response = browser.get("/saml/idp/sso?SAMLRequest=irrelevant")
+    assert response.headers["X-Broker-Reason"] == "certificate_malformed"
+    (rejected,) = [e for e in events_of(config_dir, refid(response)) if e["event"] == "certificate_rejected"]
+    assert (rejected["reason"], rejected["client"]) == ("certificate_malformed", "198.51.100.7")
 
 
 def test_oversized_header_from_trusted_proxy_is_refused(config_dir: Path, make_app: Callable[[], Flask]) -> None:
