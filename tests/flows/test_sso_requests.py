@@ -575,10 +575,13 @@ def test_force_authn_is_read_as_an_xs_boolean(browser: Browser, craft: AuthnRequ
 
 
 @pytest.mark.parametrize("value", ["yes", "TRUE", "", "t rue"])
-def test_force_authn_that_is_no_xs_boolean_is_malformed(browser: Browser, craft: AuthnRequests, config_dir: Path,
-                                                        value: str) -> None:
-    assert_refused(browser.get(craft.redirect(with_attributes(craft.build().xml, ForceAuthn=value))),
-                   "saml_request_malformed")
+def test_force_authn_that_is_no_xs_boolean_is_malformed(browser: Browser, sp: DemoSp, craft: AuthnRequests,
+                                                        config_dir: Path, value: str) -> None:
+    # read once the SP and its ACS are known: the SP gets a Requester error Response (SAML Core §3.4.1.4)
+    crafted = craft.build()
+    posted = error_response(browser.get(craft.redirect(with_attributes(crafted.xml, ForceAuthn=value))), sp,
+                            crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester", None)
     assert "is not an xs:boolean" in rejection_detail(config_dir)
 
 
@@ -617,7 +620,10 @@ def test_option_that_is_no_xs_boolean_is_refused_for_the_known_sp(
     """XML Schema Part 2 §3.2.2: ForceAuthn, IsPassive (SAML Core §3.4.1) and NameIDPolicy's AllowCreate
     (§3.4.1.1) are xs:boolean. They are read once the SP and its ACS are trusted, so the refusal names its SP
     (and carries where a SAML error Response goes, for a reason that has a SAML status)."""
-    browser.get(craft.redirect(change(craft.build().xml)))
+    crafted = craft.build()
+    posted = posted_response(browser.get(craft.redirect(change(crafted.xml))))
+    assert posted.root.get("InResponseTo") == crafted.request_id
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester", None)
     events = audit_lines(config_dir)
     (rejected,) = [e for e in events if e["event"] == "saml_request_rejected"]
     assert (rejected["reason"], rejected.get("sp")) == ("saml_request_malformed", SP_ENTITY_ID)
