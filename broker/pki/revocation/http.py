@@ -89,7 +89,12 @@ def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.so
     for its own timeouts, seconds to tens of seconds), then each address tried with the connect timeout, capped
     by the time left. Raises urllib3's exceptions, as ``_new_conn`` does."""
     host = conn._dns_host.strip("[]")  # the name urllib3 itself would resolve
-    pending = _resolver().submit(socket.getaddrinfo, host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    try:
+        pending = _resolver().submit(socket.getaddrinfo, host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+    except RuntimeError:
+        # the interpreter is exiting (concurrent.futures takes no new work then): a background refresh still
+        # running fails as a fetch that cannot connect, not with a traceback
+        raise urllib3.exceptions.NewConnectionError(conn, "the process is shutting down") from None
     try:
         addresses = pending.result(timeout=deadline.remaining())
     except concurrent.futures.TimeoutError:

@@ -121,3 +121,19 @@ def test_a_slow_name_resolution_is_within_the_total_deadline(peer: Peer, method:
     assert "timed out" in str(caught.value)
     assert took < LIMITS.total_timeout + 0.5  # before: the resolver's 3 s, then the answer
     assert _fetch(fetcher, method, peer.port) == BODY  # a name that resolves at once is unaffected
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("peer", [pytest.param(None, id="prompt-peer")], indirect=True)
+def test_a_fetch_while_the_process_exits_fails_as_one_that_cannot_connect(peer: Peer, method: str) -> None:
+    """At interpreter exit concurrent.futures takes no new work: a background CRL refresh still running then must
+    fail as a fetch that cannot connect (a warning), not with a RuntimeError (a traceback in the log)."""
+    http_module._resolver().shutdown(wait=True)  # what the interpreter's exit does to it
+    try:
+        with pytest.raises(FetchError) as caught:
+            _fetch(HttpFetcher(), method, peer.port)
+        assert not caught.value.timeout
+        assert "shutting down" in str(caught.value)
+    finally:
+        http_module._resolver_pools.clear()  # the next fetch makes a new pool
+    assert _fetch(HttpFetcher(), method, peer.port) == BODY
