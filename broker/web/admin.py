@@ -10,7 +10,6 @@ proxy.
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import threading
 import time
@@ -47,6 +46,8 @@ def _authorised() -> None:
 
 
 def _token() -> bytes | None:
+    """The token of a Bearer (RFC 6750 §2.1) or Basic (RFC 7617 §2, the password) Authorization header; None for
+    anything else, so that a malformed header is a wrong token (404), never an error that shows the endpoint."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value:
@@ -54,7 +55,7 @@ def _token() -> bytes | None:
     if scheme.lower() == "basic" and value:
         try:
             _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # not base64 (binascii.Error), characters outside ASCII, not UTF-8 (UnicodeDecodeError)
             return None
         return password.encode()
     return None

@@ -152,6 +152,8 @@ def _wrong(token: str) -> list[dict[str, str]]:
         basic("ops", "not-the-token"),
         basic(token, ""),                       # the token as the user name is not the password
         {"Authorization": "Basic !!!not-base64"},
+        {"Authorization": "Basic \u00e9t\u00e9"},   # not ASCII: no base64 at all (was a 500)
+        {"Authorization": "Basic " + base64.b64encode(b"ops:\xff" + token.encode()).decode()},  # not UTF-8
         {"X-Admin-Token": token},
     ]
 
@@ -160,7 +162,7 @@ def _wrong(token: str) -> list[dict[str, str]]:
 def test_without_the_right_token_the_endpoints_do_not_exist(app: Flask, token: str, path: str) -> None:
     for headers in _wrong(token):
         response = get(app, path, headers)
-        assert response.status_code == 404, headers
+        assert (response.status_code, response.headers.get("X-Broker-Reason")) == (404, "page_not_found"), headers
         assert "broker_logins" not in response.get_data(as_text=True)
     assert get(app, path, bearer(token)).status_code == 200
     assert get(app, path, basic("anyone", token)).status_code == 200
