@@ -148,7 +148,12 @@ def url_problem(url: str) -> str | None:
     shown = repr(shown_url(url))
     if not re.match(r"^(redis|rediss|unix)://", url):
         return f"expected a redis://, rediss:// or unix:// URL, got {shown}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed or misplaced '[' (urllib: "Invalid IPv6 URL")
+        if url.startswith("unix:"):
+            return f"expected unix:///path/to/redis.sock, got {shown}"
+        return f"expected a host: {url.partition(':')[0]}://host:port/db (IPv6 as [::1]), got {shown}"
     try:
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError:

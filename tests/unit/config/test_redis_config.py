@@ -111,6 +111,9 @@ def test_one_server_with_a_password_file_loads(config_dir: Path) -> None:
                      "expected a port from 1 to 65535", id="port-0"),
         pytest.param("redis:\n  url: 'redis://'\n", "url: '", "redis.url",
                      "expected a host: redis://host:port/db, got 'redis://'", id="no-host"),
+        pytest.param("redis:\n  url: 'redis://[::1:6379/0'\n", "url: '", "redis.url",
+                     "expected a host: redis://host:port/db (IPv6 as [::1]), got 'redis://[::1:6379/0'",
+                     id="unclosed-ipv6-bracket"),
         pytest.param("redis:\n  url: 'redis://10.0.0.5:6379/0?socket_timeout=abc'\n", "url: '", "redis.url",
                      "query parameter 'socket_timeout' is not used: only db is", id="query-parameter"),
         pytest.param("redis:\n  url: 'redis://10.0.0.5:6379/zero'\n", "url: '", "redis.url",
@@ -210,6 +213,7 @@ def test_redis_url_replaces_a_configured_url() -> None:
         pytest.param("redis://127.0.0.1:abc/0", "REDIS_URL: expected a port from 1 to 65535 after the host",
                      id="port-abc"),
         pytest.param("redis://", "REDIS_URL: expected a host", id="no-host"),
+        pytest.param("redis://[::1", "REDIS_URL: expected a host", id="unclosed-ipv6-bracket"),
         pytest.param("redis://127.0.0.1:6379/0?socket_timeout=abc", "REDIS_URL: query parameter 'socket_timeout' is "
                      "not used", id="query-parameter"),
         pytest.param("redis://:hunter2@127.0.0.1:6379/0", "REDIS_URL: the URL holds a password: put it in "

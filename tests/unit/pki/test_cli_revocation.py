@@ -358,6 +358,7 @@ def test_status_of_a_crl_url_as_an_instance_fetched_it(shared_config: Path, redi
 @pytest.mark.parametrize(("url", "problem"), [
     pytest.param("redis://broker:secret@127.0.0.1:6379/0", "the URL holds a password", id="password-inline"),
     pytest.param("redis://127.0.0.1:6379/x", "database", id="database-no-number"),
+    pytest.param("redis://[::1:6379/0", "expected a host", id="unclosed-ipv6-bracket"),
 ])
 def test_status_with_an_unusable_redis_url_exit_2(config_dir: Path, url: str, problem: str) -> None:
     """docs/redis.md: REDIS_URL (or --redis) is held to redis.url's rules when `broker revocation status` starts.
