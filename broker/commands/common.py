@@ -72,7 +72,12 @@ def instant(text: str | None) -> dt.datetime:
         value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UnusableInput(f"--at {text!r} is not an ISO 8601 date-time") from None
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    try:
+        value.astimezone(dt.UTC)  # the clock reads it in UTC, where 0001-01-01T00:00+01:00 is no date
+    except OverflowError:
+        raise UnusableInput(f"--at {text!r} is outside the years 1 to 9999 in UTC") from None
+    return value
 
 
 def facts(cert: x509.Certificate) -> dict[str, Any]:

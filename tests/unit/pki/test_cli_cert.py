@@ -218,6 +218,11 @@ def test_verify_intermediate_bundle_with_duplicate_extension_exit_2(h: Hierarchy
     pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "x.crl", Hierarchy.build(NOW, "X").root.crl())],
                  "is not a configured CA", id="crl-of-unknown-issuer"),
     pytest.param(lambda tmp_path, h: ["--at", "next tuesday"], "not an ISO 8601 date-time", id="at-not-iso-8601"),
+    # ISO 8601, but with no instant in UTC (year 0 or 10000 there): refused as read, not an OverflowError
+    pytest.param(lambda tmp_path, h: ["--at", "0001-01-01T00:00:00+01:00"], "outside the years 1 to 9999 in UTC",
+                 id="at-before-year-1-in-utc"),
+    pytest.param(lambda tmp_path, h: ["--at", "9999-12-31T23:30:00-01:00"], "outside the years 1 to 9999 in UTC",
+                 id="at-after-year-9999-in-utc"),
     # signed by the CA, but with cRLNumber twice: refused as the file is read, not with a traceback
     pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "twice.crl",
                                                          crl(h.issuing, extensions=[(x509.CRLNumber(5), False)]))],
