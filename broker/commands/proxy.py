@@ -33,7 +33,6 @@ def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None)
     settings = settings_or_exit(config_dir)
     if proxy_dir is not None and not proxy_dir.startswith("/"):
         raise click.BadParameter("an absolute path, as nginx opens it", param_hint="--proxy-dir")
-    out_dir.mkdir(parents=True, exist_ok=True)
     seen_as = str(out_dir.resolve()) if proxy_dir is None else (proxy_dir.rstrip("/") or "/")
     try:
         written = nginx_files(settings, out_dir=seen_as, upstream=upstream, now=SystemClock().now())
@@ -43,12 +42,18 @@ def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None)
 
 
 def _write(out_dir: Path, written: ProxyFiles, then: str) -> None:
-    for name, text in written.files.items():
-        target = out_dir / name
-        temporary = target.with_name(f".{name}.tmp")
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, target)  # a proxy reloading meanwhile never reads half a file
-        click.echo(f"wrote {target}")
+    """The files into ``out_dir`` (created if missing); a directory that cannot be made or written is unusable
+    input (exit 2, with the system's reason), not a traceback."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in written.files.items():
+            target = out_dir / name
+            temporary = target.with_name(f".{name}.tmp")
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, target)  # a proxy reloading meanwhile never reads half a file
+            click.echo(f"wrote {target}")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write to {out_dir}: {exc.strerror}", param_hint="--out") from None
     for mid, cas in written.cas.items():
         click.echo(f"  {mid}: {len(cas)} CA certificate(s)")
     click.echo(f"then: {then}, and `broker readiness` to see the advertised list")
@@ -66,7 +71,6 @@ def _write(out_dir: Path, written: ProxyFiles, then: str) -> None:
 def haproxy(config_dir: Path, out_dir: Path, upstream: str, bind: str, certificate: str | None) -> None:
     """The client-CA bundle and a frontend and backend to load after HAProxy's main configuration."""
     settings = settings_or_exit(config_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         written = haproxy_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now(),
                                 bind=bind, certificate=certificate)
@@ -84,7 +88,6 @@ def haproxy(config_dir: Path, out_dir: Path, upstream: str, bind: str, certifica
 def apache(config_dir: Path, out_dir: Path, upstream: str) -> None:
     """The client-CA bundle, a snippet for the broker's <VirtualHost>, and an example virtual host."""
     settings = settings_or_exit(config_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         written = apache_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now())
     except ValueError as exc:

@@ -286,6 +286,32 @@ def test_proxy_config_refuses_a_format_the_proxy_cannot_write(config_dir: Path, 
     assert not (tmp_path / "out" / "broker-client-cas.pem").exists()
 
 
+def _under_a_file(tmp_path: Path) -> Path:
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    return tmp_path / "a-file" / "proxy"
+
+
+@pytest.mark.parametrize("proxy", ["nginx", "haproxy", "apache"])
+@pytest.mark.parametrize("where", [
+    pytest.param(_under_a_file, id="under-a-file"),
+    pytest.param(lambda tmp_path: Path("/proc/broker-proxy"), id="cannot-be-created"),
+])
+def test_proxy_config_says_why_it_cannot_write_the_out_directory(config_dir: Path, tmp_path: Path, proxy: str,
+                                                                 where: Any) -> None:
+    """An --out that cannot be made or written is unusable input: exit 2 naming the directory and the system's
+    reason, no Python traceback."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["format"] = {"nginx": "nginx_escaped_pem", "haproxy": "haproxy_base64_der",
+                                                     "apache": "apache_pem"}[proxy]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    out = where(tmp_path)
+    result = broker("proxy-config", proxy, "--config", str(config_dir), "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"--out: cannot write to {out}:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_nginx_clears_a_chain_header_it_cannot_fill(config_dir: Path, tmp_path: Path, demo_material: Any) -> None:
     """nginx has no variable for the client's chain: with chain_header configured, the snippet only removes a
     client's copy (an empty value), and still passes nginx -t."""
