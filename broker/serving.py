@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,11 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
         sys.stderr.write(f"serve: {exc}\n")
         return 2
     server = effective_server(settings.broker.server, bind=bind, workers=workers, threads=threads)
-    # flags are checked by click; a bind given on the command line is checked here like the configured one
+    # flags are checked by click; a bind given on the command line is checked here like the configured one, also
+    # against the rest of broker.yaml (a unix socket next to trusted proxies: BrokerConfig.config_check)
     problems = [message for _, message in server.config_check()]
+    problems += [message for key, message in replace(settings.broker, server=server).config_check()
+                 if key[0] == "server"]
     if problems:
         sys.stderr.write(f"serve: --bind: {problems[0]}\n")
         return 2

@@ -391,3 +391,20 @@ def test_serve_refuses_a_bad_bind_on_the_command_line(config_dir: Path, redis_ur
                             env={**os.environ, "REDIS_URL": redis_url})
     assert result.returncode == 2
     assert "--bind: expected host:port" in result.stderr
+
+
+def test_serve_refuses_a_unix_socket_on_the_command_line_when_proxies_are_trusted(config_dir: Path, tmp_path: Path,
+                                                                                  redis_url: str) -> None:
+    """broker.yaml may not bind a unix socket and trust proxies (the peer has no address to match, so every
+    certificate header would be ignored); --bind must not get around that rule."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["trusted_networks"] = ["127.0.0.1/32"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    socket_path = tmp_path / "broker.sock"
+    result = subprocess.run([sys.executable, "-m", "broker.cli", "serve", "--config", str(config_dir),
+                             "--bind", f"unix:{socket_path}"], capture_output=True, text=True, timeout=60,
+                            check=False, env={**os.environ, "REDIS_URL": redis_url})
+    assert result.returncode == 2, result.stderr
+    assert "--bind: a unix socket gives the broker no peer address" in result.stderr
+    assert not socket_path.exists()
