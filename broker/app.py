@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from flask import Flask, Response, g, request
 from werkzeug.datastructures import ImmutableMultiDict
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Rule
 
 from broker.audit.chain import ChainSettings, ChainWriter
@@ -185,6 +185,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
+        if status == 405 and (rule := _route_of(request.path)) is not None and admin.hidden(rule.endpoint):
+            return http_error(NotFound())  # the operators' endpoints do not exist but for GET with the token
         code = {400: "request_malformed", 404: "page_not_found", 405: "method_not_allowed",
                 413: "request_too_large", 416: "range_not_satisfiable"}.get(status)
         if code is None:  # another client error keeps its status; anything else is the server's

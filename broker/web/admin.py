@@ -3,8 +3,9 @@
 
 Not public: both answer only with the bearer token of ``admin.token_file`` (HTTP Basic with the token as
 password also works, for a browser), compared in constant time; without an admin section, or without the
-token, they answer 404, as if they did not exist. The generated nginx snippet also refuses them at the
-proxy.
+token, they answer 404, as if they did not exist, and so they do to any method but GET and HEAD (no automatic
+OPTIONS, and the app answers their 405 as a 404: :func:`hidden`). The generated nginx snippet also refuses
+them at the proxy.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def _authorised() -> None:
         abort(404)  # no hint that something is here
 
 
+def hidden(endpoint: str) -> bool:
+    """Whether a request for ``endpoint`` by a method it does not allow is answered 404, not 405: an Allow header
+    would tell that the endpoint exists."""
+    return endpoint.startswith(f"{bp.name}.")
+
+
 def _token() -> bytes | None:
     """The token of a Bearer (RFC 6750 §2.1) or Basic (RFC 7617 §2, the password) Authorization header; None for
     anything else, so that a malformed header is a wrong token (404), never an error that shows the endpoint."""
@@ -61,7 +68,7 @@ def _token() -> bytes | None:
     return None
 
 
-@bp.route("/metrics", methods=["GET"])
+@bp.route("/metrics", methods=["GET"], provide_automatic_options=False)
 def metrics() -> Response:
     _authorised()
     try:
@@ -77,7 +84,7 @@ def metrics() -> Response:
     return response
 
 
-@bp.route("/admin/health", methods=["GET"])
+@bp.route("/admin/health", methods=["GET"], provide_automatic_options=False)
 def health() -> Response:
     """What a monitor of this instance wants beyond liveness: audit forwarding (sent, dropped, errors, queued)
     and the municipal IdPs' metadata (entity, validUntil, last fetch, last error). It never fails for them."""
@@ -92,7 +99,7 @@ def health() -> Response:
     return response
 
 
-@bp.route("/admin/status", methods=["GET"])
+@bp.route("/admin/status", methods=["GET"], provide_automatic_options=False)
 def status() -> Response:
     """Every municipality: its readiness (the offline checks, refreshed each minute), what expires next, and
     when a login last succeeded (from the shared store, so every instance's logins count)."""

@@ -169,6 +169,19 @@ def test_without_the_right_token_the_endpoints_do_not_exist(app: Flask, token: s
     assert get(app, path, basic("", token)).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/admin/health"])
+@pytest.mark.parametrize("method", ["OPTIONS", "POST", "PUT", "DELETE", "PROPFIND"])
+def test_other_methods_do_not_show_the_endpoints_either(app: Flask, token: str, path: str, method: str) -> None:
+    """Not only GET: an OPTIONS answered 200 and any other method 405, both with an Allow header, where a path
+    that does not exist answers 404, so that anyone could tell the operators' endpoints are there."""
+    with app.test_client() as client:
+        for headers in ({}, bearer(token)):
+            response = client.open(path, method=method, headers=headers, environ_base={"REMOTE_ADDR": "192.0.2.20"})
+            assert (response.status_code, response.headers.get("X-Broker-Reason")) == (404, "page_not_found"), (
+                method, headers)
+            assert "Allow" not in response.headers
+
+
 def test_admin_health_reports_audit_forwarding_and_idp_metadata(app: Flask, token: str) -> None:
     response = get(app, "/admin/health", bearer(token))
     assert response.status_code == 200
