@@ -184,7 +184,11 @@ def report_command(paths: tuple[Path, ...], config_dir: Path | None, html_file: 
     integrity = verify(sources, _keyring(key_files, config_dir))
     document = html_report.build((r for r in records(sources, _skipped) if wanted(r)), integrity, title=title,
                                  since=wanted.since, until=wanted.until)
-    html_file.write_text(document, encoding="utf-8")
+    try:
+        html_file.write_text(document, encoding="utf-8")
+    except OSError as exc:  # a directory, a missing or read-only place: unusable input, not a traceback
+        click.echo(f"--html: cannot write {html_file}: {exc.strerror}", err=True)
+        sys.exit(2)
     click.echo(f"wrote {html_file} ({'intact' if integrity.ok else 'integrity problems: see the report'})")
 
 
@@ -194,7 +198,11 @@ def _skipped(path: Path, why: str) -> None:
 
 def _pseudonym_from_stdin(config_dir: Path | None, key_file: Path | None = None) -> str:
     if key_file is not None:
-        key = key_file.read_bytes()
+        try:
+            key = key_file.read_bytes()
+        except OSError as exc:  # a directory, a file not readable to this user
+            click.echo(f"--key-file: cannot read {key_file}: {exc.strerror}", err=True)
+            sys.exit(2)
         key = key.strip() if key.isascii() else key
     elif config_dir is not None:
         key = settings_or_exit(config_dir).broker.audit.pseudonym_key.value
@@ -230,11 +238,15 @@ def keygen_command(out: Path) -> None:
         click.echo(f"{out} exists; not overwriting a signing key", err=True)
         sys.exit(2)
     key = Ed25519PrivateKey.generate()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
     public = out.with_name(out.name + ".pub")
-    public.write_bytes(public_pem(key.public_key()))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        public.write_bytes(public_pem(key.public_key()))
+    except OSError as exc:  # under a file, a missing or read-only place: unusable input, not a traceback
+        click.echo(f"--out: cannot write {exc.filename or out}: {exc.strerror}", err=True)
+        sys.exit(2)
     click.echo(f"wrote {out} (keep it secret) and {public}; key id {key_id(key.public_key())}")

@@ -511,3 +511,30 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "not overwriting" in result.stderr
     assert (out.read_bytes(), out.with_name(out.name + ".pub").read_bytes()) == before
+
+
+# --- files the commands cannot read or write -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(lambda d, tmp: ["report", str(d.directory), "--key", str(d.public), "--html", str(tmp)],
+                 "--html: cannot write", id="report-onto-a-directory"),
+    pytest.param(lambda d, tmp: ["report", str(d.directory), "--key", str(d.public), "--html",
+                                 str(tmp / "a-file" / "report.html")], "--html: cannot write",
+                 id="report-under-a-file"),
+    pytest.param(lambda d, tmp: ["keygen", "--out", str(tmp / "a-file" / "audit-signing.key")],
+                 "--out: cannot write", id="keygen-under-a-file"),
+    pytest.param(lambda d, tmp: ["pseudonym", "--key-file", str(tmp)], "--key-file: cannot read",
+                 id="pseudonym-key-file-is-a-directory"),
+    pytest.param(lambda d, tmp: ["query", str(d.directory), "--personnummer-stdin", "--key-file", str(tmp)],
+                 "--key-file: cannot read", id="query-key-file-is-a-directory"),
+])
+def test_a_file_that_cannot_be_read_or_written_exits_2(data: Dataset, tmp_path: Path, args: Any,
+                                                       message: str) -> None:
+    """Unusable input, said with the system's reason: not a Python traceback (exit 1)."""
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    result = run(*args(data, tmp_path), input=BO_PNR + "\n")
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "pnr:" not in result.stdout
+
