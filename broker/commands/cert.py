@@ -87,8 +87,11 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
         inter_certs = [c for p in intermediates for c in read_bundle(p)]
         crl_files = [(p, read_crl(p)) for p in crls]
         now = instant(at)
-        if ocsp_url is not None and not HttpUrl.pattern.match(ocsp_url):
-            raise UnusableInput(f"--ocsp-url {ocsp_url!r} is not an http(s) URL")
+        if ocsp_url is not None:
+            try:
+                HttpUrl.parse(ocsp_url)  # as a configured ocsp.url: a host, a port from 1 to 65535
+            except ValueError as exc:
+                raise UnusableInput(f"--ocsp-url: {exc}") from None
         methods: list[Any] = []
         if ocsp or ocsp_url:
             methods.append("ocsp")

@@ -176,7 +176,12 @@ class _Url(str):
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Self:
-        text = _require_str(value, "a URL")
+        return cls.parse(_require_str(value, "a URL"))
+
+    @classmethod
+    def parse(cls, text: str) -> Self:
+        """``text`` as this kind of URL, or ValueError saying what was expected (the configuration's rule, also
+        for the commands' URL options)."""
         if not cls.pattern.match(text):
             raise ValueError(f"expected {cls.expected}, got {text!r}")
         try:  # the host and port as every client will read them (a port past 65535, "a:b:c", "[[x]")

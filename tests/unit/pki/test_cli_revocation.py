@@ -183,11 +183,16 @@ def test_verify_without_revocation_flags_touches_no_network(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize("url", [pytest.param("ftp://127.0.0.1/ocsp", id="ftp"),
-                                 pytest.param("not a url", id="not-a-url")])
+                                 pytest.param("not a url", id="not-a-url"),
+                                 # held to the rules of a configured ocsp.url, not to its pattern alone: these
+                                 # were a traceback (Invalid IPv6 URL) and a lookup refused as unavailable
+                                 pytest.param("http://[::1/ocsp", id="unclosed-ipv6-bracket"),
+                                 pytest.param("http://127.0.0.1:99999/ocsp", id="port-past-65535")])
 def test_verify_ocsp_url_must_be_http_exit_2(pki: Pki, url: str) -> None:
     result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp-url", url, *AT_NOW, "--json")
-    assert result.exit_code == 2
+    assert result.exit_code == 2, result.output
     assert as_json(result)["reason"] == "unusable_input"
+    assert as_json(result)["detail"].startswith(f"--ocsp-url: expected an http:// or https:// URL, got {url!r}")
     assert pki.responder.hits == 0
 
 
