@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import click
@@ -13,6 +14,20 @@ from broker.proxy_config import HAPROXY, ProxyFiles
 from broker.proxy_config import apache as apache_files
 from broker.proxy_config import haproxy as haproxy_files
 from broker.proxy_config import nginx as nginx_files
+
+# what ends or changes a word in nginx's, HAProxy's and Apache's configuration files (white space, quotes,
+# escapes, nginx's ';' and braces, comments, HAProxy's environment variables)
+_NOT_IN_A_WORD = re.compile(r"[\s\"'\\;#{}$]")
+
+
+def _word(value: str, option: str) -> str:
+    """``value`` (a path or an address), which the proxy's configuration holds as one unquoted word; refused
+    when it cannot be one, rather than written into a file that the proxy's own check refuses or reads
+    otherwise."""
+    if _NOT_IN_A_WORD.search(value):
+        raise click.BadParameter(f"{value!r} cannot be written into the proxy's configuration as one word (white "
+                                 "space, quotes, '\\', ';', '#', braces and '$' cannot be in it)", param_hint=option)
+    return value
 
 
 @click.group("proxy-config")
@@ -33,9 +48,11 @@ def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None)
     settings = settings_or_exit(config_dir)
     if proxy_dir is not None and not proxy_dir.startswith("/"):
         raise click.BadParameter("an absolute path, as nginx opens it", param_hint="--proxy-dir")
-    seen_as = str(out_dir.resolve()) if proxy_dir is None else (proxy_dir.rstrip("/") or "/")
+    seen_as = _word(str(out_dir.resolve()), "--out") if proxy_dir is None \
+        else _word(proxy_dir.rstrip("/") or "/", "--proxy-dir")
     try:
-        written = nginx_files(settings, out_dir=seen_as, upstream=upstream, now=SystemClock().now())
+        written = nginx_files(settings, out_dir=seen_as, upstream=_word(upstream, "--upstream"),
+                              now=SystemClock().now())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _write(out_dir, written, "nginx -t && nginx -s reload")
@@ -72,8 +89,10 @@ def haproxy(config_dir: Path, out_dir: Path, upstream: str, bind: str, certifica
     """The client-CA bundle and a frontend and backend to load after HAProxy's main configuration."""
     settings = settings_or_exit(config_dir)
     try:
-        written = haproxy_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now(),
-                                bind=bind, certificate=certificate)
+        written = haproxy_files(settings, out_dir=_word(str(out_dir.resolve()), "--out"),
+                                upstream=_word(upstream, "--upstream"), now=SystemClock().now(),
+                                bind=_word(bind, "--bind"),
+                                certificate=None if certificate is None else _word(certificate, "--certificate"))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _write(out_dir, written, f"haproxy -c -f <main> -f {out_dir / HAPROXY} and a reload")
@@ -89,7 +108,8 @@ def apache(config_dir: Path, out_dir: Path, upstream: str) -> None:
     """The client-CA bundle, a snippet for the broker's <VirtualHost>, and an example virtual host."""
     settings = settings_or_exit(config_dir)
     try:
-        written = apache_files(settings, out_dir=str(out_dir.resolve()), upstream=upstream, now=SystemClock().now())
+        written = apache_files(settings, out_dir=_word(str(out_dir.resolve()), "--out"),
+                               upstream=_word(upstream, "--upstream"), now=SystemClock().now())
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _write(out_dir, written, "apachectl configtest && apachectl graceful")

@@ -312,6 +312,36 @@ def test_proxy_config_says_why_it_cannot_write_the_out_directory(config_dir: Pat
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("proxy", "options", "option"), [
+    pytest.param("nginx", ["--out", "{tmp}/proxy files"], "--out", id="nginx-out-with-a-space"),
+    pytest.param("nginx", ["--out", "{tmp}/out", "--proxy-dir", "/etc/nginx/broker;"], "--proxy-dir",
+                 id="nginx-proxy-dir-with-a-semicolon"),
+    pytest.param("haproxy", ["--out", "{tmp}/proxy files"], "--out", id="haproxy-out-with-a-space"),
+    pytest.param("haproxy", ["--out", "{tmp}/out", "--certificate", "/etc/haproxy/tls/my cert.pem"], "--certificate",
+                 id="haproxy-certificate-with-a-space"),
+    pytest.param("haproxy", ["--out", "{tmp}/out", "--bind", ":443 #"], "--bind", id="haproxy-bind-with-a-comment"),
+    pytest.param("apache", ["--out", "{tmp}/proxy files"], "--out", id="apache-out-with-a-space"),
+    pytest.param("apache", ["--out", "{tmp}/out", "--upstream", "http://127.0.0.1:8080/#"], "--upstream",
+                 id="apache-upstream-with-a-comment"),
+])
+def test_proxy_config_refuses_a_path_the_proxys_configuration_cannot_hold(config_dir: Path, tmp_path: Path,
+                                                                         proxy: str, options: list[str],
+                                                                         option: str) -> None:
+    """A path written into the proxy's configuration as a word: white space, quotes, ';', '#', braces or '$' in it
+    would make a file that the proxy's own check refuses (or reads otherwise), so the command refuses it first."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["format"] = {"nginx": "nginx_escaped_pem", "haproxy": "haproxy_base64_der",
+                                                     "apache": "apache_pem"}[proxy]
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    result = broker("proxy-config", proxy, "--config", str(config_dir),
+                    *(o.replace("{tmp}", str(tmp_path)) for o in options))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"Invalid value for {option}:" in result.stderr
+    assert "cannot be written into" in result.stderr
+    assert not any(tmp_path.glob("*/broker-client-cas.pem"))
+
+
 def test_nginx_clears_a_chain_header_it_cannot_fill(config_dir: Path, tmp_path: Path, demo_material: Any) -> None:
     """nginx has no variable for the client's chain: with chain_header configured, the snippet only removes a
     client's copy (an empty value), and still passes nginx -t."""
