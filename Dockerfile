@@ -39,11 +39,14 @@ LABEL org.opencontainers.image.title="broker" \
       org.opencontainers.image.description="Federated authentication broker: municipal X.509 and SAML logins toward regional SAML service providers" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-# an unprivileged user of its own; the audit directory belongs to it (a new named volume inherits that)
+# an unprivileged user of its own; the audit directory belongs to it (a new named volume inherits that). Its parent
+# lets any user pass: compose runs the replicas as the owner of the keys (BROKER_UID), who must reach the audit
+# directory mounted below it
 RUN groupadd --system --gid 10001 broker \
  && useradd --system --uid 10001 --gid broker --home-dir /var/lib/broker --no-create-home \
             --shell /usr/sbin/nologin broker \
- && install -d -o broker -g broker -m 0750 /var/lib/broker /var/lib/broker/audit \
+ && install -d -o broker -g broker -m 0755 /var/lib/broker \
+ && install -d -o broker -g broker -m 0750 /var/lib/broker/audit \
  && install -d -m 0755 /etc/broker
 
 COPY --from=build /opt/broker /opt/broker

@@ -289,6 +289,32 @@ def test_dockerfile_builds_in_one_stage_and_runs_unprivileged_in_another() -> No
     assert "http://127.0.0.1:8080/healthz" in health
 
 
+def image_directories() -> dict[str, int]:
+    """The directories the runtime stage makes with ``install -d ... -m MODE``: path → mode."""
+    steps = dockerfile()
+    final = steps[[i for i, (instruction, _) in enumerate(steps) if instruction == "FROM"][-1]:]
+    made: dict[str, int] = {}
+    for command in " ".join(args for instruction, args in final if instruction == "RUN").split("&&"):
+        words = command.split()
+        if words[:2] != ["install", "-d"]:
+            continue
+        mode = int(words[words.index("-m") + 1], 8) if "-m" in words else 0o755
+        made.update({word: mode for word in words[2:] if word.startswith("/")})
+    return made
+
+
+def test_the_replicas_reach_their_mounts_as_whatever_user_they_run_as() -> None:
+    """docs/deployment.md runs the replicas as BROKER_UID (the owner of the demo's keys, `id -u`), not as the
+    image's user 10001: every directory the image makes above a path compose mounts into the broker must let any
+    user pass (o+x), or the audit trail mounted at /var/lib/broker/audit cannot be opened and logins fail closed."""
+    made = image_directories()
+    assert "/var/lib/broker/audit" in made
+    for target in bind_mounts(services()["broker"]):
+        for parent in Path(target).parents:
+            if str(parent) in made:
+                assert made[str(parent)] & 0o001, (target, str(parent), oct(made[str(parent)]))
+
+
 def test_build_context_holds_what_the_dockerfile_copies_and_nothing_else() -> None:
     ignore = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert ignore[[line.startswith("#") for line in ignore].index(False)] == "*"
