@@ -46,9 +46,10 @@ def demo(workdir: Path | None, example: Path | None, host: str, port: int, check
 @click.option("--config", "config_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--bind", help="address:port to listen on (HTTP) [default: server.bind in broker.yaml, "
               "else 127.0.0.1:8080]")
-@click.option("--workers", type=click.IntRange(min=1),
+# the range broker.yaml's server.workers and server.threads are held to (broker.config.schema.ServerConfig)
+@click.option("--workers", type=click.IntRange(min=1, max=1024),
               help="worker processes [default: server.workers in broker.yaml, else 2]")
-@click.option("--threads", type=click.IntRange(min=1),
+@click.option("--threads", type=click.IntRange(min=1, max=1024),
               help="threads per worker [default: server.threads in broker.yaml, else 4]")
 @click.option("--pid-file", type=click.Path(path_type=Path, dir_okay=False),
               help="write the master's PID here (for `broker reload --pid-file`)")

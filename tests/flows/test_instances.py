@@ -393,6 +393,20 @@ def test_serve_refuses_a_bad_bind_on_the_command_line(config_dir: Path, redis_ur
     assert "--bind: expected host:port" in result.stderr
 
 
+@pytest.mark.parametrize(("flag", "value"), [pytest.param("--workers", "1025", id="workers"),
+                                             pytest.param("--threads", "1025", id="threads"),
+                                             pytest.param("--workers", "0", id="no-workers")])
+def test_serve_holds_workers_and_threads_on_the_command_line_to_broker_yamls_range(config_dir: Path, flag: str,
+                                                                                   value: str) -> None:
+    """server.workers and server.threads are 1 to 1024 in broker.yaml; the flags that replace them must not let
+    a typo fork thousands of copies of the app. Refused before anything starts (no Redis is even asked)."""
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run([sys.executable, "-m", "broker.cli", "serve", "--config", str(config_dir), flag, value],
+                            capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"Invalid value for '{flag}': {value} is not in the range 1<=x<=1024" in result.stderr
+
+
 def test_serve_refuses_a_unix_socket_on_the_command_line_when_proxies_are_trusted(config_dir: Path, tmp_path: Path,
                                                                                   redis_url: str) -> None:
     """broker.yaml may not bind a unix socket and trust proxies (the peer has no address to match, so every
