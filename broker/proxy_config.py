@@ -23,6 +23,7 @@ write it), and close the operators' endpoints.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
@@ -32,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from broker.config.loader import Settings
 from broker.config.schema import ProxyConfig
 from broker.pki.proxy_headers import ProxyFormat
+from broker.slow_clients import longest_request_seconds
 
 BUNDLE = "broker-client-cas.pem"
 SNIPPET = "broker-client-auth.conf"
@@ -64,6 +66,7 @@ def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) 
     bundle = _bundle(cas)
     header = proxy.header
     depth = _verify_depth(settings)
+    wait = _upstream_wait(settings)
     stamp = _stamp("nginx", now, cas)
     snippet = f"""{stamp}
 # Include inside the server block (not a location) that serves the broker, e.g.
@@ -95,7 +98,8 @@ location / {{
     proxy_set_header Host $host;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    proxy_read_timeout 30s;
+    # as long as a login may take (revocation sources asked in turn), so the user gets the broker's answer
+    proxy_read_timeout {wait}s;
     # SAML messages travel in form posts of some tens of kilobytes
     client_max_body_size 1m;
 }}
@@ -175,6 +179,14 @@ def _owned(cas: dict[str, tuple[x509.Certificate, ...]]) -> list[tuple[x509.Cert
     return list(owners.values())
 
 
+def _upstream_wait(settings: Settings) -> int:
+    """Seconds the proxy waits for the broker's answer: as long as a request may take within the configuration's
+    own deadlines (:func:`broker.slow_clients.longest_request_seconds`: a certificate login asking its revocation
+    sources in turn, each within its timeout, which gunicorn lets run), so that the user gets the broker's answer
+    (a login, or the refusal that says why) rather than the proxy's 504 while the broker still works."""
+    return math.ceil(longest_request_seconds(settings, settings.broker.server.request_timeout.seconds))
+
+
 def _verify_depth(settings: Settings) -> int:
     return max(m.config.certificate.max_chain_depth for m in settings.municipalities.values()
                if m.config.certificate is not None) + 1
@@ -247,7 +259,8 @@ frontend broker_https
 backend broker
     mode http
     timeout connect 5s
-    timeout server 30s
+    # as long as a login may take (revocation sources asked in turn), so the user gets the broker's answer
+    timeout server {_upstream_wait(settings)}s
     server broker1 {netloc}
 """
     return ProxyFiles({BUNDLE: bundle, HAPROXY: config}, cas)
@@ -298,7 +311,8 @@ LimitRequestLine 32768
 # The certificate as Apache received it; "set" replaces any copy a client sent.
 {forward}RequestHeader set X-Forwarded-Proto https
 ProxyPreserveHost On
-ProxyTimeout 30
+# as long as a login may take (revocation sources asked in turn), so the user gets the broker's answer
+ProxyTimeout {_upstream_wait(settings)}
 ProxyPass / http://{netloc}/
 ProxyPassReverse / http://{netloc}/
 # SAML messages travel in form posts of some tens of kilobytes

@@ -22,6 +22,7 @@ Envoy is not packaged for Debian, so its format is proven by unit tests only
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -36,8 +37,10 @@ import yaml
 from cryptography import x509
 
 from broker.audit.query import records
+from broker.config.loader import load_settings
 from broker.pki.proxy_headers import ProxyFormat
 from broker.pki.tls import probe_endpoint
+from broker.slow_clients import longest_request_seconds
 from tests.factories.cli import broker_cli as broker
 from tests.factories.nginx import Nginx
 from tests.factories.proxies import Apache, ForegroundProxy, HAProxy
@@ -284,6 +287,31 @@ def test_proxy_config_refuses_a_format_the_proxy_cannot_write(config_dir: Path, 
     assert result.returncode == 1, result.stdout + result.stderr
     assert fragment in result.stderr
     assert not (tmp_path / "out" / "broker-client-cas.pem").exists()
+
+
+@pytest.mark.parametrize(("proxy", "fmt", "written", "pattern"), [
+    pytest.param("nginx", "nginx_escaped_pem", "broker-client-auth.conf", r"proxy_read_timeout (\d+)s;", id="nginx"),
+    pytest.param("haproxy", "haproxy_base64_der", "broker-haproxy.cfg", r"timeout server (\d+)s", id="haproxy"),
+    pytest.param("apache", "apache_pem", "broker-apache.conf", r"ProxyTimeout (\d+)", id="apache"),
+])
+def test_the_proxy_waits_for_the_broker_as_long_as_a_login_may_take(config_dir: Path, tmp_path: Path, proxy: str,
+                                                                    fmt: ProxyFormat, written: str,
+                                                                    pattern: str) -> None:
+    """A certificate login may wait on revocation sources in turn, each within its timeout (an OCSP responder,
+    then a CRL server that do not answer: 3 s + 30 s by default, per certificate of the path), and gunicorn lets
+    it (broker.slow_clients.longest_request_seconds). A proxy that gave up after 30 s showed the user its own 504
+    while the broker went on to answer (a login, or the refusal that says why) to no one."""
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"]["format"] = fmt
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    result = broker("proxy-config", proxy, "--config", str(config_dir), "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    settings = load_settings(config_dir)
+    longest = longest_request_seconds(settings, settings.broker.server.request_timeout.seconds)
+    waits = [int(s) for s in re.findall(pattern, (tmp_path / "out" / written).read_text(encoding="utf-8"))]
+    assert waits, pattern
+    assert min(waits) >= longest, (waits, longest)
 
 
 def _under_a_file(tmp_path: Path) -> Path:
