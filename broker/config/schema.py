@@ -389,8 +389,16 @@ class ReadinessConfig:
 class AdminConfig:
     """The operators' endpoints /metrics and /admin/status: answered only with this bearer token."""
 
-    token_file: SecretFile = field(metadata=doc("bearer token (32+ random bytes, e.g. hex) that /metrics and "
-                                                "/admin/status require"))
+    token_file: SecretFile = field(metadata=doc("bearer token that /metrics and /admin/status require: 32+ random "
+                                                "characters of a bearer token (RFC 6750: letters, digits, "
+                                                "-._~+/), e.g. `openssl rand -hex 32`"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        # sent as "Authorization: Bearer <token>", so a token68 (RFC 6750 §2.1); raw bytes or words never match
+        if not re.fullmatch(rb"[A-Za-z0-9\-._~+/]+=*", self.token_file.value):
+            yield ("token_file",), (f"the token in {self.token_file.path} cannot be sent as a bearer token (RFC 6750 "
+                                    "§2.1: letters, digits, '-._~+/', then '='); write it as text, e.g. "
+                                    "`openssl rand -hex 32`")
 
 
 _BIND = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})|unix:(?P<path>/.+))\Z")

@@ -411,6 +411,19 @@ def test_a_secret_written_in_place_of_its_file_is_never_repeated(config_dir: Pat
     assert not [str(i) for i in load_issues(config_dir) if value in str(i) or value[:12] in str(i)]
 
 
+@pytest.mark.parametrize("content", [
+    pytest.param(bytes(range(128, 176)), id="raw-random-bytes"),
+    pytest.param(b"correct horse battery staple, correct horse battery staple\n", id="words-with-spaces"),
+])
+def test_an_admin_token_no_client_can_send_is_refused(config_dir: Path, content: bytes) -> None:
+    """A Bearer token is a token68 (RFC 6750 §2.1): letters, digits, '-._~+/' and '=' at the end. A token file of
+    raw random bytes (as `head -c 32 /dev/urandom` writes) or of words could never be sent: /metrics and /admin/
+    would answer 404 to everyone, the operator included, with nothing to say why. Refused, without the secret."""
+    (config_dir / "keys" / "admin.token").write_bytes(content)
+    check(config_dir, lambda _: None, [Expected(BROKER, "token_file:", "admin.token_file", "RFC 6750 §2.1")])
+    assert not [str(i) for i in load_issues(config_dir) if "horse" in str(i)]
+
+
 _PASTED_KEY = "-----BEGIN PRIVATE KEY-----\\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgPASTEDKEYMATERIAL\\n" \
               "-----END PRIVATE KEY-----\\n"
 
