@@ -14,7 +14,7 @@ from broker.commands.common import (
     emit,
     facts,
     instant,
-    read_bundle,
+    read_ca_bundle,
     read_certificate,
     read_crl,
     settings_or_exit,
@@ -83,8 +83,8 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
     """
     try:
         leaf_cert = read_certificate(leaf)
-        anchor_certs = [c for p in anchors for c in read_bundle(p)]
-        inter_certs = [c for p in intermediates for c in read_bundle(p)]
+        anchor_certs = [c for p in anchors for c in read_ca_bundle(p, "--trust-anchor")]
+        inter_certs = [c for p in intermediates for c in read_ca_bundle(p, "--intermediate")]
         crl_files = [(p, read_crl(p)) for p in crls]
         now = instant(at)
         if ocsp_url is not None:

@@ -19,6 +19,7 @@ from broker.config.values import load_certificates
 from broker.errors import ConfigError, ConfigIssue, UnusableInput
 from broker.model import CertificateFacts
 from broker.pki.identity import display_subject
+from broker.pki.naming import not_a_ca
 from broker.pki.reading import UnreadableCertificate, check_each
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies
@@ -32,10 +33,16 @@ def read_certificate(path: Path) -> x509.Certificate:
     return certs[0]
 
 
-def read_bundle(path: Path) -> list[x509.Certificate]:
-    """The certificates in ``path`` (a PEM bundle or one DER certificate), every part of each readable; else
+def read_ca_bundle(path: Path, option: str) -> list[x509.Certificate]:
+    """The CA certificates in ``path`` (a PEM bundle or one DER certificate) given with ``option``, every part of
+    each readable and each a CA (:func:`broker.pki.naming.not_a_ca`, the configuration's rule for trust anchors
+    and intermediates: a login certificate given as its own anchor would otherwise be "accepted"); else
     :class:`UnusableInput`."""
-    return _certificates(path, "a certificate file")
+    certs = _certificates(path, "a certificate file")
+    for cert in certs:
+        if problem := not_a_ca(cert):
+            raise UnusableInput(f"{option} {path}: {display_subject(cert)[:200]} {problem}")
+    return certs
 
 
 def _certificates(path: Path, what: str) -> list[x509.Certificate]:

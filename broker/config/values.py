@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
+from broker.pki.naming import not_a_ca
 from broker.pki.reading import check_each
 
 
@@ -413,19 +414,8 @@ class CaCertificates:
         # certificate is a configuration problem here, not an error where it is first read
         check_each(certs, p)
         for cert in certs:
-            who = cert.subject.rfc4514_string()
-            try:
-                bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-            except x509.ExtensionNotFound:
-                raise ValueError(f"{p}: {who} is not a CA certificate (no basicConstraints)") from None
-            if not bc.ca:
-                raise ValueError(f"{p}: {who} is not a CA certificate (basicConstraints cA is false)")
-            try:
-                ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-            except x509.ExtensionNotFound:
-                ku = None
-            if ku is not None and not ku.key_cert_sign:
-                raise ValueError(f"{p}: {who} may not sign certificates (key usage lacks keyCertSign)")
+            if problem := not_a_ca(cert):
+                raise ValueError(f"{p}: {cert.subject.rfc4514_string()} {problem}")
         return cls(p, tuple(certs))
 
     @classmethod

@@ -26,6 +26,23 @@ def is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def not_a_ca(cert: x509.Certificate) -> str | None:
+    """Why ``cert`` cannot be a CA certificate of a path, or None: basicConstraints with cA=TRUE (RFC 5280
+    §4.2.1.9) and, where key usage is present, keyCertSign (§4.2.1.3). The rule for every certificate an
+    operator gives as a trust anchor or intermediate, in the configuration and on the command line."""
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "is not a CA certificate (no basicConstraints)"
+    if not bc.ca:
+        return "is not a CA certificate (basicConstraints cA is false)"
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    return None if ku.key_cert_sign else "may not sign certificates (key usage lacks keyCertSign)"
+
+
 @by_identity(16384)
 def describe(cert: x509.Certificate) -> str:
     """A CA by its subject; a user's certificate by serial and issuer (so is one whose extensions cannot be

@@ -217,6 +217,12 @@ def test_verify_intermediate_bundle_with_duplicate_extension_exit_2(h: Hierarchy
                  id="crl-file-not-a-crl"),
     pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "x.crl", Hierarchy.build(NOW, "X").root.crl())],
                  "is not a configured CA", id="crl-of-unknown-issuer"),
+    # anchors and intermediates are CA certificates, as in the configuration: a login certificate given as its
+    # own anchor was "accepted"
+    pytest.param(lambda tmp_path, h: ["--trust-anchor", write_pem(tmp_path / "self.pem", h.leaf().certificate)],
+                 "is not a CA certificate (basicConstraints cA is false)", id="a-leaf-as-trust-anchor"),
+    pytest.param(lambda tmp_path, h: ["--intermediate", write_pem(tmp_path / "mid.pem", h.leaf().certificate)],
+                 "is not a CA certificate", id="a-leaf-as-intermediate"),
     pytest.param(lambda tmp_path, h: ["--at", "next tuesday"], "not an ISO 8601 date-time", id="at-not-iso-8601"),
     # ISO 8601, but with no instant in UTC (year 0 or 10000 there): refused as read, not an OverflowError
     pytest.param(lambda tmp_path, h: ["--at", "0001-01-01T00:00:00+01:00"], "outside the years 1 to 9999 in UTC",
