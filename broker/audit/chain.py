@@ -571,7 +571,7 @@ class ChainWriter:
             if upto <= self._synced:
                 return
             with self._lock:
-                target, path = self._written, self._file_path
+                target, path, since = self._written, self._file_path, self._synced
                 self._check_not_lost(upto)
                 if self._abandoned is None:
                     self._check_file_in_place()
@@ -588,11 +588,14 @@ class ChainWriter:
                 os.fsync(fd)
             except OSError as exc:
                 with self._lock:
-                    self._fsync_failed(target, path, exc)
+                    self._fsync_failed(target, path, exc, since=since)
                 raise AuditUnavailable(f"cannot sync {path}: {exc.strerror}") from exc
             finally:
                 os.close(fd)
             with self._lock:
+                # a checkpoint's or rotation's fsync of the same open file may have failed meanwhile: the kernel
+                # told that one, and this success does not make durable what it lost
+                self._check_not_lost(upto)
                 self._synced = max(self._synced, target)  # a rotation meanwhile may have synced further
 
     def _fsync_locked(self) -> None:
@@ -605,18 +608,21 @@ class ChainWriter:
             raise AuditUnavailable(f"cannot sync {self._file_path}: {exc.strerror}") from exc
         self._synced = self._written
 
-    def _fsync_failed(self, upto: int, path: Path | None, exc: OSError) -> None:
+    def _fsync_failed(self, upto: int, path: Path | None, exc: OSError, *, since: int | None = None) -> None:
         """An fsync of ``path`` failed (under the lock). The kernel may have dropped the pages it could not write,
         and it reports that once (Linux: once per open file; the next fsync succeeds without them): so the records
         written since the last good fsync, up to token ``upto``, are lost for every request that wrote them, not
         only for the one whose fsync saw the error, and the file is left like one whose write failed (the next
         record starts a new file with ``audit_file_abandoned``). Still the open file, it lost whatever was written
-        to it meanwhile too (another thread's records, after this fsync began): a later fsync would not say so."""
+        to it meanwhile too (another thread's records, after this fsync began): a later fsync would not say so.
+        ``since``: what was synced when this fsync began; another fsync of the same open file that succeeded
+        meanwhile (a checkpoint's beside a request's) was not told of the error, and synced nothing it lost."""
         current = path is not None and path == self._file_path
         if current:
             upto = max(upto, self._written)
-        if upto > self._synced:
-            self._lost.append((self._synced, upto, path))
+        after = self._synced if since is None else min(since, self._synced)
+        if upto > after:
+            self._lost.append((after, upto, path))
         if current and path is not None and self._abandoned is None:
             self._abandoned = {"file": path.name, "bytes": self._file_bytes, "truncated_partial_line": False,
                                "torn_bytes": 0, "error": exc.strerror or str(exc)}

@@ -7,6 +7,7 @@ The test process then verifies the directory as a reviewer would.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
@@ -916,3 +917,49 @@ def test_records_a_failed_fsync_may_have_lost_are_never_reported_durable(
     assert abandoned["data"]["error"] == "Input/output error"
     result = verified(directory, key)
     assert result.ok, str(result.first_problem())
+
+
+@pytest.mark.parametrize("fails", [
+    pytest.param("request", id="a-request-s-fsync-fails-while-a-checkpoint-s-succeeds"),
+    pytest.param("checkpoint", id="a-checkpoint-s-fsync-fails-while-a-request-s-succeeds"),
+])
+def test_an_fsync_that_succeeds_beside_a_failed_one_makes_nothing_durable_that_the_failure_lost(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+    """A request's fsync (on its own descriptor, outside the writer's lock) and a checkpoint's (under it) may run at
+    once on the same open file. Linux reports the writeback error to one of them only: the other succeeds although
+    the pages were dropped. Whichever fails, the records written before it and not yet synced are lost for every
+    request that wrote them, also when the other fsync's success was noted first or last."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    writer = make_writer(directory, clock, key)
+    trail = make_trail(writer, clock)
+    trail.record(login_event(0))
+    trail.sync()
+    first, _ = writer.append(trail.format(login_event(1)))
+    second, _ = writer.append(trail.format(login_event(2)))
+    real_fsync = os.fsync
+    chain_file = only_chain(directory)[1][0]
+    calls: list[int] = []
+
+    def concurrent(fd: int) -> None:
+        if os.fstat(fd).st_ino != chain_file.stat().st_ino:
+            real_fsync(fd)  # the checkpoint index
+            return
+        calls.append(fd)
+        if len(calls) == 1:  # the request's fsync: a checkpoint's runs meanwhile
+            with contextlib.suppress(AuditUnavailable):
+                writer.checkpoint()
+            if fails == "request":
+                raise OSError(errno.EIO, "Input/output error")
+            return
+        if fails == "checkpoint":
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "fsync", concurrent)
+        with pytest.raises(AuditUnavailable):
+            writer.sync(first)
+        with pytest.raises(AuditUnavailable):
+            writer.sync(second)
+    writer.close()
