@@ -41,6 +41,7 @@ NS = {"samlp": SAMLP, "saml": SAML, "ds": DS}
 SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 ENTITY_FORMAT = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity"
 _MAX_AUTHORITIES = 16                      # AuthenticatingAuthority entries kept (a session holds them)
+_MAX_STATUS_CODES = 4                      # nested StatusCode values read from an error Response
 _WHITESPACE = re.compile(r"\s")
 _MAX_REPLAY_MEMORY = dt.timedelta(days=366)
 
@@ -111,7 +112,7 @@ def _instant(value: str | None, what: str) -> dt.datetime | None:
     try:
         return parse_instant(value)
     except ValueError:
-        raise _reject("upstream_response_malformed", f"{what} is not a UTC dateTime: {value!r}") from None
+        raise _reject("upstream_response_malformed", f"{what} is not a UTC dateTime: {value[:100]!r}") from None
 
 
 def _verify(verifier: XmlVerifier, element: etree._Element, what: str) -> bool:
@@ -146,10 +147,12 @@ def status_of(root: etree._Element) -> UpstreamStatus | None:
     top = code.get("Value")
     if top == SUCCESS:
         return None
-    codes = [top or ""]
+    # read before any signature, from whoever posted it, and audited: each code cut short, and no deeper than
+    # SAML's codes go (a top-level code and a second-level one, which may nest one more)
+    codes = [(top or "")[:200]]
     inner = code.find("samlp:StatusCode", NS)
-    while inner is not None:
-        codes.append(inner.get("Value") or "")
+    while inner is not None and len(codes) < _MAX_STATUS_CODES:
+        codes.append((inner.get("Value") or "")[:200])
         inner = inner.find("samlp:StatusCode", NS)
     message = root.find("samlp:Status/samlp:StatusMessage", NS)
     return UpstreamStatus(tuple(codes), (message.text or "").strip()[:300] if message is not None else None)
@@ -207,7 +210,7 @@ class ResponseValidator:
         an IssueInstant not in the future, Destination, Issuer and InResponseTo as expected. Also on its own for
         a Response with an error status, before the status means anything (it carries no Assertion)."""
         if root.get("Version") != "2.0":
-            raise _reject("upstream_version_unsupported", f"Response Version {root.get('Version')!r}")
+            raise _reject("upstream_version_unsupported", f"Response Version {(root.get('Version') or '')[:100]!r}")
         if not root.get("ID"):
             raise _reject("upstream_response_malformed", "the Response has no ID")
         issued = _instant(root.get("IssueInstant"), "IssueInstant")
@@ -217,7 +220,8 @@ class ResponseValidator:
             raise _reject("upstream_not_yet_valid", f"the Response was issued at {issued.isoformat()}")
         destination = root.get("Destination")
         if destination is not None and destination != expect.acs_url:
-            raise _reject("upstream_destination_mismatch", f"Destination {destination!r}, expected {expect.acs_url}")
+            raise _reject("upstream_destination_mismatch", f"Destination {destination[:200]!r}, expected "
+                                                           f"{expect.acs_url}")
         issuer = root.find("saml:Issuer", NS)
         if issuer is None and (root.find("ds:Signature", NS) is not None
                                or root.find("saml:EncryptedAssertion", NS) is not None):
@@ -229,7 +233,7 @@ class ResponseValidator:
             if issuer.get("Format") not in (None, ENTITY_FORMAT):
                 raise _reject("upstream_issuer_mismatch", "the Response Issuer's Format must be entity")
             if _text_only(issuer, "Issuer") != expect.idp_entity_id:
-                raise _reject("upstream_issuer_mismatch", f"Response Issuer {issuer.text!r}")
+                raise _reject("upstream_issuer_mismatch", f"Response Issuer {(issuer.text or '')[:200]!r}")
         in_response_to = root.get("InResponseTo")
         if expect.request_id is not None and in_response_to != expect.request_id:
             raise _reject("upstream_in_response_to_mismatch", f"InResponseTo {in_response_to!r}")

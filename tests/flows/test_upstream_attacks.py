@@ -445,3 +445,41 @@ def test_what_anyone_posts_reaches_the_audit_trail_bounded(
     assert record["outcome"] == "failure"
     assert "urn:aaaa" in str(record["detail"])
     assert len(str(record["detail"])) < 500, len(str(record["detail"]))
+
+
+def _set_issuer(root: etree._Element, text: str) -> None:
+    issuer = root.find("saml:Issuer", NS)
+    assert issuer is not None
+    issuer.text = text
+
+
+def _set_status(root: etree._Element, value: str) -> None:
+    status = root.find("samlp:Status/samlp:StatusCode", NS)
+    assert status is not None
+    status.set("Value", value)
+    for assertion in root.findall("saml:Assertion", NS):
+        root.remove(assertion)
+
+
+@pytest.mark.parametrize(("change", "code"), [
+    pytest.param(lambda root: root.set("Destination", ACS_URL + "?" + _LONG), "upstream_destination_mismatch",
+                 id="destination"),
+    pytest.param(lambda root: root.set("Version", "2." + _LONG), "upstream_version_unsupported", id="version"),
+    pytest.param(lambda root: root.set("IssueInstant", "2026-" + _LONG), "upstream_response_malformed",
+                 id="issue-instant"),
+    pytest.param(lambda root: _set_issuer(root, "urn:" + _LONG), "upstream_issuer_mismatch", id="issuer"),
+    pytest.param(lambda root: _set_status(root, "urn:" + _LONG), "upstream_status", id="status-code"),
+])
+def test_what_a_response_to_ones_own_login_says_reaches_the_audit_trail_bounded(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, change: Callable[[etree._Element], None],
+        code: str) -> None:
+    """Anyone can start a login of their own and post to the ACS, in that browser, a Response answering it: its
+    own fields (Version, IssueInstant, Destination, Issuer) and its status are read before any signature is, and
+    a refusal names them. A 100 000-character value reaches the audit record cut short, not 100 kB per post."""
+    browser.certificate_pem = None
+    at = start_login(browser, sp, idp)
+    post = idp.respond(at.request, at.relay_state, KARIN)
+    refused(browser.post(ACS_URL, tampered(post, change)), config_dir, code)
+    [record] = [r for r in audit_lines(config_dir) if r["event"] == "upstream_authn_result"]
+    assert "aaaa" in str(record["detail"])
+    assert len(str(record["detail"])) < 1000, len(str(record["detail"]))
