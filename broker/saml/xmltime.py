@@ -13,7 +13,7 @@ def parse_instant(text: str) -> dt.datetime:
     """Parse ``2026-11-27T10:00:00Z`` (fractions allowed); raise ValueError otherwise."""
     m = _DATETIME.match(text.strip())
     if not m:
-        raise ValueError(f"not a UTC xs:dateTime: {text!r}")
+        raise ValueError(f"not a UTC xs:dateTime: {text[:100]!r}")
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
     micro = int((m.group(7) or ".0")[1:7].ljust(6, "0"))
     return dt.datetime(year, month, day, hour, minute, second, micro, tzinfo=dt.UTC)

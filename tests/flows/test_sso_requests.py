@@ -839,3 +839,26 @@ class TestSpNotOpenToAMunicipality:
         assert status_codes(root) == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
                                       "urn:oasis:names:tc:SAML:2.0:status:RequestDenied")
         assert root.get("InResponseTo") == crafted.request_id
+
+
+_LONG = "a" * 30_000
+
+
+@pytest.mark.parametrize(("xml", "code"), [
+    pytest.param(f'<x:AuthnRequest xmlns:x="urn:{_LONG}" ID="_r" Version="2.0"/>', "saml_request_malformed",
+                 id="root-element"),
+    pytest.param(f'<samlp:AuthnRequest xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" '
+                 f'xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="_r" Version="2.0" '
+                 f'IssueInstant="2026-01-01T00:00:00Z"><saml:Issuer>urn:{_LONG}</saml:Issuer></samlp:AuthnRequest>',
+                 "sp_unknown", id="issuer"),
+])
+def test_what_anyone_sends_to_the_sso_endpoint_reaches_the_audit_trail_bounded(
+        browser: Browser, config_dir: Path, xml: str, code: str) -> None:
+    """Any web page can send its visitors to the SSO endpoint with a request of its making, refused before any
+    signature is looked at: a root element with a 30 000-character namespace, or an Issuer that long (well inside
+    max_message_bytes once inflated), reaches the saml_request_rejected record cut short, as at the ACS and the
+    SingleLogoutService endpoints, not 30 kB per request."""
+    assert_refused(browser.get(redirect_url(xml)), code)
+    detail = rejection_detail(config_dir)
+    assert "urn:aaaa" in detail
+    assert len(detail) < 500, len(detail)
