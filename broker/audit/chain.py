@@ -215,6 +215,9 @@ class ChainWriter:
         # and synced after a failed write): no request that wrote them may be told they are durable, even once
         # later records in a new file are synced past them
         self._lost: list[tuple[int, int, Path | None]] = []  # (after, upto, the file they were in)
+        # the file the writer last left (a rotation) and the token of its last record: an fsync of it that began
+        # before and fails after lost that much (_fsync_failed)
+        self._left: tuple[Path, int] | None = None
         self._closed = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -374,6 +377,8 @@ class ChainWriter:
                 os.unlink(hidden)
             raise AuditUnavailable(f"cannot create {path}: {exc.strerror}") from exc
         # the new file is locked before the old one is let go: the chain is never seen unlocked
+        if self._file_path is not None:
+            self._left = (self._file_path, self._written)
         self._close_file()
         self._file_index += 1
         self._fd, self._file_path, self._file_bytes, self._file_opened = fd, path, 0, now
@@ -613,13 +618,16 @@ class ChainWriter:
         and it reports that once (Linux: once per open file; the next fsync succeeds without them): so the records
         written since the last good fsync, up to token ``upto``, are lost for every request that wrote them, not
         only for the one whose fsync saw the error, and the file is left like one whose write failed (the next
-        record starts a new file with ``audit_file_abandoned``). Still the open file, it lost whatever was written
-        to it meanwhile too (another thread's records, after this fsync began): a later fsync would not say so.
+        record starts a new file with ``audit_file_abandoned``). The open file, or the one a rotation has just left,
+        lost whatever was written to it meanwhile too (another thread's records, after this fsync began): a later
+        fsync would not say so.
         ``since``: what was synced when this fsync began; another fsync of the same open file that succeeded
         meanwhile (a checkpoint's beside a request's) was not told of the error, and synced nothing it lost."""
         current = path is not None and path == self._file_path
         if current:
             upto = max(upto, self._written)
+        elif self._left is not None and path == self._left[0]:
+            upto = max(upto, self._left[1])  # left meanwhile: what went to it up to then, as for the open file
         after = self._synced if since is None else min(since, self._synced)
         if upto > after:
             self._lost.append((after, upto, path))

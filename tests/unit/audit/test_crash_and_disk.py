@@ -963,3 +963,38 @@ def test_an_fsync_that_succeeds_beside_a_failed_one_makes_nothing_durable_that_t
         with pytest.raises(AuditUnavailable):
             writer.sync(second)
     writer.close()
+
+
+def test_an_fsync_that_fails_after_its_file_was_left_loses_what_was_written_to_that_file_meanwhile(
+        tmp_path: Path, key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request's fsync fails on a file the writer has left meanwhile (a rotation, whose own fsync of that file
+    the kernel no longer told of the error): what other requests wrote to that file while the failing fsync ran is
+    lost with it, as when the file is still the open one, and those requests fail closed too."""
+    directory = tmp_path / "audit"
+    clock = FixedClock(T0)
+    writer = make_writer(directory, clock, key)
+    trail = make_trail(writer, clock)
+    trail.record(login_event(0))
+    trail.sync()
+    first, _ = writer.append(trail.format(login_event(1)))
+    real_fsync = os.fsync
+    chain_file = only_chain(directory)[1][0]
+    meanwhile: list[int] = []
+
+    def rotation_meanwhile(fd: int) -> None:
+        if meanwhile or os.fstat(fd).st_ino != chain_file.stat().st_ino:
+            real_fsync(fd)
+            return
+        meanwhile.append(writer.append(trail.format(login_event(2)))[0])  # still to the first file
+        clock.advance(dt.timedelta(days=2))  # the next record starts a new file (rotate_interval)
+        writer.append(trail.format(login_event(3)))
+        assert len(only_chain(directory)[1]) == 2
+        raise OSError(errno.EIO, "Input/output error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(chain_module.os, "fsync", rotation_meanwhile)
+        with pytest.raises(AuditUnavailable):
+            writer.sync(first)
+        with pytest.raises(AuditUnavailable):
+            writer.sync(meanwhile[0])
+    writer.close()
