@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -126,7 +127,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format (version 0.0.4) for a scrape. Raises :class:`MetricsUnavailable` when the workers'
         files cannot be read (said once per process in the log): the directory was removed by a clean-up of
-        /tmp or unmounted, or a file went while it was read."""
+        /tmp or unmounted, a file went while it was read, or one is damaged."""
         if self._registry is not None:
             return bytes(generate_latest(self._registry))
         registry = CollectorRegistry()
@@ -134,7 +135,7 @@ class Metrics:
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # ValueError: no such directory
             registry.register(self._expiry)
             return bytes(generate_latest(registry))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, struct.error) as exc:  # struct.error: a worker's file torn or damaged
             if not getattr(self, "_unreadable_warned", False):
                 self._unreadable_warned = True
                 log.warning("metrics cannot be read in this process (%s: %s); /metrics answers 503 until the "

@@ -317,15 +317,27 @@ def test_metrics_that_cannot_be_stored_fail_no_request(app: Flask, sp: DemoSp, u
     certificate_login(app, sp, (users / "anna.pem").read_text())  # Kommun A: its CRLs
 
 
+def _damaged_metrics_file(directory: Path) -> None:
+    directory.mkdir()
+    # a worker's file whose header claims 64 bytes in use, cut short after 15 (a full disk, a torn copy)
+    (directory / "counter_4242.db").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00\x30\x00\x00\x00abc")
+
+
+@pytest.mark.parametrize("spoil", [
+    pytest.param(lambda directory: None, id="directory-removed-by-a-clean-up"),
+    pytest.param(_damaged_metrics_file, id="a-workers-file-damaged"),
+])
 def test_metrics_that_cannot_be_read_answer_503_in_plain_text(app: Flask, token: str, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
-    """A worker whose multiprocess directory (PROMETHEUS_MULTIPROC_DIR) has gone cannot add up the workers'
-    metrics: the scrape is told so in plain text with 503 (like /readyz for its dependencies), not given the 500
-    page, and the log says it once per process."""
+                                                              caplog: pytest.LogCaptureFixture,
+                                                              spoil: Callable[[Path], None]) -> None:
+    """A worker whose multiprocess directory (PROMETHEUS_MULTIPROC_DIR) has gone, or holds a damaged file, cannot
+    add up the workers' metrics: the scrape is told so in plain text with 503 (like /readyz for its
+    dependencies), not given the 500 page, and the log says it once per process."""
     metrics = app.extensions["broker_runtime"].metrics
     monkeypatch.setattr(metrics, "_registry", None)  # multiprocess mode, as under `broker serve`
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "removed-by-a-clean-up"))
+    spoil(tmp_path / "multiproc")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "multiproc"))
 
     with caplog.at_level(logging.WARNING, logger="broker"):
         answers = [get(app, "/metrics", bearer(token)) for _ in range(2)]
