@@ -71,6 +71,14 @@ _resolver_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}  # by pro
 _resolver_lock = threading.Lock()
 
 
+# gunicorn forks its workers from a master whose threads fetch too (the metadata refresher): a child forked while
+# one of them held this lock would find it held for ever, by a thread it does not have, and its first fetch would
+# wait on it with no deadline. The fork waits for the lock instead (it is held for a dict lookup at most), as
+# the logging module's locks do
+os.register_at_fork(before=_resolver_lock.acquire, after_in_parent=_resolver_lock.release,
+                    after_in_child=_resolver_lock.release)
+
+
 def _resolver() -> concurrent.futures.ThreadPoolExecutor:
     """This process's resolver threads (a forked worker makes its own: threads do not survive a fork)."""
     pid = os.getpid()

@@ -4,7 +4,11 @@ metadata) and POST (OCSP, on the login path) alike. Real sockets on loopback."""
 
 from __future__ import annotations
 
+import os
+import select
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -137,3 +141,38 @@ def test_a_fetch_while_the_process_exits_fails_as_one_that_cannot_connect(peer: 
     finally:
         http_module._resolver_pools.clear()  # the next fetch makes a new pool
     assert _fetch(HttpFetcher(), method, peer.port) == BODY
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("peer", [pytest.param(None, id="prompt-peer")], indirect=True)
+def test_a_worker_forked_while_a_parent_thread_resolves_can_fetch(peer: Peer, method: str) -> None:
+    """gunicorn forks its workers from a master whose metadata refresher fetches too: a worker forked while one of
+    the master's threads held the resolver pool's lock must not wait on that lock for ever (no thread of the child
+    will release it); its fetches resolve names in a pool of its own."""
+    http_module._resolver()  # the parent's pool
+    holding = threading.Event()
+
+    def refresher() -> None:  # a parent's thread inside _resolver() at the moment of the fork
+        with http_module._resolver_lock:
+            holding.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=refresher)
+    thread.start()
+    holding.wait()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a fetch completes
+        try:
+            os.write(write, b"1" if _fetch(HttpFetcher(), method, peer.port) == BODY else b"0")
+        finally:
+            os._exit(0)
+    thread.join()
+    os.close(write)
+    answered = select.select([read], [], [], 5.0)[0]
+    if not answered:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert answered, "the forked child's fetch hung on the parent's lock"
+    assert os.read(read, 1) == b"1"
+    os.close(read)
