@@ -11,9 +11,10 @@ it liked. Every connection made here reports its socket to the fetch it serves; 
 the watchdog shuts the socket down and the blocked read returns at once.
 
 Name resolution comes before any socket exists, so no watchdog can cut it short: it runs in a small pool of
-resolver threads, waited for at most the time the fetch has left, and the connection is then made to the
-addresses it gave (each attempt bounded by the connect timeout and the time left). The host name still names
-the server for https (SNI, the certificate's name), as before.
+resolver threads (one resolution of a name at a time, shared by the fetches that need it), waited for at most the
+time the fetch has left, and the connection is then made to the addresses it gave (each attempt bounded by the
+connect timeout and the time left). The host name still names the server for https (SNI, the certificate's
+name), as before.
 """
 
 from __future__ import annotations
@@ -91,6 +92,41 @@ def _resolver() -> concurrent.futures.ThreadPoolExecutor:
         return pool
 
 
+_Addresses = list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]
+# the resolutions under way in this process, by (host, port): the fetches that need one name wait on one resolution
+# of it, not on a resolver thread each. Logins that all need a responder whose DNS servers do not answer would
+# otherwise take every resolver thread for the resolver's own timeouts, long after each had given up, and every
+# other name's fetch (another municipality's responder) would time out queued behind them. A forked child starts
+# with none: the parent's would never end there, their threads are not in the child
+_resolving: dict[tuple[str, int], concurrent.futures.Future[_Addresses]] = {}
+os.register_at_fork(after_in_child=_resolving.clear)
+
+
+def _resolve(host: str, port: int) -> concurrent.futures.Future[_Addresses]:
+    """The resolution of ``host`` under way, or a new one. Raises RuntimeError when the process is exiting."""
+    key = (host, port)
+    pool = _resolver()
+    with _resolver_lock:
+        pending = _resolving.get(key)
+        if pending is not None:
+            return pending
+        pending = _resolving[key] = pool.submit(_getaddrinfo, host, port)
+    # outside the lock: a resolution already done calls back at once, and the callback takes the lock
+    pending.add_done_callback(lambda done: _resolved(key, done))
+    return pending
+
+
+def _getaddrinfo(host: str, port: int) -> _Addresses:
+    return list(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+
+
+def _resolved(key: tuple[str, int], done: concurrent.futures.Future[_Addresses]) -> None:
+    """A resolution has ended: the next fetch of its name asks the resolver again (nothing is cached here)."""
+    with _resolver_lock:
+        if _resolving.get(key) is done:
+            del _resolving[key]
+
+
 def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.socket:
     """urllib3's ``_new_conn`` under a fetch's deadline: the name resolved in a resolver thread, waited for no
     longer than the time left (a resolver that hangs on an unanswering DNS server would otherwise hold the fetch
@@ -98,7 +134,7 @@ def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.so
     by the time left. Raises urllib3's exceptions, as ``_new_conn`` does."""
     host = conn._dns_host.strip("[]")  # the name urllib3 itself would resolve
     try:
-        pending = _resolver().submit(socket.getaddrinfo, host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
+        pending = _resolve(host, conn.port)
     except RuntimeError:
         # the interpreter is exiting (concurrent.futures takes no new work then): a background refresh still
         # running fails as a fetch that cannot connect, not with a traceback
@@ -106,7 +142,6 @@ def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.so
     try:
         addresses = pending.result(timeout=deadline.remaining())
     except concurrent.futures.TimeoutError:
-        pending.cancel()  # still queued: never run; running: its thread finishes alone, its result unused
         raise urllib3.exceptions.ConnectTimeoutError(
             conn, f"name resolution of {conn.host} not complete within the time left") from None
     except socket.gaierror as exc:

@@ -4,6 +4,7 @@ metadata) and POST (OCSP, on the login path) alike. Real sockets on loopback."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import select
 import signal
@@ -176,3 +177,22 @@ def test_a_worker_forked_while_a_parent_thread_resolves_can_fetch(peer: Peer, me
     assert answered, "the forked child's fetch hung on the parent's lock"
     assert os.read(read, 1) == b"1"
     os.close(read)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("peer", [pytest.param(None, id="prompt-peer")], indirect=True)
+def test_one_name_that_does_not_resolve_leaves_resolver_threads_for_the_others(peer: Peer, method: str,
+                                                                               slow_resolver: None) -> None:
+    """Logins that all need one responder whose DNS servers do not answer (a municipality's, say) wait on one
+    resolution of its name, not on one resolver thread each: they must not take every resolver thread from the
+    names of the other municipalities' responders, whose fetches would then time out queued behind them."""
+    fetcher = HttpFetcher()
+    logins = http_module._RESOLVERS + 4
+    with concurrent.futures.ThreadPoolExecutor(max_workers=logins) as pool:
+        stuck = [pool.submit(_fetch, fetcher, method, peer.port, SLOW_HOST) for _ in range(logins)]
+        time.sleep(0.2)  # every one of them waiting on the name by now
+        assert _fetch(fetcher, method, peer.port) == BODY
+        for waiting in stuck:
+            with pytest.raises(FetchError) as caught:
+                waiting.result()
+            assert caught.value.timeout
