@@ -23,6 +23,7 @@ from broker.pki.naming import not_a_ca
 from broker.pki.reading import UnreadableCertificate, check_each
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies
+from broker.readiness.render import plain
 
 
 def read_certificate(path: Path) -> x509.Certificate:
@@ -95,26 +96,28 @@ def facts(cert: x509.Certificate) -> dict[str, Any]:
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:
-    """A verdict: JSON, or a readable block with the reason, the operator's hint and the facts."""
+    """A verdict: JSON, or a readable block with the reason, the operator's hint and the facts. The text quotes
+    the certificate's names (and a responder's or CRL's words), which may come from anyone: each value is shown
+    on its own line with control characters escaped, so none can forge a line or rewrite the terminal."""
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False, default=str))
         return
     if result["accepted"]:
         click.secho("ACCEPTED", fg="green", bold=True)
     else:
-        click.secho(f"REJECTED: {result['reason']}", fg="red", bold=True)
-        click.echo(f"  {result['detail']}")
+        click.secho(f"REJECTED: {plain(result['reason'])}", fg="red", bold=True)
+        click.echo(f"  {plain(result['detail'])}")
         if result.get("hint"):
-            click.echo(f"  what to do: {result['hint']}")
+            click.echo(f"  what to do: {plain(result['hint'])}")
     for key, value in result.items():
         if key in ("accepted", "reason", "detail", "hint") or value in (None, [], "", {}):
             continue
         if isinstance(value, list) and value and isinstance(value[0], dict):
             click.echo(f"  {key}:")
             for item in value:
-                click.echo("    - " + ", ".join(f"{k}={v}" for k, v in item.items() if v is not None))
+                click.echo("    - " + ", ".join(f"{k}={plain(v)}" for k, v in item.items() if v is not None))
         else:
-            click.echo(f"  {key}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+            click.echo(f"  {key}: {plain(', '.join(map(str, value)) if isinstance(value, list) else value)}")
 
 
 def as_shown(directory: Path, issues: Sequence[ConfigIssue]) -> list[ConfigIssue]:

@@ -21,9 +21,10 @@ def _label(status: Status, colour: bool) -> str:
     return f"{_COLOUR[status]}{text}{_RESET}" if colour else text
 
 
-def _plain(value: object) -> str:
-    """``value`` as text on one line of the report: the characters of :data:`_UNPRINTABLE` escaped (``\\n``,
-    ``\\u001b``), as the HTML dashboard escapes markup. Evidence quotes certificates and remote servers."""
+def plain(value: object) -> str:
+    """``value`` as text on one line of the report (or of a ``broker cert`` verdict): the characters of
+    :data:`_UNPRINTABLE` escaped (``\\n``, ``\\u001b``), as the HTML dashboard escapes markup. Evidence quotes
+    certificates and remote servers."""
     def escaped(found: re.Match[str]) -> str:
         char = found.group()
         return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or f"\\u{ord(char):04x}"
@@ -32,22 +33,22 @@ def _plain(value: object) -> str:
 
 def _heading(section: Section) -> str:
     if section.kind == "municipality":
-        return _plain(f"{section.name} ({section.id}, {section.details.get('status')}, "
+        return plain(f"{section.name} ({section.id}, {section.details.get('status')}, "
                       f"login: {section.details.get('login')})")
     if section.kind == "endpoint":
-        return f"endpoint {_plain(section.id)}"
+        return f"endpoint {plain(section.id)}"
     return "the broker"
 
 
 def text(report: Report, *, colour: bool, width: int = 110) -> str:
     """One block per subject: its checks as STATUS, title, evidence, and the fix under each WARN and FAIL."""
-    lines: list[str] = [f"Readiness {report.generated:%Y-%m-%d %H:%M} UTC ({_plain(report.environment)})", ""]
+    lines: list[str] = [f"Readiness {report.generated:%Y-%m-%d %H:%M} UTC ({plain(report.environment)})", ""]
     for section in report.sections:
         lines.append(f"{_label(section.result, colour)}  {_heading(section)}")
         for check in section.checks:
-            lines.append(f"  {_label(check.status, colour)}  {_plain(check.title)}: " + _plain(check.evidence))
+            lines.append(f"  {_label(check.status, colour)}  {plain(check.title)}: " + plain(check.evidence))
             if check.fix and check.status != "pass":
-                lines += textwrap.wrap(f"fix: {_plain(check.fix)}", width=width, initial_indent=" " * 8,
+                lines += textwrap.wrap(f"fix: {plain(check.fix)}", width=width, initial_indent=" " * 8,
                                        subsequent_indent=" " * 13)
         lines.append("")
     counts = report.counts()

@@ -129,6 +129,27 @@ def test_verify_rejection_in_words(h: Hierarchy, trust: list[str | Path], tmp_pa
     assert "what to do:" in result.stdout
 
 
+@pytest.mark.parametrize("name", [
+    pytest.param("Mallory\nACCEPTED", id="line-break"),
+    pytest.param("Mallory\x1b[1A\x1b[2KACCEPTED", id="terminal-escape"),
+    pytest.param("Mallory\u2028ACCEPTED", id="unicode-line-separator"),
+    pytest.param("Mallory\u202eDETCEPCCA", id="bidirectional-override"),
+])
+def test_verify_text_shows_a_certificates_names_on_their_own_lines(h: Hierarchy, trust: list[str | Path],
+                                                                    tmp_path: Path, name: str) -> None:
+    """The text verdict quotes the certificate's names, which RFC 4514 strings do not escape beyond its own
+    specials; the certificate is whatever someone sent the operator: a line break in its subject must not forge a
+    line of the verdict (an ACCEPTED under the REJECTED) nor an escape sequence rewrite it on the terminal."""
+    leaf = write_pem(tmp_path / "leaf.pem", h.leaf(common_name=name, valid_from=NOW - 400 * DAY,
+                                                   valid_until=NOW - DAY).certificate)
+    result = run("cert", "verify", leaf, *trust, *AT_NOW)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("REJECTED: certificate_expired")
+    assert not [line for line in result.stdout.splitlines() if not line.startswith(("REJECTED", "  "))]
+    assert not {"\x1b", "\u202e"} & set(result.stdout)
+    assert "subject: CN=Mallory\\" in result.stdout  # shown escaped
+
+
 @pytest.mark.parametrize(("at", "exit_code", "reason"), [
     pytest.param(NOW, 0, None, id="at-now"),
     pytest.param(NOW + 5 * 365 * DAY, 1, "certificate_expired", id="at-five-years-on"),
