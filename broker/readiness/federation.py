@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,6 +10,7 @@ from urllib.parse import urlsplit
 from broker.config.loader import Municipality
 from broker.errors import UpstreamRejected
 from broker.pki.deadline import SocketDeadline
+from broker.pki.revocation.http import connect_within
 from broker.readiness.model import Check
 from broker.readiness.trust import validity_check
 from broker.saml.attributes import ATTRIBUTES
@@ -113,13 +113,17 @@ def _reachable(check_id: str, what: str, url: str, timeout: float, ca_file: Path
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
-        with deadline, socket.create_connection((host, port), timeout=timeout) as raw:
+        # the name resolved and each address tried within the time left too: before any socket exists, the
+        # watchdog cannot cut a resolver waiting on an unanswering DNS server short
+        with deadline, connect_within(host, port, deadline, timeout=timeout) as raw:
             deadline.attach_connection(raw)  # before ssl takes the socket over
             with context.wrap_socket(raw, server_hostname=host) as tls:
                 cert = tls.getpeercert()
     except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: a metadata Location that is no URL
         problem = exc
-    if deadline.expired:  # a handshake cut short by the deadline: never judged
+    if deadline.expired or (problem is not None and deadline.remaining() <= 0):
+        # a handshake cut short by the deadline, or a name not resolved before it (which no watchdog cuts): never
+        # judged
         problem = TimeoutError(f"no complete answer within {timeout:g} s")
     if problem is not None:
         return Check(check_id, "fail", f"{what} not reachable", f"{url}: {problem}",

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from broker.pki.deadline import SocketDeadline
+from broker.pki.revocation.http import connect_within
 from broker.readiness.endpoints import merged
 from broker.readiness.model import Check
 
@@ -32,7 +32,8 @@ class _AddressConnection(http.client.HTTPSConnection):
         self._deadline = deadline
 
     def connect(self) -> None:
-        raw = socket.create_connection((self._address or self.host, self.port), self.timeout)
+        # the name resolved within the time left too (broker.pki.revocation.http.connect_within)
+        raw = connect_within(self._address or self.host, self.port, self._deadline, timeout=self.timeout)
         self._deadline.attach_connection(raw)  # before ssl takes the socket over
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
@@ -79,7 +80,8 @@ def _login_at(endpoint: str, address: str | None, municipality_id: str, context:
             raise ValueError("the answer is not a JSON object")
     except (OSError, ValueError, http.client.HTTPException) as exc:
         problem = exc
-    if deadline.expired:  # whatever came back was cut short by the deadline: never judged
+    if deadline.expired or (problem is not None and deadline.remaining() <= 0):
+        # whatever came back was cut short by the deadline (or the name not resolved before it): never judged
         problem = TimeoutError(f"no complete answer within {timeout:g} s")
     if problem is not None:
         return Check("login.synthetic", "fail", "synthetic login failed", f"{url}: {problem}",

@@ -25,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
@@ -127,51 +127,70 @@ def _resolved(key: tuple[str, int], done: concurrent.futures.Future[_Addresses])
             del _resolving[key]
 
 
-def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.socket:
-    """urllib3's ``_new_conn`` under a fetch's deadline: the name resolved in a resolver thread, waited for no
-    longer than the time left (a resolver that hangs on an unanswering DNS server would otherwise hold the fetch
-    for its own timeouts, seconds to tens of seconds), then each address tried with the connect timeout, capped
-    by the time left. Raises urllib3's exceptions, as ``_new_conn`` does."""
-    host = conn._dns_host.strip("[]")  # the name urllib3 itself would resolve
-    try:
-        pending = _resolve(host, conn.port)
-    except RuntimeError:
-        # the interpreter is exiting (concurrent.futures takes no new work then): a background refresh still
-        # running fails as a fetch that cannot connect, not with a traceback
-        raise urllib3.exceptions.NewConnectionError(conn, "the process is shutting down") from None
+class ResolutionTimeout(TimeoutError):
+    """The name was not resolved within the time the deadline left."""
+
+
+def connect_within(host: str, port: int, deadline: SocketDeadline, *, timeout: float | None,
+                   socket_options: Sequence[tuple[int, int, int | bytes]] = (),
+                   source_address: tuple[str, int] | None = None) -> socket.socket:
+    """A TCP connection to ``host`` within ``deadline``: the name resolved in a resolver thread, waited for no
+    longer than the time left (a resolver that hangs on an unanswering DNS server would otherwise hold the caller
+    for its own timeouts, seconds to tens of seconds), then each address tried with ``timeout``, capped by the
+    time left. Raises :class:`ResolutionTimeout`, TimeoutError (no address connected in time), socket.gaierror,
+    OSError, or RuntimeError while the process exits (no resolver thread can be started then)."""
+    pending = _resolve(host, port)
     try:
         addresses = pending.result(timeout=deadline.remaining())
     except concurrent.futures.TimeoutError:
-        raise urllib3.exceptions.ConnectTimeoutError(
-            conn, f"name resolution of {conn.host} not complete within the time left") from None
-    except socket.gaierror as exc:
-        raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
-    except (OSError, UnicodeError) as exc:
-        raise urllib3.exceptions.NewConnectionError(conn, f"cannot resolve {conn.host}: {exc}") from exc
-    error: OSError = OSError(f"{conn.host} resolves to no address")
+        raise ResolutionTimeout(f"name resolution of {host} not complete within the time left") from None
+    except UnicodeError as exc:
+        raise OSError(f"cannot resolve {host}: {exc}") from exc
+    error: OSError = OSError(f"{host} resolves to no address")
     for family, kind, proto, _name, address in addresses:
         left = deadline.remaining()
         if left <= 0:
-            raise urllib3.exceptions.ConnectTimeoutError(conn, f"connection to {conn.host} not made in time")
+            raise TimeoutError(f"connection to {host} not made in time")
         sock = socket.socket(family, kind, proto)
         try:
-            for option in conn.socket_options or ():
+            for option in socket_options:
                 sock.setsockopt(*option)
-            timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else None
             sock.settimeout(left if timeout is None else min(timeout, left))
-            if conn.source_address:
-                sock.bind(conn.source_address)
+            if source_address:
+                sock.bind(source_address)
             sock.connect(address)
         except OSError as exc:
             sock.close()
             error = exc
             continue
-        sys.audit("http.client.connect", conn, conn.host, conn.port)
         return sock
-    if isinstance(error, TimeoutError):
+    raise error
+
+
+def _connect_within(conn: HTTPConnection, deadline: SocketDeadline) -> socket.socket:
+    """urllib3's ``_new_conn`` under a fetch's deadline (:func:`connect_within`). Raises urllib3's exceptions, as
+    ``_new_conn`` does."""
+    host = conn._dns_host.strip("[]")  # the name urllib3 itself would resolve
+    try:
+        sock = connect_within(host, conn.port, deadline,
+                              timeout=conn.timeout if isinstance(conn.timeout, (int, float)) else None,
+                              socket_options=conn.socket_options or (), source_address=conn.source_address)
+    except RuntimeError:
+        # the interpreter is exiting (concurrent.futures takes no new work then): a background refresh still
+        # running fails as a fetch that cannot connect, not with a traceback
+        raise urllib3.exceptions.NewConnectionError(conn, "the process is shutting down") from None
+    except ResolutionTimeout as exc:
         raise urllib3.exceptions.ConnectTimeoutError(
-            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})") from error
-    raise urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
+            conn, f"name resolution of {conn.host} not complete within the time left") from exc
+    except socket.gaierror as exc:
+        raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
+    except TimeoutError as exc:
+        raise urllib3.exceptions.ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})") from exc
+    except OSError as exc:
+        raise urllib3.exceptions.NewConnectionError(conn, f"Failed to establish a new connection: {exc}") from exc
+    sys.audit("http.client.connect", conn, conn.host, conn.port)
+    return sock
 
 
 class _Watched:

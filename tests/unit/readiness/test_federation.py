@@ -10,6 +10,7 @@ the test CA with ``SSL_CERT_FILE``; the SSO endpoint check trusts the system's r
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -401,6 +402,35 @@ def test_sso_endpoint_answering_a_byte_at_a_time_fails_at_the_timeout(config_dir
     finally:
         proxy.close()
         pool.shutdown()
+
+    check = only(result, "saml.sso_endpoint")
+    assert (check.status, check.title, check.subject) == ("fail", "SSO endpoint not reachable", sso)
+    assert check.evidence == f"{sso}: no complete answer within 1 s"
+    assert took < 1 + 1.0
+
+
+def test_sso_endpoint_whose_name_resolves_slowly_fails_at_the_timeout(config_dir: Path, material: Material,
+                                                                      server: HttpsFileServer,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """readiness.timeout bounds connection and handshake together, the name's resolution included: it comes
+    before any socket exists, so the watchdog alone would let a resolver waiting on an unanswering DNS server
+    hold `broker readiness` for the resolver's own timeouts (a real delay in ``socket.getaddrinfo`` here)."""
+    real = socket.getaddrinfo
+
+    def slow_getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
+        if host == "sso.slow-resolver.test":
+            time.sleep(3)
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    sso = f"https://sso.slow-resolver.test:{server.port}/adfs/ls/"
+    (config_dir / "metadata" / "kommun-c-idp.xml").write_bytes(edited(material.base, sso=sso))
+    set_readiness(config_dir, timeout="1s")
+    settings = load(config_dir)
+    started = time.monotonic()
+    result = kommun_c(settings, ca_file=material.tls.ca_file)
+    took = time.monotonic() - started
 
     check = only(result, "saml.sso_endpoint")
     assert (check.status, check.title, check.subject) == ("fail", "SSO endpoint not reachable", sso)
