@@ -239,14 +239,18 @@ def keygen_command(out: Path) -> None:
         sys.exit(2)
     key = Ed25519PrivateKey.generate()
     public = out.with_name(out.name + ".pub")
+    created = False
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others, not even briefly
+        created = True
         with os.fdopen(fd, "wb") as f:
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
         public.write_bytes(public_pem(key.public_key()))
     except OSError as exc:  # under a file, a missing or read-only place: unusable input, not a traceback
+        if created:  # ours (O_EXCL): a private key without its public half, or cut short, would block the next run
+            out.unlink(missing_ok=True)
         click.echo(f"--out: cannot write {exc.filename or out}: {exc.strerror}", err=True)
         sys.exit(2)
     click.echo(f"wrote {out} (keep it secret) and {public}; key id {key_id(key.public_key())}")

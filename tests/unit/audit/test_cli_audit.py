@@ -513,6 +513,19 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path) -> None:
     assert (out.read_bytes(), out.with_name(out.name + ".pub").read_bytes()) == before
 
 
+def test_keygen_that_cannot_write_the_public_half_leaves_no_private_key(tmp_path: Path) -> None:
+    """A private key without its public half is of no use to reviewers, and left behind it made every later keygen
+    with the same --out refuse ('exists; not overwriting'): a keygen that fails writes nothing."""
+    out = tmp_path / "audit-signing.key"
+    out.with_name(out.name + ".pub").mkdir()  # the public half cannot be written there
+    result = run("keygen", "--out", str(out))
+    assert result.exit_code == 2, result.output
+    assert f"--out: cannot write {out}.pub" in result.stderr
+    assert not out.exists()
+    out.with_name(out.name + ".pub").rmdir()
+    assert run("keygen", "--out", str(out)).exit_code == 0
+
+
 # --- files the commands cannot read or write -------------------------------------------------------------------
 
 
