@@ -20,13 +20,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import redis
-from redis.exceptions import MovedError, RedisClusterException
+from redis.exceptions import AskError, ClusterDownError, MovedError, RedisClusterException, TryAgainError
 
 from broker.errors import SessionStoreUnavailable
 from broker.session.command_deadline import DEADLINES
 from broker.session.redis_client import Connector, RedisClient, single_server
 
 T = TypeVar("T")
+
+# error replies about a Redis Cluster's slots rather than the command (redis-py's MovedError is an AskError)
+_CLUSTER_STATE_REPLIES = (ClusterDownError, TryAgainError, AskError)
 
 
 class KeyValueStore(Protocol):
@@ -169,9 +172,11 @@ class RedisStore:
             finally:
                 if armed is not None:
                     DEADLINES.disarm(armed)
-        # an error reply (OOM, READONLY, NOPERM ...) comes from a server that was reached: it refuses, it is not gone
-        raise SessionStoreUnavailable(f"Redis {command} failed: {error}",
-                                      answered=isinstance(error, redis.ResponseError)) from error
+        # an error reply (OOM, READONLY, NOPERM ...) comes from a server that was reached: it refuses, it is not gone;
+        # but one about the cluster's state (CLUSTERDOWN, a slot in migration: TRYAGAIN, ASK, MOVED) says that no node
+        # serves the broker's slot now, which no change to Redis's memory, role or ACL mends
+        answered = isinstance(error, redis.ResponseError) and not isinstance(error, _CLUSTER_STATE_REPLIES)
+        raise SessionStoreUnavailable(f"Redis {command} failed: {error}", answered=answered) from error
 
     def put(self, key: str, value: bytes, ttl: float, *, members: Sequence[tuple[str, str, float]] = ()) -> None:
         if not members:

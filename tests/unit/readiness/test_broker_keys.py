@@ -7,16 +7,19 @@ import base64
 import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 from cryptography.hazmat.primitives import serialization
+from redis.exceptions import AskError, ClusterDownError, TryAgainError
 
 from broker.clock import FixedClock
 from broker.config.loader import Settings
 from broker.demo.certificates import CertificateAuthority, write_key, write_pem
 from broker.readiness.model import Section
 from broker.readiness.runner import ReadinessOptions, run
+from broker.session.redis_client import Connector, RedisClient
 from broker.session.store import RedisStore
 from tests.factories.redis_server import RedisServer, free_port
 from tests.unit.readiness.configs import DAY, load, now_utc, only, set_readiness
@@ -241,3 +244,33 @@ def test_session_store_that_answers_but_refuses_writes_fails_as_such(
     assert answer in check.evidence
     assert check.fix is not None
     assert fix in check.fix
+
+
+class _ClusterReplying:
+    """A Redis Cluster client whose write meets an error reply about the cluster's state, not about the broker's
+    command: CLUSTERDOWN (no primary serves the broker's slot), TRYAGAIN or ASK (the slot is being migrated)."""
+
+    def __init__(self, error: redis.ResponseError) -> None:
+        self.error = error
+
+    def set(self, *args: object, **kwargs: object) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [
+    pytest.param(ClusterDownError("The cluster is down"), id="clusterdown"),
+    pytest.param(TryAgainError("Multiple keys request during rehashing of slot"), id="tryagain"),
+    pytest.param(AskError("1234 127.0.0.1:7001"), id="ask"),
+])
+def test_session_store_whose_cluster_cannot_serve_the_slot_is_not_said_to_refuse_writes(
+        config_dir: Path, error: redis.ResponseError) -> None:
+    """A cluster that cannot serve the broker's slot now answers with an error reply, but the fix is the cluster's
+    state (its primaries, a migration), not Redis's memory, role or ACL that "refuses writes" names."""
+    set_readiness(config_dir)
+    store = RedisStore(connector=Connector(lambda: cast(RedisClient, _ClusterReplying(error)), cluster=True),
+                       prefix="test:")
+
+    check = only(broker_section(load(config_dir), store), "broker.session_store")
+
+    assert (check.status, check.title) == ("fail", "session store unreachable")
+    assert "Redis write check (SET) failed" in check.evidence
