@@ -437,19 +437,26 @@ def test_writer_processes_side_by_side_keep_their_chains_apart(tmp_path: Path, k
     assert list(directory.glob("*.recovered")) == []
 
 
-def test_every_request_whose_records_were_in_a_removed_file_fails_closed(tmp_path: Path,
-                                                                         key: Ed25519PrivateKey) -> None:
-    """Two requests append, then the file is removed (a cleanup job, logrotate). The first to sync finds it gone
-    and fails closed; the second must too: its records were in the same file. It was told they were durable,
-    since the first had already marked the file abandoned and the check was skipped."""
+def _with_unsynced(tmp_path: Path, key: Ed25519PrivateKey,
+                   count: int) -> tuple[Path, FixedClock, ChainWriter, AuditTrail, tuple[int, ...]]:
+    """A chain in ``tmp_path``/audit whose first record is synced, and ``count`` more appended but not synced yet:
+    the directory, clock, writer, trail and those records' tokens."""
     directory = tmp_path / "audit"
     clock = FixedClock(T0)
     writer = make_writer(directory, clock, key)
     trail = make_trail(writer, clock)
     trail.record(login_event(0))
     trail.sync()
-    first, _ = writer.append(trail.format(login_event(1)))
-    second, _ = writer.append(trail.format(login_event(2)))
+    tokens = tuple(writer.append(trail.format(login_event(n)))[0] for n in range(1, count + 1))
+    return directory, clock, writer, trail, tokens
+
+
+def test_every_request_whose_records_were_in_a_removed_file_fails_closed(tmp_path: Path,
+                                                                         key: Ed25519PrivateKey) -> None:
+    """Two requests append, then the file is removed (a cleanup job, logrotate). The first to sync finds it gone
+    and fails closed; the second must too: its records were in the same file. It was told they were durable,
+    since the first had already marked the file abandoned and the check was skipped."""
+    directory, _clock, writer, trail, (first, second) = _with_unsynced(tmp_path, key, 2)
     for path in directory.glob("*.000001.jsonl"):
         path.unlink()
     with pytest.raises(AuditUnavailable):
@@ -874,14 +881,7 @@ def test_records_a_failed_fsync_may_have_lost_are_never_reported_durable(
     were written before the failure was then told they were durable by its own later fsync, and a login answered
     on records no reviewer will ever read. Every request with records in that file since its last good fsync
     fails closed, and the chain goes on in a new file that names the abandoned one."""
-    directory = tmp_path / "audit"
-    clock = FixedClock(T0)
-    writer = make_writer(directory, clock, key)
-    trail = make_trail(writer, clock)
-    trail.record(login_event(0))
-    trail.sync()
-    first, _ = writer.append(trail.format(login_event(1)))
-    second, _ = writer.append(trail.format(login_event(2)))
+    directory, _clock, writer, trail, (first, second) = _with_unsynced(tmp_path, key, 2)
     real_fsync = os.fsync
     failed: list[int] = []
     meanwhile: list[int] = []  # another request's record, written while the failing fsync ran
@@ -929,14 +929,7 @@ def test_an_fsync_that_succeeds_beside_a_failed_one_makes_nothing_durable_that_t
     once on the same open file. Linux reports the writeback error to one of them only: the other succeeds although
     the pages were dropped. Whichever fails, the records written before it and not yet synced are lost for every
     request that wrote them, also when the other fsync's success was noted first or last."""
-    directory = tmp_path / "audit"
-    clock = FixedClock(T0)
-    writer = make_writer(directory, clock, key)
-    trail = make_trail(writer, clock)
-    trail.record(login_event(0))
-    trail.sync()
-    first, _ = writer.append(trail.format(login_event(1)))
-    second, _ = writer.append(trail.format(login_event(2)))
+    directory, _clock, writer, _trail, (first, second) = _with_unsynced(tmp_path, key, 2)
     real_fsync = os.fsync
     chain_file = only_chain(directory)[1][0]
     calls: list[int] = []
@@ -970,13 +963,7 @@ def test_an_fsync_that_fails_after_its_file_was_left_loses_what_was_written_to_t
     """A request's fsync fails on a file the writer has left meanwhile (a rotation, whose own fsync of that file
     the kernel no longer told of the error): what other requests wrote to that file while the failing fsync ran is
     lost with it, as when the file is still the open one, and those requests fail closed too."""
-    directory = tmp_path / "audit"
-    clock = FixedClock(T0)
-    writer = make_writer(directory, clock, key)
-    trail = make_trail(writer, clock)
-    trail.record(login_event(0))
-    trail.sync()
-    first, _ = writer.append(trail.format(login_event(1)))
+    directory, clock, writer, trail, (first,) = _with_unsynced(tmp_path, key, 1)
     real_fsync = os.fsync
     chain_file = only_chain(directory)[1][0]
     meanwhile: list[int] = []
