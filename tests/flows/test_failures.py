@@ -102,18 +102,6 @@ def assert_no_traceback(response: TestResponse) -> None:
 # --- Redis outage -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_readyz_is_503_while_redis_answers_but_refuses_writes(private_redis: RedisServer, config_dir: Path) -> None:
     """A server that answers PING but takes no write (a read-only replica after a failover gone wrong, maxmemory
     under noeviction) fails every login closed: readiness must say so too."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -199,18 +199,6 @@ def test_session_store_down_fails(config_dir: Path) -> None:
     assert "Redis write check (SET) failed" in check.evidence
     assert check.fix is not None
     assert "REDIS_URL" in check.fix
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    server = RedisServer(workdir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _read_only(admin: redis.Redis) -> None:
