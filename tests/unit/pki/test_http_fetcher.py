@@ -18,6 +18,7 @@ import pytest
 from broker.pki.revocation import http as http_module
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from tests.factories.loopback_peer import LoopbackPeer
+from tests.factories.slow_resolver import resolve_slowly
 
 BODY = b"0" * 2000
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY
@@ -98,18 +99,8 @@ SLOW_HOST = "slow-resolver.test"  # a name only the slow resolver below knows: i
 
 @pytest.fixture
 def slow_resolver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``socket.getaddrinfo`` (urllib3's and the broker's, one module) taking 3 s for :data:`SLOW_HOST`: a real
-    delay, as a resolver waiting on an unanswering DNS server makes it; other names resolve as before."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host: str | bytes | None, port: str | int | None, *args: object,
-                    **kwargs: object) -> list[tuple[object, ...]]:
-        if host == SLOW_HOST:
-            time.sleep(3.0)
-            host = "127.0.0.1"
-        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(http_module.socket, "getaddrinfo", getaddrinfo)
+    """Resolving :data:`SLOW_HOST` takes 3 s (:func:`tests.factories.slow_resolver.resolve_slowly`)."""
+    resolve_slowly(monkeypatch, SLOW_HOST, 3.0)
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
-import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,7 +25,6 @@ from cryptography.x509 import ocsp
 from broker.clock import FixedClock
 from broker.demo.certificates import CertificateAuthority, Issued
 from broker.errors import CertificateRejected
-from broker.pki.revocation import http as http_module
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import build_request
@@ -47,6 +45,7 @@ from tests.factories.revocation import (
     person_ca,
     policy,
 )
+from tests.factories.slow_resolver import resolve_slowly
 
 DAY = dt.timedelta(days=1)
 UNKNOWN_EXTENSION = x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"), b"\x05\x00")
@@ -254,15 +253,7 @@ def test_a_slow_name_resolution_is_given_up_after_the_configured_timeout(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """ocsp.timeout bounds the whole fetch, the responder's name resolution included (a resolver waiting on an
     unanswering DNS server; a real delay in ``socket.getaddrinfo``, which urllib3 and the fetcher call)."""
-    real = socket.getaddrinfo
-
-    def slow_getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
-        if host == "ocsp.slow-resolver.test":
-            time.sleep(5)
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(http_module.socket, "getaddrinfo", slow_getaddrinfo)
+    resolve_slowly(monkeypatch, "ocsp.slow-resolver.test", 5)
     url = responder.url.replace("127.0.0.1", "ocsp.slow-resolver.test")
     started = time.monotonic()
     exc = refused(engine, cert, ca, policy([ca.certificate], ocsp_url=url, ocsp_timeout=0.5))

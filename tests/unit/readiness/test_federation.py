@@ -10,7 +10,6 @@ the test CA with ``SSL_CERT_FILE``; the SSO endpoint check trusts the system's r
 from __future__ import annotations
 
 import datetime as dt
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +35,7 @@ from tests.factories.metadata import (
     pysaml2_idp_metadata,
     sign,
 )
+from tests.factories.slow_resolver import resolve_slowly
 from tests.factories.trickling_proxy import TricklingProxy
 from tests.unit.readiness.configs import (
     DAY,
@@ -415,15 +415,7 @@ def test_sso_endpoint_whose_name_resolves_slowly_fails_at_the_timeout(config_dir
     """readiness.timeout bounds connection and handshake together, the name's resolution included: it comes
     before any socket exists, so the watchdog alone would let a resolver waiting on an unanswering DNS server
     hold `broker readiness` for the resolver's own timeouts (a real delay in ``socket.getaddrinfo`` here)."""
-    real = socket.getaddrinfo
-
-    def slow_getaddrinfo(host: str, *args: object, **kwargs: object) -> object:
-        if host == "sso.slow-resolver.test":
-            time.sleep(3)
-            host = "127.0.0.1"
-        return real(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", slow_getaddrinfo)
+    resolve_slowly(monkeypatch, "sso.slow-resolver.test", 3)
     sso = f"https://sso.slow-resolver.test:{server.port}/adfs/ls/"
     (config_dir / "metadata" / "kommun-c-idp.xml").write_bytes(edited(material.base, sso=sso))
     set_readiness(config_dir, timeout="1s")
