@@ -207,6 +207,12 @@ _SV: dict[str, Explanation] = {
         "Begäran kunde inte tas emot",
         "Webbläsaren skickade en begäran som inloggningstjänsten inte kan ta emot.",
         "Gå tillbaka till tjänsten och försök igen. Kvarstår felet: kontakta tjänstens support."),
+    "request_malformed": _E(
+        "Adressen kunde inte läsas",
+        "Webbläsaren skickade en adress eller ett formulär som inloggningstjänsten inte kan läsa (tecken som inte "
+        "är rätt kodade).",
+        "Gå tillbaka till tjänsten och försök igen. Kvarstår felet: kontakta tjänstens support och uppge "
+        "referensnumret."),
     "request_uri_too_long": _E(
         "Adressen var för lång",
         "Inloggningstjänsten tar inte emot så långa adresser.",
@@ -418,6 +424,12 @@ _EN: dict[str, Explanation] = {
         "The request could not be accepted",
         "The browser sent a request the login service cannot accept.",
         "Go back to the service and try again. If it persists, contact the service's support."),
+    "request_malformed": _E(
+        "The address could not be read",
+        "Your browser sent an address or a form the login service cannot read (characters that are not encoded "
+        "correctly).",
+        "Go back to the service and try again. If it persists, contact the service's support and give the "
+        "reference number."),
     "request_uri_too_long": _E(
         "The address was too long",
         "The login service does not accept addresses that long.",

@@ -101,7 +101,9 @@ def test_explanation_is_a_frozen_value() -> None:
 
 # --- the catalogs -----------------------------------------------------------------------------
 
-USER_FACING_FAMILIES = ("certificate", "proxy", "session", "dependency")
+# the families whose refusals the user can meet for reasons of their own browser, card or the broker (not a
+# service's or municipal IdP's broken message, which share one explanation per family)
+USER_FACING_FAMILIES = ("certificate", "proxy", "session", "dependency", "request")
 USER_FACING = sorted(code for code, row in REASONS.items() if row.family in USER_FACING_FAMILIES)
 
 
@@ -111,6 +113,7 @@ def test_user_facing_codes_are_known() -> None:
     assert "proxy_header_malformed" in USER_FACING
     assert "session_store_unavailable" in USER_FACING
     assert "audit_unavailable" in USER_FACING
+    assert "request_malformed" in USER_FACING
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
