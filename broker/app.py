@@ -65,7 +65,6 @@ from broker.session.sessions import SessionManager
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
 from broker.web import admin, idp, ops, sp
 from broker.web.csrf import FormTokens
-from broker.web.i18n import DEFAULT_LANGUAGE
 from broker.web.limits import MAX_FORM_PARTS, certificate_header_room, check_request_size, header_field_size
 from broker.web.pages import error_page, security_headers
 from broker.web.services import Services, client_address, correlation_id
@@ -230,8 +229,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         try:
             request.query_string.decode("utf-8")
         except UnicodeDecodeError:  # werkzeug would fail reading request.args anywhere below
-            g.lang = DEFAULT_LANGUAGE
-            request.args = ImmutableMultiDict()  # nothing below may read the raw query
+            # nothing below may read the raw query (its ?lang= neither); the page's language still follows the
+            # browser's cookie and Accept-Language (broker.web.pages.language)
+            request.args = ImmutableMultiDict()
             return _refused_page(RequestRejected("request_malformed", "the query string is not UTF-8"))
         return None
 

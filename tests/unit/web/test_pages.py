@@ -157,6 +157,24 @@ def test_unknown_lang_query_is_ignored(browser: Browser) -> None:
     assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith(f"{LANG_COOKIE}=")]
 
 
+@pytest.mark.parametrize(("cookie", "headers", "lang"), [
+    pytest.param(None, {"Accept-Language": "en-GB,en;q=0.9"}, "en", id="accept-language"),
+    pytest.param("en", {"Accept-Language": "sv"}, "en", id="language-cookie"),
+    pytest.param(None, {}, "sv", id="nothing-asked-swedish"),
+])
+def test_a_query_that_is_not_utf_8_gets_its_page_in_the_browsers_language(browser: Browser, cookie: str | None,
+                                                                          headers: dict[str, str], lang: str) -> None:
+    """The query itself is refused whole (request_malformed, its ?lang= unread), but the browser's cookie and
+    Accept-Language still choose the page's language."""
+    if cookie is not None:
+        browser.client.set_cookie(LANG_COOKIE, cookie, domain="localhost")
+    response = browser.client.get("/diagnose", environ_overrides={"QUERY_STRING": "x=\xff"}, headers=headers)
+    assert response.status_code == 400
+    assert response.headers["X-Broker-Reason"] == "request_malformed"
+    assert html_lang(response) == lang
+    assert h1(response) == CATALOG[lang]["request_malformed"].title
+
+
 def test_page_links_to_the_other_language(browser: Browser) -> None:
     """A query-only link: the browser keeps the page's path (RFC 3986 §5.2.2) and the query it came with."""
     body = browser.get("/no/such/page?x=1&lang=sv").get_data(as_text=True)
