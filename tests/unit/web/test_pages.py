@@ -482,6 +482,29 @@ def test_static_files_are_cacheable(render_app: Flask) -> None:
     assert response.headers["X-Frame-Options"] == "DENY"
 
 
+def _luminance(hex_colour: str) -> float:
+    """WCAG 2.2 relative luminance of ``#rrggbb``."""
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _contrast(a: str, b: str) -> float:
+    light, dark = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_focus_outline_stands_out_from_the_page(render_app: Flask) -> None:
+    """WCAG 2.2 SC 1.4.11 (non-text contrast, AA): the focus ring of the discovery choice, the search, the
+    buttons and links needs 3:1 against what it is drawn on (the outline is offset from the control, so that is
+    the page)."""
+    css = (Path(str(render_app.static_folder)) / "broker.css").read_text(encoding="utf-8")
+    variables = dict(re.findall(r"(--[a-z]+):\s*(#[0-9a-fA-F]{6})", css))
+    found = re.search(r"(?m)^:focus-visible\s*\{[^}]*outline:\s*\S+\s+\S+\s+(#[0-9a-fA-F]{6})", css)
+    assert found is not None, "no :focus-visible outline"
+    assert _contrast(found.group(1), variables["--bg"]) >= 3.0
+
+
 HOSTILE = '"><script>alert(1)</script><x a=\'&amp;'
 
 
