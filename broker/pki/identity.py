@@ -159,15 +159,23 @@ def display_identity(kind: str, key: str) -> str:
     return mask_personnummer(key) if kind == "personnummer" else key
 
 
+# a personnummer inside a serialNumber as CAs write it: bare, padded (IDENTITY_SPACE, which the identity rule strips
+# and accepts), with its hyphen or plus, or after a prefix (ETSI EN 319 412-1 "PNOSE-"); not within a longer number
+_PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8})[-+]?[0-9]{4}(?![0-9])")
+_SERIAL_NUMBER_NAME = {NameOID.SERIAL_NUMBER: "serialNumber"}
+
+
 def display_subject(cert: x509.Certificate) -> str:
-    """The subject as RFC 4514 text, with a personnummer serialNumber masked."""
+    """The subject as RFC 4514 text, with a personnummer in the serialNumber masked (as :func:`mask_personnummer`:
+    /diagnose and the CLI show it to whoever the user shares the page with)."""
     rdns = []
     for rdn in reversed(cert.subject.rdns):
         parts = []
         for attr in rdn:
             value = attr.value if isinstance(attr.value, str) else ""
-            if attr.oid == NameOID.SERIAL_NUMBER and re.fullmatch(r"[0-9]{12}", value):
-                parts.append(f"serialNumber={mask_personnummer(value)}")
+            masked = _PERSONNUMMER_IN_TEXT.sub(r"\1-****", value) if attr.oid == NameOID.SERIAL_NUMBER else value
+            if masked != value:
+                parts.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, masked).rfc4514_string(_SERIAL_NUMBER_NAME))
             else:
                 parts.append(attr.rfc4514_string())
         rdns.append("+".join(parts))

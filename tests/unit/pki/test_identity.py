@@ -11,7 +11,7 @@ from cryptography.x509.oid import NameOID
 from broker.config.schema import IdentityRule
 from broker.config.values import Regex
 from broker.errors import CertificateRejected
-from broker.pki.identity import check_personnummer, extract_identity
+from broker.pki.identity import check_personnummer, display_subject, extract_identity
 from tests.factories.pki import HSA_ID, Hierarchy
 from tests.factories.pki_cases import (
     NOW,
@@ -147,6 +147,25 @@ def test_a_refused_hsa_id_is_described_by_its_shape(h: Hierarchy) -> None:
     with pytest.raises(CertificateRejected) as caught:
         extract_identity(h.leaf(serial_number=PERSONNUMMER_VALID).certificate, HSA, "kommun-a", NOW.date())
     assert "(12 characters: digits)" in caught.value.detail
+
+
+# --- display_subject: what /diagnose and the CLI show of the subject ---
+
+
+@pytest.mark.parametrize(("serial", "shown"), [
+    pytest.param(PERSONNUMMER_VALID, "serialNumber=19121212-****", id="personnummer"),
+    # the identity rule strips the padding and logs the user in with it: the page must not show it whole
+    pytest.param(f" {PERSONNUMMER_VALID} ", "serialNumber=\\ 19121212-****\\ ", id="padded-personnummer"),
+    pytest.param("19121212-1212", "serialNumber=19121212-****", id="with-hyphen"),
+    pytest.param("PNOSE-" + PERSONNUMMER_VALID, "serialNumber=PNOSE-19121212-****", id="etsi-semantics-prefix"),
+    pytest.param(HSA_ID, f"={HSA_ID},", id="hsa-id-shown-as-is"),
+    pytest.param("SE2120001009-bo", "=SE2120001009-bo,", id="organisation-number-shown-as-is"),
+])
+def test_display_subject_masks_a_personnummer_however_written(h: Hierarchy, serial: str, shown: str) -> None:
+    subject = display_subject(h.leaf(serial_number=serial).certificate)
+    assert shown in subject
+    assert PERSONNUMMER_VALID not in subject
+    assert "1212-1212" not in subject
 
 
 # --- check_personnummer on its own ---
