@@ -8,6 +8,7 @@ service's support with the reference ID.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -610,6 +611,9 @@ def explain(code: str, family: str, lang: str, params: dict[str, str]) -> Explan
     return Explanation(base.title.format_map(values), base.what.format_map(values), base.todo.format_map(values))
 
 
+_QVALUE: Final = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
 def pick_language(query_lang: str | None, cookie_lang: str | None, accept: str | None) -> str:
     """``?lang=`` beats the language cookie, which beats Accept-Language; Swedish by default."""
     for candidate in (query_lang, cookie_lang):
@@ -618,11 +622,16 @@ def pick_language(query_lang: str | None, cookie_lang: str | None, accept: str |
     if accept:
         best: tuple[float, str] | None = None
         for part in accept.split(","):
-            tag, _, q = part.strip().partition(";q=")
+            tag, *parameters = part.split(";")
             primary = tag.strip().lower().split("-")[0]
-            try:
-                weight = float(q) if q else 1.0
-            except ValueError:
+            weight = 1.0
+            for parameter in parameters:
+                # RFC 9110 §12.4.2: OWS around ";", "q" in either case, a qvalue of 0 to 1 with up to 3 decimals;
+                # a part with a weight that is no qvalue is skipped
+                name, _, value = parameter.strip().partition("=")
+                if name.lower() == "q":
+                    weight = float(value) if _QVALUE.fullmatch(value) else -1.0
+            if weight < 0:
                 continue
             if primary in LANGUAGES and (best is None or weight > best[0]):
                 best = (weight, primary)

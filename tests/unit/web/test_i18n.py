@@ -34,6 +34,11 @@ from broker.web.i18n import CATALOG, DEFAULT_LANGUAGE, LANGUAGES, UI, Explanatio
         pytest.param(None, None, "en;q=abc, en-GB;q=0.5", "en", id="broken-part-skipped-rest-used"),
         pytest.param(None, None, "*", "sv", id="wildcard-default"),
         pytest.param(None, None, "en, sv", "en", id="equal-weights-first-wins"),
+        # RFC 9110 §12.4.2: weight = OWS ";" OWS "q=" qvalue, the parameter name case-insensitive
+        pytest.param(None, None, "sv;q=0.1, en; q=0.5", "en", id="space-before-q"),
+        pytest.param(None, None, "sv;q=0.1, en ;q=0.5", "en", id="space-before-semicolon"),
+        pytest.param(None, None, "en;Q=0.5, sv;q=0.4", "en", id="q-name-case-insensitive"),
+        pytest.param(None, None, "en;q=2, sv;q=0.4", "sv", id="q-past-one-is-no-qvalue"),
     ],
 )
 def test_pick_language(query: str | None, cookie: str | None, accept: str | None, expected: str) -> None:
