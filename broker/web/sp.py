@@ -55,8 +55,11 @@ def slo() -> Response:
 
 @discovery.route("/discovery", methods=["GET"])
 def show() -> Response:
-    """The discovery page of a pending login again: after a search, or in the other language."""
-    found = services().flow.discovery(request.args.get("login", ""), client_context())
+    """The discovery page of a pending login again: after a search, or in the other language. Recorded under the
+    login's reference, which the page shows, as the choice is."""
+    login_id = request.args.get("login", "")
+    continuing(login_id)
+    found = services().flow.discovery(login_id, client_context())
     if isinstance(found, LoginFailed):
         return respond(found)
     return discovery_page(found, request.args.get("q", "")[:100])

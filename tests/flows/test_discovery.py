@@ -5,6 +5,7 @@ The regional SP is the real pysaml2 demo SP; Kommun C's IdP is the real pysaml2 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -361,3 +362,17 @@ def test_scoping_naming_an_unknown_idp_shows_discovery(browser: Browser, craft: 
     xml = with_scoping(craft.build().xml, "https://idp.elsewhere.example/metadata")
     page = discovery_page(browser.get(craft.redirect(xml)))
     assert list(page.options()) == ["kommun-a", "kommun-b", "kommun-c"]
+
+
+def test_the_discovery_page_again_is_recorded_under_its_reference(browser: Browser, sp: DemoSp, app: Any,
+                                                                  config_dir: Path) -> None:
+    """A search or language switch continues the pending login, as the choice does: what the request records (a
+    certificate header from outside the trusted proxies, here) is filed under the reference the page shows."""
+    first = browser.get(sp.login_url())
+    login_id = discovery_login_id(first)
+    browser.headers[app.extensions["broker"].flow.certificate_sources.header] = "forged"
+    again = browser.get(f"/discovery?login={login_id}&lang=en")
+    reference = re.search(r'class="refid">([0-9A-F-]+)<', again.get_data(as_text=True))
+    assert reference is not None
+    forged = [e for e in audit_lines(config_dir) if e["event"] == "proxy_header_untrusted"]
+    assert [(e["reason"], e["correlation_id"]) for e in forged] == [("proxy_header_untrusted", reference.group(1))]
