@@ -325,7 +325,8 @@ class LogoutFlow:
             d.audit.record(AuditEvent("logout_propagated", "failure", state["correlation_id"], reason=exc.reason,
                                       detail=exc.detail, client_address=ctx.client_address,
                                       data=MappingProxyType({"side": side})))
-            return LoginFailed(exc, ctx.correlation_id)
+            # the page's reference is the one the refusal is filed under (a reference number, not a credential)
+            return LoginFailed(exc, state["correlation_id"])
         if state is not None:
             state = d.sessions.take_logout(message.relay_state)  # one use (None: another request took it)
         if state is None:

@@ -431,6 +431,24 @@ def test_an_unverified_logout_response_does_not_take_over_the_logout_in_progress
         "an unsigned LogoutResponse from another browser consumed the user's logout"
 
 
+def test_a_logout_response_from_another_browser_shows_the_reference_it_is_recorded_under(
+        app: Flask, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """The refusal is filed under the logout in progress (logout_propagated); the page's reference number must
+    lead there, not to an ID nothing was recorded under. (Two browsers of open_browser: the ``browser`` fixture
+    keeps its last request's context, whose ``g`` the other browser's request would share.)"""
+    from tests.flows.test_federation_logout import SP1, SP1_SLO, hop, idp_logout_url, karin_login, logout_response_url
+    karin = open_browser(app, None)
+    karin_login(karin, sp, idp)
+    to_sp = hop(karin.get(idp_logout_url(idp)), SP1_SLO, "SAMLRequest")
+    forged = logout_response_url(SP1, str(to_sp.root.get("ID")), to_sp.parameters["RelayState"], key=None)
+    page = open_browser(app, None).get(forged)
+
+    assert_refused(page, "logout_response_invalid")
+    reference, _ = error_page(page)
+    refused = [e for e in audit_lines(config_dir) if e.get("reason") == "logout_response_invalid"]
+    assert [(e["event"], e["correlation_id"]) for e in refused] == [("logout_propagated", reference)]
+
+
 # --- hardening of 1d707c9: cross-site discovery posts ------------------------------------------------------------
 
 
