@@ -127,13 +127,19 @@ def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | N
     municipality = failure.municipality if failure else None
     support = municipality.config.support.get(lang) if municipality and municipality.config.support else None
     support_label = ui["support"].format(municipality=municipality.config.name.get(lang)) if municipality else ""
+    # a login through a municipality's own IdP may have gone there by a remembered choice, which skips the
+    # discovery page: without this link a wrong one could only be undone by clearing the browser's cookies
+    choose_url = url_for("discovery.show", login=failure.retry_login_id) \
+        if retry_url and failure is not None and municipality is not None and municipality.config.login == "saml" \
+        else None
     switch = _with_lang(retry_url, _other(lang)) if retry_url else None
     # a page answering a POST (the ACS, a choice, a logout) has no link to the other language: it cannot be asked
     # for again; it says the same in the other language below
     other = explain(error.reason, row.family, _other(lang), dict(error.params)) \
         if switch is None and request.method != "GET" else None
     response = _render("error.html", row.http_status, switch_url=switch, explanation=explanation,
-                       reason=error.reason, correlation_id=correlation_id, retry_url=retry_url, back=back,
+                       reason=error.reason, correlation_id=correlation_id, retry_url=retry_url,
+                       choose_url=choose_url, back=back,
                        back_label=back_label, support=support, support_label=support_label,
                        other_explanation=other, other_lang_ui=UI[_other(lang)])
     if back is not None:

@@ -38,7 +38,7 @@ from tests.factories.authnrequests import (
     posted_response,
     sp_accepts,
 )
-from tests.factories.idp import FORM_TOKEN, IDP_ENTITY_ID, discovery_login_id, form_token
+from tests.factories.idp import FORM_TOKEN, IDP_ENTITY_ID, back_to_broker, discovery_login_id, form_token
 from tests.factories.municipality_choice import offered
 from tests.factories.saml import BASE_URL, Browser, make_sp
 from tests.flows.conftest import audit_lines
@@ -376,3 +376,20 @@ def test_the_discovery_page_again_is_recorded_under_its_reference(browser: Brows
     assert reference is not None
     forged = [e for e in audit_lines(config_dir) if e["event"] == "proxy_header_untrusted"]
     assert [(e["reason"], e["correlation_id"]) for e in forged] == [("proxy_header_untrusted", reference.group(1))]
+
+
+def test_a_remembered_choice_can_be_changed_when_its_idp_refuses(browser: Browser, sp: DemoSp,
+                                                                 idp: DemoIdp) -> None:
+    """A remembered municipality skips the page, and its IdP's refusal page offered only "try again" (the same
+    IdP) and the way back: a wrong remembered choice could not be undone without clearing cookies. The page
+    links to the choice for the same pending login."""
+    browser.client.set_cookie(MUNICIPALITY_COOKIE, "kommun-c", domain="localhost")
+    request, relay_state = idp.parse_redirect(at_idp(browser.get(sp.login_url())))
+    page = back_to_broker(browser, idp.error(request, relay_state, "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"))
+    assert_refused(page, "upstream_status")
+    link = re.search(r'<a href="(/discovery\?login=[^"]+)">Välj en annan kommun</a>', page.get_data(as_text=True))
+    assert link is not None
+    again = browser.get(link.group(1).replace("&amp;", "&"))
+    assert list(discovery_page(again).options()) == ["kommun-a", "kommun-b", "kommun-c"]
+    # the new choice is taken (Kommun A logs in with its card, which this browser lacks), not the remembered IdP
+    assert_refused(choose(browser, discovery_login_id(again), "kommun-a"), "certificate_missing")
