@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 
 from broker.config.loader import Municipality
 from broker.errors import UpstreamRejected
-from broker.pki.deadline import SocketDeadline
-from broker.pki.revocation.http import connect_within
+from broker.pki.deadline import SocketDeadline, connect_within
 from broker.readiness.model import Check
 from broker.readiness.trust import validity_check
 from broker.saml.attributes import ATTRIBUTES

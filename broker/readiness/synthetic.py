@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from broker.pki.deadline import SocketDeadline
-from broker.pki.revocation.http import connect_within
+from broker.pki.deadline import SocketDeadline, connect_within
 from broker.readiness.endpoints import merged
 from broker.readiness.model import Check
 
@@ -32,7 +31,7 @@ class _AddressConnection(http.client.HTTPSConnection):
         self._deadline = deadline
 
     def connect(self) -> None:
-        # the name resolved within the time left too (broker.pki.revocation.http.connect_within)
+        # the name resolved within the time left too (broker.pki.deadline.connect_within)
         raw = connect_within(self._address or self.host, self.port, self._deadline, timeout=self.timeout)
         self._deadline.attach_connection(raw)  # before ssl takes the socket over
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)

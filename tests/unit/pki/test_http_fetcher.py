@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.pki.revocation import http as http_module
+from broker.pki import deadline as deadline_module
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from tests.factories.loopback_peer import LoopbackPeer
 from tests.factories.slow_resolver import resolve_slowly
@@ -124,14 +124,14 @@ def test_a_slow_name_resolution_is_within_the_total_deadline(peer: Peer, method:
 def test_a_fetch_while_the_process_exits_fails_as_one_that_cannot_connect(peer: Peer, method: str) -> None:
     """At interpreter exit concurrent.futures takes no new work: a background CRL refresh still running then must
     fail as a fetch that cannot connect (a warning), not with a RuntimeError (a traceback in the log)."""
-    http_module._resolver().shutdown(wait=True)  # what the interpreter's exit does to it
+    deadline_module._resolver().shutdown(wait=True)  # what the interpreter's exit does to it
     try:
         with pytest.raises(FetchError) as caught:
             _fetch(HttpFetcher(), method, peer.port)
         assert not caught.value.timeout
         assert "shutting down" in str(caught.value)
     finally:
-        http_module._resolver_pools.clear()  # the next fetch makes a new pool
+        deadline_module._resolver_pools.clear()  # the next fetch makes a new pool
     assert _fetch(HttpFetcher(), method, peer.port) == BODY
 
 
@@ -141,11 +141,11 @@ def test_a_worker_forked_while_a_parent_thread_resolves_can_fetch(peer: Peer, me
     """gunicorn forks its workers from a master whose metadata refresher fetches too: a worker forked while one of
     the master's threads held the resolver pool's lock must not wait on that lock for ever (no thread of the child
     will release it); its fetches resolve names in a pool of its own."""
-    http_module._resolver()  # the parent's pool
+    deadline_module._resolver()  # the parent's pool
     holding = threading.Event()
 
     def refresher() -> None:  # a parent's thread inside _resolver() at the moment of the fork
-        with http_module._resolver_lock:
+        with deadline_module._resolver_lock:
             holding.set()
             time.sleep(0.3)
 
@@ -178,7 +178,7 @@ def test_one_name_that_does_not_resolve_leaves_resolver_threads_for_the_others(p
     resolution of its name, not on one resolver thread each: they must not take every resolver thread from the
     names of the other municipalities' responders, whose fetches would then time out queued behind them."""
     fetcher = HttpFetcher()
-    logins = http_module._RESOLVERS + 4
+    logins = deadline_module._RESOLVERS + 4
     with concurrent.futures.ThreadPoolExecutor(max_workers=logins) as pool:
         stuck = [pool.submit(_fetch, fetcher, method, peer.port, SLOW_HOST) for _ in range(logins)]
         time.sleep(0.2)  # every one of them waiting on the name by now
