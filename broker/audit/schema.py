@@ -33,7 +33,8 @@ FIELDS: Final = {
     "cert_issuer": "its issuer (RFC 4514)",
     "sp": "the service provider's entityID",
     "client": "the client address: clear, truncated (/24, /48) or `ip:` pseudonym, per audit.client_address",
-    "detail": "operator text: never a personnummer, an assertion, a certificate or an attribute value",
+    "detail": "operator text, at most 2,000 characters (longer text ends in …): never a personnummer, an assertion, "
+              "a certificate or an attribute value",
     "data": "event-specific values (below)",
 }
 

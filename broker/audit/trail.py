@@ -17,13 +17,15 @@ import hmac
 import ipaddress
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from broker.audit.events import AuditEvent
 from broker.audit.forward import Forwarder
 from broker.audit.schema import SCHEMA_VERSION
 from broker.clock import Clock
 from broker.errors import AuditUnavailable
+
+MAX_DETAIL: Final = 2000  # characters of a record's detail; longer ones end in '…'
 
 
 class AuditSink(Protocol):
@@ -126,7 +128,11 @@ class AuditTrail:
         if event.client_address:
             record["client"] = render_client_address(event.client_address, self._client_mode, self._pseudonymiser)
         if event.detail:
-            record["detail"] = event.detail
+            # operator text, often quoting what a peer sent before anything about it was verified: each place cuts
+            # what it quotes, and this bound holds for a place that does not (a record stays one short line for
+            # the forwarders, and nobody can write kilobytes into the trail per request)
+            detail = event.detail
+            record["detail"] = detail if len(detail) <= MAX_DETAIL else detail[:MAX_DETAIL - 1] + "…"
         if event.data:
             record["data"] = {k: list(v) if isinstance(v, tuple) else v for k, v in event.data.items()}
         return record

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.app import create_app
 from broker.audit.events import AuditEvent
 from broker.audit.forward import StdoutForwarder, SyslogForwarder
-from broker.audit.trail import AuditTrail
+from broker.audit.trail import MAX_DETAIL, AuditTrail
 from broker.clock import FixedClock
 from broker.config.loader import load_settings
 from broker.session.store import RedisStore
@@ -307,7 +307,7 @@ def test_structured_data_values_are_escaped(tmp_path: Path, receiver: tuple[str,
 def test_tcp_frames_count_octets_not_characters(tmp_path: Path, receiver: tuple[str, Received]) -> None:
     address, received = receiver
     setup = forwarding_trail(tmp_path, address, "tcp")
-    details = ["", "å" * 10, "ä€" * 300, "x" * 5000, "😀 " * 50]
+    details = ["", "å" * 10, "ä€" * 300, "€" * MAX_DETAIL, "😀 " * 50]  # the longest a record holds: 6,000 octets
     try:
         send_events(setup, [AuditEvent("login_refused", "failure", f"C-{n}", reason="certificate_missing",
                                        detail=d, client_address="192.0.2.7") for n, d in enumerate(details)])

@@ -13,7 +13,7 @@ from broker.audit.chain import ChainSettings, ChainWriter
 from broker.audit.events import AuditEvent, new_correlation_id
 from broker.audit.keys import AuditSigner
 from broker.audit.query import SYSTEM_EVENTS, records
-from broker.audit.trail import AuditTrail, Pseudonymiser, render_client_address
+from broker.audit.trail import MAX_DETAIL, AuditTrail, Pseudonymiser, render_client_address
 from broker.clock import FixedClock
 from broker.errors import AuditUnavailable
 from broker.model import CertificateFacts, Identity
@@ -55,6 +55,23 @@ def test_record_has_the_documented_fields(tmp_path: Path) -> None:
         "user": "SE2120001009-anna", "user_kind": "hsa_id", "cert_sha256": "ab" * 32, "cert_serial": "1f",
         "cert_issuer": "CN=Kommun A Test Person CA", "sp": "https://sp.example/md", "client": "192.0.2.7",
     }
+
+
+@pytest.mark.parametrize(("detail", "written"), [
+    pytest.param("x" * MAX_DETAIL, "x" * MAX_DETAIL, id="at-the-bound-whole"),
+    pytest.param("x" * (MAX_DETAIL + 1), "x" * (MAX_DETAIL - 1) + "…", id="one-over-cut"),
+    pytest.param("<" * 200_000, "<" * (MAX_DETAIL - 1) + "…", id="what-a-peer-sent-cut"),
+])
+def test_a_records_detail_is_bounded(tmp_path: Path, detail: str, written: str) -> None:
+    """The detail often quotes what a peer sent before anything about it was verified: whatever a caller passes,
+    a record carries at most MAX_DETAIL characters of it, so nobody writes kilobytes into the trail per request."""
+    path = tmp_path / "audit"
+    trail = _trail(path)
+    trail.record(AuditEvent("saml_request_rejected", "failure", "CID-1", reason="saml_request_malformed",
+                            detail=detail, client_address="192.0.2.7"))
+    trail.sync()
+    (line,) = _lines(path)
+    assert line["detail"] == written
 
 
 def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) -> None:
