@@ -61,6 +61,7 @@ class Metrics:
             # prometheus_client picks its value class when imported; `broker serve` may set the directory later
             values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         self._registry = None if self._multiprocess else CollectorRegistry()
+        self._warned = self._unreadable_warned = False  # each said once per process in the log
         self.logins = Counter("broker_logins", "Logins answered: success (an assertion issued) or failure, with the "
                               "reason code and municipality", ["outcome", "reason", "municipality"],
                               registry=self._registry)
@@ -119,7 +120,7 @@ class Metrics:
         """Counting must never cost a request (the audit trail's observers are guarded alike): in multiprocess
         mode every use of a metric raises in a worker forked after its directory went away (a clean-up of /tmp,
         an operator's PROMETHEUS_MULTIPROC_DIR unmounted) or on a full file system. Said once per process."""
-        if not getattr(self, "_warned", False):
+        if not self._warned:
             self._warned = True
             log.warning("metrics cannot be counted in this process (%s: %s); requests are served without them",
                         type(exc).__name__, exc)
@@ -136,7 +137,7 @@ class Metrics:
             registry.register(self._expiry)
             return bytes(generate_latest(registry))
         except (OSError, ValueError, struct.error) as exc:  # struct.error: a worker's file torn or damaged
-            if not getattr(self, "_unreadable_warned", False):
+            if not self._unreadable_warned:
                 self._unreadable_warned = True
                 log.warning("metrics cannot be read in this process (%s: %s); /metrics answers 503 until the "
                             "broker is restarted", type(exc).__name__, exc)
