@@ -662,6 +662,12 @@ _EARLIER_KEY = replacing(BROKER, "  # verification_keys: [keys/audit-2025.pub]",
                          "  verification_keys: [keys/audit-2025.pub]")
 
 
+def _syslog_address(value: str) -> Edit:
+    """broker.yaml forwarding the audit trail to syslog at ``value`` (as written in YAML)."""
+    return replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                             'facility: authpriv}\n', f"  forward:\n    syslog:\n      address: {value}\n")
+
+
 @pytest.mark.parametrize(
     ("edit", "line", "key", "fragment"),
     [
@@ -686,31 +692,21 @@ _EARLIER_KEY = replacing(BROKER, "  # verification_keys: [keys/audit-2025.pub]",
             ed25519.Ed25519PrivateKey.generate()))),
                      "verification_keys:", "audit.verification_keys[0]", "does not hold a PEM public key",
                      id="verification-key-a-private-key"),
-        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
-                                       'facility: authpriv}\n',
-                               "  forward:\n    syslog:\n      address: 127.0.0.1\n"),
+        pytest.param(_syslog_address('127.0.0.1'),
                      "address: 127.0.0.1", "audit.forward.syslog.address",
                      "expected host:port (port 1-65535; IPv6 as [::1]:514), got '127.0.0.1'",
                      id="syslog-address-without-port"),
-        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
-                                       'facility: authpriv}\n',
-                               '  forward:\n    syslog:\n      address: "127.0.0.1:65536"\n'),
+        pytest.param(_syslog_address('"127.0.0.1:65536"'),
                      "address: ", "audit.forward.syslog.address", "expected host:port",
                      id="syslog-port-out-of-range"),
-        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
-                                       'facility: authpriv}\n',
-                               '  forward:\n    syslog:\n      address: "::1"\n'),
+        pytest.param(_syslog_address('"::1"'),
                      "address: ", "audit.forward.syslog.address", "expected host:port, got '::1', an IPv6 address "
                      "whose port (if any) cannot be told from it: write the address in brackets and the port after "
                      "them, e.g. [::1]:514", id="syslog-bare-ipv6"),
-        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
-                                       'facility: authpriv}\n',
-                               '  forward:\n    syslog:\n      address: "fd00::5:514"\n'),
+        pytest.param(_syslog_address('"fd00::5:514"'),
                      "address: ", "audit.forward.syslog.address", "an IPv6 address whose port (if any) cannot be told",
                      id="syslog-bare-ipv6-with-a-port"),
-        pytest.param(replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
-                                       'facility: authpriv}\n',
-                               '  forward:\n    syslog:\n      address: "log host:514"\n'),
+        pytest.param(_syslog_address('"log host:514"'),
                      "address: ", "audit.forward.syslog.address", "expected host:port (port 1-65535; IPv6 as "
                      "[::1]:514), got 'log host:514'", id="syslog-host-with-a-space"),
     ],
