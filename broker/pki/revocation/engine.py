@@ -61,6 +61,11 @@ _NEVER_SOFT = frozenset({"revoked", "revocation_unknown"})
 _FINAL_SHARED_AT_MOST = dt.timedelta(days=6 * 366)
 
 
+def _final_key(key: str) -> str:
+    """Where the shared copy of a revocation for good (RFC 5280 §3.3) is kept, beside ``key``'s latest answer."""
+    return key + ":final"
+
+
 @dataclass(frozen=True)
 class RevocationPolicy:
     """A municipality's revocation settings, with its configured CRL sources."""
@@ -294,7 +299,8 @@ class RevocationChecker:
         if self._shared is None:
             return None
         try:
-            raw = self._shared.get(key)
+            # a revocation for good first: it is kept under a key of its own, which no later answer overwrites
+            raw = self._shared.get(_final_key(key)) or self._shared.get(key)
         except DependencyUnavailable:
             return None
         if raw is None:
@@ -356,8 +362,11 @@ class RevocationChecker:
             kept = max(expires, min(certificate_ends, now + _FINAL_SHARED_AT_MOST))
         if der is not None and self._shared is not None and kept > now:
             try:
-                self._shared.put(key, json.dumps({"der": der.hex(), "url": url, "fetched": fetched.isoformat(),
-                                                  "expires": expires.isoformat(), "final": answer.final}).encode(),
+                # a revocation for good under a key of its own: an instance that still held a "good" from before
+                # and refreshes it from a responder that says "good" again (a replica behind) does not replace it
+                shared = {"der": der.hex(), "url": url, "fetched": fetched.isoformat(),
+                          "expires": expires.isoformat(), "final": answer.final}
+                self._shared.put(_final_key(key) if answer.final else key, json.dumps(shared).encode(),
                                  (kept - now).total_seconds())
             except DependencyUnavailable as exc:
                 log.warning("could not share the OCSP response for %s: %s", key, exc)

@@ -763,6 +763,43 @@ def test_a_revocation_shared_by_another_instance_stays_final_once_the_answer_has
     assert responder.hits == case.responder_hits
 
 
+def test_a_later_good_fetched_elsewhere_does_not_replace_a_shared_revocation(
+        responder: OcspResponder, clock: FixedClock, ca: CertificateAuthority, cert: x509.Certificate,
+        redis_url: str, redis_prefix: str) -> None:
+    """RFC 5280 §3.3: revocation is final. An instance holding a "good" from before the revocation refreshes it in
+    the background from a responder that says "good" again (a replica behind, a restored database): the shared
+    revocation another instance fetched in between still refuses the card on every instance, also once every
+    answer involved is stale."""
+    responder.validity = 10 * MINUTE
+    holder, fetcher, later = (checker(clock, shared=RedisStore(redis_url, prefix=redis_prefix), refresh_interval=30)
+                              for _ in range(3))
+    try:
+        relaxed = policy([ca.certificate], ocsp_url=responder.url)
+        strict = policy([ca.certificate], ocsp_url=responder.url, max_cache_time=60)  # a municipality sharing the CA
+        assert check(holder, cert, ca, relaxed).checked[0].status == "good"
+        clock.set(NOW + 2 * MINUTE)  # the shared "good" no longer serves the strict policy
+        responder.now = clock.now()
+        responder.set_status(cert, "revoked", revoked_at=NOW + MINUTE, reason=x509.ReasonFlags.key_compromise)
+        assert refused(fetcher, cert, ca, strict).reason == "revoked"
+        responder.set_status(cert, "good")
+        clock.set(NOW + 9 * MINUTE)  # the holder's "good" in its last fifth: refreshed in the background
+        responder.now = clock.now()
+        hits = responder.hits
+        assert check(holder, cert, ca, relaxed).checked[0].cached
+        deadline = time.monotonic() + 5
+        while responder.hits == hits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert responder.hits == hits + 1
+        time.sleep(0.1)  # the refreshed answer written where it is written
+
+        clock.set(NOW + 2 * HOUR)
+        responder.now = clock.now()
+        assert refused(later, cert, ca, relaxed).reason == "revoked"
+    finally:
+        for engine in (holder, fetcher, later):
+            engine.close()
+
+
 def test_a_shared_revocation_is_kept_no_longer_than_the_cap(
         responder: OcspResponder, ca: CertificateAuthority, instances: tuple[RevocationChecker, ...],
         redis_url: str, redis_prefix: str) -> None:
@@ -776,10 +813,11 @@ def test_a_shared_revocation_is_kept_no_longer_than_the_cap(
 
 
 def shared_ocsp_key(redis_url: str, redis_prefix: str, cert: x509.Certificate) -> str:
-    """The Redis key that holds the shared OCSP response for ``cert`` (found, not computed)."""
+    """The Redis key that holds the shared OCSP response for ``cert`` (found, not computed): its latest answer's, or
+    a revocation for good's, which is kept apart."""
     client = redis.Redis.from_url(redis_url)
     keys = [k.decode() for k in client.scan_iter(match=redis_prefix + "ocsp:*", count=1000)]
-    found = [k for k in keys if k.endswith(f":{cert.serial_number:x}")]
+    found = [k for k in keys if k.endswith((f":{cert.serial_number:x}", f":{cert.serial_number:x}:final"))]
     assert len(found) == 1, keys
     return str(found[0])
 
