@@ -153,6 +153,21 @@ class ResolutionTimeout(TimeoutError):
     """The name was not resolved within the time the deadline left."""
 
 
+def resolve_within(host: str, port: int, seconds: float, *, within: str = "") -> _Addresses:
+    """``host``'s addresses for TCP (getaddrinfo's entries), resolved in a resolver thread and waited for no longer
+    than ``seconds``: a resolver that hangs on an unanswering DNS server would otherwise hold the caller for its
+    own timeouts. Raises :class:`ResolutionTimeout` (its message names ``within``, by default the seconds),
+    socket.gaierror, OSError, or RuntimeError while the process exits."""
+    pending = _resolve(host, port)
+    try:
+        return pending.result(timeout=max(seconds, 0))
+    except concurrent.futures.TimeoutError:
+        raise ResolutionTimeout(f"name resolution of {host} not complete within "
+                                f"{within or format(seconds, 'g') + ' s'}") from None
+    except UnicodeError as exc:
+        raise OSError(f"cannot resolve {host}: {exc}") from exc
+
+
 def connect_within(host: str, port: int, deadline: SocketDeadline, *, timeout: float | None,
                    socket_options: Sequence[tuple[int, int, int | bytes]] = (),
                    source_address: tuple[str, int] | None = None) -> socket.socket:
@@ -161,13 +176,7 @@ def connect_within(host: str, port: int, deadline: SocketDeadline, *, timeout: f
     for its own timeouts, seconds to tens of seconds), then each address tried with ``timeout``, capped by the
     time left. Raises :class:`ResolutionTimeout`, TimeoutError (no address connected in time), socket.gaierror,
     OSError, or RuntimeError while the process exits (no resolver thread can be started then)."""
-    pending = _resolve(host, port)
-    try:
-        addresses = pending.result(timeout=deadline.remaining())
-    except concurrent.futures.TimeoutError:
-        raise ResolutionTimeout(f"name resolution of {host} not complete within the time left") from None
-    except UnicodeError as exc:
-        raise OSError(f"cannot resolve {host}: {exc}") from exc
+    addresses = resolve_within(host, port, deadline.remaining(), within="the time left")
     error: OSError = OSError(f"{host} resolves to no address")
     for family, kind, proto, _name, address in addresses:
         left = deadline.remaining()

@@ -27,7 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 
-from broker.pki.deadline import SocketDeadline
+from broker.pki.deadline import SocketDeadline, connect_within
 
 
 def _accept_any(conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int, ok: int) -> bool:
@@ -193,7 +193,8 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
             requested.append(True)
 
     ctx.set_info_callback(watch)
-    with socket.create_connection((host, port), timeout=timeout) as raw, SocketDeadline(timeout) as deadline:
+    # the name resolved within the limit too (connect_within): it comes before any socket the deadline can cut
+    with SocketDeadline(timeout) as deadline, connect_within(host, port, deadline, timeout=timeout) as raw:
         deadline.attach(raw)
         raw.settimeout(None)
         limit = struct.pack("ll", int(timeout), int((timeout % 1) * 1_000_000))

@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import ipaddress
 import re
-import socket
 import ssl
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +31,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 
 from broker.config.schema import CertificateLogin
 from broker.origins import origin
+from broker.pki.deadline import resolve_within
 from broker.pki.tls import EndpointProbe, probe_endpoint
 from broker.readiness.model import RANK, Check, Section
 from broker.readiness.trust import issuing_cas, name_of, validity_check
@@ -39,12 +39,13 @@ from broker.readiness.trust import issuing_cas, name_of, validity_check
 # more addresses than this behind one login host name are not probed (each may take the whole timeout)
 MAX_ADDRESSES = 16
 
-Resolver = Callable[[str, int], Sequence[str]]
+Resolver = Callable[[str, int, float], Sequence[str]]
 
 
-def resolve_addresses(host: str, port: int) -> list[str]:
-    """The distinct addresses ``host`` resolves to for TCP, in the resolver's order (a literal: itself)."""
-    return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+def resolve_addresses(host: str, port: int, timeout: float) -> list[str]:
+    """The distinct addresses ``host`` resolves to for TCP, in the resolver's order (a literal: itself), resolved
+    within ``timeout`` (a resolver waiting on an unanswering DNS server would hold readiness for its own timeouts)."""
+    return list(dict.fromkeys(str(info[4][0]) for info in resolve_within(host, port, timeout)))
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def probe(url: str, timeout: float, resolve: Resolver = resolve_addresses) -> Pr
     try:
         parts = urlsplit(url)
         host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
-        addresses = [host] if _ip(host) is not None else list(resolve(host, port))
+        addresses = [host] if _ip(host) is not None else list(resolve(host, port, timeout))
         if not addresses:
             raise OSError(f"{host} resolves to no address")
     except (OSError, ValueError) as exc:  # no address to try a handshake with: the finding

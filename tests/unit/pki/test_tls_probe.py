@@ -13,6 +13,7 @@ import pytest
 
 from broker.pki.tls import probe_endpoint
 from tests.factories.loopback_peer import LoopbackPeer
+from tests.factories.slow_resolver import resolve_slowly
 
 TIMEOUT = 1.0
 
@@ -49,3 +50,14 @@ def test_a_slow_endpoint_is_given_up_at_the_timeout_with_a_clear_message(peer: S
     with pytest.raises(TimeoutError, match=r"no complete TLS handshake within 1 s"):
         probe_endpoint("127.0.0.1", peer.port, server_name="kommun.example", timeout=TIMEOUT)
     assert time.monotonic() - started < TIMEOUT + 1.0  # before: still waiting after 150 s (trickling)
+
+
+@pytest.mark.parametrize("peer", [pytest.param(False, id="silent")], indirect=True)
+def test_the_name_is_resolved_within_the_timeout(peer: SlowPeer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time limit covers the name's resolution, which comes before any socket: a resolver waiting on an
+    unanswering DNS server held the probe for its own timeouts (a real delay in ``socket.getaddrinfo`` here)."""
+    resolve_slowly(monkeypatch, "login.slow-resolver.test", 3)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"name resolution of login\.slow-resolver\.test not complete"):
+        probe_endpoint("login.slow-resolver.test", peer.port, timeout=TIMEOUT)
+    assert time.monotonic() - started < TIMEOUT + 1.0

@@ -12,6 +12,7 @@ The municipalities' CAs are those of the example configuration (Kommun A and B),
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from broker.readiness.endpoints import (
 from broker.readiness.model import Section
 from tests.factories.http_files import FileServer
 from tests.factories.metadata import closed_port_https_url
+from tests.factories.slow_resolver import resolve_slowly
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
 from tests.unit.readiness.configs import (
     issuing_ca,
@@ -518,6 +520,19 @@ def test_unreachable_endpoint_fails(settings: Settings) -> None:
     assert (adv.id, adv.status, adv.title) == ("endpoint.advertises", "fail", "endpoint not reachable")
 
 
+def test_the_login_host_is_resolved_within_the_timeout(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """readiness.timeout covers the login host's resolution, before any handshake: a resolver waiting on an
+    unanswering DNS server held `broker readiness` for its own timeouts (a real delay in ``socket.getaddrinfo``)."""
+    resolve_slowly(monkeypatch, "login.slow-resolver.test", 3)
+    url = closed_port_https_url().replace("127.0.0.1", "login.slow-resolver.test").rstrip("/")
+    started = time.monotonic()
+    found = probe(url, 1.0)
+    assert time.monotonic() - started < 2.0
+    assert found.probe is None
+    assert found.error == "ResolutionTimeout: name resolution of login.slow-resolver.test not complete within 1 s"
+    assert [(c.id, c.status) for c in endpoint_checks(settings, found).checks] == [("endpoint.handshake", "fail")]
+
+
 @pytest.mark.parametrize("url", ["https://127.0.0.1:99999", "https://a:b:c", "https://[[x]"])
 def test_an_endpoint_url_without_a_usable_address_fails_and_the_run_goes_on(settings: Settings, url: str) -> None:
     # `broker readiness --endpoint URL` takes what the operator types; a port past 65535 crashed the whole run
@@ -624,7 +639,8 @@ def nodes(serve):  # type: ignore[no-untyped-def]
         addresses = [f"127.0.0.{i}" for i in range(1, len(options) + 1)]
         if options[0] is None:
             first.stop()
-        return f"https://localhost:{port}", lambda host, _port: addresses if host == "localhost" else [], started
+        return (f"https://localhost:{port}", lambda host, _port, _timeout: addresses if host == "localhost" else [],
+                started)
 
     return start
 
@@ -714,7 +730,7 @@ def test_no_address_answering_is_no_handshake(settings: Settings, nodes) -> None
 
 
 def test_a_host_name_without_addresses_is_no_handshake(settings: Settings) -> None:
-    found = probe("https://login.invalid:8443", TIMEOUT, lambda _host, _port: [])
+    found = probe("https://login.invalid:8443", TIMEOUT, lambda _host, _port, _timeout: [])
 
     assert (found.probe, found.error) == (None, "OSError: login.invalid resolves to no address")
     assert found.addresses == ()
@@ -800,7 +816,7 @@ def test_an_address_family_nobody_serves_is_passed_over(settings: Settings, serv
     endpoint = serve(client_cas=cas(settings, "kommun-a"))
     url = f"https://localhost:{endpoint.port}"
 
-    found = probe(url, TIMEOUT, lambda _host, _port: ["::1", "127.0.0.1"])
+    found = probe(url, TIMEOUT, lambda _host, _port, _timeout: ["::1", "127.0.0.1"])
     check = only(endpoint_section(found, known(settings), WARN_BYTES), "endpoint.addresses")
 
     assert (check.status, check.title) == ("pass", "every address answers alike")
@@ -813,7 +829,7 @@ def test_a_silent_address_warns_even_in_a_family_nobody_else_serves(settings: Se
     answering = serve(client_cas=cas(settings, "kommun-a"))
     serve(silent=True, host="127.0.0.2", port=answering.port)
 
-    found = probe(f"https://localhost:{answering.port}", 0.5, lambda _host, _port: ["127.0.0.2", "127.0.0.1"])
+    found = probe(f"https://localhost:{answering.port}", 0.5, lambda _host, _port, _timeout: ["127.0.0.2", "127.0.0.1"])
     check = only(endpoint_section(found, known(settings), WARN_BYTES), "endpoint.addresses")
 
     assert (check.status, check.title) == ("warn", "some addresses give no handshake")
