@@ -234,11 +234,14 @@ def pseudonym_command(config_dir: Path | None, key_file: Path | None) -> None:
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="private key file to write")
 def keygen_command(out: Path) -> None:
     """Make an Ed25519 audit signing key (and OUT.pub, its public half for reviewers)."""
+    public = out.with_name(out.name + ".pub")
     if out.exists():
         click.echo(f"{out} exists; not overwriting a signing key", err=True)
         sys.exit(2)
+    if public.is_file() or public.is_symlink():  # the public half reviewers verify with, its key kept elsewhere
+        click.echo(f"{public} exists; not overwriting the public key reviewers verify with", err=True)
+        sys.exit(2)
     key = Ed25519PrivateKey.generate()
-    public = out.with_name(out.name + ".pub")
     created = False
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

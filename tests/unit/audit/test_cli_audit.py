@@ -513,6 +513,19 @@ def test_keygen_never_overwrites_a_key(tmp_path: Path) -> None:
     assert (out.read_bytes(), out.with_name(out.name + ".pub").read_bytes()) == before
 
 
+def test_keygen_never_overwrites_a_public_half_left_in_place(tmp_path: Path) -> None:
+    """OUT.pub without OUT: the public half reviewers were given for a key kept elsewhere (or moved into a vault).
+    Replacing it would make `audit verify --key OUT.pub` refuse every chain that key signed."""
+    out = tmp_path / "audit-signing.key"
+    published = out.with_name(out.name + ".pub")
+    published.write_bytes(b"the key reviewers verify with")
+    result = run("keygen", "--out", str(out))
+    assert result.exit_code == 2
+    assert f"{published} exists; not overwriting" in result.stderr
+    assert published.read_bytes() == b"the key reviewers verify with"
+    assert not out.exists()
+
+
 def test_keygen_that_cannot_write_the_public_half_leaves_no_private_key(tmp_path: Path) -> None:
     """A private key without its public half is of no use to reviewers, and left behind it made every later keygen
     with the same --out refuse ('exists; not overwriting'): a keygen that fails writes nothing."""
