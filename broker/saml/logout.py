@@ -112,6 +112,15 @@ class LogoutResponseInfo:
         return " / ".join(c.rsplit(":", 1)[-1] for c in self.status) + (f": {self.message}" if self.message else "")
 
 
+def _text_only(element: etree._Element, what: str) -> str:
+    """The text of an element that holds nothing but text (SAML Core §2.2.3 NameID, §3.7.1 SessionIndex: strings),
+    XML's white space around it stripped, as an assertion's NameID is read (broker.saml.upstream_response). Comments
+    are gone at parse time; an element inside would leave the first text node short of the value the peer named."""
+    if len(element):
+        raise SamlRejected("logout_request_invalid", f"{what} has child elements (SAML Core §3.7.1: a string)")
+    return (element.text or "").strip(IDENTITY_SPACE)
+
+
 class LogoutMessages:
     """Reads and writes the logout messages of one of the broker's SingleLogoutService endpoints.
 
@@ -240,14 +249,15 @@ class LogoutMessages:
         if name_id_el is None:
             name_id_el = self._decrypted_name_id(root)
         # XML's white space only, as the assertions' NameIDs are read (broker.saml.upstream_response)
-        if name_id_el is None or not (name_id_el.text or "").strip(IDENTITY_SPACE):
+        name_id = _text_only(name_id_el, "the NameID") if name_id_el is not None else ""
+        if name_id_el is None or not name_id:
             raise SamlRejected("logout_request_invalid", "no NameID (base identifiers are not supported)")
         return LogoutRequestInfo(
             request_id=request_id,
             peer=peer,
-            name_id=(name_id_el.text or "").strip(IDENTITY_SPACE),
+            name_id=name_id,
             name_id_format=name_id_el.get("Format"),
-            session_indexes=tuple((e.text or "").strip(IDENTITY_SPACE) for e in root.findall("samlp:SessionIndex", NS)),
+            session_indexes=tuple(_text_only(e, "a SessionIndex") for e in root.findall("samlp:SessionIndex", NS)),
             relay_state=relay_state,
             asynchronous=root.find(f"samlp:Extensions/{{{ASYNC_SLO}}}Asynchronous", NS) is not None,
             name_qualifier=name_id_el.get("NameQualifier"),

@@ -1070,6 +1070,27 @@ def test_idp_logout_request_refused(app: Flask, browser: Browser, sp: DemoSp, id
     assert (logout["outcome"], logout["reason"], data(logout)["initiator"]) == ("failure", code, "idp")
 
 
+
+@pytest.mark.parametrize("element", ["saml:NameID", "samlp:SessionIndex"], ids=["name-id", "session-index"])
+def test_idp_logout_request_whose_identifier_holds_an_element_is_refused(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path,
+        demo_material, element: str) -> None:  # type: ignore[no-untyped-def]
+    """The LogoutRequest's NameID and SessionIndex are read as the assertion's were: text only. With an element
+    inside (``<NameID>karin<x/>-other</NameID>``) the first text node alone is not the value the IdP named; the
+    request is refused and Karin's session goes on."""
+    karin_login(browser, sp, idp)
+    root = etree.fromstring(_idp_logout_request(idp))
+    found = root.find(element, NS)
+    assert found is not None
+    etree.SubElement(found, "{urn:example:extension}Part").tail = "-other"
+    url = redirect_url(etree.tostring(root), key=load_key(demo_material.root / "idp" / "idp.key"), endpoint=SP_SLO,
+                       relay_state="idp-slo")
+    assert_refused(open_browser(app, None).get(url), "logout_request_invalid")
+    posted_response(browser.get(sp.login_url()))  # Karin's session goes on
+    logout, = events(config_dir, "logout")
+    assert (logout["outcome"], logout["reason"]) == ("failure", "logout_request_invalid")
+    assert "child elements" in str(logout["detail"])
+
 def test_logout_response_for_no_logout_in_progress_is_refused(browser: Browser, sp: DemoSp,
                                                               config_dir: Path, demo_material) -> None:  # type: ignore[no-untyped-def]
     sso_login(browser, sp)
