@@ -177,6 +177,11 @@ class ResponseValidator:
         # Bindings §3.5.5.2 requires Destination of signed messages (an unsigned one may omit it)
         if response_signed and root.get("Destination") is None:
             raise _reject("upstream_destination_mismatch", "a signed Response must carry Destination")
+        if expect.signed_element in ("response", "both") and not response_signed:
+            # refused for what the IdP left unsigned, before anything is decrypted: the Response's signature is
+            # what authenticates an EncryptedAssertion's ciphertext (the stronger setting for IdPs that encrypt
+            # with CBC), and a ciphertext nothing signed is not worth an RSA and an AES operation and a parse
+            raise _reject("upstream_unsigned", f"the IdP must sign: {expect.signed_element}")
 
         encrypted = root.find("saml:EncryptedAssertion", NS) is not None
         assertion = self._the_assertion(root)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from broker.errors import SamlRejected, UpstreamRejected
 from broker.pki.revocation.http import HttpFetcher
 from broker.saml.bindings import from_redirect
 from broker.saml.upstream_metadata import UpstreamMetadata
-from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response
+from broker.saml.upstream_response import Expectations, ResponseValidator, SignedElement, parse_response
 from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import MAX_ENCRYPTED_KEYS, Decrypter
 from tests.corpus.upstream import generate as corpus
@@ -282,3 +283,32 @@ def test_a_response_with_an_encrypted_assertion_names_its_issuer(content: str, r
     with pytest.raises(UpstreamRejected) as refused:
         ResponseValidator.check_response(root, expect)
     assert refused.value.reason == reason
+
+
+# --- an unsigned Response where the IdP must sign it: refused before anything is decrypted ----------------------
+
+
+class _NoDecryption(Decrypter):
+    """Fails the test if the validator asks it to decrypt anything."""
+
+    def decrypt(self, encrypted: etree._Element, max_bytes: int = 1 << 20) -> etree._Element:
+        raise AssertionError("the validator decrypted ciphertext that nothing it requires had signed")
+
+
+@pytest.mark.parametrize("required", ["response", "both"])
+@pytest.mark.parametrize("recipient", ["broker", "someone-else"])
+def test_an_unsigned_response_is_refused_as_unsigned_before_its_assertion_is_decrypted(
+        keys: corpus.Keys, required: SignedElement, recipient: str) -> None:
+    """With ``signed_element: response`` or ``both`` the Response's signature covers the EncryptedAssertion, which is
+    what makes ``both`` the stronger setting for IdPs that encrypt with CBC (docs/federation.md): an unsigned
+    Response is refused for that alone (``upstream_unsigned``, what the operator must fix at the IdP), whatever its
+    ciphertext holds, and the ciphertext is never decrypted (no RSA and AES work, no parse of a plaintext nobody
+    signed, for anyone who can post to the ACS)."""
+    root = corpus.signed(corpus.Fields(), keys)
+    corpus.encrypt(root, keys.sp if recipient == "broker" else keys.foreign, data="aes128-cbc")
+    root = parse_response(corpus.serialize(root), corpus.MAX_BYTES)
+    validator = ResponseValidator(XmlVerifier([keys.idp.certificate]), _NoDecryption([keys.sp.key_pem]))
+    with pytest.raises(UpstreamRejected) as refused:
+        validator.validate(root, dataclasses.replace(expectations(), signed_element=required))
+    assert refused.value.reason == "upstream_unsigned"
+    assert refused.value.detail == f"the IdP must sign: {required}"
