@@ -53,6 +53,8 @@ _VERSION = re.compile(r"([0-9]{1,4})\.([0-9]{1,4})")
 # What a request's Scoping may bring into a pending login (stored in Redis): an SP suggests a few IdPs at most
 _MAX_SCOPING_ENTRIES = 32
 _MAX_SCOPING_VALUE = 1024
+# ... and its RequestedAuthnContext: the few LoA URIs an SP may ask for (a ClassRef is at most _MAX_SCOPING_VALUE long)
+_MAX_CLASS_REFS = 32
 
 
 @dataclass(frozen=True)
@@ -351,4 +353,13 @@ class AuthnRequestParser:
         refs = tuple((e.text or "").strip() for e in rac.findall("saml:AuthnContextClassRef", NS))
         if not refs or not all(refs):
             raise SamlRejected("saml_request_malformed", "RequestedAuthnContext without ClassRefs", reply_to=target)
+        # kept with a pending login and written into its login_started record: bounded as the Scoping's lists are,
+        # but refused rather than cut (which ClassRefs an SP asks for decides the login)
+        if len(refs) > _MAX_CLASS_REFS:
+            raise SamlRejected("saml_request_malformed", f"RequestedAuthnContext names {len(refs)} ClassRefs (at most "
+                                                         f"{_MAX_CLASS_REFS})", reply_to=target)
+        longest = max(len(ref) for ref in refs)
+        if longest > _MAX_SCOPING_VALUE:
+            raise SamlRejected("saml_request_malformed", f"RequestedAuthnContext names a ClassRef of {longest} "
+                                                         f"characters (at most {_MAX_SCOPING_VALUE})", reply_to=target)
         return refs, comparison

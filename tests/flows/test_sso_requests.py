@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 import zlib
 from collections.abc import Callable
@@ -397,6 +398,29 @@ def test_a_malformed_requested_authn_context_gets_a_requester_error_response(
     (refusal,) = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
     assert refusal["reason"] == "saml_request_malformed"
     assert "assertion_issued" not in [e["event"] for e in audit_lines(config_dir)]
+
+
+@pytest.mark.parametrize("refs", [
+    pytest.param([f"urn:example:loa:{i}" for i in range(32)] + [LOA3], id="thirty-three-class-refs"),
+    pytest.param(["urn:" + "a" * 60_000, LOA3], id="a-class-ref-of-60-000-characters"),
+])
+def test_a_requested_authn_context_too_large_to_keep_gets_a_requester_error_response(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, config_dir: Path, refs: list[str]) -> None:
+    """The ClassRefs of a request are kept with the pending login and written into its login_started record, and
+    a request may come from anyone where the SP need not sign (DEFLATE makes 60 kB of one letter a URL of a few
+    hundred bytes): like the Scoping's lists, they are bounded (32 ClassRefs of at most 1,024 characters, far more
+    than any SP asks for). Past that the SP gets a Requester error Response, and no audit record carries them."""
+    crafted = craft.build(requested_authn_context={"authn_context_class_ref": refs, "comparison": "minimum"})
+    url = craft.redirect(crafted)
+    assert len(url) < 8192
+    posted = error_response(browser.get(url), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Requester", None)
+    events = audit_lines(config_dir)
+    (refusal,) = [e for e in events if e["event"] == "saml_request_rejected"]
+    assert refusal["reason"] == "saml_request_malformed"
+    assert "(at most" in str(refusal["detail"])
+    assert "login_started" not in [e["event"] for e in events]
+    assert max(len(json.dumps(e)) for e in events if e["event"] != "configuration_loaded") < 4096
 
 
 def test_exact_loa4_gets_no_authn_context_for_a_loa3_card(browser: Browser, sp: DemoSp, craft: AuthnRequests,
