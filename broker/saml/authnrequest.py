@@ -187,7 +187,17 @@ class AuthnRequestParser:
         if sp is None:
             raise SamlRejected("sp_unknown", f"Issuer {issuer[:200]!r} is not a registered service provider",
                                params={"issuer": issuer[:200]})
+        try:
+            return self._vet(message, root, request_id, sp)
+        except SamlRejected as exc:
+            # every later refusal names the SP the Issuer names: its remedy (keys, algorithms, the broker's URL and
+            # the ACS in its configuration, its clock) is at that SP, which the audit record must say
+            exc.sp_entity_id = exc.sp_entity_id or sp.entity_id
+            raise
 
+    def _vet(self, message: InboundMessage, root: etree._Element, request_id: str,
+             sp: ServiceProvider) -> tuple[AuthnRequestInfo, ServiceProvider]:
+        """Everything after the Issuer: signature, Destination, time, version, RelayState, ACS and options."""
         signed = self._check_signature(message, root, sp)
 
         destination = root.get("Destination")

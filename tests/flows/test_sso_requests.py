@@ -803,6 +803,35 @@ class TestSpWhoseMetadataStillRequiresSignedRequests:
 # --- audit: one correlation ID per login, shown to the user ----------------------------------
 
 
+@pytest.mark.parametrize(("send_request", "code"), [
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(craft.build(), signed=False)),
+                 "saml_request_unsigned", id="unsigned"),
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(craft.build(), key=key)),
+                 "saml_signature_invalid", id="signed-with-another-key"),
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(craft.build(), sig_alg=RSA_SHA1)),
+                 "saml_algorithm_not_allowed", id="rsa-sha1"),
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(
+        craft.build(destination="https://localhost:8443/saml/idp/sso-other"))),
+                 "saml_destination_mismatch", id="another-destination"),
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(
+        craft.build(issue_instant=instant(-dt.timedelta(hours=1))))), "saml_request_stale", id="an-hour-old"),
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(craft.build(), relay_state="r" * 81)),
+                 "relay_state_too_long", id="relay-state-of-81-bytes"),
+    pytest.param(lambda browser, craft, key: browser.get(craft.redirect(
+        craft.build(assertion_consumer_service_url="https://localhost:8443/elsewhere/acs"))),
+                 "acs_url_not_registered", id="acs-url-not-registered"),
+])
+def test_a_refusal_of_a_registered_sps_request_names_the_sp(
+        browser: Browser, craft: AuthnRequests, config_dir: Path, stranger_key: rsa.RSAPrivateKey,
+        send_request: Callable[[Browser, AuthnRequests, rsa.RSAPrivateKey], TestResponse], code: str) -> None:
+    """Once the Issuer names a registered SP, a refusal says which SP's request it was (the sp field, which
+    ``broker audit query --sp`` selects by): the operator's remedy is at that SP (its signing key, its algorithms,
+    the broker URL and ACS in its configuration, its clock), and with several SPs the record must say which."""
+    assert_refused(send_request(browser, craft, stranger_key), code)
+    (rejected,) = [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
+    assert (rejected["reason"], rejected.get("sp")) == (code, SP_ENTITY_ID)
+
+
 def test_refused_login_shows_the_correlation_id_of_its_audit_events(browser: Browser, craft: AuthnRequests,
                                                                     users: Path, config_dir: Path) -> None:
     browser.certificate_pem = (users / "fatima.pem").read_text()
