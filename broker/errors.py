@@ -53,16 +53,17 @@ class SamlRejected(BrokerError):
 
     ``reply_to`` is set once the peer and its endpoint are trusted enough to
     receive a SAML error Response; otherwise the user gets an error page.
-    ``sp_entity_id``: the registered SP whose Issuer the message names, when known (for the audit trail).
+    ``issuer``: the known party (a registered SP, a municipal IdP) whose entity ID the message's Issuer names, once
+    it is known (for the audit trail): the reply target's SP when there is one.
     """
 
     families = ("saml",)
 
     def __init__(self, code: str, detail: str = "", *, params: Mapping[str, str] | None = None,
-                 reply_to: ReplyTarget | None = None, sp_entity_id: str | None = None) -> None:
+                 reply_to: ReplyTarget | None = None, issuer: str | None = None) -> None:
         super().__init__(code, detail, params=params)
         self.reply_to = reply_to
-        self.sp_entity_id = reply_to.sp_entity_id if reply_to is not None else sp_entity_id
+        self.issuer = reply_to.sp_entity_id if reply_to is not None else issuer
 
 
 class UpstreamRejected(BrokerError):

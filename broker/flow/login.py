@@ -75,7 +75,7 @@ class LoginFlow:
         except SamlRejected as exc:
             d.audit.record(AuditEvent(
                 "saml_request_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
-                sp=exc.sp_entity_id, client_address=ctx.client_address,
+                sp=exc.issuer, client_address=ctx.client_address,
                 data=MappingProxyType({"binding": message.binding})))
             return self._answers.refuse(exc, ctx, None, None)
         if not info.idp_hints and ctx.municipality_hint:

@@ -98,11 +98,14 @@ class LogoutFlow:
             if not d.sessions.first_use(f"logout-request:{info.peer.entity_id}", info.request_id,
                                         d.clock.now() + window * 2):
                 raise SamlRejected("logout_request_invalid", f"LogoutRequest {info.request_id[:100]!r} was already "
-                                                             "handled (replay)")
+                                                             "handled (replay)", issuer=info.peer.entity_id)
         except SamlRejected as exc:
+            # the party the request's Issuer names, once known (an SP is also the record's sp)
             d.audit.record(AuditEvent("logout", "failure", ctx.correlation_id, reason=exc.reason,
-                                      detail=exc.detail, client_address=ctx.client_address,
-                                      data=MappingProxyType({"initiator": side})))
+                                      detail=exc.detail, sp=exc.issuer if side == "sp" else None,
+                                      client_address=ctx.client_address,
+                                      data=MappingProxyType({"initiator": side,
+                                                             **({"peer": exc.issuer} if exc.issuer else {})})))
             return LoginFailed(exc, ctx.correlation_id)
         # a request naming the principal only (no SessionIndex), delivered without the session's cookie: the
         # principal's sessions cannot be found (the broker keeps no index by an SP's NameID), so the SP is not

@@ -192,7 +192,7 @@ class AuthnRequestParser:
         except SamlRejected as exc:
             # every later refusal names the SP the Issuer names: its remedy (keys, algorithms, the broker's URL and
             # the ACS in its configuration, its clock) is at that SP, which the audit record must say
-            exc.sp_entity_id = exc.sp_entity_id or sp.entity_id
+            exc.issuer = exc.issuer or sp.entity_id
             raise
 
     def _vet(self, message: InboundMessage, root: etree._Element, request_id: str,

@@ -179,6 +179,19 @@ class LogoutMessages:
         peer = self._find_peer(issuer)
         if peer is None:
             raise SamlRejected(self._unknown_issuer, f"Issuer {issuer[:200]!r} is not a known party")
+        try:
+            return self._vet(message, root, peer, invalid, kind)
+        except SamlRejected as exc:
+            # every later refusal names the party the Issuer names: the operator's remedy (its key, algorithms,
+            # the broker's URL in its configuration, its clock) is there, which the audit record must say
+            exc.issuer = exc.issuer or peer.entity_id
+            raise
+
+    def _vet(self, message: InboundMessage, root: etree._Element, peer: LogoutPeer, invalid: str,
+             kind: str) -> LogoutRequestInfo | LogoutResponseInfo:
+        """Everything after the Issuer: signature, Issuer Format, Version, Destination, time, RelayState, content."""
+        is_request = kind == "LogoutRequest"
+        issuer_el = root.find("saml:Issuer", NS)
         self._authenticate(message, root, peer, invalid, kind)
         # Profiles §4.4.4.1, §4.4.4.2: the Format "MUST be omitted or have a value of" entity
         if issuer_el is not None and issuer_el.get("Format") not in (None, NAMEID_ENTITY):

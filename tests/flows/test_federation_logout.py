@@ -1068,6 +1068,9 @@ def test_idp_logout_request_refused(app: Flask, browser: Browser, sp: DemoSp, id
     posted_response(browser.get(sp.login_url()))  # Karin's session goes on
     logout, = events(config_dir, "logout")
     assert (logout["outcome"], logout["reason"], data(logout)["initiator"]) == ("failure", code, "idp")
+    # a known IdP's request is named (its peer), an unknown issuer is not; an IdP is no SP
+    assert data(logout).get("peer") == (None if issuer else IDP_ENTITY_ID)
+    assert "sp" not in logout
 
 
 

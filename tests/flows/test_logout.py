@@ -27,6 +27,7 @@ from tests.factories.authnrequests import (
     NS,
     RSA_SHA256,
     SLO_URL,
+    SP_ENTITY_ID,
     SP_SLO_URL,
     AuthnRequests,
     RedirectedMessage,
@@ -204,11 +205,16 @@ def test_unsigned_post_logout_request_is_refused(browser: Browser, sp: DemoSp, c
 
 
 def test_logout_request_signed_with_another_key_is_refused(browser: Browser, sp: DemoSp, craft: AuthnRequests,
-                                                           logged_in: NameID) -> None:
+                                                           logged_in: NameID, config_dir: Path) -> None:
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)  # not in the SP's metadata
     url = redirect_url(logout_request_xml(sp, logged_in), key=stranger, endpoint=SLO_URL)
     assert_refused(browser.get(url), "saml_signature_invalid")
     posted_response(session_alive(browser, craft))
+    # the refusal names the registered SP whose Issuer the request names: the operator's remedy (its key) is there
+    logout, = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+    assert (logout["outcome"], logout["reason"], logout.get("sp")) == ("failure", "saml_signature_invalid",
+                                                                       SP_ENTITY_ID)
+    assert logout["data"] == {"initiator": "sp", "peer": SP_ENTITY_ID}
 
 
 @pytest.mark.parametrize("issuer_format", [
