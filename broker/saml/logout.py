@@ -58,6 +58,7 @@ NS = {"samlp": SAMLP, "saml": SAML}
 ASYNC_SLO = "urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo"
 
 UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"
+_MAX_STATUS_CODES = 4   # nested StatusCode values read from a LogoutResponse
 REASON_USER = "urn:oasis:names:tc:SAML:2.0:logout:user"
 
 
@@ -305,9 +306,11 @@ class LogoutMessages:
         code = root.find("samlp:Status/samlp:StatusCode", NS)
         if code is None or not code.get("Value"):
             raise SamlRejected("logout_response_invalid", "no StatusCode")
-        codes = []
-        while code is not None:
-            codes.append(code.get("Value") or "")
+        # quoted into the audit trail (logout_propagated's status): as an IdP's status is read at the ACS, no deeper
+        # than SAML's codes go (a top-level code, a second-level one, which may nest one more) and each cut short
+        codes: list[str] = []
+        while code is not None and len(codes) < _MAX_STATUS_CODES:
+            codes.append((code.get("Value") or "")[:200])
             code = code.find("samlp:StatusCode", NS)
         text = root.find("samlp:Status/samlp:StatusMessage", NS)
         return LogoutResponseInfo(in_response_to=in_response_to[:256], peer=peer, status=tuple(codes),

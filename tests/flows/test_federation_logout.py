@@ -572,6 +572,40 @@ def test_partial_logout_is_reported_and_the_initiator_gets_partial_logout(
     assert list(data(completed)["confirmed"]) == []  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize("shape", ["a-30-000-character-code", "nine-nested-codes"])
+def test_a_participants_status_reaches_the_audit_trail_bounded(
+        browser: Browser, sp: DemoSp, sp2: DemoSp, config_dir: Path, demo_material,  # type: ignore[no-untyped-def]
+        shape: str) -> None:
+    """A participant's LogoutResponse status is quoted into its logout_propagated record (data.status, which the
+    trail does not cut as it cuts a detail): as the ACS reads an IdP's status, at most four codes (a top-level
+    one, a second-level one and one more level) and 200 characters of each, not 30 kB per logout."""
+    at_sp1 = sso_login(browser, sp)
+    sso_login(browser, sp2)
+    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    if shape == "a-30-000-character-code":
+        codes = ["urn:oasis:names:tc:SAML:2.0:status:Responder", "urn:example:" + "a" * 30_000]
+    else:
+        codes = [f"urn:example:status:Level{i}" + "x" * 140 for i in range(9)]
+    code = samlp.StatusCode(value=codes[-1])
+    for value in reversed(codes[:-1]):
+        code = samlp.StatusCode(value=value, status_code=code)
+    message = samlp.LogoutResponse(
+        id="_" + secrets.token_hex(16), version="2.0", issue_instant=instant(), destination=IDP_SLO,
+        in_response_to=str(to_sp2.root.get("ID")), issuer=Issuer(text=SP2, format=NAMEID_FORMAT_ENTITY),
+        status=samlp.Status(status_code=code))
+    url = redirect_url(str(message).encode(), relay_state=to_sp2.parameters["RelayState"],
+                       key=load_key(demo_material.root / "sp" / "sp.key"), parameter="SAMLResponse",
+                       endpoint=IDP_SLO)
+    browser.get(url)
+    propagated, = events(config_dir, "logout_propagated")
+    assert (propagated["outcome"], propagated["reason"], data(propagated)["peer"]) == ("failure", "logout_partial",
+                                                                                      SP2)
+    status = str(data(propagated)["status"])
+    assert status.startswith("Responder / aaa" if shape == "a-30-000-character-code" else "Level0xxx")
+    assert len(status) < 1000, len(status)
+    assert len(str(propagated["detail"])) < 1000
+
+
 def test_partial_logout_page_language_switch_does_not_replay_the_consumed_response(
         browser: Browser, sp: DemoSp, sp2: DemoSp) -> None:
     """The page's other-language link must show the page again, not re-send the consumed LogoutResponse."""
