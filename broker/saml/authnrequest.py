@@ -41,7 +41,7 @@ from broker.saml.bindings import (
 )
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlparse import UnsafeXml, is_ncname, non_negative_integer, parse_untrusted
-from broker.saml.xmltime import parse_instant
+from broker.saml.xmltime import XML_SPACE, parse_instant
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -114,7 +114,7 @@ def _bool_attr(element: etree._Element, name: str, target: ReplyTarget) -> bool:
     value = element.get(name)
     if value is None:
         return False
-    value = value.strip(" \t\r\n")
+    value = value.strip(XML_SPACE)
     if value in ("true", "1"):
         return True
     if value in ("false", "0"):

@@ -8,10 +8,13 @@ import re
 # ASCII digits only: \d would take other scripts' digits, which int() reads (an AuthnInstant in Arabic-Indic digits)
 _DATETIME = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z\Z")
 
+XML_SPACE = " \t\r\n"  # XML 1.0 §2.3 S: what whiteSpace="collapse" removes, unlike str.strip()
+
 
 def parse_instant(text: str) -> dt.datetime:
     """Parse ``2026-11-27T10:00:00Z`` (fractions allowed); raise ValueError otherwise."""
-    m = _DATETIME.match(text.strip())
+    # whiteSpace="collapse" (XML Schema Part 2 §4.3.6): XML's white space only, not str.strip()'s Unicode spaces
+    m = _DATETIME.match(text.strip(XML_SPACE))
     if not m:
         raise ValueError(f"not a UTC xs:dateTime: {text[:100]!r}")
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])

@@ -29,6 +29,10 @@ def test_utc_instants_are_read(text: str, expected: dt.datetime) -> None:
     pytest.param("\u0662\u0660\u0662\u0660-\u0660\u0661-\u0660\u0661T\u0660\u0660:\u0660\u0660:\u0660\u0660Z",
                  id="arabic-indic-digits"),
     pytest.param("2026-11-27T10:00:00.\u0661Z", id="non-ascii-fraction"),
+    # whiteSpace="collapse" (XML Schema Part 2 §4.3.6) removes XML's white space (#x20, #x9, #xD, #xA) only
+    pytest.param("2026-11-27T10:00:00Z\u3000", id="ideographic-space"),
+    pytest.param("\u00a02026-11-27T10:00:00Z", id="no-break-space"),
+    pytest.param("2026-11-27T10:00:00Z\x0b", id="vertical-tab"),
 ])
 def test_anything_else_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a UTC xs:dateTime"):
