@@ -13,7 +13,9 @@ Deliberate deviations from cryptography's webpki defaults, each for a reason:
   default).
 * CA certificates may carry policyMappings, policyConstraints and
   inhibitAnyPolicy, critical or not: the verifier does no policy processing,
-  :mod:`broker.pki.policy` does it over the verified path.
+  :mod:`broker.pki.policy` does it over the verified path (here, for every
+  path: a path it finds invalid is refused, also where no municipality's
+  policy list is asked, as in ``broker cert verify``).
 
 What the verifier leaves undone for name constraints (RFC 5280 §4.2.1.10), done
 here over the verified path: directoryName constraints (refused rather than
@@ -56,6 +58,7 @@ from broker.errors import CertificateRejected
 from broker.lru import LruCache
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.naming import describe
+from broker.pki.policy import valid_policies
 from broker.pki.truststore import TrustDomain
 
 
@@ -315,6 +318,10 @@ def _judged(chain: tuple[x509.Certificate, ...], now: dt.datetime) -> VerifiedPa
         if constraints is not None:
             _check_directory_name_constraints(ca, constraints)
             _check_email_address_constraints(chain[:depth], ca, constraints.value)
+    # RFC 5280 §6.1 policy processing is part of validating the path, whoever asks (a login, `broker cert verify`,
+    # readiness): a CA mapping to or from anyPolicy, or an explicit policy required and none valid, makes the path
+    # invalid whatever policies a municipality accepts; which valid policy gives which LoA is the validator's
+    valid_policies(chain)
     return VerifiedPath(chain, now, tuple(c.fingerprint(_SHA256) for c in chain))
 
 

@@ -14,8 +14,19 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.cli import main
 from broker.demo.certificates import write_pem
-from tests.factories.pki import Hierarchy
-from tests.factories.pki_cases import NOW, SECOND, crl, reissue, revoking, with_duplicate_extension
+from broker.pki.policy import ANY_POLICY
+from tests.factories.pki import POLICY_LOA2, POLICY_LOA3, Hierarchy
+from tests.factories.pki_cases import (
+    NOW,
+    SECOND,
+    crl,
+    policies,
+    policy_mappings,
+    reissue,
+    resigned,
+    revoking,
+    with_duplicate_extension,
+)
 from tests.unit.config.editing import KOMMUN_A, line_of, replacing
 
 DAY = dt.timedelta(days=1)
@@ -119,6 +130,31 @@ def test_verify_takes_the_path_around_a_revoked_ca_certificate(h: Hierarchy, tmp
     write_pem(bundle, withdrawn)
     result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
     assert (result.exit_code, as_json(result)["reason"]) == (1, "revoked")
+
+
+@pytest.mark.parametrize(("extensions", "reason", "detail"), [
+    # requireExplicitPolicy 0 in the issuing CA, which asserts only LoA 2 while the card asserts LoA 3: the
+    # valid_policy_tree is NULL with explicit_policy 0 (RFC 5280 §6.1.3 (f), §6.1.5)
+    pytest.param((policies(POLICY_LOA2), x509.PolicyConstraints(require_explicit_policy=0,
+                                                                inhibit_policy_mapping=None)),
+                 "policy_not_accepted", "requires an explicit policy", id="require-explicit-policy-unmet"),
+    # a CA mapping a policy to anyPolicy makes the path invalid (RFC 5280 §6.1.4 (a))
+    pytest.param((policy_mappings((POLICY_LOA3, ANY_POLICY)),), "chain_invalid", "must not involve anyPolicy",
+                 id="policy-mapped-to-any-policy"),
+])
+def test_verify_refuses_a_path_that_policy_processing_refuses(h: Hierarchy, tmp_path: Path,
+                                                              extensions: tuple[x509.ExtensionType, ...],
+                                                              reason: str, detail: str) -> None:
+    """The stateless check validates the path as RFC 5280 §6.1 does, certificate policy processing included (as a
+    login does): without a municipality's policy list, a path that processing finds invalid is still refused."""
+    issuing = resigned(h.issuing, *extensions, critical=True)
+    leaf = write_pem(tmp_path / "leaf.pem", issuing.issue(h.profile()).certificate)
+    trust = ["--trust-anchor", write_pem(tmp_path / "root.pem", h.root.certificate),
+             "--intermediate", write_pem(tmp_path / "issuing.pem", issuing.certificate)]
+    result = run("cert", "verify", leaf, *trust, *AT_NOW, "--json")
+    data = as_json(result)
+    assert (result.exit_code, data["accepted"], data["reason"]) == (1, False, reason), result.output
+    assert detail in data["detail"]
 
 
 def test_verify_rejection_in_words(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:

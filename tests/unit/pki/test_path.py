@@ -225,7 +225,9 @@ LOCAL_POLICY = "2.999.7.1"  # a policy of the issuing CA's own domain, which it 
 
 
 @pytest.mark.parametrize("extension", [
-    pytest.param(x509.PolicyConstraints(require_explicit_policy=0, inhibit_policy_mapping=None),
+    # inhibitPolicyMapping: the CA asserts no certificatePolicies here, so a requireExplicitPolicy would make the
+    # path invalid (RFC 5280 §6.1.3 (f); test_cli_cert's policy-processing cases)
+    pytest.param(x509.PolicyConstraints(require_explicit_policy=None, inhibit_policy_mapping=0),
                  id="policy-constraints"),
     pytest.param(x509.InhibitAnyPolicy(0), id="inhibit-any-policy"),
     pytest.param(policy_mappings((POLICY_LOA3, LOCAL_POLICY)), id="policy-mappings"),
