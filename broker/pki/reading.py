@@ -1,4 +1,4 @@
-"""Reading a certificate someone presented, so that a malformed one fails where it is read.
+"""Reading a certificate someone presented, so that a malformed one fails where it is read; and reading a CRL.
 
 cryptography parses parts of a certificate lazily: a duplicate extension (RFC 5280 §4.2: "A certificate MUST NOT
 include more than one instance of a particular extension"), an unreadable name or an unknown signature algorithm
@@ -68,3 +68,19 @@ def read_certificate(data: bytes, *, pem: bool = False) -> x509.Certificate:
         raise UnreadableCertificate(f"not an X.509 certificate ({type(exc).__name__})") from None
     check_fields(cert)
     return cert
+
+
+def read_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A CRL from PEM or DER bytes; ValueError if it is neither, whatever the parser raised (cryptography raises
+    ``x509.InvalidVersion``, no ValueError, for a version other than v1/v2).
+
+    PEM wherever its encapsulation boundary is: RFC 7468 §2 lets text come before it ("parsers MUST NOT
+    malfunction when processing such data"), as ``openssl crl -text`` writes its dump there, and a certificate
+    file is read the same way (:func:`broker.config.values.load_certificates`).
+    """
+    try:
+        return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+    except ValueError:
+        raise
+    except Exception as exc:  # a server's bytes must never become anything but "not a CRL"
+        raise ValueError(f"not a CRL ({type(exc).__name__}: {exc})") from None

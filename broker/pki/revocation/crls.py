@@ -39,6 +39,7 @@ from broker.errors import CertificateRejected, DependencyUnavailable
 from broker.lru import by_identity
 from broker.pki.algorithms import weak_signature_reason
 from broker.pki.naming import describe, is_ca, subject_text
+from broker.pki.reading import read_crl
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.session.store import KeyValueStore
 
@@ -171,14 +172,8 @@ class VerifiedCrl:
 
 
 def parse_crl(data: bytes) -> x509.CertificateRevocationList:
-    """A CRL from PEM or DER bytes; ValueError if it is neither, whatever the parser raised (cryptography raises
-    ``x509.InvalidVersion``, no ValueError, for a version other than v1/v2)."""
-    try:
-        return x509.load_pem_x509_crl(data) if b"-----BEGIN" in data[:100] else x509.load_der_x509_crl(data)
-    except ValueError:
-        raise
-    except Exception as exc:  # a server's bytes must never become anything but "not a CRL"
-        raise ValueError(f"not a CRL ({type(exc).__name__}: {exc})") from None
+    """A CRL from PEM or DER bytes (:func:`broker.pki.reading.read_crl`); ValueError if it is neither."""
+    return read_crl(data)
 
 
 def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certificate],

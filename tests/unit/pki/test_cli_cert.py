@@ -116,6 +116,18 @@ def test_verify_revoked_leaf_with_crl_exit_1(h: Hierarchy, trust: list[str | Pat
     assert (data["accepted"], data["reason"]) == (False, "revoked")
 
 
+def test_verify_reads_a_pem_crl_after_explanatory_text(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
+    """RFC 7468 §2: text may precede the PEM (``openssl crl -text`` writes its dump there); the configuration reads
+    such a file, and so does --crl."""
+    cert = h.leaf().certificate
+    leaf = write_pem(tmp_path / "leaf.pem", cert)
+    crls = crl_options(tmp_path, revoking(h.issuing, cert).crl(), h.root.crl())
+    issuing = tmp_path / "issuing.crl"
+    issuing.write_bytes(b"Certificate Revocation List (CRL):\n" + b"        (text dump)\n" * 8 + issuing.read_bytes())
+    result = run("cert", "verify", leaf, *trust, *crls, *AT_NOW, "--json")
+    assert (result.exit_code, as_json(result)["reason"]) == (1, "revoked"), result.output
+
+
 def test_verify_takes_the_path_around_a_revoked_ca_certificate(h: Hierarchy, tmp_path: Path) -> None:
     """Of the issuing CA's two certificates the root revoked one: the card's path goes through the other."""
     withdrawn = reissue(h.issuing.certificate, h.root, serial=x509.random_serial_number())

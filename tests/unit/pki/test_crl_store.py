@@ -595,3 +595,34 @@ def test_one_source_answering_garbage_does_not_stop_the_refresh_of_the_others(cl
     assert garbage.last_error is not None
     assert "not a CRL (InvalidVersion" in garbage.last_error
     assert other.crl is not None
+
+
+def _pem_after_text(revocation_list: x509.CertificateRevocationList) -> bytes:
+    """The CRL as PEM after a text dump of it, as ``openssl crl -text`` writes it: RFC 7468 §2 lets data come before
+    the encapsulation boundary ("parsers MUST NOT malfunction when processing such data")."""
+    dump = "".join(f"        Revoked serial {entry.serial_number:x}\n" for entry in revocation_list)
+    text = ("Certificate Revocation List (CRL):\n        Version 2 (0x1)\n"
+            f"        Issuer: {revocation_list.issuer.rfc4514_string()}\n"
+            f"        Last Update: {revocation_list.last_update_utc.isoformat()}\n{dump}")
+    assert len(text) > 100
+    return text.encode() + revocation_list.public_bytes(Encoding.PEM)
+
+
+def test_a_pem_crl_file_after_explanatory_text_is_read(tmp_path: Path, clock: FixedClock, h: Hierarchy,
+                                                       leaf: x509.Certificate) -> None:
+    path = tmp_path / "issuing.crl"
+    path.write_bytes(_pem_after_text(issuing_crl(h, leaf)))
+    store = offline(clock)
+    state = store.add(file_source(h, path))
+
+    store.refresh(state, force=True)
+
+    assert (state.last_error, state.crl is not None) == (None, True)
+    assert check(store, h, leaf, [file_source(h, path)]) == "revoked"
+
+
+def test_a_pem_crl_served_after_explanatory_text_is_read(clock: FixedClock, h: Hierarchy, leaf: x509.Certificate,
+                                                         files: FileServer) -> None:
+    source = url_source(h, files.put("/text.crl", _pem_after_text(issuing_crl(h, leaf))))
+
+    assert check(online(clock), h, leaf, [source]) == "revoked"
