@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
 from broker.pki.naming import not_a_ca
-from broker.pki.reading import check_each
+from broker.pki.reading import check_each, read_crl
 
 
 def _require_str(value: Any, what: str) -> str:
@@ -435,9 +435,7 @@ class CrlFile:
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> CrlFile:
         p, data = _read(ctx, value, "CRL", MAX_CRL_FILE_BYTES)
         try:
-            crl = (
-                x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
-            )
+            crl = read_crl(data)  # one reading for the configuration and every later re-read of the file
         except ValueError as exc:
             raise ValueError(f"{p} does not hold a readable CRL ({exc})") from None
         return cls(p, crl)

@@ -613,6 +613,15 @@ def test_trust_anchors_may_be_der_files(config_dir: Path) -> None:
     assert load_settings(config_dir).municipalities["kommun-a"].config.certificate.anchors() == (root,)
 
 
+def _crl_of_version(data: bytes, version: int) -> bytes:
+    """The DER of the CRL in ``data`` (PEM or DER) with its version INTEGER (v2: 1) replaced."""
+    crl = x509.load_pem_x509_crl(data) if b"-----BEGIN" in data else x509.load_der_x509_crl(data)
+    der = crl.public_bytes(serialization.Encoding.DER)
+    at = der.index(b"\x02\x01\x01")
+    assert at < 12  # the version is the first field of tbsCertList
+    return der[:at] + b"\x02\x01" + bytes([version]) + der[at + 3:]
+
+
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
@@ -622,6 +631,10 @@ def test_trust_anchors_may_be_der_files(config_dir: Path) -> None:
             (d / "certs/kommun-a/issuing-ca.pem").read_bytes()), "does not hold a readable CRL",
             id="a-certificate-instead"),
         pytest.param(_remove("certs/kommun-a/issuing-ca.crl"), "CRL file not found", id="missing"),
+        # cryptography raises InvalidVersion (no ValueError) for a CRL version other than v1 and v2
+        pytest.param(lambda d: (d / "certs/kommun-a/issuing-ca.crl").write_bytes(_crl_of_version(
+            (d / "certs/kommun-a/issuing-ca.crl").read_bytes(), 5)), "does not hold a readable CRL",
+            id="an-unknown-version"),
     ],
 )
 def test_a_crl_file_must_hold_a_crl(config_dir: Path, edit: Edit, fragment: str) -> None:
