@@ -360,10 +360,17 @@ class SecretFile:
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """All certificates in a PEM bundle, or the single certificate in a DER file."""
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificates(data)
-    return [x509.load_der_x509_certificate(data)]
+    """All certificates in a PEM bundle, or the single certificate in a DER file; ValueError if there are none,
+    whatever the parser raised (cryptography raises ``x509.InvalidVersion``, no ValueError, for a version other
+    than v1 to v3)."""
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_certificates(data)
+        return [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise
+    except Exception as exc:  # an operator's file must never become anything but "not a certificate"
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
 
 
 @dataclass(frozen=True)

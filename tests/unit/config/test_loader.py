@@ -482,6 +482,14 @@ CERT = "keys/idp-signing.crt"
 KEY = "keys/idp-signing.key"
 
 
+def _certificate_of_version(data: bytes, version: int) -> bytes:
+    """The DER of the (one) certificate in ``data`` with its version (v3: [0] INTEGER 2) replaced."""
+    der = x509.load_pem_x509_certificate(data).public_bytes(serialization.Encoding.DER)
+    at = der.index(b"\xa0\x03\x02\x01\x02")
+    assert at < 12  # the version is the first field of tbsCertificate
+    return der[:at] + b"\xa0\x03\x02\x01" + bytes([version]) + der[at + 5:]
+
+
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
@@ -493,6 +501,9 @@ KEY = "keys/idp-signing.key"
         pytest.param(lambda d: (d / CERT).write_bytes((d / KEY).read_bytes()),
                      "does not hold a readable X.509 certificate", id="the-private-key-instead"),
         pytest.param(_remove(CERT), "certificate file not found", id="missing"),
+        # cryptography raises InvalidVersion (no ValueError) for a certificate version other than v1 to v3
+        pytest.param(lambda d: (d / CERT).write_bytes(_certificate_of_version((d / CERT).read_bytes(), 5)),
+                     "does not hold a readable X.509 certificate", id="an-unknown-version"),
     ],
 )
 def test_the_signing_certificate_must_be_one_readable_certificate(config_dir: Path, edit: Edit, fragment: str) -> None:
@@ -587,6 +598,9 @@ def test_a_sample_certificate_whose_extensions_cannot_be_read_is_a_configuration
                      ANCHOR, "does not hold readable X.509 certificates", id="broken-pem"),
         pytest.param(_anchor(lambda: _key_pem(new_key("ec256"))), ANCHOR,
                      "does not hold readable X.509 certificates", id="a-private-key"),
+        pytest.param(lambda d: _anchor(lambda: _certificate_of_version(
+            (d / "certs/kommun-a/root-ca.pem").read_bytes(), 5))(d),
+            ANCHOR, "does not hold readable X.509 certificates", id="an-unknown-version"),
         pytest.param(replacing(KOMMUN_A, ROOT_LINE, "- certs/kommun-a/root.pem"), "- certs/kommun-a/root.pem",
                      "CA certificate file not found", id="missing"),
     ],

@@ -228,11 +228,23 @@ def _two_certificates(tmp_path: Path, h: Hierarchy) -> Path:
     return write_pem(tmp_path / "leaf.pem", h.leaf().certificate, h.issuing.certificate)
 
 
+def _of_version(path: Path, cert: x509.Certificate, version: int) -> Path:
+    """``cert`` as DER at ``path`` with its version (v3: [0] INTEGER 2) replaced: cryptography raises InvalidVersion,
+    no ValueError, when it reads it."""
+    der = cert.public_bytes(Encoding.DER)
+    at = der.index(b"\xa0\x03\x02\x01\x02")
+    assert at < 12  # the version is the first field of tbsCertificate
+    path.write_bytes(der[:at] + b"\xa0\x03\x02\x01" + bytes([version]) + der[at + 5:])
+    return path
+
+
 @pytest.mark.parametrize("make_leaf", [
     pytest.param(lambda tmp_path, h: _text_file(tmp_path / "leaf.pem"), id="not-a-certificate"),
     pytest.param(lambda tmp_path, h: tmp_path / "missing.pem", id="no-such-file"),
     pytest.param(lambda tmp_path, h: tmp_path, id="a-directory"),
     pytest.param(_two_certificates, id="two-certificates-in-leaf-file"),
+    pytest.param(lambda tmp_path, h: _of_version(tmp_path / "leaf.der", h.leaf().certificate, 5),
+                 id="a-certificate-of-an-unknown-version"),
 ])
 @pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
 def test_verify_unusable_leaf_exit_2(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
@@ -292,6 +304,8 @@ def test_verify_intermediate_bundle_with_duplicate_extension_exit_2(h: Hierarchy
                  "is not a CA certificate (basicConstraints cA is false)", id="a-leaf-as-trust-anchor"),
     pytest.param(lambda tmp_path, h: ["--intermediate", write_pem(tmp_path / "mid.pem", h.leaf().certificate)],
                  "is not a CA certificate", id="a-leaf-as-intermediate"),
+    pytest.param(lambda tmp_path, h: ["--trust-anchor", _of_version(tmp_path / "v6.der", h.root.certificate, 5)],
+                 "is not a certificate file", id="a-trust-anchor-of-an-unknown-version"),
     pytest.param(lambda tmp_path, h: ["--at", "next tuesday"], "not an ISO 8601 date-time", id="at-not-iso-8601"),
     # ISO 8601, but with no instant in UTC (year 0 or 10000 there): refused as read, not an OverflowError
     pytest.param(lambda tmp_path, h: ["--at", "0001-01-01T00:00:00+01:00"], "outside the years 1 to 9999 in UTC",
