@@ -148,7 +148,7 @@ def _key_descriptors(descriptor: Any, element: Any, use: str) -> Iterator[tuple[
                     # a KeyDescriptor for another use; the entity's usable keys still serve (and with none left, the
                     # checks that need one say so)
                     continue
-                except (ValueError, binascii.Error) as exc:
+                except (ValueError, binascii.Error, x509.InvalidVersion) as exc:  # InvalidVersion is no ValueError
                     raise ValueError(f"a KeyDescriptor holds an unreadable certificate or key ({exc})") from None
                 certificates.append(cert)
             for cert in _key_bearing(certificates):

@@ -1161,6 +1161,15 @@ def test_a_metadata_key_that_cannot_be_read_is_a_config_issue(config_dir: Path, 
 
 
 @pytest.mark.parametrize("use", ["signing", "encryption"])
+def test_a_metadata_certificate_of_an_unknown_version_is_a_config_issue(config_dir: Path, use: str) -> None:
+    """cryptography raises InvalidVersion, no ValueError, for a version other than v1 to v3: refused like any other
+    unreadable certificate, not a traceback at load."""
+    pem = x509.load_der_x509_certificate(_certificate_der()).public_bytes(serialization.Encoding.PEM)
+    check(config_dir, _metadata(_with_key_descriptor(use, _certificate_of_version(pem, 5))),
+          [Expected(DEMO_SP, "metadata:", "metadata", "a KeyDescriptor holds an unreadable certificate or key")])
+
+
+@pytest.mark.parametrize("use", ["signing", "encryption"])
 def test_a_metadata_key_of_a_type_nobody_here_uses_is_passed_over(config_dir: Path, use: str) -> None:
     """A key type the broker cannot use at all (here an algorithm OID no library knows; in the wild a binary
     curve, SM2, GOST) is not one of the SP's keys, as a KeyDescriptor for another use is not: the SP loads with
