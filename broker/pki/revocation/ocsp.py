@@ -15,7 +15,7 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
   for), any "revoked" one decides, else the freshest "good" one, else the
   freshest "unknown" one;
 * the deciding entry's thisUpdate is not in the future and its nextUpdate not
-  in the past (both with the configured clock skew); without nextUpdate the
+  in the past (both with the configured clock skew) nor before its thisUpdate; without nextUpdate the
   answer counts as fresh only for a short configured age;
 * when a nonce was sent and is required, the same nonce comes back.
 """
@@ -389,6 +389,11 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
     revoked_for_good = single.certificate_status == ocsp.OCSPCertStatus.REVOKED \
         and single.revocation_reason != x509.ReasonFlags.certificate_hold
     if not revoked_for_good:
+        if next_update is not None and next_update < this_update:
+            # a window that holds no instant (RFC 6960 §2.4: newer information is available at or before
+            # nextUpdate): a responder whose times cannot be told apart, whatever the skew lets through at each end
+            raise _invalid(f"the answer's nextUpdate {next_update.isoformat()} is before its thisUpdate "
+                           f"{this_update.isoformat()}")
         if next_update is not None and next_update < now - skew:
             raise CertificateRejected("revocation_stale", f"the OCSP response expired at {next_update.isoformat()}",
                                       params={"next_update": next_update.date().isoformat()})

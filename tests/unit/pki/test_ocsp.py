@@ -333,6 +333,11 @@ GOOD = ("good", THIS_UPDATE, None, None)
     pytest.param((FRESH_UNKNOWN, FRESH_GOOD), GOOD, id="unknown-then-good"),
     pytest.param((FRESH_GOOD, FRESH_UNKNOWN), GOOD, id="good-then-unknown"),
     pytest.param((STALE_UNKNOWN, FRESH_UNKNOWN), ("unknown", THIS_UPDATE, None, None), id="only-unknowns"),
+    # a revocation for good stands whatever its window says (RFC 5280 §3.3): never turned into a refusal of the
+    # answer, which a soft-fail policy would let through
+    pytest.param((replace(FRESH_REVOKED, this_update=NOW - MINUTE, next_update=NOW - 2 * MINUTE),),
+                 ("revoked", NOW - MINUTE, REVOKED_AT, "key_compromise"),
+                 id="revoked-with-next-update-before-this-update"),
 ])
 def test_several_entries_for_the_certificate_give_one_answer(
         responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, entries: tuple[Entry, ...],
@@ -391,6 +396,16 @@ def test_critical_single_extensions_of_every_entry_are_seen(
                  "revocation_response_invalid", "is in the future", id="this-update-in-year-9999-no-next-update"),
     pytest.param((STALE_GOOD, Entry("good", dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC), None)),
                  "revocation_response_invalid", "is in the future", id="beside-a-stale-one"),
+    # a window that holds no instant (nextUpdate before thisUpdate, RFC 6960 §2.4): within the skew of both ends it
+    # passed either check on its own, and its "good" was taken
+    pytest.param((Entry("good", NOW - MINUTE, NOW - 2 * MINUTE),), "revocation_response_invalid",
+                 "is before its thisUpdate", id="next-update-before-this-update"),
+    pytest.param((Entry("good", NOW + MINUTE, NOW),), "revocation_response_invalid", "is before its thisUpdate",
+                 id="next-update-before-a-this-update-within-the-skew-ahead"),
+    pytest.param((replace(FRESH_REVOKED, this_update=NOW - MINUTE, next_update=NOW - 2 * MINUTE,
+                          reason=x509.ReasonFlags.certificate_hold),),
+                 "revocation_response_invalid", "is before its thisUpdate",
+                 id="hold-with-next-update-before-this-update"),
 ])
 def test_several_entries_refused(responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate,
                                  entries: tuple[Entry, ...], reason: str, detail: str) -> None:
