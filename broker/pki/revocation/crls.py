@@ -166,8 +166,15 @@ class VerifiedCrl:
             return False
         return self.scope_names is None or not self.scope_names.isdisjoint(distribution_point_names(cert))
 
+    @property
+    def inverted(self) -> bool:
+        """nextUpdate before thisUpdate: a window that holds no instant (RFC 5280 §5.1.2.5: the next CRL is issued
+        no later than nextUpdate), which the clock skew at each end must not make usable. Its revocations for good
+        still count (revocation is final)."""
+        return self.next_update is not None and self.next_update < self.this_update
+
     def usable(self, now: dt.datetime, skew: dt.timedelta) -> bool:
-        return (self.next_update is not None and self.this_update <= now + skew
+        return (self.next_update is not None and not self.inverted and self.this_update <= now + skew
                 and now - skew <= self.next_update)
 
 
@@ -408,6 +415,11 @@ class CrlStore:
                     "revocation_unavailable",
                     f"no CRL held from {who} covers {describe(cert)}: each is for other distribution points or "
                     "another kind of certificate" + (f" ({errors})" if errors else ""))
+            if newest is not None and newest.inverted and newest.next_update is not None:
+                raise CertificateRejected(
+                    "revocation_response_invalid",
+                    f"the newest CRL from {who} has its nextUpdate {newest.next_update.isoformat()} before its "
+                    f"thisUpdate {newest.this_update.isoformat()}" + (f" ({errors})" if errors else ""))
             if newest is not None and newest.next_update is not None and newest.next_update < now - skew:
                 raise CertificateRejected(
                     "revocation_stale",
