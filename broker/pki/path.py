@@ -45,6 +45,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from cryptography.x509.verification import (
     Criticality,
@@ -457,15 +458,17 @@ def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Cert
                           now: dt.datetime, anchors: Sequence[x509.Certificate] = ()) -> tuple[str, str] | None:
     """Follow the issuers up from ``leaf``: the reason code and description of the first weakly signed CA, or
     CA with a weak key, met, if any; at a trust anchor, its key only (its self-signature carries no trust).
-    Only a CA that really issued the certificate below it (its key verifies that signature) and is valid at
-    ``now`` counts: a weak copy of an expired CA sent along must not hide why the path really failed."""
+    Only a CA that really issued the certificate below it (its key verifies that signature), is valid at
+    ``now`` and leads on to a trust anchor counts: a weak copy of an expired CA sent along, or a legacy SHA-1
+    cross-certificate from a root nobody trusts, is no path, and must not hide why the path really failed."""
     child, seen = leaf, 0
     while seen < 8:
         for anchor in (a for a in anchors if _issued_at(child, a, now)):
             weak = weak_key_reason(anchor)
             if weak:
                 return "weak_key", f"{describe(anchor)}: {weak}"
-        matches = [c for c in candidates if c.issuer != c.subject and _issued_at(child, c, now)]
+        matches = [c for c in candidates if c.issuer != c.subject and _issued_at(child, c, now)
+                   and _reaches_anchor(c, candidates, anchors, now, set())]
         if not matches:
             return None
         for cert in matches:
@@ -479,6 +482,17 @@ def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Cert
     return None
 
 
+def _reaches_anchor(cert: x509.Certificate, candidates: Sequence[x509.Certificate],
+                    anchors: Sequence[x509.Certificate], now: dt.datetime, visited: set[x509.Certificate]) -> bool:
+    """Whether ``cert`` was issued, by name and key and in date (:func:`_issued_at`), by a trust anchor or by a
+    candidate that was, and so on up; each candidate is looked at once (``visited``)."""
+    if any(_issued_at(cert, anchor, now) for anchor in anchors):
+        return True
+    visited.add(cert)
+    return any(_reaches_anchor(c, candidates, anchors, now, visited) for c in candidates
+               if c not in visited and c.issuer != c.subject and _issued_at(cert, c, now))
+
+
 def _issued_at(child: x509.Certificate, issuer: x509.Certificate, now: dt.datetime) -> bool:
     """``issuer`` is valid at ``now`` and issued ``child`` (its name and key)."""
     return issuer.subject == child.issuer and issuer.not_valid_before_utc <= now <= issuer.not_valid_after_utc \
@@ -486,8 +500,32 @@ def _issued_at(child: x509.Certificate, issuer: x509.Certificate, now: dt.dateti
 
 
 def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """``issuer``'s name and key issued ``child``, whatever hash its signature uses: cryptography's check does not
+    verify SHA-1 (ECDSA), and a weak link is what this module looks for when it names why a path failed."""
     try:
         child.verify_directly_issued_by(issuer)
+    except (TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    except ValueError:
+        return child.issuer == issuer.subject and _signature_verifies(child, issuer)
+    return True
+
+
+def _signature_verifies(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """``child``'s signature checked with ``issuer``'s key and the algorithm it names, SHA-1 included."""
+    key = issuer.public_key()
+    try:
+        # cryptography names no parameters for the SHA-1 algorithms (None): PKCS #1 v1.5, or ECDSA with the hash
+        algorithm, parameters = child.signature_hash_algorithm, child.signature_algorithm_parameters
+        if algorithm is None:
+            return False
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(child.signature, child.tbs_certificate_bytes,
+                       parameters if isinstance(parameters, padding.PSS) else padding.PKCS1v15(), algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(child.signature, child.tbs_certificate_bytes, ec.ECDSA(algorithm))
+        else:
+            return False
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True

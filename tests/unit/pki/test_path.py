@@ -114,6 +114,34 @@ def expired_issuing_ca_with_a_sha1_copy_sent_along(h: Hierarchy) -> Case:
             (sha1_resign(old.certificate, h.root.key),))
 
 
+def _legacy_cross_certificate(ca: CertificateAuthority) -> x509.Certificate:
+    """``ca``'s key certified, in date, by a root no municipality trusts, and signed with SHA-1: a legacy
+    cross-certificate a browser sends along from the user's certificate store."""
+    bridge = Hierarchy.build(NOW, "Bridge").root
+    cross = (x509.CertificateBuilder().subject_name(ca.certificate.subject).issuer_name(bridge.certificate.subject)
+             .public_key(ca.key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(NOW - 10 * DAY).not_valid_after(NOW + 100 * DAY)
+             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+             .sign(bridge.key, hashes.SHA256()))
+    return sha1_resign(cross, bridge.key)
+
+
+def expired_issuing_ca_with_a_legacy_cross_certificate_sent_along(h: Hierarchy) -> Case:
+    """The path fails because the configured issuing CA certificate expired; the SHA-1 cross-certificate the browser
+    sends leads to no trust anchor, so it is no path, and not why there is none."""
+    old = _issuing_ca(h, valid_from=NOW - 400 * DAY, valid_days=365)
+    return (old.issue(h.profile()).certificate, h.domain(intermediates=(old.certificate,)),
+            (_legacy_cross_certificate(old),))
+
+
+def name_constraint_violated_with_a_legacy_cross_certificate_sent_along(h: Hierarchy) -> Case:
+    constrained = resigned(h.issuing, x509.NameConstraints([x509.DNSName("kommun-a.example.se")], None),
+                           critical=True)
+    cert = reissue(constrained.issue(h.profile()).certificate, constrained,
+                   extra=[x509.SubjectAlternativeName([x509.DNSName("evil.example")])])
+    return cert, h.domain(intermediates=(constrained.certificate,)), (_legacy_cross_certificate(h.issuing),)
+
+
 def key_usage_absent(h: Hierarchy) -> Case:
     plain = h.leaf().certificate
     return reissue(plain, h.issuing, without=[x509.KeyUsage]), h.domain(crls=h.fresh_crls()), ()
@@ -155,6 +183,10 @@ REJECTED = [
     pytest.param(expired_issuing_ca_with_a_sha1_copy_sent_along, "chain_invalid",
                  id="expired-issuing-ca-with-a-sha1-copy-sent-along"),
     pytest.param(intermediate_missing_from_domain, "chain_invalid", id="intermediate-missing-from-domain"),
+    pytest.param(expired_issuing_ca_with_a_legacy_cross_certificate_sent_along, "chain_invalid",
+                 id="expired-issuing-ca-with-a-legacy-sha1-cross-certificate-sent-along"),
+    pytest.param(name_constraint_violated_with_a_legacy_cross_certificate_sent_along, "chain_invalid",
+                 id="name-constraint-violated-with-a-legacy-sha1-cross-certificate-sent-along"),
     pytest.param(issuing_ca_expired, "chain_invalid", id="issuing-ca-certificate-expired"),
     pytest.param(issuing_ca_not_yet_valid, "chain_invalid", id="issuing-ca-certificate-not-yet-valid"),
     # --- purpose: extended key usage ---
