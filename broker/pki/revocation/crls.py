@@ -194,6 +194,18 @@ def verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certifica
     cover every certificate of the CA for every reason (§5.2.5). A CRL partitioned by distribution point
     or by certificate kind is kept with its scope (:meth:`VerifiedCrl.covers`).
     """
+    try:
+        return _verify_crl(crl, cas, source)
+    except ValueError:
+        raise
+    except Exception as exc:  # cryptography reads parts of a CRL (its names ...) only when first asked, and may refuse
+        # one with an exception of its own (a TypeError for a name value of a type no name holds): a CRL that cannot
+        # be read is refused as the ValueError every caller expects (configuration, command line, readiness)
+        raise ValueError(f"the CRL cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certificate],
+                source: Path | None) -> VerifiedCrl:
     candidates = [c for c in cas if c.subject == crl.issuer]
     if not candidates:
         raise ValueError(f"CRL issuer {crl.issuer.rfc4514_string()} is not a configured CA")

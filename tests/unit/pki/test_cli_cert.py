@@ -228,6 +228,16 @@ def _two_certificates(tmp_path: Path, h: Hierarchy) -> Path:
     return write_pem(tmp_path / "leaf.pem", h.leaf().certificate, h.issuing.certificate)
 
 
+def _crl_issuer_as_bit_string(path: Path, h: Hierarchy) -> Path:
+    """The issuing CA's CRL at ``path`` with the organizationName of its issuer retagged as a BIT STRING, which
+    cryptography reads with a TypeError (no ValueError)."""
+    der = h.issuing.crl().public_bytes(Encoding.DER)
+    organization = b"\x06\x03\x55\x04\x0a\x0c"  # organizationName, UTF8String
+    at = der.index(organization) + len(organization) - 1
+    path.write_bytes(der[:at] + b"\x03" + der[at + 1:])
+    return path
+
+
 def _of_version(path: Path, cert: x509.Certificate, version: int) -> Path:
     """``cert`` as DER at ``path`` with its version (v3: [0] INTEGER 2) replaced: cryptography raises InvalidVersion,
     no ValueError, when it reads it."""
@@ -312,6 +322,9 @@ def test_verify_intermediate_bundle_with_duplicate_extension_exit_2(h: Hierarchy
                  id="at-before-year-1-in-utc"),
     pytest.param(lambda tmp_path, h: ["--at", "9999-12-31T23:30:00-01:00"], "outside the years 1 to 9999 in UTC",
                  id="at-after-year-9999-in-utc"),
+    # an issuer name cryptography fails to read with a TypeError: refused as the file is read, not with a traceback
+    pytest.param(lambda tmp_path, h: ["--crl", _crl_issuer_as_bit_string(tmp_path / "bits.crl", h)],
+                 "the CRL cannot be read", id="crl-whose-issuer-cannot-be-read"),
     # signed by the CA, but with cRLNumber twice: refused as the file is read, not with a traceback
     pytest.param(lambda tmp_path, h: ["--crl", write_pem(tmp_path / "twice.crl",
                                                          crl(h.issuing, extensions=[(x509.CRLNumber(5), False)]))],

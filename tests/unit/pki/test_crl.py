@@ -98,6 +98,15 @@ def _without_crl_sign(h: Hierarchy) -> tuple[x509.Certificate, ...]:
     return (h.root.certificate, reissued)
 
 
+def _issuer_value_as_bit_string(ca: CertificateAuthority) -> x509.CertificateRevocationList:
+    """``ca``'s CRL with the organizationName of its issuer retagged as a BIT STRING: cryptography loads it, and
+    fails with a TypeError (no ValueError) only when the issuer is first read."""
+    der = ca.crl().public_bytes(Encoding.DER)
+    organization = b"\x06\x03\x55\x04\x0a\x0c"  # organizationName, UTF8String
+    at = der.index(organization) + len(organization) - 1
+    return x509.load_der_x509_crl(der[:at] + b"\x03" + der[at + 1:])
+
+
 # --- verify_crl ---
 
 REFUSED = [
@@ -132,6 +141,9 @@ REFUSED = [
                  "the CRL has extension 2.5.29.20 more than once", id="crl-extension-twice"),
     pytest.param(lambda h: _entry_reason_twice(h.issuing, h.leaf().certificate), cas,
                  "the CRL entry for serial .* has extension 2.5.29.21 more than once", id="entry-extension-twice"),
+    # a part cryptography reads only when first asked, and then refuses with an exception of its own
+    pytest.param(lambda h: _issuer_value_as_bit_string(h.issuing), cas, "the CRL cannot be read .*TypeError",
+                 id="issuer-name-value-of-a-type-no-name-holds"),
 ]
 
 
