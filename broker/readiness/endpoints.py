@@ -449,7 +449,8 @@ def server_roots(ca_file: Path | None = None) -> tuple[x509.Certificate, ...]:
     if ca_file is not None:
         files.append(ca_file)
     for name in files:
-        with contextlib.suppress(OSError, ValueError), warnings.catch_warnings():
+        # InvalidVersion (a version no X.509 certificate has) is no ValueError: passed over all the same
+        with contextlib.suppress(OSError, ValueError, x509.InvalidVersion), warnings.catch_warnings():
             # system stores carry old roots with non-positive serial numbers, which cryptography warns about
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             found += x509.load_pem_x509_certificates(name.read_bytes())

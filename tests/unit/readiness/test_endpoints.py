@@ -11,6 +11,7 @@ The municipalities' CAs are those of the example configuration (Kommun A and B),
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
@@ -875,6 +876,25 @@ def test_server_roots_are_the_store_openssl_resolves(tmp_path: Path, monkeypatch
     monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
 
     assert server_roots() == (identity.ca, other)
+
+
+def test_server_roots_pass_over_a_certificate_of_an_unknown_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    identity: ServerIdentity) -> None:
+    """A file of the store holding a certificate whose version is no X.509 version (cryptography raises InvalidVersion,
+    no ValueError) is passed over like any other unreadable one, not the end of the readiness run."""
+    bundle = tmp_path / "only.pem"
+    bundle.write_bytes(identity.ca_pem)
+    hashed = tmp_path / "certs"
+    hashed.mkdir()
+    der = CertificateAuthority.root("Odd Root", NOW).certificate.public_bytes(serialization.Encoding.DER)
+    at = der.index(b"\xa0\x03\x02\x01\x02")  # version v3, the first field of tbsCertificate
+    odd = der[:at] + b"\xa0\x03\x02\x01\x05" + der[at + 5:]
+    body = base64.encodebytes(odd).decode()
+    (hashed / "0badc0de.0").write_text(f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
+
+    assert server_roots() == (identity.ca,)
 
 
 def test_without_any_roots_the_chain_check_says_so(settings: Settings, identity: ServerIdentity) -> None:
