@@ -497,7 +497,8 @@ class IdentityRule:
         metadata=doc("subject serialNumber (2.5.4.5), or a subjectAltName UPN / e-mail"),
     )
     pattern: Regex | None = field(
-        default=None, metadata=doc("full-match pattern; default for hsa_id: ^SE[0-9]{10}-[A-Za-z0-9]+$")
+        default=None,
+        metadata=doc("full-match pattern; default for hsa_id: ^SE[0-9]{10}-[A-Za-z0-9]{1,18}$ (at most 31 characters)"),
     )
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:

@@ -18,7 +18,9 @@ from broker.config.values import luhn_valid
 from broker.errors import CertificateRejected
 from broker.model import Identity
 
-DEFAULT_HSA_ID_PATTERN = r"SE[0-9]{10}-[A-Za-z0-9]+"
+# SE, the 10-digit organisation number of the directory's owner, a hyphen and 1 to 18 letters or digits: an HSA-id
+# is at most 31 characters long (Inera's HSA-id format)
+DEFAULT_HSA_ID_PATTERN = r"SE[0-9]{10}-[A-Za-z0-9]{1,18}"
 UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 
 

@@ -64,6 +64,9 @@ ACCEPTED = [
                       san_upn="other@elsewhere.example"), EMAIL, "opaque", "anna@kommun-a.example.se",
                  id="san-email-beside-an-upn"),
     pytest.param(leaf(serial_number=f" {HSA_ID} "), HSA, "hsa_id", HSA_ID, id="surrounding-spaces-stripped"),
+    # an HSA-id is at most 31 characters long: SE, the organisation number, the hyphen and up to 18 more
+    pytest.param(leaf(serial_number="SE2120001009-" + "a" * 18), HSA, "hsa_id", "SE2120001009-" + "a" * 18,
+                 id="hsa-id-of-31-characters"),
 ]
 
 
@@ -90,6 +93,8 @@ REJECTED = [
     # --- identity_invalid ---
     pytest.param(leaf(serial_number="SE212000100-anna"), HSA, "identity_invalid", id="hsa-id-nine-digits"),
     pytest.param(leaf(serial_number="anna.andersson"), HSA, "identity_invalid", id="hsa-id-no-prefix"),
+    pytest.param(leaf(serial_number="SE2120001009-" + "a" * 19), HSA, "identity_invalid",
+                 id="hsa-id-longer-than-31-characters"),
     pytest.param(leaf(serial_number=HSA_ID), IdentityRule(type="hsa_id", pattern=Regex(r"SE2321000016-[0-9]+")),
                  "identity_invalid", id="hsa-id-outside-configured-pattern"),
     pytest.param(leaf(serial_number=PERSONNUMMER_BAD_CHECK_DIGIT), PNR, "identity_invalid",
