@@ -203,6 +203,11 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
         return Check("revocation.crl", "warn", "CRL without nextUpdate", f"{where}: issued by {issuer} "
                      f"{verified.this_update:%Y-%m-%d %H:%M}, no nextUpdate", "Ask the CA for CRLs with nextUpdate.",
                      where)
+    if verified.inverted:  # the broker never takes it for "good" (broker.pki.revocation.crls)
+        return Check("revocation.crl", "fail", "CRL window inverted",
+                     f"{where}: issued by {issuer}; nextUpdate {verified.next_update:%Y-%m-%d %H:%M:%S} UTC is before "
+                     f"its thisUpdate {verified.this_update:%Y-%m-%d %H:%M:%S} UTC: logins cannot use it",
+                     "Check the CA's clock, and have it publish the CRL again.", where)
     if verified.next_update <= now - policy.skew:  # (not nextUpdate + skew: 9999-12-31 has no later instant)
         return Check("revocation.crl", "fail", "CRL stale",
                      f"{where}: issued by {issuer}; nextUpdate {verified.next_update:%Y-%m-%d %H:%M} UTC has passed",

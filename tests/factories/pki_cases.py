@@ -158,6 +158,28 @@ def crl(ca: CertificateAuthority, *, this_update: dt.datetime | None = None,
     return builder.sign(ca.key, hashes.SHA256())
 
 
+def window_inverted(ca: CertificateAuthority, this_update: dt.datetime,
+                     next_update: dt.datetime) -> x509.CertificateRevocationList:
+    """``ca``'s CRL with thisUpdate ``this_update`` and the earlier nextUpdate ``next_update`` (cryptography's builder
+    refuses to write them so: made in order, the two times swapped, signed again by ``ca``)."""
+    assert next_update < this_update
+    made = ca.crl(this_update=next_update, next_update=this_update)
+    tbs = made.tbs_certlist_bytes
+    early, late = (_utc_time(t) for t in (next_update, this_update))
+    assert tbs.count(early + late) == 1
+    tbs = tbs.replace(early + late, late + early)
+    assert isinstance(ca.key, ec.EllipticCurvePrivateKey)
+    signature = ca.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    der = made.public_bytes(Encoding.DER)
+    after_tbs = der[der.index(made.tbs_certlist_bytes) + len(made.tbs_certlist_bytes):]
+    algorithm = after_tbs[:2 + after_tbs[1]]
+    return x509.load_der_x509_crl(_der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature)))
+
+
+def _utc_time(at: dt.datetime) -> bytes:
+    return _der(0x17, at.strftime("%y%m%d%H%M%SZ").encode())
+
+
 _Signed = TypeVar("_Signed", x509.Certificate, x509.CertificateRevocationList)
 
 

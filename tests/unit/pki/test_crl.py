@@ -10,7 +10,6 @@ from collections.abc import Callable, Sequence
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
@@ -22,7 +21,7 @@ from broker.pki.revocation.crls import CrlSource, VerifiedCrl, spki, verify_crl
 from broker.pki.revocation.engine import RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
 from tests.factories.pki import Hierarchy, checker, crl_policy
-from tests.factories.pki_cases import NOW, SECOND, _der, crl, impostor, pss_sha1_resigned, revoking
+from tests.factories.pki_cases import NOW, SECOND, crl, impostor, pss_sha1_resigned, revoking, window_inverted
 
 DAY = dt.timedelta(days=1)
 URI = x509.UniformResourceIdentifier("http://crl.kommun-a.example.se/person-ca.crl")
@@ -233,32 +232,10 @@ def test_crl_outside_its_window(h: Hierarchy, bounded: Bounded, at: dt.datetime,
     assert caught.value.reason == reason
 
 
-def _window_inverted(ca: CertificateAuthority, this_update: dt.datetime,
-                     next_update: dt.datetime) -> x509.CertificateRevocationList:
-    """``ca``'s CRL with thisUpdate ``this_update`` and the earlier nextUpdate ``next_update`` (cryptography's builder
-    refuses to write them so: made in order, the two times swapped, signed again by ``ca``)."""
-    assert next_update < this_update
-    made = ca.crl(this_update=next_update, next_update=this_update)
-    tbs = made.tbs_certlist_bytes
-    early, late = (_utc_time(t) for t in (next_update, this_update))
-    assert tbs.count(early + late) == 1
-    tbs = tbs.replace(early + late, late + early)
-    assert isinstance(ca.key, ec.EllipticCurvePrivateKey)
-    signature = ca.key.sign(tbs, ec.ECDSA(hashes.SHA256()))
-    der = made.public_bytes(Encoding.DER)
-    after_tbs = der[der.index(made.tbs_certlist_bytes) + len(made.tbs_certlist_bytes):]
-    algorithm = after_tbs[:2 + after_tbs[1]]
-    return x509.load_der_x509_crl(_der(0x30, tbs + algorithm + _der(0x03, b"\x00" + signature)))
-
-
-def _utc_time(at: dt.datetime) -> bytes:
-    return _der(0x17, at.strftime("%y%m%d%H%M%SZ").encode())
-
-
 def test_a_crl_whose_next_update_is_before_its_this_update_is_not_used(h: Hierarchy) -> None:
     """A window that holds no instant (RFC 5280 §5.1.2.5: the next CRL is issued no later than nextUpdate): with
     both ends within the clock skew of now it passed either check on its own, and its "good" was taken."""
-    inverted = _window_inverted(h.issuing, NOW - 60 * SECOND, NOW - 120 * SECOND)
+    inverted = window_inverted(h.issuing, NOW - 60 * SECOND, NOW - 120 * SECOND)
     policy = crl_policy(cas(h), [inverted, h.root.crl()], clock_skew=Duration(300),
                         max_cache_time=EXACT["max_cache_time"])
     check = checker(NOW)
@@ -272,7 +249,7 @@ def test_a_crl_whose_next_update_is_before_its_this_update_is_not_used(h: Hierar
 def test_a_revocation_on_a_crl_whose_window_is_inverted_still_counts(h: Hierarchy) -> None:
     """Revocation is final (RFC 5280 §3.3): a CRL that cannot be used for "good" still proves it."""
     cert = h.leaf().certificate
-    inverted = _window_inverted(revoking(h.issuing, cert), NOW - 60 * SECOND, NOW - 120 * SECOND)
+    inverted = window_inverted(revoking(h.issuing, cert), NOW - 60 * SECOND, NOW - 120 * SECOND)
     with pytest.raises(CertificateRejected) as caught:
         check_path(h, [inverted, h.root.crl()], chain(h, cert), NOW)
     assert caught.value.reason == "revoked"

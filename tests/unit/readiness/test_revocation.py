@@ -24,7 +24,7 @@ from broker.readiness.model import Section
 from tests.factories.http_files import FileServer, closed_port_url
 from tests.factories.metadata import HttpsFileServer, TlsMaterial
 from tests.factories.ocsp_responder import OcspResponder
-from tests.factories.pki_cases import crl, impostor
+from tests.factories.pki_cases import crl, impostor, window_inverted
 from tests.unit.readiness.configs import (
     DAY,
     HSA_ID,
@@ -155,6 +155,20 @@ def test_crl_past_next_update_within_clock_skew_still_passes(config_dir: Path, p
                                 crls=crls))
 
     assert statuses(result, "revocation.crl") == ["pass"]
+
+
+def test_crl_whose_next_update_is_before_its_this_update_fails_as_logins_cannot_use_it(config_dir: Path,
+                                                                                        pki: Pki) -> None:
+    """Both ends within the clock skew of now, but a window that holds no instant: the broker never takes such a CRL
+    for "good" (broker.pki.revocation.crls), so readiness does not call it fresh."""
+    crls = {"issuing-ca.crl": window_inverted(pki.issuing, NOW - dt.timedelta(minutes=1),
+                                              NOW - dt.timedelta(minutes=2))}
+    result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]], clock_skew="5m"),
+                                crls=crls))
+
+    check = only(result, "revocation.crl")
+    assert (check.status, check.title) == ("fail", "CRL window inverted")
+    assert "before its thisUpdate" in check.evidence
 
 
 def test_crl_with_next_update_in_year_9999_passes(config_dir: Path, pki: Pki) -> None:
