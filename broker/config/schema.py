@@ -739,7 +739,8 @@ class UpstreamIdentity:
     type: Literal["hsa_id", "personnummer", "opaque"] = field(metadata=doc("how the value is checked"))
     pattern: Regex | None = field(default=None, metadata=doc(
         "full-match pattern; default for hsa_id: the municipality's own HSA-ids, "
-        "^SE<organization_number>-[A-Za-z0-9]+$ (set one to accept others, e.g. a joint HSA-id issuer); "
+        "^SE<organization_number>-[A-Za-z0-9]{1,18}$ (at most 31 characters; set one to accept others, "
+        "e.g. a joint HSA-id issuer); "
         "required for opaque; none for personnummer"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:

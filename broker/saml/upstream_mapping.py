@@ -30,8 +30,9 @@ def canonical_attributes(config: UpstreamIdpConfig,
 
 
 def own_hsa_id_pattern(organization_number: str) -> str:
-    """HSA-ids the municipality itself issues: ``SE`` + its organisation number + ``-`` + the local part."""
-    return f"SE{re.escape(organization_number)}-[A-Za-z0-9]+"
+    """HSA-ids the municipality itself issues: ``SE`` + its organisation number + ``-`` + the local part, 1 to 18
+    letters or digits (at most 31 characters in all, as :data:`broker.pki.identity.DEFAULT_HSA_ID_PATTERN`)."""
+    return f"SE{re.escape(organization_number)}-[A-Za-z0-9]{{1,18}}"
 
 
 def identity_of(config: UpstreamIdpConfig, attributes: Mapping[str, tuple[str, ...]],

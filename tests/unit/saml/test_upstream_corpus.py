@@ -292,6 +292,27 @@ def test_unicode_space_after_an_idps_hsa_id_is_no_padding(config_dir: Path, suff
     assert refused.value.reason == "upstream_identity_invalid"
 
 
+@pytest.mark.parametrize(("local", "accepted"), [("a" * 18, True), ("a" * 19, False)],
+                         ids=["31-characters", "32-characters"])
+def test_an_idps_hsa_id_is_at_most_31_characters(config_dir: Path, local: str, accepted: bool) -> None:
+    """As in a certificate (broker.pki.identity.DEFAULT_HSA_ID_PATTERN): an HSA-id is SE, the organisation number,
+    a hyphen and 1 to 18 letters or digits (Inera's HSA-id format); a longer value is none, refused."""
+    keys = corpus.load_keys()
+    hsa_id = f"SE2120003005-{local}"
+    root = parse_response(corpus.serialize(corpus.signed(corpus.Fields(hsa_id=hsa_id), keys)), corpus.MAX_BYTES)
+    assertion = ResponseValidator(XmlVerifier([keys.idp.certificate]),
+                                  Decrypter([keys.sp.key_pem])).validate(root, expectations())
+    saml = load_settings(config_dir).municipalities["kommun-c"].config.saml
+    assert saml is not None
+    mapped = canonical_attributes(saml, assertion.attributes)
+    if accepted:
+        assert identity_of(saml, mapped, "kommun-c", "2120003005", corpus.NOW.date()).key == hsa_id
+    else:
+        with pytest.raises(UpstreamRejected) as refused:
+            identity_of(saml, mapped, "kommun-c", "2120003005", corpus.NOW.date())
+        assert refused.value.reason == "upstream_identity_invalid"
+
+
 def test_xml_white_space_around_an_idps_value_is_padding(config_dir: Path) -> None:
     keys = corpus.load_keys()
     root = parse_response(corpus.serialize(corpus.signed(corpus.Fields(hsa_id=f"\n  {corpus.HSA_ID}\t\n"), keys)),
