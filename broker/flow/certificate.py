@@ -116,6 +116,7 @@ class CertificateStep:
             # a session proves no more than its certificate: it ends when the certificate's path does, before
             # the absolute timeout if sooner (also when no revocation check would look at it again)
             not_after=validated.path.not_after,
+            trust=d.validator.trust_digest(validated.municipality_id),
         )
         return self._answers.issue(info, sp, ctx, token, session, new_session=True, certificate=facts,
                                    replaced=replaced)
@@ -130,7 +131,9 @@ class CertificateStep:
 
     def still_valid(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
                     session: SsoSession) -> tuple[SsoSession | None, Result | None]:
-        """Sessions follow revocation: once the session's revocation answer has expired, establish it again.
+        """Sessions follow revocation and the configuration: once the session's revocation answer has expired, or
+        the municipality's trust configuration differs from the one the certificate was validated under (a
+        reload: :func:`broker.pki.validator.trust_digest`), validate the certificate again.
 
         Returns the (refreshed) session, or None when it answers no SP any more (revoked, expired, no longer
         trusted, or proving another identity), or a refusal when the status cannot be established now (fail
@@ -143,7 +146,10 @@ class CertificateStep:
         """
         d = self._d
         until = session.revocation_valid_until
-        if until is None or d.clock.now() < until or session.certificate_der is None:
+        if session.certificate_der is None:
+            return session, None
+        if session.trust == d.validator.trust_digest(session.identity.municipality_id) \
+                and (until is None or d.clock.now() < until):
             return session, None
         cert = x509.load_der_x509_certificate(base64.b64decode(session.certificate_der))
         chain = [x509.load_der_x509_certificate(base64.b64decode(der)) for der in session.certificate_chain_der]
@@ -171,7 +177,8 @@ class CertificateStep:
         held = LOA_BY_URI.get(session.loa_uri)
         loa_uri = validated.loa.uri if held is None or validated.loa.rank < held.rank else session.loa_uri
         return replace(session, revocation_valid_until=validated.revocation.valid_until, loa_uri=loa_uri,
-                       expires_at=min(session.expires_at, validated.path.not_after)), None
+                       expires_at=min(session.expires_at, validated.path.not_after),
+                       trust=d.validator.trust_digest(validated.municipality_id)), None
 
     def municipality_of(self, cert: x509.Certificate,
                         presented: Sequence[x509.Certificate] = ()) -> Municipality | None:

@@ -9,10 +9,13 @@ identity rule); revocation last, because it is the only step that may need fresh
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from broker.clock import Clock
 from broker.config.schema import IdentityRule
@@ -82,6 +85,30 @@ def assurance_level(chain: Sequence[x509.Certificate], domain: TrustDomain) -> t
     return max(accepted, key=lambda pair: pair[1].rank)
 
 
+def trust_digest(domain: TrustDomain) -> str:
+    """A digest of what a certificate validated in ``domain`` proves under its configuration: its CAs, chain depth,
+    accepted policies and their LoA, identity rule, organisation rule and revocation settings. An SSO session keeps
+    the digest it was validated under (:attr:`broker.session.sessions.SsoSession.trust`): when a reload changes it
+    (a CA replaced or removed, a policy's LoA lowered, revocation turned on), the session's certificate is
+    validated again on its next use (:meth:`broker.flow.certificate.CertificateStep.still_valid`) rather than once
+    its revocation answer runs out, which may be days later (a CRL's nextUpdate) or never (``mode: none``). The same
+    on every instance with the same configuration: made of values, not of file paths."""
+    sha256 = hashes.SHA256()
+    revocation = domain.revocation.config if domain.revocation is not None else None
+    identity = domain.identity
+    described = {
+        "anchors": sorted(c.fingerprint(sha256).hex() for c in domain.anchors),
+        "intermediates": sorted(c.fingerprint(sha256).hex() for c in domain.intermediates),
+        "max_chain_depth": domain.max_chain_depth,
+        "policies": sorted((oid, loa.uri) for oid, loa in domain.policies.items()),
+        "identity": [identity.type, identity.source, identity.pattern] if identity is not None else None,
+        "organization": [domain.organization_number, domain.organization_from],
+        "revocation": [revocation.mode, list(revocation.methods), revocation.failure]
+        if revocation is not None else None,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+
 class CertificateValidator:
     """Validates client certificates against the configured municipalities."""
 
@@ -98,6 +125,12 @@ class CertificateValidator:
         for domain in trust.domains.values():
             if domain.revocation is not None:
                 revocation.register(domain.revocation)
+        self._trust_digests = {domain.id: trust_digest(domain) for domain in trust.domains.values()}
+
+    def trust_digest(self, municipality_id: str) -> str | None:
+        """:func:`trust_digest` of the municipality's trust domain as configured now; None when it has none (removed,
+        or it logs in through its own IdP)."""
+        return self._trust_digests.get(municipality_id)
 
     def domain_of(self, leaf: x509.Certificate, presented: Sequence[x509.Certificate] = ()) -> TrustDomain:
         """The municipality whose configured CA issued ``leaf``, by issuer name.

@@ -78,6 +78,10 @@ class SsoSession:
     # for single logout and for the next login in the browser to take its SPs over (SessionManager.retire). Written
     # only when set, so that other sessions keep the stored form of the previous release.
     retired: str | None = None
+    # The digest of the municipality's trust configuration the certificate was last validated under
+    # (broker.pki.validator.trust_digest); a reload that changes it has the certificate validated again on the
+    # session's next use. Written only when set (certificate sessions), as ``retired``.
+    trust: str | None = None
 
     @property
     def authenticated_upstream(self) -> dict[str, str] | None:
@@ -98,6 +102,8 @@ class SsoSession:
             del data["certificate_chain_der"]
         if data["retired"] is None:
             del data["retired"]
+        if data["trust"] is None:
+            del data["trust"]
         return _JSON.encode(data).encode()
 
     @classmethod
@@ -254,9 +260,10 @@ class SessionManager:
              certificate_der: bytes | None = None, certificate_chain_der: Sequence[bytes] = (),
              upstream: dict[str, str] | None = None,
              authn_instant: dt.datetime | None = None,
-             not_after: dt.datetime | None = None) -> tuple[str, SsoSession]:
+             not_after: dt.datetime | None = None, trust: str | None = None) -> tuple[str, SsoSession]:
         """A new session, not stored yet (:meth:`save`); returns (cookie value, session). The cookie value is
-        shown to no one else."""
+        shown to no one else. ``trust``: the digest of the trust configuration its certificate was validated
+        under (:attr:`SsoSession.trust`)."""
         now = self._clock.now()
         session = SsoSession(
             identity=identity,
@@ -272,6 +279,7 @@ class SessionManager:
             certificate_der=base64.b64encode(certificate_der).decode() if certificate_der else None,
             certificate_chain_der=tuple(base64.b64encode(der).decode() for der in certificate_chain_der),
             upstream=upstream,
+            trust=trust,
         )
         return new_token(), session
 

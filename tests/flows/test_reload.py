@@ -155,6 +155,58 @@ def test_reload_swaps_the_configuration_and_keeps_sessions(app: Flask, browser: 
     assert rejected(config_dir) == []
 
 
+def _lower_the_level(data: dict[str, Any]) -> None:
+    data["certificate"]["policies"][0]["loa"] = "loa2"
+
+
+def _accept_another_policy(data: dict[str, Any]) -> None:
+    data["certificate"]["policies"][0]["oid"] = "2.999.1.99"
+
+
+def edit_kommun_a(config_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = config_dir / "municipalities" / "kommun-a.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def class_ref(root: etree._Element) -> str | None:
+    found = root.find(".//{urn:oasis:names:tc:SAML:2.0:assertion}AuthnContextClassRef")
+    return found.text if found is not None else None
+
+
+@pytest.mark.parametrize(("change", "answer", "retired"), [
+    # the certificate now proves less: the session answers at no more than the card proves now
+    pytest.param(_lower_the_level, "http://id.elegnamnden.se/loa/1.0/loa2", None, id="loa-mapping-lowered"),
+    # the certificate's policy is no longer accepted: the session answers no SP any more
+    pytest.param(_accept_another_policy, None, "policy_not_accepted", id="policy-no-longer-accepted"),
+])
+def test_a_session_follows_a_changed_trust_configuration_of_its_municipality_at_once(
+        app: Flask, browser: Browser, craft: AuthnRequests, config_dir: Path,
+        change: Callable[[dict[str, Any]], None], answer: str | None, retired: str | None) -> None:
+    """A session proves what its certificate proves under the configuration in force: a reload that changes
+    the municipality's trust (CAs, accepted policies and their LoA, identity rule, revocation) has the card
+    validated again on the session's next use, not only once its revocation answer expires (a CRL's
+    nextUpdate, days away; never with mode none)."""
+    _, first = login(browser, craft)
+    assert class_ref(first.root) == "http://id.elegnamnden.se/loa/1.0/loa3"
+    edit_kommun_a(config_dir, change)
+    assert reload_configuration(app) is True
+
+    browser.certificate_pem = None
+    response = browser.get(craft.redirect(craft.build()))
+    revoked = [e for e in audit_lines(config_dir) if e["event"] == "session_revoked"]
+    if answer is not None:
+        assert class_ref(posted_response(response).root) == answer
+        assert revoked == []
+    else:  # nothing answered from the session: the user logs in again (no card here: discovery)
+        assert response.status_code == 200
+        assert "SAMLResponse" not in response.get_data(as_text=True)
+        assert [e["reason"] for e in revoked] == [retired]
+        issued = [e for e in audit_lines(config_dir) if e["event"] == "assertion_issued"]
+        assert [e["data"]["session"] for e in issued] == ["new"]  # type: ignore[index]
+
+
 def test_a_changed_audit_section_is_reported_as_needing_a_restart(app: Flask, config_dir: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """The audit trail is kept across reloads (its chain, its key): a changed audit section must not look
