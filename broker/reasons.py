@@ -349,6 +349,12 @@ _ROWS: tuple[Reason, ...] = (
            "The session store (Redis) cannot be reached, or refuses the command (out of memory under "
            "noeviction, a read-only replica).",
            "Check Redis (`broker readiness` says which); the broker recovers by itself when it takes writes again."),
+    Reason("session_configuration_changed", "session", 401,
+           "The SSO session rests on a municipal IdP's answer judged by a configuration no longer in force (the "
+           "municipality's IdP, its identity or attribute rules or its authentication contexts changed); its IdP "
+           "is asked again.",
+           "Nothing to do: the user's next request goes back to the municipality's IdP once, which usually "
+           "answers from its own session."),
     # --- dependencies ---
     Reason("audit_unavailable", "dependency", 503,
            "The audit trail cannot be written, so the broker refuses logins (fail closed).",

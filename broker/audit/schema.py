@@ -90,8 +90,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                    _LOGIN | {"reason", "sp"}, data="status", data_required="status"),
     "session_reused": _spec("an SSO session answered a new AuthnRequest", "success", _LOGIN | _USER | {"sp"},
                             data="session_login loa"),
-    "session_insufficient": _spec("an SSO session's level did not do for the SP; its municipal IdP is asked again "
-                                  "(step-up)", "info", _LOGIN | _USER | {"sp", "reason"}, data="session_login loa",
+    "session_insufficient": _spec("an SSO session's level did not do for the SP, or its municipality's IdP "
+                                  "configuration changed since its login; its municipal IdP is asked again",
+                                  "info", _LOGIN | _USER | {"sp", "reason"}, data="session_login loa",
                                   data_required="session_login loa"),
     "session_expired": _spec("an SSO session had timed out", "info", _LOGIN),
     "session_unreadable": _spec("the browser's SSO session record could not be read (another release's stored "

@@ -33,6 +33,7 @@ from broker.model import KNOWN_LOAS, LOA_BY_URI, CertificateFacts, Loa, satisfie
 from broker.pki.sources import PresentedCertificate
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.bindings import InboundMessage
+from broker.saml.upstream_mapping import configuration_digest
 from broker.session.sessions import SsoSession
 
 __all__ = ["LoginFlow", "satisfies"]
@@ -274,6 +275,19 @@ class LoginFlow:
         session = checked
         municipality = d.settings.municipalities.get(session.identity.municipality_id)
         loa = LOA_BY_URI.get(session.loa_uri)
+        if municipality is not None and loa is not None and session.authenticated_upstream is not None \
+                and session.trust != _judged_by(municipality):
+            # the IdP's answer the session rests on was judged (who, at what level) by a configuration no longer in
+            # force: nothing is answered from it at that judgement; the IdP is asked again, or, when the
+            # municipality no longer logs in through an IdP, the user logs in afresh (the session is replaced)
+            if municipality.config.login != "saml" or self._upstream is None:
+                return None
+            d.audit.record(AuditEvent(
+                "session_insufficient", "info", ctx.correlation_id, reason="session_configuration_changed",
+                detail=f"the configuration of {municipality.id}'s IdP changed since the session's login",
+                identity=session.identity, sp=sp.entity_id, client_address=ctx.client_address,
+                data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
+            raise _StepUp(municipality)
         try:
             if municipality is None or loa is None:
                 raise CertificateRejected("issuer_unknown", "the session's municipality is no longer configured")
@@ -314,6 +328,13 @@ class _StepUp(Exception):
     def __init__(self, municipality: Municipality) -> None:
         super().__init__(municipality.id)
         self.municipality = municipality
+
+
+def _judged_by(municipality: Municipality) -> str | None:
+    """The digest of the configuration an IdP's answer for ``municipality`` is judged by now (None: it logs in by
+    certificate now)."""
+    saml = municipality.config.saml
+    return configuration_digest(saml, municipality.config.organization_number) if saml is not None else None
 
 
 def _named(municipality: Municipality, names: tuple[str, ...]) -> bool:

@@ -38,7 +38,13 @@ from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_FORMATS, InboundMessage, decode
 from broker.saml.metadata import IdpMetadata
 from broker.saml.outbound import MessageSender
-from broker.saml.upstream_mapping import canonical_attributes, identity_of, loa_of, upstream_class_refs
+from broker.saml.upstream_mapping import (
+    canonical_attributes,
+    configuration_digest,
+    identity_of,
+    loa_of,
+    upstream_class_refs,
+)
 from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.upstream_request import build_authn_request
 from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response, status_of
@@ -265,7 +271,8 @@ class UpstreamStep:
             if old is not None and ctx.session_token is not None else None
         token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
-            upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after)
+            upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after,
+            trust=configuration_digest(saml, municipality.config.organization_number))
         def settle() -> UpstreamRejected | None:
             # the IdP's logout, handled on another instance between the check above and the session's write,
             # looked for her sessions before this one was stored: asked again once it is (each side writes, then

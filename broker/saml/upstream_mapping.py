@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 
@@ -11,6 +13,21 @@ from broker.errors import UpstreamRejected
 from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
 from broker.pki.identity import IDENTITY_SPACE, check_personnummer, value_shape
 from broker.saml.attributes import BY_URI
+
+
+def configuration_digest(config: UpstreamIdpConfig, organization_number: str) -> str:
+    """A digest of what decides who a municipal IdP's answer logs in and at what level: the IdP, the identity
+    rule, the attribute mapping, the authentication contexts and their LoA, the organisation number. A session
+    from the IdP keeps the digest it was judged under (:attr:`broker.session.sessions.SsoSession.trust`); when a
+    reload changes it, the session answers no SP at its old judgement and the IdP is asked again."""
+    described = {
+        "idp": config.entity_id,
+        "identity": [config.identity.attribute, config.identity.type, config.identity.pattern],
+        "attributes": sorted([m.upstream, m.canonical] for m in config.attributes),
+        "authn_contexts": sorted([m.upstream, m.loa] for m in config.authn_contexts),
+        "organization_number": organization_number,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
 
 
 def canonical_attributes(config: UpstreamIdpConfig,

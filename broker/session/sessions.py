@@ -78,9 +78,11 @@ class SsoSession:
     # for single logout and for the next login in the browser to take its SPs over (SessionManager.retire). Written
     # only when set, so that other sessions keep the stored form of the previous release.
     retired: str | None = None
-    # The digest of the municipality's trust configuration the certificate was last validated under
-    # (broker.pki.validator.trust_digest); a reload that changes it has the certificate validated again on the
-    # session's next use. Written only when set (certificate sessions), as ``retired``.
+    # The digest of the municipality's configuration the session's authentication was judged by: for a certificate
+    # session, its trust configuration (broker.pki.validator.trust_digest; a reload that changes it has the
+    # certificate validated again on the session's next use); for a session from a municipal IdP, that IdP's
+    # configuration (broker.saml.upstream_mapping.configuration_digest; a change sends the user back to the IdP).
+    # Written only when set, as ``retired``.
     trust: str | None = None
 
     @property
@@ -262,8 +264,8 @@ class SessionManager:
              authn_instant: dt.datetime | None = None,
              not_after: dt.datetime | None = None, trust: str | None = None) -> tuple[str, SsoSession]:
         """A new session, not stored yet (:meth:`save`); returns (cookie value, session). The cookie value is
-        shown to no one else. ``trust``: the digest of the trust configuration its certificate was validated
-        under (:attr:`SsoSession.trust`)."""
+        shown to no one else. ``trust``: the digest of the configuration its authentication was judged by
+        (:attr:`SsoSession.trust`)."""
         now = self._clock.now()
         session = SsoSession(
             identity=identity,

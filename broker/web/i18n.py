@@ -144,6 +144,10 @@ _SV: dict[str, Explanation] = {
         "Tjänsten är tillfälligt otillgänglig",
         "Inloggningstjänsten har ett tillfälligt tekniskt fel.",
         "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
+    "session_configuration_changed": _E(
+        "Logga in igen",
+        "Inställningarna för din kommuns inloggning har ändrats sedan du loggade in.",
+        "Gå tillbaka till tjänsten och logga in igen."),
     "audit_unavailable": _E(
         "Tjänsten är tillfälligt otillgänglig",
         "Inloggningen kan inte loggas just nu, och därför stoppas alla inloggningar.",
@@ -361,6 +365,10 @@ _EN: dict[str, Explanation] = {
         "The service is temporarily unavailable",
         "The login service has a temporary technical problem.",
         "Try again in a while. If it persists, contact the region's support and give the reference number."),
+    "session_configuration_changed": _E(
+        "Log in again",
+        "The settings of your municipality's login have changed since you logged in.",
+        "Go back to the service and log in again."),
     "audit_unavailable": _E(
         "The service is temporarily unavailable",
         "Logins cannot be recorded right now, so all logins are stopped.",

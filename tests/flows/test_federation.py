@@ -424,6 +424,33 @@ def test_a_session_below_the_sps_minimum_asks_the_idp_for_that_level(
     assert sp.accept(saml_response_form(answer)[1]["SAMLResponse"]).loa == LOA3
 
 
+def test_a_session_whose_municipalitys_idp_configuration_changed_goes_back_to_the_idp(
+        app: Flask, browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """Karin's session rests on the X509 class, which Kommun C's mapping made LoA 3 at her login. A reload that
+    changes what the IdP's answers are worth (its authn_contexts, identity or attribute rules, the IdP itself)
+    leaves the session nothing to stand on: it is not answered from at the old level, her IdP is asked again
+    and its answer is judged by the configuration in force."""
+    first = federated_login(browser, sp, idp, KARIN)
+    assert sp.accept(saml_response_form(first)[1]["SAMLResponse"]).loa == LOA3
+    path = config_dir / "municipalities" / "kommun-c.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["saml"]["authn_contexts"][0]["loa"] = "loa2"  # X509 is worth LoA 2 from now on
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    assert reload_configuration(app) is True
+
+    url = sp.login_url()
+    at = to_idp(browser, idp, browser.get(url))  # not answered from the session: back at the IdP
+    answer = back_to_broker(browser, idp.respond(at.request, at.relay_state, KARIN, class_ref=CLASS_X509))
+    assert sp.accept(saml_response_form(answer)[1]["SAMLResponse"]).loa == LOA2
+    cid = correlation_of(config_dir, request_id_of(url))
+    assert [e for e, _, _ in events_of(config_dir, cid)] == [
+        "login_started", "session_insufficient", "upstream_authn_requested", "upstream_authn_result",
+        "assertion_issued"]
+    changed, = records_of(config_dir, cid, "session_insufficient")
+    assert changed["reason"] == "session_configuration_changed"
+    assert changed["data"]["loa"] == LOA3  # type: ignore[index]
+
+
 def pysaml2_no_passive(idp: DemoIdp, at: AtIdp) -> FormPost:
     """NoPassive as pysaml2 7.5's ``create_error_response`` wants it: (second-level code, message); pysaml2
     puts Responder on top itself."""
