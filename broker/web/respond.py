@@ -45,6 +45,9 @@ def respond(result: Result) -> Response:
                             path="/")
     remember = getattr(result, "remember_municipality", None)
     if remember:
+        # SameSite=None: an SP with the HTTP-POST binding delivers its AuthnRequest by a cross-site POST, which
+        # carries no Lax cookie; the choice would then skip discovery only for HTTP-Redirect SPs. It names a
+        # municipality, no credential: the __Host- prefix, not SameSite, keeps other sites from planting one
         response.set_cookie(MUNICIPALITY_COOKIE, remember, max_age=365 * 86400, secure=True, httponly=True,
-                            samesite="Lax", path="/")
+                            samesite="None", path="/")
     return response

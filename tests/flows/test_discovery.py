@@ -35,6 +35,7 @@ from tests.factories.authnrequests import (
     edit,
     error_page,
     open_browser,
+    post_fields,
     posted_response,
     sp_accepts,
 )
@@ -263,6 +264,25 @@ def test_remembered_choice_skips_discovery_in_a_new_browser_session(browser: Bro
     later = open_browser(browser.client.application, None)  # browser restarted: only the lasting cookie is left
     later.client.set_cookie(MUNICIPALITY_COOKIE, remembered[0], domain="localhost")
     request, _ = idp.parse_redirect(at_idp(later.get(sp.login_url())))
+    assert request.message.destination == IDP_SSO.rstrip("?")
+
+
+def test_remembered_choice_comes_with_an_sps_cross_site_post(browser: Browser, sp: DemoSp, idp: DemoIdp,
+                                                             craft: AuthnRequests) -> None:
+    """An SP with the HTTP-POST binding delivers its AuthnRequest by a cross-site POST from its own page, and a
+    browser sends only its SameSite=None cookies with that (RFC 6265bis §5.8.3.7: a Lax cookie comes with a
+    cross-site top-level navigation only when its method is safe). The remembered choice must come along, or it
+    would skip discovery for HTTP-Redirect SPs only and be silently ignored for every POST one."""
+    response = choose(browser, discovery_login_id(browser.get(sp.login_url())), "kommun-c", remember=True)
+    header = next(h for h in response.headers.getlist("Set-Cookie") if h.startswith(MUNICIPALITY_COOKIE + "="))
+    first, *attributes = [part.strip() for part in header.split(";")]
+    flags = {a.split("=", 1)[0].lower(): a.partition("=")[2].lower() for a in attributes}
+
+    later = open_browser(browser.client.application, None)  # what the browser sends with the SP's page's POST
+    if flags.get("samesite") == "none":
+        later.client.set_cookie(MUNICIPALITY_COOKIE, first.partition("=")[2], domain="localhost")
+    crafted = craft.build(sign=True)
+    request, _ = idp.parse_redirect(at_idp(later.post("/saml/idp/sso", post_fields(crafted.xml, "/"))))
     assert request.message.destination == IDP_SSO.rstrip("?")
 
 

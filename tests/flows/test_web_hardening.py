@@ -410,7 +410,7 @@ def test_a_certificate_header_far_past_its_own_limit_counts_like_any_header(brow
 COOKIE_RULES = {
     "__Host-broker_session": ("None", "/"),        # SPs' AuthnRequests and IdPs' Responses arrive by cross-site POST
     "__Host-broker_binding": ("None", "/"),        # the IdP's cross-site POST to /saml/sp/acs must carry it
-    "__Host-broker_municipality": ("Lax", "/"),
+    "__Host-broker_municipality": ("None", "/"),   # HTTP-POST SPs' AuthnRequests arrive by cross-site POST
     "broker_lang": ("Lax", "/"),
     FORM_TOKEN_COOKIE: ("Lax", "/"),
 }
