@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import Literal
 
-from flask import Blueprint, Response, make_response, request
+from flask import Blueprint, Response, make_response, request, url_for
 
 from broker.errors import SamlRejected
+from broker.flow.results import Discovery, Redirect
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, InboundMessage, from_post, from_redirect
 from broker.web.respond import respond
 from broker.web.services import client_context, continuing, posted_form, services
@@ -34,7 +35,14 @@ def sso() -> Response:
         message = _message("SAMLRequest")
     except SamlRejected as exc:
         return respond(flow.reject(exc, ctx, HTTP_REDIRECT if request.method == "GET" else HTTP_POST))
-    return respond(flow.start(message, ctx))
+    result = flow.start(message, ctx)
+    if isinstance(result, Discovery) and request.method == "POST":
+        # the HTTP-POST binding's request is a cross-site POST, which carries no SameSite=Lax cookie: a page made
+        # in answer to it would not see the browser's form secret (broker.web.csrf) and would replace it, which
+        # the discovery pages of its other tabs are bound to, nor its language. The page comes by a redirect (a
+        # top-level GET, with them), from the pending login the flow has stored.
+        result = Redirect(url_for("discovery.show", login=result.login_id), result.correlation_id)
+    return respond(result)
 
 
 @bp.route("/saml/idp/login/<login_id>", methods=["GET"])

@@ -39,7 +39,14 @@ from tests.factories.authnrequests import (
     posted_response,
     sp_accepts,
 )
-from tests.factories.idp import FORM_TOKEN, IDP_ENTITY_ID, back_to_broker, discovery_login_id, form_token
+from tests.factories.idp import (
+    FORM_TOKEN,
+    FORM_TOKEN_COOKIE,
+    IDP_ENTITY_ID,
+    back_to_broker,
+    discovery_login_id,
+    form_token,
+)
 from tests.factories.municipality_choice import offered
 from tests.factories.saml import BASE_URL, Browser, make_sp
 from tests.flows.conftest import audit_lines
@@ -284,6 +291,30 @@ def test_remembered_choice_comes_with_an_sps_cross_site_post(browser: Browser, s
     crafted = craft.build(sign=True)
     request, _ = idp.parse_redirect(at_idp(later.post("/saml/idp/sso", post_fields(crafted.xml, "/"))))
     assert request.message.destination == IDP_SSO.rstrip("?")
+
+
+def test_a_discovery_page_for_an_sps_cross_site_post_keeps_the_other_tabs_pages_valid(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests) -> None:
+    """Two SPs' logins in two tabs, the second by HTTP-POST: the browser sends no Lax cookie with that cross-site
+    POST, so a discovery page made in answer to it could not see the form secret the first tab's page is bound to,
+    and a new one would replace it (docs/security.md: the secret is kept so that pages in several tabs stay
+    valid). The broker sends the POST's browser on to the page by a redirect (a top-level GET, which carries
+    Lax cookies), and the first tab's choice still counts."""
+    first_tab = browser.get(sp.login_url())
+    first_login, first_token = discovery_login_id(first_tab), form_token(browser)
+    secret = browser.client.get_cookie(FORM_TOKEN_COOKIE)
+    assert secret is not None
+
+    browser.client.delete_cookie(FORM_TOKEN_COOKIE, domain="localhost")  # withheld from the cross-site POST
+    answer = browser.post("/saml/idp/sso", post_fields(craft.build(sign=True).xml, "/"))
+    if browser.client.get_cookie(FORM_TOKEN_COOKIE) is None:  # not replaced: still in the browser's jar
+        browser.client.set_cookie(FORM_TOKEN_COOKIE, secret.value, domain="localhost")
+    if answer.status_code == 303:
+        answer = browser.get(answer.headers["Location"])
+    assert discovery_login_id(answer) != first_login  # the second tab's page
+
+    response = browser.post("/discovery", {"login": first_login, "municipality": "kommun-c", FORM_TOKEN: first_token})
+    at_idp(response)
 
 
 @pytest.mark.parametrize("hint", [pytest.param("kommun-c", id="municipality-id"),
