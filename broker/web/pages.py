@@ -68,7 +68,9 @@ def _html_response(html: str, status: int, lang: str) -> Response:
     response = make_response(html, status)
     response.headers["Content-Type"] = "text/html; charset=utf-8"
     if query_parameter("lang") in LANGUAGES:
-        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="Lax")
+        # SameSite=None: pages also answer cross-site POSTs (an SP's HTTP-POST AuthnRequest, a municipal IdP's
+        # Response, a LogoutRequest), which carry no Lax cookie; the choice would be lost on exactly those pages
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="None")
     return response
 
 

@@ -317,6 +317,26 @@ def test_a_discovery_page_for_an_sps_cross_site_post_keeps_the_other_tabs_pages_
     at_idp(response)
 
 
+def test_the_chosen_language_holds_on_the_page_answering_an_sps_cross_site_post(
+        browser: Browser, craft: AuthnRequests, users: Path) -> None:
+    """The user chose English on a broker page; an SP's HTTP-POST AuthnRequest then comes by a cross-site POST,
+    with the browser's SameSite=None cookies only. The page answering it (here: her card is refused) must still be
+    in the language she chose, not in the one her browser's Accept-Language names."""
+    app = browser.client.application  # browsers of their own: the fixture's keeps its last request's context
+    chosen = open_browser(app, None).get("/diagnose?lang=en")
+    header = next(h for h in chosen.headers.getlist("Set-Cookie") if h.startswith("broker_lang="))
+    first, *attributes = [part.strip() for part in header.split(";")]
+    flags = {a.split("=", 1)[0].lower(): a.partition("=")[2].lower() for a in attributes}
+
+    later = open_browser(app, (users / "fatima.pem").read_text())
+    later.headers = {"Accept-Language": "sv-SE,sv;q=0.9"}
+    if flags.get("samesite") == "none":
+        later.client.set_cookie("broker_lang", first.partition("=")[2], domain="localhost")
+    page = later.post("/saml/idp/sso", post_fields(craft.build(sign=True).xml, "/"))
+    assert_refused(page, "issuer_unknown")
+    assert '<html lang="en">' in page.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("hint", [pytest.param("kommun-c", id="municipality-id"),
                                   pytest.param(IDP_ENTITY_ID, id="idp-entity-id")])
 @pytest.mark.parametrize("key", [pytest.param("municipality", id="key-as-written"),

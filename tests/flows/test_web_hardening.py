@@ -411,7 +411,7 @@ COOKIE_RULES = {
     "__Host-broker_session": ("None", "/"),        # SPs' AuthnRequests and IdPs' Responses arrive by cross-site POST
     "__Host-broker_binding": ("None", "/"),        # the IdP's cross-site POST to /saml/sp/acs must carry it
     "__Host-broker_municipality": ("None", "/"),   # HTTP-POST SPs' AuthnRequests arrive by cross-site POST
-    "broker_lang": ("Lax", "/"),
+    "broker_lang": ("None", "/"),                 # pages answering cross-site POSTs keep the chosen language
     FORM_TOKEN_COOKIE: ("Lax", "/"),
 }
 
