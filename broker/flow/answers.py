@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable
 from types import MappingProxyType
 
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
 from broker.config.schema import LocalizedText
-from broker.errors import BrokerError, CertificateRejected, RateLimited, SamlRejected, UpstreamRejected
+from broker.errors import (
+    BrokerError,
+    CertificateRejected,
+    DependencyUnavailable,
+    RateLimited,
+    SamlRejected,
+    UpstreamRejected,
+)
 from broker.flow.deps import FlowDeps
 from broker.flow.proxying import authenticating_authorities, check_proxy_restriction
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Result
@@ -93,7 +101,16 @@ class Answers:
                                   encrypter=sp.encrypter)
         participant = Participant(sp.entity_id, name_id, info.nameid_format, session_index, d.clock.now())
         if new_session:
-            d.sessions.save(token, session, participant, carried=replaced.participants if replaced else ())
+            try:
+                d.sessions.save(token, session, participant, carried=replaced.participants if replaced else ())
+            except DependencyUnavailable:
+                # the browser's old session was taken (SessionManager.replace) and the new one, with its SPs, is
+                # not stored: put the old one back, retired, so that the user's retry (the 503 page) finds it and
+                # takes its SPs over; without it they would drop out of single logout (a store still down: lost)
+                if replaced is not None and ctx.session_token is not None:
+                    with contextlib.suppress(DependencyUnavailable):
+                        d.sessions.reinstate(ctx.session_token, replaced, "session_store_unavailable")
+                raise
             late = settle() if settle is not None else None
             if late is not None:
                 # ended before anything was answered from it; the SPs it carried over are still in the list of the

@@ -13,6 +13,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -22,6 +23,7 @@ from saml2.saml import NameID
 from broker.config.loader import Settings, load_settings
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
+from broker.errors import SessionStoreUnavailable
 from broker.session.store import RedisStore
 from tests.factories.authnrequests import (
     NS,
@@ -305,3 +307,41 @@ class TestAnIdleSession:
         logout, = events(config_dir, "logout")
         assert data(logout)["session_ended"] is True  # type: ignore[call-overload]
         assert list(data(logout)["propagate_to"]) == [f"sp:{SP2}"]  # type: ignore[call-overload]
+
+
+class _FailingSessionWrite(RedisStore):
+    """The session store failing once, on the next write of a session (armed by the test)."""
+
+    armed = False
+
+    def put(self, key: str, value: bytes, ttl: float, *, members: Any = ()) -> None:
+        if self.armed and key.startswith("session:"):
+            self.armed = False
+            raise SessionStoreUnavailable("Redis MULTI/EXEC failed: injected")
+        super().put(key, value, ttl, members=members)
+
+
+class TestAStoreFailureWhileANewLoginReplacesTheSession:
+    """A new login in the browser (ForceAuthn) takes the old session and then stores the new one with the old one's
+    SPs. When the store fails in between, the user gets the 503 page and tries again: the old session's SPs still
+    hold her and must stay in single logout. Before, the old session was gone and its SPs with it: the retry's
+    session did not know them, and a logout from it answered Success while SP1 kept her logged in."""
+
+    @pytest.fixture
+    def store(self, redis_url: str, redis_prefix: str) -> _FailingSessionWrite:
+        return _FailingSessionWrite(redis_url, prefix=redis_prefix)
+
+    def test_the_retry_keeps_the_replaced_sessions_sps_in_single_logout(
+            self, app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: _FailingSessionWrite,
+            config_dir: Path) -> None:
+        at_sp1 = sso_login(browser, sp)
+        store.armed = True
+        failed = browser.get(sp2.login_url(force_authn=True))
+        assert (failed.status_code, failed.headers.get("X-Broker-Reason")) == (503, "session_store_unavailable")
+        at_sp2 = force_authn_login(browser, sp2)  # the user's retry
+
+        to_sp1 = hop(browser.get(sp_logout_url(sp2, at_sp2)), SP1_SLO, "SAMLRequest")  # SP1 is asked
+        assert nameid_of(to_sp1) == (at_sp1.text, at_sp1.format)
+        final = hop(browser.get(sp_answers(sp, to_sp1.location)), SP2_SLO, "SAMLResponse")
+        assert status_codes(final.root) == (SUCCESS, None)
+        assert not sp.client.users.subjects()
