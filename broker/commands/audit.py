@@ -149,8 +149,10 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
     """Find events: by user or pseudonym, municipality, SP, outcome, reason, time range or correlation ID."""
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
                      since, until, system, key_file)
-    found = [{k: v for k, v in r.items() if k != "_chain"}
-             for r in records(_paths_or_config(paths, config_dir), _skipped) if wanted(r)]
+    # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the
+    # table (whose columns are as wide as their widest value) keeps what it shows, its columns' text alone
+    found = ({k: v for k, v in r.items() if k != "_chain"}
+             for r in records(_paths_or_config(paths, config_dir), _skipped) if wanted(r))
     if fmt == "jsonl":
         for record in found:
             click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
@@ -160,12 +162,13 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
         for record in found:
             writer.writerow([record.get(c, "") for c in _COLUMNS] + [record.get("detail", "")])
     else:
-        widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in found]) for c in _COLUMNS}
-        shown = [c for c in _COLUMNS if any(r.get(c) for r in found)] or list(_COLUMNS[:3])
-        click.echo("  ".join(c.ljust(widths[c]) for c in shown).rstrip())
-        for record in found:
-            click.echo("  ".join(str(record.get(c, "") or "").ljust(widths[c]) for c in shown).rstrip())
-        click.echo(f"{len(found)} event(s)", err=True)
+        rows = [tuple(str(record.get(c, "") or "") for c in _COLUMNS) for record in found]
+        widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(_COLUMNS)]
+        shown = [i for i in range(len(_COLUMNS)) if any(row[i] for row in rows)] or [0, 1, 2]
+        click.echo("  ".join(_COLUMNS[i].ljust(widths[i]) for i in shown).rstrip())
+        for row in rows:
+            click.echo("  ".join(row[i].ljust(widths[i]) for i in shown).rstrip())
+        click.echo(f"{len(rows)} event(s)", err=True)
 
 
 @audit.command("report")

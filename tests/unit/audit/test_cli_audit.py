@@ -12,6 +12,7 @@ import io
 import json
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,6 +23,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+import broker.commands.audit as audit_command
 from broker.app import create_app
 from broker.audit.chain import ChainSettings, ChainWriter
 from broker.audit.events import AuditEvent
@@ -320,6 +322,28 @@ def test_query_table(data: Dataset) -> None:
     assert row.split() == ["2026-11-26T08:40:00.000Z", "certificate_rejected", "failure", "revoked", "kommun-b",
                            "G1", "192.0.2.10"]
     assert "1 event(s)" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_query_prints_each_event_as_it_is_found(data: Dataset, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """Years of audit files hold millions of records: jsonl and csv went out only once every match had been
+    collected in memory. Each event is printed when it is found: a trail that stops being readable partway (here,
+    after its last record) has already given every event before that point."""
+    real = audit_command.records
+
+    def stops_after_the_records(paths: Any, on_unreadable: Any = None) -> Iterator[dict[str, Any]]:
+        yield from real(paths, on_unreadable)
+        raise RuntimeError("the trail stopped here")
+
+    monkeypatch.setattr(audit_command, "records", stops_after_the_records)
+    result = run("query", str(data.directory), "--outcome", "failure", "--format", fmt)
+    assert isinstance(result.exception, RuntimeError)
+    lines = result.stdout.splitlines()
+    if fmt == "jsonl":
+        assert [json.loads(line)["correlation_id"] for line in lines] == ["D1", REFERENCE, "G1"]
+    else:
+        assert [row[COLUMNS.index("correlation_id")] for row in csv.reader(io.StringIO(result.stdout))][1:] == [
+            "D1", REFERENCE, "G1"]
 
 
 def test_query_rejects_a_bad_time(data: Dataset) -> None:
