@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.audit.chain import by_start, json_object, open_regular
-from broker.audit.verify import collect
+from broker.audit.verify import collect, distinct_copies
 
 SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
                            "audit_file_abandoned"})
@@ -24,7 +24,7 @@ def records(paths: Iterable[Path],
     be read is passed to ``on_unreadable`` with the reason (raised as OSError without one)."""
     chains = collect(paths)
     for chain in sorted(chains, key=by_start):
-        for _, path in chains[chain]:
+        for _, path in distinct_copies(chains[chain]):
             try:
                 with os.fdopen(open_regular(path), "rb") as f:
                     for raw in f:

@@ -133,6 +133,47 @@ def collect(paths: Iterable[Path]) -> dict[str, list[tuple[int, Path]]]:
     return chains
 
 
+def distinct_copies(files: Sequence[tuple[int, Path]]) -> list[tuple[int, Path]]:
+    """A chain's files (in order, as :func:`collect` gives them) with each file once, though it was copied into
+    several of the directories given (an archive and the live directory): of copies with the same number of which
+    each is a beginning of the longest (the same bytes, or a copy taken while the writer was still writing the
+    file), the longest, which holds all they say. Copies that differ otherwise are all kept: the verifier names
+    them (a copy read twice was an insertion, and ``query`` and ``report`` counted its events twice)."""
+    kept: list[tuple[int, Path]] = []
+    for n, path in files:
+        if kept and kept[-1][0] == n:
+            longer = _longer_copy(kept[-1][1], path)
+            if longer is not None:
+                kept[-1] = (n, longer)
+                continue
+        kept.append((n, path))
+    return kept
+
+
+def _longer_copy(a: Path, b: Path) -> Path | None:
+    """Of two copies of a chain file, the one that holds the other as its beginning (None: they differ, or one
+    cannot be read, which the verifier names)."""
+    try:
+        first, second = read_regular(a), read_regular(b)
+    except OSError:
+        return None
+    if first.startswith(second):
+        return a
+    return b if second.startswith(first) else None
+
+
+def _other_copy(path: Path, other: Path) -> tuple[int | None, int | None]:
+    """The line (1-based) of ``path`` from which it differs from ``other``, another copy of the same chain file
+    (neither a beginning of the other), and the sequence number on that line."""
+    try:
+        ours, theirs = _lines(read_regular(path))[0], _lines(read_regular(other))[0]
+    except OSError:
+        return None, None
+    number = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False), start=1) if a != b),
+                  min(len(ours), len(theirs)) + 1)
+    return number, _seq_of(ours[number - 1]) if number <= len(ours) else None
+
+
 def _directories(files: Sequence[tuple[int, Path]]) -> list[Path]:
     """The directories a chain's files are in, in the order of the files. A reviewer may collect a chain from
     several (an archive of its older files beside the live directory, docs/deployment.md): its index and
@@ -292,11 +333,14 @@ def _lines(data: bytes) -> tuple[list[bytes], bytes]:
     return [line + b"\n" for line in data[:cut].split(b"\n")[:-1]], data[cut:]
 
 
-def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
+def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
+    """``copies``: the chain's files as :func:`collect` found them, a file copied into several directories once
+    per copy; each is read once (:func:`distinct_copies`), and the index and marker are looked for beside all."""
+    files = distinct_copies(copies)
     report = ChainReport(chain, files=[str(p) for _, p in files])
-    markers = _closed_markers(chain, files)
+    markers = _closed_markers(chain, copies)
     try:
-        index_lines = _index_lines(chain, files)
+        index_lines = _index_lines(chain, copies)
     except OSError as exc:
         index_path = exc.filename or files[0][1].parent / f"{chain}.checkpoints.jsonl"
         report.problems.append(Problem(str(index_path), None, None, "missing", f"cannot read: {exc.strerror}"))
@@ -311,6 +355,12 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
         name = str(path)
         if walker.final_checkpoint is not None:
             walker.fail(name, None, walker.expected, "inserted", f"a file {_after(walker.final_checkpoint)}")
+            return report
+        if n == expected_file - 1 and index > 0:  # a copy of the file before, neither a beginning of the other
+            other = files[index - 1][1]
+            line, seq = _other_copy(path, other)
+            walker.fail(name, line, seq, "modified",
+                        f"{other} is another copy of this file, which differs from it from this line on")
             return report
         if n != expected_file:
             walker.fail(name, None, walker.expected, "missing",
@@ -368,7 +418,7 @@ def verify_chain(chain: str, files: Sequence[tuple[int, Path]], keyring: AuditKe
             return report
         report.problems.append(problem)
         return report
-    _check_index(chain, files, report, walker)
+    _check_index(chain, files, report, walker, copies)
     for marker in markers:
         if report.problems:
             break
@@ -411,7 +461,8 @@ def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Pa
     return found
 
 
-def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker) -> None:
+def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker,
+                 copies: Sequence[tuple[int, Path]]) -> None:
     """Every checkpoint the writer also put in the index must still be in the chain, byte for byte.
 
     ``ChainWriter._checkpoint_locked`` copies each checkpoint into the index right after writing it, and
@@ -420,9 +471,9 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
     write failed) between the chain's first checkpoint and its copy, and wrote nothing after it; a later
     writer's attestation of exactly that end proves it (decided in :func:`verify`).
     """
-    lines = _index_lines(chain, files)
+    lines = _index_lines(chain, copies)
     if not lines:
-        indexes = [d / f"{chain}.checkpoints.jsonl" for d in _directories(files)]
+        indexes = [d / f"{chain}.checkpoints.jsonl" for d in _directories(copies)]
         index = next((i for i in indexes if i.exists()), indexes[0])
         if walker.first_checkpoint is None:  # a writer that stopped while starting the chain
             report.warnings.append("no checkpoint index: truncation cannot be checked against it")

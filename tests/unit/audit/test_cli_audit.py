@@ -346,6 +346,15 @@ def test_query_prints_each_event_as_it_is_found(data: Dataset, monkeypatch: pyte
             "D1", REFERENCE, "G1"]
 
 
+def test_query_reads_a_file_copied_into_an_archive_once(data: Dataset, tmp_path: Path) -> None:
+    """The audit directory and a copy of its files in an archive, both given: every event was found twice."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (archive / data.file.name).write_bytes(data.file.read_bytes())
+    found = query_jsonl(str(archive), str(data.directory), "--outcome", "failure")
+    assert cids(found) == [("D1", "certificate_rejected"), (REFERENCE, "login_refused"), ("G1", "certificate_rejected")]
+
+
 def test_query_rejects_a_bad_time(data: Dataset) -> None:
     result = run("query", str(data.directory), "--since", "yesterday")
     assert result.exit_code == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -992,6 +993,49 @@ def test_a_chain_collected_from_an_archive_and_the_live_directory_finds_its_inde
     result = verify([archive, chain.directory], keyring_of(KEY))
     assert result.ok, str(result.first_problem())
     assert result.chains[0].closed
+
+
+def copy_into_an_archive(c: Chain, tmp_path: Path, *numbers: int) -> Path:
+    archive = tmp_path / "archive"
+    archive.mkdir(exist_ok=True)
+    for n in numbers:
+        shutil.copy2(c.files[n - 1], archive / c.files[n - 1].name)
+    return archive
+
+
+@pytest.mark.parametrize("numbers", [pytest.param((1,), id="first-file"), pytest.param((1, 2), id="two-files"),
+                                     pytest.param((3,), id="last-file")])
+def test_a_file_copied_into_an_archive_is_read_once(chain: Chain, tmp_path: Path, numbers: tuple[int, ...]) -> None:
+    """Files copied (not moved) into an archive, both directories given: the second copy of file 000001 was
+    reported as "missing: file 000002 of the chain is missing" (which was there), at the first file."""
+    archive = copy_into_an_archive(chain, tmp_path, *numbers)
+    result = verify([archive, chain.directory], keyring_of(KEY))
+    assert result.ok, str(result.first_problem())
+    assert len(result.chains[0].files) == 3
+
+
+def test_a_copy_made_while_the_file_was_written_is_read_once(tmp_path: Path) -> None:
+    """A copy of a file taken before its writer had finished it holds a beginning of it: the longer holds all it
+    says, and is the one read."""
+    c = build(tmp_path / "audit", closed=False, tail=3)
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    last = c.files[-1]
+    (archive / last.name).write_bytes(last.read_bytes()[:-40])  # a torn line too
+    result = verify([archive, c.directory], keyring_of(KEY))
+    assert result.ok, str(result.first_problem())
+    assert result.chains[0].files == [str(f) for f in c.files]
+
+
+def test_two_copies_of_a_file_that_differ_are_a_modification(chain: Chain, tmp_path: Path) -> None:
+    archive = copy_into_an_archive(chain, tmp_path, 2)
+    chain.edit(2, 3, lambda r: r.update(outcome="failure"))  # the live copy changed
+    problem = verify([archive, chain.directory], keyring_of(KEY)).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line, problem.seq) == (
+        "modified", str(chain.files[1]), 3, chain.seq(2, 3))
+    assert problem.detail == (f"{archive / chain.files[1].name} is another copy of this file, which differs from "
+                              "it from this line on")
 
 
 def test_the_marker_and_index_found_in_another_directory_still_judge_the_chain(chain: Chain,
