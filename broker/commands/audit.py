@@ -68,14 +68,7 @@ _config = click.option("--config", "config_dir", type=click.Path(path_type=Path)
 def verify_command(paths: tuple[Path, ...], key_files: tuple[Path, ...], config_dir: Path | None,
                    as_json: bool) -> None:
     """Prove the trail untouched. Exit 0 if intact; 1 naming the first problem (file, line, seq, what)."""
-    keyring = _keyring(key_files, config_dir)
-    if not keyring.ids():
-        click.echo("no verification key: give --key PUBLIC.pem or --config DIR", err=True)
-        sys.exit(2)
-    result = verify(_paths_or_config(paths, config_dir), keyring)
-    if not result.chains:
-        click.echo("no audit chains found", err=True)
-        sys.exit(2)
+    result = _verified(_paths_or_config(paths, config_dir), key_files, config_dir)
     if as_json:
         click.echo(json.dumps(_verification_json(result), indent=2))
     else:
@@ -90,6 +83,20 @@ def verify_command(paths: tuple[Path, ...], key_files: tuple[Path, ...], config_
         if problem is not None:
             click.secho(f"FIRST PROBLEM: {problem}", fg="red", bold=True, err=True)
     sys.exit(0 if result.ok else 1)
+
+
+def _verified(sources: list[Path], key_files: tuple[Path, ...], config_dir: Path | None) -> Verification:
+    """The chains in ``sources`` verified; exit 2 when that cannot start (no key: every checkpoint would be an
+    unknown key, an intact trail reported as not intact; no chains: a wrong path)."""
+    keyring = _keyring(key_files, config_dir)
+    if not keyring.ids():
+        click.echo("no verification key: give --key PUBLIC.pem or --config DIR", err=True)
+        sys.exit(2)
+    result = verify(sources, keyring)
+    if not result.chains:
+        click.echo("no audit chains found", err=True)
+        sys.exit(2)
+    return result
 
 
 def _verification_json(result: Verification) -> dict[str, Any]:
@@ -175,7 +182,8 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
 @_paths
 @_config
 @click.option("--html", "html_file", required=True, type=click.Path(path_type=Path), help="where to write it")
-@click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path))
+@click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path),
+              help="Ed25519 public key (PEM) trusted for checkpoints; repeatable (or --config DIR)")
 @click.option("--since", help="from this ISO 8601 time")
 @click.option("--until", help="to this ISO 8601 time")
 @click.option("--title", default="Authentication audit report", show_default=True)
@@ -184,7 +192,7 @@ def report_command(paths: tuple[Path, ...], config_dir: Path | None, html_file: 
     """A self-contained HTML report: logins per municipality and day, failures by reason, integrity."""
     sources = _paths_or_config(paths, config_dir)
     wanted = _filter((), False, None, None, None, None, None, (), None, since, until, False)
-    integrity = verify(sources, _keyring(key_files, config_dir))
+    integrity = _verified(sources, key_files, config_dir)
     document = html_report.build((r for r in records(sources, _skipped) if wanted(r)), integrity, title=title,
                                  since=wanted.since, until=wanted.until)
     try:

@@ -511,6 +511,24 @@ def test_report_period_and_integrity_problems(data: Dataset, tmp_path: Path) -> 
     assert not [r for r in document.rows if r and r[0] in ("2026-11-24", "2026-11-26")]
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(lambda d, tmp: [str(d.directory)], "no verification key: give --key PUBLIC.pem or --config DIR",
+                 id="no-key"),
+    pytest.param(lambda d, tmp: [str(tmp / "empty"), "--key", str(d.public)], "no audit chains found",
+                 id="no-chains"),
+])
+def test_report_that_cannot_judge_the_trail_exits_2(data: Dataset, tmp_path: Path, args: Any, message: str) -> None:
+    """Like verify: without a key every checkpoint was an "unknown key", and an intact trail was reported as NOT
+    intact ("integrity problems"); a directory without chains (a wrong path) likewise. No report is written."""
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "report.html"
+    result = run("report", *args(data, tmp_path), "--html", str(out))
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "integrity problems" not in result.output
+    assert not out.exists()
+
+
 # --- keygen -----------------------------------------------------------------------------------------------------
 
 
