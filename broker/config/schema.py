@@ -284,6 +284,9 @@ class RateLimitConfig:
             yield ("window",), "must be at least 1s"
 
 
+_SYSLOG_APP_NAME = re.compile(r"[\x21-\x7e]{1,48}")
+
+
 @dataclass(frozen=True)
 class SyslogForward:
     """A copy of every audit event to syslog (RFC 5424 with structured data; RFC 6587 framing over TCP)."""
@@ -293,9 +296,17 @@ class SyslogForward:
     transport: Literal["udp", "tcp"] = field(default="udp", metadata=doc("udp or tcp"))
     facility: Literal["auth", "authpriv", "local0", "local1", "local2", "local3", "local4", "local5", "local6",
                       "local7"] = field(default="authpriv", metadata=doc("syslog facility"))
-    app_name: str = field(default="broker", metadata=doc("APP-NAME in each message"))
+    app_name: str = field(default="broker", metadata=doc("APP-NAME in each message: 1 to 48 printable US-ASCII "
+                                                         "characters, no space (RFC 5424)"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        # RFC 5424 §6.2.5: one with a space shifted every header field after it (its second word read as PROCID)
+        if not _SYSLOG_APP_NAME.fullmatch(self.app_name):
+            yield ("app_name",), ("RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no space; got "
+                                  f"{self.app_name[:100]!r}")
+        yield from self._address_issues()
+
+    def _address_issues(self) -> Iterator[tuple[KeyPath, str]]:
         # the form of redis_schema.HostPort (RFC 3986 §3.2.2: an IPv6 literal in brackets), which the forwarder
         # reads: "::1" split at its last colon was host ":" and port 1
         found = HOST_PORT.match(self.address)

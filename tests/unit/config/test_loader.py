@@ -695,6 +695,13 @@ def _syslog_address(value: str) -> Edit:
                              'facility: authpriv}\n', f"  forward:\n    syslog:\n      address: {value}\n")
 
 
+def _syslog_app_name(value: str) -> Edit:
+    """broker.yaml forwarding the audit trail to syslog with APP-NAME ``value`` (as written in YAML)."""
+    return replacing(BROKER, '  # forward:\n  #   syslog: {address: "127.0.0.1:514", transport: udp, '
+                             'facility: authpriv}\n',
+                     f'  forward:\n    syslog:\n      address: "127.0.0.1:514"\n      app_name: {value}\n')
+
+
 @pytest.mark.parametrize(
     ("edit", "line", "key", "fragment"),
     [
@@ -736,6 +743,15 @@ def _syslog_address(value: str) -> Edit:
         pytest.param(_syslog_address('"log host:514"'),
                      "address: ", "audit.forward.syslog.address", "expected host:port (port 1-65535; IPv6 as "
                      "[::1]:514), got 'log host:514'", id="syslog-host-with-a-space"),
+        # RFC 5424 §6.2.5: APP-NAME is 1 to 48 printable US-ASCII characters; a space in it shifted every header
+        # field after it (its second word read as PROCID): every message malformed
+        pytest.param(_syslog_app_name('"regional broker"'), "app_name: ", "audit.forward.syslog.app_name",
+                     "RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters, no space; got 'regional broker'",
+                     id="syslog-app-name-with-a-space"),
+        pytest.param(_syslog_app_name('"inloggningstjänst"'), "app_name: ", "audit.forward.syslog.app_name",
+                     "RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters", id="syslog-app-name-not-ascii"),
+        pytest.param(_syslog_app_name("b" * 49), "app_name: ", "audit.forward.syslog.app_name",
+                     "RFC 5424 APP-NAME: 1 to 48 printable US-ASCII characters", id="syslog-app-name-too-long"),
     ],
 )
 def test_audit_keys_and_forwarding_are_checked(config_dir: Path, edit: Edit, line: str, key: str,
