@@ -125,14 +125,17 @@ def _sd_value(value: Any) -> str:
 
 
 def format_rfc5424(record: dict[str, Any], *, facility: str, app_name: str, hostname: str) -> bytes:
-    """One RFC 5424 message: the event's key fields as structured data, the whole record as JSON in MSG."""
+    """One RFC 5424 message: the event's key fields as structured data (UTF-8, §6.3.3), the whole record as JSON
+    in MSG."""
     severity = 4 if record.get("outcome") == "failure" else 6  # warning / informational
     pri = _FACILITIES[facility] * 8 + severity
     params = " ".join(f'{k}="{_sd_value(record[k])}"' for k in _SD_FIELDS if record.get(k) is not None)
     msgid = str(record.get("event", "-"))[:32] or "-"
     head = (f"<{pri}>1 {record.get('time', '-')} {hostname[:255] or '-'} {app_name[:48]} {os.getpid()} {msgid} "
             f"[{SD_ID} {params}] ")
-    return head.encode("utf-8") + json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # MSG in US-ASCII (JSON's \u escapes for the rest, the same record to any JSON reader): RFC 5424 §6.4 wants a
+    # UTF-8 MSG to start with a BOM, which receivers keep in the message and JSON readers refuse
+    return head.encode("utf-8") + json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 class SyslogForwarder(_Queued):

@@ -93,7 +93,10 @@ def parse_rfc5424(message: bytes) -> Syslog:
         i += 1
     assert rest[i] == "]", rest[i:i + 20]
     assert rest[i + 1] == " ", "MSG must follow the structured data after one space"
-    msg = json.loads(rest[i + 2:])
+    text_msg = rest[i + 2:]
+    # RFC 5424 §6.4: MSG in UTF-8 starts with the BOM; without it, MSG-ANY is octets of no stated encoding
+    assert text_msg.isascii() or text_msg.startswith("\ufeff"), "MSG in UTF-8 without the BOM"
+    msg = json.loads(text_msg.removeprefix("\ufeff"))
     return Syslog(int(head["pri"]), int(head["version"]), head["timestamp"], head["hostname"], head["app"],
                   head["procid"], head["msgid"], sd_id, params, msg)
 
@@ -303,14 +306,36 @@ def test_structured_data_values_are_escaped(tmp_path: Path, receiver: tuple[str,
     assert p.msg["correlation_id"] == SPECIAL
 
 
+@pytest.mark.parametrize("receiver", ["udp"], indirect=True)
+def test_a_record_with_text_beyond_ascii_is_a_well_formed_msg(tmp_path: Path,
+                                                              receiver: tuple[str, Received]) -> None:
+    """RFC 5424 §6.4: a MSG encoded in UTF-8 MUST start with the BOM. The records' operator text is Swedish
+    ("Göteborgs Stad", "…" where it was cut): it went out as UTF-8 without one, for a receiver to guess."""
+    address, received = receiver
+    setup = forwarding_trail(tmp_path, address, "udp")
+    detail = "Inloggningen från Göteborgs Stad nekades …"
+    try:
+        send_events(setup, [AuditEvent("login_refused", "failure", "C-1", reason="certificate_missing",
+                                       detail=detail, client_address="192.0.2.7")])
+        messages = received.wait_for(2)
+    finally:
+        setup.close()
+    (message,) = [m for m in messages if b"login_refused" in m]
+    msg = message[message.index(b"] ") + 2:]
+    assert msg.isascii() or msg.startswith(b"\xef\xbb\xbf"), msg[:40]
+    assert parse_rfc5424(message).msg["detail"] == detail
+
+
 @pytest.mark.parametrize("receiver", ["tcp"], indirect=True)
 def test_tcp_frames_count_octets_not_characters(tmp_path: Path, receiver: tuple[str, Received]) -> None:
     address, received = receiver
     setup = forwarding_trail(tmp_path, address, "tcp")
     details = ["", "å" * 10, "ä€" * 300, "€" * MAX_DETAIL, "😀 " * 50]  # the longest a record holds: 6,000 octets
     try:
+        # the SP in the structured data is UTF-8 (RFC 5424 §6.3.3), so octets and characters differ in the frame
         send_events(setup, [AuditEvent("login_refused", "failure", f"C-{n}", reason="certificate_missing",
-                                       detail=d, client_address="192.0.2.7") for n, d in enumerate(details)])
+                                       detail=d, sp=f"https://sp.example/{d[:20]}", client_address="192.0.2.7")
+                            for n, d in enumerate(details)])
         messages = received.wait_for(len(details) + 1)
         assert wait_until(lambda: setup.forwarder.stats()["sent"] == len(details) + 1)
         assert setup.forwarder.stats() == {"sent": len(details) + 1, "dropped": 0, "errors": 0, "queued": 0}
@@ -319,6 +344,7 @@ def test_tcp_frames_count_octets_not_characters(tmp_path: Path, receiver: tuple[
     assert len(messages) == len(details) + 1  # the receiver found every frame boundary (errors: none)
     parsed = [p for p in received.parsed() if p.msgid == "login_refused"]
     assert [p.msg.get("detail", "") for p in parsed] == details
+    assert [p.params["sp"] for p in parsed] == [f"https://sp.example/{d[:20]}" for d in details]
 
 
 # --- a receiver that is gone or stuck -----------------------------------------------------------------
