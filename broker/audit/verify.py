@@ -7,7 +7,8 @@ What each problem means:
                index of a chain that holds checkpoints is gone (or empty)
 ``inserted``   a sequence number repeats: a record was added; or anything follows the final checkpoint,
                or the end a later writer attested (records, a file, bytes of a torn line)
-``reordered``  a sequence number goes backwards
+``reordered``  a sequence number goes backwards, or skips ahead of one found later in the chain (lines or files
+               moved)
 ``truncated``  the chain ends before a checkpoint listed in its checkpoint index, not exactly at the
                final checkpoint its ``<chain>.closed`` marker records, or before the end a later writer
                attested (every attestation of a chain must name its end exactly)
@@ -207,6 +208,7 @@ class _Walker:
         self.first_record: tuple[str, int] | None = None  # where the chain's start record is
         self.second_record: tuple[str, int] | None = None  # where the first record after the start is
         self.events: set[str] = set()  # the events of the records after the start
+        self.later_files: Sequence[Path] = ()  # the chain's files after the one being walked
 
     def fail(self, file: str, line: int | None, seq: int | None, what: str, detail: str) -> None:
         self.report.problems.append(Problem(file, line, seq, what, detail))
@@ -238,6 +240,9 @@ class _Walker:
         if seq > self.expected:
             if self.expected in file_seqs[number:]:
                 self.fail(file, number, seq, "reordered", f"seq {seq} comes before seq {self.expected}")
+            elif (found := _find_seq(self.later_files, self.expected)) is not None:
+                self.fail(file, number, seq, "reordered",
+                          f"seq {seq} comes before seq {self.expected} ({found[0].name}:{found[1]})")
             else:
                 gap = f"{self.expected}" if seq == self.expected + 1 else f"{self.expected}..{seq - 1}"
                 self.fail(file, number, seq, "missing", f"record(s) {gap} are missing before this one")
@@ -328,6 +333,20 @@ def _seq_of(raw: bytes) -> int | None:
         return None
 
 
+def _find_seq(files: Sequence[Path], seq: int) -> tuple[Path, int] | None:
+    """Where (file, line) a record with ``seq`` is among ``files``: a record the walk missed may have been moved
+    to a later file (files renamed, a line moved), which is reordering, not deletion."""
+    for path in files:
+        try:
+            lines, _ = _lines(read_regular(path))
+        except OSError:
+            continue
+        for number, raw in enumerate(lines, start=1):
+            if _seq_of(raw) == seq:
+                return path, number
+    return None
+
+
 def _lines(data: bytes) -> tuple[list[bytes], bytes]:
     cut = data.rfind(b"\n") + 1
     return [line + b"\n" for line in data[:cut].split(b"\n")[:-1]], data[cut:]
@@ -374,6 +393,7 @@ def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditK
             return report
         lines, torn = _lines(data)
         seqs = [_seq_of(raw) for raw in lines]
+        walker.later_files = [p for _, p in files[index + 1:]]
         for number, raw in enumerate(lines, start=1):
             if not walker.record(name, number, raw, seqs):
                 return report

@@ -207,6 +207,24 @@ def swap_two_lines(c: Chain) -> Expected:
     return Expected("reordered", 2, 3, later)
 
 
+def swap_two_files(c: Chain) -> Expected:
+    """Files 000002 and 000003 change names: every record is still there, in the wrong order (it was reported
+    as records "missing" that were in the other file)."""
+    later = c.seq(3, 1)
+    second, third = c.files[1].read_bytes(), c.files[2].read_bytes()
+    c.files[1].write_bytes(third)
+    c.files[2].write_bytes(second)
+    return Expected("reordered", 2, 1, later)
+
+
+def move_a_line_into_the_next_file(c: Chain) -> Expected:
+    lines = lines_of(c.files[1])
+    later = c.seq(2, 4)
+    write_lines(c.files[1], lines[:2] + lines[3:])
+    write_lines(c.files[2], [lines[2], *lines_of(c.files[2])])
+    return Expected("reordered", 2, 3, later)
+
+
 def truncate_after_an_indexed_checkpoint(c: Chain) -> Expected:
     """The chain is cut right after a checkpoint and the last file removed: it still ends sealed, but the
     index lists later checkpoints."""
@@ -262,6 +280,8 @@ TAMPERS = [
     pytest.param(delete_middle_file, id="delete-middle-rotated-file"),
     pytest.param(insert_duplicate_line, id="insert-duplicate-line"),
     pytest.param(swap_two_lines, id="swap-two-lines"),
+    pytest.param(swap_two_files, id="swap-two-files"),
+    pytest.param(move_a_line_into_the_next_file, id="move-a-line-into-the-next-file"),
     pytest.param(truncate_after_an_indexed_checkpoint, id="truncate-after-indexed-checkpoint"),
     pytest.param(remove_the_final_checkpoint, id="remove-final-checkpoint"),
     pytest.param(first_record_not_chain_start, id="first-record-not-chain-start"),
