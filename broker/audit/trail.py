@@ -66,12 +66,20 @@ class Pseudonymiser:
 
 
 def render_client_address(address: str | None, mode: ClientAddressMode, pseudonymiser: Pseudonymiser) -> str | None:
-    if address is None or mode == "clear":
-        return address
+    """``address`` as ``mode`` records it. An IPv4 user seen through a dual-stack listener (``::ffff:192.0.2.7``,
+    RFC 4291 §2.5.5.2) is that IPv4 address, as the failed-login limits count it: its /48 was ``::/48`` (every
+    IPv4 user the same), its pseudonym another than the same user's through an IPv4 listener."""
+    if address is None:
+        return None
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return "invalid"
+        return address if mode == "clear" else "invalid"
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    if mapped is not None:
+        ip = mapped
+    if mode == "clear":
+        return str(ip) if mapped is not None else address
     if mode == "truncated":
         prefix = 24 if ip.version == 4 else 48
         return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

@@ -99,6 +99,10 @@ def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) ->
         pytest.param("truncated", "192.0.2.7", "192.0.2.0/24", id="truncated-v4"),
         pytest.param("truncated", "2001:db8:1:2::7", "2001:db8:1::/48", id="truncated-v6"),
         pytest.param("truncated", "not-an-ip", "invalid", id="truncated-invalid"),
+        # a dual-stack listener ([::]) shows an IPv4 user as ::ffff:192.0.2.7 (RFC 4291 §2.5.5.2): its /48 was
+        # "::/48", every IPv4 user's address the same and where they came from lost
+        pytest.param("truncated", "::ffff:192.0.2.7", "192.0.2.0/24", id="truncated-v4-mapped"),
+        pytest.param("clear", "::ffff:192.0.2.7", "192.0.2.7", id="clear-v4-mapped"),
     ],
 )
 def test_client_address_modes(mode: str, address: str, expected: str) -> None:
@@ -112,6 +116,14 @@ def test_pseudonymised_client_address_is_keyed() -> None:
     assert a.startswith("ip:")
     assert "192.0.2.7" not in a
     assert a != b
+
+
+def test_an_ipv4_user_has_one_pseudonym_whichever_listener_saw_them() -> None:
+    """Through a dual-stack listener the same IPv4 user arrives as ::ffff:192.0.2.7: a second pseudonym, under
+    which a reviewer looking for the first found none of that user's events."""
+    pseudonymiser = Pseudonymiser(KEY)
+    assert render_client_address("::ffff:192.0.2.7", "pseudonymised", pseudonymiser) == \
+        render_client_address("192.0.2.7", "pseudonymised", pseudonymiser)
 
 
 def test_correlation_ids_are_readable_and_distinct() -> None:
