@@ -175,8 +175,8 @@ class Answers:
         d = self._d
         if event == "login_refused":
             d.audit.record(AuditEvent("login_refused", "failure", ctx.correlation_id, reason=exc.reason,
-                                      detail=exc.detail, sp=sp.entity_id if sp else None,
-                                      client_address=ctx.client_address))
+                                      detail=exc.detail, municipality=municipality.id if municipality else None,
+                                      sp=sp.entity_id if sp else None, client_address=ctx.client_address))
         target = exc.reply_to if isinstance(exc, SamlRejected) else None
         if target is None and info is not None:
             target = info.reply_target()

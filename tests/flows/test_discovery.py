@@ -379,6 +379,19 @@ def test_choosing_a_municipality_that_does_not_exist(browser: Browser, sp: DemoS
     assert [e["reason"] for e in refused] == ["municipality_unknown"]
 
 
+def test_a_refusal_after_the_choice_names_the_municipality_in_the_audit_trail(browser: Browser, sp: DemoSp,
+                                                                              config_dir: Path) -> None:
+    """Kommun A chosen, no card: the refusal is Kommun A's (`broker audit query --municipality kommun-a`, the
+    report's failures by municipality); it was recorded without a municipality, though the page named it."""
+    login_id = discovery_login_id(browser.get(sp.login_url()))
+    page = choose(browser, login_id, "kommun-a")
+    assert_refused(page, "certificate_missing")
+    reference, _ = error_page(page)
+    refused = [e for e in audit_lines(config_dir) if e["event"] == "login_refused"]
+    assert [(e["reason"], e["correlation_id"], e.get("municipality")) for e in refused] == [
+        ("certificate_missing", reference, "kommun-a")]
+
+
 class TestRestrictedServiceProvider:
     @pytest.fixture
     def settings(self, config_dir: Path, municipalities: list[str]) -> Settings:
