@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -266,7 +267,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         return response
 
     app.after_request(security_headers)
-    _record_configuration(settings, audit)
+    _record_configuration(app, settings, audit)
     atexit.register(audit.close)  # a clean shutdown seals the chain with a final checkpoint
     return app
 
@@ -393,7 +394,7 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
     for section in kept:
         log.warning("broker.yaml's %s section changed; it takes effect when the broker restarts (a reload keeps the "
                     "running %s)", section, _KEPT_ON_RELOAD[section])
-    _record_configuration(settings, runtime.audit, restart_needed=kept)
+    _record_configuration(app, settings, runtime.audit, restart_needed=kept)
     log.info("configuration reloaded from %s", directory)
     return True
 
@@ -468,15 +469,23 @@ def build_audit_trail(settings: Settings, clock: Clock, instance: str, sink: Aud
                       client_address=cfg.client_address, forwarders=forwarders)
 
 
-def _record_configuration(settings: Settings, audit: AuditTrail, restart_needed: tuple[str, ...] = ()) -> None:
-    """`configuration_loaded`: what this process runs on, and what changed since the last recorded load;
-    ``restart_needed``: the changed sections a reload did not apply."""
+_RECORDED_CONFIGURATION = "broker_recorded_configuration"
+
+
+def _record_configuration(app: Flask, settings: Settings, audit: AuditTrail,
+                          restart_needed: tuple[str, ...] = ()) -> None:
+    """`configuration_loaded`: what this process runs on, and what changed since the last recorded load (this
+    process's own, kept in ``app``; at the start, the newest among the heads of the chains in the audit
+    directory); ``restart_needed``: the changed sections a reload did not apply."""
     current = summary(settings)
-    try:
-        previous = last_event(settings.broker.audit.directory.path, "configuration_loaded")
-    except OSError:
-        previous = None
-    changed = changes((previous or {}).get("data"), current)
+    recorded: dict[str, Any] | None = app.extensions.get(_RECORDED_CONFIGURATION)
+    if recorded is None:
+        try:
+            found = last_event(settings.broker.audit.directory.path, "configuration_loaded")
+        except OSError:
+            found = None
+        recorded = (found or {}).get("data")
+    changed = changes(recorded, current)
     try:
         audit.record(AuditEvent("configuration_loaded", "info", "-", data=MappingProxyType({
             "config_sha256": current["config_sha256"],
@@ -490,6 +499,9 @@ def _record_configuration(settings: Settings, audit: AuditTrail, restart_needed:
         audit.sync()
     except AuditUnavailable as exc:  # logins will fail closed with the same error; starting up is fine
         log.error("could not record configuration_loaded: %s", exc.detail)
+        return
+    # the next reload says what changed since this load (the chain's head holds only the start's)
+    app.extensions[_RECORDED_CONFIGURATION] = current
 
 
 class _PlainError(BrokerError):

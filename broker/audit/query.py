@@ -88,7 +88,8 @@ class Filter:
 
 
 def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[str, Any] | None:
-    """The most recent ``event`` among the first records of each chain, newest chain first.
+    """The most recent ``event`` among the first records of each chain, newest chain first (within a chain's
+    head, its last one).
 
     For events a writer records as it starts (configuration_loaded): only the
     head of each chain's first file is read, so years of audit files cost little.
@@ -96,6 +97,7 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
     chains = collect([directory])
     for chain in sorted(chains, key=by_start, reverse=True):
         _, first = chains[chain][0]
+        found: dict[str, Any] | None = None
         try:
             with os.fdopen(open_regular(first), "rb") as f:
                 for _, raw in zip(range(head_lines), f, strict=False):
@@ -103,7 +105,9 @@ def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[st
                     if record is None:
                         break
                     if record.get("event") == event:
-                        return dict(record)
+                        found = dict(record)
         except OSError:
-            continue
+            pass  # what was read of it counts
+        if found is not None:
+            return found
     return None

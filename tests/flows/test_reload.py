@@ -207,6 +207,25 @@ def test_a_session_follows_a_changed_trust_configuration_of_its_municipality_at_
         assert [e["data"]["session"] for e in issued] == ["new"]  # type: ignore[index]
 
 
+def test_each_reload_records_what_changed_since_the_load_before_it(app: Flask, config_dir: Path,
+                                                                   demo_material: Any) -> None:
+    """configuration_loaded says what changed since the last load. The one before was looked for among the first
+    records of the chain, where the start's is: every later reload was compared with the start, and named again
+    what earlier reloads had changed."""
+    rename_kommun_a(config_dir)
+    assert reload_configuration(app) is True
+    add_other_sp(config_dir, Path(demo_material.root))
+    assert reload_configuration(app) is True
+    assert reload_configuration(app) is True  # nothing changed
+
+    changes = [{k: e["data"][k] for k in ("added", "removed", "modified")} for e in loaded(config_dir)[1:]]
+    assert changes == [
+        {"added": [], "removed": [], "modified": ["municipalities/kommun-a.yaml"]},
+        {"added": ["metadata/other-sp.xml", "service-providers/other-sp.yaml"], "removed": [], "modified": []},
+        {"added": [], "removed": [], "modified": []},
+    ]
+
+
 def test_a_changed_audit_section_is_reported_as_needing_a_restart(app: Flask, config_dir: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """The audit trail is kept across reloads (its chain, its key): a changed audit section must not look
