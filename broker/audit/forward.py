@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import queue
+import select
 import socket
 import sys
 import threading
@@ -167,11 +168,22 @@ class SyslogForwarder(_Queued):
     def _send(self, record: dict[str, Any]) -> None:
         message = format_rfc5424(record, facility=self._facility, app_name=self._app_name,
                                  hostname=self._hostname)
-        sock = self._connect()
         if self._transport == "udp":
-            sock.sendto(message, self._address)
-        else:  # RFC 6587 §3.4.1 octet counting
-            sock.sendall(str(len(message)).encode() + b" " + message)
+            self._connect().sendto(message, self._address)
+            return
+        frame = str(len(message)).encode() + b" " + message  # RFC 6587 §3.4.1 octet counting
+        # a receiver that restarted, or closes idle connections, has closed ours: a copy written into it is lost
+        # without an error (the peer answers with a reset), and the next one fails
+        if self._socket is not None and _closed_by_peer(self._socket):
+            self._reset()
+        reused = self._socket is not None
+        try:
+            self._connect().sendall(frame)
+        except OSError:
+            if not reused:
+                raise
+            self._reset()  # closed meanwhile: once more, on a new connection
+            self._connect().sendall(frame)
 
     def _reset(self) -> None:
         if self._socket is not None:
@@ -182,6 +194,17 @@ class SyslogForwarder(_Queued):
     def close(self) -> None:
         super().close()
         self._reset()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the receiver has closed (or reset) the connection: a syslog receiver never sends (RFC 6587), so a
+    readable end of stream, or an error, is the connection's end."""
+    poller = select.poll()  # not recv alone: the socket's timeout would wait for data (and poll has no fd limit)
+    poller.register(sock, select.POLLIN)
+    try:
+        return bool(poller.poll(0)) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 class StdoutForwarder(_Queued):

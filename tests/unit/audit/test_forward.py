@@ -385,6 +385,47 @@ def test_a_dead_receiver_never_holds_up_a_record(tmp_path: Path) -> None:
         f"C-{n}" for n in range(30)]  # the audit file, not the copy, is the record
 
 
+def test_a_receiver_that_closed_the_connection_loses_no_copy(tmp_path: Path) -> None:
+    """A syslog receiver restarting, or closing idle connections, closes the TCP connection. The next copy was
+    written into the closed connection and counted as sent (the peer answers it with a reset: lost without a
+    trace), the one after failed (an error, lost too). Each copy now goes out on a connection that is open."""
+    server, received = tcp_receiver()
+
+    class ClosingIdleConnections(server.RequestHandlerClass):  # type: ignore[misc,name-defined]
+        def handle(self) -> None:
+            self.connection.settimeout(0.1)
+            try:
+                while True:
+                    digits = b""
+                    while (c := self.rfile.read(1)) not in (b" ", b""):
+                        digits += c
+                    if not digits:
+                        return
+                    received.add(self.rfile.read(int(digits)))
+            except TimeoutError:
+                return  # idle for 0.1 s: the receiver closes the connection
+
+    server.RequestHandlerClass = ClosingIdleConnections
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    setup = forwarding_trail(tmp_path, f"127.0.0.1:{server.server_address[1]}", "tcp")
+    try:
+        for n in range(4):
+            setup.trail.record(AuditEvent("login_started", "info", f"C-{n}", sp="https://sp.example/md"))
+            setup.trail.sync()
+            time.sleep(0.4)  # the receiver closes the connection before the next copy
+        assert wait_until(lambda: len(received.messages) == 5, timeout=3)  # and the chain's start checkpoint
+        assert setup.forwarder.stats() == {"sent": 5, "dropped": 0, "errors": 0, "queued": 0}
+        assert [p.params["correlation_id"] for p in received.parsed() if p.msgid == "login_started"] == [
+            f"C-{n}" for n in range(4)]
+    finally:
+        setup.close()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert received.errors == []
+
+
 def test_a_full_queue_drops_copies_and_counts_them(tmp_path: Path) -> None:
     stuck = socket.socket()
     stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
