@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
+import re
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal, Protocol
@@ -24,6 +25,7 @@ from broker.audit.forward import Forwarder
 from broker.audit.schema import SCHEMA_VERSION
 from broker.clock import Clock
 from broker.errors import AuditUnavailable
+from broker.pki.identity import check_personnummer
 
 MAX_DETAIL: Final = 2000  # characters of a record's detail; longer ones end in '…'
 
@@ -49,6 +51,32 @@ class AuditSink(Protocol):
 
 
 ClientAddressMode = Literal["clear", "truncated", "pseudonymised"]
+
+# a personnummer as people write it: 12 digits (YYYYMMDDNNNN) or 10 (YYMMDDNNNN), either with - or + before the
+# last four (+: 100 years or older)
+_PERSONNUMMER_SHAPED = re.compile(r"(?<![0-9])(?:[0-9]{8}|[0-9]{6})[-+]?[0-9]{4}(?![0-9])")
+
+
+def _as_personnummer(text: str, today: dt.date) -> str | None:
+    """``text`` (a match of _PERSONNUMMER_SHAPED) as the 12-digit personnummer it is, or None when it is none
+    (no such date, a wrong check digit): the 10-digit form in the century the separator says (Skatteverket)."""
+    digits = text.replace("-", "").replace("+", "")
+    if len(digits) == 10:
+        yy, month, day = int(digits[0:2]), int(digits[2:4]), int(digits[4:6])
+        year = today.year - (today.year - yy) % 100
+        try:
+            if dt.date(year, month, day - 60 if day > 60 else day) > today:
+                year -= 100
+        except ValueError:
+            return None
+        if "+" in text:
+            year -= 100
+        digits = f"{year // 100:02d}{digits}"
+    try:
+        check_personnummer(digits, today)
+    except ValueError:
+        return None
+    return digits
 
 
 class Pseudonymiser:
@@ -139,11 +167,23 @@ class AuditTrail:
             # operator text, often quoting what a peer sent before anything about it was verified: each place cuts
             # what it quotes, and this bound holds for a place that does not (a record stays one short line for
             # the forwarders, and nobody can write kilobytes into the trail per request)
-            detail = event.detail
-            record["detail"] = detail if len(detail) <= MAX_DETAIL else detail[:MAX_DETAIL - 1] + "…"
+            # (what lies past the bound is not searched: a pseudonym is longer than the number it replaces, so
+            # nothing from there is kept; the margin keeps whole a number that starts before the bound)
+            detail = self._without_personnummer(event.detail[:MAX_DETAIL + 16], now.date())
+            cut = len(detail) > MAX_DETAIL or len(event.detail) > MAX_DETAIL + 16
+            record["detail"] = detail[:MAX_DETAIL - 1] + "…" if cut else detail
         if event.data:
             record["data"] = {k: list(v) if isinstance(v, tuple) else v for k, v in event.data.items()}
         return record
+
+    def _without_personnummer(self, text: str, today: dt.date) -> str:
+        """``text`` with every personnummer in it replaced by its pseudonym: a detail quotes what peers sent (a
+        municipal IdP's StatusMessage, parts of a refused message), which may name the user."""
+        def pseudonym(match: re.Match[str]) -> str:
+            number = _as_personnummer(match.group(), today)
+            return match.group() if number is None else self._pseudonymiser.personnummer(number)
+
+        return _PERSONNUMMER_SHAPED.sub(pseudonym, text)
 
     def observe(self, observer: Callable[[dict[str, Any]], None]) -> None:
         """Call ``observer`` with every record written (metrics); it must be quick and must not fail."""

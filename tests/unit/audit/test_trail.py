@@ -74,6 +74,33 @@ def test_a_records_detail_is_bounded(tmp_path: Path, detail: str, written: str) 
     assert line["detail"] == written
 
 
+BO_PSEUDONYM = Pseudonymiser(KEY).personnummer("191212121212")
+
+
+@pytest.mark.parametrize(("detail", "written"), [
+    # an IdP's StatusMessage, quoted in upstream_status: free text of a peer, which may name the user
+    pytest.param("urn:oasis:names:tc:SAML:2.0:status:Responder: user 191212121212 has no account",
+                 f"urn:oasis:names:tc:SAML:2.0:status:Responder: user {BO_PSEUDONYM} has no account", id="12-digits"),
+    pytest.param("Användaren 19121212-1212 saknas", f"Användaren {BO_PSEUDONYM} saknas", id="12-digits-dash"),
+    pytest.param("user 121212+1212 locked", f"user {BO_PSEUDONYM} locked", id="10-digits-over-100"),
+    pytest.param("samordningsnummer 190101619997.", f"samordningsnummer "
+                 f"{Pseudonymiser(KEY).personnummer('190101619997')}.", id="samordningsnummer"),
+    pytest.param("org 2120001009, seq 123456789012, id 191212121213", "org 2120001009, seq 123456789012, "
+                 "id 191212121213", id="other-numbers-stay"),
+])
+def test_a_personnummer_in_a_detail_is_replaced_by_its_pseudonym(tmp_path: Path, detail: str,
+                                                                  written: str) -> None:
+    """docs/audit.md: a detail never holds a personnummer. Details quote what peers sent (a municipal IdP's
+    StatusMessage, parts of a refused message): a personnummer there went into the trail in clear."""
+    path = tmp_path / "audit"
+    trail = _trail(path)
+    trail.record(AuditEvent("upstream_authn_result", "failure", "CID-1", reason="upstream_status", detail=detail,
+                            client_address="192.0.2.7"))
+    trail.sync()
+    (line,) = _lines(path)
+    assert line["detail"] == written
+
+
 def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) -> None:
     path = tmp_path / "audit"
     trail = _trail(path)
