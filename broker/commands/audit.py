@@ -18,6 +18,7 @@ from broker.audit import report as html_report
 from broker.audit.events import as_reference
 from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
 from broker.audit.query import Filter, parse_time, records
+from broker.audit.schema import EVENTS
 from broker.audit.trail import Pseudonymiser
 from broker.audit.verify import Verification, verify
 from broker.commands.common import settings_or_exit
@@ -114,6 +115,18 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
             sp: str | None, outcome: str | None, reason: str | None, event: tuple[str, ...],
             correlation_id: str | None, since: str | None, until: str | None, system: bool,
             key_file: Path | None = None) -> Filter:
+    for given in user:
+        try:
+            check_personnummer(given.strip().replace("-", ""), None)
+        except ValueError:
+            continue
+        click.echo("--user: a personnummer is recorded as its pseudonym: give it on standard input with "
+                   "--personnummer-stdin (it stays out of the shell's history), or its pnr: pseudonym", err=True)
+        sys.exit(2)
+    unknown = sorted(set(event) - set(EVENTS))
+    if unknown:
+        click.echo(f"--event: unknown event {unknown[0]!r} (docs/audit.md, Schema: {', '.join(EVENTS)})", err=True)
+        sys.exit(2)
     users = set(user)
     if pseudonym_stdin:
         users.add(_pseudonym_from_stdin(config_dir, key_file))

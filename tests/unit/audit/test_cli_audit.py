@@ -355,6 +355,21 @@ def test_query_reads_a_file_copied_into_an_archive_once(data: Dataset, tmp_path:
     assert cids(found) == [("D1", "certificate_rejected"), (REFERENCE, "login_refused"), ("G1", "certificate_rejected")]
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    # recorded only as its pseudonym: the query found nothing, and the number stayed in the shell's history
+    pytest.param(["--user", BO_PNR], "a personnummer is recorded as its pseudonym: give it on standard input "
+                 "with --personnummer-stdin", id="personnummer-as-user"),
+    pytest.param(["--user", "19121212-1212"], "--personnummer-stdin", id="personnummer-with-dash-as-user"),
+    pytest.param(["--event", "assertion_issue"], "--event: unknown event 'assertion_issue'", id="unknown-event"),
+])
+def test_query_refuses_what_can_match_nothing(data: Dataset, args: list[str], message: str) -> None:
+    """A question whose answer is always "0 event(s)" gets an explanation instead of a misleading empty answer."""
+    result = run("query", str(data.directory), *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert "event(s)" not in result.stderr
+
+
 def test_query_rejects_a_bad_time(data: Dataset) -> None:
     result = run("query", str(data.directory), "--since", "yesterday")
     assert result.exit_code == 2
