@@ -103,9 +103,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
                              _LOGIN | _USER | {"reason"}, _CERT | {"sp"}, data="session_login"),
     "revocation_soft_fail": _spec("no revocation source answered; let through by a soft-fail policy",
                                   "failure", _LOGIN | _USER | {"reason"}, _CERT | {"sp"}),
-    "logout": _spec("a LogoutRequest from an SP or a municipal IdP: the sessions it ended, who will hear of it",
+    "logout": _spec("a LogoutRequest from an SP or a municipal IdP: the sessions it ended, who will hear of it "
+                    "(`resumed`: a retry, after a failure of the session store, of one that had ended some already)",
                     "success failure", _LOGIN, _USER | {"sp"},
-                    data="initiator peer request_id session_ended sessions propagate_to asynchronous unlocated"),
+                    data="initiator peer request_id session_ended sessions propagate_to asynchronous unlocated "
+                         "resumed"),
     "logout_propagated": _spec("a participant's answer to the broker's LogoutRequest (or why it could not be "
                                "asked)", "success failure", _LOGIN, _USER | {"sp"}, data="side peer status"),
     "logout_completed": _spec("single logout finished: the initiator gets Success or PartialLogout",

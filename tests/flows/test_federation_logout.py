@@ -38,6 +38,7 @@ from saml2.time_util import instant
 from werkzeug.test import TestResponse
 
 from broker.app import create_app
+from broker.audit.schema import validate
 from broker.clock import SystemClock
 from broker.config.loader import Settings
 from broker.demo.idp import DemoIdp, FormPost
@@ -903,6 +904,7 @@ def test_an_idp_logout_the_store_fails_midway_is_finished_by_its_retry(
     hop(other.get(start), SP1_SLO, "SAMLRequest")
     logout, = events(config_dir, "logout")
     assert (data(logout)["sessions"], data(logout)["resumed"]) == (1, True)
+    assert validate(logout) == []  # data.resumed is in the schema (docs/audit.md)
 
 
 
