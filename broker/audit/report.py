@@ -28,6 +28,10 @@ def _day(record: dict[str, Any]) -> str:
     return str(record.get("time", ""))[:10]
 
 
+def _instant(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def build(records: Iterable[dict[str, Any]], integrity: Verification, *, title: str,
           since: dt.datetime | None, until: dt.datetime | None) -> str:
     logins: dict[str, Counter[str]] = defaultdict(Counter)     # day -> municipality -> logins
@@ -47,7 +51,10 @@ def build(records: Iterable[dict[str, Any]], integrity: Verification, *, title: 
                 refused_by_municipality[str(record["municipality"])] += 1
     municipalities = sorted({m for counts in logins.values() for m in counts})
     days = sorted(logins)
-    period = f"{since.date() if since else 'start'} to {until.date() if until else 'now'}"
+    # exact instants in UTC, like the records and the days below: --until is exclusive, and a date alone read as
+    # a period that included that day
+    period = (f"from {_instant(since) if since else 'the start'} up to (not including) "
+              f"{_instant(until) if until else 'now'}")
 
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title>"
              f"<style>{_CSS}</style></head><body><main>",

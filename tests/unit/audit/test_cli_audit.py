@@ -544,6 +544,23 @@ def test_report_that_cannot_judge_the_trail_exits_2(data: Dataset, tmp_path: Pat
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("args", "period"), [
+    # --until is exclusive: "to 2026-11-26" read as a period that includes the 26th, of which nothing was counted
+    pytest.param(["--since", "2026-11-25", "--until", "2026-11-26"],
+                 "Period: from 2026-11-25T00:00:00Z up to (not including) 2026-11-26T00:00:00Z.", id="dates"),
+    # an offset is shown in UTC, like the days of the tables; the time of day was dropped
+    pytest.param(["--since", "2026-11-25T08:00+01:00"],
+                 "Period: from 2026-11-25T07:00:00Z up to (not including) now.", id="offset-and-time"),
+    pytest.param([], "Period: from the start up to (not including) now.", id="all"),
+])
+def test_report_states_its_period_exactly(data: Dataset, tmp_path: Path, args: list[str], period: str) -> None:
+    out = tmp_path / "report.html"
+    result = run("report", str(data.directory), "--config", str(data.config), "--html", str(out), *args)
+    assert result.exit_code == 0, result.output
+    _, document = read_html(out)
+    assert period in " ".join(document.text).replace("  ", " ")
+
+
 # --- keygen -----------------------------------------------------------------------------------------------------
 
 
