@@ -193,9 +193,11 @@ class _Walker:
     """Walks one chain's records in order, checking the links as it goes."""
 
     def __init__(self, chain: str, keyring: AuditKeyring, report: ChainReport,
-                 indexed: frozenset[int] = frozenset()) -> None:
+                 indexed: frozenset[int] = frozenset(), index_hashes: frozenset[tuple[int, str]] = frozenset()
+                 ) -> None:
         self.chain = chain
         self.indexed = indexed  # seqs the checkpoint index names: their positions are remembered
+        self.index_hashes = index_hashes  # (seq, hash) of the lines of the checkpoint index
         self.keyring = keyring
         self.report = report
         self.expected = 1
@@ -248,7 +250,12 @@ class _Walker:
                 self.fail(file, number, seq, "missing", f"record(s) {gap} are missing before this one")
             return False
         if prev != self.prev:
-            if self.prev_where is not None:
+            if (seq - 1, self.prev) in self.index_hashes:
+                # the record before is a checkpoint as its copy in the index has it too: this one differs (its
+                # prev changed, or it is another chain's, files of two chains mixed)
+                self.fail(file, number, seq, "modified", f"its prev does not name the record before it (seq "
+                                                         f"{seq - 1}, a checkpoint as the checkpoint index has it)")
+            elif self.prev_where is not None:
                 pfile, pline = self.prev_where
                 self.fail(pfile, pline, seq - 1, "modified",
                           f"its hash differs from what the next record (seq {seq}) recorded")
@@ -368,7 +375,8 @@ def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditK
     for _, recorded in markers:
         if recorded is not None:
             remembered |= {recorded[0], recorded[0] + 1}  # the end it records, and what would follow it
-    walker = _Walker(chain, keyring, report, frozenset(remembered))
+    walker = _Walker(chain, keyring, report, frozenset(remembered),
+                     frozenset((seq, line_hash(raw)) for _, _, raw, seq in index_lines if seq is not None))
     expected_file = 1
     for index, (n, path) in enumerate(files):
         name = str(path)

@@ -225,6 +225,20 @@ def move_a_line_into_the_next_file(c: Chain) -> Expected:
     return Expected("reordered", 2, 3, later)
 
 
+def replace_a_file_by_another_chains(c: Chain) -> Expected:
+    """Files of two chains mixed: the second file of another writer's chain (from the same start, with the same
+    sequence numbers) in this chain's place. The rotation checkpoint before it, as its index copy has it, is
+    intact: the file that follows is what differs (the checkpoint was blamed)."""
+    other = build(c.directory.parent / "other")
+    c.files[1].write_bytes(other.files[1].read_bytes())
+    return Expected("modified", 2, 1, c.seq(2, 1))
+
+
+def modify_the_prev_of_a_files_first_record(c: Chain) -> Expected:
+    c.edit(2, 1, lambda r: r.update(prev="e" * 64))
+    return Expected("modified", 2, 1, c.seq(2, 1))
+
+
 def truncate_after_an_indexed_checkpoint(c: Chain) -> Expected:
     """The chain is cut right after a checkpoint and the last file removed: it still ends sealed, but the
     index lists later checkpoints."""
@@ -282,6 +296,8 @@ TAMPERS = [
     pytest.param(swap_two_lines, id="swap-two-lines"),
     pytest.param(swap_two_files, id="swap-two-files"),
     pytest.param(move_a_line_into_the_next_file, id="move-a-line-into-the-next-file"),
+    pytest.param(replace_a_file_by_another_chains, id="replace-a-file-by-another-chains"),
+    pytest.param(modify_the_prev_of_a_files_first_record, id="modify-prev-after-a-checkpoint"),
     pytest.param(truncate_after_an_indexed_checkpoint, id="truncate-after-indexed-checkpoint"),
     pytest.param(remove_the_final_checkpoint, id="remove-final-checkpoint"),
     pytest.param(first_record_not_chain_start, id="first-record-not-chain-start"),
