@@ -78,6 +78,8 @@ def verify_command(paths: tuple[Path, ...], key_files: tuple[Path, ...], config_
             click.echo(f"{chain.chain}: {state}; {chain.records} records in {len(chain.files)} file(s), "
                        f"{chain.checkpoints} checkpoint(s), sealed up to seq {chain.sealed_seq}"
                        f"{', closed' if chain.closed else ''}")
+            for chain_problem in chain.problems:  # each chain's, not only the first of all
+                click.echo(f"  problem: {chain_problem}")
             for warning in chain.warnings:
                 click.echo(f"  warning: {warning}")
         problem = result.first_problem()

@@ -150,6 +150,34 @@ def test_verify_tampered_exits_1_naming_the_first_problem(data: Dataset) -> None
             f"record (seq {record['seq'] + 1}) recorded\n") in result.stderr
 
 
+def test_verify_names_the_problem_of_every_chain_not_intact(data: Dataset) -> None:
+    """Two chains tampered with: the second was listed as NOT INTACT without a word of why (only the first
+    problem of all was named)."""
+    audit = load_settings(data.config).broker.audit
+    clock = FixedClock(DAY3)
+    other = ChainWriter(ChainSettings(audit.directory.path, "cli2", dt.timedelta(hours=1), 1 << 30,
+                                      dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
+                        background=False)
+    trail = AuditTrail(other, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli2")
+    trail.record(AuditEvent("login_started", "info", "Z1", sp=SP_A, client_address="192.0.2.7"))
+    trail.sync()
+    other.close()
+    problems = {}
+    for name in sorted(p.name for p in data.directory.glob("*.000001.jsonl")):
+        path = data.directory / name
+        lines = lines_of(path)
+        lines[1:2] = []  # the record after the start goes
+        write_lines(path, lines)
+        problems[name.removesuffix(".000001.jsonl")] = f"{path}:2 (seq 3): missing: record(s) 2 are missing before " \
+                                                       "this one"
+    result = run("verify", str(data.directory), "--key", str(data.public))
+    assert result.exit_code == 1
+    for chain, problem in problems.items():
+        assert f"{chain}: NOT INTACT" in result.stdout
+        assert f"  problem: {problem}\n" in result.stdout
+    assert len(problems) == 2
+
+
 def test_verify_json(data: Dataset) -> None:
     lines = lines_of(data.file)
     write_lines(data.file, lines[:7] + lines[8:])  # seq 8 deleted
