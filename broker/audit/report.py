@@ -45,7 +45,8 @@ def build(records: Iterable[dict[str, Any]], integrity: Verification, *, title: 
             logins[_day(record)][str(record.get("municipality", "-"))] += 1
             sps[str(record.get("sp", "-"))] += 1
             total += 1
-        elif record.get("outcome") == "failure" and record.get("reason"):
+        elif record.get("outcome") == "failure" and record.get("reason") and event != "error_response_issued":
+            # (an error Response tells the SP of a refusal recorded already, under the same correlation ID)
             failures[str(record["reason"])] += 1
             if record.get("municipality"):
                 refused_by_municipality[str(record["municipality"])] += 1

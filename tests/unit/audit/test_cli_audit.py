@@ -572,6 +572,32 @@ def test_report_that_cannot_judge_the_trail_exits_2(data: Dataset, tmp_path: Pat
     assert not out.exists()
 
 
+def test_report_counts_a_refusal_once_though_the_sp_was_told_of_it(data: Dataset, tmp_path: Path) -> None:
+    """A refusal the SP hears of as a SAML error Response is recorded twice (what was refused, and the Response
+    that told the SP): the report counted it twice, in the total and by reason."""
+    audit = load_settings(data.config).broker.audit
+    clock = FixedClock(DAY3)
+    writer = ChainWriter(ChainSettings(audit.directory.path, "cli2", dt.timedelta(hours=1), 1 << 30,
+                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
+                         background=False)
+    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli2")
+    for event in (AuditEvent("login_refused", "failure", "P1", reason="passive_login_impossible", sp=SP_A,
+                             municipality="kommun-a", client_address="192.0.2.7"),
+                  AuditEvent("error_response_issued", "failure", "P1", reason="passive_login_impossible", sp=SP_A,
+                             client_address="192.0.2.7",
+                             data={"status": "urn:oasis:names:tc:SAML:2.0:status:NoPassive"})):
+        trail.record(event)
+    trail.sync()
+    writer.close()
+    out = tmp_path / "report.html"
+    result = run("report", str(data.directory), "--config", str(data.config), "--html", str(out))
+    assert result.exit_code == 0, result.output
+    text, document = read_html(out)
+    assert ["passive_login_impossible", "1"] in document.rows
+    assert ["kommun-a", "2"] in document.rows  # certificate_expired, and this refusal: once
+    assert "Failures: <strong>4</strong>." in text  # the three before, and this one
+
+
 @pytest.mark.parametrize(("args", "period"), [
     # --until is exclusive: "to 2026-11-26" read as a period that includes the 26th, of which nothing was counted
     pytest.param(["--since", "2026-11-25", "--until", "2026-11-26"],
