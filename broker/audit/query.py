@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import by_start, json_object, open_regular
+from broker.audit.chain import by_start, json_object, open_regular, read_tail
 from broker.audit.verify import collect, distinct_copies
 
 SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
@@ -18,27 +19,67 @@ SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key
 
 def records(paths: Iterable[Path],
             on_unreadable: Callable[[Path, str], None] | None = None) -> Iterator[dict[str, Any]]:
-    """Every readable record of every chain in ``paths``, chain by chain (chains in start order).
+    """Every readable record of every chain in ``paths``, in time order.
 
+    Chains written side by side (several processes or instances at once, any of which serves any step of a
+    login) are merged by the records' times; chains one after another follow each other. Only the chains
+    written at once are open at once, and nothing is held but their next records (a trail of years streams).
     Lines that are no record (not a JSON object; the verifier names them) are passed over; a file that cannot
     be read is passed to ``on_unreadable`` with the reason (raised as OSError without one)."""
     chains = collect(paths)
+    group: list[Iterator[dict[str, Any]]] = []
+    group_end = ""
     for chain in sorted(chains, key=by_start):
-        for _, path in distinct_copies(chains[chain]):
-            try:
-                with os.fdopen(open_regular(path), "rb") as f:
-                    for raw in f:
-                        if not raw.endswith(b"\n"):
-                            break  # a torn last line (the verifier reports it)
-                        record = json_object(raw)
-                        if record is None:
-                            continue
-                        record["_chain"] = chain
-                        yield record
-            except OSError as exc:
-                if on_unreadable is None:
-                    raise
-                on_unreadable(path, exc.strerror or str(exc))
+        files = distinct_copies(chains[chain])
+        start, end = _span(chain, files)
+        if group and start > group_end:
+            yield from _merged(group)
+            group = []
+        group.append(_chain_records(chain, files, on_unreadable))
+        group_end = max(group_end, end)
+    yield from _merged(group)
+
+
+def _merged(chains: list[Iterator[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    if len(chains) == 1:
+        return chains[0]
+    return heapq.merge(*chains, key=lambda record: str(record.get("time", "")))
+
+
+def _span(chain: str, files: list[tuple[int, Path]]) -> tuple[str, str]:
+    """When the chain began and its last record's time, as record times read (ISO 8601, UTC, sortable as text);
+    an end that cannot be read is open (the chain overlaps everything after it)."""
+    stamp = chain.split(".")[-2] if chain.count(".") >= 2 else ""  # 20261124T080000123Z (chain_instance)
+    start = f"{stamp[0:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]}.{stamp[15:18]}Z"
+    for _, path in reversed(files):  # a crash right after a rotation leaves the newest file empty
+        try:
+            lines, _ = read_tail(path)
+        except OSError:
+            break
+        for raw in reversed(lines):
+            last = json_object(raw)
+            if last is not None and isinstance(last.get("time"), str):
+                return start, last["time"]
+    return start, "~"  # after any time
+
+
+def _chain_records(chain: str, files: list[tuple[int, Path]],
+                   on_unreadable: Callable[[Path, str], None] | None) -> Iterator[dict[str, Any]]:
+    for _, path in files:
+        try:
+            with os.fdopen(open_regular(path), "rb") as f:
+                for raw in f:
+                    if not raw.endswith(b"\n"):
+                        break  # a torn last line (the verifier reports it)
+                    record = json_object(raw)
+                    if record is None:
+                        continue
+                    record["_chain"] = chain
+                    yield record
+        except OSError as exc:
+            if on_unreadable is None:
+                raise
+            on_unreadable(path, exc.strerror or str(exc))
 
 
 def parse_time(text: str) -> dt.datetime:

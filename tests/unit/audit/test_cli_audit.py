@@ -295,6 +295,25 @@ def test_query_finds_a_reference_however_it_was_typed(data: Dataset, typed: str)
     assert cids(query_jsonl(str(data.directory), "--correlation-id", typed)) == [(REFERENCE, "login_refused")]
 
 
+def test_query_gives_the_events_of_chains_written_side_by_side_in_time_order(data: Dataset) -> None:
+    """Several broker processes (gunicorn workers, instances) write at once, each its own chain, and any of them
+    serves any step of a login: the events came chain by chain, a login's steps out of order."""
+    audit = load_settings(data.config).broker.audit
+    clock = FixedClock(DAY1 + dt.timedelta(minutes=15))
+    writer = ChainWriter(ChainSettings(audit.directory.path, "cli2", dt.timedelta(hours=1), 1 << 30,
+                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
+                         background=False)
+    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli2")
+    for cid, when in (("Z2", DAY1 + dt.timedelta(minutes=15)), ("Z1", DAY2 + dt.timedelta(minutes=5))):
+        clock.set(when)
+        trail.record(AuditEvent("login_refused", "failure", cid, reason="certificate_missing",
+                                client_address="192.0.2.11"))
+        trail.sync()
+    writer.close()
+    found = query_jsonl(str(data.directory), "--outcome", "failure")
+    assert [r["correlation_id"] for r in found] == ["Z2", "D1", "Z1", REFERENCE, "G1"]
+
+
 def test_query_jsonl_gives_the_records_as_written(data: Dataset) -> None:
     found = query_jsonl(str(data.directory), "--correlation-id", "D1")
     assert found == [r for r in records_of(data.file) if r.get("correlation_id") == "D1"]
