@@ -32,12 +32,16 @@ FIELDS: Final = {
     "cert_serial": "its serial number (hex)",
     "cert_issuer": "its issuer (RFC 4514)",
     "sp": "the service provider's entityID",
-    "client": "the client address: clear, truncated (/24, /48) or `ip:` pseudonym, per audit.client_address",
+    "client": "the client address: clear, truncated (/24, /48) or `ip:` pseudonym, per audit.client_address; on "
+              "every record of a user's request, absent only where the address is unknown (a trusted proxy that "
+              "forwarded no usable X-Forwarded-For, docs/proxies.md)",
     "detail": "operator text, at most 2,000 characters (longer text ends in …): never a personnummer, an assertion, "
               "a certificate or an attribute value",
     "data": "event-specific values (below)",
 }
 
+# a user's request: its reference, and the client's address (optional: unknown behind a trusted proxy that forwarded
+# none, and then left out rather than guessed; see _spec)
 _LOGIN = frozenset({"correlation_id", "client"})
 _USER = frozenset({"municipality", "user", "user_kind"})
 _CERT = frozenset({"cert_sha256", "cert_serial", "cert_issuer"})
@@ -55,9 +59,10 @@ class EventSpec:
 
 def _spec(description: str, outcomes: str, required: set[str] | frozenset[str] = frozenset(),
           optional: set[str] | frozenset[str] = frozenset(), data: str = "", data_required: str = "") -> EventSpec:
-    return EventSpec(description, frozenset(outcomes.split()), frozenset(required),
-                     frozenset(optional) | {"detail", "reason"}, frozenset(data.split()),
-                     frozenset(data_required.split()))
+    # ``client`` is never required: where a record names it, it is there whenever the address is known
+    return EventSpec(description, frozenset(outcomes.split()), frozenset(required) - {"client"},
+                     frozenset(optional) | ({"client"} & frozenset(required)) | {"detail", "reason"},
+                     frozenset(data.split()), frozenset(data_required.split()))
 
 
 EVENTS: Final[dict[str, EventSpec]] = {

@@ -132,7 +132,8 @@ def test_every_line_of_a_representative_run_fits_the_schema_and_verifies(
 
 SP = "https://localhost:8443/demo-sp/metadata"
 CHAIN = {"v": 1, "seq": 7, "prev": "a" * 64, "time": "2026-11-27T08:00:00.123Z", "instance": "i1"}
-LOGIN = {"correlation_id": "3F9A-C21B-77D0-1E2F", "client": "192.0.2.7"}
+# a user's request: the client's address is not required, unknown behind a trusted proxy that forwarded none
+LOGIN = {"correlation_id": "3F9A-C21B-77D0-1E2F"}
 USER = {"municipality": "kommun-a", "user": "SE2120001009-anna", "user_kind": "hsa_id"}
 CERT = {"cert_sha256": "ab" * 32, "cert_serial": "1f", "cert_issuer": "CN=Kommun A Test Person CA"}
 CHAIN_ID = "i1.20261127T080000Z.a1b2c3"
@@ -221,6 +222,16 @@ def test_event_type_schema(event: str) -> None:
         assert validate({**record, "outcome": wrong}), wrong
     for outcome in EVENTS[event].outcomes:
         assert validate({**record, "outcome": outcome}) == []
+
+
+@pytest.mark.parametrize("event", sorted(e for e, spec in EVENTS.items() if "client" in spec.optional))
+def test_a_users_request_records_the_client_address_when_it_is_known(event: str) -> None:
+    assert validate({**minimal(event), "client": "192.0.2.7"}) == []
+
+
+def test_the_client_address_belongs_to_the_records_of_a_users_request_only() -> None:
+    assert {e for e, spec in EVENTS.items() if "client" in spec.optional} == {
+        e for e, record in MINIMAL.items() if record.get("correlation_id", "-") != "-"}
 
 
 @pytest.mark.parametrize(("change", "expected"), [
