@@ -351,18 +351,23 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
     covering = {id(c): [a for a in _above(c, cl) if a.subject.public_bytes() in names] for c in missing}
     uncovered = [c for c in missing if not covering[id(c)]]
     if not uncovered:
-        rootless = _rootless(issuing, cl, names)
+        rootless, unconfigured = _rootless(issuing, cl, names)
         if rootless is not None:
             named = [c for c in [*cl.anchors(), *cl.intermediate_certificates()] if c.subject.public_bytes() in names]
+            fix = ("Put the roots in the proxy's verification store (nginx: ssl_trusted_certificate), or advertise "
+                   "them too; `broker proxy-config` writes a bundle with both.")
+            if unconfigured:
+                fix = ("Get the root's certificate from the certificate issuer and put it in the proxy's verification "
+                       "store (nginx: ssl_trusted_certificate): `broker proxy-config` writes the configured CAs only, "
+                       "and the trust anchor stays the one configured.")
             return Check("endpoint.advertises", "warn", "users will be offered their certificate; its root is not "
                          "advertised",
                          f"{url} advertises {_names(named)} but not {rootless}: a proxy that verifies with the "
                          "advertised CAs only (nginx ssl_client_certificate, Apache SSLCACertificateFile) cannot "
                          "complete the cards' chain and refuses every one (nginx: 400, \"unable to get issuer "
                          "certificate\")",
-                         "Put the roots in the proxy's verification store (nginx: ssl_trusted_certificate), or "
-                         "advertise them too; `broker proxy-config` writes a bundle with both. `broker readiness "
-                         "--login` with a test card shows whether a certificate gets through.", url)
+                         fix + " `broker readiness --login` with a test card shows whether a certificate gets "
+                         "through.", url)
         if not missing:
             return Check("endpoint.advertises", "pass", "users will be offered their certificate",
                          f"{url} advertises {_names(present)}", None, url)
@@ -390,17 +395,32 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
                                       "compare the encoded bytes." if twins else ""), url)
 
 
-def _rootless(offered: Sequence[x509.Certificate], cl: CertificateLogin, names: set[bytes]) -> str | None:
-    """The roots not advertised above issuing CAs whose cards are offered, or None when each has its root named.
-    A card is offered through its issuing CA or a CA above it, but the proxy must also verify it up to a
-    self-signed root: nginx and Apache with optional_no_ca forgive an unknown root (OpenSSL errors 18-21, 27),
-    not a missing issuer (error 2, "unable to get issuer certificate"), so with the root neither advertised nor
-    in their trust store every card is a 400. A CA between (a policy CA) is no root."""
-    missing = _distinct(root for c in offered
-                        if (roots := [a for a in _above(c, cl) if a in cl.anchors()])
-                        and not any(a.subject.public_bytes() in names for a in roots)
-                        for root in roots)
-    return _names(missing) if missing else None
+def _rootless(offered: Sequence[x509.Certificate], cl: CertificateLogin,
+              names: set[bytes]) -> tuple[str | None, bool]:
+    """The roots not advertised above issuing CAs whose cards are offered, or None when each has its root named;
+    and whether one of them is in no configured file. A card is offered through its issuing CA or a CA above it,
+    but the proxy must also verify it up to a self-signed root: nginx and Apache with optional_no_ca forgive an
+    unknown root (OpenSSL errors 18-21, 27), not a missing issuer (error 2, "unable to get issuer certificate"),
+    so with the root neither advertised nor in their trust store every card is a 400. A CA between (a policy CA)
+    is no root, and neither is an anchor below its root (only a branch of the hierarchy trusted): the root above
+    it is then in no configured file, so no bundle written from the configuration holds it."""
+    missing: list[str] = []
+    unconfigured = False
+    for c in offered:
+        anchors = [a for a in (c, *_above(c, cl)) if a in cl.anchors()]
+        if not anchors or any(a.issuer == a.subject and a.subject.public_bytes() in names for a in anchors):
+            continue
+        for a in anchors:
+            if a.issuer == a.subject:
+                text = name_of(a)
+            elif any(ca.subject == a.issuer for ca in (*cl.anchors(), *cl.intermediate_certificates())):
+                continue  # the CA above it is configured, on this path too: named itself
+            else:
+                text = f"the root above {name_of(a)} ({a.issuer.rfc4514_string()}), which no configured file holds"
+                unconfigured = True
+            if text not in missing:
+                missing.append(text)
+    return (", ".join(missing) if missing else None), unconfigured
 
 
 def _above(cert: x509.Certificate, cl: CertificateLogin) -> list[x509.Certificate]:

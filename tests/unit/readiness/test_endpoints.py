@@ -41,6 +41,7 @@ from broker.readiness.endpoints import (
     server_roots,
 )
 from broker.readiness.model import Section
+from broker.readiness.trust import name_of
 from tests.factories.http_files import FileServer
 from tests.factories.metadata import closed_port_https_url
 from tests.factories.slow_resolver import resolve_slowly
@@ -439,6 +440,54 @@ def test_a_policy_ca_advertised_with_the_issuing_ca_is_no_root(config_dir: Path,
     assert (check.status, check.title) == ("warn", "users will be offered their certificate; its root is not "
                                                    "advertised")
     assert "but not Kommun A Root CA" in check.evidence
+
+
+@pytest.mark.parametrize("anchored", [
+    pytest.param("issuing", id="issuing-ca-as-the-only-anchor"),
+    pytest.param("policy", id="policy-ca-as-anchor-above-the-issuing-ca"),
+])
+def test_an_anchor_below_its_root_leaves_the_proxy_without_a_root(config_dir: Path, serve,  # type: ignore[no-untyped-def]
+                                                                   anchored: str) -> None:
+    """Only a branch of a hierarchy trusted (its issuing or policy CA the anchor, the root not configured), the
+    proxy advertising every configured CA, as `broker proxy-config` writes them: the cards are offered, but a
+    proxy that verifies with those CAs stops at the anchor, which is no self-signed root (OpenSSL error 2, "unable
+    to get issuer certificate", which optional_no_ca does not forgive), and refuses every card: WARN, naming the
+    root it needs, not PASS."""
+    root = root_ca("Kommun A Root CA", NOW)
+    if anchored == "issuing":
+        anchor = issuing_ca(root, "Kommun A Person CA").certificate
+        intermediates: list[x509.Certificate] = []
+    else:
+        middle = root.subordinate("Kommun A Policy CA", organization="Kommun A", path_length=1)
+        anchor = middle.certificate
+        intermediates = [issuing_ca(middle, "Kommun A Person CA").certificate]
+    write_certificate_municipality(config_dir, "kommun-a", anchors=[anchor], intermediates=intermediates)
+    endpoint = serve(client_cas=[anchor, *intermediates])
+
+    check = advertised_check(login(load(config_dir), "kommun-a"), probed(endpoint))
+
+    assert (check.status, check.title) == ("warn", "users will be offered their certificate; its root is not "
+                                                   "advertised")
+    assert f"but not the root above {name_of(anchor)} (CN=Kommun A Root CA,O=Kommun A,C=SE), which no " \
+           "configured file holds" in check.evidence
+    assert "ssl_trusted_certificate" in (check.fix or "")
+
+
+def test_an_issuing_ca_configured_as_anchor_too_names_its_configured_root(config_dir: Path,  # type: ignore[no-untyped-def]
+                                                                          serve) -> None:
+    """The issuing CA among the anchors beside its own root (both configured): the root missing from the list is
+    named as such, not as one no configured file holds."""
+    root = root_ca("Kommun A Root CA", NOW)
+    issuing = issuing_ca(root, "Kommun A Person CA")
+    write_certificate_municipality(config_dir, "kommun-a", anchors=[root.certificate, issuing.certificate],
+                                   intermediates=[issuing.certificate])
+    endpoint = serve(client_cas=[issuing.certificate])
+
+    check = advertised_check(login(load(config_dir), "kommun-a"), probed(endpoint))
+
+    assert check.status == "warn"
+    assert "but not Kommun A Root CA: " in check.evidence
+    assert "no configured file holds" not in check.evidence
 
 
 def _identity(*, days_left: int, san_dns: str | None = "localhost", san_ip: str | None = "127.0.0.1",
