@@ -353,7 +353,13 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = exc.problem or str(exc)
-        if exc.context_mark is not None and (mark is None or mark.index >= len(text) - 1):
+        if isinstance(exc, yaml.composer.ComposerError) and exc.context and exc.problem:
+            # the composer's problem ends a sentence its context begins ("expected a single document in the
+            # stream" ... "but found another document"; "found duplicate anchor 'x'; first occurrence" ... "second
+            # occurrence"): alone it says nothing
+            first = f" at line {exc.context_mark.line + 1}" if exc.context_mark is not None else ""
+            message = f"{exc.context}{first}, {exc.problem}"
+        elif exc.context_mark is not None and (mark is None or mark.index >= len(text) - 1):
             # the problem was only noticed at the end (an unclosed quote): point where it began
             mark = exc.context_mark
             message = f"{message} ({exc.context} that starts here)"

@@ -64,6 +64,26 @@ def test_a_syntax_error_is_reported_with_its_line(tmp_path: Path, text: str, lin
     assert issues[0].message.startswith("YAML syntax error: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param("status: active\n---\nlogin: certificate\n", 2,
+                     "YAML syntax error: expected a single document in the stream at line 1, but found another "
+                     "document", id="two-documents"),
+        pytest.param("name:\n  sv: &n Kommun A\n  en: &n Municipality A\n", 3,
+                     "YAML syntax error: found duplicate anchor 'n'; first occurrence at line 2, second occurrence",
+                     id="duplicate-anchor"),
+    ],
+)
+def test_a_syntax_error_says_what_the_yaml_expected(tmp_path: Path, text: str, line: int, message: str) -> None:
+    """PyYAML's composer words its problem as the end of a sentence its context begins ("but found another
+    document", "second occurrence"): the message has both, and the line of the first half."""
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert [(i.file, i.line, i.key, i.message) for i in issues] == [(FILE, line, "", message)]
+
+
 def test_a_syntax_error_in_a_configured_file_names_that_file(config_dir: Path) -> None:
     replacing(KOMMUN_A, "status: active", "status: [active")(config_dir)
 
