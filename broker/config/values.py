@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key, pkcs7
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
@@ -360,17 +360,28 @@ class SecretFile:
 
 
 def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """All certificates in a PEM bundle, or the single certificate in a DER file; ValueError if there are none,
+    """All certificates in a PEM bundle, or the single certificate in a DER file. ValueError otherwise, saying
+    what the file holds instead where that is a usual mistake: nothing, or a PKCS#7 bundle (a .p7b file, as CAs
+    publish their chains and Windows exports them), whose certificates are in it but not as PEM or DER; and
     whatever the parser raised (cryptography raises ``x509.InvalidVersion``, no ValueError, for a version other
     than v1 to v3)."""
+    if not data.strip():
+        raise ValueError("the file is empty")
+    pem = b"-----BEGIN" in data
     try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_certificates(data)
-        return [x509.load_der_x509_certificate(data)]
+        return x509.load_pem_x509_certificates(data) if pem else [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise
+        try:
+            bundled = pkcs7.load_pem_pkcs7_certificates(data) if pem else pkcs7.load_der_pkcs7_certificates(data)
+        except ValueError:
+            bundled = []
+        if not bundled:
+            raise
     except Exception as exc:  # an operator's file must never become anything but "not a certificate"
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    inform = "" if pem else " -inform DER"
+    raise ValueError(f"a PKCS#7 bundle (.p7b) of {len(bundled)} certificate(s); write them as PEM: openssl pkcs7 "
+                     f"-print_certs{inform} -in FILE -out FILE.pem")
 
 
 @dataclass(frozen=True)

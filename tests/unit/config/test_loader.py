@@ -27,6 +27,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from broker.config.loader import Settings, load_settings
@@ -560,6 +561,13 @@ ROOT_LINE = "- certs/kommun-a/root-ca.pem"
 ANCHOR = "- certs/extra/anchor.pem"
 
 
+def _p7b(encoding: serialization.Encoding) -> bytes:
+    """A root CA certificate as a CA's download page offers it: a PKCS#7 certificate bundle (RFC 2315 signedData
+    without signers), as Windows exports a chain."""
+    root = _self_signed(basic_constraints=x509.BasicConstraints(ca=True, path_length=None), key_cert_sign=True)
+    return pkcs7.serialize_certificates([x509.load_pem_x509_certificate(root)], encoding)
+
+
 def _anchor(make: Callable[[], bytes]) -> Edit:
     return combined(_writing("certs/extra/anchor.pem", make),
                     replacing(KOMMUN_A, ROOT_LINE, "- certs/extra/anchor.pem"))
@@ -603,6 +611,17 @@ def test_a_sample_certificate_whose_extensions_cannot_be_read_is_a_configuration
             ANCHOR, "does not hold readable X.509 certificates", id="an-unknown-version"),
         pytest.param(replacing(KOMMUN_A, ROOT_LINE, "- certs/kommun-a/root.pem"), "- certs/kommun-a/root.pem",
                      "CA certificate file not found", id="missing"),
+        pytest.param(_anchor(lambda: b""), ANCHOR, "does not hold readable X.509 certificates (the file is empty)",
+                     id="empty-file"),
+        pytest.param(_anchor(lambda: b"\n  \r\n"), ANCHOR,
+                     "does not hold readable X.509 certificates (the file is empty)", id="only-white-space"),
+        pytest.param(_anchor(lambda: _p7b(serialization.Encoding.DER)), ANCHOR,
+                     "does not hold readable X.509 certificates (a PKCS#7 bundle (.p7b) of 1 certificate(s); "
+                     "write them as PEM: openssl pkcs7 -print_certs -inform DER -in FILE -out FILE.pem)",
+                     id="pkcs7-der"),
+        pytest.param(_anchor(lambda: _p7b(serialization.Encoding.PEM)), ANCHOR,
+                     "does not hold readable X.509 certificates (a PKCS#7 bundle (.p7b) of 1 certificate(s); "
+                     "write them as PEM: openssl pkcs7 -print_certs -in FILE -out FILE.pem)", id="pkcs7-pem"),
     ],
 )
 def test_a_trust_anchor_must_be_a_readable_ca_certificate(
