@@ -68,6 +68,19 @@ def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) 
     depth = _verify_depth(settings)
     wait = _upstream_wait(settings)
     stamp = _stamp("nginx", now, cas)
+    forward = f"""    proxy_pass {parts.scheme}://{parts.netloc};
+    # The certificate as nginx received it; this replaces any {header} a client sent.
+    proxy_set_header {header} $ssl_client_escaped_cert;{chain}
+    proxy_set_header X-Forwarded-For $remote_addr;
+    proxy_set_header X-Forwarded-Proto $scheme;
+    proxy_set_header Host $host;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    # as long as a login may take (revocation sources asked in turn), so the user gets the broker's answer
+    proxy_read_timeout {wait}s;
+    # SAML messages travel in form posts of some tens of kilobytes
+    client_max_body_size 1m;
+"""
     snippet = f"""{stamp}
 # Include inside the server block (not a location) that serves the broker, e.g.
 #     include {out_dir}/{SNIPPET};
@@ -90,19 +103,16 @@ location ^~ /admin/ {{ return 404; }}
 # those below: repeat them there, or every login through it arrives without the certificate
 # (`broker readiness --login` asks below /saml/idp/ and shows it).
 location / {{
-    proxy_pass {parts.scheme}://{parts.netloc};
-    # The certificate as nginx received it; this replaces any {header} a client sent.
-    proxy_set_header {header} $ssl_client_escaped_cert;{chain}
-    proxy_set_header X-Forwarded-For $remote_addr;
-    proxy_set_header X-Forwarded-Proto $scheme;
-    proxy_set_header Host $host;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    # as long as a login may take (revocation sources asked in turn), so the user gets the broker's answer
-    proxy_read_timeout {wait}s;
-    # SAML messages travel in form posts of some tens of kilobytes
-    client_max_body_size 1m;
-}}
+{forward}}}
+
+# A certificate OpenSSL finds fault with other than by its unknown CA (expired, not yet valid, a signature that
+# does not verify, an issuer missing above an advertised CA) is no error optional_no_ca forgives: nginx would
+# answer 495 with its own bare "400 The SSL certificate error" page. The request goes to the broker instead,
+# as it came (method, body, the certificate), so that the user learns why; the operators' endpoints stay closed.
+error_page 495 = @broker_certificate_error;
+location @broker_certificate_error {{
+    if ($uri ~ "^/metrics$|^/admin/") {{ return 404; }}
+{forward}}}
 """
     host = _host(settings)
     example = f"""{stamp}

@@ -208,6 +208,26 @@ def test_forged_header_next_to_a_real_certificate_is_replaced_by_nginx(stack: St
     assert (verdict["certificate"], verdict["accepted"], verdict["municipality"]) == (True, True, "kommun-b")
 
 
+def test_an_expired_card_gets_the_brokers_answer_not_nginx_s(stack: Stack) -> None:
+    """OpenSSL finds fault with an expired certificate (error 10), which optional_no_ca does not forgive: without
+    the snippet's error_page 495 nginx answered its own bare 400 and the broker never saw the card. The broker
+    explains it, with the certificate as nginx received it."""
+    response = stack.get("/diagnose?format=json", user="david")
+    assert response.status_code == 200, response.text
+    verdict = response.json()
+    assert (verdict["certificate"], verdict["accepted"], verdict["municipality"], verdict["reason"]) == (
+        True, False, "kommun-a", "certificate_expired")
+    viewed = [r for r in stack.audit() if r.get("correlation_id") == verdict["correlation_id"]]
+    assert viewed[0]["data"] == {"accepted": False, "via": "proxy"}
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/%6Detrics", "//admin/status"])
+def test_operators_endpoints_stay_closed_to_an_expired_card(stack: Stack, path: str) -> None:
+    response = stack.get(path, user="david", headers={"Authorization": f"Bearer {stack.token}"})
+    assert response.status_code == 404, (path, response.status_code)
+    assert "nginx" in response.text  # nginx's own page: the request never reached the broker
+
+
 @pytest.mark.parametrize("path", ["/metrics", "/admin/status", "/%6Detrics", "/admin/%73tatus", "//metrics",
                                   "/admin//status", "/metrics?x=1", "/./admin/status"])
 def test_operators_endpoints_are_closed_at_the_proxy(stack: Stack, path: str) -> None:
