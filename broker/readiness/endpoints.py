@@ -364,8 +364,9 @@ def _advertised(cl: CertificateLogin, url: str, p: EndpointProbe) -> Check:
                          "advertised",
                          f"{url} advertises {_names(named)} but not {rootless}: a proxy that verifies with the "
                          "advertised CAs only (nginx ssl_client_certificate, Apache SSLCACertificateFile) cannot "
-                         "complete the cards' chain and refuses every one (nginx: 400, \"unable to get issuer "
-                         "certificate\")",
+                         "complete the cards' chain and refuses every one (Apache: the handshake fails; nginx: 400, "
+                         "\"unable to get issuer certificate\", unless its error_page 495 hands the request on to "
+                         "the broker, as `broker proxy-config nginx` writes it)",
                          fix + " `broker readiness --login` with a test card shows whether a certificate gets "
                          "through.", url)
         if not missing:
