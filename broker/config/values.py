@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key, pkcs7
 
 from broker.config.typed import ParseContext
-from broker.config.yamlsource import FileRefused, KeyPath, integer_hint, read_regular_file
+from broker.config.yamlsource import UTF16, FileRefused, KeyPath, integer_hint, is_utf16, read_regular_file
 from broker.pki.naming import not_a_ca
 from broker.pki.reading import check_each, read_crl
 
@@ -367,6 +367,8 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
     than v1 to v3)."""
     if not data.strip():
         raise ValueError("the file is empty")
+    if is_utf16(data):
+        raise ValueError(f"{UTF16}; save it as ASCII or UTF-8")
     pem = b"-----BEGIN" in data
     try:
         return x509.load_pem_x509_certificates(data) if pem else [x509.load_der_x509_certificate(data)]

@@ -68,6 +68,19 @@ def read_regular_file(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
+UTF16 = "the file is UTF-16 text (Windows' \"Unicode\", as PowerShell 5 writes it)"
+
+
+def is_utf16(data: bytes) -> bool:
+    """Whether ``data`` is UTF-16 text: it starts with a byte order mark, or (without one) every other byte of its
+    start is NUL, as in ASCII text written in UTF-16. (Read as UTF-8, the first fails at its first byte with no
+    word of the cause, and the second passes, its NULs refused as YAML or PEM later.)"""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return True
+    head = data[:64]
+    return len(head) >= 4 and (not any(head[0::2]) or not any(head[1::2]))
+
+
 def _size(limit: int) -> str:
     for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if limit >= size and limit % size == 0:
@@ -340,6 +353,8 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
                                                      f"file of at most {_size(MAX_FILE_BYTES)})")]
     except OSError as exc:
         return None, [ConfigIssue(display, None, "", f"cannot read file: {exc}")]
+    if is_utf16(data):
+        return None, [ConfigIssue(display, None, "", f"not UTF-8: {UTF16}; save it as UTF-8")]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:  # the line an editor shows, not a byte offset

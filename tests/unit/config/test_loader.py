@@ -615,6 +615,9 @@ def test_a_sample_certificate_whose_extensions_cannot_be_read_is_a_configuration
                      id="empty-file"),
         pytest.param(_anchor(lambda: b"\n  \r\n"), ANCHOR,
                      "does not hold readable X.509 certificates (the file is empty)", id="only-white-space"),
+        pytest.param(lambda d: _anchor(lambda: (d / "certs/kommun-a/root-ca.pem").read_text().encode("utf-16"))(d),
+                     ANCHOR, "does not hold readable X.509 certificates (the file is UTF-16 text (Windows' "
+                     "\"Unicode\", as PowerShell 5 writes it); save it as ASCII or UTF-8)", id="utf-16-pem"),
         pytest.param(_anchor(lambda: _p7b(serialization.Encoding.DER)), ANCHOR,
                      "does not hold readable X.509 certificates (a PKCS#7 bundle (.p7b) of 1 certificate(s); "
                      "write them as PEM: openssl pkcs7 -print_certs -inform DER -in FILE -out FILE.pem)",

@@ -210,6 +210,21 @@ def test_a_file_that_is_not_utf8_is_reported_at_its_line(tmp_path: Path) -> None
     assert_issues(issues, [Expected(FILE, 2, "", "not UTF-8: byte 0xe4 (save the file as UTF-8")], tmp_path)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_is_named_as_such(tmp_path: Path, encoding: str) -> None:
+    """Windows' "Unicode" (what PowerShell 5 writes by default): not text in another 8-bit character set, as the
+    hint for a byte that is not UTF-8 would say, and no line of it is readable."""
+    (tmp_path / "municipalities").mkdir()
+    (tmp_path / FILE).write_bytes("name:\n  sv: V\xe4xj\xf6\n".encode(encoding))
+
+    source, issues = load_yaml(tmp_path / FILE, FILE)
+
+    assert source is None
+    assert [(i.file, i.line, i.key, i.message) for i in issues] == [
+        (FILE, None, "", "not UTF-8: the file is UTF-16 text (Windows' \"Unicode\", as PowerShell 5 writes it); "
+                         "save it as UTF-8")]
+
+
 # --- explicit tags -----------------------------------------------------------------
 
 
