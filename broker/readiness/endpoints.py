@@ -97,6 +97,10 @@ def probe(url: str, timeout: float, resolve: Resolver = resolve_addresses) -> Pr
     """Handshake with every address of ``url``'s host (each bounded by ``timeout``), the host name as SNI."""
     try:
         parts = urlsplit(url)
+        if parts.scheme.lower() != "https" or not parts.netloc:
+            # "localhost:8443" (no host to urlsplit) or "login.region.se" would be a name not found, http:// a
+            # TLS handshake on port 443: say what was expected instead
+            raise ValueError(f"expected an https:// URL such as https://login.region.se, got {url!r}")
         host, port = parts.hostname or "", parts.port or 443  # .port raises for a port that is none
         addresses = [host] if _ip(host) is not None else list(resolve(host, port, timeout))
         if not addresses:

@@ -593,6 +593,22 @@ def test_an_endpoint_url_without_a_usable_address_fails_and_the_run_goes_on(sett
     assert [(c.id, c.status) for c in endpoint_checks(settings, found).checks] == [("endpoint.handshake", "fail")]
 
 
+@pytest.mark.parametrize("url", [
+    pytest.param("localhost:8443", id="host-and-port-without-a-scheme"),
+    pytest.param("login.example.se", id="a-host-name-alone"),
+    pytest.param("http://127.0.0.1:8443", id="plain-http"),
+])
+def test_an_endpoint_that_is_no_https_url_is_named_so_not_a_dns_problem(settings: Settings, url: str) -> None:
+    """What the operator typed is no https:// URL: without a scheme urlsplit sees no host at all, and the run said
+    "gaierror: Name or service not known" with the fix "Check DNS"; an http:// URL was probed with TLS on port 443.
+    The evidence says what was expected, and nothing is probed."""
+    found = probe(url, TIMEOUT, resolve=lambda host, port: pytest.fail(f"{url} resolved as {host}:{port}"))
+
+    assert (found.probe, found.addresses) == (None, ())
+    assert found.error == f"ValueError: expected an https:// URL such as https://login.region.se, got {url!r}"
+    assert [(c.id, c.status) for c in endpoint_checks(settings, found).checks] == [("endpoint.handshake", "fail")]
+
+
 def test_plain_http_server_gives_no_handshake(settings: Settings) -> None:
     with FileServer() as plain:
         found = probe(plain.base_url.replace("http://", "https://").rstrip("/"), TIMEOUT)
