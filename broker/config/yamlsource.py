@@ -363,6 +363,10 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
                                                      "UTF-8; Latin-1 editors write å, ä, ö as single bytes)")]
     try:
         node = yaml.compose(text, Loader=_StrictLoader)
+    except yaml.reader.ReaderError as exc:  # a control character, refused before parsing with an offset, no line
+        return None, [ConfigIssue(display, text.count("\n", 0, exc.position) + 1, "",
+                                  f"character U+{exc.character:04X} is not allowed in YAML (a control character, "
+                                  "often pasted from a terminal or a word processor: remove it)")]
     except RecursionError:  # PyYAML's composer recurses once per level of nesting
         return None, [ConfigIssue(display, None, "", "YAML nested too deeply")]
     except yaml.MarkedYAMLError as exc:

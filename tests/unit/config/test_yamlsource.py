@@ -84,6 +84,22 @@ def test_a_syntax_error_says_what_the_yaml_expected(tmp_path: Path, text: str, l
     assert [(i.file, i.line, i.key, i.message) for i in issues] == [(FILE, line, "", message)]
 
 
+@pytest.mark.parametrize(("text", "line", "character"), [
+    pytest.param("name:\n  sv: Kommun A\x1b[0m\n", 2, "U+001B", id="terminal-escape-pasted"),
+    pytest.param("status: active\nlogin: certificate\x00\n", 2, "U+0000", id="nul"),
+    pytest.param("status: active\r\nlogin: certificate\r\nsupport:\r\n  sv: \x07\r\n", 4, "U+0007", id="crlf-lines"),
+])
+def test_a_control_character_is_reported_at_its_line(tmp_path: Path, text: str, line: int, character: str) -> None:
+    """PyYAML's reader refuses it before parsing, with an offset into "<unicode string>" and no line: the message
+    names the file's line and the character, as every other problem of a file does."""
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert [(i.file, i.line, i.key, i.message) for i in issues] == [
+        (FILE, line, "", f"character {character} is not allowed in YAML (a control character, often pasted from a "
+                         "terminal or a word processor: remove it)")]
+
+
 def test_a_syntax_error_in_a_configured_file_names_that_file(config_dir: Path) -> None:
     replacing(KOMMUN_A, "status: active", "status: [active")(config_dir)
 
