@@ -339,6 +339,29 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
+_SWALLOWED_KEY = re.compile(r"\n[ \t]*[A-Za-z_][A-Za-z0-9_]*:[ \t\n]")
+
+
+def _quote_left_open(text: str, error_line: int | None) -> tuple[int, int] | None:
+    """Where a quote left open began and where its value ended (1-based lines), when a syntax error at
+    ``error_line`` follows such a value: a quoted scalar that runs over lines that look like keys of their own
+    (``status: active``), which the scanner took as text up to the next quote. PyYAML reports the error only
+    where the value ends, or later; the line to fix is where it began."""
+    if error_line is None:
+        return None
+    try:
+        for token in yaml.scan(text, Loader=_StrictLoader):
+            if token.start_mark.line + 1 > error_line:
+                return None
+            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'") \
+                    and token.end_mark.line > token.start_mark.line \
+                    and _SWALLOWED_KEY.search(text, token.start_mark.index, token.end_mark.index):
+                return token.start_mark.line + 1, token.end_mark.line + 1
+    except yaml.YAMLError:
+        return None
+    return None
+
+
 def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigIssue]]:
     """Parse one YAML file: its source and its issues. The source is None when the file cannot be read as YAML
     at all (missing, not UTF-8, a syntax error, too large or deep); a file with problems in single places (a
@@ -383,6 +406,11 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
             mark = exc.context_mark
             message = f"{message} ({exc.context} that starts here)"
         line = mark.line + 1 if mark is not None else None
+        opened = _quote_left_open(text, line)
+        if opened is not None:
+            line = opened[0]
+            message += (f" (the quoted value that starts at line {opened[0]} runs on to line {opened[1]}, over the "
+                        "keys below it: is its closing quote missing?)")
         return None, [ConfigIssue(display, line, "", f"YAML syntax error: {message}")]
     except yaml.YAMLError as exc:
         return None, [ConfigIssue(display, None, "", f"YAML error: {exc}")]

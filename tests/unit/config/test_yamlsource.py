@@ -84,6 +84,24 @@ def test_a_syntax_error_says_what_the_yaml_expected(tmp_path: Path, text: str, l
     assert [(i.file, i.line, i.key, i.message) for i in issues] == [(FILE, line, "", message)]
 
 
+@pytest.mark.parametrize(("text", "line", "runs_to"), [
+    pytest.param('name: x\norganization_number: "2120001009\nstatus: active\nlogin: certificate\nsupport: "x"\n',
+                 2, 5, id="double-quote-not-closed"),
+    pytest.param("name: x\nsupport:\n  sv: 'Kommunens IT\n  en: IT\nstatus: active\nlogin: 'certificate'\n",
+                 3, 6, id="single-quote-not-closed"),
+])
+def test_a_quote_left_open_is_reported_where_it_opens(tmp_path: Path, text: str, line: int, runs_to: int) -> None:
+    """The quoted value swallows the keys below it up to the next quote, and PyYAML notices only there: the
+    problem is reported at the line where the quote opened, saying where the value ran to."""
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert [(i.file, i.line, i.key) for i in issues] == [(FILE, line, "")]
+    assert issues[0].message.startswith("YAML syntax error: ")
+    assert issues[0].message.endswith(f"(the quoted value that starts at line {line} runs on to line {runs_to}, over "
+                                      "the keys below it: is its closing quote missing?)")
+
+
 @pytest.mark.parametrize(("text", "line", "character"), [
     pytest.param("name:\n  sv: Kommun A\x1b[0m\n", 2, "U+001B", id="terminal-escape-pasted"),
     pytest.param("status: active\nlogin: certificate\x00\n", 2, "U+0000", id="nul"),
