@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import ipaddress
 import socket
 import struct
 from collections.abc import Sequence
@@ -201,7 +202,9 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
         conn = SSL.Connection(ctx, raw)
-        conn.set_tlsext_host_name((server_name or host).encode("idna"))
+        name = server_name or host
+        if not _address_literal(name):  # RFC 6066 §3: an IP address is never a HostName, nor sent by browsers
+            conn.set_tlsext_host_name(name.encode("idna"))
         conn.set_connect_state()
         try:
             conn.do_handshake()
@@ -222,6 +225,15 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
             conn.shutdown()
     return EndpointProbe(names, bool(requested), negotiated.decode() if negotiated else None, version,
                          tuple(chain))
+
+
+def _address_literal(name: str) -> bool:
+    """Whether ``name`` is an IPv4 or IPv6 address (an IPv6 one in brackets too), not a host name."""
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _timed_out(exc: SSL.Error) -> bool:

@@ -5,6 +5,7 @@ in tests/flows/test_nginx.py."""
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 import time
 from collections.abc import Iterator
@@ -12,8 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from broker.pki.tls import probe_endpoint
+from broker.readiness.endpoints import probe
 from tests.factories.loopback_peer import LoopbackPeer
 from tests.factories.slow_resolver import resolve_slowly
+from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
 
 TIMEOUT = 1.0
 
@@ -61,3 +64,31 @@ def test_the_name_is_resolved_within_the_timeout(peer: SlowPeer, monkeypatch: py
     with pytest.raises(TimeoutError, match=r"name resolution of login\.slow-resolver\.test not complete"):
         probe_endpoint("login.slow-resolver.test", peer.port, timeout=TIMEOUT)
     assert time.monotonic() - started < TIMEOUT + 1.0
+
+
+@pytest.mark.parametrize(("name", "sent"), [
+    pytest.param("localhost", "localhost", id="host-name"),
+    pytest.param("127.0.0.1", None, id="ipv4-literal"),
+    pytest.param("::1", None, id="ipv6-literal"),
+    pytest.param("[::1]", None, id="ipv6-literal-in-brackets"),
+])
+def test_an_address_literal_is_never_sent_as_server_name(name: str, sent: str | None) -> None:
+    """RFC 6066 §3: "Literal IPv4 and IPv6 addresses are not permitted in HostName". A browser sends none for
+    https://10.0.0.5/, and a server choosing its certificate or CA list by name must be asked as browsers ask
+    it."""
+    endpoint = TlsEndpoint(ServerIdentity.generate(dt.datetime.now(dt.UTC)))
+    try:
+        probe_endpoint("127.0.0.1", endpoint.port, server_name=name, timeout=5)
+    finally:
+        endpoint.stop()
+    assert endpoint.server_names == [sent]
+
+
+def test_readiness_probes_an_address_url_without_a_server_name() -> None:
+    endpoint = TlsEndpoint(ServerIdentity.generate(dt.datetime.now(dt.UTC)))
+    try:
+        found = probe(f"https://127.0.0.1:{endpoint.port}", 5)
+    finally:
+        endpoint.stop()
+    assert found.error is None
+    assert endpoint.server_names == [None]
