@@ -19,7 +19,9 @@ from broker.config.schema import CertificateLogin
 from broker.pki.identity import display_subject
 from broker.readiness.model import Check
 
-TEST_HIERARCHY = re.compile(r"(?<![A-Za-z])(TEST|PP|SYSTEMTEST)(?![A-Za-z])", re.IGNORECASE)
+# a marker on its own, not inside a word: letters are any script's (Teståtkomst, Knäpp: Swedish words), digits and
+# punctuation end a word (TEST2, PP-CA)
+TEST_HIERARCHY = re.compile(r"(?<![^\W\d_])(TEST|PP|SYSTEMTEST)(?![^\W\d_])", re.IGNORECASE)
 
 
 def name_of(cert: x509.Certificate) -> str:

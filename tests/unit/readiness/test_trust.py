@@ -172,7 +172,8 @@ def test_production_hierarchy_passes(config_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["Kommun A Protest CA", "Appliance Root CA", "Kommun A Testbädd CA",
-                                  "Kommun A Contest2 CA"])
+                                  "Kommun A Contest2 CA", "Kommun A Teståtkomst CA", "Region Knäpp CA",
+                                  "Kommun A Åtest CA"])
 def test_test_marker_inside_a_word_is_not_a_test_hierarchy(config_dir: Path, name: str) -> None:
     root = root_ca(name, NOW)
     result = kommun_a(configure(config_dir, [root.certificate]))
