@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -64,13 +65,24 @@ def _not_self_signed(cert: x509.Certificate) -> str | None:
     return None
 
 
+def _expired_fix(check: Check, cert: x509.Certificate, now: dt.datetime, key: str) -> Check:
+    """``check`` with the fix for an expired CA: to remove it. The advice for one that expires soon (add the renewed
+    one, keep the old) would keep it, and the run failing, though no card validates under it any more."""
+    if check.status != "fail" or now < cert.not_valid_after_utc:
+        return check
+    return replace(check, fix=f"Remove it from {key}: no card validates under an expired CA any more. If its cards "
+                              "are still in use, get the CA's renewed certificate from the certificate issuer and "
+                              "configure it.")
+
+
 def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, environment: str) -> list[Check]:
     checks: list[Check] = []
     for cert in cl.anchors():
-        checks.append(validity_check(
+        checks.append(_expired_fix(validity_check(
             "trust.anchor", "trust anchor", cert, now, window,
             fix="Get the CA's renewed root certificate from the municipality's certificate issuer and add it to "
-                "trust_anchors (keep the old one until every card issued under it has expired)."))
+                "trust_anchors (keep the old one until every card issued under it has expired)."),
+            cert, now, "trust_anchors"))
         why = _not_self_signed(cert)
         if why is not None:
             checks.append(Check("trust.anchor_self_signed", "warn", "trust anchor is not a self-signed root",
@@ -78,9 +90,10 @@ def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, e
                                 "Prefer the self-signed root of the hierarchy as anchor, unless trusting only "
                                 "this branch is intended.", name_of(cert)))
     for cert in cl.intermediate_certificates():
-        checks.append(validity_check(
+        checks.append(_expired_fix(validity_check(
             "trust.intermediate", "intermediate CA", cert, now, window,
-            fix="Get the renewed CA certificate from the certificate issuer and add it to intermediates."))
+            fix="Get the renewed CA certificate from the certificate issuer and add it to intermediates."),
+            cert, now, "intermediates"))
     configured = {cert.subject for cert in (*cl.anchors(), *cl.intermediate_certificates())}
     for cert in (*cl.anchors(), *cl.intermediate_certificates()):
         match = TEST_HIERARCHY.search(cert.subject.rfc4514_string())

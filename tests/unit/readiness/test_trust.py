@@ -88,6 +88,25 @@ def test_intermediate_expiry(config_dir: Path, days_left: int, status: str, titl
     assert only(result, "trust.anchor").status == "pass"
 
 
+@pytest.mark.parametrize("which", ["anchor", "intermediate"])
+def test_an_expired_ca_is_to_be_removed_not_kept(config_dir: Path, which: str) -> None:
+    """Beside its renewed successor, an expired CA is kept by the advice for one that expires soon ("keep the old
+    one until every card issued under it has expired"): no card validates under it any more, and the run would
+    FAIL until it is removed. The fix for an expired CA says to remove it."""
+    old_root = root_ca("Kommun A Root CA", NOW, days_left=-3 if which == "anchor" else 3000)
+    new_root = root_ca("Kommun A Root CA v2", NOW)
+    old = issuing_ca(old_root, "Kommun A Person CA", days_left=-3 if which == "intermediate" else -4)
+    new = issuing_ca(new_root, "Kommun A Person CA v2")
+    settings = configure(config_dir, [old_root.certificate, new_root.certificate], [old.certificate, new.certificate])
+
+    failed = [c for c in kommun_a(settings).checks if c.id == f"trust.{which}" and c.status == "fail"]
+
+    assert [c.subject for c in failed] == ["Kommun A Root CA" if which == "anchor" else "Kommun A Person CA"]
+    assert failed[0].fix == (f"Remove it from {'trust_anchors' if which == 'anchor' else 'intermediates'}: no card "
+                             "validates under an expired CA any more. If its cards are still in use, get the "
+                             "CA's renewed certificate from the certificate issuer and configure it.")
+
+
 def test_expiry_warning_window_comes_from_the_configuration(config_dir: Path) -> None:
     """The same CA (60 days left) is PASS with the default 30d window and WARN with expiry_warning: 90d."""
     root = root_ca("Kommun A Root CA", NOW, days_left=60)
