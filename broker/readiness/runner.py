@@ -51,8 +51,8 @@ def selected(settings: Settings, wanted: tuple[str, ...]) -> list[Municipality]:
     if unknown:
         raise UnusableInput(f"no municipality {', '.join(unknown)} in the configuration "
                             f"(known: {', '.join(sorted(settings.municipalities))})")
-    if wanted:
-        return [settings.municipalities[m] for m in wanted]
+    if wanted:  # each once, in the order first named (a repeated --municipality is no second subject)
+        return [settings.municipalities[m] for m in dict.fromkeys(wanted)]
     return [m for m in settings.municipalities.values() if m.status in ("onboarding", "active")]
 
 

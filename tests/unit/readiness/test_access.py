@@ -79,3 +79,15 @@ def test_a_suspended_municipality_named_in_the_run_fails(config_dir: Path, munic
     check = access(config_dir, municipality)
     assert (check.status, check.title) == ("fail", "the municipality is suspended")
     assert "municipality_suspended" in check.evidence
+
+
+def test_a_municipality_named_twice_is_checked_once(config_dir: Path) -> None:
+    """`broker readiness --municipality kommun-a --municipality kommun-b --municipality kommun-a` (a list pasted
+    together from two runbooks): each municipality once, in the order first named, and counted once."""
+    settings = load(config_dir)
+    once = readiness(settings, network=False, municipalities=["kommun-a"])
+
+    report = readiness(settings, network=False, municipalities=["kommun-a", "kommun-b", "kommun-a"])
+
+    assert [s.id for s in report.municipalities] == ["kommun-a", "kommun-b"]
+    assert len(section(report, "kommun-a").checks) == len(section(once, "kommun-a").checks)
