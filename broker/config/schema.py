@@ -388,7 +388,9 @@ class ReadinessConfig:
         default=(), metadata=doc("public URLs where municipal users log in: the CA names each advertises are "
                                  "checked live"))
     expiry_warning: Duration = field(
-        default=Duration(30 * 86400), metadata=doc("warn about certificates, CRLs and metadata expiring sooner"))
+        default=Duration(30 * 86400), metadata=doc(
+            "warn about certificates and metadata expiring sooner (a CRL is judged by its nextUpdate alone: fresh or "
+            "stale)"))
     timeout: Duration = field(default=Duration(10), metadata=doc(
         "per network check; caps the municipalities' own CRL and OCSP timeouts"))
     ca_list_warn_bytes: int = field(
