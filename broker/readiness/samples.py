@@ -23,12 +23,16 @@ def sample_checks(municipality_id: str, sample: x509.Certificate | None, validat
                       "Ask the municipality for one user certificate (the public part, e.g. exported from a test "
                       "card) and set readiness.sample_certificate.")]
     subject = name_of(sample)
+    expiry = validity_check("sample.expiry", "sample certificate", sample, now, window,
+                            fix="Replace the sample with a current certificate of the municipality.")
     try:
         validated = validator.validate(sample)
     except CertificateRejected as exc:
         row = REASONS.get(exc.reason)
-        return [Check("sample.certificate", "fail", f"sample certificate refused: {exc.reason}",
-                      f"{subject}: {exc.detail}", row.hint if row else None, subject)]
+        refused = Check("sample.certificate", "fail", f"sample certificate refused: {exc.reason}",
+                        f"{subject}: {exc.detail}", row.hint if row else None, subject)
+        # an expired (or not yet valid) sample is refused for that: its own check says to replace it
+        return [refused, expiry] if expiry.status == "fail" else [refused]
     if validated.municipality_id != municipality_id:
         return [Check("sample.certificate", "fail", "sample certificate belongs to another municipality",
                       f"{subject} maps to {validated.municipality_id}", "Configure a certificate of this "
@@ -38,8 +42,6 @@ def sample_checks(municipality_id: str, sample: x509.Certificate | None, validat
                     f"{subject}: {identity.kind} {display_identity(identity.kind, identity.key)}, "
                     f"{validated.loa.name} (policy {validated.policy_oid}), revocation "
                     f"{validated.revocation.summary}", None, subject)]
-    expiry = validity_check("sample.expiry", "sample certificate", sample, now, window,
-                            fix="Replace the sample with a current certificate of the municipality.")
     if expiry.status != "pass":
         checks.append(expiry)
     return checks

@@ -126,6 +126,19 @@ def test_refused_sample_fails_with_its_reason(config_dir: Path, users: Path, mid
     assert result.result == "fail"
 
 
+def test_an_expired_sample_fails_its_expiry_check_too(config_dir: Path, users: Path) -> None:
+    """docs/readiness.md: sample.expiry FAILs for an expired sample. The refusal (certificate_expired) says what a
+    user with such a card needs; sample.expiry says what the operator does: replace the sample."""
+    use_sample(config_dir, "kommun-a", users / "david.pem")
+
+    result = run_offline(config_dir, "kommun-a")
+
+    assert statuses(result, "sample.certificate") == ["fail"]
+    expiry = only(result, "sample.expiry")
+    assert (expiry.status, expiry.title, expiry.subject) == ("fail", "sample certificate expired", "David Demosson")
+    assert expiry.fix == "Replace the sample with a current certificate of the municipality."
+
+
 def test_sample_of_another_municipality_fails(config_dir: Path, users: Path) -> None:
     use_sample(config_dir, "kommun-a", users / "bo.pem")
 
