@@ -339,6 +339,24 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
 
+_STRUCTURAL_NBSP = re.compile(r"^[ \t\u00a0]*\u00a0|:\u00a0", re.MULTILINE)
+
+
+def _nbsp_line(text: str, error_line: int | None) -> int | None:
+    """The last line up to ``error_line`` (1-based) with a non-breaking space where YAML needs a plain one (in the
+    indentation, or after a key's colon): it looks like a space, but YAML reads it as text, so the key or the
+    indentation is not what it seems and the error shows at that line or a later one."""
+    if error_line is None:
+        return None
+    found = None
+    for match in _STRUCTURAL_NBSP.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        if line > error_line:
+            break
+        found = line
+    return found
+
+
 _SWALLOWED_KEY = re.compile(r"\n[ \t]*[A-Za-z_][A-Za-z0-9_]*:[ \t\n]")
 
 
@@ -407,7 +425,14 @@ def load_yaml(path: Path, display: str) -> tuple[YamlSource | None, list[ConfigI
             message = f"{message} ({exc.context} that starts here)"
         line = mark.line + 1 if mark is not None else None
         opened = _quote_left_open(text, line)
-        if opened is not None:
+        nbsp = _nbsp_line(text, line)
+        if nbsp is not None:
+            line = nbsp
+            message += (f" (line {nbsp} holds a non-breaking space, U+00A0, often pasted from a web page or a word "
+                        "processor: write a plain space)")
+        elif "'\\t'" in message:
+            message += " (YAML takes no tab for indentation or after a colon: use spaces)"
+        elif opened is not None:
             line = opened[0]
             message += (f" (the quoted value that starts at line {opened[0]} runs on to line {opened[1]}, over the "
                         "keys below it: is its closing quote missing?)")

@@ -84,6 +84,30 @@ def test_a_syntax_error_says_what_the_yaml_expected(tmp_path: Path, text: str, l
     assert [(i.file, i.line, i.key, i.message) for i in issues] == [(FILE, line, "", message)]
 
 
+@pytest.mark.parametrize(("text", "line", "hint"), [
+    pytest.param("name:\n\u00a0 sv: Kommun A\n  en: Municipality A\n", 2,
+                 "(line 2 holds a non-breaking space, U+00A0, often pasted from a web page or a word processor: "
+                 "write a plain space)", id="non-breaking-space-in-the-indentation"),
+    pytest.param("status: active\nlogin:\u00a0certificate\nname:\n  sv: A\n", 2,
+                 "(line 2 holds a non-breaking space, U+00A0, often pasted from a web page or a word processor: "
+                 "write a plain space)", id="non-breaking-space-after-a-colon"),
+    pytest.param("name:\n\tsv: A\n", 2, "(YAML takes no tab for indentation or after a colon: use spaces)",
+                 id="tab-indentation"),
+    pytest.param("status:\tactive\nlogin: certificate\n", 1,
+                 "(YAML takes no tab for indentation or after a colon: use spaces)", id="tab-after-a-colon"),
+])
+def test_a_syntax_error_from_an_invisible_character_says_which(tmp_path: Path, text: str, line: int,
+                                                               hint: str) -> None:
+    """A non-breaking space or a tab looks like a space in an editor; the error PyYAML gives ("mapping values are
+    not allowed here", "found character '\\t' that cannot start any token") does not say it is the cause."""
+    source, issues = load(tmp_path, text)
+
+    assert source is None
+    assert [(i.file, i.line, i.key) for i in issues] == [(FILE, line, "")]
+    assert issues[0].message.startswith("YAML syntax error: ")
+    assert issues[0].message.endswith(hint)
+
+
 @pytest.mark.parametrize(("text", "line", "runs_to"), [
     pytest.param('name: x\norganization_number: "2120001009\nstatus: active\nlogin: certificate\nsupport: "x"\n',
                  2, 5, id="double-quote-not-closed"),
