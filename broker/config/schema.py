@@ -669,10 +669,11 @@ class MunicipalityConfig:
         default_factory=MunicipalityReadiness, metadata=doc("material for `broker readiness`"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        # reported at `login:`, the choice that needs the section (the missing section has no line of its own)
         if self.login == "certificate" and self.certificate is None:
-            yield ("certificate",), "login: certificate needs a certificate section"
+            yield ("login",), "certificate needs a certificate section"
         if self.login == "saml" and self.saml is None:
-            yield ("saml",), "login: saml needs a saml section"
+            yield ("login",), "saml needs a saml section"
         if self.login == "certificate" and self.saml is not None:
             yield ("saml",), "a saml section is only used with login: saml"
         if self.login == "saml" and self.certificate is not None:

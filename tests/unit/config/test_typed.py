@@ -657,6 +657,15 @@ def test_a_nested_error_is_reported_at_its_full_key_path(config_dir: Path, edit:
     check(config_dir, edit, [expected])
 
 
+def test_a_login_method_without_its_section_is_reported_at_the_login_line(config_dir: Path) -> None:
+    """The missing section has no line of its own; the choice that needs it has one. Reported at the top of the
+    file (the line of `name:`) under the key `saml`, the problem pointed at neither."""
+    check(config_dir, replacing(KOMMUN_A, "login: certificate", "login: saml"), [
+        Expected(KOMMUN_A, "login: saml", "login", "saml needs a saml section"),
+        Expected(KOMMUN_A, "certificate:", "certificate", "a certificate section is only used with login: certificate"),
+    ])
+
+
 def test_every_problem_of_a_file_is_reported_together(config_dir: Path) -> None:
     combined(
         replacing(KOMMUN_A, 'organization_number: "2120001009"', "organization_number: 2120001009"),
