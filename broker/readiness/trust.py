@@ -77,6 +77,7 @@ def _expired_fix(check: Check, cert: x509.Certificate, now: dt.datetime, key: st
 
 def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, environment: str) -> list[Check]:
     checks: list[Check] = []
+    configured_cas = (*cl.anchors(), *cl.intermediate_certificates())
     for cert in cl.anchors():
         checks.append(_expired_fix(validity_check(
             "trust.anchor", "trust anchor", cert, now, window,
@@ -85,10 +86,15 @@ def trust_checks(cl: CertificateLogin, now: dt.datetime, window: dt.timedelta, e
             cert, now, "trust_anchors"))
         why = _not_self_signed(cert)
         if why is not None:
+            fix = "Prefer the self-signed root of the hierarchy as anchor, unless trusting only this branch is intended"
+            if cert.issuer != cert.subject and not any(ca.subject == cert.issuer for ca in configured_cas):
+                # the proxy verifies the cards up to a self-signed root: none is in the bundle written from here
+                fix += (f"; then put that root ({cert.issuer.rfc4514_string()}) in the proxy's verification store "
+                        "(nginx: ssl_trusted_certificate), as no bundle written from this configuration holds it and "
+                        "Apache ends the handshake of every card without it")
             checks.append(Check("trust.anchor_self_signed", "warn", "trust anchor is not a self-signed root",
-                                f"{why}; the path stops at it because it is configured as an anchor",
-                                "Prefer the self-signed root of the hierarchy as anchor, unless trusting only "
-                                "this branch is intended.", name_of(cert)))
+                                f"{why}; the path stops at it because it is configured as an anchor", fix + ".",
+                                name_of(cert)))
     for cert in cl.intermediate_certificates():
         checks.append(_expired_fix(validity_check(
             "trust.intermediate", "intermediate CA", cert, now, window,

@@ -222,6 +222,11 @@ def test_anchor_that_is_not_a_self_signed_root_warns(config_dir: Path) -> None:
     assert (check.status, check.subject) == ("warn", "Kommun A Person CA")
     assert "CN=Kommun A Root CA" in check.evidence
     assert only(result, "trust.anchor").status == "pass"
+    # the bundle `broker proxy-config` writes then holds no root: a proxy verifying with it refuses every card
+    assert check.fix == ("Prefer the self-signed root of the hierarchy as anchor, unless trusting only this branch "
+                         "is intended; then put that root (CN=Kommun A Root CA,O=Kommun A,C=SE) in the proxy's "
+                         "verification store (nginx: ssl_trusted_certificate), as no bundle written from this "
+                         "configuration holds it and Apache ends the handshake of every card without it.")
 
 
 def test_a_sha1_signed_root_is_not_called_issued_by_itself(config_dir: Path) -> None:
