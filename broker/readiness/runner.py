@@ -10,6 +10,7 @@ from pathlib import Path
 
 from broker.clock import Clock
 from broker.config.loader import Municipality, Settings
+from broker.config.values import HttpsUrl
 from broker.errors import UnusableInput
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker
@@ -82,7 +83,9 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     progress("the broker's keys")
     broker_found = broker_checks(settings, now, window, store)
 
-    urls = list(dict.fromkeys([*map(str, cfg.endpoints), *options.endpoints]))
+    # an --endpoint as readiness.endpoints keeps it (HttpsUrl: no trailing slash), so that one URL is one endpoint
+    extra = [HttpsUrl.normalise(url) if url.lower().startswith("https://") else url for url in options.endpoints]
+    urls = list(dict.fromkeys([*map(str, cfg.endpoints), *extra]))
     probed: list[ProbedEndpoint] = []
     if options.network:
         for url in urls:

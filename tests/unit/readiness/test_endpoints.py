@@ -651,6 +651,19 @@ def test_runner_probes_configured_and_extra_endpoints(config_dir: Path, serve, i
         ("pass", good.url), ("fail", bare.url)]
 
 
+def test_an_extra_endpoint_written_with_a_trailing_slash_is_the_configured_one(  # type: ignore[no-untyped-def]
+        config_dir: Path, serve) -> None:
+    """readiness.endpoints keeps a URL without its trailing slash; the same URL given as `--endpoint URL/` is the
+    same endpoint, probed and judged once, not a second section with a second endpoint.advertises."""
+    good = serve(client_cas=cas(load(config_dir), "kommun-a"))
+    set_readiness(config_dir, endpoints=[good.url + "/"])
+
+    report = readiness(load(config_dir), municipalities=["kommun-a"], endpoints=(good.url + "/",))
+
+    assert [s.id for s in report.endpoints] == [good.url]
+    assert statuses(section(report, "kommun-a"), "endpoint.advertises") == ["pass"]
+
+
 def test_runner_ca_list_size_from_the_configuration(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
     """ca_list_warn_bytes: 1024 and 20 CA names of about 60 bytes each on the wire."""
     strangers = [root_ca(f"Elsewhere Regional Person Certificates CA {i:02}", NOW,
