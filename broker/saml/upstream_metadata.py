@@ -29,6 +29,9 @@ log = logging.getLogger("broker.upstream")
 # a copy is fetched again no sooner than this, whatever cacheDuration its publisher wrote (PT0S would mean a fetch at
 # every round of the refresh loop)
 MIN_CACHE_DURATION = dt.timedelta(minutes=5)
+# a request that finds no copy of an IdP's metadata fetches it on its own path, but not within this long of a fetch
+# that failed (the background schedule goes on): as a responder that just failed is not asked again for 10 s
+ON_DEMAND_RETRY_AFTER = dt.timedelta(seconds=10)
 
 
 @dataclass
@@ -36,7 +39,7 @@ class MetadataState:
     municipality: Municipality
     metadata: IdpMetadata | None = None
     fetched_at: Any = None
-    last_attempt: Any = None
+    last_attempt: dt.datetime | None = None
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -74,7 +77,7 @@ class UpstreamMetadata:
             raise UpstreamRejected("upstream_metadata_unavailable", f"{municipality_id} has no SAML IdP")
         self._ensure_background()
         if state.metadata is None:
-            self.refresh(state)
+            self.refresh(state, on_demand=True)
         metadata = state.metadata
         if metadata is None:
             raise UpstreamRejected("upstream_metadata_unavailable",
@@ -106,16 +109,23 @@ class UpstreamMetadata:
                     return None
         return None
 
-    def refresh(self, state: MetadataState) -> None:
-        """Fetch and verify URL metadata; keep the last good copy on failure (recorded)."""
+    def refresh(self, state: MetadataState, *, on_demand: bool = False) -> None:
+        """Fetch and verify URL metadata; keep the last good copy on failure (recorded). ``on_demand``: for a
+        request that found no copy, which neither fetches again within :data:`ON_DEMAND_RETRY_AFTER` of a failed
+        fetch nor after waiting for one that succeeded: every request naming an IdP whose server does not answer
+        would otherwise wait for a fetch of its own, one after another behind the lock."""
         source = state.municipality.config.saml.metadata if state.municipality.config.saml else None
         if source is None or source.url is None:
+            return
+        if on_demand and self._failed_lately(state):
             return
         if not state.lock.acquire(timeout=source.timeout.seconds + 1):
             state.last_error = "a refresh already running did not finish in time"
             log.warning("metadata of %s's IdP: %s", state.municipality.id, state.last_error)
             return
         try:
+            if on_demand and (state.metadata is not None or self._failed_lately(state)):
+                return  # fetched, or failed, while this request waited for the lock
             state.last_attempt = self._clock.now()
             if self._fetcher is None:
                 raise FetchError("network fetching is off")
@@ -147,6 +157,11 @@ class UpstreamMetadata:
                           state.municipality.id)
         finally:
             state.lock.release()
+
+    def _failed_lately(self, state: MetadataState) -> bool:
+        attempt = state.last_attempt
+        return state.last_error is not None and attempt is not None \
+            and self._clock.now() - attempt < ON_DEMAND_RETRY_AFTER
 
     def status(self) -> dict[str, dict[str, Any]]:
         out = {}

@@ -370,6 +370,27 @@ def test_metadata_whose_signature_does_not_verify_is_not_used(
     assert server.hits[PATH] >= 1
 
 
+def test_an_idp_whose_metadata_cannot_be_had_is_not_asked_again_by_every_request(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata]) -> None:
+    """Without a copy, a login (or an unauthenticated LogoutRequest naming the IdP) fetches on the request's own
+    path; after a failed fetch, the requests of the next 10 s are refused at once with its cause instead of each
+    waiting for another fetch (serialised behind one lock: every worker thread held while the IdP's server does
+    not answer). The schedule in the background goes on as before."""
+    server.put(PATH, _unsigned(material), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+    first = unavailable(upstream)
+    hits = server.hits[PATH]
+    for _ in range(5):
+        assert unavailable(upstream).detail == first.detail
+    assert server.hits[PATH] == hits
+
+    server.put(PATH, signed(material), CONTENT_TYPE)
+    clock.set(clock.now() + 11 * SECOND)
+    assert upstream.get(KOMMUN_C).entity_id == ENTITY_ID
+    assert server.hits[PATH] == hits + 1
+
+
 # --- 3. validUntil ------------------------------------------------------------------------------
 
 
