@@ -97,8 +97,8 @@ def render_client_address(address: str | None, mode: ClientAddressMode, pseudony
     """``address`` as ``mode`` records it. An IPv4 user seen through a dual-stack listener (``::ffff:192.0.2.7``,
     RFC 4291 §2.5.5.2) is that IPv4 address, as the failed-login limits count it: its /48 was ``::/48`` (every
     IPv4 user the same), its pseudonym another than the same user's through an IPv4 listener."""
-    if address is None:
-        return None
+    if address is None or (mode == "clear" and ":" not in address):  # no IPv6 form to read (every request)
+        return address
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
