@@ -74,8 +74,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                    data_required="via"),
     "certificate_accepted": _spec("the certificate passed every check", "success", _LOGIN | _CERT | _USER | {"sp"},
                                   data="loa policy revocation revocation_sources", data_required="loa policy"),
-    "certificate_rejected": _spec("the certificate failed a check", "failure", _LOGIN | {"reason"},
-                                  _CERT | {"municipality", "sp"}),
+    "certificate_rejected": _spec("the certificate failed a check (`user`: whose it is, when one of its "
+                                  "municipality's configured CAs signed it)", "failure", _LOGIN | {"reason"},
+                                  _CERT | _USER | {"sp"}),
     "login_refused": _spec("the login could not go on (no certificate, SP access rules, a forged or cross-site "
                            "form, failed-login limits, a dependency; a request to a login or logout endpoint "
                            "refused as such: its size, its encoding; internal_error: a defect, whose traceback "

@@ -21,7 +21,7 @@ from broker.errors import (
 from broker.flow.deps import FlowDeps
 from broker.flow.proxying import authenticating_authorities, check_proxy_restriction
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Result
-from broker.model import KNOWN_LOAS, CertificateFacts, Loa, ReplyTarget, satisfies
+from broker.model import KNOWN_LOAS, CertificateFacts, Identity, Loa, ReplyTarget, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.release import available_attributes, release
 from broker.saml.response import AssertionContent
@@ -197,13 +197,14 @@ class Answers:
 
     def rate_limited(self, exc: RateLimited, ctx: ClientContext, info: AuthnRequestInfo | None,
                      sp: ServiceProvider | None, *, municipality: Municipality | None = None,
-                     certificate: CertificateFacts | None = None) -> Result:
+                     certificate: CertificateFacts | None = None, identity: Identity | None = None) -> Result:
         """A login attempt past the failed-login limits (:mod:`broker.session.rate_limit`): audited as
-        ``login_refused`` (with the certificate, when one was presented) and refused without a retry link, since
+        ``login_refused`` (with the certificate, when one was presented, and whose it is, when its configured CA
+        signed it) and refused without a retry link, since
         retrying at once is what the limit refuses; the SP can still be answered (AuthnFailed)."""
         self._d.audit.record(AuditEvent(
             "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
-            municipality=municipality.id if municipality else None, certificate=certificate,
+            municipality=municipality.id if municipality else None, certificate=certificate, identity=identity,
             sp=sp.entity_id if sp else None, client_address=ctx.client_address))
         if info is None:
             return LoginFailed(exc, ctx.correlation_id, municipality=municipality)

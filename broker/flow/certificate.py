@@ -73,7 +73,8 @@ class CertificateStep:
             d.limiter.check(ctx.client_address, facts.fingerprint_sha256)
         except RateLimited as limited:
             return self._answers.rate_limited(limited, ctx, info, sp, municipality=self.municipality_of(cert),
-                                              certificate=facts)
+                                              certificate=facts,
+                                              identity=d.validator.claimed_identity(cert, ctx.presented.chain))
         try:
             validated = d.validator.validate(cert, ctx.presented.chain)
         except CertificateRejected as exc:
@@ -81,6 +82,7 @@ class CertificateStep:
             d.audit.record(AuditEvent(
                 "certificate_rejected", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 municipality=municipality.id if municipality else None, certificate=facts, sp=sp.entity_id,
+                identity=d.validator.claimed_identity(cert, ctx.presented.chain),
                 client_address=ctx.client_address))
             if counts_as_failure(exc):
                 d.limiter.record_failure(ctx.client_address, facts.fingerprint_sha256)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from broker.clock import Clock
@@ -144,6 +145,24 @@ class CertificateValidator:
         del presented  # kept in the signature: callers pass what the client sent; it does not choose
         return self._trust.for_issuer(leaf)
 
+    def claimed_identity(self, leaf: x509.Certificate,
+                         presented: Sequence[x509.Certificate] = ()) -> Identity | None:
+        """Whose certificate a refused (or not yet validated) ``leaf`` is, for the audit trail: the identity its
+        municipality's rule reads from it, when one of that municipality's configured CAs signed it (a revoked,
+        expired or wrong-purpose card); None when none did (another key under a configured CA's name, an unknown
+        issuer: text anyone could have chosen) or the rule reads no identity from it."""
+        try:
+            domain = self.domain_of(leaf, presented)
+        except CertificateRejected:
+            return None
+        if domain.identity is None or not any(
+                ca.subject == leaf.issuer and _signed_by(leaf, ca) for ca in (*domain.intermediates, *domain.anchors)):
+            return None
+        try:
+            return extract_identity(leaf, domain.identity, domain.id, self._clock.now().date())
+        except CertificateRejected:
+            return None
+
     def validate(self, leaf: x509.Certificate,
                  presented: Sequence[x509.Certificate] = ()) -> ValidatedCertificate:
         """Return what the certificate proves or raise :class:`CertificateRejected`.
@@ -204,3 +223,11 @@ class CertificateValidator:
             profile = _Profile(policy_oid, loa, identity)
             self._profiles.put(key, profile)
         return profile
+
+
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True

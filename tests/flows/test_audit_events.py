@@ -3,19 +3,25 @@ correlation ID per login, and users as reviewers find them again (docs/audit.md)
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from broker.app import create_app
 from broker.audit.query import records
 from broker.cli import main
 from broker.config.loader import load_settings
+from broker.demo.certificates import CertificateAuthority, LeafProfile
 from broker.demo.sp import DemoSp
 from broker.session.store import RedisStore
 from tests.factories.saml import Browser, saml_response_form
@@ -165,3 +171,57 @@ def test_a_personnummer_user_is_recorded_as_the_pseudonym_the_reviewer_command_p
                                       "--format", "jsonl"], input=BO_PNR + "\n")
     assert found.exit_code == 0, found.output
     assert [json.loads(line) for line in found.stdout.splitlines()] == naming_a_user
+
+
+def _demo_card(name: str) -> Callable[[Path, Path], str]:
+    return lambda users, config_dir: (users / f"{name}.pem").read_text()
+
+
+def _forged_kommun_a_card(users: Path, config_dir: Path) -> str:
+    """Anna's HSA-id in a certificate whose issuer has the name of Kommun A's CA, signed by another key."""
+    real = x509.load_pem_x509_certificate((config_dir / "certs" / "kommun-a" / "issuing-ca.pem").read_bytes())
+    (cn,), (org,) = (real.subject.get_attributes_for_oid(o) for o in (NameOID.COMMON_NAME,
+                                                                       NameOID.ORGANIZATION_NAME))
+    forger = CertificateAuthority.root(str(cn.value), dt.datetime.now(dt.UTC), organization=str(org.value))
+    assert forger.certificate.subject == real.subject
+    issued = forger.issue(LeafProfile(common_name="Anna Demosson", serial_number="SE2120001009-anna",
+                                      policies=("2.999.1.3",)))
+    return issued.pem().decode()
+
+
+@pytest.mark.parametrize(("card", "reason", "user"), [
+    pytest.param(_demo_card("cecilia"), "revoked", ("SE2120001009-cecilia", "hsa_id", "kommun-a"), id="revoked"),
+    pytest.param(_demo_card("david"), "certificate_expired", ("SE2120001009-david", "hsa_id", "kommun-a"),
+                 id="expired"),
+    pytest.param(_demo_card("erik"), "eku_not_client_auth", (BO_PNR, "personnummer", "kommun-b"),
+                 id="wrong-eku-personnummer"),
+    # text an unknown CA, or anyone using a configured CA's name, chose: no user is read from it
+    pytest.param(_demo_card("fatima"), "issuer_unknown", None, id="unknown-issuer"),
+    pytest.param(_forged_kommun_a_card, None, None, id="configured-ca-name-another-key"),
+])
+def test_a_refused_certificate_names_its_user_when_a_configured_ca_issued_it(
+        browser: Browser, sp: DemoSp, users: Path, config_dir: Path, card: Callable[[Path, Path], str],
+        reason: str | None, user: tuple[str, str, str] | None) -> None:
+    """`audit query --user` finds a user's refused certificate logins (a revoked, expired or wrong-EKU card): the
+    identity is recorded, pseudonymised like any other, when one of the municipality's configured CAs signed the
+    certificate, never from a certificate no configured CA signed."""
+    browser.certificate_pem = card(users, config_dir)
+    response = browser.get(sp.login_url())
+    assert response.status_code in (401, 403), response.headers.get("X-Broker-Reason")
+    (rejected,) = [e for e in audit_lines(config_dir) if e["event"] == "certificate_rejected"]
+    if reason is not None:
+        assert rejected["reason"] == reason
+    if user is None:
+        assert ("user" in rejected, "user_kind" in rejected) == (False, False)
+        return
+    key, kind, municipality = user
+    printed = CliRunner().invoke(main, ["audit", "pseudonym", "--config", str(config_dir)], input=key + "\n")
+    recorded = printed.stdout.strip() if kind == "personnummer" else key
+    assert (rejected["user"], rejected["user_kind"], rejected["municipality"]) == (recorded, kind, municipality)
+    if kind == "personnummer":
+        assert key not in json.dumps(rejected)  # never in clear
+    query = ["audit", "query", "--config", str(config_dir), "--format", "jsonl", "--event", "certificate_rejected"]
+    found = CliRunner().invoke(main, [*query, "--personnummer-stdin"], input=key + "\n") \
+        if kind == "personnummer" else CliRunner().invoke(main, [*query, "--user", key])
+    assert found.exit_code == 0, found.output
+    assert [json.loads(line)["correlation_id"] for line in found.stdout.splitlines()] == [rejected["correlation_id"]]

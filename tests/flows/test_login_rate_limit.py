@@ -121,6 +121,8 @@ def test_the_attempt_after_the_limit_gets_the_429_page(browser: Browser, sp: Dem
     assert [(e["event"], e.get("reason")) for e in events] == [
         ("login_started", None), ("certificate_presented", None), ("login_refused", "rate_limited")]
     assert events[-1]["cert_sha256"] == fingerprint(users, refused)  # the certificate was not even validated
+    # whose card it is, for `audit query --user` (the card's configured CA signed it)
+    assert (events[-1]["user"], events[-1]["user_kind"]) == (f"SE2120001009-{refused}", "hsa_id")
     assert events[-1]["client"] == HOME
 
     if still_welcome is not None:  # the address has failures to spare: another card logs in
