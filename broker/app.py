@@ -452,7 +452,8 @@ def build_audit_trail(settings: Settings, clock: Clock, instance: str, sink: Aud
     forwarders: list[Forwarder] = []
     if cfg.forward.syslog is not None:
         s = cfg.forward.syslog
-        forwarders.append(SyslogForwarder(s.address, s.transport, s.facility, s.app_name, cfg.forward.queue_size))
+        forwarders.append(SyslogForwarder(s.address, s.transport, s.facility, s.app_name, cfg.forward.queue_size,
+                                          max_message_bytes=s.max_message_bytes))
     if cfg.forward.stdout:
         forwarders.append(StdoutForwarder(cfg.forward.queue_size))
     if sink is None:

@@ -125,23 +125,47 @@ def _sd_value(value: Any) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
-def format_rfc5424(record: dict[str, Any], *, facility: str, app_name: str, hostname: str) -> bytes:
+def format_rfc5424(record: dict[str, Any], *, facility: str, app_name: str, hostname: str,
+                   max_bytes: int | None = None) -> bytes:
     """One RFC 5424 message: the event's key fields as structured data (UTF-8, §6.3.3), the whole record as JSON
-    in MSG."""
+    in MSG.
+
+    ``max_bytes`` (one UDP datagram, RFC 5426 §3.2): a message longer than that goes without the record's ``data``
+    and ``detail`` (the audit file holds them; ``seq`` finds the record), with ``truncated`` in the structured
+    data giving the whole message's length; if it is still too long, without MSG; then with no structured data
+    but ``seq``, ``event``, ``outcome`` and ``truncated``; cut to the limit as the last resort."""
     severity = 4 if record.get("outcome") == "failure" else 6  # warning / informational
     pri = _FACILITIES[facility] * 8 + severity
     params = " ".join(f'{k}="{_sd_value(record[k])}"' for k in _SD_FIELDS if record.get(k) is not None)
     msgid = str(record.get("event", "-"))[:32] or "-"
     head = (f"<{pri}>1 {record.get('time', '-')} {hostname[:255] or '-'} {app_name[:48]} {os.getpid()} {msgid} "
-            f"[{SD_ID} {params}] ")
+            f"[{SD_ID} {params}")
     # MSG in US-ASCII (JSON's \u escapes for the rest, the same record to any JSON reader): RFC 5424 §6.4 wants a
     # UTF-8 MSG to start with a BOM, which receivers keep in the message and JSON readers refuse
-    return head.encode("utf-8") + json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    message = (head + "] ").encode("utf-8") + _json(record)
+    if max_bytes is None or len(message) <= max_bytes:
+        return message
+    marked = (head + f' truncated="{len(message)}"]').encode("utf-8")
+    shorter = marked + b" " + _json({k: v for k, v in record.items() if k not in ("data", "detail")})
+    if len(shorter) <= max_bytes:
+        return shorter
+    if len(marked) <= max_bytes:
+        return marked  # MSG is optional (RFC 5424 §6)
+    # long structured data (an SP's entityID, up to 1024 characters): the fields that find the record
+    few = " ".join(f'{k}="{_sd_value(record[k])}"' for k in ("seq", "event", "outcome") if record.get(k) is not None)
+    minimal = (head[:head.index(f"[{SD_ID} ")] + f'[{SD_ID} {few} truncated="{len(message)}"]').encode("utf-8")
+    return minimal[:max_bytes]  # cut only where the header itself is longer (a hostname of 255 characters)
+
+
+def _json(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 class SyslogForwarder(_Queued):
-    def __init__(self, address: str, transport: str, facility: str, app_name: str, queue_size: int) -> None:
+    def __init__(self, address: str, transport: str, facility: str, app_name: str, queue_size: int, *,
+                 max_message_bytes: int = 2048) -> None:
         super().__init__(f"syslog {transport}://{address}", queue_size)
+        self._max_bytes = max_message_bytes  # over UDP: one datagram (RFC 5426 §3.2); TCP frames any length
         host, _, port = address.rpartition(":")
         self._address = (host.strip("[]"), int(port))
         self._transport = transport
@@ -166,8 +190,8 @@ class SyslogForwarder(_Queued):
         return self._socket
 
     def _send(self, record: dict[str, Any]) -> None:
-        message = format_rfc5424(record, facility=self._facility, app_name=self._app_name,
-                                 hostname=self._hostname)
+        message = format_rfc5424(record, facility=self._facility, app_name=self._app_name, hostname=self._hostname,
+                                 max_bytes=self._max_bytes if self._transport == "udp" else None)
         if self._transport == "udp":
             self._connect().sendto(message, self._address)
             return

@@ -298,6 +298,10 @@ class SyslogForward:
                       "local7"] = field(default="authpriv", metadata=doc("syslog facility"))
     app_name: str = field(default="broker", metadata=doc("APP-NAME in each message: 1 to 48 printable US-ASCII "
                                                          "characters, no space (RFC 5424)"))
+    max_message_bytes: int = field(default=2048, metadata=doc(
+        "over UDP, the longest message sent (one datagram; RFC 5426 §3.2: receivers must take 480 octets over IPv4, "
+        "1180 over IPv6, and should take 2048): a longer one goes without the record's data and detail, marked "
+        "truncated=", min=480, max=65507))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         # RFC 5424 §6.2.5: one with a space shifted every header field after it (its second word read as PROCID)

@@ -134,7 +134,9 @@ def udp_receiver() -> tuple[socketserver.UDPServer, Received]:
         def handle(self) -> None:
             received.add(self.request[0])
 
-    return socketserver.UDPServer(("127.0.0.1", 0), Handler), received
+    server = socketserver.UDPServer(("127.0.0.1", 0), Handler)
+    server.max_packet_size = 65535  # every datagram whole, as sent (socketserver's own default cuts at 8,192)
+    return server, received
 
 
 def tcp_receiver() -> tuple[socketserver.ThreadingTCPServer, Received]:
@@ -193,10 +195,11 @@ class Setup:
 
 
 def forwarding_trail(directory: Path, address: str, transport: str, *, facility: str = "local3",
-                     app_name: str = "broker-test", queue_size: int = 100) -> Setup:
+                     app_name: str = "broker-test", queue_size: int = 100, max_message_bytes: int = 2048) -> Setup:
     """A chain in ``directory`` whose events and checkpoints are copied to syslog, wired as the app does."""
     clock, key = FixedClock(T0), Ed25519PrivateKey.generate()
-    forwarder = SyslogForwarder(address, transport, facility, app_name, queue_size)
+    forwarder = SyslogForwarder(address, transport, facility, app_name, queue_size,
+                                max_message_bytes=max_message_bytes)
     writer = make_writer(directory, clock, key, on_checkpoint=lambda r: forwarder.submit(dict(r)))
     trail = AuditTrail(writer, clock, pseudonym_key=PSEUDONYM_KEY, instance_id="i1", forwarders=[forwarder])
     return Setup(trail, forwarder, directory, key)
@@ -324,6 +327,57 @@ def test_a_record_with_text_beyond_ascii_is_a_well_formed_msg(tmp_path: Path,
     msg = message[message.index(b"] ") + 2:]
     assert msg.isascii() or msg.startswith(b"\xef\xbb\xbf"), msg[:40]
     assert parse_rfc5424(message).msg["detail"] == detail
+
+
+def configuration_loaded(files: int) -> AuditEvent:
+    return AuditEvent("configuration_loaded", "info", "-", data={
+        "config_sha256": "c" * 64, "files": {f"certs/kommun-{n:03d}/issuing-ca.pem": "d" * 64 for n in range(files)}})
+
+
+@pytest.mark.parametrize("limit", [480, 1180, 2048, 8192])
+@pytest.mark.parametrize("receiver", ["udp"], indirect=True)
+def test_udp_datagrams_fit_the_limit_and_say_what_they_left_out(tmp_path: Path, receiver: tuple[str, Received],
+                                                               limit: int) -> None:
+    """RFC 5426 §3.2: receivers must take 480 (IPv4) or 1180 (IPv6) octets and should take 2048. A record longer
+    than one datagram (a configuration_loaded with hundreds of file hashes, a long detail) went out as it was, cut
+    by the receiver or refused by the network (EMSGSIZE past 64 KiB: only counted as an error). Each copy now fits
+    max_message_bytes: one that does not goes without its data and detail (the file holds them; seq finds the
+    record), marked truncated= with the whole message's length; one that fits is whole."""
+    address, received = receiver
+    setup = forwarding_trail(tmp_path, address, "udp", max_message_bytes=limit)
+    events = [configuration_loaded(300), configuration_loaded(700),
+              AuditEvent("login_refused", "failure", "C-1", reason="certificate_missing", detail="ö" * MAX_DETAIL,
+                         client_address="192.0.2.7"),
+              AuditEvent("login_started", "info", "C-2", sp="https://sp.example/md", client_address="192.0.2.7",
+                         data={"binding": "redirect"}),
+              AuditEvent("login_started", "info", "C-3", sp="https://sp.example/" + "x" * 1000,
+                         client_address="192.0.2.7", data={"binding": "redirect"})]
+    try:
+        send_events(setup, events)
+        messages = received.wait_for(len(events) + 1)
+        assert wait_until(lambda: setup.forwarder.stats()["sent"] == len(events) + 1)
+        assert setup.forwarder.stats() == {"sent": len(events) + 1, "dropped": 0, "errors": 0, "queued": 0}
+    finally:
+        setup.close()
+    assert len(messages) == len(events) + 1
+    assert max(len(m) for m in messages) <= limit
+    by_seq = {r["seq"]: r for r in setup.file_records()}
+    whole: dict[str, bool] = {}
+    for message in messages:
+        p = parse_rfc5424(message + b" {}" if message.endswith(b"]") else message)  # MSG left out: nothing there
+        record = by_seq[int(p.params["seq"])]
+        assert p.msgid == record["event"]
+        whole[str(record.get("correlation_id", record["event"]))] = "truncated" not in p.params
+        if "truncated" not in p.params:
+            assert p.msg == record
+            continue
+        assert int(p.params["truncated"]) > max(limit, len(json.dumps(record, separators=(",", ":"))))
+        assert {k: record[k] for k in p.msg} == p.msg  # what MSG holds is the record's
+        assert "data" not in p.msg
+        assert "detail" not in p.msg
+        if p.msg:
+            assert {"seq", "prev", "time", "event"} | ({"correlation_id"} & set(record)) <= set(p.msg)
+    assert whole["C-2"]  # a short record is whole, even in 480 octets
 
 
 @pytest.mark.parametrize("receiver", ["tcp"], indirect=True)
