@@ -144,6 +144,12 @@ def read_regular(path: Path) -> bytes:
         return f.read()
 
 
+def read_head(path: Path) -> bytes:
+    """The first line of ``path`` (with its newline; without one when the file has no whole line)."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return f.readline()
+
+
 def read_tail(path: Path) -> tuple[list[bytes], bytes]:
     """The last whole lines of ``path`` and the torn remainder after the last newline, whole.
 

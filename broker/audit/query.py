@@ -5,37 +5,48 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broker.audit.chain import by_start, json_object, open_regular, read_tail
+from broker.audit.chain import by_start, json_object, open_regular, read_head, read_tail, utc_text
 from broker.audit.verify import collect, distinct_copies
 
 SYSTEM_EVENTS = frozenset({"audit_chain_started", "audit_checkpoint", "audit_key_rotated", "audit_chain_recovered",
                            "audit_file_abandoned"})
 
 
-def records(paths: Iterable[Path],
-            on_unreadable: Callable[[Path, str], None] | None = None) -> Iterator[dict[str, Any]]:
+def records(paths: Iterable[Path], on_unreadable: Callable[[Path, str], None] | None = None, *,
+            since: dt.datetime | None = None, until: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
     """Every readable record of every chain in ``paths``, in time order.
 
     Chains written side by side (several processes or instances at once, any of which serves any step of a
     login) are merged by the records' times; chains one after another follow each other. Only the chains
     written at once are open at once, and nothing is held but their next records (a trail of years streams).
     Lines that are no record (not a JSON object; the verifier names them) are passed over; a file that cannot
-    be read is passed to ``on_unreadable`` with the reason (raised as OSError without one)."""
+    be read is passed to ``on_unreadable`` with the reason (raised as OSError without one).
+
+    ``since`` (inclusive) and ``until`` (exclusive) pass over what lies wholly outside them, by the times of
+    the records a writer wrote in order: a chain that ended before ``since`` or began at or after ``until``,
+    and a file whose first and last records are both before ``since``, or whose first is at or after ``until``
+    (only its first line and its tail are read). Records inside the range may still come from the files read
+    for it: the caller's filter decides. A file whose first or last record cannot be read is read whole."""
+    low = utc_text(since) if since is not None else None
+    high = utc_text(until) if until is not None else None
     chains = collect(paths)
     group: list[Iterator[dict[str, Any]]] = []
     group_end = ""
     for chain in sorted(chains, key=by_start):
         files = distinct_copies(chains[chain])
         start, end = _span(chain, files)
+        if (low is not None and end < low) or (high is not None and start >= high):
+            continue  # wholly outside the range ("~", an end that cannot be read, is after any time)
         if group and start > group_end:
             yield from _merged(group)
             group = []
-        group.append(_chain_records(chain, files, on_unreadable))
+        group.append(_chain_records(chain, files, on_unreadable, low, high))
         group_end = max(group_end, end)
     yield from _merged(group)
 
@@ -63,9 +74,37 @@ def _span(chain: str, files: list[tuple[int, Path]]) -> tuple[str, str]:
     return start, "~"  # after any time
 
 
-def _chain_records(chain: str, files: list[tuple[int, Path]],
-                   on_unreadable: Callable[[Path, str], None] | None) -> Iterator[dict[str, Any]]:
+def _outside(path: Path, low: str | None, high: str | None) -> bool:
+    """Whether every record of the chain file ``path`` lies before ``low`` or at or after ``high`` (record times,
+    ISO 8601 UTC with milliseconds, sortable as text), by its first and last records; False when either cannot be
+    read (the file is read whole, and any problem named then)."""
+    if low is None and high is None:
+        return False
+    try:
+        first = json_object(read_head(path))
+        first_time = first.get("time") if first is not None else None
+        if not isinstance(first_time, str) or not _RECORD_TIME.match(first_time):
+            return False
+        if high is not None and first_time >= high:
+            return True
+        if low is None:
+            return False
+        lines, _ = read_tail(path)
+    except OSError:
+        return False
+    last = json_object(lines[-1]) if lines else None
+    last_time = last.get("time") if last is not None else None
+    return isinstance(last_time, str) and bool(_RECORD_TIME.match(last_time)) and last_time < low
+
+
+_RECORD_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
+
+
+def _chain_records(chain: str, files: list[tuple[int, Path]], on_unreadable: Callable[[Path, str], None] | None,
+                   low: str | None = None, high: str | None = None) -> Iterator[dict[str, Any]]:
     for _, path in files:
+        if _outside(path, low, high):
+            continue
         try:
             with os.fdopen(open_regular(path), "rb") as f:
                 for raw in f:

@@ -174,7 +174,8 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
     # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the
     # table (whose columns are as wide as their widest value) keeps what it shows, its columns' text alone
     found = ({k: v for k, v in r.items() if k != "_chain"}
-             for r in records(_paths_or_config(paths, config_dir), _skipped) if wanted(r))
+             for r in records(_paths_or_config(paths, config_dir), _skipped, since=wanted.since, until=wanted.until)
+             if wanted(r))
     if fmt == "jsonl":
         for record in found:
             click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
@@ -218,7 +219,8 @@ def report_command(paths: tuple[Path, ...], config_dir: Path | None, html_file: 
     sources = _paths_or_config(paths, config_dir)
     wanted = _filter((), False, None, None, None, None, None, (), None, since, until, False)
     integrity = _verified(sources, key_files, config_dir)
-    document = html_report.build((r for r in records(sources, _skipped) if wanted(r)), integrity, title=title,
+    document = html_report.build((r for r in records(sources, _skipped, since=wanted.since, until=wanted.until)
+                                  if wanted(r)), integrity, title=title,
                                  since=wanted.since, until=wanted.until)
     try:
         html_file.write_text(document, encoding="utf-8")

@@ -23,6 +23,7 @@ from click.testing import CliRunner, Result
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+import broker.audit.query as audit_query
 import broker.commands.audit as audit_command
 from broker.app import create_app
 from broker.audit.chain import ChainSettings, ChainWriter
@@ -411,8 +412,8 @@ def test_query_prints_each_event_as_it_is_found(data: Dataset, monkeypatch: pyte
     after its last record) has already given every event before that point."""
     real = audit_command.records
 
-    def stops_after_the_records(paths: Any, on_unreadable: Any = None) -> Iterator[dict[str, Any]]:
-        yield from real(paths, on_unreadable)
+    def stops_after_the_records(paths: Any, on_unreadable: Any = None, **window: Any) -> Iterator[dict[str, Any]]:
+        yield from real(paths, on_unreadable, **window)
         raise RuntimeError("the trail stopped here")
 
     monkeypatch.setattr(audit_command, "records", stops_after_the_records)
@@ -433,6 +434,51 @@ def test_query_reads_a_file_copied_into_an_archive_once(data: Dataset, tmp_path:
     (archive / data.file.name).write_bytes(data.file.read_bytes())
     found = query_jsonl(str(archive), str(data.directory), "--outcome", "failure")
     assert cids(found) == [("D1", "certificate_rejected"), (REFERENCE, "login_refused"), ("G1", "certificate_rejected")]
+
+
+@pytest.mark.parametrize(("args", "days_read", "expected"), [
+    # each file ends with the checkpoint written as the next began (08:00)
+    pytest.param(["--since", "2026-11-27T09:00Z"], [3, 4], ["E4"], id="since"),
+    pytest.param(["--since", "2026-11-27"], [2, 3, 4], ["E3", "E4"], id="since-a-files-last-checkpoint"),
+    pytest.param(["--until", "2026-11-25T08:00:00.000Z"], [0], ["E0"], id="until-exclusive-at-a-files-start"),
+    pytest.param(["--since", "2026-11-25T12:00Z", "--until", "2026-11-26T12:00Z"], [1, 2], ["E2"],
+                 id="across-two-files"),
+    pytest.param(["--since", "2026-12-24"], [], [], id="after-everything"),
+    pytest.param([], [0, 1, 2, 3, 4], ["E0", "E1", "E2", "E3", "E4"], id="no-range"),
+])
+def test_query_reads_only_the_files_the_time_range_touches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           args: list[str], days_read: list[int],
+                                                           expected: list[str]) -> None:
+    """Years of daily files: --since/--until read every file of every chain, however little of the range they
+    held. A file whose first and last records both lie before --since, or whose first lies at or after --until, is
+    passed over by its head and tail alone; what the query finds is the same."""
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    key = Ed25519PrivateKey.generate()
+    clock = FixedClock(DAY1)
+    writer = make_writer(directory, clock, key, rotate_interval=dt.timedelta(days=1), interval=dt.timedelta(days=9))
+    trail = make_trail(writer, clock)
+    for day in range(5):  # one file a day: the day's login and, 12 hours later, its end
+        clock.set(DAY1 + dt.timedelta(days=day))
+        trail.record(AuditEvent("login_refused", "failure", f"E{day}", reason="certificate_missing",
+                                client_address="192.0.2.7"))
+        clock.advance(dt.timedelta(hours=12))
+        trail.record(AuditEvent("session_expired", "info", f"X{day}", client_address="192.0.2.7"))
+        trail.sync()
+    writer.close()
+    _, files = only_chain(directory)
+    assert len(files) == 5
+    opened: list[str] = []
+    real = audit_query.open_regular
+
+    def spy(path: Path) -> int:
+        opened.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(audit_query, "open_regular", spy)
+    found = query_jsonl(str(directory), "--event", "login_refused", *args)
+    assert [r["correlation_id"] for r in found] == expected
+    assert opened == [files[day].name for day in days_read]
 
 
 @pytest.mark.parametrize(("args", "message"), [
