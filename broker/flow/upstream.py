@@ -213,6 +213,7 @@ class UpstreamStep:
             # cancelling there behind one office address would otherwise lock that address out (certificate
             # logins included)
             return self._failed(refusal, ctx, info, sp, municipality, pending, attempt=False)
+        identity: Identity | None = None  # once read from the IdP's verified assertion: whose refusal it is
         try:
             idp = self.metadata.get(municipality.id)
             assertion = self._validator(idp).validate(root, expect)
@@ -242,7 +243,7 @@ class UpstreamStep:
                                        f"the IdP returned {assertion.authn_context} ({loa.name}); the SP asked "
                                        f"{info.comparison} {list(info.requested_contexts)}")
         except UpstreamRejected as exc:
-            return self._failed(exc, ctx, info, sp, municipality, pending, attempt=True)
+            return self._failed(exc, ctx, info, sp, municipality, pending, attempt=True, identity=identity)
         d.audit.record(AuditEvent(
             "upstream_authn_result", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
             client_address=ctx.client_address,
@@ -407,23 +408,27 @@ class UpstreamStep:
         return validator
 
     def _audit_result(self, ctx: ClientContext, municipality: Municipality | None, sp: ServiceProvider | None,
-                      pending: dict[str, object] | None, outcome: str, reason: str, detail: str) -> None:
+                      pending: dict[str, object] | None, outcome: str, reason: str, detail: str,
+                      identity: Identity | None = None) -> None:
         data: dict[str, object] = {}
         if pending is not None:
             data["idp"] = str(pending.get("idp"))
         self._d.audit.record(AuditEvent(
             "upstream_authn_result", "failure", ctx.correlation_id, reason=reason, detail=detail,
-            municipality=municipality.id if municipality else None, sp=sp.entity_id if sp else None,
+            municipality=municipality.id if municipality else None, identity=identity,
+            sp=sp.entity_id if sp else None,
             client_address=ctx.client_address, data=MappingProxyType(data)))  # type: ignore[arg-type]
 
     def _failed(self, exc: BrokerError, ctx: ClientContext, info: AuthnRequestInfo | None,
                 sp: ServiceProvider | None, municipality: Municipality | None,
-                pending: dict[str, object] | None = None, *, attempt: bool = False) -> Result:
+                pending: dict[str, object] | None = None, *, attempt: bool = False,
+                identity: Identity | None = None) -> Result:
         """``attempt``: the Response belonged to a login this browser started, so its failure counts against
         the failed-login limit. Anything before that (garbage, an unknown InResponseTo, another browser's
         login) is no login attempt: any web page can make a visitor's browser post such junk to the ACS
-        cross-site, and counting it would lock out everyone behind that visitor's address."""
-        self._audit_result(ctx, municipality, sp, pending, "failure", exc.reason, exc.detail)
+        cross-site, and counting it would lock out everyone behind that visitor's address. ``identity``: whose
+        verified assertion was refused, once it is known (for the audit trail)."""
+        self._audit_result(ctx, municipality, sp, pending, "failure", exc.reason, exc.detail, identity)
         if attempt and counts_as_failure(exc):
             self._d.limiter.record_failure(ctx.client_address)
         if info is None or sp is None:

@@ -528,7 +528,11 @@ def test_weaker_context_than_requested_is_refused(browser: Browser, sp: DemoSp, 
     with pytest.raises(StatusNoAuthnContext):
         sp_accepts(sp, saml_response_form(answer)[1]["SAMLResponse"], crafted.request_id)
     cid = correlation_of(config_dir, crafted.request_id)
-    assert upstream_result(config_dir, cid)["reason"] == "upstream_authn_context_insufficient"
+    result = upstream_result(config_dir, cid)
+    assert result["reason"] == "upstream_authn_context_insufficient"
+    # whose signed assertion it was, for `audit query --user`
+    assert (result["user"], result["user_kind"], result["municipality"]) == ("SE2120003005-K001", "hsa_id",
+                                                                             "kommun-c")
     assert "assertion_issued" not in [e for e, _, _ in events_of(config_dir, cid)]
 
 
@@ -578,6 +582,7 @@ def test_class_ref_the_municipality_does_not_map_is_refused(browser: Browser, sp
     assert_refused(answer, "upstream_authn_context_unknown")
     event = upstream_result(config_dir, correlation_of(config_dir, request_id_of(url)))
     assert (event["outcome"], event["reason"]) == ("failure", "upstream_authn_context_unknown")
+    assert (event["user"], event["municipality"]) == ("SE2120003005-K001", "kommun-c")
 
 
 # --- 7. attributes -------------------------------------------------------------------------------

@@ -164,6 +164,8 @@ def test_force_authn_refuses_an_upstream_assertion_from_an_earlier_authenticatio
 
     assert not logged_in_to_sp(page), \
         "ForceAuthn login accepted with an upstream AuthnInstant two hours old (no fresh authentication)"
+    (result,) = [e for e in audit_lines(config_dir) if e["event"] == "upstream_authn_result"]
+    assert (result["reason"], result.get("user")) == ("upstream_force_authn_ignored", "SE2120003005-K001")
 
 
 # --- the broker's SSO session ends with the IdP's SessionNotOnOrAfter -----------------------------------
