@@ -133,14 +133,20 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
     if pseudonym_stdin:
         users.add(_pseudonym_from_stdin(config_dir, key_file))
     try:
-        return Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
-                      events=frozenset(event),
-                      correlation_id=as_reference(correlation_id) if correlation_id else None,
-                      since=parse_time(since) if since else None, until=parse_time(until) if until else None,
-                      include_system=system)
+        wanted = Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
+                        events=frozenset(event),
+                        correlation_id=as_reference(correlation_id) if correlation_id else None,
+                        since=parse_time(since) if since else None, until=parse_time(until) if until else None,
+                        include_system=system)
     except ValueError as exc:
         click.echo(f"--since/--until: {exc}", err=True)
         sys.exit(2)
+    if wanted.since is not None and wanted.until is not None and wanted.until <= wanted.since:
+        # no instant is in it: "0 event(s)" would read as "nothing happened then"
+        click.echo(f"--since/--until: --until must be after --since (--since is inclusive, --until exclusive); "
+                   f"got {wanted.since.isoformat()} to {wanted.until.isoformat()}", err=True)
+        sys.exit(2)
+    return wanted
 
 
 _COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", "correlation_id", "client")

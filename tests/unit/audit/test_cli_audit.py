@@ -502,6 +502,23 @@ def test_query_rejects_a_bad_time(data: Dataset) -> None:
     assert "--since/--until" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["query", "report"])
+@pytest.mark.parametrize(("since", "until"), [
+    pytest.param("2026-11-26", "2026-11-25", id="reversed"),
+    pytest.param("2026-11-25T08:00Z", "2026-11-25T09:00+01:00", id="the-same-instant"),
+])
+def test_a_time_range_that_holds_no_instant_is_refused(data: Dataset, tmp_path: Path, command: str, since: str,
+                                                       until: str) -> None:
+    """--since is inclusive and --until exclusive: with --until at or before --since no record can match, and the
+    answer was "0 event(s)" (or a report of an empty period), read as "nothing happened then"."""
+    extra = ["--html", str(tmp_path / "r.html"), "--key", str(data.public)] if command == "report" else []
+    result = run(command, str(data.directory), "--since", since, "--until", until, *extra)
+    assert result.exit_code == 2, result.output
+    assert "--until must be after --since" in result.stderr
+    assert "event(s)" not in result.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
 # --- pseudonym -----------------------------------------------------------------------------------------------
 
 
