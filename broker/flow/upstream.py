@@ -13,6 +13,7 @@ against what the SP asked, opens the session and answers the SP.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -214,9 +215,11 @@ class UpstreamStep:
             # logins included)
             return self._failed(refusal, ctx, info, sp, municipality, pending, attempt=False)
         identity: Identity | None = None  # once read from the IdP's verified assertion: whose refusal it is
+        verified: Mapping[str, tuple[str, ...]] | None = None
         try:
             idp = self.metadata.get(municipality.id)
             assertion = self._validator(idp).validate(root, expect)
+            verified = assertion.attributes
             if not d.sessions.first_use(idp.entity_id, assertion.assertion_id, assertion.expires + expect.skew):
                 raise UpstreamRejected("upstream_replay", f"assertion {assertion.assertion_id} was already used")
             upstream = {"idp": idp.entity_id, "name_id": assertion.name_id,
@@ -243,6 +246,11 @@ class UpstreamStep:
                                        f"the IdP returned {assertion.authn_context} ({loa.name}); the SP asked "
                                        f"{info.comparison} {list(info.requested_contexts)}")
         except UpstreamRejected as exc:
+            if identity is None and verified is not None:
+                # refused before it was read (a replay, a session the IdP ended): whose it is, for the audit trail,
+                # unless it names no one the municipality's rules take
+                with contextlib.suppress(UpstreamRejected):
+                    identity = self._whose(pending, municipality, verified, expect.now.date())[2]
             return self._failed(exc, ctx, info, sp, municipality, pending, attempt=True, identity=identity)
         d.audit.record(AuditEvent(
             "upstream_authn_result", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,

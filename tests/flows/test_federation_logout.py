@@ -747,6 +747,7 @@ def test_idp_logout_applies_to_her_assertion_that_arrives_after_it(app: Flask, b
     assert browser.client.get_cookie(COOKIE) is None
     result, = events(config_dir, "upstream_authn_result")
     assert (result["outcome"], result["reason"]) == ("failure", "upstream_logged_out")
+    assert result.get("user") == "SE2120003005-K001"  # whose verified assertion arrived too late
 
 
 @pytest.mark.parametrize("indexes", ["hers", "none"])

@@ -240,6 +240,10 @@ def test_replayed_idp_initiated_response_is_refused(config_dir: Path, store: Red
     refused(browser.post(ACS_URL, fields), config_dir, "upstream_replay")
     # another browser (the attacker's) fares no better
     refused(open_browser(app, None).post(ACS_URL, fields), config_dir, "upstream_replay")
+    # whose assertion was replayed, for `audit query --user`: its signature was verified
+    replays = [r for r in audit_lines(config_dir)
+               if r["event"] == "upstream_authn_result" and r.get("reason") == "upstream_replay"]
+    assert [(r.get("user"), r.get("municipality")) for r in replays] == [("SE2120003005-K001", "kommun-c")] * 2
 
 
 def test_the_replay_cache_keeps_an_id_while_any_bearer_confirmation_could_hold(
