@@ -109,6 +109,37 @@ def revoking(ca: CertificateAuthority, *certs: x509.Certificate,
     return replace(ca, revoked=revoked)
 
 
+# keyUsage of a certificate whose key signs CRLs and nothing else
+CRL_SIGN_ONLY = x509.KeyUsage(False, False, False, False, False, False, True, False, False)
+CERT_SIGN_ONLY = x509.KeyUsage(False, False, False, False, False, True, False, False, False)
+
+
+def crl_signing_key(ca: CertificateAuthority, signer: CertificateAuthority | None = None, *,
+                    usage: x509.KeyUsage | None = CRL_SIGN_ONLY) -> CertificateAuthority:
+    """Another key of ``ca``'s name, to sign its CRLs (RFC 5280 §6.3.3 (f); PKITS 4.4.19 "Separate Certificate and
+    CRL Keys", 4.5.6 "Basic Self-Issued CRL Signing Key"): a certificate with ``ca``'s subject and a new key,
+    issued by ``signer`` (``ca``'s parent unless given; ``ca`` itself makes it self-issued), with keyUsage
+    ``usage`` (critical; none when None). Its revocations start empty."""
+    parent = signer or ca.parent
+    if parent is None:
+        raise ValueError("a root has no parent to issue its CRL-signing certificate")
+    key = new_key("ec256")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(ca.certificate.subject)
+        .issuer_name(parent.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(ca.now - dt.timedelta(days=30))
+        .not_valid_after(ca.now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()), critical=False)
+    )
+    if usage is not None:
+        builder = builder.add_extension(usage, critical=True)
+    return CertificateAuthority(builder.sign(parent.key, hashes.SHA256()), key, ca.now, parent=parent)
+
+
 def sha1_subordinate(parent: CertificateAuthority, name: str) -> CertificateAuthority:
     """A subordinate CA of ``parent`` whose certificate ``parent`` signed with SHA-1."""
     sub = parent.subordinate(name, organization="Kommun A")

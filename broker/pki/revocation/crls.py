@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -388,8 +389,17 @@ class CrlStore:
     # --- lookups -------------------------------------------------------------------------
 
     def check(self, cert: x509.Certificate, issuer: x509.Certificate, sources: Sequence[CrlSource],
-              now: dt.datetime, skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState]:
+              now: dt.datetime, skew: dt.timedelta,
+              signers: Sequence[tuple[x509.Certificate, x509.Certificate | None]] = ()
+              ) -> tuple[VerifiedCrl, SourceState]:
         """The freshest usable CRL of ``issuer`` among ``sources``; raise ``revoked`` or why none is usable.
+
+        ``signers``: the other certificates of ``issuer``'s name whose keys may sign its CRLs
+        (:func:`crl_signers`: a separate CRL-signing key, the CA's other key across a key rollover; RFC 5280
+        §6.3.3 (f)), each with the certificate on the path that issued it, or None when it is on the path itself.
+        One that is not on the path signs CRLs for ``issuer`` only while its own status is established good by a
+        CRL of the certificate that issued it (signed by that certificate's own key: a key never vouches for
+        itself); the CRLs of all the keys accepted count together, as CRLs of the one CA they are.
 
         Fetches (bounded by each source's limits) only when no usable CRL is
         held, and not again within ``retry_after`` of a failed attempt.
@@ -399,14 +409,24 @@ class CrlStore:
         who = subject_text(issuer)
         if not states:
             raise CertificateRejected("revocation_unavailable", f"no CRL source is configured for {who}")
-        issuer_key = spki(issuer)
-        best = self._best(states, cert, name, issuer_key, now, skew)
+        keys = [spki(issuer)]
+        refused: list[str] = []
+        for signer, signed_by in signers:
+            if signed_by is not None:
+                try:
+                    self.check(signer, signed_by, sources, now, skew)
+                except CertificateRejected as exc:
+                    refused.append(f"the CRL signing certificate {describe(signer)} is not used: {exc.detail}")
+                    continue
+            if spki(signer) not in keys:
+                keys.append(spki(signer))
+        best = self._best(states, cert, name, keys, now, skew)
         if best is None:
             for state in states:
                 if state.last_attempt is None or now - state.last_attempt >= self._retry_after:
                     self.refresh(state, force=True)
-            best = self._best(states, cert, name, issuer_key, now, skew)
-        from_issuer = [crl for s in states if (crl := s.held.get((name, issuer_key))) is not None]
+            best = self._best(states, cert, name, keys, now, skew)
+        from_issuer = [crl for crl, _ in _held(states, name, keys)]
         held = [crl for crl in from_issuer if crl.covers(cert)]
         # revocation is final (RFC 5280 §3.3; only a hold may be lifted): whichever held CRL of the CA lists the
         # certificate for good decides, stale or not, and whether or not another (older, or newer with a
@@ -421,7 +441,7 @@ class CrlStore:
                                           params={"revocation_date": revoked_at.date().isoformat()})
         newest = max(held, key=_recency, default=None) if len(held) != 1 else held[0]
         if best is None:
-            errors = "; ".join(f"{s.source.location}: {s.last_error}" for s in states if s.last_error)
+            errors = "; ".join([*(f"{s.source.location}: {s.last_error}" for s in states if s.last_error), *refused])
             if from_issuer and not held:
                 raise CertificateRejected(
                     "revocation_unavailable",
@@ -445,8 +465,8 @@ class CrlStore:
             # the CRL is for a distribution point of the certificate's, and each of those covers only some reasons
             # (RFC 5280 §6.3.3 (d): the reasons mask never reaches all-reasons); a complete CRL of the issuer
             # settles them all (§6.3.3, the CRLs "not specified in a distribution point"): the freshest usable one
-            complete = max(((c, st) for st in states if (c := st.held.get((name, issuer_key))) is not None
-                            and c.scope_names is None and c.usable(now, skew) and c.covers(cert)),
+            complete = max(((c, st) for c, st in _held(states, name, keys)
+                            if c.scope_names is None and c.usable(now, skew) and c.covers(cert)),
                            key=lambda pair: _recency(pair[0]), default=None)
             if complete is None:
                 raise CertificateRejected("revocation_unavailable", f"each CRL distribution point of "
@@ -480,7 +500,7 @@ class CrlStore:
         with self._lock:
             states = [state for s in sources if (state := self._states.get(s.id)) is not None]
         name, key = subject_der(issuer), spki(issuer)
-        best = self._best(states, cert, name, key, now, skew)
+        best = self._best(states, cert, name, (key,), now, skew)
         serial = cert.serial_number
         held = [crl for s in states if (crl := s.held.get((name, key))) is not None and crl.covers(cert)]
         for crl in held:
@@ -492,13 +512,11 @@ class CrlStore:
         return None
 
     @staticmethod
-    def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_der: bytes, issuer_key: bytes,
+    def _best(states: Sequence[SourceState], cert: x509.Certificate, issuer_der: bytes, keys: Sequence[bytes],
               now: dt.datetime, skew: dt.timedelta) -> tuple[VerifiedCrl, SourceState] | None:
-        """The freshest usable CRL among those whose scope takes in ``cert``: a fresher CRL for another
-        partition says nothing about it."""
-        usable = [(crl, s) for s in states
-                  if (crl := s.held.get((issuer_der, issuer_key))) is not None and crl.usable(now, skew)
-                  and crl.covers(cert)]
+        """The freshest usable CRL, signed with one of ``keys``, among those whose scope takes in ``cert``: a
+        fresher CRL for another partition says nothing about it."""
+        usable = [(crl, s) for crl, s in _held(states, issuer_der, keys) if crl.usable(now, skew) and crl.covers(cert)]
         return max(usable, key=lambda pair: _recency(pair[0]), default=None)
 
     # --- refreshing ----------------------------------------------------------------------
@@ -629,6 +647,58 @@ class CrlStore:
             return None
         raw = self._shared.get(_shared_key(source, "meta"))
         return json.loads(raw) if raw else None
+
+
+def _held(states: Sequence[SourceState], issuer_der: bytes, keys: Sequence[bytes]
+          ) -> list[tuple[VerifiedCrl, SourceState]]:
+    """The CRLs held among ``states`` from the CA named ``issuer_der``, signed with any of ``keys``."""
+    return [(crl, s) for s in states for key in keys if (crl := s.held.get((issuer_der, key))) is not None]
+
+
+def crl_signers(issuer: x509.Certificate, above: Sequence[x509.Certificate], cas: Iterable[x509.Certificate],
+                now: dt.datetime) -> tuple[tuple[x509.Certificate, x509.Certificate | None], ...]:
+    """The other certificates of ``issuer``'s name whose keys may sign its CRLs (RFC 5280 §6.3.3 (f): the CRL
+    issuer's path validated to the trust anchor of the certificate's, and its keyUsage, when present, allowing
+    cRLSign), each with the certificate that issued it (None when on the path itself).
+
+    ``above``: the validated path above ``issuer``, the trust anchor last; ``cas``: the configured CA
+    certificates. Taken: a certificate of the path above with ``issuer``'s name (a key rollover certificate,
+    RFC 5280 §6.1), and a configured one with that name, valid now, whose signature (not a weak one) verifies
+    with the key of ``issuer`` or of a certificate above it: a separate CRL-signing key, or the CA's other key
+    across a rollover. Its own status is the caller's to establish (:meth:`CrlStore.check`)."""
+    own = spki(issuer)
+    path = (issuer, *above)
+    found: list[tuple[x509.Certificate, x509.Certificate | None]] = []
+    seen = {own}
+
+    def may_sign_crls(cert: x509.Certificate) -> bool:
+        try:
+            return cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign
+        except x509.ExtensionNotFound:
+            return True
+
+    for cert in above:
+        if cert.subject == issuer.subject and spki(cert) not in seen and may_sign_crls(cert):
+            seen.add(spki(cert))
+            found.append((cert, None))
+    for cert in cas:
+        if cert.subject != issuer.subject or spki(cert) in seen or not may_sign_crls(cert) \
+                or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc \
+                or weak_signature_reason(cert) is not None:
+            continue
+        parent = next((p for p in path if p.subject == cert.issuer and _signed_by(cert, p)), None)
+        if parent is not None:
+            seen.add(spki(cert))
+            found.append((cert, parent))
+    return tuple(found)
+
+
+def _signed_by(cert: x509.Certificate, parent: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(parent)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def source_status(state: SourceState) -> dict[str, object]:

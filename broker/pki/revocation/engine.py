@@ -41,6 +41,7 @@ from broker.pki.revocation.crls import (
     CrlSource,
     CrlStore,
     VerifiedCrl,
+    crl_signers,
     distribution_point_urls,
     spki,
 )
@@ -202,7 +203,7 @@ class RevocationChecker:
         soft_fail: CertificateRejected | None = None
         for index, (cert, issuer) in enumerate(itertools.pairwise(chain)):
             try:
-                checked.append(self._check_one(cert, issuer, policy, now, leaf=index == 0))
+                checked.append(self._check_one(cert, issuer, policy, now, leaf=index == 0, above=chain[index + 2:]))
             except CertificateRejected as exc:
                 if exc.reason in _NEVER_SOFT or policy.config.failure == "fail_closed":
                     raise
@@ -215,7 +216,7 @@ class RevocationChecker:
         return RevocationOutcome(tuple(checked), min(until, cap) if until else cap, soft_fail=soft_fail)
 
     def _check_one(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
-                   now: dt.datetime, *, leaf: bool) -> CertStatus:
+                   now: dt.datetime, *, leaf: bool, above: Sequence[x509.Certificate] = ()) -> CertStatus:
         failures: list[CertificateRejected] = []
         for method in policy.config.methods:
             if method == "ocsp" and not self._ocsp_urls(cert, policy, leaf=leaf):
@@ -226,7 +227,7 @@ class RevocationChecker:
             try:
                 if method == "ocsp":
                     return self._ocsp(cert, issuer, policy, now, leaf=leaf)
-                return self._crl(cert, issuer, policy, now)
+                return self._crl(cert, issuer, policy, now, above)
             except CertificateRejected as exc:
                 if exc.reason == "revoked":
                     raise
@@ -238,15 +239,19 @@ class RevocationChecker:
     # --- CRL -------------------------------------------------------------------------------
 
     def _crl(self, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
-             now: dt.datetime) -> CertStatus:
+             now: dt.datetime, above: Sequence[x509.Certificate] = ()) -> CertStatus:
+        """The CRL check of ``cert``; ``above``: the path above ``issuer``, the trust anchor last. CRLs signed by
+        another key of ``issuer``'s name count when that key's certificate leads to the same anchor
+        (:func:`crl_signers`, RFC 5280 §6.3.3 (f))."""
         sources = list(policy.crl_sources)
+        signers = crl_signers(issuer, above, dict.fromkeys(c for s in sources for c in s.cas), now)
         if policy.config.crl.distribution_points:
             known = {s.location for s in sources}
-            sources += [CrlSource(url, "url", (issuer,), policy.crl_limits(),
+            sources += [CrlSource(url, "url", (issuer, *(signer for signer, _ in signers)), policy.crl_limits(),
                                   policy.config.crl.refresh_margin.timedelta)
                         for url in distribution_point_urls(cert) if url not in known]
         try:
-            crl, state = self.crls.check(cert, issuer, sources, now, policy.skew)
+            crl, state = self.crls.check(cert, issuer, sources, now, policy.skew, signers)
         except CertificateRejected as exc:
             self._observe("crl", "revoked" if exc.reason == "revoked" else "error")
             raise

@@ -21,7 +21,17 @@ from broker.pki.revocation.crls import CrlSource, VerifiedCrl, spki, verify_crl
 from broker.pki.revocation.engine import RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
 from tests.factories.pki import Hierarchy, checker, crl_policy
-from tests.factories.pki_cases import NOW, SECOND, crl, impostor, pss_sha1_resigned, revoking, window_inverted
+from tests.factories.pki_cases import (
+    NOW,
+    SECOND,
+    crl,
+    crl_signing_key,
+    impostor,
+    pss_sha1_resigned,
+    reissue,
+    revoking,
+    window_inverted,
+)
 
 DAY = dt.timedelta(days=1)
 URI = x509.UniformResourceIdentifier("http://crl.kommun-a.example.se/person-ca.crl")
@@ -296,16 +306,104 @@ def test_most_recent_crl_of_an_issuer_decides(h: Hierarchy, newest_first: bool) 
     assert caught.value.reason == "revoked"
 
 
-def test_crl_of_previous_ca_key_does_not_cover_certificates_of_new_key(h: Hierarchy) -> None:
-    # Key rollover: a new CA certificate with the same name. The old key's CRL says nothing about its certificates.
+# --- CRLs signed by another key of the CA's name: a separate CRL-signing key, the CA's other key across a key
+# rollover (RFC 5280 §6.3.3 (f): the CRL issuer's path validated to the same trust anchor, keyUsage allowing
+# cRLSign; PKITS 4.4.19-4.4.21, 4.5.1-4.5.7) ---
+
+# the CRLs held, the path (leaf first), the configured CA certificates
+KeySetup = tuple[list[x509.CertificateRevocationList], list[x509.Certificate], tuple[x509.Certificate, ...]]
+KeyCase = Callable[[Hierarchy], KeySetup]
+
+
+def _separate_key(h: Hierarchy, *, lists_card: bool = False, signer_revoked: bool = False,
+                  foreign: bool = False) -> KeySetup:
+    """The issuing CA's CRLs signed by a key of its own name certified by the root (by a stranger's root when
+    ``foreign``), keyUsage cRLSign only; no CRL signed by the issuing CA's certificate key."""
+    stranger = CertificateAuthority.root("Kommun X Test Root CA", NOW, organization="Kommun X")
+    signer = crl_signing_key(h.issuing, stranger if foreign else None)
+    cert = h.leaf().certificate
+    root = revoking(h.root, signer.certificate) if signer_revoked else h.root
+    crls = [(revoking(signer, cert) if lists_card else signer).crl(), root.crl()]
+    return crls, chain(h, cert), (*cas(h), signer.certificate)
+
+
+def _rollover(h: Hierarchy, *, card_of_new_key: bool, lists_card: bool) -> KeySetup:
+    """The issuing CA re-keyed (a new certificate of its name from the root); only the other key's CRL is held."""
     renewed = h.root.subordinate("Kommun A Test Person CA", organization="Kommun A")
-    assert renewed.certificate.subject == h.issuing.certificate.subject
-    all_cas = (*cas(h), renewed.certificate)
-    cert = renewed.issue(h.profile()).certificate
+    card_ca, crl_ca = (renewed, h.issuing) if card_of_new_key else (h.issuing, renewed)
+    cert = card_ca.issue(h.profile()).certificate
+    crls = [(revoking(crl_ca, cert) if lists_card else crl_ca).crl(), h.root.crl()]
+    return crls, [cert, card_ca.certificate, h.root.certificate], (*cas(h), renewed.certificate)
+
+
+def _old_with_new(h: Hierarchy, *, lists_card: bool) -> KeySetup:
+    """PKITS 4.5.1/4.5.2: the card issued by the old key, which the new key certifies (a self-issued certificate on
+    the path); the CA's CRL signed by the new key only."""
+    new = h.root.subordinate("Kommun A Test Person CA", organization="Kommun A")
+    old_with_new = reissue(h.issuing.certificate, new)
+    cert = h.leaf().certificate
+    crls = [(revoking(new, cert) if lists_card else new).crl(), h.root.crl()]
+    return crls, [cert, old_with_new, new.certificate, h.root.certificate], \
+        (h.root.certificate, old_with_new, new.certificate)
+
+
+def _self_issued_key(h: Hierarchy, *, lists_card: bool, own_crl: bool = True) -> KeySetup:
+    """PKITS 4.5.6/4.5.7: the issuing CA certifies a CRL-signing key of its own name (self-issued); its own key's
+    CRL (``own_crl``) says the CRL-signing certificate is good."""
+    signer = crl_signing_key(h.issuing, h.issuing)
+    cert = h.leaf().certificate
+    crls = [(revoking(signer, cert) if lists_card else signer).crl(), h.root.crl()]
+    if own_crl:
+        crls.append(h.issuing.crl(this_update=NOW - 2 * 3600 * SECOND))
+    return crls, chain(h, cert), (*cas(h), signer.certificate)
+
+
+KEY_CASES: list[tuple[str, KeyCase, str | None, str]] = [
+    # name, the case, the reason (None: good), what the detail says
+    ("separate-crl-key-good", _separate_key, None, ""),                                          # PKITS 4.4.19
+    ("separate-crl-key-lists-card", functools.partial(_separate_key, lists_card=True), "revoked", "on the CRL"),
+    ("separate-crl-key-revoked", functools.partial(_separate_key, signer_revoked=True),          # PKITS 4.4.21
+     "revocation_unavailable", "the CRL signing certificate"),
+    ("separate-crl-key-from-another-root", functools.partial(_separate_key, foreign=True, lists_card=True),
+     "revocation_unavailable", "no usable CRL"),
+    ("old-key-crl-new-key-card-good", functools.partial(_rollover, card_of_new_key=True, lists_card=False),
+     None, ""),
+    ("old-key-crl-lists-new-key-card", functools.partial(_rollover, card_of_new_key=True, lists_card=True),
+     "revoked", "on the CRL"),
+    ("new-key-crl-lists-old-key-card", functools.partial(_rollover, card_of_new_key=False, lists_card=True),
+     "revoked", "on the CRL"),
+    ("old-with-new-good", functools.partial(_old_with_new, lists_card=False), None, ""),           # PKITS 4.5.1
+    ("old-with-new-lists-card", functools.partial(_old_with_new, lists_card=True), "revoked", "on the CRL"),
+    ("self-issued-crl-key-lists-card", functools.partial(_self_issued_key, lists_card=True),      # PKITS 4.5.7
+     "revoked", "on the CRL"),
+    ("self-issued-crl-key-status-unknown", functools.partial(_self_issued_key, lists_card=True, own_crl=False),
+     "revocation_unavailable", "the CRL signing certificate"),
+]
+
+
+@pytest.mark.parametrize("failure", ["fail_closed", "soft_fail"])
+@pytest.mark.parametrize(("make", "reason", "detail"),
+                         [pytest.param(make, reason, detail, id=name) for name, make, reason, detail in KEY_CASES])
+def test_a_crl_signed_by_another_key_of_the_ca_answers_for_its_certificates(
+        h: Hierarchy, make: KeyCase, reason: str | None, detail: str, failure: str) -> None:
+    crls, path, ca_certs = make(h)
+    policy = crl_policy(ca_certs, crls, failure=failure, **EXACT)
+    check = checker(NOW)
+    check.register(policy)
+    if reason is None:
+        outcome = check.check(path, policy)
+        assert (outcome.summary, [c.status for c in outcome.checked]) == ("crl", ["good"] * (len(path) - 1))
+        return
+    if failure == "soft_fail" and reason != "revoked":
+        outcome = check.check(path, policy)
+        assert outcome.soft_fail is not None
+        assert (outcome.summary, outcome.soft_fail.reason) == ("soft_fail", reason)
+        assert detail in outcome.soft_fail.detail
+        return
     with pytest.raises(CertificateRejected) as caught:
-        check_path(h, [h.issuing.crl(), h.root.crl()], [cert, renewed.certificate, h.root.certificate], NOW,
-                   ca_certs=all_cas)
-    assert caught.value.reason == "revocation_unavailable"
+        check.check(path, policy)
+    assert caught.value.reason == reason
+    assert detail in caught.value.detail
 
 
 def test_path_of_anchor_alone_needs_no_crl(h: Hierarchy) -> None:
