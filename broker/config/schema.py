@@ -538,7 +538,9 @@ class OcspConfig:
         default="sha1", metadata=doc("hash naming the certificate in requests (an identifier, not a signature; "
                                      "most responders only know sha1)"))
     connect_timeout: Duration = field(default=Duration(2), metadata=doc("TCP connect timeout"))
-    timeout: Duration = field(default=Duration(3), metadata=doc("total time for one request and answer"))
+    timeout: Duration = field(default=Duration(3), metadata=doc(
+        "total time for one certificate's OCSP answer: the responders of its AIA are asked in turn, the next when "
+        "one gives no usable answer, all within it"))
     max_response_bytes: int = field(default=65536, metadata=doc("largest response accepted", min=1024,
                                                                                       max=MAX_DOWNLOAD_BYTES))
     max_age_without_next_update: Duration = field(

@@ -27,9 +27,10 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography import x509
 
@@ -283,14 +284,34 @@ class RevocationChecker:
             if not cached.answer.final and cached.expires - now < cached.lifetime / 5:
                 self._refresh_ahead(key, cert, issuer, policy, cached.url)
             return self._status(cert, cached, cached=True, until=cached.until(policy))
-        url = urls[0]
-        try:
-            fetched = self._fetch_ocsp(key, url, cert, issuer, policy, now)
-        except CertificateRejected:
-            self._observe("ocsp", "error")
-            raise
-        self._observe("ocsp", "fetched")
-        return self._status(cert, fetched, cached=False, until=fetched.until(policy))
+        # the responders of the certificate's AIA are alternatives (RFC 5280 §4.2.2.1): when one gives no answer
+        # that can be used, the next is asked, all of them within the one ocsp.timeout; a "revoked" ends it at once
+        limits = policy.ocsp_limits()
+        deadline = time.monotonic() + limits.total_timeout
+        failures: list[CertificateRejected] = []
+        for url in urls:
+            left = deadline - time.monotonic()
+            if failures and left <= 0:
+                break
+            try:
+                fetched = self._fetch_ocsp(key, url, cert, issuer, policy, now, limits=limits if not failures else
+                                           replace(limits, connect_timeout=min(limits.connect_timeout, left),
+                                                   total_timeout=left))
+            except CertificateRejected as exc:
+                self._observe("ocsp", "error")
+                if exc.reason == "revoked":
+                    raise
+                failures.append(exc)
+                continue
+            self._observe("ocsp", "fetched")
+            return self._status(cert, fetched, cached=False, until=fetched.until(policy))
+        skipped = len(urls) - len(failures)
+        if len(failures) == 1 and not skipped:
+            raise failures[0]
+        worst = max(failures, key=lambda e: _SEVERITY.get(e.reason, 0))
+        raise CertificateRejected(worst.reason, "; ".join(f.detail for f in failures) + (
+            f"; {skipped} more responder(s) not asked: ocsp.timeout reached" if skipped else ""),
+                                  params=dict(worst.params))
 
     def _cached(self, key: str, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
                 now: dt.datetime) -> _Cached | None:
@@ -378,7 +399,7 @@ class RevocationChecker:
         return entry
 
     def _fetch_ocsp(self, key: str, url: str, cert: x509.Certificate, issuer: x509.Certificate,
-                    policy: RevocationPolicy, now: dt.datetime) -> _Cached:
+                    policy: RevocationPolicy, now: dt.datetime, *, limits: FetchLimits | None = None) -> _Cached:
         ocsp_cfg = policy.config.ocsp
         with self._lock:
             down = self._down.get(url)
@@ -392,7 +413,7 @@ class RevocationChecker:
         request = build_request(cert, issuer, nonce=nonce, cert_id_hash=ocsp_cfg.cert_id_hash)
         try:
             der = self._fetcher.post(url, request, "application/ocsp-request", "application/ocsp-response",
-                                     policy.ocsp_limits())
+                                     limits or policy.ocsp_limits())
         except FetchError as exc:
             self._record_ocsp(url, issuer, str(exc), now)
             raise CertificateRejected("revocation_unavailable", f"OCSP responder {url}: {exc}") from None

@@ -44,6 +44,7 @@ from tests.factories.revocation import (
     leaf,
     person_ca,
     policy,
+    with_pointers,
 )
 from tests.factories.slow_resolver import resolve_slowly
 
@@ -284,6 +285,73 @@ def test_responder_from_the_certificates_authority_information_access(
     outcome = check(engine, pointed, ca, policy([ca.certificate]))
     assert [(c.method, c.source) for c in outcome.checked] == [("ocsp", responder.url)]
     assert [r.serial_number for r in responder.requests] == [pointed.serial_number]
+
+
+# RFC 5280 §4.2.2.1: the AIA's OCSP responders are alternatives; the next is asked when one gives no usable answer
+
+def _second_of_two(first: Callable[[OcspResponder], str]) -> Callable[[OcspResponder, CertificateAuthority],
+                                                                     x509.Certificate]:
+    def make(responder: OcspResponder, ca: CertificateAuthority) -> x509.Certificate:
+        second = x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                        x509.UniformResourceIdentifier(responder.url))
+        return with_pointers(leaf(ca).certificate, ca.key, ocsp_url=first(responder), access=[second])
+    return make
+
+
+@pytest.mark.parametrize(("configure", "reason", "asked"), [
+    pytest.param(lambda other, c: None, None, 0, id="first-says-good"),
+    pytest.param(lambda other, c: other.garbage(), None, 1, id="first-answers-garbage"),
+    pytest.param(lambda other, c: other.http_error(503), None, 1, id="first-answers-http-503"),
+    pytest.param(lambda other, c: other.stale(), None, 1, id="first-answers-stale"),
+    pytest.param(lambda other, c: other.sign_with_unrelated_key(), None, 1, id="first-signed-by-unrelated-key"),
+    pytest.param(_revoked, "revoked", 0, id="first-says-revoked"),
+])
+def test_the_next_responder_of_the_authority_information_access_is_asked(
+        responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority,
+        configure: Callable[[OcspResponder, x509.Certificate], object], reason: str | None, asked: int) -> None:
+    with OcspResponder(ca, now=NOW) as other:
+        cert = _second_of_two(lambda r: other.url)(responder, ca)
+        configure(other, cert)
+        if reason is None:
+            outcome = check(engine, cert, ca, policy([ca.certificate]))
+            answered = responder.url if asked else other.url
+            assert [(c.method, c.status, c.source) for c in outcome.checked] == [("ocsp", "good", answered)]
+        else:
+            assert refused(engine, cert, ca, policy([ca.certificate])).reason == reason
+    assert len(responder.requests) == asked
+
+
+def test_a_responder_down_is_followed_by_the_next(responder: OcspResponder, engine: RevocationChecker,
+                                                  ca: CertificateAuthority) -> None:
+    cert = _second_of_two(lambda r: closed_port_url())(responder, ca)
+    outcome = check(engine, cert, ca, policy([ca.certificate]))
+    assert [(c.status, c.source) for c in outcome.checked] == [("good", responder.url)]
+
+
+def test_every_responder_failing_names_each(engine: RevocationChecker, ca: CertificateAuthority) -> None:
+    with OcspResponder(ca, now=NOW) as other:
+        other.garbage()
+        first = closed_port_url()
+        cert = with_pointers(leaf(ca).certificate, ca.key, ocsp_url=first, access=[x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(other.url))])
+        exc = refused(engine, cert, ca, policy([ca.certificate]))
+    assert exc.reason == "revocation_response_invalid"  # the most telling of the two
+    assert first in exc.detail
+    assert other.url in exc.detail
+
+
+def test_the_responders_share_one_timeout(responder: OcspResponder, engine: RevocationChecker,
+                                          ca: CertificateAuthority) -> None:
+    with OcspResponder(ca, now=NOW) as other:
+        other.slow(5)
+        cert = _second_of_two(lambda r: other.url)(responder, ca)
+        started = time.monotonic()
+        exc = refused(engine, cert, ca, policy([ca.certificate], ocsp_timeout=0.5))
+        elapsed = time.monotonic() - started
+    assert exc.reason == "revocation_unavailable"
+    assert "ocsp.timeout reached" in exc.detail
+    assert responder.requests == []
+    assert elapsed < 0.5 + 1
 
 
 def test_certificate_without_responder_is_unavailable(engine: RevocationChecker, ca: CertificateAuthority,
