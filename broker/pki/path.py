@@ -24,6 +24,10 @@ certificate without subjectAltName (the verifier checks alternative names only).
 
 Also deviating from webpki for RFC 5280's path validation: a CA certificate's basicConstraints need not be marked
 critical (PKITS 4.6.4), and an end-entity certificate may lack authorityKeyIdentifier (§4.2.1.1 binds the CA).
+Kept from webpki, deliberately: an authorityKeyIdentifier marked critical, on a CA certificate or a login
+certificate, is refused (§4.2.1.1: "Conforming CAs MUST mark this extension as non-critical"; a relying party may
+process one, but a CA that marks it critical is misissuing, and nothing is gained by accepting it), as
+``chain_invalid`` with a detail that names the certificate and the rule.
 
 Inherited from the verifier and not worked around: names are compared as encoded, not after RFC 4518 string
 preparation (§7.1), so a certificate whose issuer name differs from its CA's subject in string types, letter case
@@ -305,6 +309,9 @@ def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates
         weak_ca = _weak_ca_on_name_path(leaf, candidates, now, domain.anchors)
         if weak_ca is not None:
             raise CertificateRejected(weak_ca[0], weak_ca[1]) from exc
+        critical = _critical_aki_on_name_path(leaf, candidates, now, domain.anchors)
+        if critical is not None:
+            raise CertificateRejected("chain_invalid", critical) from exc
         raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
 
 
@@ -480,6 +487,35 @@ def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Cert
                 return "weak_key", f"{describe(cert)}: {weak}"
         child, seen = matches[0], seen + 1
     return None
+
+
+def _critical_aki_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate], now: dt.datetime,
+                               anchors: Sequence[x509.Certificate]) -> str | None:
+    """Why the path failed when a certificate on it marks its authorityKeyIdentifier critical: the leaf, or a CA
+    that issued it (or a CA above, each leading on to a trust anchor, as :func:`_weak_ca_on_name_path` follows
+    them). RFC 5280 §4.2.1.1 has conforming CAs mark it non-critical, and the broker refuses one that does not,
+    for CA and login certificates alike (the verifier's own message, "incorrect criticality", names neither the
+    certificate nor the extension in words)."""
+    child, seen = leaf, 0
+    while seen < 8:
+        if _aki_critical(child):
+            whose = "the login certificate" if child is leaf else describe(child)
+            return (f"{whose} marks its authorityKeyIdentifier critical, which RFC 5280 §4.2.1.1 forbids "
+                    "(\"Conforming CAs MUST mark this extension as non-critical\"); the issuing CA must re-issue it")
+        matches = [c for c in candidates if c.issuer != c.subject and _issued_at(child, c, now)
+                   and _reaches_anchor(c, candidates, anchors, now, set())]
+        if not matches:
+            return None
+        child = next((c for c in matches if _aki_critical(c)), matches[0])
+        seen += 1
+    return None
+
+
+def _aki_critical(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).critical
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _reaches_anchor(cert: x509.Certificate, candidates: Sequence[x509.Certificate],

@@ -234,7 +234,26 @@ def test_a_login_certificate_without_an_authority_key_identifier_logs_in(h: Hier
 def test_a_critical_authority_key_identifier_is_refused(h: Hierarchy) -> None:
     """§4.2.1.1: "Conforming CAs MUST mark this extension as non-critical"."""
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(h.issuing.key.public_key())
-    assert refused(h, leaf(h, extra=((aki, True),))).reason == "chain_invalid"
+    rejected = refused(h, leaf(h, extra=((aki, True),)))
+    assert rejected.reason == "chain_invalid"
+    assert "the login certificate marks its authorityKeyIdentifier critical" in rejected.detail
+    assert "RFC 5280 §4.2.1.1" in rejected.detail
+
+
+@pytest.mark.parametrize("depth", [pytest.param(1, id="issuing-ca"), pytest.param(2, id="ca-above-the-issuing-ca")])
+def test_a_ca_certificate_with_a_critical_authority_key_identifier_is_refused_by_name(h: Hierarchy,
+                                                                                      depth: int) -> None:
+    """The same rule for a CA (§4.2.1.1 binds every conforming CA), the detail naming the CA that broke it rather
+    than the verifier's "incorrect criticality"."""
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(h.root.key.public_key())
+    upper = _issuing_with(h, x509.BasicConstraints(ca=True, path_length=None if depth == 2 else 0), critical=True)
+    upper = replace(upper, certificate=reissue(upper.certificate, h.root, extra=[aki], critical=True))
+    issuing = upper.subordinate("Kommun A Test Sub CA", organization="Kommun A") if depth == 2 else upper
+    intermediates = (upper.certificate, issuing.certificate) if depth == 2 else (upper.certificate,)
+    rejected = refused(h, issuing.issue(h.profile()).certificate, intermediates=intermediates)
+    assert rejected.reason == "chain_invalid"
+    assert f"{upper.certificate.subject.rfc4514_string()} marks its authorityKeyIdentifier critical" in rejected.detail
+    assert "RFC 5280 §4.2.1.1" in rejected.detail
 
 
 @pytest.mark.parametrize("rewrite", [
