@@ -103,7 +103,7 @@ def revocation_policy(config: RevocationConfig, cas: Sequence[x509.Certificate],
         except ValueError as exc:
             problems.append((index, str(exc)))
     sources += [CrlSource(url, "url", tuple(cas), limits, margin) for url in config.crl.urls]
-    return RevocationPolicy(config, tuple(sources), tuple(preloaded)), problems
+    return RevocationPolicy(config, tuple(sources), tuple(preloaded), tuple(cas)), problems
 
 
 def municipality_domain(

@@ -75,6 +75,7 @@ class RevocationPolicy:
     config: RevocationConfig
     crl_sources: tuple[CrlSource, ...]
     preloaded: tuple[tuple[str, VerifiedCrl], ...] = ()   # verified CRL files, by source id
+    cas: tuple[x509.Certificate, ...] = ()   # the municipality's CA certificates (trust anchors, intermediates)
 
     @property
     def skew(self) -> dt.timedelta:
@@ -245,12 +246,18 @@ class RevocationChecker:
         another key of ``issuer``'s name count when that key's certificate leads to the same anchor
         (:func:`crl_signers`, RFC 5280 §6.3.3 (f))."""
         sources = list(policy.crl_sources)
-        signers = crl_signers(issuer, above, dict.fromkeys(c for s in sources for c in s.cas), now)
+        # each certificate is looked at once (crl_signers skips a key seen before)
+        signers = crl_signers(issuer, above, itertools.chain(policy.cas, *(s.cas for s in sources)), now)
         if policy.config.crl.distribution_points:
             known = {s.location for s in sources}
+            margin = policy.config.crl.refresh_margin.timedelta
             sources += [CrlSource(url, "url", (issuer, *(signer for signer, _ in signers)), policy.crl_limits(),
-                                  policy.config.crl.refresh_margin.timedelta)
+                                  margin)
                         for url in distribution_point_urls(cert) if url not in known]
+            # and where the status of a CRL-signing certificate off the path is found: its own distribution points
+            sources += [CrlSource(url, "url", (signed_by,), policy.crl_limits(), margin)
+                        for signer, signed_by in signers if signed_by is not None
+                        for url in distribution_point_urls(signer) if url not in known]
         try:
             crl, state = self.crls.check(cert, issuer, sources, now, policy.skew, signers)
         except CertificateRejected as exc:

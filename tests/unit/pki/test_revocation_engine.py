@@ -13,7 +13,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,7 @@ from broker.session.store import RedisStore
 from tests.factories.http_files import FileServer
 from tests.factories.ocsp_responder import OcspResponder, closed_port_url
 from tests.factories.pki import Hierarchy
-from tests.factories.pki_cases import reissue
+from tests.factories.pki_cases import crl_signing_key, reissue, revoking
 from tests.factories.revocation import (
     HOUR,
     MINUTE,
@@ -540,6 +540,36 @@ def test_unknown_is_never_soft_failed(engine: RevocationChecker, ca: Certificate
     with OcspResponder(ca, now=NOW, default="unknown") as responder:
         pol = policy([ca.certificate], methods=methods, ocsp_url=responder.url, failure="soft_fail")  # type: ignore[arg-type]
         assert refused(engine, cert, ca, pol).reason == "revocation_unknown"
+
+
+@pytest.mark.parametrize(("signer_revoked", "reason"), [pytest.param(False, None, id="crl-signer-good"),
+                                                        pytest.param(True, "revocation_unavailable",
+                                                                     id="crl-signer-revoked")])
+def test_a_separate_crl_signing_keys_status_comes_from_its_own_distribution_point(
+        root: CertificateAuthority, engine: RevocationChecker, files: FileServer, signer_revoked: bool,
+        reason: str | None) -> None:
+    """RFC 5280 §6.3.3 (f), with nothing but distribution points: the issuing CA's CRL, signed by a separate key
+    whose certificate the root issued, counts once that certificate's own status is established from the CRL its
+    own distribution point names (PKITS 4.4.19, 4.4.21)."""
+    issuing = issuing_under(root, crl_url=files.url("/root.crl"))
+    signer = crl_signing_key(issuing)
+    signer = replace(signer, certificate=with_pointers(signer.certificate, root.key, crl_url=files.url("/root.crl")))
+    cert = leaf(issuing, crl_url=files.url("/issuing.crl")).certificate
+    files.put_crl("/issuing.crl", revoking(signer, cert).crl() if signer_revoked else signer.crl())
+    files.put_crl("/root.crl", (revoking(root, signer.certificate) if signer_revoked else root).crl())
+    pol = policy([root.certificate, issuing.certificate, signer.certificate], methods=("crl",))
+    engine.register(pol)
+    path = (cert, issuing.certificate, root.certificate)
+    if reason is None:
+        outcome = engine.check(path, pol)
+        assert [(c.status, c.source) for c in outcome.checked] == [("good", files.url("/issuing.crl")),
+                                                                   ("good", files.url("/root.crl"))]
+        return
+    with pytest.raises(CertificateRejected) as caught:
+        engine.check(path, pol)
+    assert caught.value.reason == reason
+    assert "the CRL signing certificate" in caught.value.detail
+    assert "is on the CRL" in caught.value.detail
 
 
 def test_soft_fail_on_the_card_still_checks_the_ca_above_it(root: CertificateAuthority, engine: RevocationChecker,
