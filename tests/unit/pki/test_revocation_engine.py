@@ -572,6 +572,36 @@ def test_a_separate_crl_signing_keys_status_comes_from_its_own_distribution_poin
     assert "is on the CRL" in caught.value.detail
 
 
+@pytest.mark.parametrize("lists_card", [pytest.param(True, id="own-key-crl-lists-card"),
+                                        pytest.param(False, id="own-key-crl-good")])
+def test_another_keys_crl_at_hand_does_not_spare_asking_for_the_issuing_keys_own(
+        root: CertificateAuthority, engine: RevocationChecker, files: FileServer, tmp_path: Path,
+        lists_card: bool) -> None:
+    """A CA that keeps one CRL per key after a key rollover, each for the certificates of that key: the old key's
+    CRL (a configured file, usable, not listing the card) counts for the CA's certificates (RFC 5280 §6.3.3 (f)),
+    but the new key's CRL, at the card's distribution point, is still fetched and its revocation refuses."""
+    old = issuing_under(root)
+    new = issuing_under(root)
+    cert = leaf(new, crl_url=files.url("/new-key.crl")).certificate
+    files.put_crl("/new-key.crl", (revoking(new, cert) if lists_card else new).crl())
+    path = tmp_path / "old-key.crl"
+    old_crl = old.crl()
+    path.write_bytes(old_crl.public_bytes(serialization.Encoding.PEM))
+    pol = policy([root.certificate, old.certificate, new.certificate], methods=("crl",), crl_files=[(path, old_crl)],
+                 crl_urls=[files.url("/root.crl")])
+    files.put_crl("/root.crl", root.crl())
+    engine.register(pol)
+    chain = (cert, new.certificate, root.certificate)
+    if lists_card:
+        with pytest.raises(CertificateRejected) as caught:
+            engine.check(chain, pol)
+        assert caught.value.reason == "revoked"
+    else:
+        outcome = engine.check(chain, pol)
+        assert [c.status for c in outcome.checked] == ["good", "good"]
+    assert files.hits["/new-key.crl"] == 1
+
+
 def test_soft_fail_on_the_card_still_checks_the_ca_above_it(root: CertificateAuthority, engine: RevocationChecker,
                                                            files: FileServer) -> None:
     """RFC 5280 §6.3: every certificate of the path. A revoked (compromised) issuing CA minting cards without
