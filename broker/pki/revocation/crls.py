@@ -422,12 +422,13 @@ class CrlStore:
                 keys.append(spki(signer))
         best = self._best(states, cert, name, keys, now, skew)
         if best is None or best[0].signer_spki != keys[0]:
-            # nothing usable held, or only CRLs of another key of the CA: a source that holds none usable may serve
-            # the CRL of the certificate's own issuing key (a CA that keeps one CRL per key, each for the
-            # certificates of that key), which must not go unasked because another key's CRL is at hand
+            # nothing usable held, or only CRLs of another key of the CA: a source that has served nothing yet (the
+            # certificate's distribution point) may serve the CRL of the certificate's own issuing key (a CA that
+            # keeps one CRL per key, each for the certificates of that key), which must not go unasked because
+            # another key's CRL is at hand
             for state in states:
                 if (state.last_attempt is None or now - state.last_attempt >= self._retry_after) and (
-                        best is None or self._best([state], cert, name, keys, now, skew) is None):
+                        best is None or state.crl is None):
                     self.refresh(state, force=True)
             best = self._best(states, cert, name, keys, now, skew)
         from_issuer = [crl for crl, _ in _held(states, name, keys)]
