@@ -283,6 +283,7 @@ def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: User
     subject = name_of(sample)
     users.lookups.clear()
     failure: CertificateRejected | None
+    outcome_source: str | None = None   # another responder of the sample's AIA, when it answered instead
     try:
         outcome = users.checker.check((sample, issuer), policy)
     except CertificateRejected as exc:
@@ -292,11 +293,13 @@ def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: User
     else:
         failure = outcome.soft_fail
         answered = outcome.checked[0].method if outcome.checked else None
+        if answered == "ocsp" and outcome.checked[0].source != url:
+            outcome_source = outcome.checked[0].source
     ocsp = [result for method, result in users.lookups.events if method == "ocsp"]
     if not ocsp:
         return None
     reached = ocsp[0] != "error"
-    if reached and answered == "ocsp":
+    if reached and answered == "ocsp" and outcome_source is None:
         verdict = "revoked" if failure is not None else "good"
         return Check("revocation.ocsp_users", "pass", "the users' OCSP responder answers",
                      f"{url}: asked about the sample {subject}: {verdict}", None, url)
@@ -309,6 +312,15 @@ def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: User
         error = failure.detail if failure is not None else "no answer"
     o = policy.config.ocsp
     wait = f"up to {o.connect_timeout.seconds:g} s to connect and {o.timeout.seconds:g} s in all"
+    if answered == "ocsp" and outcome_source is not None:
+        # the first responder of the sample's AIA failed and a later one answered (RFC 5280 §4.2.2.1 alternatives)
+        return Check("revocation.ocsp_users", "warn", "the users' first OCSP responder fails; the next one in the "
+                     "certificate answers instead",
+                     f"{url} (asked about the sample {subject}): {error}. Logins ask it first and, while it fails, "
+                     f"wait for it (its responders share {o.timeout.seconds:g} s in all) before {outcome_source} "
+                     "answers",
+                     "Make sure the broker's hosts reach the users' first OCSP responder (proxy, firewall, DNS) and "
+                     "ask the CA about it.", url)
     if answered is not None:
         return Check("revocation.ocsp_users", "warn", f"the users' OCSP responder fails; the {answered.upper()} "
                      "answers instead",

@@ -25,6 +25,7 @@ from tests.factories.http_files import FileServer, closed_port_url
 from tests.factories.metadata import HttpsFileServer, TlsMaterial
 from tests.factories.ocsp_responder import OcspResponder
 from tests.factories.pki_cases import crl, impostor, window_inverted
+from tests.factories.revocation import with_pointers
 from tests.unit.readiness.configs import (
     DAY,
     HSA_ID,
@@ -655,6 +656,28 @@ def test_working_users_ocsp_responder_passes(config_dir: Path, pki: Pki, users_r
                                                       "good")
     assert only(result, "sample.certificate").evidence.endswith("revocation crl+ocsp")  # the CA by its root's CRL
     assert len(users_responder.requests) == 1  # the sample's validation used the answer the check got
+
+
+def test_a_dead_first_users_ocsp_responder_with_a_working_second_warns(config_dir: Path, pki: Pki,
+                                                                        users_responder: OcspResponder) -> None:
+    """The sample's AIA names two OCSP responders (RFC 5280 §4.2.2.1 alternatives), the first dead: the login asks
+    the second and passes by OCSP, but waits for the first each time it is asked: a WARN naming both, not a PASS
+    for the dead one nor "the OCSP answers instead"."""
+    dead = closed_port_url("/ocsp")
+    second = x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                    x509.UniformResourceIdentifier(users_responder.url))
+    sample = with_pointers(sample_with_responder(pki.issuing, dead), pki.issuing.key, ocsp_url=dead, access=[second])
+    settings = configure(config_dir, pki, crl_block(files=list(CRL_FILES.values()), methods=["ocsp", "crl"]),
+                         crls=fresh_crls(pki), sample=sample)
+
+    result = kommun_a(settings)
+
+    check = only(result, "revocation.ocsp_users")
+    assert (check.status, check.title, check.subject) == (
+        "warn", "the users' first OCSP responder fails; the next one in the certificate answers instead", dead)
+    assert check.evidence.startswith(f"{dead} (asked about the sample Sara Svensson): cannot connect (")
+    assert check.evidence.endswith(f"before {users_responder.url} answers")
+    assert len(users_responder.requests) == 1
 
 
 def test_users_ocsp_responder_answering_unknown_warns(config_dir: Path, pki: Pki,
