@@ -671,7 +671,7 @@ def crl_signers(issuer: x509.Certificate, above: Sequence[x509.Certificate], cas
     RFC 5280 §6.1), and a configured one with that name, valid now, whose signature (not a weak one) verifies
     with the key of ``issuer`` or of a certificate above it: a separate CRL-signing key, or the CA's other key
     across a rollover. Its own status is the caller's to establish (:meth:`CrlStore.check`)."""
-    own = spki(issuer)
+    own, name = spki(issuer), subject_der(issuer)
     path = (issuer, *above)
     found: list[tuple[x509.Certificate, x509.Certificate | None]] = []
     seen = {own}
@@ -682,12 +682,12 @@ def crl_signers(issuer: x509.Certificate, above: Sequence[x509.Certificate], cas
         except x509.ExtensionNotFound:
             return True
 
-    for cert in above:
-        if cert.subject == issuer.subject and spki(cert) not in seen and may_sign_crls(cert):
+    for cert in above:  # names compared as each CA's certificate encodes them (cached: this runs on every login)
+        if subject_der(cert) == name and spki(cert) not in seen and may_sign_crls(cert):
             seen.add(spki(cert))
             found.append((cert, None))
     for cert in cas:
-        if cert.subject != issuer.subject or spki(cert) in seen or not may_sign_crls(cert) \
+        if subject_der(cert) != name or spki(cert) in seen or not may_sign_crls(cert) \
                 or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc \
                 or weak_signature_reason(cert) is not None:
             continue
