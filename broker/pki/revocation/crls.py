@@ -675,21 +675,14 @@ def crl_signers(issuer: x509.Certificate, above: Sequence[x509.Certificate], cas
     path = (issuer, *above)
     found: list[tuple[x509.Certificate, x509.Certificate | None]] = []
     seen = {own}
-
-    def may_sign_crls(cert: x509.Certificate) -> bool:
-        try:
-            return cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign
-        except x509.ExtensionNotFound:
-            return True
-
     for cert in above:  # names compared as each CA's certificate encodes them (cached: this runs on every login)
-        if subject_der(cert) == name and spki(cert) not in seen and may_sign_crls(cert):
+        if subject_der(cert) == name and spki(cert) not in seen and _may_sign_crls(cert):
             seen.add(spki(cert))
             found.append((cert, None))
     for cert in cas:
-        if subject_der(cert) != name or spki(cert) in seen or not may_sign_crls(cert) \
-                or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc \
-                or weak_signature_reason(cert) is not None:
+        if subject_der(cert) != name or spki(cert) in seen or not _may_sign_crls(cert) \
+                or weak_signature_reason(cert) is not None \
+                or not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             continue
         parent = next((p for p in path if p.subject == cert.issuer and _signed_by(cert, p)), None)
         if parent is not None:
@@ -698,12 +691,34 @@ def crl_signers(issuer: x509.Certificate, above: Sequence[x509.Certificate], cas
     return tuple(found)
 
 
-def _signed_by(cert: x509.Certificate, parent: x509.Certificate) -> bool:
+@by_identity(4096)
+def _may_sign_crls(cert: x509.Certificate) -> bool:
+    """Its keyUsage, when present, allows cRLSign (RFC 5280 §6.3.3 (f))."""
     try:
-        cert.verify_directly_issued_by(parent)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign
+    except x509.ExtensionNotFound:
+        return True
+
+
+@by_identity(4096)
+def _signature_checks(cert: x509.Certificate) -> dict[bytes, bool]:
+    """Whether ``cert``'s signature verified with each key it was checked with (by SubjectPublicKeyInfo): a
+    configured CRL-signing certificate is looked at on every login, its signature verified once."""
+    return {}
+
+
+def _signed_by(cert: x509.Certificate, parent: x509.Certificate) -> bool:
+    """``parent`` (its name and key) issued ``cert``."""
+    checks, key = _signature_checks(cert), spki(parent)
+    known = checks.get(key)
+    if known is None:
+        try:
+            cert.verify_directly_issued_by(parent)
+            known = True
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+            known = False
+        checks[key] = known
+    return known and cert.issuer == parent.subject
 
 
 def source_status(state: SourceState) -> dict[str, object]:

@@ -21,6 +21,7 @@ background before they are needed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import itertools
 import json
@@ -45,6 +46,7 @@ from broker.pki.revocation.crls import (
     crl_signers,
     distribution_point_urls,
     spki,
+    subject_der,
 )
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
@@ -76,6 +78,15 @@ class RevocationPolicy:
     crl_sources: tuple[CrlSource, ...]
     preloaded: tuple[tuple[str, VerifiedCrl], ...] = ()   # verified CRL files, by source id
     cas: tuple[x509.Certificate, ...] = ()   # the municipality's CA certificates (trust anchors, intermediates)
+
+    @functools.cached_property
+    def cas_by_name(self) -> dict[bytes, tuple[x509.Certificate, ...]]:
+        """The municipality's CA certificates (every configured CRL source's CAs are among them) by subject, as
+        each encodes it: which CA names have more than one key (a separate CRL-signing key, a key rollover)."""
+        named: dict[bytes, list[x509.Certificate]] = {}
+        for ca in self.cas or tuple(itertools.chain(*(s.cas for s in self.crl_sources))):
+            named.setdefault(subject_der(ca), []).append(ca)
+        return {name: tuple(certs) for name, certs in named.items()}
 
     @property
     def skew(self) -> dt.timedelta:
@@ -246,8 +257,12 @@ class RevocationChecker:
         another key of ``issuer``'s name count when that key's certificate leads to the same anchor
         (:func:`crl_signers`, RFC 5280 §6.3.3 (f))."""
         sources = list(policy.crl_sources)
-        # each certificate is looked at once (crl_signers skips a key seen before)
-        signers = crl_signers(issuer, above, itertools.chain(policy.cas, *(s.cas for s in sources)), now)
+        # other keys of the issuer's name: only looked for when the path or the configuration holds another
+        # certificate of that name (this runs on every login)
+        name, own = subject_der(issuer), spki(issuer)
+        configured = policy.cas_by_name.get(name, ())
+        another = any(spki(ca) != own for ca in configured) or (above and subject_der(above[0]) == name)
+        signers = crl_signers(issuer, above, configured, now) if another else ()
         if policy.config.crl.distribution_points:
             known = {s.location for s in sources}
             margin = policy.config.crl.refresh_margin.timedelta
