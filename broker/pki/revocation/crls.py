@@ -398,8 +398,9 @@ class CrlStore:
         (:func:`crl_signers`: a separate CRL-signing key, the CA's other key across a key rollover; RFC 5280
         §6.3.3 (f)), each with the certificate on the path that issued it, or None when it is on the path itself.
         One that is not on the path signs CRLs for ``issuer`` only while its own status is established good by a
-        CRL of the certificate that issued it (signed by that certificate's own key: a key never vouches for
-        itself); the CRLs of all the keys accepted count together, as CRLs of the one CA they are.
+        CRL of the certificate that issued it: signed by that certificate's own key, or, for one ``issuer`` issued
+        itself (a self-issued CRL-signing certificate, PKITS 4.5.6), by either key of the CA; the CRLs of all the
+        keys accepted count together, as CRLs of the one CA they are.
 
         Fetches (bounded by each source's limits) only when no usable CRL is
         held, and not again within ``retry_after`` of a failed attempt.
@@ -413,8 +414,11 @@ class CrlStore:
         refused: list[str] = []
         for signer, signed_by in signers:
             if signed_by is not None:
+                # a CRL-signing certificate the CA issued itself (self-issued) may be covered by the CRLs it signs
+                # (PKITS 4.5.6); one from above, only by its issuer's
+                own_crls = ((signer, None),) if signed_by is issuer else ()
                 try:
-                    self.check(signer, signed_by, sources, now, skew)
+                    self.check(signer, signed_by, sources, now, skew, own_crls)
                 except CertificateRejected as exc:
                     refused.append(f"the CRL signing certificate {describe(signer)} is not used: {exc.detail}")
                     continue

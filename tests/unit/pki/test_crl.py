@@ -347,14 +347,17 @@ def _old_with_new(h: Hierarchy, *, lists_card: bool) -> KeySetup:
         (h.root.certificate, old_with_new, new.certificate)
 
 
-def _self_issued_key(h: Hierarchy, *, lists_card: bool, own_crl: bool = True) -> KeySetup:
-    """PKITS 4.5.6/4.5.7: the issuing CA certifies a CRL-signing key of its own name (self-issued); its own key's
-    CRL (``own_crl``) says the CRL-signing certificate is good."""
+def _self_issued_key(h: Hierarchy, *, lists_card: bool, own_crl: bool = True, key_revoked: bool = False
+                     ) -> KeySetup:
+    """PKITS 4.5.6/4.5.7: the issuing CA certifies a CRL-signing key of its own name (self-issued), whose CRL covers
+    the CA's certificates, the CRL-signing certificate among them; the CA's own key's CRL (``own_crl``) may be
+    held too, and list the CRL-signing certificate (``key_revoked``)."""
     signer = crl_signing_key(h.issuing, h.issuing)
     cert = h.leaf().certificate
     crls = [(revoking(signer, cert) if lists_card else signer).crl(), h.root.crl()]
     if own_crl:
-        crls.append(h.issuing.crl(this_update=NOW - 2 * 3600 * SECOND))
+        own = revoking(h.issuing, signer.certificate) if key_revoked else h.issuing
+        crls.append(own.crl(this_update=NOW - 2 * 3600 * SECOND))
     return crls, chain(h, cert), (*cas(h), signer.certificate)
 
 
@@ -376,8 +379,13 @@ KEY_CASES: list[tuple[str, KeyCase, str | None, str]] = [
     ("old-with-new-lists-card", functools.partial(_old_with_new, lists_card=True), "revoked", "on the CRL"),
     ("self-issued-crl-key-lists-card", functools.partial(_self_issued_key, lists_card=True),      # PKITS 4.5.7
      "revoked", "on the CRL"),
-    ("self-issued-crl-key-status-unknown", functools.partial(_self_issued_key, lists_card=True, own_crl=False),
-     "revocation_unavailable", "the CRL signing certificate"),
+    ("self-issued-crl-key-alone-good", functools.partial(_self_issued_key, lists_card=False, own_crl=False),
+     None, ""),                                                                                   # PKITS 4.5.6
+    ("self-issued-crl-key-alone-lists-card", functools.partial(_self_issued_key, lists_card=True, own_crl=False),
+     "revoked", "on the CRL"),
+    # the CA's own key revoked the CRL-signing key: what that key's CRL lists is not taken, the CA's own CRL decides
+    ("self-issued-crl-key-revoked", functools.partial(_self_issued_key, lists_card=True, key_revoked=True),
+     None, ""),
 ]
 
 
