@@ -59,6 +59,9 @@ ASYNC_SLO = "urn:oasis:names:tc:SAML:2.0:protocol:ext:async-slo"
 
 UNKNOWN_PRINCIPAL = "urn:oasis:names:tc:SAML:2.0:status:UnknownPrincipal"
 _MAX_STATUS_CODES = 4   # nested StatusCode values read from a LogoutResponse
+# SessionIndexes read from a LogoutRequest (SAML Core §3.7.1: zero or more): each costs a store lookup (an SP's) or
+# is remembered with the IdP's logout; an SP holds one per session it has with the broker for the principal
+_MAX_SESSION_INDEXES = 32
 REASON_USER = "urn:oasis:names:tc:SAML:2.0:logout:user"
 
 
@@ -266,12 +269,16 @@ class LogoutMessages:
         name_id = _text_only(name_id_el, "the NameID") if name_id_el is not None else ""
         if name_id_el is None or not name_id:
             raise SamlRejected("logout_request_invalid", "no NameID (base identifiers are not supported)")
+        index_els = root.findall("samlp:SessionIndex", NS)
+        if len(index_els) > _MAX_SESSION_INDEXES:
+            raise SamlRejected("logout_request_invalid", f"the LogoutRequest names {len(index_els)} SessionIndexes "
+                                                         f"(at most {_MAX_SESSION_INDEXES})")
         return LogoutRequestInfo(
             request_id=request_id,
             peer=peer,
             name_id=name_id,
             name_id_format=name_id_el.get("Format"),
-            session_indexes=tuple(_text_only(e, "a SessionIndex") for e in root.findall("samlp:SessionIndex", NS)),
+            session_indexes=tuple(_text_only(e, "a SessionIndex") for e in index_els),
             relay_state=relay_state,
             asynchronous=root.find(f"samlp:Extensions/{{{ASYNC_SLO}}}Asynchronous", NS) is not None,
             name_qualifier=name_id_el.get("NameQualifier"),

@@ -316,6 +316,28 @@ def test_logout_request_id_that_is_no_xs_id_is_refused_and_ends_nothing(
     posted_response(session_alive(browser, craft))
 
 
+@pytest.mark.parametrize(("count", "ends"), [pytest.param(32, True, id="at-the-limit"),
+                                             pytest.param(33, False, id="one-too-many")])
+def test_logout_request_naming_too_many_session_indexes_is_refused_before_any_lookup(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path, count: int,
+        ends: bool) -> None:
+    """Every SessionIndex an SP's LogoutRequest names is looked up in the store (SAML Core §3.7.1 allows several):
+    at most 32 are read; a request naming more is refused, and audited, before any is looked up."""
+    indexes = [_session_index(browser, craft), *(f"_other{i}" for i in range(count - 1))]
+    xml = logout_request_xml(sp, logged_in, sign=True, session_indexes=indexes)
+    response = browser.post(SLO_URL, post_fields(xml))
+    logouts = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
+    if ends:
+        assert status_codes(redirected_message(response).root) == (SUCCESS, None)
+        assert [e["outcome"] for e in logouts] == ["success"]
+        return
+    assert_refused(response, "logout_request_invalid")
+    assert [(e["outcome"], e["reason"], e["sp"]) for e in logouts] == [
+        ("failure", "logout_request_invalid", SP_ENTITY_ID)]
+    assert "33 SessionIndexes (at most 32)" in str(logouts[0]["detail"])
+    posted_response(session_alive(browser, craft))  # the session goes on
+
+
 def test_asynchronous_logout_for_someone_else_is_refused_and_ends_nothing(
         browser: Browser, sp: DemoSp, craft: AuthnRequests, logged_in: NameID, config_dir: Path) -> None:
     xml = asynchronous(logout_request_xml(sp, NameID(text="not-annas-nameid", format=logged_in.format)))
