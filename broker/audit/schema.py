@@ -88,7 +88,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                       data_required="idp request_id"),
     "upstream_authn_result": _spec("a municipal IdP answered the broker (federated login)", "success failure",
                                    _LOGIN, _USER | {"sp", "municipality"},
-                                   data="idp request_id loa attributes"),
+                                   data="idp request_id loa authn_instant attributes"),
     "assertion_issued": _spec("a signed assertion went to the SP", "success", _LOGIN | _USER | {"sp"}, _CERT,
                               data="request_id loa nameid nameid_format attributes session encryption",
                               data_required="loa nameid nameid_format attributes session"),

@@ -173,7 +173,8 @@ class SessionConfig:
     idle_timeout: Duration = field(default=Duration(1800), metadata=doc("session ends after this idle time"))
     absolute_timeout: Duration = field(
         default=Duration(8 * 3600),
-        metadata=doc("session ends this long after login, whatever the activity; sooner when what the login rests on "
+        metadata=doc("session ends this long after login (a municipal IdP's: after its AuthnInstant), whatever the "
+                     "activity; sooner when what the login rests on "
                      "ends sooner (the certificate's validity, the municipal IdP's SessionNotOnOrAfter)")
     )
     pending_login_timeout: Duration = field(

@@ -241,6 +241,13 @@ class UpstreamStep:
                     raise UpstreamRejected("upstream_force_authn_ignored",
                                            f"ForceAuthn was asked at {asked.isoformat()}, the IdP answered with an "
                                            f"authentication of {assertion.authn_instant.isoformat()}")
+            # the session's absolute end counts from the IdP's sign-on (SessionManager.open): one older than
+            # session.absolute_timeout would open a session over already
+            if assertion.authn_instant + d.sessions.absolute_timeout <= d.clock.now():
+                raise UpstreamRejected("upstream_expired",
+                                       f"the IdP answered from a sign-on at {assertion.authn_instant.isoformat()}, "
+                                       "longer ago than session.absolute_timeout: the user must sign on at the IdP "
+                                       "again")
             if not satisfies(loa, info.requested_contexts, info.comparison):
                 raise UpstreamRejected("upstream_authn_context_insufficient",
                                        f"the IdP returned {assertion.authn_context} ({loa.name}); the SP asked "
@@ -258,7 +265,8 @@ class UpstreamStep:
             # an unsolicited Response (Profiles §4.1.5) answers no request: none is named
             data=MappingProxyType({"idp": idp.entity_id,
                                    **({"request_id": in_response_to[:256]} if in_response_to else {}),
-                                   "loa": loa.uri, "attributes": tuple(sorted(attributes))})))
+                                   "loa": loa.uri, "authn_instant": assertion.authn_instant.isoformat(),
+                                   "attributes": tuple(sorted(attributes))})))
         # kept only when the assertion had them, so that other sessions keep their stored form
         if assertion.authenticating_authorities:
             upstream["authorities"] = "\n".join(assertion.authenticating_authorities)

@@ -267,13 +267,17 @@ class SessionManager:
         shown to no one else. ``trust``: the digest of the configuration its authentication was judged by
         (:attr:`SsoSession.trust`)."""
         now = self._clock.now()
+        # the absolute timeout counts from the authentication: for a municipal IdP's, its AuthnInstant (an IdP
+        # answering from a sign-on of hours ago gives no fresh absolute_timeout; one within its clock skew ahead
+        # counts from now)
+        end = min(authn_instant or now, now) + self.absolute_timeout
         session = SsoSession(
             identity=identity,
             loa_uri=loa_uri,
             authn_instant=authn_instant or now,
             # the absolute timeout, or sooner when the authentication itself ends sooner (an upstream
             # IdP's SessionNotOnOrAfter, SAML Core §2.7.2; the end of the login certificate's validity)
-            expires_at=min(now + self.absolute_timeout, not_after) if not_after else now + self.absolute_timeout,
+            expires_at=min(end, not_after) if not_after else end,
             last_seen=now,
             correlation_id=correlation_id,
             certificate_sha256=certificate_sha256,

@@ -207,6 +207,46 @@ def test_sso_session_ends_at_the_upstream_session_not_on_or_after(
     assert reused == []
 
 
+@pytest.mark.parametrize("minutes_ago", [pytest.param(7 * 60 + 45, id="sign-on-7h45m-ago"),
+                                         pytest.param(8 * 60 + 1, id="sign-on-older-than-the-absolute-timeout")])
+def test_sso_session_ends_at_the_absolute_timeout_after_the_upstream_sign_on(
+        settings: Settings, store: RedisStore, demo_material: Any, config_dir: Path, minutes_ago: int) -> None:
+    """The session's absolute end (session.absolute_timeout, 8 h) counts from the authentication, which for a
+    federated login is the IdP's (AuthnInstant), not the broker's receipt of it: an IdP answering from its own
+    long-lived session (a sign-on 7 h 45 min ago) gives a session, and SPs a SessionNotOnOrAfter, ending 8 hours after
+    that sign-on; one older than 8 hours opens no session (upstream_expired, audited)."""
+    clock = FixedClock(dt.datetime.now(dt.UTC).replace(microsecond=0))
+    app = create_app(settings, clock=clock, store=store, instance_id="test")
+    sp = make_sp(demo_material.root, app.extensions["broker"].metadata.document(), settings.broker.idp.entity_id)
+    idp = make_idp(demo_material.root, app.extensions["broker"].sp_metadata.document())
+    browser = open_browser(app, None)
+    signed_on = clock.now() - dt.timedelta(minutes=minutes_ago)
+
+    at = to_idp(browser, idp, browser.get(sp.login_url()))
+    post = idp.respond(at.request, at.relay_state, KARIN)
+
+    def early_sign_on(assertion: etree._Element) -> None:
+        statement = assertion.find("saml:AuthnStatement", NS)
+        assert statement is not None
+        statement.set("AuthnInstant", instant(signed_on))
+
+    page = browser.post(ACS_URL, resigned(post.fields, demo_material, early_sign_on))
+    if minutes_ago >= 8 * 60:
+        assert_refused(page, "upstream_expired")
+        results = [e for e in audit_lines(config_dir) if e["event"] == "upstream_authn_result"]
+        assert [(e["outcome"], e["reason"]) for e in results] == [("failure", "upstream_expired")]
+        return
+    statement = posted_response(page).root.find(".//saml:AuthnStatement", NS)
+    assert statement is not None
+    assert statement.get("SessionNotOnOrAfter") == instant(signed_on + dt.timedelta(hours=8))
+    results = [e for e in audit_lines(config_dir) if e["event"] == "upstream_authn_result"]
+    assert [e["data"].get("authn_instant") for e in results] == [signed_on.isoformat()]  # type: ignore[union-attr]
+
+    clock.advance(dt.timedelta(minutes=16))  # past 8 hours after the sign-on, within the idle timeout
+    assert not logged_in_to_sp(browser.get(sp.login_url()))
+    assert [e for e in audit_lines(config_dir) if e["event"] == "session_reused"] == []
+
+
 # --- municipalities sharing an IdP ---------------------------------------------------------------------------
 
 
