@@ -32,6 +32,7 @@ EventType = Literal[
     "session_expired",
     "session_unreadable",
     "session_revoked",
+    "session_replaced",
     "revocation_soft_fail",
     "logout",
     "diagnose_viewed",

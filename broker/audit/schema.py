@@ -107,6 +107,11 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "session_revoked": _spec("an SSO session answers no SP because its certificate no longer holds (it stays for "
                              "single logout until the next login replaces it)", "failure",
                              _LOGIN | _USER | {"reason"}, _CERT | {"sp"}, data="session_login"),
+    "session_replaced": _spec("another user's login in the browser replaced an SSO session (a shared PC): not "
+                              "taken over by the new session but kept apart, answering no SP, for its own user's "
+                              "single logout (`user`: the replaced session's; `services`: the SPs it holds)",
+                              "info", _LOGIN | _USER, data="session_login services",
+                              data_required="session_login services"),
     "revocation_soft_fail": _spec("no revocation source answered; let through by a soft-fail policy",
                                   "failure", _LOGIN | _USER | {"reason"}, _CERT | {"sp"}),
     "logout": _spec("a LogoutRequest from an SP or a municipal IdP: the sessions it ended, who will hear of it "

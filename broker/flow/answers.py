@@ -55,6 +55,24 @@ class Answers:
                                f"{loa.uri} does not satisfy {info.comparison} {list(info.requested_contexts)}",
                                reply_to=info.reply_target())
 
+    def replace_session(self, ctx: ClientContext, old: SsoSession | None, identity: Identity) -> Replaced | None:
+        """Replace the browser's session ``old``, if any, for a new login of ``identity``
+        (:meth:`SessionManager.replace`). Another user's session is kept apart for her single logout, and the audit
+        trail says so under her name (``session_replaced``): her IdP's or SPs' logout may still end it."""
+        d = self._d
+        if old is None or ctx.session_token is None:
+            return None
+        replaced = d.sessions.replace(ctx.session_token, old, identity)
+        if replaced.other_user is not None:
+            d.audit.record(AuditEvent(
+                "session_replaced", "info", ctx.correlation_id, identity=replaced.other_user,
+                client_address=ctx.client_address,
+                detail="another user's login in this browser replaced the session; it answers no service any more "
+                       "and is kept apart for this user's single logout",
+                data=MappingProxyType({"session_login": replaced.correlation_id,
+                                       "services": replaced.other_services})))
+        return replaced
+
     def issue(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext, token: str,
               session: SsoSession, *, new_session: bool, certificate: CertificateFacts | None = None,
               remember: str | None = None, replaced: Replaced | None = None, detail: str | None = None,
@@ -126,7 +144,11 @@ class Answers:
                 "session_reused", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
                 client_address=ctx.client_address,
                 data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
-        if replaced is not None:
+        if replaced is not None and replaced.other_user is not None:
+            note = (f"replaces the browser's session of another user's login {replaced.correlation_id}, kept apart "
+                    "for that user's single logout (session_replaced)")
+            detail = f"{note}; {detail}" if detail else note
+        elif replaced is not None:
             kept = [p.sp_entity_id for p in replaced.participants if p.sp_entity_id != sp.entity_id]
             note = (f"replaces the browser's session of login {replaced.correlation_id}; its services stay in "
                     f"single logout: {', '.join(kept) if kept else 'none'}")

@@ -105,9 +105,9 @@ class CertificateStep:
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
         # a new login replaces the browser's session (a new cookie: no fixation); its SPs and its municipal IdP
         # session, if it was federated, stay in single logout (SessionManager.replace): the browser still holds
-        # them, and a certificate login has no IdP session of its own to put in the latter's place
-        replaced = d.sessions.replace(ctx.session_token, old_session) \
-            if ctx.session_token is not None and old_session is not None else None
+        # them, and a certificate login has no IdP session of its own to put in the latter's place. Another
+        # user's session is kept apart for her single logout instead
+        replaced = self._answers.replace_session(ctx, old_session, validated.identity)
         token, session = d.sessions.open(  # stored by issue(), with the SP and what it took over
             validated.identity, validated.loa.uri, ctx.correlation_id,
             certificate_sha256=facts.fingerprint_sha256,

@@ -283,9 +283,8 @@ class UpstreamStep:
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
         old, _ = d.sessions.find(ctx.session_token, idle_too=True)
         # a new login replaces the browser's session (a new cookie: no fixation), an idle one too; its SPs stay in
-        # single logout (SessionManager.replace)
-        replaced = d.sessions.replace(ctx.session_token, old) \
-            if old is not None and ctx.session_token is not None else None
+        # single logout (SessionManager.replace): taken over by the same user's session, kept apart for another's
+        replaced = self._answers.replace_session(ctx, old, identity)
         token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
             upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after,

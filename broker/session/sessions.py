@@ -233,9 +233,23 @@ class Replaced:
     participants: tuple[Participant, ...]    # one per SP, as :meth:`SessionManager.participants_ref` gives them
     upstream: dict[str, str] | None          # its municipal IdP session, if it was federated
     correlation_id: str                      # of the login that opened it
-    # its stored form as this request removed it; None when it was gone already (a logout, another request):
-    # what SessionManager.reinstate may put back, and only then
+    # its stored form as this request removed it; None when it was gone already (a logout, another request), or
+    # kept apart (below): what SessionManager.reinstate may put back, and only then
     stored: bytes | None = None
+    # the user of the replaced session, when the new login proves another identity (a shared PC): that session is
+    # not taken over (nothing above: no participants, no upstream record) but kept apart, retired, for that user's
+    # single logout; with the SPs it holds for her (for the audit trail)
+    other_user: Identity | None = None
+    other_services: tuple[str, ...] = ()
+
+
+def same_user(a: Identity, b: Identity) -> bool:
+    """Whether two identities are the same user: the same identity rule's value in the same municipality."""
+    return (a.kind, a.key, a.municipality_id) == (b.kind, b.key, b.municipality_id)
+
+
+# SsoSession.retired of a session kept apart because another user logged in in its browser (SessionManager.replace)
+REPLACED_BY_OTHER_USER = "replaced_by_other_user"
 
 
 class SessionManager:
@@ -511,10 +525,17 @@ class SessionManager:
             self._store.delete("session-sps:" + sid)
         self._store.delete("logout-ending:" + _hash(logout))
 
-    def replace(self, token: str, session: SsoSession) -> Replaced:
-        """End the session ``token`` names because a new login in the same browser replaces it (a new cookie: no
-        session fixation), and return what the new session takes over (:meth:`save` ``carried``, and the
-        upstream record).
+    def replace(self, token: str, session: SsoSession, identity: Identity) -> Replaced:
+        """End the session ``token`` names because a new login (of ``identity``) in the same browser replaces it
+        (a new cookie: no session fixation), and return what the new session takes over (:meth:`save`
+        ``carried``, and the upstream record).
+
+        Another user's session (a shared PC: the new login proves another identity) is taken over by nothing: its
+        SPs and municipal IdP session are hers, and merged into the new user's session a logout of hers would end
+        his, and be filed under him. It is kept apart instead, retired under its own name (:meth:`retire`; the
+        browser's new cookie no longer leads to it): her SPs' LogoutRequests still find it by their SessionIndex,
+        her IdP's by its NameID, and single logout reaches its participants for her (SAML Profiles §4.4) until its
+        absolute end. No SP is answered from it any more.
 
         Its SPs still hold the user, each with the NameID and SessionIndex it was given: they stay participants
         of the new session, so that single logout from any SP of either ends the browser's session and reaches
@@ -527,6 +548,14 @@ class SessionManager:
         end) rather than cost a third: nothing leads to it once its session is gone.
         """
         sid = _hash(token)
+        if not same_user(session.identity, identity):
+            # stored only while it exists (a logout that ended it meanwhile stays complete); one already retired
+            # keeps why it was
+            self._store.put_if_present("session:" + sid, replace(
+                session, retired=session.retired or REPLACED_BY_OTHER_USER).to_json(),
+                self._ttl(session, self._clock.now()))
+            return Replaced((), None, session.correlation_id, None, other_user=session.identity,
+                            other_services=tuple(p.sp_entity_id for p in self.participants_ref(sid)))
         stored = self._store.take("session:" + sid)  # as end_ref(keep_participants=True), saying what it removed
         return Replaced(tuple(self.participants_ref(sid)), session.upstream, session.correlation_id, stored)
 

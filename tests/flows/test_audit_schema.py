@@ -162,6 +162,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "session_expired": {"outcome": "info", **LOGIN},
     "session_unreadable": {"outcome": "failure", **LOGIN},
     "session_revoked": {"outcome": "failure", **LOGIN, **USER, "reason": "revoked"},
+    "session_replaced": {"outcome": "info", **LOGIN, **USER, "data": {"session_login": "c1", "services": [SP]}},
     "revocation_soft_fail": {"outcome": "failure", **LOGIN, **USER, "reason": "revocation_unavailable"},
     "logout": {"outcome": "success", **LOGIN},
     "diagnose_viewed": {"outcome": "info", **LOGIN, "data": {"accepted": False}},

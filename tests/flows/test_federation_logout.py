@@ -470,24 +470,104 @@ def test_a_session_whose_card_was_revoked_keeps_its_sps_in_single_logout(
     assert status_codes(final.root) == (SUCCESS, None)
 
 
-def test_the_next_card_login_takes_over_a_revoked_sessions_sps(
+def test_the_next_card_login_of_the_same_user_takes_over_a_revoked_sessions_sps(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: RedisStore, config_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anna logs in with her card again in the browser where her session was found revoked: SP1 still holds her,
+    so it stays a participant of the browser's new session (SessionManager.replace), and its logout ends the new
+    session too (it got UnknownPrincipal, and the new session lived on)."""
+    at_sp1 = sso_login(browser, sp)
+    _card_revoked_since(app, browser, store, monkeypatch)
+    anna = browser.certificate_pem
+    browser.certificate_pem = None
+    browser.get(sp2.login_url())
+    assert [e["reason"] for e in events(config_dir, "session_revoked")] == ["revoked"]
+    monkeypatch.undo()  # the hold is lifted: her card logs in again
+    browser.certificate_pem = anna
+    sso_login(browser, sp2)
+    new_token = cookie(browser)
+    assert events(config_dir, "session_replaced") == []
+
+    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
+    assert to_sp2.root.find("saml:NameID", NS) is not None
+    goes_to_login(with_cookie(app, new_token), sp2)  # the new session ended with it
+
+
+def test_another_users_card_login_keeps_a_revoked_sessions_sps_apart(
         app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, store: RedisStore, users: Path, config_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Bo logs in with his card in the browser where Anna's session was found revoked: SP1 still holds Anna, so
-    it stays a participant of the browser's new session (SessionManager.replace), and its logout ends Bo's too
-    (it got UnknownPrincipal, and Bo's session lived on)."""
+    """Bo logs in with his card in the browser where Anna's session was found revoked: SP1 holds Anna, not Bo, so
+    Anna's session is kept apart for her single logout (SessionManager.replace): SP1's logout for her ends it, not
+    Bo's session, and SP2 (which holds Bo) is not asked."""
     at_sp1 = sso_login(browser, sp)
     _card_revoked_since(app, browser, store, monkeypatch)
     browser.certificate_pem = None
     browser.get(sp2.login_url())
-    assert [e["reason"] for e in events(config_dir, "session_revoked")] == ["revoked"]
+    monkeypatch.undo()
     browser.certificate_pem = (users / "bo.pem").read_text()
     sso_login(browser, sp2)
     bo_token = cookie(browser)
 
-    to_sp2 = hop(browser.get(sp_logout_url(sp, at_sp1)), SP2_SLO, "SAMLRequest")
-    assert to_sp2.root.find("saml:NameID", NS) is not None
-    goes_to_login(with_cookie(app, bo_token), sp2)  # Bo's session ended with it
+    final = hop(browser.get(sp_logout_url(sp, at_sp1)), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    posted_response(with_cookie(app, bo_token).get(sp2.login_url()))  # Bo's session lives on
+    logout, = events(config_dir, "logout")
+    anna, = events(config_dir, "certificate_accepted")[:1]
+    assert (logout["user"], data(logout)["sessions"], list(data(logout)["propagate_to"])) == (  # type: ignore[call-overload]
+        anna["user"], 1, [])
+
+
+def test_another_users_card_login_keeps_a_live_sessions_sps_apart(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, users: Path, config_dir: Path) -> None:
+    """A shared PC: Anna is logged in at SP1, then Bo logs in with his card at SP2 in the same browser. Anna's
+    session is not merged into Bo's (SP1's logout for Anna would end Bo's session, filed under Bo): it is kept
+    apart, answering no SP, and SP1's LogoutRequest naming her SessionIndex still ends it."""
+    at_sp1 = sso_login(browser, sp)
+    anna_token = cookie(browser)
+    browser.certificate_pem = (users / "bo.pem").read_text()
+    at_sp2 = sso_login(browser, sp2)
+    bo_token = cookie(browser)
+    assert bo_token != anna_token
+    goes_to_login(with_cookie(app, anna_token), sp)  # Anna's session answers no SP any more
+
+    replaced, = events(config_dir, "session_replaced")
+    anna, bo = (e["user"] for e in events(config_dir, "certificate_accepted"))
+    assert (replaced["user"], list(data(replaced)["services"])) == (anna, [SP1])  # type: ignore[call-overload]
+    issued = events(config_dir, "assertion_issued")[-1]
+    assert issued["user"] == bo
+    assert "another user's login" in str(issued["detail"])
+
+    final = hop(browser.get(sp_logout_url(sp, at_sp1)), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    posted_response(with_cookie(app, bo_token).get(sp2.login_url()))  # Bo's session lives on
+    logout, = events(config_dir, "logout")
+    assert (logout["user"], data(logout)["sessions"], list(data(logout)["propagate_to"])) == (  # type: ignore[call-overload]
+        anna, 1, [])
+    assert at_sp2.text != at_sp1.text
+
+
+def test_a_card_login_after_another_users_federated_session_keeps_it_apart_for_her_idps_logout(
+        app: Flask, browser: Browser, sp: DemoSp, sp2: DemoSp, idp: DemoIdp, config_dir: Path) -> None:
+    """A shared PC in home care: Karin logged in through Kommun C's IdP at SP1, then Anna logs in with her card at
+    SP2 in the same browser. Karin's IdP session and SP1 are hers: her IdP's later LogoutRequest ends her session
+    and reaches SP1, and leaves Anna's session alone (it ended Anna's, and the audit filed the logout under Anna)."""
+    anna_pem = browser.certificate_pem
+    karin_login(browser, sp, idp)
+    browser.certificate_pem = anna_pem
+    sso_login(browser, sp2)
+    anna_token = cookie(browser)
+    replaced, = events(config_dir, "session_replaced")
+    karin = events(config_dir, "upstream_authn_result")[-1]["user"]
+    assert (replaced["user"], list(data(replaced)["services"])) == (karin, [SP1])  # type: ignore[call-overload]
+
+    other = open_browser(app, None)
+    to_sp1 = hop(other.get(idp_logout_url(idp)), SP1_SLO, "SAMLRequest")
+    to_idp = hop(other.get(sp_answers(sp, to_sp1.location)), KOMMUN_C_SLO, "SAMLResponse")
+    assert status_codes(to_idp.root) == (SUCCESS, None)
+    posted_response(with_cookie(app, anna_token).get(sp2.login_url()))  # Anna's session lives on
+    logout, = events(config_dir, "logout")
+    assert (logout["user"], data(logout)["sessions"]) == (karin, 1)
+    assert list(data(logout)["propagate_to"]) == [f"sp:{SP1}"]  # type: ignore[call-overload]
 
 
 # --- 3. partial logout ------------------------------------------------------------------------------------------

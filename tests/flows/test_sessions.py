@@ -197,8 +197,9 @@ def test_another_certificate_than_the_sessions_starts_a_new_login(browser: Brows
     assert HSA_ID_ATTRIBUTE not in released(result)
     assert session_index(posted) != session_index(first)
     assert session_cookie(response) is not None
+    # Anna's session is another user's: kept apart for her single logout, and said so under her name
     assert events_of(config_dir, correlation_of(config_dir, request_id)) == [
-        "login_started", "certificate_presented", "certificate_accepted", "assertion_issued"]
+        "login_started", "certificate_presented", "certificate_accepted", "session_replaced", "assertion_issued"]
 
 
 def test_a_certificate_session_below_the_level_asked_gets_no_authn_context(browser: Browser, craft: AuthnRequests,

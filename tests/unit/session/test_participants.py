@@ -175,7 +175,7 @@ def test_a_replaced_sessions_participants_are_stored_with_the_new_session_in_thr
     store.ping()
 
     sent = _count_commands(monkeypatch)
-    replaced = manager.replace(old_token, old)
+    replaced = manager.replace(old_token, old, old.identity)
     manager.save(token, session, newest, carried=replaced.participants)
     monkeypatch.undo()
 
@@ -193,7 +193,34 @@ def test_a_replaced_federated_session_hands_on_its_idp_session(manager: SessionM
     token, session = manager.open(ANNA, LOA3, "CID", certificate_sha256=None, revocation_valid_until=None,
                                   upstream=upstream)
     manager.save(token, session, answered(manager, clock, token, SP, "n"))
-    assert manager.replace(token, session).upstream == upstream
+    assert manager.replace(token, session, session.identity).upstream == upstream
+
+
+BO = Identity("hsa_id", "SE2120001009-bo", "kommun-a", "Bo", "Berg", "Bo Berg")
+
+
+@pytest.mark.parametrize("other", [pytest.param(BO, id="another-user"),
+                                   pytest.param(Identity("hsa_id", ANNA.key, "kommun-b"), id="another-municipality")])
+def test_another_users_login_keeps_the_replaced_session_apart_for_her_single_logout(
+        manager: SessionManager, clock: FixedClock, other: Identity) -> None:
+    """A shared PC: the new login proves another identity. Nothing of Anna's session goes over to the new one (her
+    logout would end his); it stays, retired, under its own name, where her SPs' SessionIndexes and her IdP's
+    NameID still find it, with its participants."""
+    upstream = {"idp": "https://idp.kommun-c.example/md", "name_id": "anna", "session_index": "_s1"}
+    old_token, old = manager.open(ANNA, LOA3, "CID", certificate_sha256=None, revocation_valid_until=None,
+                                  upstream=upstream)
+    manager.save(old_token, old, answered(manager, clock, old_token, SP, "n"))
+    participants = manager.participants(old_token)
+
+    replaced = manager.replace(old_token, old, other)
+
+    assert (replaced.participants, replaced.upstream, replaced.stored) == ((), None, None)
+    assert (replaced.other_user, replaced.other_services, replaced.correlation_id) == (ANNA, (SP,), "CID")
+    assert manager.find(old_token) == (None, "retired")
+    sid = manager.ref(old_token)
+    assert [ref for ref, _ in manager.find_by_session_index(SP, manager.session_index(old_token, SP))] == [sid]
+    assert [ref for ref, _ in manager.find_upstream(upstream["idp"], "anna")] == [sid]
+    assert manager.participants_ref(sid) == participants
 
 
 # --- each SessionIndex names its session (an SP's LogoutRequest without the cookie) ---------------------------------
@@ -215,7 +242,7 @@ def test_a_carried_participants_session_index_finds_the_session_that_replaced(
     old_token, old = logged_in(manager, clock, SP, OTHER_SP)
     token, session = manager.open(ANNA, LOA3, "CID-2", certificate_sha256=None, revocation_valid_until=None)
     manager.save(token, session, answered(manager, clock, token, SP, "n-again"),
-                 carried=manager.replace(old_token, old).participants)
+                 carried=manager.replace(old_token, old, old.identity).participants)
     # OTHER_SP still holds the SessionIndex of the old session: it names the new one now
     found = manager.find_by_session_index(OTHER_SP, manager.session_index(old_token, OTHER_SP))
     assert [ref for ref, _ in found] == [manager.ref(token)]

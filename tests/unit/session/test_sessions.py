@@ -469,13 +469,13 @@ def test_reinstate_puts_back_only_what_its_own_replace_removed(manager: SessionM
     """A login refused after its session was stored puts the browser's replaced session back, retired; but one a
     logout ended before the replace stays ended (it came back, retired, with its IdP principal index)."""
     token, session = _create(manager)
-    replaced = manager.replace(token, session)
+    replaced = manager.replace(token, session, session.identity)
     manager.reinstate(token, replaced, "upstream_logged_out")
     assert manager.find(token, idle_too=True)[1] == "retired"
 
     token, session = _create(manager)
     manager.end_ref(manager.ref(token), keep_participants=True)  # a logout, on another instance
-    replaced = manager.replace(token, session)
+    replaced = manager.replace(token, session, session.identity)
     assert replaced.stored is None
     manager.reinstate(token, replaced, "upstream_logged_out")
     assert manager.find(token, idle_too=True) == (None, "unknown")
