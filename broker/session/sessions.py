@@ -416,12 +416,20 @@ class SessionManager:
     def find_upstream(self, idp: str, name_id: str) -> list[tuple[str, SsoSession]]:
         """The sessions (ref, session) that municipal IdP ``idp`` opened for ``name_id``, idle ones included
         (their SPs still hold the user: :meth:`find`)."""
-        found = []
-        for sid in sorted(self._store.members(self._principal_key(idp, name_id))):
-            session, _ = self._find_ref(sid, idle_too=True)
-            if session is not None and session.upstream is not None and session.upstream.get("idp") == idp \
+        key = self._principal_key(idp, name_id)
+        found, gone = [], []
+        for sid in sorted(self._store.members(key)):
+            session, why = self._find_ref(sid, idle_too=True)
+            if session is None and why in ("unknown", "expired_absolute"):
+                gone.append(sid)
+            elif session is not None and session.upstream is not None and session.upstream.get("idp") == idp \
                     and session.upstream.get("name_id") == name_id:
                 found.append((sid, session))
+        if gone:
+            # the index's time to live is renewed by every login of hers: without this, a user logging in again
+            # within absolute_timeout, day after day, would keep every session she ever had in it, each costing
+            # her IdP's next LogoutRequest a lookup
+            self._store.update_set(key, None, 0.0, remove=gone)
         return found
 
     def touch(self, token: str, session: SsoSession) -> SsoSession:

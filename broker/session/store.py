@@ -70,9 +70,10 @@ class KeyValueStore(Protocol):
 
     def members(self, key: str) -> set[str]: ...
 
-    def update_set(self, key: str, add: str, ttl: float, *, remove: Sequence[str] = ()) -> None:
+    def update_set(self, key: str, add: str | None, ttl: float, *, remove: Sequence[str] = ()) -> None:
         """Add ``add`` to the set at ``key``, take ``remove`` out of it and (re)set its time to live: all at once
-        (atomically, in one round trip)."""
+        (atomically, in one round trip). ``add`` None: only take ``remove`` out, leaving the time to live as it
+        is (``ttl`` unused)."""
         ...
 
     def increment(self, keys: Sequence[str], ttl: float) -> list[int]:
@@ -231,7 +232,12 @@ class RedisStore:
         raw = self._call("SMEMBERS", lambda c: c.smembers(self._k(key)))
         return {m.decode() if isinstance(m, bytes) else str(m) for m in raw}  # type: ignore[union-attr]
 
-    def update_set(self, key: str, add: str, ttl: float, *, remove: Sequence[str] = ()) -> None:
+    def update_set(self, key: str, add: str | None, ttl: float, *, remove: Sequence[str] = ()) -> None:
+        if add is None:
+            if remove:
+                self._call("SREM", lambda c: c.srem(self._k(key), *remove))
+            return
+
         def run(client: RedisClient) -> None:
             with client.pipeline(transaction=True) as pipe:  # MULTI/EXEC: one round trip, atomic
                 if remove:
@@ -375,10 +381,17 @@ class MemoryStore:
             value = self._live(key)
         return set(value) if isinstance(value, set) else set()
 
-    def update_set(self, key: str, add: str, ttl: float, *, remove: Sequence[str] = ()) -> None:
+    def update_set(self, key: str, add: str | None, ttl: float, *, remove: Sequence[str] = ()) -> None:
         with self._lock:
             current = self._live(key)
             members = (set(current) if isinstance(current, set) else set()) - set(remove)
+            if add is None:
+                if isinstance(current, set):
+                    if members:
+                        self._data[key] = (self._data[key][0], members)
+                    else:
+                        del self._data[key]
+                return
             self._data[key] = (self._now() + ttl, members | {add})
 
     def increment(self, keys: Sequence[str], ttl: float) -> list[int]:

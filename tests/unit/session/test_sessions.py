@@ -189,6 +189,35 @@ def test_saving_with_the_first_participant_is_one_round_trip(manager: SessionMan
     assert [p.sp_entity_id for p in manager.participants(token)] == ["https://sp.example/md"]
 
 
+@pytest.mark.parametrize("ending", [pytest.param("logout", id="ended-by-logout"),
+                                    pytest.param("absolute", id="past-its-absolute-end")])
+def test_the_idps_lookup_of_a_principal_drops_the_sessions_that_are_gone(
+        manager: SessionManager, store: RedisStore, clock: FixedClock, ending: str) -> None:
+    """Every federated login adds its session to the (IdP, NameID) index, whose time to live each login renews:
+    a user logging in again within session.absolute_timeout, day after day, kept every session she ever had in it,
+    and each LogoutRequest of her IdP read them all, one lookup each. The lookup now drops those that are gone."""
+    upstream = {"idp": "https://idp.kommun-c.example/md", "name_id": "karin", "session_index": "_s1"}
+    key = "upstream-principal:" + hashlib.sha256(f"{upstream['idp']}\x00karin".encode()).hexdigest()
+    tokens = []
+    for n in range(3):
+        token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", f"CID-{n}",
+                                      certificate_sha256=None, revocation_valid_until=None, upstream=upstream)
+        manager.save(token, session)
+        tokens.append(token)
+        clock.advance(dt.timedelta(hours=4))
+    if ending == "logout":
+        manager.end(tokens[0])
+        manager.end(tokens[1])
+    # else: the first two are past their absolute end (8 h) by now
+    assert len(store.members(key)) == 3
+
+    assert [ref for ref, _ in manager.find_upstream(upstream["idp"], "karin")] == [manager.ref(tokens[2])]
+    assert store.members(key) == {manager.ref(tokens[2])}
+    manager.end(tokens[2])
+    assert manager.find_upstream(upstream["idp"], "karin") == []
+    assert store.members(key) == set()
+
+
 @pytest.mark.parametrize("chain", [pytest.param((), id="no-chain"), pytest.param(("MAMCAQE=",), id="with-chain")])
 def test_stored_form_is_the_dataclass_as_json(chain: tuple[str, ...]) -> None:
     """The session is written field by field; byte for byte what the generic dataclass encoding gives, so

@@ -112,6 +112,21 @@ def test_update_set_adds_removes_and_sets_the_time_to_live(store: KeyValueStore)
     assert store.members("set") == set()  # the last update's time to live is the set's
 
 
+def test_update_set_without_an_addition_only_removes(store: KeyValueStore) -> None:
+    store.update_set("set", "a", 0.3)
+    store.update_set("set", "b", 0.3)
+    store.update_set("set", None, 10, remove=["a", "not-a-member"])
+    store.update_set("missing", None, 10, remove=["a"])
+    assert store.members("set") == {"b"}
+    assert store.members("missing") == set()
+    store.update_set("set", None, 10, remove=["b"])
+    assert store.members("set") == set()
+    store.update_set("other", "c", 0.15)
+    store.update_set("other", None, 10, remove=["not-a-member"])
+    time.sleep(0.3)
+    assert store.members("other") == set()  # its time to live is left as it was
+
+
 def test_put_if_present_writes_nothing_where_there_is_no_value(store: KeyValueStore) -> None:
     _add(store, "set", "old", 10)
     assert store.put_if_present("k", b"v", 10, members=[("set", "a", 10), ("other-set", "b", 10)]) is False
