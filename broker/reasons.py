@@ -292,8 +292,10 @@ _ROWS: tuple[Reason, ...] = (
            "An unsolicited Response (no InResponseTo), and this IdP may not send those.",
            "Set allow_unsolicited for the IdP only if IdP-initiated login is wanted.", AUTHN_FAILED),
     Reason("upstream_expired", "upstream", 403,
-           "The Assertion (or its subject confirmation) is past NotOnOrAfter.",
-           "Check the clocks of the IdP and the broker (clock_skew).", AUTHN_FAILED),
+           "The Assertion (or its subject confirmation) is past NotOnOrAfter, or the IdP answered from a sign-on "
+           "(AuthnInstant) longer ago than session.absolute_timeout.",
+           "Check the clocks of the IdP and the broker (clock_skew); for an old sign-on (the detail says so), the "
+           "user must sign on at the IdP again (sign out there first).", AUTHN_FAILED),
     Reason("upstream_not_yet_valid", "upstream", 403,
            "The Response or Assertion lies in the future: NotBefore, IssueInstant or AuthnInstant past the clock skew.",
            "Check the clocks of the IdP and the broker (clock_skew).", AUTHN_FAILED),
