@@ -33,6 +33,7 @@ from broker.audit.trail import AuditTrail, Pseudonymiser
 from broker.cli import main
 from broker.clock import FixedClock
 from broker.config.loader import load_settings
+from broker.config.schema import AuditConfig
 from broker.model import Identity
 from broker.session.store import RedisStore
 from tests.factories.audit import FACTS, dump, lines_of, make_trail, make_writer, only_chain, records_of, write_lines
@@ -98,15 +99,21 @@ def _events() -> list[tuple[dt.datetime, AuditEvent]]:
     ]
 
 
+def chain_of(audit: AuditConfig, clock: FixedClock, instance: str) -> tuple[ChainWriter, AuditTrail]:
+    """A chain written with the configuration's own keys as instance ``instance`` writes it (the caller closes
+    the writer)."""
+    writer = ChainWriter(ChainSettings(audit.directory.path, instance, dt.timedelta(hours=1), 1 << 30,
+                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
+                         background=False)
+    return writer, AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id=instance)
+
+
 @pytest.fixture
 def data(config_dir: Path, tmp_path: Path) -> Dataset:
     """Three days of logins written with the configuration's own keys, as the app would."""
     audit = load_settings(config_dir).broker.audit
     clock = FixedClock(DAY1)
-    writer = ChainWriter(ChainSettings(audit.directory.path, "cli", dt.timedelta(hours=1), 1 << 30,
-                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
-                         background=False)
-    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli")
+    writer, trail = chain_of(audit, clock, "cli")
     for when, event in _events():
         clock.set(when)
         trail.record(event)
@@ -156,10 +163,7 @@ def test_verify_names_the_problem_of_every_chain_not_intact(data: Dataset) -> No
     problem of all was named)."""
     audit = load_settings(data.config).broker.audit
     clock = FixedClock(DAY3)
-    other = ChainWriter(ChainSettings(audit.directory.path, "cli2", dt.timedelta(hours=1), 1 << 30,
-                                      dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
-                        background=False)
-    trail = AuditTrail(other, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli2")
+    other, trail = chain_of(audit, clock, "cli2")
     trail.record(AuditEvent("login_started", "info", "Z1", sp=SP_A, client_address="192.0.2.7"))
     trail.sync()
     other.close()
@@ -301,10 +305,7 @@ def test_query_gives_the_events_of_chains_written_side_by_side_in_time_order(dat
     serves any step of a login: the events came chain by chain, a login's steps out of order."""
     audit = load_settings(data.config).broker.audit
     clock = FixedClock(DAY1 + dt.timedelta(minutes=15))
-    writer = ChainWriter(ChainSettings(audit.directory.path, "cli2", dt.timedelta(hours=1), 1 << 30,
-                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
-                         background=False)
-    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli2")
+    writer, trail = chain_of(audit, clock, "cli2")
     for cid, when in (("Z2", DAY1 + dt.timedelta(minutes=15)), ("Z1", DAY2 + dt.timedelta(minutes=5))):
         clock.set(when)
         trail.record(AuditEvent("login_refused", "failure", cid, reason="certificate_missing",
@@ -376,10 +377,7 @@ def test_query_csv_neutralises_formulas(config_dir: Path, detail: str, sp: str) 
     jsonl keeps the value as recorded."""
     audit = load_settings(config_dir).broker.audit
     clock = FixedClock(DAY1)
-    writer = ChainWriter(ChainSettings(audit.directory.path, "cli", dt.timedelta(hours=1), 1 << 30,
-                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
-                         background=False)
-    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli")
+    writer, trail = chain_of(audit, clock, "cli")
     trail.record(AuditEvent("error_response_issued", "failure", "C1", reason="upstream_failed", sp=sp,
                             client_address="192.0.2.7", detail=detail, data={"status": "Responder"}))
     trail.sync()
@@ -692,10 +690,7 @@ def test_report_counts_a_refusal_once_though_the_sp_was_told_of_it(data: Dataset
     that told the SP): the report counted it twice, in the total and by reason."""
     audit = load_settings(data.config).broker.audit
     clock = FixedClock(DAY3)
-    writer = ChainWriter(ChainSettings(audit.directory.path, "cli2", dt.timedelta(hours=1), 1 << 30,
-                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key), clock,
-                         background=False)
-    trail = AuditTrail(writer, clock, pseudonym_key=audit.pseudonym_key.value, instance_id="cli2")
+    writer, trail = chain_of(audit, clock, "cli2")
     for event in (AuditEvent("login_refused", "failure", "P1", reason="passive_login_impossible", sp=SP_A,
                              municipality="kommun-a", client_address="192.0.2.7"),
                   AuditEvent("error_response_issued", "failure", "P1", reason="passive_login_impossible", sp=SP_A,
