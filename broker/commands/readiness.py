@@ -14,7 +14,7 @@ import click
 from broker.app import build_audit_trail
 from broker.audit.events import AuditEvent, new_correlation_id
 from broker.clock import SystemClock
-from broker.commands.common import settings_or_exit
+from broker.commands.common import instant, settings_or_exit
 from broker.config.loader import Settings
 from broker.errors import AuditUnavailable, UnusableInput
 from broker.readiness.model import Report
@@ -39,8 +39,11 @@ from broker.session.store import KeyValueStore, RedisStore
 @click.option("--login", is_flag=True, help="synthetic logins with each municipality's sample certificate and key")
 @click.option("--ca-file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               help="CA certificates that verify servers besides the system's (login pages, synthetic logins, IdPs)")
+@click.option("--at", "at", metavar="INSTANT",
+              help="judge expiries (certificates, metadata, CRL files) at this ISO 8601 instant, e.g. the go-live "
+                   "date (UTC if no offset); the network is still asked now")
 def readiness(config_dir: Path, municipalities: tuple[str, ...], endpoints: tuple[str, ...], as_json: bool,
-              html_file: Path | None, offline: bool, login: bool, ca_file: Path | None) -> None:
+              html_file: Path | None, offline: bool, login: bool, ca_file: Path | None, at: str | None) -> None:
     """Check every link a municipality's go-live depends on; exit 0 only when nothing FAILs.
 
     Certificate municipalities: trust anchors and intermediates (expiry, test hierarchies), CRLs and
@@ -48,9 +51,14 @@ def readiness(config_dir: Path, municipalities: tuple[str, ...], endpoints: tupl
     the CA names each public endpoint really advertises (a live TLS handshake). Municipalities with
     their own IdP: metadata (signature, validUntil, keys), declared attributes, the IdP's endpoint.
     """
+    try:
+        judged_at = instant(at) if at is not None else None
+    except UnusableInput as exc:
+        click.echo(f"unusable input: {exc}", err=True)
+        sys.exit(2)
     settings = settings_or_exit(config_dir, as_json=as_json)
     options = ReadinessOptions(municipalities=municipalities, endpoints=endpoints, network=not offline,
-                               login=login, ca_file=ca_file)
+                               login=login, ca_file=ca_file, at=judged_at)
     show_progress = sys.stderr.isatty() and not as_json
 
     def progress(step: str) -> None:

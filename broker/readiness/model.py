@@ -77,6 +77,7 @@ class Report:
     broker: Section
     municipalities: tuple[Section, ...]
     endpoints: tuple[Section, ...]
+    at: dt.datetime | None = None   # --at: the instant validity windows were judged at (None: at ``generated``)
 
     @property
     def sections(self) -> tuple[Section, ...]:
@@ -97,6 +98,7 @@ class Report:
         return {
             "version": JSON_VERSION,
             "generated": self.generated.isoformat(),
+            "at": self.at.isoformat() if self.at else None,
             "environment": self.environment,
             "result": self.result,
             "counts": self.counts(),

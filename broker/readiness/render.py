@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 import textwrap
@@ -31,6 +32,10 @@ def plain(value: object) -> str:
     return _UNPRINTABLE.sub(escaped, str(value))
 
 
+def _utc(instant: dt.datetime) -> str:
+    return f"{instant.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC"
+
+
 def _heading(section: Section) -> str:
     if section.kind == "municipality":
         return plain(f"{section.name} ({section.id}, {section.details.get('status')}, "
@@ -42,7 +47,8 @@ def _heading(section: Section) -> str:
 
 def text(report: Report, *, colour: bool, width: int = 110) -> str:
     """One block per subject: its checks as STATUS, title, evidence, and the fix under each WARN and FAIL."""
-    lines: list[str] = [f"Readiness {report.generated:%Y-%m-%d %H:%M} UTC ({plain(report.environment)})", ""]
+    lines: list[str] = [f"Readiness {report.generated:%Y-%m-%d %H:%M} UTC ({plain(report.environment)})"
+                        + (f"; expiries judged at {_utc(report.at)}" if report.at else ""), ""]
     for section in report.sections:
         lines.append(f"{_label(section.result, colour)}  {_heading(section)}")
         for check in section.checks:
@@ -103,12 +109,13 @@ def html_dashboard(report: Report) -> str:
     others = "".join(_row(s) for s in (*report.endpoints, report.broker))
     head = ("<tr><th>Result</th><th>Subject</th><th>Status</th><th>Login</th><th>Pass / warn / fail</th>"
             "<th>Next expiry</th><th>Checks</th></tr>")
+    at = f" (expiries judged at {_utc(report.at)})" if report.at else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>Broker readiness {report.generated:%Y-%m-%d}</title><style>{_CSS}</style></head>
 <body><main>
 <h1>Readiness {_badge(report.result)}</h1>
-<p class="muted">{report.generated:%Y-%m-%d %H:%M} UTC, environment {html.escape(report.environment)}:
+<p class="muted">{report.generated:%Y-%m-%d %H:%M} UTC{at}, environment {html.escape(report.environment)}:
 {counts['pass']} passed, {counts['warn']} warnings, {counts['fail']} failed.</p>
 <h2>Municipalities</h2>
 <table>{head}{municipalities}</table>

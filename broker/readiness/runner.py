@@ -45,6 +45,7 @@ class ReadinessOptions:
     network: bool = True                    # False: offline checks only (the status page)
     login: bool = False                     # synthetic logins with the sample certificates and keys
     ca_file: Path | None = None             # more roots for verifying servers (login pages, synthetic logins, IdPs)
+    at: dt.datetime | None = None           # judge validity windows (expiries) at this instant: the go-live date
 
 
 def selected(settings: Settings, wanted: tuple[str, ...]) -> list[Municipality]:
@@ -74,6 +75,9 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
         _usable_ca_file(options.ca_file)
     cfg = settings.broker.readiness
     now = clock.now()
+    # certificates, metadata and CRL files are judged at --at (the go-live date); what is fetched or asked over the
+    # network (CRLs at URLs, OCSP answers, signed metadata, the host clock) is judged now, as logins now judge it
+    at = options.at or now
     window = cfg.expiry_warning.timedelta
     timeout = cfg.timeout.seconds
     dates = ServerDates(clock)
@@ -81,7 +85,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     municipalities = selected(settings, options.municipalities)
 
     progress("the broker's keys")
-    broker_found = broker_checks(settings, now, window, store)
+    broker_found = broker_checks(settings, at, window, store)
 
     # an --endpoint as readiness.endpoints keeps it (HttpsUrl: no trailing slash), so that one URL is one endpoint
     extra = [HttpsUrl.normalise(url) if url.lower().startswith("https://") else url for url in options.endpoints]
@@ -94,7 +98,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     cas = {m.id: (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())
            for m in settings.municipalities.values() if m.config.certificate is not None}
     roots = server_roots(options.ca_file) if probed else ()
-    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes, now=now, window=window,
+    endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes, now=at, window=window,
                                        roots=roots) for p in probed)
 
     crls = CrlStore(clock, fetcher=fetcher, shared=None)
@@ -115,11 +119,11 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             progress(f"{m.id}: trust anchors and revocation")
             sample = m.config.readiness.sample_certificate
             domain = settings.trust.domains.get(m.id)
-            checks += trust_checks(cl, now, window, cfg.environment)
+            checks += trust_checks(cl, at, window, cfg.environment)
             checks += revocation_checks(cl, domain.revocation if domain else None, fetcher, now,
                                         sample.certificate if sample else None, users)
             progress(f"{m.id}: sample certificate")
-            checks += sample_checks(m.id, sample.certificate if sample else None, validator, now, window)
+            checks += sample_checks(m.id, sample.certificate if sample else None, validator, at, window)
             if not urls:
                 checks.append(Check("endpoint.advertises", "warn", "advertised CA list not checked",
                                     "no public endpoint is configured (readiness.endpoints, or --endpoint)",
@@ -142,7 +146,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
                                     "Add a test card's certificate and key (test installations only) to run it."))
         elif m.config.saml is not None:
             progress(f"{m.id}: IdP metadata")
-            checks += federation_checks(m, registry, now, window, timeout, options.network, options.ca_file)
+            checks += federation_checks(m, registry, at, window, timeout, options.network, options.ca_file)
         checks.append(access_check(m, settings))
         sections.append(Section("municipality", m.id, m.config.name.en, tuple(checks), {
             "names": {"sv": m.config.name.sv, "en": m.config.name.en}, "status": m.status,
@@ -152,7 +156,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     if options.network:  # after every fetch: the servers asked on the way are the clocks compared
         broker_found.append(clock_check(dates, _tolerance(settings, municipalities)))
     broker = Section("broker", "broker", "broker", tuple(broker_found))
-    return Report(now, cfg.environment, broker, tuple(sections), endpoints)
+    return Report(now, cfg.environment, broker, tuple(sections), endpoints, options.at)
 
 
 def _tolerance(settings: Settings, municipalities: list[Municipality]) -> dt.timedelta:

@@ -123,8 +123,9 @@ def test_text_shows_what_certificates_and_servers_say_as_text_on_its_own_line(co
 def test_json_has_the_stable_keys() -> None:
     data = json.loads(json.dumps(report().to_json()))
 
-    assert list(data) == ["version", "generated", "environment", "result", "counts", "broker", "endpoints",
+    assert list(data) == ["version", "generated", "at", "environment", "result", "counts", "broker", "endpoints",
                           "municipalities"]
+    assert data["at"] is None   # no --at: judged at "generated"
     assert data["version"] == JSON_VERSION == 1
     assert data["generated"] == "2026-03-02T09:30:00+00:00"
     assert (data["environment"], data["result"]) == ("production", "fail")
