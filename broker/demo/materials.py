@@ -179,8 +179,11 @@ def generate(workdir: Path, example: Path, now: dt.datetime, *, base_url: str = 
         revoked = json.loads((pki / "revoked.json").read_text()) if (pki / "revoked.json").exists() else []
         for serial in revoked:
             issuing.revoked[int(serial)] = now - dt.timedelta(days=2)
-        write_pem(certs / "issuing-ca.crl", issuing.crl())
-        write_pem(certs / "root-ca.crl", root.crl())
+        # configured CRL files, which nothing renews until the demo is set up again: current beyond the example's
+        # readiness.expiry_warning (30 days), as readiness asks of CRL files
+        lasting = now + dt.timedelta(days=90)
+        write_pem(certs / "issuing-ca.crl", issuing.crl(next_update=lasting))
+        write_pem(certs / "root-ca.crl", root.crl(next_update=lasting))
 
     if fresh:
         stranger_root = CertificateAuthority.root("Unknown Demo Root CA", now, organization="Elsewhere")

@@ -31,6 +31,7 @@ from broker.readiness.model import Check
 from broker.readiness.trust import issuing_cas, name_of
 
 _NOT_FETCHED = "CRL not fetched"
+_FILE_LAPSES = "CRL file lapses soon"
 
 
 class RevocationLookups:
@@ -57,7 +58,10 @@ class UsersRevocation:
 
 def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fetcher: HttpFetcher | None,
                       now: dt.datetime, sample: x509.Certificate | None,
-                      users: UsersRevocation | None = None) -> list[Check]:
+                      users: UsersRevocation | None = None, *, at: dt.datetime | None = None,
+                      window: dt.timedelta = dt.timedelta(0)) -> list[Check]:
+    """``at`` (default ``now``) and ``window``: when CRL files, which nothing renews but the operator, must still be
+    current (the go-live date, ``--at``); what is fetched is judged ``now``."""
     config = cl.revocation
     if config.mode == "none" or policy is None:
         return [Check("revocation.mode", "warn", "revocation checking is off",
@@ -71,7 +75,8 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
                             "Use fail_closed unless the municipality accepts the risk in writing."))
     cas = (*cl.anchors(), *cl.intermediate_certificates())
     issuers: set[bytes] = set()   # the CAs a CRL was read from
-    crl_checks = _crl_checks(cl, policy, fetcher, now, cas, sample, issuers) if "crl" in config.methods else []
+    crl_checks = _crl_checks(cl, policy, fetcher, now, cas, sample, issuers, at or now, window) \
+        if "crl" in config.methods else []
     checks += crl_checks
     if "ocsp" in config.methods:
         checks += _ocsp_checks(cl, policy, fetcher, now, sample)
@@ -130,12 +135,13 @@ def _unanswerable_cas(cl: CertificateLogin, crl_issuers: set[bytes] | None) -> l
 
 
 def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
-                cas: Sequence[x509.Certificate], sample: x509.Certificate | None, issuers: set[bytes]) -> list[Check]:
+                cas: Sequence[x509.Certificate], sample: x509.Certificate | None, issuers: set[bytes],
+                at: dt.datetime, window: dt.timedelta) -> list[Check]:
     """``issuers`` gathers the CAs a CRL was read from."""
     checks: list[Check] = []
     for f in cl.revocation.crl.files:
         checks.append(_judge_crl(f"file {f.path}", lambda f=f: Path(f.path).read_bytes(), cas, now, policy,
-                                 kind="file", issuers=issuers))
+                                 kind="file", issuers=issuers, lapse=(at, window)))
     urls: list[str] = [str(u) for u in cl.revocation.crl.urls]
     if cl.revocation.crl.distribution_points:
         for cert in (*cl.intermediate_certificates(), *((sample,) if sample is not None else ())):
@@ -147,7 +153,7 @@ def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFet
             continue
         checks.append(_judge_crl(url, lambda url=url: fetcher.get(url, policy.crl_limits(), "application/pkix-crl"),
                                  cas, now, policy, kind="url", issuers=issuers))
-    if checks and all(c.status == "pass" for c in checks):  # a source that failed is reported already
+    if checks and all(c.status == "pass" or c.title == _FILE_LAPSES for c in checks):  # a failed source is reported
         checks += _uncovered_cas(cl, issuers)
     if not checks:
         checks.append(Check("revocation.crl", "warn", "no CRL source known",
@@ -171,7 +177,11 @@ def _uncovered_cas(cl: CertificateLogin, issuers: set[bytes]) -> list[Check]:
 
 
 def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: dt.datetime,
-               policy: RevocationPolicy, *, kind: str, issuers: set[bytes] | None = None) -> Check:
+               policy: RevocationPolicy, *, kind: str, issuers: set[bytes] | None = None,
+               lapse: tuple[dt.datetime, dt.timedelta] | None = None) -> Check:
+    """``lapse``: (instant, window) a CRL file must stay current through: nothing fetches a new one, so logins refuse
+    (fail closed) once its nextUpdate passes unless the operator replaces the file. FAIL when it has passed at the
+    instant (``--at``, the go-live date), WARN when it passes within the window after it."""
     assert callable(read)
     try:
         verified = verify_crl(parse_crl(read()), cas)
@@ -213,6 +223,22 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
                      f"{where}: issued by {issuer}; nextUpdate {verified.next_update:%Y-%m-%d %H:%M} UTC has passed",
                      "Ask the CA to publish a fresh CRL" + (" and replace the file." if kind == "file" else "."),
                      where, verified.next_update)
+    if lapse is not None:
+        at, window = lapse
+        until = f"{verified.next_update:%Y-%m-%d %H:%M} UTC"
+        fix = ("Replace the file with the CA's current CRL before then and have it replaced on every CA publication "
+               "(or let the broker fetch it: certificate.revocation.crl.urls).")
+        if verified.next_update <= at - policy.skew:
+            return Check("revocation.crl", "fail", "CRL file lapses before the date judged",
+                         f"{where}: issued by {issuer}; nextUpdate {until} is before {at:%Y-%m-%d %H:%M} UTC: nothing "
+                         "fetches a newer one, so from then every login it answers for is refused (soft fail: goes "
+                         "unchecked) unless the file is replaced", fix, where, verified.next_update)
+        if verified.next_update - at <= window:
+            left = verified.next_update - at
+            return Check("revocation.crl", "warn", _FILE_LAPSES,
+                         f"{where}: issued by {issuer}; nextUpdate {until} (in {left.days} days): nothing fetches a "
+                         "newer one, so once it passes every login it answers for is refused (soft fail: goes "
+                         "unchecked) unless the file is replaced", fix, where, verified.next_update)
     return Check("revocation.crl", "pass", "CRL fresh and signed",
                  f"{where}: issued by {issuer}, {len(verified)} entries, next update "
                  f"{verified.next_update:%Y-%m-%d %H:%M} UTC", None, where, verified.next_update)

@@ -121,7 +121,7 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             domain = settings.trust.domains.get(m.id)
             checks += trust_checks(cl, at, window, cfg.environment)
             checks += revocation_checks(cl, domain.revocation if domain else None, fetcher, now,
-                                        sample.certificate if sample else None, users)
+                                        sample.certificate if sample else None, users, at=at, window=window)
             progress(f"{m.id}: sample certificate")
             checks += sample_checks(m.id, sample.certificate if sample else None, validator, at, window)
             if not urls:

@@ -82,7 +82,8 @@ def configure(config_dir: Path, pki: Pki, revocation: dict[str, Any], *,
         config_dir, A, anchors=[pki.root.certificate],
         intermediates=intermediates if intermediates is not None else [pki.issuing.certificate],
         revocation=revocation, crls=crls, sample=sample)
-    set_readiness(config_dir)
+    # a day's warning: the factory's CRLs (nextUpdate in 7 days) are current CRL files, not ones about to lapse
+    set_readiness(config_dir, expiry_warning="1d")
     return load(config_dir)
 
 
@@ -150,12 +151,52 @@ def test_stale_crl_file_fails(config_dir: Path, pki: Pki) -> None:
 
 
 def test_crl_past_next_update_within_clock_skew_still_passes(config_dir: Path, pki: Pki) -> None:
-    """nextUpdate 2 minutes ago, clock_skew 5m: the broker would still use it, so readiness does too."""
+    """nextUpdate 2 minutes ago, clock_skew 5m: the broker would still use it, so readiness does not fail it (a
+    file: it warns that the file is about to lapse)."""
     crls = {"issuing-ca.crl": crl(pki.issuing, this_update=NOW - DAY, next_update=NOW - dt.timedelta(minutes=2))}
     result = kommun_a(configure(config_dir, pki, crl_block(files=[CRL_FILES["issuing-ca.crl"]], clock_skew="5m"),
                                 crls=crls))
 
-    assert statuses(result, "revocation.crl") == ["pass"]
+    assert [(c.status, c.title) for c in result.checks if c.id == "revocation.crl"] == [
+        ("warn", "CRL file lapses soon")]
+
+
+@pytest.mark.parametrize(("warning", "at", "status", "title"), [
+    ("1d", None, "pass", "CRL fresh and signed"),
+    ("30d", None, "warn", "CRL file lapses soon"),                           # 7 days left, a 30-day window
+    ("1d", NOW + 6 * DAY + dt.timedelta(hours=1), "warn", "CRL file lapses soon"),   # under a day left at go-live
+    ("1d", NOW + 10 * DAY, "fail", "CRL file lapses before the date judged"),        # lapsed by go-live
+], ids=["current", "lapses-within-the-window", "lapses-the-day-of-go-live", "lapsed-by-go-live"])
+def test_crl_file_is_judged_through_the_window_and_the_date_given(config_dir: Path, pki: Pki, warning: str,
+                                                                  at: dt.datetime | None, status: str,
+                                                                  title: str) -> None:
+    """Nothing fetches a configured CRL file: once its nextUpdate (here in 7 days) passes, every login it answers
+    for is refused until the operator replaces it, so it must still be current at go-live (``--at``)."""
+    crls = fresh_crls(pki)
+    configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=crls)
+    set_readiness(config_dir, expiry_warning=warning)
+
+    result = section(readiness(load(config_dir), now=NOW, municipalities=[A], at=at), A)
+
+    checks = [c for c in result.checks if c.id == "revocation.crl"]
+    assert [(c.status, c.title) for c in checks] == [(status, title)] * 2
+    assert checks[0].expires == crls["issuing-ca.crl"].next_update_utc
+    assert (checks[0].fix is not None) == (status != "pass")
+    if status != "pass":
+        assert checks[0].fix is not None
+        assert "certificate.revocation.crl.urls" in checks[0].fix
+        assert "replaced" in checks[0].evidence
+
+
+def test_crl_at_a_url_is_judged_now_whatever_the_date_given(config_dir: Path, pki: Pki, files: FileServer) -> None:
+    """A CRL the broker fetches is renewed by the CA before it lapses: its nextUpdate says nothing about go-live."""
+    url = files.put_crl("/crl/issuing.crl", pki.issuing.crl())
+    root_url = files.put_crl("/crl/root.crl", pki.root.crl())
+    configure(config_dir, pki, crl_block(urls=[url, root_url]))
+
+    result = section(readiness(load(config_dir), now=NOW, municipalities=[A], at=NOW + 60 * DAY), A)
+
+    assert statuses(result, "revocation.crl") == ["pass", "pass"]
 
 
 def test_crl_whose_next_update_is_before_its_this_update_fails_as_logins_cannot_use_it(config_dir: Path,
