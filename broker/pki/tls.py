@@ -18,6 +18,7 @@ import contextlib
 import errno
 import io
 import ipaddress
+import re
 import socket
 import struct
 from collections.abc import Sequence
@@ -157,6 +158,9 @@ class EndpointProbe:
     ``certificate_requested``: the server sent a CertificateRequest in the handshake itself (as opposed to
     asking later, per path, by renegotiation or post-handshake authentication, which HTTP/2 forbids).
     ``ca_list_bytes``: the size of the advertised CA list on the wire (RFC 8446 §4.2.4, RFC 5246 §7.4.4).
+    ``required``: how the server refused a client that sent no certificate after its request (the handshake aborted:
+    Apache ``SSLVerifyClient require``; or an HTTP request answered 400/495/496 for the missing certificate: nginx
+    ``ssl_verify_client on``), None when it went on without one.
     """
 
     ca_names: tuple[x509.Name, ...]
@@ -164,6 +168,7 @@ class EndpointProbe:
     alpn: str | None
     tls_version: str
     server_certificates: tuple[x509.Certificate, ...]
+    required: str | None = None
 
     @property
     def ca_list_bytes(self) -> int:
@@ -206,6 +211,7 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
         if not _address_literal(name):  # RFC 6066 §3: an IP address is never a HostName, nor sent by browsers
             conn.set_tlsext_host_name(name.encode("idna"))
         conn.set_connect_state()
+        required: str | None = None
         try:
             conn.do_handshake()
         except SSL.Error as exc:
@@ -215,16 +221,88 @@ def probe_endpoint(host: str, port: int, *, server_name: str | None = None, time
             # a server that requires a certificate may abort after its request; anything else is no handshake
             if not requested:
                 raise ConnectionError(f"TLS handshake failed: {exc or type(exc).__name__}") from None
+            required = f"the handshake was aborted after the certificate request ({_ssl_error(exc)})"
         if deadline.expired:
             raise TimeoutError(f"no complete TLS handshake within {timeout:g} s")
         names = tuple(conn.get_client_ca_list(as_cryptography=True))
         chain = conn.get_peer_cert_chain(as_cryptography=True) or []
         negotiated = conn.get_alpn_proto_negotiated()
         version = conn.get_protocol_version_name()
+        if requested and required is None:
+            required = _refused_without_certificate(conn, raw, name, negotiated, deadline, limit)
         with contextlib.suppress(SSL.Error):
             conn.shutdown()
     return EndpointProbe(names, bool(requested), negotiated.decode() if negotiated else None, version,
-                         tuple(chain))
+                         tuple(chain), required)
+
+
+ALERT_WAIT_US = 300_000   # how long a server that requires a certificate gets to send its alert, in microseconds
+# the HTTP/2 connection preface and an empty SETTINGS frame (RFC 9113 §3.4, §6.5): a server answers with its own
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_REFUSED_STATUS = re.compile(rb"^HTTP/1\.[01] (49[56]|400)\b")
+
+
+def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host: str, alpn: bytes | None,
+                                 deadline: SocketDeadline, limit: bytes) -> str | None:
+    """After a handshake without a client certificate: whether the server refuses to go on without one. TLS 1.3
+    servers that require a certificate abort only after the client's Finished (RFC 8446 §4.4.2.4: the alert
+    certificate_required arrives on the first read); nginx (``ssl_verify_client on``) completes the handshake and
+    answers the HTTP request 400 "No required SSL certificate was sent" (its 496; 495 for a certificate error)."""
+    if alpn == b"h2":
+        request = _H2_PREFACE
+    else:
+        target = f"[{host}]" if ":" in host else host
+        request = (f"GET / HTTP/1.1\r\nHost: {target}\r\nUser-Agent: broker-readiness\r\nAccept: */*\r\n"
+                   "Connection: close\r\n\r\n").encode("ascii", "replace")
+    # the alert first: it is on its way at once, and a write after it may meet the reset of the closed connection,
+    # which discards it unread
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, ALERT_WAIT_US))
+    try:
+        conn.recv(1)
+    except SSL.WantReadError:
+        pass
+    except SSL.Error as exc:
+        alert = _ssl_error(exc)
+        if not _timed_out(exc) and re.search("certificate|handshake failure", alert, re.I):
+            return f"the server ended the connection after the handshake ({alert})"
+    finally:
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+    answer = b""
+    with contextlib.suppress(SSL.Error, OSError):  # a server that aborted may reset the write: its alert is read next
+        conn.sendall(request)
+    try:
+        while len(answer) < 8192 and b"</title>" not in answer.lower() and not deadline.expired:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+            if alpn == b"h2":
+                break  # the server's SETTINGS: it goes on without a certificate
+    except SSL.ZeroReturnError:
+        pass
+    except SSL.Error as exc:
+        if not answer:  # (with part of an answer: judged below)
+            alert = _ssl_error(exc)
+            if deadline.expired or _timed_out(exc) or not re.search("certificate|handshake failure", alert, re.I):
+                return None  # no answer in time, or a reset: says nothing either way
+            return f"the server ended the connection after the handshake ({alert})"
+    except OSError:
+        return None
+    status = _REFUSED_STATUS.match(answer)
+    if status is None:
+        return None
+    code = status.group(1).decode()
+    if code == "400" and b"certificate" not in answer.lower():
+        return None  # a 400 for another reason than the certificate
+    line = answer.split(b"\r\n", 1)[0].decode("ascii", "replace")
+    return f"an HTTP request without a certificate was answered {line!r}"
+
+
+def _ssl_error(exc: SSL.Error) -> str:
+    """pyOpenSSL's error as the reasons OpenSSL gave (e.g. 'tlsv13 alert certificate required')."""
+    if exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        return "; ".join(str(entry[-1]) for entry in exc.args[0] if isinstance(entry, tuple)) or str(exc)
+    return str(exc) or type(exc).__name__
 
 
 def _address_literal(name: str) -> bool:

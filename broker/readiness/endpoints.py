@@ -33,7 +33,7 @@ from broker.config.schema import CertificateLogin
 from broker.origins import origin
 from broker.pki.deadline import resolve_within
 from broker.pki.tls import EndpointProbe, probe_endpoint
-from broker.readiness.model import RANK, Check, Section
+from broker.readiness.model import RANK, Check, Section, Status
 from broker.readiness.trust import issuing_cas, name_of, validity_check
 
 # more addresses than this behind one login host name are not probed (each may take the whole timeout)
@@ -132,10 +132,12 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_bytes: int, *,
                      now: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(days=30),
-                     roots: Sequence[x509.Certificate] | None = None) -> Section:
+                     roots: Sequence[x509.Certificate] | None = None,
+                     without_card: tuple[Status, str] = ("warn", "")) -> Section:
     """Checks about the endpoint itself; ``known``: the configured CAs' names (:func:`configured_names`). With
     ``now``, also its own server certificate (valid, not expiring within ``window``, for the URL's host), and
-    with ``roots`` (:func:`server_roots`) the chain it sends (:func:`_server_chain`)."""
+    with ``roots`` (:func:`server_roots`) the chain it sends (:func:`_server_chain`). ``without_card``: how bad an
+    endpoint that refuses browsers without a certificate is, and who is then refused (:func:`without_card`)."""
     url = found.url
     p = found.probe
     addresses = [{"address": a.address, "error": a.error,
@@ -148,7 +150,7 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_
             {"tls_version": None, "alpn": None, "certificate_requested": None, "advertised": [], "ca_list_bytes": 0,
              "addresses": addresses})
     answers = found.answers()
-    checks = merged([(where, _answer_checks(url, answer, known, warn_bytes, now, window, roots))
+    checks = merged([(where, _answer_checks(url, answer, known, warn_bytes, now, window, roots, without_card))
                      for where, answer in answers])
     if len(found.addresses) > 1:
         checks.append(_addresses_check(found, answers))
@@ -160,10 +162,20 @@ def endpoint_section(found: ProbedEndpoint, known: dict[bytes, x509.Name], warn_
 
 def _answer_checks(url: str, p: EndpointProbe, known: dict[bytes, x509.Name], warn_bytes: int,
                    now: dt.datetime | None, window: dt.timedelta,
-                   roots: Sequence[x509.Certificate] | None = None) -> list[Check]:
+                   roots: Sequence[x509.Certificate] | None = None,
+                   without_card: tuple[Status, str] = ("warn", "")) -> list[Check]:
     """The endpoint's checks on one answer (of one or more of its addresses)."""
     checks = [Check("endpoint.handshake", "pass", "TLS handshake", f"{p.tls_version}, ALPN {p.alpn or 'none'}",
                     None, url)]
+    if p.required is not None:
+        status, who = without_card
+        checks.append(Check(
+            "endpoint.certificate_required", status, "a client certificate is required",
+            f"{url}: {p.required}: browsers without a certificate are refused by the proxy before the broker "
+            f"answers: {who or 'users without a card in the reader'} get the proxy's error instead of the broker's "
+            "pages (the explanation, /diagnose)",
+            "Make the client certificate optional (nginx: ssl_verify_client optional_no_ca; Apache: SSLVerifyClient "
+            "optional_no_ca; `broker proxy-config` writes it): the broker decides and explains.", url))
     if now is not None and p.server_certificates:
         own = _server_certificate(url, p.server_certificates[0], now, window)
         checks.append(own)
@@ -206,6 +218,16 @@ def _answer_checks(url: str, p: EndpointProbe, known: dict[bytes, x509.Name], wa
                             "Advertise only the configured municipalities' CAs (`broker proxy-config`), not whole "
                             "bundles of others.", url))
     return checks
+
+
+def without_card(saml_municipalities: Sequence[str]) -> tuple[Status, str]:
+    """How bad an endpoint that requires a client certificate is: FAIL when municipalities log in through their own
+    IdP (their users have no card, and the discovery page that sends them there is behind the same proxy), else
+    WARN (a user without the card in the reader gets the proxy's error instead of the broker's explanation)."""
+    if saml_municipalities:
+        return "fail", (f"the users of {', '.join(saml_municipalities)} (they log in through their own IdP, without "
+                        "a card, after the discovery page) and every user without a card")
+    return "warn", ""
 
 
 def merged(answers: Sequence[tuple[Sequence[str], Sequence[Check]]]) -> list[Check]:

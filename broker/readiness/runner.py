@@ -26,6 +26,7 @@ from broker.readiness.endpoints import (
     login_host_check,
     probe,
     server_roots,
+    without_card,
 )
 from broker.readiness.federation import federation_checks
 from broker.readiness.host_clock import ServerDates, clock_check
@@ -98,8 +99,11 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
     cas = {m.id: (*m.config.certificate.anchors(), *m.config.certificate.intermediate_certificates())
            for m in settings.municipalities.values() if m.config.certificate is not None}
     roots = server_roots(options.ca_file) if probed else ()
+    # the users of a SAML municipality reach the broker through the same endpoints without any card
+    cardless = without_card([m.id for m in settings.municipalities.values()
+                             if m.config.saml is not None and m.status in ("onboarding", "active")])
     endpoints = tuple(endpoint_section(p, configured_names(cas), cfg.ca_list_warn_bytes, now=at, window=window,
-                                       roots=roots) for p in probed)
+                                       roots=roots, without_card=cardless) for p in probed)
 
     crls = CrlStore(clock, fetcher=fetcher, shared=None)
     lookups = RevocationLookups()

@@ -10,7 +10,9 @@ endpoint, built on the broker's own :class:`broker.pki.tls.ClientCertTLS` (pyOpe
 * ``require_certificate``: abort the handshake when the client sends none (nginx ``ssl_verify_client on``);
 * ``alpn``: the protocols the server selects from the client's offer, in its order of preference;
 * ``max_version``: e.g. ``SSL.TLS1_2_VERSION`` to pin TLS 1.2;
-* ``silent=True``: accept TCP connections and never answer (a black hole behind a load balancer).
+* ``silent=True``: accept TCP connections and never answer (a black hole behind a load balancer);
+* ``http_answer``: after the handshake, read one HTTP request and send these bytes (e.g. nginx's 400 "No required
+  SSL certificate was sent" to a client without one).
 
 It binds 127.0.0.1 on a port the kernel picks, serves from a background thread as soon as it is built, and
 must be stopped (``with TlsEndpoint(...) as e:`` or ``stop()``); stopping closes every socket and joins the
@@ -67,11 +69,13 @@ class TlsEndpoint:
     def __init__(self, identity: ServerIdentity, *, client_cas: Sequence[x509.Certificate] = (),
                  request_certificate: bool = True, require_certificate: bool = False,
                  alpn: Sequence[bytes] = (b"http/1.1",), max_version: int | None = None,
-                 silent: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
+                 silent: bool = False, host: str = "127.0.0.1", port: int = 0,
+                 http_answer: bytes | None = None) -> None:
         self.advertised = tuple(c.subject for c in client_cas) if request_certificate else ()
         self.handshakes: list[tuple[bool, str | None, str | None, str | None]] = []
         self.server_names: list[str | None] = []  # each handshake's SNI, in the order of ``handshakes``
         self._silent = silent
+        self._http_answer = http_answer
         tls = ClientCertTLS(identity.chain, identity.key_pem, client_cas)
         ctx = tls.context
         if not request_certificate:
@@ -128,6 +132,14 @@ class TlsEndpoint:
             try:
                 conn.do_handshake()
                 with contextlib.suppress(SSL.Error, OSError):
+                    if self._http_answer is not None:
+                        request = b""
+                        while b"\r\n\r\n" not in request:
+                            chunk = conn.recv(4096)
+                            if not chunk:
+                                break
+                            request += chunk
+                        conn.sendall(self._http_answer)
                     conn.recv(1)  # the client's close_notify (or its EOF), so its reads never see a reset
             except (SSL.Error, OSError) as exc:
                 self.server_names.append(_server_name(conn))

@@ -39,6 +39,7 @@ from broker.readiness.endpoints import (
     login_host_check,
     probe,
     server_roots,
+    without_card,
 )
 from broker.readiness.model import Section
 from broker.readiness.trust import name_of
@@ -543,6 +544,78 @@ def test_server_that_requires_a_certificate_still_shows_its_list(settings: Setti
     assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
     assert statuses(endpoint_checks(settings, found), "endpoint.ca_list") == ["pass"]
     assert endpoint.recorded(1)[0][0] is False  # the server did refuse the probe
+
+
+NGINX_NO_CERTIFICATE = (b"HTTP/1.1 400 Bad Request\r\nServer: nginx\r\nContent-Type: text/html\r\n"
+                        b"Content-Length: 230\r\nConnection: close\r\n\r\n<html>\r\n<head><title>400 No required "
+                        b"SSL certificate was sent</title></head>\r\n")
+A_400_OF_ITS_OWN = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n"
+                    b"Connection: close\r\n\r\nmissing SAMLRequest")
+
+
+@pytest.mark.parametrize(("options", "evidence"), [
+    pytest.param({"require_certificate": True, "max_version": SSL.TLS1_2_VERSION},
+                 "the handshake was aborted after the certificate request", id="apache-require-tls1.2"),
+    pytest.param({"require_certificate": True},
+                 "the server ended the connection after the handshake (tlsv13 alert certificate required)",
+                 id="apache-require-tls1.3"),
+    pytest.param({"http_answer": NGINX_NO_CERTIFICATE},
+                 "an HTTP request without a certificate was answered 'HTTP/1.1 400 Bad Request'",
+                 id="nginx-verify-client-on"),
+    pytest.param({"http_answer": NGINX_NO_CERTIFICATE.replace(b"400 Bad Request", b"496 SSL Certificate Required")},
+                 "an HTTP request without a certificate was answered 'HTTP/1.1 496 SSL Certificate Required'",
+                 id="status-496"),
+])
+@pytest.mark.parametrize(("saml", "status"), [([], "warn"), (["kommun-c"], "fail")],
+                         ids=["certificate-municipalities-only", "a-saml-municipality"])
+def test_an_endpoint_that_requires_a_certificate_is_found(settings: Settings, serve,  # type: ignore[no-untyped-def]
+                                                          options: dict[str, Any], evidence: str, saml: list[str],
+                                                          status: str) -> None:
+    """A proxy that requires a client certificate (Apache ``SSLVerifyClient require``, nginx ``ssl_verify_client
+    on``) still advertises the CA list, so every other check passes; but users without a card (a municipality's own
+    IdP, the discovery page, a card not in the reader) are refused before the broker answers."""
+    found = probed(serve(client_cas=cas(settings, "kommun-a"), **options))
+
+    result = endpoint_section(found, known(settings), WARN_BYTES, without_card=without_card(saml))
+
+    check = only(result, "endpoint.certificate_required")
+    assert (check.status, check.title) == (status, "a client certificate is required")
+    assert evidence in check.evidence
+    assert ("the users of kommun-c" in check.evidence) == bool(saml)
+    assert check.fix is not None
+    assert "optional_no_ca" in check.fix
+    assert advertised_check(login(settings, "kommun-a"), found).status == "pass"
+
+
+@pytest.mark.parametrize("options", [
+    pytest.param({}, id="optional"),
+    pytest.param({"max_version": SSL.TLS1_2_VERSION}, id="optional-tls1.2"),
+    pytest.param({"alpn": (b"h2",)}, id="optional-http2"),
+    pytest.param({"http_answer": A_400_OF_ITS_OWN}, id="a-400-for-another-reason"),
+    pytest.param({"http_answer": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"}, id="answers-200"),
+])
+def test_an_endpoint_that_goes_on_without_a_certificate_is_not_called_requiring(settings: Settings, serve,  # type: ignore[no-untyped-def]
+                                                                               options: dict[str, Any]) -> None:
+    found = probed(serve(client_cas=cas(settings, "kommun-a"), **options))
+
+    assert found.probe is not None
+    assert found.probe.required is None
+    assert statuses(endpoint_checks(settings, found), "endpoint.certificate_required") == []
+
+
+def test_readiness_fails_an_endpoint_requiring_a_certificate_when_a_municipality_logs_in_through_saml(
+        settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
+    """The example configuration has Kommun C, whose users log in through its own IdP: they have no card."""
+    assert settings.municipalities["kommun-c"].config.saml is not None
+    endpoint = serve(client_cas=cas(settings, "kommun-a"), http_answer=NGINX_NO_CERTIFICATE)
+
+    report = readiness(settings, municipalities=["kommun-a"], endpoints=(endpoint.url,))
+
+    (found,) = [s for s in report.endpoints if s.id == endpoint.url]
+    check = only(found, "endpoint.certificate_required")
+    assert check.status == "fail"
+    assert "kommun-c" in check.evidence
+    assert report.result == "fail"
 
 
 def test_tls12_ca_list_is_read(settings: Settings, serve) -> None:  # type: ignore[no-untyped-def]
