@@ -388,7 +388,8 @@ class ReadinessConfig:
     """What `broker readiness` checks beyond the configuration itself."""
 
     environment: Literal["production", "test"] = field(
-        default="production", metadata=doc("production: test hierarchies (TEST, PP, SYSTEMTEST CAs) are failures"))
+        default="production", metadata=doc("production: test hierarchies (TEST, PP, SYSTEMTEST CAs) are failures, "
+                                           "a sample_key (a card's private key) a warning"))
     endpoints: tuple[HttpsUrl, ...] = field(
         default=(), metadata=doc("public URLs where municipal users log in: the CA names each advertises are "
                                  "checked live"))

@@ -32,7 +32,7 @@ from broker.readiness.federation import federation_checks
 from broker.readiness.host_clock import ServerDates, clock_check
 from broker.readiness.model import Check, Report, Section
 from broker.readiness.revocation import RevocationLookups, UsersRevocation, revocation_checks
-from broker.readiness.samples import sample_checks
+from broker.readiness.samples import sample_checks, sample_key_check
 from broker.readiness.synthetic import synthetic_login
 from broker.readiness.trust import trust_checks
 from broker.saml.upstream_metadata import UpstreamMetadata
@@ -136,6 +136,8 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             for found in probed:
                 checks.append(advertised_check(cl, found))
             key = m.config.readiness.sample_key
+            if key is not None and cfg.environment == "production":
+                checks.append(sample_key_check(m.id, str(key.path)))
             if options.login and sample is not None and key is not None:
                 answering = {p.url: [a.address for a in p.addresses if a.probe is not None] for p in probed}
                 for url in urls:

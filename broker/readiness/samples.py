@@ -45,3 +45,15 @@ def sample_checks(municipality_id: str, sample: x509.Certificate | None, validat
     if expiry.status != "pass":
         checks.append(expiry)
     return checks
+
+
+def sample_key_check(municipality_id: str, path: str) -> Check:
+    """``sample.key``: a sample's private key in a production configuration (readiness.environment: production). It
+    is a real card's key: whoever reads the configuration (backups, a repository, a support bundle) can log in as its
+    holder, at every SP of the municipality. Only ``--login`` uses it, and only a test installation needs that."""
+    return Check("sample.key", "warn", "a card's private key in a production configuration",
+                 f"{municipality_id}: readiness.sample_key {path}: whoever reads the configuration (backups, a "
+                 "repository, a support bundle) can log in as the card's holder",
+                 "Remove readiness.sample_key (and the key file) from the production configuration; run the "
+                 "synthetic login (--login) from a test installation, or set readiness.environment: test in one.",
+                 municipality_id)

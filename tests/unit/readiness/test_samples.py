@@ -176,3 +176,27 @@ def test_sample_expiring_soon_passes_and_warns_about_its_expiry(config_dir: Path
     assert (expiry.status, expiry.title, expiry.subject) == ("warn", "sample certificate expires soon",
                                                                "Sara Svensson")
     assert expiry.expires == leaf.certificate.not_valid_after_utc
+
+
+@pytest.mark.parametrize(("environment", "with_key", "found"), [
+    ("production", True, ["warn"]),
+    ("test", True, []),
+    ("production", False, []),
+], ids=["key-in-production", "key-in-a-test-installation", "no-key"])
+def test_a_sample_key_in_a_production_configuration_warns(config_dir: Path, environment: str, with_key: bool,
+                                                         found: list[str]) -> None:
+    """A sample key is a real card's private key: in a production configuration anyone who reads it logs in as the
+    card's holder (docs/configuration.md: keep it out of production)."""
+    if not with_key:
+        edit_municipality(config_dir, "kommun-a", lambda doc: doc["readiness"].pop("sample_key"))
+    set_readiness(config_dir, environment=environment)
+
+    result = section(readiness(load(config_dir), now=NOW, municipalities=["kommun-a"], network=False), "kommun-a")
+
+    assert statuses(result, "sample.key") == found
+    if found:
+        check = only(result, "sample.key")
+        assert check.title == "a card's private key in a production configuration"
+        assert "certs/kommun-a/sample.key" in check.evidence
+        assert check.fix is not None
+        assert "Remove readiness.sample_key" in check.fix
