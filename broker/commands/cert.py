@@ -24,7 +24,7 @@ from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
 from broker.config.values import HttpUrl
 from broker.errors import CertificateRejected, UnusableInput
 from broker.pki.identity import mask_personnummer
-from broker.pki.path import first_unrevoked, verify_paths
+from broker.pki.path import first_unrevoked, operator_hint, verify_paths
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
 from broker.pki.revocation.http import HttpFetcher
@@ -118,7 +118,7 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
             checker.register(policy)
         path, outcome = first_unrevoked(paths, lambda candidate: checker.check(candidate.chain, policy))
     except CertificateRejected as exc:
-        result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint)
+        result.update(reason=exc.reason, detail=exc.detail, hint=operator_hint(exc, leaf_cert))
         emit(result, as_json)
         sys.exit(1)
     finally:
@@ -158,7 +158,7 @@ def cert_check(leaf: Path, config_dir: Path, at: str | None, offline: bool, as_j
             chosen: str | None = settings.trust.for_issuer(leaf_cert).id
         except CertificateRejected:  # no municipality's (the reason says why)
             chosen = None
-        result.update(reason=exc.reason, detail=exc.detail, hint=exc.row.hint, municipality=chosen)
+        result.update(reason=exc.reason, detail=exc.detail, hint=operator_hint(exc, leaf_cert), municipality=chosen)
         emit(result, as_json)
         sys.exit(1)
     finally:

@@ -62,7 +62,7 @@ from cryptography.x509.verification import (
 from broker.errors import CertificateRejected
 from broker.lru import LruCache
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
-from broker.pki.naming import describe
+from broker.pki.naming import describe, is_ca
 from broker.pki.policy import valid_policies
 from broker.pki.truststore import TrustDomain
 
@@ -143,19 +143,37 @@ def check_purpose(leaf: x509.Certificate) -> None:
     is not enough. Key usage must be present and include digitalSignature, which
     separates a SITHS card's authentication certificate from its signing one.
     """
+    # a CA certificate checked as a user's (the CA file given by mistake) fails here too: said so, as the reason's
+    # hint (the card's signing certificate) would mislead
+    ca = CA_CERTIFICATE if is_ca(leaf) else ""
     try:
         eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         eku = None
     if eku is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in eku:
         names = ", ".join(o._name if o._name != "Unknown OID" else o.dotted_string for o in eku)
-        raise CertificateRejected("eku_not_client_auth", f"extended key usage is {names or 'empty'}")
+        raise CertificateRejected("eku_not_client_auth", f"{ca}extended key usage is {names or 'empty'}")
     try:
         ku = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
-        raise CertificateRejected("key_usage_not_digital_signature", "the certificate has no key usage") from None
+        raise CertificateRejected("key_usage_not_digital_signature", f"{ca}the certificate has no key usage") \
+            from None
     if not ku.digital_signature:
-        raise CertificateRejected("key_usage_not_digital_signature", "key usage lacks digitalSignature")
+        raise CertificateRejected("key_usage_not_digital_signature", f"{ca}key usage lacks digitalSignature")
+
+
+CA_CERTIFICATE = "a CA certificate (basicConstraints cA=TRUE), not a user's: "
+CA_CERTIFICATE_HINT = ("This is a CA certificate, not a user's: check a user's certificate (from the card, or the "
+                       "municipality's sample), not the CA's.")
+
+
+def operator_hint(exc: CertificateRejected, cert: x509.Certificate) -> str:
+    """The hint for an operator checking ``cert`` (``broker cert``, a readiness sample): the reason's, except for a
+    CA certificate refused by the purpose rules, where the reason's hint (the user picked the card's signing or
+    another certificate) would send the operator after the wrong thing."""
+    if exc.reason in ("eku_not_client_auth", "key_usage_not_digital_signature") and is_ca(cert):
+        return CA_CERTIFICATE_HINT
+    return exc.row.hint
 
 
 def check_subject_name(leaf: x509.Certificate) -> None:

@@ -9,6 +9,7 @@ from cryptography import x509
 
 from broker.errors import CertificateRejected
 from broker.pki.identity import display_identity
+from broker.pki.path import operator_hint
 from broker.pki.validator import CertificateValidator
 from broker.readiness.model import Check
 from broker.readiness.trust import name_of, validity_check
@@ -28,9 +29,9 @@ def sample_checks(municipality_id: str, sample: x509.Certificate | None, validat
     try:
         validated = validator.validate(sample)
     except CertificateRejected as exc:
-        row = REASONS.get(exc.reason)
+        hint = operator_hint(exc, sample) if REASONS.get(exc.reason) else None
         refused = Check("sample.certificate", "fail", f"sample certificate refused: {exc.reason}",
-                        f"{subject}: {exc.detail}", row.hint if row else None, subject)
+                        f"{subject}: {exc.detail}", hint, subject)
         # an expired (or not yet valid) sample is refused for that: its own check says to replace it
         return [refused, expiry] if expiry.status == "fail" else [refused]
     if validated.municipality_id != municipality_id:

@@ -375,6 +375,27 @@ def test_check_rejected(demo_material: Any, demo_now: dt.datetime, config_dir: P
     assert (data["accepted"], data["reason"]) == (False, reason)
 
 
+@pytest.mark.parametrize("ca", ["root-ca.pem", "issuing-ca.pem"], ids=["root", "issuing-ca"])
+@pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
+def test_check_of_a_ca_certificate_says_it_is_one(demo_now: dt.datetime, config_dir: Path, ca: str,
+                                                  json_flag: list[str]) -> None:
+    """A CA certificate given by mistake (the configured CA file instead of a user's) lacks digitalSignature like a
+    card's signing certificate, but the hint must not send the operator after the user's choice of certificate."""
+    result = run("cert", "check", config_dir / "certs" / "kommun-a" / ca, "--config", config_dir,
+                 "--at", demo_now.isoformat(), *json_flag)
+
+    assert result.exit_code == 1, result.output
+    if json_flag:
+        data = as_json(result)
+        assert data["reason"] == "key_usage_not_digital_signature"
+        assert data["detail"].startswith("a CA certificate (basicConstraints cA=TRUE), not a user's: ")
+        assert data["hint"] == ("This is a CA certificate, not a user's: check a user's certificate (from the card, "
+                                "or the municipality's sample), not the CA's.")
+    else:
+        assert "signing" not in result.output
+        assert "This is a CA certificate, not a user's" in result.output
+
+
 PERSONNUMMER_OF_BO_AND_ERIK = "191212121212"
 
 

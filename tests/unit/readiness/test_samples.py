@@ -200,3 +200,16 @@ def test_a_sample_key_in_a_production_configuration_warns(config_dir: Path, envi
         assert "certs/kommun-a/sample.key" in check.evidence
         assert check.fix is not None
         assert "Remove readiness.sample_key" in check.fix
+
+
+def test_a_ca_certificate_as_the_sample_is_said_to_be_one(config_dir: Path) -> None:
+    """The issuing CA's file configured as the sample: the fix is to configure a user's certificate, not to ask the
+    user for the card's authentication certificate."""
+    use_sample(config_dir, "kommun-a", config_dir / "certs" / "kommun-a" / "issuing-ca.pem")
+
+    check = only(run_offline(config_dir, "kommun-a"), "sample.certificate")
+
+    assert (check.status, check.title) == ("fail", "sample certificate refused: key_usage_not_digital_signature")
+    assert "a CA certificate (basicConstraints cA=TRUE), not a user's" in check.evidence
+    assert check.fix == ("This is a CA certificate, not a user's: check a user's certificate (from the card, or the "
+                         "municipality's sample), not the CA's.")
