@@ -56,7 +56,8 @@ def federation_checks(m: Municipality, registry: UpstreamMetadata, now: dt.datet
                             "the IdP's metadata has no HTTP-Redirect or HTTP-POST SingleLogoutService: logout will "
                             "not reach the municipality's IdP", "Ask the municipality to publish its SLO endpoint."))
     if network:
-        checks.append(_reachable("saml.sso_endpoint", "SSO endpoint", idp.sso().location, timeout, ca_file))
+        checks.append(_reachable("saml.sso_endpoint", "SSO endpoint", idp.sso().location, timeout, ca_file,
+                                 now, window))
     return checks
 
 
@@ -101,9 +102,12 @@ def _attributes(m: Municipality, idp: IdpMetadata) -> list[Check]:
     return [Check("saml.attributes", "pass", "required attributes declared", ", ".join(needed))]
 
 
-def _reachable(check_id: str, what: str, url: str, timeout: float, ca_file: Path | None) -> Check:
+def _reachable(check_id: str, what: str, url: str, timeout: float, ca_file: Path | None,
+               at: dt.datetime | None = None, window: dt.timedelta = dt.timedelta(0)) -> Check:
     """A verified TLS handshake with the endpoint's host (the user's browser must get there too), connection and
-    handshake within ``timeout`` together (a watchdog: each socket operation has the timeout of its own)."""
+    handshake within ``timeout`` together (a watchdog: each socket operation has the timeout of its own). With
+    ``at``, its server certificate must also stay valid through ``window`` after it (the go-live date, ``--at``):
+    browsers block an IdP login page whose certificate has expired."""
     context = ssl.create_default_context()
     if ca_file is not None:  # in addition to the system's roots
         context.load_verify_locations(cafile=str(ca_file))
@@ -129,5 +133,15 @@ def _reachable(check_id: str, what: str, url: str, timeout: float, ca_file: Path
                      "Check that the IdP's address resolves and answers with a trusted certificate.", url)
     until = dt.datetime.strptime(str(cert["notAfter"]), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=dt.UTC) \
         if cert and cert.get("notAfter") else None
+    if until is not None and at is not None and until - at <= window:
+        fix = ("Ask the municipality to renew its IdP's TLS certificate before then: browsers refuse the IdP's login "
+               "page once it has expired.")
+        if until <= at:
+            return Check(check_id, "fail", f"{what}'s TLS certificate expired by {at:%Y-%m-%d}",
+                         f"{url}: TLS verified now; its server certificate expires {until:%Y-%m-%d %H:%M} UTC",
+                         fix, url, until)
+        return Check(check_id, "warn", f"{what}'s TLS certificate expires soon",
+                     f"{url}: TLS verified; its server certificate expires {until:%Y-%m-%d} (in "
+                     f"{(until - at).days} days)", fix, url, until)
     return Check(check_id, "pass", f"{what} answers", f"{url}: TLS verified"
                  + (f", server certificate valid until {until:%Y-%m-%d}" if until else ""), None, url, until)

@@ -40,6 +40,8 @@ from tests.factories.http_files import HANDLER_SOCKET_TIMEOUT, FileServer, close
 MD = "urn:oasis:names:tc:SAML:2.0:metadata"
 DS = "http://www.w3.org/2000/09/xmldsig#"
 NS = {"md": MD, "ds": DS}
+DAY = dt.timedelta(days=1)
+SERVER_CERTIFICATE_DAYS = 90   # the HTTPS test server's certificate: beyond readiness' 30-day expiry_warning
 
 RSA_SHA256 = (xmlsec.constants.TransformRsaSha256, xmlsec.constants.TransformSha256)
 RSA_SHA1 = (xmlsec.constants.TransformRsaSha1, xmlsec.constants.TransformSha1)
@@ -112,7 +114,7 @@ class TlsMaterial:
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
             .issuer_name(ca_cert.subject).public_key(server_key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + SERVER_CERTIFICATE_DAYS * DAY)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

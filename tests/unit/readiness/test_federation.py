@@ -367,6 +367,26 @@ def test_sso_endpoint_reachable_over_verified_tls_passes(config_dir: Path, mater
     assert check.expires is not None
 
 
+@pytest.mark.parametrize(("at", "status", "title"), [
+    (None, "pass", "SSO endpoint answers"),
+    (NOW + 70 * DAY, "warn", "SSO endpoint's TLS certificate expires soon"),
+    (NOW + 100 * DAY, "fail", f"SSO endpoint's TLS certificate expired by {(NOW + 100 * DAY):%Y-%m-%d}"),
+], ids=["today", "go-live-within-the-window", "go-live-after-its-expiry"])
+def test_sso_endpoint_certificate_is_judged_at_the_date_given(config_dir: Path, material: Material,
+                                                              server: HttpsFileServer, at: dt.datetime | None,
+                                                              status: str, title: str) -> None:
+    """The IdP's server certificate (here 90 days left) must outlast go-live: browsers refuse its login page once it
+    has expired, and the municipality's users cannot log in at all."""
+    sso = server.url("/adfs/ls/")
+    settings = with_file(config_dir, edited(material.base, sso=sso))
+
+    result = section(readiness(settings, now=NOW, municipalities=[C], ca_file=material.tls.ca_file, at=at), C)
+
+    check = only(result, "saml.sso_endpoint")
+    assert (check.status, check.title) == (status, title)
+    assert (check.fix is not None) == (status != "pass")
+
+
 def test_sso_endpoint_with_an_untrusted_certificate_fails(config_dir: Path, material: Material,
                                                           server: HttpsFileServer) -> None:
     """Without --ca-file the test CA is not among the roots: the browser would refuse the IdP too."""
