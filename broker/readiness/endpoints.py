@@ -180,7 +180,8 @@ def _answer_checks(url: str, p: EndpointProbe, known: dict[bytes, x509.Name], wa
         own = _server_certificate(url, p.server_certificates[0], now, window)
         checks.append(own)
         if roots is not None:
-            checks.append(_server_chain(url, p.server_certificates, roots, now, judge_trust=own.status != "fail"))
+            checks.append(_server_chain(url, p.server_certificates, roots, now, judge_trust=own.status != "fail",
+                                        window=window))
     if not p.certificate_requested:
         if p.alpn == "h2":
             checks.append(Check("endpoint.http2_per_path", "fail", "HTTP/2 without a certificate request",
@@ -508,7 +509,7 @@ _HASHED = re.compile(r"[0-9a-f]{8}\.[0-9]+\Z")
 
 
 def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x509.Certificate], now: dt.datetime,
-                  *, judge_trust: bool) -> Check:
+                  *, judge_trust: bool, window: dt.timedelta = dt.timedelta(0)) -> Check:
     """``endpoint.server_chain``: does the server send the intermediates its certificate needs, and does the
     chain lead to a root this host trusts? (RFC 8446 §4.4.2 / RFC 5246 §7.4.2: the server sends its certificate
     and the chain to a root, which may be left out.) A missing intermediate works in browsers that fetch it
@@ -530,6 +531,14 @@ def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x5
                          "intermediate refuse the login page", fix_chain, url)
         seen.add(parent)
         cur = parent
+        if parent.issuer != parent.subject:  # an intermediate the server sends (a root it sends, browsers ignore)
+            # browsers refuse the page once a CA of its chain has expired, however long the server certificate
+            # itself is valid
+            found = validity_check("endpoint.server_chain", "intermediate of the server certificate", parent, now,
+                                   window, fix="Install the CA's renewed intermediate certificate in the server's "
+                                               "chain (nginx: ssl_certificate) and reload it.")
+            if found.status != "pass":
+                return replace(found, subject=url)
     if not judge_trust:
         return Check("endpoint.server_chain", "pass", "server sends its chain",
                      f"{len(sent)} certificates sent, ending at {name_of(cur)}", None, url)

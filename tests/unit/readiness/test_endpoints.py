@@ -48,6 +48,7 @@ from tests.factories.metadata import closed_port_https_url
 from tests.factories.slow_resolver import resolve_slowly
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
 from tests.unit.readiness.configs import (
+    DAY,
     issuing_ca,
     load,
     now_utc,
@@ -936,6 +937,36 @@ def test_a_missing_intermediate_warns_even_when_the_root_is_trusted(settings: Se
     assert (check.status, check.title) == ("warn", "incomplete server certificate chain")
     assert check.evidence.startswith("login is issued by CN=Region TLS Issuing CA")
     assert "ssl_certificate" in (check.fix or "")
+
+
+@pytest.mark.parametrize(("days_left", "at", "status", "title"), [
+    (-10, None, "fail", "intermediate of the server certificate expired"),
+    (10, None, "warn", "intermediate of the server certificate expires soon"),
+    (40, NOW + 60 * DAY, "fail", "intermediate of the server certificate expired"),
+    (400, None, "pass", "server certificate chain verifies"),
+], ids=["expired", "expiring-within-the-window", "expired-by-go-live", "valid"])
+def test_an_intermediate_of_the_login_pages_chain_is_judged_for_its_validity(
+        settings: Settings, days_left: int, at: dt.datetime | None, status: str, title: str) -> None:
+    """Browsers refuse the login page once a CA of its chain has expired, however long the page's own certificate
+    is valid: said so, not "not trusted by this host, try --ca-file"."""
+    root = CertificateAuthority.root("Region TLS Root", NOW)
+    start = NOW - 400 * DAY
+    issuing = root.subordinate("Region TLS Issuing CA", valid_from=start,
+                               valid_days=(NOW + days_left * DAY - start).days)
+    leaf = issuing.issue(LeafProfile(common_name="login", eku=(SERVER_AUTH,), san_dns="localhost",
+                                     san_ip="127.0.0.1", valid_until=NOW + 700 * DAY))
+    identity = ServerIdentity(root.certificate, (leaf.certificate, issuing.certificate), leaf.key_pem())
+    with TlsEndpoint(identity, client_cas=cas(settings, "kommun-a")) as endpoint:
+        found = probe(endpoint.url, TIMEOUT)
+
+    section = endpoint_section(found, known(settings), WARN_BYTES, now=at or NOW, roots=[root.certificate])
+
+    check = only(section, "endpoint.server_chain")
+    assert (check.status, check.title) == (status, title)
+    if status != "pass":
+        assert check.evidence.startswith("Region TLS Issuing CA ")
+        assert "ssl_certificate" in (check.fix or "")
+        assert check.expires == issuing.certificate.not_valid_after_utc
 
 
 def test_a_root_this_host_does_not_trust_warns(settings: Settings, identity: ServerIdentity) -> None:
