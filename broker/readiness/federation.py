@@ -71,6 +71,19 @@ def _valid_until(idp: IdpMetadata, fetched: bool, now: dt.datetime, window: dt.t
         return Check("saml.metadata_expiry", "pass", "metadata has no validUntil", f"{where}: a local file", None,
                      where)
     left = until - now
+    if left <= dt.timedelta(0):  # valid now (loaded), past its validUntil at --at
+        if not fetched:  # nothing renews a local file: logins through the IdP are refused from then
+            return Check("saml.metadata_expiry", "fail", "metadata file expires before the date judged",
+                         f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC is before {now:%Y-%m-%d %H:%M} UTC: from "
+                         "then every login through the IdP is refused (upstream_metadata_unavailable) unless the "
+                         "file is replaced",
+                         "Get current metadata from the municipality and replace the file before then (or configure "
+                         "its metadata URL, which the broker refreshes).", where, until)
+        return Check("saml.metadata_expiry", "warn", "metadata expires before the date judged",
+                     f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC is before {now:%Y-%m-%d %H:%M} UTC: logins "
+                     "need a fresher copy published by then",
+                     "Make sure the municipality publishes fresh metadata before then (the broker fetches it).",
+                     where, until)
     if left <= window:
         return Check("saml.metadata_expiry", "warn", "metadata expires soon",
                      f"{where}: validUntil {until:%Y-%m-%d %H:%M} UTC (in {left.days} days)",

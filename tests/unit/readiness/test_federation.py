@@ -244,6 +244,21 @@ def test_local_metadata_valid_until_soon_warns(config_dir: Path, material: Mater
     assert statuses(result, "saml.metadata_expiry") == ["warn"]
 
 
+def test_local_metadata_expiring_before_the_date_given_fails(config_dir: Path, material: Material) -> None:
+    """Nothing renews a local metadata file: past its validUntil every login through the IdP is refused."""
+    until = NOW + 5 * DAY
+    settings = with_file(config_dir, prepare(material.base, valid_until=until))
+
+    result = section(readiness(settings, now=NOW, municipalities=[C], network=False, at=NOW + 10 * DAY), C)
+
+    check = only(result, "saml.metadata_expiry")
+    assert (check.status, check.title, check.expires) == ("fail", "metadata file expires before the date judged",
+                                                          until)
+    assert "upstream_metadata_unavailable" in check.evidence
+    assert "in -" not in check.evidence
+    assert only(result, "saml.metadata").status == "pass"   # usable today
+
+
 @pytest.mark.usefixtures("trust_test_ca")
 def test_metadata_signing_certificate_expiring_soon_warns(config_dir: Path, material: Material,
                                                           server: HttpsFileServer) -> None:
