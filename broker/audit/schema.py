@@ -137,7 +137,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "configuration_rejected": _spec("a configuration reload was refused; the previous configuration keeps serving",
                                     "failure", {"correlation_id", "reason"}, data="issues directory"),
     "readiness_run": _spec("`broker readiness` ran", "success failure info", {"correlation_id"},
-                           data="municipalities pass warn fail endpoints"),
+                           data="municipalities pass warn fail endpoints at"),
     "audit_chain_started": _spec("a writer started its hash chain", "info", data="chain key_id pid",
                                  data_required="chain key_id"),
     "audit_checkpoint": _spec("a signed checkpoint sealing every record before it", "info",

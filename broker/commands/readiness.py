@@ -113,7 +113,9 @@ def _audit(settings: Settings, report: Report) -> None:
                 detail=f"{counts['fail']} failed, {counts['warn']} warnings",
                 data=MappingProxyType({"municipalities": tuple(s.id for s in report.municipalities),
                                        "pass": counts["pass"], "warn": counts["warn"], "fail": counts["fail"],
-                                       "endpoints": tuple(s.id for s in report.endpoints)})))
+                                       "endpoints": tuple(s.id for s in report.endpoints),
+                                       # --at: the expiries were judged at that instant, not at the run's time
+                                       **({"at": report.at.isoformat()} if report.at else {})})))
             trail.sync()
         finally:
             trail.close()

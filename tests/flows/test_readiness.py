@@ -75,6 +75,17 @@ def check_statuses(report: dict[str, object], mid: str, check_id: str) -> list[o
 # --- the command --------------------------------------------------------------------------------------------
 
 
+def test_the_audit_record_says_at_which_instant_expiries_were_judged(config_dir: Path) -> None:
+    set_readiness(config_dir)
+
+    readiness_cli(config_dir, "--municipality", "kommun-a", "--offline")
+    readiness_cli(config_dir, "--municipality", "kommun-a", "--offline", "--at", "2030-01-02")
+
+    today, go_live = readiness_runs(config_dir)
+    assert "at" not in today["data"]  # type: ignore[operator]
+    assert go_live["data"]["at"] == "2030-01-02T00:00:00+00:00"  # type: ignore[index]
+
+
 def test_exit_0_when_nothing_fails_and_the_run_is_audited(config_dir: Path) -> None:
     set_readiness(config_dir)
 
