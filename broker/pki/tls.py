@@ -249,7 +249,7 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
     certificate_required arrives on the first read); nginx (``ssl_verify_client on``) completes the handshake and
     answers the HTTP request 400 "No required SSL certificate was sent" (its 496; 495 for a certificate error)."""
     if alpn == b"h2":
-        request = _H2_PREFACE
+        request = _H2_PREFACE + _h2_get(host)
     else:
         target = f"[{host}]" if ":" in host else host
         request = (f"GET / HTTP/1.1\r\nHost: {target}\r\nUser-Agent: broker-readiness\r\nAccept: */*\r\n"
@@ -276,8 +276,8 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
             if not chunk:
                 break
             answer += chunk
-            if alpn == b"h2":
-                break  # the server's SETTINGS: it goes on without a certificate
+            if alpn == b"h2" and _h2_answer(answer)[0] not in (None, 400):
+                break  # answered, not for want of a certificate
     except SSL.ZeroReturnError:
         pass
     except SSL.Error as exc:
@@ -288,6 +288,11 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
             return f"the server ended the connection after the handshake ({alert})"
     except OSError:
         return None
+    if alpn == b"h2":
+        code_h2, body = _h2_answer(answer)
+        if code_h2 == 400 and b"certificate" in body.lower():  # nginx answers its 495 and 496 as 400 over HTTP/2
+            return "an HTTP/2 request without a certificate was answered 400 (the certificate missing)"
+        return None
     status = _REFUSED_STATUS.match(answer)
     if status is None:
         return None
@@ -296,6 +301,50 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
         return None  # a 400 for another reason than the certificate
     line = answer.split(b"\r\n", 1)[0].decode("ascii", "replace")
     return f"an HTTP request without a certificate was answered {line!r}"
+
+
+def _h2_get(host: str) -> bytes:
+    """An HTTP/2 HEADERS frame on stream 1, ending the stream: GET https://``host``/ (RFC 9113 §6.2; HPACK, RFC 7541:
+    :method GET, :scheme https, :path / from the static table, :authority a literal without Huffman coding)."""
+    authority = host.encode("idna" if not _address_literal(host) else "ascii")[:126]
+    block = b"\x82\x87\x84\x41" + bytes([len(authority)]) + authority
+    return len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
+
+
+# HPACK static table (RFC 7541 Appendix A): the indexed :status fields
+_H2_STATUS = {0x88: 200, 0x89: 204, 0x8a: 206, 0x8b: 304, 0x8c: 400, 0x8d: 404, 0x8e: 500}
+
+
+def _h2_answer(data: bytes) -> tuple[int | None, bytes]:
+    """The status of the response on stream 1 in ``data`` (HTTP/2 frames: 9-byte headers, RFC 9113 §4.1), when it is
+    an indexed or plain literal :status (else 0: some other answer), and its body so far."""
+    status: int | None = None
+    body = b""
+    at = 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at:at + 3], "big")
+        kind, flags = data[at + 3], data[at + 4]
+        stream = int.from_bytes(data[at + 5:at + 9], "big") & 0x7FFFFFFF
+        payload = data[at + 9:at + 9 + length]
+        at += 9 + length
+        if stream != 1:
+            continue
+        if flags & 0x08 and payload:  # PADDED: the pad length first, the padding last
+            payload = payload[1:len(payload) - payload[0]]
+        if kind == 0x01 and status is None:  # HEADERS
+            if flags & 0x20:  # PRIORITY: 5 bytes first
+                payload = payload[5:]
+            first = payload[:1]
+            if first and first[0] in _H2_STATUS:
+                status = _H2_STATUS[first[0]]
+            elif first[:1] == b"\x48" and len(payload) >= 2 and not payload[1] & 0x80:  # literal :status, no Huffman
+                value = payload[2:2 + payload[1]]
+                status = int(value) if value.isdigit() else 0
+            else:
+                status = 0
+        elif kind == 0x00:  # DATA
+            body += payload
+    return status, body
 
 
 def _ssl_error(exc: SSL.Error) -> str:

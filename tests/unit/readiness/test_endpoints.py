@@ -554,7 +554,20 @@ A_400_OF_ITS_OWN = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nCo
                     b"Connection: close\r\n\r\nmissing SAMLRequest")
 
 
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+# nginx over HTTP/2: its SETTINGS, then on stream 1 :status 400 (HPACK static index 12) and the page
+NGINX_H2_NO_CERTIFICATE = (_h2_frame(0x04, 0, 0, b"") + _h2_frame(0x01, 0x04, 1, b"\x8c")
+                           + _h2_frame(0x00, 0x01, 1, b"<html><head><title>400 No required SSL certificate was "
+                                                      b"sent</title></head></html>"))
+
+
 @pytest.mark.parametrize(("options", "evidence"), [
+    pytest.param({"alpn": (b"h2",), "http_answer": NGINX_H2_NO_CERTIFICATE},
+                 "an HTTP/2 request without a certificate was answered 400 (the certificate missing)",
+                 id="nginx-verify-client-on-http2"),
     pytest.param({"require_certificate": True, "max_version": SSL.TLS1_2_VERSION},
                  "the handshake was aborted after the certificate request", id="apache-require-tls1.2"),
     pytest.param({"require_certificate": True},
@@ -592,6 +605,8 @@ def test_an_endpoint_that_requires_a_certificate_is_found(settings: Settings, se
     pytest.param({}, id="optional"),
     pytest.param({"max_version": SSL.TLS1_2_VERSION}, id="optional-tls1.2"),
     pytest.param({"alpn": (b"h2",)}, id="optional-http2"),
+    pytest.param({"alpn": (b"h2",), "http_answer": _h2_frame(0x04, 0, 0, b"") + _h2_frame(0x01, 0x05, 1, b"\x88")},
+                 id="http2-answers-200"),
     pytest.param({"http_answer": A_400_OF_ITS_OWN}, id="a-400-for-another-reason"),
     pytest.param({"http_answer": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"}, id="answers-200"),
 ])
