@@ -32,6 +32,9 @@ from broker.readiness.trust import issuing_cas, name_of
 
 _NOT_FETCHED = "CRL not fetched"
 _FILE_LAPSES = "CRL file lapses soon"
+# how long before its nextUpdate a configured CRL file is warned of: its replacement is due (CAs publish CRLs that
+# live days, so a longer window would warn of every such file at every run)
+CRL_FILE_WARNING = dt.timedelta(days=1)
 
 
 class RevocationLookups:

@@ -31,7 +31,7 @@ from broker.readiness.endpoints import (
 from broker.readiness.federation import federation_checks
 from broker.readiness.host_clock import ServerDates, clock_check
 from broker.readiness.model import Check, Report, Section
-from broker.readiness.revocation import RevocationLookups, UsersRevocation, revocation_checks
+from broker.readiness.revocation import CRL_FILE_WARNING, RevocationLookups, UsersRevocation, revocation_checks
 from broker.readiness.samples import sample_checks, sample_key_check
 from broker.readiness.synthetic import synthetic_login
 from broker.readiness.trust import trust_checks
@@ -124,8 +124,11 @@ def run(settings: Settings, clock: Clock, options: ReadinessOptions, *, store: K
             sample = m.config.readiness.sample_certificate
             domain = settings.trust.domains.get(m.id)
             checks += trust_checks(cl, at, window, cfg.environment)
+            # a CRL file lives days, not months: warned of a day ahead (its replacement due), not expiry_warning's
+            # month ahead, which every such file would always be within
             checks += revocation_checks(cl, domain.revocation if domain else None, fetcher, now,
-                                        sample.certificate if sample else None, users, at=at, window=window)
+                                        sample.certificate if sample else None, users, at=at,
+                                        window=min(window, CRL_FILE_WARNING))
             progress(f"{m.id}: sample certificate")
             checks += sample_checks(m.id, sample.certificate if sample else None, validator, at, window)
             if not urls:

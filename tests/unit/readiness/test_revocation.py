@@ -163,10 +163,12 @@ def test_crl_past_next_update_within_clock_skew_still_passes(config_dir: Path, p
 
 @pytest.mark.parametrize(("warning", "at", "status", "title"), [
     ("1d", None, "pass", "CRL fresh and signed"),
-    ("30d", None, "warn", "CRL file lapses soon"),                           # 7 days left, a 30-day window
-    ("1d", NOW + 6 * DAY + dt.timedelta(hours=1), "warn", "CRL file lapses soon"),   # under a day left at go-live
+    # a CRL file lives days: warned of a day ahead, not expiry_warning's month ahead (it would always warn)
+    ("30d", None, "pass", "CRL fresh and signed"),                           # 7 days left
+    ("30d", NOW + 6 * DAY + dt.timedelta(hours=1), "warn", "CRL file lapses soon"),  # under a day left at go-live
+    ("1h", NOW + 6 * DAY + dt.timedelta(hours=1), "pass", "CRL fresh and signed"),   # a shorter window is kept
     ("1d", NOW + 10 * DAY, "fail", "CRL file lapses before the date judged"),        # lapsed by go-live
-], ids=["current", "lapses-within-the-window", "lapses-the-day-of-go-live", "lapsed-by-go-live"])
+], ids=["current", "current-in-a-month-window", "lapses-the-day-of-go-live", "a-shorter-window", "lapsed-by-go-live"])
 def test_crl_file_is_judged_through_the_window_and_the_date_given(config_dir: Path, pki: Pki, warning: str,
                                                                   at: dt.datetime | None, status: str,
                                                                   title: str) -> None:
