@@ -356,7 +356,7 @@ def test_metadata_answered_a_byte_at_a_time_fails_at_the_timeout(config_dir: Pat
         set_readiness(config_dir, timeout="1s")
         settings = load(config_dir)
         started = time.monotonic()
-        result = pool.submit(kommun_c, settings).result(timeout=5)
+        result = pool.submit(kommun_c, settings).result(timeout=10)
         took = time.monotonic() - started
     finally:
         proxy.close()
@@ -365,7 +365,8 @@ def test_metadata_answered_a_byte_at_a_time_fails_at_the_timeout(config_dir: Pat
     check = only(result, "saml.metadata")
     assert (check.status, check.title) == ("fail", "no usable IdP metadata")
     assert "no complete answer within 1 s" in check.evidence
-    assert took < 1 + 1.0
+    # trickled whole, the document would take minutes; the margin is the rest of the run on a busy machine
+    assert took < 1 + 3.0
 
 
 # --- the SSO endpoint -----------------------------------------------------------------------------------------
