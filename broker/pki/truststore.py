@@ -13,7 +13,6 @@ from pathlib import Path
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.x509.verification import Store
 
 from broker.config.schema import (
@@ -28,6 +27,7 @@ from broker.errors import CertificateRejected
 from broker.model import KNOWN_LOAS, Loa
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.identity import named_organization
+from broker.pki.issuance import directly_issued
 from broker.pki.revocation.crls import CrlSource, VerifiedCrl, verify_crl
 from broker.pki.revocation.engine import RevocationPolicy
 from broker.pki.revocation.http import FetchLimits
@@ -132,7 +132,7 @@ def municipality_domain(
         for cert in f.certificates:
             who = cert.subject.rfc4514_string()
             issuers = [c for c in cas if c.subject == cert.issuer and c is not cert]
-            if not any(_directly_issued(cert, c) for c in issuers):
+            if not any(directly_issued(cert, c) for c in issuers):
                 problems.append((("certificate", "intermediates", fi),
                                  f"{who}: no configured CA ({cert.issuer.rfc4514_string()}) signed this "
                                  "intermediate; add its issuer to trust_anchors or intermediates"))
@@ -168,14 +168,6 @@ def municipality_domain(
         organization_from=cl.organization_from,
     )
     return domain, []
-
-
-def _directly_issued(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 class TrustIndex:

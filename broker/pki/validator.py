@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from broker.clock import Clock
@@ -24,6 +23,7 @@ from broker.errors import CertificateRejected
 from broker.lru import LruCache
 from broker.model import CertificateFacts, Identity, Loa
 from broker.pki.identity import extract_identity
+from broker.pki.issuance import directly_issued
 from broker.pki.path import PathCache, VerifiedPath, first_unrevoked
 from broker.pki.policy import ANY_POLICY, valid_policies
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
@@ -155,8 +155,8 @@ class CertificateValidator:
             domain = self.domain_of(leaf, presented)
         except CertificateRejected:
             return None
-        if domain.identity is None or not any(
-                ca.subject == leaf.issuer and _signed_by(leaf, ca) for ca in (*domain.intermediates, *domain.anchors)):
+        if domain.identity is None or not any(ca.subject == leaf.issuer and directly_issued(leaf, ca)
+                                              for ca in (*domain.intermediates, *domain.anchors)):
             return None
         try:
             return extract_identity(leaf, domain.identity, domain.id, self._clock.now().date())
@@ -224,10 +224,3 @@ class CertificateValidator:
             self._profiles.put(key, profile)
         return profile
 
-
-def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True

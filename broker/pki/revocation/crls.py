@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -39,6 +38,7 @@ from broker.clock import Clock
 from broker.errors import CertificateRejected, DependencyUnavailable
 from broker.lru import by_identity
 from broker.pki.algorithms import weak_signature_reason
+from broker.pki.issuance import directly_issued
 from broker.pki.naming import describe, is_ca, subject_text
 from broker.pki.reading import read_crl
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
@@ -716,12 +716,7 @@ def _signed_by(cert: x509.Certificate, parent: x509.Certificate) -> bool:
     checks, key = _signature_checks(cert), spki(parent)
     known = checks.get(key)
     if known is None:
-        try:
-            cert.verify_directly_issued_by(parent)
-            known = True
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-            known = False
-        checks[key] = known
+        known = checks[key] = directly_issued(cert, parent)
     return known and cert.issuer == parent.subject
 
 
