@@ -28,12 +28,11 @@ from broker.flow.certificate import CertificateStep
 from broker.flow.deps import FlowDeps
 from broker.flow.proxying import proxy_count_exceeded
 from broker.flow.results import ClientContext, Discovery, LoginFailed, Result
-from broker.flow.upstream import UpstreamStep
+from broker.flow.upstream import UpstreamStep, judged_by
 from broker.model import KNOWN_LOAS, LOA_BY_URI, CertificateFacts, Loa, satisfies
 from broker.pki.sources import PresentedCertificate
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.bindings import InboundMessage
-from broker.saml.upstream_mapping import configuration_digest
 from broker.session.sessions import SsoSession
 
 __all__ = ["LoginFlow", "satisfies"]
@@ -276,7 +275,7 @@ class LoginFlow:
         municipality = d.settings.municipalities.get(session.identity.municipality_id)
         loa = LOA_BY_URI.get(session.loa_uri)
         if municipality is not None and loa is not None and session.authenticated_upstream is not None \
-                and session.trust != _judged_by(municipality):
+                and session.trust != judged_by(municipality):
             # the IdP's answer the session rests on was judged (who, at what level) by a configuration no longer in
             # force: nothing is answered from it at that judgement; the IdP is asked again, or, when the
             # municipality no longer logs in through an IdP, the user logs in afresh (the session is replaced)
@@ -328,13 +327,6 @@ class _StepUp(Exception):
     def __init__(self, municipality: Municipality) -> None:
         super().__init__(municipality.id)
         self.municipality = municipality
-
-
-def _judged_by(municipality: Municipality) -> str | None:
-    """The digest of the configuration an IdP's answer for ``municipality`` is judged by now (None: it logs in by
-    certificate now)."""
-    saml = municipality.config.saml
-    return configuration_digest(saml, municipality.config.organization_number) if saml is not None else None
 
 
 def _named(municipality: Municipality, names: tuple[str, ...]) -> bool:

@@ -34,6 +34,7 @@ from broker.flow.deps import FlowDeps, upstream_answer_window
 from broker.flow.logout import logged_out_upstream
 from broker.flow.proxying import check_proxy_restriction, proxy_count_exceeded
 from broker.flow.results import ClientContext, LoginFailed, PostToSp, Redirect, Result
+from broker.lru import by_identity
 from broker.model import KNOWN_LOAS, Identity, Loa, satisfies
 from broker.saml.authnrequest import AuthnRequestInfo
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_FORMATS, InboundMessage, decode
@@ -288,7 +289,7 @@ class UpstreamStep:
         token, session = d.sessions.open(  # stored by issue(), with the SP and the SPs it took over
             identity, loa.uri, ctx.correlation_id, certificate_sha256=None, revocation_valid_until=None,
             upstream=upstream, authn_instant=assertion.authn_instant, not_after=assertion.session_not_on_or_after,
-            trust=configuration_digest(saml, municipality.config.organization_number))
+            trust=judged_by(municipality))
         def settle() -> UpstreamRejected | None:
             # the IdP's logout, handled on another instance between the check above and the session's write,
             # looked for her sessions before this one was stored: asked again once it is (each side writes, then
@@ -480,3 +481,11 @@ def _best_loa(municipality: Municipality) -> Loa:
 
 
 _SHA256 = hashes.SHA256()
+
+
+@by_identity(1024)
+def judged_by(municipality: Municipality) -> str | None:
+    """The digest of the configuration an IdP's answer for ``municipality`` is judged by (None: it logs in by
+    certificate), worked out once per loaded configuration (a reload makes new Municipality objects)."""
+    saml = municipality.config.saml
+    return configuration_digest(saml, municipality.config.organization_number) if saml is not None else None
