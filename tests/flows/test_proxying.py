@@ -9,6 +9,7 @@ demo's pysaml2 IdP, whose real Responses are changed and signed again with its o
 from __future__ import annotations
 
 import base64
+import random
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from lxml import etree
+from saml2 import samlp
 
 from broker.demo.idp import DemoIdp
 from broker.demo.sp import DemoSp
@@ -27,6 +29,7 @@ from tests.factories.authnrequests import (
     AuthnRequests,
     assert_refused,
     edit,
+    post_fields,
     posted_response,
     status_codes,
 )
@@ -163,6 +166,24 @@ def test_unusable_and_surplus_scoping_entries_are_passed_over(browser: Browser, 
     assert scoping is not None
     passed_on = [e.text for e in scoping.findall("samlp:RequesterID", NS)]
     assert passed_on == [*(f"https://r{n}.example/" for n in range(32)), SP_ENTITY_ID]
+
+
+def test_long_requester_ids_are_cut_to_keep_the_upstream_redirect_short(browser: Browser,
+                                                                         craft: AuthnRequests) -> None:
+    # 32 RequesterIDs of 1,000 characters each would make the Redirect URL to the IdP some 40 KB long, past what
+    # web servers accept (nginx: 8 KB per header line): the first that fit in 2,048 characters are passed on, and
+    # the SP itself always
+    browser.certificate_pem = None
+    requesters = tuple(f"https://r{n:02}.example/" + random.Random(n).randbytes(490).hex() for n in range(32))
+    scoping = samlp.Scoping(idp_list=samlp.IDPList(idp_entry=[samlp.IDPEntry(provider_id=IDP_ENTITY_ID)]),
+                            requester_id=[samlp.RequesterID(text=requester) for requester in requesters])
+    page = browser.post("/saml/idp/sso", post_fields(craft.build(sign=True, scoping=scoping).xml))
+    assert page.status_code == 303, page.headers.get("X-Broker-Reason")
+    assert len(page.headers["Location"]) < 6000
+    scoping = upstream_request(page.headers["Location"]).find("samlp:Scoping", NS)
+    assert scoping is not None
+    passed_on = [e.text for e in scoping.findall("samlp:RequesterID", NS)]
+    assert passed_on == [*requesters[:2], SP_ENTITY_ID]
 
 
 def test_proxy_count_zero_is_not_answered_from_a_federated_session(browser: Browser, craft: AuthnRequests,
