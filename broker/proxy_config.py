@@ -55,13 +55,32 @@ def client_cas(settings: Settings) -> dict[str, tuple[x509.Certificate, ...]]:
             for m in sorted(settings.municipalities.values(), key=lambda m: m.id) if m.config.certificate is not None}
 
 
-def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) -> ProxyFiles:
-    """The bundle, the snippet to include in the broker's ``server`` block, and a complete example server."""
+def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime,
+          upstream_ca: str | None = None) -> ProxyFiles:
+    """The bundle, the snippet to include in the broker's ``server`` block, and a complete example server.
+
+    An https ``upstream`` is verified: nginx does not check a backend's certificate unless told to
+    (``proxy_ssl_verify`` is off by default), and the certificate header the broker trusts travels over that
+    connection. ``upstream_ca`` (the file, as nginx opens it, of the CAs that issued the backend's certificate)
+    is then required; the backend's certificate must name the host of ``upstream``."""
     proxy = _proxy_settings(settings, "nginx")
     # nginx has no variable for the client's chain: a configured chain header is only cleared of client copies
     chain = f'\n    proxy_set_header {proxy.chain_header} "";' if proxy.chain_header is not None else ""
     # an upstream block's name (http://broker) or an https backend will do for nginx
     parts = _upstream(upstream, ("http", "https"), port_required=False)
+    if parts.scheme == "https" and not upstream_ca:
+        raise ValueError(f"--upstream {upstream!r} is https: nginx must verify the backend's certificate; give "
+                         "--upstream-ca, the file of the CA certificates that issued it")
+    if parts.scheme != "https" and upstream_ca:
+        raise ValueError(f"--upstream-ca is for an https upstream; {upstream!r} is not one")
+    verify_backend = "" if parts.scheme != "https" else f"""\
+    # the backend's certificate verified (nginx's default is not to) under the upstream's name
+    proxy_ssl_verify on;
+    proxy_ssl_trusted_certificate {upstream_ca};
+    proxy_ssl_verify_depth 3;
+    proxy_ssl_server_name on;
+    proxy_ssl_protocols TLSv1.2 TLSv1.3;
+"""
     cas = client_cas(settings)
     bundle = _bundle(cas)
     header = proxy.header
@@ -69,7 +88,7 @@ def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime) 
     wait = _upstream_wait(settings)
     stamp = _stamp("nginx", now, cas)
     forward = f"""    proxy_pass {parts.scheme}://{parts.netloc};
-    # The certificate as nginx received it; this replaces any {header} a client sent.
+{verify_backend}    # The certificate as nginx received it; this replaces any {header} a client sent.
     proxy_set_header {header} $ssl_client_escaped_cert;{chain}
     proxy_set_header X-Forwarded-For $remote_addr;
     proxy_set_header X-Forwarded-Proto $scheme;

@@ -43,7 +43,9 @@ def proxy_config() -> None:
               help="where `broker serve` listens, or http://NAME for an nginx upstream block of several instances")
 @click.option("--proxy-dir", help="the --out directory as nginx will see it, when that differs (nginx in a "
               "container: /etc/nginx/broker) [default: --out]")
-def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None) -> None:
+@click.option("--upstream-ca", help="for an https --upstream: the file (as nginx opens it) of the CA certificates "
+              "that issued the backend's certificate, which nginx then verifies")
+def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None, upstream_ca: str | None) -> None:
     """The client-CA bundle, a snippet for the broker's server block, and an example server block."""
     settings = settings_or_exit(config_dir)
     if proxy_dir is not None and not proxy_dir.startswith("/"):
@@ -51,8 +53,11 @@ def nginx(config_dir: Path, out_dir: Path, upstream: str, proxy_dir: str | None)
     seen_as = _word(str(out_dir.resolve()), "--out") if proxy_dir is None \
         else _word(proxy_dir.rstrip("/") or "/", "--proxy-dir")
     try:
+        if upstream_ca is not None and not upstream_ca.startswith("/"):
+            raise click.BadParameter("an absolute path, as nginx opens it", param_hint="--upstream-ca")
         written = nginx_files(settings, out_dir=seen_as, upstream=_word(upstream, "--upstream"),
-                              now=SystemClock().now())
+                              now=SystemClock().now(),
+                              upstream_ca=None if upstream_ca is None else _word(upstream_ca, "--upstream-ca"))
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _write(out_dir, written, "nginx -t && nginx -s reload")

@@ -13,6 +13,7 @@ a whole certificate login with curl, from the SP's AuthnRequest to the assertion
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -41,6 +42,7 @@ from tests.factories.https_client import saml_response_in
 from tests.factories.nginx import Nginx
 from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe
+from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
 
 HEADER = "X-SSL-Client-Cert"
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
@@ -150,6 +152,44 @@ def test_generated_snippet_passes_nginx_t(tmp_path: Path, demo_material: Any, co
     checked = nginx.check()
     assert checked.returncode == 0, checked.stderr
     assert "test is successful" in checked.stderr
+
+
+def test_an_https_upstream_is_refused_without_the_ca_that_verifies_it(tmp_path: Path, config_dir: Path) -> None:
+    # nginx does not check a backend's certificate unless told to: the certificate header would travel to
+    # whoever answers at that address
+    written = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(tmp_path / "proxy"),
+                     "--upstream", "https://broker.internal:8443")
+    assert written.returncode != 0
+    assert "--upstream-ca" in written.stderr
+    assert not (tmp_path / "proxy").exists()
+
+
+@pytest.mark.parametrize(("backend_ca", "status"), [
+    pytest.param("issuer", 200, id="backend-certificate-from-the-given-ca-reached"),
+    pytest.param("other", 502, id="backend-certificate-from-another-ca-refused-by-nginx"),
+])
+def test_an_https_upstream_is_verified_by_nginx(tmp_path: Path, demo_material: Any, config_dir: Path,
+                                                backend_ca: str, status: int) -> None:
+    now = dt.datetime.now(dt.UTC)
+    backend = ServerIdentity.generate(now, "Backend TLS CA")
+    trusted = backend if backend_ca == "issuer" else ServerIdentity.generate(now, "Another TLS CA")
+    ca_file = tmp_path / "backend-ca.pem"
+    ca_file.write_bytes(trusted.ca_pem)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nbackend"
+    with TlsEndpoint(backend, request_certificate=False, http_answer=answer) as endpoint:
+        out = tmp_path / "proxy"
+        written = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(out),
+                         "--upstream", f"https://localhost:{endpoint.port}", "--upstream-ca", str(ca_file))
+        assert written.returncode == 0, written.stdout + written.stderr
+        assert "proxy_ssl_verify on;" in (out / "broker-client-auth.conf").read_text()
+        tls = Path(demo_material.tls)
+        nginx = Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
+                      server_body=f"include {out / 'broker-client-auth.conf'};")
+        with nginx:
+            response = requests.get(f"https://127.0.0.1:{nginx.port}/", verify=str(tls / "ca.pem"), timeout=15,
+                                    allow_redirects=False)
+    assert response.status_code == status
+    assert ("backend" in response.text) is (status == 200)
 
 
 # --- the live handshake ---------------------------------------------------------------------------
