@@ -147,7 +147,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
 
     def current_expiries() -> list[Expiry]:
         services: Services = app.extensions["broker"]
-        return expiries(services.settings, services.flow.upstream.metadata if services.flow.upstream else None)
+        runtime: Runtime = app.extensions["broker_runtime"]
+        return expiries(services.settings, services.flow.upstream.metadata if services.flow.upstream else None,
+                        runtime.revocation.crls)
 
     metrics = Metrics(current_expiries, clock.now)
     audit.observe(metrics.observe_record)

@@ -44,8 +44,8 @@ class _ExpiryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
-            "broker_days_until_expiry", "Days until a trust anchor, intermediate, IdP metadata or broker key expires "
-            "(negative: expired)", labels=["kind", "municipality", "subject"])
+            "broker_days_until_expiry", "Days until a trust anchor, intermediate, CRL file (its nextUpdate), IdP "
+            "metadata or broker key expires (negative: expired)", labels=["kind", "municipality", "subject"])
         now = self._now()
         for e in self._expiries():
             family.add_metric([e.kind, e.municipality, e.subject], (e.not_after - now).total_seconds() / 86400)

@@ -11,6 +11,7 @@ import base64
 import datetime as dt
 import html
 import logging
+import os
 import re
 import socket
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from flask import Flask
 from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
@@ -273,7 +275,33 @@ def test_metrics_give_days_until_every_expiry(config_dir: Path, build: Callable[
     check("broker_key", "", "idp signing", cert(config_dir / "keys" / "idp-signing.crt").not_valid_after_utc)
     check("broker_key", "", "sp signing", cert(config_dir / "keys" / "sp-signing.crt").not_valid_after_utc)
     check("broker_key", "", "sp decryption 1", cert(config_dir / "keys" / "sp-encryption.crt").not_valid_after_utc)
-    assert len(matching(samples, "broker_days_until_expiry")) == 4 + 2 + 3
+    # a CRL file lapses at its nextUpdate (RFC 5280 §5.1.2.5): nothing renews it but the operator
+    for mid in ("kommun-a", "kommun-b"):
+        for name in ("issuing-ca.crl", "root-ca.crl"):
+            path = config_dir / "certs" / mid / name
+            crl = x509.load_pem_x509_crl(path.read_bytes())
+            assert crl.next_update_utc is not None
+            check("crl_file", mid, str(path), crl.next_update_utc)
+    assert len(matching(samples, "broker_days_until_expiry")) == 4 + 2 + 3 + 4
+
+
+def test_metrics_follow_a_replaced_crl_file(config_dir: Path, build: Callable[[], Flask], token: str,
+                                            demo_material: Any) -> None:
+    # the broker re-reads a changed CRL file: the gauge says when the CRL it now holds lapses, not the first one
+    app = build()
+    path = config_dir / "certs" / "kommun-a" / "issuing-ca.crl"
+    now = dt.datetime.now(dt.UTC)
+    _, issuing = demo_cas(Path(demo_material.root), "kommun-a", now)
+    later = (now + dt.timedelta(days=3)).replace(microsecond=0)
+    path.write_bytes(issuing.crl(this_update=now - dt.timedelta(minutes=1), next_update=later)
+                     .public_bytes(serialization.Encoding.PEM))
+    os.utime(path, (time.time() + 5, time.time() + 5))   # a new mtime, whatever the file system's resolution
+    runtime = app.extensions["broker_runtime"]
+    assert runtime.revocation.crls.refresh_due() >= 1
+    got = value(scrape(app, token), "broker_days_until_expiry", kind="crl_file", municipality="kommun-a",
+                subject=str(path))
+    assert got is not None
+    assert abs(got - (later - dt.datetime.now(dt.UTC)).total_seconds() / 86400) < 0.01
 
 
 def test_metrics_count_kommun_b_revocation_lookups(app: Flask, sp: DemoSp, users: Path, token: str) -> None:
