@@ -9,12 +9,14 @@ from typing import Any
 
 import click
 
+from broker.clock import SystemClock
 from broker.config import schema
 from broker.config.loader import load_settings
 from broker.config.reference import markdown
 from broker.config.schema import wide_trusted_networks
 from broker.config.typed import json_schema
 from broker.errors import ConfigError
+from broker.readiness.expiries import expiries
 
 
 @click.group()
@@ -50,6 +52,18 @@ def config_check(directory: Path) -> None:
         elif revocation.failure == "soft_fail":
             click.echo(f"warning: municipality {m.id}: revocation soft-fails (logins pass when no source "
                        "answers; each is audited)", err=True)
+    # valid as configuration, but already past its end: what it stops is for `broker readiness` to say in full
+    now = SystemClock().now()
+    for e in sorted(expiries(settings, None), key=lambda e: (e.municipality, e.not_after)):
+        if e.not_after <= now:
+            where = f"municipality {e.municipality}" if e.municipality else "broker"
+            click.echo(f"warning: {where}: {_LAPSED[e.kind]} {e.subject} ended {e.not_after:%Y-%m-%d %H:%M} UTC; "
+                       "run `broker readiness` for what it stops", err=True)
+
+
+_LAPSED = {"trust_anchor": "trust anchor", "intermediate": "intermediate CA", "crl_file": "CRL file (nextUpdate)",
+           "idp_metadata": "IdP metadata (validUntil)", "idp_signing_certificate": "IdP signing certificate",
+           "broker_key": "certificate of the broker's key"}
 
 
 @config.command("schema")

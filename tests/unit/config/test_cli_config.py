@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from lxml import etree
 
 from broker.cli import main
 from broker.config import schema
@@ -67,6 +68,21 @@ def test_check_warns_when_a_municipality_has_no_revocation_checking(config_dir: 
     assert result.exit_code == 0, result.output
     assert "kommun-b (onboarding)" in result.stdout
     assert result.stderr == "warning: municipality kommun-b: revocation checking is off (mode: none)\n"
+
+
+def test_check_warns_of_a_local_idp_metadata_file_past_its_valid_until(config_dir: Path) -> None:
+    # valid configuration, but logins through Kommun C's IdP are refused until the file is replaced
+    path = config_dir / "metadata" / "kommun-c-idp.xml"
+    root = etree.fromstring(path.read_bytes())
+    root.set("validUntil", "2020-01-02T03:04:05Z")
+    path.write_bytes(etree.tostring(root))
+
+    result = run("config", "check", str(config_dir))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ("warning: municipality kommun-c: IdP metadata (validUntil) "
+                             "https://localhost:8443/demo-idp/metadata ended 2020-01-02 03:04 UTC; run `broker "
+                             "readiness` for what it stops\n")
 
 
 @pytest.mark.parametrize(("networks", "index", "every"), [("[0.0.0.0/0]", 0, "0.0.0.0/0"), ("['::/0']", 0, "::/0"),
