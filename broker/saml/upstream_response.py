@@ -183,7 +183,10 @@ class ResponseValidator:
             # with CBC), and a ciphertext nothing signed is not worth an RSA and an AES operation and a parse
             raise _reject("upstream_unsigned", f"the IdP must sign: {expect.signed_element}")
 
-        encrypted = root.find("saml:EncryptedAssertion", NS) is not None
+        encrypted_element = root.find("saml:EncryptedAssertion", NS)
+        encrypted = encrypted_element is not None
+        # a decrypted Assertion stands in a document of its own until its signature is verified: moved into the
+        # Response first, it would be rebound to the Response's prefixes (Decrypter.decrypt_detached)
         assertion = self._the_assertion(root)
         try:
             assertion_signed = _verify(self._verifier, assertion, "the Assertion")
@@ -203,6 +206,8 @@ class ResponseValidator:
                 # decrypted Assertion's signature holds, its content is authentic and later reasons are specific
                 raise _reject("upstream_decryption_failed", f"after decryption: {exc.reason}: {exc.detail}") from None
             raise
+        if encrypted_element is not None:
+            root.replace(encrypted_element, assertion)  # read in its place, as a plain one is
         # the only Assertion in the document is the one just verified (or covered by the Response's signature);
         # decryption must not have added another
         if len(root.findall(f".//{{{SAML}}}Assertion")) != 1:
@@ -254,7 +259,7 @@ class ResponseValidator:
         if plain:
             return plain[0]
         try:
-            decrypted = self._decrypter.decrypt(encrypted[0])
+            decrypted = self._decrypter.decrypt_detached(encrypted[0])
         except DecryptionRefused as exc:
             code = "upstream_algorithm_not_allowed" if exc.algorithm else "upstream_decryption_failed"
             raise _reject(code, str(exc)) from None

@@ -283,6 +283,23 @@ class Decrypter:
 
     def decrypt(self, encrypted: etree._Element, max_bytes: int = 1 << 20) -> etree._Element:
         """Replace ``encrypted`` (an EncryptedAssertion) in its tree by the decrypted element; return it."""
+        element = self.decrypt_detached(encrypted, max_bytes)
+        parent = encrypted.getparent()
+        if parent is None:
+            raise DecryptionRefused("the EncryptedAssertion has no parent")
+        parent.replace(encrypted, element)
+        return element
+
+    def decrypt_detached(self, encrypted: etree._Element, max_bytes: int = 1 << 20) -> etree._Element:
+        """The element ``encrypted`` holds, decrypted, in a document of its own that declares around it the
+        namespaces in scope at ``encrypted`` (:func:`_parse_in_context`); ``encrypted`` stays where it is.
+
+        A signature inside the element is to be verified here, before the element moves into ``encrypted``'s
+        document: lxml rebinds a moved element to whichever prefix its new ancestors declare for its namespace (it
+        matches namespaces by URI), and the canonical form a signature covers holds the prefixes as written
+        (exc-c14n §3, C14N 1.0 §2.3). An Assertion in the default namespace, or under another prefix than the one
+        the Response declares for it (``<Assertion xmlns="urn:...:assertion">`` in a Response declaring ``saml``, as
+        .NET writes it), would otherwise no longer verify once it had moved."""
         data = encrypted.findall("xenc:EncryptedData", _NS)
         if len(data) != 1:
             raise DecryptionRefused(f"expected one EncryptedData, found {len(data)}")
@@ -324,12 +341,7 @@ class Decrypter:
             raise DecryptionRefused("the decrypted content is not octets")
         if plaintext is None:
             raise DecryptionRefused("none of the broker's keys decrypts it" + (f" ({errors[-1]})" if errors else ""))
-        element = _parse_in_context(plaintext, encrypted, max_bytes)
-        parent = encrypted.getparent()
-        if parent is None:
-            raise DecryptionRefused("the EncryptedAssertion has no parent")
-        parent.replace(encrypted, element)
-        return element
+        return _parse_in_context(plaintext, encrypted, max_bytes)
 
 
 def _refuse_references(encrypted: etree._Element) -> None:

@@ -294,6 +294,9 @@ class _NoDecryption(Decrypter):
     def decrypt(self, encrypted: etree._Element, max_bytes: int = 1 << 20) -> etree._Element:
         raise AssertionError("the validator decrypted ciphertext that nothing it requires had signed")
 
+    def decrypt_detached(self, encrypted: etree._Element, max_bytes: int = 1 << 20) -> etree._Element:
+        raise AssertionError("the validator decrypted ciphertext that nothing it requires had signed")
+
 
 @pytest.mark.parametrize("required", ["response", "both"])
 @pytest.mark.parametrize("recipient", ["broker", "someone-else"])
@@ -312,3 +315,63 @@ def test_an_unsigned_response_is_refused_as_unsigned_before_its_assertion_is_dec
         validator.validate(root, dataclasses.replace(expectations(), signed_element=required))
     assert refused.value.reason == "upstream_unsigned"
     assert refused.value.detail == f"the IdP must sign: {required}"
+
+
+# --- an encrypted Assertion verifies with the prefixes it was signed with -----------------------------------------
+
+
+def _encrypted_where_it_stands(xml: bytes, recipient: corpus.KeyPair) -> bytes:
+    """``xml`` (a Response with a signed Assertion) with that Assertion replaced, as text, by an EncryptedAssertion
+    of its serialisation (AES-256-GCM, RSA-OAEP to ``recipient``), as an IdP writes it: nothing in the Response
+    moves, so every prefix stays as the IdP signed it."""
+    root = corpus.parse(xml)
+    assertion = corpus.the_assertion(root)
+    template = xmlsec.template.encrypted_data_create(etree.Element("holder"), xmlsec.constants.TransformAes256Gcm,
+                                                     type=xmlsec.constants.TypeEncElement, ns="xenc")
+    xmlsec.template.encrypted_data_ensure_cipher_value(template)
+    key_info = xmlsec.template.encrypted_data_ensure_key_info(template, ns="ds")
+    xmlsec.template.encrypted_data_ensure_cipher_value(
+        xmlsec.template.add_encrypted_key(key_info, xmlsec.constants.TransformRsaOaep))
+    manager = xmlsec.KeysManager()
+    manager.add_key(xmlsec.Key.from_memory(recipient.cert_pem, xmlsec.constants.KeyDataFormatCertPem, None))
+    context = xmlsec.EncryptionContext(manager)
+    context.key = xmlsec.Key.generate(xmlsec.constants.KeyDataAes, 256, xmlsec.constants.KeyDataTypeSession)
+    encrypted = etree.tostring(context.encrypt_binary(template, etree.tostring(assertion, with_tail=False)))
+    text = xml.decode()
+    start = text.index(f"<{assertion.prefix}:Assertion " if assertion.prefix else "<Assertion ")
+    closing = f"</{assertion.prefix}:Assertion>" if assertion.prefix else "</Assertion>"
+    end = text.index(closing) + len(closing)
+    return (text[:start] + f'<EncryptedAssertion xmlns="{corpus.SAML}">' + encrypted.decode() + "</EncryptedAssertion>"
+            + text[end:]).encode()
+
+
+def _assertion_as(prefix: str | None) -> str:
+    """The corpus Assertion written with ``prefix`` for its namespace (None: the default namespace)."""
+    written = corpus.assertion_xml(corpus.Fields())
+    if prefix is None:
+        return written.replace("<saml:", "<").replace("</saml:", "</").replace("xmlns:saml=", "xmlns=")
+    return written.replace("<saml:", f"<{prefix}:").replace("</saml:", f"</{prefix}:").replace(
+        "xmlns:saml=", f"xmlns:{prefix}=")
+
+
+@pytest.mark.parametrize("prefix", [
+    pytest.param(None, id="the-assertion-in-the-default-namespace-as-dotnet-writes-it"),
+    pytest.param("saml2", id="the-assertion-under-another-prefix-than-the-response-declares"),
+    pytest.param("saml", id="the-assertion-under-the-responses-own-prefix"),
+])
+def test_a_decrypted_assertion_verifies_with_the_prefixes_the_idp_signed(keys: corpus.Keys, prefix: str | None
+                                                                         ) -> None:
+    """The Response declares ``saml`` for the assertion namespace; the IdP wrote its Assertion with another binding
+    for it, signed it (exc-c14n: the canonical form holds the prefixes as written) and encrypted it. The decrypted
+    Assertion's signature is verified on the elements as they were decrypted (XML Encryption §4.1), not after lxml
+    has rebound them to the Response's prefix (broker.saml.xmlenc ``Decrypter.decrypt_detached``)."""
+    root = corpus.parse(corpus.response_xml(corpus.Fields(), _assertion_as(prefix)))
+    corpus.sign(corpus.the_assertion(root), keys.idp)
+    plain = corpus.serialize(root)
+    encrypted = _encrypted_where_it_stands(plain, keys.sp)
+    assert b"EncryptedAssertion" in encrypted
+    assert b"AttributeStatement" not in encrypted
+    for xml in (plain, encrypted):
+        assertion = _validator(keys).validate(parse_response(xml, corpus.MAX_BYTES), expectations())
+        assert assertion.name_id == corpus.NAME_ID
+        assert assertion.attributes[corpus.HSA_ATTRIBUTE] == (corpus.HSA_ID,)
