@@ -32,7 +32,7 @@ import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Final
 
 import xmlsec
 from cryptography import x509
@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
-from broker.saml.xmlparse import is_ncname
+from broker.saml.xmlparse import is_ncname, parse_untrusted
 
 if TYPE_CHECKING:
     from xmlsec.constants import __Transform as Transform
@@ -488,32 +488,32 @@ def _canonical_signed_info(signed_info: etree._Element, algorithm: str, prefixes
             # SAML peer signs such documents
             raise SignatureRejected("inclusive canonicalisation under xml: attributes of enclosing elements is "
                                     "not supported", algorithm=True)
-        return etree.tostring(_standalone(signed_info, in_scope), method="c14n", exclusive=False,
+        return etree.tostring(_standalone(signed_info), method="c14n", exclusive=False,
                               with_comments=False)
-    if "#default" in prefixes and in_scope.get(None) not in (None, DS):
+    if "#default" in prefixes and in_scope.get(None) is not None and \
+            (in_scope[None] != DS or signed_info.prefix is not None):
         # lxml cannot name the default namespace in the PrefixList; without it, it is rendered exactly when used
-        # visibly, which for SignedInfo (all ds) is when it is ds's own: any other one would differ
+        # visibly, which for SignedInfo (all ds) is when it is ds's own and SignedInfo is written without a prefix:
+        # any other one (ds's own too, beside a ds: SignedInfo) would differ
         raise SignatureRejected("an exclusive canonicalisation of SignedInfo listing a foreign default namespace "
                                 "is not supported", algorithm=True)
     inclusive = [p for p in prefixes if p != "#default"]
-    copy_ = _standalone(signed_info, in_scope)
+    copy_ = _standalone(signed_info)
     for prefix in inclusive:
         _intern(copy_, prefix)
     return etree.tostring(copy_, method="c14n", exclusive=True, with_comments=False,
                           inclusive_ns_prefixes=inclusive or None)
 
 
-def _standalone(element: etree._Element, in_scope: dict[str | None, str]) -> etree._Element:
-    """A copy of ``element`` as the root of a document of its own, declaring ``in_scope`` on itself."""
-    # (lxml-stubs type nsmap without the None key, which names the default namespace)
-    nsmap = cast("dict[str, str]", in_scope)
-    root = etree.Element(element.tag, nsmap=nsmap)
-    for name, value in element.items():
-        root.set(name, value)
-    root.text = element.text
-    for child in element:
-        root.append(copy.deepcopy(child))
-    return root
+def _standalone(element: etree._Element) -> etree._Element:
+    """A copy of ``element`` as the root of a document of its own that declares on itself every namespace in scope
+    at ``element``, every element under the prefix it is written with: its serialisation (lxml writes the
+    declarations of the ancestors onto a subelement's start tag) parsed again. A copy made through lxml's tree API
+    takes, for each element, whichever binding of its namespace the new tree declares first (lxml matches
+    namespaces by URI, not by prefix), and the canonical forms name the prefixes as written (exc-c14n §3, C14N 1.0
+    §2.3): under two bindings of the signature namespace, it refused genuine signatures."""
+    serialised = etree.tostring(element, with_tail=False)
+    return parse_untrusted(serialised, len(serialised))
 
 
 def _inherits_xml_attributes(element: etree._Element) -> bool:
