@@ -208,6 +208,12 @@ class ResponseValidator:
             raise
         if encrypted_element is not None:
             root.replace(encrypted_element, assertion)  # read in its place, as a plain one is
+            # verified in a document of its own, its ID was unique there; an xs:ID is unique in the Response too
+            # (SAML Core §1.3.4)
+            assertion_id = assertion.get("ID")
+            if assertion_id and sum(1 for e in root.iter() if e.get("ID") == assertion_id) != 1:
+                raise _reject("upstream_assertion_invalid",
+                              f"the Assertion's ID {assertion_id[:100]!r} occurs more than once in the Response")
         # the only Assertion in the document is the one just verified (or covered by the Response's signature);
         # decryption must not have added another
         if len(root.findall(f".//{{{SAML}}}Assertion")) != 1:

@@ -375,3 +375,16 @@ def test_a_decrypted_assertion_verifies_with_the_prefixes_the_idp_signed(keys: c
         assertion = _validator(keys).validate(parse_response(xml, corpus.MAX_BYTES), expectations())
         assert assertion.name_id == corpus.NAME_ID
         assert assertion.attributes[corpus.HSA_ATTRIBUTE] == (corpus.HSA_ID,)
+
+
+def test_a_decrypted_assertion_whose_id_the_response_already_has_is_refused(keys: corpus.Keys) -> None:
+    # an xs:ID is unique in its document (SAML Core §1.3.4): verified apart from the Response, the decrypted
+    # Assertion's ID is checked again once it stands in it
+    fields = dataclasses.replace(corpus.Fields(), assertion_id=corpus.RESPONSE_ID)
+    root = corpus.parse(corpus.response_xml(fields, corpus.assertion_xml(fields)))
+    corpus.sign(corpus.the_assertion(root), keys.idp)
+    encrypted = _encrypted_where_it_stands(corpus.serialize(root), keys.sp)
+    with pytest.raises(UpstreamRejected) as refused:
+        _validator(keys).validate(parse_response(encrypted, corpus.MAX_BYTES), expectations())
+    assert refused.value.reason == "upstream_assertion_invalid"
+    assert corpus.RESPONSE_ID in refused.value.detail
