@@ -168,6 +168,24 @@ def _serves_until(answer: OcspAnswer, fetched: dt.datetime, policy: RevocationPo
     return min(fresh_until, fetched + config.max_cache_time.timedelta)
 
 
+def _status_key(url: str) -> str:
+    """Where a responder's last success and failure are recorded for `broker revocation status`."""
+    return "ocsp-status:" + hashlib.sha256(url.encode()).hexdigest()[:40]
+
+
+def _status_record(raw: bytes | None) -> dict[str, object] | None:
+    """A responder's shared status record, or None: absent, or not a JSON object (a corrupted value, one written
+    by something else). It is bookkeeping only: an unreadable one is written afresh, never fails the lookup whose
+    outcome it records."""
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+        return None
+    return record if isinstance(record, dict) else None
+
+
 class RevocationChecker:
     """Establishes revocation status for validated paths. One per process; thread-safe."""
 
@@ -496,10 +514,10 @@ class RevocationChecker:
             log.warning("OCSP responder %s: %s", url, error)
         if self._shared is None:
             return
-        record_key = "ocsp-status:" + hashlib.sha256(url.encode()).hexdigest()[:40]
+        record_key = _status_key(url)
         try:
-            raw = self._shared.get(record_key)
-            record = json.loads(raw) if raw else {"responder": url, "issuer": issuer.subject.rfc4514_string()}
+            record = _status_record(self._shared.get(record_key)) \
+                or {"responder": url, "issuer": issuer.subject.rfc4514_string()}
             if error is None:
                 record["last_ok"] = now.isoformat()
             else:
@@ -512,8 +530,7 @@ class RevocationChecker:
     def ocsp_status(self, url: str) -> dict[str, object] | None:
         if self._shared is None:
             return None
-        raw = self._shared.get("ocsp-status:" + hashlib.sha256(url.encode()).hexdigest()[:40])
-        return json.loads(raw) if raw else None
+        return _status_record(self._shared.get(_status_key(url)))
 
     def last_ocsp_error(self, url: str) -> tuple[dt.datetime, str] | None:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import hashlib
 import json
 import time
 import warnings
@@ -1027,6 +1028,29 @@ def test_tampered_shared_entry_is_not_trusted(
     outcome = check(second, cert, ca, pol)
     assert [(c.status, c.cached) for c in outcome.checked] == [("good", False)]
     assert responder.hits == 3  # the second instance asked the responder itself
+
+
+@pytest.mark.parametrize("raw", [
+    pytest.param(b"{not json", id="not-json"),
+    pytest.param(b"[1, 2]", id="json-array"),
+    pytest.param(b'"last_ok"', id="json-string"),
+    pytest.param(b"\xff\xfe\x00", id="not-utf-8"),
+])
+def test_a_corrupted_responder_record_is_written_afresh(
+        responder: OcspResponder, instances: tuple[RevocationChecker, ...], ca: CertificateAuthority,
+        cert: x509.Certificate, redis_url: str, redis_prefix: str, raw: bytes) -> None:
+    """The record of a responder's last success and failure (`broker revocation status`) is bookkeeping: a value in
+    its place that is no such record (corrupted, written by something else) neither fails the login whose lookup it
+    records nor the status read; it is replaced."""
+    first, _ = instances
+    client = redis.Redis.from_url(redis_url)
+    client.set(redis_prefix + "ocsp-status:" + hashlib.sha256(responder.url.encode()).hexdigest()[:40], raw)
+    assert first.ocsp_status(responder.url) is None
+
+    outcome = check(first, cert, ca, policy([ca.certificate], ocsp_url=responder.url))
+    assert [(c.status, c.cached) for c in outcome.checked] == [("good", False)]
+    assert first.ocsp_status(responder.url) == {"responder": responder.url, "issuer": ca.certificate.subject
+                                                .rfc4514_string(), "last_ok": NOW.isoformat()}
 
 
 @dataclass(frozen=True)
