@@ -126,6 +126,9 @@ class VerifiedCrl:
     scope_names: frozenset[x509.GeneralName] | None = None
     only_user_certs: bool = False
     only_ca_certs: bool = False
+    # the serials listed on hold only (certificateHold, RFC 5280 §5.3.1): every entry of theirs is a hold, which a
+    # later CRL may lift; a serial listed twice, once on hold and once for good, is revoked for good
+    on_hold: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self.revoked)
@@ -148,14 +151,11 @@ class VerifiedCrl:
         return entry.revocation_date_utc if entry is not None else self.this_update
 
     def revoked_for_good(self, serial: int) -> dt.datetime | None:
-        """:meth:`revoked_at`, but None for an entry on hold (certificateHold, RFC 5280 §5.3.1), which a later
-        CRL may lift: the part of a CRL that still says something once it is stale (revocation is final)."""
-        revoked_at = self.revoked_at(serial)
-        if revoked_at is None:
-            return None
-        entry = self.crl.get_revoked_certificate_by_serial_number(serial)
-        reason = _reason(entry) if entry is not None else None
-        return None if reason == x509.ReasonFlags.certificate_hold else revoked_at
+        """:meth:`revoked_at`, but None for a serial listed on hold only (certificateHold, RFC 5280 §5.3.1), which
+        a later CRL may lift: the part of a CRL that still says something once it is stale (revocation is final).
+        Every entry of the serial counts, not the first alone: a hold listed before a revocation for good of the
+        same serial does not hide it."""
+        return None if serial in self.on_hold else self.revoked_at(serial)
 
     def covers(self, cert: x509.Certificate) -> bool:
         """Whether the CRL's scope takes in ``cert`` (RFC 5280 §6.3.3 (b)(2)): a CRL with a distribution point
@@ -242,14 +242,23 @@ def _verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certific
     if idp is not None and (idp.only_contains_attribute_certs or idp.only_some_reasons or idp.indirect_crl):
         raise ValueError("indirect CRLs and CRLs for only some reasons are not supported; configure the full CRL")
     revoked: set[int] = set()
+    on_hold: set[int] = set()
     for entry in crl:
         for ext in _extensions(entry, f"the CRL entry for serial {entry.serial_number:x}"):
             if ext.critical:  # e.g. certificateIssuer, which only indirect CRLs carry
                 raise ValueError(f"the CRL entry for serial {entry.serial_number:x} has an unsupported critical "
                                  f"extension {ext.oid.dotted_string}")
-        if _reason(entry) == x509.ReasonFlags.remove_from_crl:
+        reason = _reason(entry)
+        if reason == x509.ReasonFlags.remove_from_crl:
             continue  # RFC 5280 §6.3.3 (k): UNREVOKED (§5.3.1: it belongs in delta CRLs, which are not used)
-        revoked.add(entry.serial_number)
+        serial = entry.serial_number
+        # a serial may be listed more than once: on hold only while every entry of it is a hold
+        if reason == x509.ReasonFlags.certificate_hold:
+            if serial not in revoked:
+                on_hold.add(serial)
+        else:
+            on_hold.discard(serial)
+        revoked.add(serial)
     try:
         number: int | None = extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
     except x509.ExtensionNotFound:
@@ -266,6 +275,7 @@ def _verify_crl(crl: x509.CertificateRevocationList, cas: Iterable[x509.Certific
         only_user_certs=idp is not None and idp.only_contains_user_certs,
         only_ca_certs=idp is not None and idp.only_contains_ca_certs,
         number=number,
+        on_hold=frozenset(on_hold),
     )
 
 

@@ -99,6 +99,35 @@ def test_a_stale_crl_listing_the_card_is_no_soft_failure(tmp_path: Path, engine:
     assert outcome(engine, cert, ca, pol) == expected
 
 
+HOLD, COMPROMISE = x509.ReasonFlags.certificate_hold, x509.ReasonFlags.key_compromise
+
+
+@pytest.mark.parametrize(("reasons", "expected"), [
+    pytest.param((HOLD, COMPROMISE), "revoked", id="on-hold-then-key-compromise"),
+    pytest.param((COMPROMISE, HOLD), "revoked", id="key-compromise-then-on-hold"),
+    pytest.param((HOLD, None), "revoked", id="on-hold-then-without-a-reason"),
+    pytest.param((HOLD, HOLD), "soft_fail:revocation_stale", id="on-hold-twice"),
+])
+def test_a_serial_listed_twice_is_revoked_for_good_when_either_entry_says_so(
+        tmp_path: Path, engine: RevocationChecker, ca: CertificateAuthority, cert: x509.Certificate,
+        reasons: tuple[x509.ReasonFlags | None, ...], expected: str) -> None:
+    """RFC 5280 §3.3, §5.3.1: a stale CRL that lists the card for good refuses it, also when an entry on hold for the
+    same serial comes first (the first entry alone decided, and a soft-fail policy let the card through as stale)."""
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.certificate.subject)
+               .last_update(NOW - 3 * DAY).next_update(NOW - DAY))
+    for why in reasons:
+        entry = x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(NOW - 5 * DAY)
+        if why is not None:
+            entry = entry.add_extension(x509.CRLReason(why), critical=False)
+        builder = builder.add_revoked_certificate(entry.build())
+    crl = builder.sign(ca.key, hashes.SHA256())
+    path = tmp_path / "ca.crl"
+    path.write_bytes(crl.public_bytes(serialization.Encoding.DER))
+    pol = policy([ca.certificate], methods=("crl",), failure="soft_fail", distribution_points=False,
+                 crl_files=[(path, crl)])
+    assert outcome(engine, cert, ca, pol) == expected
+
+
 # --- a cached answer serves the policy asking now -----------------------------------------------------------------
 
 
