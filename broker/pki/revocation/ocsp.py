@@ -12,8 +12,8 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
 * at least one SingleResponse covers exactly the certificate asked about
   (serial and the issuer's name and key hashes, in whatever hash algorithm);
   when several do (RFC 6960 §4.2.2.3 allows more entries than were asked
-  for), any "revoked" one decides, else the freshest "good" one, else the
-  freshest "unknown" one;
+  for), any "revoked" one decides (one revoked for good before one on hold), else
+  the freshest "good" one, else the freshest "unknown" one;
 * the deciding entry's thisUpdate is not in the future and its nextUpdate not
   in the past (both with the configured clock skew) nor before its thisUpdate; without nextUpdate the
   answer counts as fresh only for a short configured age;
@@ -322,8 +322,9 @@ def _entries_for(response: ocsp.OCSPResponse, cert: x509.Certificate,
 def _deciding_entry(entries: list[ocsp.OCSPSingleResponse],
                     max_age_without_next_update: dt.timedelta) -> ocsp.OCSPSingleResponse:
     """The entry that answers for the certificate when several do (RFC 6960 §3.2, §4.2.2.3): a "revoked" one
-    if any (a "good" entry beside it must not hide the revocation), else the freshest "good" one (an older entry
-    must not make a fresh answer stale), else the freshest of the rest ("unknown").
+    if any (a "good" entry beside it must not hide the revocation), one revoked for good before one on hold (a
+    certificateHold may be lifted, a revocation for good not: RFC 5280 §3.3, §5.3.1), else the freshest "good" one
+    (an older entry must not make a fresh answer stale), else the freshest of the rest ("unknown").
 
     Freshest: the latest thisUpdate; on a tie, the one fresh for longest. Its thisUpdate and nextUpdate are then
     judged by the usual rules, so a stale "revoked" entry still refuses the answer (as revocation_stale), never
@@ -338,8 +339,9 @@ def _deciding_entry(entries: list[ocsp.OCSPSingleResponse],
         return this_update, fresh_until
 
     revoked = [e for e in entries if e.certificate_status == ocsp.OCSPCertStatus.REVOKED]
+    for_good = [e for e in revoked if e.revocation_reason != x509.ReasonFlags.certificate_hold]
     good = [e for e in entries if e.certificate_status == ocsp.OCSPCertStatus.GOOD]
-    return max(revoked or good or entries, key=freshness)
+    return max(for_good or revoked or good or entries, key=freshness)
 
 
 def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime,

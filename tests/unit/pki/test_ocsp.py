@@ -322,6 +322,14 @@ GOOD = ("good", THIS_UPDATE, None, None)
     pytest.param((replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR),),
                  ("revoked", STALE_THIS_UPDATE, REVOKED_AT, "key_compromise"), id="only-a-stale-revoked"),
     pytest.param((FRESH_REVOKED, FRESH_GOOD), REVOKED, id="revoked-then-good"),
+    # a hold may be lifted, a revocation for good not (RFC 5280 §3.3, §5.3.1): the fresher hold beside it does not
+    # decide, else the answer would stop refusing the card once it is stale
+    pytest.param((replace(FRESH_REVOKED, reason=x509.ReasonFlags.certificate_hold),
+                  replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR)),
+                 ("revoked", STALE_THIS_UPDATE, REVOKED_AT, "key_compromise"), id="fresh-hold-beside-stale-revoked"),
+    pytest.param((replace(FRESH_REVOKED, this_update=STALE_THIS_UPDATE, next_update=NOW - HOUR, reason=None),
+                  replace(FRESH_REVOKED, reason=x509.ReasonFlags.certificate_hold)),
+                 ("revoked", STALE_THIS_UPDATE, REVOKED_AT, None), id="stale-revoked-without-a-reason-then-fresh-hold"),
     pytest.param((FRESH_GOOD, replace(FRESH_REVOKED, cert_id_hash="sha256")), REVOKED,
                  id="good-then-revoked-under-a-sha256-cert-id"),
     pytest.param((STALE_GOOD, FRESH_GOOD), GOOD, id="stale-good-then-fresh-good"),
