@@ -662,10 +662,19 @@ class CrlStore:
                              7 * 86400)
 
     def shared_status(self, source: CrlSource) -> dict[str, object] | None:
+        """The source's state as an instance last recorded it (:meth:`_publish_meta`); None when none is recorded,
+        or the value in its place is no such record (not JSON, not a JSON object: corrupted, written by something
+        else), which the next refresh writes afresh."""
         if self._shared is None:
             return None
         raw = self._shared.get(_shared_key(source, "meta"))
-        return json.loads(raw) if raw else None
+        if not raw:
+            return None
+        try:
+            record = json.loads(raw)
+        except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+            return None
+        return record if isinstance(record, dict) else None
 
 
 def _held(states: Sequence[SourceState], issuer_der: bytes, keys: Sequence[bytes]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from click.testing import CliRunner, Result
 
 from broker.app import create_app
@@ -358,6 +359,32 @@ def test_status_of_a_crl_url_as_an_instance_fetched_it(shared_config: Path, redi
         assert row["fetched_at"] is not None
         assert row["crl_age"] != "-"
 
+
+
+@pytest.mark.parametrize("raw", [pytest.param(b"{not json", id="not-json"), pytest.param(b"[1, 2]", id="json-array"),
+                                 pytest.param(b"\xff\xfe", id="not-utf-8")])
+def test_status_of_a_crl_url_whose_shared_record_is_unreadable(shared_config: Path, redis_url: str, redis_prefix: str,
+                                                              demo_material: Any, raw: bytes) -> None:
+    """A value in the place of a CRL source's shared record that is no such record (corrupted, written by something
+    else) is shown as no record, not a traceback."""
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    _root, issuing = demo_cas(Path(demo_material.root), "kommun-a", now)
+    with FileServer() as files:
+        url = files.put_crl("/issuing-ca.crl", issuing.crl())
+        set_revocation(shared_config, "kommun-a", {
+            "mode": "check", "methods": ["crl"],
+            "crl": {"files": ["certs/kommun-a/root-ca.crl"], "urls": [url], "distribution_points": False},
+        })
+        assert login_anna(shared_config, redis_url, redis_prefix, demo_material) == 200
+    client = redis.Redis.from_url(redis_url)
+    records = list(client.scan_iter(match=redis_prefix + "crl-meta:*"))
+    assert records
+    for key in records:
+        client.set(key, raw)
+
+    rows = [r for r in crl_rows(status(shared_config, "--redis", redis_url)) if r["crl_source"] == url]
+    assert rows
+    assert all((r.get("entries"), r["last_error"]) == (None, "not fetched yet") for r in rows)
 
 
 @pytest.mark.parametrize(("url", "problem"), [
