@@ -276,13 +276,32 @@ def _signer(response: ocsp.OCSPResponse, issuer: x509.Certificate, now: dt.datet
     issuer_key_hash = x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest
     if response.responder_key_hash == issuer_key_hash or response.responder_name == issuer.subject:
         return issuer, "the issuing CA"
-    for candidate in response.certificates:
-        by_key = _key_hash(candidate)
-        named = response.responder_name is not None and response.responder_name == candidate.subject
-        if not named and (by_key is None or response.responder_key_hash != by_key):
-            continue
-        return candidate, _check_delegate(candidate, issuer, now, skew)
-    raise _invalid("the response is signed by neither the issuing CA nor an authorised responder")
+    candidates = [candidate for candidate in response.certificates if _names_responder(response, candidate)]
+    if not candidates:
+        raise _invalid("the response is signed by neither the issuing CA nor an authorised responder")
+    # a name is no key: a responder named byName may send another certificate of its name beside its own (its
+    # previous one, across a renewal); the one whose key made the signature is the signer (RFC 6960 §4.2.1)
+    signer = candidates[0] if len(candidates) == 1 else next(
+        (candidate for candidate in candidates if _signed_with(response, candidate)), candidates[0])
+    return signer, _check_delegate(signer, issuer, now, skew)
+
+
+def _names_responder(response: ocsp.OCSPResponse, candidate: x509.Certificate) -> bool:
+    """Whether the response's ResponderID (RFC 6960 §4.2.1: byName, or byKey) names ``candidate``."""
+    if response.responder_name is not None:
+        return response.responder_name == candidate.subject
+    by_key = _key_hash(candidate)
+    return by_key is not None and response.responder_key_hash == by_key
+
+
+def _signed_with(response: ocsp.OCSPResponse, candidate: x509.Certificate) -> bool:
+    """Whether ``candidate``'s key verifies the response's signature (False when that key cannot be read: the
+    response's certs lie outside its signed data, :func:`_key_hash`)."""
+    try:
+        _verify_signature(response, candidate)
+    except (CertificateRejected, UnsupportedAlgorithm, ValueError, TypeError):
+        return False
+    return True
 
 
 def _key_hash(cert: x509.Certificate) -> bytes | None:

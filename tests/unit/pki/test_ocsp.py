@@ -589,6 +589,51 @@ def test_a_delegate_certificate_signed_with_sha1_is_refused() -> None:
     assert "delegated responder CN=Kommun A OCSP Responder: its certificate is signed with SHA1" in exc.detail
 
 
+def _named_by_name(cert: x509.Certificate, issuer: x509.Certificate, signer: Issued,
+                   certs: Sequence[x509.Certificate]) -> bytes:
+    """A "good" answer about ``cert`` signed by ``signer``, its responderID byName, carrying ``certs``."""
+    return (ocsp.OCSPResponseBuilder()
+            .add_response(cert, issuer, hashes.SHA1(), ocsp.OCSPCertStatus.GOOD, THIS_UPDATE, NEXT_UPDATE, None, None)
+            .responder_id(ocsp.OCSPResponderEncoding.NAME, signer.certificate).certificates(list(certs))
+            .sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+def _unreadable_key(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` with its P-256 curve named as one cryptography does not know: a public key that cannot be read."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    assert der.count(P256) == 1
+    return x509.load_der_x509_certificate(der.replace(P256, bytes.fromhex("06082a8648ce3d030109")))
+
+
+@pytest.mark.parametrize(("order", "previous_key"), [
+    pytest.param("previous-first", "readable", id="previous-certificate-first"),
+    pytest.param("signer-first", "readable", id="signer-first"),
+    # outside the signed ResponseData: anyone on the way can put one there
+    pytest.param("previous-first", "unreadable", id="a-certificate-of-the-name-whose-key-cannot-be-read-first"),
+])
+def test_a_responder_named_by_name_is_the_certificate_of_its_name_that_signed(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, order: str,
+        previous_key: str) -> None:
+    """RFC 6960 §4.2.1, §4.2.2.2: a responder named byName may send another certificate of its name beside its own
+    (its previous one, across a renewal); the one whose key made the signature signs, in whatever order they
+    come (the first of the name was taken, and the answer refused as not verifying)."""
+    previous, signer = Delegate().install(responder), Delegate().install(responder)
+    assert previous.certificate.subject == signer.certificate.subject
+    certs = [previous.certificate if previous_key == "readable" else _unreadable_key(previous.certificate),
+             signer.certificate]
+    got = verify(_named_by_name(cert, ca.certificate, signer, certs if order == "previous-first" else certs[::-1]),
+                 cert, ca.certificate)
+    assert (got.status, got.responder) == ("good", f"delegated responder {signer.certificate.subject.rfc4514_string()}")
+
+
+def test_a_responder_named_by_name_without_its_own_certificate_is_refused(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    previous, signer = Delegate().install(responder), Delegate().install(responder)
+    exc = rejected(_named_by_name(cert, ca.certificate, signer, [previous.certificate]), cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert "signature does not verify" in exc.detail
+
+
 # --- time boundaries (±1 s, with the configured skew) -----------------------------------------------
 
 
