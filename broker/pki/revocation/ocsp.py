@@ -380,6 +380,22 @@ def verify_response(der: bytes, cert: x509.Certificate, issuer: x509.Certificate
         response = ocsp.load_der_ocsp_response(der)
     except ValueError as exc:
         raise _invalid(f"not a DER OCSP response ({exc})") from None
+    try:
+        return _verified(response, cert, issuer, now=now, skew=skew,
+                         max_age_without_next_update=max_age_without_next_update, nonce=nonce)
+    except CertificateRejected:
+        raise
+    except Exception as exc:
+        # cryptography reads parts of a response (a certificate's names among its certs, which lie outside the signed
+        # ResponseData: anyone on the way from a plain-HTTP responder can put one there) only when first asked, and
+        # refuses a malformed one with an exception of its own (ValueError ...): the answer is invalid, not an error
+        # of the broker's (RFC 6960 §4.2.1)
+        raise _invalid(f"the response cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _verified(response: ocsp.OCSPResponse, cert: x509.Certificate, issuer: x509.Certificate, *, now: dt.datetime,
+              skew: dt.timedelta, max_age_without_next_update: dt.timedelta, nonce: bytes | None) -> OcspAnswer:
+    """:func:`verify_response` of a parsed response."""
     if response.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
         name = response.response_status.name.lower()
         if response.response_status in _UNAVAILABLE_STATUSES:

@@ -575,6 +575,32 @@ def test_a_responder_certificate_whose_key_cannot_be_read_is_refused(
     assert "signed by neither the issuing CA nor an authorised responder" in exc.detail
 
 
+# the same for a certificate whose names cannot be read (a UTF8String that is no UTF-8): cryptography reads a
+# certificate's name when first asked, and raises ValueError
+ISSUER_CN = b"\x0c\x12Kommun A Person CA"                    # UTF8String, the issuer's common name
+RESPONDER_CN = b"\x0c\x17Kommun A OCSP Responder"            # UTF8String, the subject's common name
+
+
+@pytest.mark.parametrize(("original", "replacement"), [
+    pytest.param(ISSUER_CN, ISSUER_CN.replace(b"Person", b"\xff\xfe\xfd\xfc\xfb\xfa"), id="issuer-name"),
+    pytest.param(RESPONDER_CN, RESPONDER_CN.replace(b"OCSP", b"\xff\xfe\xfd\xfc"), id="subject-name"),
+])
+@pytest.mark.parametrize("responder_id", [pytest.param(ocsp.OCSPResponderEncoding.HASH, id="by-key"),
+                                          pytest.param(ocsp.OCSPResponderEncoding.NAME, id="by-name")])
+def test_a_responder_certificate_whose_names_cannot_be_read_is_refused(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, original: bytes,
+        replacement: bytes, responder_id: ocsp.OCSPResponderEncoding) -> None:
+    responder.responder_encoding = responder_id
+    issued = Delegate().install(responder)
+    der = answer(responder, cert, ca.certificate)
+    delegate = issued.certificate.public_bytes(serialization.Encoding.DER)
+    assert der.count(delegate) == 1
+    assert delegate.count(original) == 1
+    exc = rejected(der.replace(delegate, delegate.replace(original, replacement)), cert, ca.certificate)
+    assert exc.reason == "revocation_response_invalid"
+    assert "cannot be read" in exc.detail
+
+
 def test_a_delegate_certificate_signed_with_sha1_is_refused() -> None:
     """The delegate's certificate is what makes its key the CA's word, so its signature is held to the floor of the
     path's (SHA-256 or stronger), as its key is: cryptography's check that the CA signed it accepts SHA-1 under
