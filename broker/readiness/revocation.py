@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -77,7 +77,7 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
                             f"failure: {config.failure}: when no source answers, logins go on (audited)",
                             "Use fail_closed unless the municipality accepts the risk in writing."))
     cas = (*cl.anchors(), *cl.intermediate_certificates())
-    issuers: set[bytes] = set()   # the CAs a CRL was read from
+    issuers = CrlIssuers()   # the CAs a CRL was read from, by the kind of certificate it answers for
     crl_checks = _crl_checks(cl, policy, fetcher, now, cas, sample, issuers, at or now, window) \
         if "crl" in config.methods else []
     checks += crl_checks
@@ -90,8 +90,18 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
     # a CRL source that failed to read is reported already, and may be the one that answers for a CA (a warning,
     # such as "no CRL source known" or one without nextUpdate, read what there was)
     crls_read = not any(c.status == "fail" or c.title == _NOT_FETCHED for c in crl_checks)
-    checks += _unanswerable_cas(cl, issuers if crls_read else None)
+    checks += _unanswerable_cas(cl, issuers.of_cas if crls_read else None)
     return checks
+
+
+@dataclass(frozen=True)
+class CrlIssuers:
+    """The CAs (their names, DER) a CRL was read from: one for end-entity certificates (``of_users``), one for CA
+    certificates (``of_cas``), or both. A CRL for one kind only (onlyContainsUserCerts, onlyContainsCACerts: RFC 5280
+    §5.2.5, §6.3.3 (b)(2)) says nothing of the other."""
+
+    of_users: set[bytes] = field(default_factory=set)
+    of_cas: set[bytes] = field(default_factory=set)
 
 
 def _unanswerable_cas(cl: CertificateLogin, crl_issuers: set[bytes] | None) -> list[Check]:
@@ -100,8 +110,8 @@ def _unanswerable_cas(cl: CertificateLogin, crl_issuers: set[bytes] | None) -> l
     own Authority Information Access: ``ocsp.url`` serves the users' certificates only), its CRL distribution
     point (``distribution_points: true``), or a configured CRL from the CA above it. A CA certificate with none
     of these refuses every login below it as revocation_unavailable (soft fail: lets them through unchecked),
-    however well the users' own sources work. ``crl_issuers``: the CAs a configured CRL was read from, None when
-    a CRL source could not be read (it may be the missing one, and is reported already)."""
+    however well the users' own sources work. ``crl_issuers``: the CAs a configured CRL for CA certificates was read
+    from, None when a CRL source could not be read (it may be the missing one, and is reported already)."""
     methods = cl.revocation.methods
     dp = cl.revocation.crl.distribution_points
     cas = (*cl.intermediate_certificates(), *cl.anchors())
@@ -138,9 +148,9 @@ def _unanswerable_cas(cl: CertificateLogin, crl_issuers: set[bytes] | None) -> l
 
 
 def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
-                cas: Sequence[x509.Certificate], sample: x509.Certificate | None, issuers: set[bytes],
+                cas: Sequence[x509.Certificate], sample: x509.Certificate | None, issuers: CrlIssuers,
                 at: dt.datetime, window: dt.timedelta) -> list[Check]:
-    """``issuers`` gathers the CAs a CRL was read from."""
+    """``issuers`` gathers the CAs a CRL was read from, by the kind of certificate it answers for."""
     checks: list[Check] = []
     for f in cl.revocation.crl.files:
         checks.append(_judge_crl(f"file {f.path}", lambda f=f: Path(f.path).read_bytes(), cas, now, policy,
@@ -157,7 +167,7 @@ def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFet
         checks.append(_judge_crl(url, lambda url=url: fetcher.get(url, policy.crl_limits(), "application/pkix-crl"),
                                  cas, now, policy, kind="url", issuers=issuers))
     if checks and all(c.status == "pass" or c.title == _FILE_LAPSES for c in checks):  # a failed source is reported
-        checks += _uncovered_cas(cl, issuers)
+        checks += _uncovered_cas(cl, issuers.of_users)
     if not checks:
         checks.append(Check("revocation.crl", "warn", "no CRL source known",
                             "no CRL files or URLs are configured and no CA certificate names a distribution point; "
@@ -168,8 +178,9 @@ def _crl_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFet
 
 
 def _uncovered_cas(cl: CertificateLogin, issuers: set[bytes]) -> list[Check]:
-    """An issuing CA of which no CRL was read, where CRLs are the only method and the users' certificates' own
-    distribution points are not used: every login with its cards ends in revocation_unavailable."""
+    """An issuing CA of which no CRL for end-entity certificates was read, where CRLs are the only method and the
+    users' certificates' own distribution points are not used: every login with its cards ends in
+    revocation_unavailable."""
     if cl.revocation.methods != ("crl",) or cl.revocation.crl.distribution_points:
         return []
     return [Check("revocation.crl", "fail", "no CRL source for the issuing CA",
@@ -180,7 +191,7 @@ def _uncovered_cas(cl: CertificateLogin, issuers: set[bytes]) -> list[Check]:
 
 
 def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: dt.datetime,
-               policy: RevocationPolicy, *, kind: str, issuers: set[bytes] | None = None,
+               policy: RevocationPolicy, *, kind: str, issuers: CrlIssuers | None = None,
                lapse: tuple[dt.datetime, dt.timedelta] | None = None) -> Check:
     """``lapse``: (instant, window) a CRL file must stay current through: nothing fetches a new one, so logins refuse
     (fail closed) once its nextUpdate passes unless the operator replaces the file. FAIL when it has passed at the
@@ -206,7 +217,10 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
                      "the ones that sign it.", where)
     issuer = verified.crl.issuer.rfc4514_string()
     if issuers is not None:
-        issuers.add(verified.issuer_der)
+        if not verified.only_ca_certs:
+            issuers.of_users.add(verified.issuer_der)
+        if not verified.only_user_certs:
+            issuers.of_cas.add(verified.issuer_der)
     if verified.this_update > now + CRL_FUTURE_TOLERANCE:  # the broker refuses it so (broker.pki.revocation.crls)
         return Check("revocation.crl", "fail", "CRL not yet valid",
                      f"{where}: issued by {issuer}; thisUpdate {verified.this_update:%Y-%m-%d %H:%M} UTC lies in the "

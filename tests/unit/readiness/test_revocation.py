@@ -405,6 +405,34 @@ def test_crls_from_both_cas_give_every_certificate_a_status(config_dir: Path, pk
     assert only(result, "sample.certificate").status == "pass"
 
 
+def _for_only(kind: str) -> x509.IssuingDistributionPoint:
+    """An issuing distribution point naming no point, for end-entity ("users") or CA certificates only."""
+    return x509.IssuingDistributionPoint(full_name=None, relative_name=None,
+                                         only_contains_user_certs=kind == "users", only_contains_ca_certs=kind == "cas",
+                                         only_some_reasons=None, indirect_crl=False,
+                                         only_contains_attribute_certs=False)
+
+
+def test_an_issuing_cas_crl_for_ca_certificates_only_gives_its_cards_no_status(config_dir: Path, pki: Pki) -> None:
+    """RFC 5280 §5.2.5, §6.3.3 (b)(2)(iii): an ARL (onlyContainsCACerts) says nothing of the users' cards; read as
+    the issuing CA's CRL, it passed, while every login with its cards is refused (revocation_unavailable)."""
+    crls = {"issuing-ca.crl": crl(pki.issuing, extensions=[(_for_only("cas"), True)]), "root-ca.crl": pki.root.crl()}
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=crls))
+
+    missing = [c for c in result.checks if c.id == "revocation.crl" and c.status == "fail"]
+    assert [(c.title, c.subject) for c in missing] == [("no CRL source for the issuing CA", "Kommun A Person CA")]
+    assert ca_status(result) == []
+
+
+def test_a_roots_crl_for_end_entities_only_gives_the_ca_certificate_no_status(config_dir: Path, pki: Pki) -> None:
+    """The other way round: a root's CRL for end-entity certificates only (onlyContainsUserCerts) says nothing of the
+    issuing CA's certificate, which the engine checks at every login."""
+    crls = {"issuing-ca.crl": pki.issuing.crl(), "root-ca.crl": crl(pki.root, extensions=[(_for_only("users"), True)])}
+    result = kommun_a(configure(config_dir, pki, crl_block(files=list(CRL_FILES.values())), crls=crls))
+
+    assert [(status, subject) for status, subject, _ in ca_status(result)] == [("fail", "Kommun A Person CA")]
+
+
 def test_ocsp_first_and_a_ca_certificate_without_a_responder_or_crl_fails(config_dir: Path, pki: Pki) -> None:
     """``ocsp.url`` serves the users' certificates; the issuing CA's own status comes from its own AIA (which it
     lacks) or a CRL from the root (not configured). (OCSP alone with such a CA the loader refuses.)"""
