@@ -159,13 +159,22 @@ class _Cached:
         return now < self.until(policy) and (self.nonced or not policy.config.ocsp.nonce)
 
 
+# How long an "unknown" answer is held: the responder does not know the serial (RFC 6960 §2.2), which for a card
+# issued minutes ago changes as soon as the CA's database reaches the responder. Held this long, retries are
+# answered from the cache; held to nextUpdate (up to max_cache_time), a new card would be refused for an hour.
+_UNKNOWN_SERVES_AT_MOST = dt.timedelta(seconds=60)
+
+
 def _serves_until(answer: OcspAnswer, fetched: dt.datetime, policy: RevocationPolicy) -> dt.datetime:
     """Until when ``answer`` serves ``policy``: its nextUpdate (or thisUpdate + ``max_age_without_next_update``),
     and no longer than ``max_cache_time`` counted from when it was fetched (a shared copy read later is no fresher
-    for it)."""
+    for it); an "unknown" no longer than :data:`_UNKNOWN_SERVES_AT_MOST`."""
     config = policy.config
     fresh_until = answer.next_update or (answer.this_update + config.ocsp.max_age_without_next_update.timedelta)
-    return min(fresh_until, fetched + config.max_cache_time.timedelta)
+    held_for = config.max_cache_time.timedelta
+    if answer.status == "unknown":
+        held_for = min(held_for, _UNKNOWN_SERVES_AT_MOST)
+    return min(fresh_until, fetched + held_for)
 
 
 def _status_key(url: str) -> str:

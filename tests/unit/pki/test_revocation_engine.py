@@ -543,6 +543,28 @@ def test_unknown_is_never_soft_failed(engine: RevocationChecker, ca: Certificate
         assert refused(engine, cert, ca, pol).reason == "revocation_unknown"
 
 
+def test_an_unknown_answer_is_held_a_minute_not_until_its_next_update(
+        responder: OcspResponder, clock: FixedClock, ca: CertificateAuthority, cert: x509.Certificate) -> None:
+    """A card issued minutes ago that its CA's responder does not know yet (RFC 6960 §2.2 "unknown") is refused; once
+    the responder knows it, the card logs in within a minute, not only when the "unknown" (cached up to
+    max_cache_time, an hour by default) has run out. Within the minute, retries are answered from the cache."""
+    responder.set_status(cert, "unknown")
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    engine = checker(clock)
+    try:
+        assert refused(engine, cert, ca, pol).reason == "revocation_unknown"
+        clock.set(NOW + dt.timedelta(seconds=30))
+        assert refused(engine, cert, ca, pol).reason == "revocation_unknown"
+        assert responder.hits == 1
+        responder.set_status(cert, "good")
+        clock.set(NOW + 2 * MINUTE)
+        responder.now = clock.now()
+        assert check(engine, cert, ca, pol).checked[0].status == "good"
+        assert responder.hits == 2
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize(("signer_revoked", "reason"), [pytest.param(False, None, id="crl-signer-good"),
                                                         pytest.param(True, "revocation_unavailable",
                                                                      id="crl-signer-revoked")])
