@@ -566,9 +566,11 @@ def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _signature_verifies(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """``child``'s signature checked with ``issuer``'s key and the algorithm it names, SHA-1 included."""
-    key = issuer.public_key()
+    """``child``'s signature checked with ``issuer``'s key and the algorithm it names, SHA-1 included. False when
+    that key cannot be read (an unknown algorithm, a point off its curve): a certificate the client sent along is
+    anyone's bytes, and what it cannot have issued is no reason for a refusal."""
     try:
+        key = issuer.public_key()
         # cryptography names no parameters for the SHA-1 algorithms (None): PKCS #1 v1.5, or ECDSA with the hash
         algorithm, parameters = child.signature_hash_algorithm, child.signature_algorithm_parameters
         if algorithm is None:

@@ -17,7 +17,7 @@ from typing import TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtensionOID
 
 from broker.clock import FixedClock
@@ -80,7 +80,25 @@ def with_duplicate_extension(cert: x509.Certificate, signer: CertificateAuthorit
     tbs = cert.tbs_certificate_bytes
     if tbs.count(san) != 1:
         raise ValueError("the certificate must carry exactly one subjectAltName")
-    tbs = tbs.replace(san, key_usage)
+    # the algorithm stays SHA-256 with the signer's key type, so _signed_again copies it from the original
+    return _signed_again(cert, tbs.replace(san, key_usage), signer)
+
+
+def with_unreadable_key(cert: x509.Certificate, signer: CertificateAuthority) -> x509.Certificate:
+    """``cert`` (which must hold an EC key) with the last byte of its public point changed, re-signed by ``signer``
+    with SHA-256: every field reads, but the point lies off the curve, so ``public_key()`` raises ValueError
+    (SEC 1 §3.2.2.1, RFC 5480 §2.2), as for any certificate whose key cryptography cannot load."""
+    point = cert.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    tbs = cert.tbs_certificate_bytes
+    if tbs.count(point) != 1:
+        raise ValueError("the certificate must hold its EC point once")
+    tbs = tbs.replace(point, point[:-1] + bytes([point[-1] ^ 0x01]))
+    return _signed_again(cert, tbs, signer)
+
+
+def _signed_again(cert: x509.Certificate, tbs: bytes, signer: CertificateAuthority) -> x509.Certificate:
+    """``cert`` with its signed part replaced by ``tbs`` (of the same signature algorithm), signed by ``signer``
+    with SHA-256 (RFC 5280 §4.1: tbsCertificate, signatureAlgorithm, signatureValue)."""
     key = signer.key
     if isinstance(key, ec.EllipticCurvePrivateKey):
         signature = key.sign(tbs, ec.ECDSA(hashes.SHA256()))
@@ -88,8 +106,6 @@ def with_duplicate_extension(cert: x509.Certificate, signer: CertificateAuthorit
         signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
     else:
         raise TypeError(f"cannot sign with {type(key).__name__}")
-    # Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } (RFC 5280 §4.1); the
-    # algorithm stays SHA-256 with the signer's key type, so it is copied from the original
     der = cert.public_bytes(Encoding.DER)
     after_tbs = der[der.index(cert.tbs_certificate_bytes) + len(cert.tbs_certificate_bytes):]
     algorithm = after_tbs[:2 + after_tbs[1]]

@@ -32,6 +32,7 @@ from tests.factories.pki_cases import (
     revoking,
     sha1_subordinate,
     with_subject_attribute,
+    with_unreadable_key,
 )
 
 DAY = dt.timedelta(days=1)
@@ -142,6 +143,17 @@ def name_constraint_violated_with_a_legacy_cross_certificate_sent_along(h: Hiera
     return cert, h.domain(intermediates=(constrained.certificate,)), (_legacy_cross_certificate(h.issuing),)
 
 
+def name_constraint_violated_with_an_unreadable_key_copy_sent_along(h: Hierarchy) -> Case:
+    """The path fails on the issuing CA's name constraint; the copy of that CA the client sends, whose public key
+    cannot be read (a point off the curve), is no path, and looking for why there is none must not fail on it."""
+    constrained = resigned(h.issuing, x509.NameConstraints([x509.DNSName("kommun-a.example.se")], None),
+                           critical=True)
+    cert = reissue(constrained.issue(h.profile()).certificate, constrained,
+                   extra=[x509.SubjectAlternativeName([x509.DNSName("evil.example")])])
+    return (cert, h.domain(intermediates=(constrained.certificate,)),
+            (with_unreadable_key(constrained.certificate, h.root),))
+
+
 def key_usage_absent(h: Hierarchy) -> Case:
     plain = h.leaf().certificate
     return reissue(plain, h.issuing, without=[x509.KeyUsage]), h.domain(crls=h.fresh_crls()), ()
@@ -187,6 +199,8 @@ REJECTED = [
                  id="expired-issuing-ca-with-a-legacy-sha1-cross-certificate-sent-along"),
     pytest.param(name_constraint_violated_with_a_legacy_cross_certificate_sent_along, "chain_invalid",
                  id="name-constraint-violated-with-a-legacy-sha1-cross-certificate-sent-along"),
+    pytest.param(name_constraint_violated_with_an_unreadable_key_copy_sent_along, "chain_invalid",
+                 id="name-constraint-violated-with-an-unreadable-key-copy-sent-along"),
     pytest.param(issuing_ca_expired, "chain_invalid", id="issuing-ca-certificate-expired"),
     pytest.param(issuing_ca_not_yet_valid, "chain_invalid", id="issuing-ca-certificate-not-yet-valid"),
     # --- purpose: extended key usage ---
@@ -464,6 +478,11 @@ def unrelated_sha1_certificate_presented(h: Hierarchy) -> Case:
     return h.leaf().certificate, h.domain(), (sha1_resign(other.issuing.certificate, other.root.key),)
 
 
+def unreadable_key_copy_of_the_issuing_ca_presented(h: Hierarchy) -> Case:
+    # RFC 5280 §6.1 judges the path's certificates: a copy of the issuing CA whose key cannot be read is on no path
+    return h.leaf().certificate, h.domain(), (with_unreadable_key(h.issuing.certificate, h.root),)
+
+
 def legacy_sha1_cross_certificate_presented(h: Hierarchy) -> Case:
     # the issuing CA's key also certified with SHA-1 by another root (a legacy cross-certificate browsers send)
     bridge = Hierarchy.build(NOW, "Bridge").root
@@ -490,6 +509,7 @@ ACCEPTED = [
     pytest.param(chain_at_max_depth, id="chain-exactly-at-max-chain-depth"),
     pytest.param(unrelated_sha1_certificate_presented, id="unrelated-sha1-certificate-presented"),
     pytest.param(legacy_sha1_cross_certificate_presented, id="legacy-sha1-cross-certificate-presented"),
+    pytest.param(unreadable_key_copy_of_the_issuing_ca_presented, id="unreadable-key-copy-of-the-issuing-ca-presented"),
 ]
 
 
