@@ -129,11 +129,11 @@ class VerifiedPath:
 
     @property
     def not_after(self) -> dt.datetime:
-        """The last instant the path is valid: the earliest notAfter among its certificates below the trust
-        anchor (RFC 5280 §6.1.3 (a)(2) checks the validity of each of them; the anchor itself is input to the
-        algorithm, not part of the path, §6.1.1 (d)). What the certificate proves ends there."""
-        below_anchor = self.chain[:-1] or self.chain
-        return min(c.not_valid_after_utc for c in below_anchor)
+        """The last instant the path is valid: the earliest notAfter among its certificates (RFC 5280 §6.1.3 (a)(2)
+        checks the validity of each below the trust anchor), the anchor's included: §6.1.1 (d) leaves the anchor's
+        own validity to the relying party, and cryptography's verifier refuses a path whose anchor has expired, so
+        validating the path again after that instant refuses it. What the certificate proves ends there."""
+        return min(c.not_valid_after_utc for c in self.chain)
 
 
 def check_purpose(leaf: x509.Certificate) -> None:

@@ -562,6 +562,35 @@ def test_validity_one_second_outside(bounded: tuple[x509.Certificate, TrustDomai
     assert caught.value.reason == reason
 
 
+def _first_to_expire(which: str) -> tuple[x509.Certificate, TrustDomain, dt.datetime]:
+    """A path on which ``which`` (leaf, issuing-ca, trust-anchor) reaches its notAfter first, ten days after NOW."""
+    end = NOW + 10 * DAY
+    root = CertificateAuthority.root("Kommun A Test Root CA", NOW, organization="Kommun A",
+                                     valid_from=NOW - 100 * DAY, valid_days=110 if which == "trust-anchor" else 3650)
+    issuing = root.subordinate("Kommun A Test Person CA", organization="Kommun A", valid_from=NOW - 50 * DAY,
+                               valid_days=60 if which == "issuing-ca" else 1000)
+    h = Hierarchy(NOW, root, issuing)
+    cert = h.leaf(valid_until=end if which == "leaf" else NOW + 365 * DAY).certificate
+    return cert, h.domain(), end
+
+
+@pytest.mark.parametrize("which", [
+    pytest.param("leaf", id="leaf"),
+    pytest.param("issuing-ca", id="issuing-ca"),
+    pytest.param("trust-anchor", id="trust-anchor"),
+])
+def test_a_path_is_valid_until_its_first_certificate_expires(which: str) -> None:
+    """What a path proves ends where validating it again would refuse it: at the earliest notAfter of its
+    certificates (RFC 5280 §4.1.2.5, §6.1.3 (a)(2)), the trust anchor's included, since the verifier judges its
+    validity too (an expired root leaves no path, as x509-limbo's rfc5280::validity::expired-root expects). A
+    session rests on it (SessionNotOnOrAfter)."""
+    cert, domain, end = _first_to_expire(which)
+    assert verify_path(cert, domain, NOW).not_after == end
+    assert verify_path(cert, domain, end).checked_at == end
+    with pytest.raises(CertificateRejected):
+        verify_path(cert, domain, end + SECOND)
+
+
 def test_rejection_params_carry_the_date_for_the_error_page(h: Hierarchy) -> None:
     cert = h.leaf(valid_from=NOW - 400 * DAY, valid_until=dt.datetime(2026, 2, 1, 12, tzinfo=dt.UTC)).certificate
     with pytest.raises(CertificateRejected) as caught:
