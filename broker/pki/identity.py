@@ -162,8 +162,12 @@ def display_identity(kind: str, key: str) -> str:
 
 
 # a personnummer inside a serialNumber as CAs write it: bare, padded (IDENTITY_SPACE, which the identity rule strips
-# and accepts), with its hyphen or plus, or after a prefix (ETSI EN 319 412-1 "PNOSE-"); not within a longer number
-_PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8})[-+]?[0-9]{4}(?![0-9])")
+# and accepts), with its hyphen or plus, or after a prefix (ETSI EN 319 412-1 "PNOSE-"); not within a longer number.
+# Also in its ten-digit form without the century (YYMMDD-NNNN, "+" past 100 years of age): there only where the
+# date part can be a birth date (month 01-12; day 01-31, or 61-91 for a samordningsnummer), since an organisation
+# number (in an HSA-id) has ten digits too, with 20 or more where the month would be
+_PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8}|[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]"
+                                   r"|[78][0-9]|9[01]))[-+]?[0-9]{4}(?![0-9])")
 _SERIAL_NUMBER_NAME = {NameOID.SERIAL_NUMBER: "serialNumber"}
 
 

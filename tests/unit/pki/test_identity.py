@@ -163,6 +163,10 @@ def test_a_refused_hsa_id_is_described_by_its_shape(h: Hierarchy) -> None:
     pytest.param(f" {PERSONNUMMER_VALID} ", "serialNumber=\\ 19121212-****\\ ", id="padded-personnummer"),
     pytest.param("19121212-1212", "serialNumber=19121212-****", id="with-hyphen"),
     pytest.param("PNOSE-" + PERSONNUMMER_VALID, "serialNumber=PNOSE-19121212-****", id="etsi-semantics-prefix"),
+    # the ten-digit form without the century (YYMMDD-NNNN), as the personnummer is most often written
+    pytest.param("121212-1212", "serialNumber=121212-****", id="ten-digit-form-with-hyphen"),
+    pytest.param("1212121212", "serialNumber=121212-****", id="ten-digit-form"),
+    pytest.param("121272+1235", "serialNumber=121272-****", id="ten-digit-samordningsnummer-over-100-years-old"),
     pytest.param(HSA_ID, f"={HSA_ID},", id="hsa-id-shown-as-is"),
     pytest.param("SE2120001009-bo", "=SE2120001009-bo,", id="organisation-number-shown-as-is"),
 ])
@@ -171,6 +175,8 @@ def test_display_subject_masks_a_personnummer_however_written(h: Hierarchy, seri
     assert shown in subject
     assert PERSONNUMMER_VALID not in subject
     assert "1212-1212" not in subject
+    assert "1212121212" not in subject
+    assert "1235" not in subject
 
 
 # --- check_personnummer on its own ---
