@@ -239,8 +239,12 @@ def verify_paths(
     holds: RFC 5280 §6.1 validates a path, and a relying party may use any valid one. What the broker checks
     after the verifier (name constraints, algorithms) or over the path (policy processing, RFC 5280 §6.1.3 (d))
     may then hold on one and fail on the other, so each alternative is found by leaving out, in turn, a
-    certificate whose name has another certificate, and verifying again. A path with no such name (nearly every
-    card) costs nothing more. The first refusal is the one raised when no path holds.
+    certificate whose name has another certificate, and verifying again. So is a path the verifier never reached:
+    at some certificates (critical directoryName constraints) it stops with a "fatal error" instead of trying the
+    others of the same name, so when it finds no path, each configured certificate whose name has another is left
+    out in turn before giving up. A path with
+    no such name (nearly every card) costs nothing more; the search is bounded (``limit`` paths, twice as many
+    verifier runs). The first refusal is the one raised when no path holds.
     """
     weak = weak_signature_reason(leaf)
     if weak:
@@ -254,38 +258,45 @@ def verify_paths(
     # What the client sent along is judged only where it ends up on the path (below): an unrelated or legacy
     # SHA-1 certificate beside a good path is no reason to refuse (RFC 5280 §6.1 judges the path's certificates).
     candidates = [*domain.intermediates, *presented]
-    chain = _build(leaf, domain, domain.store, candidates, now)  # no path at all: nothing to look further for
-    named: dict[x509.Name, set[x509.Certificate]] = {}
+    named: dict[x509.Name, list[x509.Certificate]] = {}
     for cert in (*domain.anchors, *candidates):
-        named.setdefault(cert.subject, set()).add(cert)
-    shared = {cert for certs in named.values() if len(certs) > 1 for cert in certs}
+        if cert not in named.setdefault(cert.subject, []):
+            named[cert.subject].append(cert)
+    shared = [cert for certs in named.values() if len(certs) > 1 for cert in certs]  # in a fixed order
+    configured = {*domain.anchors, *domain.intermediates}
     paths: list[VerifiedPath] = []
     first_refusal: CertificateRejected | None = None
     seen: set[tuple[x509.Certificate, ...]] = set()
-    tried: set[frozenset[x509.Certificate]] = {frozenset()}
-    pending: list[tuple[frozenset[x509.Certificate], tuple[x509.Certificate, ...]]] = [(frozenset(), chain)]
-    while pending:
-        left_out, found = pending.pop(0)
+    tried: set[frozenset[x509.Certificate]] = set()
+    pending: list[frozenset[x509.Certificate]] = [frozenset()]  # what to leave out, the verifier's own try first
+    while pending and len(paths) < limit and len(tried) <= 2 * limit:
+        left_out = pending.pop(0)
+        if left_out in tried:
+            continue
+        tried.add(left_out)
+        anchors = [a for a in domain.anchors if a not in left_out]
+        if not anchors:
+            continue
+        store = domain.store if len(anchors) == len(domain.anchors) else Store(anchors)
+        try:
+            # only the first try's refusal may be the one raised: it alone is explained
+            found = _build(leaf, domain, store, [c for c in candidates if c not in left_out], now,
+                           explain=len(tried) == 1)
+        except CertificateRejected as exc:
+            first_refusal = first_refusal or exc
+            # the verifier gives up at some certificates without trying the others of the same name (critical
+            # directoryName constraints are a "fatal error"): which one stopped it is not said, so each configured
+            # one is left out in turn (they come before what the client sent, which cannot hide them; a client
+            # sending copies of a CA's name must not multiply the work of a refusal)
+            pending += [left_out | {cert} for cert in shared if cert in configured and cert not in left_out]
+            continue
         if found not in seen:
             seen.add(found)
             try:
                 paths.append(_judged(found, now))
             except CertificateRejected as exc:
                 first_refusal = first_refusal or exc
-        for ca in found[1:]:
-            without = left_out | {ca}
-            if ca not in shared or without in tried or len(tried) > 2 * limit or len(paths) >= limit:
-                continue
-            tried.add(without)
-            anchors = [a for a in domain.anchors if a not in without]
-            if not anchors:
-                continue
-            store = domain.store if len(anchors) == len(domain.anchors) else Store(anchors)
-            try:
-                pending.append((without, _build(leaf, domain, store, [c for c in candidates if c not in without],
-                                                now)))
-            except CertificateRejected:
-                continue
+        pending += [left_out | {ca} for ca in found[1:] if ca in shared]
     if not paths:
         assert first_refusal is not None  # every chain found was refused
         raise first_refusal
@@ -309,8 +320,9 @@ def first_unrevoked(candidates: Sequence[_Candidate], check: Callable[[_Candidat
 
 
 def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates: Sequence[x509.Certificate],
-           now: dt.datetime) -> tuple[x509.Certificate, ...]:
-    """The verifier's path from ``leaf`` through ``candidates`` to an anchor in ``store``, leaf first."""
+           now: dt.datetime, *, explain: bool = True) -> tuple[x509.Certificate, ...]:
+    """The verifier's path from ``leaf`` through ``candidates`` to an anchor in ``store``, leaf first. Without
+    ``explain``, a refusal is the verifier's own words (for a try whose refusal is never shown)."""
     verifier = (
         PolicyBuilder()
         .store(store)
@@ -322,6 +334,8 @@ def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates
     try:
         return tuple(verifier.verify(leaf, list(candidates)).chain)
     except VerificationError as exc:
+        if not explain:
+            raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
         # The verifier refuses SHA-1 CAs and CAs with short keys with a generic message; name the real reason
         # when a CA that issued the leaf (or a CA above it) is weakly signed or holds a weak key.
         weak_ca = _weak_ca_on_name_path(leaf, candidates, now, domain.anchors)

@@ -19,7 +19,7 @@ from broker.pki import path as path_module
 from broker.pki.path import VerifiedPath, verify_path, verify_paths
 from broker.pki.truststore import TrustDomain
 from tests.factories.pki import POLICY_LOA2, POLICY_LOA3, Hierarchy
-from tests.factories.pki_cases import NOW, policies, reissue, validator
+from tests.factories.pki_cases import NOW, impostor, policies, reissue, validator
 
 _SWEDEN = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE")]))
 
@@ -90,6 +90,32 @@ def test_a_path_the_broker_refuses_after_the_verifier_gives_way_to_another(h: Hi
     assert "directory names" in caught.value.detail
 
 
+@pytest.mark.parametrize("where", [
+    pytest.param("configured-first", id="configured-first"),
+    pytest.param("configured-last", id="configured-last"),
+    pytest.param("plain-one-presented", id="plain-one-presented"),
+])
+def test_a_copy_the_verifier_stops_at_gives_way_to_another(h: Hierarchy, where: str) -> None:
+    """A copy with critical directoryName constraints ends cryptography's search outright ("fatal error", no
+    other candidate tried), whichever order it meets the certificates in: the plain certificate of the same CA
+    still carries the card (RFC 5280 §6.1: any valid path), listed before or after the copy, or sent by the
+    client."""
+    constrained = reissue(h.issuing.certificate, h.root, extra=[x509.NameConstraints([_SWEDEN], None)],
+                          critical=True)
+    leaf = h.leaf().certificate
+    configured, presented = {
+        "configured-first": ([constrained, h.issuing.certificate], []),
+        "configured-last": ([h.issuing.certificate, constrained], []),
+        "plain-one-presented": ([constrained], [h.issuing.certificate]),
+    }[where]
+    paths = verify_paths(leaf, h.domain(intermediates=configured), NOW, presented)
+    assert _second(paths) == [h.issuing.certificate]
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(leaf, h.domain(intermediates=[constrained]), NOW)
+    assert caught.value.reason == "chain_invalid"
+    assert "directoryName" in caught.value.detail
+
+
 def test_a_cross_certified_ca_has_a_path_to_each_root(h: Hierarchy) -> None:
     """The issuing CA certified by the municipality's root and by a second configured root (a root rollover):
     a path ends at each, found by leaving the first root out of the store in turn."""
@@ -107,9 +133,9 @@ def test_a_path_with_no_shared_name_is_built_once(h: Hierarchy, monkeypatch: pyt
     builds: list[int] = []
     real = path_module._build
 
-    def counting(*args: object) -> tuple[x509.Certificate, ...]:
+    def counting(*args: object, **kwargs: bool) -> tuple[x509.Certificate, ...]:
         builds.append(1)
-        return real(*args)  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(path_module, "_build", counting)
     assert len(verify_paths(h.leaf().certificate, h.domain(), NOW)) == 1
@@ -123,6 +149,29 @@ def test_the_search_is_bounded(h: Hierarchy) -> None:
     paths = verify_paths(h.leaf().certificate, h.domain(intermediates=copies), NOW, limit=4)
     assert len(paths) == 4
     assert len(set(_second(paths))) == 4
+
+
+def test_a_refused_card_is_looked_at_a_bounded_number_of_times(h: Hierarchy, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    """A card no key of its CA signed, sent with copies of that CA under stranger keys: every copy is a name
+    with another certificate, but what the client sent does not multiply the work of a refusal (the configured
+    certificate of the name is left out once); only the first verifier run is explained (its refusal is raised)."""
+    builds: list[bool] = []
+    real = path_module._build
+
+    def counting(*args: object, **kwargs: bool) -> tuple[x509.Certificate, ...]:
+        builds.append(kwargs.get("explain", True))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(path_module, "_build", counting)
+    copies = [reissue(h.issuing.certificate, impostor(h.root)) for _ in range(10)]
+    leaf = impostor(h.issuing).issue(h.profile()).certificate
+    with pytest.raises(CertificateRejected) as caught:
+        verify_paths(leaf, h.domain(), NOW, copies, limit=4)
+    assert caught.value.reason == "chain_invalid"
+    assert len(builds) == 2
+    assert builds[0]
+    assert not any(builds[1:])
 
 
 def test_a_presented_copy_of_the_ca_counts_too(h: Hierarchy, loa2_copy: x509.Certificate) -> None:
