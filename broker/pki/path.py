@@ -23,7 +23,8 @@ left unchecked) and rfc822Name constraints on the subject's emailAddress of a
 certificate without subjectAltName (the verifier checks alternative names only).
 
 Also deviating from webpki for RFC 5280's path validation: a CA certificate's basicConstraints need not be marked
-critical (PKITS 4.6.4), and an end-entity certificate may lack authorityKeyIdentifier (§4.2.1.1 binds the CA).
+critical (PKITS 4.6.4), a CA certificate may lack keyUsage (§6.1.4 (n) checks keyCertSign where it is present),
+and an end-entity certificate may lack authorityKeyIdentifier (§4.2.1.1 binds the CA).
 Kept from webpki, deliberately: an authorityKeyIdentifier marked critical, on a CA certificate or a login
 certificate, is refused (§4.2.1.1: "Conforming CAs MUST mark this extension as non-critical"; a relying party may
 process one, but a CA that marks it critical is misissuing, and nothing is gained by accepting it), as
@@ -103,12 +104,22 @@ def _asserts_ca(_policy: object, _cert: x509.Certificate, constraints: x509.Basi
         raise ValueError("basicConstraints.cA is not asserted in a CA certificate")
 
 
+def _may_sign_certificates(_policy: object, _cert: x509.Certificate, usage: x509.KeyUsage | None) -> None:
+    """keyUsage of a CA certificate on the path (the trust anchor's too, which the verifier judges as a CA): where
+    present, keyCertSign must be asserted (RFC 5280 §6.1.4 (n)); absent, the path is not refused for it. Including
+    one is the issuing CA's duty (§4.2.1.3 "MUST include"), which path validation does not check, as webpki does,
+    and the configuration takes such a CA as a trust anchor or intermediate (:func:`broker.pki.naming.not_a_ca`)."""
+    if usage is not None and not usage.key_cert_sign:
+        raise ValueError("keyUsage.keyCertSign must be asserted in a CA certificate")
+
+
 # certificatePolicies (critical or not, §4.2.1.4) and policyMappings, policyConstraints and inhibitAnyPolicy, which
 # RFC 5280 §4.2.1.5, §4.2.1.11 and §4.2.1.14 have CAs mark critical (SHOULD, MUST, MUST), are processed by
 # broker.pki.policy over the verified path: the verifier must not refuse them as unknown critical extensions. Any
 # other unknown critical extension is still refused.
 _CA_POLICY = (ExtensionPolicy.webpki_defaults_ca()
               .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _asserts_ca)
+              .may_be_present(x509.KeyUsage, Criticality.AGNOSTIC, _may_sign_certificates)
               .may_be_present(x509.CertificatePolicies, Criticality.AGNOSTIC, None)
               .may_be_present(_PolicyMappings, Criticality.AGNOSTIC, None)
               .may_be_present(x509.PolicyConstraints, Criticality.AGNOSTIC, None)

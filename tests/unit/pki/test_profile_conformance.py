@@ -25,8 +25,9 @@ from broker.config.values import luhn_valid
 from broker.demo.certificates import UPN_OID, CertificateAuthority, _utf8_string
 from broker.errors import CertificateRejected
 from broker.pki.identity import check_personnummer, extract_identity
+from broker.pki.naming import not_a_ca
 from tests.factories.pki import HSA_ID, POLICY_LOA3, Hierarchy
-from tests.factories.pki_cases import NOW, policies, reissue, validator
+from tests.factories.pki_cases import CRL_SIGN_ONLY, NOW, policies, reissue, validator
 
 DAY = dt.timedelta(days=1)
 HSA_IN_UPN = IdentityRule(type="hsa_id", source="san_upn")
@@ -223,6 +224,34 @@ def test_a_non_critical_path_length_constraint_still_holds(h: Hierarchy) -> None
     below = ca.subordinate("Kommun A Test Sub CA", organization="Kommun A")
     rejected = refused(h, below.issue(h.profile()).certificate, intermediates=(ca.certificate, below.certificate))
     assert rejected.reason == "chain_invalid"
+
+
+def _without_key_usage(h: Hierarchy, which: str) -> Hierarchy:
+    """``h`` with the issuing CA's or the trust anchor's certificate re-signed without keyUsage."""
+    if which == "issuing-ca":
+        return replace(h, issuing=replace(h.issuing, certificate=reissue(h.issuing.certificate, h.root,
+                                                                         without=[x509.KeyUsage])))
+    root = replace(h.root, certificate=reissue(h.root.certificate, h.root, without=[x509.KeyUsage]))
+    return Hierarchy(NOW, root, root.subordinate("Kommun A Test Person CA", organization="Kommun A"))
+
+
+@pytest.mark.parametrize("which", ["issuing-ca", "trust-anchor"])
+def test_a_ca_certificate_without_key_usage_is_still_a_ca(h: Hierarchy, which: str) -> None:
+    """§6.1.4 (n) checks keyCertSign where a key usage extension is present; including one is the CA's duty
+    (§4.2.1.3), not something path validation checks, and the configuration takes such a CA as a trust anchor or
+    intermediate (broker.pki.naming.not_a_ca): the logins through it must not all fail."""
+    bare = _without_key_usage(h, which)
+    ca = bare.issuing if which == "issuing-ca" else bare.root
+    assert not_a_ca(ca.certificate) is None
+    result = validator(bare.domain()).validate(bare.leaf().certificate)
+    assert (result.identity.key, result.loa.name) == (HSA_ID, "loa3")
+
+
+def test_a_ca_key_usage_without_key_cert_sign_is_still_refused(h: Hierarchy) -> None:
+    ca = replace(h.issuing, certificate=reissue(h.issuing.certificate, h.root, extra=[CRL_SIGN_ONLY], critical=True))
+    rejected = refused(h, ca.issue(h.profile()).certificate, intermediates=(ca.certificate,))
+    assert rejected.reason == "chain_invalid"
+    assert "keyCertSign" in rejected.detail
 
 
 def test_a_login_certificate_without_an_authority_key_identifier_logs_in(h: Hierarchy) -> None:
