@@ -18,9 +18,11 @@ Deliberate deviations from cryptography's webpki defaults, each for a reason:
   policy list is asked, as in ``broker cert verify``).
 
 What the verifier leaves undone for name constraints (RFC 5280 §4.2.1.10), done
-here over the verified path: directoryName constraints (refused rather than
-left unchecked) and rfc822Name constraints on the subject's emailAddress of a
-certificate without subjectAltName (the verifier checks alternative names only).
+here over the verified path: directoryName constraints (the verifier ignores them
+when not critical and stops at a critical one with a "fatal error": such a CA's
+paths are built through a stand-in, see :func:`_build_under_directory_constraints`)
+and rfc822Name constraints on the subject's emailAddress of a certificate without
+subjectAltName (the verifier checks alternative names only).
 
 Also deviating from webpki for RFC 5280's path validation: a CA certificate's basicConstraints need not be marked
 critical (PKITS 4.6.4), a CA certificate may lack keyUsage (§6.1.4 (n) checks keyCertSign where it is present),
@@ -42,6 +44,7 @@ as ``chain_invalid``. Readiness's sample certificate (``sample.certificate``) sh
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -61,7 +64,7 @@ from cryptography.x509.verification import (
 )
 
 from broker.errors import CertificateRejected
-from broker.lru import LruCache
+from broker.lru import LruCache, by_identity
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.naming import describe, is_ca
 from broker.pki.policy import valid_policies
@@ -292,7 +295,7 @@ def verify_paths(
         try:
             # only the first try's refusal may be the one raised: it alone is explained
             found = _build(leaf, domain, store, [c for c in candidates if c not in left_out], now,
-                           explain=len(tried) == 1)
+                           explain=len(tried) == 1, anchors=anchors)
         except CertificateRejected as exc:
             first_refusal = first_refusal or exc
             # the verifier gives up at some certificates without trying the others of the same name (critical
@@ -331,9 +334,13 @@ def first_unrevoked(candidates: Sequence[_Candidate], check: Callable[[_Candidat
 
 
 def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates: Sequence[x509.Certificate],
-           now: dt.datetime, *, explain: bool = True) -> tuple[x509.Certificate, ...]:
-    """The verifier's path from ``leaf`` through ``candidates`` to an anchor in ``store``, leaf first. Without
-    ``explain``, a refusal is the verifier's own words (for a try whose refusal is never shown)."""
+           now: dt.datetime, *, explain: bool = True, anchors: Sequence[x509.Certificate] | None = None
+           ) -> tuple[x509.Certificate, ...]:
+    """The verifier's path from ``leaf`` through ``candidates`` to an anchor in ``store`` (``anchors``, the domain's
+    by default), leaf first. Without ``explain``, a refusal is the verifier's own words (for a try whose refusal is
+    never shown)."""
+    if anchors is None:
+        anchors = domain.anchors
     verifier = (
         PolicyBuilder()
         .store(store)
@@ -345,6 +352,10 @@ def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates
     try:
         return tuple(verifier.verify(leaf, list(candidates)).chain)
     except VerificationError as exc:
+        if _DIRECTORY_NAME_FATAL in str(exc):
+            built = _build_under_directory_constraints(leaf, domain, anchors, candidates, now)
+            if built is not None:
+                return built
         if not explain:
             raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
         # The verifier refuses SHA-1 CAs and CAs with short keys with a generic message; name the real reason
@@ -367,7 +378,7 @@ def _judged(chain: tuple[x509.Certificate, ...], now: dt.datetime) -> VerifiedPa
     for depth, ca in enumerate(chain[1:], start=1):  # runs inside PathCache: once per path, not per login
         constraints = _name_constraints(ca)
         if constraints is not None:
-            _check_directory_name_constraints(ca, constraints)
+            _check_directory_name_constraints(chain[:depth], ca, constraints.value)
             _check_email_address_constraints(chain[:depth], ca, constraints.value)
     # RFC 5280 §6.1 policy processing is part of validating the path, whoever asks (a login, `broker cert verify`,
     # readiness): a CA mapping to or from anyPolicy, or an explicit policy required and none valid, makes the path
@@ -424,22 +435,153 @@ def _name_constraints(ca: x509.Certificate) -> x509.Extension[x509.NameConstrain
         return None
 
 
-def _check_directory_name_constraints(ca: x509.Certificate, extension: x509.Extension[x509.NameConstraints]
-                                      ) -> None:
-    """Refuse a CA whose nameConstraints limit directory names without being marked critical.
+def _check_directory_name_constraints(below: Sequence[x509.Certificate], ca: x509.Certificate,
+                                      constraints: x509.NameConstraints) -> None:
+    """Apply ``ca``'s directoryName constraints to each certificate ``below`` it on the path (leaf first): its
+    subject, when not empty, and every directoryName of its subjectAltName must be within one of the permitted
+    subtrees, if there are any, and within none of the excluded ones (RFC 5280 §4.2.1.10, §6.1.3 (b)-(c); one CA
+    at a time, which is the intersection §6.1.4 (g) builds). Self-issued CA certificates are skipped (§6.1.3 (b)).
 
-    cryptography's verifier refuses a critical nameConstraints extension with directoryName subtrees (it does not
-    implement directory name matching) and ignores a non-critical one, which would let a certificate outside the
-    CA's permitted names, or inside its excluded ones, through. RFC 5280 §4.2.1.10 has CAs mark the extension
-    critical; a non-critical one is refused the same way, so such a constraint never silently goes unchecked.
-    """
-    if extension.critical:
-        return  # the verifier has refused directory names in it already
-    subtrees = [*(extension.value.permitted_subtrees or ()), *(extension.value.excluded_subtrees or ())]
-    if any(isinstance(subtree, x509.DirectoryName) for subtree in subtrees):
-        raise CertificateRejected("chain_invalid", f"{ca.subject.rfc4514_string()}: its nameConstraints limit "
-                                                   "directory names but are not marked critical (RFC 5280 "
-                                                   "§4.2.1.10); directory name constraints are not supported")
+    A name is within a subtree when the subtree's relative distinguished names begin it (§4.2.1.10: "any name
+    whose ... RDN sequence ... begins with" the subtree's), compared as encoded, as the verifier compares names.
+    cryptography's verifier does none of this: it ignores a non-critical extension's directory names and stops at
+    a critical one (:func:`_build_under_directory_constraints` builds such a path)."""
+    permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DirectoryName)]
+    excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.DirectoryName)]
+    if not permitted and not excluded:
+        return
+    by = ca.subject.rfc4514_string()
+    for position, cert in enumerate(below):
+        if position > 0 and cert.issuer == cert.subject:
+            continue
+        names = [cert.subject] if len(cert.subject) > 0 else []
+        with contextlib.suppress(x509.ExtensionNotFound):
+            names += cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+                .get_values_for_type(x509.DirectoryName)
+        # the leaf's subject is personal data: a refusal names the CA's subtrees, not the name
+        who = "the certificate" if position == 0 else describe(cert)
+        for name in names:
+            if permitted and not any(_within(name, subtree) for subtree in permitted):
+                raise CertificateRejected("chain_invalid", f"{who}: a directory name is outside every subtree "
+                                                           f"{by} permits (RFC 5280 §4.2.1.10)")
+            if excluded_by := next((subtree for subtree in excluded if _within(name, subtree)), None):
+                raise CertificateRejected("chain_invalid", f"{who}: a directory name is within "
+                                                           f"{excluded_by.rfc4514_string()!r}, which {by} excludes "
+                                                           "(RFC 5280 §4.2.1.10)")
+
+
+def _within(name: x509.Name, subtree: x509.Name) -> bool:
+    prefix = subtree.rdns
+    return name.rdns[:len(prefix)] == prefix
+
+
+# How cryptography's verifier stops at a CA certificate whose critical nameConstraints limit directory names
+_DIRECTORY_NAME_FATAL = "unsupported directoryName constraint"
+# The extensions a CA certificate may mark critical, as _CA_POLICY lets the verifier accept them (for a CA checked
+# here in the verifier's place)
+_CA_CRITICAL = {x509.BasicConstraints.oid, x509.KeyUsage.oid, x509.NameConstraints.oid,
+                x509.CertificatePolicies.oid, ExtensionOID.POLICY_MAPPINGS, x509.PolicyConstraints.oid,
+                x509.InhibitAnyPolicy.oid, x509.ExtendedKeyUsage.oid, x509.SubjectAlternativeName.oid}
+
+
+def _directory_constrained(ca: x509.Certificate) -> bool:
+    try:
+        constraints = _name_constraints(ca)
+    except ValueError:  # extensions cryptography cannot read (what the client sent along is anyone's bytes)
+        return False
+    return constraints is not None and constraints.critical and any(
+        isinstance(s, x509.DirectoryName)
+        for s in (*(constraints.value.permitted_subtrees or ()), *(constraints.value.excluded_subtrees or ())))
+
+
+@by_identity(1024)
+def _stand_in(ca: x509.Certificate) -> x509.Certificate:
+    """A trust anchor for the verifier with ``ca``'s name, key, validity, pathLenConstraint and keyUsage, and its
+    name constraints without the directory names (which the verifier cannot process). RFC 5280 §6.1.1 (d): a trust
+    anchor is a name and a key (its signature is not checked, and is made with a key of its own here); what
+    ``ca`` asserts beyond that is checked by :func:`_build_under_directory_constraints`."""
+    basic = ca.extensions.get_extension_for_class(x509.BasicConstraints).value
+    builder = (x509.CertificateBuilder().subject_name(ca.subject).issuer_name(ca.subject).public_key(
+        ca.public_key())
+        .serial_number(1).not_valid_before(ca.not_valid_before_utc).not_valid_after(ca.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=basic.path_length), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca.public_key()), critical=False))
+    with contextlib.suppress(x509.ExtensionNotFound):
+        builder = builder.add_extension(ca.extensions.get_extension_for_class(x509.KeyUsage).value, critical=True)
+    constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
+    permitted = [s for s in constraints.permitted_subtrees or () if not isinstance(s, x509.DirectoryName)]
+    excluded = [s for s in constraints.excluded_subtrees or () if not isinstance(s, x509.DirectoryName)]
+    if permitted or excluded:
+        builder = builder.add_extension(x509.NameConstraints(permitted or None, excluded or None), critical=True)
+    return builder.sign(ec.generate_private_key(ec.SECP256R1()), _SHA256)
+
+
+def _build_under_directory_constraints(leaf: x509.Certificate, domain: TrustDomain,
+                                       anchors: Sequence[x509.Certificate], candidates: Sequence[x509.Certificate],
+                                       now: dt.datetime) -> tuple[x509.Certificate, ...] | None:
+    """A path from ``leaf`` through a CA certificate whose critical nameConstraints limit directory names, which
+    cryptography's verifier refuses outright (a "fatal error"); None when there is none to offer.
+
+    Supported where such a CA is a trust anchor or is issued directly by one (an issuing CA under the root, as a
+    municipality's CA is): the verifier builds and checks the path below it to a stand-in anchor of its name and key
+    (:func:`_stand_in`), which applies its other name constraints; what the verifier would have checked of the CA
+    itself and of the anchor above it is checked here (the signature, validity at ``now``, basicConstraints cA and
+    pathLenConstraint over the whole path, keyCertSign, critical extensions, key strength), and
+    :func:`_judged` applies the directory names over the whole path, as for every path. Elsewhere (a constrained CA
+    further down, name constraints on the anchor above it as well) the path is refused, as before."""
+    for ca in [c for c in (*anchors, *candidates) if _directory_constrained(c)]:
+        if ca in anchors:
+            above: tuple[x509.Certificate, ...] = ()
+        else:
+            issuer = next((a for a in anchors if a.subject == ca.issuer and _signed_by(ca, a)), None)
+            if issuer is None or _name_constraints(issuer) is not None:
+                continue
+            above = (issuer,)
+        if domain.max_chain_depth < len(above):
+            continue
+        try:
+            verifier = (PolicyBuilder().store(Store([_stand_in(ca)])).time(now)
+                        .max_chain_depth(domain.max_chain_depth - len(above))
+                        .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY).build_client_verifier())
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # a key the stand-in cannot carry
+            continue
+        try:
+            below = tuple(verifier.verify(leaf, [c for c in candidates if c is not ca]).chain)
+        except VerificationError:
+            continue
+        path = (*below[:-1], ca, *above)
+        if all(_acts_as_ca(c, path[:i], now) for i, c in enumerate(path) if i > 0):
+            return path
+    return None
+
+
+def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        child.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def _acts_as_ca(ca: x509.Certificate, below: Sequence[x509.Certificate], now: dt.datetime) -> bool:
+    """``ca`` may issue the path ``below`` it (leaf first) at ``now``: what the verifier checks of a CA certificate
+    (RFC 5280 §6.1.3 (a)(2), §6.1.4 (k)-(n), §4.2: critical extensions) and of its key (the broker's floor)."""
+    if not ca.not_valid_before_utc <= now <= ca.not_valid_after_utc or weak_key_reason(ca):
+        return False
+    try:
+        extensions = ca.extensions
+        basic = extensions.get_extension_for_class(x509.BasicConstraints).value
+        usage = extensions.get_extension_for_class(x509.KeyUsage).value \
+            if any(e.oid == x509.KeyUsage.oid for e in extensions) else None
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+    if not basic.ca or (usage is not None and not usage.key_cert_sign):
+        return False
+    if any(e.critical and e.oid not in _CA_CRITICAL for e in extensions):
+        return False
+    # pathLenConstraint counts the CA certificates below, self-issued ones aside (§4.2.1.9, §6.1.4 (l)-(m))
+    intermediates = sum(1 for c in below[1:] if c.issuer != c.subject)
+    return basic.path_length is None or intermediates <= basic.path_length
 
 
 def _check_email_address_constraints(below: Sequence[x509.Certificate], ca: x509.Certificate,

@@ -251,20 +251,99 @@ _SWEDEN = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_
 _DNS = x509.DNSName("kommun-a.example.se")
 
 
-@pytest.mark.parametrize(("constraints", "critical"), [
-    pytest.param(x509.NameConstraints([_SWEDEN], None), False, id="permitted-directory-name-not-critical"),
-    pytest.param(x509.NameConstraints(None, [_SWEDEN]), False, id="excluded-directory-name-not-critical"),
-    pytest.param(x509.NameConstraints(None, [_SWEDEN]), True, id="excluded-directory-name-critical"),
+_NORWAY = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "NO")]))
+_KOMMUN_B = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE"),
+                                          x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Kommun B")]))
+
+
+@pytest.mark.parametrize("critical", [pytest.param(True, id="critical"), pytest.param(False, id="not-critical")])
+@pytest.mark.parametrize(("constraints", "accepted"), [
+    pytest.param(x509.NameConstraints([_SWEDEN], None), True, id="permitted-subtree-holds-the-subject"),
+    pytest.param(x509.NameConstraints([_NORWAY, _SWEDEN], None), True, id="one-of-two-permitted-subtrees-holds-it"),
+    pytest.param(x509.NameConstraints([_NORWAY], None), False, id="no-permitted-subtree-holds-the-subject"),
+    pytest.param(x509.NameConstraints([_KOMMUN_B], None), False, id="permitted-subtree-longer-than-a-prefix"),
+    pytest.param(x509.NameConstraints(None, [_SWEDEN]), False, id="excluded-subtree-holds-the-subject"),
+    pytest.param(x509.NameConstraints(None, [_NORWAY]), True, id="excluded-subtree-elsewhere"),
+    pytest.param(x509.NameConstraints([_SWEDEN], [_NORWAY]), True, id="permitted-and-not-excluded"),
 ])
-def test_directory_name_constraints_are_never_left_unchecked(h: Hierarchy, constraints: x509.NameConstraints,
-                                                            critical: bool) -> None:
-    """cryptography refuses critical directoryName constraints and ignores non-critical ones: the broker refuses
-    both, so a leaf in an excluded subtree cannot pass."""
+def test_directory_name_constraints_are_applied(h: Hierarchy, constraints: x509.NameConstraints, critical: bool,
+                                                accepted: bool) -> None:
+    """RFC 5280 §4.2.1.10, §6.1.3 (b)-(c): the leaf's subject (C=SE, ...) within the CA's permitted directory
+    names and outside its excluded ones. cryptography's verifier ignores them when not critical and stops at
+    them when critical: the broker processes both."""
     cert, domain, presented = _constrained(h, constraints, critical=critical)
+    if accepted:
+        path = verify_path(cert, domain, NOW, presented)
+        assert [c.subject for c in path.chain] == [cert.subject, h.issuing.certificate.subject,
+                                                   h.root.certificate.subject]
+        assert path.chain[1].extensions.get_extension_for_class(x509.NameConstraints).value == constraints
+        return
     with pytest.raises(CertificateRejected) as caught:
         verify_path(cert, domain, NOW, presented)
     assert caught.value.reason == "chain_invalid"
-    assert "directoryName" in caught.value.detail or "directory names" in caught.value.detail
+    assert "directory name" in caught.value.detail
+    assert "RFC 5280 §4.2.1.10" in caught.value.detail
+    assert "Anna" not in caught.value.detail  # the leaf's subject is personal data
+
+
+def test_a_directory_name_in_the_subject_alt_name_is_constrained_too(h: Hierarchy) -> None:
+    cert, domain, presented = _constrained(h, x509.NameConstraints([_SWEDEN], None), critical=True)
+    constrained = replace(h.issuing, certificate=domain.intermediates[0])  # the usual CA's name and key
+    sans = x509.SubjectAlternativeName([x509.DirectoryName(x509.Name([
+        x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "NO"), x509.NameAttribute(x509.NameOID.COMMON_NAME, "Anna")]))])
+    cert = reissue(cert, constrained, extra=(sans,))
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.reason == "chain_invalid"
+    assert "outside every subtree" in caught.value.detail
+
+
+@pytest.mark.parametrize("forged", [
+    pytest.param("leaf", id="leaf-signed-by-another-key-under-the-constrained-cas-name"),
+    pytest.param("ca", id="constrained-ca-signed-by-another-key-under-the-roots-name"),
+    pytest.param("expired-ca", id="constrained-ca-expired"),
+])
+def test_a_path_through_a_directory_constrained_ca_is_still_checked(h: Hierarchy, forged: str) -> None:
+    cert, domain, presented = _constrained(h, x509.NameConstraints([_SWEDEN], None), critical=True)
+    constrained = replace(h.issuing, certificate=domain.intermediates[0])
+    if forged == "leaf":
+        cert = impostor(constrained).issue(h.profile()).certificate
+    else:
+        signer = impostor(h.root) if forged == "ca" else h.root
+        ca_cert = reissue(domain.intermediates[0], signer)
+        if forged == "expired-ca":
+            ca_cert = (x509.CertificateBuilder().subject_name(ca_cert.subject).issuer_name(ca_cert.issuer)
+                       .public_key(ca_cert.public_key()).serial_number(ca_cert.serial_number)  # type: ignore[arg-type]
+                       .not_valid_before(NOW - 10 * DAY).not_valid_after(NOW - DAY))
+            for extension in domain.intermediates[0].extensions:
+                ca_cert = ca_cert.add_extension(extension.value, extension.critical)
+            ca_cert = ca_cert.sign(h.root.key, hashes.SHA256())
+        domain = h.domain(intermediates=(ca_cert,))
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.reason in ("chain_invalid", "issuer_unknown")
+
+
+def test_directory_name_constraints_on_a_ca_below_the_issuing_ca_are_still_refused() -> None:
+    # supported on a trust anchor and the CAs it issues; further down the verifier's fatal error stands
+    deep, (level1, level2) = deep_hierarchy(NOW, 2)
+    constrained = resigned(level2, x509.NameConstraints([_SWEDEN], None), critical=True)
+    cert = constrained.issue(deep.profile()).certificate
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, deep.domain(intermediates=(level1.certificate, constrained.certificate)), NOW)
+    assert caught.value.reason == "chain_invalid"
+    assert "directoryName" in caught.value.detail
+
+
+def test_the_constrained_cas_path_length_is_still_enforced(h: Hierarchy) -> None:
+    # the stand-in anchor carries the CA's pathLenConstraint 0: a CA below it issues nothing that validates
+    _, domain, _ = _constrained(h, x509.NameConstraints([_SWEDEN], None), critical=True)
+    constrained = replace(h.issuing, certificate=domain.intermediates[0])
+    sub = constrained.subordinate("Kommun A Sub CA", organization="Kommun A")
+    leaf_cert = sub.issue(h.profile()).certificate
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(leaf_cert, h.domain(intermediates=(domain.intermediates[0], sub.certificate)), NOW)
+    assert caught.value.reason == "chain_invalid"
 
 
 LOCAL_POLICY = "2.999.7.1"  # a policy of the issuing CA's own domain, which it maps LoA 3 to

@@ -22,6 +22,7 @@ from tests.factories.pki import POLICY_LOA2, POLICY_LOA3, Hierarchy
 from tests.factories.pki_cases import NOW, impostor, policies, reissue, validator
 
 _SWEDEN = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE")]))
+_NORWAY = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "NO")]))
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +79,16 @@ def test_the_first_paths_refusal_stands_when_no_path_carries_the_policy(h: Hiera
 
 
 def test_a_path_the_broker_refuses_after_the_verifier_gives_way_to_another(h: Hierarchy) -> None:
-    """A copy whose non-critical directoryName constraints the broker refuses (the verifier ignores them) is
-    no reason to refuse a card the plain certificate of the same CA carries."""
-    constrained = reissue(h.issuing.certificate, h.root, extra=[x509.NameConstraints([_SWEDEN], None)])
+    """A copy whose non-critical directoryName constraints the card is outside of (the verifier ignores them, the
+    broker applies them) is no reason to refuse a card the plain certificate of the same CA carries."""
+    constrained = reissue(h.issuing.certificate, h.root, extra=[x509.NameConstraints([_NORWAY], None)])
     leaf = h.leaf().certificate
     paths = verify_paths(leaf, h.domain(intermediates=[constrained, h.issuing.certificate]), NOW)
     assert _second(paths) == [h.issuing.certificate]
     with pytest.raises(CertificateRejected) as caught:
         verify_path(leaf, h.domain(intermediates=[constrained]), NOW)
     assert caught.value.reason == "chain_invalid"
-    assert "directory names" in caught.value.detail
+    assert "a directory name is outside every subtree" in caught.value.detail
 
 
 @pytest.mark.parametrize("where", [
@@ -96,11 +97,11 @@ def test_a_path_the_broker_refuses_after_the_verifier_gives_way_to_another(h: Hi
     pytest.param("plain-one-presented", id="plain-one-presented"),
 ])
 def test_a_copy_the_verifier_stops_at_gives_way_to_another(h: Hierarchy, where: str) -> None:
-    """A copy with critical directoryName constraints ends cryptography's search outright ("fatal error", no
-    other candidate tried), whichever order it meets the certificates in: the plain certificate of the same CA
-    still carries the card (RFC 5280 §6.1: any valid path), listed before or after the copy, or sent by the
-    client."""
-    constrained = reissue(h.issuing.certificate, h.root, extra=[x509.NameConstraints([_SWEDEN], None)],
+    """A copy with critical directoryName constraints the card is outside of ends cryptography's search outright
+    ("fatal error", no other candidate tried), whichever order it meets the certificates in; the broker's own
+    path through it is refused: the plain certificate of the same CA still carries the card (RFC 5280 §6.1: any
+    valid path), listed before or after the copy, or sent by the client."""
+    constrained = reissue(h.issuing.certificate, h.root, extra=[x509.NameConstraints([_NORWAY], None)],
                           critical=True)
     leaf = h.leaf().certificate
     configured, presented = {
@@ -113,7 +114,7 @@ def test_a_copy_the_verifier_stops_at_gives_way_to_another(h: Hierarchy, where: 
     with pytest.raises(CertificateRejected) as caught:
         verify_path(leaf, h.domain(intermediates=[constrained]), NOW)
     assert caught.value.reason == "chain_invalid"
-    assert "directoryName" in caught.value.detail
+    assert "a directory name is outside every subtree" in caught.value.detail
 
 
 def test_a_cross_certified_ca_has_a_path_to_each_root(h: Hierarchy) -> None:
