@@ -172,7 +172,8 @@ def check_relay_state(relay_state: str | None, max_bytes: int | None) -> None:
 
 
 def decode(message: InboundMessage, max_bytes: int) -> bytes:
-    """The XML of ``message``: base64, and for HTTP-Redirect also DEFLATE (RFC 1951).
+    """The XML of ``message``: base64, and for HTTP-Redirect also DEFLATE (RFC 1951), which must end where the
+    data ends (SAML Bindings §3.4.4.1).
 
     Inflation is bounded by ``max_bytes`` so a small deflate bomb cannot
     exhaust memory.
@@ -197,6 +198,11 @@ def decode(message: InboundMessage, max_bytes: int) -> bytes:
         raise SamlRejected("saml_request_too_large", f"inflated message larger than {max_bytes} bytes")
     if not inflater.eof:
         raise SamlRejected("saml_request_malformed", "the DEFLATE data is truncated")
+    if inflater.unused_data:
+        # RFC 1951 §3.2.3: the block with BFINAL set is the last; octets after it (a zlib or gzip trailer, another
+        # message) are no part of the DEFLATE encoding Bindings §3.4.4.1 names, and would be read past unseen
+        raise SamlRejected("saml_request_malformed", f"{len(inflater.unused_data)} octets follow the end of the "
+                                                     "DEFLATE data (SAML Bindings §3.4.4.1, RFC 1951)")
     return xml
 
 

@@ -563,6 +563,11 @@ def rejection_detail(config_dir: Path) -> str:
     pytest.param(base64.b64encode(b"\xff" * 32).decode(), "DEFLATE", id="not-deflate"),
     pytest.param(base64.b64encode(deflate(b"this is not XML at all")).decode(), "well-formed", id="not-xml"),
     pytest.param(base64.b64encode(deflate(_DOCTYPE)).decode(), "document type", id="doctype-with-entity"),
+    # SAML Bindings §3.4.4.1: the message is the DEFLATE data (RFC 1951), which ends with its final block
+    pytest.param(base64.b64encode(deflate(b"<x/>") + b"trailing").decode(), "8 octets follow the end of the DEFLATE",
+                 id="octets-after-the-deflate-data"),
+    pytest.param(base64.b64encode(zlib.compress(b"<x/>")[2:]).decode(), "4 octets follow the end of the DEFLATE",
+                 id="a-zlib-trailer-after-the-deflate-data"),
 ])
 def test_undecodable_redirect_request_is_malformed(browser: Browser, config_dir: Path, encoded: str,
                                                    step: str) -> None:
