@@ -268,6 +268,17 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
             metrics.observe_latency(request.endpoint, time.perf_counter() - started)
         return response
 
+    @app.after_request
+    def allow_without_head(response: Response) -> Response:
+        """RFC 9110 §10.2.1: Allow lists the methods the resource supports. Flask names HEAD wherever GET is
+        allowed, in its answer to OPTIONS and in a 405; the endpoints of ``_NO_HEAD`` refuse HEAD (start_timer)."""
+        allow = response.headers.get("Allow")
+        if allow is not None and "HEAD" in allow:
+            rule = request.url_rule or _route_of(request.path)
+            if rule is not None and rule.endpoint in _NO_HEAD:
+                response.headers["Allow"] = ", ".join(m for m in (m.strip() for m in allow.split(",")) if m != "HEAD")
+        return response
+
     app.after_request(security_headers)
     _record_configuration(app, settings, audit)
     atexit.register(audit.close)  # a clean shutdown seals the chain with a final checkpoint

@@ -275,6 +275,33 @@ def test_head_on_the_sso_endpoint_logs_nobody_in(browser: Browser, craft: AuthnR
     assert not [e for e in audit_lines(config_dir) if e["event"] in ("login_started", "assertion_issued")]
 
 
+@pytest.mark.parametrize("path", [
+    pytest.param("/saml/idp/sso", id="sso"),
+    pytest.param("/saml/idp/slo", id="idp-slo"),
+    pytest.param("/saml/sp/slo", id="sp-slo"),
+    pytest.param("/saml/idp/login/abc", id="try-again"),
+    pytest.param("/discovery", id="discovery"),
+    pytest.param("/diagnose", id="diagnose"),
+    pytest.param("/saml/idp/diagnose", id="diagnose-below-saml"),
+])
+@pytest.mark.parametrize("method", ["OPTIONS", "PUT"])
+def test_endpoints_that_refuse_head_do_not_name_it_as_allowed(browser: Browser, path: str, method: str) -> None:
+    """RFC 9110 §10.2.1: Allow lists the methods the resource supports; HEAD is refused where GET has effects
+    (above), so neither the answer to OPTIONS nor a 405 names it."""
+    response = browser.client.open(path, method=method, environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert response.status_code == (200 if method == "OPTIONS" else 405)
+    allowed = {m.strip() for m in response.headers["Allow"].split(",")}
+    assert "HEAD" not in allowed
+    assert "GET" in allowed
+    assert browser.client.head(path, environ_base={"REMOTE_ADDR": "192.0.2.10"}).status_code == 405
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "PUT"])
+def test_endpoints_that_answer_head_still_name_it(browser: Browser, method: str) -> None:
+    response = browser.client.open("/saml/idp/metadata", method=method)
+    assert "HEAD" in {m.strip() for m in response.headers["Allow"].split(",")}
+
+
 def test_unknown_login_id_is_login_unknown(browser: Browser) -> None:
     assert_refused(browser.get("/saml/idp/login/not-a-pending-login"), "login_unknown")
 
