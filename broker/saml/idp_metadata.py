@@ -43,12 +43,17 @@ class IdpMetadata:
 
     def document(self) -> bytes:
         """The current metadata document (cached until half its validity has passed)."""
+        return self.current()[0]
+
+    def current(self) -> tuple[bytes, dt.timedelta]:
+        """The current metadata document and how long it stays the one served: until it is built anew, at half
+        its validity, so that a copy kept no longer than that is still half its validity from validUntil."""
         now = self._clock.now()
         validity = self._settings.broker.idp.metadata_validity.timedelta
         with self._lock:
             if self._cached is None or now >= self._cached[0]:
                 self._cached = (now + validity / 2, self._build(now, now + validity))
-            return self._cached[1]
+            return self._cached[1], self._cached[0] - now
 
     def _build(self, now: dt.datetime, valid_until: dt.datetime) -> bytes:
         idp = self._settings.broker.idp

@@ -65,11 +65,15 @@ class SpMetadataDocument:
         self._cached: tuple[dt.datetime, bytes] | None = None
 
     def document(self) -> bytes:
+        return self.current()[0]
+
+    def current(self) -> tuple[bytes, dt.timedelta]:
+        """The current document and how long it stays the one served (until half its validity has passed)."""
         now = self._clock.now()
         with self._lock:
             if self._cached is None or now >= self._cached[0]:
                 self._cached = (now + self._validity / 2, self._build(now + self._validity))
-            return self._cached[1]
+            return self._cached[1], self._cached[0] - now
 
     def _build(self, valid_until: dt.datetime) -> bytes:
         cfg = self._config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Container
 from typing import Literal
 
@@ -78,7 +79,15 @@ def _logout_parameter(fields: Container[str]) -> str:
 
 @bp.route("/saml/idp/metadata", methods=["GET"])
 def metadata() -> Response:
-    response = make_response(services().metadata.document())
+    document = services().metadata
+    return metadata_response(*document.current())
+
+
+def metadata_response(document: bytes, fresh_for: dt.timedelta) -> Response:
+    """A metadata document (SAML Metadata §4.1.1: application/samlmetadata+xml), cacheable for an hour, and never
+    for longer than it stays the current one: a short idp.metadata_validity would otherwise have caches hand SPs
+    a copy past its validUntil (SAML Metadata §2.2.1), which they refuse."""
+    response = make_response(document)
     response.headers["Content-Type"] = "application/samlmetadata+xml"
-    response.headers["Cache-Control"] = "public, max-age=3600"
+    response.headers["Cache-Control"] = f"public, max-age={min(3600, int(fresh_for.total_seconds()))}"
     return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, make_response, request
+from flask import Blueprint, Response, abort, request
 
 from broker.audit.events import AuditEvent
 from broker.errors import RequestRejected, SamlRejected
@@ -10,7 +10,7 @@ from broker.flow.results import LoginFailed
 from broker.origins import origin as origin_of
 from broker.saml.bindings import from_post
 from broker.web import csrf
-from broker.web.idp import single_logout
+from broker.web.idp import metadata_response, single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
 from broker.web.services import client_address, client_context, continuing, correlation_id, posted_form, services
@@ -24,10 +24,7 @@ def metadata() -> Response:
     document = services().sp_metadata
     if document is None:
         abort(404)
-    response = make_response(document.document())
-    response.headers["Content-Type"] = "application/samlmetadata+xml"
-    response.headers["Cache-Control"] = "public, max-age=3600"
-    return response
+    return metadata_response(*document.current())
 
 
 @bp.route("/saml/sp/acs", methods=["POST"])

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
 
+from broker.config.loader import Settings, load_settings
 from tests.factories.saml import BASE_URL, Browser, xmlsec_binary
 from tests.flows.conftest import audit_lines
 
@@ -151,6 +154,30 @@ def test_metadata_announces_the_assurance_levels_of_the_municipalities(metadata_
 def test_metadata_may_be_cached_by_sps(browser: Browser) -> None:
     response = browser.get("/saml/idp/metadata")
     assert response.headers["Cache-Control"] == "public, max-age=3600"
+
+
+class TestShortMetadataValidity:
+    """idp.metadata_validity of 20 minutes: each document is built anew after 10."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        path = config_dir / "broker.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["idp"]["metadata_validity"] = "20m"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True))
+        return load_settings(config_dir)
+
+    @pytest.mark.parametrize("path", ["/saml/idp/metadata", "/saml/sp/metadata"], ids=["idp", "sp"])
+    def test_no_cache_keeps_the_metadata_past_its_valid_until(self, browser: Browser, path: str) -> None:
+        """SAML Metadata §2.2.1: a copy past validUntil is refused; a cache may keep the document for max-age."""
+        response = browser.get(path)
+        assert response.status_code == 200
+        max_age = int(re.fullmatch(r"public, max-age=(\d+)", response.headers["Cache-Control"]).group(1))  # type: ignore[union-attr]
+        valid_until = _parse(response.get_data()).get("validUntil")
+        assert valid_until is not None
+        until = dt.datetime.fromisoformat(valid_until.replace("Z", "+00:00"))
+        assert 9 * 60 <= max_age <= 10 * 60  # as long as the document is the one served, at most half its validity
+        assert dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max_age) < until
 
 
 # --- diagnosis ------------------------------------------------------------------------------------
