@@ -37,6 +37,7 @@ from broker.saml.bindings import (
     InboundMessage,
     check_relay_state,
     decode,
+    names_endpoint,
     verify_query_signature,
 )
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
@@ -201,7 +202,7 @@ class AuthnRequestParser:
         signed = self._check_signature(message, root, sp)
 
         destination = root.get("Destination")
-        if destination is not None and destination != self._sso_url:
+        if destination is not None and not names_endpoint(destination, self._sso_url, message):
             raise SamlRejected("saml_destination_mismatch",
                                f"Destination {destination[:200]!r}, expected {self._sso_url}")
         if signed and destination is None:

@@ -54,9 +54,14 @@ class InboundMessage:
     sig_alg: str | None = None
     signature: str | None = None
     signed_octets: bytes | None = None
+    # the query parameters of the URL the message was sent to besides the binding's own, raw and in their order
+    # (an SP's SSO URL may carry ``?municipality=``): part of the location a Destination names (§3.4.5.2, §3.5.5.2)
+    endpoint_query: tuple[str, ...] = ()
 
 
 DEFLATE_ENCODING = "urn:oasis:names:tc:SAML:2.0:bindings:URL-Encoding:DEFLATE"
+# the parameters of the HTTP-Redirect binding itself (Bindings §3.4.4, §3.4.4.1): the rest of a query is the URL's
+_BINDING_PARAMETERS = frozenset({"SAMLRequest", "SAMLResponse", "RelayState", "SigAlg", "Signature", "SAMLEncoding"})
 
 
 def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
@@ -71,6 +76,7 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
         # (rebuilt below) differ from what the sender signed in ways a signature cannot cover
         raise SamlRejected("saml_request_malformed", "the query string holds characters that are not percent-encoded")
     raw: dict[str, str] = {}
+    others: list[str] = []
     for part in raw_query.split("&"):
         if not part:
             continue
@@ -79,6 +85,8 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
         if name in raw:
             raise SamlRejected("saml_request_malformed", f"parameter {name} occurs more than once")
         raw[name] = value
+        if name not in _BINDING_PARAMETERS:
+            others.append(part)
     if parameter not in raw:
         raise SamlRejected("saml_request_missing", f"no {parameter} parameter")
     encoding = _unquote(raw["SAMLEncoding"], "SAMLEncoding") if "SAMLEncoding" in raw else DEFLATE_ENCODING
@@ -104,6 +112,7 @@ def from_redirect(raw_query: str, parameter: str) -> InboundMessage:
         sig_alg=_unquote(raw["SigAlg"], "SigAlg") if "SigAlg" in raw else None,
         signature=_unquote(raw["Signature"], "Signature") if "Signature" in raw else None,
         signed_octets=octets,
+        endpoint_query=tuple(others),
     )
 
 
@@ -140,8 +149,9 @@ def form_fields(body: bytes) -> dict[str, list[str]]:
     return fields
 
 
-def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
-    """The fields of an HTTP-POST binding form (each at most once)."""
+def from_post(form: dict[str, list[str]], parameter: str, raw_query: str = "") -> InboundMessage:
+    """The fields of an HTTP-POST binding form (each at most once); ``raw_query``: the query of the URL it was
+    posted to, as sent."""
     for name, values in form.items():
         if len(values) > 1:
             raise SamlRejected("saml_request_malformed", f"form field {name} occurs more than once")
@@ -154,7 +164,21 @@ def from_post(form: dict[str, list[str]], parameter: str) -> InboundMessage:
         parameter=parameter,
         encoded=found[0],
         relay_state=relay[0] if relay else None,
+        endpoint_query=tuple(part for part in raw_query.split("&") if part),
     )
+
+
+def names_endpoint(destination: str, endpoint: str, message: InboundMessage) -> bool:
+    """Whether a message's Destination names the location it was received at (Bindings §3.4.5.2, §3.5.5.2): the
+    endpoint's URL, or that URL with a query of parameters the message was sent with, as sent (an SP whose
+    configured SSO URL carries ``?municipality=`` names that URL; the HTTP-Redirect binding's own parameters
+    follow it, and a page's language link may add one)."""
+    if destination == endpoint:
+        return True
+    base, mark, query = destination.partition("?")
+    parts = [part for part in query.split("&") if part]
+    return base == endpoint and bool(mark) and bool(parts) and "#" not in query and \
+        all(part in message.endpoint_query for part in parts)
 
 
 def check_relay_state(relay_state: str | None, max_bytes: int | None) -> None:

@@ -24,7 +24,7 @@ def _message(parameter: str | None = None) -> InboundMessage:
     if request.method == "GET":
         return from_redirect(request.query_string.decode("latin-1"), parameter or _logout_parameter(request.args))
     form = posted_form()
-    return from_post(form, parameter or _logout_parameter(form))
+    return from_post(form, parameter or _logout_parameter(form), request.query_string.decode("latin-1"))
 
 
 @bp.route("/saml/idp/sso", methods=["GET", "POST"])

@@ -208,6 +208,42 @@ def test_signed_request_without_destination_is_refused(browser: Browser, craft: 
     assert_refused(send(browser, binding, craft, crafted), "saml_destination_mismatch")
 
 
+def _to_sso_url_with(query: str, binding: str, craft: AuthnRequests, crafted: Crafted,
+                     browser: Browser) -> TestResponse:
+    """``crafted`` sent to the SSO URL with ``query`` (an SP configured with the URL ``/saml/idp/sso?<query>``, the
+    ``?municipality=`` hint of docs/federation.md): the binding's parameters follow it (HTTP-Redirect), or it stays
+    the whole query (HTTP-POST)."""
+    if binding == "redirect":
+        return browser.get(craft.redirect(crafted).replace("?", f"?{query}&", 1))
+    return browser.client.post(f"/saml/idp/sso?{query}", data=post_fields(crafted.xml, "/"),
+                               environ_base={"REMOTE_ADDR": browser.remote_addr,
+                                             "SSL_CLIENT_CERT": browser.certificate_pem or ""})
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+def test_signed_request_for_the_sso_url_with_its_query_is_answered(browser: Browser, sp: DemoSp,
+                                                                   craft: AuthnRequests, binding: str) -> None:
+    """Bindings §3.4.5.2 / §3.5.5.2: Destination names the location the message was sent to, which for an SP
+    configured with ``?municipality=`` on the SSO URL is that URL; for HTTP-Redirect, without the binding's own
+    parameters, which the SP appends to it."""
+    crafted = craft.build(sign=binding == "post", destination=f"{SSO_URL}?municipality=kommun-a")
+    posted = posted_response(_to_sso_url_with("municipality=kommun-a", binding, craft, crafted, browser))
+    sp_accepts(sp, posted.fields["SAMLResponse"], crafted.request_id)
+
+
+@pytest.mark.parametrize("binding", ["redirect", "post"])
+@pytest.mark.parametrize(("destination", "query"), [
+    pytest.param("municipality=kommun-a", "municipality=kommun-b", id="another-query"),
+    pytest.param("municipality=kommun-a", "lang=en", id="a-query-the-url-did-not-have"),
+    pytest.param("municipality=kommun-a&x=1", "municipality=kommun-a", id="more-than-the-url-had"),
+])
+def test_signed_request_for_the_sso_url_with_another_query_is_refused(browser: Browser, craft: AuthnRequests,
+                                                                      binding: str, destination: str,
+                                                                      query: str) -> None:
+    crafted = craft.build(sign=binding == "post", destination=f"{SSO_URL}?{destination}")
+    assert_refused(_to_sso_url_with(query, binding, craft, crafted, browser), "saml_destination_mismatch")
+
+
 @pytest.mark.parametrize("age", [
     pytest.param(dt.timedelta(hours=1), id="issued-1h-ago"),
     pytest.param(dt.timedelta(minutes=-10), id="issued-10min-in-the-future"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.errors import SamlRejected
-from broker.saml.bindings import form_fields, from_redirect
+from broker.saml.bindings import form_fields, from_post, from_redirect, names_endpoint
 
 
 @pytest.mark.parametrize(("raw", "relay_state"), [
@@ -94,3 +94,29 @@ def test_form_fields_that_do_not_decode_are_refused(body: bytes, detail: str) ->
         form_fields(body)
     assert refused.value.reason == "saml_request_malformed"
     assert detail in refused.value.detail
+
+
+SSO = "https://idp.example/saml/idp/sso"
+
+
+@pytest.mark.parametrize(("destination", "query", "named"), [
+    pytest.param(SSO, "SAMLRequest=abc&municipality=x", True, id="the-url-itself"),
+    pytest.param(SSO + "?municipality=x", "municipality=x&SAMLRequest=abc&SigAlg=a&Signature=s", True,
+                 id="the-url-with-its-query-and-the-binding-parameters"),
+    pytest.param(SSO + "?municipality=x", "municipality=x&SAMLRequest=abc&lang=en", True, id="and-a-language-link"),
+    pytest.param(SSO + "?municipality=x", "SAMLRequest=abc&municipality=y", False, id="another-value"),
+    pytest.param(SSO + "?municipality=x", "SAMLRequest=abc", False, id="sent-without-it"),
+    pytest.param(SSO + "?RelayState=r", "SAMLRequest=abc&RelayState=r", False, id="a-binding-parameter"),
+    pytest.param(SSO + "?", "SAMLRequest=abc", False, id="an-empty-query"),
+    pytest.param(SSO + "?municipality=x#f", "municipality=x%23f&SAMLRequest=abc", False, id="a-fragment"),
+    pytest.param(SSO + "-other?municipality=x", "municipality=x&SAMLRequest=abc", False, id="another-path"),
+])
+def test_a_destination_names_the_url_the_message_was_sent_to(destination: str, query: str, named: bool) -> None:
+    """Bindings §3.4.5.2: the location the message was received at, for HTTP-Redirect without the binding's own
+    parameters (which the sender appends to the URL it was configured with)."""
+    assert names_endpoint(destination, SSO, from_redirect(query, "SAMLRequest")) is named
+
+
+def test_a_posted_message_is_received_at_the_url_with_its_whole_query() -> None:
+    message = from_post({"SAMLRequest": ["abc"]}, "SAMLRequest", "municipality=x&RelayState=r")
+    assert names_endpoint(SSO + "?municipality=x&RelayState=r", SSO, message)
