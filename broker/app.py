@@ -220,7 +220,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
             # Flask answers HEAD wherever GET is allowed, by running the GET view: here that would log in, use
             # up a pending login or log out for a link checker or a proxy (RFC 9110 §9.3.2: HEAD is safe)
             allowed = sorted((request.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
-            return Response(status=405, headers={"Allow": ", ".join(allowed)})
+            # no page (a HEAD response has no body) and no audit record (nothing was attempted), but the reason code
+            # every refusal carries (README, Reason codes)
+            return Response(status=405, headers={"Allow": ", ".join(allowed), "X-Broker-Reason": "method_not_allowed"})
         try:
             proxy = app.extensions["broker"].settings.broker.client_certificate.proxy
             check_request_size(request.query_string, request.headers.items(),

@@ -293,7 +293,14 @@ def test_endpoints_that_refuse_head_do_not_name_it_as_allowed(browser: Browser, 
     allowed = {m.strip() for m in response.headers["Allow"].split(",")}
     assert "HEAD" not in allowed
     assert "GET" in allowed
-    assert browser.client.head(path, environ_base={"REMOTE_ADDR": "192.0.2.10"}).status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/saml/idp/sso", "/saml/idp/slo", "/saml/sp/slo", "/saml/idp/login/abc",
+                                  "/discovery", "/diagnose", "/saml/idp/diagnose"])
+def test_head_where_it_is_refused_carries_the_reason(browser: Browser, path: str) -> None:
+    """README, Reason codes: every refusal names its code in X-Broker-Reason, as a 405 for another method does."""
+    head = browser.client.head(path, environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert (head.status_code, head.headers.get("X-Broker-Reason")) == (405, "method_not_allowed")
 
 
 @pytest.mark.parametrize("method", ["OPTIONS", "PUT"])
