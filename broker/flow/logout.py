@@ -418,8 +418,25 @@ class LogoutFlow:
                 sp_name_qualifier=target.get("sp_name_qualifier"))
             state["current"] = {"side": target["side"], "peer": target["peer"], "request_id": request_id}
             d.sessions.put_logout(state_id, state, d.sessions.pending_timeout)
-            return _deliver(out, ctx.correlation_id, None, clear_session=clear_session, bind_browser=bind_browser)
+            return _deliver(out, ctx.correlation_id, None, clear_session=clear_session, bind_browser=bind_browser,
+                            onward=self._onward(state) if out.fields else ())
         return self._finish(state, ctx, clear_session)
+
+    def _onward(self, state: dict[str, Any]) -> tuple[str, ...]:
+        """Where the logout may send the browser after the participant it now posts to: the endpoints of the
+        participants still to be asked, and the initiator's for its LogoutResponse. The page's form-action must name
+        them: browsers that apply it to the redirects after a form's submission (broker.web.pages.security_headers)
+        would otherwise stop the chain when the participant's answer comes back and the broker redirects on."""
+        urls = []
+        for target in state["targets"]:
+            peer = self._peer(target["side"], target["peer"])
+            if peer is not None and peer.endpoint is not None:
+                urls.append(peer.endpoint.location)
+        initiator = state["initiator"]
+        peer = self._peer(initiator["side"], initiator["peer"])
+        if not initiator.get("asynchronous") and peer is not None and peer.endpoint is not None:
+            urls.append(peer.endpoint.response_location or peer.endpoint.location)
+        return tuple(urls)
 
     def _finish(self, state: dict[str, Any], ctx: ClientContext, clear_session: bool) -> Result:
         d = self._d
@@ -536,10 +553,10 @@ def _identity(state: dict[str, Any]) -> Identity | None:
 
 
 def _deliver(out: OutboundMessage, correlation_id: str, name: LocalizedText | None, *,
-             clear_session: bool, bind_browser: str | None = None) -> PostToSp | Redirect:
+             clear_session: bool, bind_browser: str | None = None, onward: tuple[str, ...] = ()) -> PostToSp | Redirect:
     if out.fields:
         return PostToSp(out.url, out.fields, correlation_id, name, clear_session=clear_session,
-                        bind_browser=bind_browser)
+                        bind_browser=bind_browser, onward=onward)
     return Redirect(out.url, correlation_id, clear_session=clear_session, bind_browser=bind_browser)
 
 

@@ -36,6 +36,9 @@ class PostToSp:
     clear_session: bool = False
     remember_municipality: str | None = None
     bind_browser: str | None = None            # set the browser-binding cookie to this value
+    # where the redirects that follow the form's submission may lead the browser on (the rest of a single logout:
+    # the receiver's answer comes back to the broker, which sends the browser to the next participant)
+    onward: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

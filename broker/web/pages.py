@@ -111,7 +111,7 @@ def post_page(result: PostToSp) -> Response:
     frame = _post_frame(lang)
     html = "".join(part if i % 2 == 0 else values[part] for i, part in enumerate(frame))
     response = _html_response(html, 200, lang)
-    response.headers["X-Form-Target"] = origin_of(result.url)
+    response.headers["X-Form-Target"] = " ".join(origin_of(url) for url in (result.url, *result.onward))
     return response
 
 

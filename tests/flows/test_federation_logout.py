@@ -1265,6 +1265,58 @@ def test_logout_continues_on_another_instance(settings: Settings, browser: Brows
     assert [(e["outcome"], list(data(e)["confirmed"])) for e in completed] == [("success", [SP2])]  # type: ignore[call-overload]
 
 
+# --- 7. a chain through a participant reached by HTTP-POST -----------------------------------------------------
+
+
+def _slo_elsewhere(metadata: bytes, binding: str, location: str) -> bytes:
+    """``metadata`` with its one SingleLogoutService at ``location`` by ``binding`` only."""
+    root = etree.fromstring(metadata)
+    services = list(root.iter(f"{{{MD}}}SingleLogoutService"))
+    for element in services[1:]:
+        element.getparent().remove(element)  # type: ignore[union-attr]
+    services[0].set("Binding", binding)
+    services[0].set("Location", location)
+    return bytes(etree.tostring(root))
+
+
+class TestAChainThroughAPostParticipant:
+    """The fourth SP's SingleLogoutService is HTTP-POST only, at an origin of its own; the second SP's is
+    HTTP-Redirect, at another. Participants are asked in the order of their entity IDs: the broker's page posting
+    to the fourth SP starts a navigation that its answer (an HTTP-Redirect LogoutResponse back to the broker) and
+    the broker's redirect to the second SP continue."""
+
+    @pytest.fixture
+    def config_dir(self, config_dir: Path, demo_material) -> Path:  # type: ignore[no-untyped-def]
+        path = config_dir / "metadata" / "second-sp.xml"
+        path.write_bytes(_slo_elsewhere(path.read_bytes(), BINDING_HTTP_REDIRECT, "https://sp2.example:8443/saml/slo"))
+        _add_sp(config_dir, "fourth-sp", "Fjärde tjänsten",
+                _slo_elsewhere(sp_metadata(_sp_settings(demo_material, "fourth-sp")),
+                               "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST", "https://sp4.example/slo"))
+        return config_dir
+
+    @pytest.fixture
+    def sp4(self, app: Flask, settings: Settings, demo_material) -> DemoSp:  # type: ignore[no-untyped-def]
+        return _pysaml2_sp(app, settings, demo_material, "fourth-sp")
+
+    def test_the_page_posting_to_a_participant_lets_the_chain_go_on_to_the_others(
+            self, browser: Browser, sp: DemoSp, sp2: DemoSp, sp4: DemoSp) -> None:
+        """CSP form-action applies to the redirects after a form's submission too (Chrome, Safari: see
+        broker.web.pages.security_headers): the page must name the origins the rest of the logout goes to, or the
+        browser stops before the second SP and the initiator never hears back."""
+        at_sp1 = sso_login(browser, sp)
+        sso_login(browser, sp2)
+        sso_login(browser, sp4)
+        page = browser.get(sp_logout_url(sp, at_sp1))
+        assert page.status_code == 200, (page.status_code, page.headers.get("Location"))
+        (action, fields), = forms(page)
+        assert action == "https://sp4.example/slo"
+        assert "SAMLRequest" in fields
+        policy = dict(directive.strip().split(" ", 1) for directive in
+                      page.headers["Content-Security-Policy"].split(";"))
+        allowed = policy["form-action"].split()
+        assert {"'self'", "https://sp4.example", "https://sp2.example:8443"} <= set(allowed)
+
+
 # --- the demo IdP's own single logout (broker/demo/idp.py) --------------------------------------------------
 
 
