@@ -66,6 +66,7 @@ from cryptography.x509.verification import (
 from broker.errors import CertificateRejected
 from broker.lru import LruCache, by_identity
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
+from broker.pki.issuance import directly_issued
 from broker.pki.naming import describe, is_ca
 from broker.pki.policy import valid_policies
 from broker.pki.truststore import TrustDomain
@@ -533,7 +534,7 @@ def _build_under_directory_constraints(leaf: x509.Certificate, domain: TrustDoma
         if ca in anchors:
             above: tuple[x509.Certificate, ...] = ()
         else:
-            issuer = next((a for a in anchors if a.subject == ca.issuer and _signed_by(ca, a)), None)
+            issuer = next((a for a in anchors if a.subject == ca.issuer and directly_issued(ca, a)), None)
             if issuer is None or _name_constraints(issuer) is not None:
                 continue
             above = (issuer,)
@@ -553,14 +554,6 @@ def _build_under_directory_constraints(leaf: x509.Certificate, domain: TrustDoma
         if all(_acts_as_ca(c, path[:i], now) for i, c in enumerate(path) if i > 0):
             return path
     return None
-
-
-def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
 
 
 def _acts_as_ca(ca: x509.Certificate, below: Sequence[x509.Certificate], now: dt.datetime) -> bool:

@@ -667,14 +667,20 @@ class CrlStore:
         else), which the next refresh writes afresh."""
         if self._shared is None:
             return None
-        raw = self._shared.get(_shared_key(source, "meta"))
-        if not raw:
-            return None
-        try:
-            record = json.loads(raw)
-        except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
-            return None
-        return record if isinstance(record, dict) else None
+        return shared_record(self._shared.get(_shared_key(source, "meta")))
+
+
+def shared_record(raw: bytes | None) -> dict[str, object] | None:
+    """A bookkeeping record from the shared store (a CRL source's state, a responder's status), or None: absent,
+    or not a JSON object (a corrupted value, one written by something else). An unreadable one is written afresh,
+    and never fails the lookup whose outcome it records."""
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _held(states: Sequence[SourceState], issuer_der: bytes, keys: Sequence[bytes]

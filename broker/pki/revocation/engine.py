@@ -45,6 +45,7 @@ from broker.pki.revocation.crls import (
     VerifiedCrl,
     crl_signers,
     distribution_point_urls,
+    shared_record,
     spki,
     subject_der,
 )
@@ -180,19 +181,6 @@ def _serves_until(answer: OcspAnswer, fetched: dt.datetime, policy: RevocationPo
 def _status_key(url: str) -> str:
     """Where a responder's last success and failure are recorded for `broker revocation status`."""
     return "ocsp-status:" + hashlib.sha256(url.encode()).hexdigest()[:40]
-
-
-def _status_record(raw: bytes | None) -> dict[str, object] | None:
-    """A responder's shared status record, or None: absent, or not a JSON object (a corrupted value, one written
-    by something else). It is bookkeeping only: an unreadable one is written afresh, never fails the lookup whose
-    outcome it records."""
-    if not raw:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError)
-        return None
-    return record if isinstance(record, dict) else None
 
 
 class RevocationChecker:
@@ -525,7 +513,7 @@ class RevocationChecker:
             return
         record_key = _status_key(url)
         try:
-            record = _status_record(self._shared.get(record_key)) \
+            record = shared_record(self._shared.get(record_key)) \
                 or {"responder": url, "issuer": issuer.subject.rfc4514_string()}
             if error is None:
                 record["last_ok"] = now.isoformat()
@@ -539,7 +527,7 @@ class RevocationChecker:
     def ocsp_status(self, url: str) -> dict[str, object] | None:
         if self._shared is None:
             return None
-        return _status_record(self._shared.get(_status_key(url)))
+        return shared_record(self._shared.get(_status_key(url)))
 
     def last_ocsp_error(self, url: str) -> tuple[dt.datetime, str] | None:
         with self._lock:
