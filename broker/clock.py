@@ -44,6 +44,16 @@ class FixedClock:
         self._instant = self._instant + delta
 
 
+def passed(since: dt.datetime, span: dt.timedelta, now: dt.datetime) -> bool:
+    """Whether ``span`` has passed from ``since`` to ``now``, two readings of the wall clock.
+
+    A ``since`` later than ``now`` means the clock has been stepped back in between (NTP correcting a clock that
+    ran ahead, an operator setting it): it counts as passed. Otherwise whatever waits on the span (a retry, a
+    refresh, a checkpoint) would wait for the size of the step as well, an hour for a clock that ran an hour
+    ahead."""
+    return not dt.timedelta(0) <= now - since < span
+
+
 def isoformat_z(instant: dt.datetime) -> str:
     """``2026-11-27T10:00:00Z``: the xs:dateTime form SAML uses (SAML Core §1.3.3), seconds precision."""
     return instant.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

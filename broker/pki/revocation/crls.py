@@ -34,7 +34,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from broker.clock import Clock
+from broker.clock import Clock, passed
 from broker.errors import CertificateRejected, DependencyUnavailable
 from broker.lru import by_identity
 from broker.pki.algorithms import weak_signature_reason
@@ -441,7 +441,7 @@ class CrlStore:
             # keeps one CRL per key, each for the certificates of that key), which must not go unasked because
             # another key's CRL is at hand
             for state in states:
-                if (state.last_attempt is None or now - state.last_attempt >= self._retry_after) and (
+                if (state.last_attempt is None or passed(state.last_attempt, self._retry_after, now)) and (
                         best is None or state.crl is None):
                     self.refresh(state, force=True)
             best = self._best(states, cert, name, keys, now, skew)
@@ -558,7 +558,7 @@ class CrlStore:
         count = 0
         for state in self.states():
             if self.due(state, now) and (state.last_attempt is None
-                                         or now - state.last_attempt >= self._retry_after):
+                                         or passed(state.last_attempt, self._retry_after, now)):
                 self.refresh(state)
                 count += 1
         return count

@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 
 from cryptography import x509
 
-from broker.clock import Clock
+from broker.clock import Clock, passed
 from broker.config.schema import RevocationConfig
 from broker.errors import CertificateRejected, DependencyUnavailable
 from broker.pki.naming import describe
@@ -440,7 +440,7 @@ class RevocationChecker:
         ocsp_cfg = policy.config.ocsp
         with self._lock:
             down = self._down.get(url)
-        if down is not None and now - down[0] < self._retry_after:
+        if down is not None and not passed(down[0], self._retry_after, now):
             raise CertificateRejected("revocation_unavailable",
                                       f"OCSP responder {url} failed {int((now - down[0]).total_seconds())} s ago "
                                       f"({down[1]})")

@@ -30,6 +30,7 @@ from tests.factories.pki import Hierarchy
 from tests.factories.pki_cases import NOW, SECOND, crl, impostor, revoking
 
 DAY = dt.timedelta(days=1)
+MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
 SKEW = 300 * SECOND                    # the configuration's default clock_skew
 RETRY_AFTER = 10 * SECOND              # CrlStore's default retry_after
@@ -462,6 +463,27 @@ def test_a_dead_crl_server_is_asked_at_most_once_per_retry_after(clock: FixedClo
     clock.advance(SECOND)
     assert check(store, h, leaf, [source], clock.now()) == "revocation_unavailable"
     assert state.last_attempt == NOW + RETRY_AFTER  # tried again
+
+
+@pytest.mark.parametrize("step", [pytest.param(MINUTE, id="a_minute"), pytest.param(HOUR, id="an_hour")])
+@pytest.mark.parametrize("asked_by", ["login", "background_pass"])
+def test_the_retry_throttle_lets_go_once_the_clock_is_stepped_back(
+        clock: FixedClock, h: Hierarchy, leaf: x509.Certificate, files: FileServer, step: dt.timedelta,
+        asked_by: str) -> None:
+    """An attempt noted before the clock was stepped back (NTP correcting a clock that ran ahead) lies in the future
+    of the clock now: the server is asked again, not left alone for the size of the step as well."""
+    source = url_source(h, files.put_crl(PATH, issuing_crl(h)))
+    files.status(PATH, 503)
+    store = online(clock)
+    assert check(store, h, leaf, [source], clock.now()) == "revocation_unavailable"
+    assert files.hits[PATH] == 1
+
+    files.status(PATH, None)  # the server is back
+    clock.set(NOW - step)
+    if asked_by == "background_pass":
+        assert store.refresh_due() == 1
+    assert check(store, h, leaf, [source], clock.now()) == "good"
+    assert files.hits[PATH] == 2
 
 
 def test_the_retry_throttle_counts_requests_to_a_failing_server(clock: FixedClock, h: Hierarchy,

@@ -1136,6 +1136,24 @@ def test_circuit_breaker_skips_a_failed_responder_for_retry_after(
     assert responder.hits == 2
 
 
+@pytest.mark.parametrize("step", [pytest.param(MINUTE, id="a_minute"), pytest.param(HOUR, id="an_hour")])
+def test_circuit_breaker_asks_again_once_the_clock_is_stepped_back(
+        responder: OcspResponder, clock: FixedClock, engine: RevocationChecker, ca: CertificateAuthority,
+        cert: x509.Certificate, step: dt.timedelta) -> None:
+    """A failure noted before the clock was stepped back (NTP correcting a clock that ran ahead) lies in the future
+    of the clock now: the responder is asked again at once, not held down for the size of the step as well."""
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    responder.http_error(500)
+    assert refused(engine, cert, ca, pol).reason == "revocation_unavailable"
+    assert responder.hits == 1
+
+    responder.reset()
+    clock.set(NOW - step)
+    responder.now = clock.now()
+    assert check(engine, cert, ca, pol).summary == "ocsp"
+    assert responder.hits == 2
+
+
 def test_circuit_breaker_falls_through_to_the_crl_at_once(
         responder: OcspResponder, engine: RevocationChecker, ca: CertificateAuthority, files: FileServer) -> None:
     files.put_crl("/ca.crl", ca.crl())
