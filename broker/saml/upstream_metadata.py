@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.clock import Clock
+from broker.clock import Clock, passed
 from broker.config.loader import Municipality
 from broker.errors import UpstreamRejected
 from broker.forks import reset_in_child
@@ -161,7 +161,7 @@ class UpstreamMetadata:
     def _failed_lately(self, state: MetadataState) -> bool:
         attempt = state.last_attempt
         return state.last_error is not None and attempt is not None \
-            and self._clock.now() - attempt < ON_DEMAND_RETRY_AFTER
+            and not passed(attempt, ON_DEMAND_RETRY_AFTER, self._clock.now())
 
     def status(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -202,7 +202,7 @@ class UpstreamMetadata:
                 saml = state.municipality.config.saml
                 if saml is None or saml.metadata.url is None:
                     continue
-                if state.fetched_at is None or now - state.fetched_at >= self.refresh_due(state):
+                if state.fetched_at is None or passed(state.fetched_at, self.refresh_due(state), now):
                     self.refresh(state)
 
     @staticmethod

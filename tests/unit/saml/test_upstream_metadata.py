@@ -61,6 +61,7 @@ from tests.unit.config.editing import Expected, assert_issues, load_issues, repl
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)  # the TLS certificates are checked against the real time
 SECOND = dt.timedelta(seconds=1)
+MINUTE = dt.timedelta(minutes=1)
 HOUR = dt.timedelta(hours=1)
 DAY = dt.timedelta(days=1)
 VALID_UNTIL = NOW + 7 * DAY
@@ -387,6 +388,24 @@ def test_an_idp_whose_metadata_cannot_be_had_is_not_asked_again_by_every_request
 
     server.put(PATH, signed(material), CONTENT_TYPE)
     clock.set(clock.now() + 11 * SECOND)
+    assert upstream.get(KOMMUN_C).entity_id == ENTITY_ID
+    assert server.hits[PATH] == hits + 1
+
+
+@pytest.mark.parametrize("step", [pytest.param(MINUTE, id="a-minute"), pytest.param(HOUR, id="an-hour")])
+def test_a_fetch_that_failed_before_the_clock_was_stepped_back_does_not_hold_requests_off(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata], step: dt.timedelta) -> None:
+    """A failure noted before the clock was stepped back (NTP correcting a clock that ran ahead) lies in the future
+    of the clock now: the next request fetches again, rather than every request being refused with the old cause
+    for the size of the step as well."""
+    server.put(PATH, _unsigned(material), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+    unavailable(upstream)
+    hits = server.hits[PATH]
+
+    server.put(PATH, signed(material), CONTENT_TYPE)
+    clock.set(clock.now() - step)
     assert upstream.get(KOMMUN_C).entity_id == ENTITY_ID
     assert server.hits[PATH] == hits + 1
 
@@ -761,6 +780,30 @@ def test_the_background_loop_refreshes_when_the_refresh_interval_has_passed(
     assert server.hits[PATH] == 4
     assert status(upstream)["last_error"] is None
     assert status(upstream)["fetched_at"] == (NOW + 2 * HOUR + dt.timedelta(seconds=30)).isoformat()
+
+
+@pytest.mark.parametrize("step", [pytest.param(MINUTE, id="a-minute"), pytest.param(HOUR, id="an-hour")])
+def test_the_background_loop_refreshes_a_copy_fetched_before_the_clock_was_stepped_back(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata], step: dt.timedelta) -> None:
+    """A copy fetched before the clock was stepped back (NTP correcting a clock that ran ahead) has a fetch time in
+    the future of the clock now, and no age to go by: it is fetched again, not left for the size of the step on
+    top of refresh_interval (a clock that had run a week ahead would keep it past its validUntil)."""
+    server.put(PATH, signed(material), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(extra=["refresh_interval: 1h"]), clock)
+    upstream.refresh_all()
+    assert server.hits[PATH] == 1
+    server.put(PATH, signed(material, more_signing=[material.idp_next]), CONTENT_TYPE)
+
+    clock.set(NOW - step)
+    one_round(upstream)
+    assert server.hits[PATH] == 2
+    assert status(upstream)["signing_keys"] == 2
+    assert status(upstream)["fetched_at"] == (NOW - step).isoformat()
+
+    clock.advance(dt.timedelta(seconds=30))
+    one_round(upstream)
+    assert server.hits[PATH] == 2, "fetched at the clock's time now: due an interval later"
 
 
 @pytest.mark.parametrize(("cache_duration", "due_after"), [
