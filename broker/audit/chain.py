@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.audit.keys import AuditSigner
-from broker.clock import Clock
+from broker.clock import Clock, passed
 from broker.errors import AuditUnavailable
 from broker.forks import reset_in_child
 
@@ -327,7 +327,9 @@ class ChainWriter:
         if last is not None:
             left = (last + self.settings.checkpoint_interval - self._clock.now()).total_seconds()
             if left > 0:
-                return max(left, 0.01)
+                # never more than the interval: a last checkpoint in the future (the clock was stepped back since)
+                # is due at once (_checkpoint_due), not when the clock reaches it
+                return max(min(left, interval), 0.01)
         return max(interval / 2, 0.05)
 
     def close(self) -> None:
@@ -527,8 +529,9 @@ class ChainWriter:
     # --- checkpoints -------------------------------------------------------------------------
 
     def _checkpoint_due(self, now: dt.datetime) -> bool:
+        # passed() also when the last checkpoint lies in the future: the clock was stepped back since
         return self._seq > self._sealed_seq and (
-            self._last_checkpoint is None or now - self._last_checkpoint >= self.settings.checkpoint_interval)
+            self._last_checkpoint is None or passed(self._last_checkpoint, self.settings.checkpoint_interval, now))
 
     def checkpoint(self) -> None:
         with self._lock:

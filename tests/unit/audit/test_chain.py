@@ -451,6 +451,52 @@ def test_a_record_written_right_after_an_appends_checkpoint_is_sealed_within_the
         writer.close()
 
 
+CLOCK_STEPS = [pytest.param(dt.timedelta(minutes=1), id="a-minute"), pytest.param(dt.timedelta(hours=1), id="an-hour")]
+
+
+@pytest.mark.parametrize("step", CLOCK_STEPS)
+def test_a_record_written_after_the_clock_is_stepped_back_seals_itself(tmp_path: Path, step: dt.timedelta) -> None:
+    """docs: checkpoints are written at most checkpoint_interval after a record. After the clock is stepped back
+    (NTP correcting a clock that ran ahead) the last checkpoint's time lies in the future: the interval counted from
+    it would leave every record unsealed for the size of the step as well."""
+    clock, key = FixedClock(T0), Ed25519PrivateKey.generate()
+    interval = 10 * SECOND
+    writer = make_writer(tmp_path, clock, key, interval=interval)
+    trail = make_trail(writer, clock)
+    write_events(trail, 1)
+    clock.advance(interval)
+    write_events(trail, 1)  # sealed by its own checkpoint
+    (path,) = only_chain(tmp_path)[1]
+    sealed = records_of(path)[-1]["seq"]
+
+    clock.set(T0 - step)
+    write_events(trail, 2)
+    assert [r["event"] for r in records_of(path)[sealed:]] == [
+        "certificate_accepted", "audit_checkpoint", "certificate_accepted"]
+    writer.close()
+    assert verified(tmp_path, key).ok  # checkpoint times that go back are no tampering
+
+
+@pytest.mark.parametrize("step", CLOCK_STEPS)
+def test_the_background_thread_seals_within_the_interval_after_the_clock_is_stepped_back(
+        tmp_path: Path, step: dt.timedelta) -> None:
+    """The background thread waited until the clock reached the last checkpoint's time plus the interval: after
+    a step back, the size of the step longer (a record written just before it stayed unsealed for an hour)."""
+    clock, key = FixedClock(T0), Ed25519PrivateKey.generate()
+    writer = make_writer(tmp_path, clock, key, interval=dt.timedelta(milliseconds=300), background=True)
+    try:
+        write_events(make_trail(writer, clock), 1)  # started and sealed at T0, then one record left to the thread
+        (path,) = only_chain(tmp_path)[1]
+        seq = records_of(path)[-1]["seq"]
+        clock.set(T0 - step)
+        deadline = time.monotonic() + 3
+        while not any(r["event"] == "audit_checkpoint" and r["data"]["covers_seq"] >= seq for r in records_of(path)):
+            assert time.monotonic() < deadline, "not sealed"
+            time.sleep(0.02)
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize(("instance", "in_chain_ids"), [
     pytest.param("host+1", "host_1", id="plus"),
     pytest.param("värd 1/a", "v_rd_1_a", id="non-ascii-space-slash"),
