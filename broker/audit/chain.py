@@ -399,7 +399,7 @@ class ChainWriter:
 
     def _rotate_due(self, now: dt.datetime) -> bool:
         return self._file_bytes >= self.settings.rotate_bytes or (
-            self._file_opened is not None and now - self._file_opened >= self.settings.rotate_interval)
+            self._file_opened is not None and passed(self._file_opened, self.settings.rotate_interval, now))
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -218,6 +218,28 @@ def test_rotation_by_time_keeps_the_chain(tmp_path: Path) -> None:
     assert verified(tmp_path, key).ok
 
 
+@pytest.mark.parametrize("step", [pytest.param(dt.timedelta(minutes=1), id="a-minute"),
+                                  pytest.param(dt.timedelta(days=1), id="a-day")])
+def test_rotation_by_time_after_the_clock_is_stepped_back(tmp_path: Path, step: dt.timedelta) -> None:
+    """A file opened before the clock was stepped back (NTP correcting a clock that ran ahead) has an opening time in
+    the future of the clock now: it is rotated within rotate_interval of the clock's time, not the size of the step
+    later (a daily file kept for two days after a clock that ran a day ahead)."""
+    clock, key = FixedClock(T0), Ed25519PrivateKey.generate()
+    writer = make_writer(tmp_path, clock, key, rotate_interval=dt.timedelta(hours=1))
+    trail = make_trail(writer, clock)
+    write_events(trail, 2)
+    clock.set(T0 - step)
+    write_events(trail, 1)
+    clock.advance(dt.timedelta(hours=1))
+    write_events(trail, 1)
+    _, files = only_chain(tmp_path)
+    assert len(files) >= 2
+    assert_rotated_with_a_seal(files)
+    assert_linked(files)
+    writer.close()
+    assert verified(tmp_path, key).ok
+
+
 # --- close ----------------------------------------------------------------------------------------
 
 
@@ -455,7 +477,8 @@ CLOCK_STEPS = [pytest.param(dt.timedelta(minutes=1), id="a-minute"), pytest.para
 
 
 @pytest.mark.parametrize("step", CLOCK_STEPS)
-def test_a_record_written_after_the_clock_is_stepped_back_seals_itself(tmp_path: Path, step: dt.timedelta) -> None:
+def test_a_record_written_after_the_clock_is_stepped_back_is_sealed_within_the_interval(tmp_path: Path,
+                                                                                       step: dt.timedelta) -> None:
     """docs: checkpoints are written at most checkpoint_interval after a record. After the clock is stepped back
     (NTP correcting a clock that ran ahead) the last checkpoint's time lies in the future: the interval counted from
     it would leave every record unsealed for the size of the step as well."""
@@ -470,9 +493,12 @@ def test_a_record_written_after_the_clock_is_stepped_back_seals_itself(tmp_path:
     sealed = records_of(path)[-1]["seq"]
 
     clock.set(T0 - step)
-    write_events(trail, 2)
-    assert [r["event"] for r in records_of(path)[sealed:]] == [
-        "certificate_accepted", "audit_checkpoint", "certificate_accepted"]
+    write_events(trail, 1)  # the file is rotated too (its opening time lies ahead): the record lands in the next
+    clock.advance(interval)
+    write_events(trail, 1)
+    after = [r for file in only_chain(tmp_path)[1] for r in records_of(file) if r["seq"] > sealed]
+    stepped = next(r["seq"] for r in after if r["event"] == "certificate_accepted")
+    assert any(r["event"] == "audit_checkpoint" and r["data"]["covers_seq"] >= stepped for r in after)
     writer.close()
     assert verified(tmp_path, key).ok  # checkpoint times that go back are no tampering
 
