@@ -156,8 +156,12 @@ class _Cached:
         return min(self.expires, _serves_until(self.answer, self.fetched, policy))
 
     def serves(self, policy: RevocationPolicy, now: dt.datetime) -> bool:
-        """Fresh enough for ``policy`` now, and fetched with a nonce if ``policy`` asks for one."""
-        return now < self.until(policy) and (self.nonced or not policy.config.ocsp.nonce)
+        """Fresh enough for ``policy`` now, and fetched with a nonce if ``policy`` asks for one. Fetched no later
+        than now, give or take the clock skew (instances' clocks differ a little): a fetch time further ahead means
+        the clock has been stepped back since, and max_cache_time counted from it would rely on the answer for
+        the size of the step longer."""
+        return (now < self.until(policy) and self.fetched <= now + policy.skew
+                and (self.nonced or not policy.config.ocsp.nonce))
 
 
 # How long an "unknown" answer is held: the responder does not know the serial (RFC 6960 §2.2), which for a card

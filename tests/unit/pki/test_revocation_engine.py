@@ -679,6 +679,33 @@ def test_cached_answer_holds_a_session_only_until_the_cache_entry_expires(
     assert responder.hits == 1
 
 
+@pytest.mark.parametrize(("step", "asked_again"), [
+    pytest.param(MINUTE, False, id="a-minute-within-the-clock-skew"),
+    pytest.param(HOUR, True, id="an-hour"),
+])
+@pytest.mark.parametrize("with_shared_store", [pytest.param(False, id="in-process"),
+                                               pytest.param(True, id="with-shared-store")])
+def test_an_answer_fetched_before_the_clock_was_stepped_back_is_cached_no_longer_than_max_cache_time(
+        responder: OcspResponder, ca: CertificateAuthority, cert: x509.Certificate, clock: FixedClock,
+        shared: RedisStore, step: dt.timedelta, asked_again: bool, with_shared_store: bool) -> None:
+    """max_cache_time counts from the fetch. An answer fetched before the clock was stepped back (NTP correcting a
+    clock that ran ahead) has a fetch time in the future of the clock now: counted from it, the answer was relied on
+    for max_cache_time plus the size of the step. Beyond the clock skew such an answer is asked for again."""
+    responder.validity = 7 * DAY
+    pol = policy([ca.certificate], ocsp_url=responder.url, max_cache_time=3600)
+    engine = checker(clock, shared=shared if with_shared_store else None)
+    try:
+        assert check(engine, cert, ca, pol).valid_until == NOW + HOUR
+        clock.set(NOW - step)
+        responder.now = clock.now()
+        outcome = check(engine, cert, ca, pol)
+        assert outcome.checked[0].cached is not asked_again
+        assert responder.hits == (2 if asked_again else 1)
+        assert outcome.valid_until == NOW - step + HOUR
+    finally:
+        engine.close()
+
+
 def test_a_path_holds_until_its_first_answer_expires(root: CertificateAuthority, engine: RevocationChecker,
                                                     files: FileServer) -> None:
     issuing = issuing_under(root, crl_url=files.url("/root.crl"))
