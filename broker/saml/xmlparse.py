@@ -8,8 +8,10 @@ Comments and processing instructions are dropped while parsing.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from lxml import etree
 
@@ -43,6 +45,55 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
+# lxml interns every element, attribute and namespace name it parses into a dictionary of the parsing thread
+# (libxml2's xmlDict), which it never shrinks while the thread lives: untrusted messages full of names never seen
+# before (any web page can make browsers post them to the ACS) grew a worker's request threads by ~400 KB per
+# 256 KiB message, for good (111 MB after 280 posts). Untrusted documents are therefore parsed in threads of their
+# own, retired once they have parsed _BYTES_PER_POOL between them: a retired thread's dictionary goes with the last
+# document parsed into it (libxml2 counts the documents using it).
+_PARSER_THREADS = 4
+_BYTES_PER_POOL = 8 << 20
+
+
+class _ParserThreads:
+    """The threads untrusted documents are parsed in (a forked worker makes its own: threads do not survive a
+    fork), replaced by new ones after they have parsed ``_BYTES_PER_POOL``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._parsed = 0
+        # a thread of gunicorn's master (the metadata refresher) may hold the lock at a fork
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = None
+
+    def parse(self, data: bytes) -> etree._Element:
+        with self._lock:
+            pool = self._pool
+            if pool is None or self._pid != os.getpid() or self._parsed >= _BYTES_PER_POOL:
+                if pool is not None and self._pid == os.getpid():
+                    pool.shutdown(wait=False)  # its threads end once the parses given to them are done
+                pool = self._pool = ThreadPoolExecutor(max_workers=_PARSER_THREADS, thread_name_prefix="xml-parser")
+                self._pid, self._parsed = os.getpid(), 0
+            self._parsed += len(data)
+            pending = pool.submit(_parse, data)
+        return pending.result()
+
+
+def _parse(data: bytes) -> etree._Element:
+    try:
+        return etree.fromstring(data, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        raise UnsafeXml(f"not well-formed XML: {exc}") from None
+
+
+_PARSERS = _ParserThreads()
+
+
 # XML 1.0 (fifth edition) §2.3 NameStartChar and NameChar, without ":" (Namespaces in XML §3: NCName)
 _NAME_START = ("A-Z_a-z\u00C0-\u00D6\u00D8-\u00F6\u00F8-\u02FF\u0370-\u037D\u037F-\u1FFF\u200C-\u200D"
                "\u2070-\u218F\u2C00-\u2FEF\u3001-\uD7FF\uF900-\uFDCF\uFDF0-\uFFFD\U00010000-\U000EFFFF")
@@ -65,10 +116,7 @@ def parse_untrusted(data: bytes, max_bytes: int) -> etree._Element:
         raise UnsafeXml(f"document larger than {max_bytes} bytes")
     if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
         raise UnsafeXml("document type declarations are not allowed")
-    try:
-        root = etree.fromstring(data, parser=_parser())
-    except etree.XMLSyntaxError as exc:
-        raise UnsafeXml(f"not well-formed XML: {exc}") from None
+    root = _PARSERS.parse(data)
     docinfo = root.getroottree().docinfo
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise UnsafeXml("document type declarations are not allowed")
