@@ -25,6 +25,7 @@ from broker.readiness.model import Report
 from broker.readiness.runner import ReadinessOptions, run
 from broker.session.activity import last_login
 from broker.web.ops import json_response
+from broker.web.pages import NO_CACHE
 from broker.web.services import services
 
 bp = Blueprint("admin", __name__)
@@ -77,7 +78,7 @@ def metrics() -> Response:
         # as /readyz for its dependencies: a status the scraper records (up == 0), and why in plain words
         response = make_response(f"503 metrics unavailable: {exc}\n", 503)
         response.headers["Content-Type"] = "text/plain; charset=utf-8"
-        response.headers["Cache-Control"] = "no-store"
+        response.headers["Cache-Control"] = NO_CACHE
         return response
     response = make_response(exposition)
     response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
@@ -95,7 +96,7 @@ def health() -> Response:
     if upstream is not None:
         body["idp_metadata"] = upstream.metadata.status()
     response = json_response(body, 200)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers["Cache-Control"] = NO_CACHE
     return response
 
 

@@ -12,7 +12,7 @@ from broker.errors import BrokerError, CertificateRejected, DependencyUnavailabl
 from broker.model import CertificateFacts
 from broker.pki.identity import display_subject
 from broker.pki.validator import certificate_policies
-from broker.web.pages import diagnose_page, message_page
+from broker.web.pages import NO_CACHE, diagnose_page, message_page
 from broker.web.services import client_context, services
 
 bp = Blueprint("ops", __name__)
@@ -78,7 +78,7 @@ def diagnose() -> Response:
     svc.audit.sync()
     if request.args.get("format") == "json" or request.accept_mimetypes.best == "application/json":
         response = json_response(verdict, 200)
-        response.headers["Cache-Control"] = "no-store"
+        response.headers["Cache-Control"] = NO_CACHE
         return response
     return diagnose_page(rows, error is None, error, ctx.correlation_id)
 

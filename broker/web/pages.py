@@ -240,6 +240,9 @@ _ORIGIN = re.compile(r"^https?://(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[
 
 _CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; form-action {form_action}; "
         "frame-ancestors 'none'; base-uri 'none'")
+# SAML Bindings §3.4.5.1 and §3.5.5.1: responses carrying SAML messages SHOULD say "no-cache, no-store" and
+# "Pragma: no-cache" (HTTP/1.0 caches); every page but the static files and the metadata says so
+NO_CACHE = "no-cache, no-store"
 _STATIC_HEADERS = (("X-Content-Type-Options", "nosniff"), ("X-Frame-Options", "DENY"),
                    ("Referrer-Policy", "no-referrer"), ("Strict-Transport-Security", "max-age=31536000"))
 
@@ -265,5 +268,7 @@ def security_headers(response: Response) -> Response:
             headers.add(name, value)
     # static files are cached as sent; an error page at a static path is a page like any other
     if "cache-control" not in present and not (request.path.startswith("/static/") and response.status_code < 400):
-        headers.add("Cache-Control", "no-store")
+        headers.add("Cache-Control", NO_CACHE)
+    if headers.get("Cache-Control") == NO_CACHE and "pragma" not in present:
+        headers.add("Pragma", "no-cache")
     return response

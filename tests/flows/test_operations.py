@@ -188,7 +188,7 @@ def test_admin_health_reports_audit_forwarding_and_idp_metadata(app: Flask, toke
     response = get(app, "/admin/health", bearer(token))
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
-    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
     body = response.get_json()
     assert body["status"] == "ok"
     assert body["audit_forwarding"] == {}  # the example forwards no copies
@@ -373,7 +373,7 @@ def test_metrics_that_cannot_be_read_answer_503_in_plain_text(app: Flask, token:
     for response in answers:
         assert response.status_code == 503
         assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
-        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Cache-Control"] == "no-cache, no-store"
         assert "PROMETHEUS_MULTIPROC_DIR" in response.get_data(as_text=True)
     said = [r for r in caplog.records if "metrics cannot be read" in r.getMessage()]
     assert len(said) == 1

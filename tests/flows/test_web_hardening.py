@@ -110,7 +110,7 @@ def _oversized_body(browser: Browser, sp: DemoSp, users: Path) -> TestResponse:
     return browser.post("/saml/idp/sso", {"SAMLRequest": "A" * (limit + 1)})
 
 
-NO_STORE = "no-store"
+NO_STORE = "no-cache, no-store"  # SAML Bindings §3.4.5.1, §3.5.5.1
 HEADER_CASES = [
     pytest.param(lambda b, sp, u: b.get("/"), 200, NO_STORE, id="landing-page"),
     pytest.param(_saml_post_page, 200, NO_STORE, id="saml-post-page"),
@@ -177,7 +177,9 @@ def test_the_post_page_auto_submits_with_the_external_script_only(browser: Brows
 def test_a_page_with_the_assertion_is_never_stored(browser: Browser, sp: DemoSp, users: Path) -> None:
     page = _saml_post_page(browser, sp, users)
     assert "SAMLResponse" in page.get_data(as_text=True)
-    assert page.headers["Cache-Control"] == "no-store"
+    # SAML Bindings §3.5.5.1: "no-cache, no-store", and Pragma for HTTP/1.0 caches
+    assert page.headers["Cache-Control"] == "no-cache, no-store"
+    assert page.headers["Pragma"] == "no-cache"
 
 
 @pytest.fixture

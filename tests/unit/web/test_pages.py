@@ -280,7 +280,7 @@ def test_every_error_page_explains_with_reference_and_without_trace(browser: Bro
     assert h1(response) == explain(reason, REASONS[reason].family, "sv", {}).title
     for marker in STACK_TRACE:
         assert marker not in body
-    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
 
 
 def test_each_page_gets_its_own_reference_id(browser: Browser) -> None:
@@ -310,7 +310,7 @@ def test_unsatisfiable_range_on_a_static_file_is_a_416_page(browser: Browser) ->
     assert response.headers["X-Broker-Reason"] == "range_not_satisfiable"
     assert re.fullmatch(r"bytes \*/[0-9]+", response.headers["Content-Range"])
     assert REFID.search(response.get_data(as_text=True)) is not None
-    assert response.headers["Cache-Control"] == "no-store"  # an error page, though at a static path
+    assert response.headers["Cache-Control"] == "no-cache, no-store"  # an error page, though at a static path
     with browser.client.get("/static/broker.css") as whole:
         assert whole.status_code == 200
         assert "no-store" not in whole.headers.get("Cache-Control", "")
@@ -388,7 +388,7 @@ def test_strict_security_headers_on_every_page(browser: Browser, path: str) -> N
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
-    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
     assert "X-Form-Target" not in response.headers
 
 
@@ -410,7 +410,7 @@ def test_post_page_allows_only_the_sps_origin_as_form_target(browser: Browser, u
     assert policy["frame-ancestors"] == "'none'"
     assert policy["script-src"] == "'self'"  # the auto-submit script is a file, no inline script
     assert "<script>" not in response.get_data(as_text=True)
-    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["Referrer-Policy"] == "no-referrer"
     assert "X-Form-Target" not in response.headers
@@ -472,7 +472,7 @@ def test_security_headers_turn_the_form_target_into_form_action(render_app: Flas
         security_headers(response)
     assert "X-Form-Target" not in response.headers
     assert "form-action 'self' https://sp.example.org;" in response.headers["Content-Security-Policy"]
-    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Cache-Control"] == "no-cache, no-store"
 
 
 def test_static_files_are_cacheable(render_app: Flask) -> None:
