@@ -558,7 +558,8 @@ def _build_under_directory_constraints(leaf: x509.Certificate, domain: TrustDoma
 
 def _acts_as_ca(ca: x509.Certificate, below: Sequence[x509.Certificate], now: dt.datetime) -> bool:
     """``ca`` may issue the path ``below`` it (leaf first) at ``now``: what the verifier checks of a CA certificate
-    (RFC 5280 §6.1.3 (a)(2), §6.1.4 (k)-(n), §4.2: critical extensions) and of its key (the broker's floor)."""
+    (RFC 5280 §6.1.3 (a)(2), §6.1.4 (k)-(n), §4.2: critical extensions; an extendedKeyUsage, where present, that
+    includes client authentication or anyExtendedKeyUsage, §4.2.1.12) and of its key (the broker's floor)."""
     if not ca.not_valid_before_utc <= now <= ca.not_valid_after_utc or weak_key_reason(ca):
         return False
     try:
@@ -566,9 +567,14 @@ def _acts_as_ca(ca: x509.Certificate, below: Sequence[x509.Certificate], now: dt
         basic = extensions.get_extension_for_class(x509.BasicConstraints).value
         usage = extensions.get_extension_for_class(x509.KeyUsage).value \
             if any(e.oid == x509.KeyUsage.oid for e in extensions) else None
+        purposes = extensions.get_extension_for_class(x509.ExtendedKeyUsage).value \
+            if any(e.oid == x509.ExtendedKeyUsage.oid for e in extensions) else None
     except (x509.ExtensionNotFound, ValueError):
         return False
     if not basic.ca or (usage is not None and not usage.key_cert_sign):
+        return False
+    if purposes is not None and not {ExtendedKeyUsageOID.CLIENT_AUTH,
+                                     ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(purposes):
         return False
     if any(e.critical and e.oid not in _CA_CRITICAL for e in extensions):
         return False

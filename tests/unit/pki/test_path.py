@@ -346,6 +346,32 @@ def test_the_constrained_cas_path_length_is_still_enforced(h: Hierarchy) -> None
     assert caught.value.reason == "chain_invalid"
 
 
+@pytest.mark.parametrize(("usages", "accepted"), [
+    pytest.param([ExtendedKeyUsageOID.SERVER_AUTH], False, id="anchor-for-server-authentication-only"),
+    pytest.param([ExtendedKeyUsageOID.CLIENT_AUTH], True, id="anchor-for-client-authentication"),
+    pytest.param([ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE], True, id="anchor-for-any-purpose"),
+])
+def test_the_anchor_above_a_directory_constrained_ca_is_held_to_its_purpose(h: Hierarchy,
+                                                                          usages: list[x509.ObjectIdentifier],
+                                                                          accepted: bool) -> None:
+    """A trust anchor whose extendedKeyUsage does not include client authentication (nor anyExtendedKeyUsage)
+    issues no path to a login certificate: the verifier refuses every path below it, and the path through a CA
+    with critical directoryName constraints, whose anchor is checked in the verifier's place, is no way around
+    that (RFC 5280 §4.2.1.12)."""
+    cert, domain, presented = _constrained(h, x509.NameConstraints([_SWEDEN], None), critical=True)
+    root = reissue(h.root.certificate, h.root, extra=[x509.ExtendedKeyUsage(usages)])
+    domain = replace(domain, anchors=(root,), store=Store([root]))
+    plain = replace(h.domain(), anchors=(root,), store=Store([root]))
+    if accepted:
+        assert verify_path(cert, domain, NOW, presented).chain[-1] == root
+        assert verify_path(h.leaf().certificate, plain, NOW).chain[-1] == root
+        return
+    for leaf, trusted in ((cert, domain), (h.leaf().certificate, plain)):
+        with pytest.raises(CertificateRejected) as caught:
+            verify_path(leaf, trusted, NOW, presented)
+        assert caught.value.reason == "chain_invalid"
+
+
 LOCAL_POLICY = "2.999.7.1"  # a policy of the issuing CA's own domain, which it maps LoA 3 to
 
 
