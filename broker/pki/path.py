@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -444,7 +445,9 @@ def _check_directory_name_constraints(below: Sequence[x509.Certificate], ca: x50
     at a time, which is the intersection §6.1.4 (g) builds). Self-issued CA certificates are skipped (§6.1.3 (b)).
 
     A name is within a subtree when the subtree's relative distinguished names begin it (§4.2.1.10: "any name
-    whose ... RDN sequence ... begins with" the subtree's), compared as encoded, as the verifier compares names.
+    whose ... RDN sequence ... begins with" the subtree's), each attribute value compared as §7.1 has names compared:
+    prepared as RFC 4518 prepares it (case folded, insignificant spaces removed, whichever string type), so that an
+    excluded subtree is not left by writing a name in another case.
     cryptography's verifier does none of this: it ignores a non-critical extension's directory names and stops at
     a critical one (:func:`_build_under_directory_constraints` builds such a path)."""
     permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DirectoryName)]
@@ -473,7 +476,15 @@ def _check_directory_name_constraints(below: Sequence[x509.Certificate], ca: x50
 
 def _within(name: x509.Name, subtree: x509.Name) -> bool:
     prefix = subtree.rdns
-    return name.rdns[:len(prefix)] == prefix
+    return len(name.rdns) >= len(prefix) and all(
+        _prepared_rdn(rdn) == _prepared_rdn(part) for rdn, part in zip(name.rdns, prefix, strict=False))
+
+
+def _prepared_rdn(rdn: x509.RelativeDistinguishedName) -> frozenset[tuple[x509.ObjectIdentifier, str | bytes]]:
+    """An RDN as a set of attribute types and values prepared for comparison (RFC 5280 §7.1, RFC 4518 §2: NFKC,
+    case folding, insignificant space handling); a value that is no string (a BIT STRING) as it is."""
+    return frozenset((attribute.oid, " ".join(unicodedata.normalize("NFKC", attribute.value).casefold().split())
+                      if isinstance(attribute.value, str) else attribute.value) for attribute in rdn)
 
 
 # How cryptography's verifier stops at a CA certificate whose critical nameConstraints limit directory names

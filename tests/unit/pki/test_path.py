@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import Store
 
@@ -254,6 +255,12 @@ _DNS = x509.DNSName("kommun-a.example.se")
 _NORWAY = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "NO")]))
 _KOMMUN_B = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE"),
                                           x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Kommun B")]))
+# the leaf's subject begins C=SE (PrintableString), SN=Andersson (UTF8String): these name the same, compared as
+# RFC 5280 §7.1 has names compared (RFC 4518: case and insignificant spaces aside, whichever string type)
+_SWEDEN_LOWER_CASE = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "se",
+                                                                      _type=_ASN1Type.UTF8String)]))
+_ANDERSSON_SPACED = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTRY_NAME, "SE"),
+                                                  x509.NameAttribute(x509.NameOID.SURNAME, "  ANDERSSON ")]))
 
 
 @pytest.mark.parametrize("critical", [pytest.param(True, id="critical"), pytest.param(False, id="not-critical")])
@@ -265,6 +272,12 @@ _KOMMUN_B = x509.DirectoryName(x509.Name([x509.NameAttribute(x509.NameOID.COUNTR
     pytest.param(x509.NameConstraints(None, [_SWEDEN]), False, id="excluded-subtree-holds-the-subject"),
     pytest.param(x509.NameConstraints(None, [_NORWAY]), True, id="excluded-subtree-elsewhere"),
     pytest.param(x509.NameConstraints([_SWEDEN], [_NORWAY]), True, id="permitted-and-not-excluded"),
+    pytest.param(x509.NameConstraints([_SWEDEN_LOWER_CASE], None), True,
+                 id="permitted-subtree-in-another-case-and-string-type-holds-the-subject"),
+    pytest.param(x509.NameConstraints(None, [_SWEDEN_LOWER_CASE]), False,
+                 id="excluded-subtree-in-another-case-and-string-type-holds-the-subject"),
+    pytest.param(x509.NameConstraints(None, [_ANDERSSON_SPACED]), False,
+                 id="excluded-subtree-with-other-case-and-spaces-holds-the-subject"),
 ])
 def test_directory_name_constraints_are_applied(h: Hierarchy, constraints: x509.NameConstraints, critical: bool,
                                                 accepted: bool) -> None:
