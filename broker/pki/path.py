@@ -555,7 +555,8 @@ def _build_under_directory_constraints(leaf: x509.Certificate, domain: TrustDoma
             verifier = (PolicyBuilder().store(Store([_stand_in(ca)])).time(now)
                         .max_chain_depth(domain.max_chain_depth - len(above))
                         .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY).build_client_verifier())
-        except (ValueError, TypeError, UnsupportedAlgorithm):  # a key the stand-in cannot carry
+        # a key the stand-in cannot carry, or no basicConstraints to give it (no CA: nothing issued by it validates)
+        except (ValueError, TypeError, UnsupportedAlgorithm, x509.ExtensionNotFound):
             continue
         try:
             below = tuple(verifier.verify(leaf, [c for c in candidates if c is not ca]).chain)

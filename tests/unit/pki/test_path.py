@@ -337,6 +337,15 @@ def test_a_path_through_a_directory_constrained_ca_is_still_checked(h: Hierarchy
     assert caught.value.reason in ("chain_invalid", "issuer_unknown")
 
 
+def test_a_directory_constrained_certificate_without_basic_constraints_issues_nothing(h: Hierarchy) -> None:
+    # not a CA (RFC 5280 §4.2.1.9): refused as any path through a non-CA is, not with an unhandled error
+    cert, domain, presented = _constrained(h, x509.NameConstraints([_SWEDEN], None), critical=True)
+    not_a_ca = reissue(domain.intermediates[0], h.root, without=[x509.BasicConstraints])
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, h.domain(intermediates=(not_a_ca,)), NOW, presented)
+    assert caught.value.reason in ("chain_invalid", "issuer_unknown")
+
+
 def test_directory_name_constraints_on_a_ca_below_the_issuing_ca_are_still_refused() -> None:
     # supported on a trust anchor and the CAs it issues; further down the verifier's fatal error stands
     deep, (level1, level2) = deep_hierarchy(NOW, 2)
