@@ -65,9 +65,19 @@ class Problem:
     detail: str
 
     def __str__(self) -> str:
+        """The problem as a line for a reviewer's terminal (``verify``, the report). ``detail`` quotes what the files
+        say (a key id, a hash, an attested file name), which an intruder chose: control and format characters in
+        it (ESC sequences that move the cursor and overwrite the lines above, a right-to-left override) are shown
+        as escapes, never sent to the terminal. ``--json`` gives the text as it is (JSON escapes them itself)."""
         where = self.file + (f":{self.line}" if self.line is not None else "")
         seq = f" (seq {self.seq})" if self.seq is not None else ""
-        return f"{where}{seq}: {self.what}: {self.detail}"
+        return shown(f"{where}{seq}: {self.what}: {self.detail}")
+
+
+def shown(text: str) -> str:
+    """``text`` with every character that is not printable (str.isprintable: control, format, separator other than
+    the space) written as its Python escape (``\\x1b``, ``\\u202e``)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from broker.audit.query import Filter, parse_time, records
 from broker.audit.schema import EVENTS
 from broker.audit.trail import Pseudonymiser
 from broker.audit.verify import Verification, verify
+from broker.audit.verify import shown as terminal_text
 from broker.commands.common import settings_or_exit
 from broker.config.values import luhn_valid
 from broker.pki.identity import check_personnummer
@@ -191,7 +192,8 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
         for record in found:
             writer.writerow([_csv_cell(record.get(c)) for c in (*_COLUMNS, "detail")])
     else:
-        rows = [tuple(str(record.get(c, "") or "") for c in _COLUMNS) for record in found]
+        # for a terminal: a value's control characters (an edited file, a peer's text) shown as escapes
+        rows = [tuple(terminal_text(str(record.get(c, "") or "")) for c in _COLUMNS) for record in found]
         widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(_COLUMNS)]
         shown = [i for i in range(len(_COLUMNS)) if any(row[i] for row in rows)] or [0, 1, 2]
         click.echo("  ".join(_COLUMNS[i].ljust(widths[i]) for i in shown).rstrip())

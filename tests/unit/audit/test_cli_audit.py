@@ -183,6 +183,40 @@ def test_verify_names_the_problem_of_every_chain_not_intact(data: Dataset) -> No
     assert len(problems) == 2
 
 
+
+def _sign_with_a_key_named(data: Dataset, name: str) -> None:
+    lines = lines_of(data.file)
+    record = json.loads(lines[1])  # the start's checkpoint
+    record["data"]["key_id"] = name
+    lines[1] = dump(record)
+    write_lines(data.file, lines)
+
+
+def _record_an_end_named(data: Dataset, name: str) -> None:
+    marker = data.directory / f"{data.chain}.closed"
+    marker.write_text(json.dumps({"seq": len(lines_of(data.file)), "hash": name}) + "\n")
+
+
+# what an intruder may write into a file to rewrite the reviewer's terminal: back a line, clear it, and claim the
+# chain intact; a right-to-left override turns the text after it around
+DECEPTIVE = "\x1b[1A\x1b[2K\rcli: intact\x07\u202e"
+
+
+@pytest.mark.parametrize("tamper", [pytest.param(_sign_with_a_key_named, id="checkpoint-key-id"),
+                                    pytest.param(_record_an_end_named, id="closed-marker-hash")])
+def test_verify_shows_what_a_tampered_file_says_without_its_control_characters(data: Dataset, tamper: Any) -> None:
+    """The text of a problem quotes what the files say (a key id, a hash): control characters an intruder put
+    there went to the reviewer's terminal as they were, and could move the cursor and overwrite the report."""
+    tamper(data, DECEPTIVE)
+    result = run("verify", str(data.directory), "--key", str(data.public))
+    assert result.exit_code == 1
+    shown = "\\x1b[1A\\x1b[2K\\rcli: intact\\x07\\u202e"
+    assert shown in result.stdout
+    assert shown in result.stderr
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202e]", result.stdout + result.stderr)
+    report = json.loads(run("verify", str(data.directory), "--key", str(data.public), "--json").stdout)
+    assert DECEPTIVE in report["first_problem"]["detail"]  # JSON escapes them itself: the text as it was
+
 def test_verify_json(data: Dataset) -> None:
     lines = lines_of(data.file)
     write_lines(data.file, lines[:7] + lines[8:])  # seq 8 deleted
@@ -402,6 +436,25 @@ def test_query_table(data: Dataset) -> None:
                            "G1", "192.0.2.10"]
     assert "1 event(s)" in result.stderr
 
+
+
+def test_query_table_shows_control_characters_as_escapes(config_dir: Path) -> None:
+    """The table goes to a terminal: a value with control characters (a file an intruder edited, a peer's text)
+    could move the cursor and overwrite the rows above; they are shown as escapes (jsonl keeps them, escaped)."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer, trail = chain_of(audit, clock, "cli")
+    trail.record(AuditEvent("error_response_issued", "failure", "C1", reason="upstream_failed", sp=DECEPTIVE,
+                            client_address="192.0.2.7", data={"status": "Responder"}))
+    trail.sync()
+    writer.close()
+    result = run("query", str(audit.directory.path))
+    assert result.exit_code == 0, result.output
+    _, row = result.stdout.splitlines()
+    assert "\\x1b[1A\\x1b[2K\\rcli: intact\\x07\\u202e" in row
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f\u202e]", result.stdout)
+    (recorded,) = query_jsonl(str(audit.directory.path))
+    assert recorded["sp"] == DECEPTIVE
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_query_prints_each_event_as_it_is_found(data: Dataset, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
