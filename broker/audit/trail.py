@@ -79,6 +79,13 @@ def _as_personnummer(text: str, today: dt.date) -> str | None:
     return digits
 
 
+def as_personnummer(text: str, today: dt.date) -> str | None:
+    """``text`` (surrounding white space aside) as the 12-digit personnummer it is, in any form people write one
+    (12 or 10 digits, with or without ``-``/``+`` before the last four), or None: what no record holds in clear."""
+    text = text.strip()
+    return _as_personnummer(text, today) if _PERSONNUMMER_SHAPED.fullmatch(text) else None
+
+
 class Pseudonymiser:
     """Keyed pseudonyms (HMAC-SHA256): the same input and key always give the same pseudonym."""
 

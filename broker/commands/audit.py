@@ -19,7 +19,7 @@ from broker.audit.events import as_reference
 from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
 from broker.audit.query import Filter, parse_time, records
 from broker.audit.schema import EVENTS
-from broker.audit.trail import Pseudonymiser
+from broker.audit.trail import Pseudonymiser, as_personnummer
 from broker.audit.verify import Verification, verify
 from broker.audit.verify import shown as terminal_text
 from broker.commands.common import settings_or_exit
@@ -119,9 +119,8 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
             correlation_id: str | None, since: str | None, until: str | None, system: bool,
             key_file: Path | None = None) -> Filter:
     for given in user:
-        try:
-            check_personnummer(given.strip().replace("-", ""), None)
-        except ValueError:
+        # any form a personnummer is written in (12 or 10 digits, - or +): the query would find nothing
+        if as_personnummer(given, dt.datetime.now(dt.UTC).date()) is None:
             continue
         click.echo("--user: a personnummer is recorded as its pseudonym: give it on standard input with "
                    "--personnummer-stdin (it stays out of the shell's history), or its pnr: pseudonym", err=True)

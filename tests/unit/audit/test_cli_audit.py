@@ -537,6 +537,11 @@ def test_query_reads_only_the_files_the_time_range_touches(tmp_path: Path, monke
     pytest.param(["--user", BO_PNR], "a personnummer is recorded as its pseudonym: give it on standard input "
                  "with --personnummer-stdin", id="personnummer-as-user"),
     pytest.param(["--user", "19121212-1212"], "--personnummer-stdin", id="personnummer-with-dash-as-user"),
+    # the forms people write it in as well (docs/audit.md: 12 or 10 digits, with or without - or +)
+    pytest.param(["--user", "121212-1212"], "--personnummer-stdin", id="ten-digit-personnummer-as-user"),
+    pytest.param(["--user", "1212121212"], "--personnummer-stdin", id="ten-digits-without-dash-as-user"),
+    pytest.param(["--user", "121212+1212"], "--personnummer-stdin", id="ten-digits-with-plus-as-user"),
+    pytest.param(["--user", "19121212+1212"], "--personnummer-stdin", id="twelve-digits-with-plus-as-user"),
     pytest.param(["--event", "assertion_issue"], "--event: unknown event 'assertion_issue'", id="unknown-event"),
 ])
 def test_query_refuses_what_can_match_nothing(data: Dataset, args: list[str], message: str) -> None:
