@@ -4,7 +4,8 @@ What each problem means:
 
 ``modified``   a record's bytes differ from what the next record (or a checkpoint) hashed
 ``missing``    sequence numbers skip: records (or a whole rotated file) were deleted; or the checkpoint
-               index of a chain that holds checkpoints is gone (or empty)
+               index of a chain that holds checkpoints is gone (or empty); or a chain's index or marker is
+               left without any of its record files
 ``inserted``   a sequence number repeats: a record was added; or anything follows the final checkpoint,
                or the end a later writer attested (records, a file, bytes of a torn line)
 ``reordered``  a sequence number goes backwards, or skips ahead of one found later in the chain (lines or files
@@ -598,7 +599,10 @@ def _check_closed(marker: tuple[Path, tuple[int, str] | None], files: Sequence[t
 
 def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     """Verify every chain found in ``paths``; crashed chains are settled by later writers' attestations."""
-    reports = [verify_chain(chain, files, keyring) for chain, files in sorted(collect(paths).items())]
+    paths = list(paths)
+    chains = collect(paths)
+    reports = [verify_chain(chain, files, keyring) for chain, files in sorted(chains.items())]
+    reports += _without_records(paths, set(chains))
     attested = _counting_attestations([r for r in reports if not r.problems])
     for report in reports:
         if report.problems:
@@ -630,6 +634,37 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
                                    "(not sealed yet: the writer is running, or crashed and no writer has "
                                    "attested it)")
     return Verification(reports)
+
+
+_MARKS = (".checkpoints.jsonl", ".closed", ".recovered")
+
+
+def _without_records(paths: Sequence[Path], chains: set[str]) -> list[ChainReport]:
+    """Chains of which a directory in ``paths`` holds a checkpoint index or a ``.closed`` or ``.recovered``
+    marker but no record file in any of ``paths``: its records were deleted (and the files that are left say a
+    chain was there). The writer makes an index only with its chain's first checkpoint, in a record file it
+    keeps, and a marker only for a chain whose files it wrote (or attested); so, unlike a whole chain deleted
+    with its index and markers, this is evidence, which was passed over: no record file, no chain to judge."""
+    found: dict[str, list[Path]] = {}
+    seen: set[Path] = set()
+    for path in paths:
+        if not path.is_dir() or path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        for entry in sorted(path.iterdir()):
+            mark = next((m for m in _MARKS if entry.name.endswith(m)), None)
+            chain = entry.name[: -len(mark)] if mark else ""
+            if chain and not chain.startswith(".") and chain not in chains \
+                    and FILE_PATTERN.match(f"{chain}.000001.jsonl"):
+                found.setdefault(chain, []).append(entry)
+    reports = []
+    for chain, left in sorted(found.items()):
+        report = ChainReport(chain, files=[])
+        names = ", ".join(p.name for p in left)
+        report.problems.append(Problem(str(left[0]), None, None, "missing",
+                                       f"no record file of chain {chain} is left beside {names}"))
+        reports.append(report)
+    return reports
 
 
 def _against_attestation(report: ChainReport, attestation: dict[str, Any]) -> Problem | None:

@@ -1082,3 +1082,46 @@ def test_the_marker_and_index_found_in_another_directory_still_judge_the_chain(c
     problem = verify([archive, chain.directory], keyring_of(KEY)).first_problem()
     assert problem is not None
     assert (problem.what, problem.file, problem.seq) == ("truncated", str(chain.files[2]), final)
+
+
+# --- a chain whose record files are gone -----------------------------------------------------------------------
+
+
+def keep_the_index_and_marker(c: Chain) -> list[Path]:
+    return [c.index, c.directory / f"{c.name}.closed"]
+
+
+def keep_the_marker(c: Chain) -> list[Path]:
+    c.index.unlink()
+    return [c.directory / f"{c.name}.closed"]
+
+
+def keep_the_index(c: Chain) -> list[Path]:
+    (c.directory / f"{c.name}.closed").unlink()
+    return [c.index]
+
+
+@pytest.mark.parametrize("left", [pytest.param(keep_the_index_and_marker, id="index-and-closed-marker-left"),
+                                  pytest.param(keep_the_marker, id="closed-marker-left"),
+                                  pytest.param(keep_the_index, id="index-left")])
+def test_a_chain_whose_record_files_were_deleted_is_missing(chain: Chain, tmp_path: Path,
+                                                            left: Callable[[Chain], list[Path]]) -> None:
+    """Every record file of a chain deleted, its index or marker left: the chain was passed over (no record file,
+    no chain), and beside another chain the trail verified intact; alone, "no audit chains found"."""
+    for path in chain.files:
+        path.unlink()
+    remaining = left(chain)
+    other = make_writer(chain.directory, FixedClock(T0 + dt.timedelta(days=1)), KEY, instance="i2")
+    write_events(make_trail(other, FixedClock(T0)), 2)
+    other.close()
+    result = verified(chain.directory, KEY)
+    assert not result.ok
+    problem = result.first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.line, problem.seq) == ("missing", str(remaining[0]), None, None)
+    assert problem.detail == (f"no record file of chain {chain.name} is left beside "
+                              f"{', '.join(p.name for p in remaining)}")
+    assert [c.chain for c in result.chains if not c.problems] != []  # the other chain is judged on its own
+    status, output = on_the_command_line(chain.directory, tmp_path)
+    assert status == 1
+    assert f"{chain.name}: NOT INTACT" in output
