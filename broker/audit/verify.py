@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.audit.chain import (
+    _LINE_ENCODER,
     FILE_PATTERN,
     GENESIS,
     by_start,
@@ -222,6 +223,7 @@ class _Walker:
         self.second_record: tuple[str, int] | None = None  # where the first record after the start is
         self.events: set[str] = set()  # the events of the records after the start
         self.later_files: Sequence[Path] = ()  # the chain's files after the one being walked
+        self.instance: Any = None  # as the chain's start record names it
 
     def fail(self, file: str, line: int | None, seq: int | None, what: str, detail: str) -> None:
         self.report.problems.append(Problem(file, line, seq, what, detail))
@@ -276,7 +278,7 @@ class _Walker:
         if seq == 1 and (rec.get("event") != "audit_chain_started" or _data(rec).get("chain") != self.chain):
             self.fail(file, number, seq, "modified", "the chain does not start with its audit_chain_started record")
             return False
-        if rec.get("event") == "audit_checkpoint" and not self.checkpoint(file, number, seq, rec):
+        if rec.get("event") == "audit_checkpoint" and not self.checkpoint(file, number, seq, rec, raw):
             return False
         if seq in self.indexed:
             self.positions[seq] = (file, number, line_hash(raw))
@@ -284,6 +286,7 @@ class _Walker:
             self.report.attestations.append({**_data(rec), "by_seq": seq})
         if seq == 1:
             self.first_record = (file, number)
+            self.instance = rec.get("instance")
         if seq == 2:
             self.second_record = (file, number)
         if seq > 1:
@@ -296,7 +299,19 @@ class _Walker:
         self.report.last_hash = self.prev
         return True
 
-    def checkpoint(self, file: str, number: int, seq: int, rec: dict[str, Any]) -> bool:
+    def _checkpoint_line(self, seq: int, rec: dict[str, Any]) -> bytes:
+        """The checkpoint line ``ChainWriter._checkpoint_locked`` writes with the values of ``rec`` that are checked
+        (the signed ones, seq and prev) and the chain's instance (every record of one writer names the same):
+        every other field fixed, in the writer's order and encoding."""
+        data = _data(rec)
+        return _LINE_ENCODER.encode({
+            "v": 1, "seq": seq, "prev": self.prev, "time": rec.get("time"), "instance": self.instance,
+            "event": "audit_checkpoint", "outcome": "info",
+            "data": {"chain": self.chain, "covers_seq": seq - 1, "covers_hash": self.prev, "key_id": data.get("key_id"),
+                     "final": data.get("final"), "file": data["file"] if type(data.get("file")) is int else None,
+                     "signature": data.get("signature")}}).encode("utf-8")
+
+    def checkpoint(self, file: str, number: int, seq: int, rec: dict[str, Any], raw: bytes) -> bool:
         data = _data(rec)
         try:
             kid, signature = str(data["key_id"]), str(data["signature"])
@@ -307,6 +322,13 @@ class _Walker:
             return False
         if chain != self.chain or covers_seq != seq - 1 or covers_hash != self.prev:
             self.fail(file, number, seq, "modified", "the checkpoint does not seal the record before it")
+            return False
+        if raw.rstrip(b"\n") != self._checkpoint_line(seq, rec):
+            # the signature covers only some of its fields, and the chain's last checkpoint no record after it: the
+            # rest (its outcome, a user or reason added, the instance) could be changed with the .closed marker
+            # and the index copy to match
+            self.fail(file, number, seq, "modified", "the checkpoint is not the line its writer wrote (fields the "
+                                                     "signature does not cover differ)")
             return False
         if kid not in self.keyring:
             self.fail(file, number, seq, "unknown key", f"signed with key {kid}; known: "

@@ -551,7 +551,43 @@ def garble_the_marker(c: Chain) -> Found:
     return Found("modified", closed_marker(c), None, None)
 
 
+def _refit_the_final_checkpoint(c: Chain, change: Callable[[dict[str, Any]], bytes]) -> Found:
+    """The final checkpoint (the chain's last line: no record after it hashes it) changed where its signature does
+    not reach, its index copy and the ``.closed`` marker rewritten to match: only the line itself can show it."""
+    final, _ = final_seq_and_hash(c)
+    lines = lines_of(c.files[2])
+    lines[-1] = change(json.loads(lines[-1]))
+    write_lines(c.files[2], lines)
+    write_lines(c.index, [*lines_of(c.index)[:-1], lines[-1]])
+    closed_marker(c).write_text(json.dumps({"seq": final, "hash": line_hash(lines[-1])}) + "\n")
+    return Found("modified", c.files[2], len(lines), final)
+
+
+def add_a_refusal_to_the_final_checkpoint(c: Chain) -> Found:
+    def change(r: dict[str, Any]) -> bytes:
+        r.update(outcome="failure", reason="revoked", user="SE2120001009-victim", correlation_id="FORGED")
+        return dump(r)
+    return _refit_the_final_checkpoint(c, change)
+
+
+def rename_the_final_checkpoints_instance(c: Chain) -> Found:
+    return _refit_the_final_checkpoint(c, lambda r: dump({**r, "instance": "another-host"}))
+
+
+def reserialise_the_final_checkpoint(c: Chain) -> Found:
+    return _refit_the_final_checkpoint(c, lambda r: (json.dumps(r, indent=None) + "\n").encode())
+
+
+def duplicate_a_key_in_the_final_checkpoint(c: Chain) -> Found:
+    return _refit_the_final_checkpoint(c, lambda r: dump(r).replace(b'"outcome":"info"',
+                                                                    b'"outcome":"failure","outcome":"info"'))
+
+
 CLOSED_MARKER = [
+    pytest.param(add_a_refusal_to_the_final_checkpoint, id="final-checkpoint-outcome-and-user-refitted"),
+    pytest.param(rename_the_final_checkpoints_instance, id="final-checkpoint-instance-refitted"),
+    pytest.param(reserialise_the_final_checkpoint, id="final-checkpoint-reserialised-refitted"),
+    pytest.param(duplicate_a_key_in_the_final_checkpoint, id="final-checkpoint-duplicate-key-refitted"),
     pytest.param(cut_chain_and_index_back_to_a_checkpoint, id="cut-chain-and-index-back-to-checkpoint"),
     pytest.param(cut_back_and_rewrite_the_marker_to_fit, id="cut-back-and-rewrite-closed-marker"),
     pytest.param(remove_the_final_checkpoint_and_its_index_copy, id="remove-final-checkpoint-and-index-copy"),
