@@ -52,6 +52,10 @@ class AuditSink(Protocol):
 
 ClientAddressMode = Literal["clear", "truncated", "pseudonymised"]
 
+# ``data`` values that quote a peer's free text: logout_propagated's status, a participant's LogoutResponse status
+# codes and StatusMessage (broker.saml.logout.LogoutResponseInfo.describe), which may name the user
+_PEER_TEXT: Final = frozenset({"status"})
+
 # a personnummer as people write it: 12 digits (YYYYMMDDNNNN) or 10 (YYMMDDNNNN), either with - or + before the
 # last four (+: 100 years or older)
 _PERSONNUMMER_SHAPED = re.compile(r"(?<![0-9])(?:[0-9]{8}|[0-9]{6})[-+]?[0-9]{4}(?![0-9])")
@@ -180,7 +184,10 @@ class AuditTrail:
             cut = len(detail) > MAX_DETAIL or len(event.detail) > MAX_DETAIL + 16
             record["detail"] = detail[:MAX_DETAIL - 1] + "…" if cut else detail
         if event.data:
-            record["data"] = {k: list(v) if isinstance(v, tuple) else v for k, v in event.data.items()}
+            data = record["data"] = {k: list(v) if isinstance(v, tuple) else v for k, v in event.data.items()}
+            for key in _PEER_TEXT & data.keys():
+                if isinstance(data[key], str):  # a peer's text, as a detail quotes it: no personnummer in clear
+                    data[key] = self._without_personnummer(data[key], now.date())
         return record
 
     def _without_personnummer(self, text: str, today: dt.date) -> str:

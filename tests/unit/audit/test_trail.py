@@ -101,6 +101,29 @@ def test_a_personnummer_in_a_detail_is_replaced_by_its_pseudonym(tmp_path: Path,
     assert line["detail"] == written
 
 
+
+@pytest.mark.parametrize(("outcome", "status", "detail"), [
+    pytest.param("success", "Success: användaren 19121212-1212 är utloggad", None, id="success-with-a-message"),
+    pytest.param("failure", "Success / PartialLogout: user 191212121212 still has a session",
+                 "https://idp.kommun-b.example answered Success / PartialLogout: user 191212121212 still has a session",
+                 id="partial-logout"),
+])
+def test_a_personnummer_in_a_peers_logout_status_is_replaced_by_its_pseudonym(
+        tmp_path: Path, outcome: str, status: str, detail: str | None) -> None:
+    """logout_propagated's data.status quotes the participant's LogoutResponse: its status codes and StatusMessage,
+    a peer's free text, which may name the user (docs/audit.md: a personnummer appears only as its pseudonym). The
+    detail quoting the same text was redacted; data.status went into the trail in clear."""
+    path = tmp_path / "audit"
+    trail = _trail(path)
+    trail.record(AuditEvent("logout_propagated", outcome, "CID-1", reason=None if detail is None else "logout_partial",
+                            detail=detail, client_address="192.0.2.7",
+                            data={"side": "idp", "peer": "https://idp.kommun-b.example", "status": status}))
+    trail.sync()
+    (line,) = _lines(path)
+    assert line["data"]["status"] == status.replace("19121212-1212", BO_PSEUDONYM).replace("191212121212",
+                                                                                           BO_PSEUDONYM)
+    assert "1212121212" not in "".join(p.read_text() for p in path.glob("*.jsonl"))
+
 def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) -> None:
     path = tmp_path / "audit"
     trail = _trail(path)
