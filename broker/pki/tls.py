@@ -255,10 +255,12 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
         request = (f"GET / HTTP/1.1\r\nHost: {target}\r\nUser-Agent: broker-readiness\r\nAccept: */*\r\n"
                    "Connection: close\r\n\r\n").encode("ascii", "replace")
     # the alert first: it is on its way at once, and a write after it may meet the reset of the closed connection,
-    # which discards it unread
+    # which discards it unread. What arrives instead is kept: an HTTP/2 server speaks first, its SETTINGS unasked
+    # (RFC 9113 §3.4), and the frames of its answer are counted from that first byte
+    answer = b""
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, ALERT_WAIT_US))
     try:
-        conn.recv(1)
+        answer = conn.recv(1)
     except SSL.WantReadError:
         pass
     except SSL.Error as exc:
@@ -267,7 +269,6 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
             return f"the server ended the connection after the handshake ({alert})"
     finally:
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-    answer = b""
     with contextlib.suppress(SSL.Error, OSError):  # a server that aborted may reset the write: its alert is read next
         conn.sendall(request)
     try:
@@ -281,7 +282,8 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
     except SSL.ZeroReturnError:
         pass
     except SSL.Error as exc:
-        if not answer:  # (with part of an answer: judged below)
+        # (with part of an answer: judged below; an HTTP/2 server's own SETTINGS are none)
+        if not answer or (alpn == b"h2" and _h2_answer(answer)[0] is None):
             alert = _ssl_error(exc)
             if deadline.expired or _timed_out(exc) or not re.search("certificate|handshake failure", alert, re.I):
                 return None  # no answer in time, or a reset: says nothing either way

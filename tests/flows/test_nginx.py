@@ -40,6 +40,7 @@ from tests.factories.authnrequests import AuthnRequests, sp_accepts
 from tests.factories.cli import broker_cli as broker
 from tests.factories.https_client import saml_response_in
 from tests.factories.nginx import Nginx
+from tests.factories.redis_server import free_port
 from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
@@ -307,6 +308,38 @@ def test_readiness_finds_both_certificate_municipalities_advertised(stack: Stack
         found = next(s for s in report["municipalities"] if s["id"] == municipality)
         advertises = [c for c in found["checks"] if c["id"] == "endpoint.advertises" and c["subject"] == endpoint]
         assert [c["status"] for c in advertises] == ["pass"], (municipality, advertises)
+
+
+@pytest.mark.parametrize("listen", ["ssl", "ssl http2"], ids=["http/1.1", "h2"])
+@pytest.mark.parametrize(("verify", "required"), [("on", True), ("optional_no_ca", False)],
+                         ids=["verify-client-on", "optional-no-ca"])
+def test_readiness_finds_nginx_requiring_a_certificate_over_either_protocol(
+        tmp_path: Path, demo_material: Any, config_dir: Path, listen: str, verify: str, required: bool) -> None:
+    """nginx ``ssl_verify_client on`` completes the handshake and answers the request 400 "No required SSL
+    certificate was sent"; over HTTP/2 it sends its SETTINGS first, unasked (RFC 9113 §3.4), and the answer after
+    them. Either way a browser without a card meets nginx's page instead of the broker's."""
+    out = tmp_path / "proxy"
+    written = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(out),
+                     "--upstream", "http://127.0.0.1:9")
+    assert written.returncode == 0, written.stdout + written.stderr
+    tls = Path(demo_material.tls)
+    port = free_port()
+    server = f"""server {{
+        listen 127.0.0.1:{port} {listen};
+        ssl_certificate     {tls / "server.pem"};
+        ssl_certificate_key {tls / "server.key"};
+        ssl_verify_client {verify};
+        ssl_client_certificate {out / "broker-client-cas.pem"};
+        location / {{ return 200 "broker"; }}
+    }}"""
+    with Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key", port=port,
+               http_body=server):
+        found = probe_endpoint("127.0.0.1", port, server_name="localhost", timeout=10)
+    assert found.alpn == ("h2" if "http2" in listen else "http/1.1")
+    assert found.certificate_requested is True
+    assert (found.required is not None) is required, found.required
+    if required:
+        assert "400" in (found.required or "")
 
 
 # --- a whole certificate login through nginx, with curl ------------------------------------------------------
