@@ -307,8 +307,12 @@ def _refused_without_certificate(conn: SSL.Connection, raw: socket.socket, host:
 
 def _h2_get(host: str) -> bytes:
     """An HTTP/2 HEADERS frame on stream 1, ending the stream: GET https://``host``/ (RFC 9113 §6.2; HPACK, RFC 7541:
-    :method GET, :scheme https, :path / from the static table, :authority a literal without Huffman coding)."""
-    authority = host.encode("idna" if not _address_literal(host) else "ascii")[:126]
+    :method GET, :scheme https, :path / from the static table, :authority a literal without Huffman coding). The
+    authority is a URI's (RFC 9113 §8.3.1, RFC 3986 §3.2.2): an IPv6 address in brackets, as ``Host`` has it."""
+    if not _address_literal(host):
+        authority = host.encode("idna")[:126]
+    else:
+        authority = (f"[{host.strip('[]')}]" if ":" in host else host).encode("ascii")
     block = b"\x82\x87\x84\x41" + bytes([len(authority)]) + authority
     return len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
 

@@ -310,14 +310,18 @@ def test_readiness_finds_both_certificate_municipalities_advertised(stack: Stack
         assert [c["status"] for c in advertises] == ["pass"], (municipality, advertises)
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("listen", ["ssl", "ssl http2"], ids=["http/1.1", "h2"])
 @pytest.mark.parametrize(("verify", "required"), [("on", True), ("optional_no_ca", False)],
                          ids=["verify-client-on", "optional-no-ca"])
 def test_readiness_finds_nginx_requiring_a_certificate_over_either_protocol(
-        tmp_path: Path, demo_material: Any, config_dir: Path, listen: str, verify: str, required: bool) -> None:
+        tmp_path: Path, demo_material: Any, config_dir: Path, address: str, listen: str, verify: str,
+        required: bool) -> None:
     """nginx ``ssl_verify_client on`` completes the handshake and answers the request 400 "No required SSL
     certificate was sent"; over HTTP/2 it sends its SETTINGS first, unasked (RFC 9113 §3.4), and the answer after
-    them. Either way a browser without a card meets nginx's page instead of the broker's."""
+    them. Either way a browser without a card meets nginx's page instead of the broker's. An endpoint given by its
+    IPv6 address is asked for ``[::1]`` (RFC 3986 §3.2.2), in ``Host`` and in ``:authority`` alike: nginx answers
+    a bare ``::1`` 400 for the host, not for the certificate."""
     out = tmp_path / "proxy"
     written = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(out),
                      "--upstream", "http://127.0.0.1:9")
@@ -326,6 +330,7 @@ def test_readiness_finds_nginx_requiring_a_certificate_over_either_protocol(
     port = free_port()
     server = f"""server {{
         listen 127.0.0.1:{port} {listen};
+        listen [::1]:{port} {listen};
         ssl_certificate     {tls / "server.pem"};
         ssl_certificate_key {tls / "server.key"};
         ssl_verify_client {verify};
@@ -334,7 +339,7 @@ def test_readiness_finds_nginx_requiring_a_certificate_over_either_protocol(
     }}"""
     with Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key", port=port,
                http_body=server):
-        found = probe_endpoint("127.0.0.1", port, server_name="localhost", timeout=10)
+        found = probe_endpoint(address, port, timeout=10)
     assert found.alpn == ("h2" if "http2" in listen else "http/1.1")
     assert found.certificate_requested is True
     assert (found.required is not None) is required, found.required
