@@ -83,8 +83,10 @@ class ProbedEndpoint:
 
 def _answer_key(p: EndpointProbe) -> tuple[object, ...]:
     """Everything the endpoint's checks judge in one answer (two addresses with equal keys get equal checks): the
-    offer (:func:`_offer`), the protocol and the server's certificates."""
-    return (_offer(p), p.alpn, p.tls_version, tuple(c.fingerprint(hashes.SHA256()) for c in p.server_certificates))
+    offer (:func:`_offer`), whether a browser without a certificate is refused, the protocol and the server's
+    certificates."""
+    return (_offer(p), p.required is not None, p.alpn, p.tls_version,
+            tuple(c.fingerprint(hashes.SHA256()) for c in p.server_certificates))
 
 
 def _offer(p: EndpointProbe) -> tuple[bool, frozenset[bytes]]:
@@ -291,7 +293,9 @@ def _addresses_check(found: ProbedEndpoint, answers: list[tuple[list[str], Endpo
         beyond += "; they differ in " + ", ".join(what for what, differs in (
             ("server certificate", len({p.server_certificates[:1] for _, p in answers}) > 1),
             ("TLS version", len({p.tls_version for _, p in answers}) > 1),
-            ("ALPN", len({p.alpn for _, p in answers}) > 1)) if differs) + " (" \
+            ("ALPN", len({p.alpn for _, p in answers}) > 1),
+            ("whether a certificate is required", len({p.required is not None for _, p in answers}) > 1))
+            if differs) + " (" \
             + "; ".join(f"{', '.join(where)}: {_describe(p)}" for where, p in answers) + ")"
     return Check("endpoint.addresses", "pass", "every address answers alike",
                  f"{len(answering)} address{'es' if len(answering) != 1 else ''}: {', '.join(answering)}{beyond}",
@@ -305,6 +309,8 @@ def _family(address: str) -> int:
 
 def _describe(p: EndpointProbe) -> str:
     requested = f"{len(p.ca_names)} CA names" if p.certificate_requested else "no certificate request"
+    if p.required is not None:
+        requested += ", a certificate required"
     leaf = f", server certificate {name_of(p.server_certificates[0])} until " \
         f"{p.server_certificates[0].not_valid_after_utc:%Y-%m-%d}" if p.server_certificates else ""
     return f"{p.tls_version}, ALPN {p.alpn or 'none'}, {requested}{leaf}"

@@ -868,6 +868,27 @@ def test_a_node_with_an_expired_server_certificate_is_named(settings: Settings, 
     assert only(result, "endpoint.handshake").status == "pass"
 
 
+@pytest.mark.parametrize("requiring", [1, 2], ids=["first-node-requires", "second-node-requires"])
+def test_a_node_that_requires_a_certificate_is_named(settings: Settings, nodes,  # type: ignore[no-untyped-def]
+                                                     requiring: int) -> None:
+    """One node left with nginx ``ssl_verify_client on`` behind the login host name, the same CA list, certificate
+    and protocols as the others: the users it happens to serve without a card get nginx's 400."""
+    options = [{"client_cas": cas(settings, "kommun-a")} for _ in range(2)]
+    options[requiring - 1]["http_answer"] = NGINX_NO_CERTIFICATE
+    url, resolve, _ = nodes(*options)
+
+    result = endpoint_section(probe(url, TIMEOUT, resolve), known(settings), WARN_BYTES, now=NOW,
+                              without_card=without_card(["kommun-c"]))
+
+    check = only(result, "endpoint.certificate_required")
+    assert (check.status, check.title) == ("fail", "a client certificate is required at some addresses")
+    assert check.evidence.startswith(f"at 127.0.0.{requiring}: {url}: an HTTP request without a certificate")
+    assert check.evidence.endswith(f" (not at 127.0.0.{3 - requiring})")
+    addresses = only(result, "endpoint.addresses")  # the same cards offered: the certificate check says the rest
+    assert addresses.status == "pass"
+    assert "; they differ in whether a certificate is required (127.0.0.1: " in addresses.evidence
+
+
 def test_an_address_without_a_server_warns_and_the_others_decide(settings: Settings, nodes) -> None:  # type: ignore[no-untyped-def]
     a = {"client_cas": cas(settings, "kommun-a")}
     url, resolve, _ = nodes(a, None, a)
