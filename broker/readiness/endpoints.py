@@ -479,7 +479,7 @@ def _distinct(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
 def _server_certificate(url: str, leaf: x509.Certificate, now: dt.datetime, window: dt.timedelta) -> Check:
     """The login page's own certificate: browsers block an expired one, or one for another host, before any
     client certificate is asked for (RFC 6125 §6.4: the subjectAltName's DNS names and IP addresses)."""
-    host = urlsplit(url).hostname or ""
+    host = _a_labels(urlsplit(url).hostname or "")
     fix = "Renew the login host's TLS certificate (for this host name) and reload the proxy."
     if not _names_host(leaf, host):
         return Check("endpoint.server_certificate", "fail", "server certificate for another host",
@@ -553,7 +553,7 @@ def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x5
                      "this host's trust store could not be read (no system CA bundle) and no --ca-file was given",
                      "Install the system's CA certificates (Debian: ca-certificates), or give the roots the users' "
                      "PCs trust with --ca-file.", url)
-    host = urlsplit(url).hostname or ""
+    host = _a_labels(urlsplit(url).hostname or "")
     ip = _ip(host)
     subject: x509.verification.Subject = x509.IPAddress(ip) if ip is not None else x509.DNSName(host)
     try:
@@ -573,6 +573,18 @@ def _san_names(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return [*san.get_values_for_type(x509.DNSName), *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+
+
+def _a_labels(host: str) -> str:
+    """``host`` as certificates name it: a name with national characters (kommun-å.se) in A-labels
+    (xn--kommun--kxa.se), as the probe sends it in SNI (RFC 5280 §7.2, RFC 6125 §6.4.2: DNS names are compared
+    after conversion to A-labels); an IP address, or a name that is no IDN, as it is."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
 
 
 def _names_host(cert: x509.Certificate, host: str) -> bool:

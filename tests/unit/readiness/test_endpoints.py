@@ -522,6 +522,25 @@ def test_the_endpoints_own_certificate_is_judged(settings: Settings, identity_of
     assert (check.status, check.title) == (status, title)
 
 
+@pytest.mark.parametrize("url_host", ["kommun-å.se", "KOMMUN-Å.se", "xn--kommun--kxa.se"],
+                         ids=["u-label", "u-label-in-capitals", "a-label"])
+def test_a_login_host_with_national_characters_is_matched_as_browsers_match_it(settings: Settings,
+                                                                               url_host: str) -> None:
+    """A host name with å, ä or ö is in the certificate as its A-label (RFC 5280 §7.2, RFC 6125 §6.4.2: compared
+    after conversion to A-labels), whichever form the URL gives: the browser shows the page."""
+    identity = _identity(days_left=400, san_dns="xn--kommun--kxa.se", san_ip=None)
+    with TlsEndpoint(identity, client_cas=cas(settings, "kommun-a")) as endpoint:
+        found = probe(f"https://{url_host}:{endpoint.port}", TIMEOUT, lambda _host, _port, _timeout: ["127.0.0.1"])
+        endpoint.recorded(1)
+        assert endpoint.server_names == ["xn--kommun--kxa.se"]
+    section = endpoint_section(found, known(settings), WARN_BYTES, now=NOW, window=dt.timedelta(days=30),
+                               roots=[identity.ca])
+
+    check = only(section, "endpoint.server_certificate")
+    assert (check.status, check.title) == ("pass", "server certificate valid")
+    assert only(section, "endpoint.server_chain").status == "pass"
+
+
 def test_an_endpoint_without_a_handshake_keeps_the_documented_keys(settings: Settings) -> None:
     section = endpoint_section(probe("https://127.0.0.1:1/", TIMEOUT), known(settings), WARN_BYTES, now=NOW)
     assert set(section.details) == {"tls_version", "alpn", "certificate_requested", "advertised", "ca_list_bytes",
