@@ -560,8 +560,14 @@ def _server_chain(url: str, sent: Sequence[x509.Certificate], roots: Sequence[x5
         verifier = PolicyBuilder().store(Store(list(roots))).time(now).build_server_verifier(subject)
         chain = verifier.verify(leaf, list(sent[1:]))
     except (VerificationError, ValueError) as exc:
+        why = str(exc)
+        if cur.issuer == cur.subject and cur is not leaf and cur not in roots:
+            # the server sent its root (browsers ignore it): that root is what this host lacks, not what the
+            # verifier's search through the chain reports ("chain construction exceeds max depth")
+            why = (f"the chain the server sends ends at the root {name_of(cur)} ({cur.subject.rfc4514_string()}), "
+                   "which this host does not trust")
         return Check("endpoint.server_chain", "warn", "server certificate not trusted by this host",
-                     f"{name_of(leaf)}: {exc}", "If the users' PCs trust its CA (a regional CA), give it to "
+                     f"{name_of(leaf)}: {why}", "If the users' PCs trust its CA (a regional CA), give it to "
                      "readiness with --ca-file; otherwise use a certificate from a CA the browsers trust.", url)
     return Check("endpoint.server_chain", "pass", "server certificate chain verifies",
                  f"{' -> '.join(name_of(c) for c in chain)}", None, url)

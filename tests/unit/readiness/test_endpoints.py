@@ -1025,9 +1025,13 @@ def test_an_intermediate_of_the_login_pages_chain_is_judged_for_its_validity(
 
 
 def test_a_root_this_host_does_not_trust_warns(settings: Settings, identity: ServerIdentity) -> None:
+    """The server sends its root too (as many do): the evidence names that root, the CA to give with --ca-file
+    when the users' PCs trust it."""
     check = chain_check(settings, identity, server_roots())  # the system's roots: not the loopback CA
 
     assert (check.status, check.title) == ("warn", "server certificate not trusted by this host")
+    assert check.evidence == ("127.0.0.1: the chain the server sends ends at the root Loopback TLS CA "
+                              "(CN=Loopback TLS CA,C=SE), which this host does not trust")
     assert "--ca-file" in (check.fix or "")
 
 
