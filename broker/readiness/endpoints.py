@@ -30,7 +30,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from broker.config.schema import CertificateLogin
-from broker.origins import origin
+from broker.origins import Origin, origin
 from broker.pki.deadline import resolve_within
 from broker.pki.tls import EndpointProbe, probe_endpoint
 from broker.readiness.model import RANK, Check, Section, Status
@@ -332,8 +332,8 @@ def login_host_check(base_url: str, probed: Sequence[str]) -> Check:
     """``endpoint.login_host``: the host the SPs send users to (``idp.base_url``: the SSO and ACS locations of the
     broker's metadata) is among the endpoints probed. Its CertificateRequest is the one that decides whether cards
     are offered; a readiness run over another host (a test name, the proxy's internal one) proves nothing there."""
-    wanted = origin(base_url)
-    found = wanted is not None and any(origin(url) == wanted for url in probed)
+    wanted = _ascii_origin(base_url)
+    found = wanted is not None and any(_ascii_origin(url) == wanted for url in probed)
     if found:
         return Check("endpoint.login_host", "pass", "the login host is probed",
                      f"idp.base_url {base_url} is among the endpoints probed", None, base_url)
@@ -341,6 +341,13 @@ def login_host_check(base_url: str, probed: Sequence[str]) -> Check:
                  f"idp.base_url {base_url}, where the service providers send users, is not among the endpoints "
                  f"probed ({', '.join(probed)}): the CA list users meet there is not checked",
                  "Add the login host to readiness.endpoints (or --endpoint).", base_url)
+
+
+def _ascii_origin(url: str) -> Origin | None:
+    """``url``'s origin with its host in A-labels (RFC 5890 §2.3.2.1): ``https://login.kommun-å.se`` as given on the
+    command line and ``https://login.xn--kommun--kxa.se`` as the configuration holds it are one host."""
+    found = origin(url)
+    return None if found is None else (found[0], _a_labels(found[1]), found[2])
 
 
 REGENERATE_BUNDLE = ("Regenerate the proxy's client-CA bundle from this configuration (`broker proxy-config nginx "

@@ -1158,6 +1158,18 @@ def test_the_login_host_must_be_among_the_endpoints(probed: list[str], status: s
     assert (check.id, check.status) == ("endpoint.login_host", status)
 
 
+@pytest.mark.parametrize(("base_url", "probed"), [
+    ("https://login.xn--kommun--kxa.se", "https://login.kommun-å.se"),
+    ("https://login.xn--kommun--kxa.se", "https://LOGIN.KOMMUN-Å.se"),
+    ("https://login.xn--kommun--kxa.se", "https://login.xn--kommun--kxa.se"),
+], ids=["u-label-probed", "u-label-in-capitals-probed", "a-label-probed"])
+def test_the_login_host_with_national_characters_is_one_host_in_either_form(base_url: str, probed: str) -> None:
+    """idp.base_url holds a host name with national characters as its A-label (the configuration takes ASCII
+    only); `--endpoint` may give the same host as users read it: one host (RFC 5890 §2.3.2.1)."""
+    check = login_host_check(base_url, [probed])
+    assert (check.id, check.status) == ("endpoint.login_host", "pass")
+
+
 def test_a_run_over_another_host_than_the_login_host_warns(config_dir: Path, serve) -> None:  # type: ignore[no-untyped-def]
     """The operator names a test host in readiness.endpoints; the SPs send users to idp.base_url."""
     endpoint = serve(client_cas=cas(load(config_dir), "kommun-a"))
