@@ -29,6 +29,9 @@ def doc(text: str, **extra: object) -> dict[str, object]:
 MAX_DB = 2**31 - 1   # SELECT's index is a C int on the server (whose `databases`, 16 by default, bounds it further)
 
 HOST_PORT = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.\-]+)):(?P<port>[0-9]{1,5})\Z")
+# the same for the JSON Schema, in ECMA-262 (JSON Schema 2020-12 Validation §6.3.3), which has neither Python's
+# named groups (?P<...>) nor \Z
+HOST_PORT_SCHEMA = r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):[0-9]{1,5}$"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class HostPort:
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "pattern": HOST_PORT.pattern, "examples": ["10.0.0.11:26379"]}
+        return {"type": "string", "pattern": HOST_PORT_SCHEMA, "examples": ["10.0.0.11:26379"]}
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"

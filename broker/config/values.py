@@ -151,6 +151,7 @@ class Duration:
 
 
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+\Z")
+_OID_SCHEMA = r"^[0-2](\.(0|[1-9][0-9]*))+$"   # the same in ECMA-262, which has no \Z
 
 
 class Oid(str):
@@ -165,7 +166,8 @@ class Oid(str):
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
-        return {"type": "string", "pattern": _OID.pattern}
+        # JSON Schema patterns are ECMA-262 (JSON Schema 2020-12 Validation §6.3.3), where \Z is no anchor
+        return {"type": "string", "pattern": _OID_SCHEMA}
 
 
 class _Url(str):

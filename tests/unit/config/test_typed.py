@@ -9,7 +9,10 @@ issues the loader must report.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
+import shutil
+import subprocess
 import typing
 from pathlib import Path
 from typing import Any
@@ -785,3 +788,35 @@ def test_the_duration_pattern_of_the_schema_agrees_with_the_parser(text: str) ->
         parses = True
 
     assert bool(re.search(pattern, text)) is parses
+
+
+def _ecma_matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches ``pattern`` as a JSON Schema validator reads it: an ECMA-262 regular expression
+    (JSON Schema 2020-12 Validation §6.3.3), compiled as ajv and the YAML language server compile it (flag u)."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("the schema's patterns are checked as ECMA-262 regular expressions under Node.js 20 or later "
+                    "(node on PATH), which is not installed")
+    script = "const [p, v] = JSON.parse(process.argv[1]); process.stdout.write(String(new RegExp(p, 'u').test(v)))"
+    result = subprocess.run([node, "-e", script, json.dumps([pattern, value])], capture_output=True, text=True,
+                            timeout=30, check=False)
+    assert result.returncode == 0, f"{pattern!r} is no ECMA-262 regular expression: {result.stderr.strip()}"
+    return result.stdout == "true"
+
+
+@pytest.mark.parametrize(
+    ("root", "definition", "key", "value"),
+    [
+        pytest.param(schema.MunicipalityConfig, "PolicyMapping", "oid", "1.2.752.74.8.512", id="policy-oid"),
+        pytest.param(schema.BrokerConfig, "SentinelConfig", "addresses", "10.0.0.11:26379", id="sentinel-ipv4"),
+        pytest.param(schema.BrokerConfig, "SentinelConfig", "addresses", "[fd00::1]:26379", id="sentinel-ipv6"),
+        pytest.param(schema.BrokerConfig, "ClusterConfig", "addresses", "redis-1.example.se:6379", id="cluster-name"),
+    ],
+)
+def test_the_schema_patterns_are_ecma_262_and_take_what_the_loader_takes(
+        root: type[Any], definition: str, key: str, value: str) -> None:
+    prop = json_schema(root, "t")["$defs"][definition]["properties"][key]
+    pattern = prop.get("items", prop)["pattern"]
+
+    assert re.search(pattern, value)  # the loader's own reading
+    assert _ecma_matches(pattern, value)
