@@ -208,7 +208,9 @@ class _Builder:
             self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path),
                                            f"YAML value cannot be read: {problem}"))
             return None
-        except (ValueError, TypeError, AttributeError):  # e.g. `!!int four`, `!!timestamp soon`, 5000 digits
+        except (ValueError, TypeError, AttributeError, LookupError):
+            # e.g. `!!int four`, `!!timestamp soon`, 5000 digits; `!!bool maybe` (KeyError: PyYAML looks the word up
+            # in its table of YAML 1.1 booleans, yaml.org/type/bool.html)
             text = str(node.value)
             if re.fullmatch(r"[-+]?[0-9]{41,}", text):  # past Python's limit for reading an integer (4300 digits)
                 message = f"an integer of {len(text.lstrip('+-'))} digits is far past any setting"

@@ -293,6 +293,8 @@ def test_a_utf16_file_is_named_as_such(tmp_path: Path, encoding: str) -> None:
         pytest.param("status: active\nmax_chain_depth: !!float four\n", "YAML", id="float-tag-on-a-word"),
         pytest.param("status: active\nmax_chain_depth: !!timestamp soon\n", "YAML", id="timestamp-tag-on-a-word"),
         pytest.param("status: active\nmax_chain_depth: !!binary zz\n", "base64", id="binary-tag-bad-base64"),
+        pytest.param("status: active\nmax_chain_depth: !!bool maybe\n", "YAML value 'maybe' does not fit its tag",
+                     id="bool-tag-on-a-word"),
         pytest.param("status: active\nmax_chain_depth: !include depth.yaml\n", "tag '!include'",
                      id="unknown-local-tag"),
         pytest.param("status: active\nmax_chain_depth: !!python/object:os.system x\n", "python/object",
