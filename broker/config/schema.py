@@ -800,6 +800,14 @@ class UpstreamIdpConfig:
         for i, name in enumerate(self.required_attributes):
             if name not in ATTRIBUTES:
                 yield ("required_attributes", i), f"unknown attribute {name!r}"
+        # an attribute the IdP sends is read under one name (SAML Core §2.7.3.1: its Name): mapped a second time,
+        # one of the two mappings would silently be ignored (broker.saml.upstream_mapping.canonical_attributes)
+        mapped: dict[str, int] = {}
+        for i, attribute in enumerate(self.attributes):
+            if attribute.upstream in mapped:
+                yield ("attributes", i, "upstream"), (f"mapped already (attributes[{mapped[attribute.upstream]}]): "
+                                                      "an attribute the IdP sends has one name here")
+            mapped.setdefault(attribute.upstream, i)
         seen: set[str] = set()
         for i, mapping in enumerate(self.authn_contexts):
             if mapping.upstream in seen:

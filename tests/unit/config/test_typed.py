@@ -654,6 +654,22 @@ def test_a_trusted_network_in_ipv4_mapped_form_is_its_ipv4_network(config_dir: P
             Expected(DEMO_SP, "- givenname", "release[2]", "unknown attribute 'givenname'"),
             id="service-provider-release-item",
         ),
+        pytest.param(
+            replacing(KOMMUN_C, "      canonical: displayName\n",
+                      "      canonical: displayName\n    - {upstream: http://schemas.xmlsoap.org/ws/2005/05/identity/"
+                      "claims/givenname, canonical: displayName}\n"),
+            Expected(KOMMUN_C, "- {upstream:", "saml.attributes[3].upstream",
+                     "mapped already (attributes[0]): an attribute the IdP sends has one name here"),
+            id="upstream-attribute-mapped-to-two-names",
+        ),
+        pytest.param(
+            replacing(KOMMUN_C, "      canonical: displayName\n",
+                      "      canonical: displayName\n    - {upstream: http://schemas.xmlsoap.org/ws/2005/05/identity/"
+                      "claims/surname, canonical: sn}\n"),
+            Expected(KOMMUN_C, "- {upstream:", "saml.attributes[3].upstream",
+                     "mapped already (attributes[1]): an attribute the IdP sends has one name here"),
+            id="upstream-attribute-mapped-twice",
+        ),
     ],
 )
 def test_a_nested_error_is_reported_at_its_full_key_path(config_dir: Path, edit: Edit, expected: Expected) -> None:
