@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -190,11 +191,26 @@ def _encryption_keys(descriptor: Any, element: Any) -> tuple[EncryptionKey, ...]
                  for kd, cert in _key_descriptors(descriptor, element, "encryption"))
 
 
+def _http_location(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL with a host: the only place a browser can carry a message of the
+    HTTP-POST and HTTP-Redirect bindings to (SAML Bindings §3.4.4, §3.5.4), which are all the broker speaks."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port past 65535, an unclosed [IPv6 literal
+        return False
+
+
 def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
     out = []
     for e in items or []:
         if not e.binding or not e.location:
             raise ValueError("an endpoint lacks Binding or Location")
+        # a javascript: or data: Location would be the action of the form the broker's page posts, a relative one
+        # the broker's own path: neither is the peer's endpoint
+        for attribute, url in (("Location", e.location), ("ResponseLocation", e.response_location)):
+            if url is not None and not _http_location(url.strip()):
+                raise ValueError(f"{type(e).__name__} {attribute} {url[:200]!r} is no absolute http(s) URL")
         index = None
         if indexed:
             try:

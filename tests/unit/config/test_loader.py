@@ -1072,6 +1072,19 @@ def _entity_in_entity_id(xml: str) -> str:
         pytest.param(replacing(DEMO_SP, f"entity_id: {SP_ENTITY_ID}", "entity_id: https://sp.example.se/metadata"),
                      f"metadata describes no entity 'https://sp.example.se/metadata' (found: {SP_ENTITY_ID})",
                      id="metadata-of-another-entity"),
+        # SAML Bindings §3.5.4: the Response goes to the ACS in a form the browser posts to that HTTP endpoint
+        pytest.param(_metadata(lambda xml: xml.replace('Location="https://localhost:8443/demo-sp/acs"',
+                                                       'Location="javascript:alert(document.domain)//"')),
+                     "AssertionConsumerService Location 'javascript:alert(document.domain)//' is no absolute http(s) "
+                     "URL", id="acs-javascript-url"),
+        pytest.param(_metadata(lambda xml: xml.replace('Location="https://localhost:8443/demo-sp/acs"',
+                                                       'Location="/demo-sp/acs"')),
+                     "AssertionConsumerService Location '/demo-sp/acs' is no absolute http(s) URL",
+                     id="acs-relative-url"),
+        pytest.param(_metadata(lambda xml: xml.replace('Location="https://localhost:8443/demo-sp/slo"',
+                                                       'Location="data:text/html,hello"')),
+                     "SingleLogoutService Location 'data:text/html,hello' is no absolute http(s) URL",
+                     id="slo-data-url"),
     ],
 )
 def test_sp_metadata_must_parse_safely_and_describe_the_configured_entity(
