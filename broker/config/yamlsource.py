@@ -144,6 +144,27 @@ for _tag, _pattern in (
     _StrictLoader.add_implicit_resolver(_tag, re.compile(_pattern), list("-+0123456789."))
 
 
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_DECIMAL_INT = re.compile(r"[-+]?(?:0|[1-9][0-9_]*)")
+
+
+def _other_number_form(node: yaml.Node) -> str:
+    """Why a scalar tagged ``!!int`` or ``!!float`` explicitly is refused, or empty: the tag makes PyYAML's
+    constructor read YAML 1.1's other forms (yaml.org/type/int.html, float.html), which :class:`_StrictLoader` keeps
+    a plain value from being read as: ``!!int 010`` is octal 8, ``!!int 0x1F`` 31, ``!!int 1:30`` base 60."""
+    if node.tag not in (_INT_TAG, _FLOAT_TAG) or not isinstance(node.value, str):
+        return ""
+    text = node.value.strip()
+    shown = repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+    if ":" in text:
+        return (f"YAML value {shown} does not fit its tag {node.tag} (YAML 1.1 reads {text[:40]} as a number in base "
+                "60: write the number in decimal)")
+    if node.tag == _INT_TAG and not _DECIMAL_INT.fullmatch(text) and _OTHER_BASE.fullmatch(text):
+        return f"YAML value {shown} does not fit its tag {node.tag}{integer_hint(text)}"
+    return ""
+
+
 _OTHER_BASE = re.compile(r"[-+]?0(?:[0-9_]+|[xX][0-9a-fA-F_]+|[bB][01_]+|[oO][0-7_]+)")
 
 
@@ -201,6 +222,9 @@ class _Builder:
             raise _TooManyNodes(path if self._alias_at is None else self._alias_at, self._alias_at is not None)
 
     def _scalar(self, node: yaml.Node, path: KeyPath) -> Any:
+        if problem := _other_number_form(node):
+            self.issues.append(ConfigIssue(self.file, node.start_mark.line + 1, format_path(path), problem))
+            return None
         try:
             return self._scalars.construct_object(node, deep=True)
         except yaml.YAMLError as exc:  # e.g. an unknown tag such as `!include`, or `!!python/object`
