@@ -289,14 +289,16 @@ class OrganizationNumber(str):
 
 
 class Regex(str):
-    """A Python regular expression, matched against the whole value."""
+    """A Python regular expression, matched against the whole value with ``re.ASCII`` (``\\w``, ``\\d`` are ASCII
+    only), as identities are (broker.pki.identity, broker.saml.upstream_mapping): compiled so here, so that a pattern
+    whose own ``(?u)`` contradicts that flag is refused now, not with a ValueError at every login."""
 
     @classmethod
     def from_config(cls, value: Any, ctx: ParseContext, path: KeyPath) -> Regex:
         text = _require_str(value, "a regular expression")
         try:
-            re.compile(text)
-        except re.error as exc:
+            re.compile(text, re.ASCII)
+        except (re.error, ValueError) as exc:  # ValueError: a (?u) of its own, which re.ASCII contradicts
             raise ValueError(f"invalid regular expression: {exc}") from None
         return cls(text)
 

@@ -670,6 +670,21 @@ def test_a_trusted_network_in_ipv4_mapped_form_is_its_ipv4_network(config_dir: P
                      "mapped already (attributes[1]): an attribute the IdP sends has one name here"),
             id="upstream-attribute-mapped-twice",
         ),
+        # identities are matched with re.ASCII (broker.pki.identity, broker.saml.upstream_mapping), which a
+        # pattern's own (?u) contradicts: every login would fail with a ValueError
+        pytest.param(
+            replacing(KOMMUN_A, "    source: subject_serial_number",
+                      "    source: subject_serial_number\n    pattern: '(?u)SE[0-9]{10}-[A-Za-z0-9]+'"),
+            Expected(KOMMUN_A, "pattern:", "certificate.identity.pattern",
+                     "invalid regular expression: ASCII and UNICODE flags are incompatible"),
+            id="identity-pattern-unicode-flag",
+        ),
+        pytest.param(
+            replacing(KOMMUN_C, "    type: hsa_id\n", "    type: hsa_id\n    pattern: '(?u)SE2120003005-\\w+'\n"),
+            Expected(KOMMUN_C, "pattern:", "saml.identity.pattern",
+                     "invalid regular expression: ASCII and UNICODE flags are incompatible"),
+            id="upstream-identity-pattern-unicode-flag",
+        ),
     ],
 )
 def test_a_nested_error_is_reported_at_its_full_key_path(config_dir: Path, edit: Edit, expected: Expected) -> None:
