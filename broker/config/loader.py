@@ -161,6 +161,30 @@ def _unanchored(pattern: str) -> str:
     return text[:-1] if text.endswith("$") else text[:-2] if text.endswith("\\Z") else text
 
 
+def _sp_references(sid: str, src: YamlSource, entity_id: object, listed: Sequence[object],
+                   municipalities: Mapping[str, Municipality], entity_ids: dict[str, str],
+                   issues: list[ConfigIssue]) -> bool:
+    """Check what service provider ``sid`` says of the other files: each municipality ``listed`` names exists (an
+    item that is no string is reported by the schema), and ``entity_id`` is no other service provider's, which it
+    then claims. Whether a problem was found."""
+    bad = False
+    for i, mid in enumerate(listed):
+        if not isinstance(mid, str):
+            continue
+        if mid not in municipalities and not any(i.file == f"{MUNICIPALITIES_DIR}/{mid}.yaml" for i in issues):
+            issues.append(src.issue(("municipalities", i),
+                                    f"no municipality {mid!r} (expected a file {MUNICIPALITIES_DIR}/{mid}.yaml)"))
+            bad = True
+    if not isinstance(entity_id, str):
+        return bad
+    if entity_id in entity_ids:
+        issues.append(src.issue(("entity_id",), f"entity ID already used by service provider "
+                                                f"{entity_ids[entity_id]!r}"))
+        return True
+    entity_ids[entity_id] = sid  # claimed even by a service provider with other problems
+    return bad
+
+
 def _files(config_dir: Path, sub: str, issues: list[ConfigIssue]) -> list[tuple[str, Path]]:
     folder = config_dir / sub
     if not folder.is_dir():
@@ -285,22 +309,17 @@ def load_settings(config_dir: Path) -> Settings:
     for sid, path in _files(config_dir, SERVICE_PROVIDERS_DIR, issues):
         display = f"{SERVICE_PROVIDERS_DIR}/{path.name}"
         sp, src = _load(ServiceProviderConfig, path, display, config_dir, issues)
-        if sp is None or src is None:
+        if src is None:
             continue
-        bad = False
-        for i, mid in enumerate(sp.municipalities):
-            if mid not in municipalities and not any(
-                i.file == f"{MUNICIPALITIES_DIR}/{mid}.yaml" for i in issues
-            ):
-                issues.append(src.issue(("municipalities", i),
-                                        f"no municipality {mid!r} (expected a file {MUNICIPALITIES_DIR}/{mid}.yaml)"))
-                bad = True
-        if sp.entity_id in entity_ids:
-            issues.append(src.issue(("entity_id",), f"entity ID already used by service provider "
-                                                    f"{entity_ids[sp.entity_id]!r}"))
-            bad = True
-        else:  # claimed even by a service provider with other problems: every problem is reported at once
-            entity_ids[sp.entity_id] = sid
+        if sp is None:
+            # the file's own problems are reported; what it says of the others (its municipalities, its entity ID)
+            # is checked as written, so that every problem is reported at once
+            raw = src.data if isinstance(src.data, dict) else {}
+            listed = raw.get("municipalities")
+            _sp_references(sid, src, raw.get("entity_id"), listed if isinstance(listed, list) else [],
+                           municipalities, entity_ids, issues)
+            continue
+        bad = _sp_references(sid, src, sp.entity_id, sp.municipalities, municipalities, entity_ids, issues)
         try:
             meta = parse_sp_metadata(sp.metadata.xml, sp.entity_id)
         except ValueError as exc:

@@ -1458,3 +1458,34 @@ def test_a_municipality_listed_twice_for_an_sp_is_reported(config_dir: Path) -> 
     check(config_dir, replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
                                 "municipalities: [kommun-a, kommun-b, kommun-c, kommun-a]"),
           [Expected(DEMO_SP, "municipalities:", "municipalities[3]", "municipality 'kommun-a' is listed twice")])
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        pytest.param(
+            combined(replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
+                               "municipalities: [kommun-a, kommun-z]"),
+                     replacing(DEMO_SP, "sign_response: false", "sign_response: nope")),
+            [Expected(DEMO_SP, "sign_response:", "sign_response", "expected true or false"),
+             Expected(DEMO_SP, "municipalities:", "municipalities[1]", "no municipality 'kommun-z'")],
+            id="unknown-municipality-beside-a-mistyped-value"),
+        pytest.param(
+            replacing(DEMO_SP, "municipalities: [kommun-a, kommun-b, kommun-c]",
+                      "municipalities: [kommun-a, 5, kommun-z]"),
+            [Expected(DEMO_SP, "municipalities:", "municipalities[1]", "expected a string, got a number (5)"),
+             Expected(DEMO_SP, "municipalities:", "municipalities[2]", "no municipality 'kommun-z'")],
+            id="unknown-municipality-beside-a-number-in-the-list"),
+        pytest.param(
+            combined(_copy(DEMO_SP, "service-providers/other-sp.yaml"),
+                     replacing(DEMO_SP, "sign_response: false", "sign_response: nope")),
+            [Expected(DEMO_SP, "sign_response:", "sign_response", "expected true or false"),
+             Expected("service-providers/other-sp.yaml", "entity_id:", "entity_id",
+                      "entity ID already used by service provider 'demo-sp'")],
+            id="entity-id-of-a-service-provider-with-a-problem-of-its-own"),
+    ],
+)
+def test_a_service_provider_with_problems_of_its_own_has_its_references_checked_too(
+        config_dir: Path, edit: Edit, expected: list[Expected]) -> None:
+    """Every problem at once (STYLE §4): a file the schema refuses still names municipalities and an entity ID."""
+    check(config_dir, edit, expected)
