@@ -170,6 +170,10 @@ class Oid(str):
         return {"type": "string", "pattern": _OID_SCHEMA}
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")   # a DNS name (RFC 1123 §2.1) or a dotted IPv4 address
+
+
 class _Url(str):
     """Base of the URL types: one pattern, one message, one schema each."""
 
@@ -195,6 +199,16 @@ class _Url(str):
         if not host or port == 0:
             raise ValueError(f"expected {cls.expected} with a host{' and a port from 1 to 65535' if port == 0 else ''}"
                              f", got {text!r}")
+        # urlsplit reads past what no client resolves or connects to: "[::1]8443" as host ::1 without a port,
+        # "a..b" and "-a" as host names (RFC 3986 §3.2.2; RFC 1123 §2.1: labels of letters, digits, inner hyphens)
+        netloc = parts.netloc
+        if netloc.startswith("["):
+            if netloc[netloc.index("]") + 1:][:1] not in ("", ":"):
+                raise ValueError(f"expected {cls.expected}, got {text!r} (after the IPv6 address only :port may "
+                                 "follow)")
+        elif not _HOST_NAME.fullmatch(host):
+            raise ValueError(f"expected {cls.expected}, got {text!r} ({host!r} is not a host name: labels of "
+                             "letters, digits and '-' between dots, none empty or starting or ending with '-')")
         return cls(cls.normalise(text))
 
     @staticmethod

@@ -572,6 +572,10 @@ def test_any_policy_stands_for_no_assurance_level(config_dir: Path) -> None:
         pytest.param("https://a:b:c", "Port could not be cast", id="two-colons"),
         pytest.param("https://[[x]", "does not appear to be an IPv4 or IPv6 address", id="broken-brackets"),
         pytest.param('"https://www.example.se\\n"', "expected an https:// URL", id="trailing-newline"),
+        # a host no resolver looks up (RFC 1123 §2.1: labels of letters, digits and inner hyphens)
+        pytest.param("https://www..example.se", "not a host name", id="empty-label"),
+        pytest.param("https://-www.example.se", "not a host name", id="label-starting-with-a-hyphen"),
+        pytest.param("https://[::1]8443", "after the IPv6 address", id="port-without-its-colon"),
     ],
 )
 def test_an_organisation_url_must_be_https(config_dir: Path, written: str, fragment: str) -> None:
