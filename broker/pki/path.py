@@ -47,9 +47,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -437,6 +437,18 @@ def _name_constraints(ca: x509.Certificate) -> x509.Extension[x509.NameConstrain
         return None
 
 
+def _subtrees(constraints: x509.NameConstraints, form: type[x509.GeneralName]) -> tuple[list[Any], list[Any]]:
+    """The values of ``constraints``' permitted and excluded subtrees of one name form."""
+    return ([s.value for s in constraints.permitted_subtrees or () if isinstance(s, form)],
+            [s.value for s in constraints.excluded_subtrees or () if isinstance(s, form)])
+
+
+def _constrained_by(below: Sequence[x509.Certificate]) -> Iterator[tuple[int, x509.Certificate]]:
+    """The certificates ``below`` a CA on the path (leaf first, with their positions) its name constraints apply to:
+    all but self-issued CA certificates (RFC 5280 §6.1.3 (b))."""
+    return ((i, cert) for i, cert in enumerate(below) if i == 0 or cert.issuer != cert.subject)
+
+
 def _check_directory_name_constraints(below: Sequence[x509.Certificate], ca: x509.Certificate,
                                       constraints: x509.NameConstraints) -> None:
     """Apply ``ca``'s directoryName constraints to each certificate ``below`` it on the path (leaf first): its
@@ -450,14 +462,11 @@ def _check_directory_name_constraints(below: Sequence[x509.Certificate], ca: x50
     excluded subtree is not left by writing a name in another case.
     cryptography's verifier does none of this: it ignores a non-critical extension's directory names and stops at
     a critical one (:func:`_build_under_directory_constraints` builds such a path)."""
-    permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.DirectoryName)]
-    excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.DirectoryName)]
+    permitted, excluded = _subtrees(constraints, x509.DirectoryName)
     if not permitted and not excluded:
         return
     by = ca.subject.rfc4514_string()
-    for position, cert in enumerate(below):
-        if position > 0 and cert.issuer == cert.subject:
-            continue
+    for position, cert in _constrained_by(below):
         names = [cert.subject] if len(cert.subject) > 0 else []
         with contextlib.suppress(x509.ExtensionNotFound):
             names += cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
@@ -607,14 +616,11 @@ def _check_email_address_constraints(below: Sequence[x509.Certificate], ca: x509
     excluded ones (§6.1.3 (b)-(c); one CA at a time, which is the intersection §6.1.4 (g) builds). Self-issued
     CA certificates are skipped (§6.1.3 (b)). Matching: :func:`_mailbox_within`.
     """
-    permitted = [s.value for s in constraints.permitted_subtrees or () if isinstance(s, x509.RFC822Name)]
-    excluded = [s.value for s in constraints.excluded_subtrees or () if isinstance(s, x509.RFC822Name)]
+    permitted, excluded = _subtrees(constraints, x509.RFC822Name)
     if not permitted and not excluded:
         return
     by = ca.subject.rfc4514_string()
-    for position, cert in enumerate(below):
-        if position > 0 and cert.issuer == cert.subject:
-            continue
+    for position, cert in _constrained_by(below):
         try:
             cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             continue  # the verifier has applied the constraints to its alternative names
