@@ -8,10 +8,8 @@ Comments and processing instructions are dropped while parsing.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from lxml import etree
 
@@ -48,40 +46,11 @@ def _parser() -> etree.XMLParser:
 # lxml interns every element, attribute and namespace name it parses into a dictionary of the parsing thread
 # (libxml2's xmlDict), which it never shrinks while the thread lives: untrusted messages full of names never seen
 # before (any web page can make browsers post them to the ACS) grew a worker's request threads by ~400 KB per
-# 256 KiB message, for good (111 MB after 280 posts). Untrusted documents are therefore parsed in threads of their
-# own, retired once they have parsed _BYTES_PER_POOL between them: a retired thread's dictionary goes with the last
-# document parsed into it (libxml2 counts the documents using it).
-_PARSER_THREADS = 4
-_BYTES_PER_POOL = 8 << 20
-
-
-class _ParserThreads:
-    """The threads untrusted documents are parsed in (a forked worker makes its own: threads do not survive a
-    fork), replaced by new ones after they have parsed ``_BYTES_PER_POOL``."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ThreadPoolExecutor | None = None
-        self._pid = 0
-        self._parsed = 0
-        # a thread of gunicorn's master (the metadata refresher) may hold the lock at a fork
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        self._lock = threading.Lock()
-        self._pool = None
-
-    def parse(self, data: bytes) -> etree._Element:
-        with self._lock:
-            pool = self._pool
-            if pool is None or self._pid != os.getpid() or self._parsed >= _BYTES_PER_POOL:
-                if pool is not None and self._pid == os.getpid():
-                    pool.shutdown(wait=False)  # its threads end once the parses given to them are done
-                pool = self._pool = ThreadPoolExecutor(max_workers=_PARSER_THREADS, thread_name_prefix="xml-parser")
-                self._pid, self._parsed = os.getpid(), 0
-            self._parsed += len(data)
-            pending = pool.submit(_parse, data)
-        return pending.result()
+# 256 KiB message, for good (111 MB after 280 posts). Each untrusted document is therefore parsed in a thread of its
+# own, which ends with the parse: its dictionary goes with the document (libxml2 counts the documents using it).
+# One thread per document, not a pool: the dictionary is also written, without any lock, by whoever adds a name to
+# the document afterwards (lxml making an element, libxmlsec1 registering an ID), and a pool's thread would be
+# filling it with the next message's names at the same time (heap corruption: the worker died).
 
 
 def _parse(data: bytes) -> etree._Element:
@@ -91,7 +60,26 @@ def _parse(data: bytes) -> etree._Element:
         raise UnsafeXml(f"not well-formed XML: {exc}") from None
 
 
-_PARSERS = _ParserThreads()
+def _parse_into(data: bytes, outcome: list[etree._Element | BaseException]) -> None:
+    try:
+        outcome.append(_parse(data))
+    except BaseException as exc:  # handed to the caller, raised there as if parsed in its own thread
+        outcome.append(exc)
+
+
+def _parse_alone(data: bytes) -> etree._Element:
+    """``data`` parsed in a thread that parses nothing else (see above)."""
+    outcome: list[etree._Element | BaseException] = []
+    thread = threading.Thread(target=_parse_into, args=(data, outcome), name="xml-parser", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had (the process's limit): the caller's own does it
+        return _parse(data)
+    thread.join()
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 # XML 1.0 (fifth edition) §2.3 NameStartChar and NameChar, without ":" (Namespaces in XML §3: NCName)
@@ -116,7 +104,7 @@ def parse_untrusted(data: bytes, max_bytes: int) -> etree._Element:
         raise UnsafeXml(f"document larger than {max_bytes} bytes")
     if b"<!DOCTYPE" in data.upper() or b"<!ENTITY" in data.upper():
         raise UnsafeXml("document type declarations are not allowed")
-    root = _PARSERS.parse(data)
+    root = _parse_alone(data)
     docinfo = root.getroottree().docinfo
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise UnsafeXml("document type declarations are not allowed")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from lxml import etree
 
 from broker.saml import xmlparse
 from broker.saml.xmlparse import UnsafeXml, is_ncname, parse_untrusted
@@ -100,3 +103,64 @@ def test_names_never_seen_before_do_not_grow_the_process_for_good() -> None:
 def test_is_ncname_follows_xml_names(value: str, expected: bool) -> None:
     """Namespaces in XML §3 over XML 1.0 §2.3 (fifth edition): the lexical space of xs:ID."""
     assert is_ncname(value) is expected
+
+
+def test_documents_parsed_for_different_callers_do_not_share_a_names_dictionary() -> None:
+    """A document's names dictionary (libxml2's xmlDict) is written by whoever adds a name to the document (lxml
+    making an element, libxmlsec1 registering an ID), without any lock: a dictionary another parse is filling at the
+    same time is corrupted (glibc's "double free or corruption" ended the worker). A name put into one parsed
+    document is therefore none of another's: exclusive canonicalisation renders a PrefixList entry only when the
+    document's dictionary holds the name."""
+    first = parse_untrusted(b"<r/>", 100)
+    etree.SubElement(first, "zq7prefixfromanotherdocument")
+    second = parse_untrusted(b"<r/>", 100)
+    etree.SubElement(second, "d", nsmap={"zq7prefixfromanotherdocument": "urn:x"})  # (a declaration: no name)
+    canonical = etree.tostring(second, method="c14n", exclusive=True,
+                               inclusive_ns_prefixes=["zq7prefixfromanotherdocument"])
+    assert canonical == b"<r><d></d></r>"
+
+
+_CONCURRENT_IDS = """
+import sys, threading, time
+import xmlsec
+from broker.saml.xmlparse import parse_untrusted
+
+stop = threading.Event()
+
+def others(k):
+    n = 0
+    while not stop.is_set():
+        names = "".join(f"<o{k}n{n}x{i} a{n}y{i}='1'/>" for i in range(3000))
+        parse_untrusted(f"<r>{names}</r>".encode(), 1 << 22)
+        n += 1
+
+def request():
+    until = time.monotonic() + float(sys.argv[1])
+    n = 0
+    while time.monotonic() < until:
+        root = parse_untrusted(b"<r><a/></r>", 100)
+        for i in range(20):
+            root[0].set("ID", f"_id{n}_{i}")
+            xmlsec.SignatureContext().register_id(root[0], "ID")
+        n += 1
+    print("done", n)
+
+threads = [threading.Thread(target=others, args=(k,)) for k in range(3)]
+for t in threads:
+    t.start()
+main = threading.Thread(target=request)
+main.start()
+main.join()
+stop.set()
+for t in threads:
+    t.join()
+"""
+
+
+def test_a_parsed_document_is_used_while_other_documents_are_parsed() -> None:
+    """What verifying a signature does (libxmlsec1 registers the signed element's ID in the document's dictionary)
+    while other requests' messages are parsed: one request's document and another's parse never meet in one
+    dictionary, so the process lives (it died within a second when they did)."""
+    done = subprocess.run([sys.executable, "-c", _CONCURRENT_IDS, "4"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[3], timeout=120, check=False)
+    assert (done.returncode, done.stdout.split()[:1]) == (0, ["done"]), done.stderr[-2000:]
