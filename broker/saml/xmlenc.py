@@ -16,7 +16,6 @@ transported by RSA-OAEP to the SP's encryption certificate from its metadata
 from __future__ import annotations
 
 import base64
-import copy
 import os
 import threading
 from collections.abc import Sequence
@@ -325,7 +324,7 @@ class Decrypter:
         for manager in self._managers:
             # decrypt to octets (Type removed from a copy): xmlsec would parse the plaintext itself, with
             # libxml2's defaults; the broker's hardened parser must see it instead (below)
-            attempt = copy.deepcopy(data[0])
+            attempt = _copy(data[0])
             if "Type" in attempt.attrib:
                 del attempt.attrib["Type"]
             _inline_sibling_keys(attempt, encrypted)
@@ -373,7 +372,16 @@ def _inline_sibling_keys(data: etree._Element, encrypted: etree._Element) -> Non
     for retrieval in key_info.findall("ds:RetrievalMethod", _NS):
         key_info.remove(retrieval)
     for key in siblings:
-        key_info.append(copy.deepcopy(key))
+        key_info.append(_copy(key))
+
+
+def _copy(element: etree._Element) -> etree._Element:
+    """A copy of ``element`` (an untrusted message's) in a document of its own, the namespaces in scope at it
+    declared on it, as the hardened parser makes documents (broker.saml.xmlparse): a copy made through lxml's tree
+    API puts every name it holds into the names dictionary of the calling thread, a request thread of the worker,
+    which keeps them for its life."""
+    serialised = etree.tostring(element, with_tail=False)
+    return parse_untrusted(serialised, len(serialised))
 
 
 def _parse_in_context(plaintext: bytes, encrypted: etree._Element, max_bytes: int) -> etree._Element:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import shutil
@@ -30,11 +31,12 @@ from broker.saml.bindings import from_redirect
 from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.upstream_response import Expectations, ResponseValidator, SignedElement, parse_response
 from broker.saml.xmldsig import XmlVerifier
-from broker.saml.xmlenc import MAX_ENCRYPTED_KEYS, Decrypter
+from broker.saml.xmlenc import MAX_ENCRYPTED_KEYS, Decrypter, DecryptionRefused
 from tests.corpus.upstream import generate as corpus
 from tests.factories.metadata import HttpsFileServer, SigningKey, TlsMaterial, prepare, pysaml2_idp_metadata, sign
 from tests.unit.config.editing import replacing_block
 from tests.unit.saml.test_upstream_corpus import expectations
+from tests.unit.saml.test_xmlparse import resident_kib
 
 # --- the corpus's new files are what they claim ------------------------------------------------------------------
 
@@ -388,3 +390,28 @@ def test_a_decrypted_assertion_whose_id_the_response_already_has_is_refused(keys
         _validator(keys).validate(parse_response(encrypted, corpus.MAX_BYTES), expectations())
     assert refused.value.reason == "upstream_assertion_invalid"
     assert corpus.RESPONSE_ID in refused.value.detail
+
+
+def test_names_never_seen_before_inside_the_encrypted_data_do_not_grow_the_process_for_good(keys: corpus.Keys) -> None:
+    """What anyone can post to the ACS of an IdP whose Assertion alone is signed (the default): an EncryptedData
+    carrying 9,000 element names never seen before is copied for libxmlsec1 before any signature is looked at. A
+    copy made in the request's thread kept every name for the thread's life (broker.saml.xmlparse), as parsing it
+    there did: 300 such messages grew the process by ~90 MB for good."""
+    template = (corpus.HERE / "encrypted_cbc_unsigned_assertion.xml").read_bytes()
+    assert template.count(b"</ds:KeyInfo>") == 1
+    decrypter = Decrypter([keys.sp.key_pem])
+
+    def post(n: int) -> None:
+        names = "".join(f"<n{n}x{i}/>" for i in range(9000)).encode()
+        root = parse_response(template.replace(b"</ds:KeyInfo>", b"</ds:KeyInfo>" + names), corpus.MAX_BYTES)
+        encrypted = root.find("saml:EncryptedAssertion", corpus.NS)
+        assert encrypted is not None
+        with contextlib.suppress(DecryptionRefused):
+            decrypter.decrypt_detached(encrypted)
+
+    for n in range(300):  # what the process holds at most (parsers' dictionaries, allocator arenas) is reached
+        post(n)
+    before = resident_kib()
+    for n in range(300, 600):
+        post(n)
+    assert resident_kib() - before < 40_000
