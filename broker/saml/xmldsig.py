@@ -262,8 +262,10 @@ def _intern(element: etree._Element, prefix: str) -> None:
     silently dropped: the digest would leave out the xs declarations the serialised document carries, and no
     verifier would accept it. The dictionary is the current thread's for an element below the root (lxml
     canonicalises a copy of the document) and the document's own for the root. Making an element of that
-    name, in a new document and in ``element``'s own, adds the name to both."""
-    etree.Element(prefix)
+    name, in a new document and in ``element``'s own, adds the name to both; for the root only to the document's:
+    the current thread keeps a name for its life, and the verifier's PrefixList is whatever a message lists."""
+    if element.getparent() is not None or element.getprevious() is not None or element.getnext() is not None:
+        etree.Element(prefix)
     scratch = etree.SubElement(element, prefix)
     element.remove(scratch)
 

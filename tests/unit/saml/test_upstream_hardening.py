@@ -30,7 +30,7 @@ from broker.pki.revocation.http import HttpFetcher
 from broker.saml.bindings import from_redirect
 from broker.saml.upstream_metadata import UpstreamMetadata
 from broker.saml.upstream_response import Expectations, ResponseValidator, SignedElement, parse_response
-from broker.saml.xmldsig import XmlVerifier
+from broker.saml.xmldsig import SignatureRejected, XmlVerifier
 from broker.saml.xmlenc import MAX_ENCRYPTED_KEYS, Decrypter, DecryptionRefused
 from tests.corpus.upstream import generate as corpus
 from tests.factories.metadata import HttpsFileServer, SigningKey, TlsMaterial, prepare, pysaml2_idp_metadata, sign
@@ -415,3 +415,29 @@ def test_names_never_seen_before_inside_the_encrypted_data_do_not_grow_the_proce
     for n in range(300, 600):
         post(n)
     assert resident_kib() - before < 40_000
+
+
+def test_prefixes_never_seen_before_in_a_prefix_list_do_not_grow_the_process_for_good(keys: corpus.Keys) -> None:
+    """What anyone can post to the ACS naming a known IdP: a signature whose canonicalisation lists 20,000 prefixes
+    never seen before in its PrefixList (exc-c14n §4), checked over SignedInfo before any key has verified
+    anything. Each prefix was made an element of the request's thread for lxml's canonicalisation, which kept the
+    name for the thread's life (broker.saml.xmlparse): 100 such messages grew the process by ~60 MB for good."""
+    template = (corpus.HERE / "inclusive_namespaces.xml").read_bytes()
+    assert template.count(b'PrefixList="xs"') == 2
+    verifier = XmlVerifier([keys.idp.certificate])
+
+    def post(n: int) -> None:
+        prefixes = " ".join(f"p{n}x{i}" for i in range(20000)).encode()
+        root = parse_response(template.replace(b'PrefixList="xs"', b'PrefixList="xs ' + prefixes + b'"', 1),
+                              corpus.MAX_BYTES)
+        assertion = root.find("saml:Assertion", corpus.NS)
+        assert assertion is not None
+        with pytest.raises(SignatureRejected):
+            verifier.verify(assertion)
+
+    for n in range(60):  # what the process holds at most (parsers' dictionaries, allocator arenas) is reached
+        post(n)
+    before = resident_kib()
+    for n in range(60, 160):
+        post(n)
+    assert resident_kib() - before < 20_000
