@@ -110,7 +110,7 @@ class Answers:
             loa_uri=session.loa_uri,
             authn_instant=session.authn_instant,
             session_index=session_index,
-            session_not_on_or_after=session.expires_at,
+            session_not_on_or_after=d.sessions.ends(session),
             attributes=attributes,
             authenticating_authorities=authenticating_authorities(session.authenticated_upstream),
             proxy_restriction=restriction,

@@ -393,6 +393,13 @@ class SessionManager:
             return None, None
         return self._find_ref(_hash(token), idle_too=idle_too)
 
+    def ends(self, session: SsoSession) -> dt.datetime:
+        """When the session ends by the absolute timeout in force, counted from its login (:meth:`open`): sooner
+        than its stored ``expires_at`` after a reload that shortened ``absolute_timeout``. The SPs answered from it
+        are told this end (SessionNotOnOrAfter, SAML Core §2.7.2); it is kept for single logout until
+        ``expires_at``, the end told to the SPs answered before."""
+        return min(session.expires_at, session.authn_instant + self.absolute_timeout)
+
     def _find_ref(self, sid: str, *, idle_too: bool = False) -> tuple[SsoSession | None, str | None]:
         raw = self._store.get("session:" + sid)
         if raw is None:
@@ -406,6 +413,10 @@ class SessionManager:
         if now >= session.expires_at:
             self.end_ref(sid)
             return None, "expired_absolute"
+        if now >= self.ends(session):
+            # past the end the absolute timeout in force gives it (a reload shortened it), before the one its SPs
+            # were told: it answers no SP, and is kept, as an idle one, for single logout until then
+            return (session if idle_too else None), "expired_absolute"
         if session.retired is not None:  # like an idle one: for single logout and replacement only
             return (session if idle_too else None), "retired"
         if now - session.last_seen >= self.idle_timeout:

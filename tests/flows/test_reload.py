@@ -207,6 +207,42 @@ def test_a_session_follows_a_changed_trust_configuration_of_its_municipality_at_
         assert [e["data"]["session"] for e in issued] == ["new"]  # type: ignore[index]
 
 
+def session_ends(root: etree._Element) -> dt.datetime:
+    """The SessionNotOnOrAfter of a Response's AuthnStatement."""
+    statement = root.find(".//{urn:oasis:names:tc:SAML:2.0:assertion}AuthnStatement")
+    assert statement is not None
+    return dt.datetime.fromisoformat(str(statement.get("SessionNotOnOrAfter")).replace("Z", "+00:00"))
+
+
+def test_a_shortened_absolute_timeout_applies_to_the_sessions_opened_before_the_reload(
+        app: Flask, browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
+    """session.absolute_timeout ends a session that long after its login "whatever the activity": a reload that
+    shortens it below the age of a session in use leaves nothing to answer from (the user logs in again), though
+    the session was opened under the longer one."""
+    _, first = login(browser, craft)
+    opened = time.monotonic()
+    path = config_dir / "broker.yaml"
+    text = path.read_text(encoding="utf-8")
+    shortened = text.replace("  idle_timeout: 30m\n  absolute_timeout: 8h\n",
+                             "  idle_timeout: 3s\n  absolute_timeout: 3s\n")
+    assert shortened != text
+    path.write_text(shortened, encoding="utf-8")
+    assert reload_configuration(app) is True
+    browser.certificate_pem = None
+    time.sleep(max(0.0, opened + 1.5 - time.monotonic()))
+    reused = posted_response(browser.get(craft.redirect(craft.build())))  # within both: SSO, the session in use
+    # the SP answered now is told the end by the timeout in force (SAML Core §2.7.2), 3 s after the login
+    assert session_ends(reused.root) - session_ends(first.root) == dt.timedelta(seconds=3) - dt.timedelta(hours=8)
+    time.sleep(2.0)  # 3.5 s after the login, 2 s after its last use
+
+    response = browser.get(craft.redirect(craft.build()))
+    assert response.status_code == 200  # no card: discovery, nothing answered from the session
+    assert "SAMLResponse" not in response.get_data(as_text=True)
+    assert [e["detail"] for e in audit_lines(config_dir) if e["event"] == "session_expired"] == ["expired_absolute"]
+    assert [e["data"]["session"] for e in audit_lines(config_dir)  # type: ignore[index]
+            if e["event"] == "assertion_issued"] == ["new", "reused"]
+
+
 def test_each_reload_records_what_changed_since_the_load_before_it(app: Flask, config_dir: Path,
                                                                    demo_material: Any) -> None:
     """configuration_loaded says what changed since the last load. The one before was looked for among the first

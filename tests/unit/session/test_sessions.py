@@ -113,6 +113,38 @@ def test_activity_slides_the_idle_timeout_but_not_the_absolute_one(manager: Sess
     assert why == "expired_absolute"
 
 
+@pytest.mark.parametrize("login", [
+    pytest.param({}, id="certificate-login"),
+    pytest.param({"authn_instant": T0 - dt.timedelta(minutes=45)}, id="idp-sign-on-45min-before"),
+])
+def test_a_shortened_absolute_timeout_ends_sessions_opened_under_the_longer_one(
+        manager: SessionManager, store: RedisStore, clock: FixedClock, login: dict[str, dt.datetime]) -> None:
+    """session.absolute_timeout: the session ends that long after login "whatever the activity". After a reload
+    that shortens it (and on every instance already running the new configuration), a session opened under the
+    longer one answers by the new one, and the SPs answered from it are told that end (SessionNotOnOrAfter)."""
+    token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256=None,
+                                  revocation_valid_until=None, **login)
+    index = manager.session_index(token, SP.sp_entity_id)
+    manager.save(token, session, Participant(SP.sp_entity_id, "nameid", "persistent", index, clock.now()))
+    reloaded = SessionManager(store, clock, idle_timeout=dt.timedelta(hours=1),
+                              absolute_timeout=dt.timedelta(hours=1), pending_timeout=dt.timedelta(minutes=10))
+    ends = session.authn_instant + dt.timedelta(hours=1)
+    assert session.expires_at > ends  # opened under the longer one
+    clock.advance(ends - clock.now() - dt.timedelta(seconds=1))
+    found, why = reloaded.find(token)
+    assert why is None
+    assert found is not None
+    assert reloaded.ends(found) == ends
+    clock.advance(dt.timedelta(seconds=1))
+    assert reloaded.find(token) == (None, "expired_absolute")
+    # its SPs were told the end it was opened with: until then it is kept for single logout, as an idle one
+    assert reloaded.find(token, idle_too=True) == (session, "expired_absolute")
+    assert [ref for ref, _ in reloaded.find_by_session_index(SP.sp_entity_id, index)] == [reloaded.ref(token)]
+    clock.advance(session.expires_at - clock.now())
+    assert reloaded.find(token, idle_too=True) == (None, "expired_absolute")
+    assert reloaded.find(token, idle_too=True) == (None, "unknown")
+
+
 def test_end_removes_session_and_participants(manager: SessionManager) -> None:
     token, session = _create(manager)
     assert manager.save_reused(token, session, Participant("https://sp.example/md", "nameid", "persistent"))
