@@ -10,7 +10,9 @@ nginx (http_ssl_module, http_proxy_module):
   per location: that would need renegotiation, impossible over HTTP/2 and TLS 1.3), advertise the
   bundle's CA names (``ssl_client_certificate``), and let the broker judge and explain;
 * ``proxy_set_header <header> $ssl_client_escaped_cert``: forward the certificate; setting the header
-  replaces any copy a client sent (and an empty value removes it), so only this proxy's view arrives;
+  replaces any copy a client sent (and an empty value removes it), so only this proxy's view arrives. That holds
+  in the snippet's own locations only (nginx gives a location none of another's proxy_set_header), so a request
+  carrying a client's copy is refused (400) in the server block, before any location is chosen;
 * ``proxy_set_header X-Forwarded-For $remote_addr``: the client address, replaced, not appended to;
 * /metrics and /admin/ are not for the public: 404 at the proxy.
 
@@ -87,6 +89,8 @@ def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime,
     depth = _verify_depth(settings)
     wait = _upstream_wait(settings)
     stamp = _stamp("nginx", now, cas)
+    refusals = "".join(f'if ($http_{name.lower().replace("-", "_")} != "") {{ return 400; }}\n'
+                       for name in (header, proxy.chain_header) if name is not None)
     forward = f"""    proxy_pass {parts.scheme}://{parts.netloc};
 {verify_backend}    # The certificate as nginx received it; this replaces any {header} a client sent.
     proxy_set_header {header} $ssl_client_escaped_cert;{chain}
@@ -118,8 +122,12 @@ large_client_header_buffers 4 32k;
 location = /metrics {{ return 404; }}
 location ^~ /admin/ {{ return 404; }}
 
-# A location of your own for the broker's paths (/saml/ ...) that sets any proxy_set_header inherits none of
-# those below: repeat them there, or every login through it arrives without the certificate
+# A client's own copy of the certificate header is refused here, before any location is chosen: the
+# proxy_set_header lines below replace it only in these locations, and any other (one of your own) would pass it
+# on to the broker, which believes this proxy.
+{refusals}
+# A location of your own for the broker's paths (/saml/ ...) inherits none of the proxy_set_header below (they
+# are this location's): repeat them there, or every login through it arrives without the certificate
 # (`broker readiness --login` asks below /saml/idp/ and shows it).
 location / {{
 {forward}}}

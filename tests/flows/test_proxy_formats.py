@@ -372,7 +372,7 @@ def test_proxy_config_refuses_a_path_the_proxys_configuration_cannot_hold(config
 
 def test_nginx_clears_a_chain_header_it_cannot_fill(config_dir: Path, tmp_path: Path, demo_material: Any) -> None:
     """nginx has no variable for the client's chain: with chain_header configured, the snippet only removes a
-    client's copy (an empty value), and still passes nginx -t."""
+    client's copy (an empty value; a request carrying one is refused), and still passes nginx -t."""
     path = config_dir / "broker.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["client_certificate"]["proxy"]["chain_header"] = "X-SSL-Client-Chain"
@@ -380,7 +380,10 @@ def test_nginx_clears_a_chain_header_it_cannot_fill(config_dir: Path, tmp_path: 
     out = tmp_path / "out"
     result = broker("proxy-config", "nginx", "--config", str(config_dir), "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert 'proxy_set_header X-SSL-Client-Chain "";' in (out / "broker-client-auth.conf").read_text()
+    snippet = (out / "broker-client-auth.conf").read_text()
+    assert 'proxy_set_header X-SSL-Client-Chain "";' in snippet
+    # and refused in the server block, as the certificate header is, whatever location the request would reach
+    assert 'if ($http_x_ssl_client_chain != "") { return 400; }' in snippet
     tls = Path(demo_material.tls)
     checked = Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
                     server_body=f"include {out / 'broker-client-auth.conf'};").check()
