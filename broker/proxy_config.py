@@ -248,7 +248,8 @@ def haproxy(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime
     key in one PEM file) and ``ca-file`` (the bundle: the CA names advertised); ``verify optional`` with
     ``ca-ignore-err all crt-ignore-err all`` asks every client and lets every certificate through, as
     nginx's ``optional_no_ca`` does. The header is deleted before it is set, so a client's copy never
-    passes, and set only when the client used a certificate.
+    passes, and set only when the client used a certificate; both in the backend, so that they hold for any
+    frontend that routes to it, not only the generated one.
     """
     proxy = _proxy_settings(settings, "haproxy")
     netloc = _upstream(upstream).netloc
@@ -287,14 +288,15 @@ frontend broker_https
     # Operators' endpoints are not for the public: 404 for any spelling of them (percent-escapes, dot
     # segments, doubled slashes), judged on the decoded path.
     http-request deny deny_status 404 if {{ path,url_dec -m reg -i (^|/)(metrics|admin)(/|$) }}
-
-    # The certificate as HAProxy received it; a client's own {" or ".join(headers)} never passes.
-{removals}{setters}    http-request set-header X-Forwarded-For %[src]
     http-request set-header X-Forwarded-Proto https
     default_backend broker
 
 backend broker
     mode http
+    # The certificate as HAProxy received it; a client's own {" or ".join(headers)} never passes. Here in the
+    # backend, so that this holds for every frontend that routes to the broker (one of your own, say, that
+    # serves several sites on port 443 and picks this backend by host name).
+{removals}{setters}    http-request set-header X-Forwarded-For %[src]
     timeout connect 5s
     # as long as a login may take (revocation sources asked in turn), so the user gets the broker's answer
     timeout server {_upstream_wait(settings)}s

@@ -388,3 +388,57 @@ def test_nginx_clears_a_chain_header_it_cannot_fill(config_dir: Path, tmp_path: 
     checked = Nginx(tmp_path / "nginx", certificate=tls / "server.pem", key=tls / "server.key",
                     server_body=f"include {out / 'broker-client-auth.conf'};").check()
     assert checked.returncode == 0, checked.stderr
+
+
+def test_haproxy_clears_a_forged_header_whatever_frontend_routes_to_the_broker(
+        tmp_path: Path, demo_material: Any, redis_url: str) -> None:
+    """A HAProxy that already serves other sites routes to the generated backend from a frontend of its own (one
+    port 443, a use_backend by host name). The generated rules that remove a client's copy of the certificate
+    headers belong to the backend, so that they hold for every frontend that sends requests to the broker: a
+    forged header through another frontend reached the broker, which believes HAProxy."""
+    config = tmp_path / "config"
+    shutil.copytree(demo_material.config, config)
+    prefix = f"test:{secrets.token_hex(6)}:"
+    path = config / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"].update({"trusted_networks": ["127.0.0.1/32"], "format": "haproxy_base64_der",
+                                                "header": "X-SSL-Client-Cert", "chain_header": "X-SSL-Client-Chain"})
+    data["redis"] = {"url": redis_url, "key_prefix": prefix}
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    serve = BrokerServe(config, tmp_path / "serve", redis_url=redis_url, workers=1)
+    out = tmp_path / "proxy"
+    tls = Path(demo_material.tls)
+    port, other = free_port(), free_port()
+    crt = HAProxy.combined_pem(tls / "server.pem", tls / "server.key", tmp_path / "server-with-key.pem")
+    written = broker("proxy-config", "haproxy", "--config", str(config), "--out", str(out), "--upstream", serve.url,
+                     "--bind", f"127.0.0.1:{port}", "--certificate", str(crt))
+    assert written.returncode == 0, written.stdout + written.stderr
+    generated = out / "broker-haproxy.cfg"
+    generated.write_text(generated.read_text() + f"""
+frontend operators_own
+    mode http
+    bind 127.0.0.1:{other}
+    default_backend broker
+""")
+    anna = x509.load_pem_x509_certificate((Path(demo_material.users) / "anna.pem").read_bytes())
+    issuing = x509.load_pem_x509_certificate((config / "certs" / "kommun-a" / "issuing-ca.pem").read_bytes())
+    value, chain_value = headers_for("haproxy_base64_der", anna, (issuing,))
+    assert value is not None
+    assert chain_value is not None
+    try:
+        with serve, HAProxy(tmp_path / "haproxy", generated, port):
+            for name in ("X-SSL-Client-Cert", "x-ssl-client-cert"):
+                for headers in ({name: value, "X-SSL-Client-Chain": chain_value}, {name: value},
+                                {"X-SSL-Client-Chain": chain_value}):
+                    # a chain header left in place would arrive without its certificate: refused, no JSON
+                    response = requests.get(f"http://127.0.0.1:{other}/diagnose?format=json", timeout=15,
+                                            headers=headers)
+                    assert response.status_code == 200, response.text
+                    verdict = response.json()
+                    assert (verdict["certificate"], verdict["municipality"]) == (False, None)
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
