@@ -56,9 +56,13 @@ class CertificateStep:
                                       detail=exc.detail, client_address=client_address))
             raise
         if presented.untrusted_header:
+            # the proxy's headers this peer sent (the chain header may come alone)
+            sources = d.certificate_sources
+            sent = [name for name, value in ((sources.header, header_value), (sources.chain_header, chain_value))
+                    if name is not None and value is not None]
             d.audit.record(AuditEvent(
                 "proxy_header_untrusted", "failure", correlation_id, reason="proxy_header_untrusted",
-                detail=f"header {d.certificate_sources.header} from {remote_addr} ignored",
+                detail=f"header{'s' if len(sent) > 1 else ''} {' and '.join(sent)} from {remote_addr} ignored",
                 client_address=remote_addr))
         return presented
 

@@ -160,6 +160,29 @@ def test_header_from_untrusted_peer_is_ignored_and_audited(config_dir: Path, use
     assert [e["reason"] for e in refused] == ["certificate_missing"]
 
 
+@pytest.mark.parametrize(("sent", "named"), [
+    pytest.param((HEADER,), "header X-SSL-Client-Cert", id="certificate-header"),
+    pytest.param(("X-SSL-Client-Chain",), "header X-SSL-Client-Chain", id="chain-header-alone"),
+    pytest.param((HEADER, "X-SSL-Client-Chain"), "headers X-SSL-Client-Cert and X-SSL-Client-Chain", id="both"),
+])
+def test_the_untrusted_record_names_the_headers_that_arrived(config_dir: Path, users: Path, demo_material: Any,
+                                                             make_app: Callable[[], Flask], sent: tuple[str, ...],
+                                                             named: str) -> None:
+    """The record of an ignored header says which of the proxy's headers the peer sent: a chain header alone was
+    recorded under the certificate header's name, which it had not sent."""
+    def edit(data: dict[str, Any]) -> None:
+        trust_proxy(["127.0.0.1/32"])(data)
+        data["client_certificate"]["proxy"]["chain_header"] = "X-SSL-Client-Chain"
+    edit_broker_yaml(config_dir, edit)
+    app = make_app()
+    sp = sp_of(app, demo_material)
+    pem = escaped((users / "anna.pem").read_text())
+    with browsing(app, remote_addr=STRANGER, headers=dict.fromkeys(sent, pem)) as browser:
+        response = browser.get(sp.login_url())
+    untrusted = [e for e in events_of(config_dir, refid(response)) if e["event"] == "proxy_header_untrusted"]
+    assert [e["detail"] for e in untrusted] == [f"{named} from {STRANGER} ignored"]
+
+
 def test_header_is_ignored_by_default_even_from_loopback(config_dir: Path, users: Path, demo_material: Any,
                                                          make_app: Callable[[], Flask]) -> None:
     # config/example: trusted_networks: [] -- nothing is trusted until the operator says so
