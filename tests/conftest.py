@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.factories.redis_server import RedisServer
+from tests.factories.redis_server import RedisServer, forget_keys
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "config" / "example"
@@ -72,10 +72,7 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
     """A key prefix of this test's own; its keys are removed afterwards."""
     prefix = f"test:{secrets.token_hex(6)}:"
     yield prefix
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
+    forget_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -61,3 +61,14 @@ class RedisServer:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+def forget_keys(redis_url: str, prefix: str) -> None:
+    """Remove every key under ``prefix`` (a test's or a stack's own) from the Redis at ``redis_url``."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

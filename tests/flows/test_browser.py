@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 import yaml
 from cryptography import x509
@@ -53,7 +52,7 @@ from tests.factories.browser import VIEWPORT, AutoSelectPolicy, Chromium, NssHom
 from tests.factories.cli import broker_cli
 from tests.factories.demo_sp_server import DemoSpServer
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
+from tests.factories.redis_server import forget_keys, free_port
 from tests.factories.serve import BrokerServe
 
 pytestmark = pytest.mark.slow
@@ -141,7 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     nss = NssHome.create(root / "home", pkcs12=layout.users / "anna.p12", password=P12_PASSWORD.decode(),
                          trusted_ca=layout.tls / "ca.pem", ca_nickname="Broker Demo TLS CA")
     with contextlib.ExitStack() as stack:
-        stack.callback(_forget_redis_keys, redis_url, prefix)
+        stack.callback(forget_keys, redis_url, prefix)
         stack.enter_context(serve)
         idp_metadata = requests.get(serve.url + "/saml/idp/metadata", timeout=10)
         idp_metadata.raise_for_status()
@@ -151,14 +150,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         sp_server = stack.enter_context(DemoSpServer(sp))
         stack.enter_context(AutoSelectPolicy(origin, KOMMUN_A_ISSUER))
         yield BrowserStack(root, layout, port, serve, sp_server, nss, proxy_all, proxy_without_a)
-
-
-def _forget_redis_keys(redis_url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 import yaml
 from saml2 import BINDING_HTTP_REDIRECT
@@ -56,7 +55,7 @@ from tests.factories.cli import broker_cli as broker
 from tests.factories.deploy import nginx_conf_on_loopback
 from tests.factories.https_client import Card, HttpsBrowser, at, discovery_form, reason, retry_link, saml_response
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
+from tests.factories.redis_server import forget_keys, free_port
 from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe, serving_from_config
 
@@ -149,11 +148,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, demo_material: Any, redis_
                 stack.enter_context(instance.door)
             yield Cluster(config, Path(demo_material.users), tls, Path(demo_material.root), *instances)
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        forget_keys(redis_url, prefix)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import redis
 import requests
 import yaml
 from cryptography import x509
@@ -40,7 +39,7 @@ from tests.factories.authnrequests import AuthnRequests, sp_accepts
 from tests.factories.cli import broker_cli as broker
 from tests.factories.https_client import saml_response_in
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
+from tests.factories.redis_server import forget_keys, free_port
 from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
@@ -123,11 +122,7 @@ def running_stack(root: Path, demo_material: Any, redis_url: str, *, trusted: st
         with serve, nginx:
             yield Stack(config, out, Path(demo_material.users), tls, serve, nginx, token, redis_url)
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        forget_keys(redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

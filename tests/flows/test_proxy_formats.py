@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 import yaml
 from cryptography import x509
@@ -45,7 +44,7 @@ from tests.factories.cli import broker_cli as broker
 from tests.factories.nginx import Nginx
 from tests.factories.proxies import Apache, ForegroundProxy, HAProxy
 from tests.factories.proxy_headers import headers_for
-from tests.factories.redis_server import free_port
+from tests.factories.redis_server import forget_keys, free_port
 from tests.factories.serve import BrokerServe
 
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
@@ -161,11 +160,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             yield Stack(setup, config, out, Path(demo_material.users), tls, serve, proxy,
                         config / "certs" / "kommun-a" / "issuing-ca.pem")
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        forget_keys(redis_url, prefix)
 
 
 # --- the generated configuration ------------------------------------------------------------------------------
@@ -437,8 +432,4 @@ frontend operators_own
                     verdict = response.json()
                     assert (verdict["certificate"], verdict["municipality"]) == (False, None)
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        forget_keys(redis_url, prefix)
