@@ -156,8 +156,10 @@ class HttpFetcher:
             _watching.current = watchdog
             try:
                 data = self._fetch(method, url, body, headers, limits)
-            except FetchError:
-                if not watchdog.expired:
+            except FetchError as exc:
+                # a read whose own timeout (the time left) ran out at the deadline, a moment before the watchdog
+                # noticed it, is the same event: reported as the deadline
+                if not (watchdog.expired or (exc.timeout and watchdog.remaining() <= 0)):
                     raise
                 data = None
             finally:

@@ -85,6 +85,19 @@ def test_a_trickling_peer_is_cut_off_at_the_total_deadline(peer: Peer, method: s
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_read_timing_out_at_the_deadline_before_the_watchdog_fires_is_reported_as_the_deadline(
+        method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The read's own timeout is the time left, so on a loaded machine it can run out a moment before the
+    watchdog's timer thread gets to run: the fetch still ran out of its total time, and says so."""
+    monkeypatch.setattr(deadline_module.SocketDeadline, "_expire", lambda _self: None)  # a watchdog that is late
+    # connections to it complete in its backlog, and nothing ever answers
+    with socket.create_server(("127.0.0.1", 0)) as silent, pytest.raises(FetchError) as caught:
+        _fetch(HttpFetcher(), method, silent.getsockname()[1])
+    assert caught.value.timeout
+    assert f"timed out (no complete answer within {LIMITS.total_timeout:g} s)" in str(caught.value)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("peer", [pytest.param(None, id="prompt-peer")], indirect=True)
 def test_a_prompt_answer_and_a_kept_alive_connection_are_unaffected(peer: Peer, method: str) -> None:
     fetcher = HttpFetcher()
