@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 
 HANDLER_SOCKET_TIMEOUT = 5.0  # a client that connects and never sends cannot hold stop() up longer than this
 

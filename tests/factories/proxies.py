@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories.lifecycle import Service, end_process
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 
 
 def binary(name: str, package: str) -> str:

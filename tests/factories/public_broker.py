@@ -31,7 +31,7 @@ from tests.factories.authnrequests import NS
 from tests.factories.cli import broker_cli
 from tests.factories.https_client import Card, HttpsBrowser, page, reason
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 from tests.factories.serve import BrokerServe
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import subprocess
 from functools import partial
 from pathlib import Path
@@ -17,6 +16,7 @@ import redis
 from broker.config.redis_schema import ClusterConfig, HostPort, RedisConfig
 from broker.config.values import Duration, SecretFile
 from tests.factories.lifecycle import Service
+from tests.factories.ports import free_port
 from tests.factories.redis_sentinel import (
     INSTALL_HINT,
     Node,
@@ -29,18 +29,11 @@ from tests.factories.redis_sentinel import (
 
 
 def free_cluster_port(taken: frozenset[int] | set[int] = frozenset()) -> int:
-    """A free port p whose cluster-bus port p + 10000 is free as well (and below 65536), neither of them among
-    ``taken`` (the ports of nodes started a moment ago, which may not be listening yet)."""
+    """A free port p whose cluster-bus port p + 10000 is free as well, neither of them among ``taken`` (the ports
+    of nodes started a moment ago, which may not be listening yet)."""
     for _ in range(200):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            if port + 10000 > 65535 or {port, port + 10000} & set(taken):
-                continue
-            try:
-                b.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
+        port = free_port((10_000,))
+        if not {port, port + 10_000} & set(taken):
             return port
     raise RuntimeError("no free port pair for a cluster node")
 

@@ -32,7 +32,7 @@ from broker.demo.certificates import CLIENT_AUTH, SERVER_AUTH, CertificateAuthor
 from broker.errors import SessionStoreUnavailable
 from broker.session.store import RedisStore
 from tests.factories.lifecycle import Service
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 
 INSTALL_HINT = "sudo apt-get install -y redis-server"
 

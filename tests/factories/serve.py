@@ -21,7 +21,7 @@ import requests
 import yaml
 
 from tests.factories.lifecycle import Service, end_process
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 
 
 class BrokerServe(Service):

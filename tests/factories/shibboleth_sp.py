@@ -42,7 +42,7 @@ import pytest
 import requests
 
 from tests.factories.lifecycle import Service, end_process
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 
 PACKAGES = "apache2 libapache2-mod-shib shibboleth-sp-utils"
 MODULES_DIR = Path("/usr/lib/apache2/modules")

@@ -48,7 +48,7 @@ import requests
 from tests.factories.lifecycle import Service, end_process
 from tests.factories.metadata import SigningKey
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 
 # php-cgi satisfies the ``php`` package's need for a server API (php8.2 depends on libapache2-mod-php8.2 | php8.2-fpm
 # | php8.2-cgi: unnamed, apt takes mod_php and switches the system's Apache to prefork); php-xml brings DOM, which

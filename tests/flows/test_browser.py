@@ -52,7 +52,8 @@ from tests.factories.browser import VIEWPORT, AutoSelectPolicy, Chromium, NssHom
 from tests.factories.cli import broker_cli
 from tests.factories.demo_sp_server import DemoSpServer
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import forget_keys, free_port
+from tests.factories.ports import free_port
+from tests.factories.redis_server import forget_keys
 from tests.factories.serve import BrokerServe
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ from broker.config.loader import load_settings
 from broker.demo.server import build_server
 from broker.pki.tls import read_client_ca_list
 from tests.conftest import EXAMPLE
-from tests.factories.redis_server import free_port_pair
+from tests.factories.ports import free_port_pair
 
 
 def test_demo_check_passes_for_every_user(tmp_path: Path) -> None:

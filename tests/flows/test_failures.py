@@ -43,7 +43,8 @@ from broker.demo.sp import DemoSp
 from broker.errors import ConfigError
 from broker.session.store import KeyValueStore, RedisStore
 from tests.conftest import REPO
-from tests.factories.redis_server import RedisServer, free_port
+from tests.factories.ports import free_port
+from tests.factories.redis_server import RedisServer
 from tests.factories.saml import BASE_URL, Browser, forms, make_sp, saml_response_form
 from tests.flows.conftest import audit_lines
 

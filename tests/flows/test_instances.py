@@ -55,7 +55,8 @@ from tests.factories.cli import broker_cli as broker
 from tests.factories.deploy import nginx_conf_on_loopback
 from tests.factories.https_client import Card, HttpsBrowser, at, discovery_form, reason, retry_link, saml_response
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import forget_keys, free_port
+from tests.factories.ports import free_port
+from tests.factories.redis_server import forget_keys
 from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe, serving_from_config
 

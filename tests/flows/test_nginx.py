@@ -39,7 +39,8 @@ from tests.factories.authnrequests import AuthnRequests, sp_accepts
 from tests.factories.cli import broker_cli as broker
 from tests.factories.https_client import saml_response_in
 from tests.factories.nginx import Nginx
-from tests.factories.redis_server import forget_keys, free_port
+from tests.factories.ports import free_port
+from tests.factories.redis_server import forget_keys
 from tests.factories.saml import BASE_URL, make_sp
 from tests.factories.serve import BrokerServe
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint

@@ -37,7 +37,7 @@ from broker.session.store import RedisStore
 from broker.web import admin as admin_module
 from tests.factories.authnrequests import AuthnRequests, assert_refused, login, open_browser, posted_response
 from tests.factories.ocsp_responder import OcspResponder
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 from tests.factories.revocation import demo_cas, set_revocation
 from tests.factories.saml import Browser, make_sp
 from tests.flows.conftest import audit_lines

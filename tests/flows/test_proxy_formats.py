@@ -42,9 +42,10 @@ from broker.pki.tls import probe_endpoint
 from broker.slow_clients import longest_request_seconds
 from tests.factories.cli import broker_cli as broker
 from tests.factories.nginx import Nginx
+from tests.factories.ports import free_port
 from tests.factories.proxies import Apache, ForegroundProxy, HAProxy
 from tests.factories.proxy_headers import headers_for
-from tests.factories.redis_server import forget_keys, free_port
+from tests.factories.redis_server import forget_keys
 from tests.factories.serve import BrokerServe
 
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"

@@ -36,7 +36,7 @@ from broker.readiness.synthetic import synthetic_login
 from tests.conftest import EXAMPLE
 from tests.factories.loopback_peer import LoopbackPeer
 from tests.factories.metadata import closed_port_https_url
-from tests.factories.redis_server import free_port
+from tests.factories.ports import free_port
 from tests.factories.tls_servers import ServerIdentity, TlsEndpoint
 from tests.flows.conftest import audit_lines
 from tests.unit.readiness.configs import edit_municipality, now_utc, only, section, set_readiness, statuses

@@ -21,7 +21,8 @@ from broker.readiness.model import Section
 from broker.readiness.runner import ReadinessOptions, run
 from broker.session.redis_client import Connector, RedisClient
 from broker.session.store import RedisStore
-from tests.factories.redis_server import RedisServer, free_port
+from tests.factories.ports import free_port
+from tests.factories.redis_server import RedisServer
 from tests.unit.readiness.configs import DAY, load, now_utc, only, set_readiness
 
 NOW = now_utc()

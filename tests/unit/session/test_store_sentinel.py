@@ -20,6 +20,7 @@ from broker.config.values import SecretFile
 from broker.errors import SessionStoreUnavailable
 from broker.session.redis_client import CLIENT_NAME, from_config, single_server
 from broker.session.store import RedisStore
+from tests.factories.ports import free_port
 from tests.factories.redis_sentinel import (
     RedisTls,
     SentinelGroup,
@@ -27,7 +28,6 @@ from tests.factories.redis_sentinel import (
     sentinel_config,
     tls_config,
 )
-from tests.factories.redis_server import free_port
 
 FAILOVER_BOUND = 15.0  # seconds from a killed primary to a store that works again (measured: about 3 s)
 CALL_BOUND = 1.5  # seconds one store call may take while no primary is reachable (loopback: refused at once)

@@ -1,0 +1,57 @@
+"""Loopback ports for the servers a test starts itself (Redis, gunicorn, nginx, HAProxy, peers).
+
+A port found by binding port 0 and closing the socket stays free only until somebody else binds it, and the
+server it is meant for binds it a moment later. Two test processes running at once (pytest-xdist workers) could
+be handed the same port in that window, and the kernel hands the same range out as the local ports of outgoing
+connections. So each test process takes its ports in turn from a block of its own, below the kernel's ephemeral
+range (32768 and up on Linux): no other worker chooses from that block, no outgoing connection is given a port
+from it, and within the process a port is not handed out again until the block wraps around.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+
+FIRST = 10_000
+BLOCK = 1_000  # ports per test process: ten processes fit below 20000, their +10000 companions below 30000
+BLOCKS = 10
+
+_turns = itertools.count()  # this process's place in its block
+
+
+def _block_start() -> int:
+    """The first port of this process's block: by the xdist worker number (gw0, gw1, ...); 0 outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return FIRST + (index % BLOCKS) * BLOCK
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(companions: tuple[int, ...] = ()) -> int:
+    """A free port p of this process's block such that p + c is free too for each offset c in ``companions``
+    (the demo serves revocation data on p + 1, a Redis Cluster node its bus on p + 10000). Companions inside the
+    block are skipped over, so that the next call does not hand them out."""
+    start = _block_start()
+    skip = 1 + max((c for c in companions if c < BLOCK), default=0)
+    for _ in range(BLOCK):
+        port = start + next(_turns) % BLOCK
+        for _companion in range(skip - 1):
+            next(_turns)
+        if port + skip - 1 < start + BLOCK and all(_bindable(port + c) for c in (0, *companions)):
+            return port
+    raise RuntimeError(f"no free port in {start}-{start + BLOCK - 1} on 127.0.0.1")
+
+
+def free_port_pair() -> int:
+    """A port p such that p and p + 1 are both free (the demo serves revocation data on p + 1)."""
+    return free_port((1,))
