@@ -43,7 +43,10 @@ def satisfies(loa: Loa, requested: tuple[str, ...], comparison: str) -> bool:
     ``exact``: the issued ClassRef is one of those requested. The ordered
     comparisons use the ranks of the requested LoAs the broker knows:
     ``minimum``: at least as strong as one of them; ``better``: stronger than
-    all of them; ``maximum``: no stronger than one of them.
+    all of them; ``maximum``: no stronger than one of them. A ClassRef the
+    broker does not know has no rank: it meets no ``minimum`` or ``maximum``
+    by itself, and ``better`` is not met beside it (the broker cannot deem
+    its level stronger than a context it cannot rank).
     """
     if not requested:
         return True
@@ -55,7 +58,7 @@ def satisfies(loa: Loa, requested: tuple[str, ...], comparison: str) -> bool:
     if comparison == "minimum":
         return loa.rank >= min(ranks)
     if comparison == "better":
-        return loa.rank > max(ranks)
+        return len(ranks) == len(requested) and loa.rank > max(ranks)
     return loa.rank <= max(ranks)  # maximum
 
 

@@ -472,9 +472,33 @@ def test_exact_loa4_gets_no_authn_context_for_a_loa3_card(browser: Browser, sp: 
 
 
 @pytest.mark.parametrize(("comparison", "requested"), [
+    pytest.param("better", [LOA3], id="better-than-loa3"),
+    pytest.param("maximum", [LOA2], id="maximum-loa2"),
+    pytest.param("minimum", [LOA4, "urn:example:loa:unknown"], id="minimum-loa4-or-an-unknown-one"),
+    # SAML Core §3.3.2.2.1: stronger than the contexts named, which a ClassRef the broker cannot rank is among
+    pytest.param("better", ["urn:example:loa:unknown", LOA2], id="better-than-loa2-and-an-unknown-one"),
+    pytest.param("better", ["urn:oasis:names:tc:SAML:2.0:ac:classes:Smartcard", LOA2],
+                 id="better-than-loa2-and-a-smartcard"),
+])
+def test_requested_context_not_met_by_a_loa3_card_gets_no_authn_context(
+        browser: Browser, sp: DemoSp, craft: AuthnRequests, config_dir: Path, comparison: str,
+        requested: list[str]) -> None:
+    crafted = craft.build(requested_authn_context={"authn_context_class_ref": requested, "comparison": comparison})
+    posted = error_response(browser.get(craft.redirect(crafted)), sp, crafted.request_id)
+    assert posted.status == ("urn:oasis:names:tc:SAML:2.0:status:Responder",
+                             "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext")
+    refused = [e for e in audit_lines(config_dir) if e["event"] == "login_refused"]
+    assert [e["reason"] for e in refused] == ["authn_context_unsupported"]
+
+
+@pytest.mark.parametrize(("comparison", "requested"), [
     pytest.param("minimum", [LOA2], id="minimum-loa2"),
+    pytest.param("minimum", ["urn:example:loa:unknown", LOA2], id="minimum-an-unknown-one-or-loa2"),
     pytest.param("exact", [LOA3], id="exact-loa3"),
     pytest.param("exact", [LOA2, LOA3], id="exact-loa2-or-loa3"),
+    pytest.param("better", [LOA2], id="better-than-loa2"),
+    pytest.param("maximum", [LOA4], id="maximum-loa4"),
+    pytest.param("maximum", [LOA2, LOA4], id="maximum-loa2-or-loa4"),
 ])
 def test_requested_context_met_by_a_loa3_card(browser: Browser, sp: DemoSp, craft: AuthnRequests, comparison: str,
                                               requested: list[str]) -> None:
