@@ -31,6 +31,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -101,7 +102,13 @@ class NssHome:
 
 class AutoSelectPolicy:
     """``AutoSelectCertificateForUrls`` for ``origin``: present the certificate whose issuer's CN is
-    ``issuer_cn`` without asking. Chromium reads the file at start; it is removed when the block ends."""
+    ``issuer_cn`` without asking. Chromium reads the file at start; it is removed when the block ends.
+
+    Chromium merges the files of the policy directory, and of two that set the same policy it applies one: test
+    processes running at once (pytest-xdist workers, or two runs) take turns, each holding a lock on
+    ``LOCK`` while its file exists."""
+
+    LOCK = Path(tempfile.gettempdir()) / "broker-browser-test-policy.lock"
 
     def __init__(self, origin: str, issuer_cn: str, directory: Path = POLICY_DIR) -> None:
         self.directory = directory
@@ -110,10 +117,13 @@ class AutoSelectPolicy:
         self.document = {"AutoSelectCertificateForUrls": [json.dumps(rule)]}
 
     def __enter__(self) -> Self:
+        self._lock = self.LOCK.open("a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # released when the file is removed (or this process ends)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.document, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
+            self._lock.close()
             pytest.fail(
                 f"the browser test writes a Chromium policy (AutoSelectCertificateForUrls) to {self.directory}, "
                 f"which is not writable ({exc.strerror}). Run the tests as root, or once: "
@@ -123,6 +133,7 @@ class AutoSelectPolicy:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.path.unlink(missing_ok=True)
+        self._lock.close()
 
 
 # --- the browser -------------------------------------------------------------------------------------
