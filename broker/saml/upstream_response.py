@@ -353,6 +353,12 @@ class ResponseValidator:
         statements = assertion.findall("saml:AuthnStatement", NS)
         if not statements:
             raise _reject("upstream_assertion_invalid", "the Assertion has no AuthnStatement")
+        if len(statements) > 1:
+            # Core §2.7.2 gives several AuthnStatements no order and no combined meaning: which sign-on, at which
+            # ClassRef (LoA), AuthnInstant and SessionNotOnOrAfter, the Assertion vouches for would be the broker's
+            # guess; reading only the first would let a stronger one hide a weaker one beside it
+            raise _reject("upstream_assertion_invalid", f"{len(statements)} AuthnStatements in the Assertion; the "
+                                                        "broker accepts exactly one (Profiles §4.1.4.2)")
         statement = statements[0]
         authn_instant = _instant(statement.get("AuthnInstant"), "AuthnInstant")
         if authn_instant is None:

@@ -696,6 +696,19 @@ def _second_conditions(assertion: etree._Element) -> None:
     conditions.addnext(second)
 
 
+def _second_authn_statement(assertion: etree._Element) -> None:
+    """A second AuthnStatement after the first, of an earlier sign-on with a password: SAML Core §2.7.2 gives two
+    no order and no combined meaning, so which login, at which level, the Assertion vouches for is undecided."""
+    statement = assertion.find("saml:AuthnStatement", NS)
+    assert statement is not None
+    second = copy.deepcopy(statement)
+    second.set("AuthnInstant", instant(ISSUE_INSTANT - dt.timedelta(hours=2)))
+    class_ref = second.find("saml:AuthnContext/saml:AuthnContextClassRef", NS)
+    assert class_ref is not None
+    class_ref.text = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+    statement.addnext(second)
+
+
 def _inverted_window(path: str) -> Callable[[etree._Element], None]:
     """The element at ``path`` valid from 30 s after now until 20 s after now: NotBefore not earlier than
     NotOnOrAfter (SAML Core §2.5.1.2, §2.4.1.2), so valid at no instant, though each bound alone is within the
@@ -872,6 +885,10 @@ CASE_LIST: tuple[Case, ...] = (
          "validly signed with a second <Conditions> (another SP's audience, a NotOnOrAfter past): the Assertion "
          "holds at most one (SAML Core §2.3.3)", _bytes(_signed_changed(_second_conditions)),
          {"detail": "Conditions"}),
+    Case("two_authn_statements.xml", "upstream_assertion_invalid",
+         "validly signed with two <AuthnStatement>s, the broker's X509 ClassRef and, after it, a password sign-on "
+         "two hours earlier: which authentication (and level) the Assertion vouches for is ambiguous",
+         _bytes(_signed_changed(_second_authn_statement)), {"detail": "AuthnStatement"}),
     Case("conditions_window_inverted.xml", "upstream_assertion_invalid",
          "validly signed, Conditions NotBefore 30 s after now and NotOnOrAfter 20 s after now: valid at no instant "
          "(SAML Core §2.5.1.2), though each bound alone passes within the clock skew",
