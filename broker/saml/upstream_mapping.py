@@ -33,16 +33,23 @@ def configuration_digest(config: UpstreamIdpConfig, organization_number: str) ->
 def canonical_attributes(config: UpstreamIdpConfig,
                          upstream: Mapping[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
     """Upstream attribute names (the municipality's mapping first, then the standard URIs and their Sambi
-    aliases) to the broker's names. Names nobody maps are dropped."""
+    aliases) to the broker's names. Names nobody maps are dropped.
+
+    Each value is read without the XML white space around it (as the identity is), and a value said again, under
+    another name that maps to the same attribute (the standard URI beside its Sambi alias, as an IdP serving SPs of
+    both kinds sends it) or twice in one Attribute, is one value: a multi-valued attribute is a set of values (SAML
+    Core §2.7.3.1 gives repeats no meaning), and counted twice, one HSA-id would be refused as two."""
     mapping = {m.upstream: m.canonical for m in config.attributes}
     out: dict[str, tuple[str, ...]] = {}
     for name, values in upstream.items():
         canonical = mapping.get(name) or (BY_URI[name].name if name in BY_URI else None)
+        if canonical is None:
+            continue
         # blank values say nothing (a claim rule with nothing to fill in): dropped, so that neither a required
         # attribute nor the first value released can be one
-        present = tuple(v for v in values if v.strip(IDENTITY_SPACE))
-        if canonical is not None and present:
-            out[canonical] = out.get(canonical, ()) + present
+        present = tuple(trimmed for v in values if (trimmed := v.strip(IDENTITY_SPACE)))
+        if present:
+            out[canonical] = tuple(dict.fromkeys(out.get(canonical, ()) + present))  # in order sent, once each
     return out
 
 
