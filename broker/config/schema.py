@@ -703,7 +703,8 @@ class UpstreamMetadataConfig:
         default=(), metadata=doc("certificates that may sign the metadata at url (required with url; RSA >= 2048 "
                                  "bits or ECDSA P-256+)"))
     refresh_interval: Duration = field(default=Duration(6 * 3600), metadata=doc(
-        "how often url is fetched (sooner when the metadata's cacheDuration is shorter, though not under 5m)"))
+        "how often url is fetched (sooner when the metadata's cacheDuration is shorter, though not under 5m, and "
+        "when three quarters of the time to its validUntil have passed)"))
     timeout: Duration = field(default=Duration(10), metadata=doc("total time for one fetch"))
     max_bytes: int = field(default=5 * 1024 * 1024, metadata=doc("largest metadata accepted", min=1024,
                                                                                         max=MAX_DOWNLOAD_BYTES))

@@ -32,6 +32,10 @@ MIN_CACHE_DURATION = dt.timedelta(minutes=5)
 # a request that finds no copy of an IdP's metadata fetches it on its own path, but not within this long of a fetch
 # that failed (the background schedule goes on): as a responder that just failed is not asked again for 10 s
 ON_DEMAND_RETRY_AFTER = dt.timedelta(seconds=10)
+# a copy with a validUntil is fetched again once this share of the time from its fetch to its validUntil has passed
+# (the delay factor of Shibboleth's metadata providers): early enough to replace it before it expires, and again
+# sooner after each fetch that brought the same copy back
+VALIDITY_REFRESH_FACTOR = 0.75
 
 
 @dataclass
@@ -207,16 +211,24 @@ class UpstreamMetadata:
 
     @staticmethod
     def refresh_due(state: MetadataState) -> dt.timedelta:
-        """How long after its fetch the copy held is fetched again: ``refresh_interval``, or the copy's cacheDuration
-        when that is shorter (SAML Metadata §2.3.1: the longest a consumer should cache it; errata E94: past it the
-        copy is stale, still usable until its validUntil), though not under :data:`MIN_CACHE_DURATION`."""
+        """How long after its fetch the copy held is fetched again: ``refresh_interval``, or sooner when
+
+        * the copy's cacheDuration is shorter (SAML Metadata §2.3.1: the longest a consumer should cache it; errata
+          E94: past it the copy is stale, still usable until its validUntil), though not under
+          :data:`MIN_CACHE_DURATION`;
+        * its validUntil comes first: past it the copy is no longer usable (§2.3.1), so it is fetched again when
+          :data:`VALIDITY_REFRESH_FACTOR` of the time from its fetch to its validUntil has passed. A copy that
+          expired before its next scheduled fetch left every login to the IdP refused until then, though the IdP
+          published a fresh one."""
         saml = state.municipality.config.saml
         assert saml is not None
-        interval = saml.metadata.refresh_interval.timedelta
-        cached = state.metadata.cache_duration if state.metadata is not None else None
-        if cached is None:
-            return interval
-        return min(interval, max(cached, MIN_CACHE_DURATION))
+        due = saml.metadata.refresh_interval.timedelta
+        held = state.metadata
+        if held is not None and held.cache_duration is not None:
+            due = min(due, max(held.cache_duration, MIN_CACHE_DURATION))
+        if held is not None and held.valid_until is not None and isinstance(state.fetched_at, dt.datetime):
+            due = min(due, max((held.valid_until - state.fetched_at) * VALIDITY_REFRESH_FACTOR, dt.timedelta(0)))
+        return due
 
     def refresh_all(self) -> None:
         """Fetch every URL source now (start-up, operators' tools, tests)."""

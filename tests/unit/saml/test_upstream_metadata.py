@@ -835,6 +835,36 @@ def test_the_background_loop_refreshes_when_the_metadata_cache_duration_has_pass
     assert status(upstream)["signing_keys"] == 2
 
 
+@pytest.mark.parametrize(("lifetime", "due_after"), [
+    pytest.param(4 * HOUR, 3 * HOUR, id="expires-before-the-refresh-interval"),
+    pytest.param(20 * MINUTE, 15 * MINUTE, id="valid-for-20-minutes"),
+    pytest.param(DAY, 6 * HOUR, id="expires-after-the-refresh-interval"),
+])
+def test_the_background_loop_refreshes_a_copy_before_its_valid_until_passes(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata], lifetime: dt.timedelta, due_after: dt.timedelta) -> None:
+    """SAML Metadata §2.3.1: past validUntil the copy is no longer usable, so it is fetched again before then (when
+    three quarters of its remaining validity have passed), whatever refresh_interval (6 h by default) says. A copy
+    valid for 4 h was next fetched 6 h after its fetch: for 2 h every login to the IdP was refused
+    (upstream_metadata_unavailable) though the IdP published a fresh copy all along."""
+    server.put(PATH, signed(material, valid_until=NOW + lifetime), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+    upstream.refresh_all()
+    assert server.hits[PATH] == 1
+    later = NOW + lifetime + DAY
+    server.put(PATH, signed(material, valid_until=later), CONTENT_TYPE)
+
+    clock.set(NOW + due_after - SECOND)
+    one_round(upstream)
+    assert server.hits[PATH] == 1, "not due yet"
+
+    clock.set(NOW + due_after)
+    one_round(upstream)
+    assert server.hits[PATH] == 2
+    clock.set(NOW + lifetime)
+    assert upstream.get(KOMMUN_C).valid_until == later
+
+
 @pytest.mark.parametrize("cache_duration", [
     pytest.param("1H", id="no-P"), pytest.param("PT", id="no-field"), pytest.param("-PT1H", id="negative"),
     pytest.param("P1H", id="hours-before-T"), pytest.param("PT1,5S", id="comma"),
