@@ -53,3 +53,30 @@ def test_two_different_hsa_ids_are_still_refused(config_dir: Path) -> None:
         identity_of(saml, mapped, "kommun-c", "2120003005", TODAY)
     assert refused.value.reason == "upstream_identity_invalid"
     assert "2 values" in refused.value.detail
+
+
+@pytest.mark.parametrize(("sent", "canonical"), [
+    pytest.param("http://sambi.se/attributes/1/employeeHsaId", "employeeHsaId", id="sambi-employeeHsaId"),
+    pytest.param("urn:sambi:names:attribute:employeeHsaId", "employeeHsaId", id="inera-earlier-employeeHsaId"),
+    pytest.param("http://sambi.se/attributes/1/personalIdentityNumber", "personalIdentityNumber",
+                 id="sambi-personalIdentityNumber"),
+    pytest.param("http://sambi.se/attributes/1/givenName", "givenName", id="sambi-givenName"),
+    pytest.param("http://sambi.se/attributes/1/surname", "sn", id="sambi-surname"),
+    pytest.param("http://sambi.se/attributes/1/organizationIdentifier", "organizationIdentifier",
+                 id="sambi-organizationIdentifier"),
+])
+def test_sambi_names_are_understood_without_a_mapping(config_dir: Path, sent: str, canonical: str) -> None:
+    """REFERENCE.md: aliases such as Sambi's are accepted on input, the canonical URIs emitted. Only Sambi's name of
+    employeeHsaId was known: an IdP of the Sambi federation sending its given name and surname under Sambi's names
+    had them dropped, and the login refused as upstream_attribute_missing (kommun-c requires givenName and sn)
+    unless the operator mapped each name by hand."""
+    assert canonical_attributes(_kommun_c(config_dir), {sent: ("value",)}) == {canonical: ("value",)}
+
+
+def test_a_sambi_idp_logs_in_with_its_own_names_only(config_dir: Path) -> None:
+    saml = _kommun_c(config_dir)
+    mapped = canonical_attributes(saml, {"http://sambi.se/attributes/1/employeeHsaId": (HSA_ID,),
+                                         "http://sambi.se/attributes/1/givenName": ("Karin",),
+                                         "http://sambi.se/attributes/1/surname": ("Kommunsson",)})
+    identity = identity_of(saml, mapped, "kommun-c", "2120003005", TODAY)
+    assert (identity.key, identity.given_name, identity.surname) == (HSA_ID, "Karin", "Kommunsson")
