@@ -55,7 +55,8 @@ from broker.saml.xmlenc import Decrypter
 from broker.session.rate_limit import counts_as_failure
 from broker.session.sessions import new_token
 
-NO_PASSIVE = "urn:oasis:names:tc:SAML:2.0:status:NoPassive"
+SAML_STATUS = "urn:oasis:names:tc:SAML:2.0:status:"
+NO_PASSIVE = SAML_STATUS + "NoPassive"
 NO_AUTHN_CONTEXT = "urn:oasis:names:tc:SAML:2.0:status:NoAuthnContext"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"
 
@@ -208,9 +209,11 @@ class UpstreamStep:
                 self._audit_result(ctx, municipality, sp, pending, "failure", passive.reason, detail)
                 return self._answers.refuse(passive, ctx, info, sp, municipality=municipality)
             # the IdP cannot give the context asked for (SAML Core §3.2.2.2): the SP hears NoAuthnContext too, not
-            # a plain AuthnFailed
+            # a plain AuthnFailed. Otherwise the page says what the IdP answered, in words for SAML's own codes
+            # (broker.web.i18n)
             refusal = UpstreamRejected("upstream_authn_context_insufficient" if NO_AUTHN_CONTEXT in status.codes
-                                       else "upstream_status", detail)
+                                       else "upstream_status", detail,
+                                       params={"idp_status": _status_name(status.codes)})
             # not counted against the failed-login limits: the IdP limits attempts at its own login, and users
             # cancelling there behind one office address would otherwise lock that address out (certificate
             # logins included)
@@ -450,6 +453,15 @@ class UpstreamStep:
         if info is None or sp is None:
             return LoginFailed(exc, ctx.correlation_id, municipality=municipality)
         return self._answers.refuse(exc, ctx, info, sp, municipality=municipality)
+
+
+def _status_name(codes: tuple[str, ...]) -> str:
+    """The most specific of the IdP's status codes that is one of SAML's (SAML Core §3.2.2.2), by its local name
+    (``RequestDenied``), for the user's page to put into words; "" when none is."""
+    for code in reversed(codes):
+        if code.startswith(SAML_STATUS) and code[len(SAML_STATUS):].isalpha():
+            return code[len(SAML_STATUS):]
+    return ""
 
 
 def _digest(binding: str) -> str:

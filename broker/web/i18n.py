@@ -170,7 +170,7 @@ _SV: dict[str, Explanation] = {
         "Försök igen om en stund. Kvarstår felet: kontakta din kommuns IT-support och uppge referensnumret."),
     "upstream_status": _E(
         "Inloggningen hos kommunen misslyckades",
-        "Din kommuns inloggning avbröts eller nekades.",
+        "{idp_status}",
         "Försök igen. Kvarstår felet: kontakta din kommuns IT-support och uppge referensnumret."),
     "upstream_attribute_missing": _E(
         "Uppgifter saknas från din kommun",
@@ -391,7 +391,7 @@ _EN: dict[str, Explanation] = {
         "Try again in a while. If it persists, contact your municipality's IT support with the reference number."),
     "upstream_status": _E(
         "The login at your municipality failed",
-        "Your municipality's login was cancelled or refused.",
+        "{idp_status}",
         "Try again. If it persists, contact your municipality's IT support and give the reference number."),
     "upstream_attribute_missing": _E(
         "Information missing from your municipality",
@@ -607,6 +607,27 @@ UI: Final = {
 }
 
 
+# Parameters whose value is a code the page puts into words in the reader's language: the IdP's error status
+# (upstream_status), named by its SAML status code's local name (SAML Core §3.2.2.2). Any other value (a code of the
+# IdP's own, none) gets the general words under "": what an IdP, or anyone posting to the ACS, wrote is never shown.
+_WORDED: Final[dict[str, dict[str, dict[str, str]]]] = {
+    "sv": {"idp_status": {
+        "AuthnFailed": "Inloggningen hos din kommun misslyckades.",
+        "RequestDenied": "Din kommun nekade inloggningen.",
+        "NoPassive": "Din kommun kunde inte logga in dig utan att fråga dig.",
+        "UnknownPrincipal": "Din kommun känner inte igen användaren.",
+        "": "Din kommuns inloggning avbröts eller nekades.",
+    }},
+    "en": {"idp_status": {
+        "AuthnFailed": "The sign-in at your municipality failed.",
+        "RequestDenied": "Your municipality refused the login.",
+        "NoPassive": "Your municipality could not log you in without asking you.",
+        "UnknownPrincipal": "Your municipality does not recognise the user.",
+        "": "Your municipality's login was cancelled or refused.",
+    }},
+}
+
+
 class _Params(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return "-"
@@ -618,6 +639,8 @@ def explain(code: str, family: str, lang: str, params: dict[str, str]) -> Explan
     fallback = _UPSTREAM if family == "upstream" else _PROTOCOL
     base = catalog.get(code) or fallback.get(lang, fallback[DEFAULT_LANGUAGE])
     values = _Params(params)
+    for name, words in _WORDED.get(lang, _WORDED[DEFAULT_LANGUAGE]).items():
+        values[name] = words.get(params.get(name, ""), words[""])
     return Explanation(base.title.format_map(values), base.what.format_map(values), base.todo.format_map(values))
 
 

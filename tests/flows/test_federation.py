@@ -549,6 +549,37 @@ def test_the_idps_no_authn_context_reaches_the_sp_as_such(browser: Browser, sp: 
     assert "NoAuthnContext" in str(result["detail"])
 
 
+_ST = "urn:oasis:names:tc:SAML:2.0:status:"
+
+
+@pytest.mark.parametrize(("second_level", "words"), [
+    pytest.param("AuthnFailed", "Inloggningen hos din kommun misslyckades.", id="authn-failed"),
+    pytest.param("RequestDenied", "Din kommun nekade inloggningen.", id="request-denied"),
+    pytest.param("NoPassive", "Din kommun kunde inte logga in dig utan att fråga dig.", id="no-passive-unasked"),
+    pytest.param("UnknownPrincipal", "Din kommun känner inte igen användaren.", id="unknown-principal"),
+    pytest.param("urn:example:idp:LockedOut", "Din kommuns inloggning avbröts eller nekades.",
+                 id="the-idps-own-code"),
+])
+def test_the_idps_error_status_is_told_to_the_user_in_words(
+        browser: Browser, sp: DemoSp, idp: DemoIdp, config_dir: Path, second_level: str, words: str) -> None:
+    """Responder with a second-level code (SAML Core §3.2.2.2): the page says what the IdP answered, not only that
+    the login was "cancelled or refused"; the audit trail keeps the codes and the IdP's message. A code of the
+    IdP's own is not shown as it came (anyone can post a status), nor its message: the general words are."""
+    status = second_level if second_level.startswith("urn:") else _ST + second_level
+    url = sp.login_url()
+    at = start(browser, idp, url)
+    page = back_to_broker(browser, idp.error(at.request, at.relay_state, status, "Kontot är spärrat"))
+
+    assert_refused(page, "upstream_status")
+    text = page.get_data(as_text=True)
+    assert f"<p>{words}</p>" in text
+    assert "LockedOut" not in text
+    assert "spärrat" not in text
+    result = upstream_result(config_dir, correlation_of(config_dir, request_id_of(url)))
+    assert result["reason"] == "upstream_status"
+    assert f"{RESPONDER} / {status}: Kontot är spärrat" == result["detail"]
+
+
 @pytest.mark.parametrize("route", [pytest.param("hint", id="municipality-hint"),
                                    pytest.param("discovery", id="chosen-on-discovery")])
 def test_context_the_municipality_cannot_give_is_refused_before_the_idp(browser: Browser, sp: DemoSp,

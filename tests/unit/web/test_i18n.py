@@ -82,6 +82,30 @@ def test_explain_does_not_interpret_parameter_values() -> None:
     assert what == "Your certificate expired on {not_after} {0} %s."
 
 
+@pytest.mark.parametrize(("idp_status", "sv", "en"), [
+    pytest.param("AuthnFailed", "Inloggningen hos din kommun misslyckades.", "The sign-in at your municipality failed.",
+                 id="authn-failed"),
+    pytest.param("RequestDenied", "Din kommun nekade inloggningen.", "Your municipality refused the login.",
+                 id="request-denied"),
+    pytest.param("UnknownPrincipal", "Din kommun känner inte igen användaren.",
+                 "Your municipality does not recognise the user.", id="unknown-principal"),
+    pytest.param("Responder", "Din kommuns inloggning avbröts eller nekades.",
+                 "Your municipality's login was cancelled or refused.", id="top-level-only"),
+    pytest.param("{idp_status} <b>", "Din kommuns inloggning avbröts eller nekades.",
+                 "Your municipality's login was cancelled or refused.", id="not-a-code-the-page-knows"),
+])
+def test_the_idps_error_status_is_put_into_words(idp_status: str, sv: str, en: str) -> None:
+    """upstream_status names what the IdP answered (SAML Core §3.2.2.2) in the reader's language; a value it has
+    no words for gets the general ones, never shown as it came."""
+    assert explain("upstream_status", "upstream", "sv", {"idp_status": idp_status}).what == sv
+    assert explain("upstream_status", "upstream", "en", {"idp_status": idp_status}).what == en
+
+
+def test_the_idps_error_status_without_a_code_gets_the_general_words() -> None:
+    general = "Your municipality's login was cancelled or refused."
+    assert explain("upstream_status", "upstream", "en", {}).what == general
+
+
 @pytest.mark.parametrize("code", ["saml_signature_invalid", "sp_unknown", "acs_url_not_registered"])
 def test_protocol_errors_without_own_entry_send_the_user_to_the_service(code: str) -> None:
     sv = explain(code, REASONS[code].family, "sv", {})
