@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from defusedxml import DefusedXmlException
+from lxml import etree
 from saml2 import md
 
 from broker.config.typed import ParseContext
@@ -250,7 +251,7 @@ def _entity(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES) -> 
             group = md.entities_descriptor_from_string(text)
             if group is None:
                 raise ValueError("root element is neither EntityDescriptor nor EntitiesDescriptor")
-            candidates = list(group.entity_descriptor or [])
+            candidates = list(_members(group))
     except DefusedXmlException as exc:
         raise ValueError(f"metadata is not well-formed, safe XML ({type(exc).__name__})") from None
     except ValueError:
@@ -261,19 +262,43 @@ def _entity(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA_BYTES) -> 
     if not matching:
         found = ", ".join(sorted({str(e.entity_id) for e in candidates})) or "none"
         raise ValueError(f"metadata describes no entity {entity_id!r} (found: {found})")
+    if len(matching) > 1:
+        # which one's endpoints and keys are the entity's would be up to the order a reader walks the groups in
+        # (pysaml2 lists a group's EntityDescriptors before its nested groups', lxml in document order)
+        raise ValueError(f"metadata describes entity {entity_id!r} {len(matching)} times")
     return matching[0]
+
+
+def _members(group: Any) -> Iterator[Any]:
+    """Every EntityDescriptor of an EntitiesDescriptor (pysaml2's object), also those of the groups nested in it
+    (SAML Metadata §2.3.1: an EntitiesDescriptor holds EntityDescriptor and EntitiesDescriptor elements)."""
+    yield from group.entity_descriptor or []
+    for nested in group.entities_descriptor or []:
+        yield from _members(nested)
 
 
 def _role_element(xml: bytes, entity_id: str, role: str, max_bytes: int = MAX_METADATA_BYTES) -> Any:
     """The role descriptor :func:`_entity` and the parser found, as lxml reads it: in the entity it chose (the
     root, or the first EntityDescriptor of the aggregate naming ``entity_id``), the one SAML 2.0 ``role``."""
     root = parse_untrusted(xml, max_bytes)
-    entities = [root] if root.tag == f"{{{MD}}}EntityDescriptor" else root.findall(f"{{{MD}}}EntityDescriptor")
+    entities = [root] if root.tag == f"{{{MD}}}EntityDescriptor" else _entity_elements(root)
     for entity in (e for e in entities if e.get("entityID") == entity_id):
         for descriptor in entity.findall(f"{{{MD}}}{role}"):
             if PROTOCOL in (descriptor.get("protocolSupportEnumeration") or ""):
                 return descriptor
     raise ValueError(f"entity {entity_id!r} has no SAML 2.0 {role}")
+
+
+def _entity_elements(group: etree._Element) -> list[etree._Element]:
+    """The EntityDescriptors of an EntitiesDescriptor document, in its nested groups too (:func:`_members`): its
+    children and theirs, through EntitiesDescriptors only (not, say, an EntityDescriptor inside Extensions)."""
+    found = []
+    for child in group:
+        if child.tag == f"{{{MD}}}EntityDescriptor":
+            found.append(child)
+        elif child.tag == f"{{{MD}}}EntitiesDescriptor":
+            found.extend(_entity_elements(child))
+    return found
 
 
 def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
@@ -373,13 +398,16 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
 
 def _covering(xml: bytes, entity_id: str | None, max_bytes: int, role: str) -> list[Any]:
     """The elements whose validUntil and cacheDuration cover the entity in ``role`` (SAML Metadata §2.3.1, §2.3.2,
-    §2.4.1): the root, the entity's EntityDescriptor inside an aggregate, and its role descriptor. Other entities'
-    do not count."""
+    §2.4.1): the root, the EntitiesDescriptors nested in it that hold the entity, the entity's EntityDescriptor
+    inside an aggregate, and its role descriptor. Other entities' and other groups' do not count."""
     root = parse_untrusted(xml, max_bytes)
     covering = [root]
     if entity_id is not None:
-        for entity in root.iter(f"{{{MD}}}EntityDescriptor"):
+        entities = [root] if root.tag == f"{{{MD}}}EntityDescriptor" else _entity_elements(root)
+        for entity in entities:
             if entity.get("entityID") == entity_id:
+                covering.extend(group for group in entity.iterancestors(f"{{{MD}}}EntitiesDescriptor")
+                                if group is not root)
                 covering.append(entity)
                 covering.extend(entity.findall(f"{{{MD}}}{role}"))
     return covering

@@ -463,6 +463,66 @@ def test_a_signed_aggregate_holding_the_idp_is_used(
     assert md.valid_until == VALID_UNTIL
 
 
+def _nested(m: Material, *, group_valid_until: dt.datetime = VALID_UNTIL, twice: bool = False) -> bytes:
+    """A signed EntitiesDescriptor holding, besides an SP of its own, an inner EntitiesDescriptor (a federation's
+    group, valid until ``group_valid_until``) that holds the IdP's EntityDescriptor (SAML Metadata §2.3.1: groups
+    nest); ``twice``: the IdP's EntityDescriptor also stands directly in the outer group, with another SSO URL."""
+    entity = etree.fromstring(prepare(m.base))
+    del entity.attrib["ID"]
+    outer = etree.Element(f"{{{MD}}}EntitiesDescriptor", ID="_aggregate", validUntil=isoformat_z(VALID_UNTIL))
+    other = etree.SubElement(outer, f"{{{MD}}}EntityDescriptor", entityID="https://sp.elsewhere.example/metadata")
+    etree.SubElement(other, f"{{{MD}}}SPSSODescriptor",
+                     protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol")
+    if twice:
+        copy = etree.fromstring(etree.tostring(entity))
+        for sso in copy.iter(f"{{{MD}}}SingleSignOnService"):
+            sso.set("Location", "https://evil.example/sso")
+        outer.append(copy)
+    group = etree.SubElement(outer, f"{{{MD}}}EntitiesDescriptor", Name="kommuner",
+                             validUntil=isoformat_z(group_valid_until))
+    group.append(entity)
+    return sign(etree.tostring(outer), m.signer)
+
+
+def test_an_idp_in_a_group_nested_in_the_signed_aggregate_is_used(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata]) -> None:
+    """SAML Metadata §2.3.1: an EntitiesDescriptor holds EntityDescriptors and EntitiesDescriptors. Only the
+    outer group's own EntityDescriptors were searched: an IdP in a nested group, under a valid signature on the
+    root, was "no entity" of the metadata and every login to it refused (upstream_metadata_unavailable)."""
+    server.put(PATH, _nested(material, group_valid_until=VALID_UNTIL - DAY), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+
+    md = upstream.get(KOMMUN_C)
+
+    assert md.sso() == Endpoint(HTTP_REDIRECT, SSO)
+    assert md.valid_until == VALID_UNTIL - DAY   # the inner group's validUntil covers the IdP too
+
+
+def test_an_idp_in_an_expired_nested_group_is_not_used(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata]) -> None:
+    server.put(PATH, _nested(material, group_valid_until=dt.datetime(2020, 1, 1, tzinfo=dt.UTC)), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+
+    error = unavailable(upstream)
+
+    assert "expired at 2020-01-01T00:00:00+00:00" in error.detail
+
+
+def test_an_idp_described_twice_in_an_aggregate_is_refused(
+        kommun_c: Kommun, material: Material, server: HttpsFileServer, clock: FixedClock,
+        upstreams: Callable[..., UpstreamMetadata]) -> None:
+    """Two EntityDescriptors of the IdP (one nested, one not) leave which endpoints and keys are its own to the
+    order a reader walks the document in: refused, rather than one of them chosen."""
+    server.put(PATH, _nested(material, twice=True), CONTENT_TYPE)
+    upstream = upstreams(kommun_c(), clock)
+
+    error = unavailable(upstream)
+
+    assert f"describes entity {ENTITY_ID!r} 2 times" in error.detail
+
+
 @pytest.mark.parametrize("make", [_expired_role, _expired_entity_in_a_valid_aggregate],
                          ids=["on-the-idpssodescriptor", "on-the-entity-inside-an-aggregate"])
 def test_a_valid_until_in_the_past_below_the_root_is_enforced_too(
