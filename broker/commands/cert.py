@@ -123,7 +123,9 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
         sys.exit(1)
     finally:
         checker.close()
-    result.update(accepted=True, chain=[c.subject.rfc4514_string() for c in path.chain])
+    # the leaf first, named as ``subject`` names it: a personnummer in its serialNumber masked (the output goes to
+    # terminals, tickets and logs); the CAs above it by their own subjects
+    result.update(accepted=True, chain=[result["subject"], *(c.subject.rfc4514_string() for c in path.chain[1:])])
     result.update(revocation_report(outcome, now))
     emit(result, as_json)
 

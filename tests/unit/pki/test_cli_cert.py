@@ -84,6 +84,29 @@ def test_verify_valid_leaf_json(h: Hierarchy, trust: list[str | Path], tmp_path:
     assert data["checked_at"] == NOW.isoformat()
 
 
+@pytest.mark.parametrize("serial_number", [
+    pytest.param("191212121212", id="twelve-digits"),
+    pytest.param("19121212-1212", id="with-hyphen"),
+    pytest.param("PNOSE-191212121212", id="etsi-prefix"),
+])
+@pytest.mark.parametrize("json_flag", [pytest.param([], id="text"), pytest.param(["--json"], id="json")])
+def test_verify_never_shows_a_personnummer_in_full(h: Hierarchy, trust: list[str | Path], tmp_path: Path,
+                                                    serial_number: str, json_flag: list[str]) -> None:
+    """The leaf's subject is named masked wherever the verdict names it: as ``subject`` and as the first of
+    ``chain`` (REFERENCE.md, Logging law and privacy: the output goes to terminals, tickets and logs)."""
+    cert = h.leaf(serial_number=serial_number).certificate
+    leaf = write_pem(tmp_path / "leaf.pem", cert)
+    result = run("cert", "verify", leaf, *trust, *AT_NOW, *json_flag)
+    assert result.exit_code == 0, result.output
+    assert "19121212-****" in result.output
+    assert "191212121212" not in result.output
+    assert "19121212-1212" not in result.output
+    if json_flag:
+        data = as_json(result)
+        assert data["chain"] == [data["subject"], h.issuing.certificate.subject.rfc4514_string(),
+                                 h.root.certificate.subject.rfc4514_string()]
+
+
 def test_verify_der_leaf_with_crls_exit_0(h: Hierarchy, trust: list[str | Path], tmp_path: Path) -> None:
     cert = h.leaf().certificate
     leaf = tmp_path / "leaf.der"
