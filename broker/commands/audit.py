@@ -117,7 +117,7 @@ def _verification_json(result: Verification) -> dict[str, Any]:
 def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | None, municipality: str | None,
             sp: str | None, outcome: str | None, reason: str | None, event: tuple[str, ...],
             correlation_id: str | None, since: str | None, until: str | None, system: bool,
-            key_file: Path | None = None) -> Filter:
+            key_files: tuple[Path, ...] = ()) -> Filter:
     for given in user:
         # any form a personnummer is written in (12 or 10 digits, - or +): the query would find nothing
         if as_personnummer(given, dt.datetime.now(dt.UTC).date()) is None:
@@ -131,7 +131,7 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
         sys.exit(2)
     users = set(user)
     if pseudonym_stdin:
-        users.add(_pseudonym_from_stdin(config_dir, key_file))
+        users.update(_pseudonyms_from_stdin(config_dir, key_files))
     try:
         wanted = Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
                         events=frozenset(event),
@@ -158,8 +158,9 @@ _COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", 
 @click.option("--user", multiple=True, help="HSA-id or pseudonym (pnr:...); repeatable")
 @click.option("--personnummer-stdin", "pseudonym_stdin", is_flag=True,
               help="read a personnummer from standard input and match its pseudonym (needs --config or --key-file)")
-@click.option("--key-file", type=click.Path(path_type=Path, exists=True),
-              help="the pseudonym key itself, for --personnummer-stdin (as `broker audit pseudonym --key-file`)")
+@click.option("--key-file", "key_files", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="a pseudonym key itself, for --personnummer-stdin, beside the one --config names (an earlier "
+                   "audit.pseudonym_key: records written under it); repeatable")
 @click.option("--municipality")
 @click.option("--sp", help="service provider entityID")
 @click.option("--outcome", type=click.Choice(["success", "failure", "info"]))
@@ -171,12 +172,12 @@ _COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", 
 @click.option("--system", is_flag=True, help="include the chains' own records (checkpoints ...)")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[str, ...], pseudonym_stdin: bool,
-                  key_file: Path | None, municipality: str | None, sp: str | None, outcome: str | None,
+                  key_files: tuple[Path, ...], municipality: str | None, sp: str | None, outcome: str | None,
                   reason: str | None, event: tuple[str, ...], correlation_id: str | None, since: str | None,
                   until: str | None, system: bool, fmt: str) -> None:
     """Find events: by user or pseudonym, municipality, SP, outcome, reason, time range or correlation ID."""
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
-                     since, until, system, key_file)
+                     since, until, system, key_files)
     # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the
     # table (whose columns are as wide as their widest value) keeps what it shows, its columns' text alone
     found = ({k: v for k, v in r.items() if k != "_chain"}
@@ -241,19 +242,30 @@ def _skipped(path: Path, why: str) -> None:
     click.echo(f"skipped {path}: {why} (`broker audit verify` names it as a problem)", err=True)
 
 
-def _pseudonym_from_stdin(config_dir: Path | None, key_file: Path | None = None) -> str:
-    if key_file is not None:
+def _pseudonym_keys(config_dir: Path | None, key_files: tuple[Path, ...]) -> list[bytes]:
+    """The pseudonym keys to compute with: the configuration's ``audit.pseudonym_key`` (--config) and each
+    --key-file (an earlier key: a record keeps the pseudonym it was written with, docs/audit.md, Privacy)."""
+    keys: list[bytes] = []
+    if config_dir is not None:
+        keys.append(settings_or_exit(config_dir).broker.audit.pseudonym_key.value)
+    for key_file in key_files:
         try:
             key = key_file.read_bytes()
         except OSError as exc:  # a directory, a file not readable to this user
             click.echo(f"--key-file: cannot read {key_file}: {exc.strerror}", err=True)
             sys.exit(2)
-        key = key.strip() if key.isascii() else key
-    elif config_dir is not None:
-        key = settings_or_exit(config_dir).broker.audit.pseudonym_key.value
-    else:
+        key = key.strip() if key.isascii() else key  # as the configuration reads a secret file
+        if key not in keys:
+            keys.append(key)
+    if not keys:
         click.echo("the pseudonym key is needed: --config DIR or --key-file F", err=True)
         sys.exit(2)
+    return keys
+
+
+def _pseudonyms_from_stdin(config_dir: Path | None, key_files: tuple[Path, ...] = ()) -> list[str]:
+    """The pseudonyms of the personnummer read from standard input, one per key (:func:`_pseudonym_keys`)."""
+    keys = _pseudonym_keys(config_dir, key_files)
     number = sys.stdin.readline().strip().replace("-", "")
     if len(number) == 10 and number.isdigit() and luhn_valid(number):
         click.echo("give the 12-digit form (YYYYMMDDNNNN)", err=True)
@@ -263,16 +275,19 @@ def _pseudonym_from_stdin(config_dir: Path | None, key_file: Path | None = None)
     except ValueError as exc:
         click.echo(f"not a personnummer: {exc}", err=True)
         sys.exit(2)
-    return Pseudonymiser(key).personnummer(number)
+    return [Pseudonymiser(key).personnummer(number) for key in keys]
 
 
 @audit.command("pseudonym")
 @_config
-@click.option("--key-file", type=click.Path(path_type=Path, exists=True), help="the pseudonym key itself")
-def pseudonym_command(config_dir: Path | None, key_file: Path | None) -> None:
+@click.option("--key-file", "key_files", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="a pseudonym key itself (an earlier audit.pseudonym_key too); repeatable")
+def pseudonym_command(config_dir: Path | None, key_files: tuple[Path, ...]) -> None:
     """Print the audit pseudonym of a personnummer read from standard input (never from the command line,
-    so it stays out of shell history): `broker audit pseudonym --config DIR` then type it, or pipe it."""
-    click.echo(_pseudonym_from_stdin(config_dir, key_file))
+    so it stays out of shell history): `broker audit pseudonym --config DIR` then type it, or pipe it. One line
+    per key: the configuration's first, then each --key-file's."""
+    for pseudonym in _pseudonyms_from_stdin(config_dir, key_files):
+        click.echo(pseudonym)
 
 
 @audit.command("keygen")

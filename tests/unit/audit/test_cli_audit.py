@@ -382,6 +382,40 @@ def test_query_personnummer_from_stdin_with_the_key_file_finds_bos_events(data: 
     assert "the pseudonym key is needed: --config DIR or --key-file F" in without.output
 
 
+def test_query_personnummer_from_stdin_finds_the_events_written_under_an_earlier_pseudonym_key(
+        data: Dataset, tmp_path: Path) -> None:
+    """audit.pseudonym_key changed (docs/audit.md, Privacy): Bo's earlier records keep the pseudonym they were
+    written with. --config alone finds those under the key in force; each earlier key given with --key-file finds
+    its own as well, so that a systematic check of one person's logins spans the change."""
+    audit = load_settings(data.config).broker.audit
+    earlier = tmp_path / "pseudonym-2025.key"
+    earlier.write_bytes(b"an earlier pseudonym key of 32 bytes or more, long retired\n")
+    earlier_trail = Pseudonymiser(earlier.read_bytes().strip())
+    writer = ChainWriter(ChainSettings(audit.directory.path, "before", dt.timedelta(hours=1), 1 << 30,
+                                       dt.timedelta(days=30)), AuditSigner(audit.signing_key.key),
+                         FixedClock(DAY1 - dt.timedelta(days=1)), background=False)
+    trail = AuditTrail(writer, FixedClock(DAY1 - dt.timedelta(days=1)), pseudonym_key=earlier.read_bytes().strip(),
+                       instance_id="before")
+    trail.record(AuditEvent("assertion_issued", "success", "OLD1", identity=BO, sp=SP_A, client_address="192.0.2.9"))
+    trail.sync()
+    writer.close()
+    old_pseudonym = earlier_trail.personnummer(BO_PNR)
+    assert old_pseudonym != data.bo
+
+    current = query_jsonl(str(data.directory), "--config", str(data.config), "--personnummer-stdin",
+                          "--event", "assertion_issued", input=BO_PNR + "\n")
+    assert cids(current) == [("B1", "assertion_issued"), ("B2", "assertion_issued")]
+    both = query_jsonl(str(data.directory), "--config", str(data.config), "--key-file", str(earlier),
+                       "--personnummer-stdin", "--event", "assertion_issued", input=BO_PNR + "\n")
+    assert cids(both) == [("OLD1", "assertion_issued"), ("B1", "assertion_issued"), ("B2", "assertion_issued")]
+    assert [r["user"] for r in both] == [old_pseudonym, data.bo, data.bo]
+
+    printed = run("pseudonym", "--config", str(data.config), "--key-file", str(earlier), input=BO_PNR + "\n")
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout.splitlines() == [data.bo, old_pseudonym]  # the configuration's first
+    assert BO_PNR not in printed.output
+
+
 def test_query_csv(data: Dataset) -> None:
     result = run("query", str(data.directory), "--outcome", "failure", "--format", "csv")
     assert result.exit_code == 0, result.output
