@@ -123,8 +123,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                "asked)", "success failure", _LOGIN, _USER | {"sp"}, data="side peer status"),
     "logout_completed": _spec("single logout finished: the initiator gets Success or PartialLogout",
                               "success failure", _LOGIN, _USER, data="initiator peer confirmed failed"),
-    "diagnose_viewed": _spec("someone opened /diagnose (no login happens)", "info", _LOGIN,
-                             _CERT | {"municipality", "reason"}, data="accepted via", data_required="accepted"),
+    "diagnose_viewed": _spec("someone opened /diagnose (no login happens; `user`: whose certificate it is, "
+                             "when it was accepted or one of its municipality's configured CAs signed it)", "info",
+                             _LOGIN, _CERT | _USER | {"municipality", "reason"}, data="accepted via",
+                             data_required="accepted"),
     "proxy_header_untrusted": _spec("a certificate header from outside the trusted proxies was ignored",
                                     "failure", _LOGIN | {"reason"}),
     "proxy_header_rejected": _spec("a trusted proxy's certificate header was unusable (`client`: the user's "

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, make_response, request
 
 from broker.audit.events import AuditEvent
 from broker.errors import BrokerError, CertificateRejected, DependencyUnavailable
-from broker.model import CertificateFacts
+from broker.model import CertificateFacts, Identity
 from broker.pki.identity import display_subject
 from broker.pki.validator import certificate_policies
 from broker.web.pages import NO_CACHE, diagnose_page, message_page
@@ -29,7 +29,8 @@ def diagnose() -> Response:
 
     Shows the user their own certificate (subject with a personnummer masked, issuer, validity,
     policies, fingerprint), the municipality it maps to and the verdict in plain words, or why no
-    certificate arrived. No login happens; the visit is audited (``diagnose_viewed``). With
+    certificate arrived. No login happens; the visit is audited (``diagnose_viewed``, naming the card's user as a
+    login's certificate_accepted or certificate_rejected would: a reviewer's ``query --user`` finds it). With
     ``?format=json`` (or ``Accept: application/json``) the same as JSON, for `broker readiness --login`, with
     ``chain``: the subjects of the intermediates a trusted proxy forwarded with the certificate.
     """
@@ -42,6 +43,7 @@ def diagnose() -> Response:
     error: BrokerError | None = None
     rows: list[tuple[str, str]] | None = None
     municipality_id: str | None = None
+    identity: Identity | None = None
     if cert is not None and facts is not None:
         rows = [
             ("subject", display_subject(cert)),
@@ -56,10 +58,13 @@ def diagnose() -> Response:
         try:
             validated = svc.validator.validate(cert, ctx.presented.chain)
             municipality_id = validated.municipality_id
+            identity = validated.identity
             rows += [("municipality", _municipality_name(municipality_id)), ("loa", validated.loa.uri)]
             verdict.update(accepted=True, municipality=municipality_id, loa=validated.loa.uri)
         except CertificateRejected as exc:
             error = exc
+            # whose card it is, as certificate_rejected names it: only when a configured CA signed it
+            identity = svc.validator.claimed_identity(cert, ctx.presented.chain)
             try:
                 municipality_id = svc.validator.domain_of(cert, ctx.presented.chain).id
             except CertificateRejected:
@@ -73,7 +78,7 @@ def diagnose() -> Response:
                        chain=[c.subject.rfc4514_string() for c in ctx.presented.chain])
     svc.audit.record(AuditEvent(
         "diagnose_viewed", "info", ctx.correlation_id, reason=error.reason if error else None,
-        certificate=facts, municipality=municipality_id, client_address=ctx.client_address,
+        certificate=facts, municipality=municipality_id, identity=identity, client_address=ctx.client_address,
         data=MappingProxyType({"accepted": bool(verdict["accepted"]), "via": ctx.presented.via})))
     svc.audit.sync()
     if request.args.get("format") == "json" or request.accept_mimetypes.best == "application/json":

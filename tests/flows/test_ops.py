@@ -11,10 +11,12 @@ from urllib.parse import quote
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
 
+from broker.cli import main
 from broker.config.loader import Settings, load_settings
 from tests.factories.saml import BASE_URL, Browser, xmlsec_binary
 from tests.flows.conftest import audit_lines
@@ -200,6 +202,35 @@ def test_diagnose_shows_the_accepted_certificate(browser: Browser, users: Path, 
     assert events[0]["data"] == {"accepted": True, "via": "tls"}
     assert events[0]["municipality"] == "kommun-a"
     assert events[0]["cert_sha256"] == cert.fingerprint(hashes.SHA256()).hex()
+
+
+@pytest.mark.parametrize(("card", "accepted", "user"), [
+    pytest.param("anna", True, ("SE2120001009-anna", "hsa_id", "kommun-a"), id="accepted-hsa-id"),
+    pytest.param("bo", True, ("191212121212", "personnummer", "kommun-b"), id="accepted-personnummer"),
+    pytest.param("david", False, ("SE2120001009-david", "hsa_id", "kommun-a"), id="expired"),
+    # an unknown CA's certificate says whatever its maker chose: nobody is named from it
+    pytest.param("fatima", False, None, id="unknown-issuer"),
+])
+def test_diagnose_viewed_names_whose_certificate_it_is(browser: Browser, users: Path, config_dir: Path, card: str,
+                                                       accepted: bool,
+                                                       user: tuple[str, str, str] | None) -> None:
+    """The visit is found by `broker audit query --user` (or --personnummer-stdin) like the card's logins: its user
+    as certificate_accepted and certificate_rejected record it, a personnummer only as its pseudonym."""
+    browser.certificate_pem = (users / f"{card}.pem").read_text()
+    assert browser.get("/diagnose?format=json").get_json()["accepted"] is accepted
+    (viewed,) = audit_lines(config_dir)
+    assert viewed["event"] == "diagnose_viewed"
+    if user is None:
+        assert ("user" in viewed, "user_kind" in viewed) == (False, False)
+        return
+    key, kind, municipality = user
+    if kind == "personnummer":
+        pseudonym = CliRunner().invoke(main, ["audit", "pseudonym", "--config", str(config_dir)],
+                                       input=key + "\n").stdout.strip()
+        assert (viewed["user"], viewed["user_kind"], viewed["municipality"]) == (pseudonym, kind, municipality)
+        assert key not in str(viewed)
+    else:
+        assert (viewed["user"], viewed["user_kind"], viewed["municipality"]) == (key, kind, municipality)
 
 
 def test_diagnose_answers_json_for_tools(browser: Browser, users: Path) -> None:
