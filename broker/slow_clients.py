@@ -185,7 +185,7 @@ class FriendlyErrors:
             super().handle_error(req, client, addr, exc)  # type: ignore[misc]
             return
         cid, status, data = answer
-        self.log.warning("[%s] invalid request from ip=%s: %s", cid, (addr or ("?",))[0], exc)
+        self.log.warning("[%s] invalid request from ip=%s: %s", cid, (addr or ("?",))[0], without_query(str(exc)))
         try:
             util.write_nonblock(client, data)
         except OSError:
@@ -204,6 +204,15 @@ class FriendlyErrors:
                 self.log.access(resp, req, environ, dt.timedelta(0))
             except Exception:  # the log line is a courtesy too: the answer has gone out
                 self.log.debug("no access line for the refused request", exc_info=True)
+
+
+def without_query(text: str) -> str:
+    """gunicorn's words for a refused request with whatever follows a ``?`` left out: a refused request target
+    (InvalidRequestLine) is named whole, query string included, which at the SAML endpoints is the message, its
+    signature and the RelayState (an SP's deep link, which may name a patient). They stay out of the log, as out
+    of the access line (:mod:`broker.access_log`); the path is enough to tell which request it was."""
+    at = text.find("?")
+    return text if at < 0 else text[:at] + "?… (query string left out)"
 
 
 def _error_answer(app: Any, code: str, status: int | None, exc: Exception,

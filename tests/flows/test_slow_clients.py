@@ -172,6 +172,30 @@ def test_requests_gunicorn_refuses_get_the_brokers_page(serve: BrokerServe, requ
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(b"GET /saml/idp/sso?SAMLRequest=fZJBT8MwDIX%2F&RelayState=/patient/191212121212\x7f HTTP/1.1\r\n"
+                 b"Host: x\r\n\r\n", id="control-character"),
+    # some clients send a query's non-ASCII characters unencoded
+    pytest.param("GET /saml/idp/sso?SAMLRequest=fZJBT8MwDIX%2F&RelayState=/patient/191212121212/v\u00e5rd HTTP/1.1"
+                 "\r\nHost: x\r\n\r\n".encode(), id="unencoded-utf-8"),
+    pytest.param(b"GET /saml/idp/sso?RelayState=it's/191212121212\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+                 id="quote-in-the-query"),
+])
+def test_a_refused_request_line_is_logged_without_its_query_string(serve: BrokerServe, request_bytes: bytes) -> None:
+    """docs/deployment.md, Logs: the SAML messages, their signatures and RelayState (an SP's deep link, which may
+    name a patient) stay out of the log. gunicorn's refusal of a request target names the whole target, query
+    string included; the warning line names its path."""
+    with serve:
+        head, _ = _raw(serve.port, request_bytes)
+        log = serve.log()
+    assert head[0].startswith(b"HTTP/1.1 400 ")
+    assert "invalid request from ip=127.0.0.1" in log
+    assert "/saml/idp/sso" in log
+    assert "191212121212" not in log
+    assert "SAMLRequest" not in log
+    assert "RelayState" not in log
+
+
 def test_an_unparseable_request_line_does_not_kill_a_sync_worker(config_dir: Path, tmp_path: Path, redis_url: str,
                                                                  redis_prefix: str) -> None:
     """With ``threads: 1`` (gunicorn's sync worker) the refusal of a request line such as ``GET *`` raised in
