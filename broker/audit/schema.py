@@ -26,7 +26,8 @@ FIELDS: Final = {
     "correlation_id": "ties the events of one login together; the reference number on the user's pages",
     "reason": "reason code (README, Reason codes)",
     "municipality": "municipality id",
-    "user": "HSA-id in clear; `pnr:` + 32 hex HMAC pseudonym for a personnummer; opaque ids in clear",
+    "user": "HSA-id in clear; `pnr:` + 32 hex HMAC pseudonym for a personnummer (also one an hsa_id or opaque "
+            "rule read: `user_kind` names the rule); opaque ids in clear",
     "user_kind": "hsa_id, personnummer or opaque",
     "cert_sha256": "SHA-256 fingerprint (hex) of the user's certificate",
     "cert_serial": "its serial number (hex)",

@@ -142,6 +142,32 @@ def test_personnummer_is_replaced_by_a_stable_keyed_pseudonym(tmp_path: Path) ->
     assert Pseudonymiser(b"another key" * 3).personnummer("191212121212") != user
 
 
+@pytest.mark.parametrize(("identity", "user"), [
+    pytest.param(Identity("opaque", "191212121212", "kommun-c"), BO_PSEUDONYM, id="opaque-12-digits"),
+    pytest.param(Identity("opaque", "19121212-1212", "kommun-c"), BO_PSEUDONYM, id="opaque-with-dash"),
+    pytest.param(Identity("opaque", "121212+1212", "kommun-c"), BO_PSEUDONYM, id="opaque-10-digits-over-100"),
+    # an HSA-id rule whose pattern (the operator's own) let a personnummer through
+    pytest.param(Identity("hsa_id", "191212121212", "kommun-a"), BO_PSEUDONYM, id="hsa-id-pattern-too-wide"),
+    pytest.param(Identity("opaque", "anna.demosson", "kommun-c"), "anna.demosson", id="account-name-in-clear"),
+    pytest.param(Identity("opaque", "191212121213", "kommun-c"), "191212121213", id="wrong-check-digit-in-clear"),
+    pytest.param(ANNA, "SE2120001009-anna", id="hsa-id-in-clear"),
+])
+def test_an_identifier_that_is_a_personnummer_is_recorded_as_its_pseudonym(
+        tmp_path: Path, identity: Identity, user: str) -> None:
+    """REFERENCE.md, Logging law and privacy: a personnummer appears in the trail only as its keyed pseudonym,
+    whichever identity rule read it; `query --personnummer-stdin` finds it there (and --user refuses one)."""
+    path = tmp_path / "audit"
+    trail = _trail(path)
+    trail.record(AuditEvent("assertion_issued", "success", "C", identity=identity, sp="https://sp.example"))
+    trail.sync()
+    (line,) = _lines(path)
+    assert (line["user"], line["user_kind"], line["municipality"]) == (user, identity.kind,
+                                                                       identity.municipality_id)
+    if user == BO_PSEUDONYM:
+        assert "1212-1212" not in "".join(p.read_text() for p in path.glob("*.jsonl"))
+        assert "1212121212" not in "".join(p.read_text() for p in path.glob("*.jsonl"))
+
+
 @pytest.mark.parametrize(
     ("mode", "address", "expected"),
     [
