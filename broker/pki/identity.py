@@ -169,19 +169,33 @@ def display_identity(kind: str, key: str) -> str:
 _PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8}|[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]"
                                    r"|[78][0-9]|9[01]))[-+]?[0-9]{4}(?![0-9])")
 _SERIAL_NUMBER_NAME = {NameOID.SERIAL_NUMBER: "serialNumber"}
+# where a CA puts a personnummer in a user's subject: its serialNumber, and sometimes its commonName ("Anna Andersson
+# 191212121212"); not organizationIdentifier and the like, whose 12-digit organisation numbers ("16" + the number)
+# would read as one
+_MASKED_ATTRIBUTES = frozenset({NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME})
+
+
+def mask_personnummer_in(text: str) -> str:
+    """``text`` with every personnummer in it (bare, padded, with its hyphen or plus, after a prefix; the ten-digit
+    form too) shown as :func:`mask_personnummer` shows one: ``19121212-****``, ``121212-****``."""
+    return _PERSONNUMMER_IN_TEXT.sub(r"\1-****", text)
 
 
 def display_subject(cert: x509.Certificate) -> str:
-    """The subject as RFC 4514 text, with a personnummer in the serialNumber masked (as :func:`mask_personnummer`:
-    /diagnose and the CLI show it to whoever the user shares the page with)."""
+    """The subject as RFC 4514 text, with a personnummer in the serialNumber or commonName masked (as
+    :func:`mask_personnummer`: /diagnose and the CLI show it to whoever the user shares the page with)."""
     rdns = []
     for rdn in reversed(cert.subject.rdns):
         parts = []
         for attr in rdn:
             value = attr.value if isinstance(attr.value, str) else ""
-            masked = _PERSONNUMMER_IN_TEXT.sub(r"\1-****", value) if attr.oid == NameOID.SERIAL_NUMBER else value
+            masked = mask_personnummer_in(value) if attr.oid in _MASKED_ATTRIBUTES else value
             if masked != value:
-                parts.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, masked).rfc4514_string(_SERIAL_NUMBER_NAME))
+                # escaped as a serialNumber value, which has no length limit, under the attribute's own name: a
+                # commonName of 64 characters is longer once masked, and NameAttribute refuses it as a commonName
+                name = _SERIAL_NUMBER_NAME.get(attr.oid) or attr.rfc4514_attribute_name
+                parts.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, masked)
+                             .rfc4514_string({NameOID.SERIAL_NUMBER: name}))
             else:
                 parts.append(attr.rfc4514_string())
         rdns.append("+".join(parts))

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from broker.config.schema import CertificateLogin
-from broker.pki.identity import display_subject
+from broker.pki.identity import display_subject, mask_personnummer_in
 from broker.readiness.model import Check
 
 # a marker on its own, not inside a word: letters are any script's (Teståtkomst, Knäpp: Swedish words), digits and
@@ -26,10 +26,10 @@ TEST_HIERARCHY = re.compile(r"(?<![^\W\d_])(TEST|PP|SYSTEMTEST)(?![^\W\d_])", re
 
 
 def name_of(cert: x509.Certificate) -> str:
-    """The certificate as the report names it: its CN, else its whole subject with a personnummer serialNumber
-    masked (a user certificate without a CN, such as a sample: the report is operational output)."""
+    """The certificate as the report names it: its CN, else its whole subject, a personnummer in either masked (a
+    user certificate, such as a sample: the report is operational output)."""
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(cns[0].value) if cns else display_subject(cert)
+    return mask_personnummer_in(str(cns[0].value)) if cns else display_subject(cert)
 
 
 def validity_check(check_id: str, what: str, cert: x509.Certificate, now: dt.datetime, window: dt.timedelta, *,

@@ -12,6 +12,7 @@ from broker.config.schema import IdentityRule
 from broker.config.values import Regex
 from broker.errors import CertificateRejected
 from broker.pki.identity import check_personnummer, display_subject, extract_identity
+from broker.readiness.trust import name_of
 from tests.factories.pki import HSA_ID, Hierarchy
 from tests.factories.pki_cases import (
     NOW,
@@ -177,6 +178,26 @@ def test_display_subject_masks_a_personnummer_however_written(h: Hierarchy, seri
     assert "1212-1212" not in subject
     assert "1212121212" not in subject
     assert "1235" not in subject
+
+
+@pytest.mark.parametrize(("common_name", "shown"), [
+    pytest.param(f"Anna Andersson {PERSONNUMMER_VALID}", "CN=Anna Andersson 19121212-****", id="after-the-name"),
+    pytest.param("Anna Andersson (19121212-1212)", "CN=Anna Andersson (19121212-****)", id="with-hyphen"),
+    # a commonName at its 64-character limit is longer once masked
+    pytest.param("A" * 52 + PERSONNUMMER_VALID, "CN=" + "A" * 52 + "19121212-****", id="at-the-length-limit"),
+    pytest.param("Anna Andersson", "CN=Anna Andersson", id="a-name-as-is"),
+])
+def test_display_subject_masks_a_personnummer_in_the_common_name(h: Hierarchy, common_name: str, shown: str) -> None:
+    """Some CAs put the personnummer in the commonName as well as in the serialNumber (broker.pki.naming): shown
+    whole beside the masked serialNumber, the page gave away what it masked."""
+    leaf = h.leaf(common_name=common_name, serial_number=PERSONNUMMER_VALID).certificate
+    subject = display_subject(leaf)
+    assert shown in subject.split(",")
+    assert "serialNumber=19121212-****" in subject
+    assert PERSONNUMMER_VALID not in subject
+    assert "1212-1212" not in subject
+    # `broker readiness` names a sample certificate by its CN
+    assert name_of(leaf) == shown.removeprefix("CN=")
 
 
 # --- check_personnummer on its own ---
