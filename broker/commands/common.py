@@ -18,8 +18,7 @@ from broker.config.loader import Settings, load_settings
 from broker.config.values import load_certificates
 from broker.errors import ConfigError, ConfigIssue, UnusableInput
 from broker.model import CertificateFacts
-from broker.pki.identity import display_subject
-from broker.pki.naming import not_a_ca
+from broker.pki.naming import display_subject, not_a_ca
 from broker.pki.reading import UnreadableCertificate, check_each
 from broker.pki.revocation.crls import parse_crl
 from broker.pki.validator import certificate_policies

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 
 from broker.config.typed import ParseContext
 from broker.config.yamlsource import UTF16, FileRefused, KeyPath, integer_hint, is_utf16, read_regular_file
-from broker.pki.naming import not_a_ca
+from broker.pki.naming import display_subject, not_a_ca
 from broker.pki.reading import check_each, read_crl
 
 
@@ -453,7 +453,8 @@ class CaCertificates:
         check_each(certs, p)
         for cert in certs:
             if problem := not_a_ca(cert):
-                raise ValueError(f"{p}: {cert.subject.rfc4514_string()} {problem}")
+                # a user's certificate given as a CA (the sample, say): its subject masked, as everywhere it is shown
+                raise ValueError(f"{p}: {display_subject(cert)} {problem}")
         return cls(p, tuple(certs))
 
     @classmethod

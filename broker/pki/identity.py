@@ -161,47 +161,6 @@ def display_identity(kind: str, key: str) -> str:
     return mask_personnummer(key) if kind == "personnummer" else key
 
 
-# a personnummer inside a serialNumber as CAs write it: bare, padded (IDENTITY_SPACE, which the identity rule strips
-# and accepts), with its hyphen or plus, or after a prefix (ETSI EN 319 412-1 "PNOSE-"); not within a longer number.
-# Also in its ten-digit form without the century (YYMMDD-NNNN, "+" past 100 years of age): there only where the
-# date part can be a birth date (month 01-12; day 01-31, or 61-91 for a samordningsnummer), since an organisation
-# number (in an HSA-id) has ten digits too, with 20 or more where the month would be
-_PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8}|[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]"
-                                   r"|[78][0-9]|9[01]))[-+]?[0-9]{4}(?![0-9])")
-_SERIAL_NUMBER_NAME = {NameOID.SERIAL_NUMBER: "serialNumber"}
-# where a CA puts a personnummer in a user's subject: its serialNumber, and sometimes its commonName ("Anna Andersson
-# 191212121212"); not organizationIdentifier and the like, whose 12-digit organisation numbers ("16" + the number)
-# would read as one
-_MASKED_ATTRIBUTES = frozenset({NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME})
-
-
-def mask_personnummer_in(text: str) -> str:
-    """``text`` with every personnummer in it (bare, padded, with its hyphen or plus, after a prefix; the ten-digit
-    form too) shown as :func:`mask_personnummer` shows one: ``19121212-****``, ``121212-****``."""
-    return _PERSONNUMMER_IN_TEXT.sub(r"\1-****", text)
-
-
-def display_subject(cert: x509.Certificate) -> str:
-    """The subject as RFC 4514 text, with a personnummer in the serialNumber or commonName masked (as
-    :func:`mask_personnummer`: /diagnose and the CLI show it to whoever the user shares the page with)."""
-    rdns = []
-    for rdn in reversed(cert.subject.rdns):
-        parts = []
-        for attr in rdn:
-            value = attr.value if isinstance(attr.value, str) else ""
-            masked = mask_personnummer_in(value) if attr.oid in _MASKED_ATTRIBUTES else value
-            if masked != value:
-                # escaped as a serialNumber value, which has no length limit, under the attribute's own name: a
-                # commonName of 64 characters is longer once masked, and NameAttribute refuses it as a commonName
-                name = _SERIAL_NUMBER_NAME.get(attr.oid) or attr.rfc4514_attribute_name
-                parts.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, masked)
-                             .rfc4514_string({NameOID.SERIAL_NUMBER: name}))
-            else:
-                parts.append(attr.rfc4514_string())
-        rdns.append("+".join(parts))
-    return ",".join(rdns)
-
-
 def value_shape(value: str) -> str:
     """What a refused identity value looks like without saying what it is: its length and kinds of
     characters, for the operator to tell a personnummer (12 digits) from a mistyped HSA-id."""

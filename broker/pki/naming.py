@@ -5,7 +5,10 @@ issuer, never by its subject."""
 
 from __future__ import annotations
 
+import re
+
 from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from broker.lru import by_identity
 
@@ -54,3 +57,46 @@ def describe(cert: x509.Certificate) -> str:
     if ca:
         return f"CA {subject_text(cert)}"
     return f"certificate serial {cert.serial_number:x} from {cert.issuer.rfc4514_string()}"
+
+
+# a personnummer inside a serialNumber as CAs write it: bare, padded (white space, which the identity rule strips and
+# accepts), with its hyphen or plus, or after a prefix (ETSI EN 319 412-1 "PNOSE-"); not within a longer number.
+# Also in its ten-digit form without the century (YYMMDD-NNNN, "+" past 100 years of age): there only where the
+# date part can be a birth date (month 01-12; day 01-31, or 61-91 for a samordningsnummer), since an organisation
+# number (in an HSA-id) has ten digits too, with 20 or more where the month would be
+_PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8}|[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]"
+                                   r"|[78][0-9]|9[01]))[-+]?[0-9]{4}(?![0-9])")
+_SERIAL_NUMBER_NAME = {NameOID.SERIAL_NUMBER: "serialNumber"}
+# where a CA puts a personnummer in a user's subject: its serialNumber, and sometimes its commonName ("Anna Andersson
+# 191212121212"); not organizationIdentifier and the like, whose 12-digit organisation numbers ("16" + the number)
+# would read as one
+_MASKED_ATTRIBUTES = frozenset({NameOID.SERIAL_NUMBER, NameOID.COMMON_NAME})
+
+
+def mask_personnummer_in(text: str) -> str:
+    """``text`` with every personnummer in it (bare, padded, with its hyphen or plus, after a prefix; the ten-digit
+    form too) masked as :func:`broker.pki.identity.mask_personnummer` masks one: ``19121212-****``,
+    ``121212-****``."""
+    return _PERSONNUMMER_IN_TEXT.sub(r"\1-****", text)
+
+
+def display_subject(cert: x509.Certificate) -> str:
+    """The subject as RFC 4514 text, with a personnummer in the serialNumber or commonName masked
+    (:func:`mask_personnummer_in`): /diagnose, the CLI and configuration messages show it to whoever the user or
+    the operator shares them with, and a configuration reload's refusal goes into the audit trail."""
+    rdns = []
+    for rdn in reversed(cert.subject.rdns):
+        parts = []
+        for attr in rdn:
+            value = attr.value if isinstance(attr.value, str) else ""
+            masked = mask_personnummer_in(value) if attr.oid in _MASKED_ATTRIBUTES else value
+            if masked != value:
+                # escaped as a serialNumber value, which has no length limit, under the attribute's own name: a
+                # commonName of 64 characters is longer once masked, and NameAttribute refuses it as a commonName
+                name = _SERIAL_NUMBER_NAME.get(attr.oid) or attr.rfc4514_attribute_name
+                parts.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, masked)
+                             .rfc4514_string({NameOID.SERIAL_NUMBER: name}))
+            else:
+                parts.append(attr.rfc4514_string())
+        rdns.append("+".join(parts))
+    return ",".join(rdns)

@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
 
 from broker.config.schema import CertificateLogin
-from broker.pki.identity import display_subject, mask_personnummer_in
+from broker.pki.naming import display_subject, mask_personnummer_in
 from broker.readiness.model import Check
 
 # a marker on its own, not inside a word: letters are any script's (Teståtkomst, Knäpp: Swedish words), digits and

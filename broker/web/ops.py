@@ -10,7 +10,7 @@ from flask import Blueprint, Response, make_response, request
 from broker.audit.events import AuditEvent
 from broker.errors import BrokerError, CertificateRejected, DependencyUnavailable
 from broker.model import CertificateFacts, Identity
-from broker.pki.identity import display_subject
+from broker.pki.naming import display_subject
 from broker.pki.validator import certificate_policies
 from broker.web.pages import NO_CACHE, diagnose_page, message_page
 from broker.web.services import client_context, services

@@ -633,6 +633,27 @@ def test_a_trust_anchor_must_be_a_readable_ca_certificate(
     check(config_dir, edit, [Expected(KOMMUN_A, line, "certificate.trust_anchors[0]", fragment)])
 
 
+@pytest.mark.parametrize("serial_number", [
+    pytest.param("191212121212", id="twelve-digits"),
+    pytest.param("19121212-1212", id="with-hyphen"),
+])
+def test_a_user_certificate_given_as_a_ca_is_named_with_its_personnummer_masked(config_dir: Path,
+                                                                                serial_number: str) -> None:
+    """A card's certificate in trust_anchors (the sample, say) is named by its subject so the operator sees which
+    file is wrong; the message goes to the terminal, the log and (refusing a reload) the audit trail, which hold no
+    personnummer in clear (REFERENCE.md, Logging law and privacy)."""
+    def card() -> bytes:
+        return _pem(_stranger().issue(LeafProfile(common_name="Bo Demosson", serial_number=serial_number))
+                    .certificate)
+
+    check(config_dir, _anchor(card), [Expected(
+        KOMMUN_A, ANCHOR, "certificate.trust_anchors[0]",
+        "CN=Bo Demosson,serialNumber=19121212-****,C=SE is not a CA certificate (basicConstraints cA is false)")])
+    text = " ".join(issue.message for issue in load_issues(config_dir))
+    assert "1212-1212" not in text
+    assert "121212121212" not in text
+
+
 def test_a_leaf_certificate_as_intermediate_is_refused(config_dir: Path) -> None:
     _writing("certs/kommun-a/issuing-ca.pem", _leaf)(config_dir)
 

@@ -11,7 +11,8 @@ from cryptography.x509.oid import NameOID
 from broker.config.schema import IdentityRule
 from broker.config.values import Regex
 from broker.errors import CertificateRejected
-from broker.pki.identity import check_personnummer, display_subject, extract_identity
+from broker.pki.identity import check_personnummer, extract_identity
+from broker.pki.naming import display_subject
 from broker.readiness.trust import name_of
 from tests.factories.pki import HSA_ID, Hierarchy
 from tests.factories.pki_cases import (

@@ -78,7 +78,7 @@ def test_sample_without_common_name_is_named_with_its_personnummer_masked(config
                                                                           refused: bool) -> None:
     """A sample without a CN is named by its subject, whose serialNumber may be a personnummer: the report is
     operational output (pasted into tickets), so the number is masked there as everywhere
-    (broker.pki.identity.display_subject)."""
+    (broker.pki.naming.display_subject)."""
     pki = Path(demo_material.root) / "pki" / "kommun-b"
     issuing = CertificateAuthority(
         x509.load_pem_x509_certificate((pki / "issuing-ca.pem").read_bytes()),
