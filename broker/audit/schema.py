@@ -95,8 +95,9 @@ EVENTS: Final[dict[str, EventSpec]] = {
                               data_required="loa nameid nameid_format attributes session"),
     "error_response_issued": _spec("a signed SAML error Response went to the SP", "failure",
                                    _LOGIN | {"reason", "sp"}, data="status", data_required="status"),
-    "session_reused": _spec("an SSO session answered a new AuthnRequest", "success", _LOGIN | _USER | {"sp"},
-                            data="session_login loa"),
+    "session_reused": _spec("an SSO session answered a new AuthnRequest (`cert_*`: the certificate a session "
+                            "opened by certificate rests on, as in its assertion_issued)", "success",
+                            _LOGIN | _USER | {"sp"}, _CERT, data="session_login loa"),
     "session_insufficient": _spec("an SSO session's level did not do for the SP, or its municipality's IdP "
                                   "configuration changed since its login; its municipal IdP is asked again",
                                   "info", _LOGIN | _USER | {"sp", "reason"}, data="session_login loa",

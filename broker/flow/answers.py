@@ -87,7 +87,8 @@ class Answers:
         one round trip, and only once the assertion exists. A reused session (as :meth:`SessionManager.touch`
         left it) is stored again with this SP the same way, but only if it still exists: when it has ended
         since it was found (a logout meanwhile), the assertion is not sent (:meth:`_session_ended`); once it is
-        stored, ``session_reused`` is recorded (the session answered this SP). ``detail``
+        stored, ``session_reused`` is recorded (the session answered this SP), with ``certificate``: the one a
+        session opened by certificate rests on, as ``assertion_issued`` names it. ``detail``
         goes to the ``assertion_issued`` event (for the operator). ``settle``, asked once a new session is stored:
         a refusal that came about meanwhile (a logout on another instance that looked for sessions before this one
         was stored), which ends the session before anything is answered from it.
@@ -142,7 +143,7 @@ class Answers:
             # only now: a session refused above (the IdP's ProxyRestriction) or ended meanwhile answered nothing
             d.audit.record(AuditEvent(
                 "session_reused", "success", ctx.correlation_id, identity=identity, sp=sp.entity_id,
-                client_address=ctx.client_address,
+                certificate=certificate, client_address=ctx.client_address,
                 data=MappingProxyType({"session_login": session.correlation_id, "loa": session.loa_uri})))
         if replaced is not None and replaced.other_user is not None:
             note = (f"replaces the browser's session of another user's login {replaced.correlation_id}, kept apart "

@@ -17,8 +17,11 @@ is audited under one correlation ID; the caller makes the audit durable
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from types import MappingProxyType
+
+from cryptography import x509
 
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
@@ -305,8 +308,17 @@ class LoginFlow:
                 "login_refused", "failure", ctx.correlation_id, reason=exc.reason, detail=exc.detail,
                 identity=session.identity, sp=sp.entity_id, client_address=ctx.client_address))
             return self._answers.refuse(exc, ctx, info, sp, municipality=municipality, retry=False)
-        # session_reused is recorded by issue(), once the session has answered
-        return self._answers.issue(info, sp, ctx, token, d.sessions.touch(token, session), new_session=False)
+        # session_reused is recorded by issue(), once the session has answered; for a session opened by certificate
+        # with the certificate it rests on (issuer and serial: REFERENCE.md, Logging law and privacy)
+        return self._answers.issue(info, sp, ctx, token, d.sessions.touch(token, session), new_session=False,
+                                   certificate=_certificate_of(session))
+
+
+def _certificate_of(session: SsoSession) -> CertificateFacts | None:
+    """What the audit trail records of the certificate a session was opened by (None: a federated login's)."""
+    if session.certificate_der is None:
+        return None
+    return CertificateFacts.of(x509.load_der_x509_certificate(base64.b64decode(session.certificate_der)))
 
 
 def _wants_more(reason: str, info: AuthnRequestInfo, loa: Loa) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from flask import Flask
 
@@ -143,6 +144,27 @@ def test_every_event_of_a_successful_login_has_the_correlation_id_of_its_start(
         assert attributes["transactionIdentifier"] == [started["correlation_id"]]  # what the SP can quote
     assert events[0]["correlation_id"] != events[4]["correlation_id"]
     assert data_of(events[0])["request_id"] != data_of(events[4])["request_id"]
+
+
+def test_an_sso_reuse_names_the_certificate_its_session_rests_on(
+        browser: Browser, sp: DemoSp, users: Path, config_dir: Path) -> None:
+    """REFERENCE.md, Logging law and privacy: each login's record carries the certificate's issuer and serial. A
+    login answered from the SSO session is one too: its session_reused and assertion_issued name the certificate
+    the session was opened by, as the first login's records do."""
+    log_in(browser, sp)
+    browser.certificate_pem = None  # the card taken out: the session answers on its own
+    log_in(browser, sp)
+
+    events = audit_lines(config_dir)
+    assert [e["event"] for e in events] == [*LOGIN_EVENTS, "login_started", "session_reused", "assertion_issued"]
+    accepted = events[2]
+    cert = x509.load_pem_x509_certificate((users / "anna.pem").read_bytes())
+    expected = {"cert_sha256": hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest(),
+                "cert_serial": format(cert.serial_number, "x"), "cert_issuer": cert.issuer.rfc4514_string()}
+    assert {k: accepted[k] for k in expected} == expected
+    for reuse in events[5:]:
+        assert {k: reuse.get(k) for k in expected} == expected, reuse["event"]
+        assert (reuse["user"], reuse["municipality"]) == (accepted["user"], accepted["municipality"])
 
 
 # --- users as reviewers find them -----------------------------------------------------------------
