@@ -299,6 +299,9 @@ def build_services(settings: Settings, runtime: Runtime) -> Services:
         idle_timeout=broker.session.idle_timeout.timedelta,
         absolute_timeout=broker.session.absolute_timeout.timedelta,
         pending_timeout=broker.session.pending_login_timeout.timedelta,
+        # the pseudonym key the audit trail started with (kept on reload, as the trail keeps it): a NameID, personal
+        # data, names no key in the store in clear or as a plain hash
+        index_key=runtime.started_with.broker.audit.pseudonym_key.value,
     )
     signing = idp_cfg.signing
     signer = signer_for(signing)

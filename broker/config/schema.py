@@ -342,9 +342,10 @@ class AuditConfig:
     directory: WritableDirectory = field(metadata=doc("where the chains are written (one per broker process)"))
     signing_key: Ed25519KeyFile = field(metadata=doc("Ed25519 key that signs checkpoints (`broker audit keygen`)"))
     pseudonym_key: SecretFile = field(
-        metadata=doc("secret for the HMAC pseudonym that replaces personnummer in the audit trail; records "
-                     "keep the pseudonym they were written with: keep an earlier key for `broker audit query "
-                     "--key-file` (docs/audit.md, Privacy)")
+        metadata=doc("secret for the HMAC pseudonym that replaces personnummer in the audit trail (and names "
+                     "the session store's index of municipal IdPs' NameIDs); records keep the pseudonym they were "
+                     "written with: keep an earlier key for `broker audit query --key-file` (docs/audit.md, "
+                     "Privacy)")
     )
     verification_keys: tuple[Ed25519PublicKeyFile, ...] = field(
         default=(), metadata=doc("public halves of earlier signing keys, to verify older checkpoints"))

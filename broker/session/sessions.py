@@ -256,9 +256,12 @@ class SessionManager:
     """Creates, finds, refreshes and ends SSO sessions; keeps pending logins."""
 
     def __init__(self, store: KeyValueStore, clock: Clock, *, idle_timeout: dt.timedelta,
-                 absolute_timeout: dt.timedelta, pending_timeout: dt.timedelta) -> None:
+                 absolute_timeout: dt.timedelta, pending_timeout: dt.timedelta, index_key: bytes) -> None:
+        """``index_key``: the secret the keys of the indexes by a municipal IdP's NameID are an HMAC under
+        (:meth:`_principal_key`); the same on every instance sharing the store."""
         self._store = store
         self._clock = clock
+        self._index_key = index_key
         self.idle_timeout = idle_timeout
         self.absolute_timeout = absolute_timeout
         self.pending_timeout = pending_timeout
@@ -377,9 +380,23 @@ class SessionManager:
         return [(self._principal_key(session.upstream["idp"], session.upstream["name_id"]), sid,
                  self.absolute_timeout.total_seconds())]
 
+    def _principal_key(self, idp: str, name_id: str) -> str:
+        return "upstream-principal:" + self._name_digest(idp, name_id)
+
+    def _name_digest(self, idp: str, name_id: str) -> str:
+        """The store's name for a municipal IdP's principal: an HMAC-SHA256 under ``index_key``. A NameID is
+        personal data (an account name, an e-mail address, at some IdPs the personnummer), and a key listing or a
+        copy of the store must not yield it: a plain hash of one is found again by hashing the candidates (every
+        personnummer is some 40 million of them), a keyed one only with the key (REFERENCE.md, Logging law and
+        privacy)."""
+        return hmac.new(self._index_key, f"{idp}\x00{name_id}".encode(), hashlib.sha256).hexdigest()
+
     @staticmethod
-    def _principal_key(idp: str, name_id: str) -> str:
-        return "upstream-principal:" + _hash(f"{idp}\x00{name_id}")
+    def _unkeyed(prefix: str, idp: str, name_id: str) -> str:
+        """The key the previous release wrote the same index under (a plain SHA-256): read beside the keyed one, so
+        that during a rolling update an instance finds what one of the previous release recorded; nothing is
+        written there. It lives no longer than a session (absolute_timeout): the next release can drop it."""
+        return prefix + _hash(f"{idp}\x00{name_id}")
 
     def find(self, token: str | None, *, idle_too: bool = False) -> tuple[SsoSession | None, str | None]:
         """The live session for ``token``, or (None, why): ``expired_idle``, ``expired_absolute``, ``retired``
@@ -427,21 +444,22 @@ class SessionManager:
     def find_upstream(self, idp: str, name_id: str) -> list[tuple[str, SsoSession]]:
         """The sessions (ref, session) that municipal IdP ``idp`` opened for ``name_id``, idle ones included
         (their SPs still hold the user: :meth:`find`)."""
-        key = self._principal_key(idp, name_id)
-        found, gone = [], []
-        for sid in sorted(self._store.members(key)):
-            session, why = self._find_ref(sid, idle_too=True)
-            if session is None and why in ("unknown", "expired_absolute"):
-                gone.append(sid)
-            elif session is not None and session.upstream is not None and session.upstream.get("idp") == idp \
-                    and session.upstream.get("name_id") == name_id:
-                found.append((sid, session))
-        if gone:
-            # the index's time to live is renewed by every login of hers: without this, a user logging in again
-            # within absolute_timeout, day after day, would keep every session she ever had in it, each costing
-            # her IdP's next LogoutRequest a lookup
-            self._store.update_set(key, None, 0.0, remove=gone)
-        return found
+        found: dict[str, SsoSession] = {}
+        for key in (self._principal_key(idp, name_id), self._unkeyed("upstream-principal:", idp, name_id)):
+            gone = []
+            for sid in sorted(self._store.members(key)):
+                session, why = self._find_ref(sid, idle_too=True)
+                if session is None and why in ("unknown", "expired_absolute"):
+                    gone.append(sid)
+                elif session is not None and session.upstream is not None and session.upstream.get("idp") == idp \
+                        and session.upstream.get("name_id") == name_id:
+                    found[sid] = session
+            if gone:
+                # the index's time to live is renewed by every login of hers: without this, a user logging in again
+                # within absolute_timeout, day after day, would keep every session she ever had in it, each costing
+                # her IdP's next LogoutRequest a lookup
+                self._store.update_set(key, None, 0.0, remove=gone)
+        return sorted(found.items())
 
     def touch(self, token: str, session: SsoSession) -> SsoSession:
         """The session with this request's activity (slides the idle timeout); not stored yet: :meth:`save_reused`
@@ -648,14 +666,14 @@ class SessionManager:
     def upstream_logouts(self, idp: str, name_id: str) -> list[UpstreamLogout]:
         """The IdP's LogoutRequests for ``name_id`` that still apply (:meth:`record_upstream_logout`)."""
         now = self._clock.now()
-        return [e for e in self._logouts(self._logout_key(idp, name_id)) if e.until > now]
+        return [e for key in (self._logout_key(idp, name_id), self._unkeyed("upstream-logout:", idp, name_id))
+                for e in self._logouts(key) if e.until > now]
 
     def _logouts(self, key: str) -> list[UpstreamLogout]:
         return [entry for entry in map(_logout_or_none, self._store.members(key)) if entry is not None]
 
-    @staticmethod
-    def _logout_key(idp: str, name_id: str) -> str:
-        return "upstream-logout:" + _hash(f"{idp}\x00{name_id}")
+    def _logout_key(self, idp: str, name_id: str) -> str:
+        return "upstream-logout:" + self._name_digest(idp, name_id)
 
     def first_use(self, idp: str, assertion_id: str, until: dt.datetime) -> bool:
         """True the first time an assertion is seen; it is remembered until it could no longer be used, on any

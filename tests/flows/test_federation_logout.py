@@ -1066,7 +1066,8 @@ def test_idp_logout_is_remembered_as_long_as_an_answer_it_ended_could_still_arri
     _idp_logs_out(app, idp, [])
 
     sessions = SessionManager(store, SystemClock(), idle_timeout=dt.timedelta(minutes=1),
-                              absolute_timeout=dt.timedelta(hours=1), pending_timeout=dt.timedelta(minutes=1))
+                              absolute_timeout=dt.timedelta(hours=1), pending_timeout=dt.timedelta(minutes=1),
+                              index_key=settings.broker.audit.pseudonym_key.value)
     remembered, = sessions.upstream_logouts(idp.entity_id, idp.logins["karin"].name_id)
     kommun_c = settings.municipalities["kommun-c"].config.saml
     assert settings.broker.sp is not None

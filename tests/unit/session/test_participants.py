@@ -37,7 +37,8 @@ def store(redis_url: str, redis_prefix: str) -> RedisStore:
 @pytest.fixture
 def manager(store: RedisStore, clock: FixedClock) -> SessionManager:
     return SessionManager(store, clock, idle_timeout=dt.timedelta(minutes=30),
-                          absolute_timeout=dt.timedelta(hours=8), pending_timeout=dt.timedelta(minutes=10))
+                          absolute_timeout=dt.timedelta(hours=8), pending_timeout=dt.timedelta(minutes=10),
+                          index_key=b"a store index key of 32 bytes or more")
 
 
 def answered(manager: SessionManager, clock: FixedClock, token: str, sp: str, name_id: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import hmac
 import json
 from collections.abc import Callable
 
@@ -20,6 +21,12 @@ from broker.session.store import RedisStore
 
 T0 = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
 ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a", "Anna", "Andersson", "Anna Andersson")
+INDEX_KEY = b"a store index key of 32 bytes or more"
+
+
+def index_digest(idp: str, name_id: str) -> str:
+    """How the indexes by a municipal IdP's NameID are named in the store: an HMAC under the index key."""
+    return hmac.new(INDEX_KEY, f"{idp}\x00{name_id}".encode(), hashlib.sha256).hexdigest()
 SP = Participant("https://sp.example/md", "nameid", "persistent")
 OTHER_SP = Participant("https://other-sp.example/md", "nameid-2", "persistent")
 
@@ -37,7 +44,8 @@ def store(redis_url: str, redis_prefix: str) -> RedisStore:
 @pytest.fixture
 def manager(store: RedisStore, clock: FixedClock) -> SessionManager:
     return SessionManager(store, clock, idle_timeout=dt.timedelta(minutes=30),
-                          absolute_timeout=dt.timedelta(hours=8), pending_timeout=dt.timedelta(minutes=10))
+                          absolute_timeout=dt.timedelta(hours=8), pending_timeout=dt.timedelta(minutes=10),
+                          index_key=INDEX_KEY)
 
 
 def _create(manager: SessionManager) -> tuple[str, SsoSession]:
@@ -127,7 +135,8 @@ def test_a_shortened_absolute_timeout_ends_sessions_opened_under_the_longer_one(
     index = manager.session_index(token, SP.sp_entity_id)
     manager.save(token, session, Participant(SP.sp_entity_id, "nameid", "persistent", index, clock.now()))
     reloaded = SessionManager(store, clock, idle_timeout=dt.timedelta(hours=1),
-                              absolute_timeout=dt.timedelta(hours=1), pending_timeout=dt.timedelta(minutes=10))
+                              absolute_timeout=dt.timedelta(hours=1), pending_timeout=dt.timedelta(minutes=10),
+                              index_key=INDEX_KEY)
     ends = session.authn_instant + dt.timedelta(hours=1)
     assert session.expires_at > ends  # opened under the longer one
     clock.advance(ends - clock.now() - dt.timedelta(seconds=1))
@@ -229,7 +238,7 @@ def test_the_idps_lookup_of_a_principal_drops_the_sessions_that_are_gone(
     a user logging in again within session.absolute_timeout, day after day, kept every session she ever had in it,
     and each LogoutRequest of her IdP read them all, one lookup each. The lookup now drops those that are gone."""
     upstream = {"idp": "https://idp.kommun-c.example/md", "name_id": "karin", "session_index": "_s1"}
-    key = "upstream-principal:" + hashlib.sha256(f"{upstream['idp']}\x00karin".encode()).hexdigest()
+    key = "upstream-principal:" + index_digest(upstream["idp"], "karin")
     tokens = []
     for n in range(3):
         token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", f"CID-{n}",
@@ -452,7 +461,7 @@ def test_a_short_lived_idp_logout_does_not_cut_an_earlier_one_short(manager: Ses
     manager.record_upstream_logout(IDP, "karin", _logout("_long", T0 + dt.timedelta(minutes=15)))
     manager.record_upstream_logout(IDP, "karin", _logout("_short", T0 + dt.timedelta(seconds=30)))
 
-    key = "upstream-logout:" + hashlib.sha256(f"{IDP}\x00karin".encode()).hexdigest()
+    key = "upstream-logout:" + index_digest(IDP, "karin")
     assert store.client.pttl(store._k(key)) > 15 * 60 * 1000
     clock.advance(dt.timedelta(minutes=1))
     assert [e.request_id for e in manager.upstream_logouts(IDP, "karin")] == ["_long"]
@@ -467,13 +476,58 @@ def test_logouts_that_no_longer_apply_are_dropped_when_another_is_remembered(man
         manager.record_upstream_logout(IDP, "kiosk", _logout(f"_lo{i}", clock.now() + dt.timedelta(minutes=15)))
         clock.advance(dt.timedelta(minutes=10))
 
-    key = "upstream-logout:" + hashlib.sha256(f"{IDP}\x00kiosk".encode()).hexdigest()
+    key = "upstream-logout:" + index_digest(IDP, "kiosk")
     assert [e.request_id for e in manager.upstream_logouts(IDP, "kiosk")] == ["_lo143"]
     assert len(store.members(key)) == 2  # the last two recorded: the one before expired only after the last record
 
 
+PNR = "191212121212"  # a municipal IdP whose NameID is the personnummer
+
+
+def test_no_store_key_names_a_municipal_idps_nameid_in_clear_or_by_a_plain_hash(
+        manager: SessionManager, store: RedisStore, clock: FixedClock) -> None:
+    """REFERENCE.md, Logging law and privacy: a session may hold a personnummer, a key may not. A key listing (or a
+    copy of the store) named each federated user by SHA-256(IdP, NameID), which anyone finds again by hashing every
+    personnummer; the indexes are named by an HMAC under the index key, which another key does not find."""
+    upstream = {"idp": IDP, "name_id": PNR, "session_index": "_s1"}
+    token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256=None,
+                                  revocation_valid_until=None, upstream=upstream)
+    manager.save(token, session)
+    manager.record_upstream_logout(IDP, PNR, _logout("_lo1", T0 + dt.timedelta(minutes=15), indexes=("_s0",)))
+
+    keys = [key.decode() for key in store.client.scan_iter(match=store._k("*"))]
+    plain = hashlib.sha256(f"{IDP}\x00{PNR}".encode()).hexdigest()
+    assert [key for key in keys if PNR in key or plain in key] == []
+    assert store._k("upstream-principal:" + index_digest(IDP, PNR)) in keys
+    assert store._k("upstream-logout:" + index_digest(IDP, PNR)) in keys
+    assert [ref for ref, _ in manager.find_upstream(IDP, PNR)] == [manager.ref(token)]
+    assert [e.request_id for e in manager.upstream_logouts(IDP, PNR)] == ["_lo1"]
+    other = SessionManager(store, clock, idle_timeout=manager.idle_timeout, absolute_timeout=manager.absolute_timeout,
+                           pending_timeout=manager.pending_timeout, index_key=b"another index key of 32 bytes ...")
+    assert (other.find_upstream(IDP, PNR), other.upstream_logouts(IDP, PNR)) == ([], [])
+
+
+def test_what_the_previous_release_indexed_by_a_plain_hash_is_still_found(manager: SessionManager,
+                                                                           store: RedisStore) -> None:
+    """A rolling update: an instance of the previous release indexed its sessions, and remembered an IdP's logouts,
+    under SHA-256(IdP, NameID); this release's IdP logout still finds them (they live no longer than a session)."""
+    upstream = {"idp": IDP, "name_id": "karin", "session_index": "_s1"}
+    token, session = manager.open(ANNA, "http://id.elegnamnden.se/loa/1.0/loa3", "CID", certificate_sha256=None,
+                                  revocation_valid_until=None, upstream=upstream)
+    manager.save(token, session)
+    plain = hashlib.sha256(f"{IDP}\x00karin".encode()).hexdigest()
+    store.update_set("upstream-principal:" + index_digest(IDP, "karin"), None, 0.0, remove=[manager.ref(token)])
+    store.update_set("upstream-principal:" + plain, manager.ref(token), 600)
+    store.update_set("upstream-logout:" + plain, _logout("_old", T0 + dt.timedelta(minutes=15)).encode(), 600)
+
+    assert [ref for ref, _ in manager.find_upstream(IDP, "karin")] == [manager.ref(token)]
+    assert [e.request_id for e in manager.upstream_logouts(IDP, "karin")] == ["_old"]
+    manager.record_upstream_logout(IDP, "karin", _logout("_new", T0 + dt.timedelta(minutes=15)))
+    assert sorted(e.request_id for e in manager.upstream_logouts(IDP, "karin")) == ["_new", "_old"]
+
+
 def test_a_damaged_member_is_passed_over_and_dropped(manager: SessionManager, store: RedisStore) -> None:
-    key = "upstream-logout:" + hashlib.sha256(f"{IDP}\x00karin".encode()).hexdigest()
+    key = "upstream-logout:" + index_digest(IDP, "karin")
     store.update_set(key, "not json", 600)
 
     assert manager.upstream_logouts(IDP, "karin") == []
