@@ -75,7 +75,8 @@ def diagnose() -> Response:
             verdict.update(reason=exc.reason, municipality=municipality_id)
         verdict.update(subject=display_subject(cert), issuer=facts.issuer, not_after=facts.not_after.isoformat(),
                        policies=list(certificate_policies(cert)),
-                       chain=[c.subject.rfc4514_string() for c in ctx.presented.chain])
+                       # what the client sent along, which may be a person's certificate too: named as the user's
+                       chain=[display_subject(c) for c in ctx.presented.chain])
     svc.audit.record(AuditEvent(
         "diagnose_viewed", "info", ctx.correlation_id, reason=error.reason if error else None,
         certificate=facts, municipality=municipality_id, identity=identity, client_address=ctx.client_address,

@@ -183,6 +183,27 @@ def test_the_untrusted_record_names_the_headers_that_arrived(config_dir: Path, u
     assert [e["detail"] for e in untrusted] == [f"{named} from {STRANGER} ignored"]
 
 
+def test_the_diagnosis_names_a_forwarded_chain_with_a_personnummer_masked(
+        config_dir: Path, users: Path, make_app: Callable[[], Flask]) -> None:
+    """/diagnose lists the certificates a trusted proxy forwarded with the user's (``chain``): a client's chain is
+    whatever it sent, a person's certificate too, and the page is one to share with support. Each is named as the
+    user's own subject is, a personnummer masked."""
+    def edit(data: dict[str, Any]) -> None:
+        trust_proxy(["127.0.0.1/32"])(data)
+        data["client_certificate"]["proxy"]["chain_header"] = "X-SSL-Client-Chain"
+    edit_broker_yaml(config_dir, edit)
+    app = make_app()
+    headers = {HEADER: escaped((users / "anna.pem").read_text()),
+               "X-SSL-Client-Chain": escaped((users / "bo.pem").read_text())}
+    with browsing(app, remote_addr=PROXY, headers=headers) as browser:
+        response = browser.get("/diagnose?format=json")
+    verdict = response.get_json()
+    assert verdict["accepted"] is True
+    assert len(verdict["chain"]) == 1
+    assert "serialNumber=19121212-****" in verdict["chain"][0]
+    assert "191212121212" not in response.get_data(as_text=True)
+
+
 def test_header_is_ignored_by_default_even_from_loopback(config_dir: Path, users: Path, demo_material: Any,
                                                          make_app: Callable[[], Flask]) -> None:
     # config/example: trusted_networks: [] -- nothing is trusted until the operator says so
