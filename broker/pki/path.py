@@ -40,6 +40,8 @@ is its job): a self-issued CA certificate
 (a key rollover: subject and issuer the same CA) counts against a pathLenConstraint above it, which RFC 5280
 §4.2.1.9 and §6.1.4 (l) do not count, so root -> CA (pathLen 0) -> its rollover certificate -> leaf is refused
 as ``chain_invalid``. Readiness's sample certificate (``sample.certificate``) shows it before go-live.
+
+docs/standards.md lists these with the broker's other departures from the standards.
 """
 
 from __future__ import annotations

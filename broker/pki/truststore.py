@@ -203,7 +203,8 @@ class TrustIndex:
         """Why an issuer name that matches no configured CA's name as encoded may look as if it did: a configured
         CA with the same name after RFC 4518 string preparation (other string types, letter case, spacing), which
         RFC 5280 §7.1 counts as the same name. The path validator (cryptography's) compares names as encoded, so
-        such a certificate has no path: a deviation inherited from it, named here so the operator sees the cause."""
+        such a certificate has no path: a deviation inherited from it (docs/standards.md), named here so the operator
+        sees the cause."""
         wanted = _prepared(issuer)
         for domain in self._domains.values():
             for ca in (*domain.anchors, *domain.intermediates):

@@ -300,6 +300,7 @@ class AuthnRequestParser:
         index = root.get("AssertionConsumerServiceIndex")
         # Core §3.4.1 makes the index exclusive of ProtocolBinding too, but SPs sending both are common and the
         # indexed endpoint must be HTTP-POST anyway: only the contradiction of two endpoints is refused
+        # (docs/standards.md)
         if url is not None and index is not None:
             raise SamlRejected("saml_request_malformed",
                                "AssertionConsumerServiceURL and Index are mutually exclusive (Core §3.4.1)")

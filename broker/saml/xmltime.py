@@ -23,9 +23,9 @@ def parse_instant(text: str) -> dt.datetime:
 
 
 def format_instant(instant: dt.datetime) -> str:
-    """``2026-11-27T10:00:00Z``; SAML peers handle seconds precision everywhere. The year has four digits also
-    below 1000 (XML Schema Part 2 §3.2.7.1), which ``strftime("%Y")`` does not write on glibc: an IdP's
-    AuthnInstant is passed on as read."""
+    """``2026-11-27T10:00:00Z``; SAML peers handle seconds precision everywhere (docs/standards.md). The year
+    has four digits also below 1000 (XML Schema Part 2 §3.2.7.1), which ``strftime("%Y")`` does not write on
+    glibc: an IdP's AuthnInstant is passed on as read."""
     t = instant.astimezone(dt.UTC)
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z"
 
