@@ -119,13 +119,33 @@ def _slo(endpoints: tuple[Endpoint, ...]) -> Endpoint | None:
     return None
 
 
-def _bool(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("true", "1")
+_XML_SPACE = " \t\r\n"  # XML 1.0 §2.3 S: what xs:boolean and xs:unsignedShort collapse, nothing else
 
 
-def _optional_bool(text: str | None) -> bool | None:
+def _bool(text: str | None, name: str) -> bool:
+    """An xs:boolean attribute (XML Schema Part 2 §3.2.2.1: true, false, 1 or 0; absent is false, the default of
+    every boolean attribute the broker reads). Anything else is refused: AuthnRequestsSigned="yes" read as false
+    would drop a signature requirement the SP meant to state (its case is forgiven, its meaning being plain)."""
+    if text is None:
+        return False
+    value = text.strip(_XML_SPACE).lower()
+    if value not in ("true", "1", "false", "0"):
+        raise ValueError(f"{name} {text[:40]!r} is not an xs:boolean (true, false, 1 or 0)")
+    return value in ("true", "1")
+
+
+def _optional_bool(text: str | None, name: str) -> bool | None:
     """An optional xs:boolean attribute: None when absent."""
-    return None if text is None else _bool(text)
+    return None if text is None else _bool(text, name)
+
+
+def _unsigned_short(text: str | None, name: str) -> int:
+    """An xs:unsignedShort attribute (XML Schema Part 2 §3.3.23: ASCII digits, 0 to 65535); Python's int() would
+    also take "1_0" (as 10), a sign or other scripts' digits."""
+    value = (text or "").strip(_XML_SPACE)
+    if not (value.isascii() and value.isdigit()) or int(value) > 65535:
+        raise ValueError(f"{name} {(text or '')[:40]!r} is not an xs:unsignedShort (0 to 65535)")
+    return int(value)
 
 
 def _key_descriptors(descriptor: Any, element: Any, use: str) -> Iterator[tuple[Any, x509.Certificate]]:
@@ -215,16 +235,16 @@ def _endpoints(items: Any, indexed: bool) -> tuple[Endpoint, ...]:
         index = None
         if indexed:
             try:
-                index = int(e.index)
-            except (TypeError, ValueError):
-                raise ValueError(f"endpoint {e.location} has no valid index") from None
+                index = _unsigned_short(e.index, "index")
+            except ValueError as exc:
+                raise ValueError(f"endpoint {e.location} has no valid index: {exc}") from None
         out.append(
             Endpoint(
                 binding=e.binding,
                 location=e.location,
                 response_location=e.response_location,
                 index=index,
-                is_default=_optional_bool(getattr(e, "is_default", None)),
+                is_default=_optional_bool(getattr(e, "is_default", None), "isDefault"),
             )
         )
     return tuple(out)
@@ -318,8 +338,8 @@ def parse_sp_metadata(xml: bytes, entity_id: str) -> SpMetadata:
         single_logout_services=_endpoints(sp.single_logout_service, indexed=False),
         signing_certificates=_signing_certificates(sp, element),
         encryption_keys=_encryption_keys(sp, element),
-        authn_requests_signed=_bool(sp.authn_requests_signed),
-        want_assertions_signed=_bool(sp.want_assertions_signed),
+        authn_requests_signed=_bool(sp.authn_requests_signed, "AuthnRequestsSigned"),
+        want_assertions_signed=_bool(sp.want_assertions_signed, "WantAssertionsSigned"),
         nameid_formats=tuple(f.text.strip() for f in sp.name_id_format or [] if f.text),
         valid_until=_valid_until(xml, entity_id, role="SPSSODescriptor"),
     )
@@ -387,7 +407,7 @@ def parse_idp_metadata(xml: bytes, entity_id: str, max_bytes: int = MAX_METADATA
         single_sign_on_services=_endpoints(idp.single_sign_on_service, indexed=False),
         single_logout_services=_endpoints(idp.single_logout_service, indexed=False),
         signing_certificates=signing,
-        want_authn_requests_signed=_bool(idp.want_authn_requests_signed),
+        want_authn_requests_signed=_bool(idp.want_authn_requests_signed, "WantAuthnRequestsSigned"),
         valid_until=_valid_until(xml, entity_id, max_bytes),
         attributes=tuple(a.name for a in idp.attribute or [] if a.name),
         cache_duration=_cache_duration(xml, entity_id, max_bytes),
