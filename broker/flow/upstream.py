@@ -52,6 +52,7 @@ from broker.saml.upstream_request import build_authn_request
 from broker.saml.upstream_response import Expectations, ResponseValidator, parse_response, status_of
 from broker.saml.xmldsig import XmlVerifier
 from broker.saml.xmlenc import Decrypter
+from broker.saml.xstypes import XML_SPACE
 from broker.session.rate_limit import counts_as_failure
 from broker.session.sessions import new_token
 
@@ -365,7 +366,7 @@ class UpstreamStep:
         issuer_el = root.find(f"{{{SAML_NS}}}Issuer")
         if issuer_el is None:
             issuer_el = root.find(f"{{{SAML_NS}}}Assertion/{{{SAML_NS}}}Issuer")
-        issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
+        issuer = (issuer_el.text or "").strip(XML_SPACE) if issuer_el is not None else ""
         allowing = [m for m in d.settings.municipalities.values() if m.config.saml is not None
                     and m.config.saml.entity_id == issuer and m.config.saml.allow_unsolicited]
         if not allowing:

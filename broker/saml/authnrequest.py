@@ -41,8 +41,9 @@ from broker.saml.bindings import (
     verify_query_signature,
 )
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
-from broker.saml.xmlparse import UnsafeXml, is_ncname, non_negative_integer, parse_untrusted
-from broker.saml.xmltime import XML_SPACE, parse_instant
+from broker.saml.xmlparse import UnsafeXml, is_ncname, parse_untrusted
+from broker.saml.xmltime import parse_instant
+from broker.saml.xstypes import XML_SPACE, boolean, non_negative_integer, unsigned_short
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"
@@ -115,12 +116,10 @@ def _bool_attr(element: etree._Element, name: str, target: ReplyTarget) -> bool:
     value = element.get(name)
     if value is None:
         return False
-    value = value.strip(XML_SPACE)
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise SamlRejected("saml_request_malformed", f"{name}={value!r} is not an xs:boolean", reply_to=target)
+    try:
+        return boolean(value)
+    except ValueError as exc:
+        raise SamlRejected("saml_request_malformed", f"{name}={exc}", reply_to=target) from None
 
 
 def _scoping(root: etree._Element, target: ReplyTarget) -> tuple[tuple[str, ...], int | None, tuple[str, ...]]:
@@ -138,7 +137,7 @@ def _scoping(root: etree._Element, target: ReplyTarget) -> tuple[tuple[str, ...]
     # both lists are advisory or informational: entries that are no usable URI (empty, overlong) are passed
     # over, and only the first few are kept (a pending login is stored with them)
     providers = _usable(e.get("ProviderID") for e in scoping.findall("samlp:IDPList/samlp:IDPEntry", NS))
-    requesters = _usable((e.text or "").strip() for e in scoping.findall("samlp:RequesterID", NS))
+    requesters = _usable((e.text or "").strip(XML_SPACE) for e in scoping.findall("samlp:RequesterID", NS))
     return providers, proxy_count, requesters
 
 
@@ -179,7 +178,7 @@ class AuthnRequestParser:
             raise SamlRejected("saml_request_malformed", "the AuthnRequest has no usable ID (an xs:ID)")
 
         issuer_el = root.find("saml:Issuer", NS)
-        issuer = (issuer_el.text or "").strip() if issuer_el is not None else ""
+        issuer = (issuer_el.text or "").strip(XML_SPACE) if issuer_el is not None else ""
         if not issuer:
             raise SamlRejected("saml_request_malformed", "the AuthnRequest has no Issuer")
         if issuer_el is not None and issuer_el.get("Format") not in (None, ENTITY_FORMAT):
@@ -321,10 +320,10 @@ class AuthnRequestParser:
         if index is not None:
             # xs:unsignedShort ("+1" and "01" are 1); int() would also take "0_1" and other scripts' digits
             try:
-                number = non_negative_integer(index)
+                number: int | None = unsigned_short(index)
             except ValueError:
                 number = None
-            endpoint = meta.acs_by_index(number) if number is not None and number <= 0xFFFF else None
+            endpoint = meta.acs_by_index(number) if number is not None else None
             if endpoint is None or endpoint.binding != HTTP_POST:
                 raise SamlRejected("acs_url_not_registered", f"AssertionConsumerServiceIndex {index!r}")
             return endpoint.location
@@ -362,7 +361,7 @@ class AuthnRequestParser:
             raise SamlRejected("saml_request_malformed", f"Comparison {comparison!r}", reply_to=target)
         if rac.find("saml:AuthnContextDeclRef", NS) is not None:
             raise SamlRejected("saml_feature_unsupported", "AuthnContextDeclRef", reply_to=target)
-        refs = tuple((e.text or "").strip() for e in rac.findall("saml:AuthnContextClassRef", NS))
+        refs = tuple((e.text or "").strip(XML_SPACE) for e in rac.findall("saml:AuthnContextClassRef", NS))
         if not refs or not all(refs):
             raise SamlRejected("saml_request_malformed", "RequestedAuthnContext without ClassRefs", reply_to=target)
         # kept with a pending login and written into its login_started record: bounded as the Scoping's lists are,

@@ -31,8 +31,9 @@ from broker.pki.identity import IDENTITY_SPACE
 from broker.saml.bindings import CM_BEARER
 from broker.saml.xmldsig import SignatureMissing, SignatureRejected, XmlVerifier
 from broker.saml.xmlenc import Decrypter, DecryptionRefused
-from broker.saml.xmlparse import UnsafeXml, non_negative_integer, parse_untrusted
+from broker.saml.xmlparse import UnsafeXml, parse_untrusted
 from broker.saml.xmltime import parse_instant
+from broker.saml.xstypes import non_negative_integer
 
 SAMLP = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML = "urn:oasis:names:tc:SAML:2.0:assertion"

@@ -109,18 +109,3 @@ def parse_untrusted(data: bytes, max_bytes: int) -> etree._Element:
     if getattr(docinfo, "doctype", "") or docinfo.internalDTD is not None:
         raise UnsafeXml("document type declarations are not allowed")
     return root
-
-
-_NON_NEGATIVE = re.compile(r"\+?[0-9]+")
-_LARGE = 1 << 31
-
-
-def non_negative_integer(text: str) -> int:
-    """An xs:nonNegativeInteger attribute value (XML Schema Part 2 §3.3.20: optional "+", digits; whitespace
-    collapsed), as an int; values past 2**31 are read as 2**31, which no count here comes near, so that no
-    4,300-digit value reaches ``int``. ValueError for anything else."""
-    value = text.strip()
-    if not _NON_NEGATIVE.fullmatch(value):
-        raise ValueError(f"{text[:40]!r} is not an xs:nonNegativeInteger")
-    digits = value.lstrip("+").lstrip("0") or "0"
-    return int(digits) if len(digits) <= 9 else _LARGE

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 
+from broker.saml.xstypes import XML_SPACE
+
 # ASCII digits only: \d would take other scripts' digits, which int() reads (an AuthnInstant in Arabic-Indic digits)
 _DATETIME = re.compile(r"^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?Z\Z")
-
-XML_SPACE = " \t\r\n"  # XML 1.0 §2.3 S: what whiteSpace="collapse" removes, unlike str.strip()
 
 
 def parse_instant(text: str) -> dt.datetime:
