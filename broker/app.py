@@ -68,7 +68,7 @@ from broker.web import admin, idp, ops, sp
 from broker.web.csrf import FormTokens
 from broker.web.limits import MAX_FORM_PARTS, certificate_header_room, check_request_size, header_field_size
 from broker.web.pages import error_page, security_headers
-from broker.web.services import Services, client_address, correlation_id
+from broker.web.services import FORM_TYPES, Services, client_address, correlation_id
 
 log = logging.getLogger("broker")
 
@@ -190,7 +190,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         if status == 405 and (rule := _route_of(request.path)) is not None and admin.hidden(rule.endpoint):
             return http_error(NotFound())  # the operators' endpoints do not exist but for GET with the token
         code = {400: "request_malformed", 404: "page_not_found", 405: "method_not_allowed",
-                413: "request_too_large", 416: "range_not_satisfiable"}.get(status)
+                413: "request_too_large", 415: "request_media_type_unsupported",
+                416: "range_not_satisfiable"}.get(status)
         if code is None:  # another client error keeps its status; anything else is the server's
             code = "request_invalid" if 400 <= status < 500 else "internal_error"
         response = _refused_page(_PlainError(code, exc.description or ""))
@@ -200,6 +201,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
             # RFC 9110 §15.5.6: a 405 names the allowed methods; §15.5.17: a 416 the file's length
             if name.lower() in ("allow", "content-range"):
                 response.headers[name] = value
+        if status == 415:  # the media types a POST may carry (W3C LDP §7.1 Accept-Post, as RFC 9110 §15.5.16 asks)
+            response.headers["Accept-Post"] = ", ".join(FORM_TYPES)
         return response
 
     @app.errorhandler(Exception)
@@ -524,7 +527,7 @@ def _record_configuration(app: Flask, settings: Settings, audit: AuditTrail,
 
 
 class _PlainError(BrokerError):
-    """Errors of plain HTTP (404, 405, 413, 416 and other client errors) and the unexpected 500, for the error
+    """Errors of plain HTTP (404, 405, 413, 415, 416 and other client errors) and the unexpected 500, for the error
     page."""
 
 

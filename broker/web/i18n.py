@@ -218,6 +218,11 @@ _SV: dict[str, Explanation] = {
         "är rätt kodade).",
         "Gå tillbaka till tjänsten och försök igen. Kvarstår felet: kontakta tjänstens support och uppge "
         "referensnumret."),
+    "request_media_type_unsupported": _E(
+        "Formuläret kunde inte tas emot",
+        "Inloggningstjänsten fick något annat än ett formulär från webbläsaren.",
+        "Gå tillbaka till tjänsten och försök igen. Kvarstår felet: kontakta tjänstens support och uppge "
+        "referensnumret."),
     "request_uri_too_long": _E(
         "Adressen var för lång",
         "Inloggningstjänsten tar inte emot så långa adresser.",
@@ -437,6 +442,11 @@ _EN: dict[str, Explanation] = {
         "The address could not be read",
         "Your browser sent an address or a form the login service cannot read (characters that are not encoded "
         "correctly).",
+        "Go back to the service and try again. If it persists, contact the service's support and give the "
+        "reference number."),
+    "request_media_type_unsupported": _E(
+        "The form could not be accepted",
+        "The login service received something other than a form from your browser.",
         "Go back to the service and try again. If it persists, contact the service's support and give the "
         "reference number."),
     "request_uri_too_long": _E(

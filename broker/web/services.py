@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import current_app, g, has_request_context, request
+from werkzeug.exceptions import UnsupportedMediaType
 
 from broker.audit.events import new_correlation_id
 from broker.audit.trail import AuditTrail
@@ -120,12 +121,29 @@ def query_parameter(name: str) -> str | None:
     return value
 
 
+# the bodies of an HTML form (HTML §4.10.21.7), which the SAML HTTP-POST binding's form is (Bindings §3.5.4)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def require_form() -> None:
+    """Raise 415 (RFC 9110 §15.5.16) for a POST whose body is no HTML form: another Content-Type (JSON, XML,
+    text/plain), or a body without one. Read as a form, such a body was empty, and the user was told the service
+    sent no SAML message; a POST without any body is left to the endpoint, which says what is missing."""
+    if request.mimetype in FORM_TYPES:
+        return
+    if not request.mimetype and not request.content_length and "Transfer-Encoding" not in request.headers:
+        return
+    raise UnsupportedMediaType(f"a POST body of type {request.mimetype or 'unnamed'!r}; the endpoint takes "
+                               f"{' or '.join(FORM_TYPES)}")
+
+
 def posted_form() -> dict[str, list[str]]:
     """The fields of a SAML HTTP-POST binding's form. A urlencoded body (what browsers send) is decoded strictly
     (:func:`broker.saml.bindings.form_fields`): werkzeug would re-escape an octet that is not UTF-8, so that
     ``RelayState=%E5`` and ``RelayState=%25E5`` arrived alike and the SP got back a value it never sent. Other
     bodies (multipart) as werkzeug reads them. Read the form through this alone: once ``request.form`` has read
-    the body, nothing is left here."""
+    the body, nothing is left here. A body that is no form is refused (:func:`require_form`)."""
+    require_form()
     if request.mimetype == "application/x-www-form-urlencoded":
         return form_fields(request.get_data())
     return request.form.to_dict(flat=False)

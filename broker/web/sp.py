@@ -13,7 +13,15 @@ from broker.web import csrf
 from broker.web.idp import metadata_response, single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
-from broker.web.services import client_address, client_context, continuing, correlation_id, posted_form, services
+from broker.web.services import (
+    client_address,
+    client_context,
+    continuing,
+    correlation_id,
+    posted_form,
+    require_form,
+    services,
+)
 
 bp = Blueprint("sp", __name__)
 discovery = Blueprint("discovery", __name__)
@@ -70,6 +78,7 @@ def choose() -> Response:
     if _cross_site():
         return _refused(RequestRejected("cross_site_request", f"Origin {request.headers.get('Origin')!r}, "
                                         f"Sec-Fetch-Site {request.headers.get('Sec-Fetch-Site')!r}"))
+    require_form()
     try:
         services().form_tokens.verify(request.cookies.get(csrf.COOKIE), request.form.get(csrf.FIELD),
                                       csrf.DISCOVERY)

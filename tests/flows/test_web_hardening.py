@@ -545,6 +545,45 @@ def test_a_method_not_allowed_elsewhere_is_not_audited(browser: Browser, config_
     assert [e for e in audit_lines(config_dir) if e["event"] == "login_refused"] == []
 
 
+# --- a POST whose body is no form ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "content_type"), [
+    pytest.param("/saml/idp/sso", "text/plain", id="text-at-sso"),
+    pytest.param("/saml/idp/sso", "application/json", id="json-at-sso"),
+    pytest.param("/saml/sp/acs", "application/xml", id="xml-at-acs"),
+    pytest.param("/saml/idp/slo", None, id="no-content-type-at-slo"),
+    pytest.param("/saml/sp/slo", "text/plain; charset=utf-8", id="text-at-sp-slo"),
+])
+def test_a_saml_post_whose_body_is_no_form_is_refused_as_such(browser: Browser, config_dir: Path, path: str,
+                                                              content_type: str | None) -> None:
+    """SAML Bindings §3.5.4: the HTTP-POST binding's message is a form field. Another body was read as an empty
+    form, and the user was told the service had sent no SAML message ("start from the service")."""
+    body = b"SAMLRequest=PHNhbWxwOkF1dGhuUmVxdWVzdC8%2B"
+    response = browser.client.post(path, data=body, headers={"Content-Type": content_type} if content_type else {},
+                                   environ_base={"REMOTE_ADDR": browser.remote_addr})
+    assert_refused(response, "request_media_type_unsupported")
+    assert response.headers["Accept-Post"] == "application/x-www-form-urlencoded, multipart/form-data"
+    reference, _ = error_page(response)
+    refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
+    assert (refused["event"], refused["reason"]) == ("login_refused", "request_media_type_unsupported")
+
+
+def test_a_post_without_a_body_is_the_endpoints_to_explain(browser: Browser) -> None:
+    assert_refused(browser.post_body("/saml/idp/sso", b"", content_type=""), "saml_request_missing")
+
+
+def test_a_choice_whose_body_is_no_form_is_refused_and_loses_nothing(browser: Browser, sp: DemoSp) -> None:
+    page = discovery_page(browser, sp)
+    choice = {**discovery_form(page), "municipality": "kommun-c"}
+    text = "&".join(f"{name}={value}" for name, value in choice.items()).encode()
+    assert_refused(browser.post_body("/discovery", text, content_type="text/plain"), "request_media_type_unsupported")
+    # the pending login is still there: the browser's form (multipart is one too) goes through
+    chosen = browser.client.post("/discovery", data=choice, content_type="multipart/form-data",
+                                 environ_base={"REMOTE_ADDR": browser.remote_addr})
+    assert chosen.status_code == 303
+
+
 # --- the discovery page's own origin, however base_url is written ----------------------------------------------------
 
 
