@@ -14,6 +14,7 @@ from broker.web.idp import metadata_response, single_logout
 from broker.web.pages import discovery_page, error_page
 from broker.web.respond import respond
 from broker.web.services import (
+    MUNICIPALITY_COOKIE,
     client_address,
     client_context,
     continuing,
@@ -86,8 +87,15 @@ def choose() -> Response:
         return _refused(refused)
     form = request.form
     continuing(form.get("login", ""))
-    return respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""),
-                                          form.get("remember") == "1", client_context()))
+    remember = form.get("remember") == "1"
+    response = respond(services().flow.choose(form.get("login", ""), form.get("municipality", ""), remember,
+                                              client_context()))
+    if not remember and MUNICIPALITY_COOKIE in request.cookies:
+        # the user's word on the broker's own form: a choice made without "remember my choice" forgets the one
+        # remembered before, which would otherwise go on skipping this page for the municipality it names (on a
+        # shared PC, another user's)
+        response.delete_cookie(MUNICIPALITY_COOKIE, secure=True, httponly=True, samesite="None", path="/")
+    return response
 
 
 def _refused(refused: RequestRejected) -> Response:

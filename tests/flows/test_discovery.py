@@ -5,6 +5,7 @@ The regional SP is the real pysaml2 demo SP; Kommun C's IdP is the real pysaml2 
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -260,6 +261,27 @@ def test_choice_is_remembered_only_when_asked(browser: Browser, sp: DemoSp, reme
     value, attributes = cookie
     assert value == "kommun-c"
     assert {"secure", "httponly"} <= attributes
+
+
+def test_a_choice_without_remember_forgets_the_one_remembered_before(browser: Browser, sp: DemoSp,
+                                                                     idp: DemoIdp) -> None:
+    """Kommun C was remembered (on a shared PC: by the previous user); its IdP refuses, and the user chooses again
+    on the page, without "remember my choice". The remembered choice is forgotten: it went on skipping the page
+    for Kommun C at every later login in this browser."""
+    browser.client.set_cookie(MUNICIPALITY_COOKIE, "kommun-c", domain="localhost")
+    request, relay_state = idp.parse_redirect(at_idp(browser.get(sp.login_url())))
+    page = back_to_broker(browser, idp.error(request, relay_state, "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"))
+    link = re.search(r'<a href="(/discovery\?login=[^"]+)">', page.get_data(as_text=True))
+    assert link is not None
+    again = browser.get(html.unescape(link.group(1)))
+    response = choose(browser, discovery_login_id(again), "kommun-a", remember=False)
+    assert_refused(response, "certificate_missing")  # the new choice is taken
+    forgotten = cookie_attributes(response, MUNICIPALITY_COOKIE)
+    assert forgotten is not None
+    assert forgotten[0] == ""
+    assert {"expires", "secure", "httponly"} <= forgotten[1]
+    assert browser.client.get_cookie(MUNICIPALITY_COOKIE) is None
+    assert discovery_page(browser.get(sp.login_url())).options()  # the next login asks again
 
 
 def test_remembered_choice_skips_discovery_in_a_new_browser_session(browser: Browser, sp: DemoSp,
