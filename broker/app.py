@@ -66,7 +66,13 @@ from broker.session.sessions import SessionManager
 from broker.session.store import KeyValueStore, MemoryStore, RedisStore
 from broker.web import admin, idp, ops, sp
 from broker.web.csrf import FormTokens
-from broker.web.limits import MAX_FORM_PARTS, certificate_header_room, check_request_size, header_field_size
+from broker.web.limits import (
+    MAX_FORM_PARTS,
+    ServerRefusal,
+    certificate_header_room,
+    check_request_size,
+    header_field_size,
+)
 from broker.web.pages import error_page, security_headers
 from broker.web.services import FORM_TYPES, Services, client_address, correlation_id
 
@@ -189,13 +195,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         status = exc.code or 500
         if status == 405 and (rule := _route_of(request.path)) is not None and admin.hidden(rule.endpoint):
             return http_error(NotFound())  # the operators' endpoints do not exist but for GET with the token
-        code = {400: "request_malformed", 404: "page_not_found", 405: "method_not_allowed",
-                413: "request_too_large", 415: "request_media_type_unsupported",
-                416: "range_not_satisfiable"}.get(status)
+        code = exc.reason if isinstance(exc, ServerRefusal) else \
+            {400: "request_malformed", 404: "page_not_found", 405: "method_not_allowed",
+             413: "request_too_large", 415: "request_media_type_unsupported",
+             416: "range_not_satisfiable"}.get(status)
         if code is None:  # another client error keeps its status; anything else is the server's
             code = "request_invalid" if 400 <= status < 500 else "internal_error"
         response = _refused_page(_PlainError(code, exc.description or ""))
-        if code == "request_invalid":
+        if code == "request_invalid" or isinstance(exc, ServerRefusal):
             response.status_code = status
         for name, value in exc.get_headers():
             # RFC 9110 §15.5.6: a 405 names the allowed methods; §15.5.17: a 416 the file's length

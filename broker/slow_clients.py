@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import logging
+import re
 import selectors
 import socket
 import ssl
@@ -40,8 +41,8 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from gunicorn.workers.sync import SyncWorker
 
 from broker.config.loader import Settings
-from broker.errors import RequestRejected
-from broker.web.pages import error_page
+from broker.reasons import reason
+from broker.web.limits import ServerRefusal
 from broker.web.services import CORRELATION_ENVIRON, correlation_id
 
 log = logging.getLogger("broker.serve")
@@ -58,17 +59,30 @@ class DeadlineSocket(socket.socket):
 
     request_timeout: float
     _deadline: float | None
+    _head: bytearray
 
     @classmethod
     def adopt(cls, sock: socket.socket, request_timeout: float) -> DeadlineSocket:
         adopted = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         adopted.request_timeout = request_timeout
         adopted._deadline = None
+        adopted._head = bytearray()
         return adopted
+
+    @property
+    def request_head(self) -> bytes:
+        """The first :data:`HEAD_BYTES` read for the current request: its request line, for the refusal of a
+        request gunicorn could not parse (:func:`refused_target`)."""
+        return bytes(self._head)
+
+    def _keep(self, data: bytes | memoryview) -> None:
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[:HEAD_BYTES - len(self._head)]
 
     def setblocking(self, flag: bool) -> None:
         if flag:
             self._deadline = time.monotonic() + self.request_timeout
+            self._head = bytearray()
             super().settimeout(self.request_timeout)
         else:
             self._deadline = None
@@ -97,10 +111,12 @@ class DeadlineSocket(socket.socket):
             return b""
         super().settimeout(remaining)
         try:
-            return super().recv(bufsize, flags)
+            data = super().recv(bufsize, flags)
         except TimeoutError:
             self._late()
             return b""
+        self._keep(data)
+        return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         remaining = self._remaining()
@@ -111,10 +127,12 @@ class DeadlineSocket(socket.socket):
             return 0
         super().settimeout(remaining)
         try:
-            return super().recv_into(buffer, nbytes, flags)
+            received = super().recv_into(buffer, nbytes, flags)
         except TimeoutError:
             self._late()
             return 0
+        self._keep(memoryview(buffer)[:received])
+        return received
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._deadline is not None:
@@ -166,8 +184,9 @@ _NOT_THE_CLIENTS = (http_errors.InvalidResponseHeader, http_errors.InvalidRespon
 
 class FriendlyErrors:
     """gunicorn workers whose own refusals (:data:`_GUNICORN_REFUSALS`) are the broker's error page: bilingual,
-    with a reference ID that the warning line in the log names, and the security headers of every page, instead
-    of gunicorn's bare English HTML. Anything else (or a page that cannot be made) is gunicorn's as before."""
+    with a reference ID that the warning line in the log names (and, at a login endpoint, the audit trail:
+    :func:`refused_target`), and the security headers of every page, instead of gunicorn's bare English HTML.
+    Anything else (or a page that cannot be made) is gunicorn's as before."""
 
     wsgi: Any
     log: Any
@@ -180,7 +199,7 @@ class FriendlyErrors:
             super().handle_error(req, client, addr, exc)  # type: ignore[misc]
             return
         try:
-            answer = _error_answer(self.wsgi, *refusal, exc, (addr or ("", -1))[0])
+            answer = _error_answer(self.wsgi, *refusal, exc, (addr or ("", -1))[0], refused_target(client))
         except Exception:  # the page is a courtesy: never worse than gunicorn's own
             super().handle_error(req, client, addr, exc)  # type: ignore[misc]
             return
@@ -215,17 +234,42 @@ def without_query(text: str) -> str:
     return text if at < 0 else text[:at] + "?… (query string left out)"
 
 
+HEAD_BYTES = 1024
+"""How much of each request :class:`DeadlineSocket` keeps: its method and path, past a long query's start."""
+
+_METHOD = re.compile(rb"[A-Za-z]{1,20}")
+_PATH = re.compile(rb"/[\x21-\x7e]*")  # visible ASCII: a path the app could have routed (RFC 9112 §3.2)
+
+
+def refused_target(client: Any) -> tuple[str, str] | None:
+    """The method and path of the request on ``client`` that gunicorn refused, from its request line as the
+    socket read it (no query: a refused query is never repeated); None when they cannot be told (the line is not
+    there, or not of the form "METHOD /path")."""
+    head = getattr(client, "request_head", b"")
+    method, _, rest = head.partition(b" ")
+    target = rest.split(b" ", 1)[0].split(b"\r", 1)[0]
+    path = target.split(b"?", 1)[0]
+    complete = b"?" in target or b" " in rest  # a path cut off by HEAD_BYTES is no path
+    if not complete or not _METHOD.fullmatch(method) or not _PATH.fullmatch(path):
+        return None
+    return method.decode("ascii"), path.decode("ascii")
+
+
 def _error_answer(app: Any, code: str, status: int | None, exc: Exception,
-                  address: str) -> tuple[str, str, bytes]:
+                  address: str, target: tuple[str, str] | None = None) -> tuple[str, str, bytes]:
     """The broker's error page for ``code`` as HTTP/1.1 bytes (``Connection: close``), its reference ID and its
-    status line's status."""
-    with app.test_request_context("/", environ_base={"REMOTE_ADDR": address}):
+    status line's status. ``target`` (method, path) is the refused request's where known: at a login endpoint
+    the refusal is audited under the page's reference, as the app's own refusals are (broker.app)."""
+    method, path = target or ("GET", "/")
+    with app.test_request_context(path, method=method, environ_base={"REMOTE_ADDR": address}):
         app.preprocess_request()
-        g.started = None  # no latency sample: this is no request to "/" (broker.app observe_latency)
+        g.started = None  # no latency sample: this request was not served (broker.app observe_latency)
         cid = correlation_id()
-        response = error_page(RequestRejected(code, str(exc)[:200]), cid)
-        if status is not None:
-            response.status_code = status
+        # the detail is audited: not the raw request line gunicorn quotes (its query), which the log has
+        detail = "the request line is not valid HTTP" if isinstance(exc, http_errors.InvalidRequestLine) \
+            else str(exc)[:200]
+        response = app.make_response(app.handle_http_exception(
+            ServerRefusal(status or reason(code).http_status, code, detail)))
         response = app.process_response(response)
         body = response.get_data()
     head = [f"HTTP/1.1 {response.status}"]

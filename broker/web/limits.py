@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
+from werkzeug.exceptions import HTTPException
+
 from broker.errors import RequestRejected
 
 MAX_QUERY_BYTES = 8192
@@ -58,3 +60,14 @@ def check_request_size(query_string: bytes, headers: Iterable[tuple[str, str]],
     if total > MAX_HEADER_BYTES:
         raise RequestRejected("request_headers_too_large", f"{total} bytes of headers besides the certificate "
                                                            f"headers (limit {MAX_HEADER_BYTES})")
+
+
+class ServerRefusal(HTTPException):
+    """A request the HTTP server refused before the app saw it (``broker serve``: gunicorn's request-line,
+    header and parsing limits, :mod:`broker.slow_clients`), answered by the app as its own refusals are: the
+    page for ``reason`` with ``status``, audited under the page's reference at a login endpoint."""
+
+    def __init__(self, status: int, reason: str, detail: str) -> None:
+        super().__init__(description=detail)
+        self.code = status
+        self.reason = reason

@@ -19,6 +19,7 @@ from gunicorn.http.errors import LimitRequestLine
 
 from broker.slow_clients import _error_answer
 from tests.factories.serve import BrokerServe, serving_from_config
+from tests.flows.conftest import audit_lines
 
 TIMEOUT = 2.0
 
@@ -194,6 +195,47 @@ def test_a_refused_request_line_is_logged_without_its_query_string(serve: Broker
     assert "191212121212" not in log
     assert "SAMLRequest" not in log
     assert "RelayState" not in log
+
+
+@pytest.mark.parametrize(("request_bytes", "reason", "rule"), [
+    pytest.param(b"GET /saml/idp/sso?SAMLRequest=" + b"a" * 8300 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                 "request_uri_too_long", "GET /saml/idp/sso", id="authnrequest-past-the-request-line"),
+    pytest.param(b"GET /saml/idp/sso?SAMLRequest=\xff HTTP/1.1\r\nHost: x\r\n\r\n", "request_malformed",
+                 "GET /saml/idp/sso", id="query-octet-not-ascii"),
+    pytest.param(b"POST /saml/sp/acs HTTP/1.1\r\nHost: x\r\n<script>: a\r\nContent-Length: 0\r\n\r\n",
+                 "request_malformed", "POST /saml/sp/acs", id="header-name-with-markup-at-the-acs"),
+    pytest.param(b"GET /saml/idp/login/abc HTTP/1.1\r\nHost: x\r\n"
+                 + b"".join(b"X-H%d: a\r\n" % i for i in range(101)) + b"\r\n",
+                 "request_headers_too_large", "GET /saml/idp/login/<login_id>", id="over-100-headers-at-resume"),
+])
+def test_a_login_request_gunicorn_refuses_is_audited_under_the_pages_reference(
+        serve: BrokerServe, config_dir: Path, request_bytes: bytes, reason: str, rule: str) -> None:
+    """The reference on the page leads support to the refusal in the audit trail, as it does for the app's own
+    refusals at a login endpoint (test_web_hardening); gunicorn's were only in the log."""
+    with serve:
+        _head, body = _raw(serve.port, request_bytes)
+    reference = re.search(rb"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", body)
+    assert reference is not None
+    refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference.group(0).decode()]
+    assert (refused["event"], refused["reason"]) == ("login_refused", reason)
+    assert str(refused["detail"]).startswith(f"{rule}: ")
+    assert refused["client"] == "127.0.0.1"
+    assert "aaaaaaaa" not in str(refused["detail"])
+    assert "SAMLRequest" not in str(refused["detail"])  # the refused query stays out of the trail
+
+
+@pytest.mark.parametrize("request_bytes", [
+    pytest.param(b"GET /?q=" + b"a" * 8300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="landing-page"),
+    pytest.param(b"GET /saml/idp/sso" + b"a" * 8300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", id="path-past-the-capture"),
+    pytest.param(b"GET /saml/idp/sso\xff HTTP/1.1\r\nHost: x\r\n\r\n", id="path-octet-not-ascii"),
+    pytest.param(b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", id="asterisk-target"),
+])
+def test_a_request_gunicorn_refuses_elsewhere_is_not_audited(serve: BrokerServe, config_dir: Path,
+                                                            request_bytes: bytes) -> None:
+    with serve:
+        head, _body = _raw(serve.port, request_bytes)
+    assert head[0].startswith(b"HTTP/1.1 4")
+    assert [e for e in audit_lines(config_dir) if e["event"] == "login_refused"] == []
 
 
 def test_an_unparseable_request_line_does_not_kill_a_sync_worker(config_dir: Path, tmp_path: Path, redis_url: str,
