@@ -69,6 +69,7 @@ from broker.web.csrf import FormTokens
 from broker.web.limits import (
     MAX_FORM_PARTS,
     ServerRefusal,
+    buffer_streamed_body,
     certificate_header_room,
     check_request_size,
     header_field_size,
@@ -238,6 +239,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
             check_request_size(request.query_string, request.headers.items(),
                                [name for name in (proxy.header, proxy.chain_header) if name],
                                certificate_header_room(proxy.max_bytes))
+            buffer_streamed_body(request.environ, app.config["MAX_CONTENT_LENGTH"])
         except RequestRejected as refused:
             request.query_string = b""  # nothing below may read the refused query, nor the page repeat it
             return _refused_page(refused)

@@ -18,7 +18,9 @@ page with a reference number instead of a bare status line.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import io
+from collections.abc import Collection, Iterable, MutableMapping
+from typing import Any
 
 from werkzeug.exceptions import HTTPException
 
@@ -60,6 +62,24 @@ def check_request_size(query_string: bytes, headers: Iterable[tuple[str, str]],
     if total > MAX_HEADER_BYTES:
         raise RequestRejected("request_headers_too_large", f"{total} bytes of headers besides the certificate "
                                                            f"headers (limit {MAX_HEADER_BYTES})")
+
+
+def buffer_streamed_body(environ: MutableMapping[str, Any], max_bytes: int) -> None:
+    """A body streamed without Content-Length (Transfer-Encoding: chunked, RFC 9112 §7.1), read here to at most
+    ``max_bytes`` and handed on with its length, as a body that gave one; past the limit, ``request_too_large``.
+
+    werkzeug reads such a body (where the server ends it: ``wsgi.input_terminated``) up to ``MAX_CONTENT_LENGTH``
+    and silently drops the rest: a form past the limit arrived cut off, as a SAML message it could not decode or a
+    form without its fields, instead of the 413 a body announcing its length gets. Nothing has read the body yet
+    (the app's first before-request function calls this)."""
+    if environ.get("CONTENT_LENGTH") or "wsgi.input_terminated" not in environ \
+            or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return  # a length werkzeug checks against the limit itself, or no body werkzeug would read
+    body = environ["wsgi.input"].read(max_bytes + 1)
+    if len(body) > max_bytes:
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(b""), "0"  # nothing further reads the rest
+        raise RequestRejected("request_too_large", f"a streamed body past {max_bytes} bytes")
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(body), str(len(body))
 
 
 class ServerRefusal(HTTPException):

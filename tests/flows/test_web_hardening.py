@@ -5,11 +5,12 @@ the broker sets during a whole login and logout. (Failed-login limits: test_logi
 from __future__ import annotations
 
 import base64
+import io
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import yaml
@@ -383,6 +384,33 @@ def test_a_request_refused_as_such_elsewhere_is_not_audited(browser: Browser, co
     """Not a login: a health check or landing page past the limits leaves the audit trail alone."""
     assert_refused(browser.get("/?q=" + "a" * MAX_QUERY_BYTES), "request_uri_too_long")
     assert [e for e in audit_lines(config_dir) if e["event"] == "login_refused"] == []
+
+
+def _streamed(browser: Browser, path: str, body: bytes) -> TestResponse:
+    """``body`` sent as a chunked request's (no Content-Length), as the server hands it on: ended by the server."""
+    return browser.client.post(path, environ_overrides={
+        "wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded", "REMOTE_ADDR": browser.remote_addr})
+
+
+@pytest.mark.parametrize("path", [pytest.param("/saml/idp/sso", id="sso"), pytest.param("/saml/sp/acs", id="acs")])
+def test_a_streamed_body_past_the_limit_is_refused_as_too_large(browser: Browser, config_dir: Path,
+                                                                path: str) -> None:
+    """Without Content-Length, werkzeug read the body up to the limit and dropped the rest: the message arrived cut
+    off and was refused as a broken SAML message, or as none at all."""
+    limit = browser.client.application.config["MAX_CONTENT_LENGTH"]
+    response = _streamed(browser, path, b"RelayState=x&SAMLResponse=" + b"A" * limit)
+    assert_refused(response, "request_too_large")
+    reference, _ = error_page(response)
+    refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
+    assert (refused["event"], refused["reason"]) == ("login_refused", "request_too_large")
+
+
+def test_a_streamed_body_within_the_limit_is_read_whole(browser: Browser, sp: DemoSp) -> None:
+    page = discovery_page(browser, sp)
+    choice = {**discovery_form(page), "municipality": "kommun-c"}
+    response = _streamed(browser, "/discovery", urlencode(choice).encode())
+    assert response.status_code == 303
 
 
 def test_the_query_limit_is_inclusive(browser: Browser) -> None:
