@@ -209,8 +209,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
             # RFC 9110 §15.5.6: a 405 names the allowed methods; §15.5.17: a 416 the file's length
             if name.lower() in ("allow", "content-range"):
                 response.headers[name] = value
-        if status == 415:  # the media types a POST may carry (W3C LDP §7.1 Accept-Post, as RFC 9110 §15.5.16 asks)
+        if status == 415:  # what a POST may carry (W3C LDP §7.1 Accept-Post; RFC 9110 §15.5.16, §12.5.3)
             response.headers["Accept-Post"] = ", ".join(FORM_TYPES)
+            response.headers["Accept-Encoding"] = "identity"
         return response
 
     @app.errorhandler(Exception)

@@ -373,9 +373,10 @@ _ROWS: tuple[Reason, ...] = (
            "Real SAML messages are percent-encoded ASCII; this looks like a broken client or an attack."),
     Reason("request_media_type_unsupported", "request", 415,
            "A POST to a form endpoint carried a body that is not an HTML form (Content-Type other than "
-           "application/x-www-form-urlencoded or multipart/form-data; SAML Bindings §3.5.4).",
+           "application/x-www-form-urlencoded or multipart/form-data; SAML Bindings §3.5.4), or one in a content "
+           "coding (Content-Encoding gzip, ...).",
            "The sender is no browser posting the HTTP-POST binding's form: check the client, or look for an "
-           "attack; Accept-Post names the types taken."),
+           "attack; Accept-Post names the types taken, Accept-Encoding the coding (identity)."),
     Reason("cross_site_request", "request", 403,
            "A form of the broker was submitted from another site's page (Origin / Sec-Fetch-Site).",
            "The user should start again from the service; repeated, it is an attack (login CSRF)."),

@@ -128,7 +128,13 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 def require_form() -> None:
     """Raise 415 (RFC 9110 §15.5.16) for a POST whose body is no HTML form: another Content-Type (JSON, XML,
     text/plain), or a body without one. Read as a form, such a body was empty, and the user was told the service
-    sent no SAML message; a POST without any body is left to the endpoint, which says what is missing."""
+    sent no SAML message; a POST without any body is left to the endpoint, which says what is missing. So is a
+    body in a content coding (RFC 9110 §8.4.1: gzip, deflate ...), which nothing here decodes: read as it came, a
+    compressed form was a SAML message that could not be decoded."""
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise UnsupportedMediaType(f"a POST body in content coding {coding[:40]!r}; the endpoint takes the form "
+                                   "as it is (identity)")
     if request.mimetype in FORM_TYPES:
         return
     if not request.mimetype and not request.content_length and "Transfer-Encoding" not in request.headers:

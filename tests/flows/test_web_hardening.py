@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import zlib
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
@@ -595,6 +596,27 @@ def test_a_saml_post_whose_body_is_no_form_is_refused_as_such(browser: Browser, 
     reference, _ = error_page(response)
     refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
     assert (refused["event"], refused["reason"]) == ("login_refused", "request_media_type_unsupported")
+
+
+@pytest.mark.parametrize("coding", [pytest.param("gzip", id="gzip"), pytest.param("deflate", id="deflate"),
+                                    pytest.param("br", id="brotli")])
+def test_a_saml_form_in_a_content_coding_is_refused_as_such(browser: Browser, sp: DemoSp, coding: str) -> None:
+    """RFC 9110 §12.5.3: the broker decodes no content coding; read as it came, a compressed form was refused as a
+    SAML message it could not decode (saml_request_malformed), blaming the service."""
+    body = zlib.compress(b"SAMLRequest=PHNhbWxwOkF1dGhuUmVxdWVzdC8%2B")
+    response = browser.client.post("/saml/idp/sso", data=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": coding},
+        environ_base={"REMOTE_ADDR": browser.remote_addr})
+    assert_refused(response, "request_media_type_unsupported")
+    assert response.headers["Accept-Encoding"] == "identity"
+
+
+def test_a_form_in_the_identity_coding_is_read(browser: Browser, sp: DemoSp) -> None:
+    page = discovery_page(browser, sp)
+    response = browser.client.post("/discovery", data={**discovery_form(page), "municipality": "kommun-c"},
+                                   headers={"Content-Encoding": "identity"},
+                                   environ_base={"REMOTE_ADDR": browser.remote_addr})
+    assert response.status_code == 303
 
 
 def test_a_post_without_a_body_is_the_endpoints_to_explain(browser: Browser) -> None:
