@@ -220,6 +220,7 @@ class FriendlyErrors:
                 resp = GunicornResponse(req, client, self.cfg)
                 resp.status = status
                 resp.response_length = len(data)
+                resp.sent = len(data) - data.index(b"\r\n\r\n") - 4  # the page's bytes, as gunicorn counts them
                 self.log.access(resp, req, environ, dt.timedelta(0))
             except Exception:  # the log line is a courtesy too: the answer has gone out
                 self.log.debug("no access line for the refused request", exc_info=True)

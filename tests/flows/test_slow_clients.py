@@ -283,7 +283,10 @@ def test_a_refused_request_gunicorn_parsed_keeps_its_access_line(serve: BrokerSe
         log = serve.log()
     reference = re.search(rb"[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}", body)
     assert reference is not None
-    assert re.search(rf'"POST /smuggle HTTP/1.1" 400 \d+ [0-9.]+ms {reference.group(0).decode()} ', log), log[-1500:]
+    line = re.search(rf'"POST /smuggle HTTP/1.1" 400 (\d+) [0-9.]+ms {reference.group(0).decode()} ', log)
+    assert line is not None, log[-1500:]
+    # the bytes of the page, as every access line counts them (it said 0)
+    assert int(line.group(1)) == len(body)
 
 
 def test_refusals_are_no_latency_samples_of_the_index_page(app: Flask) -> None:
