@@ -187,7 +187,7 @@ class Answers:
 
     def refuse(self, exc: BrokerError, ctx: ClientContext, info: AuthnRequestInfo | None,
                sp: ServiceProvider | None, *, municipality: Municipality | None = None,
-               event: str | None = None, retry: bool = True) -> Result:
+               event: str | None = None, retry: bool = True, choose_again: bool = False) -> Result:
         """Turn a refusal into an error page, or a SAML error Response where SAML calls for one.
 
         A SAML error Response goes straight back to the SP when the user cannot
@@ -216,7 +216,8 @@ class Answers:
         retry_id = None
         if retry and info is not None and isinstance(exc, CertificateRejected | UpstreamRejected):
             retry_id = d.sessions.put_pending(pending(info, ctx.correlation_id))
-        return LoginFailed(exc, ctx.correlation_id, sp_name, municipality, retry_id, back)
+        return LoginFailed(exc, ctx.correlation_id, sp_name, municipality, retry_id, back,
+                           choose_again=choose_again and retry_id is not None)
 
     def rate_limited(self, exc: RateLimited, ctx: ClientContext, info: AuthnRequestInfo | None,
                      sp: ServiceProvider | None, *, municipality: Municipality | None = None,

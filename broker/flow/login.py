@@ -179,12 +179,16 @@ class LoginFlow:
         cert = ctx.presented.certificate
         if cert is not None:
             return self._certificate.login(info, sp, ctx, cert, None)
-        return self._missing_certificate(info, sp, ctx, municipality)
+        # chosen among several (on a shared PC, remembered from the previous user): a user without that
+        # municipality's card can go back to the choice, where her own municipality's IdP is
+        return self._missing_certificate(info, sp, ctx, municipality,
+                                         choose_again=len(self._options(sp, info)) > 1)
 
     def _missing_certificate(self, info: AuthnRequestInfo, sp: ServiceProvider, ctx: ClientContext,
-                             municipality: Municipality | None = None) -> Result:
+                             municipality: Municipality | None = None, *, choose_again: bool = False) -> Result:
         return self._answers.refuse(CertificateRejected("certificate_missing", "no certificate presented"), ctx,
-                                    info, sp, municipality=municipality, event="login_refused")
+                                    info, sp, municipality=municipality, event="login_refused",
+                                    choose_again=choose_again)
 
     # --- discovery ---------------------------------------------------------------------------
 

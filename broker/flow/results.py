@@ -60,6 +60,9 @@ class LoginFailed:
     municipality: Municipality | None = None
     retry_login_id: str | None = None
     back_to_sp: PostToSp | None = None
+    # the login went to ``municipality`` by a choice (remembered or made on the page) among several: the pending
+    # login ``retry_login_id`` may be taken to the discovery page to choose another
+    choose_again: bool = False
 
 
 @dataclass(frozen=True)

@@ -129,10 +129,12 @@ def error_page(error: BrokerError, correlation_id: str, failure: LoginFailed | N
     municipality = failure.municipality if failure else None
     support = municipality.config.support.get(lang) if municipality and municipality.config.support else None
     support_label = ui["support"].format(municipality=municipality.config.name.get(lang)) if municipality else ""
-    # a login through a municipality's own IdP may have gone there by a remembered choice, which skips the
-    # discovery page: without this link a wrong one could only be undone by clearing the browser's cookies
+    # a login may have gone to a municipality (its own IdP, or a card the browser lacks) by a remembered choice,
+    # which skips the discovery page: without this link a wrong one could only be undone by clearing the
+    # browser's cookies
     choose_url = url_for("discovery.show", login=failure.retry_login_id) \
-        if retry_url and failure is not None and municipality is not None and municipality.config.login == "saml" \
+        if retry_url and failure is not None and (failure.choose_again or (
+            municipality is not None and municipality.config.login == "saml")) \
         else None
     switch = _with_lang(retry_url, _other(lang)) if retry_url else None
     # a page answering a POST (the ACS, a choice, a logout) has no link to the other language: it cannot be asked

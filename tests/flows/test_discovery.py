@@ -414,6 +414,22 @@ def test_a_refusal_after_the_choice_names_the_municipality_in_the_audit_trail(br
         ("certificate_missing", reference, "kommun-a")]
 
 
+def test_a_remembered_municipality_whose_card_the_browser_lacks_can_be_changed(browser: Browser, sp: DemoSp,
+                                                                              idp: DemoIdp) -> None:
+    """On a shared PC the previous user's municipality (Kommun A, card login) is remembered; the next user has no
+    such card and logs in through her own municipality's IdP. The certificate_missing page links to the choice for
+    the same pending login: without it she could go on only by clearing the browser's cookies."""
+    browser.client.set_cookie(MUNICIPALITY_COOKIE, "kommun-a", domain="localhost")
+    page = browser.get(sp.login_url())
+    assert_refused(page, "certificate_missing")
+    link = re.search(r'<a href="(/discovery\?login=[^"]+)">Välj en annan kommun</a>', page.get_data(as_text=True))
+    assert link is not None
+    again = browser.get(html.unescape(link.group(1)))
+    assert list(discovery_page(again).options()) == ["kommun-a", "kommun-b", "kommun-c"]
+    request, _ = idp.parse_redirect(at_idp(choose(browser, discovery_login_id(again), "kommun-c")))
+    assert request.message.assertion_consumer_service_url == BASE_URL + "/saml/sp/acs"
+
+
 class TestRestrictedServiceProvider:
     @pytest.fixture
     def settings(self, config_dir: Path, municipalities: list[str]) -> Settings:
@@ -427,6 +443,17 @@ class TestRestrictedServiceProvider:
         browser.client.set_cookie(MUNICIPALITY_COOKIE, "kommun-a", domain="localhost")
         request, _ = idp.parse_redirect(at_idp(browser.get(sp.login_url())))
         assert request.message.assertion_consumer_service_url == BASE_URL + "/saml/sp/acs"
+
+    @pytest.mark.parametrize("municipalities", [
+        pytest.param(["kommun-a"], id="only-kommun-a"),
+        pytest.param(["kommun-a", "kommun-b"], id="card-logins-only"),
+    ])
+    def test_without_another_way_to_log_in_the_certificate_page_offers_no_other_choice(
+            self, browser: Browser, sp: DemoSp, municipalities: list[str]) -> None:
+        browser.client.set_cookie(MUNICIPALITY_COOKIE, "kommun-a", domain="localhost")
+        page = browser.get(sp.login_url())
+        assert_refused(page, "certificate_missing")
+        assert "/discovery?login=" not in page.get_data(as_text=True)
 
     @pytest.mark.parametrize("municipalities", [["kommun-a", "kommun-c"]], ids=["kommun-a-and-c"])
     def test_choosing_a_municipality_the_sp_does_not_accept(self, browser: Browser, sp: DemoSp, config_dir: Path,
