@@ -23,7 +23,7 @@ from broker.commands.common import (
 from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
 from broker.config.values import HttpUrl
 from broker.errors import CertificateRejected, UnusableInput
-from broker.pki.identity import mask_personnummer
+from broker.pki.identity import display_identity, mask_personnummer
 from broker.pki.path import first_unrevoked, operator_hint, verify_paths
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome
@@ -168,11 +168,11 @@ def cert_check(leaf: Path, config_dir: Path, at: str | None, offline: bool, as_j
     ident = validated.identity
     municipality = settings.municipalities[validated.municipality_id]
     attrs = available_attributes(ident, municipality.config, "(per login)")
-    if ident.kind == "personnummer":  # shown to the operator, but not in full on screen
-        attrs["personalIdentityNumber"] = (mask_personnummer(ident.key),)
+    if "personalIdentityNumber" in attrs:  # shown to the operator, but not in full on screen
+        attrs["personalIdentityNumber"] = tuple(map(mask_personnummer, attrs["personalIdentityNumber"]))
     result.update(
         accepted=True, municipality=validated.municipality_id, identity_kind=ident.kind,
-        identity=ident.key if ident.kind != "personnummer" else mask_personnummer(ident.key),
+        identity=display_identity(ident.kind, ident.key),
         loa=validated.loa.uri, policy=validated.policy_oid,
         attributes={k: list(v) for k, v in attrs.items()},
     )

@@ -17,6 +17,7 @@ from broker.config.schema import IdentityRule
 from broker.config.values import luhn_valid
 from broker.errors import CertificateRejected
 from broker.model import Identity
+from broker.pki.naming import mask_personnummer_in
 
 # SE, the 10-digit organisation number of the directory's owner, a hyphen and 1 to 18 letters or digits: an HSA-id
 # is at most 31 characters long (Inera's HSA-id format)
@@ -157,8 +158,9 @@ def mask_personnummer(value: str) -> str:
 
 
 def display_identity(kind: str, key: str) -> str:
-    """An identity as an operator may see it: a personnummer masked, anything else as is."""
-    return mask_personnummer(key) if kind == "personnummer" else key
+    """An identity as an operator may see it: a personnummer masked, and one inside any other identifier too (an
+    opaque rule's account named by it, ``191212121212@kommun.se``), as the audit trail pseudonymises those."""
+    return mask_personnummer(key) if kind == "personnummer" else mask_personnummer_in(key)
 
 
 def value_shape(value: str) -> str:

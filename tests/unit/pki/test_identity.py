@@ -11,7 +11,7 @@ from cryptography.x509.oid import NameOID
 from broker.config.schema import IdentityRule
 from broker.config.values import Regex
 from broker.errors import CertificateRejected
-from broker.pki.identity import check_personnummer, extract_identity
+from broker.pki.identity import check_personnummer, display_identity, extract_identity
 from broker.pki.naming import display_subject
 from broker.readiness.trust import name_of
 from tests.factories.pki import HSA_ID, Hierarchy
@@ -226,3 +226,16 @@ def test_check_personnummer_accepts(value: str) -> None:
 def test_check_personnummer_refuses(value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         check_personnummer(value, NOW.date())
+
+
+@pytest.mark.parametrize(("kind", "key", "shown"), [
+    pytest.param("personnummer", "191212121212", "19121212-****", id="personnummer"),
+    pytest.param("opaque", "191212121212", "19121212-****", id="opaque-that-is-a-personnummer"),
+    pytest.param("opaque", "191212121212@kommun.se", "19121212-****@kommun.se", id="opaque-holding-one"),
+    pytest.param("hsa_id", "SE2321000016-1234", "SE2321000016-1234", id="hsa-id-as-is"),
+    pytest.param("opaque", "anna.andersson@kommun.se", "anna.andersson@kommun.se", id="opaque-as-is"),
+])
+def test_an_identity_is_shown_with_any_personnummer_in_it_masked(kind: str, key: str, shown: str) -> None:
+    """`broker cert check` and the readiness report show whose a certificate is; an opaque rule's account named by
+    the personnummer was shown whole there, while the audit trail records it as its pseudonym."""
+    assert display_identity(kind, key) == shown
