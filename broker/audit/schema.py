@@ -102,7 +102,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
                                   "configuration changed since its login; its municipal IdP is asked again",
                                   "info", _LOGIN | _USER | {"sp", "reason"}, data="session_login loa",
                                   data_required="session_login loa"),
-    "session_expired": _spec("an SSO session had timed out", "info", _LOGIN),
+    "session_expired": _spec("an SSO session had timed out (`user`: whose, while the session is still kept for single "
+                             "logout)", "info", _LOGIN),
     "session_unreadable": _spec("the browser's SSO session record could not be read (another release's stored "
                                 "form during an upgrade, a damaged record): the login went on without it",
                                 "failure", _LOGIN),

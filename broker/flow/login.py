@@ -124,8 +124,11 @@ class LoginFlow:
         session, why = d.sessions.find(ctx.session_token, idle_too=True)
         revoked = False
         if why in ("expired_idle", "expired_absolute"):
+            # whose session it was, when it is still kept (idle, or past the absolute timeout a reload shortened):
+            # the user's events are found by her identity (broker audit query --user)
             d.audit.record(AuditEvent("session_expired", "info", ctx.correlation_id, reason=None,
-                                      detail=why, client_address=ctx.client_address))
+                                      detail=why, identity=session.identity if session is not None else None,
+                                      client_address=ctx.client_address))
         elif why == "unreadable":  # logged with the store's key; the user logs in again, nothing answers from it
             d.audit.record(AuditEvent("session_unreadable", "failure", ctx.correlation_id,
                                       detail="the browser's session record could not be read (another release's "

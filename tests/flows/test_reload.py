@@ -239,6 +239,8 @@ def test_a_shortened_absolute_timeout_applies_to_the_sessions_opened_before_the_
     assert response.status_code == 200  # no card: discovery, nothing answered from the session
     assert "SAMLResponse" not in response.get_data(as_text=True)
     assert [e["detail"] for e in audit_lines(config_dir) if e["event"] == "session_expired"] == ["expired_absolute"]
+    users = {e["event"]: e.get("user") for e in audit_lines(config_dir)}
+    assert users["session_expired"] == users["assertion_issued"] is not None  # whose session ended
     assert [e["data"]["session"] for e in audit_lines(config_dir)  # type: ignore[index]
             if e["event"] == "assertion_issued"] == ["new", "reused"]
 
