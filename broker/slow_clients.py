@@ -196,6 +196,9 @@ class FriendlyErrors:
         refusal = next(((code, status) for kind, code, status in _GUNICORN_REFUSALS if isinstance(exc, kind)), None)
         # a response header the app got wrong, or gunicorn's configuration, is no client's fault: gunicorn's 500
         if refusal is None or isinstance(exc, _NOT_THE_CLIENTS):
+            if isinstance(req, GunicornRequest) and isinstance(req.uri, str):
+                # gunicorn's "Error handling request" line names req.uri: the query string left out, as below
+                req.uri = without_query(req.uri)
             super().handle_error(req, client, addr, exc)  # type: ignore[misc]
             return
         try:
