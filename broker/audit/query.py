@@ -149,7 +149,7 @@ class Filter:
             return False
         if self.events and event not in self.events:
             return False
-        if self.users and record.get("user") not in self.users:
+        if self.users and not self._names_user(record.get("user")):
             return False
         for key in ("municipality", "sp", "outcome", "reason", "correlation_id"):
             wanted = getattr(self, key)
@@ -165,6 +165,20 @@ class Filter:
             if self.until and when >= self.until:
                 return False
         return True
+
+
+    def _names_user(self, user: Any) -> bool:
+        """The record's ``user`` is one asked for, or holds the pseudonym of a personnummer asked for where the
+        number stood in an identifier (``pnr:...@kommun.se``: broker.audit.trail, an opaque identity)."""
+        if user in self.users:
+            return True
+        return isinstance(user, str) and any(
+            _PSEUDONYM_IN_TEXT.fullmatch(wanted) and re.search(re.escape(wanted) + "(?![0-9a-f])", user)
+            for wanted in self.users)
+
+
+# a personnummer's pseudonym (broker.audit.trail.Pseudonymiser.personnummer): "pnr:" and 32 hex digits
+_PSEUDONYM_IN_TEXT = re.compile(r"pnr:[0-9a-f]{32}")
 
 
 def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[str, Any] | None:

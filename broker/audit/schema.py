@@ -27,7 +27,8 @@ FIELDS: Final = {
     "reason": "reason code (README, Reason codes)",
     "municipality": "municipality id",
     "user": "HSA-id in clear; `pnr:` + 32 hex HMAC pseudonym for a personnummer (also one an hsa_id or opaque "
-            "rule read: `user_kind` names the rule); opaque ids in clear",
+            "rule read: `user_kind` names the rule); opaque ids in clear, a personnummer in one replaced by its "
+            "pseudonym (`pnr:...@kommun.se`)",
     "user_kind": "hsa_id, personnummer or opaque",
     "cert_sha256": "SHA-256 fingerprint (hex) of the user's certificate",
     "cert_serial": "its serial number (hex)",

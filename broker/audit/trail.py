@@ -167,9 +167,12 @@ class AuditTrail:
                 # an opaque identifier (or an HSA-id under a pattern of the operator's) that is a personnummer, in
                 # any form people write one (a municipality whose accounts are named by it): its pseudonym too, the
                 # one `broker audit query --personnummer-stdin` looks for; in clear it was found by no query
-                # (--user refuses a personnummer)
+                # (--user refuses a personnummer). One that holds a personnummer (191212121212@kommun.se) has it
+                # replaced by its pseudonym where it stands (pnr:...@kommun.se), as a detail has, which that
+                # query finds too (broker.audit.query.Filter)
                 number = as_personnummer(ident.key, now.date())
-                record["user"] = ident.key if number is None else self._pseudonymiser.personnummer(number)
+                record["user"] = self._without_personnummer(ident.key, now.date()) if number is None \
+                    else self._pseudonymiser.personnummer(number)
             record["user_kind"] = ident.kind
             record.setdefault("municipality", ident.municipality_id)
         if event.certificate is not None:

@@ -416,6 +416,24 @@ def test_query_personnummer_from_stdin_finds_the_events_written_under_an_earlier
     assert BO_PNR not in printed.output
 
 
+def test_query_personnummer_from_stdin_finds_an_account_named_by_it(data: Dataset) -> None:
+    """An opaque identity rule's account named by the personnummer (191212121212@kommun.se) is recorded with the
+    number's pseudonym where it stood; the person's events under it are hers too, another's pseudonym is not."""
+    audit = load_settings(data.config).broker.audit
+    writer, trail = chain_of(audit, FixedClock(DAY3 + dt.timedelta(hours=1)), "accounts")
+    account = Identity("opaque", BO_PNR + "@kommun-c.se", "kommun-c")
+    other = Identity("opaque", "191212120008@kommun-c.se", "kommun-c")  # another person
+    trail.record(AuditEvent("assertion_issued", "success", "O1", identity=account, sp=SP_A))
+    trail.record(AuditEvent("assertion_issued", "success", "O2", identity=other, sp=SP_A))
+    trail.sync()
+    writer.close()
+    found = query_jsonl(str(data.directory), "--config", str(data.config), "--personnummer-stdin",
+                        "--event", "assertion_issued", input=BO_PNR + "\n")
+    assert cids(found) == [("B1", "assertion_issued"), ("B2", "assertion_issued"), ("O1", "assertion_issued")]
+    assert [r["user"] for r in found] == [data.bo, data.bo, data.bo + "@kommun-c.se"]
+    assert BO_PNR not in "".join(p.read_text() for p in data.directory.rglob("*.jsonl"))
+
+
 def test_query_csv(data: Dataset) -> None:
     result = run("query", str(data.directory), "--outcome", "failure", "--format", "csv")
     assert result.exit_code == 0, result.output
