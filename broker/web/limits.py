@@ -75,7 +75,16 @@ def buffer_streamed_body(environ: MutableMapping[str, Any], max_bytes: int) -> N
     if environ.get("CONTENT_LENGTH") or "wsgi.input_terminated" not in environ \
             or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return  # a length werkzeug checks against the limit itself, or no body werkzeug would read
-    body = environ["wsgi.input"].read(max_bytes + 1)
+    try:
+        body = environ["wsgi.input"].read(max_bytes + 1)
+    except Exception as exc:  # what the server's reader raises is of the server's own types
+        # the client broke the chunked coding (gunicorn: InvalidChunkSize, ChunkMissingTerminator, plain
+        # Exceptions) or went away mid-body (NoMoreData, an OSError): its fault, a malformed request (400), as
+        # werkzeug calls a body it cannot read (ClientDisconnected), not the broker's (500). Nothing reads the
+        # broken stream again: the error page looks for a form's lang, which would raise the same once more
+        environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(b""), "0"
+        raise RequestRejected("request_malformed", f"a streamed body that broke off ({type(exc).__name__})") \
+            from None
     if len(body) > max_bytes:
         environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(b""), "0"  # nothing further reads the rest
         raise RequestRejected("request_too_large", f"a streamed body past {max_bytes} bytes")

@@ -16,6 +16,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import yaml
 from flask import Flask, make_response
+from gunicorn.http.errors import InvalidChunkSize, NoMoreData
 from werkzeug.test import TestResponse
 
 from broker.app import create_app
@@ -405,6 +406,39 @@ def test_a_streamed_body_past_the_limit_is_refused_as_too_large(browser: Browser
     reference, _ = error_page(response)
     refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
     assert (refused["event"], refused["reason"]) == ("login_refused", "request_too_large")
+
+
+class _BrokenChunks(io.RawIOBase):
+    """A chunked body as gunicorn hands it on when the client breaks the chunked coding or goes away mid-body: its
+    reader raises (gunicorn.http.errors.InvalidChunkSize, NoMoreData)."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> int:
+        raise self._error
+
+
+@pytest.mark.parametrize("error", [
+    pytest.param(InvalidChunkSize(b"zz"), id="invalid-chunk-size"),
+    pytest.param(NoMoreData(b""), id="client-gone-mid-body"),
+])
+@pytest.mark.parametrize("path", [pytest.param("/saml/idp/sso", id="sso"), pytest.param("/saml/sp/acs", id="acs")])
+def test_a_streamed_body_that_breaks_off_is_the_clients_fault(browser: Browser, config_dir: Path, path: str,
+                                                              error: Exception) -> None:
+    """A body in a broken chunked coding, or one the client stopped sending, is a malformed request (400); read
+    ahead of the form, the reader's error was the broker's own fault (500 internal_error), and the error page,
+    looking for the form's lang, read the broken stream again."""
+    response = browser.client.post(path, environ_overrides={
+        "wsgi.input": _BrokenChunks(error), "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked",
+        "CONTENT_TYPE": "application/x-www-form-urlencoded", "REMOTE_ADDR": browser.remote_addr})
+    assert_refused(response, "request_malformed")
+    reference, _ = error_page(response)
+    refused, = [e for e in audit_lines(config_dir) if e.get("correlation_id") == reference]
+    assert (refused["event"], refused["reason"]) == ("login_refused", "request_malformed")
 
 
 def test_a_streamed_body_within_the_limit_is_read_whole(browser: Browser, sp: DemoSp) -> None:
