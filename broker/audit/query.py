@@ -173,12 +173,12 @@ class Filter:
         if user in self.users:
             return True
         return isinstance(user, str) and any(
-            _PSEUDONYM_IN_TEXT.fullmatch(wanted) and re.search(re.escape(wanted) + "(?![0-9a-f])", user)
+            PSEUDONYM.fullmatch(wanted) and re.search(re.escape(wanted) + "(?![0-9a-f])", user)
             for wanted in self.users)
 
 
 # a personnummer's pseudonym (broker.audit.trail.Pseudonymiser.personnummer): "pnr:" and 32 hex digits
-_PSEUDONYM_IN_TEXT = re.compile(r"pnr:[0-9a-f]{32}")
+PSEUDONYM = re.compile(r"pnr:[0-9a-f]{32}")
 
 
 def last_event(directory: Path, event: str, *, head_lines: int = 200) -> dict[str, Any] | None:

@@ -90,6 +90,12 @@ def as_personnummer(text: str, today: dt.date) -> str | None:
     return _as_personnummer(text, today) if _PERSONNUMMER_SHAPED.fullmatch(text) else None
 
 
+def holds_personnummer(text: str, today: dt.date) -> bool:
+    """Whether ``text`` is or holds a personnummer (an account named by one, ``191212121212@kommun.se``), which
+    the trail records only as its pseudonym (:meth:`AuditTrail.format`)."""
+    return any(_as_personnummer(m.group(), today) for m in _PERSONNUMMER_SHAPED.finditer(text))
+
+
 class Pseudonymiser:
     """Keyed pseudonyms (HMAC-SHA256): the same input and key always give the same pseudonym."""
 

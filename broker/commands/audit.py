@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from broker.audit import report as html_report
 from broker.audit.events import as_reference
 from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
-from broker.audit.query import Filter, parse_time, records
+from broker.audit.query import PSEUDONYM, Filter, parse_time, records
 from broker.audit.schema import EVENTS
-from broker.audit.trail import Pseudonymiser, as_personnummer
+from broker.audit.trail import Pseudonymiser, holds_personnummer
 from broker.audit.verify import Verification, verify
 from broker.audit.verify import shown as terminal_text
 from broker.commands.common import settings_or_exit
@@ -119,11 +119,14 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
             correlation_id: str | None, since: str | None, until: str | None, system: bool,
             key_files: tuple[Path, ...] = ()) -> Filter:
     for given in user:
-        # any form a personnummer is written in (12 or 10 digits, - or +): the query would find nothing
-        if as_personnummer(given, dt.datetime.now(dt.UTC).date()) is None:
+        # any form a personnummer is written in (12 or 10 digits, - or +), also inside an identifier (an account
+        # named by it, 191212121212@kommun.se): the query would find nothing. A pseudonym is taken as it is (its
+        # hex digits may happen to read as one)
+        if PSEUDONYM.fullmatch(given) or not holds_personnummer(given, dt.datetime.now(dt.UTC).date()):
             continue
         click.echo("--user: a personnummer is recorded as its pseudonym: give it on standard input with "
-                   "--personnummer-stdin (it stays out of the shell's history), or its pnr: pseudonym", err=True)
+                   "--personnummer-stdin (it stays out of the shell's history), or its pnr: pseudonym; so is one "
+                   "an identifier holds (an account named by it)", err=True)
         sys.exit(2)
     unknown = sorted(set(event) - set(EVENTS))
     if unknown:

@@ -434,6 +434,12 @@ def test_query_personnummer_from_stdin_finds_an_account_named_by_it(data: Datase
     assert BO_PNR not in "".join(p.read_text() for p in data.directory.rglob("*.jsonl"))
 
 
+def test_query_takes_a_pseudonym_whose_hex_digits_read_as_a_personnummer(data: Dataset) -> None:
+    odd = "pnr:" + BO_PNR + "a" * 20
+    result = run("query", str(data.directory), "--user", odd, "--format", "jsonl")
+    assert (result.exit_code, result.stdout) == (0, "")
+
+
 def test_query_csv(data: Dataset) -> None:
     result = run("query", str(data.directory), "--outcome", "failure", "--format", "csv")
     assert result.exit_code == 0, result.output
@@ -594,6 +600,10 @@ def test_query_reads_only_the_files_the_time_range_touches(tmp_path: Path, monke
     pytest.param(["--user", "1212121212"], "--personnummer-stdin", id="ten-digits-without-dash-as-user"),
     pytest.param(["--user", "121212+1212"], "--personnummer-stdin", id="ten-digits-with-plus-as-user"),
     pytest.param(["--user", "19121212+1212"], "--personnummer-stdin", id="twelve-digits-with-plus-as-user"),
+    # an account named by it is recorded with its pseudonym in its place
+    pytest.param(["--user", BO_PNR + "@kommun-c.se"], "--personnummer-stdin (it stays out of the shell's "
+                 "history), or its pnr: pseudonym; so is one an identifier holds",
+                 id="account-named-by-a-personnummer-as-user"),
     pytest.param(["--event", "assertion_issue"], "--event: unknown event 'assertion_issue'", id="unknown-event"),
 ])
 def test_query_refuses_what_can_match_nothing(data: Dataset, args: list[str], message: str) -> None:
