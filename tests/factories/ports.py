@@ -4,28 +4,36 @@ A port found by binding port 0 and closing the socket stays free only until some
 server it is meant for binds it a moment later. Two test processes running at once (pytest-xdist workers) could
 be handed the same port in that window, and the kernel hands the same range out as the local ports of outgoing
 connections. So each test process takes its ports in turn from a block of its own, below the kernel's ephemeral
-range (32768 and up on Linux): no other worker chooses from that block, no outgoing connection is given a port
-from it, and within the process a port is not handed out again until the block wraps around.
+range (32768 and up on Linux): no other worker of the run chooses from that block, no outgoing connection is given
+a port from it, and within the process a port is not handed out again until the block wraps around. Where a run's
+blocks lie depends on the run (its xdist id, or the process id of a run without workers), so that two runs at
+once (two checkouts on one machine) seldom share a block, and a port is checked to be free when it is chosen.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import os
 import socket
 
 FIRST = 10_000
-BLOCK = 1_000  # ports per test process: ten processes fit below 20000, their +10000 companions below 30000
-BLOCKS = 10
+BLOCK = 250  # ports per test process, in blocks below 20000: their +10000 companions lie below 30000
+BLOCKS = 40
 
 _turns = itertools.count()  # this process's place in its block
 
 
+@functools.cache
 def _block_start() -> int:
-    """The first port of this process's block: by the xdist worker number (gw0, gw1, ...); 0 outside xdist."""
+    """The first port of this process's block: the run's first block (by its xdist id, shared by its workers,
+    or by this process's id outside xdist), then one block further for each worker number (gw0, gw1, ...)."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
-    return FIRST + (index % BLOCKS) * BLOCK
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid {os.getpid()}"
+    first = int.from_bytes(hashlib.sha256(run.encode()).digest()[:4], "big") % BLOCKS
+    return FIRST + (first + index) % BLOCKS * BLOCK
 
 
 def _bindable(port: int) -> bool:
