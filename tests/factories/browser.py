@@ -145,13 +145,35 @@ class DevToolsError(RuntimeError):
 
 class DevTools:
     """The Chrome DevTools Protocol over ``--remote-debugging-pipe``: one call at a time; events are
-    read and dropped (pages are followed by polling, see :meth:`Chromium.wait_for`)."""
+    read and dropped (pages are followed by polling, see :meth:`Chromium.wait_for`), but for those a test
+    asked to :meth:`keep`."""
 
     def __init__(self, commands: int, answers: int) -> None:
         self._commands = commands
         self._answers = answers
         self._buffer = b""
         self._last_id = 0
+        self._kept: set[str] = set()
+        self._events: list[dict[str, Any]] = []
+
+    def keep(self, method: str) -> None:
+        """Keep the events named ``method`` for :meth:`take` from now on."""
+        self._kept.add(method)
+
+    def take(self, method: str, wait: float) -> list[dict[str, Any]]:
+        """The kept events named ``method`` that arrived so far or arrive within ``wait`` seconds (their
+        ``params``), in order; each is taken once."""
+        deadline = time.monotonic() + wait
+        with contextlib.suppress(TimeoutError):
+            while True:
+                self._note(self._read(deadline, "events"))
+        taken = [e["params"] for e in self._events if e["method"] == method]
+        self._events = [e for e in self._events if e["method"] != method]
+        return taken
+
+    def _note(self, message: dict[str, Any]) -> None:
+        if message.get("method") in self._kept:
+            self._events.append(message)
 
     def call(self, method: str, params: dict[str, Any] | None = None, *, session: str | None = None,
              timeout: float = 20.0) -> dict[str, Any]:
@@ -164,7 +186,8 @@ class DevTools:
         while True:
             answer = self._read(deadline, method)
             if answer.get("id") != self._last_id:
-                continue  # an event
+                self._note(answer)  # an event
+                continue
             if "error" in answer:
                 raise DevToolsError(f"{method}: {answer['error'].get('message')}")
             result: dict[str, Any] = answer.get("result", {})
@@ -222,6 +245,7 @@ class Chromium(Service):
         self.process: subprocess.Popen[bytes] | None = None
         self.devtools: DevTools | None = None
         self.session: str | None = None
+        self._held: list[dict[str, Any]] = []
 
     def start(self) -> None:
         profile = self.workdir / "profile"
@@ -300,6 +324,52 @@ class Chromium(Service):
             time.sleep(0.1)
         seen = f"{last.url}\n{last.title}\n{last.text[:2000]}" if last else "(no page)"
         raise AssertionError(f"the browser did not reach {what} within {timeout} s; last page:\n{seen}")
+
+    def center(self, selector: str) -> tuple[float, float]:
+        """The middle of the element ``selector`` in the viewport (scrolled into view first)."""
+        x, y = self.evaluate(f"""(() => {{ const e = document.querySelector({json.dumps(selector)});
+            e.scrollIntoView({{block: "center"}}); const r = e.getBoundingClientRect();
+            return [r.x + r.width / 2, r.y + r.height / 2]; }})()""")
+        return float(x), float(y)
+
+    def click(self, where: str | tuple[float, float], *, count: int = 1) -> None:
+        """The user clicks (``count`` 2: double-clicks) the element ``where`` names, or the point it is, with
+        the mouse: real input events, handled as a user's are. Input reaches a page whose navigation is under
+        way, when Runtime.evaluate waits for the next one (so a point is found with :meth:`center` before)."""
+        x, y = self.center(where) if isinstance(where, str) else where
+        for n in range(1, count + 1):
+            for kind in ("mousePressed", "mouseReleased"):
+                self.call("Input.dispatchMouseEvent",
+                          {"type": kind, "x": x, "y": y, "button": "left", "buttons": 1, "clickCount": n})
+
+    def hold_requests(self, url_pattern: str) -> None:
+        """Hold every request whose URL matches ``url_pattern`` (``*`` any text) before it leaves the browser
+        (DevTools ``Fetch``, request stage) until :meth:`release_requests`; :meth:`held_requests` lists them."""
+        assert self.devtools is not None, "Chromium is not running"
+        self.devtools.keep("Fetch.requestPaused")
+        self._held = []
+        self.call("Fetch.enable", {"patterns": [{"urlPattern": url_pattern, "requestStage": "Request"}]})
+
+    def held_requests(self, *, wait: float = 0.0, at_least: int = 0) -> list[dict[str, Any]]:
+        """The requests held so far (their ``Fetch.requestPaused`` parameters: ``request``, ``requestId``):
+        as soon as ``at_least`` are held (failing after 20 s), or else after ``wait`` seconds."""
+        assert self.devtools is not None, "Chromium is not running"
+        deadline = time.monotonic() + (20.0 if at_least else wait)
+        while True:
+            self._held += self.devtools.take("Fetch.requestPaused", 0.05)
+            if at_least and len(self._held) >= at_least:
+                return list(self._held)
+            if time.monotonic() >= deadline:
+                if len(self._held) < at_least:
+                    raise AssertionError(f"{len(self._held)} requests held within 20 s, not {at_least}")
+                return list(self._held)
+
+    def release_requests(self) -> None:
+        """Let the held requests go on (one the browser cancelled meanwhile is gone) and hold no more."""
+        for held in self._held:
+            with contextlib.suppress(DevToolsError):
+                self.call("Fetch.continueRequest", {"requestId": held["requestId"]})
+        self.call("Fetch.disable")
 
     def screenshot(self, path: Path) -> Path:
         """The viewport as a PNG at ``path``."""

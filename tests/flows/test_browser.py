@@ -18,6 +18,13 @@ present anna's certificate to this origin without a dialog. It starts at the SP,
 
 The demo SP here admits the certificate municipalities only: with Kommun C (which logs in with its own IdP)
 among its municipalities, a browser without a certificate would be offered the choice of municipality first.
+A second SP of the same stack, at /demo-sp-choice/ (the demo SP's class and keys under another entity ID),
+admits Kommun A and Kommun C, so that a browser that sends no certificate is offered that choice; Kommun C's
+own IdP (the demo's, :mod:`broker.demo.idp`) answers at /demo-idp/.
+
+Forms are sent once: a double click on the discovery page's "Continue", or a click on the SAML POST page's
+button while its auto-submit is on its way, posts nothing more (``static/submitonce.js``). The tests hold the
+form's requests in the browser (DevTools ``Fetch``), count them and let them go on.
 
 Screenshots of the SP's page and of the error page in Swedish and English are written for review to
 ``tests/artifacts/screenshots/`` (git-ignored), or to ``$BROKER_SCREENSHOTS_DIR``.
@@ -31,6 +38,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +52,9 @@ from cryptography.hazmat.primitives import hashes
 
 from broker.audit.query import records
 from broker.config.loader import load_settings
+from broker.demo.idp import DemoIdp, demo_idp_app
 from broker.demo.materials import P12_PASSWORD, DemoLayout, generate
-from broker.demo.sp import DemoSp
+from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.pki.tls import probe_endpoint
 from tests.conftest import EXAMPLE, REPO
 from tests.factories.browser import VIEWPORT, AutoSelectPolicy, Chromium, NssHome, PageState, png_size
@@ -76,6 +85,7 @@ class BrowserStack:
     nss: NssHome
     proxy_all: Path            # `broker proxy-config nginx` as written
     proxy_without_a: Path      # the same, its bundle without Kommun A's CAs
+    choice_sp: DemoSp          # the SP at /demo-sp-choice/: Kommun A and Kommun C (its requests only)
 
     @property
     def origin(self) -> str:
@@ -85,6 +95,10 @@ class BrowserStack:
         """nginx on the stack's port: /demo-sp/ to the SP, the rest as the generated snippet says."""
         tls = self.layout.tls
         body = f"""location /demo-sp/ {{
+            proxy_pass http://127.0.0.1:{self.sp.port};
+            proxy_set_header Host $http_host;
+        }}
+        location /demo-idp/ {{
             proxy_pass http://127.0.0.1:{self.sp.port};
             proxy_set_header Host $http_host;
         }}
@@ -131,6 +145,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["municipalities"] = ["kommun-a", "kommun-b"]  # certificate logins only (see the module's docstring)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    xmlsec = shutil.which("xmlsec1")
+    demo_sp = layout.sp_settings(origin, xmlsec)
+    choice = DemoSpSettings(base_url=origin + "/demo-sp-choice", key_file=demo_sp.key_file,
+                            cert_file=demo_sp.cert_file, xmlsec_binary=xmlsec)
+    (config / "metadata" / "demo-sp-choice.xml").write_bytes(sp_metadata(choice))
+    data.update(entity_id=choice.base_url + "/metadata", metadata="metadata/demo-sp-choice.xml",
+                name={"sv": "Valtjänsten", "en": "The choice service"}, municipalities=["kommun-a", "kommun-c"])
+    (config / "service-providers" / "demo-sp-choice.yaml").write_text(yaml.safe_dump(data, sort_keys=False),
+                                                                       encoding="utf-8")
 
     serve = BrokerServe(config, root / "serve", redis_url=redis_url)
     proxy_all, proxy_without_a = root / "proxy-all", root / "proxy-without-kommun-a"
@@ -145,12 +168,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
         stack.enter_context(serve)
         idp_metadata = requests.get(serve.url + "/saml/idp/metadata", timeout=10)
         idp_metadata.raise_for_status()
-        xmlsec = shutil.which("xmlsec1")
-        sp = DemoSp(layout.sp_settings(origin, xmlsec), idp_metadata.content,
-                    load_settings(config).broker.idp.entity_id)
-        sp_server = stack.enter_context(DemoSpServer(sp))
+        broker_sp_metadata = requests.get(serve.url + "/saml/sp/metadata", timeout=10)
+        broker_sp_metadata.raise_for_status()
+        entity_id = load_settings(config).broker.idp.entity_id
+        sp = DemoSp(demo_sp, idp_metadata.content, entity_id)
+        municipal_idp = DemoIdp(layout.idp_settings(origin, xmlsec), broker_sp_metadata.content)
+        sp_server = stack.enter_context(DemoSpServer(sp, {"/demo-idp": demo_idp_app(municipal_idp)}))
         stack.enter_context(AutoSelectPolicy(origin, KOMMUN_A_ISSUER))
-        yield BrowserStack(root, layout, port, serve, sp_server, nss, proxy_all, proxy_without_a)
+        yield BrowserStack(root, layout, port, serve, sp_server, nss, proxy_all, proxy_without_a,
+                           DemoSp(choice, idp_metadata.content, entity_id))
 
 
 @pytest.fixture
@@ -245,3 +271,77 @@ def test_without_kommun_a_advertised_the_browser_sends_no_certificate(stack: Bro
     assert [r["reason"] for r in refused] == ["certificate_missing"] * 3
     assert not [r for r in stack.audit() if r["event"] == "certificate_presented"
                 and r["correlation_id"] in {x["correlation_id"] for x in refused}]
+
+
+# --- a form is sent once ---------------------------------------------------------------------------
+
+
+def _eventually(browser: Chromium, expression: str, timeout: float = 5.0) -> bool:
+    """Whether ``expression`` is true in the page within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while browser.evaluate(expression) is not True:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_double_click_on_the_discovery_choice_goes_on_to_the_municipalitys_idp(stack: BrowserStack) -> None:
+    """The choice consumes the pending login: a second post of it found the login used, and the browser, which
+    shows the answer to the post it sent last, ended on "login expired" (login_unknown) instead of the IdP.
+    The user double-clicks "Continue" and clicks it once more while the answer loads: one post leaves."""
+    with stack.nginx(stack.proxy_without_a), stack.chromium("chromium-discovery") as browser:
+        browser.goto(stack.choice_sp.login_url())
+        browser.wait_for(lambda p: "/saml/idp/sso" in p.url, "the discovery page")
+        assert browser.evaluate("[...document.querySelectorAll('input[name=municipality]')].map(e => e.value)") \
+            == ["kommun-a", "kommun-c"]
+        browser.click("#m-kommun-c")
+        button = browser.center("form[method=post] button")
+
+        # the form's submissions seen after submitonce.js, kept from leaving the page for now
+        browser.evaluate("""window.seen = []; window.held = true; window.addEventListener("submit", event => {
+            window.seen.push(event.defaultPrevented); if (window.held) event.preventDefault(); })""")
+        browser.click(button, count=2)
+        assert browser.evaluate("window.seen") == [False, True]  # the second is cancelled
+        assert _eventually(browser, "document.querySelector('form[method=post] button').disabled")
+        # the page shown again from the back/forward cache: the form can be sent again
+        browser.evaluate("window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
+        assert browser.evaluate("document.querySelector('form[method=post] button').disabled") is False
+        browser.evaluate("window.held = false")
+
+        browser.hold_requests("*/discovery")
+        browser.click(button, count=2)
+        browser.held_requests(at_least=1)
+        browser.click(button)  # while the answer to the first loads
+        held = browser.held_requests(wait=1.0)
+        assert [(r["request"]["method"], r["request"]["url"]) for r in held] == \
+            [("POST", stack.origin + "/discovery")]
+
+        browser.release_requests()
+        page = browser.wait_for(lambda p: p.url.startswith(stack.origin + "/demo-idp/sso?"), "Kommun C's IdP")
+        assert page.title == "Kommun C: log in", page.text
+    assert not [r for r in stack.audit() if r.get("reason") == "login_unknown"]
+
+
+def test_a_click_during_the_auto_submit_sends_the_saml_response_once(stack: BrowserStack) -> None:
+    """The POST page submits itself and keeps its button for users without JavaScript: a click (here a double
+    click) while the Response is on its way sent it again, and the SP refuses a Response it has seen."""
+    with stack.nginx(stack.proxy_all), stack.chromium("chromium-post") as browser:
+        # where the button is, on the page as a browser without JavaScript shows it (and stays on)
+        browser.call("Emulation.setScriptExecutionDisabled", {"value": True})
+        browser.goto(stack.origin + "/demo-sp/login")
+        browser.wait_for(lambda p: "/saml/idp/sso" in p.url, "the broker's POST page")
+        button = browser.center("#saml-post button")
+        browser.call("Emulation.setScriptExecutionDisabled", {"value": False})
+
+        browser.hold_requests("*/demo-sp/acs")
+        browser.goto(stack.origin + "/demo-sp/login")  # answered from anna's session: the same page
+        browser.held_requests(at_least=1)  # the auto-submit, held: the broker's page is still shown
+        browser.click(button, count=2)
+        held = browser.held_requests(wait=1.0)
+        assert [(r["request"]["method"], r["request"]["url"]) for r in held] == \
+            [("POST", stack.origin + "/demo-sp/acs")]
+
+        browser.release_requests()
+        page = browser.wait_for(lambda p: p.url == stack.origin + "/demo-sp/acs", "the SP's page after login")
+        assert page.title == "Logged in", page.text

@@ -130,6 +130,7 @@ HEADER_CASES = [
     pytest.param(lambda b, sp, u: b.get("/saml/idp/metadata"), 200, "public, max-age=3600", id="idp-metadata"),
     # static files: revalidated (ETag), never personal
     pytest.param(lambda b, sp, u: b.get("/static/autosubmit.js"), 200, "no-cache", id="static-script"),
+    pytest.param(lambda b, sp, u: b.get("/static/submitonce.js"), 200, "no-cache", id="static-script-submit-once"),
     pytest.param(lambda b, sp, u: b.get("/static/broker.css"), 200, "no-cache", id="static-stylesheet"),
     pytest.param(lambda b, sp, u: b.get("/no/such/page"), 404, NO_STORE, id="not-found"),
     pytest.param(lambda b, sp, u: b.client.put("/discovery"), 405, NO_STORE, id="method-not-allowed"),
@@ -173,8 +174,26 @@ def test_the_post_page_auto_submits_with_the_external_script_only(browser: Brows
                                                                    users: Path) -> None:
     page = _saml_post_page(browser, sp, users)
     scripts = re.findall(r"<script[^>]*>", page.get_data(as_text=True))
-    assert scripts == ['<script src="/static/autosubmit.js">']
+    # in document order, deferred: submitonce.js is listening when autosubmit.js submits the form
+    assert scripts == ['<script src="/static/submitonce.js" defer>', '<script src="/static/autosubmit.js" defer>']
     assert csp(page)["form-action"].split() == ["'self'", origin(saml_response_form(page)[0])]
+
+
+@pytest.mark.parametrize("request_page", [
+    pytest.param(lambda b, sp, u: discovery_page(b, sp), id="discovery-choice"),
+    pytest.param(_saml_post_page, id="saml-post"),
+    pytest.param(lambda b, sp, u: as_user(b, u, "david").get(sp.login_url()), id="error-page-with-form-to-the-sp"),
+])
+def test_every_form_that_posts_is_sent_once(browser: Browser, sp: DemoSp, users: Path,
+                                            request_page: Request) -> None:
+    """Each carries a one-time message (the pending login's choice, a SAML Response): static/submitonce.js,
+    loaded by every page, holds back a second submission (a double click, a click during the auto-submit)."""
+    page = request_page(browser, sp, users).get_data(as_text=True)
+    forms = re.findall(r"<form [^>]*>", page)
+    posting = [f for f in forms if 'method="post"' in f]
+    assert len(posting) == 1, forms
+    assert posting[0].endswith(" data-submit-once>")
+    assert '<script src="/static/submitonce.js" defer></script>' in page.split("</head>")[0]
 
 
 def test_a_page_with_the_assertion_is_never_stored(browser: Browser, sp: DemoSp, users: Path) -> None:
