@@ -303,14 +303,33 @@ class LogoutFlow:
                 by_name[(p.sp_entity_id, p.name_id)] = target
                 targets.append(target)
         if exclude is not None:  # the SP started it: the municipal IdP must hear too (it did not start it)
+            # one LogoutRequest per principal at each IdP, as for the SPs above: the sessions of one user in several
+            # browsers that the SP's SessionIndexes ended are named together; the IdP, having ended her sessions at
+            # the first of several requests, would answer the next UnknownPrincipal, and the initiator be told
+            # PartialLogout for a logout that was complete
+            upstream: dict[tuple[str | None, ...], dict[str, Any]] = {}
+            whole: set[tuple[str | None, ...]] = set()  # an assertion without a SessionIndex: all her sessions
             for _, session in ended:
                 up = session.upstream
-                if up is not None:
-                    targets.append({"side": "idp", "peer": up["idp"], "name_id": up["name_id"],
-                                    "format": up.get("name_id_format") or None,
-                                    "session_indexes": [up["session_index"]] if up.get("session_index") else [],
-                                    "name_qualifier": up.get("name_qualifier") or None,
-                                    "sp_name_qualifier": up.get("sp_name_qualifier") or None})
+                if up is None:
+                    continue
+                principal: tuple[str | None, ...] = (
+                    up["idp"], up["name_id"], up.get("name_id_format") or None, up.get("name_qualifier") or None,
+                    up.get("sp_name_qualifier") or None)
+                asked = upstream.get(principal)
+                if asked is None:
+                    asked = upstream[principal] = {
+                        "side": "idp", "peer": up["idp"], "name_id": up["name_id"], "format": principal[2],
+                        "session_indexes": [], "name_qualifier": principal[3], "sp_name_qualifier": principal[4]}
+                    targets.append(asked)
+                held = up.get("session_index")
+                if not held:
+                    whole.add(principal)
+                elif held not in asked["session_indexes"]:
+                    asked["session_indexes"].append(held)
+            for principal in whole:
+                # Core §3.7.1: no SessionIndex asks the IdP to end every session of the principal, this one's too
+                upstream[principal]["session_indexes"] = []
         return targets
 
     # --- a participant answers -------------------------------------------------------------

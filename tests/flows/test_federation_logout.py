@@ -365,6 +365,44 @@ def test_sp_logout_propagates_to_other_sp_and_idp(app: Flask, browser: Browser, 
     assert {e["correlation_id"] for e in [logout, *propagated, completed]} == {logout["correlation_id"]}
 
 
+def test_sp_logout_of_her_sessions_in_two_browsers_asks_her_idp_once(app: Flask, browser: Browser, sp: DemoSp,
+                                                                      idp: DemoIdp, config_dir: Path,
+                                                                      demo_material) -> None:  # type: ignore[no-untyped-def]
+    """Karin in two browsers, each with its own session at Kommun C's IdP; SP1's LogoutRequest names both of its
+    SessionIndexes (SAML Core §3.7.1). The IdP gets one LogoutRequest naming both of its own, as SP1 would were
+    another SP the initiator; it was asked once per session, and an IdP that ended her sessions at the first
+    answers UnknownPrincipal to the second, which made SP1's logout partial."""
+    at_sp1, upstream, sp_indexes = [], [], []
+    for each in (browser, open_browser(app, None)):
+        each.certificate_pem = None
+        _, fields = saml_response_form(federated_login(each, sp, idp, KARIN))
+        sp.accept(fields["SAMLResponse"])
+        statement = etree.fromstring(base64.b64decode(fields["SAMLResponse"])).find(".//saml:AuthnStatement", NS)
+        sp_indexes.append(str(statement.get("SessionIndex")))  # type: ignore[union-attr]
+        upstream.append(idp.logins["karin"].session_index)
+        at_sp1.append(name_id_at(sp))
+    assert at_sp1[0].text == at_sp1[1].text
+    assert len(set(upstream)) == 2
+    _, message = sp.client.create_logout_request(IDP_SLO, BROKER_IDP, name_id=at_sp1[0], session_indexes=sp_indexes)
+    key = load_key(demo_material.root / "sp" / "sp.key")
+    start = redirect_url(str(message).encode(), relay_state="sp1-slo", key=key, endpoint=IDP_SLO)
+
+    other = open_browser(app, None)  # a third browser, with neither session's cookie: the SessionIndexes find them
+    to_idp = hop(other.get(start), KOMMUN_C_SLO, "SAMLRequest")
+    assert to_idp.root.find("saml:NameID", NS).text == idp.logins["karin"].name_id  # type: ignore[union-attr]
+    assert sorted(e.text for e in to_idp.root.findall("samlp:SessionIndex", NS)) == sorted(upstream)
+    final = hop(other.get(idp_answers(idp, to_idp.location)), SP1_SLO, "SAMLResponse")
+    assert status_codes(final.root) == (SUCCESS, None)
+    assert final.parameters["RelayState"] == "sp1-slo"
+
+    logout, = events(config_dir, "logout")
+    assert data(logout)["sessions"] == 2
+    assert list(data(logout)["propagate_to"]) == [f"idp:{IDP_ENTITY_ID}"]  # type: ignore[call-overload]
+    completed, = events(config_dir, "logout_completed")
+    assert (completed["outcome"], list(data(completed)["confirmed"])) == (  # type: ignore[call-overload]
+        "success", [IDP_ENTITY_ID])
+
+
 # --- 2. SP-initiated, certificate login: only the other SP, no IdP leg ------------------------------------------
 
 
