@@ -125,8 +125,10 @@ EVENTS: Final[dict[str, EventSpec]] = {
                          "resumed"),
     "logout_propagated": _spec("a participant's answer to the broker's LogoutRequest (or why it could not be "
                                "asked)", "success failure", _LOGIN, _USER | {"sp"}, data="side peer status"),
-    "logout_completed": _spec("single logout finished: the initiator gets Success or PartialLogout",
-                              "success failure", _LOGIN, _USER, data="initiator peer confirmed failed"),
+    "logout_completed": _spec("single logout finished: the initiator gets Success or PartialLogout (`failed`: "
+                              "the participants that did not confirm; `unlocated`: the principal's sessions could "
+                              "not all be found)", "success failure", _LOGIN, _USER,
+                              data="initiator peer confirmed failed unlocated"),
     "diagnose_viewed": _spec("someone opened /diagnose (no login happens; `user`: whose certificate it is, "
                              "when it was accepted or one of its municipality's configured CAs signed it)", "info",
                              _LOGIN, _CERT | _USER | {"municipality", "reason"}, data="accepted via",

@@ -461,13 +461,18 @@ class LogoutFlow:
         d = self._d
         failed = tuple(state["failed"])
         initiator = state["initiator"]
+        # the initiator hears PartialLogout also when the principal's sessions could not be found (unlocated): the
+        # record of the logout's end says what the initiator was told (SAML Core §3.7.3.2)
+        unlocated = bool(state.get("unlocated"))
+        why = [*([f"not confirmed by {', '.join(failed)}"] if failed else []),
+               *(["the principal's sessions could not all be found"] if unlocated else [])]
         d.audit.record(AuditEvent(
-            "logout_completed", "failure" if failed else "success", ctx.correlation_id,
-            reason="logout_partial" if failed else None,
-            detail=f"not confirmed by {', '.join(failed)}" if failed else None, identity=_identity(state),
+            "logout_completed", "failure" if why else "success", ctx.correlation_id,
+            reason="logout_partial" if why else None, detail="; ".join(why) or None, identity=_identity(state),
             client_address=ctx.client_address,
             data=MappingProxyType({"initiator": initiator["side"], "peer": initiator["peer"],
-                                   "confirmed": tuple(state["confirmed"]), "failed": failed})))
+                                   "confirmed": tuple(state["confirmed"]), "failed": failed,
+                                   **({"unlocated": True} if unlocated else {})})))
         names = tuple(self._name(p) for p in failed)
         messages = self._sides[initiator["side"]]
         peer = self._peer(initiator["side"], initiator["peer"])
@@ -475,7 +480,7 @@ class LogoutFlow:
             # an asynchronous logout (the initiator asked for no LogoutResponse) ends on the broker's own page
             return LogoutDone(ctx.correlation_id, partial=names, clear_session=clear_session)
         out = messages.response(peer, initiator["request_id"], initiator["relay_state"], STATUS_SUCCESS,
-                                STATUS_PARTIAL_LOGOUT if failed or state.get("unlocated") else None)
+                                STATUS_PARTIAL_LOGOUT if why else None)
         answer = _deliver(out, ctx.correlation_id, self._sp_name(initiator), clear_session=clear_session)
         if failed:
             # tell the user before handing back: the SP's own page may not say what PartialLogout means

@@ -181,6 +181,12 @@ def test_logout_request_without_the_cookie_or_a_session_index_gets_partial_logou
     assert status_codes(message.root) == (SUCCESS, "urn:oasis:names:tc:SAML:2.0:status:PartialLogout")
     logouts = [e for e in audit_lines(config_dir) if e["event"] == "logout"]
     assert [e["data"].get("unlocated") for e in logouts] == [True]  # type: ignore[union-attr]
+    # the end of the logout is recorded as what the SP was told: partial, and why (it was recorded a success)
+    completed, = (e for e in audit_lines(config_dir) if e["event"] == "logout_completed")
+    assert (completed["outcome"], completed["reason"]) == ("failure", "logout_partial")
+    assert completed["detail"] == "the principal's sessions could not all be found"
+    assert completed["data"] == {"initiator": "sp", "peer": SP_ENTITY_ID, "confirmed": [], "failed": [],
+                                 "unlocated": True}
 
 
 def _session_index(browser: Browser, craft: AuthnRequests) -> str:
