@@ -107,17 +107,22 @@ class SigningConfig:
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key()):
             yield ("certificate",), "the certificate does not belong to the configured key"
-        seen = {_spki(self.certificate.certificate.public_key())}
-        for i, extra in enumerate(self.also_published):
-            key = _spki(extra.certificate.public_key())
-            if key in seen:
-                yield ("also_published", i), "this key is published already (the signing key, or listed twice)"
-            seen.add(key)
+        yield from _published_twice(self.certificate, self.also_published)
 
     def published_certificates(self) -> tuple[x509.Certificate, ...]:
         """The signing certificate first, then the others to publish (SAML Metadata §2.4.1.1: each its own
         KeyDescriptor; peers accept a signature by any of them)."""
         return (self.certificate.certificate, *(c.certificate for c in self.also_published))
+
+
+def _published_twice(signing: CertificateFile, also: tuple[CertificateFile, ...]) -> Iterator[tuple[KeyPath, str]]:
+    """A key in ``also`` that is ``signing``'s, or listed before in ``also``."""
+    seen = {_spki(signing.certificate.public_key())}
+    for i, extra in enumerate(also):
+        key = _spki(extra.certificate.public_key())
+        if key in seen:
+            yield ("also_published", i), "this key is published already (the signing key, or listed twice)"
+        seen.add(key)
 
 
 @dataclass(frozen=True)
@@ -373,11 +378,31 @@ class KeyPair:
 
 
 @dataclass(frozen=True)
+class SpSigningConfig(KeyPair):
+    """The key the broker signs its AuthnRequests and LogoutRequests to municipal IdPs with, and the signing
+    certificates its SP metadata publishes (SAML Metadata §2.4.1.1)."""
+
+    also_published: tuple[CertificateFile, ...] = field(
+        default=(), metadata=doc("more signing certificates published in the SP metadata, for a key rollover: the "
+                                 "next key's before the switch (municipal IdPs that verify the broker's requests "
+                                 "fetch it in time), the previous one's for a while after; nothing is signed with "
+                                 "them"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        yield from super().config_check()
+        yield from _published_twice(self.certificate, self.also_published)
+
+    def published_certificates(self) -> tuple[x509.Certificate, ...]:
+        """The signing certificate first, then the others to publish (each its own KeyDescriptor)."""
+        return (self.certificate.certificate, *(c.certificate for c in self.also_published))
+
+
+@dataclass(frozen=True)
 class SpConfig:
     """The broker as SAML SP toward municipal IdPs (needed when a municipality has login: saml)."""
 
     entity_id: EntityId = field(metadata=doc("the broker's SP entityID"))
-    signing: KeyPair = field(metadata=doc("signs AuthnRequests and LogoutRequests"))
+    signing: SpSigningConfig = field(metadata=doc("signs AuthnRequests and LogoutRequests"))
     decryption: tuple[KeyPair, ...] = field(
         metadata=doc("keys for EncryptedAssertions: the first is published in metadata; later ones are still "
                      "accepted (key rollover)", min_items=1))

@@ -18,8 +18,6 @@ from broker.session.store import KeyValueStore
 def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
                   store: KeyValueStore | None) -> list[Check]:
     broker = settings.broker
-    renew = "Make a new key and certificate, publish it in the broker's metadata next to the old one, wait until " \
-            "every {peer} has fetched it, then switch."
     idp_renew = ("Make a new key and certificate and list the certificate in idp.signing.also_published (the metadata "
                  "then carries both); once every SP has fetched it, make it idp.signing and list the old one there "
                  "instead (docs/deployment.md, Key rollover).")
@@ -28,7 +26,10 @@ def broker_checks(settings: Settings, now: dt.datetime, window: dt.timedelta,
     if broker.sp is not None:
         checks.append(validity_check("broker.sp_signing", "SP signing certificate",
                                      broker.sp.signing.certificate.certificate, now, window,
-                                     fix=renew.format(peer="municipal IdP")))
+                                     fix="Make a new key and certificate and list the certificate in "
+                                         "sp.signing.also_published (the SP metadata then carries both); once "
+                                         "every municipal IdP has fetched it, make it sp.signing and list the old "
+                                         "one there instead (docs/deployment.md, Key rollover)."))
         checks.append(validity_check("broker.sp_decryption", "SP decryption certificate",
                                      broker.sp.decryption[0].certificate.certificate, now, window,
                                      fix="List a new decryption key first in sp.decryption (keep the old one "

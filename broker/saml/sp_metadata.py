@@ -1,7 +1,7 @@
 """The broker's own SP metadata toward municipal IdPs (SAML Metadata 2.0), signed, with a bounded validUntil.
 
-Published at ``/saml/sp/metadata``: the signing key, the current decryption key
-(the first in ``sp.decryption``), the ACS (HTTP-POST) and the SLO endpoints.
+Published at ``/saml/sp/metadata``: the signing key and those of ``sp.signing.also_published`` (a key rollover),
+the current decryption key (the first in ``sp.decryption``), the ACS (HTTP-POST) and the SLO endpoints.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class SpMetadataDocument:
                 protocol_support_enumeration=PROTOCOL,
                 authn_requests_signed="true",
                 want_assertions_signed="true",
-                key_descriptor=[key_descriptor("signing", cfg.signing.certificate.certificate),
+                key_descriptor=[*(key_descriptor("signing", cert) for cert in cfg.signing.published_certificates()),
                                 key_descriptor("encryption", cfg.decryption[0].certificate.certificate,
                                                PREFERRED_ENCRYPTION)],
                 single_logout_service=[

@@ -182,6 +182,39 @@ class TestShortMetadataValidity:
         assert dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max_age) < until
 
 
+class TestSpSigningRollover:
+    """sp.signing.also_published: the SP metadata carries the next signing key before the broker signs its
+    AuthnRequests with it, so a municipal IdP that verifies them (ADFS) has it by the switch."""
+
+    @pytest.fixture
+    def settings(self, config_dir: Path) -> Settings:
+        from broker.demo.certificates import CertificateAuthority, write_pem
+
+        nxt = CertificateAuthority.root("Demo Broker SP signing 2", dt.datetime.now(dt.UTC), key="rsa2048")
+        write_pem(config_dir / "keys" / "sp-signing-2.crt", nxt.certificate)
+        path = config_dir / "broker.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["sp"]["signing"]["also_published"] = ["keys/sp-signing-2.crt"]
+        path.write_text(yaml.safe_dump(data, allow_unicode=True))
+        return load_settings(config_dir)
+
+    def test_the_sp_metadata_publishes_the_next_signing_key(self, browser: Browser, config_dir: Path) -> None:
+        response = browser.get("/saml/sp/metadata")
+        assert response.status_code == 200
+        descriptors = _parse(response.get_data()).findall("md:SPSSODescriptor/md:KeyDescriptor", NS)
+        published = {use: [] for use in ("signing", "encryption")}  # type: dict[str | None, list[str]]
+        for descriptor in descriptors:
+            text = descriptor.findtext("ds:KeyInfo/ds:X509Data/ds:X509Certificate", namespaces=NS) or ""
+            published[descriptor.get("use")].append("".join(text.split()))
+
+        def der(name: str) -> str:
+            cert = x509.load_pem_x509_certificate((config_dir / "keys" / name).read_bytes())
+            return base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+
+        assert published == {"signing": [der("sp-signing.crt"), der("sp-signing-2.crt")],
+                              "encryption": [der("sp-encryption.crt")]}
+
+
 # --- diagnosis ------------------------------------------------------------------------------------
 
 

@@ -541,11 +541,16 @@ def test_a_signing_key_that_does_not_match_its_certificate_is_reported_at_the_ce
                  "the certificate does not belong to the configured key")], config_dir)
 
 
-def test_a_certificate_published_beside_the_signing_one_must_be_another_key(config_dir: Path) -> None:
-    replacing(BROKER, "    certificate: keys/idp-signing.crt",
-              "    certificate: keys/idp-signing.crt\n    also_published: [keys/idp-signing.crt]")(config_dir)
+@pytest.mark.parametrize(("side", "certificate"), [
+    pytest.param("idp", "keys/idp-signing.crt", id="idp"),
+    pytest.param("sp", "keys/sp-signing.crt", id="sp"),
+])
+def test_a_certificate_published_beside_the_signing_one_must_be_another_key(
+        config_dir: Path, side: str, certificate: str) -> None:
+    replacing(BROKER, f"    certificate: {certificate}",
+              f"    certificate: {certificate}\n    also_published: [{certificate}]")(config_dir)
     assert_issues(load_issues(config_dir), [
-        Expected(BROKER, "also_published:", "idp.signing.also_published[0]",
+        Expected(BROKER, "also_published:", f"{side}.signing.also_published[0]",
                  "this key is published already (the signing key, or listed twice)")], config_dir)
 
 
