@@ -166,7 +166,9 @@ class IdpConfig:
                                     max=MAX_MESSAGE_BYTES)
     )
     metadata_validity: Duration = field(
-        default=Duration(7 * 86400), metadata=doc("validUntil of the published metadata, from now")
+        default=Duration(7 * 86400), metadata=doc(
+            "validUntil of the published metadata (IdP and SP), from the start of the current minute, so that every "
+            "instance publishes the same document")
     )
     sign_metadata: bool = field(default=True, metadata=doc("sign the published metadata"))
 

@@ -1,7 +1,8 @@
 """The broker's own IdP metadata (SAML Metadata 2.0), signed and with a bounded validUntil.
 
-Published at ``/saml/idp/metadata``. Regenerated when half of its validity
-has passed, so a long-running instance never serves expired metadata. The
+Published at ``/saml/idp/metadata``. Built anew every minute, its validUntil
+counted from the minute's start, so that every instance serves the same
+document (:mod:`broker.saml.metadata_window`) and none serves expired metadata. The
 assurance levels the broker can assert are listed as the
 ``assurance-certification`` entity attribute (SAML V2.0 Identity Assurance
 Profiles), from the LoAs the municipalities' policies map to.
@@ -21,7 +22,7 @@ from broker.config.loader import Settings
 from broker.config.schema import MunicipalityConfig
 from broker.model import KNOWN_LOAS
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_PERSISTENT, NAMEID_TRANSIENT
-from broker.saml.response import new_id
+from broker.saml.metadata_window import Window, content_id, window
 from broker.saml.sp_metadata import key_descriptor
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlparse import parse_untrusted
@@ -39,23 +40,23 @@ class IdpMetadata:
         self._sso_url = sso_url
         self._slo_url = slo_url
         self._lock = threading.Lock()
-        self._cached: tuple[dt.datetime, bytes] | None = None
+        self._cached: tuple[Window, bytes] | None = None
 
     def document(self) -> bytes:
-        """The current metadata document (cached until half its validity has passed)."""
+        """The current metadata document (built once per window, :mod:`broker.saml.metadata_window`)."""
         return self.current()[0]
 
     def current(self) -> tuple[bytes, dt.timedelta]:
-        """The current metadata document and how long it stays the one served: until it is built anew, at half
-        its validity, so that a copy kept no longer than that is still half its validity from validUntil."""
+        """The current metadata document and how long a cache may keep it: until half its validity has passed,
+        so that a copy kept no longer than that is still half its validity from validUntil."""
         now = self._clock.now()
-        validity = self._settings.broker.idp.metadata_validity.timedelta
+        current = window(now, self._settings.broker.idp.metadata_validity.timedelta)
         with self._lock:
-            if self._cached is None or now >= self._cached[0]:
-                self._cached = (now + validity / 2, self._build(now, now + validity))
-            return self._cached[1], self._cached[0] - now
+            if self._cached is None or self._cached[0] != current:
+                self._cached = (current, self._build(current.valid_until))
+            return self._cached[1], current.cacheable_until - now
 
-    def _build(self, now: dt.datetime, valid_until: dt.datetime) -> bytes:
+    def _build(self, valid_until: dt.datetime) -> bytes:
         idp = self._settings.broker.idp
         loas = sorted({KNOWN_LOAS[loa] for m in self._settings.municipalities.values() for loa in _loas(m.config)},
                       key=lambda loa: (loa.rank, loa.uri))
@@ -69,7 +70,6 @@ class IdpMetadata:
         org = idp.organization
         descriptor = md.EntityDescriptor(
             entity_id=idp.entity_id,
-            id=new_id(),
             valid_until=format_instant(valid_until),
             extensions=extensions,
             idpsso_descriptor=[md.IDPSSODescriptor(
@@ -102,6 +102,7 @@ class IdpMetadata:
                                              email_address=[md.EmailAddress(text="mailto:" + org.technical_contact)])],
         )
         root = parse_untrusted(descriptor.to_string(), 1 << 24)
+        root.set("ID", content_id(root))
         if idp.sign_metadata:
             self._signer.sign(root)  # Metadata §3.1: ds:Signature is the first child
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -19,7 +19,7 @@ from saml2 import md, xmldsig
 from broker.clock import Clock
 from broker.config.schema import SpConfig
 from broker.saml.bindings import HTTP_POST, HTTP_REDIRECT, NAMEID_PERSISTENT, NAMEID_TRANSIENT
-from broker.saml.response import new_id
+from broker.saml.metadata_window import Window, content_id, window
 from broker.saml.xmldsig import XmlSigner
 from broker.saml.xmlparse import parse_untrusted
 from broker.saml.xmltime import format_instant
@@ -62,24 +62,24 @@ class SpMetadataDocument:
         self._slo_url = slo_url
         self._validity = validity
         self._lock = threading.Lock()
-        self._cached: tuple[dt.datetime, bytes] | None = None
+        self._cached: tuple[Window, bytes] | None = None
 
     def document(self) -> bytes:
         return self.current()[0]
 
     def current(self) -> tuple[bytes, dt.timedelta]:
-        """The current document and how long it stays the one served (until half its validity has passed)."""
+        """The current document (:mod:`broker.saml.metadata_window`) and how long a cache may keep it."""
         now = self._clock.now()
+        current = window(now, self._validity)
         with self._lock:
-            if self._cached is None or now >= self._cached[0]:
-                self._cached = (now + self._validity / 2, self._build(now + self._validity))
-            return self._cached[1], self._cached[0] - now
+            if self._cached is None or self._cached[0] != current:
+                self._cached = (current, self._build(current.valid_until))
+            return self._cached[1], current.cacheable_until - now
 
     def _build(self, valid_until: dt.datetime) -> bytes:
         cfg = self._config
         descriptor = md.EntityDescriptor(
             entity_id=cfg.entity_id,
-            id=new_id(),
             valid_until=format_instant(valid_until),
             spsso_descriptor=[md.SPSSODescriptor(
                 protocol_support_enumeration=PROTOCOL,
@@ -98,5 +98,6 @@ class SpMetadataDocument:
             )],
         )
         root = parse_untrusted(descriptor.to_string(), 1 << 22)
+        root.set("ID", content_id(root))
         self._signer.sign(root)
         return etree.tostring(root, xml_declaration=True, encoding="UTF-8")

@@ -85,8 +85,8 @@ def metadata() -> Response:
 
 def metadata_response(document: bytes, fresh_for: dt.timedelta) -> Response:
     """A metadata document (SAML Metadata §4.1.1: application/samlmetadata+xml), cacheable for an hour, and never
-    for longer than it stays the current one: a short idp.metadata_validity would otherwise have caches hand SPs
-    a copy past its validUntil (SAML Metadata §2.2.1), which they refuse."""
+    for longer than ``fresh_for`` (until half its validity has passed): a short idp.metadata_validity would
+    otherwise have caches hand SPs a copy past its validUntil (SAML Metadata §2.2.1), which they refuse."""
     response = make_response(document)
     response.headers["Content-Type"] = "application/samlmetadata+xml"
     response.headers["Cache-Control"] = f"public, max-age={min(3600, int(fresh_for.total_seconds()))}"

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -16,8 +17,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from lxml import etree
 
+from broker.app import create_app
 from broker.cli import main
+from broker.clock import FixedClock
 from broker.config.loader import Settings, load_settings
+from broker.saml.idp_metadata import IdpMetadata
+from broker.saml.sp_metadata import SpMetadataDocument
+from broker.session.store import RedisStore
+from broker.web.services import Services
 from tests.factories.saml import BASE_URL, Browser, xmlsec_binary
 from tests.flows.conftest import audit_lines
 
@@ -30,6 +37,8 @@ REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
 LOA2 = "http://id.elegnamnden.se/loa/1.0/loa2"
 LOA3 = "http://id.elegnamnden.se/loa/1.0/loa3"
+
+Document = IdpMetadata | SpMetadataDocument | None
 
 
 # --- health and readiness ----------------------------------------------------------------------
@@ -180,6 +189,30 @@ class TestShortMetadataValidity:
         until = dt.datetime.fromisoformat(valid_until.replace("Z", "+00:00"))
         assert 9 * 60 <= max_age <= 10 * 60  # as long as the document is the one served, at most half its validity
         assert dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max_age) < until
+
+
+@pytest.mark.parametrize("published", [
+    pytest.param(lambda services: services.metadata, id="idp"),
+    pytest.param(lambda services: services.sp_metadata, id="sp"),
+])
+def test_instances_started_apart_publish_one_document(
+        settings: Settings, store: RedisStore, published: Callable[[Services], Document]) -> None:
+    """SAML Metadata §2.3.1: one EntityDescriptor for the broker, whichever instance an SP or a federation fetches
+    it from, and whenever that instance started: its ID and validUntil were the starting instance's own (a random
+    ID, validUntil from the instant it built its copy), so every instance, and every restart, published another
+    document."""
+    start = dt.datetime.now(dt.UTC).replace(second=10, microsecond=0)
+    documents = []
+    for instance, offset in (("a", 0), ("b", 20), ("a-restarted", 40)):
+        clock = FixedClock(start + dt.timedelta(seconds=offset))
+        app = create_app(settings, clock=clock, store=store, instance_id=instance)
+        document = published(app.extensions["broker"])
+        assert document is not None
+        documents.append(document.current()[0])
+    assert documents[1] == documents[0]
+    assert documents[2] == documents[0]
+    root = _parse(documents[0])
+    assert root.get("validUntil") == (start.replace(second=0) + dt.timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class TestSpSigningRollover:
