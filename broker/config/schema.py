@@ -102,7 +102,8 @@ class SigningConfig:
     also_published: tuple[CertificateFile, ...] = field(
         default=(), metadata=doc("more signing certificates published in the metadata, for a key rollover: the next "
                                  "key's before the switch (peers fetch it in time), the previous one's for a while "
-                                 "after; nothing is signed with them"))
+                                 "after; nothing is signed with them. RSA >= 2048 bits or ECDSA P-256+, as the "
+                                 "signing key"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if _spki(self.key.key.public_key()) != _spki(self.certificate.certificate.public_key()):
@@ -116,9 +117,14 @@ class SigningConfig:
 
 
 def _published_twice(signing: CertificateFile, also: tuple[CertificateFile, ...]) -> Iterator[tuple[KeyPath, str]]:
-    """A key in ``also`` that is ``signing``'s, or listed before in ``also``."""
+    """A key in ``also`` that is ``signing``'s, or listed before in ``also``, or too weak to sign with: peers
+    accept a signature by any key the metadata publishes (SAML Metadata §2.4.1.1), and the next key is to become
+    the signing key, which must be RSA >= 2048 bits or ECDSA P-256+ (:class:`PrivateKeyFile`)."""
     seen = {_spki(signing.certificate.public_key())}
     for i, extra in enumerate(also):
+        if weak := weak_key_reason(extra.certificate):
+            yield ("also_published", i), f"a signing key too weak to publish: {weak}"
+            continue
         key = _spki(extra.certificate.public_key())
         if key in seen:
             yield ("also_published", i), "this key is published already (the signing key, or listed twice)"
@@ -388,7 +394,7 @@ class SpSigningConfig(KeyPair):
         default=(), metadata=doc("more signing certificates published in the SP metadata, for a key rollover: the "
                                  "next key's before the switch (municipal IdPs that verify the broker's requests "
                                  "fetch it in time), the previous one's for a while after; nothing is signed with "
-                                 "them"))
+                                 "them. RSA >= 2048 bits or ECDSA P-256+, as the signing key"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         yield from super().config_check()

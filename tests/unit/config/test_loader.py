@@ -554,6 +554,25 @@ def test_a_certificate_published_beside_the_signing_one_must_be_another_key(
                  "this key is published already (the signing key, or listed twice)")], config_dir)
 
 
+@pytest.mark.parametrize("side", [pytest.param("idp", id="idp"), pytest.param("sp", id="sp")])
+@pytest.mark.parametrize(("key", "fragment"), [
+    pytest.param("rsa1024", "RSA key of 1024 bits (at least 2048 are required)", id="rsa-1024"),
+    pytest.param("ec192", "elliptic curve secp192r1 is not accepted (P-256, P-384, P-521)", id="ec-p192"),
+])
+def test_a_weak_key_is_not_published_beside_the_signing_one(config_dir: Path, side: str, key: str,
+                                                             fragment: str) -> None:
+    """SAML Metadata §2.4.1.1: peers accept a signature by any signing key the metadata publishes; the next key
+    was published whatever its size, though it could never become the signing key (idp.signing.key refuses it)."""
+    nxt = CertificateAuthority.root("Broker signing 2", NOW, key=key)
+    write_pem(config_dir / "keys" / "next-signing.crt", nxt.certificate)
+    certificate = f"keys/{side}-signing.crt"
+    replacing(BROKER, f"    certificate: {certificate}",
+              f"    certificate: {certificate}\n    also_published: [keys/next-signing.crt]")(config_dir)
+    assert_issues(load_issues(config_dir), [
+        Expected(BROKER, "also_published:", f"{side}.signing.also_published[0]",
+                 f"a signing key too weak to publish: {fragment}")], config_dir)
+
+
 def test_an_ecdsa_p384_signing_key_with_its_certificate_is_accepted(config_dir: Path) -> None:
     signer = CertificateAuthority.root("Broker IdP signing", NOW, key="ec384")
     write_key(config_dir / KEY, signer.key)
