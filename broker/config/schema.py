@@ -412,11 +412,20 @@ class SpConfig:
     entity_id: EntityId = field(metadata=doc("the broker's SP entityID"))
     signing: SpSigningConfig = field(metadata=doc("signs AuthnRequests and LogoutRequests"))
     decryption: tuple[KeyPair, ...] = field(
-        metadata=doc("keys for EncryptedAssertions: the first is published in metadata; later ones are still "
-                     "accepted (key rollover)", min_items=1))
+        metadata=doc("keys for EncryptedAssertions (RSA >= 2048 bits: RSA-OAEP is the key transport): the first "
+                     "is published in metadata; later ones are still accepted (key rollover)", min_items=1))
     max_message_bytes: int = field(default=262144, metadata=doc("largest Response accepted", min=4096,
                                                                                    max=MAX_MESSAGE_BYTES))
     login_timeout: Duration = field(default=Duration(600), metadata=doc("how long an upstream request may take"))
+
+    def config_check(self) -> Iterator[tuple[KeyPath, str]]:
+        for i, pair in enumerate(self.decryption):
+            # the key transports accepted (broker.saml.xmlenc.ALLOWED_KEY_TRANSPORT) and offered in the SP
+            # metadata are RSA-OAEP (XML Encryption 1.1 §5.5.2): an EC key was published with them, and no IdP
+            # could encrypt to it (nor the broker decrypt)
+            if not isinstance(pair.key.key, rsa.RSAPrivateKey):
+                yield ("decryption", i, "key"), ("an RSA key is required: IdPs encrypt the assertion's key to it "
+                                                  "with RSA-OAEP, the only key transport the broker accepts")
 
 
 @dataclass(frozen=True)

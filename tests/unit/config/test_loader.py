@@ -573,6 +573,19 @@ def test_a_weak_key_is_not_published_beside_the_signing_one(config_dir: Path, si
                  f"a signing key too weak to publish: {fragment}")], config_dir)
 
 
+def test_an_ec_decryption_key_is_refused(config_dir: Path) -> None:
+    """XML Encryption 1.1 §5.5.2: the key transports the broker accepts, and its SP metadata offers, are RSA-OAEP;
+    an ECDSA key and its certificate were accepted in sp.decryption and published as the encryption key, which no
+    IdP could encrypt to."""
+    pair = CertificateAuthority.root("Broker SP encryption", NOW, key="ec256")
+    write_key(config_dir / "keys" / "sp-encryption.key", pair.key)
+    write_pem(config_dir / "keys" / "sp-encryption.crt", pair.certificate)
+
+    assert_issues(load_issues(config_dir), [
+        Expected(BROKER, "- key: keys/sp-encryption.key", "sp.decryption[0].key",
+                 "an RSA key is required: IdPs encrypt the assertion's key to it with RSA-OAEP")], config_dir)
+
+
 def test_an_ecdsa_p384_signing_key_with_its_certificate_is_accepted(config_dir: Path) -> None:
     signer = CertificateAuthority.root("Broker IdP signing", NOW, key="ec384")
     write_key(config_dir / KEY, signer.key)

@@ -28,10 +28,10 @@ from tests.unit.readiness.configs import DAY, load, now_utc, only, set_readiness
 NOW = now_utc()
 
 
-def replace_key(config_dir: Path, stem: str, name: str, days_left: int) -> CertificateAuthority:
+def replace_key(config_dir: Path, stem: str, name: str, days_left: int, key: str = "ec256") -> CertificateAuthority:
     """keys/<stem>.key and .crt replaced by a new key whose certificate ends ``days_left`` days from now."""
     start = NOW - 400 * DAY
-    issued = CertificateAuthority.root(name, NOW, key="ec256", valid_from=start,
+    issued = CertificateAuthority.root(name, NOW, key=key, valid_from=start,
                                        valid_days=(NOW + days_left * DAY - start) // DAY)
     write_key(config_dir / "keys" / f"{stem}.key", issued.key)
     write_pem(config_dir / "keys" / f"{stem}.crt", issued.certificate)
@@ -172,7 +172,7 @@ def test_idp_signing_certificate_expiry(config_dir: Path, days_left: int, status
 
 def test_sp_signing_and_decryption_expiry(config_dir: Path) -> None:
     replace_key(config_dir, "sp-signing", "Broker SP signing 2025", 20)
-    replace_key(config_dir, "sp-encryption", "Broker SP encryption 2025", -1)
+    replace_key(config_dir, "sp-encryption", "Broker SP encryption 2025", -1, key="rsa2048")  # RSA-OAEP
     set_readiness(config_dir)
 
     result = broker_section(load(config_dir))
