@@ -83,7 +83,7 @@ def hidden_inputs(fields: dict[str, str]) -> Markup:
 # Where the per-login values go in the pre-rendered post page. NUL cannot come out of the template or the UI
 # texts (the frame is checked to have exactly these slots when it is made), and every value put in a slot is escaped.
 _SLOT = re.compile("\x00([a-z_]+)\x00")
-_POST_SLOTS = ("url", "sending_to", "inputs")
+_POST_SLOTS = ("title", "url", "sending_to", "inputs")
 
 
 def _post_frame(lang: str) -> tuple[str, ...]:
@@ -106,7 +106,9 @@ def post_page(result: PostToSp) -> Response:
     lang = language()
     sp = result.sp_name.get(lang) if result.sp_name else UI[lang]["back_to_sp_generic"]
     # no language link: the page submits itself at once, and the link would send the SAML request again
-    values = {"url": escape(result.url), "sending_to": escape(UI[lang]["sending_to"].format(sp=sp)),
+    sending_to = UI[lang]["sending_to"].format(sp=sp)
+    # the page's title names it as its heading does (WCAG 2.1 SC 2.4.2)
+    values = {"title": escape(sending_to.rstrip(".")), "url": escape(result.url), "sending_to": escape(sending_to),
               "inputs": hidden_inputs(result.fields)}
     frame = _post_frame(lang)
     html = "".join(part if i % 2 == 0 else values[part] for i, part in enumerate(frame))

@@ -23,10 +23,20 @@ from broker.config.schema import LocalizedText
 from broker.demo.sp import DemoSp, DemoSpSettings, sp_metadata
 from broker.errors import BrokerError
 from broker.flow import PostToSp
+from broker.flow.results import LogoutDone
 from broker.reasons import REASONS
 from broker.session.store import RedisStore
 from broker.web.i18n import CATALOG, UI, explain
-from broker.web.pages import LANG_COOKIE, _render, error_page, hidden_inputs, post_page, security_headers
+from broker.web.pages import (
+    LANG_COOKIE,
+    _render,
+    error_page,
+    hidden_inputs,
+    logged_out_page,
+    message_page,
+    post_page,
+    security_headers,
+)
 from tests.factories.municipality_choice import choose
 from tests.factories.saml import BASE_URL, Browser, forms, saml_response_form, xmlsec_binary
 from tests.flows.conftest import audit_lines
@@ -526,7 +536,7 @@ def test_pre_rendered_post_page_is_the_template_rendered(render_app: Flask, lang
         fast = post_page(PostToSp(url, fields, "c", name))
         sending = UI[lang]["sending_to"].format(sp=name.get(lang) if name else UI[lang]["back_to_sp_generic"])
         reference = _render("post.html", 200, switch_url="", url=url, inputs=hidden_inputs(fields),
-                            sending_to=sending)
+                            sending_to=sending, title=sending.rstrip("."))
     assert fast.get_data(as_text=True) == reference.get_data(as_text=True)
     assert fast.headers.get_all("Set-Cookie") == reference.headers.get_all("Set-Cookie")
     assert fast.status_code == 200
@@ -534,3 +544,33 @@ def test_pre_rendered_post_page_is_the_template_rendered(render_app: Flask, lang
     assert "\x00" not in body
     assert "<script>alert" not in body
     assert f'<html lang="{lang}">' in body
+
+
+def _title_and_h1(body: str) -> tuple[str, str]:
+    title = re.search(r"<title>(.*?)</title>", body, re.S)
+    heading = re.search(r"<h1>(.*?)</h1>", body, re.S)
+    assert title is not None
+    assert heading is not None
+    return title.group(1).strip(), heading.group(1).strip()
+
+
+SP_NAME = LocalizedText(sv="Vårdsystemet", en="The care system")
+
+
+@pytest.mark.parametrize("lang", ["sv", "en"])
+@pytest.mark.parametrize("page", [
+    pytest.param(lambda: post_page(PostToSp("https://sp.example.org/acs", {"SAMLResponse": "PHNhbWw+"}, "c",
+                                            SP_NAME)), id="post"),
+    pytest.param(lambda: logged_out_page(LogoutDone("ABCD-0123-4567-89EF")), id="logged-out"),
+    pytest.param(lambda: logged_out_page(LogoutDone("ABCD-0123-4567-89EF", partial=(SP_NAME,))),
+                 id="logged-out-partial"),
+    pytest.param(lambda: message_page("index_title", ["index_text"]), id="index"),
+    pytest.param(lambda: error_page(BrokerError("certificate_expired"), "ABCD-0123-4567-89EF"), id="error"),
+])
+def test_each_page_is_titled_by_what_it_says(render_app: Flask, lang: str, page: Any) -> None:
+    """WCAG 2.1 SC 2.4.2 (Page Titled): the title, which a screen reader reads first and the tab shows, names the
+    page as its heading does, then the service; the service's name alone told every page apart from none."""
+    with render_app.test_request_context(f"/x?lang={lang}"):
+        body = page().get_data(as_text=True)
+    title, heading = _title_and_h1(body)
+    assert title == f"{heading.rstrip('.')} \N{EN DASH} {UI[lang]['service']}"
