@@ -188,6 +188,17 @@ _SV: dict[str, Explanation] = {
         "Utloggningen kunde inte fortsätta",
         "Du är utloggad från inloggningstjänsten, men utloggningen från de andra tjänsterna kunde inte slutföras.",
         "Stäng webbläsaren för att vara säker på att du är utloggad överallt."),
+    "logout_request_invalid": _E(
+        "Utloggningen kunde inte genomföras",
+        "En tjänst bad inloggningstjänsten att logga ut dig, men begäran kunde inte godtas. Du kan fortfarande "
+        "vara inloggad.",
+        "Stäng alla webbläsarfönster för att vara säker på att du är utloggad. Kvarstår felet: kontakta "
+        "tjänstens support och uppge referensnumret."),
+    "logout_response_invalid": _E(
+        "Utloggningen blev kanske inte fullständig",
+        "En tjänst svarade på utloggningen, men svaret kunde inte godtas. Du kan fortfarande vara inloggad där.",
+        "Stäng alla webbläsarfönster för att vara säker på att du är utloggad överallt. Kvarstår felet: kontakta "
+        "tjänstens support och uppge referensnumret."),
     "saml_request_missing": _E(
         "Börja från tjänsten",
         "Den här sidan öppnas av tjänsten du vill logga in till, inte direkt.",
@@ -414,6 +425,17 @@ _EN: dict[str, Explanation] = {
         "Logout could not continue",
         "You are logged out of the login service, but logging out of the other services could not be finished.",
         "Close the browser to be sure you are logged out everywhere."),
+    "logout_request_invalid": _E(
+        "Logout could not be carried out",
+        "A service asked the login service to log you out, but the request could not be accepted. You may still "
+        "be logged in.",
+        "Close all browser windows to be sure you are logged out. If it persists, contact the service's support "
+        "and give the reference number."),
+    "logout_response_invalid": _E(
+        "Logout may not be complete",
+        "A service answered the logout, but its answer could not be accepted. You may still be logged in there.",
+        "Close all browser windows to be sure you are logged out everywhere. If it persists, contact the "
+        "service's support and give the reference number."),
     "saml_request_missing": _E(
         "Start from the service",
         "This page is opened by the service you want to log in to, not directly.",

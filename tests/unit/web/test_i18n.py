@@ -116,6 +116,21 @@ def test_protocol_errors_without_own_entry_send_the_user_to_the_service(code: st
     assert "reference number" in en.todo
 
 
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("code", ["logout_request_invalid", "logout_response_invalid"])
+def test_a_refused_logout_says_the_user_may_still_be_logged_in(code: str, lang: str) -> None:
+    """A logout that could not be carried out is no broken login request: the page says so, that the user may
+    still be logged in, and how to be sure (close the browser), with the reference for the service's support."""
+    explanation = explain(code, REASONS[code].family, lang, {})
+    words = {"sv": ("Utloggningen", "Du kan fortfarande vara inloggad", "Stäng alla webbläsarfönster",
+                    "referensnumret"),
+             "en": ("Logout", "You may still be logged in", "Close all browser windows", "reference number")}[lang]
+    assert explanation.title.startswith(words[0])
+    assert words[1] in explanation.what
+    assert explanation.todo.startswith(words[2])
+    assert words[3] in explanation.todo
+
+
 def test_unknown_language_falls_back_to_swedish() -> None:
     assert explain("certificate_missing", "certificate", "de", {}) == CATALOG["sv"]["certificate_missing"]
     assert explain("sp_unknown", "saml", "de", {}).title == "Tjänsten skickade en felaktig begäran"
