@@ -5,7 +5,8 @@ EN 301 549). Each distinct page kind is rendered by the broker's own page functi
 page of every reason family (one answering a GET, with the language link; one answering a POST, with the
 explanation in the other language beneath), the choice of municipality, the logged-out page (partial, with the
 hand-back form), the SAML POST page as a browser without scripts shows it, and /diagnose with and without a
-certificate. A small HTTP server on loopback serves them with the broker's static files; one headless Chromium
+certificate. Each must also reflow at 320 CSS pixels (SC 1.4.10), which axe-core does not check. A small HTTP
+server on loopback serves them with the broker's static files; one headless Chromium
 (:mod:`tests.factories.browser`) loads each, runs axe-core (``tests/peers/axe``, installed by ``./dev test``)
 with the WCAG 2.0/2.1 A and AA rules, and the test fails on any violation of impact serious or critical, naming
 the rule, the page and the elements. No rule is excluded.
@@ -37,7 +38,7 @@ from broker.session.store import RedisStore
 from broker.web.pages import diagnose_page, discovery_page, error_page, logged_out_page, post_page
 from broker.web.services import services
 from tests.conftest import REPO
-from tests.factories.browser import Chromium
+from tests.factories.browser import VIEWPORT, Chromium
 
 pytestmark = pytest.mark.slow
 
@@ -184,3 +185,25 @@ def test_every_page_kind_has_no_serious_wcag_violation(site: Site, chromium: Chr
                 targets = "; ".join(" ".join(n["target"]) for n in v["nodes"][:5])
                 problems.append(f"{name}: {v['id']} ({v['impact']}): {v['help']}: {targets}")
     assert problems == [], "\n".join(problems)
+
+
+def test_every_page_reflows_at_320_css_pixels(site: Site, chromium: Chromium) -> None:
+    """WCAG 2.1 SC 1.4.10 (Reflow): at 320 CSS pixels wide (a phone, or 1280 pixels zoomed to 400 %) nothing
+    needs scrolling sideways: no text, no field, no reference number overflows the page."""
+    width, height = VIEWPORT
+    chromium.call("Emulation.setDeviceMetricsOverride",
+                  {"width": 320, "height": 640, "deviceScaleFactor": 1, "mobile": False})
+    try:
+        wide = []
+        for name in site.names:
+            url = f"{site.url}/{name}"
+            chromium.goto(url)
+            chromium.wait_for(lambda page, url=url: page.url == url, url)
+            scroll, client = chromium.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+            if scroll > client:
+                wide.append(f"{name}: {scroll} px wide in a {client} px viewport")
+    finally:
+        chromium.call("Emulation.setDeviceMetricsOverride",
+                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    assert wide == [], "\n".join(wide)
