@@ -120,11 +120,11 @@ _SV: dict[str, Explanation] = {
         "Identiteten i ditt certifikat har fel format.",
         "Kontakta din kommuns kortadministratör och uppge referensnumret."),
     "loa_insufficient": _E(
-        "Högre säkerhetsnivå krävs",
+        "Högre tillitsnivå krävs",
         "Tjänsten kräver en e-legitimation med högre tillitsnivå ({required}) än din ({loa}).",
         "Logga in med ditt SITHS-kort i stället för ett mjukt certifikat, eller kontakta din kommun."),
     "authn_context_unsupported": _E(
-        "Högre säkerhetsnivå krävs",
+        "Högre tillitsnivå krävs",
         "Tjänsten kräver en e-legitimation med högre tillitsnivå än den du använde.",
         "Logga in med ditt SITHS-kort, eller kontakta din kommuns IT-support."),
     "proxy_header_untrusted": _E(
@@ -177,7 +177,7 @@ _SV: dict[str, Explanation] = {
         "Din kommuns inloggning skickade inte uppgiften {attribute}, som tjänsten behöver.",
         "Kontakta din kommuns IT-support och be dem skicka {attribute}; uppge referensnumret."),
     "upstream_authn_context_insufficient": _E(
-        "Högre säkerhetsnivå krävs",
+        "Högre tillitsnivå krävs",
         "Tjänsten kräver en starkare inloggning än den din kommun gjorde.",
         "Logga in igen med en starkare metod (t.ex. ditt SITHS-kort) hos din kommun."),
     "logout_partial": _E(
@@ -639,18 +639,25 @@ UI: Final = {
 }
 
 
+# the assurance levels of loa_insufficient (broker.model.KNOWN_LOAS names), as the eID framework numbers them
+_LEVELS_SV: Final = {"loa2": "nivå 2", "loa3": "nivå 3", "loa4": "nivå 4", "sambi-loa2": "nivå 2",
+                     "sambi-loa3": "nivå 3", "": "okänd nivå"}
+_LEVELS_EN: Final = {"loa2": "level 2", "loa3": "level 3", "loa4": "level 4", "sambi-loa2": "level 2",
+                     "sambi-loa3": "level 3", "": "unknown level"}
+
 # Parameters whose value is a code the page puts into words in the reader's language: the IdP's error status
-# (upstream_status), named by its SAML status code's local name (SAML Core §3.2.2.2). Any other value (a code of the
-# IdP's own, none) gets the general words under "": what an IdP, or anyone posting to the ACS, wrote is never shown.
+# (upstream_status), named by its SAML status code's local name (SAML Core §3.2.2.2), and the assurance levels of
+# loa_insufficient (the user reads "nivå 3", not "loa3" or "sambi-loa3"). Any other value (a code of the IdP's own,
+# none) gets the general words under "": what an IdP, or anyone posting to the ACS, wrote is never shown.
 _WORDED: Final[dict[str, dict[str, dict[str, str]]]] = {
-    "sv": {"idp_status": {
+    "sv": {"loa": _LEVELS_SV, "required": _LEVELS_SV, "idp_status": {
         "AuthnFailed": "Inloggningen hos din kommun misslyckades.",
         "RequestDenied": "Din kommun nekade inloggningen.",
         "NoPassive": "Din kommun kunde inte logga in dig utan att fråga dig.",
         "UnknownPrincipal": "Din kommun känner inte igen användaren.",
         "": "Din kommuns inloggning avbröts eller nekades.",
     }},
-    "en": {"idp_status": {
+    "en": {"loa": _LEVELS_EN, "required": _LEVELS_EN, "idp_status": {
         "AuthnFailed": "The sign-in at your municipality failed.",
         "RequestDenied": "Your municipality refused the login.",
         "NoPassive": "Your municipality could not log you in without asking you.",

@@ -63,8 +63,26 @@ def test_explain_fills_placeholders() -> None:
 
 def test_explain_fills_several_placeholders() -> None:
     text = explain("loa_insufficient", "certificate", "en", {"loa": "loa2", "required": "loa3"}).what
-    assert "(loa3)" in text
-    assert "(loa2)" in text
+    assert "(level 3)" in text
+    assert "(level 2)" in text
+
+
+@pytest.mark.parametrize(("loa", "required", "sv", "en"), [
+    pytest.param("loa2", "loa3", "högre tillitsnivå (nivå 3) än din (nivå 2)",
+                 "higher assurance level (level 3) than yours (level 2)", id="eid-framework"),
+    pytest.param("sambi-loa2", "loa4", "högre tillitsnivå (nivå 4) än din (nivå 2)",
+                 "higher assurance level (level 4) than yours (level 2)", id="sambi"),
+    pytest.param("<b>", "loa3", "högre tillitsnivå (nivå 3) än din (okänd nivå)",
+                 "higher assurance level (level 3) than yours (unknown level)", id="not-a-level-the-page-knows"),
+])
+def test_assurance_levels_are_put_into_words(loa: str, required: str, sv: str, en: str) -> None:
+    """loa_insufficient names the levels as the user knows them (the eID framework's numbers), never the broker's
+    configuration names ("loa3", "sambi-loa2"); its Swedish title uses the body's word for it, tillitsnivå."""
+    params = {"loa": loa, "required": required}
+    swedish = explain("loa_insufficient", "certificate", "sv", params)
+    assert sv in swedish.what
+    assert swedish.title == "Högre tillitsnivå krävs"
+    assert en in explain("loa_insufficient", "certificate", "en", params).what
 
 
 def test_explain_marks_a_missing_parameter_instead_of_failing() -> None:
