@@ -68,8 +68,12 @@ def _families() -> dict[str, str]:
 
 def _pages(app: Flask) -> list[Page]:
     pages: list[Page] = []
-    rows = [("subject", "CN=Anna Andersson,SERIALNUMBER=19121212****"), ("issuer", "CN=Kommun A Person CA"),
-            ("not_after", "2027-01-01 00:00 UTC")]
+    # the rows /diagnose shows (broker.web.ops), with values as long as real ones
+    rows = [("subject", "CN=Anna Andersson,SERIALNUMBER=19121212****,O=Kommun A,C=SE"),
+            ("issuer", "CN=SITHS e-id Person HSA-id 3 CA v1,O=Inera AB,C=SE"), ("serial", "1f" * 16),
+            ("valid_from", "2024-01-01T00:00:00+00:00"), ("valid_until", "2026-01-01T00:00:00+00:00"),
+            ("policies", "1.2.752.29.4.13.1.2.3.4.5, 1.2.752.146.200.3.1.0.0"), ("sha256", "ab" * 32),
+            ("via", "proxy-header"), ("municipality", "Kommun A"), ("loa", "http://id.elegnamnden.se/loa/1.0/loa3")]
 
     def add(name: str, path: str, render: Any, method: str = "GET") -> None:
         with app.test_request_context(path, method=method):
@@ -102,7 +106,8 @@ def _pages(app: Flask) -> list[Page]:
         add(f"post-{lang}", f"/saml/idp/sso{q}", lambda: post_page(back))
         add(f"diagnose-none-{lang}", f"/diagnose{q}", lambda: diagnose_page(None, False, None, REFID))
         add(f"diagnose-refused-{lang}", f"/diagnose{q}",
-            lambda: diagnose_page(rows, False, BrokerError("certificate_expired"), REFID))
+            lambda: diagnose_page([*rows[:-1], ("reason", "certificate_expired")], False,
+                                  BrokerError("certificate_expired", params={"not_after": "2026-01-01"}), REFID))
         add(f"diagnose-accepted-{lang}", f"/diagnose{q}", lambda: diagnose_page(rows, True, None, REFID))
     return pages
 
