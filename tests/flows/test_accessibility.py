@@ -99,6 +99,8 @@ def _pages(app: Flask) -> list[Page]:
             return discovery_page(Discovery("L1", options, REFID, SP_NAME, preselected=options[0].id))
 
         add(f"discovery-{lang}", f"/discovery{q}&login=L1", discovery)
+        add(f"discovery-no-match-{lang}", f"/discovery{q}&login=L1&q=stockholm",
+            lambda: discovery_page(Discovery("L1", (), REFID, SP_NAME), "stockholm"))
         add(f"logged-out-{lang}", f"/saml/idp/slo{q}", lambda: logged_out_page(LogoutDone(REFID)))
         add(f"logged-out-partial-{lang}", f"/saml/idp/slo{q}",
             lambda: logged_out_page(LogoutDone(REFID, partial=(SP_NAME, "https://idp.kommun-c.example/"),

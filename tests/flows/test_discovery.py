@@ -224,6 +224,24 @@ def test_search_filters_and_does_not_consume_the_login(browser: Browser, sp: Dem
     assert request.message.issuer.text == BASE_URL + "/saml/sp/metadata"
 
 
+@pytest.mark.parametrize(("lang", "words", "names"), [
+    pytest.param("sv", "Visa alla kommuner", ["Kommun A", "Kommun B", "Kommun C"], id="sv"),
+    pytest.param("en", "Show all municipalities", ["Municipality A", "Municipality B", "Municipality C"], id="en"),
+])
+def test_a_search_that_finds_nothing_offers_the_whole_list_not_an_empty_choice(
+        browser: Browser, sp: DemoSp, lang: str, words: str, names: list[str]) -> None:
+    """With no municipality to choose there is no Continue button: it posted no municipality, and the pending
+    login ended refused (municipality_unknown, "the chosen municipality cannot log in"). The page links to the
+    whole list instead, for the same login."""
+    login_id = discovery_login_id(browser.get(sp.login_url()))
+    body = browser.get(f"/discovery?login={login_id}&q=stockholm&lang={lang}").get_data(as_text=True)
+    assert 'method="post"' not in body
+    assert 'name="municipality"' not in body
+    link = re.search(r'<a href="(/discovery\?login=[^"]+)">' + words + "</a>", body)
+    assert link is not None
+    assert list(discovery_page(browser.get(link.group(1).replace("&amp;", "&"))).options().values()) == names
+
+
 @pytest.mark.parametrize("typed", [
     pytest.param("västerås", id="composed"),
     pytest.param(unicodedata.normalize("NFD", "västerås"), id="decomposed-as-pasted-from-a-pdf"),
