@@ -52,7 +52,7 @@ _SV: dict[str, Explanation] = {
         "Kontakta din kommuns IT-support."),
     "municipality_not_active": _E(
         "Din kommun är inte ansluten ännu",
-        "Din kommun håller på att anslutas och kan ännu inte logga in till den här tjänsten.",
+        "Din kommun håller på att anslutas, och dess personal kan ännu inte logga in på den här tjänsten.",
         "Kontakta din kommuns IT-support för att få veta när anslutningen är klar."),
     "municipality_not_allowed": _E(
         "Tjänsten är inte öppen för din kommun",
@@ -150,7 +150,7 @@ _SV: dict[str, Explanation] = {
         "Gå tillbaka till tjänsten och logga in igen."),
     "audit_unavailable": _E(
         "Tjänsten är tillfälligt otillgänglig",
-        "Inloggningen kan inte loggas just nu, och därför stoppas alla inloggningar.",
+        "Inloggningstjänsten kan just nu inte föra logg över inloggningar och stoppar därför alla inloggningar.",
         "Försök igen om en stund. Kvarstår felet: kontakta regionens support och uppge referensnumret."),
     "internal_error": _E(
         "Något gick fel",
@@ -162,7 +162,7 @@ _SV: dict[str, Explanation] = {
         "Gå tillbaka till tjänsten och logga in igen."),
     "municipality_unknown": _E(
         "Kommunen kan inte väljas",
-        "Den valda kommunen kan inte logga in till den här tjänsten.",
+        "Personal från den valda kommunen kan inte logga in på den här tjänsten.",
         "Välj din kommun igen i listan. Saknas den: kontakta din kommuns IT-support."),
     "upstream_metadata_unavailable": _E(
         "Kommunens inloggning är inte tillgänglig",
@@ -201,12 +201,12 @@ _SV: dict[str, Explanation] = {
         "tjänstens support och uppge referensnumret."),
     "saml_request_missing": _E(
         "Börja från tjänsten",
-        "Den här sidan öppnas av tjänsten du vill logga in till, inte direkt.",
+        "Den här sidan öppnas av tjänsten du vill logga in på, inte direkt.",
         "Gå till tjänsten och välj att logga in där."),
     "page_not_found": _E(
         "Sidan finns inte",
         "Adressen pekar inte på någon sida i inloggningstjänsten.",
-        "Gå till tjänsten du vill logga in till och börja därifrån."),
+        "Gå till tjänsten du vill logga in på och börja därifrån."),
     "request_too_large": _E(
         "Begäran var för stor",
         "Inloggningstjänsten tar inte emot så stora begäranden.",
@@ -289,7 +289,7 @@ _EN: dict[str, Explanation] = {
         "Contact your municipality's IT support."),
     "municipality_not_active": _E(
         "Your municipality is not connected yet",
-        "Your municipality is being connected and cannot yet log in to this service.",
+        "Your municipality is being connected, and its staff cannot log in to this service yet.",
         "Contact your municipality's IT support to learn when the connection is complete."),
     "municipality_not_allowed": _E(
         "The service is not open to your municipality",
@@ -399,7 +399,7 @@ _EN: dict[str, Explanation] = {
         "Go back to the service and log in again."),
     "municipality_unknown": _E(
         "This municipality cannot be chosen",
-        "The chosen municipality cannot log in to this service.",
+        "Staff of the chosen municipality cannot log in to this service.",
         "Choose your municipality again from the list. If it is missing, contact your municipality's IT support."),
     "upstream_metadata_unavailable": _E(
         "Your municipality's login is unavailable",
@@ -569,7 +569,7 @@ UI: Final = {
         "logged_out_close_browser": "Stäng webbläsaren för att vara säker på att du är utloggad överallt.",
         "discovery_title": "Välj din kommun",
         "discovery_text": "Välj den kommun du arbetar för, så skickas du till rätt inloggning.",
-        "discovery_for": "Du loggar in till {sp}.",
+        "discovery_for": "Du loggar in på {sp}.",
         "discovery_search": "Sök kommun",
         "discovery_search_button": "Sök",
         "discovery_legend": "Kommun",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 
 import pytest
@@ -205,6 +206,36 @@ def _placeholders(explanation: Explanation) -> set[str]:
 @pytest.mark.parametrize("code", sorted(CATALOG["sv"]))
 def test_swedish_and_english_use_the_same_placeholders(code: str) -> None:
     assert _placeholders(CATALOG["sv"][code]) == _placeholders(CATALOG["en"][code])
+
+
+def _swedish_texts() -> list[str]:
+    texts = [part for e in CATALOG["sv"].values() for part in (e.title, e.what, e.todo)]
+    texts += [part for code in ("sp_unknown", "upstream_unsigned")
+              for part in vars(explain(code, REASONS[code].family, "sv", {})).values()]
+    return texts + list(UI["sv"].values())
+
+
+def test_swedish_logs_in_to_a_service_with_pa() -> None:
+    """Natural Swedish logs in "på" a service ("logga in på tjänsten"), not "till" (an English calque)."""
+    assert [t for t in _swedish_texts() if re.search(r"\blogga(?:r)? in till\b", t)] == []
+    assert UI["sv"]["discovery_for"] == "Du loggar in på {sp}."
+
+
+@pytest.mark.parametrize(("code", "sv", "en"), [
+    pytest.param("municipality_not_active", "dess personal kan ännu inte logga in", "its staff cannot log in",
+                 id="onboarding"),
+    pytest.param("municipality_unknown", "Personal från den valda kommunen kan inte logga in",
+                 "Staff of the chosen municipality cannot log in", id="not-offered"),
+])
+def test_staff_log_in_not_their_municipality(code: str, sv: str, en: str) -> None:
+    assert sv in explain(code, REASONS[code].family, "sv", {}).what
+    assert en in explain(code, REASONS[code].family, "en", {}).what
+
+
+def test_the_audit_refusal_does_not_read_as_a_failed_login() -> None:
+    """audit_unavailable: "Inloggningen kan inte loggas" read as "the login cannot be logged in"; the page says
+    that the service cannot keep its log of logins."""
+    assert "föra logg över inloggningar" in explain("audit_unavailable", "dependency", "sv", {}).what
 
 
 def test_ui_texts_exist_in_both_languages() -> None:
