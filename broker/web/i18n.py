@@ -481,7 +481,7 @@ _EN: dict[str, Explanation] = {
         "Clear the browser's cookies for this site, go back to the service and try again."),
     "cross_site_request": _E(
         "The choice came from another site",
-        "A form was sent to the login service from another site than the login service's own. It is not "
+        "A form was sent to the login service from a site other than the login service's own. It is not "
         "accepted, so that nobody else can log in in your name.",
         "Go to the service you want to use and log in from there. If you did not try to log in yourself, close "
         "the browser."),
@@ -626,7 +626,7 @@ UI: Final = {
                                     "that you are logged out there:",
         "logged_out_close_browser": "Close the browser to be sure you are logged out everywhere.",
         "discovery_title": "Choose your municipality",
-        "discovery_text": "Choose the municipality you work for, and you are sent to the right login.",
+        "discovery_text": "Choose the municipality you work for, and you will be sent to its login.",
         "discovery_for": "You are logging in to {sp}.",
         "discovery_search": "Search municipality",
         "discovery_search_button": "Search",
@@ -660,7 +660,7 @@ _WORDED: Final[dict[str, dict[str, dict[str, str]]]] = {
         "": "Din kommuns inloggning avbröts eller nekades.",
     }},
     "en": {"loa": _LEVELS_EN, "required": _LEVELS_EN, "idp_status": {
-        "AuthnFailed": "The sign-in at your municipality failed.",
+        "AuthnFailed": "Logging in at your municipality failed.",
         "RequestDenied": "Your municipality refused the login.",
         "NoPassive": "Your municipality could not log you in without asking you.",
         "UnknownPrincipal": "Your municipality does not recognise the user.",

@@ -102,7 +102,7 @@ def test_explain_does_not_interpret_parameter_values() -> None:
 
 
 @pytest.mark.parametrize(("idp_status", "sv", "en"), [
-    pytest.param("AuthnFailed", "Inloggningen hos din kommun misslyckades.", "The sign-in at your municipality failed.",
+    pytest.param("AuthnFailed", "Inloggningen hos din kommun misslyckades.", "Logging in at your municipality failed.",
                  id="authn-failed"),
     pytest.param("RequestDenied", "Din kommun nekade inloggningen.", "Your municipality refused the login.",
                  id="request-denied"),
@@ -236,6 +236,22 @@ def test_the_audit_refusal_does_not_read_as_a_failed_login() -> None:
     """audit_unavailable: "Inloggningen kan inte loggas" read as "the login cannot be logged in"; the page says
     that the service cannot keep its log of logins."""
     assert "föra logg över inloggningar" in explain("audit_unavailable", "dependency", "sv", {}).what
+
+
+def _english_texts() -> list[str]:
+    texts = [part for e in CATALOG["en"].values() for part in (e.title, e.what, e.todo)]
+    texts += [part for code in ("sp_unknown", "upstream_unsigned")
+              for part in vars(explain(code, REASONS[code].family, "en", {})).values()]
+    texts += [explain("upstream_status", "upstream", "en", {"idp_status": s}).what
+              for s in ("AuthnFailed", "RequestDenied", "NoPassive", "UnknownPrincipal", "")]
+    return texts + list(UI["en"].values())
+
+
+@pytest.mark.parametrize("wrong", [pytest.param("sign-in", id="login-is-called-login"),
+                                   pytest.param("another site than", id="other-than"),
+                                   pytest.param("you are sent to the right", id="discovery-promise")])
+def test_english_reads_as_english(wrong: str) -> None:
+    assert [t for t in _english_texts() if wrong in t.lower()] == []
 
 
 def test_ui_texts_exist_in_both_languages() -> None:
