@@ -57,6 +57,14 @@ def client_cas(settings: Settings) -> dict[str, tuple[x509.Certificate, ...]]:
             for m in sorted(settings.municipalities.values(), key=lambda m: m.id) if m.config.certificate is not None}
 
 
+def client_ca_bundle(settings: Settings) -> ProxyFiles:
+    """The client-CA bundle alone, whatever ``client_certificate.proxy.format`` says: for a proxy whose
+    configuration is written by hand (Envoy's ``validation_context.trusted_ca``, a load balancer sending RFC
+    9440 headers), which must advertise the same CA names (docs/proxies.md)."""
+    cas = client_cas(settings)
+    return ProxyFiles({BUNDLE: _bundle(cas)}, cas)
+
+
 def nginx(settings: Settings, *, out_dir: str, upstream: str, now: dt.datetime,
           upstream_ca: str | None = None) -> ProxyFiles:
     """The bundle, the snippet to include in the broker's ``server`` block, and a complete example server.

@@ -10,7 +10,7 @@ import click
 
 from broker.clock import SystemClock
 from broker.commands.common import settings_or_exit
-from broker.proxy_config import HAPROXY, ProxyFiles
+from broker.proxy_config import HAPROXY, ProxyFiles, client_ca_bundle
 from broker.proxy_config import apache as apache_files
 from broker.proxy_config import haproxy as haproxy_files
 from broker.proxy_config import nginx as nginx_files
@@ -118,3 +118,17 @@ def apache(config_dir: Path, out_dir: Path, upstream: str) -> None:
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     _write(out_dir, written, "apachectl configtest && apachectl graceful")
+
+
+@proxy_config.command("bundle")
+@click.option("--config", "config_dir", required=True, envvar="BROKER_CONFIG", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="directory for the bundle (created if missing)")
+def bundle(config_dir: Path, out_dir: Path) -> None:
+    """The client-CA bundle alone (broker-client-cas.pem), for a proxy configured by hand (Envoy, RFC 9440)."""
+    settings = settings_or_exit(config_dir)
+    try:
+        written = client_ca_bundle(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _write(out_dir, written, "point the proxy's advertised client CAs at it and reload")
