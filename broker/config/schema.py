@@ -46,7 +46,7 @@ from broker.config.values import (
 from broker.config.yamlsource import KeyPath
 from broker.pki.algorithms import weak_key_reason
 from broker.pki.proxy_headers import FORMAT_DOCS, ProxyFormat
-from broker.saml.attributes import ATTRIBUTES
+from broker.saml.attributes import ATTRIBUTES, BY_URI
 from broker.saml.metadata import MetadataFile
 
 # Upper bounds of the integers (`max`): past them a value is a slip of the keyboard, not a setting, and the code
@@ -779,6 +779,16 @@ def _weak_signer(cert: x509.Certificate) -> str | None:
     return weak_key_reason(cert) if checked else None
 
 
+
+def _unknown_attribute(name: str) -> str:
+    """Why ``name`` is no canonical attribute name, and which one the operator meant: the canonical name of a
+    SAML attribute Name (its URI or a Sambi alias, which the configuration does not take) or of a name written
+    in other letter cases, else the known names."""
+    meant = BY_URI.get(name) or next((d for d in ATTRIBUTES.values() if d.name.lower() == name.lower()), None)
+    if meant is not None:
+        return f"unknown attribute {name!r}: write the canonical name {meant.name!r}"
+    return f"unknown attribute {name!r} (known: {', '.join(ATTRIBUTES)})"
+
 @dataclass(frozen=True)
 class AttributeMapping:
     """An attribute name the IdP sends (an ADFS claim URI, a Sambi/Inera name ...) and the broker's name for it."""
@@ -788,7 +798,7 @@ class AttributeMapping:
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.canonical not in ATTRIBUTES:
-            yield ("canonical",), f"unknown attribute {self.canonical!r} (known: {', '.join(ATTRIBUTES)})"
+            yield ("canonical",), _unknown_attribute(self.canonical)
 
 
 @dataclass(frozen=True)
@@ -813,7 +823,7 @@ class UpstreamIdentity:
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         if self.attribute not in ATTRIBUTES:
-            yield ("attribute",), f"unknown attribute {self.attribute!r}"
+            yield ("attribute",), _unknown_attribute(self.attribute)
         if self.type == "opaque" and self.pattern is None:
             yield ("pattern",), "an opaque identity needs a pattern, so nothing unexpected passes"
         if self.type == "personnummer" and self.pattern is not None:
@@ -845,7 +855,7 @@ class UpstreamIdpConfig:
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         for i, name in enumerate(self.required_attributes):
             if name not in ATTRIBUTES:
-                yield ("required_attributes", i), f"unknown attribute {name!r}"
+                yield ("required_attributes", i), _unknown_attribute(name)
         # an attribute the IdP sends is read under one name (SAML Core §2.7.3.1: its Name): mapped a second time,
         # one of the two mappings would silently be ignored (broker.saml.upstream_mapping.canonical_attributes)
         mapped: dict[str, int] = {}
@@ -903,7 +913,7 @@ class ServiceProviderConfig:
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         for i, name in enumerate(self.release):
             if name not in ATTRIBUTES:
-                yield ("release", i), f"unknown attribute {name!r} (known: {', '.join(ATTRIBUTES)})"
+                yield ("release", i), _unknown_attribute(name)
         if len(set(self.release)) != len(self.release):
             yield ("release",), "an attribute is listed twice"
         for i, mid in enumerate(self.municipalities):

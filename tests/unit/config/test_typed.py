@@ -659,6 +659,25 @@ def test_a_trusted_network_in_ipv4_mapped_form_is_its_ipv4_network(config_dir: P
             id="service-provider-release-item",
         ),
         pytest.param(
+            replacing(KOMMUN_C, "    attribute: employeeHsaId", "    attribute: employeeHSAId"),
+            Expected(KOMMUN_C, "attribute: employeeHSAId", "saml.identity.attribute",
+                     "unknown attribute 'employeeHSAId': write the canonical name 'employeeHsaId'"),
+            id="upstream-identity-attribute-in-other-letter-cases",
+        ),
+        pytest.param(
+            replacing(KOMMUN_C, "    attribute: employeeHsaId", "    attribute: urn:oid:1.2.752.29.6.2.1"),
+            Expected(KOMMUN_C, "attribute: urn:oid", "saml.identity.attribute",
+                     "unknown attribute 'urn:oid:1.2.752.29.6.2.1': write the canonical name 'employeeHsaId'"),
+            id="upstream-identity-attribute-by-its-uri",
+        ),
+        pytest.param(
+            replacing(KOMMUN_C, "required_attributes: [givenName, sn]", "required_attributes: [givenName, mail]"),
+            Expected(KOMMUN_C, "required_attributes:", "saml.required_attributes[1]",
+                     "unknown attribute 'mail' (known: personalIdentityNumber, employeeHsaId, givenName, sn, "
+                     "displayName, o, ou, organizationIdentifier, orgAffiliation, transactionIdentifier)"),
+            id="upstream-required-attribute",
+        ),
+        pytest.param(
             replacing(KOMMUN_C, "      canonical: displayName\n",
                       "      canonical: displayName\n    - {upstream: http://schemas.xmlsoap.org/ws/2005/05/identity/"
                       "claims/givenname, canonical: displayName}\n"),
