@@ -377,6 +377,25 @@ class SecretFile:
         return f"SecretFile({self.path})"
 
 
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,40})-----")
+
+
+def _pem_labels(data: bytes) -> set[str]:
+    """The labels of the PEM blocks in ``data`` (RFC 7468 §2)."""
+    return {m.group(1).decode("ascii") for m in _PEM_LABEL.finditer(data)}
+
+
+def _what_pem_holds(label: str) -> str:
+    """A PEM label (RFC 7468 §5-§13) in the words an operator knows the file by."""
+    if "PRIVATE KEY" in label:
+        return f"a private key ({label})"
+    if label == "X509 CRL":
+        return "a CRL (X509 CRL), which goes where CRLs are given"
+    if label in ("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"):
+        return f"a certificate signing request ({label}, not the certificate issued for it)"
+    return f"a PEM block {label}"
+
+
 def load_certificates(data: bytes) -> list[x509.Certificate]:
     """All certificates in a PEM bundle, or the single certificate in a DER file. ValueError otherwise, saying
     what the file holds instead where that is a usual mistake: nothing, or a PKCS#7 bundle (a .p7b file, as CAs
@@ -396,6 +415,10 @@ def load_certificates(data: bytes) -> list[x509.Certificate]:
         except ValueError:
             bundled = []
         if not bundled:
+            labels = _pem_labels(data) if pem else set()
+            if labels and not labels & {"CERTIFICATE", "TRUSTED CERTIFICATE"}:
+                raise ValueError(f"it holds {', '.join(_what_pem_holds(label) for label in sorted(labels))}, not "
+                                 "a certificate (-----BEGIN CERTIFICATE-----): give the certificate file") from None
             raise
     except Exception as exc:  # an operator's file must never become anything but "not a certificate"
         raise ValueError(f"{type(exc).__name__}: {exc}") from None

@@ -643,6 +643,14 @@ def test_a_sample_certificate_whose_extensions_cannot_be_read_is_a_configuration
                      ANCHOR, "does not hold readable X.509 certificates", id="broken-pem"),
         pytest.param(_anchor(lambda: _key_pem(new_key("ec256"))), ANCHOR,
                      "does not hold readable X.509 certificates", id="a-private-key"),
+        pytest.param(_anchor(lambda: _key_pem(new_key("ec256"))), ANCHOR,
+                     "does not hold readable X.509 certificates (it holds a private key (PRIVATE KEY), not a "
+                     "certificate (-----BEGIN CERTIFICATE-----): give the certificate file)",
+                     id="a-private-key-named-as-one"),
+        pytest.param(lambda d: _anchor((d / "certs/kommun-a/root-ca.crl").read_bytes)(d), ANCHOR,
+                     "does not hold readable X.509 certificates (it holds a CRL (X509 CRL), which goes where CRLs "
+                     "are given, not a certificate (-----BEGIN CERTIFICATE-----): give the certificate file)",
+                     id="a-crl"),
         pytest.param(lambda d: _anchor(lambda: _certificate_of_version(
             (d / "certs/kommun-a/root-ca.pem").read_bytes(), 5))(d),
             ANCHOR, "does not hold readable X.509 certificates", id="an-unknown-version"),
