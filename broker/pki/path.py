@@ -370,6 +370,9 @@ def _build(leaf: x509.Certificate, domain: TrustDomain, store: Store, candidates
         critical = _critical_aki_on_name_path(leaf, candidates, now, domain.anchors)
         if critical is not None:
             raise CertificateRejected("chain_invalid", critical) from exc
+        out_of_date = _out_of_date_ca_on_name_path(leaf, candidates, now, domain.anchors)
+        if out_of_date is not None:
+            raise CertificateRejected("chain_invalid", out_of_date) from exc
         raise CertificateRejected("chain_invalid", _verification_detail(exc)) from exc
 
 
@@ -690,6 +693,32 @@ def _weak_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Cert
             if weak:
                 return "weak_key", f"{describe(cert)}: {weak}"
         child, seen = matches[0], seen + 1
+    return None
+
+
+def _out_of_date_ca_on_name_path(leaf: x509.Certificate, candidates: Sequence[x509.Certificate],
+                                 now: dt.datetime, anchors: Sequence[x509.Certificate]) -> str | None:
+    """Why the path failed when every CA that issued a certificate on it (by name and key, RFC 5280 §6.1.3 (a)(4))
+    is out of date at ``now`` (§6.1.3 (a)(2)): that CA and its validity, followed up from ``leaf`` through the
+    CAs valid at ``now``. The verifier says only "cert is not valid at validation time", naming no certificate,
+    so the operator could not tell which CA certificate to renew."""
+    child, seen = leaf, 0
+    while seen < 8:
+        issuers = [c for c in (*anchors, *candidates) if c.subject == child.issuer and _issued(child, c)]
+        current = [c for c in issuers if c.not_valid_before_utc <= now <= c.not_valid_after_utc]
+        if issuers and not current:
+            ca = issuers[0]
+            whose = "the login certificate" if child is leaf else describe(child)
+            if now < ca.not_valid_before_utc:
+                when = f"is not valid before {ca.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
+            else:
+                when = f"expired {ca.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+            return (f"{describe(ca)}, which issued {whose}, {when}: configure the CA's current certificate "
+                    "from the certificate issuer")
+        following = [c for c in current if c.issuer != c.subject and not any(c is a for a in anchors)]
+        if not following or len(current) != len(following):
+            return None  # reached a trust anchor valid at ``now``, or no issuer at all: not a matter of dates
+        child, seen = following[0], seen + 1
     return None
 
 

@@ -572,6 +572,24 @@ def test_path_rejected_with_reason(h: Hierarchy, build: Build, reason: str) -> N
     assert caught.value.reason == reason
 
 
+@pytest.mark.parametrize(("build", "when"), [
+    pytest.param(issuing_ca_expired, "expired", id="expired"),
+    pytest.param(issuing_ca_not_yet_valid, "is not valid before", id="not-yet-valid"),
+])
+def test_an_issuing_ca_out_of_date_is_named_with_its_validity(h: Hierarchy, build: Build, when: str) -> None:
+    """The verifier's own words ("cert is not valid at validation time") name no certificate; the operator must
+    learn which CA certificate to renew or replace (RFC 5280 §6.1.3 (a)(2))."""
+    cert, domain, presented = build(h)
+    ca = next(c for c in domain.intermediates if c.subject == cert.issuer)
+    moment = ca.not_valid_after_utc if when == "expired" else ca.not_valid_before_utc
+    with pytest.raises(CertificateRejected) as caught:
+        verify_path(cert, domain, NOW, presented)
+    assert caught.value.reason == "chain_invalid"
+    assert caught.value.detail == (
+        f"CA {ca.subject.rfc4514_string()}, which issued the login certificate, {when} {moment:%Y-%m-%d %H:%M} UTC: "
+        "configure the CA's current certificate from the certificate issuer")
+
+
 @pytest.mark.parametrize(("build", "reason"), REVOCATION_REJECTED)
 def test_path_rejected_by_revocation_with_reason(h: Hierarchy, build: Build, reason: str) -> None:
     cert, domain, presented = build(h)
