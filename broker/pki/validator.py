@@ -81,8 +81,11 @@ def assurance_level(chain: Sequence[x509.Certificate], domain: TrustDomain) -> t
     if not accepted:
         shown = ", ".join(found) if found else "none"
         blocked = [path.explain(oid) for oid in found if oid in domain.policies]
-        raise CertificateRejected("policy_not_accepted",
-                                  "; ".join((f"certificate policies: {shown}", *blocked, *path.notes)))
+        # none of the certificate's policies configured: name the configured ones, so that a mistyped OID, or the
+        # OID of the CA's other policy (a level-2 card under a level-3 configuration), shows beside the card's
+        configured = [] if blocked else [f"the municipality accepts {', '.join(domain.policies)}"]
+        raise CertificateRejected("policy_not_accepted", "; ".join(
+            (f"certificate policies: {shown}", *configured, *blocked, *path.notes)))
     return max(accepted, key=lambda pair: pair[1].rank)
 
 

@@ -378,6 +378,12 @@ MAPS_LOA3_TO_LOCAL = policy_mappings((POLICY_LOA3, POLICY_LOCAL))
                  f"{ISSUING} does not pass it on (its certificatePolicies: {POLICY_LOA3}); "
                  f"{ISSUING} maps {POLICY_LOA3} to {POLICY_LOCAL}",
                  id="the-issuing-ca-maps-it-away"),
+    pytest.param(leaf(policies=(POLICY_UNKNOWN,)),
+                 f"certificate policies: {POLICY_UNKNOWN}; the municipality accepts {POLICY_LOA3}, {POLICY_LOA2}",
+                 id="a-policy-not-configured-beside-the-configured-ones"),
+    pytest.param(leaf(policies=()),
+                 f"certificate policies: none; the municipality accepts {POLICY_LOA3}, {POLICY_LOA2}",
+                 id="no-policy-beside-the-configured-ones"),
 ])
 def test_a_policy_refusal_names_the_ca_and_the_policy(h: Hierarchy, stranger: Hierarchy, build: Build,
                                                        detail: str) -> None:
@@ -403,7 +409,8 @@ def test_a_policy_refusal_names_the_ca_and_the_policy(h: Hierarchy, stranger: Hi
     pytest.param(policies(ANY_POLICY), [policies(POLICY_LOA3), MAPS_LOA3_TO_LOCAL], (POLICY_LOCAL,), LOA3,
                  id="issuing-ca-maps-loa3-to-the-leafs-policy"),
     pytest.param(x509.PolicyConstraints(None, 0), [policies(POLICY_LOA3), MAPS_LOA3_TO_LOCAL], (POLICY_LOCAL,),
-                 f"certificate policies: {POLICY_LOCAL}; {ISSUING_2} maps {POLICY_LOA3} to {POLICY_LOCAL}, but "
+                 f"certificate policies: {POLICY_LOCAL}; the municipality accepts {POLICY_LOA3}, {POLICY_LOA2}; "
+                 f"{ISSUING_2} maps {POLICY_LOA3} to {POLICY_LOCAL}, but "
                  "policy mapping is inhibited there (policyConstraints inhibitPolicyMapping)",
                  id="upper-ca-inhibits-policy-mapping"),
 ])
