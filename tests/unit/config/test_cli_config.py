@@ -12,6 +12,7 @@ example files through it instead of running a validator.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,10 @@ from typing import Any
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from lxml import etree
 
 from broker.cli import main
@@ -67,7 +72,8 @@ def test_check_warns_when_a_municipality_has_no_revocation_checking(config_dir: 
 
     assert result.exit_code == 0, result.output
     assert "kommun-b (onboarding)" in result.stdout
-    assert result.stderr == "warning: municipality kommun-b: revocation checking is off (mode: none)\n"
+    assert result.stderr == (f"warning: {config_dir}/municipalities/kommun-b.yaml: certificate.revocation.mode: "
+                             "revocation checking is off (mode: none)\n")
 
 
 def test_check_warns_of_a_local_idp_metadata_file_past_its_valid_until(config_dir: Path) -> None:
@@ -80,9 +86,41 @@ def test_check_warns_of_a_local_idp_metadata_file_past_its_valid_until(config_di
     result = run("config", "check", str(config_dir))
 
     assert result.exit_code == 0, result.output
-    assert result.stderr == ("warning: municipality kommun-c: IdP metadata (validUntil) "
-                             "https://localhost:8443/demo-idp/metadata ended 2020-01-02 03:04 UTC; run `broker "
-                             "readiness` for what it stops\n")
+    assert result.stderr == (f"warning: {config_dir}/municipalities/kommun-c.yaml: saml.metadata: IdP metadata "
+                             "(validUntil) https://localhost:8443/demo-idp/metadata ended 2020-01-02 03:04 UTC; "
+                             "run `broker readiness` for what it stops\n")
+
+
+def test_check_warns_of_an_expired_trust_anchor_at_its_file_and_key(config_dir: Path) -> None:
+    """Valid as configuration (its cards no longer log in); the warning says where it is configured."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Kommun A Old Root CA")])
+    ended = dt.datetime(2020, 1, 2, 3, 4, tzinfo=dt.UTC)
+    old = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+           .serial_number(1).not_valid_before(ended - dt.timedelta(days=365)).not_valid_after(ended)
+           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+           .sign(key, hashes.SHA256()))
+    (config_dir / "certs/kommun-a/old-root.pem").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    replacing(KOMMUN_A, "    - certs/kommun-a/root-ca.pem",
+              "    - certs/kommun-a/root-ca.pem\n    - certs/kommun-a/old-root.pem")(config_dir)
+
+    result = run("config", "check", str(config_dir))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"warning: {config_dir}/municipalities/kommun-a.yaml: certificate.trust_anchors: trust "
+                             "anchor Kommun A Old Root CA ended 2020-01-02 03:04 UTC; run `broker readiness` for what "
+                             "it stops\n")
+
+
+@pytest.mark.parametrize(("what", "key"), [
+    pytest.param("idp signing", "idp.signing.certificate", id="idp-signing"),
+    pytest.param("sp signing", "sp.signing.certificate", id="sp-signing"),
+    pytest.param("sp decryption 2", "sp.decryption[1].certificate", id="second-sp-decryption-key"),
+])
+def test_a_lapsed_broker_certificate_is_named_by_its_key(what: str, key: str) -> None:
+    from broker.commands.config import _broker_key
+
+    assert _broker_key(what) == key
 
 
 @pytest.mark.parametrize(("networks", "index", "every"), [("[0.0.0.0/0]", 0, "0.0.0.0/0"), ("['::/0']", 0, "::/0"),
@@ -109,8 +147,9 @@ def test_check_warns_about_a_trusted_network_wider_than_a_slash_8_or_32(config_d
 
     assert result.exit_code == 0, result.output
     assert result.stderr == "".join(
-        f"warning: client_certificate.proxy.trusted_networks: {n} is wider than /8 (IPv4) or /32 (IPv6): every "
-        "address in it may send the certificate header; list the proxies' own addresses\n"
+        f"warning: {config_dir}/broker.yaml: client_certificate.proxy.trusted_networks: {n} is wider than /8 "
+        "(IPv4) or /32 (IPv6): every address in it may send the certificate header; list the proxies' own "
+        "addresses\n"
         for n in ("10.0.0.0/7", "2001:db8::/31"))
 
 
@@ -120,7 +159,8 @@ def test_check_warns_when_a_municipality_lets_logins_through_without_a_revocatio
     result = run("config", "check", str(config_dir))
 
     assert result.exit_code == 0, result.output
-    assert result.stderr == ("warning: municipality kommun-a: revocation soft-fails (logins pass when no source "
+    assert result.stderr == (f"warning: {config_dir}/municipalities/kommun-a.yaml: certificate.revocation.failure: "
+                             "revocation soft-fails (logins pass when no source "
                              "answers; each is audited)\n")
 
 
