@@ -281,6 +281,17 @@ def test_choice_is_remembered_only_when_asked(browser: Browser, sp: DemoSp, reme
     assert {"secure", "httponly"} <= attributes
 
 
+def test_remember_my_choice_is_not_ticked_until_the_user_ticks_it(browser: Browser, sp: DemoSp) -> None:
+    """The cookie is kept for a year and skips the page for whoever uses the browser next (a shared PC in home
+    care): it is stored only at the user's own request, so the box starts unticked (a ticked box is no request,
+    CJEU C-673/17 Planet49 on consent to storing information in the browser)."""
+    page = discovery_page(browser.get(f"/discovery?login={discovery_login_id(browser.get(sp.login_url()))}"))
+    [box] = [i for i in page.inputs if i.get("name") == "remember"]
+    assert box.get("type") == "checkbox"
+    assert "checked" not in box
+    assert page.labels[str(box["id"])].strip()
+
+
 def test_a_choice_without_remember_forgets_the_one_remembered_before(browser: Browser, sp: DemoSp,
                                                                      idp: DemoIdp) -> None:
     """Kommun C was remembered (on a shared PC: by the previous user); its IdP refuses, and the user chooses again
