@@ -231,7 +231,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
         if request.method == "HEAD" and request.endpoint in _NO_HEAD and request.url_rule is not None:
             # Flask answers HEAD wherever GET is allowed, by running the GET view: here that would log in, use
             # up a pending login or log out for a link checker or a proxy (RFC 9110 §9.3.2: HEAD is safe)
-            allowed = sorted((request.url_rule.methods or set()) - {"HEAD", "OPTIONS"})
+            # every route of the path counts (RFC 9110 §15.5.6): /discovery's GET and its choice's POST are two
+            allowed = sorted(_methods_of(request.path) - {"HEAD", "OPTIONS"})
             # no page (a HEAD response has no body) and no audit record (nothing was attempted), but the reason code
             # every refusal carries (README, Reason codes)
             return Response(status=405, headers={"Allow": ", ".join(allowed), "X-Broker-Reason": "method_not_allowed"})
@@ -263,6 +264,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None, store: KeyValu
                                          detail=f"{request.method} {rule.rule}: {error.detail}"[:300],
                                          client_address=client_address()))
         return error_page(error, cid)
+
+    def _methods_of(path: str) -> set[str]:
+        """The methods of every route at ``path`` (werkzeug's answer to OPTIONS, before Flask adds its own)."""
+        return set(app.url_map.bind("broker.invalid").allowed_methods(path))
 
     def _route_of(path: str) -> Rule | None:
         """The route ``path`` names by another method than the request's (a 405: a municipal IdP sending its

@@ -267,6 +267,16 @@ def test_head_on_the_discovery_page_writes_no_audit_record(browser: Browser, con
     assert not [e for e in audit_lines(config_dir) if e["event"] == "saml_request_rejected"]
 
 
+def test_head_on_the_discovery_page_names_the_choice_as_allowed(browser: Browser) -> None:
+    """RFC 9110 §15.5.6: a 405 names every method the resource supports; /discovery also takes the choice (POST),
+    as the 405 to another method says."""
+    head = browser.client.head("/discovery?login=nosuchlogin", environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    put = browser.client.put("/discovery", environ_base={"REMOTE_ADDR": "192.0.2.10"})
+    assert head.status_code == put.status_code == 405
+    assert head.headers["Allow"] == "GET, POST"
+    assert {m.strip() for m in put.headers["Allow"].split(",")} - {"OPTIONS"} == {"GET", "POST"}
+
+
 def test_head_on_the_sso_endpoint_logs_nobody_in(browser: Browser, craft: AuthnRequests, config_dir: Path) -> None:
     url = craft.redirect(craft.build())
     head = browser.client.head(url.removeprefix("https://localhost:8443"), environ_base={"REMOTE_ADDR": "192.0.2.10"})
