@@ -57,6 +57,30 @@ def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     return ip
 
 
+def _without_port(hop: str) -> str | None:
+    """The address of a hop written with its port, as some proxies append it (Azure Application Gateway:
+    ``203.0.113.9:52144``; IPv6 bracketed, ``[2001:db8::7]:52144``, the form of RFC 7239 §6) or of a bracketed IPv6
+    address without one; None for anything else."""
+    if hop.startswith("["):
+        address, bracket, rest = hop[1:].partition("]")
+        if not bracket or (rest and not (rest.startswith(":") and _is_port(rest[1:]))):
+            return None
+        version = 6
+    else:
+        address, colon, port = hop.partition(":")
+        if not (colon and _is_port(port)):
+            return None
+        version = 4
+    try:
+        return address if ipaddress.ip_address(address).version == version else None
+    except ValueError:
+        return None
+
+
+def _is_port(text: str) -> bool:
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535
+
+
 class CertificateSourceResolver:
     """Decides which certificate (if any) a request presents."""
 
@@ -94,7 +118,9 @@ class CertificateSourceResolver:
         if not self.is_trusted_proxy(remote_addr):
             return remote_addr
         hop = forwarded_for.split(",")[-1].strip() if forwarded_for else ""
-        return hop if _address(hop) is not None else None
+        if _address(hop) is not None:
+            return hop
+        return _without_port(hop)
 
     def resolve(self, remote_addr: str | None, header_value: str | None, tls_pem: str | None,
                 chain_value: str | None = None) -> PresentedCertificate:

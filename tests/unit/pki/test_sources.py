@@ -227,7 +227,17 @@ def test_tls_certificates_are_kept_per_value_and_refusals_are_not(pem: str) -> N
     pytest.param("10.20.3.4", "198.51.100.7, 203.0.113.9", "203.0.113.9", id="trusted-proxy-last-hop"),
     pytest.param("192.0.2.1", "203.0.113.9", "192.0.2.1", id="untrusted-sender-ignored"),
     pytest.param("10.20.3.4", "unknown", None, id="trusted-proxy-garbage-hop-is-unknown"),
-    pytest.param("10.20.3.4", "198.51.100.7:5678", None, id="trusted-proxy-hop-with-port-is-unknown"),
+    pytest.param("10.20.3.4", "198.51.100.7, 203.0.113.9:52144", "203.0.113.9", id="ipv4-hop-with-port"),
+    pytest.param("10.20.3.4", "[2001:db8::7]:52144", "2001:db8::7", id="bracketed-ipv6-hop-with-port"),
+    pytest.param("10.20.3.4", "[2001:db8::7]", "2001:db8::7", id="bracketed-ipv6-hop"),
+    pytest.param("10.20.3.4", "2001:db8::7", "2001:db8::7", id="ipv6-hop"),
+    pytest.param("10.20.3.4", "198.51.100.7:", None, id="hop-with-empty-port-is-unknown"),
+    pytest.param("10.20.3.4", "198.51.100.7:65536", None, id="hop-with-port-out-of-range-is-unknown"),
+    pytest.param("10.20.3.4", "198.51.100.7:+80", None, id="hop-with-signed-port-is-unknown"),
+    pytest.param("10.20.3.4", "example.org:443", None, id="hop-naming-a-host-is-unknown"),
+    pytest.param("10.20.3.4", "[198.51.100.7]:80", None, id="bracketed-ipv4-is-unknown"),
+    pytest.param("10.20.3.4", "[2001:db8::7]x", None, id="bracketed-ipv6-with-junk-is-unknown"),
+    pytest.param("10.20.3.4", "[2001:db8::7", None, id="unclosed-bracket-is-unknown"),
     pytest.param("10.20.3.4", None, None, id="trusted-proxy-without-forwarded-for-is-unknown"),
 ])
 def test_client_address(remote: str, forwarded_for: str | None, expected: str | None) -> None:
