@@ -75,7 +75,8 @@ EVENTS: Final[dict[str, EventSpec]] = {
     "certificate_presented": _spec("a client certificate arrived", "info", _LOGIN | _CERT | {"sp"}, data="via",
                                    data_required="via"),
     "certificate_accepted": _spec("the certificate passed every check", "success", _LOGIN | _CERT | _USER | {"sp"},
-                                  data="loa policy revocation revocation_sources", data_required="loa policy"),
+                                  data="loa policy revocation revocation_sources revocation_ocsp_methods",
+                                  data_required="loa policy"),
     "certificate_rejected": _spec("the certificate failed a check (`user`: whose it is, when one of its "
                                   "municipality's configured CAs signed it)", "failure", _LOGIN | {"reason"},
                                   _CERT | _USER | {"sp"}),

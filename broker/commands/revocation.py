@@ -100,6 +100,7 @@ def status(config_dir: Path, redis_url: str | None, as_json: bool) -> None:
                 record = checker.ocsp_status(responder) if shared is not None else None
                 rows.append(dict(base, ocsp_responder=responder,
                                  last_ok=(record or {}).get("last_ok"),
+                                 last_ok_method=(record or {}).get("last_ok_method"),
                                  last_ocsp_error=(record or {}).get("last_error"),
                                  last_ocsp_error_at=(record or {}).get("last_error_at")))
             if not sources and not responders:
@@ -111,7 +112,8 @@ def status(config_dir: Path, redis_url: str | None, as_json: bool) -> None:
         head = f"{row['municipality']}  {row['ca']}"
         if "ocsp_responder" in row:
             error = row.get("last_ocsp_error")
-            click.echo(f"{head}\n    OCSP {row['ocsp_responder']}: last ok {row.get('last_ok') or '-'}; "
+            by = f" by {row['last_ok_method']}" if row.get("last_ok") and row.get("last_ok_method") else ""
+            click.echo(f"{head}\n    OCSP {row['ocsp_responder']}: last ok {row.get('last_ok') or '-'}{by}; "
                        f"last error {error + ' at ' + str(row.get('last_ocsp_error_at')) if error else '-'}")
         else:
             click.echo(f"{head}\n    CRL {row.get('crl_source')}: age {row.get('crl_age', '-')}, "

@@ -584,6 +584,12 @@ class OcspConfig:
     cert_id_hash: Literal["sha1", "sha256"] = field(
         default="sha1", metadata=doc("hash naming the certificate in requests (an identifier, not a signature; "
                                      "most responders only know sha1)"))
+    http_method: Literal["auto", "get", "post"] = field(
+        default="auto", metadata=doc(
+            "how requests are sent (RFC 5019 §5, RFC 6960 Appendix A.1): auto: GET for a request without a nonce "
+            "whose URL is at most 255 bytes, POST otherwise; get: GET whenever the URL is at most 255 bytes; post: "
+            "always POST, nothing else tried. Under auto and get, a method the responder refuses (HTTP 405, 501) "
+            "is tried once more by the other, and this process asks that responder that way from then on"))
     connect_timeout: Duration = field(default=Duration(2), metadata=doc("TCP connect timeout"))
     timeout: Duration = field(default=Duration(3), metadata=doc(
         "total time for one certificate's OCSP answer: the responders of its AIA are asked in turn, the next when "

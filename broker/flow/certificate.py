@@ -97,7 +97,11 @@ class CertificateStep:
             data=MappingProxyType({"loa": validated.loa.uri, "policy": validated.policy_oid,
                                    "revocation": validated.revocation.summary,
                                    "revocation_sources": tuple(sorted({c.source for c in
-                                                                       validated.revocation.checked}))})))
+                                                                       validated.revocation.checked})),
+                                   # how each OCSP responder relied on was asked (RFC 5019 §5: GET or POST)
+                                   "revocation_ocsp_methods": {c.source: c.http_method
+                                                               for c in validated.revocation.checked
+                                                               if c.http_method is not None}})))
         self.audit_soft_fail(validated, ctx, sp)
         municipality = d.settings.municipalities[validated.municipality_id]
         try:

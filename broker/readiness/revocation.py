@@ -27,6 +27,7 @@ from broker.pki.revocation.crls import CRL_FUTURE_TOLERANCE, distribution_point_
 from broker.pki.revocation.engine import RevocationChecker, RevocationPolicy
 from broker.pki.revocation.http import FetchError, HttpFetcher
 from broker.pki.revocation.ocsp import build_request, responder_urls, verify_response
+from broker.pki.revocation.transport import OcspTransport
 from broker.readiness.model import Check
 from broker.readiness.trust import issuing_cas, name_of
 
@@ -82,7 +83,12 @@ def revocation_checks(cl: CertificateLogin, policy: RevocationPolicy | None, fet
         if "crl" in config.methods else []
     checks += crl_checks
     if "ocsp" in config.methods:
-        checks += _ocsp_checks(cl, policy, fetcher, now, sample)
+        # the users' engine's transport when there is one: a CA responder that refused GET is asked by POST
+        # for the sample too, as one process of the broker would
+        transport = users.checker.ocsp_transport if users is not None else None
+        if transport is None and fetcher is not None:
+            transport = OcspTransport(fetcher)
+        checks += _ocsp_checks(cl, policy, transport, now, sample)
         if sample is not None and fetcher is not None and users is not None:
             users_check = users_ocsp_check(cl, policy, users, sample)
             if users_check is not None:
@@ -261,8 +267,8 @@ def _judge_crl(where: str, read: object, cas: Sequence[x509.Certificate], now: d
                  f"{verified.next_update:%Y-%m-%d %H:%M} UTC", None, where, verified.next_update)
 
 
-def _ocsp_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFetcher | None, now: dt.datetime,
-                 sample: x509.Certificate | None) -> list[Check]:
+def _ocsp_checks(cl: CertificateLogin, policy: RevocationPolicy, transport: OcspTransport | None,
+                 now: dt.datetime, sample: x509.Certificate | None) -> list[Check]:
     checks: list[Check] = []
     cas = (*cl.anchors(), *cl.intermediate_certificates())
     for cert in cl.intermediate_certificates():  # CA certificates always use their own AIA responder
@@ -270,7 +276,7 @@ def _ocsp_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFe
         if issuer is None:
             continue
         for url in responder_urls(cert):
-            checks.append(_ask(url, cert, issuer, policy, fetcher, now))
+            checks.append(_ask(url, cert, issuer, policy, transport, now))
     if sample is None:
         configured = cl.revocation.ocsp.url
         what = f"the configured responder {configured}" if configured else \
@@ -282,17 +288,19 @@ def _ocsp_checks(cl: CertificateLogin, policy: RevocationPolicy, fetcher: HttpFe
 
 
 def _ask(url: str, cert: x509.Certificate, issuer: x509.Certificate, policy: RevocationPolicy,
-         fetcher: HttpFetcher | None, now: dt.datetime) -> Check:
+         transport: OcspTransport | None, now: dt.datetime) -> Check:
+    """Ask ``url`` about the CA certificate ``cert`` as a login would (the municipality's nonce, CertID hash and
+    HTTP method, broker.pki.revocation.transport)."""
     subject = name_of(cert)
-    if fetcher is None:
+    if transport is None:
         return Check("revocation.ocsp", "warn", "OCSP responder not asked", f"{url}: network checks are off",
                      "Run readiness without --offline.", url)
     ocsp = policy.config.ocsp
     nonce = os.urandom(16) if ocsp.nonce else None
     try:
-        der = fetcher.post(url, build_request(cert, issuer, nonce=nonce, cert_id_hash=ocsp.cert_id_hash),
-                           "application/ocsp-request", "application/ocsp-response", policy.ocsp_limits())
-        answer = verify_response(der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
+        exchange = transport.ask(url, build_request(cert, issuer, nonce=nonce, cert_id_hash=ocsp.cert_id_hash),
+                                 setting=ocsp.http_method, nonced=nonce is not None, limits=policy.ocsp_limits())
+        answer = verify_response(exchange.der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
                                  max_age_without_next_update=ocsp.max_age_without_next_update.timedelta)
     except FetchError as exc:
         return Check("revocation.ocsp", "fail", "OCSP responder unreachable", f"{url} (asked about {subject}): "
@@ -305,8 +313,8 @@ def _ask(url: str, cert: x509.Certificate, issuer: x509.Certificate, policy: Rev
         return Check("revocation.ocsp", "fail", f"OCSP says the CA is {answer.status}",
                      f"{url}: {subject} is {answer.status}", "The CA certificate itself is not good: ask the CA "
                      "before go-live.", url)
-    return Check("revocation.ocsp", "pass", "OCSP responder answers", f"{url}: {subject} good, produced "
-                 f"{answer.produced_at:%Y-%m-%d %H:%M} UTC", None, url)
+    return Check("revocation.ocsp", "pass", "OCSP responder answers", f"{url}: {subject} good (asked by "
+                 f"{exchange.method}), produced {answer.produced_at:%Y-%m-%d %H:%M} UTC", None, url)
 
 
 def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: UsersRevocation,
@@ -344,13 +352,14 @@ def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: User
     reached = ocsp[0] != "error"
     if reached and answered == "ocsp" and outcome_source is None:
         verdict = "revoked" if failure is not None else "good"
+        by = outcome.checked[0].http_method if failure is None and outcome.checked else None
         return Check("revocation.ocsp_users", "pass", "the users' OCSP responder answers",
-                     f"{url}: asked about the sample {subject}: {verdict}", None, url)
+                     f"{url}: asked about the sample {subject}{f' by {by}' if by else ''}: {verdict}", None, url)
     down = users.checker.last_ocsp_error(url)
     if reached:
         error = "no definite answer (the responder does not know the sample: status unknown)"
     elif down is not None:
-        error = down[1].removeprefix(f"{url}: ")  # a FetchError names the URL; the evidence already does
+        error = _without_url(down[1], url)  # a FetchError names the URL; the evidence already does
     else:
         error = failure.detail if failure is not None else "no answer"
     o = policy.config.ocsp
@@ -382,6 +391,15 @@ def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: User
                  f"{url} (asked about the sample {subject}): {error}; {tail}: {after}",
                  "Make sure the broker's hosts reach the users' OCSP responder (proxy, firewall, DNS) and ask the "
                  f"CA about it; {fallback}.", url)
+
+
+def _without_url(error: str, url: str) -> str:
+    """A failed exchange's ``error`` ("GET http://responder/: HTTP 500") without the responder's URL, which the
+    check names already: "HTTP 500 (by GET)"."""
+    for method in ("GET", "POST"):
+        if error.startswith(f"{method} {url}: "):
+            return f"{error.removeprefix(f'{method} {url}: ')} (by {method})"
+    return error.removeprefix(f"{url}: ")
 
 
 def _issuer_of(cert: x509.Certificate, cl: CertificateLogin) -> x509.Certificate | None:

@@ -1,10 +1,15 @@
 """A real RFC 6960 OCSP responder on a loopback port, with switchable misbehaviours, for tests.
 
 Requests arrive as POST (body: DER OCSPRequest) or GET
-(``/<base64 of the DER request>``, RFC 6960 Appendix A.1; URL-safe base64 and
-percent-encoded standard base64 are both read). Answers are
-``application/ocsp-response``, built with cryptography's
-``ocsp.OCSPResponseBuilder``.
+(``<path>/<base64 of the DER request>``, RFC 6960 Appendix A.1; URL-safe
+base64 and percent-encoded standard base64 are both read). ``path`` (default
+``/``) is where the responder lives: ``url`` ends in it, and a GET elsewhere
+is answered 404. Answers are ``application/ocsp-response``, built with
+cryptography's ``ocsp.OCSPResponseBuilder``.
+
+``refuse_method("GET")`` (or ``"POST"``) answers that method with HTTP 405
+(or the ``code`` given, such as 501), as a responder that serves only the
+other one does; ``read_get_as_empty_post()`` answers a GET malformedRequest.
 
 How an answer is made is switched at run time by methods (or the attributes
 they set); they combine, except that a non-``normal`` ``mode`` replaces the
@@ -118,12 +123,18 @@ class OcspResponder(BackgroundHTTPServer):
     certificate (CertID hashes that do not match ``issuer``) is answered "unknown".
 
     ``requests`` holds every parsed OCSPRequest (``request_methods`` the HTTP
-    method of each); ``hits`` counts every HTTP request, parsable or not.
+    method of each); ``hits`` counts every HTTP request, parsable or not, and
+    ``seen`` the method and request target (path) of each.
     """
 
     def __init__(self, issuer: CertificateAuthority, *, now: dt.datetime,
-                 validity: dt.timedelta = dt.timedelta(hours=1), default: Literal["good", "unknown"] = "good") -> None:
+                 validity: dt.timedelta = dt.timedelta(hours=1), default: Literal["good", "unknown"] = "good",
+                 path: str = "/") -> None:
         self.issuer = issuer
+        self.path = "/" + path.lstrip("/")
+        self.seen: list[tuple[str, str]] = []
+        self.refused_methods: dict[str, int] = {}
+        self.get_as_empty_post = False
         self.now = now
         self.validity = validity
         self.default: Literal["good", "unknown"] = default
@@ -140,7 +151,12 @@ class OcspResponder(BackgroundHTTPServer):
 
     @property
     def url(self) -> str:
-        return self.base_url
+        return self.base_url.rstrip("/") + self.path
+
+    @property
+    def methods_seen(self) -> list[str]:
+        """The HTTP method of every request, refused or not, in order."""
+        return [method for method, _ in self.seen]
 
     closed_port_url = staticmethod(closed_port_url)
 
@@ -272,14 +288,31 @@ class OcspResponder(BackgroundHTTPServer):
         self.mode = "redirect"
         self.redirect_location = url
 
+    def refuse_method(self, method: Literal["GET", "POST"], code: int = 405) -> None:
+        """Answer every ``method`` request with ``code`` (405 Method Not Allowed: Allow names the other method;
+        501 Not Implemented), as a responder serving only the other method does; ``reset()`` keeps it."""
+        self.refused_methods[method] = code
+
+    def read_get_as_empty_post(self) -> None:
+        """Take a GET for a POST without a body, as a responder built for POST alone may: its answer is an OCSP
+        malformedRequest (HTTP 200); ``reset()`` keeps it."""
+        self.get_as_empty_post = True
+
     # --- serving ---
 
     def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         body = self.read_body(handler) if method == "POST" else b""
         with self._lock:
             self.hits += 1
+            self.seen.append((method, handler.path))
         self.pause(self.delay)
         head = method == "HEAD"
+        refused = self.refused_methods.get("GET" if head else method)
+        if refused is not None:
+            allowed = "GET, HEAD" if method == "POST" else "POST"
+            self.send(handler, refused, b"method not allowed\n", content_type="text/plain",
+                      headers={"Allow": allowed} if refused == 405 else None, head=head)
+            return
         mode = self.mode
         if mode == "redirect":
             self.send(handler, 302, headers={"Location": self.redirect_location}, head=head)
@@ -294,7 +327,7 @@ class OcspResponder(BackgroundHTTPServer):
             self.send(handler, 200, b"\x30" * self.oversize_bytes, content_type=CONTENT_TYPE,
                       declare_length=self.oversize_declare_length, head=head)
             return
-        der = self._request_der(handler, method, body)
+        der = b"" if method == "GET" and self.get_as_empty_post else self._request_der(handler, method, body)
         request = _parse_request(der) if der is not None else None
         if request is None:
             answer = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
@@ -309,11 +342,14 @@ class OcspResponder(BackgroundHTTPServer):
         self.send(handler, 200, answer.public_bytes(serialization.Encoding.DER), content_type=CONTENT_TYPE,
                   head=head)
 
-    @staticmethod
-    def _request_der(handler: BaseHTTPRequestHandler, method: str, body: bytes) -> bytes | None:
+    def _request_der(self, handler: BaseHTTPRequestHandler, method: str, body: bytes) -> bytes | None:
         if method == "POST":
             return body
-        encoded = unquote(urlsplit(handler.path).path.lstrip("/"))
+        path = urlsplit(handler.path).path
+        prefix = self.path.rstrip("/") + "/"
+        if not path.startswith(prefix):
+            return None
+        encoded = unquote(path.removeprefix(prefix))
         if not encoded:
             return None
         encoded = encoded.replace("-", "+").replace("_", "/")

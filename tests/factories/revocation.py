@@ -105,14 +105,15 @@ def policy(cas: Sequence[x509.Certificate], *, methods: tuple[Method, ...] = ("o
            nonce: bool = False, ocsp_timeout: float = 3.0, max_response_bytes: int = 65536,
            cert_id_hash: Literal["sha1", "sha256"] = "sha1", distribution_points: bool = True,
            crl_urls: Sequence[str] = (), crl_files: Sequence[tuple[Path, x509.CertificateRevocationList]] = (),
-           max_cache_time: float = 3600, clock_skew: float = 300) -> RevocationPolicy:
+           max_cache_time: float = 3600, clock_skew: float = 300,
+           http_method: Literal["auto", "get", "post"] = "auto") -> RevocationPolicy:
     """A municipality's revocation policy as the loader builds it from ``revocation:`` in its file."""
     config = RevocationConfig(
         mode="check", methods=methods, failure=failure, clock_skew=Duration(clock_skew),
         max_cache_time=Duration(max_cache_time),
         ocsp=OcspConfig(url=HttpUrl(ocsp_url) if ocsp_url else None, nonce=nonce, cert_id_hash=cert_id_hash,
                         timeout=Duration(ocsp_timeout), connect_timeout=Duration(min(ocsp_timeout, 2.0)),
-                        max_response_bytes=max_response_bytes),
+                        max_response_bytes=max_response_bytes, http_method=http_method),
         crl=CrlConfig(urls=tuple(HttpUrl(u) for u in crl_urls), distribution_points=distribution_points,
                       timeout=Duration(10)),
     )

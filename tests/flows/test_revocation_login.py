@@ -145,6 +145,10 @@ def test_good_answer_logs_in_and_the_audit_names_ocsp_and_the_responders(
     assert accepted["data"]["revocation"] == "ocsp"
     assert accepted["data"]["revocation_sources"] == sorted([revocation.responder.url,
                                                              revocation.root_responder.url])
+    # how each responder was asked: GET, as RFC 5019 §5 asks for a request without nonce
+    assert accepted["data"]["revocation_ocsp_methods"] == {revocation.responder.url: "GET",
+                                                           revocation.root_responder.url: "GET"}
+    assert revocation.responder.methods_seen == revocation.root_responder.methods_seen == ["GET"]
     assert [e["event"] for e in events(revocation.config_dir)] == [
         "login_started", "certificate_presented", "certificate_accepted", "assertion_issued"]
     assert [r.serial_number for r in revocation.responder.requests] == [revocation.anna.serial_number]

@@ -8,6 +8,10 @@ default; the most telling reason code is raised) or soft fail (the login
 continues and the outcome carries the reason, which the flow audits as
 ``revocation_soft_fail``).
 
+An OCSP request goes by GET or POST as the municipality's ``ocsp.http_method`` and the responder's past refusals
+say (RFC 5019 §5, :mod:`broker.pki.revocation.transport`); how each answer was asked for travels with it, into the
+caches and the outcome.
+
 OCSP answers are cached until their nextUpdate, capped by ``max_cache_time``:
 in this process (a dict lookup, so a warm login costs microseconds) and in the
 shared store (Redis) as the raw signed response, which every instance verifies
@@ -51,6 +55,7 @@ from broker.pki.revocation.crls import (
 )
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import OcspAnswer, build_request, responder_urls, verify_response
+from broker.pki.revocation.transport import HttpMethod, OcspTransport
 from broker.session.store import KeyValueStore
 
 log = logging.getLogger("broker.revocation")
@@ -115,10 +120,14 @@ class CertStatus:
     next_update: dt.datetime | None
     cached: bool
     valid_until: dt.datetime    # until when this answer may be relied on without asking again
+    # OCSP: how the answer was asked for (GET or POST, broker.pki.revocation.transport), also when it is served
+    # from a cache; None for a CRL, or a shared copy written by an earlier release
+    http_method: HttpMethod | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"certificate": self.certificate, "serial": self.serial_hex, "status": self.status,
-                "method": self.method, "source": self.source, "this_update": self.this_update.isoformat(),
+                "method": self.method, "source": self.source, "http_method": self.http_method,
+                "this_update": self.this_update.isoformat(),
                 "next_update": self.next_update.isoformat() if self.next_update else None, "cached": self.cached}
 
 
@@ -149,6 +158,7 @@ class _Cached:
     lifetime: dt.timedelta
     fetched: dt.datetime        # when it was fetched, by whichever instance
     nonced: bool                # whether its nonce was checked
+    http_method: HttpMethod | None = None   # how it was asked for (None: a shared copy from an earlier release)
 
     def until(self, policy: RevocationPolicy) -> dt.datetime:
         """How long the answer serves ``policy``, the one asking now: another municipality's (a shared CA), or the
@@ -198,6 +208,7 @@ class RevocationChecker:
         self._observe = observe or (lambda _method, _result: None)
         self.crls = crls
         self._fetcher = fetcher
+        self.ocsp_transport = OcspTransport(fetcher) if fetcher is not None else None
         self._shared = shared
         self._retry_after = retry_after
         self._refresh_interval = refresh_interval
@@ -378,6 +389,8 @@ class RevocationChecker:
                 return None
             der = bytes.fromhex(stored["der"])
             url = str(stored["url"])
+            method = stored.get("http_method")
+            http_method: HttpMethod | None = method if method in ("GET", "POST") else None
             fetched = dt.datetime.fromisoformat(stored["fetched"])
             shared_expiry = dt.datetime.fromisoformat(stored["expires"])
             if shared_expiry.tzinfo is None or fetched.tzinfo is None:
@@ -402,14 +415,14 @@ class RevocationChecker:
         if only_final and not answer.final:
             return None
         entry = self._remember(key, url, answer, policy, now, der=None, fetched=fetched, nonced=False,
-                               not_after=shared_expiry)
+                               not_after=shared_expiry, http_method=http_method)
         if not (entry.serves(policy, now) or answer.final):
             return None
         self._observe("ocsp", "shared_hit")
         return entry
 
     def _remember(self, key: str, url: str, answer: OcspAnswer, policy: RevocationPolicy, now: dt.datetime,
-                  *, der: bytes | None, fetched: dt.datetime, nonced: bool,
+                  *, der: bytes | None, fetched: dt.datetime, nonced: bool, http_method: HttpMethod | None,
                   not_after: dt.datetime | None = None, certificate_ends: dt.datetime | None = None) -> _Cached:
         """Hold ``answer`` in this process, and share it when ``der`` is given: until it stops serving, or, a
         revocation for good (RFC 5280 §3.3), until ``certificate_ends`` (the certificate's notAfter: after it no
@@ -418,7 +431,8 @@ class RevocationChecker:
         expires = _serves_until(answer, fetched, policy)
         if not_after is not None:  # a shared copy keeps the expiry its fetcher gave it
             expires = min(expires, not_after)
-        entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)), fetched, nonced)
+        entry = _Cached(answer, url, expires, max(expires - now, dt.timedelta(seconds=1)), fetched, nonced,
+                        http_method)
         with self._lock:
             self._cache[key] = entry
             if len(self._cache) > 100_000:  # bound memory: drop expired entries
@@ -432,7 +446,7 @@ class RevocationChecker:
                 # a revocation for good under a key of its own: an instance that still held a "good" from before
                 # and refreshes it from a responder that says "good" again (a replica behind) does not replace it
                 shared = {"der": der.hex(), "url": url, "fetched": fetched.isoformat(),
-                          "expires": expires.isoformat(), "final": answer.final}
+                          "expires": expires.isoformat(), "final": answer.final, "http_method": http_method}
                 self._shared.put(_final_key(key) if answer.final else key, json.dumps(shared).encode(),
                                  (kept - now).total_seconds())
             except DependencyUnavailable as exc:
@@ -448,26 +462,29 @@ class RevocationChecker:
             raise CertificateRejected("revocation_unavailable",
                                       f"OCSP responder {url} failed {int((now - down[0]).total_seconds())} s ago "
                                       f"({down[1]})")
-        if self._fetcher is None:
+        transport = self.ocsp_transport
+        if transport is None:
             raise CertificateRejected("revocation_unavailable", "online OCSP checking is off")
         nonce = os.urandom(16) if ocsp_cfg.nonce else None
         request = build_request(cert, issuer, nonce=nonce, cert_id_hash=ocsp_cfg.cert_id_hash)
         try:
-            der = self._fetcher.post(url, request, "application/ocsp-request", "application/ocsp-response",
-                                     limits or policy.ocsp_limits())
+            # GET or POST (RFC 5019 §5), and the other once when the responder refuses the method
+            exchange = transport.ask(url, request, setting=ocsp_cfg.http_method, nonced=nonce is not None,
+                                     limits=limits or policy.ocsp_limits())
         except FetchError as exc:
             self._record_ocsp(url, issuer, str(exc), now)
             raise CertificateRejected("revocation_unavailable", f"OCSP responder {url}: {exc}") from None
         try:
-            answer = verify_response(der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
+            answer = verify_response(exchange.der, cert, issuer, now=now, skew=policy.skew, nonce=nonce,
                                      max_age_without_next_update=ocsp_cfg.max_age_without_next_update.timedelta)
             self._check_delegate_status(answer, issuer, policy, now)
         except CertificateRejected as exc:
-            self._record_ocsp(url, issuer, f"{exc.reason}: {exc.detail}", now)
-            raise CertificateRejected(exc.reason, f"OCSP responder {url}: {exc.detail}",
+            self._record_ocsp(url, issuer, f"{exc.reason}: {exc.detail} (by {exchange.method})", now)
+            raise CertificateRejected(exc.reason, f"OCSP responder {url} (by {exchange.method}): {exc.detail}",
                                       params=dict(exc.params)) from None
-        self._record_ocsp(url, issuer, None, now)
-        return self._remember(key, url, answer, policy, now, der=der, fetched=now, nonced=nonce is not None,
+        self._record_ocsp(url, issuer, None, now, method=exchange.method)
+        return self._remember(key, url, answer, policy, now, der=exchange.der, fetched=now,
+                              nonced=nonce is not None, http_method=exchange.method,
                               certificate_ends=cert.not_valid_after_utc + policy.skew)
 
     def _check_delegate_status(self, answer: OcspAnswer, issuer: x509.Certificate, policy: RevocationPolicy,
@@ -491,21 +508,24 @@ class RevocationChecker:
 
     def _status(self, cert: x509.Certificate, entry: _Cached, *, cached: bool, until: dt.datetime) -> CertStatus:
         answer = entry.answer
+        asked = f"{entry.url}, by {entry.http_method}" if entry.http_method else entry.url
         if answer.status == "revoked":
             at = answer.revoked_at or answer.this_update
             reason = f", reason {answer.revocation_reason}" if answer.revocation_reason else ""
-            raise CertificateRejected("revoked", f"OCSP ({entry.url}): serial {cert.serial_number:x} revoked "
+            raise CertificateRejected("revoked", f"OCSP ({asked}): serial {cert.serial_number:x} revoked "
                                                  f"{at.isoformat()}{reason}",
                                       params={"revocation_date": at.date().isoformat()})
         if answer.status == "unknown":
             raise CertificateRejected("revocation_unknown",
-                                      f"OCSP ({entry.url}) does not know serial {cert.serial_number:x}")
+                                      f"OCSP ({asked}) does not know serial {cert.serial_number:x}")
         # how long it serves the asking policy: nextUpdate, or thisUpdate + max_age_without_next_update, capped by
         # the cache time counted from when the answer was fetched
         return CertStatus(describe(cert), f"{cert.serial_number:x}", "good", "ocsp", entry.url,
-                          answer.this_update, answer.next_update, cached=cached, valid_until=until)
+                          answer.this_update, answer.next_update, cached=cached, valid_until=until,
+                          http_method=entry.http_method)
 
-    def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime) -> None:
+    def _record_ocsp(self, url: str, issuer: x509.Certificate, error: str | None, now: dt.datetime, *,
+                     method: HttpMethod | None = None) -> None:
         with self._lock:
             if error is None:
                 self._down.pop(url, None)
@@ -521,6 +541,7 @@ class RevocationChecker:
                 or {"responder": url, "issuer": issuer.subject.rfc4514_string()}
             if error is None:
                 record["last_ok"] = now.isoformat()
+                record["last_ok_method"] = method
             else:
                 record["last_error"] = error
                 record["last_error_at"] = now.isoformat()

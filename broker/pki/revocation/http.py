@@ -43,11 +43,13 @@ class FetchLimits:
 
 
 class FetchError(Exception):
-    """The fetch failed; ``timeout`` tells a slow peer from an unreachable or misbehaving one."""
+    """The fetch failed; ``timeout`` tells a slow peer from an unreachable or misbehaving one; ``status`` is the
+    HTTP status of an answer other than 200 (None when there was none)."""
 
-    def __init__(self, message: str, *, timeout: bool = False) -> None:
+    def __init__(self, message: str, *, timeout: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.timeout = timeout
+        self.status = status
 
 
 _watching = threading.local()  # the deadline of the fetch running on this thread, if any
@@ -196,7 +198,8 @@ class HttpFetcher:
                 if response.status in _REDIRECTS:
                     location = response.headers.get("Location")
                     if method != "GET" or not location:
-                        raise FetchError(f"{url}: HTTP {response.status} redirect not followed")
+                        raise FetchError(f"{url}: HTTP {response.status} redirect not followed",
+                                         status=response.status)
                     target = urljoin(url, location)
                     if urlsplit(target).scheme != scheme:
                         raise FetchError(f"{url}: redirect to another scheme ({target}) refused")
@@ -204,7 +207,7 @@ class HttpFetcher:
                     url = target
                     continue
                 if response.status != 200:
-                    raise FetchError(f"{url}: HTTP {response.status}")
+                    raise FetchError(f"{url}: HTTP {response.status}", status=response.status)
                 declared = response.headers.get("Content-Length")
                 if declared is not None and declared.isdigit() and int(declared) > limits.max_bytes:
                     raise FetchError(f"{url}: {declared} bytes exceed the limit of {limits.max_bytes}")

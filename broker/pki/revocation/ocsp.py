@@ -22,9 +22,11 @@ A response is accepted only if (RFC 6960 §3.2, §4.2.2.2):
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import quote, urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -96,6 +98,24 @@ def build_request(cert: x509.Certificate, issuer: x509.Certificate, *, nonce: by
     if nonce is not None:
         builder = builder.add_extension(x509.OCSPNonce(nonce), critical=False)
     return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+# RFC 5019 §5: a request whose GET URL (scheme, host, path and the encoded request) is at most this long goes by GET
+GET_URL_MAX_BYTES = 255
+
+
+def get_url(responder: str, request: bytes) -> str | None:
+    """The URL asking ``responder`` for ``request`` (a DER OCSPRequest) by GET (RFC 6960 Appendix A.1: "{url}/{url-
+    encoding of base-64 encoding of the DER encoding of the OCSPRequest}"), or None when it would be longer than
+    :data:`GET_URL_MAX_BYTES` (RFC 5019 §5: POST then) or the responder's URL carries a query or fragment, after
+    which no path can be appended. The responder's path is kept; a trailing "/" is not doubled."""
+    parts = urlsplit(responder)
+    if parts.query or parts.fragment or responder.endswith(("?", "#")):
+        return None
+    # standard base64, its "+", "/" and "=" percent-encoded (RFC 3986 §2.1), as A.1 asks
+    encoded = quote(base64.b64encode(request).decode("ascii"), safe="")
+    url = responder.rstrip("/") + "/" + encoded
+    return url if len(url.encode()) <= GET_URL_MAX_BYTES else None
 
 
 @by_identity(16384)

@@ -249,6 +249,12 @@ def test_a_yaml_1_1_boolean_word_where_a_string_is_expected_asks_for_quotes(
             id="identity-type",
         ),
         pytest.param(
+            replacing(KOMMUN_B, "http_method: auto", "http_method: GET"),
+            Expected(KOMMUN_B, "http_method: GET", "certificate.revocation.ocsp.http_method",
+                     "expected one of: auto, get, post; got a string ('GET')"),
+            id="ocsp-http-method",
+        ),
+        pytest.param(
             replacing(DEMO_SP, "nameid_formats: [persistent, transient]", "nameid_formats: [persistent, email]"),
             Expected(DEMO_SP, "nameid_formats:", "nameid_formats[1]", "expected one of: persistent, transient"),
             id="list-of-choices",

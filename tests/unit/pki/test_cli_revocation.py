@@ -330,6 +330,10 @@ def test_status_shows_the_responders_last_success(shared_config: Path, kommun_a_
     rows = ocsp_rows(status(shared_config, "--redis", redis_url), url)
     assert rows
     assert all(r["last_ok"] is not None and r["last_ocsp_error"] is None for r in rows)
+    # and how it was asked: GET (RFC 5019 §5), the request carrying no nonce
+    assert all(r["last_ok_method"] == "GET" for r in rows)
+    text = run("revocation", "status", "--config", shared_config, "--redis", redis_url)
+    assert f"OCSP {url}: last ok {rows[0]['last_ok']} by GET; last error -" in text.stdout
 
 
 @pytest.mark.parametrize("revoked", [pytest.param(0, id="empty-crl"), pytest.param(2, id="crl-with-entries")])

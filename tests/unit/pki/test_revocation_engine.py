@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import redis
@@ -92,6 +93,7 @@ class OcspCase:
     url: Callable[[OcspResponder], str] = field(default=lambda r: r.url)
     nonce: bool = False
     timeout: float = 3.0
+    http_method: Literal["auto", "get", "post"] = "auto"
 
 
 def _revoked(r: OcspResponder, c: x509.Certificate) -> None:
@@ -154,11 +156,16 @@ OCSP_CASES = [
                  id="oversized-declared"),
     pytest.param(OcspCase(lambda r, c: r.oversized(100_000, declare_length=False), "revocation_unavailable",
                           "exceeds the limit of 65536"), id="oversized-undeclared"),
-    # OCSP goes by POST: no redirect is followed, least of all to another scheme
+    # a GET follows a redirect (a signed answer is as good from wherever it comes), but never to another scheme;
+    # a POST follows none
     pytest.param(OcspCase(lambda r, c: r.redirect_to("https://127.0.0.1:1/ocsp"), "revocation_unavailable",
-                          "HTTP 302 redirect not followed"), id="redirect-to-https"),
+                          "redirect to another scheme (https://127.0.0.1:1/ocsp) refused"), id="redirect-to-https"),
     pytest.param(OcspCase(lambda r, c: r.redirect_to("ftp://127.0.0.1/ocsp"), "revocation_unavailable",
-                          "HTTP 302 redirect not followed"), id="redirect-to-ftp"),
+                          "redirect to another scheme (ftp://127.0.0.1/ocsp) refused"), id="redirect-to-ftp"),
+    pytest.param(OcspCase(lambda r, c: r.redirect_to("https://127.0.0.1:1/ocsp"), "revocation_unavailable",
+                          "HTTP 302 redirect not followed", http_method="post"), id="redirect-by-post"),
+    pytest.param(OcspCase(lambda r, c: r.redirect_to("ftp://127.0.0.1/ocsp"), "revocation_unavailable",
+                          "HTTP 302 redirect not followed", nonce=True), id="redirect-by-post-with-nonce"),
 ]
 
 
@@ -167,7 +174,8 @@ def test_ocsp_answer(responder: OcspResponder, engine: RevocationChecker, ca: Ce
                      cert: x509.Certificate, case: OcspCase) -> None:
     case.configure(responder, cert)
     url = case.url(responder)
-    pol = policy([ca.certificate], ocsp_url=url, nonce=case.nonce, ocsp_timeout=case.timeout)
+    pol = policy([ca.certificate], ocsp_url=url, nonce=case.nonce, ocsp_timeout=case.timeout,
+                 http_method=case.http_method)
     if case.reason is None:
         outcome = check(engine, cert, ca, pol)
         assert outcome.summary == "ocsp"
@@ -1099,7 +1107,8 @@ def test_a_corrupted_responder_record_is_written_afresh(
     outcome = check(first, cert, ca, policy([ca.certificate], ocsp_url=responder.url))
     assert [(c.status, c.cached) for c in outcome.checked] == [("good", False)]
     assert first.ocsp_status(responder.url) == {"responder": responder.url, "issuer": ca.certificate.subject
-                                                .rfc4514_string(), "last_ok": NOW.isoformat()}
+                                                .rfc4514_string(), "last_ok": NOW.isoformat(),
+                                                "last_ok_method": "GET"}
 
 
 @dataclass(frozen=True)

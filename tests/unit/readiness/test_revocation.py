@@ -533,6 +533,42 @@ def test_ocsp_responder_answering_good_passes(config_dir: Path, pki: Pki, respon
     assert len(responder.requests) == 1
 
 
+def test_ocsp_responder_refusing_get_is_asked_by_post(config_dir: Path, pki: Pki, responder: OcspResponder) -> None:
+    """The CA's responder is asked as a login asks it (broker.pki.revocation.transport): GET first (no nonce),
+    POST after a 405."""
+    responder.refuse_method("GET")
+    settings, _ = ocsp_configured(config_dir, pki, responder.url)
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title, check.subject) == ("pass", "OCSP responder answers", responder.url)
+    assert "Kommun A Person CA good (asked by POST)" in check.evidence
+    assert responder.methods_seen == ["GET", "POST"]
+
+
+def test_ocsp_responder_refusing_post_fails_when_post_is_configured(config_dir: Path, pki: Pki,
+                                                                    responder: OcspResponder) -> None:
+    responder.refuse_method("POST")
+    settings, _ = ocsp_configured(config_dir, pki, responder.url, ocsp={"http_method": "post"})
+
+    check = only(kommun_a(settings), "revocation.ocsp")
+
+    assert (check.status, check.title, check.subject) == ("fail", "OCSP responder unreachable", responder.url)
+    assert f"POST {responder.url}: HTTP 405" in check.evidence
+    assert responder.methods_seen == ["POST"]
+
+
+def test_users_ocsp_responder_answering_get_only_passes_with_a_nonce(config_dir: Path, pki: Pki,
+                                                                      users_responder: OcspResponder) -> None:
+    users_responder.refuse_method("POST")
+    result = users_ocsp(config_dir, pki, users_responder.url, methods=["ocsp", "crl"], ocsp={"nonce": True})
+
+    check = only(result, "revocation.ocsp_users")
+    assert (check.status, check.evidence) == (
+        "pass", f"{users_responder.url}: asked about the sample Sara Svensson by GET: good")
+    assert users_responder.methods_seen == ["POST", "GET"]
+
+
 def test_ocsp_responder_unreachable_fails(config_dir: Path, pki: Pki) -> None:
     url = closed_port_url("/ocsp")
     settings, _ = ocsp_configured(config_dir, pki, url)
@@ -723,8 +759,8 @@ def test_working_users_ocsp_responder_passes(config_dir: Path, pki: Pki, users_r
 
     check = only(result, "revocation.ocsp_users")
     assert (check.status, check.title, check.evidence) == (
-        "pass", "the users' OCSP responder answers", f"{users_responder.url}: asked about the sample Sara Svensson: "
-                                                      "good")
+        "pass", "the users' OCSP responder answers", f"{users_responder.url}: asked about the sample Sara Svensson "
+                                                      "by GET: good")
     assert only(result, "sample.certificate").evidence.endswith("revocation crl+ocsp")  # the CA by its root's CRL
     assert len(users_responder.requests) == 1  # the sample's validation used the answer the check got
 
