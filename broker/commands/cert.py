@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -70,12 +70,15 @@ def cert() -> None:
 @click.option("--ocsp", is_flag=True, help="ask the OCSP responders named in the certificates (network)")
 @click.option("--ocsp-url", help="OCSP responder for the leaf instead of its AIA URL (implies --ocsp)")
 @click.option("--ocsp-nonce", is_flag=True, help="send a nonce and require it back")
+@click.option("--ocsp-method", type=click.Choice(["auto", "get", "post"]), default="auto", show_default=True,
+              help="how OCSP requests are sent, as certificate.revocation.ocsp.http_method: auto (GET without a "
+                   "nonce, RFC 5019), get or post")
 @click.option("--fetch-crl", is_flag=True, help="fetch the CRLs of the certificates' distribution points (network)")
 @click.option("--at", "at", help="check at this ISO 8601 instant instead of now (UTC if no offset)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with accepted, reason, detail ...")
 def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path, ...], crls: tuple[Path, ...],
-                ocsp: bool, ocsp_url: str | None, ocsp_nonce: bool, fetch_crl: bool, at: str | None,
-                as_json: bool) -> None:
+                ocsp: bool, ocsp_url: str | None, ocsp_nonce: bool, ocsp_method: Literal["auto", "get", "post"],
+                fetch_crl: bool, at: str | None, as_json: bool) -> None:
     """Validate LEAF's path (RFC 5280), login purpose and, if asked, revocation.
 
     Revocation is checked only with --crl, --fetch-crl or --ocsp (network access only when asked).
@@ -101,7 +104,8 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
         if methods:
             config = RevocationConfig(
                 mode="check", methods=tuple(methods),
-                ocsp=OcspConfig(url=HttpUrl(ocsp_url) if ocsp_url else None, nonce=ocsp_nonce),
+                ocsp=OcspConfig(url=HttpUrl(ocsp_url) if ocsp_url else None, nonce=ocsp_nonce,
+                                http_method=ocsp_method),
                 crl=CrlConfig(distribution_points=fetch_crl))
             policy, problems = revocation_policy(config, [*anchor_certs, *inter_certs], crl_files)
             if problems:

@@ -82,6 +82,36 @@ def test_verify_with_ocsp_url(pki: Pki) -> None:
     assert [r.serial_number for r in pki.responder.requests] == [pki.serial]
 
 
+@pytest.mark.parametrize(("options", "expected"), [
+    pytest.param([], "GET", id="auto-without-nonce"),
+    pytest.param(["--ocsp-nonce"], "POST", id="auto-with-nonce"),
+    pytest.param(["--ocsp-method", "post"], "POST", id="post"),
+    pytest.param(["--ocsp-method", "get", "--ocsp-nonce"], "GET", id="get-with-nonce"),
+])
+def test_verify_asks_by_the_method_a_login_would(pki: Pki, options: list[str], expected: str) -> None:
+    """The same engine and setting as a municipality's certificate.revocation.ocsp.http_method; the JSON says how
+    each responder was asked."""
+    result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp", *options, *AT_NOW, "--json")
+    assert result.exit_code == 0, result.output
+    assert [(c["source"], c["http_method"]) for c in as_json(result)["revocation_checked"]] == [
+        (pki.responder.url, expected), (pki.root_responder.url, expected)]
+    assert pki.responder.methods_seen == pki.root_responder.methods_seen == [expected]
+
+
+def test_verify_falls_back_to_post_when_get_is_refused(pki: Pki) -> None:
+    pki.responder.refuse_method("GET")
+    result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp", *AT_NOW, "--json")
+    assert result.exit_code == 0, result.output
+    assert [c["http_method"] for c in as_json(result)["revocation_checked"]] == ["POST", "GET"]
+    assert pki.responder.methods_seen == ["GET", "POST"]
+
+
+def test_verify_ocsp_method_is_one_of_three(pki: Pki) -> None:
+    result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp", "--ocsp-method", "put", *AT_NOW)
+    assert result.exit_code == 2
+    assert "'put' is not one of 'auto', 'get', 'post'" in result.output
+
+
 def test_verify_with_ocsp_from_the_certificates(pki: Pki) -> None:
     result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp", *AT_NOW, "--json")
     assert result.exit_code == 0, result.output
