@@ -2,16 +2,19 @@
 
 Kommun B's demo certificates name it in their Authority Information Access
 (OCSP) and CRL distribution point extensions, so the demo shows the broker's
-OCSP path (with CRL fallback) working against a real responder. Not for
-production: it signs with the issuing CA's own key, from the demo's files.
+OCSP path (with CRL fallback) working against a real responder, asked by GET
+or POST (RFC 6960 Appendix A.1). Not for production: it signs with the
+issuing CA's own key, from the demo's files.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -38,6 +41,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         parts = self.path.strip("/").split("/")
+        if len(parts) >= 3 and parts[0] == "ocsp":  # RFC 6960 Appendix A.1: /ocsp/<municipality>/<base64 request>
+            encoded = unquote(self.path.strip("/").split("/", 2)[2])  # (a "/" of the base64 may come unencoded)
+            try:
+                der = base64.b64decode(encoded, validate=True)
+            except ValueError:
+                der = b""
+            self._ocsp(parts[1], der)
+            return
         if len(parts) == 3 and parts[0] == "crl" and parts[2].endswith(".crl"):
             path = self.server.layout.config / "certs" / parts[1] / parts[2]
             if path.parent.parent == self.server.layout.config / "certs" and path.is_file():
@@ -52,9 +63,11 @@ class _Handler(BaseHTTPRequestHandler):
         if len(parts) != 2 or parts[0] != "ocsp" or not 0 < length <= MAX_REQUEST:
             self._send(404, b"not found", "text/plain")
             return
-        body = self.rfile.read(length)
+        self._ocsp(parts[1], self.rfile.read(length))
+
+    def _ocsp(self, municipality: str, request: bytes) -> None:
         try:
-            response = self.server.answer(parts[1], ocsp.load_der_ocsp_request(body))
+            response = self.server.answer(municipality, ocsp.load_der_ocsp_request(request))
         except (ValueError, FileNotFoundError):
             response = ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST)
         self._send(200, response.public_bytes(serialization.Encoding.DER), "application/ocsp-response")
