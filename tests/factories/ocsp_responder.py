@@ -135,6 +135,7 @@ class OcspResponder(BackgroundHTTPServer):
         self.seen: list[tuple[str, str]] = []
         self.refused_methods: dict[str, int] = {}
         self.get_as_empty_post = False
+        self.get_page: bytes | None = None
         self.now = now
         self.validity = validity
         self.default: Literal["good", "unknown"] = default
@@ -298,6 +299,11 @@ class OcspResponder(BackgroundHTTPServer):
         malformedRequest (HTTP 200); ``reset()`` keeps it."""
         self.get_as_empty_post = True
 
+    def answer_get_with_page(self, page: bytes = b"<html><body>OCSP responder</body></html>\n") -> None:
+        """Answer every GET with ``page`` (HTTP 200, text/html), as a web server whose OCSP responder serves only
+        POST, at a path whose GETs it answers with a page of its own; ``reset()`` keeps it."""
+        self.get_page = page
+
     # --- serving ---
 
     def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
@@ -312,6 +318,9 @@ class OcspResponder(BackgroundHTTPServer):
             allowed = "GET, HEAD" if method == "POST" else "POST"
             self.send(handler, refused, b"method not allowed\n", content_type="text/plain",
                       headers={"Allow": allowed} if refused == 405 else None, head=head)
+            return
+        if self.get_page is not None and method in ("GET", "HEAD"):
+            self.send(handler, 200, self.get_page, content_type="text/html", head=head)
             return
         mode = self.mode
         if mode == "redirect":

@@ -14,10 +14,11 @@ other method, within what is left of the same deadline, and this process remembe
 it accepted, so that the next login does not pay for the refusal again. Under ``post`` nothing else is tried: GET
 is what the operator ruled out.
 
-A GET is also sent again by POST when it is answered 400 or 404, or with an OCSP ``malformedRequest``: what a
-responder built for POST alone says when it takes the request in the path for a resource it does not have, or
-reads the missing body as a request (and what IIS in front of a Microsoft Online Responder answers, 404.11, to a
-request whose base64 holds a "+", %2B, unless its request filtering allows double escaping). RFC 6960 Appendix
+A GET is also sent again by POST when it is answered 400 or 404, with an OCSP ``malformedRequest``, or with no
+OCSP response at all: what a responder built for POST alone says when it takes the request in the path for a
+resource it does not have, reads the missing body as a request, or leaves the GET to its web server's own
+page (and what IIS in front of a Microsoft Online Responder answers, 404.11, to a request whose base64 holds a
+"+", %2B, unless its request filtering allows double escaping). RFC 6960 Appendix
 A.1 makes POST the one method every responder serves, so the default ``auto`` costs such a responder one refused
 GET per process (a round trip within the first login's deadline), not a failed login.
 """
@@ -84,9 +85,12 @@ class OcspTransport:
             if exc.status not in refusals or other is None:
                 raise first from None
         else:
-            if method == "POST" or other is None or not _malformed(der):
+            if method == "POST" or other is None:
                 return OcspExchange(der, method)
-            first = FetchError(f"GET {url}: answered malformedRequest")
+            unusable = _unusable(der)
+            if unusable is None:
+                return OcspExchange(der, method)
+            first = FetchError(f"GET {url}: answered {unusable}")
         left = limits.total_timeout - (time.monotonic() - started)
         if left <= 0:
             raise first
@@ -126,13 +130,15 @@ class OcspTransport:
         return self._fetcher.post(target, request, REQUEST_TYPE, RESPONSE_TYPE, limits)
 
 
-def _malformed(der: bytes) -> bool:
-    """Whether ``der`` is an OCSPResponse whose status is malformedRequest (RFC 6960 §4.2.1); anything else, even
-    no OCSP at all, is for the caller to judge."""
+def _unusable(der: bytes) -> str | None:
+    """What makes ``der``, a responder's answer to a GET, no answer to it: an OCSP malformedRequest (RFC 6960
+    §4.2.1), or no OCSPResponse at all (a page the server shows at that path); None when it is an answer, good or
+    bad, for the caller to judge."""
     try:
-        return ocsp.load_der_ocsp_response(der).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+        status = ocsp.load_der_ocsp_response(der).response_status
     except ValueError:
-        return False
+        return "no OCSP response"
+    return "malformedRequest" if status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST else None
 
 
 def _named(exc: FetchError, method: HttpMethod, url: str, target: str) -> FetchError:

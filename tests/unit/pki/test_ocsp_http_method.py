@@ -176,6 +176,17 @@ def test_get_read_as_a_post_without_body_falls_back_to_post(responder: OcspRespo
     assert responder.methods_seen == ["GET", "POST", "POST"]
 
 
+def test_a_page_answering_get_falls_back_to_post(responder: OcspResponder, engine: RevocationChecker,
+                                                 ca: CertificateAuthority) -> None:
+    """A server whose responder serves POST alone may answer a GET at that path with a page of its own (HTTP 200):
+    no OCSP answer at all, so POST is asked, as for a refusal, and remembered."""
+    responder.answer_get_with_page()
+    pol = policy([ca.certificate], ocsp_url=responder.url)
+    assert asked_by(check(engine, leaf(ca).certificate, ca, pol)) == "POST"
+    assert asked_by(check(engine, leaf(ca).certificate, ca, pol)) == "POST"
+    assert responder.methods_seen == ["GET", "POST", "POST"]
+
+
 def test_malformed_request_by_post_is_the_answer(responder: OcspResponder, engine: RevocationChecker,
                                                  ca: CertificateAuthority, cert: x509.Certificate) -> None:
     responder.error_status("malformedRequest")
