@@ -139,6 +139,8 @@ class Filter:
     reason: str | None = None
     events: frozenset[str] = frozenset()
     correlation_id: str | None = None
+    cert_serial: str | None = None  # as :func:`serial_hex` writes it
+    cert_issuer: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     include_system: bool = False
@@ -151,7 +153,7 @@ class Filter:
             return False
         if self.users and not self._names_user(record.get("user")):
             return False
-        for key in ("municipality", "sp", "outcome", "reason", "correlation_id"):
+        for key in ("municipality", "sp", "outcome", "reason", "correlation_id", "cert_serial", "cert_issuer"):
             wanted = getattr(self, key)
             if wanted is not None and record.get(key) != wanted:
                 return False
@@ -175,6 +177,16 @@ class Filter:
         return isinstance(user, str) and any(
             PSEUDONYM.fullmatch(wanted) and re.search(re.escape(wanted) + "(?![0-9a-f])", user)
             for wanted in self.users)
+
+
+def serial_hex(text: str) -> str:
+    """A certificate serial number as the records write it (``cert_serial``: lower-case hexadecimal without leading
+    zeros), from the forms a CA's revocation notice or a certificate viewer gives it in: ``00:1F``, ``1f``,
+    ``1F 2A``, ``0x1f``. ValueError for text that is no hexadecimal number."""
+    digits = re.sub(r"[\s:]", "", text).lower().removeprefix("0x")
+    if not re.fullmatch(r"[0-9a-f]+", digits):
+        raise ValueError(f"{text!r} is not a serial number in hexadecimal (as 1f, 00:1F or 1F 2A)")
+    return format(int(digits, 16), "x")
 
 
 # a personnummer's pseudonym (broker.audit.trail.Pseudonymiser.personnummer): "pnr:" and 32 hex digits

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from broker.audit import report as html_report
 from broker.audit.events import as_reference
 from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
-from broker.audit.query import PSEUDONYM, Filter, parse_time, records
+from broker.audit.query import PSEUDONYM, Filter, parse_time, records, serial_hex
 from broker.audit.schema import EVENTS
 from broker.audit.trail import Pseudonymiser, holds_personnummer
 from broker.audit.verify import Verification, verify
@@ -117,7 +117,8 @@ def _verification_json(result: Verification) -> dict[str, Any]:
 def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | None, municipality: str | None,
             sp: str | None, outcome: str | None, reason: str | None, event: tuple[str, ...],
             correlation_id: str | None, since: str | None, until: str | None, system: bool,
-            key_files: tuple[Path, ...] = ()) -> Filter:
+            key_files: tuple[Path, ...] = (), cert_serial: str | None = None,
+            cert_issuer: str | None = None) -> Filter:
     for given in user:
         # any form a personnummer is written in (12 or 10 digits, - or +), also inside an identifier (an account
         # named by it, 191212121212@kommun.se): the query would find nothing. A pseudonym is taken as it is (its
@@ -132,6 +133,11 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
     if unknown:
         click.echo(f"--event: unknown event {unknown[0]!r} (docs/audit.md, Schema: {', '.join(EVENTS)})", err=True)
         sys.exit(2)
+    try:
+        serial = serial_hex(cert_serial) if cert_serial is not None else None
+    except ValueError as exc:
+        click.echo(f"--cert-serial: {exc}", err=True)
+        sys.exit(2)
     users = set(user)
     if pseudonym_stdin:
         users.update(_pseudonyms_from_stdin(config_dir, key_files))
@@ -139,6 +145,7 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
         wanted = Filter(users=frozenset(users), municipality=municipality, sp=sp, outcome=outcome, reason=reason,
                         events=frozenset(event),
                         correlation_id=as_reference(correlation_id) if correlation_id else None,
+                        cert_serial=serial, cert_issuer=cert_issuer,
                         since=parse_time(since) if since else None, until=parse_time(until) if until else None,
                         include_system=system)
     except ValueError as exc:
@@ -152,7 +159,20 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
     return wanted
 
 
-_COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", "correlation_id", "client")
+# who, where, with which certificate and at which level (the LoA of data.loa), for the table and the CSV; the CSV adds
+# the detail and where the record is (its chain and seq: `verify` proves that line, jsonl gives the whole record)
+_COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", "cert_issuer", "cert_serial", "loa",
+            "correlation_id", "client")
+_CSV_COLUMNS = (*_COLUMNS, "detail", "chain", "seq")
+
+
+def _column(record: dict[str, Any], column: str) -> Any:
+    if column == "loa":
+        data = record.get("data")
+        return data.get("loa") if isinstance(data, dict) else None
+    if column == "chain":
+        return record.get("_chain")
+    return record.get(column)
 
 
 @audit.command("query")
@@ -170,33 +190,36 @@ _COLUMNS = ("time", "event", "outcome", "reason", "municipality", "user", "sp", 
 @click.option("--reason", help="reason code")
 @click.option("--event", multiple=True, help="event type; repeatable")
 @click.option("--correlation-id")
+@click.option("--cert-serial", help="the user's certificate's serial number, in hexadecimal (1f, 00:1F)")
+@click.option("--cert-issuer", help="the user's certificate's issuer, as the records write it (RFC 4514)")
 @click.option("--since", help="from this ISO 8601 time (inclusive)")
 @click.option("--until", help="to this ISO 8601 time (exclusive)")
 @click.option("--system", is_flag=True, help="include the chains' own records (checkpoints ...)")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[str, ...], pseudonym_stdin: bool,
                   key_files: tuple[Path, ...], municipality: str | None, sp: str | None, outcome: str | None,
-                  reason: str | None, event: tuple[str, ...], correlation_id: str | None, since: str | None,
-                  until: str | None, system: bool, fmt: str) -> None:
-    """Find events: by user or pseudonym, municipality, SP, outcome, reason, time range or correlation ID."""
+                  reason: str | None, event: tuple[str, ...], correlation_id: str | None, cert_serial: str | None,
+                  cert_issuer: str | None, since: str | None, until: str | None, system: bool, fmt: str) -> None:
+    """Find events: by user or pseudonym, municipality, SP, outcome, reason, certificate, time range or
+    correlation ID."""
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
-                     since, until, system, key_files)
+                     since, until, system, key_files, cert_serial, cert_issuer)
     # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the
     # table (whose columns are as wide as their widest value) keeps what it shows, its columns' text alone
-    found = ({k: v for k, v in r.items() if k != "_chain"}
-             for r in records(_paths_or_config(paths, config_dir), _skipped, since=wanted.since, until=wanted.until)
-             if wanted(r))
+    found = (r for r in records(_paths_or_config(paths, config_dir), _skipped, since=wanted.since,
+                                until=wanted.until) if wanted(r))
     if fmt == "jsonl":
         for record in found:
-            click.echo(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
+            click.echo(json.dumps({k: v for k, v in record.items() if k != "_chain"}, ensure_ascii=False,
+                                  separators=(",", ":")))
     elif fmt == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow([*_COLUMNS, "detail"])
+        writer.writerow(_CSV_COLUMNS)
         for record in found:
-            writer.writerow([_csv_cell(record.get(c)) for c in (*_COLUMNS, "detail")])
+            writer.writerow([_csv_cell(_column(record, c)) for c in _CSV_COLUMNS])
     else:
         # for a terminal: a value's control characters (an edited file, a peer's text) shown as escapes
-        rows = [tuple(terminal_text(str(record.get(c, "") or "")) for c in _COLUMNS) for record in found]
+        rows = [tuple(terminal_text(str(_column(record, c) or "")) for c in _COLUMNS) for record in found]
         widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(_COLUMNS)]
         shown = [i for i in range(len(_COLUMNS)) if any(row[i] for row in rows)] or [0, 1, 2]
         click.echo("  ".join(_COLUMNS[i].ljust(widths[i]) for i in shown).rstrip())

@@ -13,7 +13,7 @@ import json
 import re
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -47,7 +47,8 @@ SP_B = "https://sp-b.example/metadata"
 DAY1 = dt.datetime(2026, 11, 24, 8, 0, tzinfo=dt.UTC)
 DAY2 = DAY1 + dt.timedelta(days=1)
 DAY3 = DAY1 + dt.timedelta(days=2)
-COLUMNS = ["time", "event", "outcome", "reason", "municipality", "user", "sp", "correlation_id", "client", "detail"]
+COLUMNS = ["time", "event", "outcome", "reason", "municipality", "user", "sp", "cert_issuer", "cert_serial", "loa",
+           "correlation_id", "client", "detail", "chain", "seq"]
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -452,6 +453,62 @@ def test_query_csv(data: Dataset) -> None:
     assert parsed[0]["detail"] == "expired, with a comma"  # quoted, not split
     assert parsed[0]["time"] == "2026-11-24T08:20:00.000Z"
     assert parsed[0]["client"] == "192.0.2.8"
+
+
+def test_query_shows_the_certificate_and_the_level_of_each_login(data: Dataset) -> None:
+    """Who logged in, with which certificate (issuer and serial) and at which level: the table and the CSV had
+    neither (only jsonl gave them), so a reviewer could not answer that from either."""
+    table = run("query", str(data.directory), "--user", "SE2120001009-anna", "--event", "certificate_accepted")
+    assert table.exit_code == 0, table.output
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["time", "event", "outcome", "municipality", "user", "sp", "cert_issuer", "cert_serial",
+                              "loa", "correlation_id", "client"]
+    assert [row.split() for row in rows] == [
+        ["2026-11-24T08:00:00.000Z", "certificate_accepted", "success", "kommun-a", "SE2120001009-anna", SP_A,
+         "CN=Kommun", "A", "Test", "Person", "CA", "1f", "loa3", "A1", "192.0.2.7"],
+        ["2026-11-26T08:00:00.000Z", "certificate_accepted", "success", "kommun-a", "SE2120001009-anna", SP_B,
+         "CN=Kommun", "A", "Test", "Person", "CA", "1f", "loa3", "A2", "192.0.2.7"]]
+    result = run("query", str(data.directory), "--user", "SE2120001009-anna", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    rows = [dict(zip(COLUMNS, r, strict=True)) for r in list(csv.reader(io.StringIO(result.stdout)))[1:]]
+    accepted, issued = rows[0], rows[1]
+    assert (accepted["cert_issuer"], accepted["cert_serial"], accepted["loa"]) == (FACTS.issuer, "1f", "loa3")
+    assert (issued["event"], issued["loa"]) == ("assertion_issued", "loa3")
+    # where each row is in the trail: the chain's file and line are found by chain and seq (`verify` proves them)
+    lines = [json.loads(raw) for raw in lines_of(data.file)]
+    assert [(r["chain"], int(r["seq"])) for r in rows] == [
+        (data.chain, line["seq"]) for line in lines if line.get("user") == "SE2120001009-anna"]
+
+
+OTHER_CA = "CN=Kommun B Test Person CA"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    pytest.param(["--cert-serial", "1f"], ["S1", "S2"], id="serial"),
+    pytest.param(["--cert-serial", "00:1F"], ["S1", "S2"], id="serial-as-a-ca-writes-it"),
+    pytest.param(["--cert-serial", "1f", "--cert-issuer", OTHER_CA], ["S2"], id="serial-and-issuer"),
+    pytest.param(["--cert-issuer", FACTS.issuer], ["S1", "S3"], id="issuer"),
+    pytest.param(["--cert-serial", "2a"], ["S3"], id="another-serial"),
+])
+def test_query_finds_every_use_of_one_certificate(config_dir: Path, args: list[str], expected: list[str]) -> None:
+    """Every login of a certificate since revoked (a stolen card, by the serial and issuer its CA's notice gives):
+    there was no way to ask for the events of one certificate."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer, trail = chain_of(audit, clock, "cli")
+    for cid, certificate in [("S1", FACTS), ("S2", replace(FACTS, issuer=OTHER_CA)),
+                             ("S3", replace(FACTS, serial_hex="2a"))]:
+        trail.record(AuditEvent("certificate_accepted", "success", cid, identity=ANNA, certificate=certificate,
+                                sp=SP_A, client_address="192.0.2.7", data={"loa": "loa3", "policy": "2.999.1.3"}))
+        trail.sync()
+    writer.close()
+    assert [r["correlation_id"] for r in query_jsonl(str(audit.directory.path), *args)] == expected
+
+
+def test_query_refuses_a_serial_that_is_not_hexadecimal(data: Dataset) -> None:
+    result = run("query", str(data.directory), "--cert-serial", "1g")
+    assert result.exit_code == 2
+    assert "--cert-serial: '1g' is not a serial number in hexadecimal (as 1f, 00:1F or 1F 2A)" in result.stderr
 
 
 @pytest.mark.parametrize(("detail", "sp"), [
