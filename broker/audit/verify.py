@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,9 @@ class Problem:
     seq: int | None
     what: str
     detail: str
+    # what the line at ``file:line`` holds, as it reads now (its event, time and reference: :func:`described`), so
+    # that a reviewer knows which event the problem is at without opening the file; None: no line, or no record
+    record: str | None = None
 
     def __str__(self) -> str:
         """The problem as a line for a reviewer's terminal (``verify``, the report). ``detail`` quotes what the files
@@ -72,8 +75,35 @@ class Problem:
         it (ESC sequences that move the cursor and overwrite the lines above, a right-to-left override) are shown
         as escapes, never sent to the terminal. ``--json`` gives the text as it is (JSON escapes them itself)."""
         where = self.file + (f":{self.line}" if self.line is not None else "")
-        seq = f" (seq {self.seq})" if self.seq is not None else ""
-        return shown(f"{where}{seq}: {self.what}: {self.detail}")
+        about = [f"seq {self.seq}"] if self.seq is not None else []
+        about += [self.record] if self.record else []
+        about_text = " (" + ", ".join(about) + ")" if about else ""
+        return shown(f"{where}{about_text}: {self.what}: {self.detail}")
+
+
+def described(record: dict[str, Any]) -> str | None:
+    """A record as a reviewer names it: its event, when it was written and the reference of the login it belongs
+    to (``certificate_accepted of 2026-11-24T08:00:00.000Z, reference 3F9A-C21B-77D0-1E2F``); None for an object
+    without an event."""
+    event, time, reference = record.get("event"), record.get("time"), record.get("correlation_id")
+    if not isinstance(event, str):
+        return None
+    text = event + (f" of {time}" if isinstance(time, str) else "")
+    return text + (f", reference {reference}" if isinstance(reference, str) and reference.strip("-") else "")
+
+
+def _with_record(problem: Problem) -> Problem:
+    """``problem`` with what its line holds (:attr:`Problem.record`), when it names a line of a record."""
+    if problem.line is None or problem.record is not None:
+        return problem
+    try:
+        lines, _ = _lines(read_regular(Path(problem.file)))
+    except OSError:
+        return problem
+    if not 1 <= problem.line <= len(lines):  # a torn line, or a file that changed meanwhile
+        return problem
+    record = json_object(lines[problem.line - 1])
+    return replace(problem, record=described(record)) if record is not None else problem
 
 
 def shown(text: str) -> str:
@@ -215,6 +245,7 @@ class _Walker:
         self.expected = 1
         self.prev = GENESIS
         self.prev_where: tuple[str, int] | None = None
+        self.prev_time: Any = None  # the time the record before wrote
         self.positions: dict[int, tuple[str, int, str]] = {}  # indexed seq -> (file, line, hash of the line)
         self.first_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
         self.final_checkpoint: tuple[str, int, int] | None = None  # (file, line, seq)
@@ -260,7 +291,10 @@ class _Walker:
                           f"seq {seq} comes before seq {self.expected} ({found[0].name}:{found[1]})")
             else:
                 gap = f"{self.expected}" if seq == self.expected + 1 else f"{self.expected}..{seq - 1}"
-                self.fail(file, number, seq, "missing", f"record(s) {gap} are missing before this one")
+                # the records around the gap bound when those that are gone were written
+                when = f" (written between {self.prev_time} and {rec.get('time')})" \
+                    if isinstance(self.prev_time, str) and isinstance(rec.get("time"), str) else ""
+                self.fail(file, number, seq, "missing", f"record(s) {gap} are missing before this one{when}")
             return False
         if prev != self.prev:
             if (seq - 1, self.prev) in self.index_hashes:
@@ -293,6 +327,7 @@ class _Walker:
             self.events.add(str(rec.get("event")))
         self.prev = line_hash(raw)
         self.prev_where = (file, number)
+        self.prev_time = rec.get("time")
         self.expected = seq + 1
         self.report.records += 1
         self.report.last_seq = seq
@@ -655,6 +690,8 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
             report.warnings.append(f"records {report.sealed_seq + 1}..{report.last_seq} follow the last checkpoint "
                                    "(not sealed yet: the writer is running, or crashed and no writer has "
                                    "attested it)")
+    for report in reports:
+        report.problems = [_with_record(p) for p in report.problems]
     return Verification(reports)
 
 

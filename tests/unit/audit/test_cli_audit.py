@@ -155,8 +155,10 @@ def test_verify_tampered_exits_1_naming_the_first_problem(data: Dataset) -> None
     result = run("verify", str(data.directory), "--key", str(data.public))
     assert result.exit_code == 1
     assert f"{data.chain}: NOT INTACT" in result.stdout
-    assert (f"FIRST PROBLEM: {data.file}:6 (seq {record['seq']}): modified: its hash differs from what the next "
-            f"record (seq {record['seq'] + 1}) recorded\n") in result.stderr
+    # which event the line holds (as it reads now), not only where: a reviewer need not open the file to know
+    assert (f"FIRST PROBLEM: {data.file}:6 (seq {record['seq']}, {record['event']} of {record['time']}, reference "
+            f"{record['correlation_id']}): modified: its hash differs from what the next record (seq "
+            f"{record['seq'] + 1}) recorded\n") in result.stderr
 
 
 def test_verify_names_the_problem_of_every_chain_not_intact(data: Dataset) -> None:
@@ -172,10 +174,14 @@ def test_verify_names_the_problem_of_every_chain_not_intact(data: Dataset) -> No
     for name in sorted(p.name for p in data.directory.glob("*.000001.jsonl")):
         path = data.directory / name
         lines = lines_of(path)
+        gone, after = json.loads(lines[1]), json.loads(lines[2])
         lines[1:2] = []  # the record after the start goes
         write_lines(path, lines)
-        problems[name.removesuffix(".000001.jsonl")] = f"{path}:2 (seq 3): missing: record(s) 2 are missing before " \
-                                                       "this one"
+        problems[name.removesuffix(".000001.jsonl")] = (
+            f"{path}:2 (seq 3, {after['event']} of {after['time']}, reference {after['correlation_id']}): missing: "
+            f"record(s) 2 are missing before this one (written between {json.loads(lines[0])['time']} and "
+            f"{after['time']})")
+        assert gone["seq"] == 2
     result = run("verify", str(data.directory), "--key", str(data.public))
     assert result.exit_code == 1
     for chain, problem in problems.items():
@@ -225,8 +231,13 @@ def test_verify_json(data: Dataset) -> None:
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["intact"] is False
-    assert report["first_problem"] == {"file": str(data.file), "line": 8, "seq": 9, "what": "missing",
-                                       "detail": "record(s) 8 are missing before this one"}
+    before, after = json.loads(lines[6]), json.loads(lines[8])
+    # when the records that are gone were written (between the times of those around the gap), and what the line
+    # the problem names holds
+    assert report["first_problem"] == {
+        "file": str(data.file), "line": 8, "seq": 9, "what": "missing",
+        "detail": f"record(s) 8 are missing before this one (written between {before['time']} and {after['time']})",
+        "record": f"{after['event']} of {after['time']}, reference {after['correlation_id']}"}
     (chain,) = report["chains"]
     assert chain["chain"] == data.chain
     assert chain["files"] == [str(data.file)]
@@ -839,7 +850,9 @@ def test_report_period_and_integrity_problems(data: Dataset, tmp_path: Path) -> 
     text, document = read_html(out)
     assert_self_contained(text, document)
     assert "NOT intact" in text
-    assert f"{data.file}:5 (seq 6): missing" in " ".join(document.text)
+    after = json.loads(lines[5])
+    assert f"{data.file}:5 (seq 6, {after['event']} of {after['time']}, reference {after['correlation_id']}): " \
+           "missing" in " ".join(document.text)
     assert ["2026-11-25", "1", "1"] in document.rows
     assert not [r for r in document.rows if r and r[0] in ("2026-11-24", "2026-11-26")]
 
