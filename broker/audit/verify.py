@@ -591,8 +591,15 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
             walker.fail(str(index), number, None, "modified", "the checkpoint index line is not readable")
             return
         if seq > report.last_seq:
+            # where the chain ends now, and what the index says it reached: the records between are gone
+            where = f" ({Path(walker.prev_where[0]).name}:{walker.prev_where[1]})" if walker.prev_where else ""
+            _, last_number, _, last_seq = max((entry for entry in lines if entry[3] is not None),
+                                              key=lambda entry: entry[3] or 0)
             walker.fail(str(files[-1][1]), None, seq, "truncated",
-                        f"the chain ends at seq {report.last_seq} but was sealed up to seq {seq}")
+                        f"the chain ends at seq {report.last_seq}{where}, but {index.name} lists a checkpoint at "
+                        f"seq {seq} (line {number}), and its last at seq {last_seq} (line {last_number}): records "
+                        f"{report.last_seq + 1}..{last_seq} at least are gone from its end (a file deleted, or one "
+                        "cut short)")
             return
         if seq not in walker.checkpoint_seqs:  # the index holds copies of signed checkpoints, nothing else
             at: tuple[str, int | None, str] = walker.positions.get(seq, (str(index), number, ""))
@@ -643,7 +650,10 @@ def _check_closed(marker: tuple[Path, tuple[int, str] | None], files: Sequence[t
     found = f"seq {report.last_seq} (hash {report.last_hash})"
     last: tuple[str, int | None] = walker.prev_where or (str(files[-1][1]), None)
     if report.last_seq < seq:
-        walker.fail(str(files[-1][1]), None, seq, "truncated", f"{expected}, but the chain ends at {found}")
+        where = f", {Path(walker.prev_where[0]).name}:{walker.prev_where[1]}" if walker.prev_where else ""
+        walker.fail(str(files[-1][1]), None, seq, "truncated",
+                    f"{expected}, but the chain ends at {found[:-1]}{where}): records {report.last_seq + 1}..{seq} "
+                    "are gone from its end (a file deleted, or one cut short)")
     elif report.last_seq > seq:
         file, line, _ = walker.positions.get(seq + 1, (*last, ""))
         walker.fail(file, line, seq + 1, "inserted", f"{expected}, but records follow it up to {found}")

@@ -318,6 +318,24 @@ def test_tampering_is_detected_where_it_happened(chain: Chain, tamper: Callable[
         expected.what, str(files[expected.file - 1]), expected.line, expected.seq), str(problem)
 
 
+def test_a_chain_cut_short_names_where_it_ends_now_and_which_records_are_gone(chain: Chain) -> None:
+    """The reviewer reads how much is gone and from where: the problem said only "the chain ends at seq 40 but was
+    sealed up to seq 43", naming neither the index line that says so, nor the chain's last checkpoint (seq 43 was
+    only the first one it no longer reaches), nor where the chain now ends."""
+    index = records_of(chain.index)
+    expected = truncate_after_an_indexed_checkpoint(chain)
+    lines = records_of(chain.files[1])
+    end = lines[-1]["seq"]
+    first = next(n for n, cp in enumerate(index, start=1) if cp["seq"] == expected.seq)
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert problem.detail == (
+        f"the chain ends at seq {end} ({chain.files[1].name}:{len(lines)}), but {chain.index.name} lists a "
+        f"checkpoint at seq {expected.seq} (line {first}), and its last at seq {index[-1]['seq']} (line "
+        f"{len(index)}): records {end + 1}..{index[-1]['seq']} at least are gone from its end (a file deleted, or "
+        "one cut short)")
+
+
 def test_torn_last_line_without_attestation(tmp_path: Path) -> None:
     chain = build(tmp_path / "audit", closed=False, tail=3)
     lines = lines_of(chain.files[2])
@@ -607,12 +625,15 @@ def test_a_closed_chain_ends_exactly_where_its_closed_marker_says(chain: Chain, 
 def test_the_truncation_message_names_the_marker_and_both_ends(chain: Chain) -> None:
     final, digest = final_seq_and_hash(chain)
     cut_chain_and_index_back_to_a_checkpoint(chain)
-    end = lines_of(chain.files[1])[-1]
+    lines = lines_of(chain.files[1])
+    end = json.loads(lines[-1])["seq"]
     problem = verified(chain.directory, KEY).first_problem()
     assert problem is not None
+    # where it ends now, and which records are gone (it named the two ends by their hashes alone)
     assert problem.detail == (
         f"{chain.name}.closed records the chain's end as its final checkpoint at seq {final} (hash {digest}), "
-        f"but the chain ends at seq {json.loads(end)['seq']} (hash {line_hash(end)})")
+        f"but the chain ends at seq {end} (hash {line_hash(lines[-1])}, {chain.files[1].name}:{len(lines)}): "
+        f"records {end + 1}..{final} are gone from its end (a file deleted, or one cut short)")
 
 
 def delete_the_index(c: Chain) -> Found:
