@@ -131,6 +131,10 @@ class ChainReport:
     attested_note: str = ("no checkpoint index: the writer stopped before copying its first checkpoint there "
                           "(attested by a later writer)")
     attestations: list[dict[str, Any]] = field(default_factory=list)   # recoveries this chain recorded
+    # the signing keys this chain's writer recorded a change from (audit_key_rotated): old key id -> (time, file,
+    # line); and the key of a checkpoint of this chain the reviewer did not give
+    rotations: dict[str, tuple[Any, str, int]] = field(default_factory=dict)
+    unknown_key: str | None = None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -318,6 +322,8 @@ class _Walker:
             self.positions[seq] = (file, number, line_hash(raw))
         if rec.get("event") == "audit_chain_recovered":
             self.report.attestations.append({**_data(rec), "by_seq": seq})
+        if rec.get("event") == "audit_key_rotated" and isinstance(_data(rec).get("old_key_id"), str):
+            self.report.rotations[_data(rec)["old_key_id"]] = (rec.get("time"), file, number)
         if seq == 1:
             self.first_record = (file, number)
             self.instance = rec.get("instance")
@@ -366,6 +372,7 @@ class _Walker:
                                                      "signature does not cover differ)")
             return False
         if kid not in self.keyring:
+            self.report.unknown_key = kid
             self.fail(file, number, seq, "unknown key", f"signed with key {kid}; known: "
                                                           f"{', '.join(self.keyring.ids()) or 'none'}")
             return False
@@ -701,8 +708,26 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
                                    "(not sealed yet: the writer is running, or crashed and no writer has "
                                    "attested it)")
     for report in reports:
-        report.problems = [_with_record(p) for p in report.problems]
+        report.problems = [_with_record(_key_change(p, report, reports)) for p in report.problems]
     return Verification(reports)
+
+
+def _key_change(problem: Problem, report: ChainReport, reports: Sequence[ChainReport]) -> Problem:
+    """An ``unknown key`` problem with what the trail says of that key: the writer that first signed with another
+    key records the change (``audit_key_rotated``, ``ChainWriter._start``), so a key some intact chain records a
+    change from is the trail's own earlier key, which the reviewer has yet to give (docs/audit.md, Keeping the
+    trail)."""
+    if problem.what != "unknown key" or report.unknown_key is None:
+        return problem
+    for other in sorted(reports, key=lambda r: by_start(r.chain)):
+        if other.problems or report.unknown_key not in other.rotations:
+            continue
+        time, file, line = other.rotations[report.unknown_key]
+        new = next(iter(other.key_ids)) if len(other.key_ids) == 1 else "it"
+        return replace(problem, detail=f"{problem.detail}; the signing key before {new}, replaced at {time} "
+                                       f"(audit_key_rotated, {Path(file).name}:{line}): give its public key with "
+                                       "--key or in audit.verification_keys")
+    return replace(problem, detail=f"{problem.detail}; no chain given records a change from it (audit_key_rotated)")
 
 
 _MARKS = (".checkpoints.jsonl", ".closed", ".recovered")

@@ -299,6 +299,24 @@ def test_a_new_writer_records_the_change_of_signing_key(tmp_path: Path) -> None:
     assert problem is not None
     assert (problem.what, problem.seq) == ("unknown key", 2)
     assert first.chain_id in problem.file
+    # which key is wanted, and how the reviewer knows it is the trail's own earlier one: the later chain that
+    # recorded the change from it (its signature verified), and when; it named the key ids alone
+    second_file = tmp_path / f"{second.chain_id}.000001.jsonl"
+    assert problem.detail == (
+        f"signed with key {kid(old_key)}; known: {kid(new_key)}; the signing key before {kid(new_key)}, replaced "
+        f"at {rotated['time']} (audit_key_rotated, {second_file.name}:2): give its public key with --key or in "
+        "audit.verification_keys")
+
+
+def test_an_unknown_key_no_later_chain_replaced_says_so(tmp_path: Path) -> None:
+    key, other, clock = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), FixedClock(T0)
+    writer = start(tmp_path, clock, key, "i1")
+    write_events(make_trail(writer, clock), 2)
+    writer.close()
+    problem = verified(tmp_path, other).first_problem()
+    assert problem is not None
+    assert problem.detail == (f"signed with key {kid(key)}; known: {kid(other)}; no chain given records a change "
+                              "from it (audit_key_rotated)")
 
 
 def test_the_same_key_is_no_rotation(tmp_path: Path) -> None:
