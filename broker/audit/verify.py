@@ -221,17 +221,18 @@ def _other_copy(path: Path, other: Path) -> tuple[int | None, int | None]:
     return number, _seq_of(ours[number - 1]) if number <= len(ours) else None
 
 
-def _directories(files: Sequence[tuple[int, Path]]) -> list[Path]:
-    """The directories a chain's files are in, in the order of the files. A reviewer may collect a chain from
-    several (an archive of its older files beside the live directory, docs/deployment.md): its index and
-    ``.closed`` marker are next to whichever files the writer wrote last, not necessarily its first."""
+def _directories(files: Sequence[tuple[int, Path]], given: Sequence[Path] = ()) -> list[Path]:
+    """The directories a chain's files are in, in the order of the files, then the other directories ``given`` to
+    the verifier. A reviewer may collect a chain from several (an archive of its older files beside the live
+    directory, docs/audit.md): its index and ``.closed`` marker are next to whichever files the writer wrote last,
+    not necessarily its first, or still in the live directory when every record file was moved to the archive."""
     found: list[Path] = []
     seen: set[Path] = set()
-    for _, path in files:
-        real = path.parent.resolve()
+    for directory in [p.parent for _, p in files] + list(given):
+        real = directory.resolve()
         if real not in seen:
             seen.add(real)
-            found.append(path.parent)
+            found.append(directory)
     return found
 
 
@@ -434,14 +435,16 @@ def _lines(data: bytes) -> tuple[list[bytes], bytes]:
     return [line + b"\n" for line in data[:cut].split(b"\n")[:-1]], data[cut:]
 
 
-def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditKeyring) -> ChainReport:
+def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditKeyring,
+                 given: Sequence[Path] = ()) -> ChainReport:
     """``copies``: the chain's files as :func:`collect` found them, a file copied into several directories once
-    per copy; each is read once (:func:`distinct_copies`), and the index and marker are looked for beside all."""
+    per copy; each is read once (:func:`distinct_copies`), and the index and marker are looked for beside all, and
+    in the directories ``given`` to the verifier."""
     files = distinct_copies(copies)
     report = ChainReport(chain, files=[str(p) for _, p in files])
-    markers = _closed_markers(chain, copies)
+    markers = _closed_markers(chain, copies, given)
     try:
-        index_lines = _index_lines(chain, copies)
+        index_lines = _index_lines(chain, copies, given)
     except OSError as exc:
         index_path = exc.filename or files[0][1].parent / f"{chain}.checkpoints.jsonl"
         report.problems.append(Problem(str(index_path), None, None, "missing", f"cannot read: {exc.strerror}"))
@@ -521,7 +524,7 @@ def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditK
             return report
         report.problems.append(problem)
         return report
-    _check_index(chain, files, report, walker, copies)
+    _check_index(chain, files, report, walker, copies, given)
     for marker in markers:
         if report.problems:
             break
@@ -552,12 +555,13 @@ def _abandoned_uncut(path: Path, whole: int, torn: int, following: Path) -> bool
         and data.get("truncated_partial_line") is False and data.get("torn_bytes", torn) == torn
 
 
-def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Path, int, bytes, int | None]]:
+def _index_lines(chain: str, files: Sequence[tuple[int, Path]],
+                 given: Sequence[Path] = ()) -> list[tuple[Path, int, bytes, int | None]]:
     """(index, line number, line, seq) of the chain's checkpoint index, in every directory its files are in
     (each copy must hold copies of the chain's checkpoints only: an older copy in an archive is a prefix of
     the live one)."""
     found = []
-    for directory in _directories(files):
+    for directory in _directories(files, given):
         index = directory / f"{chain}.checkpoints.jsonl"
         if index.exists():
             found += [(index, n, raw, _seq_of(raw)) for n, raw in enumerate(read_regular(index).splitlines(), 1)]
@@ -565,7 +569,7 @@ def _index_lines(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Pa
 
 
 def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainReport, walker: _Walker,
-                 copies: Sequence[tuple[int, Path]]) -> None:
+                 copies: Sequence[tuple[int, Path]], given: Sequence[Path] = ()) -> None:
     """Every checkpoint the writer also put in the index must still be in the chain, byte for byte.
 
     ``ChainWriter._checkpoint_locked`` copies each checkpoint into the index right after writing it, and
@@ -574,7 +578,7 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
     write failed) between the chain's first checkpoint and its copy, and wrote nothing after it; a later
     writer's attestation of exactly that end proves it (decided in :func:`verify`).
     """
-    lines = _index_lines(chain, copies)
+    lines = _index_lines(chain, copies, given)
     if not lines:
         indexes = [d / f"{chain}.checkpoints.jsonl" for d in _directories(copies)]
         index = next((i for i in indexes if i.exists()), indexes[0])
@@ -620,11 +624,12 @@ def _check_index(chain: str, files: Sequence[tuple[int, Path]], report: ChainRep
             return
 
 
-def _closed_markers(chain: str, files: Sequence[tuple[int, Path]]) -> list[tuple[Path, tuple[int, str] | None]]:
+def _closed_markers(chain: str, files: Sequence[tuple[int, Path]],
+                    given: Sequence[Path] = ()) -> list[tuple[Path, tuple[int, str] | None]]:
     """Every ``<chain>.closed`` in the directories of the chain's files, with the ``{"seq", "hash"}`` it records
     (None: unreadable)."""
     markers: list[tuple[Path, tuple[int, str] | None]] = []
-    for directory in _directories(files):
+    for directory in _directories(files, given):
         marker = directory / f"{chain}.closed"
         try:
             content = json_object(read_regular(marker))
@@ -675,7 +680,8 @@ def verify(paths: Iterable[Path], keyring: AuditKeyring) -> Verification:
     """Verify every chain found in ``paths``; crashed chains are settled by later writers' attestations."""
     paths = list(paths)
     chains = collect(paths)
-    reports = [verify_chain(chain, files, keyring) for chain, files in sorted(chains.items())]
+    given = [path for path in paths if path.is_dir()]
+    reports = [verify_chain(chain, files, keyring, given) for chain, files in sorted(chains.items())]
     reports += _without_records(paths, set(chains))
     attested = _counting_attestations([r for r in reports if not r.problems])
     for report in reports:

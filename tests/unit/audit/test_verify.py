@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -1086,6 +1086,28 @@ def test_a_chain_collected_from_an_archive_and_the_live_directory_finds_its_inde
     result = verify([archive, chain.directory], keyring_of(KEY))
     assert result.ok, str(result.first_problem())
     assert result.chains[0].closed
+
+
+def test_a_chain_whose_record_files_were_all_archived_finds_its_index_and_marker_in_the_live_directory(
+        chain: Chain, tmp_path: Path) -> None:
+    """Every record file of a finished chain moved to the archive (`mv *.0000*.jsonl`), its index and `.closed`
+    marker left where the writer made them, both directories given: the index and marker were looked for only
+    beside the record files, so the chain "had no checkpoint index" (missing), and a marker left behind was never
+    held against the chain, whatever was cut off its end."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for path in chain.files:
+        path.rename(archive / path.name)
+    moved = [archive / path.name for path in chain.files]
+    result = verify([archive, chain.directory], keyring_of(KEY))
+    assert result.ok, str(result.first_problem())
+    assert result.chains[0].closed
+    final, _ = final_seq_and_hash(replace(chain, files=moved))
+    write_lines(moved[-1], lines_of(moved[-1])[:-1])  # the final checkpoint cut off, the index copy kept
+    write_lines(chain.index, lines_of(chain.index)[:-1])  # and its copy in the index, so only the marker tells
+    problem = verify([archive, chain.directory], keyring_of(KEY)).first_problem()
+    assert problem is not None
+    assert (problem.what, problem.file, problem.seq) == ("truncated", str(moved[-1]), final)
 
 
 def copy_into_an_archive(c: Chain, tmp_path: Path, *numbers: int) -> Path:
