@@ -151,7 +151,7 @@ class Filter:
             return False
         if self.events and event not in self.events:
             return False
-        if self.users and not self._names_user(record.get("user")):
+        if self.users and not self.names_user(record.get("user")):
             return False
         for key in ("municipality", "sp", "outcome", "reason", "correlation_id", "cert_serial", "cert_issuer"):
             wanted = getattr(self, key)
@@ -169,7 +169,7 @@ class Filter:
         return True
 
 
-    def _names_user(self, user: Any) -> bool:
+    def names_user(self, user: Any) -> bool:
         """The record's ``user`` is one asked for, or holds the pseudonym of a personnummer asked for where the
         number stood in an identifier (``pnr:...@kommun.se``: broker.audit.trail, an opaque identity)."""
         if user in self.users:
@@ -187,6 +187,33 @@ def serial_hex(text: str) -> str:
     if not re.fullmatch(r"[0-9a-f]+", digits):
         raise ValueError(f"{text!r} is not a serial number in hexadecimal (as 1f, 00:1F or 1F 2A)")
     return format(int(digits, 16), "x")
+
+
+# events whose ``user`` is that of the SSO session the browser held before the login they are part of (expired,
+# revoked, replaced, too weak), which on a shared PC may be someone else's: they tie no login to that user
+_EARLIER_SESSION = frozenset({"session_expired", "session_revoked", "session_replaced", "session_insufficient"})
+
+
+def whole_logins(read: Callable[[], Iterable[dict[str, Any]]], wanted: Filter) -> Iterator[dict[str, Any]]:
+    """The records ``wanted`` selects, with every other record of the logins they belong to (their
+    ``correlation_id``): the steps before the user was known (``login_started``: the service's request;
+    ``certificate_presented``) name none. A record naming another user than those asked for is never added, and
+    a login is not added for a record about the browser's earlier session (:data:`_EARLIER_SESSION`), which may
+    be another person's login. ``read`` gives the records in order, and is called twice (a trail of years is not
+    held in memory; only the logins' correlation IDs are)."""
+    logins = {record.get("correlation_id") for record in read()
+              if wanted(record) and record.get("event") not in _EARLIER_SESSION}
+    logins -= {None, "-"}
+    for record in read():
+        if wanted(record) or _of_logins(record, logins, wanted):
+            yield record
+
+
+def _of_logins(record: dict[str, Any], logins: set[Any], wanted: Filter) -> bool:
+    """Whether ``record`` is a step of one of ``logins`` that names no other user than ``wanted`` asks for."""
+    user = record.get("user")
+    other_user = bool(wanted.users) and user is not None and not wanted.names_user(user)
+    return record.get("correlation_id") in logins and record.get("event") not in SYSTEM_EVENTS and not other_user
 
 
 # a personnummer's pseudonym (broker.audit.trail.Pseudonymiser.personnummer): "pnr:" and 32 hex digits

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from broker.audit import report as html_report
 from broker.audit.events import as_reference
 from broker.audit.keys import AuditKeyring, key_id, load_public_key, public_pem
-from broker.audit.query import PSEUDONYM, Filter, parse_time, records, serial_hex
+from broker.audit.query import PSEUDONYM, Filter, parse_time, records, serial_hex, whole_logins
 from broker.audit.schema import EVENTS
 from broker.audit.trail import Pseudonymiser, holds_personnummer
 from broker.audit.verify import Verification, verify
@@ -195,19 +196,27 @@ def _column(record: dict[str, Any], column: str) -> Any:
 @click.option("--since", help="from this ISO 8601 time (inclusive)")
 @click.option("--until", help="to this ISO 8601 time (exclusive)")
 @click.option("--system", is_flag=True, help="include the chains' own records (checkpoints ...)")
+@click.option("--whole-logins", "logins", is_flag=True,
+              help="with every event of the logins the events found belong to (their correlation IDs), but none "
+                   "naming another user: the evidence of a case")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[str, ...], pseudonym_stdin: bool,
                   key_files: tuple[Path, ...], municipality: str | None, sp: str | None, outcome: str | None,
                   reason: str | None, event: tuple[str, ...], correlation_id: str | None, cert_serial: str | None,
-                  cert_issuer: str | None, since: str | None, until: str | None, system: bool, fmt: str) -> None:
+                  cert_issuer: str | None, since: str | None, until: str | None, system: bool, logins: bool,
+                  fmt: str) -> None:
     """Find events: by user or pseudonym, municipality, SP, outcome, reason, certificate, time range or
     correlation ID."""
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
                      since, until, system, key_files, cert_serial, cert_issuer)
     # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the
     # table (whose columns are as wide as their widest value) keeps what it shows, its columns' text alone
-    found = (r for r in records(_paths_or_config(paths, config_dir), _skipped, since=wanted.since,
-                                until=wanted.until) if wanted(r))
+    sources = _paths_or_config(paths, config_dir)
+
+    def read() -> Iterator[dict[str, Any]]:
+        return records(sources, _skipped, since=wanted.since, until=wanted.until)
+
+    found = whole_logins(read, wanted) if logins else (r for r in read() if wanted(r))
     if fmt == "jsonl":
         for record in found:
             click.echo(json.dumps({k: v for k, v in record.items() if k != "_chain"}, ensure_ascii=False,

@@ -367,6 +367,42 @@ def test_query_jsonl_gives_the_records_as_written(data: Dataset) -> None:
     assert found == [r for r in records_of(data.file) if r.get("correlation_id") == "D1"]
 
 
+def test_query_whole_logins_gives_every_event_of_the_users_logins(data: Dataset) -> None:
+    """The evidence of a case: a user's logins in a period, each whole. The events before the user was known
+    (login_started: the service's request, from which address) name no user, and --user left them out."""
+    args = (str(data.directory), "--user", "SE2120001009-anna", "--since", "2026-11-24", "--until", "2026-11-27")
+    assert cids(query_jsonl(*args)) == [("A1", "certificate_accepted"), ("A1", "assertion_issued"),
+                                        ("A2", "certificate_accepted"), ("A2", "assertion_issued")]
+    assert cids(query_jsonl(*args, "--whole-logins")) == [
+        ("A1", "login_started"), ("A1", "certificate_accepted"), ("A1", "assertion_issued"),
+        ("A2", "login_started"), ("A2", "certificate_accepted"), ("A2", "assertion_issued")]
+
+
+def test_query_whole_logins_leaves_out_a_login_that_names_another_user(config_dir: Path) -> None:
+    """Anna logs in on the PC where Bo's session was: her login's events record that Bo's session was replaced
+    (session_replaced names Bo). Bo's case holds that record, but not Anna's login (her request, her certificate);
+    Anna's holds her login, but not the record about Bo."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer, trail = chain_of(audit, clock, "cli")
+    for event in [
+            AuditEvent("login_started", "info", "R1", sp=SP_A, client_address="192.0.2.7"),
+            AuditEvent("certificate_presented", "info", "R1", certificate=FACTS, sp=SP_A, client_address="192.0.2.7",
+                       data={"via": "tls"}),
+            AuditEvent("session_replaced", "info", "R1", identity=BO, client_address="192.0.2.7",
+                       data={"session_login": "B0", "services": [SP_B]}),
+            AuditEvent("certificate_accepted", "success", "R1", identity=ANNA, certificate=FACTS, sp=SP_A,
+                       client_address="192.0.2.7", data={"loa": "loa3", "policy": "2.999.1.3"})]:
+        trail.record(event)
+        trail.sync()
+    writer.close()
+    directory = str(audit.directory.path)
+    assert cids(query_jsonl(directory, "--personnummer-stdin", "--config", str(config_dir), "--whole-logins",
+                            input=BO_PNR + "\n")) == [("R1", "session_replaced")]
+    assert cids(query_jsonl(directory, "--user", "SE2120001009-anna", "--whole-logins")) == [
+        ("R1", "login_started"), ("R1", "certificate_presented"), ("R1", "certificate_accepted")]
+
+
 def test_query_by_pseudonym(data: Dataset) -> None:
     found = query_jsonl(str(data.directory), "--user", data.bo, "--event", "assertion_issued")
     assert cids(found) == [("B1", "assertion_issued"), ("B2", "assertion_issued")]
