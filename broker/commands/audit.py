@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import difflib
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from broker.audit.verify import shown as terminal_text
 from broker.commands.common import settings_or_exit
 from broker.config.values import luhn_valid
 from broker.pki.identity import check_personnummer
+from broker.reasons import REASONS
 
 
 def _keyring(key_files: tuple[Path, ...], config_dir: Path | None) -> AuditKeyring:
@@ -115,6 +117,15 @@ def _verification_json(result: Verification) -> dict[str, Any]:
     }
 
 
+def _meant(given: str, codes: list[str]) -> str:
+    """Which of ``codes`` ``given`` likely means: one it holds or that holds it (certificate_revoked: revoked), or
+    one spelt alike."""
+    folded = given.lower().strip()
+    near = [c for c in codes if c == folded] or [c for c in codes if c in folded or folded in c] or \
+        difflib.get_close_matches(folded, codes, n=3)
+    return f"did you mean {' or '.join(near[:3])}?" if near else "see `broker audit query --help`"
+
+
 def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | None, municipality: str | None,
             sp: str | None, outcome: str | None, reason: str | None, event: tuple[str, ...],
             correlation_id: str | None, since: str | None, until: str | None, system: bool,
@@ -130,6 +141,11 @@ def _filter(user: tuple[str, ...], pseudonym_stdin: bool, config_dir: Path | Non
                    "--personnummer-stdin (it stays out of the shell's history), or its pnr: pseudonym; so is one "
                    "an identifier holds (an account named by it)", err=True)
         sys.exit(2)
+    if reason is not None and reason not in REASONS:
+        # not refused: a record from years ago may hold a code since retired; but "0 event(s)" for a guessed code
+        # (certificate_revoked) reads as "there were none"
+        click.echo(f"--reason: {reason!r} is no reason code of this broker (README, Reason codes): "
+                   f"{_meant(reason, list(REASONS))}", err=True)
     unknown = sorted(set(event) - set(EVENTS))
     if unknown:
         click.echo(f"--event: unknown event {unknown[0]!r} (docs/audit.md, Schema: {', '.join(EVENTS)})", err=True)

@@ -694,6 +694,24 @@ def test_query_reads_only_the_files_the_time_range_touches(tmp_path: Path, monke
     assert opened == [files[day].name for day in days_read]
 
 
+@pytest.mark.parametrize(("given", "meant"), [
+    pytest.param("certificate_revoked", "revoked", id="a-longer-name"),
+    pytest.param("revokd", "revoked", id="a-typing-error"),
+    pytest.param("Revoked", "revoked", id="letter-case"),
+])
+def test_query_names_the_reason_code_meant_for_one_no_record_holds(data: Dataset, given: str, meant: str) -> None:
+    """A reviewer asking for every login of a revoked card guesses the code (certificate_revoked): "0 event(s)" read
+    as "there were none". The query still runs (a record from years ago may hold a code since retired), and says
+    which code was likely meant."""
+    result = run("query", str(data.directory), "--reason", given)
+    assert result.exit_code == 0, result.output
+    assert (f"--reason: {given!r} is no reason code of this broker (README, Reason codes): did you mean "
+            f"{meant}?") in result.stderr
+    assert "0 event(s)" in result.stderr
+    quiet = run("query", str(data.directory), "--reason", "revoked")
+    assert "--reason" not in quiet.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     # recorded only as its pseudonym: the query found nothing, and the number stayed in the shell's history
     pytest.param(["--user", BO_PNR], "a personnummer is recorded as its pseudonym: give it on standard input "
