@@ -365,6 +365,9 @@ def test_query_gives_the_events_of_chains_written_side_by_side_in_time_order(dat
 def test_query_jsonl_gives_the_records_as_written(data: Dataset) -> None:
     found = query_jsonl(str(data.directory), "--correlation-id", "D1")
     assert found == [r for r in records_of(data.file) if r.get("correlation_id") == "D1"]
+    # byte for byte the chain file's lines (docs/audit.md: an exported record's SHA-256 is the next record's prev)
+    result = run("query", str(data.directory), "--system", "--format", "jsonl")
+    assert result.stdout.encode() == data.file.read_bytes()
 
 
 def test_query_whole_logins_gives_every_event_of_the_users_logins(data: Dataset) -> None:
