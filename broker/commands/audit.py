@@ -209,8 +209,9 @@ def _column(record: dict[str, Any], column: str) -> Any:
 @click.option("--correlation-id")
 @click.option("--cert-serial", help="the user's certificate's serial number, in hexadecimal (1f, 00:1F)")
 @click.option("--cert-issuer", help="the user's certificate's issuer, as the records write it (RFC 4514)")
-@click.option("--since", help="from this ISO 8601 time (inclusive)")
-@click.option("--until", help="to this ISO 8601 time (exclusive)")
+@click.option("--since", help="from this ISO 8601 date or time (inclusive); without an offset it is UTC, like the "
+                              "records' times (Swedish time: +01:00, in summer +02:00)")
+@click.option("--until", help="to this ISO 8601 date or time (exclusive); without an offset UTC")
 @click.option("--system", is_flag=True, help="include the chains' own records (checkpoints ...)")
 @click.option("--whole-logins", "logins", is_flag=True,
               help="with every event of the logins the events found belong to (their correlation IDs), but none "
@@ -269,8 +270,8 @@ def _csv_cell(value: Any) -> str:
 @click.option("--html", "html_file", required=True, type=click.Path(path_type=Path), help="where to write it")
 @click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path),
               help="Ed25519 public key (PEM) trusted for checkpoints; repeatable (or --config DIR)")
-@click.option("--since", help="from this ISO 8601 time")
-@click.option("--until", help="to this ISO 8601 time")
+@click.option("--since", help="from this ISO 8601 date or time (inclusive); without an offset UTC")
+@click.option("--until", help="to this ISO 8601 date or time (exclusive); without an offset UTC")
 @click.option("--title", default="Authentication audit report", show_default=True)
 def report_command(paths: tuple[Path, ...], config_dir: Path | None, html_file: Path, key_files: tuple[Path, ...],
                    since: str | None, until: str | None, title: str) -> None:

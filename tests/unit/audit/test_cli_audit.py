@@ -739,6 +739,15 @@ def test_query_refuses_what_can_match_nothing(data: Dataset, args: list[str], me
     assert "event(s)" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["query", "report"])
+def test_the_help_says_a_time_without_an_offset_is_utc(command: str) -> None:
+    """"Last Tuesday" is a Swedish day: --since 2026-11-24 is an hour after its start. The help said "ISO 8601
+    time" alone; only docs/audit.md said that a time without an offset is UTC."""
+    text = " ".join(run(command, "--help").stdout.split())
+    assert "(inclusive); without an offset UTC" in text or "(inclusive); without an offset it is UTC" in text
+    assert "(exclusive); without an offset UTC" in text
+
+
 def test_query_rejects_a_bad_time(data: Dataset) -> None:
     result = run("query", str(data.directory), "--since", "yesterday")
     assert result.exit_code == 2
