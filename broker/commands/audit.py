@@ -78,10 +78,14 @@ def verify_command(paths: tuple[Path, ...], key_files: tuple[Path, ...], config_
         click.echo(json.dumps(_verification_json(result), indent=2))
     else:
         for chain in result.chains:
-            state = "intact" if not chain.problems else "NOT INTACT"
-            click.echo(f"{chain.chain}: {state}; {chain.records} records in {len(chain.files)} file(s), "
-                       f"{chain.checkpoints} checkpoint(s), sealed up to seq {chain.sealed_seq}"
-                       f"{', closed' if chain.closed else ''}")
+            if chain.problems:  # the walk stopped at the first problem: its counts are not what the chain holds
+                click.echo(f"{chain.chain}: NOT INTACT; {len(chain.files)} file(s), read up to its first problem: "
+                           f"{chain.records} record(s) verify, {chain.checkpoints} checkpoint(s), sealed up to seq "
+                           f"{chain.sealed_seq}{', closed' if chain.closed else ''}")
+            else:
+                click.echo(f"{chain.chain}: intact; {chain.records} records in {len(chain.files)} file(s), "
+                           f"{chain.checkpoints} checkpoint(s), sealed up to seq {chain.sealed_seq}"
+                           f"{', closed' if chain.closed else ''}")
             for chain_problem in chain.problems:  # each chain's, not only the first of all
                 click.echo(f"  problem: {chain_problem}")
             for warning in chain.warnings:

@@ -161,7 +161,19 @@ def test_verify_tampered_exits_1_naming_the_first_problem(data: Dataset) -> None
             f"{record['seq'] + 1}) recorded\n") in result.stderr
 
 
+def test_verify_counts_of_a_chain_not_intact_say_they_stop_at_its_problem(data: Dataset) -> None:
+    """A chain whose first lines were deleted read "NOT INTACT; 0 records in 1 file(s), 0 checkpoint(s), sealed up
+    to seq 0": the walk stops at the first problem, and its counts read as what the chain holds."""
+    lines = lines_of(data.file)
+    write_lines(data.file, lines[1:])  # the chain's start record goes
+    result = run("verify", str(data.directory), "--key", str(data.public))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == (f"{data.chain}: NOT INTACT; 1 file(s), read up to its first problem: "
+                                             "0 record(s) verify, 0 checkpoint(s), sealed up to seq 0")
+
+
 def test_verify_names_the_problem_of_every_chain_not_intact(data: Dataset) -> None:
+
     """Two chains tampered with: the second was listed as NOT INTACT without a word of why (only the first
     problem of all was named)."""
     audit = load_settings(data.config).broker.audit
