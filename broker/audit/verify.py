@@ -53,6 +53,7 @@ from broker.audit.chain import (
     json_object,
     line_hash,
     open_regular,
+    read_head,
     read_regular,
 )
 from broker.audit.keys import AuditKeyring
@@ -396,6 +397,20 @@ class _Walker:
 _START_EVENTS = frozenset({"audit_key_rotated", "audit_chain_recovered"})
 
 
+def _gone_before(path: Path, walker: _Walker) -> str:
+    """Which records went with the file(s) missing before ``path`` (": records 24..30, written between ... and
+    ..."), by the record before the gap and ``path``'s first; empty when that line cannot be read."""
+    try:
+        first = json_object(read_head(path))
+    except OSError:
+        return ""
+    if first is None or type(first.get("seq")) is not int or not isinstance(first.get("time"), str) \
+            or first["seq"] <= walker.expected:  # no record is gone by its seq: the walk names what is wrong next
+        return ""
+    when = f"between {walker.prev_time} and" if isinstance(walker.prev_time, str) else "before"
+    return f": records {walker.expected}..{first['seq'] - 1}, written {when} {first['time']}"
+
+
 def _after(final: tuple[str, int, int]) -> str:
     """Why anything after the final checkpoint is tampering: ``ChainWriter.close`` writes the final
     checkpoint and the ``.closed`` marker and never appends again (a restarted broker starts a new chain)."""
@@ -469,7 +484,7 @@ def verify_chain(chain: str, copies: Sequence[tuple[int, Path]], keyring: AuditK
             return report
         if n != expected_file:
             walker.fail(name, None, walker.expected, "missing",
-                        f"file {expected_file:06d} of the chain is missing")
+                        f"file {expected_file:06d} of the chain is missing{_gone_before(path, walker)}")
             return report
         expected_file += 1
         try:

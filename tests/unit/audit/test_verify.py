@@ -336,6 +336,16 @@ def test_a_chain_cut_short_names_where_it_ends_now_and_which_records_are_gone(ch
         "one cut short)")
 
 
+def test_a_deleted_file_names_the_records_it_held_and_when_they_were_written(chain: Chain) -> None:
+    """"file 000002 of the chain is missing" said neither which records went with it nor from when."""
+    before, first, after = records_of(chain.files[0])[-1], records_of(chain.files[1])[0], records_of(chain.files[2])[0]
+    chain.files[1].unlink()
+    problem = verified(chain.directory, KEY).first_problem()
+    assert problem is not None
+    assert problem.detail == (f"file 000002 of the chain is missing: records {first['seq']}..{after['seq'] - 1}, "
+                              f"written between {before['time']} and {after['time']}")
+
+
 def test_torn_last_line_without_attestation(tmp_path: Path) -> None:
     chain = build(tmp_path / "audit", closed=False, tail=3)
     lines = lines_of(chain.files[2])
