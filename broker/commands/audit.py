@@ -25,6 +25,7 @@ from broker.audit.trail import Pseudonymiser, holds_personnummer
 from broker.audit.verify import Verification, verify
 from broker.audit.verify import shown as terminal_text
 from broker.commands.common import settings_or_exit
+from broker.config.loader import Settings
 from broker.config.values import luhn_valid
 from broker.pki.identity import check_personnummer
 from broker.reasons import REASONS
@@ -119,6 +120,34 @@ def _verification_json(result: Verification) -> dict[str, Any]:
                     "key_ids": sorted(c.key_ids), "warnings": c.warnings,
                     "problems": [vars(p) for p in c.problems]} for c in result.chains],
     }
+
+
+def _as_recorded(settings: Settings, sp: str | None, municipality: str | None) -> tuple[str | None, str | None]:
+    """``--sp`` and ``--municipality`` as the records name them (an entityID, a municipality's id), from the names
+    a reviewer knows them by in the configuration: an SP's file name or its name, a municipality's name (Swedish or
+    English, in any letter case). One the configuration does not name is searched for as given (the records of
+    years hold ones since removed), with a warning."""
+    if sp is not None and settings.sp_by_entity_id(sp) is None:
+        found = [p for p in settings.service_providers.values()
+                 if sp.casefold() in (p.id.casefold(), p.config.name.sv.casefold(), p.config.name.en.casefold())]
+        if len(found) == 1:
+            click.echo(f"--sp: {sp} is {found[0].entity_id}", err=True)
+            sp = found[0].entity_id
+        else:
+            known = ", ".join(f"{p.id}, {p.entity_id}" for p in settings.service_providers.values())
+            click.echo(f"--sp: {sp!r} is no service provider of the configuration (its entityID, its file's name or "
+                       f"its name: {known}); searched for as given", err=True)
+    if municipality is not None and municipality not in settings.municipalities:
+        named = [m for m in settings.municipalities.values()
+                 if municipality.casefold() in (m.id.casefold(), m.config.name.sv.casefold(),
+                                                m.config.name.en.casefold())]
+        if len(named) == 1:
+            click.echo(f"--municipality: {municipality} is {named[0].id}", err=True)
+            municipality = named[0].id
+        else:
+            click.echo(f"--municipality: {municipality!r} is no municipality of the configuration (its id or its "
+                       f"name: {', '.join(settings.municipalities)}); searched for as given", err=True)
+    return sp, municipality
 
 
 def _meant(given: str, codes: list[str]) -> str:
@@ -228,6 +257,8 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
                   fmt: str) -> None:
     """Find events: by user or pseudonym, municipality, SP, outcome, reason, certificate, time range or
     correlation ID."""
+    if config_dir is not None:
+        sp, municipality = _as_recorded(settings_or_exit(config_dir), sp, municipality)
     wanted = _filter(user, pseudonym_stdin, config_dir, municipality, sp, outcome, reason, event, correlation_id,
                      since, until, system, key_files, cert_serial, cert_issuer)
     # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the

@@ -709,6 +709,47 @@ def test_query_reads_only_the_files_the_time_range_touches(tmp_path: Path, monke
     assert opened == [files[day].name for day in days_read]
 
 
+DEMO_SP = "https://localhost:8443/demo-sp/metadata"  # service-providers/demo-sp.yaml of the example configuration
+
+
+@pytest.mark.parametrize(("args", "note"), [
+    pytest.param(["--sp", "demo-sp"], f"--sp: demo-sp is {DEMO_SP}", id="sp-by-its-file-name"),
+    pytest.param(["--sp", "Demotjänsten"], f"--sp: Demotjänsten is {DEMO_SP}", id="sp-by-its-name"),
+    pytest.param(["--municipality", "Kommun A"], "--municipality: Kommun A is kommun-a", id="municipality-by-name"),
+    pytest.param(["--municipality", "municipality a"], "--municipality: municipality a is kommun-a",
+                 id="municipality-by-its-english-name-in-other-letters"),
+])
+def test_query_with_the_configuration_takes_a_service_or_municipality_by_the_name_a_reviewer_knows(
+        config_dir: Path, args: list[str], note: str) -> None:
+    """The records name a service by its entityID and a municipality by its id (the file names): a reviewer asking
+    for "Vårdsystemet" or "Kommun A" found nothing, without a word."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer, trail = chain_of(audit, clock, "cli")
+    trail.record(AuditEvent("certificate_accepted", "success", "N1", identity=ANNA, certificate=FACTS, sp=DEMO_SP,
+                            client_address="192.0.2.7", data={"loa": "loa3", "policy": "2.999.1.3"}))
+    trail.sync()
+    writer.close()
+    result = run("query", "--config", str(config_dir), *args, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["correlation_id"] for line in result.stdout.splitlines()] == ["N1"]
+    assert note in result.stderr
+
+
+@pytest.mark.parametrize(("args", "warning"), [
+    pytest.param(["--sp", "vardsystemet"], "--sp: 'vardsystemet' is no service provider of the configuration (its "
+                 f"entityID, its file's name or its name: demo-sp, {DEMO_SP})", id="sp"),
+    pytest.param(["--municipality", "kommun-x"], "--municipality: 'kommun-x' is no municipality of the configuration "
+                 "(its id or its name: kommun-a, kommun-b, kommun-c)", id="municipality"),
+])
+def test_query_with_the_configuration_warns_of_a_service_or_municipality_it_does_not_name(
+        config_dir: Path, args: list[str], warning: str) -> None:
+    """Still searched for as given: one removed from the configuration is in the records of its years."""
+    result = run("query", "--config", str(config_dir), *args)
+    assert result.exit_code == 0, result.output
+    assert warning in result.stderr
+
+
 @pytest.mark.parametrize(("given", "meant"), [
     pytest.param("certificate_revoked", "revoked", id="a-longer-name"),
     pytest.param("revokd", "revoked", id="a-typing-error"),
