@@ -65,8 +65,8 @@ def build(records: Iterable[dict[str, Any]], integrity: Verification, *, title: 
     parts.append("<h2>Integrity of the files read</h2>")
     status = "<span class='ok'>intact</span>" if integrity.ok else "<span class='bad'>NOT intact</span>"
     parts.append(f"<p>Audit trail: {status} ({len(integrity.chains)} chain(s)).</p>")
-    parts.append("<table><tr><th>chain</th><th>files</th><th>records</th><th>sealed up to</th><th>keys</th>"
-                 "<th>status</th></tr>")
+    parts.append("<table><tr><th>chain</th><th>files</th><th>records verified (up to a problem)</th>"
+                 "<th>sealed up to</th><th>keys</th><th>status</th></tr>")
     for chain in integrity.chains:
         if chain.problems:
             state = f"<span class='bad'>{_esc(chain.problems[0])}</span>"

@@ -969,6 +969,8 @@ def test_report_period_and_integrity_problems(data: Dataset, tmp_path: Path) -> 
     text, document = read_html(out)
     assert_self_contained(text, document)
     assert "NOT intact" in text
+    # a chain not intact is read up to its first problem: its count is of the records that verify, not all it holds
+    assert ["chain", "files", "records verified (up to a problem)", "sealed up to", "keys", "status"] in document.rows
     after = json.loads(lines[5])
     assert f"{data.file}:5 (seq 6, {after['event']} of {after['time']}, reference {after['correlation_id']}): " \
            "missing" in " ".join(document.text)
