@@ -153,7 +153,10 @@ class Filter:
             return False
         if self.users and not self.names_user(record.get("user")):
             return False
-        for key in ("municipality", "sp", "outcome", "reason", "correlation_id", "cert_serial", "cert_issuer"):
+        if self.cert_issuer is not None and not (isinstance(record.get("cert_issuer"), str) and
+                                                 issuer_key(record["cert_issuer"]) == issuer_key(self.cert_issuer)):
+            return False
+        for key in ("municipality", "sp", "outcome", "reason", "correlation_id", "cert_serial"):
             wanted = getattr(self, key)
             if wanted is not None and record.get(key) != wanted:
                 return False
@@ -177,6 +180,13 @@ class Filter:
         return isinstance(user, str) and any(
             PSEUDONYM.fullmatch(wanted) and re.search(re.escape(wanted) + "(?![0-9a-f])", user)
             for wanted in self.users)
+
+
+def issuer_key(name: str) -> str:
+    """An issuer's RFC 4514 text as compared: in any letter case, with white space around the commas between its
+    attributes left out (``CN=Kommun A, O=Kommun A`` as a certificate viewer writes it; an escaped comma inside a
+    value is kept)."""
+    return re.sub(r"\s*(?<!\\),\s*", ",", name.strip()).casefold()
 
 
 def serial_hex(text: str) -> str:

@@ -241,7 +241,7 @@ def _column(record: dict[str, Any], column: str) -> Any:
 @click.option("--event", multiple=True, help="event type; repeatable")
 @click.option("--correlation-id")
 @click.option("--cert-serial", help="the user's certificate's serial number, in hexadecimal (1f, 00:1F)")
-@click.option("--cert-issuer", help="the user's certificate's issuer, as the records write it (RFC 4514)")
+@click.option("--cert-issuer", help="the user's certificate's issuer (RFC 4514; any letter case, spaces after commas)")
 @click.option("--since", help="from this ISO 8601 date or time (inclusive); without an offset it is UTC, like the "
                               "records' times (Swedish time: +01:00, in summer +02:00)")
 @click.option("--until", help="to this ISO 8601 date or time (exclusive); without an offset UTC")

@@ -551,6 +551,9 @@ OTHER_CA = "CN=Kommun B Test Person CA"
     pytest.param(["--cert-serial", "1f", "--cert-issuer", OTHER_CA], ["S2"], id="serial-and-issuer"),
     pytest.param(["--cert-issuer", FACTS.issuer], ["S1", "S3"], id="issuer"),
     pytest.param(["--cert-serial", "2a"], ["S3"], id="another-serial"),
+    # as a certificate viewer or a CA's notice writes it: a space after each comma, other letter cases
+    pytest.param(["--cert-issuer", "cn=kommun b test person ca"], ["S2"], id="issuer-in-other-letters"),
+    pytest.param(["--cert-issuer", "CN=Kommun A, O=Kommun A, C=SE"], ["S4"], id="issuer-with-spaces"),
 ])
 def test_query_finds_every_use_of_one_certificate(config_dir: Path, args: list[str], expected: list[str]) -> None:
     """Every login of a certificate since revoked (a stolen card, by the serial and issuer its CA's notice gives):
@@ -559,7 +562,8 @@ def test_query_finds_every_use_of_one_certificate(config_dir: Path, args: list[s
     clock = FixedClock(DAY1)
     writer, trail = chain_of(audit, clock, "cli")
     for cid, certificate in [("S1", FACTS), ("S2", replace(FACTS, issuer=OTHER_CA)),
-                             ("S3", replace(FACTS, serial_hex="2a"))]:
+                             ("S3", replace(FACTS, serial_hex="2a")),
+                             ("S4", replace(FACTS, serial_hex="3b", issuer="CN=Kommun A,O=Kommun A,C=SE"))]:
         trail.record(AuditEvent("certificate_accepted", "success", cid, identity=ANNA, certificate=certificate,
                                 sp=SP_A, client_address="192.0.2.7", data={"loa": "loa3", "policy": "2.999.1.3"}))
         trail.sync()
