@@ -2,7 +2,7 @@
 
 Events go into a bounded queue and a background thread sends them. A full
 queue drops the copy (the audit file, not the copy, is the record) and counts
-it; send failures are counted too. ``stats()`` feeds /healthz, and a warning is
+it; send failures are counted too. ``stats()`` feeds /admin/health, and a warning is
 logged whenever the counters of failures grow.
 """
 

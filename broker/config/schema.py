@@ -451,11 +451,11 @@ class ReadinessConfig:
 
 @dataclass(frozen=True)
 class AdminConfig:
-    """The operators' endpoints /metrics and /admin/status: answered only with this bearer token."""
+    """The operators' endpoints /metrics, /admin/status and /admin/health: answered only with this bearer token."""
 
-    token_file: SecretFile = field(metadata=doc("bearer token that /metrics and /admin/status require: 32+ random "
-                                                "characters of a bearer token (RFC 6750: letters, digits, "
-                                                "-._~+/), e.g. `openssl rand -hex 32`"))
+    token_file: SecretFile = field(metadata=doc("bearer token that /metrics, /admin/status and /admin/health "
+                                                "require: 32+ random characters of a bearer token (RFC 6750: "
+                                                "letters, digits, -._~+/), e.g. `openssl rand -hex 32`"))
 
     def config_check(self) -> Iterator[tuple[KeyPath, str]]:
         # sent as "Authorization: Bearer <token>", so a token68 (RFC 6750 §2.1); raw bytes or words never match
@@ -514,7 +514,8 @@ class BrokerConfig:
     sp: SpConfig | None = field(default=None, metadata=doc("the broker as SP toward municipal IdPs"))
     readiness: ReadinessConfig = field(default_factory=ReadinessConfig, metadata=doc("`broker readiness`"))
     admin: AdminConfig | None = field(
-        default=None, metadata=doc("operators' endpoints (/metrics, /admin/status); absent: they answer 404"))
+        default=None,
+        metadata=doc("operators' endpoints (/metrics, /admin/status, /admin/health); absent: they answer 404"))
     server: ServerConfig = field(
         default_factory=ServerConfig, metadata=doc("`broker serve`: listen address, workers, threads"))
 
