@@ -1,0 +1,56 @@
+"""The broker.yaml examples of the operators' docs load with the strict loader where the docs put them.
+
+Every ```yaml block of the listed docs whose top-level keys are broker.yaml sections (the Prometheus and Envoy
+blocks are other programs' configuration and are left out) replaces those sections of the demo configuration's
+broker.yaml; the files the example names (Redis passwords, its TLS CA and client certificate) are made, and the
+directory must load: an example with a key that no longer exists, or a value of the wrong type, fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from broker.config.loader import load_settings
+from broker.config.schema import BrokerConfig
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = ("docs/deployment.md", "docs/redis.md", "docs/proxies.md")
+SECTIONS = {f.name for f in dataclasses.fields(BrokerConfig)}
+
+
+def broker_yaml_examples() -> list[Any]:
+    found = []
+    for name in DOCS:
+        blocks = re.findall(r"^```yaml\n(.*?)^```", (REPO / name).read_text(encoding="utf-8"), re.S | re.M)
+        for number, block in enumerate(blocks, 1):
+            data = yaml.safe_load(block)
+            if isinstance(data, dict) and set(data) <= SECTIONS:
+                found.append(pytest.param(block, id=f"{name}#{number}"))
+    return found
+
+
+def test_the_docs_hold_broker_yaml_examples() -> None:
+    assert {param.id.split("#")[0] for param in broker_yaml_examples()} == set(DOCS)
+
+
+@pytest.mark.parametrize("block", broker_yaml_examples())
+def test_broker_yaml_example_loads(block: str, config_dir: Path) -> None:
+    keys = config_dir / "keys"
+    for secret in ("redis-password", "sentinel-password"):
+        (keys / secret).write_text("q" * 44)
+        (keys / secret).chmod(0o600)
+    (config_dir / "certs" / "redis-ca.crt").write_text((config_dir / "certs/kommun-a/root-ca.pem").read_text())
+    shutil.copyfile(keys / "idp-signing.crt", keys / "redis-client.crt")
+    shutil.copyfile(keys / "idp-signing.key", keys / "redis-client.key")
+    settings = yaml.safe_load((config_dir / "broker.yaml").read_text(encoding="utf-8"))
+    settings.update(yaml.safe_load(block))
+    (config_dir / "broker.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+
+    load_settings(config_dir)
