@@ -1,4 +1,5 @@
-"""The broker.yaml examples of the operators' docs load with the strict loader where the docs put them.
+"""The examples of the operators' docs hold: broker.yaml examples load with the strict loader where the docs put
+them, and the README's `broker config check` sample is what the command prints for the case it shows.
 
 Every ```yaml block of the listed docs whose top-level keys are broker.yaml sections (the Prometheus and Envoy
 blocks are other programs' configuration and are left out) replaces those sections of the demo configuration's
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from broker.cli import main
 from broker.config.loader import load_settings
 from broker.config.schema import BrokerConfig
 
@@ -54,3 +57,28 @@ def test_broker_yaml_example_loads(block: str, config_dir: Path) -> None:
     (config_dir / "broker.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
 
     load_settings(config_dir)
+
+
+def test_readme_config_check_sample_is_what_the_command_prints(config_dir: Path) -> None:
+    """Kommun C configured with Kommun A's issuing CA as its anchor, and an SP naming a municipality that does not
+    exist: the README's sample, line for line."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    sample = text.split("$ broker config check config/\n", 1)[1].split("```", 1)[0].splitlines()
+    municipalities = config_dir / "municipalities"
+    kommun_a = (municipalities / "kommun-a.yaml").read_text(encoding="utf-8")
+    kommun_a = kommun_a.replace("    - certs/kommun-a/root-ca.pem\n  intermediates:\n", "")
+    kommun_a = kommun_a.replace("        - certs/kommun-a/root-ca.crl\n", "")
+    (municipalities / "kommun-a.yaml").write_text(kommun_a, encoding="utf-8")
+    kommun_c = kommun_a.split("\n# For `broker readiness`", 1)[0].replace("Kommun A", "Kommun C")
+    kommun_c = re.sub(r"^#.*\n", "", kommun_c.replace("Municipality A", "Municipality C"), flags=re.M)
+    (municipalities / "kommun-c.yaml").write_text(kommun_c.replace("2120001009", "2120003005"), encoding="utf-8")
+    providers = config_dir / "service-providers"
+    sp = (providers / "demo-sp.yaml").read_text(encoding="utf-8")
+    (providers / "demo-sp.yaml").unlink()
+    (providers / "cosmic.yaml").write_text(sp.replace("[kommun-a, kommun-b, kommun-c]", "[kommun-a, kommun-x]"),
+                                           encoding="utf-8")
+
+    result = CliRunner().invoke(main, ["config", "check", str(config_dir)])
+
+    assert result.exit_code == 1
+    assert result.output.replace(f"{config_dir}/", "config/").splitlines() == sample
