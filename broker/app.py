@@ -395,11 +395,15 @@ def _install(app: Flask, services: Services) -> None:
     app.extensions["broker"] = services
 
 
-def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
+def reload_configuration(app: Flask, config_dir: Path | None = None, *,
+                         server_kept: Callable[[Settings], bool] = lambda _settings: False) -> bool:
     """Load the configuration again, validate all of it, and swap it in; sessions in the store are untouched.
 
     An invalid configuration is refused: the running one keeps serving, the problems are logged and audited
-    (``configuration_rejected``). Returns whether the new configuration is in use.
+    (``configuration_rejected``). Returns whether the new configuration is in use. ``server_kept``: whether the
+    HTTP server running the app (``broker serve``, which knows its command line's overrides) keeps a ``server``
+    section that differs from the loaded one; it is then logged and recorded as needing a restart like the
+    sections :func:`restart_needed` finds.
     """
     runtime: Runtime = app.extensions["broker_runtime"]
     old: Services = app.extensions["broker"]
@@ -426,7 +430,7 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
     _install(app, services)
     if old.flow.upstream is not None:
         old.flow.upstream.metadata.close()
-    kept = restart_needed(runtime.started_with, settings)
+    kept = restart_needed(runtime.started_with, settings) + (("server",) if server_kept(settings) else ())
     for section in kept:
         log.warning("broker.yaml's %s section changed; it takes effect when the broker restarts (a reload keeps the "
                     "running %s)", section, _KEPT_ON_RELOAD[section])
@@ -439,6 +443,7 @@ def reload_configuration(app: Flask, config_dir: Path | None = None) -> bool:
 # process starts
 _KEPT_ON_RELOAD = {"audit": "audit trail: its directory, signing key, pseudonym key, client address mode and copies",
                    "redis": "session store",
+                   "server": "HTTP server: its listen address, workers, threads and request timeout",
                    "client_certificate.proxy": "HTTP server's header line limit (gunicorn's "
                                                "limit_request_field_size, sized for the max_bytes and header names it "
                                                "started with): a longer certificate header is refused as headers too "

@@ -9,7 +9,8 @@ Configuration reload: SIGHUP to the master (``broker reload``). gunicorn calls `
 where the broker loads and validates the configuration and swaps it into the preloaded app; gunicorn then
 starts new workers from that app and lets the old ones finish their requests. An invalid configuration is
 refused (logged and audited) and the new workers serve the previous one. A changed ``server`` section is
-logged as needing a restart: the listener and the worker count stay as started; so is a larger
+logged and recorded (``configuration_loaded``'s ``restart_needed``) as needing a restart: the listener and the
+worker count stay as started; so is a larger
 ``client_certificate.proxy.max_bytes`` (:func:`broker.app.restart_needed`): gunicorn's header line limit stays as
 started.
 """
@@ -17,7 +18,6 @@ started.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import shutil
 import sys
@@ -30,15 +30,12 @@ from gunicorn.app.base import BaseApplication
 
 from broker.access_log import AccessLog
 from broker.app import MemoryStoreRefused, create_app, reload_configuration
-from broker.config.loader import load_settings
+from broker.config.loader import Settings, load_settings
 from broker.config.schema import ServerConfig
 from broker.errors import ConfigError
 from broker.metrics import worker_exited
 from broker.session.redis_client import RedisChoiceRefused
 from broker.web.limits import header_field_size
-from broker.web.services import Services
-
-log = logging.getLogger("broker")
 
 
 def effective_server(configured: ServerConfig, *, bind: str | None = None, workers: int | None = None,
@@ -83,14 +80,13 @@ def run_gunicorn(config_dir: Path, *, bind: str | None = None, workers: int | No
     proxy = settings.broker.client_certificate.proxy
     field_size = header_field_size(proxy.max_bytes, proxy.header, proxy.chain_header)
 
+    def server_kept(loaded: Settings) -> bool:
+        """Whether the loaded server section, with the command line's values in place of the ones it gives,
+        differs from the one the listener and the workers were started with (which a reload keeps)."""
+        return effective_server(loaded.broker.server, bind=bind, workers=workers, threads=threads) != server
+
     def on_reload(_arbiter: object) -> None:
-        if not reload_configuration(app, config_dir):
-            return
-        services: Services = app.extensions["broker"]
-        wanted = effective_server(services.settings.broker.server, bind=bind, workers=workers, threads=threads)
-        if wanted != server:
-            log.warning("broker.yaml's server section changed (%s); it takes effect when the broker restarts, "
-                        "the running one keeps %s", wanted, server)
+        reload_configuration(app, config_dir, server_kept=server_kept)
 
     def child_exit(_arbiter: object, worker: Any) -> None:
         worker_exited(worker.pid)

@@ -373,7 +373,8 @@ def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path,
         assert len(settled_workers(serve, 2)) == 2  # the second worker may still be starting
         assert "Using worker: broker.slow_clients.DeadlineSyncWorker" in serve.log()  # threads: 1
 
-        # a changed server section is not applied by a reload: said in the log, the running workers stay
+        # a changed server section is not applied by a reload: said in the log and in the reload's audit record,
+        # the running workers stay
         data["server"]["workers"] = 3
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         done = broker("reload", "--config", str(config_dir), "--pid-file", str(serve.pid_file))
@@ -381,7 +382,9 @@ def test_serve_takes_bind_workers_and_threads_from_broker_yaml(config_dir: Path,
         deadline = time.monotonic() + 10
         while "takes effect when the broker restarts" not in serve.log() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert "takes effect when the broker restarts" in serve.log()
+        assert "broker.yaml's server section changed; it takes effect when the broker restarts" in serve.log()
+        loads = [r for r in records([config_dir / "audit"]) if r.get("event") == "configuration_loaded"]
+        assert [r["data"].get("restart_needed") for r in loads] == [None, ["server"]]
         assert len(settled_workers(serve, 2)) == 2  # the reload replaces the workers: wait until it is done
         assert requests.get(serve.url + "/healthz", timeout=10).status_code == 200
 
