@@ -82,3 +82,19 @@ def test_readme_config_check_sample_is_what_the_command_prints(config_dir: Path)
 
     assert result.exit_code == 1
     assert result.output.replace(f"{config_dir}/", "config/").splitlines() == sample
+
+
+def test_readme_nginx_lines_are_what_proxy_config_writes(config_dir: Path, tmp_path: Path) -> None:
+    """Each directive of the README's nginx example is in the snippet `broker proxy-config nginx --out
+    /etc/nginx/broker/` writes (the bundle where that command puts it)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    example = text.split("```nginx\n", 1)[1].split("```", 1)[0]
+    result = CliRunner().invoke(main, ["proxy-config", "nginx", "--config", str(config_dir), "--out", str(tmp_path),
+                                       "--proxy-dir", "/etc/nginx/broker"])
+    assert result.exit_code == 0, result.output
+
+    def directives(nginx: str) -> set[str]:
+        return {" ".join(line.split("#", 1)[0].split()) for line in nginx.splitlines() if line.split("#", 1)[0].strip()}
+
+    written = directives((tmp_path / "broker-client-auth.conf").read_text(encoding="utf-8"))
+    assert directives(example) <= written
