@@ -98,3 +98,22 @@ def test_readme_nginx_lines_are_what_proxy_config_writes(config_dir: Path, tmp_p
 
     written = directives((tmp_path / "broker-client-auth.conf").read_text(encoding="utf-8"))
     assert directives(example) <= written
+
+
+def test_proxies_haproxy_lines_are_what_proxy_config_writes(config_dir: Path, tmp_path: Path) -> None:
+    """The backend rules docs/proxies.md shows are those `broker proxy-config haproxy` writes for
+    haproxy_base64_der with a chain_header."""
+    text = (REPO / "docs" / "proxies.md").read_text(encoding="utf-8")
+    example = text.split("```haproxy\n", 1)[1].split("```", 1)[0]
+    path = config_dir / "broker.yaml"
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data["client_certificate"]["proxy"].update(format="haproxy_base64_der", chain_header="X-SSL-Client-Chain")
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    result = CliRunner().invoke(main, ["proxy-config", "haproxy", "--config", str(config_dir), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+    def rules(haproxy: str) -> set[str]:
+        return {" ".join(line.split(" # ", 1)[0].split()) for line in haproxy.splitlines()
+                if line.strip() and not line.strip().startswith("#")}
+
+    assert rules(example) <= rules((tmp_path / "broker-haproxy.cfg").read_text(encoding="utf-8"))
