@@ -116,3 +116,18 @@ def test_a_dashboard_that_cannot_be_written_is_exit_2_not_a_readiness_verdict(co
     assert result.exit_code == 2
     assert "cannot write the dashboard to" in result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_an_unusable_redis_url_is_exit_2_unless_offline_asks_no_redis(config_dir: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """REDIS_URL is held to redis.url's rules when readiness is to ask the store (docs/redis.md); --offline asks
+    no Redis, so the variable plays no part there."""
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0")
+
+    refused = run("readiness", "--config", str(config_dir), "--municipality", "kommun-a")
+    offline = run("readiness", "--config", str(config_dir), "--municipality", "kommun-a", "--offline")
+
+    assert refused.exit_code == 2
+    assert "unusable input: REDIS_URL: the URL holds a password" in refused.stderr
+    assert "hunter2" not in refused.output
+    assert offline.exit_code == 0, offline.output
