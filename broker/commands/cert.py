@@ -69,7 +69,7 @@ def cert() -> None:
               help="CRL file; with CRL checking on, every certificate below the anchor must be covered")
 @click.option("--ocsp", is_flag=True, help="ask the OCSP responders named in the certificates (network)")
 @click.option("--ocsp-url", help="OCSP responder for the leaf instead of its AIA URL (implies --ocsp)")
-@click.option("--ocsp-nonce", is_flag=True, help="send a nonce and require it back")
+@click.option("--ocsp-nonce", is_flag=True, help="send a nonce and require it back (with --ocsp or --ocsp-url)")
 @click.option("--ocsp-method", type=click.Choice(["auto", "get", "post"]), default="auto", show_default=True,
               help="how OCSP requests are sent, as certificate.revocation.ocsp.http_method: auto (GET without a "
                    "nonce, RFC 5019), get or post")
@@ -81,7 +81,7 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
                 fetch_crl: bool, at: str | None, as_json: bool) -> None:
     """Validate LEAF's path (RFC 5280), login purpose and, if asked, revocation.
 
-    Revocation is checked only with --crl, --fetch-crl or --ocsp (network access only when asked).
+    Revocation is checked only with --crl, --fetch-crl, --ocsp or --ocsp-url (network access only when asked).
     Exit 0 accepted, 1 rejected, 2 unusable input.
     """
     try:
@@ -90,6 +90,8 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
         inter_certs = [c for p in intermediates for c in read_ca_bundle(p, "--intermediate")]
         crl_files = [(p, read_crl(p)) for p in crls]
         now = instant(at)
+        if ocsp_nonce and not (ocsp or ocsp_url):
+            raise UnusableInput("--ocsp-nonce: the nonce goes in an OCSP request; give --ocsp or --ocsp-url too")
         if ocsp_url is not None:
             try:
                 HttpUrl.parse(ocsp_url)  # as a configured ocsp.url: a host, a port from 1 to 65535

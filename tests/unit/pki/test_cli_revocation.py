@@ -147,6 +147,17 @@ def test_verify_rejected_by_ocsp_exit_1(pki: Pki, configure: Any, options: list[
     assert data["hint"]
 
 
+def test_verify_with_a_nonce_but_no_ocsp_is_unusable_input(pki: Pki) -> None:
+    """--ocsp-nonce shapes an OCSP request; without --ocsp or --ocsp-url none is sent, and the certificate was
+    accepted with no revocation check at all, as if the nonce had come back."""
+    result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp-nonce", *AT_NOW, "--json")
+    assert result.exit_code == 2, result.output
+    data = as_json(result)
+    assert (data["accepted"], data["reason"]) == (False, "unusable_input")
+    assert data["detail"] == "--ocsp-nonce: the nonce goes in an OCSP request; give --ocsp or --ocsp-url too"
+    assert pki.responder.requests == []
+
+
 def test_verify_responder_down_exit_1(pki: Pki) -> None:
     result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp-url", closed_port_url(), *AT_NOW, "--json")
     assert result.exit_code == 1, result.output
