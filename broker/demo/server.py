@@ -128,12 +128,15 @@ def run(workdir: Path, example: Path | None, host: str, port: int, *, check: boo
     example = example or find_example_config()
     server, layout, base_url = build_server(workdir, example, host, port, regenerate=regenerate, quiet=check)
     if not check:
-        sys.stdout.write(instructions(layout, base_url))
-        sys.stdout.flush()
         broker_app = server.broker_app  # type: ignore[attr-defined]
         # `broker reload --pid <pid>` (or kill -HUP): edits in the demo's config directory take effect
         signal.signal(signal.SIGHUP, lambda _s, _f: reload_configuration(broker_app, layout.config))
+        # stopped by a service manager or container runtime (SIGTERM) as by Ctrl-C: a clean exit, whose atexit
+        # seals the audit chain; Python's default for SIGTERM ends the process without it
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
+            sys.stdout.write(instructions(layout, base_url))  # after the handlers: ready once it says so
+            sys.stdout.flush()
             server.serve_forever()
         except KeyboardInterrupt:
             pass
@@ -147,6 +150,10 @@ def run(workdir: Path, example: Path | None, host: str, port: int, *, check: boo
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def default_workdir() -> Path:

@@ -4,6 +4,7 @@ refused in the handshake) and every demo user's login against the real pysaml2 S
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -66,3 +67,31 @@ def test_demo_server_advertises_exactly_the_municipal_cas_and_accepts_any_certif
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_demo_stopped_by_sigterm_seals_its_audit_chain(tmp_path: Path) -> None:
+    """A demo stopped as a service manager or container runtime stops it (SIGTERM), not only by Ctrl-C, seals its
+    chain at shutdown as the README says: `broker audit verify` finds it closed, with no unsealed records."""
+    env = {**os.environ, "BROKER_DEMO_DIR": str(tmp_path / "demo")}
+    env.pop("REDIS_URL", None)
+    with subprocess.Popen([sys.executable, "-m", "broker.cli", "demo", "--port", str(free_port_pair())],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env) as process:
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if "Stop with Ctrl-C" in line:
+                    break
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+
+    verified = subprocess.run([sys.executable, "-m", "broker.cli", "audit", "verify", "--config",
+                               str(tmp_path / "demo" / "config")], capture_output=True, text=True, timeout=60,
+                              check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    demo_chains = [line for line in verified.stdout.splitlines() if line.startswith("demo.")]
+    assert len(demo_chains) == 1
+    assert demo_chains[0].endswith(", closed"), verified.stdout
+    assert "not sealed" not in verified.stdout
