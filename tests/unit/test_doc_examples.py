@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -117,3 +118,39 @@ def test_proxies_haproxy_lines_are_what_proxy_config_writes(config_dir: Path, tm
                 if line.strip() and not line.strip().startswith("#")}
 
     assert rules(example) <= rules((tmp_path / "broker-haproxy.cfg").read_text(encoding="utf-8"))
+
+
+OPERATOR_DOCS = ("README.md", "docs/deployment.md", "docs/configuration.md", "docs/readiness.md", "docs/onboarding.md",
+                 "docs/revocation.md", "docs/redis.md", "docs/proxies.md")
+
+
+def documented_command_lines() -> list[Any]:
+    """Every `broker ...` command the operators' docs show (in backticks, or a line of a code block), each
+    alternative of `a|b` on its own, cut at `&&`, `|`, `<`, `>` and comments."""
+    found = []
+    for name in OPERATOR_DOCS:
+        text = (REPO / name).read_text(encoding="utf-8").replace("\\|", "|")
+        spans = re.findall(r"`(broker [^`]+)`", text) + re.findall(r"^\s*(broker [^\n]+)$", text, re.M)
+        for span in spans:
+            for command in re.split(r"&&|\s[|<>#]\s?", span):
+                words = command.split()
+                if words[:1] == ["broker"]:
+                    found.append(pytest.param(words[1:], id=f"{name}: {' '.join(words)[:60]}"))
+    return found
+
+
+@pytest.mark.parametrize("words", documented_command_lines())
+def test_documented_commands_and_options_exist(words: list[str]) -> None:
+    command: click.Command = main
+    for word in words:
+        if not isinstance(command, click.Group) or word.startswith("-") or word.startswith("["):
+            break
+        alternatives = word.split("|")
+        known = [a for a in alternatives if a in command.commands]
+        if not known:
+            break
+        assert known == alternatives, f"no command {word} under {command.name}"
+        command = command.commands[known[0]]
+    options = {o for param in command.params for o in (*param.opts, *param.secondary_opts)}
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(words)))
+    assert named <= options, f"{' '.join(words)}: {sorted(named - options)} not options of {command.name}"
