@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,11 @@ def test_documented_commands_and_options_exist(words: list[str]) -> None:
     options = {o for param in command.params for o in (*param.opts, *param.secondary_opts)}
     named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(words)))
     assert named <= options, f"{' '.join(words)}: {sorted(named - options)} not options of {command.name}"
+
+
+def test_python_m_broker_is_the_broker_command() -> None:
+    """``python -m broker`` runs the same command line (a virtualenv whose scripts are not on PATH)."""
+    done = subprocess.run([sys.executable, "-m", "broker", "config", "--help"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: broker config ")
