@@ -61,12 +61,12 @@ def selected(settings: Settings, wanted: tuple[str, ...]) -> list[Municipality]:
 
 def _usable_ca_file(path: Path) -> None:
     """``--ca-file`` as every TLS check of the run loads it (beside the system's roots); raise
-    :class:`UnusableInput` when it gives no CA certificate, before any check: ssl refuses such a file only when a
+    :class:`UnusableInput` when it gives no certificate, before any check: ssl refuses such a file only when a
     check loads it, mid-run, and the run crashed there."""
     try:
         ssl.create_default_context().load_verify_locations(cafile=str(path))
     except OSError as exc:  # ssl.SSLError too: no PEM certificate in it
-        raise UnusableInput(f"--ca-file {path}: no CA certificate could be read from it "
+        raise UnusableInput(f"--ca-file {path}: no PEM certificate could be read from it "
                             f"({getattr(exc, 'reason', None) or exc.strerror or exc})") from None
 
 

@@ -143,7 +143,7 @@ def test_exit_2_for_an_unknown_municipality(config_dir: Path) -> None:
 @pytest.mark.parametrize("as_json", [pytest.param((), id="text"), pytest.param(("--json",), id="json")])
 def test_exit_2_for_a_ca_file_without_certificates(config_dir: Path, tmp_path: Path, content: bytes,
                                                    as_json: tuple[str, ...]) -> None:
-    """--ca-file names a file that holds no CA certificate: unusable input, said as such. It crashed the run with
+    """--ca-file names a file that holds no certificate: unusable input, said as such. It crashed the run with
     a Python traceback (exit 1, read as "something FAILs") once a check used it: here the IdP's SSO endpoint."""
     ca_file = tmp_path / "server-ca.pem"
     ca_file.write_bytes(content)
@@ -151,7 +151,7 @@ def test_exit_2_for_a_ca_file_without_certificates(config_dir: Path, tmp_path: P
     result = readiness_cli(config_dir, "--municipality", "kommun-c", "--ca-file", str(ca_file), *as_json)
 
     assert result.exit_code == 2, result.output
-    assert f"--ca-file {ca_file}: no CA certificate" in result.stderr
+    assert f"--ca-file {ca_file}: no PEM certificate" in result.stderr
     assert "Traceback" not in result.output
     assert result.stdout == ""
     assert readiness_runs(config_dir) == []
