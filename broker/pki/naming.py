@@ -67,6 +67,10 @@ def describe(cert: x509.Certificate) -> str:
 _PERSONNUMMER_IN_TEXT = re.compile(r"(?<![0-9])([0-9]{8}|[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01]|6[1-9]"
                                    r"|[78][0-9]|9[01]))[-+]?[0-9]{4}(?![0-9])")
 _SERIAL_NUMBER_NAME = {NameOID.SERIAL_NUMBER: "serialNumber"}
+# the names a user's subject is read by (RFC 4519 §2), which RFC 4514 §3 leaves out, so cryptography writes their
+# OIDs (2.5.4.5=, 2.5.4.42=): "serialNumber=SE2321000016-1234,givenName=Anna,surname=Andersson"
+_PERSON_NAMES = {**_SERIAL_NUMBER_NAME, NameOID.GIVEN_NAME: "givenName", NameOID.SURNAME: "surname",
+                 NameOID.TITLE: "title"}
 # where a CA puts a personnummer in a user's subject: its serialNumber, and sometimes its commonName ("Anna Andersson
 # 191212121212"); not organizationIdentifier and the like, whose 12-digit organisation numbers ("16" + the number)
 # would read as one
@@ -97,6 +101,6 @@ def display_subject(cert: x509.Certificate) -> str:
                 parts.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, masked)
                              .rfc4514_string({NameOID.SERIAL_NUMBER: name}))
             else:
-                parts.append(attr.rfc4514_string())
+                parts.append(attr.rfc4514_string(_PERSON_NAMES))
         rdns.append("+".join(parts))
     return ",".join(rdns)

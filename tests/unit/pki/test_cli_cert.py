@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from broker.cli import main
 from broker.demo.certificates import write_pem
+from broker.pki.naming import display_subject
 from broker.pki.policy import ANY_POLICY
 from tests.factories.pki import POLICY_LOA2, POLICY_LOA3, Hierarchy
 from tests.factories.pki_cases import (
@@ -78,7 +79,8 @@ def test_verify_valid_leaf_json(h: Hierarchy, trust: list[str | Path], tmp_path:
     data = as_json(result)
     assert (data["accepted"], data["reason"], data["revocation"]) == (True, None, "not_checked")
     assert (data["revocation_checked"], data["revocation_valid_until"]) == ([], None)
-    assert data["chain"] == [cert.subject.rfc4514_string(),
+    assert data["chain"][0] == "CN=Anna Andersson,serialNumber=SE2120001009-anna,givenName=Anna,surname=Andersson,C=SE"
+    assert data["chain"] == [display_subject(cert),
                              h.issuing.certificate.subject.rfc4514_string(),
                              h.root.certificate.subject.rfc4514_string()]
     assert data["checked_at"] == NOW.isoformat()
