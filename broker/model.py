@@ -102,8 +102,22 @@ class CertificateFacts:
 # as many as broker.pki.sources keeps decoded certificates (whose objects these are): an entry keeps its
 # certificate alive, so more would hold re-decoded copies of the same certificates without being found again
 @by_identity(1024)
+def certificate_der(cert: x509.Certificate) -> bytes:
+    """``cert``'s DER, encoded once per certificate object: cryptography writes the whole certificate out again at
+    each ``public_bytes`` (a login keeps its card's DER in the session)."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@by_identity(1024)
+def issuer_der(cert: x509.Certificate) -> bytes:
+    """The DER of ``cert``'s issuer name, once per certificate object: ``cert.issuer`` parses the name into Python
+    objects and ``public_bytes`` writes it out again (the municipality is chosen by it at every login)."""
+    return cert.issuer.public_bytes()
+
+
+@by_identity(1024)
 def _facts(cert: x509.Certificate) -> CertificateFacts:
-    der = cert.public_bytes(serialization.Encoding.DER)
+    der = certificate_der(cert)
     return CertificateFacts(
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         serial_hex=format(cert.serial_number, "x"),

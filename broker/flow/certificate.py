@@ -12,7 +12,6 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from broker.audit.events import AuditEvent
 from broker.config.loader import Municipality, ServiceProvider
@@ -20,7 +19,7 @@ from broker.errors import CertificateRejected, ProxyHeaderRejected, RateLimited,
 from broker.flow.answers import Answers
 from broker.flow.deps import FlowDeps
 from broker.flow.results import ClientContext, Result
-from broker.model import LOA_BY_URI, CertificateFacts
+from broker.model import LOA_BY_URI, CertificateFacts, certificate_der
 from broker.pki.sources import PresentedCertificate
 from broker.pki.validator import ValidatedCertificate
 from broker.saml.authnrequest import AuthnRequestInfo
@@ -120,8 +119,8 @@ class CertificateStep:
             validated.identity, validated.loa.uri, ctx.correlation_id,
             certificate_sha256=facts.fingerprint_sha256,
             revocation_valid_until=validated.revocation.valid_until,
-            certificate_der=cert.public_bytes(serialization.Encoding.DER),
-            certificate_chain_der=[c.public_bytes(serialization.Encoding.DER) for c in ctx.presented.chain],
+            certificate_der=certificate_der(cert),
+            certificate_chain_der=[certificate_der(c) for c in ctx.presented.chain],
             upstream=replaced.upstream if replaced is not None else None,
             # a session proves no more than its certificate: it ends when the certificate's path does, before
             # the absolute timeout if sooner (also when no revocation check would look at it again)

@@ -24,7 +24,7 @@ from broker.config.schema import (
 )
 from broker.config.yamlsource import KeyPath
 from broker.errors import CertificateRejected
-from broker.model import KNOWN_LOAS, Loa
+from broker.model import KNOWN_LOAS, Loa, issuer_der
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.identity import named_organization
 from broker.pki.issuance import directly_issued
@@ -224,7 +224,7 @@ class TrustIndex:
         Raises ``issuer_unknown``; the identity rule's refusal of an HSA-id that should name the organisation
         (``identity_missing``, ``identity_invalid``); or ``organization_mismatch``.
         """
-        candidates = self._by_issuer.get(cert.issuer.public_bytes(), ())
+        candidates = self._by_issuer.get(issuer_der(cert), ())
         if not candidates:
             raise CertificateRejected("issuer_unknown", f"issuer {cert.issuer.rfc4514_string()}"
                                       + self._written_otherwise(cert.issuer))

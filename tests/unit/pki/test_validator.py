@@ -14,7 +14,7 @@ from broker.clock import FixedClock
 from broker.config.schema import IdentityRule
 from broker.config.values import Regex
 from broker.errors import CertificateRejected
-from broker.model import LOA2, LOA3, LOA4, CertificateFacts, Loa
+from broker.model import LOA2, LOA3, LOA4, CertificateFacts, Loa, certificate_der, issuer_der
 from broker.pki.revocation.crls import CrlStore
 from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.truststore import TrustDomain, TrustIndex
@@ -446,3 +446,16 @@ def test_the_profile_is_kept_per_path_not_per_card(h: Hierarchy, profile_calls: 
     assert checker.validate(cert, (upper.certificate,)).loa == LOA3
     assert checker.validate(cert, (narrow.certificate,)).loa == LOA2
     assert len(profile_calls) == 2  # once per path
+
+
+def test_a_certificates_der_and_issuer_name_are_encoded_once_per_certificate_object(h: Hierarchy) -> None:
+    """The card's DER (kept in the session) and its issuer name's (which chooses the municipality) are written out
+    once per certificate object, not at every login: the same bytes as cryptography's, the same object again."""
+    cert = h.leaf().certificate
+    assert certificate_der(cert) == cert.public_bytes(serialization.Encoding.DER)
+    assert certificate_der(cert) is certificate_der(cert)
+    assert issuer_der(cert) == cert.issuer.public_bytes()
+    assert issuer_der(cert) is issuer_der(cert)
+    again = x509.load_der_x509_certificate(cert.public_bytes(serialization.Encoding.DER))
+    assert certificate_der(again) == certificate_der(cert)
+    assert TrustIndex([h.domain()]).for_issuer(again).id == TrustIndex([h.domain()]).for_issuer(cert).id
