@@ -68,6 +68,7 @@ from cryptography.x509.verification import (
 
 from broker.errors import CertificateRejected
 from broker.lru import LruCache, by_identity
+from broker.model import certificate_der
 from broker.pki.algorithms import weak_key_reason, weak_signature_reason
 from broker.pki.issuance import directly_issued
 from broker.pki.naming import describe, is_ca
@@ -413,15 +414,15 @@ class PathCache:
     """
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        # keyed by the certificates themselves (cryptography hashes and compares their DER): a quarter of the cost
-        # of a SHA-256 fingerprint per certificate and login
-        self._paths: LruCache[tuple[str, x509.Certificate, tuple[x509.Certificate, ...]], _KnownPaths] = \
-            LruCache(max_entries)
+        # keyed by the certificates' DER (equal exactly when the certificates are), each encoded once per certificate
+        # object (broker.model.certificate_der) and so hashed once: cryptography hashes a Certificate by walking
+        # its parsed fields again at every lookup, a SHA-256 fingerprint costs four times that
+        self._paths: LruCache[tuple[str, bytes, tuple[bytes, ...]], _KnownPaths] = LruCache(max_entries)
 
     def verify(self, leaf: x509.Certificate, domain: TrustDomain, now: dt.datetime,
                presented: Sequence[x509.Certificate] = ()) -> tuple[VerifiedPath, ...]:
         """:func:`verify_paths`, answered from the cache when the same paths were verified and are still in date."""
-        key = (domain.id, leaf, tuple(presented))
+        key = (domain.id, certificate_der(leaf), tuple(certificate_der(c) for c in presented))
         known = self._paths.get(key)
         if known is not None and known.valid_from <= now <= known.valid_until:
             return tuple(replace(path, checked_at=now) for path in known.paths)

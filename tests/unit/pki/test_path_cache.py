@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from broker.errors import CertificateRejected
@@ -48,6 +49,20 @@ def test_a_card_seen_before_is_not_validated_again(h: Hierarchy, calls: list[dt.
     assert calls == [NOW]
     assert later.chain == first.chain
     assert later.checked_at == NOW + 60 * SECOND  # the answer is stated for the instant asked about
+
+
+def test_the_same_card_decoded_again_finds_its_paths(h: Hierarchy, calls: list[dt.datetime]) -> None:
+    """The key is the certificates' DER: a card decoded again (the decoded headers' cache forgot it) is the same
+    card, and a different card under the same CA is not."""
+    cache, domain, leaf = PathCache(), h.domain(), h.leaf().certificate
+    issuing = h.issuing.certificate
+    cache.verify(leaf, domain, NOW, [issuing])
+    again = x509.load_der_x509_certificate(leaf.public_bytes(serialization.Encoding.DER))
+    issuing_again = x509.load_der_x509_certificate(issuing.public_bytes(serialization.Encoding.DER))
+    assert cache.verify(again, domain, NOW + SECOND, [issuing_again])[0].chain[0] == leaf
+    assert calls == [NOW]
+    cache.verify(h.leaf().certificate, domain, NOW + 2 * SECOND, [issuing])
+    assert calls == [NOW, NOW + 2 * SECOND]
 
 
 def test_the_window_ends_with_the_leaf_and_then_the_full_validation_refuses(h: Hierarchy,
