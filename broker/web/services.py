@@ -111,11 +111,14 @@ def query_parameter(name: str) -> str | None:
     with escapes that could decode to it. Parsing decodes every value, and at the SSO endpoint those are the
     AuthnRequest and its signature, which the binding reads on its own (broker.saml.bindings): about 60 µs of a
     login, for parameters (``municipality``, ``lang``) that are rarely there."""
-    keys: frozenset[bytes] | None = getattr(g, "query_keys", None)
-    if keys is None:
+    known: tuple[frozenset[bytes], bool] | None = getattr(g, "query_keys", None)
+    if known is None:
         keys = frozenset(part.partition(b"=")[0] for part in request.query_string.split(b"&"))
-        g.query_keys = keys
-    if name.encode("ascii") not in keys and not any(b"%" in k or b"+" in k for k in keys):
+        # whether a key has escapes, decided once per request (each ``bytes in bytes`` costs CPython a TypeError
+        # formatted and caught: it tries the needle as an integer first)
+        known = g.query_keys = (keys, any(k.find(b"%") >= 0 or k.find(b"+") >= 0 for k in keys))
+    keys, escaped = known
+    if name.encode("ascii") not in keys and not escaped:
         return None
     value: str | None = request.args.get(name)
     return value
