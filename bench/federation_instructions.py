@@ -13,6 +13,8 @@ is prepared as a fresh browser: the demo SP's AuthnRequest to the broker (``?mun
 page), the broker's AuthnRequest to the IdP and the IdP's Response, by an app of its own on the same configuration
 and Redis, outside valgrind (pysaml2 under valgrind would take most of an hour). As in
 ``bench/login_instructions.py`` (whose toggle this uses), counting is on only while the app handles the POST.
+The IdP's assertions live 5 minutes: on a busy machine the last legs can outlive them (the run stops at the first
+leg refused, naming its reason code).
 """
 
 from __future__ import annotations
