@@ -133,8 +133,8 @@ class ChainReport:
                           "(attested by a later writer)")
     attestations: list[dict[str, Any]] = field(default_factory=list)   # recoveries this chain recorded
     # the signing keys this chain's writer recorded a change from (audit_key_rotated): old key id -> (time, file,
-    # line); and the key of a checkpoint of this chain the reviewer did not give
-    rotations: dict[str, tuple[Any, str, int]] = field(default_factory=dict)
+    # line, seq); and the key of a checkpoint of this chain the reviewer did not give
+    rotations: dict[str, tuple[Any, str, int, int]] = field(default_factory=dict)
     unknown_key: str | None = None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -325,7 +325,7 @@ class _Walker:
         if rec.get("event") == "audit_chain_recovered":
             self.report.attestations.append({**_data(rec), "by_seq": seq})
         if rec.get("event") == "audit_key_rotated" and isinstance(_data(rec).get("old_key_id"), str):
-            self.report.rotations[_data(rec)["old_key_id"]] = (rec.get("time"), file, number)
+            self.report.rotations.setdefault(_data(rec)["old_key_id"], (rec.get("time"), file, number, seq))
         if seq == 1:
             self.first_record = (file, number)
             self.instance = rec.get("instance")
@@ -737,13 +737,16 @@ def _key_change(problem: Problem, report: ChainReport, reports: Sequence[ChainRe
     """An ``unknown key`` problem with what the trail says of that key: the writer that first signed with another
     key records the change (``audit_key_rotated``, ``ChainWriter._start``), so a key some intact chain records a
     change from is the trail's own earlier key, which the reviewer has yet to give (docs/audit.md, Keeping the
-    trail)."""
+    trail). Only a record a checkpoint of a known key seals counts: one after a chain's last checkpoint is signed
+    by nothing yet, and whoever can write the files can append it, naming a key of their own."""
     if problem.what != "unknown key" or report.unknown_key is None:
         return problem
     for other in sorted(reports, key=lambda r: by_start(r.chain)):
         if other.problems or report.unknown_key not in other.rotations:
             continue
-        time, file, line = other.rotations[report.unknown_key]
+        time, file, line, seq = other.rotations[report.unknown_key]
+        if seq > other.sealed_seq:
+            continue
         new = next(iter(other.key_ids)) if len(other.key_ids) == 1 else "it"
         return replace(problem, detail=f"{problem.detail}; the signing key before {new}, replaced at {time} "
                                        f"(audit_key_rotated, {Path(file).name}:{line}): give its public key with "

@@ -29,10 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import broker.audit.chain as chain_module
 from broker.audit.chain import ChainWriter
 from broker.audit.events import AuditEvent
+from broker.audit.verify import verify
 from broker.clock import FixedClock, SystemClock
 from broker.errors import AuditUnavailable
 from tests.factories.audit import (
     T0,
+    keyring_of,
     lines_of,
     login_event,
     make_trail,
@@ -316,6 +318,33 @@ def test_an_unknown_key_no_later_chain_replaced_says_so(tmp_path: Path) -> None:
     problem = verified(tmp_path, other).first_problem()
     assert problem is not None
     assert problem.detail == (f"signed with key {kid(key)}; known: {kid(other)}; no chain given records a change "
+                              "from it (audit_key_rotated)")
+
+
+def test_an_unsealed_change_of_key_vouches_for_no_key(tmp_path: Path) -> None:
+    """A record after a chain's last checkpoint is signed by nothing yet: whoever can write the files can append an
+    audit_key_rotated from a key of their own to the live chain. Such a record does not make a forger's key the
+    trail's earlier one, which the reviewer is told to give."""
+    real, forger, clock = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate(), FixedClock(T0)
+    forged = start(tmp_path / "forged", clock, forger, "i1")
+    write_events(make_trail(forged, clock), 2)
+    forged.close()
+    live = start(tmp_path / "live", clock, real, "i1")   # its writer knows of no earlier key
+    write_events(make_trail(live, clock), 1)
+    (path,) = sorted((tmp_path / "live").glob(f"{live.chain_id}.0*.jsonl"))
+    lines = lines_of(path)
+    last = json.loads(lines[-1])
+    appended = {"v": 1, "seq": last["seq"] + 1, "prev": sha(lines[-1]), "time": last["time"], "instance": "i1",
+                "event": "audit_key_rotated", "outcome": "info",
+                "data": {"old_key_id": kid(forger), "new_key_id": kid(real)}}
+    path.write_bytes(b"".join(lines) + json.dumps(appended, separators=(",", ":")).encode() + b"\n")
+
+    result = verify([tmp_path / "live", tmp_path / "forged"], keyring_of(real))
+
+    assert {c.chain: c.problems for c in result.chains}[live.chain_id] == []
+    problem = result.first_problem()
+    assert problem is not None
+    assert problem.detail == (f"signed with key {kid(forger)}; known: {kid(real)}; no chain given records a change "
                               "from it (audit_key_rotated)")
 
 
