@@ -209,21 +209,33 @@ def whole_logins(read: Callable[[], Iterable[dict[str, Any]]], wanted: Filter) -
     ``correlation_id``): the steps before the user was known (``login_started``: the service's request;
     ``certificate_presented``) name none. A record naming another user than those asked for is never added, and
     a login is not added for a record about the browser's earlier session (:data:`_EARLIER_SESSION`), which may
-    be another person's login. ``read`` gives the records in order, and is called twice (a trail of years is not
-    held in memory; only the logins' correlation IDs are)."""
-    logins = {record.get("correlation_id") for record in read()
-              if wanted(record) and record.get("event") not in _EARLIER_SESSION}
-    logins -= {None, "-"}
+    be another person's login; asked for no user, such a record is added only when a record found of its login
+    names its user. ``read`` gives the records in order, and is called twice (a trail of years is not held in
+    memory; only the logins' correlation IDs and the users their records found name are)."""
+    logins: dict[Any, set[Any]] = {}
+    for record in read():
+        if wanted(record) and record.get("event") not in _EARLIER_SESSION:
+            logins.setdefault(record.get("correlation_id"), set()).add(record.get("user"))
+    for no_login in (None, "-"):
+        logins.pop(no_login, None)
     for record in read():
         if wanted(record) or _of_logins(record, logins, wanted):
             yield record
 
 
-def _of_logins(record: dict[str, Any], logins: set[Any], wanted: Filter) -> bool:
-    """Whether ``record`` is a step of one of ``logins`` that names no other user than ``wanted`` asks for."""
+def _of_logins(record: dict[str, Any], logins: dict[Any, set[Any]], wanted: Filter) -> bool:
+    """Whether ``record`` is a step of one of ``logins`` (correlation ID -> the users its records found name) that
+    names no other user than ``wanted`` asks for, or, asked for none, than the login's own."""
+    users = logins.get(record.get("correlation_id"))
+    if users is None or record.get("event") in SYSTEM_EVENTS:
+        return False
     user = record.get("user")
-    other_user = bool(wanted.users) and user is not None and not wanted.names_user(user)
-    return record.get("correlation_id") in logins and record.get("event") not in SYSTEM_EVENTS and not other_user
+    if user is None:
+        return True
+    if wanted.users:
+        return wanted.names_user(user)
+    # the user of the browser's earlier session (a shared PC's) is not the login's unless its own records say so
+    return record.get("event") not in _EARLIER_SESSION or user in users
 
 
 # a personnummer's pseudonym (broker.audit.trail.Pseudonymiser.personnummer): "pnr:" and 32 hex digits

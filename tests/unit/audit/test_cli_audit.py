@@ -393,10 +393,9 @@ def test_query_whole_logins_gives_every_event_of_the_users_logins(data: Dataset)
         ("A2", "login_started"), ("A2", "certificate_accepted"), ("A2", "assertion_issued")]
 
 
-def test_query_whole_logins_leaves_out_a_login_that_names_another_user(config_dir: Path) -> None:
+def shared_pc_login(config_dir: Path) -> str:
     """Anna logs in on the PC where Bo's session was: her login's events record that Bo's session was replaced
-    (session_replaced names Bo). Bo's case holds that record, but not Anna's login (her request, her certificate);
-    Anna's holds her login, but not the record about Bo."""
+    (session_replaced names Bo). The audit directory."""
     audit = load_settings(config_dir).broker.audit
     clock = FixedClock(DAY1)
     writer, trail = chain_of(audit, clock, "cli")
@@ -411,11 +410,50 @@ def test_query_whole_logins_leaves_out_a_login_that_names_another_user(config_di
         trail.record(event)
         trail.sync()
     writer.close()
-    directory = str(audit.directory.path)
+    return str(audit.directory.path)
+
+
+def test_query_whole_logins_leaves_out_a_login_that_names_another_user(config_dir: Path) -> None:
+    """Bo's case holds the record that his session was replaced, but not Anna's login (her request, her
+    certificate); Anna's holds her login, but not the record about Bo."""
+    directory = shared_pc_login(config_dir)
     assert cids(query_jsonl(directory, "--personnummer-stdin", "--config", str(config_dir), "--whole-logins",
                             input=BO_PNR + "\n")) == [("R1", "session_replaced")]
     assert cids(query_jsonl(directory, "--user", "SE2120001009-anna", "--whole-logins")) == [
         ("R1", "login_started"), ("R1", "certificate_presented"), ("R1", "certificate_accepted")]
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["--cert-serial", "00:1F"], id="by-certificate"),
+    pytest.param(["--event", "login_started"], id="by-event"),
+])
+def test_query_whole_logins_without_a_user_leaves_out_the_earlier_sessions_user(config_dir: Path,
+                                                                                 args: list[str]) -> None:
+    """Asked for no user (every use of Anna's card; the logins of a service): Anna's login is given whole, but the
+    record about Bo's session, which her login replaced, names no user of her login, and is left out; it was
+    added, putting Bo in the evidence of Anna's card."""
+    directory = shared_pc_login(config_dir)
+    assert cids(query_jsonl(directory, *args, "--whole-logins")) == [
+        ("R1", "login_started"), ("R1", "certificate_presented"), ("R1", "certificate_accepted")]
+
+
+def test_query_whole_logins_without_a_user_keeps_the_earlier_session_of_the_logins_own_user(config_dir: Path) -> None:
+    """Anna's session did not do for the SP (session_insufficient names her) and she logged in again: asked for
+    her card, that record is her login's as well."""
+    audit = load_settings(config_dir).broker.audit
+    clock = FixedClock(DAY1)
+    writer, trail = chain_of(audit, clock, "cli")
+    for event in [
+            AuditEvent("login_started", "info", "S1", sp=SP_A, client_address="192.0.2.7"),
+            AuditEvent("session_insufficient", "info", "S1", reason="loa_insufficient", identity=ANNA, sp=SP_A,
+                       client_address="192.0.2.7", data={"session_login": "A0", "loa": "loa2"}),
+            AuditEvent("certificate_accepted", "success", "S1", identity=ANNA, certificate=FACTS, sp=SP_A,
+                       client_address="192.0.2.7", data={"loa": "loa3", "policy": "2.999.1.3"})]:
+        trail.record(event)
+        trail.sync()
+    writer.close()
+    assert cids(query_jsonl(str(audit.directory.path), "--cert-serial", "1f", "--whole-logins")) == [
+        ("S1", "login_started"), ("S1", "session_insufficient"), ("S1", "certificate_accepted")]
 
 
 def test_query_by_pseudonym(data: Dataset) -> None:
