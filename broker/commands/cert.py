@@ -72,7 +72,7 @@ def cert() -> None:
 @click.option("--ocsp-nonce", is_flag=True, help="send a nonce and require it back (with --ocsp or --ocsp-url)")
 @click.option("--ocsp-method", type=click.Choice(["auto", "get", "post"]), default="auto", show_default=True,
               help="how OCSP requests are sent, as certificate.revocation.ocsp.http_method: auto (GET without a "
-                   "nonce, RFC 5019), get or post")
+                   "nonce, RFC 5019), get or post (with --ocsp or --ocsp-url)")
 @click.option("--fetch-crl", is_flag=True, help="fetch the CRLs of the certificates' distribution points (network)")
 @click.option("--at", "at", help="check at this ISO 8601 instant instead of now (UTC if no offset)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object with accepted, reason, detail ...")
@@ -92,6 +92,9 @@ def cert_verify(leaf: Path, anchors: tuple[Path, ...], intermediates: tuple[Path
         now = instant(at)
         if ocsp_nonce and not (ocsp or ocsp_url):
             raise UnusableInput("--ocsp-nonce: the nonce goes in an OCSP request; give --ocsp or --ocsp-url too")
+        given = click.get_current_context().get_parameter_source("ocsp_method")
+        if given is not click.core.ParameterSource.DEFAULT and not (ocsp or ocsp_url):
+            raise UnusableInput("--ocsp-method: it says how OCSP requests are sent; give --ocsp or --ocsp-url too")
         if ocsp_url is not None:
             try:
                 HttpUrl.parse(ocsp_url)  # as a configured ocsp.url: a host, a port from 1 to 65535

@@ -158,6 +158,18 @@ def test_verify_with_a_nonce_but_no_ocsp_is_unusable_input(pki: Pki) -> None:
     assert pki.responder.requests == []
 
 
+@pytest.mark.parametrize("method", ["auto", "get", "post"])
+def test_verify_with_an_ocsp_method_but_no_ocsp_is_unusable_input(pki: Pki, method: str) -> None:
+    """--ocsp-method says how OCSP requests go; without --ocsp or --ocsp-url none is sent, and the certificate was
+    accepted with no revocation check, as if the responder had been asked that way."""
+    result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp-method", method, *AT_NOW, "--json")
+    assert result.exit_code == 2, result.output
+    data = as_json(result)
+    assert (data["accepted"], data["reason"]) == (False, "unusable_input")
+    assert data["detail"] == ("--ocsp-method: it says how OCSP requests are sent; give --ocsp or --ocsp-url too")
+    assert pki.responder.requests == []
+
+
 def test_verify_responder_down_exit_1(pki: Pki) -> None:
     result = run("cert", "verify", pki.leaf, *pki.trust, "--ocsp-url", closed_port_url(), *AT_NOW, "--json")
     assert result.exit_code == 1, result.output
