@@ -140,6 +140,15 @@ class HttpFetcher:
         self._observe = observe
         self._max_timeout = max_timeout
 
+    def capped(self, limits: FetchLimits) -> FetchLimits:
+        """``limits`` as this fetcher applies them: its connect and total timeouts no longer than ``max_timeout``.
+        A caller that spends one deadline on several fetches (an OCSP request sent again by the other method)
+        counts from these."""
+        if self._max_timeout is None:
+            return limits
+        return replace(limits, connect_timeout=min(limits.connect_timeout, self._max_timeout),
+                       total_timeout=min(limits.total_timeout, self._max_timeout))
+
     def get(self, url: str, limits: FetchLimits, accept: str) -> bytes:
         return self._request("GET", url, None, {"Accept": accept}, limits)
 
@@ -151,9 +160,7 @@ class HttpFetcher:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
             raise FetchError(f"unsupported URL scheme {scheme!r}")
-        if self._max_timeout is not None:
-            limits = replace(limits, connect_timeout=min(limits.connect_timeout, self._max_timeout),
-                             total_timeout=min(limits.total_timeout, self._max_timeout))
+        limits = self.capped(limits)
         with SocketDeadline(limits.total_timeout) as watchdog:
             _watching.current = watchdog
             try:

@@ -76,6 +76,7 @@ class OcspTransport:
         ``limits.total_timeout``. A failure raises :class:`FetchError` naming the method(s) and the responder URL
         (never the long GET URL)."""
         method, target, other = self._plan(url, request, setting, nonced)
+        limits = self._fetcher.capped(limits)   # a fetcher's own cap (readiness.timeout) bounds both attempts too
         refusals = _GET_NOT_SERVED if method == "GET" else _METHOD_REFUSED
         started = time.monotonic()
         try:

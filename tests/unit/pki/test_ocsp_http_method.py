@@ -22,7 +22,9 @@ from broker.config.schema import OcspConfig
 from broker.demo.certificates import CertificateAuthority
 from broker.errors import CertificateRejected
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
+from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import GET_URL_MAX_BYTES, build_request, get_url
+from broker.pki.revocation.transport import OcspTransport
 from tests.factories.ocsp_responder import OcspResponder
 from tests.factories.revocation import NOW, checker, leaf, person_ca, policy
 
@@ -304,3 +306,23 @@ def test_a_fallback_is_logged_once(responder: OcspResponder, engine: RevocationC
     assert [r.getMessage() for r in caplog.records] == [
         f"OCSP responder {responder.url} refused GET (HTTP 405): asked by POST, as this process will ask it from now "
         "on"]
+
+
+def test_a_fetchers_cap_bounds_the_fallback_too(responder: OcspResponder, ca: CertificateAuthority,
+                                                cert: x509.Certificate) -> None:
+    """readiness.timeout caps a municipality's ocsp.timeout per network check (HttpFetcher's max_timeout): the
+    refused GET and the POST after it share the cap, as they share ocsp.timeout; the POST was given what was left
+    of ocsp.timeout, capped again, and the check took up to twice readiness.timeout."""
+    responder.refuse_method("GET")
+    responder.slow(0.4)
+    transport = OcspTransport(HttpFetcher(max_timeout=0.6))
+    request = build_request(cert, ca.certificate, nonce=None, cert_id_hash="sha1")
+    started = time.monotonic()
+    with pytest.raises(FetchError) as caught:
+        transport.ask(responder.url, request, setting="auto", nonced=False,
+                      limits=FetchLimits(connect_timeout=2, total_timeout=3, max_bytes=65536))
+    elapsed = time.monotonic() - started
+    assert str(caught.value).startswith(f"GET {responder.url}: HTTP 405; then POST {responder.url}: timed out")
+    assert caught.value.timeout
+    assert elapsed < 0.6 + 0.3
+    assert responder.methods_seen == ["GET", "POST"]
