@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,8 +26,9 @@ from broker.clock import Clock
 from broker.config.schema import CrlConfig, OcspConfig, RevocationConfig
 from broker.config.values import Duration, HttpUrl
 from broker.demo.certificates import CertificateAuthority, Issued, LeafProfile, PrivateKey
+from broker.errors import CertificateRejected
 from broker.pki.revocation.crls import CrlStore
-from broker.pki.revocation.engine import RevocationChecker, RevocationPolicy
+from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import HttpFetcher
 from broker.pki.truststore import revocation_policy
 from broker.session.store import KeyValueStore
@@ -130,6 +132,20 @@ def checker(clock: Clock, *, shared: KeyValueStore | None = None,
     return RevocationChecker(clock, crls=CrlStore(clock, fetcher=fetcher, shared=shared, retry_after=retry_after),
                              fetcher=fetcher, shared=shared, retry_after=retry_after,
                              refresh_interval=refresh_interval)
+
+
+def check(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
+          pol: RevocationPolicy) -> RevocationOutcome:
+    """The leaf directly under its trust anchor: one certificate to establish."""
+    engine.register(pol)
+    return engine.check((cert, ca.certificate), pol)
+
+
+def refused(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
+            pol: RevocationPolicy) -> CertificateRejected:
+    with pytest.raises(CertificateRejected) as caught:
+        check(engine, cert, ca, pol)
+    return caught.value
 
 
 # --- the example configuration's Kommun A, pointed at loopback revocation servers ---------------------

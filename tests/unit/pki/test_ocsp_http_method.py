@@ -20,13 +20,12 @@ from cryptography.x509 import ocsp
 from broker.clock import FixedClock
 from broker.config.schema import OcspConfig
 from broker.demo.certificates import CertificateAuthority
-from broker.errors import CertificateRejected
 from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import GET_URL_MAX_BYTES, build_request, get_url
 from broker.pki.revocation.transport import OcspTransport
 from tests.factories.ocsp_responder import OcspResponder
-from tests.factories.revocation import NOW, checker, leaf, person_ca, policy
+from tests.factories.revocation import NOW, check, checker, leaf, person_ca, policy, refused
 
 REQUEST = bytes(range(256))[:75]   # a DER request's size (a SHA-1 CertID, no nonce): 100 characters of base64
 ENCODED = quote(base64.b64encode(REQUEST).decode(), safe="")
@@ -41,18 +40,6 @@ def method_policy(ca: CertificateAuthority, url: str, http_method: Literal["auto
                   nonce: bool = False) -> RevocationPolicy:
     return policy([ca.certificate], ocsp_url=url, nonce=nonce, http_method=http_method)
 
-
-def check(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
-          pol: RevocationPolicy) -> RevocationOutcome:
-    engine.register(pol)
-    return engine.check((cert, ca.certificate), pol)
-
-
-def refused(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
-            pol: RevocationPolicy) -> CertificateRejected:
-    with pytest.raises(CertificateRejected) as caught:
-        check(engine, cert, ca, pol)
-    return caught.value
 
 
 def asked_by(outcome: RevocationOutcome) -> str | None:

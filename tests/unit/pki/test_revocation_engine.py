@@ -27,7 +27,7 @@ from cryptography.x509 import ocsp
 from broker.clock import FixedClock
 from broker.demo.certificates import CertificateAuthority, Issued
 from broker.errors import CertificateRejected
-from broker.pki.revocation.engine import RevocationChecker, RevocationOutcome, RevocationPolicy
+from broker.pki.revocation.engine import RevocationChecker
 from broker.pki.revocation.http import FetchError, FetchLimits, HttpFetcher
 from broker.pki.revocation.ocsp import build_request
 from broker.session.store import RedisStore
@@ -40,12 +40,14 @@ from tests.factories.revocation import (
     MINUTE,
     NOW,
     SECOND,
+    check,
     checker,
     impostor,
     issuing_under,
     leaf,
     person_ca,
     policy,
+    refused,
     with_pointers,
 )
 from tests.factories.slow_resolver import resolve_slowly
@@ -65,19 +67,6 @@ def files() -> Iterator[FileServer]:
         yield f
     assert f.errors == []
 
-
-def check(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
-          pol: RevocationPolicy) -> RevocationOutcome:
-    """The leaf directly under its trust anchor: one certificate to establish."""
-    engine.register(pol)
-    return engine.check((cert, ca.certificate), pol)
-
-
-def refused(engine: RevocationChecker, cert: x509.Certificate, ca: CertificateAuthority,
-            pol: RevocationPolicy) -> CertificateRejected:
-    with pytest.raises(CertificateRejected) as caught:
-        check(engine, cert, ca, pol)
-    return caught.value
 
 
 # --- OCSP: each answer and each failure, with its reason code ---------------------------------------
