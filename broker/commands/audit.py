@@ -264,9 +264,15 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
     # years of audit files hold millions of records: jsonl and csv print each match as it is found, and only the
     # table (whose columns are as wide as their widest value) keeps what it shows, its columns' text alone
     sources = _paths_or_config(paths, config_dir)
+    named: set[Path] = set()
+
+    def skipped(path: Path, why: str) -> None:
+        if path not in named:  # --whole-logins reads the trail twice: each file is named once
+            named.add(path)
+            _skipped(path, why)
 
     def read() -> Iterator[dict[str, Any]]:
-        return records(sources, _skipped, since=wanted.since, until=wanted.until)
+        return records(sources, skipped, since=wanted.since, until=wanted.until)
 
     found = whole_logins(read, wanted) if logins else (r for r in read() if wanted(r))
     if fmt == "jsonl":

@@ -456,6 +456,16 @@ def test_query_whole_logins_without_a_user_keeps_the_earlier_session_of_the_logi
         ("S1", "login_started"), ("S1", "session_insufficient"), ("S1", "certificate_accepted")]
 
 
+def test_query_whole_logins_names_an_unreadable_file_once(data: Dataset) -> None:
+    """--whole-logins reads the trail twice (the logins, then their events): a file that cannot be read is still
+    named once, as without it; it was named twice, as if two files were missing."""
+    unreadable = data.directory / "zz.20261124T000000000Z.aaaaaa.000001.jsonl"
+    unreadable.mkdir()
+    result = run("query", str(data.directory), "--user", "SE2120001009-anna", "--whole-logins")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count(f"skipped {unreadable}") == 1
+
+
 def test_query_by_pseudonym(data: Dataset) -> None:
     found = query_jsonl(str(data.directory), "--user", data.bo, "--event", "assertion_issued")
     assert cids(found) == [("B1", "assertion_issued"), ("B2", "assertion_issued")]
