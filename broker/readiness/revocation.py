@@ -395,10 +395,12 @@ def users_ocsp_check(cl: CertificateLogin, policy: RevocationPolicy, users: User
 
 def _without_url(error: str, url: str) -> str:
     """A failed exchange's ``error`` ("GET http://responder/: HTTP 500") without the responder's URL, which the
-    check names already: "HTTP 500 (by GET)"."""
-    for method in ("GET", "POST"):
-        if error.startswith(f"{method} {url}: "):
-            return f"{error.removeprefix(f'{method} {url}: ')} (by {method})"
+    check names already: "HTTP 500 (by GET)"; each attempt of a fallback with its own method ("GET ...: HTTP 405;
+    then POST ...: HTTP 501": "HTTP 405 (by GET); then HTTP 501 (by POST)")."""
+    attempts = [(method, a.removeprefix(f"{method} {url}: ")) for a in error.split("; then ")
+                for method in ("GET", "POST") if a.startswith(f"{method} {url}: ")]
+    if attempts and len(attempts) == error.count("; then ") + 1:
+        return "; then ".join(f"{text} (by {method})" for method, text in attempts)
     return error.removeprefix(f"{url}: ")
 
 

@@ -709,6 +709,22 @@ def test_dead_users_ocsp_responder_behind_a_working_crl_warns(config_dir: Path, 
     assert result.result == "warn"
 
 
+def test_users_ocsp_responder_refusing_both_methods_names_each(config_dir: Path, pki: Pki,
+                                                               users_responder: OcspResponder) -> None:
+    """The GET refused, then the POST after it: each failure with the method it met; the evidence read "HTTP 405;
+    then POST <url>: HTTP 501 (by GET)", the POST's failure as the GET's."""
+    users_responder.refuse_method("GET")
+    users_responder.refuse_method("POST", 501)
+
+    result = users_ocsp(config_dir, pki, users_responder.url, methods=["ocsp", "crl"])
+
+    check = only(result, "revocation.ocsp_users")
+    assert check.status == "warn"
+    assert check.evidence.startswith(f"{users_responder.url} (asked about the sample Sara Svensson): HTTP 405 (by "
+                                     "GET); then HTTP 501 (by POST). Logins ask it first")
+    assert users_responder.methods_seen == ["GET", "POST"]
+
+
 def test_dead_users_ocsp_responder_without_a_fallback_fails(config_dir: Path, pki: Pki,
                                                            responder: OcspResponder) -> None:
     url = closed_port_url("/ocsp")
