@@ -589,8 +589,9 @@ class OcspConfig:
         default="auto", metadata=doc(
             "how requests are sent (RFC 5019 §5, RFC 6960 Appendix A.1): auto: GET for a request without a nonce "
             "whose URL is at most 255 bytes, POST otherwise; get: GET whenever the URL is at most 255 bytes; post: "
-            "always POST, nothing else tried. Under auto and get, a method the responder refuses (HTTP 405, 501) "
-            "is tried once more by the other, and this process asks that responder that way from then on"))
+            "always POST, nothing else tried. Under auto and get, a method the responder refuses (HTTP 405, 501; a "
+            "GET also 400, 404, an OCSP malformedRequest or an answer that is no OCSP response) is tried once more "
+            "by the other, and this process asks that responder that way from then on"))
     connect_timeout: Duration = field(default=Duration(2), metadata=doc("TCP connect timeout"))
     timeout: Duration = field(default=Duration(3), metadata=doc(
         "total time for one certificate's OCSP answer: the responders of its AIA are asked in turn, the next when "
