@@ -58,7 +58,9 @@ def asked_by(outcome: RevocationOutcome) -> str | None:
     pytest.param("http://ocsp.example/siths/ocsp/", "http://ocsp.example/siths/ocsp/" + ENCODED,
                  id="path-with-slash"),
     pytest.param("https://ocsp.example:8443/a", "https://ocsp.example:8443/a/" + ENCODED, id="https-port"),
+    pytest.param("http://[2001:db8::5]:8080/ocsp", "http://[2001:db8::5]:8080/ocsp/" + ENCODED, id="ipv6-port"),
     pytest.param("http://ocsp.example/ocsp?ca=3", None, id="query-post-only"),
+    pytest.param("http://ocsp.example/ocsp#ca", None, id="fragment-post-only"),
 ])
 def test_get_url_appends_the_url_encoded_base64_request(responder: str, expected: str | None) -> None:
     assert get_url(responder, REQUEST) == expected
