@@ -207,8 +207,13 @@ class HttpFetcher:
                     if method != "GET" or not location:
                         raise FetchError(f"{url}: HTTP {response.status} redirect not followed",
                                          status=response.status)
-                    target = urljoin(url, location)
-                    if urlsplit(target).scheme != scheme:
+                    try:
+                        target = urljoin(url, location)
+                        target_scheme = urlsplit(target).scheme
+                    except ValueError as exc:  # urllib.parse refuses it (an IPv6 host without its "]")
+                        raise FetchError(f"{url}: redirect to an unusable location ({location}): {exc}",
+                                         status=response.status) from None
+                    if target_scheme != scheme:
                         raise FetchError(f"{url}: redirect to another scheme ({target}) refused")
                     response.close()  # the body of a redirect is not read: drop the connection
                     url = target

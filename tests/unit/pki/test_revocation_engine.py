@@ -151,6 +151,10 @@ OCSP_CASES = [
                           "redirect to another scheme (https://127.0.0.1:1/ocsp) refused"), id="redirect-to-https"),
     pytest.param(OcspCase(lambda r, c: r.redirect_to("ftp://127.0.0.1/ocsp"), "revocation_unavailable",
                           "redirect to another scheme (ftp://127.0.0.1/ocsp) refused"), id="redirect-to-ftp"),
+    # a Location that is no URL (an IPv6 host without its closing bracket): a failed fetch, not a traceback
+    pytest.param(OcspCase(lambda r, c: r.redirect_to("http://[2001:db8::1/ocsp"), "revocation_unavailable",
+                          "redirect to an unusable location (http://[2001:db8::1/ocsp): Invalid IPv6 URL"),
+                 id="redirect-to-no-url"),
     pytest.param(OcspCase(lambda r, c: r.redirect_to("https://127.0.0.1:1/ocsp"), "revocation_unavailable",
                           "HTTP 302 redirect not followed", http_method="post"), id="redirect-by-post"),
     pytest.param(OcspCase(lambda r, c: r.redirect_to("ftp://127.0.0.1/ocsp"), "revocation_unavailable",
