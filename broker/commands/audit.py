@@ -128,22 +128,33 @@ def _as_recorded(settings: Settings, sp: str | None, municipality: str | None) -
     English, in any letter case). One the configuration does not name is searched for as given (the records of
     years hold ones since removed), with a warning."""
     if sp is not None and settings.sp_by_entity_id(sp) is None:
-        found = [p for p in settings.service_providers.values()
-                 if sp.casefold() in (p.id.casefold(), p.config.name.sv.casefold(), p.config.name.en.casefold())]
+        found = sorted((p for p in settings.service_providers.values()
+                        if sp.casefold() in (p.id.casefold(), p.config.name.sv.casefold(),
+                                             p.config.name.en.casefold())), key=lambda p: p.id)
+        # a file's name is one service's; a name, two services may share (a test and a production instance)
+        found = [p for p in found if p.id.casefold() == sp.casefold()] or found
         if len(found) == 1:
             click.echo(f"--sp: {sp} is {found[0].entity_id}", err=True)
             sp = found[0].entity_id
+        elif found:
+            both = "; ".join(f"{p.id}, {p.entity_id}" for p in found)
+            click.echo(f"--sp: {sp!r} names {len(found)} service providers of the configuration ({both}): give its "
+                       "entityID or its file's name; searched for as given", err=True)
         else:
             known = ", ".join(f"{p.id}, {p.entity_id}" for p in settings.service_providers.values())
             click.echo(f"--sp: {sp!r} is no service provider of the configuration (its entityID, its file's name or "
                        f"its name: {known}); searched for as given", err=True)
     if municipality is not None and municipality not in settings.municipalities:
-        named = [m for m in settings.municipalities.values()
-                 if municipality.casefold() in (m.id.casefold(), m.config.name.sv.casefold(),
-                                                m.config.name.en.casefold())]
+        named = sorted((m for m in settings.municipalities.values()
+                        if municipality.casefold() in (m.id.casefold(), m.config.name.sv.casefold(),
+                                                       m.config.name.en.casefold())), key=lambda m: m.id)
+        named = [m for m in named if m.id.casefold() == municipality.casefold()] or named
         if len(named) == 1:
             click.echo(f"--municipality: {municipality} is {named[0].id}", err=True)
             municipality = named[0].id
+        elif named:
+            click.echo(f"--municipality: {municipality!r} names {len(named)} municipalities of the configuration "
+                       f"({', '.join(m.id for m in named)}): give its id; searched for as given", err=True)
         else:
             click.echo(f"--municipality: {municipality!r} is no municipality of the configuration (its id or its "
                        f"name: {', '.join(settings.municipalities)}); searched for as given", err=True)

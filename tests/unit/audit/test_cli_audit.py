@@ -38,6 +38,7 @@ from broker.model import Identity
 from broker.session.store import RedisStore
 from tests.factories.audit import FACTS, dump, lines_of, make_trail, make_writer, only_chain, records_of, write_lines
 from tests.factories.saml import BASE_URL, Browser, make_sp, saml_response_form
+from tests.factories.sp_files import register_sp
 
 BO_PNR = "191212121212"
 ANNA = Identity("hsa_id", "SE2120001009-anna", "kommun-a")
@@ -800,6 +801,19 @@ def test_query_with_the_configuration_warns_of_a_service_or_municipality_it_does
     result = run("query", "--config", str(config_dir), *args)
     assert result.exit_code == 0, result.output
     assert warning in result.stderr
+
+
+def test_query_with_the_configuration_warns_of_a_name_two_services_share(config_dir: Path) -> None:
+    """Two services of one name (a test and a production instance of one system): the name says which of neither,
+    and the warning says so and names both; it said the configuration named no such service."""
+    other = "https://sp-b.example/metadata"
+    metadata = (config_dir / "metadata" / "demo-sp.xml").read_bytes().replace(DEMO_SP.encode(), other.encode())
+    register_sp(config_dir, "demo-sp-test", entity_id=other, name="Demotjänsten", metadata=metadata)
+    result = run("query", "--config", str(config_dir), "--sp", "demotjänsten")
+    assert result.exit_code == 0, result.output
+    assert ("--sp: 'demotjänsten' names 2 service providers of the configuration (demo-sp, "
+            f"{DEMO_SP}; demo-sp-test, {other}): give its entityID or its file's name; searched for as given"
+            ) in result.stderr
 
 
 @pytest.mark.parametrize(("given", "meant"), [
