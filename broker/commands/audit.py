@@ -286,6 +286,9 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
         return records(sources, skipped, since=wanted.since, until=wanted.until)
 
     found = whole_logins(read, wanted) if logins else (r for r in read() if wanted(r))
+    issuers: set[str] = set()
+    if wanted.cert_serial is not None and wanted.cert_issuer is None:
+        found = _noting_issuers(found, wanted.cert_serial, issuers)
     if fmt == "jsonl":
         for record in found:
             click.echo(json.dumps({k: v for k, v in record.items() if k != "_chain"}, ensure_ascii=False,
@@ -304,6 +307,18 @@ def query_command(paths: tuple[Path, ...], config_dir: Path | None, user: tuple[
         for row in rows:
             click.echo("  ".join(row[i].ljust(widths[i]) for i in shown).rstrip())
         click.echo(f"{len(rows)} event(s)", err=True)
+    if len(issuers) > 1:
+        # RFC 5280 §4.1.2.2: a serial number is unique per issuer only; two issuers' certificates are two cards
+        click.echo(f"--cert-serial: the events found name certificates of {len(issuers)} issuers with this serial "
+                   f"number ({'; '.join(sorted(issuers))}), each another card: give --cert-issuer for one", err=True)
+
+
+def _noting_issuers(found: Iterator[dict[str, Any]], serial: str, issuers: set[str]) -> Iterator[dict[str, Any]]:
+    """``found`` as it is, adding to ``issuers`` the issuer of each record of the certificate serial ``serial``."""
+    for record in found:
+        if record.get("cert_serial") == serial and isinstance(record.get("cert_issuer"), str):
+            issuers.add(record["cert_issuer"])
+        yield record
 
 
 # OWASP, CSV injection: a spreadsheet takes a cell starting with one of these as a formula (a detail quoting a peer's

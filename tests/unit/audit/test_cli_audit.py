@@ -607,6 +607,28 @@ OTHER_CA = "CN=Kommun B Test Person CA"
 def test_query_finds_every_use_of_one_certificate(config_dir: Path, args: list[str], expected: list[str]) -> None:
     """Every login of a certificate since revoked (a stolen card, by the serial and issuer its CA's notice gives):
     there was no way to ask for the events of one certificate."""
+    assert [r["correlation_id"] for r in query_jsonl(logins_of_four_cards(config_dir), *args)] == expected
+
+
+@pytest.mark.parametrize(("args", "warned"), [
+    pytest.param(["--cert-serial", "1f"], True, id="serial-alone"),
+    pytest.param(["--cert-serial", "1f", "--format", "jsonl"], True, id="serial-alone-jsonl"),
+    pytest.param(["--cert-serial", "1f", "--cert-issuer", OTHER_CA], False, id="serial-and-issuer"),
+    pytest.param(["--cert-serial", "2a"], False, id="serial-of-one-issuer"),
+])
+def test_query_by_a_serial_two_cas_issued_says_so(config_dir: Path, args: list[str], warned: bool) -> None:
+    """A serial number is one card's only with its issuer (RFC 5280 §4.1.2.2): asked for alone, it found the cards
+    of two CAs, two people, as if they were one card's logins, without a word."""
+    result = run("query", logins_of_four_cards(config_dir), *args)
+    assert result.exit_code == 0, result.output
+    warning = (f"--cert-serial: the events found name certificates of 2 issuers with this serial number "
+               f"({FACTS.issuer}; {OTHER_CA}), each another card: give --cert-issuer for one")
+    assert (warning in result.stderr) is warned
+
+
+def logins_of_four_cards(config_dir: Path) -> str:
+    """Anna's logins with four certificates: 1f of Kommun A's CA (S1) and of Kommun B's (S2), 2a (S3), 3b of a CA
+    named with O and C (S4). The audit directory."""
     audit = load_settings(config_dir).broker.audit
     clock = FixedClock(DAY1)
     writer, trail = chain_of(audit, clock, "cli")
@@ -617,7 +639,7 @@ def test_query_finds_every_use_of_one_certificate(config_dir: Path, args: list[s
                                 sp=SP_A, client_address="192.0.2.7", data={"loa": "loa3", "policy": "2.999.1.3"}))
         trail.sync()
     writer.close()
-    assert [r["correlation_id"] for r in query_jsonl(str(audit.directory.path), *args)] == expected
+    return str(audit.directory.path)
 
 
 def test_query_refuses_a_serial_that_is_not_hexadecimal(data: Dataset) -> None:
