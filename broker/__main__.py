@@ -3,4 +3,5 @@ PATH, a container's entrypoint)."""
 
 from broker.cli import main
 
-main(prog_name="broker")
+if __name__ == "__main__":
+    main(prog_name="broker")

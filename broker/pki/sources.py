@@ -78,7 +78,7 @@ def _without_port(hop: str) -> str | None:
 
 
 def _is_port(text: str) -> bool:
-    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and int(text) <= 65535
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) <= 65535
 
 
 class CertificateSourceResolver:

@@ -233,6 +233,7 @@ def test_tls_certificates_are_kept_per_value_and_refusals_are_not(pem: str) -> N
     pytest.param("10.20.3.4", "2001:db8::7", "2001:db8::7", id="ipv6-hop"),
     pytest.param("10.20.3.4", "198.51.100.7:", None, id="hop-with-empty-port-is-unknown"),
     pytest.param("10.20.3.4", "198.51.100.7:65536", None, id="hop-with-port-out-of-range-is-unknown"),
+    pytest.param("10.20.3.4", "198.51.100.7:0", None, id="hop-with-port-0-is-unknown"),
     pytest.param("10.20.3.4", "198.51.100.7:+80", None, id="hop-with-signed-port-is-unknown"),
     pytest.param("10.20.3.4", "example.org:443", None, id="hop-naming-a-host-is-unknown"),
     pytest.param("10.20.3.4", "[198.51.100.7]:80", None, id="bracketed-ipv4-is-unknown"),
