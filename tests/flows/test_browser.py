@@ -302,7 +302,8 @@ def test_a_double_click_on_the_discovery_choice_goes_on_to_the_municipalitys_idp
         browser.evaluate("""window.seen = []; window.held = true; window.addEventListener("submit", event => {
             window.seen.push(event.defaultPrevented); if (window.held) event.preventDefault(); })""")
         browser.click(button, count=2)
-        assert browser.evaluate("window.seen") == [False, True]  # the second is cancelled
+        # the second is cancelled; or, on a busy machine, the button was disabled before it came, so it made none
+        assert browser.evaluate("window.seen") in ([False, True], [False])
         assert _eventually(browser, "document.querySelector('form[method=post] button').disabled")
         # the page shown again from the back/forward cache: the form can be sent again
         browser.evaluate("window.dispatchEvent(new PageTransitionEvent('pageshow', {persisted: true}))")
