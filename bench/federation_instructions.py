@@ -24,10 +24,7 @@ import ctypes
 import datetime as dt
 import json
 import os
-import re
 import secrets
-import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -81,9 +78,7 @@ def _prepare(root: Path, config: Path, legs: int, redis_url: str, prefix: str) -
 
 def _count(args: argparse.Namespace) -> int:
     """Prepare the legs, then post them under callgrind and print instructions per leg."""
-    for program in ("valgrind", "gcc"):
-        if shutil.which(program) is None:
-            sys.exit(f"{program} is not installed (Debian: apt-get install valgrind gcc)")
+    login_instructions.need_tools()
     with tempfile.TemporaryDirectory() as tmp:
         layout = generate(Path(tmp) / "demo", REPO / "config" / "example", dt.datetime.now(dt.UTC))
         legs_file = Path(tmp) / "legs.json"
@@ -92,24 +87,11 @@ def _count(args: argparse.Namespace) -> int:
         try:
             legs_file.write_text(json.dumps(_prepare(layout.root, layout.config, args.legs + WARM_UP, args.redis,
                                                      prefix)))
-            library = login_instructions._toggle_library(Path(tmp))
-            out = Path(tmp) / "callgrind.out"
-            env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_CALLGRIND_TOGGLE": str(library)}
-            command = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out}",
-                       sys.executable, str(HERE), "--inner", "--config", str(layout.config), "--legs-file",
-                       str(legs_file), "--prefix", prefix, "--redis", args.redis]
-            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            legs, instructions = login_instructions.callgrind(
+                HERE, ["--config", str(layout.config), "--legs-file", str(legs_file), "--prefix", prefix,
+                       "--redis", args.redis], "legs", args.keep)
         finally:
             federation._forget(args.redis, prefix)
-        if done.returncode != 0:
-            sys.exit(f"the run under valgrind failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
-        legs = int(re.search(r"^legs counted: (\d+)$", done.stdout, re.M).group(1))  # type: ignore[union-attr]
-        totals = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.M)
-        if totals is None:
-            sys.exit("callgrind wrote no totals")
-        if args.keep is not None:
-            shutil.copyfile(out, args.keep)
-    instructions = int(totals.group(1))
     print(f"federated login legs at the ACS through WSGI under callgrind, real Redis ({args.redis})")
     print(f"  legs counted:        {legs}")
     print(f"  instructions per leg: {instructions / legs / 1e6:.2f} million (user space, the broker's work)")

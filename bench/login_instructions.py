@@ -52,27 +52,39 @@ def _toggle_library(directory: Path) -> Path:
     return library
 
 
-def _count(args: argparse.Namespace) -> int:
-    """Run this script under callgrind and print instructions per login."""
+def need_tools() -> None:
+    """Exit with the command that installs them when valgrind or gcc (which builds the toggle library) is missing."""
     for program in ("valgrind", "gcc"):
         if shutil.which(program) is None:
             sys.exit(f"{program} is not installed (Debian: apt-get install valgrind gcc)")
+
+
+def callgrind(script: Path, inner_args: list[str], counted: str, keep: Path | None) -> tuple[int, int]:
+    """Run ``script --inner *inner_args`` under callgrind, collecting only between the script's toggles: (how many
+    it counted, as its "<counted> counted: N" line says, and the instructions executed meanwhile)."""
     with tempfile.TemporaryDirectory() as tmp:
         library = _toggle_library(Path(tmp))
         out = Path(tmp) / "callgrind.out"
         env = {**os.environ, "PYTHONHASHSEED": "0", "BENCH_CALLGRIND_TOGGLE": str(library)}
         command = ["valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={out}",
-                   sys.executable, str(HERE), "--inner", "--logins", str(args.logins), "--redis", args.redis]
+                   sys.executable, str(script), "--inner", *inner_args]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"the run under valgrind failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
-        logins = int(re.search(r"^logins counted: (\d+)$", done.stdout, re.M).group(1))  # type: ignore[union-attr]
+        units = re.search(rf"^{counted} counted: (\d+)$", done.stdout, re.M)
         totals = re.search(r"^(?:totals|summary): (\d+)", out.read_text(), re.M)
-        if totals is None:
-            sys.exit("callgrind wrote no totals")
-        if args.keep is not None:
-            shutil.copyfile(out, args.keep)
-    instructions = int(totals.group(1))
+        if units is None or totals is None:
+            sys.exit(f"callgrind wrote no totals, or the run no '{counted} counted' line:\n{done.stdout[-3000:]}")
+        if keep is not None:
+            shutil.copyfile(out, keep)
+    return int(units.group(1)), int(totals.group(1))
+
+
+def _count(args: argparse.Namespace) -> int:
+    """Run this script under callgrind and print instructions per login."""
+    need_tools()
+    logins, instructions = callgrind(HERE, ["--logins", str(args.logins), "--redis", args.redis], "logins",
+                                     args.keep)
     print(f"complete certificate logins through WSGI under callgrind, real Redis ({args.redis})")
     print(f"  logins counted:        {logins}")
     print(f"  instructions per login: {instructions / logins / 1e6:.2f} million (user space, the broker's work)")
