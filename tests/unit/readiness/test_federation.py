@@ -442,7 +442,9 @@ def test_sso_endpoint_answering_a_byte_at_a_time_fails_at_the_timeout(config_dir
     check = only(result, "saml.sso_endpoint")
     assert (check.status, check.title, check.subject) == ("fail", "SSO endpoint not reachable", sso)
     assert check.evidence == f"{sso}: no complete answer within 1 s"
-    assert took < 1 + 1.0
+    # the 1 s bound and the run's other checks (more than a second on a slow machine); a trickled handshake of a
+    # few kilobytes at 50 ms a byte, unbounded, would take minutes
+    assert took < 1 + 3.0
 
 
 def test_sso_endpoint_whose_name_resolves_slowly_fails_at_the_timeout(config_dir: Path, material: Material,
@@ -451,7 +453,7 @@ def test_sso_endpoint_whose_name_resolves_slowly_fails_at_the_timeout(config_dir
     """readiness.timeout bounds connection and handshake together, the name's resolution included: it comes
     before any socket exists, so the watchdog alone would let a resolver waiting on an unanswering DNS server
     hold `broker readiness` for the resolver's own timeouts (a real delay in ``socket.getaddrinfo`` here)."""
-    resolve_slowly(monkeypatch, "sso.slow-resolver.test", 3)
+    resolve_slowly(monkeypatch, "sso.slow-resolver.test", 8)
     sso = f"https://sso.slow-resolver.test:{server.port}/adfs/ls/"
     (config_dir / "metadata" / "kommun-c-idp.xml").write_bytes(edited(material.base, sso=sso))
     set_readiness(config_dir, timeout="1s")
@@ -463,7 +465,7 @@ def test_sso_endpoint_whose_name_resolves_slowly_fails_at_the_timeout(config_dir
     check = only(result, "saml.sso_endpoint")
     assert (check.status, check.title, check.subject) == ("fail", "SSO endpoint not reachable", sso)
     assert check.evidence == f"{sso}: no complete answer within 1 s"
-    assert took < 1 + 1.0
+    assert took < 1 + 3.0  # the run's other checks beside the bound; waiting for the resolver takes 8 s
 
 
 def test_sso_endpoint_not_checked_offline(config_dir: Path, material: Material, server: HttpsFileServer) -> None:
