@@ -526,4 +526,4 @@ def test_a_synthetic_login_answered_a_byte_at_a_time_fails_at_the_timeout(demo: 
 
     assert (login.status, login.title) == ("fail", "synthetic login failed")
     assert login.evidence == f"{endpoint}/saml/idp/diagnose?format=json: no complete answer within 1 s"
-    assert took < 1 + 1.0
+    assert took < 1 + 3.0  # the bound and the client's own set-up on a slow machine; unbounded, minutes
