@@ -8,9 +8,9 @@ import difflib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import click
 from cryptography.hazmat.primitives import serialization
@@ -128,11 +128,7 @@ def _as_recorded(settings: Settings, sp: str | None, municipality: str | None) -
     English, in any letter case). One the configuration does not name is searched for as given (the records of
     years hold ones since removed), with a warning."""
     if sp is not None and settings.sp_by_entity_id(sp) is None:
-        found = sorted((p for p in settings.service_providers.values()
-                        if sp.casefold() in (p.id.casefold(), p.config.name.sv.casefold(),
-                                             p.config.name.en.casefold())), key=lambda p: p.id)
-        # a file's name is one service's; a name, two services may share (a test and a production instance)
-        found = [p for p in found if p.id.casefold() == sp.casefold()] or found
+        found = _by_name(sp, settings.service_providers.values())
         if len(found) == 1:
             click.echo(f"--sp: {sp} is {found[0].entity_id}", err=True)
             sp = found[0].entity_id
@@ -145,10 +141,7 @@ def _as_recorded(settings: Settings, sp: str | None, municipality: str | None) -
             click.echo(f"--sp: {sp!r} is no service provider of the configuration (its entityID, its file's name or "
                        f"its name: {known}); searched for as given", err=True)
     if municipality is not None and municipality not in settings.municipalities:
-        named = sorted((m for m in settings.municipalities.values()
-                        if municipality.casefold() in (m.id.casefold(), m.config.name.sv.casefold(),
-                                                       m.config.name.en.casefold())), key=lambda m: m.id)
-        named = [m for m in named if m.id.casefold() == municipality.casefold()] or named
+        named = _by_name(municipality, settings.municipalities.values())
         if len(named) == 1:
             click.echo(f"--municipality: {municipality} is {named[0].id}", err=True)
             municipality = named[0].id
@@ -159,6 +152,28 @@ def _as_recorded(settings: Settings, sp: str | None, municipality: str | None) -
             click.echo(f"--municipality: {municipality!r} is no municipality of the configuration (its id or its "
                        f"name: {', '.join(settings.municipalities)}); searched for as given", err=True)
     return sp, municipality
+
+
+class _Named(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def config(self) -> Any: ...
+
+
+_N = TypeVar("_N", bound=_Named)
+
+
+def _by_name(given: str, entries: Iterable[_N]) -> list[_N]:
+    """The ``entries`` (service providers, municipalities) ``given`` names by their id (a file's name) or their
+    Swedish or English name, in any letter case, by id; the one whose id it is alone when there is one: an id is
+    one entry's, a name two may share (a test and a production instance)."""
+    folded = given.casefold()
+    found = sorted((e for e in entries
+                    if folded in (e.id.casefold(), e.config.name.sv.casefold(), e.config.name.en.casefold())),
+                   key=lambda e: e.id)
+    return [e for e in found if e.id.casefold() == folded] or found
 
 
 def _meant(given: str, codes: list[str]) -> str:
